@@ -1,0 +1,107 @@
+/*
+ * cache_op: the vocabulary shared by the memcached edge, the internal RPC and
+ * the cache state machine.
+ *
+ * A struct cache_op is one memcached operation on one key (a multi-key get is
+ * split by the edge into one GET per key). A struct cache_result is its
+ * outcome. The same structs travel through the standalone node (edge ->
+ * cache service -> state machine) and, encoded as protobuf, through the
+ * router -> node RPC.
+ *
+ * Ownership: op->key and op->value are borrowed; whoever submits the op keeps
+ * them alive until the op completes. result->value is owned by the result and
+ * released by cache_result_clear().
+ */
+#ifndef RINGMQ_CACHE_OP_H
+#define RINGMQ_CACHE_OP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CACHE_KEY_MAX 250
+#define CACHE_ITEM_SIZE_MAX_DEFAULT (1024 * 1024)
+/* memcached's REALTIME_MAXDELTA: exptimes above it are absolute unix times. */
+#define CACHE_REALTIME_MAXDELTA (60 * 60 * 24 * 30)
+
+enum cache_op_type {
+    CACHE_OP_GET = 0,  /* read: get and gets */
+    CACHE_OP_SET,
+    CACHE_OP_ADD,
+    CACHE_OP_REPLACE,
+    CACHE_OP_APPEND,   /* flags and exptime of the op are ignored */
+    CACHE_OP_PREPEND,
+    CACHE_OP_CAS,      /* op->cas is the unique the client read */
+    CACHE_OP_INCR,     /* op->delta */
+    CACHE_OP_DECR,
+    CACHE_OP_DELETE,
+    CACHE_OP_TOUCH,    /* op->exptime */
+    CACHE_OP_GAT,      /* get-and-touch: a write that returns the item */
+    CACHE_OP_FLUSH_ALL, /* op->exptime is the delay (0 = now) */
+    CACHE_OP__COUNT
+};
+
+struct cache_op {
+    enum cache_op_type type;
+    const char *key;
+    size_t key_len;
+    const char *value;
+    size_t value_len;
+    uint32_t flags;
+    int64_t exptime; /* as the client sent it: relative s, absolute, <0 */
+    uint64_t cas;
+    uint64_t delta;
+};
+
+enum cache_status {
+    CACHE_STORED = 0,
+    CACHE_NOT_STORED,
+    CACHE_EXISTS,
+    CACHE_NOT_FOUND,   /* also a miss for GET/GAT */
+    CACHE_DELETED,
+    CACHE_TOUCHED,
+    CACHE_HIT,         /* GET/GAT: value, flags, cas are set */
+    CACHE_NUMBER,      /* INCR/DECR: number is set */
+    CACHE_OK,          /* FLUSH_ALL */
+    CACHE_TOO_LARGE,   /* SERVER_ERROR object too large for cache */
+    CACHE_NO_MEMORY,   /* SERVER_ERROR out of memory storing object */
+    CACHE_NON_NUMERIC, /* CLIENT_ERROR cannot increment or decrement ... */
+    CACHE_BAD_REQUEST, /* invalid key or arguments (CLIENT_ERROR) */
+    CACHE_NOT_LEADER,  /* this replica cannot serve it; try the leader */
+    CACHE_UNAVAILABLE, /* no leader, timeout, or outcome unknown */
+    CACHE_STATUS__COUNT
+};
+
+struct cache_result {
+    enum cache_status status;
+    char *value; /* HIT: owned copy of the data (NULL when value_len 0) */
+    size_t value_len;
+    uint32_t flags;
+    uint64_t cas;
+    uint64_t number;
+};
+
+/* An op in flight with its completion. The submitter fills op, cb and data;
+ * the executor fills result and calls cb exactly once (possibly before the
+ * submitting function returns). */
+struct cache_call;
+typedef void (*cache_call_cb)(struct cache_call *call);
+struct cache_call {
+    struct cache_op op;
+    struct cache_result result;
+    cache_call_cb cb;
+    void *data;
+};
+
+/* true for ops that change state (go through Raft). */
+bool cache_op_is_write(enum cache_op_type type);
+/* memcached's key rules: 1..250 bytes, no control characters or spaces. */
+bool cache_key_valid(const char *key, size_t len);
+const char *cache_op_name(enum cache_op_type type);
+const char *cache_status_name(enum cache_status status);
+
+void cache_result_init(struct cache_result *r);
+/* Frees r->value and resets r. */
+void cache_result_clear(struct cache_result *r);
+
+#endif

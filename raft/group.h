@@ -1,0 +1,136 @@
+/*
+ * rgroup: one replica of one Raft group, over canonical/raft 0.15 with its
+ * libuv disk backend and TCP transport.
+ *
+ * The group hides raft from the rest of ringmq (DESIGN.md: keep raft behind
+ * our interface). It gives:
+ *   - bootstrap of a pristine data directory with the configured members,
+ *     restart from an existing one, a clear error for an unusable one;
+ *   - group commit: commands submitted while earlier entries are in flight are
+ *     packed into one Raft entry (a batch stamped with the leader's wall
+ *     clock), with a cap on entries and bytes in flight (RAFT-NOTES 6.1);
+ *   - leader tracking by polling raft_state (0.15 has no callback) and a
+ *     barrier after every election: rgroup_is_leader() is true only once
+ *     everything committed by earlier leaders is applied here;
+ *   - lz4-compressed snapshots of the state machine by threshold.
+ *
+ * Errors: functions return 0 or a negative RGROUP_E* code; construction
+ * failures also fill @errmsg. A command callback fires exactly once for every
+ * rgroup_submit() that returned 0, and never for one that did not.
+ * Everything runs on the loop thread.
+ */
+#ifndef RINGMQ_RAFT_GROUP_H
+#define RINGMQ_RAFT_GROUP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+enum {
+    RGROUP_OK = 0,
+    RGROUP_ENOTLEADER = -1, /* not (yet) a ready leader: nothing proposed */
+    RGROUP_EUNKNOWN = -2,   /* leadership lost after proposing: the command
+                               may or may not be applied */
+    RGROUP_ECLOSING = -3,   /* group is closing: nothing proposed */
+    RGROUP_EINVAL = -4,
+    RGROUP_EIO = -5,        /* data directory or raft failure */
+    RGROUP_ETOOBIG = -6     /* command larger than the entry limit */
+};
+
+#define RGROUP_MAX_MEMBERS 9
+
+struct rgroup_member {
+    uint64_t id;           /* raft server id, > 0 */
+    char raft_address[64]; /* IPv4 literal "a.b.c.d:port" */
+};
+
+struct rgroup_config {
+    const char *name;      /* for logs; copied */
+    uint64_t id;           /* this replica's id; must be in members */
+    const char *dir;       /* data directory, created if missing; copied */
+    struct rgroup_member members[RGROUP_MAX_MEMBERS]; /* bootstrap config */
+    unsigned n_members;
+    unsigned election_ms;  /* 0 = 1000 */
+    unsigned heartbeat_ms; /* 0 = 100 */
+    unsigned snapshot_threshold; /* entries; 0 = 1024 */
+    unsigned snapshot_trailing;  /* entries; 0 = 2048 */
+    size_t max_entry_bytes;      /* batch size cap; 0 = 4 MiB */
+    unsigned max_inflight;       /* raft_apply calls in flight; 0 = 16 */
+};
+
+struct rgroup_cmd;
+
+/* The state machine behind the group. apply runs on every replica, in log
+ * order, once per command of each committed batch. */
+struct rgroup_fsm {
+    void *data;
+    /* @time_ms: the proposing leader's wall clock for the batch.
+     * @mine: the command as submitted here, when this replica proposed it in
+     * this process lifetime and still waits for it; NULL otherwise. The fsm
+     * stores its result where @mine->data points. Must not fail: a command
+     * that makes no sense is a result, not an error. */
+    void (*apply)(void *data, uint64_t time_ms, const void *cmd, size_t len,
+                  struct rgroup_cmd *mine);
+    /* Serialize the whole state into a buffer from malloc(). 0 or -1. */
+    int (*snapshot)(void *data, void **buf, size_t *len);
+    /* Replace the whole state; @buf borrowed. 0 or -1 (corrupt). */
+    int (*restore)(void *data, const void *buf, size_t len);
+};
+
+typedef void (*rgroup_cmd_cb)(struct rgroup_cmd *cmd, int status);
+
+/* A command in flight. Caller-owned; must stay alive until @cb. */
+struct rgroup_cmd {
+    const void *payload; /* borrowed until cb */
+    size_t len;
+    rgroup_cmd_cb cb;    /* status 0: applied (fsm saw it with mine = this) */
+    void *data;          /* caller's */
+    /* private */
+    struct rgroup_cmd *next;
+};
+
+struct rgroup_status {
+    const char *state; /* "leader", "follower", "candidate", "unavailable" */
+    bool ready;        /* rgroup_is_leader() */
+    uint64_t id;
+    uint64_t leader_id; /* 0 if unknown */
+    uint64_t term;
+    uint64_t commit_index;
+    uint64_t last_applied;
+    uint64_t last_index;
+    uint64_t snapshot_index; /* index of the last snapshot taken/installed */
+    uint64_t snapshots_taken;
+    uint64_t snapshots_restored;
+    uint64_t batches_proposed; /* entries this replica proposed */
+    uint64_t cmds_proposed;    /* commands in them (group commit ratio) */
+    uint64_t leader_changes;   /* times the known leader changed */
+};
+
+struct rgroup;
+
+/* Create the replica and start raft. Returns NULL and fills @errmsg (for
+ * example "data directory '/x' is not writable") on failure. @cfg and @fsm
+ * are copied; fsm->data is borrowed for the group's lifetime. */
+struct rgroup *rgroup_new(uv_loop_t *loop, const struct rgroup_config *cfg,
+                          const struct rgroup_fsm *fsm, char *errmsg,
+                          size_t errlen);
+
+/* Queue @cmd for the next batch. 0, or RGROUP_ENOTLEADER / ECLOSING /
+ * ETOOBIG without calling cb. Commands submitted on one replica are applied
+ * in submission order. */
+int rgroup_submit(struct rgroup *g, struct rgroup_cmd *cmd);
+
+/* Leader, and every entry of earlier terms applied (post-election barrier). */
+bool rgroup_is_leader(const struct rgroup *g);
+/* Known leader's id, 0 if none. */
+uint64_t rgroup_leader_id(const struct rgroup *g);
+void rgroup_status(const struct rgroup *g, struct rgroup_status *out);
+
+typedef void (*rgroup_close_cb)(void *data);
+/* Stop raft; queued and in-flight commands get RGROUP_ECLOSING or
+ * RGROUP_EUNKNOWN. The group is freed before @cb runs. */
+void rgroup_close(struct rgroup *g, rgroup_close_cb cb, void *data);
+
+#endif
