@@ -45,6 +45,7 @@ struct cache_sm_stats {
     uint64_t item_size_max;
     uint64_t next_cas;
     uint64_t applied;      /* writes applied */
+    uint64_t clock_ms;     /* max leader stamp applied so far (never goes back) */
 };
 
 /* Returns NULL only if allocation fails. @cfg is copied. */

@@ -1,0 +1,255 @@
+/*
+ * cache_svc: see cache_svc.h.
+ *
+ *   submit(write) -> encode CacheOp -> rgroup_submit ---- batch entry ---->
+ *   raft commit -> fsm_apply on every replica -> cache_sm_apply
+ *                     (on the proposer, into call->result via mine->data)
+ *   -> cmd_done(status 0) -> call->cb
+ */
+#include "node/cache_svc.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.pb-c.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "proto/cache_pb.h"
+
+struct cache_svc {
+    char name[64];
+    struct cache_sm *sm;
+    struct rgroup *group;
+    void (*close_cb)(void *data);
+    void *close_data;
+};
+
+/* A write on its way through Raft. */
+struct pending_write {
+    struct rgroup_cmd cmd;
+    struct cache_call *call;
+    uint8_t *payload;
+};
+
+static void fsm_apply(void *data, uint64_t time_ms, const void *cmd, size_t len,
+                      struct rgroup_cmd *mine)
+{
+    struct cache_svc *svc = data;
+    Ringmq__CacheOp *pb;
+    struct cache_op op;
+    struct cache_result scratch;
+    struct cache_result *res = &scratch;
+
+    cache_result_init(&scratch);
+    if (mine != NULL) {
+        struct pending_write *w = mine->data;
+        res = &w->call->result;
+    }
+    pb = ringmq__cache_op__unpack(NULL, len, cmd);
+    if (pb == NULL || cache_op_from_pb(pb, &op) != 0 ||
+        op.type == CACHE_OP_GET) {
+        /* Only our own leader writes entries, so this is a bug or a newer
+         * peer: answer the proposer, keep every replica alike. */
+        log_error("%s: undecodable cache command (%zu bytes) skipped",
+                  svc->name, len);
+        res->status = CACHE_BAD_REQUEST;
+    } else {
+        cache_sm_apply(svc->sm, time_ms, &op, res);
+    }
+    if (pb != NULL) {
+        ringmq__cache_op__free_unpacked(pb, NULL);
+    }
+    cache_result_clear(&scratch);
+}
+
+static int fsm_snapshot(void *data, void **buf, size_t *len)
+{
+    struct cache_svc *svc = data;
+    return cache_sm_snapshot(svc->sm, malloc, buf, len);
+}
+
+static int fsm_restore(void *data, const void *buf, size_t len)
+{
+    struct cache_svc *svc = data;
+    return cache_sm_restore(svc->sm, buf, len);
+}
+
+struct cache_svc *cache_svc_new(uv_loop_t *loop,
+                                const struct rgroup_config *group,
+                                const struct cache_sm_config *sm,
+                                char *errmsg, size_t errlen)
+{
+    struct cache_svc *svc = xcalloc(1, sizeof(*svc));
+    struct rgroup_fsm fsm = {
+        .data = svc,
+        .apply = fsm_apply,
+        .snapshot = fsm_snapshot,
+        .restore = fsm_restore,
+    };
+
+    snprintf(svc->name, sizeof(svc->name), "%s", group->name);
+    svc->sm = cache_sm_new(sm);
+    if (svc->sm == NULL) {
+        snprintf(errmsg, errlen, "%s: cannot allocate the cache", svc->name);
+        goto err;
+    }
+    svc->group = rgroup_new(loop, group, &fsm, errmsg, errlen);
+    if (svc->group == NULL) {
+        goto err_after_sm;
+    }
+    return svc;
+
+err_after_sm:
+    cache_sm_free(svc->sm);
+err:
+    free(svc);
+    return NULL;
+}
+
+static void complete(struct cache_call *call, enum cache_status status)
+{
+    call->result.status = status;
+    call->cb(call);
+}
+
+static void write_done(struct rgroup_cmd *cmd, int status)
+{
+    struct pending_write *w = cmd->data;
+    struct cache_call *call = w->call;
+
+    free(w->payload);
+    free(w);
+    if (status != 0) {
+        cache_result_clear(&call->result);
+        call->result.status = status == RGROUP_ENOTLEADER ? CACHE_NOT_LEADER
+                                                          : CACHE_UNAVAILABLE;
+    }
+    call->cb(call);
+}
+
+void cache_svc_submit(struct cache_svc *svc, struct cache_call *call)
+{
+    const struct cache_op *op = &call->op;
+    struct pending_write *w;
+    Ringmq__CacheOp pb;
+    int rv;
+
+    cache_result_init(&call->result);
+    if (op->type >= CACHE_OP__COUNT ||
+        (op->type != CACHE_OP_FLUSH_ALL &&
+         !cache_key_valid(op->key, op->key_len))) {
+        complete(call, CACHE_BAD_REQUEST);
+        return;
+    }
+    if (!rgroup_is_leader(svc->group)) {
+        complete(call, CACHE_NOT_LEADER);
+        return;
+    }
+    if (op->type == CACHE_OP_GET) {
+        struct cache_sm_stats st;
+        uint64_t now = clock_wall_ms();
+
+        /* Never read at a time before what the log already stamped (a new
+         * leader with a slower clock must not revive expired items). */
+        cache_sm_stats(svc->sm, &st);
+        if (st.clock_ms > now) {
+            now = st.clock_ms;
+        }
+        cache_sm_get(svc->sm, now, op->key, op->key_len, &call->result);
+        call->cb(call);
+        return;
+    }
+
+    w = xcalloc(1, sizeof(*w));
+    w->call = call;
+    cache_op_to_pb(op, &pb);
+    w->payload = xmalloc(ringmq__cache_op__get_packed_size(&pb));
+    w->cmd.len = ringmq__cache_op__pack(&pb, w->payload);
+    w->cmd.payload = w->payload;
+    w->cmd.cb = write_done;
+    w->cmd.data = w;
+    rv = rgroup_submit(svc->group, &w->cmd);
+    if (rv != 0) {
+        free(w->payload);
+        free(w);
+        complete(call, rv == RGROUP_ENOTLEADER ? CACHE_NOT_LEADER
+                       : rv == RGROUP_ETOOBIG  ? CACHE_TOO_LARGE
+                                               : CACHE_UNAVAILABLE);
+    }
+}
+
+void cache_svc_status(struct cache_svc *svc, struct cache_svc_status *out)
+{
+    rgroup_status(svc->group, &out->raft);
+    cache_sm_stats(svc->sm, &out->sm);
+    out->digest = cache_sm_digest(svc->sm);
+}
+
+void cache_svc_stats(struct cache_svc *svc, struct buf *out)
+{
+    struct cache_svc_status st;
+
+    cache_svc_status(svc, &st);
+    buf_printf(out, "STAT limit_maxbytes %" PRIu64 "\r\n",
+               st.sm.limit_maxbytes);
+    buf_printf(out, "STAT item_size_max %" PRIu64 "\r\n", st.sm.item_size_max);
+    buf_printf(out, "STAT curr_items %" PRIu64 "\r\n", st.sm.curr_items);
+    buf_printf(out, "STAT total_items %" PRIu64 "\r\n", st.sm.total_items);
+    buf_printf(out, "STAT bytes %" PRIu64 "\r\n", st.sm.bytes);
+    buf_printf(out, "STAT evictions %" PRIu64 "\r\n", st.sm.evictions);
+    buf_printf(out, "STAT expired_unfetched %" PRIu64 "\r\n",
+               st.sm.expired_unfetched);
+    buf_printf(out, "STAT ringmq_group %s\r\n", svc->name);
+    buf_printf(out, "STAT ringmq_raft_state %s\r\n", st.raft.state);
+    buf_printf(out, "STAT ringmq_raft_id %" PRIu64 "\r\n", st.raft.id);
+    buf_printf(out, "STAT ringmq_raft_leader %" PRIu64 "\r\n",
+               st.raft.leader_id);
+    buf_printf(out, "STAT ringmq_raft_term %" PRIu64 "\r\n", st.raft.term);
+    buf_printf(out, "STAT ringmq_commit_index %" PRIu64 "\r\n",
+               st.raft.commit_index);
+    buf_printf(out, "STAT ringmq_last_applied %" PRIu64 "\r\n",
+               st.raft.last_applied);
+    buf_printf(out, "STAT ringmq_snapshot_index %" PRIu64 "\r\n",
+               st.raft.snapshot_index);
+    buf_printf(out, "STAT ringmq_snapshots_taken %" PRIu64 "\r\n",
+               st.raft.snapshots_taken);
+    buf_printf(out, "STAT ringmq_batches %" PRIu64 "\r\n",
+               st.raft.batches_proposed);
+    buf_printf(out, "STAT ringmq_batched_cmds %" PRIu64 "\r\n",
+               st.raft.cmds_proposed);
+    buf_printf(out, "STAT ringmq_leader_changes %" PRIu64 "\r\n",
+               st.raft.leader_changes);
+    buf_printf(out, "STAT ringmq_digest %016" PRIx64 "\r\n", st.digest);
+}
+
+const char *cache_svc_name(const struct cache_svc *svc)
+{
+    return svc->name;
+}
+
+uint64_t cache_svc_leader_id(const struct cache_svc *svc)
+{
+    return rgroup_leader_id(svc->group);
+}
+
+static void group_closed(void *data)
+{
+    struct cache_svc *svc = data;
+    void (*cb)(void *) = svc->close_cb;
+    void *cb_data = svc->close_data;
+
+    cache_sm_free(svc->sm);
+    free(svc);
+    if (cb != NULL) {
+        cb(cb_data);
+    }
+}
+
+void cache_svc_close(struct cache_svc *svc, void (*cb)(void *data), void *data)
+{
+    svc->close_cb = cb;
+    svc->close_data = data;
+    rgroup_close(svc->group, group_closed, svc);
+}

@@ -1,0 +1,55 @@
+/*
+ * cache_svc: one cache shard replica on this node: the cache state machine
+ * (node/cache/cache_sm) behind a Raft group (raft/group).
+ *
+ * Writes are encoded as CacheOp commands and submitted to the group, which
+ * packs concurrent ones into shared entries (group commit); the result comes
+ * from the leader's own apply. Reads are served from the local state machine
+ * when this replica is the ready leader (see docs/consistency.md).
+ *
+ * cache_svc_submit is the memcached edge's backend and the RPC dispatcher's
+ * executor: it fills call->result and calls call->cb exactly once, possibly
+ * before returning. Results that are not the op's own outcome:
+ * CACHE_NOT_LEADER (nothing was done: ask the leader), CACHE_UNAVAILABLE
+ * (closing, or leadership lost after proposing: the write may or may not be
+ * applied).
+ */
+#ifndef RINGMQ_CACHE_SVC_H
+#define RINGMQ_CACHE_SVC_H
+
+#include <uv.h>
+
+#include "common/buf.h"
+#include "common/cache_op.h"
+#include "node/cache/cache_sm.h"
+#include "raft/group.h"
+
+struct cache_svc;
+
+struct cache_svc_status {
+    struct rgroup_status raft;
+    struct cache_sm_stats sm;
+    uint64_t digest;
+};
+
+/* @group and @sm are copied. Returns NULL with @errmsg on failure. */
+struct cache_svc *cache_svc_new(uv_loop_t *loop,
+                                const struct rgroup_config *group,
+                                const struct cache_sm_config *sm,
+                                char *errmsg, size_t errlen);
+
+void cache_svc_submit(struct cache_svc *svc, struct cache_call *call);
+
+/* "STAT name value\r\n" lines for the memcached stats command. */
+void cache_svc_stats(struct cache_svc *svc, struct buf *out);
+
+void cache_svc_status(struct cache_svc *svc, struct cache_svc_status *out);
+const char *cache_svc_name(const struct cache_svc *svc);
+uint64_t cache_svc_leader_id(const struct cache_svc *svc);
+
+/* Stop the group; pending calls complete with CACHE_UNAVAILABLE. Freed
+ * before @cb runs. */
+void cache_svc_close(struct cache_svc *svc, void (*cb)(void *data),
+                     void *data);
+
+#endif

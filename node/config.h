@@ -1,0 +1,83 @@
+/*
+ * config: what a ringmq-node process runs, from a YAML file and/or flags.
+ *
+ * Precedence: defaults < --config file < flags given after it on the command
+ * line (flags are applied in order, so a flag before --config is overridden
+ * by the file). docs/configuration.md is the reference for every key and
+ * flag; node_config_usage() prints the same list.
+ *
+ * Errors: functions return 0 or -1 with a message in @err.
+ */
+#ifndef RINGMQ_NODE_CONFIG_H
+#define RINGMQ_NODE_CONFIG_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/log.h"
+#include "raft/group.h"
+
+#define NODE_MAX_GROUPS 16
+#define NODE_ADDR_MAX 64
+
+struct node_member {
+    uint64_t id;
+    char raft[NODE_ADDR_MAX]; /* IPv4 "a.b.c.d:port" of its Raft transport */
+    char rpc[NODE_ADDR_MAX];  /* "host:port" of its RPC listener, or "" */
+};
+
+struct node_group_config {
+    char name[64];
+    struct node_member members[RGROUP_MAX_MEMBERS];
+    unsigned n_members;
+};
+
+struct node_config {
+    bool standalone;
+    uint64_t id;                 /* this node's Raft id in every group */
+    char data_dir[PATH_MAX];     /* groups live in data_dir/<group name> */
+    char memcached[NODE_ADDR_MAX]; /* memcached edge, "" = none */
+    char rpc[NODE_ADDR_MAX];     /* RPC listener, "" = none */
+    char raft[NODE_ADDR_MAX];    /* standalone: the single member's Raft addr */
+    uint64_t memory_limit;       /* bytes per cache group (memcached -m) */
+    uint32_t item_size_max;      /* bytes (memcached -I) */
+    unsigned election_ms;
+    unsigned heartbeat_ms;
+    unsigned snapshot_threshold;
+    unsigned snapshot_trailing;
+    enum log_level log_level;
+    struct node_group_config groups[NODE_MAX_GROUPS];
+    unsigned n_groups;
+};
+
+void node_config_defaults(struct node_config *c);
+
+/* Apply a YAML file on top of @c. */
+int node_config_load(struct node_config *c, const char *path, char *err,
+                     size_t errlen);
+
+/* Apply argv on top of @c (--config loads the file at that point).
+ * Returns 0, -1 on error, 1 when --help or --version was printed. */
+int node_config_parse_args(struct node_config *c, int argc, char **argv,
+                           char *err, size_t errlen);
+
+/* Fill derived values (the standalone group) and check consistency. */
+int node_config_finish(struct node_config *c, char *err, size_t errlen);
+
+/* Group @g as the raft layer wants it, with its data directory. */
+void node_config_group(const struct node_config *c, unsigned g,
+                       struct rgroup_config *out, char *dir, size_t dirlen);
+
+/* The RPC address of member @id of group @g, or NULL. */
+const char *node_config_member_rpc(const struct node_config *c, unsigned g,
+                                   uint64_t id);
+
+void node_config_usage(FILE *f);
+
+/* "host:port" -> parts. 0 or -1. */
+int node_config_split_addr(const char *addr, char *host, size_t hostlen,
+                           int *port);
+
+#endif

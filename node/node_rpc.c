@@ -1,0 +1,230 @@
+/* node_rpc: see node_rpc.h. */
+#include "node/node_rpc.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "node/rpc_server.h"
+#include "proto/cache_pb.h"
+
+#define DEFAULT_GROUP "cache"
+
+struct node_rpc {
+    const struct node_config *cfg;
+    struct cache_svc *const *groups;
+    unsigned n_groups;
+    struct rpc_server *server;
+};
+
+/* A cache op received over RPC, on its way through a group. */
+struct rpc_cache_call {
+    struct cache_call call;
+    struct node_rpc *rpc;
+    struct rpc_server_req *req;
+    unsigned group;
+};
+
+static int find_group(const struct node_rpc *r, const char *name)
+{
+    unsigned g;
+
+    if (name == NULL || *name == '\0') {
+        name = DEFAULT_GROUP;
+    }
+    for (g = 0; g < r->n_groups; g++) {
+        if (strcmp(r->cfg->groups[g].name, name) == 0) {
+            return (int)g;
+        }
+    }
+    return -1;
+}
+
+static void reply_code(struct rpc_server_req *req, Ringmq__RpcCode code,
+                       const char *error)
+{
+    Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
+
+    resp.code = code;
+    resp.error = (char *)error;
+    rpc_server_reply(req, &resp);
+}
+
+static void cache_call_done(struct cache_call *call)
+{
+    struct rpc_cache_call *c = call->data;
+    Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
+    Ringmq__CacheResult result;
+
+    switch (call->result.status) {
+    case CACHE_NOT_LEADER:
+        resp.code = RINGMQ__RPC_CODE__RPC_NOT_LEADER;
+        resp.leader_id = cache_svc_leader_id(c->rpc->groups[c->group]);
+        resp.leader_rpc = (char *)node_config_member_rpc(
+            c->rpc->cfg, c->group, resp.leader_id);
+        if (resp.leader_rpc == NULL) {
+            resp.leader_rpc = "";
+        }
+        resp.error = "not leader";
+        break;
+    case CACHE_UNAVAILABLE:
+        /* Nothing or something was applied: the caller must not assume. */
+        resp.code = RINGMQ__RPC_CODE__RPC_UNAVAILABLE;
+        resp.error = "leadership lost or closing: outcome unknown";
+        break;
+    default:
+        resp.code = RINGMQ__RPC_CODE__RPC_OK;
+        cache_result_to_pb(&call->result, &result);
+        resp.body_case = RINGMQ__RPC_RESPONSE__BODY_CACHE;
+        resp.cache = &result;
+        break;
+    }
+    rpc_server_reply(c->req, &resp);
+    cache_result_clear(&call->result);
+    free(c);
+}
+
+static void handle_cache(struct node_rpc *r, struct rpc_server_req *req,
+                         const Ringmq__RpcRequest *msg)
+{
+    struct rpc_cache_call *c;
+    int g = find_group(r, msg->group);
+
+    if (g < 0) {
+        reply_code(req, RINGMQ__RPC_CODE__RPC_NO_GROUP, "no such group here");
+        return;
+    }
+    c = xcalloc(1, sizeof(*c));
+    if (cache_op_from_pb(msg->cache, &c->call.op) != 0) {
+        free(c);
+        reply_code(req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST, "unknown cache op");
+        return;
+    }
+    c->rpc = r;
+    c->req = req;
+    c->group = (unsigned)g;
+    c->call.cb = cache_call_done;
+    c->call.data = c;
+    /* op key/value point into msg, which lives until the reply. */
+    cache_svc_submit(r->groups[g], &c->call);
+}
+
+static void handle_status(struct node_rpc *r, struct rpc_server_req *req)
+{
+    Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
+    Ringmq__StatusReply reply = RINGMQ__STATUS_REPLY__INIT;
+    Ringmq__GroupStatus gs[NODE_MAX_GROUPS];
+    Ringmq__GroupStatus *gsp[NODE_MAX_GROUPS];
+    unsigned g;
+
+    for (g = 0; g < r->n_groups; g++) {
+        struct cache_svc_status st;
+        const char *leader_rpc;
+
+        cache_svc_status(r->groups[g], &st);
+        ringmq__group_status__init(&gs[g]);
+        gs[g].name = (char *)r->cfg->groups[g].name;
+        gs[g].id = st.raft.id;
+        gs[g].state = (char *)st.raft.state;
+        gs[g].ready = st.raft.ready;
+        gs[g].leader_id = st.raft.leader_id;
+        leader_rpc = node_config_member_rpc(r->cfg, g, st.raft.leader_id);
+        gs[g].leader_rpc = (char *)(leader_rpc ? leader_rpc : "");
+        gs[g].term = st.raft.term;
+        gs[g].commit_index = st.raft.commit_index;
+        gs[g].last_applied = st.raft.last_applied;
+        gs[g].last_index = st.raft.last_index;
+        gs[g].snapshot_index = st.raft.snapshot_index;
+        gs[g].digest = st.digest;
+        gs[g].items = st.sm.curr_items;
+        gs[g].bytes = st.sm.bytes;
+        gs[g].snapshots_taken = st.raft.snapshots_taken;
+        gs[g].snapshots_restored = st.raft.snapshots_restored;
+        gs[g].batches_proposed = st.raft.batches_proposed;
+        gs[g].cmds_proposed = st.raft.cmds_proposed;
+        gsp[g] = &gs[g];
+    }
+    reply.node_id = r->cfg->id;
+    reply.n_groups = r->n_groups;
+    reply.groups = gsp;
+    resp.code = RINGMQ__RPC_CODE__RPC_OK;
+    resp.body_case = RINGMQ__RPC_RESPONSE__BODY_STATUS;
+    resp.status = &reply;
+    rpc_server_reply(req, &resp);
+}
+
+static void on_request(void *data, struct rpc_server_req *req,
+                       const Ringmq__RpcRequest *msg)
+{
+    struct node_rpc *r = data;
+
+    switch (msg->body_case) {
+    case RINGMQ__RPC_REQUEST__BODY_CACHE:
+        handle_cache(r, req, msg);
+        break;
+    case RINGMQ__RPC_REQUEST__BODY_STATUS:
+        handle_status(r, req);
+        break;
+    default:
+        reply_code(req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST, "empty request");
+        break;
+    }
+}
+
+struct node_rpc *node_rpc_new(uv_loop_t *loop, const struct node_config *cfg,
+                              struct cache_svc *const *groups,
+                              unsigned n_groups, char *err, size_t errlen)
+{
+    struct node_rpc *r = xcalloc(1, sizeof(*r));
+    struct rpc_server_config sc = {0};
+    char host[NODE_ADDR_MAX];
+    char sub[256];
+
+    r->cfg = cfg;
+    r->groups = groups;
+    r->n_groups = n_groups;
+    if (node_config_split_addr(cfg->rpc, host, sizeof(host), &sc.port) != 0) {
+        snprintf(err, errlen, "rpc: bad address '%s'", cfg->rpc);
+        goto err;
+    }
+    sc.host = host;
+    r->server = rpc_server_new(loop, &sc, on_request, r, sub, sizeof(sub));
+    if (r->server == NULL) {
+        snprintf(err, errlen, "rpc %s: %s", cfg->rpc, sub);
+        goto err;
+    }
+    return r;
+err:
+    free(r);
+    return NULL;
+}
+
+struct close_ctx {
+    struct node_rpc *rpc;
+    void (*cb)(void *data);
+    void *data;
+};
+
+static void server_closed(void *data)
+{
+    struct close_ctx *ctx = data;
+    void (*cb)(void *) = ctx->cb;
+    void *cb_data = ctx->data;
+
+    free(ctx->rpc);
+    free(ctx);
+    if (cb != NULL) {
+        cb(cb_data);
+    }
+}
+
+void node_rpc_close(struct node_rpc *r, void (*cb)(void *data), void *data)
+{
+    struct close_ctx *ctx = xmalloc(sizeof(*ctx));
+
+    ctx->rpc = r;
+    ctx->cb = cb;
+    ctx->data = data;
+    rpc_server_close(r->server, server_closed, ctx);
+}

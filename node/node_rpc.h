@@ -1,0 +1,27 @@
+/*
+ * node_rpc: the node's internal RPC service: decodes requests from the RPC
+ * listener (node/rpc_server) and dispatches them to the groups.
+ *
+ * Cache ops go to the named group's cache_svc; a follower answers
+ * RPC_NOT_LEADER with the leader's id and RPC address as a hint. Status
+ * requests describe every group (state, indexes, digest) for ringmqctl.
+ *
+ * @groups is borrowed and must outlive the service. node_rpc_close stops
+ * listening; replies to calls still in a group are dropped. Freed before cb.
+ */
+#ifndef RINGMQ_NODE_RPC_H
+#define RINGMQ_NODE_RPC_H
+
+#include <uv.h>
+
+#include "node/cache_svc.h"
+#include "node/config.h"
+
+struct node_rpc;
+
+struct node_rpc *node_rpc_new(uv_loop_t *loop, const struct node_config *cfg,
+                              struct cache_svc *const *groups,
+                              unsigned n_groups, char *err, size_t errlen);
+void node_rpc_close(struct node_rpc *r, void (*cb)(void *data), void *data);
+
+#endif

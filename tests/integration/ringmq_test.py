@@ -1,0 +1,177 @@
+"""Shared helpers for ringmq integration tests.
+
+Tests start real ringmq-node processes on 127.0.0.1 with their own temp data
+dirs and ports, drive them with real clients, and always clean up: every
+process started here is killed at exit, even when a test fails.
+"""
+import atexit
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+BUILD = os.environ.get("RINGMQ_BUILD_DIR",
+                       os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+NODE = os.path.abspath(os.path.join(BUILD, "node", "ringmq-node"))
+CTL = os.path.abspath(os.path.join(BUILD, "tools", "ringmqctl"))
+
+_procs = []
+_dirs = []
+
+
+def _cleanup():
+    for p in _procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    for d in _dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+atexit.register(_cleanup)
+
+
+def tmpdir(prefix="ringmq-it-"):
+    d = tempfile.mkdtemp(prefix=prefix)
+    _dirs.append(d)
+    return d
+
+
+def free_port():
+    """A port that was free a moment ago (bind to 0, read it, release it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20.0, proc=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("process exited with %s" % proc.returncode)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError("port %d not listening after %.0fs" % (port, timeout))
+
+
+def mc_command(port, line, timeout=5.0):
+    """Send one raw text-protocol request, return the reply up to END/line."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(line)
+        data = b""
+        while not (data.endswith(b"END\r\n") or (data.endswith(b"\r\n") and not line.startswith((b"get", b"stats")))):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def stats(port):
+    out = {}
+    for ln in mc_command(port, b"stats\r\n").split(b"\r\n"):
+        parts = ln.split(b" ", 2)
+        if len(parts) == 3 and parts[0] == b"STAT":
+            out[parts[1].decode()] = parts[2].decode()
+    return out
+
+
+class Node:
+    """One ringmq-node process."""
+
+    def __init__(self, args, log_path, ready_port=None):
+        self.args = args
+        self.log_path = log_path
+        self.ready_port = ready_port
+        self.proc = None
+
+    def start(self, wait=True):
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([NODE] + self.args, stdout=log, stderr=log,
+                                     stdin=subprocess.DEVNULL)
+        log.close()
+        _procs.append(self.proc)
+        if wait and self.ready_port:
+            wait_port(self.ready_port, proc=self.proc)
+        return self
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self, timeout=20):
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+
+def standalone(data_dir, port=None, extra=()):
+    port = port or free_port()
+    n = Node(["--standalone", "--data-dir", data_dir,
+              "--memcached", "127.0.0.1:%d" % port] + list(extra),
+             os.path.join(data_dir + ".log"), ready_port=port)
+    n.port = port
+    return n
+
+
+def wait_until(pred, timeout=20.0, what="condition", interval=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise TimeoutError("timed out waiting for " + what)
+
+
+def wait_ready(port, timeout=20.0):
+    """Standalone: wait until the group behind the edge serves writes."""
+    def ok():
+        try:
+            return mc_command(port, b"set __ringmq_ready 0 0 1\r\nx\r\n") == b"STORED\r\n"
+        except OSError:
+            return False
+    wait_until(ok, timeout, "the node to accept writes")
+
+
+def check(cond, msg):
+    if not cond:
+        raise AssertionError(msg)
+
+
+def run_tests(tests):
+    """Run test functions in order; print a pytest-style closing line."""
+    passed = failed = 0
+    seed = int(os.environ.get("RINGMQ_TEST_SEED", random.randrange(1 << 30)))
+    random.seed(seed)
+    print("seed %d" % seed)
+    for t in tests:
+        t0 = time.time()
+        try:
+            t()
+        except Exception as e:  # noqa: BLE001 - report every failure
+            failed += 1
+            print("FAIL %s (%.1fs): %r" % (t.__name__, time.time() - t0, e))
+            import traceback
+            traceback.print_exc()
+        else:
+            passed += 1
+            print("ok   %s (%.1fs)" % (t.__name__, time.time() - t0))
+        sys.stdout.flush()
+    print("%d passed, %d failed" % (passed, failed))
+    _cleanup()
+    sys.exit(1 if failed else 0)
