@@ -18,6 +18,28 @@
  * failures also fill @errmsg. A command callback fires exactly once for every
  * rgroup_submit() that returned 0, and never for one that did not.
  * Everything runs on the loop thread.
+ *
+ * Callback delivery (raft/group.c): command callbacks never run inside raft
+ * code; they run from the group's own uv_prepare/uv_check handles (or from
+ * the close sequence), in completion order, which for one replica is
+ * submission order. A command callback may submit more commands or call
+ * rgroup_close(). The rgroup_fsm callbacks DO run inside raft: they must not
+ * call rgroup_submit() or rgroup_close().
+ *
+ * Status of a command, by what happened to it:
+ *   0                  the fsm applied it here (apply saw mine == cmd);
+ *   RGROUP_ENOTLEADER  queued when this replica stopped being a ready leader
+ *                      (never proposed);
+ *   RGROUP_EUNKNOWN    proposed, then leadership was lost (or the group
+ *                      closed) before it was applied here: it may still be
+ *                      committed by the next leader, so commands should carry
+ *                      a request id and apply should be idempotent;
+ *   RGROUP_ECLOSING    queued when rgroup_close() was called;
+ *   RGROUP_EIO         raft refused the batch (raft_apply error other than
+ *                      not-leader) or out of memory: never proposed.
+ *
+ * Process requirement: raft's TCP transport writes to peers that may have
+ * gone away; the process must ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)).
  */
 #ifndef RINGMQ_RAFT_GROUP_H
 #define RINGMQ_RAFT_GROUP_H
@@ -105,14 +127,19 @@ struct rgroup_status {
     uint64_t snapshots_restored;
     uint64_t batches_proposed; /* entries this replica proposed */
     uint64_t cmds_proposed;    /* commands in them (group commit ratio) */
-    uint64_t leader_changes;   /* times the known leader changed */
+    uint64_t leader_changes;   /* times the known leader changed
+                                  (a new (leader id, term) pair seen) */
 };
 
 struct rgroup;
 
 /* Create the replica and start raft. Returns NULL and fills @errmsg (for
  * example "data directory '/x' is not writable") on failure. @cfg and @fsm
- * are copied; fsm->data is borrowed for the group's lifetime. */
+ * are copied; fsm->data is borrowed for the group's lifetime.
+ * fsm->restore may be called from here (local snapshot). If the failure comes
+ * after raft_init (bootstrap or start, e.g. the address is in use), the
+ * half-built replica is released asynchronously: keep running @loop before
+ * uv_loop_close(). */
 struct rgroup *rgroup_new(uv_loop_t *loop, const struct rgroup_config *cfg,
                           const struct rgroup_fsm *fsm, char *errmsg,
                           size_t errlen);
@@ -130,7 +157,9 @@ void rgroup_status(const struct rgroup *g, struct rgroup_status *out);
 
 typedef void (*rgroup_close_cb)(void *data);
 /* Stop raft; queued and in-flight commands get RGROUP_ECLOSING or
- * RGROUP_EUNKNOWN. The group is freed before @cb runs. */
+ * RGROUP_EUNKNOWN. The group is freed before @cb runs.
+ * (Commands already applied but not yet called back get 0. Until @cb,
+ * rgroup_submit() returns RGROUP_ECLOSING; call rgroup_close() once.) */
 void rgroup_close(struct rgroup *g, rgroup_close_cb cb, void *data);
 
 #endif

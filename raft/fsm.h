@@ -1,0 +1,94 @@
+/*
+ * rfsm: the struct raft_fsm adapter between canonical/raft and a
+ * struct rgroup_fsm (group.h), plus the batch entry codec.
+ *
+ * One Raft COMMAND entry is one RaftBatch (proto/raft_entry.proto): the
+ * proposing leader's wall clock, a random proposer id, the proposer's batch
+ * sequence number and the commands. Its length is padded to a multiple of 8
+ * (raft 0.15 libuv log requirement, see rfsm_encode) with an unknown bytes
+ * field number RFSM_PAD_FIELD, which decoders skip. The adapter
+ *   - apply: decodes the batch, asks the optional @claim hook for the local
+ *     waiting commands of (proposer, seq), then calls rgroup_fsm.apply once
+ *     per command in order, with @mine = the matching local command or NULL.
+ *     A corrupt entry is logged, counted and skipped; apply always returns 0
+ *     (a non-zero return makes raft 0.15 retry the entry for ever);
+ *   - snapshot (raft_fsm version 1): rgroup_fsm.snapshot, then lz_compress
+ *     into a raft_malloc'd buffer that raft frees. Failures return RAFT_BUSY,
+ *     which raft ignores and retries at the next apply;
+ *   - restore: lz_decompress, rgroup_fsm.restore, and on success
+ *     raft_free(buf->base) as raft 0.15 requires (on failure raft keeps it).
+ *
+ * The adapter knows nothing about libuv or rgroup internals, so tests can run
+ * it under raft_fixture: hand &a->raft_fsm to raft_init/raft_fixture_grow.
+ * Everything runs on the raft loop thread.
+ */
+#ifndef RINGMQ_RAFT_FSM_H
+#define RINGMQ_RAFT_FSM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <raft.h>
+
+#include "raft/group.h"
+
+/* Upper bounds of the encoded size: a batch header (three varint fields with
+ * their tags, plus up to 9 bytes of padding to a multiple of 8) and each
+ * command (tag + varint length + bytes). */
+#define RFSM_BATCH_OVERHEAD 42u
+#define RFSM_CMD_OVERHEAD 11u
+
+/* Field number used only for padding; never give it a meaning in
+ * raft_entry.proto (it should be declared `reserved 15;` there). */
+#define RFSM_PAD_FIELD 15u
+
+/* Default cap on a decompressed snapshot (lz also caps at LZ4's ~2 GiB). */
+#define RFSM_DEFAULT_MAX_SNAPSHOT ((size_t)1 << 31)
+
+/* Local waiters of a batch: called once per decoded batch, before any of its
+ * commands is applied. Return the first of the @n_cmds commands this replica
+ * proposed as batch (@proposer, @seq) and still waits for, linked by ->next in
+ * batch order, or NULL. Returning non-NULL means "these are being applied
+ * now": the hook's owner may treat them as applied once apply returns. */
+typedef struct rgroup_cmd *(*rfsm_claim_cb)(void *data,
+                                            uint64_t proposer,
+                                            uint64_t seq,
+                                            size_t n_cmds);
+
+struct rfsm {
+    struct raft_fsm raft_fsm; /* give &raft_fsm to raft; data = this */
+    struct rgroup_fsm user;   /* copied; user.data borrowed */
+    rfsm_claim_cb claim;      /* optional, NULL = no local waiters */
+    void *claim_data;
+    size_t max_snapshot_raw; /* restore refuses larger snapshots */
+    /* counters, read freely */
+    uint64_t entries_applied; /* batch entries decoded and applied */
+    uint64_t cmds_applied;
+    uint64_t corrupt_entries; /* undecodable entries skipped */
+    uint64_t snapshots_taken; /* snapshot() calls that produced a buffer */
+    uint64_t snapshots_restored;
+    uint64_t snapshot_failures; /* snapshot()/restore() errors */
+};
+
+/* Fill @a for @fsm (copied). claim = NULL, counters 0. */
+void rfsm_init(struct rfsm *a, const struct rgroup_fsm *fsm);
+
+/* Encoded-size bound of a command of @len bytes inside a batch. */
+static inline size_t rfsm_cmd_size(size_t len)
+{
+    return len + RFSM_CMD_OVERHEAD;
+}
+
+/* Encode the @n commands starting at @first (linked by ->next; payloads are
+ * read, not kept) as one batch into out->base, allocated with raft_malloc
+ * (ownership to the caller, normally handed to raft_apply). out->len is a
+ * multiple of 8 and at most RFSM_BATCH_OVERHEAD + sum(rfsm_cmd_size(len)).
+ * 0, or -1 on allocation failure. */
+int rfsm_encode(uint64_t time_ms,
+                uint64_t proposer,
+                uint64_t seq,
+                const struct rgroup_cmd *first,
+                size_t n,
+                struct raft_buffer *out);
+
+#endif

@@ -1,0 +1,932 @@
+/*
+ * rgroup: one replica of one Raft group (see group.h for the contract).
+ *
+ * Write path (leader):
+ *
+ *   rgroup_submit ──> queue (FIFO, cmd->next) ──flush──> batch ──raft_apply──>
+ *                     (+ uv_idle while flushable)        (one RaftBatch entry,
+ *                                                         in-flight list)
+ *   raft applies the entry on every replica ──> rfsm_apply
+ * ──claim(proposer,seq)──> rgroup_fsm.apply(cmd_i, mine_i) for each command,
+ * batch marked applied raft_apply cb ──> batch moved to the done list (status 0
+ * if applied, else RGROUP_EUNKNOWN) ──deliver──> cmd->cb(cmd, status), in order
+ *
+ * Our uv_prepare and uv_check handles run process() on every loop turn:
+ * poll raft_state (0.15 has no state callback), deliver completed commands,
+ * flush the queue into new batches while fewer than max_inflight raft_apply
+ * calls are in flight, deliver again. User callbacks therefore never run
+ * inside raft code (raft callbacks only move batches to the done list), and
+ * raft_apply is never called from inside a raft callback. A uv_idle handle is
+ * started only while something is waiting to be flushed or delivered, so that
+ * the loop does not block in poll meanwhile.
+ *
+ * Leadership: when raft_state turns LEADER we issue a raft_barrier; the group
+ * becomes ready (rgroup_is_leader) when that barrier completes in the same
+ * leadership epoch. When it stops being LEADER (or the term moves on) the
+ * group is no longer ready, queued commands fail with RGROUP_ENOTLEADER, and
+ * raft itself fails every in-flight raft_apply with RAFT_LEADERSHIPLOST, which
+ * we turn into RGROUP_EUNKNOWN for each command not yet applied here.
+ */
+#include "raft/group.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <raft.h>
+#include <raft/uv.h>
+
+#include "common/buf.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "raft/fsm.h"
+
+#define RGROUP_CONTAINER_OF(ptr, type, member) \
+    ((type *)((char *)(ptr)-offsetof(type, member)))
+
+#define DEFAULT_ELECTION_MS 1000u
+#define DEFAULT_HEARTBEAT_MS 100u
+#define DEFAULT_SNAPSHOT_THRESHOLD 1024u
+#define DEFAULT_SNAPSHOT_TRAILING 2048u
+#define DEFAULT_MAX_ENTRY_BYTES ((size_t)4 << 20)
+#define DEFAULT_MAX_INFLIGHT 16u
+
+/* A list of commands that complete together: an in-flight batch, or (on the
+ * done list only) a set of queued commands being failed. */
+struct rgroup_batch {
+    struct raft_apply req; /* in flight: raft's request */
+    struct rgroup *g;
+    uint64_t seq;
+    struct rgroup_cmd *head; /* cmds linked by ->next, submission order */
+    size_t n;
+    bool applied; /* the fsm applied it here with mine = these cmds */
+    int status;   /* on the done list */
+    struct rgroup_batch *prev, *next;
+};
+
+struct rgroup_barrier {
+    struct raft_barrier req;
+    struct rgroup *g;
+    uint64_t epoch;
+};
+
+struct rgroup {
+    uv_loop_t *loop;
+    char name[64];
+    char *dir;
+    uint64_t id;
+    struct raft_uv_transport transport;
+    struct raft_io io;
+    struct raft raft;
+    struct rfsm fsm;
+
+    uv_prepare_t prepare;
+    uv_check_t check;
+    uv_idle_t idle;
+    bool handles_init;
+    unsigned handles_open;
+
+    size_t max_entry_bytes;
+    unsigned max_inflight;
+    uint64_t proposer; /* random per process lifetime */
+    uint64_t seq;      /* last batch sequence number used */
+
+    struct rgroup_cmd *q_head, *q_tail; /* submitted, not yet proposed */
+    size_t q_len;
+    struct rgroup_batch *fl_head, *fl_tail; /* raft_apply in flight */
+    unsigned n_inflight;
+    struct rgroup_batch *done_head, *done_tail; /* callbacks to deliver */
+
+    bool leading;        /* raft_state was LEADER at the last poll */
+    bool ready;          /* leading and the epoch's barrier completed */
+    bool barrier_needed; /* leading, barrier not issued yet */
+    uint64_t lead_term;
+    uint64_t lead_epoch; /* bumped on every leadership gain and loss */
+    uint64_t known_leader, known_leader_term;
+
+    uint64_t batches_proposed, cmds_proposed, leader_changes;
+
+    bool closing;
+    bool raft_closed;
+    rgroup_close_cb close_cb;
+    void *close_data;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Lists and completion                                                     */
+
+static void update_idle(struct rgroup *g);
+static void idle_cb(uv_idle_t *h);
+static void lose_leadership(struct rgroup *g);
+
+static void push_done(struct rgroup *g, struct rgroup_batch *b, int status)
+{
+    b->status = status;
+    b->prev = NULL;
+    b->next = NULL;
+    if (g->done_tail != NULL) {
+        g->done_tail->next = b;
+    } else {
+        g->done_head = b;
+    }
+    g->done_tail = b;
+    update_idle(g);
+}
+
+/* Fire the callbacks of every completed command, oldest first. Callbacks may
+ * submit, or close the group (which appends more to the done list). */
+static void deliver(struct rgroup *g)
+{
+    struct rgroup_batch *b;
+
+    while ((b = g->done_head) != NULL) {
+        struct rgroup_cmd *c = b->head;
+        int status = b->status;
+
+        g->done_head = b->next;
+        if (g->done_head == NULL) {
+            g->done_tail = NULL;
+        }
+        free(b);
+        while (c != NULL) {
+            struct rgroup_cmd *next = c->next;
+
+            c->next = NULL;
+            c->cb(c, status);
+            c = next;
+        }
+    }
+}
+
+static void fail_queue(struct rgroup *g, int status)
+{
+    struct rgroup_batch *b;
+
+    if (g->q_head == NULL) {
+        return;
+    }
+    b = xcalloc(1, sizeof *b);
+    b->g = g;
+    b->head = g->q_head;
+    b->n = g->q_len;
+    g->q_head = NULL;
+    g->q_tail = NULL;
+    g->q_len = 0;
+    push_done(g, b, status);
+}
+
+static void inflight_link(struct rgroup *g, struct rgroup_batch *b)
+{
+    b->next = NULL;
+    b->prev = g->fl_tail;
+    if (g->fl_tail != NULL) {
+        g->fl_tail->next = b;
+    } else {
+        g->fl_head = b;
+    }
+    g->fl_tail = b;
+    g->n_inflight++;
+}
+
+static void inflight_unlink(struct rgroup *g, struct rgroup_batch *b)
+{
+    if (b->prev != NULL) {
+        b->prev->next = b->next;
+    } else {
+        g->fl_head = b->next;
+    }
+    if (b->next != NULL) {
+        b->next->prev = b->prev;
+    } else {
+        g->fl_tail = b->prev;
+    }
+    b->prev = NULL;
+    b->next = NULL;
+    g->n_inflight--;
+}
+
+static bool flushable(const struct rgroup *g)
+{
+    return g->q_head != NULL && g->ready && !g->closing &&
+           g->n_inflight < g->max_inflight;
+}
+
+static void update_idle(struct rgroup *g)
+{
+    if (!g->handles_init || g->closing) {
+        return;
+    }
+    if (flushable(g) || g->done_head != NULL) {
+        uv_idle_start(&g->idle, idle_cb);
+    } else {
+        uv_idle_stop(&g->idle);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Apply path                                                               */
+
+/* rfsm claim hook: the local waiters of batch (proposer, seq). */
+static struct rgroup_cmd *claim_cb(void *data,
+                                   uint64_t proposer,
+                                   uint64_t seq,
+                                   size_t n_cmds)
+{
+    struct rgroup *g = data;
+    struct rgroup_batch *b;
+
+    if (proposer != g->proposer) {
+        return NULL;
+    }
+    for (b = g->fl_head; b != NULL; b = b->next) {
+        if (b->seq != seq) {
+            continue;
+        }
+        if (b->applied || b->n != n_cmds) {
+            log_error("raft group %s: batch %" PRIu64 " applied twice or "
+                      "with %zu commands instead of %zu",
+                      g->name, seq, n_cmds, b->n);
+            return NULL;
+        }
+        b->applied = true;
+        return b->head;
+    }
+    return NULL;
+}
+
+static void apply_cb(struct raft_apply *req, int status, void *result)
+{
+    struct rgroup_batch *b = RGROUP_CONTAINER_OF(req, struct rgroup_batch, req);
+    struct rgroup *g = b->g;
+
+    (void)result;
+    inflight_unlink(g, b);
+    if (!b->applied) {
+        log_info("raft group %s: batch %" PRIu64 " (%zu commands): "
+                 "outcome unknown: %s (%d)",
+                 g->name, b->seq, b->n,
+                 status != 0 ? raft_strerror(status) : "not applied", status);
+    }
+    push_done(g, b, b->applied ? RGROUP_OK : RGROUP_EUNKNOWN);
+}
+
+/* Propose queued commands, one batch per raft_apply, while slots are free. */
+static void flush(struct rgroup *g)
+{
+    while (flushable(g)) {
+        struct rgroup_batch *b = xcalloc(1, sizeof *b);
+        struct rgroup_cmd *last;
+        struct raft_buffer buf;
+        size_t size = RFSM_BATCH_OVERHEAD + rfsm_cmd_size(g->q_head->len);
+        int rv;
+
+        /* rgroup_submit guarantees the first command fits alone */
+        b->g = g;
+        b->head = g->q_head;
+        b->n = 1;
+        last = g->q_head;
+        while (last->next != NULL &&
+               size + rfsm_cmd_size(last->next->len) <= g->max_entry_bytes) {
+            size += rfsm_cmd_size(last->next->len);
+            last = last->next;
+            b->n++;
+        }
+        g->q_head = last->next;
+        if (g->q_head == NULL) {
+            g->q_tail = NULL;
+        }
+        g->q_len -= b->n;
+        last->next = NULL;
+        b->seq = ++g->seq;
+
+        if (rfsm_encode(clock_wall_ms(), g->proposer, b->seq, b->head, b->n,
+                        &buf) != 0) {
+            log_error("raft group %s: out of memory encoding a batch", g->name);
+            push_done(g, b, RGROUP_EIO);
+            continue;
+        }
+        /* linked first so the claim hook would find it even if raft applied
+         * it synchronously */
+        inflight_link(g, b);
+        rv = raft_apply(&g->raft, &b->req, &buf, 1, apply_cb);
+        if (rv != 0) {
+            inflight_unlink(g, b);
+            raft_free(buf.base); /* still ours when rv != 0 */
+            log_warn("raft group %s: raft_apply: %s (%d)", g->name,
+                     raft_strerror(rv), rv);
+            if (rv == RAFT_NOTLEADER) {
+                /* nothing proposed; poll_state re-detects leadership
+                 * (and barriers again) if raft is still leader */
+                push_done(g, b, RGROUP_ENOTLEADER);
+                lose_leadership(g);
+            } else {
+                push_done(g, b, RGROUP_EIO);
+            }
+            continue;
+        }
+        g->batches_proposed++;
+        g->cmds_proposed += b->n;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Leader tracking                                                          */
+
+static void barrier_cb(struct raft_barrier *req, int status)
+{
+    struct rgroup_barrier *br =
+        RGROUP_CONTAINER_OF(req, struct rgroup_barrier, req);
+    struct rgroup *g = br->g;
+    uint64_t epoch = br->epoch;
+
+    free(br);
+    if (epoch != g->lead_epoch || !g->leading || g->closing) {
+        return; /* an older leadership; the loss was handled by poll */
+    }
+    if (status != 0) {
+        log_warn("raft group %s: leader barrier failed: %s (%d); retrying",
+                 g->name, raft_strerror(status), status);
+        g->barrier_needed = true;
+        return;
+    }
+    g->ready = true;
+    log_info("raft group %s: leader ready (id %" PRIu64 ", term %" PRIu64
+             ", applied %" PRIu64 ")",
+             g->name, g->id, (uint64_t)g->raft.current_term,
+             (uint64_t)raft_last_applied(&g->raft));
+}
+
+static void issue_barrier(struct rgroup *g)
+{
+    struct rgroup_barrier *br = xmalloc(sizeof *br);
+    int rv;
+
+    br->g = g;
+    br->epoch = g->lead_epoch;
+    rv = raft_barrier(&g->raft, &br->req, barrier_cb);
+    if (rv != 0) {
+        /* e.g. a transfer in progress: try again next loop turn */
+        free(br);
+        log_debug("raft group %s: raft_barrier: %s (%d)", g->name,
+                  raft_strerror(rv), rv);
+        return;
+    }
+    g->barrier_needed = false;
+}
+
+static void lose_leadership(struct rgroup *g)
+{
+    log_info("raft group %s: no longer leader (term %" PRIu64 ", state %d)",
+             g->name, (uint64_t)g->raft.current_term, raft_state(&g->raft));
+    g->leading = false;
+    g->ready = false;
+    g->barrier_needed = false;
+    g->lead_epoch++;
+    fail_queue(g, RGROUP_ENOTLEADER);
+}
+
+static void poll_state(struct rgroup *g)
+{
+    struct raft *r = &g->raft;
+    int st = raft_state(r);
+    uint64_t term = r->current_term;
+    raft_id lid = 0;
+    const char *laddr = NULL;
+
+    raft_leader(r, &lid, &laddr);
+    if (lid != 0 && (lid != g->known_leader || term != g->known_leader_term)) {
+        g->leader_changes++;
+        g->known_leader = lid;
+        g->known_leader_term = term;
+        log_debug("raft group %s: leader is %" PRIu64 " (%s) in term %" PRIu64,
+                  g->name, (uint64_t)lid, laddr != NULL ? laddr : "?", term);
+    }
+    if (g->leading && (st != RAFT_LEADER || term != g->lead_term)) {
+        lose_leadership(g);
+    }
+    if (st == RAFT_LEADER && !g->leading) {
+        g->leading = true;
+        g->lead_term = term;
+        g->lead_epoch++;
+        g->barrier_needed = true;
+        log_info("raft group %s: elected leader in term %" PRIu64, g->name,
+                 term);
+    }
+    if (g->leading && g->barrier_needed) {
+        issue_barrier(g);
+    }
+}
+
+/* Runs on every loop turn, from our prepare and check handles. */
+static void process(struct rgroup *g)
+{
+    if (!g->closing) {
+        poll_state(g);
+    }
+    deliver(g);
+    if (!g->closing) {
+        flush(g);
+        deliver(g);
+    }
+    update_idle(g);
+}
+
+static void prepare_cb(uv_prepare_t *h)
+{
+    process(h->data);
+}
+
+static void check_cb(uv_check_t *h)
+{
+    process(h->data);
+}
+
+static void idle_cb(uv_idle_t *h)
+{
+    (void)h; /* only keeps uv_run from blocking; check_cb does the work */
+}
+
+/* ------------------------------------------------------------------------ */
+/* Close                                                                    */
+
+static void finish(struct rgroup *g)
+{
+    rgroup_close_cb cb = g->close_cb;
+    void *data = g->close_data;
+
+    /* raft_close failed every pending request already; belt and braces */
+    while (g->fl_head != NULL) {
+        struct rgroup_batch *b = g->fl_head;
+
+        inflight_unlink(g, b);
+        push_done(g, b, b->applied ? RGROUP_OK : RGROUP_EUNKNOWN);
+    }
+    fail_queue(g, RGROUP_ECLOSING);
+    deliver(g);
+    free(g->dir);
+    free(g);
+    if (cb != NULL) {
+        cb(data);
+    }
+}
+
+static void handle_close_cb(uv_handle_t *h)
+{
+    struct rgroup *g = h->data;
+
+    if (--g->handles_open == 0) {
+        finish(g);
+    }
+}
+
+static void on_raft_closed(struct raft *r)
+{
+    struct rgroup *g = RGROUP_CONTAINER_OF(r, struct rgroup, raft);
+
+    raft_uv_close(&g->io);
+    raft_uv_tcp_close(&g->transport);
+    g->raft_closed = true;
+    if (!g->handles_init) {
+        finish(g);
+        return;
+    }
+    g->handles_open = 3;
+    uv_close((uv_handle_t *)&g->prepare, handle_close_cb);
+    uv_close((uv_handle_t *)&g->check, handle_close_cb);
+    uv_close((uv_handle_t *)&g->idle, handle_close_cb);
+}
+
+void rgroup_close(struct rgroup *g, rgroup_close_cb cb, void *data)
+{
+    if (g->closing) {
+        log_error("raft group %s: rgroup_close called twice", g->name);
+        return;
+    }
+    log_info("raft group %s: closing", g->name);
+    g->closing = true;
+    g->ready = false;
+    g->leading = false;
+    g->close_cb = cb;
+    g->close_data = data;
+    if (g->handles_init) {
+        uv_idle_stop(&g->idle);
+    }
+    fail_queue(g, RGROUP_ECLOSING);
+    /* fails in-flight applies (-> EUNKNOWN unless applied) synchronously */
+    raft_close(&g->raft, on_raft_closed);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Construction                                                             */
+
+static int check_address(const char *addr, char *errmsg, size_t errlen)
+{
+    const char *colon = strrchr(addr, ':');
+    char host[INET_ADDRSTRLEN];
+    struct in_addr in;
+    char *end;
+    unsigned long port;
+
+    if (colon == NULL || colon == addr ||
+        (size_t)(colon - addr) >= sizeof host) {
+        snprintf(errmsg, errlen,
+                 "raft address '%s' is not an IPv4 literal 'a.b.c.d:port'",
+                 addr);
+        return -1;
+    }
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    if (inet_pton(AF_INET, host, &in) != 1) {
+        snprintf(errmsg, errlen,
+                 "raft address '%s': '%s' is not an IPv4 literal (raft 0.15 "
+                 "takes no host names or IPv6)",
+                 addr, host);
+        return -1;
+    }
+    errno = 0;
+    port = strtoul(colon + 1, &end, 10);
+    if (colon[1] < '0' || colon[1] > '9' || *end != '\0' || errno != 0 ||
+        port == 0 || port > 65535) {
+        snprintf(errmsg, errlen, "raft address '%s': bad port", addr);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_config(const struct rgroup_config *cfg,
+                        const struct rgroup_fsm *fsm,
+                        const char **self_addr,
+                        char *errmsg,
+                        size_t errlen)
+{
+    unsigned i;
+    unsigned j;
+    unsigned election =
+        cfg->election_ms ? cfg->election_ms : DEFAULT_ELECTION_MS;
+    unsigned heartbeat =
+        cfg->heartbeat_ms ? cfg->heartbeat_ms : DEFAULT_HEARTBEAT_MS;
+
+    *self_addr = NULL;
+    if (fsm == NULL || fsm->apply == NULL || fsm->snapshot == NULL ||
+        fsm->restore == NULL) {
+        snprintf(errmsg, errlen, "state machine callbacks missing");
+        return -1;
+    }
+    if (cfg->dir == NULL || cfg->dir[0] == '\0') {
+        snprintf(errmsg, errlen, "no data directory");
+        return -1;
+    }
+    if (strlen(cfg->dir) >= PATH_MAX - 64) {
+        snprintf(errmsg, errlen, "data directory path too long");
+        return -1;
+    }
+    if (cfg->id == 0) {
+        snprintf(errmsg, errlen, "replica id must be > 0");
+        return -1;
+    }
+    if (cfg->n_members == 0 || cfg->n_members > RGROUP_MAX_MEMBERS) {
+        snprintf(errmsg, errlen, "need 1..%d members, got %u",
+                 RGROUP_MAX_MEMBERS, cfg->n_members);
+        return -1;
+    }
+    if (heartbeat >= election) {
+        snprintf(errmsg, errlen,
+                 "heartbeat %u ms must be below the election timeout %u ms",
+                 heartbeat, election);
+        return -1;
+    }
+    for (i = 0; i < cfg->n_members; i++) {
+        const struct rgroup_member *m = &cfg->members[i];
+
+        if (m->id == 0) {
+            snprintf(errmsg, errlen, "member %u: id must be > 0", i);
+            return -1;
+        }
+        if (memchr(m->raft_address, '\0', sizeof m->raft_address) == NULL) {
+            snprintf(errmsg, errlen, "member %" PRIu64 ": address too long",
+                     m->id);
+            return -1;
+        }
+        if (check_address(m->raft_address, errmsg, errlen) != 0) {
+            return -1;
+        }
+        for (j = 0; j < i; j++) {
+            if (cfg->members[j].id == m->id) {
+                snprintf(errmsg, errlen, "member id %" PRIu64 " repeated",
+                         m->id);
+                return -1;
+            }
+        }
+        if (m->id == cfg->id) {
+            *self_addr = m->raft_address;
+        }
+    }
+    if (*self_addr == NULL) {
+        snprintf(errmsg, errlen, "replica id %" PRIu64 " is not a member",
+                 cfg->id);
+        return -1;
+    }
+    return 0;
+}
+
+/* mkdir -p @dir, then require a writable directory. */
+static int prepare_dir(const char *dir, char *errmsg, size_t errlen)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    size_t len = strlen(dir);
+    size_t i;
+
+    memcpy(path, dir, len + 1);
+    for (i = 1; i <= len; i++) {
+        if (path[i] != '/' && path[i] != '\0') {
+            continue;
+        }
+        if (path[i - 1] == '/') {
+            continue; /* "//" or a trailing '/' */
+        }
+        path[i] = '\0';
+        if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+            snprintf(errmsg, errlen,
+                     "data directory '%s': cannot create '%s': %s", dir, path,
+                     strerror(errno));
+            return -1;
+        }
+        path[i] = dir[i];
+    }
+    if (stat(dir, &st) != 0) {
+        snprintf(errmsg, errlen, "data directory '%s': %s", dir,
+                 strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(errmsg, errlen, "data directory '%s' is not a directory", dir);
+        return -1;
+    }
+    if (access(dir, W_OK | X_OK) != 0) {
+        snprintf(errmsg, errlen, "data directory '%s' is not writable", dir);
+        return -1;
+    }
+    return 0;
+}
+
+static uint64_t random_proposer(void)
+{
+    uint64_t v = 0;
+
+    if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v) {
+        v = clock_mono_ns() ^ ((uint64_t)getpid() << 32) ^ clock_wall_ms();
+    }
+    return v != 0 ? v : 1;
+}
+
+/* Release a group whose raft_init succeeded but that failed later: raft must
+ * be closed asynchronously; finish() frees it without a user callback. */
+static void abandon(struct rgroup *g)
+{
+    g->closing = true;
+    raft_close(&g->raft, on_raft_closed);
+}
+
+struct rgroup *rgroup_new(uv_loop_t *loop,
+                          const struct rgroup_config *cfg,
+                          const struct rgroup_fsm *fsm,
+                          char *errmsg,
+                          size_t errlen)
+{
+    struct raft_configuration conf;
+    struct rgroup *g;
+    const char *self_addr;
+    unsigned i;
+    int rv;
+
+    if (errlen > 0) {
+        errmsg[0] = '\0';
+    }
+    if (loop == NULL || cfg == NULL) {
+        snprintf(errmsg, errlen, "no loop or configuration");
+        return NULL;
+    }
+    if (check_config(cfg, fsm, &self_addr, errmsg, errlen) != 0) {
+        return NULL;
+    }
+    if (prepare_dir(cfg->dir, errmsg, errlen) != 0) {
+        return NULL;
+    }
+
+    g = xcalloc(1, sizeof *g);
+    g->loop = loop;
+    snprintf(g->name, sizeof g->name, "%s", cfg->name ? cfg->name : "rgroup");
+    g->dir = xstrdup(cfg->dir);
+    g->id = cfg->id;
+    g->max_entry_bytes =
+        cfg->max_entry_bytes ? cfg->max_entry_bytes : DEFAULT_MAX_ENTRY_BYTES;
+    g->max_inflight =
+        cfg->max_inflight ? cfg->max_inflight : DEFAULT_MAX_INFLIGHT;
+    g->proposer = random_proposer();
+
+    rv = raft_uv_tcp_init(&g->transport, loop);
+    if (rv != 0) {
+        snprintf(errmsg, errlen, "raft transport: %s (%d)", raft_strerror(rv),
+                 rv);
+        goto err_after_alloc;
+    }
+    rv = raft_uv_init(&g->io, loop, g->dir, &g->transport);
+    if (rv != 0) {
+        snprintf(errmsg, errlen, "data directory '%s': %s (%d)", g->dir,
+                 g->io.errmsg[0] ? g->io.errmsg : raft_strerror(rv), rv);
+        goto err_after_transport;
+    }
+    /* rfsm compresses snapshots itself */
+    raft_uv_set_snapshot_compression(&g->io, false);
+
+    rfsm_init(&g->fsm, fsm);
+    g->fsm.claim = claim_cb;
+    g->fsm.claim_data = g;
+
+    /* io->init: checks the directory, probes O_DIRECT/KAIO, loads metadata */
+    rv = raft_init(&g->raft, &g->io, &g->fsm.raft_fsm, cfg->id, self_addr);
+    if (rv != 0) {
+        snprintf(errmsg, errlen, "data directory '%s': raft_init: %s (%d)",
+                 g->dir,
+                 raft_errmsg(&g->raft)[0] ? raft_errmsg(&g->raft)
+                                          : raft_strerror(rv),
+                 rv);
+        goto err_after_io;
+    }
+
+    raft_configuration_init(&conf);
+    for (i = 0; i < cfg->n_members; i++) {
+        rv = raft_configuration_add(&conf, cfg->members[i].id,
+                                    cfg->members[i].raft_address, RAFT_VOTER);
+        if (rv != 0) {
+            break;
+        }
+    }
+    if (rv == 0) {
+        rv = raft_bootstrap(&g->raft, &conf);
+    }
+    raft_configuration_close(&conf);
+    if (rv == RAFT_CANTBOOTSTRAP) {
+        log_info("raft group %s: existing state in '%s'", g->name, g->dir);
+    } else if (rv != 0) {
+        snprintf(errmsg, errlen, "raft group %s: bootstrap in '%s': %s (%d)",
+                 g->name, g->dir,
+                 raft_errmsg(&g->raft)[0] ? raft_errmsg(&g->raft)
+                                          : raft_strerror(rv),
+                 rv);
+        abandon(g);
+        return NULL;
+    } else {
+        log_info("raft group %s: bootstrapped '%s' with %u members", g->name,
+                 g->dir, cfg->n_members);
+    }
+
+    raft_set_election_timeout(
+        &g->raft, cfg->election_ms ? cfg->election_ms : DEFAULT_ELECTION_MS);
+    raft_set_heartbeat_timeout(
+        &g->raft, cfg->heartbeat_ms ? cfg->heartbeat_ms : DEFAULT_HEARTBEAT_MS);
+    raft_set_snapshot_threshold(&g->raft, cfg->snapshot_threshold
+                                              ? cfg->snapshot_threshold
+                                              : DEFAULT_SNAPSHOT_THRESHOLD);
+    raft_set_snapshot_trailing(&g->raft, cfg->snapshot_trailing
+                                             ? cfg->snapshot_trailing
+                                             : DEFAULT_SNAPSHOT_TRAILING);
+    raft_set_pre_vote(&g->raft, true);
+
+    /* loads the snapshot (fsm restore) and the log, starts ticking and
+     * listening; a single voter elects itself here */
+    rv = raft_start(&g->raft);
+    if (rv != 0) {
+        if (raft_errmsg(&g->raft)[0] != '\0') {
+            snprintf(errmsg, errlen,
+                     "raft group %s: start in '%s' on %s: %s (%d)", g->name,
+                     g->dir, self_addr, raft_errmsg(&g->raft), rv);
+        } else {
+            /* 0.15 gives no detail when the listener cannot bind */
+            snprintf(errmsg, errlen,
+                     "raft group %s: start in '%s': %s (%d); is %s already "
+                     "in use?",
+                     g->name, g->dir, raft_strerror(rv), rv, self_addr);
+        }
+        abandon(g);
+        return NULL;
+    }
+
+    uv_prepare_init(loop, &g->prepare);
+    uv_check_init(loop, &g->check);
+    uv_idle_init(loop, &g->idle);
+    g->prepare.data = g;
+    g->check.data = g;
+    g->idle.data = g;
+    g->handles_init = true;
+    uv_prepare_start(&g->prepare, prepare_cb);
+    uv_check_start(&g->check, check_cb);
+    log_info("raft group %s: replica %" PRIu64 " started on %s (term %" PRIu64
+             ", last index %" PRIu64 ")",
+             g->name, g->id, self_addr, (uint64_t)g->raft.current_term,
+             (uint64_t)raft_last_index(&g->raft));
+    return g;
+
+err_after_io:
+    raft_uv_close(&g->io);
+err_after_transport:
+    raft_uv_tcp_close(&g->transport);
+err_after_alloc:
+    free(g->dir);
+    free(g);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Submit and introspection                                                 */
+
+int rgroup_submit(struct rgroup *g, struct rgroup_cmd *cmd)
+{
+    if (cmd == NULL || cmd->cb == NULL ||
+        (cmd->payload == NULL && cmd->len > 0)) {
+        return RGROUP_EINVAL;
+    }
+    if (g->closing) {
+        return RGROUP_ECLOSING;
+    }
+    if (cmd->len > g->max_entry_bytes ||
+        RFSM_BATCH_OVERHEAD + rfsm_cmd_size(cmd->len) > g->max_entry_bytes) {
+        return RGROUP_ETOOBIG;
+    }
+    if (!g->ready || raft_state(&g->raft) != RAFT_LEADER) {
+        return RGROUP_ENOTLEADER;
+    }
+    cmd->next = NULL;
+    if (g->q_tail != NULL) {
+        g->q_tail->next = cmd;
+    } else {
+        g->q_head = cmd;
+    }
+    g->q_tail = cmd;
+    g->q_len++;
+    update_idle(g);
+    return RGROUP_OK;
+}
+
+bool rgroup_is_leader(const struct rgroup *g)
+{
+    return g->ready && !g->closing &&
+           raft_state((struct raft *)&g->raft) == RAFT_LEADER;
+}
+
+uint64_t rgroup_leader_id(const struct rgroup *g)
+{
+    raft_id id = 0;
+    const char *addr = NULL;
+
+    if (g->raft_closed) {
+        return 0;
+    }
+    raft_leader((struct raft *)&g->raft, &id, &addr);
+    return id;
+}
+
+void rgroup_status(const struct rgroup *g, struct rgroup_status *out)
+{
+    struct raft *r = (struct raft *)&g->raft;
+    int st = g->raft_closed ? RAFT_UNAVAILABLE : raft_state(r);
+
+    memset(out, 0, sizeof *out);
+    switch (st) {
+        case RAFT_LEADER:
+            out->state = "leader";
+            break;
+        case RAFT_FOLLOWER:
+            out->state = "follower";
+            break;
+        case RAFT_CANDIDATE:
+            out->state = "candidate";
+            break;
+        default:
+            out->state = "unavailable";
+            break;
+    }
+    out->ready = rgroup_is_leader(g);
+    out->id = g->id;
+    out->leader_id = rgroup_leader_id(g);
+    out->term = r->current_term;
+    out->commit_index = r->commit_index;
+    out->last_applied = r->last_applied;
+    if (!g->raft_closed) {
+        out->last_index = raft_last_index(r);
+        out->snapshot_index = r->log.snapshot.last_index;
+    }
+    out->snapshots_taken = g->fsm.snapshots_taken;
+    out->snapshots_restored = g->fsm.snapshots_restored;
+    out->batches_proposed = g->batches_proposed;
+    out->cmds_proposed = g->cmds_proposed;
+    out->leader_changes = g->leader_changes;
+}

@@ -1,0 +1,818 @@
+/*
+ * test_group: real rgroup replicas (raft 0.15 libuv disk backend + TCP on
+ * 127.0.0.1) in one process on one uv loop, data under mkdtemp dirs in /tmp.
+ * Ports come from the pid so parallel runs do not collide. Every wait is
+ * bounded by a uv timer; short raft timeouts (300/30 ms) keep it fast.
+ */
+#include <ftw.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "common/log.h"
+#include "raft/fsm.h"
+#include "raft/group.h"
+
+#define MAXN 3
+#define WAIT_MS 8000
+
+/* ---- test state machine: ordered list of u32 + sum ----------------------- */
+
+struct op;
+
+struct tsm {
+    uint32_t *vals;
+    size_t n, cap;
+    uint64_t sum;
+    unsigned mine_seen;
+};
+
+struct op {
+    struct rgroup_cmd cmd;
+    uint32_t val;
+    int status;
+    int calls;
+    size_t applied_pos; /* 1-based position in the fsm, set via mine */
+    struct ctx *ctx;
+};
+
+struct ctx {
+    unsigned want; /* ctx_done: callbacks expected */
+    unsigned done;
+    unsigned ok;
+    uint32_t last_ok_val; /* completion order check */
+    bool order_broken;
+};
+
+static void tsm_apply(void *data,
+                      uint64_t time_ms,
+                      const void *cmd,
+                      size_t len,
+                      struct rgroup_cmd *mine)
+{
+    struct tsm *t = data;
+    uint32_t v;
+
+    assert_true(time_ms > 1600000000000ull); /* a wall clock stamp */
+    assert_int_equal(len, sizeof v);
+    memcpy(&v, cmd, sizeof v);
+    if (t->n == t->cap) {
+        t->cap = t->cap ? 2 * t->cap : 256;
+        t->vals = realloc(t->vals, t->cap * sizeof *t->vals);
+    }
+    t->vals[t->n++] = v;
+    t->sum += v;
+    if (mine != NULL) {
+        struct op *o = mine->data;
+
+        assert_int_equal(o->val, v);
+        o->applied_pos = t->n;
+        t->mine_seen++;
+    }
+}
+
+static int tsm_snapshot(void *data, void **buf, size_t *len)
+{
+    struct tsm *t = data;
+    uint8_t *p;
+
+    *len = 16 + t->n * sizeof(uint32_t);
+    p = malloc(*len);
+    memcpy(p, &t->n, 8);
+    memcpy(p + 8, &t->sum, 8);
+    if (t->n > 0) {
+        memcpy(p + 16, t->vals, t->n * sizeof(uint32_t));
+    }
+    *buf = p;
+    return 0;
+}
+
+static int tsm_restore(void *data, const void *buf, size_t len)
+{
+    struct tsm *t = data;
+    const uint8_t *p = buf;
+    uint64_t n;
+
+    if (len < 16) {
+        return -1;
+    }
+    memcpy(&n, p, 8);
+    if (len != 16 + n * sizeof(uint32_t)) {
+        return -1;
+    }
+    free(t->vals);
+    t->n = t->cap = (size_t)n;
+    t->vals = malloc(n > 0 ? n * sizeof(uint32_t) : 1);
+    if (n > 0) {
+        memcpy(t->vals, p + 16, n * sizeof(uint32_t));
+    }
+    memcpy(&t->sum, p + 8, 8);
+    return 0;
+}
+
+static void op_cb(struct rgroup_cmd *cmd, int status)
+{
+    struct op *o = cmd->data;
+    struct ctx *c = o->ctx;
+
+    o->calls++;
+    o->status = status;
+    c->done++;
+    if (status == 0) {
+        if (c->ok > 0 && o->val <= c->last_ok_val) {
+            c->order_broken = true;
+        }
+        c->ok++;
+        c->last_ok_val = o->val;
+        if (o->applied_pos == 0) {
+            c->order_broken = true; /* ok without the fsm seeing mine */
+        }
+    }
+}
+
+static struct op *ops_new(size_t n, uint32_t first, struct ctx *c)
+{
+    struct op *o = calloc(n, sizeof *o);
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        o[i].val = first + (uint32_t)i;
+        o[i].ctx = c;
+        o[i].cmd.payload = &o[i].val;
+        o[i].cmd.len = sizeof o[i].val;
+        o[i].cmd.cb = op_cb;
+        o[i].cmd.data = &o[i];
+    }
+    return o;
+}
+
+/* ---- environment ------------------------------------------------------- */
+
+struct node {
+    struct rgroup *g;
+    struct tsm sm;
+    char dir[128];
+    bool closed;
+};
+
+struct env {
+    uv_loop_t loop;
+    char root[64];
+    struct node n[MAXN];
+    unsigned n_nodes;
+    unsigned port0;
+};
+
+/* Listening ports below the ephemeral range (32768+ on Linux), where raft's
+ * own outgoing connections would otherwise collide with them. */
+static unsigned port_base(unsigned slot)
+{
+    return 10000u + (unsigned)(getpid() % 900) * 24u + slot * 3u;
+}
+
+static int rm_cb(const char *path,
+                 const struct stat *sb,
+                 int flag,
+                 struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int setup(void **state)
+{
+    struct env *e = calloc(1, sizeof *e);
+
+    assert_int_equal(uv_loop_init(&e->loop), 0);
+    strcpy(e->root, "/tmp/ringmq-test-group-XXXXXX");
+    assert_non_null(mkdtemp(e->root));
+    *state = e;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct env *e = *state;
+    unsigned i;
+
+    /* every group closed: no handle may be left */
+    assert_int_equal(uv_loop_close(&e->loop), 0);
+    nftw(e->root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    for (i = 0; i < MAXN; i++) {
+        free(e->n[i].sm.vals);
+    }
+    free(e);
+    return 0;
+}
+
+static bool timed_out;
+static void timeout_cb(uv_timer_t *t)
+{
+    (void)t;
+    timed_out = true;
+}
+
+/* Run the loop until @pred holds or @ms pass. */
+static bool run_until(struct env *e,
+                      bool (*pred)(struct env *, void *),
+                      void *arg,
+                      unsigned ms)
+{
+    uv_timer_t t;
+    bool ok;
+
+    uv_timer_init(&e->loop, &t);
+    timed_out = false;
+    uv_timer_start(&t, timeout_cb, ms, 0);
+    while (!(ok = pred(e, arg)) && !timed_out) {
+        uv_run(&e->loop, UV_RUN_ONCE);
+    }
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&e->loop, UV_RUN_NOWAIT); /* runs the close */
+    return ok;
+}
+
+static const struct rgroup_fsm tsm_ops = {
+    .apply = tsm_apply,
+    .snapshot = tsm_snapshot,
+    .restore = tsm_restore,
+};
+
+static void config(struct env *e,
+                   struct rgroup_config *cfg,
+                   unsigned i,
+                   unsigned n_members)
+{
+    unsigned k;
+
+    memset(cfg, 0, sizeof *cfg);
+    cfg->name = "test";
+    cfg->id = i + 1;
+    cfg->dir = e->n[i].dir;
+    cfg->n_members = n_members;
+    for (k = 0; k < n_members; k++) {
+        cfg->members[k].id = k + 1;
+        snprintf(cfg->members[k].raft_address,
+                 sizeof cfg->members[k].raft_address, "127.0.0.1:%u",
+                 e->port0 + k);
+    }
+    cfg->election_ms = 300;
+    cfg->heartbeat_ms = 30;
+}
+
+static void start_node(struct env *e, unsigned i, struct rgroup_config *cfg)
+{
+    struct rgroup_fsm fsm = tsm_ops;
+    char err[256];
+
+    fsm.data = &e->n[i].sm;
+    e->n[i].closed = false;
+    e->n[i].g = rgroup_new(&e->loop, cfg, &fsm, err, sizeof err);
+    if (e->n[i].g == NULL) {
+        print_error("rgroup_new: %s\n", err);
+    }
+    assert_non_null(e->n[i].g);
+}
+
+static void closed_cb(void *data)
+{
+    struct node *n = data;
+
+    n->closed = true;
+    n->g = NULL;
+}
+
+static bool node_closed(struct env *e, void *arg)
+{
+    (void)e;
+    return ((struct node *)arg)->closed;
+}
+
+static void close_node(struct env *e, unsigned i)
+{
+    rgroup_close(e->n[i].g, closed_cb, &e->n[i]);
+    assert_true(run_until(e, node_closed, &e->n[i], WAIT_MS));
+}
+
+static bool all_closed(struct env *e, void *arg)
+{
+    unsigned i;
+
+    (void)arg;
+    for (i = 0; i < e->n_nodes; i++) {
+        if (e->n[i].g != NULL && !e->n[i].closed) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void close_all(struct env *e)
+{
+    unsigned i;
+
+    for (i = 0; i < e->n_nodes; i++) {
+        if (e->n[i].g != NULL) {
+            rgroup_close(e->n[i].g, closed_cb, &e->n[i]);
+        }
+    }
+    assert_true(run_until(e, all_closed, NULL, WAIT_MS));
+}
+
+static bool is_ready(struct env *e, void *arg)
+{
+    struct node *n = arg;
+
+    (void)e;
+    return n->g != NULL && rgroup_is_leader(n->g);
+}
+
+/* index of the ready leader among live nodes, or -1 */
+static int ready_leader(struct env *e)
+{
+    unsigned i;
+
+    for (i = 0; i < e->n_nodes; i++) {
+        if (e->n[i].g != NULL && rgroup_is_leader(e->n[i].g)) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+static bool some_ready(struct env *e, void *arg)
+{
+    (void)arg;
+    return ready_leader(e) >= 0;
+}
+
+static bool ctx_done(struct env *e, void *arg)
+{
+    struct ctx *c = arg;
+
+    (void)e;
+    return c->done >= c->want;
+}
+
+struct sm_want {
+    unsigned mask; /* nodes to check */
+    size_t n;      /* values each must have applied */
+};
+
+static bool sm_has(struct env *e, void *arg)
+{
+    struct sm_want *w = arg;
+    unsigned i;
+
+    for (i = 0; i < e->n_nodes; i++) {
+        if ((w->mask & (1u << i)) && e->n[i].sm.n < w->n) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void assert_counts_up(const struct tsm *t, size_t n)
+{
+    size_t i;
+
+    assert_int_equal(t->n, n);
+    for (i = 0; i < n; i++) {
+        assert_int_equal(t->vals[i], i + 1);
+    }
+    assert_int_equal(t->sum, (uint64_t)n * (n + 1) / 2);
+}
+
+/* Submit @n ops numbered from @first on @g and wait for all callbacks. */
+static void submit_and_wait(struct env *e,
+                            struct rgroup *g,
+                            size_t n,
+                            uint32_t first)
+{
+    struct ctx c = {.want = (unsigned)n};
+    struct op *ops = ops_new(n, first, &c);
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        assert_int_equal(rgroup_submit(g, &ops[i].cmd), 0);
+    }
+    assert_true(run_until(e, ctx_done, &c, WAIT_MS));
+    for (i = 0; i < n; i++) {
+        assert_int_equal(ops[i].calls, 1);
+        assert_int_equal(ops[i].status, 0);
+    }
+    assert_false(c.order_broken);
+    free(ops);
+}
+
+static bool false_pred(struct env *e, void *arg)
+{
+    (void)e;
+    (void)arg;
+    return false;
+}
+
+/* (a) one member: self-election, group commit, snapshot, restart. */
+static void test_single_member(void **state)
+{
+    struct env *e = *state;
+    struct rgroup_config cfg;
+    struct rgroup_status st;
+    struct ctx c = {.want = 1000};
+    struct op *ops;
+    struct op early;
+    size_t i;
+
+    e->port0 = port_base(0);
+    e->n_nodes = 1;
+    snprintf(e->n[0].dir, sizeof e->n[0].dir, "%s/a/b/node1", e->root);
+    config(e, &cfg, 0, 1);
+    cfg.snapshot_threshold = 8;
+    cfg.snapshot_trailing = 4;
+    start_node(e, 0, &cfg);
+
+    /* elected inside raft_start, but not ready before its barrier */
+    ops = ops_new(1, 999999, &c);
+    early = ops[0];
+    free(ops);
+    early.cmd.data = &early;
+    assert_false(rgroup_is_leader(e->n[0].g));
+    assert_int_equal(rgroup_submit(e->n[0].g, &early.cmd), RGROUP_ENOTLEADER);
+    assert_true(run_until(e, is_ready, &e->n[0], WAIT_MS));
+    assert_int_equal(early.calls, 0);
+
+    /* 1000 submits in one loop turn -> a few batches, applied in order */
+    ops = ops_new(1000, 1, &c);
+    for (i = 0; i < 1000; i++) {
+        assert_int_equal(rgroup_submit(e->n[0].g, &ops[i].cmd), 0);
+    }
+    assert_true(run_until(e, ctx_done, &c, WAIT_MS));
+    for (i = 0; i < 1000; i++) {
+        assert_int_equal(ops[i].calls, 1);
+        assert_int_equal(ops[i].status, 0);
+        assert_int_equal(ops[i].applied_pos, i + 1);
+    }
+    assert_int_equal(c.ok, 1000);
+    assert_false(c.order_broken);
+    assert_counts_up(&e->n[0].sm, 1000);
+    assert_int_equal(e->n[0].sm.mine_seen, 1000);
+    rgroup_status(e->n[0].g, &st);
+    print_message("    1000 cmds in %llu batches\n",
+                  (unsigned long long)st.batches_proposed);
+    assert_int_equal(st.cmds_proposed, 1000);
+    assert_true(st.batches_proposed >= 1 && st.batches_proposed <= 4);
+    assert_string_equal(st.state, "leader");
+    assert_true(st.ready);
+    assert_int_equal(st.id, 1);
+    assert_int_equal(st.leader_id, 1);
+    assert_int_equal(rgroup_leader_id(e->n[0].g), 1);
+    assert_true(st.term >= 1);
+    assert_int_equal(st.leader_changes, 1);
+    assert_true(st.last_applied >= 3); /* conf, barrier, batch */
+    assert_true(st.commit_index >= st.last_applied);
+    assert_true(st.last_index >= st.commit_index);
+    free(ops);
+
+    /* enough entries for snapshots (threshold 8) */
+    for (i = 0; i < 30; i++) {
+        submit_and_wait(e, e->n[0].g, 10, (uint32_t)(1001 + i * 10));
+    }
+    assert_counts_up(&e->n[0].sm, 1300);
+    rgroup_status(e->n[0].g, &st);
+    assert_true(st.snapshots_taken >= 1);
+    assert_true(st.snapshot_index > 0);
+    assert_int_equal(st.cmds_proposed, 1300);
+    assert_true(st.batches_proposed >= 31);
+    print_message("    snapshots taken %llu, last at %llu, last index %llu\n",
+                  (unsigned long long)st.snapshots_taken,
+                  (unsigned long long)st.snapshot_index,
+                  (unsigned long long)st.last_index);
+    close_node(e, 0);
+
+    /* reopen: snapshot + log bring the state back */
+    free(e->n[0].sm.vals);
+    memset(&e->n[0].sm, 0, sizeof e->n[0].sm);
+    start_node(e, 0, &cfg);
+    rgroup_status(e->n[0].g, &st);
+    assert_true(st.snapshots_restored >= 1);
+    assert_true(e->n[0].sm.n > 0 && e->n[0].sm.n <= 1300);
+    assert_true(run_until(e, is_ready, &e->n[0], WAIT_MS));
+    assert_counts_up(&e->n[0].sm, 1300);
+    assert_int_equal(e->n[0].sm.mine_seen, 0); /* new proposer id */
+    submit_and_wait(e, e->n[0].g, 5, 1301);
+    assert_counts_up(&e->n[0].sm, 1305);
+    close_node(e, 0);
+}
+
+/* Entry size cap and in-flight cap split the queue into many batches. */
+static void test_batch_limits(void **state)
+{
+    struct env *e = *state;
+    struct rgroup_config cfg;
+    struct rgroup_status st;
+    struct ctx c = {0};
+    static char big[2000];
+    struct op *ops;
+    struct op fat;
+
+    e->port0 = port_base(1);
+    e->n_nodes = 1;
+    snprintf(e->n[0].dir, sizeof e->n[0].dir, "%s/node1", e->root);
+    config(e, &cfg, 0, 1);
+    cfg.max_entry_bytes = 1024;
+    cfg.max_inflight = 2;
+    start_node(e, 0, &cfg);
+    assert_true(run_until(e, is_ready, &e->n[0], WAIT_MS));
+
+    ops = ops_new(1, 0, &c);
+    fat = ops[0];
+    free(ops);
+    fat.cmd.data = &fat;
+    fat.cmd.payload = big;
+    fat.cmd.len = sizeof big;
+    assert_int_equal(rgroup_submit(e->n[0].g, &fat.cmd), RGROUP_ETOOBIG);
+    fat.cmd.len = 1024 - RFSM_BATCH_OVERHEAD - RFSM_CMD_OVERHEAD + 1;
+    assert_int_equal(rgroup_submit(e->n[0].g, &fat.cmd), RGROUP_ETOOBIG);
+    fat.cmd.cb = NULL;
+    assert_int_equal(rgroup_submit(e->n[0].g, &fat.cmd), RGROUP_EINVAL);
+    assert_int_equal(fat.calls, 0);
+
+    submit_and_wait(e, e->n[0].g, 1000, 1);
+    assert_counts_up(&e->n[0].sm, 1000);
+    rgroup_status(e->n[0].g, &st);
+    print_message("    1000 cmds in %llu batches (cap 1024 bytes)\n",
+                  (unsigned long long)st.batches_proposed);
+    /* at most (1024 - 42) / 15 = 65 commands per batch */
+    assert_true(st.batches_proposed >= 16);
+    assert_true(st.batches_proposed < 200);
+
+    /* closing: submit refused right away */
+    rgroup_close(e->n[0].g, closed_cb, &e->n[0]);
+    ops = ops_new(1, 5000, &c);
+    assert_int_equal(rgroup_submit(e->n[0].g, &ops[0].cmd), RGROUP_ECLOSING);
+    assert_true(run_until(e, node_closed, &e->n[0], WAIT_MS));
+    assert_int_equal(ops[0].calls, 0);
+    free(ops);
+}
+
+/* Close with commands in flight and queued: each cb exactly once. */
+static void test_close_fails_pending(void **state)
+{
+    struct env *e = *state;
+    struct rgroup_config cfg;
+    struct ctx c = {.want = 15};
+    struct op *ops;
+    size_t i;
+
+    e->port0 = port_base(7);
+    e->n_nodes = 1;
+    snprintf(e->n[0].dir, sizeof e->n[0].dir, "%s/node1", e->root);
+    config(e, &cfg, 0, 1);
+    start_node(e, 0, &cfg);
+    assert_true(run_until(e, is_ready, &e->n[0], WAIT_MS));
+
+    ops = ops_new(15, 1, &c);
+    for (i = 0; i < 10; i++) {
+        assert_int_equal(rgroup_submit(e->n[0].g, &ops[i].cmd), 0);
+    }
+    uv_run(&e->loop, UV_RUN_NOWAIT); /* flushed: in flight */
+    for (i = 10; i < 15; i++) {
+        assert_int_equal(rgroup_submit(e->n[0].g, &ops[i].cmd), 0);
+    }
+    rgroup_close(e->n[0].g, closed_cb, &e->n[0]);
+    assert_true(run_until(e, node_closed, &e->n[0], WAIT_MS));
+    assert_int_equal(c.done, 15);
+    for (i = 0; i < 15; i++) {
+        assert_int_equal(ops[i].calls, 1);
+        if (i < 10) {
+            assert_true(ops[i].status == RGROUP_EUNKNOWN || ops[i].status == 0);
+            assert_true(ops[i].status != 0 || ops[i].applied_pos > 0);
+        } else {
+            assert_int_equal(ops[i].status, RGROUP_ECLOSING);
+        }
+    }
+    free(ops);
+}
+
+static bool knows_leader(struct env *e, void *arg)
+{
+    unsigned *f = arg;
+    int l = ready_leader(e);
+
+    return l >= 0 && rgroup_leader_id(e->n[*f].g) == (uint64_t)l + 1;
+}
+
+static void start_cluster(struct env *e, unsigned slot, unsigned max_inflight)
+{
+    struct rgroup_config cfg;
+    unsigned i;
+
+    e->port0 = port_base(slot);
+    e->n_nodes = 3;
+    for (i = 0; i < 3; i++) {
+        snprintf(e->n[i].dir, sizeof e->n[i].dir, "%s/node%u", e->root, i + 1);
+        config(e, &cfg, i, 3);
+        cfg.max_inflight = max_inflight;
+        start_node(e, i, &cfg);
+    }
+    assert_true(run_until(e, some_ready, NULL, WAIT_MS));
+}
+
+/* (b) three members: replication, follower refusal, leader failover. */
+static void test_three_members(void **state)
+{
+    struct env *e = *state;
+    struct rgroup_status st;
+    struct sm_want w;
+    struct op *ops;
+    struct ctx c = {0};
+    unsigned f;
+    int l;
+    int l2;
+
+    start_cluster(e, 2, 0);
+    l = ready_leader(e);
+    assert_true(l >= 0);
+    print_message("    leader is node %d\n", l + 1);
+    submit_and_wait(e, e->n[l].g, 100, 1);
+    w = (struct sm_want){7, 100};
+    assert_true(run_until(e, sm_has, &w, WAIT_MS));
+    for (f = 0; f < 3; f++) {
+        assert_counts_up(&e->n[f].sm, 100);
+        assert_int_equal(e->n[f].sm.mine_seen, f == (unsigned)l ? 100 : 0);
+    }
+
+    /* a follower refuses and names the leader */
+    f = ((unsigned)l + 1) % 3;
+    assert_true(run_until(e, knows_leader, &f, WAIT_MS));
+    ops = ops_new(1, 7777, &c);
+    assert_int_equal(rgroup_submit(e->n[f].g, &ops[0].cmd), RGROUP_ENOTLEADER);
+    assert_false(rgroup_is_leader(e->n[f].g));
+    rgroup_status(e->n[f].g, &st);
+    assert_string_equal(st.state, "follower");
+    assert_false(st.ready);
+    assert_int_equal(st.leader_id, (uint64_t)l + 1);
+    assert_int_equal(st.id, f + 1);
+    assert_int_equal(st.cmds_proposed, 0);
+    assert_true(st.leader_changes >= 1);
+
+    /* the leader goes away; another one takes over */
+    close_node(e, (unsigned)l);
+    assert_true(run_until(e, some_ready, NULL, WAIT_MS));
+    l2 = ready_leader(e);
+    assert_true(l2 >= 0 && l2 != l);
+    print_message("    new leader is node %d\n", l2 + 1);
+    submit_and_wait(e, e->n[l2].g, 50, 101);
+    w = (struct sm_want){7u & ~(1u << l), 150};
+    assert_true(run_until(e, sm_has, &w, WAIT_MS));
+    for (f = 0; f < 3; f++) {
+        if (f != (unsigned)l) {
+            assert_counts_up(&e->n[f].sm, 150);
+        }
+    }
+    rgroup_status(e->n[l2].g, &st);
+    assert_true(st.leader_changes >= 2);
+    assert_int_equal(st.cmds_proposed, 50);
+    assert_int_equal(ops[0].calls, 0);
+    free(ops);
+    close_all(e);
+}
+
+/* The leader loses its quorum: the in-flight command's outcome is unknown,
+ * the queued ones were never proposed. */
+static void test_quorum_loss(void **state)
+{
+    struct env *e = *state;
+    struct ctx c = {.want = 3};
+    struct op *ops;
+    unsigned i;
+    int l;
+
+    start_cluster(e, 5, 1);
+    l = ready_leader(e);
+    assert_true(l >= 0);
+    submit_and_wait(e, e->n[l].g, 5, 1);
+    for (i = 0; i < 3; i++) {
+        if (i != (unsigned)l) {
+            close_node(e, i);
+        }
+    }
+    ops = ops_new(3, 6, &c);
+    assert_int_equal(rgroup_submit(e->n[l].g, &ops[0].cmd), 0);
+    uv_run(&e->loop, UV_RUN_NOWAIT); /* flushed: the only slot is taken */
+    assert_int_equal(rgroup_submit(e->n[l].g, &ops[1].cmd), 0);
+    assert_int_equal(rgroup_submit(e->n[l].g, &ops[2].cmd), 0);
+    assert_true(run_until(e, ctx_done, &c, WAIT_MS));
+    assert_int_equal(ops[0].status, RGROUP_EUNKNOWN);
+    assert_int_equal(ops[1].status, RGROUP_ENOTLEADER);
+    assert_int_equal(ops[2].status, RGROUP_ENOTLEADER);
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(ops[i].calls, 1);
+    }
+    assert_false(rgroup_is_leader(e->n[l].g));
+    ops[0].calls = 0;
+    assert_int_equal(rgroup_submit(e->n[l].g, &ops[0].cmd), RGROUP_ENOTLEADER);
+    close_node(e, (unsigned)l);
+    assert_int_equal(ops[0].calls, 0);
+    free(ops);
+}
+
+/* (c) unusable directories and bad configurations. */
+static void test_bad_config(void **state)
+{
+    struct env *e = *state;
+    struct rgroup_config cfg;
+    struct rgroup_fsm fsm = tsm_ops;
+    char file[96];
+    char err[256];
+    FILE *fp;
+
+    e->port0 = port_base(6);
+    e->n_nodes = 1;
+    fsm.data = &e->n[0].sm;
+    snprintf(file, sizeof file, "%s/plainfile", e->root);
+    fp = fopen(file, "w");
+    assert_non_null(fp);
+    fclose(fp);
+
+    snprintf(e->n[0].dir, sizeof e->n[0].dir, "%s/sub/dir", file);
+    config(e, &cfg, 0, 1);
+    assert_null(rgroup_new(&e->loop, &cfg, &fsm, err, sizeof err));
+    print_message("    %s\n", err);
+    assert_non_null(strstr(err, "Not a directory"));
+    assert_non_null(strstr(err, e->n[0].dir));
+
+    snprintf(e->n[0].dir, sizeof e->n[0].dir, "%s", file);
+    assert_null(rgroup_new(&e->loop, &cfg, &fsm, err, sizeof err));
+    print_message("    %s\n", err);
+    assert_non_null(strstr(err, "is not a directory"));
+
+    snprintf(e->n[0].dir, sizeof e->n[0].dir, "%s/node1", e->root);
+    strcpy(cfg.members[0].raft_address, "localhost:9000");
+    assert_null(rgroup_new(&e->loop, &cfg, &fsm, err, sizeof err));
+    print_message("    %s\n", err);
+    assert_non_null(strstr(err, "IPv4"));
+    strcpy(cfg.members[0].raft_address, "127.0.0.1");
+    assert_null(rgroup_new(&e->loop, &cfg, &fsm, err, sizeof err));
+    print_message("    %s\n", err);
+    strcpy(cfg.members[0].raft_address, "127.0.0.1:70000");
+    assert_null(rgroup_new(&e->loop, &cfg, &fsm, err, sizeof err));
+    print_message("    %s\n", err);
+
+    config(e, &cfg, 0, 1);
+    cfg.id = 5;
+    assert_null(rgroup_new(&e->loop, &cfg, &fsm, err, sizeof err));
+    print_message("    %s\n", err);
+    assert_non_null(strstr(err, "not a member"));
+
+    config(e, &cfg, 0, 1);
+    cfg.heartbeat_ms = 300;
+    assert_null(rgroup_new(&e->loop, &cfg, &fsm, err, sizeof err));
+    print_message("    %s\n", err);
+
+    config(e, &cfg, 0, 1);
+    cfg.n_members = 0;
+    assert_null(rgroup_new(&e->loop, &cfg, &fsm, err, sizeof err));
+    print_message("    %s\n", err);
+
+    /* the address is taken: raft_start fails after raft_init */
+    config(e, &cfg, 0, 1);
+    start_node(e, 0, &cfg);
+    snprintf(e->n[1].dir, sizeof e->n[1].dir, "%s/node1-twin", e->root);
+    cfg.dir = e->n[1].dir;
+    fsm.data = &e->n[1].sm;
+    assert_null(rgroup_new(&e->loop, &cfg, &fsm, err, sizeof err));
+    print_message("    %s\n", err);
+    assert_true(err[0] != '\0');
+    run_until(e, false_pred, NULL, 200); /* the failed replica is released */
+    close_node(e, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_single_member, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_fails_pending, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_three_members, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quorum_loss, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
+    };
+
+    signal(SIGPIPE, SIG_IGN); /* raft's TCP writes to closed peers */
+    log_init("test_group", getenv("TEST_VERBOSE") ? LOG_DEBUG : LOG_WARN);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
