@@ -234,6 +234,11 @@ uint64_t cache_svc_leader_id(const struct cache_svc *svc)
     return rgroup_leader_id(svc->group);
 }
 
+bool cache_svc_is_leader(const struct cache_svc *svc)
+{
+    return rgroup_is_leader(svc->group);
+}
+
 static void group_closed(void *data)
 {
     struct cache_svc *svc = data;

@@ -46,6 +46,8 @@ void cache_svc_stats(struct cache_svc *svc, struct buf *out);
 void cache_svc_status(struct cache_svc *svc, struct cache_svc_status *out);
 const char *cache_svc_name(const struct cache_svc *svc);
 uint64_t cache_svc_leader_id(const struct cache_svc *svc);
+/* This replica is the leader and serves reads and writes. */
+bool cache_svc_is_leader(const struct cache_svc *svc);
 
 /* Stop the group; pending calls complete with CACHE_UNAVAILABLE. Freed
  * before @cb runs. */

@@ -259,7 +259,10 @@ bool node_ready(const struct node *n)
     unsigned g;
 
     for (g = 0; g < n->n_groups; g++) {
-        if (cache_svc_leader_id(n->groups[g]) == 0) {
+        uint64_t leader = cache_svc_leader_id(n->groups[g]);
+
+        if (leader == 0 ||
+            (leader == n->cfg.id && !cache_svc_is_leader(n->groups[g]))) {
             return false;
         }
     }

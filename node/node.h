@@ -21,9 +21,8 @@ struct node;
 struct node *node_new(uv_loop_t *loop, const struct node_config *cfg,
                       char *err, size_t errlen);
 
-/* true once every group knows a leader and, if this node serves memcached,
- * the group behind the edge is served by this node as leader or... see
- * node.c. */
+/* true once every group knows a leader, and every group this node leads has
+ * applied its post-election barrier (serves reads and writes). */
 bool node_ready(const struct node *n);
 
 void node_stop(struct node *n, void (*cb)(void *data), void *data);

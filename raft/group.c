@@ -526,7 +526,10 @@ void rgroup_close(struct rgroup *g, rgroup_close_cb cb, void *data)
 /* ------------------------------------------------------------------------ */
 /* Construction                                                             */
 
-static int check_address(const char *addr, char *errmsg, size_t errlen)
+/* Port 0 (any free port) is allowed only where no peer must reach us: a
+ * single-member group. */
+static int check_address(const char *addr, bool allow_port_zero, char *errmsg,
+                         size_t errlen)
 {
     const char *colon = strrchr(addr, ':');
     char host[INET_ADDRSTRLEN];
@@ -553,7 +556,7 @@ static int check_address(const char *addr, char *errmsg, size_t errlen)
     errno = 0;
     port = strtoul(colon + 1, &end, 10);
     if (colon[1] < '0' || colon[1] > '9' || *end != '\0' || errno != 0 ||
-        port == 0 || port > 65535) {
+        (port == 0 && !allow_port_zero) || port > 65535) {
         snprintf(errmsg, errlen, "raft address '%s': bad port", addr);
         return -1;
     }
@@ -614,7 +617,8 @@ static int check_config(const struct rgroup_config *cfg,
                      m->id);
             return -1;
         }
-        if (check_address(m->raft_address, errmsg, errlen) != 0) {
+        if (check_address(m->raft_address, cfg->n_members == 1, errmsg,
+                          errlen) != 0) {
             return -1;
         }
         for (j = 0; j < i; j++) {

@@ -1,0 +1,1058 @@
+/*
+ * mc_server: see mc_server.h.
+ *
+ * One struct mc_conn per client. Bytes flow like this:
+ *
+ *   uv read -> conn->in --mc_parse_next--> struct mc_req queue (arrival order)
+ *                                              |
+ *            dispatch runs: consecutive reads  |  or consecutive writes,
+ *            a new run only once the previous  v  one completed
+ *                                      backend->submit(call) ... call->cb
+ *                                              |
+ *   uv write <- conn->wbuf <- conn->out <- replies rendered from the queue
+ *                                          head, in order, as heads finish
+ *
+ * Requests that need no backend (version, stats, parse errors ...) are done
+ * when parsed and neutral for runs; they are rendered when they reach the
+ * head, so "stats" counts everything before it.
+ *
+ * Lifetimes. A request owns its cache_calls and a copy of its key and value
+ * bytes (the input buffer moves). A connection is freed only when its handle
+ * is closed and every call it submitted has called back: a closed
+ * connection's in-flight requests are orphaned and freed by their last
+ * callback. mc_server_close() detaches connections from the server, so
+ * callbacks arriving after the server is gone never touch it.
+ *
+ * Backpressure: parsing stops while a connection holds MC_PENDING_HIGH
+ * queued calls, and reading stops while that is so or its unsent output
+ * exceeds MC_OUT_HIGH; both resume as replies drain. Dispatch stops while
+ * the unsent output exceeds MC_OUT_HIGH, and at most MC_INFLIGHT_CALLS_MAX
+ * calls are in a backend at once (a bigger multi-get goes alone), so the
+ * replies a connection can pile up are bounded by about MC_OUT_HIGH +
+ * MC_INFLIGHT_CALLS_MAX values. With the parser's own bounds (line length,
+ * item size, swallowing too-large data) a connection holds at most about
+ * item_size_max + MC_READ_CHUNK of input.
+ *
+ * End of input: on EOF the requests already received are still answered,
+ * then the connection closes (memcached closes at once and drops them); a
+ * read error or reset closes at once.
+ */
+#include "router/mc_server.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "router/mc_parse.h"
+
+#define MC_OUT_HIGH (4u * 1024 * 1024)
+#define MC_PENDING_HIGH 1024u
+#define MC_INFLIGHT_CALLS_MAX 64u
+#define MC_READ_CHUNK (64u * 1024)
+#define MC_WBUF_KEEP (64u * 1024) /* larger write buffers are released */
+#define MC_MAX_CONNECTIONS_DEFAULT 4096u
+/* What we answer to "version": the memcached release whose text protocol we
+ * follow (clients parse major.minor.patch), then our own. */
+#define MC_VERSION "1.6.18-ringmq-" RINGMQ_VERSION
+
+#define container_of(ptr, type, member)                                       \
+    ((type *)((char *)(ptr)-offsetof(type, member)))
+
+struct mc_stats {
+    uint64_t total_connections;
+    uint64_t rejected_connections;
+    uint64_t cmd_get;
+    uint64_t cmd_set;
+    uint64_t cmd_flush;
+    uint64_t cmd_touch;
+    uint64_t get_hits;
+    uint64_t get_misses;
+    uint64_t delete_misses;
+    uint64_t delete_hits;
+    uint64_t incr_misses;
+    uint64_t incr_hits;
+    uint64_t decr_misses;
+    uint64_t decr_hits;
+    uint64_t cas_misses;
+    uint64_t cas_hits;
+    uint64_t cas_badval;
+    uint64_t touch_hits;
+    uint64_t touch_misses;
+    uint64_t store_too_large;
+    uint64_t store_no_memory;
+    uint64_t bytes_read;
+    uint64_t bytes_written;
+};
+
+struct mc_server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    struct mc_backend backend;
+    uint32_t item_size_max;
+    unsigned max_connections;
+    unsigned curr_connections;
+    unsigned handles; /* listener + connections whose handle is not closed */
+    struct mc_conn *conns;
+    struct mc_stats stats;
+    uint64_t started_ms;
+    int port;
+    bool closing;
+    void (*close_cb)(void *data);
+    void *close_data;
+};
+
+struct mc_req {
+    struct mc_req *next;
+    struct mc_conn *conn;
+    enum mc_cmd cmd;
+    const char *error; /* reply instead of the calls' results */
+    bool noreply;
+    bool close_after;  /* quit, or a parse error that closes */
+    bool backend;      /* has calls to submit */
+    bool is_write;
+    bool dispatched;
+    bool done;
+    bool orphan; /* its connection closed while calls were in flight */
+    bool too_large;
+    size_t ncalls;
+    size_t pending; /* calls submitted and not yet called back */
+    struct cache_call *calls; /* in the same allocation */
+};
+
+struct mc_conn {
+    uv_tcp_t tcp;
+    struct mc_server *server; /* NULL once the handle closed */
+    struct mc_conn *prev, *next;
+    struct mc_parser parser;
+    struct buf in;   /* received, not yet parsed */
+    struct buf out;  /* replies not yet handed to uv_write */
+    struct buf wbuf; /* the bytes of the write in flight */
+    uv_write_t wreq;
+    struct mc_req *head, *tail;
+    struct mc_req *next_dispatch; /* first request not yet dispatched */
+    size_t weight;        /* calls (or 1) of the queued requests */
+    unsigned inflight;    /* dispatched, unfinished requests (the run) */
+    size_t backend_calls; /* submitted calls that have not called back */
+    bool run_write;       /* kind of the run in flight */
+    bool reading;
+    bool writing;
+    bool input_closed; /* quit or close parsed: parse and read no more */
+    bool eof;          /* the client sent all it will send */
+    bool closing;      /* uv_close called */
+    bool handle_closed;
+    bool in_pump;
+    bool pump_again;
+};
+
+static void conn_pump(struct mc_conn *c);
+static void conn_close(struct mc_conn *c);
+
+/* ---- requests ---------------------------------------------------------- */
+
+static void req_free(struct mc_req *r)
+{
+    size_t i;
+
+    for (i = 0; i < r->ncalls; i++) {
+        cache_result_clear(&r->calls[i].result);
+    }
+    free(r);
+}
+
+static enum cache_op_type store_op(enum mc_cmd cmd)
+{
+    switch (cmd) {
+    case MC_CMD_ADD:
+        return CACHE_OP_ADD;
+    case MC_CMD_REPLACE:
+        return CACHE_OP_REPLACE;
+    case MC_CMD_APPEND:
+        return CACHE_OP_APPEND;
+    case MC_CMD_PREPEND:
+        return CACHE_OP_PREPEND;
+    case MC_CMD_CAS:
+        return CACHE_OP_CAS;
+    default:
+        return CACHE_OP_SET;
+    }
+}
+
+static void on_call_done(struct cache_call *call);
+
+/* Build the request for @m, copying keys and value out of the input buffer
+ * into the request's own allocation. */
+static struct mc_req *req_new(struct mc_conn *c, const struct mc_request *m)
+{
+    size_t ncalls = 0;
+    size_t bytes = 0;
+    size_t i;
+    struct mc_req *r;
+    char *p;
+
+    switch (m->cmd) {
+    case MC_CMD_GET:
+    case MC_CMD_GETS:
+    case MC_CMD_GAT:
+    case MC_CMD_GATS:
+        ncalls = m->error ? 0 : m->nkeys;
+        break;
+    case MC_CMD_SET:
+        /* memcached unlinks the old item when a set is too large, so the
+         * client cannot read a value it believes overwritten. */
+        ncalls = (m->error == NULL || m->too_large) ? 1 : 0;
+        break;
+    case MC_CMD_ADD:
+    case MC_CMD_REPLACE:
+    case MC_CMD_APPEND:
+    case MC_CMD_PREPEND:
+    case MC_CMD_CAS:
+    case MC_CMD_INCR:
+    case MC_CMD_DECR:
+    case MC_CMD_DELETE:
+    case MC_CMD_TOUCH:
+    case MC_CMD_FLUSH_ALL:
+        ncalls = m->error ? 0 : 1;
+        break;
+    default:
+        break;
+    }
+    for (i = 0; i < ncalls && i < m->nkeys; i++) {
+        bytes += m->keys[i].len;
+    }
+    if (ncalls > 0 && m->error == NULL) {
+        bytes += m->value_len;
+    }
+
+    r = xcalloc(1, sizeof(*r) + ncalls * sizeof(struct cache_call) + bytes);
+    r->conn = c;
+    r->cmd = m->cmd;
+    r->error = m->error;
+    r->noreply = m->noreply;
+    r->too_large = m->too_large;
+    r->ncalls = ncalls;
+    r->calls = (struct cache_call *)(r + 1);
+    p = (char *)(r->calls + ncalls);
+
+    for (i = 0; i < ncalls; i++) {
+        struct cache_call *call = &r->calls[i];
+        struct cache_op *op = &call->op;
+
+        cache_result_init(&call->result);
+        call->cb = on_call_done;
+        call->data = r;
+        if (i < m->nkeys) {
+            memcpy(p, m->keys[i].data, m->keys[i].len);
+            op->key = p;
+            op->key_len = m->keys[i].len;
+            p += m->keys[i].len;
+        }
+        switch (m->cmd) {
+        case MC_CMD_GET:
+        case MC_CMD_GETS:
+            op->type = CACHE_OP_GET;
+            break;
+        case MC_CMD_GAT:
+        case MC_CMD_GATS:
+            op->type = CACHE_OP_GAT;
+            op->exptime = m->exptime;
+            break;
+        case MC_CMD_INCR:
+        case MC_CMD_DECR:
+            op->type = m->cmd == MC_CMD_INCR ? CACHE_OP_INCR : CACHE_OP_DECR;
+            op->delta = m->delta;
+            break;
+        case MC_CMD_DELETE:
+            op->type = CACHE_OP_DELETE;
+            break;
+        case MC_CMD_TOUCH:
+            op->type = CACHE_OP_TOUCH;
+            op->exptime = m->exptime;
+            break;
+        case MC_CMD_FLUSH_ALL:
+            op->type = CACHE_OP_FLUSH_ALL;
+            op->exptime = m->exptime;
+            break;
+        default: /* stores */
+            if (m->too_large) {
+                op->type = CACHE_OP_DELETE;
+                break;
+            }
+            op->type = store_op(m->cmd);
+            op->flags = m->flags;
+            op->exptime = m->exptime;
+            op->cas = m->cas;
+            if (m->value_len > 0) {
+                memcpy(p, m->value, m->value_len);
+            }
+            op->value = p;
+            op->value_len = m->value_len;
+            p += m->value_len;
+            break;
+        }
+    }
+    r->backend = ncalls > 0;
+    r->is_write = ncalls > 0 && cache_op_is_write(r->calls[0].op.type);
+    r->done = !r->backend;
+    return r;
+}
+
+static void conn_enqueue(struct mc_conn *c, struct mc_req *r)
+{
+    if (c->tail) {
+        c->tail->next = r;
+    } else {
+        c->head = r;
+    }
+    c->tail = r;
+    if (c->next_dispatch == NULL) {
+        c->next_dispatch = r;
+    }
+    c->weight += r->ncalls ? r->ncalls : 1;
+}
+
+static struct mc_req *conn_dequeue(struct mc_conn *c)
+{
+    struct mc_req *r = c->head;
+
+    c->head = r->next;
+    if (c->head == NULL) {
+        c->tail = NULL;
+    }
+    if (c->next_dispatch == r) {
+        c->next_dispatch = r->next;
+    }
+    c->weight -= r->ncalls ? r->ncalls : 1;
+    r->next = NULL;
+    return r;
+}
+
+/* ---- replies ----------------------------------------------------------- */
+
+static const char *status_line(enum cache_status st)
+{
+    switch (st) {
+    case CACHE_STORED:
+        return "STORED";
+    case CACHE_NOT_STORED:
+        return "NOT_STORED";
+    case CACHE_EXISTS:
+        return "EXISTS";
+    case CACHE_NOT_FOUND:
+        return "NOT_FOUND";
+    case CACHE_DELETED:
+        return "DELETED";
+    case CACHE_TOUCHED:
+        return "TOUCHED";
+    case CACHE_OK:
+        return "OK";
+    case CACHE_TOO_LARGE:
+        return "SERVER_ERROR object too large for cache";
+    case CACHE_NO_MEMORY:
+        return "SERVER_ERROR out of memory storing object";
+    case CACHE_NON_NUMERIC:
+        return "CLIENT_ERROR cannot increment or decrement non-numeric value";
+    case CACHE_BAD_REQUEST:
+        return "CLIENT_ERROR bad command line format";
+    case CACHE_NOT_LEADER:
+        return "SERVER_ERROR not leader";
+    case CACHE_UNAVAILABLE:
+        return "SERVER_ERROR temporarily unavailable";
+    default:
+        return "SERVER_ERROR unexpected backend result";
+    }
+}
+
+static void count_result(struct mc_stats *st, const struct mc_req *r)
+{
+    size_t i;
+
+    if (r->error) {
+        st->store_too_large += r->too_large;
+        return;
+    }
+    for (i = 0; i < r->ncalls; i++) {
+        const struct cache_call *call = &r->calls[i];
+        enum cache_status s = call->result.status;
+        bool hit = s == CACHE_HIT;
+
+        switch (call->op.type) {
+        case CACHE_OP_GET:
+            st->cmd_get++;
+            *(hit ? &st->get_hits : &st->get_misses) += 1;
+            break;
+        case CACHE_OP_GAT:
+            st->cmd_get++;
+            st->cmd_touch++;
+            *(hit ? &st->get_hits : &st->get_misses) += 1;
+            *(hit ? &st->touch_hits : &st->touch_misses) += 1;
+            break;
+        case CACHE_OP_TOUCH:
+            st->cmd_touch++;
+            *(s == CACHE_TOUCHED ? &st->touch_hits : &st->touch_misses) += 1;
+            break;
+        case CACHE_OP_DELETE:
+            *(s == CACHE_DELETED ? &st->delete_hits : &st->delete_misses) += 1;
+            break;
+        case CACHE_OP_INCR:
+            *(s == CACHE_NUMBER ? &st->incr_hits : &st->incr_misses) += 1;
+            break;
+        case CACHE_OP_DECR:
+            *(s == CACHE_NUMBER ? &st->decr_hits : &st->decr_misses) += 1;
+            break;
+        case CACHE_OP_CAS:
+            st->cmd_set++;
+            if (s == CACHE_STORED) {
+                st->cas_hits++;
+            } else if (s == CACHE_EXISTS) {
+                st->cas_badval++;
+            } else if (s == CACHE_NOT_FOUND) {
+                st->cas_misses++;
+            }
+            break;
+        case CACHE_OP_FLUSH_ALL:
+            st->cmd_flush++;
+            break;
+        default:
+            st->cmd_set++;
+            break;
+        }
+        if (s == CACHE_TOO_LARGE) {
+            st->store_too_large++;
+        } else if (s == CACHE_NO_MEMORY) {
+            st->store_no_memory++;
+        }
+    }
+}
+
+static void render_stats(struct mc_conn *c)
+{
+    struct mc_server *s = c->server;
+    const struct mc_stats *st = &s->stats;
+    struct buf *o = &c->out;
+    struct rusage ru;
+    uint64_t now_ms = clock_wall_ms();
+
+    memset(&ru, 0, sizeof(ru));
+    getrusage(RUSAGE_SELF, &ru);
+    buf_printf(o, "STAT pid %ld\r\n", (long)getpid());
+    buf_printf(o, "STAT uptime %llu\r\n",
+               (unsigned long long)((clock_mono_ms() - s->started_ms) / 1000));
+    buf_printf(o, "STAT time %llu\r\n", (unsigned long long)(now_ms / 1000));
+    buf_printf(o, "STAT version %s\r\n", MC_VERSION);
+    buf_printf(o, "STAT pointer_size %d\r\n", (int)(8 * sizeof(void *)));
+    buf_printf(o, "STAT rusage_user %ld.%06ld\r\n", (long)ru.ru_utime.tv_sec,
+               (long)ru.ru_utime.tv_usec);
+    buf_printf(o, "STAT rusage_system %ld.%06ld\r\n",
+               (long)ru.ru_stime.tv_sec, (long)ru.ru_stime.tv_usec);
+    buf_printf(o, "STAT max_connections %u\r\n", s->max_connections);
+    buf_printf(o, "STAT curr_connections %u\r\n", s->curr_connections);
+#define STAT_U64(name)                                                        \
+    buf_printf(o, "STAT " #name " %llu\r\n", (unsigned long long)st->name)
+    STAT_U64(total_connections);
+    STAT_U64(rejected_connections);
+    STAT_U64(cmd_get);
+    STAT_U64(cmd_set);
+    STAT_U64(cmd_flush);
+    STAT_U64(cmd_touch);
+    STAT_U64(get_hits);
+    STAT_U64(get_misses);
+    STAT_U64(delete_misses);
+    STAT_U64(delete_hits);
+    STAT_U64(incr_misses);
+    STAT_U64(incr_hits);
+    STAT_U64(decr_misses);
+    STAT_U64(decr_hits);
+    STAT_U64(cas_misses);
+    STAT_U64(cas_hits);
+    STAT_U64(cas_badval);
+    STAT_U64(touch_hits);
+    STAT_U64(touch_misses);
+    STAT_U64(store_too_large);
+    STAT_U64(store_no_memory);
+    STAT_U64(bytes_read);
+    STAT_U64(bytes_written);
+#undef STAT_U64
+    buf_printf(o, "STAT threads 1\r\n");
+    if (s->backend.stats) {
+        s->backend.stats(s->backend.data, o);
+    }
+    buf_append_str(o, "END\r\n");
+}
+
+/* A get line: VALUE lines for the hits in key order, then END. If any key
+ * failed with an error, only the first error is sent (as memcached does for
+ * a bad key: partial VALUEs are dropped). */
+static void render_get(struct mc_conn *c, const struct mc_req *r)
+{
+    bool with_cas = r->cmd == MC_CMD_GETS || r->cmd == MC_CMD_GATS;
+    size_t i;
+
+    for (i = 0; i < r->ncalls; i++) {
+        enum cache_status s = r->calls[i].result.status;
+        if (s != CACHE_HIT && s != CACHE_NOT_FOUND) {
+            buf_printf(&c->out, "%s\r\n", status_line(s));
+            return;
+        }
+    }
+    for (i = 0; i < r->ncalls; i++) {
+        const struct cache_call *call = &r->calls[i];
+        const struct cache_result *res = &call->result;
+        if (res->status != CACHE_HIT) {
+            continue;
+        }
+        buf_reserve(&c->out, call->op.key_len + res->value_len + 64);
+        buf_printf(&c->out, "VALUE %.*s %u %zu", (int)call->op.key_len,
+                   call->op.key, res->flags, res->value_len);
+        if (with_cas) {
+            buf_printf(&c->out, " %llu", (unsigned long long)res->cas);
+        }
+        buf_append(&c->out, "\r\n", 2);
+        buf_append(&c->out, res->value, res->value_len);
+        buf_append(&c->out, "\r\n", 2);
+    }
+    buf_append_str(&c->out, "END\r\n");
+}
+
+static void render(struct mc_conn *c, const struct mc_req *r)
+{
+    struct mc_server *s = c->server;
+    const struct cache_result *res;
+
+    count_result(&s->stats, r);
+    if (r->noreply) {
+        return;
+    }
+    if (r->error) {
+        buf_printf(&c->out, "%s\r\n", r->error);
+        return;
+    }
+    switch (r->cmd) {
+    case MC_CMD_NONE:
+    case MC_CMD_QUIT:
+        return;
+    case MC_CMD_VERSION:
+        buf_append_str(&c->out, "VERSION " MC_VERSION "\r\n");
+        return;
+    case MC_CMD_VERBOSITY:
+        buf_append_str(&c->out, "OK\r\n");
+        return;
+    case MC_CMD_STATS:
+        render_stats(c);
+        return;
+    case MC_CMD_STATS_RESET:
+        memset(&s->stats, 0, sizeof(s->stats));
+        buf_append_str(&c->out, "RESET\r\n");
+        return;
+    case MC_CMD_GET:
+    case MC_CMD_GETS:
+    case MC_CMD_GAT:
+    case MC_CMD_GATS:
+        render_get(c, r);
+        return;
+    default:
+        break;
+    }
+    res = &r->calls[0].result;
+    if (res->status == CACHE_NUMBER) {
+        buf_printf(&c->out, "%llu\r\n", (unsigned long long)res->number);
+    } else {
+        buf_printf(&c->out, "%s\r\n", status_line(res->status));
+    }
+}
+
+/* ---- connection -------------------------------------------------------- */
+
+static void conn_free(struct mc_conn *c)
+{
+    mc_parser_free(&c->parser);
+    buf_free(&c->in);
+    buf_free(&c->out);
+    buf_free(&c->wbuf);
+    free(c);
+}
+
+static void on_call_done(struct cache_call *call)
+{
+    struct mc_req *r = call->data;
+    struct mc_conn *c = r->conn;
+
+    c->backend_calls--;
+    r->pending--;
+    if (r->pending > 0) {
+        return;
+    }
+    if (r->orphan) {
+        req_free(r);
+        if (c->handle_closed && c->backend_calls == 0) {
+            conn_free(c);
+        }
+        return;
+    }
+    r->done = true;
+    c->inflight--;
+    conn_pump(c);
+}
+
+static void req_submit(struct mc_conn *c, struct mc_req *r)
+{
+    const struct mc_backend *b = &c->server->backend;
+    size_t i;
+
+    r->dispatched = true;
+    /* Count every call before the first submit: a backend may complete
+     * synchronously, and the request must not look finished early. */
+    r->pending = r->ncalls;
+    c->backend_calls += r->ncalls;
+    c->inflight++;
+    for (i = 0; i < r->ncalls; i++) {
+        b->submit(b->data, &r->calls[i]);
+    }
+}
+
+/* Submit requests in runs (see mc_server.h): a request joins the run in
+ * flight only if it is of the same kind and nothing of the other kind is
+ * queued before it. */
+static void conn_dispatch(struct mc_conn *c)
+{
+    while (c->next_dispatch && !c->closing) {
+        struct mc_req *r = c->next_dispatch;
+        if (!r->backend) {
+            c->next_dispatch = r->next;
+            continue;
+        }
+        if (c->inflight > 0 && r->is_write != c->run_write) {
+            break;
+        }
+        /* Replies are produced as calls complete; bound what can be in
+         * flight, and stop while the client is not reading its output. A
+         * request bigger than the bound goes alone. */
+        if (c->out.len + c->wbuf.len >= MC_OUT_HIGH ||
+            (c->backend_calls > 0 &&
+             c->backend_calls + r->ncalls > MC_INFLIGHT_CALLS_MAX)) {
+            break;
+        }
+        c->run_write = r->is_write;
+        c->next_dispatch = r->next;
+        req_submit(c, r);
+    }
+}
+
+/* Render finished requests at the head of the queue. */
+static bool conn_flush(struct mc_conn *c)
+{
+    bool progress = false;
+
+    while (c->head && c->head->done && !c->closing) {
+        struct mc_req *r = conn_dequeue(c);
+        bool close_after = r->close_after;
+        render(c, r);
+        req_free(r);
+        progress = true;
+        if (close_after) {
+            /* Nothing after quit was parsed; drain the output and close. */
+            c->input_closed = true;
+            break;
+        }
+    }
+    return progress;
+}
+
+static void on_read_alloc(uv_handle_t *h, size_t hint, uv_buf_t *out)
+{
+    struct mc_conn *c = h->data;
+    size_t want = MC_READ_CHUNK;
+    size_t need = mc_parse_need(&c->parser);
+
+    (void)hint;
+    /* Make room for a whole pending data block in one go. */
+    if (need > c->in.len && need - c->in.len > want) {
+        want = need - c->in.len;
+    }
+    buf_reserve(&c->in, want);
+    out->base = c->in.data + c->in.len;
+    out->len = c->in.cap - c->in.len;
+}
+
+/* Parse what is buffered into requests, while the queue has room. */
+static bool conn_parse(struct mc_conn *c)
+{
+    size_t off = 0;
+    bool progress = false;
+
+    while (!c->input_closed && c->weight < MC_PENDING_HIGH) {
+        struct mc_request m;
+        size_t used;
+        enum mc_parse_status st = mc_parse_next(
+            &c->parser, c->in.data + off, c->in.len - off, &m, &used);
+        struct mc_req *r;
+
+        off += used;
+        if (st == MC_PARSE_AGAIN) {
+            break;
+        }
+        if (st == MC_PARSE_CLOSE) {
+            struct mc_request e;
+            memset(&e, 0, sizeof(e));
+            e.error = m.error;
+            r = req_new(c, &e);
+            r->cmd = MC_CMD_QUIT;
+            r->close_after = true;
+            c->input_closed = true;
+        } else {
+            r = req_new(c, &m);
+            if (m.cmd == MC_CMD_QUIT) {
+                r->close_after = true;
+                c->input_closed = true;
+            }
+        }
+        conn_enqueue(c, r);
+        progress = true;
+    }
+    buf_consume(&c->in, off);
+    /* Give back the room a large value needed once it is parsed. */
+    if (c->input_closed || (c->in.len == 0 && c->in.cap > 2 * MC_READ_CHUNK)) {
+        buf_free(&c->in);
+    }
+    return progress;
+}
+
+static void on_write(uv_write_t *w, int status)
+{
+    struct mc_conn *c = container_of(w, struct mc_conn, wreq);
+
+    c->writing = false;
+    if (c->server && !c->closing) {
+        c->server->stats.bytes_written += c->wbuf.len;
+    }
+    if (c->wbuf.cap > MC_WBUF_KEEP) {
+        buf_free(&c->wbuf);
+    } else {
+        buf_reset(&c->wbuf);
+    }
+    if (c->closing) {
+        return;
+    }
+    if (status < 0) {
+        log_debug("mc: write failed: %s", uv_strerror(status));
+        conn_close(c);
+        return;
+    }
+    conn_pump(c);
+}
+
+static void conn_write(struct mc_conn *c)
+{
+    struct buf tmp;
+    uv_buf_t b;
+    int rc;
+
+    if (c->writing || c->closing || c->out.len == 0) {
+        return;
+    }
+    tmp = c->wbuf;
+    c->wbuf = c->out;
+    c->out = tmp;
+    b = uv_buf_init(c->wbuf.data, (unsigned)c->wbuf.len);
+    rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (rc != 0) {
+        log_debug("mc: write failed: %s", uv_strerror(rc));
+        conn_close(c);
+        return;
+    }
+    c->writing = true;
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b);
+
+static void conn_update_reading(struct mc_conn *c)
+{
+    bool want = !c->input_closed && !c->eof && !c->closing &&
+                c->weight < MC_PENDING_HIGH &&
+                c->out.len + c->wbuf.len < MC_OUT_HIGH;
+
+    if (want && !c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_read_alloc, on_read) ==
+            0) {
+            c->reading = true;
+        }
+    } else if (!want && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+}
+
+/* The one place a connection makes progress. Re-entrant calls (a backend
+ * completing synchronously inside submit) only ask for another round. */
+static void conn_pump(struct mc_conn *c)
+{
+    bool progress;
+
+    if (c->in_pump) {
+        c->pump_again = true;
+        return;
+    }
+    c->in_pump = true;
+    do {
+        c->pump_again = false;
+        progress = false;
+        if (c->closing) {
+            break;
+        }
+        if (c->in.len > 0) {
+            progress |= conn_parse(c);
+        }
+        conn_dispatch(c);
+        progress |= conn_flush(c);
+    } while (c->pump_again || progress);
+    c->in_pump = false;
+
+    if (c->closing) {
+        return;
+    }
+    conn_write(c);
+    if (c->closing) {
+        return;
+    }
+    conn_update_reading(c);
+    if ((c->input_closed || c->eof) && c->head == NULL && !c->writing &&
+        c->out.len == 0) {
+        conn_close(c);
+    }
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
+{
+    struct mc_conn *c = stream->data;
+
+    (void)b;
+    if (nread == 0 || c->closing) {
+        return;
+    }
+    if (nread < 0) {
+        if (nread != UV_EOF) {
+            log_debug("mc: read failed: %s", uv_strerror((int)nread));
+            conn_close(c);
+            return;
+        }
+        /* Half-close: answer what was asked, then close. */
+        uv_read_stop(stream);
+        c->reading = false;
+        c->eof = true;
+        conn_pump(c);
+        return;
+    }
+    c->in.len += (size_t)nread;
+    c->server->stats.bytes_read += (uint64_t)nread;
+    conn_pump(c);
+}
+
+static void server_maybe_free(struct mc_server *s)
+{
+    void (*cb)(void *data);
+    void *data;
+
+    if (!s->closing || s->handles > 0) {
+        return;
+    }
+    cb = s->close_cb;
+    data = s->close_data;
+    free(s);
+    if (cb) {
+        cb(data);
+    }
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    struct mc_conn *c = h->data;
+    struct mc_server *s = c->server;
+
+    c->handle_closed = true;
+    c->server = NULL;
+    if (c->backend_calls == 0) {
+        conn_free(c);
+    }
+    s->handles--;
+    server_maybe_free(s);
+}
+
+static void conn_close(struct mc_conn *c)
+{
+    struct mc_server *s = c->server;
+    struct mc_req *r;
+
+    if (c->closing) {
+        return;
+    }
+    c->closing = true;
+    c->input_closed = true;
+    /* Requests with calls in a backend stay allocated until their last
+     * callback; everything else goes now. */
+    while (c->head) {
+        r = conn_dequeue(c);
+        if (r->dispatched && !r->done) {
+            r->orphan = true;
+        } else {
+            req_free(r);
+        }
+    }
+    c->next_dispatch = NULL;
+    if (c->prev) {
+        c->prev->next = c->next;
+    } else {
+        s->conns = c->next;
+    }
+    if (c->next) {
+        c->next->prev = c->prev;
+    }
+    c->prev = c->next = NULL;
+    s->curr_connections--;
+    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    struct mc_server *s = listener->data;
+    struct mc_conn *c;
+
+    if (status < 0) {
+        log_warn("mc: accept failed: %s", uv_strerror(status));
+        return;
+    }
+    c = xcalloc(1, sizeof(*c));
+    c->server = s;
+    mc_parser_init(&c->parser, s->item_size_max);
+    if (uv_tcp_init(s->loop, &c->tcp) != 0) {
+        conn_free(c);
+        return;
+    }
+    c->tcp.data = c;
+    s->handles++;
+    c->next = s->conns;
+    if (s->conns) {
+        s->conns->prev = c;
+    }
+    s->conns = c;
+    s->curr_connections++;
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close(c);
+        return;
+    }
+    s->stats.total_connections++;
+    if (s->curr_connections > s->max_connections) {
+        /* memcached's words; best effort, the socket is new and empty. */
+        static const char msg[] = "ERROR Too many open connections\r\n";
+        uv_buf_t b = uv_buf_init((char *)msg, sizeof(msg) - 1);
+        (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        s->stats.rejected_connections++;
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    conn_update_reading(c);
+}
+
+/* ---- server ------------------------------------------------------------ */
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    struct mc_server *s = h->data;
+
+    s->handles--;
+    server_maybe_free(s);
+}
+
+struct mc_server *mc_server_new(uv_loop_t *loop,
+                                const struct mc_server_config *cfg,
+                                const struct mc_backend *backend,
+                                char *errmsg, size_t errlen)
+{
+    struct mc_server *s;
+    struct sockaddr_storage addr;
+    struct sockaddr_storage bound;
+    int namelen = sizeof(bound);
+    const char *host = cfg->host ? cfg->host : "0.0.0.0";
+    int rc;
+
+    if (backend == NULL || backend->submit == NULL) {
+        snprintf(errmsg, errlen, "mc_server: no backend");
+        return NULL;
+    }
+    if (cfg->port < 0 || cfg->port > 65535) {
+        snprintf(errmsg, errlen, "mc_server: bad port %d", cfg->port);
+        return NULL;
+    }
+    if (uv_ip4_addr(host, cfg->port, (struct sockaddr_in *)&addr) != 0 &&
+        uv_ip6_addr(host, cfg->port, (struct sockaddr_in6 *)&addr) != 0) {
+        snprintf(errmsg, errlen, "mc_server: bad address '%s'", host);
+        return NULL;
+    }
+
+    s = xcalloc(1, sizeof(*s));
+    s->loop = loop;
+    s->backend = *backend;
+    s->item_size_max =
+        cfg->item_size_max ? cfg->item_size_max : CACHE_ITEM_SIZE_MAX_DEFAULT;
+    s->max_connections =
+        cfg->max_connections ? cfg->max_connections : MC_MAX_CONNECTIONS_DEFAULT;
+    s->started_ms = clock_mono_ms();
+
+    rc = uv_tcp_init(loop, &s->listener);
+    if (rc != 0) {
+        snprintf(errmsg, errlen, "mc_server: tcp init: %s", uv_strerror(rc));
+        goto err_after_alloc;
+    }
+    s->listener.data = s;
+    s->handles = 1;
+    rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
+    if (rc == 0) {
+        rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
+    }
+    if (rc != 0) {
+        snprintf(errmsg, errlen, "mc_server: listen on %s:%d: %s", host,
+                 cfg->port, uv_strerror(rc));
+        goto err_after_init;
+    }
+    rc = uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound,
+                            &namelen);
+    if (rc != 0) {
+        snprintf(errmsg, errlen, "mc_server: getsockname: %s",
+                 uv_strerror(rc));
+        goto err_after_init;
+    }
+    s->port = bound.ss_family == AF_INET6
+                  ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
+                  : ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    return s;
+
+err_after_init:
+    /* The handle is known to the loop: the server is freed by the close
+     * callback, when the loop next runs. */
+    s->closing = true;
+    uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+    return NULL;
+err_after_alloc:
+    free(s);
+    return NULL;
+}
+
+int mc_server_port(const struct mc_server *s)
+{
+    return s->port;
+}
+
+void mc_server_close(struct mc_server *s, void (*cb)(void *data), void *data)
+{
+    s->closing = true;
+    s->close_cb = cb;
+    s->close_data = data;
+    while (s->conns) {
+        conn_close(s->conns);
+    }
+    uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+}
