@@ -18,15 +18,6 @@
 #include "common/buf.h"
 #include "proto/rpc_frame.h"
 
-/*
- * The libraries are built without coverage instrumentation (only fuzz_*.c
- * get -fsanitize=fuzzer), so the code under test is compiled into this
- * translation unit: its definitions win and the archive members providing
- * the same symbols are never linked.
- */
-#include "common/lz.c"
-#include "proto/rpc_frame.c"
-
 /* Small enough to keep iterations fast, large enough for lz4 frames. */
 #define FUZZ_MAX_FRAME (1u << 20)
 

@@ -29,6 +29,9 @@ def _cleanup():
         if p.poll() is None:
             p.kill()
             p.wait()
+    if os.environ.get("RINGMQ_KEEP"):
+        print("kept: " + " ".join(_dirs))
+        return
     for d in _dirs:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -42,11 +45,24 @@ def tmpdir(prefix="ringmq-it-"):
     return d
 
 
+_given_ports = set()
+
+
 def free_port():
-    """A port that was free a moment ago (bind to 0, read it, release it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port that was free a moment ago. Chosen below the kernel's ephemeral
+    range (32768+ here): raft's outgoing connections take ephemeral ports and
+    could collide with a listener placed there."""
+    while True:
+        port = random.randrange(20000, 32000)
+        if port in _given_ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given_ports.add(port)
+        return port
 
 
 def wait_port(port, timeout=20.0, proc=None):
@@ -129,10 +145,12 @@ def standalone(data_dir, port=None, extra=()):
 
 
 def wait_until(pred, timeout=20.0, what="condition", interval=0.05):
+    """Poll pred until it returns something other than None or False (0 is a
+    valid answer, e.g. the index of the first node)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         v = pred()
-        if v:
+        if v is not None and v is not False:
             return v
         time.sleep(interval)
     raise TimeoutError("timed out waiting for " + what)

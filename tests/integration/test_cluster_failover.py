@@ -22,6 +22,7 @@ class Cluster:
             members += ["--member", "%d@127.0.0.1:%d@127.0.0.1:%d" %
                         (i + 1, self.raft[i], self.rpc[i])]
         self.nodes = []
+        self.last_status = {}
         for i in range(n):
             args = ["--id", str(i + 1),
                     "--data-dir", os.path.join(self.dir, "n%d" % (i + 1)),
@@ -55,6 +56,7 @@ class Cluster:
         if not self.nodes[i].alive():
             return None
         out = self.ctl(i, "status", "--format", "kv", timeout=10, check=False)
+        self.last_status[i] = (out.returncode, out.stdout, out.stderr)
         if out.returncode != 0:
             return None
         st = {}
@@ -63,6 +65,15 @@ class Cluster:
                 k, v = tok.split("=", 1)
                 st[k] = v
         return st
+
+    def wait_leader(self, timeout=30):
+        try:
+            return rt.wait_until(self.leader, timeout, "a leader")
+        except TimeoutError:
+            for i, n in enumerate(self.nodes):
+                print("  node %d status: %r" % (i + 1, self.last_status.get(i)))
+                print("  node %d log:\n%s" % (i + 1, n.log()[-3000:]))
+            raise
 
     def leader(self):
         for i, n in enumerate(self.nodes):
@@ -93,7 +104,7 @@ def acked_keys(path):
 
 def test_three_nodes_commit_everywhere():
     c = Cluster().start()
-    leader = rt.wait_until(c.leader, 30, "a leader")
+    leader = c.wait_leader()
     acked = os.path.join(c.dir, "acked0")
     out = c.ctl(leader, "load", "--count", "3000", "--prefix", "a",
                 "--value-size", "100", "--acked", acked)
@@ -111,7 +122,7 @@ def test_three_nodes_commit_everywhere():
 
 def test_kill_leader_during_load():
     c = Cluster(extra=["--snapshot-threshold", "256", "--snapshot-trailing", "128"]).start()
-    leader = rt.wait_until(c.leader, 30, "a leader")
+    leader = c.wait_leader()
     acked = os.path.join(c.dir, "acked")
     # A load that follows the leader across the kill: only acknowledged
     # writes are listed in the acked file.
@@ -126,7 +137,7 @@ def test_kill_leader_during_load():
     t_kill = time.time()
     c.nodes[leader].kill9()
     survivors = [i for i in range(3) if i != leader]
-    new_leader = rt.wait_until(c.leader, 30, "a new leader")
+    new_leader = c.wait_leader()
     print("  leader %d killed; node %d leads after %.2fs" %
           (leader + 1, new_leader + 1, time.time() - t_kill))
     out, _ = load.communicate(timeout=120)
