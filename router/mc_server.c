@@ -27,7 +27,9 @@
  * queued calls, and reading stops while that is so or its unsent output
  * exceeds MC_OUT_HIGH; both resume as replies drain. Dispatch stops while
  * the unsent output exceeds MC_OUT_HIGH, and at most MC_INFLIGHT_CALLS_MAX
- * calls are in a backend at once (a bigger multi-get goes alone), so the
+ * calls are dispatched and not yet rendered at once, whether still in the
+ * backend or completed behind a slower head of line (a bigger multi-get
+ * goes alone), so the
  * replies a connection can pile up are bounded by about MC_OUT_HIGH +
  * MC_INFLIGHT_CALLS_MAX values. With the parser's own bounds (line length,
  * item size, swallowing too-large data) a connection holds at most about
@@ -138,6 +140,10 @@ struct mc_conn {
     size_t weight;        /* calls (or 1) of the queued requests */
     unsigned inflight;    /* dispatched, unfinished requests (the run) */
     size_t backend_calls; /* submitted calls that have not called back */
+    size_t unrendered_calls; /* submitted calls whose request is not yet
+                                rendered: completed replies wait here for
+                                the head of the queue, so they bound memory
+                                too, not just the calls in the backend */
     bool run_write;       /* kind of the run in flight */
     bool reading;
     bool writing;
@@ -608,6 +614,7 @@ static void req_submit(struct mc_conn *c, struct mc_req *r)
      * synchronously, and the request must not look finished early. */
     r->pending = r->ncalls;
     c->backend_calls += r->ncalls;
+    c->unrendered_calls += r->ncalls;
     c->inflight++;
     for (i = 0; i < r->ncalls; i++) {
         b->submit(b->data, &r->calls[i]);
@@ -632,8 +639,8 @@ static void conn_dispatch(struct mc_conn *c)
          * flight, and stop while the client is not reading its output. A
          * request bigger than the bound goes alone. */
         if (c->out.len + c->wbuf.len >= MC_OUT_HIGH ||
-            (c->backend_calls > 0 &&
-             c->backend_calls + r->ncalls > MC_INFLIGHT_CALLS_MAX)) {
+            (c->unrendered_calls > 0 &&
+             c->unrendered_calls + r->ncalls > MC_INFLIGHT_CALLS_MAX)) {
             break;
         }
         c->run_write = r->is_write;
@@ -650,6 +657,9 @@ static bool conn_flush(struct mc_conn *c)
     while (c->head && c->head->done && !c->closing) {
         struct mc_req *r = conn_dequeue(c);
         bool close_after = r->close_after;
+        if (r->dispatched) {
+            c->unrendered_calls -= r->ncalls;
+        }
         render(c, r);
         req_free(r);
         progress = true;

@@ -436,7 +436,10 @@ static void stop(struct fixture *fx)
 
 /* ---- client ------------------------------------------------------------ */
 
-static int cl_connect(int port)
+/* @rcvbuf > 0 pins the client's receive buffer (no autotuning), so a test
+ * about server-side buffering does not measure the kernel's (tcp_rmem max is
+ * 32 MiB on some machines). */
+static int cl_connect_rcvbuf(int port, int rcvbuf)
 {
     struct sockaddr_in sa;
     struct timeval tv = {5, 0};
@@ -444,6 +447,9 @@ static int cl_connect(int port)
     int fd = socket(AF_INET, SOCK_STREAM, 0);
 
     assert_true(fd >= 0);
+    if (rcvbuf > 0) {
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    }
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)port);
@@ -452,6 +458,11 @@ static int cl_connect(int port)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     return fd;
+}
+
+static int cl_connect(int port)
+{
+    return cl_connect_rcvbuf(port, 0);
 }
 
 static void cl_send(int fd, const void *data, size_t len)
@@ -962,7 +973,7 @@ static void test_max_connections(void **state)
 static void test_backpressure(void **state)
 {
     struct fixture *fx = start(FAKE_ASYNC, 0, 0);
-    int fd = cl_connect(fx->port);
+    int fd = cl_connect_rcvbuf(fx->port, 64 * 1024);
     size_t vlen = 512 * 1024;
     char *v = xmalloc(vlen);
     struct buf want;
