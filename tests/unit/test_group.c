@@ -22,6 +22,7 @@
 #include "common/log.h"
 #include "raft/fsm.h"
 #include "raft/group.h"
+#include "tests/unit/lib/tsm.h"
 
 #define MAXN 3
 #define WAIT_MS 8000
@@ -30,12 +31,7 @@
 
 struct op;
 
-struct tsm {
-    uint32_t *vals;
-    size_t n, cap;
-    uint64_t sum;
-    unsigned mine_seen;
-};
+
 
 struct op {
     struct rgroup_cmd cmd;
@@ -54,70 +50,13 @@ struct ctx {
     bool order_broken;
 };
 
-static void tsm_apply(void *data,
-                      uint64_t time_ms,
-                      const void *cmd,
-                      size_t len,
-                      struct rgroup_cmd *mine)
+/* Commands proposed here carry their struct op: record where they landed. */
+static void group_on_mine(struct tsm *t, struct rgroup_cmd *mine, uint32_t v)
 {
-    struct tsm *t = data;
-    uint32_t v;
+    struct op *o = mine->data;
 
-    assert_true(time_ms > 1600000000000ull); /* a wall clock stamp */
-    assert_int_equal(len, sizeof v);
-    memcpy(&v, cmd, sizeof v);
-    if (t->n == t->cap) {
-        t->cap = t->cap ? 2 * t->cap : 256;
-        t->vals = realloc(t->vals, t->cap * sizeof *t->vals);
-    }
-    t->vals[t->n++] = v;
-    t->sum += v;
-    if (mine != NULL) {
-        struct op *o = mine->data;
-
-        assert_int_equal(o->val, v);
-        o->applied_pos = t->n;
-        t->mine_seen++;
-    }
-}
-
-static int tsm_snapshot(void *data, void **buf, size_t *len)
-{
-    struct tsm *t = data;
-    uint8_t *p;
-
-    *len = 16 + t->n * sizeof(uint32_t);
-    p = malloc(*len);
-    memcpy(p, &t->n, 8);
-    memcpy(p + 8, &t->sum, 8);
-    if (t->n > 0) {
-        memcpy(p + 16, t->vals, t->n * sizeof(uint32_t));
-    }
-    *buf = p;
-    return 0;
-}
-
-static int tsm_restore(void *data, const void *buf, size_t len)
-{
-    struct tsm *t = data;
-    const uint8_t *p = buf;
-    uint64_t n;
-
-    if (len < 16) {
-        return -1;
-    }
-    memcpy(&n, p, 8);
-    if (len != 16 + n * sizeof(uint32_t)) {
-        return -1;
-    }
-    free(t->vals);
-    t->n = t->cap = (size_t)n;
-    t->vals = malloc(n > 0 ? n * sizeof(uint32_t) : 1);
-    if (n > 0) {
-        memcpy(t->vals, p + 16, n * sizeof(uint32_t));
-    }
-    memcpy(&t->sum, p + 8, 8);
-    return 0;
+    assert_int_equal(o->val, v);
+    o->applied_pos = t->n;
 }
 
 static void op_cb(struct rgroup_cmd *cmd, int status)
@@ -244,11 +183,7 @@ static bool run_until(struct env *e,
     return ok;
 }
 
-static const struct rgroup_fsm tsm_ops = {
-    .apply = tsm_apply,
-    .snapshot = tsm_snapshot,
-    .restore = tsm_restore,
-};
+
 
 static void config(struct env *e,
                    struct rgroup_config *cfg,
@@ -278,6 +213,8 @@ static void start_node(struct env *e, unsigned i, struct rgroup_config *cfg)
     char err[256];
 
     fsm.data = &e->n[i].sm;
+    e->n[i].sm.want_wall_clock = true;
+    e->n[i].sm.on_mine = group_on_mine;
     e->n[i].closed = false;
     e->n[i].g = rgroup_new(&e->loop, cfg, &fsm, err, sizeof err);
     if (e->n[i].g == NULL) {

@@ -18,6 +18,7 @@
 
 #include "common/lz.h"
 #include "raft/fsm.h"
+#include "tests/unit/lib/tsm.h"
 #include "raft_entry.pb-c.h"
 
 #define N 3
@@ -25,90 +26,8 @@
 
 /* ---- test state machine ------------------------------------------------ */
 
-struct tsm {
-    uint32_t *vals;
-    size_t n, cap;
-    uint64_t sum;
-    uint64_t last_time;
-    unsigned mine_seen;
-    unsigned restores;
-    bool fail_snapshot;
-};
+/* struct tsm: tests/unit/lib/tsm.h */
 
-static void tsm_apply(void *data,
-                      uint64_t time_ms,
-                      const void *cmd,
-                      size_t len,
-                      struct rgroup_cmd *mine)
-{
-    struct tsm *t = data;
-    uint32_t v;
-
-    assert_int_equal(len, sizeof v);
-    memcpy(&v, cmd, sizeof v);
-    if (t->n == t->cap) {
-        t->cap = t->cap ? 2 * t->cap : 64;
-        t->vals = realloc(t->vals, t->cap * sizeof *t->vals);
-    }
-    t->vals[t->n++] = v;
-    t->sum += v;
-    t->last_time = time_ms;
-    if (mine != NULL) {
-        /* mine is exactly the command being applied */
-        assert_int_equal(mine->len, len);
-        assert_memory_equal(mine->payload, cmd, len);
-        t->mine_seen++;
-    }
-}
-
-static int tsm_snapshot(void *data, void **buf, size_t *len)
-{
-    struct tsm *t = data;
-    uint8_t *p;
-
-    if (t->fail_snapshot) {
-        return -1;
-    }
-    *len = 16 + t->n * sizeof(uint32_t);
-    p = malloc(*len);
-    memcpy(p, &t->n, 8);
-    memcpy(p + 8, &t->sum, 8);
-    if (t->n > 0) {
-        memcpy(p + 16, t->vals, t->n * sizeof(uint32_t));
-    }
-    *buf = p;
-    return 0;
-}
-
-static int tsm_restore(void *data, const void *buf, size_t len)
-{
-    struct tsm *t = data;
-    const uint8_t *p = buf;
-    uint64_t n;
-
-    if (len < 16) {
-        return -1;
-    }
-    memcpy(&n, p, 8);
-    if (len != 16 + n * sizeof(uint32_t)) {
-        return -1;
-    }
-    free(t->vals);
-    t->n = t->cap = (size_t)n;
-    t->vals = malloc(n > 0 ? n * sizeof(uint32_t) : 1);
-    if (n > 0) {
-        memcpy(t->vals, p + 16, n * sizeof(uint32_t));
-    }
-    memcpy(&t->sum, p + 8, 8);
-    t->restores++;
-    return 0;
-}
-
-static const struct rgroup_fsm tsm_ops = {
-    .apply = tsm_apply,
-    .snapshot = tsm_snapshot,
-    .restore = tsm_restore,
-};
 
 /* ---- fixture ----------------------------------------------------------- */
 
