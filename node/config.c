@@ -6,8 +6,10 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <yaml.h>
 
+#include "common/yamlu.h"
+
+#include "common/buf.h"
 #include "common/cache_op.h"
 
 #define DEFAULT_MEMORY_MB 64
@@ -39,6 +41,8 @@ void node_config_usage(FILE *f)
         "                         'cache', memcached edge on by default\n"
         "  --config FILE          YAML file (docs/configuration.md); flags\n"
         "                         after it override it\n"
+        "  --cluster FILE         cluster map (docs/cluster.md): this node\n"
+        "                         runs every shard that lists its --id\n"
         "  --id N                 this node's Raft id, > 0 (default 1)\n"
         "  --data-dir DIR         data directory (default ./ringmq-data);\n"
         "                         each group lives in DIR/<group>\n"
@@ -282,6 +286,11 @@ static int set_option(struct node_config *c, const char *key, const char *v,
         return set_addr(c->rpc, v, err, errlen, key);
     } else if (strcmp(key, "raft") == 0) {
         return set_addr(c->raft, v, err, errlen, key);
+    } else if (strcmp(key, "cluster") == 0) {
+        if (*v == '\0' || strlen(v) >= sizeof(c->cluster_path)) {
+            goto bad;
+        }
+        snprintf(c->cluster_path, sizeof(c->cluster_path), "%s", v);
     } else if (strcmp(key, "standalone") == 0) {
         c->standalone = strcmp(v, "true") == 0 || strcmp(v, "1") == 0 ||
                         strcmp(v, "yes") == 0;
@@ -326,15 +335,6 @@ bad:
 
 /* ------------------------------ YAML file ------------------------------ */
 
-static const char *scalar(yaml_document_t *doc, yaml_node_t *node)
-{
-    if (node == NULL || node->type != YAML_SCALAR_NODE) {
-        return NULL;
-    }
-    (void)doc;
-    return (const char *)node->data.scalar.value;
-}
-
 static int load_members(struct node_config *c, yaml_document_t *doc,
                         yaml_node_t *seq, char *err, size_t errlen)
 {
@@ -346,7 +346,7 @@ static int load_members(struct node_config *c, yaml_document_t *doc,
     }
     for (it = seq->data.sequence.items.start;
          it < seq->data.sequence.items.top; it++) {
-        yaml_node_t *m = yaml_document_get_node(doc, *it);
+        yaml_node_t *m = yamlu_node(doc, *it);
         yaml_node_pair_t *p;
         const char *raft = NULL;
         const char *rpc = NULL;
@@ -358,9 +358,8 @@ static int load_members(struct node_config *c, yaml_document_t *doc,
         }
         for (p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top;
              p++) {
-            const char *k = scalar(doc, yaml_document_get_node(doc, p->key));
-            const char *v =
-                scalar(doc, yaml_document_get_node(doc, p->value));
+            const char *k = yamlu_scalar(yamlu_node(doc, p->key));
+            const char *v = yamlu_scalar(yamlu_node(doc, p->value));
             if (k == NULL || v == NULL) {
                 snprintf(err, errlen, "members: keys and values are scalars");
                 return -1;
@@ -403,7 +402,7 @@ static int load_groups(struct node_config *c, yaml_document_t *doc,
     c->n_groups = 0; /* the file's list replaces earlier ones */
     for (it = seq->data.sequence.items.start;
          it < seq->data.sequence.items.top; it++) {
-        yaml_node_t *g = yaml_document_get_node(doc, *it);
+        yaml_node_t *g = yamlu_node(doc, *it);
         yaml_node_t *members = NULL;
         const char *name = NULL;
         yaml_node_pair_t *p;
@@ -414,10 +413,10 @@ static int load_groups(struct node_config *c, yaml_document_t *doc,
         }
         for (p = g->data.mapping.pairs.start; p < g->data.mapping.pairs.top;
              p++) {
-            const char *k = scalar(doc, yaml_document_get_node(doc, p->key));
-            yaml_node_t *v = yaml_document_get_node(doc, p->value);
-            if (k != NULL && strcmp(k, "name") == 0 && scalar(doc, v)) {
-                name = scalar(doc, v);
+            const char *k = yamlu_scalar(yamlu_node(doc, p->key));
+            yaml_node_t *v = yamlu_node(doc, p->value);
+            if (k != NULL && strcmp(k, "name") == 0 && yamlu_scalar(v)) {
+                name = yamlu_scalar(v);
             } else if (k != NULL && strcmp(k, "members") == 0) {
                 members = v;
             } else {
@@ -443,29 +442,14 @@ static int load_groups(struct node_config *c, yaml_document_t *doc,
 int node_config_load(struct node_config *c, const char *path, char *err,
                      size_t errlen)
 {
-    yaml_parser_t parser;
     yaml_document_t doc;
     yaml_node_t *root;
     yaml_node_pair_t *p;
-    FILE *f;
     int rv = -1;
     char sub[256];
 
-    f = fopen(path, "r");
-    if (f == NULL) {
-        snprintf(err, errlen, "config %s: %s", path, strerror(errno));
+    if (yamlu_load(path, &doc, err, errlen) != 0) {
         return -1;
-    }
-    if (!yaml_parser_initialize(&parser)) {
-        snprintf(err, errlen, "config %s: cannot initialize parser", path);
-        goto err_after_open;
-    }
-    yaml_parser_set_input_file(&parser, f);
-    if (!yaml_parser_load(&parser, &doc)) {
-        snprintf(err, errlen, "config %s:%zu: %s", path,
-                 parser.problem_mark.line + 1,
-                 parser.problem ? parser.problem : "parse error");
-        goto err_after_parser;
     }
     root = yaml_document_get_root_node(&doc);
     if (root == NULL) { /* empty file: nothing to change */
@@ -478,8 +462,8 @@ int node_config_load(struct node_config *c, const char *path, char *err,
     }
     for (p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
          p++) {
-        const char *k = scalar(&doc, yaml_document_get_node(&doc, p->key));
-        yaml_node_t *v = yaml_document_get_node(&doc, p->value);
+        const char *k = yamlu_scalar(yamlu_node(&doc, p->key));
+        yaml_node_t *v = yamlu_node(&doc, p->value);
 
         if (k == NULL) {
             snprintf(err, errlen, "config %s: keys must be scalars", path);
@@ -490,10 +474,10 @@ int node_config_load(struct node_config *c, const char *path, char *err,
                 snprintf(err, errlen, "config %s: %s", path, sub);
                 goto out;
             }
-        } else if (scalar(&doc, v) == NULL) {
+        } else if (yamlu_scalar(v) == NULL) {
             snprintf(err, errlen, "config %s: %s must be a scalar", path, k);
             goto out;
-        } else if (set_option(c, k, scalar(&doc, v), sub, sizeof(sub)) != 0) {
+        } else if (set_option(c, k, yamlu_scalar(v), sub, sizeof(sub)) != 0) {
             snprintf(err, errlen, "config %s: %s", path, sub);
             goto out;
         }
@@ -501,10 +485,6 @@ int node_config_load(struct node_config *c, const char *path, char *err,
     rv = 0;
 out:
     yaml_document_delete(&doc);
-err_after_parser:
-    yaml_parser_delete(&parser);
-err_after_open:
-    fclose(f);
     return rv;
 }
 
@@ -525,6 +505,7 @@ enum {
     OPT_SNAP_THRESHOLD,
     OPT_SNAP_TRAILING,
     OPT_LOG_LEVEL,
+    OPT_CLUSTER,
     OPT_VERSION
 };
 
@@ -548,6 +529,7 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
         {"snapshot-threshold", required_argument, NULL, OPT_SNAP_THRESHOLD},
         {"snapshot-trailing", required_argument, NULL, OPT_SNAP_TRAILING},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"cluster", required_argument, NULL, OPT_CLUSTER},
         {"verbose", no_argument, NULL, 'v'},
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, 'h'},
@@ -564,6 +546,7 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
         [OPT_SNAP_THRESHOLD - OPT_STANDALONE] = "snapshot_threshold",
         [OPT_SNAP_TRAILING - OPT_STANDALONE] = "snapshot_trailing",
         [OPT_LOG_LEVEL - OPT_STANDALONE] = "log_level",
+        [OPT_CLUSTER - OPT_STANDALONE] = "cluster",
     };
     int o;
 
@@ -616,7 +599,7 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
                      argv[optind - 1]);
             return -1;
         default:
-            if (o >= OPT_STANDALONE && o <= OPT_LOG_LEVEL &&
+            if (o >= OPT_STANDALONE && o <= OPT_CLUSTER &&
                 keys[o - OPT_STANDALONE] != NULL) {
                 if (set_option(c, keys[o - OPT_STANDALONE], optarg, err,
                                errlen) != 0) {
@@ -636,11 +619,62 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
     return 0;
 }
 
+/* Groups from the cluster map: every shard that lists this node. */
+static int groups_from_cluster(struct node_config *c, char *err,
+                               size_t errlen)
+{
+    struct cluster_map *map;
+    unsigned s;
+    unsigned i;
+
+    if (c->n_groups > 0) {
+        snprintf(err, errlen, "use either a cluster map or --group/groups");
+        return -1;
+    }
+    map = xmalloc(sizeof(*map));
+    if (cluster_map_load(map, c->cluster_path, err, errlen) != 0) {
+        free(map);
+        return -1;
+    }
+    c->cluster = map;
+    for (s = 0; s < map->n_shards; s++) {
+        const struct cluster_shard *sh = &map->shards[s];
+        const struct cluster_member *me = cluster_shard_member(sh, c->id);
+
+        if (me == NULL) {
+            continue;
+        }
+        if (c->rpc[0] == '\0') {
+            snprintf(c->rpc, sizeof(c->rpc), "%s", me->rpc);
+        }
+        if (add_group(c, sh->name, err, errlen) != 0) {
+            return -1;
+        }
+        for (i = 0; i < sh->n_members; i++) {
+            if (add_member(c, sh->members[i].id, sh->members[i].raft,
+                           sh->members[i].rpc, err, errlen) != 0) {
+                return -1;
+            }
+        }
+    }
+    if (c->n_groups == 0) {
+        snprintf(err, errlen, "cluster map %s: node %" PRIu64
+                 " is not a member of any shard", c->cluster_path, c->id);
+        return -1;
+    }
+    return 0;
+}
+
 int node_config_finish(struct node_config *c, char *err, size_t errlen)
 {
     unsigned g;
     unsigned i;
     unsigned j;
+
+    if (c->cluster_path[0] != '\0' &&
+        groups_from_cluster(c, err, errlen) != 0) {
+        return -1;
+    }
 
     if (c->standalone && c->n_groups == 0) {
         if (add_group(c, "cache", err, errlen) != 0 ||

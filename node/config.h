@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "common/cluster_map.h"
 #include "common/log.h"
 #include "raft/group.h"
 
@@ -50,6 +51,11 @@ struct node_config {
     enum log_level log_level;
     struct node_group_config groups[NODE_MAX_GROUPS];
     unsigned n_groups;
+    char cluster_path[PATH_MAX]; /* cluster map file, "" = none */
+    /* Loaded by node_config_finish from cluster_path; groups are then the
+     * shards this node is a member of, in map order. Lives as long as the
+     * process (never freed). */
+    const struct cluster_map *cluster;
 };
 
 void node_config_defaults(struct node_config *c);
