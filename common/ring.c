@@ -87,8 +87,10 @@ static unsigned ketama_points(unsigned weight, uint64_t total, unsigned n)
 }
 
 /* Append the 4 points of md5("<name>-<group>") for @node at @out. */
-static void add_digest_points(struct ring_point *out, const char *name,
-                              unsigned group, unsigned node)
+static void add_digest_points(struct ring_point *out,
+                              const char *name,
+                              unsigned group,
+                              unsigned node)
 {
     uint8_t digest[MD5_DIGEST_LENGTH];
     char suffix[16];
@@ -155,7 +157,9 @@ static int check_unique(char **names, unsigned n, char *err, size_t errlen)
     return rv;
 }
 
-static int check_nodes(const struct ring_node *nodes, unsigned n, char *err,
+static int check_nodes(const struct ring_node *nodes,
+                       unsigned n,
+                       char *err,
                        size_t errlen)
 {
     unsigned i;
@@ -187,7 +191,9 @@ static int check_nodes(const struct ring_node *nodes, unsigned n, char *err,
     return 0;
 }
 
-struct ring *ring_new(const struct ring_node *nodes, unsigned n, char *err,
+struct ring *ring_new(const struct ring_node *nodes,
+                      unsigned n,
+                      char *err,
                       size_t errlen)
 {
     struct ring *r;
@@ -240,8 +246,7 @@ struct ring *ring_new(const struct ring_node *nodes, unsigned n, char *err,
             set_err(err, errlen,
                     "ring: node \"%s\" weight %u of total %llu gets no "
                     "ketama points (raise it)",
-                    nodes[i].name, nodes[i].weight,
-                    (unsigned long long)total);
+                    nodes[i].name, nodes[i].weight, (unsigned long long)total);
             rv = EINVAL;
             goto err_after_counts;
         }
@@ -338,7 +343,32 @@ const char *ring_node_name(const struct ring *r, unsigned i)
     return i < r->nnodes ? r->names[i] : NULL;
 }
 
-void ring_point_at(const struct ring *r, unsigned i, uint32_t *hash,
+void ring_shares(const struct ring *r, double *shares)
+{
+    uint32_t prev = r->points[r->npoints - 1].hash;
+    unsigned i;
+
+    for (i = 0; i < r->nnodes; i++) {
+        shares[i] = 0;
+    }
+    /* A point owns the hashes in (previous point, point], as
+     * ring_lookup_hash resolves them; the unsigned subtraction gives the
+     * first point's arc across the wrap too. The sums stay integers below
+     * 2^32, so doubles hold them exactly. */
+    for (i = 0; i < r->npoints; i++) {
+        uint32_t h = r->points[i].hash;
+
+        shares[r->points[i].node] += (double)(uint32_t)(h - prev);
+        prev = h;
+    }
+    for (i = 0; i < r->nnodes; i++) {
+        shares[i] /= 4294967296.0;
+    }
+}
+
+void ring_point_at(const struct ring *r,
+                   unsigned i,
+                   uint32_t *hash,
                    unsigned *node)
 {
     *hash = r->points[i].hash;

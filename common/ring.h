@@ -3,10 +3,11 @@
  * nodes (ownership checks) and ringmqctl (which shard owns a key).
  *
  * Compatible point for point with libmemcached's weighted ketama
- * (MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA + MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED,
- * md5) and with twemproxy's "distribution: ketama, hash: md5", so a client
- * that does ketama itself and our router pick the same shard for every key.
- * tests/unit/test_ring.c proves it with vectors produced by libmemcached.
+ * (MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA +
+ * MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, md5) and with twemproxy's "distribution:
+ * ketama, hash: md5", so a client that does ketama itself and our router pick
+ * the same shard for every key. tests/unit/test_ring.c proves it with vectors
+ * produced by libmemcached.
  *
  * The scheme, for n nodes of total weight W:
  *   - node i gets 4 * floor(w_i / W * 40 * n) points, computed in IEEE
@@ -17,6 +18,13 @@
  *   - points are sorted by (hash, node index);
  *   - a key goes to the node of the first point >= ring_hash(key), wrapping
  *     to the first point.
+ *
+ * Client settings: libmemcached must be in *weighted* ketama with md5 key
+ * hashing: MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED = 1 (it sets both; pylibmc
+ * "ketama_weighted": True). Plain MEMCACHED_BEHAVIOR_KETAMA with all weights
+ * 1 is a different ring (100 points per server, one per digest, key hash
+ * one-at-a-time unless set), and a weight > 1 switches on weighted points
+ * without switching the key hash to md5.
  *
  * Node names (what clients must configure to agree with us):
  *   - libmemcached (and pylibmc, PHP memcached, ...) hashes "host" when the
@@ -70,7 +78,9 @@ struct ring_node {
  *           silently own no keys: libmemcached accepts that, we refuse it).
  *   ENOMEM  allocation failed.
  */
-struct ring *ring_new(const struct ring_node *nodes, unsigned n, char *err,
+struct ring *ring_new(const struct ring_node *nodes,
+                      unsigned n,
+                      char *err,
                       size_t errlen);
 
 /* Release @r and everything it owns. NULL is a no-op. */
@@ -96,9 +106,19 @@ unsigned ring_points(const struct ring *r);
 unsigned ring_nodes(const struct ring *r);
 const char *ring_node_name(const struct ring *r, unsigned i);
 
+/* Exact share of the hash space (so, of uniformly hashed keys) each node
+ * owns: fills @shares[0 .. ring_nodes(r) - 1], summing to 1. With 160 points
+ * per node, ketama shares scatter around the weights: for two nodes of
+ * weights 1 and 2 the lighter one's share has a standard deviation of about
+ * 2.8 percentage points over random names (see test_ring.c), so ringmqctl
+ * should show these rather than the weights. */
+void ring_shares(const struct ring *r, double *shares);
+
 /* The @i-th point in ring order (@i < ring_points(r)): its hash and node
  * index. For tests, diagnostics and ringmqctl; lookups never need it. */
-void ring_point_at(const struct ring *r, unsigned i, uint32_t *hash,
+void ring_point_at(const struct ring *r,
+                   unsigned i,
+                   uint32_t *hash,
                    unsigned *node);
 
 #endif
