@@ -7,6 +7,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "node/rpc_server.h"
+#include "common/ring.h"
 #include "proto/cache_pb.h"
 
 #define DEFAULT_GROUP "cache"
@@ -16,6 +17,7 @@ struct node_rpc {
     struct cache_svc *const *groups;
     unsigned n_groups;
     struct rpc_server *server;
+    struct ring *ring; /* from the cluster map; NULL without one */
 };
 
 /* A cache op received over RPC, on its way through a group. */
@@ -85,14 +87,47 @@ static void cache_call_done(struct cache_call *call)
     free(c);
 }
 
+/* DESIGN.md: a node refuses work for a key its shard does not own at the
+ * request's epoch, so a router with a stale map never writes to the wrong
+ * shard. Epoch 0 (ringmqctl, tests) and nodes without a map skip the check.
+ * Returns NULL if the request may proceed, else the reason. */
+static const char *ownership_error(const struct node_rpc *r,
+                                   const Ringmq__RpcRequest *msg, int g)
+{
+    const struct cluster_map *map = r->cfg->cluster;
+    const Ringmq__CacheOp *op = msg->cache;
+    unsigned owner;
+
+    if (msg->epoch == 0 || map == NULL) {
+        return NULL;
+    }
+    if (msg->epoch != map->epoch) {
+        return "cluster map epoch differs from this node's";
+    }
+    if (op->type == CACHE_OP_FLUSH_ALL) {
+        return NULL;
+    }
+    owner = ring_lookup(r->ring, op->key.data, op->key.len);
+    if (strcmp(map->shards[owner].name, r->cfg->groups[g].name) != 0) {
+        return "key not owned by this shard at this epoch";
+    }
+    return NULL;
+}
+
 static void handle_cache(struct node_rpc *r, struct rpc_server_req *req,
                          const Ringmq__RpcRequest *msg)
 {
     struct rpc_cache_call *c;
     int g = find_group(r, msg->group);
+    const char *why;
 
     if (g < 0) {
         reply_code(req, RINGMQ__RPC_CODE__RPC_NO_GROUP, "no such group here");
+        return;
+    }
+    why = ownership_error(r, msg, g);
+    if (why != NULL) {
+        reply_code(req, RINGMQ__RPC_CODE__RPC_WRONG_EPOCH, why);
         return;
     }
     c = xcalloc(1, sizeof(*c));
@@ -184,6 +219,20 @@ struct node_rpc *node_rpc_new(uv_loop_t *loop, const struct node_config *cfg,
     r->cfg = cfg;
     r->groups = groups;
     r->n_groups = n_groups;
+    if (cfg->cluster != NULL) {
+        struct ring_node nodes[CLUSTER_MAX_SHARDS];
+        unsigned i;
+
+        for (i = 0; i < cfg->cluster->n_shards; i++) {
+            nodes[i].name = cfg->cluster->shards[i].name;
+            nodes[i].weight = cfg->cluster->shards[i].weight;
+        }
+        r->ring = ring_new(nodes, cfg->cluster->n_shards, sub, sizeof(sub));
+        if (r->ring == NULL) {
+            snprintf(err, errlen, "cluster map: %s", sub);
+            goto err;
+        }
+    }
     if (node_config_split_addr(cfg->rpc, host, sizeof(host), &sc.port) != 0) {
         snprintf(err, errlen, "rpc: bad address '%s'", cfg->rpc);
         goto err;
@@ -196,6 +245,7 @@ struct node_rpc *node_rpc_new(uv_loop_t *loop, const struct node_config *cfg,
     }
     return r;
 err:
+    ring_free(r->ring);
     free(r);
     return NULL;
 }
@@ -212,6 +262,7 @@ static void server_closed(void *data)
     void (*cb)(void *) = ctx->cb;
     void *cb_data = ctx->data;
 
+    ring_free(ctx->rpc->ring);
     free(ctx->rpc);
     free(ctx);
     if (cb != NULL) {

@@ -20,7 +20,9 @@
 
 #include "common/buf.h"
 #include "common/cache_op.h"
+#include "common/cluster_map.h"
 #include "common/log.h"
+#include "common/ring.h"
 #include "proto/cache_pb.h"
 #include "proto/rpc_frame.h"
 #include "router/rpc_client.h"
@@ -33,6 +35,9 @@
 #define MAX_NODES 16
 
 struct opts {
+    const char *cluster; /* --cluster FILE */
+    uint64_t epoch;      /* the map's, when routing by it: nodes check it */
+    bool node_set;       /* --node or $RINGMQ_NODE given */
     const char *node;
     char *node_list; /* writable copy of node, split at ',' */
     const char *addrs[MAX_NODES];
@@ -70,6 +75,9 @@ static void usage(FILE *f)
         "                     (default 5000)\n"
         "  --group NAME       group for cache ops (default \"cache\"); filter\n"
         "                     for status/digest (default all)\n"
+        "  --cluster FILE     cluster map: cache ops go to the shard that\n"
+        "                     owns the key (its members unless --node);\n"
+        "                     enables the owner and cluster commands\n"
         "  --flags N          client flags for set/add/replace/cas\n"
         "  --exptime N        expiry for set/add/replace/cas (memcached "
         "rules)\n"
@@ -103,6 +111,11 @@ static void usage(FILE *f)
         "                     --node list and retrying unknown outcomes;\n"
         "                     each STORED key is appended to FILE as\n"
         "                     \"<key> <size>\"\n"
+        "  owner KEY          (--cluster) the shard owning KEY: name, weight,\n"
+        "                     key hash, members\n"
+        "  cluster            (--cluster) every shard replica of the map:\n"
+        "                     state, leader, term, applied index, lag behind\n"
+        "                     the shard's newest log index, digest\n"
         "  verify --acked FILE [--concurrency C] [--seconds S]\n"
         "                     read back every key of FILE and check its\n"
         "                     value; prints MISSING/WRONG lines and a summary\n"
@@ -145,6 +158,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
     int i;
 
     o->node = getenv("RINGMQ_NODE");
+    o->node_set = o->node != NULL && *o->node != '\0';
     o->timeout_ms = 5000;
     o->group = "cache";
     o->prefix = "key";
@@ -183,6 +197,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
         i++;
         if (strcmp(a, "--node") == 0) {
             o->node = v;
+            o->node_set = true;
+        } else if (strcmp(a, "--cluster") == 0) {
+            o->cluster = v;
         } else if (strcmp(a, "--timeout") == 0) {
             if (parse_u64(v, &u) != 0 || u == 0 || u > 3600000) {
                 goto bad_value;
@@ -623,6 +640,7 @@ static int cmd_cache(struct ctl *ctl, const char *const *args, int n)
     }
     cache_op_to_pb(&op, &pb);
     req.group = (char *)o->group;
+    req.epoch = o->epoch;
     req.body_case = RINGMQ__RPC_REQUEST__BODY_CACHE;
     req.cache = &pb;
     if (ctl_call(ctl, &req, true, &resp) != 0) {
@@ -1036,10 +1054,194 @@ out:
     return rv;
 }
 
+/* ---- cluster map commands ---------------------------------------------- */
+
+struct ctl_map {
+    struct cluster_map map;
+    struct ring *ring;
+};
+
+static struct ctl_map *map_load(const char *path)
+{
+    struct ctl_map *m = xcalloc(1, sizeof(*m));
+    struct ring_node nodes[CLUSTER_MAX_SHARDS];
+    char err[512];
+    unsigned i;
+
+    if (cluster_map_load(&m->map, path, err, sizeof(err)) != 0) {
+        fprintf(stderr, "ringmqctl: %s\n", err);
+        goto err;
+    }
+    for (i = 0; i < m->map.n_shards; i++) {
+        nodes[i].name = m->map.shards[i].name;
+        nodes[i].weight = m->map.shards[i].weight;
+    }
+    m->ring = ring_new(nodes, m->map.n_shards, err, sizeof(err));
+    if (m->ring == NULL) {
+        fprintf(stderr, "ringmqctl: %s: %s\n", path, err);
+        goto err;
+    }
+    return m;
+err:
+    free(m);
+    return NULL;
+}
+
+static void map_free(struct ctl_map *m)
+{
+    if (m != NULL) {
+        ring_free(m->ring);
+        free(m);
+    }
+}
+
+static const struct cluster_shard *map_owner(const struct ctl_map *m,
+                                             const char *key)
+{
+    return &m->map.shards[ring_lookup(m->ring, key, strlen(key))];
+}
+
+static int cmd_owner(const struct ctl_map *m, const struct opts *o)
+{
+    const struct cluster_shard *s;
+    unsigned i;
+
+    if (o->n_args != 2) {
+        fprintf(stderr, "ringmqctl: owner takes one KEY\n");
+        return EXIT_USAGE;
+    }
+    s = map_owner(m, o->args[1]);
+    printf("key=%s hash=%08x shard=%s weight=%u epoch=%" PRIu64 " members=",
+           o->args[1], ring_hash(o->args[1], strlen(o->args[1])), s->name,
+           s->weight, m->map.epoch);
+    for (i = 0; i < s->n_members; i++) {
+        printf("%s%" PRIu64 "@%s", i ? "," : "", s->members[i].id,
+               s->members[i].rpc);
+    }
+    printf("\n");
+    return 0;
+}
+
+/* One row per shard replica, from a status call to every node. */
+static int cmd_cluster(struct ctl *ctl, const struct ctl_map *m)
+{
+    const struct cluster_map *map = &m->map;
+    Ringmq__RpcResponse *replies[CLUSTER_MAX_SHARDS * CLUSTER_MAX_MEMBERS];
+    const char *addrs[CLUSTER_MAX_SHARDS * CLUSTER_MAX_MEMBERS];
+    unsigned n_addrs = 0;
+    unsigned s, i, j, k;
+    int rv = 0;
+
+    /* distinct node addresses */
+    for (s = 0; s < map->n_shards; s++) {
+        for (i = 0; i < map->shards[s].n_members; i++) {
+            const char *a = map->shards[s].members[i].rpc;
+            for (j = 0; j < n_addrs && strcmp(addrs[j], a) != 0; j++) {
+            }
+            if (j == n_addrs) {
+                addrs[n_addrs++] = a;
+            }
+        }
+    }
+    for (j = 0; j < n_addrs; j++) {
+        Ringmq__RpcRequest req = RINGMQ__RPC_REQUEST__INIT;
+        Ringmq__StatusRequest sreq = RINGMQ__STATUS_REQUEST__INIT;
+
+        replies[j] = NULL;
+        req.body_case = RINGMQ__RPC_REQUEST__BODY_STATUS;
+        req.status = &sreq;
+        if (ctl_connect(ctl, addrs[j]) != 0 ||
+            rpc_client_call_sync(ctl->client, &req, 0, &replies[j]) != 0 ||
+            replies[j]->body_case != RINGMQ__RPC_RESPONSE__BODY_STATUS) {
+            if (replies[j] != NULL) {
+                ringmq__rpc_response__free_unpacked(replies[j], NULL);
+                replies[j] = NULL;
+            }
+            rv = EXIT_ERROR; /* a node down is worth an exit status */
+        }
+    }
+    printf("epoch %" PRIu64 "\n", map->epoch);
+    printf("%-10s %6s %4s %-21s %-9s %6s %6s %10s %8s %-16s\n", "SHARD",
+           "WEIGHT", "NODE", "RPC", "STATE", "LEADER", "TERM", "APPLIED", "LAG",
+           "DIGEST");
+    for (s = 0; s < map->n_shards; s++) {
+        const struct cluster_shard *sh = &map->shards[s];
+        const Ringmq__GroupStatus *gs[CLUSTER_MAX_MEMBERS] = {0};
+        uint64_t newest = 0;
+
+        for (i = 0; i < sh->n_members; i++) {
+            for (j = 0; j < n_addrs; j++) {
+                if (strcmp(addrs[j], sh->members[i].rpc) != 0 ||
+                    replies[j] == NULL) {
+                    continue;
+                }
+                for (k = 0; k < replies[j]->status->n_groups; k++) {
+                    if (strcmp(replies[j]->status->groups[k]->name, sh->name) ==
+                        0) {
+                        gs[i] = replies[j]->status->groups[k];
+                    }
+                }
+            }
+            if (gs[i] != NULL && gs[i]->last_index > newest) {
+                newest = gs[i]->last_index;
+            }
+        }
+        for (i = 0; i < sh->n_members; i++) {
+            if (gs[i] == NULL) {
+                printf("%-10s %6u %4" PRIu64 " %-21s %-9s\n", sh->name,
+                       sh->weight, sh->members[i].id, sh->members[i].rpc,
+                       "down");
+                continue;
+            }
+            printf("%-10s %6u %4" PRIu64 " %-21s %-9s %6" PRIu64 " %6" PRIu64
+                   " %10" PRIu64 " %8" PRIu64 " %016" PRIx64 "\n",
+                   sh->name, sh->weight, sh->members[i].id, sh->members[i].rpc,
+                   gs[i]->state, gs[i]->leader_id, gs[i]->term,
+                   gs[i]->last_applied, newest - gs[i]->last_applied,
+                   gs[i]->digest);
+        }
+    }
+    for (j = 0; j < n_addrs; j++) {
+        if (replies[j] != NULL) {
+            ringmq__rpc_response__free_unpacked(replies[j], NULL);
+        }
+    }
+    return rv;
+}
+
+/* With a map, a cache op on KEY goes to KEY's shard, and to its members
+ * unless --node named nodes. */
+static void route_by_map(const struct ctl_map *m, struct opts *o)
+{
+    const struct cluster_shard *s;
+    const char *key;
+    unsigned i;
+
+    if (o->n_args < 2) {
+        return;
+    }
+    key = o->args[strcmp(o->args[0], "cache") == 0 ? 2 : 1];
+    if (strcmp(o->args[0], "cache") == 0 && o->n_args < 3) {
+        return;
+    }
+    s = map_owner(m, key);
+    if (!o->group_set) {
+        o->group = s->name;
+        o->epoch = m->map.epoch;
+    }
+    if (!o->node_set) {
+        o->n_addrs = 0;
+        for (i = 0; i < s->n_members && i < MAX_NODES; i++) {
+            o->addrs[o->n_addrs++] = s->members[i].rpc;
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     struct opts o;
     struct ctl ctl;
+    struct ctl_map *map = NULL;
     const char *cmd;
     int rv;
 
@@ -1054,6 +1256,29 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     log_init("ringmqctl", o.verbose ? LOG_DEBUG : LOG_ERROR);
+    cmd = o.args[0];
+    if (o.cluster != NULL) {
+        map = map_load(o.cluster);
+        if (map == NULL) {
+            free(o.node_list);
+            return EXIT_USAGE;
+        }
+    } else if (strcmp(cmd, "owner") == 0 || strcmp(cmd, "cluster") == 0) {
+        fprintf(stderr, "ringmqctl: %s needs --cluster FILE\n", cmd);
+        free(o.node_list);
+        return EXIT_USAGE;
+    }
+    if (map != NULL && strcmp(cmd, "owner") == 0) {
+        rv = cmd_owner(map, &o);
+        map_free(map);
+        free(o.node_list);
+        return rv;
+    }
+    if (map != NULL && strcmp(cmd, "status") != 0 &&
+        strcmp(cmd, "digest") != 0 && strcmp(cmd, "cluster") != 0 &&
+        strcmp(cmd, "load") != 0 && strcmp(cmd, "verify") != 0) {
+        route_by_map(map, &o);
+    }
     memset(&ctl, 0, sizeof(ctl));
     ctl.o = &o;
     uv_loop_init(&ctl.loop);
@@ -1062,8 +1287,9 @@ int main(int argc, char **argv)
         rv = EXIT_USAGE;
         goto out;
     }
-    cmd = o.args[0];
-    if (strcmp(cmd, "status") == 0) {
+    if (strcmp(cmd, "cluster") == 0) {
+        rv = cmd_cluster(&ctl, map);
+    } else if (strcmp(cmd, "status") == 0) {
         rv = cmd_status(&ctl, false);
     } else if (strcmp(cmd, "digest") == 0) {
         rv = cmd_status(&ctl, true);
@@ -1085,6 +1311,7 @@ out:
     }
     uv_run(&ctl.loop, UV_RUN_DEFAULT);
     uv_loop_close(&ctl.loop);
+    map_free(map);
     free(o.node_list);
     fflush(stdout);
     return rv;
