@@ -11,7 +11,7 @@
  * within the buffer, every pointer of a request points into it, the bytes
  * held never exceed the parser's bounds, and both feeds give the same
  * transcript (the parser is resumable: splitting never changes a result).
- * Seeds: tests/fuzz/corpus_mc/.
+ * Seeds: tests/fuzz/corpus_mc_parse/.
  */
 #include <stddef.h>
 #include <stdint.h>

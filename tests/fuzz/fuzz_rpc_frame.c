@@ -8,7 +8,7 @@
  * request and as a response; decoded requests are re-encoded (with a low
  * compression threshold) and decoded again, which must succeed and keep the
  * known fields.
- * Seeds: tests/fuzz/corpus_rpc/.
+ * Seeds: tests/fuzz/corpus_rpc_frame/.
  */
 #include <stddef.h>
 #include <stdint.h>
