@@ -22,9 +22,15 @@ CTL = os.path.abspath(os.path.join(BUILD, "tools", "ringmqctl"))
 
 _procs = []
 _dirs = []
+_cleanup_hooks = []  # callables run first at exit (e.g. stopping a cluster)
 
 
 def _cleanup():
+    while _cleanup_hooks:
+        try:
+            _cleanup_hooks.pop()()
+        except Exception:  # noqa: BLE001 - clean up the rest regardless
+            pass
     for p in _procs:
         if p.poll() is None:
             p.kill()
@@ -63,6 +69,15 @@ def free_port():
                 continue
         _given_ports.add(port)
         return port
+
+
+def port_free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_port(port, timeout=20.0, proc=None):

@@ -1,0 +1,175 @@
+/*
+ * backend: the router's cache backend over the cluster's shards.
+ *
+ * Every cache op is routed by key with the ketama ring built from the
+ * cluster map (ring node name = shard name, weight = shard weight), then
+ * forwarded as an RpcRequest {epoch = map epoch, group = shard name} to the
+ * shard's leader. FLUSH_ALL, which has no key, goes to every shard.
+ *
+ *   backend_submit(call)
+ *        | ring_lookup(key) -> shard
+ *        v
+ *   attempt: rpc_client of the member we believe leads the shard
+ *        |                      (one client per distinct node address,
+ *        v                       shared by all shards the node hosts)
+ *   reply / failure --classify--> done | retry now | retry after backoff
+ *
+ * Leader tracking: each shard keeps a guess (a member index). A NOT_LEADER
+ * reply naming the leader moves the guess there and the request is retried
+ * at once; NOT_LEADER without a hint, NO_GROUP and refused connections move
+ * the guess to the next member. A status poll (every status_interval_ms, one
+ * StatusRequest per shard) also corrects the guess, and feeds the per-shard
+ * status cache behind `stats`, /metrics and /healthz.
+ *
+ * Retry rules (what may be retried without applying a write twice) are
+ * spelled out next to classify() in backend.c; in short: a request the node
+ * certainly did not execute is retried for every op until the request
+ * deadline; a request whose outcome is unknown (timeout, connection lost
+ * after sending, RPC_UNAVAILABLE) is retried only for GET, and completes
+ * with CACHE_UNAVAILABLE for writes.
+ *
+ * Errors: backend_new() returns NULL with a reason in @errmsg. Cache-level
+ * failures are results, never error codes: CACHE_UNAVAILABLE (deadline,
+ * outcome unknown, stale epoch, closing), CACHE_BAD_REQUEST (RPC_BAD_REQUEST),
+ * CACHE_TOO_LARGE (the request does not fit in an RPC frame).
+ *
+ * Everything runs on the loop thread; nothing here is thread-safe.
+ */
+#ifndef RINGMQ_BACKEND_H
+#define RINGMQ_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "common/cache_op.h"
+#include "common/cluster_map.h"
+
+#define BACKEND_REQUEST_TIMEOUT_MS_DEFAULT 5000
+#define BACKEND_ATTEMPT_TIMEOUT_MS_DEFAULT 1000
+#define BACKEND_RETRY_BACKOFF_MS_DEFAULT 30
+#define BACKEND_STATUS_INTERVAL_MS_DEFAULT 1000
+
+/* Zero fields take the defaults above. */
+struct backend_config {
+    /* Copied: the backend keeps its own copy of the map. */
+    const struct cluster_map *map;
+    /* Whole budget of one cache op, retries included; past it the op
+     * completes with CACHE_UNAVAILABLE. */
+    unsigned request_timeout_ms;
+    /* Longest single RPC attempt of a read (a GET that times out is retried
+     * elsewhere while budget remains). Writes get the whole remaining
+     * budget, since a timed-out write is not retried anyway. */
+    unsigned attempt_timeout_ms;
+    /* Wait before retrying when no leader is known or the shard answered
+     * "unavailable". */
+    unsigned retry_backoff_ms;
+    /* Status poll period; a shard whose status is older than 3 periods is
+     * unhealthy. */
+    unsigned status_interval_ms;
+};
+
+/* Latency histogram upper bounds in seconds (the last bucket is +Inf). */
+#define BACKEND_LATENCY_BUCKETS 14
+extern const double backend_latency_bounds[BACKEND_LATENCY_BUCKETS];
+
+/* A snapshot of one shard: its last status answer and the router's
+ * counters. Strings are owned by the backend and valid until the next
+ * loop iteration. */
+struct backend_shard_info {
+    const char *name;
+    unsigned weight;
+    unsigned n_members;
+    /* Status cache (from the last StatusRequest answered). */
+    bool status_seen;       /* ever answered */
+    bool healthy;           /* answered within 3 status intervals and
+                             * reported a leader */
+    uint64_t status_age_ms; /* since that answer; UINT64_MAX if never */
+    uint64_t status_from;   /* node id that answered */
+    uint64_t leader_id;     /* 0 = no leader known */
+    const char *leader_rpc; /* "" = unknown */
+    uint64_t term;
+    uint64_t commit_index;
+    uint64_t applied_index;
+    uint64_t digest;
+    uint64_t items;
+    uint64_t bytes;
+    /* Router counters since start. */
+    uint64_t requests[CACHE_OP__COUNT]; /* completed ops by type */
+    uint64_t gets;                      /* GET and GAT */
+    uint64_t sets;                      /* every other op (writes) */
+    uint64_t hits;                      /* GET/GAT answered CACHE_HIT */
+    uint64_t misses;                    /* GET/GAT answered CACHE_NOT_FOUND */
+    uint64_t retries;                   /* attempts beyond the first */
+    uint64_t leader_changes; /* leader guess corrected by a hint/status */
+    uint64_t errors;         /* ops completed UNAVAILABLE/BAD_REQUEST/... */
+    uint64_t latency_ns_sum;
+    uint64_t latency_count;
+};
+
+struct backend;
+
+/*
+ * Build the ring and one RPC client per distinct node address of @cfg->map
+ * (nothing connects yet) and start the status poll. @loop is borrowed until
+ * the close callback; @cfg and the map are copied.
+ *
+ * Returns NULL with a NUL-terminated reason in @errmsg[@errlen] when the map
+ * has no shard, a shard has no member, the ring refuses the weights, or an
+ * RPC address does not parse. The loop must then still run once to release
+ * the RPC clients already created (they close asynchronously).
+ */
+struct backend *backend_new(uv_loop_t *loop,
+                            const struct backend_config *cfg,
+                            char *errmsg,
+                            size_t errlen);
+
+/*
+ * Execute @call->op on the shard owning its key (every shard for FLUSH_ALL).
+ * The mc_backend submit contract: fills @call->result (initialised here) and
+ * calls @call->cb exactly once, possibly before returning (only when the
+ * backend is closing or the op cannot be encoded). @call, op->key and
+ * op->value are borrowed until then. After backend_close() every call
+ * completes with CACHE_UNAVAILABLE at once.
+ */
+void backend_submit(struct backend *b, struct cache_call *call);
+
+/* Index of the shard owning @key (the map's shard order). */
+unsigned backend_shard_of(const struct backend *b, const char *key, size_t len);
+
+unsigned backend_shard_count(const struct backend *b);
+
+/* Fill @out for shard @i (< backend_shard_count). */
+void backend_shard_info(const struct backend *b,
+                        unsigned i,
+                        struct backend_shard_info *out);
+
+/* Latency of completed ops over all shards: @counts[k] ops at most
+ * backend_latency_bounds[k] seconds and above the previous bound (not
+ * cumulative), @counts[BACKEND_LATENCY_BUCKETS] the rest. */
+void backend_latency(const struct backend *b,
+                     uint64_t counts[BACKEND_LATENCY_BUCKETS + 1],
+                     uint64_t *sum_ns,
+                     uint64_t *count);
+
+/* The map epoch the backend routes with. */
+uint64_t backend_epoch(const struct backend *b);
+
+/*
+ * true when every shard answered a status poll within 3 status intervals
+ * and reported a leader. Otherwise false with the first reason found in
+ * @why[@whylen] (e.g. "shard s1: no leader").
+ */
+bool backend_healthy(const struct backend *b, char *why, size_t whylen);
+
+/*
+ * Stop: calls waiting for a retry and calls in flight complete with
+ * CACHE_UNAVAILABLE (their callbacks run before this returns), the RPC
+ * clients and timers close, and the backend is freed before @cb(@data)
+ * runs on the loop (@cb may be NULL). Call once.
+ */
+void backend_close(struct backend *b, void (*cb)(void *data), void *data);
+
+#endif

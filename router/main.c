@@ -1,0 +1,241 @@
+/*
+ * ringmq-router: the stateless memcached router in front of the cluster's
+ * shards (see router/router.h). Exit codes: 0 after a clean stop, 1 when it
+ * cannot start serving (a port in use, ...), 2 for bad flags, a bad cluster
+ * map or a router name the map does not list.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "common/cluster_map.h"
+#include "common/log.h"
+#include "router/backend.h"
+#include "router/router.h"
+
+static const char usage[] =
+    "usage: ringmq-router --cluster FILE --name NAME [options]\n"
+    "\n"
+    "  --cluster FILE         cluster map (docs/cluster.md)\n"
+    "  --name NAME            this router's entry in the map's routers:\n"
+    "  --memcached HOST:PORT  memcached listener (default: the entry's\n"
+    "                         memcached address)\n"
+    "  --http HOST:PORT       /healthz and /metrics (default: the entry's\n"
+    "                         http address; none = off)\n"
+    "  --request-timeout MS   budget of one cache op, retries included;\n"
+    "                         past it clients get SERVER_ERROR (default 5000)\n"
+    "  --log-level LEVEL      debug, info, warn or error (default info)\n"
+    "  -v, --verbose          same as --log-level debug\n"
+    "  --version              print the version and exit\n"
+    "  -h, --help             print this help and exit\n";
+
+static struct {
+    uv_loop_t loop;
+    uv_signal_t sigterm;
+    uv_signal_t sigint;
+    struct router *router;
+    int stopping;
+} m;
+
+static void handle_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void router_stopped(void *data)
+{
+    (void)data;
+    m.router = NULL;
+    uv_close((uv_handle_t *)&m.sigterm, handle_closed);
+    uv_close((uv_handle_t *)&m.sigint, handle_closed);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    (void)s;
+    if (m.stopping++) {
+        return;
+    }
+    log_info("signal %d: stopping", signum);
+    router_close(m.router, router_stopped, NULL);
+}
+
+static int parse_level(const char *s, enum log_level *out)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    unsigned i;
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *out = (enum log_level)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int fail_usage(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "ringmq-router: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n");
+    return 2;
+}
+
+enum {
+    OPT_CLUSTER = 256,
+    OPT_NAME,
+    OPT_MEMCACHED,
+    OPT_HTTP,
+    OPT_TIMEOUT,
+    OPT_LOG_LEVEL,
+    OPT_VERSION,
+};
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"cluster", required_argument, NULL, OPT_CLUSTER},
+        {"name", required_argument, NULL, OPT_NAME},
+        {"memcached", required_argument, NULL, OPT_MEMCACHED},
+        {"http", required_argument, NULL, OPT_HTTP},
+        {"request-timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"verbose", no_argument, NULL, 'v'},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *cluster_path = NULL;
+    const char *name = NULL;
+    const char *mc_flag = NULL;
+    const char *http_flag = NULL;
+    enum log_level level = LOG_INFO;
+    unsigned long timeout_ms = BACKEND_REQUEST_TIMEOUT_MS_DEFAULT;
+    static struct cluster_map map; /* large: keep it off the stack */
+    const struct cluster_router *entry;
+    struct router_config rc = {0};
+    char err[512] = "";
+    char *end;
+    int c;
+    int rv;
+
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
+        switch (c) {
+            case OPT_CLUSTER:
+                cluster_path = optarg;
+                break;
+            case OPT_NAME:
+                name = optarg;
+                break;
+            case OPT_MEMCACHED:
+                mc_flag = optarg;
+                break;
+            case OPT_HTTP:
+                http_flag = optarg;
+                break;
+            case OPT_TIMEOUT:
+                timeout_ms = strtoul(optarg, &end, 10);
+                if (*end != '\0' || end == optarg || timeout_ms == 0 ||
+                    timeout_ms > 3600000) {
+                    return fail_usage(
+                        "--request-timeout '%s': expected 1.."
+                        "3600000 ms",
+                        optarg);
+                }
+                break;
+            case OPT_LOG_LEVEL:
+                if (parse_level(optarg, &level) != 0) {
+                    return fail_usage(
+                        "--log-level '%s': expected debug, info, "
+                        "warn or error",
+                        optarg);
+                }
+                break;
+            case 'v':
+                level = LOG_DEBUG;
+                break;
+            case OPT_VERSION:
+                printf("ringmq-router %s\n", RINGMQ_VERSION);
+                return 0;
+            case 'h':
+                fputs(usage, stdout);
+                return 0;
+            default:
+                return fail_usage(
+                    "unknown option or missing value: %s "
+                    "(see --help)",
+                    argv[optind - 1]);
+        }
+    }
+    if (optind < argc) {
+        return fail_usage("unexpected argument '%s' (see --help)",
+                          argv[optind]);
+    }
+    if (cluster_path == NULL || name == NULL) {
+        return fail_usage("%s",
+                          "--cluster FILE and --name NAME are required "
+                          "(see --help)");
+    }
+    if (cluster_map_load(&map, cluster_path, err, sizeof(err)) != 0) {
+        /* err names the file already */
+        fprintf(stderr, "ringmq-router: cluster map: %s\n", err);
+        return 2;
+    }
+    entry = cluster_map_router(&map, name);
+    if (entry == NULL) {
+        fprintf(stderr,
+                "ringmq-router: cluster map %s lists no router named '%s'\n",
+                cluster_path, name);
+        return 2;
+    }
+    if (map.n_shards == 0) {
+        fprintf(stderr, "ringmq-router: cluster map %s has no shards\n",
+                cluster_path);
+        return 2;
+    }
+    rc.map = &map;
+    rc.name = name;
+    rc.memcached = mc_flag ? mc_flag : entry->memcached;
+    rc.http = http_flag ? http_flag : entry->http;
+    rc.request_timeout_ms = (unsigned)timeout_ms;
+    if (rc.memcached[0] == '\0') {
+        fprintf(stderr,
+                "ringmq-router: router '%s' has no memcached address in %s; "
+                "give --memcached HOST:PORT\n",
+                name, cluster_path);
+        return 2;
+    }
+
+    log_init("ringmq-router", level);
+    /* A client that vanishes mid-reply must cost a write error, not the
+     * process. */
+    signal(SIGPIPE, SIG_IGN);
+
+    uv_loop_init(&m.loop);
+    m.router = router_new(&m.loop, &rc, err, sizeof(err));
+    if (m.router == NULL) {
+        log_error("%s", err);
+        uv_run(&m.loop, UV_RUN_DEFAULT); /* let started parts close */
+        uv_loop_close(&m.loop);
+        return 1;
+    }
+    uv_signal_init(&m.loop, &m.sigterm);
+    uv_signal_start(&m.sigterm, on_signal, SIGTERM);
+    uv_signal_init(&m.loop, &m.sigint);
+    uv_signal_start(&m.sigint, on_signal, SIGINT);
+
+    uv_run(&m.loop, UV_RUN_DEFAULT);
+    rv = uv_loop_close(&m.loop);
+    if (rv != 0) {
+        log_warn("loop closed with handles still open: %s", uv_strerror(rv));
+        return 1;
+    }
+    log_info("stopped");
+    return 0;
+}

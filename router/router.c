@@ -1,0 +1,205 @@
+/*
+ * router: see router.h.
+ */
+#include "router/router.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "router/admin.h"
+#include "router/backend.h"
+#include "router/mc_server.h"
+
+#define ADDR_MAX 128
+
+struct router {
+    uv_loop_t *loop;
+    char name[CLUSTER_NAME_MAX];
+    struct backend *backend;
+    struct mc_server *mc;
+    struct admin *admin;
+    unsigned closing_parts; /* parts whose close callback is pending */
+    void (*close_cb)(void *data);
+    void *close_data;
+};
+
+/* mc_backend glue: the edge knows nothing but these two hooks. */
+static void mc_submit(void *data, struct cache_call *call)
+{
+    struct router *r = data;
+
+    backend_submit(r->backend, call);
+}
+
+static void mc_stats(void *data, struct buf *out)
+{
+    struct router *r = data;
+
+    admin_stats(r->backend, out);
+}
+
+int router_split_addr(const char *addr, char *host, size_t hostlen, int *port)
+{
+    const char *colon;
+    const char *h = addr;
+    size_t hl;
+    char *end;
+    long p;
+
+    if (addr == NULL) {
+        return -1;
+    }
+    if (*addr == '[') {
+        const char *rb = strchr(addr, ']');
+        if (rb == NULL || rb[1] != ':') {
+            return -1;
+        }
+        h = addr + 1;
+        hl = (size_t)(rb - h);
+        colon = rb + 1;
+    } else {
+        colon = strrchr(addr, ':');
+        if (colon == NULL || strchr(addr, ':') != colon) {
+            return -1; /* no port, or an unbracketed IPv6 literal */
+        }
+        hl = (size_t)(colon - addr);
+    }
+    p = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || end == colon + 1 || p < 0 || p > 65535) {
+        return -1;
+    }
+    if (hl == 0 || hl >= hostlen) {
+        return -1;
+    }
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    *port = (int)p;
+    return 0;
+}
+
+static void part_closed(void *data)
+{
+    struct router *r = data;
+    void (*cb)(void *) = r->close_cb;
+    void *cb_data = r->close_data;
+
+    if (--r->closing_parts > 0) {
+        return;
+    }
+    free(r);
+    if (cb) {
+        cb(cb_data);
+    }
+}
+
+/* The backend goes last: the edge's calls still in it then complete into
+ * connections that are already closed ("into the void", mc_server.h). */
+static void front_closed(void *data)
+{
+    struct router *r = data;
+
+    if (--r->closing_parts > 1) {
+        return;
+    }
+    backend_close(r->backend, part_closed, r);
+}
+
+void router_close(struct router *r, void (*cb)(void *data), void *data)
+{
+    r->close_cb = cb;
+    r->close_data = data;
+    /* backend + fronts + 1 guard, so front_closed() cannot reach the
+     * backend before both fronts were asked to close */
+    r->closing_parts = 2;
+    if (r->admin) {
+        r->closing_parts++;
+        admin_close(r->admin, front_closed, r);
+    }
+    if (r->mc) {
+        r->closing_parts++;
+        mc_server_close(r->mc, front_closed, r);
+    }
+    front_closed(r); /* drop the guard */
+}
+
+struct router *router_new(uv_loop_t *loop,
+                          const struct router_config *cfg,
+                          char *errmsg,
+                          size_t errlen)
+{
+    struct router *r = xcalloc(1, sizeof(*r));
+    struct backend_config bc = {0};
+    struct mc_backend mb = {0};
+    struct mc_server_config mc = {0};
+    struct admin_config ac = {0};
+    char host[ADDR_MAX];
+    char sub[512];
+    const char *mc_addr = cfg->memcached ? cfg->memcached : "";
+    const char *http_addr = cfg->http ? cfg->http : "";
+    bool http_on = false;
+
+    r->loop = loop;
+    snprintf(r->name, sizeof(r->name), "%s", cfg->name ? cfg->name : "");
+    bc.map = cfg->map;
+    bc.request_timeout_ms = cfg->request_timeout_ms;
+    r->backend = backend_new(loop, &bc, sub, sizeof(sub));
+    if (r->backend == NULL) {
+        snprintf(errmsg, errlen, "%s", sub);
+        goto err_after_alloc;
+    }
+
+    if (*mc_addr == '\0') {
+        snprintf(errmsg, errlen,
+                 "no memcached address (--memcached or the "
+                 "map's router entry)");
+        goto err_after_backend;
+    }
+    if (router_split_addr(mc_addr, host, sizeof(host), &mc.port) != 0) {
+        snprintf(errmsg, errlen, "memcached: bad address '%s'", mc_addr);
+        goto err_after_backend;
+    }
+    mc.host = host;
+    mb.data = r;
+    mb.submit = mc_submit;
+    mb.stats = mc_stats;
+    r->mc = mc_server_new(loop, &mc, &mb, sub, sizeof(sub));
+    if (r->mc == NULL) {
+        snprintf(errmsg, errlen, "%s", sub);
+        goto err_after_backend;
+    }
+
+    if (*http_addr != '\0') {
+        if (router_split_addr(http_addr, host, sizeof(host), &ac.port) != 0) {
+            snprintf(errmsg, errlen, "http: bad address '%s'", http_addr);
+            goto err_after_mc;
+        }
+        ac.host = host;
+        r->admin = admin_new(loop, &ac, r->backend, sub, sizeof(sub));
+        if (r->admin == NULL) {
+            snprintf(errmsg, errlen, "http %s: %s", http_addr, sub);
+            goto err_after_mc;
+        }
+        http_on = true;
+    }
+
+    log_info(
+        "ready: router %s, memcached %s, http %s, %u shard(s), epoch "
+        "%llu",
+        r->name, mc_addr, http_on ? http_addr : "off",
+        backend_shard_count(r->backend),
+        (unsigned long long)backend_epoch(r->backend));
+    return r;
+
+err_after_mc:
+    /* Nothing waits on these closes: the caller runs the loop dry. */
+    mc_server_close(r->mc, NULL, NULL);
+err_after_backend:
+    backend_close(r->backend, NULL, NULL);
+err_after_alloc:
+    free(r);
+    return NULL;
+}

@@ -1,0 +1,271 @@
+#!/usr/bin/python3
+"""The cluster issue's done-when 1-3, on a local cluster (scripts/local-cluster:
+2 shards of 3 nodes, weights 1 and 2, 2 routers):
+
+1. python-memcached with both routers as a weighted server list and pymemcache
+   against one router store and read back 100,000 keys each; every key is on
+   the shard the ring says; the shards hold keys in proportion to weights.
+2. kill -9 of a shard leader during a write load: after an election the load
+   goes on through the same routers, every acknowledged write is readable,
+   the restarted node catches up and replica digests match.
+3. kill -9 of a router: clients of the other router see nothing; the
+   restarted router serves at once.
+"""
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+
+import memcache
+from pymemcache.client.base import Client
+
+import ringmq_test as rt
+
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SCRIPT = os.path.join(TOP, "scripts", "local-cluster")
+
+
+class LocalCluster:
+    def __init__(self):
+        self.dir = rt.tmpdir("ringmq-lc-")
+        # Shift every port so the suite never needs the default ones.
+        while True:
+            self.off = random.randrange(1000, 14000, 10)
+            ports = [p + self.off for p in
+                     list(range(7101, 7107)) + list(range(7201, 7207)) +
+                     [11211, 11212, 9101, 9102]]
+            if all(rt.port_free(p) for p in ports):
+                break
+        self.env = dict(os.environ, RINGMQ_PORT_OFFSET=str(self.off),
+                        RINGMQ_BUILD_DIR=rt.BUILD)
+        self.map = os.path.join(self.dir, "cluster.yaml")
+
+    def mc_port(self, r):
+        return 11210 + r + self.off
+
+    def up(self):
+        out = subprocess.run([SCRIPT, "up", self.dir], env=self.env,
+                             capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise AssertionError("local-cluster up failed: " + out.stdout + out.stderr)
+        rt._cleanup_hooks.append(self.down)
+        return self
+
+    def down(self):
+        subprocess.run([SCRIPT, "down", self.dir], env=self.env,
+                       capture_output=True, timeout=60)
+
+    def pids(self):
+        res = {}
+        with open(os.path.join(self.dir, "pids")) as f:
+            for line in f:
+                name, pid = line.split()
+                res[name] = int(pid)
+        return res
+
+    def kill9(self, name):
+        pid = self.pids()[name]
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            argv = [a.decode() for a in f.read().split(b"\0") if a]
+        os.kill(pid, signal.SIGKILL)
+        rt.wait_until(lambda: not os.path.exists("/proc/%d/stat" % pid) or
+                      open("/proc/%d/stat" % pid).read().split()[2] == "Z",
+                      10, "the kill")
+        return argv
+
+    def restart(self, name, argv):
+        log = open(os.path.join(self.dir, "logs", name + ".log"), "ab")
+        p = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        rt._procs.append(p)
+        with open(os.path.join(self.dir, "pids"), "a") as f:
+            f.write("%s %d\n" % (name, p.pid))
+        return p
+
+    def ctl(self, *args, stdin=None, check=True, timeout=60):
+        out = subprocess.run([rt.CTL, "--cluster", self.map] + list(args),
+                             input=stdin, capture_output=True, text=True,
+                             timeout=timeout)
+        if check and out.returncode != 0:
+            raise AssertionError("ringmqctl %s: %s %s" % (args, out.stdout, out.stderr))
+        return out.stdout
+
+    def replicas(self):
+        """[(shard, node, state, leader, applied, digest)] from ringmqctl."""
+        out = self.ctl("--timeout", "2000", "cluster", check=False)
+        rows = []
+        for line in out.splitlines()[2:]:
+            f = line.split()
+            if len(f) >= 10:
+                rows.append((f[0], int(f[2]), f[4], int(f[5]), int(f[7]), f[9]))
+            elif len(f) >= 5:
+                rows.append((f[0], int(f[2]), f[4], 0, 0, ""))
+        return rows
+
+    def leader_of(self, shard):
+        for s, node, state, _, _, _ in self.replicas():
+            if s == shard and state == "leader":
+                return node
+        return None
+
+    def converged(self):
+        rows = self.replicas()
+        by = {}
+        for s, node, state, _, applied, digest in rows:
+            if state not in ("leader", "follower"):
+                return False
+            by.setdefault(s, set()).add((applied, digest))
+        return len(by) == 2 and all(len(v) == 1 for v in by.values())
+
+    def items(self, node_rpc_port, shard):
+        out = subprocess.run([rt.CTL, "--node", "127.0.0.1:%d" % node_rpc_port,
+                              "--group", shard, "status", "--format", "kv"],
+                             capture_output=True, text=True, timeout=20).stdout
+        kv = dict(t.split("=", 1) for t in out.split() if "=" in t)
+        return int(kv["items"])
+
+
+def owners(lc, keys):
+    out = lc.ctl("owner", "-", stdin="\n".join(keys) + "\n")
+    return dict(line.split() for line in out.splitlines())
+
+
+def test_100k_keys_both_clients_weighted():
+    lc = LocalCluster().up()
+    p1, p2 = lc.mc_port(1), lc.mc_port(2)
+    n = 100000
+    # python-memcached, both routers, weighted as its users write it
+    mc = memcache.Client([("127.0.0.1:%d" % p1, 1), ("127.0.0.1:%d" % p2, 2)])
+    keys_a = ["pm:%06d" % i for i in range(n)]
+    for off in range(0, n, 1000):
+        failed = mc.set_multi({k: "v-" + k for k in keys_a[off:off + 1000]})
+        rt.check(not failed, "python-memcached set_multi failed keys: %r" % failed[:5])
+    got = {}
+    for off in range(0, n, 1000):
+        got.update(mc.get_multi(keys_a[off:off + 1000]))
+    rt.check(len(got) == n and all(got[k] == "v-" + k for k in keys_a),
+             "python-memcached reads back all %d keys (%d)" % (n, len(got)))
+    mc.disconnect_all()
+    # pymemcache against either router
+    keys_b = ["py:%06d" % i for i in range(n)]
+    for r, port in ((1, p1), (2, p2)):
+        c = Client(("127.0.0.1", port), timeout=10)
+        part = keys_b[r - 1::2]
+        for off in range(0, len(part), 1000):
+            failed = c.set_many({k: k.encode() for k in part[off:off + 1000]}, noreply=False)
+            rt.check(not failed, "pymemcache set_many failed: %r" % failed[:5])
+        c.close()
+    for port in (p1, p2):  # both routers read every key
+        c = Client(("127.0.0.1", port), timeout=10)
+        got = {}
+        for off in range(0, n, 1000):
+            got.update(c.get_many(keys_b[off:off + 1000]))
+        rt.check(len(got) == n and all(got[k] == k.encode() for k in keys_b),
+                 "pymemcache via :%d reads back all %d keys (%d)" % (port, n, len(got)))
+        c.close()
+
+    # every key on the shard the ring says: per-shard counts equal the ring's
+    own = owners(lc, keys_a + keys_b)
+    want = {"s1": 0, "s2": 0}
+    for k in keys_a + keys_b:
+        want[own[k]] += 1
+    have = {"s1": lc.items(7101 + lc.off, "s1"), "s2": lc.items(7104 + lc.off, "s2")}
+    print("  ring says %r, shards hold %r" % (want, have))
+    rt.check(have == want, "shards hold exactly the keys the ring gives them")
+    share = want["s1"] / (2.0 * n)
+    rt.check(abs(share - 1 / 3.0) < 0.03, "weight-1 shard holds ~1/3: %.4f" % share)
+    # and a sample read straight from the shards: present on the owner only
+    for k in random.sample(keys_b, 20):
+        for shard, port in (("s1", 7101), ("s2", 7104)):
+            out = subprocess.run([rt.CTL, "--node", ",".join("127.0.0.1:%d" % (port + i + lc.off) for i in range(3)),
+                                  "--group", shard, "get", k], capture_output=True, text=True, timeout=20)
+            rt.check((out.returncode == 0) == (own[k] == shard),
+                     "%s on %s: rc %d, owner %s" % (k, shard, out.returncode, own[k]))
+    lc.down()
+
+
+class Load(threading.Thread):
+    """A client writing distinct keys through one router, recording acks."""
+
+    def __init__(self, port, name):
+        super().__init__(daemon=True)
+        self.port, self.name = port, name
+        self.stop = threading.Event()
+        self.acked = {}
+        self.errors = 0
+        self.ack_times = []
+
+    def run(self):
+        c = Client(("127.0.0.1", self.port), timeout=10, connect_timeout=5)
+        i = 0
+        while not self.stop.is_set():
+            k = "%s:%07d" % (self.name, i)
+            v = ("val-" + k).encode()
+            try:
+                if c.set(k, v, noreply=False):
+                    self.acked[k] = v
+                    self.ack_times.append(time.time())
+            except Exception:  # noqa: BLE001 - SERVER_ERROR during failover
+                self.errors += 1
+                c.close()
+                c = Client(("127.0.0.1", self.port), timeout=10, connect_timeout=5)
+            i += 1
+        c.close()
+
+
+def test_kill_shard_leader_and_router():
+    lc = LocalCluster().up()
+    loads = [Load(lc.mc_port(r), "w%d%d" % (r, j)) for r in (1, 2) for j in range(3)]
+    for l in loads:
+        l.start()
+    time.sleep(2)
+    # --- kill -9 the leader of the heavier shard
+    leader = lc.leader_of("s2")
+    rt.check(leader is not None, "s2 has a leader")
+    name = "n%d" % leader
+    argv = lc.kill9(name)
+    t_kill = time.time()
+    rt.wait_until(lambda: all(any(t > t_kill + 0.5 for t in l.ack_times[-5:]) for l in loads),
+                  30, "writes acknowledged again after the leader was killed")
+    pause = min(max(t for t in l.ack_times if t > t_kill) for l in loads) - t_kill
+    print("  killed %s; every client acked writes again within %.1fs" % (name, pause))
+    time.sleep(1)
+    lc.restart(name, argv)
+    # --- kill -9 router r1 while r2's clients go on
+    r2_errors = sum(l.errors for l in loads if l.name.startswith("w2"))
+    r1_argv = lc.kill9("r1")
+    time.sleep(2)
+    r2_after = sum(l.errors for l in loads if l.name.startswith("w2"))
+    rt.check(r2_after == r2_errors, "clients of r2 saw nothing while r1 was down (%d errors)" % (r2_after - r2_errors))
+    t0 = time.time()
+    lc.restart("r1", r1_argv)
+    rt.wait_port(lc.mc_port(1), 10)
+    c = Client(("127.0.0.1", lc.mc_port(1)), timeout=5)
+    rt.check(c.set("after-restart", b"1", noreply=False), "restarted router serves")
+    print("  restarted r1 served a write %.2fs after start" % (time.time() - t0))
+    c.close()
+    time.sleep(1)
+    for l in loads:
+        l.stop.set()
+    for l in loads:
+        l.join(30)
+    acked = {}
+    for l in loads:
+        acked.update(l.acked)
+    print("  %d writes acknowledged, %d client errors" % (len(acked), sum(l.errors for l in loads)))
+    rt.wait_until(lc.converged, 90, "every shard's replicas to converge", interval=0.5)
+    c = Client(("127.0.0.1", lc.mc_port(2)), timeout=10)
+    keys = list(acked)
+    lost = []
+    for off in range(0, len(keys), 500):
+        got = c.get_many(keys[off:off + 500])
+        lost += [k for k in keys[off:off + 500] if got.get(k) != acked[k]]
+    c.close()
+    rt.check(not lost, "%d acknowledged writes lost, e.g. %r" % (len(lost), lost[:5]))
+    lc.down()
+
+
+if __name__ == "__main__":
+    rt.run_tests([test_100k_keys_both_clients_weighted, test_kill_shard_leader_and_router])
