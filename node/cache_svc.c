@@ -180,18 +180,19 @@ void cache_svc_submit(struct cache_svc *svc, struct cache_call *call)
     }
 }
 
-void cache_svc_status(struct cache_svc *svc, struct cache_svc_status *out)
+void cache_svc_status(struct cache_svc *svc, struct cache_svc_status *out,
+                      bool with_digest)
 {
     rgroup_status(svc->group, &out->raft);
     cache_sm_stats(svc->sm, &out->sm);
-    out->digest = cache_sm_digest(svc->sm);
+    out->digest = with_digest ? cache_sm_digest(svc->sm) : 0;
 }
 
 void cache_svc_stats(struct cache_svc *svc, struct buf *out)
 {
     struct cache_svc_status st;
 
-    cache_svc_status(svc, &st);
+    cache_svc_status(svc, &st, true);
     buf_printf(out, "STAT limit_maxbytes %" PRIu64 "\r\n",
                st.sm.limit_maxbytes);
     buf_printf(out, "STAT item_size_max %" PRIu64 "\r\n", st.sm.item_size_max);

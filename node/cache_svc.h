@@ -43,7 +43,10 @@ void cache_svc_submit(struct cache_svc *svc, struct cache_call *call);
 /* "STAT name value\r\n" lines for the memcached stats command. */
 void cache_svc_stats(struct cache_svc *svc, struct buf *out);
 
-void cache_svc_status(struct cache_svc *svc, struct cache_svc_status *out);
+/* @with_digest: also compute the digest, which walks every item (O(items)):
+ * for replica comparison, not for frequent polling. Otherwise digest = 0. */
+void cache_svc_status(struct cache_svc *svc, struct cache_svc_status *out,
+                      bool with_digest);
 const char *cache_svc_name(const struct cache_svc *svc);
 uint64_t cache_svc_leader_id(const struct cache_svc *svc);
 /* This replica is the leader and serves reads and writes. */

@@ -50,6 +50,8 @@ void node_config_usage(FILE *f)
         "                         127.0.0.1:11211; 'off' disables)\n"
         "  --rpc HOST:PORT        serve internal RPC here (default: off in\n"
         "                         standalone, required in a cluster)\n"
+        "  --http HOST:PORT       serve /healthz and /metrics here (default\n"
+        "                         off)\n"
         "  --raft HOST:PORT       standalone: the Raft address of the single\n"
         "                         member (IPv4; default 127.0.0.1:0)\n"
         "  --group NAME           start a group definition (cluster mode)\n"
@@ -284,6 +286,8 @@ static int set_option(struct node_config *c, const char *key, const char *v,
         return set_addr(c->memcached, v, err, errlen, key);
     } else if (strcmp(key, "rpc") == 0) {
         return set_addr(c->rpc, v, err, errlen, key);
+    } else if (strcmp(key, "http") == 0) {
+        return set_addr(c->http, v, err, errlen, key);
     } else if (strcmp(key, "raft") == 0) {
         return set_addr(c->raft, v, err, errlen, key);
     } else if (strcmp(key, "cluster") == 0) {
@@ -506,6 +510,7 @@ enum {
     OPT_SNAP_TRAILING,
     OPT_LOG_LEVEL,
     OPT_CLUSTER,
+    OPT_HTTP,
     OPT_VERSION
 };
 
@@ -530,6 +535,7 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
         {"snapshot-trailing", required_argument, NULL, OPT_SNAP_TRAILING},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"cluster", required_argument, NULL, OPT_CLUSTER},
+        {"http", required_argument, NULL, OPT_HTTP},
         {"verbose", no_argument, NULL, 'v'},
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, 'h'},
@@ -547,6 +553,7 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
         [OPT_SNAP_TRAILING - OPT_STANDALONE] = "snapshot_trailing",
         [OPT_LOG_LEVEL - OPT_STANDALONE] = "log_level",
         [OPT_CLUSTER - OPT_STANDALONE] = "cluster",
+        [OPT_HTTP - OPT_STANDALONE] = "http",
     };
     int o;
 
@@ -599,7 +606,7 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
                      argv[optind - 1]);
             return -1;
         default:
-            if (o >= OPT_STANDALONE && o <= OPT_CLUSTER &&
+            if (o >= OPT_STANDALONE && o <= OPT_HTTP &&
                 keys[o - OPT_STANDALONE] != NULL) {
                 if (set_option(c, keys[o - OPT_STANDALONE], optarg, err,
                                errlen) != 0) {

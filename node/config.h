@@ -41,6 +41,7 @@ struct node_config {
     char data_dir[PATH_MAX];     /* groups live in data_dir/<group name> */
     char memcached[NODE_ADDR_MAX]; /* memcached edge, "" = none */
     char rpc[NODE_ADDR_MAX];     /* RPC listener, "" = none */
+    char http[NODE_ADDR_MAX];    /* /healthz and /metrics, "" = none */
     char raft[NODE_ADDR_MAX];    /* standalone: the single member's Raft addr */
     uint64_t memory_limit;       /* bytes per cache group (memcached -m) */
     uint32_t item_size_max;      /* bytes (memcached -I) */

@@ -20,6 +20,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "node/cache_svc.h"
+#include "node/node_http.h"
 #include "node/node_rpc.h"
 #include "router/mc_server.h"
 
@@ -32,6 +33,7 @@ struct node {
     struct cache_svc *edge_group; /* behind the memcached edge */
     struct mc_server *mc;
     struct node_rpc *rpc;
+    struct node_http *http;
     unsigned closing; /* things still closing */
     void (*stop_cb)(void *data);
     void *stop_data;
@@ -206,6 +208,11 @@ void node_stop(struct node *n, void (*cb)(void *data), void *data)
         node_rpc_close(n->rpc, edges_closed, n);
         n->rpc = NULL;
     }
+    if (n->http != NULL) {
+        n->closing++;
+        node_http_close(n->http, edges_closed, n);
+        n->http = NULL;
+    }
     edges_closed(n);
 }
 
@@ -240,6 +247,13 @@ struct node *node_new(uv_loop_t *loop, const struct node_config *cfg,
         n->rpc = node_rpc_new(loop, &n->cfg, n->groups, n->n_groups, err,
                               errlen);
         if (n->rpc == NULL) {
+            goto err;
+        }
+    }
+    if (cfg->http[0] != '\0') {
+        n->http = node_http_new(loop, &n->cfg, n->groups, n->n_groups, err,
+                                errlen);
+        if (n->http == NULL) {
             goto err;
         }
     }

@@ -157,7 +157,7 @@ static void handle_status(struct node_rpc *r, struct rpc_server_req *req)
         struct cache_svc_status st;
         const char *leader_rpc;
 
-        cache_svc_status(r->groups[g], &st);
+        cache_svc_status(r->groups[g], &st, true);
         ringmq__group_status__init(&gs[g]);
         gs[g].name = (char *)r->cfg->groups[g].name;
         gs[g].id = st.raft.id;
@@ -174,6 +174,8 @@ static void handle_status(struct node_rpc *r, struct rpc_server_req *req)
         gs[g].digest = st.digest;
         gs[g].items = st.sm.curr_items;
         gs[g].bytes = st.sm.bytes;
+        gs[g].evictions = st.sm.evictions;
+        gs[g].limit_maxbytes = st.sm.limit_maxbytes;
         gs[g].snapshots_taken = st.raft.snapshots_taken;
         gs[g].snapshots_restored = st.raft.snapshots_restored;
         gs[g].batches_proposed = st.raft.batches_proposed;

@@ -20,6 +20,7 @@ void admin_stats(const struct backend *b, struct buf *out)
 {
     unsigned n = backend_shard_count(b);
     uint64_t items = 0, bytes = 0, retries = 0, changes = 0, errors = 0;
+    uint64_t evictions = 0, limit = 0;
     struct backend_shard_info si;
     char why[128];
     unsigned i;
@@ -27,6 +28,8 @@ void admin_stats(const struct backend *b, struct buf *out)
     for (i = 0; i < n; i++) {
         backend_shard_info(b, i, &si);
         items += si.items;
+        evictions += si.evictions;
+        limit += si.limit_maxbytes;
         bytes += si.bytes;
         retries += si.retries;
         changes += si.leader_changes;
@@ -34,6 +37,8 @@ void admin_stats(const struct backend *b, struct buf *out)
     }
     buf_printf(out, "STAT curr_items %" PRIu64 "\r\n", items);
     buf_printf(out, "STAT bytes %" PRIu64 "\r\n", bytes);
+    buf_printf(out, "STAT evictions %" PRIu64 "\r\n", evictions);
+    buf_printf(out, "STAT limit_maxbytes %" PRIu64 "\r\n", limit);
     buf_printf(out, "STAT router_shards %u\r\n", n);
     buf_printf(out, "STAT router_epoch %" PRIu64 "\r\n", backend_epoch(b));
     buf_printf(out, "STAT router_retries %" PRIu64 "\r\n", retries);
@@ -61,6 +66,8 @@ void admin_stats(const struct backend *b, struct buf *out)
                        si.digest);
             SHARD_U64("curr_items", si.items);
             SHARD_U64("bytes", si.bytes);
+            SHARD_U64("evictions", si.evictions);
+            SHARD_U64("limit_maxbytes", si.limit_maxbytes);
             SHARD_U64("status_age_ms", si.status_age_ms);
         }
         SHARD_U64("gets", si.gets);
@@ -157,6 +164,10 @@ void admin_metrics(const struct backend *b, struct buf *out)
                  "Items in the shard (last status answer).", si.items);
     SHARD_FAMILY("ringmq_shard_bytes", "gauge",
                  "Bytes of items in the shard (last status answer).", si.bytes);
+    SHARD_FAMILY("ringmq_shard_evictions_total", "counter",
+                 "Items evicted by the shard's memory limit (last status "
+                 "answer).",
+                 si.evictions);
     SHARD_FAMILY("ringmq_shard_leader_id", "gauge",
                  "Raft id of the shard's leader, 0 when unknown.",
                  si.leader_id);

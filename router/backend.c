@@ -68,6 +68,7 @@ struct bshard {
     uint64_t leader_id;
     char leader_rpc[CLUSTER_ADDR_MAX];
     uint64_t term, commit_index, applied_index, digest, items, bytes;
+    uint64_t evictions, limit_maxbytes;
 
     /* counters */
     uint64_t requests[CACHE_OP__COUNT];
@@ -681,6 +682,8 @@ static void on_status(void *data, int status, const Ringmq__RpcResponse *resp)
     s->applied_index = g->last_applied;
     s->digest = g->digest;
     s->items = g->items;
+    s->evictions = g->evictions;
+    s->limit_maxbytes = g->limit_maxbytes;
     s->bytes = g->bytes;
     m = member_of(s, g->leader_id, g->leader_rpc);
     if (m >= 0 && !member_down(s, (unsigned)m)) {
@@ -879,6 +882,8 @@ void backend_shard_info(const struct backend *b,
     out->applied_index = s->applied_index;
     out->digest = s->digest;
     out->items = s->items;
+    out->evictions = s->evictions;
+    out->limit_maxbytes = s->limit_maxbytes;
     out->bytes = s->bytes;
     memcpy(out->requests, s->requests, sizeof(out->requests));
     out->gets = s->gets;

@@ -95,6 +95,8 @@ struct backend_shard_info {
     uint64_t applied_index;
     uint64_t digest;
     uint64_t items;
+    uint64_t evictions;      /* (last status answer) */
+    uint64_t limit_maxbytes; /* the shard's -m */
     uint64_t bytes;
     /* Router counters since start. */
     uint64_t requests[CACHE_OP__COUNT]; /* completed ops by type */

@@ -37,6 +37,7 @@
 struct opts {
     const char *cluster; /* --cluster FILE */
     uint64_t epoch;      /* the map's, when routing by it: nodes check it */
+    bool epoch_set;      /* --epoch given: send exactly that */
     bool node_set;       /* --node or $RINGMQ_NODE given */
     const char *node;
     char *node_list; /* writable copy of node, split at ',' */
@@ -75,6 +76,8 @@ static void usage(FILE *f)
         "                     (default 5000)\n"
         "  --group NAME       group for cache ops (default \"cache\"); filter\n"
         "                     for status/digest (default all)\n"
+        "  --epoch N          cluster map epoch sent with cache ops (default:\n"
+        "                     the --cluster map's, else 0 = unchecked)\n"
         "  --cluster FILE     cluster map: cache ops go to the shard that\n"
         "                     owns the key (its members unless --node);\n"
         "                     enables the owner and cluster commands\n"
@@ -111,8 +114,9 @@ static void usage(FILE *f)
         "                     --node list and retrying unknown outcomes;\n"
         "                     each STORED key is appended to FILE as\n"
         "                     \"<key> <size>\"\n"
-        "  owner KEY          (--cluster) the shard owning KEY: name, weight,\n"
-        "                     key hash, members\n"
+        "  owner KEY...       (--cluster) the shard owning KEY: name, weight,\n"
+        "                     key hash, members; \"owner -\" reads keys from\n"
+        "                     stdin and prints \"<key> <shard>\" lines\n"
         "  cluster            (--cluster) every shard replica of the map:\n"
         "                     state, leader, term, applied index, lag behind\n"
         "                     the shard's newest log index, digest\n"
@@ -200,6 +204,11 @@ static int parse_args(int argc, char **argv, struct opts *o)
             o->node_set = true;
         } else if (strcmp(a, "--cluster") == 0) {
             o->cluster = v;
+        } else if (strcmp(a, "--epoch") == 0) {
+            if (parse_u64(v, &o->epoch) != 0) {
+                goto bad_value;
+            }
+            o->epoch_set = true;
         } else if (strcmp(a, "--timeout") == 0) {
             if (parse_u64(v, &u) != 0 || u == 0 || u > 3600000) {
                 goto bad_value;
@@ -1101,24 +1110,42 @@ static const struct cluster_shard *map_owner(const struct ctl_map *m,
     return &m->map.shards[ring_lookup(m->ring, key, strlen(key))];
 }
 
-static int cmd_owner(const struct ctl_map *m, const struct opts *o)
+static void print_owner(const struct ctl_map *m, const char *key)
 {
-    const struct cluster_shard *s;
+    const struct cluster_shard *s = map_owner(m, key);
     unsigned i;
 
-    if (o->n_args != 2) {
-        fprintf(stderr, "ringmqctl: owner takes one KEY\n");
-        return EXIT_USAGE;
-    }
-    s = map_owner(m, o->args[1]);
     printf("key=%s hash=%08x shard=%s weight=%u epoch=%" PRIu64 " members=",
-           o->args[1], ring_hash(o->args[1], strlen(o->args[1])), s->name,
-           s->weight, m->map.epoch);
+           key, ring_hash(key, strlen(key)), s->name, s->weight, m->map.epoch);
     for (i = 0; i < s->n_members; i++) {
         printf("%s%" PRIu64 "@%s", i ? "," : "", s->members[i].id,
                s->members[i].rpc);
     }
     printf("\n");
+}
+
+/* owner KEY...; "owner -" reads one key a line from standard input and
+ * prints "<key> <shard>" lines (for scripts checking many keys). */
+static int cmd_owner(const struct ctl_map *m, const struct opts *o)
+{
+    int i;
+
+    if (o->n_args < 2) {
+        fprintf(stderr, "ringmqctl: owner needs a KEY (or - for stdin)\n");
+        return EXIT_USAGE;
+    }
+    if (o->n_args == 2 && strcmp(o->args[1], "-") == 0) {
+        char line[CACHE_KEY_MAX + 8];
+
+        while (fgets(line, sizeof(line), stdin) != NULL) {
+            line[strcspn(line, "\r\n")] = '\0';
+            printf("%s %s\n", line, map_owner(m, line)->name);
+        }
+        return 0;
+    }
+    for (i = 1; i < o->n_args; i++) {
+        print_owner(m, o->args[i]);
+    }
     return 0;
 }
 
@@ -1227,6 +1254,8 @@ static void route_by_map(const struct ctl_map *m, struct opts *o)
     s = map_owner(m, key);
     if (!o->group_set) {
         o->group = s->name;
+    }
+    if (!o->epoch_set) {
         o->epoch = m->map.epoch;
     }
     if (!o->node_set) {

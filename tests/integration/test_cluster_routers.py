@@ -270,5 +270,65 @@ def test_kill_shard_leader_and_router():
     lc.down()
 
 
+def http_get(port, path):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_epoch_checks_health_and_stats():
+    lc = LocalCluster().up()
+    key = next(k for k in ("k%d" % i for i in range(100)) if owners(lc, [k])[k] == "s2")
+    c = Client(("127.0.0.1", lc.mc_port(1)), timeout=5)
+    rt.check(c.set(key, b"v", noreply=False), "set through a router")
+    # a stale or future map: the node refuses
+    with open(lc.map) as f:
+        bumped = f.read().replace("epoch: 1", "epoch: 2")
+    other = os.path.join(lc.dir, "epoch2.yaml")
+    with open(other, "w") as f:
+        f.write(bumped)
+    out = subprocess.run([rt.CTL, "--cluster", other, "get", key],
+                         capture_output=True, text=True, timeout=20)
+    rt.check(out.returncode != 0 and "WRONG_EPOCH" in out.stderr,
+             "another epoch is refused: %r" % out.stderr)
+    # the right epoch, but a key the shard does not own
+    s1 = ",".join("127.0.0.1:%d" % (7101 + i + lc.off) for i in range(3))
+    out = subprocess.run([rt.CTL, "--node", s1, "--group", "s1", "--epoch", "1",
+                          "set", key, "x"], capture_output=True, text=True, timeout=20)
+    rt.check(out.returncode != 0 and "not owned" in out.stderr,
+             "s1 refuses a key of s2: %r" % out.stderr)
+    # health and metrics, routers and nodes
+    for port in (9101 + lc.off, 9102 + lc.off):
+        status, body = http_get(port, "/healthz")
+        rt.check(status == 200, "router /healthz: %d %s" % (status, body))
+        status, body = http_get(port, "/metrics")
+        rt.check(status == 200 and 'ringmq_router_requests_total{shard="s2"' in body,
+                 "router /metrics")
+    for node in range(1, 7):
+        status, body = http_get(9200 + node + lc.off, "/healthz")
+        rt.check(status == 200, "node %d /healthz: %d %s" % (node, status, body))
+    status, body = http_get(9201 + lc.off, "/metrics")
+    rt.check('ringmq_cache_items{group="s1"}' in body, "node /metrics")
+    # router stats aggregate the shards
+    st = rt.stats(lc.mc_port(2))
+    for f in ("curr_items", "evictions", "limit_maxbytes", "shard:s1:curr_items",
+              "shard:s2:leader_id", "shard:s2:retries", "router_epoch"):
+        rt.check(f in st, "router stats lack %s" % f)
+    # a shard without a majority: /healthz says so
+    lc.kill9("n1")
+    lc.kill9("n2")
+    status, body = rt.wait_until(
+        lambda: (lambda r: r if r[0] == 503 else None)(http_get(9101 + lc.off, "/healthz")),
+        20, "router /healthz to report the dead shard")
+    rt.check("s1" in body, "names the shard: %r" % body)
+    lc.down()
+
+
 if __name__ == "__main__":
-    rt.run_tests([test_100k_keys_both_clients_weighted, test_kill_shard_leader_and_router])
+    rt.run_tests([test_epoch_checks_health_and_stats,
+                  test_100k_keys_both_clients_weighted,
+                  test_kill_shard_leader_and_router])

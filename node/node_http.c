@@ -1,0 +1,173 @@
+/* node_http: see node_http.h. */
+#include "node/node_http.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/http_admin.h"
+
+struct node_http {
+    const struct node_config *cfg;
+    struct cache_svc *const *groups;
+    unsigned n_groups;
+    struct http_admin *admin;
+};
+
+/* Why this node cannot serve, or NULL. */
+static const char *unhealthy(const struct node_http *h, unsigned *group)
+{
+    unsigned g;
+
+    for (g = 0; g < h->n_groups; g++) {
+        uint64_t leader = cache_svc_leader_id(h->groups[g]);
+
+        *group = g;
+        if (leader == 0) {
+            return "no leader";
+        }
+        if (leader == h->cfg->id && !cache_svc_is_leader(h->groups[g])) {
+            return "leader not ready (catching up after election)";
+        }
+    }
+    return NULL;
+}
+
+static void on_healthz(void *data, const char *path, const char *query,
+                       struct http_admin_response *resp)
+{
+    struct node_http *h = data;
+    unsigned g = 0;
+    const char *why = unhealthy(h, &g);
+
+    (void)path;
+    (void)query;
+    if (why == NULL) {
+        buf_append_str(&resp->body, "ok\n");
+        return;
+    }
+    resp->status = 503;
+    buf_printf(&resp->body, "group %s: %s\n", h->cfg->groups[g].name, why);
+}
+
+static void on_metrics(void *data, const char *path, const char *query,
+                       struct http_admin_response *resp)
+{
+    struct node_http *h = data;
+    struct cache_svc_status st[NODE_MAX_GROUPS];
+    struct http_admin_metrics m;
+    unsigned g;
+
+    (void)path;
+    (void)query;
+    for (g = 0; g < h->n_groups; g++) {
+        cache_svc_status(h->groups[g], &st[g], false);
+    }
+    http_admin_metrics_init(&m, &resp->body);
+    /* Prometheus wants each family's samples together: families outside,
+     * groups inside. */
+#define FAMILY(fam, kind, text, field)                                      \
+    for (g = 0; g < h->n_groups; g++) {                                     \
+        const char *labels[] = {"group", h->cfg->groups[g].name, NULL};     \
+        http_admin_metric(&m, fam, kind, text, labels,                      \
+                          (double)st[g].field);                             \
+    }
+    FAMILY("ringmq_group_leader", "gauge",
+           "1 when this replica is the group's ready leader.", raft.ready);
+    FAMILY("ringmq_group_leader_id", "gauge",
+           "Raft id of the known leader, 0 when unknown.", raft.leader_id);
+    FAMILY("ringmq_group_term", "gauge", "Raft term.", raft.term);
+    FAMILY("ringmq_group_commit_index", "gauge", "Raft commit index.",
+           raft.commit_index);
+    FAMILY("ringmq_group_applied_index", "gauge",
+           "Last log index applied to the state machine.", raft.last_applied);
+    FAMILY("ringmq_group_last_index", "gauge", "Last log index.",
+           raft.last_index);
+    FAMILY("ringmq_group_snapshot_index", "gauge",
+           "Index of the newest snapshot.", raft.snapshot_index);
+    FAMILY("ringmq_group_snapshots_taken_total", "counter",
+           "Snapshots taken by this replica.", raft.snapshots_taken);
+    FAMILY("ringmq_group_leader_changes_total", "counter",
+           "Leader changes seen by this replica.", raft.leader_changes);
+    FAMILY("ringmq_group_entries_proposed_total", "counter",
+           "Raft entries this replica proposed (batches).",
+           raft.batches_proposed);
+    FAMILY("ringmq_group_commands_proposed_total", "counter",
+           "Commands in those entries (group commit packs many).",
+           raft.cmds_proposed);
+    FAMILY("ringmq_cache_items", "gauge", "Items in the cache.",
+           sm.curr_items);
+    FAMILY("ringmq_cache_bytes", "gauge", "Charged bytes of the cache's items.",
+           sm.bytes);
+    FAMILY("ringmq_cache_limit_bytes", "gauge", "Memory limit (-m).",
+           sm.limit_maxbytes);
+    FAMILY("ringmq_cache_evictions_total", "counter",
+           "Items evicted by the memory limit.", sm.evictions);
+#undef FAMILY
+    http_admin_metrics_free(&m);
+    resp->content_type = HTTP_ADMIN_METRICS_CONTENT_TYPE;
+}
+
+struct node_http *node_http_new(uv_loop_t *loop, const struct node_config *cfg,
+                                struct cache_svc *const *groups,
+                                unsigned n_groups, char *err, size_t errlen)
+{
+    struct node_http *h = xcalloc(1, sizeof(*h));
+    struct http_admin_config ac = {0};
+    char host[NODE_ADDR_MAX];
+    char sub[256];
+
+    h->cfg = cfg;
+    h->groups = groups;
+    h->n_groups = n_groups;
+    if (node_config_split_addr(cfg->http, host, sizeof(host), &ac.port) != 0) {
+        snprintf(err, errlen, "http: bad address '%s'", cfg->http);
+        goto err;
+    }
+    ac.host = host;
+    h->admin = http_admin_new(loop, &ac, sub, sizeof(sub));
+    if (h->admin == NULL) {
+        snprintf(err, errlen, "http %s: %s", cfg->http, sub);
+        goto err;
+    }
+    if (http_admin_route(h->admin, "/healthz", on_healthz, h) != 0 ||
+        http_admin_route(h->admin, "/metrics", on_metrics, h) != 0) {
+        snprintf(err, errlen, "http: cannot register routes");
+        http_admin_close(h->admin, NULL, NULL);
+        goto err;
+    }
+    return h;
+err:
+    free(h);
+    return NULL;
+}
+
+struct close_ctx {
+    struct node_http *h;
+    void (*cb)(void *data);
+    void *data;
+};
+
+static void admin_closed(void *data)
+{
+    struct close_ctx *ctx = data;
+    void (*cb)(void *) = ctx->cb;
+    void *cb_data = ctx->data;
+
+    free(ctx->h);
+    free(ctx);
+    if (cb != NULL) {
+        cb(cb_data);
+    }
+}
+
+void node_http_close(struct node_http *h, void (*cb)(void *data), void *data)
+{
+    struct close_ctx *ctx = xmalloc(sizeof(*ctx));
+
+    ctx->h = h;
+    ctx->cb = cb;
+    ctx->data = data;
+    http_admin_close(h->admin, admin_closed, ctx);
+}
