@@ -25,9 +25,23 @@ enum log_level log_get_level(void)
     return log_level;
 }
 
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+int log_level_parse(const char *name, enum log_level *out)
+{
+    unsigned i;
+
+    for (i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
+        if (strcmp(name, level_names[i]) == 0) {
+            *out = (enum log_level)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 void log_write(enum log_level level, const char *fmt, ...)
 {
-    static const char *names[] = {"debug", "info", "warn", "error"};
     char line[1024];
     struct timespec ts;
     struct tm tm;
@@ -42,7 +56,7 @@ void log_write(enum log_level level, const char *fmt, ...)
     n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ",
                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
                  tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, log_tag,
-                 names[level]);
+                 level_names[level]);
     va_start(ap, fmt);
     vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
     va_end(ap);

@@ -15,6 +15,9 @@ void log_init(const char *tag, enum log_level level);
 void log_set_level(enum log_level level);
 enum log_level log_get_level(void);
 
+/* "debug", "info", "warn", "error" -> level. 0, or -1 for another name. */
+int log_level_parse(const char *name, enum log_level *out);
+
 void log_write(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

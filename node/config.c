@@ -254,14 +254,8 @@ bad:
 static int set_log_level(struct node_config *c, const char *v, char *err,
                          size_t errlen)
 {
-    static const char *names[] = {"debug", "info", "warn", "error"};
-    unsigned i;
-
-    for (i = 0; i < 4; i++) {
-        if (strcmp(v, names[i]) == 0) {
-            c->log_level = (enum log_level)i;
-            return 0;
-        }
+    if (log_level_parse(v, &c->log_level) == 0) {
+        return 0;
     }
     snprintf(err, errlen, "unknown log level '%s'", v);
     return -1;

@@ -2,7 +2,6 @@
  * ringmq-node: a storage node; with --standalone, a complete single-process
  * memcached server whose data lives in a one-member Raft group on disk.
  */
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,40 +9,29 @@
 #include <uv.h>
 
 #include "common/log.h"
+#include "common/stop_signals.h"
 #include "node/config.h"
 #include "node/node.h"
 
 static struct {
     uv_loop_t loop;
-    uv_signal_t sigterm;
-    uv_signal_t sigint;
+    struct stop_signals signals;
     uv_timer_t ready_poll;
     struct node_config cfg;
     struct node *node;
-    int stopping;
 } m;
-
-static void handle_closed(uv_handle_t *h)
-{
-    (void)h;
-}
 
 static void node_stopped(void *data)
 {
     (void)data;
     m.node = NULL;
-    uv_close((uv_handle_t *)&m.sigterm, handle_closed);
-    uv_close((uv_handle_t *)&m.sigint, handle_closed);
-    uv_close((uv_handle_t *)&m.ready_poll, handle_closed);
+    stop_signals_close(&m.signals);
+    uv_close((uv_handle_t *)&m.ready_poll, NULL);
 }
 
-static void on_signal(uv_signal_t *s, int signum)
+static void stop(void *data)
 {
-    (void)s;
-    if (m.stopping++) {
-        return;
-    }
-    log_info("signal %d: stopping", signum);
+    (void)data;
     uv_timer_stop(&m.ready_poll);
     node_stop(m.node, node_stopped, NULL);
 }
@@ -83,7 +71,6 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init("ringmq-node", m.cfg.log_level);
-    signal(SIGPIPE, SIG_IGN);
 
     uv_loop_init(&m.loop);
     m.node = node_new(&m.loop, &m.cfg, err, sizeof(err));
@@ -93,10 +80,7 @@ int main(int argc, char **argv)
         uv_loop_close(&m.loop);
         return 1;
     }
-    uv_signal_init(&m.loop, &m.sigterm);
-    uv_signal_start(&m.sigterm, on_signal, SIGTERM);
-    uv_signal_init(&m.loop, &m.sigint);
-    uv_signal_start(&m.sigint, on_signal, SIGINT);
+    stop_signals_start(&m.signals, &m.loop, stop, NULL);
     uv_timer_init(&m.loop, &m.ready_poll);
     uv_timer_start(&m.ready_poll, poll_ready, 10, 10);
 

@@ -5,7 +5,6 @@
  * map or a router name the map does not list.
  */
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +13,7 @@
 
 #include "common/cluster_map.h"
 #include "common/log.h"
+#include "common/stop_signals.h"
 #include "router/backend.h"
 #include "router/router.h"
 
@@ -35,47 +35,21 @@ static const char usage[] =
 
 static struct {
     uv_loop_t loop;
-    uv_signal_t sigterm;
-    uv_signal_t sigint;
+    struct stop_signals signals;
     struct router *router;
-    int stopping;
 } m;
-
-static void handle_closed(uv_handle_t *h)
-{
-    (void)h;
-}
 
 static void router_stopped(void *data)
 {
     (void)data;
     m.router = NULL;
-    uv_close((uv_handle_t *)&m.sigterm, handle_closed);
-    uv_close((uv_handle_t *)&m.sigint, handle_closed);
+    stop_signals_close(&m.signals);
 }
 
-static void on_signal(uv_signal_t *s, int signum)
+static void stop(void *data)
 {
-    (void)s;
-    if (m.stopping++) {
-        return;
-    }
-    log_info("signal %d: stopping", signum);
+    (void)data;
     router_close(m.router, router_stopped, NULL);
-}
-
-static int parse_level(const char *s, enum log_level *out)
-{
-    static const char *const names[] = {"debug", "info", "warn", "error"};
-    unsigned i;
-
-    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (strcmp(s, names[i]) == 0) {
-            *out = (enum log_level)i;
-            return 0;
-        }
-    }
-    return -1;
 }
 
 static int fail_usage(const char *fmt, const char *arg)
@@ -150,7 +124,7 @@ int main(int argc, char **argv)
                 }
                 break;
             case OPT_LOG_LEVEL:
-                if (parse_level(optarg, &level) != 0) {
+                if (log_level_parse(optarg, &level) != 0) {
                     return fail_usage(
                         "--log-level '%s': expected debug, info, "
                         "warn or error",
@@ -213,9 +187,6 @@ int main(int argc, char **argv)
     }
 
     log_init("ringmq-router", level);
-    /* A client that vanishes mid-reply must cost a write error, not the
-     * process. */
-    signal(SIGPIPE, SIG_IGN);
 
     uv_loop_init(&m.loop);
     m.router = router_new(&m.loop, &rc, err, sizeof(err));
@@ -225,10 +196,7 @@ int main(int argc, char **argv)
         uv_loop_close(&m.loop);
         return 1;
     }
-    uv_signal_init(&m.loop, &m.sigterm);
-    uv_signal_start(&m.sigterm, on_signal, SIGTERM);
-    uv_signal_init(&m.loop, &m.sigint);
-    uv_signal_start(&m.sigint, on_signal, SIGINT);
+    stop_signals_start(&m.signals, &m.loop, stop, NULL);
 
     uv_run(&m.loop, UV_RUN_DEFAULT);
     rv = uv_loop_close(&m.loop);
