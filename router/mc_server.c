@@ -5,16 +5,28 @@
  *
  *   uv read -> conn->in --mc_parse_next--> struct mc_req queue (arrival order)
  *                                              |
- *            dispatch runs: consecutive reads  |  or consecutive writes,
- *            a new run only once the previous  v  one completed
+ *            dispatch per key: a request goes  |  once no earlier undone
+ *            request conflicts with it         v  (conn_dispatch)
  *                                      backend->submit(call) ... call->cb
  *                                              |
  *   uv write <- conn->wbuf <- conn->out <- replies rendered from the queue
  *                                          head, in order, as heads finish
  *
- * Requests that need no backend (version, stats, parse errors ...) are done
- * when parsed and neutral for runs; they are rendered when they reach the
- * head, so "stats" counts everything before it.
+ * Dispatch. A request is "undone" from parsing until its last call calls
+ * back (dispatched or not). A backend request is dispatched as soon as no
+ * earlier undone request of the connection conflicts with it, and the
+ * bounds below allow it. Two requests conflict when they share a key (by
+ * the 64-bit key hashes computed at parse time; a collision only adds a
+ * wait) and at least one of them writes (anything but get/gets: gat, touch,
+ * incr ... write too); flush_all conflicts with every backend request.
+ * Requests that need no backend (version, verbosity, stats, parse errors
+ * ...) are done when parsed and conflict with nothing. Undispatched
+ * requests count as undone, so a request held back by a conflict also holds
+ * back the later requests that conflict with it: per key (and around a
+ * flush_all), the backend sees this connection's requests in request
+ * order, each one only after the conflicting ones before it completed.
+ * Replies are still rendered strictly in request order, and counted into
+ * the stats as they are rendered, so "stats" counts everything before it.
  *
  * Lifetimes. A request owns its cache_calls and a copy of its key and value
  * bytes (the input buffer moves). A connection is freed only when its handle
@@ -29,9 +41,10 @@
  * the unsent output exceeds MC_OUT_HIGH, and at most MC_INFLIGHT_CALLS_MAX
  * calls are dispatched and not yet rendered at once, whether still in the
  * backend or completed behind a slower head of line (a bigger multi-get
- * goes alone), so the
- * replies a connection can pile up are bounded by about MC_OUT_HIGH +
- * MC_INFLIGHT_CALLS_MAX values. With the parser's own bounds (line length,
+ * goes alone; a request that does not fit stops dispatch behind it, and
+ * requests held back by a conflict keep room for themselves, see
+ * conn_dispatch()), so the replies a connection can pile up are bounded by
+ * about MC_OUT_HIGH + MC_INFLIGHT_CALLS_MAX values. With the parser's own bounds (line length,
  * item size, swallowing too-large data) a connection holds at most about
  * item_size_max + MC_READ_CHUNK of input.
  *
@@ -116,7 +129,8 @@ struct mc_req {
     bool noreply;
     bool close_after;  /* quit, or a parse error that closes */
     bool backend;      /* has calls to submit */
-    bool is_write;
+    bool is_write;     /* its calls change the keys they name */
+    bool barrier;      /* flush_all: conflicts with every backend request */
     bool dispatched;
     bool done;
     bool orphan; /* its connection closed while calls were in flight */
@@ -124,6 +138,9 @@ struct mc_req {
     size_t ncalls;
     size_t pending; /* calls submitted and not yet called back */
     struct cache_call *calls; /* in the same allocation */
+    /* key_hash(calls[i].op.key) for each keyed call, computed once when
+     * parsed; what conn_dispatch() compares (see "Dispatch" above). */
+    uint64_t *hashes; /* in the same allocation, ncalls entries */
 };
 
 struct mc_conn {
@@ -136,15 +153,13 @@ struct mc_conn {
     struct buf wbuf; /* the bytes of the write in flight */
     uv_write_t wreq;
     struct mc_req *head, *tail;
-    struct mc_req *next_dispatch; /* first request not yet dispatched */
+    size_t undispatched;  /* queued backend requests not yet dispatched */
     size_t weight;        /* calls (or 1) of the queued requests */
-    unsigned inflight;    /* dispatched, unfinished requests (the run) */
     size_t backend_calls; /* submitted calls that have not called back */
     size_t unrendered_calls; /* submitted calls whose request is not yet
                                 rendered: completed replies wait here for
                                 the head of the queue, so they bound memory
                                 too, not just the calls in the backend */
-    bool run_write;       /* kind of the run in flight */
     bool reading;
     bool writing;
     bool input_closed; /* quit or close parsed: parse and read no more */
@@ -190,6 +205,27 @@ static enum cache_op_type store_op(enum mc_cmd cmd)
 
 static void on_call_done(struct cache_call *call);
 
+/* 64-bit key hash for conflict checks: FNV-1a, then the murmur3 finalizer
+ * so that the low bits (the key set's slot index) mix every byte. Equal keys
+ * hash equal; a collision only makes a request wait for one it does not
+ * really conflict with. */
+static uint64_t key_hash(const char *key, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        h ^= (unsigned char)key[i];
+        h *= 0x100000001b3ull;
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h;
+}
+
 /* Build the request for @m, copying keys and value out of the input buffer
  * into the request's own allocation. */
 static struct mc_req *req_new(struct mc_conn *c, const struct mc_request *m)
@@ -234,7 +270,8 @@ static struct mc_req *req_new(struct mc_conn *c, const struct mc_request *m)
         bytes += m->value_len;
     }
 
-    r = xcalloc(1, sizeof(*r) + ncalls * sizeof(struct cache_call) + bytes);
+    r = xcalloc(1, sizeof(*r) + ncalls * sizeof(struct cache_call) +
+                       ncalls * sizeof(uint64_t) + bytes);
     r->conn = c;
     r->cmd = m->cmd;
     r->error = m->error;
@@ -242,7 +279,8 @@ static struct mc_req *req_new(struct mc_conn *c, const struct mc_request *m)
     r->too_large = m->too_large;
     r->ncalls = ncalls;
     r->calls = (struct cache_call *)(r + 1);
-    p = (char *)(r->calls + ncalls);
+    r->hashes = (uint64_t *)(r->calls + ncalls);
+    p = (char *)(r->hashes + ncalls);
 
     for (i = 0; i < ncalls; i++) {
         struct cache_call *call = &r->calls[i];
@@ -256,6 +294,7 @@ static struct mc_req *req_new(struct mc_conn *c, const struct mc_request *m)
             op->key = p;
             op->key_len = m->keys[i].len;
             p += m->keys[i].len;
+            r->hashes[i] = key_hash(op->key, op->key_len);
         }
         switch (m->cmd) {
         case MC_CMD_GET:
@@ -303,6 +342,7 @@ static struct mc_req *req_new(struct mc_conn *c, const struct mc_request *m)
     }
     r->backend = ncalls > 0;
     r->is_write = ncalls > 0 && cache_op_is_write(r->calls[0].op.type);
+    r->barrier = ncalls > 0 && r->calls[0].op.type == CACHE_OP_FLUSH_ALL;
     r->done = !r->backend;
     return r;
 }
@@ -315,9 +355,7 @@ static void conn_enqueue(struct mc_conn *c, struct mc_req *r)
         c->head = r;
     }
     c->tail = r;
-    if (c->next_dispatch == NULL) {
-        c->next_dispatch = r;
-    }
+    c->undispatched += r->backend;
     c->weight += r->ncalls ? r->ncalls : 1;
 }
 
@@ -328,9 +366,6 @@ static struct mc_req *conn_dequeue(struct mc_conn *c)
     c->head = r->next;
     if (c->head == NULL) {
         c->tail = NULL;
-    }
-    if (c->next_dispatch == r) {
-        c->next_dispatch = r->next;
     }
     c->weight -= r->ncalls ? r->ncalls : 1;
     r->next = NULL;
@@ -600,7 +635,6 @@ static void on_call_done(struct cache_call *call)
         return;
     }
     r->done = true;
-    c->inflight--;
     conn_pump(c);
 }
 
@@ -615,37 +649,163 @@ static void req_submit(struct mc_conn *c, struct mc_req *r)
     r->pending = r->ncalls;
     c->backend_calls += r->ncalls;
     c->unrendered_calls += r->ncalls;
-    c->inflight++;
+    c->undispatched--;
     for (i = 0; i < r->ncalls; i++) {
         b->submit(b->data, &r->calls[i]);
     }
 }
 
-/* Submit requests in runs (see mc_server.h): a request joins the run in
- * flight only if it is of the same kind and nothing of the other kind is
- * queued before it. */
+/* The keys of the undone requests a dispatch pass has walked past, with
+ * whether one of them reads and/or writes each key (by key hash). Lives on
+ * the stack of one pass; conn_dispatch() inserts fewer than
+ * MC_INFLIGHT_CALLS_MAX keys (see there), so it stays under a quarter full.
+ */
+#define MC_KEYSET_SLOTS 256u /* a power of two */
+#define MC_KEYSET_MAX (MC_KEYSET_SLOTS / 2)
+#define MC_KEY_READ 1u
+#define MC_KEY_WRITE 2u
+
+struct keyset {
+    size_t n;                          /* slots in use; 0: mode[] unset */
+    uint8_t mode[MC_KEYSET_SLOTS];     /* MC_KEY_* bits, 0 = free */
+    uint64_t hash[MC_KEYSET_SLOTS];
+};
+
+_Static_assert(MC_INFLIGHT_CALLS_MAX <= MC_KEYSET_MAX,
+               "a dispatch pass inserts < MC_INFLIGHT_CALLS_MAX keys");
+
+static unsigned keyset_get(const struct keyset *ks, uint64_t h)
+{
+    size_t i = (size_t)h & (MC_KEYSET_SLOTS - 1);
+
+    while (ks->mode[i] != 0) {
+        if (ks->hash[i] == h) {
+            return ks->mode[i];
+        }
+        i = (i + 1) & (MC_KEYSET_SLOTS - 1);
+    }
+    return 0;
+}
+
+/* Does @r conflict with a key in @ks: a write with any use of one of its
+ * keys, a read with a write? */
+static bool keyset_conflicts(const struct keyset *ks, const struct mc_req *r)
+{
+    unsigned clash = r->is_write ? MC_KEY_READ | MC_KEY_WRITE : MC_KEY_WRITE;
+    size_t i;
+
+    if (ks->n == 0) {
+        return false;
+    }
+    for (i = 0; i < r->ncalls; i++) {
+        if (keyset_get(ks, r->hashes[i]) & clash) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Record @r's keys; false (nothing recorded) if they might not fit. */
+static bool keyset_add(struct keyset *ks, const struct mc_req *r)
+{
+    unsigned m = r->is_write ? MC_KEY_WRITE : MC_KEY_READ;
+    size_t i;
+
+    if (ks->n + r->ncalls > MC_KEYSET_MAX) {
+        return false;
+    }
+    if (ks->n == 0) {
+        memset(ks->mode, 0, sizeof(ks->mode));
+    }
+    for (i = 0; i < r->ncalls; i++) {
+        uint64_t h = r->hashes[i];
+        size_t j = (size_t)h & (MC_KEYSET_SLOTS - 1);
+
+        while (ks->mode[j] != 0 && ks->hash[j] != h) {
+            j = (j + 1) & (MC_KEYSET_SLOTS - 1);
+        }
+        if (ks->mode[j] == 0) {
+            ks->hash[j] = h;
+            ks->n++;
+        }
+        ks->mode[j] |= (uint8_t)m;
+    }
+    return true;
+}
+
+/*
+ * One dispatch pass (see "Dispatch" at the top of the file): walk the queue
+ * in request order, collecting the keys of undone requests, and submit each
+ * undispatched request that conflicts with none of the undone requests
+ * before it and fits the bounds.
+ *
+ * Bounds. "Used" is c->unrendered_calls plus the calls of the requests this
+ * pass skipped for a conflict ("reserved"). A request is submitted only if
+ * used is 0 or used + its calls <= MC_INFLIGHT_CALLS_MAX, and the first one
+ * that does not fit ends the pass. Reserving matters: the calls of requests
+ * dispatched past a skipped one cannot be rendered before it, so without
+ * the reservation they could hold the whole in-flight budget and the
+ * skipped request would never fit (a deadlock). With it, the calls
+ * dispatched after the first undispatched request U plus U's own calls
+ * never exceed MC_INFLIGHT_CALLS_MAX (or U goes alone), so once everything
+ * before U is rendered, U can go.
+ *
+ * Cost. The walk stops at the last undispatched request, at an undone
+ * flush_all, or as soon as used reaches MC_INFLIGHT_CALLS_MAX (nothing
+ * after could fit). So the keys recorded are those of dispatched,
+ * unrendered calls plus reserved calls, fewer than MC_INFLIGHT_CALLS_MAX
+ * together, and the keys looked up are those of candidates that fit, at
+ * most MC_INFLIGHT_CALLS_MAX per pass (a bigger multi-get only fits when
+ * used is 0, i.e. nothing undone is before it, and is not looked up). A
+ * pass is thus O(requests walked) pointer steps plus O(MC_INFLIGHT_CALLS_MAX)
+ * hash probes; with a full queue (MC_PENDING_HIGH = 1024 requests, e.g. a
+ * long run of "version" lines between blocked writes) that is at most ~1024
+ * steps and ~128 probes per pass, and a pass runs once per pump (a read, a
+ * finished request, a finished write). Passes that cannot dispatch anything
+ * (nothing undispatched, output over MC_OUT_HIGH, budget full) return at
+ * once.
+ */
 static void conn_dispatch(struct mc_conn *c)
 {
-    while (c->next_dispatch && !c->closing) {
-        struct mc_req *r = c->next_dispatch;
-        if (!r->backend) {
-            c->next_dispatch = r->next;
-            continue;
+    struct keyset ks;
+    struct mc_req *r;
+    size_t left = c->undispatched;
+    size_t reserved = 0;
+    bool undone_before = false;
+
+    if (left == 0 || c->closing ||
+        c->out.len + c->wbuf.len >= MC_OUT_HIGH ||
+        c->unrendered_calls >= MC_INFLIGHT_CALLS_MAX) {
+        return;
+    }
+    ks.n = 0;
+    for (r = c->head; r != NULL && left > 0 && !c->closing; r = r->next) {
+        if (!r->backend || r->done) {
+            continue; /* no conflicts: nothing to do, or finished */
         }
-        if (c->inflight > 0 && r->is_write != c->run_write) {
+        if (!r->dispatched) {
+            size_t used = c->unrendered_calls + reserved;
+
+            left--;
+            if (used > 0 && used + r->ncalls > MC_INFLIGHT_CALLS_MAX) {
+                break;
+            }
+            if (r->barrier ? undone_before : keyset_conflicts(&ks, r)) {
+                reserved += r->ncalls;
+            } else {
+                req_submit(c, r);
+                if (r->done) {
+                    continue; /* completed inside submit */
+                }
+            }
+        }
+        /* r is undone: it holds back what conflicts with it. */
+        if (r->barrier || left == 0 ||
+            c->unrendered_calls + reserved >= MC_INFLIGHT_CALLS_MAX ||
+            !keyset_add(&ks, r)) {
             break;
         }
-        /* Replies are produced as calls complete; bound what can be in
-         * flight, and stop while the client is not reading its output. A
-         * request bigger than the bound goes alone. */
-        if (c->out.len + c->wbuf.len >= MC_OUT_HIGH ||
-            (c->unrendered_calls > 0 &&
-             c->unrendered_calls + r->ncalls > MC_INFLIGHT_CALLS_MAX)) {
-            break;
-        }
-        c->run_write = r->is_write;
-        c->next_dispatch = r->next;
-        req_submit(c, r);
+        undone_before = true;
     }
 }
 
@@ -911,7 +1071,7 @@ static void conn_close(struct mc_conn *c)
             req_free(r);
         }
     }
-    c->next_dispatch = NULL;
+    c->undispatched = 0;
     if (c->prev) {
         c->prev->next = c->next;
     } else {

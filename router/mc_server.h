@@ -3,10 +3,30 @@
  *
  * Listens on TCP, parses requests (mc_parse), turns each into cache_ops and
  * hands them to a backend: the local cache service in the standalone node, the
- * RPC client in the router. Replies go back in request order. Requests of one
- * connection are dispatched in runs: consecutive reads together, consecutive
- * writes together, and a run starts only when the previous one completed, so
- * a pipelined "set k; get k" always reads its own write.
+ * RPC client in the router. Replies go back in request order.
+ *
+ * Ordering within a connection is per key. A request is handed to the
+ * backend (submit) as soon as no earlier request of the same connection
+ * that has not completed yet, submitted or not, conflicts with it. Two
+ * requests conflict when they share a key and at least one of them is a
+ * write (every op but get/gets; gat and touch count as writes); flush_all
+ * conflicts with every request that uses the backend; requests that do not
+ * (version, verbosity, stats, errors) conflict with nothing. So:
+ *   - "set k; get k" reads its own write, "get k; set k" does not see the
+ *     set, and writes of one key are submitted one at a time, in order
+ *     (each after the previous one completed);
+ *   - a multi-get waits if any of its keys has an earlier pending write;
+ *   - flush_all is submitted after everything before it completed, and
+ *     nothing after it is submitted before it completed;
+ *   - requests on different keys do not wait for each other: a get is not
+ *     delayed by an unrelated set still being committed, and writes of
+ *     different keys may be in the backend together (submitted in request
+ *     order; the backend may complete them in any order).
+ * Keys are compared by a 64-bit hash; a collision only adds a wait. A
+ * request held back by a conflict also holds back the later requests that
+ * conflict with it. Replies, "stats" counters included, are produced in
+ * request order regardless; "quit" answers everything before it, then
+ * closes. Nothing is ordered across connections.
  *
  * Errors: construction failures return NULL with @errmsg. Bad input gets the
  * reply memcached gives (ERROR, CLIENT_ERROR ..., SERVER_ERROR ...) or a

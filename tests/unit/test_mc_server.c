@@ -11,9 +11,15 @@
  *          batch in reverse order (replies must still come out in order).
  *          Reads see the store when submitted, writes take effect when they
  *          complete (like a Raft commit), so a read dispatched alongside an
- *          earlier write would read stale data; it also counts submits that
- *          mix reads and writes in flight (run violations);
- *   HOLD   keeps calls until the test sets `release`, then acts as ASYNC.
+ *          earlier write of its key would read stale data; it also counts
+ *          submits that conflict with a call not yet called back (same key
+ *          and one of them a write, or a flush_all: ordering violations);
+ *   HOLD   keeps calls until the test sets `release`, then acts as ASYNC;
+ *          each increment of `steps` completes the calls held at one tick.
+ *
+ * Every submit is logged ("op key\n"), so tests can see what reached the
+ * backend and in which order. Violations are counted across connections,
+ * so tests run backend requests on one connection at a time.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -68,6 +74,12 @@ struct fake {
     int held;         /* atomic: calls waiting */
     int max_inflight; /* atomic */
     int submitted;    /* atomic */
+    int steps;        /* atomic: HOLD ticks to complete */
+    /* The batch whose callbacks are firing: [0, nfiring) not called yet. */
+    struct cache_call **firing;
+    size_t nfiring;
+    pthread_mutex_t mu; /* guards log */
+    struct buf log;
 };
 
 static struct fake_item *fake_find(struct fake *f, const struct cache_op *op)
@@ -258,19 +270,67 @@ static void fake_apply(struct fake *f, struct cache_call *call)
     }
 }
 
+static bool calls_conflict(const struct cache_call *a,
+                           const struct cache_call *b)
+{
+    if (a->op.type == CACHE_OP_FLUSH_ALL || b->op.type == CACHE_OP_FLUSH_ALL) {
+        return true;
+    }
+    if (!cache_op_is_write(a->op.type) && !cache_op_is_write(b->op.type)) {
+        return false;
+    }
+    return a->op.key_len == b->op.key_len &&
+           memcmp(a->op.key, b->op.key, a->op.key_len) == 0;
+}
+
+/* Is a call that has not called back yet in conflict with @call? */
+static bool fake_conflicts(const struct fake *f, const struct cache_call *call)
+{
+    size_t i;
+    for (i = 0; i < f->nqueue; i++) {
+        if (calls_conflict(f->queue[i], call)) {
+            return true;
+        }
+    }
+    for (i = 0; i < f->nfiring; i++) {
+        if (calls_conflict(f->firing[i], call)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* What reached the backend so far, one "op key" line per call. */
+static char *fake_log(struct fake *f)
+{
+    char *s;
+    pthread_mutex_lock(&f->mu);
+    s = xmalloc(f->log.len + 1);
+    if (f->log.len > 0) {
+        memcpy(s, f->log.data, f->log.len);
+    }
+    s[f->log.len] = '\0';
+    pthread_mutex_unlock(&f->mu);
+    return s;
+}
+
 static void fake_submit(void *data, struct cache_call *call)
 {
     struct fake *f = data;
     bool write = cache_op_is_write(call->op.type);
     int inflight;
 
+    pthread_mutex_lock(&f->mu);
+    buf_printf(&f->log, "%s %.*s\n", cache_op_name(call->op.type),
+               (int)call->op.key_len, call->op.key ? call->op.key : "");
+    pthread_mutex_unlock(&f->mu);
     __atomic_add_fetch(&f->submitted, 1, __ATOMIC_SEQ_CST);
     if (f->mode == FAKE_SYNC) {
         fake_apply(f, call);
         call->cb(call);
         return;
     }
-    if ((write && f->pending_reads > 0) || (!write && f->pending_writes > 0)) {
+    if (fake_conflicts(f, call)) {
         __atomic_add_fetch(&f->violations, 1, __ATOMIC_SEQ_CST);
     }
     if (write) {
@@ -310,14 +370,18 @@ static void fake_complete_all(struct fake *f)
             fake_apply(f, batch[i]);
         }
     }
+    f->firing = batch;
     for (i = n; i-- > 0;) {
         if (cache_op_is_write(batch[i]->op.type)) {
             f->pending_writes--;
         } else {
             f->pending_reads--;
         }
+        f->nfiring = i;
         batch[i]->cb(batch[i]);
     }
+    f->firing = NULL;
+    f->nfiring = 0;
     free(batch);
 }
 
@@ -338,6 +402,8 @@ static void fake_free(struct fake *f)
         free(f->items[i].val);
     }
     free(f->queue);
+    buf_free(&f->log);
+    pthread_mutex_destroy(&f->mu);
 }
 
 /* ---- fixture: loop thread ---------------------------------------------- */
@@ -359,7 +425,11 @@ static void on_tick(uv_timer_t *t)
 
     if (f->mode == FAKE_HOLD &&
         !__atomic_load_n(&f->release, __ATOMIC_SEQ_CST)) {
-        return;
+        if (f->nqueue == 0 ||
+            __atomic_load_n(&f->steps, __ATOMIC_SEQ_CST) == 0) {
+            return;
+        }
+        __atomic_sub_fetch(&f->steps, 1, __ATOMIC_SEQ_CST);
     }
     fake_complete_all(f);
 }
@@ -398,6 +468,8 @@ static struct fixture *start(enum fake_mode mode, uint32_t item_size_max,
     char errmsg[256];
 
     fx->fake.mode = mode;
+    pthread_mutex_init(&fx->fake.mu, NULL);
+    buf_init(&fx->fake.log);
     assert_int_equal(uv_loop_init(&fx->loop), 0);
     assert_int_equal(uv_async_init(&fx->loop, &fx->stop, on_stop), 0);
     fx->stop.data = fx;
@@ -783,7 +855,7 @@ static void test_close_with_pending_calls(void **state)
 
     (void)state;
     cl_sends(fd, "get a b c\r\nset b 0 0 1\r\nx\r\nget b\r\n");
-    wait_for(&fx->fake.held, 3); /* the get run; the set waits for it */
+    wait_for(&fx->fake.held, 3); /* the get; set b waits for it */
     /* A reset, not a FIN: on EOF the server would (rightly) wait to answer
      * what was asked before closing. */
     {
@@ -1035,6 +1107,253 @@ static void test_inflight_bound(void **state)
     stop(fx);
 }
 
+/* ---- per-key dispatch --------------------------------------------------- */
+
+/* Nothing more arrives within @ms. */
+static void cl_expect_quiet(int fd, int ms)
+{
+    char c;
+    ssize_t r;
+    usleep((useconds_t)ms * 1000);
+    r = recv(fd, &c, 1, MSG_DONTWAIT);
+    if (r >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+        fail_msg("expected nothing, recv gave %zd (errno %d, byte 0x%02x)", r,
+                 errno, r > 0 ? (unsigned char)c : 0);
+    }
+}
+
+/* The backend's log is exactly @want, and stays so for a while. */
+static void expect_log(struct fixture *fx, const char *want)
+{
+    char *got;
+    int i;
+    for (i = 0; i < 5000; i++) {
+        got = fake_log(&fx->fake);
+        if (strcmp(got, want) == 0) {
+            free(got);
+            break;
+        }
+        free(got);
+        usleep(1000);
+    }
+    usleep(50 * 1000);
+    got = fake_log(&fx->fake);
+    if (strcmp(got, want) != 0) {
+        print_error("backend log: want\n%s\ngot\n%s\n", want, got);
+        free(got);
+        fail();
+    }
+    free(got);
+}
+
+/* Complete what the held backend has now (one tick). */
+static void step(struct fixture *fx)
+{
+    __atomic_add_fetch(&fx->fake.steps, 1, __ATOMIC_SEQ_CST);
+    wait_for(&fx->fake.steps, 0);
+}
+
+static void release(struct fixture *fx)
+{
+    __atomic_store_n(&fx->fake.release, 1, __ATOMIC_SEQ_CST);
+}
+
+/* A held set k1 does not hold back reads of other keys, nor a write of
+ * another key, but holds back a get k1; replies stay in request order. */
+static void test_unrelated_write_does_not_block(void **state)
+{
+    struct fixture *fx = start(FAKE_HOLD, 0, 0);
+    int fd = cl_connect(fx->port);
+
+    (void)state;
+    cl_sends(fd, "set k1 0 0 1\r\na\r\nget k2\r\nget k1\r\n"
+                 "set k3 0 0 1\r\nc\r\nget k2\r\n");
+    expect_log(fx, "set k1\nget k2\nset k3\nget k2\n");
+    assert_int_equal(__atomic_load_n(&fx->fake.held, __ATOMIC_SEQ_CST), 4);
+    cl_expect_quiet(fd, 20); /* the head (set k1) is held */
+    step(fx);
+    /* The get k1 goes once the set completed, not before. */
+    expect_log(fx, "set k1\nget k2\nset k3\nget k2\nget k1\n");
+    cl_expect(fd, "STORED\r\nEND\r\n");
+    cl_expect_quiet(fd, 20); /* get k1 is held, and the rest waits */
+    release(fx);
+    cl_expect(fd, "VALUE k1 0 1\r\na\r\nEND\r\nSTORED\r\nEND\r\n");
+    assert_int_equal(fx->fake.violations, 0);
+    close(fd);
+    stop(fx);
+}
+
+/* set k; get k; set k; get k: each waits for the one before it, so the get
+ * sees the first set only and the second get the second set. */
+static void test_get_holds_back_later_set(void **state)
+{
+    struct fixture *fx = start(FAKE_HOLD, 0, 0);
+    int fd = cl_connect(fx->port);
+
+    (void)state;
+    cl_sends(fd, "set k 0 0 1\r\na\r\nget k\r\nset k 0 0 1\r\nb\r\nget k\r\n"
+                 "version\r\n");
+    expect_log(fx, "set k\n");
+    step(fx);
+    expect_log(fx, "set k\nget k\n"); /* the second set waits for the get */
+    step(fx);
+    expect_log(fx, "set k\nget k\nset k\n");
+    step(fx);
+    expect_log(fx, "set k\nget k\nset k\nget k\n");
+    release(fx);
+    cl_expect(fd, "STORED\r\nVALUE k 0 1\r\na\r\nEND\r\n"
+                  "STORED\r\nVALUE k 0 1\r\nb\r\nEND\r\n"
+                  "VERSION 1.6.18-ringmq-" RINGMQ_VERSION "\r\n");
+    assert_int_equal(fx->fake.violations, 0);
+    close(fd);
+    stop(fx);
+}
+
+/* flush_all waits for everything before it and holds back everything
+ * after it. */
+static void test_flush_all_barrier(void **state)
+{
+    struct fixture *fx = start(FAKE_HOLD, 0, 0);
+    int fd = cl_connect(fx->port);
+
+    (void)state;
+    cl_sends(fd, "set a 0 0 1\r\n1\r\nget b\r\nflush_all\r\nget a\r\n"
+                 "set d 0 0 1\r\n2\r\nget e\r\nversion\r\n");
+    expect_log(fx, "set a\nget b\n");
+    step(fx);
+    expect_log(fx, "set a\nget b\nflush_all \n");
+    step(fx);
+    expect_log(fx, "set a\nget b\nflush_all \nget a\nset d\nget e\n");
+    release(fx);
+    cl_expect(fd, "STORED\r\nEND\r\nOK\r\nEND\r\nSTORED\r\nEND\r\n"
+                  "VERSION 1.6.18-ringmq-" RINGMQ_VERSION "\r\n");
+    assert_int_equal(fx->fake.violations, 0);
+    close(fd);
+    stop(fx);
+}
+
+/* A multi-get one of whose keys has a pending write waits for it; a later
+ * get of another of its keys does not wait for the multi-get. */
+static void test_multiget_waits_for_write(void **state)
+{
+    struct fixture *fx = start(FAKE_HOLD, 0, 0);
+    int fd = cl_connect(fx->port);
+
+    (void)state;
+    cl_sends(fd, "set k2 0 0 1\r\nx\r\nget k1 k2 k3\r\nget k1\r\n");
+    expect_log(fx, "set k2\nget k1\n");
+    step(fx);
+    expect_log(fx, "set k2\nget k1\nget k1\nget k2\nget k3\n");
+    release(fx);
+    cl_expect(fd, "STORED\r\nVALUE k2 0 1\r\nx\r\nEND\r\nEND\r\n");
+    assert_int_equal(fx->fake.violations, 0);
+    close(fd);
+    stop(fx);
+}
+
+/* A request held back by a conflict holds back the later requests that
+ * conflict with it, even when nothing in the backend does. */
+static void test_skipped_request_not_overtaken(void **state)
+{
+    struct fixture *fx = start(FAKE_HOLD, 0, 0);
+    int fd = cl_connect(fx->port);
+
+    (void)state;
+    /* "get x k" waits for set x; "set k" must wait for "get x k" (which
+     * must not see it), although no call on k is in the backend. */
+    cl_sends(fd, "set x 0 0 1\r\n1\r\nget x k\r\nset k 0 0 1\r\nb\r\n"
+                 "get y\r\n");
+    expect_log(fx, "set x\nget y\n");
+    step(fx);
+    expect_log(fx, "set x\nget y\nget x\nget k\n");
+    step(fx);
+    expect_log(fx, "set x\nget y\nget x\nget k\nset k\n");
+    step(fx);
+    cl_expect(fd, "STORED\r\nVALUE x 0 1\r\n1\r\nEND\r\nSTORED\r\nEND\r\n");
+    /* Two writes of k then a read: the read waits for both, not just for
+     * the one in the backend. */
+    cl_sends(fd, "set k 0 0 1\r\nc\r\nset k 0 0 1\r\nd\r\nget k\r\n");
+    expect_log(fx, "set x\nget y\nget x\nget k\nset k\nset k\n");
+    step(fx);
+    expect_log(fx, "set x\nget y\nget x\nget k\nset k\nset k\nset k\n");
+    step(fx);
+    expect_log(fx,
+               "set x\nget y\nget x\nget k\nset k\nset k\nset k\nget k\n");
+    release(fx);
+    cl_expect(fd, "STORED\r\nSTORED\r\nVALUE k 0 1\r\nd\r\nEND\r\n");
+    assert_int_equal(fx->fake.violations, 0);
+    close(fd);
+    stop(fx);
+}
+
+/* Requests dispatched past one held back by a conflict cannot be rendered
+ * before it, so they must leave it room in the in-flight bound: here the
+ * 2-key get keeps 2 of the 64, and the gets after it take the rest (61)
+ * instead of all 63, which would leave it no room once the set renders. */
+static void test_inflight_bound_with_skipped(void **state)
+{
+    struct fixture *fx = start(FAKE_HOLD, 0, 0);
+    int fd = cl_connect(fx->port);
+    struct buf in, want;
+    int i;
+
+    (void)state;
+    buf_init(&in);
+    buf_init(&want);
+    buf_append_str(&in, "set k 0 0 1\r\nv\r\nget k z\r\n");
+    buf_append_str(&want, "STORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n");
+    for (i = 0; i < 200; i++) {
+        buf_append_str(&in, "get a\r\n");
+        buf_append_str(&want, "END\r\n");
+    }
+    cl_send(fd, in.data, in.len);
+    wait_for(&fx->fake.held, 62);
+    usleep(50 * 1000);
+    assert_int_equal(__atomic_load_n(&fx->fake.held, __ATOMIC_SEQ_CST), 62);
+    release(fx);
+    cl_expect_n(fd, want.data, want.len);
+    assert_int_equal(fx->fake.violations, 0);
+    buf_free(&in);
+    buf_free(&want);
+    close(fd);
+    stop(fx);
+}
+
+/* "stats" pipelined behind requests in the backend counts them all. */
+static void test_stats_pipelined(void **state)
+{
+    struct fixture *fx = start(FAKE_ASYNC, 0, 0);
+    int fd = cl_connect(fx->port);
+    const char *head = "STORED\r\nVALUE s 0 1\r\nx\r\nEND\r\nSTORED\r\n"
+                       "VALUE u 0 1\r\ny\r\nEND\r\nSTAT pid ";
+    struct buf b;
+
+    (void)state;
+    cl_sends(fd, "set s 0 0 1\r\nx\r\nget s t\r\nset u 0 0 1\r\ny\r\n"
+                 "get u\r\nstats\r\n");
+    buf_init(&b);
+    for (;;) {
+        char tmp[4096];
+        ssize_t r = recv(fd, tmp, sizeof(tmp), 0);
+        assert_true(r > 0);
+        buf_append(&b, tmp, (size_t)r);
+        if (b.len > 5 && memcmp(b.data + b.len - 5, "END\r\n", 5) == 0 &&
+            memmem(b.data, b.len, "STAT pid", 8) != NULL) {
+            break;
+        }
+    }
+    buf_append(&b, "", 1);
+    assert_true(strncmp(b.data, head, strlen(head)) == 0);
+    assert_int_equal(stat_value(b.data, "cmd_get"), 3);
+    assert_int_equal(stat_value(b.data, "cmd_set"), 2);
+    assert_int_equal(stat_value(b.data, "get_hits"), 2);
+    assert_int_equal(stat_value(b.data, "get_misses"), 1);
+    assert_int_equal(fx->fake.violations, 0);
+    buf_free(&b);
+    close(fd);
+    stop(fx);
+}
+
 /* Half-close: the replies to what was sent still arrive, then EOF. */
 static void test_half_close(void **state)
 {
@@ -1099,6 +1418,13 @@ int main(void)
         cmocka_unit_test(test_max_connections),
         cmocka_unit_test(test_backpressure),
         cmocka_unit_test(test_inflight_bound),
+        cmocka_unit_test(test_unrelated_write_does_not_block),
+        cmocka_unit_test(test_get_holds_back_later_set),
+        cmocka_unit_test(test_flush_all_barrier),
+        cmocka_unit_test(test_multiget_waits_for_write),
+        cmocka_unit_test(test_skipped_request_not_overtaken),
+        cmocka_unit_test(test_inflight_bound_with_skipped),
+        cmocka_unit_test(test_stats_pipelined),
         cmocka_unit_test(test_half_close),
         cmocka_unit_test(test_bad_config),
     };
