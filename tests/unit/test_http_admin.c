@@ -1097,8 +1097,8 @@ static void test_engine_garbage(void **state)
         "GET * HTTP/1.1\r\nHost: x\r\n\r\n",
         "get / HTTP/1.1\r\nHost: x\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
-        "GET / HTTP/1.1\r\nHost: x\r\n"
-        "Content-Length: 99999999999999999999999\r\n\r\n",
+        ("GET / HTTP/1.1\r\nHost: x\r\n"
+         "Content-Length: 99999999999999999999999\r\n\r\n"),
         "GET / HTTP/1.1\r\n Host: x\r\n\r\n",
     };
     size_t i;
