@@ -60,6 +60,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/le.h"
 #include "node/cache/cache_table.h"
 
 #define CACHE_MEM_LIMIT_DEFAULT (64ULL * 1024 * 1024)
@@ -769,25 +770,7 @@ void cache_sm_stats(const struct cache_sm *sm, struct cache_sm_stats *out)
  * Items go oldest first so restore rebuilds the same write order, hence the
  * same future evictions.
  */
-static unsigned char *put_u32(unsigned char *p, uint32_t v)
-{
-    int i;
 
-    for (i = 0; i < 4; i++) {
-        *p++ = (unsigned char)(v >> (8 * i));
-    }
-    return p;
-}
-
-static unsigned char *put_u64(unsigned char *p, uint64_t v)
-{
-    int i;
-
-    for (i = 0; i < 8; i++) {
-        *p++ = (unsigned char)(v >> (8 * i));
-    }
-    return p;
-}
 
 int cache_sm_snapshot(const struct cache_sm *sm,
                       void *(*alloc)(size_t),
@@ -806,88 +789,34 @@ int cache_sm_snapshot(const struct cache_sm *sm,
     if (buf == NULL) {
         return -1;
     }
-    p = put_u32(buf, SNAP_MAGIC);
-    p = put_u32(p, SNAP_VERSION);
-    p = put_u64(p, sm->clock_ms);
-    p = put_u64(p, sm->next_cas);
-    p = put_u64(p, sm->flush_ms);
-    p = put_u64(p, sm->table.count);
+    p = le_put_u32(buf, SNAP_MAGIC);
+    p = le_put_u32(p, SNAP_VERSION);
+    p = le_put_u64(p, sm->clock_ms);
+    p = le_put_u64(p, sm->next_cas);
+    p = le_put_u64(p, sm->flush_ms);
+    p = le_put_u64(p, sm->table.count);
     for (it = sm->oldest; it != NULL; it = it->newer) {
         *p++ = it->key_len;
-        p = put_u32(p, it->flags);
-        p = put_u32(p, it->value_len);
-        p = put_u64(p, it->exp_ms);
-        p = put_u64(p, it->cas);
+        p = le_put_u32(p, it->flags);
+        p = le_put_u32(p, it->value_len);
+        p = le_put_u64(p, it->exp_ms);
+        p = le_put_u64(p, it->cas);
         memcpy(p, it->data, (size_t)it->key_len + it->value_len);
         p += (size_t)it->key_len + it->value_len;
     }
-    p = put_u64(p, cache__hash(buf, (size_t)(p - buf), SNAP_SEED));
+    p = le_put_u64(p, cache__hash(buf, (size_t)(p - buf), SNAP_SEED));
     *out = buf;
     *out_len = len;
     return 0;
 }
 
-struct reader {
-    const unsigned char *p;
-    size_t left;
-};
 
-static bool get_u8(struct reader *r, uint8_t *v)
-{
-    if (r->left < 1) {
-        return false;
-    }
-    *v = r->p[0];
-    r->p++;
-    r->left--;
-    return true;
-}
 
-static bool get_u32(struct reader *r, uint32_t *v)
-{
-    int i;
 
-    if (r->left < 4) {
-        return false;
-    }
-    *v = 0;
-    for (i = 0; i < 4; i++) {
-        *v |= (uint32_t)r->p[i] << (8 * i);
-    }
-    r->p += 4;
-    r->left -= 4;
-    return true;
-}
 
-static bool get_u64(struct reader *r, uint64_t *v)
-{
-    int i;
-
-    if (r->left < 8) {
-        return false;
-    }
-    *v = 0;
-    for (i = 0; i < 8; i++) {
-        *v |= (uint64_t)r->p[i] << (8 * i);
-    }
-    r->p += 8;
-    r->left -= 8;
-    return true;
-}
-
-static bool get_bytes(struct reader *r, const unsigned char **p, size_t n)
-{
-    if (r->left < n) {
-        return false;
-    }
-    *p = r->p;
-    r->p += n;
-    r->left -= n;
-    return true;
-}
 
 /* Parse one item record into a new item linked into @tmp. */
-static bool restore_item(struct cache_sm *tmp, struct reader *r)
+static bool restore_item(struct cache_sm *tmp, struct le_reader *r)
 {
     const unsigned char *key;
     const unsigned char *value;
@@ -899,9 +828,9 @@ static bool restore_item(struct cache_sm *tmp, struct reader *r)
     uint64_t cas;
     uint64_t hash;
 
-    if (!get_u8(r, &key_len) || !get_u32(r, &flags) ||
-        !get_u32(r, &value_len) || !get_u64(r, &exp_ms) || !get_u64(r, &cas) ||
-        !get_bytes(r, &key, key_len) || !get_bytes(r, &value, value_len)) {
+    if (!le_get_u8(r, &key_len) || !le_get_u32(r, &flags) ||
+        !le_get_u32(r, &value_len) || !le_get_u64(r, &exp_ms) || !le_get_u64(r, &cas) ||
+        !le_get_bytes(r, &key, key_len) || !le_get_bytes(r, &value, value_len)) {
         return false;
     }
     /* A cas at or above next_cas would let a later store reuse it. */
@@ -931,7 +860,7 @@ static bool restore_item(struct cache_sm *tmp, struct reader *r)
 int cache_sm_restore(struct cache_sm *sm, const void *buf, size_t len)
 {
     struct cache_sm tmp;
-    struct reader r;
+    struct le_reader r;
     uint32_t magic;
     uint32_t version;
     uint64_t count;
@@ -943,7 +872,7 @@ int cache_sm_restore(struct cache_sm *sm, const void *buf, size_t len)
     }
     r.p = (const unsigned char *)buf + len - SNAP_TRAILER_LEN;
     r.left = SNAP_TRAILER_LEN;
-    get_u64(&r, &checksum);
+    le_get_u64(&r, &checksum);
     if (checksum != cache__hash(buf, len - SNAP_TRAILER_LEN, SNAP_SEED)) {
         goto err;
     }
@@ -953,12 +882,12 @@ int cache_sm_restore(struct cache_sm *sm, const void *buf, size_t len)
     memset(&tmp, 0, sizeof(tmp));
     tmp.mem_limit = sm->mem_limit;
     tmp.item_size_max = sm->item_size_max;
-    get_u32(&r, &magic);
-    get_u32(&r, &version);
-    get_u64(&r, &tmp.clock_ms);
-    get_u64(&r, &tmp.next_cas);
-    get_u64(&r, &tmp.flush_ms);
-    get_u64(&r, &count);
+    le_get_u32(&r, &magic);
+    le_get_u32(&r, &version);
+    le_get_u64(&r, &tmp.clock_ms);
+    le_get_u64(&r, &tmp.next_cas);
+    le_get_u64(&r, &tmp.flush_ms);
+    le_get_u64(&r, &count);
     if (magic != SNAP_MAGIC || version != SNAP_VERSION || tmp.next_cas == 0 ||
         count > r.left / SNAP_ITEM_FIXED) {
         goto err;

@@ -39,6 +39,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/le.h"
+
 #define DIGEST_SEED 0x6d712d6469676573ULL /* "mq-diges" */
 #define SNAP_SEED 0x6d712d736e617073ULL   /* "mq-snaps" */
 #define SNAP_MAGIC 0x51514d52U            /* "RMQQ" little-endian */
@@ -1808,40 +1810,16 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
 #define QF_HAD_CONSUMER 0x100
 #define QF_ALL 0x1ff
 
-static unsigned char *put_u16(unsigned char *p, uint16_t v)
-{
-    p[0] = (unsigned char)v;
-    p[1] = (unsigned char)(v >> 8);
-    return p + 2;
-}
 
-static unsigned char *put_u32(unsigned char *p, uint32_t v)
-{
-    int i;
 
-    for (i = 0; i < 4; i++) {
-        *p++ = (unsigned char)(v >> (8 * i));
-    }
-    return p;
-}
-
-static unsigned char *put_u64(unsigned char *p, uint64_t v)
-{
-    int i;
-
-    for (i = 0; i < 8; i++) {
-        *p++ = (unsigned char)(v >> (8 * i));
-    }
-    return p;
-}
 
 static unsigned char *put_msg(unsigned char *p, const struct mq_msg *m)
 {
-    p = put_u64(p, m->id);
-    p = put_u64(p, m->exp_ms);
-    p = put_u32(p, m->delivery_count);
+    p = le_put_u64(p, m->id);
+    p = le_put_u64(p, m->exp_ms);
+    p = le_put_u32(p, m->delivery_count);
     *p++ = m->redelivered ? 1 : 0;
-    p = put_u32(p, m->len);
+    p = le_put_u32(p, m->len);
     memcpy(p, m->data, m->len);
     return p + m->len;
 }
@@ -1873,13 +1851,13 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
     if (buf == NULL) {
         return -1;
     }
-    p = put_u32(buf, SNAP_MAGIC);
-    p = put_u32(p, SNAP_VERSION);
-    p = put_u64(p, sm->clock_ms);
-    p = put_u64(p, sm->next_msg_id);
-    p = put_u64(p, sm->next_tag);
-    p = put_u32(p, sm->dedup_words);
-    p = put_u64(p, sm->queues.count);
+    p = le_put_u32(buf, SNAP_MAGIC);
+    p = le_put_u32(p, SNAP_VERSION);
+    p = le_put_u64(p, sm->clock_ms);
+    p = le_put_u64(p, sm->next_msg_id);
+    p = le_put_u64(p, sm->next_tag);
+    p = le_put_u32(p, sm->dedup_words);
+    p = le_put_u64(p, sm->queues.count);
     for (q = sm->q_first; q != NULL; q = q->next) {
         uint16_t flags = (q->durable ? QF_DURABLE : 0) |
                          (q->exclusive ? QF_EXCLUSIVE : 0) |
@@ -1897,21 +1875,21 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
         *p++ = q->name_len;
         *p++ = q->dlx_len;
         *p++ = q->dlrk_len;
-        p = put_u16(p, flags);
-        p = put_u64(p, q->owner_router);
-        p = put_u64(p, q->owner_conn);
-        p = put_u64(p, q->ttl_ms);
-        p = put_u64(p, q->expires_ms);
-        p = put_u64(p, q->max_len);
-        p = put_u64(p, q->last_used_ms);
-        p = put_u64(p, q->ready.n);
+        p = le_put_u16(p, flags);
+        p = le_put_u64(p, q->owner_router);
+        p = le_put_u64(p, q->owner_conn);
+        p = le_put_u64(p, q->ttl_ms);
+        p = le_put_u64(p, q->expires_ms);
+        p = le_put_u64(p, q->max_len);
+        p = le_put_u64(p, q->last_used_ms);
+        p = le_put_u64(p, q->ready.n);
         memcpy(p, q->data, nlen);
         p += nlen;
         for (m = q->ready.head; m != NULL; m = m->next) {
             p = put_msg(p, m);
         }
     }
-    p = put_u64(p, sm->consumers.count);
+    p = le_put_u64(p, sm->consumers.count);
     for (c = sm->c_first; c != NULL; c = c->next) {
         /* queue index in creation order: O(queues) per consumer, fine for
          * the few consumers a shard has */
@@ -1919,105 +1897,43 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
         for (q = sm->q_first; q != c->q; q = q->next) {
             idx++;
         }
-        p = put_u64(p, c->id);
-        p = put_u64(p, c->router);
-        p = put_u64(p, c->conn);
-        p = put_u64(p, c->channel);
-        p = put_u64(p, idx);
+        p = le_put_u64(p, c->id);
+        p = le_put_u64(p, c->router);
+        p = le_put_u64(p, c->conn);
+        p = le_put_u64(p, c->channel);
+        p = le_put_u64(p, idx);
         *p++ = (unsigned char)((c->registered ? 1 : 0) |
                                (c->exclusive ? 2 : 0));
-        p = put_u64(p, c->unacked.n);
+        p = le_put_u64(p, c->unacked.n);
         for (m = c->unacked.head; m != NULL; m = m->next) {
-            p = put_u64(p, m->tag);
+            p = le_put_u64(p, m->tag);
             p = put_msg(p, m);
         }
     }
-    p = put_u64(p, sm->clients.count);
+    p = le_put_u64(p, sm->clients.count);
     for (cl = sm->cl_first; cl != NULL; cl = cl->next) {
         uint32_t i;
 
-        p = put_u64(p, cl->id);
-        p = put_u64(p, cl->max_seq);
+        p = le_put_u64(p, cl->id);
+        p = le_put_u64(p, cl->max_seq);
         for (i = 0; i < sm->dedup_words; i++) {
-            p = put_u64(p, cl->bits[i]);
+            p = le_put_u64(p, cl->bits[i]);
         }
     }
-    p = put_u64(p, hash_bytes(buf, (size_t)(p - buf), SNAP_SEED));
+    p = le_put_u64(p, hash_bytes(buf, (size_t)(p - buf), SNAP_SEED));
     *out = buf;
     *out_len = len;
     return 0;
 }
 
-struct reader {
-    const unsigned char *p;
-    size_t left;
-};
 
-static bool get_bytes(struct reader *r, const unsigned char **p, size_t n)
-{
-    if (r->left < n) {
-        return false;
-    }
-    *p = r->p;
-    r->p += n;
-    r->left -= n;
-    return true;
-}
 
-static bool get_u8(struct reader *r, uint8_t *v)
-{
-    const unsigned char *p;
 
-    if (!get_bytes(r, &p, 1)) {
-        return false;
-    }
-    *v = p[0];
-    return true;
-}
 
-static bool get_u16(struct reader *r, uint16_t *v)
-{
-    const unsigned char *p;
 
-    if (!get_bytes(r, &p, 2)) {
-        return false;
-    }
-    *v = (uint16_t)(p[0] | p[1] << 8);
-    return true;
-}
-
-static bool get_u32(struct reader *r, uint32_t *v)
-{
-    const unsigned char *p;
-    int i;
-
-    if (!get_bytes(r, &p, 4)) {
-        return false;
-    }
-    *v = 0;
-    for (i = 0; i < 4; i++) {
-        *v |= (uint32_t)p[i] << (8 * i);
-    }
-    return true;
-}
-
-static bool get_u64(struct reader *r, uint64_t *v)
-{
-    const unsigned char *p;
-    int i;
-
-    if (!get_bytes(r, &p, 8)) {
-        return false;
-    }
-    *v = 0;
-    for (i = 0; i < 8; i++) {
-        *v |= (uint64_t)p[i] << (8 * i);
-    }
-    return true;
-}
 
 /* One MSG record; ids must be < next_msg_id and delivery counts sane. */
-static struct mq_msg *restore_msg(const struct mq_sm *tmp, struct reader *r)
+static struct mq_msg *restore_msg(const struct mq_sm *tmp, struct le_reader *r)
 {
     const unsigned char *body;
     struct mq_msg *m;
@@ -2027,9 +1943,9 @@ static struct mq_msg *restore_msg(const struct mq_sm *tmp, struct reader *r)
     uint8_t redelivered;
     uint32_t len;
 
-    if (!get_u64(r, &id) || !get_u64(r, &exp_ms) || !get_u32(r, &count) ||
-        !get_u8(r, &redelivered) || !get_u32(r, &len) ||
-        !get_bytes(r, &body, len)) {
+    if (!le_get_u64(r, &id) || !le_get_u64(r, &exp_ms) || !le_get_u32(r, &count) ||
+        !le_get_u8(r, &redelivered) || !le_get_u32(r, &len) ||
+        !le_get_bytes(r, &body, len)) {
         return NULL;
     }
     if (id == 0 || id >= tmp->next_msg_id || redelivered > 1) {
@@ -2046,7 +1962,7 @@ static struct mq_msg *restore_msg(const struct mq_sm *tmp, struct reader *r)
     return m;
 }
 
-static bool restore_queue(struct mq_sm *tmp, struct reader *r,
+static bool restore_queue(struct mq_sm *tmp, struct le_reader *r,
                           struct mq_queue **index, uint64_t i)
 {
     const unsigned char *names;
@@ -2058,8 +1974,8 @@ static bool restore_queue(struct mq_sm *tmp, struct reader *r,
     uint64_t k;
     size_t nlen;
 
-    if (!get_u8(r, &lens[0]) || !get_u8(r, &lens[1]) || !get_u8(r, &lens[2]) ||
-        !get_u8(r, &lens[3]) || !get_u16(r, &flags) ||
+    if (!le_get_u8(r, &lens[0]) || !le_get_u8(r, &lens[1]) || !le_get_u8(r, &lens[2]) ||
+        !le_get_u8(r, &lens[3]) || !le_get_u16(r, &flags) ||
         (flags & ~QF_ALL) != 0 || lens[1] == 0) {
         return false;
     }
@@ -2085,10 +2001,10 @@ static bool restore_queue(struct mq_sm *tmp, struct reader *r,
     q->has_dlx = flags & QF_DLX;
     q->has_dlrk = flags & QF_DLRK;
     q->had_consumer = flags & QF_HAD_CONSUMER;
-    if (!get_u64(r, &q->owner_router) || !get_u64(r, &q->owner_conn) ||
-        !get_u64(r, &q->ttl_ms) || !get_u64(r, &q->expires_ms) ||
-        !get_u64(r, &q->max_len) || !get_u64(r, &q->last_used_ms) ||
-        !get_u64(r, &nready) || !get_bytes(r, &names, nlen) ||
+    if (!le_get_u64(r, &q->owner_router) || !le_get_u64(r, &q->owner_conn) ||
+        !le_get_u64(r, &q->ttl_ms) || !le_get_u64(r, &q->expires_ms) ||
+        !le_get_u64(r, &q->max_len) || !le_get_u64(r, &q->last_used_ms) ||
+        !le_get_u64(r, &nready) || !le_get_bytes(r, &names, nlen) ||
         nready > r->left / SNAP_MSG_FIXED) {
         goto err;
     }
@@ -2122,7 +2038,7 @@ err:
     return false;
 }
 
-static bool restore_consumer(struct mq_sm *tmp, struct reader *r,
+static bool restore_consumer(struct mq_sm *tmp, struct le_reader *r,
                              struct mq_queue **index, uint64_t nqueues)
 {
     struct mq_consumer *c;
@@ -2136,9 +2052,9 @@ static bool restore_consumer(struct mq_sm *tmp, struct reader *r,
     if (c == NULL) {
         return false;
     }
-    if (!get_u64(r, &c->id) || !get_u64(r, &c->router) ||
-        !get_u64(r, &c->conn) || !get_u64(r, &c->channel) ||
-        !get_u64(r, &qi) || !get_u8(r, &flags) || !get_u64(r, &n) ||
+    if (!le_get_u64(r, &c->id) || !le_get_u64(r, &c->router) ||
+        !le_get_u64(r, &c->conn) || !le_get_u64(r, &c->channel) ||
+        !le_get_u64(r, &qi) || !le_get_u8(r, &flags) || !le_get_u64(r, &n) ||
         qi >= nqueues || (flags & ~3) != 0 ||
         n > r->left / (8 + SNAP_MSG_FIXED) ||
         consumer_find(tmp, c->id) != NULL) {
@@ -2163,7 +2079,7 @@ static bool restore_consumer(struct mq_sm *tmp, struct reader *r,
         struct mq_msg *m;
         uint64_t tag;
 
-        if (!get_u64(r, &tag) || tag <= last_tag || tag >= tmp->next_tag ||
+        if (!le_get_u64(r, &tag) || tag <= last_tag || tag >= tmp->next_tag ||
             tag_find(tmp, tag) != NULL) {
             return false;
         }
@@ -2185,7 +2101,7 @@ static bool restore_consumer(struct mq_sm *tmp, struct reader *r,
     return c->registered || n > 0;
 }
 
-static bool restore_client(struct mq_sm *tmp, struct reader *r)
+static bool restore_client(struct mq_sm *tmp, struct le_reader *r)
 {
     struct mq_client *cl;
     uint32_t i;
@@ -2194,13 +2110,13 @@ static bool restore_client(struct mq_sm *tmp, struct reader *r)
     if (cl == NULL) {
         return false;
     }
-    if (!get_u64(r, &cl->id) || !get_u64(r, &cl->max_seq) ||
+    if (!le_get_u64(r, &cl->id) || !le_get_u64(r, &cl->max_seq) ||
         client_find(tmp, cl->id) != NULL) {
         free(cl);
         return false;
     }
     for (i = 0; i < tmp->dedup_words; i++) {
-        if (!get_u64(r, &cl->bits[i])) {
+        if (!le_get_u64(r, &cl->bits[i])) {
             free(cl);
             return false;
         }
@@ -2215,7 +2131,7 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
 {
     struct mq_sm tmp;
     struct mq_queue **index = NULL;
-    struct reader r;
+    struct le_reader r;
     uint32_t magic;
     uint32_t version;
     uint64_t checksum;
@@ -2228,7 +2144,7 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
     }
     r.p = (const unsigned char *)buf + len - SNAP_TRAILER_LEN;
     r.left = SNAP_TRAILER_LEN;
-    get_u64(&r, &checksum);
+    le_get_u64(&r, &checksum);
     if (checksum != hash_bytes(buf, len - SNAP_TRAILER_LEN, SNAP_SEED)) {
         goto err;
     }
@@ -2240,13 +2156,13 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
     }
     r.p = buf;
     r.left = len - SNAP_TRAILER_LEN;
-    get_u32(&r, &magic);
-    get_u32(&r, &version);
-    get_u64(&r, &tmp.clock_ms);
-    get_u64(&r, &tmp.next_msg_id);
-    get_u64(&r, &tmp.next_tag);
-    get_u32(&r, &tmp.dedup_words);
-    get_u64(&r, &nqueues);
+    le_get_u32(&r, &magic);
+    le_get_u32(&r, &version);
+    le_get_u64(&r, &tmp.clock_ms);
+    le_get_u64(&r, &tmp.next_msg_id);
+    le_get_u64(&r, &tmp.next_tag);
+    le_get_u32(&r, &tmp.dedup_words);
+    le_get_u64(&r, &nqueues);
     if (magic != SNAP_MAGIC || version != SNAP_VERSION ||
         tmp.next_msg_id == 0 || tmp.next_tag == 0 || tmp.dedup_words == 0 ||
         tmp.dedup_words > (1U << 24) / 64 ||
@@ -2262,7 +2178,7 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
             goto err_after_index;
         }
     }
-    if (!get_u64(&r, &n) || n > r.left / SNAP_CONSUMER_FIXED) {
+    if (!le_get_u64(&r, &n) || n > r.left / SNAP_CONSUMER_FIXED) {
         goto err_after_index;
     }
     for (i = 0; i < n; i++) {
@@ -2270,7 +2186,7 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
             goto err_after_index;
         }
     }
-    if (!get_u64(&r, &n) || n > r.left / 16) {
+    if (!le_get_u64(&r, &n) || n > r.left / 16) {
         goto err_after_index;
     }
     for (i = 0; i < n; i++) {
