@@ -420,6 +420,59 @@ void amqp_method_init(struct amqp_method *m, uint32_t id)
 #define FIELD(m, a, type) ((type *)((char *)(m) + (a)->offset))
 #define CFIELD(m, a, type) ((const type *)((const char *)(m) + (a)->offset))
 
+/* One non-bit argument or property of type @type between the wire and its
+ * struct field (bits are packed by the method loops). Shared by methods and
+ * content-header properties, which use the same field encodings. */
+static int get_value(struct amqp_reader *r, unsigned type, void *field)
+{
+    switch (type) {
+        case AMQP_ARG_OCTET:
+            return amqp_get_u8(r, field);
+        case AMQP_ARG_SHORT:
+            return amqp_get_u16(r, field);
+        case AMQP_ARG_LONG:
+            return amqp_get_u32(r, field);
+        case AMQP_ARG_LONGLONG:
+        case AMQP_ARG_TIMESTAMP:
+            return amqp_get_u64(r, field);
+        case AMQP_ARG_SHORTSTR:
+            return amqp_get_shortstr(r, field);
+        case AMQP_ARG_LONGSTR:
+            return amqp_get_longstr(r, field);
+        case AMQP_ARG_TABLE:
+            return amqp_table_decode(r, 0, field);
+        default:
+            return AMQP_ESYNTAX;
+    }
+}
+
+static int put_value(struct buf *out, unsigned type, const void *field)
+{
+    switch (type) {
+        case AMQP_ARG_OCTET:
+            amqp_put_u8(out, *(const uint8_t *)field);
+            return 0;
+        case AMQP_ARG_SHORT:
+            amqp_put_u16(out, *(const uint16_t *)field);
+            return 0;
+        case AMQP_ARG_LONG:
+            amqp_put_u32(out, *(const uint32_t *)field);
+            return 0;
+        case AMQP_ARG_LONGLONG:
+        case AMQP_ARG_TIMESTAMP:
+            amqp_put_u64(out, *(const uint64_t *)field);
+            return 0;
+        case AMQP_ARG_SHORTSTR:
+            return amqp_put_shortstr(out, *(const struct amqp_bytes *)field);
+        case AMQP_ARG_LONGSTR:
+            return amqp_put_longstr(out, *(const struct amqp_bytes *)field);
+        case AMQP_ARG_TABLE:
+            return amqp_table_encode(out, *(struct amqp_table *const *)field);
+        default:
+            return AMQP_ESYNTAX;
+    }
+}
+
 void amqp_method_free(struct amqp_method *m)
 {
     const struct amqp_method_info *info = m->info;
@@ -463,43 +516,16 @@ int amqp_method_decode(const void *payload, size_t len, struct amqp_method *m)
         const struct amqp_arg_info *a = &info->args[i];
 
         if (a->type != AMQP_ARG_BIT) {
-            nbits = 8;
-        }
-        switch (a->type) {
-            case AMQP_ARG_OCTET:
-                rv = amqp_get_u8(&r, FIELD(m, a, uint8_t));
-                break;
-            case AMQP_ARG_SHORT:
-                rv = amqp_get_u16(&r, FIELD(m, a, uint16_t));
-                break;
-            case AMQP_ARG_LONG:
-                rv = amqp_get_u32(&r, FIELD(m, a, uint32_t));
-                break;
-            case AMQP_ARG_LONGLONG:
-            case AMQP_ARG_TIMESTAMP:
-                rv = amqp_get_u64(&r, FIELD(m, a, uint64_t));
-                break;
-            case AMQP_ARG_SHORTSTR:
-                rv = amqp_get_shortstr(&r, FIELD(m, a, struct amqp_bytes));
-                break;
-            case AMQP_ARG_LONGSTR:
-                rv = amqp_get_longstr(&r, FIELD(m, a, struct amqp_bytes));
-                break;
-            case AMQP_ARG_BIT:
-                rv = 0;
-                if (nbits == 8) {
-                    rv = amqp_get_u8(&r, &bits);
-                    nbits = 0;
-                }
-                *FIELD(m, a, bool) = (bits >> nbits) & 1;
-                nbits++;
-                break;
-            case AMQP_ARG_TABLE:
-                rv = amqp_table_decode(&r, 0, FIELD(m, a, struct amqp_table *));
-                break;
-            default:
-                rv = AMQP_ESYNTAX;
-                break;
+            nbits = 8; /* a following bit starts a new octet */
+            rv = get_value(&r, a->type, FIELD(m, a, char));
+        } else {
+            rv = 0;
+            if (nbits == 8) {
+                rv = amqp_get_u8(&r, &bits);
+                nbits = 0;
+            }
+            *FIELD(m, a, bool) = (bits >> nbits) & 1;
+            nbits++;
         }
         if (rv != 0) {
             goto err_after_args;
@@ -534,43 +560,18 @@ int amqp_method_encode_payload(struct buf *out, const struct amqp_method *m)
         const struct amqp_arg_info *a = &info->args[i];
 
         if (a->type != AMQP_ARG_BIT) {
-            nbits = 8;
-        }
-        switch (a->type) {
-            case AMQP_ARG_OCTET:
-                amqp_put_u8(out, *CFIELD(m, a, uint8_t));
-                break;
-            case AMQP_ARG_SHORT:
-                amqp_put_u16(out, *CFIELD(m, a, uint16_t));
-                break;
-            case AMQP_ARG_LONG:
-                amqp_put_u32(out, *CFIELD(m, a, uint32_t));
-                break;
-            case AMQP_ARG_LONGLONG:
-            case AMQP_ARG_TIMESTAMP:
-                amqp_put_u64(out, *CFIELD(m, a, uint64_t));
-                break;
-            case AMQP_ARG_SHORTSTR:
-                rv = amqp_put_shortstr(out, *CFIELD(m, a, struct amqp_bytes));
-                break;
-            case AMQP_ARG_LONGSTR:
-                rv = amqp_put_longstr(out, *CFIELD(m, a, struct amqp_bytes));
-                break;
-            case AMQP_ARG_BIT:
-                if (nbits == 8) {
-                    bits_at = out->len;
-                    amqp_put_u8(out, 0);
-                    nbits = 0;
-                }
-                if (*CFIELD(m, a, bool)) {
-                    out->data[bits_at] =
-                        (char)(out->data[bits_at] | (1 << nbits));
-                }
-                nbits++;
-                break;
-            case AMQP_ARG_TABLE:
-                rv = amqp_table_encode(out, *CFIELD(m, a, struct amqp_table *));
-                break;
+            nbits = 8; /* a following bit starts a new octet */
+            rv = put_value(out, a->type, CFIELD(m, a, char));
+        } else {
+            if (nbits == 8) {
+                bits_at = out->len;
+                amqp_put_u8(out, 0);
+                nbits = 0;
+            }
+            if (*CFIELD(m, a, bool)) {
+                out->data[bits_at] = (char)(out->data[bits_at] | (1 << nbits));
+            }
+            nbits++;
         }
         if (rv != 0) {
             out->len = start;
@@ -657,23 +658,7 @@ int amqp_content_header_decode(const void *payload,
         if ((p->flags & (1u << (15 - i))) == 0) {
             continue;
         }
-        switch (a->type) {
-            case AMQP_ARG_OCTET:
-                rv = amqp_get_u8(&r, FIELD(p, a, uint8_t));
-                break;
-            case AMQP_ARG_TIMESTAMP:
-                rv = amqp_get_u64(&r, FIELD(p, a, uint64_t));
-                break;
-            case AMQP_ARG_SHORTSTR:
-                rv = amqp_get_shortstr(&r, FIELD(p, a, struct amqp_bytes));
-                break;
-            case AMQP_ARG_TABLE:
-                rv = amqp_table_decode(&r, 0, FIELD(p, a, struct amqp_table *));
-                break;
-            default:
-                rv = AMQP_ESYNTAX;
-                break;
-        }
+        rv = get_value(&r, a->type, FIELD(p, a, char));
         if (rv != 0) {
             goto err_after_props;
         }
@@ -710,20 +695,7 @@ int amqp_content_header_encode_payload(struct buf *out,
         if ((p->flags & (1u << (15 - i))) == 0) {
             continue;
         }
-        switch (a->type) {
-            case AMQP_ARG_OCTET:
-                amqp_put_u8(out, *CFIELD(p, a, uint8_t));
-                break;
-            case AMQP_ARG_TIMESTAMP:
-                amqp_put_u64(out, *CFIELD(p, a, uint64_t));
-                break;
-            case AMQP_ARG_SHORTSTR:
-                rv = amqp_put_shortstr(out, *CFIELD(p, a, struct amqp_bytes));
-                break;
-            case AMQP_ARG_TABLE:
-                rv = amqp_table_encode(out, *CFIELD(p, a, struct amqp_table *));
-                break;
-        }
+        rv = put_value(out, a->type, CFIELD(p, a, char));
     }
     if (rv != 0) {
         out->len = start;
