@@ -1,0 +1,172 @@
+/*
+ * meta_sm: the deterministic state machine of the meta group: exchanges and
+ * bindings of every vhost, and the routing function over them.
+ *
+ * Pure: no loop, no clock, no sockets, no AMQP codec. The meta group applies
+ * it through Raft; every edge (router, standalone node) keeps a read-only
+ * copy restored from meta_sm_snapshot() bytes and routes publishes with
+ * meta_sm_route() on that copy. Queues are NOT declared here: a queue lives
+ * in its data shard (mq_sm); a binding names its destination queue and the
+ * edge checks the queue exists before it binds.
+ *
+ *   - Version: every command that changes the state increments a counter,
+ *     replicated (part of snapshots), so a copy can tell it is behind.
+ *   - Pre-declared: every vhost that is mentioned exists implicitly with the
+ *     default exchange "" (direct, every queue bound by its own name, never
+ *     listed as bindings) and amq.direct, amq.fanout, amq.topic,
+ *     amq.headers, amq.match (headers) — all durable. They cannot be
+ *     declared with another type, deleted, or bound to/from ("" only).
+ *   - Headers exchange arguments and message headers are given as lists of
+ *     (key, encoded AMQP field value) pairs: the value is the field's type
+ *     octet followed by its encoding, exactly as in a field table. Matching
+ *     compares those bytes (x-match all / any / all-with-x / any-with-x;
+ *     keys beginning with "x-" are ignored except in the -with-x modes).
+ *   - Topic: routing keys and binding keys are '.'-separated words; '*'
+ *     matches exactly one word, '#' zero or more; an empty key has one empty
+ *     word (RabbitMQ's rules: "#" matches everything including "", "*"
+ *     matches "" but not "a.b", "a.#" matches "a").
+ *
+ * Errors are results carrying the AMQP reply code and RabbitMQ's text; the
+ * only C error returns are out-of-memory and corrupt snapshots.
+ *
+ * Ownership: pointers in a struct meta_sm_cmd are borrowed for the call.
+ * Route results are owned by the struct meta_sm_route_result (clear it).
+ */
+#ifndef RINGMQ_META_SM_H
+#define RINGMQ_META_SM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define META_SM_NAME_MAX 255
+
+enum meta_sm_exchange_type {
+    META_SM_DIRECT = 0,
+    META_SM_FANOUT,
+    META_SM_TOPIC,
+    META_SM_HEADERS,
+    META_SM_EXCHANGE_TYPE__COUNT
+};
+
+/* Parse "direct", "fanout", "topic", "headers". -1 if unknown. */
+int meta_sm_exchange_type_parse(const char *s, size_t len);
+const char *meta_sm_exchange_type_name(enum meta_sm_exchange_type t);
+
+/* One (key, encoded field value) pair; see the header comment. */
+struct meta_sm_kv {
+    const char *key;
+    size_t key_len;
+    const void *value;
+    size_t value_len;
+};
+
+enum meta_sm_cmd_type {
+    META_SM_EXCHANGE_DECLARE = 0,
+    META_SM_EXCHANGE_DELETE,
+    META_SM_BIND,        /* queue.bind, or exchange.bind when dest_is_exchange */
+    META_SM_UNBIND,      /* queue.unbind / exchange.unbind */
+    META_SM_QUEUE_GONE,  /* a queue was deleted: drop every binding to it */
+    META_SM_CMD__COUNT
+};
+
+/*
+ * One command. Fields not listed for a type are ignored.
+ *   EXCHANGE_DECLARE  vhost, exchange, type, passive, durable, auto_delete,
+ *                     internal, args (kept as given; compared byte-wise on
+ *                     redeclare is NOT done: RabbitMQ compares only a few)
+ *   EXCHANGE_DELETE   vhost, exchange, if_unused
+ *   BIND / UNBIND     vhost, exchange (source), dest, dest_is_exchange,
+ *                     routing_key, args (the binding's arguments; for a
+ *                     headers exchange also its match spec)
+ *   QUEUE_GONE        vhost, dest (the queue)
+ */
+struct meta_sm_cmd {
+    enum meta_sm_cmd_type type;
+    const char *vhost;
+    size_t vhost_len;
+    const char *exchange;
+    size_t exchange_len;
+    enum meta_sm_exchange_type exchange_type;
+    bool passive;
+    bool durable;
+    bool auto_delete;
+    bool internal;
+    bool if_unused;
+    const char *dest;
+    size_t dest_len;
+    bool dest_is_exchange;
+    const char *routing_key;
+    size_t routing_key_len;
+    const struct meta_sm_kv *args;
+    size_t n_args;
+};
+
+struct meta_sm_result {
+    uint16_t reply_code;    /* 0 = ok; else 403/404/406/530... */
+    const char *reply_text; /* static; "" when ok */
+    /* Whether the reply is a connection error (e.g. 503 COMMAND_INVALID for
+     * an unknown exchange type is decided by the edge, not here). */
+    uint64_t version; /* state version after the command */
+    bool changed;
+};
+
+struct meta_sm;
+
+struct meta_sm *meta_sm_new(void); /* NULL if allocation fails */
+void meta_sm_free(struct meta_sm *sm);
+
+/* Apply one committed command. Never fails except out of memory, which
+ * answers reply_code 541 (INTERNAL_ERROR) and changes nothing. */
+void meta_sm_apply(struct meta_sm *sm, const struct meta_sm_cmd *cmd,
+                   struct meta_sm_result *res);
+
+uint64_t meta_sm_version(const struct meta_sm *sm);
+
+/* Exchange lookup for the edge (exists? type? internal?). Returns 0 and fills
+ * what is non-NULL, or -1 if the exchange does not exist. The default
+ * exchange "" exists in every vhost. */
+int meta_sm_exchange_info(const struct meta_sm *sm, const char *vhost,
+                          size_t vhost_len, const char *exchange,
+                          size_t exchange_len,
+                          enum meta_sm_exchange_type *type, bool *durable,
+                          bool *internal);
+
+/* Queue names a publish reaches, each once, in a deterministic order. */
+struct meta_sm_route_result {
+    struct meta_sm_route_queue {
+        const char *name; /* owned by the result, not NUL-terminated */
+        size_t len;
+    } *queues;
+    size_t n_queues;
+    bool exchange_missing; /* the exchange does not exist (404) */
+};
+
+void meta_sm_route_result_init(struct meta_sm_route_result *r);
+void meta_sm_route_result_clear(struct meta_sm_route_result *r);
+
+/* Route a message published to @exchange with @routing_key and @headers
+ * (message headers, only for headers exchanges; may be NULL/0). The default
+ * exchange "" yields the queue named @routing_key whether or not it exists
+ * (the edge finds out). Exchange-to-exchange bindings are followed, each
+ * exchange visited once. Returns 0, or -1 out of memory. */
+int meta_sm_route(const struct meta_sm *sm, const char *vhost,
+                  size_t vhost_len, const char *exchange, size_t exchange_len,
+                  const char *routing_key, size_t routing_key_len,
+                  const struct meta_sm_kv *headers, size_t n_headers,
+                  struct meta_sm_route_result *out);
+
+/* True if @queue has at least one binding (for listing; not needed to
+ * route). Counts of exchanges and bindings for stats. */
+void meta_sm_counts(const struct meta_sm *sm, uint64_t *exchanges,
+                    uint64_t *bindings);
+
+uint64_t meta_sm_digest(const struct meta_sm *sm);
+
+/* Whole state (including version) into one buffer from @alloc. 0 or -1. */
+int meta_sm_snapshot(const struct meta_sm *sm, void *(*alloc)(size_t),
+                     void **out, size_t *out_len);
+/* Replace the whole state; @buf borrowed; on error (-1) the state is kept. */
+int meta_sm_restore(struct meta_sm *sm, const void *buf, size_t len);
+
+#endif

@@ -1,0 +1,60 @@
+/*
+ * amqp_remote: the router's struct amqp_broker: queue commands go over the
+ * internal RPC to the leader of the queue's shard group ("<shard>.mq"),
+ * exchange and binding commands to the leader of the "meta" group, which
+ * runs on the members of the map's first shard (docs/cluster.md).
+ *
+ *   amqp_conn --submit--> amqp_remote --RpcRequest{mq|meta}--> group leader
+ *                              ^  meta view <-- MetaWatch long poll (meta)
+ *
+ * Leader tracking per group: a guess (member index), moved by NOT_LEADER
+ * hints at once, and to the next member after NO_GROUP, refused connections
+ * or NOT_LEADER without a hint (after a short backoff). Only requests the
+ * node certainly did not execute are retried here, until the request
+ * deadline; an unknown outcome (timeout, connection lost after sending,
+ * RPC_UNAVAILABLE) completes with AMQP_BROKER_UNAVAILABLE and the edge
+ * decides (ENQUEUE carries its dedup id, so the edge retries it).
+ *
+ * The meta view: a meta_sm restored from the snapshot in every MetaResult
+ * and MetaWatch answer whose version is newer. A watch is always pending on
+ * the meta leader, so changes made through other routers arrive within a
+ * round trip.
+ *
+ * Errors: amqp_remote_new() returns NULL with a reason in @errmsg. Calls
+ * never fail synchronously: they complete through their callback, possibly
+ * before submit returns (closing). Everything runs on the loop thread.
+ */
+#ifndef RINGMQ_AMQP_REMOTE_H
+#define RINGMQ_AMQP_REMOTE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <uv.h>
+
+#include "common/cluster_map.h"
+#include "router/amqp_broker.h"
+
+struct amqp_remote_config {
+    const struct cluster_map *map; /* copied */
+    unsigned request_timeout_ms;   /* not-executed retries; 0 = 5000 */
+};
+
+struct amqp_remote;
+
+struct amqp_remote *amqp_remote_new(uv_loop_t *loop,
+                                    const struct amqp_remote_config *cfg,
+                                    char *errmsg, size_t errlen);
+
+/* The broker table for amqp_server_new(); valid until close. */
+struct amqp_broker amqp_remote_broker(struct amqp_remote *r);
+
+/* The meta view has been loaded at least once. */
+bool amqp_remote_meta_ready(const struct amqp_remote *r);
+
+/* Fail calls in flight and parked (AMQP_BROKER_CLOSING), close the RPC
+ * clients; freed before @cb(@data) runs. Call once. */
+void amqp_remote_close(struct amqp_remote *r, void (*cb)(void *data),
+                       void *data);
+
+#endif
