@@ -71,6 +71,17 @@ def free_port():
         return port
 
 
+def free_raft_port():
+    """A raft port P with P+1 and P+2 free too: a node's queue group listens
+    on P+1 and the meta group on P+2 (docs/cluster.md)."""
+    while True:
+        port = free_port()
+        if all(p not in _given_ports and port_free(p)
+               for p in (port + 1, port + 2)):
+            _given_ports.update((port + 1, port + 2))
+            return port
+
+
 def port_free(port):
     with socket.socket() as s:
         try:

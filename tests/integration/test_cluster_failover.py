@@ -16,7 +16,7 @@ class Cluster:
     def __init__(self, n=3, extra=()):
         self.dir = rt.tmpdir("ringmq-cluster-")
         self.rpc = [rt.free_port() for _ in range(n)]
-        self.raft = [rt.free_port() for _ in range(n)]
+        self.raft = [rt.free_raft_port() for _ in range(n)]
         members = []
         for i in range(n):
             members += ["--member", "%d@127.0.0.1:%d@127.0.0.1:%d" %

@@ -34,7 +34,9 @@ class LocalCluster:
         while True:
             self.off = random.randrange(1000, 14000, 10)
             ports = [p + self.off for p in
-                     list(range(7101, 7107)) + list(range(7201, 7207)) +
+                     list(range(7101, 7107)) +
+                     [7200 + 10 * i + k for i in range(1, 7)
+                      for k in range(3)] +
                      [11211, 11212, 9101, 9102]]
             if all(rt.port_free(p) for p in ports):
                 break
