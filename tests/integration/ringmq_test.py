@@ -72,8 +72,8 @@ def free_port():
 
 
 def free_raft_port():
-    """A raft port P with P+1 and P+2 free too: a node's queue group listens
-    on P+1 and the meta group on P+2 (docs/cluster.md)."""
+    """A raft port P with P+1 and P+2 free too: those are reserved for a
+    member's queue and meta groups (docs/cluster.md)."""
     while True:
         port = free_port()
         if all(p not in _given_ports and port_free(p)
