@@ -26,8 +26,13 @@
  *     word (RabbitMQ's rules: "#" matches everything including "", "*"
  *     matches "" but not "a.b", "a.#" matches "a").
  *
- * Errors are results carrying the AMQP reply code and RabbitMQ's text; the
- * only C error returns are out-of-memory and corrupt snapshots.
+ * Errors are results carrying the AMQP reply code and RabbitMQ's reply text
+ * without the names (the edge adds them: "... for exchange 'x' in vhost
+ * '/'"); the only C error return is a corrupt snapshot. Memory comes from
+ * xmalloc (common/buf.h): out of memory aborts, as for the cache tables.
+ *
+ * Scale: exchanges and bindings are arrays scanned linearly (the meta state
+ * is what applications declare, normally tens to hundreds of entries).
  *
  * Ownership: pointers in a struct meta_sm_cmd are borrowed for the call.
  * Route results are owned by the struct meta_sm_route_result (clear it).
@@ -105,8 +110,8 @@ struct meta_sm_cmd {
 struct meta_sm_result {
     uint16_t reply_code;    /* 0 = ok; else 403/404/406/530... */
     const char *reply_text; /* static; "" when ok */
-    /* Whether the reply is a connection error (e.g. 503 COMMAND_INVALID for
-     * an unknown exchange type is decided by the edge, not here). */
+    /* 503 (an exchange type out of range) is a connection error for the
+     * edge; every other code is a channel error. */
     uint64_t version; /* state version after the command */
     bool changed;
 };
@@ -116,8 +121,8 @@ struct meta_sm;
 struct meta_sm *meta_sm_new(void); /* NULL if allocation fails */
 void meta_sm_free(struct meta_sm *sm);
 
-/* Apply one committed command. Never fails except out of memory, which
- * answers reply_code 541 (INTERNAL_ERROR) and changes nothing. */
+/* Apply one committed command. Errors are in @res; a command that fails
+ * changes nothing. */
 void meta_sm_apply(struct meta_sm *sm, const struct meta_sm_cmd *cmd,
                    struct meta_sm_result *res);
 
@@ -149,18 +154,19 @@ void meta_sm_route_result_clear(struct meta_sm_route_result *r);
  * (message headers, only for headers exchanges; may be NULL/0). The default
  * exchange "" yields the queue named @routing_key whether or not it exists
  * (the edge finds out). Exchange-to-exchange bindings are followed, each
- * exchange visited once. Returns 0, or -1 out of memory. */
+ * exchange visited once. Returns 0. */
 int meta_sm_route(const struct meta_sm *sm, const char *vhost,
                   size_t vhost_len, const char *exchange, size_t exchange_len,
                   const char *routing_key, size_t routing_key_len,
                   const struct meta_sm_kv *headers, size_t n_headers,
                   struct meta_sm_route_result *out);
 
-/* True if @queue has at least one binding (for listing; not needed to
- * route). Counts of exchanges and bindings for stats. */
+/* Declared exchanges (pre-declared ones not counted) and bindings. */
 void meta_sm_counts(const struct meta_sm *sm, uint64_t *exchanges,
                     uint64_t *bindings);
 
+/* A 64-bit hash of the snapshot bytes: equal on replicas that applied the
+ * same commands (creation order is part of the state). */
 uint64_t meta_sm_digest(const struct meta_sm *sm);
 
 /* Whole state (including version) into one buffer from @alloc. 0 or -1. */
