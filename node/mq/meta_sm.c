@@ -593,8 +593,8 @@ static bool next_word(const char *s, size_t len, size_t *pos, const char **w,
     return true;
 }
 
-/* RabbitMQ's topic rules: '*' is exactly one word, '#' zero or more; "" is
- * one empty word. Backtracking on '#' only, bounded by the 255-byte keys. */
+/* RabbitMQ's topic rules: '*' is exactly one word, '#' zero or more; ""
+ * has no words (so "*" does not match it), "." has two empty ones. Backtracking on '#' only, bounded by the 255-byte keys. */
 static bool topic_match(const char *pat, size_t plen, size_t ppos,
                         const char *key, size_t klen, size_t kpos)
 {
@@ -696,7 +696,9 @@ static bool binding_routes(const struct mbind *b,
         case META_SM_DIRECT:
             return mstr_eq(&b->key, rk, rklen);
         case META_SM_TOPIC:
-            return topic_match(b->key.p, b->key.len, 0, rk, rklen, 0);
+            /* Start past the end of an empty key: zero words. */
+            return topic_match(b->key.p, b->key.len, b->key.len == 0 ? 1 : 0,
+                               rk, rklen, rklen == 0 ? 1 : 0);
         case META_SM_HEADERS:
             return headers_match(&b->args, h, n);
         default:

@@ -22,9 +22,9 @@
  *     compares those bytes (x-match all / any / all-with-x / any-with-x;
  *     keys beginning with "x-" are ignored except in the -with-x modes).
  *   - Topic: routing keys and binding keys are '.'-separated words; '*'
- *     matches exactly one word, '#' zero or more; an empty key has one empty
- *     word (RabbitMQ's rules: "#" matches everything including "", "*"
- *     matches "" but not "a.b", "a.#" matches "a").
+ *     matches exactly one word, '#' zero or more; an empty key has no
+ *     words (RabbitMQ's rules: "#" matches everything including "", "*"
+ *     matches "a" but not "" (no words) or "a.b", "a.#" matches "a").
  *
  * Errors are results carrying the AMQP reply code and RabbitMQ's reply text
  * without the names (the edge adds them: "... for exchange 'x' in vhost

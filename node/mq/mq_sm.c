@@ -224,6 +224,7 @@ struct mq_queue {
     bool has_ttl;
     bool has_expires;
     bool has_max_len;
+    bool overflow_reject; /* x-overflow reject-publish */
     bool has_dlx;
     bool has_dlrk;
     uint64_t owner_router;
@@ -409,6 +410,7 @@ static void set_error(struct mq_sm_result *res, enum mq_sm_status st,
         [MQ_SM_PRECONDITION_FAILED] = MQ_SM_REPLY_PRECONDITION_FAILED,
         [MQ_SM_ACCESS_REFUSED] = MQ_SM_REPLY_ACCESS_REFUSED,
         [MQ_SM_NO_MEMORY] = 0,
+        [MQ_SM_REJECTED] = 0,
     };
 
     res->status = st;
@@ -853,32 +855,38 @@ static struct mq_queue *queue_lookup(struct mq_sm *sm,
     return q;
 }
 
-static bool args_equal(const struct mq_queue *q,
-                       const struct mq_sm_queue_args *a)
+/* The reply text naming the first argument that differs, or NULL. */
+static const char *args_differ(const struct mq_queue *q,
+                               const struct mq_sm_queue_args *a)
 {
     if (q->has_ttl != a->has_message_ttl ||
         (q->has_ttl && q->ttl_ms != a->message_ttl_ms)) {
-        return false;
+        return "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl'";
     }
     if (q->has_expires != a->has_expires ||
         (q->has_expires && q->expires_ms != a->expires_ms)) {
-        return false;
+        return "PRECONDITION_FAILED - inequivalent arg 'x-expires'";
     }
     if (q->has_max_len != a->has_max_length ||
         (q->has_max_len && q->max_len != a->max_length)) {
-        return false;
+        return "PRECONDITION_FAILED - inequivalent arg 'x-max-length'";
+    }
+    if (q->overflow_reject != a->overflow_reject) {
+        return "PRECONDITION_FAILED - inequivalent arg 'x-overflow'";
     }
     if (q->has_dlx != a->has_dlx ||
         (q->has_dlx && (q->dlx_len != a->dlx_len ||
                         memcmp(q_dlx(q), a->dlx, a->dlx_len) != 0))) {
-        return false;
+        return "PRECONDITION_FAILED - inequivalent arg "
+               "'x-dead-letter-exchange'";
     }
     if (q->has_dlrk != a->has_dlrk ||
         (q->has_dlrk && (q->dlrk_len != a->dlrk_len ||
                          memcmp(q_dlrk(q), a->dlrk, a->dlrk_len) != 0))) {
-        return false;
+        return "PRECONDITION_FAILED - inequivalent arg "
+               "'x-dead-letter-routing-key'";
     }
-    return true;
+    return NULL;
 }
 
 static void apply_declare(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
@@ -923,9 +931,8 @@ static void apply_declare(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                           "'exclusive'");
                 return;
             }
-            if (!args_equal(q, a)) {
-                set_error(res, MQ_SM_PRECONDITION_FAILED,
-                          "PRECONDITION_FAILED - inequivalent arg");
+            if (args_differ(q, a) != NULL) {
+                set_error(res, MQ_SM_PRECONDITION_FAILED, args_differ(q, a));
                 return;
             }
         }
@@ -962,6 +969,7 @@ static void apply_declare(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     q->expires_ms = a->has_expires ? a->expires_ms : 0;
     q->has_max_len = a->has_max_length;
     q->max_len = a->has_max_length ? a->max_length : 0;
+    q->overflow_reject = a->overflow_reject;
     q->has_dlx = a->has_dlx;
     q->has_dlrk = a->has_dlrk;
     q->vhost_len = (uint8_t)cmd->vhost_len;
@@ -1147,6 +1155,14 @@ static void apply_enqueue(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         }
         return;
     }
+    if (q->overflow_reject && q->has_max_len) {
+        (void)expire_head(sm, q, res);
+        if (q->ready.n >= q->max_len) {
+            /* Not recorded for dedup: nothing was stored. */
+            set_error(res, MQ_SM_REJECTED, "queue full (reject-publish)");
+            return;
+        }
+    }
     m = msg_new(cmd->body, cmd->body_len);
     if (m == NULL) {
         set_error(res, MQ_SM_NO_MEMORY, "no memory");
@@ -1295,6 +1311,7 @@ static void apply_checkout(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         res->count++;
         add_delivery(res, m);
     }
+    res->message_count = q->ready.n;
     consumer_gc(sm, c);
 }
 
@@ -1413,6 +1430,39 @@ static void apply_leader_changed(struct mq_sm *sm, struct mq_sm_result *res)
         requeue(c->q, list);
         consumer_gc(sm, c);
         c = next;
+    }
+}
+
+/* Broker restart: the same recovery as RabbitMQ's. Consumers and their
+ * deliveries belong to connections that cannot exist any more. Surviving
+ * queues restart their x-expires lease (RabbitMQ renews it on restart) and
+ * forget had_consumer, so an auto-delete queue waits for a new consumer
+ * instead of being swept by the next unrelated cancel. */
+static void apply_boot(struct mq_sm *sm, struct mq_sm_result *res)
+{
+    struct mq_consumer *c = sm->c_first;
+    struct mq_queue *q;
+
+    while (c != NULL) {
+        struct mq_consumer *next = c->next;
+        struct mq_msg *list = take_unacked(sm, c, 0, NULL, &res->count);
+
+        requeue(c->q, list);
+        consumer_unregister(c);
+        consumer_gc(sm, c);
+        c = next;
+    }
+    q = sm->q_first;
+    while (q != NULL) {
+        struct mq_queue *next = q->next;
+
+        if (!q->durable || q->exclusive) {
+            queue_destroy(sm, q, MQ_SM_DEL_BOOT, res);
+        } else {
+            q->had_consumer = false;
+            q->last_used_ms = sm->clock_ms;
+        }
+        q = next;
     }
 }
 
@@ -1618,6 +1668,9 @@ void mq_sm_apply(struct mq_sm *sm, uint64_t now_ms,
         case MQ_SM_LEADER_CHANGED:
             apply_leader_changed(sm, res);
             break;
+        case MQ_SM_BOOT:
+            apply_boot(sm, res);
+            break;
         default:
             set_error(res, MQ_SM_BAD_REQUEST, "bad command");
             break;
@@ -1684,7 +1737,8 @@ static uint64_t queue_digest(const struct mq_queue *q)
             (uint64_t)q->auto_delete << 2 | (uint64_t)q->has_ttl << 3 |
             (uint64_t)q->has_expires << 4 | (uint64_t)q->has_max_len << 5 |
             (uint64_t)q->has_dlx << 6 | (uint64_t)q->has_dlrk << 7 |
-            (uint64_t)q->had_consumer << 8 | (uint64_t)q->excl_consumer << 9;
+            (uint64_t)q->had_consumer << 8 | (uint64_t)q->excl_consumer << 9 |
+            (uint64_t)q->overflow_reject << 10;
     h = hash_bytes(q->data,
                    (size_t)q->vhost_len + q->name_len + q->dlx_len +
                        q->dlrk_len,
@@ -1808,7 +1862,8 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
 #define QF_DLX 0x040
 #define QF_DLRK 0x080
 #define QF_HAD_CONSUMER 0x100
-#define QF_ALL 0x1ff
+#define QF_REJECT 0x200
+#define QF_ALL 0x3ff
 
 
 
@@ -1865,6 +1920,7 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
                          (q->has_ttl ? QF_TTL : 0) |
                          (q->has_expires ? QF_EXPIRES : 0) |
                          (q->has_max_len ? QF_MAX_LEN : 0) |
+                         (q->overflow_reject ? QF_REJECT : 0) |
                          (q->has_dlx ? QF_DLX : 0) |
                          (q->has_dlrk ? QF_DLRK : 0) |
                          (q->had_consumer ? QF_HAD_CONSUMER : 0);
@@ -1998,6 +2054,7 @@ static bool restore_queue(struct mq_sm *tmp, struct le_reader *r,
     q->has_ttl = flags & QF_TTL;
     q->has_expires = flags & QF_EXPIRES;
     q->has_max_len = flags & QF_MAX_LEN;
+    q->overflow_reject = flags & QF_REJECT;
     q->has_dlx = flags & QF_DLX;
     q->has_dlrk = flags & QF_DLRK;
     q->had_consumer = flags & QF_HAD_CONSUMER;

@@ -68,6 +68,12 @@ enum mq_sm_cmd_type {
     MQ_SM_DROP,        /* reject/nack requeue=0: dead-letter or discard */
     MQ_SM_EXPIRE,      /* periodic tick: TTLs and x-expires of all queues */
     MQ_SM_LEADER_CHANGED, /* return every checked-out message */
+    /* The whole broker restarted (standalone node start): every consumer
+     * is gone, so unregister them all and return every checked-out message
+     * (redelivered); delete every non-durable queue (RabbitMQ: they do not
+     * survive a broker restart) and every exclusive queue (its connection
+     * is gone). Surviving auto-delete queues forget they had a consumer. */
+    MQ_SM_BOOT,
     MQ_SM_CMD__COUNT
 };
 
@@ -103,7 +109,10 @@ struct mq_sm_queue_args {
     bool has_dlrk;
     uint64_t message_ttl_ms; /* x-message-ttl */
     uint64_t expires_ms;     /* x-expires, > 0 */
-    uint64_t max_length;     /* x-max-length, overflow drop-head */
+    uint64_t max_length;     /* x-max-length */
+    /* x-overflow: false = drop-head (dead-letter the oldest), true =
+     * reject-publish (refuse the new one: MQ_SM_REJECTED). */
+    bool overflow_reject;
     const char *dlx;         /* x-dead-letter-exchange, "" allowed */
     size_t dlx_len;
     const char *dlrk;        /* x-dead-letter-routing-key */
@@ -124,7 +133,7 @@ struct mq_sm_queue_args {
  *   SETTLE    who, tag, multiple                (scope is always TAG)
  *   RETURN    who, scope, tag, multiple
  *   DROP      who, tag, multiple                (scope is always TAG)
- *   EXPIRE, LEADER_CHANGED: nothing
+ *   EXPIRE, LEADER_CHANGED, BOOT: nothing
  */
 struct mq_sm_cmd {
     enum mq_sm_cmd_type type;
@@ -169,7 +178,9 @@ enum mq_sm_status {
     MQ_SM_PRECONDITION_FAILED, /* 406 */
     MQ_SM_ACCESS_REFUSED,      /* 403: exclusive consumer conflict */
     MQ_SM_BAD_REQUEST,         /* malformed command: an edge bug; no change */
-    MQ_SM_NO_MEMORY            /* host malloc failed; see mq_sm_apply() */
+    MQ_SM_NO_MEMORY,           /* host malloc failed; see mq_sm_apply() */
+    MQ_SM_REJECTED             /* ENQUEUE to a full x-overflow reject-publish
+                                  queue: not stored (the edge nacks) */
 };
 
 /* AMQP reply codes the edge sends with channel.close. */
@@ -215,7 +226,8 @@ enum mq_sm_deleted_reason {
     MQ_SM_DEL_COMMAND = 0,  /* DELETE */
     MQ_SM_DEL_EXPIRES,      /* x-expires */
     MQ_SM_DEL_AUTO_DELETE,  /* last consumer went */
-    MQ_SM_DEL_EXCLUSIVE     /* owner connection went */
+    MQ_SM_DEL_EXCLUSIVE,    /* owner connection went */
+    MQ_SM_DEL_BOOT          /* non-durable or exclusive, at BOOT */
 };
 
 struct mq_sm_deleted {
@@ -234,9 +246,13 @@ struct mq_sm_result {
     /* DECLARE/DELETE/PURGE: the queue's ready message count (declare-ok,
      * delete-ok, purge-ok); CHECKOUT: delivered; SETTLE/RETURN/DROP:
      * messages acted on; ENQUEUE: 1 if stored (0 if max-length dropped it
-     * at once); EXPIRE: messages expired. */
+     * at once); EXPIRE: messages expired; LEADER_CHANGED/BOOT: messages
+     * returned. */
     uint64_t count;
     uint32_t consumer_count; /* DECLARE */
+    /* CHECKOUT: ready messages left in the queue (basic.get-ok's
+     * message-count). */
+    uint64_t message_count;
 
     struct mq_sm_delivery *deliveries; /* CHECKOUT, in delivery order */
     size_t n_deliveries;

@@ -218,7 +218,11 @@ static void test_topic_edge_cases(void **state)
     (void)state;
     assert_true(topic("#", ""));
     assert_true(topic("#", "a.b.c"));
-    assert_true(topic("*", ""));
+    assert_false(topic("*", "")); /* "" has no words */
+    assert_true(topic("", ""));
+    assert_false(topic("", "a"));
+    assert_true(topic("*", "a"));
+    assert_true(topic("*.*", "."));
     assert_false(topic("*", "a.b"));
     assert_true(topic("a.#", "a"));
     assert_true(topic("a.#", "a.b.c"));

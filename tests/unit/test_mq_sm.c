@@ -520,6 +520,91 @@ static void test_leader_change_returns_all(void **state)
     mq_sm_free(sm);
 }
 
+/* BOOT: non-durable and exclusive queues go, durable ones keep their
+ * messages with every checked-out one returned (redelivered), consumers
+ * are all unregistered, and an auto-delete queue is not swept later by an
+ * unrelated cancel. */
+static void test_boot(void **state)
+{
+    struct mq_sm *sm = sm_make();
+    struct mq_sm *copy = sm_make();
+    struct mq_sm_cmd c;
+    struct mq_sm_result res;
+    static const char *const bodies[] = {"m1", "m2", "m3"};
+    static const bool redel[] = {true, true, false};
+    void *snap;
+    size_t snap_len;
+    size_t i;
+
+    (void)state;
+    declare(sm, "durable");
+    cmd_init(&c, MQ_SM_DECLARE, "transient");
+    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    cmd_init(&c, MQ_SM_DECLARE, "excl");
+    c.durable = true;
+    c.exclusive = true;
+    c.who = who_of(0, 0);
+    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    cmd_init(&c, MQ_SM_DECLARE, "ad");
+    c.durable = true;
+    c.auto_delete = true;
+    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    consume(sm, "ad", 3, 30);
+
+    for (i = 0; i < 3; i++) {
+        enqueue(sm, T0, "durable", bodies[i]);
+    }
+    enqueue(sm, T0, "transient", "t");
+    consume(sm, "durable", 1, 7);
+    assert_int_equal(checkout(sm, T0, "durable", 1, 7, 1, 0, &res), 1);
+    mq_sm_result_clear(&res);
+    assert_int_equal(checkout(sm, T0, "durable", 2, 8, 1, 0, &res), 1);
+    mq_sm_result_clear(&res);
+
+    cmd_init(&c, MQ_SM_BOOT, NULL);
+    assert_int_equal(run(sm, T0 + 5, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.count, 2);
+    assert_int_equal(res.n_deleted, 2);
+    for (i = 0; i < res.n_deleted; i++) {
+        assert_int_equal(res.deleted[i].reason, MQ_SM_DEL_BOOT);
+    }
+    assert_memory_equal(res.deleted[0].queue, "transient", 9);
+    assert_memory_equal(res.deleted[1].queue, "excl", 4);
+    mq_sm_result_clear(&res);
+
+    assert_false(queue_exists(sm, "transient"));
+    assert_false(queue_exists(sm, "excl"));
+    assert_true(queue_exists(sm, "ad"));
+    assert_int_equal(qstats(sm, "durable").consumers, 0);
+    assert_int_equal(qstats(sm, "durable").unacked, 0);
+    assert_int_equal(qstats(sm, "ad").consumers, 0);
+
+    /* a snapshot after BOOT restores to the same state */
+    assert_int_equal(mq_sm_snapshot(sm, malloc, &snap, &snap_len), 0);
+    assert_int_equal(mq_sm_restore(copy, snap, snap_len), 0);
+    free(snap);
+    assert_int_equal(mq_sm_digest(copy), mq_sm_digest(sm));
+
+    /* the old consumer id is free again; an unrelated cancel does not sweep
+     * the auto-delete queue that lost its consumer to the restart */
+    consume(sm, "durable", 1, 7);
+    cmd_init(&c, MQ_SM_CANCEL, NULL);
+    c.who = who_of(1, 7);
+    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    assert_true(queue_exists(sm, "ad"));
+
+    expect_order(sm, "durable", 62, bodies, redel, 3);
+
+    /* a second BOOT finds nothing to return or delete */
+    cmd_init(&c, MQ_SM_BOOT, NULL);
+    assert_int_equal(run(copy, T0, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.count, 0);
+    assert_int_equal(res.n_deleted, 0);
+    mq_sm_result_clear(&res);
+    mq_sm_free(copy);
+    mq_sm_free(sm);
+}
+
 static void test_dedup_enqueue(void **state)
 {
     struct mq_sm_config cfg = {64, 2};
@@ -667,6 +752,57 @@ static void test_queue_expires(void **state)
     cmd_init(&c, MQ_SM_DECLARE, "zero");
     c.args.has_expires = true;
     assert_int_equal(run1(sm, T0, &c), MQ_SM_PRECONDITION_FAILED);
+    mq_sm_free(sm);
+}
+
+/* x-overflow reject-publish: a full queue refuses the new message and keeps
+ * the old ones; the refusal is not a dedup record (nothing was stored); the
+ * setting is part of the queue's identity, snapshots and the digest. */
+static void test_max_length_reject_publish(void **state)
+{
+    struct mq_sm *sm = sm_make();
+    struct mq_sm *copy = sm_make();
+    struct mq_sm_cmd c;
+    struct mq_sm_result res;
+    void *snap;
+    size_t snap_len;
+
+    (void)state;
+    cmd_init(&c, MQ_SM_DECLARE, "rp");
+    c.args.has_max_length = true;
+    c.args.max_length = 1;
+    c.args.overflow_reject = true;
+    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    enqueue(sm, T0, "rp", "first");
+    cmd_init(&c, MQ_SM_ENQUEUE, "rp");
+    c.body = "second";
+    c.body_len = 6;
+    c.client_id = 9;
+    c.seq = 1;
+    assert_int_equal(run(sm, T0, &c, &res), MQ_SM_REJECTED);
+    assert_int_equal(res.n_dead, 0);
+    mq_sm_result_clear(&res);
+    assert_int_equal(qstats(sm, "rp").ready, 1);
+    /* redeclared with drop-head: inequivalent */
+    cmd_init(&c, MQ_SM_DECLARE, "rp");
+    c.args.has_max_length = true;
+    c.args.max_length = 1;
+    assert_int_equal(run(sm, T0, &c, &res), MQ_SM_PRECONDITION_FAILED);
+    assert_string_equal(res.reply_text,
+                        "PRECONDITION_FAILED - inequivalent arg 'x-overflow'");
+    mq_sm_result_clear(&res);
+    assert_int_equal(mq_sm_snapshot(sm, malloc, &snap, &snap_len), 0);
+    assert_int_equal(mq_sm_restore(copy, snap, snap_len), 0);
+    free(snap);
+    assert_int_equal(mq_sm_digest(copy), mq_sm_digest(sm));
+    /* the copy still rejects; the same (client, seq) is not a duplicate */
+    cmd_init(&c, MQ_SM_ENQUEUE, "rp");
+    c.body = "second";
+    c.body_len = 6;
+    c.client_id = 9;
+    c.seq = 1;
+    assert_int_equal(run1(copy, T0, &c), MQ_SM_REJECTED);
+    mq_sm_free(copy);
     mq_sm_free(sm);
 }
 
@@ -1274,10 +1410,12 @@ int main(void)
         cmocka_unit_test(test_auto_delete_last_consumer),
         cmocka_unit_test(test_exclusive_consumer),
         cmocka_unit_test(test_leader_change_returns_all),
+        cmocka_unit_test(test_boot),
         cmocka_unit_test(test_dedup_enqueue),
         cmocka_unit_test(test_message_ttl),
         cmocka_unit_test(test_queue_expires),
         cmocka_unit_test(test_max_length_drop_head),
+        cmocka_unit_test(test_max_length_reject_publish),
         cmocka_unit_test(test_redeclare_mismatch),
         cmocka_unit_test(test_passive_missing),
         cmocka_unit_test(test_delete_if_unused_if_empty),

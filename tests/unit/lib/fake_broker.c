@@ -1,0 +1,227 @@
+/*
+ * fake_broker: see fake_broker.h.
+ */
+#include "fake_broker.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/clock.h"
+
+struct held {
+    struct held *next;
+    struct amqp_broker_call *call;
+    uint64_t deadline_ms;
+};
+
+struct fake_broker {
+    uv_loop_t *loop;
+    unsigned shards;
+    struct mq_sm *mq[FAKE_BROKER_MAX_SHARDS];
+    struct meta_sm *meta;
+    struct held *held[FAKE_BROKER_MAX_SHARDS];
+    uv_timer_t timer;
+    bool unavailable;
+    bool closing;
+};
+
+static unsigned fb_shard_count(void *self)
+{
+    return ((struct fake_broker *)self)->shards;
+}
+
+static unsigned fb_shard_of(void *self, const char *vhost, size_t vhost_len,
+                            const char *queue, size_t queue_len)
+{
+    struct fake_broker *fb = self;
+    uint64_t h = 1469598103934665603ULL;
+    size_t i;
+
+    (void)vhost;
+    (void)vhost_len;
+    for (i = 0; i < queue_len; i++) {
+        h = (h ^ (uint8_t)queue[i]) * 1099511628211ULL;
+    }
+    return (unsigned)(h % fb->shards);
+}
+
+static const struct meta_sm *fb_meta_view(void *self)
+{
+    return ((struct fake_broker *)self)->meta;
+}
+
+static void apply_now(struct fake_broker *fb, struct amqp_broker_call *c)
+{
+    c->status = AMQP_BROKER_OK;
+    if (c->kind == AMQP_BROKER_META) {
+        meta_sm_apply(fb->meta, &c->meta, &c->meta_result);
+    } else {
+        mq_sm_apply(fb->mq[c->shard], clock_wall_ms(), &c->mq, &c->mq_result);
+    }
+}
+
+static void retry_held(struct fake_broker *fb, unsigned shard, bool all);
+
+static void fb_submit(void *self, struct amqp_broker_call *c)
+{
+    struct fake_broker *fb = self;
+
+    if (fb->closing) {
+        c->status = AMQP_BROKER_CLOSING;
+        c->cb(c);
+        return;
+    }
+    if (fb->unavailable) {
+        c->status = AMQP_BROKER_UNAVAILABLE;
+        c->cb(c);
+        return;
+    }
+    if (c->kind == AMQP_BROKER_MQ && c->mq.type == MQ_SM_CHECKOUT &&
+        c->wait_ms > 0) {
+        struct mq_sm_queue_stats qs;
+
+        if (mq_sm_queue_stats(fb->mq[c->shard], c->mq.vhost, c->mq.vhost_len,
+                              c->mq.queue, c->mq.queue_len, &qs) == 0 &&
+            qs.ready == 0) {
+            struct held *h = calloc(1, sizeof(*h));
+
+            struct held **pp = &fb->held[c->shard];
+
+            h->call = c;
+            h->deadline_ms = clock_mono_ms() + c->wait_ms;
+            while (*pp) { /* FIFO: waiters take turns, as consumers do */
+                pp = &(*pp)->next;
+            }
+            *pp = h;
+            return;
+        }
+    }
+    apply_now(fb, c);
+    c->cb(c); /* may free c */
+    {
+        unsigned i;
+
+        for (i = 0; i < fb->shards; i++) {
+            retry_held(fb, i, false);
+        }
+    }
+}
+
+/* Apply held CHECKOUTs whose queue has messages now (or all, expired). */
+static void retry_held(struct fake_broker *fb, unsigned shard, bool all)
+{
+    struct held **pp = &fb->held[shard];
+    uint64_t now = clock_mono_ms();
+
+    while (*pp) {
+        struct held *h = *pp;
+        struct amqp_broker_call *c = h->call;
+        struct mq_sm_queue_stats qs = {0};
+        bool ready = mq_sm_queue_stats(fb->mq[shard], c->mq.vhost,
+                                       c->mq.vhost_len, c->mq.queue,
+                                       c->mq.queue_len, &qs) != 0 ||
+                     qs.ready > 0;
+
+        if (!ready && !all && now < h->deadline_ms) {
+            pp = &h->next;
+            continue;
+        }
+        *pp = h->next;
+        free(h);
+        if (ready && qs.ready > 0) {
+            /* A fair share: the first waiter must not take everything. */
+            unsigned waiters = 1;
+            struct held *o;
+
+            for (o = fb->held[shard]; o; o = o->next) {
+                waiters++;
+            }
+            if (c->mq.max_messages > (qs.ready + waiters - 1) / waiters) {
+                c->mq.max_messages =
+                    (uint32_t)((qs.ready + waiters - 1) / waiters);
+            }
+        }
+        if (fb->closing) {
+            c->status = AMQP_BROKER_CLOSING;
+        } else {
+            apply_now(fb, c);
+        }
+        c->cb(c);
+        pp = &fb->held[shard]; /* the callback may have changed the list */
+    }
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct fake_broker *fb = t->data;
+    unsigned i;
+
+    for (i = 0; i < fb->shards; i++) {
+        retry_held(fb, i, false);
+    }
+}
+
+static const struct amqp_broker_ops fb_ops = {
+    .shard_count = fb_shard_count,
+    .shard_of = fb_shard_of,
+    .submit = fb_submit,
+    .meta_view = fb_meta_view,
+    .should_block = NULL,
+};
+
+struct fake_broker *fake_broker_new(uv_loop_t *loop, unsigned shards)
+{
+    struct fake_broker *fb = xcalloc(1, sizeof(*fb));
+    unsigned i;
+
+    fb->loop = loop;
+    fb->shards = shards ? shards : 1;
+    for (i = 0; i < fb->shards; i++) {
+        fb->mq[i] = mq_sm_new(NULL);
+    }
+    fb->meta = meta_sm_new();
+    uv_timer_init(loop, &fb->timer);
+    fb->timer.data = fb;
+    uv_timer_start(&fb->timer, on_timer, 20, 20);
+    return fb;
+}
+
+struct amqp_broker fake_broker_table(struct fake_broker *fb)
+{
+    struct amqp_broker b = {.ops = &fb_ops, .self = fb};
+    return b;
+}
+
+void fake_broker_set_unavailable(struct fake_broker *fb, bool on)
+{
+    fb->unavailable = on;
+}
+
+struct mq_sm *fake_broker_mq(struct fake_broker *fb, unsigned shard)
+{
+    return fb->mq[shard];
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct fake_broker *fb = h->data;
+    unsigned i;
+
+    for (i = 0; i < fb->shards; i++) {
+        mq_sm_free(fb->mq[i]);
+    }
+    meta_sm_free(fb->meta);
+    free(fb);
+}
+
+void fake_broker_free(struct fake_broker *fb)
+{
+    unsigned i;
+
+    fb->closing = true;
+    for (i = 0; i < fb->shards; i++) {
+        retry_held(fb, i, true);
+    }
+    uv_close((uv_handle_t *)&fb->timer, on_closed);
+}

@@ -1,0 +1,31 @@
+/*
+ * fake_broker: a struct amqp_broker for edge tests: one mq_sm per shard and
+ * a meta_sm, applied at once on the loop, no Raft. CHECKOUTs that find
+ * nothing wait (as the real services hold them) until a later command on
+ * the same shard, or until wait_ms pass.
+ *
+ * Knobs for fault tests: @unavailable makes every call complete with
+ * AMQP_BROKER_UNAVAILABLE without applying it.
+ */
+#ifndef RINGMQ_TEST_FAKE_BROKER_H
+#define RINGMQ_TEST_FAKE_BROKER_H
+
+#include <stdbool.h>
+
+#include <uv.h>
+
+#include "router/amqp_broker.h"
+
+#define FAKE_BROKER_MAX_SHARDS 4
+
+struct fake_broker;
+
+struct fake_broker *fake_broker_new(uv_loop_t *loop, unsigned shards);
+struct amqp_broker fake_broker_table(struct fake_broker *fb);
+void fake_broker_set_unavailable(struct fake_broker *fb, bool on);
+struct mq_sm *fake_broker_mq(struct fake_broker *fb, unsigned shard);
+/* Complete held calls (CLOSING) and free, once the loop ran their timers'
+ * close callbacks. */
+void fake_broker_free(struct fake_broker *fb);
+
+#endif
