@@ -374,3 +374,22 @@ void ring_point_at(const struct ring *r,
     *hash = r->points[i].hash;
     *node = r->points[i].node;
 }
+
+size_t ring_queue_key(const char *vhost, size_t vhost_len, const char *queue,
+                      size_t queue_len, char *buf, size_t buflen)
+{
+    size_t n = 0;
+
+    if (!(vhost_len == 1 && vhost[0] == '/')) {
+        n = vhost_len < buflen ? vhost_len : buflen;
+        memcpy(buf, vhost, n);
+        if (n < buflen) {
+            buf[n++] = '/';
+        }
+    }
+    if (queue_len > buflen - n) {
+        queue_len = buflen - n;
+    }
+    memcpy(buf + n, queue, queue_len);
+    return n + queue_len;
+}

@@ -94,6 +94,13 @@ uint32_t ring_hash(const void *key, size_t len);
  * Same as ring_lookup_hash(r, ring_hash(key, len)). */
 unsigned ring_lookup(const struct ring *r, const void *key, size_t len);
 
+/* The ring key of AMQP queue @queue in @vhost, written to @buf: the queue
+ * name itself in the default vhost "/" (a queue lives on the shard a cache
+ * key of the same name would), "vhost/queue" in others. Returns its length
+ * (truncated to @buflen). */
+size_t ring_queue_key(const char *vhost, size_t vhost_len, const char *queue,
+                      size_t queue_len, char *buf, size_t buflen);
+
 /* Index of the node owning a key whose ring_hash() is @hash: for callers that
  * hash a composite identity (e.g. AMQP vhost + queue) or reuse a hash. */
 unsigned ring_lookup_hash(const struct ring *r, uint32_t hash);

@@ -52,6 +52,8 @@ void node_config_usage(FILE *f)
         "                         standalone, required in a cluster)\n"
         "  --http HOST:PORT       serve /healthz and /metrics here (default\n"
         "                         off)\n"
+        "  --amqp HOST:PORT       standalone: serve AMQP 0-9-1 here (default\n"
+        "                         127.0.0.1:5672; 'off' disables)\n"
         "  --raft HOST:PORT       standalone: the Raft address of the single\n"
         "                         member (IPv4; default 127.0.0.1:0)\n"
         "  --group NAME           start a group definition (cluster mode)\n"
@@ -282,6 +284,8 @@ static int set_option(struct node_config *c, const char *key, const char *v,
         return set_addr(c->rpc, v, err, errlen, key);
     } else if (strcmp(key, "http") == 0) {
         return set_addr(c->http, v, err, errlen, key);
+    } else if (strcmp(key, "amqp") == 0) {
+        return set_addr(c->amqp, v, err, errlen, key);
     } else if (strcmp(key, "raft") == 0) {
         return set_addr(c->raft, v, err, errlen, key);
     } else if (strcmp(key, "cluster") == 0) {
@@ -505,6 +509,7 @@ enum {
     OPT_LOG_LEVEL,
     OPT_CLUSTER,
     OPT_HTTP,
+    OPT_AMQP,
     OPT_VERSION
 };
 
@@ -530,6 +535,7 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"cluster", required_argument, NULL, OPT_CLUSTER},
         {"http", required_argument, NULL, OPT_HTTP},
+        {"amqp", required_argument, NULL, OPT_AMQP},
         {"verbose", no_argument, NULL, 'v'},
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, 'h'},
@@ -548,6 +554,7 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
         [OPT_LOG_LEVEL - OPT_STANDALONE] = "log_level",
         [OPT_CLUSTER - OPT_STANDALONE] = "cluster",
         [OPT_HTTP - OPT_STANDALONE] = "http",
+        [OPT_AMQP - OPT_STANDALONE] = "amqp",
     };
     int o;
 
@@ -600,7 +607,7 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
                      argv[optind - 1]);
             return -1;
         default:
-            if (o >= OPT_STANDALONE && o <= OPT_HTTP &&
+            if (o >= OPT_STANDALONE && o <= OPT_AMQP &&
                 keys[o - OPT_STANDALONE] != NULL) {
                 if (set_option(c, keys[o - OPT_STANDALONE], optarg, err,
                                errlen) != 0) {
@@ -747,6 +754,25 @@ void node_config_group(const struct node_config *c, unsigned g,
     out->heartbeat_ms = c->heartbeat_ms;
     out->snapshot_threshold = c->snapshot_threshold;
     out->snapshot_trailing = c->snapshot_trailing;
+}
+
+int node_config_raft_port_offset(const char *addr, int delta, char *out,
+                                 size_t outlen)
+{
+    char host[NODE_ADDR_MAX];
+    int port;
+
+    if (node_config_split_addr(addr, host, sizeof(host), &port) != 0) {
+        return -1;
+    }
+    if (port != 0) {
+        port += delta;
+    }
+    if (port < 0 || port > 65535 ||
+        snprintf(out, outlen, "%s:%d", host, port) >= (int)outlen) {
+        return -1;
+    }
+    return 0;
 }
 
 const char *node_config_member_rpc(const struct node_config *c, unsigned g,

@@ -42,6 +42,7 @@ struct node_config {
     char memcached[NODE_ADDR_MAX]; /* memcached edge, "" = none */
     char rpc[NODE_ADDR_MAX];     /* RPC listener, "" = none */
     char http[NODE_ADDR_MAX];    /* /healthz and /metrics, "" = none */
+    char amqp[NODE_ADDR_MAX];    /* AMQP 0-9-1 edge (standalone), "" = none */
     char raft[NODE_ADDR_MAX];    /* standalone: the single member's Raft addr */
     uint64_t memory_limit;       /* bytes per cache group (memcached -m) */
     uint32_t item_size_max;      /* bytes (memcached -I) */
@@ -82,6 +83,13 @@ const char *node_config_member_rpc(const struct node_config *c, unsigned g,
                                    uint64_t id);
 
 void node_config_usage(FILE *f);
+
+/* @addr "a.b.c.d:P" with the port moved by @delta into @out (port 0 stays
+ * 0: an ephemeral port for a single-member group). 0, or -1 if @addr is
+ * malformed or the port leaves 0..65535. The AMQP groups listen next to the
+ * cache group: "<shard>.mq" at P+1, "meta" at P+2 (docs/cluster.md). */
+int node_config_raft_port_offset(const char *addr, int delta, char *out,
+                                 size_t outlen);
 
 /* "host:port" -> parts. 0 or -1. */
 int node_config_split_addr(const char *addr, char *host, size_t hostlen,

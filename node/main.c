@@ -42,9 +42,11 @@ static void poll_ready(uv_timer_t *t)
         return;
     }
     uv_timer_stop(t);
-    log_info("ready: node %llu, %u group(s), memcached %s, rpc %s, data %s",
+    log_info("ready: node %llu, %u group(s), memcached %s, amqp %s, rpc %s, "
+             "data %s",
              (unsigned long long)m.cfg.id, m.cfg.n_groups,
              m.cfg.memcached[0] ? m.cfg.memcached : "off",
+             m.cfg.standalone && m.cfg.amqp[0] ? m.cfg.amqp : "off",
              m.cfg.rpc[0] ? m.cfg.rpc : "off", m.cfg.data_dir);
 }
 
@@ -54,12 +56,13 @@ int main(int argc, char **argv)
     int rv;
 
     node_config_defaults(&m.cfg);
-    /* Standalone turns the memcached edge on unless a flag says otherwise:
-     * look for it before parsing so later flags still win. */
+    /* Standalone turns the memcached and AMQP edges on unless a flag says
+     * otherwise: look for it before parsing so later flags still win. */
     for (rv = 1; rv < argc; rv++) {
         if (strcmp(argv[rv], "--standalone") == 0) {
             snprintf(m.cfg.memcached, sizeof(m.cfg.memcached),
                      "127.0.0.1:11211");
+            snprintf(m.cfg.amqp, sizeof(m.cfg.amqp), "127.0.0.1:5672");
         }
     }
     rv = node_config_parse_args(&m.cfg, argc, argv, err, sizeof(err));

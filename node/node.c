@@ -3,8 +3,18 @@
  *
  * Start-up order: lock the data directory (two processes on one Raft log would
  * corrupt it), start every group, then the listeners. Stop order is the
- * reverse: listeners first so no new work arrives, then the groups, whose
- * pending calls complete with CACHE_UNAVAILABLE.
+ * reverse: listeners first so no new work arrives (the AMQP server returns
+ * its connections' deliveries on the way out), then amqp_local, then the
+ * groups, whose pending calls complete with *_UNAVAILABLE / CLOSING.
+ *
+ * AMQP groups (docs/amqp.md, docs/cluster.md): beside each cache group S
+ * whose member raft address is host:P, the node runs "S.mq" at host:P+1;
+ * the members of the first shard (standalone: the single group) also run
+ * "meta" at P+2. Their data lives in data_dir/S.mq and data_dir/meta. A
+ * port 0 (the standalone default) stays 0: single-member groups have no
+ * peer that needs to know the port. The standalone node serves them over
+ * its own AMQP edge (amqp_local + amqp_server) and starts them with BOOT;
+ * in a cluster they are there for the routers.
  */
 #include "node/node.h"
 
@@ -19,9 +29,14 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/clock.h"
+#include "node/amqp_local.h"
 #include "node/cache_svc.h"
+#include "node/meta_svc.h"
+#include "node/mq_svc.h"
 #include "node/node_http.h"
 #include "node/node_rpc.h"
+#include "router/amqp_server.h"
 #include "router/mc_server.h"
 
 struct node {
@@ -34,6 +49,11 @@ struct node {
     struct mc_server *mc;
     struct node_rpc *rpc;
     struct node_http *http;
+    struct mq_svc *mq[NODE_MAX_GROUPS]; /* "<group>.mq", by group index */
+    unsigned n_mq;
+    struct meta_svc *meta;    /* NULL if this node is not a meta member */
+    struct amqp_local *local; /* standalone AMQP broker */
+    struct amqp_server *amqp; /* standalone AMQP edge */
     unsigned closing; /* things still closing */
     void (*stop_cb)(void *data);
     void *stop_data;
@@ -143,6 +163,132 @@ static int start_memcached(struct node *n, char *err, size_t errlen)
     return 0;
 }
 
+/* ------------------------------ AMQP side ------------------------------- */
+
+/* Group @g's config moved to the AMQP group @name at raft ports + @delta. */
+static int amqp_group_config(struct node *n, unsigned g, const char *name,
+                             int delta, struct rgroup_config *rc, char *dir,
+                             size_t dirlen, char *err, size_t errlen)
+{
+    const struct node_group_config *gc = &n->cfg.groups[g];
+    unsigned i;
+
+    node_config_group(&n->cfg, g, rc, dir, dirlen);
+    snprintf(dir, dirlen, "%s/%s", n->cfg.data_dir, name);
+    rc->name = name;
+    rc->dir = dir;
+    for (i = 0; i < gc->n_members; i++) {
+        if (node_config_raft_port_offset(
+                gc->members[i].raft, delta, rc->members[i].raft_address,
+                sizeof(rc->members[i].raft_address)) != 0) {
+            snprintf(err, errlen,
+                     "group %s: member %s: no room for the AMQP group port "
+                     "+%d",
+                     gc->name, gc->members[i].raft, delta);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Index of the group whose members also run "meta", or -1. */
+static int meta_group_index(const struct node *n)
+{
+    const struct cluster_map *map = n->cfg.cluster;
+    unsigned g;
+
+    if (n->cfg.standalone) {
+        return 0;
+    }
+    if (map == NULL || map->n_shards == 0 ||
+        cluster_shard_member(&map->shards[0], n->cfg.id) == NULL) {
+        return -1;
+    }
+    for (g = 0; g < n->cfg.n_groups; g++) {
+        if (strcmp(n->cfg.groups[g].name, map->shards[0].name) == 0) {
+            return (int)g;
+        }
+    }
+    return -1;
+}
+
+static int start_amqp_groups(struct node *n, char *err, size_t errlen)
+{
+    struct mq_svc_config mc = {0};
+    struct rgroup_config rc;
+    char dir[PATH_MAX + 80];
+    char name[96];
+    unsigned g;
+    int mg;
+
+    /* Standalone restarts are broker restarts: BOOT cleans up. A cluster
+     * member restarting is not (the other members keep the queue alive). */
+    mc.boot = n->cfg.standalone;
+    for (g = 0; g < n->cfg.n_groups; g++) {
+        snprintf(name, sizeof(name), "%s.mq", n->cfg.groups[g].name);
+        if (amqp_group_config(n, g, name, 1, &rc, dir, sizeof(dir), err,
+                              errlen) != 0) {
+            return -1;
+        }
+        n->mq[g] = mq_svc_new(n->loop, &rc, &mc, err, errlen);
+        if (n->mq[g] == NULL) {
+            return -1;
+        }
+        n->n_mq++;
+    }
+    mg = meta_group_index(n);
+    if (mg < 0) {
+        return 0;
+    }
+    if (amqp_group_config(n, (unsigned)mg, "meta", 2, &rc, dir, sizeof(dir),
+                          err, errlen) != 0) {
+        return -1;
+    }
+    n->meta = meta_svc_new(n->loop, &rc, err, errlen);
+    return n->meta != NULL ? 0 : -1;
+}
+
+/* An edge identity unique among live edges (amqp_server.h): nothing in
+ * the node is unique across restarts, so mix the clock and the pid. */
+static uint64_t random_router_id(void)
+{
+    uint64_t x = clock_mono_ns() ^ clock_wall_ms() ^ ((uint64_t)getpid() << 40);
+
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return x != 0 ? x : 1;
+}
+
+static int start_amqp(struct node *n, char *err, size_t errlen)
+{
+    struct amqp_server_config ac;
+    struct amqp_broker broker;
+    char host[NODE_ADDR_MAX];
+    char sub[256];
+
+    n->local = amqp_local_new();
+    if (amqp_local_attach(n->local, n->mq, n->n_mq, n->meta) != 0) {
+        snprintf(err, errlen, "amqp: no queue group to serve");
+        return -1;
+    }
+    memset(&ac, 0, sizeof(ac));
+    if (node_config_split_addr(n->cfg.amqp, host, sizeof(host), &ac.port) !=
+        0) {
+        snprintf(err, errlen, "amqp: bad address '%s'", n->cfg.amqp);
+        return -1;
+    }
+    ac.host = host;
+    ac.router_id = random_router_id();
+    amqp_local_broker(n->local, &broker);
+    n->amqp = amqp_server_new(n->loop, &ac, &broker, sub, sizeof(sub));
+    if (n->amqp == NULL) {
+        snprintf(err, errlen, "amqp %s: %s", n->cfg.amqp, sub);
+        return -1;
+    }
+    return 0;
+}
+
 /* ------------------------------ lifecycle ------------------------------- */
 
 static void node_free(struct node *n)
@@ -175,6 +321,20 @@ static void groups_close(struct node *n)
     unsigned g;
 
     n->closing++; /* guard: don't finish while still issuing closes */
+    if (n->local != NULL) {
+        amqp_local_close(n->local);
+        n->local = NULL;
+    }
+    for (g = 0; g < n->n_mq; g++) {
+        n->closing++;
+        mq_svc_close(n->mq[g], part_closed, n);
+    }
+    n->n_mq = 0;
+    if (n->meta != NULL) {
+        n->closing++;
+        meta_svc_close(n->meta, part_closed, n);
+        n->meta = NULL;
+    }
     for (g = 0; g < n->n_groups; g++) {
         n->closing++;
         cache_svc_close(n->groups[g], part_closed, n);
@@ -198,6 +358,11 @@ void node_stop(struct node *n, void (*cb)(void *data), void *data)
     n->stop_cb = cb;
     n->stop_data = data;
     n->closing = 1;
+    if (n->amqp != NULL) {
+        n->closing++;
+        amqp_server_close(n->amqp, edges_closed, n);
+        n->amqp = NULL;
+    }
     if (n->mc != NULL) {
         n->closing++;
         mc_server_close(n->mc, edges_closed, n);
@@ -243,12 +408,19 @@ struct node *node_new(uv_loop_t *loop, const struct node_config *cfg,
         }
         n->n_groups++;
     }
+    if ((cfg->standalone && cfg->amqp[0] != '\0') || cfg->cluster != NULL) {
+        if (start_amqp_groups(n, err, errlen) != 0) {
+            goto err;
+        }
+    }
     if (cfg->rpc[0] != '\0') {
         n->rpc = node_rpc_new(loop, &n->cfg, n->groups, n->n_groups, err,
                               errlen);
         if (n->rpc == NULL) {
             goto err;
         }
+        /* routers reach the queue and meta groups through RPC */
+        node_rpc_set_amqp(n->rpc, n->mq, n->n_mq, n->meta);
     }
     if (cfg->http[0] != '\0') {
         n->http = node_http_new(loop, &n->cfg, n->groups, n->n_groups, err,
@@ -258,6 +430,10 @@ struct node *node_new(uv_loop_t *loop, const struct node_config *cfg,
         }
     }
     if (cfg->memcached[0] != '\0' && start_memcached(n, err, errlen) != 0) {
+        goto err;
+    }
+    if (cfg->standalone && cfg->amqp[0] != '\0' &&
+        start_amqp(n, err, errlen) != 0) {
         goto err;
     }
     return n;
@@ -279,6 +455,9 @@ bool node_ready(const struct node *n)
             (leader == n->cfg.id && !cache_svc_is_leader(n->groups[g]))) {
             return false;
         }
+    }
+    if (n->local != NULL && !amqp_local_ready(n->local)) {
+        return false;
     }
     return n->n_groups > 0;
 }

@@ -1,6 +1,7 @@
 /*
- * node: one ringmq-node process: its groups (cache_svc each), the RPC
- * listener and the optional memcached edge, all on one loop.
+ * node: one ringmq-node process: its groups (cache_svc each, plus the AMQP
+ * groups: mq_svc per shard and meta_svc, see node.c), the RPC listener, the
+ * optional memcached edge and, standalone, the AMQP edge, all on one loop.
  *
  * Errors: node_new returns NULL with @err (for example an unusable data
  * directory, an address in use). node_stop closes everything; the node is
@@ -22,7 +23,8 @@ struct node *node_new(uv_loop_t *loop, const struct node_config *cfg,
                       char *err, size_t errlen);
 
 /* true once every group knows a leader, and every group this node leads has
- * applied its post-election barrier (serves reads and writes). */
+ * applied its post-election barrier (serves reads and writes); standalone
+ * with AMQP, also once BOOT is applied and the meta group leads. */
 bool node_ready(const struct node *n);
 
 void node_stop(struct node *n, void (*cb)(void *data), void *data);

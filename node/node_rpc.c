@@ -9,6 +9,7 @@
 #include "node/rpc_server.h"
 #include "common/ring.h"
 #include "proto/cache_pb.h"
+#include "proto/mq_pb.h"
 
 #define DEFAULT_GROUP "cache"
 
@@ -18,6 +19,9 @@ struct node_rpc {
     unsigned n_groups;
     struct rpc_server *server;
     struct ring *ring; /* from the cluster map; NULL without one */
+    struct mq_svc *const *mq;
+    unsigned n_mq;
+    struct meta_svc *meta;
 };
 
 /* A cache op received over RPC, on its way through a group. */
@@ -145,12 +149,73 @@ static void handle_cache(struct node_rpc *r, struct rpc_server_req *req,
     cache_svc_submit(r->groups[g], &c->call);
 }
 
+static const char *member_rpc(const struct node_rpc *r, const char *name,
+                              uint64_t id);
+
+static void raft_status_pb(const struct rgroup_status *st,
+                           Ringmq__GroupStatus *gs)
+{
+    gs->id = st->id;
+    gs->state = (char *)st->state;
+    gs->ready = st->ready;
+    gs->leader_id = st->leader_id;
+    gs->term = st->term;
+    gs->commit_index = st->commit_index;
+    gs->last_applied = st->last_applied;
+    gs->last_index = st->last_index;
+    gs->snapshot_index = st->snapshot_index;
+    gs->snapshots_taken = st->snapshots_taken;
+    gs->snapshots_restored = st->snapshots_restored;
+    gs->batches_proposed = st->batches_proposed;
+    gs->cmds_proposed = st->cmds_proposed;
+}
+
+/* The queue groups and the meta group, after the cache groups: items is
+ * the ready messages (queues) or the bindings (meta). Returns the count. */
+static unsigned status_amqp(struct node_rpc *r, Ringmq__GroupStatus *gs,
+                            Ringmq__GroupStatus **gsp, unsigned room)
+{
+    unsigned n = 0;
+    unsigned i;
+
+    for (i = 0; i < r->n_mq && n < room; i++, n++) {
+        struct mq_svc_status st;
+        const char *rpc;
+
+        mq_svc_status(r->mq[i], &st, true);
+        ringmq__group_status__init(&gs[n]);
+        gs[n].name = (char *)mq_svc_name(r->mq[i]);
+        raft_status_pb(&st.raft, &gs[n]);
+        rpc = member_rpc(r, gs[n].name, st.raft.leader_id);
+        gs[n].leader_rpc = (char *)(rpc ? rpc : "");
+        gs[n].digest = st.digest;
+        gs[n].items = st.sm.ready;
+        gsp[n] = &gs[n];
+    }
+    if (r->meta != NULL && n < room) {
+        struct meta_svc_status st;
+        const char *rpc;
+
+        meta_svc_status(r->meta, &st);
+        ringmq__group_status__init(&gs[n]);
+        gs[n].name = "meta";
+        raft_status_pb(&st.raft, &gs[n]);
+        rpc = member_rpc(r, "meta", st.raft.leader_id);
+        gs[n].leader_rpc = (char *)(rpc ? rpc : "");
+        gs[n].digest = meta_sm_digest(meta_svc_sm(r->meta));
+        gs[n].items = st.bindings;
+        gsp[n] = &gs[n];
+        n++;
+    }
+    return n;
+}
+
 static void handle_status(struct node_rpc *r, struct rpc_server_req *req)
 {
     Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
     Ringmq__StatusReply reply = RINGMQ__STATUS_REPLY__INIT;
-    Ringmq__GroupStatus gs[NODE_MAX_GROUPS];
-    Ringmq__GroupStatus *gsp[NODE_MAX_GROUPS];
+    Ringmq__GroupStatus gs[2 * NODE_MAX_GROUPS + 1];
+    Ringmq__GroupStatus *gsp[2 * NODE_MAX_GROUPS + 1];
     unsigned g;
 
     for (g = 0; g < r->n_groups; g++) {
@@ -182,13 +247,273 @@ static void handle_status(struct node_rpc *r, struct rpc_server_req *req)
         gs[g].cmds_proposed = st.raft.cmds_proposed;
         gsp[g] = &gs[g];
     }
+    g = r->n_groups;
+    g += status_amqp(r, gs + g, gsp + g,
+                     (unsigned)(sizeof(gs) / sizeof(gs[0])) - g);
     reply.node_id = r->cfg->id;
-    reply.n_groups = r->n_groups;
+    reply.n_groups = g;
     reply.groups = gsp;
     resp.code = RINGMQ__RPC_CODE__RPC_OK;
     resp.body_case = RINGMQ__RPC_RESPONSE__BODY_STATUS;
     resp.status = &reply;
     rpc_server_reply(req, &resp);
+}
+
+/* ---- AMQP: queue groups, the meta group -------------------------------- */
+
+/* RPC address of member @id of the group named @name: the queue group
+ * "S.mq" has shard S's members, the meta group the first shard's. */
+static const char *member_rpc(const struct node_rpc *r, const char *name,
+                              uint64_t id)
+{
+    char shard[CLUSTER_NAME_MAX + 8];
+    const char *dot = strrchr(name, '.');
+    unsigned g;
+
+    if (strcmp(name, "meta") == 0) {
+        if (r->cfg->cluster == NULL || r->cfg->cluster->n_shards == 0) {
+            return NULL;
+        }
+        snprintf(shard, sizeof(shard), "%s", r->cfg->cluster->shards[0].name);
+    } else if (dot != NULL) {
+        snprintf(shard, sizeof(shard), "%.*s", (int)(dot - name), name);
+    } else {
+        return NULL;
+    }
+    for (g = 0; g < r->n_groups; g++) {
+        if (strcmp(r->cfg->groups[g].name, shard) == 0) {
+            return node_config_member_rpc(r->cfg, g, id);
+        }
+    }
+    return NULL;
+}
+
+static void reply_not_leader(struct node_rpc *r, struct rpc_server_req *req,
+                             const char *group, uint64_t leader)
+{
+    Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
+    const char *rpc = member_rpc(r, group, leader);
+
+    resp.code = RINGMQ__RPC_CODE__RPC_NOT_LEADER;
+    resp.leader_id = leader;
+    resp.leader_rpc = (char *)(rpc ? rpc : "");
+    resp.error = "not leader";
+    rpc_server_reply(req, &resp);
+}
+
+struct rpc_mq_call {
+    struct mq_svc_call call;
+    struct node_rpc *rpc;
+    struct rpc_server_req *req;
+    struct mq_svc *svc;
+};
+
+static void mq_call_done(struct mq_svc_call *call)
+{
+    struct rpc_mq_call *c = call->data;
+    Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
+    struct mq_pb_result_buf rb;
+
+    switch (call->status) {
+    case MQ_SVC_OK:
+        if (mq_pb_result_to_pb(&call->result, &rb) != 0) {
+            reply_code(c->req, RINGMQ__RPC_CODE__RPC_UNAVAILABLE,
+                       "cannot encode the result");
+            break;
+        }
+        resp.code = RINGMQ__RPC_CODE__RPC_OK;
+        resp.body_case = RINGMQ__RPC_RESPONSE__BODY_MQ;
+        resp.mq = &rb.pb;
+        rpc_server_reply(c->req, &resp);
+        mq_pb_result_buf_clear(&rb);
+        break;
+    case MQ_SVC_NOT_LEADER:
+        reply_not_leader(c->rpc, c->req, mq_svc_name(c->svc),
+                         mq_svc_leader_id(c->svc));
+        break;
+    case MQ_SVC_TOO_LARGE:
+        reply_code(c->req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST,
+                   "command too large");
+        break;
+    default:
+        reply_code(c->req, RINGMQ__RPC_CODE__RPC_UNAVAILABLE,
+                   "leadership lost or closing: outcome unknown");
+        break;
+    }
+    mq_sm_result_clear(&call->result);
+    free(c);
+}
+
+static void handle_mq(struct node_rpc *r, struct rpc_server_req *req,
+                      const Ringmq__RpcRequest *msg)
+{
+    struct rpc_mq_call *c;
+    unsigned i;
+
+    for (i = 0; i < r->n_mq; i++) {
+        if (msg->group && strcmp(mq_svc_name(r->mq[i]), msg->group) == 0) {
+            break;
+        }
+    }
+    if (i == r->n_mq) {
+        reply_code(req, RINGMQ__RPC_CODE__RPC_NO_GROUP, "no such group here");
+        return;
+    }
+    c = xcalloc(1, sizeof(*c));
+    /* Strings and the body point into msg, which lives until the reply. */
+    if (mq_pb_cmd_from_pb(msg->mq, &c->call.cmd, &c->call.wait_ms) != 0) {
+        free(c);
+        reply_code(req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST,
+                   "bad queue command");
+        return;
+    }
+    c->rpc = r;
+    c->req = req;
+    c->svc = r->mq[i];
+    c->call.cb = mq_call_done;
+    c->call.data = c;
+    mq_svc_submit(c->svc, &c->call);
+}
+
+/* The meta state as a MetaSnapshot (state malloc'ed: free it). */
+static int meta_snapshot_pb(struct node_rpc *r, Ringmq__MetaSnapshot *snap)
+{
+    const struct meta_sm *sm = meta_svc_sm(r->meta);
+    void *state;
+    size_t len;
+
+    ringmq__meta_snapshot__init(snap);
+    if (meta_sm_snapshot(sm, malloc, &state, &len) != 0) {
+        return -1;
+    }
+    snap->version = meta_sm_version(sm);
+    snap->state.data = state;
+    snap->state.len = len;
+    return 0;
+}
+
+struct rpc_meta_call {
+    struct meta_svc_call call;
+    struct node_rpc *rpc;
+    struct rpc_server_req *req;
+};
+
+static void meta_call_done(struct meta_svc_call *call)
+{
+    struct rpc_meta_call *c = call->data;
+    struct node_rpc *r = c->rpc;
+    Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
+    Ringmq__MetaResult res;
+    Ringmq__MetaSnapshot snap;
+
+    switch (call->status) {
+    case META_SVC_OK:
+        mq_pb_meta_result_to_pb(&call->result, &res);
+        /* The router's view follows at once, without waiting for a
+         * watch round trip. */
+        if (meta_snapshot_pb(r, &snap) == 0) {
+            res.snapshot = &snap;
+        }
+        resp.code = RINGMQ__RPC_CODE__RPC_OK;
+        resp.body_case = RINGMQ__RPC_RESPONSE__BODY_META;
+        resp.meta = &res;
+        rpc_server_reply(c->req, &resp);
+        if (res.snapshot) {
+            free(snap.state.data);
+        }
+        break;
+    case META_SVC_NOT_LEADER:
+        reply_not_leader(r, c->req, "meta", meta_svc_leader_id(r->meta));
+        break;
+    case META_SVC_TOO_LARGE:
+        reply_code(c->req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST,
+                   "command too large");
+        break;
+    default:
+        reply_code(c->req, RINGMQ__RPC_CODE__RPC_UNAVAILABLE,
+                   "leadership lost or closing: outcome unknown");
+        break;
+    }
+    mq_pb_meta_cmd_release(&call->cmd);
+    free(c);
+}
+
+static void handle_meta(struct node_rpc *r, struct rpc_server_req *req,
+                        const Ringmq__RpcRequest *msg)
+{
+    struct rpc_meta_call *c;
+
+    if (r->meta == NULL || msg->group == NULL ||
+        strcmp(msg->group, "meta") != 0) {
+        reply_code(req, RINGMQ__RPC_CODE__RPC_NO_GROUP, "no such group here");
+        return;
+    }
+    c = xcalloc(1, sizeof(*c));
+    if (mq_pb_meta_cmd_from_pb(msg->meta, &c->call.cmd) != 0) {
+        free(c);
+        reply_code(req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST, "bad meta command");
+        return;
+    }
+    c->rpc = r;
+    c->req = req;
+    c->call.cb = meta_call_done;
+    c->call.data = c;
+    meta_svc_submit(r->meta, &c->call);
+}
+
+struct rpc_meta_watch {
+    struct meta_svc_watch w;
+    struct node_rpc *rpc;
+    struct rpc_server_req *req;
+};
+
+static void meta_watch_done(struct meta_svc_watch *w)
+{
+    struct rpc_meta_watch *c = w->data;
+    struct node_rpc *r = c->rpc;
+    Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
+    Ringmq__MetaSnapshot snap;
+
+    if (w->status != META_SVC_OK || meta_snapshot_pb(r, &snap) != 0) {
+        reply_code(c->req, RINGMQ__RPC_CODE__RPC_UNAVAILABLE, "closing");
+    } else {
+        resp.code = RINGMQ__RPC_CODE__RPC_OK;
+        resp.body_case = RINGMQ__RPC_RESPONSE__BODY_META_SNAPSHOT;
+        resp.meta_snapshot = &snap;
+        rpc_server_reply(c->req, &resp);
+        free(snap.state.data);
+    }
+    free(c);
+}
+
+static void handle_meta_watch(struct node_rpc *r, struct rpc_server_req *req,
+                              const Ringmq__RpcRequest *msg)
+{
+    struct rpc_meta_watch *c;
+
+    if (r->meta == NULL || msg->group == NULL ||
+        strcmp(msg->group, "meta") != 0) {
+        reply_code(req, RINGMQ__RPC_CODE__RPC_NO_GROUP, "no such group here");
+        return;
+    }
+    c = xcalloc(1, sizeof(*c));
+    c->rpc = r;
+    c->req = req;
+    c->w.known_version = msg->meta_watch->known_version;
+    c->w.wait_ms = msg->meta_watch->wait_ms > 60000
+                       ? 60000
+                       : msg->meta_watch->wait_ms;
+    c->w.cb = meta_watch_done;
+    c->w.data = c;
+    meta_svc_watch(r->meta, &c->w);
+}
+
+void node_rpc_set_amqp(struct node_rpc *r, struct mq_svc *const *mq,
+                       unsigned n_mq, struct meta_svc *meta)
+{
+    r->mq = mq;
+    r->n_mq = n_mq;
+    r->meta = meta;
 }
 
 static void on_request(void *data, struct rpc_server_req *req,
@@ -202,6 +527,15 @@ static void on_request(void *data, struct rpc_server_req *req,
         break;
     case RINGMQ__RPC_REQUEST__BODY_STATUS:
         handle_status(r, req);
+        break;
+    case RINGMQ__RPC_REQUEST__BODY_MQ:
+        handle_mq(r, req, msg);
+        break;
+    case RINGMQ__RPC_REQUEST__BODY_META:
+        handle_meta(r, req, msg);
+        break;
+    case RINGMQ__RPC_REQUEST__BODY_META_WATCH:
+        handle_meta_watch(r, req, msg);
         break;
     default:
         reply_code(req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST, "empty request");

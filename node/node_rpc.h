@@ -2,8 +2,10 @@
  * node_rpc: the node's internal RPC service: decodes requests from the RPC
  * listener (node/rpc_server) and dispatches them to the groups.
  *
- * Cache ops go to the named group's cache_svc; a follower answers
- * RPC_NOT_LEADER with the leader's id and RPC address as a hint. Status
+ * Cache ops go to the named group's cache_svc, queue commands to the named
+ * "<shard>.mq" group's mq_svc, meta commands and watches to the meta_svc;
+ * a follower answers RPC_NOT_LEADER with the leader's id and RPC address as
+ * a hint (a meta watch is served by any replica: versions only grow). Status
  * requests describe every group (state, indexes, digest) for ringmqctl.
  *
  * @groups is borrowed and must outlive the service. node_rpc_close stops
@@ -16,12 +18,20 @@
 
 #include "node/cache_svc.h"
 #include "node/config.h"
+#include "node/meta_svc.h"
+#include "node/mq_svc.h"
 
 struct node_rpc;
 
 struct node_rpc *node_rpc_new(uv_loop_t *loop, const struct node_config *cfg,
                               struct cache_svc *const *groups,
                               unsigned n_groups, char *err, size_t errlen);
+/* The queue groups ("<shard>.mq") and the meta group this node runs, for
+ * the AMQP requests of routers (MqCommand, MetaCommand, MetaWatch); without
+ * them those get RPC_NO_GROUP. Borrowed like @groups; @meta may be NULL. */
+void node_rpc_set_amqp(struct node_rpc *r, struct mq_svc *const *mq,
+                       unsigned n_mq, struct meta_svc *meta);
+
 void node_rpc_close(struct node_rpc *r, void (*cb)(void *data), void *data);
 
 #endif

@@ -14,7 +14,9 @@
  * and the EXPIRE tick go to every shard, one call per shard.
  *
  * Calls complete exactly once through call->cb, possibly before submit
- * returns, always on the loop thread. Status:
+ * returns, always on the loop thread. MQ calls to one shard that were
+ * applied complete in the order the shard applied them (the edge relies on
+ * it to settle "every delivery up to tag N" safely). Status:
  *   AMQP_BROKER_OK           the command was applied; the result is valid;
  *   AMQP_BROKER_UNAVAILABLE  not applied, or the outcome is unknown (leader
  *                            lost, deadline): the edge may retry the same

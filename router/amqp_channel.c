@@ -775,6 +775,44 @@ static void fail_unavailable(struct chan_op *op)
 
 /* ----------------------------------------------------------- queue class */
 
+/* RabbitMQ ends an invalid-argument text with the reason as an Erlang
+ * term; clients show it, some match on it. */
+static const char *why_invalid(const struct amqp_field *f, bool want_int,
+                               bool is_int, int64_t v, char *buf, size_t len)
+{
+    static const struct {
+        uint8_t type;
+        const char *name;
+    } names[] = {
+        {AMQP_FIELD_LONGSTR, "longstr"}, {AMQP_FIELD_BOOL, "bool"},
+        {AMQP_FIELD_TABLE, "table"},     {AMQP_FIELD_ARRAY, "array"},
+        {AMQP_FIELD_FLOAT, "float"},     {AMQP_FIELD_DOUBLE, "double"},
+        {AMQP_FIELD_DECIMAL, "decimal"}, {AMQP_FIELD_TIMESTAMP, "timestamp"},
+        {AMQP_FIELD_VOID, "void"},       {AMQP_FIELD_BYTES, "binary"},
+    };
+    size_t i;
+
+    if (want_int && is_int) {
+        snprintf(buf, len, "{%s,%lld}", v < 0 ? "value_negative" : "value_zero",
+                 (long long)v);
+        return buf;
+    }
+    if (!want_int && f->type == AMQP_FIELD_LONGSTR) {
+        snprintf(buf, len, "{unacceptable_value,<<\"%.*s\">>}",
+                 (int)(f->v.bytes.len > 64 ? 64 : f->v.bytes.len),
+                 (const char *)f->v.bytes.data);
+        return buf;
+    }
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (names[i].type == f->type) {
+            snprintf(buf, len, "{unacceptable_type,%s}", names[i].name);
+            return buf;
+        }
+    }
+    snprintf(buf, len, "{unacceptable_type,%c}", f->type);
+    return buf;
+}
+
 static int queue_args(struct chan_op *op, const struct amqp_table *t,
                       struct mq_sm_queue_args *a)
 {
@@ -790,6 +828,7 @@ static int queue_args(struct chan_op *op, const struct amqp_table *t,
         int64_t v = 0;
         bool is_int = amqp_field_get_int(f, &v) == 0;
         const char *bad = NULL;
+        char why[128];
 
         if (amqp_bytes_eq(e->key, "x-message-ttl")) {
             if (!is_int || v < 0) {
@@ -866,8 +905,13 @@ static int queue_args(struct chan_op *op, const struct amqp_table *t,
         if (bad) {
             op_fail(op, 406,
                     "PRECONDITION_FAILED - invalid arg '%s' for queue "
-                    "'%.*s' in vhost '/'",
-                    bad, (int)op->queue_len, op->queue);
+                    "'%.*s' in vhost '/': %s",
+                    bad, (int)op->queue_len, op->queue,
+                    why_invalid(f,
+                                strcmp(bad, "x-message-ttl") == 0 ||
+                                    strcmp(bad, "x-expires") == 0 ||
+                                    strcmp(bad, "x-max-length") == 0,
+                                is_int, v, why, sizeof(why)));
             return -1;
         }
     }
@@ -2086,9 +2130,17 @@ static int content_frame(struct amqp_channel *ch, const struct amqp_frame *f)
         struct amqp_content_header h;
         int rv = amqp_content_header_decode(f->payload, f->size, &h);
 
+        if (f->size >= 2 &&
+            ((f->payload[0] << 8) | f->payload[1]) != AMQP_CLASS_BASIC) {
+            amqp_conn_error(ch->conn, AMQP_REPLY_UNEXPECTED_FRAME,
+                            "UNEXPECTED_FRAME - content header for class "
+                            "other than basic",
+                            AMQP_BASIC_PUBLISH);
+            return -1;
+        }
         if (rv != 0) {
-            amqp_conn_error(ch->conn, (uint16_t)amqp_codec_reply_code(rv),
-                            "SYNTAX_ERROR - bad content header",
+            amqp_conn_error(ch->conn, AMQP_REPLY_FRAME_ERROR,
+                            "FRAME_ERROR - cannot decode content header",
                             AMQP_BASIC_PUBLISH);
             return -1;
         }
@@ -2169,8 +2221,7 @@ int amqp_channel_frame(struct amqp_channel *ch, const struct amqp_frame *f)
     }
     rv = amqp_method_decode(f->payload, f->size, &m);
     if (rv != 0) {
-        amqp_conn_error(ch->conn, (uint16_t)amqp_codec_reply_code(rv),
-                        amqp_codec_strerror(rv), 0);
+        amqp_conn_decode_error(ch->conn, f, rv);
         return -1;
     }
     switch (m.id) {

@@ -342,6 +342,42 @@ void amqp_conn_set_blocked(struct amqp_conn *c, bool blocked)
     conn_update_reading(c);
 }
 
+/* A method frame that does not decode, answered as RabbitMQ does:
+ * truncated or overlong arguments are 501 FRAME_ERROR ("cannot decode"),
+ * a bad field table 502 SYNTAX_ERROR, an unknown class or method 540. The
+ * failing class and method go into connection.close when readable. */
+void amqp_conn_decode_error(struct amqp_conn *c, const struct amqp_frame *f,
+                            int rv)
+{
+    uint32_t id = 0;
+    char text[160];
+    uint16_t code;
+
+    if (f->size >= 4) {
+        id = AMQP_METHOD_ID((f->payload[0] << 8) | f->payload[1],
+                            (f->payload[2] << 8) | f->payload[3]);
+    }
+    switch (rv) {
+    case AMQP_ESYNTAX:
+        code = AMQP_REPLY_FRAME_ERROR;
+        snprintf(text, sizeof(text), "FRAME_ERROR - cannot decode %s",
+                 amqp_method_name(id));
+        break;
+    case AMQP_EUNKNOWN_METHOD:
+        code = AMQP_REPLY_NOT_IMPLEMENTED;
+        snprintf(text, sizeof(text),
+                 "NOT_IMPLEMENTED - unknown class %u method %u",
+                 AMQP_METHOD_CLASS(id), AMQP_METHOD_INDEX(id));
+        break;
+    default:
+        code = AMQP_REPLY_SYNTAX_ERROR;
+        snprintf(text, sizeof(text), "SYNTAX_ERROR - %s",
+                 amqp_codec_strerror(rv));
+        break;
+    }
+    amqp_conn_error(c, code, text, id);
+}
+
 /* ----------------------------------------------------------- negotiation */
 
 static void send_start(struct amqp_conn *c)
@@ -507,7 +543,8 @@ static void conn_method0(struct amqp_conn *c, const struct amqp_method *m)
                 return;
             }
             c->frame_max = fm;
-            amqp_frame_decoder_set_max(&c->dec, fm);
+            /* RabbitMQ accepts payloads up to frame_max: be as lenient. */
+            amqp_frame_decoder_set_max(&c->dec, fm + AMQP_FRAME_OVERHEAD);
             c->channel_max = t->channel_max == 0 ||
                                      t->channel_max > c->srv->cfg.channel_max
                                  ? c->srv->cfg.channel_max
@@ -571,6 +608,13 @@ static void conn_method0(struct amqp_conn *c, const struct amqp_method *m)
     default:
         return;
     }
+    if (AMQP_METHOD_CLASS(m->id) != AMQP_CLASS_CONNECTION) {
+        amqp_conn_error(c, AMQP_REPLY_CHANNEL_ERROR,
+                        "CHANNEL_ERROR - unexpected method in connection "
+                        "state running",
+                        m->id);
+        return;
+    }
     amqp_conn_error(c, AMQP_REPLY_COMMAND_INVALID,
                     "COMMAND_INVALID - unexpected method on channel 0",
                     m->id);
@@ -609,8 +653,7 @@ static void conn_channel_frame(struct amqp_conn *c, const struct amqp_frame *f)
     }
     rv = amqp_method_decode(f->payload, f->size, &m);
     if (rv != 0) {
-        amqp_conn_error(c, (uint16_t)amqp_codec_reply_code(rv),
-                        amqp_codec_strerror(rv), 0);
+        amqp_conn_decode_error(c, f, rv);
         return;
     }
     if (m.id == AMQP_CHANNEL_OPEN) {
@@ -655,10 +698,7 @@ static void conn_frame(struct amqp_conn *c, const struct amqp_frame *f)
     }
     rv = amqp_method_decode(f->payload, f->size, &m);
     if (rv != 0) {
-        if (c->state != CONN_CLOSE_SENT) {
-            amqp_conn_error(c, (uint16_t)amqp_codec_reply_code(rv),
-                            amqp_codec_strerror(rv), 0);
-        }
+        amqp_conn_decode_error(c, f, rv);
         return;
     }
     conn_method0(c, &m);
@@ -698,9 +738,19 @@ static void conn_process(struct amqp_conn *c)
             break;
         }
         if (rv < 0) {
-            if (c->state < CONN_CLOSE_SENT) {
-                amqp_conn_error(c, (uint16_t)amqp_codec_reply_code(rv),
-                                amqp_codec_strerror(rv), 0);
+            if (rv == AMQP_EFRAME_HEARTBEAT) {
+                /* RabbitMQ: a heartbeat on a channel is out of place. */
+                amqp_conn_error(c, AMQP_REPLY_UNEXPECTED_FRAME,
+                                "UNEXPECTED_FRAME - heartbeat on a channel "
+                                "other than 0",
+                                0);
+            } else {
+                char text[160];
+
+                snprintf(text, sizeof(text), "FRAME_ERROR - %s",
+                         amqp_codec_strerror(rv));
+                amqp_conn_error(c, (uint16_t)amqp_codec_reply_code(rv), text,
+                                0);
             }
             /* The stream is out of sync: nothing more can be read. */
             c->state = CONN_FINISHING;
@@ -845,7 +895,7 @@ void amqp_conn_accept(struct amqp_server *s)
     x ^= x >> 32;
     c->client_id = x ? x : 1;
     c->frame_max = s->cfg.frame_max;
-    amqp_frame_decoder_init(&c->dec, s->cfg.frame_max);
+    amqp_frame_decoder_init(&c->dec, s->cfg.frame_max + AMQP_FRAME_OVERHEAD);
     if (uv_tcp_init(s->loop, &c->tcp) != 0) {
         amqp_frame_decoder_close(&c->dec);
         free(c);

@@ -142,6 +142,9 @@ void amqp_conn_unref(struct amqp_conn *c);
  * method @method_id (0 = none), then wait for close-ok. */
 void amqp_conn_error(struct amqp_conn *c, uint16_t code, const char *text,
                      uint32_t method_id);
+/* A method frame that did not decode (@rv from amqp_method_decode). */
+void amqp_conn_decode_error(struct amqp_conn *c, const struct amqp_frame *f,
+                            int rv);
 struct amqp_channel *amqp_conn_channel(struct amqp_conn *c, uint16_t num);
 /* Next publisher dedup sequence of the connection (never 0). */
 uint64_t amqp_conn_next_seq(struct amqp_conn *c);

@@ -124,6 +124,8 @@ void edge_call_submit(struct edge_call *ec)
     s->broker.ops->submit(s->broker.self, &ec->bc);
 }
 
+static void on_retry(uv_timer_t *t);
+
 void edge_call_retry(struct edge_call *ec)
 {
     struct amqp_server *s = ec->srv;
@@ -133,8 +135,8 @@ void edge_call_retry(struct edge_call *ec)
     s->retry_list = ec;
     /* Counted as in flight while parked, so close waits for it. */
     s->calls++;
-    if (!s->closing) {
-        uv_timer_start(&s->retry, NULL, 0, 0);
+    if (!s->closing && !uv_is_active((uv_handle_t *)&s->retry)) {
+        uv_timer_start(&s->retry, on_retry, EDGE_RETRY_TICK_MS, 0);
     }
 }
 

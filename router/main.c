@@ -24,6 +24,8 @@ static const char usage[] =
     "  --name NAME            this router's entry in the map's routers:\n"
     "  --memcached HOST:PORT  memcached listener (default: the entry's\n"
     "                         memcached address)\n"
+    "  --amqp HOST:PORT       AMQP 0-9-1 listener (default: the entry's\n"
+    "                         amqp address; 'off' = off)\n"
     "  --http HOST:PORT       /healthz and /metrics (default: the entry's\n"
     "                         http address; none = off)\n"
     "  --request-timeout MS   budget of one cache op, retries included;\n"
@@ -64,6 +66,7 @@ enum {
     OPT_CLUSTER = 256,
     OPT_NAME,
     OPT_MEMCACHED,
+    OPT_AMQP,
     OPT_HTTP,
     OPT_TIMEOUT,
     OPT_LOG_LEVEL,
@@ -76,6 +79,7 @@ int main(int argc, char **argv)
         {"cluster", required_argument, NULL, OPT_CLUSTER},
         {"name", required_argument, NULL, OPT_NAME},
         {"memcached", required_argument, NULL, OPT_MEMCACHED},
+        {"amqp", required_argument, NULL, OPT_AMQP},
         {"http", required_argument, NULL, OPT_HTTP},
         {"request-timeout", required_argument, NULL, OPT_TIMEOUT},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
@@ -88,6 +92,7 @@ int main(int argc, char **argv)
     const char *name = NULL;
     const char *mc_flag = NULL;
     const char *http_flag = NULL;
+    const char *amqp_flag = NULL;
     enum log_level level = LOG_INFO;
     unsigned long timeout_ms = BACKEND_REQUEST_TIMEOUT_MS_DEFAULT;
     static struct cluster_map map; /* large: keep it off the stack */
@@ -106,6 +111,9 @@ int main(int argc, char **argv)
                 break;
             case OPT_NAME:
                 name = optarg;
+                break;
+            case OPT_AMQP:
+                amqp_flag = optarg;
                 break;
             case OPT_MEMCACHED:
                 mc_flag = optarg;
@@ -177,6 +185,10 @@ int main(int argc, char **argv)
     rc.name = name;
     rc.memcached = mc_flag ? mc_flag : entry->memcached;
     rc.http = http_flag ? http_flag : entry->http;
+    rc.amqp = amqp_flag ? amqp_flag : entry->amqp;
+    if (strcmp(rc.amqp, "off") == 0) {
+        rc.amqp = "";
+    }
     rc.request_timeout_ms = (unsigned)timeout_ms;
     if (rc.memcached[0] == '\0') {
         fprintf(stderr,

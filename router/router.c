@@ -7,10 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #include "common/buf.h"
 #include "common/log.h"
 #include "router/admin.h"
+#include "router/amqp_remote.h"
+#include "router/amqp_server.h"
 #include "router/backend.h"
 #include "router/mc_server.h"
 
@@ -21,6 +25,8 @@ struct router {
     char name[CLUSTER_NAME_MAX];
     struct backend *backend;
     struct mc_server *mc;
+    struct amqp_remote *mq;
+    struct amqp_server *amqp;
     struct admin *admin;
     unsigned closing_parts; /* parts whose close callback is pending */
     void (*close_cb)(void *data);
@@ -40,6 +46,44 @@ static void mc_stats(void *data, struct buf *out)
     struct router *r = data;
 
     admin_stats(r->backend, out);
+}
+
+/* The AMQP edge over the cluster's queue and meta groups. 0 or -1. */
+static int start_amqp(struct router *r, const struct router_config *cfg,
+                      const char *addr, char *errmsg, size_t errlen)
+{
+    struct amqp_remote_config qc = {0};
+    struct amqp_server_config ac = {0};
+    struct amqp_broker broker;
+    char host[ADDR_MAX];
+    char sub[512];
+
+    if (router_split_addr(addr, host, sizeof(host), &ac.port) != 0) {
+        snprintf(errmsg, errlen, "amqp: bad address '%s'", addr);
+        return -1;
+    }
+    qc.map = cfg->map;
+    qc.request_timeout_ms = cfg->request_timeout_ms;
+    r->mq = amqp_remote_new(r->loop, &qc, sub, sizeof(sub));
+    if (r->mq == NULL) {
+        snprintf(errmsg, errlen, "amqp: %s", sub);
+        return -1;
+    }
+    ac.host = host;
+    if (getrandom(&ac.router_id, sizeof(ac.router_id), 0) !=
+        (ssize_t)sizeof(ac.router_id)) {
+        ac.router_id = (uint64_t)uv_hrtime() ^ (uint64_t)getpid() << 32;
+    }
+    ac.router_id |= 1; /* 0 means "no router" to the queue state machine */
+    broker = amqp_remote_broker(r->mq);
+    r->amqp = amqp_server_new(r->loop, &ac, &broker, sub, sizeof(sub));
+    if (r->amqp == NULL) {
+        snprintf(errmsg, errlen, "amqp %s: %s", addr, sub);
+        amqp_remote_close(r->mq, NULL, NULL);
+        r->mq = NULL;
+        return -1;
+    }
+    return 0;
 }
 
 int router_split_addr(const char *addr, char *host, size_t hostlen, int *port)
@@ -96,7 +140,7 @@ static void part_closed(void *data)
     }
 }
 
-/* The backend goes last: the edge's calls still in it then complete into
+/* The backends go last: the edges' calls still in them then complete into
  * connections that are already closed ("into the void", mc_server.h). */
 static void front_closed(void *data)
 {
@@ -104,6 +148,10 @@ static void front_closed(void *data)
 
     if (--r->closing_parts > 1) {
         return;
+    }
+    if (r->mq != NULL) {
+        r->closing_parts++;
+        amqp_remote_close(r->mq, part_closed, r);
     }
     backend_close(r->backend, part_closed, r);
 }
@@ -123,6 +171,10 @@ void router_close(struct router *r, void (*cb)(void *data), void *data)
         r->closing_parts++;
         mc_server_close(r->mc, front_closed, r);
     }
+    if (r->amqp) {
+        r->closing_parts++;
+        amqp_server_close(r->amqp, front_closed, r);
+    }
     front_closed(r); /* drop the guard */
 }
 
@@ -140,6 +192,7 @@ struct router *router_new(uv_loop_t *loop,
     char sub[512];
     const char *mc_addr = cfg->memcached ? cfg->memcached : "";
     const char *http_addr = cfg->http ? cfg->http : "";
+    const char *amqp_addr = cfg->amqp ? cfg->amqp : "";
     bool http_on = false;
 
     r->loop = loop;
@@ -172,30 +225,41 @@ struct router *router_new(uv_loop_t *loop,
         goto err_after_backend;
     }
 
+    if (*amqp_addr != '\0' &&
+        start_amqp(r, cfg, amqp_addr, errmsg, errlen) != 0) {
+        goto err_after_mc;
+    }
+
     if (*http_addr != '\0') {
         if (router_split_addr(http_addr, host, sizeof(host), &ac.port) != 0) {
             snprintf(errmsg, errlen, "http: bad address '%s'", http_addr);
-            goto err_after_mc;
+            goto err_after_amqp;
         }
         ac.host = host;
         r->admin = admin_new(loop, &ac, r->backend, sub, sizeof(sub));
         if (r->admin == NULL) {
             snprintf(errmsg, errlen, "http %s: %s", http_addr, sub);
-            goto err_after_mc;
+            goto err_after_amqp;
         }
         http_on = true;
     }
 
     log_info(
-        "ready: router %s, memcached %s, http %s, %u shard(s), epoch "
-        "%llu",
-        r->name, mc_addr, http_on ? http_addr : "off",
+        "ready: router %s, memcached %s, amqp %s, http %s, %u shard(s), "
+        "epoch %llu",
+        r->name, mc_addr, r->amqp ? amqp_addr : "off",
+        http_on ? http_addr : "off",
         backend_shard_count(r->backend),
         (unsigned long long)backend_epoch(r->backend));
     return r;
 
-err_after_mc:
+err_after_amqp:
     /* Nothing waits on these closes: the caller runs the loop dry. */
+    if (r->amqp != NULL) {
+        amqp_server_close(r->amqp, NULL, NULL);
+        amqp_remote_close(r->mq, NULL, NULL);
+    }
+err_after_mc:
     mc_server_close(r->mc, NULL, NULL);
 err_after_backend:
     backend_close(r->backend, NULL, NULL);

@@ -1,12 +1,15 @@
 /*
  * router: the ringmq-router process wiring: the cluster map's shards behind
  * a backend (ring + RPC + leader tracking), the memcached edge in front of
- * it, and the admin HTTP endpoints.
+ * it, the AMQP edge over amqp_remote (queue and meta groups over RPC), and
+ * the admin HTTP endpoints.
  *
  *   memcached clients --> mc_server --submit--> backend --RPC--> shard leaders
  *                             |  stats hook         ^ status poll (1 s)
  *                             +--> admin_stats -----+
  *   HTTP /healthz /metrics --> admin ---------------+
+ *   AMQP clients --> amqp_server --broker--> amqp_remote --RPC--> "<shard>.mq"
+ *                                                       \--> "meta" group
  *
  * Errors: router_new() returns NULL with a reason in @errmsg; the loop must
  * then still run until it has no handles (parts already started close
@@ -27,6 +30,7 @@ struct router_config {
     const char *name;              /* this router's name, for logs; copied */
     /* "HOST:PORT" or "[V6]:PORT", IP literals; "" or NULL = off. Copied. */
     const char *memcached;
+    const char *amqp;
     const char *http;
     unsigned request_timeout_ms; /* 0 = BACKEND_REQUEST_TIMEOUT_MS_DEFAULT */
 };
@@ -34,9 +38,10 @@ struct router_config {
 struct router;
 
 /*
- * Start serving: build the backend, listen for memcached clients and for
- * HTTP. With at least one listener open, logs one line
- *   "ready: router NAME, memcached ADDR, http ADDR|off, N shard(s), epoch E"
+ * Start serving: build the backend, listen for memcached clients, AMQP
+ * clients (when cfg->amqp is set) and HTTP. Logs one line
+ *   "ready: router NAME, memcached ADDR, amqp ADDR|off, http ADDR|off,
+ *    N shard(s), epoch E"
  * A build without common/http_admin.c logs a warning instead of serving
  * HTTP. @loop is borrowed until the close callback.
  */

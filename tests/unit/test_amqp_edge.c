@@ -587,6 +587,42 @@ static void test_consume_prefetch(void **state)
     cl_close(&p);
 }
 
+/* A broker that is unavailable for a while (a leader election): the edge
+ * retries the enqueue with the same dedup id and confirms once it lands;
+ * a waiting consumer gets the message after its retried CHECKOUT. */
+static void test_retry_while_unavailable(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    struct client k;
+    struct amqp_method m;
+
+    cl_handshake(&c, fx->port);
+    cl_declare(&c, "r1");
+    cl_simple(&c, 1, AMQP_CONFIRM_SELECT);
+    cl_expect_free(&c, AMQP_CONFIRM_SELECT_OK);
+    cl_handshake(&k, fx->port);
+    amqp_method_init(&m, AMQP_BASIC_CONSUME);
+    m.basic_consume.queue = amqp_cstr("r1");
+    m.basic_consume.no_ack = true;
+    cl_method(&k, 1, &m);
+    cl_expect_free(&k, AMQP_BASIC_CONSUME_OK);
+    fake_broker_set_unavailable(fx->fb, true);
+    cl_publish(&c, "", "r1", "later", false);
+    usleep(300 * 1000);
+    fake_broker_set_unavailable(fx->fb, false);
+    cl_expect(&c, AMQP_BASIC_ACK, &m);
+    assert_int_equal(m.basic_ack.delivery_tag, 1);
+    amqp_method_free(&m);
+    cl_expect(&k, AMQP_BASIC_DELIVER, &m);
+    amqp_method_free(&m);
+    assert_true(cl_frame(&k));
+    assert_true(cl_frame(&k));
+    assert_memory_equal(k.payload, "later", 5);
+    cl_close(&k);
+    cl_close(&c);
+}
+
 /* tx is refused clearly (540), not half done. */
 static void test_tx_not_implemented(void **state)
 {
@@ -608,6 +644,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_publish_get_ack, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_frames, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consume_prefetch, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_retry_while_unavailable, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_tx_not_implemented, setup,
                                         teardown),

@@ -72,7 +72,7 @@ static void fb_submit(void *self, struct amqp_broker_call *c)
         c->cb(c);
         return;
     }
-    if (fb->unavailable) {
+    if (__atomic_load_n(&fb->unavailable, __ATOMIC_SEQ_CST)) {
         c->status = AMQP_BROKER_UNAVAILABLE;
         c->cb(c);
         return;
@@ -195,7 +195,8 @@ struct amqp_broker fake_broker_table(struct fake_broker *fb)
 
 void fake_broker_set_unavailable(struct fake_broker *fb, bool on)
 {
-    fb->unavailable = on;
+    /* Called from a test thread while the loop thread reads it. */
+    __atomic_store_n(&fb->unavailable, on, __ATOMIC_SEQ_CST);
 }
 
 struct mq_sm *fake_broker_mq(struct fake_broker *fb, unsigned shard)

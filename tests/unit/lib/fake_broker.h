@@ -4,8 +4,9 @@
  * nothing wait (as the real services hold them) until a later command on
  * the same shard, or until wait_ms pass.
  *
- * Knobs for fault tests: @unavailable makes every call complete with
- * AMQP_BROKER_UNAVAILABLE without applying it.
+ * Knob for fault tests: fake_broker_set_unavailable() makes every call
+ * complete with AMQP_BROKER_UNAVAILABLE without applying it (safe to call
+ * from another thread).
  */
 #ifndef RINGMQ_TEST_FAKE_BROKER_H
 #define RINGMQ_TEST_FAKE_BROKER_H

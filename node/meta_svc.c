@@ -1,0 +1,405 @@
+/*
+ * meta_svc: see meta_svc.h.
+ *
+ *   submit -> encode MetaCommand -> rgroup_submit -> commit -> fsm_apply
+ *   (every replica: meta_sm_apply; leader: into call->result) -> cmd_done
+ *   -> call->cb.   A change of version flags the watchers; the prepare/
+ *   check handles complete them outside raft code; a TICK_MS timer ends
+ *   the watches whose wait passed.
+ */
+#include "node/meta_svc.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "mq.pb-c.h"
+#include "proto/mq_pb.h"
+
+#define TICK_MS 50
+
+struct meta_svc {
+    char name[64];
+    uv_loop_t *loop;
+    struct meta_sm *sm;
+    struct rgroup *group;
+    uv_prepare_t prepare;
+    uv_check_t check;
+    uv_timer_t timer;
+    bool closing;
+    unsigned closes_left;
+    void (*close_cb)(void *data);
+    void *close_data;
+    struct meta_svc_watch *watches; /* arrival order */
+    struct meta_svc_watch *watches_tail;
+    uint64_t n_watches;
+    bool changed; /* version moved since the last watcher pass */
+};
+
+struct pending {
+    struct rgroup_cmd rcmd;
+    struct meta_svc *svc;
+    struct meta_svc_call *call;
+    uint8_t *payload;
+};
+
+/* --------------------------------------------------------------- fsm */
+
+static void fsm_apply(void *data, uint64_t time_ms, const void *cmd,
+                      size_t len, struct rgroup_cmd *mine)
+{
+    struct meta_svc *svc = data;
+    struct meta_sm_result scratch;
+    struct meta_sm_result *res = &scratch;
+    Ringmq__MetaCommand *pb;
+    struct meta_sm_cmd c;
+
+    (void)time_ms; /* meta_sm has no clock */
+    if (mine != NULL) {
+        res = &((struct pending *)mine->data)->call->result;
+    }
+    pb = ringmq__meta_command__unpack(NULL, len, cmd);
+    if (pb == NULL || mq_pb_meta_cmd_from_pb(pb, &c) != 0) {
+        log_error("%s: undecodable meta command (%zu bytes) skipped",
+                  svc->name, len);
+        memset(res, 0, sizeof(*res));
+        res->reply_code = 540;
+        res->reply_text = "NOT_IMPLEMENTED - unknown meta command";
+        res->version = meta_sm_version(svc->sm);
+    } else {
+        meta_sm_apply(svc->sm, &c, res);
+        mq_pb_meta_cmd_release(&c);
+        if (res->changed) {
+            svc->changed = true;
+        }
+    }
+    if (pb != NULL) {
+        ringmq__meta_command__free_unpacked(pb, NULL);
+    }
+}
+
+static int fsm_snapshot(void *data, void **buf, size_t *len)
+{
+    struct meta_svc *svc = data;
+
+    return meta_sm_snapshot(svc->sm, malloc, buf, len);
+}
+
+static int fsm_restore(void *data, const void *buf, size_t len)
+{
+    struct meta_svc *svc = data;
+    int rv = meta_sm_restore(svc->sm, buf, len);
+
+    if (rv == 0) {
+        svc->changed = true;
+    }
+    return rv;
+}
+
+/* ------------------------------------------------------------ watches */
+
+static void watch_unlink(struct meta_svc *svc, struct meta_svc_watch *w)
+{
+    if (w->prev != NULL) {
+        w->prev->next = w->next;
+    } else {
+        svc->watches = w->next;
+    }
+    if (w->next != NULL) {
+        w->next->prev = w->prev;
+    } else {
+        svc->watches_tail = w->prev;
+    }
+    w->next = NULL;
+    w->prev = NULL;
+    svc->n_watches--;
+}
+
+/* Complete the watches that are due: all (closing), changed ones, expired
+ * ones. Detached first: a cb may watch again (it then waits for the next
+ * change, not this pass). */
+static void watches_pass(struct meta_svc *svc, bool all, bool expired)
+{
+    struct meta_svc_watch *due = NULL;
+    struct meta_svc_watch **tail = &due;
+    struct meta_svc_watch *w = svc->watches;
+    uint64_t version = meta_sm_version(svc->sm);
+    uint64_t now = uv_now(svc->loop);
+
+    while (w != NULL) {
+        struct meta_svc_watch *next = w->next;
+
+        if (all || version > w->known_version ||
+            (expired && w->deadline <= now)) {
+            watch_unlink(svc, w);
+            *tail = w;
+            tail = &w->next;
+        }
+        w = next;
+    }
+    while (due != NULL) {
+        w = due;
+        due = w->next;
+        w->next = NULL;
+        w->status = all ? META_SVC_CLOSING : META_SVC_OK;
+        w->version = version;
+        w->cb(w);
+    }
+}
+
+static void process(struct meta_svc *svc)
+{
+    if (!svc->closing && svc->changed) {
+        svc->changed = false;
+        watches_pass(svc, false, false);
+    }
+}
+
+static void prepare_cb(uv_prepare_t *h)
+{
+    process(h->data);
+}
+
+static void check_cb(uv_check_t *h)
+{
+    process(h->data);
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+    struct meta_svc *svc = t->data;
+
+    if (!svc->closing && svc->n_watches > 0) {
+        watches_pass(svc, false, true);
+    }
+}
+
+void meta_svc_watch(struct meta_svc *svc, struct meta_svc_watch *w)
+{
+    w->next = NULL;
+    w->prev = NULL;
+    w->version = meta_sm_version(svc->sm);
+    if (svc->closing) {
+        w->status = META_SVC_CLOSING;
+        w->cb(w);
+        return;
+    }
+    if (w->version > w->known_version || w->wait_ms == 0) {
+        w->status = META_SVC_OK;
+        w->cb(w);
+        return;
+    }
+    w->deadline = uv_now(svc->loop) + w->wait_ms;
+    w->prev = svc->watches_tail;
+    if (svc->watches_tail != NULL) {
+        svc->watches_tail->next = w;
+    } else {
+        svc->watches = w;
+    }
+    svc->watches_tail = w;
+    svc->n_watches++;
+}
+
+/* ------------------------------------------------------------ commands */
+
+static void complete(struct meta_svc_call *call, enum meta_svc_code st)
+{
+    if (st != META_SVC_OK) {
+        memset(&call->result, 0, sizeof(call->result));
+        call->result.reply_text = "";
+    }
+    call->status = st;
+    call->cb(call);
+}
+
+static enum meta_svc_code map_rgroup(const struct meta_svc *svc, int rv)
+{
+    switch (rv) {
+        case RGROUP_ENOTLEADER:
+            return svc->closing ? META_SVC_CLOSING : META_SVC_NOT_LEADER;
+        case RGROUP_ECLOSING:
+            return META_SVC_CLOSING;
+        case RGROUP_ETOOBIG:
+            return META_SVC_TOO_LARGE;
+        default:
+            return META_SVC_UNAVAILABLE;
+    }
+}
+
+static void cmd_done(struct rgroup_cmd *rcmd, int status)
+{
+    struct pending *p = rcmd->data;
+    struct meta_svc *svc = p->svc;
+    struct meta_svc_call *call = p->call;
+
+    free(p->payload);
+    free(p);
+    complete(call, status == 0 ? META_SVC_OK : map_rgroup(svc, status));
+}
+
+void meta_svc_submit(struct meta_svc *svc, struct meta_svc_call *call)
+{
+    struct mq_pb_meta_buf b;
+    struct pending *p;
+    size_t n;
+    int rv;
+
+    memset(&call->result, 0, sizeof(call->result));
+    call->result.reply_text = "";
+    if (svc->closing) {
+        complete(call, META_SVC_CLOSING);
+        return;
+    }
+    if (!rgroup_is_leader(svc->group)) {
+        complete(call, META_SVC_NOT_LEADER);
+        return;
+    }
+    if (mq_pb_meta_cmd_to_pb(&call->cmd, &b) != 0) {
+        /* what meta_sm itself answers for values out of range */
+        mq_pb_meta_buf_clear(&b);
+        call->result.reply_code =
+            (unsigned)call->cmd.type >= META_SM_CMD__COUNT ? 540 : 503;
+        call->result.reply_text =
+            call->result.reply_code == 540
+                ? "NOT_IMPLEMENTED - unknown meta command"
+                : "COMMAND_INVALID - unknown exchange type";
+        call->result.version = meta_sm_version(svc->sm);
+        complete(call, META_SVC_OK);
+        return;
+    }
+    p = xcalloc(1, sizeof(*p));
+    p->svc = svc;
+    p->call = call;
+    n = ringmq__meta_command__get_packed_size(&b.pb);
+    p->payload = xmalloc(n > 0 ? n : 1);
+    ringmq__meta_command__pack(&b.pb, p->payload);
+    mq_pb_meta_buf_clear(&b);
+    p->rcmd.payload = p->payload;
+    p->rcmd.len = n;
+    p->rcmd.cb = cmd_done;
+    p->rcmd.data = p;
+    rv = rgroup_submit(svc->group, &p->rcmd);
+    if (rv != 0) {
+        free(p->payload);
+        free(p);
+        complete(call, map_rgroup(svc, rv));
+    }
+}
+
+/* ---------------------------------------------------------------- API */
+
+struct meta_svc *meta_svc_new(uv_loop_t *loop,
+                              const struct rgroup_config *group,
+                              char *errmsg, size_t errlen)
+{
+    struct meta_svc *svc = xcalloc(1, sizeof(*svc));
+    struct rgroup_fsm fsm = {
+        .data = svc,
+        .apply = fsm_apply,
+        .snapshot = fsm_snapshot,
+        .restore = fsm_restore,
+    };
+
+    snprintf(svc->name, sizeof(svc->name), "%s", group->name);
+    svc->loop = loop;
+    svc->sm = meta_sm_new();
+    if (svc->sm == NULL) {
+        snprintf(errmsg, errlen, "%s: cannot allocate the meta state",
+                 svc->name);
+        goto err;
+    }
+    svc->group = rgroup_new(loop, group, &fsm, errmsg, errlen);
+    if (svc->group == NULL) {
+        goto err_after_sm;
+    }
+    uv_prepare_init(loop, &svc->prepare);
+    uv_check_init(loop, &svc->check);
+    uv_timer_init(loop, &svc->timer);
+    svc->prepare.data = svc;
+    svc->check.data = svc;
+    svc->timer.data = svc;
+    uv_prepare_start(&svc->prepare, prepare_cb);
+    uv_check_start(&svc->check, check_cb);
+    uv_timer_start(&svc->timer, timer_cb, TICK_MS, TICK_MS);
+    return svc;
+
+err_after_sm:
+    meta_sm_free(svc->sm);
+err:
+    free(svc);
+    return NULL;
+}
+
+const struct meta_sm *meta_svc_sm(const struct meta_svc *svc)
+{
+    return svc->sm;
+}
+
+void meta_svc_status(struct meta_svc *svc, struct meta_svc_status *out)
+{
+    memset(out, 0, sizeof(*out));
+    rgroup_status(svc->group, &out->raft);
+    out->version = meta_sm_version(svc->sm);
+    meta_sm_counts(svc->sm, &out->exchanges, &out->bindings);
+    out->watchers = svc->n_watches;
+}
+
+const char *meta_svc_name(const struct meta_svc *svc)
+{
+    return svc->name;
+}
+
+uint64_t meta_svc_leader_id(const struct meta_svc *svc)
+{
+    return rgroup_leader_id(svc->group);
+}
+
+bool meta_svc_is_leader(const struct meta_svc *svc)
+{
+    return !svc->closing && rgroup_is_leader(svc->group);
+}
+
+static void close_step(struct meta_svc *svc)
+{
+    void (*cb)(void *);
+    void *cb_data;
+
+    if (--svc->closes_left > 0) {
+        return;
+    }
+    cb = svc->close_cb;
+    cb_data = svc->close_data;
+    meta_sm_free(svc->sm);
+    free(svc);
+    if (cb != NULL) {
+        cb(cb_data);
+    }
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    close_step(h->data);
+}
+
+static void group_closed(void *data)
+{
+    struct meta_svc *svc = data;
+
+    svc->group = NULL;
+    close_step(svc);
+}
+
+void meta_svc_close(struct meta_svc *svc, void (*cb)(void *data), void *data)
+{
+    svc->close_cb = cb;
+    svc->close_data = data;
+    svc->closing = true;
+    svc->closes_left = 4;
+    uv_close((uv_handle_t *)&svc->prepare, handle_closed);
+    uv_close((uv_handle_t *)&svc->check, handle_closed);
+    uv_close((uv_handle_t *)&svc->timer, handle_closed);
+    watches_pass(svc, true, false);
+    rgroup_close(svc->group, group_closed, svc);
+}

@@ -1,0 +1,95 @@
+/*
+ * meta_svc: this node's replica of the "meta" group: the exchange/binding
+ * state machine (node/mq/meta_sm) behind a Raft group, in the pattern of
+ * cache_svc and mq_svc (MetaCommand entries, group commit, result from the
+ * leader's own apply).
+ *
+ * meta_svc_submit completes @call exactly once through call->cb, possibly
+ * before returning, on the loop thread. Status as mq_svc: OK (applied,
+ * call->result valid; its reply_text is static), NOT_LEADER (never
+ * proposed), UNAVAILABLE (proposed, outcome unknown), TOO_LARGE, CLOSING.
+ *
+ * The local state machine (meta_svc_sm) is this replica's view: on the
+ * leader, once a command completed OK, the view includes it. Watches are
+ * answered from the local view, so they work on any replica:
+ * meta_svc_watch completes when the local version exceeds
+ * watch->known_version (at once if it already does) or when wait_ms pass.
+ *
+ * Ownership: pointers inside call->cmd are borrowed until cb; @call and
+ * @watch are caller-owned and must stay alive until their cb.
+ */
+#ifndef RINGMQ_META_SVC_H
+#define RINGMQ_META_SVC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "node/mq/meta_sm.h"
+#include "raft/group.h"
+
+enum meta_svc_code {
+    META_SVC_OK = 0,
+    META_SVC_NOT_LEADER,
+    META_SVC_UNAVAILABLE,
+    META_SVC_TOO_LARGE,
+    META_SVC_CLOSING
+};
+
+struct meta_svc;
+
+struct meta_svc_call {
+    /* in */
+    struct meta_sm_cmd cmd;
+    void (*cb)(struct meta_svc_call *call);
+    void *data;
+    /* out */
+    enum meta_svc_code status;
+    struct meta_sm_result result;
+};
+
+struct meta_svc_watch {
+    /* in */
+    uint64_t known_version;
+    uint32_t wait_ms; /* 0: answer now */
+    void (*cb)(struct meta_svc_watch *w);
+    void *data;
+    /* out: OK (changed or timed out: compare version) or CLOSING */
+    enum meta_svc_code status;
+    uint64_t version; /* local version at completion */
+    /* private */
+    uint64_t deadline;
+    struct meta_svc_watch *next;
+    struct meta_svc_watch *prev;
+};
+
+struct meta_svc_status {
+    struct rgroup_status raft;
+    uint64_t version;
+    uint64_t exchanges;
+    uint64_t bindings;
+    uint64_t watchers;
+};
+
+/* @group is copied. NULL with @errmsg on failure. */
+struct meta_svc *meta_svc_new(uv_loop_t *loop,
+                              const struct rgroup_config *group,
+                              char *errmsg, size_t errlen);
+
+void meta_svc_submit(struct meta_svc *svc, struct meta_svc_call *call);
+void meta_svc_watch(struct meta_svc *svc, struct meta_svc_watch *w);
+
+/* The local state machine: read-only, valid until meta_svc_close(). */
+const struct meta_sm *meta_svc_sm(const struct meta_svc *svc);
+void meta_svc_status(struct meta_svc *svc, struct meta_svc_status *out);
+const char *meta_svc_name(const struct meta_svc *svc);
+uint64_t meta_svc_leader_id(const struct meta_svc *svc);
+bool meta_svc_is_leader(const struct meta_svc *svc);
+
+/* Stop: watches complete with CLOSING at once, queued and in-flight calls
+ * with CLOSING or UNAVAILABLE. Freed before @cb runs. Call once. */
+void meta_svc_close(struct meta_svc *svc, void (*cb)(void *data),
+                    void *data);
+
+#endif

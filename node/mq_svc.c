@@ -1,0 +1,977 @@
+/*
+ * mq_svc: see mq_svc.h.
+ *
+ *   submit -> [CHECKOUT, wait, nothing ready?] -- yes --> park (waitq)
+ *      |                                                   |
+ *      | no                        applied ENQUEUE/SETTLE/RETURN/... marks
+ *      v                           the waitq dirty; prepare/check wakes
+ *   encode MqCommand -> rgroup_submit <---- fair share of the ready ones
+ *   -> raft commit -> fsm_apply (every replica) -> mq_sm_apply
+ *        (leader: into call->result via mine->data)
+ *   -> cmd_done: empty long-poll result with time left? park again
+ *                else call->cb
+ *
+ * Handles: a uv_prepare and a uv_check run process() every loop turn
+ * (leadership detection, waking dirty waiters: both must happen outside raft
+ * code, where rgroup_submit is allowed); a TICK_MS timer expires long polls
+ * and router leases.
+ *
+ * Reentrancy: a call's cb may submit again or close the service. Waiters
+ * are therefore always detached into a local list first and completed or
+ * proposed after every shared structure is consistent again.
+ */
+#include "node/mq_svc.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "mq.pb-c.h"
+#include "proto/mq_pb.h"
+
+#define TICK_MS 50
+#define LEASE_CHECK_MS 1000
+#define WQ_BUCKETS 256 /* waitqs are queues with parked consumers */
+
+/* The waiters of one queue, in arrival order. */
+struct mq_svc_waitq {
+    struct mq_svc_waitq *next; /* bucket chain */
+    uint64_t hash;
+    struct mq_svc_call *head;
+    struct mq_svc_call *tail;
+    size_t n;
+    bool dirty; /* an applied command may have made messages available */
+    size_t vhost_len;
+    size_t queue_len;
+    char name[]; /* vhost then queue */
+};
+
+/* When a router was last seen here (leader-local, reset every era). */
+struct lease {
+    struct lease *next;
+    uint64_t router;
+    uint64_t seen_ms; /* uv_now */
+};
+
+enum pending_kind {
+    PENDING_CALL = 0, /* a client's call */
+    PENDING_ERA,      /* LEADER_CHANGED or BOOT */
+    PENDING_LEASE     /* RETURN scope ROUTER of an expired lease */
+};
+
+/* A command on its way through Raft. */
+struct pending {
+    struct rgroup_cmd rcmd;
+    struct mq_svc *svc;
+    enum pending_kind kind;
+    struct mq_svc_call *call; /* PENDING_CALL */
+    struct mq_sm_cmd cmd;     /* internal commands (no pointers) */
+    uint64_t term;            /* PENDING_ERA: the era's term */
+    struct mq_sm_result res;  /* internal commands */
+    uint8_t *payload;
+};
+
+struct mq_svc {
+    char name[64];
+    uv_loop_t *loop;
+    struct mq_sm *sm;
+    struct rgroup *group;
+    struct mq_svc_config cfg;
+    uv_prepare_t prepare;
+    uv_check_t check;
+    uv_timer_t timer;
+    bool closing;
+    unsigned closes_left;
+    void (*close_cb)(void *data);
+    void *close_data;
+
+    /* era: the term whose era command we submitted */
+    bool leading;
+    uint64_t era_term;
+    uint64_t era_applied_term; /* term whose era command was applied */
+    bool booted;
+
+    struct mq_svc_waitq *wq[WQ_BUCKETS];
+    uint64_t n_waiters;
+    bool wake_pending; /* some waitq dirty, or wake_all */
+    bool wake_all;
+    /* Applied events that can make messages available, counted on every
+     * replica: a CHECKOUT that came back empty parks again only if none
+     * happened since it was applied, else it would miss its wakeup. */
+    uint64_t wakes;
+
+    struct lease *leases;
+    uint64_t lease_checked_ms;
+
+    uint64_t stat_wakeups;
+    uint64_t stat_timeouts;
+    uint64_t stat_eras;
+    uint64_t stat_lease_returns;
+};
+
+const char *mq_svc_code_name(enum mq_svc_code st)
+{
+    switch (st) {
+        case MQ_SVC_OK:
+            return "ok";
+        case MQ_SVC_NOT_LEADER:
+            return "not leader";
+        case MQ_SVC_UNAVAILABLE:
+            return "unavailable";
+        case MQ_SVC_TOO_LARGE:
+            return "too large";
+        case MQ_SVC_CLOSING:
+            return "closing";
+    }
+    return "?";
+}
+
+/* ------------------------------------------------------------ waitqs */
+
+static uint64_t name_hash(const char *vhost, size_t vlen, const char *queue,
+                          size_t qlen)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    size_t i;
+
+    for (i = 0; i < vlen; i++) {
+        h = (h ^ (unsigned char)vhost[i]) * 0x100000001b3ULL;
+    }
+    h = (h ^ 0xffu) * 0x100000001b3ULL; /* separator: "a"+"bc" != "ab"+"c" */
+    for (i = 0; i < qlen; i++) {
+        h = (h ^ (unsigned char)queue[i]) * 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static struct mq_svc_waitq *waitq_find(struct mq_svc *svc, const char *vhost,
+                                       size_t vlen, const char *queue,
+                                       size_t qlen, bool create)
+{
+    uint64_t h = name_hash(vhost, vlen, queue, qlen);
+    struct mq_svc_waitq **b = &svc->wq[h % WQ_BUCKETS];
+    struct mq_svc_waitq *w;
+
+    for (w = *b; w != NULL; w = w->next) {
+        if (w->hash == h && w->vhost_len == vlen && w->queue_len == qlen &&
+            memcmp(w->name, vhost, vlen) == 0 &&
+            memcmp(w->name + vlen, queue, qlen) == 0) {
+            return w;
+        }
+    }
+    if (!create) {
+        return NULL;
+    }
+    w = xcalloc(1, sizeof(*w) + vlen + qlen + 1);
+    w->hash = h;
+    w->vhost_len = vlen;
+    w->queue_len = qlen;
+    memcpy(w->name, vhost, vlen);
+    memcpy(w->name + vlen, queue, qlen);
+    w->next = *b;
+    *b = w;
+    return w;
+}
+
+static void park(struct mq_svc *svc, struct mq_svc_call *call)
+{
+    struct mq_svc_waitq *w =
+        waitq_find(svc, call->cmd.vhost, call->cmd.vhost_len, call->cmd.queue,
+                   call->cmd.queue_len, true);
+
+    call->wq = w;
+    call->wnext = NULL;
+    call->wprev = w->tail;
+    if (w->tail != NULL) {
+        w->tail->wnext = call;
+    } else {
+        w->head = call;
+    }
+    w->tail = call;
+    w->n++;
+    svc->n_waiters++;
+}
+
+static void unpark(struct mq_svc *svc, struct mq_svc_call *call)
+{
+    struct mq_svc_waitq *w = call->wq;
+
+    if (call->wprev != NULL) {
+        call->wprev->wnext = call->wnext;
+    } else {
+        w->head = call->wnext;
+    }
+    if (call->wnext != NULL) {
+        call->wnext->wprev = call->wprev;
+    } else {
+        w->tail = call->wprev;
+    }
+    w->n--;
+    svc->n_waiters--;
+    call->wq = NULL;
+    call->wnext = NULL;
+    call->wprev = NULL;
+}
+
+/* Detached calls travel in a singly linked list through wnext. */
+struct call_list {
+    struct mq_svc_call *head;
+    struct mq_svc_call **tail;
+};
+
+static void list_init(struct call_list *l)
+{
+    l->head = NULL;
+    l->tail = &l->head;
+}
+
+static void detach(struct mq_svc *svc, struct mq_svc_call *call,
+                   struct call_list *l)
+{
+    unpark(svc, call);
+    *l->tail = call;
+    l->tail = &call->wnext;
+}
+
+/* Free empty waitqs of every bucket. */
+static void waitq_gc(struct mq_svc *svc)
+{
+    unsigned i;
+
+    for (i = 0; i < WQ_BUCKETS; i++) {
+        struct mq_svc_waitq **pw = &svc->wq[i];
+
+        while (*pw != NULL) {
+            struct mq_svc_waitq *w = *pw;
+
+            if (w->n == 0) {
+                *pw = w->next;
+                free(w);
+            } else {
+                pw = &w->next;
+            }
+        }
+    }
+}
+
+/* --------------------------------------------------------------- fsm */
+
+static void mark_queue(struct mq_svc *svc, const char *vhost, size_t vlen,
+                       const char *queue, size_t qlen)
+{
+    struct mq_svc_waitq *w;
+
+    if (svc->n_waiters == 0) {
+        return;
+    }
+    w = waitq_find(svc, vhost, vlen, queue, qlen, false);
+    if (w != NULL && w->n > 0) {
+        w->dirty = true;
+        svc->wake_pending = true;
+    }
+}
+
+/* Runs inside raft, on every replica: only flags, no submit. Which applied
+ * commands can make messages available to a parked CHECKOUT: an ENQUEUE
+ * that stored one (its queue); SETTLE/RETURN/DROP/LEADER_CHANGED/BOOT
+ * that acted on messages (they name tags, not queues: requeued messages or
+ * freed prefetch may be on any queue, so every waitq is looked at); a queue
+ * deleted (its waiters must learn it: 404). */
+static void note_applied(struct mq_svc *svc, const struct mq_sm_cmd *c,
+                         const struct mq_sm_result *res)
+{
+    size_t i;
+
+    switch (c->type) {
+        case MQ_SM_ENQUEUE:
+            if (res->status == MQ_SM_OK && res->count > 0) {
+                svc->wakes++;
+                mark_queue(svc, c->vhost, c->vhost_len, c->queue,
+                           c->queue_len);
+            }
+            break;
+        case MQ_SM_SETTLE:
+        case MQ_SM_RETURN:
+        case MQ_SM_DROP:
+        case MQ_SM_LEADER_CHANGED:
+        case MQ_SM_BOOT:
+            if (res->count > 0) {
+                svc->wakes++;
+                if (svc->n_waiters > 0) {
+                    svc->wake_all = true;
+                    svc->wake_pending = true;
+                }
+            }
+            break;
+        default:
+            break;
+    }
+    for (i = 0; i < res->n_deleted; i++) {
+        svc->wakes++;
+        mark_queue(svc, res->deleted[i].vhost, res->deleted[i].vhost_len,
+                   res->deleted[i].queue, res->deleted[i].queue_len);
+    }
+}
+
+static void fsm_apply(void *data, uint64_t time_ms, const void *cmd,
+                      size_t len, struct rgroup_cmd *mine)
+{
+    struct mq_svc *svc = data;
+    struct pending *p = mine != NULL ? mine->data : NULL;
+    struct mq_sm_result scratch;
+    struct mq_sm_result *res = &scratch;
+    Ringmq__MqCommand *pb;
+    struct mq_sm_cmd c;
+
+    if (p != NULL) {
+        res = p->call != NULL ? &p->call->result : &p->res;
+    }
+    pb = ringmq__mq_command__unpack(NULL, len, cmd);
+    if (pb == NULL || mq_pb_cmd_from_pb(pb, &c, NULL) != 0) {
+        /* Only our own leaders write entries: a bug or a newer peer.
+         * Answer the proposer, keep every replica alike. */
+        log_error("%s: undecodable mq command (%zu bytes) skipped",
+                  svc->name, len);
+        mq_sm_result_init(res);
+        res->status = MQ_SM_BAD_REQUEST;
+        res->reply_text = "bad command";
+    } else {
+        mq_sm_apply(svc->sm, time_ms, &c, res);
+        note_applied(svc, &c, res);
+        if (p != NULL && p->call != NULL) {
+            p->call->seen_wakes = svc->wakes;
+        }
+    }
+    if (pb != NULL) {
+        ringmq__mq_command__free_unpacked(pb, NULL);
+    }
+    if (res == &scratch) {
+        mq_sm_result_clear(&scratch);
+    }
+}
+
+static int fsm_snapshot(void *data, void **buf, size_t *len)
+{
+    struct mq_svc *svc = data;
+
+    return mq_sm_snapshot(svc->sm, malloc, buf, len);
+}
+
+static int fsm_restore(void *data, const void *buf, size_t len)
+{
+    struct mq_svc *svc = data;
+
+    return mq_sm_restore(svc->sm, buf, len);
+}
+
+/* --------------------------------------------------------- proposing */
+
+static enum mq_svc_code map_rgroup(struct mq_svc *svc, int rv)
+{
+    switch (rv) {
+        case RGROUP_ENOTLEADER:
+            return svc->closing ? MQ_SVC_CLOSING : MQ_SVC_NOT_LEADER;
+        case RGROUP_ECLOSING:
+            return MQ_SVC_CLOSING;
+        case RGROUP_ETOOBIG:
+            return MQ_SVC_TOO_LARGE;
+        default:
+            return MQ_SVC_UNAVAILABLE;
+    }
+}
+
+static void complete(struct mq_svc_call *call, enum mq_svc_code st)
+{
+    if (st != MQ_SVC_OK) {
+        mq_sm_result_clear(&call->result);
+    }
+    call->status = st;
+    call->cb(call);
+}
+
+static void cmd_done(struct rgroup_cmd *rcmd, int status);
+
+/* Encode @c and submit it for @p. 0, or an rgroup error (nothing
+ * proposed, @p untouched apart from its payload being freed). */
+static int submit_pending(struct mq_svc *svc, struct pending *p,
+                          const struct mq_sm_cmd *c)
+{
+    struct mq_pb_cmd_buf b;
+    size_t n;
+    int rv;
+
+    if (mq_pb_cmd_to_pb(c, 0, &b) != 0) {
+        mq_pb_cmd_buf_clear(&b);
+        return RGROUP_EINVAL; /* callers validated: not reached */
+    }
+    n = ringmq__mq_command__get_packed_size(&b.pb);
+    p->payload = xmalloc(n > 0 ? n : 1);
+    ringmq__mq_command__pack(&b.pb, p->payload);
+    mq_pb_cmd_buf_clear(&b);
+    p->svc = svc;
+    p->rcmd.payload = p->payload;
+    p->rcmd.len = n;
+    p->rcmd.cb = cmd_done;
+    p->rcmd.data = p;
+    rv = rgroup_submit(svc->group, &p->rcmd);
+    if (rv != 0) {
+        free(p->payload);
+        p->payload = NULL;
+    }
+    return rv;
+}
+
+static void propose(struct mq_svc *svc, struct mq_svc_call *call)
+{
+    struct mq_sm_cmd c = call->cmd;
+    struct pending *p;
+    int rv;
+
+    if (call->cap > 0 && call->cap < c.max_messages) {
+        c.max_messages = call->cap;
+    }
+    call->cap = 0;
+    p = xcalloc(1, sizeof(*p));
+    p->kind = PENDING_CALL;
+    p->call = call;
+    mq_sm_result_init(&call->result);
+    rv = submit_pending(svc, p, &c);
+    if (rv != 0) {
+        free(p);
+        complete(call, map_rgroup(svc, rv));
+    }
+}
+
+/* Submit a command of the service itself. false if not proposed. */
+static bool propose_internal(struct mq_svc *svc, enum pending_kind kind,
+                             const struct mq_sm_cmd *c, uint64_t term)
+{
+    struct pending *p = xcalloc(1, sizeof(*p));
+
+    p->kind = kind;
+    p->term = term;
+    p->cmd = *c;
+    mq_sm_result_init(&p->res);
+    if (submit_pending(svc, p, c) != 0) {
+        free(p);
+        return false;
+    }
+    return true;
+}
+
+static bool should_repark(struct mq_svc *svc, const struct mq_svc_call *call)
+{
+    const struct mq_sm_result *r = &call->result;
+
+    /* Dead letters and deleted queues must reach the edge: never dropped
+     * by parking again. */
+    return !svc->closing && svc->leading &&
+           call->cmd.type == MQ_SM_CHECKOUT && call->wait_ms > 0 &&
+           r->status == MQ_SM_OK && r->n_deliveries == 0 && r->n_dead == 0 &&
+           r->n_deleted == 0 && !r->incomplete &&
+           uv_now(svc->loop) < call->deadline;
+}
+
+static void cmd_done(struct rgroup_cmd *rcmd, int status)
+{
+    struct pending *p = rcmd->data;
+    struct mq_svc *svc = p->svc;
+    struct mq_svc_call *call = p->call;
+
+    free(p->payload);
+    if (p->kind != PENDING_CALL) {
+        if (status == 0) {
+            if (p->kind == PENDING_ERA) {
+                svc->stat_eras++;
+                svc->era_applied_term = p->term;
+                if (p->cmd.type == MQ_SM_BOOT) {
+                    svc->booted = true;
+                }
+            } else {
+                svc->stat_lease_returns++;
+            }
+            if (svc->cfg.on_internal != NULL) {
+                svc->cfg.on_internal(svc->cfg.on_internal_data, &p->cmd,
+                                     &p->res);
+            }
+        } else {
+            log_warn("%s: %s not applied (%d)", svc->name,
+                     p->kind == PENDING_ERA ? "era command" : "lease return",
+                     status);
+        }
+        mq_sm_result_clear(&p->res);
+        free(p);
+        return;
+    }
+    free(p);
+    if (status != 0) {
+        complete(call, map_rgroup(svc, status));
+        return;
+    }
+    if (should_repark(svc, call)) {
+        mq_sm_result_clear(&call->result);
+        park(svc, call);
+        if (call->seen_wakes != svc->wakes) {
+            call->wq->dirty = true;
+            svc->wake_pending = true;
+        }
+        return;
+    }
+    complete(call, MQ_SVC_OK);
+}
+
+/* ------------------------------------------------------- leadership */
+
+static void leases_clear(struct mq_svc *svc)
+{
+    while (svc->leases != NULL) {
+        struct lease *l = svc->leases;
+
+        svc->leases = l->next;
+        free(l);
+    }
+}
+
+/* Detect a new era and submit its command first; keep svc->leading. */
+static void leader_check(struct mq_svc *svc)
+{
+    struct rgroup_status st;
+    struct mq_sm_cmd c;
+
+    if (svc->closing || !rgroup_is_leader(svc->group)) {
+        svc->leading = false;
+        return;
+    }
+    rgroup_status(svc->group, &st);
+    if (svc->leading && svc->era_term == st.term) {
+        return;
+    }
+    memset(&c, 0, sizeof(c));
+    c.type = svc->cfg.boot && !svc->booted ? MQ_SM_BOOT
+                                           : MQ_SM_LEADER_CHANGED;
+    c.vhost = "";
+    c.queue = "";
+    if (!propose_internal(svc, PENDING_ERA, &c, st.term)) {
+        svc->leading = false;
+        return;
+    }
+    log_info("%s: leading in term %" PRIu64 " (%s)", svc->name, st.term,
+             c.type == MQ_SM_BOOT ? "boot" : "leader changed");
+    svc->leading = true;
+    svc->era_term = st.term;
+    leases_clear(svc);
+    svc->lease_checked_ms = uv_now(svc->loop);
+}
+
+/* Complete every waiter whose predicate holds, after detaching them all. */
+static void finish_waiters(struct mq_svc *svc, bool only_expired,
+                           enum mq_svc_code st)
+{
+    struct call_list l;
+    uint64_t now = uv_now(svc->loop);
+    unsigned i;
+
+    if (svc->n_waiters == 0) {
+        return;
+    }
+    list_init(&l);
+    for (i = 0; i < WQ_BUCKETS; i++) {
+        struct mq_svc_waitq *w;
+
+        for (w = svc->wq[i]; w != NULL; w = w->next) {
+            struct mq_svc_call *c = w->head;
+
+            while (c != NULL) {
+                struct mq_svc_call *next = c->wnext;
+
+                if (!only_expired || c->deadline <= now) {
+                    detach(svc, c, &l);
+                }
+                c = next;
+            }
+        }
+    }
+    waitq_gc(svc);
+    while (l.head != NULL) {
+        struct mq_svc_call *c = l.head;
+
+        l.head = c->wnext;
+        c->wnext = NULL;
+        if (only_expired) {
+            svc->stat_timeouts++;
+        }
+        mq_sm_result_init(&c->result);
+        complete(c, st);
+    }
+}
+
+/* A long-polling consumer's share of @qs->ready: ceil(ready / sharers),
+ * where sharers counts the queue's registered consumers, not only the
+ * parked ones: a consumer whose CHECKOUT is in flight or whose edge is
+ * about to poll again is owed its turn too (else the first one woken after
+ * a burst of publishes takes the whole burst). */
+static uint64_t fair_share(const struct mq_sm_queue_stats *qs, uint64_t parked)
+{
+    uint64_t sharers = qs->consumers > parked ? qs->consumers : parked;
+
+    if (sharers == 0) {
+        sharers = 1;
+    }
+    return (qs->ready + sharers - 1) / sharers;
+}
+
+/* Wake dirty waitqs: each gets min(waiters, ready) proposals, each capped
+ * at its fair share (fair_share); a gone queue wakes everyone (the state
+ * machine answers 404). */
+static void wake(struct mq_svc *svc)
+{
+    struct call_list l;
+    bool all = svc->wake_all;
+    unsigned i;
+
+    svc->wake_pending = false;
+    svc->wake_all = false;
+    list_init(&l);
+    for (i = 0; i < WQ_BUCKETS; i++) {
+        struct mq_svc_waitq *w;
+
+        for (w = svc->wq[i]; w != NULL; w = w->next) {
+            struct mq_sm_queue_stats qs;
+            uint64_t k;
+            uint64_t cap;
+
+            if (!(w->dirty || all) || w->n == 0) {
+                continue;
+            }
+            w->dirty = false;
+            if (mq_sm_queue_stats(svc->sm, w->name, w->vhost_len,
+                                  w->name + w->vhost_len, w->queue_len,
+                                  &qs) != 0) {
+                while (w->head != NULL) {
+                    detach(svc, w->head, &l);
+                }
+                continue;
+            }
+            if (qs.ready == 0) {
+                continue;
+            }
+            k = qs.ready < w->n ? qs.ready : w->n;
+            cap = fair_share(&qs, w->n);
+            while (k-- > 0) {
+                struct mq_svc_call *c = w->head;
+
+                c->cap = cap > UINT32_MAX ? UINT32_MAX : (uint32_t)cap;
+                detach(svc, c, &l);
+            }
+        }
+    }
+    waitq_gc(svc);
+    while (l.head != NULL) {
+        struct mq_svc_call *c = l.head;
+
+        l.head = c->wnext;
+        c->wnext = NULL;
+        svc->stat_wakeups++;
+        propose(svc, c);
+    }
+}
+
+static void process(struct mq_svc *svc)
+{
+    if (svc->closing) {
+        return;
+    }
+    leader_check(svc);
+    if (!svc->leading) {
+        /* never proposed: the edge retries at the new leader */
+        finish_waiters(svc, false, MQ_SVC_NOT_LEADER);
+        return;
+    }
+    if (svc->wake_pending) {
+        wake(svc);
+    }
+}
+
+static void prepare_cb(uv_prepare_t *h)
+{
+    process(h->data);
+}
+
+static void check_cb(uv_check_t *h)
+{
+    process(h->data);
+}
+
+/* ------------------------------------------------------------ leases */
+
+static void lease_seen(struct mq_svc *svc, uint64_t router)
+{
+    struct lease *l;
+
+    for (l = svc->leases; l != NULL; l = l->next) {
+        if (l->router == router) {
+            l->seen_ms = uv_now(svc->loop);
+            return;
+        }
+    }
+    l = xcalloc(1, sizeof(*l));
+    l->router = router;
+    l->seen_ms = uv_now(svc->loop);
+    l->next = svc->leases;
+    svc->leases = l;
+}
+
+static void lease_check(struct mq_svc *svc)
+{
+    uint64_t now = uv_now(svc->loop);
+    uint32_t lease = svc->cfg.lease_ms > 0 ? svc->cfg.lease_ms
+                                           : MQ_SVC_LEASE_MS;
+    struct lease **pl = &svc->leases;
+
+    while (*pl != NULL) {
+        struct lease *l = *pl;
+        struct mq_sm_cmd c;
+
+        if (now - l->seen_ms < lease) {
+            pl = &l->next;
+            continue;
+        }
+        memset(&c, 0, sizeof(c));
+        c.type = MQ_SM_RETURN;
+        c.scope = MQ_SM_SCOPE_ROUTER;
+        c.who.router = l->router;
+        c.vhost = "";
+        c.queue = "";
+        if (!propose_internal(svc, PENDING_LEASE, &c, 0)) {
+            return; /* not leading any more: leases reset with the era */
+        }
+        log_warn("%s: router %" PRIu64 " unseen for %u ms: its deliveries "
+                 "returned",
+                 svc->name, l->router, (unsigned)lease);
+        *pl = l->next;
+        free(l);
+    }
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+    struct mq_svc *svc = t->data;
+
+    if (svc->closing) {
+        return;
+    }
+    leader_check(svc);
+    finish_waiters(svc, true, MQ_SVC_OK);
+    if (svc->closing || !svc->leading) {
+        return;
+    }
+    if (uv_now(svc->loop) - svc->lease_checked_ms >=
+        (svc->cfg.lease_ms > 0 && svc->cfg.lease_ms < LEASE_CHECK_MS
+             ? svc->cfg.lease_ms / 2 + 1
+             : LEASE_CHECK_MS)) {
+        svc->lease_checked_ms = uv_now(svc->loop);
+        lease_check(svc);
+    }
+}
+
+/* -------------------------------------------------------------- API */
+
+struct mq_svc *mq_svc_new(uv_loop_t *loop, const struct rgroup_config *group,
+                          const struct mq_svc_config *cfg, char *errmsg,
+                          size_t errlen)
+{
+    struct mq_svc *svc = xcalloc(1, sizeof(*svc));
+    struct rgroup_fsm fsm = {
+        .data = svc,
+        .apply = fsm_apply,
+        .snapshot = fsm_snapshot,
+        .restore = fsm_restore,
+    };
+
+    snprintf(svc->name, sizeof(svc->name), "%s", group->name);
+    svc->loop = loop;
+    if (cfg != NULL) {
+        svc->cfg = *cfg;
+    }
+    svc->sm = mq_sm_new(&svc->cfg.sm);
+    if (svc->sm == NULL) {
+        snprintf(errmsg, errlen, "%s: cannot allocate the queue state",
+                 svc->name);
+        goto err;
+    }
+    svc->group = rgroup_new(loop, group, &fsm, errmsg, errlen);
+    if (svc->group == NULL) {
+        goto err_after_sm;
+    }
+    uv_prepare_init(loop, &svc->prepare);
+    uv_check_init(loop, &svc->check);
+    uv_timer_init(loop, &svc->timer);
+    svc->prepare.data = svc;
+    svc->check.data = svc;
+    svc->timer.data = svc;
+    uv_prepare_start(&svc->prepare, prepare_cb);
+    uv_check_start(&svc->check, check_cb);
+    uv_timer_start(&svc->timer, timer_cb, TICK_MS, TICK_MS);
+    return svc;
+
+err_after_sm:
+    mq_sm_free(svc->sm);
+err:
+    free(svc);
+    return NULL;
+}
+
+void mq_svc_submit(struct mq_svc *svc, struct mq_svc_call *call)
+{
+    const struct mq_sm_cmd *c = &call->cmd;
+    struct mq_sm_queue_stats qs;
+
+    call->svc = svc;
+    call->wq = NULL;
+    call->wnext = NULL;
+    call->wprev = NULL;
+    call->cap = 0;
+    call->seen_wakes = 0;
+    mq_sm_result_init(&call->result);
+    if (svc->closing) {
+        complete(call, MQ_SVC_CLOSING);
+        return;
+    }
+    if ((unsigned)c->type >= MQ_SM_CMD__COUNT ||
+        (unsigned)c->scope >= MQ_SM_SCOPE__COUNT ||
+        (uint64_t)c->body_len > MQ_PB_BODY_MAX) {
+        call->result.status = MQ_SM_BAD_REQUEST;
+        call->result.reply_text = "bad command";
+        complete(call, MQ_SVC_OK);
+        return;
+    }
+    leader_check(svc);
+    if (!svc->leading) {
+        complete(call, MQ_SVC_NOT_LEADER);
+        return;
+    }
+    lease_seen(svc, c->who.router);
+    if (c->type == MQ_SM_CHECKOUT && call->wait_ms > 0) {
+        call->deadline = uv_now(svc->loop) + call->wait_ms;
+        /* Nothing ready: park without proposing; a missing queue is
+         * proposed so the state machine answers 404. */
+        if (c->max_messages > 0 &&
+            mq_sm_queue_stats(svc->sm, c->vhost, c->vhost_len, c->queue,
+                              c->queue_len, &qs) == 0) {
+            uint64_t cap;
+
+            if (qs.ready == 0) {
+                park(svc, call);
+                return;
+            }
+            cap = fair_share(&qs, 0);
+            call->cap = cap > UINT32_MAX ? UINT32_MAX : (uint32_t)cap;
+        }
+    }
+    propose(svc, call);
+}
+
+void mq_svc_status(struct mq_svc *svc, struct mq_svc_status *out,
+                   bool with_digest)
+{
+    memset(out, 0, sizeof(*out));
+    rgroup_status(svc->group, &out->raft);
+    mq_sm_stats(svc->sm, &out->sm);
+    out->digest = with_digest ? mq_sm_digest(svc->sm) : 0;
+    out->waiters = svc->n_waiters;
+    out->wakeups = svc->stat_wakeups;
+    out->poll_timeouts = svc->stat_timeouts;
+    out->eras = svc->stat_eras;
+    out->lease_returns = svc->stat_lease_returns;
+    out->booted = svc->booted;
+}
+
+const char *mq_svc_name(const struct mq_svc *svc)
+{
+    return svc->name;
+}
+
+uint64_t mq_svc_leader_id(const struct mq_svc *svc)
+{
+    return rgroup_leader_id(svc->group);
+}
+
+bool mq_svc_is_leader(struct mq_svc *svc)
+{
+    leader_check(svc);
+    return svc->leading;
+}
+
+bool mq_svc_ready(struct mq_svc *svc)
+{
+    leader_check(svc);
+    return svc->leading && svc->era_applied_term == svc->era_term;
+}
+
+bool mq_svc_booted(const struct mq_svc *svc)
+{
+    return svc->booted;
+}
+
+void mq_svc_set_on_internal(struct mq_svc *svc,
+                            void (*cb)(void *data, const struct mq_sm_cmd *,
+                                       const struct mq_sm_result *),
+                            void *data)
+{
+    svc->cfg.on_internal = cb;
+    svc->cfg.on_internal_data = data;
+}
+
+const struct mq_sm *mq_svc_sm(const struct mq_svc *svc)
+{
+    return svc->sm;
+}
+
+static void close_step(struct mq_svc *svc)
+{
+    void (*cb)(void *);
+    void *cb_data;
+
+    if (--svc->closes_left > 0) {
+        return;
+    }
+    cb = svc->close_cb;
+    cb_data = svc->close_data;
+    leases_clear(svc);
+    waitq_gc(svc);
+    mq_sm_free(svc->sm);
+    free(svc);
+    if (cb != NULL) {
+        cb(cb_data);
+    }
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    close_step(h->data);
+}
+
+static void group_closed(void *data)
+{
+    struct mq_svc *svc = data;
+
+    svc->group = NULL;
+    close_step(svc);
+}
+
+void mq_svc_close(struct mq_svc *svc, void (*cb)(void *data), void *data)
+{
+    svc->close_cb = cb;
+    svc->close_data = data;
+    svc->closing = true;
+    svc->leading = false;
+    svc->closes_left = 4;
+    uv_close((uv_handle_t *)&svc->prepare, handle_closed);
+    uv_close((uv_handle_t *)&svc->check, handle_closed);
+    uv_close((uv_handle_t *)&svc->timer, handle_closed);
+    finish_waiters(svc, false, MQ_SVC_CLOSING);
+    rgroup_close(svc->group, group_closed, svc);
+}

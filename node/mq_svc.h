@@ -1,0 +1,166 @@
+/*
+ * mq_svc: one AMQP queue shard replica on this node ("<shard>.mq"): the
+ * queue state machine (node/mq/mq_sm) behind a Raft group (raft/group),
+ * in the pattern of cache_svc.
+ *
+ * Commands are encoded as MqCommand (proto/mq.proto) and submitted to the
+ * group, which packs concurrent ones into shared entries (group commit) and
+ * stamps each entry with the leader's wall clock; the result comes from the
+ * leader's own apply (no second read).
+ *
+ * What the service adds on the leader:
+ *   - Era start: every time this replica becomes the ready leader (a new
+ *     term), it first submits LEADER_CHANGED (the previous leader's
+ *     deliveries cannot be settled through us: return them all), or BOOT
+ *     instead the first time when mq_svc_config.boot is set (standalone
+ *     broker start). Client commands submitted afterwards are ordered
+ *     behind it.
+ *   - Long-poll CHECKOUT: a CHECKOUT with wait_ms > 0 finding no ready
+ *     message (local state) is parked, not proposed, and re-proposed when an
+ *     applied command may have made messages available on its queue (or for
+ *     it: a settle that frees prefetch), or completed OK with no deliveries
+ *     when wait_ms pass. Long-polling consumers share a queue's ready
+ *     messages: a long-poll CHECKOUT (woken or answered at once) takes at
+ *     most ceil(ready / max(parked waiters, registered consumers));
+ *     waiters are served in arrival order and go to the back when they
+ *     park again.
+ *   - Router lease: routers are remembered by who.router of each command
+ *     submitted here; one not seen for MQ_SVC_LEASE_MS gets a RETURN scope
+ *     ROUTER (its deliveries back, its consumers and exclusive queues gone).
+ *     The edge's per-second EXPIRE keeps a live router seen.
+ *
+ * Completion: mq_svc_submit() completes @call exactly once through
+ * call->cb, possibly before returning, always on the loop thread. Status:
+ *   MQ_SVC_OK           applied; call->result is the state machine's
+ *                       result, owned by the call (mq_sm_result_clear);
+ *   MQ_SVC_NOT_LEADER   nothing was proposed: this replica is not the
+ *                       ready leader (ask mq_svc_leader_id(), redirect);
+ *   MQ_SVC_UNAVAILABLE  proposed, then leadership was lost, or raft refused
+ *                       it: the command may or may not be applied;
+ *   MQ_SVC_TOO_LARGE    the command exceeds the group's entry limit;
+ *   MQ_SVC_CLOSING      mq_svc_close() was called.
+ * On any status but OK call->result is empty (nothing to clear, but
+ * clearing is harmless). Applied calls complete in the order this replica
+ * applied them (rgroup delivers callbacks in order); a long-poll CHECKOUT
+ * that came back empty and parked again counts as applied when the
+ * proposal whose result it reports is, so "every delivery up to tag N" is
+ * always known to the edge before a later result.
+ *
+ * Cost: a consumer whose prefetch is full but whose queue has ready
+ * messages is re-proposed (and comes back empty) after each event that
+ * could free it; the edge should not long-poll for consumers without
+ * credit. A command the wire form cannot carry (type or
+ * scope out of range) completes OK with result status MQ_SM_BAD_REQUEST.
+ *
+ * Ownership: the pointers inside call->cmd are borrowed until cb (a parked
+ * call is re-encoded from them). @call is caller-owned and must stay alive
+ * until cb.
+ */
+#ifndef RINGMQ_MQ_SVC_H
+#define RINGMQ_MQ_SVC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "node/mq/mq_sm.h"
+#include "raft/group.h"
+
+#define MQ_SVC_LEASE_MS 15000
+
+enum mq_svc_code {
+    MQ_SVC_OK = 0,
+    MQ_SVC_NOT_LEADER,
+    MQ_SVC_UNAVAILABLE,
+    MQ_SVC_TOO_LARGE,
+    MQ_SVC_CLOSING
+};
+
+const char *mq_svc_code_name(enum mq_svc_code st);
+
+struct mq_svc;
+
+struct mq_svc_call {
+    /* in */
+    struct mq_sm_cmd cmd;
+    uint32_t wait_ms; /* CHECKOUT long poll; 0 = answer now */
+    void (*cb)(struct mq_svc_call *call);
+    void *data; /* caller's */
+    /* out */
+    enum mq_svc_code status;
+    struct mq_sm_result result;
+    /* private */
+    struct mq_svc *svc;
+    uint64_t deadline;    /* uv_now() when a long poll gives up */
+    uint64_t seen_wakes;  /* svc->wakes when the CHECKOUT was applied */
+    uint32_t cap;         /* fair share when woken; 0 = max_messages */
+    struct mq_svc_call *wnext; /* waiter list of its queue */
+    struct mq_svc_call *wprev;
+    struct mq_svc_waitq *wq;   /* non-NULL while parked */
+};
+
+struct mq_svc_config {
+    struct mq_sm_config sm;
+    /* Submit BOOT instead of LEADER_CHANGED the first time this replica
+     * leads (once per process): only for a broker whose every connection
+     * died with this process, i.e. the standalone node. */
+    bool boot;
+    /* Router lease; 0 = MQ_SVC_LEASE_MS. */
+    uint32_t lease_ms;
+    /* Optional: the result of each command the service submits itself
+     * (LEADER_CHANGED, BOOT, lease RETURN), when applied; borrowed for the
+     * call. The owner uses it for what the edge would do with a result:
+     * deleted queues lose their bindings (meta QUEUE_GONE). */
+    void (*on_internal)(void *data, const struct mq_sm_cmd *cmd,
+                        const struct mq_sm_result *res);
+    void *on_internal_data;
+};
+
+struct mq_svc_status {
+    struct rgroup_status raft;
+    struct mq_sm_stats sm;
+    uint64_t digest;       /* 0 unless asked for */
+    uint64_t waiters;      /* parked CHECKOUTs */
+    uint64_t wakeups;      /* waiters re-proposed */
+    uint64_t poll_timeouts;
+    uint64_t eras;         /* LEADER_CHANGED/BOOT applied as leader */
+    uint64_t lease_returns;
+    bool booted;           /* BOOT applied (config.boot) */
+};
+
+/* @group and @cfg are copied (@cfg NULL = defaults). Returns NULL with
+ * @errmsg on failure. */
+struct mq_svc *mq_svc_new(uv_loop_t *loop, const struct rgroup_config *group,
+                          const struct mq_svc_config *cfg, char *errmsg,
+                          size_t errlen);
+
+void mq_svc_submit(struct mq_svc *svc, struct mq_svc_call *call);
+
+/* @with_digest: also compute the state digest (walks everything). */
+void mq_svc_status(struct mq_svc *svc, struct mq_svc_status *out,
+                   bool with_digest);
+const char *mq_svc_name(const struct mq_svc *svc);
+uint64_t mq_svc_leader_id(const struct mq_svc *svc);
+/* Ready leader that has submitted its era command: submits are accepted. */
+bool mq_svc_is_leader(struct mq_svc *svc);
+/* Leader, and the era command of this leadership (LEADER_CHANGED or
+ * BOOT) has been applied: O(1), for the edge's hot path. */
+bool mq_svc_ready(struct mq_svc *svc);
+/* config.boot and BOOT has been applied here (as leader). */
+bool mq_svc_booted(const struct mq_svc *svc);
+/* Replace config.on_internal / on_internal_data (NULL: none), e.g. before
+ * the owner of @data goes away. */
+void mq_svc_set_on_internal(struct mq_svc *svc,
+                            void (*cb)(void *data, const struct mq_sm_cmd *,
+                                       const struct mq_sm_result *),
+                            void *data);
+/* The local state machine (read-only: for stats and tests). */
+const struct mq_sm *mq_svc_sm(const struct mq_svc *svc);
+
+/* Stop: parked calls complete with CLOSING at once, queued and in-flight
+ * ones with CLOSING or UNAVAILABLE; then the group stops. @svc is freed
+ * before @cb runs. Call once. */
+void mq_svc_close(struct mq_svc *svc, void (*cb)(void *data), void *data);
+
+#endif

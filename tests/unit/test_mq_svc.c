@@ -1,0 +1,508 @@
+/*
+ * Unit tests of node/mq_svc over a real single-member rgroup on 127.0.0.1:
+ * results from the leader's apply, NOT_LEADER before leadership, the era
+ * command, long-poll CHECKOUT (wake on enqueue, timeout, fair share,
+ * prefetch, queue deleted), the router lease, BOOT across a restart, and
+ * close with parked calls.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "node/mq_svc.h"
+#include "tests/unit/lib/svc_env.h"
+
+#define WAIT_MS 8000
+
+struct fx {
+    struct svc_env env;
+    struct mq_svc *svc;
+    bool closed;
+};
+
+struct op {
+    struct mq_svc_call call;
+    int done;
+};
+
+static void op_cb(struct mq_svc_call *call)
+{
+    struct op *o = call->data;
+
+    o->done++;
+}
+
+static void op_init(struct op *o, enum mq_sm_cmd_type type, const char *q)
+{
+    memset(o, 0, sizeof(*o));
+    o->call.cmd.type = type;
+    o->call.cmd.vhost = "/";
+    o->call.cmd.vhost_len = 1;
+    o->call.cmd.queue = q;
+    o->call.cmd.queue_len = q != NULL ? strlen(q) : 0;
+    o->call.cmd.who.router = 1;
+    o->call.cmd.who.conn = 2;
+    o->call.cmd.who.channel = 3;
+    o->call.cb = op_cb;
+    o->call.data = o;
+}
+
+static bool op_done(void *arg)
+{
+    return ((struct op *)arg)->done > 0;
+}
+
+static bool svc_leads(void *arg)
+{
+    return mq_svc_is_leader(arg);
+}
+
+static bool svc_ready(void *arg)
+{
+    return mq_svc_ready(arg);
+}
+
+static void start(struct fx *f, const struct mq_svc_config *cfg)
+{
+    struct rgroup_config g;
+    char err[256];
+
+    svc_env_group(&f->env, &g, "s0.mq", 0);
+    f->svc = mq_svc_new(&f->env.loop, &g, cfg, err, sizeof(err));
+    if (f->svc == NULL) {
+        print_error("mq_svc_new: %s\n", err);
+    }
+    assert_non_null(f->svc);
+    assert_true(svc_env_run_until(&f->env, svc_leads, f->svc, WAIT_MS));
+}
+
+static void closed_cb(void *data)
+{
+    ((struct fx *)data)->closed = true;
+}
+
+static bool is_closed(void *arg)
+{
+    return ((struct fx *)arg)->closed;
+}
+
+static void stop(struct fx *f)
+{
+    f->closed = false;
+    mq_svc_close(f->svc, closed_cb, f);
+    assert_true(svc_env_run_until(&f->env, is_closed, f, WAIT_MS));
+    f->svc = NULL;
+}
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+
+    assert_int_equal(svc_env_init(&f->env), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+
+    if (f->svc != NULL) {
+        stop(f);
+    }
+    assert_int_equal(svc_env_close(&f->env), 0);
+    free(f);
+    return 0;
+}
+
+/* Submit and wait for the completion; returns the svc code. */
+static enum mq_svc_code run(struct fx *f, struct op *o)
+{
+    mq_svc_submit(f->svc, &o->call);
+    assert_true(svc_env_run_until(&f->env, op_done, o, WAIT_MS));
+    assert_int_equal(o->done, 1);
+    return o->call.status;
+}
+
+static void declare(struct fx *f, const char *q, bool durable)
+{
+    struct op o;
+
+    op_init(&o, MQ_SM_DECLARE, q);
+    o.call.cmd.durable = durable;
+    assert_int_equal(run(f, &o), MQ_SVC_OK);
+    assert_int_equal(o.call.result.status, MQ_SM_OK);
+    mq_sm_result_clear(&o.call.result);
+}
+
+static void enqueue(struct fx *f, const char *q, const char *body)
+{
+    struct op o;
+
+    op_init(&o, MQ_SM_ENQUEUE, q);
+    o.call.cmd.body = body;
+    o.call.cmd.body_len = strlen(body);
+    assert_int_equal(run(f, &o), MQ_SVC_OK);
+    assert_int_equal(o.call.result.status, MQ_SM_OK);
+    mq_sm_result_clear(&o.call.result);
+}
+
+static struct mq_sm_queue_stats qstats(struct fx *f, const char *q)
+{
+    struct mq_sm_queue_stats st;
+
+    assert_int_equal(mq_sm_queue_stats(mq_svc_sm(f->svc), "/", 1, q,
+                                       strlen(q), &st),
+                     0);
+    return st;
+}
+
+static void checkout_init(struct op *o, const char *q, uint64_t consumer,
+                          uint32_t max, uint32_t wait_ms)
+{
+    op_init(o, MQ_SM_CHECKOUT, q);
+    o->call.cmd.who.consumer = consumer;
+    o->call.cmd.max_messages = max;
+    o->call.wait_ms = wait_ms;
+}
+
+/* ------------------------------------------------------------------ tests */
+
+static void test_not_leader_then_basic(void **state)
+{
+    struct fx *f = *state;
+    struct rgroup_config g;
+    struct mq_svc_status st;
+    struct op o;
+    char err[256];
+
+    svc_env_group(&f->env, &g, "s0.mq", 0);
+    f->svc = mq_svc_new(&f->env.loop, &g, NULL, err, sizeof(err));
+    assert_non_null(f->svc);
+    /* raft has not elected itself yet: refused, never proposed */
+    op_init(&o, MQ_SM_DECLARE, "q");
+    mq_svc_submit(f->svc, &o.call);
+    assert_int_equal(o.done, 1);
+    assert_int_equal(o.call.status, MQ_SVC_NOT_LEADER);
+    assert_false(mq_svc_ready(f->svc));
+    assert_true(svc_env_run_until(&f->env, svc_leads, f->svc, WAIT_MS));
+    assert_int_equal(mq_svc_leader_id(f->svc), 1);
+    /* leading at once; ready once LEADER_CHANGED is applied */
+    assert_true(svc_env_run_until(&f->env, svc_ready, f->svc, WAIT_MS));
+
+    declare(f, "q", true);
+    enqueue(f, "q", "hello");
+    checkout_init(&o, "q", 7, 10, 0);
+    assert_int_equal(run(f, &o), MQ_SVC_OK);
+    assert_int_equal(o.call.result.n_deliveries, 1);
+    assert_int_equal(o.call.result.deliveries[0].body_len, 5);
+    assert_memory_equal(o.call.result.deliveries[0].body, "hello", 5);
+    mq_sm_result_clear(&o.call.result);
+
+    /* the era command went first */
+    mq_svc_status(f->svc, &st, true);
+    assert_int_equal(st.eras, 1);
+    assert_false(st.booted);
+    assert_int_equal(st.sm.unacked, 1);
+    assert_int_not_equal(st.digest, 0);
+
+    /* out of range: answered without proposing */
+    op_init(&o, MQ_SM_CMD__COUNT, "q");
+    assert_int_equal(run(f, &o), MQ_SVC_OK);
+    assert_int_equal(o.call.result.status, MQ_SM_BAD_REQUEST);
+    assert_string_equal(mq_svc_code_name(MQ_SVC_NOT_LEADER), "not leader");
+}
+
+static void test_long_poll_wake_and_timeout(void **state)
+{
+    struct fx *f = *state;
+    struct mq_svc_status st;
+    struct op w;
+    struct op t;
+    uint64_t t0;
+
+    start(f, NULL);
+    declare(f, "q", true);
+
+    checkout_init(&w, "q", 7, 10, 5000);
+    mq_svc_submit(f->svc, &w.call);
+    svc_env_run_for(&f->env, 100);
+    assert_int_equal(w.done, 0);
+    mq_svc_status(f->svc, &st, false);
+    assert_int_equal(st.waiters, 1);
+
+    enqueue(f, "q", "m1");
+    assert_true(svc_env_run_until(&f->env, op_done, &w, WAIT_MS));
+    assert_int_equal(w.call.status, MQ_SVC_OK);
+    assert_int_equal(w.call.result.n_deliveries, 1);
+    mq_sm_result_clear(&w.call.result);
+
+    /* nothing comes: OK with no deliveries after about wait_ms */
+    checkout_init(&t, "q", 8, 10, 200);
+    t0 = uv_now(&f->env.loop);
+    mq_svc_submit(f->svc, &t.call);
+    assert_true(svc_env_run_until(&f->env, op_done, &t, WAIT_MS));
+    assert_int_equal(t.call.status, MQ_SVC_OK);
+    assert_int_equal(t.call.result.status, MQ_SM_OK);
+    assert_int_equal(t.call.result.n_deliveries, 0);
+    assert_true(uv_now(&f->env.loop) - t0 >= 200);
+    mq_svc_status(f->svc, &st, false);
+    assert_int_equal(st.waiters, 0);
+    assert_int_equal(st.poll_timeouts, 1);
+}
+
+static void test_fair_share(void **state)
+{
+    struct fx *f = *state;
+    struct op w[3];
+    struct op e;
+    unsigned i;
+    size_t total = 0;
+
+    start(f, NULL);
+    declare(f, "q", true);
+    for (i = 0; i < 3; i++) {
+        checkout_init(&w[i], "q", 10 + i, 100, 5000);
+        mq_svc_submit(f->svc, &w[i].call);
+    }
+    /* six messages in one go (one batch or several: shares stay fair) */
+    for (i = 0; i < 6; i++) {
+        op_init(&e, MQ_SM_ENQUEUE, "q");
+        e.call.cmd.body = "m";
+        e.call.cmd.body_len = 1;
+        assert_int_equal(run(f, &e), MQ_SVC_OK);
+        mq_sm_result_clear(&e.call.result);
+    }
+    for (i = 0; i < 3; i++) {
+        assert_true(svc_env_run_until(&f->env, op_done, &w[i], WAIT_MS));
+        assert_int_equal(w[i].call.status, MQ_SVC_OK);
+        /* nobody takes everything */
+        assert_true(w[i].call.result.n_deliveries >= 1);
+        assert_true(w[i].call.result.n_deliveries <= 2);
+        total += w[i].call.result.n_deliveries;
+        mq_sm_result_clear(&w[i].call.result);
+    }
+    assert_int_equal(total, 3);
+    assert_int_equal(qstats(f, "q").ready, 3);
+}
+
+static void test_prefetch_and_settle(void **state)
+{
+    struct fx *f = *state;
+    struct op c;
+    struct op w;
+    struct op s;
+    uint64_t tag;
+
+    start(f, NULL);
+    declare(f, "q", true);
+    enqueue(f, "q", "a");
+    enqueue(f, "q", "b");
+    checkout_init(&c, "q", 7, 1, 0);
+    c.call.cmd.prefetch = 1;
+    assert_int_equal(run(f, &c), MQ_SVC_OK);
+    assert_int_equal(c.call.result.n_deliveries, 1);
+    tag = c.call.result.deliveries[0].tag;
+    mq_sm_result_clear(&c.call.result);
+
+    /* ready > 0 but prefetch is full: proposed, empty, parked again */
+    checkout_init(&w, "q", 7, 1, 5000);
+    w.call.cmd.prefetch = 1;
+    mq_svc_submit(f->svc, &w.call);
+    svc_env_run_for(&f->env, 200);
+    assert_int_equal(w.done, 0);
+
+    op_init(&s, MQ_SM_SETTLE, NULL);
+    s.call.cmd.tag = tag;
+    assert_int_equal(run(f, &s), MQ_SVC_OK);
+    assert_int_equal(s.call.result.count, 1);
+    mq_sm_result_clear(&s.call.result);
+    assert_true(svc_env_run_until(&f->env, op_done, &w, WAIT_MS));
+    assert_int_equal(w.call.result.n_deliveries, 1);
+    assert_memory_equal(w.call.result.deliveries[0].body, "b", 1);
+    mq_sm_result_clear(&w.call.result);
+}
+
+static void test_delete_wakes_404(void **state)
+{
+    struct fx *f = *state;
+    struct op w;
+    struct op d;
+
+    start(f, NULL);
+    declare(f, "q", true);
+    checkout_init(&w, "q", 7, 10, 5000);
+    mq_svc_submit(f->svc, &w.call);
+    svc_env_run_for(&f->env, 50);
+    op_init(&d, MQ_SM_DELETE, "q");
+    assert_int_equal(run(f, &d), MQ_SVC_OK);
+    mq_sm_result_clear(&d.call.result);
+    assert_true(svc_env_run_until(&f->env, op_done, &w, WAIT_MS));
+    assert_int_equal(w.call.status, MQ_SVC_OK);
+    assert_int_equal(w.call.result.status, MQ_SM_NOT_FOUND);
+    assert_int_equal(w.call.result.reply_code, 404);
+    mq_sm_result_clear(&w.call.result);
+
+    /* a long poll on a missing queue is answered at once */
+    checkout_init(&w, "nope", 7, 10, 5000);
+    assert_int_equal(run(f, &w), MQ_SVC_OK);
+    assert_int_equal(w.call.result.status, MQ_SM_NOT_FOUND);
+}
+
+struct lease_fx {
+    struct fx *f;
+    uint64_t want;
+};
+
+static bool lease_returned(void *arg)
+{
+    struct lease_fx *l = arg;
+    struct mq_svc_status st;
+
+    mq_svc_status(l->f->svc, &st, false);
+    return st.lease_returns >= l->want;
+}
+
+static void test_router_lease(void **state)
+{
+    struct fx *f = *state;
+    struct mq_svc_config cfg = {.lease_ms = 300};
+    struct lease_fx l = {f, 1};
+    struct op c;
+    struct op x;
+    unsigned i;
+
+    start(f, &cfg);
+    declare(f, "q", true); /* router 1 */
+    enqueue(f, "q", "a");
+    checkout_init(&c, "q", 7, 1, 0);
+    c.call.cmd.who.router = 5;
+    assert_int_equal(run(f, &c), MQ_SVC_OK);
+    assert_int_equal(c.call.result.n_deliveries, 1);
+    mq_sm_result_clear(&c.call.result);
+
+    /* router 1 keeps its lease with EXPIRE ticks; router 5 is silent */
+    for (i = 0; i < 6; i++) {
+        op_init(&x, MQ_SM_EXPIRE, NULL);
+        assert_int_equal(run(f, &x), MQ_SVC_OK);
+        mq_sm_result_clear(&x.call.result);
+        svc_env_run_for(&f->env, 100);
+    }
+    assert_true(svc_env_run_until(&f->env, lease_returned, &l, WAIT_MS));
+    svc_env_run_for(&f->env, 100);
+    assert_int_equal(qstats(f, "q").unacked, 0);
+    assert_int_equal(qstats(f, "q").ready, 1);
+    /* router 1 was seen all along: only router 5 was returned */
+    {
+        struct mq_svc_status st;
+
+        mq_svc_status(f->svc, &st, false);
+        assert_int_equal(st.lease_returns, 1);
+    }
+}
+
+struct boot_seen {
+    unsigned calls;
+    size_t deleted;
+    enum mq_sm_cmd_type type;
+};
+
+static void on_internal(void *data, const struct mq_sm_cmd *cmd,
+                        const struct mq_sm_result *res)
+{
+    struct boot_seen *b = data;
+
+    b->calls++;
+    b->type = cmd->type;
+    b->deleted += res->n_deleted;
+}
+
+static bool svc_booted(void *arg)
+{
+    return mq_svc_booted(arg);
+}
+
+static void test_boot_restart(void **state)
+{
+    struct fx *f = *state;
+    struct boot_seen seen = {0};
+    struct mq_svc_config cfg = {
+        .boot = true,
+        .on_internal = on_internal,
+        .on_internal_data = &seen,
+    };
+    struct mq_sm_queue_stats qs;
+    struct op c;
+
+    start(f, &cfg);
+    assert_true(svc_env_run_until(&f->env, svc_booted, f->svc, WAIT_MS));
+    assert_int_equal(seen.calls, 1);
+    assert_int_equal(seen.type, MQ_SM_BOOT);
+    declare(f, "durable", true);
+    declare(f, "transient", false);
+    enqueue(f, "durable", "a");
+    checkout_init(&c, "durable", 7, 1, 0);
+    assert_int_equal(run(f, &c), MQ_SVC_OK);
+    mq_sm_result_clear(&c.call.result);
+    stop(f);
+
+    /* same data directory: the log replays, then BOOT cleans up */
+    start(f, &cfg);
+    assert_true(svc_env_run_until(&f->env, svc_booted, f->svc, WAIT_MS));
+    assert_int_equal(seen.calls, 2);
+    assert_int_equal(seen.deleted, 1);
+    assert_int_equal(mq_sm_queue_stats(mq_svc_sm(f->svc), "/", 1,
+                                       "transient", 9, &qs),
+                     -1);
+    assert_int_equal(qstats(f, "durable").ready, 1);
+    assert_int_equal(qstats(f, "durable").unacked, 0);
+}
+
+static void test_close_with_waiters(void **state)
+{
+    struct fx *f = *state;
+    struct op w;
+    struct op late;
+
+    start(f, NULL);
+    declare(f, "q", true);
+    checkout_init(&w, "q", 7, 10, 5000);
+    mq_svc_submit(f->svc, &w.call);
+    svc_env_run_for(&f->env, 50);
+    f->closed = false;
+    mq_svc_close(f->svc, closed_cb, f);
+    assert_int_equal(w.done, 1);
+    assert_int_equal(w.call.status, MQ_SVC_CLOSING);
+    op_init(&late, MQ_SM_DECLARE, "q");
+    mq_svc_submit(f->svc, &late.call);
+    assert_int_equal(late.call.status, MQ_SVC_CLOSING);
+    assert_true(svc_env_run_until(&f->env, is_closed, f, WAIT_MS));
+    f->svc = NULL;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_not_leader_then_basic, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_long_poll_wake_and_timeout,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fair_share, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prefetch_and_settle, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_delete_wakes_404, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_router_lease, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_boot_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_with_waiters, setup,
+                                        teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

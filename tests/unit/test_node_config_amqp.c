@@ -1,0 +1,80 @@
+/*
+ * Unit tests of the AMQP part of node/config: the amqp key and --amqp flag
+ * (address, "off", ""), and the raft port offsets of the AMQP groups.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "node/config.h"
+
+static void test_amqp_flag(void **state)
+{
+    struct node_config c;
+    char err[256];
+    char *args1[] = {"ringmq-node", "--standalone", "--amqp",
+                     "127.0.0.1:5673"};
+    char *args2[] = {"ringmq-node", "--amqp", "off"};
+    char *args3[] = {"ringmq-node", "--amqp", "nonsense"};
+    char *args4[] = {"ringmq-node", "--amqp", ""};
+
+    (void)state;
+    node_config_defaults(&c);
+    assert_string_equal(c.amqp, "");
+    assert_int_equal(node_config_parse_args(&c, 4, args1, err, sizeof(err)),
+                     0);
+    assert_string_equal(c.amqp, "127.0.0.1:5673");
+    assert_true(c.standalone);
+    assert_int_equal(node_config_parse_args(&c, 3, args2, err, sizeof(err)),
+                     0);
+    assert_string_equal(c.amqp, "");
+    assert_int_equal(node_config_parse_args(&c, 3, args3, err, sizeof(err)),
+                     -1);
+    assert_non_null(strstr(err, "amqp"));
+    snprintf(c.amqp, sizeof(c.amqp), "127.0.0.1:1");
+    assert_int_equal(node_config_parse_args(&c, 3, args4, err, sizeof(err)),
+                     0);
+    assert_string_equal(c.amqp, "");
+}
+
+static void test_raft_port_offset(void **state)
+{
+    char out[NODE_ADDR_MAX];
+
+    (void)state;
+    assert_int_equal(node_config_raft_port_offset("10.0.0.1:7210", 1, out,
+                                                  sizeof(out)),
+                     0);
+    assert_string_equal(out, "10.0.0.1:7211");
+    assert_int_equal(node_config_raft_port_offset("10.0.0.1:7210", 2, out,
+                                                  sizeof(out)),
+                     0);
+    assert_string_equal(out, "10.0.0.1:7212");
+    /* ephemeral stays ephemeral */
+    assert_int_equal(node_config_raft_port_offset("127.0.0.1:0", 2, out,
+                                                  sizeof(out)),
+                     0);
+    assert_string_equal(out, "127.0.0.1:0");
+    assert_int_equal(node_config_raft_port_offset("127.0.0.1:65535", 1, out,
+                                                  sizeof(out)),
+                     -1);
+    assert_int_equal(node_config_raft_port_offset("nocolon", 1, out,
+                                                  sizeof(out)),
+                     -1);
+    assert_int_equal(node_config_raft_port_offset("127.0.0.1:7", 1, out, 5),
+                     -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_amqp_flag),
+        cmocka_unit_test(test_raft_port_offset),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
