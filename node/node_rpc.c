@@ -6,6 +6,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "node/meta_fanout.h"
 #include "node/rpc_server.h"
 #include "common/ring.h"
 #include "proto/cache_pb.h"
@@ -13,7 +14,10 @@
 
 #define DEFAULT_GROUP "cache"
 
+struct rpc_meta_watch;
+
 struct node_rpc {
+    uv_loop_t *loop;
     const struct node_config *cfg;
     struct cache_svc *const *groups;
     unsigned n_groups;
@@ -22,6 +26,8 @@ struct node_rpc {
     struct mq_svc *const *mq;
     unsigned n_mq;
     struct meta_svc *meta;
+    struct meta_fanout *fanout;     /* with meta */
+    struct rpc_meta_watch *watches; /* held in meta, this service's */
 };
 
 /* A cache op received over RPC, on its way through a group. */
@@ -396,31 +402,64 @@ struct rpc_meta_call {
     struct meta_svc_call call;
     struct node_rpc *rpc;
     struct rpc_server_req *req;
+    struct meta_fanout_wait wait;
 };
+
+static void meta_reply_ok(struct rpc_meta_call *c)
+{
+    Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
+    Ringmq__MetaResult res;
+    Ringmq__MetaSnapshot snap;
+
+    mq_pb_meta_result_to_pb(&c->call.result, &res);
+    /* The router's view follows at once, without waiting for a watch
+     * round trip. */
+    if (meta_snapshot_pb(c->rpc, &snap) == 0) {
+        res.snapshot = &snap;
+    }
+    resp.code = RINGMQ__RPC_CODE__RPC_OK;
+    resp.body_case = RINGMQ__RPC_RESPONSE__BODY_META;
+    resp.meta = &res;
+    rpc_server_reply(c->req, &resp);
+    if (res.snapshot) {
+        free(snap.state.data);
+    }
+}
+
+static void meta_call_free(struct rpc_meta_call *c)
+{
+    mq_pb_meta_cmd_release(&c->call.cmd);
+    free(c);
+}
+
+static void meta_fanned_out(struct meta_fanout_wait *w, bool timed_out)
+{
+    struct rpc_meta_call *c = w->data;
+
+    if (timed_out) {
+        log_debug("meta: version %llu not confirmed by every router",
+                  (unsigned long long)w->version);
+    }
+    meta_reply_ok(c);
+    meta_call_free(c);
+}
 
 static void meta_call_done(struct meta_svc_call *call)
 {
     struct rpc_meta_call *c = call->data;
     struct node_rpc *r = c->rpc;
-    Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
-    Ringmq__MetaResult res;
-    Ringmq__MetaSnapshot snap;
 
     switch (call->status) {
     case META_SVC_OK:
-        mq_pb_meta_result_to_pb(&call->result, &res);
-        /* The router's view follows at once, without waiting for a
-         * watch round trip. */
-        if (meta_snapshot_pb(r, &snap) == 0) {
-            res.snapshot = &snap;
+        if (call->result.changed && r->fanout != NULL) {
+            /* bind-ok (and the rest) once every router routes by it. */
+            c->wait.version = call->result.version;
+            c->wait.cb = meta_fanned_out;
+            c->wait.data = c;
+            meta_fanout_wait(r->fanout, &c->wait);
+            return;
         }
-        resp.code = RINGMQ__RPC_CODE__RPC_OK;
-        resp.body_case = RINGMQ__RPC_RESPONSE__BODY_META;
-        resp.meta = &res;
-        rpc_server_reply(c->req, &resp);
-        if (res.snapshot) {
-            free(snap.state.data);
-        }
+        meta_reply_ok(c);
         break;
     case META_SVC_NOT_LEADER:
         reply_not_leader(r, c->req, "meta", meta_svc_leader_id(r->meta));
@@ -434,8 +473,7 @@ static void meta_call_done(struct meta_svc_call *call)
                    "leadership lost or closing: outcome unknown");
         break;
     }
-    mq_pb_meta_cmd_release(&call->cmd);
-    free(c);
+    meta_call_free(c);
 }
 
 static void handle_meta(struct node_rpc *r, struct rpc_server_req *req,
@@ -463,9 +501,26 @@ static void handle_meta(struct node_rpc *r, struct rpc_server_req *req,
 
 struct rpc_meta_watch {
     struct meta_svc_watch w;
-    struct node_rpc *rpc;
+    struct node_rpc *rpc; /* NULL once the service closed */
     struct rpc_server_req *req;
+    struct meta_fanout_park park;
+    struct rpc_meta_watch *prev;
+    struct rpc_meta_watch *next;
 };
+
+static void watch_unlink(struct node_rpc *r, struct rpc_meta_watch *c)
+{
+    if (c->prev) {
+        c->prev->next = c->next;
+    } else {
+        r->watches = c->next;
+    }
+    if (c->next) {
+        c->next->prev = c->prev;
+    }
+    c->prev = c->next = NULL;
+    meta_fanout_unpark(r->fanout, &c->park);
+}
 
 static void meta_watch_done(struct meta_svc_watch *w)
 {
@@ -474,6 +529,12 @@ static void meta_watch_done(struct meta_svc_watch *w)
     Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
     Ringmq__MetaSnapshot snap;
 
+    if (r == NULL) {
+        reply_code(c->req, RINGMQ__RPC_CODE__RPC_UNAVAILABLE, "closing");
+        free(c);
+        return;
+    }
+    watch_unlink(r, c);
     if (w->status != META_SVC_OK || meta_snapshot_pb(r, &snap) != 0) {
         reply_code(c->req, RINGMQ__RPC_CODE__RPC_UNAVAILABLE, "closing");
     } else {
@@ -482,6 +543,7 @@ static void meta_watch_done(struct meta_svc_watch *w)
         resp.meta_snapshot = &snap;
         rpc_server_reply(c->req, &resp);
         free(snap.state.data);
+        meta_fanout_answered(r->fanout);
     }
     free(c);
 }
@@ -496,6 +558,13 @@ static void handle_meta_watch(struct node_rpc *r, struct rpc_server_req *req,
         reply_code(req, RINGMQ__RPC_CODE__RPC_NO_GROUP, "no such group here");
         return;
     }
+    meta_fanout_request(r->fanout);
+    if (!meta_svc_is_leader(r->meta)) {
+        /* Watches live at the leader: it delays meta changes until every
+         * watcher has them (meta_fanout.h). */
+        reply_not_leader(r, req, "meta", meta_svc_leader_id(r->meta));
+        return;
+    }
     c = xcalloc(1, sizeof(*c));
     c->rpc = r;
     c->req = req;
@@ -505,6 +574,13 @@ static void handle_meta_watch(struct node_rpc *r, struct rpc_server_req *req,
                        : msg->meta_watch->wait_ms;
     c->w.cb = meta_watch_done;
     c->w.data = c;
+    /* Parked before it is handed over: the answer may come at once. */
+    c->next = r->watches;
+    if (r->watches) {
+        r->watches->prev = c;
+    }
+    r->watches = c;
+    meta_fanout_park(r->fanout, &c->park, c->w.known_version);
     meta_svc_watch(r->meta, &c->w);
 }
 
@@ -514,6 +590,9 @@ void node_rpc_set_amqp(struct node_rpc *r, struct mq_svc *const *mq,
     r->mq = mq;
     r->n_mq = n_mq;
     r->meta = meta;
+    if (meta != NULL && r->fanout == NULL) {
+        r->fanout = meta_fanout_new(r->loop, 0, 0);
+    }
 }
 
 static void on_request(void *data, struct rpc_server_req *req,
@@ -549,6 +628,8 @@ struct node_rpc *node_rpc_new(uv_loop_t *loop, const struct node_config *cfg,
 {
     struct node_rpc *r = xcalloc(1, sizeof(*r));
     struct rpc_server_config sc = {0};
+
+    r->loop = loop;
     char host[NODE_ADDR_MAX];
     char sub[256];
 
@@ -613,5 +694,16 @@ void node_rpc_close(struct node_rpc *r, void (*cb)(void *data), void *data)
     ctx->rpc = r;
     ctx->cb = cb;
     ctx->data = data;
+    /* Watches still in the meta group outlive this service: detach them. */
+    while (r->watches) {
+        struct rpc_meta_watch *w = r->watches;
+
+        watch_unlink(r, w);
+        w->rpc = NULL;
+    }
+    if (r->fanout) {
+        meta_fanout_close(r->fanout);
+        r->fanout = NULL;
+    }
     rpc_server_close(r->server, server_closed, ctx);
 }

@@ -82,6 +82,10 @@ struct amqp_broker_ops {
     /* Publishers should be blocked (memory or disk watermark): the edge
      * sends connection.blocked while true. May be NULL (never). */
     bool (*should_block)(void *self);
+    /* The broker can serve (the meta view is loaded): until then the edge
+     * holds new connections before connection.start. May be NULL (always
+     * ready). */
+    bool (*ready)(void *self);
 };
 
 struct amqp_broker {

@@ -31,6 +31,7 @@
 
 #define READ_CHUNK 65536
 #define CLOSE_OK_WAIT_MS 2000
+#define HANDSHAKE_TIMEOUT_MS 10000 /* RabbitMQ's default */
 
 enum conn_state {
     CONN_HEADER = 0, /* waiting for the protocol header */
@@ -64,6 +65,7 @@ struct amqp_conn {
     uint64_t last_recv_ms;
     uint64_t last_send_ms;
     uint64_t close_deadline_ms;
+    uint64_t accepted_ms;
     struct amqp_channel **chans; /* [channel_max + 1] */
     unsigned refs;
     unsigned handles;
@@ -77,6 +79,7 @@ struct amqp_conn {
     bool eof;
     bool dead;
     bool in_read;
+    bool waiting_ready; /* protocol header held until the broker is ready */
 };
 
 struct amqp_conn *amqp_conn_next(const struct amqp_conn *c)
@@ -705,6 +708,11 @@ static void conn_frame(struct amqp_conn *c, const struct amqp_frame *f)
     amqp_method_free(&m);
 }
 
+static bool broker_ready(const struct amqp_server *s)
+{
+    return s->broker.ops->ready == NULL || s->broker.ops->ready(s->broker.self);
+}
+
 /* Consume buffered input. */
 static void conn_process(struct amqp_conn *c)
 {
@@ -714,6 +722,13 @@ static void conn_process(struct amqp_conn *c)
         if (c->in.len < AMQP_PROTOCOL_HEADER_SIZE) {
             return;
         }
+        if (!broker_ready(c->srv)) {
+            /* Held until the broker can serve (a router that just started
+             * has no meta view yet); the timer looks again. */
+            c->waiting_ready = true;
+            return;
+        }
+        c->waiting_ready = false;
         if (amqp_frame_check_protocol_header(c->in.data,
                                              AMQP_PROTOCOL_HEADER_SIZE) != 0) {
             buf_append(&c->out, AMQP_PROTOCOL_HEADER,
@@ -843,6 +858,21 @@ static void on_timer(uv_timer_t *t)
         conn_teardown(c);
         return;
     }
+    if (c->waiting_ready) {
+        conn_process(c);
+        conn_write(c);
+        if (!c->waiting_ready) {
+            uv_timer_start(&c->timer, on_timer, 1000, 1000);
+        } else if (now - c->accepted_ms > HANDSHAKE_TIMEOUT_MS) {
+            conn_teardown(c);
+        }
+        return;
+    }
+    if (c->state < CONN_RUNNING && now - c->accepted_ms > HANDSHAKE_TIMEOUT_MS) {
+        /* RabbitMQ's handshake_timeout: a silent or stuck peer goes. */
+        conn_teardown(c);
+        return;
+    }
     if (c->state < CONN_OPEN || c->heartbeat_s == 0) {
         return;
     }
@@ -919,8 +949,10 @@ void amqp_conn_accept(struct amqp_server *s)
     s->stats.connections_total++;
     uv_tcp_nodelay(&c->tcp, 1);
     c->loopback = peer_is_loopback(&c->tcp);
-    c->last_recv_ms = c->last_send_ms = clock_mono_ms();
-    /* Also bounds the handshake: the timer closes a silent peer. */
-    uv_timer_start(&c->timer, on_timer, 1000, 1000);
+    c->last_recv_ms = c->last_send_ms = c->accepted_ms = clock_mono_ms();
+    /* Also bounds the handshake: the timer closes a silent peer. Fast
+     * while the broker is not ready, so held connections start soon. */
+    uv_timer_start(&c->timer, on_timer, broker_ready(s) ? 1000 : 50,
+                   broker_ready(s) ? 1000 : 50);
     conn_update_reading(c);
 }

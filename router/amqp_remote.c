@@ -384,12 +384,18 @@ static const struct meta_sm *op_meta_view(void *self)
     return r->view;
 }
 
+static bool op_ready(void *self)
+{
+    return ((struct amqp_remote *)self)->view_loaded;
+}
+
 static const struct amqp_broker_ops remote_ops = {
     .shard_count = op_shard_count,
     .shard_of = op_shard_of,
     .submit = op_submit,
     .meta_view = op_meta_view,
     .should_block = NULL,
+    .ready = op_ready,
 };
 
 struct amqp_broker amqp_remote_broker(struct amqp_remote *r)

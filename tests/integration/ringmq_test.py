@@ -161,12 +161,41 @@ class Node:
             return f.read().decode(errors="replace")
 
 
-def standalone(data_dir, port=None, extra=()):
+_node_has_amqp = None
+
+
+def node_has_amqp():
+    """Whether this ringmq-node knows --amqp (asked once, from --help)."""
+    global _node_has_amqp
+    if _node_has_amqp is None:
+        try:
+            out = subprocess.run([NODE, "--help"], capture_output=True, text=True,
+                                 timeout=20)
+            _node_has_amqp = "--amqp" in out.stdout + out.stderr
+        except OSError:
+            _node_has_amqp = False
+    return _node_has_amqp
+
+
+def standalone(data_dir, port=None, extra=(), amqp_port=None):
+    """A standalone node serving memcached on @port (default: a free one).
+    @amqp_port: a port number serves AMQP on 127.0.0.1:amqp_port; 0 picks a
+    free port; None or "off" pass --amqp off when the node knows the flag
+    (a standalone node would otherwise take 127.0.0.1:5672, and tests run in
+    parallel). The chosen port is n.amqp_port (None when AMQP is off)."""
     port = port or free_port()
-    n = Node(["--standalone", "--data-dir", data_dir,
-              "--memcached", "127.0.0.1:%d" % port] + list(extra),
-             os.path.join(data_dir + ".log"), ready_port=port)
+    args = ["--standalone", "--data-dir", data_dir,
+            "--memcached", "127.0.0.1:%d" % port]
+    if amqp_port is None or amqp_port == "off":
+        if node_has_amqp():
+            args += ["--amqp", "off"]
+        amqp_port = None
+    elif amqp_port is not None:
+        amqp_port = amqp_port or free_port()
+        args += ["--amqp", "127.0.0.1:%d" % amqp_port]
+    n = Node(args + list(extra), os.path.join(data_dir + ".log"), ready_port=port)
     n.port = port
+    n.amqp_port = amqp_port
     return n
 
 

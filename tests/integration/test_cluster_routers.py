@@ -37,7 +37,7 @@ class LocalCluster:
                      list(range(7101, 7107)) +
                      [7200 + 10 * i + k for i in range(1, 7)
                       for k in range(3)] +
-                     [11211, 11212, 9101, 9102]]
+                     [11211, 11212, 5672, 5673, 9101, 9102]]
             if all(rt.port_free(p) for p in ports):
                 break
         self.env = dict(os.environ, RINGMQ_PORT_OFFSET=str(self.off),
