@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "node/meta_fanout.h"
 #include "node/rpc_server.h"
@@ -28,6 +29,7 @@ struct node_rpc {
     struct meta_svc *meta;
     struct meta_fanout *fanout;     /* with meta */
     struct rpc_meta_watch *watches; /* held in meta, this service's */
+    struct watermark *watermark;
 };
 
 /* A cache op received over RPC, on its way through a group. */
@@ -330,6 +332,9 @@ static void mq_call_done(struct mq_svc_call *call)
         resp.code = RINGMQ__RPC_CODE__RPC_OK;
         resp.body_case = RINGMQ__RPC_RESPONSE__BODY_MQ;
         resp.mq = &rb.pb;
+        resp.publishers_blocked =
+            c->rpc->watermark != NULL &&
+            watermark_exceeded(c->rpc->watermark, clock_mono_ms());
         rpc_server_reply(c->req, &resp);
         mq_pb_result_buf_clear(&rb);
         break;
@@ -582,6 +587,11 @@ static void handle_meta_watch(struct node_rpc *r, struct rpc_server_req *req,
     r->watches = c;
     meta_fanout_park(r->fanout, &c->park, c->w.known_version);
     meta_svc_watch(r->meta, &c->w);
+}
+
+void node_rpc_set_watermark(struct node_rpc *r, struct watermark *w)
+{
+    r->watermark = w;
 }
 
 void node_rpc_set_amqp(struct node_rpc *r, struct mq_svc *const *mq,

@@ -17,6 +17,7 @@
 #include <uv.h>
 
 #include "node/cache_svc.h"
+#include "common/watermark.h"
 #include "node/config.h"
 #include "node/meta_svc.h"
 #include "node/mq_svc.h"
@@ -31,6 +32,10 @@ struct node_rpc *node_rpc_new(uv_loop_t *loop, const struct node_config *cfg,
  * them those get RPC_NO_GROUP. Borrowed like @groups; @meta may be NULL. */
 void node_rpc_set_amqp(struct node_rpc *r, struct mq_svc *const *mq,
                        unsigned n_mq, struct meta_svc *meta);
+
+/* Report this watermark in every queue-group answer (publishers_blocked),
+ * so routers block AMQP publishers. Borrowed; NULL = never blocked. */
+void node_rpc_set_watermark(struct node_rpc *r, struct watermark *w);
 
 void node_rpc_close(struct node_rpc *r, void (*cb)(void *data), void *data);
 

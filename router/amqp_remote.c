@@ -35,6 +35,8 @@ struct rgrp {
     uint64_t member_id[CLUSTER_MAX_MEMBERS];
     const char *member_rpc[CLUSTER_MAX_MEMBERS]; /* into the map copy */
     unsigned leader;                             /* our guess */
+    bool blocked;        /* the last answer asked to block publishers */
+    uint64_t blocked_at; /* when that answer came */
 };
 
 /* One call on its way; retried until executed or the deadline. */
@@ -196,6 +198,8 @@ static void on_reply(void *data, int status, const Ringmq__RpcResponse *resp)
     switch (resp->code) {
         case RINGMQ__RPC_CODE__RPC_OK:
             if (call->kind == AMQP_BROKER_MQ) {
+                q->g->blocked = resp->publishers_blocked;
+                q->g->blocked_at = uv_now(r->loop);
                 if (resp->body_case != RINGMQ__RPC_RESPONSE__BODY_MQ ||
                     mq_pb_result_from_pb(resp->mq, &call->mq_result) != 0) {
                     log_warn("router: amqp: group %s: reply without a "
@@ -384,6 +388,22 @@ static const struct meta_sm *op_meta_view(void *self)
     return r->view;
 }
 
+/* A shard whose node said "blocked" in an answer of the last few seconds
+ * (EXPIRE ticks give every shard an answer a second). */
+static bool op_should_block(void *self)
+{
+    struct amqp_remote *r = self;
+    uint64_t now = uv_now(r->loop);
+    unsigned i;
+
+    for (i = 0; i < r->n_shards; i++) {
+        if (r->groups[i].blocked && now - r->groups[i].blocked_at < 5000) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static bool op_ready(void *self)
 {
     return ((struct amqp_remote *)self)->view_loaded;
@@ -394,7 +414,7 @@ static const struct amqp_broker_ops remote_ops = {
     .shard_of = op_shard_of,
     .submit = op_submit,
     .meta_view = op_meta_view,
-    .should_block = NULL,
+    .should_block = op_should_block,
     .ready = op_ready,
 };
 

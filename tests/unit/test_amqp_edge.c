@@ -109,6 +109,7 @@ static int setup(void **state)
     cfg.host = "127.0.0.1";
     cfg.router_id = 7;
     cfg.frame_max = 8192;
+    cfg.tick_ms = 50;
     fx->srv = amqp_server_new(&fx->loop, &cfg, &b, err, sizeof(err));
     if (fx->srv == NULL) {
         fail_msg("amqp_server_new: %s", err);
@@ -259,11 +260,13 @@ static void cl_simple(struct client *c, uint16_t channel, uint32_t id)
     cl_method(c, channel, &m);
 }
 
-/* Protocol header, PLAIN guest/guest, tune-ok, open. */
-static void cl_handshake(struct client *c, int port)
+/* Protocol header, PLAIN guest/guest (announcing the connection.blocked
+ * capability if @blocked_cap), tune-ok, open. */
+static void cl_handshake_caps(struct client *c, int port, bool blocked_cap)
 {
     struct amqp_method m;
     static const char plain[] = "\0guest\0guest";
+    struct amqp_table *props = amqp_table_new();
 
     cl_connect(c, port);
     cl_send(c, AMQP_PROTOCOL_HEADER, AMQP_PROTOCOL_HEADER_SIZE);
@@ -271,12 +274,18 @@ static void cl_handshake(struct client *c, int port)
     assert_non_null(amqp_table_get(m.connection_start.server_properties,
                                    "capabilities"));
     amqp_method_free(&m);
+    if (blocked_cap) {
+        amqp_table_add_bool(amqp_table_add_table(props, "capabilities"),
+                            "connection.blocked", 1);
+    }
     amqp_method_init(&m, AMQP_CONNECTION_START_OK);
+    m.connection_start_ok.client_properties = props;
     m.connection_start_ok.mechanism = amqp_cstr("PLAIN");
     m.connection_start_ok.response.data = (const uint8_t *)plain;
     m.connection_start_ok.response.len = sizeof(plain) - 1;
     m.connection_start_ok.locale = amqp_cstr("en_US");
     cl_method(c, 0, &m);
+    amqp_table_free(props);
     cl_expect(c, AMQP_CONNECTION_TUNE, &m);
     assert_int_equal(m.connection_tune.frame_max, 8192);
     amqp_method_free(&m);
@@ -290,6 +299,11 @@ static void cl_handshake(struct client *c, int port)
     cl_expect_free(c, AMQP_CONNECTION_OPEN_OK);
     cl_simple(c, 1, AMQP_CHANNEL_OPEN);
     cl_expect_free(c, AMQP_CHANNEL_OPEN_OK);
+}
+
+static void cl_handshake(struct client *c, int port)
+{
+    cl_handshake_caps(c, port, false);
 }
 
 /* connection.close with @code is the next frame, then EOF after close-ok. */
@@ -623,6 +637,35 @@ static void test_retry_while_unavailable(void **state)
     cl_close(&c);
 }
 
+/* A watermark: clients that understand it get connection.blocked, and a
+ * publishing connection is not read until connection.unblocked. */
+static void test_blocked_publishers(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    struct amqp_method m;
+
+    cl_handshake_caps(&c, fx->port, true);
+    cl_declare(&c, "b1");
+    cl_simple(&c, 1, AMQP_CONFIRM_SELECT);
+    cl_expect_free(&c, AMQP_CONFIRM_SELECT_OK);
+    cl_publish(&c, "", "b1", "before", false);
+    cl_expect_free(&c, AMQP_BASIC_ACK);
+    fake_broker_set_blocked(fx->fb, true);
+    cl_expect(&c, AMQP_CONNECTION_BLOCKED, &m);
+    assert_true(m.connection_blocked.reason.len > 0);
+    amqp_method_free(&m);
+    /* not read while blocked: the confirm comes only after unblocking */
+    cl_publish(&c, "", "b1", "during", false);
+    usleep(200 * 1000);
+    fake_broker_set_blocked(fx->fb, false);
+    cl_expect_free(&c, AMQP_CONNECTION_UNBLOCKED);
+    cl_expect(&c, AMQP_BASIC_ACK, &m);
+    assert_int_equal(m.basic_ack.delivery_tag, 2);
+    amqp_method_free(&m);
+    cl_close(&c);
+}
+
 /* tx is refused clearly (540), not half done. */
 static void test_tx_not_implemented(void **state)
 {
@@ -646,6 +689,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_consume_prefetch, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_retry_while_unavailable, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_blocked_publishers, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_tx_not_implemented, setup,
                                         teardown),

@@ -23,6 +23,7 @@ struct fake_broker {
     struct held *held[FAKE_BROKER_MAX_SHARDS];
     uv_timer_t timer;
     bool unavailable;
+    bool blocked;
     bool closing;
 };
 
@@ -162,12 +163,23 @@ static void on_timer(uv_timer_t *t)
     }
 }
 
+static bool fb_should_block(void *self)
+{
+    return __atomic_load_n(&((struct fake_broker *)self)->blocked,
+                           __ATOMIC_SEQ_CST);
+}
+
+void fake_broker_set_blocked(struct fake_broker *fb, bool on)
+{
+    __atomic_store_n(&fb->blocked, on, __ATOMIC_SEQ_CST);
+}
+
 static const struct amqp_broker_ops fb_ops = {
     .shard_count = fb_shard_count,
     .shard_of = fb_shard_of,
     .submit = fb_submit,
     .meta_view = fb_meta_view,
-    .should_block = NULL,
+    .should_block = fb_should_block,
 };
 
 struct fake_broker *fake_broker_new(uv_loop_t *loop, unsigned shards)

@@ -24,6 +24,8 @@ struct fake_broker;
 struct fake_broker *fake_broker_new(uv_loop_t *loop, unsigned shards);
 struct amqp_broker fake_broker_table(struct fake_broker *fb);
 void fake_broker_set_unavailable(struct fake_broker *fb, bool on);
+/* should_block() answers @on (any thread). */
+void fake_broker_set_blocked(struct fake_broker *fb, bool on);
 struct mq_sm *fake_broker_mq(struct fake_broker *fb, unsigned shard);
 /* Complete held calls (CLOSING) and free, once the loop ran their timers'
  * close callbacks. */
