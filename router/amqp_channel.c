@@ -613,6 +613,16 @@ static void on_checkout_done(struct edge_call *ec)
         edge_return_everywhere(ec->srv, MQ_SM_SCOPE_CHANNEL, &who);
     }
     amqp_conn_flush(ch->conn);
+    if (r->n_deliveries == 0 &&
+        clock_mono_ms() - ec->submitted_ms < EDGE_CHECKOUT_WAIT_MS / 2) {
+        /* Empty and early: the broker did not hold it (nothing it could
+         * give this consumer now). Ask again a little later, never in a
+         * loop that spins on the broker. */
+        cs->polling = true;
+        edge_call_retry(ec);
+        ch_pump(ch);
+        return;
+    }
     cons_arm(ch, cs);
     ch_pump(ch);
 }

@@ -115,13 +115,14 @@ int amqp_get_u32(struct amqp_reader *r, uint32_t *v)
 
 int amqp_get_u64(struct amqp_reader *r, uint64_t *v)
 {
-    uint32_t hi, lo;
+    uint32_t hi = 0;
+    uint32_t lo = 0;
 
     if (need(r, 8) != 0) {
         return AMQP_ESYNTAX;
     }
-    amqp_get_u32(r, &hi);
-    amqp_get_u32(r, &lo);
+    (void)amqp_get_u32(r, &hi);
+    (void)amqp_get_u32(r, &lo);
     *v = ((uint64_t)hi << 32) | lo;
     return 0;
 }

@@ -84,6 +84,7 @@ struct edge_call {
     void (*done)(struct edge_call *ec);
     uint64_t deadline_ms;   /* retries after UNAVAILABLE stop here; 0 none */
     uint64_t retry_at_ms;
+    uint64_t submitted_ms;  /* last submit */
     struct edge_call *retry_next;
     unsigned index;         /* caller's: which queue of a publish, etc. */
     char queue[256];        /* owned copy of the queue name */

@@ -116,6 +116,7 @@ void edge_call_submit(struct edge_call *ec)
     struct amqp_server *s = ec->srv;
 
     s->calls++;
+    ec->submitted_ms = clock_mono_ms();
     ec->bc.cb = on_broker_done;
     ec->bc.status = AMQP_BROKER_OK;
     if (ec->bc.kind == AMQP_BROKER_MQ) {
