@@ -638,13 +638,24 @@ static void cons_arm(struct amqp_channel *ch, struct consumer *cs)
         return;
     }
     if (!cs->no_ack) {
+        int64_t limit = EDGE_CHECKOUT_MAX;
+
         if (ch->prefetch > 0 &&
             (int64_t)ch->prefetch - (int64_t)cs->unacked < credit) {
             credit = (int64_t)ch->prefetch - (int64_t)cs->unacked;
+            limit = ch->prefetch;
         }
         if (ch->global_prefetch > 0 &&
             (int64_t)ch->global_prefetch - (int64_t)ch->unacked < credit) {
             credit = (int64_t)ch->global_prefetch - (int64_t)ch->unacked;
+            limit = ch->global_prefetch;
+        }
+        /* Every CHECKOUT is a Raft commit: ask again once a good part of
+         * the window is free (the consumer still holds the rest to work
+         * on), not for each ack, so one commit carries many deliveries.
+         * With nothing unacked, at once. */
+        if (credit > 0 && credit < limit / 4 && cs->unacked > 0) {
+            return;
         }
     }
     if (credit <= 0) {
