@@ -115,6 +115,16 @@ struct rgroup {
 
     bool closing;
     bool raft_closed;
+    /* libraft 0.15 can fire the raft_io close callback twice (its
+     * uvMaybeFireCloseCb has no once-guard; upstream c042b4e added one and
+     * was reverted): the second call frees raft's address and log again, or
+     * reads a freed group. io_close_wrap lets only the first through, and
+     * the io, transport and group are released one loop turn after raft
+     * reported closed (free_timer), when its close callbacks have run. */
+    void (*io_close)(struct raft_io *io, raft_io_close_cb cb);
+    raft_io_close_cb raft_io_close_cb;
+    bool io_closed;
+    uv_timer_t free_timer;
     rgroup_close_cb close_cb;
     void *close_data;
 };
@@ -456,11 +466,47 @@ static void idle_cb(uv_idle_t *h)
 /* ------------------------------------------------------------------------ */
 /* Close                                                                    */
 
-static void finish(struct rgroup *g)
+static void io_close_once_cb(struct raft_io *io)
 {
+    struct rgroup *g = RGROUP_CONTAINER_OF(io, struct rgroup, io);
+
+    if (g->io_closed) {
+        return; /* libraft's second call: see struct rgroup */
+    }
+    g->io_closed = true;
+    g->raft_io_close_cb(io);
+}
+
+static void io_close_wrap(struct raft_io *io, raft_io_close_cb cb)
+{
+    struct rgroup *g = RGROUP_CONTAINER_OF(io, struct rgroup, io);
+
+    g->raft_io_close_cb = cb;
+    g->io_close(io, io_close_once_cb);
+}
+
+static void free_closed_cb(uv_handle_t *h)
+{
+    struct rgroup *g = h->data;
     rgroup_close_cb cb = g->close_cb;
     void *data = g->close_data;
 
+    raft_uv_close(&g->io);
+    raft_uv_tcp_close(&g->transport);
+    free(g->dir);
+    free(g);
+    if (cb != NULL) {
+        cb(data);
+    }
+}
+
+static void free_timer_cb(uv_timer_t *t)
+{
+    uv_close((uv_handle_t *)t, free_closed_cb);
+}
+
+static void finish(struct rgroup *g)
+{
     /* raft_close failed every pending request already; belt and braces */
     while (g->fl_head != NULL) {
         struct rgroup_batch *b = g->fl_head;
@@ -470,11 +516,11 @@ static void finish(struct rgroup *g)
     }
     fail_queue(g, RGROUP_ECLOSING);
     deliver(g);
-    free(g->dir);
-    free(g);
-    if (cb != NULL) {
-        cb(data);
-    }
+    /* raft may still run close callbacks of this turn against io and
+     * transport: release them (and us) on a later turn */
+    uv_timer_init(g->loop, &g->free_timer);
+    g->free_timer.data = g;
+    uv_timer_start(&g->free_timer, free_timer_cb, 0, 0);
 }
 
 static void handle_close_cb(uv_handle_t *h)
@@ -490,8 +536,6 @@ static void on_raft_closed(struct raft *r)
 {
     struct rgroup *g = RGROUP_CONTAINER_OF(r, struct rgroup, raft);
 
-    raft_uv_close(&g->io);
-    raft_uv_tcp_close(&g->transport);
     g->raft_closed = true;
     if (!g->handles_init) {
         finish(g);
@@ -756,6 +800,8 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
     g->fsm.claim_data = g;
 
     /* io->init: checks the directory, probes O_DIRECT/KAIO, loads metadata */
+    g->io_close = g->io.close;
+    g->io.close = io_close_wrap;
     rv = raft_init(&g->raft, &g->io, &g->fsm.raft_fsm, cfg->id, self_addr);
     if (rv != 0) {
         snprintf(errmsg, errlen, "data directory '%s': raft_init: %s (%d)",

@@ -486,6 +486,55 @@ static void test_close_with_waiters(void **state)
     f->svc = NULL;
 }
 
+struct two {
+    unsigned closed;
+    struct mq_svc *svc[2];
+};
+
+static void two_closed_cb(void *data)
+{
+    ((struct two *)data)->closed++;
+}
+
+static bool two_closed(void *arg)
+{
+    return ((struct two *)arg)->closed == 2;
+}
+
+static bool two_lead(void *arg)
+{
+    struct two *t = arg;
+
+    return mq_svc_is_leader(t->svc[0]) && mq_svc_is_leader(t->svc[1]);
+}
+
+/* Regression: two groups closing at once, soon after they started, made
+ * libraft 0.15 call its io close callback twice (a crash about one round in
+ * forty before raft/group.c guarded it). */
+static void test_concurrent_close(void **state)
+{
+    struct fx *f = *state;
+    struct rgroup_config g;
+    struct two t;
+    char err[256];
+    unsigned round;
+    unsigned i;
+
+    for (round = 0; round < 12; round++) {
+        memset(&t, 0, sizeof(t));
+        for (i = 0; i < 2; i++) {
+            svc_env_group(&f->env, &g, i == 0 ? "c0.mq" : "c1.mq", i);
+            t.svc[i] = mq_svc_new(&f->env.loop, &g, NULL, err, sizeof(err));
+            assert_non_null(t.svc[i]);
+        }
+        assert_true(svc_env_run_until(&f->env, two_lead, &t, WAIT_MS));
+        svc_env_run_for(&f->env, 100);
+        mq_svc_close(t.svc[0], two_closed_cb, &t);
+        mq_svc_close(t.svc[1], two_closed_cb, &t);
+        assert_true(svc_env_run_until(&f->env, two_closed, &t, WAIT_MS));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -501,6 +550,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_router_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_boot_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_with_waiters, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_close, setup,
                                         teardown),
     };
 
