@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 /* A QUEUE_GONE still to be applied to the meta group. */
@@ -28,6 +29,7 @@ struct amqp_local {
     bool closing;
     struct gone *gone;      /* waiting to be submitted */
     unsigned gone_inflight; /* our own meta calls in flight */
+    struct watermark *watermark; /* borrowed, or NULL */
 };
 
 struct mq_wrap {
@@ -273,15 +275,34 @@ static const struct meta_sm *op_meta_view(void *self)
     return l->meta != NULL ? meta_svc_sm(l->meta) : NULL;
 }
 
+static bool op_should_block(void *self)
+{
+    struct amqp_local *l = self;
+
+    return l->watermark != NULL &&
+           watermark_exceeded(l->watermark, clock_mono_ms());
+}
+
+static bool op_ready(void *self)
+{
+    return amqp_local_ready(self);
+}
+
 static const struct amqp_broker_ops local_ops = {
     .shard_count = op_shard_count,
     .shard_of = op_shard_of,
     .submit = op_submit,
     .meta_view = op_meta_view,
-    .should_block = NULL,
+    .should_block = op_should_block,
+    .ready = op_ready,
 };
 
 /* ---------------------------------------------------------------- API */
+
+void amqp_local_set_watermark(struct amqp_local *l, struct watermark *w)
+{
+    l->watermark = w;
+}
 
 struct amqp_local *amqp_local_new(void)
 {

@@ -31,6 +31,7 @@
 
 #include <stdbool.h>
 
+#include "common/watermark.h"
 #include "node/meta_svc.h"
 #include "node/mq_svc.h"
 #include "router/amqp_broker.h"
@@ -58,6 +59,10 @@ void amqp_local_on_internal(void *data, const struct mq_sm_cmd *cmd,
 
 /* Further submits complete with CLOSING. Freed once its own meta calls
  * (QUEUE_GONE) have completed: close it before the services. */
+/* Publishers are blocked (connection.blocked) while @w is exceeded.
+ * Borrowed; NULL = never. */
+void amqp_local_set_watermark(struct amqp_local *l, struct watermark *w);
+
 void amqp_local_close(struct amqp_local *l);
 
 #endif

@@ -54,6 +54,11 @@ void node_config_usage(FILE *f)
         "                         off)\n"
         "  --amqp HOST:PORT       standalone: serve AMQP 0-9-1 here (default\n"
         "                         127.0.0.1:5672; 'off' disables)\n"
+        "  --amqp-memory-limit N  block AMQP publishers while the process\n"
+        "                         uses more memory; k/m/g suffix (default\n"
+        "                         40% of RAM)\n"
+        "  --amqp-disk-free-limit N  block AMQP publishers while the data\n"
+        "                         disk has less free; k/m/g (default 50m)\n"
         "  --raft HOST:PORT       standalone: the Raft address of the single\n"
         "                         member (IPv4; default 127.0.0.1:0)\n"
         "  --group NAME           start a group definition (cluster mode)\n"
@@ -146,6 +151,7 @@ static int parse_size(const char *s, uint64_t *out)
     switch (tmp[n - 1]) {
     case 'k': case 'K': mult = 1024; tmp[n - 1] = '\0'; break;
     case 'm': case 'M': mult = 1024 * 1024; tmp[n - 1] = '\0'; break;
+    case 'g': case 'G': mult = 1024ull * 1024 * 1024; tmp[n - 1] = '\0'; break;
     default: break;
     }
     if (parse_u64(tmp, out) != 0 || *out > UINT64_MAX / mult) {
@@ -286,6 +292,14 @@ static int set_option(struct node_config *c, const char *key, const char *v,
         return set_addr(c->http, v, err, errlen, key);
     } else if (strcmp(key, "amqp") == 0) {
         return set_addr(c->amqp, v, err, errlen, key);
+    } else if (strcmp(key, "amqp_memory_limit") == 0) {
+        if (parse_size(v, &c->amqp_memory_limit) != 0) {
+            goto bad;
+        }
+    } else if (strcmp(key, "amqp_disk_free_limit") == 0) {
+        if (parse_size(v, &c->amqp_disk_free_limit) != 0) {
+            goto bad;
+        }
     } else if (strcmp(key, "raft") == 0) {
         return set_addr(c->raft, v, err, errlen, key);
     } else if (strcmp(key, "cluster") == 0) {
@@ -510,6 +524,8 @@ enum {
     OPT_CLUSTER,
     OPT_HTTP,
     OPT_AMQP,
+    OPT_AMQP_MEMORY,
+    OPT_AMQP_DISK,
     OPT_VERSION
 };
 
@@ -536,6 +552,8 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
         {"cluster", required_argument, NULL, OPT_CLUSTER},
         {"http", required_argument, NULL, OPT_HTTP},
         {"amqp", required_argument, NULL, OPT_AMQP},
+        {"amqp-memory-limit", required_argument, NULL, OPT_AMQP_MEMORY},
+        {"amqp-disk-free-limit", required_argument, NULL, OPT_AMQP_DISK},
         {"verbose", no_argument, NULL, 'v'},
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, 'h'},
@@ -555,6 +573,8 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
         [OPT_CLUSTER - OPT_STANDALONE] = "cluster",
         [OPT_HTTP - OPT_STANDALONE] = "http",
         [OPT_AMQP - OPT_STANDALONE] = "amqp",
+        [OPT_AMQP_MEMORY - OPT_STANDALONE] = "amqp_memory_limit",
+        [OPT_AMQP_DISK - OPT_STANDALONE] = "amqp_disk_free_limit",
     };
     int o;
 
@@ -607,7 +627,7 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
                      argv[optind - 1]);
             return -1;
         default:
-            if (o >= OPT_STANDALONE && o <= OPT_AMQP &&
+            if (o >= OPT_STANDALONE && o <= OPT_AMQP_DISK &&
                 keys[o - OPT_STANDALONE] != NULL) {
                 if (set_option(c, keys[o - OPT_STANDALONE], optarg, err,
                                errlen) != 0) {

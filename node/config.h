@@ -43,6 +43,10 @@ struct node_config {
     char rpc[NODE_ADDR_MAX];     /* RPC listener, "" = none */
     char http[NODE_ADDR_MAX];    /* /healthz and /metrics, "" = none */
     char amqp[NODE_ADDR_MAX];    /* AMQP 0-9-1 edge (standalone), "" = none */
+    /* AMQP publishers are blocked above/below these (common/watermark);
+     * 0 = the defaults (40% of RAM, 50 MB free). */
+    uint64_t amqp_memory_limit;
+    uint64_t amqp_disk_free_limit;
     char raft[NODE_ADDR_MAX];    /* standalone: the single member's Raft addr */
     uint64_t memory_limit;       /* bytes per cache group (memcached -m) */
     uint32_t item_size_max;      /* bytes (memcached -I) */

@@ -54,6 +54,7 @@ struct node {
     struct meta_svc *meta;    /* NULL if this node is not a meta member */
     struct amqp_local *local; /* standalone AMQP broker */
     struct amqp_server *amqp; /* standalone AMQP edge */
+    struct watermark watermark; /* blocks AMQP publishers */
     unsigned closing; /* things still closing */
     void (*stop_cb)(void *data);
     void *stop_data;
@@ -174,7 +175,11 @@ static int amqp_group_config(struct node *n, unsigned g, const char *name,
     unsigned i;
 
     node_config_group(&n->cfg, g, rc, dir, dirlen);
-    snprintf(dir, dirlen, "%s/%s", n->cfg.data_dir, name);
+    if ((size_t)snprintf(dir, dirlen, "%s/%s", n->cfg.data_dir, name) >=
+        dirlen) {
+        snprintf(err, errlen, "data directory path too long for '%s'", name);
+        return -1;
+    }
     rc->name = name;
     rc->dir = dir;
     for (i = 0; i < gc->n_members; i++) {
@@ -280,6 +285,7 @@ static int start_amqp(struct node *n, char *err, size_t errlen)
     }
     ac.host = host;
     ac.router_id = random_router_id();
+    amqp_local_set_watermark(n->local, &n->watermark);
     amqp_local_broker(n->local, &broker);
     n->amqp = amqp_server_new(n->loop, &ac, &broker, sub, sizeof(sub));
     if (n->amqp == NULL) {
@@ -390,6 +396,8 @@ struct node *node_new(uv_loop_t *loop, const struct node_config *cfg,
 
     n->loop = loop;
     n->cfg = *cfg;
+    watermark_init(&n->watermark, cfg->amqp_memory_limit,
+                   cfg->amqp_disk_free_limit, cfg->data_dir);
     n->lock_fd = -1;
     if (lock_data_dir(n, err, errlen) != 0) {
         node_free(n);
@@ -421,6 +429,7 @@ struct node *node_new(uv_loop_t *loop, const struct node_config *cfg,
         }
         /* routers reach the queue and meta groups through RPC */
         node_rpc_set_amqp(n->rpc, n->mq, n->n_mq, n->meta);
+        node_rpc_set_watermark(n->rpc, &n->watermark);
     }
     if (cfg->http[0] != '\0') {
         n->http = node_http_new(loop, &n->cfg, n->groups, n->n_groups, err,

@@ -135,14 +135,18 @@ static void check_n(const char *in, size_t len, const char *want)
 
     for (i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
         char *got = feed(in, len, chunks[i], 0, NULL);
-        if (strcmp(got, want) != 0) {
+        int differs = strcmp(got, want) != 0;
+
+        if (differs) {
             print_error("input %.*s (chunk %zu)\nwant:\n%sgot:\n%s\n",
                         (int)(len > 200 ? 200 : len), in, chunks[i], want,
                         got);
-            free(got);
+        }
+        /* Freed before fail(): cmocka's fail() is not marked noreturn. */
+        free(got);
+        if (differs) {
             fail();
         }
-        free(got);
     }
 }
 
