@@ -72,6 +72,7 @@ struct amqp_channel {
     uint16_t num;
     uint64_t uid;
     bool closing; /* our channel.close sent; wait for close-ok */
+    bool client_closing; /* the client's channel.close is being done */
     bool freed_after_pump;
     bool in_pump;
     bool pump_again;
@@ -97,6 +98,12 @@ struct amqp_channel {
     uint32_t unacked;
     char last_queue[256];
     size_t last_queue_len;
+    /* Single acks read in one go, sent together (amqp_deliver.c): copies
+     * of their records, and the last ack op, held until they are sent. */
+    struct delivery *ack_batch;
+    size_t ack_n;
+    size_t ack_cap;
+    struct chan_op *ack_op;
 };
 
 /* ---- amqp_channel.c ---- */
@@ -143,6 +150,8 @@ void chan_settle(struct chan_op *op, enum mq_sm_cmd_type type, size_t *sel,
 /* basic.ack / reject / nack / recover on tag (or up to it, @multiple). */
 void chan_op_settle(struct chan_op *op, enum mq_sm_cmd_type type,
                     uint64_t tag, bool multiple);
+/* Send the batched acks (see struct amqp_channel). */
+void chan_flush_acks(struct amqp_channel *ch);
 void chan_start_consume(struct chan_op *op,
                         const struct amqp_basic_consume *c);
 void chan_start_cancel(struct chan_op *op, const struct amqp_basic_cancel *c);

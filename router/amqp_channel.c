@@ -99,7 +99,8 @@ struct amqp_channel *chan_of_call(const struct edge_call *ec,
         return NULL;
     }
     ch = amqp_conn_channel(ec->conn, num);
-    if (ch == NULL || ch->uid != ec->chan_uid || ch->closing) {
+    if (ch == NULL || ch->uid != ec->chan_uid || ch->closing ||
+        ch->client_closing) {
         return NULL;
     }
     return ch;
@@ -352,7 +353,17 @@ static void start_op(struct chan_op *op)
         break;
     case AMQP_CHANNEL_CLOSE: {
         struct mq_sm_who who = chan_who(ch);
+        struct consumer *cs;
 
+        /* From here deliveries still on their way go back, not out: a
+         * CHECKOUT applied after the RETURN would otherwise leave its
+         * messages with a channel that is going. */
+        ch->client_closing = true;
+        while ((cs = ch->consumers) != NULL) {
+            ch->consumers = cs->next;
+            chan_srv(ch)->stats.consumers--;
+            free(cs);
+        }
         edge_return_everywhere(chan_srv(ch), MQ_SM_SCOPE_CHANNEL, &who);
         chan_op_reply_simple(op, AMQP_CHANNEL_CLOSE_OK);
         op->done = true;
@@ -382,6 +393,13 @@ static void ch_release(struct amqp_channel *ch)
 {
     struct consumer *cs;
 
+    /* Unsent acks die with the channel: the connection's or channel's
+     * RETURN gives their messages back (redelivered). */
+    if (ch->ack_op != NULL) {
+        ch->ack_op->pending--;
+        ch->ack_op = NULL;
+    }
+    free(ch->ack_batch);
     ch_free_ops(ch->head);
     ch->head = ch->tail = NULL;
     while ((cs = ch->consumers) != NULL) {
@@ -414,6 +432,7 @@ static void ch_raise(struct amqp_channel *ch, struct chan_op *op)
     struct mq_sm_who who = chan_who(ch);
     struct consumer *cs;
 
+    chan_flush_acks(ch); /* acks before the failing method go first */
     if (op->conn_err) {
         amqp_conn_error(ch->conn, op->err_code, op->err_text, op->method);
         return;
@@ -475,6 +494,11 @@ void chan_pump(struct amqp_channel *ch)
             if (!op->done && op->barrier) {
                 break;
             }
+        }
+        /* Acks are sent together once the connection has read what it
+         * has (amqp_conn_flush_acks), or now outside a read. */
+        if (ch->ack_op != NULL && !amqp_conn_reading(conn)) {
+            chan_flush_acks(ch);
         }
         /* Flush finished ops at the head, in order. */
         while (ch->head && ch->head->done && !ch->freed_after_pump) {
@@ -714,4 +738,12 @@ int amqp_channel_frame(struct amqp_channel *ch, const struct amqp_frame *f)
         chan_pump(ch);
     }
     return 0;
+}
+
+void amqp_channel_flush_acks(struct amqp_channel *ch)
+{
+    if (ch->ack_op != NULL) {
+        chan_flush_acks(ch);
+        chan_pump(ch);
+    }
 }

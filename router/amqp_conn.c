@@ -80,6 +80,7 @@ struct amqp_conn {
     bool dead;
     bool in_read;
     bool waiting_ready; /* protocol header held until the broker is ready */
+    bool acks_pending;  /* a channel batched acks during this read */
 };
 
 struct amqp_conn *amqp_conn_next(const struct amqp_conn *c)
@@ -789,6 +790,20 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *out)
     out->len = c->in.cap - c->in.len;
 }
 
+/* End of a read: the acks it carried go out, one command per shard where
+ * exact. */
+static void conn_flush_acks(struct amqp_conn *c)
+{
+    unsigned i;
+
+    c->acks_pending = false;
+    for (i = 1; c->chans && i <= c->channel_max && !c->dead; i++) {
+        if (c->chans[i]) {
+            amqp_channel_flush_acks(c->chans[i]);
+        }
+    }
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
 {
     struct amqp_conn *c = stream->data;
@@ -807,6 +822,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
     amqp_conn_ref(c);
     conn_process(c);
     c->in_read = false;
+    if (c->acks_pending && !c->dead) {
+        conn_flush_acks(c);
+    }
     if (!c->dead) {
         conn_write(c);
     }
@@ -839,6 +857,16 @@ static void conn_update_reading(struct amqp_conn *c)
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
     }
+}
+
+void amqp_conn_note_acks(struct amqp_conn *c)
+{
+    c->acks_pending = true;
+}
+
+bool amqp_conn_reading(const struct amqp_conn *c)
+{
+    return c->in_read;
 }
 
 void amqp_conn_published(struct amqp_conn *c)

@@ -203,6 +203,104 @@ void chan_settle(struct chan_op *op, enum mq_sm_cmd_type type,
 }
 
 /* basic.ack / reject / nack / recover: select the records, settle them. */
+/* Credit came back: every consumer may ask for more. */
+static void chan_arm_all(struct amqp_channel *ch)
+{
+    struct consumer *cs;
+
+    for (cs = ch->consumers; cs; cs = cs->next) {
+        chan_cons_arm(ch, cs);
+    }
+}
+
+/* A client acks one message at a time but many per read: those of one read
+ * go as one SETTLE per shard when exact. The record is done now (credit
+ * returns, a second ack of it is 406 as in RabbitMQ); the last ack op of
+ * the batch is held until the batch is sent, so a later barrier (a
+ * channel.close) cannot overtake it. */
+static void ack_batch_add(struct amqp_channel *ch, struct chan_op *op,
+                          struct delivery *d)
+{
+    if (ch->ack_n == ch->ack_cap) {
+        ch->ack_cap = ch->ack_cap ? 2 * ch->ack_cap : 64;
+        ch->ack_batch =
+            xrealloc(ch->ack_batch, ch->ack_cap * sizeof(*ch->ack_batch));
+    }
+    ch->ack_batch[ch->ack_n++] = *d;
+    dl_mark_done(ch, d);
+    if (ch->ack_op != op) {
+        struct chan_op *prev = ch->ack_op;
+
+        if (prev != NULL && --prev->pending == 0) {
+            prev->done = true;
+        }
+        ch->ack_op = op;
+        op->pending++;
+    }
+    amqp_conn_note_acks(ch->conn);
+}
+
+void chan_flush_acks(struct amqp_channel *ch)
+{
+    struct chan_op *op = ch->ack_op;
+    size_t i;
+
+    if (op == NULL) {
+        return;
+    }
+    ch->ack_op = NULL;
+    for (i = 0; i < ch->ack_n; i++) {
+        const struct delivery *d = &ch->ack_batch[i];
+        unsigned shard = d->shard;
+        uint64_t max_tag = 0;
+        bool safe = true;
+        size_t j;
+        size_t k;
+
+        if (d->done) {
+            continue; /* this shard went out already (marks below) */
+        }
+        for (j = i; j < ch->ack_n; j++) {
+            if (ch->ack_batch[j].shard == shard &&
+                ch->ack_batch[j].shard_tag > max_tag) {
+                max_tag = ch->ack_batch[j].shard_tag;
+            }
+        }
+        /* "Every tag up to max_tag" is exact when no live record of the
+         * channel on this shard is at or below it. */
+        for (k = ch->dl_head; k < ch->dl_len && safe; k++) {
+            const struct delivery *e = &ch->dl[k];
+
+            safe = e->done || e->shard != shard || e->shard_tag > max_tag;
+        }
+        for (j = i; j < ch->ack_n; j++) {
+            struct delivery *e = &ch->ack_batch[j];
+            struct edge_call *ec;
+
+            if (e->shard != shard || e->done) {
+                continue;
+            }
+            e->done = true;
+            if (safe && e->shard_tag != max_tag) {
+                continue;
+            }
+            ec = chan_op_call(op, on_settle_done);
+            ec->bc.kind = AMQP_BROKER_MQ;
+            ec->bc.shard = shard;
+            ec->bc.mq.type = MQ_SM_SETTLE;
+            ec->bc.mq.scope = MQ_SM_SCOPE_TAG;
+            ec->bc.mq.tag = e->shard_tag;
+            ec->bc.mq.multiple = safe;
+            ec->deadline_ms = clock_mono_ms() + EDGE_ENQUEUE_RETRY_MS;
+            edge_call_submit(ec);
+        }
+    }
+    ch->ack_n = 0;
+    if (--op->pending == 0) {
+        op->done = true;
+    }
+}
+
 void chan_op_settle(struct chan_op *op, enum mq_sm_cmd_type type,
                       uint64_t tag, bool multiple)
 {
@@ -210,7 +308,6 @@ void chan_op_settle(struct chan_op *op, enum mq_sm_cmd_type type,
     size_t *sel;
     size_t n = 0;
     size_t k;
-    struct consumer *cs;
 
     if (!multiple || tag != 0) {
         if (dl_find(ch, tag) == NULL) {
@@ -218,6 +315,11 @@ void chan_op_settle(struct chan_op *op, enum mq_sm_cmd_type type,
                     tag);
             return;
         }
+    }
+    if (type == MQ_SM_SETTLE && !multiple) {
+        ack_batch_add(ch, op, dl_find(ch, tag));
+        chan_arm_all(ch);
+        return;
     }
     sel = xmalloc((ch->dl_len - ch->dl_head + 1) * sizeof(*sel));
     for (k = ch->dl_head; k < ch->dl_len; k++) {
@@ -235,10 +337,7 @@ void chan_op_settle(struct chan_op *op, enum mq_sm_cmd_type type,
     if (op->pending == 0) {
         op->done = true;
     }
-    /* Credit came back. */
-    for (cs = ch->consumers; cs; cs = cs->next) {
-        chan_cons_arm(ch, cs);
-    }
+    chan_arm_all(ch);
 }
 
 /* ------------------------------------------------------------- deliveries */

@@ -128,6 +128,10 @@ struct amqp_conn *amqp_conn_next(const struct amqp_conn *c);
 /* Close the socket at once (server close, fatal error). */
 void amqp_conn_abort(struct amqp_conn *c);
 void amqp_conn_set_blocked(struct amqp_conn *c, bool blocked);
+/* A channel batched acks: flush them when the current read is done. */
+void amqp_conn_note_acks(struct amqp_conn *c);
+/* Inside the processing of one read (acks wait for its end). */
+bool amqp_conn_reading(const struct amqp_conn *c);
 /* The connection published: a watermark now stops its reading. */
 void amqp_conn_published(struct amqp_conn *c);
 /* Output for the client; the connection writes it when the loop runs. */
@@ -167,6 +171,8 @@ uint64_t amqp_channel_uid(const struct amqp_channel *ch);
 /* Free the channel without telling the broker (the connection returns
  * everything of the connection at once). */
 void amqp_channel_free(struct amqp_channel *ch);
+/* Send the acks batched during a read. */
+void amqp_channel_flush_acks(struct amqp_channel *ch);
 /* Resume deliveries after the connection's output drained. */
 void amqp_channel_kick(struct amqp_channel *ch);
 

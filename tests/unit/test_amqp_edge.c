@@ -601,6 +601,92 @@ static void test_consume_prefetch(void **state)
     cl_close(&p);
 }
 
+/* Acks of one read are batched: all take effect (nothing comes back when
+ * the channel closes), and a tag acked twice in the same read is still
+ * the 406 RabbitMQ gives. */
+static void test_acks_batched(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    struct amqp_method m;
+    struct buf b;
+    int i;
+
+    cl_handshake(&c, fx->port);
+    cl_declare(&c, "ab");
+    for (i = 0; i < 5; i++) {
+        cl_publish(&c, "", "ab", "x", false);
+    }
+    amqp_method_init(&m, AMQP_BASIC_CONSUME);
+    m.basic_consume.queue = amqp_cstr("ab");
+    cl_method(&c, 1, &m);
+    cl_expect_free(&c, AMQP_BASIC_CONSUME_OK);
+    for (i = 0; i < 5; i++) {
+        cl_expect_free(&c, AMQP_BASIC_DELIVER);
+        assert_true(cl_frame(&c));
+        assert_true(cl_frame(&c));
+    }
+    /* acks 1, 3, 2, 5 in one write; 4 stays unacked */
+    buf_init(&b);
+    {
+        static const uint64_t tags[] = {1, 3, 2, 5};
+        size_t t;
+
+        for (t = 0; t < 4; t++) {
+            amqp_method_init(&m, AMQP_BASIC_ACK);
+            m.basic_ack.delivery_tag = tags[t];
+            assert_int_equal(amqp_method_encode(&b, 1, &m, 0), 0);
+        }
+    }
+    amqp_method_init(&m, AMQP_BASIC_CANCEL);
+    m.basic_cancel.consumer_tag = amqp_cstr("");
+    cl_send_buf(&c, &b);
+    /* close the channel: only 4 goes back */
+    cl_simple(&c, 1, AMQP_CHANNEL_CLOSE);
+    for (;;) {
+        assert_true(cl_frame(&c));
+        if (c.type == AMQP_FRAME_METHOD &&
+            amqp_method_decode(c.payload, c.size, &m) == 0) {
+            uint32_t id = m.id;
+
+            amqp_method_free(&m);
+            if (id == AMQP_CHANNEL_CLOSE_OK) {
+                break;
+            }
+        }
+    }
+    cl_simple(&c, 2, AMQP_CHANNEL_OPEN);
+    cl_expect_free(&c, AMQP_CHANNEL_OPEN_OK);
+    amqp_method_init(&m, AMQP_QUEUE_DECLARE);
+    m.queue_declare.queue = amqp_cstr("ab");
+    m.queue_declare.passive = true;
+    cl_method(&c, 2, &m);
+    cl_expect(&c, AMQP_QUEUE_DECLARE_OK, &m);
+    assert_int_equal(m.queue_declare_ok.message_count, 1);
+    amqp_method_free(&m);
+
+    /* a double ack in one read */
+    amqp_method_init(&m, AMQP_BASIC_GET);
+    m.basic_get.queue = amqp_cstr("ab");
+    cl_method(&c, 2, &m);
+    cl_expect(&c, AMQP_BASIC_GET_OK, &m);
+    assert_true(m.basic_get_ok.redelivered);
+    amqp_method_free(&m);
+    assert_true(cl_frame(&c));
+    assert_true(cl_frame(&c));
+    buf_init(&b);
+    for (i = 0; i < 2; i++) {
+        amqp_method_init(&m, AMQP_BASIC_ACK);
+        m.basic_ack.delivery_tag = 1;
+        assert_int_equal(amqp_method_encode(&b, 2, &m, 0), 0);
+    }
+    cl_send_buf(&c, &b);
+    cl_expect(&c, AMQP_CHANNEL_CLOSE, &m);
+    assert_int_equal(m.channel_close.reply_code, 406);
+    amqp_method_free(&m);
+    cl_close(&c);
+}
+
 /* A broker that is unavailable for a while (a leader election): the edge
  * retries the enqueue with the same dedup id and confirms once it lands;
  * a waiting consumer gets the message after its retried CHECKOUT. */
@@ -688,6 +774,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_bad_frames, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consume_prefetch, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_acks_batched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_while_unavailable, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_blocked_publishers, setup,

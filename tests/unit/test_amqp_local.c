@@ -184,7 +184,9 @@ static void test_local_broker(void **state)
     assert_int_equal(f->broker.ops->shard_count(f->broker.self), 1);
     assert_int_equal(f->broker.ops->shard_of(f->broker.self, "/", 1, "q", 1),
                      0);
-    assert_null(f->broker.ops->should_block);
+    /* no watermark set: never blocked; not ready before BOOT */
+    assert_false(f->broker.ops->should_block(f->broker.self));
+    assert_false(f->broker.ops->ready(f->broker.self));
 
     /* nothing before the groups lead and BOOT is applied */
     mq_init(&o, MQ_SM_DECLARE, "dq");
