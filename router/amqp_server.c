@@ -22,6 +22,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/tcp_listen.h"
 #include "router/amqp_edge.h"
 #include "router/amqp_msg.h"
 
@@ -497,10 +498,8 @@ struct amqp_server *amqp_server_new(uv_loop_t *loop,
                                     char *errmsg, size_t errlen)
 {
     struct amqp_server *s;
-    struct sockaddr_storage addr;
-    struct sockaddr_storage bound;
-    int namelen = sizeof(bound);
     const char *host = cfg->host ? cfg->host : "127.0.0.1";
+    char sub[192];
     int rc;
 
     if (broker == NULL || broker->ops == NULL || broker->ops->submit == NULL) {
@@ -509,11 +508,6 @@ struct amqp_server *amqp_server_new(uv_loop_t *loop,
     }
     if (cfg->port < 0 || cfg->port > 65535) {
         snprintf(errmsg, errlen, "amqp: bad port %d", cfg->port);
-        return NULL;
-    }
-    if (uv_ip4_addr(host, cfg->port, (struct sockaddr_in *)&addr) != 0 &&
-        uv_ip6_addr(host, cfg->port, (struct sockaddr_in6 *)&addr) != 0) {
-        snprintf(errmsg, errlen, "amqp: bad address '%s'", host);
         return NULL;
     }
     s = xcalloc(1, sizeof(*s));
@@ -558,22 +552,11 @@ struct amqp_server *amqp_server_new(uv_loop_t *loop,
     uv_timer_init(loop, &s->retry);
     s->retry.data = s;
     s->handles++;
-    rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
-    if (rc == 0) {
-        rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
-    }
-    if (rc == 0) {
-        rc = uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound,
-                                &namelen);
-    }
-    if (rc != 0) {
-        snprintf(errmsg, errlen, "amqp: listen on %s:%d: %s", host, cfg->port,
-                 uv_strerror(rc));
+    if (tcp_listen(&s->listener, host, cfg->port, 1024, on_connection,
+                   &s->port, sub, sizeof(sub)) != 0) {
+        snprintf(errmsg, errlen, "amqp: %s", sub);
         goto err;
     }
-    s->port = bound.ss_family == AF_INET6
-                  ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
-                  : ntohs(((struct sockaddr_in *)&bound)->sin_port);
     uv_timer_start(&s->tick, on_tick, s->cfg.tick_ms, s->cfg.tick_ms);
     return s;
 err:

@@ -63,6 +63,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/tcp_listen.h"
 #include "router/mc_parse.h"
 
 #define MC_OUT_HIGH (4u * 1024 * 1024)
@@ -1143,9 +1144,7 @@ struct mc_server *mc_server_new(uv_loop_t *loop,
                                 char *errmsg, size_t errlen)
 {
     struct mc_server *s;
-    struct sockaddr_storage addr;
-    struct sockaddr_storage bound;
-    int namelen = sizeof(bound);
+    char sub[192];
     const char *host = cfg->host ? cfg->host : "0.0.0.0";
     int rc;
 
@@ -1157,12 +1156,6 @@ struct mc_server *mc_server_new(uv_loop_t *loop,
         snprintf(errmsg, errlen, "mc_server: bad port %d", cfg->port);
         return NULL;
     }
-    if (uv_ip4_addr(host, cfg->port, (struct sockaddr_in *)&addr) != 0 &&
-        uv_ip6_addr(host, cfg->port, (struct sockaddr_in6 *)&addr) != 0) {
-        snprintf(errmsg, errlen, "mc_server: bad address '%s'", host);
-        return NULL;
-    }
-
     s = xcalloc(1, sizeof(*s));
     s->loop = loop;
     s->backend = *backend;
@@ -1179,25 +1172,11 @@ struct mc_server *mc_server_new(uv_loop_t *loop,
     }
     s->listener.data = s;
     s->handles = 1;
-    rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
-    if (rc == 0) {
-        rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
-    }
-    if (rc != 0) {
-        snprintf(errmsg, errlen, "mc_server: listen on %s:%d: %s", host,
-                 cfg->port, uv_strerror(rc));
+    if (tcp_listen(&s->listener, host, cfg->port, 1024, on_connection,
+                   &s->port, sub, sizeof(sub)) != 0) {
+        snprintf(errmsg, errlen, "mc_server: %s", sub);
         goto err_after_init;
     }
-    rc = uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound,
-                            &namelen);
-    if (rc != 0) {
-        snprintf(errmsg, errlen, "mc_server: getsockname: %s",
-                 uv_strerror(rc));
-        goto err_after_init;
-    }
-    s->port = bound.ss_family == AF_INET6
-                  ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
-                  : ntohs(((struct sockaddr_in *)&bound)->sin_port);
     return s;
 
 err_after_init:
