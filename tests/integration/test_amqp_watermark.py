@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Issue 4: memory/disk watermarks block AMQP publishers with
-connection.blocked instead of crashing or dropping.
+connection.blocked instead of crashing or dropping, on the standalone node
+and through a cluster's routers.
 
 A standalone node whose disk-free limit no disk meets is over its watermark
 from the start: a pika connection is told connection.blocked, and once it
@@ -9,6 +10,8 @@ complete (pika's blocked_connection_timeout fires). The same data directory
 with the default limits serves the publisher again, and every message that
 was confirmed is there.
 """
+import os
+
 import pika
 import pika.exceptions as pex
 
@@ -77,5 +80,34 @@ def test_disk_watermark_blocks_publishers():
     rt.check(node.stop() == 0, "clean stop")
 
 
+def test_cluster_nodes_block_router_publishers():
+    """The same through a router: the shard's nodes report their watermark
+    in their answers, the router blocks its publishers."""
+    from test_cluster_routers import LocalCluster
+    os.environ["RINGMQ_NODE_FLAGS"] = "--amqp-disk-free-limit 1000000g"
+    try:
+        lc = LocalCluster().up()
+    finally:
+        del os.environ["RINGMQ_NODE_FLAGS"]
+    port = 5672 + lc.off
+    at.wait_amqp_ready(HOST, port, timeout=60)
+    c = pika.BlockingConnection(params(port, 3))
+    ch = c.channel()
+    ch.queue_declare("wmc", durable=True)
+    ch.confirm_delivery()
+    timed_out = False
+    confirmed = 0
+    try:
+        for i in range(10):
+            ch.basic_publish("", "wmc", "m%d" % i)
+            confirmed += 1
+    except pex.ConnectionBlockedTimeout:
+        timed_out = True
+    rt.check(timed_out, "publishes through the router went on while the "
+             "nodes are over their watermark (%d confirmed)" % confirmed)
+    lc.down()
+
+
 if __name__ == "__main__":
-    rt.run_tests([test_disk_watermark_blocks_publishers])
+    rt.run_tests([test_disk_watermark_blocks_publishers,
+                  test_cluster_nodes_block_router_publishers])
