@@ -16,22 +16,15 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "mq.pb-c.h"
+#include "node/svc_shell.h"
 #include "proto/mq_pb.h"
 
 #define TICK_MS 50
 
 struct meta_svc {
     char name[64];
-    uv_loop_t *loop;
+    struct svc_shell sh; /* group, loop, closing */
     struct meta_sm *sm;
-    struct rgroup *group;
-    uv_prepare_t prepare;
-    uv_check_t check;
-    uv_timer_t timer;
-    bool closing;
-    unsigned closes_left;
-    void (*close_cb)(void *data);
-    void *close_data;
     struct meta_svc_watch *watches; /* arrival order */
     struct meta_svc_watch *watches_tail;
     uint64_t n_watches;
@@ -126,7 +119,7 @@ static void watches_pass(struct meta_svc *svc, bool all, bool expired)
     struct meta_svc_watch **tail = &due;
     struct meta_svc_watch *w = svc->watches;
     uint64_t version = meta_sm_version(svc->sm);
-    uint64_t now = uv_now(svc->loop);
+    uint64_t now = uv_now(svc->sh.loop);
 
     while (w != NULL) {
         struct meta_svc_watch *next = w->next;
@@ -151,27 +144,22 @@ static void watches_pass(struct meta_svc *svc, bool all, bool expired)
 
 static void process(struct meta_svc *svc)
 {
-    if (!svc->closing && svc->changed) {
+    if (!svc->sh.closing && svc->changed) {
         svc->changed = false;
         watches_pass(svc, false, false);
     }
 }
 
-static void prepare_cb(uv_prepare_t *h)
+static void shell_process(void *owner)
 {
-    process(h->data);
+    process(owner);
 }
 
-static void check_cb(uv_check_t *h)
+static void tick(void *owner)
 {
-    process(h->data);
-}
+    struct meta_svc *svc = owner;
 
-static void timer_cb(uv_timer_t *t)
-{
-    struct meta_svc *svc = t->data;
-
-    if (!svc->closing && svc->n_watches > 0) {
+    if (svc->n_watches > 0) {
         watches_pass(svc, false, true);
     }
 }
@@ -181,7 +169,7 @@ void meta_svc_watch(struct meta_svc *svc, struct meta_svc_watch *w)
     w->next = NULL;
     w->prev = NULL;
     w->version = meta_sm_version(svc->sm);
-    if (svc->closing) {
+    if (svc->sh.closing) {
         w->status = META_SVC_CLOSING;
         w->cb(w);
         return;
@@ -191,7 +179,7 @@ void meta_svc_watch(struct meta_svc *svc, struct meta_svc_watch *w)
         w->cb(w);
         return;
     }
-    w->deadline = uv_now(svc->loop) + w->wait_ms;
+    w->deadline = uv_now(svc->sh.loop) + w->wait_ms;
     w->prev = svc->watches_tail;
     if (svc->watches_tail != NULL) {
         svc->watches_tail->next = w;
@@ -218,7 +206,7 @@ static enum meta_svc_code map_rgroup(const struct meta_svc *svc, int rv)
 {
     switch (rv) {
         case RGROUP_ENOTLEADER:
-            return svc->closing ? META_SVC_CLOSING : META_SVC_NOT_LEADER;
+            return svc->sh.closing ? META_SVC_CLOSING : META_SVC_NOT_LEADER;
         case RGROUP_ECLOSING:
             return META_SVC_CLOSING;
         case RGROUP_ETOOBIG:
@@ -248,11 +236,11 @@ void meta_svc_submit(struct meta_svc *svc, struct meta_svc_call *call)
 
     memset(&call->result, 0, sizeof(call->result));
     call->result.reply_text = "";
-    if (svc->closing) {
+    if (svc->sh.closing) {
         complete(call, META_SVC_CLOSING);
         return;
     }
-    if (!rgroup_is_leader(svc->group)) {
+    if (!rgroup_is_leader(svc->sh.group)) {
         complete(call, META_SVC_NOT_LEADER);
         return;
     }
@@ -280,7 +268,7 @@ void meta_svc_submit(struct meta_svc *svc, struct meta_svc_call *call)
     p->rcmd.len = n;
     p->rcmd.cb = cmd_done;
     p->rcmd.data = p;
-    rv = rgroup_submit(svc->group, &p->rcmd);
+    rv = rgroup_submit(svc->sh.group, &p->rcmd);
     if (rv != 0) {
         free(p->payload);
         free(p);
@@ -303,26 +291,17 @@ struct meta_svc *meta_svc_new(uv_loop_t *loop,
     };
 
     snprintf(svc->name, sizeof(svc->name), "%s", group->name);
-    svc->loop = loop;
+    svc->sh.loop = loop;
     svc->sm = meta_sm_new();
     if (svc->sm == NULL) {
         snprintf(errmsg, errlen, "%s: cannot allocate the meta state",
                  svc->name);
         goto err;
     }
-    svc->group = rgroup_new(loop, group, &fsm, errmsg, errlen);
-    if (svc->group == NULL) {
+    if (svc_shell_start(&svc->sh, loop, group, &fsm, svc, shell_process,
+                        tick, TICK_MS, errmsg, errlen) != 0) {
         goto err_after_sm;
     }
-    uv_prepare_init(loop, &svc->prepare);
-    uv_check_init(loop, &svc->check);
-    uv_timer_init(loop, &svc->timer);
-    svc->prepare.data = svc;
-    svc->check.data = svc;
-    svc->timer.data = svc;
-    uv_prepare_start(&svc->prepare, prepare_cb);
-    uv_check_start(&svc->check, check_cb);
-    uv_timer_start(&svc->timer, timer_cb, TICK_MS, TICK_MS);
     return svc;
 
 err_after_sm:
@@ -340,7 +319,7 @@ const struct meta_sm *meta_svc_sm(const struct meta_svc *svc)
 void meta_svc_status(struct meta_svc *svc, struct meta_svc_status *out)
 {
     memset(out, 0, sizeof(*out));
-    rgroup_status(svc->group, &out->raft);
+    rgroup_status(svc->sh.group, &out->raft);
     out->version = meta_sm_version(svc->sm);
     meta_sm_counts(svc->sm, &out->exchanges, &out->bindings);
     out->watchers = svc->n_watches;
@@ -353,53 +332,24 @@ const char *meta_svc_name(const struct meta_svc *svc)
 
 uint64_t meta_svc_leader_id(const struct meta_svc *svc)
 {
-    return rgroup_leader_id(svc->group);
+    return rgroup_leader_id(svc->sh.group);
 }
 
 bool meta_svc_is_leader(const struct meta_svc *svc)
 {
-    return !svc->closing && rgroup_is_leader(svc->group);
+    return !svc->sh.closing && rgroup_is_leader(svc->sh.group);
 }
 
-static void close_step(struct meta_svc *svc)
+static void destroy(void *owner)
 {
-    void (*cb)(void *);
-    void *cb_data;
+    struct meta_svc *svc = owner;
 
-    if (--svc->closes_left > 0) {
-        return;
-    }
-    cb = svc->close_cb;
-    cb_data = svc->close_data;
     meta_sm_free(svc->sm);
     free(svc);
-    if (cb != NULL) {
-        cb(cb_data);
-    }
-}
-
-static void handle_closed(uv_handle_t *h)
-{
-    close_step(h->data);
-}
-
-static void group_closed(void *data)
-{
-    struct meta_svc *svc = data;
-
-    svc->group = NULL;
-    close_step(svc);
 }
 
 void meta_svc_close(struct meta_svc *svc, void (*cb)(void *data), void *data)
 {
-    svc->close_cb = cb;
-    svc->close_data = data;
-    svc->closing = true;
-    svc->closes_left = 4;
-    uv_close((uv_handle_t *)&svc->prepare, handle_closed);
-    uv_close((uv_handle_t *)&svc->check, handle_closed);
-    uv_close((uv_handle_t *)&svc->timer, handle_closed);
+    svc_shell_close(&svc->sh, destroy, cb, data);
     watches_pass(svc, true, false);
-    rgroup_close(svc->group, group_closed, svc);
 }

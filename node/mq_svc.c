@@ -11,10 +11,10 @@
  *   -> cmd_done: empty long-poll result with time left? park again
  *                else call->cb
  *
- * Handles: a uv_prepare and a uv_check run process() every loop turn
- * (leadership detection, waking dirty waiters: both must happen outside raft
- * code, where rgroup_submit is allowed); a TICK_MS timer expires long polls
- * and router leases.
+ * Handles (node/svc_shell): process() runs every loop turn (leadership
+ * detection, waking dirty waiters: both must happen outside raft code,
+ * where rgroup_submit is allowed); a TICK_MS tick expires long polls and
+ * router leases.
  *
  * Reentrancy: a call's cb may submit again or close the service. Waiters
  * are therefore always detached into a local list first and completed or
@@ -30,6 +30,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "mq.pb-c.h"
+#include "node/svc_shell.h"
 #include "proto/mq_pb.h"
 
 #define TICK_MS 50
@@ -76,17 +77,9 @@ struct pending {
 
 struct mq_svc {
     char name[64];
-    uv_loop_t *loop;
+    struct svc_shell sh; /* group, loop, closing */
     struct mq_sm *sm;
-    struct rgroup *group;
     struct mq_svc_config cfg;
-    uv_prepare_t prepare;
-    uv_check_t check;
-    uv_timer_t timer;
-    bool closing;
-    unsigned closes_left;
-    void (*close_cb)(void *data);
-    void *close_data;
 
     /* era: the term whose era command we submitted */
     bool leading;
@@ -373,7 +366,7 @@ static enum mq_svc_code map_rgroup(struct mq_svc *svc, int rv)
 {
     switch (rv) {
         case RGROUP_ENOTLEADER:
-            return svc->closing ? MQ_SVC_CLOSING : MQ_SVC_NOT_LEADER;
+            return svc->sh.closing ? MQ_SVC_CLOSING : MQ_SVC_NOT_LEADER;
         case RGROUP_ECLOSING:
             return MQ_SVC_CLOSING;
         case RGROUP_ETOOBIG:
@@ -416,7 +409,7 @@ static int submit_pending(struct mq_svc *svc, struct pending *p,
     p->rcmd.len = n;
     p->rcmd.cb = cmd_done;
     p->rcmd.data = p;
-    rv = rgroup_submit(svc->group, &p->rcmd);
+    rv = rgroup_submit(svc->sh.group, &p->rcmd);
     if (rv != 0) {
         free(p->payload);
         p->payload = NULL;
@@ -468,11 +461,11 @@ static bool should_repark(struct mq_svc *svc, const struct mq_svc_call *call)
 
     /* Dead letters and deleted queues must reach the edge: never dropped
      * by parking again. */
-    return !svc->closing && svc->leading &&
+    return !svc->sh.closing && svc->leading &&
            call->cmd.type == MQ_SM_CHECKOUT && call->wait_ms > 0 &&
            r->status == MQ_SM_OK && r->n_deliveries == 0 && r->n_dead == 0 &&
            r->n_deleted == 0 && !r->incomplete &&
-           uv_now(svc->loop) < call->deadline;
+           uv_now(svc->sh.loop) < call->deadline;
 }
 
 static void cmd_done(struct rgroup_cmd *rcmd, int status)
@@ -541,11 +534,11 @@ static void leader_check(struct mq_svc *svc)
     struct rgroup_status st;
     struct mq_sm_cmd c;
 
-    if (svc->closing || !rgroup_is_leader(svc->group)) {
+    if (svc->sh.closing || !rgroup_is_leader(svc->sh.group)) {
         svc->leading = false;
         return;
     }
-    rgroup_status(svc->group, &st);
+    rgroup_status(svc->sh.group, &st);
     if (svc->leading && svc->era_term == st.term) {
         return;
     }
@@ -563,7 +556,7 @@ static void leader_check(struct mq_svc *svc)
     svc->leading = true;
     svc->era_term = st.term;
     leases_clear(svc);
-    svc->lease_checked_ms = uv_now(svc->loop);
+    svc->lease_checked_ms = uv_now(svc->sh.loop);
 }
 
 /* Complete every waiter whose predicate holds, after detaching them all. */
@@ -571,7 +564,7 @@ static void finish_waiters(struct mq_svc *svc, bool only_expired,
                            enum mq_svc_code st)
 {
     struct call_list l;
-    uint64_t now = uv_now(svc->loop);
+    uint64_t now = uv_now(svc->sh.loop);
     unsigned i;
 
     if (svc->n_waiters == 0) {
@@ -681,7 +674,7 @@ static void wake(struct mq_svc *svc)
 
 static void process(struct mq_svc *svc)
 {
-    if (svc->closing) {
+    if (svc->sh.closing) {
         return;
     }
     leader_check(svc);
@@ -695,14 +688,9 @@ static void process(struct mq_svc *svc)
     }
 }
 
-static void prepare_cb(uv_prepare_t *h)
+static void shell_process(void *owner)
 {
-    process(h->data);
-}
-
-static void check_cb(uv_check_t *h)
-{
-    process(h->data);
+    process(owner);
 }
 
 /* ------------------------------------------------------------ leases */
@@ -713,20 +701,20 @@ static void lease_seen(struct mq_svc *svc, uint64_t router)
 
     for (l = svc->leases; l != NULL; l = l->next) {
         if (l->router == router) {
-            l->seen_ms = uv_now(svc->loop);
+            l->seen_ms = uv_now(svc->sh.loop);
             return;
         }
     }
     l = xcalloc(1, sizeof(*l));
     l->router = router;
-    l->seen_ms = uv_now(svc->loop);
+    l->seen_ms = uv_now(svc->sh.loop);
     l->next = svc->leases;
     svc->leases = l;
 }
 
 static void lease_check(struct mq_svc *svc)
 {
-    uint64_t now = uv_now(svc->loop);
+    uint64_t now = uv_now(svc->sh.loop);
     uint32_t lease = svc->cfg.lease_ms > 0 ? svc->cfg.lease_ms
                                            : MQ_SVC_LEASE_MS;
     struct lease **pl = &svc->leases;
@@ -756,23 +744,20 @@ static void lease_check(struct mq_svc *svc)
     }
 }
 
-static void timer_cb(uv_timer_t *t)
+static void tick(void *owner)
 {
-    struct mq_svc *svc = t->data;
+    struct mq_svc *svc = owner;
 
-    if (svc->closing) {
-        return;
-    }
     leader_check(svc);
     finish_waiters(svc, true, MQ_SVC_OK);
-    if (svc->closing || !svc->leading) {
+    if (svc->sh.closing || !svc->leading) {
         return;
     }
-    if (uv_now(svc->loop) - svc->lease_checked_ms >=
+    if (uv_now(svc->sh.loop) - svc->lease_checked_ms >=
         (svc->cfg.lease_ms > 0 && svc->cfg.lease_ms < LEASE_CHECK_MS
              ? svc->cfg.lease_ms / 2 + 1
              : LEASE_CHECK_MS)) {
-        svc->lease_checked_ms = uv_now(svc->loop);
+        svc->lease_checked_ms = uv_now(svc->sh.loop);
         lease_check(svc);
     }
 }
@@ -792,7 +777,6 @@ struct mq_svc *mq_svc_new(uv_loop_t *loop, const struct rgroup_config *group,
     };
 
     snprintf(svc->name, sizeof(svc->name), "%s", group->name);
-    svc->loop = loop;
     if (cfg != NULL) {
         svc->cfg = *cfg;
     }
@@ -802,19 +786,10 @@ struct mq_svc *mq_svc_new(uv_loop_t *loop, const struct rgroup_config *group,
                  svc->name);
         goto err;
     }
-    svc->group = rgroup_new(loop, group, &fsm, errmsg, errlen);
-    if (svc->group == NULL) {
+    if (svc_shell_start(&svc->sh, loop, group, &fsm, svc, shell_process,
+                        tick, TICK_MS, errmsg, errlen) != 0) {
         goto err_after_sm;
     }
-    uv_prepare_init(loop, &svc->prepare);
-    uv_check_init(loop, &svc->check);
-    uv_timer_init(loop, &svc->timer);
-    svc->prepare.data = svc;
-    svc->check.data = svc;
-    svc->timer.data = svc;
-    uv_prepare_start(&svc->prepare, prepare_cb);
-    uv_check_start(&svc->check, check_cb);
-    uv_timer_start(&svc->timer, timer_cb, TICK_MS, TICK_MS);
     return svc;
 
 err_after_sm:
@@ -836,7 +811,7 @@ void mq_svc_submit(struct mq_svc *svc, struct mq_svc_call *call)
     call->cap = 0;
     call->seen_wakes = 0;
     mq_sm_result_init(&call->result);
-    if (svc->closing) {
+    if (svc->sh.closing) {
         complete(call, MQ_SVC_CLOSING);
         return;
     }
@@ -855,7 +830,7 @@ void mq_svc_submit(struct mq_svc *svc, struct mq_svc_call *call)
     }
     lease_seen(svc, c->who.router);
     if (c->type == MQ_SM_CHECKOUT && call->wait_ms > 0) {
-        call->deadline = uv_now(svc->loop) + call->wait_ms;
+        call->deadline = uv_now(svc->sh.loop) + call->wait_ms;
         /* Nothing ready: park without proposing; a missing queue is
          * proposed so the state machine answers 404. */
         if (c->max_messages > 0 &&
@@ -878,7 +853,7 @@ void mq_svc_status(struct mq_svc *svc, struct mq_svc_status *out,
                    bool with_digest)
 {
     memset(out, 0, sizeof(*out));
-    rgroup_status(svc->group, &out->raft);
+    rgroup_status(svc->sh.group, &out->raft);
     mq_sm_stats(svc->sm, &out->sm);
     out->digest = with_digest ? mq_sm_digest(svc->sm) : 0;
     out->waiters = svc->n_waiters;
@@ -896,7 +871,7 @@ const char *mq_svc_name(const struct mq_svc *svc)
 
 uint64_t mq_svc_leader_id(const struct mq_svc *svc)
 {
-    return rgroup_leader_id(svc->group);
+    return rgroup_leader_id(svc->sh.group);
 }
 
 bool mq_svc_is_leader(struct mq_svc *svc)
@@ -930,48 +905,19 @@ const struct mq_sm *mq_svc_sm(const struct mq_svc *svc)
     return svc->sm;
 }
 
-static void close_step(struct mq_svc *svc)
+static void destroy(void *owner)
 {
-    void (*cb)(void *);
-    void *cb_data;
+    struct mq_svc *svc = owner;
 
-    if (--svc->closes_left > 0) {
-        return;
-    }
-    cb = svc->close_cb;
-    cb_data = svc->close_data;
     leases_clear(svc);
     waitq_gc(svc);
     mq_sm_free(svc->sm);
     free(svc);
-    if (cb != NULL) {
-        cb(cb_data);
-    }
-}
-
-static void handle_closed(uv_handle_t *h)
-{
-    close_step(h->data);
-}
-
-static void group_closed(void *data)
-{
-    struct mq_svc *svc = data;
-
-    svc->group = NULL;
-    close_step(svc);
 }
 
 void mq_svc_close(struct mq_svc *svc, void (*cb)(void *data), void *data)
 {
-    svc->close_cb = cb;
-    svc->close_data = data;
-    svc->closing = true;
     svc->leading = false;
-    svc->closes_left = 4;
-    uv_close((uv_handle_t *)&svc->prepare, handle_closed);
-    uv_close((uv_handle_t *)&svc->check, handle_closed);
-    uv_close((uv_handle_t *)&svc->timer, handle_closed);
+    svc_shell_close(&svc->sh, destroy, cb, data);
     finish_waiters(svc, false, MQ_SVC_CLOSING);
-    rgroup_close(svc->group, group_closed, svc);
 }
