@@ -67,6 +67,7 @@ struct amqp_conn {
     uint64_t close_deadline_ms;
     uint64_t accepted_ms;
     struct amqp_channel **chans; /* [channel_max + 1] */
+    uint16_t chan_hi; /* highest channel number opened: loops stop there */
     unsigned refs;
     unsigned handles;
     int enqueues; /* in flight */
@@ -197,7 +198,7 @@ static void conn_teardown(struct amqp_conn *c)
     }
     c->dead = true;
     if (c->chans) {
-        for (i = 1; i <= c->channel_max; i++) {
+        for (i = 1; i <= c->chan_hi; i++) {
             if (c->chans[i]) {
                 amqp_channel_free(c->chans[i]);
                 c->chans[i] = NULL;
@@ -282,7 +283,7 @@ static void on_write(uv_write_t *w, int status)
     conn_update_reading(c);
     /* Output drained: consumers paused by it may go on. */
     if (c->out.len < EDGE_OUT_HIGH / 2 && c->chans) {
-        for (i = 1; i <= c->channel_max && !c->dead; i++) {
+        for (i = 1; i <= c->chan_hi && !c->dead; i++) {
             if (c->chans[i]) {
                 amqp_channel_kick(c->chans[i]);
             }
@@ -663,6 +664,9 @@ static void conn_channel_frame(struct amqp_conn *c, const struct amqp_frame *f)
     if (m.id == AMQP_CHANNEL_OPEN) {
         struct amqp_method r;
 
+        if (f->channel > c->chan_hi) {
+            c->chan_hi = f->channel;
+        }
         c->chans[f->channel] =
             amqp_channel_new(c, f->channel, ++c->next_chan_uid);
         c->srv->stats.channels++;
@@ -797,7 +801,7 @@ static void conn_flush_acks(struct amqp_conn *c)
     unsigned i;
 
     c->acks_pending = false;
-    for (i = 1; c->chans && i <= c->channel_max && !c->dead; i++) {
+    for (i = 1; c->chans && i <= c->chan_hi && !c->dead; i++) {
         if (c->chans[i]) {
             amqp_channel_flush_acks(c->chans[i]);
         }
