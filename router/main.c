@@ -14,6 +14,7 @@
 #include "common/cluster_map.h"
 #include "common/log.h"
 #include "common/stop_signals.h"
+#include "router/amqp_users.h"
 #include "router/backend.h"
 #include "router/router.h"
 
@@ -28,6 +29,8 @@ static const char usage[] =
     "                         amqp address; 'off' = off)\n"
     "  --http HOST:PORT       /healthz and /metrics (default: the entry's\n"
     "                         http address; none = off)\n"
+    "  --amqp-users FILE      AMQP accounts, one name:password per line\n"
+    "                         (default: guest/guest from loopback only)\n"
     "  --request-timeout MS   budget of one cache op, retries included;\n"
     "                         past it clients get SERVER_ERROR (default 5000)\n"
     "  --log-level LEVEL      debug, info, warn or error (default info)\n"
@@ -68,6 +71,7 @@ enum {
     OPT_MEMCACHED,
     OPT_AMQP,
     OPT_HTTP,
+    OPT_AMQP_USERS,
     OPT_TIMEOUT,
     OPT_LOG_LEVEL,
     OPT_VERSION,
@@ -81,6 +85,7 @@ int main(int argc, char **argv)
         {"memcached", required_argument, NULL, OPT_MEMCACHED},
         {"amqp", required_argument, NULL, OPT_AMQP},
         {"http", required_argument, NULL, OPT_HTTP},
+        {"amqp-users", required_argument, NULL, OPT_AMQP_USERS},
         {"request-timeout", required_argument, NULL, OPT_TIMEOUT},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"verbose", no_argument, NULL, 'v'},
@@ -93,6 +98,8 @@ int main(int argc, char **argv)
     const char *mc_flag = NULL;
     const char *http_flag = NULL;
     const char *amqp_flag = NULL;
+    const char *users_path = NULL;
+    static struct amqp_server_config users; /* only its users are used */
     enum log_level level = LOG_INFO;
     unsigned long timeout_ms = BACKEND_REQUEST_TIMEOUT_MS_DEFAULT;
     static struct cluster_map map; /* large: keep it off the stack */
@@ -120,6 +127,9 @@ int main(int argc, char **argv)
                 break;
             case OPT_HTTP:
                 http_flag = optarg;
+                break;
+            case OPT_AMQP_USERS:
+                users_path = optarg;
                 break;
             case OPT_TIMEOUT:
                 timeout_ms = strtoul(optarg, &end, 10);
@@ -190,6 +200,14 @@ int main(int argc, char **argv)
         rc.amqp = "";
     }
     rc.request_timeout_ms = (unsigned)timeout_ms;
+    if (users_path != NULL) {
+        if (amqp_users_load(users_path, &users, err, sizeof(err)) != 0) {
+            fprintf(stderr, "ringmq-router: --amqp-users %s\n", err);
+            return 2;
+        }
+        rc.amqp_users = users.users;
+        rc.n_amqp_users = users.n_users;
+    }
     if (rc.memcached[0] == '\0') {
         fprintf(stderr,
                 "ringmq-router: router '%s' has no memcached address in %s; "
