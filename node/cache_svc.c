@@ -20,6 +20,7 @@
 
 struct cache_svc {
     char name[64];
+    bool linearizable_reads;
     struct cache_sm *sm;
     struct rgroup *group;
     void (*close_cb)(void *data);
@@ -32,6 +33,20 @@ struct pending_write {
     struct cache_call *call;
     uint8_t *payload;
 };
+
+/* Read @op's key at @now_ms, never before the applied log's clock: a
+ * leader whose clock is behind must not revive items the log expired. */
+static void get_at(struct cache_svc *svc, uint64_t now_ms,
+                   const struct cache_op *op, struct cache_result *res)
+{
+    struct cache_sm_stats st;
+
+    cache_sm_stats(svc->sm, &st);
+    if (st.clock_ms > now_ms) {
+        now_ms = st.clock_ms;
+    }
+    cache_sm_get(svc->sm, now_ms, op->key, op->key_len, res);
+}
 
 static void fsm_apply(void *data, uint64_t time_ms, const void *cmd, size_t len,
                       struct rgroup_cmd *mine)
@@ -48,13 +63,20 @@ static void fsm_apply(void *data, uint64_t time_ms, const void *cmd, size_t len,
         res = &w->call->result;
     }
     pb = ringmq__cache_op__unpack(NULL, len, cmd);
-    if (pb == NULL || cache_op_from_pb(pb, &op) != 0 ||
-        op.type == CACHE_OP_GET) {
+    if (pb == NULL || cache_op_from_pb(pb, &op) != 0) {
         /* Only our own leader writes entries, so this is a bug or a newer
          * peer: answer the proposer, keep every replica alike. */
         log_error("%s: undecodable cache command (%zu bytes) skipped",
                   svc->name, len);
         res->status = CACHE_BAD_REQUEST;
+    } else if (op.type == CACHE_OP_GET) {
+        /* A linearizable read: it takes effect at its place in the log,
+         * which lies between its call and its reply. Only the proposer has
+         * someone to answer; cache_sm_get changes nothing, so the other
+         * replicas skip it and stay alike. */
+        if (mine != NULL) {
+            get_at(svc, time_ms, &op, res);
+        }
     } else {
         cache_sm_apply(svc->sm, time_ms, &op, res);
     }
@@ -79,7 +101,8 @@ static int fsm_restore(void *data, const void *buf, size_t len)
 struct cache_svc *cache_svc_new(uv_loop_t *loop,
                                 const struct rgroup_config *group,
                                 const struct cache_sm_config *sm,
-                                char *errmsg, size_t errlen)
+                                bool linearizable_reads, char *errmsg,
+                                size_t errlen)
 {
     struct cache_svc *svc = xcalloc(1, sizeof(*svc));
     struct rgroup_fsm fsm = {
@@ -90,6 +113,7 @@ struct cache_svc *cache_svc_new(uv_loop_t *loop,
     };
 
     snprintf(svc->name, sizeof(svc->name), "%s", group->name);
+    svc->linearizable_reads = linearizable_reads;
     svc->sm = cache_sm_new(sm);
     if (svc->sm == NULL) {
         snprintf(errmsg, errlen, "%s: cannot allocate the cache", svc->name);
@@ -147,17 +171,8 @@ void cache_svc_submit(struct cache_svc *svc, struct cache_call *call)
         complete(call, CACHE_NOT_LEADER);
         return;
     }
-    if (op->type == CACHE_OP_GET) {
-        struct cache_sm_stats st;
-        uint64_t now = clock_wall_ms();
-
-        /* Never read at a time before what the log already stamped (a new
-         * leader with a slower clock must not revive expired items). */
-        cache_sm_stats(svc->sm, &st);
-        if (st.clock_ms > now) {
-            now = st.clock_ms;
-        }
-        cache_sm_get(svc->sm, now, op->key, op->key_len, &call->result);
+    if (op->type == CACHE_OP_GET && !svc->linearizable_reads) {
+        get_at(svc, clock_wall_ms(), op, &call->result);
         call->cb(call);
         return;
     }
@@ -203,6 +218,8 @@ void cache_svc_stats(struct cache_svc *svc, struct buf *out)
     buf_printf(out, "STAT expired_unfetched %" PRIu64 "\r\n",
                st.sm.expired_unfetched);
     buf_printf(out, "STAT ringmq_group %s\r\n", svc->name);
+    buf_printf(out, "STAT ringmq_read_mode %s\r\n",
+               svc->linearizable_reads ? "linearizable" : "leader");
     buf_printf(out, "STAT ringmq_raft_state %s\r\n", st.raft.state);
     buf_printf(out, "STAT ringmq_raft_id %" PRIu64 "\r\n", st.raft.id);
     buf_printf(out, "STAT ringmq_raft_leader %" PRIu64 "\r\n",

@@ -5,7 +5,9 @@
  * Writes are encoded as CacheOp commands and submitted to the group, which
  * packs concurrent ones into shared entries (group commit); the result comes
  * from the leader's own apply. Reads are served from the local state machine
- * when this replica is the ready leader (see docs/consistency.md).
+ * when this replica is the ready leader ("leader" reads), or, with
+ * @linearizable_reads, go through the log like writes and are answered by
+ * the proposer's apply (see docs/consistency.md).
  *
  * cache_svc_submit is the memcached edge's backend and the RPC dispatcher's
  * executor: it fills call->result and calls call->cb exactly once, possibly
@@ -36,7 +38,8 @@ struct cache_svc_status {
 struct cache_svc *cache_svc_new(uv_loop_t *loop,
                                 const struct rgroup_config *group,
                                 const struct cache_sm_config *sm,
-                                char *errmsg, size_t errlen);
+                                bool linearizable_reads, char *errmsg,
+                                size_t errlen);
 
 void cache_svc_submit(struct cache_svc *svc, struct cache_call *call);
 

@@ -67,6 +67,9 @@ void node_config_usage(FILE *f)
         "  -m, --memory-limit MB  cache memory per group (default 64)\n"
         "  -I, --max-item-size N  largest value, bytes; k/m suffix (default\n"
         "                         1m)\n"
+        "  --read-mode MODE       get/gets: leader (from the leader's state,\n"
+        "                         default) or linearizable (through the\n"
+        "                         log); docs/consistency.md\n"
         "  --election-ms MS       Raft election timeout (default 1000)\n"
         "  --heartbeat-ms MS      Raft heartbeat (default 100)\n"
         "  --snapshot-threshold N entries between snapshots (default 8192)\n"
@@ -320,6 +323,16 @@ static int set_option(struct node_config *c, const char *key, const char *v,
             goto bad;
         }
         c->item_size_max = (uint32_t)n;
+    } else if (strcmp(key, "read_mode") == 0) {
+        if (strcmp(v, "linearizable") == 0) {
+            c->linearizable_reads = true;
+        } else if (strcmp(v, "leader") == 0) {
+            c->linearizable_reads = false;
+        } else {
+            snprintf(err, errlen,
+                     "read_mode '%s': expected leader or linearizable", v);
+            return -1;
+        }
     } else if (strcmp(key, "election_ms") == 0) {
         if (parse_uint(v, &c->election_ms) != 0 || c->election_ms < 10) {
             goto bad;
@@ -526,6 +539,7 @@ enum {
     OPT_AMQP,
     OPT_AMQP_MEMORY,
     OPT_AMQP_DISK,
+    OPT_READ_MODE,
     OPT_VERSION
 };
 
@@ -554,6 +568,7 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
         {"amqp", required_argument, NULL, OPT_AMQP},
         {"amqp-memory-limit", required_argument, NULL, OPT_AMQP_MEMORY},
         {"amqp-disk-free-limit", required_argument, NULL, OPT_AMQP_DISK},
+        {"read-mode", required_argument, NULL, OPT_READ_MODE},
         {"verbose", no_argument, NULL, 'v'},
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, 'h'},
@@ -575,6 +590,7 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
         [OPT_AMQP - OPT_STANDALONE] = "amqp",
         [OPT_AMQP_MEMORY - OPT_STANDALONE] = "amqp_memory_limit",
         [OPT_AMQP_DISK - OPT_STANDALONE] = "amqp_disk_free_limit",
+        [OPT_READ_MODE - OPT_STANDALONE] = "read_mode",
     };
     int o;
 
@@ -627,7 +643,7 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
                      argv[optind - 1]);
             return -1;
         default:
-            if (o >= OPT_STANDALONE && o <= OPT_AMQP_DISK &&
+            if (o >= OPT_STANDALONE && o <= OPT_READ_MODE &&
                 keys[o - OPT_STANDALONE] != NULL) {
                 if (set_option(c, keys[o - OPT_STANDALONE], optarg, err,
                                errlen) != 0) {

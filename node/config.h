@@ -50,6 +50,9 @@ struct node_config {
     char raft[NODE_ADDR_MAX];    /* standalone: the single member's Raft addr */
     uint64_t memory_limit;       /* bytes per cache group (memcached -m) */
     uint32_t item_size_max;      /* bytes (memcached -I) */
+    /* read_mode: false "leader" (served from the leader's state), true
+     * "linearizable" (through the log); docs/consistency.md. */
+    bool linearizable_reads;
     unsigned election_ms;
     unsigned heartbeat_ms;
     unsigned snapshot_threshold;

@@ -410,7 +410,8 @@ struct node *node_new(uv_loop_t *loop, const struct node_config *cfg,
         char dir[PATH_MAX + 80];
 
         node_config_group(&n->cfg, g, &rc, dir, sizeof(dir));
-        n->groups[g] = cache_svc_new(loop, &rc, &smc, err, errlen);
+        n->groups[g] = cache_svc_new(loop, &rc, &smc, cfg->linearizable_reads,
+                                     err, errlen);
         if (n->groups[g] == NULL) {
             goto err;
         }

@@ -1,6 +1,6 @@
 /*
- * Unit tests of the AMQP part of node/config: the amqp key and --amqp flag
- * (address, "off", ""), and the raft port offsets of the AMQP groups.
+ * Unit tests of node/config: the amqp key and --amqp flag (address, "off",
+ * ""), the raft port offsets of the AMQP groups, and the read mode.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -69,11 +69,33 @@ static void test_raft_port_offset(void **state)
                      -1);
 }
 
+static void test_read_mode(void **state)
+{
+    struct node_config c;
+    char err[256];
+    char *lin[] = {"ringmq-node", "--read-mode", "linearizable"};
+    char *leader[] = {"ringmq-node", "--read-mode", "leader"};
+    char *bad[] = {"ringmq-node", "--read-mode", "lease"};
+
+    (void)state;
+    node_config_defaults(&c);
+    assert_false(c.linearizable_reads);
+    assert_int_equal(node_config_parse_args(&c, 3, lin, err, sizeof(err)), 0);
+    assert_true(c.linearizable_reads);
+    assert_int_equal(node_config_parse_args(&c, 3, leader, err, sizeof(err)),
+                     0);
+    assert_false(c.linearizable_reads);
+    assert_int_equal(node_config_parse_args(&c, 3, bad, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "read_mode 'lease'"));
+    assert_false(c.linearizable_reads);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_amqp_flag),
         cmocka_unit_test(test_raft_port_offset),
+        cmocka_unit_test(test_read_mode),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
