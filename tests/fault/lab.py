@@ -1,0 +1,428 @@
+"""The fault lab: a ringmq cluster on five hosts made of network namespaces.
+
+    root namespace: bridge <tag>br, 10.77.K.1 (the clients and the nemesis)
+        |-- veth --> netns <tag>n1, 10.77.K.11: ringmq-node 1, router r1
+        |-- veth --> netns <tag>n2, 10.77.K.12: ringmq-node 2, router r2
+        ...                                     (one shard "s1" of 5 members)
+
+Every host runs the same binaries with the same kind of cluster map as
+scripts/local-cluster, on the same ports, each on its own address. Clients
+run in the root namespace and reach the routers over the bridge; the
+nemeses act inside the host namespaces:
+
+  - partitions: an nftables set of source addresses dropped on input
+    (table inet rqfault); the client address is never blocked;
+  - packet loss: an nftables `numgen random` drop in the same table;
+  - delay: an iptables NFQUEUE rule handing packets from peers to
+    tests/fault/nfq_delay, which releases them N ms later (no netem here);
+  - clock skew: every node runs under libfaketime with a timestamp file that
+    is rewritten to move only that process's wall clock;
+  - kill -9 / restart and SIGSTOP / SIGCONT of a node process.
+
+Ownership: a Lab owns its namespaces, bridge, processes and work directory
+files; down() releases everything and is safe to call twice, after a
+partial up(), and from a signal handler's cleanup path. cleanup_stale()
+removes what a killed run left behind (names start with "rqf").
+Errors: setup failures raise LabError with the failing command's output.
+"""
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+
+N_HOSTS = 5
+RAFT_PORT = 7210
+RPC_PORT = 7101
+MEMCACHED_PORT = 11211
+AMQP_PORT = 5672
+ROUTER_HTTP_PORT = 9101
+NODE_HTTP_PORT = 9201
+DELAY_QUEUE = 7
+AMQP_USER = ("jepsen", "jepsen")  # clients are not on loopback: no guest
+FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+                 "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1")
+
+
+class LabError(Exception):
+    pass
+
+
+def sh(args, check=True, timeout=20, input=None):
+    """Run a command; raise LabError with its output when it fails."""
+    try:
+        r = subprocess.run(args, capture_output=True, text=True,
+                           timeout=timeout, input=input)
+    except subprocess.TimeoutExpired as e:
+        raise LabError("timed out: %s" % " ".join(args)) from e
+    if check and r.returncode != 0:
+        raise LabError("%s: exit %d: %s" % (" ".join(args), r.returncode,
+                                            (r.stderr or r.stdout).strip()))
+    return r
+
+
+def cleanup_stale(prefix="rqf"):
+    """Remove namespaces and bridges a killed run left behind, and the
+    processes still running inside those namespaces."""
+    r = sh(["ip", "netns", "list"], check=False)
+    for line in r.stdout.splitlines():
+        ns = line.split()[0] if line.split() else ""
+        if ns.startswith(prefix):
+            pids = sh(["ip", "netns", "pids", ns], check=False).stdout.split()
+            for p in pids:
+                try:
+                    os.kill(int(p), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            sh(["ip", "netns", "del", ns], check=False)
+    r = sh(["ip", "-o", "link", "show", "type", "bridge"], check=False)
+    for line in r.stdout.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        if name.startswith(prefix):
+            sh(["ip", "link", "del", name], check=False)
+
+
+def faketime_lib():
+    for p in FAKETIME_LIBS:
+        if os.path.exists(p):
+            return p
+    return None
+
+
+class Proc:
+    """A ringmq process inside a host namespace, restartable with the same
+    arguments; its log file is appended across restarts."""
+
+    def __init__(self, ns, args, log_path, env=None):
+        self.ns, self.args, self.log_path, self.env = ns, args, log_path, env
+        self.p = None
+        self.paused = False
+
+    def start(self):
+        log = open(self.log_path, "ab")
+        env = dict(os.environ)
+        env.update(self.env or {})
+        # `ip netns exec` execs the command after setns: the pid is ours
+        self.p = subprocess.Popen(["ip", "netns", "exec", self.ns] + self.args,
+                                  stdin=subprocess.DEVNULL, stdout=log,
+                                  stderr=subprocess.STDOUT, env=env)
+        log.close()
+        self.paused = False
+
+    def alive(self):
+        return self.p is not None and self.p.poll() is None
+
+    def signal(self, sig):
+        if self.alive():
+            try:
+                self.p.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    def kill9(self):
+        if self.alive():
+            self.signal(signal.SIGCONT)
+            self.p.kill()
+            self.p.wait()
+        self.paused = False
+
+    def pause(self):
+        self.signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        self.signal(signal.SIGCONT)
+        self.paused = False
+
+    def stop(self, timeout=10):
+        if not self.alive():
+            return
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        try:
+            self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+
+
+class Host:
+    def __init__(self, lab, i):
+        self.i = i                       # 1-based
+        self.name = "n%d" % i
+        self.ns = "%sn%d" % (lab.tag, i)
+        self.veth = "%sv%d" % (lab.tag, i)
+        self.ip = "%s.%d" % (lab.net, 10 + i)
+        self.node = None
+        self.router = None
+        self.clock_file = os.path.join(lab.dir, "clock-%s" % self.name)
+        self.blocked = set()             # peer addresses dropped on input
+        self.loss_pct = 0
+        self.delay = None                # Proc of nfq_delay while delayed
+        self.clock_offset_s = 0
+
+
+class Lab:
+    def __init__(self, build, workdir, net_index=77, tag="rqf",
+                 node_flags=(), router_flags=(), faketime=True, log=print):
+        self.build = os.path.abspath(build)
+        self.dir = os.path.abspath(workdir)
+        self.tag = tag
+        self.net = "10.%d.%d" % (net_index // 256 + 77, net_index % 256)
+        self.bridge = tag + "br"
+        self.client_ip = self.net + ".1"
+        self.node_flags = list(node_flags)
+        self.router_flags = list(router_flags)
+        self.log = log
+        self.faketime = faketime_lib() if faketime else None
+        if faketime and self.faketime is None:
+            raise LabError("libfaketime missing (Debian package faketime)")
+        self.hosts = [Host(self, i) for i in range(1, N_HOSTS + 1)]
+        self.map_path = os.path.join(self.dir, "cluster.yaml")
+        self.node_bin = os.path.join(self.build, "node", "ringmq-node")
+        self.router_bin = os.path.join(self.build, "router", "ringmq-router")
+        self.ctl_bin = os.path.join(self.build, "tools", "ringmqctl")
+        self.nfq_bin = os.path.join(self.build, "tests", "fault", "nfq_delay")
+        self._made_bridge = False
+        self._made_ns = []
+
+    # ------------------------------------------------------------- network
+
+    def _net_up(self):
+        sh(["ip", "link", "add", self.bridge, "type", "bridge"])
+        self._made_bridge = True
+        sh(["ip", "addr", "add", self.client_ip + "/24", "dev", self.bridge])
+        sh(["ip", "link", "set", self.bridge, "up"])
+        for h in self.hosts:
+            sh(["ip", "netns", "add", h.ns])
+            self._made_ns.append(h.ns)
+            sh(["ip", "link", "add", h.veth, "type", "veth", "peer", "name",
+                "eth0", "netns", h.ns])
+            sh(["ip", "link", "set", h.veth, "master", self.bridge])
+            sh(["ip", "link", "set", h.veth, "up"])
+            ns = ["ip", "netns", "exec", h.ns]
+            sh(ns + ["ip", "addr", "add", h.ip + "/24", "dev", "eth0"])
+            sh(ns + ["ip", "link", "set", "eth0", "up"])
+            sh(ns + ["ip", "link", "set", "lo", "up"])
+            self._apply_filter(h)
+
+    def _apply_filter(self, h):
+        """Replace the host's nftables table in one transaction: partitions
+        (blocked sources) and packet loss from peers."""
+        rules = []
+        if h.blocked:
+            rules.append("ip saddr { %s } drop" % ", ".join(sorted(h.blocked)))
+        if h.loss_pct > 0:
+            rules.append("ip saddr %s.0/24 ip saddr != %s numgen random mod 100 "
+                         "< %d drop" % (self.net, self.client_ip, h.loss_pct))
+        text = ("table inet rqfault\ndelete table inet rqfault\n"
+                "table inet rqfault {\n chain input {\n"
+                "  type filter hook input priority 0; policy accept;\n%s\n }\n}\n"
+                % "\n".join("  " + r for r in rules))
+        sh(["ip", "netns", "exec", h.ns, "nft", "-f", "-"], input=text)
+
+    # ----------------------------------------------------------- processes
+
+    def _write_map(self):
+        lines = ["# written by tests/fault/lab.py", "epoch: 1", "shards:",
+                 "  - name: s1", "    weight: 1", "    members:"]
+        for h in self.hosts:
+            lines.append("      - {id: %d, raft: %s:%d, rpc: %s:%d}"
+                         % (h.i, h.ip, RAFT_PORT, h.ip, RPC_PORT))
+        lines.append("routers:")
+        for h in self.hosts:
+            lines.append("  - {name: r%d, memcached: %s:%d, amqp: %s:%d, "
+                         "http: %s:%d}" % (h.i, h.ip, MEMCACHED_PORT, h.ip,
+                                           AMQP_PORT, h.ip, ROUTER_HTTP_PORT))
+        with open(self.map_path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def _make_procs(self):
+        for d in ("data", "logs"):
+            os.makedirs(os.path.join(self.dir, d), exist_ok=True)
+        users = os.path.join(self.dir, "amqp-users")
+        with open(users, "w") as f:
+            f.write("%s:%s\n" % AMQP_USER)
+        for h in self.hosts:
+            env = {}
+            if self.faketime:
+                with open(h.clock_file, "w") as f:
+                    f.write("+0\n")
+                # Only the wall clock moves (real skew); raft's timers run on
+                # the monotonic clock. The file is read again every second.
+                env = {"LD_PRELOAD": self.faketime,
+                       "FAKETIME_TIMESTAMP_FILE": h.clock_file,
+                       "FAKETIME_CACHE_DURATION": "1",
+                       "DONT_FAKE_MONOTONIC": "1"}
+            h.node = Proc(h.ns, [self.node_bin, "--cluster", self.map_path,
+                                 "--id", str(h.i), "--data-dir",
+                                 os.path.join(self.dir, "data", h.name),
+                                 "--http", "%s:%d" % (h.ip, NODE_HTTP_PORT)]
+                          + self.node_flags,
+                          os.path.join(self.dir, "logs", h.name + ".log"), env)
+            h.router = Proc(h.ns, [self.router_bin, "--cluster", self.map_path,
+                                   "--name", "r%d" % h.i, "--amqp-users",
+                                   users] + self.router_flags,
+                            os.path.join(self.dir, "logs", "r%d.log" % h.i))
+
+    def up(self, timeout=60):
+        for b in (self.node_bin, self.router_bin, self.ctl_bin):
+            if not os.access(b, os.X_OK):
+                raise LabError("%s missing: run scripts/build" % b)
+        os.makedirs(self.dir, exist_ok=True)
+        self._net_up()
+        self._write_map()
+        self._make_procs()
+        for h in self.hosts:
+            h.node.start()
+        for h in self.hosts:
+            h.router.start()
+        self.wait_healthy(timeout)
+
+    def down(self):
+        for h in self.hosts:
+            if h.delay is not None:
+                h.delay.stop(timeout=3)
+                h.delay = None
+            for p in (h.router, h.node):
+                if p is not None:
+                    try:
+                        p.stop(timeout=5)
+                    except OSError:
+                        pass
+        for ns in self._made_ns:
+            sh(["ip", "netns", "del", ns], check=False)
+        self._made_ns = []
+        if self._made_bridge:
+            sh(["ip", "link", "del", self.bridge], check=False)
+            self._made_bridge = False
+
+    # ------------------------------------------------------------ queries
+
+    def router_healthy(self, h, timeout=1.0):
+        try:
+            with urllib.request.urlopen("http://%s:%d/healthz"
+                                        % (h.ip, ROUTER_HTTP_PORT),
+                                        timeout=timeout) as r:
+                return r.status == 200
+        except Exception:  # noqa: BLE001 - any failure means not healthy
+            return False
+
+    def wait_healthy(self, timeout=60, hosts=None):
+        hosts = hosts or self.hosts
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self.router_healthy(h) for h in hosts):
+                return True
+            time.sleep(0.3)
+        raise LabError("cluster not healthy after %ds (logs in %s/logs)"
+                       % (timeout, self.dir))
+
+    def group_status(self, h, timeout_ms=700):
+        """{group name: {field: value}} as ringmqctl status --format kv
+        prints it, or {} when the node does not answer."""
+        try:
+            r = sh([self.ctl_bin, "--node", "%s:%d" % (h.ip, RPC_PORT),
+                    "--timeout", str(timeout_ms), "status", "--format", "kv"],
+                   check=False, timeout=5)
+        except LabError:
+            return {}
+        out = {}
+        for line in r.stdout.splitlines():
+            kv = dict(t.split("=", 1) for t in line.split() if "=" in t)
+            if "name" in kv:
+                out[kv["name"]] = kv
+        return out
+
+    def leader(self, group):
+        """The host whose node is the ready leader of @group, or None. A
+        paused or unreachable node does not answer and is not chosen."""
+        for h in self.hosts:
+            if not h.node.alive() or h.node.paused:
+                continue
+            st = self.group_status(h).get(group)
+            if st and st.get("state") == "leader" and st.get("ready") == "true":
+                return h
+        return None
+
+    # ------------------------------------------------------------ faults
+
+    def partition(self, components):
+        """@components: for each host, the set of host indexes it can hear
+        (itself included). Hosts not mentioned hear everyone."""
+        for h in self.hosts:
+            hear = components.get(h.i)
+            h.blocked = set() if hear is None else {
+                o.ip for o in self.hosts if o.i not in hear}
+            self._apply_filter(h)
+
+    def heal_partition(self):
+        self.partition({})
+
+    def set_loss(self, h, pct):
+        h.loss_pct = pct
+        self._apply_filter(h)
+
+    def start_delay(self, h, delay_ms, jitter_ms=0):
+        if h.delay is not None:
+            return
+        if not os.access(self.nfq_bin, os.X_OK):
+            raise LabError("%s missing (libnetfilter-queue-dev)" % self.nfq_bin)
+        h.delay = Proc(h.ns, [self.nfq_bin, "--queue", str(DELAY_QUEUE),
+                              "--delay-ms", str(delay_ms), "--jitter-ms",
+                              str(jitter_ms)],
+                       os.path.join(self.dir, "logs", "delay-%s.log" % h.name))
+        h.delay.start()
+        time.sleep(0.2)  # bound to its queue before packets go there
+        ipt = ["ip", "netns", "exec", h.ns, "iptables", "-A", "INPUT", "-s"]
+        sh(ipt + [self.client_ip, "-j", "ACCEPT"])  # clients are not delayed
+        sh(ipt + [self.net + ".0/24", "-j", "NFQUEUE", "--queue-num",
+                  str(DELAY_QUEUE), "--queue-bypass"])
+
+    def stop_delay(self, h):
+        if h.delay is None:
+            return
+        sh(["ip", "netns", "exec", h.ns, "iptables", "-F", "INPUT"],
+           check=False)
+        h.delay.stop(timeout=3)
+        h.delay = None
+
+    def set_clock(self, h, offset_s):
+        """Move node @h's wall clock by @offset_s (libfaketime rereads the
+        file within a second)."""
+        if not self.faketime:
+            raise LabError("clock skew needs libfaketime")
+        h.clock_offset_s = offset_s
+        tmp = h.clock_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("%+ds\n" % offset_s)
+        os.replace(tmp, h.clock_file)
+
+    def heal_all(self):
+        """Undo every fault: network, clocks, pauses, dead nodes."""
+        for h in self.hosts:
+            self.stop_delay(h)
+            h.loss_pct = 0
+            h.blocked = set()
+            self._apply_filter(h)
+            if self.faketime and h.clock_offset_s != 0:
+                self.set_clock(h, 0)
+            if h.node.paused:
+                h.node.resume()
+            if not h.node.alive():
+                h.node.start()
+            if not h.router.alive():
+                h.router.start()
+
+    def describe(self):
+        return {"hosts": [{"name": h.name, "ip": h.ip} for h in self.hosts],
+                "map": self.map_path}
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] == ["--cleanup"]:
+        cleanup_stale()
+    else:
+        print(json.dumps({"usage": "lab.py --cleanup"}))
