@@ -294,6 +294,13 @@ class Lab:
         for ns in self._made_ns:
             sh(["ip", "netns", "del", ns], check=False)
         self._made_ns = []
+        # A namespace goes away asynchronously, and with it our veth ends:
+        # wait, so that a lab with the same names can start right after.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(
+                sh(["ip", "link", "show", h.veth], check=False).returncode == 0
+                for h in self.hosts):
+            time.sleep(0.1)
         if self._made_bridge:
             sh(["ip", "link", "del", self.bridge], check=False)
             self._made_bridge = False
