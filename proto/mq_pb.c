@@ -170,6 +170,8 @@ int mq_pb_cmd_to_pb(const struct mq_sm_cmd *c, uint32_t wait_ms,
     pb->scope = (uint32_t)c->scope;
     pb->tag = c->tag;
     pb->multiple = c->multiple;
+    pb->n_tags = c->n_tags;
+    pb->tags = (uint64_t *)c->tags; /* read only while packing */
     pb->wait_ms = wait_ms;
     return 0;
 }
@@ -187,6 +189,7 @@ int mq_pb_cmd_from_pb(const Ringmq__MqCommand *pb, struct mq_sm_cmd *c,
     const Ringmq__MqQueueArgs *a = pb->args;
 
     if (pb->type >= MQ_SM_CMD__COUNT || pb->scope >= MQ_SM_SCOPE__COUNT ||
+        pb->n_tags > MQ_SM_MAX_TAGS ||
         !name_ok(&pb->vhost) || !name_ok(&pb->queue) ||
         !body_ok(&pb->body)) {
         return -1;
@@ -241,6 +244,8 @@ int mq_pb_cmd_from_pb(const Ringmq__MqCommand *pb, struct mq_sm_cmd *c,
     c->scope = (enum mq_sm_scope)pb->scope;
     c->tag = pb->tag;
     c->multiple = pb->multiple;
+    c->tags = pb->tags;
+    c->n_tags = pb->n_tags;
     if (wait_ms != NULL) {
         *wait_ms = pb->wait_ms;
     }

@@ -38,6 +38,9 @@ struct consumer {
     bool no_ack;
     bool polling; /* a CHECKOUT is in the broker */
     uint32_t unacked;
+    /* seq of the last CHECKOUT: a retry keeps it, so a shard that applied
+     * one whose reply was lost hands the same deliveries out again */
+    uint64_t co_seq;
 };
 
 struct chan_op {

@@ -115,91 +115,88 @@ static void on_settle_done(struct edge_call *ec)
     }
 }
 
+struct shard_tag {
+    unsigned shard;
+    uint64_t tag;
+};
+
+static int by_shard(const void *a, const void *b)
+{
+    const struct shard_tag *x = a;
+    const struct shard_tag *y = b;
+
+    if (x->shard != y->shard) {
+        return x->shard < y->shard ? -1 : 1;
+    }
+    return x->tag < y->tag ? -1 : x->tag > y->tag;
+}
+
+/* One broker command per shard naming exactly the shard tags of @st (sorted
+ * here). Never "every tag up to": the shard may hold deliveries for this
+ * channel that this edge never received (a CHECKOUT whose reply was lost
+ * to a timeout or a partition), and a range would settle those unseen -
+ * for an ack, a message gone that no client ever got. */
+static void settle_exact(struct chan_op *op, enum mq_sm_cmd_type type,
+                         struct shard_tag *st, size_t n)
+{
+    size_t i = 0;
+
+    qsort(st, n, sizeof(*st), by_shard);
+    while (i < n) {
+        struct edge_call *ec = chan_op_call(op, on_settle_done);
+        size_t j = i;
+
+        while (j < n && st[j].shard == st[i].shard) {
+            j++;
+        }
+        ec->bc.kind = AMQP_BROKER_MQ;
+        ec->bc.shard = st[i].shard;
+        ec->bc.mq.type = type;
+        ec->bc.mq.scope = MQ_SM_SCOPE_TAG;
+        if (j - i == 1) {
+            ec->bc.mq.tag = st[i].tag;
+        } else {
+            uint64_t *tags = xmalloc((j - i) * sizeof(*tags));
+            size_t k;
+
+            for (k = i; k < j; k++) {
+                tags[k - i] = st[k].tag;
+            }
+            ec->extra = tags; /* freed with the call */
+            ec->bc.mq.tags = tags;
+            ec->bc.mq.n_tags = j - i;
+        }
+        ec->deadline_ms = clock_mono_ms() + EDGE_ENQUEUE_RETRY_MS;
+        edge_call_submit(ec);
+        i = j;
+    }
+}
+
 /* Settle (SETTLE, RETURN or DROP) the records marked in @sel (indexes into
- * ch->dl), as few broker commands as is safe. Marks them done. */
+ * ch->dl), one broker command per shard. Marks them done. */
 void chan_settle(struct chan_op *op, enum mq_sm_cmd_type type,
                            size_t *sel, size_t n)
 {
     struct amqp_channel *ch = op->ch;
+    struct shard_tag *st = xmalloc((n + 1) * sizeof(*st));
+    size_t m = 0;
     size_t i;
-    size_t j;
 
+    for (i = 0; i < n; i++) {
+        struct delivery *d = &ch->dl[sel[i]];
+
+        if (!d->done) {
+            st[m].shard = d->shard;
+            st[m++].tag = d->shard_tag;
+            dl_mark_done(ch, d);
+        }
+    }
     /* Held while submitting: a call completing at once must not see the op
      * finished (and flushed) before its siblings are submitted. */
     op->pending++;
-    for (i = 0; i < n; i++) {
-        struct delivery *d = &ch->dl[sel[i]];
-        uint64_t max_tag = 0;
-        bool safe = true;
-        unsigned shard = d->shard;
-        size_t k;
-
-        if (d->done) {
-            continue;
-        }
-        /* Highest shard tag of the selection on this shard. */
-        for (j = i; j < n; j++) {
-            const struct delivery *e = &ch->dl[sel[j]];
-
-            if (!e->done && e->shard == shard && e->shard_tag > max_tag) {
-                max_tag = e->shard_tag;
-            }
-        }
-        /* Every live record of the channel on the shard below max_tag must
-         * be in the selection. sel is sorted by index. */
-        j = i;
-        for (k = ch->dl_head; k < ch->dl_len && safe; k++) {
-            const struct delivery *e = &ch->dl[k];
-
-            while (j < n && sel[j] < k) {
-                j++;
-            }
-            if (e->done || e->shard != shard || e->shard_tag > max_tag) {
-                continue;
-            }
-            if (j >= n || sel[j] != k) {
-                safe = false;
-            }
-        }
-        if (safe) {
-            struct edge_call *ec = chan_op_call(op, on_settle_done);
-
-            ec->bc.kind = AMQP_BROKER_MQ;
-            ec->bc.shard = shard;
-            ec->bc.mq.type = type;
-            ec->bc.mq.scope = MQ_SM_SCOPE_TAG;
-            ec->bc.mq.tag = max_tag;
-            ec->bc.mq.multiple = true;
-            ec->deadline_ms = clock_mono_ms() + EDGE_ENQUEUE_RETRY_MS;
-            for (j = i; j < n; j++) {
-                struct delivery *e = &ch->dl[sel[j]];
-
-                if (!e->done && e->shard == shard) {
-                    dl_mark_done(ch, e);
-                }
-            }
-            edge_call_submit(ec);
-            continue;
-        }
-        for (j = i; j < n; j++) {
-            struct delivery *e = &ch->dl[sel[j]];
-            struct edge_call *ec;
-
-            if (e->done || e->shard != shard) {
-                continue;
-            }
-            ec = chan_op_call(op, on_settle_done);
-            ec->bc.kind = AMQP_BROKER_MQ;
-            ec->bc.shard = shard;
-            ec->bc.mq.type = type;
-            ec->bc.mq.scope = MQ_SM_SCOPE_TAG;
-            ec->bc.mq.tag = e->shard_tag;
-            ec->deadline_ms = clock_mono_ms() + EDGE_ENQUEUE_RETRY_MS;
-            dl_mark_done(ch, e);
-            edge_call_submit(ec);
-        }
-    }
+    settle_exact(op, type, st, m);
     op->pending--;
+    free(st);
 }
 
 /* basic.ack / reject / nack / recover: select the records, settle them. */
@@ -243,58 +240,20 @@ static void ack_batch_add(struct amqp_channel *ch, struct chan_op *op,
 void chan_flush_acks(struct amqp_channel *ch)
 {
     struct chan_op *op = ch->ack_op;
+    struct shard_tag *st;
     size_t i;
 
     if (op == NULL) {
         return;
     }
     ch->ack_op = NULL;
+    st = xmalloc((ch->ack_n + 1) * sizeof(*st));
     for (i = 0; i < ch->ack_n; i++) {
-        const struct delivery *d = &ch->ack_batch[i];
-        unsigned shard = d->shard;
-        uint64_t max_tag = 0;
-        bool safe = true;
-        size_t j;
-        size_t k;
-
-        if (d->done) {
-            continue; /* this shard went out already (marks below) */
-        }
-        for (j = i; j < ch->ack_n; j++) {
-            if (ch->ack_batch[j].shard == shard &&
-                ch->ack_batch[j].shard_tag > max_tag) {
-                max_tag = ch->ack_batch[j].shard_tag;
-            }
-        }
-        /* "Every tag up to max_tag" is exact when no live record of the
-         * channel on this shard is at or below it. */
-        for (k = ch->dl_head; k < ch->dl_len && safe; k++) {
-            const struct delivery *e = &ch->dl[k];
-
-            safe = e->done || e->shard != shard || e->shard_tag > max_tag;
-        }
-        for (j = i; j < ch->ack_n; j++) {
-            struct delivery *e = &ch->ack_batch[j];
-            struct edge_call *ec;
-
-            if (e->shard != shard || e->done) {
-                continue;
-            }
-            e->done = true;
-            if (safe && e->shard_tag != max_tag) {
-                continue;
-            }
-            ec = chan_op_call(op, on_settle_done);
-            ec->bc.kind = AMQP_BROKER_MQ;
-            ec->bc.shard = shard;
-            ec->bc.mq.type = MQ_SM_SETTLE;
-            ec->bc.mq.scope = MQ_SM_SCOPE_TAG;
-            ec->bc.mq.tag = e->shard_tag;
-            ec->bc.mq.multiple = safe;
-            ec->deadline_ms = clock_mono_ms() + EDGE_ENQUEUE_RETRY_MS;
-            edge_call_submit(ec);
-        }
+        st[i].shard = ch->ack_batch[i].shard;
+        st[i].tag = ch->ack_batch[i].shard_tag;
     }
+    settle_exact(op, MQ_SM_SETTLE, st, ch->ack_n);
+    free(st);
     ch->ack_n = 0;
     if (--op->pending == 0) {
         op->done = true;
@@ -514,6 +473,8 @@ void chan_cons_arm(struct amqp_channel *ch, struct consumer *cs)
     ec->bc.mq.who.consumer = cs->id;
     ec->bc.mq.max_messages = (uint32_t)credit;
     ec->bc.mq.prefetch = cs->no_ack ? 0 : ch->prefetch;
+    /* Retries (edge_call_retry) resend this very command: same seq. */
+    ec->bc.mq.seq = ++cs->co_seq;
     ec->bc.wait_ms = EDGE_CHECKOUT_WAIT_MS;
     cs->polling = true;
     edge_call_submit(ec);

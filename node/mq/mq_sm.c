@@ -44,7 +44,7 @@
 #define DIGEST_SEED 0x6d712d6469676573ULL /* "mq-diges" */
 #define SNAP_SEED 0x6d712d736e617073ULL   /* "mq-snaps" */
 #define SNAP_MAGIC 0x51514d52U            /* "RMQQ" little-endian */
-#define SNAP_VERSION 1U
+#define SNAP_VERSION 2U
 #define NEVER UINT64_MAX
 
 #define container_of(p, type, member) \
@@ -195,6 +195,7 @@ struct mq_msg {
     struct mq_consumer *c; /* NULL while ready */
     uint64_t id;
     uint64_t tag;    /* 0 while ready */
+    uint64_t co_seq; /* while checked out: the CHECKOUT seq that did it */
     uint64_t exp_ms; /* NEVER = no TTL */
     uint32_t delivery_count;
     bool redelivered;
@@ -250,6 +251,10 @@ struct mq_consumer {
     uint64_t router;
     uint64_t conn;
     uint64_t channel;
+    /* The last CHECKOUT seq that delivered something (0: none since the
+     * last leader change): a CHECKOUT with this seq is a retry whose reply
+     * the edge lost, an older one a late copy. */
+    uint64_t co_seq;
     bool registered;
     bool exclusive;
 };
@@ -1295,6 +1300,21 @@ static void apply_checkout(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         DL_APPEND(sm->c_first, sm->c_last, c);
     }
     q->last_used_ms = sm->clock_ms;
+    if (cmd->seq != 0 && cmd->seq <= c->co_seq) {
+        struct mq_msg *m;
+
+        /* Seen before: hand out again what it delivered and is still
+         * unacked, never more, so no delivery exists that the edge cannot
+         * know of (it would hold the consumer's credit, unseen). */
+        for (m = c->unacked.head; m != NULL; m = m->next) {
+            if (m->co_seq == cmd->seq) {
+                res->count++;
+                add_delivery(res, m);
+            }
+        }
+        res->message_count = q->ready.n;
+        return;
+    }
     (void)expire_head(sm, q, res);
     while (res->count < cmd->max_messages && q->ready.head != NULL &&
            (cmd->prefetch == 0 || c->unacked.n < cmd->prefetch)) {
@@ -1303,6 +1323,7 @@ static void apply_checkout(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         mlist_remove(&q->ready, m);
         m->c = c;
         m->tag = sm->next_tag++;
+        m->co_seq = cmd->seq;
         m->delivery_count++;
         m->hn.hash = mix64(m->tag);
         ht_insert(&sm->tags, &m->hn);
@@ -1310,6 +1331,9 @@ static void apply_checkout(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         q->unacked++;
         res->count++;
         add_delivery(res, m);
+    }
+    if (cmd->seq != 0 && res->count > 0) {
+        c->co_seq = cmd->seq;
     }
     res->message_count = q->ready.n;
     consumer_gc(sm, c);
@@ -1353,22 +1377,41 @@ static struct mq_msg *tag_find(const struct mq_sm *sm, uint64_t tag)
     return NULL;
 }
 
+/* One delivery of the command's channel; an unknown tag, or one of another
+ * channel, is ignored (already settled, or returned by a leader change). */
+static void settle_one(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                       uint64_t tag, enum settle_kind kind,
+                       struct mq_sm_result *res)
+{
+    struct mq_msg *m = tag != 0 ? tag_find(sm, tag) : NULL;
+    struct mq_consumer *c;
+    struct mq_msg *list;
+
+    if (m == NULL || !match_channel(m->c, &cmd->who)) {
+        return;
+    }
+    c = m->c;
+    list = take_unacked(sm, c, 0, m, &res->count);
+    finish_taken(sm, c->q, list, kind, res);
+    consumer_gc(sm, c);
+}
+
 static void settle_by_tag(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                           enum settle_kind kind, struct mq_sm_result *res)
 {
     struct mq_consumer *c;
     struct mq_msg *list;
 
-    if (!cmd->multiple) {
-        struct mq_msg *m = cmd->tag != 0 ? tag_find(sm, cmd->tag) : NULL;
+    if (cmd->n_tags > 0) {
+        size_t i;
 
-        if (m == NULL || !match_channel(m->c, &cmd->who)) {
-            return;
+        for (i = 0; i < cmd->n_tags; i++) {
+            settle_one(sm, cmd, cmd->tags[i], kind, res);
         }
-        c = m->c;
-        list = take_unacked(sm, c, 0, m, &res->count);
-        finish_taken(sm, c->q, list, kind, res);
-        consumer_gc(sm, c);
+        return;
+    }
+    if (!cmd->multiple) {
+        settle_one(sm, cmd, cmd->tag, kind, res);
         return;
     }
     c = sm->c_first;
@@ -1428,6 +1471,9 @@ static void apply_leader_changed(struct mq_sm *sm, struct mq_sm_result *res)
         struct mq_msg *list = take_unacked(sm, c, 0, NULL, &res->count);
 
         requeue(c->q, list);
+        /* Whatever earlier CHECKOUTs delivered is back in the queue: a
+         * retry of one is a new CHECKOUT now. */
+        c->co_seq = 0;
         consumer_gc(sm, c);
         c = next;
     }
@@ -1722,6 +1768,7 @@ static uint64_t msg_digest(const struct mq_msg *m)
     uint64_t h = hash_bytes(m->data, m->len, m->id);
 
     h = mix64(h ^ m->tag);
+    h = mix64(h ^ m->co_seq);
     h = mix64(h ^ m->exp_ms);
     h = mix64(h ^ (((uint64_t)m->delivery_count << 1) | m->redelivered));
     return h;
@@ -1768,6 +1815,7 @@ static uint64_t consumer_digest(const struct mq_consumer *c)
     h = mix64(h ^ c->conn);
     h = mix64(h ^ c->channel);
     h = mix64(h ^ ((uint64_t)c->registered | (uint64_t)c->exclusive << 1));
+    h = mix64(h ^ c->co_seq);
     for (m = c->unacked.head; m != NULL; m = m->next) {
         h = mix64(h ^ msg_digest(m)) + 0x9e3779b97f4a7c15ULL;
     }
@@ -1825,7 +1873,7 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
 /*
  * Snapshot format, all integers little-endian:
  *
- *   u32 magic "RMQQ" | u32 version (1) | u64 clock_ms | u64 next_msg_id
+ *   u32 magic "RMQQ" | u32 version (2) | u64 clock_ms | u64 next_msg_id
  *   u64 next_tag | u32 dedup_words | u64 queue count
  *   queues, in creation order:
  *     u8 vhost_len | u8 name_len | u8 dlx_len | u8 dlrk_len | u16 flags
@@ -1835,8 +1883,9 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
  *   u64 consumer count
  *   consumers, in creation order:
  *     u64 id | u64 router | u64 conn | u64 channel | u64 queue index
- *     u8 flags (registered, exclusive) | u64 unacked count
- *     unacked messages: u64 tag, then MSG; tag ascending
+ *     u8 flags (registered, exclusive) | u64 co_seq | u64 unacked count
+ *     unacked messages: u64 tag, u64 co_seq, then MSG; tag ascending
+ *   (version 1, still read: no co_seq fields; they restore as 0)
  *   u64 client count
  *   clients, least recently used first:
  *     u64 id | u64 max_seq | dedup_words x u64
@@ -1850,7 +1899,7 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
 #define SNAP_HEADER_LEN (4 + 4 + 8 + 8 + 8 + 4 + 8)
 #define SNAP_QUEUE_FIXED (4 + 2 + 8 * 7)
 #define SNAP_MSG_FIXED (8 + 8 + 4 + 1 + 4)
-#define SNAP_CONSUMER_FIXED (8 * 5 + 1 + 8)
+#define SNAP_CONSUMER_FIXED (8 * 5 + 1 + 8) /* version 1; 2 adds 8 */
 #define SNAP_TRAILER_LEN 8
 
 #define QF_DURABLE 0x001
@@ -1897,8 +1946,8 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
         len += q->ready.n * SNAP_MSG_FIXED + q->ready.bytes;
     }
     for (c = sm->c_first; c != NULL; c = c->next) {
-        len += SNAP_CONSUMER_FIXED;
-        len += c->unacked.n * (8 + SNAP_MSG_FIXED) + c->unacked.bytes;
+        len += SNAP_CONSUMER_FIXED + 8;
+        len += c->unacked.n * (16 + SNAP_MSG_FIXED) + c->unacked.bytes;
     }
     len += sm->clients.count * (16 + sm->dedup_words * (size_t)8);
 
@@ -1960,9 +2009,11 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
         p = le_put_u64(p, idx);
         *p++ = (unsigned char)((c->registered ? 1 : 0) |
                                (c->exclusive ? 2 : 0));
+        p = le_put_u64(p, c->co_seq);
         p = le_put_u64(p, c->unacked.n);
         for (m = c->unacked.head; m != NULL; m = m->next) {
             p = le_put_u64(p, m->tag);
+            p = le_put_u64(p, m->co_seq);
             p = put_msg(p, m);
         }
     }
@@ -2096,8 +2147,10 @@ err:
 }
 
 static bool restore_consumer(struct mq_sm *tmp, struct le_reader *r,
-                             struct mq_queue **index, uint64_t nqueues)
+                             struct mq_queue **index, uint64_t nqueues,
+                             uint32_t version)
 {
+    size_t per_msg = (version >= 2 ? 16 : 8) + SNAP_MSG_FIXED;
     struct mq_consumer *c;
     uint64_t qi;
     uint64_t n;
@@ -2111,9 +2164,9 @@ static bool restore_consumer(struct mq_sm *tmp, struct le_reader *r,
     }
     if (!le_get_u64(r, &c->id) || !le_get_u64(r, &c->router) ||
         !le_get_u64(r, &c->conn) || !le_get_u64(r, &c->channel) ||
-        !le_get_u64(r, &qi) || !le_get_u8(r, &flags) || !le_get_u64(r, &n) ||
-        qi >= nqueues || (flags & ~3) != 0 ||
-        n > r->left / (8 + SNAP_MSG_FIXED) ||
+        !le_get_u64(r, &qi) || !le_get_u8(r, &flags) ||
+        (version >= 2 && !le_get_u64(r, &c->co_seq)) || !le_get_u64(r, &n) ||
+        qi >= nqueues || (flags & ~3) != 0 || n > r->left / per_msg ||
         consumer_find(tmp, c->id) != NULL) {
         free(c);
         return false;
@@ -2135,9 +2188,11 @@ static bool restore_consumer(struct mq_sm *tmp, struct le_reader *r,
     for (k = 0; k < n; k++) {
         struct mq_msg *m;
         uint64_t tag;
+        uint64_t co_seq = 0;
 
         if (!le_get_u64(r, &tag) || tag <= last_tag || tag >= tmp->next_tag ||
-            tag_find(tmp, tag) != NULL) {
+            tag_find(tmp, tag) != NULL ||
+            (version >= 2 && !le_get_u64(r, &co_seq))) {
             return false;
         }
         last_tag = tag;
@@ -2148,6 +2203,7 @@ static bool restore_consumer(struct mq_sm *tmp, struct le_reader *r,
         m->q = c->q;
         m->c = c;
         m->tag = tag;
+        m->co_seq = co_seq;
         m->hn.hash = mix64(tag);
         ht_insert(&tmp->tags, &m->hn);
         mlist_append(&c->unacked, m);
@@ -2220,7 +2276,7 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
     le_get_u64(&r, &tmp.next_tag);
     le_get_u32(&r, &tmp.dedup_words);
     le_get_u64(&r, &nqueues);
-    if (magic != SNAP_MAGIC || version != SNAP_VERSION ||
+    if (magic != SNAP_MAGIC || version < 1 || version > SNAP_VERSION ||
         tmp.next_msg_id == 0 || tmp.next_tag == 0 || tmp.dedup_words == 0 ||
         tmp.dedup_words > (1U << 24) / 64 ||
         nqueues > r.left / SNAP_QUEUE_FIXED) {
@@ -2239,7 +2295,7 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
         goto err_after_index;
     }
     for (i = 0; i < n; i++) {
-        if (!restore_consumer(&tmp, &r, index, nqueues)) {
+        if (!restore_consumer(&tmp, &r, index, nqueues, version)) {
             goto err_after_index;
         }
     }

@@ -42,6 +42,7 @@
 #define MQ_SM_NAME_MAX 255
 #define MQ_SM_DEDUP_WINDOW_DEFAULT 1024
 #define MQ_SM_DEDUP_CLIENTS_DEFAULT 4096
+#define MQ_SM_MAX_TAGS 65536 /* tags in one by-tag command */
 
 struct mq_sm;
 
@@ -129,10 +130,13 @@ struct mq_sm_queue_args {
  *             ttl_ms (the message's expiration property), body
  *   CONSUME   vhost, queue, who, exclusive
  *   CANCEL    who.consumer
- *   CHECKOUT  vhost, queue, who, max_messages, prefetch (0 = unlimited)
- *   SETTLE    who, tag, multiple                (scope is always TAG)
- *   RETURN    who, scope, tag, multiple
- *   DROP      who, tag, multiple                (scope is always TAG)
+ *   CHECKOUT  vhost, queue, who, max_messages, prefetch (0 = unlimited),
+ *             seq: the consumer's CHECKOUT number (0 = none). A seq not
+ *             above the consumer's last one that delivered is a retry: it
+ *             gets that CHECKOUT's deliveries still unacked, never new ones
+ *   SETTLE    who, tag + multiple, or tags      (scope is always TAG)
+ *   RETURN    who, scope, tag + multiple, or tags (scope TAG)
+ *   DROP      who, tag + multiple, or tags      (scope is always TAG)
  *   EXPIRE, LEADER_CHANGED, BOOT: nothing
  */
 struct mq_sm_cmd {
@@ -167,6 +171,13 @@ struct mq_sm_cmd {
     enum mq_sm_scope scope;
     uint64_t tag;
     bool multiple;
+    /* When n_tags > 0: SETTLE / DROP / RETURN (scope TAG) act on exactly
+     * these tags of the channel, and tag and multiple are unused. The edge
+     * settles a batch this way, never as "every tag up to": the channel
+     * may own deliveries the edge never received (a CHECKOUT whose reply
+     * was lost), and a range would settle those unseen. Borrowed. */
+    const uint64_t *tags;
+    size_t n_tags; /* <= MQ_SM_MAX_TAGS */
 };
 
 enum mq_sm_status {

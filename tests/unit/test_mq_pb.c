@@ -54,6 +54,7 @@ static void assert_mem(const void *a, size_t alen, const void *b, size_t blen)
 
 static void test_cmd_roundtrip(void **state)
 {
+    static const uint64_t tags[3] = {5, 1, UINT64_MAX};
     struct mq_sm_cmd c;
     struct mq_sm_cmd d;
     struct mq_pb_cmd_buf b;
@@ -101,6 +102,8 @@ static void test_cmd_roundtrip(void **state)
     c.scope = MQ_SM_SCOPE_ROUTER;
     c.tag = 1234567890123ULL;
     c.multiple = true;
+    c.tags = tags;
+    c.n_tags = 3;
 
     assert_int_equal(mq_pb_cmd_to_pb(&c, 250, &b), 0);
     pb = cmd_wire(&b.pb);
@@ -131,6 +134,8 @@ static void test_cmd_roundtrip(void **state)
     assert_int_equal(d.scope, MQ_SM_SCOPE_ROUTER);
     assert_int_equal(d.tag, c.tag);
     assert_true(d.multiple);
+    assert_int_equal(d.n_tags, 3);
+    assert_memory_equal(d.tags, tags, sizeof(tags));
     ringmq__mq_command__free_unpacked(pb, NULL);
 }
 

@@ -275,6 +275,130 @@ static void test_ack_single_and_multiple(void **state)
     mq_sm_free(sm);
 }
 
+/* Regression (fault suite, queue workload seed 1): a CHECKOUT whose reply
+ * the edge never got leaves a delivery it does not know of on the channel.
+ * A batch settled by an exact tag list must leave that one unacked, so
+ * that it is returned (here by a leader change) instead of acked unseen;
+ * "multiple up to the highest tag" acked it, and the message was lost. */
+static void test_settle_exact_tags_spares_unseen_delivery(void **state)
+{
+    struct mq_sm *sm = sm_make();
+    struct mq_sm_result res;
+    struct mq_sm_cmd c;
+    uint64_t seen[2];
+    uint64_t unseen;
+    uint64_t tags[3];
+    int i;
+
+    (void)state;
+    declare(sm, "q");
+    for (i = 0; i < 3; i++) {
+        enqueue(sm, T0, "q", i == 1 ? "unseen" : "m");
+    }
+    assert_int_equal(checkout(sm, T0, "q", 1, 7, 1, 0, &res), 1);
+    seen[0] = res.deliveries[0].tag;
+    mq_sm_result_clear(&res);
+    assert_int_equal(checkout(sm, T0, "q", 1, 7, 1, 0, &res), 1); /* lost */
+    unseen = res.deliveries[0].tag;
+    mq_sm_result_clear(&res);
+    assert_int_equal(checkout(sm, T0, "q", 1, 7, 1, 0, &res), 1);
+    seen[1] = res.deliveries[0].tag;
+    mq_sm_result_clear(&res);
+    assert_true(seen[0] < unseen && unseen < seen[1]);
+
+    tags[0] = seen[1];
+    tags[1] = seen[0];
+    tags[2] = seen[0]; /* a repeated tag is settled once */
+    cmd_init(&c, MQ_SM_SETTLE, NULL);
+    c.who = who_of(1, 0);
+    c.scope = MQ_SM_SCOPE_TAG;
+    c.tags = tags;
+    c.n_tags = 3;
+    assert_int_equal(run(sm, T0, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.count, 2);
+    mq_sm_result_clear(&res);
+    assert_int_equal(qstats(sm, "q").unacked, 1);
+
+    /* another channel's list touches nothing of ours */
+    tags[0] = unseen;
+    c.who = who_of(2, 0);
+    c.n_tags = 1;
+    assert_int_equal(run(sm, T0, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.count, 0);
+    mq_sm_result_clear(&res);
+
+    cmd_init(&c, MQ_SM_LEADER_CHANGED, NULL);
+    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    assert_int_equal(qstats(sm, "q").ready, 1);
+    assert_int_equal(checkout(sm, T0, "q", 1, 7, 5, 0, &res), 1);
+    assert_body(&res.deliveries[0], "unseen");
+    assert_true(res.deliveries[0].redelivered);
+    mq_sm_result_clear(&res);
+    mq_sm_free(sm);
+}
+
+static size_t checkout_seq(struct mq_sm *sm, uint64_t seq, uint32_t max,
+                           struct mq_sm_result *res)
+{
+    struct mq_sm_cmd c;
+
+    cmd_init(&c, MQ_SM_CHECKOUT, "q");
+    c.who = who_of(1, 7);
+    c.max_messages = max;
+    c.seq = seq;
+    assert_int_equal(run(sm, T0, &c, res), MQ_SM_OK);
+    return res->n_deliveries;
+}
+
+/* A CHECKOUT carries the consumer's seq; a retry (same seq) whose reply the
+ * edge lost gets the same deliveries again instead of new ones, and so does
+ * a late copy of an older one, never new ones: no delivery exists that the
+ * edge cannot know of. An empty one may be proposed again (the long poll) and a
+ * leader change makes every seq new again. */
+static void test_checkout_retry_replays(void **state)
+{
+    struct mq_sm *sm = sm_make();
+    struct mq_sm_result res;
+    uint64_t first[2];
+    struct mq_sm_cmd c;
+    int i;
+
+    (void)state;
+    declare(sm, "q");
+    assert_int_equal(checkout_seq(sm, 1, 2, &res), 0); /* empty: parked */
+    mq_sm_result_clear(&res);
+    for (i = 0; i < 5; i++) {
+        enqueue(sm, T0, "q", "m");
+    }
+    assert_int_equal(checkout_seq(sm, 1, 2, &res), 2); /* proposed again */
+    first[0] = res.deliveries[0].tag;
+    first[1] = res.deliveries[1].tag;
+    mq_sm_result_clear(&res);
+    assert_int_equal(checkout_seq(sm, 1, 2, &res), 2); /* reply was lost */
+    assert_int_equal(res.deliveries[0].tag, first[0]);
+    assert_int_equal(res.deliveries[1].tag, first[1]);
+    mq_sm_result_clear(&res);
+    assert_int_equal(qstats(sm, "q").unacked, 2);
+    assert_int_equal(by_tag(sm, MQ_SM_SETTLE, 1, first[0], false, NULL), 1);
+    assert_int_equal(checkout_seq(sm, 1, 2, &res), 1); /* what is left */
+    assert_int_equal(res.deliveries[0].tag, first[1]);
+    mq_sm_result_clear(&res);
+    assert_int_equal(checkout_seq(sm, 2, 2, &res), 2); /* the next one */
+    mq_sm_result_clear(&res);
+    /* a late copy: only what it delivered that is still out, nothing new */
+    assert_int_equal(checkout_seq(sm, 1, 2, &res), 1);
+    assert_int_equal(res.deliveries[0].tag, first[1]);
+    mq_sm_result_clear(&res);
+    assert_int_equal(qstats(sm, "q").unacked, 3);
+    assert_int_equal(qstats(sm, "q").ready, 1);
+
+    cmd_init(&c, MQ_SM_LEADER_CHANGED, NULL);
+    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    assert_int_equal(checkout_seq(sm, 2, 10, &res), 4); /* new again */
+    mq_sm_result_clear(&res);
+    mq_sm_free(sm);
+}
+
 static void test_requeue_redelivered_at_head(void **state)
 {
     static const char *const order[] = {"a", "b", "c", "d", "e"};
@@ -1353,13 +1477,41 @@ static void test_snapshot_crafted(void **state)
     reseal(buf, len);
     assert_int_equal(mq_sm_restore(dst, buf, len), -1);
     buf[36] = 1;
-    /* version */
-    buf[4] = 2;
+    /* a version from the future */
+    buf[4] = 3;
     reseal(buf, len);
     assert_int_equal(mq_sm_restore(dst, buf, len), -1);
-    buf[4] = 1;
+    buf[4] = 2;
     reseal(buf, len);
     assert_true(mq_sm_digest(dst) == before);
+    assert_int_equal(mq_sm_restore(dst, buf, len), 0);
+    assert_true(mq_sm_digest(dst) == mq_sm_digest(src));
+    free(buf);
+
+    /* Version 1 (before CHECKOUT seqs) is still read: without consumers
+     * the two formats differ in the version only. */
+    mq_sm_free(src);
+    src = sm_make();
+    declare(src, "q");
+    enqueue(src, T0, "q", "a");
+    assert_int_equal(mq_sm_snapshot(src, malloc, &out, &len), 0);
+    buf = out;
+    buf[4] = 1;
+    reseal(buf, len);
+    assert_int_equal(mq_sm_restore(dst, buf, len), 0);
+    assert_true(mq_sm_digest(dst) == mq_sm_digest(src));
+    free(buf);
+
+    /* Version 1 (before CHECKOUT seqs) is still read: without consumers
+     * the two formats differ in the version only. */
+    mq_sm_free(src);
+    src = sm_make();
+    declare(src, "q");
+    enqueue(src, T0, "q", "a");
+    assert_int_equal(mq_sm_snapshot(src, malloc, &out, &len), 0);
+    buf = out;
+    buf[4] = 1;
+    reseal(buf, len);
     assert_int_equal(mq_sm_restore(dst, buf, len), 0);
     assert_true(mq_sm_digest(dst) == mq_sm_digest(src));
     free(buf);
@@ -1403,6 +1555,8 @@ int main(void)
         cmocka_unit_test(test_fifo_order),
         cmocka_unit_test(test_prefetch_bound),
         cmocka_unit_test(test_ack_single_and_multiple),
+        cmocka_unit_test(test_settle_exact_tags_spares_unseen_delivery),
+        cmocka_unit_test(test_checkout_retry_replays),
         cmocka_unit_test(test_requeue_redelivered_at_head),
         cmocka_unit_test(test_reject_without_requeue),
         cmocka_unit_test(test_consumer_gone_returns),
