@@ -1,7 +1,6 @@
 /* cluster_map: see cluster_map.h. */
 #include "common/cluster_map.h"
 
-#include <arpa/inet.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,22 +22,20 @@ static int copy_str(char *dst, size_t cap, const char *v)
     return 0;
 }
 
-/* "host:port" with a numeric port; @ipv4: host must be an IPv4 literal
- * (canonical/raft 0.15 takes nothing else). */
-static int addr_ok(const char *v, int ipv4)
+/* "host:port" with a numeric port; the host a literal or a name. Raft
+ * addresses may be names too (raft/transport resolves them on connect) but
+ * no IPv6 (@raft): canonical/raft 0.15 speaks IPv4 only. */
+static int addr_ok(const char *v, int raft)
 {
     const char *colon = v ? strrchr(v, ':') : NULL;
-    char host[CLUSTER_ADDR_MAX];
-    struct in_addr in;
     uint64_t port;
 
-    if (colon == NULL || colon == v || (size_t)(colon - v) >= sizeof(host) ||
+    if (colon == NULL || colon == v || (size_t)(colon - v) >= CLUSTER_ADDR_MAX ||
+        (raft && memchr(v, ':', (size_t)(colon - v)) != NULL) ||
         yamlu_u64(colon + 1, &port) != 0 || port == 0 || port > 65535) {
         return 0;
     }
-    memcpy(host, v, (size_t)(colon - v));
-    host[colon - v] = '\0';
-    return !ipv4 || inet_pton(AF_INET, host, &in) == 1;
+    return 1;
 }
 
 static int load_member(yaml_document_t *doc, yaml_node_t *m,
@@ -68,7 +65,8 @@ static int load_member(yaml_document_t *doc, yaml_node_t *m,
             }
         } else if (strcmp(k, "raft") == 0) {
             if (!addr_ok(v, 1) || copy_str(mb->raft, sizeof(mb->raft), v)) {
-                FAIL("shard %s: raft address '%s' is not an IPv4 a.b.c.d:port",
+                FAIL("shard %s: raft address '%s' is not host:port (IPv4 or "
+                     "a name)",
                      s->name, v);
             }
         } else if (strcmp(k, "rpc") == 0) {

@@ -31,7 +31,7 @@
 
 struct cluster_member {
     uint64_t id;
-    char raft[CLUSTER_ADDR_MAX]; /* IPv4 "a.b.c.d:port" */
+    char raft[CLUSTER_ADDR_MAX]; /* "a.b.c.d:port" or "name:port" */
     char rpc[CLUSTER_ADDR_MAX];  /* "host:port" */
 };
 

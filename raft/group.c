@@ -28,6 +28,7 @@
  * we turn into RGROUP_EUNKNOWN for each command not yet applied here.
  */
 #include "raft/group.h"
+#include "raft/transport.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -492,7 +493,7 @@ static void free_closed_cb(uv_handle_t *h)
     void *data = g->close_data;
 
     raft_uv_close(&g->io);
-    raft_uv_tcp_close(&g->transport);
+    rtransport_release(&g->transport);
     free(g->dir);
     free(g);
     if (cb != NULL) {
@@ -572,37 +573,33 @@ void rgroup_close(struct rgroup *g, rgroup_close_cb cb, void *data)
 
 /* Port 0 (any free port) is allowed only where no peer must reach us: a
  * single-member group. */
+/* "host:port": an IPv4 literal or a DNS name (raft/transport resolves
+ * names on every connect). */
 static int check_address(const char *addr, bool allow_port_zero, char *errmsg,
                          size_t errlen)
 {
-    const char *colon = strrchr(addr, ':');
-    char host[INET_ADDRSTRLEN];
-    struct in_addr in;
-    char *end;
-    unsigned long port;
+    char host[256];
+    int port;
+    size_t i;
 
-    if (colon == NULL || colon == addr ||
-        (size_t)(colon - addr) >= sizeof host) {
+    if (rtransport_split(addr, host, sizeof host, &port) != 0 ||
+        (port == 0 && !allow_port_zero)) {
         snprintf(errmsg, errlen,
-                 "raft address '%s' is not an IPv4 literal 'a.b.c.d:port'",
+                 "raft address '%s' is not 'host:port' (an IPv4 literal or "
+                 "a DNS name, and a port)",
                  addr);
         return -1;
     }
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = '\0';
-    if (inet_pton(AF_INET, host, &in) != 1) {
-        snprintf(errmsg, errlen,
-                 "raft address '%s': '%s' is not an IPv4 literal (raft 0.15 "
-                 "takes no host names or IPv6)",
-                 addr, host);
-        return -1;
-    }
-    errno = 0;
-    port = strtoul(colon + 1, &end, 10);
-    if (colon[1] < '0' || colon[1] > '9' || *end != '\0' || errno != 0 ||
-        (port == 0 && !allow_port_zero) || port > 65535) {
-        snprintf(errmsg, errlen, "raft address '%s': bad port", addr);
-        return -1;
+    for (i = 0; host[i] != '\0'; i++) {
+        char c = host[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_')) {
+            snprintf(errmsg, errlen,
+                     "raft address '%s': '%s' is neither an IPv4 literal nor "
+                     "a host name (raft 0.15 takes no IPv6)",
+                     addr, host);
+            return -1;
+        }
     }
     return 0;
 }
@@ -780,7 +777,7 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
         cfg->max_inflight ? cfg->max_inflight : DEFAULT_MAX_INFLIGHT;
     g->proposer = random_proposer();
 
-    rv = raft_uv_tcp_init(&g->transport, loop);
+    rv = rtransport_init(&g->transport, loop, self_addr);
     if (rv != 0) {
         snprintf(errmsg, errlen, "raft transport: %s (%d)", raft_strerror(rv),
                  rv);
@@ -888,7 +885,7 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
 err_after_io:
     raft_uv_close(&g->io);
 err_after_transport:
-    raft_uv_tcp_close(&g->transport);
+    rtransport_release(&g->transport);
 err_after_alloc:
     free(g->dir);
     free(g);

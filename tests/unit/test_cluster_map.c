@@ -97,8 +97,8 @@ static void test_bad_maps(void **state)
     expect_error("shards:\n  - name: s1\n    weight: 0\n" MEMBERS3("1", "2", "3"),
                  "weight");
     expect_error("shards:\n  - name: s1\n    members:\n"
-                 "      - {id: 1, raft: host:7201, rpc: 127.0.0.1:1}\n",
-                 "IPv4");
+                 "      - {id: 1, raft: '::1:7201', rpc: 127.0.0.1:1}\n",
+                 "raft address");
     expect_error("shards:\n  - name: s1\n    members:\n"
                  "      - {id: 1, raft: 127.0.0.1:7201}\n",
                  "needs id, raft and rpc");

@@ -185,6 +185,9 @@ static bool run_until(struct env *e,
 
 
 
+/* Members' host: an IPv4 literal, or a name raft/transport resolves. */
+static const char *member_host = "127.0.0.1";
+
 static void config(struct env *e,
                    struct rgroup_config *cfg,
                    unsigned i,
@@ -200,7 +203,7 @@ static void config(struct env *e,
     for (k = 0; k < n_members; k++) {
         cfg->members[k].id = k + 1;
         snprintf(cfg->members[k].raft_address,
-                 sizeof cfg->members[k].raft_address, "127.0.0.1:%u",
+                 sizeof cfg->members[k].raft_address, "%s:%u", member_host,
                  e->port0 + k);
     }
     cfg->election_ms = 300;
@@ -627,6 +630,34 @@ static void test_three_members(void **state)
     close_all(e);
 }
 
+/* Members named by host name ("localhost:port", as a compose service or a
+ * StatefulSet pod would be): the transport resolves names on connect, the
+ * group elects, replicates and fails over as with IPv4 literals. */
+static void test_members_by_host_name(void **state)
+{
+    struct env *e = *state;
+    struct sm_want w;
+    int l;
+    int l2;
+
+    member_host = "localhost";
+    start_cluster(e, 7, 0);
+    member_host = "127.0.0.1";
+    l = ready_leader(e);
+    assert_true(l >= 0);
+    submit_and_wait(e, e->n[l].g, 20, 1);
+    w = (struct sm_want){7, 20};
+    assert_true(run_until(e, sm_has, &w, WAIT_MS));
+    close_node(e, (unsigned)l);
+    assert_true(run_until(e, some_ready, NULL, WAIT_MS));
+    l2 = ready_leader(e);
+    assert_true(l2 >= 0 && l2 != l);
+    submit_and_wait(e, e->n[l2].g, 20, 21);
+    w = (struct sm_want){7u & ~(1u << l), 40};
+    assert_true(run_until(e, sm_has, &w, WAIT_MS));
+    close_all(e);
+}
+
 /* The leader loses its quorum: the in-flight command's outcome is unknown,
  * the queued ones were never proposed. */
 static void test_quorum_loss(void **state)
@@ -697,10 +728,10 @@ static void test_bad_config(void **state)
     assert_non_null(strstr(err, "is not a directory"));
 
     snprintf(e->n[0].dir, sizeof e->n[0].dir, "%s/node1", e->root);
-    strcpy(cfg.members[0].raft_address, "localhost:9000");
+    strcpy(cfg.members[0].raft_address, "[::1]:9000");
     assert_null(rgroup_new(&e->loop, &cfg, &fsm, err, sizeof err));
     print_message("    %s\n", err);
-    assert_non_null(strstr(err, "IPv4"));
+    assert_non_null(strstr(err, "IPv6"));
     strcpy(cfg.members[0].raft_address, "127.0.0.1");
     assert_null(rgroup_new(&e->loop, &cfg, &fsm, err, sizeof err));
     print_message("    %s\n", err);
@@ -745,6 +776,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_fails_pending, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_three_members, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_members_by_host_name, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_quorum_loss, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
     };

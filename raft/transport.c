@@ -1,0 +1,256 @@
+/*
+ * rtransport: see transport.h.
+ *
+ *   connect(name:port) --uv_getaddrinfo--> on_resolved --> inner connect
+ *                                           (a.b.c.d:port)  --> raft's cb
+ *   close --> cancel pending lookups (their cbs get RAFT_CANCELED)
+ *         --> inner close --> once both are done, raft's close cb
+ */
+#include "raft/transport.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "common/log.h"
+
+struct lookup {
+    uv_getaddrinfo_t req;
+    struct rtransport *rt;
+    struct raft_uv_connect *connect;
+    raft_id id;
+    int port;
+    raft_uv_connect_cb cb;
+    struct lookup *next;
+};
+
+struct rtransport {
+    struct raft_uv_transport inner;
+    struct raft_uv_transport *outer;
+    uv_loop_t *loop;
+    struct lookup *lookups; /* in flight */
+    bool closing;
+    bool inner_closed;
+    raft_uv_transport_close_cb close_cb;
+};
+
+int rtransport_split(const char *address, char *host, size_t hostlen,
+                     int *port)
+{
+    const char *colon = strrchr(address, ':');
+    char *end;
+    long p;
+
+    if (colon == NULL || colon == address ||
+        (size_t)(colon - address) >= hostlen) {
+        return -1;
+    }
+    p = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || end == colon + 1 || p < 0 || p > 65535) {
+        return -1;
+    }
+    memcpy(host, address, (size_t)(colon - address));
+    host[colon - address] = '\0';
+    *port = (int)p;
+    return 0;
+}
+
+static bool is_ipv4(const char *host)
+{
+    struct in_addr a;
+
+    return inet_pton(AF_INET, host, &a) == 1;
+}
+
+static struct rtransport *of(struct raft_uv_transport *t)
+{
+    return t->impl;
+}
+
+static int t_init(struct raft_uv_transport *t, raft_id id,
+                  const char *address)
+{
+    struct rtransport *rt = of(t);
+
+    rt->inner.data = t->data;
+    return rt->inner.init(&rt->inner, id, address);
+}
+
+static int t_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
+{
+    struct rtransport *rt = of(t);
+
+    /* raft's accept callback finds its io through transport->data */
+    rt->inner.data = t->data;
+    return rt->inner.listen(&rt->inner, cb);
+}
+
+static void unlink_lookup(struct lookup *l)
+{
+    struct lookup **p = &l->rt->lookups;
+
+    while (*p != l) {
+        p = &(*p)->next;
+    }
+    *p = l->next;
+}
+
+static void maybe_closed(struct rtransport *rt)
+{
+    if (rt->closing && rt->inner_closed && rt->lookups == NULL &&
+        rt->close_cb != NULL) {
+        raft_uv_transport_close_cb cb = rt->close_cb;
+
+        rt->close_cb = NULL;
+        cb(rt->outer);
+    }
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status,
+                        struct addrinfo *res)
+{
+    struct lookup *l = req->data;
+    struct rtransport *rt = l->rt;
+    char ip[INET_ADDRSTRLEN];
+    char addr[INET_ADDRSTRLEN + 8];
+    int rv = RAFT_NOCONNECTION;
+
+    unlink_lookup(l);
+    if (rt->closing) {
+        rv = RAFT_CANCELED;
+    } else if (status == 0 && res != NULL &&
+               inet_ntop(AF_INET,
+                         &((struct sockaddr_in *)res->ai_addr)->sin_addr, ip,
+                         sizeof(ip)) != NULL) {
+        snprintf(addr, sizeof(addr), "%s:%d", ip, l->port);
+        rt->inner.data = rt->outer->data;
+        rv = rt->inner.connect(&rt->inner, l->connect, l->id, addr, l->cb);
+        if (rv == 0) {
+            goto out; /* the inner transport calls l->cb */
+        }
+    } else {
+        log_debug("raft transport: cannot resolve peer %llu: %s",
+                  (unsigned long long)l->id,
+                  status ? uv_strerror(status) : "no IPv4 address");
+    }
+    l->cb(l->connect, NULL, rv);
+out:
+    if (res != NULL) {
+        uv_freeaddrinfo(res);
+    }
+    free(l);
+    maybe_closed(rt);
+}
+
+static int t_connect(struct raft_uv_transport *t, struct raft_uv_connect *req,
+                     raft_id id, const char *address, raft_uv_connect_cb cb)
+{
+    struct rtransport *rt = of(t);
+    struct addrinfo hints;
+    struct lookup *l;
+    char host[256];
+    int port;
+    int rv;
+
+    rt->inner.data = t->data;
+    if (rtransport_split(address, host, sizeof(host), &port) != 0 ||
+        is_ipv4(host)) {
+        return rt->inner.connect(&rt->inner, req, id, address, cb);
+    }
+    l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        return RAFT_NOMEM;
+    }
+    l->rt = rt;
+    l->connect = req;
+    l->id = id;
+    l->port = port;
+    l->cb = cb;
+    l->req.data = l;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_INET; /* the inner transport speaks IPv4 only */
+    hints.ai_socktype = SOCK_STREAM;
+    rv = uv_getaddrinfo(rt->loop, &l->req, on_resolved, host, NULL, &hints);
+    if (rv != 0) {
+        free(l);
+        return RAFT_NOCONNECTION;
+    }
+    l->next = rt->lookups;
+    rt->lookups = l;
+    return 0;
+}
+
+static void inner_closed(struct raft_uv_transport *inner)
+{
+    struct rtransport *rt = (struct rtransport *)inner; /* first member */
+
+    rt->inner_closed = true;
+    maybe_closed(rt);
+}
+
+static void t_close(struct raft_uv_transport *t, raft_uv_transport_close_cb cb)
+{
+    struct rtransport *rt = of(t);
+    struct lookup *l;
+
+    rt->closing = true;
+    rt->close_cb = cb;
+    /* A lookup already running in the threadpool cannot be cancelled: its
+     * callback then sees `closing` and reports RAFT_CANCELED. */
+    for (l = rt->lookups; l != NULL; l = l->next) {
+        uv_cancel((uv_req_t *)&l->req);
+    }
+    rt->inner.close(&rt->inner, inner_closed);
+}
+
+int rtransport_init(struct raft_uv_transport *t, uv_loop_t *loop,
+                    const char *address)
+{
+    struct rtransport *rt;
+    char host[256];
+    char bind[300];
+    int port;
+    int rv;
+
+    if (rtransport_split(address, host, sizeof(host), &port) != 0) {
+        return RAFT_INVALID;
+    }
+    rt = calloc(1, sizeof(*rt));
+    if (rt == NULL) {
+        return RAFT_NOMEM;
+    }
+    rv = raft_uv_tcp_init(&rt->inner, loop);
+    if (rv != 0) {
+        free(rt);
+        return rv;
+    }
+    snprintf(bind, sizeof(bind), "%s:%d", is_ipv4(host) ? host : "0.0.0.0",
+             port);
+    rv = raft_uv_tcp_set_bind_address(&rt->inner, bind);
+    if (rv != 0) {
+        raft_uv_tcp_close(&rt->inner);
+        free(rt);
+        return rv;
+    }
+    rt->outer = t;
+    rt->loop = loop;
+    memset(t->errmsg, 0, sizeof(t->errmsg));
+    t->impl = rt;
+    t->init = t_init;
+    t->listen = t_listen;
+    t->connect = t_connect;
+    t->close = t_close;
+    return 0;
+}
+
+void rtransport_release(struct raft_uv_transport *t)
+{
+    struct rtransport *rt = of(t);
+
+    raft_uv_tcp_close(&rt->inner);
+    free(rt);
+}
