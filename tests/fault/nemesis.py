@@ -7,7 +7,8 @@ then the current leader of the workload's Raft group (the cache group "s1"
 for the register workload, the queue group "s1.mq" for the queue workload),
 which is where a fault does the most harm.
 
-Faults (names as they appear in the history and the timeline):
+Faults (names as they appear in the history and the timeline; counts
+append "@leader" to those that hit the leader):
   partition-one       one node cut off from all other nodes
   partition-halves    a random majority (3) / minority (2) split
   partition-bridge    two sides of 2 nodes; the 5th hears both
@@ -101,7 +102,8 @@ class Nemesis(threading.Thread):
             comp.update({i: (b | {bridge}) for i in b})
             comp[bridge] = set(ids)
             lab.partition(comp)
-            return ({"sides": [sorted(a), sorted(b)], "bridge": bridge},
+            return ({"sides": [sorted(a), sorted(b)], "bridge": bridge,
+                     "target": "leader" if leader_variant else "random"},
                     lab.heal_partition)
         if kind == "partition-ring":
             order = ids[:]
@@ -170,8 +172,11 @@ class Nemesis(threading.Thread):
                 kind = self.rng.choice(self.faults)
                 leader_variant = self.rng.random() < 0.5
                 hold = self.rng.uniform(*HOLD_S)
-                name = kind + ("@leader" if leader_variant else "")
                 desc, repair = self._inject(kind, leader_variant)
+                # "@leader" only when the fault did hit the leader (it may
+                # be unknown, and a ring or an all-node fault has no target)
+                name = kind + ("@leader" if desc.get("target") == "leader"
+                               else "")
                 self.counts[name] = self.counts.get(name, 0) + 1
                 self.rec.nemesis("start-" + kind, desc)
                 self.log("nemesis: %s %s for %.1fs" % (name, desc, hold))
