@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,13 +19,21 @@
 
 #include "common/log.h"
 
+/* One connect on its way: raft's request and callback, and ours, handed
+ * to the inner transport, so that the socket can be set up before raft
+ * gets it. */
+struct attempt {
+    struct raft_uv_connect inner_req;
+    struct raft_uv_connect *req;
+    raft_uv_connect_cb cb;
+};
+
 struct lookup {
     uv_getaddrinfo_t req;
     struct rtransport *rt;
-    struct raft_uv_connect *connect;
+    struct attempt *attempt;
     raft_id id;
     int port;
-    raft_uv_connect_cb cb;
     struct lookup *next;
 };
 
@@ -64,6 +73,41 @@ static bool is_ipv4(const char *host)
     struct in_addr a;
 
     return inet_pton(AF_INET, host, &a) == 1;
+}
+
+/* Raft only writes on the connections it opens and never reads them, so a
+ * peer that went away unseen (its container re-created under a new IP, a
+ * host gone) shows up only as writes that are never acknowledged, and TCP
+ * would retransmit them for many minutes before raft reconnects (and
+ * resolves the name again). Give up on unacknowledged data after a few
+ * seconds instead; keepalive finds an idle dead peer. */
+#define USER_TIMEOUT_MS 5000
+
+static void tune_socket(struct uv_stream_s *stream)
+{
+    uv_os_fd_t fd;
+    unsigned timeout = USER_TIMEOUT_MS;
+
+    if (uv_fileno((uv_handle_t *)stream, &fd) != 0) {
+        return;
+    }
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout,
+                     sizeof(timeout));
+    (void)uv_tcp_keepalive((uv_tcp_t *)stream, 1, 5);
+}
+
+static void attempt_done(struct raft_uv_connect *inner_req,
+                         struct uv_stream_s *stream, int status)
+{
+    struct attempt *a = inner_req->data;
+    struct raft_uv_connect *req = a->req;
+    raft_uv_connect_cb cb = a->cb;
+
+    free(a);
+    if (status == 0 && stream != NULL) {
+        tune_socket(stream);
+    }
+    cb(req, stream, status);
 }
 
 static struct rtransport *of(struct raft_uv_transport *t)
@@ -128,16 +172,18 @@ static void on_resolved(uv_getaddrinfo_t *req, int status,
                          sizeof(ip)) != NULL) {
         snprintf(addr, sizeof(addr), "%s:%d", ip, l->port);
         rt->inner.data = rt->outer->data;
-        rv = rt->inner.connect(&rt->inner, l->connect, l->id, addr, l->cb);
+        rv = rt->inner.connect(&rt->inner, &l->attempt->inner_req, l->id,
+                               addr, attempt_done);
         if (rv == 0) {
-            goto out; /* the inner transport calls l->cb */
+            goto out; /* the inner transport calls attempt_done */
         }
     } else {
         log_debug("raft transport: cannot resolve peer %llu: %s",
                   (unsigned long long)l->id,
                   status ? uv_strerror(status) : "no IPv4 address");
     }
-    l->cb(l->connect, NULL, rv);
+    l->attempt->cb(l->attempt->req, NULL, rv);
+    free(l->attempt);
 out:
     if (res != NULL) {
         uv_freeaddrinfo(res);
@@ -151,31 +197,45 @@ static int t_connect(struct raft_uv_transport *t, struct raft_uv_connect *req,
 {
     struct rtransport *rt = of(t);
     struct addrinfo hints;
+    struct attempt *a;
     struct lookup *l;
     char host[256];
     int port;
     int rv;
 
     rt->inner.data = t->data;
+    a = calloc(1, sizeof(*a));
+    if (a == NULL) {
+        return RAFT_NOMEM;
+    }
+    a->req = req;
+    a->cb = cb;
+    a->inner_req.data = a;
     if (rtransport_split(address, host, sizeof(host), &port) != 0 ||
         is_ipv4(host)) {
-        return rt->inner.connect(&rt->inner, req, id, address, cb);
+        rv = rt->inner.connect(&rt->inner, &a->inner_req, id, address,
+                               attempt_done);
+        if (rv != 0) {
+            free(a);
+        }
+        return rv;
     }
     l = calloc(1, sizeof(*l));
     if (l == NULL) {
+        free(a);
         return RAFT_NOMEM;
     }
     l->rt = rt;
-    l->connect = req;
+    l->attempt = a;
     l->id = id;
     l->port = port;
-    l->cb = cb;
     l->req.data = l;
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_INET; /* the inner transport speaks IPv4 only */
     hints.ai_socktype = SOCK_STREAM;
     rv = uv_getaddrinfo(rt->loop, &l->req, on_resolved, host, NULL, &hints);
     if (rv != 0) {
+        free(a);
         free(l);
         return RAFT_NOCONNECTION;
     }

@@ -8,7 +8,10 @@
  * this wrapper resolves the name on every connect (libuv's threadpool, so
  * the loop never blocks) and hands the inner transport "a.b.c.d:port". An
  * IPv4 literal is passed through untouched. Our own listener binds to the
- * literal when the address is one, else to 0.0.0.0 on its port.
+ * literal when the address is one, else to 0.0.0.0 on its port. Outbound
+ * connections give up on data unacknowledged for 5 s (TCP_USER_TIMEOUT,
+ * keepalive): raft never reads them, and without this a peer gone from
+ * under its old IP would hold raft's writes for many minutes.
  *
  * Ownership: the wrapper owns the inner raft_uv_tcp transport; raft owns the
  * calls (init, listen, connect, close) as for any raft_uv_transport, and
