@@ -1,0 +1,235 @@
+#!/usr/bin/python3
+"""The docker-compose topology without a container engine (issue 6,
+done-when 2): the processes the image would start, with the image's start
+command (docker/entrypoint.sh), the compose cluster map and the compose
+host names, each "container" a network namespace with its own UTS host
+name and its own /etc/hosts (ip netns exec mounts /etc/netns/NS/hosts):
+
+    node1 node2 node3   (one shard, map docker/cluster.yaml by name)
+    router1 router2     (memcached 11211, AMQP 5672, users file)
+
+Checked through the routers with real clients: memcached set/get/delete
+(python3-memcache) and an AMQP publish with confirm, get and ack (pika).
+Then node2 is killed and comes back on a new IP address under the same
+name with its data directory (a container re-created with its volume): it
+rejoins its groups and catches up, and the routers go on serving.
+
+Needs root. Cleans up on exit.
+  test_compose_topology.py BUILD_DIR
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(TOP, "tests", "fault"))
+
+from lab import sh  # noqa: E402
+
+NAMES = ["node1", "node2", "node3", "router1", "router2"]
+
+
+class Topology:
+    def __init__(self, build, work):
+        self.build = os.path.abspath(build)
+        self.work = work
+        pid = os.getpid()
+        self.tag = "rqc%x" % (pid % 0xfff)
+        self.net = "10.78.%d" % (pid % 200 + 20)
+        self.bridge = self.tag + "br"
+        self.ips = {n: "%s.%d" % (self.net, 11 + i) for i, n in enumerate(NAMES)}
+        self.procs = {}
+        self.made = []
+
+    def ns(self, name):
+        return "%s%s" % (self.tag, name[0] + name[-1])  # n1..n3, r1, r2
+
+    def up_network(self):
+        sh(["ip", "link", "add", self.bridge, "type", "bridge"])
+        self.made.append(("link", self.bridge))
+        sh(["ip", "addr", "add", self.net + ".1/24", "dev", self.bridge])
+        sh(["ip", "link", "set", self.bridge, "up"])
+        for n in NAMES:
+            self.add_host(n)
+        self.write_hosts()
+
+    def add_host(self, n):
+        ns = self.ns(n)
+        sh(["ip", "netns", "add", ns])
+        self.made.append(("ns", ns))
+        veth = ns + "v"
+        sh(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+            "netns", ns])
+        sh(["ip", "link", "set", veth, "master", self.bridge])
+        sh(["ip", "link", "set", veth, "up"])
+        x = ["ip", "netns", "exec", ns]
+        sh(x + ["ip", "addr", "add", self.ips[n] + "/24", "dev", "eth0"])
+        sh(x + ["ip", "link", "set", "eth0", "up"])
+        sh(x + ["ip", "link", "set", "lo", "up"])
+
+    def write_hosts(self):
+        """Compose's DNS: every service name resolves in every container."""
+        text = "127.0.0.1 localhost\n" + "".join(
+            "%s %s\n" % (ip, n) for n, ip in self.ips.items())
+        for n in NAMES:
+            d = "/etc/netns/%s" % self.ns(n)
+            os.makedirs(d, exist_ok=True)
+            with open(d + "/hosts", "w") as f:
+                f.write(text)
+
+    def start(self, n):
+        """`docker run` of the image's entrypoint with the compose
+        service's environment and host name."""
+        role = "router" if n.startswith("router") else "node"
+        env = dict(os.environ)
+        env.update({
+            "PATH": ":".join([os.path.join(self.build, "node"),
+                              os.path.join(self.build, "router"),
+                              os.path.join(self.build, "tools"),
+                              os.path.join(TOP, "docker"), env["PATH"]]),
+            "RINGMQ_CLUSTER": os.path.join(TOP, "docker", "cluster.yaml"),
+            "RINGMQ_DATA_DIR": os.path.join(self.work, "data", n),
+        })
+        if role == "router":
+            env["RINGMQ_AMQP_USERS"] = os.path.join(TOP, "docker", "amqp-users")
+        log = open(os.path.join(self.work, n + ".log"), "ab")
+        self.procs[n] = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns(n), "unshare", "--uts", "sh", "-c",
+             'hostname "$0" && exec entrypoint.sh "$1"', n, role],
+            env=env, stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT)
+        log.close()
+
+    def kill9(self, n):
+        p = self.procs.pop(n)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+
+    def healthy(self, n):
+        try:
+            with urllib.request.urlopen("http://%s:9100/healthz" % self.ips[n],
+                                        timeout=1) as r:
+                return r.status == 200
+        except Exception:  # noqa: BLE001 - not yet
+            return False
+
+    def wait(self, what, pred, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return
+            time.sleep(0.3)
+        raise AssertionError("timed out waiting for %s (logs in %s)"
+                             % (what, self.work))
+
+    def down(self):
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for kind, name in reversed(self.made):
+            if kind == "ns":
+                sh(["ip", "netns", "del", name], check=False)
+                shutil.rmtree("/etc/netns/%s" % name, ignore_errors=True)
+            else:
+                sh(["ip", "link", "del", name], check=False)
+
+
+def group_status(t, n):
+    out = sh([os.path.join(t.build, "tools", "ringmqctl"), "--node",
+              "%s:7101" % t.ips[n], "--timeout", "1000", "status", "--format",
+              "kv"], check=False).stdout
+    res = {}
+    for line in out.splitlines():
+        kv = dict(x.split("=", 1) for x in line.split() if "=" in x)
+        if "name" in kv:
+            res[kv["name"]] = kv
+    return res
+
+
+def smoke(t, router, key):
+    import memcache
+    import pika
+
+    mc = memcache.Client(["%s:11211" % t.ips[router]], socket_timeout=5)
+    assert mc.set(key, "v-" + key), "memcached set through %s" % router
+    assert mc.get(key) == "v-" + key, "memcached get through %s" % router
+    mc.disconnect_all()
+    params = pika.ConnectionParameters(
+        host=t.ips[router], port=5672,
+        credentials=pika.PlainCredentials("ringmq", "ringmq"),
+        connection_attempts=1, socket_timeout=5, stack_timeout=15,
+        blocked_connection_timeout=15)
+    c = pika.BlockingConnection(params)
+    ch = c.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("smoke", durable=True)
+    ch.basic_publish("", "smoke", key.encode(),
+                     properties=pika.BasicProperties(delivery_mode=2))
+    m, _, body = ch.basic_get("smoke")
+    assert m is not None and body == key.encode(), "AMQP get through %s" % router
+    ch.basic_ack(m.delivery_tag)
+    c.close()
+
+
+def main():
+    if os.geteuid() != 0:
+        print("test_compose_topology: needs root", file=sys.stderr)
+        return 1
+    work = tempfile.mkdtemp(prefix="ringmq-compose-")
+    t = Topology(sys.argv[1], work)
+    ok = False
+    try:
+        t.up_network()
+        # any start order: routers first, then the nodes in reverse
+        for n in ["router2", "router1", "node3", "node2", "node1"]:
+            t.start(n)
+        t.wait("routers healthy", lambda: t.healthy("router1") and
+               t.healthy("router2"), 90)
+        smoke(t, "router1", "a")
+        smoke(t, "router2", "b")
+        print("ok: memcached and AMQP through both routers", flush=True)
+
+        # node2's container is re-created: new IP, same name, same volume
+        t.kill9("node2")
+        x = ["ip", "netns", "exec", t.ns("node2")]
+        sh(x + ["ip", "addr", "del", t.ips["node2"] + "/24", "dev", "eth0"])
+        t.ips["node2"] = t.net + ".99"
+        sh(x + ["ip", "addr", "add", t.ips["node2"] + "/24", "dev", "eth0"])
+        t.write_hosts()
+        smoke(t, "router1", "c")  # a majority serves meanwhile
+        t.start("node2")
+
+        def caught_up():
+            st = group_status(t, "node2")
+            return (len(st) == 3 and
+                    all(g.get("state") in ("follower", "leader") and
+                        g.get("leader_id", "0") != "0" for g in st.values()))
+
+        t.wait("node2 back in its groups", caught_up, 60)
+        smoke(t, "router2", "d")
+        print("ok: node2 rejoined under its name from a new address",
+              flush=True)
+        ok = True
+    finally:
+        t.down()
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print("logs kept in %s" % work, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
