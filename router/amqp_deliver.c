@@ -131,8 +131,12 @@ static int by_shard(const void *a, const void *b)
     return x->tag < y->tag ? -1 : x->tag > y->tag;
 }
 
-/* One broker command per shard naming exactly the shard tags of @st (sorted
- * here). Never "every tag up to": the shard may hold deliveries for this
+/* Tags in one settle command: a multiple ack of a huge unacked window goes
+ * as several (mq_sm takes at most MQ_SM_MAX_TAGS). */
+#define SETTLE_CHUNK 4096
+
+/* One broker command per shard (per SETTLE_CHUNK tags) naming exactly the
+ * shard tags of @st (sorted here). Never "every tag up to": the shard may hold deliveries for this
  * channel that this edge never received (a CHECKOUT whose reply was lost
  * to a timeout or a partition), and a range would settle those unseen -
  * for an ack, a message gone that no client ever got. */
@@ -146,7 +150,7 @@ static void settle_exact(struct chan_op *op, enum mq_sm_cmd_type type,
         struct edge_call *ec = chan_op_call(op, on_settle_done);
         size_t j = i;
 
-        while (j < n && st[j].shard == st[i].shard) {
+        while (j < n && st[j].shard == st[i].shard && j - i < SETTLE_CHUNK) {
             j++;
         }
         ec->bc.kind = AMQP_BROKER_MQ;
