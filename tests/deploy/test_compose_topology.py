@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(TOP, "tests", "fault"))
 
-from lab import sh  # noqa: E402
+from lab import bridge_up, group_status, host_up, sh  # noqa: E402
 
 NAMES = ["node1", "node2", "node3", "router1", "router2"]
 
@@ -51,27 +51,13 @@ class Topology:
         return "%s%s" % (self.tag, name[0] + name[-1])  # n1..n3, r1, r2
 
     def up_network(self):
-        sh(["ip", "link", "add", self.bridge, "type", "bridge"])
         self.made.append(("link", self.bridge))
-        sh(["ip", "addr", "add", self.net + ".1/24", "dev", self.bridge])
-        sh(["ip", "link", "set", self.bridge, "up"])
+        bridge_up(self.bridge, self.net + ".1/24")
         for n in NAMES:
-            self.add_host(n)
+            self.made.append(("ns", self.ns(n)))
+            host_up(self.ns(n), self.ns(n) + "v", self.bridge,
+                    self.ips[n] + "/24")
         self.write_hosts()
-
-    def add_host(self, n):
-        ns = self.ns(n)
-        sh(["ip", "netns", "add", ns])
-        self.made.append(("ns", ns))
-        veth = ns + "v"
-        sh(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0",
-            "netns", ns])
-        sh(["ip", "link", "set", veth, "master", self.bridge])
-        sh(["ip", "link", "set", veth, "up"])
-        x = ["ip", "netns", "exec", ns]
-        sh(x + ["ip", "addr", "add", self.ips[n] + "/24", "dev", "eth0"])
-        sh(x + ["ip", "link", "set", "eth0", "up"])
-        sh(x + ["ip", "link", "set", "lo", "up"])
 
     def write_hosts(self):
         """Compose's DNS: every service name resolves in every container."""
@@ -146,18 +132,6 @@ class Topology:
                 sh(["ip", "link", "del", name], check=False)
 
 
-def group_status(t, n):
-    out = sh([os.path.join(t.build, "tools", "ringmqctl"), "--node",
-              "%s:7101" % t.ips[n], "--timeout", "1000", "status", "--format",
-              "kv"], check=False).stdout
-    res = {}
-    for line in out.splitlines():
-        kv = dict(x.split("=", 1) for x in line.split() if "=" in x)
-        if "name" in kv:
-            res[kv["name"]] = kv
-    return res
-
-
 def smoke(t, router, key):
     import memcache
     import pika
@@ -212,7 +186,8 @@ def main():
         t.start("node2")
 
         def caught_up():
-            st = group_status(t, "node2")
+            st = group_status(os.path.join(t.build, "tools", "ringmqctl"),
+                              "%s:7101" % t.ips["node2"], 1000)
             return (len(st) == 3 and
                     all(g.get("state") in ("follower", "leader") and
                         g.get("leader_id", "0") != "0" for g in st.values()))

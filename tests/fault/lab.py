@@ -83,6 +83,43 @@ def cleanup_stale(prefix="rqf"):
             sh(["ip", "link", "del", name], check=False)
 
 
+def bridge_up(name, ip_cidr):
+    """A bridge in the root namespace with an address (the clients' side)."""
+    sh(["ip", "link", "add", name, "type", "bridge"])
+    sh(["ip", "addr", "add", ip_cidr, "dev", name])
+    sh(["ip", "link", "set", name, "up"])
+
+
+def host_up(ns, veth, bridge, ip_cidr):
+    """A network namespace @ns joined to @bridge by a veth pair (root end
+    @veth, namespace end eth0 with @ip_cidr), loopback up."""
+    sh(["ip", "netns", "add", ns])
+    sh(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+        "netns", ns])
+    sh(["ip", "link", "set", veth, "master", bridge])
+    sh(["ip", "link", "set", veth, "up"])
+    x = ["ip", "netns", "exec", ns]
+    sh(x + ["ip", "addr", "add", ip_cidr, "dev", "eth0"])
+    sh(x + ["ip", "link", "set", "eth0", "up"])
+    sh(x + ["ip", "link", "set", "lo", "up"])
+
+
+def group_status(ctl_bin, rpc_addr, timeout_ms=700):
+    """{group name: {field: value}} as `ringmqctl status --format kv` prints
+    it for the node at @rpc_addr, or {} when it does not answer."""
+    try:
+        r = sh([ctl_bin, "--node", rpc_addr, "--timeout", str(timeout_ms),
+                "status", "--format", "kv"], check=False, timeout=5)
+    except LabError:
+        return {}
+    out = {}
+    for line in r.stdout.splitlines():
+        kv = dict(t.split("=", 1) for t in line.split() if "=" in t)
+        if "name" in kv:
+            out[kv["name"]] = kv
+    return out
+
+
 def faketime_lib():
     for p in FAKETIME_LIBS:
         if os.path.exists(p):
@@ -190,21 +227,11 @@ class Lab:
     # ------------------------------------------------------------- network
 
     def _net_up(self):
-        sh(["ip", "link", "add", self.bridge, "type", "bridge"])
         self._made_bridge = True
-        sh(["ip", "addr", "add", self.client_ip + "/24", "dev", self.bridge])
-        sh(["ip", "link", "set", self.bridge, "up"])
+        bridge_up(self.bridge, self.client_ip + "/24")
         for h in self.hosts:
-            sh(["ip", "netns", "add", h.ns])
             self._made_ns.append(h.ns)
-            sh(["ip", "link", "add", h.veth, "type", "veth", "peer", "name",
-                "eth0", "netns", h.ns])
-            sh(["ip", "link", "set", h.veth, "master", self.bridge])
-            sh(["ip", "link", "set", h.veth, "up"])
-            ns = ["ip", "netns", "exec", h.ns]
-            sh(ns + ["ip", "addr", "add", h.ip + "/24", "dev", "eth0"])
-            sh(ns + ["ip", "link", "set", "eth0", "up"])
-            sh(ns + ["ip", "link", "set", "lo", "up"])
+            host_up(h.ns, h.veth, self.bridge, h.ip + "/24")
             self._apply_filter(h)
 
     def _apply_filter(self, h):
@@ -326,21 +353,8 @@ class Lab:
         raise LabError("cluster not healthy after %ds (logs in %s/logs)"
                        % (timeout, self.dir))
 
-    def group_status(self, h, timeout_ms=700):
-        """{group name: {field: value}} as ringmqctl status --format kv
-        prints it, or {} when the node does not answer."""
-        try:
-            r = sh([self.ctl_bin, "--node", "%s:%d" % (h.ip, RPC_PORT),
-                    "--timeout", str(timeout_ms), "status", "--format", "kv"],
-                   check=False, timeout=5)
-        except LabError:
-            return {}
-        out = {}
-        for line in r.stdout.splitlines():
-            kv = dict(t.split("=", 1) for t in line.split() if "=" in t)
-            if "name" in kv:
-                out[kv["name"]] = kv
-        return out
+    def group_status(self, h):
+        return group_status(self.ctl_bin, "%s:%d" % (h.ip, RPC_PORT))
 
     def leader(self, group):
         """The host whose node is the ready leader of @group, or None. A
