@@ -70,9 +70,11 @@ static int start_amqp(struct router *r, const struct router_config *cfg,
         return -1;
     }
     ac.host = host;
-    memcpy(ac.users, cfg->amqp_users,
-           cfg->n_amqp_users * sizeof(*cfg->amqp_users));
-    ac.n_users = cfg->n_amqp_users;
+    if (cfg->n_amqp_users > 0) {
+        memcpy(ac.users, cfg->amqp_users,
+               cfg->n_amqp_users * sizeof(*cfg->amqp_users));
+        ac.n_users = cfg->n_amqp_users;
+    }
     if (getrandom(&ac.router_id, sizeof(ac.router_id), 0) !=
         (ssize_t)sizeof(ac.router_id)) {
         ac.router_id = (uint64_t)uv_hrtime() ^ (uint64_t)getpid() << 32;
