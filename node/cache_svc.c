@@ -72,8 +72,12 @@ static void fsm_apply(void *data, uint64_t time_ms, const void *cmd, size_t len,
     } else if (op.type == CACHE_OP_GET) {
         /* A linearizable read: it takes effect at its place in the log,
          * which lies between its call and its reply. Only the proposer has
-         * someone to answer; cache_sm_get changes nothing, so the other
-         * replicas skip it and stay alike. */
+         * someone to answer, so only it reads; the other replicas skip the
+         * command. That keeps them alike because cache_sm_get has no side
+         * effects (cache_sm.h: it takes a const sm, does no LRU bump -
+         * eviction follows write order - and no lazy delete of expired
+         * items, which only writes do), and because the read does not move
+         * the sm's clock either: state stays a function of the writes. */
         if (mine != NULL) {
             get_at(svc, time_ms, &op, res);
         }

@@ -1,12 +1,16 @@
 /*
  * Unit tests of node/config: the amqp key and --amqp flag (address, "off",
- * ""), the raft port offsets of the AMQP groups, and the read mode.
+ * ""), the raft port offsets of the AMQP groups, and the read mode (flag
+ * and file key).
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -90,12 +94,76 @@ static void test_read_mode(void **state)
     assert_false(c.linearizable_reads);
 }
 
+/* Write @text to a fresh temporary file; its path goes to @path. */
+static void write_config(char *path, size_t pathlen, const char *text)
+{
+    FILE *fp;
+    int fd;
+
+    snprintf(path, pathlen, "/tmp/ringmq-test-config-XXXXXX");
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fp = fdopen(fd, "w");
+    assert_non_null(fp);
+    assert_true(fputs(text, fp) >= 0);
+    assert_int_equal(fclose(fp), 0);
+}
+
+/* read_mode in the YAML file, and a flag after --config overriding it. */
+static void test_read_mode_file(void **state)
+{
+    struct node_config c;
+    char err[256];
+    char good[64];
+    char bad[64];
+    char *load_good[] = {"ringmq-node", "--config", good};
+    char *load_then_flag[] = {"ringmq-node", "--config", good, "--read-mode",
+                              "leader"};
+    char *flag_then_load[] = {"ringmq-node", "--read-mode", "leader",
+                              "--config", good};
+
+    (void)state;
+    write_config(good, sizeof(good), "standalone: true\n"
+                                     "read_mode: linearizable\n");
+    write_config(bad, sizeof(bad), "read_mode: strict\n");
+
+    node_config_defaults(&c);
+    assert_int_equal(node_config_load(&c, good, err, sizeof(err)), 0);
+    assert_true(c.linearizable_reads);
+
+    node_config_defaults(&c);
+    assert_int_equal(node_config_parse_args(&c, 3, load_good, err,
+                                            sizeof(err)),
+                     0);
+    assert_true(c.linearizable_reads);
+    assert_int_equal(node_config_parse_args(&c, 5, load_then_flag, err,
+                                            sizeof(err)),
+                     0);
+    assert_false(c.linearizable_reads);
+    assert_int_equal(node_config_parse_args(&c, 5, flag_then_load, err,
+                                            sizeof(err)),
+                     0);
+    assert_true(c.linearizable_reads);
+
+    /* An unknown mode is an error that names the file, key and value. */
+    node_config_defaults(&c);
+    assert_int_equal(node_config_load(&c, bad, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, bad));
+    assert_non_null(strstr(err, "read_mode 'strict'"));
+    assert_non_null(strstr(err, "expected leader or linearizable"));
+    assert_false(c.linearizable_reads);
+
+    unlink(good);
+    unlink(bad);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_amqp_flag),
         cmocka_unit_test(test_raft_port_offset),
         cmocka_unit_test(test_read_mode),
+        cmocka_unit_test(test_read_mode_file),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
