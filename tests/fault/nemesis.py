@@ -61,6 +61,13 @@ class Nemesis(threading.Thread):
                 return h, "leader"
         return self.rng.choice(self.lab.hosts), "random"
 
+    def _pick_targets(self, leader_variant):
+        """([hosts], how) for faults that hit one node or every node."""
+        if self.rng.random() < 0.5:
+            return self.lab.hosts, "all"
+        h, how = self._pick_target(leader_variant)
+        return [h], how
+
     def _others(self, h):
         return [o.i for o in self.lab.hosts if o is not h]
 
@@ -123,12 +130,7 @@ class Nemesis(threading.Thread):
             return {"node": h.name, "target": how}, h.node.resume
         if kind == "loss":
             pct = rng.randint(10, 40)
-            if rng.random() < 0.5:
-                targets = lab.hosts
-                how = "all"
-            else:
-                h, how = self._pick_target(leader_variant)
-                targets = [h]
+            targets, how = self._pick_targets(leader_variant)
             for h in targets:
                 lab.set_loss(h, pct)
 
@@ -139,12 +141,7 @@ class Nemesis(threading.Thread):
                     "target": how}, repair
         if kind == "delay":
             ms, jitter = rng.randint(50, 300), rng.randint(0, 50)
-            if rng.random() < 0.5:
-                targets = lab.hosts
-                how = "all"
-            else:
-                h, how = self._pick_target(leader_variant)
-                targets = [h]
+            targets, how = self._pick_targets(leader_variant)
             for h in targets:
                 lab.start_delay(h, ms, jitter)
 

@@ -221,24 +221,40 @@ def declare_queue(ip):
         c.close()
 
 
-class Publisher(ClientBase):
-    counter = itertools.count(1)
-    counter_lock = threading.Lock()
+class AmqpClient(ClientBase):
+    """A pika client that reconnects after an error until told to stop."""
 
-    def next_value(self):
-        with Publisher.counter_lock:
-            return next(Publisher.counter)
+    new_process_on_error = True
 
     def run(self):
         try:
             while not self.stop.is_set():
                 try:
                     self._session()
-                except (pex.AMQPError, OSError) as e:  # noqa: PERF203
-                    _ = e
+                except (pex.AMQPError, OSError):  # noqa: PERF203
+                    if self.new_process_on_error:
+                        self.crashed()
                     time.sleep(0.2)
         except Exception as e:  # noqa: BLE001 - reported by the runner
             self.error = e
+
+    @staticmethod
+    def _close(c):
+        try:
+            c.close()
+        except Exception:  # noqa: BLE001 - already broken
+            pass
+
+
+class Publisher(AmqpClient):
+    # the operation cut off was recorded as info, which moved on already
+    new_process_on_error = False
+    counter = itertools.count(1)
+    counter_lock = threading.Lock()
+
+    def next_value(self):
+        with Publisher.counter_lock:
+            return next(Publisher.counter)
 
     def _session(self):
         c = pika.BlockingConnection(amqp_params(self.ip))
@@ -266,24 +282,10 @@ class Publisher(ClientBase):
                 self.rec.complete(self.process, "ok", "enqueue", v)
                 time.sleep(self.rng.uniform(0, 0.01))
         finally:
-            try:
-                c.close()
-            except Exception:  # noqa: BLE001 - already broken
-                pass
+            self._close(c)
 
 
-class Consumer(ClientBase):
-    def run(self):
-        try:
-            while not self.stop.is_set():
-                try:
-                    self._session()
-                except (pex.AMQPError, OSError):  # noqa: PERF203
-                    self.crashed()
-                    time.sleep(0.2)
-        except Exception as e:  # noqa: BLE001 - reported by the runner
-            self.error = e
-
+class Consumer(AmqpClient):
     def _session(self):
         c = pika.BlockingConnection(amqp_params(self.ip))
         try:
@@ -300,10 +302,7 @@ class Consumer(ClientBase):
             while not self.stop.is_set():
                 c.process_data_events(time_limit=0.2)
         finally:
-            try:
-                c.close()
-            except Exception:  # noqa: BLE001 - already broken
-                pass
+            self._close(c)
 
 
 def drain(rec, process, ips, idle_s=5.0, timeout_s=120.0, log=print):
