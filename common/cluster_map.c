@@ -30,7 +30,7 @@ static int addr_ok(const char *v, int raft)
     const char *colon = v ? strrchr(v, ':') : NULL;
     uint64_t port;
 
-    if (colon == NULL || colon == v || (size_t)(colon - v) >= CLUSTER_ADDR_MAX ||
+    if (colon == NULL || colon == v || (size_t)(colon - v) > CLUSTER_HOST_MAX ||
         (raft && memchr(v, ':', (size_t)(colon - v)) != NULL) ||
         yamlu_u64(colon + 1, &port) != 0 || port == 0 || port > 65535) {
         return 0;
@@ -74,12 +74,24 @@ static int load_member(yaml_document_t *doc, yaml_node_t *m,
                 FAIL("shard %s: rpc address '%s' is not host:port", s->name,
                      v);
             }
+        } else if (strcmp(k, "join") == 0) {
+            if (strcmp(v, "true") == 0) {
+                mb->join = 1;
+            } else if (strcmp(v, "false") != 0) {
+                FAIL("shard %s: member join '%s' is not true or false",
+                     s->name, v);
+            }
         } else {
             FAIL("shard %s: unknown member key '%s'", s->name, k);
         }
     }
     if (mb->id == 0 || mb->raft[0] == '\0' || mb->rpc[0] == '\0') {
         FAIL("shard %s: every member needs id, raft and rpc", s->name);
+    }
+    if (mb->join && s->n_members == 0) {
+        FAIL("shard %s: the first member cannot join: a group starts from "
+             "members without join",
+             s->name);
     }
     s->n_members++;
     return 0;
@@ -344,4 +356,24 @@ const struct cluster_router *cluster_map_router(const struct cluster_map *map,
         }
     }
     return NULL;
+}
+
+int cluster_raft_port_offset(const char *addr, int delta, char *out,
+                             size_t outlen)
+{
+    const char *colon = addr != NULL ? strrchr(addr, ':') : NULL;
+    uint64_t port;
+
+    if (colon == NULL || colon == addr || yamlu_u64(colon + 1, &port) != 0 ||
+        port > 65535) {
+        return -1;
+    }
+    if (port != 0) {
+        port += (uint64_t)(int64_t)delta;
+    }
+    if (port > 65535 || snprintf(out, outlen, "%.*s:%d", (int)(colon - addr),
+                                 addr, (int)port) >= (int)outlen) {
+        return -1;
+    }
+    return 0;
 }

@@ -8,6 +8,7 @@
  *       weight: 1                  # share of the key space (ketama points)
  *       members:                   # a Raft group: 1, 3 or 5 storage nodes
  *         - {id: 1, raft: 127.0.0.1:7201, rpc: 127.0.0.1:7101}
+ *         - {id: 4, raft: ..., rpc: ..., join: true}  # added later
  *   routers:
  *     - {name: r1, memcached: 127.0.0.1:11211, http: 127.0.0.1:9101}
  *
@@ -27,12 +28,17 @@
 #define CLUSTER_MAX_MEMBERS 9
 #define CLUSTER_MAX_ROUTERS 32
 #define CLUSTER_NAME_MAX 64
-#define CLUSTER_ADDR_MAX 64
+/* "host:port" with a DNS name (253) and a 5-digit port, and the NUL */
+#define CLUSTER_HOST_MAX 253
+#define CLUSTER_ADDR_MAX 264
 
 struct cluster_member {
     uint64_t id;
     char raft[CLUSTER_ADDR_MAX]; /* "a.b.c.d:port" or "name:port" */
     char rpc[CLUSTER_ADDR_MAX];  /* "host:port" */
+    /* Added to a running group (docs/cluster.md#membership): a pristine
+     * replica waits to be added instead of bootstrapping. */
+    int join;
 };
 
 struct cluster_shard {
@@ -70,5 +76,12 @@ const struct cluster_member *cluster_shard_member(
 /* The router named @name, or NULL. */
 const struct cluster_router *cluster_map_router(const struct cluster_map *map,
                                                 const char *name);
+
+/* The raft address of the member's group at @addr's port + @delta: the
+ * shard's queue group "<shard>.mq" listens at +1, the "meta" group at +2
+ * (port 0 stays 0: an ephemeral port for a single-member group). 0, or -1
+ * if @addr is malformed or the port leaves 0..65535. */
+int cluster_raft_port_offset(const char *addr, int delta, char *out,
+                             size_t outlen);
 
 #endif

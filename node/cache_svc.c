@@ -261,6 +261,11 @@ bool cache_svc_is_leader(const struct cache_svc *svc)
     return rgroup_is_leader(svc->group);
 }
 
+struct rgroup *cache_svc_group(struct cache_svc *svc)
+{
+    return svc->group;
+}
+
 static void group_closed(void *data)
 {
     struct cache_svc *svc = data;

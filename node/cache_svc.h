@@ -54,6 +54,9 @@ const char *cache_svc_name(const struct cache_svc *svc);
 uint64_t cache_svc_leader_id(const struct cache_svc *svc);
 /* This replica is the leader and serves reads and writes. */
 bool cache_svc_is_leader(const struct cache_svc *svc);
+/* The service's Raft group, for membership changes and the member list
+ * (node_rpc). Valid until cache_svc_close(). */
+struct rgroup *cache_svc_group(struct cache_svc *svc);
 
 /* Stop the group; pending calls complete with CACHE_UNAVAILABLE. Freed
  * before @cb runs. */

@@ -695,11 +695,13 @@ static int groups_from_cluster(struct node_config *c, char *err,
         if (add_group(c, sh->name, err, errlen) != 0) {
             return -1;
         }
+        c->groups[c->n_groups - 1].join = me->join;
         for (i = 0; i < sh->n_members; i++) {
             if (add_member(c, sh->members[i].id, sh->members[i].raft,
                            sh->members[i].rpc, err, errlen) != 0) {
                 return -1;
             }
+            c->groups[c->n_groups - 1].members[i].join = sh->members[i].join;
         }
     }
     if (c->n_groups == 0) {
@@ -780,37 +782,30 @@ void node_config_group(const struct node_config *c, unsigned g,
     out->name = gc->name;
     out->id = c->id;
     out->dir = dir;
+    /* A replica that joins is never bootstrapped: its members only give
+     * its own address. The others bootstrap (on a pristine directory)
+     * with the members that were not added later: the group's first
+     * configuration, the same on every one of them. */
+    out->join = gc->join;
     for (i = 0; i < gc->n_members; i++) {
-        out->members[i].id = gc->members[i].id;
-        snprintf(out->members[i].raft_address,
-                 sizeof(out->members[i].raft_address), "%s",
+        struct rgroup_member *m = &out->members[out->n_members];
+
+        if (gc->members[i].join && !gc->join) {
+            continue;
+        }
+        m->id = gc->members[i].id;
+        snprintf(m->raft_address, sizeof(m->raft_address), "%s",
                  gc->members[i].raft);
+        out->n_members++;
     }
-    out->n_members = gc->n_members;
     out->election_ms = c->election_ms;
     out->heartbeat_ms = c->heartbeat_ms;
     out->snapshot_threshold = c->snapshot_threshold;
     out->snapshot_trailing = c->snapshot_trailing;
 }
 
-int node_config_raft_port_offset(const char *addr, int delta, char *out,
-                                 size_t outlen)
-{
-    char host[NODE_ADDR_MAX];
-    int port;
-
-    if (node_config_split_addr(addr, host, sizeof(host), &port) != 0) {
-        return -1;
-    }
-    if (port != 0) {
-        port += delta;
-    }
-    if (port < 0 || port > 65535 ||
-        snprintf(out, outlen, "%s:%d", host, port) >= (int)outlen) {
-        return -1;
-    }
-    return 0;
-}
+_Static_assert(NODE_ADDR_MAX <= RGROUP_ADDR_MAX,
+               "a member address must fit a raft group member");
 
 const char *node_config_member_rpc(const struct node_config *c, unsigned g,
                                    uint64_t id)

@@ -21,18 +21,20 @@
 #include "raft/group.h"
 
 #define NODE_MAX_GROUPS 16
-#define NODE_ADDR_MAX 64
+#define NODE_ADDR_MAX CLUSTER_ADDR_MAX
 
 struct node_member {
     uint64_t id;
-    char raft[NODE_ADDR_MAX]; /* IPv4 "a.b.c.d:port" of its Raft transport */
+    char raft[NODE_ADDR_MAX]; /* "host:port" of its Raft transport */
     char rpc[NODE_ADDR_MAX];  /* "host:port" of its RPC listener, or "" */
+    bool join;                /* added to the running group (the map's join) */
 };
 
 struct node_group_config {
     char name[64];
     struct node_member members[RGROUP_MAX_MEMBERS];
     unsigned n_members;
+    bool join; /* this node's replica joins (rgroup_config.join) */
 };
 
 struct node_config {
@@ -90,13 +92,6 @@ const char *node_config_member_rpc(const struct node_config *c, unsigned g,
                                    uint64_t id);
 
 void node_config_usage(FILE *f);
-
-/* @addr "a.b.c.d:P" with the port moved by @delta into @out (port 0 stays
- * 0: an ephemeral port for a single-member group). 0, or -1 if @addr is
- * malformed or the port leaves 0..65535. The AMQP groups listen next to the
- * cache group: "<shard>.mq" at P+1, "meta" at P+2 (docs/cluster.md). */
-int node_config_raft_port_offset(const char *addr, int delta, char *out,
-                                 size_t outlen);
 
 /* "host:port" -> parts. 0 or -1. */
 int node_config_split_addr(const char *addr, char *host, size_t hostlen,

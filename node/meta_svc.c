@@ -335,6 +335,11 @@ uint64_t meta_svc_leader_id(const struct meta_svc *svc)
     return rgroup_leader_id(svc->sh.group);
 }
 
+struct rgroup *meta_svc_group(struct meta_svc *svc)
+{
+    return svc->sh.group;
+}
+
 bool meta_svc_is_leader(const struct meta_svc *svc)
 {
     return !svc->sh.closing && rgroup_is_leader(svc->sh.group);

@@ -86,6 +86,8 @@ void meta_svc_status(struct meta_svc *svc, struct meta_svc_status *out);
 const char *meta_svc_name(const struct meta_svc *svc);
 uint64_t meta_svc_leader_id(const struct meta_svc *svc);
 bool meta_svc_is_leader(const struct meta_svc *svc);
+/* The meta group (membership, member list). Valid until meta_svc_close(). */
+struct rgroup *meta_svc_group(struct meta_svc *svc);
 
 /* Stop: watches complete with CLOSING at once, queued and in-flight calls
  * with CLOSING or UNAVAILABLE. Freed before @cb runs. Call once. */

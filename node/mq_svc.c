@@ -874,6 +874,11 @@ uint64_t mq_svc_leader_id(const struct mq_svc *svc)
     return rgroup_leader_id(svc->sh.group);
 }
 
+struct rgroup *mq_svc_group(struct mq_svc *svc)
+{
+    return svc->sh.group;
+}
+
 bool mq_svc_is_leader(struct mq_svc *svc)
 {
     leader_check(svc);

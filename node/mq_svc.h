@@ -144,6 +144,8 @@ const char *mq_svc_name(const struct mq_svc *svc);
 uint64_t mq_svc_leader_id(const struct mq_svc *svc);
 /* Ready leader that has submitted its era command: submits are accepted. */
 bool mq_svc_is_leader(struct mq_svc *svc);
+/* The queue group (membership, member list). Valid until mq_svc_close(). */
+struct rgroup *mq_svc_group(struct mq_svc *svc);
 /* Leader, and the era command of this leadership (LEADER_CHANGED or
  * BOOT) has been applied: O(1), for the edge's hot path. */
 bool mq_svc_ready(struct mq_svc *svc);

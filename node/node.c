@@ -182,16 +182,19 @@ static int amqp_group_config(struct node *n, unsigned g, const char *name,
     }
     rc->name = name;
     rc->dir = dir;
-    for (i = 0; i < gc->n_members; i++) {
-        if (node_config_raft_port_offset(
-                gc->members[i].raft, delta, rc->members[i].raft_address,
-                sizeof(rc->members[i].raft_address)) != 0) {
+    for (i = 0; i < rc->n_members; i++) {
+        char *addr = rc->members[i].raft_address;
+        char moved[RGROUP_ADDR_MAX];
+
+        if (cluster_raft_port_offset(addr, delta, moved, sizeof(moved)) !=
+            0) {
             snprintf(err, errlen,
                      "group %s: member %s: no room for the AMQP group port "
                      "+%d",
-                     gc->name, gc->members[i].raft, delta);
+                     gc->name, addr, delta);
             return -1;
         }
+        memcpy(addr, moved, sizeof(moved));
     }
     return 0;
 }

@@ -1,6 +1,7 @@
 /* node_rpc: see node_rpc.h. */
 #include "node/node_rpc.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -218,12 +219,61 @@ static unsigned status_amqp(struct node_rpc *r, Ringmq__GroupStatus *gs,
     return n;
 }
 
+/* One group's configuration as RaftMember messages (strings point into
+ * info). */
+struct members_pb {
+    struct rgroup_member_info info[RGROUP_MAX_MEMBERS];
+    Ringmq__RaftMember pb[RGROUP_MAX_MEMBERS];
+    Ringmq__RaftMember *ptr[RGROUP_MAX_MEMBERS];
+};
+
+static void fill_members(struct rgroup *g, Ringmq__GroupStatus *gs,
+                         struct members_pb *m)
+{
+    unsigned n = rgroup_members(g, m->info, RGROUP_MAX_MEMBERS);
+    unsigned i;
+
+    if (n > RGROUP_MAX_MEMBERS) {
+        n = RGROUP_MAX_MEMBERS;
+    }
+    for (i = 0; i < n; i++) {
+        ringmq__raft_member__init(&m->pb[i]);
+        m->pb[i].id = m->info[i].id;
+        m->pb[i].raft = m->info[i].raft_address;
+        m->pb[i].role = (char *)m->info[i].role;
+        m->ptr[i] = &m->pb[i];
+    }
+    gs->n_members = n;
+    gs->members = m->ptr;
+}
+
+/* The group named @name here (cache, "<shard>.mq" or "meta"), or NULL. */
+static struct rgroup *group_by_name(struct node_rpc *r, const char *name)
+{
+    unsigned i;
+    int g = find_group(r, name);
+
+    if (g >= 0) {
+        return cache_svc_group(r->groups[g]);
+    }
+    for (i = 0; i < r->n_mq && name != NULL; i++) {
+        if (strcmp(mq_svc_name(r->mq[i]), name) == 0) {
+            return mq_svc_group(r->mq[i]);
+        }
+    }
+    if (r->meta != NULL && name != NULL && strcmp(name, "meta") == 0) {
+        return meta_svc_group(r->meta);
+    }
+    return NULL;
+}
+
 static void handle_status(struct node_rpc *r, struct rpc_server_req *req)
 {
     Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
     Ringmq__StatusReply reply = RINGMQ__STATUS_REPLY__INIT;
     Ringmq__GroupStatus gs[2 * NODE_MAX_GROUPS + 1];
     Ringmq__GroupStatus *gsp[2 * NODE_MAX_GROUPS + 1];
+    struct members_pb *members;
     unsigned g;
 
     for (g = 0; g < r->n_groups; g++) {
@@ -258,6 +308,14 @@ static void handle_status(struct node_rpc *r, struct rpc_server_req *req)
     g = r->n_groups;
     g += status_amqp(r, gs + g, gsp + g,
                      (unsigned)(sizeof(gs) / sizeof(gs[0])) - g);
+    members = xcalloc(g > 0 ? g : 1, sizeof(*members));
+    for (unsigned i = 0; i < g; i++) {
+        struct rgroup *rg = group_by_name(r, gs[i].name);
+
+        if (rg != NULL) {
+            fill_members(rg, &gs[i], &members[i]);
+        }
+    }
     reply.node_id = r->cfg->id;
     reply.n_groups = g;
     reply.groups = gsp;
@@ -265,6 +323,7 @@ static void handle_status(struct node_rpc *r, struct rpc_server_req *req)
     resp.body_case = RINGMQ__RPC_RESPONSE__BODY_STATUS;
     resp.status = &reply;
     rpc_server_reply(req, &resp);
+    free(members);
 }
 
 /* ---- AMQP: queue groups, the meta group -------------------------------- */
@@ -605,6 +664,120 @@ void node_rpc_set_amqp(struct node_rpc *r, struct mq_svc *const *mq,
     }
 }
 
+/* ---- membership -------------------------------------------------------- */
+
+struct rpc_member_call {
+    struct node_rpc *rpc;
+    struct rpc_server_req *req;
+    uint64_t id;
+    char group[CLUSTER_NAME_MAX + 8];
+};
+
+static void reply_member_status(struct node_rpc *r, struct rpc_server_req *req,
+                                const char *group, struct rgroup *g,
+                                uint64_t id, int status)
+{
+    char why[CLUSTER_NAME_MAX + 320];
+
+    switch (status) {
+    case RGROUP_OK:
+        reply_code(req, RINGMQ__RPC_CODE__RPC_OK, NULL);
+        return;
+    case RGROUP_ENOTLEADER:
+        reply_not_leader(r, req, group, rgroup_leader_id(g));
+        return;
+    case RGROUP_ESELF:
+        /* the leader is handing over: no hint yet, ask again */
+        reply_code(req, RINGMQ__RPC_CODE__RPC_NOT_LEADER,
+                   "this leader is the member to remove: leadership is "
+                   "moving to another voter; ask the next leader");
+        return;
+    case RGROUP_EBUSY:
+        snprintf(why, sizeof(why),
+                 "another membership change of group %s is in progress",
+                 group);
+        break;
+    case RGROUP_ECATCHUP:
+        snprintf(why, sizeof(why),
+                 "member %" PRIu64 " of group %s did not catch up: is its "
+                 "node running (with join: true in its map) and reachable "
+                 "at its raft address? It stays a spare until added again "
+                 "or removed",
+                 id, group);
+        break;
+    case RGROUP_EINVAL:
+        reply_code(req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST,
+                   "refused: the id or the address belongs to another "
+                   "member, or it is the last voter (this node's log says "
+                   "which)");
+        return;
+    case RGROUP_ECLOSING:
+        snprintf(why, sizeof(why), "group %s is closing", group);
+        break;
+    default:
+        snprintf(why, sizeof(why),
+                 "leadership lost or closing: the change to member %" PRIu64
+                 " may or may not have happened; ask again",
+                 id);
+        break;
+    }
+    reply_code(req, RINGMQ__RPC_CODE__RPC_UNAVAILABLE, why);
+}
+
+static void member_done(void *data, int status)
+{
+    struct rpc_member_call *c = data;
+
+    /* it was proposed: whatever happened to leadership since, the outcome
+     * is unknown */
+    if (status == RGROUP_ENOTLEADER || status == RGROUP_ESELF) {
+        status = RGROUP_EUNKNOWN;
+    }
+    reply_member_status(c->rpc, c->req, c->group, NULL, c->id, status);
+    free(c);
+}
+
+static void handle_member(struct node_rpc *r, struct rpc_server_req *req,
+                          const Ringmq__RpcRequest *msg)
+{
+    const Ringmq__MemberChange *mc = msg->member;
+    struct rgroup *g = group_by_name(r, msg->group);
+    struct rpc_member_call *c;
+    int rv;
+
+    if (g == NULL) {
+        reply_code(req, RINGMQ__RPC_CODE__RPC_NO_GROUP, "no such group here");
+        return;
+    }
+    if (mc->id == 0 ||
+        (mc->op == RINGMQ__MEMBER_CHANGE__OP__ADD_VOTER &&
+         (mc->raft == NULL || mc->raft[0] == '\0')) ||
+        (mc->op != RINGMQ__MEMBER_CHANGE__OP__ADD_VOTER &&
+         mc->op != RINGMQ__MEMBER_CHANGE__OP__REMOVE)) {
+        reply_code(req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST,
+                   "a member change needs an op, an id and (to add) a raft "
+                   "address");
+        return;
+    }
+    c = xcalloc(1, sizeof(*c));
+    c->rpc = r;
+    c->req = req;
+    c->id = mc->id;
+    snprintf(c->group, sizeof(c->group), "%s", msg->group);
+    if (mc->op == RINGMQ__MEMBER_CHANGE__OP__ADD_VOTER) {
+        log_info("rpc: group %s: add member %" PRIu64 " at %s", msg->group,
+                 mc->id, mc->raft);
+        rv = rgroup_add_voter(g, mc->id, mc->raft, member_done, c);
+    } else {
+        log_info("rpc: group %s: remove member %" PRIu64, msg->group, mc->id);
+        rv = rgroup_remove_member(g, mc->id, member_done, c);
+    }
+    if (rv != RGROUP_OK) {
+        free(c);
+        reply_member_status(r, req, msg->group, g, mc->id, rv);
+    }
+}
+
 static void on_request(void *data, struct rpc_server_req *req,
                        const Ringmq__RpcRequest *msg)
 {
@@ -625,6 +798,9 @@ static void on_request(void *data, struct rpc_server_req *req,
         break;
     case RINGMQ__RPC_REQUEST__BODY_META_WATCH:
         handle_meta_watch(r, req, msg);
+        break;
+    case RINGMQ__RPC_REQUEST__BODY_MEMBER:
+        handle_member(r, req, msg);
         break;
     default:
         reply_code(req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST, "empty request");

@@ -28,6 +28,7 @@
  * we turn into RGROUP_EUNKNOWN for each command not yet applied here.
  */
 #include "raft/group.h"
+#include "raft/group_priv.h"
 #include "raft/transport.h"
 
 #include <arpa/inet.h>
@@ -49,9 +50,6 @@
 #include "common/log.h"
 #include "raft/fsm.h"
 
-#define RGROUP_CONTAINER_OF(ptr, type, member) \
-    ((type *)((char *)(ptr)-offsetof(type, member)))
-
 #define DEFAULT_ELECTION_MS 1000u
 #define DEFAULT_HEARTBEAT_MS 100u
 #define DEFAULT_SNAPSHOT_THRESHOLD 1024u
@@ -59,81 +57,9 @@
 #define DEFAULT_MAX_ENTRY_BYTES ((size_t)4 << 20)
 #define DEFAULT_MAX_INFLIGHT 16u
 
-/* A list of commands that complete together: an in-flight batch, or (on the
- * done list only) a set of queued commands being failed. */
-struct rgroup_batch {
-    struct raft_apply req; /* in flight: raft's request */
-    struct rgroup *g;
-    uint64_t seq;
-    struct rgroup_cmd *head; /* cmds linked by ->next, submission order */
-    size_t n;
-    bool applied; /* the fsm applied it here with mine = these cmds */
-    int status;   /* on the done list */
-    struct rgroup_batch *prev, *next;
-};
-
-struct rgroup_barrier {
-    struct raft_barrier req;
-    struct rgroup *g;
-    uint64_t epoch;
-};
-
-struct rgroup {
-    uv_loop_t *loop;
-    char name[64];
-    char *dir;
-    uint64_t id;
-    struct raft_uv_transport transport;
-    struct raft_io io;
-    struct raft raft;
-    struct rfsm fsm;
-
-    uv_prepare_t prepare;
-    uv_check_t check;
-    uv_idle_t idle;
-    bool handles_init;
-    unsigned handles_open;
-
-    size_t max_entry_bytes;
-    unsigned max_inflight;
-    uint64_t proposer; /* random per process lifetime */
-    uint64_t seq;      /* last batch sequence number used */
-
-    struct rgroup_cmd *q_head, *q_tail; /* submitted, not yet proposed */
-    size_t q_len;
-    struct rgroup_batch *fl_head, *fl_tail; /* raft_apply in flight */
-    unsigned n_inflight;
-    struct rgroup_batch *done_head, *done_tail; /* callbacks to deliver */
-
-    bool leading;        /* raft_state was LEADER at the last poll */
-    bool ready;          /* leading and the epoch's barrier completed */
-    bool barrier_needed; /* leading, barrier not issued yet */
-    uint64_t lead_term;
-    uint64_t lead_epoch; /* bumped on every leadership gain and loss */
-    uint64_t known_leader, known_leader_term;
-
-    uint64_t batches_proposed, cmds_proposed, leader_changes;
-
-    bool closing;
-    bool raft_closed;
-    /* libraft 0.15 can fire the raft_io close callback twice (its
-     * uvMaybeFireCloseCb has no once-guard; upstream c042b4e added one and
-     * was reverted): the second call frees raft's address and log again, or
-     * reads a freed group. io_close_wrap lets only the first through, and
-     * the io, transport and group are released one loop turn after raft
-     * reported closed (free_timer), when its close callbacks have run. */
-    void (*io_close)(struct raft_io *io, raft_io_close_cb cb);
-    raft_io_close_cb raft_io_close_cb;
-    bool io_closed;
-    uv_timer_t free_timer;
-    rgroup_close_cb close_cb;
-    void *close_data;
-};
-
 /* ------------------------------------------------------------------------ */
 /* Lists and completion                                                     */
 
-static void update_idle(struct rgroup *g);
 static void idle_cb(uv_idle_t *h);
 static void lose_leadership(struct rgroup *g);
 
@@ -148,7 +74,7 @@ static void push_done(struct rgroup *g, struct rgroup_batch *b, int status)
         g->done_head = b;
     }
     g->done_tail = b;
-    update_idle(g);
+    rgroup_update_idle(g);
 }
 
 /* Fire the callbacks of every completed command, oldest first. Callbacks may
@@ -229,12 +155,12 @@ static bool flushable(const struct rgroup *g)
            g->n_inflight < g->max_inflight;
 }
 
-static void update_idle(struct rgroup *g)
+void rgroup_update_idle(struct rgroup *g)
 {
     if (!g->handles_init || g->closing) {
         return;
     }
-    if (flushable(g) || g->done_head != NULL) {
+    if (flushable(g) || g->done_head != NULL || g->change_ready) {
         uv_idle_start(&g->idle, idle_cb);
     } else {
         uv_idle_stop(&g->idle);
@@ -440,13 +366,14 @@ static void process(struct rgroup *g)
 {
     if (!g->closing) {
         poll_state(g);
+        rgroup_member_process(g);
     }
     deliver(g);
     if (!g->closing) {
         flush(g);
         deliver(g);
     }
-    update_idle(g);
+    rgroup_update_idle(g);
 }
 
 static void prepare_cb(uv_prepare_t *h)
@@ -517,6 +444,7 @@ static void finish(struct rgroup *g)
     }
     fail_queue(g, RGROUP_ECLOSING);
     deliver(g);
+    rgroup_member_close(g);
     /* raft may still run close callbacks of this turn against io and
      * transport: release them (and us) on a later turn */
     uv_timer_init(g->loop, &g->free_timer);
@@ -810,14 +738,14 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
     }
 
     raft_configuration_init(&conf);
-    for (i = 0; i < cfg->n_members; i++) {
+    for (i = 0; i < cfg->n_members && !cfg->join; i++) {
         rv = raft_configuration_add(&conf, cfg->members[i].id,
                                     cfg->members[i].raft_address, RAFT_VOTER);
         if (rv != 0) {
             break;
         }
     }
-    if (rv == 0) {
+    if (rv == 0 && !cfg->join) {
         rv = raft_bootstrap(&g->raft, &conf);
     }
     raft_configuration_close(&conf);
@@ -831,7 +759,7 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
                  rv);
         abandon(g);
         return NULL;
-    } else {
+    } else if (!cfg->join) {
         log_info("raft group %s: bootstrapped '%s' with %u members", g->name,
                  g->dir, cfg->n_members);
     }
@@ -880,6 +808,11 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
              ", last index %" PRIu64 ")",
              g->name, g->id, self_addr, (uint64_t)g->raft.current_term,
              (uint64_t)raft_last_index(&g->raft));
+    if (g->raft.configuration.n == 0) {
+        log_info("raft group %s: no configuration yet: waiting for a leader "
+                 "to add replica %" PRIu64 " (ringmqctl member add)",
+                 g->name, g->id);
+    }
     return g;
 
 err_after_io:
@@ -919,7 +852,7 @@ int rgroup_submit(struct rgroup *g, struct rgroup_cmd *cmd)
     }
     g->q_tail = cmd;
     g->q_len++;
-    update_idle(g);
+    rgroup_update_idle(g);
     return RGROUP_OK;
 }
 

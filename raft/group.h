@@ -58,14 +58,22 @@ enum {
     RGROUP_ECLOSING = -3,   /* group is closing: nothing proposed */
     RGROUP_EINVAL = -4,
     RGROUP_EIO = -5,        /* data directory or raft failure */
-    RGROUP_ETOOBIG = -6     /* command larger than the entry limit */
+    RGROUP_ETOOBIG = -6,    /* command larger than the entry limit */
+    RGROUP_EBUSY = -7,      /* another membership change is in progress */
+    RGROUP_ECATCHUP = -8,   /* the new member did not catch up in time
+                               (down, unreachable or too far behind) */
+    RGROUP_ESELF = -9       /* the leader was asked to remove itself: it
+                               hands leadership to another voter; ask the
+                               next leader */
 };
 
 #define RGROUP_MAX_MEMBERS 9
+/* "host:port": a DNS name (253) and a port, and the NUL */
+#define RGROUP_ADDR_MAX 264
 
 struct rgroup_member {
     uint64_t id;           /* raft server id, > 0 */
-    char raft_address[64]; /* IPv4 literal "a.b.c.d:port" */
+    char raft_address[RGROUP_ADDR_MAX]; /* "a.b.c.d:port" or "name:port" */
 };
 
 struct rgroup_config {
@@ -80,6 +88,12 @@ struct rgroup_config {
     unsigned snapshot_trailing;  /* entries; 0 = 2048 */
     size_t max_entry_bytes;      /* batch size cap; 0 = 4 MiB */
     unsigned max_inflight;       /* raft_apply calls in flight; 0 = 16 */
+    /* A pristine data directory is not bootstrapped with @members: the
+     * replica waits, with no configuration, until a leader adds it
+     * (rgroup_add_voter there). For members added to a running group: a
+     * bootstrap would give it another first configuration than the
+     * group's. Ignored when the directory has state. */
+    bool join;
 };
 
 struct rgroup_cmd;
@@ -154,6 +168,38 @@ bool rgroup_is_leader(const struct rgroup *g);
 /* Known leader's id, 0 if none. */
 uint64_t rgroup_leader_id(const struct rgroup *g);
 void rgroup_status(const struct rgroup *g, struct rgroup_status *out);
+
+/* ---- Membership (raft/member.c) ----------------------------------------
+ * Changes are proposed by the ready leader, one at a time per group. A
+ * change callback fires exactly once for every call that returned 0, never
+ * inside raft code, with 0 (done: the configuration entry committed),
+ * RGROUP_ENOTLEADER / EUNKNOWN / ECLOSING as for commands (retry at the
+ * next leader: both calls are idempotent), RGROUP_ECATCHUP, RGROUP_EINVAL
+ * or RGROUP_EIO. */
+typedef void (*rgroup_change_cb)(void *data, int status);
+
+/* Add server @id at @address as a voter: it joins as a spare, the leader
+ * brings its log up to date, then promotes it. Already a voter there: 0.
+ * RGROUP_EINVAL if @id or @address is in use by another member. */
+int rgroup_add_voter(struct rgroup *g, uint64_t id, const char *address,
+                     rgroup_change_cb cb, void *data);
+
+/* Remove server @id. Not a member: 0. @id is this leader: RGROUP_ESELF
+ * right away (no callback), and leadership moves to another voter. The
+ * last voter cannot be removed (RGROUP_EINVAL). */
+int rgroup_remove_member(struct rgroup *g, uint64_t id, rgroup_change_cb cb,
+                         void *data);
+
+struct rgroup_member_info {
+    uint64_t id;
+    char raft_address[RGROUP_ADDR_MAX];
+    const char *role; /* "voter", "standby", "spare" */
+};
+
+/* The configuration this replica knows (the latest appended, committed or
+ * not): up to @max members into @out. Returns the member count. */
+unsigned rgroup_members(const struct rgroup *g, struct rgroup_member_info *out,
+                        unsigned max);
 
 typedef void (*rgroup_close_cb)(void *data);
 /* Stop raft; queued and in-flight commands get RGROUP_ECLOSING or

@@ -58,7 +58,7 @@ struct amqp_server {
     uv_timer_t retry;
     struct amqp_broker broker;
     struct amqp_server_config cfg;
-    char host[64];
+    char host[256]; /* a literal or a DNS name (up to 253) */
     int port;
     struct amqp_conn *conns;
     uint64_t next_conn_id;

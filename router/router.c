@@ -18,7 +18,7 @@
 #include "router/backend.h"
 #include "router/mc_server.h"
 
-#define ADDR_MAX 128
+#define ADDR_MAX CLUSTER_ADDR_MAX
 
 struct router {
     uv_loop_t *loop;

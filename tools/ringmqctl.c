@@ -26,40 +26,7 @@
 #include "proto/cache_pb.h"
 #include "proto/rpc_frame.h"
 #include "router/rpc_client.h"
-
-#define EXIT_NEGATIVE 1
-#define EXIT_ERROR 2
-#define EXIT_USAGE 64
-#define MAX_REDIRECTS 2
-#define MAX_ARGS 8
-#define MAX_NODES 16
-
-struct opts {
-    const char *cluster; /* --cluster FILE */
-    uint64_t epoch;      /* the map's, when routing by it: nodes check it */
-    bool epoch_set;      /* --epoch given: send exactly that */
-    bool node_set;       /* --node or $RINGMQ_NODE given */
-    const char *node;
-    char *node_list; /* writable copy of node, split at ',' */
-    const char *addrs[MAX_NODES];
-    int n_addrs;
-    bool kv; /* status --format kv */
-    uint64_t count;
-    const char *prefix;
-    uint64_t value_size;
-    unsigned concurrency;
-    const char *acked;
-    unsigned seconds;
-    unsigned timeout_ms;
-    const char *group;
-    bool group_set;
-    uint32_t flags;
-    int64_t exptime;
-    uint64_t cas;
-    bool verbose;
-    const char *args[MAX_ARGS];
-    int n_args;
-};
+#include "tools/ctl.h"
 
 static void usage(FILE *f)
 {
@@ -120,6 +87,13 @@ static void usage(FILE *f)
         "  cluster            (--cluster) every shard replica of the map:\n"
         "                     state, leader, term, applied index, lag behind\n"
         "                     the shard's newest log index, digest\n"
+        "  member add SHARD ID | member remove SHARD ID\n"
+        "                     (--cluster) make map member ID (which has\n"
+        "                     join: true and runs) a voter of every group\n"
+        "                     of SHARD, or remove it; asks each group's\n"
+        "                     leader until done or --seconds S (300)\n"
+        "  member list SHARD  (--cluster) the members each group of SHARD\n"
+        "                     has: id, role, leader, raft address\n"
         "  verify --acked FILE [--concurrency C] [--seconds S]\n"
         "                     read back every key of FILE and check its\n"
         "                     value; prints MISSING/WRONG lines and a summary\n"
@@ -297,14 +271,7 @@ too_many:
 
 /* ---- transport --------------------------------------------------------- */
 
-struct ctl {
-    uv_loop_t loop;
-    struct rpc_client *client;
-    const struct opts *o;
-    int addr_index; /* next --node address to try after a failure */
-};
-
-static int ctl_connect(struct ctl *ctl, const char *address)
+int ctl_connect(struct ctl *ctl, const char *address)
 {
     struct rpc_client_config cfg = {0};
     char err[256];
@@ -382,7 +349,7 @@ static const char *code_name(Ringmq__RpcCode code)
 }
 
 /* Non-OK RPC code: report and return EXIT_ERROR; 0 if OK. */
-static int check_code(const Ringmq__RpcResponse *r)
+int check_code(const Ringmq__RpcResponse *r)
 {
     if (r->code == RINGMQ__RPC_CODE__RPC_OK) {
         return 0;
@@ -1065,11 +1032,6 @@ out:
 
 /* ---- cluster map commands ---------------------------------------------- */
 
-struct ctl_map {
-    struct cluster_map map;
-    struct ring *ring;
-};
-
 static struct ctl_map *map_load(const char *path)
 {
     struct ctl_map *m = xcalloc(1, sizeof(*m));
@@ -1292,7 +1254,8 @@ int main(int argc, char **argv)
             free(o.node_list);
             return EXIT_USAGE;
         }
-    } else if (strcmp(cmd, "owner") == 0 || strcmp(cmd, "cluster") == 0) {
+    } else if (strcmp(cmd, "owner") == 0 || strcmp(cmd, "cluster") == 0 ||
+               strcmp(cmd, "member") == 0) {
         fprintf(stderr, "ringmqctl: %s needs --cluster FILE\n", cmd);
         free(o.node_list);
         return EXIT_USAGE;
@@ -1305,7 +1268,8 @@ int main(int argc, char **argv)
     }
     if (map != NULL && strcmp(cmd, "status") != 0 &&
         strcmp(cmd, "digest") != 0 && strcmp(cmd, "cluster") != 0 &&
-        strcmp(cmd, "load") != 0 && strcmp(cmd, "verify") != 0) {
+        strcmp(cmd, "member") != 0 && strcmp(cmd, "load") != 0 &&
+        strcmp(cmd, "verify") != 0) {
         route_by_map(map, &o);
     }
     memset(&ctl, 0, sizeof(ctl));
@@ -1318,6 +1282,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "cluster") == 0) {
         rv = cmd_cluster(&ctl, map);
+    } else if (strcmp(cmd, "member") == 0) {
+        rv = cmd_member(&ctl, map);
     } else if (strcmp(cmd, "status") == 0) {
         rv = cmd_status(&ctl, false);
     } else if (strcmp(cmd, "digest") == 0) {

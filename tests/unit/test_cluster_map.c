@@ -122,6 +122,88 @@ static void test_bad_maps(void **state)
                  "bad shard name");
 }
 
+/* Members added later carry join: true; addresses may be DNS names up to
+ * 253 characters (a StatefulSet pod's FQDN in a long namespace). */
+static void test_join_and_long_names(void **state)
+{
+    struct cluster_map *map = malloc(sizeof(*map));
+    char long_host[254];
+    char text[2048];
+    char err[256] = "";
+    const struct cluster_shard *s1;
+
+    (void)state;
+    memset(long_host, 'a', 253);
+    long_host[253] = '\0';
+    for (size_t i = 60; i < 253; i += 61) {
+        long_host[i] = '.';
+    }
+    snprintf(text, sizeof(text),
+             "shards:\n  - name: s1\n    members:\n"
+             "      - {id: 1, raft: %s:7210, rpc: %s:7101}\n"
+             "      - {id: 2, raft: 127.0.0.1:7220, rpc: 127.0.0.1:7102, "
+             "join: false}\n"
+             "      - {id: 4, raft: 127.0.0.1:7240, rpc: 127.0.0.1:7104, "
+             "join: true}\n",
+             long_host, long_host);
+    assert_int_equal(load(text, map, err), 0);
+    s1 = cluster_map_shard(map, "s1");
+    assert_int_equal(s1->n_members, 3);
+    assert_int_equal(strlen(s1->members[0].raft), 253 + 5);
+    assert_false(s1->members[0].join);
+    assert_false(s1->members[1].join);
+    assert_true(s1->members[2].join);
+    free(map);
+
+    expect_error("shards:\n  - name: s1\n    members:\n"
+                 "      - {id: 1, raft: 127.0.0.1:1, rpc: 127.0.0.1:2, "
+                 "join: yes}\n",
+                 "join");
+    expect_error("shards:\n  - name: s1\n    members:\n"
+                 "      - {id: 1, raft: 127.0.0.1:1, rpc: 127.0.0.1:2, "
+                 "join: true}\n",
+                 "first member cannot join");
+    memset(long_host, 'b', 253);
+    long_host[252] = 'c'; /* 254 with the extra letter below */
+    snprintf(text, sizeof(text),
+             "shards:\n  - name: s1\n    members:\n"
+             "      - {id: 1, raft: x%s:7210, rpc: 127.0.0.1:7101}\n",
+             long_host);
+    expect_error(text, "raft address");
+}
+
+static void test_raft_port_offset(void **state)
+{
+    char out[CLUSTER_ADDR_MAX];
+
+    (void)state;
+    assert_int_equal(cluster_raft_port_offset("10.0.0.1:7210", 1, out,
+                                                  sizeof(out)),
+                     0);
+    assert_string_equal(out, "10.0.0.1:7211");
+    assert_int_equal(cluster_raft_port_offset("s1-2.s1.ns.svc:7210", 1, out,
+                                              sizeof(out)),
+                     0);
+    assert_string_equal(out, "s1-2.s1.ns.svc:7211");
+    assert_int_equal(cluster_raft_port_offset("10.0.0.1:7210", 2, out,
+                                                  sizeof(out)),
+                     0);
+    assert_string_equal(out, "10.0.0.1:7212");
+    /* ephemeral stays ephemeral */
+    assert_int_equal(cluster_raft_port_offset("127.0.0.1:0", 2, out,
+                                                  sizeof(out)),
+                     0);
+    assert_string_equal(out, "127.0.0.1:0");
+    assert_int_equal(cluster_raft_port_offset("127.0.0.1:65535", 1, out,
+                                                  sizeof(out)),
+                     -1);
+    assert_int_equal(cluster_raft_port_offset("nocolon", 1, out,
+                                                  sizeof(out)),
+                     -1);
+    assert_int_equal(cluster_raft_port_offset("127.0.0.1:7", 1, out, 5),
+                     -1);
+}
+
 static void test_missing_file(void **state)
 {
     struct cluster_map *map = malloc(sizeof(*map));
@@ -140,6 +222,8 @@ int main(void)
         cmocka_unit_test(test_good_map),
         cmocka_unit_test(test_bad_maps),
         cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_join_and_long_names),
+        cmocka_unit_test(test_raft_port_offset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,7 +24,7 @@
 #include "raft/group.h"
 #include "tests/unit/lib/tsm.h"
 
-#define MAXN 3
+#define MAXN 5
 #define WAIT_MS 8000
 
 /* ---- test state machine: ordered list of u32 + sum ----------------------- */
@@ -116,7 +116,7 @@ struct env {
  * own outgoing connections would otherwise collide with them. */
 static unsigned port_base(unsigned slot)
 {
-    return 10000u + (unsigned)(getpid() % 900) * 24u + slot * 3u;
+    return 10000u + (unsigned)(getpid() % 350) * 64u + slot * 3u;
 }
 
 static int rm_cb(const char *path,
@@ -768,6 +768,237 @@ static void test_bad_config(void **state)
     close_node(e, 0);
 }
 
+/* ---- membership ---------------------------------------------------------- */
+
+struct change {
+    int status;
+    int calls;
+};
+
+static void change_cb(void *data, int status)
+{
+    struct change *c = data;
+
+    c->status = status;
+    c->calls++;
+}
+
+static bool change_done(struct env *e, void *arg)
+{
+    (void)e;
+    return ((struct change *)arg)->calls > 0;
+}
+
+static unsigned voters(struct rgroup *g)
+{
+    struct rgroup_member_info m[RGROUP_MAX_MEMBERS];
+    unsigned n = rgroup_members(g, m, RGROUP_MAX_MEMBERS);
+    unsigned v = 0;
+    unsigned i;
+
+    for (i = 0; i < n; i++) {
+        v += strcmp(m[i].role, "voter") == 0;
+    }
+    return v;
+}
+
+struct has_voters {
+    unsigned node;
+    unsigned n;
+};
+
+static bool node_has_voters(struct env *e, void *arg)
+{
+    struct has_voters *h = arg;
+
+    return voters(e->n[h->node].g) == h->n;
+}
+
+static void add_voter_and_wait(struct env *e, unsigned leader, unsigned id)
+{
+    struct change c = {0};
+    char addr[64];
+
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", e->port0 + id - 1);
+    assert_int_equal(rgroup_add_voter(e->n[leader].g, id, addr, change_cb, &c),
+                     0);
+    assert_int_equal(c.calls, 0); /* never inside the call */
+    assert_true(run_until(e, change_done, &c, WAIT_MS));
+    assert_int_equal(c.status, 0);
+    assert_int_equal(c.calls, 1);
+}
+
+static void remove_and_wait(struct env *e, unsigned leader, unsigned id)
+{
+    struct change c = {0};
+
+    assert_int_equal(
+        rgroup_remove_member(e->n[leader].g, id, change_cb, &c), 0);
+    assert_int_equal(c.calls, 0);
+    assert_true(run_until(e, change_done, &c, WAIT_MS));
+    assert_int_equal(c.status, 0);
+    assert_int_equal(c.calls, 1);
+}
+
+/* A replica started with join on a pristine directory has no
+ * configuration; the leader adds it (spare, caught up, promoted) and it
+ * replicates like the others. Members are removed, the leader last (it
+ * hands over first); every call is idempotent, one change at a time. */
+static void test_membership(void **state)
+{
+    struct env *e = *state;
+    struct rgroup_member_info m[RGROUP_MAX_MEMBERS];
+    struct rgroup_config cfg;
+    struct has_voters hv;
+    struct change c = {0};
+    struct change busy = {0};
+    struct sm_want w;
+    char addr[64];
+    unsigned f;
+    unsigned i;
+    int l;
+    int l2;
+
+    start_cluster(e, 8, 0);
+    l = ready_leader(e);
+    assert_true(l >= 0);
+    submit_and_wait(e, e->n[l].g, 30, 1);
+    assert_int_equal(voters(e->n[l].g), 3);
+
+    /* node 4 joins: no bootstrap, so no configuration of its own */
+    snprintf(e->n[3].dir, sizeof e->n[3].dir, "%s/node4", e->root);
+    config(e, &cfg, 3, 4);
+    cfg.join = true;
+    start_node(e, 3, &cfg);
+    e->n_nodes = 4;
+    assert_int_equal(rgroup_members(e->n[3].g, m, RGROUP_MAX_MEMBERS), 0);
+    run_until(e, false_pred, NULL, 700); /* it would have elected itself */
+    assert_false(rgroup_is_leader(e->n[3].g));
+    assert_int_equal(e->n[3].sm.n, 0);
+
+    f = ((unsigned)l + 1) % 3;
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", e->port0 + 3);
+    assert_int_equal(rgroup_add_voter(e->n[f].g, 4, addr, change_cb, &c),
+                     RGROUP_ENOTLEADER);
+    assert_int_equal(rgroup_add_voter(e->n[l].g, 4, addr, change_cb, &c), 0);
+    assert_int_equal(rgroup_add_voter(e->n[l].g, 5, addr, change_cb, &busy),
+                     RGROUP_EBUSY);
+    assert_int_equal(rgroup_remove_member(e->n[l].g, 5, change_cb, &busy),
+                     RGROUP_EBUSY);
+    assert_true(run_until(e, change_done, &c, WAIT_MS));
+    assert_int_equal(c.status, 0);
+    assert_int_equal(busy.calls, 0);
+    assert_int_equal(voters(e->n[l].g), 4);
+    w = (struct sm_want){1u << 3, 30};
+    assert_true(run_until(e, sm_has, &w, WAIT_MS));
+    assert_counts_up(&e->n[3].sm, 30);
+    hv = (struct has_voters){3, 4};
+    assert_true(run_until(e, node_has_voters, &hv, WAIT_MS));
+    assert_int_equal(rgroup_members(e->n[3].g, m, RGROUP_MAX_MEMBERS), 4);
+    for (i = 0; i < 4; i++) {
+        assert_int_equal(m[i].id, i + 1);
+        assert_string_equal(m[i].role, "voter");
+    }
+    submit_and_wait(e, e->n[l].g, 10, 31);
+    w = (struct sm_want){15, 40};
+    assert_true(run_until(e, sm_has, &w, WAIT_MS));
+
+    /* again: nothing to do, still called back (later) */
+    add_voter_and_wait(e, (unsigned)l, 4);
+    assert_int_equal(voters(e->n[l].g), 4);
+    /* an address or an id another member has */
+    assert_int_equal(rgroup_add_voter(e->n[l].g, 5, addr, change_cb, &busy),
+                     RGROUP_EINVAL);
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", e->port0 + 4);
+    assert_int_equal(rgroup_add_voter(e->n[l].g, 4, addr, change_cb, &busy),
+                     RGROUP_EINVAL);
+    assert_int_equal(rgroup_add_voter(e->n[l].g, 0, addr, change_cb, &busy),
+                     RGROUP_EINVAL);
+    assert_int_equal(busy.calls, 0);
+
+    /* remove a follower (not node 4), then one that is no member */
+    remove_and_wait(e, (unsigned)l, f + 1);
+    assert_int_equal(voters(e->n[l].g), 3);
+    close_node(e, f);
+    remove_and_wait(e, (unsigned)l, 9);
+    submit_and_wait(e, e->n[l].g, 10, 41);
+    w = (struct sm_want){15u & ~(1u << f), 50};
+    assert_true(run_until(e, sm_has, &w, WAIT_MS));
+
+    /* the leader asked to remove itself hands over instead */
+    assert_int_equal(
+        rgroup_remove_member(e->n[l].g, (uint64_t)l + 1, change_cb, &busy),
+        RGROUP_ESELF);
+    assert_int_equal(busy.calls, 0);
+    run_until(e, false_pred, NULL, 100);
+    assert_true(run_until(e, some_ready, NULL, WAIT_MS));
+    l2 = ready_leader(e);
+    assert_true(l2 >= 0 && l2 != l && (unsigned)l2 != f);
+    print_message("    leadership moved from %d to %d\n", l + 1, l2 + 1);
+    remove_and_wait(e, (unsigned)l2, (uint64_t)l + 1);
+    assert_int_equal(voters(e->n[l2].g), 2);
+    close_node(e, (unsigned)l);
+    submit_and_wait(e, e->n[l2].g, 5, 51);
+    w = (struct sm_want){15u & ~(1u << f) & ~(1u << l), 55};
+    assert_true(run_until(e, sm_has, &w, WAIT_MS));
+    assert_counts_up(&e->n[3].sm, 55);
+
+    /* the last voter stays */
+    {
+        unsigned other = (unsigned)l2 == 3 ? 0 : 3;
+        for (i = 0; i < 4; i++) {
+            if (i != (unsigned)l2 && i != (unsigned)l && i != f) {
+                other = i;
+            }
+        }
+        remove_and_wait(e, (unsigned)l2, other + 1);
+        close_node(e, other);
+        assert_int_equal(voters(e->n[l2].g), 1);
+        assert_int_equal(rgroup_remove_member(e->n[l2].g, (uint64_t)l2 + 1,
+                                              change_cb, &busy),
+                         RGROUP_EINVAL);
+    }
+    close_all(e);
+}
+
+/* A member added before its process runs: it joins as a spare, raft gives
+ * up catching it up (RGROUP_ECATCHUP) and it stays a spare until removed.
+ * Closing the leader while a promotion waits: called back once, with an
+ * unknown outcome. */
+static void test_membership_unreachable(void **state)
+{
+    struct env *e = *state;
+    struct rgroup_member_info m[RGROUP_MAX_MEMBERS];
+    struct change c = {0};
+    char addr[64];
+    unsigned n;
+    int l;
+
+    start_cluster(e, 11, 0);
+    l = ready_leader(e);
+    assert_true(l >= 0);
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", e->port0 + 3); /* no one */
+    assert_int_equal(rgroup_add_voter(e->n[l].g, 4, addr, change_cb, &c), 0);
+    assert_true(run_until(e, change_done, &c, 30000));
+    assert_int_equal(c.status, RGROUP_ECATCHUP);
+    n = rgroup_members(e->n[l].g, m, RGROUP_MAX_MEMBERS);
+    assert_int_equal(n, 4);
+    assert_int_equal(m[3].id, 4);
+    assert_string_equal(m[3].role, "spare");
+    assert_int_equal(voters(e->n[l].g), 3);
+    submit_and_wait(e, e->n[l].g, 5, 1); /* a spare does not count */
+    remove_and_wait(e, (unsigned)l, 4);
+    assert_int_equal(rgroup_members(e->n[l].g, m, RGROUP_MAX_MEMBERS), 3);
+
+    c = (struct change){0};
+    assert_int_equal(rgroup_add_voter(e->n[l].g, 4, addr, change_cb, &c), 0);
+    run_until(e, false_pred, NULL, 300);
+    assert_int_equal(c.calls, 0);
+    close_all(e);
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(c.status, RGROUP_EUNKNOWN);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -780,6 +1011,9 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_quorum_loss, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_membership, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_membership_unreachable, setup,
+                                        teardown),
     };
 
     signal(SIGPIPE, SIG_IGN); /* raft's TCP writes to closed peers */

@@ -45,34 +45,6 @@ static void test_amqp_flag(void **state)
     assert_string_equal(c.amqp, "");
 }
 
-static void test_raft_port_offset(void **state)
-{
-    char out[NODE_ADDR_MAX];
-
-    (void)state;
-    assert_int_equal(node_config_raft_port_offset("10.0.0.1:7210", 1, out,
-                                                  sizeof(out)),
-                     0);
-    assert_string_equal(out, "10.0.0.1:7211");
-    assert_int_equal(node_config_raft_port_offset("10.0.0.1:7210", 2, out,
-                                                  sizeof(out)),
-                     0);
-    assert_string_equal(out, "10.0.0.1:7212");
-    /* ephemeral stays ephemeral */
-    assert_int_equal(node_config_raft_port_offset("127.0.0.1:0", 2, out,
-                                                  sizeof(out)),
-                     0);
-    assert_string_equal(out, "127.0.0.1:0");
-    assert_int_equal(node_config_raft_port_offset("127.0.0.1:65535", 1, out,
-                                                  sizeof(out)),
-                     -1);
-    assert_int_equal(node_config_raft_port_offset("nocolon", 1, out,
-                                                  sizeof(out)),
-                     -1);
-    assert_int_equal(node_config_raft_port_offset("127.0.0.1:7", 1, out, 5),
-                     -1);
-}
-
 static void test_read_mode(void **state)
 {
     struct node_config c;
@@ -161,7 +133,6 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_amqp_flag),
-        cmocka_unit_test(test_raft_port_offset),
         cmocka_unit_test(test_read_mode),
         cmocka_unit_test(test_read_mode_file),
     };

@@ -1,0 +1,407 @@
+/*
+ * rgroup membership changes (see group.h for the contract).
+ *
+ *   add_voter:  raft_add (joins as spare) ──committed──> raft_assign(VOTER)
+ *               (raft catches the new log up in rounds, then appends the
+ *               promotion) ──committed──> cb(0)
+ *   remove:     raft_remove ──committed──> cb(0)
+ *
+ * Raft calls change_cb from inside its own code, where we must not start
+ * the next step or run user code: change_cb only records the outcome and
+ * sets g->change_ready; process() (raft/group.c, every loop turn) calls
+ * rgroup_member_process(), which starts the next step or completes.
+ * A change started on a member already in the wanted state completes the
+ * same way, one loop turn later, so a callback never runs inside the call
+ * that started it.
+ */
+#include "raft/group_priv.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "raft/transport.h"
+
+enum step { STEP_ADD, STEP_ASSIGN, STEP_REMOVE, STEP_NONE };
+
+struct rgroup_change_op {
+    struct raft_change req;
+    struct rgroup *g;
+    enum step step;
+    bool remove;
+    uint64_t id;
+    char address[RGROUP_ADDR_MAX];
+    int raft_status; /* of the finished step */
+    rgroup_change_cb cb;
+    void *data;
+};
+
+static const char *step_name(enum step s)
+{
+    switch (s) {
+        case STEP_ADD:
+            return "add";
+        case STEP_ASSIGN:
+            return "promote";
+        case STEP_REMOVE:
+            return "remove";
+        default:
+            return "none";
+    }
+}
+
+static int status_of(int raft_rv)
+{
+    switch (raft_rv) {
+        case 0:
+            return RGROUP_OK;
+        case RAFT_NOTLEADER:
+            return RGROUP_ENOTLEADER;
+        case RAFT_CANTCHANGE:
+            return RGROUP_EBUSY;
+        case RAFT_NOCONNECTION:
+            return RGROUP_ECATCHUP;
+        case RAFT_BADID:
+        case RAFT_DUPLICATEID:
+        case RAFT_DUPLICATEADDRESS:
+        case RAFT_BADROLE:
+            return RGROUP_EINVAL;
+        case RAFT_LEADERSHIPLOST:
+        case RAFT_SHUTDOWN:
+            return RGROUP_EUNKNOWN;
+        default:
+            return RGROUP_EIO;
+    }
+}
+
+static void change_cb(struct raft_change *req, int status)
+{
+    struct rgroup_change_op *op = req->data;
+
+    op->raft_status = status;
+    op->g->change_ready = true;
+    rgroup_update_idle(op->g);
+}
+
+/* Propose @op's current step. 0 or a raft error (nothing proposed). */
+static int start_step(struct rgroup_change_op *op)
+{
+    struct raft *r = &op->g->raft;
+
+    op->req.data = op;
+    switch (op->step) {
+        case STEP_ADD:
+            return raft_add(r, &op->req, op->id, op->address, change_cb);
+        case STEP_ASSIGN:
+            return raft_assign(r, &op->req, op->id, RAFT_VOTER, change_cb);
+        case STEP_REMOVE:
+            return raft_remove(r, &op->req, op->id, change_cb);
+        default:
+            return 0;
+    }
+}
+
+static void complete(struct rgroup *g, int status)
+{
+    struct rgroup_change_op *op = g->change;
+
+    g->change = NULL;
+    g->change_ready = false;
+    if (status == RGROUP_OK && op->step == STEP_NONE) {
+        log_info("raft group %s: membership: member %" PRIu64
+                 " is %s "
+                 "already",
+                 g->name, op->id, op->remove ? "no member" : "a voter");
+    } else if (status == RGROUP_OK) {
+        log_info("raft group %s: membership: %s of member %" PRIu64
+                 " committed",
+                 g->name, op->remove ? "removal" : "addition", op->id);
+    } else {
+        log_warn("raft group %s: membership: %s of member %" PRIu64
+                 " failed: %s (%d)",
+                 g->name, step_name(op->step), op->id,
+                 raft_strerror(op->raft_status), op->raft_status);
+    }
+    op->cb(op->data, status);
+    free(op);
+}
+
+void rgroup_member_process(struct rgroup *g)
+{
+    struct rgroup_change_op *op = g->change;
+    int rv;
+
+    if (op == NULL || !g->change_ready) {
+        return;
+    }
+    g->change_ready = false;
+    if (op->raft_status != 0 || op->step != STEP_ADD) {
+        complete(g, status_of(op->raft_status));
+        return;
+    }
+    log_info("raft group %s: membership: member %" PRIu64
+             " (%s) added as "
+             "spare; catching it up to promote it",
+             g->name, op->id, op->address);
+    op->step = STEP_ASSIGN;
+    rv = start_step(op);
+    if (rv != 0) {
+        op->raft_status = rv;
+        complete(g, status_of(rv));
+    }
+}
+
+void rgroup_member_close(struct rgroup *g)
+{
+    struct rgroup_change_op *op = g->change;
+    int status;
+
+    if (op == NULL) {
+        return;
+    }
+    /* raft_close failed a step still in raft's hands (LEADERSHIPLOST)
+     * already; a finished step keeps its own outcome */
+    if (!g->change_ready) {
+        op->raft_status = RAFT_SHUTDOWN;
+    }
+    status = status_of(op->raft_status);
+    if (status == RGROUP_OK && op->step == STEP_ADD) {
+        status = RGROUP_EUNKNOWN; /* a spare, never promoted */
+    }
+    complete(g, status);
+}
+
+static const struct raft_server *find_server(const struct rgroup *g,
+                                             uint64_t id)
+{
+    const struct raft_configuration *c = &g->raft.configuration;
+    unsigned i;
+
+    for (i = 0; i < c->n; i++) {
+        if (c->servers[i].id == id) {
+            return &c->servers[i];
+        }
+    }
+    return NULL;
+}
+
+static int check_leader(const struct rgroup *g)
+{
+    if (g->closing) {
+        return RGROUP_ECLOSING;
+    }
+    if (!rgroup_is_leader(g)) {
+        return RGROUP_ENOTLEADER;
+    }
+    if (g->change != NULL) {
+        return RGROUP_EBUSY;
+    }
+    return RGROUP_OK;
+}
+
+/* Take ownership of @op as the group's change and run its first step; a
+ * change with nothing to do completes on the next loop turn. */
+static int begin(struct rgroup *g, struct rgroup_change_op *op)
+{
+    int rv = start_step(op);
+
+    if (rv != 0) {
+        log_warn("raft group %s: membership: %s of member %" PRIu64
+                 " refused: %s (%d)",
+                 g->name, step_name(op->step), op->id, raft_strerror(rv), rv);
+        free(op);
+        return status_of(rv);
+    }
+    g->change = op;
+    if (op->step == STEP_NONE) {
+        op->raft_status = 0;
+        g->change_ready = true;
+        rgroup_update_idle(g);
+    } else {
+        log_info("raft group %s: membership: %s of member %" PRIu64 " proposed",
+                 g->name, step_name(op->step), op->id);
+    }
+    return RGROUP_OK;
+}
+
+static struct rgroup_change_op *op_new(struct rgroup *g,
+                                       uint64_t id,
+                                       rgroup_change_cb cb,
+                                       void *data)
+{
+    struct rgroup_change_op *op = xcalloc(1, sizeof *op);
+
+    op->g = g;
+    op->id = id;
+    op->cb = cb;
+    op->data = data;
+    return op;
+}
+
+int rgroup_add_voter(struct rgroup *g,
+                     uint64_t id,
+                     const char *address,
+                     rgroup_change_cb cb,
+                     void *data)
+{
+    const struct raft_configuration *c = &g->raft.configuration;
+    const struct raft_server *s;
+    struct rgroup_change_op *op;
+    char host[256];
+    int port;
+    unsigned i;
+    int rv;
+
+    if (id == 0 || cb == NULL || address == NULL ||
+        strlen(address) >= RGROUP_ADDR_MAX ||
+        rtransport_split(address, host, sizeof host, &port) != 0 || port == 0) {
+        return RGROUP_EINVAL;
+    }
+    rv = check_leader(g);
+    if (rv != RGROUP_OK) {
+        return rv;
+    }
+    for (i = 0; i < c->n; i++) {
+        if (c->servers[i].id != id &&
+            strcmp(c->servers[i].address, address) == 0) {
+            log_warn("raft group %s: membership: %s is member %" PRIu64
+                     "'s address",
+                     g->name, address, (uint64_t)c->servers[i].id);
+            return RGROUP_EINVAL;
+        }
+    }
+    s = find_server(g, id);
+    if (s != NULL && strcmp(s->address, address) != 0) {
+        log_warn("raft group %s: membership: member %" PRIu64
+                 " is at %s, "
+                 "not %s: remove it first",
+                 g->name, id, s->address, address);
+        return RGROUP_EINVAL;
+    }
+    op = op_new(g, id, cb, data);
+    snprintf(op->address, sizeof op->address, "%s", address);
+    if (s == NULL) {
+        op->step = STEP_ADD;
+    } else if (s->role != RAFT_VOTER) {
+        op->step = STEP_ASSIGN; /* an earlier add stopped half way */
+    } else {
+        op->step = STEP_NONE;
+    }
+    return begin(g, op);
+}
+
+/* The voter with the longest log we know of, other than us: the one most
+ * likely to win at once (0 if none). */
+static uint64_t transfer_target(const struct rgroup *g)
+{
+    const struct raft_configuration *c = &g->raft.configuration;
+    uint64_t best = 0;
+    raft_index best_match = 0;
+    unsigned i;
+
+    for (i = 0; i < c->n; i++) {
+        raft_index match;
+
+        if (c->servers[i].id == g->id || c->servers[i].role != RAFT_VOTER) {
+            continue;
+        }
+        match = g->raft.leader_state.progress != NULL
+                    ? g->raft.leader_state.progress[i].match_index
+                    : 0;
+        if (best == 0 || match > best_match) {
+            best = c->servers[i].id;
+            best_match = match;
+        }
+    }
+    return best;
+}
+
+static void transfer_cb(struct raft_transfer *req)
+{
+    free(req);
+}
+
+int rgroup_remove_member(struct rgroup *g,
+                         uint64_t id,
+                         rgroup_change_cb cb,
+                         void *data)
+{
+    const struct raft_configuration *c = &g->raft.configuration;
+    const struct raft_server *s;
+    struct rgroup_change_op *op;
+    unsigned voters = 0;
+    unsigned i;
+    int rv;
+
+    if (id == 0 || cb == NULL) {
+        return RGROUP_EINVAL;
+    }
+    rv = check_leader(g);
+    if (rv != RGROUP_OK) {
+        return rv;
+    }
+    for (i = 0; i < c->n; i++) {
+        voters += c->servers[i].role == RAFT_VOTER;
+    }
+    s = find_server(g, id);
+    if (s != NULL && s->role == RAFT_VOTER && voters == 1) {
+        return RGROUP_EINVAL;
+    }
+    if (id == g->id) {
+        /* a leader that removes itself would go on leading a group it is
+         * no longer part of until the entry commits; hand over instead and
+         * let the caller ask the next leader */
+        struct raft_transfer *t = xcalloc(1, sizeof *t);
+        uint64_t to = transfer_target(g);
+
+        rv = raft_transfer(&g->raft, t, to, transfer_cb);
+        if (rv != 0) {
+            free(t);
+            log_warn(
+                "raft group %s: membership: cannot hand leadership to "
+                "%" PRIu64 " before removing myself: %s (%d)",
+                g->name, to, raft_strerror(rv), rv);
+            return status_of(rv);
+        }
+        log_info(
+            "raft group %s: membership: asked to remove myself: "
+            "leadership goes to %" PRIu64,
+            g->name, to);
+        return RGROUP_ESELF;
+    }
+    op = op_new(g, id, cb, data);
+    op->remove = true;
+    op->step = s != NULL ? STEP_REMOVE : STEP_NONE;
+    return begin(g, op);
+}
+
+unsigned rgroup_members(const struct rgroup *g,
+                        struct rgroup_member_info *out,
+                        unsigned max)
+{
+    const struct raft_configuration *c = &g->raft.configuration;
+    unsigned i;
+
+    if (g->raft_closed) {
+        return 0;
+    }
+    for (i = 0; i < c->n && i < max; i++) {
+        out[i].id = c->servers[i].id;
+        snprintf(out[i].raft_address, sizeof out[i].raft_address, "%s",
+                 c->servers[i].address);
+        switch (c->servers[i].role) {
+            case RAFT_VOTER:
+                out[i].role = "voter";
+                break;
+            case RAFT_STANDBY:
+                out[i].role = "standby";
+                break;
+            default:
+                out[i].role = "spare";
+                break;
+        }
+    }
+    return c->n;
+}
