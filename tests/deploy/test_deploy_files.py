@@ -83,8 +83,10 @@ class Compose(unittest.TestCase):
         run(["yamllint", "-c", os.path.join(TOP, ".yamllint"),
              os.path.join(TOP, "docker"), os.path.join(CHART, "Chart.yaml"),
              os.path.join(CHART, "values.yaml"),
-             os.path.join(HERE, "values-2shards.yaml")])
-        for values in (None, os.path.join(HERE, "values-2shards.yaml")):
+             os.path.join(HERE, "values-2shards.yaml"),
+             os.path.join(HERE, "values-scaled.yaml")])
+        for values in (None, os.path.join(HERE, "values-2shards.yaml"),
+                       os.path.join(HERE, "values-scaled.yaml")):
             text, _ = render(values)
             with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
                 f.write(text)
@@ -96,20 +98,28 @@ class Compose(unittest.TestCase):
 class Chart(unittest.TestCase):
     def test_lint_strict(self):
         run([HELM, "lint", "--strict", CHART])
-        run([HELM, "lint", "--strict", CHART, "-f",
-             os.path.join(HERE, "values-2shards.yaml")])
+        for values in ("values-2shards.yaml", "values-scaled.yaml"):
+            run([HELM, "lint", "--strict", CHART, "-f",
+                 os.path.join(HERE, values)])
 
     def test_schema_refuses_bad_values(self):
         for bad in ("replicasPerShard=4", "readMode=fast",
+                    "shards[0].name=s1,shards[0].weight=1,"
+                    "shards[0].replicas=10",
                     "shards[0].weight=0", "shards[0].name=Bad_Name"):
             r = subprocess.run([HELM, "lint", "--strict", CHART, "--set",
                                 bad], capture_output=True, text=True,
                                timeout=60)
             self.assertNotEqual(r.returncode, 0, bad)
 
-    def check(self, values_path, shards, replicas, users):
+    def check(self, values_path, shards, replicas, users, first=None):
+        """@replicas: members of every shard, or a list per shard; @first:
+        replicasPerShard (the members a shard starts with), default
+        @replicas."""
         _, docs = render(values_path)
-        majority = replicas // 2 + 1
+        per_shard = replicas if isinstance(replicas, list) else \
+            [replicas] * len(shards)
+        first = first if first is not None else replicas
         sts = {d["metadata"]["name"]: d for d in by_kind(docs, "StatefulSet")}
         svcs = {d["metadata"]["name"]: d for d in by_kind(docs, "Service")}
         pdbs = {d["metadata"]["name"]: d
@@ -118,10 +128,11 @@ class Chart(unittest.TestCase):
         cmap = yaml.safe_load(cm["data"]["cluster.yaml"])
         self.assertEqual([(s["name"], s["weight"]) for s in cmap["shards"]],
                          shards)
-        ids = []
         for i, (name, _) in enumerate(shards):
             full = "ringmq-" + name
             st = sts[full]
+            replicas = per_shard[i]
+            majority = replicas // 2 + 1
             self.assertEqual(st["spec"]["replicas"], replicas)
             self.assertEqual(st["spec"]["serviceName"], full)
             self.assertEqual(st["spec"]["podManagementPolicy"], "Parallel")
@@ -138,13 +149,15 @@ class Chart(unittest.TestCase):
             members = cmap["shards"][i]["members"]
             self.assertEqual(len(members), replicas)
             for k, m in enumerate(members):
-                # pod <full>-<k> gets id base + k from the entrypoint
+                # pod <full>-<k> gets id base + k from the entrypoint; ids
+                # depend on the position alone, so scaling keeps them
+                self.assertEqual(base, i * 10 + 1)
                 self.assertEqual(m["id"], base + k)
                 host = "%s-%d.%s" % (full, k, full)
                 self.assertEqual(m["raft"], host + ":7210")
                 self.assertEqual(m["rpc"], host + ":7101")
-                ids.append(m["id"])
-        self.assertEqual(ids, list(range(1, len(ids) + 1)))
+                # pods past the first members were added later: they join
+                self.assertEqual(m.get("join", False), k >= first, m)
         (dep,) = by_kind(docs, "Deployment")
         rc = dep["spec"]["template"]["spec"]["containers"][0]
         self.assertEqual(rc["readinessProbe"]["httpGet"]["path"], "/healthz")
@@ -168,6 +181,24 @@ class Chart(unittest.TestCase):
         self.check(os.path.join(HERE, "values-2shards.yaml"),
                    [("s1", 1), ("s2", 3)], 5,
                    [("app", "s3cret:with:colons"), ("ops", "other")])
+
+    def test_shard_scaled_after_install(self):
+        self.check(os.path.join(HERE, "values-scaled.yaml"),
+                   [("s1", 1), ("s2", 2)], [5, 3],
+                   [("ringmq", "change-me")], first=3)
+
+    def test_long_names(self):
+        # pod DNS names past 63 bytes (a long release name) render
+        _, docs = render(None, release="r" * 40)
+        (cm,) = by_kind(docs, "ConfigMap")
+        cmap = yaml.safe_load(cm["data"]["cluster.yaml"])
+        raft = cmap["shards"][0]["members"][0]["raft"]
+        self.assertGreater(len(raft), 63)
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+            f.write(cm["data"]["cluster.yaml"])
+            f.flush()
+            run([os.path.join(BUILD, "tools", "ringmqctl"), "--cluster",
+                 f.name, "owner", "k"])
 
 
 if __name__ == "__main__":

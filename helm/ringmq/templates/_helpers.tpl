@@ -20,9 +20,24 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
-{{/* A majority of one shard's members: what a PodDisruptionBudget keeps. */}}
+{{/* Members of shard (dict "shard" $s "root" $): its own replicas, else
+     replicasPerShard. */}}
+{{- define "ringmq.shardReplicas" -}}
+{{- $s := .shard -}}
+{{- if hasKey $s "replicas" -}}{{ int $s.replicas }}{{- else -}}{{ int .root.Values.replicasPerShard }}{{- end -}}
+{{- end -}}
+
+{{/* Member id of pod ordinal k of shard i: i * 10 + k + 1. Fixed by the
+     position alone, so scaling a shard keeps every existing id (a shard
+     has at most 9 members). */}}
+{{- define "ringmq.idBase" -}}
+{{- add (mul . 10) 1 -}}
+{{- end -}}
+
+{{/* A majority of a shard's members (dict "shard" $s "root" $): what its
+     PodDisruptionBudget keeps. */}}
 {{- define "ringmq.majority" -}}
-{{- add (div .Values.replicasPerShard 2) 1 -}}
+{{- add (div (int (include "ringmq.shardReplicas" .)) 2) 1 -}}
 {{- end -}}
 
 {{- define "ringmq.usersSecret" -}}
