@@ -14,7 +14,15 @@ Then node2 is killed and comes back on a new IP address under the same
 name with its data directory (a container re-created with its volume): it
 rejoins its groups and catches up, and the routers go on serving.
 
-Needs root. Cleans up on exit.
+Then the scaling procedure of docs/deploy.md with docker-compose.node4.yml:
+node4 starts with docker/cluster-node4.yaml (join: true) on an empty
+volume, the routers are re-created with that map, `ringmqctl member add s1
+4` (run in router1's container) makes it a voter of s1, s1.mq and meta;
+node1 is removed (`member remove s1 1`) and stopped and node3 is killed:
+node2 and node4 are a majority of {2, 3, 4}, and the smoke checks pass.
+
+Needs root. Cleans up on exit, and removes what a killed run left behind
+(namespaces named rqc*) before it starts.
   test_compose_topology.py BUILD_DIR
 """
 import os
@@ -30,9 +38,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(TOP, "tests", "fault"))
 
-from lab import bridge_up, group_status, host_up, sh  # noqa: E402
+from lab import (bridge_up, cleanup_stale, group_status, host_up,  # noqa: E402
+                 sh)
 
-NAMES = ["node1", "node2", "node3", "router1", "router2"]
+NAMES = ["node1", "node2", "node3", "node4", "router1", "router2"]
 
 
 class Topology:
@@ -46,6 +55,7 @@ class Topology:
         self.ips = {n: "%s.%d" % (self.net, 11 + i) for i, n in enumerate(NAMES)}
         self.procs = {}
         self.made = []
+        self.map = os.path.join(TOP, "docker", "cluster.yaml")
 
     def ns(self, name):
         return "%s%s" % (self.tag, name[0] + name[-1])  # n1..n3, r1, r2
@@ -79,7 +89,7 @@ class Topology:
                               os.path.join(self.build, "router"),
                               os.path.join(self.build, "tools"),
                               os.path.join(TOP, "docker"), env["PATH"]]),
-            "RINGMQ_CLUSTER": os.path.join(TOP, "docker", "cluster.yaml"),
+            "RINGMQ_CLUSTER": self.map,
             "RINGMQ_DATA_DIR": os.path.join(self.work, "data", n),
         })
         if role == "router":
@@ -96,6 +106,17 @@ class Topology:
         p = self.procs.pop(n)
         p.send_signal(signal.SIGKILL)
         p.wait()
+
+    def stop(self, n):
+        p = self.procs.pop(n)
+        p.send_signal(signal.SIGTERM)
+        p.wait(20)
+
+    def ctl(self, n, *args):
+        """`docker compose exec n ringmqctl ...`"""
+        return sh(["ip", "netns", "exec", self.ns(n),
+                   os.path.join(self.build, "tools", "ringmqctl")] +
+                  list(args), timeout=180)
 
     def healthy(self, n):
         try:
@@ -161,6 +182,7 @@ def main():
     if os.geteuid() != 0:
         print("test_compose_topology: needs root", file=sys.stderr)
         return 1
+    cleanup_stale("rqc")  # a run killed by a ctest timeout
     work = tempfile.mkdtemp(prefix="ringmq-compose-")
     t = Topology(sys.argv[1], work)
     ok = False
@@ -195,6 +217,28 @@ def main():
         t.wait("node2 back in its groups", caught_up, 60)
         smoke(t, "router2", "d")
         print("ok: node2 rejoined under its name from a new address",
+              flush=True)
+
+        # docs/deploy.md: scaling shard s1 with docker-compose.node4.yml
+        t.map = os.path.join(TOP, "docker", "cluster-node4.yaml")
+        t.start("node4")
+        for r in ("router1", "router2"):  # re-created with the new map
+            t.stop(r)
+            t.start(r)
+        t.wait("routers healthy", lambda: t.healthy("router1") and
+               t.healthy("router2"), 90)
+        out = t.ctl("router1", "--cluster", t.map, "member", "add", "s1", "4")
+        assert out.stdout.split("\n")[:3] == [
+            "s1: member 4 is a voter", "s1.mq: member 4 is a voter",
+            "meta: member 4 is a voter"], out.stdout
+        out = t.ctl("router1", "--cluster", t.map, "member", "remove", "s1",
+                    "1")
+        assert "s1: member 1 removed" in out.stdout, out.stdout
+        t.stop("node1")
+        t.kill9("node3")
+        smoke(t, "router1", "e")
+        smoke(t, "router2", "f")
+        print("ok: node4 joined; nodes 2 and 4 serve without 1 and 3",
               flush=True)
         ok = True
     finally:

@@ -73,8 +73,29 @@ class Compose(unittest.TestCase):
                                     v.endswith(":/var/lib/ringmq")
                                     for v in svc["volumes"]), name)
 
+    def test_compose_node4_variant(self):
+        d = os.path.join(TOP, "docker")
+        out = run(["docker-compose", "-f",
+                   os.path.join(d, "docker-compose.yml"), "-f",
+                   os.path.join(d, "docker-compose.node4.yml"), "config"])
+        cfg = yaml.safe_load(out)
+        self.assertEqual(sorted(cfg["services"]),
+                         ["node%d" % i for i in range(1, 5)] +
+                         ["router1", "router2"])
+        for name, svc in cfg["services"].items():
+            self.assertEqual(svc["environment"]["RINGMQ_CLUSTER"],
+                             "/etc/ringmq/cluster-node4.yaml", name)
+            if name.startswith("node"):
+                self.assertIn("%s-data:/var/lib/ringmq:rw" % name,
+                              svc["volumes"])
+        with open(os.path.join(d, "cluster-node4.yaml")) as f:
+            cmap = yaml.safe_load(f)
+        members = cmap["shards"][0]["members"]
+        self.assertEqual([m.get("join", False) for m in members],
+                         [False, False, False, True])
+
     def test_compose_maps_load(self):
-        for f in ("cluster.yaml", "cluster-2shards.yaml"):
+        for f in ("cluster.yaml", "cluster-2shards.yaml", "cluster-node4.yaml"):
             out = run([os.path.join(BUILD, "tools", "ringmqctl"), "--cluster",
                        os.path.join(TOP, "docker", f), "owner", "k"])
             self.assertIn("s", out)

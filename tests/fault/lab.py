@@ -27,6 +27,7 @@ Errors: setup failures raise LabError with the failing command's output.
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -76,6 +77,7 @@ def cleanup_stale(prefix="rqf"):
                 except (ProcessLookupError, ValueError):
                     pass
             sh(["ip", "netns", "del", ns], check=False)
+            shutil.rmtree("/etc/netns/%s" % ns, ignore_errors=True)
     r = sh(["ip", "-o", "link", "show", "type", "bridge"], check=False)
     for line in r.stdout.splitlines():
         name = line.split(":")[1].strip().split("@")[0]
