@@ -15,8 +15,8 @@ name with its data directory (a container re-created with its volume): it
 rejoins its groups and catches up, and the routers go on serving.
 
 Then the scaling procedure of docs/deploy.md with docker-compose.node4.yml:
-node4 starts with docker/cluster-node4.yaml (join: true) on an empty
-volume, the routers are re-created with that map, `ringmqctl member add s1
+node4 starts with docker/cluster-node4.yaml (join: true; node4 named by a
+100-byte DNS name) on an empty volume, the routers are re-created with that map, `ringmqctl member add s1
 4` (run in router1's container) makes it a voter of s1, s1.mq and meta;
 node1 is removed (`member remove s1 1`) and stopped and node3 is killed:
 node2 and node4 are a majority of {2, 3, 4}, and the smoke checks pass.
@@ -42,6 +42,10 @@ from lab import (bridge_up, cleanup_stale, group_status, host_up,  # noqa: E402
                  sh)
 
 NAMES = ["node1", "node2", "node3", "node4", "router1", "router2"]
+# node4 joins under a name longer than a DNS label (63), as a pod's
+# "<pod>.<service>.<namespace>.svc.cluster.local" can be
+LONG_NODE4 = ("node4.ringmq-compose-scaling-check.a-namespace-with-a-long-name"
+              ".svc.cluster.local")
 
 
 class Topology:
@@ -70,9 +74,11 @@ class Topology:
         self.write_hosts()
 
     def write_hosts(self):
-        """Compose's DNS: every service name resolves in every container."""
+        """Compose's DNS: every service name resolves in every container
+        (node4 also under LONG_NODE4)."""
         text = "127.0.0.1 localhost\n" + "".join(
-            "%s %s\n" % (ip, n) for n, ip in self.ips.items())
+            "%s %s%s\n" % (ip, n, " " + LONG_NODE4 if n == "node4" else "")
+            for n, ip in self.ips.items())
         for n in NAMES:
             d = "/etc/netns/%s" % self.ns(n)
             os.makedirs(d, exist_ok=True)
@@ -219,8 +225,14 @@ def main():
         print("ok: node2 rejoined under its name from a new address",
               flush=True)
 
-        # docs/deploy.md: scaling shard s1 with docker-compose.node4.yml
-        t.map = os.path.join(TOP, "docker", "cluster-node4.yaml")
+        # docs/deploy.md: scaling shard s1 with docker-compose.node4.yml's
+        # map, node4 named by LONG_NODE4
+        with open(os.path.join(TOP, "docker", "cluster-node4.yaml")) as f:
+            text = f.read().replace('"node4:', '"%s:' % LONG_NODE4)
+        assert LONG_NODE4 in text and len(LONG_NODE4) > 63
+        t.map = os.path.join(work, "cluster-node4.yaml")
+        with open(t.map, "w") as f:
+            f.write(text)
         t.start("node4")
         for r in ("router1", "router2"):  # re-created with the new map
             t.stop(r)
