@@ -54,40 +54,33 @@ def by_kind(docs, kind):
 
 
 class Compose(unittest.TestCase):
+    def variant(self, extra, nodes, cmap):
+        """docker-compose.yml with @extra on top: services node1..@nodes and
+        both routers, every one reading @cmap, every node its own volume."""
+        d = os.path.join(TOP, "docker")
+        out = run(["docker-compose", "-f",
+                   os.path.join(d, "docker-compose.yml"), "-f",
+                   os.path.join(d, extra), "config"])
+        cfg = yaml.safe_load(out)
+        self.assertEqual(sorted(cfg["services"]),
+                         ["node%d" % i for i in range(1, nodes + 1)] +
+                         ["router1", "router2"])
+        for name, svc in cfg["services"].items():
+            self.assertEqual(svc["environment"]["RINGMQ_CLUSTER"],
+                             "/etc/ringmq/" + cmap, name)
+            if name.startswith("node"):
+                self.assertIn("%s-data:/var/lib/ringmq:rw" % name,
+                              svc["volumes"])
+
     def test_compose_files_validate(self):
         d = os.path.join(TOP, "docker")
         run(["docker-compose", "-f", os.path.join(d, "docker-compose.yml"),
              "config", "-q"])
-        out = run(["docker-compose", "-f",
-                   os.path.join(d, "docker-compose.yml"), "-f",
-                   os.path.join(d, "docker-compose.2shards.yml"), "config"])
-        cfg = yaml.safe_load(out)
-        self.assertEqual(sorted(cfg["services"]),
-                         ["node%d" % i for i in range(1, 7)] +
-                         ["router1", "router2"])
-        for name, svc in cfg["services"].items():
-            self.assertEqual(svc["environment"]["RINGMQ_CLUSTER"],
-                             "/etc/ringmq/cluster-2shards.yaml", name)
-            if name.startswith("node"):
-                self.assertTrue(any(v.endswith(":/var/lib/ringmq:rw") or
-                                    v.endswith(":/var/lib/ringmq")
-                                    for v in svc["volumes"]), name)
+        self.variant("docker-compose.2shards.yml", 6, "cluster-2shards.yaml")
 
     def test_compose_node4_variant(self):
         d = os.path.join(TOP, "docker")
-        out = run(["docker-compose", "-f",
-                   os.path.join(d, "docker-compose.yml"), "-f",
-                   os.path.join(d, "docker-compose.node4.yml"), "config"])
-        cfg = yaml.safe_load(out)
-        self.assertEqual(sorted(cfg["services"]),
-                         ["node%d" % i for i in range(1, 5)] +
-                         ["router1", "router2"])
-        for name, svc in cfg["services"].items():
-            self.assertEqual(svc["environment"]["RINGMQ_CLUSTER"],
-                             "/etc/ringmq/cluster-node4.yaml", name)
-            if name.startswith("node"):
-                self.assertIn("%s-data:/var/lib/ringmq:rw" % name,
-                              svc["volumes"])
+        self.variant("docker-compose.node4.yml", 4, "cluster-node4.yaml")
         with open(os.path.join(d, "cluster-node4.yaml")) as f:
             cmap = yaml.safe_load(f)
         members = cmap["shards"][0]["members"]

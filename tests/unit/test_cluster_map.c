@@ -174,34 +174,33 @@ static void test_join_and_long_names(void **state)
 
 static void test_raft_port_offset(void **state)
 {
+    static const struct {
+        const char *addr;
+        int delta;
+        size_t room;
+        const char *want; /* NULL: refused */
+    } cases[] = {
+        {"10.0.0.1:7210", 1, CLUSTER_ADDR_MAX, "10.0.0.1:7211"},
+        {"10.0.0.1:7210", 2, CLUSTER_ADDR_MAX, "10.0.0.1:7212"},
+        {"s1-2.s1.ns.svc:7210", 1, CLUSTER_ADDR_MAX, "s1-2.s1.ns.svc:7211"},
+        {"127.0.0.1:0", 2, CLUSTER_ADDR_MAX, "127.0.0.1:0"}, /* ephemeral */
+        {"127.0.0.1:65535", 1, CLUSTER_ADDR_MAX, NULL},
+        {"nocolon", 1, CLUSTER_ADDR_MAX, NULL},
+        {"127.0.0.1:7", 1, 5, NULL}, /* no room */
+    };
     char out[CLUSTER_ADDR_MAX];
+    size_t i;
 
     (void)state;
-    assert_int_equal(cluster_raft_port_offset("10.0.0.1:7210", 1, out,
-                                                  sizeof(out)),
-                     0);
-    assert_string_equal(out, "10.0.0.1:7211");
-    assert_int_equal(cluster_raft_port_offset("s1-2.s1.ns.svc:7210", 1, out,
-                                              sizeof(out)),
-                     0);
-    assert_string_equal(out, "s1-2.s1.ns.svc:7211");
-    assert_int_equal(cluster_raft_port_offset("10.0.0.1:7210", 2, out,
-                                                  sizeof(out)),
-                     0);
-    assert_string_equal(out, "10.0.0.1:7212");
-    /* ephemeral stays ephemeral */
-    assert_int_equal(cluster_raft_port_offset("127.0.0.1:0", 2, out,
-                                                  sizeof(out)),
-                     0);
-    assert_string_equal(out, "127.0.0.1:0");
-    assert_int_equal(cluster_raft_port_offset("127.0.0.1:65535", 1, out,
-                                                  sizeof(out)),
-                     -1);
-    assert_int_equal(cluster_raft_port_offset("nocolon", 1, out,
-                                                  sizeof(out)),
-                     -1);
-    assert_int_equal(cluster_raft_port_offset("127.0.0.1:7", 1, out, 5),
-                     -1);
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int rv = cluster_raft_port_offset(cases[i].addr, cases[i].delta, out,
+                                          cases[i].room);
+
+        assert_int_equal(rv, cases[i].want != NULL ? 0 : -1);
+        if (cases[i].want != NULL) {
+            assert_string_equal(out, cases[i].want);
+        }
+    }
 }
 
 static void test_missing_file(void **state)
