@@ -4,8 +4,10 @@
  *
  * The group hides raft from the rest of ringmq (DESIGN.md: keep raft behind
  * our interface). It gives:
- *   - bootstrap of a pristine data directory with the configured members,
+ *   - bootstrap of a pristine data directory with the configured members
+ *     (or, to join a running group, no bootstrap: wait to be added),
  *     restart from an existing one, a clear error for an unusable one;
+ *   - membership changes, one at a time, at the leader (raft/member.c);
  *   - group commit: commands submitted while earlier entries are in flight are
  *     packed into one Raft entry (a batch stamped with the leader's wall
  *     clock), with a cap on entries and bytes in flight (RAFT-NOTES 6.1);
