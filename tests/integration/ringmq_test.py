@@ -226,6 +226,36 @@ def check(cond, msg):
         raise AssertionError(msg)
 
 
+def _keep_logs(tail_lines=30, max_files=16):
+    """After a failure: print the tail of every log the test's processes
+    wrote (ctest shows a failed test's output, and CI keeps nothing else)
+    and copy the logs to BUILD/test-logs/<script>/."""
+    logs = []
+    for d in _dirs:
+        for root, _, files in os.walk(d):
+            logs += [os.path.join(root, f) for f in sorted(files)
+                     if f.endswith(".log")]
+    dest = os.path.join(BUILD, "test-logs",
+                        os.path.splitext(os.path.basename(sys.argv[0]))[0])
+    for i, path in enumerate(logs):
+        try:
+            with open(path, "rb") as f:
+                lines = f.read().decode(errors="replace").splitlines()
+        except OSError:
+            continue
+        if i < max_files:
+            print("---- last %d lines of %s" % (tail_lines, path))
+            print("\n".join(lines[-tail_lines:]))
+        try:
+            rel = os.path.relpath(path, os.path.dirname(os.path.dirname(path)))
+            os.makedirs(os.path.join(dest, os.path.dirname(rel)), exist_ok=True)
+            shutil.copy(path, os.path.join(dest, rel))
+        except OSError:
+            pass
+    if logs:
+        print("---- %d logs copied to %s" % (len(logs), dest))
+
+
 def run_tests(tests):
     """Run test functions in order; print a pytest-style closing line."""
     passed = failed = 0
@@ -246,5 +276,7 @@ def run_tests(tests):
             print("ok   %s (%.1fs)" % (t.__name__, time.time() - t0))
         sys.stdout.flush()
     print("%d passed, %d failed" % (passed, failed))
+    if failed:
+        _keep_logs()
     _cleanup()
     sys.exit(1 if failed else 0)
