@@ -25,6 +25,7 @@ partial up(), and from a signal handler's cleanup path. cleanup_stale()
 removes what a killed run left behind (names start with "rqf").
 Errors: setup failures raise LabError with the failing command's output.
 """
+import fcntl
 import json
 import os
 import shutil
@@ -83,6 +84,18 @@ def cleanup_stale(prefix="rqf"):
         name = line.split(":")[1].strip().split("@")[0]
         if name.startswith(prefix):
             sh(["ip", "link", "del", name], check=False)
+
+
+def free_net_index(seed):
+    """A net_index for Lab whose /24 (10.77.K.0) no interface uses yet, tried
+    from @seed on: labs that run at the same time (ctest -j2) must not share
+    a subnet."""
+    used = sh(["ip", "-o", "-4", "addr"], check=False).stdout
+    for k in range(200):
+        idx = (seed + k) % 200 + 20
+        if " 10.77.%d." % idx not in used:
+            return idx
+    raise LabError("no free 10.77.x.0/24")
 
 
 def bridge_up(name, ip_cidr):
@@ -229,8 +242,17 @@ class Lab:
     # ------------------------------------------------------------- network
 
     def _net_up(self):
-        self._made_bridge = True
-        bridge_up(self.bridge, self.client_ip + "/24")
+        # Labs of one ctest run start side by side: whoever takes a /24
+        # takes it under this lock, and a lab never shares one (its status
+        # queries and faults would reach the other lab's hosts).
+        with open("/run/ringmq-lab-net.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            used = sh(["ip", "-o", "-4", "addr"], check=False).stdout
+            if " %s." % self.net in used:
+                raise LabError("%s.0/24 is in use (another lab?): pick "
+                               "another net_index (free_net_index)" % self.net)
+            self._made_bridge = True
+            bridge_up(self.bridge, self.client_ip + "/24")
         for h in self.hosts:
             self._made_ns.append(h.ns)
             host_up(h.ns, h.veth, self.bridge, h.ip + "/24")

@@ -67,7 +67,8 @@ def scenario(build, out, mode, attempt):
     work = os.path.join(out, "%s-%d" % (mode, attempt))
     os.makedirs(work)
     pid = os.getpid()
-    lab = labmod.Lab(build, work, net_index=(pid + attempt) % 200 + 20,
+    lab = labmod.Lab(build, work,
+                     net_index=labmod.free_net_index(pid + attempt),
                      tag="rq%s%x%d" % (mode[1], pid % 0xff, attempt),
                      node_flags=["--read-mode", mode], faketime=False)
     rec = history.Recorder(os.path.join(work, "history.jsonl"))
