@@ -182,7 +182,8 @@ static void raft_status_pb(const struct rgroup_status *st,
 /* The queue groups and the meta group, after the cache groups: items is
  * the ready messages (queues) or the bindings (meta). Returns the count. */
 static unsigned status_amqp(struct node_rpc *r, Ringmq__GroupStatus *gs,
-                            Ringmq__GroupStatus **gsp, unsigned room)
+                            Ringmq__GroupStatus **gsp, unsigned room,
+                            bool with_digest)
 {
     unsigned n = 0;
     unsigned i;
@@ -191,7 +192,7 @@ static unsigned status_amqp(struct node_rpc *r, Ringmq__GroupStatus *gs,
         struct mq_svc_status st;
         const char *rpc;
 
-        mq_svc_status(r->mq[i], &st, true);
+        mq_svc_status(r->mq[i], &st, with_digest);
         ringmq__group_status__init(&gs[n]);
         gs[n].name = (char *)mq_svc_name(r->mq[i]);
         raft_status_pb(&st.raft, &gs[n]);
@@ -211,7 +212,7 @@ static unsigned status_amqp(struct node_rpc *r, Ringmq__GroupStatus *gs,
         raft_status_pb(&st.raft, &gs[n]);
         rpc = member_rpc(r, "meta", st.raft.leader_id);
         gs[n].leader_rpc = (char *)(rpc ? rpc : "");
-        gs[n].digest = meta_sm_digest(meta_svc_sm(r->meta));
+        gs[n].digest = with_digest ? meta_sm_digest(meta_svc_sm(r->meta)) : 0;
         gs[n].items = st.bindings;
         gsp[n] = &gs[n];
         n++;
@@ -267,7 +268,8 @@ static struct rgroup *group_by_name(struct node_rpc *r, const char *name)
     return NULL;
 }
 
-static void handle_status(struct node_rpc *r, struct rpc_server_req *req)
+static void handle_status(struct node_rpc *r, struct rpc_server_req *req,
+                          bool with_digest)
 {
     Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
     Ringmq__StatusReply reply = RINGMQ__STATUS_REPLY__INIT;
@@ -280,7 +282,7 @@ static void handle_status(struct node_rpc *r, struct rpc_server_req *req)
         struct cache_svc_status st;
         const char *leader_rpc;
 
-        cache_svc_status(r->groups[g], &st, true);
+        cache_svc_status(r->groups[g], &st, with_digest);
         ringmq__group_status__init(&gs[g]);
         gs[g].name = (char *)r->cfg->groups[g].name;
         gs[g].id = st.raft.id;
@@ -307,7 +309,7 @@ static void handle_status(struct node_rpc *r, struct rpc_server_req *req)
     }
     g = r->n_groups;
     g += status_amqp(r, gs + g, gsp + g,
-                     (unsigned)(sizeof(gs) / sizeof(gs[0])) - g);
+                     (unsigned)(sizeof(gs) / sizeof(gs[0])) - g, with_digest);
     members = xcalloc(g > 0 ? g : 1, sizeof(*members));
     for (unsigned i = 0; i < g; i++) {
         struct rgroup *rg = group_by_name(r, gs[i].name);
@@ -788,7 +790,7 @@ static void on_request(void *data, struct rpc_server_req *req,
         handle_cache(r, req, msg);
         break;
     case RINGMQ__RPC_REQUEST__BODY_STATUS:
-        handle_status(r, req);
+        handle_status(r, req, msg->status->digest);
         break;
     case RINGMQ__RPC_REQUEST__BODY_MQ:
         handle_mq(r, req, msg);

@@ -62,8 +62,6 @@ void admin_stats(const struct backend *b, struct buf *out)
             SHARD_U64("term", si.term);
             SHARD_U64("commit_index", si.commit_index);
             SHARD_U64("applied_index", si.applied_index);
-            buf_printf(out, "STAT shard:%s:digest %016" PRIx64 "\r\n", si.name,
-                       si.digest);
             SHARD_U64("curr_items", si.items);
             SHARD_U64("bytes", si.bytes);
             SHARD_U64("evictions", si.evictions);

@@ -67,7 +67,7 @@ struct bshard {
     uint64_t status_from;
     uint64_t leader_id;
     char leader_rpc[CLUSTER_ADDR_MAX];
-    uint64_t term, commit_index, applied_index, digest, items, bytes;
+    uint64_t term, commit_index, applied_index, items, bytes;
     uint64_t evictions, limit_maxbytes;
 
     /* counters */
@@ -680,7 +680,6 @@ static void on_status(void *data, int status, const Ringmq__RpcResponse *resp)
     s->term = g->term;
     s->commit_index = g->commit_index;
     s->applied_index = g->last_applied;
-    s->digest = g->digest;
     s->items = g->items;
     s->evictions = g->evictions;
     s->limit_maxbytes = g->limit_maxbytes;
@@ -880,7 +879,6 @@ void backend_shard_info(const struct backend *b,
     out->term = s->term;
     out->commit_index = s->commit_index;
     out->applied_index = s->applied_index;
-    out->digest = s->digest;
     out->items = s->items;
     out->evictions = s->evictions;
     out->limit_maxbytes = s->limit_maxbytes;

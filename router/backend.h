@@ -93,7 +93,6 @@ struct backend_shard_info {
     uint64_t term;
     uint64_t commit_index;
     uint64_t applied_index;
-    uint64_t digest;
     uint64_t items;
     uint64_t evictions;      /* (last status answer) */
     uint64_t limit_maxbytes; /* the shard's -m */

@@ -381,6 +381,7 @@ static int cmd_status(struct ctl *ctl, bool digest_only)
         fprintf(stderr, "ringmqctl: %s takes no arguments\n", o->args[0]);
         return EXIT_USAGE;
     }
+    sreq.digest = true;
     req.body_case = RINGMQ__RPC_REQUEST__BODY_STATUS;
     req.status = &sreq;
     if (ctl_call(ctl, &req, false, &resp) != 0) {
@@ -1136,6 +1137,7 @@ static int cmd_cluster(struct ctl *ctl, const struct ctl_map *m)
         Ringmq__RpcRequest req = RINGMQ__RPC_REQUEST__INIT;
         Ringmq__StatusRequest sreq = RINGMQ__STATUS_REQUEST__INIT;
 
+        sreq.digest = true; /* the table compares replicas */
         replies[j] = NULL;
         req.body_case = RINGMQ__RPC_REQUEST__BODY_STATUS;
         req.status = &sreq;
