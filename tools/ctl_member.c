@@ -119,6 +119,57 @@ static int change_group(struct ctl *ctl,
     }
 }
 
+/* Before adding @m: its node answers, and runs every group of the shard.
+ * Raft would otherwise add it as a spare and give up catching it up after
+ * a while, leaving a spare behind. */
+static int check_new_member(struct ctl *ctl,
+                            const struct cluster_member *m,
+                            const struct shard_group *groups,
+                            unsigned n)
+{
+    Ringmq__RpcRequest req = RINGMQ__RPC_REQUEST__INIT;
+    Ringmq__StatusRequest sreq = RINGMQ__STATUS_REQUEST__INIT;
+    Ringmq__RpcResponse *resp = NULL;
+    unsigned i;
+    size_t k;
+    int rv = 0;
+
+    req.body_case = RINGMQ__RPC_REQUEST__BODY_STATUS;
+    req.status = &sreq;
+    if (ctl_connect(ctl, m->rpc) != 0 ||
+        rpc_client_call_sync(ctl->client, &req, 0, &resp) != 0 ||
+        resp->body_case != RINGMQ__RPC_RESPONSE__BODY_STATUS) {
+        fprintf(stderr,
+                "ringmqctl: member %" PRIu64
+                " does not answer at %s: start "
+                "its node (with this map) first\n",
+                m->id, m->rpc);
+        rv = EXIT_ERROR;
+        goto out;
+    }
+    for (i = 0; i < n; i++) {
+        for (k = 0; k < resp->status->n_groups; k++) {
+            if (strcmp(resp->status->groups[k]->name, groups[i].name) == 0) {
+                break;
+            }
+        }
+        if (k == resp->status->n_groups) {
+            fprintf(stderr,
+                    "ringmqctl: node %" PRIu64
+                    " at %s runs no group %s: is "
+                    "it started with a map that lists it in this shard?\n",
+                    m->id, m->rpc, groups[i].name);
+            rv = EXIT_ERROR;
+            goto out;
+        }
+    }
+out:
+    if (resp != NULL) {
+        ringmq__rpc_response__free_unpacked(resp, NULL);
+    }
+    return rv;
+}
+
 static int member_change(struct ctl *ctl,
                          const struct cluster_map *map,
                          const struct cluster_shard *s,
@@ -149,6 +200,9 @@ static int member_change(struct ctl *ctl,
                 "it with that map and an empty data directory)\n",
                 id, s->name);
         return EXIT_USAGE;
+    }
+    if (add && check_new_member(ctl, m, groups, n) != 0) {
+        return EXIT_ERROR;
     }
     for (i = 0; i < n; i++) {
         Ringmq__MemberChange mc = RINGMQ__MEMBER_CHANGE__INIT;

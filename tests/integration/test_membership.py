@@ -12,7 +12,8 @@ nodes, one router, cache keys and confirmed persistent messages in it.
    and every confirmed message is read back through the router, and new
    writes are stored.
 3. Refusals: adding a map member without join: true, and a shard or member
-   the map lacks, are usage errors; adding or removing twice succeeds.
+   the map lacks, are usage errors; a member whose node does not run is
+   refused before any group changes; adding or removing twice succeeds.
 """
 import os
 import subprocess
@@ -214,6 +215,17 @@ def test_scale_out_and_in():
     rt.check(bad.returncode == 64 and "join: true" in bad.stderr, bad.stderr)
     bad = s.ctl(map4, "member", "add", "s9", "4", check=False)
     rt.check(bad.returncode == 64 and "no shard" in bad.stderr, bad.stderr)
+    # a member whose node is not running is refused before the group
+    # changes (raft would keep it as a spare)
+    s.raft.append(rt.free_raft_port())
+    s.rpc.append(rt.free_port())
+    map5 = s.write_map("map5.yaml", rest + [5], join=[4, 5])
+    bad = s.ctl(map5, "member", "add", "s1", "5", check=False)
+    rt.check(bad.returncode == 2 and "does not answer" in bad.stderr,
+             bad.stderr)
+    listed = members(s.ctl(map5, "member", "list", "s1").stdout)
+    rt.check(sorted(listed["s1"]) == rest, "members after the refusal: %s"
+             % listed)
     out = s.ctl(map_after, "member", "remove", "s1", str(gone), "--seconds", "60")
     rt.check("s1: member %d removed" % gone in out.stdout, out.stdout)
 
