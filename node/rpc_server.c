@@ -22,6 +22,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/tcp_dead_peer.h"
 #include "proto/rpc_frame.h"
 
 #define READ_BUF_SIZE (64 * 1024)
@@ -409,6 +410,9 @@ static void on_connection(uv_stream_t *listener, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    /* a reply to a router that went away is not retransmitted for minutes
+     * (the router reconnects and asks again) */
+    tcp_dead_peer(&c->tcp, TCP_DEAD_PEER_MS_DEFAULT);
     format_peer(&c->tcp, c->peer, sizeof(c->peer));
     log_debug("rpc: connection from %s", c->peer);
     conn_update_reading(c);

@@ -10,7 +10,6 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 #include <sys/socket.h>
 
 #include "common/log.h"
+#include "common/tcp_dead_peer.h"
 
 /* One connect on its way: raft's request and callback, and ours, handed
  * to the inner transport, so that the socket can be set up before raft
@@ -79,23 +79,8 @@ static bool is_ipv4(const char *host)
  * peer that went away unseen (its container re-created under a new IP, a
  * host gone) shows up only as writes that are never acknowledged, and TCP
  * would retransmit them for many minutes before raft reconnects (and
- * resolves the name again). Give up on unacknowledged data after a few
- * seconds instead; keepalive finds an idle dead peer. */
-#define USER_TIMEOUT_MS 5000
-
-static void tune_socket(struct uv_stream_s *stream)
-{
-    uv_os_fd_t fd;
-    unsigned timeout = USER_TIMEOUT_MS;
-
-    if (uv_fileno((uv_handle_t *)stream, &fd) != 0) {
-        return;
-    }
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout,
-                     sizeof(timeout));
-    (void)uv_tcp_keepalive((uv_tcp_t *)stream, 1, 5);
-}
-
+ * resolves the name again): common/tcp_dead_peer fails them within
+ * seconds. */
 static void attempt_done(struct raft_uv_connect *inner_req,
                          struct uv_stream_s *stream, int status)
 {
@@ -105,7 +90,7 @@ static void attempt_done(struct raft_uv_connect *inner_req,
 
     free(a);
     if (status == 0 && stream != NULL) {
-        tune_socket(stream);
+        tcp_dead_peer((uv_tcp_t *)stream, TCP_DEAD_PEER_MS_DEFAULT);
     }
     cb(req, stream, status);
 }

@@ -32,6 +32,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/tcp_dead_peer.h"
 #include "proto/rpc_frame.h"
 
 #define READ_BUF_SIZE (64 * 1024)
@@ -470,6 +471,9 @@ static void on_connect(uv_connect_t *req, int status)
     }
     uv_timer_stop(&c->conn_timer);
     uv_tcp_nodelay(&cc->tcp, 1);
+    /* a long poll in flight must not wait for TCP's retransmit backoff
+     * after a partition: fail the connection, the caller retries */
+    tcp_dead_peer(&cc->tcp, TCP_DEAD_PEER_MS_DEFAULT);
     c->state = CS_CONNECTED;
     c->backoff_ms = c->cfg.backoff_min_ms;
     log_debug("rpc: connected to %s", c->address);
