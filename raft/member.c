@@ -110,9 +110,7 @@ static void complete(struct rgroup *g, int status)
     g->change = NULL;
     g->change_ready = false;
     if (status == RGROUP_OK && op->step == STEP_NONE) {
-        log_info("raft group %s: membership: member %" PRIu64
-                 " is %s "
-                 "already",
+        log_info("raft group %s: membership: member %" PRIu64 " is %s already",
                  g->name, op->id, op->remove ? "no member" : "a voter");
     } else if (status == RGROUP_OK) {
         log_info("raft group %s: membership: %s of member %" PRIu64
@@ -142,8 +140,7 @@ void rgroup_member_process(struct rgroup *g)
         return;
     }
     log_info("raft group %s: membership: member %" PRIu64
-             " (%s) added as "
-             "spare; catching it up to promote it",
+             " (%s) added as spare; catching it up to promote it",
              g->name, op->id, op->address);
     op->step = STEP_ASSIGN;
     rv = start_step(op);
