@@ -31,6 +31,8 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 import urllib.request
 
@@ -96,6 +98,20 @@ def free_net_index(seed):
         if " 10.77.%d." % idx not in used:
             return idx
     raise LabError("no free 10.77.x.0/24")
+
+
+def scenario_dirs(name):
+    """For a scenario script run as `NAME BUILD_DIR [OUT_DIR]` as root:
+    (build dir, a fresh out dir), or None after saying why (not root)."""
+    if os.geteuid() != 0:
+        print("%s: needs root" % name, file=sys.stderr)
+        return None
+    build = os.path.abspath(sys.argv[1])
+    out = sys.argv[2] if len(sys.argv) > 2 else tempfile.mkdtemp(
+        prefix="ringmq-%s-" % name)
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    return build, out
 
 
 def bridge_up(name, ip_cidr):
@@ -466,7 +482,6 @@ class Lab:
 
 
 if __name__ == "__main__":
-    import sys
     if sys.argv[1:] == ["--cleanup"]:
         cleanup_stale()
     else:

@@ -16,9 +16,7 @@ message is delivered in the end.
   test_heal_resume.py BUILD_DIR [OUT_DIR]    (root: network namespaces)
 """
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
 
@@ -97,14 +95,10 @@ class Consumer(threading.Thread):
 
 
 def main():
-    if os.geteuid() != 0:
-        print("test_heal_resume: needs root", file=sys.stderr)
+    dirs = labmod.scenario_dirs("heal-resume")
+    if dirs is None:
         return 1
-    build = os.path.abspath(sys.argv[1])
-    out = sys.argv[2] if len(sys.argv) > 2 else tempfile.mkdtemp(
-        prefix="ringmq-heal-resume-")
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(out)
+    build, out = dirs
     pid = os.getpid()
     lab = labmod.Lab(build, out, net_index=labmod.free_net_index(pid + 7),
                      tag="rqh%x" % (pid % 0xfff), faketime=False)

@@ -23,9 +23,7 @@ linearizable mode must never show it. Needs root (network namespaces).
   test_read_modes.py BUILD_DIR [OUT_DIR]
 """
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
 
@@ -139,14 +137,10 @@ def scenario(build, out, mode, attempt):
 
 
 def main():
-    if os.geteuid() != 0:
-        print("test_read_modes: needs root", file=sys.stderr)
+    dirs = labmod.scenario_dirs("read-modes")
+    if dirs is None:
         return 1
-    build = os.path.abspath(sys.argv[1])
-    out = sys.argv[2] if len(sys.argv) > 2 else tempfile.mkdtemp(
-        prefix="ringmq-read-modes-")
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(out)
+    build, out = dirs
     value, valid = scenario(build, out, "linearizable", 1)
     assert value != 1 and valid, "linearizable mode served a stale read"
     for attempt in (1, 2, 3):
