@@ -1051,3 +1051,8 @@ int http_admin_metric(struct http_admin_metrics *m, const char *name,
     buf_append_str(out, "\n");
     return 0;
 }
+
+bool http_admin_is_liveness(const char *query)
+{
+    return query != NULL && strcmp(query, "live") == 0;
+}

@@ -38,6 +38,7 @@
 #ifndef RINGMQ_HTTP_ADMIN_H
 #define RINGMQ_HTTP_ADMIN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <uv.h>
@@ -97,6 +98,12 @@ struct http_admin;
 struct http_admin *http_admin_new(uv_loop_t *loop,
                                   const struct http_admin_config *cfg,
                                   char *errmsg, size_t errlen);
+
+/* "/healthz?live" asks whether the process serves at all (a liveness probe:
+ * restarting the process would help), plain "/healthz" whether it is ready
+ * to do its job (a readiness probe: every group has a leader...). True for
+ * the query "live". */
+bool http_admin_is_liveness(const char *query);
 
 /* The bound port (useful with port 0). */
 int http_admin_port(const struct http_admin *a);

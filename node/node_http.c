@@ -39,10 +39,14 @@ static void on_healthz(void *data, const char *path, const char *query,
 {
     struct node_http *h = data;
     unsigned g = 0;
-    const char *why = unhealthy(h, &g);
+    const char *why;
 
     (void)path;
-    (void)query;
+    if (http_admin_is_liveness(query)) {
+        buf_append_str(&resp->body, "live\n");
+        return;
+    }
+    why = unhealthy(h, &g);
     if (why == NULL) {
         buf_append_str(&resp->body, "ok\n");
         return;

@@ -227,7 +227,10 @@ static void on_healthz(void *data,
     struct admin *a = data;
 
     (void)path;
-    (void)query;
+    if (http_admin_is_liveness(query)) {
+        buf_append_str(&resp->body, "live\n");
+        return;
+    }
     resp->status = admin_health(a->b, &resp->body);
 }
 

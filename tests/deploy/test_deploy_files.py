@@ -156,7 +156,8 @@ class Chart(unittest.TestCase):
             c = st["spec"]["template"]["spec"]["containers"][0]
             self.assertEqual(c["readinessProbe"]["httpGet"]["path"],
                              "/healthz")
-            self.assertIn("livenessProbe", c)
+            self.assertEqual(c["livenessProbe"]["httpGet"]["path"],
+                             "/healthz?live")
             env = {e["name"]: e["value"] for e in c["env"]}
             base = int(env["RINGMQ_NODE_ID_BASE"])
             self.assertEqual(pdbs[full]["spec"]["minAvailable"], majority)
@@ -175,6 +176,8 @@ class Chart(unittest.TestCase):
         (dep,) = by_kind(docs, "Deployment")
         rc = dep["spec"]["template"]["spec"]["containers"][0]
         self.assertEqual(rc["readinessProbe"]["httpGet"]["path"], "/healthz")
+        self.assertEqual(rc["livenessProbe"]["httpGet"]["path"],
+                         "/healthz?live")
         ports = {p["name"]: p["port"] for p in svcs["ringmq"]["spec"]["ports"]}
         self.assertEqual(ports, {"memcached": 11211, "amqp": 5672})
         (sec,) = by_kind(docs, "Secret")

@@ -313,6 +313,9 @@ def test_epoch_checks_health_and_stats():
     for node in range(1, 7):
         status, body = http_get(9200 + node + lc.off, "/healthz")
         rt.check(status == 200, "node %d /healthz: %d %s" % (node, status, body))
+        status, body = http_get(9200 + node + lc.off, "/healthz?live")
+        rt.check(status == 200 and body == "live\n",
+                 "node %d /healthz?live: %d %s" % (node, status, body))
     status, body = http_get(9201 + lc.off, "/metrics")
     rt.check('ringmq_cache_items{group="s1"}' in body, "node /metrics")
     # router stats aggregate the shards
@@ -327,6 +330,14 @@ def test_epoch_checks_health_and_stats():
         lambda: (lambda r: r if r[0] == 503 else None)(http_get(9101 + lc.off, "/healthz")),
         20, "router /healthz to report the dead shard")
     rt.check("s1" in body, "names the shard: %r" % body)
+    # not ready, but alive: a liveness probe must not restart it
+    status, body = http_get(9101 + lc.off, "/healthz?live")
+    rt.check(status == 200 and body == "live\n",
+             "router /healthz?live with a dead shard: %d %s" % (status, body))
+    rt.wait_until(lambda: http_get(9203 + lc.off, "/healthz")[0] == 503, 20,
+                  "node 3 without a majority to say it is not ready")
+    status, body = http_get(9203 + lc.off, "/healthz?live")
+    rt.check(status == 200, "node 3 /healthz?live: %d %s" % (status, body))
     lc.down()
 
 
