@@ -1,7 +1,7 @@
 /*
  * Unit tests of node/config: the amqp key and --amqp flag (address, "off",
- * ""), the raft port offsets of the AMQP groups, and the read mode (flag
- * and file key).
+ * ""), the read mode (flag and file key), and the groups of a map with
+ * members that join.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -129,12 +129,65 @@ static void test_read_mode_file(void **state)
     unlink(bad);
 }
 
+/* Members with join: true in the map: a node that joins gets an rgroup that
+ * does not bootstrap; the others bootstrap with the members without join
+ * (the group's first configuration), whatever the map says was added. */
+static void test_join_members(void **state)
+{
+    struct node_config c;
+    struct rgroup_config rc;
+    char map[64];
+    char dir[PATH_MAX + 80];
+    char err[256];
+    char idarg[8];
+    char *args[] = {"ringmq-node", "--cluster", map, "--id", idarg,
+                    "--data-dir", "/tmp/ringmq-test-join"};
+
+    (void)state;
+    write_config(map, sizeof(map),
+                 "shards:\n"
+                 "  - name: s1\n"
+                 "    members:\n"
+                 "      - {id: 1, raft: 127.0.0.1:7210, rpc: 127.0.0.1:7101}\n"
+                 "      - {id: 2, raft: 127.0.0.1:7220, rpc: 127.0.0.1:7102}\n"
+                 "      - {id: 4, raft: n4.example:7240, rpc: n4.example:7104, "
+                 "join: true}\n"
+                 "      - {id: 3, raft: 127.0.0.1:7230, rpc: 127.0.0.1:7103}\n");
+
+    snprintf(idarg, sizeof(idarg), "2");
+    node_config_defaults(&c);
+    assert_int_equal(node_config_parse_args(&c, 7, args, err, sizeof(err)),
+                     0);
+    assert_int_equal(node_config_finish(&c, err, sizeof(err)), 0);
+    node_config_group(&c, 0, &rc, dir, sizeof(dir));
+    assert_false(rc.join);
+    assert_int_equal(rc.n_members, 3);
+    assert_int_equal(rc.members[0].id, 1);
+    assert_int_equal(rc.members[1].id, 2);
+    assert_int_equal(rc.members[2].id, 3);
+    /* hints name every member of the map, the joining one too */
+    assert_string_equal(node_config_member_rpc(&c, 0, 4), "n4.example:7104");
+
+    snprintf(idarg, sizeof(idarg), "4");
+    node_config_defaults(&c);
+    assert_int_equal(node_config_parse_args(&c, 7, args, err, sizeof(err)),
+                     0);
+    assert_int_equal(node_config_finish(&c, err, sizeof(err)), 0);
+    node_config_group(&c, 0, &rc, dir, sizeof(dir));
+    assert_true(rc.join);
+    assert_int_equal(rc.id, 4);
+    assert_int_equal(rc.n_members, 4);
+    assert_string_equal(rc.members[2].raft_address, "n4.example:7240");
+    unlink(map);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_amqp_flag),
         cmocka_unit_test(test_read_mode),
         cmocka_unit_test(test_read_mode_file),
+        cmocka_unit_test(test_join_members),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
