@@ -110,11 +110,19 @@ static void watch_unlink(struct meta_svc *svc, struct meta_svc_watch *w)
     svc->n_watches--;
 }
 
-/* Complete the watches that are due: all (closing), changed ones, expired
- * ones. Detached first: a cb may watch again (it then waits for the next
- * change, not this pass). */
-static void watches_pass(struct meta_svc *svc, bool all, bool expired)
+enum pass {
+    PASS_CHANGED,     /* the version moved past theirs */
+    PASS_EXPIRED,     /* that, or their wait is over */
+    PASS_ALL,         /* every one, OK: this replica no longer leads */
+    PASS_ALL_CLOSING  /* every one, CLOSING */
+};
+
+/* Complete the watches that are due. Detached first: a cb may watch again
+ * (it then waits for the next change, not this pass). */
+static void watches_pass(struct meta_svc *svc, enum pass pass)
 {
+    bool all = pass == PASS_ALL || pass == PASS_ALL_CLOSING;
+    bool expired = pass == PASS_EXPIRED;
     struct meta_svc_watch *due = NULL;
     struct meta_svc_watch **tail = &due;
     struct meta_svc_watch *w = svc->watches;
@@ -136,7 +144,7 @@ static void watches_pass(struct meta_svc *svc, bool all, bool expired)
         w = due;
         due = w->next;
         w->next = NULL;
-        w->status = all ? META_SVC_CLOSING : META_SVC_OK;
+        w->status = pass == PASS_ALL_CLOSING ? META_SVC_CLOSING : META_SVC_OK;
         w->version = version;
         w->cb(w);
     }
@@ -146,7 +154,7 @@ static void process(struct meta_svc *svc)
 {
     if (!svc->sh.closing && svc->changed) {
         svc->changed = false;
-        watches_pass(svc, false, false);
+        watches_pass(svc, PASS_CHANGED);
     }
 }
 
@@ -159,9 +167,15 @@ static void tick(void *owner)
 {
     struct meta_svc *svc = owner;
 
-    if (svc->n_watches > 0) {
-        watches_pass(svc, false, true);
+    if (svc->n_watches == 0) {
+        return;
     }
+    /* Watches belong at the leader, whose fanout waits for them before a
+     * meta change is answered (node/meta_fanout.h). A replica that lost
+     * leadership hands its watches back now, so that routers park at the
+     * next leader at once instead of waiting out their wait here while
+     * the next leader answers binds they have not seen. */
+    watches_pass(svc, meta_svc_is_leader(svc) ? PASS_EXPIRED : PASS_ALL);
 }
 
 void meta_svc_watch(struct meta_svc *svc, struct meta_svc_watch *w)
@@ -356,5 +370,5 @@ static void destroy(void *owner)
 void meta_svc_close(struct meta_svc *svc, void (*cb)(void *data), void *data)
 {
     svc_shell_close(&svc->sh, destroy, cb, data);
-    watches_pass(svc, true, false);
+    watches_pass(svc, PASS_ALL_CLOSING);
 }

@@ -1,7 +1,8 @@
 /*
  * Unit tests of node/meta_svc over a real single-member rgroup: results
  * from the leader's apply, the local view, NOT_LEADER before leadership,
- * watches (immediate, on change, timeout, closing), restart replay.
+ * watches (immediate, on change, timeout, closing, handed back by a
+ * replica that does not lead), restart replay.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -245,12 +246,51 @@ static void test_watch(void **state)
     assert_int_equal(t.w.status, META_SVC_CLOSING);
 }
 
+/* A replica that does not lead hands parked watches back (OK, its version)
+ * within a tick instead of holding them for their whole wait: routers must
+ * park at the leader, whose fanout waits for them. Here the replica never
+ * leads: its one peer never runs. */
+static void test_watch_not_leader(void **state)
+{
+    struct fx *f = *state;
+    struct rgroup_config g;
+    struct wop w;
+    char err[256];
+    uint64_t t0;
+
+    svc_env_group(&f->env, &g, "meta", 2);
+    g.n_members = 2;
+    g.members[1].id = 2;
+    snprintf(g.members[1].raft_address, sizeof(g.members[1].raft_address),
+             "127.0.0.1:%u", f->env.port0 + 3);
+    f->svc = meta_svc_new(&f->env.loop, &g, err, sizeof(err));
+    assert_non_null(f->svc);
+    svc_env_run_for(&f->env, 100);
+    assert_false(meta_svc_is_leader(f->svc));
+
+    memset(&w, 0, sizeof(w));
+    w.w.known_version = 0;
+    w.w.wait_ms = 5000;
+    w.w.cb = watch_cb;
+    w.w.data = &w;
+    t0 = uv_now(&f->env.loop);
+    meta_svc_watch(f->svc, &w.w);
+    assert_int_equal(w.done, 0);
+    assert_true(svc_env_run_until(&f->env, wop_done, &w, WAIT_MS));
+    assert_true(uv_now(&f->env.loop) - t0 < 1000);
+    assert_int_equal(w.done, 1);
+    assert_int_equal(w.w.status, META_SVC_OK);
+    assert_int_equal(w.w.version, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_submit_and_view, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_watch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_watch_not_leader, setup,
+                                        teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
