@@ -743,10 +743,14 @@ static void handle_member(struct node_rpc *r, struct rpc_server_req *req,
                           const Ringmq__RpcRequest *msg)
 {
     const Ringmq__MemberChange *mc = msg->member;
-    struct rgroup *g = group_by_name(r, msg->group);
+    struct rgroup *g = NULL;
     struct rpc_member_call *c;
     int rv;
 
+    /* no default group here: a change names the group it changes */
+    if (msg->group != NULL && msg->group[0] != '\0') {
+        g = group_by_name(r, msg->group);
+    }
     if (g == NULL) {
         reply_code(req, RINGMQ__RPC_CODE__RPC_NO_GROUP, "no such group here");
         return;
