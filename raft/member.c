@@ -350,9 +350,14 @@ int rgroup_remove_member(struct rgroup *g,
         /* a leader that removes itself would go on leading a group it is
          * no longer part of until the entry commits; hand over instead and
          * let the caller ask the next leader */
-        struct raft_transfer *t = xcalloc(1, sizeof *t);
-        uint64_t to = transfer_target(g);
+        struct raft_transfer *t;
+        uint64_t to;
 
+        if (g->raft.transfer != NULL) {
+            return RGROUP_ESELF; /* handing over already */
+        }
+        t = xcalloc(1, sizeof *t);
+        to = transfer_target(g);
         rv = raft_transfer(&g->raft, t, to, transfer_cb);
         if (rv != 0) {
             free(t);

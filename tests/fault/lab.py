@@ -460,6 +460,34 @@ class Lab:
             f.write("%+ds\n" % offset_s)
         os.replace(tmp, h.clock_file)
 
+    # ------------------------------------------------------- membership
+
+    def _member_map(self, h):
+        """The lab's map for ringmqctl, with @h listed last and marked
+        join: true (member add requires it; the nodes keep their own map:
+        join matters only to a replica with an empty data directory)."""
+        path = os.path.join(self.dir, "cluster-join-%d.yaml" % h.i)
+        order = [o for o in self.hosts if o is not h] + [h]
+        lines = ["# written by tests/fault/lab.py for ringmqctl member",
+                 "epoch: 1", "shards:", "  - name: s1", "    weight: 1",
+                 "    members:"]
+        for o in order:
+            lines.append("      - {id: %d, raft: %s:%d, rpc: %s:%d%s}"
+                         % (o.i, o.ip, RAFT_PORT, o.ip, RPC_PORT,
+                            ", join: true" if o is h else ""))
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return path
+
+    def member(self, op, h, seconds=20):
+        """`ringmqctl member add|remove s1 <h>` from the clients' side, for
+        every group of the shard. True when it finished, False otherwise
+        (a fault in the way, or --seconds passed)."""
+        r = sh([self.ctl_bin, "--cluster", self._member_map(h), "--timeout",
+                "2000", "--seconds", str(seconds), "member", op, "s1",
+                str(h.i)], check=False, timeout=seconds + 30)
+        return r.returncode == 0
+
     def heal_all(self):
         """Undo every fault: network, clocks, pauses, dead nodes."""
         for h in self.hosts:

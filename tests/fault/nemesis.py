@@ -20,6 +20,12 @@ append "@leader" to those that hit the leader):
   delay               50-300 ms (jitter 0-50) on every packet between nodes,
                       on one node's or on every node's input (nfq_delay)
   clock               one node's wall clock moved by -60..+60 s
+  member              `ringmqctl member remove` of a node from every group
+                      of the shard (the leader variant removes the leader,
+                      which hands leadership over first), `member add` at
+                      the repair: it comes back as a spare and is promoted
+                      once caught up. Asked again at the end until it is
+                      a voter again. (Not in the default schedule.)
 
 The schedule draws from random.Random(seed) only, so the sequence of fault
 kinds, durations and random targets replays with the same seed; which node
@@ -32,6 +38,7 @@ import traceback
 
 FAULTS = ("partition-one", "partition-halves", "partition-bridge",
           "partition-ring", "kill", "pause", "loss", "delay", "clock")
+ALL_FAULTS = FAULTS + ("member",)
 QUIET_S = (2.0, 5.0)
 HOLD_S = (3.0, 10.0)
 
@@ -47,7 +54,8 @@ class Nemesis(threading.Thread):
         self.stop_event = threading.Event()
         self.counts = {}
         self.error = None
-        unknown = set(self.faults) - set(FAULTS)
+        self.removed = set()  # hosts member-removed and not yet back
+        unknown = set(self.faults) - set(ALL_FAULTS)
         if unknown:
             raise ValueError("unknown faults: %s" % ", ".join(sorted(unknown)))
 
@@ -156,6 +164,15 @@ class Nemesis(threading.Thread):
             lab.set_clock(h, offset)
             return ({"node": h.name, "offset_s": offset, "target": how},
                     lambda: lab.set_clock(h, 0))
+        if kind == "member":
+            h, how = self._pick_target(leader_variant)
+            done = lab.member("remove", h)
+            self.removed.add(h)
+
+            def repair():
+                if lab.member("add", h):
+                    self.removed.discard(h)
+            return {"node": h.name, "removed": done, "target": how}, repair
         raise ValueError(kind)
 
     # -------------------------------------------------------------- loop
@@ -190,4 +207,9 @@ class Nemesis(threading.Thread):
         self.stop_event.set()
         self.join(60)
         self.lab.heal_all()
+        for h in sorted(self.removed, key=lambda x: x.i):
+            # faults are healed: a member add must go through now
+            if not self.lab.member("add", h, seconds=60):
+                raise RuntimeError("%s could not be added back" % h.name)
+            self.removed.discard(h)
         self.rec.nemesis("heal-all", None)
