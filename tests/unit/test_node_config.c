@@ -129,6 +129,22 @@ static void test_read_mode_file(void **state)
     unlink(bad);
 }
 
+/* Node @id of the map at @map, and its first group as rgroup_config. The
+ * node keeps its map for its lifetime: the caller frees c->cluster. */
+static void map_node_group(struct node_config *c, const char *map,
+                           const char *id, struct rgroup_config *rc)
+{
+    static char dir[PATH_MAX + 80];
+    char err[256];
+    char *args[] = {"ringmq-node", "--cluster", (char *)map, "--id",
+                    (char *)id, "--data-dir", "/tmp/ringmq-test-join"};
+
+    node_config_defaults(c);
+    assert_int_equal(node_config_parse_args(c, 7, args, err, sizeof(err)), 0);
+    assert_int_equal(node_config_finish(c, err, sizeof(err)), 0);
+    node_config_group(c, 0, rc, dir, sizeof(dir));
+}
+
 /* Members with join: true in the map: a node that joins gets an rgroup that
  * does not bootstrap; the others bootstrap with the members without join
  * (the group's first configuration), whatever the map says was added. */
@@ -137,11 +153,6 @@ static void test_join_members(void **state)
     struct node_config c;
     struct rgroup_config rc;
     char map[64];
-    char dir[PATH_MAX + 80];
-    char err[256];
-    char idarg[8];
-    char *args[] = {"ringmq-node", "--cluster", map, "--id", idarg,
-                    "--data-dir", "/tmp/ringmq-test-join"};
 
     (void)state;
     write_config(map, sizeof(map),
@@ -154,12 +165,7 @@ static void test_join_members(void **state)
                  "join: true}\n"
                  "      - {id: 3, raft: 127.0.0.1:7230, rpc: 127.0.0.1:7103}\n");
 
-    snprintf(idarg, sizeof(idarg), "2");
-    node_config_defaults(&c);
-    assert_int_equal(node_config_parse_args(&c, 7, args, err, sizeof(err)),
-                     0);
-    assert_int_equal(node_config_finish(&c, err, sizeof(err)), 0);
-    node_config_group(&c, 0, &rc, dir, sizeof(dir));
+    map_node_group(&c, map, "2", &rc);
     assert_false(rc.join);
     assert_int_equal(rc.n_members, 3);
     assert_int_equal(rc.members[0].id, 1);
@@ -167,17 +173,14 @@ static void test_join_members(void **state)
     assert_int_equal(rc.members[2].id, 3);
     /* hints name every member of the map, the joining one too */
     assert_string_equal(node_config_member_rpc(&c, 0, 4), "n4.example:7104");
+    free((void *)c.cluster);
 
-    snprintf(idarg, sizeof(idarg), "4");
-    node_config_defaults(&c);
-    assert_int_equal(node_config_parse_args(&c, 7, args, err, sizeof(err)),
-                     0);
-    assert_int_equal(node_config_finish(&c, err, sizeof(err)), 0);
-    node_config_group(&c, 0, &rc, dir, sizeof(dir));
+    map_node_group(&c, map, "4", &rc);
     assert_true(rc.join);
     assert_int_equal(rc.id, 4);
     assert_int_equal(rc.n_members, 4);
     assert_string_equal(rc.members[2].raft_address, "n4.example:7240");
+    free((void *)c.cluster);
     unlink(map);
 }
 
