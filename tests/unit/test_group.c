@@ -22,6 +22,7 @@
 #include "common/log.h"
 #include "raft/fsm.h"
 #include "raft/group.h"
+#include "tests/unit/lib/port_block.h"
 #include "tests/unit/lib/tsm.h"
 
 #define MAXN 5
@@ -116,7 +117,13 @@ struct env {
  * own outgoing connections would otherwise collide with them. */
 static unsigned port_base(unsigned slot)
 {
-    return 10000u + (unsigned)(getpid() % 350) * 64u + slot * 3u;
+    static unsigned block;
+
+    if (block == 0) {
+        block = port_block(10000u, 350u, 64u);
+        assert_true(block != 0);
+    }
+    return block + slot * 3u;
 }
 
 static int rm_cb(const char *path,

@@ -1,5 +1,6 @@
 /* svc_env: see svc_env.h. */
 #include "tests/unit/lib/svc_env.h"
+#include "tests/unit/lib/port_block.h"
 
 #include <ftw.h>
 #include <signal.h>
@@ -28,10 +29,10 @@ int svc_env_init(struct svc_env *e)
     if (mkdtemp(e->root) == NULL) {
         return -1;
     }
-    /* 2000..9199: apart from test_group (10000..31599) and below the
+    /* 2000..9199: apart from test_group (10000..32463) and below the
      * ephemeral range */
-    e->port0 = 2000u + (unsigned)(getpid() % 900) * 8u;
-    return 0;
+    e->port0 = port_block(2000u, 900u, 8u);
+    return e->port0 != 0 ? 0 : -1;
 }
 
 int svc_env_close(struct svc_env *e)
