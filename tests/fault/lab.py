@@ -291,19 +291,29 @@ class Lab:
 
     # ----------------------------------------------------------- processes
 
-    def _write_map(self):
+    def _write_map(self, path=None, joining=None):
+        """The lab's cluster map at @path (default the nodes' map). With
+        @joining: that host listed last with join: true, for ringmqctl
+        member add (the nodes keep their own map: join matters only to a
+        replica with an empty data directory)."""
+        order = [h for h in self.hosts if h is not joining]
+        if joining is not None:
+            order.append(joining)
         lines = ["# written by tests/fault/lab.py", "epoch: 1", "shards:",
                  "  - name: s1", "    weight: 1", "    members:"]
-        for h in self.hosts:
-            lines.append("      - {id: %d, raft: %s:%d, rpc: %s:%d}"
-                         % (h.i, h.ip, RAFT_PORT, h.ip, RPC_PORT))
+        for h in order:
+            lines.append("      - {id: %d, raft: %s:%d, rpc: %s:%d%s}"
+                         % (h.i, h.ip, RAFT_PORT, h.ip, RPC_PORT,
+                            ", join: true" if h is joining else ""))
         lines.append("routers:")
         for h in self.hosts:
             lines.append("  - {name: r%d, memcached: %s:%d, amqp: %s:%d, "
                          "http: %s:%d}" % (h.i, h.ip, MEMCACHED_PORT, h.ip,
                                            AMQP_PORT, h.ip, ROUTER_HTTP_PORT))
-        with open(self.map_path, "w") as f:
+        path = path or self.map_path
+        with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
+        return path
 
     def _make_procs(self):
         for d in ("data", "logs"):
@@ -462,28 +472,13 @@ class Lab:
 
     # ------------------------------------------------------- membership
 
-    def _member_map(self, h):
-        """The lab's map for ringmqctl, with @h listed last and marked
-        join: true (member add requires it; the nodes keep their own map:
-        join matters only to a replica with an empty data directory)."""
-        path = os.path.join(self.dir, "cluster-join-%d.yaml" % h.i)
-        order = [o for o in self.hosts if o is not h] + [h]
-        lines = ["# written by tests/fault/lab.py for ringmqctl member",
-                 "epoch: 1", "shards:", "  - name: s1", "    weight: 1",
-                 "    members:"]
-        for o in order:
-            lines.append("      - {id: %d, raft: %s:%d, rpc: %s:%d%s}"
-                         % (o.i, o.ip, RAFT_PORT, o.ip, RPC_PORT,
-                            ", join: true" if o is h else ""))
-        with open(path, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        return path
-
     def member(self, op, h, seconds=20):
         """`ringmqctl member add|remove s1 <h>` from the clients' side, for
         every group of the shard. True when it finished, False otherwise
         (a fault in the way, or --seconds passed)."""
-        r = sh([self.ctl_bin, "--cluster", self._member_map(h), "--timeout",
+        cmap = self._write_map(
+            os.path.join(self.dir, "cluster-join-%d.yaml" % h.i), joining=h)
+        r = sh([self.ctl_bin, "--cluster", cmap, "--timeout",
                 "2000", "--seconds", str(seconds), "member", op, "s1",
                 str(h.i)], check=False, timeout=seconds + 30)
         return r.returncode == 0
