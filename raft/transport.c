@@ -80,7 +80,12 @@ static bool is_ipv4(const char *host)
  * host gone) shows up only as writes that are never acknowledged, and TCP
  * would retransmit them for many minutes before raft reconnects (and
  * resolves the name again): common/tcp_dead_peer fails them within
- * seconds. */
+ * seconds.
+ *
+ * libraft 0.15 leaves Nagle's algorithm on. A leader writes the next
+ * AppendEntries while the previous one is still unacknowledged, so Nagle
+ * holds it until the follower's delayed ACK (40 ms on Linux): every commit
+ * under load waited that long. TCP_NODELAY sends each message at once. */
 static void attempt_done(struct raft_uv_connect *inner_req,
                          struct uv_stream_s *stream, int status)
 {
@@ -90,6 +95,7 @@ static void attempt_done(struct raft_uv_connect *inner_req,
 
     free(a);
     if (status == 0 && stream != NULL) {
+        uv_tcp_nodelay((uv_tcp_t *)stream, 1);
         tcp_dead_peer((uv_tcp_t *)stream, TCP_DEAD_PEER_MS_DEFAULT);
     }
     cb(req, stream, status);

@@ -11,7 +11,9 @@
  * literal when the address is one, else to 0.0.0.0 on its port. Outbound
  * connections give up on data unacknowledged for 5 s (TCP_USER_TIMEOUT,
  * keepalive): raft never reads them, and without this a peer gone from
- * under its old IP would hold raft's writes for many minutes.
+ * under its old IP would hold raft's writes for many minutes. They also
+ * run with TCP_NODELAY, which libraft does not set: with Nagle's algorithm
+ * each pipelined AppendEntries waited for the follower's delayed ACK.
  *
  * Ownership: the wrapper owns the inner raft_uv_tcp transport; raft owns the
  * calls (init, listen, connect, close) as for any raft_uv_transport, and
