@@ -1,6 +1,6 @@
 /*
  * mcreply: a resumable parser for memcached text-protocol *replies* (the
- * client side; router/mc_parse parses requests), as seen by a load
+ * client side; proto/mc_parse parses requests), as seen by a load
  * generator that sends single-key get and set.
  *
  * Bytes are fed as they arrive, split anywhere: mid-line, mid-value, mid

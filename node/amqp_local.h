@@ -1,5 +1,5 @@
 /*
- * amqp_local: the struct amqp_broker (router/amqp_broker.h) of the
+ * amqp_local: the struct amqp_broker (edge/amqp_broker.h) of the
  * standalone node: the AMQP edge's commands go straight to this process's
  * own queue groups (mq_svc, one per shard) and meta group (meta_svc).
  *
@@ -34,7 +34,7 @@
 #include "common/watermark.h"
 #include "node/meta_svc.h"
 #include "node/mq_svc.h"
-#include "router/amqp_broker.h"
+#include "edge/amqp_broker.h"
 
 #define AMQP_LOCAL_MAX_SHARDS 64
 

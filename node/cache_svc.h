@@ -1,6 +1,6 @@
 /*
  * cache_svc: one cache shard replica on this node: the cache state machine
- * (node/cache/cache_sm) behind a Raft group (raft/group).
+ * (sm/cache_sm) behind a Raft group (raft/group).
  *
  * Writes are encoded as CacheOp commands and submitted to the group, which
  * packs concurrent ones into shared entries (group commit); the result comes
@@ -22,8 +22,8 @@
 #include <uv.h>
 
 #include "common/buf.h"
-#include "common/cache_op.h"
-#include "node/cache/cache_sm.h"
+#include "sm/cache_op.h"
+#include "sm/cache_sm.h"
 #include "raft/group.h"
 
 struct cache_svc;

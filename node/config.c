@@ -10,7 +10,7 @@
 #include "common/yamlu.h"
 
 #include "common/buf.h"
-#include "common/cache_op.h"
+#include "sm/cache_op.h"
 
 #define DEFAULT_MEMORY_MB 64
 

@@ -1,6 +1,6 @@
 /*
  * meta_svc: this node's replica of the "meta" group: the exchange/binding
- * state machine (node/mq/meta_sm) behind a Raft group, in the pattern of
+ * state machine (sm/meta_sm) behind a Raft group, in the pattern of
  * cache_svc and mq_svc (MetaCommand entries, group commit, result from the
  * leader's own apply).
  *
@@ -26,7 +26,7 @@
 
 #include <uv.h>
 
-#include "node/mq/meta_sm.h"
+#include "sm/meta_sm.h"
 #include "raft/group.h"
 
 enum meta_svc_code {

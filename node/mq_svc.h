@@ -1,6 +1,6 @@
 /*
  * mq_svc: one AMQP queue shard replica on this node ("<shard>.mq"): the
- * queue state machine (node/mq/mq_sm) behind a Raft group (raft/group),
+ * queue state machine (sm/mq_sm) behind a Raft group (raft/group),
  * in the pattern of cache_svc.
  *
  * Commands are encoded as MqCommand (proto/mq.proto) and submitted to the
@@ -64,7 +64,7 @@
 
 #include <uv.h>
 
-#include "node/mq/mq_sm.h"
+#include "sm/mq_sm.h"
 #include "raft/group.h"
 
 #define MQ_SVC_LEASE_MS 15000

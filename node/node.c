@@ -29,6 +29,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/mkdir_p.h"
 #include "common/clock.h"
 #include "node/amqp_local.h"
 #include "node/cache_svc.h"
@@ -36,8 +37,8 @@
 #include "node/mq_svc.h"
 #include "node/node_http.h"
 #include "node/node_rpc.h"
-#include "router/amqp_server.h"
-#include "router/mc_server.h"
+#include "edge/amqp_server.h"
+#include "edge/mc_server.h"
 
 struct node {
     uv_loop_t *loop;
@@ -60,37 +61,16 @@ struct node {
     void *stop_data;
 };
 
-static int mkdir_p(const char *path, char *err, size_t errlen)
-{
-    char tmp[PATH_MAX];
-    char *p;
-
-    snprintf(tmp, sizeof(tmp), "%s", path);
-    for (p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
-                goto fail;
-            }
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
-        goto fail;
-    }
-    return 0;
-fail:
-    snprintf(err, errlen, "data directory '%s': cannot create '%s': %s", path,
-             tmp, strerror(errno));
-    return -1;
-}
-
 static int lock_data_dir(struct node *n, char *err, size_t errlen)
 {
     char path[PATH_MAX + 16];
     struct stat st;
 
-    if (mkdir_p(n->cfg.data_dir, err, errlen) != 0) {
+    char sub[PATH_MAX + 64];
+
+    if (mkdir_p(n->cfg.data_dir, sub, sizeof(sub)) != 0) {
+        snprintf(err, errlen, "data directory '%s': %s", n->cfg.data_dir,
+                 sub);
         return -1;
     }
     if (stat(n->cfg.data_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {

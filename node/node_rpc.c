@@ -9,7 +9,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "node/meta_fanout.h"
-#include "node/rpc_server.h"
+#include "rpc/rpc_server.h"
 #include "common/ring.h"
 #include "proto/cache_pb.h"
 #include "proto/mq_pb.h"

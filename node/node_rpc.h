@@ -1,6 +1,6 @@
 /*
  * node_rpc: the node's internal RPC service: decodes requests from the RPC
- * listener (node/rpc_server) and dispatches them to the groups.
+ * listener (rpc/rpc_server) and dispatches them to the groups.
  *
  * Cache ops go to the named group's cache_svc, queue commands to the named
  * "<shard>.mq" group's mq_svc, meta commands and watches to the meta_svc;

@@ -1,5 +1,5 @@
 /*
- * cache_pb: conversions between the C cache vocabulary (common/cache_op.h)
+ * cache_pb: conversions between the C cache vocabulary (sm/cache_op.h)
  * and its protobuf form (cache.proto), for Raft commands and RPC.
  *
  * Ownership: *_to_pb fills a caller-owned message whose byte fields BORROW
@@ -11,7 +11,7 @@
 #define RINGMQ_CACHE_PB_H
 
 #include "cache.pb-c.h"
-#include "common/cache_op.h"
+#include "sm/cache_op.h"
 
 void cache_op_to_pb(const struct cache_op *op, Ringmq__CacheOp *pb);
 /* -1 if the message holds an unknown op type. */

@@ -1,6 +1,6 @@
 /*
  * mq_pb: conversions between the AMQP state machine vocabulary
- * (node/mq/mq_sm.h, node/mq/meta_sm.h) and its protobuf form (mq.proto),
+ * (sm/mq_sm.h, sm/meta_sm.h) and its protobuf form (mq.proto),
  * for Raft commands of the "<shard>.mq" and "meta" groups and for RPC.
  *
  * Encoding (*_to_pb): fills a caller-owned buffer struct whose message
@@ -30,8 +30,8 @@
 #include <stdint.h>
 
 #include "mq.pb-c.h"
-#include "node/mq/meta_sm.h"
-#include "node/mq/mq_sm.h"
+#include "sm/meta_sm.h"
+#include "sm/mq_sm.h"
 
 /* Largest body a command or result may carry (mq_sm stores uint32 lengths). */
 #define MQ_PB_BODY_MAX UINT32_MAX

@@ -38,7 +38,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -48,6 +47,8 @@
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/mkdir_p.h"
+#include "common/random_id.h"
 #include "raft/fsm.h"
 
 #define DEFAULT_ELECTION_MS 1000u
@@ -200,7 +201,7 @@ static struct rgroup_cmd *claim_cb(void *data,
 
 static void apply_cb(struct raft_apply *req, int status, void *result)
 {
-    struct rgroup_batch *b = RGROUP_CONTAINER_OF(req, struct rgroup_batch, req);
+    struct rgroup_batch *b = container_of(req, struct rgroup_batch, req);
     struct rgroup *g = b->g;
 
     (void)result;
@@ -279,7 +280,7 @@ static void flush(struct rgroup *g)
 static void barrier_cb(struct raft_barrier *req, int status)
 {
     struct rgroup_barrier *br =
-        RGROUP_CONTAINER_OF(req, struct rgroup_barrier, req);
+        container_of(req, struct rgroup_barrier, req);
     struct rgroup *g = br->g;
     uint64_t epoch = br->epoch;
 
@@ -396,7 +397,7 @@ static void idle_cb(uv_idle_t *h)
 
 static void io_close_once_cb(struct raft_io *io)
 {
-    struct rgroup *g = RGROUP_CONTAINER_OF(io, struct rgroup, io);
+    struct rgroup *g = container_of(io, struct rgroup, io);
 
     if (g->io_closed) {
         return; /* libraft's second call: see struct rgroup */
@@ -407,7 +408,7 @@ static void io_close_once_cb(struct raft_io *io)
 
 static void io_close_wrap(struct raft_io *io, raft_io_close_cb cb)
 {
-    struct rgroup *g = RGROUP_CONTAINER_OF(io, struct rgroup, io);
+    struct rgroup *g = container_of(io, struct rgroup, io);
 
     g->raft_io_close_cb = cb;
     g->io_close(io, io_close_once_cb);
@@ -463,7 +464,7 @@ static void handle_close_cb(uv_handle_t *h)
 
 static void on_raft_closed(struct raft *r)
 {
-    struct rgroup *g = RGROUP_CONTAINER_OF(r, struct rgroup, raft);
+    struct rgroup *g = container_of(r, struct rgroup, raft);
 
     g->raft_closed = true;
     if (!g->handles_init) {
@@ -612,27 +613,12 @@ static int check_config(const struct rgroup_config *cfg,
 /* mkdir -p @dir, then require a writable directory. */
 static int prepare_dir(const char *dir, char *errmsg, size_t errlen)
 {
-    char path[PATH_MAX];
+    char sub[PATH_MAX + 64];
     struct stat st;
-    size_t len = strlen(dir);
-    size_t i;
 
-    memcpy(path, dir, len + 1);
-    for (i = 1; i <= len; i++) {
-        if (path[i] != '/' && path[i] != '\0') {
-            continue;
-        }
-        if (path[i - 1] == '/') {
-            continue; /* "//" or a trailing '/' */
-        }
-        path[i] = '\0';
-        if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-            snprintf(errmsg, errlen,
-                     "data directory '%s': cannot create '%s': %s", dir, path,
-                     strerror(errno));
-            return -1;
-        }
-        path[i] = dir[i];
+    if (mkdir_p(dir, sub, sizeof(sub)) != 0) {
+        snprintf(errmsg, errlen, "data directory '%s': %s", dir, sub);
+        return -1;
     }
     if (stat(dir, &st) != 0) {
         snprintf(errmsg, errlen, "data directory '%s': %s", dir,
@@ -648,16 +634,6 @@ static int prepare_dir(const char *dir, char *errmsg, size_t errlen)
         return -1;
     }
     return 0;
-}
-
-static uint64_t random_proposer(void)
-{
-    uint64_t v = 0;
-
-    if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v) {
-        v = clock_mono_ns() ^ ((uint64_t)getpid() << 32) ^ clock_wall_ms();
-    }
-    return v != 0 ? v : 1;
 }
 
 /* Release a group whose raft_init succeeded but that failed later: raft must
@@ -703,7 +679,7 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
         cfg->max_entry_bytes ? cfg->max_entry_bytes : DEFAULT_MAX_ENTRY_BYTES;
     g->max_inflight =
         cfg->max_inflight ? cfg->max_inflight : DEFAULT_MAX_INFLIGHT;
-    g->proposer = random_proposer();
+    g->proposer = random_id_nonzero();
 
     rv = rtransport_init(&g->transport, loop, self_addr);
     if (rv != 0) {

@@ -14,11 +14,9 @@
 #include <raft/uv.h>
 #include <uv.h>
 
+#include "common/container_of.h"
 #include "raft/fsm.h"
 #include "raft/group.h"
-
-#define RGROUP_CONTAINER_OF(ptr, type, member) \
-    ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* A list of commands that complete together: an in-flight batch, or (on the
  * done list only) a set of queued commands being failed. */

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/cache_op.h"
+#include "sm/cache_op.h"
 #include "common/http_admin.h"
 
 /* ---- memcached stats -------------------------------------------------- */

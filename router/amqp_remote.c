@@ -12,7 +12,7 @@
 #include "common/log.h"
 #include "common/ring.h"
 #include "proto/mq_pb.h"
-#include "router/rpc_client.h"
+#include "rpc/rpc_client.h"
 
 #define GROUP_NAME_MAX (CLUSTER_NAME_MAX + 8)
 #define MAX_NODES (CLUSTER_MAX_SHARDS * CLUSTER_MAX_MEMBERS)

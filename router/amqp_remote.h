@@ -32,8 +32,8 @@
 
 #include <uv.h>
 
-#include "common/cluster_map.h"
-#include "router/amqp_broker.h"
+#include "proto/cluster_map.h"
+#include "edge/amqp_broker.h"
 
 struct amqp_remote_config {
     const struct cluster_map *map; /* copied */

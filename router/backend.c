@@ -26,7 +26,7 @@
 #include "common/log.h"
 #include "common/ring.h"
 #include "proto/cache_pb.h"
-#include "router/rpc_client.h"
+#include "rpc/rpc_client.h"
 
 /* A node address that never answers the status poll for this long is
  * reported stale by /healthz. */

@@ -44,8 +44,8 @@
 
 #include <uv.h>
 
-#include "common/cache_op.h"
-#include "common/cluster_map.h"
+#include "sm/cache_op.h"
+#include "proto/cluster_map.h"
 
 #define BACKEND_REQUEST_TIMEOUT_MS_DEFAULT 5000
 #define BACKEND_ATTEMPT_TIMEOUT_MS_DEFAULT 1000

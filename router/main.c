@@ -11,10 +11,10 @@
 
 #include <uv.h>
 
-#include "common/cluster_map.h"
+#include "proto/cluster_map.h"
 #include "common/log.h"
 #include "common/stop_signals.h"
-#include "router/amqp_users.h"
+#include "edge/amqp_users.h"
 #include "router/backend.h"
 #include "router/router.h"
 

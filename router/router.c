@@ -7,16 +7,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/random_id.h"
 #include "router/admin.h"
 #include "router/amqp_remote.h"
-#include "router/amqp_server.h"
+#include "edge/amqp_server.h"
 #include "router/backend.h"
-#include "router/mc_server.h"
+#include "edge/mc_server.h"
 
 #define ADDR_MAX CLUSTER_ADDR_MAX
 
@@ -75,11 +75,7 @@ static int start_amqp(struct router *r, const struct router_config *cfg,
                cfg->n_amqp_users * sizeof(*cfg->amqp_users));
         ac.n_users = cfg->n_amqp_users;
     }
-    if (getrandom(&ac.router_id, sizeof(ac.router_id), 0) !=
-        (ssize_t)sizeof(ac.router_id)) {
-        ac.router_id = (uint64_t)uv_hrtime() ^ (uint64_t)getpid() << 32;
-    }
-    ac.router_id |= 1; /* 0 means "no router" to the queue state machine */
+    ac.router_id = random_id_nonzero(); /* 0: "no router" to mq_sm */
     broker = amqp_remote_broker(r->mq);
     r->amqp = amqp_server_new(r->loop, &ac, &broker, sub, sizeof(sub));
     if (r->amqp == NULL) {

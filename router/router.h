@@ -23,8 +23,8 @@
 
 #include <uv.h>
 
-#include "common/cluster_map.h"
-#include "router/amqp_server.h"
+#include "proto/cluster_map.h"
+#include "edge/amqp_server.h"
 
 struct router_config {
     const struct cluster_map *map; /* copied */
@@ -34,7 +34,7 @@ struct router_config {
     const char *amqp;
     const char *http;
     unsigned request_timeout_ms; /* 0 = BACKEND_REQUEST_TIMEOUT_MS_DEFAULT */
-    /* AMQP accounts (router/amqp_users); 0 users = guest, loopback only.
+    /* AMQP accounts (edge/amqp_users); 0 users = guest, loopback only.
      * Copied. */
     const struct amqp_user *amqp_users;
     unsigned n_amqp_users;

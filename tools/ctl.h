@@ -12,10 +12,10 @@
 
 #include <uv.h>
 
-#include "common/cluster_map.h"
+#include "proto/cluster_map.h"
 #include "common/ring.h"
 #include "proto/rpc_frame.h"
-#include "router/rpc_client.h"
+#include "rpc/rpc_client.h"
 
 #define EXIT_NEGATIVE 1
 #define EXIT_ERROR 2

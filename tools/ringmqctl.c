@@ -19,13 +19,13 @@
 #include <uv.h>
 
 #include "common/buf.h"
-#include "common/cache_op.h"
-#include "common/cluster_map.h"
+#include "sm/cache_op.h"
+#include "proto/cluster_map.h"
 #include "common/log.h"
 #include "common/ring.h"
 #include "proto/cache_pb.h"
 #include "proto/rpc_frame.h"
-#include "router/rpc_client.h"
+#include "rpc/rpc_client.h"
 #include "tools/ctl.h"
 
 static void usage(FILE *f)

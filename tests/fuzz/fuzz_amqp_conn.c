@@ -1,5 +1,5 @@
 /*
- * libFuzzer target: the whole AMQP edge (router/amqp_server, amqp_conn,
+ * libFuzzer target: the whole AMQP edge (edge/amqp_server, amqp_conn,
  * amqp_channel) fed arbitrary bytes over a real loopback connection.
  *
  * One server lives for the whole run, on a broker that applies mq_sm and
@@ -25,9 +25,9 @@
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/log.h"
-#include "router/amqp_frame.h"
-#include "router/amqp_method.h"
-#include "router/amqp_server.h"
+#include "proto/amqp_frame.h"
+#include "proto/amqp_method.h"
+#include "edge/amqp_server.h"
 
 struct fuzz_broker {
     struct mq_sm *mq;

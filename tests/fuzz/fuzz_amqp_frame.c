@@ -21,9 +21,9 @@
 #include <string.h>
 
 #include "common/buf.h"
-#include "router/amqp_frame.h"
-#include "router/amqp_method.h"
-#include "router/amqp_table.h"
+#include "proto/amqp_frame.h"
+#include "proto/amqp_method.h"
+#include "proto/amqp_table.h"
 
 static void check(int ok)
 {

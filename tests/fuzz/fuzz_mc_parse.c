@@ -19,8 +19,8 @@
 #include <string.h>
 
 #include "common/buf.h"
-#include "common/cache_op.h"
-#include "router/mc_parse.h"
+#include "sm/cache_op.h"
+#include "proto/mc_parse.h"
 
 static void check(int ok)
 {

@@ -1,7 +1,7 @@
 /*
  * fake_broker: see fake_broker.h.
  */
-#include "fake_broker.h"
+#include "tests/unit/lib/fake_broker.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -15,7 +15,7 @@
 
 #include <uv.h>
 
-#include "router/amqp_broker.h"
+#include "edge/amqp_broker.h"
 
 #define FAKE_BROKER_MAX_SHARDS 4
 

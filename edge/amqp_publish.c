@@ -1,0 +1,208 @@
+/*
+ * amqp_publish: basic.publish of a channel (amqp_chan.h): the exchange
+ * check, routing on the broker's meta view, one ENQUEUE per queue with the
+ * connection's dedup id, basic.return for mandatory messages routed
+ * nowhere, and the confirm once every ENQUEUE is applied.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "edge/amqp_chan.h"
+#include "proto/amqp_msg.h"
+
+/* -------------------------------------------------------------- publish */
+
+static void publish_finish(struct chan_op *op)
+{
+    struct amqp_channel *ch = op->ch;
+    struct amqp_method m;
+
+    op->done = true;
+    if (op->stored == 0 && op->failed == 0) {
+        struct amqp_method req;
+
+        if (amqp_method_decode(op->payload.data, op->payload.len, &req) == 0) {
+            if (req.basic_publish.mandatory) {
+                struct amqp_msg_view v;
+
+                if (amqp_msg_decode(op->blob.data, op->blob.len, &v) == 0) {
+                    amqp_method_init(&m, AMQP_BASIC_RETURN);
+                    m.basic_return.reply_code = 312;
+                    m.basic_return.reply_text = amqp_cstr("NO_ROUTE");
+                    m.basic_return.exchange = v.exchange;
+                    m.basic_return.routing_key = v.routing_key;
+                    chan_emit_delivery(ch, &op->out, &m, &v);
+                }
+            }
+            amqp_method_free(&req);
+        }
+    }
+    if (op->confirm_tag) {
+        amqp_method_init(&m, op->failed ? AMQP_BASIC_NACK : AMQP_BASIC_ACK);
+        if (op->failed) {
+            m.basic_nack.delivery_tag = op->confirm_tag;
+        } else {
+            m.basic_ack.delivery_tag = op->confirm_tag;
+            chan_srv(ch)->stats.confirmed++;
+        }
+        chan_op_reply(op, &m);
+    }
+}
+
+static void on_enqueue_done(struct edge_call *ec)
+{
+    struct chan_op *op;
+    const struct mq_sm_result *r = &ec->bc.mq_result;
+
+    if (ec->bc.status == AMQP_BROKER_UNAVAILABLE &&
+        clock_mono_ms() < ec->deadline_ms && !ec->srv->closing &&
+        ec->op->ch != NULL) {
+        /* Same (client, seq): stored once whatever happened before. */
+        edge_call_retry(ec);
+        return;
+    }
+    if (ec->conn) {
+        amqp_conn_enqueues(ec->conn, -1);
+    }
+    op = chan_op_of_call(ec);
+    if (op == NULL) {
+        return;
+    }
+    if (ec->bc.status != AMQP_BROKER_OK) {
+        op->failed++;
+    } else {
+        edge_after_result(ec->srv, r);
+        switch (r->status) {
+        case MQ_SM_OK:
+        case MQ_SM_DUPLICATE:
+            op->stored++;
+            break;
+        case MQ_SM_NOT_FOUND:
+            break; /* the queue went: not routed there */
+        default:
+            op->failed++;
+            break;
+        }
+    }
+    if (op->pending == 0) {
+        publish_finish(op);
+        chan_pump(op->ch);
+    }
+}
+
+static bool parse_expiration(struct amqp_bytes e, uint64_t *ms)
+{
+    uint64_t v = 0;
+    size_t i;
+
+    if (e.len == 0 || e.len > 19) {
+        return false;
+    }
+    for (i = 0; i < e.len; i++) {
+        if (e.data[i] < '0' || e.data[i] > '9') {
+            return false;
+        }
+        v = v * 10 + (uint64_t)(e.data[i] - '0');
+    }
+    *ms = v;
+    return true;
+}
+
+void chan_start_publish(struct chan_op *op)
+{
+    struct amqp_channel *ch = op->ch;
+    struct amqp_server *s = chan_srv(ch);
+    const struct meta_sm *view = s->broker.ops->meta_view(s->broker.self);
+    struct amqp_msg_view v;
+    struct amqp_content_header h;
+    struct meta_sm_route_result route;
+    struct meta_sm_kv *kv = NULL;
+    size_t n_kv = 0;
+    struct buf kv_store;
+    enum meta_sm_exchange_type type;
+    bool internal = false;
+    uint64_t ttl = 0;
+    bool has_ttl = false;
+    size_t i;
+
+    if (ch->confirm) {
+        op->confirm_tag = ch->confirm_next++;
+    }
+    if (amqp_msg_decode(op->blob.data, op->blob.len, &v) != 0 ||
+        amqp_content_header_decode(v.header.data, v.header.len, &h) != 0) {
+        chan_op_fail(op, 502, "SYNTAX_ERROR - bad content header");
+        return;
+    }
+    if (view == NULL ||
+        meta_sm_exchange_info(view, EDGE_VHOST, EDGE_VHOST_LEN,
+                              (const char *)v.exchange.data, v.exchange.len,
+                              &type, NULL, &internal) != 0) {
+        chan_op_fail(op, 404, "NOT_FOUND - no exchange '%.*s' in vhost '/'",
+                (int)v.exchange.len, (const char *)v.exchange.data);
+        amqp_content_header_free(&h);
+        return;
+    }
+    if (internal) {
+        chan_op_fail(op, 403,
+                "ACCESS_REFUSED - cannot publish to internal exchange '%.*s' "
+                "in vhost '/'",
+                (int)v.exchange.len, (const char *)v.exchange.data);
+        amqp_content_header_free(&h);
+        return;
+    }
+    if (h.props.flags & AMQP_BASIC_EXPIRATION) {
+        if (!parse_expiration(h.props.expiration, &ttl)) {
+            chan_op_fail(op, 406,
+                    "PRECONDITION_FAILED - invalid expiration '%.*s': "
+                    "invalid_expiration",
+                    (int)h.props.expiration.len,
+                    (const char *)h.props.expiration.data);
+            amqp_content_header_free(&h);
+            return;
+        }
+        has_ttl = true;
+    }
+    buf_init(&kv_store);
+    if (type == META_SM_HEADERS && (h.props.flags & AMQP_BASIC_HEADERS)) {
+        kv = chan_table_kv(h.props.headers, &kv_store, &n_kv);
+    }
+    meta_sm_route_result_init(&route);
+    meta_sm_route(view, EDGE_VHOST, EDGE_VHOST_LEN,
+                  (const char *)v.exchange.data, v.exchange.len,
+                  (const char *)v.routing_key.data, v.routing_key.len, kv,
+                  n_kv, &route);
+    free(kv);
+    buf_free(&kv_store);
+    amqp_content_header_free(&h);
+    amqp_conn_published(ch->conn);
+    s->stats.published++;
+    op->targets = (unsigned)route.n_queues;
+    op->pending++; /* see chan_settle */
+    for (i = 0; i < route.n_queues; i++) {
+        struct edge_call *ec = chan_op_call(op, on_enqueue_done);
+
+        edge_call_set_queue(ec, route.queues[i].name, route.queues[i].len);
+        ec->bc.kind = AMQP_BROKER_MQ;
+        ec->bc.shard = chan_shard_of(ch, ec->queue, ec->queue_len);
+        ec->bc.mq.type = MQ_SM_ENQUEUE;
+        ec->bc.mq.client_id = amqp_conn_client_id(ch->conn);
+        ec->bc.mq.seq = amqp_conn_next_seq(ch->conn);
+        ec->bc.mq.has_ttl = has_ttl;
+        ec->bc.mq.ttl_ms = ttl;
+        ec->bc.mq.body = op->blob.data;
+        ec->bc.mq.body_len = op->blob.len;
+        ec->deadline_ms = clock_mono_ms() + EDGE_ENQUEUE_RETRY_MS;
+        amqp_conn_enqueues(ch->conn, +1);
+        edge_call_submit(ec);
+    }
+    meta_sm_route_result_clear(&route);
+    op->pending--;
+    if (op->pending == 0) {
+        publish_finish(op);
+    }
+}

@@ -1,0 +1,57 @@
+/* cache_op: see cache_op.h. */
+#include "sm/cache_op.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+bool cache_op_is_write(enum cache_op_type type)
+{
+    return type != CACHE_OP_GET;
+}
+
+bool cache_key_valid(const char *key, size_t len)
+{
+    size_t i;
+
+    if (len == 0 || len > CACHE_KEY_MAX) {
+        return false;
+    }
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)key[i];
+        if (c <= ' ' || c == 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
+const char *cache_op_name(enum cache_op_type type)
+{
+    static const char *names[CACHE_OP__COUNT] = {
+        "get",  "set",  "add",    "replace", "append", "prepend", "cas",
+        "incr", "decr", "delete", "touch",   "gat",    "flush_all",
+    };
+    return (unsigned)type < CACHE_OP__COUNT ? names[type] : "?";
+}
+
+const char *cache_status_name(enum cache_status status)
+{
+    static const char *names[CACHE_STATUS__COUNT] = {
+        "STORED",    "NOT_STORED", "EXISTS",      "NOT_FOUND",
+        "DELETED",   "TOUCHED",    "HIT",         "NUMBER",
+        "OK",        "TOO_LARGE",  "NO_MEMORY",   "NON_NUMERIC",
+        "BAD_REQUEST", "NOT_LEADER", "UNAVAILABLE",
+    };
+    return (unsigned)status < CACHE_STATUS__COUNT ? names[status] : "?";
+}
+
+void cache_result_init(struct cache_result *r)
+{
+    memset(r, 0, sizeof(*r));
+}
+
+void cache_result_clear(struct cache_result *r)
+{
+    free(r->value);
+    cache_result_init(r);
+}

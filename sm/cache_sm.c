@@ -1,0 +1,917 @@
+/*
+ * cache_sm: the deterministic memcached state machine; contract in
+ * cache_sm.h. Semantics follow memcached 1.6 (checked against 1.6.18), with
+ * these decisions where a replicated, millisecond-clocked machine must differ
+ * or memcached is vague:
+ *
+ *   - Clock: apply keeps clock_ms = max(every now_ms seen), so a new leader
+ *     with a slower clock never moves time backwards. Every apply decision
+ *     uses clock_ms; reads use their own now_ms as given.
+ *   - Expiry is exact to the ms: exptime e > 0 relative (e <= 30 days) gives
+ *     exp_ms = clock_ms + e * 1000, absolute gives e * 1000, and an item is
+ *     dead once now >= exp_ms (memcached: exptime <= current_time, in whole
+ *     seconds). e < 0 or an absolute time <= now is dead on arrival: the
+ *     store still answers STORED, takes a cas, replaces (removes) the old
+ *     item and stores nothing, which is what a memcached client observes.
+ *   - CAS: next_cas starts at 1 and every successful set/add/replace/cas/
+ *     append/prepend/incr/decr takes the next value. touch and gat keep the
+ *     cas (as memcached does).
+ *   - incr/decr parse the value like memcached's safe_strtoull: leading
+ *     white space, optional sign, decimal digits that fit in 64 bits, then
+ *     end of value or white space; a '-' is refused only if the result would
+ *     be negative as int64 ("-0" is 0). incr wraps mod 2^64, decr floors at
+ *     0. When the new decimal text is not longer than the value it is written
+ *     in place, padded with spaces (memcached 1.6: "100" decr 95 reads back
+ *     as "5  "); otherwise the item is rewritten with the exact text.
+ *   - Too large: value_len > item_size_max gives TOO_LARGE (memcached also
+ *     counts its item header, so its real threshold is a bit lower). A SET
+ *     that fails with TOO_LARGE or NO_MEMORY removes the old item (memcached
+ *     does this so stale data does not survive a failed set); other ops keep
+ *     it. append/prepend whose result would exceed item_size_max (or the
+ *     whole memory limit) answer NOT_STORED, as memcached 1.6.18 does.
+ *   - flush_all: delay <= 0, or a deadline already reached, clears every
+ *     item at once. A later deadline is remembered in flush_ms (replacing
+ *     any pending one, like memcached's settings.oldest_live); the first
+ *     apply whose clock_ms >= flush_ms clears every item before doing
+ *     anything else. Since the clock only reaches flush_ms there, every item
+ *     present while a flush is pending was stored before the deadline, so a
+ *     read with now_ms >= flush_ms misses every key, and anything stored at
+ *     or after the deadline survives. This gives memcached's "items stored
+ *     before the deadline become invalid at the deadline" without its
+ *     second-granularity edge (memcached uses oldest_cas for the same-second
+ *     case).
+ *   - Memory: an item is charged ITEM_OVERHEAD + key_len + value_len. A
+ *     store first removes the item it replaces, then removes items from the
+ *     oldest end of the write-order list until the new one fits (expired
+ *     ones count as expired_unfetched, live ones as evictions). Stores,
+ *     incr/decr, touch and gat move the item to the newest end; reads and
+ *     failed ops never reorder. Expired items are removed only by apply,
+ *     when a write looks them up or eviction reaches them.
+ *   - The stats counters (total_items, evictions, expired_unfetched, applied)
+ *     are not part of the replicated state: they are not in the digest or
+ *     the snapshot, and restore resets them.
+ *   - Host malloc failure is the one nondeterministic outcome: the op answers
+ *     NO_MEMORY and leaves the state unchanged.
+ */
+#include "sm/cache_sm.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/le.h"
+#include "sm/cache_table.h"
+
+#define CACHE_MEM_LIMIT_DEFAULT (64ULL * 1024 * 1024)
+/* Deterministic per-item charge: roughly memcached's item header. It must
+ * never depend on malloc or the host, or eviction would differ by replica. */
+#define ITEM_OVERHEAD 48
+
+#define DIGEST_SEED 0x6469676573742d31ULL /* "digest-1" */
+#define SNAP_SEED 0x736e617073686f74ULL   /* "snapshot" */
+#define SNAP_MAGIC 0x43514d52U            /* "RMQC" little-endian */
+#define SNAP_VERSION 1U
+/* magic, version, clock_ms, next_cas, flush_ms, item count */
+#define SNAP_HEADER_LEN (4 + 4 + 8 + 8 + 8 + 8)
+/* key_len, flags, value_len, exp_ms, cas */
+#define SNAP_ITEM_FIXED (1 + 4 + 4 + 8 + 8)
+#define SNAP_TRAILER_LEN 8
+
+struct cache_sm {
+    uint64_t mem_limit;
+    uint32_t item_size_max;
+
+    struct cache_table table;
+    struct cache_item *oldest; /* write order: eviction starts here */
+    struct cache_item *newest;
+    uint64_t bytes; /* sum of item charges */
+
+    uint64_t clock_ms; /* max now_ms applied */
+    uint64_t next_cas;
+    uint64_t flush_ms; /* pending flush_all deadline; 0 = none */
+
+    uint64_t total_items;
+    uint64_t evictions;
+    uint64_t expired_unfetched;
+    uint64_t applied;
+};
+
+static uint64_t item_charge(size_t key_len, size_t value_len)
+{
+    return ITEM_OVERHEAD + (uint64_t)key_len + (uint64_t)value_len;
+}
+
+static bool item_expired(const struct cache_item *it, uint64_t now_ms)
+{
+    return it->exp_ms != 0 && now_ms >= it->exp_ms;
+}
+
+static void list_append(struct cache_sm *sm, struct cache_item *it)
+{
+    it->newer = NULL;
+    it->older = sm->newest;
+    if (sm->newest != NULL) {
+        sm->newest->newer = it;
+    } else {
+        sm->oldest = it;
+    }
+    sm->newest = it;
+}
+
+static void list_remove(struct cache_sm *sm, struct cache_item *it)
+{
+    if (it->older != NULL) {
+        it->older->newer = it->newer;
+    } else {
+        sm->oldest = it->newer;
+    }
+    if (it->newer != NULL) {
+        it->newer->older = it->older;
+    } else {
+        sm->newest = it->older;
+    }
+    it->older = NULL;
+    it->newer = NULL;
+}
+
+static void move_newest(struct cache_sm *sm, struct cache_item *it)
+{
+    if (sm->newest != it) {
+        list_remove(sm, it);
+        list_append(sm, it);
+    }
+}
+
+static void link_item(struct cache_sm *sm, struct cache_item *it)
+{
+    cache__table_insert(&sm->table, it);
+    list_append(sm, it);
+    sm->bytes += item_charge(it->key_len, it->value_len);
+}
+
+static void drop_item(struct cache_sm *sm, struct cache_item *it)
+{
+    cache__table_remove(&sm->table, it);
+    list_remove(sm, it);
+    sm->bytes -= item_charge(it->key_len, it->value_len);
+    free(it);
+}
+
+/* Free every item; keeps the bucket arrays (memcached never shrinks its
+ * table either) so clearing needs no allocation and cannot fail. */
+static void clear_items(struct cache_sm *sm)
+{
+    struct cache_item *it = sm->oldest;
+    struct cache_table *t = &sm->table;
+
+    while (it != NULL) {
+        struct cache_item *next = it->newer;
+        free(it);
+        it = next;
+    }
+    sm->oldest = NULL;
+    sm->newest = NULL;
+    sm->bytes = 0;
+    if (t->b[1] != NULL) {
+        free(t->b[0]);
+        t->b[0] = t->b[1];
+        t->mask[0] = t->mask[1];
+        t->b[1] = NULL;
+        t->mask[1] = 0;
+        t->rehash_pos = 0;
+    }
+    memset(t->b[0], 0, (t->mask[0] + 1) * sizeof(*t->b[0]));
+    t->count = 0;
+}
+
+/* Lookup for apply: an expired item found here is removed, so a write never
+ * sees it and its memory comes back. */
+static struct cache_item *find_live(struct cache_sm *sm,
+                                    const char *key,
+                                    size_t key_len,
+                                    uint64_t hash)
+{
+    struct cache_item *it = cache__table_find(&sm->table, hash, key, key_len);
+
+    if (it != NULL && item_expired(it, sm->clock_ms)) {
+        sm->expired_unfetched++;
+        drop_item(sm, it);
+        return NULL;
+    }
+    return it;
+}
+
+/* Remove oldest-written items until @charge more bytes fit. The caller has
+ * checked charge <= mem_limit and unlinked any item it is replacing, so this
+ * always ends with room. */
+static void make_room(struct cache_sm *sm, uint64_t charge)
+{
+    while (sm->oldest != NULL && sm->bytes + charge > sm->mem_limit) {
+        struct cache_item *victim = sm->oldest;
+
+        if (item_expired(victim, sm->clock_ms)) {
+            sm->expired_unfetched++;
+        } else {
+            sm->evictions++;
+        }
+        drop_item(sm, victim);
+    }
+}
+
+/*
+ * memcached's exptime rules at clock @now_ms. Returns false when the result
+ * is already expired (negative, or absolute and not in the future); else
+ * sets *@exp_ms (0 = never). Saturates instead of overflowing.
+ */
+static bool exptime_to_ms(uint64_t now_ms, int64_t exptime, uint64_t *exp_ms)
+{
+    uint64_t t;
+
+    if (exptime == 0) {
+        *exp_ms = 0;
+        return true;
+    }
+    if (exptime < 0) {
+        return false;
+    }
+    if (exptime <= CACHE_REALTIME_MAXDELTA) {
+        t = now_ms + (uint64_t)exptime * 1000;
+        if (t < now_ms) {
+            t = UINT64_MAX;
+        }
+    } else if ((uint64_t)exptime > UINT64_MAX / 1000) {
+        t = UINT64_MAX;
+    } else {
+        t = (uint64_t)exptime * 1000;
+    }
+    if (t <= now_ms) {
+        return false;
+    }
+    *exp_ms = t;
+    return true;
+}
+
+static bool is_space(char c)
+{
+    /* isspace() in the C locale, without depending on the process locale */
+    return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
+/* memcached's safe_strtoull() applied to an item's data. memcached's data
+ * is followed by "\r\n", so the end of our value plays the part of that
+ * white space terminator. */
+static bool parse_number(const char *s, size_t len, uint64_t *out)
+{
+    size_t i = 0;
+    bool neg = false;
+    bool any = false;
+    uint64_t v = 0;
+
+    while (i < len && is_space(s[i])) {
+        i++;
+    }
+    if (i < len && (s[i] == '+' || s[i] == '-')) {
+        neg = s[i] == '-';
+        i++;
+    }
+    for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
+        unsigned d = (unsigned)(s[i] - '0');
+
+        if (v > (UINT64_MAX - d) / 10) {
+            return false; /* strtoull's ERANGE */
+        }
+        v = v * 10 + d;
+        any = true;
+    }
+    if (!any || (i < len && !is_space(s[i]))) {
+        return false;
+    }
+    if (neg) {
+        v = 0 - v; /* strtoull negates in unsigned arithmetic */
+        if ((int64_t)v < 0) {
+            return false;
+        }
+    }
+    *out = v;
+    return true;
+}
+
+/* Copy an item's data into @res as a HIT. false on ENOMEM. */
+static bool result_hit(struct cache_result *res, const struct cache_item *it)
+{
+    res->value = NULL;
+    res->value_len = it->value_len;
+    if (it->value_len > 0) {
+        res->value = malloc(it->value_len);
+        if (res->value == NULL) {
+            res->value_len = 0;
+            return false;
+        }
+        memcpy(res->value, cache__item_cvalue(it), it->value_len);
+    }
+    res->status = CACHE_HIT;
+    res->flags = it->flags;
+    res->cas = it->cas;
+    return true;
+}
+
+/* set, add, replace, cas */
+static void apply_store(struct cache_sm *sm,
+                        const struct cache_op *op,
+                        uint64_t hash,
+                        struct cache_result *res)
+{
+    uint64_t charge = item_charge(op->key_len, op->value_len);
+    struct cache_item *old;
+    struct cache_item *it = NULL;
+    uint64_t exp_ms = 0;
+    bool alive;
+
+    if (op->value_len > sm->item_size_max) {
+        res->status = CACHE_TOO_LARGE;
+        goto err_failed_set;
+    }
+    if (charge > sm->mem_limit) {
+        res->status = CACHE_NO_MEMORY;
+        goto err_failed_set;
+    }
+    old = find_live(sm, op->key, op->key_len, hash);
+    switch (op->type) {
+        case CACHE_OP_ADD:
+            if (old != NULL) {
+                res->status = CACHE_NOT_STORED;
+                return;
+            }
+            break;
+        case CACHE_OP_REPLACE:
+            if (old == NULL) {
+                res->status = CACHE_NOT_STORED;
+                return;
+            }
+            break;
+        case CACHE_OP_CAS:
+            if (old == NULL) {
+                res->status = CACHE_NOT_FOUND;
+                return;
+            }
+            if (old->cas != op->cas) {
+                res->status = CACHE_EXISTS;
+                return;
+            }
+            break;
+        default:
+            break;
+    }
+
+    alive = exptime_to_ms(sm->clock_ms, op->exptime, &exp_ms);
+    if (alive) {
+        it = cache__item_new(op->key, op->key_len, hash, op->value_len);
+        if (it == NULL) {
+            res->status = CACHE_NO_MEMORY;
+            return;
+        }
+        if (op->value_len > 0) {
+            memcpy(cache__item_value(it), op->value, op->value_len);
+        }
+        it->flags = op->flags;
+        it->exp_ms = exp_ms;
+        it->cas = sm->next_cas;
+    }
+    res->cas = sm->next_cas++;
+    sm->total_items++;
+    if (old != NULL) {
+        drop_item(sm, old);
+    }
+    if (it != NULL) {
+        make_room(sm, charge);
+        link_item(sm, it);
+    }
+    res->status = CACHE_STORED;
+    return;
+
+err_failed_set:
+    /* memcached drops the old item when a SET cannot be stored, so a client
+     * never reads back the value it just tried to overwrite. */
+    if (op->type == CACHE_OP_SET) {
+        old = find_live(sm, op->key, op->key_len, hash);
+        if (old != NULL) {
+            drop_item(sm, old);
+        }
+    }
+}
+
+static void apply_concat(struct cache_sm *sm,
+                         const struct cache_op *op,
+                         uint64_t hash,
+                         struct cache_result *res)
+{
+    struct cache_item *old;
+    struct cache_item *it;
+    size_t new_len;
+    uint64_t charge;
+    char *dst;
+
+    if (op->value_len > sm->item_size_max) {
+        res->status = CACHE_TOO_LARGE;
+        return;
+    }
+    old = find_live(sm, op->key, op->key_len, hash);
+    if (old == NULL) {
+        res->status = CACHE_NOT_STORED;
+        return;
+    }
+    new_len = (size_t)old->value_len + op->value_len;
+    charge = item_charge(op->key_len, new_len);
+    /* memcached 1.6.18 fails the allocation of the combined item and
+     * answers NOT_STORED (not SERVER_ERROR) for both of these. */
+    if (new_len > sm->item_size_max || charge > sm->mem_limit) {
+        res->status = CACHE_NOT_STORED;
+        return;
+    }
+    it = cache__item_new(op->key, op->key_len, hash, new_len);
+    if (it == NULL) {
+        res->status = CACHE_NO_MEMORY;
+        return;
+    }
+    dst = cache__item_value(it);
+    if (op->type == CACHE_OP_APPEND) {
+        memcpy(dst, cache__item_value(old), old->value_len);
+        if (op->value_len > 0) {
+            memcpy(dst + old->value_len, op->value, op->value_len);
+        }
+    } else {
+        if (op->value_len > 0) {
+            memcpy(dst, op->value, op->value_len);
+        }
+        memcpy(dst + op->value_len, cache__item_value(old), old->value_len);
+    }
+    it->flags = old->flags;
+    it->exp_ms = old->exp_ms;
+    it->cas = sm->next_cas++;
+    sm->total_items++;
+    drop_item(sm, old);
+    make_room(sm, charge);
+    link_item(sm, it);
+    res->status = CACHE_STORED;
+    res->cas = it->cas;
+}
+
+static void apply_delta(struct cache_sm *sm,
+                        const struct cache_op *op,
+                        uint64_t hash,
+                        struct cache_result *res)
+{
+    struct cache_item *old;
+    struct cache_item *it;
+    char buf[24];
+    uint64_t v;
+    size_t n;
+
+    old = find_live(sm, op->key, op->key_len, hash);
+    if (old == NULL) {
+        res->status = CACHE_NOT_FOUND;
+        return;
+    }
+    if (!parse_number(cache__item_value(old), old->value_len, &v)) {
+        res->status = CACHE_NON_NUMERIC;
+        return;
+    }
+    if (op->type == CACHE_OP_INCR) {
+        v += op->delta; /* wraps mod 2^64, as in memcached */
+    } else {
+        v = op->delta > v ? 0 : v - op->delta;
+    }
+    n = (size_t)snprintf(buf, sizeof(buf), "%" PRIu64, v);
+
+    if (n <= old->value_len) {
+        /* memcached 1.6 rewrites in place and pads with spaces */
+        char *dst = cache__item_value(old);
+
+        memcpy(dst, buf, n);
+        memset(dst + n, ' ', old->value_len - n);
+        old->cas = sm->next_cas++;
+        move_newest(sm, old);
+        it = old;
+    } else {
+        uint64_t charge = item_charge(old->key_len, n);
+
+        if (charge > sm->mem_limit) {
+            res->status = CACHE_NO_MEMORY;
+            return;
+        }
+        it = cache__item_new(op->key, op->key_len, hash, n);
+        if (it == NULL) {
+            res->status = CACHE_NO_MEMORY;
+            return;
+        }
+        memcpy(cache__item_value(it), buf, n);
+        it->flags = old->flags;
+        it->exp_ms = old->exp_ms;
+        it->cas = sm->next_cas++;
+        drop_item(sm, old);
+        make_room(sm, charge);
+        link_item(sm, it);
+    }
+    res->status = CACHE_NUMBER;
+    res->number = v;
+    res->cas = it->cas;
+}
+
+/* touch and gat: set a new exptime, keep the cas. */
+static void apply_touch(struct cache_sm *sm,
+                        const struct cache_op *op,
+                        uint64_t hash,
+                        struct cache_result *res)
+{
+    struct cache_item *it;
+    uint64_t exp_ms = 0;
+
+    it = find_live(sm, op->key, op->key_len, hash);
+    if (it == NULL) {
+        res->status = CACHE_NOT_FOUND;
+        return;
+    }
+    if (op->type == CACHE_OP_GAT) {
+        /* Copy before a dead-on-arrival exptime frees the item. On ENOMEM
+         * the touch still happens: the state must not depend on malloc. */
+        if (!result_hit(res, it)) {
+            res->status = CACHE_NO_MEMORY;
+        }
+    } else {
+        res->status = CACHE_TOUCHED;
+    }
+    if (exptime_to_ms(sm->clock_ms, op->exptime, &exp_ms)) {
+        it->exp_ms = exp_ms;
+        move_newest(sm, it);
+    } else {
+        drop_item(sm, it);
+    }
+}
+
+static void apply_flush(struct cache_sm *sm,
+                        const struct cache_op *op,
+                        struct cache_result *res)
+{
+    uint64_t deadline = 0;
+
+    /* memcached: a delay <= 0 means now. An absolute time in the past is
+     * also now here (memcached 1.6 would silently disable the flush). */
+    if (op->exptime <= 0 ||
+        !exptime_to_ms(sm->clock_ms, op->exptime, &deadline)) {
+        clear_items(sm);
+        sm->flush_ms = 0;
+    } else {
+        sm->flush_ms = deadline;
+    }
+    res->status = CACHE_OK;
+}
+
+struct cache_sm *cache_sm_new(const struct cache_sm_config *cfg)
+{
+    struct cache_sm *sm;
+
+    sm = calloc(1, sizeof(*sm));
+    if (sm == NULL) {
+        goto err;
+    }
+    sm->mem_limit = CACHE_MEM_LIMIT_DEFAULT;
+    sm->item_size_max = CACHE_ITEM_SIZE_MAX_DEFAULT;
+    if (cfg != NULL && cfg->mem_limit != 0) {
+        sm->mem_limit = cfg->mem_limit;
+    }
+    if (cfg != NULL && cfg->item_size_max != 0) {
+        sm->item_size_max = cfg->item_size_max;
+    }
+    if (cache__table_init(&sm->table, 0) != 0) {
+        goto err_after_alloc;
+    }
+    sm->next_cas = 1;
+    return sm;
+
+err_after_alloc:
+    free(sm);
+err:
+    return NULL;
+}
+
+void cache_sm_free(struct cache_sm *sm)
+{
+    if (sm == NULL) {
+        return;
+    }
+    clear_items(sm);
+    cache__table_close(&sm->table);
+    free(sm);
+}
+
+void cache_sm_apply(struct cache_sm *sm,
+                    uint64_t now_ms,
+                    const struct cache_op *op,
+                    struct cache_result *res)
+{
+    uint64_t hash;
+
+    cache_result_init(res);
+    sm->applied++;
+    if (now_ms > sm->clock_ms) {
+        sm->clock_ms = now_ms;
+    }
+    if (sm->flush_ms != 0 && sm->clock_ms >= sm->flush_ms) {
+        clear_items(sm);
+        sm->flush_ms = 0;
+    }
+    /* Keep a resize moving even when writes are mostly updates. */
+    cache__table_step(&sm->table, 1);
+
+    if (op == NULL || (unsigned)op->type >= CACHE_OP__COUNT ||
+        op->type == CACHE_OP_GET) {
+        res->status = CACHE_BAD_REQUEST;
+        return;
+    }
+    if (op->type == CACHE_OP_FLUSH_ALL) {
+        apply_flush(sm, op, res);
+        return;
+    }
+    if (op->key == NULL || !cache_key_valid(op->key, op->key_len) ||
+        (op->value == NULL && op->value_len != 0)) {
+        res->status = CACHE_BAD_REQUEST;
+        return;
+    }
+    hash = cache__hash_key(op->key, op->key_len);
+
+    switch (op->type) {
+        case CACHE_OP_SET:
+        case CACHE_OP_ADD:
+        case CACHE_OP_REPLACE:
+        case CACHE_OP_CAS:
+            apply_store(sm, op, hash, res);
+            break;
+        case CACHE_OP_APPEND:
+        case CACHE_OP_PREPEND:
+            apply_concat(sm, op, hash, res);
+            break;
+        case CACHE_OP_INCR:
+        case CACHE_OP_DECR:
+            apply_delta(sm, op, hash, res);
+            break;
+        case CACHE_OP_DELETE: {
+            struct cache_item *it = find_live(sm, op->key, op->key_len, hash);
+
+            if (it != NULL) {
+                drop_item(sm, it);
+                res->status = CACHE_DELETED;
+            } else {
+                res->status = CACHE_NOT_FOUND;
+            }
+            break;
+        }
+        case CACHE_OP_TOUCH:
+        case CACHE_OP_GAT:
+            apply_touch(sm, op, hash, res);
+            break;
+        default:
+            res->status = CACHE_BAD_REQUEST;
+            break;
+    }
+}
+
+void cache_sm_get(const struct cache_sm *sm,
+                  uint64_t now_ms,
+                  const char *key,
+                  size_t key_len,
+                  struct cache_result *res)
+{
+    const struct cache_item *it;
+
+    cache_result_init(res);
+    if (key == NULL || !cache_key_valid(key, key_len)) {
+        res->status = CACHE_BAD_REQUEST;
+        return;
+    }
+    /* Every item present while a flush is pending was stored before its
+     * deadline (see the top of this file), so all of them are gone. */
+    if (sm->flush_ms != 0 && now_ms >= sm->flush_ms) {
+        res->status = CACHE_NOT_FOUND;
+        return;
+    }
+    it = cache__table_find(&sm->table, cache__hash_key(key, key_len), key,
+                           key_len);
+    if (it == NULL || item_expired(it, now_ms)) {
+        res->status = CACHE_NOT_FOUND;
+        return;
+    }
+    if (!result_hit(res, it)) {
+        res->status = CACHE_NO_MEMORY;
+    }
+}
+
+static uint64_t item_digest(const struct cache_item *it)
+{
+    uint64_t h;
+
+    h = cache__hash(cache__item_key(it), it->key_len, DIGEST_SEED);
+    h = cache__hash(cache__item_cvalue(it), it->value_len, h);
+    h = cache__mix64(h ^ ((uint64_t)it->flags + 1));
+    h = cache__mix64(h ^ it->exp_ms);
+    h = cache__mix64(h ^ it->cas);
+    return h;
+}
+
+uint64_t cache_sm_digest(const struct cache_sm *sm)
+{
+    const struct cache_item *it;
+    uint64_t sum = 0;
+    uint64_t d;
+
+    /* A sum is independent of iteration order and, unlike xor, does not
+     * cancel equal terms. The write order itself is part of the state too
+     * (it decides evictions), so fold it in with an order-dependent hash. */
+    uint64_t order = DIGEST_SEED;
+
+    for (it = sm->oldest; it != NULL; it = it->newer) {
+        uint64_t ih = item_digest(it);
+
+        sum += ih;
+        order = cache__mix64(order ^ ih) + 0x9e3779b97f4a7c15ULL;
+    }
+    d = cache__mix64(sum ^ (uint64_t)sm->table.count);
+    d = cache__mix64(d ^ order);
+    d = cache__mix64(d ^ sm->next_cas);
+    d = cache__mix64(d ^ sm->clock_ms);
+    d = cache__mix64(d ^ sm->flush_ms);
+    return d;
+}
+
+void cache_sm_stats(const struct cache_sm *sm, struct cache_sm_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->curr_items = sm->table.count;
+    out->total_items = sm->total_items;
+    out->bytes = sm->bytes;
+    out->evictions = sm->evictions;
+    out->expired_unfetched = sm->expired_unfetched;
+    out->limit_maxbytes = sm->mem_limit;
+    out->item_size_max = sm->item_size_max;
+    out->next_cas = sm->next_cas;
+    out->applied = sm->applied;
+    out->clock_ms = sm->clock_ms;
+}
+
+/*
+ * Snapshot format, all integers little-endian:
+ *
+ *   u32 magic "RMQC" | u32 version (1) | u64 clock_ms | u64 next_cas
+ *   u64 flush_ms | u64 item count
+ *   count x { u8 key_len | u32 flags | u32 value_len | u64 exp_ms | u64 cas
+ *             | key bytes | value bytes }      oldest-written first
+ *   u64 checksum: cache__hash(all bytes before it, SNAP_SEED)
+ *
+ * Items go oldest first so restore rebuilds the same write order, hence the
+ * same future evictions.
+ */
+
+
+int cache_sm_snapshot(const struct cache_sm *sm,
+                      void *(*alloc)(size_t),
+                      void **out,
+                      size_t *out_len)
+{
+    const struct cache_item *it;
+    unsigned char *buf;
+    unsigned char *p;
+    size_t len = SNAP_HEADER_LEN + SNAP_TRAILER_LEN;
+
+    for (it = sm->oldest; it != NULL; it = it->newer) {
+        len += SNAP_ITEM_FIXED + it->key_len + it->value_len;
+    }
+    buf = alloc(len);
+    if (buf == NULL) {
+        return -1;
+    }
+    p = le_put_u32(buf, SNAP_MAGIC);
+    p = le_put_u32(p, SNAP_VERSION);
+    p = le_put_u64(p, sm->clock_ms);
+    p = le_put_u64(p, sm->next_cas);
+    p = le_put_u64(p, sm->flush_ms);
+    p = le_put_u64(p, sm->table.count);
+    for (it = sm->oldest; it != NULL; it = it->newer) {
+        *p++ = it->key_len;
+        p = le_put_u32(p, it->flags);
+        p = le_put_u32(p, it->value_len);
+        p = le_put_u64(p, it->exp_ms);
+        p = le_put_u64(p, it->cas);
+        memcpy(p, it->data, (size_t)it->key_len + it->value_len);
+        p += (size_t)it->key_len + it->value_len;
+    }
+    p = le_put_u64(p, cache__hash(buf, (size_t)(p - buf), SNAP_SEED));
+    *out = buf;
+    *out_len = len;
+    return 0;
+}
+
+
+
+
+
+
+/* Parse one item record into a new item linked into @tmp. */
+static bool restore_item(struct cache_sm *tmp, struct le_reader *r)
+{
+    const unsigned char *key;
+    const unsigned char *value;
+    struct cache_item *it;
+    uint8_t key_len;
+    uint32_t flags;
+    uint32_t value_len;
+    uint64_t exp_ms;
+    uint64_t cas;
+    uint64_t hash;
+
+    if (!le_get_u8(r, &key_len) || !le_get_u32(r, &flags) ||
+        !le_get_u32(r, &value_len) || !le_get_u64(r, &exp_ms) || !le_get_u64(r, &cas) ||
+        !le_get_bytes(r, &key, key_len) || !le_get_bytes(r, &value, value_len)) {
+        return false;
+    }
+    /* A cas at or above next_cas would let a later store reuse it. */
+    if (!cache_key_valid((const char *)key, key_len) || cas == 0 ||
+        cas >= tmp->next_cas) {
+        return false;
+    }
+    hash = cache__hash_key((const char *)key, key_len);
+    if (cache__table_find(&tmp->table, hash, (const char *)key, key_len) !=
+        NULL) {
+        return false;
+    }
+    it = cache__item_new((const char *)key, key_len, hash, value_len);
+    if (it == NULL) {
+        return false;
+    }
+    if (value_len > 0) {
+        memcpy(cache__item_value(it), value, value_len);
+    }
+    it->flags = flags;
+    it->exp_ms = exp_ms;
+    it->cas = cas;
+    link_item(tmp, it);
+    return true;
+}
+
+int cache_sm_restore(struct cache_sm *sm, const void *buf, size_t len)
+{
+    struct cache_sm tmp;
+    struct le_reader r;
+    uint32_t magic;
+    uint32_t version;
+    uint64_t count;
+    uint64_t checksum;
+    uint64_t i;
+
+    if (buf == NULL || len < SNAP_HEADER_LEN + SNAP_TRAILER_LEN) {
+        goto err;
+    }
+    r.p = (const unsigned char *)buf + len - SNAP_TRAILER_LEN;
+    r.left = SNAP_TRAILER_LEN;
+    le_get_u64(&r, &checksum);
+    if (checksum != cache__hash(buf, len - SNAP_TRAILER_LEN, SNAP_SEED)) {
+        goto err;
+    }
+
+    r.p = buf;
+    r.left = len - SNAP_TRAILER_LEN;
+    memset(&tmp, 0, sizeof(tmp));
+    tmp.mem_limit = sm->mem_limit;
+    tmp.item_size_max = sm->item_size_max;
+    le_get_u32(&r, &magic);
+    le_get_u32(&r, &version);
+    le_get_u64(&r, &tmp.clock_ms);
+    le_get_u64(&r, &tmp.next_cas);
+    le_get_u64(&r, &tmp.flush_ms);
+    le_get_u64(&r, &count);
+    if (magic != SNAP_MAGIC || version != SNAP_VERSION || tmp.next_cas == 0 ||
+        count > r.left / SNAP_ITEM_FIXED) {
+        goto err;
+    }
+    if (cache__table_init(&tmp.table, (size_t)count) != 0) {
+        goto err;
+    }
+    for (i = 0; i < count; i++) {
+        if (!restore_item(&tmp, &r)) {
+            goto err_after_table;
+        }
+    }
+    if (r.left != 0) {
+        goto err_after_table;
+    }
+
+    clear_items(sm);
+    cache__table_close(&sm->table);
+    *sm = tmp;
+    return 0;
+
+err_after_table:
+    clear_items(&tmp);
+    cache__table_close(&tmp.table);
+err:
+    return -1;
+}

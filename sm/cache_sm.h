@@ -1,0 +1,84 @@
+/*
+ * cache_sm: the deterministic memcached state machine of one cache shard.
+ *
+ * Pure: no loop, no clock, no sockets. Every replica applies the same
+ * committed writes in the same order with the same leader-stamped time and
+ * ends in the same state, byte for byte; cache_sm_digest() lets tests check
+ * that.
+ *
+ *   - Time: apply and reads take now_ms from the caller (the leader's stamp
+ *     for writes; the leader's clock for reads). Expiry and flush_all decide
+ *     with it. Exptime rules are memcached's: 0 never, < 0 already expired,
+ *     <= 30 days relative seconds, larger an absolute unix time.
+ *   - CAS uniques: a counter in the state machine, advanced by every
+ *     successful store, so they are a pure function of the applied log.
+ *   - Memory limit: items are charged a fixed formula of key and value size;
+ *     when a store would exceed mem_limit, items are evicted oldest-written
+ *     first (reads never reorder, so eviction is the same on every replica).
+ *     An item larger than the whole limit gets CACHE_NO_MEMORY.
+ *
+ * Errors are results (struct cache_result), never return codes, except for
+ * restore of a corrupt snapshot.
+ */
+#ifndef RINGMQ_CACHE_SM_H
+#define RINGMQ_CACHE_SM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sm/cache_op.h"
+
+struct cache_sm;
+
+struct cache_sm_config {
+    uint64_t mem_limit;     /* bytes; 0 = default 64 MiB (memcached -m 64) */
+    uint32_t item_size_max; /* bytes; 0 = CACHE_ITEM_SIZE_MAX_DEFAULT */
+};
+
+struct cache_sm_stats {
+    uint64_t curr_items;
+    uint64_t total_items;  /* successful stores since start/restore */
+    uint64_t bytes;        /* charged bytes of live items */
+    uint64_t evictions;
+    uint64_t expired_unfetched; /* items removed because they expired */
+    uint64_t limit_maxbytes;
+    uint64_t item_size_max;
+    uint64_t next_cas;
+    uint64_t applied;      /* writes applied */
+    uint64_t clock_ms;     /* max leader stamp applied so far (never goes back) */
+};
+
+/* Returns NULL only if allocation fails. @cfg is copied. */
+struct cache_sm *cache_sm_new(const struct cache_sm_config *cfg);
+void cache_sm_free(struct cache_sm *sm);
+
+/* Apply one committed write (any op but CACHE_OP_GET) at leader time
+ * @now_ms. Fills @res; for GAT hits res->value is a fresh copy owned by @res.
+ * Invalid keys give CACHE_BAD_REQUEST. */
+void cache_sm_apply(struct cache_sm *sm, uint64_t now_ms,
+                    const struct cache_op *op, struct cache_result *res);
+
+/* Read one key at time @now_ms without changing any state (no LRU bump, no
+ * removal of expired items). HIT fills value (a fresh copy owned by @res),
+ * flags and cas; otherwise CACHE_NOT_FOUND or CACHE_BAD_REQUEST. */
+void cache_sm_get(const struct cache_sm *sm, uint64_t now_ms,
+                  const char *key, size_t key_len, struct cache_result *res);
+
+/* A 64-bit digest of the whole logical state (items with their data, flags,
+ * exptime and cas; the cas counter; the flush_all deadline). Equal states give
+ * equal digests, independent of hash-table layout. */
+uint64_t cache_sm_digest(const struct cache_sm *sm);
+
+void cache_sm_stats(const struct cache_sm *sm, struct cache_sm_stats *out);
+
+/* Serialize the whole state into one buffer from @alloc (the caller passes
+ * raft_malloc or malloc). Uncompressed: the raft/ layer compresses. Returns 0,
+ * or -1 if @alloc failed. */
+int cache_sm_snapshot(const struct cache_sm *sm, void *(*alloc)(size_t),
+                      void **out, size_t *out_len);
+
+/* Replace the whole state with a snapshot. @buf is borrowed. On error
+ * (-1: truncated or corrupt) the previous state is kept. */
+int cache_sm_restore(struct cache_sm *sm, const void *buf, size_t len);
+
+#endif

@@ -1,0 +1,1009 @@
+/*
+ * meta_sm: see meta_sm.h.
+ *
+ * Exchanges and bindings are kept in two arrays in creation order: the meta
+ * state is small (what applications declare, not what they publish) and is
+ * scanned linearly; an index per exchange is the first thing to add if a
+ * deployment declares thousands. Creation order is the same on every
+ * replica, so snapshots are byte-identical and the digest hashes them.
+ */
+#include "sm/meta_sm.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/le.h"
+
+struct mstr {
+    char *p;
+    size_t len;
+};
+
+struct mkvs {
+    struct mstr *keys;
+    struct mstr *values;
+    size_t n;
+};
+
+struct mexch {
+    struct mstr vhost;
+    struct mstr name;
+    enum meta_sm_exchange_type type;
+    bool durable;
+    bool auto_delete;
+    bool internal;
+    bool had_binding; /* auto-delete applies only after a first binding */
+    struct mkvs args;
+};
+
+struct mbind {
+    struct mstr vhost;
+    struct mstr source;
+    struct mstr dest;
+    bool dest_is_exchange;
+    struct mstr key;
+    struct mkvs args;
+};
+
+struct meta_sm {
+    uint64_t version;
+    struct mexch *ex;
+    size_t n_ex, cap_ex;
+    struct mbind *bind;
+    size_t n_bind, cap_bind;
+};
+
+static const char *const type_names[META_SM_EXCHANGE_TYPE__COUNT] = {
+    "direct", "fanout", "topic", "headers"};
+
+/* The exchanges every vhost has without declaring them. */
+static const struct {
+    const char *name;
+    enum meta_sm_exchange_type type;
+} predeclared[] = {
+    {"", META_SM_DIRECT},           {"amq.direct", META_SM_DIRECT},
+    {"amq.fanout", META_SM_FANOUT}, {"amq.topic", META_SM_TOPIC},
+    {"amq.headers", META_SM_HEADERS}, {"amq.match", META_SM_HEADERS},
+};
+#define N_PREDECLARED (sizeof(predeclared) / sizeof(predeclared[0]))
+
+int meta_sm_exchange_type_parse(const char *s, size_t len)
+{
+    int i;
+
+    for (i = 0; i < META_SM_EXCHANGE_TYPE__COUNT; i++) {
+        if (strlen(type_names[i]) == len && memcmp(type_names[i], s, len) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+const char *meta_sm_exchange_type_name(enum meta_sm_exchange_type t)
+{
+    return (unsigned)t < META_SM_EXCHANGE_TYPE__COUNT ? type_names[t] : "?";
+}
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static struct mstr mstr_dup(const char *p, size_t len)
+{
+    struct mstr s = {xmalloc(len + 1), len};
+
+    if (len > 0) {
+        memcpy(s.p, p, len);
+    }
+    s.p[len] = '\0';
+    return s;
+}
+
+static bool mstr_eq(const struct mstr *s, const char *p, size_t len)
+{
+    return s->len == len && (len == 0 || memcmp(s->p, p, len) == 0);
+}
+
+static void kvs_set(struct mkvs *kv, const struct meta_sm_kv *args, size_t n)
+{
+    size_t i;
+
+    kv->n = n;
+    kv->keys = n ? xcalloc(n, sizeof(*kv->keys)) : NULL;
+    kv->values = n ? xcalloc(n, sizeof(*kv->values)) : NULL;
+    for (i = 0; i < n; i++) {
+        kv->keys[i] = mstr_dup(args[i].key, args[i].key_len);
+        kv->values[i] = mstr_dup(args[i].value, args[i].value_len);
+    }
+}
+
+static bool kvs_eq(const struct mkvs *kv, const struct meta_sm_kv *args,
+                   size_t n)
+{
+    size_t i;
+
+    if (kv->n != n) {
+        return false;
+    }
+    for (i = 0; i < n; i++) {
+        if (!mstr_eq(&kv->keys[i], args[i].key, args[i].key_len) ||
+            !mstr_eq(&kv->values[i], args[i].value, args[i].value_len)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void kvs_free(struct mkvs *kv)
+{
+    size_t i;
+
+    for (i = 0; i < kv->n; i++) {
+        free(kv->keys[i].p);
+        free(kv->values[i].p);
+    }
+    free(kv->keys);
+    free(kv->values);
+    memset(kv, 0, sizeof(*kv));
+}
+
+static void exch_free(struct mexch *e)
+{
+    free(e->vhost.p);
+    free(e->name.p);
+    kvs_free(&e->args);
+}
+
+static void bind_free(struct mbind *b)
+{
+    free(b->vhost.p);
+    free(b->source.p);
+    free(b->dest.p);
+    free(b->key.p);
+    kvs_free(&b->args);
+}
+
+static int predeclared_index(const char *name, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < N_PREDECLARED; i++) {
+        if (strlen(predeclared[i].name) == len &&
+            memcmp(predeclared[i].name, name, len) == 0) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+static struct mexch *find_exchange(const struct meta_sm *sm, const char *vhost,
+                                   size_t vlen, const char *name, size_t nlen)
+{
+    size_t i;
+
+    for (i = 0; i < sm->n_ex; i++) {
+        if (mstr_eq(&sm->ex[i].vhost, vhost, vlen) &&
+            mstr_eq(&sm->ex[i].name, name, nlen)) {
+            return &sm->ex[i];
+        }
+    }
+    return NULL;
+}
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+struct meta_sm *meta_sm_new(void)
+{
+    return xcalloc(1, sizeof(struct meta_sm));
+}
+
+static void clear_all(struct meta_sm *sm)
+{
+    size_t i;
+
+    for (i = 0; i < sm->n_ex; i++) {
+        exch_free(&sm->ex[i]);
+    }
+    for (i = 0; i < sm->n_bind; i++) {
+        bind_free(&sm->bind[i]);
+    }
+    free(sm->ex);
+    free(sm->bind);
+    sm->ex = NULL;
+    sm->bind = NULL;
+    sm->n_ex = sm->cap_ex = sm->n_bind = sm->cap_bind = 0;
+}
+
+void meta_sm_free(struct meta_sm *sm)
+{
+    if (sm == NULL) {
+        return;
+    }
+    clear_all(sm);
+    free(sm);
+}
+
+uint64_t meta_sm_version(const struct meta_sm *sm)
+{
+    return sm->version;
+}
+
+int meta_sm_exchange_info(const struct meta_sm *sm, const char *vhost,
+                          size_t vhost_len, const char *exchange,
+                          size_t exchange_len,
+                          enum meta_sm_exchange_type *type, bool *durable,
+                          bool *internal)
+{
+    int pre = predeclared_index(exchange, exchange_len);
+    const struct mexch *e;
+
+    if (pre >= 0) {
+        if (type) {
+            *type = predeclared[pre].type;
+        }
+        if (durable) {
+            *durable = true;
+        }
+        if (internal) {
+            *internal = false;
+        }
+        return 0;
+    }
+    e = find_exchange(sm, vhost, vhost_len, exchange, exchange_len);
+    if (e == NULL) {
+        return -1;
+    }
+    if (type) {
+        *type = e->type;
+    }
+    if (durable) {
+        *durable = e->durable;
+    }
+    if (internal) {
+        *internal = e->internal;
+    }
+    return 0;
+}
+
+void meta_sm_counts(const struct meta_sm *sm, uint64_t *exchanges,
+                    uint64_t *bindings)
+{
+    *exchanges = sm->n_ex;
+    *bindings = sm->n_bind;
+}
+
+/* ---- commands --------------------------------------------------------- */
+
+static void reply(struct meta_sm_result *res, uint16_t code, const char *text)
+{
+    res->reply_code = code;
+    res->reply_text = text;
+}
+
+static void changed(struct meta_sm *sm, struct meta_sm_result *res)
+{
+    sm->version++;
+    res->changed = true;
+}
+
+static bool bind_matches_cmd(const struct mbind *b,
+                             const struct meta_sm_cmd *c)
+{
+    return mstr_eq(&b->vhost, c->vhost, c->vhost_len) &&
+           mstr_eq(&b->source, c->exchange, c->exchange_len) &&
+           mstr_eq(&b->dest, c->dest, c->dest_len) &&
+           b->dest_is_exchange == c->dest_is_exchange &&
+           mstr_eq(&b->key, c->routing_key, c->routing_key_len) &&
+           kvs_eq(&b->args, c->args, c->n_args);
+}
+
+static void remove_binding(struct meta_sm *sm, size_t i)
+{
+    bind_free(&sm->bind[i]);
+    memmove(&sm->bind[i], &sm->bind[i + 1],
+            (sm->n_bind - i - 1) * sizeof(*sm->bind));
+    sm->n_bind--;
+}
+
+static bool has_bindings_from(const struct meta_sm *sm, const struct mstr *vh,
+                              const struct mstr *name)
+{
+    size_t i;
+
+    for (i = 0; i < sm->n_bind; i++) {
+        if (mstr_eq(&sm->bind[i].vhost, vh->p, vh->len) &&
+            mstr_eq(&sm->bind[i].source, name->p, name->len)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void remove_exchange(struct meta_sm *sm, struct mexch *e);
+
+/* Auto-delete exchanges whose last binding as source went away. */
+static void auto_delete_sweep(struct meta_sm *sm)
+{
+    size_t i = 0;
+
+    while (i < sm->n_ex) {
+        struct mexch *e = &sm->ex[i];
+        if (e->auto_delete && e->had_binding &&
+            !has_bindings_from(sm, &e->vhost, &e->name)) {
+            remove_exchange(sm, e);
+            i = 0; /* bindings to it went too: look again */
+        } else {
+            i++;
+        }
+    }
+}
+
+/* Only called for an exchange that had a binding once (auto-delete) or on
+ * delete: drops every binding from or to it. */
+static void remove_exchange(struct meta_sm *sm, struct mexch *e)
+{
+    size_t i = 0;
+    size_t at = (size_t)(e - sm->ex);
+
+    while (i < sm->n_bind) {
+        struct mbind *b = &sm->bind[i];
+        if (mstr_eq(&b->vhost, e->vhost.p, e->vhost.len) &&
+            (mstr_eq(&b->source, e->name.p, e->name.len) ||
+             (b->dest_is_exchange &&
+              mstr_eq(&b->dest, e->name.p, e->name.len)))) {
+            remove_binding(sm, i);
+        } else {
+            i++;
+        }
+    }
+    exch_free(e);
+    memmove(&sm->ex[at], &sm->ex[at + 1], (sm->n_ex - at - 1) * sizeof(*e));
+    sm->n_ex--;
+}
+
+static void exchange_declare(struct meta_sm *sm, const struct meta_sm_cmd *c,
+                             struct meta_sm_result *res)
+{
+    int pre = predeclared_index(c->exchange, c->exchange_len);
+    struct mexch *e;
+
+    if (pre >= 0) {
+        if (!c->passive && (predeclared[pre].type != c->exchange_type ||
+                            !c->durable || c->auto_delete || c->internal)) {
+            reply(res, 406,
+                  "PRECONDITION_FAILED - inequivalent arg for a "
+                  "pre-declared exchange");
+        }
+        return;
+    }
+    e = find_exchange(sm, c->vhost, c->vhost_len, c->exchange,
+                      c->exchange_len);
+    if (c->passive) {
+        if (e == NULL) {
+            reply(res, 404, "NOT_FOUND - no exchange");
+        }
+        return;
+    }
+    if (e != NULL) {
+        if (e->type != c->exchange_type) {
+            reply(res, 406, "PRECONDITION_FAILED - inequivalent arg 'type'");
+        } else if (e->durable != c->durable) {
+            reply(res, 406,
+                  "PRECONDITION_FAILED - inequivalent arg 'durable'");
+        } else if (e->auto_delete != c->auto_delete) {
+            reply(res, 406,
+                  "PRECONDITION_FAILED - inequivalent arg 'auto_delete'");
+        } else if (e->internal != c->internal) {
+            reply(res, 406,
+                  "PRECONDITION_FAILED - inequivalent arg 'internal'");
+        }
+        return;
+    }
+    if (c->exchange_len >= 4 && memcmp(c->exchange, "amq.", 4) == 0) {
+        reply(res, 403,
+              "ACCESS_REFUSED - exchange name contains reserved prefix "
+              "'amq.*'");
+        return;
+    }
+    if ((unsigned)c->exchange_type >= META_SM_EXCHANGE_TYPE__COUNT) {
+        reply(res, 503, "COMMAND_INVALID - unknown exchange type");
+        return;
+    }
+    if (sm->n_ex == sm->cap_ex) {
+        sm->cap_ex = sm->cap_ex ? 2 * sm->cap_ex : 8;
+        sm->ex = xrealloc(sm->ex, sm->cap_ex * sizeof(*sm->ex));
+    }
+    e = &sm->ex[sm->n_ex++];
+    memset(e, 0, sizeof(*e));
+    e->vhost = mstr_dup(c->vhost, c->vhost_len);
+    e->name = mstr_dup(c->exchange, c->exchange_len);
+    e->type = c->exchange_type;
+    e->durable = c->durable;
+    e->auto_delete = c->auto_delete;
+    e->internal = c->internal;
+    kvs_set(&e->args, c->args, c->n_args);
+    changed(sm, res);
+}
+
+static void exchange_delete(struct meta_sm *sm, const struct meta_sm_cmd *c,
+                            struct meta_sm_result *res)
+{
+    struct mexch *e;
+
+    if (predeclared_index(c->exchange, c->exchange_len) >= 0) {
+        reply(res, 403,
+              "ACCESS_REFUSED - operation not permitted on a pre-declared "
+              "exchange");
+        return;
+    }
+    e = find_exchange(sm, c->vhost, c->vhost_len, c->exchange,
+                      c->exchange_len);
+    if (e == NULL) {
+        return; /* RabbitMQ 3.x: deleting a missing exchange is ok */
+    }
+    if (c->if_unused && has_bindings_from(sm, &e->vhost, &e->name)) {
+        reply(res, 406, "PRECONDITION_FAILED - exchange in use");
+        return;
+    }
+    remove_exchange(sm, e);
+    auto_delete_sweep(sm);
+    changed(sm, res);
+}
+
+static void bind(struct meta_sm *sm, const struct meta_sm_cmd *c,
+                 struct meta_sm_result *res)
+{
+    struct mbind *b;
+    struct mexch *src;
+    size_t i;
+
+    if (c->exchange_len == 0 ||
+        (c->dest_is_exchange && c->dest_len == 0)) {
+        reply(res, 403,
+              "ACCESS_REFUSED - operation not permitted on the default "
+              "exchange");
+        return;
+    }
+    if (meta_sm_exchange_info(sm, c->vhost, c->vhost_len, c->exchange,
+                              c->exchange_len, NULL, NULL, NULL) != 0 ||
+        (c->dest_is_exchange &&
+         meta_sm_exchange_info(sm, c->vhost, c->vhost_len, c->dest,
+                               c->dest_len, NULL, NULL, NULL) != 0)) {
+        reply(res, 404, "NOT_FOUND - no exchange");
+        return;
+    }
+    for (i = 0; i < sm->n_bind; i++) {
+        if (bind_matches_cmd(&sm->bind[i], c)) {
+            return;
+        }
+    }
+    if (sm->n_bind == sm->cap_bind) {
+        sm->cap_bind = sm->cap_bind ? 2 * sm->cap_bind : 16;
+        sm->bind = xrealloc(sm->bind, sm->cap_bind * sizeof(*sm->bind));
+    }
+    src = find_exchange(sm, c->vhost, c->vhost_len, c->exchange,
+                        c->exchange_len);
+    if (src != NULL) {
+        src->had_binding = true;
+    }
+    b = &sm->bind[sm->n_bind++];
+    memset(b, 0, sizeof(*b));
+    b->vhost = mstr_dup(c->vhost, c->vhost_len);
+    b->source = mstr_dup(c->exchange, c->exchange_len);
+    b->dest = mstr_dup(c->dest, c->dest_len);
+    b->dest_is_exchange = c->dest_is_exchange;
+    b->key = mstr_dup(c->routing_key, c->routing_key_len);
+    kvs_set(&b->args, c->args, c->n_args);
+    changed(sm, res);
+}
+
+static void unbind(struct meta_sm *sm, const struct meta_sm_cmd *c,
+                   struct meta_sm_result *res)
+{
+    size_t i;
+
+    if (c->exchange_len == 0) {
+        reply(res, 403,
+              "ACCESS_REFUSED - operation not permitted on the default "
+              "exchange");
+        return;
+    }
+    for (i = 0; i < sm->n_bind; i++) {
+        if (bind_matches_cmd(&sm->bind[i], c)) {
+            remove_binding(sm, i);
+            auto_delete_sweep(sm);
+            changed(sm, res);
+            return;
+        }
+    }
+}
+
+static void queue_gone(struct meta_sm *sm, const struct meta_sm_cmd *c,
+                       struct meta_sm_result *res)
+{
+    size_t i = 0;
+    bool any = false;
+
+    while (i < sm->n_bind) {
+        struct mbind *b = &sm->bind[i];
+        if (!b->dest_is_exchange && mstr_eq(&b->vhost, c->vhost, c->vhost_len) &&
+            mstr_eq(&b->dest, c->dest, c->dest_len)) {
+            remove_binding(sm, i);
+            any = true;
+        } else {
+            i++;
+        }
+    }
+    if (any) {
+        auto_delete_sweep(sm);
+        changed(sm, res);
+    }
+}
+
+void meta_sm_apply(struct meta_sm *sm, const struct meta_sm_cmd *cmd,
+                   struct meta_sm_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    res->reply_text = "";
+    if (cmd->vhost_len > META_SM_NAME_MAX ||
+        cmd->exchange_len > META_SM_NAME_MAX ||
+        cmd->dest_len > META_SM_NAME_MAX ||
+        cmd->routing_key_len > META_SM_NAME_MAX) {
+        reply(res, 502, "SYNTAX_ERROR - name longer than 255 bytes");
+    } else {
+        switch (cmd->type) {
+            case META_SM_EXCHANGE_DECLARE:
+                exchange_declare(sm, cmd, res);
+                break;
+            case META_SM_EXCHANGE_DELETE:
+                exchange_delete(sm, cmd, res);
+                break;
+            case META_SM_BIND:
+                bind(sm, cmd, res);
+                break;
+            case META_SM_UNBIND:
+                unbind(sm, cmd, res);
+                break;
+            case META_SM_QUEUE_GONE:
+                queue_gone(sm, cmd, res);
+                break;
+            default:
+                reply(res, 540, "NOT_IMPLEMENTED - unknown meta command");
+                break;
+        }
+    }
+    res->version = sm->version;
+}
+
+/* ---- routing ---------------------------------------------------------- */
+
+/* Words of a '.'-separated key: [*p, *p + *len) of the word at @pos. */
+static bool next_word(const char *s, size_t len, size_t *pos, const char **w,
+                      size_t *wlen)
+{
+    const char *dot;
+
+    if (*pos > len) {
+        return false;
+    }
+    *w = s + *pos;
+    dot = memchr(*w, '.', len - *pos);
+    *wlen = dot ? (size_t)(dot - *w) : len - *pos;
+    *pos += *wlen + 1; /* past the dot; len + 1 after the last word */
+    return true;
+}
+
+/* RabbitMQ's topic rules: '*' is exactly one word, '#' zero or more; ""
+ * has no words (so "*" does not match it), "." has two empty ones. Backtracking on '#' only, bounded by the 255-byte keys. */
+static bool topic_match(const char *pat, size_t plen, size_t ppos,
+                        const char *key, size_t klen, size_t kpos)
+{
+    const char *pw;
+    const char *kw;
+    size_t pwl;
+    size_t kwl;
+
+    for (;;) {
+        if (!next_word(pat, plen, &ppos, &pw, &pwl)) {
+            return kpos > klen; /* pattern done: key must be done too */
+        }
+        if (pwl == 1 && pw[0] == '#') {
+            size_t k = kpos;
+            /* '#' takes zero words, then one more each round */
+            for (;;) {
+                if (topic_match(pat, plen, ppos, key, klen, k)) {
+                    return true;
+                }
+                if (!next_word(key, klen, &k, &kw, &kwl)) {
+                    return false;
+                }
+            }
+        }
+        if (!next_word(key, klen, &kpos, &kw, &kwl)) {
+            return false;
+        }
+        if (!(pwl == 1 && pw[0] == '*') &&
+            (pwl != kwl || memcmp(pw, kw, pwl) != 0)) {
+            return false;
+        }
+    }
+}
+
+static const struct meta_sm_kv *find_header(const struct meta_sm_kv *h,
+                                            size_t n, const struct mstr *key)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (mstr_eq(key, h[i].key, h[i].key_len)) {
+            return &h[i];
+        }
+    }
+    return NULL;
+}
+
+/* x-match over encoded field values; 'V' (void) in a binding means "the
+ * header is present". */
+static bool headers_match(const struct mkvs *args,
+                          const struct meta_sm_kv *h, size_t n)
+{
+    bool any = false;
+    bool with_x = false;
+    size_t i;
+    size_t tested = 0;
+    size_t matched = 0;
+
+    for (i = 0; i < args->n; i++) {
+        const struct mstr *k = &args->keys[i];
+        const struct mstr *v = &args->values[i];
+        if (mstr_eq(k, "x-match", 7)) {
+            /* a longstr: 'S' + 4-byte length + text */
+            const char *t = v->len > 5 ? v->p + 5 : "";
+            size_t tl = v->len > 5 ? v->len - 5 : 0;
+            any = (tl == 3 && memcmp(t, "any", 3) == 0) ||
+                  (tl == 10 && memcmp(t, "any-with-x", 10) == 0);
+            with_x = tl == 10 && memcmp(t + 3, "-with-x", 7) == 0;
+        }
+    }
+    for (i = 0; i < args->n; i++) {
+        const struct mstr *k = &args->keys[i];
+        const struct mstr *v = &args->values[i];
+        const struct meta_sm_kv *f;
+
+        if (k->len >= 2 && memcmp(k->p, "x-", 2) == 0 && !with_x) {
+            continue;
+        }
+        if (mstr_eq(k, "x-match", 7)) {
+            continue;
+        }
+        tested++;
+        f = find_header(h, n, k);
+        if (f != NULL && ((v->len == 1 && v->p[0] == 'V') ||
+                          mstr_eq(v, f->value, f->value_len))) {
+            matched++;
+        }
+    }
+    return any ? matched > 0 : matched == tested;
+}
+
+static bool binding_routes(const struct mbind *b,
+                           enum meta_sm_exchange_type type, const char *rk,
+                           size_t rklen, const struct meta_sm_kv *h, size_t n)
+{
+    switch (type) {
+        case META_SM_FANOUT:
+            return true;
+        case META_SM_DIRECT:
+            return mstr_eq(&b->key, rk, rklen);
+        case META_SM_TOPIC:
+            /* Start past the end of an empty key: zero words. */
+            return topic_match(b->key.p, b->key.len, b->key.len == 0 ? 1 : 0,
+                               rk, rklen, rklen == 0 ? 1 : 0);
+        case META_SM_HEADERS:
+            return headers_match(&b->args, h, n);
+        default:
+            return false;
+    }
+}
+
+static void add_queue(struct meta_sm_route_result *out, const char *name,
+                      size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < out->n_queues; i++) {
+        if (out->queues[i].len == len &&
+            memcmp(out->queues[i].name, name, len) == 0) {
+            return;
+        }
+    }
+    out->queues = xrealloc(out->queues,
+                           (out->n_queues + 1) * sizeof(*out->queues));
+    out->queues[out->n_queues].name = mstr_dup(name, len).p;
+    out->queues[out->n_queues].len = len;
+    out->n_queues++;
+}
+
+void meta_sm_route_result_init(struct meta_sm_route_result *r)
+{
+    memset(r, 0, sizeof(*r));
+}
+
+void meta_sm_route_result_clear(struct meta_sm_route_result *r)
+{
+    size_t i;
+
+    for (i = 0; i < r->n_queues; i++) {
+        free((char *)r->queues[i].name);
+    }
+    free(r->queues);
+    meta_sm_route_result_init(r);
+}
+
+int meta_sm_route(const struct meta_sm *sm, const char *vhost,
+                  size_t vhost_len, const char *exchange, size_t exchange_len,
+                  const char *routing_key, size_t routing_key_len,
+                  const struct meta_sm_kv *headers, size_t n_headers,
+                  struct meta_sm_route_result *out)
+{
+    /* exchanges to visit (a worklist of names), each once */
+    struct mstr *todo;
+    size_t n_todo = 1;
+    size_t at;
+    size_t i;
+
+    meta_sm_route_result_init(out);
+    if (exchange_len == 0) {
+        add_queue(out, routing_key, routing_key_len);
+        return 0;
+    }
+    if (meta_sm_exchange_info(sm, vhost, vhost_len, exchange, exchange_len,
+                              NULL, NULL, NULL) != 0) {
+        out->exchange_missing = true;
+        return 0;
+    }
+    todo = xcalloc(sm->n_ex + N_PREDECLARED + 1, sizeof(*todo));
+    todo[0].p = (char *)exchange;
+    todo[0].len = exchange_len;
+    for (at = 0; at < n_todo; at++) {
+        enum meta_sm_exchange_type type;
+
+        if (meta_sm_exchange_info(sm, vhost, vhost_len, todo[at].p,
+                                  todo[at].len, &type, NULL, NULL) != 0) {
+            continue;
+        }
+        for (i = 0; i < sm->n_bind; i++) {
+            const struct mbind *b = &sm->bind[i];
+            size_t k;
+
+            if (!mstr_eq(&b->vhost, vhost, vhost_len) ||
+                !mstr_eq(&b->source, todo[at].p, todo[at].len) ||
+                !binding_routes(b, type, routing_key, routing_key_len,
+                                headers, n_headers)) {
+                continue;
+            }
+            if (!b->dest_is_exchange) {
+                add_queue(out, b->dest.p, b->dest.len);
+                continue;
+            }
+            for (k = 0; k < n_todo; k++) {
+                if (mstr_eq(&todo[k], b->dest.p, b->dest.len)) {
+                    break;
+                }
+            }
+            if (k == n_todo) {
+                todo[n_todo++] = b->dest;
+            }
+        }
+    }
+    free(todo);
+    return 0;
+}
+
+/* ---- snapshots -------------------------------------------------------- */
+
+#define SNAP_MAGIC 0x4d455441u /* "META" */
+#define SNAP_VERSION 1u
+
+static size_t kvs_size(const struct mkvs *kv)
+{
+    size_t n = 4;
+    size_t i;
+
+    for (i = 0; i < kv->n; i++) {
+        n += 8 + kv->keys[i].len + kv->values[i].len;
+    }
+    return n;
+}
+
+static unsigned char *put_str(unsigned char *p, const struct mstr *s)
+{
+    p = le_put_u32(p, (uint32_t)s->len);
+    if (s->len > 0) {
+        memcpy(p, s->p, s->len);
+    }
+    return p + s->len;
+}
+
+static unsigned char *put_kvs(unsigned char *p, const struct mkvs *kv)
+{
+    size_t i;
+
+    p = le_put_u32(p, (uint32_t)kv->n);
+    for (i = 0; i < kv->n; i++) {
+        p = put_str(p, &kv->keys[i]);
+        p = put_str(p, &kv->values[i]);
+    }
+    return p;
+}
+
+int meta_sm_snapshot(const struct meta_sm *sm, void *(*alloc)(size_t),
+                     void **out, size_t *out_len)
+{
+    size_t len = 4 + 4 + 8 + 4 + 4;
+    unsigned char *buf;
+    unsigned char *p;
+    size_t i;
+
+    for (i = 0; i < sm->n_ex; i++) {
+        const struct mexch *e = &sm->ex[i];
+        len += 8 + e->vhost.len + e->name.len + 2 + kvs_size(&e->args);
+    }
+    for (i = 0; i < sm->n_bind; i++) {
+        const struct mbind *b = &sm->bind[i];
+        len += 16 + b->vhost.len + b->source.len + b->dest.len + b->key.len +
+               1 + kvs_size(&b->args);
+    }
+    buf = alloc(len);
+    if (buf == NULL) {
+        return -1;
+    }
+    p = le_put_u32(buf, SNAP_MAGIC);
+    p = le_put_u32(p, SNAP_VERSION);
+    p = le_put_u64(p, sm->version);
+    p = le_put_u32(p, (uint32_t)sm->n_ex);
+    for (i = 0; i < sm->n_ex; i++) {
+        const struct mexch *e = &sm->ex[i];
+        p = put_str(p, &e->vhost);
+        p = put_str(p, &e->name);
+        *p++ = (unsigned char)e->type;
+        *p++ = (unsigned char)((e->durable ? 1 : 0) | (e->auto_delete ? 2 : 0) |
+                               (e->internal ? 4 : 0) |
+                               (e->had_binding ? 8 : 0));
+        p = put_kvs(p, &e->args);
+    }
+    p = le_put_u32(p, (uint32_t)sm->n_bind);
+    for (i = 0; i < sm->n_bind; i++) {
+        const struct mbind *b = &sm->bind[i];
+        p = put_str(p, &b->vhost);
+        p = put_str(p, &b->source);
+        p = put_str(p, &b->dest);
+        p = put_str(p, &b->key);
+        *p++ = b->dest_is_exchange ? 1 : 0;
+        p = put_kvs(p, &b->args);
+    }
+    *out = buf;
+    *out_len = (size_t)(p - buf);
+    return 0;
+}
+
+static bool get_str(struct le_reader *r, struct mstr *s, size_t max)
+{
+    const unsigned char *p;
+    uint32_t len;
+
+    if (!le_get_u32(r, &len) || len > max || !le_get_bytes(r, &p, len)) {
+        return false;
+    }
+    *s = mstr_dup((const char *)p, len);
+    return true;
+}
+
+static bool get_kvs(struct le_reader *r, struct mkvs *kv)
+{
+    uint32_t n;
+    uint32_t i;
+
+    /* each pair takes at least 8 bytes: bound n by the input first */
+    if (!le_get_u32(r, &n) || n > r->left / 8) {
+        return false;
+    }
+    kv->keys = n ? xcalloc(n, sizeof(*kv->keys)) : NULL;
+    kv->values = n ? xcalloc(n, sizeof(*kv->values)) : NULL;
+    for (i = 0; i < n; i++) {
+        kv->n = i;
+        if (!get_str(r, &kv->keys[i], UINT32_MAX)) {
+            return false;
+        }
+        if (!get_str(r, &kv->values[i], UINT32_MAX)) {
+            free(kv->keys[i].p);
+            return false;
+        }
+    }
+    kv->n = n;
+    return true;
+}
+
+int meta_sm_restore(struct meta_sm *sm, const void *buf, size_t len)
+{
+    struct le_reader r = {buf, len};
+    struct meta_sm tmp = {0};
+    uint32_t magic;
+    uint32_t ver;
+    uint32_t n;
+    uint32_t i;
+
+    if (!le_get_u32(&r, &magic) || magic != SNAP_MAGIC ||
+        !le_get_u32(&r, &ver) || ver != SNAP_VERSION ||
+        !le_get_u64(&r, &tmp.version) || !le_get_u32(&r, &n) ||
+        n > r.left / 10) {
+        return -1;
+    }
+    tmp.ex = n ? xcalloc(n, sizeof(*tmp.ex)) : NULL;
+    tmp.cap_ex = n;
+    for (i = 0; i < n; i++) {
+        struct mexch *e = &tmp.ex[i];
+        uint8_t type;
+        uint8_t flags;
+
+        tmp.n_ex = i + 1;
+        if (!get_str(&r, &e->vhost, META_SM_NAME_MAX) ||
+            !get_str(&r, &e->name, META_SM_NAME_MAX) ||
+            !le_get_u8(&r, &type) || type >= META_SM_EXCHANGE_TYPE__COUNT ||
+            !le_get_u8(&r, &flags) || flags > 15 ||
+            !get_kvs(&r, &e->args)) {
+            goto err;
+        }
+        e->type = type;
+        e->durable = flags & 1;
+        e->auto_delete = flags & 2;
+        e->internal = flags & 4;
+        e->had_binding = flags & 8;
+    }
+    if (!le_get_u32(&r, &n) || n > r.left / 17) {
+        goto err;
+    }
+    tmp.bind = n ? xcalloc(n, sizeof(*tmp.bind)) : NULL;
+    tmp.cap_bind = n;
+    for (i = 0; i < n; i++) {
+        struct mbind *b = &tmp.bind[i];
+        uint8_t is_ex;
+
+        tmp.n_bind = i + 1;
+        if (!get_str(&r, &b->vhost, META_SM_NAME_MAX) ||
+            !get_str(&r, &b->source, META_SM_NAME_MAX) ||
+            !get_str(&r, &b->dest, META_SM_NAME_MAX) ||
+            !get_str(&r, &b->key, META_SM_NAME_MAX) ||
+            !le_get_u8(&r, &is_ex) || is_ex > 1 || !get_kvs(&r, &b->args)) {
+            goto err;
+        }
+        b->dest_is_exchange = is_ex;
+    }
+    if (r.left != 0) {
+        goto err;
+    }
+    clear_all(sm);
+    *sm = tmp;
+    return 0;
+
+err:
+    clear_all(&tmp);
+    return -1;
+}
+
+uint64_t meta_sm_digest(const struct meta_sm *sm)
+{
+    void *buf;
+    size_t len;
+    size_t i;
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a over the snapshot */
+
+    if (meta_sm_snapshot(sm, xmalloc, &buf, &len) != 0) {
+        return 0;
+    }
+    for (i = 0; i < len; i++) {
+        h = (h ^ ((const unsigned char *)buf)[i]) * 0x100000001b3ULL;
+    }
+    free(buf);
+    return h;
+}

@@ -1,0 +1,2324 @@
+/*
+ * mq_sm: the deterministic AMQP queue state machine; contract in mq_sm.h.
+ * Semantics follow RabbitMQ 3.10 classic/quorum queues, with these
+ * decisions where a replicated machine must choose:
+ *
+ *   - Ready list sorted by message id (quorum-queue style): a returned
+ *     message goes back to its original position, so requeued messages are
+ *     at the head, in original order, ahead of never-delivered ones.
+ *   - Expiry (x-message-ttl and per-message TTL, the smaller wins) is
+ *     decided at enqueue as exp_ms = clock + ttl and enforced at the head
+ *     only (as RabbitMQ does): by CHECKOUT and ENQUEUE on that queue and by
+ *     EXPIRE on all queues. Checked-out messages never expire; a returned
+ *     one keeps its exp_ms. x-expires: a queue with no registered consumer
+ *     whose last use (declare, consume, checkout) is x-expires ago is
+ *     deleted by EXPIRE.
+ *   - x-max-length counts ready messages and is enforced on ENQUEUE only,
+ *     dropping from the head (dead-lettered as "maxlen" if there is a DLX).
+ *   - Settle/return/drop are idempotent: an unknown or already settled tag
+ *     is not an error (count 0). A retry after leadership loss must not
+ *     close the client's channel; the edge does the 406 unknown-tag checks
+ *     against its own channel map.
+ *   - Dedup: per client a window of the last W sequence numbers below the
+ *     highest seen (bitmap). A seq below the window gives STALE. Clients
+ *     are kept in LRU order of their last enqueue; the oldest beyond the
+ *     limit is forgotten. The window is recorded only when the enqueue
+ *     stored a message (or found no queue), so a failed allocation can be
+ *     retried.
+ *   - Consumer records: registered by CONSUME, or created unregistered by a
+ *     CHECKOUT for basic.get; a record lives while registered or holding
+ *     unacked messages. Deleting a queue discards its unacked messages and
+ *     consumer records (RabbitMQ: acks after that are no-ops).
+ *   - Auto-delete: an auto-delete queue that has had a consumer is deleted
+ *     when its registered consumer count falls to 0 (CANCEL or gone).
+ *   - The tag table rehashes in one go when it doubles; fine for the
+ *     first step, an incremental rehash (cache_table style) would bound it.
+ */
+#include "sm/mq_sm.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/container_of.h"
+#include "common/le.h"
+
+#define DIGEST_SEED 0x6d712d6469676573ULL /* "mq-diges" */
+#define SNAP_SEED 0x6d712d736e617073ULL   /* "mq-snaps" */
+#define SNAP_MAGIC 0x51514d52U            /* "RMQQ" little-endian */
+#define SNAP_VERSION 2U
+#define NEVER UINT64_MAX
+
+/* ------------------------------------------------------------------ hash */
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+/* Bytes read little-endian, so digests and checksums are the same on every
+ * architecture. */
+static uint64_t hash_bytes(const void *data, size_t len, uint64_t seed)
+{
+    const unsigned char *s = data;
+    uint64_t h = mix64(seed ^ ((uint64_t)len * 0x9e3779b97f4a7c15ULL));
+    uint64_t w;
+    size_t i;
+
+    while (len >= 8) {
+        w = 0;
+        for (i = 0; i < 8; i++) {
+            w |= (uint64_t)s[i] << (8 * i);
+        }
+        h = mix64(h ^ w) + 0x9e3779b97f4a7c15ULL;
+        s += 8;
+        len -= 8;
+    }
+    w = 0;
+    for (i = 0; i < len; i++) {
+        w |= (uint64_t)s[i] << (8 * i);
+    }
+    return mix64(h ^ w ^ ((uint64_t)len << 56));
+}
+
+static uint64_t hash_name(const char *vhost, size_t vlen, const char *name,
+                          size_t nlen)
+{
+    return hash_bytes(name, nlen, hash_bytes(vhost, vlen, DIGEST_SEED));
+}
+
+/* ---------------------------------------------------- intrusive hash table */
+
+struct hnode {
+    struct hnode *next;
+    uint64_t hash;
+};
+
+/* Chained, power-of-two buckets, doubled when count exceeds them. Layout
+ * never changes behaviour: callers compare keys on every chain entry. */
+struct htable {
+    struct hnode **b;
+    size_t mask;
+    size_t count;
+};
+
+static int ht_init(struct htable *t, size_t hint)
+{
+    size_t n = 16;
+
+    while (n < hint && n < ((size_t)1 << 40)) {
+        n <<= 1;
+    }
+    t->b = calloc(n, sizeof(*t->b));
+    if (t->b == NULL) {
+        return -1;
+    }
+    t->mask = n - 1;
+    t->count = 0;
+    return 0;
+}
+
+static void ht_close(struct htable *t)
+{
+    free(t->b);
+    t->b = NULL;
+}
+
+static void ht_grow(struct htable *t)
+{
+    size_t n = (t->mask + 1) * 2;
+    struct hnode **nb = calloc(n, sizeof(*nb));
+    size_t i;
+
+    if (nb == NULL) {
+        return; /* chains get longer; lookups stay correct */
+    }
+    for (i = 0; i <= t->mask; i++) {
+        struct hnode *e = t->b[i];
+
+        while (e != NULL) {
+            struct hnode *next = e->next;
+
+            e->next = nb[e->hash & (n - 1)];
+            nb[e->hash & (n - 1)] = e;
+            e = next;
+        }
+    }
+    free(t->b);
+    t->b = nb;
+    t->mask = n - 1;
+}
+
+static void ht_insert(struct htable *t, struct hnode *e)
+{
+    if (t->count >= t->mask + 1) {
+        ht_grow(t);
+    }
+    e->next = t->b[e->hash & t->mask];
+    t->b[e->hash & t->mask] = e;
+    t->count++;
+}
+
+static void ht_remove(struct htable *t, struct hnode *e)
+{
+    struct hnode **pp = &t->b[e->hash & t->mask];
+
+    while (*pp != e) {
+        pp = &(*pp)->next;
+    }
+    *pp = e->next;
+    e->next = NULL;
+    t->count--;
+}
+
+static struct hnode *ht_chain(const struct htable *t, uint64_t hash)
+{
+    return t->b[hash & t->mask];
+}
+
+/* ------------------------------------------------------------------ state */
+
+struct mq_queue;
+struct mq_consumer;
+
+struct mq_msg {
+    struct hnode hn;     /* tag table, while checked out */
+    struct mq_msg *prev; /* ready list or consumer's unacked list */
+    struct mq_msg *next;
+    struct mq_queue *q;
+    struct mq_consumer *c; /* NULL while ready */
+    uint64_t id;
+    uint64_t tag;    /* 0 while ready */
+    uint64_t co_seq; /* while checked out: the CHECKOUT seq that did it */
+    uint64_t exp_ms; /* NEVER = no TTL */
+    uint32_t delivery_count;
+    bool redelivered;
+    uint32_t len;
+    unsigned char data[];
+};
+
+struct mlist {
+    struct mq_msg *head;
+    struct mq_msg *tail;
+    uint64_t n;
+    uint64_t bytes;
+};
+
+struct mq_queue {
+    struct hnode hn;       /* queue table, by hash_name() */
+    struct mq_queue *prev; /* creation order */
+    struct mq_queue *next;
+    struct mlist ready;
+    uint64_t unacked;
+    uint32_t consumers; /* registered */
+    bool had_consumer;
+    bool excl_consumer; /* a registered consumer is exclusive */
+    bool durable;
+    bool exclusive;
+    bool auto_delete;
+    bool has_ttl;
+    bool has_expires;
+    bool has_max_len;
+    bool overflow_reject; /* x-overflow reject-publish */
+    bool has_dlx;
+    bool has_dlrk;
+    uint64_t owner_router;
+    uint64_t owner_conn;
+    uint64_t ttl_ms;
+    uint64_t expires_ms;
+    uint64_t max_len;
+    uint64_t last_used_ms;
+    uint8_t vhost_len;
+    uint8_t name_len;
+    uint8_t dlx_len;
+    uint8_t dlrk_len;
+    char data[]; /* vhost, name, dlx, dlrk */
+};
+
+struct mq_consumer {
+    struct hnode hn; /* consumer table, by mix64(id) */
+    struct mq_consumer *prev; /* creation order */
+    struct mq_consumer *next;
+    struct mq_queue *q;
+    struct mlist unacked; /* tag ascending */
+    uint64_t id;
+    uint64_t router;
+    uint64_t conn;
+    uint64_t channel;
+    /* The last CHECKOUT seq that delivered something (0: none since the
+     * last leader change): a CHECKOUT with this seq is a retry whose reply
+     * the edge lost, an older one a late copy. */
+    uint64_t co_seq;
+    bool registered;
+    bool exclusive;
+};
+
+struct mq_client {
+    struct hnode hn; /* client table, by mix64(id) */
+    struct mq_client *prev; /* LRU: least recent first */
+    struct mq_client *next;
+    uint64_t id;
+    uint64_t max_seq;
+    uint64_t bits[]; /* bit i of word w: seq max_seq - (64 w + i) seen */
+};
+
+struct mq_sm {
+    uint32_t dedup_words;
+    uint32_t dedup_clients;
+
+    struct htable queues;
+    struct mq_queue *q_first;
+    struct mq_queue *q_last;
+    struct htable consumers;
+    struct mq_consumer *c_first;
+    struct mq_consumer *c_last;
+    struct htable tags;
+    struct htable clients;
+    struct mq_client *cl_first;
+    struct mq_client *cl_last;
+
+    uint64_t clock_ms;
+    uint64_t next_msg_id;
+    uint64_t next_tag;
+    uint64_t applied;
+};
+
+/* Doubly linked lists with first/last pointers, one set of helpers per
+ * element type would repeat the same code; the macros keep it in one
+ * place. */
+#define DL_APPEND(first, last, e) \
+    do {                          \
+        (e)->next = NULL;         \
+        (e)->prev = (last);       \
+        if ((last) != NULL) {     \
+            (last)->next = (e);   \
+        } else {                  \
+            (first) = (e);        \
+        }                         \
+        (last) = (e);             \
+    } while (0)
+
+#define DL_REMOVE(first, last, e)          \
+    do {                                   \
+        if ((e)->prev != NULL) {           \
+            (e)->prev->next = (e)->next;   \
+        } else {                           \
+            (first) = (e)->next;           \
+        }                                  \
+        if ((e)->next != NULL) {           \
+            (e)->next->prev = (e)->prev;   \
+        } else {                           \
+            (last) = (e)->prev;            \
+        }                                  \
+        (e)->prev = NULL;                  \
+        (e)->next = NULL;                  \
+    } while (0)
+
+static void mlist_append(struct mlist *l, struct mq_msg *m)
+{
+    DL_APPEND(l->head, l->tail, m);
+    l->n++;
+    l->bytes += m->len;
+}
+
+static void mlist_remove(struct mlist *l, struct mq_msg *m)
+{
+    DL_REMOVE(l->head, l->tail, m);
+    l->n--;
+    l->bytes -= m->len;
+}
+
+/* Insert @m before @at (NULL = at the tail). */
+static void mlist_insert_before(struct mlist *l, struct mq_msg *at,
+                                struct mq_msg *m)
+{
+    if (at == NULL) {
+        mlist_append(l, m);
+        return;
+    }
+    m->next = at;
+    m->prev = at->prev;
+    if (at->prev != NULL) {
+        at->prev->next = m;
+    } else {
+        l->head = m;
+    }
+    at->prev = m;
+    l->n++;
+    l->bytes += m->len;
+}
+
+static const char *q_vhost(const struct mq_queue *q)
+{
+    return q->data;
+}
+
+static const char *q_name(const struct mq_queue *q)
+{
+    return q->data + q->vhost_len;
+}
+
+static const char *q_dlx(const struct mq_queue *q)
+{
+    return q->data + q->vhost_len + q->name_len;
+}
+
+static const char *q_dlrk(const struct mq_queue *q)
+{
+    return q->data + q->vhost_len + q->name_len + q->dlx_len;
+}
+
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+    return a + b < a ? UINT64_MAX : a + b;
+}
+
+/* ---------------------------------------------------------------- results */
+
+void mq_sm_result_init(struct mq_sm_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    res->reply_text = "";
+}
+
+void mq_sm_result_clear(struct mq_sm_result *res)
+{
+    size_t i;
+
+    for (i = 0; i < res->n_deliveries; i++) {
+        free(res->deliveries[i].body);
+    }
+    free(res->deliveries);
+    for (i = 0; i < res->n_dead; i++) {
+        free((void *)res->dead[i].vhost);
+    }
+    free(res->dead);
+    for (i = 0; i < res->n_deleted; i++) {
+        free((void *)res->deleted[i].vhost);
+    }
+    free(res->deleted);
+    mq_sm_result_init(res);
+}
+
+static void set_error(struct mq_sm_result *res, enum mq_sm_status st,
+                      const char *text)
+{
+    static const uint16_t codes[] = {
+        [MQ_SM_NOT_FOUND] = MQ_SM_REPLY_NOT_FOUND,
+        [MQ_SM_RESOURCE_LOCKED] = MQ_SM_REPLY_RESOURCE_LOCKED,
+        [MQ_SM_PRECONDITION_FAILED] = MQ_SM_REPLY_PRECONDITION_FAILED,
+        [MQ_SM_ACCESS_REFUSED] = MQ_SM_REPLY_ACCESS_REFUSED,
+        [MQ_SM_NO_MEMORY] = 0,
+        [MQ_SM_REJECTED] = 0,
+    };
+
+    res->status = st;
+    res->reply_code = codes[st];
+    res->reply_text = text;
+}
+
+/* Grow a result array to hold one more element. false on ENOMEM. */
+static bool grow(void **arr, size_t n, size_t size)
+{
+    void *p;
+
+    /* capacity is implicit: powers of two from 4 */
+    if (n >= 4 && (n & (n - 1)) != 0) {
+        return true;
+    }
+    p = realloc(*arr, (n < 4 ? 4 : n * 2) * size);
+    if (p == NULL) {
+        return false;
+    }
+    *arr = p;
+    return true;
+}
+
+static void add_dead_letter(struct mq_sm_result *res, const struct mq_queue *q,
+                            const struct mq_msg *m,
+                            enum mq_sm_dl_reason reason)
+{
+    struct mq_sm_dead_letter *d;
+    size_t len = (size_t)q->vhost_len + q->name_len + q->dlx_len +
+                 q->dlrk_len + m->len;
+    char *p;
+
+    if (!grow((void **)&res->dead, res->n_dead, sizeof(*res->dead))) {
+        goto err;
+    }
+    p = malloc(len > 0 ? len : 1);
+    if (p == NULL) {
+        goto err;
+    }
+    d = &res->dead[res->n_dead++];
+    d->reason = reason;
+    d->msg_id = m->id;
+    d->has_dlrk = q->has_dlrk;
+    /* vhost first: result_clear frees the block through it */
+    memcpy(p, q->data, len - m->len);
+    memcpy(p + len - m->len, m->data, m->len);
+    d->vhost = p;
+    d->vhost_len = q->vhost_len;
+    d->queue = p + q->vhost_len;
+    d->queue_len = q->name_len;
+    d->dlx = d->queue + q->name_len;
+    d->dlx_len = q->dlx_len;
+    d->dlrk = d->dlx + q->dlx_len;
+    d->dlrk_len = q->dlrk_len;
+    d->body = d->dlrk + q->dlrk_len;
+    d->body_len = m->len;
+    return;
+
+err:
+    res->incomplete = true;
+}
+
+static void add_deleted(struct mq_sm_result *res, const struct mq_queue *q,
+                        enum mq_sm_deleted_reason reason)
+{
+    struct mq_sm_deleted *d;
+    size_t len = (size_t)q->vhost_len + q->name_len;
+    char *p;
+
+    if (!grow((void **)&res->deleted, res->n_deleted,
+              sizeof(*res->deleted))) {
+        goto err;
+    }
+    p = malloc(len > 0 ? len : 1);
+    if (p == NULL) {
+        goto err;
+    }
+    memcpy(p, q->data, len);
+    d = &res->deleted[res->n_deleted++];
+    d->reason = reason;
+    d->vhost = p;
+    d->vhost_len = q->vhost_len;
+    d->queue = p + q->vhost_len;
+    d->queue_len = q->name_len;
+    return;
+
+err:
+    res->incomplete = true;
+}
+
+static void add_delivery(struct mq_sm_result *res, const struct mq_msg *m)
+{
+    struct mq_sm_delivery *d;
+    void *body = NULL;
+
+    if (!grow((void **)&res->deliveries, res->n_deliveries,
+              sizeof(*res->deliveries))) {
+        goto err;
+    }
+    if (m->len > 0) {
+        body = malloc(m->len);
+        if (body == NULL) {
+            goto err;
+        }
+        memcpy(body, m->data, m->len);
+    }
+    d = &res->deliveries[res->n_deliveries++];
+    d->tag = m->tag;
+    d->msg_id = m->id;
+    d->delivery_count = m->delivery_count;
+    d->redelivered = m->redelivered;
+    d->body = body;
+    d->body_len = m->len;
+    return;
+
+err:
+    res->incomplete = true;
+}
+
+/* --------------------------------------------------------------- messages */
+
+static struct mq_msg *msg_new(const void *body, size_t len)
+{
+    struct mq_msg *m = malloc(sizeof(*m) + len);
+
+    if (m == NULL) {
+        return NULL;
+    }
+    memset(m, 0, sizeof(*m));
+    m->len = (uint32_t)len;
+    if (len > 0) {
+        memcpy(m->data, body, len);
+    }
+    return m;
+}
+
+/* Free a message that is in no list; drops its tag entry if checked out. */
+static void msg_free(struct mq_sm *sm, struct mq_msg *m)
+{
+    if (m->tag != 0) {
+        ht_remove(&sm->tags, &m->hn);
+    }
+    free(m);
+}
+
+/* The message left the queue for good: dead-letter it if the queue has a
+ * DLX, then free it. */
+static void msg_discard(struct mq_sm *sm, struct mq_queue *q,
+                        struct mq_msg *m, enum mq_sm_dl_reason reason,
+                        struct mq_sm_result *res)
+{
+    if (q->has_dlx) {
+        add_dead_letter(res, q, m, reason);
+    }
+    msg_free(sm, m);
+}
+
+static void mlist_free_all(struct mq_sm *sm, struct mlist *l)
+{
+    struct mq_msg *m = l->head;
+
+    while (m != NULL) {
+        struct mq_msg *next = m->next;
+
+        msg_free(sm, m);
+        m = next;
+    }
+    memset(l, 0, sizeof(*l));
+}
+
+/* Expire from the head of the ready list; returns how many. */
+static uint64_t expire_head(struct mq_sm *sm, struct mq_queue *q,
+                            struct mq_sm_result *res)
+{
+    uint64_t n = 0;
+
+    while (q->ready.head != NULL && q->ready.head->exp_ms <= sm->clock_ms) {
+        struct mq_msg *m = q->ready.head;
+
+        mlist_remove(&q->ready, m);
+        msg_discard(sm, q, m, MQ_SM_DL_EXPIRED, res);
+        n++;
+    }
+    return n;
+}
+
+/* In-place merge sort of a NULL-terminated singly linked list (through
+ * ->next) by message id; no allocation, so returns cannot fail. */
+static struct mq_msg *sort_by_id(struct mq_msg *head)
+{
+    struct mq_msg *a;
+    struct mq_msg *b;
+    struct mq_msg *slow;
+    struct mq_msg *fast;
+    struct mq_msg out;
+    struct mq_msg *t = &out;
+
+    if (head == NULL || head->next == NULL) {
+        return head;
+    }
+    slow = head;
+    fast = head->next;
+    while (fast != NULL && fast->next != NULL) {
+        slow = slow->next;
+        fast = fast->next->next;
+    }
+    b = slow->next;
+    slow->next = NULL;
+    a = sort_by_id(head);
+    b = sort_by_id(b);
+    while (a != NULL && b != NULL) {
+        if (a->id < b->id) {
+            t->next = a;
+            a = a->next;
+        } else {
+            t->next = b;
+            b = b->next;
+        }
+        t = t->next;
+    }
+    t->next = a != NULL ? a : b;
+    return out.next;
+}
+
+/* Take every message of consumer @c with tag <= @max_tag (0 = all) or, if
+ * @only is set, just that one, out of its unacked list. Returns them as a
+ * singly linked list in tag order, tags dropped from the table. */
+static struct mq_msg *take_unacked(struct mq_sm *sm, struct mq_consumer *c,
+                                   uint64_t max_tag, struct mq_msg *only,
+                                   uint64_t *count)
+{
+    struct mq_msg *out = NULL;
+    struct mq_msg **tail = &out;
+
+    while (c->unacked.head != NULL) {
+        struct mq_msg *m = only != NULL ? only : c->unacked.head;
+
+        if (only == NULL && max_tag != 0 && m->tag > max_tag) {
+            break;
+        }
+        mlist_remove(&c->unacked, m);
+        c->q->unacked--;
+        ht_remove(&sm->tags, &m->hn);
+        m->tag = 0;
+        m->c = NULL;
+        m->next = NULL;
+        *tail = m;
+        tail = &m->next;
+        (*count)++;
+        if (only != NULL) {
+            break;
+        }
+    }
+    return out;
+}
+
+/* Put returned messages back in the ready list at their id positions,
+ * marked redelivered. @list is a singly linked list in any order. */
+static void requeue(struct mq_queue *q, struct mq_msg *list)
+{
+    struct mq_msg *at = q->ready.head;
+
+    list = sort_by_id(list);
+    while (list != NULL) {
+        struct mq_msg *m = list;
+
+        list = list->next;
+        while (at != NULL && at->id < m->id) {
+            at = at->next;
+        }
+        m->redelivered = true;
+        m->prev = NULL;
+        m->next = NULL;
+        mlist_insert_before(&q->ready, at, m);
+    }
+}
+
+/* -------------------------------------------------------------- consumers */
+
+static struct mq_consumer *consumer_find(const struct mq_sm *sm, uint64_t id)
+{
+    uint64_t h = mix64(id);
+    struct hnode *e;
+
+    for (e = ht_chain(&sm->consumers, h); e != NULL; e = e->next) {
+        struct mq_consumer *c = container_of(e, struct mq_consumer, hn);
+
+        if (c->id == id) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+static void consumer_unlink_free(struct mq_sm *sm, struct mq_consumer *c)
+{
+    mlist_free_all(sm, &c->unacked);
+    ht_remove(&sm->consumers, &c->hn);
+    DL_REMOVE(sm->c_first, sm->c_last, c);
+    free(c);
+}
+
+/* A record that is neither registered nor holding messages has no reason
+ * to exist. */
+static void consumer_gc(struct mq_sm *sm, struct mq_consumer *c)
+{
+    if (!c->registered && c->unacked.n == 0) {
+        consumer_unlink_free(sm, c);
+    }
+}
+
+static void consumer_unregister(struct mq_consumer *c)
+{
+    if (c->registered) {
+        c->registered = false;
+        c->q->consumers--;
+        if (c->exclusive) {
+            c->q->excl_consumer = false;
+            c->exclusive = false;
+        }
+    }
+}
+
+static bool match_channel(const struct mq_consumer *c,
+                          const struct mq_sm_who *w)
+{
+    return c->router == w->router && c->conn == w->conn &&
+           c->channel == w->channel;
+}
+
+static bool match_scope(const struct mq_consumer *c, enum mq_sm_scope scope,
+                        const struct mq_sm_who *w)
+{
+    switch (scope) {
+        case MQ_SM_SCOPE_CONSUMER:
+            return c->id == w->consumer;
+        case MQ_SM_SCOPE_CHANNEL:
+            return match_channel(c, w);
+        case MQ_SM_SCOPE_CONNECTION:
+            return c->router == w->router && c->conn == w->conn;
+        case MQ_SM_SCOPE_ROUTER:
+            return c->router == w->router;
+        default:
+            return false;
+    }
+}
+
+/* ----------------------------------------------------------------- queues */
+
+static struct mq_queue *queue_find(const struct mq_sm *sm, const char *vhost,
+                                   size_t vlen, const char *name, size_t nlen)
+{
+    uint64_t h = hash_name(vhost, vlen, name, nlen);
+    struct hnode *e;
+
+    for (e = ht_chain(&sm->queues, h); e != NULL; e = e->next) {
+        struct mq_queue *q = container_of(e, struct mq_queue, hn);
+
+        if (e->hash == h && q->vhost_len == vlen && q->name_len == nlen &&
+            (vlen == 0 || memcmp(q_vhost(q), vhost, vlen) == 0) &&
+            (nlen == 0 || memcmp(q_name(q), name, nlen) == 0)) {
+            return q;
+        }
+    }
+    return NULL;
+}
+
+/* Remove a queue with its ready and unacked messages and every consumer
+ * record on it. Nothing is dead-lettered (RabbitMQ does not either). */
+static void queue_destroy(struct mq_sm *sm, struct mq_queue *q,
+                          enum mq_sm_deleted_reason reason,
+                          struct mq_sm_result *res)
+{
+    struct mq_consumer *c = sm->c_first;
+
+    add_deleted(res, q, reason);
+    while (c != NULL) {
+        struct mq_consumer *next = c->next;
+
+        if (c->q == q) {
+            consumer_unlink_free(sm, c);
+        }
+        c = next;
+    }
+    mlist_free_all(sm, &q->ready);
+    ht_remove(&sm->queues, &q->hn);
+    DL_REMOVE(sm->q_first, sm->q_last, q);
+    free(q);
+}
+
+/* After consumers went: auto-delete queues left without any. Only queues
+ * whose count just fell can qualify, since every command that lowers it
+ * ends here. */
+static void auto_delete_sweep(struct mq_sm *sm, struct mq_sm_result *res)
+{
+    struct mq_queue *q = sm->q_first;
+
+    while (q != NULL) {
+        struct mq_queue *next = q->next;
+
+        if (q->auto_delete && q->had_consumer && q->consumers == 0) {
+            queue_destroy(sm, q, MQ_SM_DEL_AUTO_DELETE, res);
+        }
+        q = next;
+    }
+}
+
+/* 405 when @q is exclusive to another connection. */
+static bool locked(const struct mq_queue *q, const struct mq_sm_who *w)
+{
+    return q->exclusive &&
+           (q->owner_router != w->router || q->owner_conn != w->conn);
+}
+
+static bool names_valid(const struct mq_sm_cmd *cmd)
+{
+    return cmd->vhost_len <= MQ_SM_NAME_MAX && cmd->queue_len > 0 &&
+           cmd->queue_len <= MQ_SM_NAME_MAX &&
+           (cmd->vhost != NULL || cmd->vhost_len == 0) && cmd->queue != NULL;
+}
+
+/* Find the queue a command names, answering 404/405 itself. */
+static struct mq_queue *queue_lookup(struct mq_sm *sm,
+                                     const struct mq_sm_cmd *cmd,
+                                     struct mq_sm_result *res)
+{
+    struct mq_queue *q;
+
+    q = queue_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue,
+                   cmd->queue_len);
+    if (q == NULL) {
+        set_error(res, MQ_SM_NOT_FOUND, "NOT_FOUND - no queue");
+        return NULL;
+    }
+    if (locked(q, &cmd->who)) {
+        set_error(res, MQ_SM_RESOURCE_LOCKED,
+                  "RESOURCE_LOCKED - cannot obtain exclusive access to "
+                  "locked queue");
+        return NULL;
+    }
+    return q;
+}
+
+/* The reply text naming the first argument that differs, or NULL. */
+static const char *args_differ(const struct mq_queue *q,
+                               const struct mq_sm_queue_args *a)
+{
+    if (q->has_ttl != a->has_message_ttl ||
+        (q->has_ttl && q->ttl_ms != a->message_ttl_ms)) {
+        return "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl'";
+    }
+    if (q->has_expires != a->has_expires ||
+        (q->has_expires && q->expires_ms != a->expires_ms)) {
+        return "PRECONDITION_FAILED - inequivalent arg 'x-expires'";
+    }
+    if (q->has_max_len != a->has_max_length ||
+        (q->has_max_len && q->max_len != a->max_length)) {
+        return "PRECONDITION_FAILED - inequivalent arg 'x-max-length'";
+    }
+    if (q->overflow_reject != a->overflow_reject) {
+        return "PRECONDITION_FAILED - inequivalent arg 'x-overflow'";
+    }
+    if (q->has_dlx != a->has_dlx ||
+        (q->has_dlx && (q->dlx_len != a->dlx_len ||
+                        memcmp(q_dlx(q), a->dlx, a->dlx_len) != 0))) {
+        return "PRECONDITION_FAILED - inequivalent arg "
+               "'x-dead-letter-exchange'";
+    }
+    if (q->has_dlrk != a->has_dlrk ||
+        (q->has_dlrk && (q->dlrk_len != a->dlrk_len ||
+                         memcmp(q_dlrk(q), a->dlrk, a->dlrk_len) != 0))) {
+        return "PRECONDITION_FAILED - inequivalent arg "
+               "'x-dead-letter-routing-key'";
+    }
+    return NULL;
+}
+
+static void apply_declare(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                          struct mq_sm_result *res)
+{
+    const struct mq_sm_queue_args *a = &cmd->args;
+    struct mq_queue *q;
+    size_t len;
+    char *p;
+
+    if ((a->has_dlx && (a->dlx_len > MQ_SM_NAME_MAX ||
+                        (a->dlx == NULL && a->dlx_len != 0))) ||
+        (a->has_dlrk && (a->dlrk_len > MQ_SM_NAME_MAX ||
+                         (a->dlrk == NULL && a->dlrk_len != 0)))) {
+        set_error(res, MQ_SM_BAD_REQUEST, "bad arguments");
+        return;
+    }
+    q = queue_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue,
+                   cmd->queue_len);
+    if (q != NULL) {
+        if (locked(q, &cmd->who)) {
+            set_error(res, MQ_SM_RESOURCE_LOCKED,
+                      "RESOURCE_LOCKED - cannot obtain exclusive access to "
+                      "locked queue");
+            return;
+        }
+        if (!cmd->passive) {
+            if (q->durable != cmd->durable) {
+                set_error(res, MQ_SM_PRECONDITION_FAILED,
+                          "PRECONDITION_FAILED - inequivalent arg 'durable'");
+                return;
+            }
+            if (q->auto_delete != cmd->auto_delete) {
+                set_error(res, MQ_SM_PRECONDITION_FAILED,
+                          "PRECONDITION_FAILED - inequivalent arg "
+                          "'auto_delete'");
+                return;
+            }
+            if (q->exclusive != cmd->exclusive) {
+                set_error(res, MQ_SM_PRECONDITION_FAILED,
+                          "PRECONDITION_FAILED - inequivalent arg "
+                          "'exclusive'");
+                return;
+            }
+            if (args_differ(q, a) != NULL) {
+                set_error(res, MQ_SM_PRECONDITION_FAILED, args_differ(q, a));
+                return;
+            }
+        }
+        q->last_used_ms = sm->clock_ms;
+        res->count = q->ready.n;
+        res->consumer_count = q->consumers;
+        return;
+    }
+    if (cmd->passive) {
+        set_error(res, MQ_SM_NOT_FOUND, "NOT_FOUND - no queue");
+        return;
+    }
+    if (a->has_expires && a->expires_ms == 0) {
+        set_error(res, MQ_SM_PRECONDITION_FAILED,
+                  "PRECONDITION_FAILED - invalid arg 'x-expires'");
+        return;
+    }
+
+    len = cmd->vhost_len + cmd->queue_len + (a->has_dlx ? a->dlx_len : 0) +
+          (a->has_dlrk ? a->dlrk_len : 0);
+    q = calloc(1, sizeof(*q) + len);
+    if (q == NULL) {
+        set_error(res, MQ_SM_NO_MEMORY, "no memory");
+        return;
+    }
+    q->durable = cmd->durable;
+    q->exclusive = cmd->exclusive;
+    q->auto_delete = cmd->auto_delete;
+    q->owner_router = cmd->exclusive ? cmd->who.router : 0;
+    q->owner_conn = cmd->exclusive ? cmd->who.conn : 0;
+    q->has_ttl = a->has_message_ttl;
+    q->ttl_ms = a->has_message_ttl ? a->message_ttl_ms : 0;
+    q->has_expires = a->has_expires;
+    q->expires_ms = a->has_expires ? a->expires_ms : 0;
+    q->has_max_len = a->has_max_length;
+    q->max_len = a->has_max_length ? a->max_length : 0;
+    q->overflow_reject = a->overflow_reject;
+    q->has_dlx = a->has_dlx;
+    q->has_dlrk = a->has_dlrk;
+    q->vhost_len = (uint8_t)cmd->vhost_len;
+    q->name_len = (uint8_t)cmd->queue_len;
+    q->dlx_len = a->has_dlx ? (uint8_t)a->dlx_len : 0;
+    q->dlrk_len = a->has_dlrk ? (uint8_t)a->dlrk_len : 0;
+    q->last_used_ms = sm->clock_ms;
+    p = q->data;
+    if (cmd->vhost_len > 0) {
+        memcpy(p, cmd->vhost, cmd->vhost_len);
+    }
+    memcpy(p + q->vhost_len, cmd->queue, cmd->queue_len);
+    if (q->dlx_len > 0) {
+        memcpy((char *)q_dlx(q), a->dlx, q->dlx_len);
+    }
+    if (q->dlrk_len > 0) {
+        memcpy((char *)q_dlrk(q), a->dlrk, q->dlrk_len);
+    }
+    q->hn.hash = hash_name(cmd->vhost, cmd->vhost_len, cmd->queue,
+                           cmd->queue_len);
+    ht_insert(&sm->queues, &q->hn);
+    DL_APPEND(sm->q_first, sm->q_last, q);
+}
+
+static void apply_delete(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                         struct mq_sm_result *res)
+{
+    struct mq_queue *q = queue_lookup(sm, cmd, res);
+
+    if (q == NULL) {
+        return;
+    }
+    if (cmd->if_unused && q->consumers > 0) {
+        set_error(res, MQ_SM_PRECONDITION_FAILED,
+                  "PRECONDITION_FAILED - queue in use");
+        return;
+    }
+    if (cmd->if_empty && q->ready.n > 0) {
+        set_error(res, MQ_SM_PRECONDITION_FAILED,
+                  "PRECONDITION_FAILED - queue not empty");
+        return;
+    }
+    res->count = q->ready.n;
+    queue_destroy(sm, q, MQ_SM_DEL_COMMAND, res);
+}
+
+static void apply_purge(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                        struct mq_sm_result *res)
+{
+    struct mq_queue *q = queue_lookup(sm, cmd, res);
+
+    if (q == NULL) {
+        return;
+    }
+    res->count = q->ready.n;
+    mlist_free_all(sm, &q->ready);
+}
+
+/* ------------------------------------------------------------------ dedup */
+
+static struct mq_client *client_find(const struct mq_sm *sm, uint64_t id)
+{
+    struct hnode *e;
+
+    for (e = ht_chain(&sm->clients, mix64(id)); e != NULL; e = e->next) {
+        struct mq_client *cl = container_of(e, struct mq_client, hn);
+
+        if (cl->id == id) {
+            return cl;
+        }
+    }
+    return NULL;
+}
+
+static bool client_seen(const struct mq_sm *sm, const struct mq_client *cl,
+                        uint64_t seq, bool *stale)
+{
+    uint64_t d;
+
+    *stale = false;
+    if (cl == NULL || seq > cl->max_seq) {
+        return false;
+    }
+    d = cl->max_seq - seq;
+    if (d >= (uint64_t)sm->dedup_words * 64) {
+        *stale = true;
+        return true;
+    }
+    return (cl->bits[d / 64] >> (d % 64)) & 1;
+}
+
+/* Shift the window so bit 0 is @seq's (seq > max_seq). */
+static void client_advance(const struct mq_sm *sm, struct mq_client *cl,
+                           uint64_t seq)
+{
+    uint64_t d = seq - cl->max_seq;
+    uint32_t words = sm->dedup_words;
+    uint64_t ws = d / 64;
+    unsigned bs = (unsigned)(d % 64);
+    uint32_t i;
+
+    if (ws >= words) {
+        memset(cl->bits, 0, words * sizeof(uint64_t));
+    } else {
+        /* bits move toward higher distance: word i takes from i - ws */
+        for (i = words; i-- > 0;) {
+            uint64_t v = 0;
+
+            if (i >= ws) {
+                v = cl->bits[i - ws] << bs;
+                if (bs != 0 && i >= ws + 1) {
+                    v |= cl->bits[i - ws - 1] >> (64 - bs);
+                }
+            }
+            cl->bits[i] = v;
+        }
+    }
+    cl->max_seq = seq;
+}
+
+/* Record (client, seq) as applied. false on ENOMEM for a new client. */
+static bool client_record(struct mq_sm *sm, struct mq_client *cl,
+                          uint64_t client_id, uint64_t seq)
+{
+    uint64_t d;
+
+    if (cl == NULL) {
+        cl = calloc(1, sizeof(*cl) + sm->dedup_words * sizeof(uint64_t));
+        if (cl == NULL) {
+            return false;
+        }
+        cl->id = client_id;
+        cl->max_seq = seq;
+        cl->hn.hash = mix64(client_id);
+        ht_insert(&sm->clients, &cl->hn);
+        DL_APPEND(sm->cl_first, sm->cl_last, cl);
+        while (sm->clients.count > sm->dedup_clients) {
+            struct mq_client *old = sm->cl_first;
+
+            ht_remove(&sm->clients, &old->hn);
+            DL_REMOVE(sm->cl_first, sm->cl_last, old);
+            free(old);
+        }
+    } else {
+        DL_REMOVE(sm->cl_first, sm->cl_last, cl);
+        DL_APPEND(sm->cl_first, sm->cl_last, cl);
+        if (seq > cl->max_seq) {
+            client_advance(sm, cl, seq);
+        }
+    }
+    d = cl->max_seq - seq;
+    cl->bits[d / 64] |= (uint64_t)1 << (d % 64);
+    return true;
+}
+
+static void apply_enqueue(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                          struct mq_sm_result *res)
+{
+    struct mq_client *cl = NULL;
+    struct mq_queue *q;
+    struct mq_msg *m;
+    uint64_t ttl = NEVER;
+    bool stale;
+
+    if (cmd->body_len > UINT32_MAX ||
+        (cmd->body == NULL && cmd->body_len != 0)) {
+        set_error(res, MQ_SM_BAD_REQUEST, "body too large");
+        return;
+    }
+    if (cmd->seq != 0) {
+        cl = client_find(sm, cmd->client_id);
+        if (client_seen(sm, cl, cmd->seq, &stale)) {
+            res->status = stale ? MQ_SM_STALE : MQ_SM_DUPLICATE;
+            return;
+        }
+    }
+    q = queue_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue,
+                   cmd->queue_len);
+    if (q == NULL) {
+        set_error(res, MQ_SM_NOT_FOUND, "NOT_FOUND - no queue");
+        if (cmd->seq != 0) {
+            (void)client_record(sm, cl, cmd->client_id, cmd->seq);
+        }
+        return;
+    }
+    if (q->overflow_reject && q->has_max_len) {
+        (void)expire_head(sm, q, res);
+        if (q->ready.n >= q->max_len) {
+            /* Not recorded for dedup: nothing was stored. */
+            set_error(res, MQ_SM_REJECTED, "queue full (reject-publish)");
+            return;
+        }
+    }
+    m = msg_new(cmd->body, cmd->body_len);
+    if (m == NULL) {
+        set_error(res, MQ_SM_NO_MEMORY, "no memory");
+        return;
+    }
+    if (cmd->seq != 0 && !client_record(sm, cl, cmd->client_id, cmd->seq)) {
+        free(m);
+        set_error(res, MQ_SM_NO_MEMORY, "no memory");
+        return;
+    }
+    if (q->has_ttl) {
+        ttl = q->ttl_ms;
+    }
+    if (cmd->has_ttl && cmd->ttl_ms < ttl) {
+        ttl = cmd->ttl_ms;
+    }
+    m->q = q;
+    m->id = sm->next_msg_id++;
+    m->exp_ms = ttl == NEVER ? NEVER : sat_add(sm->clock_ms, ttl);
+    if (m->exp_ms == NEVER && ttl != NEVER) {
+        m->exp_ms = NEVER - 1; /* keep "has a TTL" distinct, never reached */
+    }
+    res->msg_id = m->id;
+    res->count = 1;
+    (void)expire_head(sm, q, res);
+    mlist_append(&q->ready, m);
+    if (q->has_max_len) {
+        while (q->ready.n > q->max_len) {
+            struct mq_msg *h = q->ready.head;
+
+            if (h == m) {
+                res->count = 0;
+            }
+            mlist_remove(&q->ready, h);
+            msg_discard(sm, q, h, MQ_SM_DL_MAXLEN, res);
+        }
+    }
+}
+
+/* ------------------------------------------------------ consume / deliver */
+
+static void apply_consume(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                          struct mq_sm_result *res)
+{
+    struct mq_queue *q = queue_lookup(sm, cmd, res);
+    struct mq_consumer *c;
+
+    if (q == NULL) {
+        return;
+    }
+    c = consumer_find(sm, cmd->who.consumer);
+    /* An unregistered record (basic.get deliveries) may become the
+     * consumer only for the same channel, or its unacked messages would
+     * change hands. */
+    if (c != NULL &&
+        (c->registered || c->q != q || !match_channel(c, &cmd->who))) {
+        set_error(res, MQ_SM_BAD_REQUEST, "consumer id in use");
+        return;
+    }
+    if (q->excl_consumer || (cmd->exclusive && q->consumers > 0)) {
+        set_error(res, MQ_SM_ACCESS_REFUSED,
+                  "ACCESS_REFUSED - queue in exclusive use");
+        return;
+    }
+    if (c == NULL) {
+        c = calloc(1, sizeof(*c));
+        if (c == NULL) {
+            set_error(res, MQ_SM_NO_MEMORY, "no memory");
+            return;
+        }
+        c->id = cmd->who.consumer;
+        c->q = q;
+        c->hn.hash = mix64(c->id);
+        ht_insert(&sm->consumers, &c->hn);
+        DL_APPEND(sm->c_first, sm->c_last, c);
+    }
+    c->router = cmd->who.router;
+    c->conn = cmd->who.conn;
+    c->channel = cmd->who.channel;
+    c->registered = true;
+    c->exclusive = cmd->exclusive;
+    q->consumers++;
+    q->had_consumer = true;
+    q->excl_consumer = cmd->exclusive;
+    q->last_used_ms = sm->clock_ms;
+    res->consumer_count = q->consumers;
+}
+
+static void apply_cancel(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                         struct mq_sm_result *res)
+{
+    struct mq_consumer *c = consumer_find(sm, cmd->who.consumer);
+
+    if (c == NULL || !c->registered) {
+        return; /* idempotent */
+    }
+    consumer_unregister(c);
+    res->count = 1;
+    consumer_gc(sm, c);
+    auto_delete_sweep(sm, res);
+}
+
+static void apply_checkout(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                           struct mq_sm_result *res)
+{
+    struct mq_queue *q = queue_lookup(sm, cmd, res);
+    struct mq_consumer *c;
+
+    if (q == NULL) {
+        return;
+    }
+    c = consumer_find(sm, cmd->who.consumer);
+    if (c != NULL && c->q != q) {
+        set_error(res, MQ_SM_BAD_REQUEST, "consumer on another queue");
+        return;
+    }
+    if (c == NULL) {
+        c = calloc(1, sizeof(*c));
+        if (c == NULL) {
+            set_error(res, MQ_SM_NO_MEMORY, "no memory");
+            return;
+        }
+        c->id = cmd->who.consumer;
+        c->q = q;
+        c->router = cmd->who.router;
+        c->conn = cmd->who.conn;
+        c->channel = cmd->who.channel;
+        c->hn.hash = mix64(c->id);
+        ht_insert(&sm->consumers, &c->hn);
+        DL_APPEND(sm->c_first, sm->c_last, c);
+    }
+    q->last_used_ms = sm->clock_ms;
+    if (cmd->seq != 0 && cmd->seq <= c->co_seq) {
+        struct mq_msg *m;
+
+        /* Seen before: hand out again what it delivered and is still
+         * unacked, never more, so no delivery exists that the edge cannot
+         * know of (it would hold the consumer's credit, unseen). */
+        for (m = c->unacked.head; m != NULL; m = m->next) {
+            if (m->co_seq == cmd->seq) {
+                res->count++;
+                add_delivery(res, m);
+            }
+        }
+        res->message_count = q->ready.n;
+        return;
+    }
+    (void)expire_head(sm, q, res);
+    while (res->count < cmd->max_messages && q->ready.head != NULL &&
+           (cmd->prefetch == 0 || c->unacked.n < cmd->prefetch)) {
+        struct mq_msg *m = q->ready.head;
+
+        mlist_remove(&q->ready, m);
+        m->c = c;
+        m->tag = sm->next_tag++;
+        m->co_seq = cmd->seq;
+        m->delivery_count++;
+        m->hn.hash = mix64(m->tag);
+        ht_insert(&sm->tags, &m->hn);
+        mlist_append(&c->unacked, m);
+        q->unacked++;
+        res->count++;
+        add_delivery(res, m);
+    }
+    if (cmd->seq != 0 && res->count > 0) {
+        c->co_seq = cmd->seq;
+    }
+    res->message_count = q->ready.n;
+    consumer_gc(sm, c);
+}
+
+/* ------------------------------------------------- settle / return / drop */
+
+enum settle_kind { SETTLE_ACK, SETTLE_REQUEUE, SETTLE_DROP };
+
+static void finish_taken(struct mq_sm *sm, struct mq_queue *q,
+                         struct mq_msg *list, enum settle_kind kind,
+                         struct mq_sm_result *res)
+{
+    if (kind == SETTLE_REQUEUE) {
+        requeue(q, list);
+        return;
+    }
+    while (list != NULL) {
+        struct mq_msg *m = list;
+
+        list = list->next;
+        if (kind == SETTLE_DROP) {
+            msg_discard(sm, q, m, MQ_SM_DL_REJECTED, res);
+        } else {
+            msg_free(sm, m);
+        }
+    }
+}
+
+static struct mq_msg *tag_find(const struct mq_sm *sm, uint64_t tag)
+{
+    struct hnode *e;
+
+    for (e = ht_chain(&sm->tags, mix64(tag)); e != NULL; e = e->next) {
+        struct mq_msg *m = container_of(e, struct mq_msg, hn);
+
+        if (m->tag == tag) {
+            return m;
+        }
+    }
+    return NULL;
+}
+
+/* One delivery of the command's channel; an unknown tag, or one of another
+ * channel, is ignored (already settled, or returned by a leader change). */
+static void settle_one(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                       uint64_t tag, enum settle_kind kind,
+                       struct mq_sm_result *res)
+{
+    struct mq_msg *m = tag != 0 ? tag_find(sm, tag) : NULL;
+    struct mq_consumer *c;
+    struct mq_msg *list;
+
+    if (m == NULL || !match_channel(m->c, &cmd->who)) {
+        return;
+    }
+    c = m->c;
+    list = take_unacked(sm, c, 0, m, &res->count);
+    finish_taken(sm, c->q, list, kind, res);
+    consumer_gc(sm, c);
+}
+
+static void settle_by_tag(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                          enum settle_kind kind, struct mq_sm_result *res)
+{
+    struct mq_consumer *c;
+    struct mq_msg *list;
+
+    if (cmd->n_tags > 0) {
+        size_t i;
+
+        for (i = 0; i < cmd->n_tags; i++) {
+            settle_one(sm, cmd, cmd->tags[i], kind, res);
+        }
+        return;
+    }
+    if (!cmd->multiple) {
+        settle_one(sm, cmd, cmd->tag, kind, res);
+        return;
+    }
+    c = sm->c_first;
+    while (c != NULL) {
+        struct mq_consumer *next = c->next;
+
+        if (match_channel(c, &cmd->who)) {
+            list = take_unacked(sm, c, cmd->tag, NULL, &res->count);
+            finish_taken(sm, c->q, list, kind, res);
+            consumer_gc(sm, c);
+        }
+        c = next;
+    }
+}
+
+static void return_gone(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                        struct mq_sm_result *res)
+{
+    struct mq_consumer *c = sm->c_first;
+    struct mq_queue *q;
+
+    while (c != NULL) {
+        struct mq_consumer *next = c->next;
+
+        if (match_scope(c, cmd->scope, &cmd->who)) {
+            struct mq_msg *list = take_unacked(sm, c, 0, NULL, &res->count);
+
+            requeue(c->q, list);
+            consumer_unregister(c);
+            consumer_gc(sm, c);
+        }
+        c = next;
+    }
+    if (cmd->scope == MQ_SM_SCOPE_CONNECTION ||
+        cmd->scope == MQ_SM_SCOPE_ROUTER) {
+        q = sm->q_first;
+        while (q != NULL) {
+            struct mq_queue *next = q->next;
+
+            if (q->exclusive && q->owner_router == cmd->who.router &&
+                (cmd->scope == MQ_SM_SCOPE_ROUTER ||
+                 q->owner_conn == cmd->who.conn)) {
+                queue_destroy(sm, q, MQ_SM_DEL_EXCLUSIVE, res);
+            }
+            q = next;
+        }
+    }
+    auto_delete_sweep(sm, res);
+}
+
+static void apply_leader_changed(struct mq_sm *sm, struct mq_sm_result *res)
+{
+    struct mq_consumer *c = sm->c_first;
+
+    while (c != NULL) {
+        struct mq_consumer *next = c->next;
+        struct mq_msg *list = take_unacked(sm, c, 0, NULL, &res->count);
+
+        requeue(c->q, list);
+        /* Whatever earlier CHECKOUTs delivered is back in the queue: a
+         * retry of one is a new CHECKOUT now. */
+        c->co_seq = 0;
+        consumer_gc(sm, c);
+        c = next;
+    }
+}
+
+/* Broker restart: the same recovery as RabbitMQ's. Consumers and their
+ * deliveries belong to connections that cannot exist any more. Surviving
+ * queues restart their x-expires lease (RabbitMQ renews it on restart) and
+ * forget had_consumer, so an auto-delete queue waits for a new consumer
+ * instead of being swept by the next unrelated cancel. */
+static void apply_boot(struct mq_sm *sm, struct mq_sm_result *res)
+{
+    struct mq_consumer *c = sm->c_first;
+    struct mq_queue *q;
+
+    while (c != NULL) {
+        struct mq_consumer *next = c->next;
+        struct mq_msg *list = take_unacked(sm, c, 0, NULL, &res->count);
+
+        requeue(c->q, list);
+        consumer_unregister(c);
+        consumer_gc(sm, c);
+        c = next;
+    }
+    q = sm->q_first;
+    while (q != NULL) {
+        struct mq_queue *next = q->next;
+
+        if (!q->durable || q->exclusive) {
+            queue_destroy(sm, q, MQ_SM_DEL_BOOT, res);
+        } else {
+            q->had_consumer = false;
+            q->last_used_ms = sm->clock_ms;
+        }
+        q = next;
+    }
+}
+
+static void apply_expire(struct mq_sm *sm, struct mq_sm_result *res)
+{
+    struct mq_queue *q = sm->q_first;
+
+    while (q != NULL) {
+        struct mq_queue *next = q->next;
+
+        res->count += expire_head(sm, q, res);
+        if (q->has_expires && q->consumers == 0 &&
+            sm->clock_ms >= sat_add(q->last_used_ms, q->expires_ms)) {
+            queue_destroy(sm, q, MQ_SM_DEL_EXPIRES, res);
+        }
+        q = next;
+    }
+}
+
+/* ------------------------------------------------------------- lifecycle */
+
+static int state_init(struct mq_sm *sm)
+{
+    if (ht_init(&sm->queues, 0) != 0) {
+        goto err;
+    }
+    if (ht_init(&sm->consumers, 0) != 0) {
+        goto err_after_queues;
+    }
+    if (ht_init(&sm->tags, 0) != 0) {
+        goto err_after_consumers;
+    }
+    if (ht_init(&sm->clients, 0) != 0) {
+        goto err_after_tags;
+    }
+    sm->next_msg_id = 1;
+    sm->next_tag = 1;
+    return 0;
+
+err_after_tags:
+    ht_close(&sm->tags);
+err_after_consumers:
+    ht_close(&sm->consumers);
+err_after_queues:
+    ht_close(&sm->queues);
+err:
+    return -1;
+}
+
+/* Free everything the state owns (not @sm itself). */
+static void state_free(struct mq_sm *sm)
+{
+    struct mq_consumer *c = sm->c_first;
+    struct mq_queue *q = sm->q_first;
+    struct mq_client *cl = sm->cl_first;
+
+    /* Messages are freed without touching the tables, which go whole. */
+    while (c != NULL) {
+        struct mq_consumer *next = c->next;
+        struct mq_msg *m = c->unacked.head;
+
+        while (m != NULL) {
+            struct mq_msg *mn = m->next;
+
+            free(m);
+            m = mn;
+        }
+        free(c);
+        c = next;
+    }
+    while (q != NULL) {
+        struct mq_queue *next = q->next;
+        struct mq_msg *m = q->ready.head;
+
+        while (m != NULL) {
+            struct mq_msg *mn = m->next;
+
+            free(m);
+            m = mn;
+        }
+        free(q);
+        q = next;
+    }
+    while (cl != NULL) {
+        struct mq_client *next = cl->next;
+
+        free(cl);
+        cl = next;
+    }
+    ht_close(&sm->queues);
+    ht_close(&sm->consumers);
+    ht_close(&sm->tags);
+    ht_close(&sm->clients);
+}
+
+struct mq_sm *mq_sm_new(const struct mq_sm_config *cfg)
+{
+    struct mq_sm *sm;
+    uint32_t window = MQ_SM_DEDUP_WINDOW_DEFAULT;
+
+    sm = calloc(1, sizeof(*sm));
+    if (sm == NULL) {
+        goto err;
+    }
+    if (cfg != NULL && cfg->dedup_window != 0) {
+        window = cfg->dedup_window;
+    }
+    if (window > (1U << 24)) {
+        window = 1U << 24;
+    }
+    sm->dedup_words = (window + 63) / 64;
+    sm->dedup_clients = MQ_SM_DEDUP_CLIENTS_DEFAULT;
+    if (cfg != NULL && cfg->dedup_clients != 0) {
+        sm->dedup_clients = cfg->dedup_clients;
+    }
+    if (state_init(sm) != 0) {
+        goto err_after_alloc;
+    }
+    return sm;
+
+err_after_alloc:
+    free(sm);
+err:
+    return NULL;
+}
+
+void mq_sm_free(struct mq_sm *sm)
+{
+    if (sm == NULL) {
+        return;
+    }
+    state_free(sm);
+    free(sm);
+}
+
+void mq_sm_apply(struct mq_sm *sm, uint64_t now_ms,
+                 const struct mq_sm_cmd *cmd, struct mq_sm_result *res)
+{
+    mq_sm_result_init(res);
+    sm->applied++;
+    if (now_ms > sm->clock_ms) {
+        sm->clock_ms = now_ms;
+    }
+    if (cmd == NULL || (unsigned)cmd->type >= MQ_SM_CMD__COUNT) {
+        set_error(res, MQ_SM_BAD_REQUEST, "bad command");
+        return;
+    }
+    switch (cmd->type) {
+        case MQ_SM_DECLARE:
+        case MQ_SM_DELETE:
+        case MQ_SM_PURGE:
+        case MQ_SM_ENQUEUE:
+        case MQ_SM_CONSUME:
+        case MQ_SM_CHECKOUT:
+            if (!names_valid(cmd)) {
+                set_error(res, MQ_SM_BAD_REQUEST, "bad queue name");
+                return;
+            }
+            break;
+        default:
+            break;
+    }
+    switch (cmd->type) {
+        case MQ_SM_DECLARE:
+            apply_declare(sm, cmd, res);
+            break;
+        case MQ_SM_DELETE:
+            apply_delete(sm, cmd, res);
+            break;
+        case MQ_SM_PURGE:
+            apply_purge(sm, cmd, res);
+            break;
+        case MQ_SM_ENQUEUE:
+            apply_enqueue(sm, cmd, res);
+            break;
+        case MQ_SM_CONSUME:
+            apply_consume(sm, cmd, res);
+            break;
+        case MQ_SM_CANCEL:
+            apply_cancel(sm, cmd, res);
+            break;
+        case MQ_SM_CHECKOUT:
+            apply_checkout(sm, cmd, res);
+            break;
+        case MQ_SM_SETTLE:
+            settle_by_tag(sm, cmd, SETTLE_ACK, res);
+            break;
+        case MQ_SM_DROP:
+            settle_by_tag(sm, cmd, SETTLE_DROP, res);
+            break;
+        case MQ_SM_RETURN:
+            if (cmd->scope == MQ_SM_SCOPE_TAG) {
+                settle_by_tag(sm, cmd, SETTLE_REQUEUE, res);
+            } else if ((unsigned)cmd->scope < MQ_SM_SCOPE__COUNT) {
+                return_gone(sm, cmd, res);
+            } else {
+                set_error(res, MQ_SM_BAD_REQUEST, "bad scope");
+            }
+            break;
+        case MQ_SM_EXPIRE:
+            apply_expire(sm, res);
+            break;
+        case MQ_SM_LEADER_CHANGED:
+            apply_leader_changed(sm, res);
+            break;
+        case MQ_SM_BOOT:
+            apply_boot(sm, res);
+            break;
+        default:
+            set_error(res, MQ_SM_BAD_REQUEST, "bad command");
+            break;
+    }
+}
+
+/* ------------------------------------------------------------------ stats */
+
+int mq_sm_queue_stats(const struct mq_sm *sm, const char *vhost,
+                      size_t vhost_len, const char *queue, size_t queue_len,
+                      struct mq_sm_queue_stats *out)
+{
+    const struct mq_queue *q;
+
+    memset(out, 0, sizeof(*out));
+    q = queue_find(sm, vhost, vhost_len, queue, queue_len);
+    if (q == NULL) {
+        return -1;
+    }
+    out->ready = q->ready.n;
+    out->ready_bytes = q->ready.bytes;
+    out->unacked = q->unacked;
+    out->consumers = q->consumers;
+    return 0;
+}
+
+void mq_sm_stats(const struct mq_sm *sm, struct mq_sm_stats *out)
+{
+    const struct mq_queue *q;
+
+    memset(out, 0, sizeof(*out));
+    for (q = sm->q_first; q != NULL; q = q->next) {
+        out->ready += q->ready.n;
+        out->unacked += q->unacked;
+    }
+    out->queues = sm->queues.count;
+    out->consumers = sm->consumers.count;
+    out->clients = sm->clients.count;
+    out->next_msg_id = sm->next_msg_id;
+    out->next_tag = sm->next_tag;
+    out->clock_ms = sm->clock_ms;
+    out->applied = sm->applied;
+}
+
+/* ----------------------------------------------------------------- digest */
+
+static uint64_t msg_digest(const struct mq_msg *m)
+{
+    uint64_t h = hash_bytes(m->data, m->len, m->id);
+
+    h = mix64(h ^ m->tag);
+    h = mix64(h ^ m->co_seq);
+    h = mix64(h ^ m->exp_ms);
+    h = mix64(h ^ (((uint64_t)m->delivery_count << 1) | m->redelivered));
+    return h;
+}
+
+static uint64_t queue_digest(const struct mq_queue *q)
+{
+    const struct mq_msg *m;
+    uint64_t flags;
+    uint64_t h;
+
+    flags = (uint64_t)q->durable | (uint64_t)q->exclusive << 1 |
+            (uint64_t)q->auto_delete << 2 | (uint64_t)q->has_ttl << 3 |
+            (uint64_t)q->has_expires << 4 | (uint64_t)q->has_max_len << 5 |
+            (uint64_t)q->has_dlx << 6 | (uint64_t)q->has_dlrk << 7 |
+            (uint64_t)q->had_consumer << 8 | (uint64_t)q->excl_consumer << 9 |
+            (uint64_t)q->overflow_reject << 10;
+    h = hash_bytes(q->data,
+                   (size_t)q->vhost_len + q->name_len + q->dlx_len +
+                       q->dlrk_len,
+                   q->hn.hash);
+    h = mix64(h ^ flags);
+    h = mix64(h ^ q->owner_router);
+    h = mix64(h ^ q->owner_conn);
+    h = mix64(h ^ q->ttl_ms);
+    h = mix64(h ^ q->expires_ms);
+    h = mix64(h ^ q->max_len);
+    h = mix64(h ^ q->last_used_ms);
+    h = mix64(h ^ q->consumers);
+    h = mix64(h ^ q->unacked);
+    for (m = q->ready.head; m != NULL; m = m->next) {
+        h = mix64(h ^ msg_digest(m)) + 0x9e3779b97f4a7c15ULL;
+    }
+    return mix64(h ^ q->ready.n);
+}
+
+static uint64_t consumer_digest(const struct mq_consumer *c)
+{
+    const struct mq_msg *m;
+    uint64_t h = mix64(c->id ^ DIGEST_SEED);
+
+    h = mix64(h ^ c->q->hn.hash);
+    h = mix64(h ^ c->router);
+    h = mix64(h ^ c->conn);
+    h = mix64(h ^ c->channel);
+    h = mix64(h ^ ((uint64_t)c->registered | (uint64_t)c->exclusive << 1));
+    h = mix64(h ^ c->co_seq);
+    for (m = c->unacked.head; m != NULL; m = m->next) {
+        h = mix64(h ^ msg_digest(m)) + 0x9e3779b97f4a7c15ULL;
+    }
+    return mix64(h ^ c->unacked.n);
+}
+
+static uint64_t client_digest(const struct mq_sm *sm,
+                              const struct mq_client *cl)
+{
+    return hash_bytes(cl->bits, sm->dedup_words * sizeof(uint64_t),
+                      mix64(cl->id) ^ cl->max_seq);
+}
+
+uint64_t mq_sm_digest(const struct mq_sm *sm)
+{
+    const struct mq_queue *q;
+    const struct mq_consumer *c;
+    const struct mq_client *cl;
+    uint64_t qs = 0;
+    uint64_t cs = 0;
+    uint64_t ls = 0;
+    uint64_t d;
+
+    /* Sums: independent of iteration order, and unlike xor they do not
+     * cancel equal terms. The client LRU order decides future evictions,
+     * so it is folded in order-dependently. */
+    uint64_t lru = DIGEST_SEED;
+
+    for (q = sm->q_first; q != NULL; q = q->next) {
+        qs += queue_digest(q);
+    }
+    for (c = sm->c_first; c != NULL; c = c->next) {
+        cs += consumer_digest(c);
+    }
+    for (cl = sm->cl_first; cl != NULL; cl = cl->next) {
+        uint64_t h = client_digest(sm, cl);
+
+        ls += h;
+        lru = mix64(lru ^ cl->id) + 0x9e3779b97f4a7c15ULL;
+    }
+    d = mix64(qs ^ sm->queues.count);
+    d = mix64(d ^ cs);
+    d = mix64(d ^ sm->consumers.count);
+    d = mix64(d ^ ls);
+    d = mix64(d ^ lru);
+    d = mix64(d ^ sm->next_msg_id);
+    d = mix64(d ^ sm->next_tag);
+    d = mix64(d ^ sm->clock_ms);
+    d = mix64(d ^ sm->dedup_words);
+    return d;
+}
+
+/* --------------------------------------------------------------- snapshot */
+
+/*
+ * Snapshot format, all integers little-endian:
+ *
+ *   u32 magic "RMQQ" | u32 version (2) | u64 clock_ms | u64 next_msg_id
+ *   u64 next_tag | u32 dedup_words | u64 queue count
+ *   queues, in creation order:
+ *     u8 vhost_len | u8 name_len | u8 dlx_len | u8 dlrk_len | u16 flags
+ *     u64 owner_router | u64 owner_conn | u64 ttl_ms | u64 expires_ms
+ *     u64 max_len | u64 last_used_ms | u64 ready count
+ *     vhost, name, dlx, dlrk bytes | ready messages (MSG), id ascending
+ *   u64 consumer count
+ *   consumers, in creation order:
+ *     u64 id | u64 router | u64 conn | u64 channel | u64 queue index
+ *     u8 flags (registered, exclusive) | u64 co_seq | u64 unacked count
+ *     unacked messages: u64 tag, u64 co_seq, then MSG; tag ascending
+ *   (version 1, still read: no co_seq fields; they restore as 0)
+ *   u64 client count
+ *   clients, least recently used first:
+ *     u64 id | u64 max_seq | dedup_words x u64
+ *   u64 checksum: hash_bytes(all bytes before it, SNAP_SEED)
+ *
+ *   MSG = u64 id | u64 exp_ms | u32 delivery_count | u8 redelivered
+ *         | u32 len | body bytes
+ *
+ * Derived counters (per-queue consumers and unacked) are recomputed.
+ */
+#define SNAP_HEADER_LEN (4 + 4 + 8 + 8 + 8 + 4 + 8)
+#define SNAP_QUEUE_FIXED (4 + 2 + 8 * 7)
+#define SNAP_MSG_FIXED (8 + 8 + 4 + 1 + 4)
+#define SNAP_CONSUMER_FIXED (8 * 5 + 1 + 8) /* version 1; 2 adds 8 */
+#define SNAP_TRAILER_LEN 8
+
+#define QF_DURABLE 0x001
+#define QF_EXCLUSIVE 0x002
+#define QF_AUTO_DELETE 0x004
+#define QF_TTL 0x008
+#define QF_EXPIRES 0x010
+#define QF_MAX_LEN 0x020
+#define QF_DLX 0x040
+#define QF_DLRK 0x080
+#define QF_HAD_CONSUMER 0x100
+#define QF_REJECT 0x200
+#define QF_ALL 0x3ff
+
+
+
+
+static unsigned char *put_msg(unsigned char *p, const struct mq_msg *m)
+{
+    p = le_put_u64(p, m->id);
+    p = le_put_u64(p, m->exp_ms);
+    p = le_put_u32(p, m->delivery_count);
+    *p++ = m->redelivered ? 1 : 0;
+    p = le_put_u32(p, m->len);
+    memcpy(p, m->data, m->len);
+    return p + m->len;
+}
+
+int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
+                   void **out, size_t *out_len)
+{
+    const struct mq_queue *q;
+    const struct mq_consumer *c;
+    const struct mq_client *cl;
+    const struct mq_msg *m;
+    unsigned char *buf;
+    unsigned char *p;
+    size_t len = SNAP_HEADER_LEN + 8 + 8 + SNAP_TRAILER_LEN;
+    uint64_t idx;
+
+    for (q = sm->q_first; q != NULL; q = q->next) {
+        len += SNAP_QUEUE_FIXED + (size_t)q->vhost_len + q->name_len +
+               q->dlx_len + q->dlrk_len;
+        len += q->ready.n * SNAP_MSG_FIXED + q->ready.bytes;
+    }
+    for (c = sm->c_first; c != NULL; c = c->next) {
+        len += SNAP_CONSUMER_FIXED + 8;
+        len += c->unacked.n * (16 + SNAP_MSG_FIXED) + c->unacked.bytes;
+    }
+    len += sm->clients.count * (16 + sm->dedup_words * (size_t)8);
+
+    buf = alloc(len);
+    if (buf == NULL) {
+        return -1;
+    }
+    p = le_put_u32(buf, SNAP_MAGIC);
+    p = le_put_u32(p, SNAP_VERSION);
+    p = le_put_u64(p, sm->clock_ms);
+    p = le_put_u64(p, sm->next_msg_id);
+    p = le_put_u64(p, sm->next_tag);
+    p = le_put_u32(p, sm->dedup_words);
+    p = le_put_u64(p, sm->queues.count);
+    for (q = sm->q_first; q != NULL; q = q->next) {
+        uint16_t flags = (q->durable ? QF_DURABLE : 0) |
+                         (q->exclusive ? QF_EXCLUSIVE : 0) |
+                         (q->auto_delete ? QF_AUTO_DELETE : 0) |
+                         (q->has_ttl ? QF_TTL : 0) |
+                         (q->has_expires ? QF_EXPIRES : 0) |
+                         (q->has_max_len ? QF_MAX_LEN : 0) |
+                         (q->overflow_reject ? QF_REJECT : 0) |
+                         (q->has_dlx ? QF_DLX : 0) |
+                         (q->has_dlrk ? QF_DLRK : 0) |
+                         (q->had_consumer ? QF_HAD_CONSUMER : 0);
+        size_t nlen = (size_t)q->vhost_len + q->name_len + q->dlx_len +
+                      q->dlrk_len;
+
+        *p++ = q->vhost_len;
+        *p++ = q->name_len;
+        *p++ = q->dlx_len;
+        *p++ = q->dlrk_len;
+        p = le_put_u16(p, flags);
+        p = le_put_u64(p, q->owner_router);
+        p = le_put_u64(p, q->owner_conn);
+        p = le_put_u64(p, q->ttl_ms);
+        p = le_put_u64(p, q->expires_ms);
+        p = le_put_u64(p, q->max_len);
+        p = le_put_u64(p, q->last_used_ms);
+        p = le_put_u64(p, q->ready.n);
+        memcpy(p, q->data, nlen);
+        p += nlen;
+        for (m = q->ready.head; m != NULL; m = m->next) {
+            p = put_msg(p, m);
+        }
+    }
+    p = le_put_u64(p, sm->consumers.count);
+    for (c = sm->c_first; c != NULL; c = c->next) {
+        /* queue index in creation order: O(queues) per consumer, fine for
+         * the few consumers a shard has */
+        idx = 0;
+        for (q = sm->q_first; q != c->q; q = q->next) {
+            idx++;
+        }
+        p = le_put_u64(p, c->id);
+        p = le_put_u64(p, c->router);
+        p = le_put_u64(p, c->conn);
+        p = le_put_u64(p, c->channel);
+        p = le_put_u64(p, idx);
+        *p++ = (unsigned char)((c->registered ? 1 : 0) |
+                               (c->exclusive ? 2 : 0));
+        p = le_put_u64(p, c->co_seq);
+        p = le_put_u64(p, c->unacked.n);
+        for (m = c->unacked.head; m != NULL; m = m->next) {
+            p = le_put_u64(p, m->tag);
+            p = le_put_u64(p, m->co_seq);
+            p = put_msg(p, m);
+        }
+    }
+    p = le_put_u64(p, sm->clients.count);
+    for (cl = sm->cl_first; cl != NULL; cl = cl->next) {
+        uint32_t i;
+
+        p = le_put_u64(p, cl->id);
+        p = le_put_u64(p, cl->max_seq);
+        for (i = 0; i < sm->dedup_words; i++) {
+            p = le_put_u64(p, cl->bits[i]);
+        }
+    }
+    p = le_put_u64(p, hash_bytes(buf, (size_t)(p - buf), SNAP_SEED));
+    *out = buf;
+    *out_len = len;
+    return 0;
+}
+
+
+
+
+
+
+
+/* One MSG record; ids must be < next_msg_id and delivery counts sane. */
+static struct mq_msg *restore_msg(const struct mq_sm *tmp, struct le_reader *r)
+{
+    const unsigned char *body;
+    struct mq_msg *m;
+    uint64_t id;
+    uint64_t exp_ms;
+    uint32_t count;
+    uint8_t redelivered;
+    uint32_t len;
+
+    if (!le_get_u64(r, &id) || !le_get_u64(r, &exp_ms) || !le_get_u32(r, &count) ||
+        !le_get_u8(r, &redelivered) || !le_get_u32(r, &len) ||
+        !le_get_bytes(r, &body, len)) {
+        return NULL;
+    }
+    if (id == 0 || id >= tmp->next_msg_id || redelivered > 1) {
+        return NULL;
+    }
+    m = msg_new(body, len);
+    if (m == NULL) {
+        return NULL;
+    }
+    m->id = id;
+    m->exp_ms = exp_ms;
+    m->delivery_count = count;
+    m->redelivered = redelivered;
+    return m;
+}
+
+static bool restore_queue(struct mq_sm *tmp, struct le_reader *r,
+                          struct mq_queue **index, uint64_t i)
+{
+    const unsigned char *names;
+    struct mq_queue *q;
+    uint8_t lens[4];
+    uint16_t flags;
+    uint64_t nready;
+    uint64_t last_id = 0;
+    uint64_t k;
+    size_t nlen;
+
+    if (!le_get_u8(r, &lens[0]) || !le_get_u8(r, &lens[1]) || !le_get_u8(r, &lens[2]) ||
+        !le_get_u8(r, &lens[3]) || !le_get_u16(r, &flags) ||
+        (flags & ~QF_ALL) != 0 || lens[1] == 0) {
+        return false;
+    }
+    if ((!(flags & QF_DLX) && lens[2] != 0) ||
+        (!(flags & QF_DLRK) && lens[3] != 0)) {
+        return false;
+    }
+    nlen = (size_t)lens[0] + lens[1] + lens[2] + lens[3];
+    q = calloc(1, sizeof(*q) + nlen);
+    if (q == NULL) {
+        return false;
+    }
+    q->vhost_len = lens[0];
+    q->name_len = lens[1];
+    q->dlx_len = lens[2];
+    q->dlrk_len = lens[3];
+    q->durable = flags & QF_DURABLE;
+    q->exclusive = flags & QF_EXCLUSIVE;
+    q->auto_delete = flags & QF_AUTO_DELETE;
+    q->has_ttl = flags & QF_TTL;
+    q->has_expires = flags & QF_EXPIRES;
+    q->has_max_len = flags & QF_MAX_LEN;
+    q->overflow_reject = flags & QF_REJECT;
+    q->has_dlx = flags & QF_DLX;
+    q->has_dlrk = flags & QF_DLRK;
+    q->had_consumer = flags & QF_HAD_CONSUMER;
+    if (!le_get_u64(r, &q->owner_router) || !le_get_u64(r, &q->owner_conn) ||
+        !le_get_u64(r, &q->ttl_ms) || !le_get_u64(r, &q->expires_ms) ||
+        !le_get_u64(r, &q->max_len) || !le_get_u64(r, &q->last_used_ms) ||
+        !le_get_u64(r, &nready) || !le_get_bytes(r, &names, nlen) ||
+        nready > r->left / SNAP_MSG_FIXED) {
+        goto err;
+    }
+    memcpy(q->data, names, nlen);
+    q->hn.hash = hash_name(q_vhost(q), q->vhost_len, q_name(q), q->name_len);
+    if (queue_find(tmp, q_vhost(q), q->vhost_len, q_name(q), q->name_len) !=
+        NULL) {
+        goto err;
+    }
+    /* Linked before its messages so a later failure frees them with it. */
+    ht_insert(&tmp->queues, &q->hn);
+    DL_APPEND(tmp->q_first, tmp->q_last, q);
+    index[i] = q;
+    for (k = 0; k < nready; k++) {
+        struct mq_msg *m = restore_msg(tmp, r);
+
+        if (m == NULL) {
+            return false;
+        }
+        m->q = q;
+        mlist_append(&q->ready, m);
+        if (m->id <= last_id) {
+            return false;
+        }
+        last_id = m->id;
+    }
+    return true;
+
+err:
+    free(q);
+    return false;
+}
+
+static bool restore_consumer(struct mq_sm *tmp, struct le_reader *r,
+                             struct mq_queue **index, uint64_t nqueues,
+                             uint32_t version)
+{
+    size_t per_msg = (version >= 2 ? 16 : 8) + SNAP_MSG_FIXED;
+    struct mq_consumer *c;
+    uint64_t qi;
+    uint64_t n;
+    uint64_t k;
+    uint64_t last_tag = 0;
+    uint8_t flags;
+
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return false;
+    }
+    if (!le_get_u64(r, &c->id) || !le_get_u64(r, &c->router) ||
+        !le_get_u64(r, &c->conn) || !le_get_u64(r, &c->channel) ||
+        !le_get_u64(r, &qi) || !le_get_u8(r, &flags) ||
+        (version >= 2 && !le_get_u64(r, &c->co_seq)) || !le_get_u64(r, &n) ||
+        qi >= nqueues || (flags & ~3) != 0 || n > r->left / per_msg ||
+        consumer_find(tmp, c->id) != NULL) {
+        free(c);
+        return false;
+    }
+    c->q = index[qi];
+    c->registered = flags & 1;
+    c->exclusive = flags & 2;
+    if (c->exclusive && (!c->registered || c->q->excl_consumer)) {
+        free(c);
+        return false;
+    }
+    c->hn.hash = mix64(c->id);
+    ht_insert(&tmp->consumers, &c->hn);
+    DL_APPEND(tmp->c_first, tmp->c_last, c);
+    if (c->registered) {
+        c->q->consumers++;
+        c->q->excl_consumer |= c->exclusive;
+    }
+    for (k = 0; k < n; k++) {
+        struct mq_msg *m;
+        uint64_t tag;
+        uint64_t co_seq = 0;
+
+        if (!le_get_u64(r, &tag) || tag <= last_tag || tag >= tmp->next_tag ||
+            tag_find(tmp, tag) != NULL ||
+            (version >= 2 && !le_get_u64(r, &co_seq))) {
+            return false;
+        }
+        last_tag = tag;
+        m = restore_msg(tmp, r);
+        if (m == NULL) {
+            return false;
+        }
+        m->q = c->q;
+        m->c = c;
+        m->tag = tag;
+        m->co_seq = co_seq;
+        m->hn.hash = mix64(tag);
+        ht_insert(&tmp->tags, &m->hn);
+        mlist_append(&c->unacked, m);
+        c->q->unacked++;
+    }
+    /* A record with no reason to exist would make states differ that
+     * behave the same. */
+    return c->registered || n > 0;
+}
+
+static bool restore_client(struct mq_sm *tmp, struct le_reader *r)
+{
+    struct mq_client *cl;
+    uint32_t i;
+
+    cl = calloc(1, sizeof(*cl) + tmp->dedup_words * sizeof(uint64_t));
+    if (cl == NULL) {
+        return false;
+    }
+    if (!le_get_u64(r, &cl->id) || !le_get_u64(r, &cl->max_seq) ||
+        client_find(tmp, cl->id) != NULL) {
+        free(cl);
+        return false;
+    }
+    for (i = 0; i < tmp->dedup_words; i++) {
+        if (!le_get_u64(r, &cl->bits[i])) {
+            free(cl);
+            return false;
+        }
+    }
+    cl->hn.hash = mix64(cl->id);
+    ht_insert(&tmp->clients, &cl->hn);
+    DL_APPEND(tmp->cl_first, tmp->cl_last, cl);
+    return true;
+}
+
+int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
+{
+    struct mq_sm tmp;
+    struct mq_queue **index = NULL;
+    struct le_reader r;
+    uint32_t magic;
+    uint32_t version;
+    uint64_t checksum;
+    uint64_t nqueues;
+    uint64_t n;
+    uint64_t i;
+
+    if (buf == NULL || len < SNAP_HEADER_LEN + 16 + SNAP_TRAILER_LEN) {
+        goto err;
+    }
+    r.p = (const unsigned char *)buf + len - SNAP_TRAILER_LEN;
+    r.left = SNAP_TRAILER_LEN;
+    le_get_u64(&r, &checksum);
+    if (checksum != hash_bytes(buf, len - SNAP_TRAILER_LEN, SNAP_SEED)) {
+        goto err;
+    }
+
+    memset(&tmp, 0, sizeof(tmp));
+    tmp.dedup_clients = sm->dedup_clients;
+    if (state_init(&tmp) != 0) {
+        goto err;
+    }
+    r.p = buf;
+    r.left = len - SNAP_TRAILER_LEN;
+    le_get_u32(&r, &magic);
+    le_get_u32(&r, &version);
+    le_get_u64(&r, &tmp.clock_ms);
+    le_get_u64(&r, &tmp.next_msg_id);
+    le_get_u64(&r, &tmp.next_tag);
+    le_get_u32(&r, &tmp.dedup_words);
+    le_get_u64(&r, &nqueues);
+    if (magic != SNAP_MAGIC || version < 1 || version > SNAP_VERSION ||
+        tmp.next_msg_id == 0 || tmp.next_tag == 0 || tmp.dedup_words == 0 ||
+        tmp.dedup_words > (1U << 24) / 64 ||
+        nqueues > r.left / SNAP_QUEUE_FIXED) {
+        goto err_after_state;
+    }
+    index = calloc(nqueues > 0 ? nqueues : 1, sizeof(*index));
+    if (index == NULL) {
+        goto err_after_state;
+    }
+    for (i = 0; i < nqueues; i++) {
+        if (!restore_queue(&tmp, &r, index, i)) {
+            goto err_after_index;
+        }
+    }
+    if (!le_get_u64(&r, &n) || n > r.left / SNAP_CONSUMER_FIXED) {
+        goto err_after_index;
+    }
+    for (i = 0; i < n; i++) {
+        if (!restore_consumer(&tmp, &r, index, nqueues, version)) {
+            goto err_after_index;
+        }
+    }
+    if (!le_get_u64(&r, &n) || n > r.left / 16) {
+        goto err_after_index;
+    }
+    for (i = 0; i < n; i++) {
+        if (!restore_client(&tmp, &r)) {
+            goto err_after_index;
+        }
+    }
+    if (r.left != 0) {
+        goto err_after_index;
+    }
+    free(index);
+
+    tmp.applied = 0;
+    state_free(sm);
+    *sm = tmp;
+    return 0;
+
+err_after_index:
+    free(index);
+err_after_state:
+    state_free(&tmp);
+err:
+    return -1;
+}

@@ -1,0 +1,790 @@
+/*
+ * The AMQP edge (edge/amqp_server, amqp_conn, amqp_channel) against the
+ * fake broker, driven by a raw-frame client built on our codec.
+ *
+ * `test_amqp_edge --serve PORT` runs the edge on the fake broker until
+ * killed, for trying real clients (pika) by hand.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "common/buf.h"
+#include "tests/unit/lib/fake_broker.h"
+#include "proto/amqp_frame.h"
+#include "proto/amqp_method.h"
+#include "edge/amqp_server.h"
+
+static int serve(int port)
+{
+    uv_loop_t loop;
+    struct fake_broker *fb;
+    struct amqp_broker b;
+    struct amqp_server_config cfg;
+    struct amqp_server *srv;
+    char err[256];
+
+    uv_loop_init(&loop);
+    fb = fake_broker_new(&loop, 2);
+    b = fake_broker_table(fb);
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.host = "127.0.0.1";
+    cfg.port = port;
+    cfg.router_id = 42;
+    srv = amqp_server_new(&loop, &cfg, &b, err, sizeof(err));
+    if (srv == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    fprintf(stderr, "serving AMQP on 127.0.0.1:%d\n", amqp_server_port(srv));
+    uv_run(&loop, UV_RUN_DEFAULT);
+    return 0;
+}
+
+/* ---- fixture: the edge on the fake broker, in a loop thread ---------- */
+
+struct fixture {
+    uv_loop_t loop;
+    uv_async_t stop;
+    pthread_t thread;
+    struct fake_broker *fb;
+    struct amqp_server *srv;
+    int port;
+    int closed;
+};
+
+static void on_server_closed(void *data)
+{
+    struct fixture *fx = data;
+
+    fx->closed = 1;
+    fake_broker_free(fx->fb);
+    uv_close((uv_handle_t *)&fx->stop, NULL);
+}
+
+static void on_stop(uv_async_t *as)
+{
+    struct fixture *fx = as->data;
+
+    amqp_server_close(fx->srv, on_server_closed, fx);
+}
+
+static void *loop_main(void *arg)
+{
+    struct fixture *fx = arg;
+
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+static int setup(void **state)
+{
+    struct fixture *fx = calloc(1, sizeof(*fx));
+    struct amqp_server_config cfg;
+    struct amqp_broker b;
+    char err[256];
+
+    assert_int_equal(uv_loop_init(&fx->loop), 0);
+    assert_int_equal(uv_async_init(&fx->loop, &fx->stop, on_stop), 0);
+    fx->stop.data = fx;
+    fx->fb = fake_broker_new(&fx->loop, 2);
+    b = fake_broker_table(fx->fb);
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.host = "127.0.0.1";
+    cfg.router_id = 7;
+    cfg.frame_max = 8192;
+    cfg.tick_ms = 50;
+    fx->srv = amqp_server_new(&fx->loop, &cfg, &b, err, sizeof(err));
+    if (fx->srv == NULL) {
+        fail_msg("amqp_server_new: %s", err);
+    }
+    fx->port = amqp_server_port(fx->srv);
+    assert_int_equal(pthread_create(&fx->thread, NULL, loop_main, fx), 0);
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+
+    uv_async_send(&fx->stop);
+    assert_int_equal(pthread_join(fx->thread, NULL), 0);
+    assert_true(fx->closed);
+    /* Every handle (listener, timers, connections) was closed. */
+    assert_int_equal(uv_loop_close(&fx->loop), 0);
+    free(fx);
+    return 0;
+}
+
+/* ---- a blocking raw-frame client ---------------------------------------- */
+
+struct client {
+    int fd;
+    struct amqp_frame_decoder dec;
+    uint8_t in[65536];
+    size_t in_len;
+    size_t in_off;
+    /* the last frame read; payload copied */
+    uint8_t type;
+    uint16_t channel;
+    uint8_t payload[65536];
+    size_t size;
+};
+
+static void cl_connect(struct client *c, int port)
+{
+    struct sockaddr_in a;
+    struct timeval tv = {.tv_sec = 5};
+
+    memset(c, 0, sizeof(*c));
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(c->fd >= 0);
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(c->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    amqp_frame_decoder_init(&c->dec, 1 << 20);
+}
+
+static void cl_close(struct client *c)
+{
+    close(c->fd);
+    amqp_frame_decoder_close(&c->dec);
+}
+
+static void cl_send(struct client *c, const void *data, size_t len)
+{
+    assert_int_equal(send(c->fd, data, len, MSG_NOSIGNAL), (ssize_t)len);
+}
+
+static void cl_send_buf(struct client *c, struct buf *b)
+{
+    cl_send(c, b->data, b->len);
+    buf_free(b);
+}
+
+/* Read raw bytes; 0 at EOF. */
+static size_t cl_read_raw(struct client *c, void *out, size_t cap)
+{
+    ssize_t n = recv(c->fd, out, cap, 0);
+
+    assert_true(n >= 0);
+    return (size_t)n;
+}
+
+/* Next frame other than a heartbeat; false at EOF. */
+static bool cl_frame(struct client *c)
+{
+    for (;;) {
+        struct amqp_frame f;
+        size_t used = 0;
+        int rv;
+
+        if (c->in_off == c->in_len) {
+            ssize_t n = recv(c->fd, c->in, sizeof(c->in), 0);
+
+            if (n <= 0) {
+                return false;
+            }
+            c->in_len = (size_t)n;
+            c->in_off = 0;
+        }
+        rv = amqp_frame_decoder_feed(&c->dec, c->in + c->in_off,
+                                     c->in_len - c->in_off, &used, &f);
+        c->in_off += used;
+        assert_true(rv >= 0);
+        if (rv == 1 && f.type != AMQP_FRAME_HEARTBEAT) {
+            c->type = f.type;
+            c->channel = f.channel;
+            c->size = f.size;
+            memcpy(c->payload, f.payload, f.size);
+            return true;
+        }
+    }
+}
+
+/* Read the next frame: a method with @id, decoded into @m (free it). */
+static void cl_expect(struct client *c, uint32_t id, struct amqp_method *m)
+{
+    assert_true(cl_frame(c));
+    assert_int_equal(c->type, AMQP_FRAME_METHOD);
+    assert_int_equal(amqp_method_decode(c->payload, c->size, m), 0);
+    if (m->id != id) {
+        fail_msg("got %s, want %s", amqp_method_name(m->id),
+                 amqp_method_name(id));
+    }
+}
+
+static void cl_expect_free(struct client *c, uint32_t id)
+{
+    struct amqp_method m;
+
+    cl_expect(c, id, &m);
+    amqp_method_free(&m);
+}
+
+static void cl_method(struct client *c, uint16_t channel,
+                      const struct amqp_method *m)
+{
+    struct buf b;
+
+    buf_init(&b);
+    assert_int_equal(amqp_method_encode(&b, channel, m, 0), 0);
+    cl_send_buf(c, &b);
+}
+
+static void cl_simple(struct client *c, uint16_t channel, uint32_t id)
+{
+    struct amqp_method m;
+
+    amqp_method_init(&m, id);
+    cl_method(c, channel, &m);
+}
+
+/* Protocol header, PLAIN guest/guest (announcing the connection.blocked
+ * capability if @blocked_cap), tune-ok, open. */
+static void cl_handshake_caps(struct client *c, int port, bool blocked_cap)
+{
+    struct amqp_method m;
+    static const char plain[] = "\0guest\0guest";
+    struct amqp_table *props = amqp_table_new();
+
+    cl_connect(c, port);
+    cl_send(c, AMQP_PROTOCOL_HEADER, AMQP_PROTOCOL_HEADER_SIZE);
+    cl_expect(c, AMQP_CONNECTION_START, &m);
+    assert_non_null(amqp_table_get(m.connection_start.server_properties,
+                                   "capabilities"));
+    amqp_method_free(&m);
+    if (blocked_cap) {
+        amqp_table_add_bool(amqp_table_add_table(props, "capabilities"),
+                            "connection.blocked", 1);
+    }
+    amqp_method_init(&m, AMQP_CONNECTION_START_OK);
+    m.connection_start_ok.client_properties = props;
+    m.connection_start_ok.mechanism = amqp_cstr("PLAIN");
+    m.connection_start_ok.response.data = (const uint8_t *)plain;
+    m.connection_start_ok.response.len = sizeof(plain) - 1;
+    m.connection_start_ok.locale = amqp_cstr("en_US");
+    cl_method(c, 0, &m);
+    amqp_table_free(props);
+    cl_expect(c, AMQP_CONNECTION_TUNE, &m);
+    assert_int_equal(m.connection_tune.frame_max, 8192);
+    amqp_method_free(&m);
+    amqp_method_init(&m, AMQP_CONNECTION_TUNE_OK);
+    m.connection_tune_ok.channel_max = 16;
+    m.connection_tune_ok.frame_max = 8192;
+    cl_method(c, 0, &m);
+    amqp_method_init(&m, AMQP_CONNECTION_OPEN);
+    m.connection_open.virtual_host = amqp_cstr("/");
+    cl_method(c, 0, &m);
+    cl_expect_free(c, AMQP_CONNECTION_OPEN_OK);
+    cl_simple(c, 1, AMQP_CHANNEL_OPEN);
+    cl_expect_free(c, AMQP_CHANNEL_OPEN_OK);
+}
+
+static void cl_handshake(struct client *c, int port)
+{
+    cl_handshake_caps(c, port, false);
+}
+
+/* connection.close with @code is the next frame, then EOF after close-ok. */
+static void cl_expect_conn_close(struct client *c, uint16_t code)
+{
+    struct amqp_method m;
+
+    cl_expect(c, AMQP_CONNECTION_CLOSE, &m);
+    assert_int_equal(m.connection_close.reply_code, code);
+    amqp_method_free(&m);
+    cl_simple(c, 0, AMQP_CONNECTION_CLOSE_OK);
+    assert_false(cl_frame(c));
+}
+
+static void cl_declare(struct client *c, const char *q)
+{
+    struct amqp_method m;
+
+    amqp_method_init(&m, AMQP_QUEUE_DECLARE);
+    m.queue_declare.queue = amqp_cstr(q);
+    cl_method(c, 1, &m);
+    cl_expect(c, AMQP_QUEUE_DECLARE_OK, &m);
+    amqp_method_free(&m);
+}
+
+static void cl_publish(struct client *c, const char *exchange, const char *rk,
+                       const char *body, bool mandatory)
+{
+    struct amqp_method m;
+    struct amqp_content_header h;
+    struct buf b;
+
+    buf_init(&b);
+    amqp_method_init(&m, AMQP_BASIC_PUBLISH);
+    m.basic_publish.exchange = amqp_cstr(exchange);
+    m.basic_publish.routing_key = amqp_cstr(rk);
+    m.basic_publish.mandatory = mandatory;
+    assert_int_equal(amqp_method_encode(&b, 1, &m, 0), 0);
+    memset(&h, 0, sizeof(h));
+    h.class_id = AMQP_CLASS_BASIC;
+    h.body_size = strlen(body);
+    h.props.flags = AMQP_BASIC_DELIVERY_MODE;
+    h.props.delivery_mode = 2;
+    assert_int_equal(amqp_content_header_encode(&b, 1, &h, 0), 0);
+    amqp_frame_encode_body(&b, 1, body, strlen(body), 8192);
+    cl_send_buf(c, &b);
+}
+
+/* ---- tests ---------------------------------------------------------------- */
+
+static void test_protocol_header_mismatch(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    char got[16];
+
+    cl_connect(&c, fx->port);
+    cl_send(&c, "AMQP\x01\x01\x00\x09", 8);
+    assert_int_equal(cl_read_raw(&c, got, sizeof(got)), 8);
+    assert_memory_equal(got, AMQP_PROTOCOL_HEADER, 8);
+    assert_int_equal(cl_read_raw(&c, got, sizeof(got)), 0);
+    cl_close(&c);
+    /* HTTP on the AMQP port: the same answer */
+    cl_connect(&c, fx->port);
+    cl_send(&c, "GET / HTTP/1.1\r\n\r\n", 18);
+    assert_int_equal(cl_read_raw(&c, got, sizeof(got)), 8);
+    cl_close(&c);
+}
+
+static void test_auth_failure(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    struct amqp_method m;
+    static const char plain[] = "\0guest\0wrong";
+
+    cl_connect(&c, fx->port);
+    cl_send(&c, AMQP_PROTOCOL_HEADER, AMQP_PROTOCOL_HEADER_SIZE);
+    cl_expect_free(&c, AMQP_CONNECTION_START);
+    amqp_method_init(&m, AMQP_CONNECTION_START_OK);
+    m.connection_start_ok.mechanism = amqp_cstr("PLAIN");
+    m.connection_start_ok.response.data = (const uint8_t *)plain;
+    m.connection_start_ok.response.len = sizeof(plain) - 1;
+    cl_method(&c, 0, &m);
+    cl_expect_conn_close(&c, 403);
+    cl_close(&c);
+}
+
+static void test_publish_get_ack(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    struct amqp_method m;
+
+    cl_handshake(&c, fx->port);
+    cl_declare(&c, "q1");
+    cl_simple(&c, 1, AMQP_CONFIRM_SELECT);
+    cl_expect_free(&c, AMQP_CONFIRM_SELECT_OK);
+    /* a body larger than a frame: split by the client, joined by us */
+    {
+        char big[20000];
+
+        memset(big, 'x', sizeof(big) - 1);
+        big[sizeof(big) - 1] = '\0';
+        cl_publish(&c, "", "q1", big, false);
+    }
+    cl_expect(&c, AMQP_BASIC_ACK, &m);
+    assert_int_equal(m.basic_ack.delivery_tag, 1);
+    amqp_method_free(&m);
+    /* mandatory and unroutable: basic.return, then the confirm */
+    cl_publish(&c, "", "nowhere", "lost", true);
+    cl_expect(&c, AMQP_BASIC_RETURN, &m);
+    assert_int_equal(m.basic_return.reply_code, 312);
+    amqp_method_free(&m);
+    assert_true(cl_frame(&c));
+    assert_int_equal(c.type, AMQP_FRAME_HEADER);
+    assert_true(cl_frame(&c));
+    assert_int_equal(c.type, AMQP_FRAME_BODY);
+    assert_memory_equal(c.payload, "lost", 4);
+    cl_expect(&c, AMQP_BASIC_ACK, &m);
+    assert_int_equal(m.basic_ack.delivery_tag, 2);
+    amqp_method_free(&m);
+
+    amqp_method_init(&m, AMQP_BASIC_GET);
+    m.basic_get.queue = amqp_cstr("q1");
+    cl_method(&c, 1, &m);
+    cl_expect(&c, AMQP_BASIC_GET_OK, &m);
+    assert_int_equal(m.basic_get_ok.delivery_tag, 1);
+    assert_false(m.basic_get_ok.redelivered);
+    amqp_method_free(&m);
+    {
+        size_t got = 0;
+
+        assert_true(cl_frame(&c));
+        assert_int_equal(c.type, AMQP_FRAME_HEADER);
+        while (got < 19999) {
+            assert_true(cl_frame(&c));
+            assert_int_equal(c.type, AMQP_FRAME_BODY);
+            assert_true(c.size <= 8192 - 8);
+            got += c.size;
+        }
+        assert_int_equal(got, 19999);
+    }
+    /* an unknown tag is a channel error 406; the connection lives */
+    amqp_method_init(&m, AMQP_BASIC_ACK);
+    m.basic_ack.delivery_tag = 99;
+    cl_method(&c, 1, &m);
+    cl_expect(&c, AMQP_CHANNEL_CLOSE, &m);
+    assert_int_equal(m.channel_close.reply_code, 406);
+    amqp_method_free(&m);
+    cl_simple(&c, 1, AMQP_CHANNEL_CLOSE_OK);
+    /* the unacked message went back with the channel */
+    cl_simple(&c, 2, AMQP_CHANNEL_OPEN);
+    cl_expect_free(&c, AMQP_CHANNEL_OPEN_OK);
+    amqp_method_init(&m, AMQP_BASIC_GET);
+    m.basic_get.queue = amqp_cstr("q1");
+    m.basic_get.no_ack = true;
+    cl_method(&c, 2, &m);
+    cl_expect(&c, AMQP_BASIC_GET_OK, &m);
+    assert_true(m.basic_get_ok.redelivered);
+    amqp_method_free(&m);
+    cl_close(&c);
+}
+
+/* Bad frames: the spec's connection.close code, and the server lives. */
+static void test_bad_frames(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    struct buf b;
+    static const uint8_t bad_end[] = {1, 0, 1, 0, 0, 0, 4, 0, 20, 0, 10, 0};
+    static const uint8_t unknown[] = {1, 0, 1, 0, 0, 0, 4, 0, 99, 0, 1, 0xCE};
+    static const uint8_t huge[] = {1, 0, 1, 0, 1, 0, 0};
+    static const uint8_t body[] = {3, 0, 1, 0, 0, 0, 1, 'x', 0xCE};
+
+    cl_handshake(&c, fx->port);
+    cl_send(&c, bad_end, sizeof(bad_end));
+    cl_expect_conn_close(&c, 501);
+    cl_close(&c);
+
+    cl_handshake(&c, fx->port);
+    cl_send(&c, unknown, sizeof(unknown));
+    cl_expect_conn_close(&c, 540);
+    cl_close(&c);
+
+    cl_handshake(&c, fx->port);
+    cl_send(&c, huge, sizeof(huge));
+    cl_expect_conn_close(&c, 501);
+    cl_close(&c);
+
+    cl_handshake(&c, fx->port);
+    cl_send(&c, body, sizeof(body));
+    cl_expect_conn_close(&c, 505);
+    cl_close(&c);
+
+    /* a method on a channel that was never opened */
+    cl_handshake(&c, fx->port);
+    buf_init(&b);
+    {
+        struct amqp_method m;
+
+        amqp_method_init(&m, AMQP_QUEUE_DECLARE);
+        m.queue_declare.queue = amqp_cstr("x");
+        assert_int_equal(amqp_method_encode(&b, 5, &m, 0), 0);
+    }
+    cl_send_buf(&c, &b);
+    cl_expect_conn_close(&c, 504);
+    cl_close(&c);
+
+    /* a bad field table type in queue.declare's arguments */
+    cl_handshake(&c, fx->port);
+    {
+        /* class 50 method 10, ticket, "x", bits, table {k: type '!'} */
+        static const uint8_t p[] = {0, 50, 0, 10, 0, 0, 1, 'x', 0,
+                                    0, 0, 0, 4, 1, 'k', '!', 0};
+        struct buf fb;
+
+        buf_init(&fb);
+        assert_int_equal(
+            amqp_frame_encode(&fb, AMQP_FRAME_METHOD, 1, p, sizeof(p), 0), 0);
+        cl_send_buf(&c, &fb);
+    }
+    cl_expect_conn_close(&c, 502);
+    cl_close(&c);
+
+    /* still serving */
+    cl_handshake(&c, fx->port);
+    cl_declare(&c, "alive");
+    cl_close(&c);
+}
+
+/* A consumer gets pushed deliveries; prefetch 1 holds the second until the
+ * first is acked; closing the connection returns the unacked one. */
+static void test_consume_prefetch(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    struct client p;
+    struct amqp_method m;
+
+    cl_handshake(&p, fx->port);
+    cl_declare(&p, "work");
+    cl_publish(&p, "", "work", "one", false);
+    cl_publish(&p, "", "work", "two", false);
+
+    cl_handshake(&c, fx->port);
+    amqp_method_init(&m, AMQP_BASIC_QOS);
+    m.basic_qos.prefetch_count = 1;
+    cl_method(&c, 1, &m);
+    cl_expect_free(&c, AMQP_BASIC_QOS_OK);
+    amqp_method_init(&m, AMQP_BASIC_CONSUME);
+    m.basic_consume.queue = amqp_cstr("work");
+    m.basic_consume.consumer_tag = amqp_cstr("ct");
+    cl_method(&c, 1, &m);
+    cl_expect_free(&c, AMQP_BASIC_CONSUME_OK);
+    cl_expect(&c, AMQP_BASIC_DELIVER, &m);
+    assert_int_equal(m.basic_deliver.delivery_tag, 1);
+    assert_true(amqp_bytes_eq(m.basic_deliver.consumer_tag, "ct"));
+    amqp_method_free(&m);
+    assert_true(cl_frame(&c)); /* header */
+    assert_true(cl_frame(&c)); /* body */
+    assert_memory_equal(c.payload, "one", 3);
+    /* nothing more until the ack: a passive declare answers first */
+    amqp_method_init(&m, AMQP_QUEUE_DECLARE);
+    m.queue_declare.queue = amqp_cstr("work");
+    m.queue_declare.passive = true;
+    cl_method(&c, 1, &m);
+    cl_expect(&c, AMQP_QUEUE_DECLARE_OK, &m);
+    assert_int_equal(m.queue_declare_ok.message_count, 1);
+    assert_int_equal(m.queue_declare_ok.consumer_count, 1);
+    amqp_method_free(&m);
+    amqp_method_init(&m, AMQP_BASIC_ACK);
+    m.basic_ack.delivery_tag = 1;
+    cl_method(&c, 1, &m);
+    cl_expect(&c, AMQP_BASIC_DELIVER, &m);
+    assert_int_equal(m.basic_deliver.delivery_tag, 2);
+    assert_false(m.basic_deliver.redelivered);
+    amqp_method_free(&m);
+    assert_true(cl_frame(&c));
+    assert_true(cl_frame(&c));
+    assert_memory_equal(c.payload, "two", 3);
+    cl_close(&c); /* "two" unacked: returned */
+
+    amqp_method_init(&m, AMQP_BASIC_CONSUME);
+    m.basic_consume.queue = amqp_cstr("work");
+    m.basic_consume.no_ack = true;
+    cl_method(&p, 1, &m);
+    cl_expect_free(&p, AMQP_BASIC_CONSUME_OK);
+    cl_expect(&p, AMQP_BASIC_DELIVER, &m);
+    assert_true(m.basic_deliver.redelivered);
+    amqp_method_free(&m);
+    assert_true(cl_frame(&p));
+    assert_true(cl_frame(&p));
+    assert_memory_equal(p.payload, "two", 3);
+    cl_close(&p);
+}
+
+/* Acks of one read are batched: all take effect (nothing comes back when
+ * the channel closes), and a tag acked twice in the same read is still
+ * the 406 RabbitMQ gives. */
+static void test_acks_batched(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    struct amqp_method m;
+    struct buf b;
+    int i;
+
+    cl_handshake(&c, fx->port);
+    cl_declare(&c, "ab");
+    for (i = 0; i < 5; i++) {
+        cl_publish(&c, "", "ab", "x", false);
+    }
+    amqp_method_init(&m, AMQP_BASIC_CONSUME);
+    m.basic_consume.queue = amqp_cstr("ab");
+    cl_method(&c, 1, &m);
+    cl_expect_free(&c, AMQP_BASIC_CONSUME_OK);
+    for (i = 0; i < 5; i++) {
+        cl_expect_free(&c, AMQP_BASIC_DELIVER);
+        assert_true(cl_frame(&c));
+        assert_true(cl_frame(&c));
+    }
+    /* acks 1, 3, 2, 5 in one write; 4 stays unacked */
+    buf_init(&b);
+    {
+        static const uint64_t tags[] = {1, 3, 2, 5};
+        size_t t;
+
+        for (t = 0; t < 4; t++) {
+            amqp_method_init(&m, AMQP_BASIC_ACK);
+            m.basic_ack.delivery_tag = tags[t];
+            assert_int_equal(amqp_method_encode(&b, 1, &m, 0), 0);
+        }
+    }
+    amqp_method_init(&m, AMQP_BASIC_CANCEL);
+    m.basic_cancel.consumer_tag = amqp_cstr("");
+    cl_send_buf(&c, &b);
+    /* close the channel: only 4 goes back */
+    cl_simple(&c, 1, AMQP_CHANNEL_CLOSE);
+    for (;;) {
+        assert_true(cl_frame(&c));
+        if (c.type == AMQP_FRAME_METHOD &&
+            amqp_method_decode(c.payload, c.size, &m) == 0) {
+            uint32_t id = m.id;
+
+            amqp_method_free(&m);
+            if (id == AMQP_CHANNEL_CLOSE_OK) {
+                break;
+            }
+        }
+    }
+    cl_simple(&c, 2, AMQP_CHANNEL_OPEN);
+    cl_expect_free(&c, AMQP_CHANNEL_OPEN_OK);
+    amqp_method_init(&m, AMQP_QUEUE_DECLARE);
+    m.queue_declare.queue = amqp_cstr("ab");
+    m.queue_declare.passive = true;
+    cl_method(&c, 2, &m);
+    cl_expect(&c, AMQP_QUEUE_DECLARE_OK, &m);
+    assert_int_equal(m.queue_declare_ok.message_count, 1);
+    amqp_method_free(&m);
+
+    /* a double ack in one read */
+    amqp_method_init(&m, AMQP_BASIC_GET);
+    m.basic_get.queue = amqp_cstr("ab");
+    cl_method(&c, 2, &m);
+    cl_expect(&c, AMQP_BASIC_GET_OK, &m);
+    assert_true(m.basic_get_ok.redelivered);
+    amqp_method_free(&m);
+    assert_true(cl_frame(&c));
+    assert_true(cl_frame(&c));
+    buf_init(&b);
+    for (i = 0; i < 2; i++) {
+        amqp_method_init(&m, AMQP_BASIC_ACK);
+        m.basic_ack.delivery_tag = 1;
+        assert_int_equal(amqp_method_encode(&b, 2, &m, 0), 0);
+    }
+    cl_send_buf(&c, &b);
+    cl_expect(&c, AMQP_CHANNEL_CLOSE, &m);
+    assert_int_equal(m.channel_close.reply_code, 406);
+    amqp_method_free(&m);
+    cl_close(&c);
+}
+
+/* A broker that is unavailable for a while (a leader election): the edge
+ * retries the enqueue with the same dedup id and confirms once it lands;
+ * a waiting consumer gets the message after its retried CHECKOUT. */
+static void test_retry_while_unavailable(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    struct client k;
+    struct amqp_method m;
+
+    cl_handshake(&c, fx->port);
+    cl_declare(&c, "r1");
+    cl_simple(&c, 1, AMQP_CONFIRM_SELECT);
+    cl_expect_free(&c, AMQP_CONFIRM_SELECT_OK);
+    cl_handshake(&k, fx->port);
+    amqp_method_init(&m, AMQP_BASIC_CONSUME);
+    m.basic_consume.queue = amqp_cstr("r1");
+    m.basic_consume.no_ack = true;
+    cl_method(&k, 1, &m);
+    cl_expect_free(&k, AMQP_BASIC_CONSUME_OK);
+    fake_broker_set_unavailable(fx->fb, true);
+    cl_publish(&c, "", "r1", "later", false);
+    usleep(300 * 1000);
+    fake_broker_set_unavailable(fx->fb, false);
+    cl_expect(&c, AMQP_BASIC_ACK, &m);
+    assert_int_equal(m.basic_ack.delivery_tag, 1);
+    amqp_method_free(&m);
+    cl_expect(&k, AMQP_BASIC_DELIVER, &m);
+    amqp_method_free(&m);
+    assert_true(cl_frame(&k));
+    assert_true(cl_frame(&k));
+    assert_memory_equal(k.payload, "later", 5);
+    cl_close(&k);
+    cl_close(&c);
+}
+
+/* A watermark: clients that understand it get connection.blocked, and a
+ * publishing connection is not read until connection.unblocked. */
+static void test_blocked_publishers(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    struct amqp_method m;
+
+    cl_handshake_caps(&c, fx->port, true);
+    cl_declare(&c, "b1");
+    cl_simple(&c, 1, AMQP_CONFIRM_SELECT);
+    cl_expect_free(&c, AMQP_CONFIRM_SELECT_OK);
+    cl_publish(&c, "", "b1", "before", false);
+    cl_expect_free(&c, AMQP_BASIC_ACK);
+    fake_broker_set_blocked(fx->fb, true);
+    cl_expect(&c, AMQP_CONNECTION_BLOCKED, &m);
+    assert_true(m.connection_blocked.reason.len > 0);
+    amqp_method_free(&m);
+    /* not read while blocked: the confirm comes only after unblocking */
+    cl_publish(&c, "", "b1", "during", false);
+    usleep(200 * 1000);
+    fake_broker_set_blocked(fx->fb, false);
+    cl_expect_free(&c, AMQP_CONNECTION_UNBLOCKED);
+    cl_expect(&c, AMQP_BASIC_ACK, &m);
+    assert_int_equal(m.basic_ack.delivery_tag, 2);
+    amqp_method_free(&m);
+    cl_close(&c);
+}
+
+/* tx is refused clearly (540), not half done. */
+static void test_tx_not_implemented(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+
+    cl_handshake(&c, fx->port);
+    cl_simple(&c, 1, AMQP_TX_SELECT);
+    cl_expect_conn_close(&c, 540);
+    cl_close(&c);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_protocol_header_mismatch, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_auth_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_publish_get_ack, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_frames, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_consume_prefetch, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_acks_batched, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_while_unavailable, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_blocked_publishers, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tx_not_implemented, setup,
+                                        teardown),
+    };
+
+    if (argc == 3 && strcmp(argv[1], "--serve") == 0) {
+        return serve(atoi(argv[2]));
+    }
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

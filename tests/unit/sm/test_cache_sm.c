@@ -1,0 +1,1513 @@
+/*
+ * Unit tests of the deterministic memcached state machine (sm/cache_sm).
+ * Behaviour marked "memcached 1.6.18" was checked against the real server.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "sm/cache_sm.h"
+#include "sm/cache_table.h"
+
+/* 2023-11-14T22:13:20Z, a whole second */
+#define T0 1700000000000ULL
+#define T0_S 1700000000LL
+
+/* ------------------------------------------------------------------ helpers */
+
+static struct cache_sm *sm_make(uint64_t mem_limit, uint32_t item_size_max)
+{
+    struct cache_sm_config cfg = {mem_limit, item_size_max};
+    struct cache_sm *sm = cache_sm_new(&cfg);
+
+    assert_non_null(sm);
+    return sm;
+}
+
+/* Apply one op; returns its status and, if @out, keeps the result there
+ * (caller clears it). */
+static enum cache_status op_full(struct cache_sm *sm,
+                                 uint64_t now,
+                                 enum cache_op_type type,
+                                 const char *key,
+                                 const char *value,
+                                 uint32_t flags,
+                                 int64_t exptime,
+                                 uint64_t cas,
+                                 uint64_t delta,
+                                 struct cache_result *out)
+{
+    struct cache_op op;
+    struct cache_result res;
+    enum cache_status st;
+
+    memset(&op, 0, sizeof(op));
+    op.type = type;
+    op.key = key;
+    op.key_len = key != NULL ? strlen(key) : 0;
+    op.value = value;
+    op.value_len = value != NULL ? strlen(value) : 0;
+    op.flags = flags;
+    op.exptime = exptime;
+    op.cas = cas;
+    op.delta = delta;
+    cache_sm_apply(sm, now, &op, &res);
+    st = res.status;
+    if (out != NULL) {
+        *out = res;
+    } else {
+        cache_result_clear(&res);
+    }
+    return st;
+}
+
+static enum cache_status store(struct cache_sm *sm,
+                               uint64_t now,
+                               enum cache_op_type type,
+                               const char *key,
+                               const char *value,
+                               uint32_t flags,
+                               int64_t exptime)
+{
+    return op_full(sm, now, type, key, value, flags, exptime, 0, 0, NULL);
+}
+
+static enum cache_status set(struct cache_sm *sm,
+                             uint64_t now,
+                             const char *key,
+                             const char *value)
+{
+    return store(sm, now, CACHE_OP_SET, key, value, 0, 0);
+}
+
+static enum cache_status simple(struct cache_sm *sm,
+                                uint64_t now,
+                                enum cache_op_type type,
+                                const char *key,
+                                int64_t exptime)
+{
+    return op_full(sm, now, type, key, NULL, 0, exptime, 0, 0, NULL);
+}
+
+static uint64_t delta(struct cache_sm *sm,
+                      uint64_t now,
+                      enum cache_op_type type,
+                      const char *key,
+                      uint64_t d,
+                      enum cache_status expect)
+{
+    struct cache_result res;
+    uint64_t n;
+
+    assert_int_equal(op_full(sm, now, type, key, NULL, 0, 0, 0, d, &res),
+                     expect);
+    n = res.number;
+    cache_result_clear(&res);
+    return n;
+}
+
+static uint64_t cas_of(const struct cache_sm *sm, uint64_t now, const char *key)
+{
+    struct cache_result res;
+    uint64_t cas;
+
+    cache_sm_get(sm, now, key, strlen(key), &res);
+    assert_int_equal(res.status, CACHE_HIT);
+    cas = res.cas;
+    cache_result_clear(&res);
+    return cas;
+}
+
+static void want_value(const struct cache_sm *sm,
+                       uint64_t now,
+                       const char *key,
+                       const char *value,
+                       uint32_t flags)
+{
+    struct cache_result res;
+
+    cache_sm_get(sm, now, key, strlen(key), &res);
+    assert_int_equal(res.status, CACHE_HIT);
+    assert_int_equal(res.value_len, strlen(value));
+    if (res.value_len > 0) {
+        assert_memory_equal(res.value, value, res.value_len);
+    } else {
+        assert_null(res.value);
+    }
+    assert_int_equal(res.flags, flags);
+    cache_result_clear(&res);
+}
+
+static void want_miss(const struct cache_sm *sm, uint64_t now, const char *key)
+{
+    struct cache_result res;
+
+    cache_sm_get(sm, now, key, strlen(key), &res);
+    assert_int_equal(res.status, CACHE_NOT_FOUND);
+    assert_null(res.value);
+    cache_result_clear(&res);
+}
+
+/* The value memcached leaves after an in-place incr/decr: the number,
+ * space-padded to the old length. */
+static void want_padded(const struct cache_sm *sm,
+                        const char *key,
+                        uint64_t number,
+                        size_t width)
+{
+    char buf[64];
+    int n = snprintf(buf, sizeof(buf), "%llu", (unsigned long long)number);
+
+    assert_true((size_t)n <= width && width < sizeof(buf));
+    memset(buf + n, ' ', width - (size_t)n);
+    buf[width] = '\0';
+    want_value(sm, T0, key, buf, 0);
+}
+
+static struct cache_sm_stats stats_of(const struct cache_sm *sm)
+{
+    struct cache_sm_stats st;
+
+    cache_sm_stats(sm, &st);
+    return st;
+}
+
+/* -------------------------------------------------------------- store ops */
+
+static void test_set_get(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+    struct cache_result res;
+    struct cache_sm_stats st;
+
+    (void)state;
+    assert_int_equal(
+        op_full(sm, T0, CACHE_OP_SET, "k", "hello", 42, 0, 0, 0, &res),
+        CACHE_STORED);
+    assert_int_equal(res.cas, 1);
+    cache_result_clear(&res);
+    want_value(sm, T0, "k", "hello", 42);
+    assert_int_equal(cas_of(sm, T0, "k"), 1);
+    /* set overwrites, flags included */
+    assert_int_equal(store(sm, T0, CACHE_OP_SET, "k", "", 7, 0), CACHE_STORED);
+    want_value(sm, T0, "k", "", 7);
+    want_miss(sm, T0, "other");
+
+    st = stats_of(sm);
+    assert_int_equal(st.curr_items, 1);
+    assert_int_equal(st.total_items, 2);
+    assert_int_equal(st.bytes, 48 + 1 + 0);
+    assert_int_equal(st.limit_maxbytes, 64ULL * 1024 * 1024);
+    assert_int_equal(st.item_size_max, CACHE_ITEM_SIZE_MAX_DEFAULT);
+    assert_int_equal(st.next_cas, 3);
+    assert_int_equal(st.applied, 2);
+    cache_sm_free(sm);
+}
+
+static void test_add(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+
+    (void)state;
+    assert_int_equal(store(sm, T0, CACHE_OP_ADD, "k", "a", 0, 0), CACHE_STORED);
+    assert_int_equal(store(sm, T0, CACHE_OP_ADD, "k", "b", 0, 0),
+                     CACHE_NOT_STORED);
+    want_value(sm, T0, "k", "a", 0);
+    /* a failed add takes no cas */
+    assert_int_equal(stats_of(sm).next_cas, 2);
+    /* add over an expired item stores (memcached 1.6.18) */
+    assert_int_equal(store(sm, T0, CACHE_OP_SET, "e", "old", 0, 1),
+                     CACHE_STORED);
+    assert_int_equal(store(sm, T0 + 1000, CACHE_OP_ADD, "e", "new", 0, 0),
+                     CACHE_STORED);
+    want_value(sm, T0 + 1000, "e", "new", 0);
+    cache_sm_free(sm);
+}
+
+static void test_replace(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+
+    (void)state;
+    assert_int_equal(store(sm, T0, CACHE_OP_REPLACE, "k", "a", 0, 0),
+                     CACHE_NOT_STORED);
+    want_miss(sm, T0, "k");
+    assert_int_equal(set(sm, T0, "k", "a"), CACHE_STORED);
+    assert_int_equal(store(sm, T0, CACHE_OP_REPLACE, "k", "b", 3, 0),
+                     CACHE_STORED);
+    want_value(sm, T0, "k", "b", 3);
+    cache_sm_free(sm);
+}
+
+static void test_append_prepend_keep_flags_and_exptime(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+
+    (void)state;
+    assert_int_equal(store(sm, T0, CACHE_OP_SET, "k", "mid", 5, 10),
+                     CACHE_STORED);
+    /* the op's flags and exptime are ignored */
+    assert_int_equal(store(sm, T0, CACHE_OP_APPEND, "k", "-end", 7, 0),
+                     CACHE_STORED);
+    assert_int_equal(store(sm, T0, CACHE_OP_PREPEND, "k", "start-", 9, 1000),
+                     CACHE_STORED);
+    want_value(sm, T0, "k", "start-mid-end", 5);
+    /* still expires 10 s after the set */
+    want_value(sm, T0 + 9999, "k", "start-mid-end", 5);
+    want_miss(sm, T0 + 10000, "k");
+    /* appending nothing is a store too */
+    assert_int_equal(store(sm, T0, CACHE_OP_APPEND, "k", "", 0, 0),
+                     CACHE_STORED);
+    want_value(sm, T0, "k", "start-mid-end", 5);
+    cache_sm_free(sm);
+}
+
+static void test_append_prepend_missing(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+
+    (void)state;
+    assert_int_equal(store(sm, T0, CACHE_OP_APPEND, "k", "x", 0, 0),
+                     CACHE_NOT_STORED);
+    assert_int_equal(store(sm, T0, CACHE_OP_PREPEND, "k", "x", 0, 0),
+                     CACHE_NOT_STORED);
+    want_miss(sm, T0, "k");
+    /* an expired item is missing */
+    assert_int_equal(store(sm, T0, CACHE_OP_SET, "e", "v", 0, 1), CACHE_STORED);
+    assert_int_equal(store(sm, T0 + 1000, CACHE_OP_APPEND, "e", "x", 0, 0),
+                     CACHE_NOT_STORED);
+    assert_int_equal(stats_of(sm).expired_unfetched, 1);
+    cache_sm_free(sm);
+}
+
+/* -------------------------------------------------------------------- cas */
+
+static void test_cas(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+    struct cache_result res;
+    uint64_t c;
+
+    (void)state;
+    /* missing */
+    assert_int_equal(op_full(sm, T0, CACHE_OP_CAS, "k", "v", 0, 0, 1, 0, NULL),
+                     CACHE_NOT_FOUND);
+    assert_int_equal(set(sm, T0, "k", "a"), CACHE_STORED);
+    c = cas_of(sm, T0, "k");
+    /* mismatch */
+    assert_int_equal(
+        op_full(sm, T0, CACHE_OP_CAS, "k", "b", 0, 0, c + 1, 0, NULL),
+        CACHE_EXISTS);
+    assert_int_equal(op_full(sm, T0, CACHE_OP_CAS, "k", "b", 0, 0, 0, 0, NULL),
+                     CACHE_EXISTS);
+    want_value(sm, T0, "k", "a", 0);
+    /* match */
+    assert_int_equal(op_full(sm, T0, CACHE_OP_CAS, "k", "b", 4, 0, c, 0, &res),
+                     CACHE_STORED);
+    assert_true(res.cas > c);
+    assert_int_equal(res.cas, cas_of(sm, T0, "k"));
+    cache_result_clear(&res);
+    want_value(sm, T0, "k", "b", 4);
+    /* the old unique is now stale */
+    assert_int_equal(op_full(sm, T0, CACHE_OP_CAS, "k", "c", 0, 0, c, 0, NULL),
+                     CACHE_EXISTS);
+    /* after delete */
+    c = cas_of(sm, T0, "k");
+    assert_int_equal(simple(sm, T0, CACHE_OP_DELETE, "k", 0), CACHE_DELETED);
+    assert_int_equal(op_full(sm, T0, CACHE_OP_CAS, "k", "d", 0, 0, c, 0, NULL),
+                     CACHE_NOT_FOUND);
+    cache_sm_free(sm);
+}
+
+static void test_cas_on_expired_item(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+    uint64_t c;
+
+    (void)state;
+    assert_int_equal(store(sm, T0, CACHE_OP_SET, "k", "v", 0, 1), CACHE_STORED);
+    c = cas_of(sm, T0, "k");
+    /* memcached 1.6.18: NOT_FOUND once expired, even with the right unique */
+    assert_int_equal(
+        op_full(sm, T0 + 1000, CACHE_OP_CAS, "k", "w", 0, 0, c, 0, NULL),
+        CACHE_NOT_FOUND);
+    want_miss(sm, T0 + 1000, "k");
+    cache_sm_free(sm);
+}
+
+static void test_cas_unique_per_store(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+    uint64_t prev;
+    uint64_t c;
+    struct cache_result res;
+
+    (void)state;
+    assert_int_equal(set(sm, T0, "k", "1"), CACHE_STORED);
+    prev = cas_of(sm, T0, "k");
+
+    assert_int_equal(set(sm, T0, "k", "2"), CACHE_STORED);
+    c = cas_of(sm, T0, "k");
+    assert_true(c > prev);
+    prev = c;
+    assert_int_equal(store(sm, T0, CACHE_OP_APPEND, "k", "0", 0, 0),
+                     CACHE_STORED);
+    c = cas_of(sm, T0, "k");
+    assert_true(c > prev);
+    prev = c;
+    assert_int_equal(store(sm, T0, CACHE_OP_PREPEND, "k", "1", 0, 0),
+                     CACHE_STORED);
+    c = cas_of(sm, T0, "k");
+    assert_true(c > prev);
+    prev = c;
+    /* incr and decr take a new unique (memcached 1.6.18) */
+    assert_int_equal(delta(sm, T0, CACHE_OP_INCR, "k", 1, CACHE_NUMBER), 121);
+    c = cas_of(sm, T0, "k");
+    assert_true(c > prev);
+    prev = c;
+    assert_int_equal(delta(sm, T0, CACHE_OP_DECR, "k", 1, CACHE_NUMBER), 120);
+    c = cas_of(sm, T0, "k");
+    assert_true(c > prev);
+    prev = c;
+    /* touch and gat keep it (memcached 1.6.18) */
+    assert_int_equal(simple(sm, T0, CACHE_OP_TOUCH, "k", 100), CACHE_TOUCHED);
+    assert_int_equal(cas_of(sm, T0, "k"), prev);
+    assert_int_equal(
+        op_full(sm, T0, CACHE_OP_GAT, "k", NULL, 0, 100, 0, 0, &res),
+        CACHE_HIT);
+    assert_int_equal(res.cas, prev);
+    cache_result_clear(&res);
+    assert_int_equal(cas_of(sm, T0, "k"), prev);
+    /* uniques are never reused across keys */
+    assert_int_equal(set(sm, T0, "other", "x"), CACHE_STORED);
+    assert_true(cas_of(sm, T0, "other") > prev);
+    cache_sm_free(sm);
+}
+
+/* -------------------------------------------------------------- incr/decr */
+
+static void test_incr_decr_basic(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+
+    (void)state;
+    assert_int_equal(store(sm, T0, CACHE_OP_SET, "n", "10", 3, 0),
+                     CACHE_STORED);
+    assert_int_equal(delta(sm, T0, CACHE_OP_INCR, "n", 5, CACHE_NUMBER), 15);
+    want_value(sm, T0, "n", "15", 3);
+    assert_int_equal(delta(sm, T0, CACHE_OP_DECR, "n", 3, CACHE_NUMBER), 12);
+    want_value(sm, T0, "n", "12", 3);
+    assert_int_equal(delta(sm, T0, CACHE_OP_INCR, "n", 0, CACHE_NUMBER), 12);
+    /* growing the text rewrites the item, flags kept */
+    assert_int_equal(delta(sm, T0, CACHE_OP_INCR, "n", 88, CACHE_NUMBER), 100);
+    want_value(sm, T0, "n", "100", 3);
+    delta(sm, T0, CACHE_OP_INCR, "missing", 1, CACHE_NOT_FOUND);
+    delta(sm, T0, CACHE_OP_DECR, "missing", 1, CACHE_NOT_FOUND);
+    cache_sm_free(sm);
+}
+
+static void test_incr_decr_shrink_pads_with_spaces(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+
+    (void)state;
+    /* memcached 1.6.18: "100" decr 95 reads back as "5  " */
+    assert_int_equal(set(sm, T0, "n", "100"), CACHE_STORED);
+    assert_int_equal(delta(sm, T0, CACHE_OP_DECR, "n", 95, CACHE_NUMBER), 5);
+    want_value(sm, T0, "n", "5  ", 0);
+    /* and the padded value still counts */
+    assert_int_equal(delta(sm, T0, CACHE_OP_INCR, "n", 1, CACHE_NUMBER), 6);
+    want_value(sm, T0, "n", "6  ", 0);
+    cache_sm_free(sm);
+}
+
+static void test_incr_wrap_and_decr_floor(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+
+    (void)state;
+    assert_int_equal(set(sm, T0, "n", "18446744073709551615"), CACHE_STORED);
+    assert_int_equal(delta(sm, T0, CACHE_OP_INCR, "n", 1, CACHE_NUMBER), 0);
+    want_padded(sm, "n", 0, 20);
+    assert_int_equal(set(sm, T0, "n", "5"), CACHE_STORED);
+    assert_int_equal(
+        delta(sm, T0, CACHE_OP_INCR, "n", UINT64_MAX, CACHE_NUMBER), 4);
+    assert_int_equal(delta(sm, T0, CACHE_OP_DECR, "n", 6, CACHE_NUMBER), 0);
+    want_value(sm, T0, "n", "0", 0);
+    assert_int_equal(delta(sm, T0, CACHE_OP_DECR, "n", 1, CACHE_NUMBER), 0);
+    assert_int_equal(
+        delta(sm, T0, CACHE_OP_DECR, "n", UINT64_MAX, CACHE_NUMBER), 0);
+    cache_sm_free(sm);
+}
+
+static void test_incr_non_numeric(void **state)
+{
+    static const char *bad[] = {
+        "", /* memcached: a zero-length value is never a number */
+        "abc",
+        "5x",
+        "x5",
+        " ",
+        "  \t",
+        "+",
+        "-",
+        "- 5",
+        "--5",
+        "0x10",
+        "-5",                   /* negative as int64 */
+        "18446744073709551616", /* 2^64: strtoull ERANGE */
+        "99999999999999999999999",
+    };
+    struct cache_sm *sm = sm_make(0, 0);
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(set(sm, T0, "n", bad[i]), CACHE_STORED);
+        delta(sm, T0, CACHE_OP_INCR, "n", 1, CACHE_NON_NUMERIC);
+        delta(sm, T0, CACHE_OP_DECR, "n", 1, CACHE_NON_NUMERIC);
+        /* the value is untouched and no cas is taken */
+        want_value(sm, T0, "n", bad[i], 0);
+    }
+    assert_int_equal(stats_of(sm).next_cas, i + 1);
+    cache_sm_free(sm);
+}
+
+static void test_incr_strtoull_quirks(void **state)
+{
+    /* All of these are accepted by memcached 1.6.18 (safe_strtoull). */
+    static const struct {
+        const char *value;
+        uint64_t incr1;
+    } ok[] = {
+        {" 5", 6},
+        {"5 ", 6},
+        {"5 x", 6}, /* white space ends the number */
+        {"\t7\n", 8},
+        {"+5", 6},
+        {"007", 8},
+        {"-0", 1},
+        /* strtoull negates: -(2^64-1) is 1, not negative as int64 */
+        {"-18446744073709551615", 2},
+        {"018446744073709551615", 0}, /* 21 characters is fine */
+        {"18446744073709551614", 18446744073709551615ULL},
+    };
+    struct cache_sm *sm = sm_make(0, 0);
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        assert_int_equal(set(sm, T0, "n", ok[i].value), CACHE_STORED);
+        assert_int_equal(delta(sm, T0, CACHE_OP_INCR, "n", 1, CACHE_NUMBER),
+                         ok[i].incr1);
+        want_padded(sm, "n", ok[i].incr1, strlen(ok[i].value));
+    }
+    cache_sm_free(sm);
+}
+
+static void test_incr_expired_is_missing(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+
+    (void)state;
+    assert_int_equal(store(sm, T0, CACHE_OP_SET, "n", "1", 0, 2), CACHE_STORED);
+    assert_int_equal(delta(sm, T0 + 1999, CACHE_OP_INCR, "n", 1, CACHE_NUMBER),
+                     2);
+    /* incr keeps the exptime */
+    delta(sm, T0 + 2000, CACHE_OP_INCR, "n", 1, CACHE_NOT_FOUND);
+    cache_sm_free(sm);
+}
+
+/* ------------------------------------------------------ delete/touch/gat */
+
+static void test_delete(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+
+    (void)state;
+    assert_int_equal(simple(sm, T0, CACHE_OP_DELETE, "k", 0), CACHE_NOT_FOUND);
+    assert_int_equal(set(sm, T0, "k", "v"), CACHE_STORED);
+    assert_int_equal(simple(sm, T0, CACHE_OP_DELETE, "k", 0), CACHE_DELETED);
+    want_miss(sm, T0, "k");
+    assert_int_equal(simple(sm, T0, CACHE_OP_DELETE, "k", 0), CACHE_NOT_FOUND);
+    assert_int_equal(stats_of(sm).curr_items, 0);
+    assert_int_equal(stats_of(sm).bytes, 0);
+    /* an expired item is not found */
+    assert_int_equal(store(sm, T0, CACHE_OP_SET, "e", "v", 0, 1), CACHE_STORED);
+    assert_int_equal(simple(sm, T0 + 1000, CACHE_OP_DELETE, "e", 0),
+                     CACHE_NOT_FOUND);
+    cache_sm_free(sm);
+}
+
+static void test_touch(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+
+    (void)state;
+    assert_int_equal(simple(sm, T0, CACHE_OP_TOUCH, "k", 10), CACHE_NOT_FOUND);
+    assert_int_equal(store(sm, T0, CACHE_OP_SET, "k", "v", 8, 5), CACHE_STORED);
+    /* extend: 5 s -> 10 s from T0+1 s */
+    assert_int_equal(simple(sm, T0 + 1000, CACHE_OP_TOUCH, "k", 10),
+                     CACHE_TOUCHED);
+    want_value(sm, T0 + 10999, "k", "v", 8);
+    want_miss(sm, T0 + 11000, "k");
+    /* 0 = never */
+    assert_int_equal(simple(sm, T0 + 2000, CACHE_OP_TOUCH, "k", 0),
+                     CACHE_TOUCHED);
+    want_value(sm, T0 + 1000000000, "k", "v", 8);
+    /* negative expires it at once (memcached 1.6.18) */
+    assert_int_equal(simple(sm, T0 + 3000, CACHE_OP_TOUCH, "k", -1),
+                     CACHE_TOUCHED);
+    want_miss(sm, T0 + 3000, "k");
+    assert_int_equal(simple(sm, T0 + 3000, CACHE_OP_TOUCH, "k", 10),
+                     CACHE_NOT_FOUND);
+    assert_int_equal(stats_of(sm).curr_items, 0);
+    cache_sm_free(sm);
+}
+
+static void test_gat(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+    struct cache_result res;
+
+    (void)state;
+    assert_int_equal(
+        op_full(sm, T0, CACHE_OP_GAT, "k", NULL, 0, 10, 0, 0, &res),
+        CACHE_NOT_FOUND);
+    assert_null(res.value);
+    assert_int_equal(store(sm, T0, CACHE_OP_SET, "k", "value", 6, 1),
+                     CACHE_STORED);
+    assert_int_equal(
+        op_full(sm, T0 + 500, CACHE_OP_GAT, "k", NULL, 0, 10, 0, 0, &res),
+        CACHE_HIT);
+    assert_int_equal(res.value_len, 5);
+    assert_memory_equal(res.value, "value", 5);
+    assert_int_equal(res.flags, 6);
+    assert_int_equal(res.cas, 1);
+    cache_result_clear(&res);
+    want_value(sm, T0 + 10499, "k", "value", 6);
+    want_miss(sm, T0 + 10500, "k");
+    /* gat -1 returns the item, then it is gone (memcached 1.6.18) */
+    assert_int_equal(
+        op_full(sm, T0 + 600, CACHE_OP_GAT, "k", NULL, 0, -1, 0, 0, &res),
+        CACHE_HIT);
+    assert_memory_equal(res.value, "value", 5);
+    cache_result_clear(&res);
+    want_miss(sm, T0 + 600, "k");
+    /* empty value: HIT with NULL */
+    assert_int_equal(set(sm, T0 + 600, "e", ""), CACHE_STORED);
+    assert_int_equal(
+        op_full(sm, T0 + 600, CACHE_OP_GAT, "e", NULL, 0, 0, 0, 0, &res),
+        CACHE_HIT);
+    assert_null(res.value);
+    assert_int_equal(res.value_len, 0);
+    cache_result_clear(&res);
+    cache_sm_free(sm);
+}
+
+/* ----------------------------------------------------------------- expiry */
+
+static void test_expiry_relative_boundary(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+
+    (void)state;
+    /* set at T0+123 ms with 10 s: alive until exactly 10 000 ms later */
+    assert_int_equal(store(sm, T0 + 123, CACHE_OP_SET, "k", "v", 0, 10),
+                     CACHE_STORED);
+    want_value(sm, T0 + 123, "k", "v", 0);
+    want_value(sm, T0 + 123 + 9999, "k", "v", 0);
+    want_miss(sm, T0 + 123 + 10000, "k");
+    /* apply sees the same boundary */
+    assert_int_equal(simple(sm, T0 + 123 + 9999, CACHE_OP_TOUCH, "k", 10),
+                     CACHE_TOUCHED);
+    assert_int_equal(
+        simple(sm, T0 + 123 + 9999 + 10000, CACHE_OP_TOUCH, "k", 10),
+        CACHE_NOT_FOUND);
+    cache_sm_free(sm);
+}
+
+static void test_expiry_absolute(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+
+    (void)state;
+    /* absolute unix time 100 s ahead: dead at exactly that second */
+    assert_int_equal(store(sm, T0, CACHE_OP_SET, "k", "v", 0, T0_S + 100),
+                     CACHE_STORED);
+    want_value(sm, T0 + 99999, "k", "v", 0);
+    want_miss(sm, T0 + 100000, "k");
+    /* absolute time in the past: STORED but dead on arrival */
+    assert_int_equal(store(sm, T0, CACHE_OP_SET, "p", "v", 0, T0_S - 1),
+                     CACHE_STORED);
+    want_miss(sm, T0, "p");
+    /* absolute time equal to now is also already expired */
+    assert_int_equal(store(sm, T0, CACHE_OP_SET, "q", "v", 0, T0_S),
+                     CACHE_STORED);
+    want_miss(sm, T0, "q");
+    /* one ms before the absolute second it is still valid (a fresh
+     * machine: the clock of @sm is already at T0) */
+    {
+        struct cache_sm *sm2 = sm_make(0, 0);
+
+        assert_int_equal(store(sm2, T0 - 1, CACHE_OP_SET, "r", "v", 0, T0_S),
+                         CACHE_STORED);
+        want_value(sm2, T0 - 1, "r", "v", 0);
+        want_miss(sm2, T0, "r");
+        cache_sm_free(sm2);
+    }
+    /* huge absolute times saturate instead of wrapping */
+    assert_int_equal(store(sm, T0, CACHE_OP_SET, "h", "v", 0, INT64_MAX),
+                     CACHE_STORED);
+    want_value(sm, UINT64_MAX - 1, "h", "v", 0);
+    cache_sm_free(sm);
+}
+
+static void test_expiry_negative(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+    struct cache_result res;
+
+    (void)state;
+    assert_int_equal(set(sm, T0, "k", "old"), CACHE_STORED);
+    /* memcached 1.6.18: STORED, and the old value is gone */
+    assert_int_equal(
+        op_full(sm, T0, CACHE_OP_SET, "k", "new", 0, -1, 0, 0, &res),
+        CACHE_STORED);
+    assert_int_equal(res.cas, 2);
+    cache_result_clear(&res);
+    want_miss(sm, T0, "k");
+    assert_int_equal(stats_of(sm).curr_items, 0);
+    assert_int_equal(stats_of(sm).next_cas, 3);
+    /* add then works again */
+    assert_int_equal(store(sm, T0, CACHE_OP_ADD, "k", "y", 0, 0), CACHE_STORED);
+    want_value(sm, T0, "k", "y", 0);
+    /* cas with a negative exptime also ends with nothing */
+    assert_int_equal(op_full(sm, T0, CACHE_OP_CAS, "k", "z", 0, -5,
+                             cas_of(sm, T0, "k"), 0, NULL),
+                     CACHE_STORED);
+    want_miss(sm, T0, "k");
+    cache_sm_free(sm);
+}
+
+static void test_expiry_30_day_boundary(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+
+    (void)state;
+    /* 2592000 is still relative: 30 days from now */
+    assert_int_equal(
+        store(sm, T0, CACHE_OP_SET, "rel", "v", 0, CACHE_REALTIME_MAXDELTA),
+        CACHE_STORED);
+    want_value(sm, T0 + CACHE_REALTIME_MAXDELTA * 1000ULL - 1, "rel", "v", 0);
+    want_miss(sm, T0 + CACHE_REALTIME_MAXDELTA * 1000ULL, "rel");
+    /* 2592001 is an absolute unix time in January 1970: already expired */
+    assert_int_equal(
+        store(sm, T0, CACHE_OP_SET, "abs", "v", 0, CACHE_REALTIME_MAXDELTA + 1),
+        CACHE_STORED);
+    want_miss(sm, T0, "abs");
+    cache_sm_free(sm);
+}
+
+static void test_reads_do_not_change_state(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+    uint64_t d;
+
+    (void)state;
+    assert_int_equal(store(sm, T0, CACHE_OP_SET, "k", "v", 0, 1), CACHE_STORED);
+    assert_int_equal(set(sm, T0, "j", "v"), CACHE_STORED);
+    d = cache_sm_digest(sm);
+    want_miss(sm, T0 + 5000, "k");
+    want_value(sm, T0 + 5000, "j", "v", 0);
+    /* the expired item is still held until a write meets it */
+    assert_int_equal(stats_of(sm).curr_items, 2);
+    assert_int_equal(cache_sm_digest(sm), d);
+    /* a read with an older now sees it again: reads use now_ms as given */
+    want_value(sm, T0, "k", "v", 0);
+    cache_sm_free(sm);
+}
+
+static void test_time_backwards(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+    struct cache_sm *ref = sm_make(0, 0);
+
+    (void)state;
+    assert_int_equal(store(sm, T0 + 10000, CACHE_OP_SET, "k", "v", 0, 5),
+                     CACHE_STORED);
+    /* a new leader with a clock 20 s slow: relative exptimes count from the
+     * state machine clock (T0+10 s), not from the stamp */
+    assert_int_equal(store(sm, T0 - 10000, CACHE_OP_SET, "j", "v", 0, 5),
+                     CACHE_STORED);
+    want_value(sm, T0 + 14999, "j", "v", 0);
+    want_miss(sm, T0 + 15000, "j");
+    /* an item that expired by the max clock stays expired for writes */
+    assert_int_equal(store(sm, T0 + 15000, CACHE_OP_SET, "x", "v", 0, 0),
+                     CACHE_STORED);
+    assert_int_equal(simple(sm, T0, CACHE_OP_TOUCH, "k", 100), CACHE_NOT_FOUND);
+    /* and the result equals a machine that never saw time go back */
+    assert_int_equal(store(ref, T0 + 10000, CACHE_OP_SET, "k", "v", 0, 5),
+                     CACHE_STORED);
+    assert_int_equal(store(ref, T0 + 10000, CACHE_OP_SET, "j", "v", 0, 5),
+                     CACHE_STORED);
+    assert_int_equal(store(ref, T0 + 15000, CACHE_OP_SET, "x", "v", 0, 0),
+                     CACHE_STORED);
+    assert_int_equal(simple(ref, T0 + 15000, CACHE_OP_TOUCH, "k", 100),
+                     CACHE_NOT_FOUND);
+    assert_int_equal(cache_sm_digest(sm), cache_sm_digest(ref));
+    cache_sm_free(sm);
+    cache_sm_free(ref);
+}
+
+/* -------------------------------------------------------------- flush_all */
+
+static void test_flush_all_now(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+
+    (void)state;
+    assert_int_equal(set(sm, T0, "a", "1"), CACHE_STORED);
+    assert_int_equal(set(sm, T0, "b", "2"), CACHE_STORED);
+    assert_int_equal(simple(sm, T0, CACHE_OP_FLUSH_ALL, NULL, 0), CACHE_OK);
+    want_miss(sm, T0, "a");
+    want_miss(sm, T0, "b");
+    assert_int_equal(stats_of(sm).curr_items, 0);
+    assert_int_equal(stats_of(sm).bytes, 0);
+    /* a store in the same ms after the flush survives (memcached handles
+     * the same second with oldest_cas) */
+    assert_int_equal(set(sm, T0, "c", "3"), CACHE_STORED);
+    want_value(sm, T0, "c", "3", 0);
+    /* negative delay is now too */
+    assert_int_equal(simple(sm, T0, CACHE_OP_FLUSH_ALL, NULL, -1), CACHE_OK);
+    want_miss(sm, T0, "c");
+    /* and cas uniques keep increasing across a flush */
+    assert_int_equal(set(sm, T0, "d", "4"), CACHE_STORED);
+    assert_int_equal(cas_of(sm, T0, "d"), 4);
+    cache_sm_free(sm);
+}
+
+static void test_flush_all_delayed(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+
+    (void)state;
+    assert_int_equal(set(sm, T0, "a", "1"), CACHE_STORED);
+    assert_int_equal(simple(sm, T0, CACHE_OP_FLUSH_ALL, NULL, 2), CACHE_OK);
+    /* stored before the deadline: valid until it, then gone */
+    assert_int_equal(set(sm, T0 + 1000, "b", "2"), CACHE_STORED);
+    want_value(sm, T0 + 1999, "a", "1", 0);
+    want_value(sm, T0 + 1999, "b", "2", 0);
+    /* a read at the deadline misses before any apply reaches it */
+    want_miss(sm, T0 + 2000, "a");
+    want_miss(sm, T0 + 2000, "b");
+    assert_int_equal(stats_of(sm).curr_items, 2);
+    /* the first apply at the deadline clears; its own store survives */
+    assert_int_equal(set(sm, T0 + 2000, "c", "3"), CACHE_STORED);
+    assert_int_equal(stats_of(sm).curr_items, 1);
+    want_miss(sm, T0 + 2000, "a");
+    want_value(sm, T0 + 2000, "c", "3", 0);
+    want_value(sm, T0 + 100000, "c", "3", 0);
+    cache_sm_free(sm);
+}
+
+static void test_flush_all_delayed_absolute_and_replaced(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+
+    (void)state;
+    assert_int_equal(set(sm, T0, "a", "1"), CACHE_STORED);
+    /* absolute deadline 5 s ahead */
+    assert_int_equal(simple(sm, T0, CACHE_OP_FLUSH_ALL, NULL, T0_S + 5),
+                     CACHE_OK);
+    want_value(sm, T0 + 4999, "a", "1", 0);
+    want_miss(sm, T0 + 5000, "a");
+    /* a later flush_all replaces the pending deadline (oldest_live) */
+    assert_int_equal(simple(sm, T0 + 1000, CACHE_OP_FLUSH_ALL, NULL, 100),
+                     CACHE_OK);
+    want_value(sm, T0 + 5000, "a", "1", 0);
+    want_miss(sm, T0 + 101000, "a");
+    /* flush_all 0 cancels the pending one and clears at once */
+    assert_int_equal(simple(sm, T0 + 2000, CACHE_OP_FLUSH_ALL, NULL, 0),
+                     CACHE_OK);
+    want_miss(sm, T0 + 2000, "a");
+    assert_int_equal(set(sm, T0 + 3000, "b", "2"), CACHE_STORED);
+    assert_int_equal(set(sm, T0 + 200000, "c", "3"), CACHE_STORED);
+    want_value(sm, T0 + 200000, "b", "2", 0);
+    /* an absolute time in the past flushes now */
+    assert_int_equal(
+        simple(sm, T0 + 200000, CACHE_OP_FLUSH_ALL, NULL, T0_S - 100),
+        CACHE_OK);
+    want_miss(sm, T0 + 200000, "b");
+    want_miss(sm, T0 + 200000, "c");
+    cache_sm_free(sm);
+}
+
+/* ------------------------------------------------------ limits and keys */
+
+static void test_too_large(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 100);
+    char big[102];
+    char max[101];
+
+    (void)state;
+    memset(big, 'x', 101);
+    big[101] = '\0';
+    memset(max, 'y', 100);
+    max[100] = '\0';
+    assert_int_equal(set(sm, T0, "k", max), CACHE_STORED);
+    want_value(sm, T0, "k", max, 0);
+    /* add/replace/cas too large keep the old item (memcached 1.6.18) */
+    assert_int_equal(store(sm, T0, CACHE_OP_ADD, "k", big, 0, 0),
+                     CACHE_TOO_LARGE);
+    assert_int_equal(store(sm, T0, CACHE_OP_REPLACE, "k", big, 0, 0),
+                     CACHE_TOO_LARGE);
+    assert_int_equal(op_full(sm, T0, CACHE_OP_CAS, "k", big, 0, 0,
+                             cas_of(sm, T0, "k"), 0, NULL),
+                     CACHE_TOO_LARGE);
+    want_value(sm, T0, "k", max, 0);
+    /* append/prepend: own data too large -> TOO_LARGE, result too large ->
+     * NOT_STORED; the item is kept (memcached 1.6.18) */
+    assert_int_equal(store(sm, T0, CACHE_OP_APPEND, "k", big, 0, 0),
+                     CACHE_TOO_LARGE);
+    assert_int_equal(store(sm, T0, CACHE_OP_APPEND, "k", "z", 0, 0),
+                     CACHE_NOT_STORED);
+    assert_int_equal(store(sm, T0, CACHE_OP_PREPEND, "k", "z", 0, 0),
+                     CACHE_NOT_STORED);
+    want_value(sm, T0, "k", max, 0);
+    /* a too-large set removes the old item (memcached 1.6.18) */
+    assert_int_equal(set(sm, T0, "k", big), CACHE_TOO_LARGE);
+    want_miss(sm, T0, "k");
+    assert_int_equal(stats_of(sm).next_cas, 2);
+    cache_sm_free(sm);
+}
+
+static void test_key_validation(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+    struct cache_op op;
+    struct cache_result res;
+    char key[CACHE_KEY_MAX + 2];
+    static const char *bad[] = {"", "a b", "a\nb", "a\rb", "tab\t", "del\x7f"};
+    size_t i;
+
+    (void)state;
+    memset(key, 'k', sizeof(key));
+    key[CACHE_KEY_MAX] = '\0';
+    assert_int_equal(set(sm, T0, key, "v"), CACHE_STORED);
+    want_value(sm, T0, key, "v", 0);
+    key[CACHE_KEY_MAX] = 'k';
+    key[CACHE_KEY_MAX + 1] = '\0';
+    assert_int_equal(set(sm, T0, key, "v"), CACHE_BAD_REQUEST);
+    cache_sm_get(sm, T0, key, strlen(key), &res);
+    assert_int_equal(res.status, CACHE_BAD_REQUEST);
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(set(sm, T0, bad[i], "v"), CACHE_BAD_REQUEST);
+        assert_int_equal(simple(sm, T0, CACHE_OP_DELETE, bad[i], 0),
+                         CACHE_BAD_REQUEST);
+        delta(sm, T0, CACHE_OP_INCR, bad[i], 1, CACHE_BAD_REQUEST);
+        cache_sm_get(sm, T0, bad[i], strlen(bad[i]), &res);
+        assert_int_equal(res.status, CACHE_BAD_REQUEST);
+    }
+    /* binary-safe length: an embedded NUL is a control character */
+    cache_sm_get(sm, T0, "a\0b", 3, &res);
+    assert_int_equal(res.status, CACHE_BAD_REQUEST);
+    /* NULL key, NULL value with a length, GET through apply, bad type */
+    assert_int_equal(set(sm, T0, NULL, "v"), CACHE_BAD_REQUEST);
+    memset(&op, 0, sizeof(op));
+    op.type = CACHE_OP_SET;
+    op.key = "k";
+    op.key_len = 1;
+    op.value_len = 3;
+    cache_sm_apply(sm, T0, &op, &res);
+    assert_int_equal(res.status, CACHE_BAD_REQUEST);
+    op.type = CACHE_OP_GET;
+    cache_sm_apply(sm, T0, &op, &res);
+    assert_int_equal(res.status, CACHE_BAD_REQUEST);
+    op.type = CACHE_OP__COUNT;
+    cache_sm_apply(sm, T0, &op, &res);
+    assert_int_equal(res.status, CACHE_BAD_REQUEST);
+    assert_int_equal(stats_of(sm).curr_items, 1);
+    assert_int_equal(stats_of(sm).next_cas, 2);
+    cache_sm_free(sm);
+}
+
+/* Items of charge 48 + 2 + 50 = 100 bytes: key "kN", 50-byte value. */
+static const char *val50 = "01234567890123456789012345678901234567890123456789";
+
+static void test_eviction_order(void **state)
+{
+    struct cache_sm *sm = sm_make(500, 0); /* room for exactly 5 */
+    char key[3] = "k0";
+    int i;
+
+    (void)state;
+    for (i = 0; i < 5; i++) {
+        key[1] = (char)('0' + i);
+        assert_int_equal(set(sm, T0, key, val50), CACHE_STORED);
+    }
+    assert_int_equal(stats_of(sm).bytes, 500);
+    assert_int_equal(stats_of(sm).evictions, 0);
+    /* reads never reorder: k0 is still the oldest */
+    want_value(sm, T0, "k0", val50, 0);
+    /* writes do: touch k0, overwrite k1, incr-less gat of k2 */
+    assert_int_equal(simple(sm, T0, CACHE_OP_TOUCH, "k0", 0), CACHE_TOUCHED);
+    assert_int_equal(set(sm, T0, "k1", val50), CACHE_STORED);
+    assert_int_equal(simple(sm, T0, CACHE_OP_GAT, "k2", 0), CACHE_HIT);
+    /* order oldest first is now k3 k4 k0 k1 k2 */
+    assert_int_equal(set(sm, T0, "k5", val50), CACHE_STORED);
+    want_miss(sm, T0, "k3");
+    assert_int_equal(stats_of(sm).evictions, 1);
+    assert_int_equal(set(sm, T0, "k6", val50), CACHE_STORED);
+    want_miss(sm, T0, "k4");
+    assert_int_equal(set(sm, T0, "k7", val50), CACHE_STORED);
+    want_miss(sm, T0, "k0");
+    want_value(sm, T0, "k1", val50, 0);
+    want_value(sm, T0, "k2", val50, 0);
+    assert_int_equal(stats_of(sm).evictions, 3);
+    assert_int_equal(stats_of(sm).curr_items, 5);
+    assert_int_equal(stats_of(sm).bytes, 500);
+    /* a bigger item evicts as many as needed: 48 + 2 + 150 = 200 */
+    assert_int_equal(stats_of(sm).evictions, 3);
+    {
+        char v150[151];
+
+        memset(v150, 'v', 150);
+        v150[150] = '\0';
+        assert_int_equal(set(sm, T0, "k8", v150), CACHE_STORED);
+    }
+    want_miss(sm, T0, "k1");
+    want_miss(sm, T0, "k2");
+    want_value(sm, T0, "k5", val50, 0);
+    assert_int_equal(stats_of(sm).evictions, 5);
+    assert_int_equal(stats_of(sm).bytes, 500);
+    /* a replaced item frees its own space first: no eviction */
+    assert_int_equal(set(sm, T0, "k5", val50), CACHE_STORED);
+    assert_int_equal(stats_of(sm).evictions, 5);
+    cache_sm_free(sm);
+}
+
+static void test_eviction_counts_expired(void **state)
+{
+    struct cache_sm *sm = sm_make(200, 0);
+
+    (void)state;
+    assert_int_equal(store(sm, T0, CACHE_OP_SET, "k0", val50, 0, 1),
+                     CACHE_STORED);
+    assert_int_equal(set(sm, T0, "k1", val50), CACHE_STORED);
+    assert_int_equal(set(sm, T0 + 1000, "k2", val50), CACHE_STORED);
+    assert_int_equal(stats_of(sm).evictions, 0);
+    assert_int_equal(stats_of(sm).expired_unfetched, 1);
+    assert_int_equal(set(sm, T0 + 1000, "k3", val50), CACHE_STORED);
+    assert_int_equal(stats_of(sm).evictions, 1);
+    want_miss(sm, T0 + 1000, "k1");
+    cache_sm_free(sm);
+}
+
+static void test_no_memory(void **state)
+{
+    struct cache_sm *sm = sm_make(100, 0);
+    char v51[52];
+
+    (void)state;
+    memset(v51, 'z', 51);
+    v51[51] = '\0';
+    /* charge 48 + 2 + 50 = 100 fits exactly */
+    assert_int_equal(set(sm, T0, "k0", val50), CACHE_STORED);
+    assert_int_equal(set(sm, T0, "k1", "x"), CACHE_STORED);
+    want_miss(sm, T0, "k0");
+    /* 101 > limit: NO_MEMORY, and a failed SET drops the old item */
+    assert_int_equal(store(sm, T0, CACHE_OP_ADD, "k9", v51, 0, 0),
+                     CACHE_NO_MEMORY);
+    assert_int_equal(store(sm, T0, CACHE_OP_REPLACE, "k1", v51, 0, 0),
+                     CACHE_NO_MEMORY);
+    want_value(sm, T0, "k1", "x", 0);
+    assert_int_equal(set(sm, T0, "k1", v51), CACHE_NO_MEMORY);
+    want_miss(sm, T0, "k1");
+    /* append beyond the whole limit: NOT_STORED, item kept */
+    assert_int_equal(set(sm, T0, "k2", val50), CACHE_STORED);
+    assert_int_equal(store(sm, T0, CACHE_OP_APPEND, "k2", "y", 0, 0),
+                     CACHE_NOT_STORED);
+    want_value(sm, T0, "k2", val50, 0);
+    cache_sm_free(sm);
+}
+
+/* ---------------------------------------------- determinism and snapshots */
+
+static uint64_t rng_next(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return *s >> 33;
+}
+
+/* A reproducible mix of every op over a small key space with a clock that
+ * sometimes goes backwards. */
+static void random_ops(struct cache_sm **sms,
+                       size_t n_sms,
+                       uint64_t seed,
+                       int count,
+                       uint64_t *now)
+{
+    static const char *values[] = {"",      "1",
+                                   "42",    "18446744073709551615",
+                                   "hello", "a longer value for memory"};
+    uint64_t s = seed;
+    int i;
+    size_t j;
+
+    for (i = 0; i < count; i++) {
+        struct cache_op op;
+        char key[16];
+        uint64_t r = rng_next(&s);
+
+        memset(&op, 0, sizeof(op));
+        op.type = (enum cache_op_type)(1 + r % (CACHE_OP__COUNT - 1));
+        if (op.type == CACHE_OP_FLUSH_ALL && rng_next(&s) % 128 != 0) {
+            op.type = CACHE_OP_SET;
+        }
+        snprintf(key, sizeof(key), "key%u", (unsigned)(rng_next(&s) % 300));
+        op.key = key;
+        op.key_len = strlen(key);
+        op.value = values[rng_next(&s) % 6];
+        op.value_len = strlen(op.value);
+        op.flags = (uint32_t)rng_next(&s) % 4;
+        /* mostly no expiry; sometimes negative, short or a delay */
+        op.exptime = (int64_t)(rng_next(&s) % 16);
+        op.exptime = op.exptime < 10 ? 0 : op.exptime - 11;
+        op.cas = rng_next(&s) % 64;
+        op.delta = rng_next(&s) % 1000;
+        *now += rng_next(&s) % 100;
+        if (rng_next(&s) % 50 == 0) {
+            *now -= 3000;
+        }
+        for (j = 0; j < n_sms; j++) {
+            struct cache_result res;
+
+            cache_sm_apply(sms[j], *now, &op, &res);
+            cache_result_clear(&res);
+        }
+    }
+}
+
+static void test_determinism(void **state)
+{
+    struct cache_sm *sms[2];
+    uint64_t now = T0;
+
+    (void)state;
+    sms[0] = sm_make(4000, 0);
+    sms[1] = sm_make(4000, 0);
+    random_ops(sms, 2, 1, 20000, &now);
+    assert_int_equal(cache_sm_digest(sms[0]), cache_sm_digest(sms[1]));
+    assert_true(stats_of(sms[0]).evictions > 0);
+    /* the digest sees data, flags and exptime */
+    assert_int_equal(set(sms[0], now, "dk", "v"), CACHE_STORED);
+    assert_int_equal(set(sms[1], now, "dk", "v"), CACHE_STORED);
+    assert_int_equal(cache_sm_digest(sms[0]), cache_sm_digest(sms[1]));
+    assert_int_equal(store(sms[0], now, CACHE_OP_SET, "dk", "w", 0, 0),
+                     CACHE_STORED);
+    assert_int_equal(store(sms[1], now, CACHE_OP_SET, "dk", "v", 1, 0),
+                     CACHE_STORED);
+    assert_int_not_equal(cache_sm_digest(sms[0]), cache_sm_digest(sms[1]));
+    cache_sm_free(sms[0]);
+    cache_sm_free(sms[1]);
+}
+
+static void snapshot_of(const struct cache_sm *sm, void **buf, size_t *len)
+{
+    assert_int_equal(cache_sm_snapshot(sm, malloc, buf, len), 0);
+}
+
+static void test_snapshot_roundtrip(void **state)
+{
+    struct cache_sm *sms[2];
+    struct cache_sm *fresh;
+    uint64_t now = T0;
+    uint64_t now2;
+    void *buf;
+    size_t len;
+
+    (void)state;
+    sms[0] = sm_make(6000, 0);
+    random_ops(sms, 1, 7, 5000, &now);
+    /* leave a pending delayed flush in the state */
+    assert_int_equal(simple(sms[0], now, CACHE_OP_FLUSH_ALL, NULL, 30),
+                     CACHE_OK);
+    snapshot_of(sms[0], &buf, &len);
+
+    fresh = sm_make(6000, 0);
+    assert_int_equal(set(fresh, T0, "junk", "to be replaced"), CACHE_STORED);
+    assert_int_equal(cache_sm_restore(fresh, buf, len), 0);
+    assert_int_equal(cache_sm_digest(fresh), cache_sm_digest(sms[0]));
+    assert_int_equal(stats_of(fresh).curr_items, stats_of(sms[0]).curr_items);
+    assert_int_equal(stats_of(fresh).bytes, stats_of(sms[0]).bytes);
+    assert_int_equal(stats_of(fresh).next_cas, stats_of(sms[0]).next_cas);
+    want_miss(fresh, T0, "junk");
+    free(buf);
+
+    /* the same future on both, evictions and the flush included */
+    sms[1] = fresh;
+    now2 = now;
+    random_ops(sms, 2, 99, 5000, &now2);
+    assert_int_equal(cache_sm_digest(sms[0]), cache_sm_digest(sms[1]));
+    assert_true(stats_of(sms[0]).evictions > 0);
+
+    /* a snapshot of a restored machine is byte-identical */
+    {
+        void *a;
+        void *b;
+        size_t alen;
+        size_t blen;
+
+        snapshot_of(sms[0], &a, &alen);
+        snapshot_of(sms[1], &b, &blen);
+        assert_int_equal(alen, blen);
+        assert_memory_equal(a, b, alen);
+        free(a);
+        free(b);
+    }
+    cache_sm_free(sms[0]);
+    cache_sm_free(sms[1]);
+}
+
+static void test_snapshot_empty(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+    struct cache_sm *other = sm_make(0, 0);
+    void *buf;
+    size_t len;
+
+    (void)state;
+    snapshot_of(sm, &buf, &len);
+    assert_int_equal(len, 48);
+    assert_int_equal(set(other, T0, "k", "v"), CACHE_STORED);
+    assert_int_equal(cache_sm_restore(other, buf, len), 0);
+    assert_int_equal(cache_sm_digest(other), cache_sm_digest(sm));
+    assert_int_equal(stats_of(other).curr_items, 0);
+    free(buf);
+    cache_sm_free(sm);
+    cache_sm_free(other);
+}
+
+static void *failing_alloc(size_t n)
+{
+    (void)n;
+    return NULL;
+}
+
+static void test_restore_corrupt(void **state)
+{
+    struct cache_sm *src = sm_make(0, 0);
+    struct cache_sm *dst = sm_make(0, 0);
+    unsigned char *buf;
+    unsigned char *copy;
+    void *out;
+    size_t out_len;
+    size_t len;
+    size_t i;
+    uint64_t d;
+
+    (void)state;
+    assert_int_equal(store(src, T0, CACHE_OP_SET, "a", "alpha", 1, 100),
+                     CACHE_STORED);
+    assert_int_equal(set(src, T0, "b", ""), CACHE_STORED);
+    assert_int_equal(set(src, T0, "c", "gamma"), CACHE_STORED);
+    assert_int_equal(cache_sm_snapshot(src, failing_alloc, &out, &out_len), -1);
+    snapshot_of(src, &out, &out_len);
+    buf = out;
+    len = out_len;
+
+    assert_int_equal(set(dst, T0, "keep", "me"), CACHE_STORED);
+    d = cache_sm_digest(dst);
+
+    /* every truncation */
+    for (i = 0; i < len; i++) {
+        assert_int_equal(cache_sm_restore(dst, buf, i), -1);
+    }
+    assert_int_equal(cache_sm_restore(dst, NULL, len), -1);
+    /* every single-bit flip */
+    copy = malloc(len + 1);
+    assert_non_null(copy);
+    for (i = 0; i < len * 8; i++) {
+        memcpy(copy, buf, len);
+        copy[i / 8] ^= (unsigned char)(1u << (i % 8));
+        assert_int_equal(cache_sm_restore(dst, copy, len), -1);
+    }
+    /* a trailing byte */
+    memcpy(copy, buf, len);
+    copy[len] = 0;
+    assert_int_equal(cache_sm_restore(dst, copy, len + 1), -1);
+    /* random garbage */
+    {
+        uint64_t s = 3;
+        size_t round;
+
+        for (round = 0; round < 200; round++) {
+            for (i = 0; i < len; i++) {
+                copy[i] = (unsigned char)rng_next(&s);
+            }
+            assert_int_equal(cache_sm_restore(dst, copy, len), -1);
+        }
+    }
+    free(copy);
+    /* the old state is untouched and still works */
+    assert_int_equal(cache_sm_digest(dst), d);
+    want_value(dst, T0, "keep", "me", 0);
+    assert_int_equal(set(dst, T0, "more", "x"), CACHE_STORED);
+    /* the intact buffer still restores */
+    assert_int_equal(cache_sm_restore(dst, buf, len), 0);
+    assert_int_equal(cache_sm_digest(dst), cache_sm_digest(src));
+    free(buf);
+    cache_sm_free(src);
+    cache_sm_free(dst);
+}
+
+#define SNAP_HDR 40 /* magic, version, clock, next_cas, flush, count */
+
+/* Snapshot writer for hand-made buffers, with a valid checksum, to reach
+ * the checks behind the checksum. */
+struct snap_builder {
+    unsigned char buf[1024];
+    size_t len;
+};
+
+static void sb_u8(struct snap_builder *b, uint8_t v)
+{
+    b->buf[b->len++] = v;
+}
+
+static void sb_u32(struct snap_builder *b, uint32_t v)
+{
+    int i;
+
+    for (i = 0; i < 4; i++) {
+        sb_u8(b, (uint8_t)(v >> (8 * i)));
+    }
+}
+
+static void sb_u64(struct snap_builder *b, uint64_t v)
+{
+    sb_u32(b, (uint32_t)v);
+    sb_u32(b, (uint32_t)(v >> 32));
+}
+
+static void sb_header(struct snap_builder *b,
+                      uint32_t magic,
+                      uint32_t version,
+                      uint64_t next_cas,
+                      uint64_t count)
+{
+    b->len = 0;
+    sb_u32(b, magic);
+    sb_u32(b, version);
+    sb_u64(b, T0);
+    sb_u64(b, next_cas);
+    sb_u64(b, 0);
+    sb_u64(b, count);
+}
+
+static void sb_item(struct snap_builder *b,
+                    const char *key,
+                    uint32_t vlen,
+                    uint64_t cas)
+{
+    uint32_t i;
+
+    sb_u8(b, (uint8_t)strlen(key));
+    sb_u32(b, 0);
+    sb_u32(b, vlen);
+    sb_u64(b, 0);
+    sb_u64(b, cas);
+    memcpy(b->buf + b->len, key, strlen(key));
+    b->len += strlen(key);
+    for (i = 0; i < vlen; i++) {
+        sb_u8(b, 'v');
+    }
+}
+
+static int sb_restore(struct cache_sm *sm, struct snap_builder *b)
+{
+    /* The checksum seed is private to cache_sm.c; check the copy here
+     * against a real snapshot's trailer once. */
+    static uint64_t seed;
+    static int have_seed;
+
+    if (!have_seed) {
+        struct cache_sm *tmp = sm_make(0, 0);
+        unsigned char *real;
+        void *out;
+        size_t len;
+        uint64_t want = 0;
+        int i;
+
+        snapshot_of(tmp, &out, &len);
+        real = out;
+        for (i = 0; i < 8; i++) {
+            want |= (uint64_t)real[len - 8 + (size_t)i] << (8 * i);
+        }
+        seed = 0x736e617073686f74ULL;
+        assert_int_equal(cache__hash(real, len - 8, seed), want);
+        have_seed = 1;
+        free(out);
+        cache_sm_free(tmp);
+    }
+    sb_u64(b, cache__hash(b->buf, b->len, seed));
+    return cache_sm_restore(sm, b->buf, b->len);
+}
+
+static void test_restore_crafted(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+    struct snap_builder b;
+    uint64_t d;
+
+    (void)state;
+    assert_int_equal(set(sm, T0, "keep", "me"), CACHE_STORED);
+    d = cache_sm_digest(sm);
+
+    /* well-formed: accepted */
+    sb_header(&b, 0x43514d52U, 1, 10, 2);
+    sb_item(&b, "x", 3, 1);
+    sb_item(&b, "y", 0, 2);
+    assert_int_equal(sb_restore(sm, &b), 0);
+    want_value(sm, T0, "x", "vvv", 0);
+    want_value(sm, T0, "y", "", 0);
+    assert_int_equal(set(sm, T0, "keep", "me"), CACHE_STORED);
+    assert_int_equal(cas_of(sm, T0, "keep"), 10);
+    d = cache_sm_digest(sm);
+
+    sb_header(&b, 0x43514d53U, 1, 10, 0); /* bad magic */
+    assert_int_equal(sb_restore(sm, &b), -1);
+    sb_header(&b, 0x43514d52U, 2, 10, 0); /* unknown version */
+    assert_int_equal(sb_restore(sm, &b), -1);
+    sb_header(&b, 0x43514d52U, 1, 0, 0); /* next_cas 0 */
+    assert_int_equal(sb_restore(sm, &b), -1);
+    sb_header(&b, 0x43514d52U, 1, 10, UINT64_MAX); /* huge count */
+    assert_int_equal(sb_restore(sm, &b), -1);
+    sb_header(&b, 0x43514d52U, 1, 10, 2); /* count larger than the items */
+    sb_item(&b, "x", 3, 1);
+    assert_int_equal(sb_restore(sm, &b), -1);
+    sb_header(&b, 0x43514d52U, 1, 10, 1); /* bytes after the items */
+    sb_item(&b, "x", 3, 1);
+    sb_u8(&b, 0);
+    assert_int_equal(sb_restore(sm, &b), -1);
+    sb_header(&b, 0x43514d52U, 1, 10, 2); /* duplicate key */
+    sb_item(&b, "x", 3, 1);
+    sb_item(&b, "x", 3, 2);
+    assert_int_equal(sb_restore(sm, &b), -1);
+    sb_header(&b, 0x43514d52U, 1, 10, 1); /* invalid key */
+    sb_item(&b, "a b", 3, 1);
+    assert_int_equal(sb_restore(sm, &b), -1);
+    sb_header(&b, 0x43514d52U, 1, 10, 1); /* empty key */
+    sb_item(&b, "", 3, 1);
+    assert_int_equal(sb_restore(sm, &b), -1);
+    sb_header(&b, 0x43514d52U, 1, 10, 1); /* cas not below next_cas */
+    sb_item(&b, "x", 3, 10);
+    assert_int_equal(sb_restore(sm, &b), -1);
+    sb_header(&b, 0x43514d52U, 1, 10, 1); /* cas 0 */
+    sb_item(&b, "x", 3, 0);
+    assert_int_equal(sb_restore(sm, &b), -1);
+    sb_header(&b, 0x43514d52U, 1, 10, 1); /* value_len past the end */
+    sb_item(&b, "x", 3, 1);
+    b.buf[SNAP_HDR + 5] = 0xff; /* value_len low byte: 3 -> 255 */
+    assert_int_equal(sb_restore(sm, &b), -1);
+
+    assert_int_equal(cache_sm_digest(sm), d);
+    want_value(sm, T0, "keep", "me", 0);
+    cache_sm_free(sm);
+}
+
+/* -------------------------------------------------------------- scale */
+
+static void test_many_keys(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+    struct cache_sm *copy = sm_make(0, 0);
+    char key[32];
+    char val[32];
+    void *buf;
+    size_t len;
+    int i;
+
+    (void)state;
+    /* enough keys to go through several incremental resizes */
+    for (i = 0; i < 50000; i++) {
+        snprintf(key, sizeof(key), "key:%d", i);
+        snprintf(val, sizeof(val), "%d", i * 3);
+        assert_int_equal(set(sm, T0 + (uint64_t)i, key, val), CACHE_STORED);
+    }
+    for (i = 0; i < 50000; i += 2) {
+        snprintf(key, sizeof(key), "key:%d", i);
+        assert_int_equal(simple(sm, T0 + 50000, CACHE_OP_DELETE, key, 0),
+                         CACHE_DELETED);
+    }
+    for (i = 0; i < 50000; i++) {
+        snprintf(key, sizeof(key), "key:%d", i);
+        snprintf(val, sizeof(val), "%d", i * 3);
+        if (i % 2 == 0) {
+            want_miss(sm, T0 + 50000, key);
+        } else {
+            want_value(sm, T0 + 50000, key, val, 0);
+        }
+    }
+    assert_int_equal(stats_of(sm).curr_items, 25000);
+    snapshot_of(sm, &buf, &len);
+    assert_int_equal(cache_sm_restore(copy, buf, len), 0);
+    free(buf);
+    assert_int_equal(cache_sm_digest(copy), cache_sm_digest(sm));
+    want_value(copy, T0 + 50000, "key:49999", "149997", 0);
+    cache_sm_free(sm);
+    cache_sm_free(copy);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_set_get),
+        cmocka_unit_test(test_add),
+        cmocka_unit_test(test_replace),
+        cmocka_unit_test(test_append_prepend_keep_flags_and_exptime),
+        cmocka_unit_test(test_append_prepend_missing),
+        cmocka_unit_test(test_cas),
+        cmocka_unit_test(test_cas_on_expired_item),
+        cmocka_unit_test(test_cas_unique_per_store),
+        cmocka_unit_test(test_incr_decr_basic),
+        cmocka_unit_test(test_incr_decr_shrink_pads_with_spaces),
+        cmocka_unit_test(test_incr_wrap_and_decr_floor),
+        cmocka_unit_test(test_incr_non_numeric),
+        cmocka_unit_test(test_incr_strtoull_quirks),
+        cmocka_unit_test(test_incr_expired_is_missing),
+        cmocka_unit_test(test_delete),
+        cmocka_unit_test(test_touch),
+        cmocka_unit_test(test_gat),
+        cmocka_unit_test(test_expiry_relative_boundary),
+        cmocka_unit_test(test_expiry_absolute),
+        cmocka_unit_test(test_expiry_negative),
+        cmocka_unit_test(test_expiry_30_day_boundary),
+        cmocka_unit_test(test_reads_do_not_change_state),
+        cmocka_unit_test(test_time_backwards),
+        cmocka_unit_test(test_flush_all_now),
+        cmocka_unit_test(test_flush_all_delayed),
+        cmocka_unit_test(test_flush_all_delayed_absolute_and_replaced),
+        cmocka_unit_test(test_too_large),
+        cmocka_unit_test(test_key_validation),
+        cmocka_unit_test(test_eviction_order),
+        cmocka_unit_test(test_eviction_counts_expired),
+        cmocka_unit_test(test_no_memory),
+        cmocka_unit_test(test_determinism),
+        cmocka_unit_test(test_snapshot_roundtrip),
+        cmocka_unit_test(test_snapshot_empty),
+        cmocka_unit_test(test_restore_corrupt),
+        cmocka_unit_test(test_restore_crafted),
+        cmocka_unit_test(test_many_keys),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
