@@ -58,7 +58,7 @@ static void gone_done(struct meta_svc_call *call)
     struct amqp_local *l = w->l;
 
     l->gone_inflight--;
-    if (call->status == META_SVC_OK || l->closing) {
+    if (call->status == OUTCOME_OK || l->closing) {
         free(w->g);
     } else {
         /* not applied (yet): retry on a later submit */
@@ -132,24 +132,15 @@ void amqp_local_on_internal(void *data, const struct mq_sm_cmd *cmd,
 
 /* ------------------------------------------------------------ broker */
 
-static enum amqp_broker_status map_mq(enum mq_svc_code c)
+/* The broker contract knows applied, closing, and "not applied or
+ * unknown" (amqp_broker.h): a standalone node's groups never have another
+ * leader to redirect to. */
+static enum amqp_broker_status map_outcome(enum outcome c)
 {
     switch (c) {
-        case MQ_SVC_OK:
+        case OUTCOME_OK:
             return AMQP_BROKER_OK;
-        case MQ_SVC_CLOSING:
-            return AMQP_BROKER_CLOSING;
-        default:
-            return AMQP_BROKER_UNAVAILABLE;
-    }
-}
-
-static enum amqp_broker_status map_meta(enum meta_svc_code c)
-{
-    switch (c) {
-        case META_SVC_OK:
-            return AMQP_BROKER_OK;
-        case META_SVC_CLOSING:
+        case OUTCOME_CLOSING:
             return AMQP_BROKER_CLOSING;
         default:
             return AMQP_BROKER_UNAVAILABLE;
@@ -166,7 +157,7 @@ static void mq_done(struct mq_svc_call *call)
 {
     struct mq_wrap *w = call->data;
     struct amqp_broker_call *bc = w->bc;
-    enum amqp_broker_status st = map_mq(call->status);
+    enum amqp_broker_status st = map_outcome(call->status);
 
     /* moved: the edge owns and clears it */
     bc->mq_result = call->result;
@@ -181,7 +172,7 @@ static void meta_done(struct meta_svc_call *call)
 {
     struct meta_wrap *w = call->data;
     struct amqp_broker_call *bc = w->bc;
-    enum amqp_broker_status st = map_meta(call->status);
+    enum amqp_broker_status st = map_outcome(call->status);
 
     bc->meta_result = call->result;
     free(w); /* @call lives in w */

@@ -144,7 +144,7 @@ static void watches_pass(struct meta_svc *svc, enum pass pass)
         w = due;
         due = w->next;
         w->next = NULL;
-        w->status = pass == PASS_ALL_CLOSING ? META_SVC_CLOSING : META_SVC_OK;
+        w->status = pass == PASS_ALL_CLOSING ? OUTCOME_CLOSING : OUTCOME_OK;
         w->version = version;
         w->cb(w);
     }
@@ -184,12 +184,12 @@ void meta_svc_watch(struct meta_svc *svc, struct meta_svc_watch *w)
     w->prev = NULL;
     w->version = meta_sm_version(svc->sm);
     if (svc->sh.closing) {
-        w->status = META_SVC_CLOSING;
+        w->status = OUTCOME_CLOSING;
         w->cb(w);
         return;
     }
     if (w->version > w->known_version || w->wait_ms == 0) {
-        w->status = META_SVC_OK;
+        w->status = OUTCOME_OK;
         w->cb(w);
         return;
     }
@@ -206,28 +206,14 @@ void meta_svc_watch(struct meta_svc *svc, struct meta_svc_watch *w)
 
 /* ------------------------------------------------------------ commands */
 
-static void complete(struct meta_svc_call *call, enum meta_svc_code st)
+static void complete(struct meta_svc_call *call, enum outcome st)
 {
-    if (st != META_SVC_OK) {
+    if (st != OUTCOME_OK) {
         memset(&call->result, 0, sizeof(call->result));
         call->result.reply_text = "";
     }
     call->status = st;
     call->cb(call);
-}
-
-static enum meta_svc_code map_rgroup(const struct meta_svc *svc, int rv)
-{
-    switch (rv) {
-        case RGROUP_ENOTLEADER:
-            return svc->sh.closing ? META_SVC_CLOSING : META_SVC_NOT_LEADER;
-        case RGROUP_ECLOSING:
-            return META_SVC_CLOSING;
-        case RGROUP_ETOOBIG:
-            return META_SVC_TOO_LARGE;
-        default:
-            return META_SVC_UNAVAILABLE;
-    }
 }
 
 static void cmd_done(struct rgroup_cmd *rcmd, int status)
@@ -238,7 +224,8 @@ static void cmd_done(struct rgroup_cmd *rcmd, int status)
 
     free(p->payload);
     free(p);
-    complete(call, status == 0 ? META_SVC_OK : map_rgroup(svc, status));
+    complete(call,
+             status == 0 ? OUTCOME_OK : svc_outcome(status, svc->sh.closing));
 }
 
 void meta_svc_submit(struct meta_svc *svc, struct meta_svc_call *call)
@@ -251,11 +238,11 @@ void meta_svc_submit(struct meta_svc *svc, struct meta_svc_call *call)
     memset(&call->result, 0, sizeof(call->result));
     call->result.reply_text = "";
     if (svc->sh.closing) {
-        complete(call, META_SVC_CLOSING);
+        complete(call, OUTCOME_CLOSING);
         return;
     }
     if (!rgroup_is_leader(svc->sh.group)) {
-        complete(call, META_SVC_NOT_LEADER);
+        complete(call, OUTCOME_NOT_LEADER);
         return;
     }
     if (mq_pb_meta_cmd_to_pb(&call->cmd, &b) != 0) {
@@ -268,7 +255,7 @@ void meta_svc_submit(struct meta_svc *svc, struct meta_svc_call *call)
                 ? "NOT_IMPLEMENTED - unknown meta command"
                 : "COMMAND_INVALID - unknown exchange type";
         call->result.version = meta_sm_version(svc->sm);
-        complete(call, META_SVC_OK);
+        complete(call, OUTCOME_OK);
         return;
     }
     p = xcalloc(1, sizeof(*p));
@@ -286,7 +273,7 @@ void meta_svc_submit(struct meta_svc *svc, struct meta_svc_call *call)
     if (rv != 0) {
         free(p->payload);
         free(p);
-        complete(call, map_rgroup(svc, rv));
+        complete(call, svc_outcome(rv, svc->sh.closing));
     }
 }
 

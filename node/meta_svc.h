@@ -28,14 +28,7 @@
 
 #include "sm/meta_sm.h"
 #include "raft/group.h"
-
-enum meta_svc_code {
-    META_SVC_OK = 0,
-    META_SVC_NOT_LEADER,
-    META_SVC_UNAVAILABLE,
-    META_SVC_TOO_LARGE,
-    META_SVC_CLOSING
-};
+#include "sm/outcome.h"
 
 struct meta_svc;
 
@@ -45,7 +38,7 @@ struct meta_svc_call {
     void (*cb)(struct meta_svc_call *call);
     void *data;
     /* out */
-    enum meta_svc_code status;
+    enum outcome status;
     struct meta_sm_result result;
 };
 
@@ -56,7 +49,7 @@ struct meta_svc_watch {
     void (*cb)(struct meta_svc_watch *w);
     void *data;
     /* out: OK (changed or timed out: compare version) or CLOSING */
-    enum meta_svc_code status;
+    enum outcome status;
     uint64_t version; /* local version at completion */
     /* private */
     uint64_t deadline;

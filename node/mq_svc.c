@@ -105,23 +105,6 @@ struct mq_svc {
     uint64_t stat_lease_returns;
 };
 
-const char *mq_svc_code_name(enum mq_svc_code st)
-{
-    switch (st) {
-        case MQ_SVC_OK:
-            return "ok";
-        case MQ_SVC_NOT_LEADER:
-            return "not leader";
-        case MQ_SVC_UNAVAILABLE:
-            return "unavailable";
-        case MQ_SVC_TOO_LARGE:
-            return "too large";
-        case MQ_SVC_CLOSING:
-            return "closing";
-    }
-    return "?";
-}
-
 /* ------------------------------------------------------------ waitqs */
 
 static uint64_t name_hash(const char *vhost, size_t vlen, const char *queue,
@@ -362,23 +345,9 @@ static int fsm_restore(void *data, const void *buf, size_t len)
 
 /* --------------------------------------------------------- proposing */
 
-static enum mq_svc_code map_rgroup(struct mq_svc *svc, int rv)
+static void complete(struct mq_svc_call *call, enum outcome st)
 {
-    switch (rv) {
-        case RGROUP_ENOTLEADER:
-            return svc->sh.closing ? MQ_SVC_CLOSING : MQ_SVC_NOT_LEADER;
-        case RGROUP_ECLOSING:
-            return MQ_SVC_CLOSING;
-        case RGROUP_ETOOBIG:
-            return MQ_SVC_TOO_LARGE;
-        default:
-            return MQ_SVC_UNAVAILABLE;
-    }
-}
-
-static void complete(struct mq_svc_call *call, enum mq_svc_code st)
-{
-    if (st != MQ_SVC_OK) {
+    if (st != OUTCOME_OK) {
         mq_sm_result_clear(&call->result);
     }
     call->status = st;
@@ -434,7 +403,7 @@ static void propose(struct mq_svc *svc, struct mq_svc_call *call)
     rv = submit_pending(svc, p, &c);
     if (rv != 0) {
         free(p);
-        complete(call, map_rgroup(svc, rv));
+        complete(call, svc_outcome(rv, svc->sh.closing));
     }
 }
 
@@ -501,7 +470,7 @@ static void cmd_done(struct rgroup_cmd *rcmd, int status)
     }
     free(p);
     if (status != 0) {
-        complete(call, map_rgroup(svc, status));
+        complete(call, svc_outcome(status, svc->sh.closing));
         return;
     }
     if (should_repark(svc, call)) {
@@ -513,7 +482,7 @@ static void cmd_done(struct rgroup_cmd *rcmd, int status)
         }
         return;
     }
-    complete(call, MQ_SVC_OK);
+    complete(call, OUTCOME_OK);
 }
 
 /* ------------------------------------------------------- leadership */
@@ -561,7 +530,7 @@ static void leader_check(struct mq_svc *svc)
 
 /* Complete every waiter whose predicate holds, after detaching them all. */
 static void finish_waiters(struct mq_svc *svc, bool only_expired,
-                           enum mq_svc_code st)
+                           enum outcome st)
 {
     struct call_list l;
     uint64_t now = uv_now(svc->sh.loop);
@@ -680,7 +649,7 @@ static void process(struct mq_svc *svc)
     leader_check(svc);
     if (!svc->leading) {
         /* never proposed: the edge retries at the new leader */
-        finish_waiters(svc, false, MQ_SVC_NOT_LEADER);
+        finish_waiters(svc, false, OUTCOME_NOT_LEADER);
         return;
     }
     if (svc->wake_pending) {
@@ -749,7 +718,7 @@ static void tick(void *owner)
     struct mq_svc *svc = owner;
 
     leader_check(svc);
-    finish_waiters(svc, true, MQ_SVC_OK);
+    finish_waiters(svc, true, OUTCOME_OK);
     if (svc->sh.closing || !svc->leading) {
         return;
     }
@@ -812,7 +781,7 @@ void mq_svc_submit(struct mq_svc *svc, struct mq_svc_call *call)
     call->seen_wakes = 0;
     mq_sm_result_init(&call->result);
     if (svc->sh.closing) {
-        complete(call, MQ_SVC_CLOSING);
+        complete(call, OUTCOME_CLOSING);
         return;
     }
     if ((unsigned)c->type >= MQ_SM_CMD__COUNT ||
@@ -820,12 +789,12 @@ void mq_svc_submit(struct mq_svc *svc, struct mq_svc_call *call)
         (uint64_t)c->body_len > MQ_PB_BODY_MAX) {
         call->result.status = MQ_SM_BAD_REQUEST;
         call->result.reply_text = "bad command";
-        complete(call, MQ_SVC_OK);
+        complete(call, OUTCOME_OK);
         return;
     }
     leader_check(svc);
     if (!svc->leading) {
-        complete(call, MQ_SVC_NOT_LEADER);
+        complete(call, OUTCOME_NOT_LEADER);
         return;
     }
     lease_seen(svc, c->who.router);
@@ -924,5 +893,5 @@ void mq_svc_close(struct mq_svc *svc, void (*cb)(void *data), void *data)
 {
     svc->leading = false;
     svc_shell_close(&svc->sh, destroy, cb, data);
-    finish_waiters(svc, false, MQ_SVC_CLOSING);
+    finish_waiters(svc, false, OUTCOME_CLOSING);
 }

@@ -30,15 +30,16 @@
  *     The edge's per-second EXPIRE keeps a live router seen.
  *
  * Completion: mq_svc_submit() completes @call exactly once through
- * call->cb, possibly before returning, always on the loop thread. Status:
- *   MQ_SVC_OK           applied; call->result is the state machine's
- *                       result, owned by the call (mq_sm_result_clear);
- *   MQ_SVC_NOT_LEADER   nothing was proposed: this replica is not the
- *                       ready leader (ask mq_svc_leader_id(), redirect);
- *   MQ_SVC_UNAVAILABLE  proposed, then leadership was lost, or raft refused
- *                       it: the command may or may not be applied;
- *   MQ_SVC_TOO_LARGE    the command exceeds the group's entry limit;
- *   MQ_SVC_CLOSING      mq_svc_close() was called.
+ * call->cb, possibly before returning, always on the loop thread. Status
+ * (sm/outcome.h):
+ *   OUTCOME_OK           applied; call->result is the state machine's
+ *                        result, owned by the call (mq_sm_result_clear);
+ *   OUTCOME_NOT_LEADER   nothing was proposed: this replica is not the
+ *                        ready leader (ask mq_svc_leader_id(), redirect);
+ *   OUTCOME_UNAVAILABLE  proposed, then leadership was lost, or raft
+ *                        refused it: the command may or may not be applied;
+ *   OUTCOME_TOO_LARGE    the command exceeds the group's entry limit;
+ *   OUTCOME_CLOSING      mq_svc_close() was called.
  * On any status but OK call->result is empty (nothing to clear, but
  * clearing is harmless). Applied calls complete in the order this replica
  * applied them (rgroup delivers callbacks in order); a long-poll CHECKOUT
@@ -66,18 +67,9 @@
 
 #include "sm/mq_sm.h"
 #include "raft/group.h"
+#include "sm/outcome.h"
 
 #define MQ_SVC_LEASE_MS 15000
-
-enum mq_svc_code {
-    MQ_SVC_OK = 0,
-    MQ_SVC_NOT_LEADER,
-    MQ_SVC_UNAVAILABLE,
-    MQ_SVC_TOO_LARGE,
-    MQ_SVC_CLOSING
-};
-
-const char *mq_svc_code_name(enum mq_svc_code st);
 
 struct mq_svc;
 
@@ -88,7 +80,7 @@ struct mq_svc_call {
     void (*cb)(struct mq_svc_call *call);
     void *data; /* caller's */
     /* out */
-    enum mq_svc_code status;
+    enum outcome status;
     struct mq_sm_result result;
     /* private */
     struct mq_svc *svc;

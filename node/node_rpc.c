@@ -13,6 +13,7 @@
 #include "common/ring.h"
 #include "proto/cache_pb.h"
 #include "proto/mq_pb.h"
+#include "proto/rpc_frame.h"
 
 #define DEFAULT_GROUP "cache"
 
@@ -56,12 +57,12 @@ static int find_group(const struct node_rpc *r, const char *name)
     return -1;
 }
 
-static void reply_code(struct rpc_server_req *req, Ringmq__RpcCode code,
+static void reply_code(struct rpc_server_req *req, enum outcome code,
                        const char *error)
 {
     Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
 
-    resp.code = code;
+    resp.code = rpc_code(code);
     resp.error = (char *)error;
     rpc_server_reply(req, &resp);
 }
@@ -74,7 +75,7 @@ static void cache_call_done(struct cache_call *call)
 
     switch (call->result.status) {
     case CACHE_NOT_LEADER:
-        resp.code = RINGMQ__RPC_CODE__RPC_NOT_LEADER;
+        resp.code = rpc_code(OUTCOME_NOT_LEADER);
         resp.leader_id = cache_svc_leader_id(c->rpc->groups[c->group]);
         resp.leader_rpc = (char *)node_config_member_rpc(
             c->rpc->cfg, c->group, resp.leader_id);
@@ -85,11 +86,11 @@ static void cache_call_done(struct cache_call *call)
         break;
     case CACHE_UNAVAILABLE:
         /* Nothing or something was applied: the caller must not assume. */
-        resp.code = RINGMQ__RPC_CODE__RPC_UNAVAILABLE;
+        resp.code = rpc_code(OUTCOME_UNAVAILABLE);
         resp.error = "leadership lost or closing: outcome unknown";
         break;
     default:
-        resp.code = RINGMQ__RPC_CODE__RPC_OK;
+        resp.code = rpc_code(OUTCOME_OK);
         cache_result_to_pb(&call->result, &result);
         resp.body_case = RINGMQ__RPC_RESPONSE__BODY_CACHE;
         resp.cache = &result;
@@ -135,18 +136,18 @@ static void handle_cache(struct node_rpc *r, struct rpc_server_req *req,
     const char *why;
 
     if (g < 0) {
-        reply_code(req, RINGMQ__RPC_CODE__RPC_NO_GROUP, "no such group here");
+        reply_code(req, OUTCOME_NO_GROUP, "no such group here");
         return;
     }
     why = ownership_error(r, msg, g);
     if (why != NULL) {
-        reply_code(req, RINGMQ__RPC_CODE__RPC_WRONG_EPOCH, why);
+        reply_code(req, OUTCOME_WRONG_EPOCH, why);
         return;
     }
     c = xcalloc(1, sizeof(*c));
     if (cache_op_from_pb(msg->cache, &c->call.op) != 0) {
         free(c);
-        reply_code(req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST, "unknown cache op");
+        reply_code(req, OUTCOME_BAD_REQUEST, "unknown cache op");
         return;
     }
     c->rpc = r;
@@ -321,7 +322,7 @@ static void handle_status(struct node_rpc *r, struct rpc_server_req *req,
     reply.node_id = r->cfg->id;
     reply.n_groups = g;
     reply.groups = gsp;
-    resp.code = RINGMQ__RPC_CODE__RPC_OK;
+    resp.code = rpc_code(OUTCOME_OK);
     resp.body_case = RINGMQ__RPC_RESPONSE__BODY_STATUS;
     resp.status = &reply;
     rpc_server_reply(req, &resp);
@@ -363,11 +364,32 @@ static void reply_not_leader(struct node_rpc *r, struct rpc_server_req *req,
     Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
     const char *rpc = member_rpc(r, group, leader);
 
-    resp.code = RINGMQ__RPC_CODE__RPC_NOT_LEADER;
+    resp.code = rpc_code(OUTCOME_NOT_LEADER);
     resp.leader_id = leader;
     resp.leader_rpc = (char *)(rpc ? rpc : "");
     resp.error = "not leader";
     rpc_server_reply(req, &resp);
+}
+
+/* A service's failed outcome as routers are told it. A command too large
+ * for an entry is the request's fault (BAD_REQUEST: never retried); a
+ * closing node is to a router what a group without a leader is
+ * (UNAVAILABLE: try again, elsewhere). */
+static void reply_failure(struct node_rpc *r, struct rpc_server_req *req,
+                          enum outcome o, const char *group, uint64_t leader)
+{
+    switch (o) {
+    case OUTCOME_NOT_LEADER:
+        reply_not_leader(r, req, group, leader);
+        break;
+    case OUTCOME_TOO_LARGE:
+        reply_code(req, OUTCOME_BAD_REQUEST, "command too large");
+        break;
+    default:
+        reply_code(req, OUTCOME_UNAVAILABLE,
+                   "leadership lost or closing: outcome unknown");
+        break;
+    }
 }
 
 struct rpc_mq_call {
@@ -384,13 +406,13 @@ static void mq_call_done(struct mq_svc_call *call)
     struct mq_pb_result_buf rb;
 
     switch (call->status) {
-    case MQ_SVC_OK:
+    case OUTCOME_OK:
         if (mq_pb_result_to_pb(&call->result, &rb) != 0) {
-            reply_code(c->req, RINGMQ__RPC_CODE__RPC_UNAVAILABLE,
+            reply_code(c->req, OUTCOME_UNAVAILABLE,
                        "cannot encode the result");
             break;
         }
-        resp.code = RINGMQ__RPC_CODE__RPC_OK;
+        resp.code = rpc_code(OUTCOME_OK);
         resp.body_case = RINGMQ__RPC_RESPONSE__BODY_MQ;
         resp.mq = &rb.pb;
         resp.publishers_blocked =
@@ -399,17 +421,9 @@ static void mq_call_done(struct mq_svc_call *call)
         rpc_server_reply(c->req, &resp);
         mq_pb_result_buf_clear(&rb);
         break;
-    case MQ_SVC_NOT_LEADER:
-        reply_not_leader(c->rpc, c->req, mq_svc_name(c->svc),
-                         mq_svc_leader_id(c->svc));
-        break;
-    case MQ_SVC_TOO_LARGE:
-        reply_code(c->req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST,
-                   "command too large");
-        break;
     default:
-        reply_code(c->req, RINGMQ__RPC_CODE__RPC_UNAVAILABLE,
-                   "leadership lost or closing: outcome unknown");
+        reply_failure(c->rpc, c->req, call->status, mq_svc_name(c->svc),
+                      mq_svc_leader_id(c->svc));
         break;
     }
     mq_sm_result_clear(&call->result);
@@ -428,14 +442,14 @@ static void handle_mq(struct node_rpc *r, struct rpc_server_req *req,
         }
     }
     if (i == r->n_mq) {
-        reply_code(req, RINGMQ__RPC_CODE__RPC_NO_GROUP, "no such group here");
+        reply_code(req, OUTCOME_NO_GROUP, "no such group here");
         return;
     }
     c = xcalloc(1, sizeof(*c));
     /* Strings and the body point into msg, which lives until the reply. */
     if (mq_pb_cmd_from_pb(msg->mq, &c->call.cmd, &c->call.wait_ms) != 0) {
         free(c);
-        reply_code(req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST,
+        reply_code(req, OUTCOME_BAD_REQUEST,
                    "bad queue command");
         return;
     }
@@ -483,7 +497,7 @@ static void meta_reply_ok(struct rpc_meta_call *c)
     if (meta_snapshot_pb(c->rpc, &snap) == 0) {
         res.snapshot = &snap;
     }
-    resp.code = RINGMQ__RPC_CODE__RPC_OK;
+    resp.code = rpc_code(OUTCOME_OK);
     resp.body_case = RINGMQ__RPC_RESPONSE__BODY_META;
     resp.meta = &res;
     rpc_server_reply(c->req, &resp);
@@ -516,7 +530,7 @@ static void meta_call_done(struct meta_svc_call *call)
     struct node_rpc *r = c->rpc;
 
     switch (call->status) {
-    case META_SVC_OK:
+    case OUTCOME_OK:
         if (call->result.changed && r->fanout != NULL) {
             /* bind-ok (and the rest) once every router routes by it. */
             c->wait.version = call->result.version;
@@ -527,16 +541,9 @@ static void meta_call_done(struct meta_svc_call *call)
         }
         meta_reply_ok(c);
         break;
-    case META_SVC_NOT_LEADER:
-        reply_not_leader(r, c->req, "meta", meta_svc_leader_id(r->meta));
-        break;
-    case META_SVC_TOO_LARGE:
-        reply_code(c->req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST,
-                   "command too large");
-        break;
     default:
-        reply_code(c->req, RINGMQ__RPC_CODE__RPC_UNAVAILABLE,
-                   "leadership lost or closing: outcome unknown");
+        reply_failure(r, c->req, call->status, "meta",
+                      meta_svc_leader_id(r->meta));
         break;
     }
     meta_call_free(c);
@@ -549,13 +556,13 @@ static void handle_meta(struct node_rpc *r, struct rpc_server_req *req,
 
     if (r->meta == NULL || msg->group == NULL ||
         strcmp(msg->group, "meta") != 0) {
-        reply_code(req, RINGMQ__RPC_CODE__RPC_NO_GROUP, "no such group here");
+        reply_code(req, OUTCOME_NO_GROUP, "no such group here");
         return;
     }
     c = xcalloc(1, sizeof(*c));
     if (mq_pb_meta_cmd_from_pb(msg->meta, &c->call.cmd) != 0) {
         free(c);
-        reply_code(req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST, "bad meta command");
+        reply_code(req, OUTCOME_BAD_REQUEST, "bad meta command");
         return;
     }
     c->rpc = r;
@@ -596,15 +603,15 @@ static void meta_watch_done(struct meta_svc_watch *w)
     Ringmq__MetaSnapshot snap;
 
     if (r == NULL) {
-        reply_code(c->req, RINGMQ__RPC_CODE__RPC_UNAVAILABLE, "closing");
+        reply_code(c->req, OUTCOME_UNAVAILABLE, "closing");
         free(c);
         return;
     }
     watch_unlink(r, c);
-    if (w->status != META_SVC_OK || meta_snapshot_pb(r, &snap) != 0) {
-        reply_code(c->req, RINGMQ__RPC_CODE__RPC_UNAVAILABLE, "closing");
+    if (w->status != OUTCOME_OK || meta_snapshot_pb(r, &snap) != 0) {
+        reply_code(c->req, OUTCOME_UNAVAILABLE, "closing");
     } else {
-        resp.code = RINGMQ__RPC_CODE__RPC_OK;
+        resp.code = rpc_code(OUTCOME_OK);
         resp.body_case = RINGMQ__RPC_RESPONSE__BODY_META_SNAPSHOT;
         resp.meta_snapshot = &snap;
         rpc_server_reply(c->req, &resp);
@@ -621,7 +628,7 @@ static void handle_meta_watch(struct node_rpc *r, struct rpc_server_req *req,
 
     if (r->meta == NULL || msg->group == NULL ||
         strcmp(msg->group, "meta") != 0) {
-        reply_code(req, RINGMQ__RPC_CODE__RPC_NO_GROUP, "no such group here");
+        reply_code(req, OUTCOME_NO_GROUP, "no such group here");
         return;
     }
     meta_fanout_request(r->fanout);
@@ -683,14 +690,14 @@ static void reply_member_status(struct node_rpc *r, struct rpc_server_req *req,
 
     switch (status) {
     case RGROUP_OK:
-        reply_code(req, RINGMQ__RPC_CODE__RPC_OK, NULL);
+        reply_code(req, OUTCOME_OK, NULL);
         return;
     case RGROUP_ENOTLEADER:
         reply_not_leader(r, req, group, rgroup_leader_id(g));
         return;
     case RGROUP_ESELF:
         /* the leader is handing over: no hint yet, ask again */
-        reply_code(req, RINGMQ__RPC_CODE__RPC_NOT_LEADER,
+        reply_code(req, OUTCOME_NOT_LEADER,
                    "this leader is the member to remove: leadership is "
                    "moving to another voter; ask the next leader");
         return;
@@ -708,7 +715,7 @@ static void reply_member_status(struct node_rpc *r, struct rpc_server_req *req,
                  id, group);
         break;
     case RGROUP_EINVAL:
-        reply_code(req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST,
+        reply_code(req, OUTCOME_BAD_REQUEST,
                    "refused: the id or the address belongs to another "
                    "member, or it is the last voter (this node's log says "
                    "which)");
@@ -723,7 +730,7 @@ static void reply_member_status(struct node_rpc *r, struct rpc_server_req *req,
                  id);
         break;
     }
-    reply_code(req, RINGMQ__RPC_CODE__RPC_UNAVAILABLE, why);
+    reply_code(req, OUTCOME_UNAVAILABLE, why);
 }
 
 static void member_done(void *data, int status)
@@ -752,7 +759,7 @@ static void handle_member(struct node_rpc *r, struct rpc_server_req *req,
         g = group_by_name(r, msg->group);
     }
     if (g == NULL) {
-        reply_code(req, RINGMQ__RPC_CODE__RPC_NO_GROUP, "no such group here");
+        reply_code(req, OUTCOME_NO_GROUP, "no such group here");
         return;
     }
     if (mc->id == 0 ||
@@ -760,7 +767,7 @@ static void handle_member(struct node_rpc *r, struct rpc_server_req *req,
          (mc->raft == NULL || mc->raft[0] == '\0')) ||
         (mc->op != RINGMQ__MEMBER_CHANGE__OP__ADD_VOTER &&
          mc->op != RINGMQ__MEMBER_CHANGE__OP__REMOVE)) {
-        reply_code(req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST,
+        reply_code(req, OUTCOME_BAD_REQUEST,
                    "a member change needs an op, an id and (to add) a raft "
                    "address");
         return;
@@ -809,7 +816,7 @@ static void on_request(void *data, struct rpc_server_req *req,
         handle_member(r, req, msg);
         break;
     default:
-        reply_code(req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST, "empty request");
+        reply_code(req, OUTCOME_BAD_REQUEST, "empty request");
         break;
     }
 }

@@ -94,3 +94,17 @@ void svc_shell_close(struct svc_shell *sh, void (*destroy)(void *owner),
     uv_close((uv_handle_t *)&sh->timer, handle_closed);
     rgroup_close(sh->group, group_closed, sh);
 }
+
+enum outcome svc_outcome(int rgroup_status, bool closing)
+{
+    switch (rgroup_status) {
+        case RGROUP_ENOTLEADER:
+            return closing ? OUTCOME_CLOSING : OUTCOME_NOT_LEADER;
+        case RGROUP_ECLOSING:
+            return OUTCOME_CLOSING;
+        case RGROUP_ETOOBIG:
+            return OUTCOME_TOO_LARGE;
+        default:
+            return OUTCOME_UNAVAILABLE;
+    }
+}

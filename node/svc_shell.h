@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "raft/group.h"
+#include "sm/outcome.h"
 
 struct svc_shell {
     uv_loop_t *loop;
@@ -44,6 +45,11 @@ int svc_shell_start(struct svc_shell *sh, uv_loop_t *loop,
                     const struct rgroup_fsm *fsm, void *owner,
                     void (*process)(void *owner), void (*tick)(void *owner),
                     unsigned tick_ms, char *errmsg, size_t errlen);
+
+/* The outcome of a command that rgroup_submit refused or that completed
+ * with @rgroup_status (an RGROUP_* code other than 0): a refusal while the
+ * service closes is CLOSING, whatever raft said. */
+enum outcome svc_outcome(int rgroup_status, bool closing);
 
 /* Set closing, close the handles and the group; when all are closed call
  * @destroy(owner) (which frees the owner and the shell in it), then

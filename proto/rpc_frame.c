@@ -5,6 +5,25 @@
 #include <string.h>
 
 #include "common/lz.h"
+#include "sm/outcome.h"
+
+/* RpcCode is sm/outcome.h's vocabulary on the wire: one set of numbers. */
+_Static_assert((int)RINGMQ__RPC_CODE__RPC_OK == OUTCOME_OK, "RpcCode");
+_Static_assert((int)RINGMQ__RPC_CODE__RPC_NOT_LEADER == OUTCOME_NOT_LEADER,
+               "RpcCode");
+_Static_assert((int)RINGMQ__RPC_CODE__RPC_NO_GROUP == OUTCOME_NO_GROUP,
+               "RpcCode");
+_Static_assert((int)RINGMQ__RPC_CODE__RPC_BAD_REQUEST == OUTCOME_BAD_REQUEST,
+               "RpcCode");
+_Static_assert((int)RINGMQ__RPC_CODE__RPC_UNAVAILABLE == OUTCOME_UNAVAILABLE,
+               "RpcCode");
+_Static_assert((int)RINGMQ__RPC_CODE__RPC_WRONG_EPOCH == OUTCOME_WRONG_EPOCH,
+               "RpcCode");
+_Static_assert((int)RINGMQ__RPC_CODE__RPC_TOO_LARGE == OUTCOME_TOO_LARGE,
+               "RpcCode");
+_Static_assert((int)RINGMQ__RPC_CODE__RPC_CLOSING == OUTCOME_CLOSING,
+               "RpcCode");
+_Static_assert(OUTCOME__COUNT == 8, "a new outcome needs its RpcCode");
 
 /* A partial-frame buffer larger than this is released after its frame
  * instead of being kept for the next one. */

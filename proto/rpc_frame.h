@@ -33,6 +33,7 @@
 
 #include "common/buf.h"
 #include "rpc.pb-c.h"
+#include "sm/outcome.h"
 
 #define RPC_FRAME_HEADER_SIZE 5 /* length + flags */
 #define RPC_FRAME_FLAG_LZ4 0x01u
@@ -131,5 +132,19 @@ int rpc_frame_unpack_request(const struct rpc_frame *frame,
                              Ringmq__RpcRequest **out);
 int rpc_frame_unpack_response(const struct rpc_frame *frame,
                               Ringmq__RpcResponse **out);
+
+/* RpcCode is sm/outcome.h on the wire (same numbers, asserted in
+ * rpc_frame.c). A code from a peer outside the vocabulary reads as
+ * UNAVAILABLE: the outcome is not known. */
+static inline Ringmq__RpcCode rpc_code(enum outcome o)
+{
+    return (Ringmq__RpcCode)o;
+}
+
+static inline enum outcome rpc_outcome(Ringmq__RpcCode code)
+{
+    return (unsigned)code < OUTCOME__COUNT ? (enum outcome)code
+                                            : OUTCOME_UNAVAILABLE;
+}
 
 #endif

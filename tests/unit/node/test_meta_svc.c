@@ -144,12 +144,12 @@ static void test_submit_and_view(void **state)
     xdeclare(&o, "early");
     meta_svc_submit(f->svc, &o.call);
     assert_int_equal(o.done, 1);
-    assert_int_equal(o.call.status, META_SVC_NOT_LEADER);
+    assert_int_equal(o.call.status, OUTCOME_NOT_LEADER);
     assert_true(svc_env_run_until(&f->env, leads, f->svc, WAIT_MS));
 
     xdeclare(&o, "x1");
     run(f, &o);
-    assert_int_equal(o.call.status, META_SVC_OK);
+    assert_int_equal(o.call.status, OUTCOME_OK);
     assert_int_equal(o.call.result.reply_code, 0);
     assert_true(o.call.result.changed);
     assert_int_equal(o.call.result.version, 1);
@@ -162,7 +162,7 @@ static void test_submit_and_view(void **state)
     /* errors are results, with the static text */
     xdeclare(&o, "amq.bad");
     run(f, &o);
-    assert_int_equal(o.call.status, META_SVC_OK);
+    assert_int_equal(o.call.status, OUTCOME_OK);
     assert_int_equal(o.call.result.reply_code, 403);
     assert_false(o.call.result.changed);
 
@@ -216,7 +216,7 @@ static void test_watch(void **state)
     xdeclare(&o, "x1");
     run(f, &o);
     assert_true(svc_env_run_until(&f->env, wop_done, &w, WAIT_MS));
-    assert_int_equal(w.w.status, META_SVC_OK);
+    assert_int_equal(w.w.status, OUTCOME_OK);
     assert_int_equal(w.w.version, 1);
 
     /* an unchanged version times out OK */
@@ -231,7 +231,7 @@ static void test_watch(void **state)
     run(f, &o);
     assert_int_equal(t.done, 0);
     assert_true(svc_env_run_until(&f->env, wop_done, &t, WAIT_MS));
-    assert_int_equal(t.w.status, META_SVC_OK);
+    assert_int_equal(t.w.status, OUTCOME_OK);
     assert_int_equal(t.w.version, 1);
 
     /* closing ends pending watches */
@@ -243,7 +243,7 @@ static void test_watch(void **state)
     meta_svc_watch(f->svc, &t.w);
     stop(f);
     assert_int_equal(t.done, 1);
-    assert_int_equal(t.w.status, META_SVC_CLOSING);
+    assert_int_equal(t.w.status, OUTCOME_CLOSING);
 }
 
 /* A replica that does not lead hands parked watches back (OK, its version)
@@ -279,7 +279,7 @@ static void test_watch_not_leader(void **state)
     assert_true(svc_env_run_until(&f->env, wop_done, &w, WAIT_MS));
     assert_true(uv_now(&f->env.loop) - t0 < 1000);
     assert_int_equal(w.done, 1);
-    assert_int_equal(w.w.status, META_SVC_OK);
+    assert_int_equal(w.w.status, OUTCOME_OK);
     assert_int_equal(w.w.version, 0);
 }
 

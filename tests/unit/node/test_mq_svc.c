@@ -122,7 +122,7 @@ static int teardown(void **state)
 }
 
 /* Submit and wait for the completion; returns the svc code. */
-static enum mq_svc_code run(struct fx *f, struct op *o)
+static enum outcome run(struct fx *f, struct op *o)
 {
     mq_svc_submit(f->svc, &o->call);
     assert_true(svc_env_run_until(&f->env, op_done, o, WAIT_MS));
@@ -136,7 +136,7 @@ static void declare(struct fx *f, const char *q, bool durable)
 
     op_init(&o, MQ_SM_DECLARE, q);
     o.call.cmd.durable = durable;
-    assert_int_equal(run(f, &o), MQ_SVC_OK);
+    assert_int_equal(run(f, &o), OUTCOME_OK);
     assert_int_equal(o.call.result.status, MQ_SM_OK);
     mq_sm_result_clear(&o.call.result);
 }
@@ -148,7 +148,7 @@ static void enqueue(struct fx *f, const char *q, const char *body)
     op_init(&o, MQ_SM_ENQUEUE, q);
     o.call.cmd.body = body;
     o.call.cmd.body_len = strlen(body);
-    assert_int_equal(run(f, &o), MQ_SVC_OK);
+    assert_int_equal(run(f, &o), OUTCOME_OK);
     assert_int_equal(o.call.result.status, MQ_SM_OK);
     mq_sm_result_clear(&o.call.result);
 }
@@ -189,7 +189,7 @@ static void test_not_leader_then_basic(void **state)
     op_init(&o, MQ_SM_DECLARE, "q");
     mq_svc_submit(f->svc, &o.call);
     assert_int_equal(o.done, 1);
-    assert_int_equal(o.call.status, MQ_SVC_NOT_LEADER);
+    assert_int_equal(o.call.status, OUTCOME_NOT_LEADER);
     assert_false(mq_svc_ready(f->svc));
     assert_true(svc_env_run_until(&f->env, svc_leads, f->svc, WAIT_MS));
     assert_int_equal(mq_svc_leader_id(f->svc), 1);
@@ -199,7 +199,7 @@ static void test_not_leader_then_basic(void **state)
     declare(f, "q", true);
     enqueue(f, "q", "hello");
     checkout_init(&o, "q", 7, 10, 0);
-    assert_int_equal(run(f, &o), MQ_SVC_OK);
+    assert_int_equal(run(f, &o), OUTCOME_OK);
     assert_int_equal(o.call.result.n_deliveries, 1);
     assert_int_equal(o.call.result.deliveries[0].body_len, 5);
     assert_memory_equal(o.call.result.deliveries[0].body, "hello", 5);
@@ -214,9 +214,9 @@ static void test_not_leader_then_basic(void **state)
 
     /* out of range: answered without proposing */
     op_init(&o, MQ_SM_CMD__COUNT, "q");
-    assert_int_equal(run(f, &o), MQ_SVC_OK);
+    assert_int_equal(run(f, &o), OUTCOME_OK);
     assert_int_equal(o.call.result.status, MQ_SM_BAD_REQUEST);
-    assert_string_equal(mq_svc_code_name(MQ_SVC_NOT_LEADER), "not leader");
+    assert_string_equal(outcome_name(OUTCOME_NOT_LEADER), "not leader");
 }
 
 static void test_long_poll_wake_and_timeout(void **state)
@@ -239,7 +239,7 @@ static void test_long_poll_wake_and_timeout(void **state)
 
     enqueue(f, "q", "m1");
     assert_true(svc_env_run_until(&f->env, op_done, &w, WAIT_MS));
-    assert_int_equal(w.call.status, MQ_SVC_OK);
+    assert_int_equal(w.call.status, OUTCOME_OK);
     assert_int_equal(w.call.result.n_deliveries, 1);
     mq_sm_result_clear(&w.call.result);
 
@@ -248,7 +248,7 @@ static void test_long_poll_wake_and_timeout(void **state)
     t0 = uv_now(&f->env.loop);
     mq_svc_submit(f->svc, &t.call);
     assert_true(svc_env_run_until(&f->env, op_done, &t, WAIT_MS));
-    assert_int_equal(t.call.status, MQ_SVC_OK);
+    assert_int_equal(t.call.status, OUTCOME_OK);
     assert_int_equal(t.call.result.status, MQ_SM_OK);
     assert_int_equal(t.call.result.n_deliveries, 0);
     assert_true(uv_now(&f->env.loop) - t0 >= 200);
@@ -276,12 +276,12 @@ static void test_fair_share(void **state)
         op_init(&e, MQ_SM_ENQUEUE, "q");
         e.call.cmd.body = "m";
         e.call.cmd.body_len = 1;
-        assert_int_equal(run(f, &e), MQ_SVC_OK);
+        assert_int_equal(run(f, &e), OUTCOME_OK);
         mq_sm_result_clear(&e.call.result);
     }
     for (i = 0; i < 3; i++) {
         assert_true(svc_env_run_until(&f->env, op_done, &w[i], WAIT_MS));
-        assert_int_equal(w[i].call.status, MQ_SVC_OK);
+        assert_int_equal(w[i].call.status, OUTCOME_OK);
         /* nobody takes everything */
         assert_true(w[i].call.result.n_deliveries >= 1);
         assert_true(w[i].call.result.n_deliveries <= 2);
@@ -306,7 +306,7 @@ static void test_prefetch_and_settle(void **state)
     enqueue(f, "q", "b");
     checkout_init(&c, "q", 7, 1, 0);
     c.call.cmd.prefetch = 1;
-    assert_int_equal(run(f, &c), MQ_SVC_OK);
+    assert_int_equal(run(f, &c), OUTCOME_OK);
     assert_int_equal(c.call.result.n_deliveries, 1);
     tag = c.call.result.deliveries[0].tag;
     mq_sm_result_clear(&c.call.result);
@@ -320,7 +320,7 @@ static void test_prefetch_and_settle(void **state)
 
     op_init(&s, MQ_SM_SETTLE, NULL);
     s.call.cmd.tag = tag;
-    assert_int_equal(run(f, &s), MQ_SVC_OK);
+    assert_int_equal(run(f, &s), OUTCOME_OK);
     assert_int_equal(s.call.result.count, 1);
     mq_sm_result_clear(&s.call.result);
     assert_true(svc_env_run_until(&f->env, op_done, &w, WAIT_MS));
@@ -341,17 +341,17 @@ static void test_delete_wakes_404(void **state)
     mq_svc_submit(f->svc, &w.call);
     svc_env_run_for(&f->env, 50);
     op_init(&d, MQ_SM_DELETE, "q");
-    assert_int_equal(run(f, &d), MQ_SVC_OK);
+    assert_int_equal(run(f, &d), OUTCOME_OK);
     mq_sm_result_clear(&d.call.result);
     assert_true(svc_env_run_until(&f->env, op_done, &w, WAIT_MS));
-    assert_int_equal(w.call.status, MQ_SVC_OK);
+    assert_int_equal(w.call.status, OUTCOME_OK);
     assert_int_equal(w.call.result.status, MQ_SM_NOT_FOUND);
     assert_int_equal(w.call.result.reply_code, 404);
     mq_sm_result_clear(&w.call.result);
 
     /* a long poll on a missing queue is answered at once */
     checkout_init(&w, "nope", 7, 10, 5000);
-    assert_int_equal(run(f, &w), MQ_SVC_OK);
+    assert_int_equal(run(f, &w), OUTCOME_OK);
     assert_int_equal(w.call.result.status, MQ_SM_NOT_FOUND);
 }
 
@@ -383,14 +383,14 @@ static void test_router_lease(void **state)
     enqueue(f, "q", "a");
     checkout_init(&c, "q", 7, 1, 0);
     c.call.cmd.who.router = 5;
-    assert_int_equal(run(f, &c), MQ_SVC_OK);
+    assert_int_equal(run(f, &c), OUTCOME_OK);
     assert_int_equal(c.call.result.n_deliveries, 1);
     mq_sm_result_clear(&c.call.result);
 
     /* router 1 keeps its lease with EXPIRE ticks; router 5 is silent */
     for (i = 0; i < 6; i++) {
         op_init(&x, MQ_SM_EXPIRE, NULL);
-        assert_int_equal(run(f, &x), MQ_SVC_OK);
+        assert_int_equal(run(f, &x), OUTCOME_OK);
         mq_sm_result_clear(&x.call.result);
         svc_env_run_for(&f->env, 100);
     }
@@ -448,7 +448,7 @@ static void test_boot_restart(void **state)
     declare(f, "transient", false);
     enqueue(f, "durable", "a");
     checkout_init(&c, "durable", 7, 1, 0);
-    assert_int_equal(run(f, &c), MQ_SVC_OK);
+    assert_int_equal(run(f, &c), OUTCOME_OK);
     mq_sm_result_clear(&c.call.result);
     stop(f);
 
@@ -478,10 +478,10 @@ static void test_close_with_waiters(void **state)
     f->closed = false;
     mq_svc_close(f->svc, closed_cb, f);
     assert_int_equal(w.done, 1);
-    assert_int_equal(w.call.status, MQ_SVC_CLOSING);
+    assert_int_equal(w.call.status, OUTCOME_CLOSING);
     op_init(&late, MQ_SM_DECLARE, "q");
     mq_svc_submit(f->svc, &late.call);
-    assert_int_equal(late.call.status, MQ_SVC_CLOSING);
+    assert_int_equal(late.call.status, OUTCOME_CLOSING);
     assert_true(svc_env_run_until(&f->env, is_closed, f, WAIT_MS));
     f->svc = NULL;
 }
