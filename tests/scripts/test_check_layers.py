@@ -52,11 +52,23 @@ def compile_tree(root):
                                 os.path.join(d, name)], check=True)
 
 
+def link_program(root, layer, name):
+    """A program of @layer that needs libuv (as ringmq-router would)."""
+    src = os.path.join(root, "build", "prog_main.c")
+    with open(src, "w") as f:
+        f.write("#include <uv.h>\nint main(void) { return !uv_version(); }\n")
+    out = os.path.join(root, "build", layer, name)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    subprocess.run(["cc", "-o", out, src, "-luv"], check=True)
+
+
 def case(name, plant, want_ok, want_text=None):
     global passed, failed
     root = tempfile.mkdtemp(prefix="check-layers-")
     try:
         clean_tree(root)
+        compile_tree(root)
+        link_program(root, "b", "prog")  # b may use libuv: fine
         plant(root)
         compile_tree(root)
         r = subprocess.run([sys.executable, CHECK, "--root", root,
@@ -126,6 +138,10 @@ def unknown_layer_include(root):
           "int y_f(void) { return 1; }\n")
 
 
+def program_needs_forbidden_library(root):
+    link_program(root, "a", "prog")
+
+
 if __name__ == "__main__":
     case("a clean tree passes", nothing, True, "ok")
     case("a layer including one above it", upward_include, False,
@@ -144,5 +160,8 @@ if __name__ == "__main__":
          "layers use each other")
     case("a header of no layer", unknown_layer_include, False,
          "of no layer")
+    case("a program needing a library its layers may not use",
+         program_needs_forbidden_library, False,
+         "a/prog needs libuv.so.1, but a and the layers it uses may not use uv")
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed else 0)
