@@ -27,6 +27,20 @@ TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SCRIPT = os.path.join(TOP, "scripts", "local-cluster")
 
 
+def process_gone(pid):
+    """True once every thread of @pid has exited. The main thread turns
+    zombie first; the process's files, and so a node's data directory lock,
+    are released only when its last thread (libuv's threadpool) is gone: a
+    restart before that finds the directory in use."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        threads = os.listdir("/proc/%d/task" % pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state == "Z" and len(threads) <= 1
+
+
 class LocalCluster:
     def __init__(self):
         self.dir = rt.tmpdir("ringmq-lc-")
@@ -72,9 +86,7 @@ class LocalCluster:
         with open("/proc/%d/cmdline" % pid, "rb") as f:
             argv = [a.decode() for a in f.read().split(b"\0") if a]
         os.kill(pid, signal.SIGKILL)
-        rt.wait_until(lambda: not os.path.exists("/proc/%d/stat" % pid) or
-                      open("/proc/%d/stat" % pid).read().split()[2] == "Z",
-                      10, "the kill")
+        rt.wait_until(lambda: process_gone(pid), 10, "the kill")
         return argv
 
     def restart(self, name, argv):
