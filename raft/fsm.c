@@ -1,4 +1,4 @@
-/* rfsm: see fsm.h. */
+/* rfsm: see fsm.h. Below raft/group: includes raft/types.h, never group.h. */
 #include "raft/fsm.h"
 
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /*
  * rfsm: the struct raft_fsm adapter between canonical/raft and a
- * struct rgroup_fsm (group.h), plus the batch entry codec.
+ * struct rgroup_fsm (raft/types.h), plus the batch entry codec.
  *
  * One Raft COMMAND entry is one RaftBatch (proto/raft_entry.proto): the
  * proposing leader's wall clock, a random proposer id, the proposer's batch
@@ -20,6 +20,8 @@
  *
  * The adapter knows nothing about libuv or rgroup internals, so tests can run
  * it under raft_fixture: hand &a->raft_fsm to raft_init/raft_fixture_grow.
+ * Direction: raft/group uses this module; it uses raft/types.h only (never
+ * group.h), and reaches the group's waiting commands through @claim.
  * Everything runs on the raft loop thread.
  */
 #ifndef RINGMQ_RAFT_FSM_H
@@ -30,7 +32,7 @@
 
 #include <raft.h>
 
-#include "raft/group.h"
+#include "raft/types.h"
 
 /* Upper bounds of the encoded size: a batch header (three varint fields with
  * their tags, plus up to 9 bytes of padding to a multiple of 8) and each

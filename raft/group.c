@@ -26,10 +26,15 @@
  * group is no longer ready, queued commands fail with RGROUP_ENOTLEADER, and
  * raft itself fails every in-flight raft_apply with RAFT_LEADERSHIPLOST, which
  * we turn into RGROUP_EUNKNOWN for each command not yet applied here.
+ *
+ * Direction: this file owns the struct rgroup, the raft instance and the
+ * loop handles, and calls down into raft/fsm (the raft_fsm adapter and the
+ * batch codec; it reaches our in-flight batches only through the claim
+ * hook), raft/member (membership changes; it reaches us only through the
+ * wake hook) and raft/transport. None of them calls or includes this file;
+ * they share raft/types.h with group.h.
  */
 #include "raft/group.h"
-#include "raft/group_priv.h"
-#include "raft/transport.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -46,10 +51,13 @@
 
 #include "common/buf.h"
 #include "common/clock.h"
+#include "common/container_of.h"
 #include "common/log.h"
 #include "common/mkdir_p.h"
 #include "common/random_id.h"
 #include "raft/fsm.h"
+#include "raft/member.h"
+#include "raft/transport.h"
 
 #define DEFAULT_ELECTION_MS 1000u
 #define DEFAULT_HEARTBEAT_MS 100u
@@ -58,11 +66,85 @@
 #define DEFAULT_MAX_ENTRY_BYTES ((size_t)4 << 20)
 #define DEFAULT_MAX_INFLIGHT 16u
 
+/* A list of commands that complete together: an in-flight batch, or (on the
+ * done list only) a set of queued commands being failed. */
+struct rgroup_batch {
+    struct raft_apply req; /* in flight: raft's request */
+    struct rgroup *g;
+    uint64_t seq;
+    struct rgroup_cmd *head; /* cmds linked by ->next, submission order */
+    size_t n;
+    bool applied; /* the fsm applied it here with mine = these cmds */
+    int status;   /* on the done list */
+    struct rgroup_batch *prev, *next;
+};
+
+struct rgroup_barrier {
+    struct raft_barrier req;
+    struct rgroup *g;
+    uint64_t epoch;
+};
+
+struct rgroup {
+    uv_loop_t *loop;
+    char name[64];
+    char *dir;
+    uint64_t id;
+    struct raft_uv_transport transport;
+    struct raft_io io;
+    struct raft raft;
+    struct rfsm fsm;
+
+    uv_prepare_t prepare;
+    uv_check_t check;
+    uv_idle_t idle;
+    bool handles_init;
+    unsigned handles_open;
+
+    size_t max_entry_bytes;
+    unsigned max_inflight;
+    uint64_t proposer; /* random per process lifetime */
+    uint64_t seq;      /* last batch sequence number used */
+
+    struct rgroup_cmd *q_head, *q_tail; /* submitted, not yet proposed */
+    size_t q_len;
+    struct rgroup_batch *fl_head, *fl_tail; /* raft_apply in flight */
+    unsigned n_inflight;
+    struct rgroup_batch *done_head, *done_tail; /* callbacks to deliver */
+
+    bool leading;        /* raft_state was LEADER at the last poll */
+    bool ready;          /* leading and the epoch's barrier completed */
+    bool barrier_needed; /* leading, barrier not issued yet */
+    uint64_t lead_term;
+    uint64_t lead_epoch; /* bumped on every leadership gain and loss */
+    uint64_t known_leader, known_leader_term;
+
+    uint64_t batches_proposed, cmds_proposed, leader_changes;
+
+    struct rmember member; /* membership changes (raft/member.c) */
+
+    bool closing;
+    bool raft_closed;
+    /* libraft 0.15 can fire the raft_io close callback twice (its
+     * uvMaybeFireCloseCb has no once-guard; upstream c042b4e added one and
+     * was reverted): the second call frees raft's address and log again, or
+     * reads a freed group. io_close_wrap lets only the first through, and
+     * the io, transport and group are released one loop turn after raft
+     * reported closed (free_timer), when its close callbacks have run. */
+    void (*io_close)(struct raft_io *io, raft_io_close_cb cb);
+    raft_io_close_cb raft_io_close_cb;
+    bool io_closed;
+    uv_timer_t free_timer;
+    rgroup_close_cb close_cb;
+    void *close_data;
+};
+
 /* ------------------------------------------------------------------------ */
 /* Lists and completion                                                     */
 
 static void idle_cb(uv_idle_t *h);
 static void lose_leadership(struct rgroup *g);
+static void update_idle(struct rgroup *g);
 
 static void push_done(struct rgroup *g, struct rgroup_batch *b, int status)
 {
@@ -75,7 +157,7 @@ static void push_done(struct rgroup *g, struct rgroup_batch *b, int status)
         g->done_head = b;
     }
     g->done_tail = b;
-    rgroup_update_idle(g);
+    update_idle(g);
 }
 
 /* Fire the callbacks of every completed command, oldest first. Callbacks may
@@ -156,12 +238,15 @@ static bool flushable(const struct rgroup *g)
            g->n_inflight < g->max_inflight;
 }
 
-void rgroup_update_idle(struct rgroup *g)
+/* Keep the loop from blocking while there is work: commands to flush or
+ * deliver, or a membership step to continue. */
+static void update_idle(struct rgroup *g)
 {
     if (!g->handles_init || g->closing) {
         return;
     }
-    if (flushable(g) || g->done_head != NULL || g->change_ready) {
+    if (flushable(g) || g->done_head != NULL ||
+        rmember_pending(&g->member)) {
         uv_idle_start(&g->idle, idle_cb);
     } else {
         uv_idle_stop(&g->idle);
@@ -367,14 +452,14 @@ static void process(struct rgroup *g)
 {
     if (!g->closing) {
         poll_state(g);
-        rgroup_member_process(g);
+        rmember_process(&g->member);
     }
     deliver(g);
     if (!g->closing) {
         flush(g);
         deliver(g);
     }
-    rgroup_update_idle(g);
+    update_idle(g);
 }
 
 static void prepare_cb(uv_prepare_t *h)
@@ -445,7 +530,7 @@ static void finish(struct rgroup *g)
     }
     fail_queue(g, RGROUP_ECLOSING);
     deliver(g);
-    rgroup_member_close(g);
+    rmember_close(&g->member);
     /* raft may still run close callbacks of this turn against io and
      * transport: release them (and us) on a later turn */
     uv_timer_init(g->loop, &g->free_timer);
@@ -495,6 +580,56 @@ void rgroup_close(struct rgroup *g, rgroup_close_cb cb, void *data)
     fail_queue(g, RGROUP_ECLOSING);
     /* fails in-flight applies (-> EUNKNOWN unless applied) synchronously */
     raft_close(&g->raft, on_raft_closed);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Membership: raft/member.c does the work                                  */
+
+/* member.c's wake hook, possibly from inside raft: a step finished, so
+ * process() must run rmember_process() before the loop blocks. */
+static void member_wake(void *data)
+{
+    update_idle(data);
+}
+
+/* Whether a membership change may start here (member.h: @gate). */
+static int change_gate(const struct rgroup *g)
+{
+    if (g->closing) {
+        return RGROUP_ECLOSING;
+    }
+    if (!rgroup_is_leader(g)) {
+        return RGROUP_ENOTLEADER;
+    }
+    return RGROUP_OK;
+}
+
+int rgroup_add_voter(struct rgroup *g,
+                     uint64_t id,
+                     const char *address,
+                     rgroup_change_cb cb,
+                     void *data)
+{
+    return rmember_add_voter(&g->member, change_gate(g), id, address, cb,
+                             data);
+}
+
+int rgroup_remove_member(struct rgroup *g,
+                         uint64_t id,
+                         rgroup_change_cb cb,
+                         void *data)
+{
+    return rmember_remove(&g->member, change_gate(g), id, cb, data);
+}
+
+unsigned rgroup_members(const struct rgroup *g,
+                        struct rgroup_member_info *out,
+                        unsigned max)
+{
+    if (g->raft_closed) {
+        return 0;
+    }
+    return rmember_list(&g->member, out, max);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -680,6 +815,7 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
     g->max_inflight =
         cfg->max_inflight ? cfg->max_inflight : DEFAULT_MAX_INFLIGHT;
     g->proposer = random_id_nonzero();
+    rmember_init(&g->member, &g->raft, g->name, g->id, member_wake, g);
 
     rv = rtransport_init(&g->transport, loop, self_addr);
     if (rv != 0) {
@@ -828,7 +964,7 @@ int rgroup_submit(struct rgroup *g, struct rgroup_cmd *cmd)
     }
     g->q_tail = cmd;
     g->q_len++;
-    rgroup_update_idle(g);
+    update_idle(g);
     return RGROUP_OK;
 }
 

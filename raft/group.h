@@ -16,6 +16,9 @@
  *     everything committed by earlier leaders is applied here;
  *   - lz4-compressed snapshots of the state machine by threshold.
  *
+ * The status codes, struct rgroup_cmd and struct rgroup_fsm are in
+ * raft/types.h, which this header includes.
+ *
  * Errors: functions return 0 or a negative RGROUP_E* code; construction
  * failures also fill @errmsg. A command callback fires exactly once for every
  * rgroup_submit() that returned 0, and never for one that did not.
@@ -52,26 +55,7 @@
 
 #include <uv.h>
 
-enum {
-    RGROUP_OK = 0,
-    RGROUP_ENOTLEADER = -1, /* not (yet) a ready leader: nothing proposed */
-    RGROUP_EUNKNOWN = -2,   /* leadership lost after proposing: the command
-                               may or may not be applied */
-    RGROUP_ECLOSING = -3,   /* group is closing: nothing proposed */
-    RGROUP_EINVAL = -4,
-    RGROUP_EIO = -5,        /* data directory or raft failure */
-    RGROUP_ETOOBIG = -6,    /* command larger than the entry limit */
-    RGROUP_EBUSY = -7,      /* another membership change is in progress */
-    RGROUP_ECATCHUP = -8,   /* the new member did not catch up in time
-                               (down, unreachable or too far behind) */
-    RGROUP_ESELF = -9       /* the leader was asked to remove itself: it
-                               hands leadership to another voter; ask the
-                               next leader */
-};
-
-#define RGROUP_MAX_MEMBERS 9
-/* "host:port": a DNS name (253) and a port, and the NUL */
-#define RGROUP_ADDR_MAX 264
+#include "raft/types.h"
 
 struct rgroup_member {
     uint64_t id;           /* raft server id, > 0 */
@@ -96,37 +80,6 @@ struct rgroup_config {
      * bootstrap would give it another first configuration than the
      * group's. Ignored when the directory has state. */
     bool join;
-};
-
-struct rgroup_cmd;
-
-/* The state machine behind the group. apply runs on every replica, in log
- * order, once per command of each committed batch. */
-struct rgroup_fsm {
-    void *data;
-    /* @time_ms: the proposing leader's wall clock for the batch.
-     * @mine: the command as submitted here, when this replica proposed it in
-     * this process lifetime and still waits for it; NULL otherwise. The fsm
-     * stores its result where @mine->data points. Must not fail: a command
-     * that makes no sense is a result, not an error. */
-    void (*apply)(void *data, uint64_t time_ms, const void *cmd, size_t len,
-                  struct rgroup_cmd *mine);
-    /* Serialize the whole state into a buffer from malloc(). 0 or -1. */
-    int (*snapshot)(void *data, void **buf, size_t *len);
-    /* Replace the whole state; @buf borrowed. 0 or -1 (corrupt). */
-    int (*restore)(void *data, const void *buf, size_t len);
-};
-
-typedef void (*rgroup_cmd_cb)(struct rgroup_cmd *cmd, int status);
-
-/* A command in flight. Caller-owned; must stay alive until @cb. */
-struct rgroup_cmd {
-    const void *payload; /* borrowed until cb */
-    size_t len;
-    rgroup_cmd_cb cb;    /* status 0: applied (fsm saw it with mine = this) */
-    void *data;          /* caller's */
-    /* private */
-    struct rgroup_cmd *next;
 };
 
 struct rgroup_status {
@@ -171,14 +124,13 @@ bool rgroup_is_leader(const struct rgroup *g);
 uint64_t rgroup_leader_id(const struct rgroup *g);
 void rgroup_status(const struct rgroup *g, struct rgroup_status *out);
 
-/* ---- Membership (raft/member.c) ----------------------------------------
+/* ---- Membership (carried out by raft/member.c) ---------------------------
  * Changes are proposed by the ready leader, one at a time per group. A
- * change callback fires exactly once for every call that returned 0, never
- * inside raft code, with 0 (done: the configuration entry committed),
- * RGROUP_ENOTLEADER / EUNKNOWN / ECLOSING as for commands (retry at the
- * next leader: both calls are idempotent), RGROUP_ECATCHUP, RGROUP_EINVAL
- * or RGROUP_EIO. */
-typedef void (*rgroup_change_cb)(void *data, int status);
+ * change callback (rgroup_change_cb) fires exactly once for every call that
+ * returned 0, never inside raft code, with 0 (done: the configuration entry
+ * committed), RGROUP_ENOTLEADER / EUNKNOWN / ECLOSING as for commands (retry
+ * at the next leader: both calls are idempotent), RGROUP_ECATCHUP,
+ * RGROUP_EINVAL or RGROUP_EIO. */
 
 /* Add server @id at @address as a voter: it joins as a spare, the leader
  * brings its log up to date, then promotes it. Already a voter there: 0.
@@ -191,12 +143,6 @@ int rgroup_add_voter(struct rgroup *g, uint64_t id, const char *address,
  * last voter cannot be removed (RGROUP_EINVAL). */
 int rgroup_remove_member(struct rgroup *g, uint64_t id, rgroup_change_cb cb,
                          void *data);
-
-struct rgroup_member_info {
-    uint64_t id;
-    char raft_address[RGROUP_ADDR_MAX];
-    const char *role; /* "voter", "standby", "spare" */
-};
 
 /* The configuration this replica knows (the latest appended, committed or
  * not): up to @max members into @out. Returns the member count. */

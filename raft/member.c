@@ -1,22 +1,19 @@
 /*
- * rgroup membership changes (see group.h for the contract).
+ * rmember: membership changes (see member.h for the contract and group.h
+ * for what users see).
  *
- *   add_voter:  raft_add (joins as spare) ──committed──> raft_assign(VOTER)
- *               (raft catches the new log up in rounds, then appends the
- *               promotion) ──committed──> cb(0)
- *   remove:     raft_remove ──committed──> cb(0)
- *
- * Raft calls change_cb from inside its own code, where we must not start
- * the next step or run user code: change_cb only records the outcome and
- * sets g->change_ready; process() (raft/group.c, every loop turn) calls
- * rgroup_member_process(), which starts the next step or completes.
- * A change started on a member already in the wanted state completes the
- * same way, one loop turn later, so a callback never runs inside the call
- * that started it.
+ * Direction: called by raft/group.c, never calls it. Raft calls change_cb
+ * from inside its own code, where we must not start the next step or run
+ * user code: change_cb only records the outcome, sets m->ready and wakes
+ * the owner, whose loop handles call rmember_process(), which starts the
+ * next step or completes. A change started on a member already in the
+ * wanted state completes the same way, one loop turn later, so a callback
+ * never runs inside the call that started it.
  */
-#include "raft/group_priv.h"
+#include "raft/member.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,9 +23,9 @@
 
 enum step { STEP_ADD, STEP_ASSIGN, STEP_REMOVE, STEP_NONE };
 
-struct rgroup_change_op {
+struct rmember_op {
     struct raft_change req;
-    struct rgroup *g;
+    struct rmember *m;
     enum step step;
     bool remove;
     uint64_t id;
@@ -76,19 +73,39 @@ static int status_of(int raft_rv)
     }
 }
 
+void rmember_init(struct rmember *m,
+                  struct raft *raft,
+                  const char *name,
+                  uint64_t self_id,
+                  void (*wake)(void *data),
+                  void *wake_data)
+{
+    memset(m, 0, sizeof *m);
+    m->raft = raft;
+    m->name = name;
+    m->self_id = self_id;
+    m->wake = wake;
+    m->wake_data = wake_data;
+}
+
+bool rmember_pending(const struct rmember *m)
+{
+    return m->ready;
+}
+
 static void change_cb(struct raft_change *req, int status)
 {
-    struct rgroup_change_op *op = req->data;
+    struct rmember_op *op = req->data;
 
     op->raft_status = status;
-    op->g->change_ready = true;
-    rgroup_update_idle(op->g);
+    op->m->ready = true;
+    op->m->wake(op->m->wake_data);
 }
 
 /* Propose @op's current step. 0 or a raft error (nothing proposed). */
-static int start_step(struct rgroup_change_op *op)
+static int start_step(struct rmember_op *op)
 {
-    struct raft *r = &op->g->raft;
+    struct raft *r = op->m->raft;
 
     op->req.data = op;
     switch (op->step) {
@@ -103,56 +120,56 @@ static int start_step(struct rgroup_change_op *op)
     }
 }
 
-static void complete(struct rgroup *g, int status)
+static void complete(struct rmember *m, int status)
 {
-    struct rgroup_change_op *op = g->change;
+    struct rmember_op *op = m->op;
 
-    g->change = NULL;
-    g->change_ready = false;
+    m->op = NULL;
+    m->ready = false;
     if (status == RGROUP_OK && op->step == STEP_NONE) {
         log_info("raft group %s: membership: member %" PRIu64 " is %s already",
-                 g->name, op->id, op->remove ? "no member" : "a voter");
+                 m->name, op->id, op->remove ? "no member" : "a voter");
     } else if (status == RGROUP_OK) {
         log_info("raft group %s: membership: %s of member %" PRIu64
                  " committed",
-                 g->name, op->remove ? "removal" : "addition", op->id);
+                 m->name, op->remove ? "removal" : "addition", op->id);
     } else {
         log_warn("raft group %s: membership: %s of member %" PRIu64
                  " failed: %s (%d)",
-                 g->name, step_name(op->step), op->id,
+                 m->name, step_name(op->step), op->id,
                  raft_strerror(op->raft_status), op->raft_status);
     }
     op->cb(op->data, status);
     free(op);
 }
 
-void rgroup_member_process(struct rgroup *g)
+void rmember_process(struct rmember *m)
 {
-    struct rgroup_change_op *op = g->change;
+    struct rmember_op *op = m->op;
     int rv;
 
-    if (op == NULL || !g->change_ready) {
+    if (op == NULL || !m->ready) {
         return;
     }
-    g->change_ready = false;
+    m->ready = false;
     if (op->raft_status != 0 || op->step != STEP_ADD) {
-        complete(g, status_of(op->raft_status));
+        complete(m, status_of(op->raft_status));
         return;
     }
     log_info("raft group %s: membership: member %" PRIu64
              " (%s) added as spare; catching it up to promote it",
-             g->name, op->id, op->address);
+             m->name, op->id, op->address);
     op->step = STEP_ASSIGN;
     rv = start_step(op);
     if (rv != 0) {
         op->raft_status = rv;
-        complete(g, status_of(rv));
+        complete(m, status_of(rv));
     }
 }
 
-void rgroup_member_close(struct rgroup *g)
+void rmember_close(struct rmember *m)
 {
-    struct rgroup_change_op *op = g->change;
+    struct rmember_op *op = m->op;
     int status;
 
     if (op == NULL) {
@@ -160,20 +177,20 @@ void rgroup_member_close(struct rgroup *g)
     }
     /* raft_close failed a step still in raft's hands (LEADERSHIPLOST)
      * already; a finished step keeps its own outcome */
-    if (!g->change_ready) {
+    if (!m->ready) {
         op->raft_status = RAFT_SHUTDOWN;
     }
     status = status_of(op->raft_status);
     if (status == RGROUP_OK && op->step == STEP_ADD) {
         status = RGROUP_EUNKNOWN; /* a spare, never promoted */
     }
-    complete(g, status);
+    complete(m, status);
 }
 
-static const struct raft_server *find_server(const struct rgroup *g,
+static const struct raft_server *find_server(const struct rmember *m,
                                              uint64_t id)
 {
-    const struct raft_configuration *c = &g->raft.configuration;
+    const struct raft_configuration *c = &m->raft->configuration;
     unsigned i;
 
     for (i = 0; i < c->n; i++) {
@@ -184,15 +201,13 @@ static const struct raft_server *find_server(const struct rgroup *g,
     return NULL;
 }
 
-static int check_leader(const struct rgroup *g)
+/* Whether a change may start: the owner's @gate, then one at a time. */
+static int check_start(const struct rmember *m, int gate)
 {
-    if (g->closing) {
-        return RGROUP_ECLOSING;
+    if (gate != RGROUP_OK) {
+        return gate;
     }
-    if (!rgroup_is_leader(g)) {
-        return RGROUP_ENOTLEADER;
-    }
-    if (g->change != NULL) {
+    if (m->op != NULL) {
         return RGROUP_EBUSY;
     }
     return RGROUP_OK;
@@ -200,52 +215,53 @@ static int check_leader(const struct rgroup *g)
 
 /* Take ownership of @op as the group's change and run its first step; a
  * change with nothing to do completes on the next loop turn. */
-static int begin(struct rgroup *g, struct rgroup_change_op *op)
+static int begin(struct rmember *m, struct rmember_op *op)
 {
     int rv = start_step(op);
 
     if (rv != 0) {
         log_warn("raft group %s: membership: %s of member %" PRIu64
                  " refused: %s (%d)",
-                 g->name, step_name(op->step), op->id, raft_strerror(rv), rv);
+                 m->name, step_name(op->step), op->id, raft_strerror(rv), rv);
         free(op);
         return status_of(rv);
     }
-    g->change = op;
+    m->op = op;
     if (op->step == STEP_NONE) {
         op->raft_status = 0;
-        g->change_ready = true;
-        rgroup_update_idle(g);
+        m->ready = true;
+        m->wake(m->wake_data);
     } else {
         log_info("raft group %s: membership: %s of member %" PRIu64 " proposed",
-                 g->name, step_name(op->step), op->id);
+                 m->name, step_name(op->step), op->id);
     }
     return RGROUP_OK;
 }
 
-static struct rgroup_change_op *op_new(struct rgroup *g,
-                                       uint64_t id,
-                                       rgroup_change_cb cb,
-                                       void *data)
+static struct rmember_op *op_new(struct rmember *m,
+                                 uint64_t id,
+                                 rgroup_change_cb cb,
+                                 void *data)
 {
-    struct rgroup_change_op *op = xcalloc(1, sizeof *op);
+    struct rmember_op *op = xcalloc(1, sizeof *op);
 
-    op->g = g;
+    op->m = m;
     op->id = id;
     op->cb = cb;
     op->data = data;
     return op;
 }
 
-int rgroup_add_voter(struct rgroup *g,
-                     uint64_t id,
-                     const char *address,
-                     rgroup_change_cb cb,
-                     void *data)
+int rmember_add_voter(struct rmember *m,
+                      int gate,
+                      uint64_t id,
+                      const char *address,
+                      rgroup_change_cb cb,
+                      void *data)
 {
-    const struct raft_configuration *c = &g->raft.configuration;
+    const struct raft_configuration *c = &m->raft->configuration;
     const struct raft_server *s;
-    struct rgroup_change_op *op;
+    struct rmember_op *op;
     char host[256];
     int port;
     unsigned i;
@@ -256,7 +272,7 @@ int rgroup_add_voter(struct rgroup *g,
         rtransport_split(address, host, sizeof host, &port) != 0 || port == 0) {
         return RGROUP_EINVAL;
     }
-    rv = check_leader(g);
+    rv = check_start(m, gate);
     if (rv != RGROUP_OK) {
         return rv;
     }
@@ -265,19 +281,19 @@ int rgroup_add_voter(struct rgroup *g,
             strcmp(c->servers[i].address, address) == 0) {
             log_warn("raft group %s: membership: %s is member %" PRIu64
                      "'s address",
-                     g->name, address, (uint64_t)c->servers[i].id);
+                     m->name, address, (uint64_t)c->servers[i].id);
             return RGROUP_EINVAL;
         }
     }
-    s = find_server(g, id);
+    s = find_server(m, id);
     if (s != NULL && strcmp(s->address, address) != 0) {
         log_warn("raft group %s: membership: member %" PRIu64
                  " is at %s, "
                  "not %s: remove it first",
-                 g->name, id, s->address, address);
+                 m->name, id, s->address, address);
         return RGROUP_EINVAL;
     }
-    op = op_new(g, id, cb, data);
+    op = op_new(m, id, cb, data);
     snprintf(op->address, sizeof op->address, "%s", address);
     if (s == NULL) {
         op->step = STEP_ADD;
@@ -286,14 +302,14 @@ int rgroup_add_voter(struct rgroup *g,
     } else {
         op->step = STEP_NONE;
     }
-    return begin(g, op);
+    return begin(m, op);
 }
 
 /* The voter with the longest log we know of, other than us: the one most
  * likely to win at once (0 if none). */
-static uint64_t transfer_target(const struct rgroup *g)
+static uint64_t transfer_target(const struct rmember *m)
 {
-    const struct raft_configuration *c = &g->raft.configuration;
+    const struct raft_configuration *c = &m->raft->configuration;
     uint64_t best = 0;
     raft_index best_match = 0;
     unsigned i;
@@ -301,11 +317,12 @@ static uint64_t transfer_target(const struct rgroup *g)
     for (i = 0; i < c->n; i++) {
         raft_index match;
 
-        if (c->servers[i].id == g->id || c->servers[i].role != RAFT_VOTER) {
+        if (c->servers[i].id == m->self_id ||
+            c->servers[i].role != RAFT_VOTER) {
             continue;
         }
-        match = g->raft.leader_state.progress != NULL
-                    ? g->raft.leader_state.progress[i].match_index
+        match = m->raft->leader_state.progress != NULL
+                    ? m->raft->leader_state.progress[i].match_index
                     : 0;
         if (best == 0 || match > best_match) {
             best = c->servers[i].id;
@@ -320,14 +337,15 @@ static void transfer_cb(struct raft_transfer *req)
     free(req);
 }
 
-int rgroup_remove_member(struct rgroup *g,
-                         uint64_t id,
-                         rgroup_change_cb cb,
-                         void *data)
+int rmember_remove(struct rmember *m,
+                   int gate,
+                   uint64_t id,
+                   rgroup_change_cb cb,
+                   void *data)
 {
-    const struct raft_configuration *c = &g->raft.configuration;
+    const struct raft_configuration *c = &m->raft->configuration;
     const struct raft_server *s;
-    struct rgroup_change_op *op;
+    struct rmember_op *op;
     unsigned voters = 0;
     unsigned i;
     int rv;
@@ -335,60 +353,57 @@ int rgroup_remove_member(struct rgroup *g,
     if (id == 0 || cb == NULL) {
         return RGROUP_EINVAL;
     }
-    rv = check_leader(g);
+    rv = check_start(m, gate);
     if (rv != RGROUP_OK) {
         return rv;
     }
     for (i = 0; i < c->n; i++) {
         voters += c->servers[i].role == RAFT_VOTER;
     }
-    s = find_server(g, id);
+    s = find_server(m, id);
     if (s != NULL && s->role == RAFT_VOTER && voters == 1) {
         return RGROUP_EINVAL;
     }
-    if (id == g->id) {
+    if (id == m->self_id) {
         /* a leader that removes itself would go on leading a group it is
          * no longer part of until the entry commits; hand over instead and
          * let the caller ask the next leader */
         struct raft_transfer *t;
         uint64_t to;
 
-        if (g->raft.transfer != NULL) {
+        if (m->raft->transfer != NULL) {
             return RGROUP_ESELF; /* handing over already */
         }
         t = xcalloc(1, sizeof *t);
-        to = transfer_target(g);
-        rv = raft_transfer(&g->raft, t, to, transfer_cb);
+        to = transfer_target(m);
+        rv = raft_transfer(m->raft, t, to, transfer_cb);
         if (rv != 0) {
             free(t);
             log_warn(
                 "raft group %s: membership: cannot hand leadership to "
                 "%" PRIu64 " before removing myself: %s (%d)",
-                g->name, to, raft_strerror(rv), rv);
+                m->name, to, raft_strerror(rv), rv);
             return status_of(rv);
         }
         log_info(
             "raft group %s: membership: asked to remove myself: "
             "leadership goes to %" PRIu64,
-            g->name, to);
+            m->name, to);
         return RGROUP_ESELF;
     }
-    op = op_new(g, id, cb, data);
+    op = op_new(m, id, cb, data);
     op->remove = true;
     op->step = s != NULL ? STEP_REMOVE : STEP_NONE;
-    return begin(g, op);
+    return begin(m, op);
 }
 
-unsigned rgroup_members(const struct rgroup *g,
-                        struct rgroup_member_info *out,
-                        unsigned max)
+unsigned rmember_list(const struct rmember *m,
+                      struct rgroup_member_info *out,
+                      unsigned max)
 {
-    const struct raft_configuration *c = &g->raft.configuration;
+    const struct raft_configuration *c = &m->raft->configuration;
     unsigned i;
 
-    if (g->raft_closed) {
-        return 0;
-    }
     for (i = 0; i < c->n && i < max; i++) {
         out[i].id = c->servers[i].id;
         snprintf(out[i].raft_address, sizeof out[i].raft_address, "%s",

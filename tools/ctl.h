@@ -1,8 +1,18 @@
 /*
- * ctl: what the parts of ringmqctl share: the parsed command line, the
- * connection to one node, the loaded cluster map, and the exit codes.
- * ringmqctl.c parses and dispatches; ctl_member.c changes and lists the
- * members of a shard's groups.
+ * ctl: what the commands of ringmqctl share: the parsed command line, the
+ * connection to one node and the calls over it, the exit codes.
+ *
+ * Direction: the bottom of tools/. ringmqctl.c (the command line and the
+ * command table) calls the ctl_*.c command modules; they and ringmqctl.c
+ * call this module (and ctl_map); this module calls none of them.
+ *
+ *   ringmqctl.c ──> ctl_status, ctl_cache, ctl_load, ctl_cluster, ctl_member
+ *        │                           │ (each of them)
+ *        └──────> ctl, ctl_map <─────┘
+ *
+ * Errors are printed to stderr where they happen ("ringmqctl: ..."), and
+ * reported as -1 or an exit code, as each function says. Single-threaded,
+ * on ctl->loop.
  */
 #ifndef RINGMQ_TOOLS_CTL_H
 #define RINGMQ_TOOLS_CTL_H
@@ -12,18 +22,19 @@
 
 #include <uv.h>
 
-#include "proto/cluster_map.h"
-#include "common/ring.h"
 #include "proto/rpc_frame.h"
 #include "rpc/rpc_client.h"
 
+/* Exit codes (usage() in ringmqctl.c documents them). */
 #define EXIT_NEGATIVE 1
 #define EXIT_ERROR 2
 #define EXIT_USAGE 64
+
 #define MAX_REDIRECTS 2
 #define MAX_ARGS 8
 #define MAX_NODES 16
 
+/* The command line (ringmqctl.c fills it; commands only read it). */
 struct opts {
     const char *cluster; /* --cluster FILE */
     uint64_t epoch;      /* the map's, when routing by it: nodes check it */
@@ -58,18 +69,28 @@ struct ctl {
     int addr_index; /* next --node address to try after a failure */
 };
 
-struct ctl_map {
-    struct cluster_map map;
-    struct ring *ring;
-};
-
 /* Connect to @address (replacing the current client). 0 or -1 (printed). */
 int ctl_connect(struct ctl *ctl, const char *address);
 
-/* Non-OK RPC code: print it and return EXIT_ERROR; 0 if OK. */
-int check_code(const Ringmq__RpcResponse *r);
+/* Send @req, following NOT_LEADER hints up to MAX_REDIRECTS times; with
+ * @try_others, a failed call moves on to the next --node address. 0 with
+ * *resp (the caller frees it), or -1 after printing the failure. */
+int ctl_call(struct ctl *ctl,
+             const Ringmq__RpcRequest *req,
+             bool try_others,
+             Ringmq__RpcResponse **resp);
 
-/* member add|remove|list SHARD [ID] (--cluster): ctl_member.c. */
-int cmd_member(struct ctl *ctl, const struct ctl_map *m);
+/* NOT_LEADER as an RPC code, or as the status of a cache result. */
+bool ctl_is_not_leader(const Ringmq__RpcResponse *r);
+
+/* The name of an RPC code ("RPC_NOT_LEADER"), "?" if unknown. */
+const char *ctl_code_name(Ringmq__RpcCode code);
+
+/* Non-OK RPC code: print it and return EXIT_ERROR; 0 if OK. */
+int ctl_check_code(const Ringmq__RpcResponse *r);
+
+/* Decimal numbers, the whole string: 0, or -1 (nothing printed). */
+int ctl_parse_u64(const char *s, uint64_t *out);
+int ctl_parse_i64(const char *s, int64_t *out);
 
 #endif

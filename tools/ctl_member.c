@@ -9,7 +9,11 @@
  * NOT_LEADER hints; a group that has no leader yet, is busy with another
  * change, or lost its leader mid-change is asked again until --seconds
  * pass (both changes are idempotent at the node).
+ *
+ * Direction: called by ringmqctl.c; calls only ctl and ctl_map.
  */
+#include "tools/ctl_member.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +21,6 @@
 #include <unistd.h>
 
 #include "common/clock.h"
-#include "tools/ctl.h"
 
 struct shard_group {
     char name[CLUSTER_NAME_MAX + 8];
@@ -111,7 +114,7 @@ static int change_group(struct ctl *ctl,
                 break;
             default:
                 fprintf(stderr, "ringmqctl: %s: ", group);
-                check_code(resp);
+                ctl_check_code(resp);
                 ringmq__rpc_response__free_unpacked(resp, NULL);
                 return EXIT_ERROR;
         }

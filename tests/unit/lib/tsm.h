@@ -1,6 +1,6 @@
 /*
  * tsm: a tiny state machine for raft/ tests: an ordered list of uint32
- * commands and their sum, behind struct rgroup_fsm (tsm_ops).
+ * commands and their sum, behind struct rgroup_fsm (tsm_ops, raft/types.h).
  *
  * apply checks what every test relies on (4-byte commands; with
  * want_wall_clock, a wall-clock stamp) and, for commands this replica
@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "raft/group.h"
+#include "raft/types.h"
 
 struct tsm {
     uint32_t *vals;

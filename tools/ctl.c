@@ -1,0 +1,124 @@
+/*
+ * ctl: see ctl.h. The bottom of tools/: calls no other module of it.
+ */
+#include "tools/ctl.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/cache_pb.h"
+
+int ctl_parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+
+    if (s == NULL || *s == '\0' || *s == '-') {
+        return -1;
+    }
+    errno = 0;
+    *out = strtoull(s, &end, 10);
+    return (errno != 0 || *end != '\0') ? -1 : 0;
+}
+
+int ctl_parse_i64(const char *s, int64_t *out)
+{
+    char *end;
+
+    if (s == NULL || *s == '\0') {
+        return -1;
+    }
+    errno = 0;
+    *out = strtoll(s, &end, 10);
+    return (errno != 0 || *end != '\0') ? -1 : 0;
+}
+
+int ctl_connect(struct ctl *ctl, const char *address)
+{
+    struct rpc_client_config cfg = {0};
+    char err[256];
+
+    if (ctl->client) {
+        rpc_client_close(ctl->client, NULL, NULL);
+        ctl->client = NULL;
+    }
+    cfg.address = address;
+    cfg.call_timeout_ms = ctl->o->timeout_ms;
+    cfg.connect_timeout_ms = ctl->o->timeout_ms;
+    ctl->client = rpc_client_new(&ctl->loop, &cfg, err, sizeof(err));
+    if (ctl->client == NULL) {
+        fprintf(stderr, "ringmqctl: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+bool ctl_is_not_leader(const Ringmq__RpcResponse *r)
+{
+    return r->code == RINGMQ__RPC_CODE__RPC_NOT_LEADER ||
+           (r->code == RINGMQ__RPC_CODE__RPC_OK &&
+            r->body_case == RINGMQ__RPC_RESPONSE__BODY_CACHE &&
+            r->cache->status == CACHE_NOT_LEADER);
+}
+
+int ctl_call(struct ctl *ctl,
+             const Ringmq__RpcRequest *req,
+             bool try_others,
+             Ringmq__RpcResponse **resp)
+{
+    int redirects = 0;
+    char next[300];
+    int rv;
+
+    for (;;) {
+        rv = rpc_client_call_sync(ctl->client, req, 0, resp);
+        if (rv != 0) {
+            fprintf(stderr, "ringmqctl: %s: %s\n",
+                    rpc_client_address(ctl->client), uv_strerror(rv));
+            if (!try_others || ctl->addr_index >= ctl->o->n_addrs ||
+                ctl_connect(ctl, ctl->o->addrs[ctl->addr_index++]) != 0) {
+                return -1;
+            }
+            continue;
+        }
+        if (!ctl_is_not_leader(*resp) || redirects == MAX_REDIRECTS ||
+            (*resp)->leader_rpc == NULL || (*resp)->leader_rpc[0] == '\0' ||
+            strcmp((*resp)->leader_rpc, rpc_client_address(ctl->client)) == 0) {
+            return 0;
+        }
+        snprintf(next, sizeof(next), "%s", (*resp)->leader_rpc);
+        fprintf(stderr, "ringmqctl: %s is not the leader, trying %s\n",
+                rpc_client_address(ctl->client), next);
+        ringmq__rpc_response__free_unpacked(*resp, NULL);
+        *resp = NULL;
+        redirects++;
+        if (ctl_connect(ctl, next) != 0) {
+            return -1;
+        }
+    }
+}
+
+const char *ctl_code_name(Ringmq__RpcCode code)
+{
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+        &ringmq__rpc_code__descriptor, (int)code);
+
+    return v ? v->name : "?";
+}
+
+int ctl_check_code(const Ringmq__RpcResponse *r)
+{
+    if (r->code == RINGMQ__RPC_CODE__RPC_OK) {
+        return 0;
+    }
+    fprintf(stderr, "ringmqctl: %s%s%s", ctl_code_name(r->code),
+            r->error && r->error[0] ? ": " : "", r->error ? r->error : "");
+    if (r->code == RINGMQ__RPC_CODE__RPC_NOT_LEADER) {
+        fprintf(stderr, " (leader %" PRIu64 " %s)", r->leader_id,
+                r->leader_rpc && r->leader_rpc[0] ? r->leader_rpc : "unknown");
+    }
+    fprintf(stderr, "\n");
+    return EXIT_ERROR;
+}
