@@ -66,7 +66,6 @@ struct amqp_conn {
     uv_tcp_t tcp;
     uv_timer_t timer; /* heartbeats, close-ok wait */
     uv_write_t wreq;
-    uint64_t id;
     uint64_t next_chan_uid;
     enum conn_state state;
     struct amqp_frame_decoder dec;
@@ -181,7 +180,7 @@ static void conn_teardown(struct amqp_conn *c)
     }
     if (opened) {
         struct mq_sm_who who = {.router = env->cfg->router_id,
-                                .conn = c->id};
+                                .conn = c->cc.id};
 
         edge_return_everywhere(env->calls, MQ_SM_SCOPE_CONNECTION, &who);
     }
@@ -281,7 +280,7 @@ static void conn_error(struct amqp_conn *c, uint16_t code, const char *text,
         return;
     }
     c->env->stats->protocol_errors++;
-    log_debug("amqp: connection %llu: %u %s", (unsigned long long)c->id,
+    log_debug("amqp: connection %llu: %u %s", (unsigned long long)c->cc.id,
               code, text);
     amqp_method_init(&m, AMQP_CONNECTION_CLOSE);
     m.connection_close.reply_code = code;
@@ -798,7 +797,7 @@ static void on_timer(uv_timer_t *t)
     }
     if (now - c->last_recv_ms > 2000ull * c->heartbeat_s) {
         log_info("amqp: connection %llu: missed heartbeats, closing",
-                 (unsigned long long)c->id);
+                 (unsigned long long)c->cc.id);
         conn_teardown(c);
         return;
     }
@@ -924,8 +923,7 @@ struct amqp_conn *amqp_conn_new(struct amqp_conn_env *env, uint64_t id)
     uint64_t x;
 
     c->env = env;
-    c->id = id;
-    x = env->cfg->router_id ^ (c->id * 0xd6e8feb86659fd93ULL);
+    x = env->cfg->router_id ^ (id * 0xd6e8feb86659fd93ULL);
     x ^= x >> 32;
     c->cc.ops = &cc_ops;
     c->cc.ref.zero = on_ref_zero;

@@ -42,6 +42,16 @@
  * chan_conn), amqp_config.h (configuration, counters), amqp_edge.h
  * (limits). The server and the connections use amqp_after and amqp_calls
  * directly too (the tick's EXPIRE, a connection's RETURN).
+ *
+ * One publish with confirms, down and back up:
+ *
+ *   on_read (conn) -> amqp_channel_frame -> content complete -> pump
+ *     -> chan_start_publish (publish) -> chan_op_call (op)
+ *     -> edge_call_submit (calls) -> broker
+ *   broker done -> on_enqueue_done (publish: the call's done pointer)
+ *     -> cc->ops->enqueues (conn, by pointer); basic.ack into op->out
+ *     -> chan_wake -> ch->wake (the channel's pump, by pointer)
+ *     -> op->out into cc->out -> cc->ops->flush (conn, by pointer)
  */
 #include "edge/amqp_server.h"
 
