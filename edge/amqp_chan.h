@@ -1,13 +1,15 @@
 /*
- * amqp_chan: what the files of one AMQP channel share; private to
- * edge/amqp_channel.c (ops, order, input, close), amqp_deliver.c
- * (consumers, deliveries, acks, basic.get), amqp_declare.c (queue and
- * exchange methods) and amqp_publish.c (publish, confirms, returns). The
- * design is described at the top of amqp_channel.c.
+ * amqp_chan: the state of one AMQP channel, shared by the files of the
+ * channel (amqp_channel.c and the operations below it, amqp_op.h), and the
+ * channel's view of its connection (struct chan_conn): the few things of
+ * the connection a channel uses, as state and functions the connection
+ * fills in, so that nothing of a channel calls the connection by name.
  *
  * Ownership: a channel owns its ops, consumers and delivery records. An op
  * with broker calls in flight outlives its channel (op->ch is then NULL)
- * until the last call returns: chan_op_of_call() frees it then.
+ * until the last call returns: chan_op_of_call() frees it then. The
+ * struct chan_conn is the connection's (embedded in it): its ref keeps it
+ * alive for the calls that hold one, after the connection went too.
  */
 #ifndef RINGMQ_AMQP_CHAN_H
 #define RINGMQ_AMQP_CHAN_H
@@ -16,8 +18,52 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "edge/amqp_edge.h"
-#include "proto/amqp_msg.h"
+#include "common/buf.h"
+#include "edge/amqp_calls.h"
+#include "proto/amqp_frame.h"
+
+struct amqp_server_stats;
+struct chan_conn;
+struct amqp_channel;
+
+/* What a channel asks of its connection. */
+struct chan_conn_ops {
+    size_t (*frame_max)(const struct chan_conn *cc);
+    /* Gone, or closing with connection.close sent: nothing more to do. */
+    bool (*dead)(const struct chan_conn *cc);
+    /* Inside the processing of one read (acks wait for its end). */
+    bool (*reading)(const struct chan_conn *cc);
+    /* Write the output now unless inside a read (then it goes after). */
+    void (*flush)(struct chan_conn *cc);
+    /* A channel batched acks: flush them when the current read is done. */
+    void (*note_acks)(struct chan_conn *cc);
+    /* The connection published: a watermark now stops its reading. */
+    void (*published)(struct chan_conn *cc);
+    /* Enqueues in flight changed by @delta (reading stops at a limit). */
+    void (*enqueues)(struct chan_conn *cc, int delta);
+    /* Connection exception: connection.close with @code/@text for the
+     * failing method @method_id (0 = none), then wait for close-ok. */
+    void (*error)(struct chan_conn *cc, uint16_t code, const char *text,
+                  uint32_t method_id);
+    /* A method frame that did not decode (@rv from amqp_method_decode). */
+    void (*decode_error)(struct chan_conn *cc, const struct amqp_frame *f,
+                         int rv);
+    /* Open channel @num, or NULL. */
+    struct amqp_channel *(*channel)(struct chan_conn *cc, uint16_t num);
+    /* Forget channel @num (its struct is freed by the caller). */
+    void (*channel_gone)(struct chan_conn *cc, uint16_t num);
+};
+
+struct chan_conn {
+    const struct chan_conn_ops *ops;
+    struct edge_ref ref;             /* the connection's references */
+    struct edge_calls *calls;        /* the edge's broker calls */
+    struct amqp_server_stats *stats; /* the edge's counters */
+    struct buf *out;                 /* output for the client */
+    uint64_t id;                     /* mq_sm who.conn */
+    uint64_t client_id;              /* publisher dedup identity */
+    uint64_t next_seq;               /* last publisher dedup sequence */
+};
 
 struct delivery {
     uint64_t tag; /* channel delivery tag */
@@ -71,7 +117,10 @@ struct chan_op {
 };
 
 struct amqp_channel {
-    struct amqp_conn *conn;
+    struct chan_conn *conn;
+    /* Start what may start, send what finished (amqp_channel.c's pump):
+     * the operations call it when their state changed (chan_wake()). */
+    void (*wake)(struct amqp_channel *ch);
     uint16_t num;
     uint64_t uid;
     bool closing; /* our channel.close sent; wait for close-ok */
@@ -101,82 +150,12 @@ struct amqp_channel {
     uint32_t unacked;
     char last_queue[256];
     size_t last_queue_len;
-    /* Single acks read in one go, sent together (amqp_deliver.c): copies
-     * of their records, and the last ack op, held until they are sent. */
+    /* Single acks read in one go, sent together (amqp_ack.c): copies of
+     * their records, and the last ack op, held until they are sent. */
     struct delivery *ack_batch;
     size_t ack_n;
     size_t ack_cap;
     struct chan_op *ack_op;
 };
-
-/* ---- amqp_channel.c ---- */
-
-struct amqp_server *chan_srv(const struct amqp_channel *ch);
-struct mq_sm_who chan_who(const struct amqp_channel *ch);
-/* The channel of @ec if it is still the one that made the call. */
-struct amqp_channel *chan_of_call(const struct edge_call *ec, uint16_t num);
-/* Start what may start, send what finished, in order. Re-entrant. */
-void chan_pump(struct amqp_channel *ch);
-struct chan_op *chan_op_new(struct amqp_channel *ch, uint32_t method,
-                            bool barrier);
-void chan_op_free(struct chan_op *op);
-/* Finish @op with a channel exception (or a connection one, 5xx/530). */
-void chan_op_fail(struct chan_op *op, uint16_t code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-void chan_op_reply(struct chan_op *op, const struct amqp_method *m);
-void chan_op_reply_simple(struct chan_op *op, uint32_t id);
-/* A broker call on behalf of @op (counted in op->pending). */
-struct edge_call *chan_op_call(struct chan_op *op,
-                               void (*done)(struct edge_call *ec));
-/* In a call's done: its op, or NULL if the channel went (the op is freed
- * with its last call). */
-struct chan_op *chan_op_of_call(struct edge_call *ec);
-unsigned chan_shard_of(struct amqp_channel *ch, const char *q, size_t len);
-/* Resolve "" to the channel's last declared queue (RabbitMQ's rule) into
- * op->queue. Returns false after failing @op. */
-bool chan_op_queue_name(struct chan_op *op, struct amqp_bytes name);
-/* @prefix + 22 random characters, as RabbitMQ names amq.gen-* and
- * amq.ctag-*. */
-void chan_gen_name(char *out, size_t *len, const char *prefix);
-
-/* ---- amqp_deliver.c ---- */
-
-struct consumer *chan_cons_by_id(struct amqp_channel *ch, uint64_t id);
-/* Keep one CHECKOUT waiting for @cs while it has credit. */
-void chan_cons_arm(struct amqp_channel *ch, struct consumer *cs);
-void chan_emit_delivery(struct amqp_channel *ch, struct buf *out,
-                        const struct amqp_method *m,
-                        const struct amqp_msg_view *v);
-/* SETTLE, RETURN or DROP the records at indexes @sel (sorted) of ch->dl. */
-void chan_settle(struct chan_op *op, enum mq_sm_cmd_type type, size_t *sel,
-                 size_t n);
-/* basic.ack / reject / nack / recover on tag (or up to it, @multiple). */
-void chan_op_settle(struct chan_op *op, enum mq_sm_cmd_type type,
-                    uint64_t tag, bool multiple);
-/* Send the batched acks (see struct amqp_channel). */
-void chan_flush_acks(struct amqp_channel *ch);
-void chan_start_consume(struct chan_op *op,
-                        const struct amqp_basic_consume *c);
-void chan_start_cancel(struct chan_op *op, const struct amqp_basic_cancel *c);
-void chan_start_get(struct chan_op *op, const struct amqp_basic_get *g);
-
-/* ---- amqp_declare.c ---- */
-
-void chan_fail_queue(struct chan_op *op, const struct mq_sm_result *r);
-void chan_fail_unavailable(struct chan_op *op);
-/* Encoded (key, field value) pairs of @t for meta_sm, copied into @store
- * (which must outlive them); free() the array. NULL when @t is empty. */
-struct meta_sm_kv *chan_table_kv(const struct amqp_table *t,
-                                 struct buf *store, size_t *n);
-void chan_start_queue_declare(struct chan_op *op,
-                              const struct amqp_queue_declare *q);
-void chan_start_queue_simple(struct chan_op *op, const struct amqp_method *m);
-void chan_start_queue_bind(struct chan_op *op, const struct amqp_method *m);
-void chan_start_exchange(struct chan_op *op, const struct amqp_method *m);
-
-/* ---- amqp_publish.c ---- */
-
-/* The publish op's content is complete: route, enqueue, confirm. */
-void chan_start_publish(struct chan_op *op);
 
 #endif

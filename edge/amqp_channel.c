@@ -1,5 +1,6 @@
 /*
- * amqp_channel: one AMQP channel of a connection (amqp_edge.h).
+ * amqp_channel: one AMQP channel of a connection; contract in
+ * amqp_channel.h.
  *
  * Order. Every method becomes an op in the channel's FIFO; replies leave in
  * that order. Publishes, acks, rejects and nacks may run together (they
@@ -20,228 +21,81 @@
  * per channel with global qos) keeps one CHECKOUT waiting in the broker,
  * which answers when messages are ready. Deliveries are recorded by channel
  * delivery tag with their shard tag; acks, rejects and nacks act on the
- * records. Settling uses the broker's "every tag up to N of this channel"
- * form when no other record of the channel on that shard is below N, which
- * is safe because a shard's answers reach the edge in apply order
- * (amqp_broker.h), so a delivery applied before N but not seen yet cannot
- * exist.
+ * records, naming exactly their shard tags (amqp_ack.c says why never "up
+ * to N").
  *
- * Files: this one has the ops, their order, the input and the close;
- * amqp_deliver.c consumers and acks, amqp_declare.c the queue and exchange
- * methods, amqp_publish.c publishing (amqp_chan.h is what they share).
+ * Files: this one has the channel's input (methods, content assembly), its
+ * ops in order (the pump), the methods that only change the channel (flow,
+ * qos, confirm.select, close) and the channel exception. Below it, started
+ * from here and never calling up: amqp_declare.c (queue commands),
+ * amqp_exchange.c (meta commands), amqp_deliver.c (consumers, deliveries,
+ * basic.get), amqp_ack.c (delivery records, acks), amqp_publish.c; all of
+ * them on amqp_op.c (ops, replies, broker calls for an op) and amqp_chan.h
+ * (the state). They tell the channel to go on with chan_wake(), which runs
+ * the pump through ch->wake; the connection is reached through
+ * struct chan_conn's functions, never by name.
  *
  * Errors: a channel exception (404, 405, 406, 403) closes the channel with
  * channel.close when its op reaches the head; its unacked deliveries go
  * back (RETURN scope CHANNEL). A connection exception (503, 505, 530, 540)
- * goes through amqp_conn_error.
+ * goes to the connection (chan_conn_error).
  */
-#include <inttypes.h>
-#include <stdarg.h>
+#include "edge/amqp_channel.h"
+
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
-#include "common/clock.h"
 #include "common/log.h"
-#include "common/random_id.h"
+#include "edge/amqp_ack.h"
+#include "edge/amqp_after.h"
 #include "edge/amqp_chan.h"
+#include "edge/amqp_config.h"
+#include "edge/amqp_declare.h"
+#include "edge/amqp_deliver.h"
+#include "edge/amqp_edge.h"
+#include "edge/amqp_exchange.h"
+#include "edge/amqp_op.h"
+#include "edge/amqp_publish.h"
 #include "proto/amqp_msg.h"
 
-uint64_t amqp_channel_uid(const struct amqp_channel *ch)
-{
-    return ch->uid;
-}
+static void chan_pump(struct amqp_channel *ch);
 
-bool amqp_channel_closing(const struct amqp_channel *ch)
-{
-    return ch->closing;
-}
-
-struct amqp_channel *amqp_channel_new(struct amqp_conn *c, uint16_t num,
+struct amqp_channel *amqp_channel_new(struct chan_conn *cc, uint16_t num,
                                       uint64_t uid)
 {
     struct amqp_channel *ch = xcalloc(1, sizeof(*ch));
 
-    ch->conn = c;
+    ch->conn = cc;
+    ch->wake = chan_pump;
     ch->num = num;
     ch->uid = uid;
     ch->flow_active = true;
     ch->next_tag = 1;
     ch->confirm_next = 1;
-    ch->get_id = edge_new_consumer_id(amqp_conn_server(c));
+    ch->get_id = edge_new_consumer_id(cc->calls);
     buf_init(&ch->pub_header);
     buf_init(&ch->pub_body);
     return ch;
 }
 
-struct amqp_server *chan_srv(const struct amqp_channel *ch)
+void amqp_channel_kick(struct amqp_channel *ch)
 {
-    return amqp_conn_server(ch->conn);
-}
-
-struct mq_sm_who chan_who(const struct amqp_channel *ch)
-{
-    struct mq_sm_who w = {
-        .router = chan_srv(ch)->cfg.router_id,
-        .conn = amqp_conn_id(ch->conn),
-        .channel = ch->uid,
-    };
-    return w;
-}
-
-/* The channel of @ec if it is still the one that made the call. */
-struct amqp_channel *chan_of_call(const struct edge_call *ec,
-                                         uint16_t num)
-{
-    struct amqp_channel *ch;
-
-    if (ec->conn == NULL || amqp_conn_dead(ec->conn)) {
-        return NULL;
-    }
-    ch = amqp_conn_channel(ec->conn, num);
-    if (ch == NULL || ch->uid != ec->chan_uid || ch->closing ||
-        ch->client_closing) {
-        return NULL;
-    }
-    return ch;
-}
-
-/* ------------------------------------------------------------------ ops */
-
-void chan_op_free(struct chan_op *op)
-{
-    buf_free(&op->payload);
-    buf_free(&op->out);
-    buf_free(&op->blob);
-    free(op->cons);
-    free(op);
-}
-
-struct chan_op *chan_op_new(struct amqp_channel *ch, uint32_t method,
-                              bool barrier)
-{
-    struct chan_op *op = xcalloc(1, sizeof(*op));
-
-    op->ch = ch;
-    op->method = method;
-    op->barrier = barrier;
-    op->ready = true;
-    buf_init(&op->payload);
-    buf_init(&op->out);
-    buf_init(&op->blob);
-    if (ch->tail) {
-        ch->tail->next = op;
-    } else {
-        ch->head = op;
-    }
-    ch->tail = op;
-    return op;
-}
-
-void chan_op_fail(struct chan_op *op, uint16_t code, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(op->err_text, sizeof(op->err_text), fmt, ap);
-    va_end(ap);
-    op->err_code = code;
-    op->conn_err = code >= 500 || code == 530;
-    op->done = true;
-}
-
-void chan_op_reply(struct chan_op *op, const struct amqp_method *m)
-{
-    if (amqp_method_encode(&op->out, op->ch->num, m,
-                           amqp_conn_frame_max(op->ch->conn)) != 0) {
-        log_warn("amqp: cannot encode %s", amqp_method_name(m->id));
-    }
-}
-
-void chan_op_reply_simple(struct chan_op *op, uint32_t id)
-{
-    struct amqp_method m;
-
-    amqp_method_init(&m, id);
-    chan_op_reply(op, &m);
-}
-
-/* The op's call came back; the op may be orphaned (channel gone). */
-struct chan_op *chan_op_of_call(struct edge_call *ec)
-{
-    struct chan_op *op = ec->op;
-
-    op->pending--;
-    if (op->ch == NULL) {
-        if (op->pending == 0) {
-            chan_op_free(op);
-        }
-        return NULL;
-    }
-    return op;
-}
-
-struct edge_call *chan_op_call(struct chan_op *op,
-                                 void (*done)(struct edge_call *ec))
-{
-    struct amqp_channel *ch = op->ch;
-    struct edge_call *ec = edge_call_new(chan_srv(ch), ch->conn, done);
-
-    ec->op = op;
-    ec->chan_uid = ch->uid;
-    ec->index = ch->num;
-    ec->bc.mq.who = chan_who(ch);
-    op->pending++;
-    return ec;
-}
-
-/* ---------------------------------------------------------------- names */
-
-unsigned chan_shard_of(struct amqp_channel *ch, const char *q, size_t len)
-{
-    struct amqp_server *s = chan_srv(ch);
-
-    return s->broker.ops->shard_of(s->broker.self, EDGE_VHOST, EDGE_VHOST_LEN,
-                                   q, len);
-}
-
-/* Resolve "" to the channel's last declared queue (RabbitMQ's rule).
- * Returns false after failing @op. */
-bool chan_op_queue_name(struct chan_op *op, struct amqp_bytes name)
-{
-    struct amqp_channel *ch = op->ch;
-
-    if (name.len == 0) {
-        if (ch->last_queue_len == 0) {
-            chan_op_fail(op, 404, "NOT_FOUND - no previously declared queue");
-            return false;
-        }
-        memcpy(op->queue, ch->last_queue, ch->last_queue_len);
-        op->queue_len = ch->last_queue_len;
-        return true;
-    }
-    memcpy(op->queue, name.data, name.len);
-    op->queue_len = name.len;
-    return true;
-}
-
-void chan_gen_name(char *out, size_t *len, const char *prefix)
-{
-    static const char b64[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    uint8_t rnd[22];
-    size_t n = strlen(prefix);
-    size_t i;
-
-    random_bytes(rnd, sizeof(rnd));
-    memcpy(out, prefix, n);
-    for (i = 0; i < sizeof(rnd); i++) {
-        out[n + i] = b64[rnd[i] & 63];
-    }
-    *len = n + sizeof(rnd);
+    chan_arm_all(ch);
 }
 
 /* ------------------------------------------------------------ dispatch */
+
+/* basic.ack / reject / nack / recover; credit that came back lets the
+ * consumers ask for more. */
+static void settle_then_arm(struct chan_op *op, enum mq_sm_cmd_type type,
+                            uint64_t tag, bool multiple)
+{
+    struct amqp_channel *ch = op->ch;
+
+    if (chan_op_settle(op, type, tag, multiple)) {
+        chan_arm_all(ch);
+    }
+}
 
 static void start_op(struct chan_op *op)
 {
@@ -271,7 +125,7 @@ static void start_op(struct chan_op *op)
             chan_op_reply(op, &r);
         }
         op->done = true;
-        amqp_channel_kick(ch);
+        chan_arm_all(ch);
         break;
     case AMQP_EXCHANGE_DECLARE:
     case AMQP_EXCHANGE_DELETE:
@@ -304,7 +158,7 @@ static void start_op(struct chan_op *op)
         }
         chan_op_reply_simple(op, AMQP_BASIC_QOS_OK);
         op->done = true;
-        amqp_channel_kick(ch);
+        chan_arm_all(ch);
         break;
     case AMQP_BASIC_CONSUME:
         chan_start_consume(op, &m.basic_consume);
@@ -316,23 +170,24 @@ static void start_op(struct chan_op *op)
         chan_start_get(op, &m.basic_get);
         break;
     case AMQP_BASIC_ACK:
-        chan_op_settle(op, MQ_SM_SETTLE, m.basic_ack.delivery_tag,
-                  m.basic_ack.multiple);
-        chan_srv(ch)->stats.acked++;
+        settle_then_arm(op, MQ_SM_SETTLE, m.basic_ack.delivery_tag,
+                        m.basic_ack.multiple);
+        ch->conn->stats->acked++;
         break;
     case AMQP_BASIC_REJECT:
-        chan_op_settle(op, m.basic_reject.requeue ? MQ_SM_RETURN : MQ_SM_DROP,
-                  m.basic_reject.delivery_tag, false);
+        settle_then_arm(op,
+                        m.basic_reject.requeue ? MQ_SM_RETURN : MQ_SM_DROP,
+                        m.basic_reject.delivery_tag, false);
         break;
     case AMQP_BASIC_NACK:
-        chan_op_settle(op, m.basic_nack.requeue ? MQ_SM_RETURN : MQ_SM_DROP,
-                  m.basic_nack.delivery_tag, m.basic_nack.multiple);
+        settle_then_arm(op, m.basic_nack.requeue ? MQ_SM_RETURN : MQ_SM_DROP,
+                        m.basic_nack.delivery_tag, m.basic_nack.multiple);
         break;
     case AMQP_BASIC_RECOVER:
     case AMQP_BASIC_RECOVER_ASYNC:
         /* requeue=false (redeliver to the same consumer) is deprecated in
          * RabbitMQ; both requeue. */
-        chan_op_settle(op, MQ_SM_RETURN, 0, true);
+        settle_then_arm(op, MQ_SM_RETURN, 0, true);
         if (op->method == AMQP_BASIC_RECOVER) {
             chan_op_reply_simple(op, AMQP_BASIC_RECOVER_OK);
         }
@@ -354,10 +209,10 @@ static void start_op(struct chan_op *op)
         ch->client_closing = true;
         while ((cs = ch->consumers) != NULL) {
             ch->consumers = cs->next;
-            chan_srv(ch)->stats.consumers--;
+            ch->conn->stats->consumers--;
             free(cs);
         }
-        edge_return_everywhere(chan_srv(ch), MQ_SM_SCOPE_CHANNEL, &who);
+        edge_return_everywhere(ch->conn->calls, MQ_SM_SCOPE_CHANNEL, &who);
         chan_op_reply_simple(op, AMQP_CHANNEL_CLOSE_OK);
         op->done = true;
         break;
@@ -397,13 +252,13 @@ static void ch_release(struct amqp_channel *ch)
     ch->head = ch->tail = NULL;
     while ((cs = ch->consumers) != NULL) {
         ch->consumers = cs->next;
-        chan_srv(ch)->stats.consumers--;
+        ch->conn->stats->consumers--;
         free(cs);
     }
     buf_free(&ch->pub_header);
     buf_free(&ch->pub_body);
     free(ch->dl);
-    chan_srv(ch)->stats.channels--;
+    ch->conn->stats->channels--;
     free(ch);
 }
 
@@ -427,7 +282,7 @@ static void ch_raise(struct amqp_channel *ch, struct chan_op *op)
 
     chan_flush_acks(ch); /* acks before the failing method go first */
     if (op->conn_err) {
-        amqp_conn_error(ch->conn, op->err_code, op->err_text, op->method);
+        chan_conn_error(ch, op->err_code, op->err_text, op->method);
         return;
     }
     amqp_method_init(&m, AMQP_CHANNEL_CLOSE);
@@ -435,20 +290,19 @@ static void ch_raise(struct amqp_channel *ch, struct chan_op *op)
     m.channel_close.reply_text = amqp_cstr(op->err_text);
     m.channel_close.class_id = AMQP_METHOD_CLASS(op->method);
     m.channel_close.method_id = AMQP_METHOD_INDEX(op->method);
-    (void)amqp_method_encode(amqp_conn_out(ch->conn), ch->num, &m,
-                             amqp_conn_frame_max(ch->conn));
+    (void)amqp_method_encode(chan_out(ch), ch->num, &m, chan_frame_max(ch));
     ch->closing = true;
     ch_free_ops(op->next);
     op->next = NULL;
     ch->tail = op;
     while ((cs = ch->consumers) != NULL) {
         ch->consumers = cs->next;
-        chan_srv(ch)->stats.consumers--;
+        ch->conn->stats->consumers--;
         free(cs);
     }
     ch->dl_head = ch->dl_len = 0;
     ch->unacked = 0;
-    edge_return_everywhere(chan_srv(ch), MQ_SM_SCOPE_CHANNEL, &who);
+    edge_return_everywhere(ch->conn->calls, MQ_SM_SCOPE_CHANNEL, &who);
 }
 
 static bool can_start(const struct amqp_channel *ch, const struct chan_op *op)
@@ -466,9 +320,11 @@ static bool can_start(const struct amqp_channel *ch, const struct chan_op *op)
     return true;
 }
 
-void chan_pump(struct amqp_channel *ch)
+/* Start what may start, send what finished, in order. Re-entrant: the
+ * operations below call it back through ch->wake. */
+static void chan_pump(struct amqp_channel *ch)
 {
-    struct amqp_conn *conn = ch->conn;
+    struct chan_conn *conn = ch->conn;
     bool close_after = false;
 
     if (ch->in_pump) {
@@ -489,14 +345,14 @@ void chan_pump(struct amqp_channel *ch)
             }
         }
         /* Acks are sent together once the connection has read what it
-         * has (amqp_conn_flush_acks), or now outside a read. */
-        if (ch->ack_op != NULL && !amqp_conn_reading(conn)) {
+         * has (amqp_channel_flush_acks), or now outside a read. */
+        if (ch->ack_op != NULL && !conn->ops->reading(conn)) {
             chan_flush_acks(ch);
         }
         /* Flush finished ops at the head, in order. */
         while (ch->head && ch->head->done && !ch->freed_after_pump) {
             op = ch->head;
-            buf_append(amqp_conn_out(conn), op->out.data, op->out.len);
+            buf_append(conn->out, op->out.data, op->out.len);
             if (op->err_code) {
                 ch_raise(ch, op);
             }
@@ -511,12 +367,12 @@ void chan_pump(struct amqp_channel *ch)
             if (op->pending == 0) {
                 chan_op_free(op);
             }
-            if (close_after || amqp_conn_dead(conn)) {
+            if (close_after || conn->ops->dead(conn)) {
                 break;
             }
             ch->pump_again = true;
         }
-        if (close_after || amqp_conn_dead(conn)) {
+        if (close_after || conn->ops->dead(conn)) {
             break;
         }
         if (!ch->closing) {
@@ -529,12 +385,12 @@ void chan_pump(struct amqp_channel *ch)
     } while (ch->pump_again && !ch->freed_after_pump);
     ch->in_pump = false;
     if (close_after) {
-        amqp_conn_channel_gone(conn, ch->num);
+        conn->ops->channel_gone(conn, ch->num);
         ch_release(ch);
     } else if (ch->freed_after_pump) {
         ch_release(ch);
     }
-    amqp_conn_flush(conn);
+    conn->ops->flush(conn);
 }
 
 /* ---------------------------------------------------------------- input */
@@ -576,14 +432,14 @@ static int content_frame(struct amqp_channel *ch, const struct amqp_frame *f)
 
         if (f->size >= 2 &&
             ((f->payload[0] << 8) | f->payload[1]) != AMQP_CLASS_BASIC) {
-            amqp_conn_error(ch->conn, AMQP_REPLY_UNEXPECTED_FRAME,
+            chan_conn_error(ch, AMQP_REPLY_UNEXPECTED_FRAME,
                             "UNEXPECTED_FRAME - content header for class "
                             "other than basic",
                             AMQP_BASIC_PUBLISH);
             return -1;
         }
         if (rv != 0) {
-            amqp_conn_error(ch->conn, AMQP_REPLY_FRAME_ERROR,
+            chan_conn_error(ch, AMQP_REPLY_FRAME_ERROR,
                             "FRAME_ERROR - cannot decode content header",
                             AMQP_BASIC_PUBLISH);
             return -1;
@@ -598,7 +454,7 @@ static int content_frame(struct amqp_channel *ch, const struct amqp_frame *f)
                      (unsigned long long)h.body_size, EDGE_MESSAGE_MAX);
             /* RabbitMQ closes the channel; the rest of the content still
              * arrives and is dropped with it. */
-            amqp_conn_error(ch->conn, 406, text, AMQP_BASIC_PUBLISH);
+            chan_conn_error(ch, 406, text, AMQP_BASIC_PUBLISH);
             return -1;
         }
         ch->pub_has_header = true;
@@ -617,7 +473,7 @@ static int content_frame(struct amqp_channel *ch, const struct amqp_frame *f)
         }
         return 0;
     }
-    amqp_conn_error(ch->conn, AMQP_REPLY_UNEXPECTED_FRAME,
+    chan_conn_error(ch, AMQP_REPLY_UNEXPECTED_FRAME,
                     "UNEXPECTED_FRAME - expected content header or body", 0);
     return -1;
 }
@@ -644,10 +500,10 @@ int amqp_channel_frame(struct amqp_channel *ch, const struct amqp_frame *f)
                     struct amqp_method r;
 
                     amqp_method_init(&r, AMQP_CHANNEL_CLOSE_OK);
-                    (void)amqp_method_encode(amqp_conn_out(ch->conn), ch->num,
-                                             &r, amqp_conn_frame_max(ch->conn));
+                    (void)amqp_method_encode(chan_out(ch), ch->num, &r,
+                                             chan_frame_max(ch));
                 }
-                amqp_conn_channel_gone(ch->conn, ch->num);
+                ch->conn->ops->channel_gone(ch->conn, ch->num);
                 amqp_channel_free(ch);
             }
             amqp_method_free(&m);
@@ -658,20 +514,20 @@ int amqp_channel_frame(struct amqp_channel *ch, const struct amqp_frame *f)
         return content_frame(ch, f);
     }
     if (f->type != AMQP_FRAME_METHOD) {
-        amqp_conn_error(ch->conn, AMQP_REPLY_UNEXPECTED_FRAME,
+        chan_conn_error(ch, AMQP_REPLY_UNEXPECTED_FRAME,
                         "UNEXPECTED_FRAME - content without basic.publish",
                         0);
         return -1;
     }
     rv = amqp_method_decode(f->payload, f->size, &m);
     if (rv != 0) {
-        amqp_conn_decode_error(ch->conn, f, rv);
+        ch->conn->ops->decode_error(ch->conn, f, rv);
         return -1;
     }
     switch (m.id) {
     case AMQP_CHANNEL_OPEN:
         amqp_method_free(&m);
-        amqp_conn_error(ch->conn, AMQP_REPLY_CHANNEL_ERROR,
+        chan_conn_error(ch, AMQP_REPLY_CHANNEL_ERROR,
                         "CHANNEL_ERROR - second 'channel.open' seen",
                         AMQP_CHANNEL_OPEN);
         return -1;
@@ -683,7 +539,7 @@ int amqp_channel_frame(struct amqp_channel *ch, const struct amqp_frame *f)
     case AMQP_TX_COMMIT:
     case AMQP_TX_ROLLBACK:
         amqp_method_free(&m);
-        amqp_conn_error(ch->conn, 540,
+        chan_conn_error(ch, 540,
                         "NOT_IMPLEMENTED - transactions (tx) are not "
                         "supported by ringmq; use publisher confirms",
                         m.id);
@@ -713,7 +569,7 @@ int amqp_channel_frame(struct amqp_channel *ch, const struct amqp_frame *f)
         break;
     default:
         amqp_method_free(&m);
-        amqp_conn_error(ch->conn, AMQP_REPLY_COMMAND_INVALID,
+        chan_conn_error(ch, AMQP_REPLY_COMMAND_INVALID,
                         "COMMAND_INVALID - method not allowed from a client",
                         m.id);
         return -1;

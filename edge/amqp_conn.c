@@ -1,19 +1,24 @@
 /*
- * amqp_conn: one AMQP 0-9-1 client connection of the edge (amqp_edge.h).
+ * amqp_conn: one AMQP 0-9-1 client connection of the edge; contract in
+ * amqp_conn.h.
  *
  * Life: protocol header -> connection.start -> start-ok (PLAIN or AMQPLAIN
  * against the configured users; guest only from loopback, as RabbitMQ) ->
  * tune -> tune-ok -> open (vhost "/" only) -> running, where frames of
  * channel 0 are connection methods and the rest go to their channel
  * (amqp_channel.c). A wrong protocol header gets our header and a close, as
- * the spec says. A connection exception sends connection.close and waits a
- * short while for close-ok, ignoring everything else; a client's
- * connection.close gets close-ok and the socket closes once it is written.
+ * the spec says (the login itself is amqp_auth.c's). A connection exception
+ * sends connection.close and waits a short while for close-ok, ignoring
+ * everything else; a client's connection.close gets close-ok and the socket
+ * closes once it is written.
  *
  * When the connection goes, however it goes, its channels are freed and one
  * RETURN scope CONNECTION per shard gives back every unacked delivery,
  * unregisters its consumers and deletes its exclusive queues. Broker calls
- * still in flight hold a reference and see amqp_conn_dead().
+ * still in flight hold a reference (cc.ref) and see it dead (cc_dead()).
+ *
+ * Channels reach the connection through cc, the struct chan_conn this file
+ * fills in: its functions (cc_ops) are the only way up from a channel.
  *
  * Heartbeats: we send one when nothing else was sent for half the
  * negotiated interval, and close a connection silent for two intervals.
@@ -21,13 +26,24 @@
  * enqueues are in flight, or (for connections that published) while the
  * broker asks to block publishers.
  */
+#include "edge/amqp_conn.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "common/clock.h"
+#include "common/container_of.h"
 #include "common/log.h"
+#include "edge/amqp_after.h"
+#include "edge/amqp_auth.h"
+#include "edge/amqp_chan.h"
+#include "edge/amqp_channel.h"
+#include "edge/amqp_config.h"
 #include "edge/amqp_edge.h"
+#include "proto/amqp_frame.h"
+#include "proto/amqp_method.h"
 
 #define READ_CHUNK 65536
 #define CLOSE_OK_WAIT_MS 2000
@@ -44,15 +60,12 @@ enum conn_state {
 };
 
 struct amqp_conn {
-    struct amqp_server *srv;
-    struct amqp_conn *prev;
-    struct amqp_conn *next;
+    struct amqp_conn_env *env;
+    struct amqp_conn_link link; /* the server's */
+    struct chan_conn cc; /* what channels see: ops, refs, output, ids */
     uv_tcp_t tcp;
     uv_timer_t timer; /* heartbeats, close-ok wait */
     uv_write_t wreq;
-    uint64_t id;
-    uint64_t client_id; /* publisher dedup identity */
-    uint64_t next_seq;
     uint64_t next_chan_uid;
     enum conn_state state;
     struct amqp_frame_decoder dec;
@@ -68,7 +81,6 @@ struct amqp_conn {
     uint64_t accepted_ms;
     struct amqp_channel **chans; /* [channel_max + 1] */
     uint16_t chan_hi; /* highest channel number opened: loops stop there */
-    unsigned refs;
     unsigned handles;
     int enqueues; /* in flight */
     bool loopback;
@@ -84,47 +96,17 @@ struct amqp_conn {
     bool acks_pending;  /* a channel batched acks during this read */
 };
 
-struct amqp_conn *amqp_conn_next(const struct amqp_conn *c)
+struct amqp_conn_link *amqp_conn_link(struct amqp_conn *c)
 {
-    return c->next;
+    return &c->link;
 }
 
-struct buf *amqp_conn_out(struct amqp_conn *c)
-{
-    return &c->out;
-}
-
-size_t amqp_conn_frame_max(const struct amqp_conn *c)
-{
-    return c->frame_max;
-}
-
-uint64_t amqp_conn_id(const struct amqp_conn *c)
-{
-    return c->id;
-}
-
-struct amqp_server *amqp_conn_server(const struct amqp_conn *c)
-{
-    return c->srv;
-}
-
-bool amqp_conn_dead(const struct amqp_conn *c)
+static bool conn_dead(const struct amqp_conn *c)
 {
     return c->dead || c->state >= CONN_CLOSE_SENT;
 }
 
-uint64_t amqp_conn_next_seq(struct amqp_conn *c)
-{
-    return ++c->next_seq;
-}
-
-uint64_t amqp_conn_client_id(const struct amqp_conn *c)
-{
-    return c->client_id;
-}
-
-struct amqp_channel *amqp_conn_channel(struct amqp_conn *c, uint16_t num)
+static struct amqp_channel *conn_channel(struct amqp_conn *c, uint16_t num)
 {
     if (c->chans == NULL || num == 0 || num > c->channel_max) {
         return NULL;
@@ -132,16 +114,9 @@ struct amqp_channel *amqp_conn_channel(struct amqp_conn *c, uint16_t num)
     return c->chans[num];
 }
 
-void amqp_conn_channel_gone(struct amqp_conn *c, uint16_t num)
-{
-    if (c->chans && num > 0 && num <= c->channel_max) {
-        c->chans[num] = NULL;
-    }
-}
-
 static void conn_update_reading(struct amqp_conn *c);
 
-void amqp_conn_enqueues(struct amqp_conn *c, int delta)
+static void conn_enqueues(struct amqp_conn *c, int delta)
 {
     c->enqueues += delta;
     if (delta < 0 && !c->dead) {
@@ -164,32 +139,30 @@ static void conn_free(struct amqp_conn *c)
 static void on_handle_closed(uv_handle_t *h)
 {
     struct amqp_conn *c = h->data;
-    struct amqp_server *s = c->srv;
+    struct amqp_conn_env *env = c->env;
 
     if (--c->handles > 0) {
         return;
     }
-    if (c->refs == 0) {
-        conn_free(c); /* else the last unref frees it */
+    if (c->cc.ref.n == 0) {
+        conn_free(c); /* else the last reference frees it */
     }
-    edge_server_handle_closed(s);
+    env->closed(env->data);
 }
 
-void amqp_conn_ref(struct amqp_conn *c)
+/* The last reference went (a broker call, or the read that held one). */
+static void on_ref_zero(struct edge_ref *r)
 {
-    c->refs++;
-}
+    struct amqp_conn *c = container_of(r, struct amqp_conn, cc.ref);
 
-void amqp_conn_unref(struct amqp_conn *c)
-{
-    if (--c->refs == 0 && c->dead && c->handles == 0) {
+    if (c->dead && c->handles == 0) {
         conn_free(c);
     }
 }
 
 static void conn_teardown(struct amqp_conn *c)
 {
-    struct amqp_server *s = c->srv;
+    struct amqp_conn_env *env = c->env;
     bool opened = c->state >= CONN_RUNNING || c->chans != NULL;
     unsigned i;
 
@@ -206,20 +179,12 @@ static void conn_teardown(struct amqp_conn *c)
         }
     }
     if (opened) {
-        struct mq_sm_who who = {.router = s->cfg.router_id, .conn = c->id};
+        struct mq_sm_who who = {.router = env->cfg->router_id,
+                                .conn = c->cc.id};
 
-        edge_return_everywhere(s, MQ_SM_SCOPE_CONNECTION, &who);
+        edge_return_everywhere(env->calls, MQ_SM_SCOPE_CONNECTION, &who);
     }
-    if (c->prev) {
-        c->prev->next = c->next;
-    } else {
-        s->conns = c->next;
-    }
-    if (c->next) {
-        c->next->prev = c->prev;
-    }
-    c->prev = c->next = NULL;
-    s->stats.connections--;
+    env->gone(c, env->data);
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }
@@ -291,7 +256,7 @@ static void on_write(uv_write_t *w, int status)
     }
 }
 
-void amqp_conn_flush(struct amqp_conn *c)
+static void conn_flush(struct amqp_conn *c)
 {
     if (!c->in_read) {
         conn_write(c);
@@ -306,16 +271,16 @@ static void send_method(struct amqp_conn *c, uint16_t channel,
     }
 }
 
-void amqp_conn_error(struct amqp_conn *c, uint16_t code, const char *text,
-                     uint32_t method_id)
+static void conn_error(struct amqp_conn *c, uint16_t code, const char *text,
+                       uint32_t method_id)
 {
     struct amqp_method m;
 
     if (c->state >= CONN_CLOSE_SENT || c->dead) {
         return;
     }
-    c->srv->stats.protocol_errors++;
-    log_debug("amqp: connection %llu: %u %s", (unsigned long long)c->id,
+    c->env->stats->protocol_errors++;
+    log_debug("amqp: connection %llu: %u %s", (unsigned long long)c->cc.id,
               code, text);
     amqp_method_init(&m, AMQP_CONNECTION_CLOSE);
     m.connection_close.reply_code = code;
@@ -325,7 +290,7 @@ void amqp_conn_error(struct amqp_conn *c, uint16_t code, const char *text,
     send_method(c, 0, &m);
     c->state = CONN_CLOSE_SENT;
     c->close_deadline_ms = clock_mono_ms() + CLOSE_OK_WAIT_MS;
-    amqp_conn_flush(c);
+    conn_flush(c);
 }
 
 void amqp_conn_set_blocked(struct amqp_conn *c, bool blocked)
@@ -342,7 +307,7 @@ void amqp_conn_set_blocked(struct amqp_conn *c, bool blocked)
         }
         send_method(c, 0, &m);
         c->blocked_sent = blocked;
-        amqp_conn_flush(c);
+        conn_flush(c);
     }
     conn_update_reading(c);
 }
@@ -351,8 +316,8 @@ void amqp_conn_set_blocked(struct amqp_conn *c, bool blocked)
  * truncated or overlong arguments are 501 FRAME_ERROR ("cannot decode"),
  * a bad field table 502 SYNTAX_ERROR, an unknown class or method 540. The
  * failing class and method go into connection.close when readable. */
-void amqp_conn_decode_error(struct amqp_conn *c, const struct amqp_frame *f,
-                            int rv)
+static void conn_decode_error(struct amqp_conn *c, const struct amqp_frame *f,
+                              int rv)
 {
     uint32_t id = 0;
     char text[160];
@@ -380,7 +345,7 @@ void amqp_conn_decode_error(struct amqp_conn *c, const struct amqp_frame *f,
                  amqp_codec_strerror(rv));
         break;
     }
-    amqp_conn_error(c, code, text, id);
+    conn_error(c, code, text, id);
 }
 
 /* ----------------------------------------------------------- negotiation */
@@ -417,72 +382,6 @@ static void send_start(struct amqp_conn *c)
     amqp_table_free(props);
 }
 
-static bool check_user(struct amqp_conn *c, struct amqp_bytes user,
-                       struct amqp_bytes pass)
-{
-    const struct amqp_server_config *cfg = &c->srv->cfg;
-    unsigned i;
-
-    for (i = 0; i < cfg->n_users; i++) {
-        const struct amqp_user *u = &cfg->users[i];
-
-        if (user.len == strlen(u->name) && pass.len == strlen(u->password) &&
-            memcmp(user.data, u->name, user.len) == 0 &&
-            memcmp(pass.data, u->password, pass.len) == 0) {
-            return !u->loopback_only || c->loopback;
-        }
-    }
-    return false;
-}
-
-static bool authenticate(struct amqp_conn *c,
-                         const struct amqp_connection_start_ok *s)
-{
-    struct amqp_bytes user = {0};
-    struct amqp_bytes pass = {0};
-
-    if (amqp_bytes_eq(s->mechanism, "PLAIN")) {
-        /* [authzid] NUL authcid NUL passwd */
-        const uint8_t *p = s->response.data;
-        const uint8_t *end = p + s->response.len;
-        const uint8_t *nul1 = p ? memchr(p, 0, s->response.len) : NULL;
-        const uint8_t *nul2;
-
-        if (nul1 == NULL) {
-            return false;
-        }
-        nul2 = memchr(nul1 + 1, 0, (size_t)(end - nul1 - 1));
-        if (nul2 == NULL) {
-            return false;
-        }
-        user.data = nul1 + 1;
-        user.len = (size_t)(nul2 - nul1 - 1);
-        pass.data = nul2 + 1;
-        pass.len = (size_t)(end - nul2 - 1);
-        return check_user(c, user, pass);
-    }
-    if (amqp_bytes_eq(s->mechanism, "AMQPLAIN")) {
-        struct amqp_table *t = NULL;
-        const struct amqp_field *l;
-        const struct amqp_field *pw;
-        bool ok = false;
-
-        if (amqp_table_decode_entries(s->response.data, s->response.len, 0,
-                                      &t) != 0) {
-            return false;
-        }
-        l = amqp_table_get(t, "LOGIN");
-        pw = amqp_table_get(t, "PASSWORD");
-        if (l && pw && l->type == AMQP_FIELD_LONGSTR &&
-            pw->type == AMQP_FIELD_LONGSTR) {
-            ok = check_user(c, l->v.bytes, pw->v.bytes);
-        }
-        amqp_table_free(t);
-        return ok;
-    }
-    return false;
-}
-
 static void note_client_caps(struct amqp_conn *c, const struct amqp_table *p)
 {
     const struct amqp_field *caps = amqp_table_get(p, "capabilities");
@@ -506,13 +405,14 @@ static void conn_method0(struct amqp_conn *c, const struct amqp_method *m)
         note_client_caps(c, m->connection_start_ok.client_properties);
         if (!amqp_bytes_eq(m->connection_start_ok.mechanism, "PLAIN") &&
             !amqp_bytes_eq(m->connection_start_ok.mechanism, "AMQPLAIN")) {
-            amqp_conn_error(c, 403,
-                            "ACCESS_REFUSED - unsupported authentication "
-                            "mechanism",
-                            m->id);
+            conn_error(c, 403,
+                       "ACCESS_REFUSED - unsupported authentication "
+                       "mechanism",
+                       m->id);
             return;
         }
-        if (!authenticate(c, &m->connection_start_ok)) {
+        if (!amqp_auth_check(c->env->cfg, c->loopback,
+                             &m->connection_start_ok)) {
             char text[200];
 
             snprintf(text, sizeof(text),
@@ -521,13 +421,13 @@ static void conn_method0(struct amqp_conn *c, const struct amqp_method *m)
                      "broker logfile.",
                      (int)m->connection_start_ok.mechanism.len,
                      (const char *)m->connection_start_ok.mechanism.data);
-            amqp_conn_error(c, 403, text, m->id);
+            conn_error(c, 403, text, m->id);
             return;
         }
         amqp_method_init(&r, AMQP_CONNECTION_TUNE);
-        r.connection_tune.channel_max = c->srv->cfg.channel_max;
-        r.connection_tune.frame_max = c->srv->cfg.frame_max;
-        r.connection_tune.heartbeat = c->srv->cfg.heartbeat_s;
+        r.connection_tune.channel_max = c->env->cfg->channel_max;
+        r.connection_tune.frame_max = c->env->cfg->frame_max;
+        r.connection_tune.heartbeat = c->env->cfg->heartbeat_s;
         send_method(c, 0, &r);
         c->state = CONN_TUNE_OK;
         return;
@@ -539,20 +439,20 @@ static void conn_method0(struct amqp_conn *c, const struct amqp_method *m)
             const struct amqp_connection_tune *t = &m->connection_tune_ok;
             uint32_t fm = t->frame_max;
 
-            if (fm == 0 || fm > c->srv->cfg.frame_max) {
-                fm = c->srv->cfg.frame_max;
+            if (fm == 0 || fm > c->env->cfg->frame_max) {
+                fm = c->env->cfg->frame_max;
             }
             if (fm < AMQP_FRAME_MIN_SIZE) {
-                amqp_conn_error(c, 530,
-                                "NOT_ALLOWED - frame_max below 4096", m->id);
+                conn_error(c, 530,
+                           "NOT_ALLOWED - frame_max below 4096", m->id);
                 return;
             }
             c->frame_max = fm;
             /* RabbitMQ accepts payloads up to frame_max: be as lenient. */
             amqp_frame_decoder_set_max(&c->dec, fm + AMQP_FRAME_OVERHEAD);
             c->channel_max = t->channel_max == 0 ||
-                                     t->channel_max > c->srv->cfg.channel_max
-                                 ? c->srv->cfg.channel_max
+                                     t->channel_max > c->env->cfg->channel_max
+                                 ? c->env->cfg->channel_max
                                  : t->channel_max;
             c->heartbeat_s = t->heartbeat;
             c->chans = xcalloc((size_t)c->channel_max + 1, sizeof(*c->chans));
@@ -576,13 +476,13 @@ static void conn_method0(struct amqp_conn *c, const struct amqp_method *m)
                      "NOT_ALLOWED - vhost %.*s not found",
                      (int)m->connection_open.virtual_host.len,
                      (const char *)m->connection_open.virtual_host.data);
-            amqp_conn_error(c, 530, text, m->id);
+            conn_error(c, 530, text, m->id);
             return;
         }
         amqp_method_init(&r, AMQP_CONNECTION_OPEN_OK);
         send_method(c, 0, &r);
         c->state = CONN_RUNNING;
-        if (c->srv->blocked) {
+        if (c->env->blocked) {
             amqp_conn_set_blocked(c, true);
         }
         return;
@@ -614,36 +514,36 @@ static void conn_method0(struct amqp_conn *c, const struct amqp_method *m)
         return;
     }
     if (AMQP_METHOD_CLASS(m->id) != AMQP_CLASS_CONNECTION) {
-        amqp_conn_error(c, AMQP_REPLY_CHANNEL_ERROR,
-                        "CHANNEL_ERROR - unexpected method in connection "
-                        "state running",
-                        m->id);
+        conn_error(c, AMQP_REPLY_CHANNEL_ERROR,
+                   "CHANNEL_ERROR - unexpected method in connection "
+                   "state running",
+                   m->id);
         return;
     }
-    amqp_conn_error(c, AMQP_REPLY_COMMAND_INVALID,
-                    "COMMAND_INVALID - unexpected method on channel 0",
-                    m->id);
+    conn_error(c, AMQP_REPLY_COMMAND_INVALID,
+               "COMMAND_INVALID - unexpected method on channel 0",
+               m->id);
 }
 
 /* -------------------------------------------------------------- frames */
 
 static void conn_channel_frame(struct amqp_conn *c, const struct amqp_frame *f)
 {
-    struct amqp_channel *ch = amqp_conn_channel(c, f->channel);
+    struct amqp_channel *ch = conn_channel(c, f->channel);
     struct amqp_method m;
     int rv;
 
     if (c->state != CONN_RUNNING) {
         if (c->state < CONN_CLOSE_SENT) {
-            amqp_conn_error(c, AMQP_REPLY_CHANNEL_ERROR,
-                            "CHANNEL_ERROR - connection not open", 0);
+            conn_error(c, AMQP_REPLY_CHANNEL_ERROR,
+                       "CHANNEL_ERROR - connection not open", 0);
         }
         return;
     }
     if (f->channel > c->channel_max) {
-        amqp_conn_error(c, AMQP_REPLY_CHANNEL_ERROR,
-                        "CHANNEL_ERROR - channel number above channel_max",
-                        0);
+        conn_error(c, AMQP_REPLY_CHANNEL_ERROR,
+                   "CHANNEL_ERROR - channel number above channel_max",
+                   0);
         return;
     }
     if (ch != NULL) {
@@ -652,13 +552,13 @@ static void conn_channel_frame(struct amqp_conn *c, const struct amqp_frame *f)
     }
     /* Not open: only channel.open is valid. */
     if (f->type != AMQP_FRAME_METHOD) {
-        amqp_conn_error(c, AMQP_REPLY_UNEXPECTED_FRAME,
-                        "UNEXPECTED_FRAME - content on a closed channel", 0);
+        conn_error(c, AMQP_REPLY_UNEXPECTED_FRAME,
+                   "UNEXPECTED_FRAME - content on a closed channel", 0);
         return;
     }
     rv = amqp_method_decode(f->payload, f->size, &m);
     if (rv != 0) {
-        amqp_conn_decode_error(c, f, rv);
+        conn_decode_error(c, f, rv);
         return;
     }
     if (m.id == AMQP_CHANNEL_OPEN) {
@@ -668,15 +568,15 @@ static void conn_channel_frame(struct amqp_conn *c, const struct amqp_frame *f)
             c->chan_hi = f->channel;
         }
         c->chans[f->channel] =
-            amqp_channel_new(c, f->channel, ++c->next_chan_uid);
-        c->srv->stats.channels++;
+            amqp_channel_new(&c->cc, f->channel, ++c->next_chan_uid);
+        c->env->stats->channels++;
         amqp_method_init(&r, AMQP_CHANNEL_OPEN_OK);
         send_method(c, f->channel, &r);
     } else if (m.id == AMQP_CHANNEL_CLOSE_OK) {
         /* A late close-ok for a channel we already forgot. */
     } else {
-        amqp_conn_error(c, AMQP_REPLY_CHANNEL_ERROR,
-                        "CHANNEL_ERROR - expected 'channel.open'", m.id);
+        conn_error(c, AMQP_REPLY_CHANNEL_ERROR,
+                   "CHANNEL_ERROR - expected 'channel.open'", m.id);
     }
     amqp_method_free(&m);
 }
@@ -700,22 +600,24 @@ static void conn_frame(struct amqp_conn *c, const struct amqp_frame *f)
         return;
     }
     if (f->type != AMQP_FRAME_METHOD) {
-        amqp_conn_error(c, AMQP_REPLY_UNEXPECTED_FRAME,
-                        "UNEXPECTED_FRAME - content frame on channel 0", 0);
+        conn_error(c, AMQP_REPLY_UNEXPECTED_FRAME,
+                   "UNEXPECTED_FRAME - content frame on channel 0", 0);
         return;
     }
     rv = amqp_method_decode(f->payload, f->size, &m);
     if (rv != 0) {
-        amqp_conn_decode_error(c, f, rv);
+        conn_decode_error(c, f, rv);
         return;
     }
     conn_method0(c, &m);
     amqp_method_free(&m);
 }
 
-static bool broker_ready(const struct amqp_server *s)
+static bool broker_ready(const struct amqp_conn_env *env)
 {
-    return s->broker.ops->ready == NULL || s->broker.ops->ready(s->broker.self);
+    const struct amqp_broker *b = &env->calls->broker;
+
+    return b->ops->ready == NULL || b->ops->ready(b->self);
 }
 
 /* Consume buffered input. */
@@ -727,7 +629,7 @@ static void conn_process(struct amqp_conn *c)
         if (c->in.len < AMQP_PROTOCOL_HEADER_SIZE) {
             return;
         }
-        if (!broker_ready(c->srv)) {
+        if (!broker_ready(c->env)) {
             /* Held until the broker can serve (a router that just started
              * has no meta view yet); the timer looks again. */
             c->waiting_ready = true;
@@ -738,7 +640,7 @@ static void conn_process(struct amqp_conn *c)
                                              AMQP_PROTOCOL_HEADER_SIZE) != 0) {
             buf_append(&c->out, AMQP_PROTOCOL_HEADER,
                        AMQP_PROTOCOL_HEADER_SIZE);
-            c->srv->stats.protocol_errors++;
+            c->env->stats->protocol_errors++;
             c->state = CONN_FINISHING;
             buf_reset(&c->in);
             return;
@@ -760,17 +662,17 @@ static void conn_process(struct amqp_conn *c)
         if (rv < 0) {
             if (rv == AMQP_EFRAME_HEARTBEAT) {
                 /* RabbitMQ: a heartbeat on a channel is out of place. */
-                amqp_conn_error(c, AMQP_REPLY_UNEXPECTED_FRAME,
-                                "UNEXPECTED_FRAME - heartbeat on a channel "
-                                "other than 0",
-                                0);
+                conn_error(c, AMQP_REPLY_UNEXPECTED_FRAME,
+                           "UNEXPECTED_FRAME - heartbeat on a channel "
+                           "other than 0",
+                           0);
             } else {
                 char text[160];
 
                 snprintf(text, sizeof(text), "FRAME_ERROR - %s",
                          amqp_codec_strerror(rv));
-                amqp_conn_error(c, (uint16_t)amqp_codec_reply_code(rv), text,
-                                0);
+                conn_error(c, (uint16_t)amqp_codec_reply_code(rv), text,
+                           0);
             }
             /* The stream is out of sync: nothing more can be read. */
             c->state = CONN_FINISHING;
@@ -823,7 +725,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
     c->in.len += (size_t)nread;
     c->last_recv_ms = clock_mono_ms();
     c->in_read = true;
-    amqp_conn_ref(c);
+    edge_ref_get(&c->cc.ref);
     conn_process(c);
     c->in_read = false;
     if (c->acks_pending && !c->dead) {
@@ -839,7 +741,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
             conn_update_reading(c);
         }
     }
-    amqp_conn_unref(c);
+    edge_ref_put(&c->cc.ref);
 }
 
 static void conn_update_reading(struct amqp_conn *c)
@@ -852,7 +754,7 @@ static void conn_update_reading(struct amqp_conn *c)
     want = c->state != CONN_FINISHING &&
            c->out.len + c->wbuf.len < EDGE_OUT_HIGH &&
            c->enqueues < EDGE_INFLIGHT_ENQUEUES &&
-           !(c->srv->blocked && c->published);
+           !(c->env->blocked && c->published);
     if (want && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) {
             c->reading = true;
@@ -861,21 +763,6 @@ static void conn_update_reading(struct amqp_conn *c)
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
     }
-}
-
-void amqp_conn_note_acks(struct amqp_conn *c)
-{
-    c->acks_pending = true;
-}
-
-bool amqp_conn_reading(const struct amqp_conn *c)
-{
-    return c->in_read;
-}
-
-void amqp_conn_published(struct amqp_conn *c)
-{
-    c->published = true;
 }
 
 static void on_timer(uv_timer_t *t)
@@ -910,7 +797,7 @@ static void on_timer(uv_timer_t *t)
     }
     if (now - c->last_recv_ms > 2000ull * c->heartbeat_s) {
         log_info("amqp: connection %llu: missed heartbeats, closing",
-                 (unsigned long long)c->id);
+                 (unsigned long long)c->cc.id);
         conn_teardown(c);
         return;
     }
@@ -946,45 +833,132 @@ static bool peer_is_loopback(uv_tcp_t *tcp)
     return false;
 }
 
-void amqp_conn_accept(struct amqp_server *s)
+/* ------------------------------------------------- what channels see */
+
+static struct amqp_conn *of_cc(const struct chan_conn *cc)
+{
+    return container_of(cc, struct amqp_conn, cc);
+}
+
+static size_t cc_frame_max(const struct chan_conn *cc)
+{
+    return of_cc(cc)->frame_max;
+}
+
+static bool cc_dead(const struct chan_conn *cc)
+{
+    return conn_dead(of_cc(cc));
+}
+
+static bool cc_reading(const struct chan_conn *cc)
+{
+    return of_cc(cc)->in_read;
+}
+
+static void cc_flush(struct chan_conn *cc)
+{
+    conn_flush(of_cc(cc));
+}
+
+static void cc_note_acks(struct chan_conn *cc)
+{
+    of_cc(cc)->acks_pending = true;
+}
+
+static void cc_published(struct chan_conn *cc)
+{
+    of_cc(cc)->published = true;
+}
+
+static void cc_enqueues(struct chan_conn *cc, int delta)
+{
+    conn_enqueues(of_cc(cc), delta);
+}
+
+static void cc_error(struct chan_conn *cc, uint16_t code, const char *text,
+                     uint32_t method_id)
+{
+    conn_error(of_cc(cc), code, text, method_id);
+}
+
+static void cc_decode_error(struct chan_conn *cc, const struct amqp_frame *f,
+                            int rv)
+{
+    conn_decode_error(of_cc(cc), f, rv);
+}
+
+static struct amqp_channel *cc_channel(struct chan_conn *cc, uint16_t num)
+{
+    return conn_channel(of_cc(cc), num);
+}
+
+static void cc_channel_gone(struct chan_conn *cc, uint16_t num)
+{
+    struct amqp_conn *c = of_cc(cc);
+
+    if (c->chans && num > 0 && num <= c->channel_max) {
+        c->chans[num] = NULL;
+    }
+}
+
+static const struct chan_conn_ops cc_ops = {
+    .frame_max = cc_frame_max,
+    .dead = cc_dead,
+    .reading = cc_reading,
+    .flush = cc_flush,
+    .note_acks = cc_note_acks,
+    .published = cc_published,
+    .enqueues = cc_enqueues,
+    .error = cc_error,
+    .decode_error = cc_decode_error,
+    .channel = cc_channel,
+    .channel_gone = cc_channel_gone,
+};
+
+/* ------------------------------------------------------------- accept */
+
+struct amqp_conn *amqp_conn_new(struct amqp_conn_env *env, uint64_t id)
 {
     struct amqp_conn *c = xcalloc(1, sizeof(*c));
     uint64_t x;
 
-    c->srv = s;
-    c->id = ++s->next_conn_id;
-    x = s->cfg.router_id ^ (c->id * 0xd6e8feb86659fd93ULL);
+    c->env = env;
+    x = env->cfg->router_id ^ (id * 0xd6e8feb86659fd93ULL);
     x ^= x >> 32;
-    c->client_id = x ? x : 1;
-    c->frame_max = s->cfg.frame_max;
-    amqp_frame_decoder_init(&c->dec, s->cfg.frame_max + AMQP_FRAME_OVERHEAD);
-    if (uv_tcp_init(s->loop, &c->tcp) != 0) {
+    c->cc.ops = &cc_ops;
+    c->cc.ref.zero = on_ref_zero;
+    c->cc.calls = env->calls;
+    c->cc.stats = env->stats;
+    c->cc.out = &c->out;
+    c->cc.id = id;
+    c->cc.client_id = x ? x : 1;
+    c->frame_max = env->cfg->frame_max;
+    amqp_frame_decoder_init(&c->dec, env->cfg->frame_max + AMQP_FRAME_OVERHEAD);
+    if (uv_tcp_init(env->loop, &c->tcp) != 0) {
         amqp_frame_decoder_close(&c->dec);
         free(c);
-        return;
+        return NULL;
     }
     c->tcp.data = c;
-    uv_timer_init(s->loop, &c->timer);
+    uv_timer_init(env->loop, &c->timer);
     c->timer.data = c;
     c->handles = 2;
-    s->handles++;
-    c->next = s->conns;
-    if (s->conns) {
-        s->conns->prev = c;
-    }
-    s->conns = c;
-    s->stats.connections++;
-    if (uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&c->tcp) != 0) {
+    return c;
+}
+
+int amqp_conn_start(struct amqp_conn *c, uv_stream_t *listener)
+{
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
         conn_teardown(c);
-        return;
+        return -1;
     }
-    s->stats.connections_total++;
     uv_tcp_nodelay(&c->tcp, 1);
     c->loopback = peer_is_loopback(&c->tcp);
     c->last_recv_ms = c->last_send_ms = c->accepted_ms = clock_mono_ms();
     /* Also bounds the handshake: the timer closes a silent peer. Fast
      * while the broker is not ready, so held connections start soon. */
-    uv_timer_start(&c->timer, on_timer, broker_ready(s) ? 1000 : 50,
-                   broker_ready(s) ? 1000 : 50);
+    uv_timer_start(&c->timer, on_timer, broker_ready(c->env) ? 1000 : 50,
+                   broker_ready(c->env) ? 1000 : 50);
     conn_update_reading(c);
+    return 0;
 }

@@ -1,322 +1,28 @@
 /*
- * amqp_deliver: consumers, pushed deliveries, delivery records, acks,
- * rejects, nacks, recover and basic.get of a channel (amqp_chan.h).
+ * amqp_deliver: a channel's consumers (basic.consume, basic.cancel), the
+ * deliveries pushed to them, and basic.get; contract in amqp_deliver.h.
  *
  * Each consumer with credit keeps one CHECKOUT waiting in its queue's
- * shard; settling uses the broker's "every tag up to N of this channel"
- * form when that is exactly the selection (amqp_channel.c explains why it
- * is safe).
+ * shard, which answers when messages are ready; the records of what was
+ * delivered and their settling are amqp_ack.c's.
  */
+#include "edge/amqp_deliver.h"
+
 #include <inttypes.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/clock.h"
 #include "common/log.h"
-#include "edge/amqp_chan.h"
+#include "edge/amqp_ack.h"
+#include "edge/amqp_after.h"
+#include "edge/amqp_config.h"
+#include "edge/amqp_edge.h"
+#include "edge/amqp_fail.h"
+#include "edge/amqp_op.h"
 #include "proto/amqp_msg.h"
 
-/* ------------------------------------------------------ delivery records */
-
-static struct delivery *dl_find(struct amqp_channel *ch, uint64_t tag)
-{
-    size_t lo = ch->dl_head;
-    size_t hi = ch->dl_len;
-
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-
-        if (ch->dl[mid].tag < tag) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    if (lo < ch->dl_len && ch->dl[lo].tag == tag && !ch->dl[lo].done) {
-        return &ch->dl[lo];
-    }
-    return NULL;
-}
-
-static void dl_add(struct amqp_channel *ch, uint64_t tag, uint64_t shard_tag,
-                   uint64_t consumer, unsigned shard)
-{
-    struct delivery *d;
-
-    if (ch->dl_len == ch->dl_cap) {
-        if (ch->dl_head > 0) {
-            memmove(ch->dl, ch->dl + ch->dl_head,
-                    (ch->dl_len - ch->dl_head) * sizeof(*ch->dl));
-            ch->dl_len -= ch->dl_head;
-            ch->dl_head = 0;
-        }
-        if (ch->dl_len == ch->dl_cap) {
-            ch->dl_cap = ch->dl_cap ? ch->dl_cap * 2 : 64;
-            ch->dl = xrealloc(ch->dl, ch->dl_cap * sizeof(*ch->dl));
-        }
-    }
-    d = &ch->dl[ch->dl_len++];
-    d->tag = tag;
-    d->shard_tag = shard_tag;
-    d->consumer = consumer;
-    d->shard = shard;
-    d->done = false;
-    ch->unacked++;
-}
-
-struct consumer *chan_cons_by_id(struct amqp_channel *ch, uint64_t id)
-{
-    struct consumer *cs;
-
-    for (cs = ch->consumers; cs; cs = cs->next) {
-        if (cs->id == id) {
-            return cs;
-        }
-    }
-    return NULL;
-}
-
-static void dl_mark_done(struct amqp_channel *ch, struct delivery *d)
-{
-    struct consumer *cs = chan_cons_by_id(ch, d->consumer);
-
-    d->done = true;
-    ch->unacked--;
-    if (cs && cs->unacked > 0) {
-        cs->unacked--;
-    }
-    while (ch->dl_head < ch->dl_len && ch->dl[ch->dl_head].done) {
-        ch->dl_head++;
-    }
-    if (ch->dl_head == ch->dl_len) {
-        ch->dl_head = ch->dl_len = 0;
-    }
-}
-
-static void on_settle_done(struct edge_call *ec)
-{
-    struct chan_op *op;
-
-    if (ec->bc.status == AMQP_BROKER_UNAVAILABLE &&
-        clock_mono_ms() < ec->deadline_ms && !ec->srv->closing) {
-        /* Settles are idempotent: retry until the broker answers. */
-        edge_call_retry(ec);
-        return;
-    }
-    if (ec->bc.status == AMQP_BROKER_OK) {
-        edge_after_result(ec->srv, &ec->bc.mq_result);
-    }
-    op = chan_op_of_call(ec);
-    if (op && op->pending == 0) {
-        op->done = true;
-        chan_pump(op->ch);
-    }
-}
-
-struct shard_tag {
-    unsigned shard;
-    uint64_t tag;
-};
-
-static int by_shard(const void *a, const void *b)
-{
-    const struct shard_tag *x = a;
-    const struct shard_tag *y = b;
-
-    if (x->shard != y->shard) {
-        return x->shard < y->shard ? -1 : 1;
-    }
-    return x->tag < y->tag ? -1 : x->tag > y->tag;
-}
-
-/* Tags in one settle command: a multiple ack of a huge unacked window goes
- * as several (mq_sm takes at most MQ_SM_MAX_TAGS). */
-#define SETTLE_CHUNK 4096
-
-/* One broker command per shard (per SETTLE_CHUNK tags) naming exactly the
- * shard tags of @st (sorted here). Never "every tag up to": the shard may hold deliveries for this
- * channel that this edge never received (a CHECKOUT whose reply was lost
- * to a timeout or a partition), and a range would settle those unseen -
- * for an ack, a message gone that no client ever got. */
-static void settle_exact(struct chan_op *op, enum mq_sm_cmd_type type,
-                         struct shard_tag *st, size_t n)
-{
-    size_t i = 0;
-
-    qsort(st, n, sizeof(*st), by_shard);
-    while (i < n) {
-        struct edge_call *ec = chan_op_call(op, on_settle_done);
-        size_t j = i;
-
-        while (j < n && st[j].shard == st[i].shard && j - i < SETTLE_CHUNK) {
-            j++;
-        }
-        ec->bc.kind = AMQP_BROKER_MQ;
-        ec->bc.shard = st[i].shard;
-        ec->bc.mq.type = type;
-        ec->bc.mq.scope = MQ_SM_SCOPE_TAG;
-        if (j - i == 1) {
-            ec->bc.mq.tag = st[i].tag;
-        } else {
-            uint64_t *tags = xmalloc((j - i) * sizeof(*tags));
-            size_t k;
-
-            for (k = i; k < j; k++) {
-                tags[k - i] = st[k].tag;
-            }
-            ec->extra = tags; /* freed with the call */
-            ec->bc.mq.tags = tags;
-            ec->bc.mq.n_tags = j - i;
-        }
-        ec->deadline_ms = clock_mono_ms() + EDGE_ENQUEUE_RETRY_MS;
-        edge_call_submit(ec);
-        i = j;
-    }
-}
-
-/* Settle (SETTLE, RETURN or DROP) the records marked in @sel (indexes into
- * ch->dl), one broker command per shard. Marks them done. */
-void chan_settle(struct chan_op *op, enum mq_sm_cmd_type type,
-                           size_t *sel, size_t n)
-{
-    struct amqp_channel *ch = op->ch;
-    struct shard_tag *st = xmalloc((n + 1) * sizeof(*st));
-    size_t m = 0;
-    size_t i;
-
-    for (i = 0; i < n; i++) {
-        struct delivery *d = &ch->dl[sel[i]];
-
-        if (!d->done) {
-            st[m].shard = d->shard;
-            st[m++].tag = d->shard_tag;
-            dl_mark_done(ch, d);
-        }
-    }
-    /* Held while submitting: a call completing at once must not see the op
-     * finished (and flushed) before its siblings are submitted. */
-    op->pending++;
-    settle_exact(op, type, st, m);
-    op->pending--;
-    free(st);
-}
-
-/* basic.ack / reject / nack / recover: select the records, settle them. */
-/* Credit came back: every consumer may ask for more. */
-static void chan_arm_all(struct amqp_channel *ch)
-{
-    struct consumer *cs;
-
-    for (cs = ch->consumers; cs; cs = cs->next) {
-        chan_cons_arm(ch, cs);
-    }
-}
-
-/* A client acks one message at a time but many per read: those of one read
- * go as one SETTLE per shard when exact. The record is done now (credit
- * returns, a second ack of it is 406 as in RabbitMQ); the last ack op of
- * the batch is held until the batch is sent, so a later barrier (a
- * channel.close) cannot overtake it. */
-static void ack_batch_add(struct amqp_channel *ch, struct chan_op *op,
-                          struct delivery *d)
-{
-    if (ch->ack_n == ch->ack_cap) {
-        ch->ack_cap = ch->ack_cap ? 2 * ch->ack_cap : 64;
-        ch->ack_batch =
-            xrealloc(ch->ack_batch, ch->ack_cap * sizeof(*ch->ack_batch));
-    }
-    ch->ack_batch[ch->ack_n++] = *d;
-    dl_mark_done(ch, d);
-    if (ch->ack_op != op) {
-        struct chan_op *prev = ch->ack_op;
-
-        if (prev != NULL && --prev->pending == 0) {
-            prev->done = true;
-        }
-        ch->ack_op = op;
-        op->pending++;
-    }
-    amqp_conn_note_acks(ch->conn);
-}
-
-void chan_flush_acks(struct amqp_channel *ch)
-{
-    struct chan_op *op = ch->ack_op;
-    struct shard_tag *st;
-    size_t i;
-
-    if (op == NULL) {
-        return;
-    }
-    ch->ack_op = NULL;
-    st = xmalloc((ch->ack_n + 1) * sizeof(*st));
-    for (i = 0; i < ch->ack_n; i++) {
-        st[i].shard = ch->ack_batch[i].shard;
-        st[i].tag = ch->ack_batch[i].shard_tag;
-    }
-    settle_exact(op, MQ_SM_SETTLE, st, ch->ack_n);
-    free(st);
-    ch->ack_n = 0;
-    if (--op->pending == 0) {
-        op->done = true;
-    }
-}
-
-void chan_op_settle(struct chan_op *op, enum mq_sm_cmd_type type,
-                      uint64_t tag, bool multiple)
-{
-    struct amqp_channel *ch = op->ch;
-    size_t *sel;
-    size_t n = 0;
-    size_t k;
-
-    if (!multiple || tag != 0) {
-        if (dl_find(ch, tag) == NULL) {
-            chan_op_fail(op, 406, "PRECONDITION_FAILED - unknown delivery tag %" PRIu64,
-                    tag);
-            return;
-        }
-    }
-    if (type == MQ_SM_SETTLE && !multiple) {
-        ack_batch_add(ch, op, dl_find(ch, tag));
-        chan_arm_all(ch);
-        return;
-    }
-    sel = xmalloc((ch->dl_len - ch->dl_head + 1) * sizeof(*sel));
-    for (k = ch->dl_head; k < ch->dl_len; k++) {
-        const struct delivery *d = &ch->dl[k];
-
-        if (d->done) {
-            continue;
-        }
-        if (multiple ? (tag == 0 || d->tag <= tag) : d->tag == tag) {
-            sel[n++] = k;
-        }
-    }
-    chan_settle(op, type, sel, n);
-    free(sel);
-    if (op->pending == 0) {
-        op->done = true;
-    }
-    chan_arm_all(ch);
-}
-
 /* ------------------------------------------------------------- deliveries */
-
-void chan_emit_delivery(struct amqp_channel *ch, struct buf *out,
-                          const struct amqp_method *m,
-                          const struct amqp_msg_view *v)
-{
-    size_t fm = amqp_conn_frame_max(ch->conn);
-
-    (void)amqp_method_encode(out, ch->num, m, fm);
-    (void)amqp_frame_encode(out, AMQP_FRAME_HEADER, ch->num, v->header.data,
-                            v->header.len, fm);
-    amqp_frame_encode_body(out, ch->num, v->body.data, v->body.len, fm);
-}
-
 
 /* The consumer's CHECKOUT came back: deliver, or give back what nobody can
  * take any more. */
@@ -330,13 +36,13 @@ static void on_checkout_done(struct edge_call *ec)
 
     if (cs == NULL) {
         if (ec->bc.status == AMQP_BROKER_OK && r->n_deliveries > 0) {
-            edge_return_deliveries(ec->srv, ec->bc.shard, &ec->bc.mq.who, r);
+            edge_return_deliveries(ec->calls, ec->bc.shard, &ec->bc.mq.who, r);
         }
         return;
     }
     cs->polling = false;
     if (ec->bc.status != AMQP_BROKER_OK) {
-        if (ec->bc.status == AMQP_BROKER_UNAVAILABLE && !ec->srv->closing) {
+        if (ec->bc.status == AMQP_BROKER_UNAVAILABLE && !ec->calls->closing) {
             /* Leader change or lost answer: ask again shortly. */
             cs->polling = true;
             edge_call_retry(ec);
@@ -352,8 +58,8 @@ static void on_checkout_done(struct edge_call *ec)
         m.basic_cancel.consumer_tag.data = (const uint8_t *)cs->tag;
         m.basic_cancel.consumer_tag.len = cs->tag_len;
         m.basic_cancel.no_wait = true;
-        (void)amqp_method_encode(amqp_conn_out(ch->conn), ch->num, &m,
-                                 amqp_conn_frame_max(ch->conn));
+        (void)amqp_method_encode(chan_out(ch), ch->num, &m,
+                                 chan_frame_max(ch));
         for (pp = &ch->consumers; *pp; pp = &(*pp)->next) {
             if (*pp == cs) {
                 *pp = cs->next;
@@ -361,11 +67,11 @@ static void on_checkout_done(struct edge_call *ec)
             }
         }
         free(cs);
-        chan_srv(ch)->stats.consumers--;
-        amqp_conn_flush(ch->conn);
+        ch->conn->stats->consumers--;
+        chan_flush(ch);
         return;
     }
-    out = amqp_conn_out(ch->conn);
+    out = chan_out(ch);
     for (i = 0; i < r->n_deliveries; i++) {
         const struct mq_sm_delivery *d = &r->deliveries[i];
         struct amqp_msg_view v;
@@ -384,9 +90,9 @@ static void on_checkout_done(struct edge_call *ec)
         m.basic_deliver.exchange = v.exchange;
         m.basic_deliver.routing_key = v.routing_key;
         chan_emit_delivery(ch, out, &m, &v);
-        dl_add(ch, ch->next_tag++, d->tag, cs->id, ec->bc.shard);
+        chan_dl_add(ch, ch->next_tag++, d->tag, cs->id, ec->bc.shard);
         cs->unacked++;
-        chan_srv(ch)->stats.delivered++;
+        ch->conn->stats->delivered++;
     }
     if (cs->no_ack && r->n_deliveries > 0) {
         /* Settled as sent: a barrier-free op keeps the settle ordered
@@ -414,9 +120,9 @@ static void on_checkout_done(struct edge_call *ec)
          * rather than lose it (mq_sm.h). */
         struct mq_sm_who who = ec->bc.mq.who;
 
-        edge_return_everywhere(ec->srv, MQ_SM_SCOPE_CHANNEL, &who);
+        edge_return_everywhere(ec->calls, MQ_SM_SCOPE_CHANNEL, &who);
     }
-    amqp_conn_flush(ch->conn);
+    chan_flush(ch);
     if (r->n_deliveries == 0 &&
         clock_mono_ms() - ec->submitted_ms < EDGE_CHECKOUT_WAIT_MS / 2) {
         /* Empty and early: the broker did not hold it (nothing it could
@@ -424,11 +130,11 @@ static void on_checkout_done(struct edge_call *ec)
          * loop that spins on the broker. */
         cs->polling = true;
         edge_call_retry(ec);
-        chan_pump(ch);
+        chan_wake(ch);
         return;
     }
     chan_cons_arm(ch, cs);
-    chan_pump(ch);
+    chan_wake(ch);
 }
 
 void chan_cons_arm(struct amqp_channel *ch, struct consumer *cs)
@@ -437,8 +143,8 @@ void chan_cons_arm(struct amqp_channel *ch, struct consumer *cs)
     int64_t credit = EDGE_CHECKOUT_MAX;
 
     if (cs->polling || ch->closing || !ch->flow_active ||
-        amqp_conn_dead(ch->conn) || chan_srv(ch)->closing ||
-        amqp_conn_out(ch->conn)->len > EDGE_OUT_HIGH) {
+        chan_conn_dead(ch) || ch->conn->calls->closing ||
+        chan_out(ch)->len > EDGE_OUT_HIGH) {
         return;
     }
     if (!cs->no_ack) {
@@ -465,7 +171,8 @@ void chan_cons_arm(struct amqp_channel *ch, struct consumer *cs)
     if (credit <= 0) {
         return;
     }
-    ec = edge_call_new(chan_srv(ch), ch->conn, on_checkout_done);
+    ec = edge_call_new(ch->conn->calls, &ch->conn->ref,
+                       on_checkout_done);
     ec->chan_uid = ch->uid;
     ec->index = ch->num;
     ec->consumer = cs->id;
@@ -484,7 +191,7 @@ void chan_cons_arm(struct amqp_channel *ch, struct consumer *cs)
     edge_call_submit(ec);
 }
 
-void amqp_channel_kick(struct amqp_channel *ch)
+void chan_arm_all(struct amqp_channel *ch)
 {
     struct consumer *cs;
 
@@ -517,7 +224,7 @@ static void on_consume_done(struct edge_call *ec)
         op->cons = NULL;
         cs->next = ch->consumers;
         ch->consumers = cs;
-        chan_srv(ch)->stats.consumers++;
+        ch->conn->stats->consumers++;
         if (amqp_method_decode(op->payload.data, op->payload.len, &req) ==
             0) {
             if (!req.basic_consume.no_wait) {
@@ -530,10 +237,10 @@ static void on_consume_done(struct edge_call *ec)
             amqp_method_free(&req);
         }
         /* consume-ok must precede the first delivery: arm after the reply
-         * leaves (chan_pump flushes it first). */
+         * leaves (the channel's pump flushes it first). */
         ch->pump_again = true;
     }
-    chan_pump(ch);
+    chan_wake(ch);
 }
 
 static struct consumer *cons_by_tag(struct amqp_channel *ch,
@@ -574,7 +281,7 @@ void chan_start_consume(struct chan_op *op, const struct amqp_basic_consume *c)
     memcpy(cs->queue, op->queue, op->queue_len);
     cs->queue_len = op->queue_len;
     cs->shard = chan_shard_of(ch, op->queue, op->queue_len);
-    cs->id = edge_new_consumer_id(chan_srv(ch));
+    cs->id = edge_new_consumer_id(ch->conn->calls);
     cs->no_ack = c->no_ack;
     op->cons = cs;
     ec = chan_op_call(op, on_consume_done);
@@ -592,14 +299,14 @@ static void on_cancel_done(struct edge_call *ec)
     struct chan_op *op = chan_op_of_call(ec);
 
     if (ec->bc.status == AMQP_BROKER_OK) {
-        edge_after_result(ec->srv, &ec->bc.mq_result);
+        edge_after_result(ec->calls, &ec->bc.mq_result);
     }
     if (op == NULL) {
         return;
     }
     /* A lost CANCEL is covered by the channel's RETURN when it closes. */
     op->done = true;
-    chan_pump(op->ch);
+    chan_wake(op->ch);
 }
 
 void chan_start_cancel(struct chan_op *op, const struct amqp_basic_cancel *c)
@@ -626,7 +333,7 @@ void chan_start_cancel(struct chan_op *op, const struct amqp_basic_cancel *c)
             break;
         }
     }
-    chan_srv(ch)->stats.consumers--;
+    ch->conn->stats->consumers--;
     ec = chan_op_call(op, on_cancel_done);
     ec->bc.kind = AMQP_BROKER_MQ;
     ec->bc.shard = cs->shard;
@@ -645,7 +352,7 @@ static void on_get_done(struct edge_call *ec)
 
     if (op == NULL) {
         if (ec->bc.status == AMQP_BROKER_OK && r->n_deliveries > 0) {
-            edge_return_deliveries(ec->srv, ec->bc.shard, &ec->bc.mq.who, r);
+            edge_return_deliveries(ec->calls, ec->bc.shard, &ec->bc.mq.who, r);
         }
         return;
     }
@@ -675,8 +382,8 @@ static void on_get_done(struct edge_call *ec)
                                            ? UINT32_MAX
                                            : (uint32_t)r->message_count;
         chan_emit_delivery(ch, &op->out, &m, &v);
-        dl_add(ch, ch->next_tag++, d->tag, ch->get_id, ec->bc.shard);
-        chan_srv(ch)->stats.delivered++;
+        chan_dl_add(ch, ch->next_tag++, d->tag, ch->get_id, ec->bc.shard);
+        ch->conn->stats->delivered++;
         if (req.basic_get.no_ack) {
             size_t sel = ch->dl_len - 1;
 
@@ -685,7 +392,7 @@ static void on_get_done(struct edge_call *ec)
         }
         amqp_method_free(&req);
     }
-    chan_pump(ch);
+    chan_wake(ch);
 }
 
 void chan_start_get(struct chan_op *op, const struct amqp_basic_get *g)

@@ -1,18 +1,19 @@
 /*
- * amqp_publish: basic.publish of a channel (amqp_chan.h): the exchange
+ * amqp_publish: basic.publish of a channel (amqp_publish.h): the exchange
  * check, routing on the broker's meta view, one ENQUEUE per queue with the
  * connection's dedup id, basic.return for mandatory messages routed
  * nowhere, and the confirm once every ENQUEUE is applied.
  */
-#include <inttypes.h>
-#include <stdarg.h>
-#include <stdio.h>
+#include "edge/amqp_publish.h"
+
 #include <stdlib.h>
-#include <string.h>
 
 #include "common/clock.h"
-#include "common/log.h"
-#include "edge/amqp_chan.h"
+#include "edge/amqp_after.h"
+#include "edge/amqp_config.h"
+#include "edge/amqp_edge.h"
+#include "edge/amqp_kv.h"
+#include "edge/amqp_op.h"
 #include "proto/amqp_msg.h"
 
 /* -------------------------------------------------------------- publish */
@@ -48,7 +49,7 @@ static void publish_finish(struct chan_op *op)
             m.basic_nack.delivery_tag = op->confirm_tag;
         } else {
             m.basic_ack.delivery_tag = op->confirm_tag;
-            chan_srv(ch)->stats.confirmed++;
+            ch->conn->stats->confirmed++;
         }
         chan_op_reply(op, &m);
     }
@@ -56,18 +57,19 @@ static void publish_finish(struct chan_op *op)
 
 static void on_enqueue_done(struct edge_call *ec)
 {
+    struct chan_conn *cc = chan_conn_of_call(ec);
     struct chan_op *op;
     const struct mq_sm_result *r = &ec->bc.mq_result;
 
     if (ec->bc.status == AMQP_BROKER_UNAVAILABLE &&
-        clock_mono_ms() < ec->deadline_ms && !ec->srv->closing &&
+        clock_mono_ms() < ec->deadline_ms && !ec->calls->closing &&
         ec->op->ch != NULL) {
         /* Same (client, seq): stored once whatever happened before. */
         edge_call_retry(ec);
         return;
     }
-    if (ec->conn) {
-        amqp_conn_enqueues(ec->conn, -1);
+    if (cc) {
+        cc->ops->enqueues(cc, -1);
     }
     op = chan_op_of_call(ec);
     if (op == NULL) {
@@ -76,7 +78,7 @@ static void on_enqueue_done(struct edge_call *ec)
     if (ec->bc.status != AMQP_BROKER_OK) {
         op->failed++;
     } else {
-        edge_after_result(ec->srv, r);
+        edge_after_result(ec->calls, r);
         switch (r->status) {
         case MQ_SM_OK:
         case MQ_SM_DUPLICATE:
@@ -91,7 +93,7 @@ static void on_enqueue_done(struct edge_call *ec)
     }
     if (op->pending == 0) {
         publish_finish(op);
-        chan_pump(op->ch);
+        chan_wake(op->ch);
     }
 }
 
@@ -116,8 +118,8 @@ static bool parse_expiration(struct amqp_bytes e, uint64_t *ms)
 void chan_start_publish(struct chan_op *op)
 {
     struct amqp_channel *ch = op->ch;
-    struct amqp_server *s = chan_srv(ch);
-    const struct meta_sm *view = s->broker.ops->meta_view(s->broker.self);
+    struct edge_calls *k = ch->conn->calls;
+    const struct meta_sm *view = k->broker.ops->meta_view(k->broker.self);
     struct amqp_msg_view v;
     struct amqp_content_header h;
     struct meta_sm_route_result route;
@@ -169,7 +171,7 @@ void chan_start_publish(struct chan_op *op)
     }
     buf_init(&kv_store);
     if (type == META_SM_HEADERS && (h.props.flags & AMQP_BASIC_HEADERS)) {
-        kv = chan_table_kv(h.props.headers, &kv_store, &n_kv);
+        kv = edge_table_kv(h.props.headers, &kv_store, &n_kv);
     }
     meta_sm_route_result_init(&route);
     meta_sm_route(view, EDGE_VHOST, EDGE_VHOST_LEN,
@@ -179,8 +181,8 @@ void chan_start_publish(struct chan_op *op)
     free(kv);
     buf_free(&kv_store);
     amqp_content_header_free(&h);
-    amqp_conn_published(ch->conn);
-    s->stats.published++;
+    ch->conn->ops->published(ch->conn);
+    ch->conn->stats->published++;
     op->targets = (unsigned)route.n_queues;
     op->pending++; /* see chan_settle */
     for (i = 0; i < route.n_queues; i++) {
@@ -190,14 +192,14 @@ void chan_start_publish(struct chan_op *op)
         ec->bc.kind = AMQP_BROKER_MQ;
         ec->bc.shard = chan_shard_of(ch, ec->queue, ec->queue_len);
         ec->bc.mq.type = MQ_SM_ENQUEUE;
-        ec->bc.mq.client_id = amqp_conn_client_id(ch->conn);
-        ec->bc.mq.seq = amqp_conn_next_seq(ch->conn);
+        ec->bc.mq.client_id = ch->conn->client_id;
+        ec->bc.mq.seq = ++ch->conn->next_seq;
         ec->bc.mq.has_ttl = has_ttl;
         ec->bc.mq.ttl_ms = ttl;
         ec->bc.mq.body = op->blob.data;
         ec->bc.mq.body_len = op->blob.len;
         ec->deadline_ms = clock_mono_ms() + EDGE_ENQUEUE_RETRY_MS;
-        amqp_conn_enqueues(ch->conn, +1);
+        ch->conn->ops->enqueues(ch->conn, +1);
         edge_call_submit(ec);
     }
     meta_sm_route_result_clear(&route);

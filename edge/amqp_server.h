@@ -20,28 +20,7 @@
 #include <uv.h>
 
 #include "edge/amqp_broker.h"
-
-#define AMQP_SERVER_MAX_USERS 16
-
-struct amqp_user {
-    char name[128];
-    char password[128];
-    bool loopback_only; /* as RabbitMQ's loopback_users (guest) */
-};
-
-struct amqp_server_config {
-    const char *host; /* IPv4/IPv6 literal; copied */
-    int port;
-    /* Identity of this edge in queue commands (mq_sm who.router); must be
-     * unique among live edges: the caller picks a random one at start. */
-    uint64_t router_id;
-    struct amqp_user users[AMQP_SERVER_MAX_USERS];
-    unsigned n_users; /* 0 = guest/guest, loopback only */
-    uint32_t frame_max;    /* offered in connection.tune; 0 = 131072 */
-    uint16_t channel_max;  /* 0 = 2047 */
-    uint16_t heartbeat_s;  /* offered; 0 = 60 */
-    unsigned tick_ms;      /* EXPIRE tick; 0 = 1000 */
-};
+#include "edge/amqp_config.h" /* config, users, stats */
 
 struct amqp_server;
 
@@ -54,17 +33,6 @@ struct amqp_server *amqp_server_new(uv_loop_t *loop,
 
 int amqp_server_port(const struct amqp_server *srv);
 
-struct amqp_server_stats {
-    uint64_t connections;      /* open now */
-    uint64_t connections_total;
-    uint64_t channels;         /* open now */
-    uint64_t consumers;        /* registered now */
-    uint64_t published;        /* basic.publish received */
-    uint64_t confirmed;        /* basic.ack sent to publishers */
-    uint64_t delivered;        /* basic.deliver + basic.get-ok sent */
-    uint64_t acked;            /* basic.ack received from consumers */
-    uint64_t protocol_errors;  /* connections closed with an error code */
-};
 void amqp_server_stats(const struct amqp_server *srv,
                        struct amqp_server_stats *out);
 

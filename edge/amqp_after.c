@@ -1,0 +1,107 @@
+/*
+ * amqp_after: broker work that outlives whoever caused it; contract in
+ * amqp_after.h.
+ */
+#include "edge/amqp_after.h"
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "edge/amqp_dead_letter.h"
+#include "edge/amqp_edge.h"
+
+static void on_queue_gone_done(struct edge_call *ec)
+{
+    if (ec->bc.status != AMQP_BROKER_OK) {
+        log_warn("amqp: bindings of deleted queue '%.*s' not dropped",
+                 (int)ec->queue_len, ec->queue);
+    }
+}
+
+static void queue_gone(struct edge_calls *k, const char *name, size_t len)
+{
+    struct edge_call *ec = edge_call_new(k, NULL, on_queue_gone_done);
+
+    edge_call_set_queue(ec, name, len);
+    ec->bc.kind = AMQP_BROKER_META;
+    ec->bc.meta.type = META_SM_QUEUE_GONE;
+    ec->bc.meta.dest = ec->queue;
+    ec->bc.meta.dest_len = ec->queue_len;
+    edge_call_submit(ec);
+}
+
+static void on_republish_done(struct edge_call *ec)
+{
+    if (ec->bc.status != AMQP_BROKER_OK) {
+        log_warn("amqp: dead letter to '%.*s' lost: broker unavailable",
+                 (int)ec->queue_len, ec->queue);
+        return;
+    }
+    edge_after_result(ec->calls, &ec->bc.mq_result);
+}
+
+void edge_after_result(struct edge_calls *k, const struct mq_sm_result *r)
+{
+    size_t i;
+
+    if (k->closing) {
+        return;
+    }
+    for (i = 0; i < r->n_dead; i++) {
+        edge_dead_letter(k, &r->dead[i], on_republish_done);
+    }
+    for (i = 0; i < r->n_deleted; i++) {
+        queue_gone(k, r->deleted[i].queue, r->deleted[i].queue_len);
+    }
+}
+
+static void on_return_done(struct edge_call *ec)
+{
+    if (ec->bc.status == AMQP_BROKER_UNAVAILABLE &&
+        clock_mono_ms() < ec->deadline_ms && !ec->calls->closing) {
+        edge_call_retry(ec);
+        return;
+    }
+    if (ec->bc.status == AMQP_BROKER_OK) {
+        edge_after_result(ec->calls, &ec->bc.mq_result);
+    }
+}
+
+void edge_return_everywhere(struct edge_calls *k, enum mq_sm_scope scope,
+                            const struct mq_sm_who *who)
+{
+    unsigned n = k->broker.ops->shard_count(k->broker.self);
+    unsigned i;
+
+    for (i = 0; i < n; i++) {
+        struct edge_call *ec = edge_call_new(k, NULL, on_return_done);
+
+        ec->bc.kind = AMQP_BROKER_MQ;
+        ec->bc.shard = i;
+        ec->bc.mq.type = MQ_SM_RETURN;
+        ec->bc.mq.scope = scope;
+        ec->bc.mq.who = *who;
+        /* If this is lost, the shard's lease on this edge returns them. */
+        ec->deadline_ms = clock_mono_ms() + EDGE_ENQUEUE_RETRY_MS;
+        edge_call_submit(ec);
+    }
+}
+
+void edge_return_deliveries(struct edge_calls *k, unsigned shard,
+                            const struct mq_sm_who *who,
+                            const struct mq_sm_result *r)
+{
+    size_t i;
+
+    for (i = 0; i < r->n_deliveries; i++) {
+        struct edge_call *ec = edge_call_new(k, NULL, on_return_done);
+
+        ec->bc.kind = AMQP_BROKER_MQ;
+        ec->bc.shard = shard;
+        ec->bc.mq.type = MQ_SM_RETURN;
+        ec->bc.mq.scope = MQ_SM_SCOPE_TAG;
+        ec->bc.mq.who = *who;
+        ec->bc.mq.tag = r->deliveries[i].tag;
+        ec->deadline_ms = clock_mono_ms() + EDGE_ENQUEUE_RETRY_MS;
+        edge_call_submit(ec);
+    }
+}

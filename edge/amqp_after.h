@@ -1,0 +1,26 @@
+/*
+ * amqp_after: broker work that outlives whoever caused it: what a queue
+ * command did beyond its own answer (dead letters to republish, bindings of
+ * deleted queues to drop), and RETURNs of deliveries nobody will take.
+ * Used by the server's tick, connections and channel operations; every
+ * call made here is its own (no connection, no op).
+ */
+#ifndef RINGMQ_AMQP_AFTER_H
+#define RINGMQ_AMQP_AFTER_H
+
+#include "edge/amqp_calls.h"
+
+/* Republish the dead letters of @r, drop the bindings of the queues it
+ * deleted. Nothing once the edge is closing. */
+void edge_after_result(struct edge_calls *k, const struct mq_sm_result *r);
+/* RETURN with @scope (CHANNEL/CONNECTION) of @who to every shard, and drop
+ * the bindings of queues the return deleted. */
+void edge_return_everywhere(struct edge_calls *k, enum mq_sm_scope scope,
+                            const struct mq_sm_who *who);
+/* RETURN (scope TAG) every delivery of CHECKOUT result @r on @shard to
+ * @who: deliveries that reached no consumer (it or its channel went). */
+void edge_return_deliveries(struct edge_calls *k, unsigned shard,
+                            const struct mq_sm_who *who,
+                            const struct mq_sm_result *r);
+
+#endif

@@ -1,0 +1,24 @@
+/*
+ * amqp_deliver: a channel's consumers and their deliveries: basic.consume,
+ * basic.cancel, the CHECKOUT each consumer with credit keeps waiting in the
+ * broker, basic.deliver, and basic.get. Below amqp_channel.c, which starts
+ * these ops and arms the consumers; what the channel must do next it
+ * learns through chan_wake().
+ */
+#ifndef RINGMQ_AMQP_DELIVER_H
+#define RINGMQ_AMQP_DELIVER_H
+
+#include "edge/amqp_chan.h"
+#include "proto/amqp_method.h"
+
+/* Keep one CHECKOUT waiting for @cs while it has credit. */
+void chan_cons_arm(struct amqp_channel *ch, struct consumer *cs);
+/* chan_cons_arm() every consumer of @ch (credit came back, output
+ * drained, flow or qos changed). */
+void chan_arm_all(struct amqp_channel *ch);
+void chan_start_consume(struct chan_op *op,
+                        const struct amqp_basic_consume *c);
+void chan_start_cancel(struct chan_op *op, const struct amqp_basic_cancel *c);
+void chan_start_get(struct chan_op *op, const struct amqp_basic_get *g);
+
+#endif
