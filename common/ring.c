@@ -5,7 +5,7 @@
  * point count, the "<name>-<j>" strings, the byte order of the md5 words, the
  * sort key, the >= search with wrap) follows libmemcached's update_continuum
  * and dispatch_host; a difference in any of them moves keys, which the fixed
- * vectors in tests/unit/test_ring.c would catch.
+ * vectors in tests/unit/common/test_ring.c would catch.
  */
 #include "common/ring.h"
 

@@ -6,7 +6,7 @@
  * (MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA +
  * MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, md5) and with twemproxy's "distribution:
  * ketama, hash: md5", so a client that does ketama itself and our router pick
- * the same shard for every key. tests/unit/test_ring.c proves it with vectors
+ * the same shard for every key. tests/unit/common/test_ring.c proves it with vectors
  * produced by libmemcached.
  *
  * The scheme, for n nodes of total weight W:

@@ -1,6 +1,6 @@
 /*
  * ring_vectors: fixed ketama vectors produced by libmemcached 1.1.4 (Debian 12
- * libmemcached-dev), for tests/unit/test_ring.c. Data only; do not edit.
+ * libmemcached-dev), for tests/unit/common/test_ring.c. Data only; do not edit.
  *
  * How they were made: a throwaway C program (not committed) linked with
  * `pkg-config --libs libmemcached` did, per server list,
