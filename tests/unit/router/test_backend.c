@@ -81,6 +81,9 @@ struct fx {
     unsigned unavail_reads; /* leader: RPC_UNAVAILABLE for so many reads */
     bool bad_request;       /* leader: RPC_BAD_REQUEST */
     bool wrong_epoch;       /* everyone: RPC_WRONG_EPOCH */
+    /* followers' NOT_LEADER names this member (of every shard) instead of
+     * the leader: the memory of a leader that died; -1 = off */
+    int stale_hint;
 
     /* observations */
     unsigned misrouted; /* key sent to a shard the ring does not give it */
@@ -140,6 +143,26 @@ static void reply_code(struct rpc_server_req *req, Ringmq__RpcCode code)
     rpc_server_reply(req, &resp);
 }
 
+/* A follower's answer for shard @s: names the leader (with hints), or the
+ * member stale_hint names. */
+static void reply_not_leader(struct rpc_server_req *req, unsigned s)
+{
+    Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
+    const struct cluster_member *m = NULL;
+
+    resp.code = RINGMQ__RPC_CODE__RPC_NOT_LEADER;
+    if (F->stale_hint >= 0) {
+        m = &F->map.shards[s].members[F->stale_hint];
+    } else if (F->hints && F->leader[s] >= 0) {
+        m = &F->map.shards[s].members[F->leader[s]];
+    }
+    if (m != NULL) {
+        resp.leader_id = m->id;
+        resp.leader_rpc = (char *)m->rpc;
+    }
+    rpc_server_reply(req, &resp);
+}
+
 /* Answer a cache request as fake @f would now. */
 static void answer(struct fake *f,
                    struct rpc_server_req *req,
@@ -161,12 +184,7 @@ static void answer(struct fake *f,
         return;
     }
     if (F->leader[s] != (int)f->idx) {
-        resp.code = RINGMQ__RPC_CODE__RPC_NOT_LEADER;
-        if (F->hints && F->leader[s] >= 0) {
-            resp.leader_id = (uint64_t)F->leader[s] + 1;
-            resp.leader_rpc = F->fakes[F->leader[s]].addr;
-        }
-        rpc_server_reply(req, &resp);
+        reply_not_leader(req, (unsigned)s);
         return;
     }
     if (F->bad_request) {
@@ -375,6 +393,7 @@ static int setup(void **state)
     }
     F->hints = true;
     F->hold = HOLD_OFF;
+    F->stale_hint = -1;
     return 0;
 }
 
@@ -638,6 +657,19 @@ static void test_not_leader_no_hint_next_member(void **state)
     assert_int_equal(total_cache_reqs(), 4);
 }
 
+/* Member 0 of every shard becomes a dead node (id 9, a port that refuses
+ * connections); fake 0 is then in no shard. */
+static void dead_first_member(void)
+{
+    unsigned s;
+
+    for (s = 0; s < N_SHARDS; s++) {
+        struct cluster_shard *cs = &F->map.shards[s];
+        cs->members[0].id = 9;
+        snprintf(cs->members[0].rpc, sizeof(cs->members[0].rpc), "127.0.0.1:1");
+    }
+}
+
 /* A member whose port refuses connections is skipped at once, for writes
  * too: nothing was sent. */
 static void test_refused_member_skipped(void **state)
@@ -649,10 +681,8 @@ static void test_refused_member_skipped(void **state)
     unsigned s;
 
     (void)state;
+    dead_first_member();
     for (s = 0; s < N_SHARDS; s++) {
-        struct cluster_shard *cs = &F->map.shards[s];
-        cs->members[0].id = 9;
-        snprintf(cs->members[0].rpc, sizeof(cs->members[0].rpc), "127.0.0.1:1");
         F->leader[s] = 1;
     }
     F->hints = false; /* only the refusal can move us on */
@@ -665,6 +695,29 @@ static void test_refused_member_skipped(void **state)
     assert_int_equal(total_cache_reqs(), 1);
     backend_shard_info(F->b, 0, &si);
     assert_true(si.retries >= 1);
+}
+
+/* The leader died (its port refuses connections) and a follower, which
+ * has not timed out yet, still names it: that hint is not followed back to
+ * the dead node (it would bounce between the two until the deadline); the
+ * op moves on to the next member, the new leader. */
+static void test_dead_leader_hint_ignored(void **state)
+{
+    struct tcall t;
+    char key[32];
+    uint64_t t0;
+
+    (void)state;
+    dead_first_member();
+    F->leader[0] = F->leader[1] = 2;
+    F->stale_hint = 0;
+    start_backend(1500);
+    key_of_shard(0, key, sizeof(key));
+    t0 = clock_mono_ms();
+    assert_int_equal(do_op(CACHE_OP_SET, key, "v", &t), CACHE_STORED);
+    assert_true(t.done_ms - t0 < 1000);
+    assert_int_equal(F->fakes[1].writes, 1); /* the stale hint, once */
+    assert_int_equal(F->fakes[2].writes, 1);
 }
 
 /* RPC_UNAVAILABLE (outcome unknown): a write is not retried, a read is. */
@@ -988,6 +1041,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_not_leader_no_hint_next_member,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_member_skipped, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_dead_leader_hint_ignored, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_unavailable_write_not_retried_read_retried, setup, teardown),
