@@ -30,8 +30,8 @@
  *     the guess leaves the member that failed (if it was the guess) for the
  *     next member not known dead (any, if all are).
  *   - A node is "known dead" for LEADER_NODE_DOWN_MS after a connection
- *     attempt to it failed or a connection to it was reset under a call,
- *     and no longer once it answers anything.
+ *     to it was refused (or its name did not resolve) or was reset under a
+ *     call, and no longer once it answers anything.
  *   - Status polls and watches (the callers' own calls) feed the same
  *     knowledge with leader_group_hint/adopt/failed/answered.
  *
@@ -107,6 +107,10 @@
 /* Every shard's group, plus one (the meta group). */
 #define LEADER_MAX_GROUPS (CLUSTER_MAX_SHARDS + 1)
 
+struct leader_engine;
+struct leader_group;
+struct leader_req;
+
 /* How a request ended (the argument of ops->done). */
 enum leader_end {
     LEADER_ANSWERED,      /* an answer left to the caller: @resp */
@@ -117,8 +121,6 @@ enum leader_end {
                            * not fit in a frame; or the caller's own) */
     LEADER_CLOSING,       /* the engine is closing */
 };
-
-struct leader_req;
 
 struct leader_ops {
     /* Build the request's body into an RpcRequest and hand it to
@@ -159,9 +161,6 @@ struct leader_req {
     uint64_t due; /* uv_now() of the retry, while waiting */
     struct leader_req *prev, *next;
 };
-
-struct leader_engine;
-struct leader_group;
 
 /* @loop is borrowed until the close callback; @cfg is copied. Nothing
  * connects yet. */
