@@ -1,5 +1,11 @@
 /*
  * amqp_remote: see amqp_remote.h.
+ *
+ * What is the AMQP side's own here: turning broker calls into RpcRequests
+ * and their answers into results, the publishers-blocked flag, the meta
+ * view and its watch. Leader tracking, retries, backoff and deadlines are
+ * router/leader's: an rreq is a leader_req (never retried when its outcome
+ * is unknown: the edge decides) plus the call.
  */
 #include "router/amqp_remote.h"
 
@@ -9,45 +15,31 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/container_of.h"
 #include "common/log.h"
 #include "common/ring.h"
 #include "proto/mq_pb.h"
+#include "router/leader.h"
 #include "rpc/rpc_client.h"
 
-#define GROUP_NAME_MAX (CLUSTER_NAME_MAX + 8)
-#define MAX_NODES (CLUSTER_MAX_SHARDS * CLUSTER_MAX_MEMBERS)
-#define RETRY_BACKOFF_MS 30
-#define RETRY_TICK_MS 10
 /* A CHECKOUT long poll gets its wait plus this for the round trip. */
 #define WAIT_SLACK_MS 3000
 #define WATCH_WAIT_MS 10000
 #define WATCH_RETRY_MS 200
 
-struct rnode {
-    struct rpc_client *client;
-};
-
 /* One remote Raft group: a shard's queue group, or the meta group. */
 struct rgrp {
-    char name[GROUP_NAME_MAX];
-    unsigned n_members;
-    unsigned node[CLUSTER_MAX_MEMBERS]; /* index into amqp_remote.nodes */
-    uint64_t member_id[CLUSTER_MAX_MEMBERS];
-    const char *member_rpc[CLUSTER_MAX_MEMBERS]; /* into the map copy */
-    unsigned leader;                             /* our guess */
+    struct leader_group *g;
     bool blocked;        /* the last answer asked to block publishers */
     uint64_t blocked_at; /* when that answer came */
 };
 
-/* One call on its way; retried until executed or the deadline. */
+/* One call on its way. */
 struct rreq {
+    struct leader_req lq;
     struct amqp_remote *r;
     struct amqp_broker_call *call;
-    struct rgrp *g;
-    unsigned member;
-    uint64_t deadline;
-    uint64_t wake_at; /* when parked for a retry */
-    struct rreq *next;
+    struct rgrp *grp;
 };
 
 struct amqp_remote {
@@ -55,11 +47,9 @@ struct amqp_remote {
     struct cluster_map map;
     struct amqp_remote_config cfg;
     struct ring *ring;
+    struct leader_engine *engine;
     struct rgrp *groups; /* n_shards queue groups, then the meta group */
     unsigned n_shards;
-    struct rnode nodes[MAX_NODES];
-    const char *node_addr[MAX_NODES];
-    unsigned n_nodes;
 
     struct meta_sm *view;
     bool view_loaded;
@@ -67,11 +57,8 @@ struct amqp_remote {
     bool watch_inflight;
     uv_timer_t watch_timer;
 
-    struct rreq *parked; /* waiting for a retry, unordered */
-    uv_timer_t retry_timer;
-
     bool closing;
-    unsigned handles_open; /* timers + clients still closing */
+    unsigned handles_open; /* the watch timer + the engine still closing */
     void (*close_cb)(void *data);
     void *close_data;
 };
@@ -79,26 +66,6 @@ struct amqp_remote {
 static struct rgrp *meta_group(struct amqp_remote *r)
 {
     return &r->groups[r->n_shards];
-}
-
-static struct rpc_client *member_client(struct amqp_remote *r,
-                                        const struct rgrp *g, unsigned m)
-{
-    return r->nodes[g->node[m]].client;
-}
-
-static int member_of(const struct rgrp *g, uint64_t id, const char *rpc)
-{
-    unsigned i;
-
-    for (i = 0; i < g->n_members; i++) {
-        if ((id != 0 && g->member_id[i] == id) ||
-            (rpc != NULL && rpc[0] != '\0' &&
-             strcmp(g->member_rpc[i], rpc) == 0)) {
-            return (int)i;
-        }
-    }
-    return -1;
 }
 
 /* ---- completion -------------------------------------------------------- */
@@ -113,22 +80,6 @@ static void finish(struct rreq *q, enum amqp_broker_status st)
     call->status = st;
     free(q);
     call->cb(call);
-}
-
-static void attempt(struct rreq *q);
-static void on_retry_tick(uv_timer_t *t);
-
-static void park(struct rreq *q, unsigned delay_ms)
-{
-    struct amqp_remote *r = q->r;
-
-    q->wake_at = uv_now(r->loop) + delay_ms;
-    q->next = r->parked;
-    r->parked = q;
-    if (!uv_is_active((uv_handle_t *)&r->retry_timer)) {
-        uv_timer_start(&r->retry_timer, on_retry_tick, RETRY_TICK_MS,
-                       RETRY_TICK_MS);
-    }
 }
 
 /* ---- the meta view ----------------------------------------------------- */
@@ -151,60 +102,29 @@ static void view_update(struct amqp_remote *r, const void *state, size_t len,
     r->view_loaded = true;
 }
 
-/* ---- one attempt and its verdict ---------------------------------------- */
+/* ---- one call ----------------------------------------------------------- */
 
-static bool never_sent(int status)
+/*
+ * What leader.h leaves to us. Only calls the node certainly did not execute
+ * are retried (by the engine); an unknown outcome completes UNAVAILABLE and
+ * the edge decides (ENQUEUE carries its dedup id, so the edge retries it).
+ */
+static void answered(struct rreq *q, const Ringmq__RpcResponse *resp)
 {
-    if (status == UV_ECONNREFUSED || status == UV_EADDRNOTAVAIL) {
-        return true;
-    }
-    return status <= UV_EAI_ADDRFAMILY && status >= UV_EAI_PROTOCOL;
-}
-
-static void next_member(struct rreq *q)
-{
-    struct rgrp *g = q->g;
-
-    if (g->leader == q->member) {
-        g->leader = (q->member + 1) % g->n_members;
-    }
-    q->member = g->leader;
-}
-
-static void on_reply(void *data, int status, const Ringmq__RpcResponse *resp)
-{
-    struct rreq *q = data;
     struct amqp_remote *r = q->r;
     struct amqp_broker_call *call = q->call;
-    int hint;
+    const char *group = leader_group_name(q->grp->g);
 
-    if (status == UV_ECANCELED || r->closing) {
-        finish(q, AMQP_BROKER_CLOSING);
-        return;
-    }
-    if (status < 0) {
-        if (never_sent(status)) {
-            next_member(q);
-            park(q, RETRY_BACKOFF_MS);
-            return;
-        }
-        log_debug("router: amqp: group %s member %" PRIu64 ": %s",
-                  q->g->name, q->g->member_id[q->member],
-                  uv_strerror(status));
-        next_member(q);
-        finish(q, AMQP_BROKER_UNAVAILABLE);
-        return;
-    }
     switch (resp->code) {
         case RINGMQ__RPC_CODE__RPC_OK:
             if (call->kind == AMQP_BROKER_MQ) {
-                q->g->blocked = resp->publishers_blocked;
-                q->g->blocked_at = uv_now(r->loop);
+                q->grp->blocked = resp->publishers_blocked;
+                q->grp->blocked_at = uv_now(r->loop);
                 if (resp->body_case != RINGMQ__RPC_RESPONSE__BODY_MQ ||
                     mq_pb_result_from_pb(resp->mq, &call->mq_result) != 0) {
                     log_warn("router: amqp: group %s: reply without a "
                              "queue result",
-                             q->g->name);
+                             group);
                     finish(q, AMQP_BROKER_UNAVAILABLE);
                     return;
                 }
@@ -224,112 +144,73 @@ static void on_reply(void *data, int status, const Ringmq__RpcResponse *resp)
             }
             finish(q, AMQP_BROKER_OK);
             return;
-        case RINGMQ__RPC_CODE__RPC_NOT_LEADER:
-            hint = member_of(q->g, resp->leader_id, resp->leader_rpc);
-            if (hint >= 0 && (unsigned)hint != q->member) {
-                q->g->leader = (unsigned)hint;
-                q->member = (unsigned)hint;
-                attempt(q);
-                return;
-            }
-            next_member(q);
-            park(q, RETRY_BACKOFF_MS);
-            return;
-        case RINGMQ__RPC_CODE__RPC_NO_GROUP:
-            next_member(q);
-            park(q, RETRY_BACKOFF_MS);
-            return;
         case RINGMQ__RPC_CODE__RPC_WRONG_EPOCH:
             log_warn("router: amqp: group %s refused epoch %" PRIu64
                      ": this router's cluster map is stale (%s)",
-                     q->g->name, r->map.epoch, resp->error ? resp->error : "");
+                     group, r->map.epoch, resp->error ? resp->error : "");
             finish(q, AMQP_BROKER_UNAVAILABLE);
             return;
-        default: /* UNAVAILABLE: outcome unknown; BAD_REQUEST: our bug */
+        default: /* BAD_REQUEST: our bug */
             finish(q, AMQP_BROKER_UNAVAILABLE);
             return;
     }
 }
 
-static void attempt(struct rreq *q)
+static void on_done(struct leader_req *lq,
+                    enum leader_end end,
+                    int err,
+                    const Ringmq__RpcResponse *resp)
 {
-    struct amqp_remote *r = q->r;
+    struct rreq *q = container_of(lq, struct rreq, lq);
+
+    (void)err;
+    if (end == LEADER_ANSWERED) {
+        answered(q, resp);
+        return;
+    }
+    /* Deadline, not sent, maybe applied: the edge decides. */
+    finish(q, end == LEADER_CLOSING ? AMQP_BROKER_CLOSING
+                                    : AMQP_BROKER_UNAVAILABLE);
+}
+
+static int send_call(struct leader_req *lq, unsigned timeout_ms)
+{
+    struct rreq *q = container_of(lq, struct rreq, lq);
     struct amqp_broker_call *call = q->call;
     Ringmq__RpcRequest req = RINGMQ__RPC_REQUEST__INIT;
     struct mq_pb_cmd_buf mqb;
     struct mq_pb_meta_buf metab;
-    uint64_t now = uv_now(r->loop);
-    uint64_t timeout;
     int rv;
 
-    if (r->closing) {
-        finish(q, AMQP_BROKER_CLOSING);
-        return;
-    }
-    if (now >= q->deadline) {
-        finish(q, AMQP_BROKER_UNAVAILABLE);
-        return;
-    }
-    timeout = q->deadline - now;
-    req.epoch = r->map.epoch;
-    req.group = q->g->name;
     if (call->kind == AMQP_BROKER_MQ) {
         if (mq_pb_cmd_to_pb(&call->mq, call->wait_ms, &mqb) != 0) {
-            finish(q, AMQP_BROKER_UNAVAILABLE);
-            return;
+            return UV_EINVAL;
         }
         req.body_case = RINGMQ__RPC_REQUEST__BODY_MQ;
         req.mq = &mqb.pb;
         if (call->wait_ms > 0) {
-            timeout = (uint64_t)call->wait_ms + WAIT_SLACK_MS;
+            timeout_ms = call->wait_ms + WAIT_SLACK_MS;
         }
     } else {
         if (mq_pb_meta_cmd_to_pb(&call->meta, &metab) != 0) {
-            finish(q, AMQP_BROKER_UNAVAILABLE);
-            return;
+            return UV_EINVAL;
         }
         req.body_case = RINGMQ__RPC_REQUEST__BODY_META;
         req.meta = &metab.pb;
     }
-    rv = rpc_client_call(member_client(r, q->g, q->member), &req,
-                         (unsigned)timeout, on_reply, q, NULL);
+    rv = leader_req_call(lq, &req, timeout_ms);
     if (call->kind == AMQP_BROKER_MQ) {
         mq_pb_cmd_buf_clear(&mqb);
     } else {
         mq_pb_meta_buf_clear(&metab);
     }
-    if (rv != 0) {
-        finish(q, rv == UV_ECANCELED ? AMQP_BROKER_CLOSING
-                                     : AMQP_BROKER_UNAVAILABLE);
-    }
+    return rv;
 }
 
-static void on_retry_tick(uv_timer_t *t)
-{
-    struct amqp_remote *r = t->data;
-    uint64_t now = uv_now(r->loop);
-    struct rreq *due = NULL;
-    struct rreq **pp = &r->parked;
-
-    while (*pp != NULL) {
-        struct rreq *q = *pp;
-        if (q->wake_at <= now) {
-            *pp = q->next;
-            q->next = due;
-            due = q;
-        } else {
-            pp = &q->next;
-        }
-    }
-    if (r->parked == NULL) {
-        uv_timer_stop(&r->retry_timer);
-    }
-    while (due != NULL) {
-        struct rreq *q = due;
-        due = q->next;
-        attempt(q);
-    }
-}
+static const struct leader_ops rreq_ops = {
+    .send = send_call,
+    .done = on_done,
+};
 
 /* ---- broker table -------------------------------------------------------- */
 
@@ -372,14 +253,14 @@ static void op_submit(void *self, struct amqp_broker_call *call)
             call->cb(call);
             return;
         }
-        q->g = &r->groups[call->shard];
+        q->grp = &r->groups[call->shard];
     } else {
-        q->g = meta_group(r);
+        q->grp = meta_group(r);
     }
-    q->member = q->g->leader;
-    q->deadline = uv_now(r->loop) + r->cfg.request_timeout_ms +
-                  (call->kind == AMQP_BROKER_MQ ? call->wait_ms : 0);
-    attempt(q);
+    leader_req_start(q->grp->g, &q->lq,
+                     r->cfg.request_timeout_ms +
+                         (call->kind == AMQP_BROKER_MQ ? call->wait_ms : 0),
+                     false);
 }
 
 static const struct meta_sm *op_meta_view(void *self)
@@ -441,10 +322,14 @@ static void watch_later(struct amqp_remote *r, unsigned ms)
     }
 }
 
+/* The watch is a long poll, not a request with a deadline: it keeps its
+ * own member and pace, but shares the group's knowledge (leader.h): the
+ * leader it finds becomes the guess, the nodes it finds dead are skipped,
+ * and it follows no hint naming one of them. */
 static void on_watch(void *data, int status, const Ringmq__RpcResponse *resp)
 {
     struct amqp_remote *r = data;
-    struct rgrp *g = meta_group(r);
+    struct leader_group *g = meta_group(r)->g;
     int hint;
 
     r->watch_inflight = false;
@@ -452,10 +337,12 @@ static void on_watch(void *data, int status, const Ringmq__RpcResponse *resp)
         return;
     }
     if (status < 0) {
-        r->watch_member = (r->watch_member + 1) % g->n_members;
+        leader_group_failed(g, r->watch_member, status);
+        r->watch_member = leader_group_next(g, r->watch_member);
         watch_later(r, WATCH_RETRY_MS);
         return;
     }
+    leader_group_answered(g, r->watch_member);
     switch (resp->code) {
         case RINGMQ__RPC_CODE__RPC_OK:
             if (resp->body_case ==
@@ -464,19 +351,20 @@ static void on_watch(void *data, int status, const Ringmq__RpcResponse *resp)
                             resp->meta_snapshot->state.len,
                             resp->meta_snapshot->version);
             }
-            g->leader = r->watch_member;
+            leader_group_adopt(g, r->watch_member, "meta watch");
             watch_send(r);
             return;
         case RINGMQ__RPC_CODE__RPC_NOT_LEADER:
-            hint = member_of(g, resp->leader_id, resp->leader_rpc);
-            if (hint >= 0 && (unsigned)hint != r->watch_member) {
+            hint = leader_group_hint(g, resp->leader_id, resp->leader_rpc,
+                                     (int)r->watch_member);
+            if (hint >= 0) {
                 r->watch_member = (unsigned)hint;
                 watch_send(r);
                 return;
             }
             /* fall through */
         default:
-            r->watch_member = (r->watch_member + 1) % g->n_members;
+            r->watch_member = leader_group_next(g, r->watch_member);
             watch_later(r, WATCH_RETRY_MS);
             return;
     }
@@ -484,7 +372,7 @@ static void on_watch(void *data, int status, const Ringmq__RpcResponse *resp)
 
 static void watch_send(struct amqp_remote *r)
 {
-    struct rgrp *g = meta_group(r);
+    struct leader_group *g = meta_group(r)->g;
     Ringmq__RpcRequest req = RINGMQ__RPC_REQUEST__INIT;
     Ringmq__MetaWatch w = RINGMQ__META_WATCH__INIT;
     int rv;
@@ -495,10 +383,10 @@ static void watch_send(struct amqp_remote *r)
     w.known_version = r->view_loaded ? meta_sm_version(r->view) : 0;
     w.wait_ms = r->view_loaded ? WATCH_WAIT_MS : 0;
     req.epoch = r->map.epoch;
-    req.group = g->name;
+    req.group = (char *)leader_group_name(g);
     req.body_case = RINGMQ__RPC_REQUEST__BODY_META_WATCH;
     req.meta_watch = &w;
-    rv = rpc_client_call(member_client(r, g, r->watch_member), &req,
+    rv = rpc_client_call(leader_group_client(g, r->watch_member), &req,
                          WATCH_WAIT_MS + WAIT_SLACK_MS, on_watch, r, NULL);
     if (rv == 0) {
         r->watch_inflight = true;
@@ -514,54 +402,8 @@ static void on_watch_timer(uv_timer_t *t)
 
 /* ---- construction -------------------------------------------------------- */
 
-static int node_index(struct amqp_remote *r, const char *addr, char *errmsg,
-                      size_t errlen)
-{
-    struct rpc_client_config cc = {0};
-    unsigned i;
-
-    for (i = 0; i < r->n_nodes; i++) {
-        if (strcmp(r->node_addr[i], addr) == 0) {
-            return (int)i;
-        }
-    }
-    if (r->n_nodes == MAX_NODES) {
-        snprintf(errmsg, errlen, "too many node addresses");
-        return -1;
-    }
-    cc.address = addr;
-    r->nodes[i].client = rpc_client_new(r->loop, &cc, errmsg, errlen);
-    if (r->nodes[i].client == NULL) {
-        return -1;
-    }
-    r->node_addr[i] = addr;
-    r->n_nodes++;
-    return (int)i;
-}
-
-static int group_init(struct amqp_remote *r, struct rgrp *g,
-                      const struct cluster_shard *s, const char *suffix,
-                      char *errmsg, size_t errlen)
-{
-    unsigned m;
-
-    snprintf(g->name, sizeof(g->name), "%s%s", suffix[0] == '\0' ? "" : s->name,
-             suffix[0] == '\0' ? "meta" : suffix);
-    g->n_members = s->n_members;
-    for (m = 0; m < s->n_members; m++) {
-        int n = node_index(r, s->members[m].rpc, errmsg, errlen);
-        if (n < 0) {
-            return -1;
-        }
-        g->node[m] = (unsigned)n;
-        g->member_id[m] = s->members[m].id;
-        g->member_rpc[m] = s->members[m].rpc;
-    }
-    return 0;
-}
-
 static void on_handle_closed(uv_handle_t *h);
-static void on_client_closed(void *data);
+static void on_engine_closed(void *data);
 
 struct amqp_remote *amqp_remote_new(uv_loop_t *loop,
                                     const struct amqp_remote_config *cfg,
@@ -569,6 +411,8 @@ struct amqp_remote *amqp_remote_new(uv_loop_t *loop,
 {
     struct amqp_remote *r = xcalloc(1, sizeof(*r));
     struct ring_node rn[CLUSTER_MAX_SHARDS];
+    struct leader_config lc = {0};
+    char name[LEADER_GROUP_NAME_MAX];
     unsigned i;
 
     r->loop = loop;
@@ -595,19 +439,26 @@ struct amqp_remote *amqp_remote_new(uv_loop_t *loop,
     }
     r->view = meta_sm_new();
     r->groups = xcalloc(r->n_shards + 1, sizeof(*r->groups));
-    uv_timer_init(loop, &r->retry_timer);
-    r->retry_timer.data = r;
+    lc.ops = &rreq_ops;
+    lc.epoch = r->map.epoch;
+    /* A refused connection: the next member after the backoff. The
+     * clients keep rpc_client's defaults. */
+    lc.unsent_retry_at_once = false;
+    r->engine = leader_engine_new(loop, &lc);
     uv_timer_init(loop, &r->watch_timer);
     r->watch_timer.data = r;
     uv_timer_start(&r->watch_timer, on_watch_timer, 0, 0);
     for (i = 0; i < r->n_shards; i++) {
-        if (group_init(r, &r->groups[i], &r->map.shards[i], ".mq", errmsg,
-                       errlen) != 0) {
+        snprintf(name, sizeof(name), "%s.mq", r->map.shards[i].name);
+        r->groups[i].g = leader_group_add(r->engine, name, &r->map.shards[i],
+                                          errmsg, errlen);
+        if (r->groups[i].g == NULL) {
             goto err;
         }
     }
-    if (group_init(r, meta_group(r), &r->map.shards[0], "", errmsg,
-                   errlen) != 0) {
+    meta_group(r)->g = leader_group_add(r->engine, "meta", &r->map.shards[0],
+                                        errmsg, errlen);
+    if (meta_group(r)->g == NULL) {
         goto err;
     }
     return r;
@@ -644,7 +495,7 @@ static void on_handle_closed(uv_handle_t *h)
     maybe_free(r);
 }
 
-static void on_client_closed(void *data)
+static void on_engine_closed(void *data)
 {
     struct amqp_remote *r = data;
 
@@ -655,22 +506,14 @@ static void on_client_closed(void *data)
 void amqp_remote_close(struct amqp_remote *r, void (*cb)(void *data),
                        void *data)
 {
-    unsigned i;
-
     r->closing = true;
     r->close_cb = cb;
     r->close_data = data;
-    r->handles_open = 2 + r->n_nodes + 1; /* + 1 guard */
-    while (r->parked != NULL) {
-        struct rreq *q = r->parked;
-        r->parked = q->next;
-        finish(q, AMQP_BROKER_CLOSING);
-    }
-    uv_close((uv_handle_t *)&r->retry_timer, on_handle_closed);
+    r->handles_open = 2 + 1; /* + 1 guard */
     uv_close((uv_handle_t *)&r->watch_timer, on_handle_closed);
-    for (i = 0; i < r->n_nodes; i++) {
-        rpc_client_close(r->nodes[i].client, on_client_closed, r);
-    }
+    /* Calls parked or in flight complete AMQP_BROKER_CLOSING inside; the
+     * watch in flight ends with UV_ECANCELED. */
+    leader_engine_close(r->engine, on_engine_closed, r);
     r->handles_open--; /* drop the guard */
     maybe_free(r);
 }

@@ -7,8 +7,10 @@
  *   amqp_conn --submit--> amqp_remote --RpcRequest{mq|meta}--> group leader
  *                              ^  meta view <-- MetaWatch long poll (meta)
  *
- * Leader tracking per group: a guess (member index), moved by NOT_LEADER
- * hints at once, and to the next member after NO_GROUP, refused connections
+ * Leader tracking and retries are router/leader's (its header has the
+ * rules), shared with the cache backend: per group a guess (member index),
+ * moved by NOT_LEADER hints at once (unless the hint names a node just
+ * found dead), and to the next member after NO_GROUP, refused connections
  * or NOT_LEADER without a hint (after a short backoff). Only requests the
  * node certainly did not execute are retried here, until the request
  * deadline; an unknown outcome (timeout, connection lost after sending,

@@ -14,19 +14,19 @@
  *        v                       shared by all shards the node hosts)
  *   reply / failure --classify--> done | retry now | retry after backoff
  *
- * Leader tracking: each shard keeps a guess (a member index). A NOT_LEADER
- * reply naming the leader moves the guess there and the request is retried
- * at once; NOT_LEADER without a hint, NO_GROUP and refused connections move
- * the guess to the next member. A status poll (every status_interval_ms, one
+ * Leader tracking and retries are router/leader's (its header has the
+ * rules): each shard is a leader group with a guess of its leader, moved by
+ * NOT_LEADER hints (except hints naming a node just found dead), NO_GROUP
+ * and failed connections. A status poll (every status_interval_ms, one
  * StatusRequest per shard) also corrects the guess, and feeds the per-shard
  * status cache behind `stats`, /metrics and /healthz.
  *
- * Retry rules (what may be retried without applying a write twice) are
- * spelled out next to classify() in backend.c; in short: a request the node
+ * What may be retried without applying a write twice: a request the node
  * certainly did not execute is retried for every op until the request
- * deadline; a request whose outcome is unknown (timeout, connection lost
- * after sending, RPC_UNAVAILABLE) is retried only for GET, and completes
- * with CACHE_UNAVAILABLE for writes.
+ * deadline (a refused connection: on the next member at once); a request
+ * whose outcome is unknown (timeout, connection lost after sending,
+ * RPC_UNAVAILABLE) is retried only for GET, and completes with
+ * CACHE_UNAVAILABLE for writes.
  *
  * Errors: backend_new() returns NULL with a reason in @errmsg. Cache-level
  * failures are results, never error codes: CACHE_UNAVAILABLE (deadline,

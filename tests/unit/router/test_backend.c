@@ -8,6 +8,11 @@
  * Knobs in struct fx decide who leads each shard, whether followers name
  * the leader, and which replies are forced (UNAVAILABLE, BAD_REQUEST, ...);
  * a fake can also hold requests unanswered until the test releases them.
+ *
+ * The fakes also answer the queue commands of the router's AMQP side
+ * (router/amqp_remote) on the groups "<shard>.mq", with the same leaders,
+ * so that what both sides share (router/leader: leader tracking and
+ * retries) is tested from both.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -29,6 +34,7 @@
 #include "common/ring.h"
 #include "rpc/rpc_server.h"
 #include "router/admin.h"
+#include "router/amqp_remote.h"
 #include "router/backend.h"
 
 #define N_FAKES 3
@@ -56,6 +62,8 @@ struct fake {
     unsigned reads;
     unsigned writes;
     unsigned per_shard[N_SHARDS];
+    unsigned mq_reqs; /* queue commands (any group, any answer) */
+    unsigned mq_done; /* queue commands answered OK */
 };
 
 struct held {
@@ -72,6 +80,8 @@ struct fx {
     struct ring *ring;
     struct backend *b;
     bool backend_closed;
+    struct amqp_remote *mq; /* the AMQP side, when a test starts it */
+    bool mq_closed;
 
     /* behaviour */
     int leader[N_SHARDS];   /* fake index, -1 = none */
@@ -81,6 +91,9 @@ struct fx {
     unsigned unavail_reads; /* leader: RPC_UNAVAILABLE for so many reads */
     bool bad_request;       /* leader: RPC_BAD_REQUEST */
     bool wrong_epoch;       /* everyone: RPC_WRONG_EPOCH */
+    /* followers' NOT_LEADER names this member (of every shard) instead of
+     * the leader: the memory of a leader that died; -1 = off */
+    int stale_hint;
 
     /* observations */
     unsigned misrouted; /* key sent to a shard the ring does not give it */
@@ -140,6 +153,26 @@ static void reply_code(struct rpc_server_req *req, Ringmq__RpcCode code)
     rpc_server_reply(req, &resp);
 }
 
+/* A follower's answer for shard @s: names the leader (with hints), or the
+ * member stale_hint names. */
+static void reply_not_leader(struct rpc_server_req *req, unsigned s)
+{
+    Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
+    const struct cluster_member *m = NULL;
+
+    resp.code = RINGMQ__RPC_CODE__RPC_NOT_LEADER;
+    if (F->stale_hint >= 0) {
+        m = &F->map.shards[s].members[F->stale_hint];
+    } else if (F->hints && F->leader[s] >= 0) {
+        m = &F->map.shards[s].members[F->leader[s]];
+    }
+    if (m != NULL) {
+        resp.leader_id = m->id;
+        resp.leader_rpc = (char *)m->rpc;
+    }
+    rpc_server_reply(req, &resp);
+}
+
 /* Answer a cache request as fake @f would now. */
 static void answer(struct fake *f,
                    struct rpc_server_req *req,
@@ -161,12 +194,7 @@ static void answer(struct fake *f,
         return;
     }
     if (F->leader[s] != (int)f->idx) {
-        resp.code = RINGMQ__RPC_CODE__RPC_NOT_LEADER;
-        if (F->hints && F->leader[s] >= 0) {
-            resp.leader_id = (uint64_t)F->leader[s] + 1;
-            resp.leader_rpc = F->fakes[F->leader[s]].addr;
-        }
-        rpc_server_reply(req, &resp);
+        reply_not_leader(req, (unsigned)s);
         return;
     }
     if (F->bad_request) {
@@ -222,6 +250,40 @@ static void answer(struct fake *f,
     rpc_server_reply(req, &resp);
 }
 
+/* A queue command on "<shard>.mq": the shard's leader applies it (an empty
+ * OK result), followers answer as for cache requests. */
+static void answer_mq(struct fake *f,
+                      struct rpc_server_req *req,
+                      const Ringmq__RpcRequest *msg)
+{
+    Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
+    Ringmq__MqResult res = RINGMQ__MQ_RESULT__INIT;
+    char shard[CLUSTER_NAME_MAX];
+    const char *dot = strrchr(msg->group, '.');
+    int s = -1;
+
+    f->mq_reqs++;
+    if (dot != NULL && strcmp(dot, ".mq") == 0 &&
+        (size_t)(dot - msg->group) < sizeof(shard)) {
+        snprintf(shard, sizeof(shard), "%.*s", (int)(dot - msg->group),
+                 msg->group);
+        s = shard_index(shard);
+    }
+    if (s < 0) {
+        reply_code(req, RINGMQ__RPC_CODE__RPC_NO_GROUP);
+        return;
+    }
+    if (F->leader[s] != (int)f->idx) {
+        reply_not_leader(req, (unsigned)s);
+        return;
+    }
+    f->mq_done++;
+    resp.code = RINGMQ__RPC_CODE__RPC_OK;
+    resp.body_case = RINGMQ__RPC_RESPONSE__BODY_MQ;
+    resp.mq = &res;
+    rpc_server_reply(req, &resp);
+}
+
 static void answer_status(struct fake *f, struct rpc_server_req *req)
 {
     Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
@@ -274,7 +336,15 @@ static void on_request(void *data,
         answer_status(f, req);
         return;
     }
-    assert_int_equal(msg->body_case, RINGMQ__RPC_REQUEST__BODY_CACHE);
+    if (msg->body_case == RINGMQ__RPC_REQUEST__BODY_MQ) {
+        answer_mq(f, req, msg);
+        return;
+    }
+    if (msg->body_case != RINGMQ__RPC_REQUEST__BODY_CACHE) {
+        /* the AMQP side's meta group and its watch: not hosted here */
+        reply_code(req, RINGMQ__RPC_CODE__RPC_NO_GROUP);
+        return;
+    }
     op = msg->cache;
     f->cache_reqs++;
     if (op->type == CACHE_OP_GET) {
@@ -375,6 +445,7 @@ static int setup(void **state)
     }
     F->hints = true;
     F->hold = HOLD_OFF;
+    F->stale_hint = -1;
     return 0;
 }
 
@@ -403,6 +474,12 @@ static void on_backend_closed(void *data)
     F->backend_closed = true;
 }
 
+static void on_remote_closed(void *data)
+{
+    (void)data;
+    F->mq_closed = true;
+}
+
 static int teardown(void **state)
 {
     unsigned i;
@@ -411,6 +488,12 @@ static int teardown(void **state)
     if (F->b) {
         backend_close(F->b, on_backend_closed, NULL);
         while (!F->backend_closed) {
+            uv_run(&F->loop, UV_RUN_ONCE);
+        }
+    }
+    if (F->mq) {
+        amqp_remote_close(F->mq, on_remote_closed, NULL);
+        while (!F->mq_closed) {
             uv_run(&F->loop, UV_RUN_ONCE);
         }
     }
@@ -638,6 +721,19 @@ static void test_not_leader_no_hint_next_member(void **state)
     assert_int_equal(total_cache_reqs(), 4);
 }
 
+/* Member 0 of every shard becomes a dead node (id 9, a port that refuses
+ * connections); fake 0 is then in no shard. */
+static void dead_first_member(void)
+{
+    unsigned s;
+
+    for (s = 0; s < N_SHARDS; s++) {
+        struct cluster_shard *cs = &F->map.shards[s];
+        cs->members[0].id = 9;
+        snprintf(cs->members[0].rpc, sizeof(cs->members[0].rpc), "127.0.0.1:1");
+    }
+}
+
 /* A member whose port refuses connections is skipped at once, for writes
  * too: nothing was sent. */
 static void test_refused_member_skipped(void **state)
@@ -649,10 +745,8 @@ static void test_refused_member_skipped(void **state)
     unsigned s;
 
     (void)state;
+    dead_first_member();
     for (s = 0; s < N_SHARDS; s++) {
-        struct cluster_shard *cs = &F->map.shards[s];
-        cs->members[0].id = 9;
-        snprintf(cs->members[0].rpc, sizeof(cs->members[0].rpc), "127.0.0.1:1");
         F->leader[s] = 1;
     }
     F->hints = false; /* only the refusal can move us on */
@@ -665,6 +759,29 @@ static void test_refused_member_skipped(void **state)
     assert_int_equal(total_cache_reqs(), 1);
     backend_shard_info(F->b, 0, &si);
     assert_true(si.retries >= 1);
+}
+
+/* The leader died (its port refuses connections) and a follower, which
+ * has not timed out yet, still names it: that hint is not followed back to
+ * the dead node (it would bounce between the two until the deadline); the
+ * op moves on to the next member, the new leader. */
+static void test_dead_leader_hint_ignored(void **state)
+{
+    struct tcall t;
+    char key[32];
+    uint64_t t0;
+
+    (void)state;
+    dead_first_member();
+    F->leader[0] = F->leader[1] = 2;
+    F->stale_hint = 0;
+    start_backend(1500);
+    key_of_shard(0, key, sizeof(key));
+    t0 = clock_mono_ms();
+    assert_int_equal(do_op(CACHE_OP_SET, key, "v", &t), CACHE_STORED);
+    assert_true(t.done_ms - t0 < 1000);
+    assert_int_equal(F->fakes[1].writes, 1); /* the stale hint, once */
+    assert_int_equal(F->fakes[2].writes, 1);
 }
 
 /* RPC_UNAVAILABLE (outcome unknown): a write is not retried, a read is. */
@@ -979,6 +1096,66 @@ static void test_status_stats_metrics(void **state)
     buf_free(&out);
 }
 
+/* ---- the AMQP side ------------------------------------------------------ */
+
+struct tmq {
+    struct amqp_broker_call call;
+    unsigned ncb;
+    uint64_t done_ms;
+};
+
+static void on_mq(struct amqp_broker_call *call)
+{
+    struct tmq *t = call->data;
+
+    t->ncb++;
+    t->done_ms = clock_mono_ms();
+    completed++;
+}
+
+/* The same failover as test_dead_leader_hint_ignored, for a queue command
+ * of the AMQP side: it reaches the new leader instead of bouncing between
+ * the dead node and the follower that names it until the deadline. */
+static void test_amqp_dead_leader_hint_ignored(void **state)
+{
+    struct amqp_remote_config rc = {0};
+    struct amqp_broker broker;
+    struct tmq t;
+    char err[256];
+    uint64_t t0;
+
+    (void)state;
+    dead_first_member();
+    F->leader[0] = F->leader[1] = 2;
+    F->stale_hint = 0;
+    rc.map = &F->map;
+    rc.request_timeout_ms = 1500;
+    F->mq = amqp_remote_new(&F->loop, &rc, err, sizeof(err));
+    assert_non_null(F->mq);
+    broker = amqp_remote_broker(F->mq);
+
+    memset(&t, 0, sizeof(t));
+    t.call.kind = AMQP_BROKER_MQ;
+    t.call.shard = 0;
+    t.call.mq.type = MQ_SM_DECLARE;
+    t.call.mq.vhost = "/";
+    t.call.mq.vhost_len = 1;
+    t.call.mq.queue = "q";
+    t.call.mq.queue_len = 1;
+    t.call.cb = on_mq;
+    t.call.data = &t;
+    completed = 0;
+    t0 = clock_mono_ms();
+    broker.ops->submit(broker.self, &t.call);
+    run_until_completed(1, 5000);
+    assert_int_equal(t.ncb, 1);
+    assert_int_equal(t.call.status, AMQP_BROKER_OK);
+    mq_sm_result_clear(&t.call.mq_result);
+    assert_true(t.done_ms - t0 < 1000);
+    assert_int_equal(F->fakes[1].mq_reqs, 1); /* the stale hint, once */
+    assert_int_equal(F->fakes[2].mq_done, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -988,6 +1165,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_not_leader_no_hint_next_member,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_member_skipped, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_dead_leader_hint_ignored, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_unavailable_write_not_retried_read_retried, setup, teardown),
@@ -1004,6 +1183,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_status_stats_metrics, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_amqp_dead_leader_hint_ignored,
+                                        setup, teardown),
     };
 
     log_init("test_backend", LOG_WARN);

@@ -1,0 +1,559 @@
+/*
+ * leader: see leader.h.
+ *
+ * A request is owned by exactly one place at a time: the rpc_client (one
+ * call in flight, whose callback fires exactly once), the wait list
+ * (sorted by due time, one timer armed at the head), or the code running
+ * ops->send/ops->done for it. Closing empties the wait list and closes the
+ * clients, which fail their calls with UV_ECANCELED, so every request has
+ * ended before the engine is freed.
+ */
+#include "router/leader.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+
+#define RETRY_BACKOFF_MS_DEFAULT 30
+#define MAX_NODES (CLUSTER_MAX_SHARDS * CLUSTER_MAX_MEMBERS)
+
+/* One distinct node RPC address, shared by every group it hosts. */
+struct leader_node {
+    char addr[CLUSTER_ADDR_MAX];
+    struct rpc_client *client;
+    uint64_t down_until; /* uv_now() ms; 0 = not known dead */
+};
+
+struct leader_group {
+    struct leader_engine *e;
+    char name[LEADER_GROUP_NAME_MAX];
+    unsigned n_members;
+    uint64_t member_id[CLUSTER_MAX_MEMBERS];
+    unsigned member_node[CLUSTER_MAX_MEMBERS]; /* index into e->nodes */
+    unsigned guess;
+    struct leader_group_counters counters;
+};
+
+struct leader_engine {
+    uv_loop_t *loop;
+    struct leader_config cfg;
+    struct leader_node nodes[MAX_NODES];
+    unsigned n_nodes;
+    struct leader_group groups[LEADER_MAX_GROUPS];
+    unsigned n_groups;
+
+    struct leader_req *wait_head, *wait_tail;
+    uv_timer_t retry_timer;
+    uint64_t retry_due; /* 0 = not armed */
+
+    bool closing;
+    unsigned open; /* clients + the timer not yet closed */
+    void (*close_cb)(void *data);
+    void *close_data;
+};
+
+static void attempt(struct leader_req *q);
+
+/* ---- a group's members --------------------------------------------------- */
+
+/*
+ * The call certainly was not written (leader.h: "never sent"). rpc_client
+ * fails every call it had accepted, sent or still queued, when a connection
+ * fails, and reports a connect timeout as UV_ETIMEDOUT, so this is decided
+ * conservatively from the code alone: only codes that can only come from a
+ * failed connection attempt or name lookup count.
+ */
+static bool never_sent(int status)
+{
+    if (status == UV_ECONNREFUSED || status == UV_EADDRNOTAVAIL) {
+        return true;
+    }
+    /* name lookup failures: UV_EAI_ADDRFAMILY (-3000) .. UV_EAI_PROTOCOL */
+    return status <= UV_EAI_ADDRFAMILY && status >= UV_EAI_PROTOCOL;
+}
+
+static struct leader_node *member_node(const struct leader_group *g, unsigned m)
+{
+    return &g->e->nodes[g->member_node[m]];
+}
+
+static bool member_dead(const struct leader_group *g, unsigned m)
+{
+    return member_node(g, m)->down_until > uv_now(g->e->loop);
+}
+
+const char *leader_group_name(const struct leader_group *g)
+{
+    return g->name;
+}
+
+unsigned leader_group_size(const struct leader_group *g)
+{
+    return g->n_members;
+}
+
+unsigned leader_group_guess(const struct leader_group *g)
+{
+    return g->guess;
+}
+
+uint64_t leader_group_member_id(const struct leader_group *g, unsigned m)
+{
+    return g->member_id[m];
+}
+
+struct rpc_client *leader_group_client(const struct leader_group *g, unsigned m)
+{
+    return member_node(g, m)->client;
+}
+
+unsigned leader_group_next(const struct leader_group *g, unsigned m)
+{
+    unsigned i;
+
+    for (i = 1; i < g->n_members; i++) {
+        unsigned n = (m + i) % g->n_members;
+        if (!member_dead(g, n)) {
+            return n;
+        }
+    }
+    return (m + 1) % g->n_members;
+}
+
+int leader_group_hint(const struct leader_group *g,
+                      uint64_t id,
+                      const char *rpc,
+                      int except)
+{
+    int found = -1;
+    unsigned m;
+
+    /* The id is authoritative; the address is the fallback for nodes that
+     * send no id. */
+    for (m = 0; m < g->n_members && found < 0 && id != 0; m++) {
+        if (g->member_id[m] == id) {
+            found = (int)m;
+        }
+    }
+    for (m = 0; m < g->n_members && found < 0 && rpc != NULL && *rpc != '\0';
+         m++) {
+        if (strcmp(member_node(g, m)->addr, rpc) == 0) {
+            found = (int)m;
+        }
+    }
+    if (found < 0 || found == except || member_dead(g, (unsigned)found)) {
+        return -1;
+    }
+    return found;
+}
+
+void leader_group_adopt(struct leader_group *g, unsigned m, const char *why)
+{
+    if (g->guess == m) {
+        return;
+    }
+    log_info("router: group %s: leader is now member %" PRIu64 " (%s), %s",
+             g->name, g->member_id[m], member_node(g, m)->addr, why);
+    g->guess = m;
+    g->counters.leader_changes++;
+}
+
+void leader_group_failed(struct leader_group *g, unsigned m, int status)
+{
+    /* A reset usually means the node died: its followers keep naming it
+     * until they elect, so its name in hints must be ignored for a while
+     * (leader.h). */
+    if (never_sent(status) || status == UV_ECONNRESET) {
+        member_node(g, m)->down_until =
+            uv_now(g->e->loop) + LEADER_NODE_DOWN_MS;
+    }
+}
+
+void leader_group_answered(struct leader_group *g, unsigned m)
+{
+    member_node(g, m)->down_until = 0;
+}
+
+void leader_group_counters(const struct leader_group *g,
+                           struct leader_group_counters *out)
+{
+    *out = g->counters;
+}
+
+/* @m failed us without naming a leader: stop sending there first. Other
+ * requests may already have moved the guess; keep theirs. */
+static void leave(struct leader_group *g, unsigned m)
+{
+    if (g->guess == m) {
+        g->guess = leader_group_next(g, m);
+    }
+}
+
+/* ---- the wait list ------------------------------------------------------- */
+
+static void on_retry_timer(uv_timer_t *t);
+
+static void arm_retry_timer(struct leader_engine *e)
+{
+    uint64_t now = uv_now(e->loop);
+
+    if (e->wait_head == NULL) {
+        uv_timer_stop(&e->retry_timer);
+        e->retry_due = 0;
+        return;
+    }
+    if (e->retry_due != 0 && e->retry_due <= e->wait_head->due) {
+        return;
+    }
+    e->retry_due = e->wait_head->due;
+    uv_timer_start(&e->retry_timer, on_retry_timer,
+                   e->retry_due > now ? e->retry_due - now : 0, 0);
+}
+
+static void wait_unlink(struct leader_engine *e, struct leader_req *q)
+{
+    if (q->prev) {
+        q->prev->next = q->next;
+    } else {
+        e->wait_head = q->next;
+    }
+    if (q->next) {
+        q->next->prev = q->prev;
+    } else {
+        e->wait_tail = q->prev;
+    }
+    q->prev = q->next = NULL;
+}
+
+/* Park @q until now + backoff (never past its deadline). Sorted insert from
+ * the tail: with one backoff value it is O(1). */
+static void retry_wait(struct leader_req *q)
+{
+    struct leader_engine *e = q->group->e;
+    struct leader_req *p = e->wait_tail;
+
+    q->group->counters.retries++;
+    q->hops = 0;
+    q->due = uv_now(e->loop) + e->cfg.retry_backoff_ms;
+    if (q->due > q->deadline) {
+        q->due = q->deadline;
+    }
+    while (p && p->due > q->due) {
+        p = p->prev;
+    }
+    q->prev = p;
+    q->next = p ? p->next : e->wait_head;
+    if (q->next) {
+        q->next->prev = q;
+    } else {
+        e->wait_tail = q;
+    }
+    if (p) {
+        p->next = q;
+    } else {
+        e->wait_head = q;
+    }
+    arm_retry_timer(e);
+}
+
+/* Bounded, so that a ping-pong of stale hints cannot spin. */
+static void retry_now(struct leader_req *q)
+{
+    if (q->hops >= 2 * q->group->n_members) {
+        retry_wait(q);
+        return;
+    }
+    q->hops++;
+    q->group->counters.retries++;
+    attempt(q);
+}
+
+static void on_retry_timer(uv_timer_t *t)
+{
+    struct leader_engine *e = t->data;
+    uint64_t now = uv_now(e->loop);
+    struct leader_req *due = NULL;
+    struct leader_req **tailp = &due;
+    struct leader_req *q;
+
+    /* Detach the due requests first: attempts may park requests again. */
+    e->retry_due = 0;
+    while (e->wait_head && e->wait_head->due <= now) {
+        q = e->wait_head;
+        wait_unlink(e, q);
+        *tailp = q;
+        tailp = &q->next;
+    }
+    arm_retry_timer(e);
+    while (due) {
+        q = due;
+        due = q->next;
+        q->next = NULL;
+        attempt(q);
+    }
+}
+
+/* ---- one request --------------------------------------------------------- */
+
+static void end(struct leader_req *q,
+                enum leader_end how,
+                int err,
+                const Ringmq__RpcResponse *resp)
+{
+    q->group->e->cfg.ops->done(q, how, err, resp);
+}
+
+/* The outcome of @q's attempt is unknown (@err or @resp says why). */
+static void maybe_applied(struct leader_req *q,
+                          int err,
+                          const Ringmq__RpcResponse *resp)
+{
+    if (q->may_retry_maybe_applied) {
+        retry_wait(q);
+    } else {
+        end(q, LEADER_MAYBE_APPLIED, err, resp);
+    }
+}
+
+static void on_reply(void *data, int status, const Ringmq__RpcResponse *resp)
+{
+    struct leader_req *q = data;
+    struct leader_group *g = q->group;
+    struct leader_engine *e = g->e;
+    unsigned asked = q->member;
+    int hint;
+
+    if (status == UV_ECANCELED || e->closing) {
+        end(q, LEADER_CLOSING, 0, NULL);
+        return;
+    }
+    if (status < 0) {
+        leader_group_failed(g, asked, status);
+        leave(g, asked);
+        if (never_sent(status)) {
+            if (e->cfg.unsent_retry_at_once) {
+                retry_now(q);
+            } else {
+                retry_wait(q);
+            }
+            return;
+        }
+        log_debug("router: group %s member %" PRIu64 ": %s", g->name,
+                  g->member_id[asked], uv_strerror(status));
+        maybe_applied(q, status, NULL);
+        return;
+    }
+    leader_group_answered(g, asked);
+    switch (resp->code) {
+        case RINGMQ__RPC_CODE__RPC_NOT_LEADER:
+            hint = leader_group_hint(g, resp->leader_id, resp->leader_rpc,
+                                     (int)asked);
+            if (hint >= 0) {
+                leader_group_adopt(g, (unsigned)hint, "NOT_LEADER hint");
+                retry_now(q);
+                return;
+            }
+            leave(g, asked);
+            retry_wait(q);
+            return;
+        case RINGMQ__RPC_CODE__RPC_NO_GROUP:
+            leave(g, asked);
+            retry_wait(q);
+            return;
+        case RINGMQ__RPC_CODE__RPC_UNAVAILABLE:
+            maybe_applied(q, 0, resp);
+            return;
+        default:
+            end(q, LEADER_ANSWERED, 0, resp);
+            return;
+    }
+}
+
+static void attempt(struct leader_req *q)
+{
+    struct leader_engine *e = q->group->e;
+    uint64_t now = uv_now(e->loop);
+    uint64_t left;
+    int rv;
+
+    if (e->closing) {
+        end(q, LEADER_CLOSING, 0, NULL);
+        return;
+    }
+    if (now >= q->deadline) {
+        end(q, LEADER_DEADLINE, 0, NULL);
+        return;
+    }
+    left = q->deadline - now;
+    q->member = q->group->guess;
+    rv = e->cfg.ops->send(q, left > UINT32_MAX ? UINT32_MAX : (unsigned)left);
+    if (rv == UV_ECANCELED) {
+        end(q, LEADER_CLOSING, 0, NULL);
+    } else if (rv != 0) {
+        end(q, LEADER_NOT_SENT, rv, NULL);
+    }
+}
+
+int leader_req_call(struct leader_req *q,
+                    Ringmq__RpcRequest *req,
+                    unsigned timeout_ms)
+{
+    struct leader_group *g = q->group;
+
+    req->epoch = g->e->cfg.epoch;
+    req->group = g->name;
+    q->attempts++;
+    return rpc_client_call(leader_group_client(g, q->member), req, timeout_ms,
+                           on_reply, q, NULL);
+}
+
+void leader_req_start(struct leader_group *g,
+                      struct leader_req *q,
+                      unsigned budget_ms,
+                      bool may_retry_maybe_applied)
+{
+    memset(q, 0, sizeof(*q));
+    q->group = g;
+    q->may_retry_maybe_applied = may_retry_maybe_applied;
+    q->deadline = uv_now(g->e->loop) + budget_ms;
+    attempt(q);
+}
+
+/* ---- construction -------------------------------------------------------- */
+
+struct leader_engine *leader_engine_new(uv_loop_t *loop,
+                                        const struct leader_config *cfg)
+{
+    struct leader_engine *e = xcalloc(1, sizeof(*e));
+
+    e->loop = loop;
+    e->cfg = *cfg;
+    e->cfg.client.address = NULL;
+    if (e->cfg.retry_backoff_ms == 0) {
+        e->cfg.retry_backoff_ms = RETRY_BACKOFF_MS_DEFAULT;
+    }
+    uv_timer_init(loop, &e->retry_timer);
+    e->retry_timer.data = e;
+    e->open = 1;
+    return e;
+}
+
+/* The index of the node at @addr, its client created on first sight; -1
+ * with a reason in @errmsg. */
+static int node_index(struct leader_engine *e,
+                      const char *addr,
+                      char *errmsg,
+                      size_t errlen)
+{
+    struct rpc_client_config cc = e->cfg.client;
+    char sub[256];
+    unsigned i;
+
+    for (i = 0; i < e->n_nodes; i++) {
+        if (strcmp(e->nodes[i].addr, addr) == 0) {
+            return (int)i;
+        }
+    }
+    if (e->n_nodes == MAX_NODES) {
+        snprintf(errmsg, errlen, "too many node addresses");
+        return -1;
+    }
+    cc.address = addr;
+    e->nodes[i].client = rpc_client_new(e->loop, &cc, sub, sizeof(sub));
+    if (e->nodes[i].client == NULL) {
+        snprintf(errmsg, errlen, "%s", sub);
+        return -1;
+    }
+    snprintf(e->nodes[i].addr, sizeof(e->nodes[i].addr), "%s", addr);
+    e->n_nodes++;
+    e->open++;
+    return (int)i;
+}
+
+struct leader_group *leader_group_add(struct leader_engine *e,
+                                      const char *name,
+                                      const struct cluster_shard *s,
+                                      char *errmsg,
+                                      size_t errlen)
+{
+    struct leader_group *g;
+    unsigned m;
+
+    if (s->n_members == 0 || s->n_members > CLUSTER_MAX_MEMBERS) {
+        snprintf(errmsg, errlen, "group %s has no members", name);
+        return NULL;
+    }
+    if (e->n_groups == LEADER_MAX_GROUPS) {
+        snprintf(errmsg, errlen, "too many groups");
+        return NULL;
+    }
+    g = &e->groups[e->n_groups];
+    memset(g, 0, sizeof(*g));
+    g->e = e;
+    snprintf(g->name, sizeof(g->name), "%s", name);
+    for (m = 0; m < s->n_members; m++) {
+        int n = node_index(e, s->members[m].rpc, errmsg, errlen);
+        if (n < 0) {
+            return NULL;
+        }
+        g->member_id[m] = s->members[m].id;
+        g->member_node[m] = (unsigned)n;
+    }
+    g->n_members = s->n_members;
+    e->n_groups++;
+    return g;
+}
+
+/* ---- close --------------------------------------------------------------- */
+
+static void maybe_free(struct leader_engine *e)
+{
+    void (*cb)(void *) = e->close_cb;
+    void *data = e->close_data;
+
+    if (--e->open > 0) {
+        return;
+    }
+    free(e);
+    if (cb) {
+        cb(data);
+    }
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    maybe_free(h->data);
+}
+
+static void on_client_closed(void *data)
+{
+    maybe_free(data);
+}
+
+void leader_engine_close(struct leader_engine *e,
+                         void (*cb)(void *data),
+                         void *data)
+{
+    struct leader_req *q;
+    unsigned i;
+
+    e->closing = true;
+    e->close_cb = cb;
+    e->close_data = data;
+    uv_timer_stop(&e->retry_timer);
+    /* Parked requests end now. Their done may start requests again;
+     * closing makes those end at once without touching the list. */
+    while ((q = e->wait_head) != NULL) {
+        wait_unlink(e, q);
+        end(q, LEADER_CLOSING, 0, NULL);
+    }
+    /* Requests in flight end with UV_ECANCELED inside each close. */
+    for (i = 0; i < e->n_nodes; i++) {
+        rpc_client_close(e->nodes[i].client, on_client_closed, e);
+    }
+    uv_close((uv_handle_t *)&e->retry_timer, on_timer_closed);
+}
