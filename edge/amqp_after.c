@@ -11,7 +11,7 @@
 
 static void on_queue_gone_done(struct edge_call *ec)
 {
-    if (ec->bc.status != AMQP_BROKER_OK) {
+    if (ec->bc.status != OUTCOME_OK) {
         log_warn("amqp: bindings of deleted queue '%.*s' not dropped",
                  (int)ec->queue_len, ec->queue);
     }
@@ -31,7 +31,7 @@ static void queue_gone(struct edge_calls *k, const char *name, size_t len)
 
 static void on_republish_done(struct edge_call *ec)
 {
-    if (ec->bc.status != AMQP_BROKER_OK) {
+    if (ec->bc.status != OUTCOME_OK) {
         log_warn("amqp: dead letter to '%.*s' lost: broker unavailable",
                  (int)ec->queue_len, ec->queue);
         return;
@@ -56,12 +56,12 @@ void edge_after_result(struct edge_calls *k, const struct mq_sm_result *r)
 
 static void on_return_done(struct edge_call *ec)
 {
-    if (ec->bc.status == AMQP_BROKER_UNAVAILABLE &&
+    if (ec->bc.status == OUTCOME_UNAVAILABLE &&
         clock_mono_ms() < ec->deadline_ms && !ec->calls->closing) {
         edge_call_retry(ec);
         return;
     }
-    if (ec->bc.status == AMQP_BROKER_OK) {
+    if (ec->bc.status == OUTCOME_OK) {
         edge_after_result(ec->calls, &ec->bc.mq_result);
     }
 }

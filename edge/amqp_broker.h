@@ -16,13 +16,14 @@
  * Calls complete exactly once through call->cb, possibly before submit
  * returns, always on the loop thread. MQ calls to one shard that were
  * applied complete in the order the shard applied them (the edge relies on
- * it to settle "every delivery up to tag N" safely). Status:
- *   AMQP_BROKER_OK           the command was applied; the result is valid;
- *   AMQP_BROKER_UNAVAILABLE  not applied, or the outcome is unknown (leader
- *                            lost, deadline): the edge may retry the same
- *                            command (ENQUEUE is deduplicated by client_id +
- *                            seq) or give up (nack, channel error);
- *   AMQP_BROKER_CLOSING      the broker is shutting down.
+ * it to settle "every delivery up to tag N" safely). Status, of the
+ * shared vocabulary (sm/outcome.h); a broker answers only these three:
+ *   OUTCOME_OK           the command was applied; the result is valid;
+ *   OUTCOME_UNAVAILABLE  not applied, or the outcome is unknown (leader
+ *                        lost, deadline): the edge may retry the same
+ *                        command (ENQUEUE is deduplicated by client_id +
+ *                        seq) or give up (nack, channel error);
+ *   OUTCOME_CLOSING      the broker is shutting down.
  *
  * Ownership: the pointers inside call->mq / call->meta (names, body, args)
  * are borrowed until cb. call->mq_result is owned by the call once cb runs:
@@ -39,12 +40,7 @@
 
 #include "sm/meta_sm.h"
 #include "sm/mq_sm.h"
-
-enum amqp_broker_status {
-    AMQP_BROKER_OK = 0,
-    AMQP_BROKER_UNAVAILABLE,
-    AMQP_BROKER_CLOSING
-};
+#include "sm/outcome.h"
 
 enum amqp_broker_kind {
     AMQP_BROKER_MQ = 0, /* a queue command to one shard */
@@ -64,7 +60,7 @@ struct amqp_broker_call {
     uint32_t wait_ms;
     struct meta_sm_cmd meta; /* META */
     /* out */
-    enum amqp_broker_status status;
+    enum outcome status;
     struct mq_sm_result mq_result;     /* MQ, when OK */
     struct meta_sm_result meta_result; /* META, when OK */
     void (*cb)(struct amqp_broker_call *call);

@@ -129,7 +129,7 @@ void edge_call_submit(struct edge_call *ec)
     k->n++;
     ec->submitted_ms = clock_mono_ms();
     ec->bc.cb = on_broker_done;
-    ec->bc.status = AMQP_BROKER_OK;
+    ec->bc.status = OUTCOME_OK;
     if (ec->bc.kind == AMQP_BROKER_MQ) {
         mq_sm_result_clear(&ec->bc.mq_result);
     }

@@ -176,7 +176,7 @@ static void on_declare_done(struct edge_call *ec)
         return;
     }
     op->done = true;
-    if (ec->bc.status != AMQP_BROKER_OK) {
+    if (ec->bc.status != OUTCOME_OK) {
         chan_fail_unavailable(op);
     } else if (r->status != MQ_SM_OK) {
         chan_fail_queue(op, r);
@@ -259,13 +259,13 @@ static void on_queue_simple_done(struct edge_call *ec)
     struct amqp_method req;
 
     if (op == NULL) {
-        if (ec->bc.status == AMQP_BROKER_OK) {
+        if (ec->bc.status == OUTCOME_OK) {
             edge_after_result(ec->calls, r);
         }
         return;
     }
     op->done = true;
-    if (ec->bc.status != AMQP_BROKER_OK) {
+    if (ec->bc.status != OUTCOME_OK) {
         chan_fail_unavailable(op);
         chan_wake(op->ch);
         return;

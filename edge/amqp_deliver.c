@@ -35,14 +35,14 @@ static void on_checkout_done(struct edge_call *ec)
     size_t i;
 
     if (cs == NULL) {
-        if (ec->bc.status == AMQP_BROKER_OK && r->n_deliveries > 0) {
+        if (ec->bc.status == OUTCOME_OK && r->n_deliveries > 0) {
             edge_return_deliveries(ec->calls, ec->bc.shard, &ec->bc.mq.who, r);
         }
         return;
     }
     cs->polling = false;
-    if (ec->bc.status != AMQP_BROKER_OK) {
-        if (ec->bc.status == AMQP_BROKER_UNAVAILABLE && !ec->calls->closing) {
+    if (ec->bc.status != OUTCOME_OK) {
+        if (ec->bc.status == OUTCOME_UNAVAILABLE && !ec->calls->closing) {
             /* Leader change or lost answer: ask again shortly. */
             cs->polling = true;
             edge_call_retry(ec);
@@ -215,7 +215,7 @@ static void on_consume_done(struct edge_call *ec)
     }
     op->done = true;
     ch = op->ch;
-    if (ec->bc.status != AMQP_BROKER_OK) {
+    if (ec->bc.status != OUTCOME_OK) {
         chan_fail_unavailable(op);
     } else if (ec->bc.mq_result.status != MQ_SM_OK) {
         chan_fail_queue(op, &ec->bc.mq_result);
@@ -298,7 +298,7 @@ static void on_cancel_done(struct edge_call *ec)
 {
     struct chan_op *op = chan_op_of_call(ec);
 
-    if (ec->bc.status == AMQP_BROKER_OK) {
+    if (ec->bc.status == OUTCOME_OK) {
         edge_after_result(ec->calls, &ec->bc.mq_result);
     }
     if (op == NULL) {
@@ -351,14 +351,14 @@ static void on_get_done(struct edge_call *ec)
     struct amqp_method req;
 
     if (op == NULL) {
-        if (ec->bc.status == AMQP_BROKER_OK && r->n_deliveries > 0) {
+        if (ec->bc.status == OUTCOME_OK && r->n_deliveries > 0) {
             edge_return_deliveries(ec->calls, ec->bc.shard, &ec->bc.mq.who, r);
         }
         return;
     }
     op->done = true;
     ch = op->ch;
-    if (ec->bc.status != AMQP_BROKER_OK) {
+    if (ec->bc.status != OUTCOME_OK) {
         chan_fail_unavailable(op);
     } else if (r->status != MQ_SM_OK) {
         chan_fail_queue(op, r);

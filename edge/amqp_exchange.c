@@ -112,7 +112,7 @@ static void on_meta_done(struct edge_call *ec)
         return;
     }
     op->done = true;
-    if (ec->bc.status != AMQP_BROKER_OK) {
+    if (ec->bc.status != OUTCOME_OK) {
         chan_fail_unavailable(op);
     } else if (amqp_method_decode(op->payload.data, op->payload.len, &req) ==
                0) {
@@ -228,7 +228,7 @@ static void on_bind_queue_checked(struct edge_call *ec)
     if (op == NULL) {
         return;
     }
-    if (ec->bc.status != AMQP_BROKER_OK) {
+    if (ec->bc.status != OUTCOME_OK) {
         chan_fail_unavailable(op);
         chan_wake(op->ch);
         return;

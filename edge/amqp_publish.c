@@ -61,7 +61,7 @@ static void on_enqueue_done(struct edge_call *ec)
     struct chan_op *op;
     const struct mq_sm_result *r = &ec->bc.mq_result;
 
-    if (ec->bc.status == AMQP_BROKER_UNAVAILABLE &&
+    if (ec->bc.status == OUTCOME_UNAVAILABLE &&
         clock_mono_ms() < ec->deadline_ms && !ec->calls->closing &&
         ec->op->ch != NULL) {
         /* Same (client, seq): stored once whatever happened before. */
@@ -75,7 +75,7 @@ static void on_enqueue_done(struct edge_call *ec)
     if (op == NULL) {
         return;
     }
-    if (ec->bc.status != AMQP_BROKER_OK) {
+    if (ec->bc.status != OUTCOME_OK) {
         op->failed++;
     } else {
         edge_after_result(ec->calls, r);

@@ -398,13 +398,39 @@ static const char *status_line(enum cache_status st)
         return "CLIENT_ERROR cannot increment or decrement non-numeric value";
     case CACHE_BAD_REQUEST:
         return "CLIENT_ERROR bad command line format";
-    case CACHE_NOT_LEADER:
-        return "SERVER_ERROR not leader";
-    case CACHE_UNAVAILABLE:
-        return "SERVER_ERROR temporarily unavailable";
     default:
         return "SERVER_ERROR unexpected backend result";
     }
+}
+
+/* The cache's answer to @call as memcached would give it: its result when
+ * the backend says OUTCOME_OK; an op too large or malformed for the backend
+ * gets memcached's own answer to such an op; any other failure has no
+ * answer (CACHE_STATUS__COUNT). */
+static enum cache_status answer_of(const struct cache_call *call)
+{
+    switch (call->outcome) {
+    case OUTCOME_OK:
+        return call->result.status;
+    case OUTCOME_TOO_LARGE:
+        return CACHE_TOO_LARGE;
+    case OUTCOME_BAD_REQUEST:
+        return CACHE_BAD_REQUEST;
+    default:
+        return CACHE_STATUS__COUNT;
+    }
+}
+
+static const char *call_line(const struct cache_call *call)
+{
+    enum cache_status s = answer_of(call);
+
+    if (s != CACHE_STATUS__COUNT) {
+        return status_line(s);
+    }
+    return call->outcome == OUTCOME_NOT_LEADER
+               ? "SERVER_ERROR not leader"
+               : "SERVER_ERROR temporarily unavailable";
 }
 
 static void count_result(struct mc_stats *st, const struct mc_req *r)
@@ -417,7 +443,7 @@ static void count_result(struct mc_stats *st, const struct mc_req *r)
     }
     for (i = 0; i < r->ncalls; i++) {
         const struct cache_call *call = &r->calls[i];
-        enum cache_status s = call->result.status;
+        enum cache_status s = answer_of(call);
         bool hit = s == CACHE_HIT;
 
         switch (call->op.type) {
@@ -533,9 +559,9 @@ static void render_get(struct mc_conn *c, const struct mc_req *r)
     size_t i;
 
     for (i = 0; i < r->ncalls; i++) {
-        enum cache_status s = r->calls[i].result.status;
+        enum cache_status s = answer_of(&r->calls[i]);
         if (s != CACHE_HIT && s != CACHE_NOT_FOUND) {
-            buf_printf(&c->out, "%s\r\n", status_line(s));
+            buf_printf(&c->out, "%s\r\n", call_line(&r->calls[i]));
             return;
         }
     }
@@ -598,10 +624,10 @@ static void render(struct mc_conn *c, const struct mc_req *r)
         break;
     }
     res = &r->calls[0].result;
-    if (res->status == CACHE_NUMBER) {
+    if (answer_of(&r->calls[0]) == CACHE_NUMBER) {
         buf_printf(&c->out, "%llu\r\n", (unsigned long long)res->number);
     } else {
-        buf_printf(&c->out, "%s\r\n", status_line(res->status));
+        buf_printf(&c->out, "%s\r\n", call_line(&r->calls[0]));
     }
 }
 

@@ -45,8 +45,9 @@
 
 struct mc_backend {
     void *data;
-    /* Execute call->op; fill call->result and call call->cb exactly once,
-     * possibly before returning. op's key/value stay valid until then. */
+    /* Execute call->op; fill call->outcome and call->result (sm/cache_op.h)
+     * and call call->cb exactly once, possibly before returning. op's
+     * key/value stay valid until then. */
     void (*submit)(void *data, struct cache_call *call);
     /* Append "STAT name value\r\n" lines about the data behind the edge
      * (curr_items, bytes, evictions, limit_maxbytes, ...). May be NULL. */

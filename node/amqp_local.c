@@ -135,19 +135,19 @@ void amqp_local_on_internal(void *data, const struct mq_sm_cmd *cmd,
 /* The broker contract knows applied, closing, and "not applied or
  * unknown" (amqp_broker.h): a standalone node's groups never have another
  * leader to redirect to. */
-static enum amqp_broker_status map_outcome(enum outcome c)
+static enum outcome map_outcome(enum outcome c)
 {
     switch (c) {
         case OUTCOME_OK:
-            return AMQP_BROKER_OK;
+            return OUTCOME_OK;
         case OUTCOME_CLOSING:
-            return AMQP_BROKER_CLOSING;
+            return OUTCOME_CLOSING;
         default:
-            return AMQP_BROKER_UNAVAILABLE;
+            return OUTCOME_UNAVAILABLE;
     }
 }
 
-static void finish(struct amqp_broker_call *bc, enum amqp_broker_status st)
+static void finish(struct amqp_broker_call *bc, enum outcome st)
 {
     bc->status = st;
     bc->cb(bc);
@@ -157,11 +157,11 @@ static void mq_done(struct mq_svc_call *call)
 {
     struct mq_wrap *w = call->data;
     struct amqp_broker_call *bc = w->bc;
-    enum amqp_broker_status st = map_outcome(call->status);
+    enum outcome st = map_outcome(call->status);
 
     /* moved: the edge owns and clears it */
     bc->mq_result = call->result;
-    if (st != AMQP_BROKER_OK) {
+    if (st != OUTCOME_OK) {
         mq_sm_result_clear(&bc->mq_result);
     }
     free(w);
@@ -172,7 +172,7 @@ static void meta_done(struct meta_svc_call *call)
 {
     struct meta_wrap *w = call->data;
     struct amqp_broker_call *bc = w->bc;
-    enum amqp_broker_status st = map_outcome(call->status);
+    enum outcome st = map_outcome(call->status);
 
     bc->meta_result = call->result;
     free(w); /* @call lives in w */
@@ -216,7 +216,7 @@ static void op_submit(void *self, struct amqp_broker_call *bc)
     memset(&bc->meta_result, 0, sizeof(bc->meta_result));
     bc->meta_result.reply_text = "";
     if (l->closing) {
-        finish(bc, AMQP_BROKER_CLOSING);
+        finish(bc, OUTCOME_CLOSING);
         return;
     }
     gone_flush(l);
@@ -224,7 +224,7 @@ static void op_submit(void *self, struct amqp_broker_call *bc)
         struct meta_wrap *w;
 
         if (l->meta == NULL) {
-            finish(bc, AMQP_BROKER_UNAVAILABLE);
+            finish(bc, OUTCOME_UNAVAILABLE);
             return;
         }
         w = xcalloc(1, sizeof(*w));
@@ -236,7 +236,7 @@ static void op_submit(void *self, struct amqp_broker_call *bc)
         return;
     }
     if (bc->kind != AMQP_BROKER_MQ || bc->shard >= l->n_shards) {
-        finish(bc, AMQP_BROKER_UNAVAILABLE);
+        finish(bc, OUTCOME_UNAVAILABLE);
         return;
     }
     {
@@ -246,7 +246,7 @@ static void op_submit(void *self, struct amqp_broker_call *bc)
         if (!mq_svc_ready(svc)) {
             /* before the era command (BOOT) applied: refuse rather than
              * queue behind it, the edge retries */
-            finish(bc, AMQP_BROKER_UNAVAILABLE);
+            finish(bc, OUTCOME_UNAVAILABLE);
             return;
         }
         w = xcalloc(1, sizeof(*w));

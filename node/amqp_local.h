@@ -12,8 +12,8 @@
  *
  * Submit: calls complete exactly once through call->cb (possibly before
  * submit returns). The services' NOT_LEADER / UNAVAILABLE / TOO_LARGE all
- * become AMQP_BROKER_UNAVAILABLE (standalone has no other leader to try),
- * closing becomes AMQP_BROKER_CLOSING. Until every shard has applied its
+ * become OUTCOME_UNAVAILABLE (standalone has no other leader to try),
+ * closing becomes OUTCOME_CLOSING. Until every shard has applied its
  * BOOT (mq_svc_config.boot), MQ calls are UNAVAILABLE: nothing from before
  * the restart cleanup is ever applied after it.
  *

@@ -16,6 +16,7 @@
 #include "cache.pb-c.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "node/svc_shell.h"
 #include "proto/cache_pb.h"
 
 struct cache_svc {
@@ -136,9 +137,24 @@ err:
     return NULL;
 }
 
+/* Answered by the cache itself: outcome OK. */
 static void complete(struct cache_call *call, enum cache_status status)
 {
+    call->outcome = OUTCOME_OK;
     call->result.status = status;
+    call->cb(call);
+}
+
+/* Not (known to be) applied: @rgroup_status is an RGROUP_* code. A command
+ * too large for an entry is the cache's answer to an item too large. */
+static void fail(struct cache_call *call, int rgroup_status)
+{
+    cache_result_clear(&call->result);
+    if (rgroup_status == RGROUP_ETOOBIG) {
+        complete(call, CACHE_TOO_LARGE);
+        return;
+    }
+    call->outcome = svc_outcome(rgroup_status, false);
     call->cb(call);
 }
 
@@ -150,10 +166,10 @@ static void write_done(struct rgroup_cmd *cmd, int status)
     free(w->payload);
     free(w);
     if (status != 0) {
-        cache_result_clear(&call->result);
-        call->result.status = status == RGROUP_ENOTLEADER ? CACHE_NOT_LEADER
-                                                          : CACHE_UNAVAILABLE;
+        fail(call, status);
+        return;
     }
+    call->outcome = OUTCOME_OK;
     call->cb(call);
 }
 
@@ -172,11 +188,12 @@ void cache_svc_submit(struct cache_svc *svc, struct cache_call *call)
         return;
     }
     if (!rgroup_is_leader(svc->group)) {
-        complete(call, CACHE_NOT_LEADER);
+        fail(call, RGROUP_ENOTLEADER);
         return;
     }
     if (op->type == CACHE_OP_GET && !svc->linearizable_reads) {
         get_at(svc, clock_wall_ms(), op, &call->result);
+        call->outcome = OUTCOME_OK;
         call->cb(call);
         return;
     }
@@ -193,9 +210,7 @@ void cache_svc_submit(struct cache_svc *svc, struct cache_call *call)
     if (rv != 0) {
         free(w->payload);
         free(w);
-        complete(call, rv == RGROUP_ENOTLEADER ? CACHE_NOT_LEADER
-                       : rv == RGROUP_ETOOBIG  ? CACHE_TOO_LARGE
-                                               : CACHE_UNAVAILABLE);
+        fail(call, rv);
     }
 }
 

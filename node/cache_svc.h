@@ -10,11 +10,13 @@
  * the proposer's apply (see docs/consistency.md).
  *
  * cache_svc_submit is the memcached edge's backend and the RPC dispatcher's
- * executor: it fills call->result and calls call->cb exactly once, possibly
- * before returning. Results that are not the op's own outcome:
- * CACHE_NOT_LEADER (nothing was done: ask the leader), CACHE_UNAVAILABLE
- * (closing, or leadership lost after proposing: the write may or may not be
- * applied).
+ * executor: it fills call->outcome and call->result and calls call->cb
+ * exactly once, possibly before returning. Outcomes (sm/outcome.h):
+ * OK (call->result is the cache's answer; an op larger than an entry is
+ * answered CACHE_TOO_LARGE, as memcached answers an item over its limit),
+ * NOT_LEADER (nothing was done: ask the leader), CLOSING (nothing was
+ * done), UNAVAILABLE (leadership lost after proposing: the write may or may
+ * not be applied).
  */
 #ifndef RINGMQ_CACHE_SVC_H
 #define RINGMQ_CACHE_SVC_H
@@ -58,7 +60,7 @@ bool cache_svc_is_leader(const struct cache_svc *svc);
  * (node_rpc). Valid until cache_svc_close(). */
 struct rgroup *cache_svc_group(struct cache_svc *svc);
 
-/* Stop the group; pending calls complete with CACHE_UNAVAILABLE. Freed
+/* Stop the group; pending calls complete, not OK. Freed
  * before @cb runs. */
 void cache_svc_close(struct cache_svc *svc, void (*cb)(void *data),
                      void *data);

@@ -67,36 +67,87 @@ static void reply_code(struct rpc_server_req *req, enum outcome code,
     rpc_server_reply(req, &resp);
 }
 
+/* RPC address of member @id of the group named @name: the cache group "S"
+ * and the queue group "S.mq" have shard S's members, the meta group the
+ * first shard's. */
+static const char *member_rpc(const struct node_rpc *r, const char *name,
+                              uint64_t id)
+{
+    char shard[CLUSTER_NAME_MAX + 8];
+    const char *dot = strrchr(name, '.');
+    unsigned g;
+
+    if (strcmp(name, "meta") == 0) {
+        if (r->cfg->cluster == NULL || r->cfg->cluster->n_shards == 0) {
+            return NULL;
+        }
+        snprintf(shard, sizeof(shard), "%s", r->cfg->cluster->shards[0].name);
+    } else if (dot != NULL) {
+        snprintf(shard, sizeof(shard), "%.*s", (int)(dot - name), name);
+    } else {
+        snprintf(shard, sizeof(shard), "%s", name);
+    }
+    for (g = 0; g < r->n_groups; g++) {
+        if (strcmp(r->cfg->groups[g].name, shard) == 0) {
+            return node_config_member_rpc(r->cfg, g, id);
+        }
+    }
+    return NULL;
+}
+
+static void reply_not_leader(struct node_rpc *r, struct rpc_server_req *req,
+                             const char *group, uint64_t leader)
+{
+    Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
+    const char *rpc = member_rpc(r, group, leader);
+
+    resp.code = rpc_code(OUTCOME_NOT_LEADER);
+    resp.leader_id = leader;
+    resp.leader_rpc = (char *)(rpc ? rpc : "");
+    resp.error = "not leader";
+    rpc_server_reply(req, &resp);
+}
+
+/* A service's failed outcome as routers are told it. A command too large
+ * for an entry is the request's fault (BAD_REQUEST: never retried); a
+ * closing node is to a router what a group without a leader is
+ * (UNAVAILABLE: try again, elsewhere). */
+static void reply_failure(struct node_rpc *r, struct rpc_server_req *req,
+                          enum outcome o, const char *group, uint64_t leader)
+{
+    switch (o) {
+    case OUTCOME_NOT_LEADER:
+        reply_not_leader(r, req, group, leader);
+        break;
+    case OUTCOME_TOO_LARGE:
+        reply_code(req, OUTCOME_BAD_REQUEST, "command too large");
+        break;
+    default:
+        reply_code(req, OUTCOME_UNAVAILABLE,
+                   "leadership lost or closing: outcome unknown");
+        break;
+    }
+}
+
 static void cache_call_done(struct cache_call *call)
 {
     struct rpc_cache_call *c = call->data;
+    struct node_rpc *r = c->rpc;
     Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
     Ringmq__CacheResult result;
 
-    switch (call->result.status) {
-    case CACHE_NOT_LEADER:
-        resp.code = rpc_code(OUTCOME_NOT_LEADER);
-        resp.leader_id = cache_svc_leader_id(c->rpc->groups[c->group]);
-        resp.leader_rpc = (char *)node_config_member_rpc(
-            c->rpc->cfg, c->group, resp.leader_id);
-        if (resp.leader_rpc == NULL) {
-            resp.leader_rpc = "";
-        }
-        resp.error = "not leader";
-        break;
-    case CACHE_UNAVAILABLE:
-        /* Nothing or something was applied: the caller must not assume. */
-        resp.code = rpc_code(OUTCOME_UNAVAILABLE);
-        resp.error = "leadership lost or closing: outcome unknown";
-        break;
-    default:
+    if (call->outcome != OUTCOME_OK) {
+        struct cache_svc *svc = r->groups[c->group];
+
+        reply_failure(r, c->req, call->outcome, cache_svc_name(svc),
+                      cache_svc_leader_id(svc));
+    } else {
         resp.code = rpc_code(OUTCOME_OK);
         cache_result_to_pb(&call->result, &result);
         resp.body_case = RINGMQ__RPC_RESPONSE__BODY_CACHE;
         resp.cache = &result;
-        break;
+        rpc_server_reply(c->req, &resp);
     }
-    rpc_server_reply(c->req, &resp);
     cache_result_clear(&call->result);
     free(c);
 }
@@ -158,9 +209,6 @@ static void handle_cache(struct node_rpc *r, struct rpc_server_req *req,
     /* op key/value point into msg, which lives until the reply. */
     cache_svc_submit(r->groups[g], &c->call);
 }
-
-static const char *member_rpc(const struct node_rpc *r, const char *name,
-                              uint64_t id);
 
 static void raft_status_pb(const struct rgroup_status *st,
                            Ringmq__GroupStatus *gs)
@@ -330,67 +378,6 @@ static void handle_status(struct node_rpc *r, struct rpc_server_req *req,
 }
 
 /* ---- AMQP: queue groups, the meta group -------------------------------- */
-
-/* RPC address of member @id of the group named @name: the queue group
- * "S.mq" has shard S's members, the meta group the first shard's. */
-static const char *member_rpc(const struct node_rpc *r, const char *name,
-                              uint64_t id)
-{
-    char shard[CLUSTER_NAME_MAX + 8];
-    const char *dot = strrchr(name, '.');
-    unsigned g;
-
-    if (strcmp(name, "meta") == 0) {
-        if (r->cfg->cluster == NULL || r->cfg->cluster->n_shards == 0) {
-            return NULL;
-        }
-        snprintf(shard, sizeof(shard), "%s", r->cfg->cluster->shards[0].name);
-    } else if (dot != NULL) {
-        snprintf(shard, sizeof(shard), "%.*s", (int)(dot - name), name);
-    } else {
-        return NULL;
-    }
-    for (g = 0; g < r->n_groups; g++) {
-        if (strcmp(r->cfg->groups[g].name, shard) == 0) {
-            return node_config_member_rpc(r->cfg, g, id);
-        }
-    }
-    return NULL;
-}
-
-static void reply_not_leader(struct node_rpc *r, struct rpc_server_req *req,
-                             const char *group, uint64_t leader)
-{
-    Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
-    const char *rpc = member_rpc(r, group, leader);
-
-    resp.code = rpc_code(OUTCOME_NOT_LEADER);
-    resp.leader_id = leader;
-    resp.leader_rpc = (char *)(rpc ? rpc : "");
-    resp.error = "not leader";
-    rpc_server_reply(req, &resp);
-}
-
-/* A service's failed outcome as routers are told it. A command too large
- * for an entry is the request's fault (BAD_REQUEST: never retried); a
- * closing node is to a router what a group without a leader is
- * (UNAVAILABLE: try again, elsewhere). */
-static void reply_failure(struct node_rpc *r, struct rpc_server_req *req,
-                          enum outcome o, const char *group, uint64_t leader)
-{
-    switch (o) {
-    case OUTCOME_NOT_LEADER:
-        reply_not_leader(r, req, group, leader);
-        break;
-    case OUTCOME_TOO_LARGE:
-        reply_code(req, OUTCOME_BAD_REQUEST, "command too large");
-        break;
-    default:
-        reply_code(req, OUTCOME_UNAVAILABLE,
-                   "leadership lost or closing: outcome unknown");
-        break;
-    }
-}
 
 struct rpc_mq_call {
     struct mq_svc_call call;

@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/ring.h"
 #include "proto/mq_pb.h"
+#include "proto/rpc_frame.h"
 #include "router/leader.h"
 #include "rpc/rpc_client.h"
 
@@ -70,11 +71,11 @@ static struct rgrp *meta_group(struct amqp_remote *r)
 
 /* ---- completion -------------------------------------------------------- */
 
-static void finish(struct rreq *q, enum amqp_broker_status st)
+static void finish(struct rreq *q, enum outcome st)
 {
     struct amqp_broker_call *call = q->call;
 
-    if (st != AMQP_BROKER_OK && call->kind == AMQP_BROKER_MQ) {
+    if (st != OUTCOME_OK && call->kind == AMQP_BROKER_MQ) {
         mq_sm_result_clear(&call->mq_result);
     }
     call->status = st;
@@ -115,8 +116,8 @@ static void answered(struct rreq *q, const Ringmq__RpcResponse *resp)
     struct amqp_broker_call *call = q->call;
     const char *group = leader_group_name(q->grp->g);
 
-    switch (resp->code) {
-        case RINGMQ__RPC_CODE__RPC_OK:
+    switch (rpc_outcome(resp->code)) {
+        case OUTCOME_OK:
             if (call->kind == AMQP_BROKER_MQ) {
                 q->grp->blocked = resp->publishers_blocked;
                 q->grp->blocked_at = uv_now(r->loop);
@@ -125,7 +126,7 @@ static void answered(struct rreq *q, const Ringmq__RpcResponse *resp)
                     log_warn("router: amqp: group %s: reply without a "
                              "queue result",
                              group);
-                    finish(q, AMQP_BROKER_UNAVAILABLE);
+                    finish(q, OUTCOME_UNAVAILABLE);
                     return;
                 }
             } else {
@@ -133,7 +134,7 @@ static void answered(struct rreq *q, const Ringmq__RpcResponse *resp)
                     mq_pb_meta_result_from_pb(resp->meta,
                                               &call->meta_result) != 0) {
                     log_warn("router: amqp: meta: reply without a result");
-                    finish(q, AMQP_BROKER_UNAVAILABLE);
+                    finish(q, OUTCOME_UNAVAILABLE);
                     return;
                 }
                 if (resp->meta->snapshot != NULL) {
@@ -142,16 +143,16 @@ static void answered(struct rreq *q, const Ringmq__RpcResponse *resp)
                                 resp->meta->snapshot->version);
                 }
             }
-            finish(q, AMQP_BROKER_OK);
+            finish(q, OUTCOME_OK);
             return;
-        case RINGMQ__RPC_CODE__RPC_WRONG_EPOCH:
+        case OUTCOME_WRONG_EPOCH:
             log_warn("router: amqp: group %s refused epoch %" PRIu64
                      ": this router's cluster map is stale (%s)",
                      group, r->map.epoch, resp->error ? resp->error : "");
-            finish(q, AMQP_BROKER_UNAVAILABLE);
+            finish(q, OUTCOME_UNAVAILABLE);
             return;
         default: /* BAD_REQUEST: our bug */
-            finish(q, AMQP_BROKER_UNAVAILABLE);
+            finish(q, OUTCOME_UNAVAILABLE);
             return;
     }
 }
@@ -169,8 +170,8 @@ static void on_done(struct leader_req *lq,
         return;
     }
     /* Deadline, not sent, maybe applied: the edge decides. */
-    finish(q, end == LEADER_CLOSING ? AMQP_BROKER_CLOSING
-                                    : AMQP_BROKER_UNAVAILABLE);
+    finish(q, end == LEADER_CLOSING ? OUTCOME_CLOSING
+                                    : OUTCOME_UNAVAILABLE);
 }
 
 static int send_call(struct leader_req *lq, unsigned timeout_ms)
@@ -239,7 +240,7 @@ static void op_submit(void *self, struct amqp_broker_call *call)
     mq_sm_result_init(&call->mq_result);
     memset(&call->meta_result, 0, sizeof(call->meta_result));
     if (r->closing) {
-        call->status = AMQP_BROKER_CLOSING;
+        call->status = OUTCOME_CLOSING;
         call->cb(call);
         return;
     }
@@ -249,7 +250,7 @@ static void op_submit(void *self, struct amqp_broker_call *call)
     if (call->kind == AMQP_BROKER_MQ) {
         if (call->shard >= r->n_shards) {
             free(q);
-            call->status = AMQP_BROKER_UNAVAILABLE;
+            call->status = OUTCOME_UNAVAILABLE;
             call->cb(call);
             return;
         }
@@ -343,8 +344,8 @@ static void on_watch(void *data, int status, const Ringmq__RpcResponse *resp)
         return;
     }
     leader_group_answered(g, r->watch_member);
-    switch (resp->code) {
-        case RINGMQ__RPC_CODE__RPC_OK:
+    switch (rpc_outcome(resp->code)) {
+        case OUTCOME_OK:
             if (resp->body_case ==
                 RINGMQ__RPC_RESPONSE__BODY_META_SNAPSHOT) {
                 view_update(r, resp->meta_snapshot->state.data,
@@ -354,7 +355,7 @@ static void on_watch(void *data, int status, const Ringmq__RpcResponse *resp)
             leader_group_adopt(g, r->watch_member, "meta watch");
             watch_send(r);
             return;
-        case RINGMQ__RPC_CODE__RPC_NOT_LEADER:
+        case OUTCOME_NOT_LEADER:
             hint = leader_group_hint(g, resp->leader_id, resp->leader_rpc,
                                      (int)r->watch_member);
             if (hint >= 0) {
@@ -511,7 +512,7 @@ void amqp_remote_close(struct amqp_remote *r, void (*cb)(void *data),
     r->close_data = data;
     r->handles_open = 2 + 1; /* + 1 guard */
     uv_close((uv_handle_t *)&r->watch_timer, on_handle_closed);
-    /* Calls parked or in flight complete AMQP_BROKER_CLOSING inside; the
+    /* Calls parked or in flight complete OUTCOME_CLOSING inside; the
      * watch in flight ends with UV_ECANCELED. */
     leader_engine_close(r->engine, on_engine_closed, r);
     r->handles_open--; /* drop the guard */

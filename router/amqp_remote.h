@@ -14,7 +14,7 @@
  * or NOT_LEADER without a hint (after a short backoff). Only requests the
  * node certainly did not execute are retried here, until the request
  * deadline; an unknown outcome (timeout, connection lost after sending,
- * RPC_UNAVAILABLE) completes with AMQP_BROKER_UNAVAILABLE and the edge
+ * RPC_UNAVAILABLE) completes with OUTCOME_UNAVAILABLE and the edge
  * decides (ENQUEUE carries its dedup id, so the edge retries it).
  *
  * The meta view: a meta_sm restored from the snapshot in every MetaResult
@@ -54,7 +54,7 @@ struct amqp_broker amqp_remote_broker(struct amqp_remote *r);
 /* The meta view has been loaded at least once. */
 bool amqp_remote_meta_ready(const struct amqp_remote *r);
 
-/* Fail calls in flight and parked (AMQP_BROKER_CLOSING), close the RPC
+/* Fail calls in flight and parked (OUTCOME_CLOSING), close the RPC
  * clients; freed before @cb(@data) runs. Call once. */
 void amqp_remote_close(struct amqp_remote *r, void (*cb)(void *data),
                        void *data);

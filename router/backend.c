@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "common/ring.h"
 #include "proto/cache_pb.h"
+#include "proto/rpc_frame.h"
 #include "router/leader.h"
 #include "rpc/rpc_client.h"
 
@@ -72,7 +73,8 @@ struct breq {
 struct bfan {
     struct cache_call *parent;
     unsigned pending;
-    enum cache_status status;
+    enum outcome outcome;     /* the first failure; UNAVAILABLE wins */
+    enum cache_status status; /* the last answer other than OK */
     struct cache_call subs[];
 };
 
@@ -124,7 +126,8 @@ static void complete(struct breq *r)
     struct bshard *s = r->shard;
     struct cache_call *call = r->call;
     enum cache_op_type t = call->op.type;
-    enum cache_status st = call->result.status;
+    enum cache_status st = call->outcome == OUTCOME_OK ? call->result.status
+                                                       : CACHE_STATUS__COUNT;
 
     if (t < CACHE_OP__COUNT) {
         s->requests[t]++;
@@ -139,8 +142,8 @@ static void complete(struct breq *r)
     } else {
         s->sets++;
     }
-    if (st == CACHE_UNAVAILABLE || st == CACHE_BAD_REQUEST ||
-        st == CACHE_NOT_LEADER || st == CACHE_TOO_LARGE) {
+    if (call->outcome != OUTCOME_OK || st == CACHE_BAD_REQUEST ||
+        st == CACHE_TOO_LARGE) {
         s->errors++;
     }
     latency_add(r->b, s, clock_mono_ns() - r->start_ns);
@@ -148,11 +151,11 @@ static void complete(struct breq *r)
     call->cb(call);
 }
 
-/* Complete with a status the router produced (no value). */
-static void fail(struct breq *r, enum cache_status st)
+/* Complete without the cache's answer: what became of the op instead. */
+static void fail(struct breq *r, enum outcome o)
 {
     cache_result_clear(&r->call->result);
-    r->call->result.status = st;
+    r->call->outcome = o;
     complete(r);
 }
 
@@ -163,10 +166,9 @@ static void fail(struct breq *r, enum cache_status st)
  * request the node certainly did not execute is retried for every op until
  * the request deadline; one whose outcome is unknown (timeout, connection
  * lost after sending, RPC_UNAVAILABLE) only for GET, which is idempotent:
- * every other op completes with CACHE_UNAVAILABLE (memcached clients see
- * SERVER_ERROR). Not retried at all: RPC_WRONG_EPOCH (our map is stale:
- * retrying cannot help; CACHE_UNAVAILABLE plus a warning) and
- * RPC_BAD_REQUEST (CACHE_BAD_REQUEST).
+ * every other op completes with OUTCOME_UNAVAILABLE (memcached clients see
+ * SERVER_ERROR). Not retried at all: WRONG_EPOCH (our map is stale:
+ * retrying cannot help; UNAVAILABLE plus a warning) and BAD_REQUEST.
  */
 static void answered(struct breq *r, const Ringmq__RpcResponse *resp)
 {
@@ -174,22 +176,23 @@ static void answered(struct breq *r, const Ringmq__RpcResponse *resp)
     uint64_t asked = leader_group_member_id(s->g, r->lq.member);
     uint64_t now;
 
-    switch (resp->code) {
-        case RINGMQ__RPC_CODE__RPC_OK:
+    switch (rpc_outcome(resp->code)) {
+        case OUTCOME_OK:
             if (resp->body_case != RINGMQ__RPC_RESPONSE__BODY_CACHE ||
                 cache_result_from_pb(resp->cache, &r->call->result) != 0) {
                 log_warn("router: shard %s: member %" PRIu64
                          " sent a reply without a cache result",
                          s->name, asked);
-                fail(r, CACHE_UNAVAILABLE);
+                fail(r, OUTCOME_UNAVAILABLE);
                 return;
             }
+            r->call->outcome = OUTCOME_OK;
             complete(r);
             return;
-        case RINGMQ__RPC_CODE__RPC_BAD_REQUEST:
-            fail(r, CACHE_BAD_REQUEST);
+        case OUTCOME_BAD_REQUEST:
+            fail(r, OUTCOME_BAD_REQUEST);
             return;
-        case RINGMQ__RPC_CODE__RPC_WRONG_EPOCH:
+        case OUTCOME_WRONG_EPOCH:
             now = uv_now(r->b->loop);
             if (s->epoch_warned_at == 0 ||
                 now - s->epoch_warned_at >= EPOCH_WARN_EVERY_MS) {
@@ -200,10 +203,10 @@ static void answered(struct breq *r, const Ringmq__RpcResponse *resp)
                          s->name, asked, r->b->map.epoch,
                          resp->error ? resp->error : "");
             }
-            fail(r, CACHE_UNAVAILABLE);
+            fail(r, OUTCOME_UNAVAILABLE);
             return;
         default:
-            fail(r, CACHE_UNAVAILABLE);
+            fail(r, OUTCOME_UNAVAILABLE);
             return;
     }
 }
@@ -225,8 +228,8 @@ static void on_done(struct leader_req *lq,
                   r->lq.attempts);
     }
     /* Maybe applied (a write), closing, deadline: SERVER_ERROR. */
-    fail(r, end == LEADER_NOT_SENT && err == UV_E2BIG ? CACHE_TOO_LARGE
-                                                      : CACHE_UNAVAILABLE);
+    fail(r, end == LEADER_NOT_SENT && err == UV_E2BIG ? OUTCOME_TOO_LARGE
+                                                      : OUTCOME_UNAVAILABLE);
 }
 
 static int send_op(struct leader_req *lq, unsigned timeout_ms)
@@ -275,7 +278,11 @@ static void fan_done(struct cache_call *sub)
     struct cache_call *parent;
 
     /* Any shard's failure is the op's failure; UNAVAILABLE wins. */
-    if (sub->result.status != CACHE_OK && f->status != CACHE_UNAVAILABLE) {
+    if (sub->outcome != OUTCOME_OK) {
+        if (f->outcome != OUTCOME_UNAVAILABLE) {
+            f->outcome = sub->outcome;
+        }
+    } else if (sub->result.status != CACHE_OK) {
         f->status = sub->result.status;
     }
     cache_result_clear(&sub->result);
@@ -283,6 +290,7 @@ static void fan_done(struct cache_call *sub)
         return;
     }
     parent = f->parent;
+    parent->outcome = f->outcome;
     parent->result.status = f->status;
     free(f);
     parent->cb(parent);
@@ -295,7 +303,7 @@ void backend_submit(struct backend *b, struct cache_call *call)
 
     cache_result_init(&call->result);
     if (b->closing) {
-        call->result.status = CACHE_UNAVAILABLE;
+        call->outcome = OUTCOME_CLOSING;
         call->cb(call);
         return;
     }
@@ -304,6 +312,7 @@ void backend_submit(struct backend *b, struct cache_call *call)
 
         f->parent = call;
         f->pending = n;
+        f->outcome = OUTCOME_OK;
         f->status = CACHE_OK;
         for (i = 0; i < n; i++) {
             f->subs[i].op = call->op;
@@ -335,7 +344,7 @@ static void on_status(void *data, int status, const Ringmq__RpcResponse *resp)
     if (b->closing) {
         return;
     }
-    if (status == 0 && resp->code == RINGMQ__RPC_CODE__RPC_OK &&
+    if (status == 0 && rpc_outcome(resp->code) == OUTCOME_OK &&
         resp->body_case == RINGMQ__RPC_RESPONSE__BODY_STATUS) {
         for (i = 0; i < resp->status->n_groups; i++) {
             if (strcmp(resp->status->groups[i]->name, s->name) == 0) {
@@ -644,7 +653,7 @@ void backend_close(struct backend *b, void (*cb)(void *data), void *data)
     b->close_data = data;
     uv_timer_stop(&b->status_timer);
     /* Requests waiting for a retry or in flight complete inside (the
-     * engine ends them LEADER_CLOSING: CACHE_UNAVAILABLE); their
+     * engine ends them LEADER_CLOSING: OUTCOME_UNAVAILABLE); their
      * callbacks may submit again, which completes at once (closing). The
      * status poll in flight ends with UV_ECANCELED. */
     leader_engine_close(b->engine, on_engine_closed, b);

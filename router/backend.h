@@ -26,12 +26,14 @@
  * deadline (a refused connection: on the next member at once); a request
  * whose outcome is unknown (timeout, connection lost after sending,
  * RPC_UNAVAILABLE) is retried only for GET, and completes with
- * CACHE_UNAVAILABLE for writes.
+ * OUTCOME_UNAVAILABLE for writes.
  *
- * Errors: backend_new() returns NULL with a reason in @errmsg. Cache-level
- * failures are results, never error codes: CACHE_UNAVAILABLE (deadline,
- * outcome unknown, stale epoch, closing), CACHE_BAD_REQUEST (RPC_BAD_REQUEST),
- * CACHE_TOO_LARGE (the request does not fit in an RPC frame).
+ * Errors: backend_new() returns NULL with a reason in @errmsg. An op that
+ * gets no answer from the cache completes with call->outcome (sm/outcome.h)
+ * other than OK, never an error code: UNAVAILABLE (deadline, outcome
+ * unknown, stale epoch), CLOSING (submitted after backend_close), BAD_REQUEST
+ * (the node refused the request), TOO_LARGE (it does not fit in an RPC
+ * frame).
  *
  * Everything runs on the loop thread; nothing here is thread-safe.
  */
@@ -57,7 +59,7 @@ struct backend_config {
     /* Copied: the backend keeps its own copy of the map. */
     const struct cluster_map *map;
     /* Whole budget of one cache op, retries included; past it the op
-     * completes with CACHE_UNAVAILABLE. */
+     * completes with OUTCOME_UNAVAILABLE. */
     unsigned request_timeout_ms;
     /* Longest single RPC attempt of a read (a GET that times out is retried
      * elsewhere while budget remains). Writes get the whole remaining
@@ -129,11 +131,11 @@ struct backend *backend_new(uv_loop_t *loop,
 
 /*
  * Execute @call->op on the shard owning its key (every shard for FLUSH_ALL).
- * The mc_backend submit contract: fills @call->result (initialised here) and
- * calls @call->cb exactly once, possibly before returning (only when the
- * backend is closing or the op cannot be encoded). @call, op->key and
- * op->value are borrowed until then. After backend_close() every call
- * completes with CACHE_UNAVAILABLE at once.
+ * The mc_backend submit contract: fills @call->outcome and @call->result
+ * (initialised here) and calls @call->cb exactly once, possibly before
+ * returning (only when the backend is closing or the op cannot be encoded).
+ * @call, op->key and op->value are borrowed until then. After
+ * backend_close() every call completes with OUTCOME_CLOSING at once.
  */
 void backend_submit(struct backend *b, struct cache_call *call);
 
@@ -167,7 +169,7 @@ bool backend_healthy(const struct backend *b, char *why, size_t whylen);
 
 /*
  * Stop: calls waiting for a retry and calls in flight complete with
- * CACHE_UNAVAILABLE (their callbacks run before this returns), the RPC
+ * OUTCOME_UNAVAILABLE (their callbacks run before this returns), the RPC
  * clients and timers close, and the backend is freed before @cb(@data)
  * runs on the loop (@cb may be NULL). Call once.
  */

@@ -17,6 +17,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "proto/rpc_frame.h"
 
 #define RETRY_BACKOFF_MS_DEFAULT 30
 #define MAX_NODES (CLUSTER_MAX_SHARDS * CLUSTER_MAX_MEMBERS)
@@ -348,8 +349,8 @@ static void on_reply(void *data, int status, const Ringmq__RpcResponse *resp)
         return;
     }
     leader_group_answered(g, asked);
-    switch (resp->code) {
-        case RINGMQ__RPC_CODE__RPC_NOT_LEADER:
+    switch (rpc_outcome(resp->code)) {
+        case OUTCOME_NOT_LEADER:
             hint = leader_group_hint(g, resp->leader_id, resp->leader_rpc,
                                      (int)asked);
             if (hint >= 0) {
@@ -360,11 +361,11 @@ static void on_reply(void *data, int status, const Ringmq__RpcResponse *resp)
             leave(g, asked);
             retry_wait(q);
             return;
-        case RINGMQ__RPC_CODE__RPC_NO_GROUP:
+        case OUTCOME_NO_GROUP:
             leave(g, asked);
             retry_wait(q);
             return;
-        case RINGMQ__RPC_CODE__RPC_UNAVAILABLE:
+        case OUTCOME_UNAVAILABLE:
             maybe_applied(q, 0, resp);
             return;
         default:

@@ -61,7 +61,7 @@ int router_split_addr(const char *addr, char *host, size_t hostlen, int *port);
 
 /*
  * Stop: close the HTTP and memcached listeners and their connections, then
- * the backend (calls still in flight complete with CACHE_UNAVAILABLE into
+ * the backend (calls still in flight complete with OUTCOME_UNAVAILABLE into
  * the closed edge). The router is freed before @cb(@data) runs on the loop
  * (@cb may be NULL). Call once.
  */

@@ -254,7 +254,7 @@ void rpc_server_reply(struct rpc_server_req *req,
                      rpc_frame_strerror(rv));
             ringmq__rpc_response__init(&r);
             r.id = req->id;
-            r.code = RINGMQ__RPC_CODE__RPC_BAD_REQUEST;
+            r.code = rpc_code(OUTCOME_BAD_REQUEST);
             r.error = "reply exceeds the rpc frame limit";
             rv = rpc_frame_encode_response(&c->out, &r, 0, 0);
         }

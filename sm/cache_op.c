@@ -40,7 +40,7 @@ const char *cache_status_name(enum cache_status status)
         "STORED",    "NOT_STORED", "EXISTS",      "NOT_FOUND",
         "DELETED",   "TOUCHED",    "HIT",         "NUMBER",
         "OK",        "TOO_LARGE",  "NO_MEMORY",   "NON_NUMERIC",
-        "BAD_REQUEST", "NOT_LEADER", "UNAVAILABLE",
+        "BAD_REQUEST",
     };
     return (unsigned)status < CACHE_STATUS__COUNT ? names[status] : "?";
 }

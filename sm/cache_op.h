@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sm/outcome.h"
+
 #define CACHE_KEY_MAX 250
 #define CACHE_ITEM_SIZE_MAX_DEFAULT (1024 * 1024)
 /* memcached's REALTIME_MAXDELTA: exptimes above it are absolute unix times. */
@@ -67,8 +69,6 @@ enum cache_status {
     CACHE_NO_MEMORY,   /* SERVER_ERROR out of memory storing object */
     CACHE_NON_NUMERIC, /* CLIENT_ERROR cannot increment or decrement ... */
     CACHE_BAD_REQUEST, /* invalid key or arguments (CLIENT_ERROR) */
-    CACHE_NOT_LEADER,  /* this replica cannot serve it; try the leader */
-    CACHE_UNAVAILABLE, /* no leader, timeout, or outcome unknown */
     CACHE_STATUS__COUNT
 };
 
@@ -82,12 +82,16 @@ struct cache_result {
 };
 
 /* An op in flight with its completion. The submitter fills op, cb and data;
- * the executor fills result and calls cb exactly once (possibly before the
- * submitting function returns). */
+ * the executor fills outcome and result and calls cb exactly once (possibly
+ * before the submitting function returns). @outcome says what became of the
+ * op on its way (sm/outcome.h); only with OUTCOME_OK does @result hold the
+ * cache's answer (which may be a refusal of its own: TOO_LARGE, NO_MEMORY,
+ * BAD_REQUEST...), otherwise it is empty. */
 struct cache_call;
 typedef void (*cache_call_cb)(struct cache_call *call);
 struct cache_call {
     struct cache_op op;
+    enum outcome outcome;
     struct cache_result result;
     cache_call_cb cb;
     void *data;

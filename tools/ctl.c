@@ -57,10 +57,7 @@ int ctl_connect(struct ctl *ctl, const char *address)
 
 bool ctl_is_not_leader(const Ringmq__RpcResponse *r)
 {
-    return r->code == RINGMQ__RPC_CODE__RPC_NOT_LEADER ||
-           (r->code == RINGMQ__RPC_CODE__RPC_OK &&
-            r->body_case == RINGMQ__RPC_RESPONSE__BODY_CACHE &&
-            r->cache->status == CACHE_NOT_LEADER);
+    return rpc_outcome(r->code) == OUTCOME_NOT_LEADER;
 }
 
 int ctl_call(struct ctl *ctl,
@@ -110,12 +107,12 @@ const char *ctl_code_name(Ringmq__RpcCode code)
 
 int ctl_check_code(const Ringmq__RpcResponse *r)
 {
-    if (r->code == RINGMQ__RPC_CODE__RPC_OK) {
+    if (rpc_outcome(r->code) == OUTCOME_OK) {
         return 0;
     }
     fprintf(stderr, "ringmqctl: %s%s%s", ctl_code_name(r->code),
             r->error && r->error[0] ? ": " : "", r->error ? r->error : "");
-    if (r->code == RINGMQ__RPC_CODE__RPC_NOT_LEADER) {
+    if (rpc_outcome(r->code) == OUTCOME_NOT_LEADER) {
         fprintf(stderr, " (leader %" PRIu64 " %s)", r->leader_id,
                 r->leader_rpc && r->leader_rpc[0] ? r->leader_rpc : "unknown");
     }

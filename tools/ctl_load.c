@@ -157,7 +157,7 @@ static void on_job_done(void *data, int status, const Ringmq__RpcResponse *r)
     int t;
 
     free(jc);
-    if (status < 0 || r->code == RINGMQ__RPC_CODE__RPC_UNAVAILABLE) {
+    if (status < 0 || rpc_outcome(r->code) == OUTCOME_UNAVAILABLE) {
         if (e->o->verbose) {
             fprintf(stderr, "ringmqctl: %s: %s: %s\n", j->key, e->addrs[target],
                     status < 0 ? uv_strerror(status) : r->error);
@@ -179,7 +179,7 @@ static void on_job_done(void *data, int status, const Ringmq__RpcResponse *r)
         }
         return;
     }
-    if (r->code != RINGMQ__RPC_CODE__RPC_OK ||
+    if (rpc_outcome(r->code) != OUTCOME_OK ||
         r->body_case != RINGMQ__RPC_RESPONSE__BODY_CACHE) {
         fprintf(stderr, "ringmqctl: %s: %s: %s\n", j->key,
                 ctl_code_name(r->code), r->error ? r->error : "");

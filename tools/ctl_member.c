@@ -90,11 +90,11 @@ static int change_group(struct ctl *ctl,
                      uv_strerror(rv));
             continue;
         }
-        switch (resp->code) {
-            case RINGMQ__RPC_CODE__RPC_OK:
+        switch (rpc_outcome(resp->code)) {
+            case OUTCOME_OK:
                 ringmq__rpc_response__free_unpacked(resp, NULL);
                 return 0;
-            case RINGMQ__RPC_CODE__RPC_NOT_LEADER:
+            case OUTCOME_NOT_LEADER:
                 if (resp->leader_rpc != NULL && resp->leader_rpc[0] != '\0' &&
                     strcmp(resp->leader_rpc, addr) != 0) {
                     snprintf(next, sizeof(next), "%s", resp->leader_rpc);
@@ -102,8 +102,8 @@ static int change_group(struct ctl *ctl,
                 snprintf(last_error, sizeof(last_error), "%s: %s", addr,
                          resp->error ? resp->error : "not leader");
                 break;
-            case RINGMQ__RPC_CODE__RPC_UNAVAILABLE:
-            case RINGMQ__RPC_CODE__RPC_NO_GROUP:
+            case OUTCOME_UNAVAILABLE:
+            case OUTCOME_NO_GROUP:
                 /* no leader yet, busy, or outcome unknown: ask again */
                 snprintf(last_error, sizeof(last_error), "%s", resp->error);
                 if (strcmp(last_error, shown) != 0) {

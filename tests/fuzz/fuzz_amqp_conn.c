@@ -55,7 +55,7 @@ static void fb_submit(void *self, struct amqp_broker_call *c)
 {
     struct fuzz_broker *fb = self;
 
-    c->status = AMQP_BROKER_OK;
+    c->status = OUTCOME_OK;
     if (c->kind == AMQP_BROKER_META) {
         meta_sm_apply(fb->meta, &c->meta, &c->meta_result);
     } else {

@@ -140,12 +140,26 @@ static void fake_apply(struct fake *f, struct cache_call *call)
     int i;
 
     cache_result_init(res);
+    call->outcome = OUTCOME_OK;
     if (key_is(op, "unavail")) {
-        res->status = CACHE_UNAVAILABLE;
+        call->outcome = OUTCOME_UNAVAILABLE;
         return;
     }
     if (key_is(op, "notleader")) {
-        res->status = CACHE_NOT_LEADER;
+        call->outcome = OUTCOME_NOT_LEADER;
+        return;
+    }
+    if (key_is(op, "closing")) {
+        call->outcome = OUTCOME_CLOSING;
+        return;
+    }
+    /* refusals of the op by a router's backend, not by the cache */
+    if (key_is(op, "refused")) {
+        call->outcome = OUTCOME_BAD_REQUEST;
+        return;
+    }
+    if (key_is(op, "2big")) {
+        call->outcome = OUTCOME_TOO_LARGE;
         return;
     }
     if (key_is(op, "nomem") && op->type == CACHE_OP_SET) {
@@ -720,6 +734,14 @@ static void run_basic_script(int port)
     cl_sends(fd, "set nomem 0 0 1\r\nx\r\nset toolarge 0 0 1\r\nx\r\n");
     cl_expect(fd, "SERVER_ERROR out of memory storing object\r\n"
                   "SERVER_ERROR object too large for cache\r\n");
+    /* Outcomes without the cache's answer (sm/outcome.h): a refused or
+     * oversized op gets memcached's line for such an op. */
+    cl_sends(fd, "get closing\r\nset refused 0 0 1\r\nx\r\n"
+                 "set 2big 0 0 1\r\nx\r\nget a refused\r\n");
+    cl_expect(fd, "SERVER_ERROR temporarily unavailable\r\n"
+                  "CLIENT_ERROR bad command line format\r\n"
+                  "SERVER_ERROR object too large for cache\r\n"
+                  "CLIENT_ERROR bad command line format\r\n");
     close(fd);
 }
 

@@ -54,7 +54,7 @@ static const struct meta_sm *fb_meta_view(void *self)
 
 static void apply_now(struct fake_broker *fb, struct amqp_broker_call *c)
 {
-    c->status = AMQP_BROKER_OK;
+    c->status = OUTCOME_OK;
     if (c->kind == AMQP_BROKER_META) {
         meta_sm_apply(fb->meta, &c->meta, &c->meta_result);
     } else {
@@ -69,12 +69,12 @@ static void fb_submit(void *self, struct amqp_broker_call *c)
     struct fake_broker *fb = self;
 
     if (fb->closing) {
-        c->status = AMQP_BROKER_CLOSING;
+        c->status = OUTCOME_CLOSING;
         c->cb(c);
         return;
     }
     if (__atomic_load_n(&fb->unavailable, __ATOMIC_SEQ_CST)) {
-        c->status = AMQP_BROKER_UNAVAILABLE;
+        c->status = OUTCOME_UNAVAILABLE;
         c->cb(c);
         return;
     }
@@ -144,7 +144,7 @@ static void retry_held(struct fake_broker *fb, unsigned shard, bool all)
             }
         }
         if (fb->closing) {
-            c->status = AMQP_BROKER_CLOSING;
+            c->status = OUTCOME_CLOSING;
         } else {
             apply_now(fb, c);
         }

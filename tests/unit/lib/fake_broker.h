@@ -5,7 +5,7 @@
  * the same shard, or until wait_ms pass.
  *
  * Knob for fault tests: fake_broker_set_unavailable() makes every call
- * complete with AMQP_BROKER_UNAVAILABLE without applying it (safe to call
+ * complete with OUTCOME_UNAVAILABLE without applying it (safe to call
  * from another thread).
  */
 #ifndef RINGMQ_TEST_FAKE_BROKER_H

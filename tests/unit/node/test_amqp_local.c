@@ -150,7 +150,7 @@ static void run(struct fx *f, struct op *o)
 static void run_ok(struct fx *f, struct op *o)
 {
     run(f, o);
-    assert_int_equal(o->call.status, AMQP_BROKER_OK);
+    assert_int_equal(o->call.status, OUTCOME_OK);
     if (o->call.kind == AMQP_BROKER_MQ) {
         assert_int_equal(o->call.mq_result.status, MQ_SM_OK);
         mq_sm_result_clear(&o->call.mq_result);
@@ -192,7 +192,7 @@ static void test_local_broker(void **state)
     mq_init(&o, MQ_SM_DECLARE, "dq");
     f->broker.ops->submit(f->broker.self, &o.call);
     assert_int_equal(o.done, 1);
-    assert_int_equal(o.call.status, AMQP_BROKER_UNAVAILABLE);
+    assert_int_equal(o.call.status, OUTCOME_UNAVAILABLE);
     assert_true(svc_env_run_until(&f->env, ready, f->local, WAIT_MS));
 
     mq_init(&o, MQ_SM_DECLARE, "dq");
@@ -219,7 +219,7 @@ static void test_local_broker(void **state)
     o.call.mq.body_len = 1;
     run_ok(f, &o);
     assert_true(svc_env_run_until(&f->env, op_done, &w, WAIT_MS));
-    assert_int_equal(w.call.status, AMQP_BROKER_OK);
+    assert_int_equal(w.call.status, OUTCOME_OK);
     assert_int_equal(w.call.mq_result.n_deliveries, 1);
     mq_sm_result_clear(&w.call.mq_result);
 
@@ -259,11 +259,11 @@ static void test_closing_status(void **state)
     /* not attached: unavailable */
     mq_init(&o, MQ_SM_EXPIRE, NULL);
     b.ops->submit(b.self, &o.call);
-    assert_int_equal(o.call.status, AMQP_BROKER_UNAVAILABLE);
+    assert_int_equal(o.call.status, OUTCOME_UNAVAILABLE);
     o.call.kind = AMQP_BROKER_META;
     o.done = 0;
     b.ops->submit(b.self, &o.call);
-    assert_int_equal(o.call.status, AMQP_BROKER_UNAVAILABLE);
+    assert_int_equal(o.call.status, OUTCOME_UNAVAILABLE);
     amqp_local_close(l);
 }
 

@@ -398,11 +398,19 @@ static int start_peers(struct fx *f, bool linearizable)
     return l;
 }
 
-static enum cache_status run_on(struct fx *f, struct cache_svc *svc,
+static enum outcome run_outcome(struct fx *f, struct cache_svc *svc,
                                 struct call *c)
 {
     cache_svc_submit(svc, &c->c);
     assert_true(svc_env_run_until(&f->env, call_is_done, c, 2 * WAIT_MS));
+    return c->c.outcome;
+}
+
+/* The cache's answer to an op the service must get applied. */
+static enum cache_status run_on(struct fx *f, struct cache_svc *svc,
+                                struct call *c)
+{
+    assert_int_equal(run_outcome(f, svc, c), OUTCOME_OK);
     return c->c.result.status;
 }
 
@@ -429,7 +437,7 @@ static bool peers_applied(void *arg)
 /* Followers apply read entries as no-ops and stay identical to the leader;
  * a follower refuses reads; then the leader loses its majority: in
  * "linearizable" mode a read it accepts cannot commit and never answers
- * with a value (CACHE_UNAVAILABLE: unknown outcome, harmless for a read),
+ * with a value (OUTCOME_UNAVAILABLE: unknown outcome, harmless for a read),
  * while in "leader" mode the same leader answers from its own state until
  * it notices (the window docs/consistency.md describes). */
 static void cut_off_leader(struct fx *f, bool linearizable)
@@ -460,7 +468,7 @@ static void cut_off_leader(struct fx *f, bool linearizable)
         assert_int_equal(st.digest, digest);
         if (i != (unsigned)l) {
             prepare(&c, CACHE_OP_GET, "r", NULL);
-            assert_int_equal(run_on(f, f->peer[i], &c), CACHE_NOT_LEADER);
+            assert_int_equal(run_outcome(f, f->peer[i], &c), OUTCOME_NOT_LEADER);
         }
     }
 
@@ -475,7 +483,7 @@ static void cut_off_leader(struct fx *f, bool linearizable)
     assert_true(cache_svc_is_leader(f->peer[l]));
     prepare(&c, CACHE_OP_GET, "r", NULL);
     if (linearizable) {
-        assert_int_equal(run_on(f, f->peer[l], &c), CACHE_UNAVAILABLE);
+        assert_int_equal(run_outcome(f, f->peer[l], &c), OUTCOME_UNAVAILABLE);
         assert_null(c.c.result.value);
         assert_false(cache_svc_is_leader(f->peer[l]));
     } else {
@@ -486,7 +494,7 @@ static void cut_off_leader(struct fx *f, bool linearizable)
     /* Once it has noticed, it refuses in both modes. */
     assert_true(svc_env_run_until(&f->env, svc_follows, f->peer[l], WAIT_MS));
     prepare(&c, CACHE_OP_GET, "r", NULL);
-    assert_int_equal(run_on(f, f->peer[l], &c), CACHE_NOT_LEADER);
+    assert_int_equal(run_outcome(f, f->peer[l], &c), OUTCOME_NOT_LEADER);
 }
 
 static void cut_off_leader_answers_leader_reads(void **state)

@@ -32,6 +32,7 @@
 #include "proto/cluster_map.h"
 #include "common/log.h"
 #include "common/ring.h"
+#include "proto/rpc_frame.h"
 #include "rpc/rpc_server.h"
 #include "router/admin.h"
 #include "router/amqp_remote.h"
@@ -160,7 +161,7 @@ static void reply_not_leader(struct rpc_server_req *req, unsigned s)
     Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
     const struct cluster_member *m = NULL;
 
-    resp.code = RINGMQ__RPC_CODE__RPC_NOT_LEADER;
+    resp.code = rpc_code(OUTCOME_NOT_LEADER);
     if (F->stale_hint >= 0) {
         m = &F->map.shards[s].members[F->stale_hint];
     } else if (F->hints && F->leader[s] >= 0) {
@@ -244,7 +245,7 @@ static void answer(struct fake *f,
             res.status = CACHE_STORED;
             break;
     }
-    resp.code = RINGMQ__RPC_CODE__RPC_OK;
+    resp.code = rpc_code(OUTCOME_OK);
     resp.body_case = RINGMQ__RPC_RESPONSE__BODY_CACHE;
     resp.cache = &res;
     rpc_server_reply(req, &resp);
@@ -278,7 +279,7 @@ static void answer_mq(struct fake *f,
         return;
     }
     f->mq_done++;
-    resp.code = RINGMQ__RPC_CODE__RPC_OK;
+    resp.code = rpc_code(OUTCOME_OK);
     resp.body_case = RINGMQ__RPC_RESPONSE__BODY_MQ;
     resp.mq = &res;
     rpc_server_reply(req, &resp);
@@ -316,7 +317,7 @@ static void answer_status(struct fake *f, struct rpc_server_req *req)
     reply.node_id = f->idx + 1;
     reply.n_groups = N_SHARDS;
     reply.groups = gsp;
-    resp.code = RINGMQ__RPC_CODE__RPC_OK;
+    resp.code = rpc_code(OUTCOME_OK);
     resp.body_case = RINGMQ__RPC_RESPONSE__BODY_STATUS;
     resp.status = &reply;
     rpc_server_reply(req, &resp);
@@ -575,16 +576,27 @@ static void run_for(unsigned ms)
 }
 
 /* One op, run to completion; returns its status. @t is cleared after. */
-static enum cache_status do_op(enum cache_op_type type,
-                               const char *key,
-                               const char *val,
-                               struct tcall *t)
+/* What became of the op (sm/outcome.h). */
+static enum outcome do_op_outcome(enum cache_op_type type,
+                                  const char *key,
+                                  const char *val,
+                                  struct tcall *t)
 {
     completed = 0;
     prep(t, type, key, val);
     backend_submit(F->b, &t->call);
     run_until_completed(1, 10000);
     assert_int_equal(t->ncb, 1);
+    return t->call.outcome;
+}
+
+/* The cache's answer to an op that must reach it. */
+static enum cache_status do_op(enum cache_op_type type,
+                               const char *key,
+                               const char *val,
+                               struct tcall *t)
+{
+    assert_int_equal(do_op_outcome(type, key, val, t), OUTCOME_OK);
     return t->call.result.status;
 }
 
@@ -797,7 +809,8 @@ static void test_unavailable_write_not_retried_read_retried(void **state)
     assert_int_equal(do_op(CACHE_OP_SET, key, "v1", &t), CACHE_STORED);
 
     F->unavail_writes = true;
-    assert_int_equal(do_op(CACHE_OP_SET, key, "v2", &t), CACHE_UNAVAILABLE);
+    assert_int_equal(do_op_outcome(CACHE_OP_SET, key, "v2", &t),
+                     OUTCOME_UNAVAILABLE);
     assert_int_equal(F->fakes[0].writes, 2); /* exactly one attempt */
     assert_int_equal(total_cache_reqs(), 2);
     backend_shard_info(F->b, 1, &si);
@@ -841,7 +854,7 @@ static void test_write_not_retried_after_connection_lost(void **state)
     close_fake(&F->fakes[0]);
     run_until_completed(1, 5000);
     assert_int_equal(t.ncb, 1);
-    assert_int_equal(t.call.result.status, CACHE_UNAVAILABLE);
+    assert_int_equal(t.call.outcome, OUTCOME_UNAVAILABLE);
     assert_int_equal(total_cache_reqs(), 2);
     release_held(); /* applied after all, reply dropped */
 
@@ -894,7 +907,8 @@ static void test_deadline(void **state)
     start_backend(300);
     key_of_shard(0, key, sizeof(key));
     t0 = clock_mono_ms();
-    assert_int_equal(do_op(CACHE_OP_SET, key, "v", &t), CACHE_UNAVAILABLE);
+    assert_int_equal(do_op_outcome(CACHE_OP_SET, key, "v", &t),
+                     OUTCOME_UNAVAILABLE);
     took = t.done_ms - t0;
     print_message("deadline hit after %llu ms, %u attempts\n",
                   (unsigned long long)took, total_cache_reqs());
@@ -902,7 +916,8 @@ static void test_deadline(void **state)
      * test's by a few ms */
     assert_true(took >= 280 && took < 700);
     assert_true(total_cache_reqs() >= 3);
-    assert_int_equal(do_op(CACHE_OP_GET, key, NULL, &t), CACHE_UNAVAILABLE);
+    assert_int_equal(do_op_outcome(CACHE_OP_GET, key, NULL, &t),
+                     OUTCOME_UNAVAILABLE);
 }
 
 static void test_wrong_epoch_and_bad_request(void **state)
@@ -914,11 +929,13 @@ static void test_wrong_epoch_and_bad_request(void **state)
     start_backend(0);
     key_of_shard(0, key, sizeof(key));
     F->wrong_epoch = true;
-    assert_int_equal(do_op(CACHE_OP_GET, key, NULL, &t), CACHE_UNAVAILABLE);
+    assert_int_equal(do_op_outcome(CACHE_OP_GET, key, NULL, &t),
+                     OUTCOME_UNAVAILABLE);
     assert_int_equal(total_cache_reqs(), 1);
     F->wrong_epoch = false;
     F->bad_request = true;
-    assert_int_equal(do_op(CACHE_OP_SET, key, "v", &t), CACHE_BAD_REQUEST);
+    assert_int_equal(do_op_outcome(CACHE_OP_SET, key, "v", &t),
+                     OUTCOME_BAD_REQUEST);
     assert_int_equal(total_cache_reqs(), 2);
 }
 
@@ -938,8 +955,8 @@ static void test_flush_all_fans_out(void **state)
     assert_int_equal(F->n_items[0], 0);
     assert_int_equal(F->n_items[1], 0);
     F->unavail_writes = true;
-    assert_int_equal(do_op(CACHE_OP_FLUSH_ALL, "", NULL, &t),
-                     CACHE_UNAVAILABLE);
+    assert_int_equal(do_op_outcome(CACHE_OP_FLUSH_ALL, "", NULL, &t),
+                     OUTCOME_UNAVAILABLE);
 }
 
 #define N_MANY 6000
@@ -1020,13 +1037,13 @@ static void test_close_in_flight(void **state)
     assert_int_equal(completed, N_CLOSE);
     for (i = 0; i < N_CLOSE; i++) {
         assert_int_equal(calls[i].ncb, 1);
-        assert_int_equal(calls[i].call.result.status, CACHE_UNAVAILABLE);
+        assert_int_equal(calls[i].call.outcome, OUTCOME_UNAVAILABLE);
     }
     /* between close and its callback, submits complete at once */
     prep(&late, CACHE_OP_GET, "late", NULL);
     backend_submit(F->b, &late.call);
     assert_int_equal(late.ncb, 1);
-    assert_int_equal(late.call.result.status, CACHE_UNAVAILABLE);
+    assert_int_equal(late.call.outcome, OUTCOME_CLOSING);
     while (!F->backend_closed) {
         uv_run(&F->loop, UV_RUN_ONCE);
     }
@@ -1149,7 +1166,7 @@ static void test_amqp_dead_leader_hint_ignored(void **state)
     broker.ops->submit(broker.self, &t.call);
     run_until_completed(1, 5000);
     assert_int_equal(t.ncb, 1);
-    assert_int_equal(t.call.status, AMQP_BROKER_OK);
+    assert_int_equal(t.call.status, OUTCOME_OK);
     mq_sm_result_clear(&t.call.mq_result);
     assert_true(t.done_ms - t0 < 1000);
     assert_int_equal(F->fakes[1].mq_reqs, 1); /* the stale hint, once */

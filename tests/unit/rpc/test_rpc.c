@@ -53,7 +53,7 @@ static void reply_echo(struct rpc_server_req *req,
     Ringmq__CacheResult res = RINGMQ__CACHE_RESULT__INIT;
 
     resp.id = 999999; /* ignored: the server stamps the request's id */
-    resp.code = RINGMQ__RPC_CODE__RPC_OK;
+    resp.code = rpc_code(OUTCOME_OK);
     if (msg->body_case == RINGMQ__RPC_REQUEST__BODY_CACHE) {
         res.status = CACHE_HIT;
         res.value = msg->cache->value; /* msg valid until the reply */
@@ -296,7 +296,7 @@ static void test_sync_call(void **state)
     req.id = 12345; /* ignored: the client assigns ids */
     assert_int_equal(rpc_client_call_sync(fx->client, &req, 0, &resp), 0);
     assert_int_equal(resp->id, 1);
-    assert_int_equal(resp->code, RINGMQ__RPC_CODE__RPC_OK);
+    assert_int_equal(rpc_outcome(resp->code), OUTCOME_OK);
     assert_int_equal(resp->cache->number, 5);
     assert_int_equal(resp->cache->value.len, 3);
     assert_memory_equal(resp->cache->value.data, "abc", 3);
