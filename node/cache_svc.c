@@ -19,14 +19,24 @@
 #include "node/svc_shell.h"
 #include "proto/cache_pb.h"
 
+/* How often a leader looks whether its shard still needs its seed. */
+#define SEED_TICK_MS 200
+
 struct cache_svc {
     char name[64];
     bool linearizable_reads;
     struct cache_sm *sm;
     struct rgroup *group;
+    struct cache_op_config seed; /* this node's flags: they seed a new shard */
+    bool seeding;                /* a seed CONFIG is on its way */
+    bool told_flags_differ;      /* logged that the log's settings win */
+    uv_timer_t tick;
+    unsigned closes_left;
     void (*close_cb)(void *data);
     void *close_data;
 };
+
+static void on_tick(uv_timer_t *t);
 
 /* A write on its way through Raft. */
 struct pending_write {
@@ -105,7 +115,7 @@ static int fsm_restore(void *data, const void *buf, size_t len)
 
 struct cache_svc *cache_svc_new(uv_loop_t *loop,
                                 const struct rgroup_config *group,
-                                const struct cache_sm_config *sm,
+                                const struct cache_sm_config *seed,
                                 bool linearizable_reads, char *errmsg,
                                 size_t errlen)
 {
@@ -119,7 +129,10 @@ struct cache_svc *cache_svc_new(uv_loop_t *loop,
 
     snprintf(svc->name, sizeof(svc->name), "%s", group->name);
     svc->linearizable_reads = linearizable_reads;
-    svc->sm = cache_sm_new(sm);
+    svc->seed.mem_limit = seed->mem_limit;
+    svc->seed.item_size_max = seed->item_size_max;
+    /* Every replica starts alike (the defaults); the log sets the rest. */
+    svc->sm = cache_sm_new(NULL);
     if (svc->sm == NULL) {
         snprintf(errmsg, errlen, "%s: cannot allocate the cache", svc->name);
         goto err;
@@ -128,6 +141,9 @@ struct cache_svc *cache_svc_new(uv_loop_t *loop,
     if (svc->group == NULL) {
         goto err_after_sm;
     }
+    uv_timer_init(loop, &svc->tick);
+    svc->tick.data = svc;
+    uv_timer_start(&svc->tick, on_tick, SEED_TICK_MS, SEED_TICK_MS);
     return svc;
 
 err_after_sm:
@@ -173,17 +189,105 @@ static void write_done(struct rgroup_cmd *cmd, int status)
     call->cb(call);
 }
 
-void cache_svc_submit(struct cache_svc *svc, struct cache_call *call)
+/* Through the log; the proposer's apply fills call->result. */
+static void propose(struct cache_svc *svc, struct cache_call *call)
 {
-    const struct cache_op *op = &call->op;
     struct pending_write *w;
     Ringmq__CacheOp pb;
     int rv;
 
+    w = xcalloc(1, sizeof(*w));
+    w->call = call;
+    cache_op_to_pb(&call->op, &pb);
+    w->payload = xmalloc(ringmq__cache_op__get_packed_size(&pb));
+    w->cmd.len = ringmq__cache_op__pack(&pb, w->payload);
+    w->cmd.payload = w->payload;
+    w->cmd.cb = write_done;
+    w->cmd.data = w;
+    rv = rgroup_submit(svc->group, &w->cmd);
+    if (rv != 0) {
+        free(w->payload);
+        free(w);
+        fail(call, rv);
+    }
+}
+
+static void seed_done(struct cache_call *call)
+{
+    struct cache_svc *svc = call->data;
+
+    svc->seeding = false;
+    cache_result_clear(&call->result);
+    free(call);
+}
+
+/* A shard never configured takes its settings from the first leader's
+ * flags, through the log like everything apply depends on: proposed before
+ * the write that notices it, so that write already runs under them. The
+ * seed applies only while the shard is unconfigured, so two leaders'
+ * seeds, or a seed racing `ringmqctl shard set`, cannot undo a setting. */
+static void maybe_seed(struct cache_svc *svc)
+{
+    struct cache_sm_stats st;
+    struct cache_call *call;
+
+    if (svc->seeding || !rgroup_is_leader(svc->group)) {
+        return;
+    }
+    cache_sm_stats(svc->sm, &st);
+    if (st.configured) {
+        return;
+    }
+    call = xcalloc(1, sizeof(*call));
+    call->op.type = CACHE_OP_CONFIG;
+    call->op.config = svc->seed;
+    call->op.config.seed = true;
+    call->cb = seed_done;
+    call->data = svc;
+    svc->seeding = true;
+    propose(svc, call);
+}
+
+/* Say once that this node's flags are not its shard's settings: the log's
+ * win, and only `ringmqctl shard set` changes them. */
+static void check_flags(struct cache_svc *svc)
+{
+    struct cache_sm_stats st;
+    bool differ;
+
+    cache_sm_stats(svc->sm, &st);
+    differ = st.configured && (st.limit_maxbytes != svc->seed.mem_limit ||
+                               st.item_size_max != svc->seed.item_size_max);
+    if (differ && !svc->told_flags_differ) {
+        log_warn("%s: this node's memory limit %" PRIu64
+                 " and item size max %" PRIu32
+                 " are not the shard's (%" PRIu64 ", %" PRIu64
+                 "); the shard's settings are in its log and win (change "
+                 "them with ringmqctl shard set %s ...)",
+                 svc->name, svc->seed.mem_limit, svc->seed.item_size_max,
+                 st.limit_maxbytes, st.item_size_max, svc->name);
+    }
+    svc->told_flags_differ = differ;
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct cache_svc *svc = t->data;
+
+    maybe_seed(svc);
+    check_flags(svc);
+}
+
+void cache_svc_submit(struct cache_svc *svc, struct cache_call *call)
+{
+    const struct cache_op *op = &call->op;
+
     cache_result_init(&call->result);
     if (op->type >= CACHE_OP__COUNT ||
-        (op->type != CACHE_OP_FLUSH_ALL &&
-         !cache_key_valid(op->key, op->key_len))) {
+        (cache_op_has_key(op->type) &&
+         !cache_key_valid(op->key, op->key_len)) ||
+        (op->type == CACHE_OP_CONFIG &&
+         !cache_op_config_valid(&op->config))) {
         complete(call, CACHE_BAD_REQUEST);
         return;
     }
@@ -197,21 +301,8 @@ void cache_svc_submit(struct cache_svc *svc, struct cache_call *call)
         call->cb(call);
         return;
     }
-
-    w = xcalloc(1, sizeof(*w));
-    w->call = call;
-    cache_op_to_pb(op, &pb);
-    w->payload = xmalloc(ringmq__cache_op__get_packed_size(&pb));
-    w->cmd.len = ringmq__cache_op__pack(&pb, w->payload);
-    w->cmd.payload = w->payload;
-    w->cmd.cb = write_done;
-    w->cmd.data = w;
-    rv = rgroup_submit(svc->group, &w->cmd);
-    if (rv != 0) {
-        free(w->payload);
-        free(w);
-        fail(call, rv);
-    }
+    maybe_seed(svc);
+    propose(svc, call);
 }
 
 void cache_svc_status(struct cache_svc *svc, struct cache_svc_status *out,
@@ -281,12 +372,14 @@ struct rgroup *cache_svc_group(struct cache_svc *svc)
     return svc->group;
 }
 
-static void group_closed(void *data)
+static void one_closed(struct cache_svc *svc)
 {
-    struct cache_svc *svc = data;
     void (*cb)(void *) = svc->close_cb;
     void *cb_data = svc->close_data;
 
+    if (--svc->closes_left > 0) {
+        return;
+    }
     cache_sm_free(svc->sm);
     free(svc);
     if (cb != NULL) {
@@ -294,9 +387,21 @@ static void group_closed(void *data)
     }
 }
 
+static void group_closed(void *data)
+{
+    one_closed(data);
+}
+
+static void tick_closed(uv_handle_t *h)
+{
+    one_closed(h->data);
+}
+
 void cache_svc_close(struct cache_svc *svc, void (*cb)(void *data), void *data)
 {
     svc->close_cb = cb;
     svc->close_data = data;
+    svc->closes_left = 2;
+    uv_close((uv_handle_t *)&svc->tick, tick_closed);
     rgroup_close(svc->group, group_closed, svc);
 }

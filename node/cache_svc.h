@@ -36,10 +36,14 @@ struct cache_svc_status {
     uint64_t digest;
 };
 
-/* @group and @sm are copied. Returns NULL with @errmsg on failure. */
+/* @group and @seed are copied. @seed is this node's flags (-m, -I): they
+ * seed a shard never configured, through its log; a shard that is keeps
+ * the settings of its log (changed by CACHE_OP_CONFIG, `ringmqctl shard
+ * set`), and the node logs once that its flags differ. Returns NULL with
+ * @errmsg on failure. */
 struct cache_svc *cache_svc_new(uv_loop_t *loop,
                                 const struct rgroup_config *group,
-                                const struct cache_sm_config *sm,
+                                const struct cache_sm_config *seed,
                                 bool linearizable_reads, char *errmsg,
                                 size_t errlen);
 

@@ -169,8 +169,9 @@ static const char *ownership_error(const struct node_rpc *r,
     if (msg->epoch != map->epoch) {
         return "cluster map epoch differs from this node's";
     }
-    if (op->type == CACHE_OP_FLUSH_ALL) {
-        return NULL;
+    if (op->type < CACHE_OP__COUNT &&
+        !cache_op_has_key((enum cache_op_type)op->type)) {
+        return NULL; /* flush_all, config: the whole shard's */
     }
     owner = ring_lookup(r->ring, op->key.data, op->key.len);
     if (strcmp(map->shards[owner].name, r->cfg->groups[g].name) != 0) {

@@ -17,6 +17,9 @@ void cache_op_to_pb(const struct cache_op *op, Ringmq__CacheOp *pb)
     pb->exptime = op->exptime;
     pb->cas = op->cas;
     pb->delta = op->delta;
+    pb->mem_limit = op->config.mem_limit;
+    pb->item_size_max = op->config.item_size_max;
+    pb->seed = op->config.seed;
 }
 
 int cache_op_from_pb(const Ringmq__CacheOp *pb, struct cache_op *op)
@@ -34,6 +37,9 @@ int cache_op_from_pb(const Ringmq__CacheOp *pb, struct cache_op *op)
     op->exptime = pb->exptime;
     op->cas = pb->cas;
     op->delta = pb->delta;
+    op->config.mem_limit = pb->mem_limit;
+    op->config.item_size_max = pb->item_size_max;
+    op->config.seed = pb->seed;
     return 0;
 }
 

@@ -25,11 +25,26 @@ bool cache_key_valid(const char *key, size_t len)
     return true;
 }
 
+bool cache_op_has_key(enum cache_op_type type)
+{
+    return type != CACHE_OP_FLUSH_ALL && type != CACHE_OP_CONFIG;
+}
+
+bool cache_op_config_valid(const struct cache_op_config *c)
+{
+    return (c->mem_limit == 0 || (c->mem_limit >= CACHE_MEM_LIMIT_MIN &&
+                                  c->mem_limit <= CACHE_MEM_LIMIT_MAX)) &&
+           (c->item_size_max == 0 ||
+            (c->item_size_max >= CACHE_ITEM_SIZE_MIN &&
+             c->item_size_max <= CACHE_ITEM_SIZE_MAX)) &&
+           (c->mem_limit != 0 || c->item_size_max != 0);
+}
+
 const char *cache_op_name(enum cache_op_type type)
 {
     static const char *names[CACHE_OP__COUNT] = {
         "get",  "set",  "add",    "replace", "append", "prepend", "cas",
-        "incr", "decr", "delete", "touch",   "gat",    "flush_all",
+        "incr", "decr", "delete", "touch",   "gat",    "flush_all", "config",
     };
     return (unsigned)type < CACHE_OP__COUNT ? names[type] : "?";
 }

@@ -40,8 +40,27 @@ enum cache_op_type {
     CACHE_OP_TOUCH,    /* op->exptime */
     CACHE_OP_GAT,      /* get-and-touch: a write that returns the item */
     CACHE_OP_FLUSH_ALL, /* op->exptime is the delay (0 = now) */
+    CACHE_OP_CONFIG,   /* the shard's settings: op->config (no key) */
     CACHE_OP__COUNT
 };
+
+/* The settings of a cache shard that change what apply does. They live in
+ * the shard's log and snapshots, never in a node's flags: replicas that
+ * evicted or refused by their own flags would diverge. A field left 0 keeps
+ * its value. With @seed the op applies only to a shard never configured: a
+ * leader proposes its node's flags that way, so they seed a new shard and
+ * are ignored by an existing one. */
+struct cache_op_config {
+    uint64_t mem_limit;     /* bytes */
+    uint32_t item_size_max; /* bytes */
+    bool seed;
+};
+
+/* What the node and ringmqctl accept (memcached's own bounds for -m, -I). */
+#define CACHE_MEM_LIMIT_MIN (1024ULL * 1024)
+#define CACHE_MEM_LIMIT_MAX (1ULL << 40)
+#define CACHE_ITEM_SIZE_MIN 1024U
+#define CACHE_ITEM_SIZE_MAX (128U * 1024 * 1024)
 
 struct cache_op {
     enum cache_op_type type;
@@ -53,6 +72,7 @@ struct cache_op {
     int64_t exptime; /* as the client sent it: relative s, absolute, <0 */
     uint64_t cas;
     uint64_t delta;
+    struct cache_op_config config; /* CACHE_OP_CONFIG */
 };
 
 enum cache_status {
@@ -101,6 +121,10 @@ struct cache_call {
 bool cache_op_is_write(enum cache_op_type type);
 /* memcached's key rules: 1..250 bytes, no control characters or spaces. */
 bool cache_key_valid(const char *key, size_t len);
+/* Ops about the whole shard rather than one key (flush_all, config). */
+bool cache_op_has_key(enum cache_op_type type);
+/* Settings within the bounds above (0 fields are "unchanged"). */
+bool cache_op_config_valid(const struct cache_op_config *c);
 const char *cache_op_name(enum cache_op_type type);
 const char *cache_status_name(enum cache_status status);
 

@@ -71,16 +71,20 @@
 #define DIGEST_SEED 0x6469676573742d31ULL /* "digest-1" */
 #define SNAP_SEED 0x736e617073686f74ULL   /* "snapshot" */
 #define SNAP_MAGIC 0x43514d52U            /* "RMQC" little-endian */
-#define SNAP_VERSION 1U
+#define SNAP_VERSION 2U
 /* magic, version, clock_ms, next_cas, flush_ms, item count */
-#define SNAP_HEADER_LEN (4 + 4 + 8 + 8 + 8 + 8)
+#define SNAP_HEADER_V1_LEN (4 + 4 + 8 + 8 + 8 + 8)
+/* + mem_limit, item_size_max, configured */
+#define SNAP_HEADER_LEN (SNAP_HEADER_V1_LEN + 8 + 4 + 1)
 /* key_len, flags, value_len, exp_ms, cas */
 #define SNAP_ITEM_FIXED (1 + 4 + 4 + 8 + 8)
 #define SNAP_TRAILER_LEN 8
 
 struct cache_sm {
+    /* The shard's settings (CACHE_OP_CONFIG); part of the state. */
     uint64_t mem_limit;
     uint32_t item_size_max;
+    bool configured; /* a CONFIG was applied: a seed no longer applies */
 
     struct cache_table table;
     struct cache_item *oldest; /* write order: eviction starts here */
@@ -567,6 +571,31 @@ static void apply_flush(struct cache_sm *sm,
     res->status = CACHE_OK;
 }
 
+/* The shard's settings change: a smaller limit evicts down to it now, so
+ * the state stays a function of the log whatever was stored before. */
+static void apply_config(struct cache_sm *sm, const struct cache_op *op,
+                         struct cache_result *res)
+{
+    const struct cache_op_config *c = &op->config;
+
+    if (c->mem_limit == 0 && c->item_size_max == 0) {
+        res->status = CACHE_BAD_REQUEST;
+        return;
+    }
+    res->status = CACHE_OK;
+    if (c->seed && sm->configured) {
+        return;
+    }
+    if (c->mem_limit != 0) {
+        sm->mem_limit = c->mem_limit;
+    }
+    if (c->item_size_max != 0) {
+        sm->item_size_max = c->item_size_max;
+    }
+    sm->configured = true;
+    make_room(sm, 0);
+}
+
 struct cache_sm *cache_sm_new(const struct cache_sm_config *cfg)
 {
     struct cache_sm *sm;
@@ -631,6 +660,10 @@ void cache_sm_apply(struct cache_sm *sm,
     }
     if (op->type == CACHE_OP_FLUSH_ALL) {
         apply_flush(sm, op, res);
+        return;
+    }
+    if (op->type == CACHE_OP_CONFIG) {
+        apply_config(sm, op, res);
         return;
     }
     if (op->key == NULL || !cache_key_valid(op->key, op->key_len) ||
@@ -740,6 +773,8 @@ uint64_t cache_sm_digest(const struct cache_sm *sm)
     d = cache__mix64(d ^ sm->next_cas);
     d = cache__mix64(d ^ sm->clock_ms);
     d = cache__mix64(d ^ sm->flush_ms);
+    d = cache__mix64(d ^ sm->mem_limit);
+    d = cache__mix64(d ^ ((uint64_t)sm->item_size_max << 1 | sm->configured));
     return d;
 }
 
@@ -753,6 +788,7 @@ void cache_sm_stats(const struct cache_sm *sm, struct cache_sm_stats *out)
     out->expired_unfetched = sm->expired_unfetched;
     out->limit_maxbytes = sm->mem_limit;
     out->item_size_max = sm->item_size_max;
+    out->configured = sm->configured;
     out->next_cas = sm->next_cas;
     out->applied = sm->applied;
     out->clock_ms = sm->clock_ms;
@@ -761,8 +797,9 @@ void cache_sm_stats(const struct cache_sm *sm, struct cache_sm_stats *out)
 /*
  * Snapshot format, all integers little-endian:
  *
- *   u32 magic "RMQC" | u32 version (1) | u64 clock_ms | u64 next_cas
+ *   u32 magic "RMQC" | u32 version (2) | u64 clock_ms | u64 next_cas
  *   u64 flush_ms | u64 item count
+ *   u64 mem_limit | u32 item_size_max | u8 configured      (version 2)
  *   count x { u8 key_len | u32 flags | u32 value_len | u64 exp_ms | u64 cas
  *             | key bytes | value bytes }      oldest-written first
  *   u64 checksum: cache__hash(all bytes before it, SNAP_SEED)
@@ -795,6 +832,9 @@ int cache_sm_snapshot(const struct cache_sm *sm,
     p = le_put_u64(p, sm->next_cas);
     p = le_put_u64(p, sm->flush_ms);
     p = le_put_u64(p, sm->table.count);
+    p = le_put_u64(p, sm->mem_limit);
+    p = le_put_u32(p, sm->item_size_max);
+    *p++ = sm->configured;
     for (it = sm->oldest; it != NULL; it = it->newer) {
         *p++ = it->key_len;
         p = le_put_u32(p, it->flags);
@@ -867,7 +907,7 @@ int cache_sm_restore(struct cache_sm *sm, const void *buf, size_t len)
     uint64_t checksum;
     uint64_t i;
 
-    if (buf == NULL || len < SNAP_HEADER_LEN + SNAP_TRAILER_LEN) {
+    if (buf == NULL || len < SNAP_HEADER_V1_LEN + SNAP_TRAILER_LEN) {
         goto err;
     }
     r.p = (const unsigned char *)buf + len - SNAP_TRAILER_LEN;
@@ -880,6 +920,8 @@ int cache_sm_restore(struct cache_sm *sm, const void *buf, size_t len)
     r.p = buf;
     r.left = len - SNAP_TRAILER_LEN;
     memset(&tmp, 0, sizeof(tmp));
+    /* A version 1 snapshot (written before settings were in the log) keeps
+     * this replica's settings, unconfigured: the next leader seeds them. */
     tmp.mem_limit = sm->mem_limit;
     tmp.item_size_max = sm->item_size_max;
     le_get_u32(&r, &magic);
@@ -888,8 +930,22 @@ int cache_sm_restore(struct cache_sm *sm, const void *buf, size_t len)
     le_get_u64(&r, &tmp.next_cas);
     le_get_u64(&r, &tmp.flush_ms);
     le_get_u64(&r, &count);
-    if (magic != SNAP_MAGIC || version != SNAP_VERSION || tmp.next_cas == 0 ||
-        count > r.left / SNAP_ITEM_FIXED) {
+    if (magic != SNAP_MAGIC || (version != 1 && version != SNAP_VERSION) ||
+        tmp.next_cas == 0) {
+        goto err;
+    }
+    if (version == SNAP_VERSION) {
+        uint8_t configured;
+
+        if (!le_get_u64(&r, &tmp.mem_limit) ||
+            !le_get_u32(&r, &tmp.item_size_max) ||
+            !le_get_u8(&r, &configured) || configured > 1 ||
+            tmp.mem_limit == 0 || tmp.item_size_max == 0) {
+            goto err;
+        }
+        tmp.configured = configured;
+    }
+    if (count > r.left / SNAP_ITEM_FIXED) {
         goto err;
     }
     if (cache__table_init(&tmp.table, (size_t)count) != 0) {

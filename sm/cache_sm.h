@@ -16,6 +16,9 @@
  *     when a store would exceed mem_limit, items are evicted oldest-written
  *     first (reads never reorder, so eviction is the same on every replica).
  *     An item larger than the whole limit gets CACHE_NO_MEMORY.
+ *   - Settings (memory limit, largest item) are state: changed by
+ *     CACHE_OP_CONFIG in the log, kept in snapshots and the digest. A
+ *     smaller limit evicts down to it when applied.
  *
  * Errors are results (struct cache_result), never return codes, except for
  * restore of a corrupt snapshot.
@@ -23,6 +26,7 @@
 #ifndef RINGMQ_CACHE_SM_H
 #define RINGMQ_CACHE_SM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,6 +34,9 @@
 
 struct cache_sm;
 
+/* The settings a state machine starts with. Every replica of a shard must
+ * start alike: node/cache_svc passes none (the defaults) and lets the log
+ * set them (CACHE_OP_CONFIG); tests may start small. */
 struct cache_sm_config {
     uint64_t mem_limit;     /* bytes; 0 = default 64 MiB (memcached -m 64) */
     uint32_t item_size_max; /* bytes; 0 = CACHE_ITEM_SIZE_MAX_DEFAULT */
@@ -43,12 +50,14 @@ struct cache_sm_stats {
     uint64_t expired_unfetched; /* items removed because they expired */
     uint64_t limit_maxbytes;
     uint64_t item_size_max;
+    bool configured;       /* the log set the settings (CACHE_OP_CONFIG) */
     uint64_t next_cas;
     uint64_t applied;      /* writes applied */
     uint64_t clock_ms;     /* max leader stamp applied so far (never goes back) */
 };
 
-/* Returns NULL only if allocation fails. @cfg is copied. */
+/* Returns NULL only if allocation fails. @cfg is copied; NULL gives the
+ * defaults. The new machine is not "configured" (a seed CONFIG applies). */
 struct cache_sm *cache_sm_new(const struct cache_sm_config *cfg);
 void cache_sm_free(struct cache_sm *sm);
 

@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "common/clock.h"
 #include "proto/cache_pb.h"
 
 int ctl_parse_u64(const char *s, uint64_t *out)
@@ -118,4 +120,107 @@ int ctl_check_code(const Ringmq__RpcResponse *r)
     }
     fprintf(stderr, "\n");
     return EXIT_ERROR;
+}
+
+int ctl_call_leader(struct ctl *ctl,
+                    const struct cluster_shard *s,
+                    const Ringmq__RpcRequest *req,
+                    uint64_t deadline,
+                    Ringmq__RpcResponse **resp)
+{
+    char next[CLUSTER_ADDR_MAX] = "";
+    char last_error[512] = "";
+    char shown[512] = "";
+    unsigned turn = 0;
+
+    for (;;) {
+        const char *addr;
+        int rv;
+
+        if (next[0] != '\0') {
+            addr = next;
+        } else {
+            addr = s->members[turn % s->n_members].rpc;
+            turn++;
+            if (turn % s->n_members == 0) {
+                usleep(300 * 1000); /* every member asked: let it settle */
+            }
+        }
+        if (clock_mono_ms() > deadline) {
+            fprintf(stderr, "ringmqctl: %s: gave up (--seconds)%s%s\n",
+                    req->group, last_error[0] ? ": " : "", last_error);
+            return EXIT_ERROR;
+        }
+        if (ctl_connect(ctl, addr) != 0) {
+            return EXIT_ERROR;
+        }
+        next[0] = '\0';
+        rv = rpc_client_call_sync(ctl->client, req, 0, resp);
+        if (rv != 0) {
+            snprintf(last_error, sizeof(last_error), "%s: %s", addr,
+                     uv_strerror(rv));
+            continue;
+        }
+        switch (rpc_outcome((*resp)->code)) {
+            case OUTCOME_NOT_LEADER:
+                if ((*resp)->leader_rpc != NULL &&
+                    (*resp)->leader_rpc[0] != '\0' &&
+                    strcmp((*resp)->leader_rpc, addr) != 0) {
+                    snprintf(next, sizeof(next), "%s", (*resp)->leader_rpc);
+                }
+                snprintf(last_error, sizeof(last_error), "%s: %s", addr,
+                         (*resp)->error ? (*resp)->error : "not leader");
+                break;
+            case OUTCOME_UNAVAILABLE:
+            case OUTCOME_NO_GROUP:
+                snprintf(last_error, sizeof(last_error), "%s",
+                         (*resp)->error ? (*resp)->error : "");
+                if (strcmp(last_error, shown) != 0) {
+                    fprintf(stderr, "ringmqctl: %s: %s: %s (asking again)\n",
+                            req->group, addr, last_error);
+                    memcpy(shown, last_error, sizeof(shown));
+                }
+                break;
+            default:
+                return 0;
+        }
+        ringmq__rpc_response__free_unpacked(*resp, NULL);
+        *resp = NULL;
+    }
+}
+
+int ctl_parse_size(const char *s, uint64_t *out)
+{
+    char tmp[32];
+    size_t n = strlen(s);
+    uint64_t mult = 1;
+
+    if (n == 0 || n >= sizeof(tmp)) {
+        return -1;
+    }
+    memcpy(tmp, s, n + 1);
+    switch (tmp[n - 1]) {
+        case 'k':
+        case 'K':
+            mult = 1024;
+            break;
+        case 'm':
+        case 'M':
+            mult = 1024 * 1024;
+            break;
+        case 'g':
+        case 'G':
+            mult = 1024ULL * 1024 * 1024;
+            break;
+        default:
+            break;
+    }
+    if (mult != 1) {
+        tmp[n - 1] = '\0';
+    }
+    if (ctl_parse_u64(tmp, out) != 0 || *out > UINT64_MAX / mult) {
+        return -1;
+    }
+    *out *= mult;
+    return 0;
 }

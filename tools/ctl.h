@@ -6,7 +6,8 @@
  * command table) calls the ctl_*.c command modules; they and ringmqctl.c
  * call this module (and ctl_map); this module calls none of them.
  *
- *   ringmqctl.c ──> ctl_status, ctl_cache, ctl_load, ctl_cluster, ctl_member
+ *   ringmqctl.c ──> ctl_status, ctl_cache, ctl_load, ctl_cluster, ctl_member,
+ *                   ctl_shard
  *        │                           │ (each of them)
  *        └──────> ctl, ctl_map <─────┘
  *
@@ -22,6 +23,7 @@
 
 #include <uv.h>
 
+#include "proto/cluster_map.h"
 #include "proto/rpc_frame.h"
 #include "rpc/rpc_client.h"
 
@@ -80,7 +82,22 @@ int ctl_call(struct ctl *ctl,
              bool try_others,
              Ringmq__RpcResponse **resp);
 
-/* NOT_LEADER as an RPC code, or as the status of a cache result. */
+/* Ask the leader of @req->group among @s's members: each member in turn,
+ * and the leader a NOT_LEADER names, until a final answer or @deadline
+ * (clock_mono_ms). UNAVAILABLE and NO_GROUP (no leader yet, busy, the
+ * outcome unknown, a replica still starting) are asked again, so @req must
+ * be safe to apply twice. 0 with *@resp, whose code is any other (the
+ * caller frees it), or EXIT_ERROR after printing why. */
+int ctl_call_leader(struct ctl *ctl,
+                    const struct cluster_shard *s,
+                    const Ringmq__RpcRequest *req,
+                    uint64_t deadline,
+                    Ringmq__RpcResponse **resp);
+
+/* "1048576", "64k", "512m", "1g": 0, or -1 (nothing printed). */
+int ctl_parse_size(const char *s, uint64_t *out);
+
+/* NOT_LEADER as an RPC code. */
 bool ctl_is_not_leader(const Ringmq__RpcResponse *r);
 
 /* The name of an RPC code ("RPC_NOT_LEADER"), "?" if unknown. */

@@ -52,74 +52,23 @@ static int change_group(struct ctl *ctl,
                         const Ringmq__MemberChange *mc,
                         uint64_t deadline)
 {
-    char next[CLUSTER_ADDR_MAX] = "";
-    char last_error[512] = "";
-    char shown[512] = "";
-    unsigned turn = 0;
+    Ringmq__RpcRequest req = RINGMQ__RPC_REQUEST__INIT;
+    Ringmq__RpcResponse *resp = NULL;
+    int rv;
 
-    for (;;) {
-        Ringmq__RpcRequest req = RINGMQ__RPC_REQUEST__INIT;
-        Ringmq__RpcResponse *resp = NULL;
-        const char *addr;
-        int rv;
-
-        if (next[0] != '\0') {
-            addr = next;
-        } else {
-            addr = s->members[turn % s->n_members].rpc;
-            turn++;
-            if (turn % s->n_members == 0) {
-                usleep(300 * 1000); /* every member asked: let it settle */
-            }
-        }
-        if (clock_mono_ms() > deadline) {
-            fprintf(stderr, "ringmqctl: %s: gave up (--seconds)%s%s\n", group,
-                    last_error[0] ? ": " : "", last_error);
-            return EXIT_ERROR;
-        }
-        req.group = (char *)group;
-        req.body_case = RINGMQ__RPC_REQUEST__BODY_MEMBER;
-        req.member = (Ringmq__MemberChange *)mc;
-        if (ctl_connect(ctl, addr) != 0) {
-            return EXIT_ERROR;
-        }
-        next[0] = '\0';
-        rv = rpc_client_call_sync(ctl->client, &req, 0, &resp);
-        if (rv != 0) {
-            snprintf(last_error, sizeof(last_error), "%s: %s", addr,
-                     uv_strerror(rv));
-            continue;
-        }
-        switch (rpc_outcome(resp->code)) {
-            case OUTCOME_OK:
-                ringmq__rpc_response__free_unpacked(resp, NULL);
-                return 0;
-            case OUTCOME_NOT_LEADER:
-                if (resp->leader_rpc != NULL && resp->leader_rpc[0] != '\0' &&
-                    strcmp(resp->leader_rpc, addr) != 0) {
-                    snprintf(next, sizeof(next), "%s", resp->leader_rpc);
-                }
-                snprintf(last_error, sizeof(last_error), "%s: %s", addr,
-                         resp->error ? resp->error : "not leader");
-                break;
-            case OUTCOME_UNAVAILABLE:
-            case OUTCOME_NO_GROUP:
-                /* no leader yet, busy, or outcome unknown: ask again */
-                snprintf(last_error, sizeof(last_error), "%s", resp->error);
-                if (strcmp(last_error, shown) != 0) {
-                    fprintf(stderr, "ringmqctl: %s: %s: %s (asking again)\n",
-                            group, addr, last_error);
-                    memcpy(shown, last_error, sizeof(shown));
-                }
-                break;
-            default:
-                fprintf(stderr, "ringmqctl: %s: ", group);
-                ctl_check_code(resp);
-                ringmq__rpc_response__free_unpacked(resp, NULL);
-                return EXIT_ERROR;
-        }
-        ringmq__rpc_response__free_unpacked(resp, NULL);
+    req.group = (char *)group;
+    req.body_case = RINGMQ__RPC_REQUEST__BODY_MEMBER;
+    req.member = (Ringmq__MemberChange *)mc;
+    if (ctl_call_leader(ctl, s, &req, deadline, &resp) != 0) {
+        return EXIT_ERROR;
     }
+    rv = 0;
+    if (rpc_outcome(resp->code) != OUTCOME_OK) {
+        fprintf(stderr, "ringmqctl: %s: ", group);
+        rv = ctl_check_code(resp);
+    }
+    ringmq__rpc_response__free_unpacked(resp, NULL);
+    return rv;
 }
 
 /* Before adding @m: its node answers, and runs every group of the shard.

@@ -65,13 +65,15 @@ int cmd_status(struct ctl *ctl, bool digest_only)
                    " snapshot_index=%" PRIu64 " items=%" PRIu64
                    " bytes=%" PRIu64 " digest=%016" PRIx64
                    " snapshots_taken=%" PRIu64 " snapshots_restored=%" PRIu64
-                   " batches_proposed=%" PRIu64 " cmds_proposed=%" PRIu64 "\n",
+                   " batches_proposed=%" PRIu64 " cmds_proposed=%" PRIu64
+                   " evictions=%" PRIu64 " limit_maxbytes=%" PRIu64 "\n",
                    st->node_id, g->name, g->id, state,
                    g->ready ? "true" : "false", g->leader_id, lrpc, g->term,
                    g->commit_index, g->last_applied, g->last_index,
                    g->snapshot_index, g->items, g->bytes, g->digest,
                    g->snapshots_taken, g->snapshots_restored,
-                   g->batches_proposed, g->cmds_proposed);
+                   g->batches_proposed, g->cmds_proposed, g->evictions,
+                   g->limit_maxbytes);
         } else {
             printf("%-10s %4" PRIu64 " %-9s %-5s %6" PRIu64 " %-21s %6" PRIu64
                    " %10" PRIu64 " %10" PRIu64 " %10" PRIu64 " %10" PRIu64

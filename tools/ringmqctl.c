@@ -32,6 +32,7 @@
 #include "tools/ctl_load.h"
 #include "tools/ctl_map.h"
 #include "tools/ctl_member.h"
+#include "tools/ctl_shard.h"
 #include "tools/ctl_status.h"
 
 static void usage(FILE *f)
@@ -100,6 +101,10 @@ static void usage(FILE *f)
         "                     leader until done or --seconds S (300)\n"
         "  member list SHARD  (--cluster) the members each group of SHARD\n"
         "                     has: id, role, leader, raft address\n"
+        "  shard set SHARD memory-limit SIZE | item-size-max SIZE\n"
+        "                     (--cluster) change SHARD's settings in its log\n"
+        "                     (SIZE: 1048576, 64k, 512m, 1g); asks the\n"
+        "                     leader until done or --seconds S (300)\n"
         "  verify --acked FILE [--concurrency C] [--seconds S]\n"
         "                     read back every key of FILE and check its\n"
         "                     value; prints MISSING/WRONG lines and a summary\n"
@@ -308,7 +313,7 @@ int main(int argc, char **argv)
             return EXIT_USAGE;
         }
     } else if (strcmp(cmd, "owner") == 0 || strcmp(cmd, "cluster") == 0 ||
-               strcmp(cmd, "member") == 0) {
+               strcmp(cmd, "member") == 0 || strcmp(cmd, "shard") == 0) {
         fprintf(stderr, "ringmqctl: %s needs --cluster FILE\n", cmd);
         free(o.node_list);
         return EXIT_USAGE;
@@ -321,7 +326,8 @@ int main(int argc, char **argv)
     }
     if (map != NULL && strcmp(cmd, "status") != 0 &&
         strcmp(cmd, "digest") != 0 && strcmp(cmd, "cluster") != 0 &&
-        strcmp(cmd, "member") != 0 && strcmp(cmd, "load") != 0 &&
+        strcmp(cmd, "member") != 0 && strcmp(cmd, "shard") != 0 &&
+        strcmp(cmd, "load") != 0 &&
         strcmp(cmd, "verify") != 0) {
         route_by_map(map, &o);
     }
@@ -337,6 +343,8 @@ int main(int argc, char **argv)
         rv = cmd_cluster(&ctl, map);
     } else if (strcmp(cmd, "member") == 0) {
         rv = cmd_member(&ctl, map);
+    } else if (strcmp(cmd, "shard") == 0) {
+        rv = cmd_shard(&ctl, map);
     } else if (strcmp(cmd, "status") == 0) {
         rv = cmd_status(&ctl, false);
     } else if (strcmp(cmd, "digest") == 0) {

@@ -358,7 +358,8 @@ static int peer_leader(struct fx *f)
 
 /* Three members on 127.0.0.1, one loop. A long election timeout leaves a
  * wide window in which a leader cut off from its majority still leads. */
-static int start_peers(struct fx *f, bool linearizable)
+static int start_peers_seeded(struct fx *f, bool linearizable,
+                              bool own_flags)
 {
     struct cache_sm_config smc = {0};
     char err[256];
@@ -371,6 +372,10 @@ static int start_peers(struct fx *f, bool linearizable)
     for (i = 0; i < PEERS; i++) {
         struct rgroup_config g;
 
+        if (own_flags) { /* peer i was started with -m i+1, -I 16+i k */
+            smc.mem_limit = (uint64_t)(i + 1) << 20;
+            smc.item_size_max = (16 + i) << 10;
+        }
         svc_env_group(&f->env, &g, "p", 0);
         snprintf(f->peer_dir[i], sizeof(f->peer_dir[i]), "%s/p%u",
                  f->env.root, i + 1);
@@ -396,6 +401,11 @@ static int start_peers(struct fx *f, bool linearizable)
     l = peer_leader(f);
     assert_true(l >= 0);
     return l;
+}
+
+static int start_peers(struct fx *f, bool linearizable)
+{
+    return start_peers_seeded(f, linearizable, false);
 }
 
 static enum outcome run_outcome(struct fx *f, struct cache_svc *svc,
@@ -432,6 +442,67 @@ static bool peers_applied(void *arg)
         }
     }
     return true;
+}
+
+#define FLAG_WRITES 3000
+
+static bool all_done(void *arg)
+{
+    struct call *calls = arg;
+    unsigned i;
+
+    for (i = 0; i < FLAG_WRITES; i++) {
+        if (!calls[i].done) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Replicas whose nodes run with other -m and -I (a rolling flag change)
+ * apply the same log the same way: the settings come from the log, seeded
+ * once by the first leader's flags, so 3 MB of writes over a limit of one
+ * to three MiB evict the same items everywhere (equal digests, equal
+ * settings). Before, each replica evicted by its own flag. */
+static void replicas_with_other_flags_stay_alike(void **state)
+{
+    struct fx *f = *state;
+    static struct call calls[FLAG_WRITES];
+    static char keys[FLAG_WRITES][16];
+    static char value[1025];
+    struct applied_want w = {.f = f};
+    struct cache_svc_status lead;
+    struct cache_svc_status st;
+    unsigned i;
+    int l;
+
+    l = start_peers_seeded(f, false, true);
+    memset(value, 'v', sizeof(value) - 1);
+    for (i = 0; i < FLAG_WRITES; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "key%u", i);
+        prepare(&calls[i], CACHE_OP_SET, keys[i], value);
+        cache_svc_submit(f->peer[l], &calls[i].c);
+    }
+    assert_true(svc_env_run_until(&f->env, all_done, calls, 10 * WAIT_MS));
+    for (i = 0; i < FLAG_WRITES; i++) {
+        assert_int_equal(calls[i].c.outcome, OUTCOME_OK);
+        assert_int_equal(calls[i].c.result.status, CACHE_STORED);
+    }
+    cache_svc_status(f->peer[l], &lead, true);
+    assert_true(lead.sm.configured);
+    assert_int_equal(lead.sm.limit_maxbytes, (uint64_t)(l + 1) << 20);
+    assert_int_equal(lead.sm.item_size_max, (uint64_t)(16 + l) << 10);
+    assert_true(lead.sm.evictions > 0);
+    w.index = lead.raft.last_applied;
+    assert_true(svc_env_run_until(&f->env, peers_applied, &w, WAIT_MS));
+    for (i = 0; i < PEERS; i++) {
+        cache_svc_status(f->peer[i], &st, true);
+        assert_int_equal(st.raft.last_applied, lead.raft.last_applied);
+        assert_int_equal(st.sm.limit_maxbytes, lead.sm.limit_maxbytes);
+        assert_int_equal(st.sm.item_size_max, lead.sm.item_size_max);
+        assert_int_equal(st.sm.evictions, lead.sm.evictions);
+        assert_int_equal(st.digest, lead.digest);
+    }
 }
 
 /* Followers apply read entries as no-ops and stay identical to the leader;
@@ -510,6 +581,8 @@ static void cut_off_leader_refuses_linearizable_reads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(replicas_with_other_flags_stay_alike,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(leader_reads_skip_the_log, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(linearizable_reads_go_through_the_log,

@@ -1186,7 +1186,7 @@ static void test_snapshot_empty(void **state)
 
     (void)state;
     snapshot_of(sm, &buf, &len);
-    assert_int_equal(len, 48);
+    assert_int_equal(len, 61); /* v2 header (53: + the settings) + checksum */
     assert_int_equal(set(other, T0, "k", "v"), CACHE_STORED);
     assert_int_equal(cache_sm_restore(other, buf, len), 0);
     assert_int_equal(cache_sm_digest(other), cache_sm_digest(sm));
@@ -1385,7 +1385,7 @@ static void test_restore_crafted(void **state)
 
     sb_header(&b, 0x43514d53U, 1, 10, 0); /* bad magic */
     assert_int_equal(sb_restore(sm, &b), -1);
-    sb_header(&b, 0x43514d52U, 2, 10, 0); /* unknown version */
+    sb_header(&b, 0x43514d52U, 3, 10, 0); /* unknown version */
     assert_int_equal(sb_restore(sm, &b), -1);
     sb_header(&b, 0x43514d52U, 1, 0, 0); /* next_cas 0 */
     assert_int_equal(sb_restore(sm, &b), -1);
@@ -1467,6 +1467,119 @@ static void test_many_keys(void **state)
     cache_sm_free(copy);
 }
 
+/* ------------------------------------------------------------ settings */
+
+static enum cache_status config(struct cache_sm *sm, uint64_t now,
+                                uint64_t mem_limit, uint32_t item_size_max,
+                                bool seed)
+{
+    struct cache_op op;
+    struct cache_result res;
+
+    memset(&op, 0, sizeof(op));
+    op.type = CACHE_OP_CONFIG;
+    op.config.mem_limit = mem_limit;
+    op.config.item_size_max = item_size_max;
+    op.config.seed = seed;
+    cache_sm_apply(sm, now, &op, &res);
+    return res.status; /* a config result holds nothing to clear */
+}
+
+/* A setting is applied by the log: a smaller limit evicts down to it at
+ * once (oldest first), a smaller item size refuses larger items, 0 keeps a
+ * field, and nothing else is touched. */
+static void test_config_applies(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+    char key[3] = "k0";
+    int i;
+
+    (void)state;
+    assert_false(stats_of(sm).configured);
+    for (i = 0; i < 8; i++) {
+        key[1] = (char)('0' + i);
+        assert_int_equal(set(sm, T0, key, val50), CACHE_STORED);
+    }
+    assert_int_equal(stats_of(sm).bytes, 800);
+    assert_int_equal(config(sm, T0, 500, 0, false), CACHE_OK);
+    assert_true(stats_of(sm).configured);
+    assert_int_equal(stats_of(sm).limit_maxbytes, 500);
+    assert_int_equal(stats_of(sm).item_size_max, CACHE_ITEM_SIZE_MAX_DEFAULT);
+    assert_int_equal(stats_of(sm).bytes, 500);
+    assert_int_equal(stats_of(sm).evictions, 3);
+    want_miss(sm, T0, "k2");
+    want_value(sm, T0, "k3", val50, 0);
+    assert_int_equal(config(sm, T0, 0, 40, false), CACHE_OK);
+    assert_int_equal(stats_of(sm).limit_maxbytes, 500);
+    assert_int_equal(stats_of(sm).item_size_max, 40);
+    assert_int_equal(set(sm, T0, "big", val50), CACHE_TOO_LARGE);
+    /* nothing to set is a bad request, and changes nothing */
+    assert_int_equal(config(sm, T0, 0, 0, false), CACHE_BAD_REQUEST);
+    assert_int_equal(stats_of(sm).limit_maxbytes, 500);
+    cache_sm_free(sm);
+}
+
+/* A seed applies only to a shard never configured: two leaders' seeds, or
+ * a seed after `shard set`, change nothing. */
+static void test_config_seed_once(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+
+    (void)state;
+    assert_int_equal(config(sm, T0, 4000, 2000, true), CACHE_OK);
+    assert_int_equal(stats_of(sm).limit_maxbytes, 4000);
+    assert_int_equal(stats_of(sm).item_size_max, 2000);
+    assert_int_equal(config(sm, T0, 9000, 3000, true), CACHE_OK);
+    assert_int_equal(stats_of(sm).limit_maxbytes, 4000);
+    assert_int_equal(config(sm, T0, 6000, 0, false), CACHE_OK);
+    assert_int_equal(config(sm, T0, 9000, 3000, true), CACHE_OK);
+    assert_int_equal(stats_of(sm).limit_maxbytes, 6000);
+    assert_int_equal(stats_of(sm).item_size_max, 2000);
+    cache_sm_free(sm);
+}
+
+/* Settings are state: in the digest and in snapshots. A replica that
+ * started with other settings (a node's old -m) and restores a snapshot
+ * ends identical; a version 1 snapshot keeps the replica's own, not
+ * configured. */
+static void test_config_in_snapshot_and_digest(void **state)
+{
+    struct cache_sm *a = sm_make(0, 0);
+    struct cache_sm *b = sm_make(0, 0);
+    struct cache_sm *other = sm_make(2048, 100);
+    void *buf;
+    size_t len;
+
+    (void)state;
+    assert_int_equal(cache_sm_digest(a), cache_sm_digest(b));
+    assert_int_equal(config(a, T0, 0, 5000, false), CACHE_OK);
+    assert_true(cache_sm_digest(a) != cache_sm_digest(b));
+    assert_int_equal(config(b, T0, 0, 5000, true), CACHE_OK);
+    assert_int_equal(cache_sm_digest(a), cache_sm_digest(b));
+    assert_int_equal(set(a, T0, "k", "v"), CACHE_STORED);
+    snapshot_of(a, &buf, &len);
+    assert_int_equal(cache_sm_restore(other, buf, len), 0);
+    assert_int_equal(cache_sm_digest(other), cache_sm_digest(a));
+    assert_int_equal(stats_of(other).limit_maxbytes,
+                     stats_of(a).limit_maxbytes);
+    assert_int_equal(stats_of(other).item_size_max, 5000);
+    assert_true(stats_of(other).configured);
+    {
+        /* version 1 (no settings): the replica keeps its own, and is not
+         * configured, so the next leader's seed applies */
+        struct snap_builder sb;
+
+        sb_header(&sb, 0x43514d52U, 1, 10, 0);
+        assert_int_equal(sb_restore(other, &sb), 0);
+        assert_false(stats_of(other).configured);
+        assert_int_equal(stats_of(other).item_size_max, 5000);
+    }
+    free(buf);
+    cache_sm_free(a);
+    cache_sm_free(b);
+    cache_sm_free(other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1504,6 +1617,9 @@ int main(void)
         cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_snapshot_roundtrip),
         cmocka_unit_test(test_snapshot_empty),
+        cmocka_unit_test(test_config_applies),
+        cmocka_unit_test(test_config_seed_once),
+        cmocka_unit_test(test_config_in_snapshot_and_digest),
         cmocka_unit_test(test_restore_corrupt),
         cmocka_unit_test(test_restore_crafted),
         cmocka_unit_test(test_many_keys),
