@@ -50,19 +50,3 @@ yaml_node_t *yamlu_node(yaml_document_t *doc, int id)
     return yaml_document_get_node(doc, id);
 }
 
-int yamlu_u64(const char *s, uint64_t *out)
-{
-    char *end;
-    unsigned long long v;
-
-    if (s == NULL || *s < '0' || *s > '9') {
-        return -1;
-    }
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (errno != 0 || *end != '\0') {
-        return -1;
-    }
-    *out = v;
-    return 0;
-}

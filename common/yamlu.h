@@ -22,7 +22,4 @@ const char *yamlu_scalar(yaml_node_t *node);
 /* Node @id of @doc (NULL-safe wrapper). */
 yaml_node_t *yamlu_node(yaml_document_t *doc, int id);
 
-/* Unsigned decimal scalar. 0 or -1. */
-int yamlu_u64(const char *s, uint64_t *out);
-
 #endif

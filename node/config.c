@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/parse_num.h"
 #include "common/yamlu.h"
 
 #include "common/buf.h"
@@ -114,54 +115,13 @@ int node_config_split_addr(const char *addr, char *host, size_t hostlen,
     return 0;
 }
 
-static int parse_u64(const char *s, uint64_t *out)
-{
-    char *end;
-    unsigned long long v;
-
-    if (s == NULL || *s == '\0' || *s == '-') {
-        return -1;
-    }
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (errno != 0 || *end != '\0') {
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 static int parse_uint(const char *s, unsigned *out)
 {
     uint64_t v;
-    if (parse_u64(s, &v) != 0 || v > 0xffffffffu) {
+    if (parse_num_u64(s, &v) != 0 || v > 0xffffffffu) {
         return -1;
     }
     *out = (unsigned)v;
-    return 0;
-}
-
-/* "1048576", "512k", "1m" */
-static int parse_size(const char *s, uint64_t *out)
-{
-    char tmp[32];
-    size_t n = strlen(s);
-    uint64_t mult = 1;
-
-    if (n == 0 || n >= sizeof(tmp)) {
-        return -1;
-    }
-    memcpy(tmp, s, n + 1);
-    switch (tmp[n - 1]) {
-    case 'k': case 'K': mult = 1024; tmp[n - 1] = '\0'; break;
-    case 'm': case 'M': mult = 1024 * 1024; tmp[n - 1] = '\0'; break;
-    case 'g': case 'G': mult = 1024ull * 1024 * 1024; tmp[n - 1] = '\0'; break;
-    default: break;
-    }
-    if (parse_u64(tmp, out) != 0 || *out > UINT64_MAX / mult) {
-        return -1;
-    }
-    *out *= mult;
     return 0;
 }
 
@@ -253,7 +213,7 @@ static int parse_member_arg(struct node_config *c, const char *arg, char *err,
     if (rpc != NULL) {
         *rpc++ = '\0';
     }
-    if (parse_u64(tmp, &id) != 0) {
+    if (parse_num_u64(tmp, &id) != 0) {
         goto bad;
     }
     return add_member(c, id, raft, rpc, err, errlen);
@@ -280,7 +240,7 @@ static int set_option(struct node_config *c, const char *key, const char *v,
     uint64_t n;
 
     if (strcmp(key, "id") == 0) {
-        if (parse_u64(v, &c->id) != 0 || c->id == 0) {
+        if (parse_num_u64(v, &c->id) != 0 || c->id == 0) {
             goto bad;
         }
     } else if (strcmp(key, "data_dir") == 0) {
@@ -297,11 +257,11 @@ static int set_option(struct node_config *c, const char *key, const char *v,
     } else if (strcmp(key, "amqp") == 0) {
         return set_addr(c->amqp, v, err, errlen, key);
     } else if (strcmp(key, "amqp_memory_limit") == 0) {
-        if (parse_size(v, &c->amqp_memory_limit) != 0) {
+        if (parse_num_size(v, &c->amqp_memory_limit) != 0) {
             goto bad;
         }
     } else if (strcmp(key, "amqp_disk_free_limit") == 0) {
-        if (parse_size(v, &c->amqp_disk_free_limit) != 0) {
+        if (parse_num_size(v, &c->amqp_disk_free_limit) != 0) {
             goto bad;
         }
     } else if (strcmp(key, "raft") == 0) {
@@ -315,12 +275,12 @@ static int set_option(struct node_config *c, const char *key, const char *v,
         c->standalone = strcmp(v, "true") == 0 || strcmp(v, "1") == 0 ||
                         strcmp(v, "yes") == 0;
     } else if (strcmp(key, "memory_limit_mb") == 0) {
-        if (parse_u64(v, &n) != 0 || n == 0 || n > (1ull << 40)) {
+        if (parse_num_u64(v, &n) != 0 || n == 0 || n > (1ull << 40)) {
             goto bad;
         }
         c->memory_limit = n * 1024 * 1024;
     } else if (strcmp(key, "item_size_max") == 0) {
-        if (parse_size(v, &n) != 0 || n < 1024 || n > 128 * 1024 * 1024) {
+        if (parse_num_size(v, &n) != 0 || n < 1024 || n > 128 * 1024 * 1024) {
             goto bad;
         }
         c->item_size_max = (uint32_t)n;
@@ -395,7 +355,7 @@ static int load_members(struct node_config *c, yaml_document_t *doc,
                 return -1;
             }
             if (strcmp(k, "id") == 0) {
-                if (parse_u64(v, &id) != 0) {
+                if (parse_num_u64(v, &id) != 0) {
                     snprintf(err, errlen, "members: bad id '%s'", v);
                     return -1;
                 }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/parse_num.h"
 #include "common/yamlu.h"
 
 #define FAIL(...)                                   \
@@ -32,7 +33,7 @@ static int addr_ok(const char *v, int raft)
 
     if (colon == NULL || colon == v || (size_t)(colon - v) > CLUSTER_HOST_MAX ||
         (raft && memchr(v, ':', (size_t)(colon - v)) != NULL) ||
-        yamlu_u64(colon + 1, &port) != 0 || port == 0 || port > 65535) {
+        parse_num_u64(colon + 1, &port) != 0 || port == 0 || port > 65535) {
         return 0;
     }
     return 1;
@@ -59,7 +60,7 @@ static int load_member(yaml_document_t *doc, yaml_node_t *m,
             FAIL("shard %s: member keys and values are scalars", s->name);
         }
         if (strcmp(k, "id") == 0) {
-            if (yamlu_u64(v, &mb->id) != 0 || mb->id == 0) {
+            if (parse_num_u64(v, &mb->id) != 0 || mb->id == 0) {
                 FAIL("shard %s: member id '%s' is not a number > 0", s->name,
                      v);
             }
@@ -124,7 +125,7 @@ static int load_shard(yaml_document_t *doc, yaml_node_t *n,
                 FAIL("shards: bad shard name");
             }
         } else if (k != NULL && strcmp(k, "weight") == 0) {
-            if (yamlu_u64(yamlu_scalar(v), &w) != 0 || w == 0 || w > 1000) {
+            if (parse_num_u64(yamlu_scalar(v), &w) != 0 || w == 0 || w > 1000) {
                 FAIL("shards: weight must be 1..1000");
             }
         } else if (k != NULL && strcmp(k, "members") == 0) {
@@ -282,7 +283,7 @@ int cluster_map_load(struct cluster_map *map, const char *path, char *err,
         yaml_node_item_t *it;
 
         if (k != NULL && strcmp(k, "epoch") == 0) {
-            if (yamlu_u64(yamlu_scalar(v), &map->epoch) != 0 ||
+            if (parse_num_u64(yamlu_scalar(v), &map->epoch) != 0 ||
                 map->epoch == 0) {
                 snprintf(err, errlen, "%s: epoch must be a number > 0", path);
                 goto out;
@@ -364,7 +365,7 @@ int cluster_raft_port_offset(const char *addr, int delta, char *out,
     const char *colon = addr != NULL ? strrchr(addr, ':') : NULL;
     uint64_t port;
 
-    if (colon == NULL || colon == addr || yamlu_u64(colon + 1, &port) != 0 ||
+    if (colon == NULL || colon == addr || parse_num_u64(colon + 1, &port) != 0 ||
         port > 65535) {
         return -1;
     }

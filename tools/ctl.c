@@ -11,18 +11,12 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/parse_num.h"
 #include "proto/cache_pb.h"
 
 int ctl_parse_u64(const char *s, uint64_t *out)
 {
-    char *end;
-
-    if (s == NULL || *s == '\0' || *s == '-') {
-        return -1;
-    }
-    errno = 0;
-    *out = strtoull(s, &end, 10);
-    return (errno != 0 || *end != '\0') ? -1 : 0;
+    return parse_num_u64(s, out);
 }
 
 int ctl_parse_i64(const char *s, int64_t *out)
@@ -189,38 +183,3 @@ int ctl_call_leader(struct ctl *ctl,
     }
 }
 
-int ctl_parse_size(const char *s, uint64_t *out)
-{
-    char tmp[32];
-    size_t n = strlen(s);
-    uint64_t mult = 1;
-
-    if (n == 0 || n >= sizeof(tmp)) {
-        return -1;
-    }
-    memcpy(tmp, s, n + 1);
-    switch (tmp[n - 1]) {
-        case 'k':
-        case 'K':
-            mult = 1024;
-            break;
-        case 'm':
-        case 'M':
-            mult = 1024 * 1024;
-            break;
-        case 'g':
-        case 'G':
-            mult = 1024ULL * 1024 * 1024;
-            break;
-        default:
-            break;
-    }
-    if (mult != 1) {
-        tmp[n - 1] = '\0';
-    }
-    if (ctl_parse_u64(tmp, out) != 0 || *out > UINT64_MAX / mult) {
-        return -1;
-    }
-    *out *= mult;
-    return 0;
-}

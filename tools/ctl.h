@@ -94,9 +94,6 @@ int ctl_call_leader(struct ctl *ctl,
                     uint64_t deadline,
                     Ringmq__RpcResponse **resp);
 
-/* "1048576", "64k", "512m", "1g": 0, or -1 (nothing printed). */
-int ctl_parse_size(const char *s, uint64_t *out);
-
 /* NOT_LEADER as an RPC code. */
 bool ctl_is_not_leader(const Ringmq__RpcResponse *r);
 

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/parse_num.h"
 #include "proto/cache_pb.h"
 
 static int usage_error(void)
@@ -35,7 +36,7 @@ static int parse_settings(const char *const *args, int n,
     for (i = 0; i < n; i += 2) {
         uint64_t v;
 
-        if (ctl_parse_size(args[i + 1], &v) != 0) {
+        if (parse_num_size(args[i + 1], &v) != 0) {
             fprintf(stderr, "ringmqctl: bad size '%s'\n", args[i + 1]);
             return EXIT_USAGE;
         }
