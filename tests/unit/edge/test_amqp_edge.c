@@ -548,6 +548,17 @@ static void test_consume_prefetch(void **state)
     cl_declare(&p, "work");
     cl_publish(&p, "", "work", "one", false);
     cl_publish(&p, "", "work", "two", false);
+    /* Publishes without confirms are answered by nothing: a passive
+     * declare on the same channel, ordered after them, says both are
+     * stored before the consumer's connection looks (its own declare
+     * below could otherwise overtake "two" on the way in). */
+    amqp_method_init(&m, AMQP_QUEUE_DECLARE);
+    m.queue_declare.queue = amqp_cstr("work");
+    m.queue_declare.passive = true;
+    cl_method(&p, 1, &m);
+    cl_expect(&p, AMQP_QUEUE_DECLARE_OK, &m);
+    assert_int_equal(m.queue_declare_ok.message_count, 2);
+    amqp_method_free(&m);
 
     cl_handshake(&c, fx->port);
     amqp_method_init(&m, AMQP_BASIC_QOS);
