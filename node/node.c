@@ -61,12 +61,19 @@ struct node {
     void *stop_data;
 };
 
+/* How long a starting node waits for its data directory's lock. A node
+ * killed with -9 keeps it until its last thread has exited (a threadpool
+ * thread may still be in fsync); a restart a moment later must wait, not
+ * fail. */
+#define LOCK_WAIT_MS 5000
+#define LOCK_POLL_MS 50
+
 static int lock_data_dir(struct node *n, char *err, size_t errlen)
 {
     char path[PATH_MAX + 16];
-    struct stat st;
-
     char sub[PATH_MAX + 64];
+    struct stat st;
+    uint64_t deadline;
 
     if (mkdir_p(n->cfg.data_dir, sub, sizeof(sub)) != 0) {
         snprintf(err, errlen, "data directory '%s': %s", n->cfg.data_dir,
@@ -85,13 +92,17 @@ static int lock_data_dir(struct node *n, char *err, size_t errlen)
                  n->cfg.data_dir, strerror(errno));
         return -1;
     }
-    if (flock(n->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        snprintf(err, errlen,
-                 "data directory '%s' is in use by another process",
-                 n->cfg.data_dir);
-        close(n->lock_fd);
-        n->lock_fd = -1;
-        return -1;
+    deadline = clock_mono_ms() + LOCK_WAIT_MS;
+    while (flock(n->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno != EWOULDBLOCK || clock_mono_ms() >= deadline) {
+            snprintf(err, errlen,
+                     "data directory '%s' is in use by another process",
+                     n->cfg.data_dir);
+            close(n->lock_fd);
+            n->lock_fd = -1;
+            return -1;
+        }
+        usleep(LOCK_POLL_MS * 1000);
     }
     return 0;
 }

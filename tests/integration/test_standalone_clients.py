@@ -9,9 +9,11 @@ uniques differ between servers by design, so scenarios use them only through
 the client (gets -> cas), and raw transcripts mask their digits.
 """
 import errno
+import os
 import re
 import socket
 import subprocess
+import threading
 import time
 
 import memcache  # python3-memcache
@@ -274,6 +276,34 @@ def test_unusable_data_dir():
     rt.check("data directory" in out.stderr, "says why: %r" % out.stderr)
 
 
+def test_data_dir_lock():
+    """A second node on a data directory in use fails, after waiting a few
+    seconds for the lock; a node whose predecessor releases the lock within
+    them starts (a restart right after kill -9: the lock goes with the
+    killed process's last thread)."""
+    import fcntl
+    d = rt.tmpdir()
+    os.makedirs(d + "/data")
+    holder = open(d + "/data/LOCK", "w")
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    t0 = time.time()
+    out = subprocess.run([rt.NODE, "--standalone", "--data-dir", d + "/data",
+                          "--memcached", "127.0.0.1:%d" % rt.free_port(),
+                          "--amqp", "off"],
+                         capture_output=True, text=True, timeout=30)
+    took = time.time() - t0
+    rt.check(out.returncode != 0 and "in use" in out.stderr,
+             "a held lock: %d %r" % (out.returncode, out.stderr))
+    rt.check(4 <= took < 15, "waited for the lock before failing: %.1fs" % took)
+    node = rt.standalone(d + "/data")
+    releaser = threading.Timer(1.5, holder.close)  # closing drops the lock
+    releaser.start()
+    node.start()
+    rt.wait_ready(node.port)
+    releaser.join()
+    rt.check(node.stop() == 0, "the node that waited serves and stops")
+
+
 def test_garbage_input():
     """Malformed input gets memcached's error or a closed connection; the
     node keeps serving and exits cleanly (under ASan: without leaks)."""
@@ -315,6 +345,7 @@ def test_garbage_input():
 
 if __name__ == "__main__":
     rt.run_tests([test_help_documents_flags, test_unusable_data_dir,
+                  test_data_dir_lock,
                   test_garbage_input,
                   test_memcached_stats_fields,
                   test_raw_protocol_matches_memcached,
