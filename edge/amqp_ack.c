@@ -98,11 +98,8 @@ static void on_settle_done(struct edge_call *ec)
 {
     struct chan_op *op;
 
-    if (ec->bc.status == OUTCOME_UNAVAILABLE &&
-        clock_mono_ms() < ec->deadline_ms && !ec->calls->closing) {
-        /* Settles are idempotent: retry until the broker answers. */
-        edge_call_retry(ec);
-        return;
+    if (edge_call_retry_unavailable(ec)) {
+        return; /* settles are idempotent */
     }
     if (ec->bc.status == OUTCOME_OK) {
         edge_after_result(ec->calls, &ec->bc.mq_result);

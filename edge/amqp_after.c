@@ -56,10 +56,8 @@ void edge_after_result(struct edge_calls *k, const struct mq_sm_result *r)
 
 static void on_return_done(struct edge_call *ec)
 {
-    if (ec->bc.status == OUTCOME_UNAVAILABLE &&
-        clock_mono_ms() < ec->deadline_ms && !ec->calls->closing) {
-        edge_call_retry(ec);
-        return;
+    if (edge_call_retry_unavailable(ec)) {
+        return; /* returns are idempotent */
     }
     if (ec->bc.status == OUTCOME_OK) {
         edge_after_result(ec->calls, &ec->bc.mq_result);

@@ -26,6 +26,16 @@ void edge_ref_put(struct edge_ref *r)
     }
 }
 
+bool edge_call_retry_unavailable(struct edge_call *ec)
+{
+    if (ec->bc.status != OUTCOME_UNAVAILABLE ||
+        clock_mono_ms() >= ec->deadline_ms || ec->calls->closing) {
+        return false;
+    }
+    edge_call_retry(ec);
+    return true;
+}
+
 static void on_retry(uv_timer_t *t);
 
 void edge_calls_init(struct edge_calls *k, uv_loop_t *loop,

@@ -95,6 +95,10 @@ struct edge_call *edge_call_new(struct edge_calls *k, struct edge_ref *ref,
 void edge_call_submit(struct edge_call *ec);
 /* From done: submit the same call again after EDGE_RETRY_TICK_MS. */
 void edge_call_retry(struct edge_call *ec);
+/* From done: if @ec came back UNAVAILABLE before its deadline_ms and the
+ * edge is not closing, retry it (the command must be safe to apply twice)
+ * and return true: done must then return. */
+bool edge_call_retry_unavailable(struct edge_call *ec);
 void edge_call_set_queue(struct edge_call *ec, const void *name, size_t len);
 
 /* The shard holding queue @name of the edge's vhost. */

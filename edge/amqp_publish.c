@@ -61,11 +61,9 @@ static void on_enqueue_done(struct edge_call *ec)
     struct chan_op *op;
     const struct mq_sm_result *r = &ec->bc.mq_result;
 
-    if (ec->bc.status == OUTCOME_UNAVAILABLE &&
-        clock_mono_ms() < ec->deadline_ms && !ec->calls->closing &&
-        ec->op->ch != NULL) {
-        /* Same (client, seq): stored once whatever happened before. */
-        edge_call_retry(ec);
+    /* Same (client, seq): stored once whatever happened before. A publish
+     * whose channel is gone is not retried. */
+    if (ec->op->ch != NULL && edge_call_retry_unavailable(ec)) {
         return;
     }
     if (cc) {

@@ -30,13 +30,15 @@ struct cache_svc {
     struct cache_op_config seed; /* this node's flags: they seed a new shard */
     bool seeding;                /* a seed CONFIG is on its way */
     bool told_flags_differ;      /* logged that the log's settings win */
-    uv_timer_t tick;
+    uv_timer_t tick;             /* runs while the shard is unconfigured */
+    bool tick_started;
     unsigned closes_left;
     void (*close_cb)(void *data);
     void *close_data;
 };
 
 static void on_tick(uv_timer_t *t);
+static void check_flags(struct cache_svc *svc);
 
 /* A write on its way through Raft. */
 struct pending_write {
@@ -94,6 +96,9 @@ static void fsm_apply(void *data, uint64_t time_ms, const void *cmd, size_t len,
         }
     } else {
         cache_sm_apply(svc->sm, time_ms, &op, res);
+        if (op.type == CACHE_OP_CONFIG) {
+            check_flags(svc);
+        }
     }
     if (pb != NULL) {
         ringmq__cache_op__free_unpacked(pb, NULL);
@@ -110,7 +115,15 @@ static int fsm_snapshot(void *data, void **buf, size_t *len)
 static int fsm_restore(void *data, const void *buf, size_t len)
 {
     struct cache_svc *svc = data;
-    return cache_sm_restore(svc->sm, buf, len);
+    int rv = cache_sm_restore(svc->sm, buf, len);
+
+    check_flags(svc);
+    if (svc->tick_started && !cache_sm_configured(svc->sm)) {
+        /* a snapshot from before settings were in the log: seed again (at
+         * start, rgroup_new restores before the tick exists and starts) */
+        uv_timer_start(&svc->tick, on_tick, SEED_TICK_MS, SEED_TICK_MS);
+    }
+    return rv;
 }
 
 struct cache_svc *cache_svc_new(uv_loop_t *loop,
@@ -144,6 +157,7 @@ struct cache_svc *cache_svc_new(uv_loop_t *loop,
     uv_timer_init(loop, &svc->tick);
     svc->tick.data = svc;
     uv_timer_start(&svc->tick, on_tick, SEED_TICK_MS, SEED_TICK_MS);
+    svc->tick_started = true;
     return svc;
 
 err_after_sm:
@@ -228,14 +242,10 @@ static void seed_done(struct cache_call *call)
  * seeds, or a seed racing `ringmqctl shard set`, cannot undo a setting. */
 static void maybe_seed(struct cache_svc *svc)
 {
-    struct cache_sm_stats st;
     struct cache_call *call;
 
-    if (svc->seeding || !rgroup_is_leader(svc->group)) {
-        return;
-    }
-    cache_sm_stats(svc->sm, &st);
-    if (st.configured) {
+    if (svc->seeding || cache_sm_configured(svc->sm) ||
+        !rgroup_is_leader(svc->group)) {
         return;
     }
     call = xcalloc(1, sizeof(*call));
@@ -270,12 +280,17 @@ static void check_flags(struct cache_svc *svc)
     svc->told_flags_differ = differ;
 }
 
+/* Runs only while the shard is unconfigured: a leader seeds it even before
+ * its first write (so `stats` shows the limit the flags asked for). */
 static void on_tick(uv_timer_t *t)
 {
     struct cache_svc *svc = t->data;
 
+    if (cache_sm_configured(svc->sm)) {
+        uv_timer_stop(t);
+        return;
+    }
     maybe_seed(svc);
-    check_flags(svc);
 }
 
 void cache_svc_submit(struct cache_svc *svc, struct cache_call *call)

@@ -778,6 +778,11 @@ uint64_t cache_sm_digest(const struct cache_sm *sm)
     return d;
 }
 
+bool cache_sm_configured(const struct cache_sm *sm)
+{
+    return sm->configured;
+}
+
 void cache_sm_stats(const struct cache_sm *sm, struct cache_sm_stats *out)
 {
     memset(out, 0, sizeof(*out));

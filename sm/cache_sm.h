@@ -79,6 +79,8 @@ void cache_sm_get(const struct cache_sm *sm, uint64_t now_ms,
 uint64_t cache_sm_digest(const struct cache_sm *sm);
 
 void cache_sm_stats(const struct cache_sm *sm, struct cache_sm_stats *out);
+/* A CONFIG was applied (the shard's settings came from its log). */
+bool cache_sm_configured(const struct cache_sm *sm);
 
 /* Serialize the whole state into one buffer from @alloc (the caller passes
  * raft_malloc or malloc). Uncompressed: the raft/ layer compresses. Returns 0,

@@ -14,11 +14,6 @@
 #include "common/parse_num.h"
 #include "proto/cache_pb.h"
 
-int ctl_parse_u64(const char *s, uint64_t *out)
-{
-    return parse_num_u64(s, out);
-}
-
 int ctl_parse_i64(const char *s, int64_t *out)
 {
     char *end;

@@ -23,6 +23,7 @@
 
 #include <uv.h>
 
+#include "common/parse_num.h"
 #include "proto/cluster_map.h"
 #include "proto/rpc_frame.h"
 #include "rpc/rpc_client.h"
@@ -103,8 +104,8 @@ const char *ctl_code_name(Ringmq__RpcCode code);
 /* Non-OK RPC code: print it and return EXIT_ERROR; 0 if OK. */
 int ctl_check_code(const Ringmq__RpcResponse *r);
 
-/* Decimal numbers, the whole string: 0, or -1 (nothing printed). */
-int ctl_parse_u64(const char *s, uint64_t *out);
+/* A signed decimal, the whole string: 0, or -1 (nothing printed). Unsigned
+ * ones: common/parse_num.h. */
 int ctl_parse_i64(const char *s, int64_t *out);
 
 #endif

@@ -146,13 +146,13 @@ int cmd_cache(struct ctl *ctl, const char *const *args, int n)
     }
     switch (op.type) {
         case CACHE_OP_CAS:
-            if (ctl_parse_u64(args[3], &op.cas) != 0) {
+            if (parse_num_u64(args[3], &op.cas) != 0) {
                 goto bad_number;
             }
             break;
         case CACHE_OP_INCR:
         case CACHE_OP_DECR:
-            if (ctl_parse_u64(args[2], &op.delta) != 0) {
+            if (parse_num_u64(args[2], &op.delta) != 0) {
                 goto bad_number;
             }
             break;
@@ -164,7 +164,7 @@ int cmd_cache(struct ctl *ctl, const char *const *args, int n)
             break;
         case CACHE_OP_FLUSH_ALL:
             if (n == 2) {
-                if (ctl_parse_u64(args[1], &u) != 0 || u > INT64_MAX) {
+                if (parse_num_u64(args[1], &u) != 0 || u > INT64_MAX) {
                     goto bad_number;
                 }
                 op.exptime = (int64_t)u;

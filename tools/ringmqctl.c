@@ -166,12 +166,12 @@ static int parse_args(int argc, char **argv, struct opts *o)
         } else if (strcmp(a, "--cluster") == 0) {
             o->cluster = v;
         } else if (strcmp(a, "--epoch") == 0) {
-            if (ctl_parse_u64(v, &o->epoch) != 0) {
+            if (parse_num_u64(v, &o->epoch) != 0) {
                 goto bad_value;
             }
             o->epoch_set = true;
         } else if (strcmp(a, "--timeout") == 0) {
-            if (ctl_parse_u64(v, &u) != 0 || u == 0 || u > 3600000) {
+            if (parse_num_u64(v, &u) != 0 || u == 0 || u > 3600000) {
                 goto bad_value;
             }
             o->timeout_ms = (unsigned)u;
@@ -179,7 +179,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
             o->group = v;
             o->group_set = true;
         } else if (strcmp(a, "--flags") == 0) {
-            if (ctl_parse_u64(v, &u) != 0 || u > UINT32_MAX) {
+            if (parse_num_u64(v, &u) != 0 || u > UINT32_MAX) {
                 goto bad_value;
             }
             o->flags = (uint32_t)u;
@@ -188,7 +188,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
                 goto bad_value;
             }
         } else if (strcmp(a, "--cas") == 0) {
-            if (ctl_parse_u64(v, &o->cas) != 0) {
+            if (parse_num_u64(v, &o->cas) != 0) {
                 goto bad_value;
             }
         } else if (strcmp(a, "--format") == 0) {
@@ -200,25 +200,25 @@ static int parse_args(int argc, char **argv, struct opts *o)
                 goto bad_value;
             }
         } else if (strcmp(a, "--count") == 0) {
-            if (ctl_parse_u64(v, &o->count) != 0) {
+            if (parse_num_u64(v, &o->count) != 0) {
                 goto bad_value;
             }
         } else if (strcmp(a, "--prefix") == 0) {
             o->prefix = v;
         } else if (strcmp(a, "--value-size") == 0) {
-            if (ctl_parse_u64(v, &o->value_size) != 0 ||
+            if (parse_num_u64(v, &o->value_size) != 0 ||
                 o->value_size > CACHE_ITEM_SIZE_MAX_DEFAULT) {
                 goto bad_value;
             }
         } else if (strcmp(a, "--concurrency") == 0) {
-            if (ctl_parse_u64(v, &u) != 0 || u == 0 || u > 4096) {
+            if (parse_num_u64(v, &u) != 0 || u == 0 || u > 4096) {
                 goto bad_value;
             }
             o->concurrency = (unsigned)u;
         } else if (strcmp(a, "--acked") == 0) {
             o->acked = v;
         } else if (strcmp(a, "--seconds") == 0) {
-            if (ctl_parse_u64(v, &u) != 0 || u > 86400) {
+            if (parse_num_u64(v, &u) != 0 || u > 86400) {
                 goto bad_value;
             }
             o->seconds = (unsigned)u;

@@ -503,6 +503,13 @@ static void replicas_with_other_flags_stay_alike(void **state)
         assert_int_equal(st.sm.evictions, lead.sm.evictions);
         assert_int_equal(st.digest, lead.digest);
     }
+    /* a setting out of bounds is refused before it reaches the log */
+    prepare(&calls[0], CACHE_OP_CONFIG, "", NULL);
+    calls[0].c.op.config.mem_limit = 100;
+    assert_int_equal(run_on(f, f->peer[l], &calls[0]), CACHE_BAD_REQUEST);
+    cache_svc_status(f->peer[l], &st, false);
+    assert_int_equal(st.sm.limit_maxbytes, lead.sm.limit_maxbytes);
+    assert_int_equal(st.raft.last_applied, lead.raft.last_applied);
 }
 
 /* Followers apply read entries as no-ops and stay identical to the leader;
