@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "proto/cluster_map.h"
+#include "proto/map_yaml.h"
 #include "common/log.h"
 #include "raft/group.h"
 

@@ -824,14 +824,7 @@ struct node_rpc *node_rpc_new(uv_loop_t *loop, const struct node_config *cfg,
     r->groups = groups;
     r->n_groups = n_groups;
     if (cfg->cluster != NULL) {
-        struct ring_node nodes[CLUSTER_MAX_SHARDS];
-        unsigned i;
-
-        for (i = 0; i < cfg->cluster->n_shards; i++) {
-            nodes[i].name = cfg->cluster->shards[i].name;
-            nodes[i].weight = cfg->cluster->shards[i].weight;
-        }
-        r->ring = ring_new(nodes, cfg->cluster->n_shards, sub, sizeof(sub));
+        r->ring = cluster_map_ring(cfg->cluster, sub, sizeof(sub));
         if (r->ring == NULL) {
             snprintf(err, errlen, "cluster map: %s", sub);
             goto err;

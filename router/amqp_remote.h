@@ -34,7 +34,7 @@
 
 #include <uv.h>
 
-#include "proto/cluster_map.h"
+#include "proto/map_yaml.h"
 #include "edge/amqp_broker.h"
 
 struct amqp_remote_config {

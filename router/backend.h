@@ -47,7 +47,7 @@
 #include <uv.h>
 
 #include "sm/cache_op.h"
-#include "proto/cluster_map.h"
+#include "proto/map_yaml.h"
 
 #define BACKEND_REQUEST_TIMEOUT_MS_DEFAULT 5000
 #define BACKEND_ATTEMPT_TIMEOUT_MS_DEFAULT 1000

@@ -96,7 +96,7 @@
 
 #include <uv.h>
 
-#include "proto/cluster_map.h"
+#include "proto/map_yaml.h"
 #include "rpc/rpc_client.h"
 
 /* How long a node found dead is skipped and its name in hints ignored.

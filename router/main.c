@@ -11,7 +11,7 @@
 
 #include <uv.h>
 
-#include "proto/cluster_map.h"
+#include "proto/map_yaml.h"
 #include "common/log.h"
 #include "common/stop_signals.h"
 #include "edge/amqp_users.h"

@@ -23,7 +23,7 @@
 
 #include <uv.h>
 
-#include "proto/cluster_map.h"
+#include "proto/map_yaml.h"
 #include "edge/amqp_server.h"
 
 struct router_config {

@@ -24,7 +24,7 @@
 #include <uv.h>
 
 #include "common/parse_num.h"
-#include "proto/cluster_map.h"
+#include "proto/map_yaml.h"
 #include "proto/rpc_frame.h"
 #include "rpc/rpc_client.h"
 

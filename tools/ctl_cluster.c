@@ -3,8 +3,10 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "sm/cache_op.h"
 
 static void print_owner(const struct ctl_map *m, const char *key)
@@ -50,8 +52,9 @@ int cmd_owner(const struct ctl_map *m, const struct opts *o)
 int cmd_cluster(struct ctl *ctl, const struct ctl_map *m)
 {
     const struct cluster_map *map = &m->map;
-    Ringmq__RpcResponse *replies[CLUSTER_MAX_SHARDS * CLUSTER_MAX_MEMBERS];
-    const char *addrs[CLUSTER_MAX_SHARDS * CLUSTER_MAX_MEMBERS];
+    unsigned max_addrs = map->n_shards * CLUSTER_MAX_MEMBERS;
+    Ringmq__RpcResponse **replies = xcalloc(max_addrs, sizeof(*replies));
+    const char **addrs = xcalloc(max_addrs, sizeof(*addrs));
     unsigned n_addrs = 0;
     unsigned s, i, j, k;
     int rv = 0;
@@ -131,5 +134,7 @@ int cmd_cluster(struct ctl *ctl, const struct ctl_map *m)
             ringmq__rpc_response__free_unpacked(replies[j], NULL);
         }
     }
+    free(replies);
+    free(addrs);
     return rv;
 }

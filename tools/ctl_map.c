@@ -10,25 +10,20 @@
 struct ctl_map *ctl_map_load(const char *path)
 {
     struct ctl_map *m = xcalloc(1, sizeof(*m));
-    struct ring_node nodes[CLUSTER_MAX_SHARDS];
     char err[512];
-    unsigned i;
 
     if (cluster_map_load(&m->map, path, err, sizeof(err)) != 0) {
         fprintf(stderr, "ringmqctl: %s\n", err);
         goto err;
     }
-    for (i = 0; i < m->map.n_shards; i++) {
-        nodes[i].name = m->map.shards[i].name;
-        nodes[i].weight = m->map.shards[i].weight;
-    }
-    m->ring = ring_new(nodes, m->map.n_shards, err, sizeof(err));
+    m->ring = cluster_map_ring(&m->map, err, sizeof(err));
     if (m->ring == NULL) {
         fprintf(stderr, "ringmqctl: %s: %s\n", path, err);
         goto err;
     }
     return m;
 err:
+    cluster_map_clear(&m->map);
     free(m);
     return NULL;
 }
@@ -37,6 +32,7 @@ void ctl_map_free(struct ctl_map *m)
 {
     if (m != NULL) {
         ring_free(m->ring);
+        cluster_map_clear(&m->map);
         free(m);
     }
 }

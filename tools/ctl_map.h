@@ -10,7 +10,7 @@
 #define RINGMQ_TOOLS_CTL_MAP_H
 
 #include "common/ring.h"
-#include "proto/cluster_map.h"
+#include "proto/map_yaml.h"
 
 struct ctl_map {
     struct cluster_map map;

@@ -29,7 +29,7 @@
 #include "common/buf.h"
 #include "sm/cache_op.h"
 #include "common/clock.h"
-#include "proto/cluster_map.h"
+#include "proto/map_yaml.h"
 #include "common/log.h"
 #include "common/ring.h"
 #include "proto/rpc_frame.h"
@@ -402,11 +402,10 @@ static void map_default(void)
 {
     unsigned s, m;
 
-    memset(&F->map, 0, sizeof(F->map));
+    cluster_map_clear(&F->map);
     F->map.epoch = EPOCH;
-    F->map.n_shards = N_SHARDS;
     for (s = 0; s < N_SHARDS; s++) {
-        struct cluster_shard *cs = &F->map.shards[s];
+        struct cluster_shard *cs = cluster_map_append(&F->map);
         snprintf(cs->name, sizeof(cs->name), "s%u", s + 1);
         cs->weight = s + 1;
         cs->n_members = N_FAKES;
@@ -509,6 +508,7 @@ static int teardown(void **state)
         clear_items(i);
     }
     ring_free(F->ring);
+    cluster_map_clear(&F->map);
     free(F);
     F = NULL;
     return 0;

@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "proto/cluster_map.h"
+#include "proto/map_yaml.h"
 
 static const char *write_tmp(const char *text)
 {
@@ -45,9 +45,9 @@ static const char *good =
     "epoch: 7\n"
     "shards:\n"
     "  - name: s1\n"
-    "    weight: 1\n" MEMBERS3("7201", "7202", "7203")
+    "    weight: 1\n" MEMBERS3("7201", "7211", "7221")
     "  - name: s2\n"
-    "    weight: 2\n" MEMBERS3("7211", "7212", "7213")
+    "    weight: 2\n" MEMBERS3("7231", "7241", "7251")
     "routers:\n"
     "  - {name: r1, memcached: 127.0.0.1:11211, http: 127.0.0.1:9101}\n"
     "  - {name: r2, memcached: 127.0.0.1:11212, amqp: 127.0.0.1:5673}\n";
@@ -66,13 +66,19 @@ static void test_good_map(void **state)
     assert_non_null(s2);
     assert_int_equal(s2->weight, 2);
     assert_int_equal(s2->n_members, 3);
-    assert_string_equal(cluster_shard_member(s2, 3)->raft, "127.0.0.1:7213");
+    assert_string_equal(cluster_shard_member(s2, 3)->raft, "127.0.0.1:7251");
     assert_string_equal(cluster_shard_member(s2, 3)->rpc, "n3.example:7103");
     assert_null(cluster_shard_member(s2, 4));
     assert_null(cluster_map_shard(map, "s3"));
     assert_int_equal(map->n_routers, 2);
     assert_string_equal(cluster_map_router(map, "r2")->amqp, "127.0.0.1:5673");
     assert_string_equal(cluster_map_router(map, "r2")->http, "");
+    /* meta runs on the first shard's members, at raft ports + 2 */
+    assert_int_equal(map->n_meta, 3);
+    assert_int_equal(map->meta[1].id, 2);
+    assert_string_equal(map->meta[1].raft, "127.0.0.1:7213");
+    assert_string_equal(map->meta[1].rpc, "127.0.0.1:7102");
+    cluster_map_clear(map);
     free(map);
 }
 
@@ -85,6 +91,7 @@ static void expect_error(const char *text, const char *needle)
     if (strstr(err, needle) == NULL) {
         fail_msg("error '%s' lacks '%s'", err, needle);
     }
+    cluster_map_clear(map);
     free(map);
 }
 
@@ -153,6 +160,7 @@ static void test_join_and_long_names(void **state)
     assert_false(s1->members[0].join);
     assert_false(s1->members[1].join);
     assert_true(s1->members[2].join);
+    cluster_map_clear(map);
     free(map);
 
     expect_error("shards:\n  - name: s1\n    members:\n"
@@ -212,6 +220,7 @@ static void test_missing_file(void **state)
     assert_int_equal(cluster_map_load(map, "/nonexistent/x.yaml", err,
                                       sizeof(err)), -1);
     assert_non_null(strstr(err, "No such file"));
+    cluster_map_clear(map);
     free(map);
 }
 

@@ -1,5 +1,5 @@
-/* cluster_map: see cluster_map.h. */
-#include "proto/cluster_map.h"
+/* map_yaml: see map_yaml.h. */
+#include "proto/map_yaml.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -21,22 +21,6 @@ static int copy_str(char *dst, size_t cap, const char *v)
     }
     memcpy(dst, v, strlen(v) + 1);
     return 0;
-}
-
-/* "host:port" with a numeric port; the host a literal or a name. Raft
- * addresses may be names too (raft/transport resolves them on connect) but
- * no IPv6 (@raft): canonical/raft 0.15 speaks IPv4 only. */
-static int addr_ok(const char *v, int raft)
-{
-    const char *colon = v ? strrchr(v, ':') : NULL;
-    uint64_t port;
-
-    if (colon == NULL || colon == v || (size_t)(colon - v) > CLUSTER_HOST_MAX ||
-        (raft && memchr(v, ':', (size_t)(colon - v)) != NULL) ||
-        parse_num_u64(colon + 1, &port) != 0 || port == 0 || port > 65535) {
-        return 0;
-    }
-    return 1;
 }
 
 static int load_member(yaml_document_t *doc, yaml_node_t *m,
@@ -65,13 +49,13 @@ static int load_member(yaml_document_t *doc, yaml_node_t *m,
                      v);
             }
         } else if (strcmp(k, "raft") == 0) {
-            if (!addr_ok(v, 1) || copy_str(mb->raft, sizeof(mb->raft), v)) {
+            if (!cluster_addr_ok(v, 1) || copy_str(mb->raft, sizeof(mb->raft), v)) {
                 FAIL("shard %s: raft address '%s' is not host:port (IPv4 or "
                      "a name)",
                      s->name, v);
             }
         } else if (strcmp(k, "rpc") == 0) {
-            if (!addr_ok(v, 0) || copy_str(mb->rpc, sizeof(mb->rpc), v)) {
+            if (!cluster_addr_ok(v, 0) || copy_str(mb->rpc, sizeof(mb->rpc), v)) {
                 FAIL("shard %s: rpc address '%s' is not host:port", s->name,
                      v);
             }
@@ -101,32 +85,35 @@ static int load_member(yaml_document_t *doc, yaml_node_t *m,
 static int load_shard(yaml_document_t *doc, yaml_node_t *n,
                       struct cluster_map *map, char *err, size_t errlen)
 {
-    struct cluster_shard *s = &map->shards[map->n_shards];
+    struct cluster_shard *s;
     yaml_node_t *members = NULL;
     yaml_node_pair_t *p;
     yaml_node_item_t *it;
     uint64_t w = 1;
 
-    if (map->n_shards == CLUSTER_MAX_SHARDS) {
-        FAIL("more than %d shards", CLUSTER_MAX_SHARDS);
-    }
     if (n == NULL || n->type != YAML_MAPPING_NODE) {
         FAIL("shards: each shard is a mapping {name, weight, members}");
     }
-    memset(s, 0, sizeof(*s));
+    s = cluster_map_append(map);
+    if (s == NULL) {
+        FAIL("more than %d shards", CLUSTER_MAX_SHARDS);
+    }
     for (p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
         const char *k = yamlu_scalar(yamlu_node(doc, p->key));
         yaml_node_t *v = yamlu_node(doc, p->value);
 
         if (k != NULL && strcmp(k, "name") == 0) {
             const char *name = yamlu_scalar(v);
-            if (name == NULL || name[0] == '\0' || strchr(name, '/') ||
-                name[0] == '.' || copy_str(s->name, sizeof(s->name), name)) {
-                FAIL("shards: bad shard name");
+            if (!cluster_shard_name_ok(name) ||
+                copy_str(s->name, sizeof(s->name), name)) {
+                FAIL("shards: bad shard name '%s' (not empty, no '/', no "
+                     "leading '.', not 'meta', not ending in '.mq')",
+                     name ? name : "");
             }
         } else if (k != NULL && strcmp(k, "weight") == 0) {
-            if (parse_num_u64(yamlu_scalar(v), &w) != 0 || w == 0 || w > 1000) {
-                FAIL("shards: weight must be 1..1000");
+            if (parse_num_u64(yamlu_scalar(v), &w) != 0 || w == 0 ||
+                w > CLUSTER_WEIGHT_MAX) {
+                FAIL("shards: weight must be 1..%d", CLUSTER_WEIGHT_MAX);
             }
         } else if (k != NULL && strcmp(k, "members") == 0) {
             members = v;
@@ -150,7 +137,6 @@ static int load_shard(yaml_document_t *doc, yaml_node_t *n,
     if (s->n_members == 0) {
         FAIL("shard %s: no members", s->name);
     }
-    map->n_shards++;
     return 0;
 }
 
@@ -191,7 +177,7 @@ static int load_router(yaml_document_t *doc, yaml_node_t *n,
         } else {
             FAIL("routers: unknown key '%s'", k);
         }
-        if (!addr_ok(v, 0) || copy_str(dst, cap, v)) {
+        if (!cluster_addr_ok(v, 0) || copy_str(dst, cap, v)) {
             FAIL("routers: %s address '%s' is not host:port", k, v);
         }
     }
@@ -199,61 +185,6 @@ static int load_router(yaml_document_t *doc, yaml_node_t *n,
         FAIL("routers: a router has no name");
     }
     map->n_routers++;
-    return 0;
-}
-
-static int validate(const struct cluster_map *map, char *err, size_t errlen)
-{
-    unsigned a, b, i, j;
-
-    if (map->n_shards == 0) {
-        FAIL("no shards");
-    }
-    for (a = 0; a < map->n_shards; a++) {
-        const struct cluster_shard *s = &map->shards[a];
-        for (b = 0; b < a; b++) {
-            if (strcmp(map->shards[b].name, s->name) == 0) {
-                FAIL("shard %s defined twice", s->name);
-            }
-        }
-        for (i = 0; i < s->n_members; i++) {
-            for (j = 0; j < i; j++) {
-                if (s->members[i].id == s->members[j].id) {
-                    FAIL("shard %s: member %" PRIu64 " twice", s->name,
-                         s->members[i].id);
-                }
-            }
-        }
-    }
-    /* A node has one RPC listener: every shard must agree on it. Raft
-     * addresses are per replica and must all differ. */
-    for (a = 0; a < map->n_shards; a++) {
-        for (i = 0; i < map->shards[a].n_members; i++) {
-            const struct cluster_member *m = &map->shards[a].members[i];
-            for (b = 0; b <= a; b++) {
-                for (j = 0; j < map->shards[b].n_members; j++) {
-                    const struct cluster_member *o = &map->shards[b].members[j];
-                    if (b == a && j >= i) {
-                        break;
-                    }
-                    if (o->id == m->id && strcmp(o->rpc, m->rpc) != 0) {
-                        FAIL("node %" PRIu64 " has two rpc addresses (%s, %s)",
-                             m->id, o->rpc, m->rpc);
-                    }
-                    if (strcmp(o->raft, m->raft) == 0) {
-                        FAIL("raft address %s used twice", m->raft);
-                    }
-                }
-            }
-        }
-    }
-    for (a = 0; a < map->n_routers; a++) {
-        for (b = 0; b < a; b++) {
-            if (strcmp(map->routers[a].name, map->routers[b].name) == 0) {
-                FAIL("router %s defined twice", map->routers[a].name);
-            }
-        }
-    }
     return 0;
 }
 
@@ -266,7 +197,7 @@ int cluster_map_load(struct cluster_map *map, const char *path, char *err,
     char sub[256];
     int rv = -1;
 
-    memset(map, 0, sizeof(*map));
+    cluster_map_init(map);
     map->epoch = 1;
     if (yamlu_load(path, &doc, err, errlen) != 0) {
         return -1;
@@ -310,71 +241,18 @@ int cluster_map_load(struct cluster_map *map, const char *path, char *err,
             goto out;
         }
     }
-    if (validate(map, sub, sizeof(sub)) != 0) {
+    if ((map->n_shards > 0 &&
+         cluster_map_default_meta(map, sub, sizeof(sub)) != 0) ||
+        cluster_map_validate(map, sub, sizeof(sub)) != 0) {
         snprintf(err, errlen, "%s: %s", path, sub);
         goto out;
     }
     rv = 0;
 out:
     yaml_document_delete(&doc);
+    if (rv != 0) {
+        cluster_map_clear(map);
+    }
     return rv;
 }
 
-const struct cluster_shard *cluster_map_shard(const struct cluster_map *map,
-                                              const char *name)
-{
-    unsigned i;
-
-    for (i = 0; i < map->n_shards; i++) {
-        if (strcmp(map->shards[i].name, name) == 0) {
-            return &map->shards[i];
-        }
-    }
-    return NULL;
-}
-
-const struct cluster_member *cluster_shard_member(
-    const struct cluster_shard *shard, uint64_t id)
-{
-    unsigned i;
-
-    for (i = 0; i < shard->n_members; i++) {
-        if (shard->members[i].id == id) {
-            return &shard->members[i];
-        }
-    }
-    return NULL;
-}
-
-const struct cluster_router *cluster_map_router(const struct cluster_map *map,
-                                                const char *name)
-{
-    unsigned i;
-
-    for (i = 0; i < map->n_routers; i++) {
-        if (strcmp(map->routers[i].name, name) == 0) {
-            return &map->routers[i];
-        }
-    }
-    return NULL;
-}
-
-int cluster_raft_port_offset(const char *addr, int delta, char *out,
-                             size_t outlen)
-{
-    const char *colon = addr != NULL ? strrchr(addr, ':') : NULL;
-    uint64_t port;
-
-    if (colon == NULL || colon == addr || parse_num_u64(colon + 1, &port) != 0 ||
-        port > 65535) {
-        return -1;
-    }
-    if (port != 0) {
-        port += (uint64_t)(int64_t)delta;
-    }
-    if (port > 65535 || snprintf(out, outlen, "%.*s:%d", (int)(colon - addr),
-                                 addr, (int)port) >= (int)outlen) {
-        return -1;
-    }
-    return 0;
-}

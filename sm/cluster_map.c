@@ -1,0 +1,337 @@
+/* cluster_map: see cluster_map.h. */
+#include "sm/cluster_map.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/parse_num.h"
+#include "common/ring.h"
+
+#define FAIL(...)                                   \
+    do {                                            \
+        snprintf(err, errlen, __VA_ARGS__);         \
+        return -1;                                  \
+    } while (0)
+
+void cluster_map_init(struct cluster_map *map)
+{
+    memset(map, 0, sizeof(*map));
+}
+
+void cluster_map_clear(struct cluster_map *map)
+{
+    free(map->shards);
+    cluster_map_init(map);
+}
+
+void cluster_map_copy(struct cluster_map *dst, const struct cluster_map *src)
+{
+    struct cluster_shard *shards = NULL;
+
+    if (src->n_shards > 0) {
+        shards = xmalloc(src->n_shards * sizeof(*shards));
+        memcpy(shards, src->shards, src->n_shards * sizeof(*shards));
+    }
+    free(dst->shards);
+    *dst = *src;
+    dst->shards = shards;
+    dst->cap_shards = src->n_shards;
+}
+
+struct cluster_shard *cluster_map_append(struct cluster_map *map)
+{
+    struct cluster_shard *s;
+
+    if (map->n_shards >= CLUSTER_MAX_SHARDS) {
+        return NULL;
+    }
+    if (map->n_shards == map->cap_shards) {
+        unsigned cap = map->cap_shards ? map->cap_shards * 2 : 4;
+        map->shards = xrealloc(map->shards, cap * sizeof(*map->shards));
+        map->cap_shards = cap;
+    }
+    s = &map->shards[map->n_shards++];
+    memset(s, 0, sizeof(*s));
+    s->weight = 1;
+    s->state = CLUSTER_SHARD_SERVING;
+    return s;
+}
+
+void cluster_map_remove(struct cluster_map *map, unsigned i)
+{
+    if (i >= map->n_shards) {
+        return;
+    }
+    memmove(&map->shards[i], &map->shards[i + 1],
+            (map->n_shards - i - 1) * sizeof(*map->shards));
+    map->n_shards--;
+}
+
+int cluster_shard_name_ok(const char *name)
+{
+    size_t len = name != NULL ? strlen(name) : 0;
+
+    /* a group name and a directory name: "<name>.mq" must stay distinct
+     * from any shard name, "meta" is the meta group */
+    return len > 0 && len < CLUSTER_NAME_MAX && strchr(name, '/') == NULL &&
+           name[0] != '.' && strcmp(name, "meta") != 0 &&
+           (len < 3 || strcmp(name + len - 3, ".mq") != 0);
+}
+
+int cluster_addr_ok(const char *v, int raft)
+{
+    const char *colon = v ? strrchr(v, ':') : NULL;
+    uint64_t port;
+
+    if (colon == NULL || colon == v || (size_t)(colon - v) > CLUSTER_HOST_MAX ||
+        strlen(v) >= CLUSTER_ADDR_MAX ||
+        (raft && memchr(v, ':', (size_t)(colon - v)) != NULL) ||
+        parse_num_u64(colon + 1, &port) != 0 || port == 0 || port > 65535) {
+        return 0;
+    }
+    return 1;
+}
+
+static int members_ok(const char *what, const struct cluster_member *m,
+                      unsigned n, char *err, size_t errlen)
+{
+    unsigned i, j;
+
+    if (n == 0) {
+        FAIL("%s: no members", what);
+    }
+    if (n > CLUSTER_MAX_MEMBERS) {
+        FAIL("%s: more than %d members", what, CLUSTER_MAX_MEMBERS);
+    }
+    for (i = 0; i < n; i++) {
+        if (m[i].id == 0 || !cluster_addr_ok(m[i].raft, 1) ||
+            !cluster_addr_ok(m[i].rpc, 0)) {
+            FAIL("%s: member %" PRIu64 " needs an id > 0, a raft and an rpc "
+                 "address",
+                 what, m[i].id);
+        }
+        for (j = 0; j < i; j++) {
+            if (m[i].id == m[j].id) {
+                FAIL("%s: member %" PRIu64 " twice", what, m[i].id);
+            }
+        }
+    }
+    if (m[0].join) {
+        FAIL("%s: the first member cannot join: a group starts from "
+             "members without join",
+             what);
+    }
+    return 0;
+}
+
+/* One rpc address per node, one user per raft address, over every group
+ * (the shards' and meta's). */
+static int addresses_ok(const struct cluster_map *map, char *err,
+                        size_t errlen)
+{
+    unsigned total = map->n_meta;
+    const struct cluster_member **all;
+    unsigned s, i, j, k = 0;
+    int rv = 0;
+
+    for (s = 0; s < map->n_shards; s++) {
+        total += map->shards[s].n_members;
+    }
+    all = xmalloc((total ? total : 1) * sizeof(*all));
+    for (s = 0; s < map->n_shards; s++) {
+        for (i = 0; i < map->shards[s].n_members; i++) {
+            all[k++] = &map->shards[s].members[i];
+        }
+    }
+    for (i = 0; i < map->n_meta; i++) {
+        all[k++] = &map->meta[i];
+    }
+    /* quadratic, but only in the members of a map being checked once */
+    for (i = 0; i < total && rv == 0; i++) {
+        for (j = 0; j < i; j++) {
+            if (all[i]->id == all[j]->id &&
+                strcmp(all[i]->rpc, all[j]->rpc) != 0) {
+                snprintf(err, errlen,
+                         "node %" PRIu64 " has two rpc addresses (%s, %s)",
+                         all[i]->id, all[j]->rpc, all[i]->rpc);
+                rv = -1;
+                break;
+            }
+            if (strcmp(all[i]->raft, all[j]->raft) == 0) {
+                snprintf(err, errlen, "raft address %s used twice",
+                         all[i]->raft);
+                rv = -1;
+                break;
+            }
+        }
+    }
+    free(all);
+    return rv;
+}
+
+int cluster_map_validate(const struct cluster_map *map, char *err,
+                         size_t errlen)
+{
+    unsigned a, b;
+
+    if (map->n_shards == 0) {
+        FAIL("no shards");
+    }
+    if (map->n_shards > CLUSTER_MAX_SHARDS) {
+        FAIL("more than %d shards", CLUSTER_MAX_SHARDS);
+    }
+    for (a = 0; a < map->n_shards; a++) {
+        const struct cluster_shard *s = &map->shards[a];
+        if (!cluster_shard_name_ok(s->name)) {
+            FAIL("bad shard name '%s'", s->name);
+        }
+        if (s->weight == 0 || s->weight > CLUSTER_WEIGHT_MAX) {
+            FAIL("shard %s: weight must be 1..%d", s->name,
+                 CLUSTER_WEIGHT_MAX);
+        }
+        if ((unsigned)s->state >= CLUSTER_SHARD_STATE__COUNT) {
+            FAIL("shard %s: unknown state", s->name);
+        }
+        for (b = 0; b < a; b++) {
+            if (strcmp(map->shards[b].name, s->name) == 0) {
+                FAIL("shard %s defined twice", s->name);
+            }
+        }
+        {
+            char what[CLUSTER_NAME_MAX + 8];
+            snprintf(what, sizeof(what), "shard %s", s->name);
+            if (members_ok(what, s->members, s->n_members, err, errlen) !=
+                0) {
+                return -1;
+            }
+        }
+    }
+    if (members_ok("meta", map->meta, map->n_meta, err, errlen) != 0) {
+        return -1;
+    }
+    if (addresses_ok(map, err, errlen) != 0) {
+        return -1;
+    }
+    for (a = 0; a < map->n_routers; a++) {
+        if (map->routers[a].name[0] == '\0') {
+            FAIL("a router has no name");
+        }
+        for (b = 0; b < a; b++) {
+            if (strcmp(map->routers[a].name, map->routers[b].name) == 0) {
+                FAIL("router %s defined twice", map->routers[a].name);
+            }
+        }
+    }
+    return 0;
+}
+
+int cluster_map_find(const struct cluster_map *map, const char *name)
+{
+    unsigned i;
+
+    for (i = 0; i < map->n_shards; i++) {
+        if (strcmp(map->shards[i].name, name) == 0) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+const struct cluster_shard *cluster_map_shard(const struct cluster_map *map,
+                                              const char *name)
+{
+    int i = cluster_map_find(map, name);
+
+    return i >= 0 ? &map->shards[i] : NULL;
+}
+
+const struct cluster_member *cluster_shard_member(
+    const struct cluster_shard *shard, uint64_t id)
+{
+    unsigned i;
+
+    for (i = 0; i < shard->n_members; i++) {
+        if (shard->members[i].id == id) {
+            return &shard->members[i];
+        }
+    }
+    return NULL;
+}
+
+const struct cluster_router *cluster_map_router(const struct cluster_map *map,
+                                                const char *name)
+{
+    unsigned i;
+
+    for (i = 0; i < map->n_routers; i++) {
+        if (strcmp(map->routers[i].name, name) == 0) {
+            return &map->routers[i];
+        }
+    }
+    return NULL;
+}
+
+int cluster_raft_port_offset(const char *addr, int delta, char *out,
+                             size_t outlen)
+{
+    const char *colon = addr != NULL ? strrchr(addr, ':') : NULL;
+    uint64_t port;
+
+    if (colon == NULL || colon == addr || parse_num_u64(colon + 1, &port) != 0 ||
+        port > 65535) {
+        return -1;
+    }
+    if (port != 0) {
+        port += (uint64_t)(int64_t)delta;
+    }
+    if (port > 65535 || snprintf(out, outlen, "%.*s:%d", (int)(colon - addr),
+                                 addr, (int)port) >= (int)outlen) {
+        return -1;
+    }
+    return 0;
+}
+
+int cluster_map_default_meta(struct cluster_map *map, char *err, size_t errlen)
+{
+    const struct cluster_shard *first;
+    unsigned i;
+
+    if (map->n_shards == 0) {
+        FAIL("no shards");
+    }
+    first = &map->shards[0];
+    map->n_meta = 0;
+    for (i = 0; i < first->n_members; i++) {
+        struct cluster_member *m = &map->meta[map->n_meta];
+
+        *m = first->members[i];
+        if (cluster_raft_port_offset(first->members[i].raft, 2, m->raft,
+                                     sizeof(m->raft)) != 0) {
+            FAIL("shard %s: member %" PRIu64
+                 ": no room for the meta group at raft port +2",
+                 first->name, m->id);
+        }
+        map->n_meta++;
+    }
+    return 0;
+}
+
+struct ring *cluster_map_ring(const struct cluster_map *map, char *err,
+                              size_t errlen)
+{
+    struct ring_node *nodes =
+        xmalloc((map->n_shards ? map->n_shards : 1) * sizeof(*nodes));
+    struct ring *r;
+    unsigned i;
+
+    for (i = 0; i < map->n_shards; i++) {
+        nodes[i].name = map->shards[i].name;
+        nodes[i].weight = map->shards[i].weight;
+    }
+    r = ring_new(nodes, map->n_shards, err, errlen);
+    free(nodes);
+    return r;
+}
