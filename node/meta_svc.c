@@ -9,22 +9,35 @@
  */
 #include "node/meta_svc.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/le.h"
 #include "common/log.h"
 #include "mq.pb-c.h"
 #include "node/svc_shell.h"
+#include "proto/map_pb.h"
 #include "proto/mq_pb.h"
 
 #define TICK_MS 50
+/* The group's snapshot: both state machines' snapshots in one envelope.
+ * A snapshot that is one meta_sm snapshot alone (no map) came from a node
+ * before the map was replicated: it restores with an empty map. */
+#define SNAP_MAGIC 0x5052474du /* "MGRP" */
+#define SNAP_VERSION 1u
 
 struct meta_svc {
     char name[64];
     struct svc_shell sh; /* group, loop, closing */
     struct meta_sm *sm;
+    struct map_sm *map;
+    struct cluster_map bootstrap; /* epoch 0: none */
+    bool init_inflight;
+    struct meta_svc_map_call init_call;
+    struct map_sm_cmd init_cmd;
     struct meta_svc_watch *watches; /* arrival order */
     struct meta_svc_watch *watches_tail;
     uint64_t n_watches;
@@ -34,11 +47,40 @@ struct meta_svc {
 struct pending {
     struct rgroup_cmd rcmd;
     struct meta_svc *svc;
-    struct meta_svc_call *call;
+    struct meta_svc_call *call;         /* or */
+    struct meta_svc_map_call *map_call;
     uint8_t *payload;
 };
 
 /* --------------------------------------------------------------- fsm */
+
+static void apply_map(struct meta_svc *svc, const Ringmq__MapCommand *pb,
+                      struct rgroup_cmd *mine)
+{
+    struct map_sm_result scratch;
+    struct map_sm_result *res = &scratch;
+    struct map_pb_cmd c;
+
+    if (mine != NULL) {
+        struct pending *p = mine->data;
+        if (p->map_call != NULL) {
+            res = &p->map_call->result;
+        }
+    }
+    if (map_pb_cmd_from(pb, &c) != 0) {
+        log_error("%s: undecodable map command skipped", svc->name);
+        memset(res, 0, sizeof(*res));
+        res->code = MAP_SM_INVALID;
+        res->epoch = map_sm_epoch(svc->map);
+        snprintf(res->why, sizeof(res->why), "undecodable map command");
+    } else {
+        map_sm_apply(svc->map, &c.cmd, res);
+        if (res->changed) {
+            svc->changed = true;
+        }
+    }
+    map_pb_cmd_clear(&c);
+}
 
 static void fsm_apply(void *data, uint64_t time_ms, const void *cmd,
                       size_t len, struct rgroup_cmd *mine)
@@ -49,11 +91,16 @@ static void fsm_apply(void *data, uint64_t time_ms, const void *cmd,
     Ringmq__MetaCommand *pb;
     struct meta_sm_cmd c;
 
-    (void)time_ms; /* meta_sm has no clock */
-    if (mine != NULL) {
+    (void)time_ms; /* neither state machine has a clock */
+    pb = ringmq__meta_command__unpack(NULL, len, cmd);
+    if (pb != NULL && pb->map != NULL) {
+        apply_map(svc, pb->map, mine);
+        ringmq__meta_command__free_unpacked(pb, NULL);
+        return;
+    }
+    if (mine != NULL && ((struct pending *)mine->data)->call != NULL) {
         res = &((struct pending *)mine->data)->call->result;
     }
-    pb = ringmq__meta_command__unpack(NULL, len, cmd);
     if (pb == NULL || mq_pb_meta_cmd_from_pb(pb, &c) != 0) {
         log_error("%s: undecodable meta command (%zu bytes) skipped",
                   svc->name, len);
@@ -76,19 +123,72 @@ static void fsm_apply(void *data, uint64_t time_ms, const void *cmd,
 static int fsm_snapshot(void *data, void **buf, size_t *len)
 {
     struct meta_svc *svc = data;
+    void *meta = NULL, *map = NULL;
+    size_t meta_len, map_len;
+    unsigned char *p;
+    int rv = -1;
 
-    return meta_sm_snapshot(svc->sm, malloc, buf, len);
+    if (meta_sm_snapshot(svc->sm, malloc, &meta, &meta_len) != 0 ||
+        map_sm_snapshot(svc->map, malloc, &map, &map_len) != 0) {
+        goto out;
+    }
+    *len = 4 + 4 + 8 + meta_len + 8 + map_len;
+    *buf = malloc(*len);
+    if (*buf == NULL) {
+        goto out;
+    }
+    p = le_put_u32(*buf, SNAP_MAGIC);
+    p = le_put_u32(p, SNAP_VERSION);
+    p = le_put_u64(p, meta_len);
+    memcpy(p, meta, meta_len);
+    p = le_put_u64(p + meta_len, map_len);
+    memcpy(p, map, map_len);
+    rv = 0;
+out:
+    free(meta);
+    free(map);
+    return rv;
 }
 
 static int fsm_restore(void *data, const void *buf, size_t len)
 {
     struct meta_svc *svc = data;
-    int rv = meta_sm_restore(svc->sm, buf, len);
+    struct le_reader r = {buf, len};
+    const unsigned char *meta, *map;
+    uint64_t meta_len, map_len;
+    uint32_t magic, version;
+    struct map_sm *empty;
+    int rv;
 
-    if (rv == 0) {
-        svc->changed = true;
+    if (le_get_u32(&r, &magic) && magic != SNAP_MAGIC) {
+        /* before the map was replicated: exchanges only */
+        rv = meta_sm_restore(svc->sm, buf, len);
+        if (rv == 0) {
+            empty = map_sm_new();
+            map_sm_free(svc->map);
+            svc->map = empty;
+            svc->changed = true;
+        }
+        return rv;
     }
-    return rv;
+    if (!le_get_u32(&r, &version) || version != SNAP_VERSION ||
+        !le_get_u64(&r, &meta_len) || meta_len > r.left ||
+        !le_get_bytes(&r, &meta, (size_t)meta_len) ||
+        !le_get_u64(&r, &map_len) || map_len != r.left ||
+        !le_get_bytes(&r, &map, (size_t)map_len)) {
+        return -1;
+    }
+    /* the map first: it checks more, and a refused restore keeps both */
+    empty = map_sm_new();
+    if (map_sm_restore(empty, map, (size_t)map_len) != 0 ||
+        meta_sm_restore(svc->sm, meta, (size_t)meta_len) != 0) {
+        map_sm_free(empty);
+        return -1;
+    }
+    map_sm_free(svc->map);
+    svc->map = empty;
+    svc->changed = true;
+    return 0;
 }
 
 /* ------------------------------------------------------------ watches */
@@ -110,6 +210,12 @@ static void watch_unlink(struct meta_svc *svc, struct meta_svc_watch *w)
     svc->n_watches--;
 }
 
+static uint64_t watched_version(const struct meta_svc *svc,
+                                const struct meta_svc_watch *w)
+{
+    return w->map ? map_sm_epoch(svc->map) : meta_sm_version(svc->sm);
+}
+
 enum pass {
     PASS_CHANGED,     /* the version moved past theirs */
     PASS_EXPIRED,     /* that, or their wait is over */
@@ -126,13 +232,12 @@ static void watches_pass(struct meta_svc *svc, enum pass pass)
     struct meta_svc_watch *due = NULL;
     struct meta_svc_watch **tail = &due;
     struct meta_svc_watch *w = svc->watches;
-    uint64_t version = meta_sm_version(svc->sm);
     uint64_t now = uv_now(svc->sh.loop);
 
     while (w != NULL) {
         struct meta_svc_watch *next = w->next;
 
-        if (all || version > w->known_version ||
+        if (all || watched_version(svc, w) > w->known_version ||
             (expired && w->deadline <= now)) {
             watch_unlink(svc, w);
             *tail = w;
@@ -145,7 +250,7 @@ static void watches_pass(struct meta_svc *svc, enum pass pass)
         due = w->next;
         w->next = NULL;
         w->status = pass == PASS_ALL_CLOSING ? OUTCOME_CLOSING : OUTCOME_OK;
-        w->version = version;
+        w->version = watched_version(svc, w);
         w->cb(w);
     }
 }
@@ -163,10 +268,13 @@ static void shell_process(void *owner)
     process(owner);
 }
 
+static void maybe_bootstrap(struct meta_svc *svc);
+
 static void tick(void *owner)
 {
     struct meta_svc *svc = owner;
 
+    maybe_bootstrap(svc);
     if (svc->n_watches == 0) {
         return;
     }
@@ -182,7 +290,7 @@ void meta_svc_watch(struct meta_svc *svc, struct meta_svc_watch *w)
 {
     w->next = NULL;
     w->prev = NULL;
-    w->version = meta_sm_version(svc->sm);
+    w->version = watched_version(svc, w);
     if (svc->sh.closing) {
         w->status = OUTCOME_CLOSING;
         w->cb(w);
@@ -216,33 +324,76 @@ static void complete(struct meta_svc_call *call, enum outcome st)
     call->cb(call);
 }
 
-static void cmd_done(struct rgroup_cmd *rcmd, int status)
+static void complete_map(struct meta_svc_map_call *call, enum outcome st)
 {
-    struct pending *p = rcmd->data;
-    struct meta_svc *svc = p->svc;
+    if (st != OUTCOME_OK) {
+        memset(&call->result, 0, sizeof(call->result));
+    }
+    call->status = st;
+    call->cb(call);
+}
+
+static void finish(struct pending *p, enum outcome st)
+{
     struct meta_svc_call *call = p->call;
+    struct meta_svc_map_call *map_call = p->map_call;
 
     free(p->payload);
     free(p);
-    complete(call,
-             status == 0 ? OUTCOME_OK : svc_outcome(status, svc->sh.closing));
+    if (call != NULL) {
+        complete(call, st);
+    } else {
+        complete_map(map_call, st);
+    }
+}
+
+static void cmd_done(struct rgroup_cmd *rcmd, int status)
+{
+    struct pending *p = rcmd->data;
+
+    finish(p, status == 0 ? OUTCOME_OK
+                          : svc_outcome(status, p->svc->sh.closing));
+}
+
+/* Propose @pb for @p (its call set), or complete it now. */
+static void propose(struct meta_svc *svc, struct pending *p,
+                    const Ringmq__MetaCommand *pb)
+{
+    size_t n = ringmq__meta_command__get_packed_size(pb);
+    int rv;
+
+    p->svc = svc;
+    p->payload = xmalloc(n > 0 ? n : 1);
+    ringmq__meta_command__pack(pb, p->payload);
+    p->rcmd.payload = p->payload;
+    p->rcmd.len = n;
+    p->rcmd.cb = cmd_done;
+    p->rcmd.data = p;
+    rv = rgroup_submit(svc->sh.group, &p->rcmd);
+    if (rv != 0) {
+        finish(p, svc_outcome(rv, svc->sh.closing));
+    }
+}
+
+/* Refused before the log: closing or not the leader. */
+static enum outcome admit(const struct meta_svc *svc)
+{
+    if (svc->sh.closing) {
+        return OUTCOME_CLOSING;
+    }
+    return rgroup_is_leader(svc->sh.group) ? OUTCOME_OK : OUTCOME_NOT_LEADER;
 }
 
 void meta_svc_submit(struct meta_svc *svc, struct meta_svc_call *call)
 {
     struct mq_pb_meta_buf b;
     struct pending *p;
-    size_t n;
-    int rv;
+    enum outcome st = admit(svc);
 
     memset(&call->result, 0, sizeof(call->result));
     call->result.reply_text = "";
-    if (svc->sh.closing) {
-        complete(call, OUTCOME_CLOSING);
-        return;
-    }
-    if (!rgroup_is_leader(svc->sh.group)) {
-        complete(call, OUTCOME_NOT_LEADER);
+    if (st != OUTCOME_OK) {
+        complete(call, st);
         return;
     }
     if (mq_pb_meta_cmd_to_pb(&call->cmd, &b) != 0) {
@@ -259,22 +410,70 @@ void meta_svc_submit(struct meta_svc *svc, struct meta_svc_call *call)
         return;
     }
     p = xcalloc(1, sizeof(*p));
-    p->svc = svc;
     p->call = call;
-    n = ringmq__meta_command__get_packed_size(&b.pb);
-    p->payload = xmalloc(n > 0 ? n : 1);
-    ringmq__meta_command__pack(&b.pb, p->payload);
+    propose(svc, p, &b.pb);
     mq_pb_meta_buf_clear(&b);
-    p->rcmd.payload = p->payload;
-    p->rcmd.len = n;
-    p->rcmd.cb = cmd_done;
-    p->rcmd.data = p;
-    rv = rgroup_submit(svc->sh.group, &p->rcmd);
-    if (rv != 0) {
-        free(p->payload);
-        free(p);
-        complete(call, svc_outcome(rv, svc->sh.closing));
+}
+
+void meta_svc_map_submit(struct meta_svc *svc, struct meta_svc_map_call *call)
+{
+    Ringmq__MetaCommand pb = RINGMQ__META_COMMAND__INIT;
+    Ringmq__MapCommand mpb;
+    struct map_pb_arena a = {0};
+    struct pending *p;
+    enum outcome st = admit(svc);
+
+    memset(&call->result, 0, sizeof(call->result));
+    if (st != OUTCOME_OK) {
+        complete_map(call, st);
+        return;
     }
+    map_pb_cmd_to(call->cmd, &mpb, &a);
+    pb.map = &mpb;
+    p = xcalloc(1, sizeof(*p));
+    p->map_call = call;
+    propose(svc, p, &pb);
+    map_pb_arena_clear(&a);
+}
+
+/* ---- bootstrap ------------------------------------------------------------ */
+
+static void init_done(struct meta_svc_map_call *call)
+{
+    struct meta_svc *svc = call->data;
+
+    svc->init_inflight = false;
+    if (call->status == OUTCOME_OK && call->result.code == MAP_SM_OK) {
+        log_info("%s: cluster map initialised from the bootstrap map, "
+                 "epoch %" PRIu64,
+                 svc->name, call->result.epoch);
+    } else if (call->status == OUTCOME_OK) {
+        log_debug("%s: bootstrap map not used: %s", svc->name,
+                  call->result.why);
+    }
+}
+
+/* The leader of a group whose map is empty proposes the bootstrap map. A
+ * second proposal (two leaders in a row, or a retry) is refused by apply:
+ * INIT applies once. */
+static void maybe_bootstrap(struct meta_svc *svc)
+{
+    if (svc->bootstrap.epoch == 0 || svc->init_inflight ||
+        map_sm_epoch(svc->map) != 0 || !meta_svc_is_leader(svc)) {
+        return;
+    }
+    svc->init_inflight = true;
+    svc->init_cmd = (struct map_sm_cmd){.type = MAP_SM_INIT,
+                                        .map = &svc->bootstrap};
+    svc->init_call = (struct meta_svc_map_call){
+        .cmd = &svc->init_cmd, .cb = init_done, .data = svc};
+    meta_svc_map_submit(svc, &svc->init_call);
+}
+
+void meta_svc_set_bootstrap(struct meta_svc *svc,
+                            const struct cluster_map *map)
+{
+    cluster_map_copy(&svc->bootstrap, map);
 }
 
 /* ---------------------------------------------------------------- API */
@@ -293,6 +492,8 @@ struct meta_svc *meta_svc_new(uv_loop_t *loop,
 
     snprintf(svc->name, sizeof(svc->name), "%s", group->name);
     svc->sh.loop = loop;
+    svc->map = map_sm_new();
+    cluster_map_init(&svc->bootstrap);
     svc->sm = meta_sm_new();
     if (svc->sm == NULL) {
         snprintf(errmsg, errlen, "%s: cannot allocate the meta state",
@@ -308,6 +509,7 @@ struct meta_svc *meta_svc_new(uv_loop_t *loop,
 err_after_sm:
     meta_sm_free(svc->sm);
 err:
+    map_sm_free(svc->map);
     free(svc);
     return NULL;
 }
@@ -317,6 +519,11 @@ const struct meta_sm *meta_svc_sm(const struct meta_svc *svc)
     return svc->sm;
 }
 
+const struct map_sm *meta_svc_map(const struct meta_svc *svc)
+{
+    return svc->map;
+}
+
 void meta_svc_status(struct meta_svc *svc, struct meta_svc_status *out)
 {
     memset(out, 0, sizeof(*out));
@@ -324,6 +531,7 @@ void meta_svc_status(struct meta_svc *svc, struct meta_svc_status *out)
     out->version = meta_sm_version(svc->sm);
     meta_sm_counts(svc->sm, &out->exchanges, &out->bindings);
     out->watchers = svc->n_watches;
+    out->map_epoch = map_sm_epoch(svc->map);
 }
 
 const char *meta_svc_name(const struct meta_svc *svc)
@@ -351,6 +559,8 @@ static void destroy(void *owner)
     struct meta_svc *svc = owner;
 
     meta_sm_free(svc->sm);
+    map_sm_free(svc->map);
+    cluster_map_clear(&svc->bootstrap);
     free(svc);
 }
 

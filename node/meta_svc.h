@@ -1,8 +1,13 @@
 /*
  * meta_svc: this node's replica of the "meta" group: the exchange/binding
- * state machine (sm/meta_sm) behind a Raft group, in the pattern of
- * cache_svc and mq_svc (MetaCommand entries, group commit, result from the
- * leader's own apply).
+ * state machine (sm/meta_sm) and the cluster map (sm/map_sm) behind one
+ * Raft group, in the pattern of cache_svc and mq_svc (MetaCommand entries,
+ * group commit, result from the leader's own apply). A snapshot holds both.
+ *
+ * The map starts empty. Given a bootstrap map (meta_svc_set_bootstrap:
+ * the node's YAML), the replica that leads while the map is empty proposes
+ * it (INIT, applied once: any later INIT is refused), so a new cluster
+ * needs no extra step and a running one is never overwritten by a file.
  *
  * meta_svc_submit completes @call exactly once through call->cb, possibly
  * before returning, on the loop thread. Status as mq_svc: OK (applied,
@@ -26,8 +31,10 @@
 
 #include <uv.h>
 
-#include "sm/meta_sm.h"
 #include "raft/group.h"
+#include "sm/cluster_map.h"
+#include "sm/map_sm.h"
+#include "sm/meta_sm.h"
 #include "sm/outcome.h"
 
 struct meta_svc;
@@ -42,9 +49,21 @@ struct meta_svc_call {
     struct meta_sm_result result;
 };
 
+/* A cluster map command (sm/map_sm.h), completed like a meta_svc_call. */
+struct meta_svc_map_call {
+    /* in */
+    const struct map_sm_cmd *cmd; /* borrowed until cb */
+    void (*cb)(struct meta_svc_map_call *call);
+    void *data;
+    /* out */
+    enum outcome status;
+    struct map_sm_result result; /* valid when status is OK */
+};
+
 struct meta_svc_watch {
     /* in */
-    uint64_t known_version;
+    bool map;               /* watch the map's epoch, not the exchanges */
+    uint64_t known_version; /* the map: its epoch */
     uint32_t wait_ms; /* 0: answer now */
     void (*cb)(struct meta_svc_watch *w);
     void *data;
@@ -63,6 +82,7 @@ struct meta_svc_status {
     uint64_t exchanges;
     uint64_t bindings;
     uint64_t watchers;
+    uint64_t map_epoch;
 };
 
 /* @group is copied. NULL with @errmsg on failure. */
@@ -71,10 +91,18 @@ struct meta_svc *meta_svc_new(uv_loop_t *loop,
                               char *errmsg, size_t errlen);
 
 void meta_svc_submit(struct meta_svc *svc, struct meta_svc_call *call);
+void meta_svc_map_submit(struct meta_svc *svc, struct meta_svc_map_call *call);
+
+/* The map this replica proposes while it leads and the map is empty;
+ * @map is copied. Call once, before the group may elect. */
+void meta_svc_set_bootstrap(struct meta_svc *svc,
+                            const struct cluster_map *map);
 void meta_svc_watch(struct meta_svc *svc, struct meta_svc_watch *w);
 
 /* The local state machine: read-only, valid until meta_svc_close(). */
 const struct meta_sm *meta_svc_sm(const struct meta_svc *svc);
+/* This replica's cluster map state, read-only, valid until close. */
+const struct map_sm *meta_svc_map(const struct meta_svc *svc);
 void meta_svc_status(struct meta_svc *svc, struct meta_svc_status *out);
 const char *meta_svc_name(const struct meta_svc *svc);
 uint64_t meta_svc_leader_id(const struct meta_svc *svc);

@@ -244,7 +244,14 @@ static int start_amqp_groups(struct node *n, char *err, size_t errlen)
         return -1;
     }
     n->meta = meta_svc_new(n->loop, &rc, err, errlen);
-    return n->meta != NULL ? 0 : -1;
+    if (n->meta == NULL) {
+        return -1;
+    }
+    if (n->cfg.cluster != NULL) {
+        /* the first leader of a new cluster's meta group proposes it */
+        meta_svc_set_bootstrap(n->meta, n->cfg.cluster);
+    }
+    return 0;
 }
 
 /* An edge identity unique among live edges (amqp_server.h): nothing in

@@ -12,12 +12,14 @@
 #include "rpc/rpc_server.h"
 #include "common/ring.h"
 #include "proto/cache_pb.h"
+#include "proto/map_pb.h"
 #include "proto/mq_pb.h"
 #include "proto/rpc_frame.h"
 
 #define DEFAULT_GROUP "cache"
 
 struct rpc_meta_watch;
+struct rpc_map_watch;
 
 struct node_rpc {
     uv_loop_t *loop;
@@ -31,6 +33,7 @@ struct node_rpc {
     struct meta_svc *meta;
     struct meta_fanout *fanout;     /* with meta */
     struct rpc_meta_watch *watches; /* held in meta, this service's */
+    struct rpc_map_watch *map_watches; /* likewise */
     struct watermark *watermark;
 };
 
@@ -152,9 +155,10 @@ static void cache_call_done(struct cache_call *call)
     free(c);
 }
 
-/* DESIGN.md: a node refuses work for a key its shard does not own at the
- * request's epoch, so a router with a stale map never writes to the wrong
- * shard. Epoch 0 (ringmqctl, tests) and nodes without a map skip the check.
+/* A node refuses work for a key its shard does not own, so a router with a
+ * stale ring never writes to the wrong shard. The request's epoch is only
+ * a hint: the map's epoch also moves when members change, which moves no
+ * key. Epoch 0 (ringmqctl, tests) and nodes without a map skip the check.
  * Returns NULL if the request may proceed, else the reason. */
 static const char *ownership_error(const struct node_rpc *r,
                                    const Ringmq__RpcRequest *msg, int g)
@@ -166,16 +170,13 @@ static const char *ownership_error(const struct node_rpc *r,
     if (msg->epoch == 0 || map == NULL) {
         return NULL;
     }
-    if (msg->epoch != map->epoch) {
-        return "cluster map epoch differs from this node's";
-    }
     if (op->type < CACHE_OP__COUNT &&
         !cache_op_has_key((enum cache_op_type)op->type)) {
         return NULL; /* flush_all, config: the whole shard's */
     }
     owner = ring_lookup(r->ring, op->key.data, op->key.len);
     if (strcmp(map->shards[owner].name, r->cfg->groups[g].name) != 0) {
-        return "key not owned by this shard at this epoch";
+        return "key not owned by this shard";
     }
     return NULL;
 }
@@ -645,6 +646,139 @@ static void handle_meta_watch(struct node_rpc *r, struct rpc_server_req *req,
     meta_svc_watch(r->meta, &c->w);
 }
 
+/* ---- the cluster map ----------------------------------------------------- */
+
+struct rpc_map_call {
+    struct meta_svc_map_call call;
+    struct map_pb_cmd cmd;
+    struct node_rpc *rpc;
+    struct rpc_server_req *req;
+};
+
+static void map_call_done(struct meta_svc_map_call *call)
+{
+    struct rpc_map_call *c = call->data;
+    Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
+    Ringmq__MapResult res;
+
+    if (call->status == OUTCOME_OK) {
+        map_pb_result_to(&call->result, &res);
+        resp.code = rpc_code(OUTCOME_OK);
+        resp.body_case = RINGMQ__RPC_RESPONSE__BODY_MAP;
+        resp.map = &res;
+        rpc_server_reply(c->req, &resp);
+    } else {
+        reply_failure(c->rpc, c->req, call->status, "meta",
+                      meta_svc_leader_id(c->rpc->meta));
+    }
+    map_pb_cmd_clear(&c->cmd);
+    free(c);
+}
+
+static void handle_map(struct node_rpc *r, struct rpc_server_req *req,
+                       const Ringmq__RpcRequest *msg)
+{
+    struct rpc_map_call *c;
+
+    if (r->meta == NULL) {
+        reply_code(req, OUTCOME_NO_GROUP, "no such group here");
+        return;
+    }
+    c = xcalloc(1, sizeof(*c));
+    if (map_pb_cmd_from(msg->map, &c->cmd) != 0) {
+        map_pb_cmd_clear(&c->cmd);
+        free(c);
+        reply_code(req, OUTCOME_BAD_REQUEST, "bad map command");
+        return;
+    }
+    c->rpc = r;
+    c->req = req;
+    c->call.cmd = &c->cmd.cmd;
+    c->call.cb = map_call_done;
+    c->call.data = c;
+    meta_svc_map_submit(r->meta, &c->call);
+}
+
+/* A map watch: answered from this replica's map, leader or not (a
+ * follower's map is at most a little behind, and routers re-watch). */
+struct rpc_map_watch {
+    struct meta_svc_watch w;
+    struct node_rpc *rpc; /* NULL once the service closed */
+    struct rpc_server_req *req;
+    struct rpc_map_watch *prev;
+    struct rpc_map_watch *next;
+};
+
+static void map_watch_unlink(struct node_rpc *r, struct rpc_map_watch *c)
+{
+    if (c->prev) {
+        c->prev->next = c->next;
+    } else {
+        r->map_watches = c->next;
+    }
+    if (c->next) {
+        c->next->prev = c->prev;
+    }
+    c->prev = c->next = NULL;
+}
+
+static void map_watch_done(struct meta_svc_watch *w)
+{
+    struct rpc_map_watch *c = w->data;
+    struct node_rpc *r = c->rpc;
+    Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
+    Ringmq__MapDelta pb;
+    struct map_pb_arena a = {0};
+    struct map_delta d;
+
+    if (r == NULL || w->status != OUTCOME_OK) {
+        reply_code(c->req, OUTCOME_UNAVAILABLE, "closing");
+        if (r != NULL) {
+            map_watch_unlink(r, c);
+        }
+        free(c);
+        return;
+    }
+    map_watch_unlink(r, c);
+    map_delta_init(&d);
+    map_sm_delta(meta_svc_map(r->meta), w->known_version, &d);
+    map_pb_delta_to(&d, &pb, &a);
+    resp.code = rpc_code(OUTCOME_OK);
+    resp.body_case = RINGMQ__RPC_RESPONSE__BODY_MAP_DELTA;
+    resp.map_delta = &pb;
+    rpc_server_reply(c->req, &resp);
+    map_pb_arena_clear(&a);
+    map_delta_clear(&d);
+    free(c);
+}
+
+static void handle_map_watch(struct node_rpc *r, struct rpc_server_req *req,
+                             const Ringmq__RpcRequest *msg)
+{
+    struct rpc_map_watch *c;
+
+    if (r->meta == NULL) {
+        reply_code(req, OUTCOME_NO_GROUP, "no such group here");
+        return;
+    }
+    c = xcalloc(1, sizeof(*c));
+    c->rpc = r;
+    c->req = req;
+    c->w.map = true;
+    c->w.known_version = msg->map_watch->known_epoch;
+    c->w.wait_ms = msg->map_watch->wait_ms > 60000
+                       ? 60000
+                       : msg->map_watch->wait_ms;
+    c->w.cb = map_watch_done;
+    c->w.data = c;
+    c->next = r->map_watches;
+    if (r->map_watches) {
+        r->map_watches->prev = c;
+    }
+    r->map_watches = c;
+    meta_svc_watch(r->meta, &c->w);
+}
+
 void node_rpc_set_watermark(struct node_rpc *r, struct watermark *w)
 {
     r->watermark = w;
@@ -803,6 +937,12 @@ static void on_request(void *data, struct rpc_server_req *req,
     case RINGMQ__RPC_REQUEST__BODY_MEMBER:
         handle_member(r, req, msg);
         break;
+    case RINGMQ__RPC_REQUEST__BODY_MAP:
+        handle_map(r, req, msg);
+        break;
+    case RINGMQ__RPC_REQUEST__BODY_MAP_WATCH:
+        handle_map_watch(r, req, msg);
+        break;
     default:
         reply_code(req, OUTCOME_BAD_REQUEST, "empty request");
         break;
@@ -879,6 +1019,12 @@ void node_rpc_close(struct node_rpc *r, void (*cb)(void *data), void *data)
         struct rpc_meta_watch *w = r->watches;
 
         watch_unlink(r, w);
+        w->rpc = NULL;
+    }
+    while (r->map_watches) {
+        struct rpc_map_watch *w = r->map_watches;
+
+        map_watch_unlink(r, w);
         w->rpc = NULL;
     }
     if (r->fanout) {

@@ -8,9 +8,11 @@
  * the request is sent to the shard's members from the map and follows
  * NOT_LEADER hints; a group that has no leader yet, is busy with another
  * change, or lost its leader mid-change is asked again until --seconds
- * pass (both changes are idempotent at the node).
+ * pass (both changes are idempotent at the node). Then the change is
+ * recorded in the cluster map the meta group holds (for the shard, and for
+ * meta when the shard hosts it), which routers follow: no router restarts.
  *
- * Direction: called by ringmqctl.c; calls only ctl and ctl_map.
+ * Direction: called by ringmqctl.c; calls only ctl, ctl_map and ctl_live.
  */
 #include "tools/ctl_member.h"
 
@@ -21,6 +23,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "tools/ctl_live.h"
 
 struct shard_group {
     char name[CLUSTER_NAME_MAX + 8];
@@ -122,6 +125,49 @@ out:
     return rv;
 }
 
+/* The change in the cluster map: one command per group the map lists
+ * members for (the shard, and meta), each idempotent. */
+static int record(struct ctl *ctl, const struct cluster_map *map,
+                  const struct cluster_shard *s,
+                  const struct shard_group *groups, unsigned n, bool add,
+                  uint64_t id, const struct cluster_member *m)
+{
+    unsigned i;
+
+    for (i = 0; i < n; i++) {
+        struct map_sm_cmd c = {0};
+        struct map_sm_result res;
+
+        if (groups[i].port_delta == 1) {
+            continue; /* "<shard>.mq" shares the shard's entry */
+        }
+        c.type = add ? MAP_SM_MEMBER_ADD : MAP_SM_MEMBER_REMOVE;
+        c.group = groups[i].port_delta == 0 ? s->name : MAP_SM_META;
+        c.member.id = id;
+        if (add) {
+            c.member = *m;
+            if (cluster_raft_port_offset(m->raft, groups[i].port_delta,
+                                         c.member.raft,
+                                         sizeof(c.member.raft)) != 0) {
+                return EXIT_USAGE;
+            }
+        }
+        if (ctl_live_change(ctl, map, &c, &res) != 0) {
+            return EXIT_ERROR;
+        }
+        if (res.code != MAP_SM_OK) {
+            fprintf(stderr,
+                    "ringmqctl: the cluster map did not take the change "
+                    "(%s): %s\n",
+                    c.group, res.why);
+            return EXIT_ERROR;
+        }
+        printf("map: %s member %" PRIu64 " %s, epoch %" PRIu64 "\n",
+               c.group, id, add ? "recorded" : "dropped", res.epoch);
+    }
+    return 0;
+}
+
 static int member_change(struct ctl *ctl,
                          const struct cluster_map *map,
                          const struct cluster_shard *s,
@@ -182,7 +228,7 @@ static int member_change(struct ctl *ctl,
                add ? "is a voter" : "removed");
         fflush(stdout);
     }
-    return 0;
+    return record(ctl, map, s, groups, n, add, id, m);
 }
 
 /* The members of every group of @s as its leader knows them (or, with no

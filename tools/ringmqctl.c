@@ -29,6 +29,7 @@
 #include "tools/ctl.h"
 #include "tools/ctl_cache.h"
 #include "tools/ctl_cluster.h"
+#include "tools/ctl_live.h"
 #include "tools/ctl_load.h"
 #include "tools/ctl_map.h"
 #include "tools/ctl_member.h"
@@ -94,11 +95,16 @@ static void usage(FILE *f)
         "  cluster            (--cluster) every shard replica of the map:\n"
         "                     state, leader, term, applied index, lag behind\n"
         "                     the shard's newest log index, digest\n"
+        "  map                (--cluster) the cluster map the meta group\n"
+        "                     holds: epoch, shards (weight, state,\n"
+        "                     members), meta's members, routers\n"
         "  member add SHARD ID | member remove SHARD ID\n"
         "                     (--cluster) make map member ID (which has\n"
         "                     join: true and runs) a voter of every group\n"
-        "                     of SHARD, or remove it; asks each group's\n"
-        "                     leader until done or --seconds S (300)\n"
+        "                     of SHARD, or remove it, and record it in the\n"
+        "                     cluster map (routers follow it); asks each\n"
+        "                     group's leader until done or --seconds S\n"
+        "                     (300)\n"
         "  member list SHARD  (--cluster) the members each group of SHARD\n"
         "                     has: id, role, leader, raft address\n"
         "  shard set SHARD memory-limit SIZE | item-size-max SIZE\n"
@@ -313,7 +319,8 @@ int main(int argc, char **argv)
             return EXIT_USAGE;
         }
     } else if (strcmp(cmd, "owner") == 0 || strcmp(cmd, "cluster") == 0 ||
-               strcmp(cmd, "member") == 0 || strcmp(cmd, "shard") == 0) {
+               strcmp(cmd, "member") == 0 || strcmp(cmd, "shard") == 0 ||
+               strcmp(cmd, "map") == 0) {
         fprintf(stderr, "ringmqctl: %s needs --cluster FILE\n", cmd);
         free(o.node_list);
         return EXIT_USAGE;
@@ -327,7 +334,7 @@ int main(int argc, char **argv)
     if (map != NULL && strcmp(cmd, "status") != 0 &&
         strcmp(cmd, "digest") != 0 && strcmp(cmd, "cluster") != 0 &&
         strcmp(cmd, "member") != 0 && strcmp(cmd, "shard") != 0 &&
-        strcmp(cmd, "load") != 0 &&
+        strcmp(cmd, "map") != 0 && strcmp(cmd, "load") != 0 &&
         strcmp(cmd, "verify") != 0) {
         route_by_map(map, &o);
     }
@@ -341,6 +348,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "cluster") == 0) {
         rv = cmd_cluster(&ctl, map);
+    } else if (strcmp(cmd, "map") == 0) {
+        rv = o.n_args == 1 ? cmd_map(&ctl, &map->map) : EXIT_USAGE;
     } else if (strcmp(cmd, "member") == 0) {
         rv = cmd_member(&ctl, map);
     } else if (strcmp(cmd, "shard") == 0) {

@@ -299,7 +299,8 @@ def test_epoch_checks_health_and_stats():
     key = next(k for k in ("k%d" % i for i in range(100)) if owners(lc, [k])[k] == "s2")
     c = Client(("127.0.0.1", lc.mc_port(1)), timeout=5)
     rt.check(c.set(key, b"v", noreply=False), "set through a router")
-    # a stale or future map: the node refuses
+    # another epoch: the epoch is a hint (it also moves when members change),
+    # the node serves the keys its shard owns
     with open(lc.map) as f:
         bumped = f.read().replace("epoch: 1", "epoch: 2")
     other = os.path.join(lc.dir, "epoch2.yaml")
@@ -307,9 +308,9 @@ def test_epoch_checks_health_and_stats():
         f.write(bumped)
     out = subprocess.run([rt.CTL, "--cluster", other, "get", key],
                          capture_output=True, text=True, timeout=20)
-    rt.check(out.returncode != 0 and "WRONG_EPOCH" in out.stderr,
-             "another epoch is refused: %r" % out.stderr)
-    # the right epoch, but a key the shard does not own
+    rt.check(out.returncode == 0 and "v" in out.stdout,
+             "another epoch, an owned key: served: %r %r" % (out.stdout, out.stderr))
+    # a key the shard does not own
     s1 = ",".join("127.0.0.1:%d" % (7101 + i + lc.off) for i in range(3))
     out = subprocess.run([rt.CTL, "--node", s1, "--group", "s1", "--epoch", "1",
                           "set", key, "x"], capture_output=True, text=True, timeout=20)

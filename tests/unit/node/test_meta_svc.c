@@ -2,7 +2,8 @@
  * Unit tests of node/meta_svc over a real single-member rgroup: results
  * from the leader's apply, the local view, NOT_LEADER before leadership,
  * watches (immediate, on change, timeout, closing, handed back by a
- * replica that does not lead), restart replay.
+ * replica that does not lead), restart replay; the cluster map: bootstrap,
+ * commands, map watches, snapshots holding both state machines.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -70,12 +71,16 @@ static bool is_closed(void *arg)
     return ((struct fx *)arg)->closed;
 }
 
+static unsigned snapshot_threshold; /* 0: the default */
+
 static void start(struct fx *f, bool wait)
 {
     struct rgroup_config g;
     char err[256];
 
     svc_env_group(&f->env, &g, "meta", 2);
+    g.snapshot_threshold = snapshot_threshold;
+    g.snapshot_trailing = snapshot_threshold;
     f->svc = meta_svc_new(&f->env.loop, &g, err, sizeof(err));
     assert_non_null(f->svc);
     if (wait) {
@@ -283,6 +288,128 @@ static void test_watch_not_leader(void **state)
     assert_int_equal(w.w.version, 0);
 }
 
+/* ---- the cluster map ---------------------------------------------------- */
+
+struct mop {
+    struct meta_svc_map_call call;
+    struct map_sm_cmd cmd;
+    int done;
+};
+
+static void mop_cb(struct meta_svc_map_call *call)
+{
+    ((struct mop *)call->data)->done++;
+}
+
+static bool mop_done(void *arg)
+{
+    return ((struct mop *)arg)->done > 0;
+}
+
+static bool map_epoch_at_least_5(void *arg)
+{
+    return map_sm_epoch(meta_svc_map(arg)) >= 5;
+}
+
+static void one_shard(struct cluster_map *map)
+{
+    struct cluster_shard *s;
+
+    cluster_map_init(map);
+    map->epoch = 5;
+    s = cluster_map_append(map);
+    snprintf(s->name, sizeof(s->name), "s1");
+    s->members[0].id = 1;
+    snprintf(s->members[0].raft, CLUSTER_ADDR_MAX, "127.0.0.1:7210");
+    snprintf(s->members[0].rpc, CLUSTER_ADDR_MAX, "127.0.0.1:7101");
+    s->n_members = 1;
+    assert_int_equal(cluster_map_default_meta(map, NULL, 0), 0);
+}
+
+static void map_add_member(struct fx *f, struct mop *o, uint64_t id)
+{
+    memset(o, 0, sizeof(*o));
+    o->cmd.type = MAP_SM_MEMBER_ADD;
+    o->cmd.group = "s1";
+    o->cmd.member.id = id;
+    snprintf(o->cmd.member.raft, CLUSTER_ADDR_MAX, "127.0.0.1:%u",
+             (unsigned)(8000 + id));
+    snprintf(o->cmd.member.rpc, CLUSTER_ADDR_MAX, "127.0.0.1:%u",
+             (unsigned)(9000 + id));
+    o->call.cmd = &o->cmd;
+    o->call.cb = mop_cb;
+    o->call.data = o;
+    meta_svc_map_submit(f->svc, &o->call);
+    assert_true(svc_env_run_until(&f->env, mop_done, o, WAIT_MS));
+}
+
+/* The leader proposes the bootstrap map once; map commands apply; a map
+ * watch wakes on the map's epoch, not the exchanges' version; a snapshot
+ * carries both, and a restart restores both. */
+static void test_map(void **state)
+{
+    struct fx *f = *state;
+    struct cluster_map boot;
+    struct meta_svc_status st;
+    struct wop w;
+    struct op o;
+    struct mop m;
+    uint64_t id;
+
+    snapshot_threshold = 8;
+    one_shard(&boot);
+    start(f, false);
+    meta_svc_set_bootstrap(f->svc, &boot);
+    assert_true(svc_env_run_until(&f->env, map_epoch_at_least_5, f->svc,
+                                  WAIT_MS));
+    assert_int_equal(map_sm_epoch(meta_svc_map(f->svc)), 5);
+
+    memset(&w, 0, sizeof(w));
+    w.w.map = true;
+    w.w.known_version = 5;
+    w.w.wait_ms = 5000;
+    w.w.cb = watch_cb;
+    w.w.data = &w;
+    meta_svc_watch(f->svc, &w.w);
+    /* an exchange does not wake a map watch */
+    xdeclare(&o, "x1");
+    run(f, &o);
+    svc_env_run_for(&f->env, 100);
+    assert_int_equal(w.done, 0);
+    map_add_member(f, &m, 2);
+    assert_int_equal(m.call.status, OUTCOME_OK);
+    assert_int_equal(m.call.result.code, MAP_SM_OK);
+    assert_int_equal(m.call.result.epoch, 6);
+    assert_true(svc_env_run_until(&f->env, wop_done, &w, WAIT_MS));
+    assert_int_equal(w.w.version, 6);
+
+    /* enough entries for snapshots, then a restart from one */
+    for (id = 3; id <= 9; id++) {
+        map_add_member(f, &m, id);
+        assert_int_equal(m.call.result.code, MAP_SM_OK);
+    }
+    map_add_member(f, &m, 9); /* again: nothing changes */
+    assert_false(m.call.result.changed);
+    meta_svc_status(f->svc, &st);
+    assert_true(st.raft.snapshots_taken > 0);
+    assert_int_equal(st.map_epoch, 13);
+    stop(f);
+    start(f, true);
+    meta_svc_status(f->svc, &st);
+    assert_int_equal(st.map_epoch, 13);
+    assert_int_equal(st.version, 1); /* the exchange came back too */
+    assert_int_equal(cluster_map_shard(map_sm_map(meta_svc_map(f->svc)), "s1")
+                         ->n_members,
+                     9);
+    /* a restarted replica with a map does not propose its bootstrap map
+     * again (INIT applies once) */
+    meta_svc_set_bootstrap(f->svc, &boot);
+    svc_env_run_for(&f->env, 200);
+    assert_int_equal(map_sm_epoch(meta_svc_map(f->svc)), 13);
+    cluster_map_clear(&boot);
+    snapshot_threshold = 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -291,6 +418,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_watch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watch_not_leader, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_map, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
