@@ -4,11 +4,14 @@
  * peer).
  *
  * Input: byte 0 picks the message type (MqCommand, MqResult, MetaCommand,
- * MetaResult), the rest is its protobuf encoding. A decoded command is
+ * MetaResult, and the cluster map's MapCommand and MapDelta of
+ * proto/map_pb), the rest is its protobuf encoding. A decoded command is
  * applied to a fresh state machine (the decoder's promise is that whatever
  * it accepts is safe to apply), re-encoded and decoded again, which must
  * succeed with the same fields. A decoded result is released with
- * mq_sm_result_clear (ASan checks the layout).
+ * mq_sm_result_clear (ASan checks the layout). A map command is applied to
+ * a map_sm holding a small map; a map delta to a copy of that map, which
+ * is then validated like a router does.
  * Seeds: tests/fuzz/corpus_mq_pb/ (byte 0 + one real encoding of each kind).
  */
 #include <stddef.h>
@@ -16,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/map_pb.h"
 #include "proto/mq_pb.h"
 
 static void same_bytes(const void *a, size_t alen, const void *b, size_t blen)
@@ -130,12 +134,101 @@ static void meta_result(const uint8_t *data, size_t size)
     ringmq__meta_result__free_unpacked(pb, NULL);
 }
 
+/* A map of two one-member shards, for commands and deltas to work on. */
+static void small_map(struct cluster_map *map)
+{
+    unsigned s;
+
+    cluster_map_init(map);
+    map->epoch = 3;
+    for (s = 0; s < 2; s++) {
+        struct cluster_shard *sh = cluster_map_append(map);
+        sh->name[0] = (char)('a' + s);
+        sh->members[0].id = s + 1;
+        memcpy(sh->members[0].raft, s ? "h:20" : "h:10", 5);
+        memcpy(sh->members[0].rpc, s ? "h:21" : "h:11", 5);
+        sh->n_members = 1;
+    }
+    if (cluster_map_default_meta(map, NULL, 0) != 0) {
+        abort();
+    }
+}
+
+static void map_cmd(const uint8_t *data, size_t size)
+{
+    Ringmq__MapCommand *pb = ringmq__map_command__unpack(NULL, size, data);
+    Ringmq__MapCommand again;
+    struct map_pb_arena a = {0};
+    struct map_sm_cmd init = {.type = MAP_SM_INIT};
+    struct map_sm_result res;
+    struct cluster_map map;
+    struct map_pb_cmd c, d;
+    struct map_sm *sm;
+    uint8_t *buf;
+    size_t n;
+
+    if (pb == NULL) {
+        return;
+    }
+    if (map_pb_cmd_from(pb, &c) == 0) {
+        small_map(&map);
+        init.map = &map;
+        sm = map_sm_new();
+        map_sm_apply(sm, &init, &res);
+        map_sm_apply(sm, &c.cmd, &res);
+        if (res.changed && map_sm_epoch(sm) != 4 &&
+            c.cmd.type != MAP_SM_INIT) {
+            abort(); /* one change, one epoch */
+        }
+        map_sm_free(sm);
+        cluster_map_clear(&map);
+        map_pb_cmd_to(&c.cmd, &again, &a);
+        n = ringmq__map_command__get_packed_size(&again);
+        buf = malloc(n > 0 ? n : 1);
+        ringmq__map_command__pack(&again, buf);
+        map_pb_arena_clear(&a);
+        ringmq__map_command__free_unpacked(pb, NULL);
+        pb = ringmq__map_command__unpack(NULL, n, buf);
+        free(buf);
+        if (pb == NULL || map_pb_cmd_from(pb, &d) != 0 ||
+            d.cmd.type != c.cmd.type ||
+            strcmp(d.cmd.group, c.cmd.group) != 0) {
+            abort(); /* whatever decodes must encode */
+        }
+        map_pb_cmd_clear(&d);
+    }
+    map_pb_cmd_clear(&c);
+    ringmq__map_command__free_unpacked(pb, NULL);
+}
+
+static void map_delta(const uint8_t *data, size_t size)
+{
+    Ringmq__MapDelta *pb = ringmq__map_delta__unpack(NULL, size, data);
+    struct cluster_map view;
+    struct map_delta d;
+    char err[256];
+
+    if (pb == NULL) {
+        return;
+    }
+    map_delta_init(&d);
+    if (map_pb_delta_from(pb, &d) == 0) {
+        small_map(&view);
+        if (map_delta_apply(&view, &d) == 0) {
+            (void)cluster_map_validate(&view, err, sizeof(err));
+        }
+        cluster_map_clear(&view);
+    }
+    map_delta_clear(&d);
+    ringmq__map_delta__free_unpacked(pb, NULL);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) {
         return 0;
     }
-    switch (data[0] & 3) {
+    switch (data[0] % 6) {
         case 0:
             mq_cmd(data + 1, size - 1);
             break;
@@ -145,8 +238,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 2:
             meta_cmd(data + 1, size - 1);
             break;
-        default:
+        case 3:
             meta_result(data + 1, size - 1);
+            break;
+        case 4:
+            map_cmd(data + 1, size - 1);
+            break;
+        default:
+            map_delta(data + 1, size - 1);
             break;
     }
     return 0;

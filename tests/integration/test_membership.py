@@ -4,13 +4,17 @@ nodes, one router, cache keys and confirmed persistent messages in it.
 
 1. A fourth node joins: the map lists it with join: true, it starts on an
    empty data directory and waits unconfigured (no bootstrap); `ringmqctl
-   member add s1 4` makes it a voter of s1, s1.mq and meta; `member list`
-   shows four voters; its replicas reach the leaders' digests.
-2. The leader is removed (`member remove`: it hands leadership over first)
-   and stopped; then another original member is killed with -9. The group
-   (node 4 and one original) still has a majority: every acknowledged key
-   and every confirmed message is read back through the router, and new
-   writes are stored.
+   member add s1 4` makes it a voter of s1, s1.mq and meta and records it
+   in the cluster map the meta group holds (`ringmqctl map`: a new epoch);
+   `member list` shows four voters; its replicas reach the leaders'
+   digests.
+2. The leader is removed (`member remove`: it hands leadership over first,
+   the map drops it) and stopped; then another original member is killed
+   with -9. The group (node 4 and one original) still has a majority:
+   every acknowledged key and every confirmed message is read back through
+   the router, and new writes are stored. The router was started with the
+   three-node file and never restarted: it reaches node 4 because it
+   follows the map in the meta group.
 3. Refusals: adding a map member without join: true, and a shard or member
    the map lacks, are usage errors; a member whose node does not run is
    refused before any group changes; adding or removing twice succeeds.
@@ -104,6 +108,13 @@ class Shard:
         return None
 
 
+def live_epoch(s, cmap):
+    """The epoch of the map the meta group holds."""
+    first = s.ctl(cmap, "map").stdout.splitlines()[0].split()
+    rt.check(first[0] == "epoch", first)
+    return int(first[1])
+
+
 def members(text):
     """member list output -> {group: {id: role}}."""
     res = {}
@@ -156,7 +167,7 @@ def test_scale_out_and_in():
              "node 4 before being added: %s" % st4["s1"])
     rt.check("waiting for a leader to add" in s.nodes[4].log(),
              "node 4 says it waits to be added")
-    s.start_router(map4)
+    epoch0 = live_epoch(s, map3)
     out = s.ctl(map4, "member", "add", "s1", "4")
     rt.check(out.stdout.split("\n")[:3] == ["s1: member 4 is a voter",
                                             "s1.mq: member 4 is a voter",
@@ -167,8 +178,13 @@ def test_scale_out_and_in():
         rt.check(listed.get(g) == {1: "voter", 2: "voter", 3: "voter", 4: "voter"},
                  "members of %s: %s" % (g, listed.get(g)))
     wait_digests_equal(s, [1, 2, 3, 4])
+    live = s.ctl(map3, "map").stdout
+    rt.check(live_epoch(s, map3) == epoch0 + 2 and
+             "s1         member 4 " in live and "meta       member 4 " in live,
+             "the live map has member 4 in s1 and meta: %s" % live)
     again = s.ctl(map4, "member", "add", "s1", "4")  # idempotent
     rt.check("s1: member 4 is a voter" in again.stdout, again.stdout)
+    rt.check(live_epoch(s, map3) == epoch0 + 2, "adding again changes no map")
 
     # 2. the leader leaves, another original dies: node 4 carries the quorum
     gone = s.leader("s1")
@@ -182,7 +198,12 @@ def test_scale_out_and_in():
     s.nodes[gone].stop()
     rest = sorted({1, 2, 3, 4} - {gone})
     map_after = s.write_map("map-after.yaml", rest, join=[4])
-    s.start_router(map_after)
+    live = s.ctl(map_after, "map").stdout
+    rt.check("member %d " % gone not in live, "the live map dropped %d: %s"
+             % (gone, live))
+    want = "cluster map epoch %d" % live_epoch(s, map_after)
+    rt.wait_until(lambda: want in open(os.path.join(s.dir, "r1.log")).read(),
+                  30, "the router follows the map without a restart")
     victim = [i for i in rest if i != 4][0]
     s.nodes[victim].kill9()
     survivors = [i for i in rest if i != victim]
