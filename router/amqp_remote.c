@@ -6,6 +6,11 @@
  * view and its watch. Leader tracking, retries, backoff and deadlines are
  * router/leader's: an rreq is a leader_req (never retried when its outcome
  * is unknown: the edge decides) plus the call.
+ *
+ * The broker contract's shard index is a ring index of the current map:
+ * cur[i] is the queue group of map.shards[i]. A newer map replaces cur and
+ * the ring; queue groups, once made, live until close (calls in flight
+ * point at them; a shard that comes back finds its group by name).
  */
 #include "router/amqp_remote.h"
 
@@ -31,8 +36,17 @@
 /* One remote Raft group: a shard's queue group, or the meta group. */
 struct rgrp {
     struct leader_group *g;
-    bool blocked;        /* the last answer asked to block publishers */
-    uint64_t blocked_at; /* when that answer came */
+    char shard[CLUSTER_NAME_MAX]; /* "" for the meta group */
+    bool blocked;                 /* the last answer asked to block
+                                   * publishers */
+    uint64_t blocked_at;          /* when that answer came */
+};
+
+/* A watch call on its way: the answer to a watch sent to the meta group's
+ * previous members only feeds the view. */
+struct watch_call {
+    struct amqp_remote *r;
+    unsigned gen;
 };
 
 /* One call on its way. */
@@ -45,17 +59,20 @@ struct rreq {
 
 struct amqp_remote {
     uv_loop_t *loop;
-    struct cluster_map map;
-    struct amqp_remote_config cfg;
-    struct ring *ring;
+    struct cluster_map map;        /* our own copy: the current map */
+    struct amqp_remote_config cfg; /* .map = &map */
+    struct ring *ring;             /* of map; node i = map.shards[i] */
     struct leader_engine *engine;
-    struct rgrp *groups; /* n_shards queue groups, then the meta group */
-    unsigned n_shards;
+    struct rgrp **all; /* every queue group made, freed at close */
+    unsigned n_all, cap_all;
+    struct rgrp **cur; /* cur[i]: the queue group of map.shards[i] */
+    struct rgrp meta;  /* members: map.meta */
 
     struct meta_sm *view;
     bool view_loaded;
     unsigned watch_member;
-    bool watch_inflight;
+    bool watch_inflight; /* a watch of generation watch_gen */
+    unsigned watch_gen;  /* +1 when the meta group's members change */
     uv_timer_t watch_timer;
 
     bool closing;
@@ -66,7 +83,7 @@ struct amqp_remote {
 
 static struct rgrp *meta_group(struct amqp_remote *r)
 {
-    return &r->groups[r->n_shards];
+    return &r->meta;
 }
 
 /* ---- completion -------------------------------------------------------- */
@@ -218,7 +235,7 @@ static const struct leader_ops rreq_ops = {
 static unsigned op_shard_count(void *self)
 {
     struct amqp_remote *r = self;
-    return r->n_shards;
+    return r->map.n_shards;
 }
 
 static unsigned op_shard_of(void *self, const char *vhost, size_t vhost_len,
@@ -248,13 +265,15 @@ static void op_submit(void *self, struct amqp_broker_call *call)
     q->r = r;
     q->call = call;
     if (call->kind == AMQP_BROKER_MQ) {
-        if (call->shard >= r->n_shards) {
+        /* An index from before a map update that removed shards may be
+         * out of range (or name another shard). */
+        if (call->shard >= r->map.n_shards) {
             free(q);
             call->status = OUTCOME_UNAVAILABLE;
             call->cb(call);
             return;
         }
-        q->grp = &r->groups[call->shard];
+        q->grp = r->cur[call->shard];
     } else {
         q->grp = meta_group(r);
     }
@@ -278,8 +297,8 @@ static bool op_should_block(void *self)
     uint64_t now = uv_now(r->loop);
     unsigned i;
 
-    for (i = 0; i < r->n_shards; i++) {
-        if (r->groups[i].blocked && now - r->groups[i].blocked_at < 5000) {
+    for (i = 0; i < r->map.n_shards; i++) {
+        if (r->cur[i]->blocked && now - r->cur[i]->blocked_at < 5000) {
             return true;
         }
     }
@@ -329,14 +348,29 @@ static void watch_later(struct amqp_remote *r, unsigned ms)
  * and it follows no hint naming one of them. */
 static void on_watch(void *data, int status, const Ringmq__RpcResponse *resp)
 {
-    struct amqp_remote *r = data;
+    struct watch_call *wc = data;
+    struct amqp_remote *r = wc->r;
     struct leader_group *g = meta_group(r)->g;
+    bool stale = wc->gen != r->watch_gen;
     int hint;
 
-    r->watch_inflight = false;
+    free(wc);
     if (r->closing || status == UV_ECANCELED) {
         return;
     }
+    if (stale) {
+        /* Sent before the meta group's members changed: watch_member
+         * indexes the new members, and a watch to them is on its way.
+         * A newer view is still a newer view. */
+        if (status == 0 && rpc_outcome(resp->code) == OUTCOME_OK &&
+            resp->body_case == RINGMQ__RPC_RESPONSE__BODY_META_SNAPSHOT) {
+            view_update(r, resp->meta_snapshot->state.data,
+                        resp->meta_snapshot->state.len,
+                        resp->meta_snapshot->version);
+        }
+        return;
+    }
+    r->watch_inflight = false;
     if (status < 0) {
         leader_group_failed(g, r->watch_member, status);
         r->watch_member = leader_group_next(g, r->watch_member);
@@ -376,6 +410,7 @@ static void watch_send(struct amqp_remote *r)
     struct leader_group *g = meta_group(r)->g;
     Ringmq__RpcRequest req = RINGMQ__RPC_REQUEST__INIT;
     Ringmq__MetaWatch w = RINGMQ__META_WATCH__INIT;
+    struct watch_call *wc;
     int rv;
 
     if (r->closing || r->watch_inflight) {
@@ -387,11 +422,15 @@ static void watch_send(struct amqp_remote *r)
     req.group = (char *)leader_group_name(g);
     req.body_case = RINGMQ__RPC_REQUEST__BODY_META_WATCH;
     req.meta_watch = &w;
+    wc = xmalloc(sizeof(*wc));
+    wc->r = r;
+    wc->gen = r->watch_gen;
     rv = rpc_client_call(leader_group_client(g, r->watch_member), &req,
-                         WATCH_WAIT_MS + WAIT_SLACK_MS, on_watch, r, NULL);
+                         WATCH_WAIT_MS + WAIT_SLACK_MS, on_watch, wc, NULL);
     if (rv == 0) {
         r->watch_inflight = true;
     } else {
+        free(wc);
         watch_later(r, WATCH_RETRY_MS);
     }
 }
@@ -399,6 +438,181 @@ static void watch_send(struct amqp_remote *r)
 static void on_watch_timer(uv_timer_t *t)
 {
     watch_send(t->data);
+}
+
+/* ---- the map ------------------------------------------------------------- */
+
+/* The same members in the same order (ids and rpc addresses). */
+static bool members_same(const struct cluster_member *a, unsigned na,
+                         const struct cluster_member *b, unsigned nb)
+{
+    unsigned i;
+
+    if (na != nb) {
+        return false;
+    }
+    for (i = 0; i < na; i++) {
+        if (a[i].id != b[i].id || strcmp(a[i].rpc, b[i].rpc) != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * The queue group of shard @name among the first @n_all of r->all, or
+ * NULL. As in router/backend: the current list first, from where the
+ * previous name was found (*@from), since shards are only appended and
+ * removal keeps the order; then all of them (a shard may come back).
+ */
+static struct rgrp *grp_find(struct amqp_remote *r, const char *name,
+                             unsigned *from, unsigned n_all)
+{
+    unsigned i;
+
+    for (i = *from; i < r->map.n_shards; i++) {
+        if (strcmp(r->cur[i]->shard, name) == 0) {
+            *from = i + 1;
+            return r->cur[i];
+        }
+    }
+    for (i = 0; i < n_all; i++) {
+        if (strcmp(r->all[i]->shard, name) == 0) {
+            return r->all[i];
+        }
+    }
+    return NULL;
+}
+
+/* A new queue group "<shard>.mq" for @cs, in r->all; NULL with a reason in
+ * @errmsg. */
+static struct rgrp *grp_new(struct amqp_remote *r,
+                            const struct cluster_shard *cs, char *errmsg,
+                            size_t errlen)
+{
+    struct rgrp *q = xcalloc(1, sizeof(*q));
+    char name[LEADER_GROUP_NAME_MAX];
+
+    snprintf(q->shard, sizeof(q->shard), "%s", cs->name);
+    snprintf(name, sizeof(name), "%s.mq", cs->name);
+    q->g = leader_group_add(r->engine, name, cs->members, cs->n_members,
+                            errmsg, errlen);
+    if (q->g == NULL) {
+        free(q);
+        return NULL;
+    }
+    if (r->n_all == r->cap_all) {
+        r->cap_all = r->cap_all ? 2 * r->cap_all : 8;
+        r->all = xrealloc(r->all, r->cap_all * sizeof(*r->all));
+    }
+    r->all[r->n_all++] = q;
+    return q;
+}
+
+/*
+ * Serve with @map from now on (no epoch check); *@meta_changed: the meta
+ * group's members changed. 0, or -1 with a reason in @errmsg: the ring,
+ * the shard indexes, the map and the epoch stay the old ones (as in
+ * router/backend, groups made for new shards stay, and an address the RPC
+ * client refuses may leave earlier groups with their new members).
+ */
+static int apply_map(struct amqp_remote *r, const struct cluster_map *map,
+                     bool *meta_changed, char *errmsg, size_t errlen)
+{
+    struct rgrp **cur = NULL;
+    struct ring *ring = NULL;
+    unsigned n_all = r->n_all; /* those made here are not searched */
+    unsigned i, from = 0;
+
+    *meta_changed = false;
+    if (map->n_shards == 0) {
+        snprintf(errmsg, errlen, "the cluster map has no shard");
+        return -1;
+    }
+    if (map->n_meta == 0) {
+        snprintf(errmsg, errlen, "the cluster map has no meta members");
+        return -1;
+    }
+    ring = cluster_map_ring(map, errmsg, errlen);
+    if (ring == NULL) {
+        return -1;
+    }
+    cur = xcalloc(map->n_shards, sizeof(*cur));
+    for (i = 0; i < map->n_shards; i++) {
+        cur[i] = grp_find(r, map->shards[i].name, &from, n_all);
+        if (cur[i] == NULL) {
+            cur[i] = grp_new(r, &map->shards[i], errmsg, errlen);
+        }
+        if (cur[i] == NULL) {
+            goto err;
+        }
+    }
+    if (r->meta.g == NULL) {
+        r->meta.g = leader_group_add(r->engine, "meta", map->meta,
+                                     map->n_meta, errmsg, errlen);
+        if (r->meta.g == NULL) {
+            goto err;
+        }
+    }
+    /* Same members: a no-op in leader_group_set_members. */
+    for (i = 0; i < map->n_shards; i++) {
+        if (leader_group_set_members(cur[i]->g, map->shards[i].members,
+                                     map->shards[i].n_members, errmsg,
+                                     errlen) != 0) {
+            goto err;
+        }
+    }
+    if (leader_group_set_members(r->meta.g, map->meta, map->n_meta, errmsg,
+                                 errlen) != 0) {
+        goto err;
+    }
+
+    *meta_changed = !members_same(r->map.meta, r->map.n_meta, map->meta,
+                                  map->n_meta);
+    free(r->cur);
+    r->cur = cur;
+    ring_free(r->ring);
+    r->ring = ring;
+    cluster_map_copy(&r->map, map);
+    leader_engine_set_epoch(r->engine, map->epoch);
+    return 0;
+
+err:
+    free(cur);
+    ring_free(ring);
+    return -1;
+}
+
+int amqp_remote_map_update(struct amqp_remote *r,
+                           const struct cluster_map *map, char *errmsg,
+                           size_t errlen)
+{
+    bool meta_changed;
+
+    if (r->closing) {
+        snprintf(errmsg, errlen, "closing");
+        return -1;
+    }
+    if (map->epoch <= r->map.epoch) {
+        return 0;
+    }
+    if (apply_map(r, map, &meta_changed, errmsg, errlen) != 0) {
+        return -1;
+    }
+    log_info("router: amqp: cluster map epoch %" PRIu64 ", %u shard(s), %u "
+             "meta member(s)",
+             r->map.epoch, r->map.n_shards, r->map.n_meta);
+    if (meta_changed) {
+        /* A watch in flight went to the old members (it may wait
+         * WATCH_WAIT_MS there, or at a node that left): watch the new
+         * ones now, and let that one's answer only feed the view. */
+        r->watch_gen++;
+        r->watch_inflight = false;
+        r->watch_member = leader_group_guess(meta_group(r)->g);
+        uv_timer_stop(&r->watch_timer);
+        watch_send(r);
+    }
+    return 0;
 }
 
 /* ---- construction -------------------------------------------------------- */
@@ -411,57 +625,30 @@ struct amqp_remote *amqp_remote_new(uv_loop_t *loop,
                                     char *errmsg, size_t errlen)
 {
     struct amqp_remote *r = xcalloc(1, sizeof(*r));
-    struct ring_node rn[CLUSTER_MAX_SHARDS];
     struct leader_config lc = {0};
-    char name[LEADER_GROUP_NAME_MAX];
-    unsigned i;
+    bool meta_changed;
 
     r->loop = loop;
-    r->map = *cfg->map;
     r->cfg = *cfg;
+    cluster_map_init(&r->map);
     r->cfg.map = &r->map;
     if (r->cfg.request_timeout_ms == 0) {
         r->cfg.request_timeout_ms = 5000;
     }
-    r->n_shards = r->map.n_shards;
-    if (r->n_shards == 0) {
-        snprintf(errmsg, errlen, "amqp: the cluster map has no shard");
-        free(r);
-        return NULL;
-    }
-    for (i = 0; i < r->n_shards; i++) {
-        rn[i].name = r->map.shards[i].name;
-        rn[i].weight = r->map.shards[i].weight;
-    }
-    r->ring = ring_new(rn, r->n_shards, errmsg, errlen);
-    if (r->ring == NULL) {
-        free(r);
-        return NULL;
-    }
     r->view = meta_sm_new();
-    r->groups = xcalloc(r->n_shards + 1, sizeof(*r->groups));
     lc.ops = &rreq_ops;
-    lc.epoch = r->map.epoch;
+    lc.epoch = cfg->map->epoch;
     /* A refused connection: the next member after the backoff. The
      * clients keep rpc_client's defaults. */
     lc.unsent_retry_at_once = false;
     r->engine = leader_engine_new(loop, &lc);
     uv_timer_init(loop, &r->watch_timer);
     r->watch_timer.data = r;
-    uv_timer_start(&r->watch_timer, on_watch_timer, 0, 0);
-    for (i = 0; i < r->n_shards; i++) {
-        snprintf(name, sizeof(name), "%s.mq", r->map.shards[i].name);
-        r->groups[i].g = leader_group_add(r->engine, name, &r->map.shards[i],
-                                          errmsg, errlen);
-        if (r->groups[i].g == NULL) {
-            goto err;
-        }
-    }
-    meta_group(r)->g = leader_group_add(r->engine, "meta", &r->map.shards[0],
-                                        errmsg, errlen);
-    if (meta_group(r)->g == NULL) {
+    /* The first map, whatever its epoch (0 included). */
+    if (apply_map(r, cfg->map, &meta_changed, errmsg, errlen) != 0) {
         goto err;
     }
+    uv_timer_start(&r->watch_timer, on_watch_timer, 0, 0);
     return r;
 
 err:
@@ -475,13 +662,19 @@ static void maybe_free(struct amqp_remote *r)
 {
     void (*cb)(void *) = r->close_cb;
     void *data = r->close_data;
+    unsigned i;
 
     if (r->handles_open > 0) {
         return;
     }
     ring_free(r->ring);
     meta_sm_free(r->view);
-    free(r->groups);
+    for (i = 0; i < r->n_all; i++) {
+        free(r->all[i]);
+    }
+    free(r->all);
+    free(r->cur);
+    cluster_map_clear(&r->map);
     free(r);
     if (cb != NULL) {
         cb(data);

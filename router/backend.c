@@ -6,6 +6,11 @@
  * status poll and the counters. Leader tracking, retries, backoff and
  * deadlines are router/leader's: a breq is a leader_req (GETs may be
  * retried when their outcome is unknown, writes may not) plus the call.
+ *
+ * A newer map replaces the ring and the list of current shards (cur[i] is
+ * the bshard of the map's shard i, which is ring node i). A bshard, once
+ * created, lives until close: requests in flight point at it, and a shard
+ * that leaves the map and comes back finds its group and counters again.
  */
 #include "router/backend.h"
 
@@ -80,12 +85,13 @@ struct bfan {
 
 struct backend {
     uv_loop_t *loop;
-    struct backend_config cfg;
-    struct cluster_map map;
-    struct ring *ring;
+    struct backend_config cfg; /* .map = &map */
+    struct cluster_map map;    /* our own copy: the current map */
+    struct ring *ring;         /* of map; node i = map.shards[i] */
     struct leader_engine *engine;
-    struct bshard shards[CLUSTER_MAX_SHARDS];
-    unsigned n_shards;
+    struct bshard **all; /* every bshard ever made, freed at close */
+    unsigned n_all, cap_all;
+    struct bshard **cur; /* cur[i]: the bshard of map.shards[i] */
 
     uv_timer_t status_timer;
 
@@ -260,15 +266,15 @@ static const struct leader_ops breq_ops = {
 
 static void submit_shard(struct backend *b,
                          struct cache_call *call,
-                         unsigned shard)
+                         struct bshard *s)
 {
     struct breq *r = xcalloc(1, sizeof(*r));
 
     r->b = b;
     r->call = call;
-    r->shard = &b->shards[shard];
+    r->shard = s;
     r->start_ns = clock_mono_ns();
-    leader_req_start(r->shard->g, &r->lq, b->cfg.request_timeout_ms,
+    leader_req_start(s->g, &r->lq, b->cfg.request_timeout_ms,
                      call->op.type == CACHE_OP_GET);
 }
 
@@ -299,7 +305,7 @@ static void fan_done(struct cache_call *sub)
 void backend_submit(struct backend *b, struct cache_call *call)
 {
     unsigned i;
-    unsigned n = b->n_shards;
+    unsigned n = b->map.n_shards;
 
     cache_result_init(&call->result);
     if (b->closing) {
@@ -321,13 +327,16 @@ void backend_submit(struct backend *b, struct cache_call *call)
             cache_result_init(&f->subs[i].result);
         }
         /* f may be freed by the last (possibly synchronous) completion:
-         * touch only f->subs[i] before submitting it. */
+         * touch only f->subs[i] before submitting it. Only that last
+         * completion runs the caller's code, so b->cur cannot change
+         * under this loop. */
         for (i = 0; i < n; i++) {
-            submit_shard(b, &f->subs[i], i);
+            submit_shard(b, &f->subs[i], b->cur[i]);
         }
         return;
     }
-    submit_shard(b, call, ring_lookup(b->ring, call->op.key, call->op.key_len));
+    submit_shard(b, call,
+                 b->cur[ring_lookup(b->ring, call->op.key, call->op.key_len)]);
 }
 
 /* ---- status poll ------------------------------------------------------ */
@@ -354,7 +363,8 @@ static void on_status(void *data, int status, const Ringmq__RpcResponse *resp)
         }
     }
     if (g == NULL) {
-        /* Ask someone else next time. */
+        /* Ask someone else next time. (status_member may be stale after a
+         * map update: leader_group_next takes any index.) */
         s->status_failed = true;
         s->status_member = leader_group_next(s->g, s->status_member);
         return;
@@ -379,35 +389,212 @@ static void on_status(void *data, int status, const Ringmq__RpcResponse *resp)
     }
 }
 
-static void on_status_timer(uv_timer_t *t)
+static void poll_shard(struct backend *b, struct bshard *s)
 {
-    struct backend *b = t->data;
     Ringmq__RpcRequest req = RINGMQ__RPC_REQUEST__INIT;
     Ringmq__StatusRequest sr = RINGMQ__STATUS_REQUEST__INIT;
-    unsigned i;
 
+    if (s->status_inflight) {
+        return;
+    }
+    /* The member we believe leads has the freshest numbers; after a
+     * failed poll, walk the members instead (the guess may be dead). */
+    if (!s->status_failed) {
+        s->status_member = leader_group_guess(s->g);
+    }
     req.body_case = RINGMQ__RPC_REQUEST__BODY_STATUS;
     req.status = &sr;
-    for (i = 0; i < b->n_shards; i++) {
-        struct bshard *s = &b->shards[i];
-        if (s->status_inflight) {
-            continue;
-        }
-        /* The member we believe leads has the freshest numbers; after a
-         * failed poll, walk the members instead (the guess may be dead). */
-        if (!s->status_failed) {
-            s->status_member = leader_group_guess(s->g);
-        }
-        req.group = s->name;
-        if (rpc_client_call(leader_group_client(s->g, s->status_member), &req,
-                            b->cfg.status_interval_ms, on_status, s,
-                            NULL) == 0) {
-            s->status_inflight = true;
-        }
+    req.group = s->name;
+    if (rpc_client_call(leader_group_client(s->g, s->status_member), &req,
+                        b->cfg.status_interval_ms, on_status, s, NULL) == 0) {
+        s->status_inflight = true;
     }
 }
 
+static void on_status_timer(uv_timer_t *t)
+{
+    struct backend *b = t->data;
+    unsigned i;
+
+    for (i = 0; i < b->map.n_shards; i++) {
+        poll_shard(b, b->cur[i]);
+    }
+}
+
+/* ---- the map ------------------------------------------------------------ */
+
+/*
+ * The bshard named @name among the first @n_all of b->all, or NULL. Shards
+ * are only appended to maps and removal keeps the others' order, so the
+ * current list is searched first, from where the previous name was found
+ * (*@from): a map update costs O(shards), not O(shards^2). Then all of
+ * them (a shard that left may come back).
+ */
+static struct bshard *shard_find(struct backend *b,
+                                 const char *name,
+                                 unsigned *from,
+                                 unsigned n_all)
+{
+    unsigned i;
+
+    for (i = *from; i < b->map.n_shards; i++) {
+        if (strcmp(b->cur[i]->name, name) == 0) {
+            *from = i + 1;
+            return b->cur[i];
+        }
+    }
+    for (i = 0; i < n_all; i++) {
+        if (strcmp(b->all[i]->name, name) == 0) {
+            return b->all[i];
+        }
+    }
+    return NULL;
+}
+
+/* A new bshard for @cs with its leader group, in b->all; NULL with a
+ * reason in @errmsg. */
+static struct bshard *shard_new(struct backend *b,
+                                const struct cluster_shard *cs,
+                                char *errmsg,
+                                size_t errlen)
+{
+    struct bshard *s = xcalloc(1, sizeof(*s));
+
+    s->b = b;
+    snprintf(s->name, sizeof(s->name), "%s", cs->name);
+    s->weight = cs->weight;
+    s->g = leader_group_add(b->engine, s->name, cs->members, cs->n_members,
+                            errmsg, errlen);
+    if (s->g == NULL) {
+        free(s);
+        return NULL;
+    }
+    if (b->n_all == b->cap_all) {
+        b->cap_all = b->cap_all ? 2 * b->cap_all : 8;
+        b->all = xrealloc(b->all, b->cap_all * sizeof(*b->all));
+    }
+    b->all[b->n_all++] = s;
+    return s;
+}
+
+/*
+ * Route with @map from now on (no epoch check). 0, or -1 with a reason in
+ * @errmsg: routing, the map and the epoch stay the old ones. What a failure
+ * can leave behind is harmless: bshards and groups made for new shards
+ * (found again by name), and, when a member address does not parse (which
+ * cluster_map_validate refuses), the new members of the shards before it.
+ */
+static int apply_map(struct backend *b,
+                     const struct cluster_map *map,
+                     char *errmsg,
+                     size_t errlen)
+{
+    struct bshard **cur = NULL;
+    struct ring *ring = NULL;
+    char sub[256];
+    unsigned n_all = b->n_all; /* those made here are not searched */
+    unsigned i, from = 0;
+
+    if (map->n_shards == 0) {
+        snprintf(errmsg, errlen, "backend: the cluster map has no shards");
+        return -1;
+    }
+    for (i = 0; i < map->n_shards; i++) {
+        const struct cluster_shard *cs = &map->shards[i];
+
+        if (cs->n_members == 0 || cs->n_members > CLUSTER_MAX_MEMBERS) {
+            snprintf(errmsg, errlen, "backend: shard %s has no members",
+                     cs->name);
+            return -1;
+        }
+    }
+    ring = cluster_map_ring(map, sub, sizeof(sub));
+    if (ring == NULL) {
+        snprintf(errmsg, errlen, "backend: ring: %s", sub);
+        return -1;
+    }
+    cur = xcalloc(map->n_shards, sizeof(*cur));
+    for (i = 0; i < map->n_shards; i++) {
+        const struct cluster_shard *cs = &map->shards[i];
+
+        cur[i] = shard_find(b, cs->name, &from, n_all);
+        if (cur[i] == NULL) {
+            cur[i] = shard_new(b, cs, sub, sizeof(sub));
+        }
+        if (cur[i] == NULL) {
+            snprintf(errmsg, errlen, "backend: %s", sub);
+            goto err;
+        }
+    }
+    /* Same members: a no-op in leader_group_set_members. */
+    for (i = 0; i < map->n_shards; i++) {
+        const struct cluster_shard *cs = &map->shards[i];
+
+        if (leader_group_set_members(cur[i]->g, cs->members, cs->n_members,
+                                     sub, sizeof(sub)) != 0) {
+            snprintf(errmsg, errlen, "backend: %s", sub);
+            goto err;
+        }
+    }
+
+    for (i = 0; i < map->n_shards; i++) {
+        cur[i]->weight = map->shards[i].weight;
+    }
+    free(b->cur);
+    b->cur = cur;
+    ring_free(b->ring);
+    b->ring = ring;
+    cluster_map_copy(&b->map, map);
+    leader_engine_set_epoch(b->engine, map->epoch);
+    return 0;
+
+err:
+    free(cur);
+    ring_free(ring);
+    return -1;
+}
+
+int backend_map_update(struct backend *b,
+                       const struct cluster_map *map,
+                       char *errmsg,
+                       size_t errlen)
+{
+    unsigned i;
+
+    if (b->closing) {
+        snprintf(errmsg, errlen, "backend: closing");
+        return -1;
+    }
+    if (map->epoch <= b->map.epoch) {
+        return 0;
+    }
+    if (apply_map(b, map, errmsg, errlen) != 0) {
+        return -1;
+    }
+    log_info("router: cache: cluster map epoch %" PRIu64 ", %u shard(s)",
+             b->map.epoch, b->map.n_shards);
+    /* New shards: a status at once, so that /healthz need not wait a
+     * period to count them. */
+    for (i = 0; i < b->map.n_shards; i++) {
+        if (!b->cur[i]->status_seen) {
+            poll_shard(b, b->cur[i]);
+        }
+    }
+    return 0;
+}
+
 /* ---- construction ----------------------------------------------------- */
+
+static void shards_free(struct backend *b)
+{
+    unsigned i;
+
+    for (i = 0; i < b->n_all; i++) {
+        free(b->all[i]);
+    }
+    free(b->all);
+    free(b->cur);
+}
 
 struct backend *backend_new(uv_loop_t *loop,
                             const struct backend_config *cfg,
@@ -415,20 +602,16 @@ struct backend *backend_new(uv_loop_t *loop,
                             size_t errlen)
 {
     struct backend *b;
-    struct ring_node rn[CLUSTER_MAX_SHARDS];
     struct leader_config lc = {0};
-    char sub[256];
-    unsigned i;
 
-    if (cfg->map == NULL || cfg->map->n_shards == 0 ||
-        cfg->map->n_shards > CLUSTER_MAX_SHARDS) {
-        snprintf(errmsg, errlen, "backend: the cluster map has no shards");
+    if (cfg->map == NULL) {
+        snprintf(errmsg, errlen, "backend: no cluster map");
         return NULL;
     }
     b = xcalloc(1, sizeof(*b));
     b->loop = loop;
     b->cfg = *cfg;
-    b->map = *cfg->map;
+    cluster_map_init(&b->map);
     b->cfg.map = &b->map;
     if (b->cfg.request_timeout_ms == 0) {
         b->cfg.request_timeout_ms = BACKEND_REQUEST_TIMEOUT_MS_DEFAULT;
@@ -443,32 +626,8 @@ struct backend *backend_new(uv_loop_t *loop,
         b->cfg.status_interval_ms = BACKEND_STATUS_INTERVAL_MS_DEFAULT;
     }
 
-    b->n_shards = b->map.n_shards;
-    for (i = 0; i < b->n_shards; i++) {
-        /* from the caller's map: copying out of b->map into b->shards
-         * would have gcc warn that the strings may overlap */
-        const struct cluster_shard *cs = &cfg->map->shards[i];
-        struct bshard *s = &b->shards[i];
-
-        if (cs->n_members == 0 || cs->n_members > CLUSTER_MAX_MEMBERS) {
-            snprintf(errmsg, errlen, "backend: shard %s has no members",
-                     cs->name);
-            goto err_after_alloc;
-        }
-        s->b = b;
-        snprintf(s->name, sizeof(s->name), "%s", cs->name);
-        s->weight = cs->weight;
-        rn[i].name = s->name;
-        rn[i].weight = s->weight;
-    }
-    b->ring = ring_new(rn, b->n_shards, sub, sizeof(sub));
-    if (b->ring == NULL) {
-        snprintf(errmsg, errlen, "backend: ring: %s", sub);
-        goto err_after_alloc;
-    }
-
     lc.ops = &breq_ops;
-    lc.epoch = b->map.epoch;
+    lc.epoch = cfg->map->epoch;
     lc.retry_backoff_ms = b->cfg.retry_backoff_ms;
     /* A refused connection wrote nothing: the next member at once. */
     lc.unsent_retry_at_once = true;
@@ -478,15 +637,9 @@ struct backend *backend_new(uv_loop_t *loop,
     lc.client.backoff_max_ms = 500;
     lc.client.connect_timeout_ms = 1000;
     b->engine = leader_engine_new(loop, &lc);
-    for (i = 0; i < b->n_shards; i++) {
-        struct bshard *s = &b->shards[i];
-
-        s->g = leader_group_add(b->engine, s->name, &cfg->map->shards[i], sub,
-                                sizeof(sub));
-        if (s->g == NULL) {
-            snprintf(errmsg, errlen, "backend: %s", sub);
-            goto err_after_engine;
-        }
+    /* The first map, whatever its epoch (0 included). */
+    if (apply_map(b, cfg->map, errmsg, errlen) != 0) {
+        goto err;
     }
 
     uv_timer_init(loop, &b->status_timer);
@@ -497,12 +650,13 @@ struct backend *backend_new(uv_loop_t *loop,
                    b->cfg.status_interval_ms);
     return b;
 
-err_after_engine:
-    /* It frees itself on the loop. Nothing was started on it, so nothing
-     * else waits for it. */
+err:
+    /* It frees itself (and its clients) on the loop. Nothing was started
+     * on it, so nothing else waits for it. */
     leader_engine_close(b->engine, NULL, NULL);
+    shards_free(b);
     ring_free(b->ring);
-err_after_alloc:
+    cluster_map_clear(&b->map);
     free(b);
     return NULL;
 }
@@ -521,7 +675,7 @@ unsigned backend_shard_of(const struct backend *b, const char *key, size_t len)
 
 unsigned backend_shard_count(const struct backend *b)
 {
-    return b->n_shards;
+    return b->map.n_shards;
 }
 
 uint64_t backend_epoch(const struct backend *b)
@@ -533,7 +687,7 @@ void backend_shard_info(const struct backend *b,
                         unsigned i,
                         struct backend_shard_info *out)
 {
-    const struct bshard *s = &b->shards[i];
+    const struct bshard *s = b->cur[i];
     struct leader_group_counters counters;
 
     leader_group_counters(s->g, &counters);
@@ -610,8 +764,8 @@ bool backend_healthy(const struct backend *b, char *why, size_t whylen)
         snprintf(why, whylen, "router is stopping");
         return false;
     }
-    for (i = 0; i < b->n_shards; i++) {
-        if (!shard_health(b, &b->shards[i], why, whylen)) {
+    for (i = 0; i < b->map.n_shards; i++) {
+        if (!shard_health(b, b->cur[i], why, whylen)) {
             return false;
         }
     }
@@ -630,6 +784,8 @@ static void backend_maybe_free(struct backend *b)
         return;
     }
     ring_free(b->ring);
+    shards_free(b);
+    cluster_map_clear(&b->map);
     free(b);
     if (cb) {
         cb(data);

@@ -21,6 +21,12 @@
  * StatusRequest per shard) also corrects the guess, and feeds the per-shard
  * status cache behind `stats`, /metrics and /healthz.
  *
+ * The map changes while the backend serves (backend_map_update): a newer
+ * map replaces the ring, the shards counted and described below, and the
+ * epoch sent with requests. Shards are matched by name. A shard that left
+ * the map owns no keys any more, but what the backend keeps for it lives
+ * until close, so requests in flight to it complete normally.
+ *
  * What may be retried without applying a write twice: a request the node
  * certainly did not execute is retried for every op until the request
  * deadline (a refused connection: on the next member at once); a request
@@ -56,7 +62,7 @@
 
 /* Zero fields take the defaults above. */
 struct backend_config {
-    /* Copied: the backend keeps its own copy of the map. */
+    /* Copied (cluster_map_copy): the backend keeps its own copy. */
     const struct cluster_map *map;
     /* Whole budget of one cache op, retries included; past it the op
      * completes with OUTCOME_UNAVAILABLE. */
@@ -130,6 +136,27 @@ struct backend *backend_new(uv_loop_t *loop,
                             size_t errlen);
 
 /*
+ * Route with @map (copied) from now on, if its epoch is newer than the
+ * current map's; an older or equal epoch is ignored (returns 0, nothing
+ * changes). Shards keep their leader guess, counters and status by name:
+ * changed members take effect from each request's next attempt (requests
+ * in flight complete), new shards get a group (and a status poll at once),
+ * shards no longer in the map leave the ring. Requests attempted from now
+ * on carry @map's epoch.
+ *
+ * Returns 0, or -1 with a reason in @errmsg[@errlen] when @map has no
+ * shard, a shard has no member, the ring refuses the weights or names, or
+ * the backend is closing: the backend then keeps routing with its old map
+ * (a member address the RPC client cannot parse, which
+ * cluster_map_validate already refuses, may leave earlier shards with
+ * their new members).
+ */
+int backend_map_update(struct backend *b,
+                       const struct cluster_map *map,
+                       char *errmsg,
+                       size_t errlen);
+
+/*
  * Execute @call->op on the shard owning its key (every shard for FLUSH_ALL).
  * The mc_backend submit contract: fills @call->outcome and @call->result
  * (initialised here) and calls @call->cb exactly once, possibly before
@@ -139,12 +166,13 @@ struct backend *backend_new(uv_loop_t *loop,
  */
 void backend_submit(struct backend *b, struct cache_call *call);
 
-/* Index of the shard owning @key (the map's shard order). */
+/* Index of the shard owning @key (the current map's shard order). */
 unsigned backend_shard_of(const struct backend *b, const char *key, size_t len);
 
+/* The shards of the current map. */
 unsigned backend_shard_count(const struct backend *b);
 
-/* Fill @out for shard @i (< backend_shard_count). */
+/* Fill @out for the current map's shard @i (< backend_shard_count). */
 void backend_shard_info(const struct backend *b,
                         unsigned i,
                         struct backend_shard_info *out);
@@ -161,7 +189,7 @@ void backend_latency(const struct backend *b,
 uint64_t backend_epoch(const struct backend *b);
 
 /*
- * true when every shard answered a status poll within 3 status intervals
+ * true when every shard of the current map answered a status poll within 3 status intervals
  * and reported a leader. Otherwise false with the first reason found in
  * @why[@whylen] (e.g. "shard s1: no leader").
  */

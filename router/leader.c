@@ -20,9 +20,10 @@
 #include "proto/rpc_frame.h"
 
 #define RETRY_BACKOFF_MS_DEFAULT 30
-#define MAX_NODES (CLUSTER_MAX_SHARDS * CLUSTER_MAX_MEMBERS)
 
-/* One distinct node RPC address, shared by every group it hosts. */
+/* One distinct node RPC address, shared by every group it hosts. Never
+ * freed before the engine: groups point at it, and a node that left every
+ * group may still have calls in flight. */
 struct leader_node {
     char addr[CLUSTER_ADDR_MAX];
     struct rpc_client *client;
@@ -32,20 +33,25 @@ struct leader_node {
 struct leader_group {
     struct leader_engine *e;
     char name[LEADER_GROUP_NAME_MAX];
-    unsigned n_members;
+    unsigned n_members; /* >= 1 */
     uint64_t member_id[CLUSTER_MAX_MEMBERS];
-    unsigned member_node[CLUSTER_MAX_MEMBERS]; /* index into e->nodes */
-    unsigned guess;
+    struct leader_node *member_node[CLUSTER_MAX_MEMBERS];
+    unsigned guess; /* < n_members */
+    /* +1 per membership change: an attempt sent under another generation
+     * asked a member index that may now name another node. */
+    unsigned gen;
     struct leader_group_counters counters;
 };
 
 struct leader_engine {
     uv_loop_t *loop;
     struct leader_config cfg;
-    struct leader_node nodes[MAX_NODES];
-    unsigned n_nodes;
-    struct leader_group groups[LEADER_MAX_GROUPS];
-    unsigned n_groups;
+    /* Arrays of pointers, so that nodes and groups stay where they are
+     * while more are added (callers and requests hold group pointers). */
+    struct leader_node **nodes;
+    unsigned n_nodes, cap_nodes;
+    struct leader_group **groups;
+    unsigned n_groups, cap_groups;
 
     struct leader_req *wait_head, *wait_tail;
     uv_timer_t retry_timer;
@@ -77,11 +83,20 @@ static bool never_sent(int status)
     return status <= UV_EAI_ADDRFAMILY && status >= UV_EAI_PROTOCOL;
 }
 
-static struct leader_node *member_node(const struct leader_group *g, unsigned m)
+/* For every function taking a member index: callers hold indexes across
+ * a membership change (leader.h), so any index must be safe. */
+static bool member_ok(const struct leader_group *g, unsigned m)
 {
-    return &g->e->nodes[g->member_node[m]];
+    return m < g->n_members;
 }
 
+/* @m < n_members */
+static struct leader_node *member_node(const struct leader_group *g, unsigned m)
+{
+    return g->member_node[m];
+}
+
+/* @m < n_members */
 static bool member_dead(const struct leader_group *g, unsigned m)
 {
     return member_node(g, m)->down_until > uv_now(g->e->loop);
@@ -104,18 +119,22 @@ unsigned leader_group_guess(const struct leader_group *g)
 
 uint64_t leader_group_member_id(const struct leader_group *g, unsigned m)
 {
-    return g->member_id[m];
+    return member_ok(g, m) ? g->member_id[m] : 0;
 }
 
 struct rpc_client *leader_group_client(const struct leader_group *g, unsigned m)
 {
-    return member_node(g, m)->client;
+    return member_node(g, member_ok(g, m) ? m : 0)->client;
 }
 
 unsigned leader_group_next(const struct leader_group *g, unsigned m)
 {
     unsigned i;
 
+    /* Out of range: as if after the last, so the walk starts at 0. */
+    if (!member_ok(g, m)) {
+        m = g->n_members - 1;
+    }
     for (i = 1; i < g->n_members; i++) {
         unsigned n = (m + i) % g->n_members;
         if (!member_dead(g, n)) {
@@ -154,7 +173,7 @@ int leader_group_hint(const struct leader_group *g,
 
 void leader_group_adopt(struct leader_group *g, unsigned m, const char *why)
 {
-    if (g->guess == m) {
+    if (!member_ok(g, m) || g->guess == m) {
         return;
     }
     log_info("router: group %s: leader is now member %" PRIu64 " (%s), %s",
@@ -168,7 +187,7 @@ void leader_group_failed(struct leader_group *g, unsigned m, int status)
     /* A reset usually means the node died: its followers keep naming it
      * until they elect, so its name in hints must be ignored for a while
      * (leader.h). */
-    if (never_sent(status) || status == UV_ECONNRESET) {
+    if (member_ok(g, m) && (never_sent(status) || status == UV_ECONNRESET)) {
         member_node(g, m)->down_until =
             uv_now(g->e->loop) + LEADER_NODE_DOWN_MS;
     }
@@ -176,7 +195,9 @@ void leader_group_failed(struct leader_group *g, unsigned m, int status)
 
 void leader_group_answered(struct leader_group *g, unsigned m)
 {
-    member_node(g, m)->down_until = 0;
+    if (member_ok(g, m)) {
+        member_node(g, m)->down_until = 0;
+    }
 }
 
 void leader_group_counters(const struct leader_group *g,
@@ -326,6 +347,10 @@ static void on_reply(void *data, int status, const Ringmq__RpcResponse *resp)
     struct leader_group *g = q->group;
     struct leader_engine *e = g->e;
     unsigned asked = q->member;
+    /* The members changed since the attempt was sent: @asked may now be
+     * another node's index, so the answer teaches nothing about members
+     * (it still decides what becomes of the request). */
+    bool same = q->gen == g->gen;
     int hint;
 
     if (status == UV_ECANCELED || e->closing) {
@@ -333,8 +358,10 @@ static void on_reply(void *data, int status, const Ringmq__RpcResponse *resp)
         return;
     }
     if (status < 0) {
-        leader_group_failed(g, asked, status);
-        leave(g, asked);
+        if (same) {
+            leader_group_failed(g, asked, status);
+            leave(g, asked);
+        }
         if (never_sent(status)) {
             if (e->cfg.unsent_retry_at_once) {
                 retry_now(q);
@@ -344,25 +371,31 @@ static void on_reply(void *data, int status, const Ringmq__RpcResponse *resp)
             return;
         }
         log_debug("router: group %s member %" PRIu64 ": %s", g->name,
-                  g->member_id[asked], uv_strerror(status));
+                  leader_group_member_id(g, asked), uv_strerror(status));
         maybe_applied(q, status, NULL);
         return;
     }
-    leader_group_answered(g, asked);
+    if (same) {
+        leader_group_answered(g, asked);
+    }
     switch (rpc_outcome(resp->code)) {
         case OUTCOME_NOT_LEADER:
             hint = leader_group_hint(g, resp->leader_id, resp->leader_rpc,
-                                     (int)asked);
+                                     same ? (int)asked : -1);
             if (hint >= 0) {
                 leader_group_adopt(g, (unsigned)hint, "NOT_LEADER hint");
                 retry_now(q);
                 return;
             }
-            leave(g, asked);
+            if (same) {
+                leave(g, asked);
+            }
             retry_wait(q);
             return;
         case OUTCOME_NO_GROUP:
-            leave(g, asked);
+            if (same) {
+                leave(g, asked);
+            }
             retry_wait(q);
             return;
         case OUTCOME_UNAVAILABLE:
@@ -391,6 +424,7 @@ static void attempt(struct leader_req *q)
     }
     left = q->deadline - now;
     q->member = q->group->guess;
+    q->gen = q->group->gen;
     rv = e->cfg.ops->send(q, left > UINT32_MAX ? UINT32_MAX : (unsigned)left);
     if (rv == UV_ECANCELED) {
         end(q, LEADER_CLOSING, 0, NULL);
@@ -443,70 +477,151 @@ struct leader_engine *leader_engine_new(uv_loop_t *loop,
     return e;
 }
 
-/* The index of the node at @addr, its client created on first sight; -1
- * with a reason in @errmsg. */
-static int node_index(struct leader_engine *e,
-                      const char *addr,
-                      char *errmsg,
-                      size_t errlen)
+/* The node at @addr, its client created on first sight; NULL with a
+ * reason in @errmsg. */
+static struct leader_node *node_get(struct leader_engine *e,
+                                    const char *addr,
+                                    char *errmsg,
+                                    size_t errlen)
 {
     struct rpc_client_config cc = e->cfg.client;
+    struct leader_node *n;
     char sub[256];
     unsigned i;
 
+    /* Linear: a cluster has tens of nodes, and this runs when a map
+     * arrives, not per request. */
     for (i = 0; i < e->n_nodes; i++) {
-        if (strcmp(e->nodes[i].addr, addr) == 0) {
-            return (int)i;
+        if (strcmp(e->nodes[i]->addr, addr) == 0) {
+            return e->nodes[i];
         }
     }
-    if (e->n_nodes == MAX_NODES) {
-        snprintf(errmsg, errlen, "too many node addresses");
-        return -1;
-    }
     cc.address = addr;
-    e->nodes[i].client = rpc_client_new(e->loop, &cc, sub, sizeof(sub));
-    if (e->nodes[i].client == NULL) {
+    n = xcalloc(1, sizeof(*n));
+    n->client = rpc_client_new(e->loop, &cc, sub, sizeof(sub));
+    if (n->client == NULL) {
         snprintf(errmsg, errlen, "%s", sub);
+        free(n);
+        return NULL;
+    }
+    snprintf(n->addr, sizeof(n->addr), "%s", addr);
+    if (e->n_nodes == e->cap_nodes) {
+        e->cap_nodes = e->cap_nodes ? 2 * e->cap_nodes : 8;
+        e->nodes = xrealloc(e->nodes, e->cap_nodes * sizeof(*e->nodes));
+    }
+    e->nodes[e->n_nodes++] = n;
+    e->open++;
+    return n;
+}
+
+/* Find or create the nodes of @members into @nodes. 0, or -1 with a reason
+ * in @errmsg; nodes created before a failure stay (closed with the
+ * engine). */
+static int resolve_members(struct leader_engine *e,
+                           const char *name,
+                           const struct cluster_member *members,
+                           unsigned n,
+                           struct leader_node **nodes,
+                           char *errmsg,
+                           size_t errlen)
+{
+    unsigned m;
+
+    /* The clients are closed once, by leader_engine_close(): one created
+     * later would never be. */
+    if (e->closing) {
+        snprintf(errmsg, errlen, "group %s: closing", name);
         return -1;
     }
-    snprintf(e->nodes[i].addr, sizeof(e->nodes[i].addr), "%s", addr);
-    e->n_nodes++;
-    e->open++;
-    return (int)i;
+    if (n == 0 || n > CLUSTER_MAX_MEMBERS) {
+        snprintf(errmsg, errlen, "group %s has %s members", name,
+                 n == 0 ? "no" : "too many");
+        return -1;
+    }
+    for (m = 0; m < n; m++) {
+        nodes[m] = node_get(e, members[m].rpc, errmsg, errlen);
+        if (nodes[m] == NULL) {
+            return -1;
+        }
+    }
+    return 0;
 }
 
 struct leader_group *leader_group_add(struct leader_engine *e,
                                       const char *name,
-                                      const struct cluster_shard *s,
+                                      const struct cluster_member *members,
+                                      unsigned n,
                                       char *errmsg,
                                       size_t errlen)
 {
+    struct leader_node *nodes[CLUSTER_MAX_MEMBERS];
     struct leader_group *g;
     unsigned m;
 
-    if (s->n_members == 0 || s->n_members > CLUSTER_MAX_MEMBERS) {
-        snprintf(errmsg, errlen, "group %s has no members", name);
+    if (resolve_members(e, name, members, n, nodes, errmsg, errlen) != 0) {
         return NULL;
     }
-    if (e->n_groups == LEADER_MAX_GROUPS) {
-        snprintf(errmsg, errlen, "too many groups");
-        return NULL;
-    }
-    g = &e->groups[e->n_groups];
-    memset(g, 0, sizeof(*g));
+    g = xcalloc(1, sizeof(*g));
     g->e = e;
     snprintf(g->name, sizeof(g->name), "%s", name);
-    for (m = 0; m < s->n_members; m++) {
-        int n = node_index(e, s->members[m].rpc, errmsg, errlen);
-        if (n < 0) {
-            return NULL;
-        }
-        g->member_id[m] = s->members[m].id;
-        g->member_node[m] = (unsigned)n;
+    for (m = 0; m < n; m++) {
+        g->member_id[m] = members[m].id;
+        g->member_node[m] = nodes[m];
     }
-    g->n_members = s->n_members;
-    e->n_groups++;
+    g->n_members = n;
+    if (e->n_groups == e->cap_groups) {
+        e->cap_groups = e->cap_groups ? 2 * e->cap_groups : 8;
+        e->groups = xrealloc(e->groups, e->cap_groups * sizeof(*e->groups));
+    }
+    e->groups[e->n_groups++] = g;
     return g;
+}
+
+int leader_group_set_members(struct leader_group *g,
+                             const struct cluster_member *members,
+                             unsigned n,
+                             char *errmsg,
+                             size_t errlen)
+{
+    struct leader_node *nodes[CLUSTER_MAX_MEMBERS];
+    uint64_t guess_id = g->member_id[g->guess];
+    unsigned m;
+
+    if (resolve_members(g->e, g->name, members, n, nodes, errmsg, errlen) !=
+        0) {
+        return -1;
+    }
+    if (n == g->n_members) {
+        for (m = 0; m < n; m++) {
+            if (g->member_id[m] != members[m].id ||
+                g->member_node[m] != nodes[m]) {
+                break;
+            }
+        }
+        if (m == n) {
+            return 0; /* unchanged: the indexes callers hold stay right */
+        }
+    }
+    g->guess = 0;
+    for (m = 0; m < n; m++) {
+        g->member_id[m] = members[m].id;
+        g->member_node[m] = nodes[m];
+        if (members[m].id == guess_id) {
+            g->guess = m;
+        }
+    }
+    g->n_members = n;
+    g->gen++;
+    log_info("router: group %s: now %u member(s); leader guess member %" PRIu64
+             " (%s)",
+             g->name, n, g->member_id[g->guess],
+             member_node(g, g->guess)->addr);
+    return 0;
+}
+
+void leader_engine_set_epoch(struct leader_engine *e, uint64_t epoch)
+{
+    e->cfg.epoch = epoch;
 }
 
 /* ---- close --------------------------------------------------------------- */
@@ -515,10 +630,19 @@ static void maybe_free(struct leader_engine *e)
 {
     void (*cb)(void *) = e->close_cb;
     void *data = e->close_data;
+    unsigned i;
 
     if (--e->open > 0) {
         return;
     }
+    for (i = 0; i < e->n_nodes; i++) {
+        free(e->nodes[i]);
+    }
+    for (i = 0; i < e->n_groups; i++) {
+        free(e->groups[i]);
+    }
+    free(e->nodes);
+    free(e->groups);
     free(e);
     if (cb) {
         cb(data);
@@ -554,7 +678,7 @@ void leader_engine_close(struct leader_engine *e,
     }
     /* Requests in flight end with UV_ECANCELED inside each close. */
     for (i = 0; i < e->n_nodes; i++) {
-        rpc_client_close(e->nodes[i].client, on_client_closed, e);
+        rpc_client_close(e->nodes[i]->client, on_client_closed, e);
     }
     uv_close((uv_handle_t *)&e->retry_timer, on_timer_closed);
 }

@@ -76,14 +76,26 @@
  * inside leader_engine_close(), or later on the loop. Both may start other
  * requests. No callback runs for a request after its done.
  *
+ * Membership changes. The cluster map changes while the router serves:
+ * leader_group_set_members() gives a group new members and
+ * leader_engine_set_epoch() the epoch of later requests. A member index is
+ * an index into the group's current member list, so one held across an
+ * asynchronous call (leader_req.member, a caller's status poll or watch)
+ * may name another node, or none, afterwards. Every function taking a
+ * member index accepts any index: out of range it does nothing, or uses
+ * the first member where it must return something. The engine itself
+ * learns nothing about members from an answer to an attempt sent before
+ * the change (it still ends or retries the request as the answer says).
+ *
  * Ownership: the engine owns its rpc clients and groups (pointers valid
- * until the close callback). The memory of a leader_req is the caller's; the
+ * until the close callback; a client stays open after its node left every
+ * group, until then). The memory of a leader_req is the caller's; the
  * engine uses it from leader_req_start() until it calls ops->done (which may
  * free it). Responses handed to ops->done are borrowed until it returns.
  *
  * Errors: leader_engine_new() cannot fail; leader_group_add() returns NULL
- * with a reason in @errmsg. Request outcomes are enum leader_end values,
- * never error returns.
+ * and leader_group_set_members() -1 with a reason in @errmsg. Request outcomes
+ * are enum leader_end values, never error returns.
  *
  * Everything runs on the loop thread; nothing here is thread-safe.
  */
@@ -104,8 +116,6 @@
 #define LEADER_NODE_DOWN_MS 1000
 /* Group names: a shard name plus a suffix such as ".mq". */
 #define LEADER_GROUP_NAME_MAX (CLUSTER_NAME_MAX + 8)
-/* Every shard's group, plus one (the meta group). */
-#define LEADER_MAX_GROUPS (CLUSTER_MAX_SHARDS + 1)
 
 struct leader_engine;
 struct leader_group;
@@ -152,9 +162,11 @@ struct leader_config {
 struct leader_req {
     /* read-only for the caller */
     struct leader_group *group;
-    unsigned member;   /* index asked by the last attempt */
+    unsigned member;   /* index asked by the last attempt (may be stale
+                        * after leader_group_set_members) */
     unsigned attempts; /* sent so far */
     /* the engine's */
+    unsigned gen; /* the group's membership generation at the attempt */
     bool may_retry_maybe_applied;
     unsigned hops; /* retries at once in a row */
     uint64_t deadline;
@@ -168,17 +180,37 @@ struct leader_engine *leader_engine_new(uv_loop_t *loop,
                                         const struct leader_config *cfg);
 
 /*
- * Add the group @name whose members are @s's (ids and rpc addresses, map
- * order), creating the clients of addresses not seen yet. The first guess
- * is the first member. Returns NULL with a reason in @errmsg[@errlen] when
- * @s has no (or too many) members, there are too many groups or addresses,
- * or an address does not parse.
+ * Add the group @name whose members are @members[0..@n) (ids and rpc
+ * addresses, map order; copied), creating the clients of addresses not
+ * seen yet. The first guess is the first member. Returns NULL with a
+ * reason in @errmsg[@errlen] when @n is 0 or above CLUSTER_MAX_MEMBERS, an
+ * address does not parse, or the engine is closing.
  */
 struct leader_group *leader_group_add(struct leader_engine *e,
                                       const char *name,
-                                      const struct cluster_shard *s,
+                                      const struct cluster_member *members,
+                                      unsigned n,
                                       char *errmsg,
                                       size_t errlen);
+
+/*
+ * Make @members[0..@n) (copied) @g's members, creating the clients of
+ * addresses not seen yet; the clients of members that left stay open until
+ * the engine closes (calls may be in flight on them). The guess stays on
+ * the member of the same id if it is still there, otherwise it is the
+ * first member. Requests of @g in flight or waiting go on, to the new
+ * members from their next attempt. The same members in the same order
+ * change nothing (member indexes stay valid). Returns 0, or -1 with a
+ * reason in @errmsg[@errlen] (as leader_group_add) and @g unchanged.
+ */
+int leader_group_set_members(struct leader_group *g,
+                             const struct cluster_member *members,
+                             unsigned n,
+                             char *errmsg,
+                             size_t errlen);
+
+/* The epoch sent with every request attempted from now on. */
+void leader_engine_set_epoch(struct leader_engine *e, uint64_t epoch);
 
 /*
  * Send @q to @g's leader, retried as described above, within @budget_ms;
@@ -199,16 +231,20 @@ int leader_req_call(struct leader_req *q,
                     Ringmq__RpcRequest *req,
                     unsigned timeout_ms);
 
-/* ---- a group, for the callers' own calls (status polls, watches) ------- */
+/* ---- a group, for the callers' own calls (status polls, watches) -------
+ * Member indexes: any value is accepted (see "Membership changes"). */
 
 const char *leader_group_name(const struct leader_group *g);
 unsigned leader_group_size(const struct leader_group *g);
 unsigned leader_group_guess(const struct leader_group *g);
+/* 0 for an index out of range. */
 uint64_t leader_group_member_id(const struct leader_group *g, unsigned m);
+/* The first member's client for an index out of range. */
 struct rpc_client *leader_group_client(const struct leader_group *g,
                                        unsigned m);
 
-/* The member after @m, skipping members known dead unless all are. */
+/* The member after @m, skipping members known dead unless all are; for @m
+ * out of range, the first such member from 0. */
 unsigned leader_group_next(const struct leader_group *g, unsigned m);
 
 /*
@@ -222,14 +258,15 @@ int leader_group_hint(const struct leader_group *g,
                       int except);
 
 /* Make @m the guess (logged and counted when it changes; @why says who
- * told us). */
+ * told us). No-op for @m out of range. */
 void leader_group_adopt(struct leader_group *g, unsigned m, const char *why);
 
 /* A call to @m failed with @status (< 0): remember the node as dead when
- * the status says so (a failed connection attempt, or a reset). */
+ * the status says so (a failed connection attempt, or a reset). No-op for
+ * @m out of range. */
 void leader_group_failed(struct leader_group *g, unsigned m, int status);
 
-/* @m answered: its node is alive. */
+/* @m answered: its node is alive. No-op for @m out of range. */
 void leader_group_answered(struct leader_group *g, unsigned m);
 
 /* Counters since start. */

@@ -13,6 +13,10 @@
  * (router/amqp_remote) on the groups "<shard>.mq", with the same leaders,
  * so that what both sides share (router/leader: leader tracking and
  * retries) is tested from both.
+ *
+ * Map updates: F->map is what the fakes host (they answer for its shards,
+ * up to MAX_SHARDS), F->ring what the router should route with; a test
+ * that hands the router another map points F->ring at that map's ring.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -39,12 +43,13 @@
 #include "router/backend.h"
 
 #define N_FAKES 3
-#define N_SHARDS 2
+#define N_SHARDS 2   /* in the default map */
+#define MAX_SHARDS 3 /* the fakes host at most so many */
 #define MAX_HELD 256
 #define MAX_ITEMS 16384
 #define EPOCH 7
 #define HOLD_OFF (-1)
-#define HOLD_ALL N_SHARDS /* else: the index of the one shard held */
+#define HOLD_ALL MAX_SHARDS /* else: the index of the one shard held */
 
 struct item {
     char *key;
@@ -62,9 +67,11 @@ struct fake {
     unsigned cache_reqs;
     unsigned reads;
     unsigned writes;
-    unsigned per_shard[N_SHARDS];
+    unsigned per_shard[MAX_SHARDS];
     unsigned mq_reqs; /* queue commands (any group, any answer) */
     unsigned mq_done; /* queue commands answered OK */
+    unsigned mq_per_shard[MAX_SHARDS]; /* answered OK, by shard */
+    unsigned meta_reqs; /* requests to the group "meta" */
 };
 
 struct held {
@@ -77,15 +84,18 @@ struct fx {
     uv_loop_t loop;
     uv_timer_t ticker; /* bounds each uv_run(ONCE) */
     struct fake fakes[N_FAKES];
-    struct cluster_map map;
-    struct ring *ring;
+    struct cluster_map map; /* the shards the fakes host */
+    struct ring *ring;      /* the ring the router should route with */
+    uint64_t epoch;         /* cache requests must carry this one... */
+    uint64_t epoch_prev;    /* ...or this one (sent before an update) */
+    uint64_t last_epoch;    /* of the last cache request */
     struct backend *b;
     bool backend_closed;
     struct amqp_remote *mq; /* the AMQP side, when a test starts it */
     bool mq_closed;
 
     /* behaviour */
-    int leader[N_SHARDS];   /* fake index, -1 = none */
+    int leader[MAX_SHARDS]; /* fake index, -1 = none */
     bool hints;             /* followers name the leader (and status) */
     int hold;               /* keep cache requests unanswered: HOLD_* */
     bool unavail_writes;    /* leader: RPC_UNAVAILABLE for writes */
@@ -100,8 +110,8 @@ struct fx {
     unsigned misrouted; /* key sent to a shard the ring does not give it */
     struct held held[MAX_HELD];
     unsigned n_held;
-    struct item items[N_SHARDS][MAX_ITEMS];
-    unsigned n_items[N_SHARDS];
+    struct item items[MAX_SHARDS][MAX_ITEMS];
+    unsigned n_items[MAX_SHARDS];
     unsigned status_polls;
     unsigned digests_asked; /* status polls that asked for digests */
 };
@@ -114,7 +124,7 @@ static int shard_index(const char *name)
 {
     unsigned s;
 
-    for (s = 0; s < N_SHARDS; s++) {
+    for (s = 0; s < F->map.n_shards; s++) {
         if (strcmp(F->map.shards[s].name, name) == 0) {
             return (int)s;
         }
@@ -279,6 +289,7 @@ static void answer_mq(struct fake *f,
         return;
     }
     f->mq_done++;
+    f->mq_per_shard[s]++;
     resp.code = rpc_code(OUTCOME_OK);
     resp.body_case = RINGMQ__RPC_RESPONSE__BODY_MQ;
     resp.mq = &res;
@@ -289,11 +300,12 @@ static void answer_status(struct fake *f, struct rpc_server_req *req)
 {
     Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
     Ringmq__StatusReply reply = RINGMQ__STATUS_REPLY__INIT;
-    Ringmq__GroupStatus gs[N_SHARDS];
-    Ringmq__GroupStatus *gsp[N_SHARDS];
+    Ringmq__GroupStatus gs[MAX_SHARDS];
+    Ringmq__GroupStatus *gsp[MAX_SHARDS];
     unsigned s;
 
-    for (s = 0; s < N_SHARDS; s++) {
+    assert_true(F->map.n_shards <= MAX_SHARDS);
+    for (s = 0; s < F->map.n_shards; s++) {
         int l = F->leader[s];
         ringmq__group_status__init(&gs[s]);
         gs[s].name = F->map.shards[s].name;
@@ -315,7 +327,7 @@ static void answer_status(struct fake *f, struct rpc_server_req *req)
         gsp[s] = &gs[s];
     }
     reply.node_id = f->idx + 1;
-    reply.n_groups = N_SHARDS;
+    reply.n_groups = F->map.n_shards;
     reply.groups = gsp;
     resp.code = rpc_code(OUTCOME_OK);
     resp.body_case = RINGMQ__RPC_RESPONSE__BODY_STATUS;
@@ -343,6 +355,9 @@ static void on_request(void *data,
     }
     if (msg->body_case != RINGMQ__RPC_REQUEST__BODY_CACHE) {
         /* the AMQP side's meta group and its watch: not hosted here */
+        if (strcmp(msg->group, "meta") == 0) {
+            f->meta_reqs++;
+        }
         reply_code(req, RINGMQ__RPC_CODE__RPC_NO_GROUP);
         return;
     }
@@ -353,10 +368,11 @@ static void on_request(void *data,
     } else {
         f->writes++;
     }
-    assert_int_equal(msg->epoch, EPOCH);
+    assert_true(msg->epoch == F->epoch || msg->epoch == F->epoch_prev);
+    F->last_epoch = msg->epoch;
     if (op->type != CACHE_OP_FLUSH_ALL) {
         owner = ring_lookup(F->ring, op->key.data, op->key.len);
-        if (strcmp(F->map.shards[owner].name, msg->group) != 0) {
+        if (strcmp(ring_node_name(F->ring, owner), msg->group) != 0) {
             F->misrouted++;
         }
     }
@@ -397,26 +413,59 @@ static void on_tick(uv_timer_t *t)
     (void)t;
 }
 
-/* Map: s1 (weight 1) and s2 (weight 2), members 1..3 = the three fakes. */
+/* Append shard @name of @weight to @map, members 1..3 = the three fakes. */
+static void map_add_shard(struct cluster_map *map, const char *name,
+                          unsigned weight)
+{
+    struct cluster_shard *cs = cluster_map_append(map);
+    unsigned m;
+
+    assert_non_null(cs);
+    snprintf(cs->name, sizeof(cs->name), "%s", name);
+    cs->weight = weight;
+    cs->n_members = N_FAKES;
+    for (m = 0; m < N_FAKES; m++) {
+        cs->members[m].id = m + 1;
+        snprintf(cs->members[m].raft, sizeof(cs->members[m].raft),
+                 "127.0.0.1:%u", 1 + m);
+        snprintf(cs->members[m].rpc, sizeof(cs->members[m].rpc), "%s",
+                 F->fakes[m].addr);
+    }
+}
+
+/* Map: s1 (weight 1) and s2 (weight 2), members 1..3 = the three fakes;
+ * the meta group on the same nodes (the map file's default). */
 static void map_default(void)
 {
-    unsigned s, m;
+    char err[256];
+    unsigned s;
 
     cluster_map_clear(&F->map);
     F->map.epoch = EPOCH;
     for (s = 0; s < N_SHARDS; s++) {
-        struct cluster_shard *cs = cluster_map_append(&F->map);
-        snprintf(cs->name, sizeof(cs->name), "s%u", s + 1);
-        cs->weight = s + 1;
-        cs->n_members = N_FAKES;
-        for (m = 0; m < N_FAKES; m++) {
-            cs->members[m].id = m + 1;
-            snprintf(cs->members[m].raft, sizeof(cs->members[m].raft),
-                     "127.0.0.1:%u", 1 + m);
-            snprintf(cs->members[m].rpc, sizeof(cs->members[m].rpc), "%s",
-                     F->fakes[m].addr);
-        }
+        char name[8];
+        snprintf(name, sizeof(name), "s%u", s + 1);
+        map_add_shard(&F->map, name, s + 1);
     }
+    assert_int_equal(cluster_map_default_meta(&F->map, err, sizeof(err)), 0);
+}
+
+/* The router is to route with @map from now on. */
+static void route_with(const struct cluster_map *map)
+{
+    char err[256];
+
+    ring_free(F->ring);
+    F->ring = cluster_map_ring(map, err, sizeof(err));
+    assert_non_null(F->ring);
+}
+
+/* Cache requests carry @epoch from now on (or the previous one, if sent
+ * before). */
+static void expect_epoch(uint64_t epoch)
+{
+    F->epoch_prev = F->epoch;
+    F->epoch = epoch;
 }
 
 static int setup(void **state)
@@ -440,7 +489,8 @@ static int setup(void **state)
         snprintf(f->addr, sizeof(f->addr), "127.0.0.1:%d", f->port);
     }
     map_default();
-    for (i = 0; i < N_SHARDS; i++) {
+    F->epoch = F->epoch_prev = EPOCH;
+    for (i = 0; i < MAX_SHARDS; i++) {
         F->leader[i] = 0;
     }
     F->hints = true;
@@ -449,23 +499,24 @@ static int setup(void **state)
     return 0;
 }
 
-static void start_backend(unsigned request_timeout_ms)
+/* A backend routing with @map. */
+static void start_backend_map(const struct cluster_map *map,
+                              unsigned request_timeout_ms)
 {
     struct backend_config bc = {0};
-    struct ring_node rn[N_SHARDS];
     char err[256];
-    unsigned s;
 
-    for (s = 0; s < N_SHARDS; s++) {
-        rn[s].name = F->map.shards[s].name;
-        rn[s].weight = F->map.shards[s].weight;
-    }
-    F->ring = ring_new(rn, N_SHARDS, err, sizeof(err));
-    assert_non_null(F->ring);
-    bc.map = &F->map;
+    route_with(map);
+    bc.map = map;
     bc.request_timeout_ms = request_timeout_ms;
     F->b = backend_new(&F->loop, &bc, err, sizeof(err));
     assert_non_null(F->b);
+}
+
+/* A backend routing with the fakes' map. */
+static void start_backend(unsigned request_timeout_ms)
+{
+    start_backend_map(&F->map, request_timeout_ms);
 }
 
 static void on_backend_closed(void *data)
@@ -504,7 +555,7 @@ static int teardown(void **state)
     uv_close((uv_handle_t *)&F->ticker, NULL);
     uv_run(&F->loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&F->loop), 0);
-    for (i = 0; i < N_SHARDS; i++) {
+    for (i = 0; i < MAX_SHARDS; i++) {
         clear_items(i);
     }
     ring_free(F->ring);
@@ -739,7 +790,7 @@ static void dead_first_member(void)
 {
     unsigned s;
 
-    for (s = 0; s < N_SHARDS; s++) {
+    for (s = 0; s < F->map.n_shards; s++) {
         struct cluster_shard *cs = &F->map.shards[s];
         cs->members[0].id = 9;
         snprintf(cs->members[0].rpc, sizeof(cs->members[0].rpc), "127.0.0.1:1");
@@ -1113,6 +1164,277 @@ static void test_status_stats_metrics(void **state)
     buf_free(&out);
 }
 
+/* ---- map updates: the cache side ---------------------------------------- */
+
+/* The members of the fakes' shard @s, but only a dead node (id 9, a port
+ * that refuses connections). */
+static void dead_members(struct cluster_map *map, unsigned s)
+{
+    struct cluster_shard *cs = &map->shards[s];
+
+    cs->n_members = 1;
+    cs->members[0].id = 9;
+    snprintf(cs->members[0].rpc, sizeof(cs->members[0].rpc), "127.0.0.1:1");
+}
+
+/* A shard that lists only a dead node gets the live members with a newer
+ * map: its requests reach them, with the new epoch. */
+static void test_map_update_members(void **state)
+{
+    struct backend_shard_info si;
+    struct cluster_map old;
+    struct tcall t;
+    char err[256];
+    char key[32], key2[32];
+
+    (void)state;
+    cluster_map_init(&old);
+    cluster_map_copy(&old, &F->map);
+    dead_members(&old, 0);
+    start_backend_map(&old, 300);
+    key_of_shard(0, key, sizeof(key));
+    key_of_shard(1, key2, sizeof(key2));
+    assert_int_equal(do_op_outcome(CACHE_OP_SET, key, "v", &t),
+                     OUTCOME_UNAVAILABLE);
+    assert_int_equal(total_cache_reqs(), 0);
+    backend_shard_info(F->b, 0, &si);
+    assert_int_equal(si.n_members, 1);
+
+    F->map.epoch = EPOCH + 1;
+    expect_epoch(EPOCH + 1);
+    assert_int_equal(backend_map_update(F->b, &F->map, err, sizeof(err)), 0);
+    assert_int_equal(backend_epoch(F->b), EPOCH + 1);
+    assert_int_equal(backend_shard_count(F->b), 2);
+    backend_shard_info(F->b, 0, &si);
+    assert_int_equal(si.n_members, 3);
+    assert_int_equal(do_op(CACHE_OP_SET, key, "v", &t), CACHE_STORED);
+    assert_int_equal(F->fakes[0].writes, 1);
+    assert_int_equal(F->last_epoch, EPOCH + 1);
+    assert_int_equal(do_op(CACHE_OP_SET, key2, "w", &t), CACHE_STORED);
+    assert_int_equal(F->last_epoch, EPOCH + 1);
+    assert_int_equal(F->misrouted, 0);
+    cluster_map_clear(&old);
+}
+
+/* Members reordered and one dropped: the leader guess stays on the member
+ * of the same id, so the next op goes straight to it. */
+static void test_map_update_keeps_leader_guess(void **state)
+{
+    struct backend_shard_info si;
+    struct cluster_map m;
+    struct cluster_shard *cs;
+    struct tcall t;
+    char err[256];
+    char key[32];
+
+    (void)state;
+    F->leader[0] = 2;
+    start_backend(0);
+    key_of_shard(0, key, sizeof(key));
+    assert_int_equal(do_op(CACHE_OP_SET, key, "v", &t), CACHE_STORED);
+    assert_int_equal(F->fakes[0].cache_reqs, 1); /* NOT_LEADER, hint */
+    assert_int_equal(F->fakes[2].cache_reqs, 1);
+
+    cluster_map_init(&m);
+    cluster_map_copy(&m, &F->map);
+    m.epoch = EPOCH + 1;
+    cs = &m.shards[0];
+    cs->members[0] = F->map.shards[0].members[2]; /* id 3, the leader */
+    cs->members[1] = F->map.shards[0].members[0]; /* id 1 */
+    cs->n_members = 2;
+    expect_epoch(EPOCH + 1);
+    assert_int_equal(backend_map_update(F->b, &m, err, sizeof(err)), 0);
+    assert_int_equal(do_op(CACHE_OP_SET, key, "w", &t), CACHE_STORED);
+    assert_int_equal(F->fakes[0].cache_reqs, 1);
+    assert_int_equal(F->fakes[2].cache_reqs, 2);
+    backend_shard_info(F->b, 0, &si);
+    assert_int_equal(si.n_members, 2);
+    assert_int_equal(si.retries, 1); /* only the first op's */
+    cluster_map_clear(&m);
+}
+
+#define N_UPDATE_KEYS 600
+
+/* SET N_UPDATE_KEYS keys; every one must be stored where F->ring says. */
+static void set_keys(const char *prefix)
+{
+    static struct tcall calls[N_UPDATE_KEYS];
+    unsigned i;
+
+    completed = 0;
+    for (i = 0; i < N_UPDATE_KEYS; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "%s:%u", prefix, i);
+        prep(&calls[i], CACHE_OP_SET, key, "v");
+        backend_submit(F->b, &calls[i].call);
+    }
+    run_until_completed(N_UPDATE_KEYS, 20000);
+    for (i = 0; i < N_UPDATE_KEYS; i++) {
+        assert_int_equal(calls[i].ncb, 1);
+        assert_int_equal(calls[i].call.result.status, CACHE_STORED);
+        assert_int_equal(
+            backend_shard_of(F->b, calls[i].key, strlen(calls[i].key)),
+            ring_lookup(F->ring, calls[i].key, strlen(calls[i].key)));
+    }
+    assert_int_equal(F->misrouted, 0);
+}
+
+/* A shard added by a newer map takes its share of the keys (the ring is
+ * cluster_map_ring of the new map) and is counted and polled; a shard the
+ * next map drops takes none, and the others' indexes shift. */
+static void test_map_update_adds_and_removes_shard(void **state)
+{
+    struct backend_shard_info si;
+    struct cluster_map m;
+    char err[256], why[128];
+    unsigned s3_before;
+
+    (void)state;
+    start_backend(0);
+    map_add_shard(&F->map, "s3", 1);
+    F->map.epoch = EPOCH + 1;
+    expect_epoch(EPOCH + 1);
+    route_with(&F->map);
+    assert_int_equal(backend_map_update(F->b, &F->map, err, sizeof(err)), 0);
+    assert_int_equal(backend_shard_count(F->b), 3);
+    backend_shard_info(F->b, 2, &si);
+    assert_string_equal(si.name, "s3");
+    assert_int_equal(si.weight, 1);
+    set_keys("add");
+    print_message("s3 got %u of %u keys\n", F->fakes[0].per_shard[2],
+                  N_UPDATE_KEYS);
+    assert_true(F->fakes[0].per_shard[2] > 0);
+    assert_int_equal(F->n_items[2], F->fakes[0].per_shard[2]);
+    run_for(100);
+    assert_true(backend_healthy(F->b, why, sizeof(why)));
+    backend_shard_info(F->b, 2, &si);
+    assert_true(si.status_seen);
+
+    /* s1 leaves (the fakes still host it) */
+    cluster_map_init(&m);
+    cluster_map_copy(&m, &F->map);
+    cluster_map_remove(&m, 0);
+    m.epoch = EPOCH + 2;
+    expect_epoch(EPOCH + 2);
+    route_with(&m);
+    assert_int_equal(backend_map_update(F->b, &m, err, sizeof(err)), 0);
+    assert_int_equal(backend_shard_count(F->b), 2);
+    backend_shard_info(F->b, 0, &si);
+    assert_string_equal(si.name, "s2");
+    backend_shard_info(F->b, 1, &si);
+    assert_string_equal(si.name, "s3");
+    s3_before = F->fakes[0].per_shard[2];
+    F->fakes[0].per_shard[0] = 0;
+    set_keys("rm");
+    assert_int_equal(F->fakes[0].per_shard[0], 0);
+    assert_true(F->fakes[0].per_shard[2] > s3_before);
+    cluster_map_clear(&m);
+}
+
+/* Requests in flight across an update complete: one held by a fake on a
+ * shard the update removes, one waiting for a retry on a shard whose
+ * members the update reorders (no leader until after the update). */
+static void test_map_update_in_flight(void **state)
+{
+    struct cluster_map m;
+    struct cluster_shard *cs;
+    struct tcall held, waiting, t;
+    char err[256];
+    char key1[32], key2[32];
+
+    (void)state;
+    F->hints = false;
+    F->leader[1] = -1;
+    start_backend(0);
+    key_of_shard(0, key1, sizeof(key1));
+    key_of_shard(1, key2, sizeof(key2));
+    F->hold = 0;
+    completed = 0;
+    prep(&held, CACHE_OP_SET, key1, "v1");
+    backend_submit(F->b, &held.call);
+    prep(&waiting, CACHE_OP_SET, key2, "v2");
+    backend_submit(F->b, &waiting.call);
+    while (F->n_held < 1) {
+        uv_run(&F->loop, UV_RUN_ONCE);
+    }
+    run_for(50);
+    assert_int_equal(completed, 0);
+
+    /* s1 leaves, s3 comes, s2's members are reversed */
+    map_add_shard(&F->map, "s3", 1);
+    cluster_map_init(&m);
+    cluster_map_copy(&m, &F->map);
+    cluster_map_remove(&m, 0);
+    cs = &m.shards[0];
+    cs->members[0] = F->map.shards[1].members[2];
+    cs->members[2] = F->map.shards[1].members[0];
+    m.epoch = EPOCH + 1;
+    expect_epoch(EPOCH + 1);
+    route_with(&m);
+    assert_int_equal(backend_map_update(F->b, &m, err, sizeof(err)), 0);
+    assert_int_equal(backend_shard_count(F->b), 2);
+
+    F->hold = HOLD_OFF;
+    release_held();
+    F->leader[1] = 2;
+    run_until_completed(2, 5000);
+    assert_int_equal(held.ncb, 1);
+    assert_int_equal(held.call.outcome, OUTCOME_OK);
+    assert_int_equal(held.call.result.status, CACHE_STORED);
+    assert_int_equal(waiting.ncb, 1);
+    assert_int_equal(waiting.call.outcome, OUTCOME_OK);
+    assert_int_equal(waiting.call.result.status, CACHE_STORED);
+    assert_int_equal(F->last_epoch, EPOCH + 1); /* the retry's */
+    assert_int_equal(F->n_items[0], 1);
+
+    /* FLUSH_ALL reaches the current shards only */
+    F->leader[1] = 0;
+    assert_int_equal(do_op(CACHE_OP_FLUSH_ALL, "", NULL, &t), CACHE_OK);
+    assert_int_equal(F->n_items[0], 1);
+    assert_int_equal(F->n_items[1], 0);
+    cluster_map_clear(&m);
+}
+
+/* A map whose epoch is not newer changes nothing; neither does one the
+ * ring refuses (-1, the old map stays). */
+static void test_map_update_stale_or_bad(void **state)
+{
+    struct cluster_map m;
+    struct tcall t;
+    char err[256];
+    char key[32];
+
+    (void)state;
+    start_backend(0);
+    key_of_shard(0, key, sizeof(key));
+    cluster_map_init(&m);
+    cluster_map_copy(&m, &F->map);
+    dead_members(&m, 0);
+    map_add_shard(&m, "s3", 1);
+    assert_int_equal(backend_map_update(F->b, &m, err, sizeof(err)), 0);
+    m.epoch = EPOCH - 1;
+    assert_int_equal(backend_map_update(F->b, &m, err, sizeof(err)), 0);
+    assert_int_equal(backend_epoch(F->b), EPOCH);
+    assert_int_equal(backend_shard_count(F->b), 2);
+    assert_int_equal(do_op(CACHE_OP_SET, key, "v", &t), CACHE_STORED);
+    assert_int_equal(F->fakes[0].writes, 1);
+
+    /* newer, but two shards named s1: the ring refuses it */
+    cluster_map_copy(&m, &F->map);
+    m.epoch = EPOCH + 1;
+    snprintf(m.shards[1].name, sizeof(m.shards[1].name), "s1");
+    err[0] = '\0';
+    assert_int_equal(backend_map_update(F->b, &m, err, sizeof(err)), -1);
+    print_message("refused: %s\n", err);
+    assert_true(err[0] != '\0');
+    assert_int_equal(backend_epoch(F->b), EPOCH);
+    assert_int_equal(backend_shard_count(F->b), 2);
+    assert_int_equal(do_op(CACHE_OP_SET, key, "w", &t), CACHE_STORED);
+    assert_int_equal(F->last_epoch, EPOCH);
+    assert_int_equal(F->misrouted, 0);
+    cluster_map_clear(&m);
+}
+
 /* ---- the AMQP side ------------------------------------------------------ */
 
 struct tmq {
@@ -1173,6 +1495,145 @@ static void test_amqp_dead_leader_hint_ignored(void **state)
     assert_int_equal(F->fakes[2].mq_done, 1);
 }
 
+/* An AMQP side over @map. */
+static void start_amqp(const struct cluster_map *map, unsigned timeout_ms)
+{
+    struct amqp_remote_config rc = {0};
+    char err[256];
+
+    rc.map = map;
+    rc.request_timeout_ms = timeout_ms;
+    F->mq = amqp_remote_new(&F->loop, &rc, err, sizeof(err));
+    assert_non_null(F->mq);
+}
+
+/* A queue DECLARE to shard @shard, run to completion; its status. */
+static enum outcome mq_declare(unsigned shard, struct tmq *t)
+{
+    struct amqp_broker broker = amqp_remote_broker(F->mq);
+
+    memset(t, 0, sizeof(*t));
+    t->call.kind = AMQP_BROKER_MQ;
+    t->call.shard = shard;
+    t->call.mq.type = MQ_SM_DECLARE;
+    t->call.mq.vhost = "/";
+    t->call.mq.vhost_len = 1;
+    t->call.mq.queue = "q";
+    t->call.mq.queue_len = 1;
+    t->call.cb = on_mq;
+    t->call.data = t;
+    completed = 0;
+    broker.ops->submit(broker.self, &t->call);
+    run_until_completed(1, 5000);
+    assert_int_equal(t->ncb, 1);
+    if (t->call.status == OUTCOME_OK) {
+        mq_sm_result_clear(&t->call.mq_result);
+    }
+    return t->call.status;
+}
+
+/* The meta group is the map's meta members (not the first shard's); a
+ * newer map moves it, and the meta watch follows at once. */
+static void test_amqp_meta_members(void **state)
+{
+    struct cluster_map m;
+    char err[256];
+    unsigned i;
+
+    (void)state;
+    /* meta on fake 1 alone; the shards list all three */
+    F->map.meta[0] = F->map.shards[0].members[1];
+    F->map.n_meta = 1;
+    start_amqp(&F->map, 300);
+    run_for(300); /* the watch: NO_GROUP, again every 200 ms */
+    assert_true(F->fakes[1].meta_reqs >= 1);
+    assert_int_equal(F->fakes[0].meta_reqs, 0);
+    assert_int_equal(F->fakes[2].meta_reqs, 0);
+
+    cluster_map_init(&m);
+    cluster_map_copy(&m, &F->map);
+    m.meta[0] = F->map.shards[0].members[2];
+    m.epoch = EPOCH + 1;
+    assert_int_equal(amqp_remote_map_update(F->mq, &m, err, sizeof(err)), 0);
+    run_for(30); /* a watch sent just before the update */
+    for (i = 0; i < N_FAKES; i++) {
+        F->fakes[i].meta_reqs = 0;
+    }
+    run_for(300);
+    assert_true(F->fakes[2].meta_reqs >= 1);
+    assert_int_equal(F->fakes[0].meta_reqs, 0);
+    assert_int_equal(F->fakes[1].meta_reqs, 0);
+
+    /* not newer: ignored */
+    m.meta[0] = F->map.shards[0].members[0];
+    assert_int_equal(amqp_remote_map_update(F->mq, &m, err, sizeof(err)), 0);
+    for (i = 0; i < N_FAKES; i++) {
+        F->fakes[i].meta_reqs = 0;
+    }
+    run_for(300);
+    assert_true(F->fakes[2].meta_reqs >= 1);
+    assert_int_equal(F->fakes[0].meta_reqs, 0);
+
+    /* a map without meta members is refused */
+    m.epoch = EPOCH + 2;
+    m.n_meta = 0;
+    assert_int_equal(amqp_remote_map_update(F->mq, &m, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "meta"));
+    cluster_map_clear(&m);
+}
+
+/* The broker's shard index follows the map: a new shard gets an index
+ * (shard_of by the new ring) and its queue group; when a shard leaves,
+ * the index of those after it moves down with them. */
+static void test_amqp_map_update_shards(void **state)
+{
+    struct amqp_broker broker;
+    struct cluster_map m;
+    struct tmq t;
+    char err[256], key[64];
+    unsigned i, n_on_s3 = 0;
+
+    (void)state;
+    start_amqp(&F->map, 1000);
+    broker = amqp_remote_broker(F->mq);
+    assert_int_equal(broker.ops->shard_count(broker.self), 2);
+
+    map_add_shard(&F->map, "s3", 1);
+    F->map.epoch = EPOCH + 1;
+    route_with(&F->map);
+    assert_int_equal(amqp_remote_map_update(F->mq, &F->map, err, sizeof(err)),
+                     0);
+    assert_int_equal(broker.ops->shard_count(broker.self), 3);
+    for (i = 0; i < 200; i++) {
+        size_t len;
+        unsigned s;
+
+        snprintf(key, sizeof(key), "q%u", i);
+        s = broker.ops->shard_of(broker.self, "/", 1, key, strlen(key));
+        len = ring_queue_key("/", 1, key, strlen(key), key, sizeof(key));
+        assert_int_equal(s, ring_lookup(F->ring, key, len));
+        n_on_s3 += s == 2;
+    }
+    assert_true(n_on_s3 > 0);
+    assert_int_equal(mq_declare(2, &t), OUTCOME_OK);
+    assert_int_equal(F->fakes[0].mq_per_shard[2], 1);
+
+    /* s1 leaves: index 1 is s3 now, 2 is none */
+    cluster_map_init(&m);
+    cluster_map_copy(&m, &F->map);
+    cluster_map_remove(&m, 0);
+    m.epoch = EPOCH + 2;
+    assert_int_equal(amqp_remote_map_update(F->mq, &m, err, sizeof(err)), 0);
+    assert_int_equal(broker.ops->shard_count(broker.self), 2);
+    assert_int_equal(mq_declare(1, &t), OUTCOME_OK);
+    assert_int_equal(F->fakes[0].mq_per_shard[2], 2);
+    assert_int_equal(mq_declare(0, &t), OUTCOME_OK);
+    assert_int_equal(F->fakes[0].mq_per_shard[1], 1);
+    assert_int_equal(F->fakes[0].mq_per_shard[0], 0);
+    assert_int_equal(mq_declare(2, &t), OUTCOME_UNAVAILABLE);
+    cluster_map_clear(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1200,8 +1661,22 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_status_stats_metrics, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_map_update_members, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_map_update_keeps_leader_guess,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_map_update_adds_and_removes_shard, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_map_update_in_flight, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_map_update_stale_or_bad, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_amqp_dead_leader_hint_ignored,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_amqp_meta_members, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_amqp_map_update_shards, setup,
+                                        teardown),
     };
 
     log_init("test_backend", LOG_WARN);
