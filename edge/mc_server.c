@@ -398,6 +398,9 @@ static const char *status_line(enum cache_status st)
         return "CLIENT_ERROR cannot increment or decrement non-numeric value";
     case CACHE_BAD_REQUEST:
         return "CLIENT_ERROR bad command line format";
+    case CACHE_WRONG_OWNER:
+        /* the router's retries at the owner ran out of time */
+        return "SERVER_ERROR temporarily unavailable";
     default:
         return "SERVER_ERROR unexpected backend result";
     }

@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "node/svc_shell.h"
 #include "proto/cache_pb.h"
+#include "sm/shard_ring.h"
 
 /* How often a leader looks whether its shard still needs its seed. */
 #define SEED_TICK_MS 200
@@ -29,6 +30,9 @@ struct cache_svc {
     struct rgroup *group;
     struct cache_op_config seed; /* this node's flags: they seed a new shard */
     bool seeding;                /* a seed CONFIG is on its way */
+    void *ring_seed;             /* the node's map's ring spec for this shard */
+    size_t ring_seed_len;
+    bool ring_seeding;           /* a seed RING is on its way */
     bool told_flags_differ;      /* logged that the log's settings win */
     uv_timer_t tick;             /* runs while the shard is unconfigured */
     bool tick_started;
@@ -39,6 +43,13 @@ struct cache_svc {
 
 static void on_tick(uv_timer_t *t);
 static void check_flags(struct cache_svc *svc);
+
+/* Something a leader must still propose from this node's seeds. */
+static bool needs_seed(const struct cache_svc *svc)
+{
+    return !cache_sm_configured(svc->sm) ||
+           (svc->ring_seed != NULL && cache_sm_ring_epoch(svc->sm) == 0);
+}
 
 /* A write on its way through Raft. */
 struct pending_write {
@@ -118,7 +129,7 @@ static int fsm_restore(void *data, const void *buf, size_t len)
     int rv = cache_sm_restore(svc->sm, buf, len);
 
     check_flags(svc);
-    if (svc->tick_started && !cache_sm_configured(svc->sm)) {
+    if (svc->tick_started && needs_seed(svc)) {
         /* a snapshot from before settings were in the log: seed again (at
          * start, rgroup_new restores before the tick exists and starts) */
         uv_timer_start(&svc->tick, on_tick, SEED_TICK_MS, SEED_TICK_MS);
@@ -230,9 +241,43 @@ static void seed_done(struct cache_call *call)
 {
     struct cache_svc *svc = call->data;
 
-    svc->seeding = false;
+    if (call->op.type == CACHE_OP_RING) {
+        svc->ring_seeding = false;
+    } else {
+        svc->seeding = false;
+    }
     cache_result_clear(&call->result);
     free(call);
+}
+
+/* A shard without a ring spec (a new cluster) takes the ring of the
+ * node's map the same way: a seed applies only while there is none, so it
+ * never undoes a spec installed later by a move. */
+static void maybe_seed_ring(struct cache_svc *svc)
+{
+    struct cache_call *call;
+
+    if (svc->ring_seed == NULL || svc->ring_seeding ||
+        cache_sm_ring_epoch(svc->sm) != 0 || !rgroup_is_leader(svc->group)) {
+        return;
+    }
+    call = xcalloc(1, sizeof(*call));
+    call->op.type = CACHE_OP_RING;
+    call->op.value = svc->ring_seed;
+    call->op.value_len = svc->ring_seed_len;
+    call->op.config.seed = true;
+    call->cb = seed_done;
+    call->data = svc;
+    svc->ring_seeding = true;
+    propose(svc, call);
+}
+
+void cache_svc_set_ring_seed(struct cache_svc *svc,
+                             const struct cluster_map *map)
+{
+    free(svc->ring_seed);
+    svc->ring_seed = shard_ring_encode_map(map, svc->name,
+                                           &svc->ring_seed_len);
 }
 
 /* A shard never configured takes its settings from the first leader's
@@ -286,16 +331,18 @@ static void on_tick(uv_timer_t *t)
 {
     struct cache_svc *svc = t->data;
 
-    if (cache_sm_configured(svc->sm)) {
+    if (!needs_seed(svc)) {
         uv_timer_stop(t);
         return;
     }
     maybe_seed(svc);
+    maybe_seed_ring(svc);
 }
 
 void cache_svc_submit(struct cache_svc *svc, struct cache_call *call)
 {
     const struct cache_op *op = &call->op;
+    const char *owner = NULL;
 
     cache_result_init(&call->result);
     if (op->type >= CACHE_OP__COUNT ||
@@ -310,6 +357,14 @@ void cache_svc_submit(struct cache_svc *svc, struct cache_call *call)
         fail(call, RGROUP_ENOTLEADER);
         return;
     }
+    if (cache_op_has_key(op->type) &&
+        !cache_sm_owns(svc->sm, op->key, op->key_len, &owner)) {
+        /* refused before the log; apply checks again (sm/cache_sm.h) */
+        call->result.value_len = strlen(owner);
+        call->result.value = xmemdup(owner, call->result.value_len);
+        complete(call, CACHE_WRONG_OWNER);
+        return;
+    }
     if (op->type == CACHE_OP_GET && !svc->linearizable_reads) {
         get_at(svc, clock_wall_ms(), op, &call->result);
         call->outcome = OUTCOME_OK;
@@ -317,6 +372,7 @@ void cache_svc_submit(struct cache_svc *svc, struct cache_call *call)
         return;
     }
     maybe_seed(svc);
+    maybe_seed_ring(svc);
     propose(svc, call);
 }
 
@@ -396,6 +452,7 @@ static void one_closed(struct cache_svc *svc)
         return;
     }
     cache_sm_free(svc->sm);
+    free(svc->ring_seed);
     free(svc);
     if (cb != NULL) {
         cb(cb_data);

@@ -26,6 +26,7 @@
 #include "common/buf.h"
 #include "sm/cache_op.h"
 #include "sm/cache_sm.h"
+#include "sm/cluster_map.h"
 #include "raft/group.h"
 
 struct cache_svc;
@@ -46,6 +47,14 @@ struct cache_svc *cache_svc_new(uv_loop_t *loop,
                                 const struct cache_sm_config *seed,
                                 bool linearizable_reads, char *errmsg,
                                 size_t errlen);
+
+/* The ring this shard starts with, when its log has none: @map's ring for
+ * the shard named as this group (encoded and kept). A leader proposes it
+ * as a seed RING (sm/cache_sm.h), which applies only to a shard without a
+ * ring spec. Keys the shard does not own are then refused with
+ * CACHE_WRONG_OWNER naming the owner, before the log and at apply. */
+void cache_svc_set_ring_seed(struct cache_svc *svc,
+                             const struct cluster_map *map);
 
 void cache_svc_submit(struct cache_svc *svc, struct cache_call *call);
 

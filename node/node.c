@@ -416,6 +416,9 @@ struct node *node_new(uv_loop_t *loop, const struct node_config *cfg,
         if (n->groups[g] == NULL) {
             goto err;
         }
+        if (cfg->cluster != NULL) {
+            cache_svc_set_ring_seed(n->groups[g], cfg->cluster);
+        }
         n->n_groups++;
     }
     if ((cfg->standalone && cfg->amqp[0] != '\0') || cfg->cluster != NULL) {

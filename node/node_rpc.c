@@ -10,7 +10,6 @@
 #include "common/log.h"
 #include "node/meta_fanout.h"
 #include "rpc/rpc_server.h"
-#include "common/ring.h"
 #include "proto/cache_pb.h"
 #include "proto/map_pb.h"
 #include "proto/mq_pb.h"
@@ -27,7 +26,6 @@ struct node_rpc {
     struct cache_svc *const *groups;
     unsigned n_groups;
     struct rpc_server *server;
-    struct ring *ring; /* from the cluster map; NULL without one */
     struct mq_svc *const *mq;
     unsigned n_mq;
     struct meta_svc *meta;
@@ -155,46 +153,14 @@ static void cache_call_done(struct cache_call *call)
     free(c);
 }
 
-/* A node refuses work for a key its shard does not own, so a router with a
- * stale ring never writes to the wrong shard. The request's epoch is only
- * a hint: the map's epoch also moves when members change, which moves no
- * key. Epoch 0 (ringmqctl, tests) and nodes without a map skip the check.
- * Returns NULL if the request may proceed, else the reason. */
-static const char *ownership_error(const struct node_rpc *r,
-                                   const Ringmq__RpcRequest *msg, int g)
-{
-    const struct cluster_map *map = r->cfg->cluster;
-    const Ringmq__CacheOp *op = msg->cache;
-    unsigned owner;
-
-    if (msg->epoch == 0 || map == NULL) {
-        return NULL;
-    }
-    if (op->type < CACHE_OP__COUNT &&
-        !cache_op_has_key((enum cache_op_type)op->type)) {
-        return NULL; /* flush_all, config: the whole shard's */
-    }
-    owner = ring_lookup(r->ring, op->key.data, op->key.len);
-    if (strcmp(map->shards[owner].name, r->cfg->groups[g].name) != 0) {
-        return "key not owned by this shard";
-    }
-    return NULL;
-}
-
 static void handle_cache(struct node_rpc *r, struct rpc_server_req *req,
                          const Ringmq__RpcRequest *msg)
 {
     struct rpc_cache_call *c;
     int g = find_group(r, msg->group);
-    const char *why;
 
     if (g < 0) {
         reply_code(req, OUTCOME_NO_GROUP, "no such group here");
-        return;
-    }
-    why = ownership_error(r, msg, g);
-    if (why != NULL) {
-        reply_code(req, OUTCOME_WRONG_EPOCH, why);
         return;
     }
     c = xcalloc(1, sizeof(*c));
@@ -963,13 +929,6 @@ struct node_rpc *node_rpc_new(uv_loop_t *loop, const struct node_config *cfg,
     r->cfg = cfg;
     r->groups = groups;
     r->n_groups = n_groups;
-    if (cfg->cluster != NULL) {
-        r->ring = cluster_map_ring(cfg->cluster, sub, sizeof(sub));
-        if (r->ring == NULL) {
-            snprintf(err, errlen, "cluster map: %s", sub);
-            goto err;
-        }
-    }
     if (node_config_split_addr(cfg->rpc, host, sizeof(host), &sc.port) != 0) {
         snprintf(err, errlen, "rpc: bad address '%s'", cfg->rpc);
         goto err;
@@ -982,7 +941,6 @@ struct node_rpc *node_rpc_new(uv_loop_t *loop, const struct node_config *cfg,
     }
     return r;
 err:
-    ring_free(r->ring);
     free(r);
     return NULL;
 }
@@ -999,7 +957,6 @@ static void server_closed(void *data)
     void (*cb)(void *) = ctx->cb;
     void *cb_data = ctx->data;
 
-    ring_free(ctx->rpc->ring);
     free(ctx->rpc);
     free(ctx);
     if (cb != NULL) {

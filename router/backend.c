@@ -34,6 +34,10 @@
 #define STATUS_STALE_PERIODS 3
 /* Log "stale map" at most this often per shard. */
 #define EPOCH_WARN_EVERY_MS 10000
+/* WRONG_OWNER: refusals followed per request, and the pause before asking
+ * again when the owner is not in this router's map yet. */
+#define OWNER_HOPS 4
+#define OWNER_BACKOFF_MS 10
 
 const double backend_latency_bounds[BACKEND_LATENCY_BUCKETS] = {
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -63,6 +67,7 @@ struct bshard {
     uint64_t gets, sets, hits, misses, errors;
     uint64_t latency_ns_sum, latency_count;
     uint64_t epoch_warned_at;
+    uint64_t owner_refusals; /* WRONG_OWNER answers from this shard */
 };
 
 /* One cache op on one shard. */
@@ -72,6 +77,13 @@ struct breq {
     struct cache_call *call;
     struct bshard *shard;
     uint64_t start_ns; /* clock_mono_ns() at submit, for latency */
+    uint64_t deadline; /* uv_now() past which no attempt is started */
+    unsigned owner_hops; /* WRONG_OWNER answers followed */
+    /* parked until the map names the owner (WRONG_OWNER naming a shard
+     * this router does not know yet) */
+    char owner[CLUSTER_NAME_MAX];
+    uint64_t due;
+    struct breq *next_parked;
 };
 
 /* FLUSH_ALL: one sub-call per shard. */
@@ -94,13 +106,15 @@ struct backend {
     struct bshard **cur; /* cur[i]: the bshard of map.shards[i] */
 
     uv_timer_t status_timer;
+    uv_timer_t park_timer;
+    struct breq *parked; /* waiting for an owner our map lacks */
 
     uint64_t latency[BACKEND_LATENCY_BUCKETS + 1];
     uint64_t latency_ns_sum;
     uint64_t latency_count;
 
     bool closing;
-    unsigned open; /* the engine + the status timer, not yet closed */
+    unsigned open; /* the engine + the two timers, not yet closed */
     void (*close_cb)(void *data);
     void *close_data;
 };
@@ -167,6 +181,88 @@ static void fail(struct breq *r, enum outcome o)
 
 /* ---- one request ------------------------------------------------------- */
 
+static void start_on(struct breq *r, struct bshard *s);
+static void on_park_timer(uv_timer_t *t);
+
+static struct bshard *shard_named(const struct backend *b, const char *name)
+{
+    int i = cluster_map_find(&b->map, name);
+
+    return i >= 0 ? b->cur[i] : NULL;
+}
+
+/*
+ * The shard refused the key and named its owner: nothing was applied
+ * (docs/resharding.md), so every op is retried there at once, within the
+ * request's deadline and at most OWNER_HOPS times (two shards naming each
+ * other must not spin). An owner this router's map does not have yet (its
+ * watch brings it) is waited for, until the deadline.
+ */
+static void follow_owner(struct breq *r)
+{
+    struct backend *b = r->b;
+    struct cache_result *res = &r->call->result;
+    size_t len = res->value_len < sizeof(r->owner) ? res->value_len
+                                                   : sizeof(r->owner) - 1;
+    struct bshard *s;
+
+    memcpy(r->owner, res->value != NULL ? res->value : "", len);
+    r->owner[len] = '\0';
+    cache_result_clear(res);
+    r->shard->owner_refusals++;
+    s = shard_named(b, r->owner);
+    if (uv_now(b->loop) >= r->deadline ||
+        (s != NULL && s != r->shard && ++r->owner_hops > OWNER_HOPS)) {
+        log_debug("router: a key of shard %s still refused after %u hops",
+                  r->owner, r->owner_hops);
+        fail(r, OUTCOME_UNAVAILABLE);
+        return;
+    }
+    if (s != NULL && s != r->shard) {
+        start_on(r, s);
+        return;
+    }
+    r->due = uv_now(b->loop) + OWNER_BACKOFF_MS;
+    r->next_parked = b->parked;
+    b->parked = r;
+    if (!uv_is_active((uv_handle_t *)&b->park_timer)) {
+        uv_timer_start(&b->park_timer, on_park_timer, OWNER_BACKOFF_MS,
+                       OWNER_BACKOFF_MS);
+    }
+}
+
+static void on_park_timer(uv_timer_t *t)
+{
+    struct backend *b = t->data;
+    struct breq *list = b->parked;
+    uint64_t now = uv_now(b->loop);
+
+    b->parked = NULL;
+    while (list != NULL) {
+        struct breq *r = list;
+        struct bshard *s;
+
+        list = r->next_parked;
+        r->next_parked = NULL;
+        if (r->due > now) {
+            r->next_parked = b->parked;
+            b->parked = r;
+            continue;
+        }
+        s = shard_named(b, r->owner);
+        if (s == NULL) {
+            /* still unknown: our own ring decides (the node refuses again
+             * while the map has not reached us) */
+            s = b->cur[ring_lookup(b->ring, r->call->op.key,
+                                   r->call->op.key_len)];
+        }
+        start_on(r, s); /* may park it again */
+    }
+    if (b->parked == NULL) {
+        uv_timer_stop(t);
+    }
+}
+
 /*
  * What leader.h leaves to us. Retries (leader.h has the full table): a
  * request the node certainly did not execute is retried for every op until
@@ -190,6 +286,10 @@ static void answered(struct breq *r, const Ringmq__RpcResponse *resp)
                          " sent a reply without a cache result",
                          s->name, asked);
                 fail(r, OUTCOME_UNAVAILABLE);
+                return;
+            }
+            if (r->call->result.status == CACHE_WRONG_OWNER) {
+                follow_owner(r);
                 return;
             }
             r->call->outcome = OUTCOME_OK;
@@ -264,6 +364,17 @@ static const struct leader_ops breq_ops = {
 
 /* ---- submit ----------------------------------------------------------- */
 
+/* (Re)start @r on shard @s with what is left of its budget. */
+static void start_on(struct breq *r, struct bshard *s)
+{
+    uint64_t now = uv_now(r->b->loop);
+
+    r->shard = s;
+    leader_req_start(s->g, &r->lq,
+                     r->deadline > now ? (unsigned)(r->deadline - now) : 0,
+                     r->call->op.type == CACHE_OP_GET);
+}
+
 static void submit_shard(struct backend *b,
                          struct cache_call *call,
                          struct bshard *s)
@@ -272,10 +383,9 @@ static void submit_shard(struct backend *b,
 
     r->b = b;
     r->call = call;
-    r->shard = s;
     r->start_ns = clock_mono_ns();
-    leader_req_start(s->g, &r->lq, b->cfg.request_timeout_ms,
-                     call->op.type == CACHE_OP_GET);
+    r->deadline = uv_now(b->loop) + b->cfg.request_timeout_ms;
+    start_on(r, s);
 }
 
 static void fan_done(struct cache_call *sub)
@@ -644,7 +754,9 @@ struct backend *backend_new(uv_loop_t *loop,
 
     uv_timer_init(loop, &b->status_timer);
     b->status_timer.data = b;
-    b->open = 2;
+    uv_timer_init(loop, &b->park_timer);
+    b->park_timer.data = b;
+    b->open = 3;
     /* First poll at once, so /healthz turns green as soon as it can. */
     uv_timer_start(&b->status_timer, on_status_timer, 0,
                    b->cfg.status_interval_ms);
@@ -808,10 +920,19 @@ void backend_close(struct backend *b, void (*cb)(void *data), void *data)
     b->close_cb = cb;
     b->close_data = data;
     uv_timer_stop(&b->status_timer);
+    uv_timer_stop(&b->park_timer);
+    /* Requests waiting for an owner end first; their callbacks may submit
+     * again, which completes at once (closing). */
+    while (b->parked != NULL) {
+        struct breq *r = b->parked;
+        b->parked = r->next_parked;
+        fail(r, OUTCOME_UNAVAILABLE);
+    }
     /* Requests waiting for a retry or in flight complete inside (the
      * engine ends them LEADER_CLOSING: OUTCOME_UNAVAILABLE); their
      * callbacks may submit again, which completes at once (closing). The
      * status poll in flight ends with UV_ECANCELED. */
     leader_engine_close(b->engine, on_engine_closed, b);
     uv_close((uv_handle_t *)&b->status_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&b->park_timer, on_timer_closed);
 }

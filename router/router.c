@@ -16,6 +16,7 @@
 #include "router/amqp_remote.h"
 #include "edge/amqp_server.h"
 #include "router/backend.h"
+#include "router/map_follow.h"
 #include "edge/mc_server.h"
 
 #define ADDR_MAX CLUSTER_ADDR_MAX
@@ -28,10 +29,29 @@ struct router {
     struct amqp_remote *mq;
     struct amqp_server *amqp;
     struct admin *admin;
+    struct map_follow *follow;
     unsigned closing_parts; /* parts whose close callback is pending */
     void (*close_cb)(void *data);
     void *close_data;
 };
+
+/* A newer cluster map from the meta group: both backends take it. A map
+ * they refuse leaves them on the one they have (logged): routing on an
+ * older map is safe, nodes refuse keys their shard does not own. */
+static void map_changed(void *data, const struct cluster_map *map)
+{
+    struct router *r = data;
+    char err[256];
+
+    if (backend_map_update(r->backend, map, err, sizeof(err)) != 0) {
+        log_warn("router: cache backend keeps epoch %llu: %s",
+                 (unsigned long long)backend_epoch(r->backend), err);
+    }
+    if (r->mq != NULL &&
+        amqp_remote_map_update(r->mq, map, err, sizeof(err)) != 0) {
+        log_warn("router: amqp keeps its map: %s", err);
+    }
+}
 
 /* mc_backend glue: the edge knows nothing but these two hooks. */
 static void mc_submit(void *data, struct cache_call *call)
@@ -154,6 +174,10 @@ static void front_closed(void *data)
         r->closing_parts++;
         amqp_remote_close(r->mq, part_closed, r);
     }
+    if (r->follow != NULL) {
+        r->closing_parts++;
+        map_follow_close(r->follow, part_closed, r);
+    }
     backend_close(r->backend, part_closed, r);
 }
 
@@ -245,6 +269,16 @@ struct router *router_new(uv_loop_t *loop,
         http_on = true;
     }
 
+    {
+        struct map_follow_config fc = {
+            .seed = cfg->map, .changed = map_changed, .data = r};
+        r->follow = map_follow_new(loop, &fc, sub, sizeof(sub));
+        if (r->follow == NULL) {
+            snprintf(errmsg, errlen, "cluster map: %s", sub);
+            goto err_after_admin;
+        }
+    }
+
     log_info(
         "ready: router %s, memcached %s, amqp %s, http %s, %u shard(s), "
         "epoch %llu",
@@ -254,6 +288,10 @@ struct router *router_new(uv_loop_t *loop,
         (unsigned long long)backend_epoch(r->backend));
     return r;
 
+err_after_admin:
+    if (r->admin != NULL) {
+        admin_close(r->admin, NULL, NULL);
+    }
 err_after_amqp:
     /* Nothing waits on these closes: the caller runs the loop dry. */
     if (r->amqp != NULL) {

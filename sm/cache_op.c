@@ -27,7 +27,8 @@ bool cache_key_valid(const char *key, size_t len)
 
 bool cache_op_has_key(enum cache_op_type type)
 {
-    return type != CACHE_OP_FLUSH_ALL && type != CACHE_OP_CONFIG;
+    return type != CACHE_OP_FLUSH_ALL && type != CACHE_OP_CONFIG &&
+           type != CACHE_OP_RING;
 }
 
 bool cache_op_config_valid(const struct cache_op_config *c)
@@ -45,6 +46,7 @@ const char *cache_op_name(enum cache_op_type type)
     static const char *names[CACHE_OP__COUNT] = {
         "get",  "set",  "add",    "replace", "append", "prepend", "cas",
         "incr", "decr", "delete", "touch",   "gat",    "flush_all", "config",
+        "ring",
     };
     return (unsigned)type < CACHE_OP__COUNT ? names[type] : "?";
 }
@@ -55,7 +57,7 @@ const char *cache_status_name(enum cache_status status)
         "STORED",    "NOT_STORED", "EXISTS",      "NOT_FOUND",
         "DELETED",   "TOUCHED",    "HIT",         "NUMBER",
         "OK",        "TOO_LARGE",  "NO_MEMORY",   "NON_NUMERIC",
-        "BAD_REQUEST",
+        "BAD_REQUEST", "WRONG_OWNER",
     };
     return (unsigned)status < CACHE_STATUS__COUNT ? names[status] : "?";
 }

@@ -41,6 +41,8 @@ enum cache_op_type {
     CACHE_OP_GAT,      /* get-and-touch: a write that returns the item */
     CACHE_OP_FLUSH_ALL, /* op->exptime is the delay (0 = now) */
     CACHE_OP_CONFIG,   /* the shard's settings: op->config (no key) */
+    CACHE_OP_RING,     /* which keys the shard owns: op->value is a
+                        * sm/shard_ring spec, op->config.seed (no key) */
     CACHE_OP__COUNT
 };
 
@@ -89,6 +91,7 @@ enum cache_status {
     CACHE_NO_MEMORY,   /* SERVER_ERROR out of memory storing object */
     CACHE_NON_NUMERIC, /* CLIENT_ERROR cannot increment or decrement ... */
     CACHE_BAD_REQUEST, /* invalid key or arguments (CLIENT_ERROR) */
+    CACHE_WRONG_OWNER, /* another shard owns the key: value is its name */
     CACHE_STATUS__COUNT
 };
 

@@ -60,8 +60,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "common/le.h"
 #include "sm/cache_table.h"
+#include "sm/shard_ring.h"
 
 #define CACHE_MEM_LIMIT_DEFAULT (64ULL * 1024 * 1024)
 /* Deterministic per-item charge: roughly memcached's item header. It must
@@ -71,7 +73,7 @@
 #define DIGEST_SEED 0x6469676573742d31ULL /* "digest-1" */
 #define SNAP_SEED 0x736e617073686f74ULL   /* "snapshot" */
 #define SNAP_MAGIC 0x43514d52U            /* "RMQC" little-endian */
-#define SNAP_VERSION 2U
+#define SNAP_VERSION 3U
 /* magic, version, clock_ms, next_cas, flush_ms, item count */
 #define SNAP_HEADER_V1_LEN (4 + 4 + 8 + 8 + 8 + 8)
 /* + mem_limit, item_size_max, configured */
@@ -85,6 +87,8 @@ struct cache_sm {
     uint64_t mem_limit;
     uint32_t item_size_max;
     bool configured; /* a CONFIG was applied: a seed no longer applies */
+    /* Which keys this shard owns (CACHE_OP_RING); part of the state. */
+    struct shard_ring ring;
 
     struct cache_table table;
     struct cache_item *oldest; /* write order: eviction starts here */
@@ -596,6 +600,44 @@ static void apply_config(struct cache_sm *sm, const struct cache_op *op,
     make_room(sm, 0);
 }
 
+/* A ring spec (op->value): newer epochs replace older ones; a seed applies
+ * only to a shard that has none. */
+static void apply_ring(struct cache_sm *sm, const struct cache_op *op,
+                       struct cache_result *res)
+{
+    struct shard_ring next;
+
+    shard_ring_init(&next);
+    if (shard_ring_decode(op->value, op->value_len, &next) != 0) {
+        res->status = CACHE_BAD_REQUEST;
+        return;
+    }
+    res->status = CACHE_OK;
+    if ((op->config.seed && sm->ring.epoch != 0) ||
+        next.epoch <= sm->ring.epoch) {
+        shard_ring_clear(&next);
+        return;
+    }
+    shard_ring_clear(&sm->ring);
+    sm->ring = next;
+}
+
+/* A key this shard does not own: refused, nothing applied, the owner
+ * named (the router retries there). false if the key may be served. */
+static bool refuse_not_owned(const struct cache_sm *sm, const char *key,
+                             size_t key_len, struct cache_result *res)
+{
+    const char *owner = NULL;
+
+    if (shard_ring_owns(&sm->ring, key, key_len, &owner)) {
+        return false;
+    }
+    res->status = CACHE_WRONG_OWNER;
+    res->value_len = strlen(owner);
+    res->value = xmemdup(owner, res->value_len);
+    return true;
+}
+
 struct cache_sm *cache_sm_new(const struct cache_sm_config *cfg)
 {
     struct cache_sm *sm;
@@ -616,6 +658,7 @@ struct cache_sm *cache_sm_new(const struct cache_sm_config *cfg)
         goto err_after_alloc;
     }
     sm->next_cas = 1;
+    shard_ring_init(&sm->ring);
     return sm;
 
 err_after_alloc:
@@ -631,6 +674,7 @@ void cache_sm_free(struct cache_sm *sm)
     }
     clear_items(sm);
     cache__table_close(&sm->table);
+    shard_ring_clear(&sm->ring);
     free(sm);
 }
 
@@ -666,9 +710,16 @@ void cache_sm_apply(struct cache_sm *sm,
         apply_config(sm, op, res);
         return;
     }
+    if (op->type == CACHE_OP_RING) {
+        apply_ring(sm, op, res);
+        return;
+    }
     if (op->key == NULL || !cache_key_valid(op->key, op->key_len) ||
         (op->value == NULL && op->value_len != 0)) {
         res->status = CACHE_BAD_REQUEST;
+        return;
+    }
+    if (refuse_not_owned(sm, op->key, op->key_len, res)) {
         return;
     }
     hash = cache__hash_key(op->key, op->key_len);
@@ -720,6 +771,9 @@ void cache_sm_get(const struct cache_sm *sm,
     cache_result_init(res);
     if (key == NULL || !cache_key_valid(key, key_len)) {
         res->status = CACHE_BAD_REQUEST;
+        return;
+    }
+    if (refuse_not_owned(sm, key, key_len, res)) {
         return;
     }
     /* Every item present while a flush is pending was stored before its
@@ -775,7 +829,24 @@ uint64_t cache_sm_digest(const struct cache_sm *sm)
     d = cache__mix64(d ^ sm->flush_ms);
     d = cache__mix64(d ^ sm->mem_limit);
     d = cache__mix64(d ^ ((uint64_t)sm->item_size_max << 1 | sm->configured));
+    if (sm->ring.epoch != 0) {
+        size_t len;
+        void *spec = shard_ring_encode(&sm->ring, &len);
+        d = cache__mix64(d ^ cache__hash(spec, len, DIGEST_SEED));
+        free(spec);
+    }
     return d;
+}
+
+bool cache_sm_owns(const struct cache_sm *sm, const char *key, size_t len,
+                   const char **owner)
+{
+    return shard_ring_owns(&sm->ring, key, len, owner);
+}
+
+uint64_t cache_sm_ring_epoch(const struct cache_sm *sm)
+{
+    return sm->ring.epoch;
 }
 
 bool cache_sm_configured(const struct cache_sm *sm)
@@ -805,6 +876,7 @@ void cache_sm_stats(const struct cache_sm *sm, struct cache_sm_stats *out)
  *   u32 magic "RMQC" | u32 version (2) | u64 clock_ms | u64 next_cas
  *   u64 flush_ms | u64 item count
  *   u64 mem_limit | u32 item_size_max | u8 configured      (version 2)
+ *   u32 ring_len | ring spec (sm/shard_ring encoding)       (version 3)
  *   count x { u8 key_len | u32 flags | u32 value_len | u64 exp_ms | u64 cas
  *             | key bytes | value bytes }      oldest-written first
  *   u64 checksum: cache__hash(all bytes before it, SNAP_SEED)
@@ -822,13 +894,16 @@ int cache_sm_snapshot(const struct cache_sm *sm,
     const struct cache_item *it;
     unsigned char *buf;
     unsigned char *p;
-    size_t len = SNAP_HEADER_LEN + SNAP_TRAILER_LEN;
+    size_t ring_len;
+    void *ring = shard_ring_encode(&sm->ring, &ring_len);
+    size_t len = SNAP_HEADER_LEN + 4 + ring_len + SNAP_TRAILER_LEN;
 
     for (it = sm->oldest; it != NULL; it = it->newer) {
         len += SNAP_ITEM_FIXED + it->key_len + it->value_len;
     }
     buf = alloc(len);
     if (buf == NULL) {
+        free(ring);
         return -1;
     }
     p = le_put_u32(buf, SNAP_MAGIC);
@@ -840,6 +915,12 @@ int cache_sm_snapshot(const struct cache_sm *sm,
     p = le_put_u64(p, sm->mem_limit);
     p = le_put_u32(p, sm->item_size_max);
     *p++ = sm->configured;
+    p = le_put_u32(p, (uint32_t)ring_len);
+    if (ring_len > 0) {
+        memcpy(p, ring, ring_len);
+        p += ring_len;
+    }
+    free(ring);
     for (it = sm->oldest; it != NULL; it = it->newer) {
         *p++ = it->key_len;
         p = le_put_u32(p, it->flags);
@@ -935,11 +1016,12 @@ int cache_sm_restore(struct cache_sm *sm, const void *buf, size_t len)
     le_get_u64(&r, &tmp.next_cas);
     le_get_u64(&r, &tmp.flush_ms);
     le_get_u64(&r, &count);
-    if (magic != SNAP_MAGIC || (version != 1 && version != SNAP_VERSION) ||
+    shard_ring_init(&tmp.ring);
+    if (magic != SNAP_MAGIC || version == 0 || version > SNAP_VERSION ||
         tmp.next_cas == 0) {
         goto err;
     }
-    if (version == SNAP_VERSION) {
+    if (version >= 2) {
         uint8_t configured;
 
         if (!le_get_u64(&r, &tmp.mem_limit) ||
@@ -949,6 +1031,17 @@ int cache_sm_restore(struct cache_sm *sm, const void *buf, size_t len)
             goto err;
         }
         tmp.configured = configured;
+    }
+    if (version >= 3) {
+        const unsigned char *spec;
+        uint32_t ring_len;
+
+        if (!le_get_u32(&r, &ring_len) ||
+            !le_get_bytes(&r, &spec, ring_len) ||
+            (ring_len > 0 &&
+             shard_ring_decode(spec, ring_len, &tmp.ring) != 0)) {
+            goto err;
+        }
     }
     if (count > r.left / SNAP_ITEM_FIXED) {
         goto err;
@@ -967,6 +1060,7 @@ int cache_sm_restore(struct cache_sm *sm, const void *buf, size_t len)
 
     clear_items(sm);
     cache__table_close(&sm->table);
+    shard_ring_clear(&sm->ring);
     *sm = tmp;
     return 0;
 
@@ -974,5 +1068,6 @@ err_after_table:
     clear_items(&tmp);
     cache__table_close(&tmp.table);
 err:
+    shard_ring_clear(&tmp.ring);
     return -1;
 }

@@ -19,6 +19,10 @@
  *   - Settings (memory limit, largest item) are state: changed by
  *     CACHE_OP_CONFIG in the log, kept in snapshots and the digest. A
  *     smaller limit evicts down to it when applied.
+ *   - Ownership is state too (sm/shard_ring, set by CACHE_OP_RING): an op
+ *     or a read for a key the shard does not own gets CACHE_WRONG_OWNER
+ *     with the owner's name in the result's value, and changes nothing.
+ *     Without a ring spec (a standalone node) every key is owned.
  *
  * Errors are results (struct cache_result), never return codes, except for
  * restore of a corrupt snapshot.
@@ -81,6 +85,12 @@ uint64_t cache_sm_digest(const struct cache_sm *sm);
 void cache_sm_stats(const struct cache_sm *sm, struct cache_sm_stats *out);
 /* A CONFIG was applied (the shard's settings came from its log). */
 bool cache_sm_configured(const struct cache_sm *sm);
+/* Whether the shard owns @key (sm/shard_ring.h: true without a spec);
+ * when not, @owner gets the owner's name, valid until the next apply. */
+bool cache_sm_owns(const struct cache_sm *sm, const char *key, size_t len,
+                   const char **owner);
+/* The epoch of the ring spec applied (0: none). */
+uint64_t cache_sm_ring_epoch(const struct cache_sm *sm);
 
 /* Serialize the whole state into one buffer from @alloc (the caller passes
  * raft_malloc or malloc). Uncompressed: the raft/ layer compresses. Returns 0,

@@ -87,6 +87,13 @@ static int print_result(const Ringmq__CacheResult *pb)
             printf("%s\n", cache_status_name(r.status));
             rv = EXIT_NEGATIVE;
             break;
+        case CACHE_WRONG_OWNER:
+            fprintf(stderr,
+                    "ringmqctl: WRONG_OWNER: key not owned by this shard "
+                    "(owner: %.*s)\n",
+                    (int)r.value_len, r.value ? r.value : "");
+            rv = EXIT_ERROR;
+            break;
         default:
             fprintf(stderr, "ringmqctl: %s\n", cache_status_name(r.status));
             rv = EXIT_ERROR;

@@ -102,6 +102,10 @@ struct fx {
     unsigned unavail_reads; /* leader: RPC_UNAVAILABLE for so many reads */
     bool bad_request;       /* leader: RPC_BAD_REQUEST */
     bool wrong_epoch;       /* everyone: RPC_WRONG_EPOCH */
+    /* leader of shard s: every key is refused WRONG_OWNER naming
+     * moved_to[s] (NULL = off) */
+    const char *moved_to[MAX_SHARDS];
+    unsigned owner_refusals;
     /* followers' NOT_LEADER names this member (of every shard) instead of
      * the leader: the memory of a leader that died; -1 = off */
     int stale_hint;
@@ -210,6 +214,17 @@ static void answer(struct fake *f,
     }
     if (F->bad_request) {
         reply_code(req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST);
+        return;
+    }
+    if (F->moved_to[s] != NULL) {
+        F->owner_refusals++;
+        res.status = CACHE_WRONG_OWNER;
+        res.value.data = (uint8_t *)F->moved_to[s];
+        res.value.len = strlen(F->moved_to[s]);
+        resp.code = rpc_code(OUTCOME_OK);
+        resp.body_case = RINGMQ__RPC_RESPONSE__BODY_CACHE;
+        resp.cache = &res;
+        rpc_server_reply(req, &resp);
         return;
     }
     if (write && F->unavail_writes) {
@@ -1279,6 +1294,62 @@ static void set_keys(const char *prefix)
     assert_int_equal(F->misrouted, 0);
 }
 
+/* A shard that refuses a key names its owner: the router retries there at
+ * once, writes too (nothing was applied), and the client sees the owner's
+ * answer. */
+static void test_wrong_owner_followed(void **state)
+{
+    struct tcall t;
+    char key[32];
+
+    (void)state;
+    start_backend(0);
+    key_of_shard(0, key, sizeof(key));
+    F->moved_to[0] = "s2";
+    assert_int_equal(do_op(CACHE_OP_SET, key, "v", &t), CACHE_STORED);
+    cache_result_clear(&t.call.result);
+    assert_int_equal(F->owner_refusals, 1);
+    assert_int_equal(F->n_items[1], 1); /* stored at s2 */
+    assert_int_equal(F->n_items[0], 0);
+    assert_int_equal(do_op(CACHE_OP_GET, key, "", &t), CACHE_HIT);
+    cache_result_clear(&t.call.result);
+    /* two shards naming each other: bounded hops, then unavailable */
+    F->moved_to[1] = "s1";
+    F->owner_refusals = 0;
+    assert_int_equal(do_op_outcome(CACHE_OP_SET, key, "v", &t),
+                     OUTCOME_UNAVAILABLE);
+    assert_int_equal(F->owner_refusals, 5); /* the first try + 4 hops */
+}
+
+/* An owner the router's map does not have yet: the request waits until the
+ * map brings it (well within the deadline), then goes there. */
+static void test_wrong_owner_unknown_waits_for_map(void **state)
+{
+    static struct tcall t;
+    char key[32];
+    char err[256];
+
+    (void)state;
+    start_backend(0);
+    key_of_shard(0, key, sizeof(key));
+    F->moved_to[0] = "s3";
+    completed = 0;
+    prep(&t, CACHE_OP_SET, key, "v");
+    backend_submit(F->b, &t.call);
+    run_for(100);
+    assert_int_equal(t.ncb, 0);
+    assert_true(F->owner_refusals >= 2); /* asked again, still refused */
+    map_add_shard(&F->map, "s3", 1);
+    F->map.epoch = EPOCH + 1;
+    expect_epoch(EPOCH + 1);
+    assert_int_equal(backend_map_update(F->b, &F->map, err, sizeof(err)), 0);
+    run_until_completed(1, 5000);
+    assert_int_equal(t.call.outcome, OUTCOME_OK);
+    assert_int_equal(t.call.result.status, CACHE_STORED);
+    assert_int_equal(F->n_items[2], 1);
+    cache_result_clear(&t.call.result);
+}
+
 /* A shard added by a newer map takes its share of the keys (the ring is
  * cluster_map_ring of the new map) and is counted and polled; a shard the
  * next map drops takes none, and the others' indexes shift. */
@@ -1653,6 +1724,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_retried_after_connection_lost,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wrong_owner_followed, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_wrong_owner_unknown_waits_for_map,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_epoch_and_bad_request, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_flush_all_fans_out, setup,

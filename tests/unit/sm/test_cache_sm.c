@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "sm/cache_sm.h"
+#include "sm/shard_ring.h"
 #include "sm/cache_table.h"
 
 /* 2023-11-14T22:13:20Z, a whole second */
@@ -1186,7 +1187,9 @@ static void test_snapshot_empty(void **state)
 
     (void)state;
     snapshot_of(sm, &buf, &len);
-    assert_int_equal(len, 61); /* v2 header (53: + the settings) + checksum */
+    /* v2 header (53: + the settings), v3's ring length (no ring: 0),
+     * checksum */
+    assert_int_equal(len, 65);
     assert_int_equal(set(other, T0, "k", "v"), CACHE_STORED);
     assert_int_equal(cache_sm_restore(other, buf, len), 0);
     assert_int_equal(cache_sm_digest(other), cache_sm_digest(sm));
@@ -1580,6 +1583,163 @@ static void test_config_in_snapshot_and_digest(void **state)
     cache_sm_free(other);
 }
 
+/* ---- ownership (sm/shard_ring) ------------------------------------------ */
+
+/* A map of shards "a" (weight 1) and "b" (weight @wb) at @epoch. */
+static void ab_map(struct cluster_map *map, uint64_t epoch, unsigned wb)
+{
+    unsigned i;
+
+    cluster_map_init(map);
+    map->epoch = epoch;
+    for (i = 0; i < 2; i++) {
+        struct cluster_shard *s = cluster_map_append(map);
+        s->name[0] = (char)('a' + i);
+        s->weight = i == 0 ? 1 : wb;
+    }
+}
+
+static enum cache_status ring_op(struct cache_sm *sm, uint64_t epoch,
+                                 unsigned wb, const char *self, bool seed)
+{
+    struct cluster_map map;
+    struct cache_op op;
+    struct cache_result res;
+    void *spec;
+    size_t len;
+
+    ab_map(&map, epoch, wb);
+    spec = shard_ring_encode_map(&map, self, &len);
+    memset(&op, 0, sizeof(op));
+    op.type = CACHE_OP_RING;
+    op.value = spec;
+    op.value_len = len;
+    op.config.seed = seed;
+    cache_sm_apply(sm, T0, &op, &res);
+    free(spec);
+    cluster_map_clear(&map);
+    return res.status;
+}
+
+/* A key of shard "b" and one of "a" under weights 1:wb. */
+static void keys_of(unsigned wb, char *ka, char *kb)
+{
+    struct cluster_map map;
+    struct shard_ring r;
+    void *spec;
+    size_t len;
+    int i;
+
+    ab_map(&map, 1, wb);
+    spec = shard_ring_encode_map(&map, "a", &len);
+    shard_ring_init(&r);
+    assert_int_equal(shard_ring_decode(spec, len, &r), 0);
+    ka[0] = kb[0] = '\0';
+    for (i = 0; i < 1000 && (ka[0] == '\0' || kb[0] == '\0'); i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "key%d", i);
+        if (shard_ring_owns(&r, k, strlen(k), NULL)) {
+            strcpy(ka, k);
+        } else {
+            strcpy(kb, k);
+        }
+    }
+    assert_true(ka[0] != '\0' && kb[0] != '\0');
+    shard_ring_clear(&r);
+    free(spec);
+    cluster_map_clear(&map);
+}
+
+/* A shard refuses keys it does not own, naming the owner, and changes
+ * nothing; its own keys are served; reads refuse too. */
+static void test_ring_refuses_other_keys(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+    struct cache_result res;
+    char ka[16], kb[16];
+    uint64_t d;
+
+    (void)state;
+    keys_of(1, ka, kb);
+    assert_int_equal(set(sm, T0, kb, "x"), CACHE_STORED); /* no ring */
+    assert_int_equal(ring_op(sm, 3, 1, "a", false), CACHE_OK);
+    assert_int_equal(cache_sm_ring_epoch(sm), 3);
+    d = cache_sm_digest(sm);
+    assert_int_equal(op_full(sm, T0, CACHE_OP_SET, kb, "y", 0, 0, 0, 0, &res),
+                     CACHE_WRONG_OWNER);
+    assert_int_equal(res.value_len, 1);
+    assert_memory_equal(res.value, "b", 1);
+    cache_result_clear(&res);
+    assert_int_equal(simple(sm, T0, CACHE_OP_DELETE, kb, 0), CACHE_WRONG_OWNER);
+    assert_int_equal(cache_sm_digest(sm), d);
+    cache_sm_get(sm, T0, kb, strlen(kb), &res);
+    assert_int_equal(res.status, CACHE_WRONG_OWNER);
+    cache_result_clear(&res);
+    assert_int_equal(set(sm, T0, ka, "x"), CACHE_STORED);
+    want_value(sm, T0, ka, "x", 0);
+    cache_sm_free(sm);
+}
+
+/* Specs move forward only: a seed never replaces one, an older or equal
+ * epoch is ignored, a newer one applies; malformed bytes are refused. */
+static void test_ring_epochs(void **state)
+{
+    struct cache_sm *sm = sm_make(0, 0);
+    struct cache_op op;
+    struct cache_result res;
+    char ka[16], kb[16];
+    char kb3[16], ka3[16];
+
+    (void)state;
+    keys_of(1, ka, kb);
+    assert_int_equal(ring_op(sm, 5, 1, "a", true), CACHE_OK); /* seed */
+    assert_int_equal(cache_sm_ring_epoch(sm), 5);
+    assert_int_equal(ring_op(sm, 9, 1, "b", true), CACHE_OK); /* seed again */
+    assert_int_equal(cache_sm_ring_epoch(sm), 5);
+    assert_int_equal(ring_op(sm, 4, 1, "b", false), CACHE_OK); /* older */
+    assert_int_equal(cache_sm_ring_epoch(sm), 5);
+    assert_int_equal(simple(sm, T0, CACHE_OP_DELETE, kb, 0), CACHE_WRONG_OWNER);
+    /* newer: shard "a" now owns nothing it did not before under 1:3 */
+    keys_of(3, ka3, kb3);
+    assert_int_equal(ring_op(sm, 6, 3, "b", false), CACHE_OK);
+    assert_int_equal(cache_sm_ring_epoch(sm), 6);
+    assert_int_equal(set(sm, T0, kb3, "x"), CACHE_STORED);
+    assert_int_equal(set(sm, T0, ka3, "x"), CACHE_WRONG_OWNER);
+
+    memset(&op, 0, sizeof(op));
+    op.type = CACHE_OP_RING;
+    op.value = "garbage";
+    op.value_len = 7;
+    cache_sm_apply(sm, T0, &op, &res);
+    assert_int_equal(res.status, CACHE_BAD_REQUEST);
+    assert_int_equal(cache_sm_ring_epoch(sm), 6);
+    cache_sm_free(sm);
+}
+
+/* The spec is in snapshots and in the digest. */
+static void test_ring_in_snapshot_and_digest(void **state)
+{
+    struct cache_sm *a = sm_make(0, 0);
+    struct cache_sm *b = sm_make(0, 0);
+    char ka[16], kb[16];
+    void *buf;
+    size_t len;
+
+    (void)state;
+    keys_of(1, ka, kb);
+    assert_int_equal(cache_sm_digest(a), cache_sm_digest(b));
+    assert_int_equal(ring_op(a, 3, 1, "a", false), CACHE_OK);
+    assert_true(cache_sm_digest(a) != cache_sm_digest(b));
+    snapshot_of(a, &buf, &len);
+    assert_int_equal(cache_sm_restore(b, buf, len), 0);
+    free(buf);
+    assert_int_equal(cache_sm_digest(a), cache_sm_digest(b));
+    assert_int_equal(cache_sm_ring_epoch(b), 3);
+    assert_int_equal(set(b, T0, kb, "x"), CACHE_WRONG_OWNER);
+    cache_sm_free(a);
+    cache_sm_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1617,6 +1777,9 @@ int main(void)
         cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_snapshot_roundtrip),
         cmocka_unit_test(test_snapshot_empty),
+        cmocka_unit_test(test_ring_refuses_other_keys),
+        cmocka_unit_test(test_ring_epochs),
+        cmocka_unit_test(test_ring_in_snapshot_and_digest),
         cmocka_unit_test(test_config_applies),
         cmocka_unit_test(test_config_seed_once),
         cmocka_unit_test(test_config_in_snapshot_and_digest),
