@@ -209,6 +209,15 @@ int cluster_map_validate(const struct cluster_map *map, char *err,
             }
         }
     }
+    if (cluster_map_ring_size(map) == 0) {
+        FAIL("no shard on the ring (every one is joining)");
+    }
+    for (a = cluster_map_ring_size(map); a < map->n_shards; a++) {
+        if (map->shards[a].state != CLUSTER_SHARD_JOINING) {
+            FAIL("shard %s: joining shards come last in the map",
+                 map->shards[a].name);
+        }
+    }
     if (members_ok("meta", map->meta, map->n_meta, err, errlen) != 0) {
         return -1;
     }
@@ -319,19 +328,30 @@ int cluster_map_default_meta(struct cluster_map *map, char *err, size_t errlen)
     return 0;
 }
 
+unsigned cluster_map_ring_size(const struct cluster_map *map)
+{
+    unsigned n = 0;
+
+    while (n < map->n_shards &&
+           map->shards[n].state != CLUSTER_SHARD_JOINING) {
+        n++;
+    }
+    return n;
+}
+
 struct ring *cluster_map_ring(const struct cluster_map *map, char *err,
                               size_t errlen)
 {
-    struct ring_node *nodes =
-        xmalloc((map->n_shards ? map->n_shards : 1) * sizeof(*nodes));
+    unsigned n = cluster_map_ring_size(map);
+    struct ring_node *nodes = xmalloc((n ? n : 1) * sizeof(*nodes));
     struct ring *r;
     unsigned i;
 
-    for (i = 0; i < map->n_shards; i++) {
+    for (i = 0; i < n; i++) {
         nodes[i].name = map->shards[i].name;
         nodes[i].weight = map->shards[i].weight;
     }
-    r = ring_new(nodes, map->n_shards, err, errlen);
+    r = ring_new(nodes, n, err, errlen);
     free(nodes);
     return r;
 }

@@ -127,7 +127,12 @@ const struct cluster_router *cluster_map_router(const struct cluster_map *map,
 int cluster_raft_port_offset(const char *addr, int delta, char *out,
                              size_t outlen);
 
-/* The ketama ring of @map's shards (ring node i = shard i, named and
+/* Shards on the ring: the map's first ones, up to the first JOINING one.
+ * Joining shards (being filled by a move) own no key by the ring and are
+ * kept at the end of the map (cluster_map_validate), so ring node i is
+ * shard i. */
+unsigned cluster_map_ring_size(const struct cluster_map *map);
+/* The ketama ring of @map's ring shards (ring node i = shard i, named and
  * weighted as it). NULL with errno and a reason in @err (common/ring.h). */
 struct ring;
 struct ring *cluster_map_ring(const struct cluster_map *map, char *err,

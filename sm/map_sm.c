@@ -291,6 +291,15 @@ void map_sm_apply(struct map_sm *sm, const struct map_sm_cmd *cmd,
             refuse(res, MAP_SM_INVALID, "the last shard cannot be removed");
             return;
         }
+        cluster_map_init(&next);
+        cluster_map_copy(&next, &sm->map);
+        cluster_map_remove(&next, (unsigned)idx);
+        if (cluster_map_validate(&next, res->why, sizeof(res->why)) != 0) {
+            res->code = MAP_SM_INVALID;
+            cluster_map_clear(&next);
+            return;
+        }
+        cluster_map_clear(&next);
         epoch = sm->map.epoch + 1;
         tombstone_add(sm, sm->map.shards[idx].name, epoch);
         cluster_map_remove(&sm->map, (unsigned)idx);

@@ -22,7 +22,10 @@ static void sample(struct cluster_map *map)
         struct cluster_shard *sh = cluster_map_append(map);
         snprintf(sh->name, sizeof(sh->name), "shard-%u", s);
         sh->weight = s + 2;
-        sh->state = (enum cluster_shard_state)s;
+        /* joining shards come last */
+        sh->state = s == 0   ? CLUSTER_SHARD_SERVING
+                    : s == 1 ? CLUSTER_SHARD_DRAINING
+                             : CLUSTER_SHARD_JOINING;
         for (i = 0; i < 3; i++) {
             struct cluster_member *m = &sh->members[i];
             m->id = 3 * s + i + 1;
