@@ -399,6 +399,7 @@ static const char *status_line(enum cache_status st)
     case CACHE_BAD_REQUEST:
         return "CLIENT_ERROR bad command line format";
     case CACHE_WRONG_OWNER:
+    case CACHE_MOVING:
         /* the router's retries at the owner ran out of time */
         return "SERVER_ERROR temporarily unavailable";
     default:

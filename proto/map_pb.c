@@ -99,6 +99,29 @@ static Ringmq__ClusterRouter **routers_to(const struct cluster_map *map,
     return out;
 }
 
+static Ringmq__ClusterPlan *plan_to(const struct cluster_plan *p,
+                                    struct map_pb_arena *a)
+{
+    Ringmq__ClusterPlan *pb = arena_alloc(a, sizeof(*pb));
+    Ringmq__ClusterPlanShard **t =
+        arena_alloc(a, p->n_target * sizeof(*t));
+    Ringmq__ClusterPlanShard *ts = arena_alloc(a, p->n_target * sizeof(*ts));
+    unsigned i;
+
+    ringmq__cluster_plan__init(pb);
+    pb->id = p->id;
+    pb->state = (uint32_t)p->state;
+    for (i = 0; i < p->n_target; i++) {
+        ringmq__cluster_plan_shard__init(&ts[i]);
+        ts[i].name = str(p->target[i].name);
+        ts[i].weight = p->target[i].weight;
+        t[i] = &ts[i];
+    }
+    pb->n_target = p->n_target;
+    pb->target = t;
+    return pb;
+}
+
 void map_pb_map_to(const struct cluster_map *map, Ringmq__ClusterMap *out,
                    struct map_pb_arena *a)
 {
@@ -110,6 +133,7 @@ void map_pb_map_to(const struct cluster_map *map, Ringmq__ClusterMap *out,
     out->meta = members_to(map->meta, map->n_meta, a);
     out->n_routers = map->n_routers;
     out->routers = routers_to(map, a);
+    out->plan = plan_to(&map->plan, a);
 }
 
 void map_pb_cmd_to(const struct map_sm_cmd *c, Ringmq__MapCommand *out,
@@ -132,6 +156,11 @@ void map_pb_cmd_to(const struct map_sm_cmd *c, Ringmq__MapCommand *out,
     }
     out->weight = c->weight;
     out->state = (uint32_t)c->state;
+    if (c->plan != NULL) {
+        out->plan = plan_to(c->plan, a);
+    }
+    out->plan_state = (uint32_t)c->plan_state;
+    out->plan_id = c->plan_id;
 }
 
 void map_pb_result_to(const struct map_sm_result *r, Ringmq__MapResult *out)
@@ -163,6 +192,10 @@ void map_pb_delta_to(const struct map_delta *d, Ringmq__MapDelta *out,
     if (d->has_routers) {
         out->n_routers = d->part.n_routers;
         out->routers = routers_to(&d->part, a);
+    }
+    out->has_plan = d->has_plan;
+    if (d->has_plan) {
+        out->plan = plan_to(&d->part.plan, a);
     }
     out->n_removed = d->n_removed;
     out->removed = arena_alloc(a, d->n_removed * sizeof(*out->removed));
@@ -274,12 +307,43 @@ static int parts_from(Ringmq__ClusterShard *const *shards, size_t n_shards,
     return routers_from(routers, n_routers, out);
 }
 
+static int plan_from(const Ringmq__ClusterPlan *pb, struct cluster_plan *out)
+{
+    size_t i;
+
+    cluster_plan_clear(out);
+    if (pb == NULL) {
+        return 0;
+    }
+    if (pb->state >= CLUSTER_PLAN_STATE__COUNT ||
+        pb->n_target > CLUSTER_MAX_SHARDS) {
+        return -1;
+    }
+    out->id = pb->id;
+    out->state = (enum cluster_plan_state)pb->state;
+    out->target = pb->n_target ? xcalloc(pb->n_target, sizeof(*out->target))
+                               : NULL;
+    out->n_target = (unsigned)pb->n_target;
+    for (i = 0; i < pb->n_target; i++) {
+        if (pb->target[i] == NULL ||
+            copy_str(out->target[i].name, CLUSTER_NAME_MAX,
+                     pb->target[i]->name) != 0 ||
+            pb->target[i]->weight > CLUSTER_WEIGHT_MAX) {
+            cluster_plan_clear(out);
+            return -1;
+        }
+        out->target[i].weight = pb->target[i]->weight;
+    }
+    return 0;
+}
+
 int map_pb_map_from(const Ringmq__ClusterMap *pb, struct cluster_map *out)
 {
     cluster_map_clear(out);
     if (pb == NULL ||
         parts_from(pb->shards, pb->n_shards, pb->meta, pb->n_meta,
-                   pb->routers, pb->n_routers, out) != 0) {
+                   pb->routers, pb->n_routers, out) != 0 ||
+        plan_from(pb->plan, &out->plan) != 0) {
         cluster_map_clear(out);
         return -1;
     }
@@ -290,6 +354,7 @@ int map_pb_map_from(const Ringmq__ClusterMap *pb, struct cluster_map *out)
 void map_pb_cmd_clear(struct map_pb_cmd *c)
 {
     cluster_map_clear(&c->map);
+    cluster_plan_clear(&c->plan);
     memset(c, 0, sizeof(*c));
 }
 
@@ -322,6 +387,17 @@ int map_pb_cmd_from(const Ringmq__MapCommand *pb, struct map_pb_cmd *out)
         }
         out->cmd.shard = &out->shard;
     }
+    if (pb->plan_state >= CLUSTER_PLAN_STATE__COUNT) {
+        return -1;
+    }
+    out->cmd.plan_state = (enum cluster_plan_state)pb->plan_state;
+    out->cmd.plan_id = pb->plan_id;
+    if (pb->plan != NULL) {
+        if (plan_from(pb->plan, &out->plan) != 0) {
+            return -1;
+        }
+        out->cmd.plan = &out->plan;
+    }
     return 0;
 }
 
@@ -353,6 +429,10 @@ int map_pb_delta_from(const Ringmq__MapDelta *pb, struct map_delta *out)
     out->full = pb->full;
     out->has_meta = pb->has_meta;
     out->has_routers = pb->has_routers;
+    out->has_plan = pb->has_plan;
+    if (pb->has_plan && plan_from(pb->plan, &out->part.plan) != 0) {
+        goto err;
+    }
     out->part.epoch = pb->epoch;
     if (pb->n_removed > 0) {
         out->removed = xcalloc(pb->n_removed, sizeof(*out->removed));

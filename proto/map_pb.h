@@ -40,6 +40,7 @@ struct map_pb_cmd {
     struct map_sm_cmd cmd;
     struct cluster_map map;
     struct cluster_shard shard;
+    struct cluster_plan plan;
     char group[CLUSTER_NAME_MAX];
 };
 

@@ -6,7 +6,7 @@
 
 bool cache_op_is_write(enum cache_op_type type)
 {
-    return type != CACHE_OP_GET;
+    return type != CACHE_OP_GET && type != CACHE_OP_EXPORT;
 }
 
 bool cache_key_valid(const char *key, size_t len)
@@ -28,7 +28,8 @@ bool cache_key_valid(const char *key, size_t len)
 bool cache_op_has_key(enum cache_op_type type)
 {
     return type != CACHE_OP_FLUSH_ALL && type != CACHE_OP_CONFIG &&
-           type != CACHE_OP_RING;
+           type != CACHE_OP_RING && type != CACHE_OP_MOVE &&
+           type != CACHE_OP_EXPORT;
 }
 
 bool cache_op_config_valid(const struct cache_op_config *c)
@@ -46,7 +47,7 @@ const char *cache_op_name(enum cache_op_type type)
     static const char *names[CACHE_OP__COUNT] = {
         "get",  "set",  "add",    "replace", "append", "prepend", "cas",
         "incr", "decr", "delete", "touch",   "gat",    "flush_all", "config",
-        "ring",
+        "ring", "move", "export",
     };
     return (unsigned)type < CACHE_OP__COUNT ? names[type] : "?";
 }
@@ -57,7 +58,7 @@ const char *cache_status_name(enum cache_status status)
         "STORED",    "NOT_STORED", "EXISTS",      "NOT_FOUND",
         "DELETED",   "TOUCHED",    "HIT",         "NUMBER",
         "OK",        "TOO_LARGE",  "NO_MEMORY",   "NON_NUMERIC",
-        "BAD_REQUEST", "WRONG_OWNER",
+        "BAD_REQUEST", "WRONG_OWNER", "MOVING",
     };
     return (unsigned)status < CACHE_STATUS__COUNT ? names[status] : "?";
 }

@@ -43,6 +43,12 @@ enum cache_op_type {
     CACHE_OP_CONFIG,   /* the shard's settings: op->config (no key) */
     CACHE_OP_RING,     /* which keys the shard owns: op->value is a
                         * sm/shard_ring spec, op->config.seed (no key) */
+    CACHE_OP_MOVE,     /* a step of a move of keys (sm/cache_move.h):
+                        * op->value is the command; the result's value the
+                        * reply (no key) */
+    CACHE_OP_EXPORT,   /* a read at the leader for a move (not in the log):
+                        * op->value is the request, the result's value the
+                        * reply (no key) */
     CACHE_OP__COUNT
 };
 
@@ -92,6 +98,7 @@ enum cache_status {
     CACHE_NON_NUMERIC, /* CLIENT_ERROR cannot increment or decrement ... */
     CACHE_BAD_REQUEST, /* invalid key or arguments (CLIENT_ERROR) */
     CACHE_WRONG_OWNER, /* another shard owns the key: value is its name */
+    CACHE_MOVING,      /* the key's arc is moving: not now, ask again soon */
     CACHE_STATUS__COUNT
 };
 

@@ -21,24 +21,47 @@ void cluster_map_init(struct cluster_map *map)
     memset(map, 0, sizeof(*map));
 }
 
+void cluster_plan_clear(struct cluster_plan *p)
+{
+    free(p->target);
+    memset(p, 0, sizeof(*p));
+}
+
+void cluster_plan_copy(struct cluster_plan *dst, const struct cluster_plan *src)
+{
+    struct cluster_plan_shard *t = NULL;
+
+    if (src->n_target > 0) {
+        t = xmemdup(src->target, src->n_target * sizeof(*t));
+    }
+    free(dst->target);
+    *dst = *src;
+    dst->target = t;
+}
+
 void cluster_map_clear(struct cluster_map *map)
 {
     free(map->shards);
+    cluster_plan_clear(&map->plan);
     cluster_map_init(map);
 }
 
 void cluster_map_copy(struct cluster_map *dst, const struct cluster_map *src)
 {
     struct cluster_shard *shards = NULL;
+    struct cluster_plan plan = {0};
 
     if (src->n_shards > 0) {
         shards = xmalloc(src->n_shards * sizeof(*shards));
         memcpy(shards, src->shards, src->n_shards * sizeof(*shards));
     }
+    cluster_plan_copy(&plan, &src->plan);
     free(dst->shards);
+    cluster_plan_clear(&dst->plan);
     *dst = *src;
     dst->shards = shards;
     dst->cap_shards = src->n_shards;
+    dst->plan = plan;
 }
 
 struct cluster_shard *cluster_map_append(struct cluster_map *map)
@@ -172,6 +195,48 @@ static int addresses_ok(const struct cluster_map *map, char *err,
     return rv;
 }
 
+/* A plan's target is the map's shards in map order, less draining ones
+ * that leave, with every joining shard in it. */
+static int plan_ok(const struct cluster_map *map, char *err, size_t errlen)
+{
+    const struct cluster_plan *p = &map->plan;
+    unsigned s, t = 0;
+
+    if (p->id == 0) {
+        if (p->n_target != 0 || p->state != CLUSTER_PLAN_NONE) {
+            FAIL("a plan without an id");
+        }
+        return 0;
+    }
+    if (p->state == CLUSTER_PLAN_NONE ||
+        (unsigned)p->state >= CLUSTER_PLAN_STATE__COUNT) {
+        FAIL("plan: bad state");
+    }
+    if (p->n_target == 0) {
+        FAIL("plan: no shard in the target");
+    }
+    for (s = 0; s < map->n_shards; s++) {
+        const struct cluster_shard *sh = &map->shards[s];
+
+        if (t < p->n_target && strcmp(p->target[t].name, sh->name) == 0) {
+            if (p->target[t].weight == 0 ||
+                p->target[t].weight > CLUSTER_WEIGHT_MAX) {
+                FAIL("plan: shard %s: weight must be 1..%d", sh->name,
+                     CLUSTER_WEIGHT_MAX);
+            }
+            t++;
+        } else if (sh->state != CLUSTER_SHARD_DRAINING) {
+            FAIL("plan: shard %s leaves the ring without draining first",
+                 sh->name);
+        }
+    }
+    if (t != p->n_target) {
+        FAIL("plan: the target names shards the map does not have (or not "
+             "in map order)");
+    }
+    return 0;
+}
+
 int cluster_map_validate(const struct cluster_map *map, char *err,
                          size_t errlen)
 {
@@ -217,6 +282,9 @@ int cluster_map_validate(const struct cluster_map *map, char *err,
             FAIL("shard %s: joining shards come last in the map",
                  map->shards[a].name);
         }
+    }
+    if (plan_ok(map, err, errlen) != 0) {
+        return -1;
     }
     if (members_ok("meta", map->meta, map->n_meta, err, errlen) != 0) {
         return -1;

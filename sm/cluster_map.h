@@ -70,6 +70,29 @@ struct cluster_router {
     char http[CLUSTER_ADDR_MAX];      /* "" = none */
 };
 
+/* A change of the ring under way (docs/resharding.md): the ring it leads
+ * to, as the shards on it in map order with their weights. The moves of
+ * keys it needs are the arc diff of the two rings; their state lives in
+ * the shards involved. */
+enum cluster_plan_state {
+    CLUSTER_PLAN_NONE = 0,
+    CLUSTER_PLAN_RUNNING,
+    CLUSTER_PLAN_PAUSED,
+    CLUSTER_PLAN_STATE__COUNT
+};
+
+struct cluster_plan_shard {
+    char name[CLUSTER_NAME_MAX];
+    unsigned weight;
+};
+
+struct cluster_plan {
+    uint64_t id; /* the map epoch it started at; 0 = no plan */
+    enum cluster_plan_state state;
+    struct cluster_plan_shard *target;
+    unsigned n_target;
+};
+
 struct cluster_map {
     uint64_t epoch; /* +1 per change; 0 = no map yet */
     struct cluster_shard *shards;
@@ -80,11 +103,12 @@ struct cluster_map {
     unsigned n_meta;
     struct cluster_router routers[CLUSTER_MAX_ROUTERS];
     unsigned n_routers;
+    struct cluster_plan plan;
 };
 
 /* An empty map (no shards, epoch 0). */
 void cluster_map_init(struct cluster_map *map);
-/* Free the shards; the map is empty afterwards. */
+/* Free the shards and the plan; the map is empty afterwards. */
 void cluster_map_clear(struct cluster_map *map);
 /* @dst (initialised, emptied first) becomes an independent copy of @src. */
 void cluster_map_copy(struct cluster_map *dst, const struct cluster_map *src);
@@ -94,6 +118,9 @@ void cluster_map_copy(struct cluster_map *dst, const struct cluster_map *src);
 struct cluster_shard *cluster_map_append(struct cluster_map *map);
 /* Remove shard @i, keeping the order of the others. */
 void cluster_map_remove(struct cluster_map *map, unsigned i);
+/* @dst := @src (an independent copy); @dst's old target is freed. */
+void cluster_plan_copy(struct cluster_plan *dst, const struct cluster_plan *src);
+void cluster_plan_clear(struct cluster_plan *p);
 
 /* Check what every map must satisfy: at least one shard, names unique and
  * well formed, weights 1..CLUSTER_WEIGHT_MAX, members unique per shard

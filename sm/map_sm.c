@@ -30,6 +30,7 @@ struct map_sm {
     struct shard_epochs *ep; /* map.n_shards of them */
     uint64_t meta_changed_at;
     uint64_t routers_changed_at;
+    uint64_t plan_changed_at;
     /* ring buffer would do; a shifted array keeps the snapshot simple */
     struct tombstone tomb[MAP_SM_TOMBSTONES];
     unsigned n_tomb;
@@ -255,7 +256,132 @@ static void apply_init(struct map_sm *sm, const struct map_sm_cmd *cmd,
     }
     sm->meta_changed_at = sm->map.epoch;
     sm->routers_changed_at = sm->map.epoch;
+    sm->plan_changed_at = sm->map.epoch;
     res->changed = true;
+}
+
+static bool plan_equal(const struct cluster_plan *a,
+                       const struct cluster_plan *b)
+{
+    return a->n_target == b->n_target &&
+           memcmp(a->target, b->target, a->n_target * sizeof(*a->target)) ==
+               0;
+}
+
+/* Replace the map by @next (validated by the caller) at a new epoch: the
+ * shards that differ are changed at it, those gone get tombstones, and the
+ * plan counts as changed. */
+static void adopt(struct map_sm *sm, struct cluster_map *next, uint64_t epoch)
+{
+    struct shard_epochs *old_ep = sm->ep;
+    unsigned i;
+
+    sm->ep = xcalloc(next->n_shards ? next->n_shards : 1, sizeof(*sm->ep));
+    for (i = 0; i < next->n_shards; i++) {
+        int old = cluster_map_find(&sm->map, next->shards[i].name);
+        if (old >= 0) {
+            sm->ep[i] = old_ep[old];
+        } else {
+            sm->ep[i].added_at = epoch;
+        }
+        if (old < 0 || memcmp(&sm->map.shards[old], &next->shards[i],
+                              sizeof(next->shards[i])) != 0) {
+            sm->ep[i].changed_at = epoch;
+        }
+    }
+    for (i = 0; i < sm->map.n_shards; i++) {
+        if (cluster_map_find(next, sm->map.shards[i].name) < 0) {
+            tombstone_add(sm, sm->map.shards[i].name, epoch);
+        }
+    }
+    free(old_ep);
+    sm->plan_changed_at = epoch;
+    next->epoch = epoch;
+    cluster_map_clear(&sm->map);
+    sm->map = *next;
+}
+
+static void apply_plan(struct map_sm *sm, const struct map_sm_cmd *cmd,
+                       struct map_sm_result *res)
+{
+    struct cluster_plan *cur = &sm->map.plan;
+    struct cluster_map next;
+    unsigned i;
+
+    if (cmd->type != MAP_SM_PLAN_START &&
+        (cur->id == 0 || cmd->plan_id != cur->id)) {
+        /* a plan that ended (or another one): done, or not ours */
+        if (cmd->type != MAP_SM_PLAN_STATE && cur->id == 0) {
+            return;
+        }
+        refuse(res, MAP_SM_CONFLICT, "no such plan (another one runs, or "
+                                     "it ended)");
+        return;
+    }
+    cluster_map_init(&next);
+    cluster_map_copy(&next, &sm->map);
+    switch (cmd->type) {
+    case MAP_SM_PLAN_START:
+        if (cmd->plan == NULL) {
+            refuse(res, MAP_SM_INVALID, "no plan");
+            goto out;
+        }
+        if (cur->id != 0) {
+            if (plan_equal(cur, cmd->plan)) {
+                goto out; /* started already: done */
+            }
+            refuse(res, MAP_SM_CONFLICT, "another plan runs: finish or "
+                                         "abort it first");
+            goto out;
+        }
+        cluster_plan_copy(&next.plan, cmd->plan);
+        next.plan.id = sm->map.epoch + 1;
+        next.plan.state = CLUSTER_PLAN_RUNNING;
+        break;
+    case MAP_SM_PLAN_STATE:
+        if (cmd->plan_state != CLUSTER_PLAN_RUNNING &&
+            cmd->plan_state != CLUSTER_PLAN_PAUSED) {
+            refuse(res, MAP_SM_INVALID, "a plan runs or is paused");
+            goto out;
+        }
+        if (cur->state == cmd->plan_state) {
+            goto out;
+        }
+        next.plan.state = cmd->plan_state;
+        break;
+    case MAP_SM_PLAN_COMMIT:
+        for (i = 0; i < next.n_shards;) {
+            struct cluster_shard *s = &next.shards[i];
+            unsigned t;
+
+            for (t = 0; t < cur->n_target &&
+                        strcmp(cur->target[t].name, s->name) != 0;
+                 t++) {
+            }
+            if (t == cur->n_target) {
+                cluster_map_remove(&next, i);
+                continue;
+            }
+            s->weight = cur->target[t].weight;
+            s->state = CLUSTER_SHARD_SERVING;
+            i++;
+        }
+        cluster_plan_clear(&next.plan);
+        break;
+    default: /* MAP_SM_PLAN_ABORT */
+        cluster_plan_clear(&next.plan);
+        break;
+    }
+    if (cluster_map_validate(&next, res->why, sizeof(res->why)) != 0) {
+        res->code = MAP_SM_INVALID;
+        goto out;
+    }
+    adopt(sm, &next, sm->map.epoch + 1);
+    res->changed = true;
+    res->epoch = sm->map.epoch;
+    return;
+out:
+    cluster_map_clear(&next);
 }
 
 void map_sm_apply(struct map_sm *sm, const struct map_sm_cmd *cmd,
@@ -279,6 +405,10 @@ void map_sm_apply(struct map_sm *sm, const struct map_sm_cmd *cmd,
     }
     if (cmd->expected_epoch != 0 && cmd->expected_epoch != sm->map.epoch) {
         refuse(res, MAP_SM_CONFLICT, "the map changed since (epoch differs)");
+        return;
+    }
+    if (cmd->type >= MAP_SM_PLAN_START && cmd->type <= MAP_SM_PLAN_ABORT) {
+        apply_plan(sm, cmd, res);
         return;
     }
     if (cmd->type == MAP_SM_SHARD_REMOVE) {
@@ -375,6 +505,7 @@ void map_sm_delta(const struct map_sm *sm, uint64_t known,
         cluster_map_copy(&d->part, map);
         d->has_meta = true;
         d->has_routers = true;
+        d->has_plan = true;
         return;
     }
     d->from = known;
@@ -388,6 +519,10 @@ void map_sm_delta(const struct map_sm *sm, uint64_t known,
         d->has_meta = true;
         memcpy(d->part.meta, map->meta, sizeof(map->meta));
         d->part.n_meta = map->n_meta;
+    }
+    if (sm->plan_changed_at > known) {
+        d->has_plan = true;
+        cluster_plan_copy(&d->part.plan, &map->plan);
     }
     if (sm->routers_changed_at > known) {
         d->has_routers = true;
@@ -448,6 +583,9 @@ int map_delta_apply(struct cluster_map *view, const struct map_delta *d)
         memcpy(view->routers, d->part.routers, sizeof(view->routers));
         view->n_routers = d->part.n_routers;
     }
+    if (d->has_plan) {
+        cluster_plan_copy(&view->plan, &d->part.plan);
+    }
     view->epoch = d->epoch;
     return 0;
 }
@@ -497,6 +635,10 @@ static size_t snapshot_size(const struct map_sm *sm)
     for (i = 0; i < sm->n_tomb; i++) {
         len += 4 + strlen(sm->tomb[i].name) + 8;
     }
+    len += 8 + 1 + 4;
+    for (i = 0; i < map->plan.n_target; i++) {
+        len += 4 + strlen(map->plan.target[i].name) + 4;
+    }
     return len;
 }
 
@@ -533,7 +675,7 @@ int map_sm_snapshot(const struct map_sm *sm, void *(*alloc)(size_t),
     p = le_put_u64(p, sm->meta_changed_at);
     p = le_put_u64(p, sm->routers_changed_at);
     p = le_put_u64(p, sm->forgotten_at);
-    p = le_put_u64(p, 0); /* reserved */
+    p = le_put_u64(p, sm->plan_changed_at);
     p = le_put_u32(p, map->n_shards);
     for (i = 0; i < map->n_shards; i++) {
         const struct cluster_shard *s = &map->shards[i];
@@ -556,6 +698,13 @@ int map_sm_snapshot(const struct map_sm *sm, void *(*alloc)(size_t),
     for (i = 0; i < sm->n_tomb; i++) {
         p = put_str(p, sm->tomb[i].name);
         p = le_put_u64(p, sm->tomb[i].epoch);
+    }
+    p = le_put_u64(p, map->plan.id);
+    *p++ = (unsigned char)map->plan.state;
+    p = le_put_u32(p, map->plan.n_target);
+    for (i = 0; i < map->plan.n_target; i++) {
+        p = put_str(p, map->plan.target[i].name);
+        p = le_put_u32(p, map->plan.target[i].weight);
     }
     assert((size_t)(p - buf) == cap);
     *out = buf;
@@ -604,7 +753,6 @@ int map_sm_restore(struct map_sm *sm, const void *buf, size_t len)
     struct le_reader r = {buf, len};
     struct map_sm *next = map_sm_new();
     uint32_t magic, version, n, i;
-    uint64_t reserved;
     char err[192];
 
     if (!le_get_u32(&r, &magic) || magic != SNAP_MAGIC ||
@@ -613,7 +761,7 @@ int map_sm_restore(struct map_sm *sm, const void *buf, size_t len)
         !le_get_u64(&r, &next->meta_changed_at) ||
         !le_get_u64(&r, &next->routers_changed_at) ||
         !le_get_u64(&r, &next->forgotten_at) ||
-        !le_get_u64(&r, &reserved) || !le_get_u32(&r, &n) ||
+        !le_get_u64(&r, &next->plan_changed_at) || !le_get_u32(&r, &n) ||
         n > CLUSTER_MAX_SHARDS) {
         goto err;
     }
@@ -655,6 +803,25 @@ int map_sm_restore(struct map_sm *sm, const void *buf, size_t len)
         }
     }
     next->n_tomb = n;
+    {
+        uint8_t state;
+        struct cluster_plan *pl = &next->map.plan;
+
+        if (!le_get_u64(&r, &pl->id) || !le_get_u8(&r, &state) ||
+            state >= CLUSTER_PLAN_STATE__COUNT || !le_get_u32(&r, &n) ||
+            n > CLUSTER_MAX_SHARDS || n > r.left / 9) {
+            goto err;
+        }
+        pl->state = (enum cluster_plan_state)state;
+        pl->target = n ? xcalloc(n, sizeof(*pl->target)) : NULL;
+        pl->n_target = n;
+        for (i = 0; i < n; i++) {
+            if (!get_str(&r, pl->target[i].name, CLUSTER_NAME_MAX) ||
+                !le_get_u32(&r, &pl->target[i].weight)) {
+                goto err;
+            }
+        }
+    }
     if (r.left != 0 ||
         (next->map.epoch != 0 &&
          cluster_map_validate(&next->map, err, sizeof(err)) != 0) ||

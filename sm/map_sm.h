@@ -19,8 +19,8 @@
  * Deltas. Each shard remembers the epoch it was added and last changed
  * at, and the last MAP_SM_TOMBSTONES removed shards are kept with their
  * epoch. A follower at epoch K gets what changed after K: the removed
- * names, the shards changed or added (in map order), and meta's members
- * and the routers when they changed. That costs the size of the change,
+ * names, the shards changed or added (in map order), and meta's members,
+ * the routers and the plan when they changed. That costs the size of the change,
  * not of the map. A follower too far behind (a removal it would miss was
  * forgotten) or at 0 gets the whole map. map_delta_apply() brings a copy
  * at K to the delta's epoch.
@@ -51,6 +51,12 @@ enum map_sm_cmd_type {
     MAP_SM_SHARD_WEIGHT,  /* group, weight */
     MAP_SM_SHARD_STATE,   /* group, state */
     MAP_SM_SHARD_REMOVE,  /* group */
+    MAP_SM_PLAN_START,    /* plan: its target (id and state set here) */
+    MAP_SM_PLAN_STATE,    /* plan_state: running or paused */
+    MAP_SM_PLAN_COMMIT,   /* plan_id: the ring becomes the target: target
+                           * weights, joining shards serve, the others
+                           * (draining) leave the map; the plan ends */
+    MAP_SM_PLAN_ABORT,    /* plan_id: the plan ends, the ring stays */
     MAP_SM_CMD__COUNT
 };
 
@@ -63,6 +69,9 @@ struct map_sm_cmd {
     const struct cluster_shard *shard; /* SHARD_ADD */
     unsigned weight;                   /* SHARD_WEIGHT */
     enum cluster_shard_state state;    /* SHARD_STATE */
+    const struct cluster_plan *plan;   /* PLAN_START: target */
+    enum cluster_plan_state plan_state; /* PLAN_STATE */
+    uint64_t plan_id;                  /* PLAN_STATE, COMMIT, ABORT */
 };
 
 enum map_sm_code {
@@ -102,6 +111,7 @@ struct map_delta {
     struct cluster_map part;
     bool has_meta;
     bool has_routers;
+    bool has_plan; /* part.plan is the plan now */
     char (*removed)[CLUSTER_NAME_MAX];
     unsigned n_removed;
 };

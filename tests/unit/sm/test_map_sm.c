@@ -71,6 +71,13 @@ static void assert_maps_equal(const struct cluster_map *a,
     assert_memory_equal(a->meta, b->meta, sizeof(a->meta));
     assert_int_equal(a->n_routers, b->n_routers);
     assert_memory_equal(a->routers, b->routers, sizeof(a->routers));
+    assert_int_equal(a->plan.id, b->plan.id);
+    assert_int_equal(a->plan.state, b->plan.state);
+    assert_int_equal(a->plan.n_target, b->plan.n_target);
+    if (a->plan.n_target > 0) {
+        assert_memory_equal(a->plan.target, b->plan.target,
+                            a->plan.n_target * sizeof(*a->plan.target));
+    }
 }
 
 static void test_init_once(void **state)
@@ -253,6 +260,111 @@ static void test_shards(void **state)
     map_sm_apply(sm, &c, &res);
     assert_int_equal(res.code, MAP_SM_INVALID);
     assert_int_equal(map_sm_map(sm)->n_shards, 1);
+    map_sm_free(sm);
+}
+
+/* A plan: a joining shard, the target ring, pause, commit (the ring
+ * becomes the target); then a removal through a draining shard. Followers
+ * see the plan in deltas. */
+static void test_plans(void **state)
+{
+    struct map_sm *sm = booted();
+    struct cluster_shard s3;
+    struct cluster_plan_shard t3[3] = {{"s1", 1}, {"s2", 2}, {"s3", 1}};
+    struct cluster_plan_shard t2[2] = {{"s2", 2}, {"s3", 3}};
+    struct cluster_plan plan = {.target = t3, .n_target = 3};
+    struct map_sm_cmd c;
+    struct map_sm_result res;
+    struct cluster_map view;
+    struct map_delta d;
+    uint64_t id;
+    unsigned i;
+
+    (void)state;
+    cluster_map_init(&view);
+    map_delta_init(&d);
+    map_sm_delta(sm, 0, &d);
+    assert_int_equal(map_delta_apply(&view, &d), 0);
+
+    memset(&s3, 0, sizeof(s3));
+    snprintf(s3.name, sizeof(s3.name), "s3");
+    s3.weight = 1;
+    s3.state = CLUSTER_SHARD_JOINING;
+    for (i = 0; i < 3; i++) {
+        member(&s3.members[i], 10 + i, 7100 + 10 * i);
+    }
+    s3.n_members = 3;
+    c = (struct map_sm_cmd){.type = MAP_SM_SHARD_ADD, .shard = &s3};
+    map_sm_apply(sm, &c, &res);
+    assert_int_equal(res.code, MAP_SM_OK);
+    /* a joining shard owns nothing by the ring */
+    assert_int_equal(cluster_map_ring_size(map_sm_map(sm)), 2);
+
+    c = (struct map_sm_cmd){.type = MAP_SM_PLAN_START, .plan = &plan};
+    map_sm_apply(sm, &c, &res);
+    assert_int_equal(res.code, MAP_SM_OK);
+    id = map_sm_map(sm)->plan.id;
+    assert_int_equal(id, 7);
+    assert_int_equal(map_sm_map(sm)->plan.state, CLUSTER_PLAN_RUNNING);
+    map_sm_apply(sm, &c, &res); /* the same again: done */
+    assert_int_equal(res.code, MAP_SM_OK);
+    assert_false(res.changed);
+    plan.n_target = 2; /* another one: refused */
+    map_sm_apply(sm, &c, &res);
+    assert_int_equal(res.code, MAP_SM_CONFLICT);
+    plan.n_target = 3;
+
+    c = (struct map_sm_cmd){.type = MAP_SM_PLAN_STATE, .plan_id = id,
+                            .plan_state = CLUSTER_PLAN_PAUSED};
+    map_sm_apply(sm, &c, &res);
+    assert_int_equal(res.code, MAP_SM_OK);
+    map_sm_delta(sm, view.epoch, &d);
+    assert_true(d.has_plan);
+    assert_int_equal(map_delta_apply(&view, &d), 0);
+    assert_maps_equal(&view, map_sm_map(sm));
+
+    c = (struct map_sm_cmd){.type = MAP_SM_PLAN_COMMIT, .plan_id = id + 1};
+    map_sm_apply(sm, &c, &res);
+    assert_int_equal(res.code, MAP_SM_CONFLICT);
+    c.plan_id = id;
+    map_sm_apply(sm, &c, &res);
+    assert_int_equal(res.code, MAP_SM_OK);
+    assert_int_equal(map_sm_map(sm)->plan.id, 0);
+    assert_int_equal(map_sm_map(sm)->shards[2].state, CLUSTER_SHARD_SERVING);
+    assert_int_equal(cluster_map_ring_size(map_sm_map(sm)), 3);
+    map_sm_apply(sm, &c, &res); /* committed already: done */
+    assert_int_equal(res.code, MAP_SM_OK);
+    assert_false(res.changed);
+
+    /* s1 leaves: draining, then a plan without it */
+    c = (struct map_sm_cmd){.type = MAP_SM_SHARD_STATE, .group = "s1",
+                            .state = CLUSTER_SHARD_DRAINING};
+    map_sm_apply(sm, &c, &res);
+    assert_int_equal(res.code, MAP_SM_OK);
+    plan.target = t2;
+    plan.n_target = 2;
+    c = (struct map_sm_cmd){.type = MAP_SM_PLAN_START, .plan = &plan};
+    map_sm_apply(sm, &c, &res);
+    assert_int_equal(res.code, MAP_SM_OK);
+    id = map_sm_map(sm)->plan.id;
+    c = (struct map_sm_cmd){.type = MAP_SM_PLAN_COMMIT, .plan_id = id};
+    map_sm_apply(sm, &c, &res);
+    assert_int_equal(res.code, MAP_SM_OK);
+    assert_int_equal(map_sm_map(sm)->n_shards, 2);
+    assert_string_equal(map_sm_map(sm)->shards[0].name, "s2");
+    assert_int_equal(map_sm_map(sm)->shards[1].weight, 3);
+    map_sm_delta(sm, view.epoch, &d);
+    assert_int_equal(d.n_removed, 1);
+    assert_int_equal(map_delta_apply(&view, &d), 0);
+    assert_maps_equal(&view, map_sm_map(sm));
+    /* a target leaving a serving shard out is refused */
+    plan.target = t3 + 1;
+    plan.n_target = 1;
+    c = (struct map_sm_cmd){.type = MAP_SM_PLAN_START, .plan = &plan};
+    map_sm_apply(sm, &c, &res);
+    assert_int_equal(res.code, MAP_SM_INVALID);
+    map_delta_clear(&d);
+    cluster_map_clear(&view);
     map_sm_free(sm);
 }
 
@@ -514,6 +626,7 @@ int main(void)
         cmocka_unit_test(test_member_add_remove),
         cmocka_unit_test(test_meta_members),
         cmocka_unit_test(test_shards),
+        cmocka_unit_test(test_plans),
         cmocka_unit_test(test_deltas_model),
         cmocka_unit_test(test_delta_apply_checks_epoch),
         cmocka_unit_test(test_forgotten_removals_send_full),
