@@ -361,13 +361,21 @@ void cache_svc_submit(struct cache_svc *svc, struct cache_call *call)
         fail(call, RGROUP_ENOTLEADER);
         return;
     }
-    if (cache_op_has_key(op->type) &&
-        !cache_sm_owns(svc->sm, op->key, op->key_len, &owner)) {
+    if (cache_op_has_key(op->type)) {
+        bool tracked;
+        enum cache_status st =
+            cache_sm_admit(svc->sm, op->key, op->key_len,
+                           cache_op_is_write(op->type), &owner, &tracked);
+
         /* refused before the log; apply checks again (sm/cache_sm.h) */
-        call->result.value_len = strlen(owner);
-        call->result.value = xmemdup(owner, call->result.value_len);
-        complete(call, CACHE_WRONG_OWNER);
-        return;
+        if (st == CACHE_WRONG_OWNER) {
+            call->result.value_len = strlen(owner);
+            call->result.value = xmemdup(owner, call->result.value_len);
+        }
+        if (st != CACHE_OK) {
+            complete(call, st);
+            return;
+        }
     }
     if (op->type == CACHE_OP_EXPORT) {
         cache_export_read(svc->export, svc->sm, op, &call->result);

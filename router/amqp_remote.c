@@ -73,6 +73,7 @@ struct amqp_remote {
 
     struct meta_sm *view;
     bool view_loaded;
+    bool map_confirmed; /* the map is the meta group's, not the file's */
     unsigned watch_member;
     bool watch_inflight; /* a watch of generation watch_gen */
     unsigned watch_gen;  /* +1 when the meta group's members change */
@@ -310,7 +311,10 @@ static bool op_should_block(void *self)
 
 static bool op_ready(void *self)
 {
-    return ((struct amqp_remote *)self)->view_loaded;
+    const struct amqp_remote *r = self;
+
+    /* queues are placed by the meta group's queue ring: a file may differ */
+    return r->view_loaded && r->map_confirmed;
 }
 
 static const struct amqp_broker_ops remote_ops = {
@@ -330,7 +334,7 @@ struct amqp_broker amqp_remote_broker(struct amqp_remote *r)
 
 bool amqp_remote_meta_ready(const struct amqp_remote *r)
 {
-    return r->view_loaded;
+    return r->view_loaded && r->map_confirmed;
 }
 
 /* ---- meta watch ---------------------------------------------------------- */
@@ -610,12 +614,15 @@ int amqp_remote_map_update(struct amqp_remote *r,
         snprintf(errmsg, errlen, "closing");
         return -1;
     }
-    if (map->epoch <= r->map.epoch) {
+    /* the first map from meta replaces the file's whatever its epoch: a
+     * file may list other shards under the same epoch */
+    if (map->epoch <= r->map.epoch && r->map_confirmed) {
         return 0;
     }
     if (apply_map(r, map, &meta_changed, errmsg, errlen) != 0) {
         return -1;
     }
+    r->map_confirmed = true;
     log_info("router: amqp: cluster map epoch %" PRIu64 ", %u shard(s), %u "
              "meta member(s)",
              r->map.epoch, r->map.n_shards, r->map.n_meta);
@@ -646,6 +653,7 @@ struct amqp_remote *amqp_remote_new(uv_loop_t *loop,
     bool meta_changed;
 
     r->loop = loop;
+    r->map_confirmed = !cfg->wait_for_map;
     r->cfg = *cfg;
     cluster_map_init(&r->map);
     r->cfg.map = &r->map;

@@ -47,6 +47,10 @@
 struct amqp_remote_config {
     const struct cluster_map *map; /* copied (cluster_map_copy) */
     unsigned request_timeout_ms;   /* not-executed retries; 0 = 5000 */
+    /* Not ready (no new AMQP connection) until amqp_remote_map_update()
+     * brings the meta group's map: queues are placed by its queue ring,
+     * which the file's may not be. */
+    bool wait_for_map;
 };
 
 struct amqp_remote;

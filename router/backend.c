@@ -109,6 +109,7 @@ struct backend {
     uv_timer_t status_timer;
     uv_timer_t park_timer;
     struct breq *parked; /* waiting for an owner our map lacks */
+    bool confirmed;      /* the map is the meta group's (wait_for_map) */
 
     uint64_t latency[BACKEND_LATENCY_BUCKETS + 1];
     uint64_t latency_ns_sum;
@@ -273,6 +274,15 @@ static void on_park_timer(uv_timer_t *t)
             b->parked = r;
             continue;
         }
+        if (!b->confirmed) {
+            if (now >= r->deadline) {
+                fail(r, OUTCOME_UNAVAILABLE);
+            } else {
+                r->next_parked = b->parked;
+                b->parked = r;
+            }
+            continue;
+        }
         s = shard_named(b, r->owner);
         if (s == NULL) {
             /* still unknown: our own ring decides (the node refuses again
@@ -413,7 +423,25 @@ static void submit_shard(struct backend *b,
     r->call = call;
     r->start_ns = clock_mono_ns();
     r->deadline = uv_now(b->loop) + b->cfg.request_timeout_ms;
+    if (!b->confirmed) {
+        /* a key goes where the confirmed map's ring says (owner ""); a
+         * flush_all's part to its shard */
+        snprintf(r->owner, sizeof(r->owner), "%s",
+                 cache_op_has_key(call->op.type) ? "" : s->name);
+        park(r);
+        return;
+    }
     start_on(r, s);
+}
+
+void backend_map_confirmed(struct backend *b)
+{
+    if (!b->confirmed) {
+        b->confirmed = true;
+        log_info("router: routing by the cluster map from meta (epoch %" PRIu64
+                 ")",
+                 b->map.epoch);
+    }
 }
 
 static void fan_done(struct cache_call *sub)
@@ -703,12 +731,15 @@ int backend_map_update(struct backend *b,
         snprintf(errmsg, errlen, "backend: closing");
         return -1;
     }
-    if (map->epoch <= b->map.epoch) {
+    /* the first map from meta replaces the file's whatever its epoch: a
+     * file may list other shards under the same epoch */
+    if (map->epoch <= b->map.epoch && b->confirmed) {
         return 0;
     }
     if (apply_map(b, map, errmsg, errlen) != 0) {
         return -1;
     }
+    backend_map_confirmed(b);
     log_info("router: cache: cluster map epoch %" PRIu64 ", %u shard(s)",
              b->map.epoch, b->map.n_shards);
     /* New shards: a status at once, so that /healthz need not wait a
@@ -749,6 +780,7 @@ struct backend *backend_new(uv_loop_t *loop,
     b = xcalloc(1, sizeof(*b));
     b->loop = loop;
     b->cfg = *cfg;
+    b->confirmed = !cfg->wait_for_map;
     cluster_map_init(&b->map);
     b->cfg.map = &b->map;
     if (b->cfg.request_timeout_ms == 0) {
@@ -904,6 +936,10 @@ bool backend_healthy(const struct backend *b, char *why, size_t whylen)
 
     if (b->closing) {
         snprintf(why, whylen, "router is stopping");
+        return false;
+    }
+    if (!b->confirmed) {
+        snprintf(why, whylen, "no cluster map from the meta group yet");
         return false;
     }
     for (i = 0; i < b->map.n_shards; i++) {

@@ -77,6 +77,11 @@ struct backend_config {
     /* Status poll period; a shard whose status is older than 3 periods is
      * unhealthy. */
     unsigned status_interval_ms;
+    /* Hold requests until backend_map_confirmed(): the map given here is
+     * the file's, and only the meta group's map says which shards own
+     * keys (a file may list a shard still being filled). Held requests
+     * wait within their deadline. */
+    bool wait_for_map;
 };
 
 /* Latency histogram upper bounds in seconds (the last bucket is +Inf). */
@@ -186,6 +191,11 @@ void backend_latency(const struct backend *b,
                      uint64_t counts[BACKEND_LATENCY_BUCKETS + 1],
                      uint64_t *sum_ns,
                      uint64_t *count);
+
+/* The map the backend has is the meta group's: held requests go.
+ * backend_map_update() confirms the map it takes; the first update of a
+ * backend that waits for the map takes it whatever its epoch. */
+void backend_map_confirmed(struct backend *b);
 
 /* The map epoch the backend routes with. */
 uint64_t backend_epoch(const struct backend *b);

@@ -84,6 +84,7 @@ static int start_amqp(struct router *r, const struct router_config *cfg,
     }
     qc.map = cfg->map;
     qc.request_timeout_ms = cfg->request_timeout_ms;
+    qc.wait_for_map = true; /* until map_follow brings meta's */
     r->mq = amqp_remote_new(r->loop, &qc, sub, sizeof(sub));
     if (r->mq == NULL) {
         snprintf(errmsg, errlen, "amqp: %s", sub);
@@ -224,6 +225,7 @@ struct router *router_new(uv_loop_t *loop,
     snprintf(r->name, sizeof(r->name), "%s", cfg->name ? cfg->name : "");
     bc.map = cfg->map;
     bc.request_timeout_ms = cfg->request_timeout_ms;
+    bc.wait_for_map = true; /* until map_follow brings meta's */
     r->backend = backend_new(loop, &bc, sub, sizeof(sub));
     if (r->backend == NULL) {
         snprintf(errmsg, errlen, "%s", sub);

@@ -640,11 +640,10 @@ static void apply_ring(struct cache_sm *sm, const struct cache_op *op,
  * refused CACHE_MOVING (ask again soon); a key another shard owns is
  * refused CACHE_WRONG_OWNER naming it. Nothing is applied either way.
  * *@tracked: a write to it must join a move's dirty set. */
-static bool refuse_key(const struct cache_sm *sm, const char *key,
-                       size_t key_len, bool write, struct cache_result *res,
-                       bool *tracked)
+enum cache_status cache_sm_admit(const struct cache_sm *sm, const char *key,
+                                 size_t key_len, bool write,
+                                 const char **owner, bool *tracked)
 {
-    const char *owner = NULL;
     enum cache_moves_verdict v = MOVES_NONE;
 
     *tracked = false;
@@ -652,16 +651,31 @@ static bool refuse_key(const struct cache_sm *sm, const char *key,
         v = cache_moves_check(&sm->moves, ring_hash(key, key_len));
     }
     if (v == MOVES_IMPORTING || (v == MOVES_FENCED && write)) {
-        res->status = CACHE_MOVING;
-        return true;
+        return CACHE_MOVING;
     }
-    if (shard_ring_owns(&sm->ring, key, key_len, &owner)) {
-        *tracked = v == MOVES_TRACK || v == MOVES_FENCED;
+    if (!shard_ring_owns(&sm->ring, key, key_len, owner)) {
+        return CACHE_WRONG_OWNER;
+    }
+    *tracked = v == MOVES_TRACK || v == MOVES_FENCED;
+    return CACHE_OK;
+}
+
+static bool refuse_key(const struct cache_sm *sm, const char *key,
+                       size_t key_len, bool write, struct cache_result *res,
+                       bool *tracked)
+{
+    const char *owner = NULL;
+    enum cache_status st =
+        cache_sm_admit(sm, key, key_len, write, &owner, tracked);
+
+    if (st == CACHE_OK) {
         return false;
     }
-    res->status = CACHE_WRONG_OWNER;
-    res->value_len = strlen(owner);
-    res->value = xmemdup(owner, res->value_len);
+    res->status = st;
+    if (st == CACHE_WRONG_OWNER) {
+        res->value_len = strlen(owner);
+        res->value = xmemdup(owner, res->value_len);
+    }
     return true;
 }
 

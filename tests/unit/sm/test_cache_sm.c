@@ -1763,11 +1763,13 @@ static void test_ring_in_snapshot_and_digest(void **state)
 /* ---- moves between two shards (sm/cache_move.h) ------------------------- */
 
 /* Apply a move command built from @c at @sm; returns the status and fills
- * @r (cleared by the caller) when non-NULL. */
+ * @r (cleared by the caller) when non-NULL. The reply's keys point into
+ * the result's bytes, kept until the next command is encoded. */
 static enum cache_status move_cmd(struct cache_sm *sm, uint64_t now,
                                   const struct cache_move_cmd *c,
                                   struct cache_move_reply *r)
 {
+    static struct cache_result held;
     struct cache_op op;
     struct cache_result res;
     enum cache_status st;
@@ -1775,6 +1777,7 @@ static enum cache_status move_cmd(struct cache_sm *sm, uint64_t now,
     size_t len;
 
     buf = cache_move_cmd_encode(c, &len);
+    cache_result_clear(&held); /* @c may point into it until encoded */
     memset(&op, 0, sizeof(op));
     op.type = CACHE_OP_MOVE;
     op.value = buf;
@@ -1786,7 +1789,7 @@ static enum cache_status move_cmd(struct cache_sm *sm, uint64_t now,
         assert_int_equal(cache_move_reply_decode(res.value, res.value_len, r),
                          0);
     }
-    cache_result_clear(&res);
+    held = res;
     return st;
 }
 
