@@ -16,6 +16,7 @@
 #include "cache.pb-c.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "node/cache_export.h"
 #include "node/svc_shell.h"
 #include "proto/cache_pb.h"
 #include "sm/shard_ring.h"
@@ -33,6 +34,7 @@ struct cache_svc {
     void *ring_seed;             /* the node's map's ring spec for this shard */
     size_t ring_seed_len;
     bool ring_seeding;           /* a seed RING is on its way */
+    struct cache_export *export; /* a move coordinator's reads */
     bool told_flags_differ;      /* logged that the log's settings win */
     uv_timer_t tick;             /* runs while the shard is unconfigured */
     bool tick_started;
@@ -156,6 +158,7 @@ struct cache_svc *cache_svc_new(uv_loop_t *loop,
     svc->seed.mem_limit = seed->mem_limit;
     svc->seed.item_size_max = seed->item_size_max;
     /* Every replica starts alike (the defaults); the log sets the rest. */
+    svc->export = cache_export_new();
     svc->sm = cache_sm_new(NULL);
     if (svc->sm == NULL) {
         snprintf(errmsg, errlen, "%s: cannot allocate the cache", svc->name);
@@ -174,6 +177,7 @@ struct cache_svc *cache_svc_new(uv_loop_t *loop,
 err_after_sm:
     cache_sm_free(svc->sm);
 err:
+    cache_export_free(svc->export);
     free(svc);
     return NULL;
 }
@@ -365,6 +369,12 @@ void cache_svc_submit(struct cache_svc *svc, struct cache_call *call)
         complete(call, CACHE_WRONG_OWNER);
         return;
     }
+    if (op->type == CACHE_OP_EXPORT) {
+        cache_export_read(svc->export, svc->sm, op, &call->result);
+        call->outcome = OUTCOME_OK;
+        call->cb(call);
+        return;
+    }
     if (op->type == CACHE_OP_GET && !svc->linearizable_reads) {
         get_at(svc, clock_wall_ms(), op, &call->result);
         call->outcome = OUTCOME_OK;
@@ -452,6 +462,7 @@ static void one_closed(struct cache_svc *svc)
         return;
     }
     cache_sm_free(svc->sm);
+    cache_export_free(svc->export);
     free(svc->ring_seed);
     free(svc);
     if (cb != NULL) {

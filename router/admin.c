@@ -20,6 +20,7 @@ void admin_stats(const struct backend *b, struct buf *out)
 {
     unsigned n = backend_shard_count(b);
     uint64_t items = 0, bytes = 0, retries = 0, changes = 0, errors = 0;
+    uint64_t moved = 0, moving = 0;
     uint64_t evictions = 0, limit = 0;
     struct backend_shard_info si;
     char why[128];
@@ -32,6 +33,8 @@ void admin_stats(const struct backend *b, struct buf *out)
         limit += si.limit_maxbytes;
         bytes += si.bytes;
         retries += si.retries;
+        moved += si.owner_refusals;
+        moving += si.moving_refusals;
         changes += si.leader_changes;
         errors += si.errors;
     }
@@ -43,6 +46,8 @@ void admin_stats(const struct backend *b, struct buf *out)
     buf_printf(out, "STAT router_epoch %" PRIu64 "\r\n", backend_epoch(b));
     buf_printf(out, "STAT router_retries %" PRIu64 "\r\n", retries);
     buf_printf(out, "STAT router_leader_changes %" PRIu64 "\r\n", changes);
+    buf_printf(out, "STAT router_wrong_owner %" PRIu64 "\r\n", moved);
+    buf_printf(out, "STAT router_moving %" PRIu64 "\r\n", moving);
     buf_printf(out, "STAT router_errors %" PRIu64 "\r\n", errors);
     buf_printf(out, "STAT router_healthy %d\r\n",
                backend_healthy(b, why, sizeof(why)) ? 1 : 0);
@@ -73,6 +78,8 @@ void admin_stats(const struct backend *b, struct buf *out)
         SHARD_U64("hits", si.hits);
         SHARD_U64("misses", si.misses);
         SHARD_U64("retries", si.retries);
+        SHARD_U64("wrong_owner", si.owner_refusals);
+        SHARD_U64("moving", si.moving_refusals);
         SHARD_U64("leader_changes", si.leader_changes);
         SHARD_U64("errors", si.errors);
         SHARD_U64("latency_us_sum", si.latency_ns_sum / 1000);
@@ -150,6 +157,13 @@ void admin_metrics(const struct backend *b, struct buf *out)
                  si.errors);
     SHARD_FAMILY("ringmq_router_retries_total", "counter",
                  "RPC attempts beyond the first.", si.retries);
+    SHARD_FAMILY("ringmq_router_wrong_owner_total", "counter",
+                 "Keys refused by a shard that named another owner; retried "
+                 "there.",
+                 si.owner_refusals);
+    SHARD_FAMILY("ringmq_router_moving_total", "counter",
+                 "Keys refused because their arc was moving; retried.",
+                 si.moving_refusals);
     SHARD_FAMILY("ringmq_router_leader_changes_total", "counter",
                  "Times the router's leader guess moved to another member.",
                  si.leader_changes);

@@ -67,7 +67,8 @@ struct bshard {
     uint64_t gets, sets, hits, misses, errors;
     uint64_t latency_ns_sum, latency_count;
     uint64_t epoch_warned_at;
-    uint64_t owner_refusals; /* WRONG_OWNER answers from this shard */
+    uint64_t owner_refusals;  /* WRONG_OWNER answers from this shard */
+    uint64_t moving_refusals; /* MOVING answers from this shard */
 };
 
 /* One cache op on one shard. */
@@ -191,6 +192,20 @@ static struct bshard *shard_named(const struct backend *b, const char *name)
     return i >= 0 ? b->cur[i] : NULL;
 }
 
+/* Ask again after OWNER_BACKOFF_MS, at the shard named r->owner. */
+static void park(struct breq *r)
+{
+    struct backend *b = r->b;
+
+    r->due = uv_now(b->loop) + OWNER_BACKOFF_MS;
+    r->next_parked = b->parked;
+    b->parked = r;
+    if (!uv_is_active((uv_handle_t *)&b->park_timer)) {
+        uv_timer_start(&b->park_timer, on_park_timer, OWNER_BACKOFF_MS,
+                       OWNER_BACKOFF_MS);
+    }
+}
+
 /*
  * The shard refused the key and named its owner: nothing was applied
  * (docs/resharding.md), so every op is retried there at once, within the
@@ -222,13 +237,22 @@ static void follow_owner(struct breq *r)
         start_on(r, s);
         return;
     }
-    r->due = uv_now(b->loop) + OWNER_BACKOFF_MS;
-    r->next_parked = b->parked;
-    b->parked = r;
-    if (!uv_is_active((uv_handle_t *)&b->park_timer)) {
-        uv_timer_start(&b->park_timer, on_park_timer, OWNER_BACKOFF_MS,
-                       OWNER_BACKOFF_MS);
+    park(r);
+}
+
+/* The key's arc is moving (sm/cache_move.h): the shard answers again
+ * after a short fence or once the arc is activated. Nothing was applied:
+ * asked again, there or where the shard then names, within the deadline. */
+static void wait_moving(struct breq *r)
+{
+    cache_result_clear(&r->call->result);
+    r->shard->moving_refusals++;
+    if (uv_now(r->b->loop) >= r->deadline) {
+        fail(r, OUTCOME_UNAVAILABLE);
+        return;
     }
+    snprintf(r->owner, sizeof(r->owner), "%s", r->shard->name);
+    park(r);
 }
 
 static void on_park_timer(uv_timer_t *t)
@@ -290,6 +314,10 @@ static void answered(struct breq *r, const Ringmq__RpcResponse *resp)
             }
             if (r->call->result.status == CACHE_WRONG_OWNER) {
                 follow_owner(r);
+                return;
+            }
+            if (r->call->result.status == CACHE_MOVING) {
+                wait_moving(r);
                 return;
             }
             r->call->outcome = OUTCOME_OK;
@@ -827,6 +855,8 @@ void backend_shard_info(const struct backend *b,
     out->hits = s->hits;
     out->misses = s->misses;
     out->retries = counters.retries;
+    out->owner_refusals = s->owner_refusals;
+    out->moving_refusals = s->moving_refusals;
     out->leader_changes = counters.leader_changes;
     out->errors = s->errors;
     out->latency_ns_sum = s->latency_ns_sum;

@@ -112,6 +112,8 @@ struct backend_shard_info {
     uint64_t hits;                      /* GET/GAT answered CACHE_HIT */
     uint64_t misses;                    /* GET/GAT answered CACHE_NOT_FOUND */
     uint64_t retries;                   /* attempts beyond the first */
+    uint64_t owner_refusals; /* WRONG_OWNER answers followed elsewhere */
+    uint64_t moving_refusals; /* MOVING answers waited out */
     uint64_t leader_changes; /* leader guess corrected by a hint/status */
     uint64_t errors;         /* ops completed UNAVAILABLE/BAD_REQUEST/... */
     uint64_t latency_ns_sum;

@@ -62,6 +62,9 @@
 
 #include "common/buf.h"
 #include "common/le.h"
+#include "common/ring.h"
+#include "sm/cache_move.h"
+#include "sm/cache_moves.h"
 #include "sm/cache_table.h"
 #include "sm/shard_ring.h"
 
@@ -73,7 +76,7 @@
 #define DIGEST_SEED 0x6469676573742d31ULL /* "digest-1" */
 #define SNAP_SEED 0x736e617073686f74ULL   /* "snapshot" */
 #define SNAP_MAGIC 0x43514d52U            /* "RMQC" little-endian */
-#define SNAP_VERSION 3U
+#define SNAP_VERSION 4U
 /* magic, version, clock_ms, next_cas, flush_ms, item count */
 #define SNAP_HEADER_V1_LEN (4 + 4 + 8 + 8 + 8 + 8)
 /* + mem_limit, item_size_max, configured */
@@ -89,6 +92,8 @@ struct cache_sm {
     bool configured; /* a CONFIG was applied: a seed no longer applies */
     /* Which keys this shard owns (CACHE_OP_RING); part of the state. */
     struct shard_ring ring;
+    /* The moves of keys this shard takes part in (CACHE_OP_MOVE). */
+    struct cache_moves moves;
 
     struct cache_table table;
     struct cache_item *oldest; /* write order: eviction starts here */
@@ -160,6 +165,13 @@ static void link_item(struct cache_sm *sm, struct cache_item *it)
 
 static void drop_item(struct cache_sm *sm, struct cache_item *it)
 {
+    /* an item gone at the source of a move (evicted, expired, deleted)
+     * must go at the target too: it joins the move's dirty set */
+    if (cache_moves_tracking(&sm->moves)) {
+        cache_moves_dirty(&sm->moves,
+                          ring_hash(cache__item_key(it), it->key_len),
+                          cache__item_key(it), it->key_len);
+    }
     cache__table_remove(&sm->table, it);
     list_remove(sm, it);
     sm->bytes -= item_charge(it->key_len, it->value_len);
@@ -568,6 +580,7 @@ static void apply_flush(struct cache_sm *sm,
     if (op->exptime <= 0 ||
         !exptime_to_ms(sm->clock_ms, op->exptime, &deadline)) {
         clear_items(sm);
+        cache_moves_flushed(&sm->moves);
         sm->flush_ms = 0;
     } else {
         sm->flush_ms = deadline;
@@ -622,19 +635,357 @@ static void apply_ring(struct cache_sm *sm, const struct cache_op *op,
     sm->ring = next;
 }
 
-/* A key this shard does not own: refused, nothing applied, the owner
- * named (the router retries there). false if the key may be served. */
-static bool refuse_not_owned(const struct cache_sm *sm, const char *key,
-                             size_t key_len, struct cache_result *res)
+/* Whether the shard serves @key now, for a write or a read. A key of an
+ * arc moving in, or a write to an arc moving out under a fence, is
+ * refused CACHE_MOVING (ask again soon); a key another shard owns is
+ * refused CACHE_WRONG_OWNER naming it. Nothing is applied either way.
+ * *@tracked: a write to it must join a move's dirty set. */
+static bool refuse_key(const struct cache_sm *sm, const char *key,
+                       size_t key_len, bool write, struct cache_result *res,
+                       bool *tracked)
 {
     const char *owner = NULL;
+    enum cache_moves_verdict v = MOVES_NONE;
 
+    *tracked = false;
+    if (sm->moves.n > 0) {
+        v = cache_moves_check(&sm->moves, ring_hash(key, key_len));
+    }
+    if (v == MOVES_IMPORTING || (v == MOVES_FENCED && write)) {
+        res->status = CACHE_MOVING;
+        return true;
+    }
     if (shard_ring_owns(&sm->ring, key, key_len, &owner)) {
+        *tracked = v == MOVES_TRACK || v == MOVES_FENCED;
         return false;
     }
     res->status = CACHE_WRONG_OWNER;
     res->value_len = strlen(owner);
     res->value = xmemdup(owner, res->value_len);
+    return true;
+}
+
+/* ---- moves (sm/cache_move.h) -------------------------------------------- */
+
+static uint64_t item_digest(const struct cache_item *it);
+
+static bool item_in_arcs(const struct cache_item *it, const struct arc *arcs,
+                         size_t n)
+{
+    return arcs_contain(arcs, n, ring_hash(cache__item_key(it), it->key_len));
+}
+
+/* Remove every item of @arcs. Scans the whole table (md5 per item): moves
+ * are rare, and no index by ring hash is kept for them. */
+static void drop_arcs(struct cache_sm *sm, const struct arc *arcs, size_t n)
+{
+    struct cache_item *it = sm->oldest;
+
+    while (it != NULL) {
+        struct cache_item *next = it->newer;
+        if (item_in_arcs(it, arcs, n)) {
+            drop_item(sm, it);
+        }
+        it = next;
+    }
+}
+
+/* The digest of the items of @arcs: a sum of item digests (any order),
+ * mixed with their count. S and T compare theirs before a hand-off. */
+static void arcs_digest(const struct cache_sm *sm, const struct arc *arcs,
+                        size_t n, uint64_t *digest, uint64_t *count)
+{
+    const struct cache_item *it;
+    uint64_t sum = 0, k = 0;
+
+    for (it = sm->oldest; it != NULL; it = it->newer) {
+        if (item_in_arcs(it, arcs, n)) {
+            sum += item_digest(it);
+            k++;
+        }
+    }
+    *digest = cache__mix64(sum ^ k);
+    *count = k;
+}
+
+/* One imported item at the target: stored as the source had it (value,
+ * flags, absolute expiry, cas), replacing what is there. */
+static void import_item(struct cache_sm *sm, const struct cache_move_item *im)
+{
+    uint64_t hash = cache__hash_key(im->key, im->key_len);
+    struct cache_item *old =
+        cache__table_find(&sm->table, hash, im->key, im->key_len);
+    uint64_t charge = item_charge(im->key_len, im->value_len);
+    struct cache_item *it;
+
+    if (old != NULL) {
+        drop_item(sm, old);
+    }
+    if (im->tombstone || charge > sm->mem_limit) {
+        return; /* too large here: the digests will differ, and say so */
+    }
+    make_room(sm, charge);
+    it = cache__item_new(im->key, im->key_len, hash, im->value_len);
+    if (it == NULL) {
+        return;
+    }
+    if (im->value_len > 0) {
+        memcpy(cache__item_value(it), im->value, im->value_len);
+    }
+    it->flags = im->flags;
+    it->exp_ms = im->exp_ms;
+    it->cas = im->cas;
+    link_item(sm, it);
+    if (im->cas >= sm->next_cas) {
+        sm->next_cas = im->cas + 1;
+    }
+}
+
+/* Whether @sm owns every arc of @c (checked at their ends: a diff's arcs
+ * have one owner each). */
+static bool owns_arcs(const struct cache_sm *sm, const struct cache_move_cmd *c)
+{
+    size_t i;
+
+    for (i = 0; i < c->n_arcs; i++) {
+        const char *lo = shard_ring_owner_hash(&sm->ring, c->arcs[i].lo);
+        const char *hi = shard_ring_owner_hash(&sm->ring, c->arcs[i].hi);
+        if (lo == NULL || hi == NULL || strcmp(lo, sm->ring.self) != 0 ||
+            strcmp(hi, sm->ring.self) != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The reply's value; @status: OK when the step is done (or was), else
+ * NOT_STORED (refused in the move's state, which the reply tells). */
+static void move_reply(struct cache_result *res, enum cache_status status,
+                       const struct cache_move_reply *r)
+{
+    res->status = status;
+    res->value = cache_move_reply_encode(r, &res->value_len);
+}
+
+static void apply_move(struct cache_sm *sm, const struct cache_op *op,
+                       struct cache_result *res)
+{
+    struct cache_move_cmd c;
+    struct cache_move_reply r;
+    struct cache_move_rec *rec;
+    enum cache_status st = CACHE_OK;
+    char **taken = NULL;
+    size_t i, n_taken = 0;
+
+    if (cache_move_cmd_decode(op->value, op->value_len, &c) != 0) {
+        res->status = CACHE_BAD_REQUEST;
+        return;
+    }
+    memset(&r, 0, sizeof(r));
+    rec = cache_moves_find(&sm->moves, c.move_id);
+    switch (c.kind) {
+    case CACHE_MOVE_IN_BEGIN:
+        if (rec == NULL) {
+            rec = cache_moves_add(&sm->moves, c.move_id, false, c.peer,
+                                  c.arcs, c.n_arcs);
+            rec->state = CACHE_MOVE_IMPORTING;
+            drop_arcs(sm, c.arcs, c.n_arcs); /* an earlier attempt's */
+        } else if (rec->out) {
+            st = CACHE_NOT_STORED;
+        }
+        break;
+    case CACHE_MOVE_OUT_BEGIN:
+        if (rec == NULL) {
+            /* a delayed flush would outlive the copy at the target; the
+             * arcs must be ours, by a ring spec overrides can refine */
+            if (sm->flush_ms != 0 || sm->ring.epoch == 0 ||
+                !owns_arcs(sm, &c)) {
+                st = CACHE_NOT_STORED;
+                break;
+            }
+            rec = cache_moves_add(&sm->moves, c.move_id, true, c.peer,
+                                  c.arcs, c.n_arcs);
+            rec->state = CACHE_MOVE_TRACKING;
+        } else if (!rec->out) {
+            st = CACHE_NOT_STORED;
+        }
+        break;
+    case CACHE_MOVE_IMPORT:
+        if (rec == NULL || rec->out || rec->state != CACHE_MOVE_IMPORTING) {
+            st = CACHE_NOT_STORED;
+            break;
+        }
+        for (i = 0; i < c.n_items; i++) {
+            uint32_t h = ring_hash(c.items[i].key, c.items[i].key_len);
+            if (arcs_contain(rec->arcs, rec->n_arcs, h)) {
+                import_item(sm, &c.items[i]);
+                r.count++;
+            }
+        }
+        break;
+    case CACHE_MOVE_CUT:
+        if (rec == NULL || !rec->out ||
+            (rec->state != CACHE_MOVE_TRACKING &&
+             rec->state != CACHE_MOVE_FENCED)) {
+            st = CACHE_NOT_STORED;
+            break;
+        }
+        n_taken = keyset_take(&rec->dirty, CACHE_MOVE_BATCH_BYTES, &taken,
+                              &r.key_lens);
+        r.keys = (const char **)taken;
+        r.n_keys = n_taken;
+        r.count = keyset_size(&rec->dirty);
+        break;
+    case CACHE_MOVE_FENCE:
+        if (rec == NULL || !rec->out ||
+            (rec->state != CACHE_MOVE_TRACKING &&
+             rec->state != CACHE_MOVE_FENCED)) {
+            st = CACHE_NOT_STORED;
+            break;
+        }
+        rec->state = CACHE_MOVE_FENCED;
+        break;
+    case CACHE_MOVE_HANDOFF:
+        if (rec == NULL || !rec->out) {
+            st = CACHE_NOT_STORED;
+            break;
+        }
+        if (rec->state == CACHE_MOVE_HANDED_OFF ||
+            rec->state == CACHE_MOVE_PURGED) {
+            break;
+        }
+        if (rec->state != CACHE_MOVE_FENCED) {
+            st = CACHE_NOT_STORED;
+            break;
+        }
+        arcs_digest(sm, rec->arcs, rec->n_arcs, &r.digest, &r.count);
+        if (keyset_size(&rec->dirty) != 0 || r.digest != c.digest) {
+            st = CACHE_NOT_STORED;
+            break;
+        }
+        rec->state = CACHE_MOVE_HANDED_OFF;
+        shard_ring_override(&sm->ring, rec->arcs, rec->n_arcs, rec->peer);
+        break;
+    case CACHE_MOVE_ACTIVATE:
+        if (rec == NULL || rec->out ||
+            (rec->state != CACHE_MOVE_IMPORTING &&
+             rec->state != CACHE_MOVE_ACTIVE)) {
+            st = CACHE_NOT_STORED;
+            break;
+        }
+        if (rec->state == CACHE_MOVE_IMPORTING) {
+            rec->state = CACHE_MOVE_ACTIVE;
+            if (sm->ring.epoch != 0) {
+                shard_ring_override(&sm->ring, rec->arcs, rec->n_arcs,
+                                    sm->ring.self);
+            }
+        }
+        break;
+    case CACHE_MOVE_PURGE:
+        if (rec == NULL || !rec->out ||
+            (rec->state != CACHE_MOVE_HANDED_OFF &&
+             rec->state != CACHE_MOVE_PURGED)) {
+            st = CACHE_NOT_STORED;
+            break;
+        }
+        if (rec->state == CACHE_MOVE_HANDED_OFF) {
+            drop_arcs(sm, rec->arcs, rec->n_arcs);
+            rec->state = CACHE_MOVE_PURGED;
+        }
+        break;
+    case CACHE_MOVE_ABORT:
+        if (rec == NULL) {
+            break;
+        }
+        if (rec->state == CACHE_MOVE_HANDED_OFF ||
+            rec->state == CACHE_MOVE_PURGED ||
+            rec->state == CACHE_MOVE_ACTIVE) {
+            st = CACHE_NOT_STORED; /* after the hand-off: forward only */
+            break;
+        }
+        if (!rec->out) {
+            drop_arcs(sm, rec->arcs, rec->n_arcs);
+        }
+        cache_moves_remove(&sm->moves, rec);
+        rec = NULL;
+        break;
+    default:
+        st = CACHE_BAD_REQUEST;
+        break;
+    }
+    r.state = rec != NULL ? rec->state : CACHE_MOVE_NONE;
+    if (rec != NULL && (rec->state == CACHE_MOVE_ACTIVE ||
+                        rec->state == CACHE_MOVE_PURGED)) {
+        cache_moves_finished(&sm->moves, rec); /* may move the record */
+    }
+    move_reply(res, st, &r);
+    for (i = 0; i < n_taken; i++) {
+        free(taken[i]);
+    }
+    free(taken);
+    free(r.key_lens);
+    cache_move_cmd_clear(&c);
+}
+
+enum cache_move_state cache_sm_move_state(const struct cache_sm *sm,
+                                          uint64_t move_id)
+{
+    const struct cache_move_rec *rec =
+        cache_moves_find((struct cache_moves *)&sm->moves, move_id);
+
+    return rec != NULL ? rec->state : CACHE_MOVE_NONE;
+}
+
+int cache_sm_move_digest(const struct cache_sm *sm, uint64_t move_id,
+                         uint64_t *digest, uint64_t *count)
+{
+    const struct cache_move_rec *rec =
+        cache_moves_find((struct cache_moves *)&sm->moves, move_id);
+
+    if (rec == NULL) {
+        return -1;
+    }
+    arcs_digest(sm, rec->arcs, rec->n_arcs, digest, count);
+    return 0;
+}
+
+int cache_sm_move_keys(const struct cache_sm *sm, uint64_t move_id,
+                       void (*cb)(void *data, const char *key, size_t len),
+                       void *data)
+{
+    const struct cache_move_rec *rec =
+        cache_moves_find((struct cache_moves *)&sm->moves, move_id);
+    const struct cache_item *it;
+
+    if (rec == NULL) {
+        return -1;
+    }
+    for (it = sm->oldest; it != NULL; it = it->newer) {
+        if (item_in_arcs(it, rec->arcs, rec->n_arcs)) {
+            cb(data, cache__item_key(it), it->key_len);
+        }
+    }
+    return 0;
+}
+
+bool cache_sm_export_item(const struct cache_sm *sm, const char *key,
+                          size_t len, struct cache_move_item *out)
+{
+    const struct cache_item *it;
+
+    memset(out, 0, sizeof(*out));
+    out->key = key;
+    out->key_len = len;
+    it = cache__table_find(&sm->table, cache__hash_key(key, len), key, len);
+    if (it == NULL) {
+        out->tombstone = true;
+        return false;
+    }
+    out->value = cache__item_cvalue(it);
+    out->value_len = it->value_len;
+    out->flags = it->flags;
+    out->exp_ms = it->exp_ms;
+    out->cas = it->cas;
     return true;
 }
 
@@ -659,6 +1010,7 @@ struct cache_sm *cache_sm_new(const struct cache_sm_config *cfg)
     }
     sm->next_cas = 1;
     shard_ring_init(&sm->ring);
+    cache_moves_init(&sm->moves);
     return sm;
 
 err_after_alloc:
@@ -675,6 +1027,7 @@ void cache_sm_free(struct cache_sm *sm)
     clear_items(sm);
     cache__table_close(&sm->table);
     shard_ring_clear(&sm->ring);
+    cache_moves_clear(&sm->moves);
     free(sm);
 }
 
@@ -684,6 +1037,7 @@ void cache_sm_apply(struct cache_sm *sm,
                     struct cache_result *res)
 {
     uint64_t hash;
+    bool tracked;
 
     cache_result_init(res);
     sm->applied++;
@@ -692,6 +1046,7 @@ void cache_sm_apply(struct cache_sm *sm,
     }
     if (sm->flush_ms != 0 && sm->clock_ms >= sm->flush_ms) {
         clear_items(sm);
+        cache_moves_flushed(&sm->moves);
         sm->flush_ms = 0;
     }
     /* Keep a resize moving even when writes are mostly updates. */
@@ -714,13 +1069,22 @@ void cache_sm_apply(struct cache_sm *sm,
         apply_ring(sm, op, res);
         return;
     }
+    if (op->type == CACHE_OP_MOVE) {
+        apply_move(sm, op, res);
+        return;
+    }
     if (op->key == NULL || !cache_key_valid(op->key, op->key_len) ||
         (op->value == NULL && op->value_len != 0)) {
         res->status = CACHE_BAD_REQUEST;
         return;
     }
-    if (refuse_not_owned(sm, op->key, op->key_len, res)) {
+    if (refuse_key(sm, op->key, op->key_len, true, res, &tracked)) {
         return;
+    }
+    if (tracked) {
+        /* before the op: whatever it does, T must learn the outcome */
+        cache_moves_dirty(&sm->moves, ring_hash(op->key, op->key_len),
+                          op->key, op->key_len);
     }
     hash = cache__hash_key(op->key, op->key_len);
 
@@ -773,8 +1137,11 @@ void cache_sm_get(const struct cache_sm *sm,
         res->status = CACHE_BAD_REQUEST;
         return;
     }
-    if (refuse_not_owned(sm, key, key_len, res)) {
-        return;
+    {
+        bool tracked;
+        if (refuse_key(sm, key, key_len, false, res, &tracked)) {
+            return;
+        }
     }
     /* Every item present while a flush is pending was stored before its
      * deadline (see the top of this file), so all of them are gone. */
@@ -835,6 +1202,13 @@ uint64_t cache_sm_digest(const struct cache_sm *sm)
         d = cache__mix64(d ^ cache__hash(spec, len, DIGEST_SEED));
         free(spec);
     }
+    if (sm->moves.n > 0) {
+        struct buf b;
+        buf_init(&b);
+        cache_moves_encode(&sm->moves, &b);
+        d = cache__mix64(d ^ cache__hash(b.data, b.len, DIGEST_SEED));
+        buf_free(&b);
+    }
     return d;
 }
 
@@ -877,6 +1251,7 @@ void cache_sm_stats(const struct cache_sm *sm, struct cache_sm_stats *out)
  *   u64 flush_ms | u64 item count
  *   u64 mem_limit | u32 item_size_max | u8 configured      (version 2)
  *   u32 ring_len | ring spec (sm/shard_ring encoding)       (version 3)
+ *   u32 moves_len | moves (sm/cache_moves encoding)          (version 4)
  *   count x { u8 key_len | u32 flags | u32 value_len | u64 exp_ms | u64 cas
  *             | key bytes | value bytes }      oldest-written first
  *   u64 checksum: cache__hash(all bytes before it, SNAP_SEED)
@@ -896,7 +1271,12 @@ int cache_sm_snapshot(const struct cache_sm *sm,
     unsigned char *p;
     size_t ring_len;
     void *ring = shard_ring_encode(&sm->ring, &ring_len);
-    size_t len = SNAP_HEADER_LEN + 4 + ring_len + SNAP_TRAILER_LEN;
+    struct buf moves;
+    size_t len;
+
+    buf_init(&moves);
+    cache_moves_encode(&sm->moves, &moves);
+    len = SNAP_HEADER_LEN + 4 + ring_len + 4 + moves.len + SNAP_TRAILER_LEN;
 
     for (it = sm->oldest; it != NULL; it = it->newer) {
         len += SNAP_ITEM_FIXED + it->key_len + it->value_len;
@@ -904,6 +1284,7 @@ int cache_sm_snapshot(const struct cache_sm *sm,
     buf = alloc(len);
     if (buf == NULL) {
         free(ring);
+        buf_free(&moves);
         return -1;
     }
     p = le_put_u32(buf, SNAP_MAGIC);
@@ -921,6 +1302,10 @@ int cache_sm_snapshot(const struct cache_sm *sm,
         p += ring_len;
     }
     free(ring);
+    p = le_put_u32(p, (uint32_t)moves.len);
+    memcpy(p, moves.data, moves.len);
+    p += moves.len;
+    buf_free(&moves);
     for (it = sm->oldest; it != NULL; it = it->newer) {
         *p++ = it->key_len;
         p = le_put_u32(p, it->flags);
@@ -993,6 +1378,10 @@ int cache_sm_restore(struct cache_sm *sm, const void *buf, size_t len)
     uint64_t checksum;
     uint64_t i;
 
+    /* the error path clears what tmp holds: start it empty */
+    memset(&tmp, 0, sizeof(tmp));
+    shard_ring_init(&tmp.ring);
+    cache_moves_init(&tmp.moves);
     if (buf == NULL || len < SNAP_HEADER_V1_LEN + SNAP_TRAILER_LEN) {
         goto err;
     }
@@ -1005,7 +1394,6 @@ int cache_sm_restore(struct cache_sm *sm, const void *buf, size_t len)
 
     r.p = buf;
     r.left = len - SNAP_TRAILER_LEN;
-    memset(&tmp, 0, sizeof(tmp));
     /* A version 1 snapshot (written before settings were in the log) keeps
      * this replica's settings, unconfigured: the next leader seeds them. */
     tmp.mem_limit = sm->mem_limit;
@@ -1016,7 +1404,6 @@ int cache_sm_restore(struct cache_sm *sm, const void *buf, size_t len)
     le_get_u64(&r, &tmp.next_cas);
     le_get_u64(&r, &tmp.flush_ms);
     le_get_u64(&r, &count);
-    shard_ring_init(&tmp.ring);
     if (magic != SNAP_MAGIC || version == 0 || version > SNAP_VERSION ||
         tmp.next_cas == 0) {
         goto err;
@@ -1043,6 +1430,15 @@ int cache_sm_restore(struct cache_sm *sm, const void *buf, size_t len)
             goto err;
         }
     }
+    if (version >= 4) {
+        const unsigned char *mv;
+        uint32_t mv_len;
+
+        if (!le_get_u32(&r, &mv_len) || !le_get_bytes(&r, &mv, mv_len) ||
+            cache_moves_decode(mv, mv_len, &tmp.moves) != 0) {
+            goto err;
+        }
+    }
     if (count > r.left / SNAP_ITEM_FIXED) {
         goto err;
     }
@@ -1061,6 +1457,7 @@ int cache_sm_restore(struct cache_sm *sm, const void *buf, size_t len)
     clear_items(sm);
     cache__table_close(&sm->table);
     shard_ring_clear(&sm->ring);
+    cache_moves_clear(&sm->moves);
     *sm = tmp;
     return 0;
 
@@ -1069,5 +1466,6 @@ err_after_table:
     cache__table_close(&tmp.table);
 err:
     shard_ring_clear(&tmp.ring);
+    cache_moves_clear(&tmp.moves);
     return -1;
 }

@@ -34,6 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sm/cache_move.h"
 #include "sm/cache_op.h"
 
 struct cache_sm;
@@ -91,6 +92,30 @@ bool cache_sm_owns(const struct cache_sm *sm, const char *key, size_t len,
                    const char **owner);
 /* The epoch of the ring spec applied (0: none). */
 uint64_t cache_sm_ring_epoch(const struct cache_sm *sm);
+
+/*
+ * Moves of keys (sm/cache_move.h). CACHE_OP_MOVE commands apply through
+ * cache_sm_apply: the result is CACHE_OK when the step is done (or was
+ * already), CACHE_NOT_STORED when the move's state refuses it, and its
+ * value is a cache_move_reply. While a move is under way, keys of an arc
+ * moving in, and writes to an arc moving out under a fence, are refused
+ * CACHE_MOVING; every key written, deleted, evicted or expired in an arc
+ * moving out joins the move's dirty set. The functions below are the
+ * leader's reads for the coordinator (CACHE_OP_EXPORT, node/cache_svc).
+ */
+enum cache_move_state cache_sm_move_state(const struct cache_sm *sm,
+                                          uint64_t move_id);
+/* The digest and item count of the move's arcs here. -1: no such move. */
+int cache_sm_move_digest(const struct cache_sm *sm, uint64_t move_id,
+                         uint64_t *digest, uint64_t *count);
+/* Every key present in the move's arcs, to @cb. -1: no such move. */
+int cache_sm_move_keys(const struct cache_sm *sm, uint64_t move_id,
+                       void (*cb)(void *data, const char *key, size_t len),
+                       void *data);
+/* @key's item as it would move (pointers valid until the next apply); a
+ * key not present is a tombstone (false). */
+bool cache_sm_export_item(const struct cache_sm *sm, const char *key,
+                          size_t len, struct cache_move_item *out);
 
 /* Serialize the whole state into one buffer from @alloc (the caller passes
  * raft_malloc or malloc). Uncompressed: the raft/ layer compresses. Returns 0,

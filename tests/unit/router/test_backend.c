@@ -106,6 +106,7 @@ struct fx {
      * moved_to[s] (NULL = off) */
     const char *moved_to[MAX_SHARDS];
     unsigned owner_refusals;
+    unsigned moving_left[MAX_SHARDS]; /* answer MOVING so many times */
     /* followers' NOT_LEADER names this member (of every shard) instead of
      * the leader: the memory of a leader that died; -1 = off */
     int stale_hint;
@@ -214,6 +215,15 @@ static void answer(struct fake *f,
     }
     if (F->bad_request) {
         reply_code(req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST);
+        return;
+    }
+    if (F->moving_left[s] > 0) {
+        F->moving_left[s]--;
+        res.status = CACHE_MOVING;
+        resp.code = rpc_code(OUTCOME_OK);
+        resp.body_case = RINGMQ__RPC_RESPONSE__BODY_CACHE;
+        resp.cache = &res;
+        rpc_server_reply(req, &resp);
         return;
     }
     if (F->moved_to[s] != NULL) {
@@ -1321,6 +1331,30 @@ static void test_wrong_owner_followed(void **state)
     assert_int_equal(F->owner_refusals, 5); /* the first try + 4 hops */
 }
 
+/* A key whose arc is moving is asked again after a pause until the shard
+ * serves it (writes too: nothing was applied); past the deadline the
+ * client gets an error. */
+static void test_moving_waited_out(void **state)
+{
+    struct backend_shard_info si;
+    struct tcall t;
+    char key[32];
+
+    (void)state;
+    start_backend(0);
+    key_of_shard(0, key, sizeof(key));
+    F->moving_left[0] = 5;
+    assert_int_equal(do_op(CACHE_OP_SET, key, "v", &t), CACHE_STORED);
+    cache_result_clear(&t.call.result);
+    assert_int_equal(F->moving_left[0], 0);
+    assert_int_equal(F->n_items[0], 1);
+    backend_shard_info(F->b, 0, &si);
+    assert_int_equal(si.moving_refusals, 5);
+    F->moving_left[0] = 100000;
+    assert_int_equal(do_op_outcome(CACHE_OP_GET, key, "", &t),
+                     OUTCOME_UNAVAILABLE);
+}
+
 /* An owner the router's map does not have yet: the request waits until the
  * map brings it (well within the deadline), then goes there. */
 static void test_wrong_owner_unknown_waits_for_map(void **state)
@@ -1728,6 +1762,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_wrong_owner_unknown_waits_for_map,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_moving_waited_out, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_wrong_epoch_and_bad_request, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_flush_all_fans_out, setup,

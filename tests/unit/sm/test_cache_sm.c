@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "common/ring.h"
 #include "sm/cache_sm.h"
 #include "sm/shard_ring.h"
 #include "sm/cache_table.h"
@@ -1187,9 +1188,9 @@ static void test_snapshot_empty(void **state)
 
     (void)state;
     snapshot_of(sm, &buf, &len);
-    /* v2 header (53: + the settings), v3's ring length (no ring: 0),
-     * checksum */
-    assert_int_equal(len, 65);
+    /* v2 header (53: + the settings), v3's ring length (no ring: 0), v4's
+     * moves (length, magic, count 0), checksum */
+    assert_int_equal(len, 77);
     assert_int_equal(set(other, T0, "k", "v"), CACHE_STORED);
     assert_int_equal(cache_sm_restore(other, buf, len), 0);
     assert_int_equal(cache_sm_digest(other), cache_sm_digest(sm));
@@ -1599,6 +1600,25 @@ static void ab_map(struct cluster_map *map, uint64_t epoch, unsigned wb)
     }
 }
 
+static enum cache_status ring_op_map(struct cache_sm *sm,
+                                     const struct cluster_map *map,
+                                     const char *self)
+{
+    struct cache_op op;
+    struct cache_result res;
+    void *spec;
+    size_t len;
+
+    spec = shard_ring_encode_map(map, self, &len);
+    memset(&op, 0, sizeof(op));
+    op.type = CACHE_OP_RING;
+    op.value = spec;
+    op.value_len = len;
+    cache_sm_apply(sm, T0, &op, &res);
+    free(spec);
+    return res.status;
+}
+
 static enum cache_status ring_op(struct cache_sm *sm, uint64_t epoch,
                                  unsigned wb, const char *self, bool seed)
 {
@@ -1740,6 +1760,353 @@ static void test_ring_in_snapshot_and_digest(void **state)
     cache_sm_free(b);
 }
 
+/* ---- moves between two shards (sm/cache_move.h) ------------------------- */
+
+/* Apply a move command built from @c at @sm; returns the status and fills
+ * @r (cleared by the caller) when non-NULL. */
+static enum cache_status move_cmd(struct cache_sm *sm, uint64_t now,
+                                  const struct cache_move_cmd *c,
+                                  struct cache_move_reply *r)
+{
+    struct cache_op op;
+    struct cache_result res;
+    enum cache_status st;
+    void *buf;
+    size_t len;
+
+    buf = cache_move_cmd_encode(c, &len);
+    memset(&op, 0, sizeof(op));
+    op.type = CACHE_OP_MOVE;
+    op.value = buf;
+    op.value_len = len;
+    cache_sm_apply(sm, now, &op, &res);
+    free(buf);
+    st = res.status;
+    if (r != NULL) {
+        assert_int_equal(cache_move_reply_decode(res.value, res.value_len, r),
+                         0);
+    }
+    cache_result_clear(&res);
+    return st;
+}
+
+static void simple_move(struct cache_sm *sm, uint64_t now,
+                        enum cache_move_kind kind, uint64_t id,
+                        enum cache_status want)
+{
+    struct cache_move_cmd c = {.kind = kind, .move_id = id};
+
+    assert_int_equal(move_cmd(sm, now, &c, NULL), want);
+}
+
+struct keylist {
+    char **keys;
+    size_t *lens;
+    size_t n;
+};
+
+static void keylist_add(void *data, const char *key, size_t len)
+{
+    struct keylist *l = data;
+
+    l->keys = realloc(l->keys, (l->n + 1) * sizeof(*l->keys));
+    l->lens = realloc(l->lens, (l->n + 1) * sizeof(*l->lens));
+    l->keys[l->n] = strndup(key, len);
+    l->lens[l->n] = len;
+    l->n++;
+}
+
+static void keylist_free(struct keylist *l)
+{
+    size_t i;
+
+    for (i = 0; i < l->n; i++) {
+        free(l->keys[i]);
+    }
+    free(l->keys);
+    free(l->lens);
+    memset(l, 0, sizeof(*l));
+}
+
+/* What a coordinator does with keys: S's current items (or tombstones)
+ * imported at T. */
+static void copy_keys(struct cache_sm *s, struct cache_sm *t, uint64_t now,
+                      uint64_t id, char **keys, const size_t *lens, size_t n)
+{
+    struct cache_move_cmd c = {.kind = CACHE_MOVE_IMPORT, .move_id = id};
+    struct cache_move_reply r;
+    size_t i;
+
+    if (n == 0) {
+        return;
+    }
+    c.items = calloc(n, sizeof(*c.items));
+    for (i = 0; i < n; i++) {
+        cache_sm_export_item(s, keys[i], lens[i], &c.items[i]);
+    }
+    c.n_items = n;
+    assert_int_equal(move_cmd(t, now, &c, &r), CACHE_OK);
+    cache_move_reply_clear(&r);
+    free(c.items);
+}
+
+/* CUT at S and copy what it names; the count taken. */
+static size_t cut_and_copy(struct cache_sm *s, struct cache_sm *t,
+                           uint64_t now, uint64_t id)
+{
+    struct cache_move_cmd c = {.kind = CACHE_MOVE_CUT, .move_id = id};
+    struct cache_move_reply r;
+    size_t n;
+
+    assert_int_equal(move_cmd(s, now, &c, &r), CACHE_OK);
+    copy_keys(s, t, now, id, (char **)r.keys, r.key_lens, r.n_keys);
+    n = r.n_keys;
+    cache_move_reply_clear(&r);
+    return n;
+}
+
+/* Shards "a" (source) and "b" (target) with a ring where "a" owns
+ * everything; the move hands "b" the arcs of its share under 1:1. */
+static void move_setup(struct cache_sm *s, struct cache_sm *t,
+                       struct arc **arcs, size_t *n_arcs)
+{
+    struct cluster_map one, two;
+    struct shard_ring r1, r2;
+    struct arc_move *moves;
+    void *buf;
+    size_t len, n, i;
+
+    ab_map(&one, 1, 1);
+    one.n_shards = 1; /* only "a" */
+    ab_map(&two, 2, 1);
+    buf = shard_ring_encode_map(&one, "a", &len);
+    shard_ring_init(&r1);
+    assert_int_equal(shard_ring_decode(buf, len, &r1), 0);
+    free(buf);
+    buf = shard_ring_encode_map(&two, "a", &len);
+    shard_ring_init(&r2);
+    assert_int_equal(shard_ring_decode(buf, len, &r2), 0);
+    free(buf);
+    n = shard_ring_diff(&r1, &r2, &moves);
+    assert_true(n > 0);
+    *arcs = calloc(n, sizeof(**arcs));
+    for (i = 0; i < n; i++) {
+        assert_string_equal(moves[i].from, "a");
+        assert_string_equal(moves[i].to, "b");
+        (*arcs)[i] = moves[i].arc;
+    }
+    *n_arcs = n;
+    free(moves);
+    /* both start from the one-shard ring: "b" owns nothing by it */
+    assert_int_equal(ring_op_map(s, &one, "a"), CACHE_OK);
+    assert_int_equal(ring_op_map(t, &one, "b"), CACHE_OK);
+    shard_ring_clear(&r1);
+    shard_ring_clear(&r2);
+    cluster_map_clear(&one);
+    cluster_map_clear(&two);
+}
+
+/* A whole move under writes at every step: T ends with exactly what S had
+ * in the arcs (values, flags, expiry, cas), deletes included; S refuses
+ * moved keys naming T, purges them; T refuses until activated, then
+ * serves; cas numbers at T stay above the imported ones. */
+static void test_move_under_writes(void **state)
+{
+    struct cache_sm *s = sm_make(0, 0);
+    struct cache_sm *t = sm_make(0, 0);
+    struct cache_move_cmd c;
+    struct cache_move_reply r;
+    struct keylist l = {0};
+    struct cache_result res;
+    struct arc *arcs;
+    size_t n_arcs, i, round;
+    uint64_t now = T0, id = 77, digest, count, sd, sc;
+    uint64_t rng = 12345;
+    char key[32], val[32], moved[32];
+
+    (void)state;
+    move_setup(s, t, &arcs, &n_arcs);
+    for (i = 0; i < 2000; i++) {
+        snprintf(key, sizeof(key), "k%zu", i);
+        snprintf(val, sizeof(val), "v%zu", i);
+        assert_int_equal(store(s, now, CACHE_OP_SET, key, val, (uint32_t)i,
+                               i % 7 == 0 ? 3600 : 0),
+                         CACHE_STORED);
+    }
+    c = (struct cache_move_cmd){.kind = CACHE_MOVE_IN_BEGIN, .move_id = id,
+                                .arcs = arcs, .n_arcs = n_arcs};
+    snprintf(c.peer, sizeof(c.peer), "a");
+    assert_int_equal(move_cmd(t, now, &c, NULL), CACHE_OK);
+    snprintf(c.peer, sizeof(c.peer), "b");
+    c.kind = CACHE_MOVE_OUT_BEGIN;
+    assert_int_equal(move_cmd(s, now, &c, NULL), CACHE_OK);
+    assert_int_equal(move_cmd(s, now, &c, NULL), CACHE_OK); /* again */
+    assert_int_equal(cache_sm_move_state(s, id), CACHE_MOVE_TRACKING);
+
+    /* copy, with writes and deletes in between */
+    assert_int_equal(cache_sm_move_keys(s, id, keylist_add, &l), 0);
+    assert_true(l.n > 700 && l.n < 1300); /* about half */
+    for (i = 0; i < l.n; i += 100) {
+        size_t k;
+        copy_keys(s, t, now, id, l.keys + i, l.lens + i,
+                  l.n - i < 100 ? l.n - i : 100);
+        for (k = 0; k < 20; k++) {
+            size_t x = (size_t)(rng_next(&rng) % 2000);
+            snprintf(key, sizeof(key), "k%zu", x);
+            if (k % 3 == 0) {
+                simple(s, now, CACHE_OP_DELETE, key, 0);
+            } else {
+                set(s, now, key, "changed");
+            }
+        }
+    }
+    keylist_free(&l);
+    /* a key of the arcs is refused at T until it is activated */
+    for (i = 0; i < 2000; i++) {
+        snprintf(key, sizeof(key), "k%zu", i);
+        if (arcs_contain(arcs, n_arcs, ring_hash(key, strlen(key)))) {
+            break;
+        }
+    }
+    cache_sm_get(t, now, key, strlen(key), &res);
+    assert_int_equal(res.status, CACHE_MOVING);
+    cache_result_clear(&res);
+    /* catch up while it shrinks, then fence: writes refused, reads not */
+    for (round = 0; round < 3; round++) {
+        cut_and_copy(s, t, now, id);
+        set(s, now, key, "late");
+    }
+    simple_move(s, now, CACHE_MOVE_FENCE, id, CACHE_OK);
+    assert_int_equal(set(s, now, key, "fenced"), CACHE_MOVING);
+    want_value(s, now, key, "late", 0);
+    /* a hand-off before the last cut is refused: the dirty set is not
+     * empty, or the digests differ */
+    assert_int_equal(cache_sm_move_digest(t, id, &digest, &count), 0);
+    c = (struct cache_move_cmd){.kind = CACHE_MOVE_HANDOFF, .move_id = id,
+                                .digest = digest};
+    assert_int_equal(move_cmd(s, now, &c, &r), CACHE_NOT_STORED);
+    cache_move_reply_clear(&r);
+    while (cut_and_copy(s, t, now, id) > 0) {
+    }
+    assert_int_equal(cache_sm_move_digest(t, id, &digest, &count), 0);
+    assert_int_equal(cache_sm_move_digest(s, id, &sd, &sc), 0);
+    assert_int_equal(digest, sd);
+    assert_int_equal(count, sc);
+    c.digest = digest + 1;
+    assert_int_equal(move_cmd(s, now, &c, &r), CACHE_NOT_STORED);
+    assert_int_equal(r.digest, sd);
+    cache_move_reply_clear(&r);
+    c.digest = digest;
+    assert_int_equal(move_cmd(s, now, &c, &r), CACHE_OK);
+    assert_int_equal(r.state, CACHE_MOVE_HANDED_OFF);
+    cache_move_reply_clear(&r);
+    /* S no longer serves the arcs: it names T; T not yet */
+    assert_int_equal(op_full(s, now, CACHE_OP_SET, key, "x", 0, 0, 0, 0, &res),
+                     CACHE_WRONG_OWNER);
+    assert_memory_equal(res.value, "b", 1);
+    cache_result_clear(&res);
+    assert_int_equal(set(t, now, key, "x"), CACHE_MOVING);
+    /* an abort after the hand-off is refused */
+    simple_move(s, now, CACHE_MOVE_ABORT, id, CACHE_NOT_STORED);
+    simple_move(t, now, CACHE_MOVE_ACTIVATE, id, CACHE_OK);
+    simple_move(t, now, CACHE_MOVE_ACTIVATE, id, CACHE_OK);
+    want_value(t, now, key, "late", 0);
+    snprintf(moved, sizeof(moved), "%s", key);
+    /* every key of the arcs: at T as at S, nothing lost or resurrected */
+    for (i = 0; i < 2000; i++) {
+        struct cache_result b;
+        snprintf(key, sizeof(key), "k%zu", i);
+        if (!arcs_contain(arcs, n_arcs, ring_hash(key, strlen(key)))) {
+            continue;
+        }
+        {
+            struct cache_move_item si;
+            bool present = cache_sm_export_item(s, key, strlen(key), &si);
+            cache_sm_get(t, now, key, strlen(key), &b);
+            assert_int_equal(b.status, present ? CACHE_HIT : CACHE_NOT_FOUND);
+            if (present) {
+                assert_int_equal(b.value_len, si.value_len);
+                assert_memory_equal(b.value, si.value, si.value_len);
+                assert_int_equal(b.flags, si.flags);
+                assert_int_equal(b.cas, si.cas);
+            }
+            cache_result_clear(&b);
+        }
+    }
+    /* T's next cas is past every imported one */
+    assert_int_equal(set(t, now, moved, "new"), CACHE_STORED);
+    assert_true(cas_of(t, now, moved) > stats_of(s).next_cas - 1);
+    simple_move(s, now, CACHE_MOVE_PURGE, id, CACHE_OK);
+    simple_move(s, now, CACHE_MOVE_PURGE, id, CACHE_OK);
+    assert_int_equal(cache_sm_move_digest(s, id, &sd, &sc), 0);
+    assert_int_equal(sc, 0);
+    free(arcs);
+    cache_sm_free(s);
+    cache_sm_free(t);
+}
+
+/* A flush at S breaks the move (the hand-off is refused); aborting at both
+ * ends lets S serve as before and leaves T with nothing of the arcs. Moves
+ * are in snapshots and digests. */
+static void test_move_broken_abort_and_snapshot(void **state)
+{
+    struct cache_sm *s = sm_make(0, 0);
+    struct cache_sm *t = sm_make(0, 0);
+    struct cache_sm *copy = sm_make(0, 0);
+    struct cache_move_cmd c;
+    struct keylist l = {0};
+    struct arc *arcs;
+    size_t n_arcs, i;
+    uint64_t now = T0, id = 5, digest, count;
+    void *buf;
+    size_t len;
+    char key[32];
+
+    (void)state;
+    move_setup(s, t, &arcs, &n_arcs);
+    for (i = 0; i < 300; i++) {
+        snprintf(key, sizeof(key), "k%zu", i);
+        set(s, now, key, "v");
+    }
+    c = (struct cache_move_cmd){.kind = CACHE_MOVE_IN_BEGIN, .move_id = id,
+                                .arcs = arcs, .n_arcs = n_arcs};
+    snprintf(c.peer, sizeof(c.peer), "a");
+    assert_int_equal(move_cmd(t, now, &c, NULL), CACHE_OK);
+    snprintf(c.peer, sizeof(c.peer), "b");
+    c.kind = CACHE_MOVE_OUT_BEGIN;
+    assert_int_equal(move_cmd(s, now, &c, NULL), CACHE_OK);
+    assert_int_equal(cache_sm_move_keys(s, id, keylist_add, &l), 0);
+    copy_keys(s, t, now, id, l.keys, l.lens, l.n);
+    keylist_free(&l);
+    set(s, now, "k1", "dirty");
+    /* the dirty set and the move survive a snapshot, and count in the
+     * digest */
+    snapshot_of(s, &buf, &len);
+    assert_int_equal(cache_sm_restore(copy, buf, len), 0);
+    free(buf);
+    assert_int_equal(cache_sm_digest(copy), cache_sm_digest(s));
+    assert_int_equal(cache_sm_move_state(copy, id), CACHE_MOVE_TRACKING);
+    /* flush_all at S: broken */
+    assert_int_equal(simple(s, now, CACHE_OP_FLUSH_ALL, NULL, 0), CACHE_OK);
+    assert_int_equal(cache_sm_move_state(s, id), CACHE_MOVE_BROKEN);
+    simple_move(s, now, CACHE_MOVE_FENCE, id, CACHE_NOT_STORED);
+    assert_int_equal(cache_sm_move_digest(t, id, &digest, &count), 0);
+    assert_true(count > 0);
+    c = (struct cache_move_cmd){.kind = CACHE_MOVE_HANDOFF, .move_id = id,
+                                .digest = digest};
+    assert_int_equal(move_cmd(s, now, &c, NULL), CACHE_NOT_STORED);
+    simple_move(s, now, CACHE_MOVE_ABORT, id, CACHE_OK);
+    simple_move(t, now, CACHE_MOVE_ABORT, id, CACHE_OK);
+    simple_move(t, now, CACHE_MOVE_ABORT, id, CACHE_OK); /* again: done */
+    assert_int_equal(cache_sm_move_state(s, id), CACHE_MOVE_NONE);
+    assert_int_equal(stats_of(t).curr_items, 0);
+    assert_int_equal(set(s, now, "k1", "after"), CACHE_STORED);
+    free(arcs);
+    cache_sm_free(s);
+    cache_sm_free(t);
+    cache_sm_free(copy);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1780,6 +2147,8 @@ int main(void)
         cmocka_unit_test(test_ring_refuses_other_keys),
         cmocka_unit_test(test_ring_epochs),
         cmocka_unit_test(test_ring_in_snapshot_and_digest),
+        cmocka_unit_test(test_move_under_writes),
+        cmocka_unit_test(test_move_broken_abort_and_snapshot),
         cmocka_unit_test(test_config_applies),
         cmocka_unit_test(test_config_seed_once),
         cmocka_unit_test(test_config_in_snapshot_and_digest),
