@@ -25,8 +25,13 @@
 /* An EXPORT answer's size bound: the IMPORT made of it, with its
  * framing, stays under CACHE_MOVE_BATCH_BYTES. */
 #define EXPORT_MAX_BYTES (CACHE_MOVE_BATCH_BYTES / 2)
-/* Keys asked per EXPORT KEYS request (a key is at most 250 bytes). */
-#define KEYS_PER_EXPORT 1024
+/* Keys asked per EXPORT KEYS request: its answer is not bounded in bytes,
+ * so the count follows the items' size seen so far (values go up to the
+ * shard's item size limit), between these. */
+#define KEYS_PER_EXPORT_MIN 16
+#define KEYS_PER_EXPORT_MAX 1024
+/* An item's share of an IMPORT beside its key and value. */
+#define ITEM_OVERHEAD 32
 /* Catch-up before the fence: rounds at most, and the dirty set size at
  * which the fence is short enough. */
 #define CATCHUP_ROUNDS 10
@@ -256,7 +261,8 @@ static int move_cmd(struct ctl_mover *mv, const struct cluster_shard *s,
     return rv;
 }
 
-/* A move command that must answer CACHE_OK. */
+/* A move command that must answer CACHE_OK: 0, 1 when refused because a
+ * flush_all broke the move at S (start it again), or EXIT_ERROR. */
 static int move_step(struct ctl_mover *mv, const struct ctl_move *m,
                      const struct cluster_shard *s, enum cache_move_kind kind)
 {
@@ -276,7 +282,13 @@ static int move_step(struct ctl_mover *mv, const struct ctl_move *m,
     if (move_cmd(mv, s, &c, &a) != 0) {
         return EXIT_ERROR;
     }
-    if (a.status != CACHE_OK) {
+    if (a.status == CACHE_NOT_STORED && a.has_reply &&
+        a.reply.state == CACHE_MOVE_BROKEN) {
+        printf("move %s->%s: a flush_all at %s broke the move\n",
+               m->from->name, m->to->name, s->name);
+        fflush(stdout);
+        rv = 1;
+    } else if (a.status != CACHE_OK) {
         fprintf(stderr, "ringmqctl: move %s->%s: %s refused %s (%s%s%s)\n",
                 m->from->name, m->to->name, s->name, kind_name(kind),
                 cache_status_name(a.status), a.has_reply ? ", move " : "",
@@ -363,8 +375,8 @@ static void pace(struct ctl_mover *mv, size_t bytes)
     }
 }
 
-/* IMPORT @items at T. */
-static int import_items(struct ctl_mover *mv, const struct ctl_move *m,
+/* IMPORT @items at T, as one command. */
+static int import_batch(struct ctl_mover *mv, const struct ctl_move *m,
                         struct cache_move_item *items, size_t n)
 {
     struct cache_move_cmd c;
@@ -398,6 +410,28 @@ static int import_items(struct ctl_mover *mv, const struct ctl_move *m,
     return rv;
 }
 
+/* IMPORT @items at T in commands of CACHE_MOVE_BATCH_BYTES at most (one
+ * item at least). */
+static int import_items(struct ctl_mover *mv, const struct ctl_move *m,
+                        struct cache_move_item *items, size_t n)
+{
+    size_t start = 0, i, bytes = 0;
+
+    for (i = 0; i < n; i++) {
+        size_t b = items[i].key_len + items[i].value_len + ITEM_OVERHEAD;
+
+        if (i > start && bytes + b > CACHE_MOVE_BATCH_BYTES) {
+            if (import_batch(mv, m, items + start, i - start) != 0) {
+                return EXIT_ERROR;
+            }
+            start = i;
+            bytes = 0;
+        }
+        bytes += b;
+    }
+    return import_batch(mv, m, items + start, n - start);
+}
+
 /* The whole ranges, S -> T, in batches. A new leader at S starts a new
  * listing (another generation): the copy starts over on it. *@copied
  * counts the items imported. 0, 1 (stop asked), EXIT_ERROR. */
@@ -421,8 +455,11 @@ static int copy_ranges(struct ctl_mover *mv, const struct ctl_move *m,
             return EXIT_ERROR;
         }
         if (gen != 0 && a.reply.generation != gen) {
-            answer_clear(&a);
+            /* a new leader made a new listing and answered from its
+             * start: the copy goes on from there (what changed since the
+             * old listing is in the dirty set anyway) */
             if (++restarts > MOVE_ATTEMPTS) {
+                answer_clear(&a);
                 fprintf(stderr, "ringmqctl: move %s->%s: %s changed leader "
                                 "%u times during the copy\n",
                         m->from->name, m->to->name, m->from->name, restarts);
@@ -431,9 +468,6 @@ static int copy_ranges(struct ctl_mover *mv, const struct ctl_move *m,
             printf("move %s->%s: %s has a new leader: copying again\n",
                    m->from->name, m->to->name, m->from->name);
             fflush(stdout);
-            gen = 0;
-            offset = 0;
-            continue;
         }
         gen = a.reply.generation;
         if (import_items(mv, m, a.reply.items, a.reply.n_items) != 0) {
@@ -446,7 +480,8 @@ static int copy_ranges(struct ctl_mover *mv, const struct ctl_move *m,
             answer_clear(&a);
             return 0;
         }
-        if (a.reply.n_items == 0 && offset == r.offset) {
+        if (a.reply.n_items == 0 && offset == r.offset &&
+            a.reply.generation == r.generation) {
             answer_clear(&a);
             fprintf(stderr, "ringmqctl: move %s->%s: the export at %s does "
                             "not advance\n",
@@ -471,13 +506,13 @@ static int copy_ranges(struct ctl_mover *mv, const struct ctl_move *m,
 static int copy_keys(struct ctl_mover *mv, const struct ctl_move *m,
                      const char **keys, size_t *lens, size_t n)
 {
-    size_t done = 0;
+    size_t done = 0, per = KEYS_PER_EXPORT_MIN;
 
     while (done < n) {
         struct cache_export_req r;
         struct answer a;
-        size_t k = n - done < KEYS_PER_EXPORT ? n - done : KEYS_PER_EXPORT;
-        size_t i;
+        size_t k = n - done < per ? n - done : per;
+        size_t i, bytes = 0;
 
         memset(&r, 0, sizeof(r));
         r.kind = CACHE_EXPORT_KEYS;
@@ -508,14 +543,23 @@ static int copy_keys(struct ctl_mover *mv, const struct ctl_move *m,
             answer_clear(&a);
             return EXIT_ERROR;
         }
+        for (i = 0; i < a.reply.n_items; i++) {
+            bytes += a.reply.items[i].key_len + a.reply.items[i].value_len +
+                     ITEM_OVERHEAD;
+        }
         done += a.reply.n_items;
+        per = EXPORT_MAX_BYTES / (bytes / a.reply.n_items + 1);
+        per = per < KEYS_PER_EXPORT_MIN   ? KEYS_PER_EXPORT_MIN
+              : per > KEYS_PER_EXPORT_MAX ? KEYS_PER_EXPORT_MAX
+                                          : per;
         answer_clear(&a);
     }
     return 0;
 }
 
 /* One CUT at S and the keys it took copied. *@taken: the keys the CUT
- * took, *@left: the dirty keys still in the set. */
+ * took, *@left: the dirty keys still in the set. 0, 1 (a flush_all broke
+ * the move), EXIT_ERROR. */
 static int catch_up(struct ctl_mover *mv, const struct ctl_move *m,
                     uint64_t *taken, uint64_t *left)
 {
@@ -528,6 +572,14 @@ static int catch_up(struct ctl_mover *mv, const struct ctl_move *m,
     c.move_id = m->id;
     if (move_cmd(mv, m->from, &c, &a) != 0) {
         return EXIT_ERROR;
+    }
+    if (a.status == CACHE_NOT_STORED && a.has_reply &&
+        a.reply.state == CACHE_MOVE_BROKEN) {
+        printf("move %s->%s: a flush_all at %s broke the move\n",
+               m->from->name, m->to->name, m->from->name);
+        fflush(stdout);
+        answer_clear(&a);
+        return 1;
     }
     if (a.status != CACHE_OK || !a.has_reply) {
         fprintf(stderr, "ringmqctl: move %s->%s: %s refused CUT (%s)\n",
@@ -592,8 +644,11 @@ static int handoff(struct ctl_mover *mv, const struct ctl_move *m,
             printf("move %s->%s: a flush_all at %s broke the move\n",
                    m->from->name, m->to->name, m->from->name);
         } else {
-            printf("move %s->%s: hand-off refused: %s has digest %016" PRIx64
-                   ", %s %016" PRIx64 " (%" PRIu64 " items)\n",
+            /* keys dirtied under the fence (evictions, expiry) refuse
+             * it too: the caller catches up and asks again */
+            printf("move %s->%s: hand-off refused (digests differ or keys "
+                   "changed): %s digest %016" PRIx64 ", %s %016" PRIx64
+                   " (%" PRIu64 " items)\n",
                    m->from->name, m->to->name, m->to->name, digest,
                    m->from->name, a.has_reply ? a.reply.digest : 0, count);
         }
@@ -610,6 +665,12 @@ static int handoff(struct ctl_mover *mv, const struct ctl_move *m,
     return rv;
 }
 
+/* A step's result as an attempt's end: 1 (broken) starts again. */
+static enum attempt_end broken_or_failed(int rv)
+{
+    return rv == 1 ? ATTEMPT_AGAIN : ATTEMPT_FAILED;
+}
+
 /* One attempt from the beginning (every step idempotent, so also from a
  * begun move) to the hand-off. */
 static enum attempt_end attempt(struct ctl_mover *mv, const struct ctl_move *m,
@@ -620,9 +681,9 @@ static enum attempt_end attempt(struct ctl_mover *mv, const struct ctl_move *m,
     bool broken;
     int rv;
 
-    if (move_step(mv, m, m->to, CACHE_MOVE_IN_BEGIN) != 0 ||
-        move_step(mv, m, m->from, CACHE_MOVE_OUT_BEGIN) != 0) {
-        return ATTEMPT_FAILED;
+    if ((rv = move_step(mv, m, m->to, CACHE_MOVE_IN_BEGIN)) != 0 ||
+        (rv = move_step(mv, m, m->from, CACHE_MOVE_OUT_BEGIN)) != 0) {
+        return broken_or_failed(rv);
     }
     rv = copy_ranges(mv, m, copied);
     if (rv != 0) {
@@ -631,8 +692,8 @@ static enum attempt_end attempt(struct ctl_mover *mv, const struct ctl_move *m,
     /* while tracking, writes go on: catch up until the fence will be
      * short (the dirty set is small) or it stops shrinking */
     for (round = 0; round < CATCHUP_ROUNDS; round++) {
-        if (catch_up(mv, m, &taken, &left) != 0) {
-            return ATTEMPT_FAILED;
+        if ((rv = catch_up(mv, m, &taken, &left)) != 0) {
+            return broken_or_failed(rv);
         }
         *copied += taken;
         if (taken + left < CATCHUP_SMALL) {
@@ -643,13 +704,15 @@ static enum attempt_end attempt(struct ctl_mover *mv, const struct ctl_move *m,
         return ATTEMPT_STOPPED;
     }
     /* from here to the hand-off writes in the arcs wait: no stop */
-    if (move_step(mv, m, m->from, CACHE_MOVE_FENCE) != 0) {
-        return ATTEMPT_FAILED;
+    if ((rv = move_step(mv, m, m->from, CACHE_MOVE_FENCE)) != 0) {
+        return broken_or_failed(rv);
     }
     for (tries = 0; tries < HANDOFF_TRIES; tries++) {
+        /* evictions and expiry still dirty keys under the fence: the
+         * hand-off wants an empty set, so a refused one catches up again */
         for (round = 0; round < FENCED_ROUNDS; round++) {
-            if (catch_up(mv, m, &taken, &left) != 0) {
-                return ATTEMPT_FAILED;
+            if ((rv = catch_up(mv, m, &taken, &left)) != 0) {
+                return broken_or_failed(rv);
             }
             *copied += taken;
             if (taken == 0 && left == 0) {
