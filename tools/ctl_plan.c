@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/buf.h"
 #include "common/clock.h"
@@ -29,6 +30,7 @@ struct run {
     struct cluster_map map;         /* the live map */
     struct ctl_mover *mv;
     uint64_t plan_id;
+    uint64_t seen_epoch; /* the newest epoch a change answered */
     uint64_t last_check_ms;
     bool paused; /* the stop hook saw the plan paused */
 };
@@ -62,9 +64,40 @@ static void print_target(const struct cluster_plan *p)
     }
 }
 
+/* The live map, at least as new as the last change made: a map watch
+ * may be answered by a replica that has not applied it yet. */
+static int fetch_into(struct run *r, struct cluster_map *map)
+{
+    uint64_t deadline =
+        clock_mono_ms() + (uint64_t)r->ctl->o->seconds * 1000;
+
+    for (;;) {
+        if (ctl_live_fetch(r->ctl, r->seed, map) != 0) {
+            return EXIT_ERROR;
+        }
+        if (map->epoch >= r->seen_epoch) {
+            return 0;
+        }
+        if (clock_mono_ms() > deadline) {
+            fprintf(stderr, "ringmqctl: meta: no replica answers with the "
+                            "map of epoch %" PRIu64 " (--seconds)\n",
+                    r->seen_epoch);
+            return EXIT_ERROR;
+        }
+        usleep(50 * 1000);
+    }
+}
+
 static int fetch(struct run *r)
 {
-    return ctl_live_fetch(r->ctl, r->seed, &r->map);
+    return fetch_into(r, &r->map);
+}
+
+static void saw_epoch(struct run *r, uint64_t epoch)
+{
+    if (epoch > r->seen_epoch) {
+        r->seen_epoch = epoch;
+    }
 }
 
 /* A map command that must be taken (a repeat that changes nothing is). */
@@ -80,6 +113,7 @@ static int change(struct run *r, const struct map_sm_cmd *c, const char *what)
                 res.why);
         return EXIT_ERROR;
     }
+    saw_epoch(r, res.epoch);
     if (res.changed) {
         printf("map: %s, epoch %" PRIu64 "\n", what, res.epoch);
         fflush(stdout);
@@ -100,7 +134,9 @@ static bool plan_stopped(void *data)
     }
     r->last_check_ms = clock_mono_ms();
     cluster_map_init(&now);
-    if (ctl_live_fetch(r->ctl, r->seed, &now) == 0) {
+    /* a replica behind the last change knows nothing newer: go on */
+    if (ctl_live_fetch(r->ctl, r->seed, &now) == 0 &&
+        now.epoch >= r->seen_epoch) {
         r->paused = now.plan.id == r->plan_id &&
                     now.plan.state == CLUSTER_PLAN_PAUSED;
         stop = now.plan.id != r->plan_id || r->paused;
@@ -280,19 +316,20 @@ static int install_rings(struct run *r)
     return 0;
 }
 
-/* Why a plan run stops without finishing: 0 if it may go on. */
-static int plan_gone_or_paused(struct run *r)
+/* Why a plan run stops without finishing: 0 if it may go on. The live
+ * map is fetched into @map. */
+static int plan_gone_or_paused(struct run *r, struct cluster_map *map)
 {
-    if (fetch(r) != 0) {
+    if (fetch_into(r, map) != 0) {
         return EXIT_ERROR;
     }
-    if (r->map.plan.id != r->plan_id) {
+    if (map->plan.id != r->plan_id) {
         fprintf(stderr, "ringmqctl: plan %" PRIu64 " ended meanwhile (committed "
                         "or aborted by another ringmqctl)\n",
                 r->plan_id);
         return EXIT_ERROR;
     }
-    if (r->map.plan.state == CLUSTER_PLAN_PAUSED) {
+    if (map->plan.state == CLUSTER_PLAN_PAUSED) {
         printf("plan %" PRIu64 " is paused: `ringmqctl plan resume` goes on\n",
                r->plan_id);
         return EXIT_NEGATIVE;
@@ -318,7 +355,7 @@ static int run_plan(struct run *r)
         return 0;
     }
     r->plan_id = r->map.plan.id;
-    rv = plan_gone_or_paused(r);
+    rv = plan_gone_or_paused(r, &r->map);
     if (rv != 0) {
         return rv;
     }
@@ -331,18 +368,26 @@ static int run_plan(struct run *r)
     fflush(stdout);
     for (i = 0; i < n_moves; i++) {
         rv = ctl_move_run(r->mv, &moves[i].m);
+        if (rv == CTL_MOVE_STOPPED) {
+            /* looked up aside: the moves point into r->map */
+            struct cluster_map now;
+
+            cluster_map_init(&now);
+            rv = plan_gone_or_paused(r, &now);
+            cluster_map_clear(&now);
+            if (rv == 0) {
+                i--; /* running after all: that move again */
+                continue;
+            }
+        }
         if (rv != 0) {
             moves_free(moves, n_moves);
-            if (rv == CTL_MOVE_STOPPED) {
-                rv = plan_gone_or_paused(r);
-                return rv != 0 ? rv : EXIT_ERROR;
-            }
-            return EXIT_ERROR;
+            return rv;
         }
     }
     moves_free(moves, n_moves);
     /* the map is fetched again here: the moves' shards pointed into it */
-    rv = plan_gone_or_paused(r);
+    rv = plan_gone_or_paused(r, &r->map);
     if (rv != 0) {
         return rv;
     }
@@ -449,6 +494,7 @@ static int start_and_run(struct run *r, struct cluster_plan_shard *t,
                 res.why);
         return EXIT_ERROR;
     }
+    saw_epoch(r, res.epoch);
     printf("map: plan %s, epoch %" PRIu64 "\n",
            res.changed ? "started" : "runs already", res.epoch);
     fflush(stdout);
