@@ -99,26 +99,33 @@ static Ringmq__ClusterRouter **routers_to(const struct cluster_map *map,
     return out;
 }
 
+static Ringmq__ClusterRingEntry **entries_to(const struct cluster_ring_entry *e,
+                                              unsigned n,
+                                              struct map_pb_arena *a)
+{
+    Ringmq__ClusterRingEntry **t = arena_alloc(a, n * sizeof(*t));
+    Ringmq__ClusterRingEntry *ts = arena_alloc(a, n * sizeof(*ts));
+    unsigned i;
+
+    for (i = 0; i < n; i++) {
+        ringmq__cluster_ring_entry__init(&ts[i]);
+        ts[i].name = str(e[i].name);
+        ts[i].weight = e[i].weight;
+        t[i] = &ts[i];
+    }
+    return t;
+}
+
 static Ringmq__ClusterPlan *plan_to(const struct cluster_plan *p,
                                     struct map_pb_arena *a)
 {
     Ringmq__ClusterPlan *pb = arena_alloc(a, sizeof(*pb));
-    Ringmq__ClusterPlanShard **t =
-        arena_alloc(a, p->n_target * sizeof(*t));
-    Ringmq__ClusterPlanShard *ts = arena_alloc(a, p->n_target * sizeof(*ts));
-    unsigned i;
 
     ringmq__cluster_plan__init(pb);
     pb->id = p->id;
     pb->state = (uint32_t)p->state;
-    for (i = 0; i < p->n_target; i++) {
-        ringmq__cluster_plan_shard__init(&ts[i]);
-        ts[i].name = str(p->target[i].name);
-        ts[i].weight = p->target[i].weight;
-        t[i] = &ts[i];
-    }
     pb->n_target = p->n_target;
-    pb->target = t;
+    pb->target = entries_to(p->target, p->n_target, a);
     return pb;
 }
 
@@ -134,6 +141,8 @@ void map_pb_map_to(const struct cluster_map *map, Ringmq__ClusterMap *out,
     out->n_routers = map->n_routers;
     out->routers = routers_to(map, a);
     out->plan = plan_to(&map->plan, a);
+    out->n_queue_ring = map->n_queue_ring;
+    out->queue_ring = entries_to(map->queue_ring, map->n_queue_ring, a);
 }
 
 void map_pb_cmd_to(const struct map_sm_cmd *c, Ringmq__MapCommand *out,
@@ -196,6 +205,12 @@ void map_pb_delta_to(const struct map_delta *d, Ringmq__MapDelta *out,
     out->has_plan = d->has_plan;
     if (d->has_plan) {
         out->plan = plan_to(&d->part.plan, a);
+    }
+    out->has_queue_ring = d->has_queue_ring;
+    if (d->has_queue_ring) {
+        out->n_queue_ring = d->part.n_queue_ring;
+        out->queue_ring =
+            entries_to(d->part.queue_ring, d->part.n_queue_ring, a);
     }
     out->n_removed = d->n_removed;
     out->removed = arena_alloc(a, d->n_removed * sizeof(*out->removed));
@@ -307,33 +322,44 @@ static int parts_from(Ringmq__ClusterShard *const *shards, size_t n_shards,
     return routers_from(routers, n_routers, out);
 }
 
-static int plan_from(const Ringmq__ClusterPlan *pb, struct cluster_plan *out)
+static int entries_from(Ringmq__ClusterRingEntry *const *pb, size_t n,
+                        struct cluster_ring_entry **out, unsigned *n_out)
 {
     size_t i;
 
+    free(*out);
+    *out = NULL;
+    *n_out = 0;
+    if (n > CLUSTER_MAX_SHARDS) {
+        return -1;
+    }
+    *out = xcalloc(n ? n : 1, sizeof(**out));
+    for (i = 0; i < n; i++) {
+        if (pb[i] == NULL ||
+            copy_str((*out)[i].name, CLUSTER_NAME_MAX, pb[i]->name) != 0 ||
+            pb[i]->weight > CLUSTER_WEIGHT_MAX) {
+            return -1;
+        }
+        (*out)[i].weight = pb[i]->weight;
+    }
+    *n_out = (unsigned)n;
+    return 0;
+}
+
+static int plan_from(const Ringmq__ClusterPlan *pb, struct cluster_plan *out)
+{
     cluster_plan_clear(out);
     if (pb == NULL) {
         return 0;
     }
     if (pb->state >= CLUSTER_PLAN_STATE__COUNT ||
-        pb->n_target > CLUSTER_MAX_SHARDS) {
+        entries_from(pb->target, pb->n_target, &out->target,
+                     &out->n_target) != 0) {
+        cluster_plan_clear(out);
         return -1;
     }
     out->id = pb->id;
     out->state = (enum cluster_plan_state)pb->state;
-    out->target = pb->n_target ? xcalloc(pb->n_target, sizeof(*out->target))
-                               : NULL;
-    out->n_target = (unsigned)pb->n_target;
-    for (i = 0; i < pb->n_target; i++) {
-        if (pb->target[i] == NULL ||
-            copy_str(out->target[i].name, CLUSTER_NAME_MAX,
-                     pb->target[i]->name) != 0 ||
-            pb->target[i]->weight > CLUSTER_WEIGHT_MAX) {
-            cluster_plan_clear(out);
-            return -1;
-        }
-        out->target[i].weight = pb->target[i]->weight;
-    }
     return 0;
 }
 
@@ -343,7 +369,9 @@ int map_pb_map_from(const Ringmq__ClusterMap *pb, struct cluster_map *out)
     if (pb == NULL ||
         parts_from(pb->shards, pb->n_shards, pb->meta, pb->n_meta,
                    pb->routers, pb->n_routers, out) != 0 ||
-        plan_from(pb->plan, &out->plan) != 0) {
+        plan_from(pb->plan, &out->plan) != 0 ||
+        entries_from(pb->queue_ring, pb->n_queue_ring, &out->queue_ring,
+                     &out->n_queue_ring) != 0) {
         cluster_map_clear(out);
         return -1;
     }
@@ -431,6 +459,12 @@ int map_pb_delta_from(const Ringmq__MapDelta *pb, struct map_delta *out)
     out->has_routers = pb->has_routers;
     out->has_plan = pb->has_plan;
     if (pb->has_plan && plan_from(pb->plan, &out->part.plan) != 0) {
+        goto err;
+    }
+    out->has_queue_ring = pb->has_queue_ring;
+    if (pb->has_queue_ring &&
+        entries_from(pb->queue_ring, pb->n_queue_ring, &out->part.queue_ring,
+                     &out->part.n_queue_ring) != 0) {
         goto err;
     }
     out->part.epoch = pb->epoch;

@@ -241,6 +241,9 @@ int cluster_map_load(struct cluster_map *map, const char *path, char *err,
             goto out;
         }
     }
+    if (map->n_shards > 0) {
+        cluster_map_set_queue_ring(map);
+    }
     if ((map->n_shards > 0 &&
          cluster_map_default_meta(map, sub, sizeof(sub)) != 0) ||
         cluster_map_validate(map, sub, sizeof(sub)) != 0) {

@@ -7,10 +7,12 @@
  * router/leader's: an rreq is a leader_req (never retried when its outcome
  * is unknown: the edge decides) plus the call.
  *
- * The broker contract's shard index is a ring index of the current map:
- * cur[i] is the queue group of map.shards[i]. A newer map replaces cur and
- * the ring; queue groups, once made, live until close (calls in flight
- * point at them; a shard that comes back finds its group by name).
+ * The broker contract's shard index is a shard index of the current map:
+ * cur[i] is the queue group of map.shards[i]. A queue's shard comes from
+ * the map's queue ring (docs/resharding.md: queues do not move with the
+ * keys): ring node j is shard qshard[j]. A newer map replaces cur, the
+ * ring and qshard; queue groups, once made, live until close (calls in
+ * flight point at them; a shard that comes back finds its group by name).
  */
 #include "router/amqp_remote.h"
 
@@ -61,7 +63,8 @@ struct amqp_remote {
     uv_loop_t *loop;
     struct cluster_map map;        /* our own copy: the current map */
     struct amqp_remote_config cfg; /* .map = &map */
-    struct ring *ring;             /* of map; node i = map.shards[i] */
+    struct ring *ring;             /* of map.queue_ring */
+    unsigned *qshard;              /* ring node -> map shard index */
     struct leader_engine *engine;
     struct rgrp **all; /* every queue group made, freed at close */
     unsigned n_all, cap_all;
@@ -246,7 +249,7 @@ static unsigned op_shard_of(void *self, const char *vhost, size_t vhost_len,
     size_t len = ring_queue_key(vhost, vhost_len, queue, queue_len, key,
                                 sizeof(key));
 
-    return ring_lookup(r->ring, key, len);
+    return r->qshard[ring_lookup(r->ring, key, len)];
 }
 
 static void op_submit(void *self, struct amqp_broker_call *call)
@@ -521,6 +524,7 @@ static int apply_map(struct amqp_remote *r, const struct cluster_map *map,
 {
     struct rgrp **cur = NULL;
     struct ring *ring = NULL;
+    unsigned *qshard = NULL;
     unsigned n_all = r->n_all; /* those made here are not searched */
     unsigned i, from = 0;
 
@@ -533,9 +537,19 @@ static int apply_map(struct amqp_remote *r, const struct cluster_map *map,
         snprintf(errmsg, errlen, "the cluster map has no meta members");
         return -1;
     }
-    ring = cluster_map_ring(map, errmsg, errlen);
+    ring = cluster_map_queue_ring(map, errmsg, errlen);
     if (ring == NULL) {
         return -1;
+    }
+    qshard = xcalloc(map->n_queue_ring, sizeof(*qshard));
+    for (i = 0; i < map->n_queue_ring; i++) {
+        int s = cluster_map_find(map, map->queue_ring[i].name);
+        if (s < 0) {
+            snprintf(errmsg, errlen, "queue ring shard %s is not in the map",
+                     map->queue_ring[i].name);
+            goto err;
+        }
+        qshard[i] = (unsigned)s;
     }
     cur = xcalloc(map->n_shards, sizeof(*cur));
     for (i = 0; i < map->n_shards; i++) {
@@ -573,12 +587,15 @@ static int apply_map(struct amqp_remote *r, const struct cluster_map *map,
     r->cur = cur;
     ring_free(r->ring);
     r->ring = ring;
+    free(r->qshard);
+    r->qshard = qshard;
     cluster_map_copy(&r->map, map);
     leader_engine_set_epoch(r->engine, map->epoch);
     return 0;
 
 err:
     free(cur);
+    free(qshard);
     ring_free(ring);
     return -1;
 }
@@ -668,6 +685,7 @@ static void maybe_free(struct amqp_remote *r)
         return;
     }
     ring_free(r->ring);
+    free(r->qshard);
     meta_sm_free(r->view);
     for (i = 0; i < r->n_all; i++) {
         free(r->all[i]);

@@ -29,7 +29,7 @@ void cluster_plan_clear(struct cluster_plan *p)
 
 void cluster_plan_copy(struct cluster_plan *dst, const struct cluster_plan *src)
 {
-    struct cluster_plan_shard *t = NULL;
+    struct cluster_ring_entry *t = NULL;
 
     if (src->n_target > 0) {
         t = xmemdup(src->target, src->n_target * sizeof(*t));
@@ -42,8 +42,23 @@ void cluster_plan_copy(struct cluster_plan *dst, const struct cluster_plan *src)
 void cluster_map_clear(struct cluster_map *map)
 {
     free(map->shards);
+    free(map->queue_ring);
     cluster_plan_clear(&map->plan);
     cluster_map_init(map);
+}
+
+void cluster_map_set_queue_ring(struct cluster_map *map)
+{
+    unsigned n = cluster_map_ring_size(map), i;
+
+    free(map->queue_ring);
+    map->queue_ring = xcalloc(n ? n : 1, sizeof(*map->queue_ring));
+    for (i = 0; i < n; i++) {
+        snprintf(map->queue_ring[i].name, CLUSTER_NAME_MAX, "%s",
+                 map->shards[i].name);
+        map->queue_ring[i].weight = map->shards[i].weight;
+    }
+    map->n_queue_ring = n;
 }
 
 void cluster_map_copy(struct cluster_map *dst, const struct cluster_map *src)
@@ -57,11 +72,17 @@ void cluster_map_copy(struct cluster_map *dst, const struct cluster_map *src)
     }
     cluster_plan_copy(&plan, &src->plan);
     free(dst->shards);
+    free(dst->queue_ring);
     cluster_plan_clear(&dst->plan);
     *dst = *src;
     dst->shards = shards;
     dst->cap_shards = src->n_shards;
     dst->plan = plan;
+    dst->queue_ring =
+        src->n_queue_ring
+            ? xmemdup(src->queue_ring,
+                      src->n_queue_ring * sizeof(*src->queue_ring))
+            : NULL;
 }
 
 struct cluster_shard *cluster_map_append(struct cluster_map *map)
@@ -234,6 +255,17 @@ static int plan_ok(const struct cluster_map *map, char *err, size_t errlen)
         FAIL("plan: the target names shards the map does not have (or not "
              "in map order)");
     }
+    for (s = 0; s < map->n_queue_ring; s++) {
+        for (t = 0; t < p->n_target &&
+                    strcmp(p->target[t].name, map->queue_ring[s].name) != 0;
+             t++) {
+        }
+        if (t == p->n_target) {
+            FAIL("plan: shard %s holds queues and cannot leave the ring "
+                 "(move its queues first)",
+                 map->queue_ring[s].name);
+        }
+    }
     return 0;
 }
 
@@ -285,6 +317,17 @@ int cluster_map_validate(const struct cluster_map *map, char *err,
     }
     if (plan_ok(map, err, errlen) != 0) {
         return -1;
+    }
+    for (a = 0; a < map->n_queue_ring; a++) {
+        if (cluster_map_find(map, map->queue_ring[a].name) < 0) {
+            FAIL("shard %s holds queues (it is on the queue ring) and "
+                 "cannot leave the map",
+                 map->queue_ring[a].name);
+        }
+        if (map->queue_ring[a].weight == 0 ||
+            map->queue_ring[a].weight > CLUSTER_WEIGHT_MAX) {
+            FAIL("queue ring: bad weight");
+        }
     }
     if (members_ok("meta", map->meta, map->n_meta, err, errlen) != 0) {
         return -1;
@@ -420,6 +463,23 @@ struct ring *cluster_map_ring(const struct cluster_map *map, char *err,
         nodes[i].weight = map->shards[i].weight;
     }
     r = ring_new(nodes, n, err, errlen);
+    free(nodes);
+    return r;
+}
+
+struct ring *cluster_map_queue_ring(const struct cluster_map *map, char *err,
+                                    size_t errlen)
+{
+    struct ring_node *nodes =
+        xmalloc((map->n_queue_ring ? map->n_queue_ring : 1) * sizeof(*nodes));
+    struct ring *r;
+    unsigned i;
+
+    for (i = 0; i < map->n_queue_ring; i++) {
+        nodes[i].name = map->queue_ring[i].name;
+        nodes[i].weight = map->queue_ring[i].weight;
+    }
+    r = ring_new(nodes, map->n_queue_ring, err, errlen);
     free(nodes);
     return r;
 }

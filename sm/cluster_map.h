@@ -81,7 +81,8 @@ enum cluster_plan_state {
     CLUSTER_PLAN_STATE__COUNT
 };
 
-struct cluster_plan_shard {
+/* A shard on a ring, with its weight. */
+struct cluster_ring_entry {
     char name[CLUSTER_NAME_MAX];
     unsigned weight;
 };
@@ -89,7 +90,7 @@ struct cluster_plan_shard {
 struct cluster_plan {
     uint64_t id; /* the map epoch it started at; 0 = no plan */
     enum cluster_plan_state state;
-    struct cluster_plan_shard *target;
+    struct cluster_ring_entry *target;
     unsigned n_target;
 };
 
@@ -104,6 +105,12 @@ struct cluster_map {
     struct cluster_router routers[CLUSTER_MAX_ROUTERS];
     unsigned n_routers;
     struct cluster_plan plan;
+    /* Where queues live (docs/resharding.md, "Queues are placed once"):
+     * the ring of the cluster's first map, kept when shards are added or
+     * reweighted, so no queue moves with the keys. A shard on it cannot
+     * leave the map. */
+    struct cluster_ring_entry *queue_ring;
+    unsigned n_queue_ring;
 };
 
 /* An empty map (no shards, epoch 0). */
@@ -118,6 +125,11 @@ void cluster_map_copy(struct cluster_map *dst, const struct cluster_map *src);
 struct cluster_shard *cluster_map_append(struct cluster_map *map);
 /* Remove shard @i, keeping the order of the others. */
 void cluster_map_remove(struct cluster_map *map, unsigned i);
+/* The map's ring shards as a queue ring (@map->queue_ring replaced). */
+void cluster_map_set_queue_ring(struct cluster_map *map);
+/* The ketama ring of @map's queue ring (ring node i = queue_ring[i]). */
+struct ring *cluster_map_queue_ring(const struct cluster_map *map, char *err,
+                                    size_t errlen);
 /* @dst := @src (an independent copy); @dst's old target is freed. */
 void cluster_plan_copy(struct cluster_plan *dst, const struct cluster_plan *src);
 void cluster_plan_clear(struct cluster_plan *p);

@@ -31,6 +31,7 @@ struct map_sm {
     uint64_t meta_changed_at;
     uint64_t routers_changed_at;
     uint64_t plan_changed_at;
+    uint64_t queue_ring_changed_at;
     /* ring buffer would do; a shifted array keeps the snapshot simple */
     struct tombstone tomb[MAP_SM_TOMBSTONES];
     unsigned n_tomb;
@@ -247,6 +248,9 @@ static void apply_init(struct map_sm *sm, const struct map_sm_cmd *cmd,
         return;
     }
     cluster_map_copy(&sm->map, cmd->map);
+    if (sm->map.n_queue_ring == 0) {
+        cluster_map_set_queue_ring(&sm->map); /* queues stay where they are */
+    }
     free(sm->ep);
     sm->ep = xcalloc(sm->map.n_shards ? sm->map.n_shards : 1,
                      sizeof(*sm->ep));
@@ -257,6 +261,7 @@ static void apply_init(struct map_sm *sm, const struct map_sm_cmd *cmd,
     sm->meta_changed_at = sm->map.epoch;
     sm->routers_changed_at = sm->map.epoch;
     sm->plan_changed_at = sm->map.epoch;
+    sm->queue_ring_changed_at = sm->map.epoch;
     res->changed = true;
 }
 
@@ -506,6 +511,7 @@ void map_sm_delta(const struct map_sm *sm, uint64_t known,
         d->has_meta = true;
         d->has_routers = true;
         d->has_plan = true;
+        d->has_queue_ring = true;
         return;
     }
     d->from = known;
@@ -523,6 +529,14 @@ void map_sm_delta(const struct map_sm *sm, uint64_t known,
     if (sm->plan_changed_at > known) {
         d->has_plan = true;
         cluster_plan_copy(&d->part.plan, &map->plan);
+    }
+    if (sm->queue_ring_changed_at > known) {
+        d->has_queue_ring = true;
+        d->part.queue_ring = xmemdup(map->queue_ring,
+                                     (map->n_queue_ring ? map->n_queue_ring
+                                                        : 1) *
+                                         sizeof(*map->queue_ring));
+        d->part.n_queue_ring = map->n_queue_ring;
     }
     if (sm->routers_changed_at > known) {
         d->has_routers = true;
@@ -586,6 +600,15 @@ int map_delta_apply(struct cluster_map *view, const struct map_delta *d)
     if (d->has_plan) {
         cluster_plan_copy(&view->plan, &d->part.plan);
     }
+    if (d->has_queue_ring) {
+        free(view->queue_ring);
+        view->queue_ring =
+            xmemdup(d->part.queue_ring, (d->part.n_queue_ring
+                                             ? d->part.n_queue_ring
+                                             : 1) *
+                                            sizeof(*view->queue_ring));
+        view->n_queue_ring = d->part.n_queue_ring;
+    }
     view->epoch = d->epoch;
     return 0;
 }
@@ -634,6 +657,10 @@ static size_t snapshot_size(const struct map_sm *sm)
     len += 4;
     for (i = 0; i < sm->n_tomb; i++) {
         len += 4 + strlen(sm->tomb[i].name) + 8;
+    }
+    len += 8 + 4;
+    for (i = 0; i < map->n_queue_ring; i++) {
+        len += 4 + strlen(map->queue_ring[i].name) + 4;
     }
     len += 8 + 1 + 4;
     for (i = 0; i < map->plan.n_target; i++) {
@@ -698,6 +725,12 @@ int map_sm_snapshot(const struct map_sm *sm, void *(*alloc)(size_t),
     for (i = 0; i < sm->n_tomb; i++) {
         p = put_str(p, sm->tomb[i].name);
         p = le_put_u64(p, sm->tomb[i].epoch);
+    }
+    p = le_put_u64(p, sm->queue_ring_changed_at);
+    p = le_put_u32(p, map->n_queue_ring);
+    for (i = 0; i < map->n_queue_ring; i++) {
+        p = put_str(p, map->queue_ring[i].name);
+        p = le_put_u32(p, map->queue_ring[i].weight);
     }
     p = le_put_u64(p, map->plan.id);
     *p++ = (unsigned char)map->plan.state;
@@ -803,6 +836,19 @@ int map_sm_restore(struct map_sm *sm, const void *buf, size_t len)
         }
     }
     next->n_tomb = n;
+    if (!le_get_u64(&r, &next->queue_ring_changed_at) ||
+        !le_get_u32(&r, &n) || n > CLUSTER_MAX_SHARDS || n > r.left / 9) {
+        goto err;
+    }
+    next->map.queue_ring =
+        xcalloc(n ? n : 1, sizeof(*next->map.queue_ring));
+    next->map.n_queue_ring = n;
+    for (i = 0; i < n; i++) {
+        if (!get_str(&r, next->map.queue_ring[i].name, CLUSTER_NAME_MAX) ||
+            !le_get_u32(&r, &next->map.queue_ring[i].weight)) {
+            goto err;
+        }
+    }
     {
         uint8_t state;
         struct cluster_plan *pl = &next->map.plan;

@@ -112,6 +112,7 @@ struct map_delta {
     bool has_meta;
     bool has_routers;
     bool has_plan; /* part.plan is the plan now */
+    bool has_queue_ring; /* part.queue_ring is the queue ring now */
     char (*removed)[CLUSTER_NAME_MAX];
     unsigned n_removed;
 };

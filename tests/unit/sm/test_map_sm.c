@@ -37,6 +37,11 @@ static void two_shards(struct cluster_map *map)
         sh->n_members = 3;
     }
     assert_int_equal(cluster_map_default_meta(map, NULL, 0), 0);
+    /* queues on s2 only, so that tests may remove s1 */
+    map->queue_ring = calloc(1, sizeof(*map->queue_ring));
+    snprintf(map->queue_ring[0].name, CLUSTER_NAME_MAX, "s2");
+    map->queue_ring[0].weight = 1;
+    map->n_queue_ring = 1;
 }
 
 static struct map_sm *booted(void)
@@ -71,6 +76,11 @@ static void assert_maps_equal(const struct cluster_map *a,
     assert_memory_equal(a->meta, b->meta, sizeof(a->meta));
     assert_int_equal(a->n_routers, b->n_routers);
     assert_memory_equal(a->routers, b->routers, sizeof(a->routers));
+    assert_int_equal(a->n_queue_ring, b->n_queue_ring);
+    if (a->n_queue_ring > 0) {
+        assert_memory_equal(a->queue_ring, b->queue_ring,
+                            a->n_queue_ring * sizeof(*a->queue_ring));
+    }
     assert_int_equal(a->plan.id, b->plan.id);
     assert_int_equal(a->plan.state, b->plan.state);
     assert_int_equal(a->plan.n_target, b->plan.n_target);
@@ -246,6 +256,11 @@ static void test_shards(void **state)
     assert_int_equal(res.code, MAP_SM_OK);
     assert_int_equal(map_sm_epoch(sm), 8);
 
+    /* s2 holds queues: it cannot leave */
+    c = (struct map_sm_cmd){.type = MAP_SM_SHARD_REMOVE, .group = "s2"};
+    map_sm_apply(sm, &c, &res);
+    assert_int_equal(res.code, MAP_SM_INVALID);
+    assert_non_null(strstr(res.why, "queues"));
     c = (struct map_sm_cmd){.type = MAP_SM_SHARD_REMOVE, .group = "s1"};
     map_sm_apply(sm, &c, &res);
     assert_int_equal(res.code, MAP_SM_OK);
@@ -254,9 +269,10 @@ static void test_shards(void **state)
     map_sm_apply(sm, &c, &res); /* gone already */
     assert_int_equal(res.code, MAP_SM_OK);
     assert_false(res.changed);
-    c.group = "s2";
-    map_sm_apply(sm, &c, &res);
     c.group = "s3";
+    map_sm_apply(sm, &c, &res);
+    assert_int_equal(res.code, MAP_SM_OK);
+    c.group = "s2"; /* the last one */
     map_sm_apply(sm, &c, &res);
     assert_int_equal(res.code, MAP_SM_INVALID);
     assert_int_equal(map_sm_map(sm)->n_shards, 1);
@@ -270,8 +286,8 @@ static void test_plans(void **state)
 {
     struct map_sm *sm = booted();
     struct cluster_shard s3;
-    struct cluster_plan_shard t3[3] = {{"s1", 1}, {"s2", 2}, {"s3", 1}};
-    struct cluster_plan_shard t2[2] = {{"s2", 2}, {"s3", 3}};
+    struct cluster_ring_entry t3[3] = {{"s1", 1}, {"s2", 2}, {"s3", 1}};
+    struct cluster_ring_entry t2[2] = {{"s2", 2}, {"s3", 3}};
     struct cluster_plan plan = {.target = t3, .n_target = 3};
     struct map_sm_cmd c;
     struct map_sm_result res;
