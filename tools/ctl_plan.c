@@ -284,7 +284,7 @@ out:
 
 /* Whether @map's ring is exactly @t (every shard serving, same weights). */
 static bool ring_is(const struct cluster_map *map,
-                    const struct cluster_plan_shard *t, unsigned n)
+                    const struct cluster_ring_entry *t, unsigned n)
 {
     unsigned i;
 
@@ -368,17 +368,21 @@ static int run_plan(struct run *r)
     fflush(stdout);
     for (i = 0; i < n_moves; i++) {
         rv = ctl_move_run(r->mv, &moves[i].m);
-        if (rv == CTL_MOVE_STOPPED) {
-            /* looked up aside: the moves point into r->map */
+        if (rv != 0) {
+            /* stopped, or failed because another ringmqctl paused or
+             * aborted the plan meanwhile (its messages say which);
+             * looked up aside: the moves point into r->map */
             struct cluster_map now;
+            int why;
 
             cluster_map_init(&now);
-            rv = plan_gone_or_paused(r, &now);
+            why = plan_gone_or_paused(r, &now);
             cluster_map_clear(&now);
-            if (rv == 0) {
+            if (why == 0 && rv == CTL_MOVE_STOPPED) {
                 i--; /* running after all: that move again */
                 continue;
             }
+            rv = why != 0 ? why : rv;
         }
         if (rv != 0) {
             moves_free(moves, n_moves);
@@ -428,12 +432,12 @@ static int run_plan(struct run *r)
 
 /* The target: every shard of @map in map order with its weight, @name
  * with @weight instead (0: @name leaves). */
-static struct cluster_plan_shard *target_of(const struct cluster_map *map,
+static struct cluster_ring_entry *target_of(const struct cluster_map *map,
                                             const char *name, unsigned weight,
                                             unsigned *n)
 {
     /* calloc'ed: the meta group compares targets byte by byte */
-    struct cluster_plan_shard *t =
+    struct cluster_ring_entry *t =
         xcalloc(map->n_shards ? map->n_shards : 1, sizeof(*t));
     unsigned i;
 
@@ -452,7 +456,7 @@ static struct cluster_plan_shard *target_of(const struct cluster_map *map,
 }
 
 /* Start a plan to @t (or find it started) and run it. */
-static int start_and_run(struct run *r, struct cluster_plan_shard *t,
+static int start_and_run(struct run *r, struct cluster_ring_entry *t,
                          unsigned n)
 {
     struct cluster_plan p = {0};
@@ -563,7 +567,7 @@ static int shard_add(struct run *r, const char *name)
     unsigned weight = o->weight ? o->weight : 1;
     struct cluster_shard want;
     const struct cluster_shard *s;
-    struct cluster_plan_shard *t;
+    struct cluster_ring_entry *t;
     unsigned n;
     int rv;
 
@@ -649,7 +653,7 @@ static bool hosts_meta(const struct cluster_map *map,
 static int shard_remove(struct run *r, const char *name)
 {
     const struct cluster_shard *s = cluster_map_shard(&r->map, name);
-    struct cluster_plan_shard *t;
+    struct cluster_ring_entry *t;
     unsigned n;
     int rv;
 
@@ -662,6 +666,15 @@ static int shard_remove(struct run *r, const char *name)
                         "(the cluster map itself): it cannot be removed\n",
                 name);
         return EXIT_USAGE;
+    }
+    for (n = 0; n < r->map.n_queue_ring; n++) {
+        if (strcmp(r->map.queue_ring[n].name, name) == 0) {
+            fprintf(stderr, "ringmqctl: shard %s holds queues (it is on the "
+                            "queue ring of the first map): it cannot leave "
+                            "until its queues can move\n",
+                    name);
+            return EXIT_USAGE;
+        }
     }
     if (s->state == CLUSTER_SHARD_JOINING) {
         fprintf(stderr, "ringmqctl: shard %s is joining: finish adding it "
@@ -706,7 +719,7 @@ static int shard_remove(struct run *r, const char *name)
 static int shard_weight(struct run *r, const char *name, const char *w)
 {
     const struct cluster_shard *s = cluster_map_shard(&r->map, name);
-    struct cluster_plan_shard *t;
+    struct cluster_ring_entry *t;
     uint64_t weight;
     unsigned n;
     int rv;

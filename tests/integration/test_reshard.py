@@ -9,8 +9,9 @@ memcached load through both routers all along:
 2. `ringmqctl shard weight s2 1` started slowly (--rate), killed with -9
    in the middle of a move, `plan status` shows the plan, and the same
    command run again resumes and finishes it.
-3. `local-cluster remove-shard s2` (s1 hosts the meta group, which
-   `shard remove s1` refuses): s2's keys go to s1 and s3, its nodes stop.
+3. `local-cluster remove-shard s3`: its keys go back to s1 and s2, its
+   nodes stop. (s1 and s2 cannot leave: s1 hosts the meta group, and both
+   hold the queues of the first map; test_refusals checks both refusals.)
 
 Then every acknowledged write reads back its last acknowledged value through
 both routers, deleted keys stay deleted, writes whose outcome the client
@@ -286,9 +287,9 @@ def test_add_reweight_remove_under_load():
 
     # 3. a shard leaves
     phases.append(("remove-shard", time.time()))
-    out, secs = cl.script("remove-shard", cl.dir, "s2")
-    print("  remove-shard s2 in %.1fs:\n    %s" % (secs, out.strip().replace("\n", "\n    ")))
-    rt.check("s2" not in cl.live_map(), "s2 left the map")
+    out, secs = cl.script("remove-shard", cl.dir, "s3")
+    print("  remove-shard s3 in %.1fs:\n    %s" % (secs, out.strip().replace("\n", "\n    ")))
+    rt.check("s3" not in cl.live_map(), "s3 left the map")
     phases.append(("after", time.time()))
     time.sleep(1)
     for ld in loads:
@@ -353,6 +354,10 @@ def test_refusals():
                          capture_output=True, text=True, timeout=60)
     rt.check(out.returncode == 64 and "meta" in out.stderr,
              "removing the meta shard is refused: %r" % out.stderr)
+    out = subprocess.run([rt.CTL, "--cluster", cl.map, "shard", "remove", "s2"],
+                         capture_output=True, text=True, timeout=60)
+    rt.check(out.returncode == 64 and "queues" in out.stderr,
+             "removing a shard holding queues is refused: %r" % out.stderr)
     out = subprocess.run([rt.CTL, "--cluster", cl.map, "shard", "add", "s9"],
                          capture_output=True, text=True, timeout=60)
     rt.check(out.returncode == 64 and "--members" in out.stderr,
