@@ -780,3 +780,14 @@ const char *node_config_member_rpc(const struct node_config *c, unsigned g,
     }
     return NULL;
 }
+
+void node_config_release(struct node_config *c)
+{
+    struct cluster_map *map = (struct cluster_map *)c->cluster;
+
+    if (map != NULL) {
+        cluster_map_clear(map);
+        free(map);
+        c->cluster = NULL;
+    }
+}

@@ -80,6 +80,9 @@ int node_config_load(struct node_config *c, const char *path, char *err,
 int node_config_parse_args(struct node_config *c, int argc, char **argv,
                            char *err, size_t errlen);
 
+/* Free what node_config_finish loaded (the cluster map). */
+void node_config_release(struct node_config *c);
+
 /* Fill derived values (the standalone group) and check consistency. */
 int node_config_finish(struct node_config *c, char *err, size_t errlen);
 

@@ -173,14 +173,14 @@ static void test_join_members(void **state)
     assert_int_equal(rc.members[2].id, 3);
     /* hints name every member of the map, the joining one too */
     assert_string_equal(node_config_member_rpc(&c, 0, 4), "n4.example:7104");
-    free((void *)c.cluster);
+    node_config_release(&c);
 
     map_node_group(&c, map, "4", &rc);
     assert_true(rc.join);
     assert_int_equal(rc.id, 4);
     assert_int_equal(rc.n_members, 4);
     assert_string_equal(rc.members[2].raft_address, "n4.example:7240");
-    free((void *)c.cluster);
+    node_config_release(&c);
     unlink(map);
 }
 

@@ -278,6 +278,15 @@ static void close_all(struct env *e)
     assert_true(run_until(e, all_closed, NULL, WAIT_MS));
 }
 
+static bool snapshot_written(struct env *e, void *arg)
+{
+    struct rgroup_status st;
+
+    (void)e;
+    rgroup_status(arg, &st);
+    return st.snapshot_index > 0;
+}
+
 static bool is_ready(struct env *e, void *arg)
 {
     struct node *n = arg;
@@ -437,6 +446,10 @@ static void test_single_member(void **state)
         submit_and_wait(e, e->n[0].g, 10, (uint32_t)(1001 + i * 10));
     }
     assert_counts_up(&e->n[0].sm, 1300);
+    /* raft takes the state machine's snapshot first (snapshots_taken) and
+     * knows its index once the file is written, a moment later: slow under
+     * a sanitizer on a loaded machine, so wait for it */
+    assert_true(run_until(e, snapshot_written, e->n[0].g, WAIT_MS));
     rgroup_status(e->n[0].g, &st);
     assert_true(st.snapshots_taken >= 1);
     assert_true(st.snapshot_index > 0);
