@@ -7,7 +7,7 @@
  * call this module (and ctl_map); this module calls none of them.
  *
  *   ringmqctl.c ──> ctl_status, ctl_cache, ctl_load, ctl_cluster, ctl_member,
- *                   ctl_shard
+ *                   ctl_shard, ctl_plan (──> ctl_live, ctl_move)
  *        │                           │ (each of them)
  *        └──────> ctl, ctl_map <─────┘
  *
@@ -61,6 +61,9 @@ struct opts {
     int64_t exptime;
     uint64_t cas;
     bool verbose;
+    unsigned weight;     /* shard add --weight (0: not given) */
+    const char *members; /* shard add --members ID@RAFT@RPC,... */
+    uint64_t rate;       /* plans: bytes per second imported */
     const char *args[MAX_ARGS];
     int n_args;
 };

@@ -13,7 +13,8 @@
  * command table in main(). Each command group is a module of its own that
  * this file calls and that never calls back: ctl_status (status, digest),
  * ctl_cache (single cache ops), ctl_load (load, verify), ctl_cluster (owner,
- * cluster), ctl_member (member). They and this file share ctl (connection,
+ * cluster), ctl_member (member), ctl_shard (shard set), ctl_plan (shard
+ * add|remove|weight, plan). They and this file share ctl (connection,
  * RPC calls, exit codes) and ctl_map (the --cluster map).
  */
 #include <stdbool.h>
@@ -33,6 +34,7 @@
 #include "tools/ctl_load.h"
 #include "tools/ctl_map.h"
 #include "tools/ctl_member.h"
+#include "tools/ctl_plan.h"
 #include "tools/ctl_shard.h"
 #include "tools/ctl_status.h"
 
@@ -59,6 +61,11 @@ static void usage(FILE *f)
         "  --flags N          client flags for set/add/replace/cas\n"
         "  --exptime N        expiry for set/add/replace/cas (memcached "
         "rules)\n"
+        "  --weight W         shard add: the new shard's weight (default 1)\n"
+        "  --members LIST     shard add: ID@RAFT@RPC[,ID@RAFT@RPC...]\n"
+        "  --rate BYTES       shard add|remove|weight, plan resume: bytes per\n"
+        "                     second copied between shards (64m, 1g; 0 = no\n"
+        "                     limit; default 32m)\n"
         "  -v, --verbose      log RPC details to stderr\n"
         "  -h, --help         this text\n"
         "\n"
@@ -111,6 +118,26 @@ static void usage(FILE *f)
         "                     (--cluster) change SHARD's settings in its log\n"
         "                     (SIZE: 1048576, 64k, 512m, 1g); asks the\n"
         "                     leader until done or --seconds S (300)\n"
+        "  shard add NAME [--weight W] --members ID@RAFT@RPC[,...]\n"
+        "                     (--cluster) add shard NAME (joining) to the\n"
+        "                     cluster map, wait for its nodes' leader, and\n"
+        "                     move its share of the keys to it; returns when\n"
+        "                     the new ring is in effect (run it again after\n"
+        "                     an interruption: it resumes)\n"
+        "  shard remove NAME  (--cluster) move every key of NAME to the other\n"
+        "                     shards, then drop it from the map\n"
+        "  shard weight NAME W\n"
+        "                     (--cluster) reweight NAME, moving the keys that\n"
+        "                     change owner\n"
+        "                     shard add|remove|weight pace key copies with\n"
+        "                     --rate BYTES_PER_S (default 32 MiB/s)\n"
+        "  plan status        (--cluster) the plan that runs: target ring,\n"
+        "                     each move's state at both shards\n"
+        "  plan pause | plan resume\n"
+        "                     (--cluster) pause the plan (a running shard\n"
+        "                     command stops, exit 1), or resume and run it\n"
+        "  plan abort         (--cluster) abort the moves not handed off and\n"
+        "                     drop the plan; handed-off moves stay\n"
         "  verify --acked FILE [--concurrency C] [--seconds S]\n"
         "                     read back every key of FILE and check its\n"
         "                     value; prints MISSING/WRONG lines and a summary\n"
@@ -136,6 +163,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
     o->value_size = 32;
     o->concurrency = 16;
     o->seconds = 300;
+    o->rate = CTL_PLAN_RATE_DEFAULT;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -223,6 +251,18 @@ static int parse_args(int argc, char **argv, struct opts *o)
             o->concurrency = (unsigned)u;
         } else if (strcmp(a, "--acked") == 0) {
             o->acked = v;
+        } else if (strcmp(a, "--weight") == 0) {
+            if (parse_num_u64(v, &u) != 0 || u == 0 ||
+                u > CLUSTER_WEIGHT_MAX) {
+                goto bad_value;
+            }
+            o->weight = (unsigned)u;
+        } else if (strcmp(a, "--members") == 0) {
+            o->members = v;
+        } else if (strcmp(a, "--rate") == 0) {
+            if (parse_num_size(v, &o->rate) != 0) {
+                goto bad_value;
+            }
         } else if (strcmp(a, "--seconds") == 0) {
             if (parse_num_u64(v, &u) != 0 || u > 86400) {
                 goto bad_value;
@@ -320,7 +360,7 @@ int main(int argc, char **argv)
         }
     } else if (strcmp(cmd, "owner") == 0 || strcmp(cmd, "cluster") == 0 ||
                strcmp(cmd, "member") == 0 || strcmp(cmd, "shard") == 0 ||
-               strcmp(cmd, "map") == 0) {
+               strcmp(cmd, "map") == 0 || strcmp(cmd, "plan") == 0) {
         fprintf(stderr, "ringmqctl: %s needs --cluster FILE\n", cmd);
         free(o.node_list);
         return EXIT_USAGE;
@@ -334,7 +374,8 @@ int main(int argc, char **argv)
     if (map != NULL && strcmp(cmd, "status") != 0 &&
         strcmp(cmd, "digest") != 0 && strcmp(cmd, "cluster") != 0 &&
         strcmp(cmd, "member") != 0 && strcmp(cmd, "shard") != 0 &&
-        strcmp(cmd, "map") != 0 && strcmp(cmd, "load") != 0 &&
+        strcmp(cmd, "map") != 0 && strcmp(cmd, "plan") != 0 &&
+        strcmp(cmd, "load") != 0 &&
         strcmp(cmd, "verify") != 0) {
         route_by_map(map, &o);
     }
@@ -352,8 +393,15 @@ int main(int argc, char **argv)
         rv = o.n_args == 1 ? cmd_map(&ctl, &map->map) : EXIT_USAGE;
     } else if (strcmp(cmd, "member") == 0) {
         rv = cmd_member(&ctl, map);
+    } else if (strcmp(cmd, "shard") == 0 && o.n_args > 1 &&
+               (strcmp(o.args[1], "add") == 0 ||
+                strcmp(o.args[1], "remove") == 0 ||
+                strcmp(o.args[1], "weight") == 0)) {
+        rv = cmd_shard_plan(&ctl, map);
     } else if (strcmp(cmd, "shard") == 0) {
         rv = cmd_shard(&ctl, map);
+    } else if (strcmp(cmd, "plan") == 0) {
+        rv = cmd_plan(&ctl, map);
     } else if (strcmp(cmd, "status") == 0) {
         rv = cmd_status(&ctl, false);
     } else if (strcmp(cmd, "digest") == 0) {

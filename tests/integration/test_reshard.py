@@ -1,0 +1,372 @@
+#!/usr/bin/python3
+"""Resharding while serving (docs/cluster.md, "Adding, removing and
+reweighting shards"), on a local cluster (scripts/local-cluster: shards s1
+weight 1 and s2 weight 2 of 3 nodes each, 2 routers), with a verifying
+memcached load through both routers all along:
+
+1. `local-cluster add-shard s3 1`: three new nodes, `ringmqctl shard add`;
+   s3 then holds its share of the keys (1/4, within 20%).
+2. `ringmqctl shard weight s2 1` started slowly (--rate), killed with -9
+   in the middle of a move, `plan status` shows the plan, and the same
+   command run again resumes and finishes it.
+3. `local-cluster remove-shard s3`: its keys go back to s1 and s2, its
+   nodes stop. (s1 and s2 cannot leave: s1 hosts the meta group, and both
+   hold the queues of the first map; test_refusals checks both refusals.)
+
+Then every acknowledged write reads back its last acknowledged value through
+both routers, deleted keys stay deleted, writes whose outcome the client
+did not learn read back as the old or the new value, and every replica of
+every shard holds exactly the keys the final ring gives it (no leftovers on
+the old owners). Client errors are counted and reported.
+"""
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+
+from pymemcache.client.base import Client
+
+import ringmq_test as rt
+
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SCRIPT = os.path.join(TOP, "scripts", "local-cluster")
+STATIC = 10000      # keys written once before the moves, never changed
+THREADS = 4         # load threads, two per router, each with its own keys
+KEYS_PER_THREAD = 2500
+VALUE = 100         # bytes
+
+
+class Cluster:
+    def __init__(self):
+        self.dir = rt.tmpdir("ringmq-reshard-")
+        while True:  # every port of nodes 1-9 and both routers free
+            self.off = random.randrange(1000, 14000, 10)
+            ports = ([7100 + i for i in range(1, 10)] +
+                     [7200 + 10 * i + k for i in range(1, 10) for k in range(3)] +
+                     [9200 + i for i in range(1, 10)] +
+                     [11211, 11212, 5672, 5673, 9101, 9102])
+            if all(rt.port_free(p + self.off) for p in ports):
+                break
+        self.env = dict(os.environ, RINGMQ_PORT_OFFSET=str(self.off),
+                        RINGMQ_BUILD_DIR=rt.BUILD)
+        self.map = os.path.join(self.dir, "cluster.yaml")
+
+    def script(self, *args, timeout=120):
+        t0 = time.time()
+        out = subprocess.run([SCRIPT] + list(args), env=self.env,
+                             capture_output=True, text=True, timeout=timeout)
+        if out.returncode != 0:
+            raise AssertionError("local-cluster %s: %s %s" %
+                                 (args, out.stdout, out.stderr))
+        return out.stdout, time.time() - t0
+
+    def up(self):
+        self.script("up", self.dir)
+        rt._cleanup_hooks.append(self.down)
+        return self
+
+    def down(self):
+        subprocess.run([SCRIPT, "down", self.dir], env=self.env,
+                       capture_output=True, timeout=60)
+
+    def ctl(self, *args, stdin=None, check=True, timeout=60, cluster=None):
+        out = subprocess.run([rt.CTL, "--cluster", cluster or self.map] + list(args),
+                             input=stdin, capture_output=True, text=True,
+                             timeout=timeout)
+        if check and out.returncode != 0:
+            raise AssertionError("ringmqctl %s: rc %d %s %s" %
+                                 (args, out.returncode, out.stdout, out.stderr))
+        return out.stdout
+
+    def mc_port(self, r):
+        return 11210 + r + self.off
+
+    def live_map(self):
+        """{shard: (weight, [(id, raft, rpc)])} in map order, from the meta
+        group."""
+        shards = {}
+        for line in self.ctl("map").splitlines():
+            f = line.split()
+            if f[0] == "shard":
+                shards[f[1]] = (int(f[3]), [])
+            elif len(f) >= 7 and f[1] == "member" and f[0] in shards:
+                shards[f[0]][1].append((int(f[2]), f[4], f[6]))
+        return shards
+
+    def owners(self, keys, shards):
+        """The owner of each key by the ring of @shards (a live map)."""
+        path = os.path.join(self.dir, "live.yaml")
+        lines = ["epoch: 1", "shards:"]
+        for name, (weight, members) in shards.items():
+            lines += ["  - name: %s" % name, "    weight: %d" % weight,
+                      "    members:"]
+            lines += ["      - {id: %d, raft: %s, rpc: %s}" % m for m in members]
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        out = self.ctl("owner", "-", stdin="\n".join(keys) + "\n", cluster=path)
+        return dict(line.split() for line in out.splitlines())
+
+    def items(self, rpc, shard):
+        out = subprocess.run([rt.CTL, "--node", rpc, "--group", shard, "status",
+                              "--format", "kv"], capture_output=True, text=True,
+                             timeout=20).stdout
+        kv = dict(t.split("=", 1) for t in out.split() if "=" in t)
+        return int(kv["items"]) if "items" in kv else None
+
+
+class Load(threading.Thread):
+    """Sets, deletes and checking gets of its own keys through one router.
+    model[key]: the value last acknowledged (None: deleted); a key whose
+    last operation failed (outcome unknown) is in maybe[key] with the set
+    of values it may read back, until an acknowledged write settles it."""
+
+    def __init__(self, port, n):
+        super().__init__(daemon=True)
+        self.port, self.n = port, n
+        self.keys = ["w%d:%05d" % (n, i) for i in range(KEYS_PER_THREAD)]
+        self.model = {}
+        self.maybe = {}
+        self.stop = threading.Event()
+        self.ops = self.errors = 0
+        self.error_kinds = {}
+        self.error_times = []
+        self.error_log = []
+        self.bad_reads = []
+        self.rng = random.Random(n)
+
+    def client(self):
+        return Client(("127.0.0.1", self.port), timeout=10, connect_timeout=5)
+
+    def preload(self):
+        c = self.client()
+        for off in range(0, len(self.keys), 500):
+            batch = {k: self.value(k, 0) for k in self.keys[off:off + 500]}
+            rt.check(not c.set_many(batch, noreply=False), "preload")
+            self.model.update(batch)
+        c.close()
+
+    def value(self, key, version):
+        v = ("%s/%d/" % (key, version)).encode()
+        return v + b"x" * (VALUE - len(v))
+
+    def allowed(self, key):
+        return self.maybe.get(key, {self.model.get(key)})
+
+    def run(self):
+        c = self.client()
+        version = 0
+        while not self.stop.is_set():
+            key = self.rng.choice(self.keys)
+            r = self.rng.random()
+            self.ops += 1
+            try:
+                if r < 0.6:
+                    version += 1
+                    v = self.value(key, version)
+                    before = self.allowed(key)
+                    self.maybe[key] = before | {v}  # until acknowledged
+                    rt.check(c.set(key, v, noreply=False), "set stored")
+                    self.model[key] = v
+                    self.maybe.pop(key)
+                elif r < 0.75:
+                    before = self.allowed(key)
+                    self.maybe[key] = before | {None}
+                    c.delete(key, noreply=False)
+                    self.model[key] = None
+                    self.maybe.pop(key)
+                else:
+                    got = c.get(key)
+                    if got not in self.allowed(key):
+                        self.bad_reads.append((key, got, self.allowed(key)))
+            except Exception as e:  # noqa: BLE001 - counted; outcome unknown
+                self.errors += 1
+                kind = "%s: %s" % (type(e).__name__, str(e)[:60])
+                self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+                self.error_times.append(time.time())
+                self.error_log.append((time.time(), key, r < 0.6 and "set" or
+                                       r < 0.75 and "delete" or "get", kind))
+                c.close()
+                time.sleep(0.05)
+                c = self.client()
+        c.close()
+
+
+def verify(cl, loads, static):
+    """Every key through both routers: (wrong, missing) lists."""
+    wrong = []
+    present = set()
+    expect = dict(static)
+    maybe = {}
+    for ld in loads:
+        expect.update(ld.model)
+        maybe.update(ld.maybe)
+    keys = list(expect)
+    for r in (1, 2):
+        c = Client(("127.0.0.1", cl.mc_port(r)), timeout=10)
+        for off in range(0, len(keys), 500):
+            part = keys[off:off + 500]
+            got = c.get_many(part)
+            for k in part:
+                ok = maybe.get(k, {expect[k]})
+                if got.get(k) not in ok:
+                    wrong.append((r, k, got.get(k), ok))
+                if got.get(k) is not None:
+                    present.add(k)
+        c.close()
+    return wrong, present
+
+
+def shard_counts(cl, present):
+    """{shard: (ring's count, [items of each replica])} for the live map."""
+    shards = cl.live_map()
+    own = cl.owners(sorted(present), shards)
+    want = {s: 0 for s in shards}
+    for k in present:
+        want[own[k]] += 1
+    res = {}
+    for s, (_, members) in shards.items():
+        res[s] = (want[s], [cl.items(rpc, s) for _, _, rpc in members])
+    return res
+
+
+def test_add_reweight_remove_under_load():
+    t_start = time.time()
+    cl = Cluster().up()
+    static = {"p:%05d" % i: ("static-%05d-" % i).encode().ljust(VALUE, b"s")
+              for i in range(STATIC)}
+    c = Client(("127.0.0.1", cl.mc_port(1)), timeout=10)
+    items = list(static.items())
+    for off in range(0, len(items), 500):
+        rt.check(not c.set_many(dict(items[off:off + 500]), noreply=False),
+                 "static preload")
+    c.close()
+    loads = [Load(cl.mc_port(1 + n % 2), n) for n in range(THREADS)]
+    for ld in loads:
+        ld.preload()
+    for ld in loads:
+        ld.start()
+    time.sleep(1)
+
+    phases = [("preload", time.time())]
+    # 1. a new shard
+    phases.append(("add-shard", time.time()))
+    out, secs = cl.script("add-shard", cl.dir, "s3", "1")
+    print("  add-shard s3 in %.1fs:\n    %s" % (secs, out.strip().replace("\n", "\n    ")))
+    rt.check("plan" in out and "done" in out, "shard add ran a plan")
+    total = sum(cl.items(rpc, s) for s, (_, m) in cl.live_map().items()
+                for _, _, rpc in m[:1])
+    s3 = cl.items(cl.live_map()["s3"][1][0][2], "s3")
+    share = s3 / float(total)
+    print("  s3 holds %d of %d keys: %.3f (ring share 0.25)" % (s3, total, share))
+    rt.check(abs(share - 0.25) <= 0.25 * 0.2, "s3 holds its share within 20%%: %.3f" % share)
+
+    # 2. a reweight, its coordinator killed mid-move and run again
+    phases.append(("weight (killed)", time.time()))
+    ops0 = sum(ld.ops for ld in loads)
+    p = subprocess.Popen([rt.CTL, "--cluster", cl.map, "--rate", "48k", "shard",
+                          "weight", "s2", "1"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    rt._procs.append(p)
+    time.sleep(3)
+    killed = p.poll() is None
+    if killed:
+        p.send_signal(signal.SIGKILL)
+    first = p.communicate(timeout=30)[0]
+    status = cl.ctl("plan", "status")
+    print("  shard weight s2 1 (48 KiB/s) %s after 3s:\n    %s\n  plan status:\n    %s" %
+          ("killed" if killed else "finished", first.strip().replace("\n", "\n    "),
+           status.strip().replace("\n", "\n    ")))
+    rt.check(not killed or status.startswith("plan "), "plan status shows the running plan")
+    phases.append(("weight (rerun)", time.time()))
+    out = cl.ctl("shard", "weight", "s2", "1", timeout=120)
+    print("  run again:\n    %s" % out.strip().replace("\n", "\n    "))
+    rt.check("done" in out or "nothing to do" in out, "the rerun finished the plan")
+    rt.check(cl.live_map()["s2"][0] == 1, "s2 has weight 1")
+
+    # 3. a shard leaves
+    phases.append(("remove-shard", time.time()))
+    out, secs = cl.script("remove-shard", cl.dir, "s3")
+    print("  remove-shard s3 in %.1fs:\n    %s" % (secs, out.strip().replace("\n", "\n    ")))
+    rt.check("s3" not in cl.live_map(), "s3 left the map")
+    phases.append(("after", time.time()))
+    time.sleep(1)
+    for ld in loads:
+        ld.stop.set()
+    for ld in loads:
+        ld.join(30)
+    ops = sum(ld.ops for ld in loads)
+    errors = sum(ld.errors for ld in loads)
+    bad_reads = [b for ld in loads for b in ld.bad_reads]
+    print("  load: %d ops (%d during the reweight onwards), %d client errors, "
+          "%d reads of an unexpected value" % (ops, ops - ops0, errors, len(bad_reads)))
+    kinds = {}
+    for ld in loads:
+        for k, n in ld.error_kinds.items():
+            kinds[k] = kinds.get(k, 0) + n
+    for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        print("    %5d x %s" % (n, k))
+    times = sorted(t for ld in loads for t in ld.error_times)
+    for t, key, op, kind in sorted(e for ld in loads for e in ld.error_log)[:20]:
+        print("    %s.%03d %s %s: %s" % (time.strftime("%H:%M:%S", time.gmtime(t)),
+                                      int(t * 1000) % 1000, op, key, kind))
+    for i, (name, t0) in enumerate(phases):
+        t1 = phases[i + 1][1] if i + 1 < len(phases) else float("inf")
+        n = sum(1 for t in times if t0 <= t < t1)
+        if n:
+            print("    %5d errors during %s" % (n, name))
+    for r in (1, 2):
+        st = rt.stats(cl.mc_port(r))
+        print("    router r%d: %s" % (r, " ".join(
+            "%s=%s" % (k[len("shard:"):], v) for k, v in sorted(st.items())
+            if k.startswith("shard:") and k.rsplit(":", 1)[1] in
+            ("wrong_owner", "moving", "retries") and v != "0")))
+    rt.check(not bad_reads, "reads during the moves: %r" % bad_reads[:5])
+    rt.check(ops - ops0 > 100, "the load went on during the moves")
+
+    wrong, present = verify(cl, loads, static)
+    deleted = sum(1 for ld in loads for k, v in ld.model.items()
+                  if v is None and k not in ld.maybe)
+    print("  verify: %d keys present, %d deleted, %d wrong" %
+          (len(present), deleted, len(wrong)))
+    rt.check(not wrong, "acknowledged values: %r" % wrong[:5])
+    rt.check(all(k in present for k in static), "static keys all present")
+
+    def counts_match():
+        counts = shard_counts(cl, present)
+        return counts if all(all(n == want for n in have)
+                             for want, have in counts.values()) else None
+    try:
+        counts = rt.wait_until(counts_match, 30, "replicas to hold exactly their keys",
+                               interval=1)
+    except TimeoutError:
+        raise AssertionError("shard items vs ring: %r" % shard_counts(cl, present))
+    print("  every replica holds exactly the ring's keys: %r" %
+          {s: want for s, (want, _) in counts.items()})
+    rt.check(time.time() - t_start < 180, "within 3 minutes")
+    cl.down()
+
+
+def test_refusals():
+    cl = Cluster().up()
+    out = subprocess.run([rt.CTL, "--cluster", cl.map, "shard", "remove", "s1"],
+                         capture_output=True, text=True, timeout=60)
+    rt.check(out.returncode == 64 and "meta" in out.stderr,
+             "removing the meta shard is refused: %r" % out.stderr)
+    out = subprocess.run([rt.CTL, "--cluster", cl.map, "shard", "remove", "s2"],
+                         capture_output=True, text=True, timeout=60)
+    rt.check(out.returncode == 64 and "queues" in out.stderr,
+             "removing a shard holding queues is refused: %r" % out.stderr)
+    out = subprocess.run([rt.CTL, "--cluster", cl.map, "shard", "add", "s9"],
+                         capture_output=True, text=True, timeout=60)
+    rt.check(out.returncode == 64 and "--members" in out.stderr,
+             "shard add without members: %r" % out.stderr)
+    rt.check("nothing to do" in cl.ctl("shard", "weight", "s2", "2"),
+             "same weight: nothing to do")
+    rt.check(cl.ctl("plan", "status").startswith("no plan"), "no plan")
+    cl.down()
+
+
+if __name__ == "__main__":
+    rt.run_tests([test_refusals, test_add_reweight_remove_under_load])
