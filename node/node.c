@@ -3,9 +3,14 @@
  *
  * Start-up order: lock the data directory (two processes on one Raft log would
  * corrupt it), start every group, then the listeners. Stop order is the
- * reverse: listeners first so no new work arrives (the AMQP server returns
- * its connections' deliveries on the way out), then amqp_local, then the
- * groups, whose pending calls complete with *_UNAVAILABLE / CLOSING.
+ * reverse, after a hand-off: every group this node leads hands its
+ * leadership to a caught-up voter (rgroup_hand_off), and the node waits
+ * until each knows another leader or HANDOFF_MS passed, still serving (its
+ * leaders refuse writes meanwhile, so routers go to the new ones). Then
+ * listeners first so no new work arrives (the AMQP server returns its
+ * connections' deliveries on the way out), then amqp_local, then the
+ * groups, whose pending calls complete with *_UNAVAILABLE / CLOSING. The
+ * groups elect at once instead of after an election timeout.
  *
  * AMQP groups (docs/amqp.md, docs/cluster.md): beside each cache group S
  * whose member raft address is host:P, the node runs "S.mq" at host:P+1;
@@ -360,10 +365,117 @@ static void edges_closed(void *data)
     groups_close(n);
 }
 
+/* How long a stopping node waits for its groups' new leaders. */
+#define HANDOFF_MS 2000
+#define HANDOFF_POLL_MS 10
+#define NODE_MAX_RGROUPS (2 * NODE_MAX_GROUPS + 1)
+
+struct handoff {
+    uv_timer_t timer;
+    struct node *n;
+    uint64_t deadline;
+    struct rgroup *groups[NODE_MAX_RGROUPS]; /* the ones handed off */
+    unsigned n_groups;
+};
+
+static void close_now(struct node *n);
+
+/* Every Raft group of @n (cache, queues, meta) into @out. */
+static unsigned all_rgroups(struct node *n, struct rgroup **out)
+{
+    unsigned k = 0;
+    unsigned g;
+
+    for (g = 0; g < n->n_groups; g++) {
+        out[k++] = cache_svc_group(n->groups[g]);
+    }
+    for (g = 0; g < n->n_mq; g++) {
+        out[k++] = mq_svc_group(n->mq[g]);
+    }
+    if (n->meta != NULL) {
+        out[k++] = meta_svc_group(n->meta);
+    }
+    return k;
+}
+
+static void handoff_freed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void handoff_tick(uv_timer_t *t)
+{
+    struct handoff *ho = t->data;
+    struct node *n = ho->n;
+    unsigned moved = 0;
+    unsigned i;
+
+    for (i = 0; i < ho->n_groups; i++) {
+        uint64_t leader = rgroup_leader_id(ho->groups[i]);
+
+        moved += leader != 0 && leader != n->cfg.id;
+    }
+    if (moved < ho->n_groups && clock_mono_ms() < ho->deadline) {
+        return;
+    }
+    if (moved < ho->n_groups) {
+        log_warn("stopping: %u of %u group(s) have a new leader after %d ms; "
+                 "stopping anyway",
+                 moved, ho->n_groups, HANDOFF_MS);
+    } else {
+        log_info("stopping: every group I led has a new leader");
+    }
+    uv_timer_stop(t);
+    t->data = ho;
+    uv_close((uv_handle_t *)t, handoff_freed);
+    close_now(n);
+}
+
+/* Ask every group this node leads to hand off; true if any did (the stop
+ * goes on from handoff_tick). */
+static bool start_handoff(struct node *n)
+{
+    struct rgroup *groups[NODE_MAX_RGROUPS];
+    struct handoff *ho;
+    unsigned k = all_rgroups(n, groups);
+    unsigned i;
+
+    if (n->cfg.standalone) {
+        return false; /* single-member groups: nobody to hand to */
+    }
+    ho = xcalloc(1, sizeof(*ho));
+    for (i = 0; i < k; i++) {
+        if (rgroup_leader_id(groups[i]) == n->cfg.id &&
+            rgroup_hand_off(groups[i]) == RGROUP_OK) {
+            ho->groups[ho->n_groups++] = groups[i];
+        }
+    }
+    if (ho->n_groups == 0) {
+        free(ho);
+        return false;
+    }
+    log_info("stopping: handing off the leadership of %u group(s)",
+             ho->n_groups);
+    ho->n = n;
+    ho->deadline = clock_mono_ms() + HANDOFF_MS;
+    uv_timer_init(n->loop, &ho->timer);
+    ho->timer.data = ho;
+    uv_timer_start(&ho->timer, handoff_tick, HANDOFF_POLL_MS,
+                   HANDOFF_POLL_MS);
+    return true;
+}
+
 void node_stop(struct node *n, void (*cb)(void *data), void *data)
 {
     n->stop_cb = cb;
     n->stop_data = data;
+    if (!start_handoff(n)) {
+        close_now(n);
+    }
+}
+
+static void close_now(struct node *n)
+{
     n->closing = 1;
     if (n->amqp != NULL) {
         n->closing++;
@@ -442,6 +554,7 @@ struct node *node_new(uv_loop_t *loop, const struct node_config *cfg,
         if (n->http == NULL) {
             goto err;
         }
+        node_http_set_amqp(n->http, n->mq, n->n_mq, n->meta);
     }
     if (cfg->memcached[0] != '\0' && start_memcached(n, err, errlen) != 0) {
         goto err;

@@ -12,6 +12,9 @@ struct node_http {
     const struct node_config *cfg;
     struct cache_svc *const *groups;
     unsigned n_groups;
+    struct mq_svc *const *mq;
+    unsigned n_mq;
+    struct meta_svc *meta;
     struct http_admin *admin;
 };
 
@@ -53,6 +56,88 @@ static void on_healthz(void *data, const char *path, const char *query,
     }
     resp->status = 503;
     buf_printf(&resp->body, "group %s: %s\n", h->cfg->groups[g].name, why);
+}
+
+/* Why replica @g of this node is not ready (node_http.h: /readyz), or
+ * NULL. */
+static const char *not_ready(const struct node_http *h, struct rgroup *g)
+{
+    struct rgroup_member_info members[RGROUP_MAX_MEMBERS + 2];
+    struct rgroup_status st;
+    unsigned n;
+    unsigned i;
+    bool voter = false;
+
+    rgroup_status(g, &st);
+    if (st.leader_id == 0) {
+        return "no leader";
+    }
+    n = rgroup_members(g, members, RGROUP_MAX_MEMBERS + 2);
+    for (i = 0; i < n && i < RGROUP_MAX_MEMBERS + 2; i++) {
+        if (members[i].id == h->cfg->id &&
+            strcmp(members[i].role, "voter") == 0) {
+            voter = true;
+        }
+    }
+    if (!voter) {
+        return "not a voter (yet)";
+    }
+    if (st.leader_id == h->cfg->id) {
+        return st.ready ? NULL
+                        : "leader not ready (catching up after election)";
+    }
+    if (st.last_applied + NODE_HTTP_READY_LAG < st.commit_index) {
+        return "catching up (applied behind commit)";
+    }
+    return NULL;
+}
+
+static void on_readyz(void *data, const char *path, const char *query,
+                      struct http_admin_response *resp)
+{
+    struct node_http *h = data;
+    struct rgroup_status st;
+    struct rgroup *g = NULL;
+    const char *why = NULL;
+    const char *name = "";
+    const char *suffix = "";
+    unsigned i;
+
+    (void)path;
+    (void)query;
+    for (i = 0; why == NULL && i < h->n_groups; i++) {
+        g = cache_svc_group(h->groups[i]);
+        name = h->cfg->groups[i].name;
+        why = not_ready(h, g);
+    }
+    for (i = 0; why == NULL && i < h->n_mq; i++) {
+        g = mq_svc_group(h->mq[i]);
+        name = h->cfg->groups[i].name; /* mq[i] is "<group i>.mq" */
+        suffix = ".mq";
+        why = not_ready(h, g);
+    }
+    if (why == NULL && h->meta != NULL) {
+        g = meta_svc_group(h->meta);
+        name = "meta";
+        suffix = "";
+        why = not_ready(h, g);
+    }
+    if (why == NULL && h->n_groups == 0) {
+        buf_append_str(&resp->body, "no groups\n");
+        resp->status = 503;
+        return;
+    }
+    if (why == NULL) {
+        buf_append_str(&resp->body, "ready\n");
+        return;
+    }
+    resp->status = 503;
+    rgroup_status(g, &st);
+    buf_printf(&resp->body,
+               "group %s%s: %s (leader %llu, commit %llu, applied %llu)\n",
+               name, suffix, why, (unsigned long long)st.leader_id,
+               (unsigned long long)st.commit_index,
+               (unsigned long long)st.last_applied);
 }
 
 static void on_metrics(void *data, const char *path, const char *query,
@@ -136,6 +221,7 @@ struct node_http *node_http_new(uv_loop_t *loop, const struct node_config *cfg,
         goto err;
     }
     if (http_admin_route(h->admin, "/healthz", on_healthz, h) != 0 ||
+        http_admin_route(h->admin, "/readyz", on_readyz, h) != 0 ||
         http_admin_route(h->admin, "/metrics", on_metrics, h) != 0) {
         snprintf(err, errlen, "http: cannot register routes");
         http_admin_close(h->admin, NULL, NULL);
@@ -145,6 +231,14 @@ struct node_http *node_http_new(uv_loop_t *loop, const struct node_config *cfg,
 err:
     free(h);
     return NULL;
+}
+
+void node_http_set_amqp(struct node_http *h, struct mq_svc *const *mq,
+                        unsigned n_mq, struct meta_svc *meta)
+{
+    h->mq = mq;
+    h->n_mq = n_mq;
+    h->meta = meta;
 }
 
 struct close_ctx {

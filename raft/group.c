@@ -622,6 +622,18 @@ int rgroup_remove_member(struct rgroup *g,
     return rmember_remove(&g->member, change_gate(g), id, cb, data);
 }
 
+int rgroup_hand_off(struct rgroup *g)
+{
+    int gate = RGROUP_OK;
+
+    if (g->closing) {
+        gate = RGROUP_ECLOSING;
+    } else if (raft_state(&g->raft) != RAFT_LEADER) {
+        gate = RGROUP_ENOTLEADER;
+    }
+    return rmember_hand_off(&g->member, gate);
+}
+
 unsigned rgroup_members(const struct rgroup *g,
                         struct rgroup_member_info *out,
                         unsigned max)

@@ -144,6 +144,15 @@ int rgroup_add_voter(struct rgroup *g, uint64_t id, const char *address,
 int rgroup_remove_member(struct rgroup *g, uint64_t id, rgroup_change_cb cb,
                          void *data);
 
+/* This leader asks the voter with the longest log to take over at once
+ * (raft's TimeoutNow: it starts an election without waiting for an
+ * election timeout), e.g. before the process stops. RGROUP_OK when asked
+ * (or already handing over): leadership is lost within an election
+ * timeout, at once when the target wins; RGROUP_ENOTLEADER when not the
+ * leader, RGROUP_ECLOSING, or raft's refusal (no other voter). Commands
+ * are refused meanwhile (RGROUP_ENOTLEADER). */
+int rgroup_hand_off(struct rgroup *g);
+
 /* The configuration this replica knows (the latest appended, committed or
  * not): up to @max members into @out. Returns the member count. */
 unsigned rgroup_members(const struct rgroup *g, struct rgroup_member_info *out,

@@ -337,6 +337,41 @@ static void transfer_cb(struct raft_transfer *req)
     free(req);
 }
 
+/* Ask raft to hand leadership to transfer_target(): RGROUP_OK when asked
+ * (or already handing over), else the refusal's status. */
+static int hand_off(struct rmember *m, const char *why)
+{
+    struct raft_transfer *t;
+    uint64_t to;
+    int rv;
+
+    if (m->raft->transfer != NULL) {
+        return RGROUP_OK; /* handing over already */
+    }
+    t = xcalloc(1, sizeof *t);
+    to = transfer_target(m);
+    rv = raft_transfer(m->raft, t, to, transfer_cb);
+    if (rv != 0) {
+        free(t);
+        log_warn(
+            "raft group %s: membership: cannot hand leadership to "
+            "%" PRIu64 " %s: %s (%d)",
+            m->name, to, why, raft_strerror(rv), rv);
+        return status_of(rv);
+    }
+    log_info("raft group %s: membership: %s: leadership goes to %" PRIu64,
+             m->name, why, to);
+    return RGROUP_OK;
+}
+
+int rmember_hand_off(struct rmember *m, int gate)
+{
+    if (gate != RGROUP_OK) {
+        return gate;
+    }
+    return hand_off(m, "before stopping");
+}
+
 int rmember_remove(struct rmember *m,
                    int gate,
                    uint64_t id,
@@ -368,28 +403,8 @@ int rmember_remove(struct rmember *m,
         /* a leader that removes itself would go on leading a group it is
          * no longer part of until the entry commits; hand over instead and
          * let the caller ask the next leader */
-        struct raft_transfer *t;
-        uint64_t to;
-
-        if (m->raft->transfer != NULL) {
-            return RGROUP_ESELF; /* handing over already */
-        }
-        t = xcalloc(1, sizeof *t);
-        to = transfer_target(m);
-        rv = raft_transfer(m->raft, t, to, transfer_cb);
-        if (rv != 0) {
-            free(t);
-            log_warn(
-                "raft group %s: membership: cannot hand leadership to "
-                "%" PRIu64 " before removing myself: %s (%d)",
-                m->name, to, raft_strerror(rv), rv);
-            return status_of(rv);
-        }
-        log_info(
-            "raft group %s: membership: asked to remove myself: "
-            "leadership goes to %" PRIu64,
-            m->name, to);
-        return RGROUP_ESELF;
+        rv = hand_off(m, "before removing myself");
+        return rv == RGROUP_OK ? RGROUP_ESELF : rv;
     }
     op = op_new(m, id, cb, data);
     op->remove = true;

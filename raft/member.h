@@ -80,6 +80,10 @@ int rmember_remove(struct rmember *m,
                    rgroup_change_cb cb,
                    void *data);
 
+/* Hand leadership to the voter with the longest log (contract: group.h,
+ * rgroup_hand_off); @gate as above. */
+int rmember_hand_off(struct rmember *m, int gate);
+
 /* Outside raft code: continue or complete the change whose step finished;
  * nothing if none. */
 void rmember_process(struct rmember *m);
