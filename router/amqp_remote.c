@@ -533,9 +533,12 @@ static int apply_map(struct amqp_remote *r, const struct cluster_map *map,
         snprintf(errmsg, errlen, "the cluster map has no meta members");
         return -1;
     }
-    ring = cluster_map_ring(map, errmsg, errlen);
-    if (ring == NULL) {
-        return -1;
+    /* the same ring: kept (router/backend says why) */
+    if (r->ring == NULL || !cluster_map_same_ring(&r->map, map)) {
+        ring = cluster_map_ring(map, errmsg, errlen);
+        if (ring == NULL) {
+            return -1;
+        }
     }
     cur = xcalloc(map->n_shards, sizeof(*cur));
     for (i = 0; i < map->n_shards; i++) {
@@ -571,8 +574,10 @@ static int apply_map(struct amqp_remote *r, const struct cluster_map *map,
                                   map->n_meta);
     free(r->cur);
     r->cur = cur;
-    ring_free(r->ring);
-    r->ring = ring;
+    if (ring != NULL) {
+        ring_free(r->ring);
+        r->ring = ring;
+    }
     cluster_map_copy(&r->map, map);
     leader_engine_set_epoch(r->engine, map->epoch);
     return 0;
