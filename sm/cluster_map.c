@@ -171,49 +171,157 @@ static int members_ok(const char *what, const struct cluster_member *m,
     return 0;
 }
 
+/* Members of every group in map order (the shards', then meta's), for the
+ * checks across groups below. */
+struct member_ref {
+    const struct cluster_member *m;
+    unsigned idx; /* position in map order */
+};
+
+static int by_raft(const void *a, const void *b)
+{
+    const struct member_ref *x = a, *y = b;
+    int c = strcmp(x->m->raft, y->m->raft);
+
+    return c != 0 ? c : (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+static int by_id(const void *a, const void *b)
+{
+    const struct member_ref *x = a, *y = b;
+
+    if (x->m->id != y->m->id) {
+        return x->m->id < y->m->id ? -1 : 1;
+    }
+    return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+/* A conflict between member @i and an earlier member @j; the one reported
+ * is the first a pairwise scan (i ascending, then j ascending, the rpc
+ * check before the raft check) would meet, so the error does not depend
+ * on how it was found. */
+struct conflict {
+    unsigned i, j;
+    int rpc; /* 1: two rpc addresses for one id; 0: a raft address twice */
+};
+
+static void conflict_note(struct conflict *c, unsigned i, unsigned j, int rpc)
+{
+    if (c->i == UINT32_MAX || i < c->i || (i == c->i && j < c->j) ||
+        (i == c->i && j == c->j && rpc)) {
+        c->i = i;
+        c->j = j;
+        c->rpc = rpc;
+    }
+}
+
 /* One rpc address per node, one user per raft address, over every group
- * (the shards' and meta's). */
+ * (the shards' and meta's). Sorted, not pairwise: a map of 4096 shards has
+ * over 12,000 members, and every change of the map is validated
+ * (docs/scaling.md). */
 static int addresses_ok(const struct cluster_map *map, char *err,
                         size_t errlen)
 {
     unsigned total = map->n_meta;
-    const struct cluster_member **all;
-    unsigned s, i, j, k = 0;
-    int rv = 0;
+    struct member_ref *all;
+    const struct cluster_member **ms;
+    struct conflict c = {UINT32_MAX, UINT32_MAX, 0};
+    unsigned s, i, k = 0;
 
     for (s = 0; s < map->n_shards; s++) {
         total += map->shards[s].n_members;
     }
     all = xmalloc((total ? total : 1) * sizeof(*all));
     for (s = 0; s < map->n_shards; s++) {
-        for (i = 0; i < map->shards[s].n_members; i++) {
-            all[k++] = &map->shards[s].members[i];
+        for (i = 0; i < map->shards[s].n_members; i++, k++) {
+            all[k] = (struct member_ref){&map->shards[s].members[i], k};
         }
     }
-    for (i = 0; i < map->n_meta; i++) {
-        all[k++] = &map->meta[i];
+    for (i = 0; i < map->n_meta; i++, k++) {
+        all[k] = (struct member_ref){&map->meta[i], k};
     }
-    /* quadratic, but only in the members of a map being checked once */
-    for (i = 0; i < total && rv == 0; i++) {
-        for (j = 0; j < i; j++) {
-            if (all[i]->id == all[j]->id &&
-                strcmp(all[i]->rpc, all[j]->rpc) != 0) {
-                snprintf(err, errlen,
-                         "node %" PRIu64 " has two rpc addresses (%s, %s)",
-                         all[i]->id, all[j]->rpc, all[i]->rpc);
-                rv = -1;
-                break;
-            }
-            if (strcmp(all[i]->raft, all[j]->raft) == 0) {
-                snprintf(err, errlen, "raft address %s used twice",
-                         all[i]->raft);
-                rv = -1;
-                break;
+
+    /* Equal raft addresses sit together, in map order: each one after the
+     * first conflicts first with the first. */
+    qsort(all, total, sizeof(*all), by_raft);
+    for (i = 0; i < total;) {
+        unsigned first = i;
+
+        for (i++; i < total && strcmp(all[i].m->raft, all[first].m->raft) == 0;
+             i++) {
+            conflict_note(&c, all[i].idx, all[first].idx, 0);
+        }
+    }
+    /* Equal ids together, in map order: a member conflicts first with the
+     * id's first member if their rpc addresses differ, else with the first
+     * member whose rpc address differs from that one's. */
+    qsort(all, total, sizeof(*all), by_id);
+    for (i = 0; i < total;) {
+        unsigned first = i, other = UINT32_MAX;
+
+        for (i++; i < total && all[i].m->id == all[first].m->id; i++) {
+            if (strcmp(all[i].m->rpc, all[first].m->rpc) != 0) {
+                conflict_note(&c, all[i].idx, all[first].idx, 1);
+                if (other == UINT32_MAX) {
+                    other = i;
+                }
+            } else if (other != UINT32_MAX) {
+                conflict_note(&c, all[i].idx, all[other].idx, 1);
             }
         }
     }
     free(all);
-    return rv;
+    if (c.i == UINT32_MAX) {
+        return 0;
+    }
+    /* back to the members themselves, by map order */
+    ms = xmalloc(total * sizeof(*ms));
+    for (s = 0, k = 0; s < map->n_shards; s++) {
+        for (i = 0; i < map->shards[s].n_members; i++) {
+            ms[k++] = &map->shards[s].members[i];
+        }
+    }
+    for (i = 0; i < map->n_meta; i++) {
+        ms[k++] = &map->meta[i];
+    }
+    if (c.rpc) {
+        snprintf(err, errlen, "node %" PRIu64 " has two rpc addresses (%s, %s)",
+                 ms[c.i]->id, ms[c.j]->rpc, ms[c.i]->rpc);
+    } else {
+        snprintf(err, errlen, "raft address %s used twice", ms[c.i]->raft);
+    }
+    free(ms);
+    return -1;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    const struct cluster_shard *const *x = a, *const *y = b;
+    int c = strcmp((*x)->name, (*y)->name);
+
+    /* the array is in map order: pointers compare as positions */
+    return c != 0 ? c : (*x > *y) - (*x < *y);
+}
+
+/* dup[a] = 1 when shard a has the name of an earlier shard. Sorted, not
+ * pairwise, for the same reason as addresses_ok. */
+static unsigned char *duplicate_names(const struct cluster_map *map)
+{
+    const struct cluster_shard **by = xmalloc(map->n_shards * sizeof(*by));
+    unsigned char *dup = xcalloc(map->n_shards, 1);
+    unsigned i;
+
+    for (i = 0; i < map->n_shards; i++) {
+        by[i] = &map->shards[i];
+    }
+    qsort(by, map->n_shards, sizeof(*by), by_name);
+    for (i = 1; i < map->n_shards; i++) {
+        if (strcmp(by[i - 1]->name, by[i]->name) == 0) {
+            dup[by[i] - map->shards] = 1;
+        }
+    }
+    free(by);
+    return dup;
 }
 
 /* A plan's target is the map's shards in map order, less draining ones
@@ -272,6 +380,7 @@ static int plan_ok(const struct cluster_map *map, char *err, size_t errlen)
 int cluster_map_validate(const struct cluster_map *map, char *err,
                          size_t errlen)
 {
+    unsigned char *dup;
     unsigned a, b;
 
     if (map->n_shards == 0) {
@@ -280,31 +389,36 @@ int cluster_map_validate(const struct cluster_map *map, char *err,
     if (map->n_shards > CLUSTER_MAX_SHARDS) {
         FAIL("more than %d shards", CLUSTER_MAX_SHARDS);
     }
+    dup = duplicate_names(map);
     for (a = 0; a < map->n_shards; a++) {
         const struct cluster_shard *s = &map->shards[a];
+        char what[CLUSTER_NAME_MAX + 8];
+
         if (!cluster_shard_name_ok(s->name)) {
-            FAIL("bad shard name '%s'", s->name);
+            snprintf(err, errlen, "bad shard name '%s'", s->name);
+            break;
         }
         if (s->weight == 0 || s->weight > CLUSTER_WEIGHT_MAX) {
-            FAIL("shard %s: weight must be 1..%d", s->name,
-                 CLUSTER_WEIGHT_MAX);
+            snprintf(err, errlen, "shard %s: weight must be 1..%d", s->name,
+                     CLUSTER_WEIGHT_MAX);
+            break;
         }
         if ((unsigned)s->state >= CLUSTER_SHARD_STATE__COUNT) {
-            FAIL("shard %s: unknown state", s->name);
+            snprintf(err, errlen, "shard %s: unknown state", s->name);
+            break;
         }
-        for (b = 0; b < a; b++) {
-            if (strcmp(map->shards[b].name, s->name) == 0) {
-                FAIL("shard %s defined twice", s->name);
-            }
+        if (dup[a]) {
+            snprintf(err, errlen, "shard %s defined twice", s->name);
+            break;
         }
-        {
-            char what[CLUSTER_NAME_MAX + 8];
-            snprintf(what, sizeof(what), "shard %s", s->name);
-            if (members_ok(what, s->members, s->n_members, err, errlen) !=
-                0) {
-                return -1;
-            }
+        snprintf(what, sizeof(what), "shard %s", s->name);
+        if (members_ok(what, s->members, s->n_members, err, errlen) != 0) {
+            break;
         }
+    }
+    free(dup);
+    if (a < map->n_shards) {
+        return -1;
     }
     if (cluster_map_ring_size(map) == 0) {
         FAIL("no shard on the ring (every one is joining)");
@@ -448,6 +562,24 @@ unsigned cluster_map_ring_size(const struct cluster_map *map)
         n++;
     }
     return n;
+}
+
+bool cluster_map_same_ring(const struct cluster_map *a,
+                           const struct cluster_map *b)
+{
+    unsigned n = cluster_map_ring_size(a);
+    unsigned i;
+
+    if (n != cluster_map_ring_size(b)) {
+        return false;
+    }
+    for (i = 0; i < n; i++) {
+        if (a->shards[i].weight != b->shards[i].weight ||
+            strcmp(a->shards[i].name, b->shards[i].name) != 0) {
+            return false;
+        }
+    }
+    return true;
 }
 
 struct ring *cluster_map_ring(const struct cluster_map *map, char *err,

@@ -23,6 +23,7 @@
 #ifndef RINGMQ_CLUSTER_MAP_H
 #define RINGMQ_CLUSTER_MAP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -171,6 +172,12 @@ int cluster_raft_port_offset(const char *addr, int delta, char *out,
  * kept at the end of the map (cluster_map_validate), so ring node i is
  * shard i. */
 unsigned cluster_map_ring_size(const struct cluster_map *map);
+/* Whether @a and @b have the same ring: the same ring shards, in the same
+ * order, with the same weights. Most changes of a map (members, a shard
+ * joining or draining) leave the ring as it is; a follower keeps its ring
+ * then instead of building another (O(points), docs/scaling.md). */
+bool cluster_map_same_ring(const struct cluster_map *a,
+                           const struct cluster_map *b);
 /* The ketama ring of @map's ring shards (ring node i = shard i, named and
  * weighted as it). NULL with errno and a reason in @err (common/ring.h). */
 struct ring;

@@ -634,9 +634,41 @@ static void test_snapshot_restore(void **state)
     map_sm_free(sm);
 }
 
+/* A follower keeps its ring when only members or states change. */
+static void test_same_ring(void **state)
+{
+    struct cluster_map a, b;
+    struct cluster_shard *s3;
+
+    (void)state;
+    two_shards(&a);
+    cluster_map_init(&b);
+    cluster_map_copy(&b, &a);
+    assert_true(cluster_map_same_ring(&a, &b));
+    member(&b.shards[0].members[3], 9, 7500);
+    b.shards[0].n_members = 4;
+    b.shards[1].state = CLUSTER_SHARD_DRAINING; /* still on the ring */
+    assert_true(cluster_map_same_ring(&a, &b));
+    s3 = cluster_map_append(&b);
+    snprintf(s3->name, sizeof(s3->name), "s3");
+    s3->state = CLUSTER_SHARD_JOINING; /* not on the ring yet */
+    assert_true(cluster_map_same_ring(&a, &b));
+    s3->state = CLUSTER_SHARD_SERVING;
+    assert_false(cluster_map_same_ring(&a, &b));
+    b.n_shards = 2;
+    b.shards[1].weight = 3;
+    assert_false(cluster_map_same_ring(&a, &b));
+    b.shards[1].weight = a.shards[1].weight;
+    snprintf(b.shards[1].name, sizeof(b.shards[1].name), "s2b");
+    assert_false(cluster_map_same_ring(&a, &b));
+    cluster_map_clear(&a);
+    cluster_map_clear(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_same_ring),
         cmocka_unit_test(test_init_once),
         cmocka_unit_test(test_commands_before_init_refused),
         cmocka_unit_test(test_member_add_remove),
