@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/le.h"
+
 static void oom(size_t n)
 {
     fprintf(stderr, "ringmq: out of memory allocating %zu bytes\n", n);
@@ -126,4 +128,20 @@ void buf_consume(struct buf *b, size_t n)
 void buf_reset(struct buf *b)
 {
     b->len = 0;
+}
+
+void buf_put_le32(struct buf *b, uint32_t v)
+{
+    unsigned char t[4];
+
+    le_put_u32(t, v);
+    buf_append(b, t, 4);
+}
+
+void buf_put_le64(struct buf *b, uint64_t v)
+{
+    unsigned char t[8];
+
+    le_put_u64(t, v);
+    buf_append(b, t, 8);
 }

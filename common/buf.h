@@ -24,6 +24,9 @@ void buf_free(struct buf *b);            /* releases the bytes; b reusable */
 void buf_reserve(struct buf *b, size_t extra); /* room for @extra more */
 void buf_append(struct buf *b, const void *data, size_t len);
 void buf_append_str(struct buf *b, const char *s);
+/* Append @v little-endian (the byte order of our snapshots, common/le.h). */
+void buf_put_le32(struct buf *b, uint32_t v);
+void buf_put_le64(struct buf *b, uint64_t v);
 void buf_printf(struct buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Drop the first @n bytes (consumed input). */

@@ -26,25 +26,9 @@ static void put_u8(struct buf *b, uint8_t v)
     buf_append(b, &v, 1);
 }
 
-static void put_u32(struct buf *b, uint32_t v)
-{
-    unsigned char t[4];
-
-    le_put_u32(t, v);
-    buf_append(b, t, 4);
-}
-
-static void put_u64(struct buf *b, uint64_t v)
-{
-    unsigned char t[8];
-
-    le_put_u64(t, v);
-    buf_append(b, t, 8);
-}
-
 static void put_bytes(struct buf *b, const void *p, size_t len)
 {
-    put_u32(b, (uint32_t)len);
+    buf_put_le32(b, (uint32_t)len);
     if (len > 0) {
         buf_append(b, p, len);
     }
@@ -55,16 +39,16 @@ static void put_items(struct buf *b, const struct cache_move_item *items,
 {
     size_t i;
 
-    put_u32(b, (uint32_t)n);
+    buf_put_le32(b, (uint32_t)n);
     for (i = 0; i < n; i++) {
         const struct cache_move_item *it = &items[i];
         put_u8(b, it->tombstone ? 1 : 0);
         put_bytes(b, it->key, it->key_len);
         if (!it->tombstone) {
             put_bytes(b, it->value, it->value_len);
-            put_u32(b, it->flags);
-            put_u64(b, it->exp_ms);
-            put_u64(b, it->cas);
+            buf_put_le32(b, it->flags);
+            buf_put_le64(b, it->exp_ms);
+            buf_put_le64(b, it->cas);
         }
     }
 }
@@ -74,7 +58,7 @@ static void put_keys(struct buf *b, const char *const *keys,
 {
     size_t i;
 
-    put_u32(b, (uint32_t)n);
+    buf_put_le32(b, (uint32_t)n);
     for (i = 0; i < n; i++) {
         put_bytes(b, keys[i], lens[i]);
     }
@@ -170,16 +154,16 @@ void *cache_move_cmd_encode(const struct cache_move_cmd *c, size_t *len)
     size_t i;
 
     buf_init(&b);
-    put_u32(&b, CMD_MAGIC);
+    buf_put_le32(&b, CMD_MAGIC);
     put_u8(&b, (uint8_t)c->kind);
-    put_u64(&b, c->move_id);
+    buf_put_le64(&b, c->move_id);
     put_bytes(&b, c->peer, strlen(c->peer));
-    put_u32(&b, (uint32_t)c->n_arcs);
+    buf_put_le32(&b, (uint32_t)c->n_arcs);
     for (i = 0; i < c->n_arcs; i++) {
-        put_u32(&b, c->arcs[i].lo);
-        put_u32(&b, c->arcs[i].hi);
+        buf_put_le32(&b, c->arcs[i].lo);
+        buf_put_le32(&b, c->arcs[i].hi);
     }
-    put_u64(&b, c->digest);
+    buf_put_le64(&b, c->digest);
     put_items(&b, c->items, c->n_items);
     return finish(&b, len);
 }
@@ -241,12 +225,12 @@ void *cache_export_req_encode(const struct cache_export_req *q, size_t *len)
     struct buf b;
 
     buf_init(&b);
-    put_u32(&b, EXP_MAGIC);
+    buf_put_le32(&b, EXP_MAGIC);
     put_u8(&b, (uint8_t)q->kind);
-    put_u64(&b, q->move_id);
-    put_u64(&b, q->generation);
-    put_u64(&b, q->offset);
-    put_u32(&b, q->max_bytes);
+    buf_put_le64(&b, q->move_id);
+    buf_put_le64(&b, q->generation);
+    buf_put_le64(&b, q->offset);
+    buf_put_le32(&b, q->max_bytes);
     put_keys(&b, q->keys, q->key_lens, q->n_keys);
     return finish(&b, len);
 }
@@ -296,13 +280,13 @@ void *cache_move_reply_encode(const struct cache_move_reply *p, size_t *len)
     struct buf b;
 
     buf_init(&b);
-    put_u32(&b, REPLY_MAGIC);
+    buf_put_le32(&b, REPLY_MAGIC);
     put_u8(&b, (uint8_t)p->state);
-    put_u64(&b, p->generation);
-    put_u64(&b, p->next_offset);
+    buf_put_le64(&b, p->generation);
+    buf_put_le64(&b, p->next_offset);
     put_u8(&b, p->done ? 1 : 0);
-    put_u64(&b, p->digest);
-    put_u64(&b, p->count);
+    buf_put_le64(&b, p->digest);
+    buf_put_le64(&b, p->count);
     put_items(&b, p->items, p->n_items);
     put_keys(&b, p->keys, p->key_lens, p->n_keys);
     return finish(&b, len);

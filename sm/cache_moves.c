@@ -299,42 +299,26 @@ void cache_moves_flushed(struct cache_moves *m)
 
 /* ---- encoding ----------------------------------------------------------- */
 
-static void put32(struct buf *b, uint32_t v)
-{
-    unsigned char t[4];
-
-    le_put_u32(t, v);
-    buf_append(b, t, 4);
-}
-
-static void put64(struct buf *b, uint64_t v)
-{
-    unsigned char t[8];
-
-    le_put_u64(t, v);
-    buf_append(b, t, 8);
-}
-
 void cache_moves_encode(const struct cache_moves *m, struct buf *out)
 {
     size_t i, k;
 
-    put32(out, MOVES_MAGIC);
-    put32(out, (uint32_t)m->n);
+    buf_put_le32(out, MOVES_MAGIC);
+    buf_put_le32(out, (uint32_t)m->n);
     for (i = 0; i < m->n; i++) {
         const struct cache_move_rec *r = &m->v[i];
         uint8_t b[2] = {r->out ? 1 : 0, (uint8_t)r->state};
 
-        put64(out, r->id);
+        buf_put_le64(out, r->id);
         buf_append(out, b, 2);
-        put32(out, (uint32_t)strlen(r->peer));
+        buf_put_le32(out, (uint32_t)strlen(r->peer));
         buf_append(out, r->peer, strlen(r->peer));
-        put32(out, (uint32_t)r->n_arcs);
+        buf_put_le32(out, (uint32_t)r->n_arcs);
         for (k = 0; k < r->n_arcs; k++) {
-            put32(out, r->arcs[k].lo);
-            put32(out, r->arcs[k].hi);
+            buf_put_le32(out, r->arcs[k].lo);
+            buf_put_le32(out, r->arcs[k].hi);
         }
-        put32(out, (uint32_t)keyset_size(&r->dirty));
+        buf_put_le32(out, (uint32_t)keyset_size(&r->dirty));
         for (k = r->dirty.head; k < r->dirty.n; k++) {
             uint8_t len = r->dirty.lens[k];
             buf_append(out, &len, 1);

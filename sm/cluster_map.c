@@ -16,6 +16,22 @@
         return -1;                                  \
     } while (0)
 
+const char *cluster_shard_state_name(enum cluster_shard_state s)
+{
+    static const char *names[CLUSTER_SHARD_STATE__COUNT] = {
+        "serving", "joining", "draining"};
+
+    return (unsigned)s < CLUSTER_SHARD_STATE__COUNT ? names[s] : "?";
+}
+
+const char *cluster_plan_state_name(enum cluster_plan_state s)
+{
+    static const char *names[CLUSTER_PLAN_STATE__COUNT] = {"none", "running",
+                                                           "paused"};
+
+    return (unsigned)s < CLUSTER_PLAN_STATE__COUNT ? names[s] : "?";
+}
+
 void cluster_map_init(struct cluster_map *map)
 {
     memset(map, 0, sizeof(*map));

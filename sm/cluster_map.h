@@ -114,6 +114,11 @@ struct cluster_map {
     unsigned n_queue_ring;
 };
 
+/* "serving", "joining", "draining" ("?" out of range). */
+const char *cluster_shard_state_name(enum cluster_shard_state s);
+/* "none", "running", "paused" ("?" out of range). */
+const char *cluster_plan_state_name(enum cluster_plan_state s);
+
 /* An empty map (no shards, epoch 0). */
 void cluster_map_init(struct cluster_map *map);
 /* Free the shards and the plan; the map is empty afterwards. */

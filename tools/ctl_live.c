@@ -8,19 +8,6 @@
 #include "common/clock.h"
 #include "proto/map_pb.h"
 
-static const char *state_name(enum cluster_shard_state s)
-{
-    switch (s) {
-    case CLUSTER_SHARD_SERVING:
-        return "serving";
-    case CLUSTER_SHARD_JOINING:
-        return "joining";
-    case CLUSTER_SHARD_DRAINING:
-        return "draining";
-    default:
-        return "?";
-    }
-}
 
 /* The meta group's members as a "shard", for ctl_call_leader. */
 static void meta_as_shard(const struct cluster_map *seed,
@@ -138,7 +125,7 @@ int cmd_map(struct ctl *ctl, const struct cluster_map *seed)
     for (i = 0; i < map.n_shards; i++) {
         const struct cluster_shard *s = &map.shards[i];
         printf("shard %s weight %u %s\n", s->name, s->weight,
-               state_name(s->state));
+               cluster_shard_state_name(s->state));
         print_members(s->name, s->members, s->n_members);
     }
     printf("meta\n");

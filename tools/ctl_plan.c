@@ -42,17 +42,6 @@ struct plan_move {
     size_t cap;
 };
 
-static const char *plan_state_name(enum cluster_plan_state s)
-{
-    switch (s) {
-    case CLUSTER_PLAN_RUNNING:
-        return "running";
-    case CLUSTER_PLAN_PAUSED:
-        return "paused";
-    default:
-        return "none";
-    }
-}
 
 static void print_target(const struct cluster_plan *p)
 {
@@ -794,7 +783,7 @@ static int plan_status(struct run *r)
         return 0;
     }
     printf("plan %" PRIu64 " %s, epoch %" PRIu64 ", target ", r->map.plan.id,
-           plan_state_name(r->map.plan.state), r->map.epoch);
+           cluster_plan_state_name(r->map.plan.state), r->map.epoch);
     print_target(&r->map.plan);
     printf("\n");
     if (plan_moves(&r->map, &moves, &n_moves) != 0) {

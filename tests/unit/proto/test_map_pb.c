@@ -10,6 +10,8 @@
 
 #include <cmocka.h>
 
+#include "tests/unit/lib/map_assert.h"
+
 #include "proto/map_pb.h"
 
 static void sample(struct cluster_map *map)
@@ -45,26 +47,6 @@ static void sample(struct cluster_map *map)
     snprintf(map->routers[1].amqp, CLUSTER_ADDR_MAX, "127.0.0.1:5673");
 }
 
-static void assert_maps_equal(const struct cluster_map *a,
-                              const struct cluster_map *b)
-{
-    unsigned i;
-
-    assert_int_equal(a->epoch, b->epoch);
-    assert_int_equal(a->n_shards, b->n_shards);
-    for (i = 0; i < a->n_shards; i++) {
-        assert_memory_equal(&a->shards[i], &b->shards[i], sizeof(a->shards[i]));
-    }
-    assert_int_equal(a->n_meta, b->n_meta);
-    assert_memory_equal(a->meta, b->meta, sizeof(a->meta));
-    assert_int_equal(a->n_routers, b->n_routers);
-    assert_memory_equal(a->routers, b->routers, sizeof(a->routers));
-    assert_int_equal(a->n_queue_ring, b->n_queue_ring);
-    if (a->n_queue_ring > 0) {
-        assert_memory_equal(a->queue_ring, b->queue_ring,
-                            a->n_queue_ring * sizeof(*a->queue_ring));
-    }
-}
 
 /* Pack @m with its descriptor's packer and unpack a fresh copy. */
 static Ringmq__MapCommand *cmd_roundtrip(const Ringmq__MapCommand *m)
@@ -97,7 +79,7 @@ static void test_init_command_roundtrip(void **state)
     assert_int_equal(map_pb_cmd_from(back, &out), 0);
     assert_int_equal(out.cmd.type, MAP_SM_INIT);
     assert_non_null(out.cmd.map);
-    assert_maps_equal(out.cmd.map, &map);
+    map_assert_equal(out.cmd.map, &map);
     map_pb_cmd_clear(&out);
     ringmq__map_command__free_unpacked(back, NULL);
     cluster_map_clear(&map);
@@ -214,7 +196,7 @@ static void test_delta_roundtrip(void **state)
     assert_int_equal(back.n_removed, 1);
     assert_int_equal(back.part.n_shards, 1);
     assert_int_equal(map_delta_apply(&view, &back), 0);
-    assert_maps_equal(&view, map_sm_map(sm));
+    map_assert_equal(&view, map_sm_map(sm));
 
     map_delta_clear(&d);
     map_delta_clear(&back);

@@ -15,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include "tests/unit/lib/map_assert.h"
+
 #include "common/ring.h"
 #include "proto/map_pb.h"
 #include "proto/map_yaml.h"
@@ -47,21 +49,6 @@ static void write_map(const char *path)
     assert_int_equal(fclose(f), 0);
 }
 
-static void assert_maps_equal(const struct cluster_map *a,
-                              const struct cluster_map *b)
-{
-    unsigned i;
-
-    assert_int_equal(a->epoch, b->epoch);
-    assert_int_equal(a->n_shards, b->n_shards);
-    for (i = 0; i < a->n_shards; i++) {
-        assert_memory_equal(&a->shards[i], &b->shards[i], sizeof(a->shards[i]));
-    }
-    assert_int_equal(a->n_meta, b->n_meta);
-    assert_memory_equal(a->meta, b->meta, sizeof(a->meta));
-    assert_int_equal(a->n_routers, b->n_routers);
-    assert_memory_equal(a->routers, b->routers, sizeof(a->routers));
-}
 
 /* @d packed, unpacked and decoded again, as a watch answer travels. */
 static size_t through_pb(const struct map_delta *d, struct map_delta *out)
@@ -159,7 +146,7 @@ static void test_256_shards(void **state)
     delta_bytes = through_pb(&d, &back);
     assert_int_equal(back.part.n_shards, 1);
     assert_int_equal(map_delta_apply(view, &back), 0);
-    assert_maps_equal(view, map_sm_map(sm));
+    map_assert_equal(view, map_sm_map(sm));
     assert_int_equal(cluster_map_validate(view, err, sizeof(err)), 0);
 
     /* The whole map, for scale: the delta is a few hundredths of it. */

@@ -10,6 +10,8 @@
 
 #include <cmocka.h>
 
+#include "tests/unit/lib/map_assert.h"
+
 #include "sm/map_sm.h"
 
 static void member(struct cluster_member *m, uint64_t id, unsigned port)
@@ -58,36 +60,6 @@ static struct map_sm *booted(void)
     assert_int_equal(res.epoch, 5);
     cluster_map_clear(&map);
     return sm;
-}
-
-/* Two maps are equal: same epoch, shards in the same order, same members,
- * meta and routers. */
-static void assert_maps_equal(const struct cluster_map *a,
-                              const struct cluster_map *b)
-{
-    unsigned i;
-
-    assert_int_equal(a->epoch, b->epoch);
-    assert_int_equal(a->n_shards, b->n_shards);
-    for (i = 0; i < a->n_shards; i++) {
-        assert_memory_equal(&a->shards[i], &b->shards[i], sizeof(a->shards[i]));
-    }
-    assert_int_equal(a->n_meta, b->n_meta);
-    assert_memory_equal(a->meta, b->meta, sizeof(a->meta));
-    assert_int_equal(a->n_routers, b->n_routers);
-    assert_memory_equal(a->routers, b->routers, sizeof(a->routers));
-    assert_int_equal(a->n_queue_ring, b->n_queue_ring);
-    if (a->n_queue_ring > 0) {
-        assert_memory_equal(a->queue_ring, b->queue_ring,
-                            a->n_queue_ring * sizeof(*a->queue_ring));
-    }
-    assert_int_equal(a->plan.id, b->plan.id);
-    assert_int_equal(a->plan.state, b->plan.state);
-    assert_int_equal(a->plan.n_target, b->plan.n_target);
-    if (a->plan.n_target > 0) {
-        assert_memory_equal(a->plan.target, b->plan.target,
-                            a->plan.n_target * sizeof(*a->plan.target));
-    }
 }
 
 static void test_init_once(void **state)
@@ -337,7 +309,7 @@ static void test_plans(void **state)
     map_sm_delta(sm, view.epoch, &d);
     assert_true(d.has_plan);
     assert_int_equal(map_delta_apply(&view, &d), 0);
-    assert_maps_equal(&view, map_sm_map(sm));
+    map_assert_equal(&view, map_sm_map(sm));
 
     c = (struct map_sm_cmd){.type = MAP_SM_PLAN_COMMIT, .plan_id = id + 1};
     map_sm_apply(sm, &c, &res);
@@ -372,7 +344,7 @@ static void test_plans(void **state)
     map_sm_delta(sm, view.epoch, &d);
     assert_int_equal(d.n_removed, 1);
     assert_int_equal(map_delta_apply(&view, &d), 0);
-    assert_maps_equal(&view, map_sm_map(sm));
+    map_assert_equal(&view, map_sm_map(sm));
     /* a target leaving a serving shard out is refused */
     plan.target = t3 + 1;
     plan.n_target = 1;
@@ -507,7 +479,7 @@ static void test_deltas_model(void **state)
             }
             assert_int_equal(map_delta_apply(&view[f], &d), 0);
             map_delta_clear(&d);
-            assert_maps_equal(&view[f], map_sm_map(sm));
+            map_assert_equal(&view[f], map_sm_map(sm));
         }
     }
     /* the run exercised changes, deltas and full answers */
@@ -547,7 +519,7 @@ static void test_delta_apply_checks_epoch(void **state)
     assert_int_equal(view.epoch, 5);
     map_sm_delta(sm, 5, &d);
     assert_int_equal(map_delta_apply(&view, &d), 0);
-    assert_maps_equal(&view, map_sm_map(sm));
+    map_assert_equal(&view, map_sm_map(sm));
     map_sm_delta(sm, 9, &d); /* a follower ahead of this replica */
     assert_int_equal(d.part.n_shards, 0);
     assert_int_equal(map_delta_apply(&view, &d), 0);
@@ -607,7 +579,7 @@ static void test_snapshot_restore(void **state)
     assert_int_equal(map_sm_snapshot(sm, malloc, &buf, &len), 0);
     assert_int_equal(map_sm_restore(copy, buf, len), 0);
     assert_int_equal(map_sm_digest(copy), map_sm_digest(sm));
-    assert_maps_equal(map_sm_map(copy), map_sm_map(sm));
+    map_assert_equal(map_sm_map(copy), map_sm_map(sm));
     /* the delta state came along: both answer a follower at 5 alike */
     map_delta_init(&a);
     map_delta_init(&b);
