@@ -364,7 +364,7 @@ void cache_svc_submit(struct cache_svc *svc, struct cache_call *call)
     if (cache_op_has_key(op->type)) {
         bool tracked;
         enum cache_status st =
-            cache_sm_admit(svc->sm, op->key, op->key_len,
+            cache_sm_admit(svc->sm, clock_wall_ms(), op->key, op->key_len,
                            cache_op_is_write(op->type), &owner, &tracked);
 
         /* refused before the log; apply checks again (sm/cache_sm.h) */

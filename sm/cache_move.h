@@ -22,7 +22,9 @@
  *                   exports those keys and imports them (missing =
  *                   tombstone); repeated while it shrinks
  *   S: FENCE        writes in the ranges are refused CACHE_MOVING; reads
- *                   are still served; a last CUT follows
+ *                   are still served; a last CUT follows. A fence lifts
+ *                   itself after CACHE_MOVES_FENCE_MAX_MS of the log's
+ *                   clock: the move is aborted at S
  *   T: DIGEST read  the digest of T's ranges
  *   S: HANDOFF      refused unless S's own digest of the ranges equals
  *                   T's; then S no longer owns them: CACHE_WRONG_OWNER

@@ -233,8 +233,27 @@ static bool live_out(const struct cache_move_rec *r)
                       r->state == CACHE_MOVE_BROKEN);
 }
 
+static bool fence_expired(const struct cache_move_rec *r, uint64_t now_ms)
+{
+    return r->state == CACHE_MOVE_FENCED &&
+           now_ms >= r->fenced_at + CACHE_MOVES_FENCE_MAX_MS;
+}
+
+void cache_moves_expire(struct cache_moves *m, uint64_t now_ms)
+{
+    size_t i = 0;
+
+    while (i < m->n) {
+        if (m->v[i].out && fence_expired(&m->v[i], now_ms)) {
+            cache_moves_remove(m, &m->v[i]);
+        } else {
+            i++;
+        }
+    }
+}
+
 enum cache_moves_verdict cache_moves_check(const struct cache_moves *m,
-                                           uint32_t hash)
+                                           uint32_t hash, uint64_t now_ms)
 {
     size_t i;
 
@@ -248,7 +267,7 @@ enum cache_moves_verdict cache_moves_check(const struct cache_moves *m,
             return MOVES_IMPORTING;
         }
         if (r->out && r->state == CACHE_MOVE_FENCED) {
-            return MOVES_FENCED;
+            return fence_expired(r, now_ms) ? MOVES_NONE : MOVES_FENCED;
         }
         if (live_out(r)) {
             return MOVES_TRACK;
@@ -311,6 +330,7 @@ void cache_moves_encode(const struct cache_moves *m, struct buf *out)
 
         buf_put_le64(out, r->id);
         buf_append(out, b, 2);
+        buf_put_le64(out, r->fenced_at);
         buf_put_le32(out, (uint32_t)strlen(r->peer));
         buf_append(out, r->peer, strlen(r->peer));
         buf_put_le32(out, (uint32_t)r->n_arcs);
@@ -335,19 +355,20 @@ int cache_moves_decode(const void *buf, size_t len, struct cache_moves *out)
 
     cache_moves_init(&m);
     if (!le_get_u32(&rd, &magic) || magic != MOVES_MAGIC ||
-        !le_get_u32(&rd, &n) || n > rd.left / 18) {
+        !le_get_u32(&rd, &n) || n > rd.left / 26) {
         return -1;
     }
     for (i = 0; i < n; i++) {
         struct cache_move_rec *r;
         const unsigned char *peer;
         uint32_t peer_len, n_arcs, n_dirty;
-        uint64_t id;
+        uint64_t id, fenced_at;
         uint8_t out_flag, state;
 
         if (!le_get_u64(&rd, &id) || !le_get_u8(&rd, &out_flag) ||
             out_flag > 1 || !le_get_u8(&rd, &state) ||
-            state >= CACHE_MOVE_STATE__COUNT || !le_get_u32(&rd, &peer_len) ||
+            state >= CACHE_MOVE_STATE__COUNT || !le_get_u64(&rd, &fenced_at) ||
+            !le_get_u32(&rd, &peer_len) ||
             peer_len >= CLUSTER_NAME_MAX ||
             !le_get_bytes(&rd, &peer, peer_len) ||
             !le_get_u32(&rd, &n_arcs) || n_arcs > CACHE_MOVE_MAX_ARCS ||
@@ -357,6 +378,7 @@ int cache_moves_decode(const void *buf, size_t len, struct cache_moves *out)
         r = cache_moves_add(&m, id, out_flag, "", NULL, 0);
         memcpy(r->peer, peer, peer_len);
         r->state = (enum cache_move_state)state;
+        r->fenced_at = fenced_at;
         r->arcs = n_arcs ? xcalloc(n_arcs, sizeof(*r->arcs)) : NULL;
         r->n_arcs = n_arcs;
         for (k = 0; k < n_arcs; k++) {

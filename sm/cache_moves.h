@@ -43,6 +43,7 @@ struct cache_move_rec {
     struct arc *arcs;
     size_t n_arcs;
     enum cache_move_state state;
+    uint64_t fenced_at; /* out, FENCED: the log's clock at the fence */
     struct keyset dirty; /* out, TRACKING or FENCED */
 };
 
@@ -74,8 +75,18 @@ void cache_moves_remove(struct cache_moves *m, struct cache_move_rec *rec);
 /* @rec finished: drop its dirty set, forget old finished records. */
 void cache_moves_finished(struct cache_moves *m, struct cache_move_rec *rec);
 
+/* A fence older than this (by the log's clock) lifts itself: the move is
+ * aborted at the source, so a coordinator that died after fencing cannot
+ * refuse writes for longer (docs/resharding.md). */
+#define CACHE_MOVES_FENCE_MAX_MS 2000
+
+/* @now_ms: a fence older than CACHE_MOVES_FENCE_MAX_MS at @now_ms counts
+ * as lifted (the next apply aborts its move: cache_moves_expire). */
 enum cache_moves_verdict cache_moves_check(const struct cache_moves *m,
-                                           uint32_t hash);
+                                           uint32_t hash, uint64_t now_ms);
+/* Abort the moves out whose fence is older than the limit at @now_ms (the
+ * log's clock: every replica at the same point). */
+void cache_moves_expire(struct cache_moves *m, uint64_t now_ms);
 /* Whether any move out is tracking or fenced (keys must be hashed). */
 bool cache_moves_tracking(const struct cache_moves *m);
 /* Record @key (of hash @hash) in the dirty set of every tracking or

@@ -640,15 +640,15 @@ static void apply_ring(struct cache_sm *sm, const struct cache_op *op,
  * refused CACHE_MOVING (ask again soon); a key another shard owns is
  * refused CACHE_WRONG_OWNER naming it. Nothing is applied either way.
  * *@tracked: a write to it must join a move's dirty set. */
-enum cache_status cache_sm_admit(const struct cache_sm *sm, const char *key,
-                                 size_t key_len, bool write,
+enum cache_status cache_sm_admit(const struct cache_sm *sm, uint64_t now_ms,
+                                 const char *key, size_t key_len, bool write,
                                  const char **owner, bool *tracked)
 {
     enum cache_moves_verdict v = MOVES_NONE;
 
     *tracked = false;
     if (sm->moves.n > 0) {
-        v = cache_moves_check(&sm->moves, ring_hash(key, key_len));
+        v = cache_moves_check(&sm->moves, ring_hash(key, key_len), now_ms);
     }
     if (v == MOVES_IMPORTING || (v == MOVES_FENCED && write)) {
         return CACHE_MOVING;
@@ -665,8 +665,8 @@ static bool refuse_key(const struct cache_sm *sm, const char *key,
                        bool *tracked)
 {
     const char *owner = NULL;
-    enum cache_status st =
-        cache_sm_admit(sm, key, key_len, write, &owner, tracked);
+    enum cache_status st = cache_sm_admit(sm, sm->clock_ms, key, key_len,
+                                          write, &owner, tracked);
 
     if (st == CACHE_OK) {
         return false;
@@ -857,7 +857,10 @@ static void apply_move(struct cache_sm *sm, const struct cache_op *op,
             st = CACHE_NOT_STORED;
             break;
         }
-        rec->state = CACHE_MOVE_FENCED;
+        if (rec->state == CACHE_MOVE_TRACKING) {
+            rec->state = CACHE_MOVE_FENCED;
+            rec->fenced_at = sm->clock_ms;
+        }
         break;
     case CACHE_MOVE_HANDOFF:
         if (rec == NULL || !rec->out) {
@@ -1065,6 +1068,9 @@ void cache_sm_apply(struct cache_sm *sm,
     }
     /* Keep a resize moving even when writes are mostly updates. */
     cache__table_step(&sm->table, 1);
+    if (sm->moves.n > 0) {
+        cache_moves_expire(&sm->moves, sm->clock_ms);
+    }
 
     if (op == NULL || (unsigned)op->type >= CACHE_OP__COUNT ||
         op->type == CACHE_OP_GET) {

@@ -90,12 +90,14 @@ bool cache_sm_configured(const struct cache_sm *sm);
  * when not, @owner gets the owner's name, valid until the next apply. */
 bool cache_sm_owns(const struct cache_sm *sm, const char *key, size_t len,
                    const char **owner);
-/* What apply would say about @key before doing anything: CACHE_OK (and
- * *@tracked: a move out records it), CACHE_MOVING (its arc is moving
- * in, or fenced for a @write), or CACHE_WRONG_OWNER (@owner named, valid
- * until the next apply). The node refuses with it before the log. */
-enum cache_status cache_sm_admit(const struct cache_sm *sm, const char *key,
-                                 size_t key_len, bool write,
+/* What apply would say about @key at @now_ms before doing anything:
+ * CACHE_OK (and *@tracked: a move out records it), CACHE_MOVING (its arc
+ * is moving in, or fenced for a @write, the fence younger than
+ * CACHE_MOVES_FENCE_MAX_MS), or CACHE_WRONG_OWNER (@owner named, valid
+ * until the next apply). The node refuses with it before the log, at its
+ * own clock; apply decides again at the log's. */
+enum cache_status cache_sm_admit(const struct cache_sm *sm, uint64_t now_ms,
+                                 const char *key, size_t key_len, bool write,
                                  const char **owner, bool *tracked);
 /* The epoch of the ring spec applied (0: none). */
 uint64_t cache_sm_ring_epoch(const struct cache_sm *sm);

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "common/ring.h"
+#include "sm/cache_moves.h"
 #include "sm/cache_sm.h"
 #include "sm/shard_ring.h"
 #include "sm/cache_table.h"
@@ -2110,6 +2111,52 @@ static void test_move_broken_abort_and_snapshot(void **state)
     cache_sm_free(copy);
 }
 
+/* A fence lifts itself after CACHE_MOVES_FENCE_MAX_MS of the log's clock
+ * (a coordinator that died after fencing): the move is aborted at the
+ * source, writes apply again, and a late hand-off is refused. */
+static void test_move_fence_expires(void **state)
+{
+    struct cache_sm *s = sm_make(0, 0);
+    struct cache_sm *t = sm_make(0, 0);
+    struct cache_move_cmd c;
+    struct arc *arcs;
+    size_t n_arcs, i;
+    uint64_t id = 9;
+    const char *owner;
+    bool tracked;
+    char key[32];
+
+    (void)state;
+    move_setup(s, t, &arcs, &n_arcs);
+    for (i = 0; i < 2000; i++) {
+        snprintf(key, sizeof(key), "k%zu", i);
+        if (arcs_contain(arcs, n_arcs, ring_hash(key, strlen(key)))) {
+            break;
+        }
+    }
+    c = (struct cache_move_cmd){.kind = CACHE_MOVE_OUT_BEGIN, .move_id = id,
+                                .arcs = arcs, .n_arcs = n_arcs};
+    snprintf(c.peer, sizeof(c.peer), "b");
+    assert_int_equal(move_cmd(s, T0, &c, NULL), CACHE_OK);
+    simple_move(s, T0, CACHE_MOVE_FENCE, id, CACHE_OK);
+    assert_int_equal(set(s, T0 + 1000, key, "x"), CACHE_MOVING);
+    /* the leader's admission agrees, at its own clock */
+    assert_int_equal(cache_sm_admit(s, T0 + 1000, key, strlen(key), true,
+                                    &owner, &tracked),
+                     CACHE_MOVING);
+    assert_int_equal(cache_sm_admit(s, T0 + CACHE_MOVES_FENCE_MAX_MS, key,
+                                    strlen(key), true, &owner, &tracked),
+                     CACHE_OK);
+    assert_int_equal(set(s, T0 + CACHE_MOVES_FENCE_MAX_MS, key, "x"),
+                     CACHE_STORED);
+    assert_int_equal(cache_sm_move_state(s, id), CACHE_MOVE_NONE);
+    c = (struct cache_move_cmd){.kind = CACHE_MOVE_HANDOFF, .move_id = id};
+    assert_int_equal(move_cmd(s, T0 + 3000, &c, NULL), CACHE_NOT_STORED);
+    free(arcs);
+    cache_sm_free(s);
+    cache_sm_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2152,6 +2199,7 @@ int main(void)
         cmocka_unit_test(test_ring_in_snapshot_and_digest),
         cmocka_unit_test(test_move_under_writes),
         cmocka_unit_test(test_move_broken_abort_and_snapshot),
+        cmocka_unit_test(test_move_fence_expires),
         cmocka_unit_test(test_config_applies),
         cmocka_unit_test(test_config_seed_once),
         cmocka_unit_test(test_config_in_snapshot_and_digest),
