@@ -819,10 +819,11 @@ static int plan_set_state(struct run *r, enum cluster_plan_state st)
                                                    : "plan running");
 }
 
-/* Moves not handed off are aborted; handed-off ones only go forward
- * (activated, purged) and stay: their arcs are served by the new owner
- * through the shards' ring overrides, which the map's ring does not
- * show. */
+/* Every move is aborted and the plan ends, the ring as it was. Refused
+ * once a move was handed off: its arcs are served by the new owner
+ * through the shards' ring overrides, which the map's ring does not show,
+ * and a later plan computed from the map's ring would strand them; such a
+ * plan can only finish (plan resume). */
 static int plan_abort(struct run *r)
 {
     struct plan_move *moves = NULL;
@@ -843,6 +844,25 @@ static int plan_abort(struct run *r)
         return EXIT_ERROR;
     }
     for (i = 0; i < n_moves && rv == 0; i++) {
+        enum cache_move_state at_s, at_t;
+
+        rv = ctl_move_state(r->mv, &moves[i].m, &at_s, &at_t);
+        if (rv == 0 && (ctl_move_done(at_s, at_t) ||
+                        at_s == CACHE_MOVE_HANDED_OFF)) {
+            kept++;
+        }
+    }
+    if (rv == 0 && kept > 0) {
+        fprintf(stderr,
+                "ringmqctl: %u move(s) of plan %" PRIu64
+                " were handed off already: their keys are served by their "
+                "new shard; the plan can only finish (ringmqctl plan "
+                "resume). It stays paused.\n",
+                kept, r->map.plan.id);
+        moves_free(moves, n_moves);
+        return EXIT_ERROR;
+    }
+    for (i = 0; i < n_moves && rv == 0; i++) {
         const struct ctl_move *m = &moves[i].m;
         enum cache_move_state at_s, at_t;
 
@@ -850,12 +870,7 @@ static int plan_abort(struct run *r)
         if (rv != 0) {
             break;
         }
-        if (ctl_move_done(at_s, at_t)) {
-            kept++;
-        } else if (at_s == CACHE_MOVE_HANDED_OFF) {
-            rv = ctl_move_finish(r->mv, m);
-            kept++;
-        } else if (at_s != CACHE_MOVE_NONE || at_t != CACHE_MOVE_NONE) {
+        if (at_s != CACHE_MOVE_NONE || at_t != CACHE_MOVE_NONE) {
             rv = ctl_move_abort(r->mv, m);
             if (rv == 0) {
                 printf("move %s->%s: aborted\n", m->from->name, m->to->name);
@@ -868,12 +883,6 @@ static int plan_abort(struct run *r)
         c.type = MAP_SM_PLAN_ABORT;
         c.plan_id = r->map.plan.id;
         rv = change(r, &c, "plan aborted");
-    }
-    if (rv == 0 && kept > 0) {
-        printf("%u moves were handed off already and stay: the new owners "
-               "serve those arcs through ring overrides (routers follow "
-               "WRONG_OWNER); the map's ring does not show them\n",
-               kept);
     }
     moves_free(moves, n_moves);
     for (i = 0; rv == 0 && i < r->map.n_shards; i++) {
