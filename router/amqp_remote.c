@@ -10,8 +10,10 @@
  * The broker contract's shard index is a shard index of the current map:
  * cur[i] is the queue group of map.shards[i]. A queue's shard comes from
  * the map's queue ring (docs/resharding.md: queues do not move with the
- * keys): ring node j is shard qshard[j]. A newer map replaces cur, the
- * ring and qshard; queue groups, once made, live until close (calls in
+ * keys): ring node j is shard qshard[j]. Shards on the queue ring are the
+ * first map's, which stay first in every map (they cannot leave it, and
+ * shards are only appended), so the indexes the edge keeps for its queues
+ * stay theirs across maps. A newer map replaces cur, the ring and qshard; queue groups, once made, live until close (calls in
  * flight point at them; a shard that comes back finds its group by name).
  */
 #include "router/amqp_remote.h"

@@ -276,6 +276,18 @@ enum cache_moves_verdict cache_moves_check(const struct cache_moves *m,
     return MOVES_NONE;
 }
 
+bool cache_moves_live(const struct cache_moves *m)
+{
+    size_t i;
+
+    for (i = 0; i < m->n; i++) {
+        if (!is_done(&m->v[i])) {
+            return true;
+        }
+    }
+    return false;
+}
+
 bool cache_moves_tracking(const struct cache_moves *m)
 {
     size_t i;

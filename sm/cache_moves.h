@@ -89,6 +89,9 @@ enum cache_moves_verdict cache_moves_check(const struct cache_moves *m,
 void cache_moves_expire(struct cache_moves *m, uint64_t now_ms);
 /* Whether any move out is tracking or fenced (keys must be hashed). */
 bool cache_moves_tracking(const struct cache_moves *m);
+/* Whether any move is under way here (finished ones are only remembered):
+ * only then does a key's arc matter. */
+bool cache_moves_live(const struct cache_moves *m);
 /* Record @key (of hash @hash) in the dirty set of every tracking or
  * fenced move out whose arcs hold it. */
 void cache_moves_dirty(struct cache_moves *m, uint32_t hash, const char *key,

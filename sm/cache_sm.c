@@ -647,7 +647,7 @@ enum cache_status cache_sm_admit(const struct cache_sm *sm, uint64_t now_ms,
     enum cache_moves_verdict v = MOVES_NONE;
 
     *tracked = false;
-    if (sm->moves.n > 0) {
+    if (cache_moves_live(&sm->moves)) {
         v = cache_moves_check(&sm->moves, ring_hash(key, key_len), now_ms);
     }
     if (v == MOVES_IMPORTING || (v == MOVES_FENCED && write)) {
