@@ -164,6 +164,7 @@ void *cache_move_cmd_encode(const struct cache_move_cmd *c, size_t *len)
         buf_put_le32(&b, c->arcs[i].hi);
     }
     buf_put_le64(&b, c->digest);
+    buf_put_le64(&b, c->seq);
     put_items(&b, c->items, c->n_items);
     return finish(&b, len);
 }
@@ -203,7 +204,7 @@ int cache_move_cmd_decode(const void *buf, size_t len,
         le_get_u32(&r, &out->arcs[i].hi);
     }
     if (!arcs_valid(out->arcs, out->n_arcs) ||
-        !le_get_u64(&r, &out->digest) ||
+        !le_get_u64(&r, &out->digest) || !le_get_u64(&r, &out->seq) ||
         !get_items(&r, &out->items, &out->n_items) || r.left != 0) {
         goto err;
     }
@@ -288,15 +289,12 @@ void *cache_move_reply_encode(const struct cache_move_reply *p, size_t *len)
     buf_put_le64(&b, p->digest);
     buf_put_le64(&b, p->count);
     put_items(&b, p->items, p->n_items);
-    put_keys(&b, p->keys, p->key_lens, p->n_keys);
     return finish(&b, len);
 }
 
 void cache_move_reply_clear(struct cache_move_reply *p)
 {
     free(p->items);
-    free(p->keys);
-    free(p->key_lens);
     memset(p, 0, sizeof(*p));
 }
 
@@ -314,9 +312,7 @@ int cache_move_reply_decode(const void *buf, size_t len,
         !le_get_u64(&r, &out->next_offset) || !le_get_u8(&r, &done) ||
         done > 1 || !le_get_u64(&r, &out->digest) ||
         !le_get_u64(&r, &out->count) ||
-        !get_items(&r, &out->items, &out->n_items) ||
-        !get_keys(&r, &out->keys, &out->key_lens, &out->n_keys) ||
-        r.left != 0) {
+        !get_items(&r, &out->items, &out->n_items) || r.left != 0) {
         cache_move_reply_clear(out);
         return -1;
     }

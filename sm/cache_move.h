@@ -17,10 +17,14 @@
  *                   out their items in batches (a read, not in the log)
  *   T: IMPORT       items (value, flags, absolute expiry, cas) or
  *                   tombstones stored in T's ranges
- *   S: CUT          takes the dirty set (replicated: every replica
- *                   empties it at the same point); the coordinator
- *                   exports those keys and imports them (missing =
- *                   tombstone); repeated while it shrinks
+ *   S: CUT          takes keys from the dirty set (replicated: every
+ *                   replica at the same point) and answers their items as
+ *                   they are at that point (missing = tombstone), which
+ *                   the coordinator imports at T; repeated while the set
+ *                   shrinks. CUT carries a sequence number: repeated with
+ *                   the number of the last CUT (its answer was lost) it
+ *                   takes nothing new and answers the same keys again, as
+ *                   they are now; a lower number is refused
  *   S: FENCE        writes in the ranges are refused CACHE_MOVING; reads
  *                   are still served; a last CUT follows. A fence lifts
  *                   itself after CACHE_MOVES_FENCE_MAX_MS of the log's
@@ -94,6 +98,7 @@ struct cache_move_cmd {
     struct arc *arcs;            /* IN/OUT_BEGIN */
     size_t n_arcs;
     uint64_t digest;             /* HANDOFF */
+    uint64_t seq;                /* CUT: see below */
     struct cache_move_item *items; /* IMPORT */
     size_t n_items;
 };
@@ -153,11 +158,8 @@ struct cache_move_reply {
     bool done;                  /* RANGES: no key after these */
     uint64_t digest;            /* DIGEST; HANDOFF: S's own */
     uint64_t count;             /* DIGEST: items; CUT: dirty keys left */
-    struct cache_move_item *items; /* RANGES, KEYS */
+    struct cache_move_item *items; /* RANGES, KEYS, CUT */
     size_t n_items;
-    const char **keys;          /* CUT: the dirty keys taken */
-    size_t *key_lens;
-    size_t n_keys;
 };
 
 void *cache_move_reply_encode(const struct cache_move_reply *r, size_t *len);

@@ -95,7 +95,7 @@ static void keyset_add(struct keyset *s, const char *key, size_t len)
     }
 }
 
-static void keyset_clear(struct keyset *s)
+void keyset_clear(struct keyset *s)
 {
     size_t i;
 
@@ -113,27 +113,33 @@ size_t keyset_size(const struct keyset *s)
     return s->n - s->head;
 }
 
-size_t keyset_take(struct keyset *s, size_t max_bytes, char ***keys,
-                   size_t **lens)
+void keyset_take(struct keyset *from, struct keyset *to, size_t max_bytes,
+                 size_t (*cost)(void *data, const char *key, size_t len),
+                 void *data)
 {
-    size_t n = 0, bytes = 0, i;
+    size_t bytes = 0;
 
-    while (s->head + n < s->n &&
-           (n == 0 || bytes + s->lens[s->head + n] + 4 <= max_bytes)) {
-        bytes += s->lens[s->head + n] + 4;
-        n++;
+    while (from->head < from->n) {
+        size_t k = from->head;
+        size_t c = cost(data, from->keys[k], from->lens[k]);
+
+        if (keyset_size(to) > 0 && bytes + c > max_bytes) {
+            break;
+        }
+        bytes += c;
+        keyset_add(to, from->keys[k], from->lens[k]);
+        free(from->keys[k]);
+        from->keys[k] = NULL;
+        from->head++;
     }
-    *keys = n ? xmalloc(n * sizeof(**keys)) : NULL;
-    *lens = n ? xmalloc(n * sizeof(**lens)) : NULL;
-    for (i = 0; i < n; i++) {
-        (*keys)[i] = s->keys[s->head + i];
-        (*lens)[i] = s->lens[s->head + i];
-        s->keys[s->head + i] = NULL;
-    }
-    s->head += n;
     /* the index still points at taken slots: rebuild it over the rest */
-    index_rebuild(s, s->index_cap ? s->index_cap : 32);
-    return n;
+    index_rebuild(from, from->index_cap ? from->index_cap : 32);
+}
+
+const char *keyset_key(const struct keyset *s, size_t i, size_t *len)
+{
+    *len = s->lens[s->head + i];
+    return s->keys[s->head + i];
 }
 
 /* ---- records ------------------------------------------------------------ */
@@ -147,6 +153,7 @@ static void rec_clear(struct cache_move_rec *r)
 {
     free(r->arcs);
     keyset_clear(&r->dirty);
+    keyset_clear(&r->cut);
     memset(r, 0, sizeof(*r));
 }
 
@@ -212,6 +219,7 @@ void cache_moves_finished(struct cache_moves *m, struct cache_move_rec *rec)
     size_t done = 0, i;
 
     keyset_clear(&rec->dirty);
+    keyset_clear(&rec->cut);
     for (i = 0; i < m->n; i++) {
         done += is_done(&m->v[i]);
     }
@@ -324,11 +332,44 @@ void cache_moves_flushed(struct cache_moves *m)
         if (live_out(&m->v[i])) {
             m->v[i].state = CACHE_MOVE_BROKEN;
             keyset_clear(&m->v[i].dirty);
+            keyset_clear(&m->v[i].cut);
         }
     }
 }
 
 /* ---- encoding ----------------------------------------------------------- */
+
+static void put_keyset(struct buf *out, const struct keyset *s)
+{
+    size_t k;
+
+    buf_put_le32(out, (uint32_t)keyset_size(s));
+    for (k = s->head; k < s->n; k++) {
+        uint8_t len = s->lens[k];
+        buf_append(out, &len, 1);
+        buf_append(out, s->keys[k], len);
+    }
+}
+
+static bool get_keyset(struct le_reader *rd, struct keyset *s)
+{
+    uint32_t n, k;
+
+    if (!le_get_u32(rd, &n) || n > rd->left) {
+        return false;
+    }
+    for (k = 0; k < n; k++) {
+        const unsigned char *key;
+        uint8_t klen;
+
+        if (!le_get_u8(rd, &klen) || !le_get_bytes(rd, &key, klen) ||
+            !cache_key_valid((const char *)key, klen)) {
+            return false;
+        }
+        keyset_add(s, (const char *)key, klen);
+    }
+    return true;
+}
 
 void cache_moves_encode(const struct cache_moves *m, struct buf *out)
 {
@@ -350,12 +391,9 @@ void cache_moves_encode(const struct cache_moves *m, struct buf *out)
             buf_put_le32(out, r->arcs[k].lo);
             buf_put_le32(out, r->arcs[k].hi);
         }
-        buf_put_le32(out, (uint32_t)keyset_size(&r->dirty));
-        for (k = r->dirty.head; k < r->dirty.n; k++) {
-            uint8_t len = r->dirty.lens[k];
-            buf_append(out, &len, 1);
-            buf_append(out, r->dirty.keys[k], len);
-        }
+        put_keyset(out, &r->dirty);
+        buf_put_le64(out, r->cut_seq);
+        put_keyset(out, &r->cut);
     }
 }
 
@@ -373,7 +411,7 @@ int cache_moves_decode(const void *buf, size_t len, struct cache_moves *out)
     for (i = 0; i < n; i++) {
         struct cache_move_rec *r;
         const unsigned char *peer;
-        uint32_t peer_len, n_arcs, n_dirty;
+        uint32_t peer_len, n_arcs;
         uint64_t id, fenced_at;
         uint8_t out_flag, state;
 
@@ -397,19 +435,9 @@ int cache_moves_decode(const void *buf, size_t len, struct cache_moves *out)
             le_get_u32(&rd, &r->arcs[k].lo);
             le_get_u32(&rd, &r->arcs[k].hi);
         }
-        if (!arcs_valid(r->arcs, r->n_arcs) ||
-            !le_get_u32(&rd, &n_dirty) || n_dirty > rd.left) {
+        if (!arcs_valid(r->arcs, r->n_arcs) || !get_keyset(&rd, &r->dirty) ||
+            !le_get_u64(&rd, &r->cut_seq) || !get_keyset(&rd, &r->cut)) {
             goto err;
-        }
-        for (k = 0; k < n_dirty; k++) {
-            const unsigned char *key;
-            uint8_t klen;
-
-            if (!le_get_u8(&rd, &klen) || !le_get_bytes(&rd, &key, klen) ||
-                !cache_key_valid((const char *)key, klen)) {
-                goto err;
-            }
-            keyset_add(&r->dirty, (const char *)key, klen);
         }
     }
     if (rd.left != 0) {

@@ -45,6 +45,9 @@ struct cache_move_rec {
     enum cache_move_state state;
     uint64_t fenced_at; /* out, FENCED: the log's clock at the fence */
     struct keyset dirty; /* out, TRACKING or FENCED */
+    uint64_t cut_seq;    /* out: the last CUT's sequence number */
+    struct keyset cut;   /* out: the keys it took, answered again if
+                          * it is repeated */
 };
 
 struct cache_moves {
@@ -99,13 +102,15 @@ void cache_moves_dirty(struct cache_moves *m, uint32_t hash, const char *key,
 /* A flush_all: every move out not yet handed off is broken. */
 void cache_moves_flushed(struct cache_moves *m);
 
-/* Take up to @max_bytes of keys (at least one) from @rec's dirty set, in
- * insertion order, into @keys/@lens (xmalloc'ed arrays of pointers into
- * copies owned by the caller: free each key and both arrays). Returns the
- * count taken. */
-size_t keyset_take(struct keyset *s, size_t max_bytes, char ***keys,
-                   size_t **lens);
+/* Move keys from @from (in insertion order) to @to while their @cost
+ * adds up to at most @max_bytes (one key at least, if any). */
+void keyset_take(struct keyset *from, struct keyset *to, size_t max_bytes,
+                 size_t (*cost)(void *data, const char *key, size_t len),
+                 void *data);
 size_t keyset_size(const struct keyset *s);
+/* The @i-th key of @s (i < keyset_size), borrowed. */
+const char *keyset_key(const struct keyset *s, size_t i, size_t *len);
+void keyset_clear(struct keyset *s);
 
 /* Whole state, appended to @out (common/buf). Restore: 0 or -1. */
 struct buf;

@@ -772,6 +772,16 @@ static bool owns_arcs(const struct cache_sm *sm, const struct cache_move_cmd *c)
     return true;
 }
 
+/* What a key weighs in a CUT's answer: its key and value (cache_sm *). */
+static size_t cut_cost(void *data, const char *key, size_t len)
+{
+    const struct cache_sm *sm = data;
+    const struct cache_item *it =
+        cache__table_find(&sm->table, cache__hash_key(key, len), key, len);
+
+    return len + (it != NULL ? it->value_len : 0) + 32;
+}
+
 /* The reply's value; @status: OK when the step is done (or was), else
  * NOT_STORED (refused in the move's state, which the reply tells). */
 static void move_reply(struct cache_result *res, enum cache_status status,
@@ -788,8 +798,7 @@ static void apply_move(struct cache_sm *sm, const struct cache_op *op,
     struct cache_move_reply r;
     struct cache_move_rec *rec;
     enum cache_status st = CACHE_OK;
-    char **taken = NULL;
-    size_t i, n_taken = 0;
+    size_t i;
 
     if (cache_move_cmd_decode(op->value, op->value_len, &c) != 0) {
         res->status = CACHE_BAD_REQUEST;
@@ -840,14 +849,26 @@ static void apply_move(struct cache_sm *sm, const struct cache_op *op,
     case CACHE_MOVE_CUT:
         if (rec == NULL || !rec->out ||
             (rec->state != CACHE_MOVE_TRACKING &&
-             rec->state != CACHE_MOVE_FENCED)) {
+             rec->state != CACHE_MOVE_FENCED) ||
+            (c.seq != 0 && c.seq < rec->cut_seq)) {
             st = CACHE_NOT_STORED;
             break;
         }
-        n_taken = keyset_take(&rec->dirty, CACHE_MOVE_BATCH_BYTES, &taken,
-                              &r.key_lens);
-        r.keys = (const char **)taken;
-        r.n_keys = n_taken;
+        if (c.seq == 0 || c.seq > rec->cut_seq) {
+            keyset_clear(&rec->cut);
+            keyset_take(&rec->dirty, &rec->cut, CACHE_MOVE_BATCH_BYTES,
+                        cut_cost, sm);
+            rec->cut_seq = c.seq;
+        }
+        /* the keys as they are now: a write after this point is dirty
+         * again, so the target gets it by a later CUT */
+        r.n_items = keyset_size(&rec->cut);
+        r.items = r.n_items ? xcalloc(r.n_items, sizeof(*r.items)) : NULL;
+        for (i = 0; i < r.n_items; i++) {
+            size_t len;
+            const char *key = keyset_key(&rec->cut, i, &len);
+            cache_sm_export_item(sm, key, len, &r.items[i]);
+        }
         r.count = keyset_size(&rec->dirty);
         break;
     case CACHE_MOVE_FENCE:
@@ -936,11 +957,7 @@ static void apply_move(struct cache_sm *sm, const struct cache_op *op,
         cache_moves_finished(&sm->moves, rec); /* may move the record */
     }
     move_reply(res, st, &r);
-    for (i = 0; i < n_taken; i++) {
-        free(taken[i]);
-    }
-    free(taken);
-    free(r.key_lens);
+    free(r.items);
     cache_move_cmd_clear(&c);
 }
 

@@ -6,9 +6,8 @@
  * copy of many batches does not look for the leader again for each one;
  * when that node stops answering as the leader, ctl_call_leader finds
  * the new one. Steps whose outcome was unknown are simply sent again:
- * they are idempotent at the shard, and a repeated CUT (which takes keys
- * from the dirty set) at worst loses keys from this run's view, which the
- * digest comparison at HANDOFF catches.
+ * they are idempotent at the shard; a CUT carries a sequence number, so
+ * repeated after a lost answer it answers the same keys again.
  */
 #include "tools/ctl_move.h"
 
@@ -25,11 +24,6 @@
 /* An EXPORT answer's size bound: the IMPORT made of it, with its
  * framing, stays under CACHE_MOVE_BATCH_BYTES. */
 #define EXPORT_MAX_BYTES (CACHE_MOVE_BATCH_BYTES / 2)
-/* Keys asked per EXPORT KEYS request: its answer is not bounded in bytes,
- * so the count follows the items' size seen so far (values go up to the
- * shard's item size limit), between these. */
-#define KEYS_PER_EXPORT_MIN 16
-#define KEYS_PER_EXPORT_MAX 1024
 /* An item's share of an IMPORT beside its key and value. */
 #define ITEM_OVERHEAD 32
 /* Catch-up before the fence: rounds at most, and the dirty set size at
@@ -52,6 +46,7 @@ struct peer {
 
 struct ctl_mover {
     struct ctl *ctl;
+    uint64_t cut_seq; /* the last CUT's */
     uint64_t rate;
     ctl_move_stop_fn stop;
     void *stop_data;
@@ -89,6 +84,9 @@ struct ctl_mover *ctl_mover_new(struct ctl *ctl, uint64_t rate,
     mv->stop = stop;
     mv->stop_data = stop_data;
     mv->pace_start_ms = clock_mono_ms();
+    /* CUT numbers only grow, across runs too: a later run's CUT must be
+     * new to the source */
+    mv->cut_seq = clock_wall_ms() * 1000;
     return mv;
 }
 
@@ -503,60 +501,6 @@ static int copy_ranges(struct ctl_mover *mv, const struct ctl_move *m,
 
 /* The current items of @keys at S (tombstones for the gone ones) into T.
  * The answer is bounded in size: what it did not cover is asked again. */
-static int copy_keys(struct ctl_mover *mv, const struct ctl_move *m,
-                     const char **keys, size_t *lens, size_t n)
-{
-    size_t done = 0, per = KEYS_PER_EXPORT_MIN;
-
-    while (done < n) {
-        struct cache_export_req r;
-        struct answer a;
-        size_t k = n - done < per ? n - done : per;
-        size_t i, bytes = 0;
-
-        memset(&r, 0, sizeof(r));
-        r.kind = CACHE_EXPORT_KEYS;
-        r.move_id = m->id;
-        r.max_bytes = EXPORT_MAX_BYTES;
-        r.keys = keys + done;
-        r.key_lens = lens + done;
-        r.n_keys = k;
-        if (export_read(mv, m->from, &r, &a) != 0) {
-            return EXIT_ERROR;
-        }
-        /* the answer covers a prefix of the keys asked, in order */
-        for (i = 0; i < a.reply.n_items && i < k; i++) {
-            if (a.reply.items[i].key_len != lens[done + i] ||
-                memcmp(a.reply.items[i].key, keys[done + i],
-                       lens[done + i]) != 0) {
-                break;
-            }
-        }
-        if (i == 0 || i != a.reply.n_items) {
-            fprintf(stderr, "ringmqctl: move %s->%s: %s answered keys not "
-                            "asked for\n",
-                    m->from->name, m->to->name, m->from->name);
-            answer_clear(&a);
-            return EXIT_ERROR;
-        }
-        if (import_items(mv, m, a.reply.items, a.reply.n_items) != 0) {
-            answer_clear(&a);
-            return EXIT_ERROR;
-        }
-        for (i = 0; i < a.reply.n_items; i++) {
-            bytes += a.reply.items[i].key_len + a.reply.items[i].value_len +
-                     ITEM_OVERHEAD;
-        }
-        done += a.reply.n_items;
-        per = EXPORT_MAX_BYTES / (bytes / a.reply.n_items + 1);
-        per = per < KEYS_PER_EXPORT_MIN   ? KEYS_PER_EXPORT_MIN
-              : per > KEYS_PER_EXPORT_MAX ? KEYS_PER_EXPORT_MAX
-                                          : per;
-        answer_clear(&a);
-    }
-    return 0;
-}
-
 /* One CUT at S and the keys it took copied. *@taken: the keys the CUT
  * took, *@left: the dirty keys still in the set. 0, 1 (a flush_all broke
  * the move), EXIT_ERROR. */
@@ -570,6 +514,9 @@ static int catch_up(struct ctl_mover *mv, const struct ctl_move *m,
     memset(&c, 0, sizeof(c));
     c.kind = CACHE_MOVE_CUT;
     c.move_id = m->id;
+    /* sent again as is when its answer is lost: the source then answers
+     * the same keys (as they are now) instead of taking new ones */
+    c.seq = ++mv->cut_seq;
     if (move_cmd(mv, m->from, &c, &a) != 0) {
         return EXIT_ERROR;
     }
@@ -588,9 +535,9 @@ static int catch_up(struct ctl_mover *mv, const struct ctl_move *m,
         answer_clear(&a);
         return EXIT_ERROR;
     }
-    *taken = a.reply.n_keys;
+    *taken = a.reply.n_items;
     *left = a.reply.count;
-    rv = copy_keys(mv, m, a.reply.keys, a.reply.key_lens, a.reply.n_keys);
+    rv = import_items(mv, m, a.reply.items, a.reply.n_items);
     answer_clear(&a);
     return rv;
 }

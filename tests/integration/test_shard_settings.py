@@ -117,6 +117,17 @@ def test_rolling_flags_and_shard_set():
         rt.check("s1 memory-limit 2097152" in out, "shard set: %r" % out)
         rt.wait_until(lambda: load.stored > first + 3000, 60,
                       "3000 more writes after shard set", interval=0.2)
+
+        # the load goes on until s1 is full and evicts: how many writes
+        # that takes depends on how fast the machine is
+        def s1_evicts():
+            for n in nodes:
+                kv = group_kv(lc, n, "s1")
+                if kv.get("state") == "leader":
+                    return int(kv["evictions"]) > 0
+            return False
+        rt.wait_until(s1_evicts, 120, "s1 to evict under its 2 MiB limit",
+                      interval=0.5)
     print("writes stored %d, failed %d" % (load.stored, load.errors))
     rows = check_alike(lc, "s1", 2 << 20)
     evicted = {int(kv["evictions"]) for kv in rows.values()}

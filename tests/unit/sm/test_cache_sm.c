@@ -1854,17 +1854,25 @@ static void copy_keys(struct cache_sm *s, struct cache_sm *t, uint64_t now,
     free(c.items);
 }
 
-/* CUT at S and copy what it names; the count taken. */
+static uint64_t cut_seq = 1;
+
+/* CUT at S and import the items it answers; the count taken. */
 static size_t cut_and_copy(struct cache_sm *s, struct cache_sm *t,
                            uint64_t now, uint64_t id)
 {
-    struct cache_move_cmd c = {.kind = CACHE_MOVE_CUT, .move_id = id};
+    struct cache_move_cmd c = {.kind = CACHE_MOVE_CUT, .move_id = id,
+                               .seq = cut_seq++};
+    struct cache_move_cmd imp = {.kind = CACHE_MOVE_IMPORT, .move_id = id};
     struct cache_move_reply r;
     size_t n;
 
     assert_int_equal(move_cmd(s, now, &c, &r), CACHE_OK);
-    copy_keys(s, t, now, id, (char **)r.keys, r.key_lens, r.n_keys);
-    n = r.n_keys;
+    n = r.n_items;
+    if (n > 0) {
+        imp.items = r.items;
+        imp.n_items = r.n_items;
+        assert_int_equal(move_cmd(t, now, &imp, NULL), CACHE_OK);
+    }
     cache_move_reply_clear(&r);
     return n;
 }
@@ -2049,6 +2057,62 @@ static void test_move_under_writes(void **state)
     cache_sm_free(t);
 }
 
+/* A CUT whose answer was lost is sent again with its number: it answers
+ * the same keys, as they are now, and takes nothing new; an older number
+ * is refused; the next number takes the next keys. */
+static void test_move_cut_repeated(void **state)
+{
+    struct cache_sm *s = sm_make(0, 0);
+    struct cache_sm *t = sm_make(0, 0);
+    struct cache_move_cmd c;
+    struct cache_move_reply r;
+    struct arc *arcs;
+    size_t n_arcs, i, first;
+    uint64_t id = 11;
+    char key[32], in_arc[2][32];
+    int found = 0;
+
+    (void)state;
+    move_setup(s, t, &arcs, &n_arcs);
+    c = (struct cache_move_cmd){.kind = CACHE_MOVE_OUT_BEGIN, .move_id = id,
+                                .arcs = arcs, .n_arcs = n_arcs};
+    snprintf(c.peer, sizeof(c.peer), "b");
+    assert_int_equal(move_cmd(s, T0, &c, NULL), CACHE_OK);
+    for (i = 0; i < 2000 && found < 2; i++) {
+        snprintf(key, sizeof(key), "k%zu", i);
+        if (arcs_contain(arcs, n_arcs, ring_hash(key, strlen(key)))) {
+            snprintf(in_arc[found++], sizeof(in_arc[0]), "%s", key);
+        }
+    }
+    assert_int_equal(set(s, T0, in_arc[0], "one"), CACHE_STORED);
+    c = (struct cache_move_cmd){.kind = CACHE_MOVE_CUT, .move_id = id,
+                                .seq = 100};
+    assert_int_equal(move_cmd(s, T0, &c, &r), CACHE_OK);
+    assert_int_equal(r.n_items, 1);
+    assert_memory_equal(r.items[0].value, "one", 3);
+    cache_move_reply_clear(&r);
+    /* the answer was lost; meanwhile the key changed and another joined */
+    assert_int_equal(set(s, T0, in_arc[0], "two"), CACHE_STORED);
+    assert_int_equal(set(s, T0, in_arc[1], "x"), CACHE_STORED);
+    assert_int_equal(move_cmd(s, T0, &c, &r), CACHE_OK);
+    first = r.n_items;
+    assert_int_equal(first, 1); /* the same key, nothing new taken */
+    assert_memory_equal(r.items[0].key, in_arc[0], strlen(in_arc[0]));
+    assert_memory_equal(r.items[0].value, "two", 3);
+    assert_int_equal(r.count, 2); /* both are dirty again */
+    cache_move_reply_clear(&r);
+    c.seq = 99;
+    assert_int_equal(move_cmd(s, T0, &c, NULL), CACHE_NOT_STORED);
+    c.seq = 101;
+    assert_int_equal(move_cmd(s, T0, &c, &r), CACHE_OK);
+    assert_int_equal(r.n_items, 2);
+    assert_int_equal(r.count, 0);
+    cache_move_reply_clear(&r);
+    free(arcs);
+    cache_sm_free(s);
+    cache_sm_free(t);
+}
+
 /* A flush at S breaks the move (the hand-off is refused); aborting at both
  * ends lets S serve as before and leaves T with nothing of the arcs. Moves
  * are in snapshots and digests. */
@@ -2200,6 +2264,7 @@ int main(void)
         cmocka_unit_test(test_move_under_writes),
         cmocka_unit_test(test_move_broken_abort_and_snapshot),
         cmocka_unit_test(test_move_fence_expires),
+        cmocka_unit_test(test_move_cut_repeated),
         cmocka_unit_test(test_config_applies),
         cmocka_unit_test(test_config_seed_once),
         cmocka_unit_test(test_config_in_snapshot_and_digest),
