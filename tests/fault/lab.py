@@ -39,6 +39,14 @@ import urllib.request
 N_HOSTS = 5
 RAFT_PORT = 7210
 RPC_PORT = 7101
+# The spare shard (the reshard nemesis): a second node process on every
+# host, members of shard SPARE_SHARD, which `ringmqctl shard add` brings
+# into the map and `shard remove` takes out again. Each time it is added it
+# is a new generation: new ids, empty data directories, the same ports.
+SPARE_SHARD = "s2"
+SPARE_RAFT_PORT = 7220
+SPARE_RPC_PORT = 7102
+SPARE_HTTP_PORT = 9202
 MEMCACHED_PORT = 11211
 AMQP_PORT = 5672
 ROUTER_HTTP_PORT = 9101
@@ -224,6 +232,7 @@ class Host:
         self.ip = "%s.%d" % (lab.net, 10 + i)
         self.node = None
         self.router = None
+        self.node2 = None                # the spare shard's node, if running
         self.clock_file = os.path.join(lab.dir, "clock-%s" % self.name)
         self.blocked = set()             # peer addresses dropped on input
         self.loss_pct = 0
@@ -254,6 +263,13 @@ class Lab:
         self.nfq_bin = os.path.join(self.build, "tests", "fault", "nfq_delay")
         self._made_bridge = False
         self._made_ns = []
+        self.node_env = {}               # per host name: the nodes' env
+        self.spare_gen = 0               # generations of the spare shard
+        self.spare_up = False            # its nodes are meant to run
+
+    def procs(self, h):
+        """The node processes on host @h: its s1 node, the spare's if any."""
+        return [p for p in (h.node, h.node2) if p is not None]
 
     # ------------------------------------------------------------- network
 
@@ -291,7 +307,7 @@ class Lab:
 
     # ----------------------------------------------------------- processes
 
-    def _write_map(self, path=None, joining=None):
+    def _write_map(self, path=None, joining=None, spare=False):
         """The lab's cluster map at @path (default the nodes' map). With
         @joining: that host listed last with join: true, for ringmqctl
         member add (the nodes keep their own map: join matters only to a
@@ -305,6 +321,14 @@ class Lab:
             lines.append("      - {id: %d, raft: %s:%d, rpc: %s:%d%s}"
                          % (h.i, h.ip, RAFT_PORT, h.ip, RPC_PORT,
                             ", join: true" if h is joining else ""))
+        if spare:
+            ids = self.spare_ids()
+            lines += ["  - name: %s" % SPARE_SHARD, "    weight: 1",
+                      "    members:"]
+            for h in self.hosts:
+                lines.append("      - {id: %d, raft: %s:%d, rpc: %s:%d}"
+                             % (ids[h.i], h.ip, SPARE_RAFT_PORT, h.ip,
+                                SPARE_RPC_PORT))
         lines.append("routers:")
         for h in self.hosts:
             lines.append("  - {name: r%d, memcached: %s:%d, amqp: %s:%d, "
@@ -332,6 +356,7 @@ class Lab:
                        "FAKETIME_TIMESTAMP_FILE": h.clock_file,
                        "FAKETIME_CACHE_DURATION": "1",
                        "DONT_FAKE_MONOTONIC": "1"}
+            self.node_env[h.name] = env
             h.node = Proc(h.ns, [self.node_bin, "--cluster", self.map_path,
                                  "--id", str(h.i), "--data-dir",
                                  os.path.join(self.dir, "data", h.name),
@@ -362,7 +387,7 @@ class Lab:
             if h.delay is not None:
                 h.delay.stop(timeout=3)
                 h.delay = None
-            for p in (h.router, h.node):
+            for p in (h.router, h.node2, h.node):
                 if p is not None:
                     try:
                         p.stop(timeout=5)
@@ -406,16 +431,88 @@ class Lab:
     def group_status(self, h):
         return group_status(self.ctl_bin, "%s:%d" % (h.ip, RPC_PORT))
 
-    def leader(self, group):
-        """The host whose node is the ready leader of @group, or None. A
-        paused or unreachable node does not answer and is not chosen."""
+    def rpc_addr(self, h, proc):
+        return "%s:%d" % (h.ip, SPARE_RPC_PORT if proc is h.node2 and
+                          proc is not None else RPC_PORT)
+
+    def leader_proc(self, group):
+        """(host, node process) of the ready leader of @group, or (None,
+        None). Both nodes of each host are asked (the spare shard's too).
+        A paused or unreachable node does not answer and is not chosen."""
         for h in self.hosts:
-            if not h.node.alive() or h.node.paused:
-                continue
-            st = self.group_status(h).get(group)
-            if st and st.get("state") == "leader" and st.get("ready") == "true":
-                return h
-        return None
+            for p in self.procs(h):
+                if not p.alive() or p.paused:
+                    continue
+                st = group_status(self.ctl_bin, self.rpc_addr(h, p)).get(group)
+                if st and st.get("state") == "leader" and \
+                        st.get("ready") == "true":
+                    return h, p
+        return None, None
+
+    def leader(self, group):
+        """The host whose node is the ready leader of @group, or None."""
+        return self.leader_proc(group)[0]
+
+    def ctl(self, args, timeout=60, input=None, cluster=None):
+        """ringmqctl --cluster <the lab's map or @cluster> ARGS (the map
+        file says where meta is: `map`, `shard`, `plan` get the map from
+        the meta group; `owner` uses the file's ring)."""
+        return sh([self.ctl_bin, "--cluster", cluster or self.map_path] +
+                  list(args), check=False, timeout=timeout, input=input)
+
+    # ------------------------------------------------------ spare shard
+
+    def spare_ids(self, gen=None):
+        gen = self.spare_gen if gen is None else gen
+        return {h.i: 10 * gen + h.i for h in self.hosts}
+
+    def spare_members(self):
+        """--members for `shard add`: ID@RAFT@RPC of each spare node."""
+        ids = self.spare_ids()
+        return ",".join("%d@%s:%d@%s:%d" % (ids[h.i], h.ip, SPARE_RAFT_PORT,
+                                            h.ip, SPARE_RPC_PORT)
+                        for h in self.hosts)
+
+    def start_spare(self, timeout=30):
+        """A new generation of the spare shard's nodes, one per host, from
+        a map that lists it after s1 (as scripts/local-cluster add-shard
+        does): new ids, empty data directories. Returns once each answers
+        its status RPC."""
+        if self.spare_up:
+            return
+        self.spare_gen += 1
+        ids = self.spare_ids()
+        path = os.path.join(self.dir, "cluster-%s-g%d.yaml"
+                            % (SPARE_SHARD, self.spare_gen))
+        self._write_map(path, spare=True)
+        for h in self.hosts:
+            name = "%s-g%d-%s" % (SPARE_SHARD, self.spare_gen, h.name)
+            h.node2 = Proc(h.ns, [self.node_bin, "--cluster", path, "--id",
+                                  str(ids[h.i]), "--data-dir",
+                                  os.path.join(self.dir, "data", name),
+                                  "--http", "%s:%d" % (h.ip, SPARE_HTTP_PORT)]
+                           + self.node_flags,
+                           os.path.join(self.dir, "logs", name + ".log"),
+                           self.node_env.get(h.name))
+            h.node2.start()
+        self.spare_up = True
+        deadline = time.monotonic() + timeout
+        for h in self.hosts:
+            while not group_status(self.ctl_bin,
+                                   "%s:%d" % (h.ip, SPARE_RPC_PORT)):
+                if time.monotonic() > deadline:
+                    raise LabError("spare node on %s not up after %ds"
+                                   % (h.name, timeout))
+                time.sleep(0.2)
+
+    def stop_spare(self):
+        """Stop the spare shard's nodes (after it left the map); their
+        data directories go with the run's."""
+        for h in self.hosts:
+            if h.node2 is not None:
+                h.node2.stop(timeout=5)
+                h.node2 = None
+        self.spare_up = False
 
     # ------------------------------------------------------------ faults
 
@@ -492,10 +589,11 @@ class Lab:
             self._apply_filter(h)
             if self.faketime and h.clock_offset_s != 0:
                 self.set_clock(h, 0)
-            if h.node.paused:
-                h.node.resume()
-            if not h.node.alive():
-                h.node.start()
+            for p in self.procs(h):
+                if p.paused:
+                    p.resume()
+                if not p.alive():
+                    p.start()
             if not h.router.alive():
                 h.router.start()
 
