@@ -239,6 +239,11 @@ def main():
             t.start(r)
         t.wait("routers healthy", lambda: t.healthy("router1") and
                t.healthy("router2"), 90)
+        # member add asks node4 first: wait until it serves RPC (its
+        # groups start before its listener, longer on a loaded machine)
+        t.wait("node4 answering", lambda: len(group_status(
+            os.path.join(t.build, "tools", "ringmqctl"),
+            "%s:7101" % t.ips["node4"], 1000)) == 3, 60)
         out = t.ctl("router1", "--cluster", t.map, "member", "add", "s1", "4")
         assert out.stdout.split("\n")[:3] == [
             "s1: member 4 is a voter", "s1.mq: member 4 is a voter",
