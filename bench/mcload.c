@@ -21,6 +21,9 @@
  * A connection that fails or is closed by the server is counted, its
  * outstanding requests are counted as lost, and it reconnects after
  * RETRY_MS; the run goes on. Nothing a server sends makes mcload exit early.
+ * SIGINT or SIGTERM ends the current phase and the run early, and mcload
+ * reports what it measured until then (a script measuring a window of
+ * unknown length starts it with a long --seconds and signals it).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* RUSAGE_THREAD; the build defines it already */
@@ -29,6 +32,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <netdb.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,6 +140,8 @@ struct worker {
     uv_loop_t loop;
     uv_thread_t thread;
     uv_timer_t phase_timer;
+    uv_signal_t sig_int, sig_term; /* end the run early */
+    int stop_asked;
     uv_barrier_t *barrier;
     struct conn *conns;
     unsigned n_conns;
@@ -612,6 +618,26 @@ static void on_phase_timer(uv_timer_t *t)
     uv_stop(&w->loop);
 }
 
+/* SIGINT/SIGTERM: this phase ends now, and the ones after it at once. */
+static void on_stop_signal(uv_signal_t *s, int signum)
+{
+    struct worker *w = s->data;
+
+    (void)signum;
+    w->stop_asked = 1;
+    if (w->phase == PH_DONE) {
+        return;
+    }
+    if (w->phase == PH_WARMUP) {
+        w->warm_incomplete = 1;
+    }
+    if (w->phase == PH_RUN && w->t_end == 0) {
+        w->t_end = uv_hrtime();
+    }
+    uv_timer_stop(&w->phase_timer);
+    uv_stop(&w->loop);
+}
+
 static void run_phase(struct worker *w, int phase, double seconds)
 {
     w->phase = phase;
@@ -635,7 +661,7 @@ static void worker_main(void *arg)
         run_phase(w, PH_CONNECT, o->connect_timeout);
         uv_run(&w->loop, UV_RUN_DEFAULT);
     }
-    if (o->warmup) {
+    if (o->warmup && !w->stop_asked) {
         run_phase(w, PH_WARMUP, o->warmup_seconds);
         for (i = 0; i < w->n_conns; i++) {
             conn_fill(&w->conns[i]);
@@ -650,11 +676,13 @@ static void worker_main(void *arg)
     memset(&w->c, 0, sizeof(w->c));
     u0 = thread_cpu(&s0);
     w->t_start = uv_hrtime();
-    run_phase(w, PH_RUN, o->seconds);
-    for (i = 0; i < w->n_conns; i++) {
-        conn_fill(&w->conns[i]);
+    if (!w->stop_asked) {
+        run_phase(w, PH_RUN, o->seconds);
+        for (i = 0; i < w->n_conns; i++) {
+            conn_fill(&w->conns[i]);
+        }
+        uv_run(&w->loop, UV_RUN_DEFAULT);
     }
-    uv_run(&w->loop, UV_RUN_DEFAULT);
     if (w->t_end == 0) {
         w->t_end = uv_hrtime();
     }
@@ -665,6 +693,8 @@ static void worker_main(void *arg)
     w->phase = PH_DONE;
     uv_timer_stop(&w->phase_timer);
     uv_close((uv_handle_t *)&w->phase_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&w->sig_int, on_handle_closed);
+    uv_close((uv_handle_t *)&w->sig_term, on_handle_closed);
     for (i = 0; i < w->n_conns; i++) {
         struct conn *c = &w->conns[i];
 
@@ -727,6 +757,15 @@ static int worker_init(struct worker *w,
     }
     uv_timer_init(&w->loop, &w->phase_timer);
     w->phase_timer.data = w;
+    /* started here, before any thread runs: a signal never finds a
+     * worker without its watcher (and so never kills the process) */
+    uv_signal_init(&w->loop, &w->sig_int);
+    uv_signal_init(&w->loop, &w->sig_term);
+    w->sig_int.data = w->sig_term.data = w;
+    uv_signal_start(&w->sig_int, on_stop_signal, SIGINT);
+    uv_signal_start(&w->sig_term, on_stop_signal, SIGTERM);
+    uv_unref((uv_handle_t *)&w->sig_int);
+    uv_unref((uv_handle_t *)&w->sig_term);
     /* Connection g talks to server g % S; it is the (g / S)-th connection
      * of that server, which fixes its share of the warmup keys. */
     for (g = id; g < total; g += o->threads) {
@@ -782,6 +821,10 @@ static void worker_free(struct worker *w)
     }
     if (!uv_is_closing((uv_handle_t *)&w->phase_timer)) {
         uv_close((uv_handle_t *)&w->phase_timer, on_handle_closed);
+    }
+    if (!uv_is_closing((uv_handle_t *)&w->sig_int)) {
+        uv_close((uv_handle_t *)&w->sig_int, on_handle_closed);
+        uv_close((uv_handle_t *)&w->sig_term, on_handle_closed);
     }
     for (i = 0; i < w->n_conns; i++) {
         uv_handle_t *t = (uv_handle_t *)&w->conns[i].retry_timer;

@@ -28,6 +28,9 @@ struct leader_node {
     char addr[CLUSTER_ADDR_MAX];
     struct rpc_client *client;
     uint64_t down_until; /* uv_now() ms; 0 = not known dead */
+    /* It answered NOT_LEADER: not the leader, whatever hints say, until
+     * then (uv_now() ms) or until it answers a request OK (leader.h). */
+    uint64_t not_leader_until;
 };
 
 struct leader_group {
@@ -102,6 +105,12 @@ static bool member_dead(const struct leader_group *g, unsigned m)
     return member_node(g, m)->down_until > uv_now(g->e->loop);
 }
 
+/* It said it is not the leader a moment ago: a hint naming it is stale. */
+static bool member_not_leader(const struct leader_group *g, unsigned m)
+{
+    return member_node(g, m)->not_leader_until > uv_now(g->e->loop);
+}
+
 const char *leader_group_name(const struct leader_group *g)
 {
     return g->name;
@@ -165,7 +174,8 @@ int leader_group_hint(const struct leader_group *g,
             found = (int)m;
         }
     }
-    if (found < 0 || found == except || member_dead(g, (unsigned)found)) {
+    if (found < 0 || found == except || member_dead(g, (unsigned)found) ||
+        member_not_leader(g, (unsigned)found)) {
         return -1;
     }
     return found;
@@ -380,6 +390,10 @@ static void on_reply(void *data, int status, const Ringmq__RpcResponse *resp)
     }
     switch (rpc_outcome(resp->code)) {
         case OUTCOME_NOT_LEADER:
+            if (same) {
+                member_node(g, asked)->not_leader_until =
+                    uv_now(e->loop) + LEADER_NODE_DOWN_MS;
+            }
             hint = leader_group_hint(g, resp->leader_id, resp->leader_rpc,
                                      same ? (int)asked : -1);
             if (hint >= 0) {
@@ -402,6 +416,9 @@ static void on_reply(void *data, int status, const Ringmq__RpcResponse *resp)
             maybe_applied(q, 0, resp);
             return;
         default:
+            if (same && rpc_outcome(resp->code) == OUTCOME_OK) {
+                member_node(g, asked)->not_leader_until = 0; /* it leads */
+            }
             end(q, LEADER_ANSWERED, 0, resp);
             return;
     }

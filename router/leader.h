@@ -25,7 +25,12 @@
  *     than LEADER_NODE_DOWN_MS ago: a follower keeps naming its dead leader
  *     until its election timeout, and following that name would bounce the
  *     request between the two until its deadline. Such a hint counts as no
- *     hint.
+ *     hint. The same for a node that answered NOT_LEADER itself less than
+ *     LEADER_NODE_DOWN_MS ago (and no request OK since): a leader that
+ *     stepped down is alive and says so, while its followers name it
+ *     until they elect another; following them would bounce every request
+ *     between them and it until the election (each bounce a "leader
+ *     change").
  *   - NOT_LEADER without a (usable) hint, NO_GROUP, a failed connection:
  *     the guess leaves the member that failed (if it was the guess) for the
  *     next member not known dead (any, if all are).

@@ -44,9 +44,24 @@ struct peer {
     struct rpc_client *client; /* at its leader, as last seen */
 };
 
+/* Where one move's time went (ns), printed after its hand-off: what
+ * bounds a move (docs/resharding.md, BENCHMARKS.md "Moving keys"). */
+struct move_times {
+    uint64_t begin;    /* IN_BEGIN, OUT_BEGIN */
+    uint64_t export;   /* EXPORT RANGES and KEYS at S, answers decoded */
+    uint64_t import;   /* IMPORT at T (its commit) */
+    uint64_t pace;     /* sleeping for --rate */
+    uint64_t cut;      /* CUT at S (the keys' copy is export/import) */
+    uint64_t fenced;   /* FENCE sent to HANDOFF answered: writes wait */
+    uint64_t finish;   /* ACTIVATE, PURGE */
+    uint64_t imported; /* bytes of IMPORT commands */
+    uint64_t n_exports, n_imports, n_cuts;
+};
+
 struct ctl_mover {
     struct ctl *ctl;
     uint64_t cut_seq; /* the last CUT's */
+    struct move_times t;
     uint64_t rate;
     ctl_move_stop_fn stop;
     void *stop_data;
@@ -301,11 +316,16 @@ static int move_step(struct ctl_mover *mv, const struct ctl_move *m,
 static int export_read(struct ctl_mover *mv, const struct cluster_shard *s,
                        const struct cache_export_req *r, struct answer *a)
 {
+    uint64_t t0 = clock_mono_ns();
     size_t len;
     void *buf = cache_export_req_encode(r, &len);
     int rv = shard_op(mv, s, CACHE_OP_EXPORT, buf, len, a);
 
     free(buf);
+    if (r->kind == CACHE_EXPORT_RANGES || r->kind == CACHE_EXPORT_KEYS) {
+        mv->t.export += clock_mono_ns() - t0;
+        mv->t.n_exports++;
+    }
     if (rv != 0) {
         return EXIT_ERROR;
     }
@@ -365,7 +385,10 @@ static void pace(struct ctl_mover *mv, size_t bytes)
     due = mv->pace_start_ms + mv->paced * 1000 / mv->rate;
     now = clock_mono_ms();
     if (due > now) {
+        uint64_t t0 = clock_mono_ns();
+
         usleep((useconds_t)((due - now) * 1000));
+        mv->t.pace += clock_mono_ns() - t0;
     } else if (now - due > 1000) {
         /* idle time is not credit for a burst later */
         mv->paced = 0;
@@ -381,6 +404,7 @@ static int import_batch(struct ctl_mover *mv, const struct ctl_move *m,
     struct answer a;
     size_t len;
     void *buf;
+    uint64_t t0;
     int rv;
 
     if (n == 0) {
@@ -392,7 +416,11 @@ static int import_batch(struct ctl_mover *mv, const struct ctl_move *m,
     c.items = items;
     c.n_items = n;
     buf = cache_move_cmd_encode(&c, &len);
+    t0 = clock_mono_ns();
     rv = shard_op(mv, m->to, CACHE_OP_MOVE, buf, len, &a);
+    mv->t.import += clock_mono_ns() - t0;
+    mv->t.imported += len;
+    mv->t.n_imports++;
     free(buf);
     if (rv != 0) {
         return EXIT_ERROR;
@@ -509,6 +537,7 @@ static int catch_up(struct ctl_mover *mv, const struct ctl_move *m,
 {
     struct cache_move_cmd c;
     struct answer a;
+    uint64_t t0;
     int rv;
 
     memset(&c, 0, sizeof(c));
@@ -517,7 +546,11 @@ static int catch_up(struct ctl_mover *mv, const struct ctl_move *m,
     /* sent again as is when its answer is lost: the source then answers
      * the same keys (as they are now) instead of taking new ones */
     c.seq = ++mv->cut_seq;
-    if (move_cmd(mv, m->from, &c, &a) != 0) {
+    t0 = clock_mono_ns();
+    rv = move_cmd(mv, m->from, &c, &a);
+    mv->t.cut += clock_mono_ns() - t0;
+    mv->t.n_cuts++;
+    if (rv != 0) {
         return EXIT_ERROR;
     }
     if (a.status == CACHE_NOT_STORED && a.has_reply &&
@@ -623,7 +656,7 @@ static enum attempt_end broken_or_failed(int rv)
 static enum attempt_end attempt(struct ctl_mover *mv, const struct ctl_move *m,
                                 uint64_t *copied)
 {
-    uint64_t taken, left;
+    uint64_t taken, left, t0 = clock_mono_ns(), fence_at;
     unsigned round, tries;
     bool broken;
     int rv;
@@ -632,6 +665,7 @@ static enum attempt_end attempt(struct ctl_mover *mv, const struct ctl_move *m,
         (rv = move_step(mv, m, m->from, CACHE_MOVE_OUT_BEGIN)) != 0) {
         return broken_or_failed(rv);
     }
+    mv->t.begin += clock_mono_ns() - t0;
     rv = copy_ranges(mv, m, copied);
     if (rv != 0) {
         return rv == 1 ? ATTEMPT_STOPPED : ATTEMPT_FAILED;
@@ -651,6 +685,7 @@ static enum attempt_end attempt(struct ctl_mover *mv, const struct ctl_move *m,
         return ATTEMPT_STOPPED;
     }
     /* from here to the hand-off writes in the arcs wait: no stop */
+    fence_at = clock_mono_ns();
     if ((rv = move_step(mv, m, m->from, CACHE_MOVE_FENCE)) != 0) {
         return broken_or_failed(rv);
     }
@@ -674,6 +709,7 @@ static enum attempt_end attempt(struct ctl_mover *mv, const struct ctl_move *m,
         }
         rv = handoff(mv, m, &broken);
         if (rv == 0) {
+            mv->t.fenced += clock_mono_ns() - fence_at;
             return ATTEMPT_HANDED_OFF;
         }
         if (rv != 1) {
@@ -688,11 +724,38 @@ static enum attempt_end attempt(struct ctl_mover *mv, const struct ctl_move *m,
 
 int ctl_move_finish(struct ctl_mover *mv, const struct ctl_move *m)
 {
+    uint64_t t0 = clock_mono_ns();
+
     if (move_step(mv, m, m->to, CACHE_MOVE_ACTIVATE) != 0 ||
         move_step(mv, m, m->from, CACHE_MOVE_PURGE) != 0) {
         return EXIT_ERROR;
     }
+    mv->t.finish += clock_mono_ns() - t0;
     return 0;
+}
+
+static double secs(uint64_t ns)
+{
+    return (double)ns / 1e9;
+}
+
+/* "move S->T: time ..." : where the move's time went. */
+static void print_times(const struct ctl_move *m, const struct move_times *t,
+                        uint64_t total)
+{
+    uint64_t known = t->begin + t->export + t->import + t->pace + t->cut +
+                     t->finish;
+
+    printf("move %s->%s: time %.2f s: export %.2f s (%" PRIu64
+           "), import %.2f s (%" PRIu64 ", %.1f MiB), rate wait %.2f s, "
+           "cut %.2f s (%" PRIu64 "), begin %.2f s, activate+purge %.2f s, "
+           "other %.2f s; fenced %.1f ms\n",
+           m->from->name, m->to->name, secs(total), secs(t->export),
+           t->n_exports, secs(t->import), t->n_imports,
+           (double)t->imported / (1024.0 * 1024.0), secs(t->pace),
+           secs(t->cut), t->n_cuts, secs(t->begin), secs(t->finish),
+           total > known ? secs(total - known) : 0.0,
+           (double)t->fenced / 1e6);
 }
 
 int ctl_move_abort(struct ctl_mover *mv, const struct ctl_move *m)
@@ -708,9 +771,10 @@ int ctl_move_abort(struct ctl_mover *mv, const struct ctl_move *m)
 int ctl_move_run(struct ctl_mover *mv, const struct ctl_move *m)
 {
     enum cache_move_state at_s, at_t;
-    uint64_t copied = 0;
+    uint64_t copied = 0, t0 = clock_mono_ns();
     unsigned n;
 
+    memset(&mv->t, 0, sizeof(mv->t));
     if (ctl_move_state(mv, m, &at_s, &at_t) != 0) {
         return EXIT_ERROR;
     }
@@ -758,6 +822,7 @@ int ctl_move_run(struct ctl_mover *mv, const struct ctl_move *m)
             printf("move %s->%s: %zu arcs, %" PRIu64 " keys copied, handed "
                    "off\n",
                    m->from->name, m->to->name, m->n_arcs, copied);
+            print_times(m, &mv->t, clock_mono_ns() - t0);
             fflush(stdout);
             return 0;
         case ATTEMPT_STOPPED:

@@ -873,6 +873,48 @@ static void test_dead_leader_hint_ignored(void **state)
     assert_int_equal(F->fakes[2].writes, 1);
 }
 
+static void on_elect(uv_timer_t *t)
+{
+    (void)t;
+    F->leader[0] = 2;
+    F->stale_hint = -1;
+}
+
+/* The leader (fake 1) stepped down: it says NOT_LEADER and knows no
+ * leader, while the followers still name it until one of them is elected
+ * (300 ms later). Their hints are not followed back to it: the guess
+ * moves there once (the first hint), then only the walk over the members
+ * after each backoff reaches it (a third of ~10 attempts); following the
+ * hints sent every attempt back to it (~10 requests there, as many
+ * "leader changes"). The op completes at the new leader. */
+static void test_stepped_down_leader_hint_ignored(void **state)
+{
+    struct backend_shard_info si;
+    struct tcall t;
+    uv_timer_t elect;
+    char key[32];
+
+    (void)state;
+    F->leader[0] = -1; /* mid-election */
+    F->stale_hint = 1; /* every member names fake 1 (fake 1 itself too) */
+    start_backend(3000);
+    key_of_shard(0, key, sizeof(key));
+    uv_timer_init(&F->loop, &elect);
+    uv_timer_start(&elect, on_elect, 300, 0);
+    completed = 0;
+    prep(&t, CACHE_OP_SET, key, "v");
+    backend_submit(F->b, &t.call);
+    run_until_completed(1, 10000);
+    assert_int_equal(t.ncb, 1);
+    assert_int_equal(t.call.outcome, OUTCOME_OK);
+    assert_int_equal(t.call.result.status, CACHE_STORED);
+    assert_true(F->fakes[1].cache_reqs <= 5);
+    assert_int_equal(F->n_items[0], 1); /* stored once, at the leader */
+    backend_shard_info(F->b, 0, &si);
+    assert_int_equal(si.leader_changes, 1);
+    uv_close((uv_handle_t *)&elect, NULL);
+}
+
 /* RPC_UNAVAILABLE (outcome unknown): a write is not retried, a read is. */
 static void test_unavailable_write_not_retried_read_retried(void **state)
 {
@@ -1765,6 +1807,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_dead_leader_hint_ignored, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_stepped_down_leader_hint_ignored,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_unavailable_write_not_retried_read_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(
