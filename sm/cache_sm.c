@@ -1249,12 +1249,6 @@ uint64_t cache_sm_digest(const struct cache_sm *sm)
     return d;
 }
 
-bool cache_sm_owns(const struct cache_sm *sm, const char *key, size_t len,
-                   const char **owner)
-{
-    return shard_ring_owns(&sm->ring, key, len, owner);
-}
-
 uint64_t cache_sm_ring_epoch(const struct cache_sm *sm)
 {
     return sm->ring.epoch;

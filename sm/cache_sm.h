@@ -86,10 +86,6 @@ uint64_t cache_sm_digest(const struct cache_sm *sm);
 void cache_sm_stats(const struct cache_sm *sm, struct cache_sm_stats *out);
 /* A CONFIG was applied (the shard's settings came from its log). */
 bool cache_sm_configured(const struct cache_sm *sm);
-/* Whether the shard owns @key (sm/shard_ring.h: true without a spec);
- * when not, @owner gets the owner's name, valid until the next apply. */
-bool cache_sm_owns(const struct cache_sm *sm, const char *key, size_t len,
-                   const char **owner);
 /* What apply would say about @key at @now_ms before doing anything:
  * CACHE_OK (and *@tracked: a move out records it), CACHE_MOVING (its arc
  * is moving in, or fenced for a @write, the fence younger than
