@@ -1918,6 +1918,39 @@ static void move_setup(struct cache_sm *s, struct cache_sm *t,
     cluster_map_clear(&two);
 }
 
+/* The first key "k<i>", i >= @from, whose hash lies in @arcs. */
+static size_t key_in_arcs(const struct arc *arcs, size_t n, size_t from,
+                          char *key, size_t len)
+{
+    size_t i;
+
+    for (i = from; i < 100000; i++) {
+        snprintf(key, len, "k%zu", i);
+        if (arcs_contain(arcs, n, ring_hash(key, strlen(key)))) {
+            return i;
+        }
+    }
+    fail_msg("no key in the arcs");
+    return 0;
+}
+
+/* BEGIN of move @id at both ends, "a" (@s) to "b" (@t); @t NULL: the
+ * source's only. */
+static void begin_move(struct cache_sm *s, struct cache_sm *t, uint64_t now,
+                       uint64_t id, struct arc *arcs, size_t n_arcs)
+{
+    struct cache_move_cmd c = {.kind = CACHE_MOVE_IN_BEGIN, .move_id = id,
+                               .arcs = arcs, .n_arcs = n_arcs};
+
+    if (t != NULL) {
+        snprintf(c.peer, sizeof(c.peer), "a");
+        assert_int_equal(move_cmd(t, now, &c, NULL), CACHE_OK);
+    }
+    snprintf(c.peer, sizeof(c.peer), "b");
+    c.kind = CACHE_MOVE_OUT_BEGIN;
+    assert_int_equal(move_cmd(s, now, &c, NULL), CACHE_OK);
+}
+
 /* A whole move under writes at every step: T ends with exactly what S had
  * in the arcs (values, flags, expiry, cas), deletes included; S refuses
  * moved keys naming T, purges them; T refuses until activated, then
@@ -1945,14 +1978,8 @@ static void test_move_under_writes(void **state)
                                i % 7 == 0 ? 3600 : 0),
                          CACHE_STORED);
     }
-    c = (struct cache_move_cmd){.kind = CACHE_MOVE_IN_BEGIN, .move_id = id,
-                                .arcs = arcs, .n_arcs = n_arcs};
-    snprintf(c.peer, sizeof(c.peer), "a");
-    assert_int_equal(move_cmd(t, now, &c, NULL), CACHE_OK);
-    snprintf(c.peer, sizeof(c.peer), "b");
-    c.kind = CACHE_MOVE_OUT_BEGIN;
-    assert_int_equal(move_cmd(s, now, &c, NULL), CACHE_OK);
-    assert_int_equal(move_cmd(s, now, &c, NULL), CACHE_OK); /* again */
+    begin_move(s, t, now, id, arcs, n_arcs);
+    begin_move(s, t, now, id, arcs, n_arcs); /* again: done */
     assert_int_equal(cache_sm_move_state(s, id), CACHE_MOVE_TRACKING);
 
     /* copy, with writes and deletes in between */
@@ -1974,12 +2001,7 @@ static void test_move_under_writes(void **state)
     }
     keylist_free(&l);
     /* a key of the arcs is refused at T until it is activated */
-    for (i = 0; i < 2000; i++) {
-        snprintf(key, sizeof(key), "k%zu", i);
-        if (arcs_contain(arcs, n_arcs, ring_hash(key, strlen(key)))) {
-            break;
-        }
-    }
+    key_in_arcs(arcs, n_arcs, 0, key, sizeof(key));
     cache_sm_get(t, now, key, strlen(key), &res);
     assert_int_equal(res.status, CACHE_MOVING);
     cache_result_clear(&res);
@@ -2069,21 +2091,13 @@ static void test_move_cut_repeated(void **state)
     struct arc *arcs;
     size_t n_arcs, i, first;
     uint64_t id = 11;
-    char key[32], in_arc[2][32];
-    int found = 0;
+    char in_arc[2][32];
 
     (void)state;
     move_setup(s, t, &arcs, &n_arcs);
-    c = (struct cache_move_cmd){.kind = CACHE_MOVE_OUT_BEGIN, .move_id = id,
-                                .arcs = arcs, .n_arcs = n_arcs};
-    snprintf(c.peer, sizeof(c.peer), "b");
-    assert_int_equal(move_cmd(s, T0, &c, NULL), CACHE_OK);
-    for (i = 0; i < 2000 && found < 2; i++) {
-        snprintf(key, sizeof(key), "k%zu", i);
-        if (arcs_contain(arcs, n_arcs, ring_hash(key, strlen(key)))) {
-            snprintf(in_arc[found++], sizeof(in_arc[0]), "%s", key);
-        }
-    }
+    begin_move(s, NULL, T0, id, arcs, n_arcs);
+    i = key_in_arcs(arcs, n_arcs, 0, in_arc[0], sizeof(in_arc[0]));
+    key_in_arcs(arcs, n_arcs, i + 1, in_arc[1], sizeof(in_arc[1]));
     assert_int_equal(set(s, T0, in_arc[0], "one"), CACHE_STORED);
     c = (struct cache_move_cmd){.kind = CACHE_MOVE_CUT, .move_id = id,
                                 .seq = 100};
@@ -2136,13 +2150,7 @@ static void test_move_broken_abort_and_snapshot(void **state)
         snprintf(key, sizeof(key), "k%zu", i);
         set(s, now, key, "v");
     }
-    c = (struct cache_move_cmd){.kind = CACHE_MOVE_IN_BEGIN, .move_id = id,
-                                .arcs = arcs, .n_arcs = n_arcs};
-    snprintf(c.peer, sizeof(c.peer), "a");
-    assert_int_equal(move_cmd(t, now, &c, NULL), CACHE_OK);
-    snprintf(c.peer, sizeof(c.peer), "b");
-    c.kind = CACHE_MOVE_OUT_BEGIN;
-    assert_int_equal(move_cmd(s, now, &c, NULL), CACHE_OK);
+    begin_move(s, t, now, id, arcs, n_arcs);
     assert_int_equal(cache_sm_move_keys(s, id, keylist_add, &l), 0);
     copy_keys(s, t, now, id, l.keys, l.lens, l.n);
     keylist_free(&l);
@@ -2184,7 +2192,7 @@ static void test_move_fence_expires(void **state)
     struct cache_sm *t = sm_make(0, 0);
     struct cache_move_cmd c;
     struct arc *arcs;
-    size_t n_arcs, i;
+    size_t n_arcs;
     uint64_t id = 9;
     const char *owner;
     bool tracked;
@@ -2192,16 +2200,8 @@ static void test_move_fence_expires(void **state)
 
     (void)state;
     move_setup(s, t, &arcs, &n_arcs);
-    for (i = 0; i < 2000; i++) {
-        snprintf(key, sizeof(key), "k%zu", i);
-        if (arcs_contain(arcs, n_arcs, ring_hash(key, strlen(key)))) {
-            break;
-        }
-    }
-    c = (struct cache_move_cmd){.kind = CACHE_MOVE_OUT_BEGIN, .move_id = id,
-                                .arcs = arcs, .n_arcs = n_arcs};
-    snprintf(c.peer, sizeof(c.peer), "b");
-    assert_int_equal(move_cmd(s, T0, &c, NULL), CACHE_OK);
+    key_in_arcs(arcs, n_arcs, 0, key, sizeof(key));
+    begin_move(s, NULL, T0, id, arcs, n_arcs);
     simple_move(s, T0, CACHE_MOVE_FENCE, id, CACHE_OK);
     assert_int_equal(set(s, T0 + 1000, key, "x"), CACHE_MOVING);
     /* the leader's admission agrees, at its own clock */
