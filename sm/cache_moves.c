@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/fnv.h"
 #include "common/le.h"
 #include "sm/cache_op.h"
 
@@ -15,14 +16,7 @@
 
 static uint64_t key_hash(const char *key, size_t len)
 {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    size_t i;
-
-    for (i = 0; i < len; i++) {
-        h ^= (unsigned char)key[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
+    return fnv1a64(key, len);
 }
 
 static void index_put(struct keyset *s, uint32_t i)

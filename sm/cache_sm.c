@@ -645,15 +645,21 @@ enum cache_status cache_sm_admit(const struct cache_sm *sm, uint64_t now_ms,
                                  const char **owner, bool *tracked)
 {
     enum cache_moves_verdict v = MOVES_NONE;
+    bool live = cache_moves_live(&sm->moves);
+    uint32_t hash;
 
     *tracked = false;
-    if (cache_moves_live(&sm->moves)) {
-        v = cache_moves_check(&sm->moves, ring_hash(key, key_len), now_ms);
+    if (sm->ring.epoch == 0 && !live) {
+        return CACHE_OK; /* a standalone shard: no md5 per op */
+    }
+    hash = ring_hash(key, key_len); /* once, for the moves and the ring */
+    if (live) {
+        v = cache_moves_check(&sm->moves, hash, now_ms);
     }
     if (v == MOVES_IMPORTING || (v == MOVES_FENCED && write)) {
         return CACHE_MOVING;
     }
-    if (!shard_ring_owns(&sm->ring, key, key_len, owner)) {
+    if (!shard_ring_owns(&sm->ring, hash, owner)) {
         return CACHE_WRONG_OWNER;
     }
     *tracked = v == MOVES_TRACK || v == MOVES_FENCED;
@@ -1119,7 +1125,8 @@ void cache_sm_apply(struct cache_sm *sm,
         return;
     }
     if (tracked) {
-        /* before the op: whatever it does, T must learn the outcome */
+        /* before the op: whatever it does, T must learn the outcome (a
+         * rare path: only keys of an arc moving out) */
         cache_moves_dirty(&sm->moves, ring_hash(op->key, op->key_len),
                           op->key, op->key_len);
     }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/fnv.h"
 #include "common/le.h"
 
 struct shard_epochs {
@@ -886,18 +887,14 @@ err:
 
 uint64_t map_sm_digest(const struct map_sm *sm)
 {
-    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a over the snapshot */
     void *buf;
     size_t len;
-    size_t i;
+    uint64_t h;
 
     if (map_sm_snapshot(sm, xmalloc, &buf, &len) != 0) {
         return 0;
     }
-    for (i = 0; i < len; i++) {
-        h ^= ((const unsigned char *)buf)[i];
-        h *= 0x100000001b3ULL;
-    }
+    h = fnv1a64(buf, len); /* over the snapshot */
     free(buf);
     return h;
 }

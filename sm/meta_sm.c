@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/fnv.h"
 #include "common/le.h"
 
 struct mstr {
@@ -995,15 +996,12 @@ uint64_t meta_sm_digest(const struct meta_sm *sm)
 {
     void *buf;
     size_t len;
-    size_t i;
-    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a over the snapshot */
+    uint64_t h;
 
     if (meta_sm_snapshot(sm, xmalloc, &buf, &len) != 0) {
         return 0;
     }
-    for (i = 0; i < len; i++) {
-        h = (h ^ ((const unsigned char *)buf)[i]) * 0x100000001b3ULL;
-    }
+    h = fnv1a64(buf, len); /* over the snapshot */
     free(buf);
     return h;
 }

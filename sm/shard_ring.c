@@ -246,7 +246,7 @@ const char *shard_ring_owner_hash(const struct shard_ring *r, uint32_t hash)
     return r->names[ring_lookup_hash(r->ring, hash)];
 }
 
-bool shard_ring_owns(const struct shard_ring *r, const void *key, size_t len,
+bool shard_ring_owns(const struct shard_ring *r, uint32_t hash,
                      const char **owner)
 {
     const char *o;
@@ -254,7 +254,7 @@ bool shard_ring_owns(const struct shard_ring *r, const void *key, size_t len,
     if (r->epoch == 0) {
         return true;
     }
-    o = shard_ring_owner_hash(r, ring_hash(key, len));
+    o = shard_ring_owner_hash(r, hash);
     if (strcmp(o, r->self) == 0) {
         return true;
     }

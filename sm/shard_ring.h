@@ -72,9 +72,10 @@ void *shard_ring_encode(const struct shard_ring *r, size_t *len);
  * (malformed: bad counts, names, weights, a ring common/ring refuses). */
 int shard_ring_decode(const void *buf, size_t len, struct shard_ring *out);
 
-/* Whether @r owns @key: true without a spec. When it does not, @owner
- * (may be NULL) gets the owner's name (borrowed from @r). */
-bool shard_ring_owns(const struct shard_ring *r, const void *key, size_t len,
+/* Whether @r owns the key of ring_hash() @hash: true without a spec. When
+ * it does not, @owner (may be NULL) gets the owner's name (borrowed from
+ * @r). */
+bool shard_ring_owns(const struct shard_ring *r, uint32_t hash,
                      const char **owner);
 /* The owner of hash @hash (overrides first, then the ring); NULL without
  * a spec. */

@@ -1659,7 +1659,7 @@ static void keys_of(unsigned wb, char *ka, char *kb)
     for (i = 0; i < 1000 && (ka[0] == '\0' || kb[0] == '\0'); i++) {
         char k[16];
         snprintf(k, sizeof(k), "key%d", i);
-        if (shard_ring_owns(&r, k, strlen(k), NULL)) {
+        if (shard_ring_owns(&r, ring_hash(k, strlen(k)), NULL)) {
             strcpy(ka, k);
         } else {
             strcpy(kb, k);
