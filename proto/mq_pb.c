@@ -75,6 +75,12 @@ static const char *const known_texts[] = {
     "COMMAND_INVALID - unknown exchange type",
     "SYNTAX_ERROR - name longer than 255 bytes",
     "NOT_IMPLEMENTED - unknown meta command",
+    "SYNTAX_ERROR - bad shard name",
+    "PRECONDITION_FAILED - queue not in the directory",
+    "PRECONDITION_FAILED - placement changed",
+    "PRECONDITION_FAILED - queue already on that shard",
+    "PRECONDITION_FAILED - queue moving to another shard",
+    "PRECONDITION_FAILED - queue not moving to that shard",
 };
 
 static const char *generic_text(uint32_t code)
@@ -508,6 +514,9 @@ int mq_pb_meta_cmd_to_pb(const struct meta_sm_cmd *c,
     bytes_set(&pb->dest, c->dest, c->dest_len);
     pb->dest_is_exchange = c->dest_is_exchange;
     bytes_set(&pb->routing_key, c->routing_key, c->routing_key_len);
+    bytes_set(&pb->shard, c->shard, c->shard_len);
+    bytes_set(&pb->target, c->target, c->target_len);
+    pb->gen = c->gen;
     if (c->n_args > 0) {
         b->kv = xcalloc(c->n_args, sizeof(*b->kv));
         b->kv_ptrs = xcalloc(c->n_args, sizeof(*b->kv_ptrs));
@@ -544,8 +553,9 @@ int mq_pb_meta_cmd_from_pb(const Ringmq__MetaCommand *pb,
     if (pb->type >= META_SM_CMD__COUNT ||
         pb->exchange_type >= META_SM_EXCHANGE_TYPE__COUNT ||
         !name_ok(&pb->vhost) || !name_ok(&pb->exchange) ||
-        !name_ok(&pb->dest) || !name_ok(&pb->routing_key)) {
-        return -1;
+        !name_ok(&pb->dest) || !name_ok(&pb->routing_key) ||
+        !name_ok(&pb->shard) || !name_ok(&pb->target)) {
+        return -1; /* meta_sm answers 502 for shard names of 64..255 */
     }
     for (i = 0; i < pb->n_args; i++) {
         const Ringmq__MetaKv *p = pb->args[i];
@@ -584,6 +594,11 @@ int mq_pb_meta_cmd_from_pb(const Ringmq__MetaCommand *pb,
     c->routing_key_len = pb->routing_key.len;
     c->args = kv;
     c->n_args = pb->n_args;
+    c->shard = bytes_ptr(&pb->shard);
+    c->shard_len = pb->shard.len;
+    c->target = bytes_ptr(&pb->target);
+    c->target_len = pb->target.len;
+    c->gen = pb->gen;
     return 0;
 }
 
@@ -604,6 +619,25 @@ void mq_pb_meta_result_to_pb(const struct meta_sm_result *r,
                                              : "");
     pb->version = r->version;
     pb->changed = r->changed;
+    /* borrowed from @r, like reply_text */
+    bytes_set(&pb->placement_shard, r->placement.shard,
+              strlen(r->placement.shard));
+    pb->placement_gen = r->placement.gen;
+    pb->placement_moving = r->placement.moving;
+    bytes_set(&pb->placement_target, r->placement.target,
+              strlen(r->placement.target));
+    pb->placement_move_gen = r->placement.move_gen;
+}
+
+/* Into a char[META_SM_SHARD_MAX + 1]. */
+static bool shard_from(const ProtobufCBinaryData *b, char *out)
+{
+    if (b->len > META_SM_SHARD_MAX || (b->len > 0 && b->data == NULL)) {
+        return false;
+    }
+    memcpy(out, bytes_ptr(b), b->len);
+    out[b->len] = '\0';
+    return true;
 }
 
 int mq_pb_meta_result_from_pb(const Ringmq__MetaResult *pb,
@@ -614,9 +648,17 @@ int mq_pb_meta_result_from_pb(const Ringmq__MetaResult *pb,
     if (pb->reply_code > UINT16_MAX) {
         return -1;
     }
+    if (!shard_from(&pb->placement_shard, r->placement.shard) ||
+        !shard_from(&pb->placement_target, r->placement.target)) {
+        memset(&r->placement, 0, sizeof(r->placement));
+        return -1;
+    }
     r->reply_code = (uint16_t)pb->reply_code;
     r->reply_text = intern_text(pb->reply_text, pb->reply_code);
     r->version = pb->version;
     r->changed = pb->changed;
+    r->placement.gen = pb->placement_gen;
+    r->placement.moving = pb->placement_moving;
+    r->placement.move_gen = pb->placement_move_gen;
     return 0;
 }

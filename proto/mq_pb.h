@@ -80,8 +80,10 @@ int mq_pb_meta_cmd_from_pb(const Ringmq__MetaCommand *pb,
                            struct meta_sm_cmd *c);
 void mq_pb_meta_cmd_release(struct meta_sm_cmd *c);
 
-/* reply_text borrowed (static). snapshot is left unset (NULL): the caller
- * attaches one when it wants the state to travel with the result. */
+/* reply_text borrowed (static), the placement's names borrowed from @r
+ * (keep it until the message is packed). snapshot is left unset (NULL): the
+ * caller attaches one when it wants the state to travel with the result.
+ * Decoding refuses placement names longer than META_SM_SHARD_MAX. */
 void mq_pb_meta_result_to_pb(const struct meta_sm_result *r,
                              Ringmq__MetaResult *pb);
 int mq_pb_meta_result_from_pb(const Ringmq__MetaResult *pb,

@@ -6,6 +6,11 @@
  * scanned linearly; an index per exchange is the first thing to add if a
  * deployment declares thousands. Creation order is the same on every
  * replica, so snapshots are byte-identical and the digest hashes them.
+ *
+ * The queue directory is a chained hash table for lookups plus a doubly
+ * linked list in creation order: the list, not the table, decides the
+ * order of snapshots and of meta_sm_queue_each, so the table's layout may
+ * differ between replicas (it depends on growth history) without showing.
  */
 #include "sm/meta_sm.h"
 
@@ -48,12 +53,35 @@ struct mbind {
     struct mkvs args;
 };
 
+/* One directory entry; allocated with its key (vhost then queue). */
+struct mplace {
+    struct mplace *hnext;       /* hash chain */
+    struct mplace *prev, *next; /* creation order */
+    uint64_t hash;
+    uint64_t gen;
+    uint64_t move_gen; /* 0 unless moving */
+    char *target;      /* NULL unless moving: moves are rare, names short */
+    char shard[META_SM_SHARD_MAX + 1];
+    uint16_t vhost_len;
+    uint16_t queue_len;
+    char key[];
+};
+
+struct mdir {
+    struct mplace **buckets;
+    size_t n_buckets; /* 0 or a power of two */
+    size_t n;
+    struct mplace *head, *tail;
+    uint64_t next_gen;
+};
+
 struct meta_sm {
     uint64_t version;
     struct mexch *ex;
     size_t n_ex, cap_ex;
     struct mbind *bind;
     size_t n_bind, cap_bind;
+    struct mdir dir;
 };
 
 static const char *const type_names[META_SM_EXCHANGE_TYPE__COUNT] = {
@@ -191,11 +219,247 @@ static struct mexch *find_exchange(const struct meta_sm *sm, const char *vhost,
     return NULL;
 }
 
+/* ---- the queue directory ---------------------------------------------- */
+
+/* Any good spread will do (the table's layout is never serialized); each
+ * half hashed alone so ("ab", "c") and ("a", "bc") differ. */
+static uint64_t dir_hash(const char *vhost, size_t vlen, const char *queue,
+                         size_t qlen)
+{
+    uint64_t h = fnv1a64(vhost, vlen) ^
+                 (fnv1a64(queue, qlen) * 0x9e3779b97f4a7c15ULL);
+
+    return h ^ (h >> 29);
+}
+
+/* memcmp/memcpy with a NULL pointer are undefined even for 0 bytes, and
+ * commands may carry NULL for an empty name. */
+static bool mem_eq(const char *a, const char *b, size_t len)
+{
+    return len == 0 || memcmp(a, b, len) == 0;
+}
+
+static void mem_copy(char *dst, const char *src, size_t len)
+{
+    if (len > 0) {
+        memcpy(dst, src, len);
+    }
+}
+
+static struct mplace **dir_bucket(const struct mdir *d, uint64_t hash)
+{
+    return &d->buckets[hash & (d->n_buckets - 1)];
+}
+
+static struct mplace *dir_find(const struct mdir *d, const char *vhost,
+                               size_t vlen, const char *queue, size_t qlen)
+{
+    uint64_t h;
+    struct mplace *e;
+
+    if (d->n == 0 || vlen > META_SM_NAME_MAX || qlen > META_SM_NAME_MAX) {
+        return NULL;
+    }
+    h = dir_hash(vhost, vlen, queue, qlen);
+    for (e = *dir_bucket(d, h); e != NULL; e = e->hnext) {
+        if (e->hash == h && e->vhost_len == vlen && e->queue_len == qlen &&
+            mem_eq(e->key, vhost, vlen) &&
+            mem_eq(e->key + vlen, queue, qlen)) {
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* Rehash into @n buckets, walking the creation list. */
+static void dir_resize(struct mdir *d, size_t n)
+{
+    struct mplace *e;
+
+    free(d->buckets);
+    d->buckets = xcalloc(n, sizeof(*d->buckets));
+    d->n_buckets = n;
+    for (e = d->head; e != NULL; e = e->next) {
+        struct mplace **b = dir_bucket(d, e->hash);
+        e->hnext = *b;
+        *b = e;
+    }
+}
+
+static void set_name(char *dst, const char *p, size_t len)
+{
+    mem_copy(dst, p, len);
+    dst[len] = '\0';
+}
+
+/* Appends an entry not present yet (callers looked). */
+static struct mplace *dir_add(struct mdir *d, const char *vhost, size_t vlen,
+                              const char *queue, size_t qlen,
+                              const char *shard, size_t slen, uint64_t gen)
+{
+    struct mplace *e = xcalloc(1, sizeof(*e) + vlen + qlen);
+    struct mplace **b;
+
+    if (d->n >= d->n_buckets) { /* load factor at most 1 */
+        dir_resize(d, d->n_buckets ? 2 * d->n_buckets : 64);
+    }
+    e->hash = dir_hash(vhost, vlen, queue, qlen);
+    e->gen = gen;
+    set_name(e->shard, shard, slen);
+    e->vhost_len = (uint16_t)vlen;
+    e->queue_len = (uint16_t)qlen;
+    mem_copy(e->key, vhost, vlen);
+    mem_copy(e->key + vlen, queue, qlen);
+    b = dir_bucket(d, e->hash);
+    e->hnext = *b;
+    *b = e;
+    e->prev = d->tail;
+    if (d->tail != NULL) {
+        d->tail->next = e;
+    } else {
+        d->head = e;
+    }
+    d->tail = e;
+    d->n++;
+    return e;
+}
+
+static void place_free(struct mplace *e)
+{
+    free(e->target);
+    free(e);
+}
+
+static void dir_remove(struct mdir *d, struct mplace *e)
+{
+    struct mplace **b = dir_bucket(d, e->hash);
+
+    while (*b != e) {
+        b = &(*b)->hnext;
+    }
+    *b = e->hnext;
+    if (e->prev != NULL) {
+        e->prev->next = e->next;
+    } else {
+        d->head = e->next;
+    }
+    if (e->next != NULL) {
+        e->next->prev = e->prev;
+    } else {
+        d->tail = e->prev;
+    }
+    d->n--;
+    place_free(e);
+}
+
+/* Empties the directory and starts the gens again at 1. */
+static void dir_clear(struct mdir *d)
+{
+    struct mplace *e = d->head;
+
+    while (e != NULL) {
+        struct mplace *next = e->next;
+        place_free(e);
+        e = next;
+    }
+    free(d->buckets);
+    memset(d, 0, sizeof(*d));
+    d->next_gen = 1;
+}
+
+static void set_target(struct mplace *e, const char *p, size_t len,
+                       uint64_t move_gen)
+{
+    free(e->target);
+    e->target = NULL;
+    if (p != NULL) {
+        e->target = xmalloc(len + 1);
+        set_name(e->target, p, len);
+    }
+    e->move_gen = move_gen;
+}
+
+static void placement_fill(const struct mplace *e, struct meta_sm_placement *p)
+{
+    memset(p, 0, sizeof(*p));
+    if (e == NULL) {
+        return;
+    }
+    memcpy(p->shard, e->shard, sizeof(p->shard));
+    p->gen = e->gen;
+    if (e->target != NULL) {
+        p->moving = true;
+        strcpy(p->target, e->target); /* at most 63 bytes, checked */
+        p->move_gen = e->move_gen;
+    }
+}
+
+/* Shard names are NUL-terminated here, so a name with a NUL could not be
+ * told from its prefix: refused like an empty or too long one. */
+static bool shard_name_ok(const char *p, size_t len)
+{
+    return len > 0 && len <= META_SM_SHARD_MAX &&
+           memchr(p, '\0', len) == NULL;
+}
+
+static bool name_is(const char *stored, const char *p, size_t len)
+{
+    return strlen(stored) == len && mem_eq(stored, p, len);
+}
+
+int meta_sm_queue_lookup(const struct meta_sm *sm, const char *vhost,
+                         size_t vhost_len, const char *queue, size_t queue_len,
+                         struct meta_sm_placement *out)
+{
+    const struct mplace *e =
+        dir_find(&sm->dir, vhost, vhost_len, queue, queue_len);
+
+    if (out != NULL) {
+        placement_fill(e, out);
+    }
+    return e != NULL ? 0 : -1;
+}
+
+uint64_t meta_sm_queue_count(const struct meta_sm *sm)
+{
+    return sm->dir.n;
+}
+
+uint64_t meta_sm_queue_next_gen(const struct meta_sm *sm)
+{
+    return sm->dir.next_gen;
+}
+
+int meta_sm_queue_each(const struct meta_sm *sm,
+                       int (*fn)(void *data, const char *vhost,
+                                 size_t vhost_len, const char *queue,
+                                 size_t queue_len,
+                                 const struct meta_sm_placement *p),
+                       void *data)
+{
+    const struct mplace *e;
+    struct meta_sm_placement p;
+    int rv;
+
+    for (e = sm->dir.head; e != NULL; e = e->next) {
+        placement_fill(e, &p);
+        rv = fn(data, e->key, e->vhost_len, e->key + e->vhost_len,
+                e->queue_len, &p);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
 /* ---- lifecycle -------------------------------------------------------- */
 
 struct meta_sm *meta_sm_new(void)
 {
-    return xcalloc(1, sizeof(struct meta_sm));
+    struct meta_sm *sm = xcalloc(1, sizeof(struct meta_sm));
+
+    sm->dir.next_gen = 1;
+    return sm;
 }
 
 static void clear_all(struct meta_sm *sm)
@@ -213,6 +477,7 @@ static void clear_all(struct meta_sm *sm)
     sm->ex = NULL;
     sm->bind = NULL;
     sm->n_ex = sm->cap_ex = sm->n_bind = sm->cap_bind = 0;
+    dir_clear(&sm->dir);
 }
 
 void meta_sm_free(struct meta_sm *sm)
@@ -522,9 +787,18 @@ static void unbind(struct meta_sm *sm, const struct meta_sm_cmd *c,
 static void queue_gone(struct meta_sm *sm, const struct meta_sm_cmd *c,
                        struct meta_sm_result *res)
 {
+    struct mplace *e =
+        dir_find(&sm->dir, c->vhost, c->vhost_len, c->dest, c->dest_len);
     size_t i = 0;
     bool any = false;
 
+    if (c->gen != 0 && e != NULL && e->gen != c->gen) {
+        return; /* created again since: its bindings are the new queue's */
+    }
+    if (c->gen != 0 && e != NULL && e->target == NULL) {
+        dir_remove(&sm->dir, e);
+        any = true;
+    }
     while (i < sm->n_bind) {
         struct mbind *b = &sm->bind[i];
         if (!b->dest_is_exchange && mstr_eq(&b->vhost, c->vhost, c->vhost_len) &&
@@ -539,6 +813,117 @@ static void queue_gone(struct meta_sm *sm, const struct meta_sm_cmd *c,
         auto_delete_sweep(sm);
         changed(sm, res);
     }
+}
+
+static void queue_place(struct meta_sm *sm, const struct meta_sm_cmd *c,
+                        struct meta_sm_result *res)
+{
+    struct mplace *e =
+        dir_find(&sm->dir, c->vhost, c->vhost_len, c->dest, c->dest_len);
+
+    if (!shard_name_ok(c->shard, c->shard_len)) {
+        reply(res, 502, "SYNTAX_ERROR - bad shard name");
+        return;
+    }
+    if (e == NULL) {
+        dir_add(&sm->dir, c->vhost, c->vhost_len, c->dest, c->dest_len,
+                c->shard, c->shard_len, sm->dir.next_gen++);
+        changed(sm, res);
+    } else if (c->gen != 0 && c->gen == e->gen && e->target == NULL) {
+        /* The shard refused this gen (below its create floor, i.e. the
+         * queue was deleted there after this entry was made): same shard,
+         * a gen above the floor. A move in progress owns the entry. */
+        e->gen = sm->dir.next_gen++;
+        changed(sm, res);
+    }
+}
+
+static void move_begin(struct meta_sm *sm, const struct meta_sm_cmd *c,
+                       struct meta_sm_result *res)
+{
+    struct mplace *e =
+        dir_find(&sm->dir, c->vhost, c->vhost_len, c->dest, c->dest_len);
+
+    if (!shard_name_ok(c->shard, c->shard_len) ||
+        !shard_name_ok(c->target, c->target_len)) {
+        reply(res, 502, "SYNTAX_ERROR - bad shard name");
+    } else if (e == NULL) {
+        reply(res, 406, "PRECONDITION_FAILED - queue not in the directory");
+    } else if (!name_is(e->shard, c->shard, c->shard_len) ||
+               e->gen != c->gen) {
+        reply(res, 406, "PRECONDITION_FAILED - placement changed");
+    } else if (name_is(e->shard, c->target, c->target_len)) {
+        reply(res, 406, "PRECONDITION_FAILED - queue already on that shard");
+    } else if (e->target != NULL) {
+        if (!name_is(e->target, c->target, c->target_len)) {
+            reply(res, 406,
+                  "PRECONDITION_FAILED - queue moving to another shard");
+        }
+        /* else a rerun: the placement answers the same move_gen */
+    } else {
+        set_target(e, c->target, c->target_len, sm->dir.next_gen++);
+        changed(sm, res);
+    }
+}
+
+static void move_commit(struct meta_sm *sm, const struct meta_sm_cmd *c,
+                        struct meta_sm_result *res)
+{
+    struct mplace *e =
+        dir_find(&sm->dir, c->vhost, c->vhost_len, c->dest, c->dest_len);
+
+    if (!shard_name_ok(c->target, c->target_len)) {
+        reply(res, 502, "SYNTAX_ERROR - bad shard name");
+    } else if (e != NULL && e->target != NULL &&
+               name_is(e->target, c->target, c->target_len)) {
+        set_name(e->shard, c->target, c->target_len);
+        e->gen = e->move_gen;
+        set_target(e, NULL, 0, 0);
+        changed(sm, res);
+    } else if (e == NULL || e->target != NULL ||
+               !name_is(e->shard, c->target, c->target_len)) {
+        reply(res, 406,
+              "PRECONDITION_FAILED - queue not moving to that shard");
+    }
+    /* else committed before: a rerun */
+}
+
+static void move_abort(struct meta_sm *sm, const struct meta_sm_cmd *c,
+                       struct meta_sm_result *res)
+{
+    struct mplace *e =
+        dir_find(&sm->dir, c->vhost, c->vhost_len, c->dest, c->dest_len);
+
+    if (!shard_name_ok(c->target, c->target_len)) {
+        reply(res, 502, "SYNTAX_ERROR - bad shard name");
+    } else if (e != NULL && e->target != NULL &&
+               name_is(e->target, c->target, c->target_len)) {
+        set_target(e, NULL, 0, 0);
+        changed(sm, res);
+    }
+}
+
+static void queue_forget(struct meta_sm *sm, const struct meta_sm_cmd *c,
+                         struct meta_sm_result *res)
+{
+    struct mplace *e =
+        dir_find(&sm->dir, c->vhost, c->vhost_len, c->dest, c->dest_len);
+
+    if (!shard_name_ok(c->shard, c->shard_len)) {
+        reply(res, 502, "SYNTAX_ERROR - bad shard name");
+    } else if (e != NULL && e->target == NULL && e->gen == c->gen &&
+               name_is(e->shard, c->shard, c->shard_len)) {
+        dir_remove(&sm->dir, e);
+        changed(sm, res);
+    }
+}
+
+/* Commands whose result carries the queue's entry. */
+static bool names_a_queue(enum meta_sm_cmd_type t)
+{
+    return t == META_SM_QUEUE_GONE || t == META_SM_QUEUE_PLACE ||
+           t == META_SM_QUEUE_MOVE_BEGIN || t == META_SM_QUEUE_MOVE_COMMIT ||
+           t == META_SM_QUEUE_MOVE_ABORT || t == META_SM_QUEUE_FORGET;
 }
 
 void meta_sm_apply(struct meta_sm *sm, const struct meta_sm_cmd *cmd,
@@ -568,9 +953,28 @@ void meta_sm_apply(struct meta_sm *sm, const struct meta_sm_cmd *cmd,
             case META_SM_QUEUE_GONE:
                 queue_gone(sm, cmd, res);
                 break;
+            case META_SM_QUEUE_PLACE:
+                queue_place(sm, cmd, res);
+                break;
+            case META_SM_QUEUE_MOVE_BEGIN:
+                move_begin(sm, cmd, res);
+                break;
+            case META_SM_QUEUE_MOVE_COMMIT:
+                move_commit(sm, cmd, res);
+                break;
+            case META_SM_QUEUE_MOVE_ABORT:
+                move_abort(sm, cmd, res);
+                break;
+            case META_SM_QUEUE_FORGET:
+                queue_forget(sm, cmd, res);
+                break;
             default:
                 reply(res, 540, "NOT_IMPLEMENTED - unknown meta command");
                 break;
+        }
+        if (names_a_queue(cmd->type)) {
+            meta_sm_queue_lookup(sm, cmd->vhost, cmd->vhost_len, cmd->dest,
+                                 cmd->dest_len, &res->placement);
         }
     }
     res->version = sm->version;
@@ -804,7 +1208,11 @@ int meta_sm_route(const struct meta_sm *sm, const char *vhost,
 /* ---- snapshots -------------------------------------------------------- */
 
 #define SNAP_MAGIC 0x4d455441u /* "META" */
-#define SNAP_VERSION 1u
+/* 1: exchanges and bindings; 2: then the queue directory. */
+#define SNAP_VERSION 2u
+#define SNAP_VERSION_NO_DIR 1u
+/* Fixed bytes of a directory entry: four name lengths and two gens. */
+#define SNAP_PLACE_FIXED (4 * 4 + 2 * 8)
 
 static size_t kvs_size(const struct mkvs *kv)
 {
@@ -826,6 +1234,13 @@ static unsigned char *put_str(unsigned char *p, const struct mstr *s)
     return p + s->len;
 }
 
+static unsigned char *put_raw(unsigned char *p, const char *s, size_t len)
+{
+    struct mstr m = {(char *)(uintptr_t)s, len};
+
+    return put_str(p, &m);
+}
+
 static unsigned char *put_kvs(unsigned char *p, const struct mkvs *kv)
 {
     size_t i;
@@ -834,6 +1249,39 @@ static unsigned char *put_kvs(unsigned char *p, const struct mkvs *kv)
     for (i = 0; i < kv->n; i++) {
         p = put_str(p, &kv->keys[i]);
         p = put_str(p, &kv->values[i]);
+    }
+    return p;
+}
+
+/* The directory section (format 2): next_gen, count, then each entry in
+ * creation order: vhost, queue, shard, gen, target ("" unless moving),
+ * move_gen. */
+static size_t dir_size(const struct mdir *d)
+{
+    size_t len = 8 + 4;
+    const struct mplace *e;
+
+    for (e = d->head; e != NULL; e = e->next) {
+        len += SNAP_PLACE_FIXED + e->vhost_len + e->queue_len +
+               strlen(e->shard) + (e->target ? strlen(e->target) : 0);
+    }
+    return len;
+}
+
+static unsigned char *put_dir(unsigned char *p, const struct mdir *d)
+{
+    const struct mplace *e;
+
+    p = le_put_u64(p, d->next_gen);
+    p = le_put_u32(p, (uint32_t)d->n);
+    for (e = d->head; e != NULL; e = e->next) {
+        p = put_raw(p, e->key, e->vhost_len);
+        p = put_raw(p, e->key + e->vhost_len, e->queue_len);
+        p = put_raw(p, e->shard, strlen(e->shard));
+        p = le_put_u64(p, e->gen);
+        p = put_raw(p, e->target ? e->target : "",
+                    e->target ? strlen(e->target) : 0);
+        p = le_put_u64(p, e->move_gen);
     }
     return p;
 }
@@ -855,6 +1303,7 @@ int meta_sm_snapshot(const struct meta_sm *sm, void *(*alloc)(size_t),
         len += 16 + b->vhost.len + b->source.len + b->dest.len + b->key.len +
                1 + kvs_size(&b->args);
     }
+    len += dir_size(&sm->dir);
     buf = alloc(len);
     if (buf == NULL) {
         return -1;
@@ -883,6 +1332,7 @@ int meta_sm_snapshot(const struct meta_sm *sm, void *(*alloc)(size_t),
         *p++ = b->dest_is_exchange ? 1 : 0;
         p = put_kvs(p, &b->args);
     }
+    p = put_dir(p, &sm->dir);
     *out = buf;
     *out_len = (size_t)(p - buf);
     return 0;
@@ -925,6 +1375,76 @@ static bool get_kvs(struct le_reader *r, struct mkvs *kv)
     return true;
 }
 
+static bool get_raw(struct le_reader *r, const char **s, size_t *len,
+                    size_t max)
+{
+    const unsigned char *p;
+    uint32_t n;
+
+    if (!le_get_u32(r, &n) || n > max || !le_get_bytes(r, &p, n)) {
+        return false;
+    }
+    *s = (const char *)p;
+    *len = n;
+    return true;
+}
+
+/* One entry, checked against what the commands can produce: valid names,
+ * 0 < gen < move_gen < next_gen while moving, a key seen once. */
+static bool get_place(struct le_reader *r, struct mdir *d)
+{
+    const char *vhost, *queue, *shard, *target;
+    size_t vlen, qlen, slen, tlen;
+    uint64_t gen, move_gen;
+    struct mplace *e;
+
+    if (!get_raw(r, &vhost, &vlen, META_SM_NAME_MAX) ||
+        !get_raw(r, &queue, &qlen, META_SM_NAME_MAX) ||
+        !get_raw(r, &shard, &slen, META_SM_SHARD_MAX) ||
+        !shard_name_ok(shard, slen) || !le_get_u64(r, &gen) || gen == 0 ||
+        gen >= d->next_gen ||
+        !get_raw(r, &target, &tlen, META_SM_SHARD_MAX) ||
+        !le_get_u64(r, &move_gen) ||
+        dir_find(d, vhost, vlen, queue, qlen) != NULL) {
+        return false;
+    }
+    if (tlen == 0 ? move_gen != 0
+                  : !shard_name_ok(target, tlen) ||
+                        (tlen == slen && memcmp(target, shard, slen) == 0) ||
+                        move_gen <= gen || move_gen >= d->next_gen) {
+        return false;
+    }
+    e = dir_add(d, vhost, vlen, queue, qlen, shard, slen, gen);
+    if (tlen > 0) {
+        set_target(e, target, tlen, move_gen);
+    }
+    return true;
+}
+
+static bool get_dir(struct le_reader *r, struct mdir *d)
+{
+    size_t buckets = 64;
+    uint32_t n;
+    uint32_t i;
+
+    if (!le_get_u64(r, &d->next_gen) || d->next_gen == 0 ||
+        !le_get_u32(r, &n) || n > r->left / SNAP_PLACE_FIXED) {
+        return false;
+    }
+    while (buckets < n) {
+        buckets *= 2;
+    }
+    if (n > 0) {
+        dir_resize(d, buckets); /* once, not at every doubling */
+    }
+    for (i = 0; i < n; i++) {
+        if (!get_place(r, d)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 int meta_sm_restore(struct meta_sm *sm, const void *buf, size_t len)
 {
     struct le_reader r = {buf, len};
@@ -934,8 +1454,10 @@ int meta_sm_restore(struct meta_sm *sm, const void *buf, size_t len)
     uint32_t n;
     uint32_t i;
 
+    tmp.dir.next_gen = 1; /* what format 1 implies */
     if (!le_get_u32(&r, &magic) || magic != SNAP_MAGIC ||
-        !le_get_u32(&r, &ver) || ver != SNAP_VERSION ||
+        !le_get_u32(&r, &ver) ||
+        (ver != SNAP_VERSION && ver != SNAP_VERSION_NO_DIR) ||
         !le_get_u64(&r, &tmp.version) || !le_get_u32(&r, &n) ||
         n > r.left / 10) {
         return -1;
@@ -980,7 +1502,7 @@ int meta_sm_restore(struct meta_sm *sm, const void *buf, size_t len)
         }
         b->dest_is_exchange = is_ex;
     }
-    if (r.left != 0) {
+    if ((ver == SNAP_VERSION && !get_dir(&r, &tmp.dir)) || r.left != 0) {
         goto err;
     }
     clear_all(sm);

@@ -31,8 +31,30 @@
  * '/'"); the only C error return is a corrupt snapshot. Memory comes from
  * xmalloc (common/buf.h): out of memory aborts, as for the cache tables.
  *
+ * Queue directory: (vhost, queue) -> where the queue lives, so queues can
+ * be placed on any shard and moved (replacing the frozen queue ring):
+ *   - shard: the data shard holding the queue, an opaque name (1..63 bytes,
+ *     no NUL; meta_sm does not know the cluster map: the node checks names
+ *     against it before proposing);
+ *   - gen: a placement generation, a fresh value of a replicated counter
+ *     (next_gen, starting at 1) each time the entry is created or
+ *     re-placed, never reused; the shard refuses to create a queue with a
+ *     gen below its floor, so an old entry cannot resurrect a deleted
+ *     queue;
+ *   - moving: a move to `target` is under way; its gen (move_gen) was
+ *     allocated when the move began, so the coordinator imports the queue
+ *     at the target with it and COMMIT installs it unchanged.
+ * Directory commands that find nothing to do answer OK with changed false,
+ * so a coordinator may rerun any of them after a lost answer; the ones
+ * that can fail answer 406. Entries are kept in creation order (re-placing
+ * or moving does not reorder them), which snapshots, the digest and
+ * meta_sm_queue_each follow.
+ *
  * Scale: exchanges and bindings are arrays scanned linearly (the meta state
- * is what applications declare, normally tens to hundreds of entries).
+ * is what applications declare, normally tens to hundreds of entries). The
+ * directory has one entry per queue (100k+): a hash table, O(1) commands and
+ * lookups, about 150 bytes per entry plus the names; snapshots and the
+ * digest are O(entries).
  *
  * Ownership: pointers in a struct meta_sm_cmd are borrowed for the call.
  * Route results are owned by the struct meta_sm_route_result (clear it).
@@ -45,6 +67,7 @@
 #include <stdint.h>
 
 #define META_SM_NAME_MAX 255
+#define META_SM_SHARD_MAX 63 /* a directory's shard names */
 
 enum meta_sm_exchange_type {
     META_SM_DIRECT = 0,
@@ -72,6 +95,12 @@ enum meta_sm_cmd_type {
     META_SM_BIND,        /* queue.bind, or exchange.bind when dest_is_exchange */
     META_SM_UNBIND,      /* queue.unbind / exchange.unbind */
     META_SM_QUEUE_GONE,  /* a queue was deleted: drop every binding to it */
+    /* the queue directory (see the header comment) */
+    META_SM_QUEUE_PLACE,       /* place a queue, or re-place it */
+    META_SM_QUEUE_MOVE_BEGIN,  /* start moving it to another shard */
+    META_SM_QUEUE_MOVE_COMMIT, /* the target has it: point the entry there */
+    META_SM_QUEUE_MOVE_ABORT,  /* give the move up */
+    META_SM_QUEUE_FORGET,      /* drop an entry whose queue is gone */
     META_SM_CMD__COUNT
 };
 
@@ -84,7 +113,36 @@ enum meta_sm_cmd_type {
  *   BIND / UNBIND     vhost, exchange (source), dest, dest_is_exchange,
  *                     routing_key, args (the binding's arguments; for a
  *                     headers exchange also its match spec)
- *   QUEUE_GONE        vhost, dest (the queue)
+ *   QUEUE_GONE        vhost, dest (the queue), gen: 0 drops every binding
+ *                     to the queue and leaves its directory entry alone;
+ *                     otherwise the gen of the queue that was deleted: an
+ *                     entry with another gen means the queue was created
+ *                     again since, and nothing is dropped; an entry with
+ *                     this gen goes with the bindings unless it is moving
+ *                     (the move's coordinator settles it); no entry: the
+ *                     bindings go.
+ * Directory commands: vhost, dest (the queue) and the fields below; every
+ * shard name they take must be 1..63 bytes without NUL, else 502. The
+ * result's placement is the entry after the command (also on an error).
+ *   QUEUE_PLACE       shard (proposed), gen (replace_gen, 0 = none). No
+ *                     entry: created on shard with a new gen. An entry
+ *                     whose gen is replace_gen and which is not moving:
+ *                     same shard, new gen (the shard refused the old one).
+ *                     Otherwise nothing changes: the caller reads where the
+ *                     queue is from the placement.
+ *   QUEUE_MOVE_BEGIN  shard and gen (what the caller saw), target. 406
+ *                     unless the entry exists with that shard and gen,
+ *                     target differs from shard and no move to another
+ *                     target is under way. Allocates the gen the queue gets
+ *                     at the target (placement.move_gen); a rerun while
+ *                     moving to the same target answers the same one.
+ *   QUEUE_MOVE_COMMIT target: the entry moving to target now lives there
+ *                     with move_gen as its gen. Already there and not
+ *                     moving: OK, no change (a rerun). Otherwise 406.
+ *   QUEUE_MOVE_ABORT  target: a move to target is dropped (its gen stays
+ *                     unused); anything else: OK, no change.
+ *   QUEUE_FORGET      shard, gen: the entry goes if it is on shard with gen
+ *                     and not moving; anything else: OK, no change.
  */
 struct meta_sm_cmd {
     enum meta_sm_cmd_type type;
@@ -105,6 +163,20 @@ struct meta_sm_cmd {
     size_t routing_key_len;
     const struct meta_sm_kv *args;
     size_t n_args;
+    const char *shard; /* directory commands */
+    size_t shard_len;
+    const char *target;
+    size_t target_len;
+    uint64_t gen;
+};
+
+/* A directory entry; gen 0: no entry. Names are NUL-terminated. */
+struct meta_sm_placement {
+    char shard[META_SM_SHARD_MAX + 1];
+    uint64_t gen;
+    bool moving;
+    char target[META_SM_SHARD_MAX + 1]; /* "" unless moving */
+    uint64_t move_gen;                  /* 0 unless moving */
 };
 
 struct meta_sm_result {
@@ -114,6 +186,9 @@ struct meta_sm_result {
      * edge; every other code is a channel error. */
     uint64_t version; /* state version after the command */
     bool changed;
+    /* directory commands and QUEUE_GONE: the entry after the command;
+     * zero for the others */
+    struct meta_sm_placement placement;
 };
 
 struct meta_sm;
@@ -165,11 +240,31 @@ int meta_sm_route(const struct meta_sm *sm, const char *vhost,
 void meta_sm_counts(const struct meta_sm *sm, uint64_t *exchanges,
                     uint64_t *bindings);
 
+/* Where a queue lives. 0 and *out filled, or -1 (no entry; *out zeroed).
+ * @out may be NULL. */
+int meta_sm_queue_lookup(const struct meta_sm *sm, const char *vhost,
+                         size_t vhost_len, const char *queue, size_t queue_len,
+                         struct meta_sm_placement *out);
+/* Directory entries, and the gen the next placement gets. */
+uint64_t meta_sm_queue_count(const struct meta_sm *sm);
+uint64_t meta_sm_queue_next_gen(const struct meta_sm *sm);
+/* Every entry to @fn in creation order (the same on every replica); names
+ * are borrowed for the call, not NUL-terminated; @fn must not change @sm.
+ * Stops at the first nonzero return of @fn and returns it; else 0. */
+int meta_sm_queue_each(const struct meta_sm *sm,
+                       int (*fn)(void *data, const char *vhost,
+                                 size_t vhost_len, const char *queue,
+                                 size_t queue_len,
+                                 const struct meta_sm_placement *p),
+                       void *data);
+
 /* A 64-bit hash of the snapshot bytes: equal on replicas that applied the
  * same commands (creation order is part of the state). */
 uint64_t meta_sm_digest(const struct meta_sm *sm);
 
-/* Whole state (including version) into one buffer from @alloc. 0 or -1. */
+/* Whole state (including version) into one buffer from @alloc. 0 or -1.
+ * Format 2 (with the directory); restore also reads format 1 (before the
+ * directory: empty directory, next gen 1). */
 int meta_sm_snapshot(const struct meta_sm *sm, void *(*alloc)(size_t),
                      void **out, size_t *out_len);
 /* Replace the whole state; @buf borrowed; on error (-1) the state is kept. */

@@ -469,11 +469,19 @@ static void test_meta_roundtrip(void **state)
     c.routing_key_len = 3;
     c.args = kv;
     c.n_args = 2;
+    c.shard = "s1";
+    c.shard_len = 2;
+    c.target = "shard-2";
+    c.target_len = 7;
+    c.gen = UINT64_MAX;
     assert_int_equal(mq_pb_meta_cmd_to_pb(&c, &b), 0);
     pb = meta_wire(&b.pb);
     mq_pb_meta_buf_clear(&b);
     assert_int_equal(mq_pb_meta_cmd_from_pb(pb, &d), 0);
     assert_int_equal(d.type, META_SM_BIND);
+    assert_mem(d.shard, d.shard_len, "s1", 2);
+    assert_mem(d.target, d.target_len, "shard-2", 7);
+    assert_int_equal(d.gen, UINT64_MAX);
     assert_mem(d.vhost, d.vhost_len, "/", 1);
     assert_mem(d.exchange, d.exchange_len, "hx", 2);
     assert_int_equal(d.exchange_type, META_SM_HEADERS);
@@ -498,6 +506,9 @@ static void test_meta_roundtrip(void **state)
         c.passive = false;
         c.n_args = 0;
         c.args = NULL;
+        c.shard = c.target = NULL;
+        c.shard_len = c.target_len = 0;
+        c.gen = 0;
         assert_int_equal(mq_pb_meta_cmd_to_pb(&c, &b), 0);
         pb = meta_wire(&b.pb);
         mq_pb_meta_buf_clear(&b);
@@ -547,6 +558,116 @@ static void test_meta_bad(void **state)
     kv.key.len = 2;
     assert_int_equal(mq_pb_meta_cmd_from_pb(&pb, &c), 0);
     mq_pb_meta_cmd_release(&c);
+    pb.shard.data = big;
+    pb.shard.len = 256;
+    assert_int_equal(mq_pb_meta_cmd_from_pb(&pb, &c), -1);
+    pb.shard.len = 64; /* meta_sm's to refuse (502), not the decoder's */
+    assert_int_equal(mq_pb_meta_cmd_from_pb(&pb, &c), 0);
+    mq_pb_meta_cmd_release(&c);
+    pb.target.len = 256;
+    assert_int_equal(mq_pb_meta_cmd_from_pb(&pb, &c), -1);
+    pb.target.data = NULL;
+    pb.target.len = 1;
+    assert_int_equal(mq_pb_meta_cmd_from_pb(&pb, &c), -1);
+}
+
+static Ringmq__MetaResult *meta_result_wire(const Ringmq__MetaResult *pb)
+{
+    size_t n = ringmq__meta_result__get_packed_size(pb);
+    uint8_t *buf = malloc(n > 0 ? n : 1);
+    Ringmq__MetaResult *out;
+
+    assert_int_equal(ringmq__meta_result__pack(pb, buf), n);
+    out = ringmq__meta_result__unpack(NULL, n, buf);
+    free(buf);
+    assert_non_null(out);
+    return out;
+}
+
+/* A directory command and its result through the wire both ways. */
+static void test_meta_directory(void **state)
+{
+    static const enum meta_sm_cmd_type types[] = {
+        META_SM_QUEUE_PLACE,      META_SM_QUEUE_MOVE_BEGIN,
+        META_SM_QUEUE_MOVE_BEGIN, META_SM_QUEUE_MOVE_COMMIT,
+        META_SM_QUEUE_FORGET,
+    };
+    struct meta_sm *sm = meta_sm_new();
+    struct meta_sm_cmd c;
+    struct meta_sm_cmd d;
+    struct meta_sm_result r;
+    struct meta_sm_result back;
+    struct mq_pb_meta_buf b;
+    Ringmq__MetaCommand *pb;
+    Ringmq__MetaResult res;
+    Ringmq__MetaResult *res_in;
+    size_t i;
+
+    (void)state;
+    memset(&c, 0, sizeof(c));
+    c.vhost = "/";
+    c.vhost_len = 1;
+    c.dest = "q";
+    c.dest_len = 1;
+    c.shard = "s1";
+    c.shard_len = 2;
+    c.target = "s2";
+    c.target_len = 2;
+    for (i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        c.type = types[i];
+        c.gen = i == 0 ? 0 : 1; /* BEGIN expects gen 1 */
+        if (c.type == META_SM_QUEUE_FORGET) {
+            c.shard = "s2"; /* gen 2 after the commit */
+            c.gen = 2;
+        }
+        assert_int_equal(mq_pb_meta_cmd_to_pb(&c, &b), 0);
+        pb = meta_wire(&b.pb);
+        mq_pb_meta_buf_clear(&b);
+        assert_int_equal(mq_pb_meta_cmd_from_pb(pb, &d), 0);
+        assert_int_equal(d.type, c.type);
+        meta_sm_apply(sm, &d, &r);
+        assert_int_equal(r.reply_code, 0);
+        mq_pb_meta_cmd_release(&d);
+        ringmq__meta_command__free_unpacked(pb, NULL);
+
+        mq_pb_meta_result_to_pb(&r, &res);
+        res_in = meta_result_wire(&res);
+        assert_int_equal(mq_pb_meta_result_from_pb(res_in, &back), 0);
+        ringmq__meta_result__free_unpacked(res_in, NULL);
+        assert_int_equal(back.version, r.version);
+        assert_int_equal(back.changed, r.changed);
+        assert_string_equal(back.placement.shard, r.placement.shard);
+        assert_int_equal(back.placement.gen, r.placement.gen);
+        assert_int_equal(back.placement.moving, r.placement.moving);
+        assert_string_equal(back.placement.target, r.placement.target);
+        assert_int_equal(back.placement.move_gen, r.placement.move_gen);
+        switch (i) {
+            case 1:
+            case 2: /* BEGIN and its rerun */
+                assert_true(back.placement.moving);
+                assert_string_equal(back.placement.target, "s2");
+                assert_int_equal(back.placement.move_gen, 2);
+                break;
+            case 3:
+                assert_string_equal(back.placement.shard, "s2");
+                assert_int_equal(back.placement.gen, 2);
+                break;
+            case 4:
+                assert_int_equal(back.placement.gen, 0);
+                break;
+            default:
+                assert_string_equal(back.placement.shard, "s1");
+                assert_int_equal(back.placement.gen, 1);
+        }
+    }
+    /* the new reply texts survive as themselves, not as a generic one */
+    c.type = META_SM_QUEUE_MOVE_COMMIT;
+    meta_sm_apply(sm, &c, &r);
+    assert_int_equal(r.reply_code, 406);
+    mq_pb_meta_result_to_pb(&r, &res);
+    assert_int_equal(mq_pb_meta_result_from_pb(&res, &back), 0);
+    assert_string_equal(back.reply_text, r.reply_text);
+    meta_sm_free(sm);
 }
 
 static void test_meta_result(void **state)
@@ -568,8 +689,27 @@ static void test_meta_result(void **state)
     assert_string_equal(d.reply_text, r.reply_text);
     assert_int_equal(d.version, 42);
     assert_true(d.changed);
+    assert_int_equal(d.placement.gen, 0);
+    assert_string_equal(d.placement.shard, "");
     pb.reply_code = 1u << 20;
     assert_int_equal(mq_pb_meta_result_from_pb(&pb, &d), -1);
+    {
+        static uint8_t name[64];
+
+        pb.reply_code = 0;
+        memset(name, 'x', sizeof(name));
+        pb.placement_shard.data = name;
+        pb.placement_shard.len = 64;
+        assert_int_equal(mq_pb_meta_result_from_pb(&pb, &d), -1);
+        pb.placement_shard.len = 63;
+        pb.placement_target.data = name;
+        pb.placement_target.len = 64;
+        assert_int_equal(mq_pb_meta_result_from_pb(&pb, &d), -1);
+        pb.placement_target.len = 63;
+        assert_int_equal(mq_pb_meta_result_from_pb(&pb, &d), 0);
+        assert_int_equal(strlen(d.placement.shard), 63);
+        assert_int_equal(strlen(d.placement.target), 63);
+    }
 }
 
 int main(void)
@@ -584,6 +724,7 @@ int main(void)
         cmocka_unit_test(test_meta_roundtrip),
         cmocka_unit_test(test_meta_bad),
         cmocka_unit_test(test_meta_result),
+        cmocka_unit_test(test_meta_directory),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
