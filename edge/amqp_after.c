@@ -50,7 +50,10 @@ void edge_after_result(struct edge_calls *k, const struct mq_sm_result *r)
         edge_dead_letter(k, &r->dead[i], on_republish_done);
     }
     for (i = 0; i < r->n_deleted; i++) {
-        queue_gone(k, r->deleted[i].queue, r->deleted[i].queue_len);
+        /* A moved queue lives on elsewhere: its bindings stay. */
+        if (r->deleted[i].reason != MQ_SM_DEL_MOVED) {
+            queue_gone(k, r->deleted[i].queue, r->deleted[i].queue_len);
+        }
     }
 }
 

@@ -91,6 +91,14 @@ static void on_broker_done(struct amqp_broker_call *bc)
     struct edge_call *ec = container_of(bc, struct edge_call, bc);
     struct edge_calls *k = ec->calls;
 
+    /* A queue frozen or moved (mq_sm.h) is the router's to retry at the
+     * right shard; one that still gets here was not applied: say so, and
+     * every caller reacts as to a lost leader. */
+    if (bc->kind == AMQP_BROKER_MQ && bc->status == OUTCOME_OK &&
+        mq_sm_status_placement(bc->mq_result.status)) {
+        mq_sm_result_clear(&bc->mq_result);
+        bc->status = OUTCOME_UNAVAILABLE;
+    }
     ec->retry_at_ms = 0;
     ec->done(ec);
     if (ec->retry_at_ms == 0) {

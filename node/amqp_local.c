@@ -118,7 +118,12 @@ void amqp_local_on_internal(void *data, const struct mq_sm_cmd *cmd,
     }
     for (i = 0; i < res->n_deleted; i++) {
         const struct mq_sm_deleted *d = &res->deleted[i];
-        struct gone *g = xmalloc(sizeof(*g) + d->vhost_len + d->queue_len + 1);
+        struct gone *g;
+
+        if (d->reason == MQ_SM_DEL_MOVED) {
+            continue; /* lives on at another shard: bindings stay */
+        }
+        g = xmalloc(sizeof(*g) + d->vhost_len + d->queue_len + 1);
 
         g->vhost_len = d->vhost_len;
         g->queue_len = d->queue_len;

@@ -269,6 +269,16 @@ static void note_applied(struct mq_svc *svc, const struct mq_sm_cmd *c,
                            c->queue_len);
             }
             break;
+        case MQ_SM_MOVE_IN_END:
+        case MQ_SM_MOVE_ABORT:
+            /* A queue in a move parks its CHECKOUTs: it serves again (or
+             * is gone, which the deleted entry below wakes). */
+            if (res->status == MQ_SM_OK) {
+                svc->wakes++;
+                mark_queue(svc, c->vhost, c->vhost_len, c->queue,
+                           c->queue_len);
+            }
+            break;
         case MQ_SM_SETTLE:
         case MQ_SM_RETURN:
         case MQ_SM_DROP:
@@ -617,7 +627,7 @@ static void wake(struct mq_svc *svc)
                 }
                 continue;
             }
-            if (qs.ready == 0) {
+            if (qs.ready == 0 || qs.move != MQ_SM_MOVE_NONE) {
                 continue;
             }
             k = qs.ready < w->n ? qs.ready : w->n;
@@ -800,14 +810,15 @@ void mq_svc_submit(struct mq_svc *svc, struct mq_svc_call *call)
     lease_seen(svc, c->who.router);
     if (c->type == MQ_SM_CHECKOUT && call->wait_ms > 0) {
         call->deadline = uv_now(svc->sh.loop) + call->wait_ms;
-        /* Nothing ready: park without proposing; a missing queue is
-         * proposed so the state machine answers 404. */
+        /* Nothing ready, or the queue in a move (mq_sm.h): park without
+         * proposing; a missing queue is proposed so the state machine
+         * answers 404 (or MOVED). */
         if (c->max_messages > 0 &&
             mq_sm_queue_stats(svc->sm, c->vhost, c->vhost_len, c->queue,
                               c->queue_len, &qs) == 0) {
             uint64_t cap;
 
-            if (qs.ready == 0) {
+            if (qs.ready == 0 || qs.move != MQ_SM_MOVE_NONE) {
                 park(svc, call);
                 return;
             }

@@ -16,9 +16,10 @@
  *     broker start). Client commands submitted afterwards are ordered
  *     behind it.
  *   - Long-poll CHECKOUT: a CHECKOUT with wait_ms > 0 finding no ready
- *     message (local state) is parked, not proposed, and re-proposed when an
- *     applied command may have made messages available on its queue (or for
- *     it: a settle that frees prefetch), or completed OK with no deliveries
+ *     message (local state), or its queue in a move (mq_sm.h), is parked,
+ *     not proposed, and re-proposed when an applied command may have made
+ *     messages available on its queue (or for it: a settle that frees
+ *     prefetch; the end of a move), or completed OK with no deliveries
  *     when wait_ms pass. Long-polling consumers share a queue's ready
  *     messages: a long-poll CHECKOUT (woken or answered at once) takes at
  *     most ceil(ready / max(parked waiters, registered consumers));

@@ -81,6 +81,18 @@ static const char *const known_texts[] = {
     "PRECONDITION_FAILED - queue already on that shard",
     "PRECONDITION_FAILED - queue moving to another shard",
     "PRECONDITION_FAILED - queue not moving to that shard",
+    "MOVING - queue is being moved",
+    "MOVED - queue moved to another shard",
+    "PLACE_STALE - placement generation below the floor",
+    "PRECONDITION_FAILED - exclusive queues do not move",
+    "PRECONDITION_FAILED - queue exists here",
+    "PRECONDITION_FAILED - another move of this queue",
+    "PRECONDITION_FAILED - queue not imported",
+    "PRECONDITION_FAILED - import incomplete",
+    "PRECONDITION_FAILED - queue not frozen",
+    "bad placement gen",
+    "bad export chunk",
+    "export chunk out of order",
 };
 
 static const char *generic_text(uint32_t code)
@@ -179,6 +191,7 @@ int mq_pb_cmd_to_pb(const struct mq_sm_cmd *c, uint32_t wait_ms,
     pb->n_tags = c->n_tags;
     pb->tags = (uint64_t *)c->tags; /* read only while packing */
     pb->wait_ms = wait_ms;
+    pb->place_gen = c->place_gen;
     return 0;
 }
 
@@ -252,6 +265,7 @@ int mq_pb_cmd_from_pb(const Ringmq__MqCommand *pb, struct mq_sm_cmd *c,
     c->multiple = pb->multiple;
     c->tags = pb->tags;
     c->n_tags = pb->n_tags;
+    c->place_gen = pb->place_gen;
     if (wait_ms != NULL) {
         *wait_ms = pb->wait_ms;
     }
@@ -278,6 +292,8 @@ int mq_pb_result_to_pb(const struct mq_sm_result *r,
     pb->consumer_count = r->consumer_count;
     pb->message_count = r->message_count;
     pb->incomplete = r->incomplete;
+    pb->moved = r->moved;
+    pb->gen = r->gen;
     if (r->n_deliveries > 0) {
         b->deliveries = xcalloc(r->n_deliveries, sizeof(*b->deliveries));
         b->delivery_ptrs = xcalloc(r->n_deliveries, sizeof(*b->delivery_ptrs));
@@ -326,6 +342,7 @@ int mq_pb_result_to_pb(const struct mq_sm_result *r,
 
             ringmq__mq_deleted__init(p);
             p->reason = (uint32_t)d->reason;
+            p->gen = d->gen;
             bytes_set(&p->vhost, d->vhost, d->vhost_len);
             bytes_set(&p->queue, d->queue, d->queue_len);
             b->deleted_ptrs[i] = p;
@@ -376,7 +393,7 @@ static int result_check(const Ringmq__MqResult *pb)
 {
     size_t i;
 
-    if (pb->status > MQ_SM_REJECTED || pb->reply_code > UINT16_MAX) {
+    if (pb->status >= MQ_SM_STATUS__COUNT || pb->reply_code > UINT16_MAX) {
         return -1;
     }
     for (i = 0; i < pb->n_deliveries; i++) {
@@ -396,7 +413,7 @@ static int result_check(const Ringmq__MqResult *pb)
     for (i = 0; i < pb->n_deleted; i++) {
         const Ringmq__MqDeleted *d = pb->deleted[i];
 
-        if (d == NULL || d->reason > MQ_SM_DEL_BOOT || !name_ok(&d->vhost) ||
+        if (d == NULL || d->reason > MQ_SM_DEL_MOVED || !name_ok(&d->vhost) ||
             !name_ok(&d->queue)) {
             return -1;
         }
@@ -420,6 +437,8 @@ int mq_pb_result_from_pb(const Ringmq__MqResult *pb, struct mq_sm_result *r)
     r->consumer_count = pb->consumer_count;
     r->message_count = pb->message_count;
     r->incomplete = pb->incomplete;
+    r->moved = pb->moved;
+    r->gen = pb->gen;
     if (pb->n_deliveries > 0) {
         r->deliveries = xcalloc(pb->n_deliveries, sizeof(*r->deliveries));
         for (i = 0; i < pb->n_deliveries; i++) {
@@ -478,6 +497,7 @@ int mq_pb_result_from_pb(const Ringmq__MqResult *pb, struct mq_sm_result *r)
             parts[1] = p->queue;
             blk = dup_concat(parts, 2);
             d->reason = (enum mq_sm_deleted_reason)p->reason;
+            d->gen = p->gen;
             d->vhost = blk;
             d->vhost_len = p->vhost.len;
             d->queue = blk + d->vhost_len;

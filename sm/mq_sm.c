@@ -33,6 +33,14 @@
  *     when its registered consumer count falls to 0 (CANCEL or gone).
  *   - The tag table rehashes in one go when it doubles; fine for the
  *     first step, an incremental rehash (cache_table style) would bound it.
+ *   - Moves (mq_sm.h): nothing can change a frozen queue's ready list
+ *     (ENQUEUE/CHECKOUT/PURGE/DELETE answer MOVING, EXPIRE and auto-delete
+ *     skip it, it has nothing checked out), so the freeze keeps it as an
+ *     array too and an export chunk starts at its cursor in O(1). The
+ *     array is derived: not in snapshots or the digest, rebuilt by restore.
+ *     A freeze is named by a per-shard counter (move_seq); the target keeps
+ *     the name and its gen with the imported queue, after MOVE_IN_END too,
+ *     so a rerun of any MOVE_IN of that move is recognised as one.
  */
 #include "sm/mq_sm.h"
 
@@ -45,7 +53,10 @@
 #define DIGEST_SEED 0x6d712d6469676573ULL /* "mq-diges" */
 #define SNAP_SEED 0x6d712d736e617073ULL   /* "mq-snaps" */
 #define SNAP_MAGIC 0x51514d52U            /* "RMQQ" little-endian */
-#define SNAP_VERSION 2U
+#define SNAP_VERSION 3U
+#define EXPORT_SEED 0x6d712d6d6f766573ULL /* "mq-moves" */
+#define EXPORT_MAGIC 0x58514d52U          /* "RMQX" little-endian */
+#define EXPORT_VERSION 1U
 #define NEVER UINT64_MAX
 
 /* ------------------------------------------------------------------ hash */
@@ -232,11 +243,33 @@ struct mq_queue {
     uint64_t expires_ms;
     uint64_t max_len;
     uint64_t last_used_ms;
+    uint64_t gen; /* placement gen it was created or moved in with */
+    /* Moves. out_epoch names the freeze while FROZEN. in_epoch (0: not
+     * imported) names the source's freeze it was imported from, in_pos
+     * and in_total count its messages imported and announced; kept after
+     * MOVE_IN_END so reruns of that move are no-ops. */
+    uint64_t out_epoch;
+    uint64_t in_epoch;
+    uint64_t in_pos;
+    uint64_t in_total;
+    struct mq_msg **frozen; /* FROZEN: the ready list as an array */
+    uint8_t move;           /* enum mq_sm_move_state */
     uint8_t vhost_len;
     uint8_t name_len;
     uint8_t dlx_len;
     uint8_t dlrk_len;
     char data[]; /* vhost, name, dlx, dlrk */
+};
+
+/* A queue that moved away from this shard (MOVE_DONE). */
+struct mq_tomb {
+    struct hnode hn; /* tombstone table, by hash_name() */
+    struct mq_tomb *prev; /* age: oldest first */
+    struct mq_tomb *next;
+    uint64_t gen;
+    uint8_t vhost_len;
+    uint8_t name_len;
+    char data[]; /* vhost, name */
 };
 
 struct mq_consumer {
@@ -280,10 +313,15 @@ struct mq_sm {
     struct htable clients;
     struct mq_client *cl_first;
     struct mq_client *cl_last;
+    struct htable tombs;
+    struct mq_tomb *t_first;
+    struct mq_tomb *t_last;
 
     uint64_t clock_ms;
     uint64_t next_msg_id;
     uint64_t next_tag;
+    uint64_t create_floor; /* DECLARE may create with place_gen >= this */
+    uint64_t move_seq;     /* freezes so far: names the next one */
     uint64_t applied;
 };
 
@@ -407,13 +445,12 @@ void mq_sm_result_clear(struct mq_sm_result *res)
 static void set_error(struct mq_sm_result *res, enum mq_sm_status st,
                       const char *text)
 {
-    static const uint16_t codes[] = {
+    /* Placement answers have no AMQP code: the router retries them. */
+    static const uint16_t codes[MQ_SM_STATUS__COUNT] = {
         [MQ_SM_NOT_FOUND] = MQ_SM_REPLY_NOT_FOUND,
         [MQ_SM_RESOURCE_LOCKED] = MQ_SM_REPLY_RESOURCE_LOCKED,
         [MQ_SM_PRECONDITION_FAILED] = MQ_SM_REPLY_PRECONDITION_FAILED,
         [MQ_SM_ACCESS_REFUSED] = MQ_SM_REPLY_ACCESS_REFUSED,
-        [MQ_SM_NO_MEMORY] = 0,
-        [MQ_SM_REJECTED] = 0,
     };
 
     res->status = st;
@@ -495,6 +532,7 @@ static void add_deleted(struct mq_sm_result *res, const struct mq_queue *q,
     memcpy(p, q->data, len);
     d = &res->deleted[res->n_deleted++];
     d->reason = reason;
+    d->gen = q->gen;
     d->vhost = p;
     d->vhost_len = q->vhost_len;
     d->queue = p + q->vhost_len;
@@ -762,6 +800,74 @@ static bool match_scope(const struct mq_consumer *c, enum mq_sm_scope scope,
     }
 }
 
+/* ------------------------------------------------------------- tombstones */
+
+static const char *t_name(const struct mq_tomb *t)
+{
+    return t->data + t->vhost_len;
+}
+
+static struct mq_tomb *tomb_find(const struct mq_sm *sm, const char *vhost,
+                                 size_t vlen, const char *name, size_t nlen)
+{
+    uint64_t h = hash_name(vhost, vlen, name, nlen);
+    struct hnode *e;
+
+    for (e = ht_chain(&sm->tombs, h); e != NULL; e = e->next) {
+        struct mq_tomb *t = container_of(e, struct mq_tomb, hn);
+
+        if (e->hash == h && t->vhost_len == vlen && t->name_len == nlen &&
+            (vlen == 0 || memcmp(t->data, vhost, vlen) == 0) &&
+            memcmp(t_name(t), name, nlen) == 0) {
+            return t;
+        }
+    }
+    return NULL;
+}
+
+static struct mq_tomb *tomb_new(const char *vhost, size_t vlen,
+                                const char *name, size_t nlen, uint64_t gen)
+{
+    struct mq_tomb *t = calloc(1, sizeof(*t) + vlen + nlen);
+
+    if (t == NULL) {
+        return NULL;
+    }
+    t->gen = gen;
+    t->vhost_len = (uint8_t)vlen;
+    t->name_len = (uint8_t)nlen;
+    if (vlen > 0) {
+        memcpy(t->data, vhost, vlen);
+    }
+    memcpy(t->data + vlen, name, nlen);
+    t->hn.hash = hash_name(vhost, vlen, name, nlen);
+    return t;
+}
+
+static void tomb_remove(struct mq_sm *sm, struct mq_tomb *t)
+{
+    ht_remove(&sm->tombs, &t->hn);
+    DL_REMOVE(sm->t_first, sm->t_last, t);
+    free(t);
+}
+
+/* Newest last; beyond the bound the oldest goes (mq_sm.h: the floor still
+ * refuses a stale re-creation, only the answer gets less precise). */
+static void tomb_link(struct mq_sm *sm, struct mq_tomb *t)
+{
+    struct mq_tomb *old = tomb_find(sm, t->data, t->vhost_len, t_name(t),
+                                    t->name_len);
+
+    if (old != NULL) {
+        tomb_remove(sm, old);
+    }
+    ht_insert(&sm->tombs, &t->hn);
+    DL_APPEND(sm->t_first, sm->t_last, t);
+    while (sm->tombs.count > MQ_SM_TOMBSTONES_MAX) {
+        tomb_remove(sm, sm->t_first);
+    }
+}
+
 /* ----------------------------------------------------------------- queues */
 
 static struct mq_queue *queue_find(const struct mq_sm *sm, const char *vhost,
@@ -783,7 +889,9 @@ static struct mq_queue *queue_find(const struct mq_sm *sm, const char *vhost,
 }
 
 /* Remove a queue with its ready and unacked messages and every consumer
- * record on it. Nothing is dead-lettered (RabbitMQ does not either). */
+ * record on it. Nothing is dead-lettered (RabbitMQ does not either). Its
+ * gen can no longer create it here (mq_sm.h, create_floor), unless it was
+ * an import that never served (no directory entry can name it yet). */
 static void queue_destroy(struct mq_sm *sm, struct mq_queue *q,
                           enum mq_sm_deleted_reason reason,
                           struct mq_sm_result *res)
@@ -791,6 +899,10 @@ static void queue_destroy(struct mq_sm *sm, struct mq_queue *q,
     struct mq_consumer *c = sm->c_first;
 
     add_deleted(res, q, reason);
+    if (q->move != MQ_SM_MOVE_IMPORT && q->gen >= sm->create_floor) {
+        sm->create_floor = sat_add(q->gen, 1);
+    }
+    free(q->frozen);
     while (c != NULL) {
         struct mq_consumer *next = c->next;
 
@@ -815,7 +927,8 @@ static void auto_delete_sweep(struct mq_sm *sm, struct mq_sm_result *res)
     while (q != NULL) {
         struct mq_queue *next = q->next;
 
-        if (q->auto_delete && q->had_consumer && q->consumers == 0) {
+        if (q->auto_delete && q->had_consumer && q->consumers == 0 &&
+            q->move == MQ_SM_MOVE_NONE) {
             queue_destroy(sm, q, MQ_SM_DEL_AUTO_DELETE, res);
         }
         q = next;
@@ -836,7 +949,29 @@ static bool names_valid(const struct mq_sm_cmd *cmd)
            (cmd->vhost != NULL || cmd->vhost_len == 0) && cmd->queue != NULL;
 }
 
-/* Find the queue a command names, answering 404/405 itself. */
+/* Whether a command naming @q (NULL: absent) may act here: not while @q is
+ * in a move (MOVING), nor when it moved away (MOVED). Answers itself. */
+static bool placed_here(const struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                        const struct mq_queue *q, struct mq_sm_result *res)
+{
+    if (q != NULL) {
+        if (q->move != MQ_SM_MOVE_NONE) {
+            set_error(res, MQ_SM_MOVING, "MOVING - queue is being moved");
+            return false;
+        }
+        return true;
+    }
+    if (tomb_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue,
+                  cmd->queue_len) != NULL) {
+        set_error(res, MQ_SM_MOVED, "MOVED - queue moved to another shard");
+        res->moved = true;
+        return false;
+    }
+    return true;
+}
+
+/* Find the queue a command names, answering 404/405 and the placement
+ * answers itself. */
 static struct mq_queue *queue_lookup(struct mq_sm *sm,
                                      const struct mq_sm_cmd *cmd,
                                      struct mq_sm_result *res)
@@ -845,6 +980,9 @@ static struct mq_queue *queue_lookup(struct mq_sm *sm,
 
     q = queue_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue,
                    cmd->queue_len);
+    if (!placed_here(sm, cmd, q, res)) {
+        return NULL;
+    }
     if (q == NULL) {
         set_error(res, MQ_SM_NOT_FOUND, "NOT_FOUND - no queue");
         return NULL;
@@ -896,6 +1034,7 @@ static void apply_declare(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                           struct mq_sm_result *res)
 {
     const struct mq_sm_queue_args *a = &cmd->args;
+    struct mq_tomb *t = NULL;
     struct mq_queue *q;
     size_t len;
     char *p;
@@ -909,6 +1048,16 @@ static void apply_declare(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     }
     q = queue_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue,
                    cmd->queue_len);
+    if (q == NULL) {
+        t = tomb_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue,
+                      cmd->queue_len);
+    }
+    /* A tombstone yields only to a creation placed after the move. */
+    if ((q != NULL || t == NULL || cmd->passive ||
+         cmd->place_gen <= t->gen) &&
+        !placed_here(sm, cmd, q, res)) {
+        return;
+    }
     if (q != NULL) {
         if (locked(q, &cmd->who)) {
             set_error(res, MQ_SM_RESOURCE_LOCKED,
@@ -942,6 +1091,7 @@ static void apply_declare(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         q->last_used_ms = sm->clock_ms;
         res->count = q->ready.n;
         res->consumer_count = q->consumers;
+        res->gen = q->gen;
         return;
     }
     if (cmd->passive) {
@@ -951,6 +1101,11 @@ static void apply_declare(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     if (a->has_expires && a->expires_ms == 0) {
         set_error(res, MQ_SM_PRECONDITION_FAILED,
                   "PRECONDITION_FAILED - invalid arg 'x-expires'");
+        return;
+    }
+    if (cmd->place_gen != 0 && cmd->place_gen < sm->create_floor) {
+        set_error(res, MQ_SM_PLACE_STALE,
+                  "PLACE_STALE - placement generation below the floor");
         return;
     }
 
@@ -991,10 +1146,15 @@ static void apply_declare(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     if (q->dlrk_len > 0) {
         memcpy((char *)q_dlrk(q), a->dlrk, q->dlrk_len);
     }
+    q->gen = cmd->place_gen;
     q->hn.hash = hash_name(cmd->vhost, cmd->vhost_len, cmd->queue,
                            cmd->queue_len);
     ht_insert(&sm->queues, &q->hn);
     DL_APPEND(sm->q_first, sm->q_last, q);
+    if (t != NULL) {
+        tomb_remove(sm, t);
+    }
+    res->gen = q->gen;
 }
 
 static void apply_delete(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
@@ -1151,6 +1311,9 @@ static void apply_enqueue(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     }
     q = queue_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue,
                    cmd->queue_len);
+    if (!placed_here(sm, cmd, q, res)) {
+        return; /* not recorded: it will be applied where the queue is */
+    }
     if (q == NULL) {
         set_error(res, MQ_SM_NOT_FOUND, "NOT_FOUND - no queue");
         if (cmd->seq != 0) {
@@ -1449,7 +1612,8 @@ static void return_gone(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         while (q != NULL) {
             struct mq_queue *next = q->next;
 
-            if (q->exclusive && q->owner_router == cmd->who.router &&
+            if (q->exclusive && q->move == MQ_SM_MOVE_NONE &&
+                q->owner_router == cmd->who.router &&
                 (cmd->scope == MQ_SM_SCOPE_ROUTER ||
                  q->owner_conn == cmd->who.conn)) {
                 queue_destroy(sm, q, MQ_SM_DEL_EXCLUSIVE, res);
@@ -1500,7 +1664,8 @@ static void apply_boot(struct mq_sm *sm, struct mq_sm_result *res)
     while (q != NULL) {
         struct mq_queue *next = q->next;
 
-        if (!q->durable || q->exclusive) {
+        /* A queue in a move is the coordinator's to finish or abort. */
+        if ((!q->durable || q->exclusive) && q->move == MQ_SM_MOVE_NONE) {
             queue_destroy(sm, q, MQ_SM_DEL_BOOT, res);
         } else {
             q->had_consumer = false;
@@ -1517,6 +1682,10 @@ static void apply_expire(struct mq_sm *sm, struct mq_sm_result *res)
     while (q != NULL) {
         struct mq_queue *next = q->next;
 
+        if (q->move != MQ_SM_MOVE_NONE) {
+            q = next; /* frozen or being imported: time stands still */
+            continue;
+        }
         res->count += expire_head(sm, q, res);
         if (q->has_expires && q->consumers == 0 &&
             sm->clock_ms >= sat_add(q->last_used_ms, q->expires_ms)) {
@@ -1542,10 +1711,15 @@ static int state_init(struct mq_sm *sm)
     if (ht_init(&sm->clients, 0) != 0) {
         goto err_after_tags;
     }
+    if (ht_init(&sm->tombs, 0) != 0) {
+        goto err_after_clients;
+    }
     sm->next_msg_id = 1;
     sm->next_tag = 1;
     return 0;
 
+err_after_clients:
+    ht_close(&sm->clients);
 err_after_tags:
     ht_close(&sm->tags);
 err_after_consumers:
@@ -1562,6 +1736,7 @@ static void state_free(struct mq_sm *sm)
     struct mq_consumer *c = sm->c_first;
     struct mq_queue *q = sm->q_first;
     struct mq_client *cl = sm->cl_first;
+    struct mq_tomb *t = sm->t_first;
 
     /* Messages are freed without touching the tables, which go whole. */
     while (c != NULL) {
@@ -1587,6 +1762,7 @@ static void state_free(struct mq_sm *sm)
             free(m);
             m = mn;
         }
+        free(q->frozen);
         free(q);
         q = next;
     }
@@ -1596,10 +1772,17 @@ static void state_free(struct mq_sm *sm)
         free(cl);
         cl = next;
     }
+    while (t != NULL) {
+        struct mq_tomb *next = t->next;
+
+        free(t);
+        t = next;
+    }
     ht_close(&sm->queues);
     ht_close(&sm->consumers);
     ht_close(&sm->tags);
     ht_close(&sm->clients);
+    ht_close(&sm->tombs);
 }
 
 struct mq_sm *mq_sm_new(const struct mq_sm_config *cfg)
@@ -1642,6 +1825,18 @@ void mq_sm_free(struct mq_sm *sm)
     free(sm);
 }
 
+/* Queue moves: below the snapshot code, whose encoders they share. */
+static void apply_move_out(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                           struct mq_sm_result *res);
+static void apply_move_in(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                          struct mq_sm_result *res);
+static void apply_move_in_end(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                              struct mq_sm_result *res);
+static void apply_move_done(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                            struct mq_sm_result *res);
+static void apply_move_abort(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                             struct mq_sm_result *res);
+
 void mq_sm_apply(struct mq_sm *sm, uint64_t now_ms,
                  const struct mq_sm_cmd *cmd, struct mq_sm_result *res)
 {
@@ -1661,6 +1856,11 @@ void mq_sm_apply(struct mq_sm *sm, uint64_t now_ms,
         case MQ_SM_ENQUEUE:
         case MQ_SM_CONSUME:
         case MQ_SM_CHECKOUT:
+        case MQ_SM_MOVE_OUT:
+        case MQ_SM_MOVE_IN:
+        case MQ_SM_MOVE_IN_END:
+        case MQ_SM_MOVE_DONE:
+        case MQ_SM_MOVE_ABORT:
             if (!names_valid(cmd)) {
                 set_error(res, MQ_SM_BAD_REQUEST, "bad queue name");
                 return;
@@ -1715,6 +1915,21 @@ void mq_sm_apply(struct mq_sm *sm, uint64_t now_ms,
         case MQ_SM_BOOT:
             apply_boot(sm, res);
             break;
+        case MQ_SM_MOVE_OUT:
+            apply_move_out(sm, cmd, res);
+            break;
+        case MQ_SM_MOVE_IN:
+            apply_move_in(sm, cmd, res);
+            break;
+        case MQ_SM_MOVE_IN_END:
+            apply_move_in_end(sm, cmd, res);
+            break;
+        case MQ_SM_MOVE_DONE:
+            apply_move_done(sm, cmd, res);
+            break;
+        case MQ_SM_MOVE_ABORT:
+            apply_move_abort(sm, cmd, res);
+            break;
         default:
             set_error(res, MQ_SM_BAD_REQUEST, "bad command");
             break;
@@ -1738,6 +1953,8 @@ int mq_sm_queue_stats(const struct mq_sm *sm, const char *vhost,
     out->ready_bytes = q->ready.bytes;
     out->unacked = q->unacked;
     out->consumers = q->consumers;
+    out->gen = q->gen;
+    out->move = (enum mq_sm_move_state)q->move;
     return 0;
 }
 
@@ -1756,6 +1973,8 @@ void mq_sm_stats(const struct mq_sm *sm, struct mq_sm_stats *out)
     out->next_msg_id = sm->next_msg_id;
     out->next_tag = sm->next_tag;
     out->clock_ms = sm->clock_ms;
+    out->create_floor = sm->create_floor;
+    out->tombstones = sm->tombs.count;
     out->applied = sm->applied;
 }
 
@@ -1797,6 +2016,12 @@ static uint64_t queue_digest(const struct mq_queue *q)
     h = mix64(h ^ q->last_used_ms);
     h = mix64(h ^ q->consumers);
     h = mix64(h ^ q->unacked);
+    h = mix64(h ^ q->gen);
+    h = mix64(h ^ q->move);
+    h = mix64(h ^ q->out_epoch);
+    h = mix64(h ^ q->in_epoch);
+    h = mix64(h ^ q->in_pos);
+    h = mix64(h ^ q->in_total);
     for (m = q->ready.head; m != NULL; m = m->next) {
         h = mix64(h ^ msg_digest(m)) + 0x9e3779b97f4a7c15ULL;
     }
@@ -1832,9 +2057,11 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
     const struct mq_queue *q;
     const struct mq_consumer *c;
     const struct mq_client *cl;
+    const struct mq_tomb *t;
     uint64_t qs = 0;
     uint64_t cs = 0;
     uint64_t ls = 0;
+    uint64_t ts = DIGEST_SEED;
     uint64_t d;
 
     /* Sums: independent of iteration order, and unlike xor they do not
@@ -1854,6 +2081,10 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
         ls += h;
         lru = mix64(lru ^ cl->id) + 0x9e3779b97f4a7c15ULL;
     }
+    /* Tombstones in age order: it decides which goes first. */
+    for (t = sm->t_first; t != NULL; t = t->next) {
+        ts = mix64(ts ^ t->hn.hash ^ mix64(t->gen)) + 0x9e3779b97f4a7c15ULL;
+    }
     d = mix64(qs ^ sm->queues.count);
     d = mix64(d ^ cs);
     d = mix64(d ^ sm->consumers.count);
@@ -1863,6 +2094,10 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
     d = mix64(d ^ sm->next_tag);
     d = mix64(d ^ sm->clock_ms);
     d = mix64(d ^ sm->dedup_words);
+    d = mix64(d ^ sm->create_floor);
+    d = mix64(d ^ sm->move_seq);
+    d = mix64(d ^ ts);
+    d = mix64(d ^ sm->tombs.count);
     return d;
 }
 
@@ -1871,13 +2106,13 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
 /*
  * Snapshot format, all integers little-endian:
  *
- *   u32 magic "RMQQ" | u32 version (2) | u64 clock_ms | u64 next_msg_id
+ *   u32 magic "RMQQ" | u32 version (3) | u64 clock_ms | u64 next_msg_id
  *   u64 next_tag | u32 dedup_words | u64 queue count
  *   queues, in creation order:
- *     u8 vhost_len | u8 name_len | u8 dlx_len | u8 dlrk_len | u16 flags
- *     u64 owner_router | u64 owner_conn | u64 ttl_ms | u64 expires_ms
- *     u64 max_len | u64 last_used_ms | u64 ready count
- *     vhost, name, dlx, dlrk bytes | ready messages (MSG), id ascending
+ *     QDEF with the ready count
+ *     (version 3) u64 gen | u8 move | u64 out_epoch | u64 in_epoch
+ *                 | u64 in_pos | u64 in_total
+ *     ready messages (MSG), id ascending
  *   u64 consumer count
  *   consumers, in creation order:
  *     u64 id | u64 router | u64 conn | u64 channel | u64 queue index
@@ -1885,19 +2120,32 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
  *     unacked messages: u64 tag, u64 co_seq, then MSG; tag ascending
  *   (version 1, still read: no co_seq fields; they restore as 0)
  *   u64 client count
- *   clients, least recently used first:
- *     u64 id | u64 max_seq | dedup_words x u64
+ *   clients, least recently used first: CLIENT
+ *   (version 3) u64 create_floor | u64 move_seq | u64 tombstone count
+ *     tombstones, oldest first: u8 vhost_len | u8 name_len | u64 gen
+ *     | vhost, name bytes
  *   u64 checksum: hash_bytes(all bytes before it, SNAP_SEED)
  *
+ *   QDEF = u8 vhost_len | u8 name_len | u8 dlx_len | u8 dlrk_len
+ *          | u16 flags | u64 owner_router | u64 owner_conn | u64 ttl_ms
+ *          | u64 expires_ms | u64 max_len | u64 last_used_ms
+ *          | u64 message count | vhost, name, dlx, dlrk bytes
  *   MSG = u64 id | u64 exp_ms | u32 delivery_count | u8 redelivered
  *         | u32 len | body bytes
+ *   CLIENT = u64 id | u64 max_seq | dedup_words x u64
  *
- * Derived counters (per-queue consumers and unacked) are recomputed.
+ * Versions 1 and 2 (still read) have no version-3 parts: gens and the
+ * floor restore as 0, no queue is in a move, there are no tombstones.
+ * Derived state (per-queue consumers and unacked, frozen arrays) is
+ * recomputed.
  */
 #define SNAP_HEADER_LEN (4 + 4 + 8 + 8 + 8 + 4 + 8)
 #define SNAP_QUEUE_FIXED (4 + 2 + 8 * 7)
+#define SNAP_QUEUE_MOVE (8 + 1 + 8 * 4) /* version 3 */
 #define SNAP_MSG_FIXED (8 + 8 + 4 + 1 + 4)
 #define SNAP_CONSUMER_FIXED (8 * 5 + 1 + 8) /* version 1; 2 adds 8 */
+#define SNAP_TAIL_FIXED (8 * 3)             /* version 3 */
+#define SNAP_TOMB_FIXED (1 + 1 + 8)
 #define SNAP_TRAILER_LEN 8
 
 #define QF_DURABLE 0x001
@@ -1912,8 +2160,39 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
 #define QF_REJECT 0x200
 #define QF_ALL 0x3ff
 
+static size_t q_names_len(const struct mq_queue *q)
+{
+    return (size_t)q->vhost_len + q->name_len + q->dlx_len + q->dlrk_len;
+}
 
+static unsigned char *put_qdef(unsigned char *p, const struct mq_queue *q,
+                               uint64_t count)
+{
+    uint16_t flags = (q->durable ? QF_DURABLE : 0) |
+                     (q->exclusive ? QF_EXCLUSIVE : 0) |
+                     (q->auto_delete ? QF_AUTO_DELETE : 0) |
+                     (q->has_ttl ? QF_TTL : 0) |
+                     (q->has_expires ? QF_EXPIRES : 0) |
+                     (q->has_max_len ? QF_MAX_LEN : 0) |
+                     (q->overflow_reject ? QF_REJECT : 0) |
+                     (q->has_dlx ? QF_DLX : 0) | (q->has_dlrk ? QF_DLRK : 0) |
+                     (q->had_consumer ? QF_HAD_CONSUMER : 0);
 
+    *p++ = q->vhost_len;
+    *p++ = q->name_len;
+    *p++ = q->dlx_len;
+    *p++ = q->dlrk_len;
+    p = le_put_u16(p, flags);
+    p = le_put_u64(p, q->owner_router);
+    p = le_put_u64(p, q->owner_conn);
+    p = le_put_u64(p, q->ttl_ms);
+    p = le_put_u64(p, q->expires_ms);
+    p = le_put_u64(p, q->max_len);
+    p = le_put_u64(p, q->last_used_ms);
+    p = le_put_u64(p, count);
+    memcpy(p, q->data, q_names_len(q));
+    return p + q_names_len(q);
+}
 
 static unsigned char *put_msg(unsigned char *p, const struct mq_msg *m)
 {
@@ -1926,21 +2205,34 @@ static unsigned char *put_msg(unsigned char *p, const struct mq_msg *m)
     return p + m->len;
 }
 
+static unsigned char *put_client(unsigned char *p, const struct mq_sm *sm,
+                                 const struct mq_client *cl)
+{
+    uint32_t i;
+
+    p = le_put_u64(p, cl->id);
+    p = le_put_u64(p, cl->max_seq);
+    for (i = 0; i < sm->dedup_words; i++) {
+        p = le_put_u64(p, cl->bits[i]);
+    }
+    return p;
+}
+
 int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
                    void **out, size_t *out_len)
 {
     const struct mq_queue *q;
     const struct mq_consumer *c;
     const struct mq_client *cl;
+    const struct mq_tomb *t;
     const struct mq_msg *m;
     unsigned char *buf;
     unsigned char *p;
-    size_t len = SNAP_HEADER_LEN + 8 + 8 + SNAP_TRAILER_LEN;
+    size_t len = SNAP_HEADER_LEN + 8 + 8 + SNAP_TAIL_FIXED + SNAP_TRAILER_LEN;
     uint64_t idx;
 
     for (q = sm->q_first; q != NULL; q = q->next) {
-        len += SNAP_QUEUE_FIXED + (size_t)q->vhost_len + q->name_len +
-               q->dlx_len + q->dlrk_len;
+        len += SNAP_QUEUE_FIXED + q_names_len(q) + SNAP_QUEUE_MOVE;
         len += q->ready.n * SNAP_MSG_FIXED + q->ready.bytes;
     }
     for (c = sm->c_first; c != NULL; c = c->next) {
@@ -1948,6 +2240,9 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
         len += c->unacked.n * (16 + SNAP_MSG_FIXED) + c->unacked.bytes;
     }
     len += sm->clients.count * (16 + sm->dedup_words * (size_t)8);
+    for (t = sm->t_first; t != NULL; t = t->next) {
+        len += SNAP_TOMB_FIXED + (size_t)t->vhost_len + t->name_len;
+    }
 
     buf = alloc(len);
     if (buf == NULL) {
@@ -1961,33 +2256,13 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
     p = le_put_u32(p, sm->dedup_words);
     p = le_put_u64(p, sm->queues.count);
     for (q = sm->q_first; q != NULL; q = q->next) {
-        uint16_t flags = (q->durable ? QF_DURABLE : 0) |
-                         (q->exclusive ? QF_EXCLUSIVE : 0) |
-                         (q->auto_delete ? QF_AUTO_DELETE : 0) |
-                         (q->has_ttl ? QF_TTL : 0) |
-                         (q->has_expires ? QF_EXPIRES : 0) |
-                         (q->has_max_len ? QF_MAX_LEN : 0) |
-                         (q->overflow_reject ? QF_REJECT : 0) |
-                         (q->has_dlx ? QF_DLX : 0) |
-                         (q->has_dlrk ? QF_DLRK : 0) |
-                         (q->had_consumer ? QF_HAD_CONSUMER : 0);
-        size_t nlen = (size_t)q->vhost_len + q->name_len + q->dlx_len +
-                      q->dlrk_len;
-
-        *p++ = q->vhost_len;
-        *p++ = q->name_len;
-        *p++ = q->dlx_len;
-        *p++ = q->dlrk_len;
-        p = le_put_u16(p, flags);
-        p = le_put_u64(p, q->owner_router);
-        p = le_put_u64(p, q->owner_conn);
-        p = le_put_u64(p, q->ttl_ms);
-        p = le_put_u64(p, q->expires_ms);
-        p = le_put_u64(p, q->max_len);
-        p = le_put_u64(p, q->last_used_ms);
-        p = le_put_u64(p, q->ready.n);
-        memcpy(p, q->data, nlen);
-        p += nlen;
+        p = put_qdef(p, q, q->ready.n);
+        p = le_put_u64(p, q->gen);
+        *p++ = q->move;
+        p = le_put_u64(p, q->out_epoch);
+        p = le_put_u64(p, q->in_epoch);
+        p = le_put_u64(p, q->in_pos);
+        p = le_put_u64(p, q->in_total);
         for (m = q->ready.head; m != NULL; m = m->next) {
             p = put_msg(p, m);
         }
@@ -2017,13 +2292,17 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
     }
     p = le_put_u64(p, sm->clients.count);
     for (cl = sm->cl_first; cl != NULL; cl = cl->next) {
-        uint32_t i;
-
-        p = le_put_u64(p, cl->id);
-        p = le_put_u64(p, cl->max_seq);
-        for (i = 0; i < sm->dedup_words; i++) {
-            p = le_put_u64(p, cl->bits[i]);
-        }
+        p = put_client(p, sm, cl);
+    }
+    p = le_put_u64(p, sm->create_floor);
+    p = le_put_u64(p, sm->move_seq);
+    p = le_put_u64(p, sm->tombs.count);
+    for (t = sm->t_first; t != NULL; t = t->next) {
+        *p++ = t->vhost_len;
+        *p++ = t->name_len;
+        p = le_put_u64(p, t->gen);
+        memcpy(p, t->data, (size_t)t->vhost_len + t->name_len);
+        p += (size_t)t->vhost_len + t->name_len;
     }
     p = le_put_u64(p, hash_bytes(buf, (size_t)(p - buf), SNAP_SEED));
     *out = buf;
@@ -2031,67 +2310,74 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
     return 0;
 }
 
-
-
-
-
-
-
-/* One MSG record; ids must be < next_msg_id and delivery counts sane. */
-static struct mq_msg *restore_msg(const struct mq_sm *tmp, struct le_reader *r)
-{
-    const unsigned char *body;
-    struct mq_msg *m;
+/* One MSG record as read; body points into the input. */
+struct msg_rec {
     uint64_t id;
     uint64_t exp_ms;
     uint32_t count;
     uint8_t redelivered;
     uint32_t len;
+    const unsigned char *body;
+};
 
-    if (!le_get_u64(r, &id) || !le_get_u64(r, &exp_ms) || !le_get_u32(r, &count) ||
-        !le_get_u8(r, &redelivered) || !le_get_u32(r, &len) ||
-        !le_get_bytes(r, &body, len)) {
-        return NULL;
-    }
-    if (id == 0 || id >= tmp->next_msg_id || redelivered > 1) {
-        return NULL;
-    }
-    m = msg_new(body, len);
+static bool get_msg_rec(struct le_reader *r, struct msg_rec *m)
+{
+    return le_get_u64(r, &m->id) && le_get_u64(r, &m->exp_ms) &&
+           le_get_u32(r, &m->count) && le_get_u8(r, &m->redelivered) &&
+           le_get_u32(r, &m->len) && le_get_bytes(r, &m->body, m->len) &&
+           m->id != 0 && m->redelivered <= 1;
+}
+
+static struct mq_msg *msg_from_rec(const struct msg_rec *rec)
+{
+    struct mq_msg *m = msg_new(rec->body, rec->len);
+
     if (m == NULL) {
         return NULL;
     }
-    m->id = id;
-    m->exp_ms = exp_ms;
-    m->delivery_count = count;
-    m->redelivered = redelivered;
+    m->id = rec->id;
+    m->exp_ms = rec->exp_ms;
+    m->delivery_count = rec->count;
+    m->redelivered = rec->redelivered;
     return m;
 }
 
-static bool restore_queue(struct mq_sm *tmp, struct le_reader *r,
-                          struct mq_queue **index, uint64_t i)
+/* One MSG record; ids must be < next_msg_id and delivery counts sane. */
+static struct mq_msg *restore_msg(const struct mq_sm *tmp, struct le_reader *r)
+{
+    struct msg_rec rec;
+
+    if (!get_msg_rec(r, &rec) || rec.id >= tmp->next_msg_id) {
+        return NULL;
+    }
+    return msg_from_rec(&rec);
+}
+
+enum { GET_OK = 0, GET_BAD = -1, GET_NO_MEMORY = -2 };
+
+/* A QDEF into a new queue, not linked anywhere (hash set). */
+static int get_qdef(struct le_reader *r, struct mq_queue **out,
+                    uint64_t *count)
 {
     const unsigned char *names;
     struct mq_queue *q;
     uint8_t lens[4];
     uint16_t flags;
-    uint64_t nready;
-    uint64_t last_id = 0;
-    uint64_t k;
     size_t nlen;
 
-    if (!le_get_u8(r, &lens[0]) || !le_get_u8(r, &lens[1]) || !le_get_u8(r, &lens[2]) ||
-        !le_get_u8(r, &lens[3]) || !le_get_u16(r, &flags) ||
-        (flags & ~QF_ALL) != 0 || lens[1] == 0) {
-        return false;
+    if (!le_get_u8(r, &lens[0]) || !le_get_u8(r, &lens[1]) ||
+        !le_get_u8(r, &lens[2]) || !le_get_u8(r, &lens[3]) ||
+        !le_get_u16(r, &flags) || (flags & ~QF_ALL) != 0 || lens[1] == 0) {
+        return GET_BAD;
     }
     if ((!(flags & QF_DLX) && lens[2] != 0) ||
         (!(flags & QF_DLRK) && lens[3] != 0)) {
-        return false;
+        return GET_BAD;
     }
     nlen = (size_t)lens[0] + lens[1] + lens[2] + lens[3];
     q = calloc(1, sizeof(*q) + nlen);
     if (q == NULL) {
-        return false;
+        return GET_NO_MEMORY;
     }
     q->vhost_len = lens[0];
     q->name_len = lens[1];
@@ -2110,14 +2396,37 @@ static bool restore_queue(struct mq_sm *tmp, struct le_reader *r,
     if (!le_get_u64(r, &q->owner_router) || !le_get_u64(r, &q->owner_conn) ||
         !le_get_u64(r, &q->ttl_ms) || !le_get_u64(r, &q->expires_ms) ||
         !le_get_u64(r, &q->max_len) || !le_get_u64(r, &q->last_used_ms) ||
-        !le_get_u64(r, &nready) || !le_get_bytes(r, &names, nlen) ||
-        nready > r->left / SNAP_MSG_FIXED) {
-        goto err;
+        !le_get_u64(r, count) || !le_get_bytes(r, &names, nlen)) {
+        free(q);
+        return GET_BAD;
     }
     memcpy(q->data, names, nlen);
     q->hn.hash = hash_name(q_vhost(q), q->vhost_len, q_name(q), q->name_len);
-    if (queue_find(tmp, q_vhost(q), q->vhost_len, q_name(q), q->name_len) !=
-        NULL) {
+    *out = q;
+    return GET_OK;
+}
+
+static bool restore_queue(struct mq_sm *tmp, struct le_reader *r,
+                          struct mq_queue **index, uint64_t i,
+                          uint32_t version)
+{
+    struct mq_queue *q;
+    uint64_t nready;
+    uint64_t last_id = 0;
+    uint64_t k;
+
+    if (get_qdef(r, &q, &nready) != GET_OK) {
+        return false;
+    }
+    if (version >= 3 &&
+        (!le_get_u64(r, &q->gen) || !le_get_u8(r, &q->move) ||
+         !le_get_u64(r, &q->out_epoch) || !le_get_u64(r, &q->in_epoch) ||
+         !le_get_u64(r, &q->in_pos) || !le_get_u64(r, &q->in_total))) {
+        goto err;
+    }
+    if (nready > r->left / SNAP_MSG_FIXED ||
+        queue_find(tmp, q_vhost(q), q->vhost_len, q_name(q), q->name_len) !=
+            NULL) {
         goto err;
     }
     /* Linked before its messages so a later failure frees them with it. */
@@ -2238,6 +2547,96 @@ static bool restore_client(struct mq_sm *tmp, struct le_reader *r)
     return true;
 }
 
+/* A tombstone never coexists with a queue of its name. */
+static bool restore_tomb(struct mq_sm *tmp, struct le_reader *r)
+{
+    const unsigned char *names;
+    struct mq_tomb *t;
+    uint8_t vlen;
+    uint8_t nlen;
+    uint64_t gen;
+
+    if (!le_get_u8(r, &vlen) || !le_get_u8(r, &nlen) ||
+        !le_get_u64(r, &gen) || nlen == 0 ||
+        !le_get_bytes(r, &names, (size_t)vlen + nlen)) {
+        return false;
+    }
+    if (tomb_find(tmp, (const char *)names, vlen, (const char *)names + vlen,
+                  nlen) != NULL ||
+        queue_find(tmp, (const char *)names, vlen, (const char *)names + vlen,
+                   nlen) != NULL) {
+        return false;
+    }
+    t = tomb_new((const char *)names, vlen, (const char *)names + vlen, nlen,
+                 gen);
+    if (t == NULL) {
+        return false;
+    }
+    ht_insert(&tmp->tombs, &t->hn);
+    DL_APPEND(tmp->t_first, tmp->t_last, t);
+    return true;
+}
+
+static bool freeze_array(struct mq_queue *q);
+
+/* The move states of a restored machine are ones the commands can reach
+ * (mq_sm.c top, struct mq_queue); frozen arrays are rebuilt. */
+static bool restore_moves(struct mq_sm *tmp)
+{
+    struct mq_queue *q;
+
+    for (q = tmp->q_first; q != NULL; q = q->next) {
+        bool imported_all = q->in_pos == q->in_total;
+
+        if (q->in_epoch == 0 ? (q->in_pos | q->in_total) != 0
+                             : q->in_pos > q->in_total) {
+            return false;
+        }
+        switch (q->move) {
+            case MQ_SM_MOVE_NONE:
+                if (q->out_epoch != 0 || !imported_all) {
+                    return false;
+                }
+                break;
+            case MQ_SM_MOVE_FROZEN:
+                if (q->exclusive || q->unacked != 0 || q->out_epoch == 0 ||
+                    q->out_epoch > tmp->move_seq || !imported_all ||
+                    !freeze_array(q)) {
+                    return false;
+                }
+                break;
+            case MQ_SM_MOVE_IMPORT:
+                if (q->exclusive || q->unacked != 0 || q->out_epoch != 0 ||
+                    q->in_epoch == 0 || q->ready.n != q->in_pos) {
+                    return false;
+                }
+                break;
+            default:
+                return false;
+        }
+    }
+    return true;
+}
+
+/* Version 3's tail: floor, freeze counter and tombstones. */
+static bool restore_tail(struct mq_sm *tmp, struct le_reader *r)
+{
+    uint64_t n;
+    uint64_t i;
+
+    if (!le_get_u64(r, &tmp->create_floor) || !le_get_u64(r, &tmp->move_seq) ||
+        !le_get_u64(r, &n) || n > MQ_SM_TOMBSTONES_MAX ||
+        n > r->left / SNAP_TOMB_FIXED) {
+        return false;
+    }
+    for (i = 0; i < n; i++) {
+        if (!restore_tomb(tmp, r)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
 {
     struct mq_sm tmp;
@@ -2285,7 +2684,7 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
         goto err_after_state;
     }
     for (i = 0; i < nqueues; i++) {
-        if (!restore_queue(&tmp, &r, index, i)) {
+        if (!restore_queue(&tmp, &r, index, i, version)) {
             goto err_after_index;
         }
     }
@@ -2305,7 +2704,10 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
             goto err_after_index;
         }
     }
-    if (r.left != 0) {
+    if (version >= 3 && !restore_tail(&tmp, &r)) {
+        goto err_after_index;
+    }
+    if (r.left != 0 || !restore_moves(&tmp)) {
         goto err_after_index;
     }
     free(index);
@@ -2321,4 +2723,929 @@ err_after_state:
     state_free(&tmp);
 err:
     return -1;
+}
+
+/* ------------------------------------------------------------ queue moves */
+
+/*
+ * Export chunk format (mq_sm_export() -> MOVE_IN), little-endian:
+ *
+ *   u32 magic "RMQX" | u32 version (1) | u8 kind (0 definition, 1 messages)
+ *   | u8 vhost_len | u8 name_len | vhost, name bytes
+ *   | u64 epoch (the source's freeze) | u64 cursor (the one it answers)
+ *   definition (cursor 0):
+ *     QDEF with the frozen message count
+ *     u64 consumer count, CONSUMER each (registered, creation order)
+ *     u32 dedup_words | u64 client count, CLIENT each (least recent first)
+ *   messages (cursor 1 + position of the first in the frozen queue):
+ *     u64 count, MSG each (the source's ids, ascending)
+ *   u64 checksum: hash_bytes(all bytes before it, EXPORT_SEED)
+ *
+ *   CONSUMER = u64 id | u64 router | u64 conn | u64 channel
+ *              | u8 flags (1 registered, 2 exclusive) | u64 co_seq
+ *   QDEF, MSG and CLIENT as in the snapshot.
+ */
+#define EXPORT_HEADER_FIXED (4 + 4 + 1 + 1 + 1 + 8 + 8)
+#define EXPORT_CONSUMER (8 * 4 + 1 + 8)
+#define EXPORT_TRAILER_LEN 8
+
+enum { CHUNK_DEF = 0, CHUNK_MSGS = 1 };
+
+static bool names_ok(const char *vhost, size_t vlen, const char *queue,
+                     size_t qlen)
+{
+    return vlen <= MQ_SM_NAME_MAX && qlen > 0 && qlen <= MQ_SM_NAME_MAX &&
+           (vhost != NULL || vlen == 0) && queue != NULL;
+}
+
+/* Room for @n pointers of a frozen array, or NULL. */
+static struct mq_msg **frozen_alloc(uint64_t n)
+{
+    if (n >= SIZE_MAX / sizeof(struct mq_msg *)) {
+        return NULL;
+    }
+    return malloc((size_t)(n > 0 ? n : 1) * sizeof(struct mq_msg *));
+}
+
+static void frozen_fill(struct mq_queue *q)
+{
+    struct mq_msg *m;
+    size_t i = 0;
+
+    for (m = q->ready.head; m != NULL; m = m->next) {
+        q->frozen[i++] = m;
+    }
+}
+
+/* The ready list as an array, for exports: nothing changes the list while
+ * the queue is frozen. false on ENOMEM. */
+static bool freeze_array(struct mq_queue *q)
+{
+    q->frozen = frozen_alloc(q->ready.n);
+    if (q->frozen == NULL) {
+        return false;
+    }
+    frozen_fill(q);
+    return true;
+}
+
+/* Freeze @q: what its consumers hold goes back to ready (redelivered, in
+ * id order; their CHECKOUT seqs restart, as after a leader change, since
+ * what those delivered is back in the queue), and the ready list is kept
+ * as an array. false on ENOMEM: nothing changed. */
+static bool freeze(struct mq_sm *sm, struct mq_queue *q)
+{
+    struct mq_consumer *c = sm->c_first;
+    struct mq_msg *back = NULL;
+    struct mq_msg **tail = &back;
+    uint64_t count = 0;
+
+    /* Sized before anything moves: the array takes the returns too. */
+    q->frozen = frozen_alloc(q->ready.n + q->unacked);
+    if (q->frozen == NULL) {
+        return false;
+    }
+    while (c != NULL) {
+        struct mq_consumer *next = c->next;
+
+        if (c->q == q) {
+            *tail = take_unacked(sm, c, 0, NULL, &count);
+            while (*tail != NULL) {
+                tail = &(*tail)->next;
+            }
+            c->co_seq = 0;
+            consumer_gc(sm, c);
+        }
+        c = next;
+    }
+    requeue(q, back);
+    frozen_fill(q);
+    q->move = MQ_SM_MOVE_FROZEN;
+    q->out_epoch = ++sm->move_seq;
+    return true;
+}
+
+static void unfreeze(struct mq_sm *sm, struct mq_queue *q)
+{
+    free(q->frozen);
+    q->frozen = NULL;
+    q->move = MQ_SM_MOVE_NONE;
+    q->out_epoch = 0;
+    q->last_used_ms = sm->clock_ms; /* the freeze was not idleness */
+}
+
+/* -------------------------------------------------------------- export */
+
+static unsigned char *put_export_header(unsigned char *p,
+                                        const struct mq_queue *q,
+                                        uint8_t kind, uint64_t cursor)
+{
+    size_t nlen = (size_t)q->vhost_len + q->name_len;
+
+    p = le_put_u32(p, EXPORT_MAGIC);
+    p = le_put_u32(p, EXPORT_VERSION);
+    *p++ = kind;
+    *p++ = q->vhost_len;
+    *p++ = q->name_len;
+    memcpy(p, q->data, nlen);
+    p += nlen;
+    p = le_put_u64(p, q->out_epoch);
+    return le_put_u64(p, cursor);
+}
+
+static bool exported_consumer(const struct mq_consumer *c,
+                              const struct mq_queue *q)
+{
+    return c->q == q && c->registered;
+}
+
+static enum mq_sm_status export_def(const struct mq_sm *sm,
+                                    const struct mq_queue *q,
+                                    void *(*alloc)(size_t), void **out,
+                                    size_t *out_len)
+{
+    const struct mq_consumer *c;
+    const struct mq_client *cl;
+    unsigned char *buf;
+    unsigned char *p;
+    uint64_t nc = 0;
+    size_t len;
+
+    for (c = sm->c_first; c != NULL; c = c->next) {
+        nc += exported_consumer(c, q);
+    }
+    len = EXPORT_HEADER_FIXED + (size_t)q->vhost_len + q->name_len +
+          SNAP_QUEUE_FIXED + q_names_len(q) + 8 + nc * EXPORT_CONSUMER + 4 +
+          8 + sm->clients.count * (16 + sm->dedup_words * (size_t)8) +
+          EXPORT_TRAILER_LEN;
+    buf = alloc(len);
+    if (buf == NULL) {
+        return MQ_SM_NO_MEMORY;
+    }
+    p = put_export_header(buf, q, CHUNK_DEF, 0);
+    p = put_qdef(p, q, q->ready.n);
+    p = le_put_u64(p, nc);
+    for (c = sm->c_first; c != NULL; c = c->next) {
+        if (!exported_consumer(c, q)) {
+            continue;
+        }
+        p = le_put_u64(p, c->id);
+        p = le_put_u64(p, c->router);
+        p = le_put_u64(p, c->conn);
+        p = le_put_u64(p, c->channel);
+        *p++ = (unsigned char)(1 | (c->exclusive ? 2 : 0));
+        p = le_put_u64(p, c->co_seq);
+    }
+    p = le_put_u32(p, sm->dedup_words);
+    p = le_put_u64(p, sm->clients.count);
+    for (cl = sm->cl_first; cl != NULL; cl = cl->next) {
+        p = put_client(p, sm, cl);
+    }
+    p = le_put_u64(p, hash_bytes(buf, (size_t)(p - buf), EXPORT_SEED));
+    *out = buf;
+    *out_len = len;
+    return MQ_SM_OK;
+}
+
+/* Messages from position @first: at least one (if any is left), else as
+ * many as fit in @max_bytes of records. */
+static enum mq_sm_status export_msgs(const struct mq_queue *q, uint64_t first,
+                                     size_t max_bytes,
+                                     void *(*alloc)(size_t), void **out,
+                                     size_t *out_len, uint64_t *n_out)
+{
+    unsigned char *buf;
+    unsigned char *p;
+    size_t bytes = 0;
+    uint64_t n = 0;
+    uint64_t i;
+    size_t len;
+
+    while (first + n < q->ready.n) {
+        size_t rec = SNAP_MSG_FIXED + (size_t)q->frozen[first + n]->len;
+
+        if (n > 0 && (rec > max_bytes || bytes > max_bytes - rec)) {
+            break;
+        }
+        bytes += rec;
+        n++;
+    }
+    len = EXPORT_HEADER_FIXED + (size_t)q->vhost_len + q->name_len + 8 +
+          bytes + EXPORT_TRAILER_LEN;
+    buf = alloc(len);
+    if (buf == NULL) {
+        return MQ_SM_NO_MEMORY;
+    }
+    p = put_export_header(buf, q, CHUNK_MSGS, first + 1);
+    p = le_put_u64(p, n);
+    for (i = 0; i < n; i++) {
+        p = put_msg(p, q->frozen[first + i]);
+    }
+    p = le_put_u64(p, hash_bytes(buf, (size_t)(p - buf), EXPORT_SEED));
+    *out = buf;
+    *out_len = len;
+    *n_out = n;
+    return MQ_SM_OK;
+}
+
+enum mq_sm_status mq_sm_export(const struct mq_sm *sm, const char *vhost,
+                               size_t vhost_len, const char *queue,
+                               size_t queue_len, uint64_t cursor,
+                               size_t max_bytes, void *(*alloc)(size_t),
+                               void **out, size_t *out_len,
+                               uint64_t *next_cursor, bool *last)
+{
+    const struct mq_queue *q;
+    enum mq_sm_status st;
+    uint64_t n = 0;
+
+    if (!names_ok(vhost, vhost_len, queue, queue_len)) {
+        return MQ_SM_BAD_REQUEST;
+    }
+    q = queue_find(sm, vhost, vhost_len, queue, queue_len);
+    if (q == NULL) {
+        return tomb_find(sm, vhost, vhost_len, queue, queue_len) != NULL
+                   ? MQ_SM_MOVED
+                   : MQ_SM_NOT_FOUND;
+    }
+    if (q->move != MQ_SM_MOVE_FROZEN) {
+        return MQ_SM_PRECONDITION_FAILED;
+    }
+    if (cursor == 0) {
+        st = export_def(sm, q, alloc, out, out_len);
+        if (st == MQ_SM_OK) {
+            *next_cursor = 1;
+            *last = q->ready.n == 0;
+        }
+        return st;
+    }
+    if (cursor - 1 > q->ready.n) {
+        return MQ_SM_BAD_REQUEST;
+    }
+    st = export_msgs(q, cursor - 1, max_bytes, alloc, out, out_len, &n);
+    if (st == MQ_SM_OK) {
+        *next_cursor = cursor + n;
+        *last = cursor - 1 + n == q->ready.n;
+    }
+    return st;
+}
+
+/* -------------------------------------------------------------- import */
+
+/* An export chunk, parsed and checked; readers point into the command's
+ * body at the first record of each part. */
+struct chunk {
+    uint8_t kind;
+    uint64_t epoch;
+    uint64_t cursor;
+    /* CHUNK_DEF */
+    struct mq_queue *q; /* allocated, not linked; owned by the chunk */
+    uint64_t total;
+    uint64_t n_consumers;
+    struct le_reader consumers;
+    uint32_t words;
+    uint64_t n_clients;
+    struct le_reader clients;
+    /* CHUNK_MSGS */
+    uint64_t n_msgs;
+    struct le_reader msgs;
+};
+
+static bool skip_bytes(struct le_reader *r, size_t n)
+{
+    const unsigned char *p;
+
+    return le_get_bytes(r, &p, n);
+}
+
+/* Consumers: registered, at most one exclusive and then alone. */
+static bool parse_consumers(struct le_reader *r, struct chunk *ch)
+{
+    struct le_reader c;
+    uint64_t i;
+    uint64_t exclusive = 0;
+
+    if (!le_get_u64(r, &ch->n_consumers) ||
+        ch->n_consumers > r->left / EXPORT_CONSUMER) {
+        return false;
+    }
+    ch->consumers = *r;
+    c = *r;
+    for (i = 0; i < ch->n_consumers; i++) {
+        uint8_t flags;
+
+        if (!skip_bytes(&c, 8 * 4) || !le_get_u8(&c, &flags) ||
+            !skip_bytes(&c, 8) || (flags & ~3) != 0 || !(flags & 1)) {
+            return false;
+        }
+        exclusive += (flags & 2) != 0;
+    }
+    *r = c;
+    return exclusive == 0 || ch->n_consumers == 1;
+}
+
+static bool parse_clients(struct le_reader *r, struct chunk *ch)
+{
+    struct le_reader c;
+    size_t per;
+    uint64_t i;
+
+    if (!le_get_u32(r, &ch->words) || ch->words == 0 ||
+        ch->words > (1U << 24) / 64 || !le_get_u64(r, &ch->n_clients)) {
+        return false;
+    }
+    per = 16 + (size_t)ch->words * 8;
+    if (ch->n_clients > r->left / per) {
+        return false;
+    }
+    ch->clients = *r;
+    c = *r;
+    for (i = 0; i < ch->n_clients; i++) {
+        uint64_t id;
+        uint64_t max_seq;
+
+        /* seq 0 is "no dedup": a window always has max_seq >= 1 */
+        if (!le_get_u64(&c, &id) || !le_get_u64(&c, &max_seq) ||
+            max_seq == 0 || !skip_bytes(&c, (size_t)ch->words * 8)) {
+            return false;
+        }
+    }
+    *r = c;
+    return true;
+}
+
+static enum mq_sm_status parse_def(struct le_reader *r, const char *names,
+                                   uint8_t vlen, uint8_t nlen,
+                                   struct chunk *ch)
+{
+    int got = get_qdef(r, &ch->q, &ch->total);
+
+    if (got != GET_OK) {
+        return got == GET_NO_MEMORY ? MQ_SM_NO_MEMORY : MQ_SM_BAD_REQUEST;
+    }
+    /* An exclusive queue is never frozen (MOVE_OUT refuses it). */
+    if (ch->q->vhost_len != vlen || ch->q->name_len != nlen ||
+        memcmp(ch->q->data, names, (size_t)vlen + nlen) != 0 ||
+        ch->q->exclusive || !parse_consumers(r, ch) ||
+        !parse_clients(r, ch)) {
+        return MQ_SM_BAD_REQUEST;
+    }
+    return MQ_SM_OK;
+}
+
+static bool parse_msgs(struct le_reader *r, struct chunk *ch)
+{
+    struct le_reader c;
+    uint64_t last_id = 0;
+    uint64_t i;
+
+    if (!le_get_u64(r, &ch->n_msgs) || ch->n_msgs > r->left / SNAP_MSG_FIXED) {
+        return false;
+    }
+    ch->msgs = *r;
+    c = *r;
+    for (i = 0; i < ch->n_msgs; i++) {
+        struct msg_rec rec;
+
+        if (!get_msg_rec(&c, &rec) || rec.id <= last_id) {
+            return false;
+        }
+        last_id = rec.id;
+    }
+    *r = c;
+    return true;
+}
+
+/* Check a MOVE_IN body from end to end; a chunk of another queue is
+ * refused as corrupt. On OK the caller frees ch->q. */
+static enum mq_sm_status chunk_parse(const struct mq_sm_cmd *cmd,
+                                     struct chunk *ch)
+{
+    const unsigned char *body = cmd->body;
+    const unsigned char *names;
+    enum mq_sm_status st = MQ_SM_BAD_REQUEST;
+    struct le_reader r;
+    uint64_t checksum;
+    uint32_t magic;
+    uint32_t version;
+    uint8_t vlen;
+    uint8_t nlen;
+
+    memset(ch, 0, sizeof(*ch));
+    if (body == NULL ||
+        cmd->body_len < EXPORT_HEADER_FIXED + EXPORT_TRAILER_LEN) {
+        return MQ_SM_BAD_REQUEST;
+    }
+    r.p = body + cmd->body_len - EXPORT_TRAILER_LEN;
+    r.left = EXPORT_TRAILER_LEN;
+    le_get_u64(&r, &checksum);
+    if (checksum !=
+        hash_bytes(body, cmd->body_len - EXPORT_TRAILER_LEN, EXPORT_SEED)) {
+        return MQ_SM_BAD_REQUEST;
+    }
+    r.p = body;
+    r.left = cmd->body_len - EXPORT_TRAILER_LEN;
+    if (!le_get_u32(&r, &magic) || !le_get_u32(&r, &version) ||
+        !le_get_u8(&r, &ch->kind) || !le_get_u8(&r, &vlen) ||
+        !le_get_u8(&r, &nlen) ||
+        !le_get_bytes(&r, &names, (size_t)vlen + nlen) ||
+        !le_get_u64(&r, &ch->epoch) || !le_get_u64(&r, &ch->cursor)) {
+        return MQ_SM_BAD_REQUEST;
+    }
+    if (magic != EXPORT_MAGIC || version != EXPORT_VERSION ||
+        ch->epoch == 0 || vlen != cmd->vhost_len || nlen != cmd->queue_len ||
+        (vlen > 0 && memcmp(names, cmd->vhost, vlen) != 0) ||
+        memcmp(names + vlen, cmd->queue, nlen) != 0) {
+        return MQ_SM_BAD_REQUEST;
+    }
+    if (ch->kind == CHUNK_DEF && ch->cursor == 0) {
+        st = parse_def(&r, (const char *)names, vlen, nlen, ch);
+    } else if (ch->kind == CHUNK_MSGS && ch->cursor != 0) {
+        st = parse_msgs(&r, ch) ? MQ_SM_OK : MQ_SM_BAD_REQUEST;
+    }
+    if (st == MQ_SM_OK && r.left != 0) {
+        st = MQ_SM_BAD_REQUEST;
+    }
+    if (st != MQ_SM_OK) {
+        free(ch->q);
+        ch->q = NULL;
+    }
+    return st;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a;
+    uint64_t y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* Consumer ids are the edges' and unique per router, so a known one (or
+ * one twice) is a bug somewhere: refused rather than merged. */
+static enum mq_sm_status consumers_check(const struct mq_sm *sm,
+                                         const struct chunk *ch)
+{
+    struct le_reader r = ch->consumers;
+    uint64_t *ids;
+    uint64_t i;
+    enum mq_sm_status st = MQ_SM_OK;
+
+    if (ch->n_consumers == 0) {
+        return MQ_SM_OK;
+    }
+    ids = malloc((size_t)ch->n_consumers * sizeof(*ids));
+    if (ids == NULL) {
+        return MQ_SM_NO_MEMORY;
+    }
+    for (i = 0; i < ch->n_consumers; i++) {
+        le_get_u64(&r, &ids[i]);
+        skip_bytes(&r, EXPORT_CONSUMER - 8);
+        if (consumer_find(sm, ids[i]) != NULL) {
+            st = MQ_SM_BAD_REQUEST;
+        }
+    }
+    qsort(ids, (size_t)ch->n_consumers, sizeof(*ids), cmp_u64);
+    for (i = 1; i < ch->n_consumers; i++) {
+        if (ids[i] == ids[i - 1]) {
+            st = MQ_SM_BAD_REQUEST;
+        }
+    }
+    free(ids);
+    return st;
+}
+
+/* Free a list chained through ->next (consumers or clients not linked). */
+#define FREE_CHAIN(type, head)          \
+    do {                                \
+        while ((head) != NULL) {        \
+            type *next_ = (head)->next; \
+            free(head);                 \
+            (head) = next_;             \
+        }                               \
+    } while (0)
+
+/* Records for the chunk's consumers, chained in order; NULL on ENOMEM
+ * (with @n > 0). */
+static struct mq_consumer *consumers_alloc(const struct chunk *ch,
+                                           struct mq_queue *q)
+{
+    struct le_reader r = ch->consumers;
+    struct mq_consumer *head = NULL;
+    struct mq_consumer **tail = &head;
+    uint64_t i;
+
+    for (i = 0; i < ch->n_consumers; i++) {
+        struct mq_consumer *c = calloc(1, sizeof(*c));
+        uint8_t flags = 0;
+
+        if (c == NULL) {
+            FREE_CHAIN(struct mq_consumer, head);
+            return NULL;
+        }
+        le_get_u64(&r, &c->id);
+        le_get_u64(&r, &c->router);
+        le_get_u64(&r, &c->conn);
+        le_get_u64(&r, &c->channel);
+        le_get_u8(&r, &flags);
+        le_get_u64(&r, &c->co_seq);
+        c->q = q;
+        c->registered = true;
+        c->exclusive = (flags & 2) != 0;
+        c->hn.hash = mix64(c->id);
+        *tail = c;
+        tail = &c->next;
+    }
+    return head;
+}
+
+/* Blank client records, one per chunk client unknown here; false on
+ * ENOMEM. Interchangeable: clients_merge takes them in turn. */
+static bool clients_alloc(const struct mq_sm *sm, const struct chunk *ch,
+                          struct mq_client **fresh)
+{
+    struct le_reader r = ch->clients;
+    uint64_t i;
+
+    *fresh = NULL;
+    for (i = 0; i < ch->n_clients; i++) {
+        uint64_t id = 0;
+
+        le_get_u64(&r, &id);
+        skip_bytes(&r, 8 + (size_t)ch->words * 8);
+        if (client_find(sm, id) == NULL) {
+            struct mq_client *cl =
+                calloc(1, sizeof(*cl) + sm->dedup_words * sizeof(uint64_t));
+
+            if (cl == NULL) {
+                FREE_CHAIN(struct mq_client, *fresh);
+                return false;
+            }
+            cl->next = *fresh;
+            *fresh = cl;
+        }
+    }
+    return true;
+}
+
+/* Mark in @cl every seq the source's window (@max_seq, @words words at
+ * @bits) saw: after a shift the source's bit d is ours at d + delta. What
+ * falls below our window is forgotten, as our own would be. */
+static void client_merge(const struct mq_sm *sm, struct mq_client *cl,
+                         uint64_t max_seq, struct le_reader bits,
+                         uint32_t words)
+{
+    uint64_t delta;
+    uint64_t ws;
+    unsigned bs;
+    uint64_t w;
+
+    if (max_seq > cl->max_seq) {
+        client_advance(sm, cl, max_seq);
+    }
+    delta = cl->max_seq - max_seq;
+    ws = delta / 64;
+    bs = (unsigned)(delta % 64);
+    for (w = 0; w < words && w + ws < sm->dedup_words; w++) {
+        uint64_t v = 0;
+
+        le_get_u64(&bits, &v);
+        cl->bits[w + ws] |= v << bs;
+        if (bs != 0 && w + ws + 1 < sm->dedup_words) {
+            cl->bits[w + ws + 1] |= v >> (64 - bs);
+        }
+    }
+}
+
+/* Union of the source's dedup windows with ours: a seq seen at either is a
+ * duplicate here. Clients new here come before ours in LRU order, so when
+ * the client limit bites the source's least recent go first, ours stay
+ * (only a few of the source's publishers wrote to this queue). */
+static void clients_merge(struct mq_sm *sm, const struct chunk *ch,
+                          struct mq_client *fresh)
+{
+    struct le_reader r = ch->clients;
+    struct mq_client *first = NULL;
+    struct mq_client *last = NULL;
+    uint64_t i;
+
+    for (i = 0; i < ch->n_clients; i++) {
+        struct mq_client *cl;
+        uint64_t id = 0;
+        uint64_t max_seq = 0;
+
+        le_get_u64(&r, &id);
+        le_get_u64(&r, &max_seq);
+        cl = client_find(sm, id);
+        if (cl == NULL) {
+            cl = fresh;
+            fresh = fresh->next;
+            cl->id = id;
+            cl->hn.hash = mix64(id);
+            ht_insert(&sm->clients, &cl->hn);
+            DL_APPEND(first, last, cl);
+        }
+        client_merge(sm, cl, max_seq, r, ch->words);
+        skip_bytes(&r, (size_t)ch->words * 8);
+    }
+    if (first != NULL) {
+        last->next = sm->cl_first;
+        if (sm->cl_first != NULL) {
+            sm->cl_first->prev = last;
+        } else {
+            sm->cl_last = last;
+        }
+        sm->cl_first = first;
+    }
+    while (sm->clients.count > sm->dedup_clients) {
+        struct mq_client *old = sm->cl_first;
+
+        ht_remove(&sm->clients, &old->hn);
+        DL_REMOVE(sm->cl_first, sm->cl_last, old);
+        free(old);
+    }
+    FREE_CHAIN(struct mq_client, fresh); /* ids given twice */
+}
+
+/* Chunk 0: the queue, in the moving-in state, with its consumers, and the
+ * source's dedup windows. Everything is allocated before anything links. */
+static void import_def(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                       struct chunk *ch, struct mq_sm_result *res)
+{
+    struct mq_queue *q = queue_find(sm, cmd->vhost, cmd->vhost_len,
+                                    cmd->queue, cmd->queue_len);
+    struct mq_consumer *cons = NULL;
+    struct mq_client *fresh = NULL;
+    struct mq_tomb *t;
+    enum mq_sm_status st;
+
+    if (q != NULL) {
+        if (q->move == MQ_SM_MOVE_FROZEN) {
+            set_error(res, MQ_SM_MOVING, "MOVING - queue is being moved");
+        } else if (q->in_epoch == ch->epoch && q->gen == cmd->place_gen) {
+            res->count = q->in_total; /* a rerun of this move */
+        } else {
+            set_error(res, MQ_SM_PRECONDITION_FAILED,
+                      "PRECONDITION_FAILED - queue exists here");
+        }
+        return;
+    }
+    /* As for DECLARE: the gen of a queue deleted here (after a move that
+     * ended) cannot bring it back, e.g. by a coordinator's blind rerun. */
+    if (cmd->place_gen < sm->create_floor) {
+        set_error(res, MQ_SM_PLACE_STALE,
+                  "PLACE_STALE - placement generation below the floor");
+        return;
+    }
+    st = consumers_check(sm, ch);
+    if (st != MQ_SM_OK) {
+        set_error(res, st, st == MQ_SM_NO_MEMORY ? "no memory"
+                                                 : "consumer id in use");
+        return;
+    }
+    q = ch->q;
+    cons = consumers_alloc(ch, q);
+    if ((cons == NULL && ch->n_consumers > 0) ||
+        !clients_alloc(sm, ch, &fresh)) {
+        FREE_CHAIN(struct mq_consumer, cons);
+        set_error(res, MQ_SM_NO_MEMORY, "no memory");
+        return;
+    }
+    ch->q = NULL; /* the machine's now */
+    q->gen = cmd->place_gen;
+    q->move = MQ_SM_MOVE_IMPORT;
+    q->in_epoch = ch->epoch;
+    q->in_total = ch->total;
+    ht_insert(&sm->queues, &q->hn);
+    DL_APPEND(sm->q_first, sm->q_last, q);
+    while (cons != NULL) {
+        struct mq_consumer *c = cons;
+
+        cons = c->next;
+        ht_insert(&sm->consumers, &c->hn);
+        DL_APPEND(sm->c_first, sm->c_last, c);
+        q->consumers++;
+        q->had_consumer = true;
+        q->excl_consumer |= c->exclusive;
+    }
+    clients_merge(sm, ch, fresh);
+    t = tomb_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue, cmd->queue_len);
+    if (t != NULL) {
+        tomb_remove(sm, t);
+    }
+    res->count = q->in_total;
+}
+
+/* A message chunk: appended from where the import stands (resume), with
+ * our own ids, so the queue keeps the source's order. */
+static void import_msgs(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                        const struct chunk *ch, struct mq_sm_result *res)
+{
+    struct mq_queue *q = queue_find(sm, cmd->vhost, cmd->vhost_len,
+                                    cmd->queue, cmd->queue_len);
+    struct le_reader r = ch->msgs;
+    struct mq_msg *head = NULL;
+    struct mq_msg **tail = &head;
+    uint64_t first = ch->cursor - 1;
+    uint64_t i;
+
+    if (q == NULL || q->move == MQ_SM_MOVE_FROZEN) {
+        (void)placed_here(sm, cmd, q, res);
+        if (q == NULL && res->status == MQ_SM_OK) {
+            set_error(res, MQ_SM_NOT_FOUND, "NOT_FOUND - no queue");
+        }
+        return;
+    }
+    if (q->in_epoch != ch->epoch || q->gen != cmd->place_gen) {
+        set_error(res, MQ_SM_PRECONDITION_FAILED,
+                  "PRECONDITION_FAILED - another move of this queue");
+        return;
+    }
+    if (ch->n_msgs > q->in_total || first > q->in_total - ch->n_msgs ||
+        first > q->in_pos) {
+        set_error(res, MQ_SM_BAD_REQUEST, "export chunk out of order");
+        return;
+    }
+    if (first + ch->n_msgs <= q->in_pos) {
+        return; /* imported already */
+    }
+    for (i = 0; i < ch->n_msgs; i++) {
+        struct msg_rec rec;
+
+        get_msg_rec(&r, &rec);
+        if (first + i < q->in_pos) {
+            continue;
+        }
+        *tail = msg_from_rec(&rec);
+        if (*tail == NULL) {
+            FREE_CHAIN(struct mq_msg, head);
+            set_error(res, MQ_SM_NO_MEMORY, "no memory");
+            return;
+        }
+        tail = &(*tail)->next;
+    }
+    while (head != NULL) {
+        struct mq_msg *m = head;
+
+        head = m->next;
+        m->q = q;
+        m->id = sm->next_msg_id++;
+        mlist_append(&q->ready, m);
+        res->count++;
+    }
+    q->in_pos = first + ch->n_msgs;
+}
+
+/* ------------------------------------------------------------ commands */
+
+static void apply_move_out(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                           struct mq_sm_result *res)
+{
+    struct mq_queue *q = queue_find(sm, cmd->vhost, cmd->vhost_len,
+                                    cmd->queue, cmd->queue_len);
+    struct mq_tomb *t;
+
+    if (q == NULL) {
+        t = tomb_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue,
+                      cmd->queue_len);
+        if (t == NULL) {
+            set_error(res, MQ_SM_NOT_FOUND, "NOT_FOUND - no queue");
+            return;
+        }
+        res->moved = true; /* a rerun after MOVE_DONE */
+        res->gen = t->gen;
+        return;
+    }
+    if (q->move == MQ_SM_MOVE_IMPORT) {
+        set_error(res, MQ_SM_MOVING, "MOVING - queue is being moved");
+        return;
+    }
+    if (q->move == MQ_SM_MOVE_NONE) {
+        if (q->exclusive) {
+            set_error(res, MQ_SM_PRECONDITION_FAILED,
+                      "PRECONDITION_FAILED - exclusive queues do not move");
+            return;
+        }
+        if (!freeze(sm, q)) {
+            set_error(res, MQ_SM_NO_MEMORY, "no memory");
+            return;
+        }
+    }
+    res->count = q->ready.n;
+    res->gen = q->gen;
+}
+
+static void apply_move_in(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                          struct mq_sm_result *res)
+{
+    struct chunk ch;
+    enum mq_sm_status st;
+
+    if (cmd->place_gen == 0) {
+        set_error(res, MQ_SM_BAD_REQUEST, "bad placement gen");
+        return;
+    }
+    st = chunk_parse(cmd, &ch);
+    if (st != MQ_SM_OK) {
+        set_error(res, st,
+                  st == MQ_SM_NO_MEMORY ? "no memory" : "bad export chunk");
+        return;
+    }
+    if (ch.kind == CHUNK_DEF) {
+        import_def(sm, cmd, &ch, res);
+    } else {
+        import_msgs(sm, cmd, &ch, res);
+    }
+    free(ch.q);
+}
+
+static void apply_move_in_end(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                              struct mq_sm_result *res)
+{
+    struct mq_queue *q = queue_find(sm, cmd->vhost, cmd->vhost_len,
+                                    cmd->queue, cmd->queue_len);
+
+    if (q == NULL || q->move == MQ_SM_MOVE_FROZEN) {
+        (void)placed_here(sm, cmd, q, res);
+        if (q == NULL && res->status == MQ_SM_OK) {
+            set_error(res, MQ_SM_NOT_FOUND, "NOT_FOUND - no queue");
+        }
+        return;
+    }
+    if (q->in_epoch == 0) {
+        set_error(res, MQ_SM_PRECONDITION_FAILED,
+                  "PRECONDITION_FAILED - queue not imported");
+        return;
+    }
+    if (q->in_pos < q->in_total) {
+        set_error(res, MQ_SM_PRECONDITION_FAILED,
+                  "PRECONDITION_FAILED - import incomplete");
+        return;
+    }
+    res->count = q->ready.n;
+    if (q->move == MQ_SM_MOVE_IMPORT) {
+        q->move = MQ_SM_MOVE_NONE;
+        q->last_used_ms = sm->clock_ms; /* the move was not idleness */
+        auto_delete_sweep(sm, res);
+    }
+}
+
+static void apply_move_done(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                            struct mq_sm_result *res)
+{
+    struct mq_queue *q = queue_find(sm, cmd->vhost, cmd->vhost_len,
+                                    cmd->queue, cmd->queue_len);
+    struct mq_tomb *t;
+
+    if (q == NULL) {
+        t = tomb_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue,
+                      cmd->queue_len);
+        if (t == NULL) {
+            set_error(res, MQ_SM_NOT_FOUND, "NOT_FOUND - no queue");
+            return;
+        }
+        res->moved = true;
+        res->gen = t->gen;
+        return;
+    }
+    if (q->move != MQ_SM_MOVE_FROZEN) {
+        if (q->move == MQ_SM_MOVE_IMPORT) {
+            set_error(res, MQ_SM_MOVING, "MOVING - queue is being moved");
+        } else {
+            set_error(res, MQ_SM_PRECONDITION_FAILED,
+                      "PRECONDITION_FAILED - queue not frozen");
+        }
+        return;
+    }
+    t = tomb_new(q_vhost(q), q->vhost_len, q_name(q), q->name_len, q->gen);
+    if (t == NULL) {
+        set_error(res, MQ_SM_NO_MEMORY, "no memory");
+        return;
+    }
+    res->count = q->ready.n;
+    res->moved = true;
+    res->gen = q->gen;
+    queue_destroy(sm, q, MQ_SM_DEL_MOVED, res);
+    tomb_link(sm, t);
+}
+
+static void apply_move_abort(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                             struct mq_sm_result *res)
+{
+    struct mq_queue *q = queue_find(sm, cmd->vhost, cmd->vhost_len,
+                                    cmd->queue, cmd->queue_len);
+
+    if (q == NULL) {
+        res->moved = tomb_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue,
+                               cmd->queue_len) != NULL;
+        return;
+    }
+    if (q->move == MQ_SM_MOVE_FROZEN) {
+        unfreeze(sm, q);
+        res->count = 1;
+        auto_delete_sweep(sm, res); /* consumers that left meanwhile */
+    } else if (q->move == MQ_SM_MOVE_IMPORT) {
+        res->count = 1;
+        queue_destroy(sm, q, MQ_SM_DEL_MOVED, res);
+    }
 }

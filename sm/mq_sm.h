@@ -24,7 +24,80 @@
  *     is the head for everything delivered earlier, in original order.
  *
  * Errors are results (struct mq_sm_result) carrying the AMQP reply code the
- * edge sends; the only C error return is restore of a corrupt snapshot.
+ * edge sends; the only C error returns are restore of a corrupt snapshot
+ * and the export read of a queue move.
+ *
+ * Placement generations. With a queue directory (the meta group records
+ * which shard holds each queue under a generation `gen`, a cluster-wide
+ * counter > 0) a DECLARE carries place_gen, the gen the router read from
+ * the directory; 0 = no directory (standalone node, older routers), which
+ * behaves as without generations. Each queue keeps the gen it was created
+ * (or moved in) with. The machine keeps create_floor: every queue removed
+ * for any reason (DELETE, x-expires, auto-delete, exclusive owner gone,
+ * BOOT, MOVE_DONE) raises it to at least the queue's gen + 1 (not an
+ * import dropped by MOVE_ABORT: it never served, so no directory entry can
+ * name it), and a DECLARE that would create a queue with
+ * 0 < place_gen < create_floor answers MQ_SM_PLACE_STALE and changes
+ * nothing: the directory entry it came from may be a deleted queue's, and
+ * re-creating the queue from it would race the directory's own cleanup.
+ * A MOVE_IN chunk 0 that would create the queue is held to the same floor
+ * (so a coordinator's blind rerun cannot bring back a moved queue deleted
+ * since at its target).
+ * The router then asks the directory for a fresh gen, which is above every
+ * gen handed out before and so above the floor. The floor is per shard,
+ * not per queue, so a DECLARE may occasionally be sent back for a fresh gen
+ * it did not strictly need; that costs a round trip, never a wrong answer.
+ * A DECLARE of an existing queue ignores place_gen. Removed queues are
+ * reported with their gen (struct mq_sm_deleted) so the directory drops an
+ * entry only if it is still that incarnation's.
+ *
+ * Moving a queue Q from shard S to shard T (ringmqctl queue move; every
+ * step is idempotent, so a coordinator that died reruns it):
+ *
+ *   S: MOVE_OUT     Q is frozen: its checked-out messages go back to ready
+ *                   as redeliveries (in id order, as RETURN does; later
+ *                   SETTLE/RETURN/DROP of their tags act on nothing), and
+ *                   from now on every command naming Q answers MQ_SM_MOVING
+ *                   and changes nothing; EXPIRE leaves Q alone (no TTL, no
+ *                   x-expires). Q's consumers stay registered at S until
+ *                   MOVE_DONE; CANCEL and the RETURNs of gone consumers
+ *                   still unregister them, but Q is not auto-deleted while
+ *                   frozen (nor at BOOT). Exclusive queues do not move
+ *                   (they end with their connection): PRECONDITION_FAILED.
+ *   S: export read  mq_sm_export() at S's leader, chunk by chunk
+ *   T: MOVE_IN      one chunk each (body), place_gen = Q's new gen; chunk
+ *                   0 creates Q at T in the moving-in state (commands
+ *                   naming it answer MQ_SM_MOVING), registers its
+ *                   consumers and merges S's publisher dedup windows into
+ *                   T's (per client the union, in T's window size; S's
+ *                   clients new to T come in as T's least recently used,
+ *                   so T's client limit drops S's least recent first);
+ *                   the others append messages with T's own ids in S's
+ *                   order
+ *   T: MOVE_IN_END  Q is a normal queue at T (x-expires restarts: the move
+ *                   was not idleness)
+ *   (the directory switches Q to T)
+ *   S: MOVE_DONE    Q is deleted at S (nothing dead-lettered, its
+ *                   consumers unregistered) and a tombstone (vhost, queue,
+ *                   gen) is left: every command naming Q at S then answers
+ *                   MQ_SM_MOVED (the router re-reads the directory), except
+ *                   a DECLARE creating Q with place_gen > the tombstone's
+ *                   gen and a MOVE_IN chunk 0, which clear the tombstone.
+ *                   At most MQ_SM_TOMBSTONES_MAX are kept, oldest dropped
+ *                   first; past that a stale router gets NOT_FOUND (or
+ *                   PLACE_STALE, from the floor) instead of MOVED.
+ *   MOVE_ABORT      at S unfreezes Q (the redelivered messages stay ready;
+ *                   an auto-delete queue whose consumers left meanwhile
+ *                   goes now); at T drops a moving-in Q entirely with the
+ *                   consumers it registered (the dedup windows merged stay:
+ *                   they only name seqs S applied). OK no-op otherwise.
+ *
+ * A move leaves Q's bindings alone (they live in the meta group by name):
+ * removals of a move are reported with reason MQ_SM_DEL_MOVED, which is
+ * not a deletion of the queue. Consumers that S unregisters after the
+ * export of chunk 0 was read stay registered at T until their channel's
+ * RETURN reaches T (the edge sends channel/connection RETURNs to every
+ * shard): as for a lost CANCEL.
  *
  * Ownership: every pointer in a struct mq_sm_cmd is borrowed for the call
  * (bytes are copied into the state). Everything a result points to is owned
@@ -43,6 +116,9 @@
 #define MQ_SM_DEDUP_WINDOW_DEFAULT 1024
 #define MQ_SM_DEDUP_CLIENTS_DEFAULT 4096
 #define MQ_SM_MAX_TAGS 65536 /* tags in one by-tag command */
+/* Tombstones of queues moved away, kept per shard (oldest dropped). Each
+ * costs about 64 bytes plus its names. */
+#define MQ_SM_TOMBSTONES_MAX 16384
 
 struct mq_sm;
 
@@ -75,7 +151,20 @@ enum mq_sm_cmd_type {
      * survive a broker restart) and every exclusive queue (its connection
      * is gone). Surviving auto-delete queues forget they had a consumer. */
     MQ_SM_BOOT,
+    /* Moving one queue between shards: see the top of this file. */
+    MQ_SM_MOVE_OUT,    /* at the source: freeze */
+    MQ_SM_MOVE_IN,     /* at the target: one export chunk */
+    MQ_SM_MOVE_IN_END, /* at the target: the queue is normal */
+    MQ_SM_MOVE_DONE,   /* at the source: delete, leave a tombstone */
+    MQ_SM_MOVE_ABORT,  /* at either: undo */
     MQ_SM_CMD__COUNT
+};
+
+/* Where a queue stands in a move (struct mq_sm_queue_stats). */
+enum mq_sm_move_state {
+    MQ_SM_MOVE_NONE = 0,
+    MQ_SM_MOVE_FROZEN, /* source, after MOVE_OUT */
+    MQ_SM_MOVE_IMPORT  /* target, between MOVE_IN chunk 0 and MOVE_IN_END */
 };
 
 /* Which checked-out messages SETTLE/RETURN/DROP act on. */
@@ -123,7 +212,7 @@ struct mq_sm_queue_args {
 /*
  * One command. Fields not listed for a type are ignored.
  *   DECLARE   vhost, queue, who.{router,conn}, passive, durable, exclusive,
- *             auto_delete, args
+ *             auto_delete, args, place_gen (0 = no directory)
  *   DELETE    vhost, queue, who.{router,conn}, if_unused, if_empty
  *   PURGE     vhost, queue, who.{router,conn}
  *   ENQUEUE   vhost, queue, client_id + seq (seq 0 = no dedup), has_ttl +
@@ -138,6 +227,39 @@ struct mq_sm_queue_args {
  *   RETURN    who, scope, tag + multiple, or tags (scope TAG)
  *   DROP      who, tag + multiple, or tags      (scope is always TAG)
  *   EXPIRE, LEADER_CHANGED, BOOT: nothing
+ *   MOVE_OUT, MOVE_IN_END, MOVE_DONE, MOVE_ABORT: vhost, queue
+ *   MOVE_IN   vhost, queue, body (one chunk from mq_sm_export() of this
+ *             queue), place_gen (> 0: the queue's gen at this shard; the
+ *             same for every chunk of one move)
+ *
+ * Answers of the move commands (status OK unless said otherwise):
+ *   MOVE_OUT     count = ready messages of the frozen queue (what the
+ *                export carries; the same on a repeat), gen = its gen.
+ *                Already moved (tombstone): OK with moved = true, gen =
+ *                the tombstone's. No queue: NOT_FOUND; exclusive:
+ *                PRECONDITION_FAILED; being imported here: MOVING.
+ *   MOVE_IN      chunk 0: creates the queue (count = its messages to come)
+ *                or, repeated, changes nothing; PLACE_STALE if creating
+ *                with place_gen below the floor. If the queue exists and is
+ *                not this move's import (same source freeze and place_gen,
+ *                before or after MOVE_IN_END): PRECONDITION_FAILED. A
+ *                consumer id already known here: BAD_REQUEST (ids are the
+ *                edges' and unique per router: a collision is a bug).
+ *                Message chunks: count = messages appended; a chunk whose
+ *                messages are all imported already is a no-op OK (resume),
+ *                one starting past the imported ones BAD_REQUEST (a gap),
+ *                one of another move PRECONDITION_FAILED. Corrupt bytes:
+ *                BAD_REQUEST. Nothing changes unless OK.
+ *   MOVE_IN_END  PRECONDITION_FAILED while messages are missing, or for a
+ *                queue that did not come by a move; OK again once normal.
+ *   MOVE_DONE    only on a frozen queue (else PRECONDITION_FAILED, MOVING
+ *                while imported); count = messages dropped with it, gen,
+ *                moved = true; again OK (count 0) once tombstoned.
+ *   MOVE_ABORT   OK always (count 1 if it undid something); moved = true if
+ *                a tombstone says the move already finished.
+ * Naming a frozen or moving-in queue, every other command answers MOVING;
+ * naming a tombstoned one, MOVED (ENQUEUE after its dedup check, so a
+ * seq already applied is still DUPLICATE).
  */
 struct mq_sm_cmd {
     enum mq_sm_cmd_type type;
@@ -178,6 +300,8 @@ struct mq_sm_cmd {
      * was lost), and a range would settle those unseen. Borrowed. */
     const uint64_t *tags;
     size_t n_tags; /* <= MQ_SM_MAX_TAGS */
+
+    uint64_t place_gen; /* DECLARE, MOVE_IN: see the top of this file */
 };
 
 enum mq_sm_status {
@@ -190,9 +314,23 @@ enum mq_sm_status {
     MQ_SM_ACCESS_REFUSED,      /* 403: exclusive consumer conflict */
     MQ_SM_BAD_REQUEST,         /* malformed command: an edge bug; no change */
     MQ_SM_NO_MEMORY,           /* host malloc failed; see mq_sm_apply() */
-    MQ_SM_REJECTED             /* ENQUEUE to a full x-overflow reject-publish
+    MQ_SM_REJECTED,            /* ENQUEUE to a full x-overflow reject-publish
                                   queue: not stored (the edge nacks) */
+    /* Placement answers, for the router to retry or re-resolve; nothing
+     * changed. An edge that gets one treats it as "not applied"
+     * (mq_sm_status_placement). */
+    MQ_SM_MOVING,      /* the queue is frozen or being imported: retry */
+    MQ_SM_MOVED,       /* the queue moved away: re-read the directory */
+    MQ_SM_PLACE_STALE, /* DECLARE create with place_gen below the floor:
+                          get a fresh gen from the directory */
+    MQ_SM_STATUS__COUNT
 };
+
+static inline bool mq_sm_status_placement(enum mq_sm_status st)
+{
+    return st == MQ_SM_MOVING || st == MQ_SM_MOVED ||
+           st == MQ_SM_PLACE_STALE;
+}
 
 /* AMQP reply codes the edge sends with channel.close. */
 #define MQ_SM_REPLY_ACCESS_REFUSED 403
@@ -238,11 +376,16 @@ enum mq_sm_deleted_reason {
     MQ_SM_DEL_EXPIRES,      /* x-expires */
     MQ_SM_DEL_AUTO_DELETE,  /* last consumer went */
     MQ_SM_DEL_EXCLUSIVE,    /* owner connection went */
-    MQ_SM_DEL_BOOT          /* non-durable or exclusive, at BOOT */
+    MQ_SM_DEL_BOOT,         /* non-durable or exclusive, at BOOT */
+    /* Not a deletion: the queue lives on at another shard (MOVE_DONE at
+     * the source, MOVE_ABORT of an import at the target). Keep its
+     * bindings and directory entry. */
+    MQ_SM_DEL_MOVED
 };
 
 struct mq_sm_deleted {
     enum mq_sm_deleted_reason reason;
+    uint64_t gen; /* the removed queue's placement gen (0: none) */
     const char *vhost; /* owned by the result, one allocation with name */
     size_t vhost_len;
     const char *queue;
@@ -274,6 +417,11 @@ struct mq_sm_result {
     /* A host malloc failed while copying into this result; the state
      * changed as if it had not (see mq_sm_apply()). */
     bool incomplete;
+    /* MOVE_*: the queue has moved away from this shard (tombstone). */
+    bool moved;
+    /* DECLARE (OK): the queue's placement gen; MOVE_OUT, MOVE_DONE: see
+     * struct mq_sm_cmd. */
+    uint64_t gen;
 };
 
 struct mq_sm_queue_stats {
@@ -281,6 +429,8 @@ struct mq_sm_queue_stats {
     uint64_t ready_bytes;
     uint64_t unacked;
     uint32_t consumers; /* registered */
+    uint64_t gen;
+    enum mq_sm_move_state move;
 };
 
 struct mq_sm_stats {
@@ -292,6 +442,8 @@ struct mq_sm_stats {
     uint64_t next_msg_id;
     uint64_t next_tag;
     uint64_t clock_ms;
+    uint64_t create_floor;
+    uint64_t tombstones;
     uint64_t applied; /* not replicated: reset by restore */
 };
 
@@ -316,6 +468,32 @@ void mq_sm_result_clear(struct mq_sm_result *res);
 void mq_sm_apply(struct mq_sm *sm, uint64_t now_ms,
                  const struct mq_sm_cmd *cmd, struct mq_sm_result *res);
 
+/*
+ * The export read of a queue move, at the source's leader: one chunk of
+ * frozen queue @queue into one buffer from @alloc (raft_malloc or malloc).
+ * @cursor 0 asks for chunk 0 (the queue's definition, its registered
+ * consumers and every publisher dedup window of this shard); each answer
+ * gives the @next_cursor to ask next and whether it was the @last.
+ * Message chunks hold the frozen messages in queue order, at least one and
+ * otherwise at most @max_bytes of encoded messages (25 bytes + body each).
+ * A cursor names a position in the frozen queue, which cannot change while
+ * frozen; each chunk carries its cursor (its index), and MOVE_IN resumes by
+ * position, so a coordinator that restarts from cursor 0, even with
+ * another @max_bytes, neither loses nor doubles a message.
+ * The bytes are mq_sm's own (versioned, checksummed) and go to the
+ * target's MOVE_IN as they are. Pure: reads @sm only.
+ * Returns MQ_SM_OK, or: NOT_FOUND (no queue), MOVED (already moved:
+ * tombstone), PRECONDITION_FAILED (not frozen), BAD_REQUEST (bad names,
+ * cursor beyond the end), NO_MEMORY (@alloc failed). Nothing is allocated
+ * unless OK.
+ */
+enum mq_sm_status mq_sm_export(const struct mq_sm *sm, const char *vhost,
+                               size_t vhost_len, const char *queue,
+                               size_t queue_len, uint64_t cursor,
+                               size_t max_bytes, void *(*alloc)(size_t),
+                               void **out, size_t *out_len,
+                               uint64_t *next_cursor, bool *last);
+
 /* Counters of one queue. Returns 0, or -1 if it does not exist. */
 int mq_sm_queue_stats(const struct mq_sm *sm, const char *vhost,
                       size_t vhost_len, const char *queue, size_t queue_len,
@@ -324,7 +502,8 @@ void mq_sm_stats(const struct mq_sm *sm, struct mq_sm_stats *out);
 
 /* A 64-bit digest of the whole replicated state: independent of the order
  * of queues, consumers and clients, dependent on the order of messages
- * within each queue and each consumer's unacked list. */
+ * within each queue and each consumer's unacked list; it covers placement
+ * gens, the create floor, move states and tombstones (in their order). */
 uint64_t mq_sm_digest(const struct mq_sm *sm);
 
 /* Serialize the whole state into one buffer from @alloc (raft_malloc or

@@ -66,7 +66,8 @@ static void mq_cmd(const uint8_t *data, size_t size)
         abort();
     }
     if (d.type != c.type || d.scope != c.scope || d.tag != c.tag ||
-        d.seq != c.seq || d.who.consumer != c.who.consumer) {
+        d.seq != c.seq || d.who.consumer != c.who.consumer ||
+        d.place_gen != c.place_gen) {
         abort();
     }
     same_bytes(d.queue, d.queue_len, c.queue, c.queue_len);

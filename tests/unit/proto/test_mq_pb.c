@@ -104,6 +104,7 @@ static void test_cmd_roundtrip(void **state)
     c.multiple = true;
     c.tags = tags;
     c.n_tags = 3;
+    c.place_gen = 0x123456789aULL;
 
     assert_int_equal(mq_pb_cmd_to_pb(&c, 250, &b), 0);
     pb = cmd_wire(&b.pb);
@@ -136,7 +137,20 @@ static void test_cmd_roundtrip(void **state)
     assert_true(d.multiple);
     assert_int_equal(d.n_tags, 3);
     assert_memory_equal(d.tags, tags, sizeof(tags));
+    assert_int_equal(d.place_gen, c.place_gen);
     ringmq__mq_command__free_unpacked(pb, NULL);
+
+    /* the move commands travel like any other: type and body */
+    for (c.type = MQ_SM_MOVE_OUT; c.type < MQ_SM_CMD__COUNT; c.type++) {
+        assert_int_equal(mq_pb_cmd_to_pb(&c, 0, &b), 0);
+        pb = cmd_wire(&b.pb);
+        mq_pb_cmd_buf_clear(&b);
+        assert_int_equal(mq_pb_cmd_from_pb(pb, &d, NULL), 0);
+        assert_int_equal(d.type, c.type);
+        assert_int_equal(d.place_gen, c.place_gen);
+        assert_mem(d.body, d.body_len, c.body, c.body_len);
+        ringmq__mq_command__free_unpacked(pb, NULL);
+    }
 }
 
 /* Empty fields decode to "" (never NULL with a length) and commands other
@@ -258,6 +272,8 @@ static void result_check_roundtrip(const struct mq_sm_result *r)
     assert_int_equal(d.consumer_count, r->consumer_count);
     assert_int_equal(d.message_count, r->message_count);
     assert_int_equal(d.incomplete, r->incomplete);
+    assert_int_equal(d.moved, r->moved);
+    assert_int_equal(d.gen, r->gen);
     assert_int_equal(d.n_deliveries, r->n_deliveries);
     for (i = 0; i < r->n_deliveries; i++) {
         assert_int_equal(d.deliveries[i].tag, r->deliveries[i].tag);
@@ -286,6 +302,7 @@ static void result_check_roundtrip(const struct mq_sm_result *r)
     assert_int_equal(d.n_deleted, r->n_deleted);
     for (i = 0; i < r->n_deleted; i++) {
         assert_int_equal(d.deleted[i].reason, r->deleted[i].reason);
+        assert_int_equal(d.deleted[i].gen, r->deleted[i].gen);
         assert_mem(d.deleted[i].vhost, d.deleted[i].vhost_len,
                    r->deleted[i].vhost, r->deleted[i].vhost_len);
         assert_mem(d.deleted[i].queue, d.deleted[i].queue_len,
@@ -353,6 +370,42 @@ static void test_result_roundtrip(void **state)
     assert_int_equal(res.status, MQ_SM_NOT_FOUND);
     result_check_roundtrip(&res);
     mq_sm_result_clear(&res);
+
+    /* placement gens and a move: gen, moved, the deleted entry's gen and
+     * the placement statuses with their texts */
+    cmd_q(&c, MQ_SM_DECLARE, "m");
+    c.place_gen = 77;
+    sm_run(sm, &c, &res);
+    assert_int_equal(res.gen, 77);
+    result_check_roundtrip(&res);
+    mq_sm_result_clear(&res);
+    cmd_q(&c, MQ_SM_MOVE_OUT, "m");
+    sm_run(sm, &c, &res);
+    result_check_roundtrip(&res);
+    mq_sm_result_clear(&res);
+    cmd_q(&c, MQ_SM_PURGE, "m");
+    mq_sm_apply(sm, T0, &c, &res);
+    assert_int_equal(res.status, MQ_SM_MOVING);
+    result_check_roundtrip(&res);
+    mq_sm_result_clear(&res);
+    cmd_q(&c, MQ_SM_MOVE_DONE, "m");
+    sm_run(sm, &c, &res);
+    assert_true(res.moved);
+    assert_int_equal(res.deleted[0].gen, 77);
+    assert_int_equal(res.deleted[0].reason, MQ_SM_DEL_MOVED);
+    result_check_roundtrip(&res);
+    mq_sm_result_clear(&res);
+    cmd_q(&c, MQ_SM_PURGE, "m");
+    mq_sm_apply(sm, T0, &c, &res);
+    assert_int_equal(res.status, MQ_SM_MOVED);
+    result_check_roundtrip(&res);
+    mq_sm_result_clear(&res);
+    cmd_q(&c, MQ_SM_DECLARE, "n");
+    c.place_gen = 5; /* below the floor of 78 */
+    mq_sm_apply(sm, T0, &c, &res);
+    assert_int_equal(res.status, MQ_SM_PLACE_STALE);
+    result_check_roundtrip(&res);
+    mq_sm_result_clear(&res);
     mq_sm_free(sm);
 }
 
@@ -392,7 +445,7 @@ static void test_result_bad(void **state)
 
     (void)state;
     ringmq__mq_result__init(&pb);
-    pb.status = MQ_SM_REJECTED + 1;
+    pb.status = MQ_SM_STATUS__COUNT;
     assert_int_equal(mq_pb_result_from_pb(&pb, &r), -1);
     assert_int_equal(r.n_deliveries, 0);
     pb.status = 0;
@@ -415,11 +468,11 @@ static void test_result_bad(void **state)
     pb.n_dead = 0;
 
     ringmq__mq_deleted__init(&del);
-    del.reason = MQ_SM_DEL_BOOT + 1;
+    del.reason = MQ_SM_DEL_MOVED + 1;
     pb.deleted = &delp;
     pb.n_deleted = 1;
     assert_int_equal(mq_pb_result_from_pb(&pb, &r), -1);
-    del.reason = MQ_SM_DEL_BOOT;
+    del.reason = MQ_SM_DEL_MOVED;
     assert_int_equal(mq_pb_result_from_pb(&pb, &r), 0);
     assert_int_equal(r.deleted[0].queue_len, 0);
     mq_sm_result_clear(&r);

@@ -1102,6 +1102,778 @@ static void test_purge(void **state)
     mq_sm_free(sm);
 }
 
+/* ------------------------------------------------ placement and queue moves */
+
+static struct mq_sm_stats sm_stats(struct mq_sm *sm)
+{
+    struct mq_sm_stats st;
+
+    mq_sm_stats(sm, &st);
+    return st;
+}
+
+static enum mq_sm_status declare_gen(struct mq_sm *sm, uint64_t now,
+                                     const char *q, uint64_t gen,
+                                     struct mq_sm_result *keep)
+{
+    struct mq_sm_cmd c;
+    struct mq_sm_result res;
+    enum mq_sm_status st;
+
+    cmd_init(&c, MQ_SM_DECLARE, q);
+    c.durable = true;
+    c.place_gen = gen;
+    st = run(sm, now, &c, &res);
+    if (keep != NULL) {
+        *keep = res;
+    } else {
+        mq_sm_result_clear(&res);
+    }
+    return st;
+}
+
+/* A move command on @q; the result kept in @keep if not NULL. */
+static enum mq_sm_status move_cmd(struct mq_sm *sm, enum mq_sm_cmd_type type,
+                                  const char *q, struct mq_sm_result *keep)
+{
+    struct mq_sm_cmd c;
+    struct mq_sm_result res;
+    enum mq_sm_status st;
+
+    cmd_init(&c, type, q);
+    st = run(sm, T0, &c, &res);
+    if (keep != NULL) {
+        *keep = res;
+    } else {
+        mq_sm_result_clear(&res);
+    }
+    return st;
+}
+
+static enum mq_sm_status move_in(struct mq_sm *sm, const char *q,
+                                 const void *chunk, size_t len, uint64_t gen,
+                                 uint64_t *count)
+{
+    struct mq_sm_cmd c;
+    struct mq_sm_result res;
+    enum mq_sm_status st;
+
+    cmd_init(&c, MQ_SM_MOVE_IN, q);
+    c.body = chunk;
+    c.body_len = len;
+    c.place_gen = gen;
+    st = run(sm, T0, &c, &res);
+    if (count != NULL) {
+        *count = res.count;
+    }
+    mq_sm_result_clear(&res);
+    return st;
+}
+
+#define MAX_CHUNKS 64
+
+struct chunks {
+    void *buf[MAX_CHUNKS];
+    size_t len[MAX_CHUNKS];
+    size_t n;
+};
+
+/* Every chunk of frozen @q, from @cursor on. */
+static void export_all(struct mq_sm *sm, const char *q, uint64_t cursor,
+                       size_t max_bytes, struct chunks *out)
+{
+    bool last = false;
+
+    out->n = 0;
+    while (!last) {
+        uint64_t next = 0;
+
+        assert_true(out->n < MAX_CHUNKS);
+        assert_int_equal(mq_sm_export(sm, VH, strlen(VH), q, strlen(q),
+                                      cursor, max_bytes, malloc,
+                                      &out->buf[out->n], &out->len[out->n],
+                                      &next, &last),
+                         MQ_SM_OK);
+        assert_true(next > cursor);
+        cursor = next;
+        out->n++;
+    }
+}
+
+static void chunks_free(struct chunks *ch)
+{
+    size_t i;
+
+    for (i = 0; i < ch->n; i++) {
+        free(ch->buf[i]);
+    }
+    ch->n = 0;
+}
+
+static enum mq_sm_status enqueue_seq(struct mq_sm *sm, uint64_t now,
+                                     const char *q, uint64_t client,
+                                     uint64_t seq, const char *body)
+{
+    struct mq_sm_cmd c;
+
+    cmd_init(&c, MQ_SM_ENQUEUE, q);
+    c.client_id = client;
+    c.seq = seq;
+    c.body = body;
+    c.body_len = strlen(body);
+    return run1(sm, now, &c);
+}
+
+/* Placement gens: a stale one cannot re-create a deleted queue, an
+ * existing queue ignores it, 0 means no directory, deletions report it. */
+static void test_place_gen(void **state)
+{
+    struct mq_sm *sm = sm_make();
+    struct mq_sm_result res;
+    struct mq_sm_cmd c;
+    uint64_t before;
+
+    (void)state;
+    assert_int_equal(declare_gen(sm, T0, "q", 5, &res), MQ_SM_OK);
+    assert_int_equal(res.gen, 5);
+    mq_sm_result_clear(&res);
+    assert_int_equal(qstats(sm, "q").gen, 5);
+    /* an existing queue ignores place_gen, stale or not */
+    assert_int_equal(declare_gen(sm, T0, "q", 1, &res), MQ_SM_OK);
+    assert_int_equal(res.gen, 5);
+    mq_sm_result_clear(&res);
+    assert_int_equal(sm_stats(sm).create_floor, 0);
+
+    cmd_init(&c, MQ_SM_DELETE, "q");
+    assert_int_equal(run(sm, T0, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.n_deleted, 1);
+    assert_int_equal(res.deleted[0].gen, 5);
+    mq_sm_result_clear(&res);
+    assert_int_equal(sm_stats(sm).create_floor, 6);
+
+    /* the deleted incarnation's gen (or any older) cannot re-create it */
+    before = mq_sm_digest(sm);
+    assert_int_equal(declare_gen(sm, T0, "q", 5, &res), MQ_SM_PLACE_STALE);
+    assert_int_equal(res.reply_code, 0);
+    mq_sm_result_clear(&res);
+    assert_int_equal(declare_gen(sm, T0, "q", 2, NULL), MQ_SM_PLACE_STALE);
+    assert_true(mq_sm_digest(sm) == before);
+    assert_false(queue_exists(sm, "q"));
+    /* the floor is per shard: another queue needs a fresh gen too */
+    assert_int_equal(declare_gen(sm, T0, "r", 4, NULL), MQ_SM_PLACE_STALE);
+    /* a fresh gen does; so does no directory at all */
+    assert_int_equal(declare_gen(sm, T0, "q", 6, NULL), MQ_SM_OK);
+    assert_int_equal(declare_gen(sm, T0, "r", 0, NULL), MQ_SM_OK);
+    assert_int_equal(qstats(sm, "r").gen, 0);
+
+    /* every way of going raises the floor: x-expires here */
+    cmd_init(&c, MQ_SM_DECLARE, "x");
+    c.args.has_expires = true;
+    c.args.expires_ms = 1000;
+    c.place_gen = 20;
+    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    cmd_init(&c, MQ_SM_EXPIRE, NULL);
+    assert_int_equal(run(sm, T0 + 2000, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.n_deleted, 1);
+    assert_int_equal(res.deleted[0].reason, MQ_SM_DEL_EXPIRES);
+    assert_int_equal(res.deleted[0].gen, 20);
+    mq_sm_result_clear(&res);
+    assert_int_equal(sm_stats(sm).create_floor, 21);
+    assert_int_equal(declare_gen(sm, T0 + 2000, "y", 20, NULL),
+                     MQ_SM_PLACE_STALE);
+    assert_int_equal(declare_gen(sm, T0 + 2000, "y", 21, NULL), MQ_SM_OK);
+    /* a passive declare neither creates nor looks at the gen */
+    cmd_init(&c, MQ_SM_DECLARE, "q");
+    c.passive = true;
+    c.place_gen = 1;
+    assert_int_equal(run1(sm, T0 + 2000, &c), MQ_SM_OK);
+    mq_sm_free(sm);
+}
+
+/* Ready "m1".."m5" (m1 with a 30 s TTL, the queue 60 s and a DLX); a
+ * consumer holds m1 and m2; publisher 42 sent them as seqs 1..5. */
+static void move_source(struct mq_sm *s)
+{
+    static const char *const bodies[] = {"m1", "m2", "m3", "m4", "m5"};
+    struct mq_sm_result res;
+    struct mq_sm_cmd c;
+    uint64_t i;
+
+    cmd_init(&c, MQ_SM_DECLARE, "mq");
+    c.durable = true;
+    c.args.has_message_ttl = true;
+    c.args.message_ttl_ms = 60000;
+    c.args.has_dlx = true;
+    c.args.dlx = "dlx";
+    c.args.dlx_len = 3;
+    c.place_gen = 3;
+    assert_int_equal(run1(s, T0, &c), MQ_SM_OK);
+    declare(s, "other");
+    enqueue(s, T0, "other", "stays");
+    for (i = 0; i < 5; i++) {
+        cmd_init(&c, MQ_SM_ENQUEUE, "mq");
+        c.client_id = 42;
+        c.seq = i + 1;
+        c.body = bodies[i];
+        c.body_len = 2;
+        c.has_ttl = i == 0;
+        c.ttl_ms = 30000;
+        assert_int_equal(run1(s, T0, &c), MQ_SM_OK);
+    }
+    consume(s, "mq", 1, 7);
+    assert_int_equal(checkout(s, T0, "mq", 1, 7, 2, 0, &res), 2);
+    mq_sm_result_clear(&res);
+}
+
+/* Every command naming the frozen queue answers MOVING and changes
+ * nothing; the tags it had out act on nothing. */
+static void expect_frozen(struct mq_sm *s)
+{
+    static const enum mq_sm_cmd_type types[] = {
+        MQ_SM_DECLARE, MQ_SM_DELETE, MQ_SM_PURGE,
+        MQ_SM_ENQUEUE, MQ_SM_CONSUME, MQ_SM_CHECKOUT,
+        MQ_SM_MOVE_IN_END,
+    };
+    uint64_t before = mq_sm_digest(s);
+    struct mq_sm_cmd c;
+    size_t i;
+
+    for (i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        cmd_init(&c, types[i], "mq");
+        c.who = who_of(1, types[i] == MQ_SM_CONSUME ? 8 : 7);
+        c.durable = true;
+        c.max_messages = 5;
+        c.client_id = 42;
+        c.seq = 6;
+        c.body = "new";
+        c.body_len = 3;
+        c.place_gen = 9;
+        assert_int_equal(run1(s, T0, &c), MQ_SM_MOVING);
+        c.passive = true;
+        c.body = NULL;
+        c.body_len = 0;
+        if (types[i] == MQ_SM_DECLARE) {
+            assert_int_equal(run1(s, T0, &c), MQ_SM_MOVING);
+        }
+    }
+    /* a seq applied before the freeze is still a duplicate */
+    assert_int_equal(enqueue_seq(s, T0, "mq", 42, 3, "m3"), MQ_SM_DUPLICATE);
+    assert_int_equal(by_tag(s, MQ_SM_SETTLE, 1, 0, true, NULL), 0);
+    assert_int_equal(by_tag(s, MQ_SM_RETURN, 1, 1, false, NULL), 0);
+    assert_int_equal(by_tag(s, MQ_SM_DROP, 1, 2, false, NULL), 0);
+    assert_true(mq_sm_digest(s) == before);
+}
+
+/* The queue is gone from S: every command naming it answers MOVED. */
+static void expect_moved(struct mq_sm *s)
+{
+    static const enum mq_sm_cmd_type types[] = {
+        MQ_SM_DECLARE, MQ_SM_DELETE, MQ_SM_PURGE,  MQ_SM_ENQUEUE,
+        MQ_SM_CONSUME, MQ_SM_CHECKOUT, MQ_SM_MOVE_IN_END,
+    };
+    uint64_t before = mq_sm_digest(s);
+    struct mq_sm_result res;
+    struct mq_sm_cmd c;
+    size_t i;
+
+    for (i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        cmd_init(&c, types[i], "mq");
+        c.who = who_of(1, 8);
+        c.max_messages = 5;
+        c.client_id = 42;
+        c.seq = 6;
+        c.body = "new";
+        c.body_len = 3;
+        c.place_gen = 3; /* the moved incarnation's: no re-creation */
+        assert_int_equal(run(s, T0, &c, &res), MQ_SM_MOVED);
+        assert_true(res.moved);
+        assert_int_equal(res.reply_code, 0);
+        mq_sm_result_clear(&res);
+    }
+    assert_true(mq_sm_digest(s) == before);
+    /* the seq refused is not recorded: it belongs where the queue is */
+    assert_int_equal(enqueue_seq(s, T0, "other", 42, 6, "x"), MQ_SM_OK);
+}
+
+/* A whole move of "mq" from S to T, with every step rerun, a resent and a
+ * skipped chunk, and the target's own queue and publishers around. */
+static void test_move_full(void **state)
+{
+    struct mq_sm *s = sm_make();
+    struct mq_sm *t = sm_make();
+    struct mq_sm_result res;
+    struct chunks ch;
+    struct chunks rest;
+    struct mq_sm_cmd c;
+    uint64_t before;
+    uint64_t count;
+    void *buf;
+    size_t len;
+    uint64_t next;
+    bool last;
+    size_t i;
+    char bad[8];
+
+    (void)state;
+    move_source(s);
+    declare(t, "t-own");
+    assert_int_equal(enqueue_seq(t, T0, "t-own", 42, 100, "t"), MQ_SM_OK);
+    assert_int_equal(enqueue_seq(t, T0, "t-own", 77, 1, "t"), MQ_SM_OK);
+    consume(t, "t-own", 5, 70);
+
+    /* not frozen: no export */
+    assert_int_equal(mq_sm_export(s, VH, 1, "mq", 2, 0, 0, malloc, &buf, &len,
+                                  &next, &last),
+                     MQ_SM_PRECONDITION_FAILED);
+    assert_int_equal(mq_sm_export(s, VH, 1, "nope", 4, 0, 0, malloc, &buf,
+                                  &len, &next, &last),
+                     MQ_SM_NOT_FOUND);
+
+    /* 1. MOVE_OUT: the two out come back first, redelivered */
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_OUT, "mq", &res), MQ_SM_OK);
+    assert_int_equal(res.count, 5);
+    assert_int_equal(res.gen, 3);
+    assert_false(res.moved);
+    mq_sm_result_clear(&res);
+    assert_int_equal(qstats(s, "mq").ready, 5);
+    assert_int_equal(qstats(s, "mq").unacked, 0);
+    assert_int_equal(qstats(s, "mq").consumers, 1);
+    assert_int_equal(qstats(s, "mq").move, MQ_SM_MOVE_FROZEN);
+    before = mq_sm_digest(s);
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_OUT, "mq", &res), MQ_SM_OK);
+    assert_int_equal(res.count, 5); /* the same answer */
+    mq_sm_result_clear(&res);
+    assert_true(mq_sm_digest(s) == before);
+    expect_frozen(s);
+    /* time stands still for it: neither TTL nor x-expires */
+    cmd_init(&c, MQ_SM_EXPIRE, NULL);
+    assert_int_equal(run(s, T0 + 100000, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.count, 0);
+    mq_sm_result_clear(&res);
+    assert_int_equal(qstats(s, "mq").ready, 5);
+
+    /* 2. export, one message per chunk: definition + 5 */
+    export_all(s, "mq", 0, 1, &ch);
+    assert_int_equal(ch.n, 6);
+    assert_int_equal(mq_sm_export(s, VH, 1, "mq", 2, 7, 1, malloc, &buf, &len,
+                                  &next, &last),
+                     MQ_SM_BAD_REQUEST); /* beyond the end */
+
+    /* 3. MOVE_IN: chunk 0 creates it importing, with the consumer */
+    assert_int_equal(move_in(t, "mq", ch.buf[0], ch.len[0], 9, &count),
+                     MQ_SM_OK);
+    assert_int_equal(count, 5);
+    assert_int_equal(qstats(t, "mq").move, MQ_SM_MOVE_IMPORT);
+    assert_int_equal(qstats(t, "mq").consumers, 1);
+    assert_int_equal(qstats(t, "mq").gen, 9);
+    before = mq_sm_digest(t);
+    assert_int_equal(move_in(t, "mq", ch.buf[0], ch.len[0], 9, &count),
+                     MQ_SM_OK); /* rerun */
+    assert_true(mq_sm_digest(t) == before);
+    cmd_init(&c, MQ_SM_CHECKOUT, "mq");
+    c.who = who_of(1, 7);
+    c.max_messages = 5;
+    assert_int_equal(run1(t, T0, &c), MQ_SM_MOVING);
+    assert_int_equal(move_cmd(t, MQ_SM_MOVE_IN_END, "mq", NULL),
+                     MQ_SM_PRECONDITION_FAILED); /* messages missing */
+    /* a gap, a corrupt chunk, a chunk under another queue's name, another
+     * gen: refused, nothing changes */
+    assert_int_equal(move_in(t, "mq", ch.buf[2], ch.len[2], 9, NULL),
+                     MQ_SM_BAD_REQUEST);
+    ((unsigned char *)ch.buf[1])[30] ^= 1;
+    assert_int_equal(move_in(t, "mq", ch.buf[1], ch.len[1], 9, NULL),
+                     MQ_SM_BAD_REQUEST);
+    ((unsigned char *)ch.buf[1])[30] ^= 1;
+    assert_int_equal(move_in(t, "t-own", ch.buf[1], ch.len[1], 9, NULL),
+                     MQ_SM_BAD_REQUEST);
+    assert_int_equal(move_in(t, "mq", ch.buf[1], ch.len[1], 8, NULL),
+                     MQ_SM_PRECONDITION_FAILED);
+    assert_int_equal(move_in(t, "mq", ch.buf[1], ch.len[1], 0, NULL),
+                     MQ_SM_BAD_REQUEST);
+    memcpy(bad, "garbage", 8);
+    assert_int_equal(move_in(t, "mq", bad, sizeof(bad), 9, NULL),
+                     MQ_SM_BAD_REQUEST);
+    for (i = 1; i < ch.len[1]; i += 7) {
+        assert_int_equal(move_in(t, "mq", ch.buf[1], i, 9, NULL),
+                         MQ_SM_BAD_REQUEST);
+    }
+    assert_true(mq_sm_digest(t) == before);
+    assert_int_equal(move_in(t, "mq", ch.buf[1], ch.len[1], 9, &count),
+                     MQ_SM_OK);
+    assert_int_equal(count, 1);
+    before = mq_sm_digest(t);
+    assert_int_equal(move_in(t, "mq", ch.buf[1], ch.len[1], 9, &count),
+                     MQ_SM_OK); /* resent */
+    assert_int_equal(count, 0);
+    assert_true(mq_sm_digest(t) == before);
+    /* a coordinator restarted with bigger chunks: the rest in one, which
+     * overlaps what is in already */
+    export_all(s, "mq", 1, 1 << 20, &rest);
+    assert_int_equal(rest.n, 1);
+    assert_int_equal(move_in(t, "mq", rest.buf[0], rest.len[0], 9, &count),
+                     MQ_SM_OK);
+    assert_int_equal(count, 4);
+    assert_int_equal(qstats(t, "mq").ready, 5);
+    assert_int_equal(move_cmd(t, MQ_SM_MOVE_IN_END, "mq", &res), MQ_SM_OK);
+    assert_int_equal(res.count, 5);
+    mq_sm_result_clear(&res);
+    assert_int_equal(qstats(t, "mq").move, MQ_SM_MOVE_NONE);
+    /* every rerun is a no-op */
+    before = mq_sm_digest(t);
+    assert_int_equal(move_cmd(t, MQ_SM_MOVE_IN_END, "mq", NULL), MQ_SM_OK);
+    for (i = 0; i < ch.n; i++) {
+        assert_int_equal(move_in(t, "mq", ch.buf[i], ch.len[i], 9, &count),
+                         MQ_SM_OK);
+        assert_int_equal(count, i == 0 ? 5 : 0);
+    }
+    assert_int_equal(move_in(t, "mq", rest.buf[0], rest.len[0], 9, NULL),
+                     MQ_SM_OK);
+    assert_int_equal(move_cmd(t, MQ_SM_MOVE_ABORT, "mq", NULL), MQ_SM_OK);
+    assert_true(mq_sm_digest(t) == before);
+    chunks_free(&rest);
+
+    /* 5. MOVE_DONE at S: gone, with a tombstone; reruns are OK */
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_DONE, "mq", &res), MQ_SM_OK);
+    assert_true(res.moved);
+    assert_int_equal(res.n_deleted, 1);
+    assert_int_equal(res.deleted[0].reason, MQ_SM_DEL_MOVED);
+    assert_int_equal(res.deleted[0].gen, 3);
+    mq_sm_result_clear(&res);
+    assert_false(queue_exists(s, "mq"));
+    assert_int_equal(sm_stats(s).tombstones, 1);
+    assert_int_equal(sm_stats(s).create_floor, 4);
+    assert_int_equal(sm_stats(s).consumers, 0);
+    assert_int_equal(qstats(s, "other").ready, 1);
+    before = mq_sm_digest(s);
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_DONE, "mq", &res), MQ_SM_OK);
+    assert_true(res.moved);
+    assert_int_equal(res.n_deleted, 0);
+    mq_sm_result_clear(&res);
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_OUT, "mq", &res), MQ_SM_OK);
+    assert_true(res.moved);
+    assert_int_equal(res.gen, 3);
+    mq_sm_result_clear(&res);
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_ABORT, "mq", &res), MQ_SM_OK);
+    assert_true(res.moved);
+    assert_int_equal(res.count, 0);
+    mq_sm_result_clear(&res);
+    assert_int_equal(mq_sm_export(s, VH, 1, "mq", 2, 0, 0, malloc, &buf, &len,
+                                  &next, &last),
+                     MQ_SM_MOVED);
+    assert_true(mq_sm_digest(s) == before);
+    expect_moved(s);
+
+    /* T serves it: m1's own TTL (30 s from S's enqueue) still holds and
+     * dead-letters to the queue's DLX; then the returned m2 first,
+     * redelivered, then the rest in order */
+    cmd_init(&c, MQ_SM_EXPIRE, NULL);
+    assert_int_equal(run(t, T0 + 40000, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.n_dead, 1);
+    assert_memory_equal(res.dead[0].body, "m1", 2);
+    assert_memory_equal(res.dead[0].dlx, "dlx", 3);
+    assert_int_equal(res.dead[0].reason, MQ_SM_DL_EXPIRED);
+    mq_sm_result_clear(&res);
+    assert_int_equal(checkout(t, T0 + 40000, "mq", 1, 7, 10, 0, &res), 4);
+    assert_body(&res.deliveries[0], "m2");
+    assert_true(res.deliveries[0].redelivered);
+    assert_int_equal(res.deliveries[0].delivery_count, 2);
+    for (i = 1; i < 4; i++) {
+        char body[3] = {'m', (char)('2' + i), 0};
+
+        assert_body(&res.deliveries[i], body);
+        assert_false(res.deliveries[i].redelivered);
+        assert_true(res.deliveries[i].msg_id > res.deliveries[i - 1].msg_id);
+    }
+    mq_sm_result_clear(&res);
+    assert_int_equal(qstats(t, "mq").consumers, 1);
+    /* the publisher's retries are duplicates here, S's seqs and T's own */
+    assert_int_equal(enqueue_seq(t, T0 + 40000, "mq", 42, 3, "m3"),
+                     MQ_SM_DUPLICATE);
+    assert_int_equal(enqueue_seq(t, T0 + 40000, "mq", 42, 1, "m1"),
+                     MQ_SM_DUPLICATE);
+    assert_int_equal(enqueue_seq(t, T0 + 40000, "t-own", 42, 100, "t"),
+                     MQ_SM_DUPLICATE);
+    assert_int_equal(enqueue_seq(t, T0 + 40000, "t-own", 77, 1, "t"),
+                     MQ_SM_DUPLICATE);
+    assert_int_equal(enqueue_seq(t, T0 + 40000, "mq", 42, 6, "m6"), MQ_SM_OK);
+    /* S's seq 6 refused with MOVED then stored at "other" is S's alone */
+    assert_int_equal(qstats(t, "mq").ready, 1);
+    /* deleted at T since: a blind rerun of the move cannot bring it back */
+    cmd_init(&c, MQ_SM_DELETE, "mq");
+    assert_int_equal(run(t, T0 + 40000, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.deleted[0].gen, 9);
+    mq_sm_result_clear(&res);
+    before = mq_sm_digest(t);
+    assert_int_equal(move_in(t, "mq", ch.buf[0], ch.len[0], 9, NULL),
+                     MQ_SM_PLACE_STALE);
+    for (i = 1; i < ch.n; i++) {
+        assert_int_equal(move_in(t, "mq", ch.buf[i], ch.len[i], 9, NULL),
+                         MQ_SM_NOT_FOUND);
+    }
+    assert_true(mq_sm_digest(t) == before);
+    chunks_free(&ch);
+    mq_sm_free(s);
+    mq_sm_free(t);
+}
+
+/* Aborts at both ends, and what a move refuses. */
+static void test_move_abort(void **state)
+{
+    struct mq_sm *s = sm_make();
+    struct mq_sm *t = sm_make();
+    struct mq_sm_result res;
+    struct chunks ch;
+    struct chunks again;
+    struct mq_sm_cmd c;
+    uint64_t count;
+    uint64_t before;
+    static const char *const order[] = {"m1", "m2", "m3", "m4", "m5"};
+    static const bool redelivered[] = {true, true, false, false, false};
+
+    (void)state;
+    move_source(s);
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_OUT, "mq", NULL), MQ_SM_OK);
+    export_all(s, "mq", 0, 4, &ch);
+    assert_int_equal(move_in(t, "mq", ch.buf[0], ch.len[0], 9, NULL),
+                     MQ_SM_OK);
+    assert_int_equal(move_in(t, "mq", ch.buf[1], ch.len[1], 9, NULL),
+                     MQ_SM_OK);
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_DONE, "nope", NULL),
+                     MQ_SM_NOT_FOUND);
+    assert_int_equal(move_cmd(t, MQ_SM_MOVE_DONE, "mq", NULL), MQ_SM_MOVING);
+    assert_int_equal(move_cmd(t, MQ_SM_MOVE_OUT, "mq", NULL), MQ_SM_MOVING);
+
+    /* T drops the partial import and the consumer it registered; it never
+     * served, so the floor stays and the move may be redone with its gen */
+    assert_int_equal(move_cmd(t, MQ_SM_MOVE_ABORT, "mq", &res), MQ_SM_OK);
+    assert_int_equal(res.count, 1);
+    assert_int_equal(res.n_deleted, 1);
+    assert_int_equal(res.deleted[0].reason, MQ_SM_DEL_MOVED);
+    mq_sm_result_clear(&res);
+    assert_int_equal(sm_stats(t).create_floor, 0);
+    assert_false(queue_exists(t, "mq"));
+    assert_int_equal(sm_stats(t).consumers, 0);
+    before = mq_sm_digest(t);
+    assert_int_equal(move_cmd(t, MQ_SM_MOVE_ABORT, "mq", &res), MQ_SM_OK);
+    assert_int_equal(res.count, 0);
+    assert_false(res.moved);
+    mq_sm_result_clear(&res);
+    assert_true(mq_sm_digest(t) == before);
+    assert_int_equal(move_in(t, "mq", ch.buf[1], ch.len[1], 9, NULL),
+                     MQ_SM_NOT_FOUND);
+    assert_int_equal(move_cmd(t, MQ_SM_MOVE_IN_END, "mq", NULL),
+                     MQ_SM_NOT_FOUND);
+
+    /* S serves it again, the returned ones first */
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_ABORT, "mq", &res), MQ_SM_OK);
+    assert_int_equal(res.count, 1);
+    mq_sm_result_clear(&res);
+    assert_int_equal(qstats(s, "mq").move, MQ_SM_MOVE_NONE);
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_DONE, "mq", NULL),
+                     MQ_SM_PRECONDITION_FAILED);
+    expect_order(s, "mq", 50, order, redelivered, 5);
+    enqueue(s, T0, "mq", "m6");
+
+    /* a second freeze is another move: the old chunks do not fit it */
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_OUT, "mq", NULL), MQ_SM_OK);
+    export_all(s, "mq", 0, 1 << 20, &again);
+    assert_int_equal(again.n, 2);
+    assert_int_equal(move_in(t, "mq", again.buf[0], again.len[0], 9, &count),
+                     MQ_SM_OK);
+    assert_int_equal(count, 1);
+    assert_int_equal(move_in(t, "mq", ch.buf[0], ch.len[0], 9, NULL),
+                     MQ_SM_PRECONDITION_FAILED);
+    assert_int_equal(move_in(t, "mq", ch.buf[1], ch.len[1], 9, NULL),
+                     MQ_SM_PRECONDITION_FAILED);
+    assert_int_equal(move_in(t, "mq", again.buf[1], again.len[1], 9, NULL),
+                     MQ_SM_OK);
+    assert_int_equal(move_cmd(t, MQ_SM_MOVE_IN_END, "mq", NULL), MQ_SM_OK);
+    assert_int_equal(qstats(t, "mq").ready, 1);
+
+    /* the queue name taken at the target by a queue of its own */
+    declare(t, "own");
+    assert_int_equal(move_cmd(t, MQ_SM_MOVE_IN_END, "own", NULL),
+                     MQ_SM_PRECONDITION_FAILED);
+    chunks_free(&again);
+    declare(s, "own");
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_OUT, "own", NULL), MQ_SM_OK);
+    export_all(s, "own", 0, 0, &again);
+    assert_int_equal(move_in(t, "own", again.buf[0], again.len[0], 9, NULL),
+                     MQ_SM_PRECONDITION_FAILED);
+    chunks_free(&again);
+
+    /* a consumer id the target knows already: refused */
+    declare(s, "cq");
+    consume(s, "cq", 3, 70);
+    consume(t, "own", 3, 70);
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_OUT, "cq", NULL), MQ_SM_OK);
+    export_all(s, "cq", 0, 0, &again);
+    before = mq_sm_digest(t);
+    assert_int_equal(move_in(t, "cq", again.buf[0], again.len[0], 9, NULL),
+                     MQ_SM_BAD_REQUEST);
+    assert_true(mq_sm_digest(t) == before);
+    chunks_free(&again);
+
+    /* exclusive queues do not move */
+    cmd_init(&c, MQ_SM_DECLARE, "ex");
+    c.exclusive = true;
+    c.who = who_of(1, 0);
+    assert_int_equal(run1(s, T0, &c), MQ_SM_OK);
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_OUT, "ex", NULL),
+                     MQ_SM_PRECONDITION_FAILED);
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_OUT, "nope", NULL),
+                     MQ_SM_NOT_FOUND);
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_ABORT, "nope", NULL), MQ_SM_OK);
+    chunks_free(&ch);
+    mq_sm_free(s);
+    mq_sm_free(t);
+}
+
+/* Frozen, an auto-delete queue outlives its last consumer; the abort
+ * deletes it then. A moved queue's tombstone yields to a later gen. */
+static void test_move_auto_delete_and_tombstone(void **state)
+{
+    struct mq_sm *s = sm_make();
+    struct mq_sm_result res;
+    struct mq_sm_cmd c;
+
+    (void)state;
+    cmd_init(&c, MQ_SM_DECLARE, "ad");
+    c.auto_delete = true;
+    assert_int_equal(run1(s, T0, &c), MQ_SM_OK);
+    consume(s, "ad", 1, 7);
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_OUT, "ad", NULL), MQ_SM_OK);
+    cmd_init(&c, MQ_SM_CANCEL, NULL);
+    c.who = who_of(1, 7);
+    assert_int_equal(run(s, T0, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.count, 1);
+    assert_int_equal(res.n_deleted, 0);
+    mq_sm_result_clear(&res);
+    assert_true(queue_exists(s, "ad"));
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_ABORT, "ad", &res), MQ_SM_OK);
+    assert_int_equal(res.n_deleted, 1);
+    assert_int_equal(res.deleted[0].reason, MQ_SM_DEL_AUTO_DELETE);
+    mq_sm_result_clear(&res);
+    assert_false(queue_exists(s, "ad"));
+
+    /* tombstone of gen 3: re-created only by a later gen (moved back) */
+    assert_int_equal(declare_gen(s, T0, "mq", 3, NULL), MQ_SM_OK);
+    enqueue(s, T0, "mq", "a");
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_OUT, "mq", NULL), MQ_SM_OK);
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_DONE, "mq", NULL), MQ_SM_OK);
+    assert_int_equal(declare_gen(s, T0, "mq", 0, NULL), MQ_SM_MOVED);
+    assert_int_equal(declare_gen(s, T0, "mq", 3, NULL), MQ_SM_MOVED);
+    assert_int_equal(declare_gen(s, T0, "mq", 4, &res), MQ_SM_OK);
+    assert_int_equal(res.gen, 4);
+    assert_int_equal(res.count, 0);
+    mq_sm_result_clear(&res);
+    assert_int_equal(sm_stats(s).tombstones, 0);
+    assert_int_equal(enqueue_seq(s, T0, "mq", 1, 1, "b"), MQ_SM_OK);
+    mq_sm_free(s);
+}
+
+/* Move from @s to @t in chunks of @max_bytes, every chunk applied twice,
+ * then MOVE_IN_END and MOVE_DONE. */
+static void move_queue(struct mq_sm *s, struct mq_sm *t, const char *q,
+                       uint64_t gen, size_t max_bytes)
+{
+    struct chunks ch;
+    size_t i;
+
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_OUT, q, NULL), MQ_SM_OK);
+    export_all(s, q, 0, max_bytes, &ch);
+    for (i = 0; i < ch.n; i++) {
+        assert_int_equal(move_in(t, q, ch.buf[i], ch.len[i], gen, NULL),
+                         MQ_SM_OK);
+        assert_int_equal(move_in(t, q, ch.buf[i], ch.len[i], gen, NULL),
+                         MQ_SM_OK);
+    }
+    chunks_free(&ch);
+    assert_int_equal(move_cmd(t, MQ_SM_MOVE_IN_END, q, NULL), MQ_SM_OK);
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_DONE, q, NULL), MQ_SM_OK);
+}
+
+/* A snapshot taken mid-move, at either end, restores to the same state,
+ * which goes on with the move as the original does. */
+static void test_move_snapshot(void **state)
+{
+    struct mq_sm *s = sm_make();
+    struct mq_sm *t = sm_make();
+    struct mq_sm *s2 = sm_make();
+    struct mq_sm *t2 = sm_make();
+    struct chunks ch;
+    struct chunks ch2;
+    void *buf;
+    size_t len;
+    size_t i;
+
+    (void)state;
+    move_source(s);
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_OUT, "mq", NULL), MQ_SM_OK);
+    export_all(s, "mq", 0, 30, &ch);
+    assert_true(ch.n > 2);
+    assert_int_equal(move_in(t, "mq", ch.buf[0], ch.len[0], 9, NULL),
+                     MQ_SM_OK);
+    assert_int_equal(move_in(t, "mq", ch.buf[1], ch.len[1], 9, NULL),
+                     MQ_SM_OK);
+
+    /* frozen source: same digest, same export bytes (the array rebuilt) */
+    assert_int_equal(mq_sm_snapshot(s, malloc, &buf, &len), 0);
+    assert_int_equal(mq_sm_restore(s2, buf, len), 0);
+    free(buf);
+    assert_true(mq_sm_digest(s2) == mq_sm_digest(s));
+    export_all(s2, "mq", 0, 30, &ch2);
+    assert_int_equal(ch2.n, ch.n);
+    for (i = 0; i < ch.n; i++) {
+        assert_int_equal(ch2.len[i], ch.len[i]);
+        assert_memory_equal(ch2.buf[i], ch.buf[i], ch.len[i]);
+    }
+    chunks_free(&ch2);
+    /* importing target */
+    assert_int_equal(mq_sm_snapshot(t, malloc, &buf, &len), 0);
+    assert_int_equal(mq_sm_restore(t2, buf, len), 0);
+    free(buf);
+    assert_true(mq_sm_digest(t2) == mq_sm_digest(t));
+    assert_int_equal(qstats(t2, "mq").move, MQ_SM_MOVE_IMPORT);
+
+    /* both pairs finish alike */
+    for (i = 2; i < ch.n; i++) {
+        assert_int_equal(move_in(t, "mq", ch.buf[i], ch.len[i], 9, NULL),
+                         MQ_SM_OK);
+        assert_int_equal(move_in(t2, "mq", ch.buf[i], ch.len[i], 9, NULL),
+                         MQ_SM_OK);
+    }
+    assert_int_equal(move_cmd(t, MQ_SM_MOVE_IN_END, "mq", NULL), MQ_SM_OK);
+    assert_int_equal(move_cmd(t2, MQ_SM_MOVE_IN_END, "mq", NULL), MQ_SM_OK);
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_DONE, "mq", NULL), MQ_SM_OK);
+    assert_int_equal(move_cmd(s2, MQ_SM_MOVE_DONE, "mq", NULL), MQ_SM_OK);
+    assert_true(mq_sm_digest(s2) == mq_sm_digest(s));
+    assert_true(mq_sm_digest(t2) == mq_sm_digest(t));
+
+    /* the tombstone and floor survive a snapshot too, byte for byte */
+    assert_int_equal(mq_sm_snapshot(s, malloc, &buf, &len), 0);
+    mq_sm_free(s2);
+    s2 = sm_make();
+    assert_int_equal(mq_sm_restore(s2, buf, len), 0);
+    assert_true(mq_sm_digest(s2) == mq_sm_digest(s));
+    assert_int_equal(sm_stats(s2).tombstones, 1);
+    assert_int_equal(sm_stats(s2).create_floor, 4);
+    assert_int_equal(declare_gen(s2, T0, "mq", 3, NULL), MQ_SM_MOVED);
+    free(buf);
+
+    /* and back again: T -> S clears S's tombstone */
+    move_queue(t, s, "mq", 12, 1);
+    assert_int_equal(sm_stats(s).tombstones, 0);
+    assert_int_equal(sm_stats(t).tombstones, 1);
+    assert_int_equal(qstats(s, "mq").ready, 5);
+    assert_int_equal(qstats(s, "mq").gen, 12);
+    chunks_free(&ch);
+    mq_sm_free(s);
+    mq_sm_free(t);
+    mq_sm_free(s2);
+    mq_sm_free(t2);
+}
+
 /* ----------------------------------------------- random streams, snapshots */
 
 static uint64_t rng_next(uint64_t *s)
@@ -1140,6 +1912,10 @@ static void random_cmd(uint64_t *rng, struct mq_sm_cmd *c, uint64_t *now,
         c->args.dlx_len = 3;
         c->args.has_expires = q[1] == '3';
         c->args.expires_ms = 2000;
+        /* half from a directory, some of those stale */
+        if ((r >> 34) % 2 == 0) {
+            c->place_gen = (r >> 35) % 4 == 0 ? 1 : *now;
+        }
     } else if (kind < 45) {
         int len = (int)((r >> 32) % 40);
 
@@ -1185,6 +1961,17 @@ static void random_cmd(uint64_t *rng, struct mq_sm_cmd *c, uint64_t *now,
         c->type = MQ_SM_DELETE;
         c->if_unused = (r >> 40) % 2 == 0;
     }
+    /* Now and then a move step at this end (the source side: the target
+     * side needs a second machine, test_move_random). */
+    if ((r >> 56) % 64 == 0) {
+        /* short freezes, so the queues mostly serve */
+        static const enum mq_sm_cmd_type moves[] = {
+            MQ_SM_MOVE_OUT,   MQ_SM_MOVE_ABORT, MQ_SM_MOVE_ABORT,
+            MQ_SM_MOVE_ABORT, MQ_SM_MOVE_ABORT, MQ_SM_MOVE_DONE,
+            MQ_SM_MOVE_DONE,  MQ_SM_MOVE_DONE};
+
+        c->type = moves[(r >> 44) % 8];
+    }
 }
 
 /* What the random streams exercised, so a stream that stops doing real
@@ -1195,11 +1982,16 @@ static struct {
     uint64_t dead;
     uint64_t deleted;
     uint64_t duplicates;
+    uint64_t moving;
+    uint64_t moved;
+    uint64_t stale;
 } fed;
 
-/* Feed @n random commands from @seed to every sm in @sms. */
-static void feed(struct mq_sm **sms, size_t nsms, uint64_t seed, int n,
-                 uint64_t *now)
+/* Feed @n random commands from @seed to every sm in @sms; @other_end
+ * renames queue q1 to t1 and shifts consumer ids (a second shard, whose
+ * consumers a queue moving in must not collide with). */
+static void feed_end(struct mq_sm **sms, size_t nsms, uint64_t seed, int n,
+                     uint64_t *now, bool other_end)
 {
     uint64_t rng = seed;
     char body[64];
@@ -1211,6 +2003,12 @@ static void feed(struct mq_sm **sms, size_t nsms, uint64_t seed, int n,
         struct mq_sm_result first;
 
         random_cmd(&rng, &c, now, body);
+        if (other_end) {
+            c.who.consumer += 100;
+            if (c.queue != NULL && strcmp(c.queue, "q1") == 0) {
+                c.queue = "t1";
+            }
+        }
         for (k = 0; k < nsms; k++) {
             struct mq_sm_result res;
 
@@ -1232,8 +2030,17 @@ static void feed(struct mq_sm **sms, size_t nsms, uint64_t seed, int n,
         fed.dead += first.n_dead;
         fed.deleted += first.n_deleted;
         fed.duplicates += first.status == MQ_SM_DUPLICATE;
+        fed.moving += first.status == MQ_SM_MOVING;
+        fed.moved += first.status == MQ_SM_MOVED;
+        fed.stale += first.status == MQ_SM_PLACE_STALE;
         mq_sm_result_clear(&first);
     }
+}
+
+static void feed(struct mq_sm **sms, size_t nsms, uint64_t seed, int n,
+                 uint64_t *now)
+{
+    feed_end(sms, nsms, seed, n, now, false);
 }
 
 static void test_determinism(void **state)
@@ -1255,17 +2062,24 @@ static void test_determinism(void **state)
         mq_sm_free(sms[1]);
     }
     print_message("random streams: ok %llu deliveries %llu dead %llu "
-                  "deleted %llu duplicates %llu\n",
+                  "deleted %llu duplicates %llu moving %llu moved %llu "
+                  "stale %llu\n",
                   (unsigned long long)fed.ok,
                   (unsigned long long)fed.deliveries,
                   (unsigned long long)fed.dead,
                   (unsigned long long)fed.deleted,
-                  (unsigned long long)fed.duplicates);
+                  (unsigned long long)fed.duplicates,
+                  (unsigned long long)fed.moving,
+                  (unsigned long long)fed.moved,
+                  (unsigned long long)fed.stale);
     assert_true(fed.ok > 10000);
     assert_true(fed.deliveries > 1000);
     assert_true(fed.dead > 100);
     assert_true(fed.deleted > 10);
     assert_true(fed.duplicates > 100);
+    assert_true(fed.moving > 100);
+    assert_true(fed.moved > 10);
+    assert_true(fed.stale > 10);
     /* and different streams give different digests */
     sms[0] = sm_make();
     sms[1] = sm_make();
@@ -1343,6 +2157,120 @@ static void test_snapshot_roundtrip(void **state)
     free(buf);
     mq_sm_free(sms[0]);
     mq_sm_free(restored);
+}
+
+/* Export one chunk from both replicas of the source (they must agree byte
+ * for byte) and apply it at both replicas of the target. */
+static bool move_step(struct mq_sm **src, struct mq_sm **dst, uint64_t gen,
+                      uint64_t cursor, size_t max_bytes, uint64_t *next)
+{
+    void *buf[2];
+    size_t len[2];
+    bool last[2];
+    uint64_t nx[2];
+    int k;
+
+    for (k = 0; k < 2; k++) {
+        assert_int_equal(mq_sm_export(src[k], VH, 1, "q1", 2, cursor,
+                                      max_bytes, malloc, &buf[k], &len[k],
+                                      &nx[k], &last[k]),
+                         MQ_SM_OK);
+    }
+    assert_int_equal(len[0], len[1]);
+    assert_memory_equal(buf[0], buf[1], len[0]);
+    for (k = 0; k < 2; k++) {
+        assert_int_equal(move_in(dst[k], "q1", buf[0], len[0], gen, NULL),
+                         MQ_SM_OK);
+    }
+    free(buf[0]);
+    free(buf[1]);
+    *next = nx[0];
+    return last[0];
+}
+
+/* Random traffic at both ends, two replicas each, while q1 moves from S
+ * to T; the coordinator restarts at random points with other chunk
+ * sizes. Replicas agree throughout, T ends with what S froze, and both
+ * ends go on serving. */
+static void test_move_random(void **state)
+{
+    uint64_t seed;
+
+    (void)state;
+    for (seed = 1; seed <= 6; seed++) {
+        struct mq_sm *src[2] = {sm_make(), sm_make()};
+        struct mq_sm *dst[2] = {sm_make(), sm_make()};
+        struct mq_sm_queue_stats frozen;
+        uint64_t rng = seed * 7919;
+        uint64_t now = T0;
+        uint64_t cursor = 0;
+        size_t max_bytes = 1 + rng_next(&rng) % 300;
+        uint64_t gen;
+        int restarts = 0;
+        int k;
+
+        feed_end(src, 2, seed, 1500, &now, false);
+        feed_end(dst, 2, seed + 1000, 1500, &now, true);
+        for (k = 0; k < 2; k++) {
+            struct mq_sm_cmd c;
+
+            /* q1 afresh: the stream may have moved it, or made it
+             * auto-delete */
+            (void)move_cmd(src[k], MQ_SM_MOVE_ABORT, "q1", NULL);
+            (void)move_cmd(src[k], MQ_SM_DELETE, "q1", NULL);
+            cmd_init(&c, MQ_SM_DECLARE, "q1");
+            c.durable = true;
+            c.args.has_message_ttl = true;
+            c.args.message_ttl_ms = 300;
+            c.args.has_dlx = true;
+            c.args.dlx = "dlx";
+            c.args.dlx_len = 3;
+            c.place_gen = now + 1;
+            (void)run1(src[k], now, &c);
+            assert_int_equal(move_cmd(src[k], MQ_SM_MOVE_OUT, "q1", NULL),
+                             MQ_SM_OK);
+        }
+        frozen = qstats(src[0], "q1");
+        gen = now + 2; /* fresh from the directory: above every gen yet */
+        for (;;) {
+            uint64_t next;
+            bool last = move_step(src, dst, gen, cursor, max_bytes, &next);
+
+            if (restarts < 3 && rng_next(&rng) % 4 == 0) {
+                restarts++;
+                cursor = 0;
+                max_bytes = 1 + rng_next(&rng) % 300;
+            } else if (last) {
+                break;
+            } else {
+                cursor = next;
+            }
+            feed_end(src, 2, rng_next(&rng), 20, &now, false);
+            feed_end(dst, 2, rng_next(&rng), 20, &now, true);
+        }
+        for (k = 0; k < 2; k++) {
+            assert_int_equal(move_cmd(dst[k], MQ_SM_MOVE_IN_END, "q1", NULL),
+                             MQ_SM_OK);
+        }
+        assert_int_equal(qstats(dst[0], "q1").ready, frozen.ready);
+        assert_int_equal(qstats(dst[0], "q1").ready_bytes,
+                         frozen.ready_bytes);
+        /* consumers may have gone at either end meanwhile, none came */
+        assert_true(qstats(dst[0], "q1").consumers <= frozen.consumers);
+        for (k = 0; k < 2; k++) {
+            assert_int_equal(move_cmd(src[k], MQ_SM_MOVE_DONE, "q1", NULL),
+                             MQ_SM_OK);
+        }
+        /* life after: the same names at both ends */
+        feed_end(src, 2, seed + 2000, 1000, &now, false);
+        feed_end(dst, 2, seed + 3000, 1000, &now, false);
+        assert_true(mq_sm_digest(src[0]) == mq_sm_digest(src[1]));
+        assert_true(mq_sm_digest(dst[0]) == mq_sm_digest(dst[1]));
+        for (k = 0; k < 2; k++) {
+            mq_sm_free(src[k]);
+            mq_sm_free(dst[k]);
+        }
+    }
 }
 
 static void *fail_alloc(size_t n)
@@ -1425,14 +2353,19 @@ static uint64_t t_hash(const unsigned char *s, size_t len, uint64_t seed)
     return t_mix64(h ^ w ^ ((uint64_t)len << 56));
 }
 
-static void reseal(unsigned char *buf, size_t len)
+static void reseal_with(unsigned char *buf, size_t len, uint64_t seed)
 {
-    uint64_t h = t_hash(buf, len - 8, 0x6d712d736e617073ULL);
+    uint64_t h = t_hash(buf, len - 8, seed);
     int i;
 
     for (i = 0; i < 8; i++) {
         buf[len - 8 + i] = (unsigned char)(h >> (8 * i));
     }
+}
+
+static void reseal(unsigned char *buf, size_t len)
+{
+    reseal_with(buf, len, 0x6d712d736e617073ULL); /* SNAP_SEED */
 }
 
 static void test_snapshot_crafted(void **state)
@@ -1444,6 +2377,7 @@ static void test_snapshot_crafted(void **state)
     void *out;
     size_t len;
     uint64_t before;
+    int i;
 
     (void)state;
     declare(src, "q");
@@ -1478,45 +2412,107 @@ static void test_snapshot_crafted(void **state)
     assert_int_equal(mq_sm_restore(dst, buf, len), -1);
     buf[36] = 1;
     /* a version from the future */
-    buf[4] = 3;
+    buf[4] = 4;
     reseal(buf, len);
     assert_int_equal(mq_sm_restore(dst, buf, len), -1);
-    buf[4] = 2;
+    buf[4] = 3;
     reseal(buf, len);
     assert_true(mq_sm_digest(dst) == before);
     assert_int_equal(mq_sm_restore(dst, buf, len), 0);
     assert_true(mq_sm_digest(dst) == mq_sm_digest(src));
     free(buf);
 
-    /* Version 1 (before CHECKOUT seqs) is still read: without consumers
-     * the two formats differ in the version only. */
+    /* Versions 2 (before placement gens and moves) and 1 (before CHECKOUT
+     * seqs) are still read. Without consumers, gens, moves or tombstones
+     * they are version 3 without its per-queue move fields (after the
+     * queue's names) and without its tail (before the checksum); 1 and 2
+     * then differ in the version only. */
     mq_sm_free(src);
     src = sm_make();
     declare(src, "q");
     enqueue(src, T0, "q", "a");
     assert_int_equal(mq_sm_snapshot(src, malloc, &out, &len), 0);
-    buf = out;
-    buf[4] = 1;
-    reseal(buf, len);
-    assert_int_equal(mq_sm_restore(dst, buf, len), 0);
-    assert_true(mq_sm_digest(dst) == mq_sm_digest(src));
-    free(buf);
+    {
+        size_t qend = 44 + 62 + 2; /* header, QDEF of "/" "q" */
+        size_t old_len = len - 41 - 24;
+        unsigned char *old = malloc(old_len);
 
-    /* Version 1 (before CHECKOUT seqs) is still read: without consumers
-     * the two formats differ in the version only. */
-    mq_sm_free(src);
-    src = sm_make();
-    declare(src, "q");
-    enqueue(src, T0, "q", "a");
-    assert_int_equal(mq_sm_snapshot(src, malloc, &out, &len), 0);
-    buf = out;
-    buf[4] = 1;
-    reseal(buf, len);
-    assert_int_equal(mq_sm_restore(dst, buf, len), 0);
-    assert_true(mq_sm_digest(dst) == mq_sm_digest(src));
-    free(buf);
+        assert_non_null(old);
+        memcpy(old, out, qend);
+        memcpy(old + qend, (unsigned char *)out + qend + 41,
+               len - qend - 41 - 24 - 8);
+        for (i = 2; i >= 1; i--) {
+            mq_sm_free(dst);
+            dst = sm_make();
+            declare(dst, "junk");
+            old[4] = (unsigned char)i;
+            reseal(old, old_len);
+            assert_int_equal(mq_sm_restore(dst, old, old_len), 0);
+            assert_true(mq_sm_digest(dst) == mq_sm_digest(src));
+            assert_int_equal(qstats(dst, "q").ready, 1);
+            assert_int_equal(qstats(dst, "q").gen, 0);
+            assert_int_equal(sm_stats(dst).create_floor, 0);
+        }
+        /* version 3 parts in a version 2 snapshot are garbage */
+        memcpy(old, out, old_len - 8);
+        old[4] = 2;
+        reseal(old, old_len);
+        assert_int_equal(mq_sm_restore(dst, old, old_len), -1);
+        free(old);
+    }
+    free(out);
     mq_sm_free(src);
     mq_sm_free(dst);
+}
+
+/* Every byte of real chunks changed, with a valid checksum: MOVE_IN either
+ * accepts what it can make sense of or refuses with nothing changed; never
+ * a crash (ASan) or a half-applied chunk. */
+static void test_move_chunk_crafted(void **state)
+{
+    struct mq_sm *s = sm_make();
+    struct chunks ch;
+    size_t i;
+    size_t k;
+    int bit;
+
+    (void)state;
+    move_source(s);
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_OUT, "mq", NULL), MQ_SM_OK);
+    export_all(s, "mq", 0, 1 << 20, &ch);
+    assert_int_equal(ch.n, 2);
+    for (k = 0; k < ch.n; k++) {
+        unsigned char *b = ch.buf[k];
+
+        for (i = 0; i + 8 < ch.len[k]; i++) {
+            for (bit = 0; bit < 8; bit += 3) {
+                struct mq_sm *t = sm_make();
+                uint64_t before;
+                enum mq_sm_status st;
+
+                if (k == 1) {
+                    assert_int_equal(move_in(t, "mq", ch.buf[0], ch.len[0],
+                                             9, NULL),
+                                     MQ_SM_OK);
+                }
+                /* the clock is state too: at T0 before the attempt */
+                assert_int_equal(move_cmd(t, MQ_SM_EXPIRE, NULL, NULL),
+                                 MQ_SM_OK);
+                before = mq_sm_digest(t);
+                b[i] ^= (unsigned char)(1 << bit);
+                reseal_with(b, ch.len[k], 0x6d712d6d6f766573ULL);
+                st = move_in(t, "mq", b, ch.len[k], 9, NULL);
+                if (st != MQ_SM_OK) {
+                    assert_true(mq_sm_digest(t) == before);
+                }
+                b[i] ^= (unsigned char)(1 << bit);
+                mq_sm_free(t);
+            }
+        }
+        reseal_with(b, ch.len[k], 0x6d712d6d6f766573ULL);
+    }
+    chunks_free(&ch);
+    mq_sm_free(s);
 }
 
 static void test_bad_requests(void **state)
@@ -1580,6 +2576,13 @@ int main(void)
         cmocka_unit_test(test_snapshot_corrupt),
         cmocka_unit_test(test_snapshot_crafted),
         cmocka_unit_test(test_bad_requests),
+        cmocka_unit_test(test_place_gen),
+        cmocka_unit_test(test_move_full),
+        cmocka_unit_test(test_move_abort),
+        cmocka_unit_test(test_move_auto_delete_and_tombstone),
+        cmocka_unit_test(test_move_snapshot),
+        cmocka_unit_test(test_move_random),
+        cmocka_unit_test(test_move_chunk_crafted),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
