@@ -17,7 +17,10 @@ static void on_queue_gone_done(struct edge_call *ec)
     }
 }
 
-static void queue_gone(struct edge_calls *k, const char *name, size_t len)
+/* @gen: the deleted queue's placement generation (0: none), so that the
+ * meta group drops nothing of a queue declared again since. */
+static void queue_gone(struct edge_calls *k, const char *name, size_t len,
+                       uint64_t gen)
 {
     struct edge_call *ec = edge_call_new(k, NULL, on_queue_gone_done);
 
@@ -26,6 +29,7 @@ static void queue_gone(struct edge_calls *k, const char *name, size_t len)
     ec->bc.meta.type = META_SM_QUEUE_GONE;
     ec->bc.meta.dest = ec->queue;
     ec->bc.meta.dest_len = ec->queue_len;
+    ec->bc.meta.gen = gen;
     edge_call_submit(ec);
 }
 
@@ -50,10 +54,11 @@ void edge_after_result(struct edge_calls *k, const struct mq_sm_result *r)
         edge_dead_letter(k, &r->dead[i], on_republish_done);
     }
     for (i = 0; i < r->n_deleted; i++) {
-        /* A moved queue lives on elsewhere: its bindings stay. */
-        if (r->deleted[i].reason != MQ_SM_DEL_MOVED) {
-            queue_gone(k, r->deleted[i].queue, r->deleted[i].queue_len);
+        if (r->deleted[i].reason == MQ_SM_DEL_MOVED) {
+            continue; /* it lives on at another shard */
         }
+        queue_gone(k, r->deleted[i].queue, r->deleted[i].queue_len,
+                   r->deleted[i].gen);
     }
 }
 

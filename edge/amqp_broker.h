@@ -50,7 +50,10 @@ enum amqp_broker_kind {
 struct amqp_broker_call {
     /* in */
     enum amqp_broker_kind kind;
-    unsigned shard;         /* MQ: index < shard_count() */
+    /* MQ: index < shard_count(). A broker whose queues can move routes
+     * commands that name their queue by the name instead, and writes the
+     * shard it used back here before cb (deliveries are that shard's). */
+    unsigned shard;
     struct mq_sm_cmd mq;    /* MQ */
     /* MQ CHECKOUT only: when no message is ready for this consumer, the
      * broker holds the call until one is (then checks it out) or until

@@ -335,6 +335,9 @@ void chan_start_cancel(struct chan_op *op, const struct amqp_basic_cancel *c)
     }
     ch->conn->stats->consumers--;
     ec = chan_op_call(op, on_cancel_done);
+    /* the queue's name lets a cluster broker find the consumer where its
+     * queue is now (it may have moved since consume-ok) */
+    edge_call_set_queue(ec, cs->queue, cs->queue_len);
     ec->bc.kind = AMQP_BROKER_MQ;
     ec->bc.shard = cs->shard;
     ec->bc.mq.type = MQ_SM_CANCEL;

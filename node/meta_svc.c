@@ -21,6 +21,7 @@
 #include "node/svc_shell.h"
 #include "proto/map_pb.h"
 #include "proto/mq_pb.h"
+#include "sm/meta_rules.h"
 
 #define TICK_MS 50
 /* The group's snapshot: both state machines' snapshots in one envelope.
@@ -74,7 +75,9 @@ static void apply_map(struct meta_svc *svc, const Ringmq__MapCommand *pb,
         res->epoch = map_sm_epoch(svc->map);
         snprintf(res->why, sizeof(res->why), "undecodable map command");
     } else {
-        map_sm_apply(svc->map, &c.cmd, res);
+        if (meta_rules_map_ok(svc->sm, svc->map, &c.cmd, res)) {
+            map_sm_apply(svc->map, &c.cmd, res);
+        }
         if (res->changed) {
             svc->changed = true;
         }
@@ -109,7 +112,9 @@ static void fsm_apply(void *data, uint64_t time_ms, const void *cmd,
         res->reply_text = "NOT_IMPLEMENTED - unknown meta command";
         res->version = meta_sm_version(svc->sm);
     } else {
-        meta_sm_apply(svc->sm, &c, res);
+        if (meta_rules_directory_ok(svc->sm, svc->map, &c, res)) {
+            meta_sm_apply(svc->sm, &c, res);
+        }
         mq_pb_meta_cmd_release(&c);
         if (res->changed) {
             svc->changed = true;

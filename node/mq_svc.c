@@ -844,6 +844,22 @@ void mq_svc_status(struct mq_svc *svc, struct mq_svc_status *out,
     out->booted = svc->booted;
 }
 
+enum outcome mq_svc_export(struct mq_svc *svc, const char *vhost,
+                           const char *queue, uint64_t cursor,
+                           uint32_t max_bytes, struct mq_svc_export *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!mq_svc_is_leader(svc)) {
+        return OUTCOME_NOT_LEADER;
+    }
+    if (mq_sm_export(svc->sm, vhost, strlen(vhost), queue, strlen(queue),
+                     cursor, max_bytes, malloc, &out->chunk, &out->len,
+                     &out->next_cursor, &out->last) != 0) {
+        out->chunk = NULL;
+    }
+    return OUTCOME_OK;
+}
+
 const char *mq_svc_name(const struct mq_svc *svc)
 {
     return svc->name;

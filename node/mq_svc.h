@@ -135,6 +135,23 @@ void mq_svc_status(struct mq_svc *svc, struct mq_svc_status *out,
                    bool with_digest);
 const char *mq_svc_name(const struct mq_svc *svc);
 uint64_t mq_svc_leader_id(const struct mq_svc *svc);
+/* A chunk of a queue's export for a move (sm/mq_sm.h, mq_sm_export). */
+struct mq_svc_export {
+    void *chunk; /* malloc'ed, the caller frees it; NULL: the queue is not
+                  * frozen for a move here (or does not exist) */
+    size_t len;
+    uint64_t next_cursor;
+    bool last;
+};
+
+/* Read the chunk of (@vhost, @queue)'s export at @cursor, about
+ * @max_bytes, from this replica's state: OUTCOME_OK with @out, or
+ * OUTCOME_NOT_LEADER (only the ready leader answers: it has applied every
+ * entry of earlier terms, so a freeze committed before is seen). */
+enum outcome mq_svc_export(struct mq_svc *svc, const char *vhost,
+                           const char *queue, uint64_t cursor,
+                           uint32_t max_bytes, struct mq_svc_export *out);
+
 /* Ready leader that has submitted its era command: submits are accepted. */
 bool mq_svc_is_leader(struct mq_svc *svc);
 /* The queue group (membership, member list). Valid until mq_svc_close(). */

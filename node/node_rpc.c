@@ -416,6 +416,49 @@ static void handle_mq(struct node_rpc *r, struct rpc_server_req *req,
     mq_svc_submit(c->svc, &c->call);
 }
 
+/* A chunk of a frozen queue's export, read at this leader (no log). */
+static void handle_mq_export(struct node_rpc *r, struct rpc_server_req *req,
+                             const Ringmq__RpcRequest *msg)
+{
+    const Ringmq__MqExport *x = msg->mq_export;
+    Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
+    Ringmq__MqExportReply reply = RINGMQ__MQ_EXPORT_REPLY__INIT;
+    struct mq_svc_export out;
+    struct mq_svc *svc = NULL;
+    enum outcome st;
+    unsigned i;
+
+    for (i = 0; i < r->n_mq; i++) {
+        if (msg->group && strcmp(mq_svc_name(r->mq[i]), msg->group) == 0) {
+            svc = r->mq[i];
+        }
+    }
+    if (svc == NULL) {
+        reply_code(req, OUTCOME_NO_GROUP, "no such group here");
+        return;
+    }
+    st = mq_svc_export(svc, x->vhost, x->queue, x->cursor, x->max_bytes,
+                       &out);
+    if (st != OUTCOME_OK) {
+        reply_failure(r, req, st, mq_svc_name(svc), mq_svc_leader_id(svc));
+        return;
+    }
+    if (out.chunk == NULL) {
+        reply_code(req, OUTCOME_BAD_REQUEST,
+                   "the queue is not frozen for a move here");
+        return;
+    }
+    reply.chunk.data = out.chunk;
+    reply.chunk.len = out.len;
+    reply.next_cursor = out.next_cursor;
+    reply.last = out.last;
+    resp.code = rpc_code(OUTCOME_OK);
+    resp.body_case = RINGMQ__RPC_RESPONSE__BODY_MQ_EXPORT;
+    resp.mq_export = &reply;
+    rpc_server_reply(req, &resp);
+    free(out.chunk);
+}
+
 /* The meta state as a MetaSnapshot (state malloc'ed: free it). */
 static int meta_snapshot_pb(struct node_rpc *r, Ringmq__MetaSnapshot *snap)
 {
@@ -532,6 +575,7 @@ struct rpc_meta_watch {
     struct node_rpc *rpc; /* NULL once the service closed */
     struct rpc_server_req *req;
     struct meta_fanout_park park;
+    bool one_off; /* not a router's: not counted by the fan-out */
     struct rpc_meta_watch *prev;
     struct rpc_meta_watch *next;
 };
@@ -571,7 +615,9 @@ static void meta_watch_done(struct meta_svc_watch *w)
         resp.meta_snapshot = &snap;
         rpc_server_reply(c->req, &resp);
         free(snap.state.data);
-        meta_fanout_answered(r->fanout);
+        if (!c->one_off) {
+            meta_fanout_answered(r->fanout);
+        }
     }
     free(c);
 }
@@ -586,7 +632,9 @@ static void handle_meta_watch(struct node_rpc *r, struct rpc_server_req *req,
         reply_code(req, OUTCOME_NO_GROUP, "no such group here");
         return;
     }
-    meta_fanout_request(r->fanout);
+    if (!msg->meta_watch->one_off) {
+        meta_fanout_request(r->fanout);
+    }
     if (!meta_svc_is_leader(r->meta)) {
         /* Watches live at the leader: it delays meta changes until every
          * watcher has them (meta_fanout.h). */
@@ -596,6 +644,7 @@ static void handle_meta_watch(struct node_rpc *r, struct rpc_server_req *req,
     c = xcalloc(1, sizeof(*c));
     c->rpc = r;
     c->req = req;
+    c->one_off = msg->meta_watch->one_off;
     c->w.known_version = msg->meta_watch->known_version;
     c->w.wait_ms = msg->meta_watch->wait_ms > 60000
                        ? 60000
@@ -893,6 +942,9 @@ static void on_request(void *data, struct rpc_server_req *req,
         break;
     case RINGMQ__RPC_REQUEST__BODY_MQ:
         handle_mq(r, req, msg);
+        break;
+    case RINGMQ__RPC_REQUEST__BODY_MQ_EXPORT:
+        handle_mq_export(r, req, msg);
         break;
     case RINGMQ__RPC_REQUEST__BODY_META:
         handle_meta(r, req, msg);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "sm/meta_rules.h"
 
 /* ------------------------------------------------------------- helpers */
 
@@ -77,6 +78,7 @@ static const char *const known_texts[] = {
     "NOT_IMPLEMENTED - unknown meta command",
     "SYNTAX_ERROR - bad shard name",
     "PRECONDITION_FAILED - queue not in the directory",
+    META_RULES_NOT_SERVING,
     "PRECONDITION_FAILED - placement changed",
     "PRECONDITION_FAILED - queue already on that shard",
     "PRECONDITION_FAILED - queue moving to another shard",

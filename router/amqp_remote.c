@@ -7,14 +7,23 @@
  * router/leader's: an rreq is a leader_req (never retried when its outcome
  * is unknown: the edge decides) plus the call.
  *
- * The broker contract's shard index is a shard index of the current map:
- * cur[i] is the queue group of map.shards[i]. A queue's shard comes from
- * the map's queue ring (docs/resharding.md: queues do not move with the
- * keys): ring node j is shard qshard[j]. Shards on the queue ring are the
- * first map's, which stay first in every map (they cannot leave it, and
- * shards are only appended), so the indexes the edge keeps for its queues
- * stay theirs across maps. A newer map replaces cur, the ring and qshard; queue groups, once made, live until close (calls in
- * flight point at them; a shard that comes back finds its group by name).
+ * The broker contract's shard index is the index of a queue group in
+ * all[], which only grows, so an index the edge keeps (with a delivery)
+ * names the same shard for good; cur[i] is the queue group of the current
+ * map's shards[i]. Where a queue lives is the
+ * meta group's queue directory (docs/resharding.md), which the meta view
+ * holds; a name without an entry is the queue ring's (the first map's
+ * ring: queues from before the directory, and names nobody declared).
+ * Commands that name their queue are routed by that name at every
+ * attempt, not by the edge's index (the queue may have moved since), and
+ * the shard used is written back into the call. A declare of a queue the
+ * directory lacks first PLACEs it (proposing the ring of serving shards'
+ * choice). Answers that executed nothing because the queue is in a move
+ * (MOVING, MOVED) are sent again 10 ms later, looked up again; a create
+ * refused for a stale generation (PLACE_STALE) is placed again. A newer
+ * map replaces cur and the rings; queue groups, once made, live until
+ * close (calls in flight point at them; a shard that comes back finds its
+ * group by name).
  */
 #include "router/amqp_remote.h"
 
@@ -32,6 +41,9 @@
 #include "router/leader.h"
 #include "rpc/rpc_client.h"
 
+/* A queue in a move, or whose shard is not in our map yet: asked again
+ * this much later, within the call's deadline. */
+#define MOVING_RETRY_MS 10
 /* A CHECKOUT long poll gets its wait plus this for the round trip. */
 #define WAIT_SLACK_MS 3000
 #define WATCH_WAIT_MS 10000
@@ -41,6 +53,9 @@
 struct rgrp {
     struct leader_group *g;
     char shard[CLUSTER_NAME_MAX]; /* "" for the meta group */
+    unsigned id;                  /* its index in all[]: the broker's
+                                   * shard index, stable for good */
+    bool in_map;                  /* the current map has the shard */
     bool blocked;                 /* the last answer asked to block
                                    * publishers */
     uint64_t blocked_at;          /* when that answer came */
@@ -53,12 +68,19 @@ struct watch_call {
     unsigned gen;
 };
 
-/* One call on its way. */
+/* One call on its way. A queue.declare that creates a queue not in the
+ * directory goes in two steps: a PLACE to the meta group, then the
+ * DECLARE to the shard the directory answered. */
 struct rreq {
     struct leader_req lq;
     struct amqp_remote *r;
     struct amqp_broker_call *call;
     struct rgrp *grp;
+    bool placing;         /* this attempt is the PLACE */
+    bool placed;          /* pl is the PLACE's answer */
+    struct meta_sm_placement pl;
+    uint64_t replace_gen; /* PLACE: the gen the shard found stale, or 0 */
+    char proposed[CLUSTER_NAME_MAX]; /* PLACE: the shard we propose */
 };
 
 struct amqp_remote {
@@ -67,8 +89,17 @@ struct amqp_remote {
     struct amqp_remote_config cfg; /* .map = &map */
     struct ring *ring;             /* of map.queue_ring */
     unsigned *qshard;              /* ring node -> map shard index */
+    /* Where a new queue goes: the ring of the serving shards (joining
+     * and draining ones take no new queue); place_shard[node] = map
+     * index. NULL when no shard serves. */
+    struct ring *place_ring;
+    unsigned *place_shard;
     struct leader_engine *engine;
-    struct rgrp **all; /* every queue group made, freed at close */
+    /* Every queue group made, freed at close. The broker contract's shard
+     * index is an index here: the edge keeps it with deliveries (acks go
+     * to the shard that delivered), and map indexes shift when a shard
+     * leaves the map. */
+    struct rgrp **all;
     unsigned n_all, cap_all;
     struct rgrp **cur; /* cur[i]: the queue group of map.shards[i] */
     struct rgrp meta;  /* members: map.meta */
@@ -126,7 +157,218 @@ static void view_update(struct amqp_remote *r, const void *state, size_t len,
     r->view_loaded = true;
 }
 
+/* ---- where a queue lives ------------------------------------------------ */
+
+/* The queue ring's shard for (@vhost, @queue): where queues declared
+ * before the directory live, and where a name nobody declared goes (its
+ * shard then answers as for a queue that does not exist). */
+static unsigned ring_shard(const struct amqp_remote *r, const char *vhost,
+                           size_t vhost_len, const char *queue,
+                           size_t queue_len)
+{
+    char key[2 * META_SM_NAME_MAX + 2];
+    size_t len = ring_queue_key(vhost, vhost_len, queue, queue_len, key,
+                                sizeof(key));
+
+    return r->qshard[ring_lookup(r->ring, key, len)];
+}
+
+/*
+ * The map index of the shard holding (@vhost, @queue) in our view: its
+ * directory entry (*@pl, if not NULL, gets it; gen 0 when there is none),
+ * else the queue ring. -1: the entry names a shard not in our map yet.
+ */
+static int queue_shard(const struct amqp_remote *r, const char *vhost,
+                       size_t vhost_len, const char *queue, size_t queue_len,
+                       struct meta_sm_placement *pl)
+{
+    struct meta_sm_placement scratch;
+
+    if (pl == NULL) {
+        pl = &scratch;
+    }
+    if (meta_sm_queue_lookup(r->view, vhost, vhost_len, queue, queue_len,
+                             pl) == 0) {
+        return cluster_map_find(&r->map, pl->shard);
+    }
+    memset(pl, 0, sizeof(*pl));
+    return (int)ring_shard(r, vhost, vhost_len, queue, queue_len);
+}
+
+/* The MQ commands addressed by their queue's name: routed by name at
+ * each attempt, not by the edge's shard index, which may be from before
+ * the queue moved. */
+static bool routed_by_name(const struct amqp_broker_call *call)
+{
+    if (call->kind != AMQP_BROKER_MQ || call->mq.queue_len == 0) {
+        return false;
+    }
+    switch (call->mq.type) {
+        case MQ_SM_DECLARE:
+        case MQ_SM_DELETE:
+        case MQ_SM_PURGE:
+        case MQ_SM_ENQUEUE:
+        case MQ_SM_CONSUME:
+        case MQ_SM_CHECKOUT:
+        case MQ_SM_CANCEL:
+            return true;
+        default:
+            return false;
+    }
+}
+
+/* A queue.declare that may create its queue. */
+static bool may_create(const struct amqp_broker_call *call)
+{
+    return call->kind == AMQP_BROKER_MQ && call->mq.type == MQ_SM_DECLARE &&
+           !call->mq.passive;
+}
+
+/*
+ * Send @q (started, or about to be: @start) where its queue lives now,
+ * after @delay_ms: the PLACE first for a declare of a queue the directory
+ * does not hold; parked for MOVING_RETRY_MS while the directory names a
+ * shard our map does not have yet.
+ */
+static void route(struct rreq *q, bool start, unsigned delay_ms)
+{
+    struct amqp_remote *r = q->r;
+    struct amqp_broker_call *call = q->call;
+    struct meta_sm_placement pl;
+    struct rgrp *grp;
+    int s = 0;
+
+    q->placing = false;
+    if (routed_by_name(call)) {
+        s = queue_shard(r, call->mq.vhost, call->mq.vhost_len,
+                        call->mq.queue, call->mq.queue_len, &pl);
+        if (q->placed && may_create(call)) {
+            /* the PLACE's own answer: our view may not show it yet */
+            pl = q->pl;
+            s = cluster_map_find(&r->map, pl.shard);
+        }
+        if (may_create(call)) {
+            call->mq.place_gen = pl.gen;
+            q->placing = pl.gen == 0 || q->replace_gen != 0;
+        }
+    }
+    if (q->placing) {
+        grp = meta_group(r);
+    } else if (call->kind == AMQP_BROKER_META) {
+        grp = meta_group(r);
+    } else if (!routed_by_name(call)) {
+        grp = r->all[call->shard]; /* checked at submit */
+    } else if (s < 0) {
+        grp = r->cur[0]; /* parked, never sent there */
+        delay_ms = delay_ms > MOVING_RETRY_MS ? delay_ms : MOVING_RETRY_MS;
+    } else {
+        grp = r->cur[s];
+        call->shard = grp->id;
+    }
+    q->grp = grp;
+    if (start) {
+        leader_req_start_later(
+            grp->g, &q->lq,
+            r->cfg.request_timeout_ms +
+                (call->kind == AMQP_BROKER_MQ ? call->wait_ms : 0),
+            false, delay_ms);
+    } else {
+        leader_req_again(&q->lq, grp->g, delay_ms);
+    }
+}
+
+/* The PLACE of @q: the shard a new queue goes to, proposed by the ring of
+ * serving shards; the meta group keeps an existing entry over it. */
+static int place_build(struct rreq *q, struct mq_pb_meta_buf *metab)
+{
+    struct amqp_remote *r = q->r;
+    const struct mq_sm_cmd *mq = &q->call->mq;
+    struct meta_sm_cmd c = {0};
+    char key[2 * META_SM_NAME_MAX + 2];
+    size_t len;
+
+    if (r->place_ring == NULL) {
+        return UV_EAGAIN;
+    }
+    len = ring_queue_key(mq->vhost, mq->vhost_len, mq->queue, mq->queue_len,
+                         key, sizeof(key));
+    snprintf(q->proposed, sizeof(q->proposed), "%s",
+             r->map.shards[r->place_shard[ring_lookup(r->place_ring, key,
+                                                      len)]]
+                 .name);
+    c.type = META_SM_QUEUE_PLACE;
+    c.vhost = mq->vhost;
+    c.vhost_len = mq->vhost_len;
+    c.dest = mq->queue;
+    c.dest_len = mq->queue_len;
+    c.shard = q->proposed;
+    c.shard_len = strlen(q->proposed);
+    c.gen = q->replace_gen;
+    return mq_pb_meta_cmd_to_pb(&c, metab) != 0 ? UV_EINVAL : 0;
+}
+
 /* ---- one call ----------------------------------------------------------- */
+
+/*
+ * An answer that executed nothing and asks to be sent again: the queue is
+ * in a move (MOVING: its old shard holds it frozen; MOVED: it left), or a
+ * create found its directory entry stale. Sends @q again and returns true,
+ * or returns false: the answer is the call's.
+ */
+static bool again(struct rreq *q)
+{
+    struct amqp_broker_call *call = q->call;
+    enum mq_sm_status st = call->mq_result.status;
+
+    if (!routed_by_name(call)) {
+        return false;
+    }
+    if (st == MQ_SM_MOVING || st == MQ_SM_MOVED) {
+        mq_sm_result_clear(&call->mq_result);
+        q->placed = false;
+        route(q, false, MOVING_RETRY_MS);
+        return true;
+    }
+    if (st == MQ_SM_PLACE_STALE && may_create(call)) {
+        mq_sm_result_clear(&call->mq_result);
+        q->replace_gen = call->mq.place_gen;
+        q->placed = false;
+        route(q, false, 0);
+        return true;
+    }
+    return false;
+}
+
+/* The answer to the PLACE of @q: send its DECLARE to the shard placed. */
+static void placed(struct rreq *q, const Ringmq__RpcResponse *resp)
+{
+    struct amqp_remote *r = q->r;
+    struct meta_sm_result mr;
+
+    if (resp->body_case != RINGMQ__RPC_RESPONSE__BODY_META ||
+        mq_pb_meta_result_from_pb(resp->meta, &mr) != 0) {
+        log_warn("router: amqp: meta: PLACE reply without a result");
+        finish(q, OUTCOME_UNAVAILABLE);
+        return;
+    }
+    if (resp->meta->snapshot != NULL) {
+        view_update(r, resp->meta->snapshot->state.data,
+                    resp->meta->snapshot->state.len,
+                    resp->meta->snapshot->version);
+    }
+    if (mr.reply_code != 0) {
+        /* the shard we proposed does not serve (any more): our map is
+         * behind the meta group's; propose again when it has caught up */
+        log_debug("router: amqp: PLACE on %s refused: %s", q->proposed,
+                  mr.reply_text);
+        route(q, false, MOVING_RETRY_MS);
+        return;
+    }
+    q->pl = mr.placement;
+    q->placed = true;
+    q->replace_gen = 0;
+    route(q, false, 0);
+}
 
 /*
  * What leader.h leaves to us. Only calls the node certainly did not execute
@@ -141,6 +383,10 @@ static void answered(struct rreq *q, const Ringmq__RpcResponse *resp)
 
     switch (rpc_outcome(resp->code)) {
         case OUTCOME_OK:
+            if (q->placing) {
+                placed(q, resp);
+                return;
+            }
             if (call->kind == AMQP_BROKER_MQ) {
                 q->grp->blocked = resp->publishers_blocked;
                 q->grp->blocked_at = uv_now(r->loop);
@@ -150,6 +396,9 @@ static void answered(struct rreq *q, const Ringmq__RpcResponse *resp)
                              "queue result",
                              group);
                     finish(q, OUTCOME_UNAVAILABLE);
+                    return;
+                }
+                if (again(q)) {
                     return;
                 }
             } else {
@@ -206,6 +455,17 @@ static int send_call(struct leader_req *lq, unsigned timeout_ms)
     struct mq_pb_meta_buf metab;
     int rv;
 
+    if (q->placing) {
+        rv = place_build(q, &metab);
+        if (rv != 0) {
+            return rv;
+        }
+        req.body_case = RINGMQ__RPC_REQUEST__BODY_META;
+        req.meta = &metab.pb;
+        rv = leader_req_call(lq, &req, timeout_ms);
+        mq_pb_meta_buf_clear(&metab);
+        return rv;
+    }
     if (call->kind == AMQP_BROKER_MQ) {
         if (mq_pb_cmd_to_pb(&call->mq, call->wait_ms, &mqb) != 0) {
             return UV_EINVAL;
@@ -241,18 +501,21 @@ static const struct leader_ops rreq_ops = {
 static unsigned op_shard_count(void *self)
 {
     struct amqp_remote *r = self;
-    return r->map.n_shards;
+    return r->n_all;
 }
 
 static unsigned op_shard_of(void *self, const char *vhost, size_t vhost_len,
                             const char *queue, size_t queue_len)
 {
     struct amqp_remote *r = self;
-    char key[2 * META_SM_NAME_MAX + 2];
-    size_t len = ring_queue_key(vhost, vhost_len, queue, queue_len, key,
-                                sizeof(key));
+    int s = queue_shard(r, vhost, vhost_len, queue, queue_len, NULL);
 
-    return r->qshard[ring_lookup(r->ring, key, len)];
+    /* an entry naming a shard our map lacks yet: the call is routed
+     * again at submit (route()) */
+    if (s < 0) {
+        s = (int)ring_shard(r, vhost, vhost_len, queue, queue_len);
+    }
+    return r->cur[s]->id;
 }
 
 static void op_submit(void *self, struct amqp_broker_call *call)
@@ -270,23 +533,16 @@ static void op_submit(void *self, struct amqp_broker_call *call)
     q = xcalloc(1, sizeof(*q));
     q->r = r;
     q->call = call;
-    if (call->kind == AMQP_BROKER_MQ) {
-        /* An index from before a map update that removed shards may be
-         * out of range (or name another shard). */
-        if (call->shard >= r->map.n_shards) {
-            free(q);
-            call->status = OUTCOME_UNAVAILABLE;
-            call->cb(call);
-            return;
-        }
-        q->grp = r->cur[call->shard];
-    } else {
-        q->grp = meta_group(r);
+    /* A shard that left the map answers nothing (its deliveries went
+     * with it); calls routed by name do not use the index. */
+    if (call->kind == AMQP_BROKER_MQ && !routed_by_name(call) &&
+        (call->shard >= r->n_all || !r->all[call->shard]->in_map)) {
+        free(q);
+        call->status = OUTCOME_UNAVAILABLE;
+        call->cb(call);
+        return;
     }
-    leader_req_start(q->grp->g, &q->lq,
-                     r->cfg.request_timeout_ms +
-                         (call->kind == AMQP_BROKER_MQ ? call->wait_ms : 0),
-                     false);
+    route(q, true, 0);
 }
 
 static const struct meta_sm *op_meta_view(void *self)
@@ -503,6 +759,7 @@ static struct rgrp *grp_new(struct amqp_remote *r,
     char name[LEADER_GROUP_NAME_MAX];
 
     snprintf(q->shard, sizeof(q->shard), "%s", cs->name);
+    q->id = r->n_all;
     snprintf(name, sizeof(name), "%s.mq", cs->name);
     q->g = leader_group_add(r->engine, name, cs->members, cs->n_members,
                             errmsg, errlen);
@@ -516,6 +773,39 @@ static struct rgrp *grp_new(struct amqp_remote *r,
     }
     r->all[r->n_all++] = q;
     return q;
+}
+
+/* The ring of @map's serving shards (*@idx: ring node -> map index), or
+ * NULL when no shard serves (nothing to fail: no queue can be placed
+ * until one does). */
+static struct ring *place_ring_new(const struct cluster_map *map,
+                                   unsigned **idx)
+{
+    struct ring_node *nodes = xcalloc(map->n_shards, sizeof(*nodes));
+    struct ring *ring = NULL;
+    char err[128];
+    unsigned i, n = 0;
+
+    *idx = xcalloc(map->n_shards, sizeof(**idx));
+    for (i = 0; i < map->n_shards; i++) {
+        if (map->shards[i].state == CLUSTER_SHARD_SERVING) {
+            nodes[n].name = map->shards[i].name;
+            nodes[n].weight = map->shards[i].weight;
+            (*idx)[n++] = i;
+        }
+    }
+    if (n > 0) {
+        ring = ring_new(nodes, n, err, sizeof(err));
+        if (ring == NULL) {
+            log_warn("router: amqp: no ring for new queues: %s", err);
+        }
+    }
+    free(nodes);
+    if (ring == NULL) {
+        free(*idx);
+        *idx = NULL;
+    }
+    return ring;
 }
 
 /*
@@ -589,12 +879,21 @@ static int apply_map(struct amqp_remote *r, const struct cluster_map *map,
 
     *meta_changed = !members_same(r->map.meta, r->map.n_meta, map->meta,
                                   map->n_meta);
+    for (i = 0; i < r->n_all; i++) {
+        r->all[i]->in_map = false;
+    }
+    for (i = 0; i < map->n_shards; i++) {
+        cur[i]->in_map = true;
+    }
     free(r->cur);
     r->cur = cur;
     ring_free(r->ring);
     r->ring = ring;
     free(r->qshard);
     r->qshard = qshard;
+    ring_free(r->place_ring);
+    free(r->place_shard);
+    r->place_ring = place_ring_new(map, &r->place_shard);
     cluster_map_copy(&r->map, map);
     leader_engine_set_epoch(r->engine, map->epoch);
     return 0;
@@ -696,6 +995,8 @@ static void maybe_free(struct amqp_remote *r)
     }
     ring_free(r->ring);
     free(r->qshard);
+    ring_free(r->place_ring);
+    free(r->place_shard);
     meta_sm_free(r->view);
     for (i = 0; i < r->n_all; i++) {
         free(r->all[i]);

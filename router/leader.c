@@ -261,16 +261,15 @@ static void wait_unlink(struct leader_engine *e, struct leader_req *q)
     q->prev = q->next = NULL;
 }
 
-/* Park @q until now + backoff (never past its deadline). Sorted insert from
- * the tail: with one backoff value it is O(1). */
-static void retry_wait(struct leader_req *q)
+/* Park @q until now + @delay_ms (never past its deadline). Sorted insert
+ * from the tail: with one backoff value it is O(1). */
+static void wait_for(struct leader_req *q, uint64_t delay_ms)
 {
     struct leader_engine *e = q->group->e;
     struct leader_req *p = e->wait_tail;
 
-    q->group->counters.retries++;
     q->hops = 0;
-    q->due = uv_now(e->loop) + e->cfg.retry_backoff_ms;
+    q->due = uv_now(e->loop) + delay_ms;
     if (q->due > q->deadline) {
         q->due = q->deadline;
     }
@@ -290,6 +289,12 @@ static void retry_wait(struct leader_req *q)
         e->wait_head = q;
     }
     arm_retry_timer(e);
+}
+
+static void retry_wait(struct leader_req *q)
+{
+    q->group->counters.retries++;
+    wait_for(q, q->group->e->cfg.retry_backoff_ms);
 }
 
 /* Bounded, so that a ping-pong of stale hints cannot spin. */
@@ -468,11 +473,35 @@ void leader_req_start(struct leader_group *g,
                       unsigned budget_ms,
                       bool may_retry_maybe_applied)
 {
+    leader_req_start_later(g, q, budget_ms, may_retry_maybe_applied, 0);
+}
+
+void leader_req_start_later(struct leader_group *g,
+                            struct leader_req *q,
+                            unsigned budget_ms,
+                            bool may_retry_maybe_applied,
+                            unsigned delay_ms)
+{
     memset(q, 0, sizeof(*q));
     q->group = g;
     q->may_retry_maybe_applied = may_retry_maybe_applied;
     q->deadline = uv_now(g->e->loop) + budget_ms;
-    attempt(q);
+    if (delay_ms == 0) {
+        attempt(q);
+    } else {
+        wait_for(q, delay_ms);
+    }
+}
+
+void leader_req_again(struct leader_req *q, struct leader_group *g,
+                      unsigned delay_ms)
+{
+    q->group = g;
+    if (delay_ms == 0) {
+        attempt(q);
+    } else {
+        wait_for(q, delay_ms);
+    }
 }
 
 /* ---- construction -------------------------------------------------------- */

@@ -227,6 +227,26 @@ void leader_req_start(struct leader_group *g,
                       unsigned budget_ms,
                       bool may_retry_maybe_applied);
 
+/* leader_req_start(), the first attempt @delay_ms from now (the budget
+ * counts from now): for a caller that knows its request cannot succeed
+ * yet (the group it belongs to is not in its map yet). */
+void leader_req_start_later(struct leader_group *g,
+                            struct leader_req *q,
+                            unsigned budget_ms,
+                            bool may_retry_maybe_applied,
+                            unsigned delay_ms);
+
+/*
+ * For ops->done only, instead of ending @q on an answer that executed
+ * nothing and asks to be sent again, maybe elsewhere (a key or queue in a
+ * move, an owner named that is not in the map yet): send @q to @g (its own
+ * group or another of the engine) again after @delay_ms (0: at once),
+ * within its first deadline; ops->done runs again for it later. Not
+ * counted as a retry: the engine did not decide it.
+ */
+void leader_req_again(struct leader_req *q, struct leader_group *g,
+                      unsigned delay_ms);
+
 /*
  * For ops->send only: send @req (borrowed for the call; its epoch and
  * group are set here) to the member this attempt asks. Returns

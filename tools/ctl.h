@@ -7,7 +7,8 @@
  * call this module (and ctl_map); this module calls none of them.
  *
  *   ringmqctl.c ──> ctl_status, ctl_cache, ctl_load, ctl_cluster, ctl_member,
- *                   ctl_shard, ctl_plan (──> ctl_live, ctl_move)
+ *                   ctl_shard, ctl_plan (──> ctl_live, ctl_move),
+ *                   ctl_queue (──> ctl_live)
  *        │                           │ (each of them)
  *        └──────> ctl, ctl_map <─────┘
  *

@@ -9,9 +9,8 @@
 #include "proto/map_pb.h"
 
 
-/* The meta group's members as a "shard", for ctl_call_leader. */
-static void meta_as_shard(const struct cluster_map *seed,
-                          struct cluster_shard *out)
+void ctl_live_meta_group(const struct cluster_map *seed,
+                         struct cluster_shard *out)
 {
     memset(out, 0, sizeof(*out));
     snprintf(out->name, sizeof(out->name), "%s", MAP_SM_META);
@@ -34,7 +33,7 @@ int ctl_live_fetch(struct ctl *ctl, const struct cluster_map *seed,
     struct map_delta d;
     int rv = EXIT_ERROR;
 
-    meta_as_shard(seed, &meta);
+    ctl_live_meta_group(seed, &meta);
     req.group = MAP_SM_META;
     req.body_case = RINGMQ__RPC_REQUEST__BODY_MAP_WATCH;
     req.map_watch = &w; /* known 0, wait 0: the whole map, now */
@@ -77,7 +76,7 @@ int ctl_live_change(struct ctl *ctl, const struct cluster_map *seed,
     struct cluster_shard meta;
     int rv = EXIT_ERROR;
 
-    meta_as_shard(seed, &meta);
+    ctl_live_meta_group(seed, &meta);
     map_pb_cmd_to(cmd, &pb, &a);
     req.group = MAP_SM_META;
     req.body_case = RINGMQ__RPC_REQUEST__BODY_MAP;

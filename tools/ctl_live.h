@@ -13,6 +13,11 @@
 #include "sm/map_sm.h"
 #include "tools/ctl.h"
 
+/* The meta group of @seed as a "shard" (name "meta", its members), for
+ * ctl_call_leader. */
+void ctl_live_meta_group(const struct cluster_map *seed,
+                         struct cluster_shard *out);
+
 /* The map from any replica of @seed's meta group into @out (initialised),
  * within --seconds. */
 int ctl_live_fetch(struct ctl *ctl, const struct cluster_map *seed,

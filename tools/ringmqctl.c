@@ -14,8 +14,9 @@
  * this file calls and that never calls back: ctl_status (status, digest),
  * ctl_cache (single cache ops), ctl_load (load, verify), ctl_cluster (owner,
  * cluster), ctl_member (member), ctl_shard (shard set), ctl_plan (shard
- * add|remove|weight, plan). They and this file share ctl (connection,
- * RPC calls, exit codes) and ctl_map (the --cluster map).
+ * add|remove|weight, plan), ctl_queue (queue where|move|abort). They and
+ * this file share ctl (connection, RPC calls, exit codes) and ctl_map (the
+ * --cluster map).
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -35,6 +36,7 @@
 #include "tools/ctl_map.h"
 #include "tools/ctl_member.h"
 #include "tools/ctl_plan.h"
+#include "tools/ctl_queue.h"
 #include "tools/ctl_shard.h"
 #include "tools/ctl_status.h"
 
@@ -131,6 +133,17 @@ static void usage(FILE *f)
         "                     change owner\n"
         "                     shard add|remove|weight pace key copies with\n"
         "                     --rate BYTES_PER_S (default 32 MiB/s)\n"
+        "  queue where QUEUE  (--cluster) the shard that holds QUEUE (vhost\n"
+        "                     /): its queue directory entry, or the queue\n"
+        "                     ring's shard for a queue without one\n"
+        "  queue move QUEUE SHARD\n"
+        "                     (--cluster) move QUEUE with its messages,\n"
+        "                     consumers and publishers' dedup state to\n"
+        "                     SHARD under a short fence (unacked messages\n"
+        "                     are redelivered there); run it again after an\n"
+        "                     interruption: it resumes\n"
+        "  queue abort QUEUE  (--cluster) take back a move not yet handed\n"
+        "                     off: QUEUE stays where it was\n"
         "  plan status        (--cluster) the plan that runs: target ring,\n"
         "                     each move's state at both shards\n"
         "  plan pause | plan resume\n"
@@ -360,7 +373,8 @@ int main(int argc, char **argv)
         }
     } else if (strcmp(cmd, "owner") == 0 || strcmp(cmd, "cluster") == 0 ||
                strcmp(cmd, "member") == 0 || strcmp(cmd, "shard") == 0 ||
-               strcmp(cmd, "map") == 0 || strcmp(cmd, "plan") == 0) {
+               strcmp(cmd, "map") == 0 || strcmp(cmd, "plan") == 0 ||
+               strcmp(cmd, "queue") == 0) {
         fprintf(stderr, "ringmqctl: %s needs --cluster FILE\n", cmd);
         free(o.node_list);
         return EXIT_USAGE;
@@ -375,7 +389,7 @@ int main(int argc, char **argv)
         strcmp(cmd, "digest") != 0 && strcmp(cmd, "cluster") != 0 &&
         strcmp(cmd, "member") != 0 && strcmp(cmd, "shard") != 0 &&
         strcmp(cmd, "map") != 0 && strcmp(cmd, "plan") != 0 &&
-        strcmp(cmd, "load") != 0 &&
+        strcmp(cmd, "queue") != 0 && strcmp(cmd, "load") != 0 &&
         strcmp(cmd, "verify") != 0) {
         route_by_map(map, &o);
     }
@@ -402,6 +416,8 @@ int main(int argc, char **argv)
         rv = cmd_shard(&ctl, map);
     } else if (strcmp(cmd, "plan") == 0) {
         rv = cmd_plan(&ctl, map);
+    } else if (strcmp(cmd, "queue") == 0) {
+        rv = cmd_queue(&ctl, map);
     } else if (strcmp(cmd, "status") == 0) {
         rv = cmd_status(&ctl, false);
     } else if (strcmp(cmd, "digest") == 0) {

@@ -72,6 +72,7 @@ struct fake {
     unsigned mq_done; /* queue commands answered OK */
     unsigned mq_per_shard[MAX_SHARDS]; /* answered OK, by shard */
     unsigned meta_reqs; /* requests to the group "meta" */
+    unsigned places;    /* PLACE commands answered */
 };
 
 struct held {
@@ -110,6 +111,14 @@ struct fx {
     /* followers' NOT_LEADER names this member (of every shard) instead of
      * the leader: the memory of a leader that died; -1 = off */
     int stale_hint;
+    /* the queue directory: PLACE answers place_to (a shard name) with
+     * gen place_gen, or the proposal when place_to is NULL */
+    const char *place_to;
+    uint64_t place_gen;
+    uint64_t last_replace_gen;  /* of the last PLACE */
+    uint64_t last_declare_gen;  /* place_gen of the last DECLARE */
+    unsigned mq_moving_left;    /* queue commands answered MOVING */
+    unsigned mq_stale_left;     /* creating DECLAREs answered PLACE_STALE */
 
     /* observations */
     unsigned misrouted; /* key sent to a shard the ring does not give it */
@@ -313,8 +322,20 @@ static void answer_mq(struct fake *f,
         reply_not_leader(req, (unsigned)s);
         return;
     }
-    f->mq_done++;
-    f->mq_per_shard[s]++;
+    if (msg->mq->queue.len > 0 && F->mq_moving_left > 0) {
+        F->mq_moving_left--;
+        res.status = MQ_SM_MOVING;
+    } else if (msg->mq->type == MQ_SM_DECLARE && !msg->mq->passive &&
+               F->mq_stale_left > 0) {
+        F->mq_stale_left--;
+        res.status = MQ_SM_PLACE_STALE;
+    } else {
+        if (msg->mq->type == MQ_SM_DECLARE) {
+            F->last_declare_gen = msg->mq->place_gen;
+        }
+        f->mq_done++;
+        f->mq_per_shard[s]++;
+    }
     resp.code = rpc_code(OUTCOME_OK);
     resp.body_case = RINGMQ__RPC_RESPONSE__BODY_MQ;
     resp.mq = &res;
@@ -360,6 +381,29 @@ static void answer_status(struct fake *f, struct rpc_server_req *req)
     rpc_server_reply(req, &resp);
 }
 
+/* The meta group's queue directory, as far as routers use it: any node
+ * answers a PLACE (no leader), without a snapshot. */
+static void answer_place(struct fake *f, struct rpc_server_req *req,
+                         const Ringmq__RpcRequest *msg)
+{
+    Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
+    Ringmq__MetaResult res = RINGMQ__META_RESULT__INIT;
+
+    f->places++;
+    F->last_replace_gen = msg->meta->gen;
+    if (F->place_to != NULL) {
+        res.placement_shard.data = (uint8_t *)F->place_to;
+        res.placement_shard.len = strlen(F->place_to);
+    } else {
+        res.placement_shard = msg->meta->shard;
+    }
+    res.placement_gen = F->place_gen + msg->meta->gen;
+    resp.code = rpc_code(OUTCOME_OK);
+    resp.body_case = RINGMQ__RPC_RESPONSE__BODY_META;
+    resp.meta = &res;
+    rpc_server_reply(req, &resp);
+}
+
 static void on_request(void *data,
                        struct rpc_server_req *req,
                        const Ringmq__RpcRequest *msg)
@@ -376,6 +420,11 @@ static void on_request(void *data,
     }
     if (msg->body_case == RINGMQ__RPC_REQUEST__BODY_MQ) {
         answer_mq(f, req, msg);
+        return;
+    }
+    if (msg->body_case == RINGMQ__RPC_REQUEST__BODY_META &&
+        msg->meta->type == META_SM_QUEUE_PLACE) {
+        answer_place(f, req, msg);
         return;
     }
     if (msg->body_case != RINGMQ__RPC_REQUEST__BODY_CACHE) {
@@ -1625,6 +1674,7 @@ static void test_amqp_dead_leader_hint_ignored(void **state)
     t.call.kind = AMQP_BROKER_MQ;
     t.call.shard = 0;
     t.call.mq.type = MQ_SM_DECLARE;
+    t.call.mq.passive = true; /* no PLACE first */
     t.call.mq.vhost = "/";
     t.call.mq.vhost_len = 1;
     t.call.mq.queue = "q";
@@ -1655,19 +1705,16 @@ static void start_amqp(const struct cluster_map *map, unsigned timeout_ms)
     assert_non_null(F->mq);
 }
 
-/* A queue DECLARE to shard @shard, run to completion; its status. */
-static enum outcome mq_declare(unsigned shard, struct tmq *t)
+/* A command to the queue group of broker shard index @shard (EXPIRE:
+ * commands naming a queue are routed by the name). */
+static enum outcome mq_at(unsigned shard, struct tmq *t)
 {
     struct amqp_broker broker = amqp_remote_broker(F->mq);
 
     memset(t, 0, sizeof(*t));
     t->call.kind = AMQP_BROKER_MQ;
     t->call.shard = shard;
-    t->call.mq.type = MQ_SM_DECLARE;
-    t->call.mq.vhost = "/";
-    t->call.mq.vhost_len = 1;
-    t->call.mq.queue = "q";
-    t->call.mq.queue_len = 1;
+    t->call.mq.type = MQ_SM_EXPIRE;
     t->call.cb = on_mq;
     t->call.data = t;
     completed = 0;
@@ -1770,7 +1817,7 @@ static void test_amqp_map_update_shards(void **state)
         n_on_s3 += s == 2;
     }
     assert_int_equal(n_on_s3, 0);
-    assert_int_equal(mq_declare(2, &t), OUTCOME_OK); /* s3's group works */
+    assert_int_equal(mq_at(2, &t), OUTCOME_OK); /* s3's group works */
     assert_int_equal(F->fakes[0].mq_per_shard[2], 1);
 
     /* a queue ring in another order than the map: indexes by name */
@@ -1793,6 +1840,107 @@ static void test_amqp_map_update_shards(void **state)
     assert_int_equal(broker.ops->shard_count(broker.self), 3);
     cluster_map_clear(&m);
     ring_free(qring);
+}
+
+/* A command of @type naming queue @queue, run to completion. */
+static enum outcome mq_named(enum mq_sm_cmd_type type, const char *queue,
+                             bool passive, struct tmq *t)
+{
+    struct amqp_broker broker = amqp_remote_broker(F->mq);
+
+    memset(t, 0, sizeof(*t));
+    t->call.kind = AMQP_BROKER_MQ;
+    t->call.shard = 0; /* the edge's guess; routed by the name */
+    t->call.mq.type = type;
+    t->call.mq.passive = passive;
+    t->call.mq.vhost = "/";
+    t->call.mq.vhost_len = 1;
+    t->call.mq.queue = queue;
+    t->call.mq.queue_len = strlen(queue);
+    t->call.cb = on_mq;
+    t->call.data = t;
+    completed = 0;
+    broker.ops->submit(broker.self, &t->call);
+    run_until_completed(1, 5000);
+    assert_int_equal(t->ncb, 1);
+    if (t->call.status == OUTCOME_OK) {
+        mq_sm_result_clear(&t->call.mq_result);
+    }
+    return t->call.status;
+}
+
+static unsigned sum_places(void)
+{
+    unsigned i, n = 0;
+
+    for (i = 0; i < N_FAKES; i++) {
+        n += F->fakes[i].places;
+    }
+    return n;
+}
+
+static unsigned sum_mq(unsigned shard, bool done)
+{
+    unsigned i, n = 0;
+
+    for (i = 0; i < N_FAKES; i++) {
+        n += done ? F->fakes[i].mq_per_shard[shard] : F->fakes[i].mq_reqs;
+    }
+    return n;
+}
+
+/* A declare that may create its queue asks the meta group's directory
+ * first and goes to the shard it names with its gen, whatever the edge's
+ * index; a create refused for a stale gen is placed again. */
+static void test_amqp_declare_placed(void **state)
+{
+    struct tmq t;
+
+    (void)state;
+    start_amqp(&F->map, 1000);
+    F->place_to = "s2";
+    F->place_gen = 7;
+    assert_int_equal(mq_named(MQ_SM_DECLARE, "q", false, &t), OUTCOME_OK);
+    assert_int_equal(sum_places(), 1);
+    assert_int_equal(F->last_replace_gen, 0);
+    assert_int_equal(F->last_declare_gen, 7);
+    assert_int_equal(sum_mq(1, true), 1); /* at s2 */
+    assert_int_equal(t.call.shard, 1);    /* and the edge learns it */
+
+    F->mq_stale_left = 1;
+    assert_int_equal(mq_named(MQ_SM_DECLARE, "q2", false, &t), OUTCOME_OK);
+    assert_int_equal(sum_places(), 3);
+    assert_int_equal(F->last_replace_gen, 7);
+    assert_int_equal(F->last_declare_gen, 14);
+    assert_int_equal(sum_mq(1, true), 2);
+
+    /* a passive declare is routed, not placed */
+    assert_int_equal(mq_named(MQ_SM_DECLARE, "q3", true, &t), OUTCOME_OK);
+    assert_int_equal(sum_places(), 3);
+}
+
+/* A queue in a move answers MOVING: the router asks again until it is
+ * not, within the request's deadline. */
+static void test_amqp_moving_waited_out(void **state)
+{
+    struct tmq t;
+    uint64_t t0;
+
+    (void)state;
+    start_amqp(&F->map, 400);
+    F->mq_moving_left = 3;
+    t0 = clock_mono_ms();
+    assert_int_equal(mq_named(MQ_SM_ENQUEUE, "q", false, &t), OUTCOME_OK);
+    assert_true(clock_mono_ms() - t0 >= 30);
+    assert_int_equal(sum_mq(0, false), 4);
+    assert_int_equal(sum_mq(0, true) + sum_mq(1, true), 1);
+
+    F->mq_moving_left = 1000000;
+    t0 = clock_mono_ms();
+    assert_int_equal(mq_named(MQ_SM_ENQUEUE, "q", false, &t),
+                     OUTCOME_UNAVAILABLE);
+    assert_true(clock_mono_ms() - t0 >= 390);
+    assert_true(clock_mono_ms() - t0 < 1500);
 }
 
 int main(void)
@@ -1843,6 +1991,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_amqp_dead_leader_hint_ignored,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_amqp_meta_members, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_amqp_declare_placed, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_amqp_moving_waited_out, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_amqp_map_update_shards, setup,
                                         teardown),
