@@ -3139,10 +3139,13 @@ static enum mq_sm_status chunk_parse(const struct mq_sm_cmd *cmd,
     r.p = body + cmd->body_len - EXPORT_TRAILER_LEN;
     r.left = EXPORT_TRAILER_LEN;
     le_get_u64(&r, &checksum);
+#ifndef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+    /* a fuzzer does not get past a checksum: fuzz builds parse on */
     if (checksum !=
         hash_bytes(body, cmd->body_len - EXPORT_TRAILER_LEN, EXPORT_SEED)) {
         return MQ_SM_BAD_REQUEST;
     }
+#endif
     r.p = body;
     r.left = cmd->body_len - EXPORT_TRAILER_LEN;
     if (!le_get_u32(&r, &magic) || !le_get_u32(&r, &version) ||
