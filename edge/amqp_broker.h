@@ -79,7 +79,10 @@ struct amqp_broker_ops {
     /* Read-only copy of the meta state, for routing and exchange checks. */
     const struct meta_sm *(*meta_view)(void *self);
     /* Publishers should be blocked (memory or disk watermark): the edge
-     * sends connection.blocked while true. May be NULL (never). */
+     * sends connection.blocked while true. The edge asks on its tick and
+     * whenever a call completes, before the call's cb goes on: a broker
+     * that learns the state from answers (the router) updates it before
+     * completing the call that brought it. May be NULL (never). */
     bool (*should_block)(void *self);
     /* The broker can serve (the meta view is loaded): until then the edge
      * holds new connections before connection.start. May be NULL (always

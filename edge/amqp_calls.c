@@ -100,6 +100,9 @@ static void on_broker_done(struct amqp_broker_call *bc)
         bc->status = OUTCOME_UNAVAILABLE;
     }
     ec->retry_at_ms = 0;
+    if (k->answered && !k->closing) {
+        k->answered(k->data);
+    }
     ec->done(ec);
     if (ec->retry_at_ms == 0) {
         edge_call_free(ec);

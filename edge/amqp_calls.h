@@ -52,6 +52,12 @@ struct edge_calls {
     bool timer_closed;
     /* A call finished or the timer closed: edge_calls_idle() may hold. */
     void (*idle)(void *data);
+    /* A call completed, before its done function runs: the broker's answer
+     * may have changed should_block() (a router learns a shard's watermark
+     * from its answers), and the owner checks it before the caller sees
+     * the result (a publish's confirm). NULL: nobody asks. Not called once
+     * closing. */
+    void (*answered)(void *data);
     void *data;
 };
 

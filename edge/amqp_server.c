@@ -6,7 +6,9 @@
  * because it carries this edge's router id it renews the edge's lease on
  * its deliveries (a shard leader returns the deliveries of an edge it has
  * not heard from). A publish blocked by a watermark is the connection's
- * business; the tick only notices the change.
+ * business; the server notices the change, on every broker answer (a
+ * router hears a shard's watermark in its answers) and on the tick (a
+ * broker's "blocked" may lapse with time).
  *
  * The edge's files call one way, down (a file never calls one above it;
  * what must come back up goes through function pointers):
@@ -155,12 +157,46 @@ static void on_expire_done(struct edge_call *ec)
     }
 }
 
+/* Ask the broker whether publishers are blocked; tell the connections of
+ * a change. Telling one may tear it down (a failed write), which unlinks
+ * it: the next one is taken first. */
+static void check_blocked(struct amqp_server *s)
+{
+    const struct amqp_broker *b = &s->calls.broker;
+    bool blocked = b->ops->should_block && b->ops->should_block(b->self);
+    struct amqp_conn *c, *next;
+
+    if (blocked == s->env.blocked) {
+        return;
+    }
+    s->env.blocked = blocked;
+    log_warn("amqp: publishers %s", blocked ? "blocked" : "unblocked");
+    for (c = s->conns; c; c = next) {
+        next = amqp_conn_link(c)->next;
+        amqp_conn_set_blocked(c, blocked);
+    }
+}
+
+/* A broker call completed: its answer may have changed should_block() (the
+ * router's come with the shard's watermark). Checked before the caller
+ * sees the result, so that the answer that says "blocked" to a publish
+ * stops its connection's reading before the confirm goes out: the tick
+ * alone would let publishes through for up to tick_ms after the broker
+ * said so. */
+static void on_calls_answered(void *data)
+{
+    struct amqp_server *s = data;
+
+    if (!s->closing) {
+        check_blocked(s);
+    }
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct amqp_server *s = t->data;
     const struct amqp_broker *b = &s->calls.broker;
     unsigned n = b->ops->shard_count(b->self);
-    bool blocked;
     unsigned i;
 
     for (i = 0; i < n; i++) {
@@ -171,16 +207,8 @@ static void on_tick(uv_timer_t *t)
         ec->bc.mq.type = MQ_SM_EXPIRE;
         edge_call_submit(ec);
     }
-    blocked = b->ops->should_block && b->ops->should_block(b->self);
-    if (blocked != s->env.blocked) {
-        struct amqp_conn *c;
-
-        s->env.blocked = blocked;
-        log_warn("amqp: publishers %s", blocked ? "blocked" : "unblocked");
-        for (c = s->conns; c; c = amqp_conn_link(c)->next) {
-            amqp_conn_set_blocked(c, blocked);
-        }
-    }
+    /* Also without answers: a broker's "blocked" may lapse with time. */
+    check_blocked(s);
 }
 
 /* --------------------------------------------------------------- server */
@@ -273,6 +301,7 @@ struct amqp_server *amqp_server_new(uv_loop_t *loop,
     s->handles++;
     edge_calls_init(&s->calls, loop, broker, s->cfg.router_id, on_calls_idle,
                     s);
+    s->calls.answered = on_calls_answered;
     s->env.loop = loop;
     s->env.cfg = &s->cfg;
     s->env.stats = &s->stats;

@@ -552,7 +552,8 @@ static const struct meta_sm *op_meta_view(void *self)
 }
 
 /* A shard whose node said "blocked" in an answer of the last few seconds
- * (EXPIRE ticks give every shard an answer a second). */
+ * (EXPIRE ticks give every shard an answer a second). answered() records
+ * the flag before the call completes: the edge asks right after. */
 static bool op_should_block(void *self)
 {
     struct amqp_remote *r = self;

@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -93,7 +94,7 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-static int setup(void **state)
+static int setup_tick(void **state, unsigned tick_ms)
 {
     struct fixture *fx = calloc(1, sizeof(*fx));
     struct amqp_server_config cfg;
@@ -109,7 +110,7 @@ static int setup(void **state)
     cfg.host = "127.0.0.1";
     cfg.router_id = 7;
     cfg.frame_max = 8192;
-    cfg.tick_ms = 50;
+    cfg.tick_ms = tick_ms;
     fx->srv = amqp_server_new(&fx->loop, &cfg, &b, err, sizeof(err));
     if (fx->srv == NULL) {
         fail_msg("amqp_server_new: %s", err);
@@ -118,6 +119,17 @@ static int setup(void **state)
     assert_int_equal(pthread_create(&fx->thread, NULL, loop_main, fx), 0);
     *state = fx;
     return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_tick(state, 50);
+}
+
+/* A tick that never comes within a test: what the edge does without it. */
+static int setup_no_tick(void **state)
+{
+    return setup_tick(state, 600 * 1000);
 }
 
 static int teardown(void **state)
@@ -240,6 +252,15 @@ static void cl_expect_free(struct client *c, uint32_t id)
 
     cl_expect(c, id, &m);
     amqp_method_free(&m);
+}
+
+/* Nothing arrives for @ms. */
+static void cl_quiet(struct client *c, int ms)
+{
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+
+    assert_int_equal(c->in_off, c->in_len);
+    assert_int_equal(poll(&p, 1, ms), 0);
 }
 
 static void cl_method(struct client *c, uint16_t channel,
@@ -763,6 +784,48 @@ static void test_blocked_publishers(void **state)
     cl_close(&c);
 }
 
+/* A router hears a shard's watermark in the shard's answers. The answer
+ * to a publish that says "blocked" blocks publishers at once: the client
+ * gets connection.blocked before that publish's confirm, and its next
+ * publish is not read. Waiting for the tick (up to a second on a router)
+ * let a publisher that had just connected have ten confirmed publishes
+ * through while the nodes were over their watermark
+ * (it_test_amqp_watermark). An answer that says "not blocked" unblocks as
+ * promptly. The tick never comes here. */
+static void test_blocked_by_an_answer(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    struct client k;
+    struct amqp_method m;
+
+    cl_handshake_caps(&c, fx->port, true);
+    cl_declare(&c, "b2");
+    cl_simple(&c, 1, AMQP_CONFIRM_SELECT);
+    cl_expect_free(&c, AMQP_CONFIRM_SELECT_OK);
+    fake_broker_block_on_enqueue(fx->fb, true);
+    cl_publish(&c, "", "b2", "first", false);
+    cl_expect(&c, AMQP_CONNECTION_BLOCKED, &m);
+    assert_true(m.connection_blocked.reason.len > 0);
+    amqp_method_free(&m);
+    cl_expect(&c, AMQP_BASIC_ACK, &m);
+    assert_int_equal(m.basic_ack.delivery_tag, 1);
+    amqp_method_free(&m);
+    cl_publish(&c, "", "b2", "second", false);
+    cl_quiet(&c, 300);
+    /* another connection's call brings an answer that says "not blocked" */
+    fake_broker_block_on_enqueue(fx->fb, false);
+    fake_broker_set_blocked(fx->fb, false);
+    cl_handshake(&k, fx->port);
+    cl_declare(&k, "b3");
+    cl_expect_free(&c, AMQP_CONNECTION_UNBLOCKED);
+    cl_expect(&c, AMQP_BASIC_ACK, &m);
+    assert_int_equal(m.basic_ack.delivery_tag, 2);
+    amqp_method_free(&m);
+    cl_close(&k);
+    cl_close(&c);
+}
+
 /* tx is refused clearly (540), not half done. */
 static void test_tx_not_implemented(void **state)
 {
@@ -790,6 +853,8 @@ int main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_blocked_publishers, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_blocked_by_an_answer,
+                                        setup_no_tick, teardown),
         cmocka_unit_test_setup_teardown(test_tx_not_implemented, setup,
                                         teardown),
     };

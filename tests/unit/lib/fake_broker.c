@@ -24,6 +24,7 @@ struct fake_broker {
     uv_timer_t timer;
     bool unavailable;
     bool blocked;
+    bool block_on_enqueue;
     bool closing;
 };
 
@@ -59,6 +60,10 @@ static void apply_now(struct fake_broker *fb, struct amqp_broker_call *c)
         meta_sm_apply(fb->meta, &c->meta, &c->meta_result);
     } else {
         mq_sm_apply(fb->mq[c->shard], clock_wall_ms(), &c->mq, &c->mq_result);
+        if (c->mq.type == MQ_SM_ENQUEUE &&
+            __atomic_load_n(&fb->block_on_enqueue, __ATOMIC_SEQ_CST)) {
+            __atomic_store_n(&fb->blocked, true, __ATOMIC_SEQ_CST);
+        }
     }
 }
 
@@ -172,6 +177,11 @@ static bool fb_should_block(void *self)
 void fake_broker_set_blocked(struct fake_broker *fb, bool on)
 {
     __atomic_store_n(&fb->blocked, on, __ATOMIC_SEQ_CST);
+}
+
+void fake_broker_block_on_enqueue(struct fake_broker *fb, bool on)
+{
+    __atomic_store_n(&fb->block_on_enqueue, on, __ATOMIC_SEQ_CST);
 }
 
 static const struct amqp_broker_ops fb_ops = {

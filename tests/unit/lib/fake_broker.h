@@ -26,6 +26,10 @@ struct amqp_broker fake_broker_table(struct fake_broker *fb);
 void fake_broker_set_unavailable(struct fake_broker *fb, bool on);
 /* should_block() answers @on (any thread). */
 void fake_broker_set_blocked(struct fake_broker *fb, bool on);
+/* While @on, applying an ENQUEUE sets blocked before the call completes,
+ * as a router hears a shard's watermark in the answer to a publish: the
+ * state changes with an answer, not by itself (any thread). */
+void fake_broker_block_on_enqueue(struct fake_broker *fb, bool on);
 struct mq_sm *fake_broker_mq(struct fake_broker *fb, unsigned shard);
 /* Complete held calls (CLOSING) and free, once the loop ran their timers'
  * close callbacks. */
