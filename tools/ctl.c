@@ -178,3 +178,30 @@ int ctl_call_leader(struct ctl *ctl,
     }
 }
 
+void ctl_pace_init(struct ctl_pace *p, uint64_t rate)
+{
+    memset(p, 0, sizeof(*p));
+    p->rate = rate;
+    p->start_ms = clock_mono_ms();
+}
+
+void ctl_pace(struct ctl_pace *p, size_t bytes)
+{
+    uint64_t due, now;
+
+    if (p->rate == 0) {
+        return;
+    }
+    p->paced += bytes;
+    due = p->start_ms + p->paced * 1000 / p->rate;
+    now = clock_mono_ms();
+    if (due > now) {
+        uint64_t t0 = clock_mono_ns();
+
+        usleep((useconds_t)((due - now) * 1000));
+        p->slept_ns += clock_mono_ns() - t0;
+    } else if (now - due > 1000) {
+        p->paced = 0;
+        p->start_ms = now;
+    }
+}

@@ -99,6 +99,19 @@ int ctl_call_leader(struct ctl *ctl,
                     uint64_t deadline,
                     Ringmq__RpcResponse **resp);
 
+/* Copies paced at --rate: bytes per second, 0 = no limit. */
+struct ctl_pace {
+    uint64_t rate;
+    uint64_t paced;    /* bytes since start_ms */
+    uint64_t start_ms;
+    uint64_t slept_ns; /* in all */
+};
+
+void ctl_pace_init(struct ctl_pace *p, uint64_t rate);
+/* @bytes were copied: sleep until they are within the rate. Idle time is
+ * no credit for a burst later. */
+void ctl_pace(struct ctl_pace *p, size_t bytes);
+
 /* NOT_LEADER as an RPC code. */
 bool ctl_is_not_leader(const Ringmq__RpcResponse *r);
 

@@ -62,14 +62,11 @@ struct ctl_mover {
     struct ctl *ctl;
     uint64_t cut_seq; /* the last CUT's */
     struct move_times t;
-    uint64_t rate;
     ctl_move_stop_fn stop;
     void *stop_data;
     struct peer *peers;
     size_t n_peers;
-    /* pacing: bytes imported since pace_start_ms */
-    uint64_t paced;
-    uint64_t pace_start_ms;
+    struct ctl_pace pace; /* imports */
 };
 
 /* A cache answer: the response it came in (the reply's items and keys
@@ -95,10 +92,9 @@ struct ctl_mover *ctl_mover_new(struct ctl *ctl, uint64_t rate,
     struct ctl_mover *mv = xcalloc(1, sizeof(*mv));
 
     mv->ctl = ctl;
-    mv->rate = rate;
+    ctl_pace_init(&mv->pace, rate);
     mv->stop = stop;
     mv->stop_data = stop_data;
-    mv->pace_start_ms = clock_mono_ms();
     /* CUT numbers only grow, across runs too: a later run's CUT must be
      * new to the source */
     mv->cut_seq = clock_wall_ms() * 1000;
@@ -373,29 +369,6 @@ bool ctl_move_done(enum cache_move_state at_from, enum cache_move_state at_to)
            (at_from == CACHE_MOVE_NONE && at_to == CACHE_MOVE_ACTIVE);
 }
 
-/* Hold imports to mv->rate bytes per second. */
-static void pace(struct ctl_mover *mv, size_t bytes)
-{
-    uint64_t due, now;
-
-    if (mv->rate == 0) {
-        return;
-    }
-    mv->paced += bytes;
-    due = mv->pace_start_ms + mv->paced * 1000 / mv->rate;
-    now = clock_mono_ms();
-    if (due > now) {
-        uint64_t t0 = clock_mono_ns();
-
-        usleep((useconds_t)((due - now) * 1000));
-        mv->t.pace += clock_mono_ns() - t0;
-    } else if (now - due > 1000) {
-        /* idle time is not credit for a burst later */
-        mv->paced = 0;
-        mv->pace_start_ms = now;
-    }
-}
-
 /* IMPORT @items at T, as one command. */
 static int import_batch(struct ctl_mover *mv, const struct ctl_move *m,
                         struct cache_move_item *items, size_t n)
@@ -432,7 +405,9 @@ static int import_batch(struct ctl_mover *mv, const struct ctl_move *m,
         rv = EXIT_ERROR;
     }
     answer_clear(&a);
-    pace(mv, len);
+    t0 = mv->pace.slept_ns;
+    ctl_pace(&mv->pace, len);
+    mv->t.pace += mv->pace.slept_ns - t0;
     return rv;
 }
 

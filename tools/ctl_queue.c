@@ -371,9 +371,11 @@ static int copy(struct qctl *q, const struct cluster_shard *s,
                 uint64_t *chunks, bool *moved)
 {
     struct mq_sm_result res;
+    struct ctl_pace pace;
     uint64_t cursor = 0;
     bool last = false;
 
+    ctl_pace_init(&pace, q->ctl->o->rate);
     *moved = false;
     *chunks = 0;
     if (mq_step(q, s, MQ_SM_MOVE_OUT, &res) != 0) {
@@ -415,6 +417,7 @@ static int copy(struct qctl *q, const struct cluster_shard *s,
             return EXIT_ERROR;
         }
         mq_sm_result_clear(&res);
+        ctl_pace(&pace, len);
         cursor = next;
         (*chunks)++;
     }

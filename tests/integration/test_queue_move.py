@@ -16,7 +16,10 @@ weight 1, s2 weight 2, 2 routers) grown to a third shard s3:
    and Q is where the last move put it, with a new generation.
 3. A move of a queue with a backlog and no consumer keeps every message,
    in order; moving it again is "already there"; `queue abort` of a queue
-   not moving changes nothing.
+   not moving changes nothing. A coordinator killed mid-copy (--rate)
+   leaves the queue moving; `queue abort` then keeps it where it was, and
+   running the move again finishes it; the backlog comes out whole and in
+   order.
 4. s3 cannot start draining while the directory has queues on it; after
    they are moved off, `local-cluster remove-shard s3` succeeds and the
    queues still serve.
@@ -91,6 +94,32 @@ def drain_check(pub, cons, timeout=60):
               cons.errors.count, cons.errors.kinds))
 
 
+def fill(cl, q, n):
+    """@n persistent 1 KiB messages "b:<q>:<seq>xxx..." into @q."""
+    conn = amqp_connect(cl.amqp_port(1))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    for i in range(n):
+        ch.basic_publish("", q, ("b:%s:%06d" % (q, i)).encode() + b"x" * 1000,
+                         properties=persistent(), mandatory=True)
+    conn.close()
+
+
+def drain_in_order(cl, q):
+    """Get every message of @q (made by fill) through router 2: the seqs in
+    the order they came."""
+    conn = amqp_connect(cl.amqp_port(2))
+    ch = conn.channel()
+    seqs = []
+    while True:
+        m = ch.basic_get(q, auto_ack=True)
+        if m[0] is None:
+            break
+        seqs.append(seq_of(m[2][:m[2].index(b"x")]))
+    conn.close()
+    return seqs
+
+
 def test_place_and_move():
     cl = Cluster().up()
     conn = amqp_connect(cl.amqp_port(1))
@@ -138,29 +167,42 @@ def test_place_and_move():
 
     # 3. a backlog without consumers moves whole and in order
     b = next(n for n, (s, _) in placed.items() if s != "s3" and n != q)
-    conn = amqp_connect(cl.amqp_port(1))
-    ch = conn.channel()
-    ch.confirm_delivery()
-    for i in range(3000):
-        ch.basic_publish("", b, ("b:%s:%06d" % (b, i)).encode() + b"x" * 1000,
-                         properties=persistent(), mandatory=True)
-    conn.close()
+    fill(cl, b, 3000)
     move(cl, b, "s3")
     rt.check("is on s3" in cl.ctl("queue", "move", b, "s3"),
              "moving again: already there")
     rt.check("not moving" in cl.ctl("queue", "abort", b),
              "abort of a queue not moving")
-    conn = amqp_connect(cl.amqp_port(2))
-    ch = conn.channel()
-    bodies = []
-    while True:
-        m = ch.basic_get(b, auto_ack=True)
-        if m[0] is None:
-            break
-        bodies.append(m[2])
-    conn.close()
-    rt.check([seq_of(x[:x.index(b"x")]) for x in bodies] == list(range(3000)),
-             "backlog moved whole and in order (%d messages)" % len(bodies))
+    rt.check(drain_in_order(cl, b) == list(range(3000)),
+             "backlog moved whole and in order")
+
+    # 3b. a coordinator killed mid-copy: the queue stays frozen at its
+    # shard until the move is aborted (it stays) or run again (it moves)
+    home_b = where(cl, b)[0]
+    move(cl, b, home_b if home_b != "s3" else "s1")
+    src = where(cl, b)[0]
+    fill(cl, b, 3000)
+    for finish in ("abort", "rerun"):
+        p = subprocess.Popen([rt.CTL, "--cluster", cl.map, "--rate", "1m",
+                              "queue", "move", b, "s3"],
+                             stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        time.sleep(1.2)
+        p.kill()
+        p.wait()
+        out = cl.ctl("queue", "where", b)
+        rt.check("moving-to s3" in out, "killed mid-copy: moving (%s)" % out)
+        if finish == "abort":
+            rt.check("stays on %s" % src in cl.ctl("queue", "abort", b),
+                     "abort: the queue stays")
+            rt.check(where(cl, b)[0] == src and
+                     "moving" not in cl.ctl("queue", "where", b),
+                     "abort: back on %s" % src)
+        else:
+            move(cl, b, "s3")
+            rt.check(where(cl, b)[0] == "s3", "rerun: on s3")
+    rt.check(drain_in_order(cl, b) == list(range(3000)),
+             "the backlog survived an aborted and a resumed move, in order")
 
     # 4. a shard with queues does not drain; without them it leaves
     out = subprocess.run([rt.CTL, "--cluster", cl.map, "shard", "remove",
