@@ -224,16 +224,25 @@ static bool may_create(const struct amqp_broker_call *call)
            !call->mq.passive;
 }
 
+static void route(struct rreq *q, bool start);
+
+static void reroute(struct leader_req *lq)
+{
+    route(container_of(lq, struct rreq, lq), false);
+}
+
 /*
- * Send @q (started, or about to be: @start) where its queue lives now,
- * after @delay_ms: the PLACE first for a declare of a queue the directory
- * does not hold; parked for MOVING_RETRY_MS while the directory names a
+ * Send @q (started, or about to be: @start) where its queue lives now: the
+ * PLACE first for a declare of a queue the directory does not hold; parked
+ * for MOVING_RETRY_MS, then routed again, while the directory names a
  * shard our map does not have yet.
  */
-static void route(struct rreq *q, bool start, unsigned delay_ms)
+static void route(struct rreq *q, bool start)
 {
     struct amqp_remote *r = q->r;
     struct amqp_broker_call *call = q->call;
+    unsigned budget = r->cfg.request_timeout_ms +
+                      (call->kind == AMQP_BROKER_MQ ? call->wait_ms : 0);
     struct meta_sm_placement pl;
     struct rgrp *grp;
     int s = 0;
@@ -252,28 +261,28 @@ static void route(struct rreq *q, bool start, unsigned delay_ms)
             q->placing = pl.gen == 0 || q->replace_gen != 0;
         }
     }
-    if (q->placing) {
-        grp = meta_group(r);
-    } else if (call->kind == AMQP_BROKER_META) {
+    if (q->placing || call->kind == AMQP_BROKER_META) {
         grp = meta_group(r);
     } else if (!routed_by_name(call)) {
         grp = r->all[call->shard]; /* checked at submit */
     } else if (s < 0) {
-        grp = r->cur[0]; /* parked, never sent there */
-        delay_ms = delay_ms > MOVING_RETRY_MS ? delay_ms : MOVING_RETRY_MS;
+        q->grp = r->cur[0]; /* never sent there: routed again first */
+        if (start) {
+            leader_req_start_later(q->grp->g, &q->lq, budget, false,
+                                   MOVING_RETRY_MS, reroute);
+        } else {
+            leader_req_wait(&q->lq, MOVING_RETRY_MS, reroute);
+        }
+        return;
     } else {
         grp = r->cur[s];
         call->shard = grp->id;
     }
     q->grp = grp;
     if (start) {
-        leader_req_start_later(
-            grp->g, &q->lq,
-            r->cfg.request_timeout_ms +
-                (call->kind == AMQP_BROKER_MQ ? call->wait_ms : 0),
-            false, delay_ms);
+        leader_req_start(grp->g, &q->lq, budget, false);
     } else {
-        leader_req_again(&q->lq, grp->g, delay_ms);
+        leader_req_again(&q->lq, grp->g);
     }
 }
 
@@ -324,16 +333,18 @@ static bool again(struct rreq *q)
         return false;
     }
     if (st == MQ_SM_MOVING || st == MQ_SM_MOVED) {
+        /* looked up again when it is sent again: the directory may have
+         * switched meanwhile */
         mq_sm_result_clear(&call->mq_result);
         q->placed = false;
-        route(q, false, MOVING_RETRY_MS);
+        leader_req_wait(&q->lq, MOVING_RETRY_MS, reroute);
         return true;
     }
     if (st == MQ_SM_PLACE_STALE && may_create(call)) {
         mq_sm_result_clear(&call->mq_result);
         q->replace_gen = call->mq.place_gen;
         q->placed = false;
-        route(q, false, 0);
+        route(q, false);
         return true;
     }
     return false;
@@ -361,13 +372,13 @@ static void placed(struct rreq *q, const Ringmq__RpcResponse *resp)
          * behind the meta group's; propose again when it has caught up */
         log_debug("router: amqp: PLACE on %s refused: %s", q->proposed,
                   mr.reply_text);
-        route(q, false, MOVING_RETRY_MS);
+        leader_req_wait(&q->lq, MOVING_RETRY_MS, reroute);
         return;
     }
     q->pl = mr.placement;
     q->placed = true;
     q->replace_gen = 0;
-    route(q, false, 0);
+    route(q, false);
 }
 
 /*
@@ -542,7 +553,7 @@ static void op_submit(void *self, struct amqp_broker_call *call)
         call->cb(call);
         return;
     }
-    route(q, true, 0);
+    route(q, true);
 }
 
 static const struct meta_sm *op_meta_view(void *self)

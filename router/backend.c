@@ -78,13 +78,10 @@ struct breq {
     struct cache_call *call;
     struct bshard *shard;
     uint64_t start_ns; /* clock_mono_ns() at submit, for latency */
-    uint64_t deadline; /* uv_now() past which no attempt is started */
     unsigned owner_hops; /* WRONG_OWNER answers followed */
-    /* parked until the map names the owner (WRONG_OWNER naming a shard
-     * this router does not know yet) */
+    /* where to ask when a wait ends ("": where our ring says): the owner
+     * a WRONG_OWNER named, which our map may not have yet */
     char owner[CLUSTER_NAME_MAX];
-    uint64_t due;
-    struct breq *next_parked;
 };
 
 /* FLUSH_ALL: one sub-call per shard. */
@@ -107,16 +104,14 @@ struct backend {
     struct bshard **cur; /* cur[i]: the bshard of map.shards[i] */
 
     uv_timer_t status_timer;
-    uv_timer_t park_timer;
-    struct breq *parked; /* waiting for an owner our map lacks */
-    bool confirmed;      /* the map is the meta group's (wait_for_map) */
+    bool confirmed; /* the map is the meta group's (wait_for_map) */
 
     uint64_t latency[BACKEND_LATENCY_BUCKETS + 1];
     uint64_t latency_ns_sum;
     uint64_t latency_count;
 
     bool closing;
-    unsigned open; /* the engine + the two timers, not yet closed */
+    unsigned open; /* the engine + the status timer, not yet closed */
     void (*close_cb)(void *data);
     void *close_data;
 };
@@ -183,8 +178,6 @@ static void fail(struct breq *r, enum outcome o)
 
 /* ---- one request ------------------------------------------------------- */
 
-static void start_on(struct breq *r, struct bshard *s);
-static void on_park_timer(uv_timer_t *t);
 
 static struct bshard *shard_named(const struct backend *b, const char *name)
 {
@@ -193,18 +186,13 @@ static struct bshard *shard_named(const struct backend *b, const char *name)
     return i >= 0 ? b->cur[i] : NULL;
 }
 
-/* Ask again after OWNER_BACKOFF_MS, at the shard named r->owner. */
+static void resume_parked(struct leader_req *lq);
+
+/* Ask again after OWNER_BACKOFF_MS, at the shard named r->owner (the
+ * engine keeps the request meanwhile: its deadline holds). */
 static void park(struct breq *r)
 {
-    struct backend *b = r->b;
-
-    r->due = uv_now(b->loop) + OWNER_BACKOFF_MS;
-    r->next_parked = b->parked;
-    b->parked = r;
-    if (!uv_is_active((uv_handle_t *)&b->park_timer)) {
-        uv_timer_start(&b->park_timer, on_park_timer, OWNER_BACKOFF_MS,
-                       OWNER_BACKOFF_MS);
-    }
+    leader_req_wait(&r->lq, OWNER_BACKOFF_MS, resume_parked);
 }
 
 /*
@@ -227,15 +215,15 @@ static void follow_owner(struct breq *r)
     cache_result_clear(res);
     r->shard->owner_refusals++;
     s = shard_named(b, r->owner);
-    if (uv_now(b->loop) >= r->deadline ||
-        (s != NULL && s != r->shard && ++r->owner_hops > OWNER_HOPS)) {
+    if (s != NULL && s != r->shard && ++r->owner_hops > OWNER_HOPS) {
         log_debug("router: a key of shard %s still refused after %u hops",
                   r->owner, r->owner_hops);
         fail(r, OUTCOME_UNAVAILABLE);
         return;
     }
     if (s != NULL && s != r->shard) {
-        start_on(r, s);
+        r->shard = s;
+        leader_req_again(&r->lq, s->g);
         return;
     }
     park(r);
@@ -248,53 +236,29 @@ static void wait_moving(struct breq *r)
 {
     cache_result_clear(&r->call->result);
     r->shard->moving_refusals++;
-    if (uv_now(r->b->loop) >= r->deadline) {
-        fail(r, OUTCOME_UNAVAILABLE);
-        return;
-    }
     snprintf(r->owner, sizeof(r->owner), "%s", r->shard->name);
     park(r);
 }
 
-static void on_park_timer(uv_timer_t *t)
+static void resume_parked(struct leader_req *lq)
 {
-    struct backend *b = t->data;
-    struct breq *list = b->parked;
-    uint64_t now = uv_now(b->loop);
+    struct breq *r = container_of(lq, struct breq, lq);
+    struct backend *b = r->b;
+    struct bshard *s;
 
-    b->parked = NULL;
-    while (list != NULL) {
-        struct breq *r = list;
-        struct bshard *s;
-
-        list = r->next_parked;
-        r->next_parked = NULL;
-        if (r->due > now) {
-            r->next_parked = b->parked;
-            b->parked = r;
-            continue;
-        }
-        if (!b->confirmed) {
-            if (now >= r->deadline) {
-                fail(r, OUTCOME_UNAVAILABLE);
-            } else {
-                r->next_parked = b->parked;
-                b->parked = r;
-            }
-            continue;
-        }
-        s = shard_named(b, r->owner);
-        if (s == NULL) {
-            /* still unknown: our own ring decides (the node refuses again
-             * while the map has not reached us) */
-            s = b->cur[ring_lookup(b->ring, r->call->op.key,
-                                   r->call->op.key_len)];
-        }
-        start_on(r, s); /* may park it again */
+    if (!b->confirmed) {
+        park(r);
+        return;
     }
-    if (b->parked == NULL) {
-        uv_timer_stop(t);
+    s = shard_named(b, r->owner);
+    if (s == NULL) {
+        /* still unknown: our own ring decides (the node refuses again
+         * while the map has not reached us) */
+        s = b->cur[ring_lookup(b->ring, r->call->op.key,
+                               r->call->op.key_len)];
     }
+    r->shard = s;
+    leader_req_again(&r->lq, s->g); /* may park it again */
 }
 
 /*
@@ -402,17 +366,6 @@ static const struct leader_ops breq_ops = {
 
 /* ---- submit ----------------------------------------------------------- */
 
-/* (Re)start @r on shard @s with what is left of its budget. */
-static void start_on(struct breq *r, struct bshard *s)
-{
-    uint64_t now = uv_now(r->b->loop);
-
-    r->shard = s;
-    leader_req_start(s->g, &r->lq,
-                     r->deadline > now ? (unsigned)(r->deadline - now) : 0,
-                     r->call->op.type == CACHE_OP_GET);
-}
-
 static void submit_shard(struct backend *b,
                          struct cache_call *call,
                          struct bshard *s)
@@ -422,16 +375,19 @@ static void submit_shard(struct backend *b,
     r->b = b;
     r->call = call;
     r->start_ns = clock_mono_ns();
-    r->deadline = uv_now(b->loop) + b->cfg.request_timeout_ms;
+    r->shard = s;
     if (!b->confirmed) {
         /* a key goes where the confirmed map's ring says (owner ""); a
          * flush_all's part to its shard */
         snprintf(r->owner, sizeof(r->owner), "%s",
                  cache_op_has_key(call->op.type) ? "" : s->name);
-        park(r);
+        leader_req_start_later(s->g, &r->lq, b->cfg.request_timeout_ms,
+                               call->op.type == CACHE_OP_GET,
+                               OWNER_BACKOFF_MS, resume_parked);
         return;
     }
-    start_on(r, s);
+    leader_req_start(s->g, &r->lq, b->cfg.request_timeout_ms,
+                     call->op.type == CACHE_OP_GET);
 }
 
 void backend_map_confirmed(struct backend *b)
@@ -820,9 +776,7 @@ struct backend *backend_new(uv_loop_t *loop,
 
     uv_timer_init(loop, &b->status_timer);
     b->status_timer.data = b;
-    uv_timer_init(loop, &b->park_timer);
-    b->park_timer.data = b;
-    b->open = 3;
+    b->open = 2;
     /* First poll at once, so /healthz turns green as soon as it can. */
     uv_timer_start(&b->status_timer, on_status_timer, 0,
                    b->cfg.status_interval_ms);
@@ -992,19 +946,10 @@ void backend_close(struct backend *b, void (*cb)(void *data), void *data)
     b->close_cb = cb;
     b->close_data = data;
     uv_timer_stop(&b->status_timer);
-    uv_timer_stop(&b->park_timer);
-    /* Requests waiting for an owner end first; their callbacks may submit
-     * again, which completes at once (closing). */
-    while (b->parked != NULL) {
-        struct breq *r = b->parked;
-        b->parked = r->next_parked;
-        fail(r, OUTCOME_UNAVAILABLE);
-    }
-    /* Requests waiting for a retry or in flight complete inside (the
+    /* Requests waiting (a retry, an owner) or in flight complete inside (the
      * engine ends them LEADER_CLOSING: OUTCOME_UNAVAILABLE); their
      * callbacks may submit again, which completes at once (closing). The
      * status poll in flight ends with UV_ECANCELED. */
     leader_engine_close(b->engine, on_engine_closed, b);
     uv_close((uv_handle_t *)&b->status_timer, on_timer_closed);
-    uv_close((uv_handle_t *)&b->park_timer, on_timer_closed);
 }

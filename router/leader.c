@@ -228,6 +228,8 @@ static void leave(struct leader_group *g, unsigned m)
 /* ---- the wait list ------------------------------------------------------- */
 
 static void on_retry_timer(uv_timer_t *t);
+static void end(struct leader_req *q, enum leader_end how, int err,
+                const Ringmq__RpcResponse *resp);
 
 static void arm_retry_timer(struct leader_engine *e)
 {
@@ -327,10 +329,22 @@ static void on_retry_timer(uv_timer_t *t)
     }
     arm_retry_timer(e);
     while (due) {
+        void (*resume)(struct leader_req *);
+
         q = due;
         due = q->next;
         q->next = NULL;
-        attempt(q);
+        resume = q->resume;
+        q->resume = NULL;
+        if (resume == NULL) {
+            attempt(q);
+        } else if (e->closing) {
+            end(q, LEADER_CLOSING, 0, NULL);
+        } else if (uv_now(e->loop) >= q->deadline) {
+            end(q, LEADER_DEADLINE, 0, NULL);
+        } else {
+            resume(q);
+        }
     }
 }
 
@@ -473,35 +487,40 @@ void leader_req_start(struct leader_group *g,
                       unsigned budget_ms,
                       bool may_retry_maybe_applied)
 {
-    leader_req_start_later(g, q, budget_ms, may_retry_maybe_applied, 0);
+    leader_req_start_later(g, q, budget_ms, may_retry_maybe_applied, 0,
+                           NULL);
 }
 
 void leader_req_start_later(struct leader_group *g,
                             struct leader_req *q,
                             unsigned budget_ms,
                             bool may_retry_maybe_applied,
-                            unsigned delay_ms)
+                            unsigned delay_ms,
+                            void (*resume)(struct leader_req *q))
 {
     memset(q, 0, sizeof(*q));
     q->group = g;
     q->may_retry_maybe_applied = may_retry_maybe_applied;
     q->deadline = uv_now(g->e->loop) + budget_ms;
-    if (delay_ms == 0) {
+    if (delay_ms == 0 && resume == NULL) {
         attempt(q);
     } else {
+        q->resume = resume;
         wait_for(q, delay_ms);
     }
 }
 
-void leader_req_again(struct leader_req *q, struct leader_group *g,
-                      unsigned delay_ms)
+void leader_req_again(struct leader_req *q, struct leader_group *g)
 {
     q->group = g;
-    if (delay_ms == 0) {
-        attempt(q);
-    } else {
-        wait_for(q, delay_ms);
-    }
+    attempt(q);
+}
+
+void leader_req_wait(struct leader_req *q, unsigned delay_ms,
+                     void (*resume)(struct leader_req *q))
+{
+    q->resume = resume;
+    wait_for(q, delay_ms);
 }
 
 /* ---- construction -------------------------------------------------------- */

@@ -176,6 +176,7 @@ struct leader_req {
     unsigned hops; /* retries at once in a row */
     uint64_t deadline;
     uint64_t due; /* uv_now() of the retry, while waiting */
+    void (*resume)(struct leader_req *q); /* instead of the attempt */
     struct leader_req *prev, *next;
 };
 
@@ -227,25 +228,34 @@ void leader_req_start(struct leader_group *g,
                       unsigned budget_ms,
                       bool may_retry_maybe_applied);
 
-/* leader_req_start(), the first attempt @delay_ms from now (the budget
- * counts from now): for a caller that knows its request cannot succeed
- * yet (the group it belongs to is not in its map yet). */
+/* leader_req_start(), but the first attempt @delay_ms from now (the
+ * budget counts from now), or, with @resume, @resume(@q) then instead of
+ * an attempt (see leader_req_wait): for a caller that knows its request
+ * cannot succeed yet, or not at @g (the group it belongs to is not in its
+ * map yet). */
 void leader_req_start_later(struct leader_group *g,
                             struct leader_req *q,
                             unsigned budget_ms,
                             bool may_retry_maybe_applied,
-                            unsigned delay_ms);
+                            unsigned delay_ms,
+                            void (*resume)(struct leader_req *q));
 
 /*
- * For ops->done only, instead of ending @q on an answer that executed
- * nothing and asks to be sent again, maybe elsewhere (a key or queue in a
- * move, an owner named that is not in the map yet): send @q to @g (its own
- * group or another of the engine) again after @delay_ms (0: at once),
- * within its first deadline; ops->done runs again for it later. Not
- * counted as a retry: the engine did not decide it.
+ * For ops->done (and @resume) only, instead of ending @q on an answer that
+ * executed nothing and asks to be sent again, maybe elsewhere (a key or
+ * queue in a move, an owner named that is not in the map yet): send @q to
+ * @g (its own group or another of the engine) now, within its first
+ * deadline; ops->done runs again for it later. Not counted as a retry:
+ * the engine did not decide it.
  */
-void leader_req_again(struct leader_req *q, struct leader_group *g,
-                      unsigned delay_ms);
+void leader_req_again(struct leader_req *q, struct leader_group *g);
+
+/* The same, later: @resume(@q) runs in @delay_ms (never past the
+ * deadline; the request ends LEADER_DEADLINE or LEADER_CLOSING instead
+ * when it is due by then), and decides where it goes then
+ * (leader_req_again) or ends it itself. */
+void leader_req_wait(struct leader_req *q, unsigned delay_ms,
+                     void (*resume)(struct leader_req *q));
 
 /*
  * For ops->send only: send @req (borrowed for the call; its epoch and

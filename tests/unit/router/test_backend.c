@@ -1919,6 +1919,47 @@ static void test_amqp_declare_placed(void **state)
     assert_int_equal(sum_places(), 3);
 }
 
+/* The directory places a queue on a shard the router's map does not have
+ * yet: the declare waits (sent nowhere) until a map with it arrives. */
+static void test_amqp_unknown_shard_waits_for_map(void **state)
+{
+    struct amqp_broker broker;
+    struct tmq t;
+    char err[256];
+
+    (void)state;
+    start_amqp(&F->map, 3000);
+    broker = amqp_remote_broker(F->mq);
+    map_add_shard(&F->map, "s3", 1); /* the fakes host it, the router not */
+    F->map.epoch = EPOCH + 1;
+    F->place_to = "s3";
+    F->place_gen = 9;
+    memset(&t, 0, sizeof(t));
+    t.call.kind = AMQP_BROKER_MQ;
+    t.call.mq.type = MQ_SM_DECLARE;
+    t.call.mq.vhost = "/";
+    t.call.mq.vhost_len = 1;
+    t.call.mq.queue = "q";
+    t.call.mq.queue_len = 1;
+    t.call.cb = on_mq;
+    t.call.data = &t;
+    completed = 0;
+    broker.ops->submit(broker.self, &t.call);
+    run_for(150);
+    assert_int_equal(t.ncb, 0);
+    assert_int_equal(sum_places(), 1);
+    assert_int_equal(sum_mq(0, false), 0); /* sent to no shard */
+    assert_int_equal(amqp_remote_map_update(F->mq, &F->map, err, sizeof(err)),
+                     0);
+    run_until_completed(1, 2000);
+    assert_int_equal(t.call.status, OUTCOME_OK);
+    mq_sm_result_clear(&t.call.mq_result);
+    assert_int_equal(sum_mq(2, true), 1);
+    assert_int_equal(sum_mq(0, false), 1);
+    assert_int_equal(t.call.shard, 2);
+    assert_int_equal(F->last_declare_gen, 9);
+}
+
 /* A queue in a move answers MOVING: the router asks again until it is
  * not, within the request's deadline. */
 static void test_amqp_moving_waited_out(void **state)
@@ -1996,6 +2037,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_amqp_moving_waited_out, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_amqp_unknown_shard_waits_for_map,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_amqp_map_update_shards, setup,
                                         teardown),
     };
