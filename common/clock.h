@@ -2,7 +2,8 @@
  * clock: wall and monotonic time in milliseconds.
  *
  * Only the Raft leader reads the wall clock for state machine decisions: it
- * stamps each entry, and apply uses that stamp (see DESIGN.md). Everything
+ * stamps each entry, and apply uses that stamp (docs/internals.md,
+ * "Determinism"). Everything
  * else that measures durations uses the monotonic clock.
  */
 #ifndef RINGMQ_CLOCK_H

@@ -2,15 +2,15 @@
  * rgroup: one replica of one Raft group, over canonical/raft 0.15 with its
  * libuv disk backend and TCP transport.
  *
- * The group hides raft from the rest of ringmq (DESIGN.md: keep raft behind
- * our interface). It gives:
+ * The group hides raft from the rest of ringmq (docs/raft.md: a newer raft
+ * can replace 0.15 behind this interface). It gives:
  *   - bootstrap of a pristine data directory with the configured members
  *     (or, to join a running group, no bootstrap: wait to be added),
  *     restart from an existing one, a clear error for an unusable one;
  *   - membership changes, one at a time, at the leader (raft/member.c);
  *   - group commit: commands submitted while earlier entries are in flight are
  *     packed into one Raft entry (a batch stamped with the leader's wall
- *     clock), with a cap on entries and bytes in flight (RAFT-NOTES 6.1);
+ *     clock), with a cap on entries and bytes in flight (docs/raft.md);
  *   - leader tracking by polling raft_state (0.15 has no callback) and a
  *     barrier after every election: rgroup_is_leader() is true only once
  *     everything committed by earlier leaders is applied here;

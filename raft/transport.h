@@ -1,7 +1,7 @@
 /*
  * rtransport: canonical/raft's TCP transport, taught host names.
  *
- * raft 0.15's raft_uv_tcp takes IPv4 literals only (RAFT-NOTES 6.8), and it
+ * raft 0.15's raft_uv_tcp takes IPv4 literals only (docs/raft.md), and it
  * keeps members' addresses in the log's configuration. Containers get a new
  * IP on every restart but keep a stable DNS name (a compose service, a
  * Kubernetes StatefulSet pod), so the configuration holds "name:port" and
