@@ -364,8 +364,9 @@ void cache_svc_submit(struct cache_svc *svc, struct cache_call *call)
     if (cache_op_has_key(op->type)) {
         bool tracked;
         enum cache_status st =
-            cache_sm_admit(svc->sm, clock_wall_ms(), op->key, op->key_len,
-                           cache_op_is_write(op->type), &owner, &tracked);
+            cache_sm_admit(svc->sm, rgroup_clock_ms(svc->group), op->key,
+                           op->key_len, cache_op_is_write(op->type), &owner,
+                           &tracked);
 
         /* refused before the log; apply checks again (sm/cache_sm.h) */
         if (st == CACHE_WRONG_OWNER) {
@@ -384,7 +385,7 @@ void cache_svc_submit(struct cache_svc *svc, struct cache_call *call)
         return;
     }
     if (op->type == CACHE_OP_GET && !svc->linearizable_reads) {
-        get_at(svc, clock_wall_ms(), op, &call->result);
+        get_at(svc, rgroup_clock_ms(svc->group), op, &call->result);
         call->outcome = OUTCOME_OK;
         call->cb(call);
         return;

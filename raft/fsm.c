@@ -34,6 +34,9 @@ static int rfsm_apply(struct raft_fsm *fsm,
     if (a->claim != NULL) {
         mine = a->claim(a->claim_data, b->proposer, b->seq, b->n_cmds);
     }
+    if (a->stamp != NULL) {
+        clock_stamp_seen(a->stamp, b->time_ms, clock_mono_ms());
+    }
     for (i = 0; i < b->n_cmds; i++) {
         struct rgroup_cmd *next = mine != NULL ? mine->next : NULL;
         const void *data = b->cmds[i].len > 0 ? (const void *)b->cmds[i].data

@@ -30,6 +30,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/clock.h"
+
 #include <raft.h>
 
 #include "raft/types.h"
@@ -63,6 +65,9 @@ struct rfsm {
     rfsm_claim_cb claim;      /* optional, NULL = no local waiters */
     void *claim_data;
     size_t max_snapshot_raw; /* restore refuses larger snapshots */
+    /* optional: told of every batch's stamp as it is applied, so that a
+     * new leader's stamps continue from the old leader's */
+    struct clock_stamp *stamp;
     /* counters, read freely */
     uint64_t entries_applied; /* batch entries decoded and applied */
     uint64_t cmds_applied;

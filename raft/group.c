@@ -94,6 +94,7 @@ struct rgroup {
     struct raft_io io;
     struct raft raft;
     struct rfsm fsm;
+    struct clock_stamp stamp; /* the time stamped on our batches */
 
     uv_prepare_t prepare;
     uv_check_t check;
@@ -329,7 +330,7 @@ static void flush(struct rgroup *g)
         last->next = NULL;
         b->seq = ++g->seq;
 
-        if (rfsm_encode(clock_wall_ms(), g->proposer, b->seq, b->head, b->n,
+        if (rfsm_encode(rgroup_clock_ms(g), g->proposer, b->seq, b->head, b->n,
                         &buf) != 0) {
             log_error("raft group %s: out of memory encoding a batch", g->name);
             push_done(g, b, RGROUP_EIO);
@@ -847,6 +848,7 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
     rfsm_init(&g->fsm, fsm);
     g->fsm.claim = claim_cb;
     g->fsm.claim_data = g;
+    g->fsm.stamp = &g->stamp;
 
     /* io->init: checks the directory, probes O_DIRECT/KAIO, loads metadata */
     g->io_close = g->io.close;
@@ -1033,4 +1035,9 @@ void rgroup_status(const struct rgroup *g, struct rgroup_status *out)
     out->batches_proposed = g->batches_proposed;
     out->cmds_proposed = g->cmds_proposed;
     out->leader_changes = g->leader_changes;
+}
+
+uint64_t rgroup_clock_ms(struct rgroup *g)
+{
+    return clock_stamp_next(&g->stamp, clock_wall_ms(), clock_mono_ms());
 }

@@ -9,8 +9,9 @@
  *     restart from an existing one, a clear error for an unusable one;
  *   - membership changes, one at a time, at the leader (raft/member.c);
  *   - group commit: commands submitted while earlier entries are in flight are
- *     packed into one Raft entry (a batch stamped with the leader's wall
- *     clock), with a cap on entries and bytes in flight (docs/raft.md);
+ *     packed into one Raft entry (a batch stamped with the leader's clock,
+ *     rgroup_clock_ms), with a cap on entries and bytes in flight
+ *     (docs/raft.md);
  *   - leader tracking by polling raft_state (0.15 has no callback) and a
  *     barrier after every election: rgroup_is_leader() is true only once
  *     everything committed by earlier leaders is applied here;
@@ -117,6 +118,13 @@ struct rgroup *rgroup_new(uv_loop_t *loop, const struct rgroup_config *cfg,
  * ETOOBIG without calling cb. Commands submitted on one replica are applied
  * in submission order. */
 int rgroup_submit(struct rgroup *g, struct rgroup_cmd *cmd);
+
+/* The group's clock: what a batch proposed now would be stamped with
+ * (common/clock.h, clock_stamp: the wall clock without its jumps,
+ * continuing from the stamps applied). A leader decides with it what it
+ * decides before the log (admission, reads of expiring items), so that
+ * those agree with apply. */
+uint64_t rgroup_clock_ms(struct rgroup *g);
 
 /* Leader, and every entry of earlier terms applied (post-election barrier). */
 bool rgroup_is_leader(const struct rgroup *g);

@@ -129,16 +129,17 @@ def stats(port):
 class Node:
     """One ringmq-node process."""
 
-    def __init__(self, args, log_path, ready_port=None):
+    def __init__(self, args, log_path, ready_port=None, env=None):
         self.args = args
         self.log_path = log_path
         self.ready_port = ready_port
+        self.env = env
         self.proc = None
 
     def start(self, wait=True):
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([NODE] + self.args, stdout=log, stderr=log,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, env=self.env)
         log.close()
         _procs.append(self.proc)
         if wait and self.ready_port:
@@ -177,7 +178,7 @@ def node_has_amqp():
     return _node_has_amqp
 
 
-def standalone(data_dir, port=None, extra=(), amqp_port=None):
+def standalone(data_dir, port=None, extra=(), amqp_port=None, env=None):
     """A standalone node serving memcached on @port (default: a free one).
     @amqp_port: a port number serves AMQP on 127.0.0.1:amqp_port; 0 picks a
     free port; None or "off" pass --amqp off when the node knows the flag
@@ -193,7 +194,8 @@ def standalone(data_dir, port=None, extra=(), amqp_port=None):
     elif amqp_port is not None:
         amqp_port = amqp_port or free_port()
         args += ["--amqp", "127.0.0.1:%d" % amqp_port]
-    n = Node(args + list(extra), os.path.join(data_dir + ".log"), ready_port=port)
+    n = Node(args + list(extra), os.path.join(data_dir + ".log"),
+             ready_port=port, env=env)
     n.port = port
     n.amqp_port = amqp_port
     return n
