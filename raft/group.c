@@ -125,6 +125,7 @@ struct rgroup {
 
     bool closing;
     bool raft_closed;
+    bool stopped_logged; /* raft went UNAVAILABLE by itself: said once */
     /* libraft 0.15 can fire the raft_io close callback twice (its
      * uvMaybeFireCloseCb has no once-guard; upstream c042b4e added one and
      * was reverted): the second call frees raft's address and log again, or
@@ -444,6 +445,18 @@ static void poll_state(struct rgroup *g)
     }
     if (g->leading && g->barrier_needed) {
         issue_barrier(g);
+    }
+    if (st == RAFT_UNAVAILABLE && !g->stopped_logged) {
+        /* raft stops a replica for good on an error it will not recover
+         * from (a disk write, a log conflicting with committed entries):
+         * the replica stays behind without a word otherwise */
+        g->stopped_logged = true;
+        log_error("raft group %s: replica %" PRIu64 " stopped by raft "
+                  "(term %" PRIu64 ", commit %" PRIu64 ", applied %" PRIu64
+                  ", last index %" PRIu64 "): %s",
+                  g->name, (uint64_t)g->id, term, (uint64_t)r->commit_index,
+                  (uint64_t)r->last_applied, (uint64_t)raft_last_index(r),
+                  raft_errmsg(r)[0] ? raft_errmsg(r) : "no message");
     }
 }
 
