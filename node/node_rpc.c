@@ -178,8 +178,18 @@ static void handle_cache(struct node_rpc *r, struct rpc_server_req *req,
     cache_svc_submit(r->groups[g], &c->call);
 }
 
+/* The progress texts of the status reply being built: the reply is packed
+ * before handle_status returns, on the loop thread, so one set serves. */
+static char status_progress[2 * NODE_MAX_GROUPS + 1][RGROUP_PROGRESS_LEN];
+
+static char *keep_progress(unsigned slot, const char *text)
+{
+    snprintf(status_progress[slot], RGROUP_PROGRESS_LEN, "%s", text);
+    return status_progress[slot];
+}
+
 static void raft_status_pb(const struct rgroup_status *st,
-                           Ringmq__GroupStatus *gs)
+                           Ringmq__GroupStatus *gs, unsigned slot)
 {
     gs->id = st->id;
     gs->state = (char *)st->state;
@@ -194,13 +204,15 @@ static void raft_status_pb(const struct rgroup_status *st,
     gs->snapshots_restored = st->snapshots_restored;
     gs->batches_proposed = st->batches_proposed;
     gs->cmds_proposed = st->cmds_proposed;
+    gs->last_stored = st->last_stored;
+    gs->progress = keep_progress(slot, st->progress);
 }
 
 /* The queue groups and the meta group, after the cache groups: items is
  * the ready messages (queues) or the bindings (meta). Returns the count. */
 static unsigned status_amqp(struct node_rpc *r, Ringmq__GroupStatus *gs,
                             Ringmq__GroupStatus **gsp, unsigned room,
-                            bool with_digest)
+                            unsigned first_slot, bool with_digest)
 {
     unsigned n = 0;
     unsigned i;
@@ -212,7 +224,7 @@ static unsigned status_amqp(struct node_rpc *r, Ringmq__GroupStatus *gs,
         mq_svc_status(r->mq[i], &st, with_digest);
         ringmq__group_status__init(&gs[n]);
         gs[n].name = (char *)mq_svc_name(r->mq[i]);
-        raft_status_pb(&st.raft, &gs[n]);
+        raft_status_pb(&st.raft, &gs[n], first_slot + n);
         rpc = member_rpc(r, gs[n].name, st.raft.leader_id);
         gs[n].leader_rpc = (char *)(rpc ? rpc : "");
         gs[n].digest = st.digest;
@@ -226,7 +238,7 @@ static unsigned status_amqp(struct node_rpc *r, Ringmq__GroupStatus *gs,
         meta_svc_status(r->meta, &st);
         ringmq__group_status__init(&gs[n]);
         gs[n].name = "meta";
-        raft_status_pb(&st.raft, &gs[n]);
+        raft_status_pb(&st.raft, &gs[n], first_slot + n);
         rpc = member_rpc(r, "meta", st.raft.leader_id);
         gs[n].leader_rpc = (char *)(rpc ? rpc : "");
         gs[n].digest = with_digest ? meta_sm_digest(meta_svc_sm(r->meta)) : 0;
@@ -322,11 +334,14 @@ static void handle_status(struct node_rpc *r, struct rpc_server_req *req,
         gs[g].snapshots_restored = st.raft.snapshots_restored;
         gs[g].batches_proposed = st.raft.batches_proposed;
         gs[g].cmds_proposed = st.raft.cmds_proposed;
+        gs[g].last_stored = st.raft.last_stored;
+        gs[g].progress = keep_progress(g, st.raft.progress);
         gsp[g] = &gs[g];
     }
     g = r->n_groups;
     g += status_amqp(r, gs + g, gsp + g,
-                     (unsigned)(sizeof(gs) / sizeof(gs[0])) - g, with_digest);
+                     (unsigned)(sizeof(gs) / sizeof(gs[0])) - g, g,
+                     with_digest);
     members = xcalloc(g > 0 ? g : 1, sizeof(*members));
     for (unsigned i = 0; i < g; i++) {
         struct rgroup *rg = group_by_name(r, gs[i].name);

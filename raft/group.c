@@ -126,6 +126,7 @@ struct rgroup {
 
     bool closing;
     bool raft_closed;
+    bool stopped_logged; /* raft went UNAVAILABLE by itself: said once */
     /* libraft 0.15 can fire the raft_io close callback twice (its
      * uvMaybeFireCloseCb has no once-guard; upstream c042b4e added one and
      * was reverted): the second call frees raft's address and log again, or
@@ -445,6 +446,18 @@ static void poll_state(struct rgroup *g)
     }
     if (g->leading && g->barrier_needed) {
         issue_barrier(g);
+    }
+    if (st == RAFT_UNAVAILABLE && !g->stopped_logged) {
+        /* raft stops a replica for good on an error it will not recover
+         * from (a disk write, a log conflicting with committed entries):
+         * the replica stays behind without a word otherwise */
+        g->stopped_logged = true;
+        log_error("raft group %s: replica %" PRIu64 " stopped by raft "
+                  "(term %" PRIu64 ", commit %" PRIu64 ", applied %" PRIu64
+                  ", last index %" PRIu64 "): %s",
+                  g->name, (uint64_t)g->id, term, (uint64_t)r->commit_index,
+                  (uint64_t)r->last_applied, (uint64_t)raft_last_index(r),
+                  raft_errmsg(r)[0] ? raft_errmsg(r) : "no message");
     }
 }
 
@@ -1000,6 +1013,40 @@ uint64_t rgroup_leader_id(const struct rgroup *g)
     return id;
 }
 
+/* The leader's replication state of each other member (struct
+ * raft_progress is public in 0.15; its state values are raft's
+ * PROGRESS__PROBE, __PIPELINE, __SNAPSHOT). */
+static void progress_text(const struct raft *r, char *buf, size_t len)
+{
+    static const char *const modes[] = {"probe", "pipeline", "snapshot"};
+    size_t off = 0;
+    unsigned i;
+
+    buf[0] = '\0';
+    for (i = 0; i < r->configuration.n && off < len; i++) {
+        const struct raft_progress *p = &r->leader_state.progress[i];
+        int n;
+
+        if (r->configuration.servers[i].id == r->id) {
+            continue;
+        }
+        n = snprintf(buf + off, len - off, "%s%llu:%s:%llu:%llu",
+                     off ? "," : "",
+                     (unsigned long long)r->configuration.servers[i].id,
+                     p->state < 3 ? modes[p->state] : "?",
+                     (unsigned long long)p->next_index,
+                     (unsigned long long)p->match_index);
+        if (n > 0 && p->state == 2 && (size_t)n < len - off) {
+            n += snprintf(buf + off + n, len - off - n, ":%llu",
+                          (unsigned long long)p->snapshot_index);
+        }
+        if (n < 0 || (size_t)n >= len - off) {
+            break;
+        }
+        off += (size_t)n;
+    }
+}
+
 void rgroup_status(const struct rgroup *g, struct rgroup_status *out)
 {
     struct raft *r = (struct raft *)&g->raft;
@@ -1026,9 +1073,13 @@ void rgroup_status(const struct rgroup *g, struct rgroup_status *out)
     out->term = r->current_term;
     out->commit_index = r->commit_index;
     out->last_applied = r->last_applied;
+    out->last_stored = r->last_stored;
     if (!g->raft_closed) {
         out->last_index = raft_last_index(r);
         out->snapshot_index = r->log.snapshot.last_index;
+    }
+    if (st == RAFT_LEADER && r->leader_state.progress != NULL) {
+        progress_text(r, out->progress, sizeof out->progress);
     }
     out->snapshots_taken = g->fsm.snapshots_taken;
     out->snapshots_restored = g->fsm.snapshots_restored;

@@ -83,6 +83,8 @@ struct rgroup_config {
     bool join;
 };
 
+#define RGROUP_PROGRESS_LEN 256
+
 struct rgroup_status {
     const char *state; /* "leader", "follower", "candidate", "unavailable" */
     bool ready;        /* rgroup_is_leader() */
@@ -99,6 +101,13 @@ struct rgroup_status {
     uint64_t cmds_proposed;    /* commands in them (group commit ratio) */
     uint64_t leader_changes;   /* times the known leader changed
                                   (a new (leader id, term) pair seen) */
+    uint64_t last_stored; /* highest entry raft counts as persisted here: a
+                             follower's commit index never passes it, and
+                             it is what it reports to the leader */
+    /* A leader's view of each other member, for diagnosis:
+     * "ID:MODE:NEXT:MATCH" joined by ',', MODE probe|pipeline|snapshot
+     * (snapshot also gives ":SNAPSHOT_INDEX"); "" on a non-leader. */
+    char progress[RGROUP_PROGRESS_LEN];
 };
 
 struct rgroup;

@@ -175,6 +175,25 @@ def _replicas(shards):
     return out
 
 
+REPLICA_FIELDS = ("node_id", "state", "term", "leader_id", "last_index",
+                  "last_stored", "commit_index", "last_applied",
+                  "snapshot_index", "progress")
+
+
+def _replica_states(group, shards, status):
+    """{rpc: "field=value ..."} of each replica of @group: where its raft
+    stands (a leader's progress is its view of the others:
+    ID:MODE:NEXT:MATCH)."""
+    out = {}
+    for g, rpc in _replicas(shards):
+        if g != group:
+            continue
+        st = status.get(rpc, {}).get(group)
+        out[rpc] = "no answer" if st is None else " ".join(
+            "%s=%s" % (f, st.get(f, "?")) for f in REPLICA_FIELDS)
+    return out
+
+
 def check(lab, register_keys, timeout=60, log=print):
     """The placement checks after the heal; {"valid": bool, ...}."""
     res = {"valid": False}
@@ -190,6 +209,7 @@ def check(lab, register_keys, timeout=60, log=print):
     present += [k for k in regs if k in rgot]
     res["keys_present"] = len(present)
     deadline = time.monotonic() + timeout
+    first_seen = {}  # (group, rpc) -> its state when first seen behind
     while True:
         shards = live_map(lab)
         ring = [(s[0], s[1]) for s in shards]
@@ -221,6 +241,9 @@ def check(lab, register_keys, timeout=60, log=print):
             if len({a for a, _ in reps.values()}) != 1:
                 bad.append("%s: replicas at different indexes %s"
                            % (group, sorted(reps.values())))
+                lagging = _replica_states(group, shards, status)
+                for rpc, line in lagging.items():
+                    first_seen.setdefault((group, rpc), line)
             elif len({d for _, d in reps.values()}) != 1:
                 bad.append("%s: digests differ at index %d: %s" % (
                     group, next(iter(reps.values()))[0], reps))
@@ -236,6 +259,21 @@ def check(lab, register_keys, timeout=60, log=print):
                             for g, r in digests.items()},
                 "problems": bad})
     res["valid"] = not bad and not wrong
+    # the raft state of every replica of a group whose replicas disagree,
+    # at the first check that saw it and at the last (was anything moving?)
+    res["replicas"] = {}
+    for group in sorted({g for g, _ in first_seen}):
+        if not any(p.startswith(group + ":") for p in bad):
+            continue
+        last = _replica_states(group, shards, status)
+        res["replicas"][group] = {
+            rpc: {"first": first_seen.get((group, rpc)),
+                  "last": last.get(rpc)}
+            for rpc in sorted(set(last) | {r for g, r in first_seen
+                                           if g == group})}
+        for rpc, st in sorted(res["replicas"][group].items()):
+            log("placement: %s at %s: first %s; last %s"
+                % (group, rpc, st["first"], st["last"]))
     log("placement: map %s; keys %d (filler %d, wrong %d); owned %s; "
         "replicas %s; evictions %d; %s" % (
             " ".join("%s:%d" % (s[0], s[1]) for s in shards), len(present),
