@@ -157,6 +157,24 @@ static void view_update(struct amqp_remote *r, const void *state, size_t len,
     r->view_loaded = true;
 }
 
+/* A meta command's answer into @mr, the state it carries into the view.
+ * 0, or -1 (logged): no result in it. */
+static int meta_answer(struct amqp_remote *r, const Ringmq__RpcResponse *resp,
+                       struct meta_sm_result *mr)
+{
+    if (resp->body_case != RINGMQ__RPC_RESPONSE__BODY_META ||
+        mq_pb_meta_result_from_pb(resp->meta, mr) != 0) {
+        log_warn("router: amqp: meta: reply without a result");
+        return -1;
+    }
+    if (resp->meta->snapshot != NULL) {
+        view_update(r, resp->meta->snapshot->state.data,
+                    resp->meta->snapshot->state.len,
+                    resp->meta->snapshot->version);
+    }
+    return 0;
+}
+
 /* ---- where a queue lives ------------------------------------------------ */
 
 /* The queue ring's shard for (@vhost, @queue): where queues declared
@@ -353,19 +371,11 @@ static bool again(struct rreq *q)
 /* The answer to the PLACE of @q: send its DECLARE to the shard placed. */
 static void placed(struct rreq *q, const Ringmq__RpcResponse *resp)
 {
-    struct amqp_remote *r = q->r;
     struct meta_sm_result mr;
 
-    if (resp->body_case != RINGMQ__RPC_RESPONSE__BODY_META ||
-        mq_pb_meta_result_from_pb(resp->meta, &mr) != 0) {
-        log_warn("router: amqp: meta: PLACE reply without a result");
+    if (meta_answer(q->r, resp, &mr) != 0) {
         finish(q, OUTCOME_UNAVAILABLE);
         return;
-    }
-    if (resp->meta->snapshot != NULL) {
-        view_update(r, resp->meta->snapshot->state.data,
-                    resp->meta->snapshot->state.len,
-                    resp->meta->snapshot->version);
     }
     if (mr.reply_code != 0) {
         /* the shard we proposed does not serve (any more): our map is
@@ -412,19 +422,9 @@ static void answered(struct rreq *q, const Ringmq__RpcResponse *resp)
                 if (again(q)) {
                     return;
                 }
-            } else {
-                if (resp->body_case != RINGMQ__RPC_RESPONSE__BODY_META ||
-                    mq_pb_meta_result_from_pb(resp->meta,
-                                              &call->meta_result) != 0) {
-                    log_warn("router: amqp: meta: reply without a result");
-                    finish(q, OUTCOME_UNAVAILABLE);
-                    return;
-                }
-                if (resp->meta->snapshot != NULL) {
-                    view_update(r, resp->meta->snapshot->state.data,
-                                resp->meta->snapshot->state.len,
-                                resp->meta->snapshot->version);
-                }
+            } else if (meta_answer(r, resp, &call->meta_result) != 0) {
+                finish(q, OUTCOME_UNAVAILABLE);
+                return;
             }
             finish(q, OUTCOME_OK);
             return;
