@@ -3647,5 +3647,12 @@ static void apply_move_abort(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     } else if (q->move == MQ_SM_MOVE_IMPORT) {
         res->count = 1;
         queue_destroy(sm, q, MQ_SM_DEL_MOVED, res);
+    } else if (cmd->place_gen != 0 && q->in_epoch != 0 &&
+               q->gen == cmd->place_gen) {
+        /* This move's import, complete (MOVE_IN_END): the queue may have
+         * served here since (a router whose directory view is behind), so
+         * dropping it could drop what it took; the move can only be
+         * finished. */
+        res->moved = true;
     }
 }
