@@ -3636,7 +3636,12 @@ static void apply_move_abort(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                                     cmd->queue, cmd->queue_len);
 
     if (q == NULL) {
-        res->moved = tomb_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue,
+        /* At the source a tombstone says the move finished. At the target
+         * (place_gen: the move's gen) it is an earlier incarnation's, one
+         * that moved away from here before (the queue moves back): the
+         * move has nothing here to undo. */
+        res->moved = cmd->place_gen == 0 &&
+                     tomb_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue,
                                cmd->queue_len) != NULL;
         return;
     }

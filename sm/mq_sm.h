@@ -265,9 +265,10 @@ struct mq_sm_queue_args {
  *                while imported); count = messages dropped with it, gen,
  *                moved = true; again OK (count 0) once tombstoned.
  *   MOVE_ABORT   OK always (count 1 if it undid something); moved = true if
- *                a tombstone says the move already finished, or, with
- *                place_gen, if Q finished this move's import here
- *                (MOVE_IN_END).
+ *                a tombstone says the move already finished (without
+ *                place_gen: at the source), or, with place_gen (at the
+ *                target, where a tombstone is an earlier incarnation's),
+ *                if Q finished this move's import here (MOVE_IN_END).
  * Naming a frozen or moving-in queue, every other command answers MOVING;
  * naming a tombstoned one, MOVED (ENQUEUE after its dedup check, so a
  * seq already applied is still DUPLICATE).

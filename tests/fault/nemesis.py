@@ -448,8 +448,9 @@ class ReshardDriver(threading.Thread):
         self.queue_steps.append(info)
 
     def _abort(self, desc):
-        """`queue abort` until it answers: "aborted", or "handed-off" (the
-        source had handed the queue off: only a rerun finishes it)."""
+        """`queue abort` until it answers: "aborted", or "refused" (the
+        copy at the target was complete, or the source had handed the
+        queue off: only a rerun finishes the move)."""
         for _ in range(20):
             self.release.wait()
             rc, out = self._run_once(None, args=[
@@ -463,7 +464,7 @@ class ReshardDriver(threading.Thread):
             if rc is not None and "finish the move" in out:
                 self._count("queue-abort-refused")
                 self.rec.nemesis("queue-abort-refused", {"op": desc["op"]})
-                return "handed-off"
+                return "refused"
             time.sleep(1.0)
         return "failed"
 

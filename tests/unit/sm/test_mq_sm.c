@@ -1816,6 +1816,27 @@ static void test_move_abort_at_target_with_gen(void **state)
     assert_int_equal(qstats(t, "mq").ready, 5);
     assert_int_equal(qstats(t, "mq").gen, 10);
     chunks_free(&ch);
+
+    /* 3. moving back to S, where the tombstone of gen 3 lies: an abort
+     * at S as the target (gen 11) is not refused by that tombstone (the
+     * lab saw `queue abort` refused as "copied whole" this way), and
+     * undoes the move: nothing imported at S, T serves again */
+    assert_int_equal(move_cmd(t, MQ_SM_MOVE_OUT, "mq", NULL), MQ_SM_OK);
+    before_s = mq_sm_digest(s);
+    cmd_init(&c, MQ_SM_MOVE_ABORT, "mq");
+    c.place_gen = 11;
+    assert_int_equal(run(s, T0, &c, &res), MQ_SM_OK);
+    assert_false(res.moved);
+    assert_int_equal(res.count, 0);
+    mq_sm_result_clear(&res);
+    assert_true(mq_sm_digest(s) == before_s);
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_ABORT, "mq", &res), MQ_SM_OK);
+    assert_true(res.moved); /* without a gen: the source's answer */
+    mq_sm_result_clear(&res);
+    assert_int_equal(move_cmd(t, MQ_SM_MOVE_ABORT, "mq", &res), MQ_SM_OK);
+    assert_int_equal(res.count, 1);
+    mq_sm_result_clear(&res);
+    assert_int_equal(qstats(t, "mq").move, MQ_SM_MOVE_NONE);
     mq_sm_free(s);
     mq_sm_free(t);
 }
