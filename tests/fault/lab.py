@@ -222,16 +222,24 @@ class Proc:
 
     def __init__(self, ns, args, log_path, env=None):
         self.ns, self.args, self.log_path, self.env = ns, args, log_path, env
+        self.retired = False
         self.p = None
         self.paused = False
 
     def start(self):
-        """Start it unless it runs: the nemesis's repairs and the reshard
-        driver's may both restart a process they killed."""
+        """Start it unless it runs or was retired: the nemesis's repairs
+        and the reshard driver's may both restart a process they killed,
+        late (after the spare shard's nodes were stopped for good)."""
         with Proc.start_lock:
-            if self.alive():
+            if self.alive() or self.retired:
                 return
             self._start()
+
+    def retire(self):
+        """Stop it for good: no later start() brings it back."""
+        with Proc.start_lock:
+            self.retired = True
+        self.stop(timeout=5)
 
     def _start(self):
         log = open(self.log_path, "ab")
@@ -605,7 +613,7 @@ class Lab:
         data directories go with the run's."""
         for h in self.hosts:
             if h.node2 is not None:
-                h.node2.stop(timeout=5)
+                h.node2.retire()
                 h.node2 = None
         self.spare_up = False
 
