@@ -90,12 +90,11 @@ RESHARD_VARIANTS = ("kill-coordinator", "kill-source", "kill-target",
                     "pause-source", "pause-target")
 # What a queue step does to its own move, drawn per step: nothing; kill -9
 # of the coordinator when it reports a stage, then a rerun finishes the
-# move, or `queue abort` first (refused once the source handed the queue
-# off: then the rerun finishes it; after an abort the rerun moves it
+# move, or `queue abort` first (refused once the target's copy is
+# complete: then the rerun finishes it; after an abort the rerun moves it
 # anew); kill -9 of the node that led the source's or the target's queue
-# group when the step began, at that stage (restarted when the
-# coordinator's run ends; the coordinator asks the new leader, or fails
-# and is run again).
+# group when the step began, at that stage (restarted 1-4 s later, drawn;
+# the coordinator asks the new leader, or fails and is run again).
 QUEUE_FAULTS = ("none", "kill-coordinator", "kill-coordinator-abort",
                 "kill-source", "kill-target")
 # The stages `queue move` reports ("queue Q: <stage> ..." lines, in order):
