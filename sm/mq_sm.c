@@ -3639,7 +3639,12 @@ static void apply_move_abort(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                                     cmd->queue, cmd->queue_len);
 
     if (q == NULL) {
-        res->moved = tomb_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue,
+        /* At the source a tombstone says the move finished. At the target
+         * (place_gen: the move's gen) it is an earlier incarnation's, one
+         * that moved away from here before (the queue moves back): the
+         * move has nothing here to undo. */
+        res->moved = cmd->place_gen == 0 &&
+                     tomb_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue,
                                cmd->queue_len) != NULL;
         return;
     }
@@ -3650,5 +3655,12 @@ static void apply_move_abort(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     } else if (q->move == MQ_SM_MOVE_IMPORT) {
         res->count = 1;
         queue_destroy(sm, q, MQ_SM_DEL_MOVED, res);
+    } else if (cmd->place_gen != 0 && q->in_epoch != 0 &&
+               q->gen == cmd->place_gen) {
+        /* This move's import, complete (MOVE_IN_END): the queue may have
+         * served here since (a router whose directory view is behind), so
+         * dropping it could drop what it took; the move can only be
+         * finished. */
+        res->moved = true;
     }
 }

@@ -91,6 +91,13 @@
  *                   goes now); at T drops a moving-in Q entirely with the
  *                   consumers it registered (the dedup windows merged stay:
  *                   they only name seqs S applied). OK no-op otherwise.
+ *                   After MOVE_IN_END T may serve Q (a router whose view of
+ *                   the directory is behind, e.g. one that still has Q at
+ *                   T from before an earlier move away, is answered), so
+ *                   from there the move can only be finished: an abort at
+ *                   T that names the move (place_gen = Q's gen at T) then
+ *                   answers moved = true and changes nothing. The
+ *                   coordinator aborts at T first, S second.
  *
  * A move leaves Q's bindings alone (they live in the meta group by name):
  * removals of a move are reported with reason MQ_SM_DEL_MOVED, which is
@@ -227,7 +234,9 @@ struct mq_sm_queue_args {
  *   RETURN    who, scope, tag + multiple, or tags (scope TAG)
  *   DROP      who, tag + multiple, or tags      (scope is always TAG)
  *   EXPIRE, LEADER_CHANGED, BOOT: nothing
- *   MOVE_OUT, MOVE_IN_END, MOVE_DONE, MOVE_ABORT: vhost, queue
+ *   MOVE_OUT, MOVE_IN_END, MOVE_DONE: vhost, queue
+ *   MOVE_ABORT vhost, queue, place_gen (at the target: the move's gen; 0:
+ *             only a moving-in queue is dropped, nothing else answered)
  *   MOVE_IN   vhost, queue, body (one chunk from mq_sm_export() of this
  *             queue), place_gen (> 0: the queue's gen at this shard; the
  *             same for every chunk of one move)
@@ -256,7 +265,10 @@ struct mq_sm_queue_args {
  *                while imported); count = messages dropped with it, gen,
  *                moved = true; again OK (count 0) once tombstoned.
  *   MOVE_ABORT   OK always (count 1 if it undid something); moved = true if
- *                a tombstone says the move already finished.
+ *                a tombstone says the move already finished (without
+ *                place_gen: at the source), or, with place_gen (at the
+ *                target, where a tombstone is an earlier incarnation's),
+ *                if Q finished this move's import here (MOVE_IN_END).
  * Naming a frozen or moving-in queue, every other command answers MOVING;
  * naming a tombstoned one, MOVED (ENQUEUE after its dedup check, so a
  * seq already applied is still DUPLICATE).
@@ -301,7 +313,8 @@ struct mq_sm_cmd {
     const uint64_t *tags;
     size_t n_tags; /* <= MQ_SM_MAX_TAGS */
 
-    uint64_t place_gen; /* DECLARE, MOVE_IN: see the top of this file */
+    uint64_t place_gen; /* DECLARE, MOVE_IN, MOVE_ABORT: see the top of
+                         * this file */
 };
 
 enum mq_sm_status {

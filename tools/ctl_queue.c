@@ -13,12 +13,15 @@
  *   4. T      MOVE_IN_END: Q serves at T (not yet routed to);
  *   5. S      MOVE_DONE: Q deleted at S, a tombstone answers MOVED;
  *   6. meta   MOVE_COMMIT: the directory names T; routers follow.
- * Until step 5 the move can be taken back (`queue abort`); after it, only
- * finished. A rerun that finds S's tombstone goes on from step 4.
+ * Until step 4 the move can be taken back (`queue abort`); after it, only
+ * finished (from MOVE_IN_END on T may serve the queue: a router whose view
+ * of the directory is behind goes there). A rerun that finds S's
+ * tombstone goes on from step 4.
  */
 #include "tools/ctl_queue.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,9 +46,26 @@ struct qctl {
 
 static int usage_error(void)
 {
-    fprintf(stderr, "ringmqctl: queue where QUEUE | queue move QUEUE SHARD "
-                    "| queue abort QUEUE\n");
+    fprintf(stderr, "ringmqctl: queue where QUEUE | queue find QUEUE | "
+                    "queue move QUEUE SHARD | queue abort QUEUE\n");
     return EXIT_USAGE;
+}
+
+/* A progress line of a move or an abort, "queue Q: ...", flushed at once:
+ * who runs the coordinator (or kills it) sees which step it reached. */
+static void step_line(const struct qctl *q, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void step_line(const struct qctl *q, const char *fmt, ...)
+{
+    va_list ap;
+
+    printf("queue %s: ", q->queue);
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+    fflush(stdout);
 }
 
 /* ---- calls ------------------------------------------------------------- */
@@ -249,6 +269,55 @@ static int cmd_where(struct qctl *q)
     return 0;
 }
 
+/* ---- find -------------------------------------------------------------- */
+
+/* Ask every shard of the live map whether it holds q->queue: a passive
+ * declare at the leader of its queue group (a command in its log, so the
+ * answer is the shard's applied state). One line per shard:
+ *   SHARD holds gen G ready N consumers C
+ *   SHARD moving            (frozen there, or being imported)
+ *   SHARD moved-away        (a tombstone: it left by a move)
+ *   SHARD none
+ * Exit 0 once every shard answered, whatever the answers. */
+static int cmd_find(struct qctl *q)
+{
+    unsigned i;
+
+    for (i = 0; i < q->map.n_shards; i++) {
+        const struct cluster_shard *s = &q->map.shards[i];
+        struct mq_sm_cmd c = queue_cmd(q, MQ_SM_DECLARE);
+        struct mq_sm_result res;
+
+        c.passive = true;
+        if (mq_call(q, s, &c, &res) != 0) {
+            return EXIT_ERROR;
+        }
+        switch (res.status) {
+            case MQ_SM_OK:
+                printf("%s holds gen %" PRIu64 " ready %" PRIu64
+                       " consumers %u\n",
+                       s->name, res.gen, res.count,
+                       (unsigned)res.consumer_count);
+                break;
+            case MQ_SM_MOVING:
+                printf("%s moving\n", s->name);
+                break;
+            case MQ_SM_MOVED:
+                printf("%s moved-away\n", s->name);
+                break;
+            case MQ_SM_NOT_FOUND:
+                printf("%s none\n", s->name);
+                break;
+            default:
+                printf("%s answered %d: %s\n", s->name, (int)res.status,
+                       res.reply_text ? res.reply_text : "");
+                break;
+        }
+        mq_sm_result_clear(&res);
+    }
+    return 0;
+}
+
 /* ---- move -------------------------------------------------------------- */
 
 /* A queue without a directory entry (declared before the directory, on
@@ -382,10 +451,13 @@ static int copy(struct qctl *q, const struct cluster_shard *s,
         return EXIT_ERROR;
     }
     *moved = res.moved;
-    mq_sm_result_clear(&res);
     if (*moved) {
+        step_line(q, "handed off by %s already (an earlier run)", s->name);
+        mq_sm_result_clear(&res);
         return 0;
     }
+    step_line(q, "frozen at %s (%" PRIu64 " ready)", s->name, res.count);
+    mq_sm_result_clear(&res);
     while (!last) {
         struct mq_sm_cmd c = queue_cmd(q, MQ_SM_MOVE_IN);
         void *chunk = NULL;
@@ -421,6 +493,7 @@ static int copy(struct qctl *q, const struct cluster_shard *s,
         cursor = next;
         (*chunks)++;
     }
+    step_line(q, "copied to %s (%" PRIu64 " chunk(s))", t->name, *chunks);
     return 0;
 }
 
@@ -467,15 +540,21 @@ static int cmd_move(struct qctl *q, const char *target)
                  &mr) != 0) {
         return EXIT_ERROR;
     }
+    step_line(q, "moving from %s to %s (gen %" PRIu64 " there)", s->name,
+              t->name, mr.placement.move_gen);
     frozen_at = clock_mono_ms();
-    if (copy(q, s, t, mr.placement.move_gen, &chunks, &moved) != 0 ||
-        mq_step(q, t, MQ_SM_MOVE_IN_END, &res) != 0) {
+    if (copy(q, s, t, mr.placement.move_gen, &chunks, &moved) != 0) {
         return EXIT_ERROR;
     }
+    if (mq_step(q, t, MQ_SM_MOVE_IN_END, &res) != 0) {
+        return EXIT_ERROR;
+    }
+    step_line(q, "serving at %s (%" PRIu64 " ready)", t->name, res.count);
     mq_sm_result_clear(&res);
     if (mq_step(q, s, MQ_SM_MOVE_DONE, &res) != 0) {
         return EXIT_ERROR;
     }
+    step_line(q, "handed off by %s", s->name);
     mq_sm_result_clear(&res);
     if (dir_step(q, META_SM_QUEUE_MOVE_COMMIT, NULL, t->name, 0, &mr) != 0) {
         return EXIT_ERROR;
@@ -490,14 +569,28 @@ static int cmd_move(struct qctl *q, const char *target)
     return 0;
 }
 
-/* Take back a move the old shard still holds: drop T's partial copy,
- * unfreeze at S, clear the directory's mark. */
+/* The refusal of an abort that came too late. */
+static int finish_it(const struct qctl *q, const struct cluster_shard *t,
+                     const char *why)
+{
+    fprintf(stderr, "ringmqctl: queue '%s' %s: finish the move (queue "
+                    "move %s %s)\n",
+            q->queue, why, q->queue, t->name);
+    return EXIT_ERROR;
+}
+
+/* Take back a move T has not finished importing: drop T's partial copy,
+ * unfreeze at S, clear the directory's mark. T first: once its import is
+ * complete (MOVE_IN_END) it may serve the queue (a router whose view of
+ * the directory is behind), so the move can only be finished; S second:
+ * its tombstone says the same. */
 static int cmd_abort(struct qctl *q)
 {
     const struct cluster_shard *s, *t;
     struct meta_sm_placement pl;
     struct meta_sm_result mr;
     struct mq_sm_result res;
+    struct mq_sm_cmd c;
     int rv = lookup(q, &pl);
 
     if (rv == 1 || (rv == 0 && !pl.moving)) {
@@ -514,22 +607,32 @@ static int cmd_abort(struct qctl *q)
                 q->queue, pl.shard, pl.target);
         return EXIT_ERROR;
     }
-    /* S first: once it has handed the queue off, T holds the only copy
-     * and the move can only be finished */
+    c = queue_cmd(q, MQ_SM_MOVE_ABORT);
+    c.place_gen = pl.move_gen; /* names the move: its import at T */
+    if (mq_call(q, t, &c, &res) != 0) {
+        return EXIT_ERROR;
+    }
+    if (res.status != MQ_SM_OK) {
+        fprintf(stderr, "ringmqctl: %s: queue '%s': %s (status %d)\n",
+                t->name, q->queue, res.reply_text, (int)res.status);
+        mq_sm_result_clear(&res);
+        return EXIT_ERROR;
+    }
+    if (res.moved) {
+        mq_sm_result_clear(&res);
+        return finish_it(q, t, "was copied whole to its new shard");
+    }
+    step_line(q, "%s at %s", res.count ? "copy dropped" : "no copy",
+              t->name);
+    mq_sm_result_clear(&res);
     if (mq_step(q, s, MQ_SM_MOVE_ABORT, &res) != 0) {
         return EXIT_ERROR;
     }
     if (res.moved) {
         mq_sm_result_clear(&res);
-        fprintf(stderr, "ringmqctl: queue '%s' was handed off to %s: "
-                        "finish the move (queue move %s %s)\n",
-                q->queue, t->name, q->queue, t->name);
-        return EXIT_ERROR;
+        return finish_it(q, t, "was handed off by its old shard");
     }
-    mq_sm_result_clear(&res);
-    if (mq_step(q, t, MQ_SM_MOVE_ABORT, &res) != 0) {
-        return EXIT_ERROR;
-    }
+    step_line(q, "%s at %s", res.count ? "unfrozen" : "not frozen", s->name);
     mq_sm_result_clear(&res);
     if (dir_step(q, META_SM_QUEUE_MOVE_ABORT, NULL, t->name, 0, &mr) != 0) {
         return EXIT_ERROR;
@@ -562,6 +665,8 @@ int cmd_queue(struct ctl *ctl, const struct ctl_map *m)
     ctl_live_meta_group(&q.map, &q.meta);
     if (strcmp(o->args[1], "where") == 0 && o->n_args == 3) {
         rv = cmd_where(&q);
+    } else if (strcmp(o->args[1], "find") == 0 && o->n_args == 3) {
+        rv = cmd_find(&q);
     } else if (strcmp(o->args[1], "move") == 0 && o->n_args == 4) {
         rv = cmd_move(&q, o->args[3]);
     } else if (strcmp(o->args[1], "abort") == 0 && o->n_args == 3) {

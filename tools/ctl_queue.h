@@ -1,7 +1,7 @@
 /*
- * ctl_queue: ringmqctl queue where|move|abort: where a queue lives (its
- * entry in the meta group's queue directory), and moving one queue to
- * another shard (docs/resharding.md, "Moving a queue").
+ * ctl_queue: ringmqctl queue where|find|move|abort: where a queue lives (its
+ * entry in the meta group's queue directory; find: which shards hold it),
+ * and moving one queue to another shard (docs/resharding.md, "Moving a queue").
  *
  * A move keeps no state in the tool: every step is a command in the meta
  * log or in one of the two shards' logs, each safe to repeat, so running
@@ -17,7 +17,8 @@
 #include "tools/ctl.h"
 #include "tools/ctl_map.h"
 
-/* queue where QUEUE | queue move QUEUE SHARD | queue abort QUEUE
+/* queue where QUEUE | queue find QUEUE | queue move QUEUE SHARD |
+ * queue abort QUEUE
  * (--cluster; the vhost is "/"). */
 int cmd_queue(struct ctl *ctl, const struct ctl_map *m);
 

@@ -14,7 +14,7 @@
  * this file calls and that never calls back: ctl_status (status, digest),
  * ctl_cache (single cache ops), ctl_load (load, verify), ctl_cluster (owner,
  * cluster), ctl_member (member), ctl_shard (shard set), ctl_plan (shard
- * add|remove|weight, plan), ctl_queue (queue where|move|abort). They and
+ * add|remove|weight, plan), ctl_queue (queue where|find|move|abort). They and
  * this file share ctl (connection, RPC calls, exit codes) and ctl_map (the
  * --cluster map).
  */
@@ -136,14 +136,19 @@ static void usage(FILE *f)
         "  queue where QUEUE  (--cluster) the shard that holds QUEUE (vhost\n"
         "                     /): its queue directory entry, or the queue\n"
         "                     ring's shard for a queue without one\n"
+        "  queue find QUEUE   (--cluster) ask every shard whether it holds\n"
+        "                     QUEUE: \"SHARD holds gen G ready N consumers\n"
+        "                     C\", \"SHARD moving\", \"SHARD moved-away\" or\n"
+        "                     \"SHARD none\" (a passive declare at each\n"
+        "                     shard's queue group)\n"
         "  queue move QUEUE SHARD\n"
         "                     (--cluster) move QUEUE with its messages,\n"
         "                     consumers and publishers' dedup state to\n"
         "                     SHARD under a short fence (unacked messages\n"
         "                     are redelivered there); run it again after an\n"
         "                     interruption: it resumes\n"
-        "  queue abort QUEUE  (--cluster) take back a move not yet handed\n"
-        "                     off: QUEUE stays where it was\n"
+        "  queue abort QUEUE  (--cluster) take back a move whose copy is\n"
+        "                     not complete yet: QUEUE stays where it was\n"
         "  plan status        (--cluster) the plan that runs: target ring,\n"
         "                     each move's state at both shards\n"
         "  plan pause | plan resume\n"

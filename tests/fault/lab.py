@@ -33,6 +33,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -74,13 +75,56 @@ def sh(args, check=True, timeout=20, input=None):
     return r
 
 
+# Who made each namespace and bridge: OWNERS/<name> holds the pid of the
+# process that made it. The machine is shared (other people's labs and
+# ctest runs use the same prefixes at the same time): cleanup_stale()
+# removes only what a process that is gone made.
+OWNERS = "/run/ringmq-lab/owners"
+
+
+def claim(name):
+    """Record that this process made namespace or bridge @name."""
+    os.makedirs(OWNERS, exist_ok=True)
+    with open(os.path.join(OWNERS, name), "w") as f:
+        f.write("%d\n" % os.getpid())
+
+
+def unclaim(name):
+    try:
+        os.unlink(os.path.join(OWNERS, name))
+    except OSError:
+        pass
+
+
+def owner_alive(name):
+    """True if a running process claimed @name (a pid reused since keeps
+    a stale name: left alone, never a live lab removed)."""
+    try:
+        with open(os.path.join(OWNERS, name)) as f:
+            pid = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False   # made before owners were recorded, or by nobody
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def cleanup_stale(prefix="rqf"):
     """Remove namespaces and bridges a killed run left behind, and the
-    processes still running inside those namespaces."""
+    processes still running inside those namespaces: those named @prefix*
+    whose maker (claim()) is no longer running; another run's, alive,
+    are left alone."""
     r = sh(["ip", "netns", "list"], check=False)
     for line in r.stdout.splitlines():
         ns = line.split()[0] if line.split() else ""
-        if ns.startswith(prefix):
+        if ns.startswith(prefix) and owner_alive(ns):
+            print("lab: %s belongs to a running process: left alone" % ns,
+                  file=sys.stderr)
+        elif ns.startswith(prefix):
             pids = sh(["ip", "netns", "pids", ns], check=False).stdout.split()
             for p in pids:
                 try:
@@ -89,11 +133,13 @@ def cleanup_stale(prefix="rqf"):
                     pass
             sh(["ip", "netns", "del", ns], check=False)
             shutil.rmtree("/etc/netns/%s" % ns, ignore_errors=True)
+            unclaim(ns)
     r = sh(["ip", "-o", "link", "show", "type", "bridge"], check=False)
     for line in r.stdout.splitlines():
         name = line.split(":")[1].strip().split("@")[0]
-        if name.startswith(prefix):
+        if name.startswith(prefix) and not owner_alive(name):
             sh(["ip", "link", "del", name], check=False)
+            unclaim(name)
 
 
 def free_net_index(seed):
@@ -124,6 +170,7 @@ def scenario_dirs(name):
 
 def bridge_up(name, ip_cidr):
     """A bridge in the root namespace with an address (the clients' side)."""
+    claim(name)
     sh(["ip", "link", "add", name, "type", "bridge"])
     sh(["ip", "addr", "add", ip_cidr, "dev", name])
     sh(["ip", "link", "set", name, "up"])
@@ -132,6 +179,7 @@ def bridge_up(name, ip_cidr):
 def host_up(ns, veth, bridge, ip_cidr):
     """A network namespace @ns joined to @bridge by a veth pair (root end
     @veth, namespace end eth0 with @ip_cidr), loopback up."""
+    claim(ns)
     sh(["ip", "netns", "add", ns])
     sh(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0",
         "netns", ns])
@@ -170,12 +218,30 @@ class Proc:
     """A ringmq process inside a host namespace, restartable with the same
     arguments; its log file is appended across restarts."""
 
+    start_lock = threading.Lock()
+
     def __init__(self, ns, args, log_path, env=None):
         self.ns, self.args, self.log_path, self.env = ns, args, log_path, env
+        self.retired = False
         self.p = None
         self.paused = False
 
     def start(self):
+        """Start it unless it runs or was retired: the nemesis's repairs
+        and the reshard driver's may both restart a process they killed,
+        late (after the spare shard's nodes were stopped for good)."""
+        with Proc.start_lock:
+            if self.alive() or self.retired:
+                return
+            self._start()
+
+    def retire(self):
+        """Stop it for good: no later start() brings it back."""
+        with Proc.start_lock:
+            self.retired = True
+        self.stop(timeout=5)
+
+    def _start(self):
         log = open(self.log_path, "ab")
         env = dict(os.environ)
         env.update(self.env or {})
@@ -395,6 +461,7 @@ class Lab:
                         pass
         for ns in self._made_ns:
             sh(["ip", "netns", "del", ns], check=False)
+            unclaim(ns)
         self._made_ns = []
         # A namespace goes away asynchronously, and with it our veth ends:
         # wait, so that a lab with the same names can start right after.
@@ -405,6 +472,7 @@ class Lab:
             time.sleep(0.1)
         if self._made_bridge:
             sh(["ip", "link", "del", self.bridge], check=False)
+            unclaim(self.bridge)
             self._made_bridge = False
 
     # ------------------------------------------------------------ queries
@@ -460,6 +528,41 @@ class Lab:
         return sh([self.ctl_bin, "--cluster", cluster or self.map_path] +
                   list(args), check=False, timeout=timeout, input=input)
 
+    def queue_where(self, queue):
+        """(shard, gen, moving-to or None) from `ringmqctl queue where`
+        (the meta group's directory), or None when it did not answer."""
+        r = self.ctl(["--timeout", "2000", "--seconds", "20", "queue",
+                      "where", queue], timeout=40)
+        f = r.stdout.split()
+        if r.returncode != 0 or len(f) < 3 or f[1] != "shard":
+            return None
+        gen = int(f[4]) if len(f) > 4 and f[3] == "gen" else None
+        moving = f[6] if len(f) > 6 and f[5] == "moving-to" else None
+        return f[2], gen, moving
+
+    def queue_find(self, queue):
+        """{shard: (state, {field: int})} from `ringmqctl queue find`: what
+        each shard of the live map answers about @queue (state "holds",
+        "moving", "moved-away", "none"; fields gen, ready, consumers for
+        "holds"), or None when a shard did not answer."""
+        r = self.ctl(["--timeout", "2000", "--seconds", "20", "queue",
+                      "find", queue], timeout=60)
+        if r.returncode != 0:
+            return None
+        out = {}
+        for line in r.stdout.splitlines():
+            f = line.split()
+            if len(f) < 2:
+                continue
+            fields = {}
+            for k in range(2, len(f) - 1, 2):
+                try:
+                    fields[f[k]] = int(f[k + 1])
+                except ValueError:
+                    pass
+            out[f[0]] = (f[1], fields)
+        return out
+
     # ------------------------------------------------------ spare shard
 
     def spare_ids(self, gen=None):
@@ -510,7 +613,7 @@ class Lab:
         data directories go with the run's."""
         for h in self.hosts:
             if h.node2 is not None:
-                h.node2.stop(timeout=5)
+                h.node2.retire()
                 h.node2 = None
         self.spare_up = False
 

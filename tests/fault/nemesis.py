@@ -4,8 +4,10 @@ schedule, each recorded in the history as a nemesis op.
 A cycle is: a quiet spell (QUIET_S), then one fault held for HOLD_S, then its
 repair. Each fault has a plain and a leader-targeted variant: the target is
 then the current leader of the workload's Raft group (the cache group "s1"
-for the register workload, the queue group "s1.mq" for the queue workload),
-which is where a fault does the most harm.
+for the register workload, the queue group "s1.mq" for the queue workload,
+or "s2.mq" while the reshard nemesis has moved the queue to s2; kill and
+pause then hit that node process), which is where a fault does the most
+harm.
 
 Faults (names as they appear in the history and the timeline; counts
 append "@leader" to those that hit the leader):
@@ -28,7 +30,14 @@ append "@leader" to those that hit the leader):
                       it resumes), kill -9 or SIGSTOP of the move's source
                       or target leader (restarted / continued at the
                       repair). The other faults hit the moves too while
-                      the driver runs.
+                      the driver runs. With the queue workload the driver
+                      also moves the workload's queue between s1 and s2
+                      (`ringmqctl queue move`: onto the new s2, back and
+                      forth, off s2 before its removal), each queue step
+                      with a fault of its own drawn from the seed: kill -9
+                      of the coordinator at a stage of the move, then a
+                      rerun or `queue abort` first; kill -9 of the source's
+                      or target's queue-group leader at a stage.
   member              `ringmqctl member remove` of a node from every group
                       of the shard (the leader variant removes the leader,
                       which hands leadership over first), `member add` at
@@ -63,8 +72,46 @@ RESHARD_CYCLE = (("add", 1, ("s1", SPARE_SHARD)),
                  ("weight", 2, ("s1", SPARE_SHARD)),
                  ("weight", 1, (SPARE_SHARD, "s1")),
                  ("remove", 0, (SPARE_SHARD, "s1")))
+# The queue workload's cycle: the same shard steps with queue steps among
+# them (`ringmqctl queue move QUEUE SHARD`): the workload's queue moves onto
+# the freshly added s2, back to s1 and to s2 again around the reweight, and
+# off s2 before its removal ("queue-off": a shard the queue directory
+# places queues on cannot start draining; now and then a `shard remove`
+# that must be refused, naming the queue, comes first).
+RESHARD_CYCLE_QUEUE = (("add", 1, ("s1", SPARE_SHARD)),
+                       ("queue", SPARE_SHARD, ("s1", SPARE_SHARD)),
+                       ("weight", 2, ("s1", SPARE_SHARD)),
+                       ("queue", "s1", (SPARE_SHARD, "s1")),
+                       ("queue", SPARE_SHARD, ("s1", SPARE_SHARD)),
+                       ("weight", 1, (SPARE_SHARD, "s1")),
+                       ("queue-off", "s1", (SPARE_SHARD, "s1")),
+                       ("remove", 0, (SPARE_SHARD, "s1")))
 RESHARD_VARIANTS = ("kill-coordinator", "kill-source", "kill-target",
                     "pause-source", "pause-target")
+# What a queue step does to its own move, drawn per step: nothing; kill -9
+# of the coordinator when it reports a stage, then a rerun finishes the
+# move, or `queue abort` first (refused once the target's copy is
+# complete: then the rerun finishes it; after an abort the rerun moves it
+# anew); kill -9 of the node that led the source's or the target's queue
+# group when the step began, at that stage (restarted 1-4 s later, drawn;
+# the coordinator asks the new leader, or fails and is run again).
+QUEUE_FAULTS = ("none", "kill-coordinator", "kill-coordinator-abort",
+                "kill-source", "kill-target")
+# The stages `queue move` reports ("queue Q: <stage> ..." lines, in order):
+# after MOVE_BEGIN, MOVE_OUT, the last MOVE_IN, MOVE_IN_END, MOVE_DONE.
+QUEUE_STAGES = ("moving", "frozen", "copied", "serving", "handed off")
+QUEUE_GAP_S = (0.5, 2.0)
+
+
+def parse_queue_fault(text):
+    """"FAULT@STAGE" (run --queue-fault) as (fault, stage)."""
+    fault, _, stage = text.partition("@")
+    if fault not in QUEUE_FAULTS or (stage not in QUEUE_STAGES and
+                                     fault != "none"):
+        raise ValueError("--queue-fault: FAULT@STAGE with FAULT one of %s "
+                         "and STAGE one of %s" % (", ".join(QUEUE_FAULTS),
+                                                  ", ".join(QUEUE_STAGES)))
+    return fault, stage or QUEUE_STAGES[0]
 # Copies are paced so a move lasts seconds (the filler keys: ~1 MB), long
 # enough for faults to land in the middle of one.
 RESHARD_RATE = "96k"
@@ -73,17 +120,28 @@ RESHARD_GAP_S = (1.0, 4.0)
 
 class ReshardDriver(threading.Thread):
     """Runs the coordinator (ringmqctl in the root namespace, beside the
-    clients) through RESHARD_CYCLE until finish(): each step is run again
-    until it exits 0 (a killed or failed coordinator is resumed by running
-    the same command again). Between a remove and the next add the spare
+    clients) through RESHARD_CYCLE (RESHARD_CYCLE_QUEUE with @queue, the
+    queue workload's queue) until finish(): each step is run again until
+    it exits 0 (a killed or failed coordinator is resumed by running the
+    same command again). Between a remove and the next add the spare
     shard's nodes are stopped and a new generation started. Each step is
-    recorded as start-reshard-step / stop-reshard-step nemesis ops (with the ring
-    before and after), each failed or killed coordinator run as a
-    reshard-retry op."""
+    recorded as start-reshard-step / stop-reshard-step nemesis ops (with
+    the ring before and after), each failed or killed coordinator run as a
+    reshard-retry op; a queue step's own fault as start-queue-fault /
+    stop-queue-fault, a refused removal as reshard-remove-refused.
+    Everything the driver decides (gaps, queue faults and their stages,
+    the refused removals) is drawn from its own random.Random(seed), the
+    same number of draws per step whatever happens in the run."""
 
-    def __init__(self, lab, recorder, seed, log=print):
+    def __init__(self, lab, recorder, seed, queue=None, queue_fault=None,
+                 log=print):
         super().__init__(name="reshard", daemon=True)
         self.lab, self.rec, self.log = lab, recorder, log
+        self.queue = queue
+        # (fault, stage) every queue step gets instead of its draw (the
+        # draws are made all the same): to replay one scenario
+        self.queue_fault = queue_fault
+        self.cycle = RESHARD_CYCLE_QUEUE if queue else RESHARD_CYCLE
         self.rng = random.Random(seed * 7919 + 1)
         self.stop_event = threading.Event()   # no new steps
         self.release = threading.Event()      # not held by a fault
@@ -95,16 +153,24 @@ class ReshardDriver(threading.Thread):
         self.counts = {}
         self.runs = 0
         self.steps = []           # done: {"op", "ring", "t0", "t1"}
+        self.queue_steps = []     # done: what each queue step did
+        self.problems = []        # wrong answers seen by the driver
         self.ring = [("s1", 1)]   # the map's ring as the driver knows it
+        self.queue_at = "s1"      # where the driver put the queue
         self.error = None
         self.log_path = os.path.join(lab.dir, "logs", "reshard.log")
 
     # ----------------------------------------------------------- helpers
 
+    def _count(self, name):
+        self.counts[name] = self.counts.get(name, 0) + 1
+
     def _cmd(self, step):
         verb, arg, _ = step
-        base = ["--timeout", "2000", "--seconds", "20", "--rate",
-                RESHARD_RATE, "shard", verb, SPARE_SHARD]
+        base = ["--timeout", "2000", "--seconds", "20"]
+        if verb in ("queue", "queue-off"):
+            return base + ["queue", "move", self.queue, arg]
+        base += ["--rate", RESHARD_RATE, "shard", verb, SPARE_SHARD]
         if verb == "add":
             return base + ["--weight", str(arg), "--members",
                            self.lab.spare_members()]
@@ -114,32 +180,47 @@ class ReshardDriver(threading.Thread):
 
     def _ring_after(self, step):
         verb, arg, _ = step
+        if verb in ("queue", "queue-off"):
+            return self.ring
         if verb == "remove":
             return [("s1", 1)]
         return [("s1", 1), (SPARE_SHARD, arg)]
 
-    def _run_once(self, step):
-        """One coordinator run: its exit status (None if killed by us)."""
+    def _run_once(self, step, args=None, on_line=None):
+        """One coordinator run (`ringmqctl --cluster MAP` + the step's
+        arguments, or @args): (exit status or None if the nemesis killed
+        it, its output). Its output goes to the log as it comes; with
+        @on_line, each line is also handed to it (it may kill the run)."""
+        args = args or self._cmd(step)
+        out = []
         with self.lock:
             self.killed = False
             with open(self.log_path, "ab") as f:
                 f.write(("--- %s ringmqctl %s\n" % (
-                    time.strftime("%H:%M:%S"),
-                    " ".join(self._cmd(step)))).encode())
-                f.flush()
-                self.proc = subprocess.Popen(
-                    [self.lab.ctl_bin, "--cluster", self.lab.map_path] +
-                    self._cmd(step), stdin=subprocess.DEVNULL, stdout=f,
-                    stderr=subprocess.STDOUT)
+                    time.strftime("%H:%M:%S"), " ".join(args))).encode())
+            self.proc = subprocess.Popen(
+                [self.lab.ctl_bin, "--cluster", self.lab.map_path] + args,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT)
+            proc = self.proc
             self.runs += 1
-        rc = self.proc.wait()
+        with open(self.log_path, "ab") as f:
+            for raw in proc.stdout:
+                f.write(raw)
+                f.flush()
+                line = raw.decode(errors="replace").rstrip("\n")
+                out.append(line)
+                if on_line is not None:
+                    on_line(line, proc)
+        rc = proc.wait()
+        proc.stdout.close()
         with self.lock:
             killed = self.killed
             self.proc = None
         with open(self.log_path, "ab") as f:
             f.write(("--- exit %d%s\n" % (rc, " (killed by the nemesis)"
                                           if killed else "")).encode())
-        return None if killed else rc
+        return (None if killed else rc), "\n".join(out)
 
     def _follow(self, deadline):
         """Until every router serves the map's epoch (memcached stats
@@ -180,13 +261,36 @@ class ReshardDriver(threading.Thread):
                 time.sleep(0.2)
         return True
 
+    def _until_done(self, step, desc, final, deadline, first=()):
+        """Run @step until it exits 0 (@first: (rc,) of a run made
+        already). Each failed or killed run is a reshard-retry."""
+        while True:
+            if first:
+                rc, first = first[0], ()
+            else:
+                self.release.wait()
+                rc, _ = self._run_once(step)
+            if rc == 0:
+                return
+            self.rec.nemesis("reshard-retry", {"op": desc["op"], "exit": rc})
+            self._count("reshard-retry")
+            if final and time.monotonic() > deadline:
+                raise RuntimeError("reshard %s did not finish after the "
+                                   "heal (see %s)" % (desc["op"],
+                                                      self.log_path))
+            if rc is not None:
+                time.sleep(1.0)   # a fault in the way: try again
+
     def _do_step(self, step, final=False):
         """Run @step to its end (rc 0). With @final (after the heal): give
         up after a deadline instead of waiting for finish()."""
         verb, arg, (src, dst) = step
-        desc = {"op": "%s %s%s" % (verb, SPARE_SHARD,
-                                   " %d" % arg if verb != "remove" else ""),
-                "from": src, "to": dst, "ring_before": self.ring,
+        if verb in ("queue", "queue-off"):
+            op = "queue %s %s" % (self.queue, arg)
+        else:
+            op = "%s %s%s" % (verb, SPARE_SHARD,
+                              " %d" % arg if verb != "remove" else "")
+        desc = {"op": op, "from": src, "to": dst, "ring_before": self.ring,
                 "ring_after": self._ring_after(step)}
         if verb == "add" and not self.lab.spare_up:
             self.lab.start_spare()
@@ -194,22 +298,14 @@ class ReshardDriver(threading.Thread):
         self.step = step
         t0 = time.monotonic()
         self.rec.nemesis("start-reshard-step", desc)
-        self.log("reshard: %s (arcs %s -> %s)" % (desc["op"], src, dst))
+        self.log("reshard: %s (%s %s -> %s)" % (
+            desc["op"], "queue" if verb.startswith("queue") else "arcs",
+            src, dst))
         deadline = time.monotonic() + 180
-        while True:
-            self.release.wait()
-            rc = self._run_once(step)
-            if rc == 0:
-                break
-            self.rec.nemesis("reshard-retry", {"op": desc["op"], "exit": rc})
-            self.counts["reshard-retry"] = \
-                self.counts.get("reshard-retry", 0) + 1
-            if final and time.monotonic() > deadline:
-                raise RuntimeError("reshard %s did not finish after the "
-                                   "heal (see %s)" % (desc["op"],
-                                                      self.log_path))
-            if rc is not None:
-                time.sleep(1.0)   # a fault in the way: try again
+        if verb in ("queue", "queue-off"):
+            self._queue_step(step, desc, final, deadline)
+        else:
+            self._until_done(step, desc, final, deadline)
         self.ring = desc["ring_after"]
         if verb == "remove":
             # the routers stop sending to s2 before its nodes stop
@@ -221,18 +317,168 @@ class ReshardDriver(threading.Thread):
                            "ring_before": desc["ring_before"],
                            "t0": t0, "t1": time.monotonic()})
         self.step = None
-        name = "reshard-" + verb
-        self.counts[name] = self.counts.get(name, 0) + 1
+        self._count("queue-move" if verb.startswith("queue")
+                    else "reshard-" + verb)
         self.rec.nemesis("stop-reshard-step", desc)
         self.log("reshard: %s done" % desc["op"])
+
+    # ------------------------------------------------------ queue steps
+
+    def _draw_queue_fault(self, verb):
+        """The queue step's own fault, its stage, how long a killed leader
+        stays down, and the refused-removal probe: the same draws every
+        time."""
+        fault = self.rng.choice(QUEUE_FAULTS)
+        stage = self.rng.choice(QUEUE_STAGES)
+        down_s = self.rng.uniform(1.0, 4.0)
+        probe = self.rng.random() < 0.5
+        if self.queue_fault is not None:
+            fault, stage = self.queue_fault
+        return fault, stage, down_s, probe and verb == "queue-off"
+
+    def _where(self):
+        """(shard, gen, moving-to or None) from `queue where`, or None."""
+        return self.lab.queue_where(self.queue)
+
+    def _probe_remove(self, desc):
+        """`shard remove s2` while the directory places the queue there:
+        must be refused, naming it. A run that failed for another reason
+        (a fault in the way) is tried again, up to 3 times."""
+        for _ in range(3):
+            self.release.wait()
+            rc, out = self._run_once(None, args=[
+                "--timeout", "2000", "--seconds", "20", "--rate",
+                RESHARD_RATE, "shard", "remove", SPARE_SHARD])
+            if rc == 0:
+                self.problems.append(
+                    "shard remove %s succeeded while the directory placed "
+                    "%s there" % (SPARE_SHARD, self.queue))
+                self.log("reshard: PROBLEM: %s" % self.problems[-1])
+                return "ACCEPTED"
+            if rc is not None and "holds" in out and self.queue in out:
+                self.rec.nemesis("reshard-remove-refused",
+                                 {"op": desc["op"], "exit": rc})
+                self._count("reshard-remove-refused")
+                return "refused"
+            time.sleep(1.0)
+        return "inconclusive"
+
+    def _queue_step(self, step, desc, final, deadline):
+        """Move the queue to the step's shard, with the step's own fault,
+        then check where the directory says it is."""
+        verb, dst, (src, _) = step
+        info = {"op": desc["op"], "from": src, "to": dst}
+        if final:
+            fault, stage, down_s, probe = "none", None, 0, False
+        else:
+            fault, stage, down_s, probe = self._draw_queue_fault(verb)
+        info["fault"] = fault
+        if probe and self.queue_at == SPARE_SHARD:
+            info["remove_probe"] = self._probe_remove(desc)
+        if fault != "none":
+            info["stage"] = stage
+        victim = None                 # (host, proc, group) to kill
+        if fault in ("kill-source", "kill-target"):
+            group = (src if fault == "kill-source" else dst) + ".mq"
+            h, p = self.lab.leader_proc(group)
+            if p is not None:
+                victim = (h, p, group)
+                info.update({"group": group, "node": h.name})
+            else:
+                info["target"] = "none (%s has no leader)" % group
+        fired = {}
+        prefix = "queue %s: %s" % (self.queue, stage)
+
+        def on_line(line, proc):
+            if fault == "none" or fired or not line.startswith(prefix):
+                return
+            fired["at"] = line
+            if fault.startswith("kill-coordinator"):
+                proc.kill()
+            elif victim is not None:
+                h, p, _ = victim
+                p.kill9()
+                lab = self.lab
+
+                def restart():
+                    # not if it left meanwhile (the spare shard stopped)
+                    if any(q is p for q in lab.procs(h)):
+                        p.start()   # a no-op if it runs (healed)
+                t = threading.Timer(down_s, restart)
+                t.daemon = True
+                t.start()
+                info["down_s"] = round(down_s, 1)
+            fdesc = dict(info)
+            fdesc["line"] = line
+            self.rec.nemesis("start-queue-fault", fdesc)
+            self.log("reshard: queue fault %s at '%s'" % (fault, line))
+
+        self.release.wait()
+        runs0 = self.runs
+        rc, out = self._run_once(step, on_line=on_line)
+        if fired:
+            info["fired"] = fired["at"]
+            self._count("queue-" + fault)
+            self.rec.nemesis("stop-queue-fault", info)
+        elif fault != "none":
+            info["fired"] = None  # the stage never came (e.g. a rerun)
+        if fault == "kill-coordinator-abort" and fired:
+            info["abort"] = self._abort(desc)
+        self._until_done(step, desc, final, deadline, first=(rc,))
+        info["coordinator_runs"] = self.runs - runs0
+        # the directory must name the target, no move pending; a meta
+        # replica that answers as leader may be behind (a partition): a
+        # wrong answer counts only if it stays wrong for 30 s
+        t_end = time.monotonic() + 30
+        while True:
+            got = self._where()
+            if (got is not None and got[0] == dst and got[2] is None) or \
+                    time.monotonic() > t_end:
+                break
+            time.sleep(1.0)
+        info["where"] = list(got) if got else None
+        if got is not None and (got[0] != dst or got[2] is not None):
+            self.problems.append("after `queue move %s %s` exited 0, "
+                                 "queue where says %s" % (self.queue, dst,
+                                                          " ".join(map(
+                                                              str, got))))
+            self.log("reshard: PROBLEM: %s" % self.problems[-1])
+        self.queue_at = dst
+        self.queue_steps.append(info)
+
+    def _abort(self, desc):
+        """`queue abort` until it answers: "aborted", or "refused" (the
+        copy at the target was complete, or the source had handed the
+        queue off: only a rerun finishes the move)."""
+        for _ in range(20):
+            self.release.wait()
+            rc, out = self._run_once(None, args=[
+                "--timeout", "2000", "--seconds", "20", "queue", "abort",
+                self.queue])
+            if rc == 0:
+                self._count("queue-abort")
+                self.rec.nemesis("queue-abort", {"op": desc["op"],
+                                                 "output": out[-300:]})
+                return "aborted" if "stays on" in out else "not moving"
+            if rc is not None and "finish the move" in out:
+                self._count("queue-abort-refused")
+                self.rec.nemesis("queue-abort-refused", {"op": desc["op"]})
+                return "refused"
+            time.sleep(1.0)
+        return "failed"
 
     # -------------------------------------------------------------- loop
 
     def run(self):
         i = 0
         try:
-            while not self.stop_event.wait(self.rng.uniform(*RESHARD_GAP_S)):
-                self._do_step(RESHARD_CYCLE[i % len(RESHARD_CYCLE)])
+            while True:
+                step = self.cycle[i % len(self.cycle)]
+                gap = QUEUE_GAP_S if step[0].startswith("queue") \
+                    else RESHARD_GAP_S
+                if self.stop_event.wait(self.rng.uniform(*gap)):
+                    break
+                self._do_step(step)
                 i += 1
         except Exception as e:  # noqa: BLE001 - reported by the runner
             self.error = e
@@ -240,11 +486,16 @@ class ReshardDriver(threading.Thread):
         self.next_i = i
 
     def running_move(self):
-        """(from, to) of the step being run, or None."""
+        """The groups (from, to) of the step being run, or None: the
+        shards' cache groups for key moves, their queue groups for a
+        queue move."""
         with self.lock:
             if self.proc is None or self.step is None:
                 return None
-            return self.step[2]
+            src, dst = self.step[2]
+            if self.step[0].startswith("queue"):
+                return src + ".mq", dst + ".mq"
+            return src, dst
 
     def kill_coordinator(self):
         """kill -9 of the running coordinator; held until release()."""
@@ -275,7 +526,7 @@ class ReshardDriver(threading.Thread):
 
 class Nemesis(threading.Thread):
     def __init__(self, lab, recorder, seed, group, faults=FAULTS,
-                 log=print):
+                 queue=None, queue_fault=None, log=print):
         super().__init__(name="nemesis", daemon=True)
         self.reshard = None
         self.lab, self.rec, self.group = lab, recorder, group
@@ -290,17 +541,34 @@ class Nemesis(threading.Thread):
         if unknown:
             raise ValueError("unknown faults: %s" % ", ".join(sorted(unknown)))
         if "reshard" in self.faults:
-            self.reshard = ReshardDriver(lab, recorder, seed, log=log)
+            self.reshard = ReshardDriver(lab, recorder, seed, queue=queue,
+                                         queue_fault=queue_fault, log=log)
 
     # ---------------------------------------------------------- targets
 
+    def _target_group(self):
+        """The group whose leader the leader variants hit: the workload's,
+        for the queue workload the queue group of the shard the reshard
+        driver last moved the queue to."""
+        if self.reshard is not None and self.reshard.queue:
+            return self.reshard.queue_at + ".mq"
+        return self.group
+
     def _pick_target(self, leader_variant):
         """(host, how) — the group's leader when asked for and known."""
+        h, how, _ = self._pick_target_proc(leader_variant)
+        return h, how
+
+    def _pick_target_proc(self, leader_variant):
+        """(host, how, node process) — the group's leader's when asked for
+        and known (the spare shard's node for a group of s2), else a
+        random host's s1 node."""
         if leader_variant:
-            h = self.lab.leader(self.group)
+            h, p = self.lab.leader_proc(self._target_group())
             if h is not None:
-                return h, "leader"
-        return self.rng.choice(self.lab.hosts), "random"
+                return h, "leader", p
+        h = self.rng.choice(self.lab.hosts)
+        return h, "random", h.node
 
     def _pick_targets(self, leader_variant):
         """([hosts], how) for faults that hit one node or every node."""
@@ -361,14 +629,24 @@ class Nemesis(threading.Thread):
                     for k in range(n)}
             lab.partition(comp)
             return {"ring": order}, lab.heal_partition
-        if kind == "kill":
-            h, how = self._pick_target(leader_variant)
-            h.node.kill9()
-            return {"node": h.name, "target": how}, h.node.start
-        if kind == "pause":
-            h, how = self._pick_target(leader_variant)
-            h.node.pause()
-            return {"node": h.name, "target": how}, h.node.resume
+        if kind in ("kill", "pause"):
+            h, how, p = self._pick_target_proc(leader_variant)
+            lab = self.lab
+
+            def repair():
+                # not if it left meanwhile (the spare shard stopped after
+                # a remove): it would run on, unknown to the lab
+                if any(q is p for q in lab.procs(h)):
+                    if kind == "kill":
+                        p.start()
+                    else:
+                        p.resume()
+            if kind == "kill":
+                p.kill9()
+            else:
+                p.pause()
+            return {"node": h.name + ("" if p is h.node else "-s2"),
+                    "target": how}, repair
         if kind == "loss":
             pct = rng.randint(10, 40)
             targets, how = self._pick_targets(leader_variant)

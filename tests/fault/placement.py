@@ -309,3 +309,112 @@ def moved_keys(lab, hist, steps):
         moved.update(k for k in used if ob[k] != oa[k])
     return {"moved": sorted(moved),
             "controls": [k for k in keys if k not in moved]}
+
+
+def _router_ready(ip, queue):
+    """The ready count a passive queue.declare through the router at @ip
+    answers (the router routes it to the shard the directory names)."""
+    import pika
+    import workloads
+    c = pika.BlockingConnection(workloads.amqp_params(ip))
+    try:
+        return c.channel().queue_declare(queue, durable=True,
+                                         passive=True).method.message_count
+    finally:
+        try:
+            c.close()
+        except Exception:  # noqa: BLE001 - already broken
+            pass
+
+
+def check_queues(lab, queues, timeout=60, log=print):
+    """After the heal, before the drain (so that the queues still hold
+    messages), with the clients stopped: each queue is at exactly one
+    shard, the one the directory names (`ringmqctl queue where`, no move
+    pending):
+      - `ringmqctl queue find`: that shard holds it with the directory's
+        gen; every other shard of the map holds nothing of it (none, or
+        the tombstone of a move away), none has it frozen or half
+        imported;
+      - every replica of every "<shard>.mq" group holds as many ready
+        messages as the queues the directory places on that shard (the
+        workload's queues are the only queues): the other shards' groups
+        hold none, on any replica;
+      - a passive declare through each router answers with that count.
+    Asked again each second until it holds or @timeout passes (replicas
+    and returns of the stopped consumers' deliveries settle)."""
+    res = {"valid": False}
+    deadline = time.monotonic() + timeout
+    while True:
+        bad = []
+        shards = live_map(lab)
+        names = [s[0] for s in shards]
+        ready_at = {n: 0 for n in names}
+        where, found = {}, {}
+        for q in queues:
+            w = lab.queue_where(q)
+            f = lab.queue_find(q)
+            where[q], found[q] = w, f
+            if w is None or f is None:
+                bad.append("%s: queue where/find did not answer" % q)
+                continue
+            shard, gen, moving = w
+            if moving is not None:
+                bad.append("%s: still moving to %s" % (q, moving))
+            if shard not in names:
+                bad.append("%s: the directory names %s, not in the map"
+                           % (q, shard))
+                continue
+            holders = sorted(n for n, (st, _) in f.items() if st == "holds")
+            if holders != [shard]:
+                bad.append("%s: held by %s, the directory names %s"
+                           % (q, holders, shard))
+            for n, (st, fields) in sorted(f.items()):
+                if n != shard and st not in ("none", "moved-away"):
+                    bad.append("%s: %s answers %s" % (q, n, st))
+                if n == shard and st == "holds":
+                    if gen is not None and fields.get("gen") != gen:
+                        bad.append("%s: %s holds gen %s, the directory "
+                                   "says %s" % (q, n, fields.get("gen"),
+                                                gen))
+                    ready_at[n] += fields.get("ready", 0)
+        for group, rpc in _replicas(shards):
+            if not group.endswith(".mq"):
+                continue
+            g = group_status(lab.ctl_bin, rpc, 2000).get(group)
+            if g is None:
+                bad.append("%s at %s: no answer" % (group, rpc))
+            elif int(g["items"]) != ready_at[group[:-3]]:
+                bad.append("%s at %s: %s ready messages, the directory's "
+                           "queues there hold %d" % (
+                               group, rpc, g["items"], ready_at[group[:-3]]))
+        for q in queues:
+            w = where.get(q)
+            if w is None or w[0] not in ready_at:
+                continue
+            for h in lab.hosts:
+                try:
+                    n = _router_ready(h.ip, q)
+                except Exception as e:  # noqa: BLE001 - reported
+                    bad.append("%s: passive declare through %s: %r"
+                               % (q, h.name, e))
+                    continue
+                want = (found.get(q) or {}).get(w[0], ("", {}))[1].get(
+                    "ready")
+                if n != want:
+                    bad.append("%s: router %s answers %d ready, %s holds %s"
+                               % (q, h.name, n, w[0], want))
+        if not bad or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    res.update({"where": {q: list(w) if w else None
+                          for q, w in where.items()},
+                "found": {q: {n: [st, fl] for n, (st, fl) in f.items()}
+                          if f else None for q, f in found.items()},
+                "ready": ready_at, "problems": bad})
+    res["valid"] = not bad
+    log("queue placement: %s; %s" % (
+        ", ".join("%s at %s" % (q, w[0] if w else "?")
+                  for q, w in where.items()),
+        "ok" if not bad else "problems: %s" % bad[:5]))
+    return res

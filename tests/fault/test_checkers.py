@@ -213,6 +213,99 @@ class QueueChecker(Base):
         self.assertEqual(res["unexpected"], [99])
 
 
+class FakeLab:
+    """What placement.check_queues asks of a lab, answered from tables."""
+
+    class Host:
+        def __init__(self, i):
+            self.ip, self.name = "10.0.0.%d" % i, "n%d" % i
+
+    def __init__(self, where, find, items, router_ready):
+        self.hosts = [self.Host(i) for i in range(1, 4)]
+        self.ctl_bin = "ringmqctl"
+        self.where, self.find = where, find
+        self.items = items              # {(group, rpc): ready messages}
+        self.router_ready = router_ready  # {host ip: count}
+
+    def queue_where(self, q):
+        return self.where
+
+    def queue_find(self, q):
+        return self.find
+
+
+class QueuePlacement(unittest.TestCase):
+    """placement.check_queues (after the heal: each queue at exactly one
+    shard, the directory's) on planted wrong answers."""
+
+    SHARDS = [("s1", 1, "serving", [(1, "r1", "a1"), (2, "r2", "a2")]),
+              ("s2", 1, "serving", [(11, "r11", "b1"), (12, "r12", "b2")])]
+
+    def check(self, **kw):
+        import placement
+        good = dict(
+            where=("s2", 5, None),
+            find={"s1": ("moved-away", {}),
+                  "s2": ("holds", {"gen": 5, "ready": 3, "consumers": 0})},
+            items={("s1.mq", "a1"): 0, ("s1.mq", "a2"): 0,
+                   ("s2.mq", "b1"): 3, ("s2.mq", "b2"): 3},
+            router_ready={h: 3 for h in ("10.0.0.1", "10.0.0.2",
+                                         "10.0.0.3")})
+        good.update(kw)
+        lab = FakeLab(**good)
+        saved = (placement.live_map, placement.group_status,
+                 placement._router_ready)
+        placement.live_map = lambda lab_: self.SHARDS
+        placement.group_status = lambda ctl, rpc, t: {
+            g: {"items": str(n)} for (g, r), n in lab.items.items()
+            if r == rpc}
+        placement._router_ready = lambda ip, q: lab.router_ready[ip]
+        try:
+            return placement.check_queues(lab, ["q"], timeout=0,
+                                          log=lambda m: None)
+        finally:
+            (placement.live_map, placement.group_status,
+             placement._router_ready) = saved
+
+    def test_one_holder_the_directory_s_is_valid(self):
+        res = self.check()
+        self.assertTrue(res["valid"], res["problems"])
+
+    def test_a_second_copy_is_reported(self):
+        res = self.check(find={
+            "s1": ("holds", {"gen": 4, "ready": 0, "consumers": 2}),
+            "s2": ("holds", {"gen": 5, "ready": 3, "consumers": 0})})
+        self.assertFalse(res["valid"])
+        self.assertIn("held by ['s1', 's2']", " ".join(res["problems"]))
+
+    def test_messages_on_another_shard_s_replica_are_reported(self):
+        items = {("s1.mq", "a1"): 0, ("s1.mq", "a2"): 2,
+                 ("s2.mq", "b1"): 3, ("s2.mq", "b2"): 3}
+        res = self.check(items=items)
+        self.assertFalse(res["valid"])
+        self.assertIn("s1.mq at a2: 2 ready", " ".join(res["problems"]))
+
+    def test_a_move_left_pending_is_reported(self):
+        res = self.check(where=("s2", 5, "s1"))
+        self.assertFalse(res["valid"])
+        res = self.check(find={
+            "s1": ("moving", {}),
+            "s2": ("holds", {"gen": 5, "ready": 3, "consumers": 0})})
+        self.assertFalse(res["valid"])
+
+    def test_another_gen_or_a_silent_shard_is_reported(self):
+        res = self.check(find={
+            "s1": ("none", {}),
+            "s2": ("holds", {"gen": 4, "ready": 3, "consumers": 0})})
+        self.assertFalse(res["valid"])
+        self.assertFalse(self.check(find=None)["valid"])
+
+    def test_a_router_that_answers_otherwise_is_reported(self):
+        res = self.check(router_ready={"10.0.0.1": 3, "10.0.0.2": 0,
+                                       "10.0.0.3": 3})
+        self.assertFalse(res["valid"])
+
+
 class HistoryFile(Base):
     def test_torn_last_line_is_dropped(self):
         s = self.script()

@@ -18,8 +18,11 @@ weight 1, s2 weight 2, 2 routers) grown to a third shard s3:
    in order; moving it again is "already there"; `queue abort` of a queue
    not moving changes nothing. A coordinator killed mid-copy (--rate)
    leaves the queue moving; `queue abort` then keeps it where it was, and
-   running the move again finishes it; the backlog comes out whole and in
-   order.
+   running the move again finishes it. One killed (-9) when it reports
+   "serving" (the target has the whole copy), then `queue abort`: refused
+   and finished by a rerun; either way exactly one shard holds the queue
+   (`queue find`), the one `queue where` names, and it moves on from
+   there. The backlog comes out whole and in order each time.
 4. s3 cannot start draining while the directory has queues on it; after
    they are moved off, `local-cluster remove-shard s3` succeeds and the
    queues still serve.
@@ -43,7 +46,8 @@ def where(cl, q):
 def move(cl, q, shard):
     t0 = time.time()
     out = cl.ctl("queue", "move", q, shard, timeout=120)
-    print("  %s (%.2f s)" % (out.strip(), time.time() - t0))
+    print("  %s (%.2f s)" % (out.strip().splitlines()[-1],
+                             time.time() - t0))
     return out
 
 
@@ -118,6 +122,50 @@ def drain_in_order(cl, q):
         seqs.append(seq_of(m[2][:m[2].index(b"x")]))
     conn.close()
     return seqs
+
+
+def holders(cl, q):
+    """The shards that `queue find` says hold @q."""
+    return [f[0] for f in (line.split() for line in
+                           cl.ctl("queue", "find", q).splitlines())
+            if len(f) > 1 and f[1] == "holds"]
+
+
+def kill_abort_finish(cl, q, stage):
+    """`queue move` of @q to the other shard killed (-9) when it reports
+    @stage, then `queue abort`: either it takes the move back (the copy
+    was not complete) or it refuses and a rerun finishes the move. Either
+    way exactly one shard holds @q after, the one `queue where` names,
+    and @q moves on from there (an abort once left a whole copy at the
+    target, which refused every later move there)."""
+    home = where(cl, q)[0]
+    to = "s1" if home == "s3" else "s3"
+    p = subprocess.Popen([rt.CTL, "--cluster", cl.map, "queue", "move", q,
+                          to], stdout=subprocess.PIPE, text=True)
+    for line in p.stdout:
+        if line.startswith("queue %s: %s" % (q, stage)):
+            p.kill()
+            break
+    p.wait()
+    p.stdout.close()
+    out = subprocess.run([rt.CTL, "--cluster", cl.map, "queue", "abort", q],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode == 0:
+        outcome = out.stdout.strip().splitlines()[-1]
+    else:
+        rt.check("finish the move" in out.stderr,
+                 "an abort refused says why: %r" % out.stderr)
+        outcome = "refused, then " + \
+            move(cl, q, to).strip().splitlines()[-1]
+    print("  killed at '%s', abort: %s" % (stage, outcome))
+    now = where(cl, q)[0]
+    rt.check(holders(cl, q) == [now],
+             "after the abort %s is held by %s, the directory says %s" %
+             (q, holders(cl, q), now))
+    back = "s1" if now == "s3" else "s3"
+    move(cl, q, back)
+    rt.check(holders(cl, q) == [back] and where(cl, q)[0] == back,
+             "%s moves on to %s after the abort" % (q, back))
 
 
 def test_place_and_move():
@@ -203,6 +251,13 @@ def test_place_and_move():
             rt.check(where(cl, b)[0] == "s3", "rerun: on s3")
     rt.check(drain_in_order(cl, b) == list(range(3000)),
              "the backlog survived an aborted and a resumed move, in order")
+
+    # 3c. killed once the target has the whole copy: abort refused, the
+    # rerun finishes; one shard holds it, and it moves on
+    fill(cl, b, 3000)
+    kill_abort_finish(cl, b, "serving")
+    rt.check(drain_in_order(cl, b) == list(range(3000)),
+             "the backlog survived a move killed at 'serving', in order")
 
     # 4. a shard with queues does not drain; without them it leaves
     out = subprocess.run([rt.CTL, "--cluster", cl.map, "shard", "remove",

@@ -1729,6 +1729,118 @@ static void test_move_abort(void **state)
     mq_sm_free(t);
 }
 
+/* MOVE_ABORT at the target with the move's gen, as `queue abort` sends
+ * it (T first, then S). Before MOVE_IN_END it drops the partial import
+ * and the queue stays at S, where a new move takes it whole. After
+ * MOVE_IN_END it changes nothing and answers moved: T may have served
+ * the queue, and the move is finished instead. (The fault lab found the
+ * old order, S unfrozen first and T's abort a no-op after MOVE_IN_END,
+ * leaving a whole copy at T that refused every later move of the queue
+ * there with "queue exists here", the queue frozen at S by each try.) */
+static void test_move_abort_at_target_with_gen(void **state)
+{
+    struct mq_sm *s = sm_make();
+    struct mq_sm *t = sm_make();
+    struct mq_sm_result res;
+    struct mq_sm_cmd c;
+    struct chunks ch;
+    uint64_t before_s;
+    uint64_t before_t;
+    size_t i;
+
+    (void)state;
+    move_source(s);
+
+    /* 1. copied in part: the abort drops T's import, S serves again */
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_OUT, "mq", NULL), MQ_SM_OK);
+    export_all(s, "mq", 0, 1, &ch);
+    assert_int_equal(move_in(t, "mq", ch.buf[0], ch.len[0], 9, NULL),
+                     MQ_SM_OK);
+    assert_int_equal(move_in(t, "mq", ch.buf[1], ch.len[1], 9, NULL),
+                     MQ_SM_OK);
+    chunks_free(&ch);
+    cmd_init(&c, MQ_SM_MOVE_ABORT, "mq");
+    c.place_gen = 9;
+    assert_int_equal(run(t, T0, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.count, 1);
+    assert_false(res.moved);
+    mq_sm_result_clear(&res);
+    assert_false(queue_exists(t, "mq"));
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_ABORT, "mq", &res), MQ_SM_OK);
+    assert_int_equal(res.count, 1);
+    mq_sm_result_clear(&res);
+    assert_int_equal(qstats(s, "mq").move, MQ_SM_MOVE_NONE);
+
+    /* 2. the next move (a new gen, a new freeze), copied whole */
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_OUT, "mq", NULL), MQ_SM_OK);
+    export_all(s, "mq", 0, 1 << 20, &ch);
+    for (i = 0; i < ch.n; i++) {
+        assert_int_equal(move_in(t, "mq", ch.buf[i], ch.len[i], 10, NULL),
+                         MQ_SM_OK);
+    }
+    assert_int_equal(move_cmd(t, MQ_SM_MOVE_IN_END, "mq", NULL), MQ_SM_OK);
+    assert_int_equal(qstats(t, "mq").ready, 5);
+
+    /* its abort at T, with the move's gen: refused (moved), nothing
+     * changes at either end; without a gen, or with another move's, a
+     * no-op as before */
+    before_s = mq_sm_digest(s);
+    before_t = mq_sm_digest(t);
+    cmd_init(&c, MQ_SM_MOVE_ABORT, "mq");
+    c.place_gen = 10;
+    assert_int_equal(run(t, T0, &c, &res), MQ_SM_OK);
+    assert_true(res.moved);
+    assert_int_equal(res.count, 0);
+    assert_int_equal(res.n_deleted, 0);
+    mq_sm_result_clear(&res);
+    c.place_gen = 9;
+    assert_int_equal(run(t, T0, &c, &res), MQ_SM_OK);
+    assert_false(res.moved);
+    mq_sm_result_clear(&res);
+    assert_int_equal(move_cmd(t, MQ_SM_MOVE_ABORT, "mq", &res), MQ_SM_OK);
+    assert_false(res.moved);
+    assert_int_equal(res.count, 0);
+    mq_sm_result_clear(&res);
+    assert_true(mq_sm_digest(t) == before_t);
+    assert_true(mq_sm_digest(s) == before_s);
+    assert_int_equal(qstats(s, "mq").move, MQ_SM_MOVE_FROZEN);
+
+    /* the rerun finishes it: S hands off, T serves every message */
+    for (i = 0; i < ch.n; i++) {
+        assert_int_equal(move_in(t, "mq", ch.buf[i], ch.len[i], 10, NULL),
+                         MQ_SM_OK);
+    }
+    assert_int_equal(move_cmd(t, MQ_SM_MOVE_IN_END, "mq", NULL), MQ_SM_OK);
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_DONE, "mq", NULL), MQ_SM_OK);
+    assert_false(queue_exists(s, "mq"));
+    assert_int_equal(qstats(t, "mq").ready, 5);
+    assert_int_equal(qstats(t, "mq").gen, 10);
+    chunks_free(&ch);
+
+    /* 3. moving back to S, where the tombstone of gen 3 lies: an abort
+     * at S as the target (gen 11) is not refused by that tombstone (the
+     * lab saw `queue abort` refused as "copied whole" this way), and
+     * undoes the move: nothing imported at S, T serves again */
+    assert_int_equal(move_cmd(t, MQ_SM_MOVE_OUT, "mq", NULL), MQ_SM_OK);
+    before_s = mq_sm_digest(s);
+    cmd_init(&c, MQ_SM_MOVE_ABORT, "mq");
+    c.place_gen = 11;
+    assert_int_equal(run(s, T0, &c, &res), MQ_SM_OK);
+    assert_false(res.moved);
+    assert_int_equal(res.count, 0);
+    mq_sm_result_clear(&res);
+    assert_true(mq_sm_digest(s) == before_s);
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_ABORT, "mq", &res), MQ_SM_OK);
+    assert_true(res.moved); /* without a gen: the source's answer */
+    mq_sm_result_clear(&res);
+    assert_int_equal(move_cmd(t, MQ_SM_MOVE_ABORT, "mq", &res), MQ_SM_OK);
+    assert_int_equal(res.count, 1);
+    mq_sm_result_clear(&res);
+    assert_int_equal(qstats(t, "mq").move, MQ_SM_MOVE_NONE);
+    mq_sm_free(s);
+    mq_sm_free(t);
+}
+
 /* Frozen, an auto-delete queue outlives its last consumer; the abort
  * deletes it then. A moved queue's tombstone yields to a later gen. */
 static void test_move_auto_delete_and_tombstone(void **state)
@@ -2579,6 +2691,7 @@ int main(void)
         cmocka_unit_test(test_place_gen),
         cmocka_unit_test(test_move_full),
         cmocka_unit_test(test_move_abort),
+        cmocka_unit_test(test_move_abort_at_target_with_gen),
         cmocka_unit_test(test_move_auto_delete_and_tombstone),
         cmocka_unit_test(test_move_snapshot),
         cmocka_unit_test(test_move_random),
