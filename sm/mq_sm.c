@@ -3501,22 +3501,36 @@ static void import_msgs(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
 
 /* ------------------------------------------------------------ commands */
 
-static void apply_move_out(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
-                           struct mq_sm_result *res)
+/* The queue MOVE_OUT and MOVE_DONE act on at the source; NULL when it
+ * is not there, with @res answered: NOT_FOUND, or OK and moved (a rerun
+ * after MOVE_DONE: its tombstone). */
+static struct mq_queue *source_queue(struct mq_sm *sm,
+                                     const struct mq_sm_cmd *cmd,
+                                     struct mq_sm_result *res)
 {
     struct mq_queue *q = queue_find(sm, cmd->vhost, cmd->vhost_len,
                                     cmd->queue, cmd->queue_len);
     struct mq_tomb *t;
 
-    if (q == NULL) {
-        t = tomb_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue,
-                      cmd->queue_len);
-        if (t == NULL) {
-            set_error(res, MQ_SM_NOT_FOUND, "NOT_FOUND - no queue");
-            return;
-        }
-        res->moved = true; /* a rerun after MOVE_DONE */
+    if (q != NULL) {
+        return q;
+    }
+    t = tomb_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue, cmd->queue_len);
+    if (t == NULL) {
+        set_error(res, MQ_SM_NOT_FOUND, "NOT_FOUND - no queue");
+    } else {
+        res->moved = true;
         res->gen = t->gen;
+    }
+    return NULL;
+}
+
+static void apply_move_out(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                           struct mq_sm_result *res)
+{
+    struct mq_queue *q = source_queue(sm, cmd, res);
+
+    if (q == NULL) {
         return;
     }
     if (q->move == MQ_SM_MOVE_IMPORT) {
@@ -3596,19 +3610,10 @@ static void apply_move_in_end(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
 static void apply_move_done(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                             struct mq_sm_result *res)
 {
-    struct mq_queue *q = queue_find(sm, cmd->vhost, cmd->vhost_len,
-                                    cmd->queue, cmd->queue_len);
+    struct mq_queue *q = source_queue(sm, cmd, res);
     struct mq_tomb *t;
 
     if (q == NULL) {
-        t = tomb_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue,
-                      cmd->queue_len);
-        if (t == NULL) {
-            set_error(res, MQ_SM_NOT_FOUND, "NOT_FOUND - no queue");
-            return;
-        }
-        res->moved = true;
-        res->gen = t->gen;
         return;
     }
     if (q->move != MQ_SM_MOVE_FROZEN) {
