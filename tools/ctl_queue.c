@@ -320,49 +320,6 @@ static int cmd_find(struct qctl *q)
 
 /* ---- move -------------------------------------------------------------- */
 
-/* A queue without a directory entry (declared before the directory, on
- * the queue ring's shard) is recorded there first, if it exists. */
-static int adopt(struct qctl *q, struct meta_sm_placement *pl)
-{
-    const struct cluster_shard *s = ring_shard(q);
-    struct mq_sm_cmd c = queue_cmd(q, MQ_SM_DECLARE);
-    struct meta_sm_cmd mc;
-    struct meta_sm_result mr;
-    struct mq_sm_result res;
-
-    if (s == NULL) {
-        return EXIT_ERROR;
-    }
-    c.passive = true;
-    if (mq_call(q, s, &c, &res) != 0) {
-        return EXIT_ERROR;
-    }
-    if (res.status != MQ_SM_OK) {
-        fprintf(stderr, "ringmqctl: no queue '%s' (in vhost %s)\n", q->queue,
-                QUEUE_VHOST);
-        mq_sm_result_clear(&res);
-        return EXIT_NEGATIVE;
-    }
-    mq_sm_result_clear(&res);
-    memset(&mc, 0, sizeof(mc));
-    mc.type = META_SM_QUEUE_PLACE;
-    mc.vhost = QUEUE_VHOST;
-    mc.vhost_len = strlen(QUEUE_VHOST);
-    mc.dest = q->queue;
-    mc.dest_len = strlen(q->queue);
-    mc.shard = s->name;
-    mc.shard_len = strlen(s->name);
-    if (meta_call(q, &mc, &mr) != 0) {
-        return EXIT_ERROR;
-    }
-    if (mr.reply_code != 0) {
-        fprintf(stderr, "ringmqctl: meta: %s\n", mr.reply_text);
-        return EXIT_ERROR;
-    }
-    *pl = mr.placement;
-    return 0;
-}
-
 /* A directory command of @type on q->queue between @from and @to. */
 static int dir_step(struct qctl *q, enum meta_sm_cmd_type type,
                     const char *from, const char *to, uint64_t gen,
@@ -389,6 +346,38 @@ static int dir_step(struct qctl *q, enum meta_sm_cmd_type type,
                 mr->reply_text);
         return EXIT_ERROR;
     }
+    return 0;
+}
+
+/* A queue without a directory entry (declared before the directory, on
+ * the queue ring's shard) is recorded there first, if it exists. */
+static int adopt(struct qctl *q, struct meta_sm_placement *pl)
+{
+    const struct cluster_shard *s = ring_shard(q);
+    struct mq_sm_cmd c = queue_cmd(q, MQ_SM_DECLARE);
+    struct meta_sm_result mr;
+    struct mq_sm_result res;
+    int rv;
+
+    if (s == NULL) {
+        return EXIT_ERROR;
+    }
+    c.passive = true;
+    if (mq_call(q, s, &c, &res) != 0) {
+        return EXIT_ERROR;
+    }
+    if (res.status != MQ_SM_OK) {
+        fprintf(stderr, "ringmqctl: no queue '%s' (in vhost %s)\n", q->queue,
+                QUEUE_VHOST);
+        mq_sm_result_clear(&res);
+        return EXIT_NEGATIVE;
+    }
+    mq_sm_result_clear(&res);
+    rv = dir_step(q, META_SM_QUEUE_PLACE, s->name, NULL, 0, &mr);
+    if (rv != 0) {
+        return rv;
+    }
+    *pl = mr.placement;
     return 0;
 }
 
