@@ -1649,13 +1649,46 @@ static void on_mq(struct amqp_broker_call *call)
     completed++;
 }
 
+/* A command of @type naming queue @queue, submitted. */
+static void mq_submit(enum mq_sm_cmd_type type, const char *queue,
+                      bool passive, struct tmq *t)
+{
+    struct amqp_broker broker = amqp_remote_broker(F->mq);
+
+    memset(t, 0, sizeof(*t));
+    t->call.kind = AMQP_BROKER_MQ;
+    t->call.shard = 0; /* the edge's guess; routed by the name */
+    t->call.mq.type = type;
+    t->call.mq.passive = passive;
+    t->call.mq.vhost = "/";
+    t->call.mq.vhost_len = 1;
+    t->call.mq.queue = queue;
+    t->call.mq.queue_len = strlen(queue);
+    t->call.cb = on_mq;
+    t->call.data = t;
+    completed = 0;
+    broker.ops->submit(broker.self, &t->call);
+}
+
+/* mq_submit, run to completion. */
+static enum outcome mq_named(enum mq_sm_cmd_type type, const char *queue,
+                             bool passive, struct tmq *t)
+{
+    mq_submit(type, queue, passive, t);
+    run_until_completed(1, 5000);
+    assert_int_equal(t->ncb, 1);
+    if (t->call.status == OUTCOME_OK) {
+        mq_sm_result_clear(&t->call.mq_result);
+    }
+    return t->call.status;
+}
+
 /* The same failover as test_dead_leader_hint_ignored, for a queue command
  * of the AMQP side: it reaches the new leader instead of bouncing between
  * the dead node and the follower that names it until the deadline. */
 static void test_amqp_dead_leader_hint_ignored(void **state)
 {
     struct amqp_remote_config rc = {0};
-    struct amqp_broker broker;
     struct tmq t;
     char err[256];
     uint64_t t0;
@@ -1668,22 +1701,8 @@ static void test_amqp_dead_leader_hint_ignored(void **state)
     rc.request_timeout_ms = 1500;
     F->mq = amqp_remote_new(&F->loop, &rc, err, sizeof(err));
     assert_non_null(F->mq);
-    broker = amqp_remote_broker(F->mq);
-
-    memset(&t, 0, sizeof(t));
-    t.call.kind = AMQP_BROKER_MQ;
-    t.call.shard = 0;
-    t.call.mq.type = MQ_SM_DECLARE;
-    t.call.mq.passive = true; /* no PLACE first */
-    t.call.mq.vhost = "/";
-    t.call.mq.vhost_len = 1;
-    t.call.mq.queue = "q";
-    t.call.mq.queue_len = 1;
-    t.call.cb = on_mq;
-    t.call.data = &t;
-    completed = 0;
     t0 = clock_mono_ms();
-    broker.ops->submit(broker.self, &t.call);
+    mq_submit(MQ_SM_DECLARE, "q", true, &t); /* passive: no PLACE first */
     run_until_completed(1, 5000);
     assert_int_equal(t.ncb, 1);
     assert_int_equal(t.call.status, OUTCOME_OK);
@@ -1842,33 +1861,6 @@ static void test_amqp_map_update_shards(void **state)
     ring_free(qring);
 }
 
-/* A command of @type naming queue @queue, run to completion. */
-static enum outcome mq_named(enum mq_sm_cmd_type type, const char *queue,
-                             bool passive, struct tmq *t)
-{
-    struct amqp_broker broker = amqp_remote_broker(F->mq);
-
-    memset(t, 0, sizeof(*t));
-    t->call.kind = AMQP_BROKER_MQ;
-    t->call.shard = 0; /* the edge's guess; routed by the name */
-    t->call.mq.type = type;
-    t->call.mq.passive = passive;
-    t->call.mq.vhost = "/";
-    t->call.mq.vhost_len = 1;
-    t->call.mq.queue = queue;
-    t->call.mq.queue_len = strlen(queue);
-    t->call.cb = on_mq;
-    t->call.data = t;
-    completed = 0;
-    broker.ops->submit(broker.self, &t->call);
-    run_until_completed(1, 5000);
-    assert_int_equal(t->ncb, 1);
-    if (t->call.status == OUTCOME_OK) {
-        mq_sm_result_clear(&t->call.mq_result);
-    }
-    return t->call.status;
-}
-
 static unsigned sum_places(void)
 {
     unsigned i, n = 0;
@@ -1923,28 +1915,16 @@ static void test_amqp_declare_placed(void **state)
  * yet: the declare waits (sent nowhere) until a map with it arrives. */
 static void test_amqp_unknown_shard_waits_for_map(void **state)
 {
-    struct amqp_broker broker;
     struct tmq t;
     char err[256];
 
     (void)state;
     start_amqp(&F->map, 3000);
-    broker = amqp_remote_broker(F->mq);
     map_add_shard(&F->map, "s3", 1); /* the fakes host it, the router not */
     F->map.epoch = EPOCH + 1;
     F->place_to = "s3";
     F->place_gen = 9;
-    memset(&t, 0, sizeof(t));
-    t.call.kind = AMQP_BROKER_MQ;
-    t.call.mq.type = MQ_SM_DECLARE;
-    t.call.mq.vhost = "/";
-    t.call.mq.vhost_len = 1;
-    t.call.mq.queue = "q";
-    t.call.mq.queue_len = 1;
-    t.call.cb = on_mq;
-    t.call.data = &t;
-    completed = 0;
-    broker.ops->submit(broker.self, &t.call);
+    mq_submit(MQ_SM_DECLARE, "q", false, &t);
     run_for(150);
     assert_int_equal(t.ncb, 0);
     assert_int_equal(sum_places(), 1);
