@@ -1338,15 +1338,31 @@ int meta_sm_snapshot(const struct meta_sm *sm, void *(*alloc)(size_t),
     return 0;
 }
 
-static bool get_str(struct le_reader *r, struct mstr *s, size_t max)
+/* A length-prefixed string of at most @max bytes, borrowed from @r. */
+static bool get_raw(struct le_reader *r, const char **s, size_t *len,
+                    size_t max)
 {
     const unsigned char *p;
-    uint32_t len;
+    uint32_t n;
 
-    if (!le_get_u32(r, &len) || len > max || !le_get_bytes(r, &p, len)) {
+    if (!le_get_u32(r, &n) || n > max || !le_get_bytes(r, &p, n)) {
         return false;
     }
-    *s = mstr_dup((const char *)p, len);
+    *s = (const char *)p;
+    *len = n;
+    return true;
+}
+
+/* get_raw, copied. */
+static bool get_str(struct le_reader *r, struct mstr *s, size_t max)
+{
+    const char *p;
+    size_t len;
+
+    if (!get_raw(r, &p, &len, max)) {
+        return false;
+    }
+    *s = mstr_dup(p, len);
     return true;
 }
 
@@ -1372,20 +1388,6 @@ static bool get_kvs(struct le_reader *r, struct mkvs *kv)
         }
     }
     kv->n = n;
-    return true;
-}
-
-static bool get_raw(struct le_reader *r, const char **s, size_t *len,
-                    size_t max)
-{
-    const unsigned char *p;
-    uint32_t n;
-
-    if (!le_get_u32(r, &n) || n > max || !le_get_bytes(r, &p, n)) {
-        return false;
-    }
-    *s = (const char *)p;
-    *len = n;
     return true;
 }
 
