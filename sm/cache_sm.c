@@ -50,8 +50,11 @@
  *   - The stats counters (total_items, evictions, expired_unfetched, applied)
  *     are not part of the replicated state: they are not in the digest or
  *     the snapshot, and restore resets them.
- *   - Host malloc failure is the one nondeterministic outcome: the op answers
- *     NO_MEMORY and leaves the state unchanged.
+ *   - Host malloc failure would be the one nondeterministic outcome (this
+ *     replica alone refusing a write the others applied), so allocating an
+ *     item aborts instead, as raft and dqlite do: the node restarts and
+ *     applies the log again. Only copies into results (a GAT or GET hit)
+ *     may answer NO_MEMORY; they change no state.
  */
 #include "sm/cache_sm.h"
 
@@ -387,10 +390,6 @@ static void apply_store(struct cache_sm *sm,
     alive = exptime_to_ms(sm->clock_ms, op->exptime, &exp_ms);
     if (alive) {
         it = cache__item_new(op->key, op->key_len, hash, op->value_len);
-        if (it == NULL) {
-            res->status = CACHE_NO_MEMORY;
-            return;
-        }
         if (op->value_len > 0) {
             memcpy(cache__item_value(it), op->value, op->value_len);
         }
@@ -450,10 +449,6 @@ static void apply_concat(struct cache_sm *sm,
         return;
     }
     it = cache__item_new(op->key, op->key_len, hash, new_len);
-    if (it == NULL) {
-        res->status = CACHE_NO_MEMORY;
-        return;
-    }
     dst = cache__item_value(it);
     if (op->type == CACHE_OP_APPEND) {
         memcpy(dst, cache__item_value(old), old->value_len);
@@ -521,10 +516,6 @@ static void apply_delta(struct cache_sm *sm,
             return;
         }
         it = cache__item_new(op->key, op->key_len, hash, n);
-        if (it == NULL) {
-            res->status = CACHE_NO_MEMORY;
-            return;
-        }
         memcpy(cache__item_value(it), buf, n);
         it->flags = old->flags;
         it->exp_ms = old->exp_ms;
@@ -746,9 +737,6 @@ static void import_item(struct cache_sm *sm, const struct cache_move_item *im)
     }
     make_room(sm, charge);
     it = cache__item_new(im->key, im->key_len, hash, im->value_len);
-    if (it == NULL) {
-        return;
-    }
     if (im->value_len > 0) {
         memcpy(cache__item_value(it), im->value, im->value_len);
     }
@@ -1393,9 +1381,6 @@ static bool restore_item(struct cache_sm *tmp, struct le_reader *r)
         return false;
     }
     it = cache__item_new((const char *)key, key_len, hash, value_len);
-    if (it == NULL) {
-        return false;
-    }
     if (value_len > 0) {
         memcpy(cache__item_value(it), value, value_len);
     }

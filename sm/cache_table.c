@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
+
 /* Small so that hundreds of idle shard groups per node cost little. */
 #define TABLE_MIN_BUCKETS 256
 /* Buckets moved per insert/remove. Growth doubles at load factor 1, so a
@@ -23,10 +25,7 @@ struct cache_item *cache__item_new(const char *key,
 {
     struct cache_item *it;
 
-    it = malloc(sizeof(*it) + key_len + value_len);
-    if (it == NULL) {
-        return NULL;
-    }
+    it = xmalloc(sizeof(*it) + key_len + value_len);
     memset(it, 0, sizeof(*it));
     it->hash = hash;
     it->key_len = (uint8_t)key_len;

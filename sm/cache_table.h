@@ -48,9 +48,9 @@ static inline const char *cache__item_cvalue(const struct cache_item *it)
     return it->data + it->key_len;
 }
 
-/* One malloc holding header, key and room for @value_len bytes (left
- * uninitialized). Links are NULL, exp_ms/cas/flags 0. NULL on ENOMEM.
- * @key is copied. */
+/* One allocation holding header, key and room for @value_len bytes (left
+ * uninitialized). Links are NULL, exp_ms/cas/flags 0. @key is copied.
+ * Never NULL: out of memory aborts (apply must not depend on malloc). */
 struct cache_item *cache__item_new(const char *key,
                                    size_t key_len,
                                    uint64_t hash,

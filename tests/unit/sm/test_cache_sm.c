@@ -9,6 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -2221,10 +2224,57 @@ static void test_move_fence_expires(void **state)
     cache_sm_free(t);
 }
 
+/* A store whose item cannot be allocated must not answer NO_MEMORY and
+ * leave this replica behind the others (they applied it): apply aborts,
+ * so the replica restarts from its log. Run in a child whose address
+ * space is capped just above what it uses. */
+static void test_apply_aborts_when_malloc_fails(void **state)
+{
+    const size_t len = 64u << 20;
+    pid_t pid;
+    int st;
+
+    (void)state;
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit no_core = {0, 0}, as;
+        struct cache_sm *sm = sm_make(1ULL << 30, 128u << 20);
+        struct cache_op op;
+        struct cache_result res;
+        char *value = malloc(len);
+        unsigned long pages = 0;
+        FILE *f = fopen("/proc/self/statm", "r");
+
+        if (value == NULL || f == NULL || fscanf(f, "%lu", &pages) != 1) {
+            _exit(2);
+        }
+        fclose(f);
+        memset(value, 'v', len);
+        setrlimit(RLIMIT_CORE, &no_core);
+        as.rlim_cur = as.rlim_max =
+            (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (8u << 20);
+        setrlimit(RLIMIT_AS, &as);
+        memset(&op, 0, sizeof(op));
+        op.type = CACHE_OP_SET;
+        op.key = "big";
+        op.key_len = 3;
+        op.value = value;
+        op.value_len = (uint32_t)len;
+        cache_sm_apply(sm, T0, &op, &res);
+        _exit(42); /* apply returned: the bug */
+    }
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_false(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    assert_false(WIFEXITED(st) && WEXITSTATUS(st) == 42);
+    assert_true(WIFSIGNALED(st) || WEXITSTATUS(st) != 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_set_get),
+        cmocka_unit_test(test_apply_aborts_when_malloc_fails),
         cmocka_unit_test(test_add),
         cmocka_unit_test(test_replace),
         cmocka_unit_test(test_append_prepend_keep_flags_and_exptime),
