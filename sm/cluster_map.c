@@ -310,6 +310,82 @@ static int addresses_ok(const struct cluster_map *map, char *err,
     return -1;
 }
 
+/* A raft address a group listens at: a member's own, or the queue group's
+ * that a shard member derives from it (port + 1). */
+struct listen_ref {
+    char addr[CLUSTER_ADDR_MAX];
+    const char *group; /* a shard's name, or "meta" */
+    uint64_t id;
+    bool derived;
+};
+
+static int by_listen_addr(const void *a, const void *b)
+{
+    const struct listen_ref *x = a, *y = b;
+    int c = strcmp(x->addr, y->addr);
+
+    /* equal addresses: the member's own first, so the report is stable */
+    return c != 0 ? c : (int)x->derived - (int)y->derived;
+}
+
+/* The queue group of each shard member listens at its raft port + 1
+ * (cluster_raft_port_offset): that address must be no group's raft
+ * address either, or two groups would share a port. Run after
+ * addresses_ok, so two equal addresses are a member's and a derived one. */
+static int derived_addresses_ok(const struct cluster_map *map, char *err,
+                                size_t errlen)
+{
+    struct listen_ref *all;
+    unsigned total = map->n_meta, s, i, k = 0;
+    int rv = 0;
+
+    for (s = 0; s < map->n_shards; s++) {
+        total += 2 * map->shards[s].n_members;
+    }
+    all = xmalloc((total ? total : 1) * sizeof(*all));
+    for (s = 0; s < map->n_shards && rv == 0; s++) {
+        const struct cluster_shard *sh = &map->shards[s];
+
+        for (i = 0; i < sh->n_members; i++) {
+            const struct cluster_member *m = &sh->members[i];
+
+            all[k] = (struct listen_ref){"", sh->name, m->id, false};
+            snprintf(all[k++].addr, CLUSTER_ADDR_MAX, "%s", m->raft);
+            all[k] = (struct listen_ref){"", sh->name, m->id, true};
+            if (cluster_raft_port_offset(m->raft, 1, all[k++].addr,
+                                         CLUSTER_ADDR_MAX) != 0) {
+                snprintf(err, errlen,
+                         "shard %s member %" PRIu64 ": raft address %s "
+                         "leaves no port for its queue group (port + 1)",
+                         sh->name, m->id, m->raft);
+                rv = -1;
+                break;
+            }
+        }
+    }
+    for (i = 0; i < map->n_meta && rv == 0; i++) {
+        all[k] = (struct listen_ref){"", "meta", map->meta[i].id, false};
+        snprintf(all[k++].addr, CLUSTER_ADDR_MAX, "%s", map->meta[i].raft);
+    }
+    if (rv == 0) {
+        qsort(all, k, sizeof(*all), by_listen_addr);
+        for (i = 1; i < k; i++) {
+            if (strcmp(all[i].addr, all[i - 1].addr) == 0) {
+                snprintf(err, errlen,
+                         "raft address %s used twice: by %s member %" PRIu64
+                         " and by the queue group (raft port + 1) of "
+                         "shard %s member %" PRIu64,
+                         all[i].addr, all[i - 1].group, all[i - 1].id,
+                         all[i].group, all[i].id);
+                rv = -1;
+                break;
+            }
+        }
+    }
+    free(all);
+    return rv;
+}
+
 static int by_name(const void *a, const void *b)
 {
     const struct cluster_shard *const *x = a, *const *y = b;
@@ -462,7 +538,8 @@ int cluster_map_validate(const struct cluster_map *map, char *err,
     if (members_ok("meta", map->meta, map->n_meta, err, errlen) != 0) {
         return -1;
     }
-    if (addresses_ok(map, err, errlen) != 0) {
+    if (addresses_ok(map, err, errlen) != 0 ||
+        derived_addresses_ok(map, err, errlen) != 0) {
         return -1;
     }
     for (a = 0; a < map->n_routers; a++) {

@@ -333,7 +333,7 @@ static void map_add_member(struct fx *f, struct mop *o, uint64_t id)
     o->cmd.group = "s1";
     o->cmd.member.id = id;
     snprintf(o->cmd.member.raft, CLUSTER_ADDR_MAX, "127.0.0.1:%u",
-             (unsigned)(8000 + id));
+             (unsigned)(8000 + 4 * id));
     snprintf(o->cmd.member.rpc, CLUSTER_ADDR_MAX, "127.0.0.1:%u",
              (unsigned)(9000 + id));
     o->call.cmd = &o->cmd;

@@ -124,6 +124,17 @@ static void test_bad_maps(void **state)
                  "  - name: s2\n    members:\n"
                  "      - {id: 1, raft: 127.0.0.1:3, rpc: 127.0.0.1:9}\n",
                  "two rpc addresses");
+    /* s1's member 1 runs its queue group at 7001: s2 cannot take it */
+    expect_error("shards:\n  - name: s1\n    members:\n"
+                 "      - {id: 1, raft: 127.0.0.1:7000, rpc: 127.0.0.1:1}\n"
+                 "  - name: s2\n    members:\n"
+                 "      - {id: 2, raft: 127.0.0.1:7001, rpc: 127.0.0.1:2}\n",
+                 "queue group (raft port + 1) of shard s1 member 1");
+    expect_error("shards:\n  - name: s1\n    members:\n"
+                 "      - {id: 1, raft: 127.0.0.1:7000, rpc: 127.0.0.1:1}\n"
+                 "  - name: s2\n    members:\n"
+                 "      - {id: 2, raft: 127.0.0.1:65535, rpc: 127.0.0.1:2}\n",
+                 "leaves no port for its queue group");
     expect_error("shards: [\n", "YAML");
     expect_error("shards:\n  - name: ../x\n" MEMBERS3("1", "2", "3"),
                  "bad shard name");

@@ -391,7 +391,7 @@ static void random_cmd(const struct map_sm *sm, struct map_sm_cmd *c,
         shard->weight = rnd(4) + 1;
         for (i = 0; i < 3; i++) {
             uint64_t id = (*next_id)++;
-            member(&shard->members[i], id, 10000 + (unsigned)id);
+            member(&shard->members[i], id, 10000 + 4 * (unsigned)id);
         }
         shard->n_members = 3;
         c->shard = shard;
@@ -413,7 +413,7 @@ static void random_cmd(const struct map_sm *sm, struct map_sm_cmd *c,
         if (rnd(4) == 0) {
             c->group = MAP_SM_META;
         }
-        member(&c->member, id, 10000 + (unsigned)id);
+        member(&c->member, id, 10000 + 4 * (unsigned)id);
         break;
     }
     default:
