@@ -88,6 +88,12 @@ struct amqp_broker_ops {
      * holds new connections before connection.start. May be NULL (always
      * ready). */
     bool (*ready)(void *self);
+    /* Publishes may be routed on meta_view() now: a router's view is
+     * within its lease (sm/meta_sm.h, META_VIEW_LEASE_MS). While false the
+     * edge holds a channel's publishes, in order, and nacks those held
+     * EDGE_ROUTE_WAIT_MS; it asks again on its tick and whenever a call
+     * completes. May be NULL (always: a local view). */
+    bool (*routable)(void *self);
 };
 
 struct amqp_broker {

@@ -44,6 +44,7 @@ void edge_ref_put(struct edge_ref *r);
 struct edge_calls {
     struct amqp_broker broker;
     uint64_t router_id;
+    uint64_t route_wait_ms; /* a publish waits for a routable view */
     uint64_t next_consumer;
     struct edge_call *retry_list; /* calls waiting to be resubmitted */
     uv_timer_t retry;

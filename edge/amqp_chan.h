@@ -97,6 +97,7 @@ struct chan_op {
     bool ready; /* a publish waits for its content */
     bool started;
     bool done;
+    uint64_t arrived_ms; /* clock_mono_ms() when the method arrived */
     unsigned pending; /* broker calls in flight */
     struct buf payload; /* the method frame's payload */
     struct buf out;     /* frames to send when the op reaches the head */

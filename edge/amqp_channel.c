@@ -83,6 +83,11 @@ void amqp_channel_kick(struct amqp_channel *ch)
     chan_arm_all(ch);
 }
 
+void amqp_channel_pump(struct amqp_channel *ch)
+{
+    chan_pump(ch);
+}
+
 /* ------------------------------------------------------------ dispatch */
 
 /* basic.ack / reject / nack / recover; credit that came back lets the
@@ -316,8 +321,12 @@ static bool can_start(const struct amqp_channel *ch, const struct chan_op *op)
         if (!p->done && (op->barrier || p->barrier)) {
             return false;
         }
+        /* a publish held for a routable view holds those after it */
+        if (!p->started && p->method == AMQP_BASIC_PUBLISH) {
+            return false;
+        }
     }
-    return true;
+    return op->method != AMQP_BASIC_PUBLISH || chan_publish_may_start(op);
 }
 
 /* Start what may start, send what finished, in order. Re-entrant: the

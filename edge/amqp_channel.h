@@ -33,5 +33,8 @@ void amqp_channel_free(struct amqp_channel *ch);
 void amqp_channel_flush_acks(struct amqp_channel *ch);
 /* Resume deliveries after the connection's output drained. */
 void amqp_channel_kick(struct amqp_channel *ch);
+/* Start what may start now (publishes held for a routable view: started,
+ * or nacked once held too long). May free the channel. */
+void amqp_channel_pump(struct amqp_channel *ch);
 
 #endif

@@ -31,6 +31,9 @@ struct amqp_server_config {
     uint16_t channel_max;  /* 0 = 2047 */
     uint16_t heartbeat_s;  /* offered; 0 = 60 */
     unsigned tick_ms;      /* EXPIRE tick; 0 = 1000 */
+    /* A publish waits this long for a routable view (amqp_broker.h), then
+     * is nacked; 0 = EDGE_ROUTE_WAIT_MS. */
+    unsigned route_wait_ms;
 };
 
 struct amqp_server_stats {

@@ -293,6 +293,20 @@ static void conn_error(struct amqp_conn *c, uint16_t code, const char *text,
     conn_flush(c);
 }
 
+void amqp_conn_pump_channels(struct amqp_conn *c)
+{
+    uint16_t i;
+
+    if (c->state != CONN_RUNNING || c->chans == NULL) {
+        return;
+    }
+    for (i = 1; i <= c->chan_hi && !c->dead; i++) {
+        if (c->chans[i]) {
+            amqp_channel_pump(c->chans[i]);
+        }
+    }
+}
+
 void amqp_conn_set_blocked(struct amqp_conn *c, bool blocked)
 {
     struct amqp_method m;

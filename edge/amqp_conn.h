@@ -58,5 +58,9 @@ void amqp_conn_abort(struct amqp_conn *c);
 /* Tell a client that understands it (connection.blocked), and stop or
  * resume reading a connection that published. */
 void amqp_conn_set_blocked(struct amqp_conn *c, bool blocked);
+/* Let every channel start what may start now (amqp_channel_pump): the
+ * broker's view became routable, or held publishes may have waited too
+ * long. */
+void amqp_conn_pump_channels(struct amqp_conn *c);
 
 #endif

@@ -14,6 +14,9 @@
 /* Enqueues retried after UNAVAILABLE for this long, then nacked. */
 #define EDGE_ENQUEUE_RETRY_MS 10000
 #define EDGE_RETRY_TICK_MS 100
+/* A publish waits this long for a routable view (amqp_broker.h), then is
+ * nacked; the same bound as its enqueue's retries. */
+#define EDGE_ROUTE_WAIT_MS EDGE_ENQUEUE_RETRY_MS
 /* Largest message body; a Raft entry holds it with room to spare. */
 #define EDGE_MESSAGE_MAX (4u * 1024 * 1024 - 64 * 1024)
 /* Enqueues in flight per connection before it stops reading; below the

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/container_of.h"
 #include "common/log.h"
 #include "common/random_id.h"
@@ -113,6 +114,7 @@ struct chan_op *chan_op_new(struct amqp_channel *ch, uint32_t method,
     op->method = method;
     op->barrier = barrier;
     op->ready = true;
+    op->arrived_ms = clock_mono_ms();
     buf_init(&op->payload);
     buf_init(&op->out);
     buf_init(&op->blob);

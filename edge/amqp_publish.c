@@ -113,6 +113,20 @@ static bool parse_expiration(struct amqp_bytes e, uint64_t *ms)
     return true;
 }
 
+static bool routable(const struct edge_calls *k)
+{
+    const struct amqp_broker *b = &k->broker;
+
+    return b->ops->routable == NULL || b->ops->routable(b->self);
+}
+
+bool chan_publish_may_start(const struct chan_op *op)
+{
+    const struct edge_calls *k = op->ch->conn->calls;
+
+    return routable(k) || clock_mono_ms() - op->arrived_ms >= k->route_wait_ms;
+}
+
 void chan_start_publish(struct chan_op *op)
 {
     struct amqp_channel *ch = op->ch;
@@ -132,6 +146,13 @@ void chan_start_publish(struct chan_op *op)
 
     if (ch->confirm) {
         op->confirm_tag = ch->confirm_next++;
+    }
+    if (!routable(k)) {
+        /* The view may lack a binding already confirmed to a client: the
+         * message is not routed on it (nacked, as an enqueue that failed) */
+        op->failed++;
+        publish_finish(op);
+        return;
     }
     if (amqp_msg_decode(op->blob.data, op->blob.len, &v) != 0 ||
         amqp_content_header_decode(v.header.data, v.header.len, &h) != 0) {

@@ -9,8 +9,14 @@
 
 #include "edge/amqp_chan.h"
 
+/* Whether the publish @op may start now: the broker's view is routable
+ * (amqp_broker.h), or it has waited EDGE_ROUTE_WAIT_MS (it starts to be
+ * nacked). A publish that may not start holds the channel's later
+ * publishes and barriers behind it. */
+bool chan_publish_may_start(const struct chan_op *op);
+
 /* The publish op's content is complete (op->blob): route, enqueue,
- * confirm. */
+ * confirm; nacked (not routed) if the view is not routable. */
 void chan_start_publish(struct chan_op *op);
 
 #endif

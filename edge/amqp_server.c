@@ -65,6 +65,7 @@
 #include "edge/amqp_after.h"
 #include "edge/amqp_calls.h"
 #include "edge/amqp_conn.h"
+#include "edge/amqp_edge.h"
 #include "proto/amqp_frame.h"
 
 struct amqp_server {
@@ -81,6 +82,7 @@ struct amqp_server {
     struct amqp_server_stats stats;
     unsigned handles; /* open uv handles: listener, tick, connections */
     bool closing;
+    bool routable; /* the broker's view, as last seen (check_routable) */
     void (*close_cb)(void *data);
     void *close_data;
 };
@@ -183,12 +185,37 @@ static void check_blocked(struct amqp_server *s)
  * stops its connection's reading before the confirm goes out: the tick
  * alone would let publishes through for up to tick_ms after the broker
  * said so. */
+/* Held publishes (amqp_broker.h routable()) go on once the view is
+ * routable again, and on every tick while it is not (those held too long
+ * are nacked). */
+static void check_routable(struct amqp_server *s, bool tick)
+{
+    const struct amqp_broker *b = &s->calls.broker;
+    bool routable = b->ops->routable == NULL || b->ops->routable(b->self);
+    struct amqp_conn *c, *next;
+
+    if (routable == s->routable && (routable || !tick)) {
+        return;
+    }
+    if (routable != s->routable) {
+        log_warn("amqp: %s", routable ? "publishes routed again"
+                                      : "publishes held: the broker's meta "
+                                        "view may be stale");
+    }
+    s->routable = routable;
+    for (c = s->conns; c; c = next) {
+        next = amqp_conn_link(c)->next;
+        amqp_conn_pump_channels(c);
+    }
+}
+
 static void on_calls_answered(void *data)
 {
     struct amqp_server *s = data;
 
     if (!s->closing) {
         check_blocked(s);
+        check_routable(s, false);
     }
 }
 
@@ -209,6 +236,7 @@ static void on_tick(uv_timer_t *t)
     }
     /* Also without answers: a broker's "blocked" may lapse with time. */
     check_blocked(s);
+    check_routable(s, true);
 }
 
 /* --------------------------------------------------------------- server */
@@ -262,6 +290,7 @@ struct amqp_server *amqp_server_new(uv_loop_t *loop,
         return NULL;
     }
     s = xcalloc(1, sizeof(*s));
+    s->routable = true;
     s->loop = loop;
     s->cfg = *cfg;
     snprintf(s->host, sizeof(s->host), "%s", host);
@@ -302,6 +331,8 @@ struct amqp_server *amqp_server_new(uv_loop_t *loop,
     edge_calls_init(&s->calls, loop, broker, s->cfg.router_id, on_calls_idle,
                     s);
     s->calls.answered = on_calls_answered;
+    s->calls.route_wait_ms =
+        s->cfg.route_wait_ms ? s->cfg.route_wait_ms : EDGE_ROUTE_WAIT_MS;
     s->env.loop = loop;
     s->env.cfg = &s->cfg;
     s->env.stats = &s->stats;

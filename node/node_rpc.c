@@ -491,6 +491,15 @@ static int meta_snapshot_pb(struct node_rpc *r, Ringmq__MetaSnapshot *snap)
     return 0;
 }
 
+/* The leader's term, for the fan-out (a new one forgets the routers). */
+static void fanout_term(struct node_rpc *r)
+{
+    struct meta_svc_status st;
+
+    meta_svc_status(r->meta, &st);
+    meta_fanout_term(r->fanout, st.raft.term);
+}
+
 struct rpc_meta_call {
     struct meta_svc_call call;
     struct node_rpc *rpc;
@@ -525,15 +534,22 @@ static void meta_call_free(struct rpc_meta_call *c)
     free(c);
 }
 
-static void meta_fanned_out(struct meta_fanout_wait *w, bool timed_out)
+static void meta_fanned_out(struct meta_fanout_wait *w,
+                            enum meta_fanout_end end)
 {
     struct rpc_meta_call *c = w->data;
 
-    if (timed_out) {
-        log_debug("meta: version %llu not confirmed by every router",
-                  (unsigned long long)w->version);
+    if (end == META_FANOUT_CLOSED) {
+        /* applied, but not known to be routed by: a retry is harmless */
+        reply_code(c->req, OUTCOME_UNAVAILABLE, "closing");
+    } else {
+        if (end == META_FANOUT_LAPSED) {
+            log_debug("meta: version %llu not confirmed by every router "
+                      "(their leases ran out)",
+                      (unsigned long long)w->version);
+        }
+        meta_reply_ok(c);
     }
-    meta_reply_ok(c);
     meta_call_free(c);
 }
 
@@ -549,6 +565,7 @@ static void meta_call_done(struct meta_svc_call *call)
             c->wait.version = call->result.version;
             c->wait.cb = meta_fanned_out;
             c->wait.data = c;
+            fanout_term(r);
             meta_fanout_wait(r->fanout, &c->wait);
             return;
         }
@@ -589,8 +606,8 @@ struct rpc_meta_watch {
     struct meta_svc_watch w;
     struct node_rpc *rpc; /* NULL once the service closed */
     struct rpc_server_req *req;
-    struct meta_fanout_park park;
-    bool one_off; /* not a router's: not counted by the fan-out */
+    uint64_t router_id; /* 0: not a router's (a one-off read) */
+    uint64_t arrived_ms;
     struct rpc_meta_watch *prev;
     struct rpc_meta_watch *next;
 };
@@ -606,7 +623,6 @@ static void watch_unlink(struct node_rpc *r, struct rpc_meta_watch *c)
         c->next->prev = c->prev;
     }
     c->prev = c->next = NULL;
-    meta_fanout_unpark(r->fanout, &c->park);
 }
 
 static void meta_watch_done(struct meta_svc_watch *w)
@@ -622,33 +638,46 @@ static void meta_watch_done(struct meta_svc_watch *w)
         return;
     }
     watch_unlink(r, c);
-    if (w->status != OUTCOME_OK || meta_snapshot_pb(r, &snap) != 0) {
-        reply_code(c->req, OUTCOME_UNAVAILABLE, "closing");
-    } else {
-        resp.code = rpc_code(OUTCOME_OK);
-        resp.body_case = RINGMQ__RPC_RESPONSE__BODY_META_SNAPSHOT;
-        resp.meta_snapshot = &snap;
-        rpc_server_reply(c->req, &resp);
-        free(snap.state.data);
-        if (!c->one_off) {
-            meta_fanout_answered(r->fanout);
-        }
+    if (w->status == OUTCOME_OK && !meta_svc_is_leader(r->meta)) {
+        /* Only a leader's answer may renew a router's lease
+         * (node/meta_fanout.h): a replica that lost leadership sends its
+         * watches on. */
+        reply_not_leader(r, c->req, "meta", meta_svc_leader_id(r->meta));
+        free(c);
+        return;
     }
+    ringmq__meta_snapshot__init(&snap);
+    if (w->status != OUTCOME_OK ||
+        ((w->version > w->known_version || w->known_version == 0) &&
+         meta_snapshot_pb(r, &snap) != 0)) {
+        reply_code(c->req, OUTCOME_UNAVAILABLE, "closing");
+        free(c);
+        return;
+    }
+    /* An unchanged state is not sent again: the version says so. */
+    if (snap.state.data == NULL) {
+        snap.version = meta_sm_version(meta_svc_sm(r->meta));
+    }
+    resp.code = rpc_code(OUTCOME_OK);
+    resp.body_case = RINGMQ__RPC_RESPONSE__BODY_META_SNAPSHOT;
+    resp.meta_snapshot = &snap;
+    rpc_server_reply(c->req, &resp);
+    free(snap.state.data);
+    fanout_term(r);
+    meta_fanout_answered(r->fanout, c->router_id, c->arrived_ms);
     free(c);
 }
 
 static void handle_meta_watch(struct node_rpc *r, struct rpc_server_req *req,
                               const Ringmq__RpcRequest *msg)
 {
+    const Ringmq__MetaWatch *mw = msg->meta_watch;
     struct rpc_meta_watch *c;
 
     if (r->meta == NULL || msg->group == NULL ||
         strcmp(msg->group, "meta") != 0) {
         reply_code(req, OUTCOME_NO_GROUP, "no such group here");
         return;
-    }
-    if (!msg->meta_watch->one_off) {
-        meta_fanout_request(r->fanout);
     }
     if (!meta_svc_is_leader(r->meta)) {
         /* Watches live at the leader: it delays meta changes until every
@@ -659,20 +688,20 @@ static void handle_meta_watch(struct node_rpc *r, struct rpc_server_req *req,
     c = xcalloc(1, sizeof(*c));
     c->rpc = r;
     c->req = req;
-    c->one_off = msg->meta_watch->one_off;
-    c->w.known_version = msg->meta_watch->known_version;
-    c->w.wait_ms = msg->meta_watch->wait_ms > 60000
-                       ? 60000
-                       : msg->meta_watch->wait_ms;
+    c->router_id = mw->one_off ? 0 : mw->router_id;
+    c->arrived_ms = uv_now(r->loop);
+    fanout_term(r);
+    meta_fanout_request(r->fanout, c->router_id, mw->known_version);
+    c->w.known_version = mw->known_version;
+    c->w.wait_ms = mw->wait_ms > 60000 ? 60000 : mw->wait_ms;
     c->w.cb = meta_watch_done;
     c->w.data = c;
-    /* Parked before it is handed over: the answer may come at once. */
+    /* Linked before it is handed over: the answer may come at once. */
     c->next = r->watches;
     if (r->watches) {
         r->watches->prev = c;
     }
     r->watches = c;
-    meta_fanout_park(r->fanout, &c->park, c->w.known_version);
     meta_svc_watch(r->meta, &c->w);
 }
 
@@ -821,7 +850,7 @@ void node_rpc_set_amqp(struct node_rpc *r, struct mq_svc *const *mq,
     r->n_mq = n_mq;
     r->meta = meta;
     if (meta != NULL && r->fanout == NULL) {
-        r->fanout = meta_fanout_new(r->loop, 0, 0);
+        r->fanout = meta_fanout_new(r->loop, 0, r->cfg->election_ms);
     }
 }
 

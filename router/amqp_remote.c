@@ -46,7 +46,6 @@
 #define MOVING_RETRY_MS 10
 /* A CHECKOUT long poll gets its wait plus this for the round trip. */
 #define WAIT_SLACK_MS 3000
-#define WATCH_WAIT_MS 10000
 #define WATCH_RETRY_MS 200
 
 /* One remote Raft group: a shard's queue group, or the meta group. */
@@ -66,6 +65,7 @@ struct rgrp {
 struct watch_call {
     struct amqp_remote *r;
     unsigned gen;
+    uint64_t sent_ms; /* an answer gives a lease from here */
 };
 
 /* One call on its way. A queue.declare that creates a queue not in the
@@ -106,6 +106,7 @@ struct amqp_remote {
 
     struct meta_sm *view;
     bool view_loaded;
+    uint64_t lease_until; /* the view routes publishes until (uv_now) */
     bool map_confirmed; /* the map is the meta group's, not the file's */
     unsigned watch_member;
     bool watch_inflight; /* a watch of generation watch_gen */
@@ -579,6 +580,13 @@ static bool op_should_block(void *self)
     return false;
 }
 
+static bool op_routable(void *self)
+{
+    struct amqp_remote *r = self;
+
+    return r->view_loaded && uv_now(r->loop) < r->lease_until;
+}
+
 static bool op_ready(void *self)
 {
     const struct amqp_remote *r = self;
@@ -594,6 +602,7 @@ static const struct amqp_broker_ops remote_ops = {
     .meta_view = op_meta_view,
     .should_block = op_should_block,
     .ready = op_ready,
+    .routable = op_routable,
 };
 
 struct amqp_broker amqp_remote_broker(struct amqp_remote *r)
@@ -629,6 +638,7 @@ static void on_watch(void *data, int status, const Ringmq__RpcResponse *resp)
     struct amqp_remote *r = wc->r;
     struct leader_group *g = meta_group(r)->g;
     bool stale = wc->gen != r->watch_gen;
+    uint64_t sent_ms = wc->sent_ms;
     int hint;
 
     free(wc);
@@ -662,6 +672,12 @@ static void on_watch(void *data, int status, const Ringmq__RpcResponse *resp)
                 view_update(r, resp->meta_snapshot->state.data,
                             resp->meta_snapshot->state.len,
                             resp->meta_snapshot->version);
+                /* the leader's whole state as of this send or later */
+                if (r->view_loaded &&
+                    meta_sm_version(r->view) >= resp->meta_snapshot->version &&
+                    sent_ms + META_VIEW_LEASE_MS > r->lease_until) {
+                    r->lease_until = sent_ms + META_VIEW_LEASE_MS;
+                }
             }
             leader_group_adopt(g, r->watch_member, "meta watch");
             watch_send(r);
@@ -694,7 +710,8 @@ static void watch_send(struct amqp_remote *r)
         return;
     }
     w.known_version = r->view_loaded ? meta_sm_version(r->view) : 0;
-    w.wait_ms = r->view_loaded ? WATCH_WAIT_MS : 0;
+    w.wait_ms = r->view_loaded ? META_VIEW_HEARTBEAT_MS : 0;
+    w.router_id = r->cfg.router_id;
     req.epoch = r->map.epoch;
     req.group = (char *)leader_group_name(g);
     req.body_case = RINGMQ__RPC_REQUEST__BODY_META_WATCH;
@@ -702,8 +719,10 @@ static void watch_send(struct amqp_remote *r)
     wc = xmalloc(sizeof(*wc));
     wc->r = r;
     wc->gen = r->watch_gen;
+    wc->sent_ms = uv_now(r->loop);
     rv = rpc_client_call(leader_group_client(g, r->watch_member), &req,
-                         WATCH_WAIT_MS + WAIT_SLACK_MS, on_watch, wc, NULL);
+                         META_VIEW_HEARTBEAT_MS + WAIT_SLACK_MS, on_watch, wc,
+                         NULL);
     if (rv == 0) {
         r->watch_inflight = true;
     } else {
@@ -941,7 +960,7 @@ int amqp_remote_map_update(struct amqp_remote *r,
              r->map.epoch, r->map.n_shards, r->map.n_meta);
     if (meta_changed) {
         /* A watch in flight went to the old members (it may wait
-         * WATCH_WAIT_MS there, or at a node that left): watch the new
+         * its wait there, or at a node that left): watch the new
          * ones now, and let that one's answer only feed the view. */
         r->watch_gen++;
         r->watch_inflight = false;

@@ -27,7 +27,12 @@
  * The meta view: a meta_sm restored from the snapshot in every MetaResult
  * and MetaWatch answer whose version is newer. A watch is always pending on
  * the meta leader, so changes made through other routers arrive within a
- * round trip.
+ * round trip. The leader answers it at least every META_VIEW_HEARTBEAT_MS,
+ * and the view routes publishes (routable()) only within
+ * META_VIEW_LEASE_MS of sending the last watch a leader answered
+ * (sm/meta_sm.h): the meta leader answers a change once every router knows
+ * it or has run out of lease, so a router cut off from it stops routing
+ * publishes on a view that may lack a binding already confirmed.
  *
  * Errors: amqp_remote_new() returns NULL with a reason in @errmsg. Calls
  * never fail synchronously: they complete through their callback, possibly
@@ -38,6 +43,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <uv.h>
 
@@ -51,6 +57,9 @@ struct amqp_remote_config {
      * brings the meta group's map: queues are placed by its queue ring,
      * which the file's may not be. */
     bool wait_for_map;
+    /* This router's id in meta watches (the meta leader waits for each
+     * router by it: node/meta_fanout.h); 0 = not counted as a router. */
+    uint64_t router_id;
 };
 
 struct amqp_remote;

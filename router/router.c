@@ -85,6 +85,7 @@ static int start_amqp(struct router *r, const struct router_config *cfg,
     qc.map = cfg->map;
     qc.request_timeout_ms = cfg->request_timeout_ms;
     qc.wait_for_map = true; /* until map_follow brings meta's */
+    qc.router_id = random_id_nonzero(); /* 0: "no router" to mq_sm */
     r->mq = amqp_remote_new(r->loop, &qc, sub, sizeof(sub));
     if (r->mq == NULL) {
         snprintf(errmsg, errlen, "amqp: %s", sub);
@@ -96,7 +97,7 @@ static int start_amqp(struct router *r, const struct router_config *cfg,
                cfg->n_amqp_users * sizeof(*cfg->amqp_users));
         ac.n_users = cfg->n_amqp_users;
     }
-    ac.router_id = random_id_nonzero(); /* 0: "no router" to mq_sm */
+    ac.router_id = qc.router_id; /* one id: mq_sm's leases, meta's watch */
     broker = amqp_remote_broker(r->mq);
     r->amqp = amqp_server_new(r->loop, &ac, &broker, sub, sizeof(sub));
     if (r->amqp == NULL) {

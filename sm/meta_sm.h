@@ -69,6 +69,14 @@
 #define META_SM_NAME_MAX 255
 #define META_SM_SHARD_MAX 63 /* a directory's shard names */
 
+/* A router's lease on its copy of the state (its view): it routes
+ * publishes on the view only until META_VIEW_LEASE_MS after sending the
+ * watch whose answer it holds, and the meta leader answers an unchanged
+ * watch after META_VIEW_HEARTBEAT_MS, so a router in touch always holds a
+ * lease. The meta leader's side of the contract is node/meta_fanout.h. */
+#define META_VIEW_LEASE_MS 1500
+#define META_VIEW_HEARTBEAT_MS (META_VIEW_LEASE_MS / 4)
+
 enum meta_sm_exchange_type {
     META_SM_DIRECT = 0,
     META_SM_FANOUT,

@@ -11,12 +11,19 @@ shards of 3 nodes, 2 routers), through the routers' AMQP edges:
 3. kill -9 of a router whose consumer holds unacked deliveries: they come
    back, redelivered, to a consumer on the other router (the dead router
    stops renewing its lease); the restarted router serves AMQP at once.
+4. a router cut off from the meta group (s1's three nodes paused) holds
+   publishes to a queue on s2 once its view's lease ran out: its view may
+   lack a binding another router already confirmed. They go on, confirmed,
+   once meta answers again.
 
 The routers' AMQP ports are the cluster map's (scripts/local-cluster writes
 5672+r, shifted by the test's port offset); with a map that has none, the
 test restarts each router with its own argv plus `--amqp 127.0.0.1:PORT` on
 a free port.
 """
+import os
+import signal
+import threading
 import time
 
 import pika
@@ -223,6 +230,51 @@ def test_kill_router_returns_its_deliveries():
     at.wait_amqp_ready(HOST, C.port("r1"), timeout=10)
 
 
+def test_publish_held_without_meta():
+    q = at.uniq("xr_meta_lease")
+    c = conn("r1")
+    ch = c.channel()
+    ch.queue_declare(q, durable=True)
+    ch.confirm_delivery()
+    C.lc.ctl("queue", "move", q, "s2", timeout=120)
+    ch.basic_publish("", q, "before", properties=pika.BasicProperties(delivery_mode=2))
+    meta = [C.lc.pids()["n%d" % i] for i in (1, 2, 3)]  # s1 hosts meta
+    done = {}
+
+    def publish():
+        t = time.time()
+        try:
+            ch.basic_publish("", q, "held", properties=pika.BasicProperties(delivery_mode=2))
+            done["ok"] = True
+        except Exception as e:  # noqa: BLE001 - reported below
+            done["error"] = repr(e)
+        done["s"] = time.time() - t
+
+    for pid in meta:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(2.5)  # the lease (1.5 s) runs out
+        th = threading.Thread(target=publish, daemon=True)
+        th.start()
+        th.join(2.0)
+        rt.check(th.is_alive(), "a publish through a router cut off from meta "
+                 "was confirmed in %.2fs: %r" % (done.get("s", -1), done))
+    finally:
+        for pid in meta:
+            os.kill(pid, signal.SIGCONT)
+    th.join(30)
+    rt.check(done.get("ok"), "the held publish after meta came back: %r" % done)
+    print("     held %.1fs, confirmed once meta answered" % done["s"])
+    got = []
+    for _ in range(2):
+        m = ch.basic_get(q, auto_ack=True)
+        if m[0] is not None:
+            got.append(m[2])
+    rt.check(got == [b"before", b"held"], "queue holds %r" % got)
+    ch.queue_delete(q)
+    c.close()
+
+
 def gated(t, state):
     def g():
         if not state.get("up"):
@@ -246,5 +298,6 @@ if __name__ == "__main__":
     tests += [gated(t, state) for t in (test_work_queue_across_routers,
                                         test_fanout_across_routers,
                                         test_exclusive_queue_across_routers,
-                                        test_kill_router_returns_its_deliveries)]
+                                        test_kill_router_returns_its_deliveries,
+                                        test_publish_held_without_meta)]
     rt.run_tests(tests)

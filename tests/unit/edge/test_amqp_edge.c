@@ -94,7 +94,7 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-static int setup_tick(void **state, unsigned tick_ms)
+static int setup_edge(void **state, unsigned tick_ms, unsigned route_wait_ms)
 {
     struct fixture *fx = calloc(1, sizeof(*fx));
     struct amqp_server_config cfg;
@@ -111,6 +111,7 @@ static int setup_tick(void **state, unsigned tick_ms)
     cfg.router_id = 7;
     cfg.frame_max = 8192;
     cfg.tick_ms = tick_ms;
+    cfg.route_wait_ms = route_wait_ms;
     fx->srv = amqp_server_new(&fx->loop, &cfg, &b, err, sizeof(err));
     if (fx->srv == NULL) {
         fail_msg("amqp_server_new: %s", err);
@@ -121,9 +122,20 @@ static int setup_tick(void **state, unsigned tick_ms)
     return 0;
 }
 
+static int setup_tick(void **state, unsigned tick_ms)
+{
+    return setup_edge(state, tick_ms, 0);
+}
+
 static int setup(void **state)
 {
     return setup_tick(state, 50);
+}
+
+/* Publishes wait 500 ms for a routable view. */
+static int setup_route_wait(void **state)
+{
+    return setup_edge(state, 50, 500);
 }
 
 /* A tick that never comes within a test: what the edge does without it. */
@@ -826,6 +838,47 @@ static void test_blocked_by_an_answer(void **state)
     cl_close(&c);
 }
 
+/* A router whose meta view's lease ran out (amqp_broker.h routable()) may
+ * lack a binding already confirmed to a client: it holds publishes, in
+ * order, and routes them once the view is routable again; one held longer
+ * than the route wait is nacked, not routed. Before, publishes were routed
+ * on any view, however old. */
+static void test_publish_held_while_unroutable(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    struct amqp_method m;
+
+    cl_handshake(&c, fx->port);
+    cl_declare(&c, "r1");
+    cl_simple(&c, 1, AMQP_CONFIRM_SELECT);
+    cl_expect_free(&c, AMQP_CONFIRM_SELECT_OK);
+    fake_broker_set_routable(fx->fb, false);
+    cl_publish(&c, "", "r1", "one", false);
+    cl_publish(&c, "", "r1", "two", false);
+    cl_quiet(&c, 250);
+    fake_broker_set_routable(fx->fb, true);
+    cl_expect(&c, AMQP_BASIC_ACK, &m);
+    assert_int_equal(m.basic_ack.delivery_tag, 1);
+    amqp_method_free(&m);
+    cl_expect(&c, AMQP_BASIC_ACK, &m);
+    assert_int_equal(m.basic_ack.delivery_tag, 2);
+    amqp_method_free(&m);
+
+    fake_broker_set_routable(fx->fb, false);
+    cl_publish(&c, "", "r1", "three", false);
+    cl_quiet(&c, 250);
+    cl_expect(&c, AMQP_BASIC_NACK, &m); /* within the route wait + a tick */
+    assert_int_equal(m.basic_nack.delivery_tag, 3);
+    amqp_method_free(&m);
+    fake_broker_set_routable(fx->fb, true);
+    cl_publish(&c, "", "r1", "four", false);
+    cl_expect(&c, AMQP_BASIC_ACK, &m);
+    assert_int_equal(m.basic_ack.delivery_tag, 4);
+    amqp_method_free(&m);
+    cl_close(&c);
+}
+
 /* tx is refused clearly (540), not half done. */
 static void test_tx_not_implemented(void **state)
 {
@@ -857,6 +910,8 @@ int main(int argc, char **argv)
                                         setup_no_tick, teardown),
         cmocka_unit_test_setup_teardown(test_tx_not_implemented, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_publish_held_while_unroutable,
+                                        setup_route_wait, teardown),
     };
 
     if (argc == 3 && strcmp(argv[1], "--serve") == 0) {

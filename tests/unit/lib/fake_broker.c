@@ -25,6 +25,7 @@ struct fake_broker {
     bool unavailable;
     bool blocked;
     bool block_on_enqueue;
+    bool unroutable;
     bool closing;
 };
 
@@ -184,12 +185,24 @@ void fake_broker_block_on_enqueue(struct fake_broker *fb, bool on)
     __atomic_store_n(&fb->block_on_enqueue, on, __ATOMIC_SEQ_CST);
 }
 
+static bool fb_routable(void *self)
+{
+    return !__atomic_load_n(&((struct fake_broker *)self)->unroutable,
+                            __ATOMIC_SEQ_CST);
+}
+
+void fake_broker_set_routable(struct fake_broker *fb, bool on)
+{
+    __atomic_store_n(&fb->unroutable, !on, __ATOMIC_SEQ_CST);
+}
+
 static const struct amqp_broker_ops fb_ops = {
     .shard_count = fb_shard_count,
     .shard_of = fb_shard_of,
     .submit = fb_submit,
     .meta_view = fb_meta_view,
     .should_block = fb_should_block,
+    .routable = fb_routable,
 };
 
 struct fake_broker *fake_broker_new(uv_loop_t *loop, unsigned shards)
