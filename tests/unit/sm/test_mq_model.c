@@ -33,6 +33,8 @@
  * not checked out, by id", a consumer's unacked list "its messages, by
  * tag"; creation order is a sequence number per queue and per consumer.
  *
+ * At the end: focused regression tests of what the model found.
+ *
  * RINGMQ_TEST_SEED, RINGMQ_MODEL_SEEDS, RINGMQ_MODEL_STEPS: see model_run.h.
  */
 #include <setjmp.h>
