@@ -14,6 +14,7 @@
 
 #include <inttypes.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -40,6 +41,30 @@ static inline uint64_t model_below(struct model_rng *r, uint64_t n)
 static inline bool model_percent(struct model_rng *r, unsigned pct)
 {
     return model_below(r, 100) < pct;
+}
+
+/* An index into @mix, an array of structs with an `unsigned weight`
+ * member, drawn with probability proportional to the weights. */
+#define MODEL_PICK(rng, mix)                                                 \
+    model_pick((rng), &(mix)[0].weight, sizeof(mix) / sizeof((mix)[0]),     \
+               sizeof((mix)[0]))
+
+static inline size_t model_pick(struct model_rng *r, const unsigned *weight0,
+                                size_t n, size_t stride)
+{
+    const char *w = (const char *)weight0;
+    uint64_t total = 0, pick;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        total += *(const unsigned *)(const void *)(w + i * stride);
+    }
+    pick = model_below(r, total);
+    for (i = 0; pick >= *(const unsigned *)(const void *)(w + i * stride);
+         i++) {
+        pick -= *(const unsigned *)(const void *)(w + i * stride);
+    }
+    return i;
 }
 
 /* Where a run is, for the failure message. */

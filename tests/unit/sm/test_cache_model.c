@@ -604,19 +604,10 @@ static int gen_op(struct gen *g, const struct model *m, struct cache_op *op)
         {CACHE_OP_TOUCH, 6},   {CACHE_OP_GAT, 6},     {CACHE_OP_FLUSH_ALL, 1},
         {CACHE_OP_CONFIG, 1},
     };
-    unsigned total = 0, pick;
-    size_t i;
     int k = (int)model_below(&g->rng, N_KEYS);
 
     memset(op, 0, sizeof(*op));
-    for (i = 0; i < sizeof(mix) / sizeof(mix[0]); i++) {
-        total += mix[i].weight;
-    }
-    pick = (unsigned)model_below(&g->rng, total);
-    for (i = 0; pick >= mix[i].weight; i++) {
-        pick -= mix[i].weight;
-    }
-    op->type = mix[i].type;
+    op->type = mix[MODEL_PICK(&g->rng, mix)].type;
     if (op->type == CACHE_OP_CONFIG) {
         gen_config(g, op, false);
         return -1;

@@ -975,18 +975,11 @@ static void gen_step(struct gen *g, const struct model *m, struct step *s)
         {MQ_SM_BOOT, 3, 0},
     };
     struct mq_sm_cmd *cmd = &s->cmd;
-    unsigned total = 0, pick;
     size_t i;
     int c;
 
     memset(s, 0, sizeof(*s));
-    for (i = 0; i < sizeof(mix) / sizeof(mix[0]); i++) {
-        total += mix[i].weight;
-    }
-    pick = (unsigned)model_below(&g->rng, total);
-    for (i = 0; pick >= mix[i].weight; i++) {
-        pick -= mix[i].weight;
-    }
+    i = MODEL_PICK(&g->rng, mix);
     cmd->type = mix[i].type;
     cmd->scope = mix[i].scope;
     s->q = (int)model_below(&g->rng, N_QUEUES);
