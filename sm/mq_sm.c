@@ -697,6 +697,9 @@ static struct mq_msg *take_unacked(struct mq_sm *sm, struct mq_consumer *c,
         c->q->unacked--;
         ht_remove(&sm->tags, &m->hn);
         m->tag = 0;
+        /* only a checked-out message has a CHECKOUT; a ready one keeping
+         * it would differ (in the digest) from its snapshot copy */
+        m->co_seq = 0;
         m->c = NULL;
         m->next = NULL;
         *tail = m;
