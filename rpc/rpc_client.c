@@ -446,6 +446,7 @@ static void flush(struct rpc_client *c)
         }
     }
     if (wr->data.len == 0) {
+        buf_free(&wr->data);
         free(wr);
         return;
     }
