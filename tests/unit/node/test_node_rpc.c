@@ -27,6 +27,7 @@
 #include "node/config.h"
 #include "node/node_rpc.h"
 #include "proto/rpc_frame.h"
+#include "tests/unit/lib/frame_read.h"
 #include "tests/unit/lib/svc_env.h"
 
 #define WAIT_MS 10000
@@ -159,27 +160,22 @@ static void send_op(struct fx *f, enum cache_op_type type, const char *key,
     buf_free(&out);
 }
 
-/* Runs the node until its reply is readable, then reads it (one frame:
- * the test has one request out at a time). */
+static bool node_runs_until_readable(void *arg)
+{
+    struct fx *f = arg;
+
+    return svc_env_run_until(&f->env, fd_readable, &f->fd, WAIT_MS);
+}
+
+/* Runs the node until its reply is in, and reads it. */
 static Ringmq__RpcResponse *recv_reply(struct fx *f)
 {
     struct rpc_frame_decoder dec;
     struct rpc_frame frame;
     Ringmq__RpcResponse *resp = NULL;
-    char b[4096];
-    size_t used;
-    ssize_t n;
-    int rv = 0;
 
     rpc_frame_decoder_init(&dec, 0);
-    while (rv == 0) {
-        assert_true(svc_env_run_until(&f->env, fd_readable, &f->fd, WAIT_MS));
-        n = read(f->fd, b, sizeof(b));
-        assert_true(n > 0);
-        rv = rpc_frame_decoder_feed(&dec, b, (size_t)n, &used, &frame);
-        assert_int_equal(used, (size_t)n); /* nothing after the reply */
-    }
-    assert_int_equal(rv, 1);
+    frame_read(f->fd, &dec, &frame, node_runs_until_readable, f);
     assert_int_equal(rpc_frame_unpack_response(&frame, &resp), 0);
     rpc_frame_decoder_close(&dec);
     assert_int_equal(resp->id, 7);

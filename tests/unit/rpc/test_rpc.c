@@ -29,6 +29,7 @@
 #include "rpc/rpc_server.h"
 #include "proto/rpc_frame.h"
 #include "rpc/rpc_client.h"
+#include "tests/unit/lib/frame_read.h"
 
 enum mode { MODE_NOW, MODE_DELAY, MODE_HOLD };
 
@@ -835,28 +836,23 @@ static int accept_running(struct fx *fx, int fd, unsigned ms)
     return fd;
 }
 
-/* Reads one request frame from blocking socket @fd (the loop is not run:
- * the client's bytes were handed to the socket already). */
+static bool readable_soon(void *arg)
+{
+    struct pollfd p = {.fd = *(int *)arg, .events = POLLIN};
+
+    return poll(&p, 1, 10000) == 1;
+}
+
+/* Reads the first request frame from socket @fd (the loop is not run: the
+ * client's bytes were handed to the socket already). */
 static Ringmq__RpcRequest *read_request(int fd)
 {
     struct rpc_frame_decoder dec;
     struct rpc_frame frame;
     Ringmq__RpcRequest *msg = NULL;
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    char b[4096];
-    size_t used;
-    ssize_t n;
-    int rv = 0;
 
     rpc_frame_decoder_init(&dec, 0);
-    while (rv == 0) {
-        assert_int_equal(poll(&p, 1, 10000), 1);
-        n = read(fd, b, sizeof(b));
-        assert_true(n > 0);
-        /* the first frame is all this test needs */
-        rv = rpc_frame_decoder_feed(&dec, b, (size_t)n, &used, &frame);
-    }
-    assert_int_equal(rv, 1);
+    frame_read(fd, &dec, &frame, readable_soon, &fd);
     assert_int_equal(rpc_frame_unpack_request(&frame, &msg), 0);
     rpc_frame_decoder_close(&dec);
     return msg;
