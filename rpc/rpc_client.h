@@ -87,7 +87,8 @@ size_t rpc_client_pending(const struct rpc_client *c);
  *
  * Returns 0 (then @cb fires exactly once, later), or without ever calling
  * @cb: UV_ECANCELED if the client is closing, UV_E2BIG if the request does
- * not fit in a frame.
+ * not fit in a frame uncompressed (the node's limit on a decompressed
+ * payload is the frame limit too).
  */
 int rpc_client_call(struct rpc_client *c,
                     const Ringmq__RpcRequest *req,
