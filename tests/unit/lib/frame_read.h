@@ -7,13 +7,14 @@
 
 #include <stdbool.h>
 
-#include "proto/rpc_frame.h"
+#include <protobuf-c/protobuf-c.h>
 
-/* Reads socket @fd into @dec until a frame completes: *frame, valid until
- * the next use of @dec. Before each read @wait(@arg) returns once @fd is
- * readable (false: it did not become readable, the test fails). Bytes
- * after that frame in the same read are dropped. */
-void frame_read(int fd, struct rpc_frame_decoder *dec,
-                struct rpc_frame *frame, bool (*wait)(void *arg), void *arg);
+/* Reads socket @fd until a frame completes and returns its message, of
+ * type @desc (free it with protobuf_c_message_free_unpacked(m, NULL)).
+ * Before each read @wait(@arg) returns once @fd is readable (false: it did
+ * not become readable, the test fails). Bytes after that frame in the same
+ * read are dropped. */
+ProtobufCMessage *frame_read(int fd, const ProtobufCMessageDescriptor *desc,
+                             bool (*wait)(void *arg), void *arg);
 
 #endif

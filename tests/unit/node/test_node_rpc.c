@@ -170,14 +170,9 @@ static bool node_runs_until_readable(void *arg)
 /* Runs the node until its reply is in, and reads it. */
 static Ringmq__RpcResponse *recv_reply(struct fx *f)
 {
-    struct rpc_frame_decoder dec;
-    struct rpc_frame frame;
-    Ringmq__RpcResponse *resp = NULL;
+    Ringmq__RpcResponse *resp = (Ringmq__RpcResponse *)frame_read(
+        f->fd, &ringmq__rpc_response__descriptor, node_runs_until_readable, f);
 
-    rpc_frame_decoder_init(&dec, 0);
-    frame_read(f->fd, &dec, &frame, node_runs_until_readable, f);
-    assert_int_equal(rpc_frame_unpack_response(&frame, &resp), 0);
-    rpc_frame_decoder_close(&dec);
     assert_int_equal(resp->id, 7);
     return resp;
 }

@@ -847,15 +847,8 @@ static bool readable_soon(void *arg)
  * client's bytes were handed to the socket already). */
 static Ringmq__RpcRequest *read_request(int fd)
 {
-    struct rpc_frame_decoder dec;
-    struct rpc_frame frame;
-    Ringmq__RpcRequest *msg = NULL;
-
-    rpc_frame_decoder_init(&dec, 0);
-    frame_read(fd, &dec, &frame, readable_soon, &fd);
-    assert_int_equal(rpc_frame_unpack_request(&frame, &msg), 0);
-    rpc_frame_decoder_close(&dec);
-    return msg;
+    return (Ringmq__RpcRequest *)frame_read(
+        fd, &ringmq__rpc_request__descriptor, readable_soon, &fd);
 }
 
 /*
