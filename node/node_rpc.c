@@ -976,7 +976,18 @@ static void on_request(void *data, struct rpc_server_req *req,
                        const Ringmq__RpcRequest *msg)
 {
     struct node_rpc *r = data;
+    uint64_t deadline = rpc_server_req_deadline(req);
 
+    /* Its sender has given up on it, or is about to, and reported it
+     * failed: whatever it asks must not happen now. */
+    if (deadline != 0 && clock_mono_ms() >= deadline) {
+        log_debug("rpc: request %" PRIu64 " expired before it started",
+                  msg->id);
+        reply_code(req, OUTCOME_UNAVAILABLE,
+                   "deadline passed before the request started: not "
+                   "executed");
+        return;
+    }
     switch (msg->body_case) {
     case RINGMQ__RPC_REQUEST__BODY_CACHE:
         handle_cache(r, req, msg);

@@ -7,6 +7,9 @@
  * a follower answers RPC_NOT_LEADER with the leader's id and RPC address as
  * a hint (a meta watch is served by any replica: versions only grow). Status
  * requests describe every group (state, indexes, digest) for ringmqctl.
+ * A request whose deadline (RpcRequest.budget_ms, rpc_server_req_deadline)
+ * has passed when it is dispatched is answered RPC_UNAVAILABLE and not
+ * started: its sender has reported it failed, or is about to.
  *
  * @groups is borrowed and must outlive the service. node_rpc_close stops
  * listening; replies to calls still in a group are dropped. Freed before cb.

@@ -59,29 +59,23 @@ static size_t clamp_max(size_t max_frame)
     return max_frame > UINT32_MAX ? UINT32_MAX : max_frame;
 }
 
-int rpc_frame_encode(struct buf *out,
-                     const ProtobufCMessage *msg,
-                     size_t compress_min,
-                     size_t max_frame)
+/* Frames the @size bytes of payload placed after room for the header at
+ * the end of @out (reserved by the caller): compresses them if that pays,
+ * writes the header and appends the frame. */
+static int frame_payload(struct buf *out,
+                         size_t size,
+                         size_t compress_min,
+                         size_t max_frame)
 {
-    size_t size = protobuf_c_message_get_packed_size(msg);
+    uint8_t *hdr = (uint8_t *)out->data + out->len;
     size_t body = size;
     uint8_t flags = 0;
-    uint8_t *hdr;
     void *z;
     size_t zlen;
 
-    max_frame = clamp_max(max_frame);
     if (compress_min == 0) {
         compress_min = RPC_FRAME_COMPRESS_MIN_DEFAULT;
     }
-    /* The decoder bounds the decompressed payload by max_frame too. */
-    if (size > max_frame) {
-        return RPC_FRAME_ETOOBIG;
-    }
-    buf_reserve(out, RPC_FRAME_HEADER_SIZE + size);
-    hdr = (uint8_t *)out->data + out->len;
-    protobuf_c_message_pack(msg, hdr + RPC_FRAME_HEADER_SIZE);
     if (size >= compress_min &&
         lz_compress(hdr + RPC_FRAME_HEADER_SIZE, size, NULL, &z, &zlen) == 0) {
         if (zlen < size) {
@@ -101,6 +95,49 @@ int rpc_frame_encode(struct buf *out,
     hdr[4] = flags;
     out->len += RPC_FRAME_HEADER_SIZE + body;
     return 0;
+}
+
+int rpc_frame_encode(struct buf *out,
+                     const ProtobufCMessage *msg,
+                     size_t compress_min,
+                     size_t max_frame)
+{
+    size_t size = protobuf_c_message_get_packed_size(msg);
+
+    max_frame = clamp_max(max_frame);
+    /* The decoder bounds the decompressed payload by max_frame too. */
+    if (size > max_frame) {
+        return RPC_FRAME_ETOOBIG;
+    }
+    buf_reserve(out, RPC_FRAME_HEADER_SIZE + size);
+    protobuf_c_message_pack(msg, (uint8_t *)out->data + out->len +
+                                     RPC_FRAME_HEADER_SIZE);
+    return frame_payload(out, size, compress_min, max_frame);
+}
+
+int rpc_frame_encode_packed(struct buf *out,
+                            const void *packed,
+                            size_t len,
+                            const void *more,
+                            size_t more_len,
+                            size_t compress_min,
+                            size_t max_frame)
+{
+    uint8_t *payload;
+
+    max_frame = clamp_max(max_frame);
+    if (len > max_frame || more_len > max_frame - len) {
+        return RPC_FRAME_ETOOBIG;
+    }
+    buf_reserve(out, RPC_FRAME_HEADER_SIZE + len + more_len);
+    payload = (uint8_t *)out->data + out->len + RPC_FRAME_HEADER_SIZE;
+    if (len > 0) {
+        memcpy(payload, packed, len);
+    }
+    if (more_len > 0) {
+        memcpy(payload + len, more, more_len);
+    }
+    return frame_payload(out, len + more_len, compress_min, max_frame);
 }
 
 int rpc_frame_encode_request(struct buf *out,

@@ -79,6 +79,20 @@ int rpc_frame_encode_response(struct buf *out,
                               size_t compress_min,
                               size_t max_frame);
 
+/*
+ * The same for a message packed already: the payload is @packed[@len]
+ * followed by @more[@more_len] (may be 0), more fields of that message
+ * (protobuf merges concatenated encodings; a later scalar wins). Both are
+ * borrowed for the call. Returns 0 or RPC_FRAME_ETOOBIG (nothing appended).
+ */
+int rpc_frame_encode_packed(struct buf *out,
+                            const void *packed,
+                            size_t len,
+                            const void *more,
+                            size_t more_len,
+                            size_t compress_min,
+                            size_t max_frame);
+
 /* One decoded frame: the (decompressed) packed message. */
 struct rpc_frame {
     uint8_t flags;          /* as received (RPC_FRAME_FLAG_LZ4 or 0) */

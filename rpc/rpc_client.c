@@ -13,10 +13,14 @@
  *    +------------------------------------------------------------------+
  *
  * Every accepted call sits in a hash table by id and in a list sorted by
- * deadline; one timer is armed at the head's deadline. Encoded requests wait
- * in c->out until the connection is up; the idle handle ("pump") writes them
- * once per loop turn and starts connections, so that nothing completes a
- * call synchronously inside rpc_client_call().
+ * deadline; one timer is armed at the head's deadline. A call's request
+ * waits packed, in the list of unsent calls (call order), until the
+ * connection is up; flush() frames each with the time its call has left
+ * (RpcRequest.budget_ms) and hands them to the socket together. A call that
+ * completes before that (timeout, failure, close) takes its request out of
+ * the list: nothing its caller was told failed is sent afterwards. The idle
+ * handle ("pump") flushes once per loop turn and starts connections, so
+ * that nothing completes a call synchronously inside rpc_client_call().
  *
  * Lifetimes: a struct cconn lives until its tcp handle's close callback; the
  * client is freed when its three handles, every closing cconn and every
@@ -24,6 +28,7 @@
  */
 #include "rpc/rpc_client.h"
 
+#include <assert.h>
 #include <netdb.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -37,6 +42,9 @@
 
 #define READ_BUF_SIZE (64 * 1024)
 #define TABLE_MIN 64
+/* RpcRequest.budget_ms on the wire: a one-byte tag and a varint of at most
+ * five bytes. */
+#define BUDGET_FIELD_MAX 6
 
 enum cstate { CS_IDLE, CS_RESOLVING, CS_CONNECTING, CS_CONNECTED, CS_BACKOFF };
 
@@ -46,8 +54,11 @@ struct call {
     rpc_client_call_cb cb;
     void *data;
     Ringmq__RpcResponse **steal; /* sync calls: take ownership of resp */
+    uint8_t *packed; /* the request without its budget, until sent */
+    size_t packed_len;
     struct call *hnext;
     struct call *prev, *next;
+    struct call *unext, *uprev; /* in the unsent list while packed */
 };
 
 struct cconn {
@@ -82,7 +93,7 @@ struct rpc_client {
     uv_idle_t pump;
     uint64_t call_timer_due; /* 0: not armed */
     unsigned backoff_ms;
-    struct buf out;
+    struct call *unsent_head, *unsent_tail; /* requests not yet written */
     struct call **table;
     size_t table_size; /* power of two */
     size_t n_calls;
@@ -124,7 +135,40 @@ static void table_insert(struct rpc_client *c, struct call *call)
     c->n_calls++;
 }
 
-/* Removes and returns the call with @id from the table and the list. */
+static void unsent_append(struct rpc_client *c, struct call *call)
+{
+    call->unext = NULL;
+    call->uprev = c->unsent_tail;
+    if (c->unsent_tail) {
+        c->unsent_tail->unext = call;
+    } else {
+        c->unsent_head = call;
+    }
+    c->unsent_tail = call;
+}
+
+/* Takes @call's request out of the unsent list (if there) and frees it. */
+static void unsent_drop(struct rpc_client *c, struct call *call)
+{
+    if (call->packed == NULL) {
+        return;
+    }
+    if (call->uprev) {
+        call->uprev->unext = call->unext;
+    } else {
+        c->unsent_head = call->unext;
+    }
+    if (call->unext) {
+        call->unext->uprev = call->uprev;
+    } else {
+        c->unsent_tail = call->uprev;
+    }
+    call->unext = call->uprev = NULL;
+    free(call->packed);
+    call->packed = NULL;
+}
+
+/* Removes and returns the call with @id from the table and the lists. */
 static struct call *call_take(struct rpc_client *c, uint64_t id)
 {
     struct call **pp = &c->table[id & (c->table_size - 1)];
@@ -151,6 +195,7 @@ static struct call *call_take(struct rpc_client *c, uint64_t id)
     } else {
         c->tail = call->prev;
     }
+    unsent_drop(c, call);
     return call;
 }
 
@@ -227,6 +272,10 @@ static void fail_all(struct rpc_client *c, int status)
     c->head = c->tail = NULL;
     uv_timer_stop(&c->call_timer);
     c->call_timer_due = 0;
+    for (next = list; next; next = next->next) {
+        unsent_drop(c, next);
+    }
+    assert(c->unsent_head == NULL);
     for (; list; list = next) {
         next = list->next;
         call_complete(list, status, NULL);
@@ -267,7 +316,6 @@ static void client_handle_done(struct rpc_client *c)
         return;
     }
     free(c->table);
-    buf_free(&c->out);
     free(c);
     if (cb) {
         cb(data);
@@ -301,7 +349,6 @@ static void conn_fail(struct rpc_client *c, int status, bool backoff)
         uv_cancel((uv_req_t *)&c->gai->req); /* its cb still runs */
         c->gai = NULL;
     }
-    buf_reset(&c->out);
     uv_timer_stop(&c->conn_timer);
     if (backoff && !c->closing) {
         c->state = CS_BACKOFF;
@@ -327,8 +374,6 @@ static void on_conn_timer(uv_timer_t *t)
             c->state = CS_IDLE;
             if (c->n_calls > 0) {
                 start_connect(c);
-            } else {
-                buf_reset(&c->out); /* requests of timed-out calls */
             }
             break;
         case CS_RESOLVING:
@@ -355,19 +400,56 @@ static void on_write(uv_write_t *w, int status)
     }
 }
 
+/* Appends @call's request as a frame carrying the time it has left. */
+static void frame_request(struct rpc_client *c,
+                          struct call *call,
+                          uint64_t now,
+                          struct buf *out)
+{
+    Ringmq__RpcRequest budget = RINGMQ__RPC_REQUEST__INIT;
+    uint8_t field[BUDGET_FIELD_MAX];
+    uint64_t left = call->deadline - now;
+    size_t n;
+    int rv;
+
+    assert(call->deadline > now);
+    budget.budget_ms = left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
+    assert(ringmq__rpc_request__get_packed_size(&budget) <= sizeof(field));
+    n = ringmq__rpc_request__pack(&budget, field);
+    rv = rpc_frame_encode_packed(out, call->packed, call->packed_len, field,
+                                 n, c->cfg.compress_min, c->cfg.max_frame);
+    assert(rv == 0); /* its size was checked by call_start() */
+    (void)rv;
+}
+
 static void flush(struct rpc_client *c)
 {
+    uint64_t now = uv_now(c->loop);
+    struct call *call;
+    struct call *next;
     struct wreq *wr;
     uv_buf_t b;
     int rv;
 
-    if (c->state != CS_CONNECTED || c->out.len == 0) {
+    if (c->state != CS_CONNECTED || c->unsent_head == NULL) {
         return;
     }
     wr = xmalloc(sizeof(*wr));
     wr->cc = c->conn;
-    wr->data = c->out;
-    buf_init(&c->out);
+    buf_init(&wr->data);
+    for (call = c->unsent_head; call; call = next) {
+        next = call->unext;
+        /* out of time: its timer fails it this loop turn, unsent */
+        if (call->deadline > now) {
+            frame_request(c, call, now, &wr->data);
+            unsent_drop(c, call);
+        }
+    }
+    if (wr->data.len == 0) {
+        buf_free(&wr->data);
+        free(wr);
+        return;
+    }
     b = uv_buf_init(wr->data.data, (unsigned)wr->data.len);
     rv = uv_write(&wr->w, (uv_stream_t *)&c->conn->tcp, &b, 1, on_write);
     if (rv != 0) {
@@ -642,7 +724,6 @@ struct rpc_client *rpc_client_new(uv_loop_t *loop,
     c->next_id = 1;
     c->table_size = TABLE_MIN;
     c->table = xcalloc(c->table_size, sizeof(*c->table));
-    buf_init(&c->out);
     uv_timer_init(loop, &c->conn_timer);
     uv_timer_init(loop, &c->call_timer);
     uv_idle_init(loop, &c->pump);
@@ -675,23 +756,31 @@ static int call_start(struct rpc_client *c,
                       Ringmq__RpcResponse **steal,
                       uint64_t *id_out)
 {
+    size_t max_frame =
+        c->cfg.max_frame ? c->cfg.max_frame : RPC_FRAME_MAX_DEFAULT;
     Ringmq__RpcRequest r;
     struct call *call;
-    int rv;
+    size_t len;
 
     if (c->closing) {
         return UV_ECANCELED;
     }
     r = *req;
     r.id = c->next_id;
-    rv = rpc_frame_encode_request(&c->out, &r, c->cfg.compress_min,
-                                  c->cfg.max_frame);
-    if (rv != 0) {
+    r.budget_ms = 0; /* flush() appends the time left when it is sent */
+    len = ringmq__rpc_request__get_packed_size(&r);
+    /* room for the flags byte and the budget; compression is never needed
+     * to fit: the node bounds the decompressed payload by its limit too */
+    if (len >= max_frame || max_frame - len < 1 + BUDGET_FIELD_MAX) {
         return UV_E2BIG;
     }
     c->next_id++;
     call = xcalloc(1, sizeof(*call));
     call->id = r.id;
+    call->packed = xmalloc(len > 0 ? len : 1);
+    call->packed_len = ringmq__rpc_request__pack(&r, call->packed);
+    assert(call->packed_len == len);
+    unsent_append(c, call);
     call->deadline =
         uv_now(c->loop) + (timeout_ms ? timeout_ms : c->cfg.call_timeout_ms);
     call->cb = cb;

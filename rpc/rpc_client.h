@@ -11,13 +11,20 @@
  *   in any order. Requests produced in the same loop turn are coalesced into
  *   one write.
  * - Per-call timeouts, checked by one timer armed at the earliest deadline.
+ *   Each request carries the time its call has left when it is handed to
+ *   the socket (RpcRequest.budget_ms): the node does not start a request
+ *   whose time is up. A call that completes before its request was handed
+ *   to the socket (timed out while connecting, say) takes the request with
+ *   it: it is never sent.
  *
  * Callback guarantee: for every rpc_client_call() that returned 0, the
  * callback fires exactly once, never from inside rpc_client_call(), with
  *   status 0 and the response (borrowed: valid until the callback returns;
  *     its code may still be NOT_LEADER etc., that is the caller's business), or
  *   status < 0 and resp NULL, a negative libuv code (see uv_strerror()):
- *     UV_ETIMEDOUT     the call's timeout expired, or the connect timed out
+ *     UV_ETIMEDOUT     the call's timeout expired (the node may or may not
+ *                      have executed it, if it was sent; see above), or
+ *                      the connect timed out (never sent)
  *     UV_ECONNRESET    connection lost (EOF/reset) with the call in flight;
  *                      the node may or may not have executed it
  *     UV_ECONNREFUSED, UV_EHOSTUNREACH, UV_EAI_* ...
@@ -80,7 +87,8 @@ size_t rpc_client_pending(const struct rpc_client *c);
  *
  * Returns 0 (then @cb fires exactly once, later), or without ever calling
  * @cb: UV_ECANCELED if the client is closing, UV_E2BIG if the request does
- * not fit in a frame.
+ * not fit in a frame uncompressed (the node's limit on a decompressed
+ * payload is the frame limit too).
  */
 int rpc_client_call(struct rpc_client *c,
                     const Ringmq__RpcRequest *req,

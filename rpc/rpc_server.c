@@ -8,6 +8,17 @@
  *                      request, 1 per write in flight, 1 while on the dirty
  *                      list. conn->s is valid only while conn->open.
  *   struct rpc_server_req  freed by rpc_server_reply().
+ *
+ * Deadlines: a request's budget_ms counts from the earliest moment its
+ * bytes can have reached the socket, not from when we read them: the node
+ * may have been paused (SIGSTOP, a VM freeze) or busy while they waited in
+ * the kernel. A connection that is reading and was drained (a read came
+ * back short or empty) has every byte that arrived before the previous loop
+ * turn's poll read already, so bytes read now arrived after that poll began
+ * (s->poll_prev, taken by a prepare handle). Bytes that may have waited
+ * longer (a new connection's, a connection not read for a while: stopped
+ * by backpressure, or left undrained by libuv's per-turn read limit) date
+ * from conn->backlog_since, and a frame read in pieces from its first.
  */
 #include "rpc/rpc_server.h"
 
@@ -21,6 +32,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/tcp_dead_peer.h"
 #include "proto/rpc_frame.h"
@@ -34,6 +46,9 @@ struct rpc_server {
     uv_loop_t *loop;
     uv_tcp_t listener;
     uv_idle_t flush_idle; /* runs while some connection has replies queued */
+    uv_prepare_t before_poll;
+    uint64_t poll_last; /* clock_mono_ms() before this loop turn's poll */
+    uint64_t poll_prev; /* ... and before the previous turn's */
     rpc_request_cb cb;
     void *data;
     struct rpc_server_config cfg;
@@ -56,6 +71,10 @@ struct conn {
     bool dirty;
     bool open;
     bool reading;
+    bool backlog;           /* bytes may wait unread since backlog_since */
+    uint64_t backlog_since;
+    bool partial;           /* the decoder holds part of a frame ... */
+    uint64_t partial_since; /* ... whose first bytes date from this */
     unsigned refs;
     unsigned inflight; /* unanswered requests */
     size_t unsent;     /* bytes in out + in writes in flight */
@@ -68,6 +87,7 @@ struct rpc_server_req {
     struct conn *conn;
     Ringmq__RpcRequest *msg;
     uint64_t id;
+    uint64_t deadline; /* clock_mono_ms(), 0: none */
 };
 
 struct wreq {
@@ -104,6 +124,15 @@ static void conn_unref(struct conn *c)
     free(c);
 }
 
+/* From now on bytes may wait in @c's socket without being read. */
+static void conn_mark_backlog(struct conn *c)
+{
+    if (!c->backlog) {
+        c->backlog = true;
+        c->backlog_since = c->s->poll_prev;
+    }
+}
+
 static void conn_update_reading(struct conn *c)
 {
     bool want;
@@ -126,6 +155,7 @@ static void conn_update_reading(struct conn *c)
     } else if (!want && c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
+        conn_mark_backlog(c);
     }
 }
 
@@ -275,6 +305,11 @@ bool rpc_server_req_connected(const struct rpc_server_req *req)
     return req->conn->open;
 }
 
+uint64_t rpc_server_req_deadline(const struct rpc_server_req *req)
+{
+    return req->deadline;
+}
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
     struct conn *c = h->data;
@@ -301,6 +336,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
     Ringmq__RpcRequest *msg;
     struct rpc_frame frame;
     const char *p = b->base;
+    uint64_t since;
     size_t left;
     size_t used;
     int rv;
@@ -313,12 +349,23 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
         conn_close(c);
         return;
     }
+    if (!c->open) {
+        return;
+    }
+    since = c->backlog ? c->backlog_since : c->s->poll_prev;
+    /* a full buffer may leave bytes behind; anything less drained it */
+    c->backlog = (size_t)nread == b->len;
+    c->backlog_since = since;
     left = (size_t)nread;
     while (left > 0 && c->open) {
         rv = rpc_frame_decoder_feed(&c->dec, p, left, &used, &frame);
         p += used;
         left -= used;
-        if (rv == 0) {
+        if (rv == 0) { /* all of it is the start of a frame */
+            if (!c->partial) {
+                c->partial = true;
+                c->partial_since = since;
+            }
             break;
         }
         if (rv < 0) {
@@ -334,6 +381,11 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
         req->conn = c;
         req->msg = msg;
         req->id = msg->id;
+        req->deadline =
+            msg->budget_ms == 0
+                ? 0
+                : (c->partial ? c->partial_since : since) + msg->budget_ms;
+        c->partial = false;
         c->refs++;
         c->inflight++;
         c->s->cb(c->s->data, req, msg);
@@ -415,6 +467,8 @@ static void on_connection(uv_stream_t *listener, int status)
     tcp_dead_peer(&c->tcp, TCP_DEAD_PEER_MS_DEFAULT);
     format_peer(&c->tcp, c->peer, sizeof(c->peer));
     log_debug("rpc: connection from %s", c->peer);
+    /* it (and its first requests) may have waited in the listen queue */
+    conn_mark_backlog(c);
     conn_update_reading(c);
 }
 
@@ -470,6 +524,14 @@ static int bound_port(int fd)
     return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
 }
 
+static void on_before_poll(uv_prepare_t *h)
+{
+    struct rpc_server *s = h->data;
+
+    s->poll_prev = s->poll_last;
+    s->poll_last = clock_mono_ms();
+}
+
 static void on_failed_listener_closed(uv_handle_t *h)
 {
     free(h->data);
@@ -522,7 +584,12 @@ struct rpc_server *rpc_server_new(uv_loop_t *loop,
     }
     uv_idle_init(loop, &s->flush_idle);
     s->flush_idle.data = s;
-    s->handles = 2;
+    s->poll_last = s->poll_prev = clock_mono_ms();
+    uv_prepare_init(loop, &s->before_poll);
+    s->before_poll.data = s;
+    uv_prepare_start(&s->before_poll, on_before_poll);
+    uv_unref((uv_handle_t *)&s->before_poll); /* keeps no loop alive */
+    s->handles = 3;
     log_info("rpc: listening on port %d", s->port);
     return s;
 
@@ -566,5 +633,6 @@ void rpc_server_close(struct rpc_server *s, void (*cb)(void *data), void *data)
     }
     uv_idle_stop(&s->flush_idle);
     uv_close((uv_handle_t *)&s->flush_idle, on_server_handle_closed);
+    uv_close((uv_handle_t *)&s->before_poll, on_server_handle_closed);
     uv_close((uv_handle_t *)&s->listener, on_server_handle_closed);
 }

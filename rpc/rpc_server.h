@@ -2,7 +2,7 @@
  * rpc_server: the node's internal RPC listener (libuv TCP).
  *
  * Per connection: read -> rpc_frame decoder -> unpack RpcRequest -> the
- * node's handler. The handler answers each request exactly once with
+ * node's handler, with the request's deadline (rpc_server_req_deadline). The handler answers each request exactly once with
  * rpc_server_reply(), now or later, in any order; many requests may be in
  * flight on one connection. Replies produced in the same loop iteration are
  * coalesced into one write per connection.
@@ -90,6 +90,20 @@ void rpc_server_reply(struct rpc_server_req *req,
 /* true while the request's connection is open (a reply would be sent).
  * Lets a handler skip work nobody waits for; purely advisory. */
 bool rpc_server_req_connected(const struct rpc_server_req *req);
+
+/*
+ * When the request's time is up, on this host's monotonic clock
+ * (clock_mono_ms(), common/clock.h); 0 if it has no deadline (budget_ms 0).
+ * The budget counts from the earliest moment the request's bytes can have
+ * reached this host's socket, not from when they were read, so time spent
+ * waiting unread (a paused or busy process, backpressure) counts too; it
+ * may be counted from a little earlier than that (about one loop turn, or
+ * since the connection was last read). The sender counted the same budget
+ * from when it wrote the bytes, so this deadline is later than the
+ * sender's by at most the time the bytes took through the network (and the
+ * difference in rate of the two monotonic clocks), and may be earlier.
+ */
+uint64_t rpc_server_req_deadline(const struct rpc_server_req *req);
 
 /*
  * Stop listening and close every connection; no handler call happens after

@@ -14,6 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cmocka.h>
 #include <uv.h>
 
@@ -23,6 +29,7 @@
 #include "rpc/rpc_server.h"
 #include "proto/rpc_frame.h"
 #include "rpc/rpc_client.h"
+#include "tests/unit/lib/frame_read.h"
 
 enum mode { MODE_NOW, MODE_DELAY, MODE_HOLD };
 
@@ -782,6 +789,127 @@ static void test_pipelined_burst_sync_replies(void **state)
     free(res);
 }
 
+/* ---- a call that timed out before its connection came up --------------- */
+
+/* A listening socket whose accept queue is full: a connect to it stays
+ * pending (the SYN is dropped and retransmitted after about a second) until
+ * the queued connection is accepted. */
+struct full_listener {
+    int fd;
+    int filler;
+    int port;
+};
+
+static void full_listener_open(struct full_listener *l)
+{
+    struct sockaddr_in a;
+    socklen_t n = sizeof(a);
+
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    l->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(l->fd >= 0);
+    assert_int_equal(bind(l->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(l->fd, 0), 0); /* room for one */
+    assert_int_equal(getsockname(l->fd, (struct sockaddr *)&a, &n), 0);
+    l->port = ntohs(a.sin_port);
+    l->filler = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(l->filler >= 0);
+    assert_int_equal(connect(l->filler, (struct sockaddr *)&a, sizeof(a)), 0);
+}
+
+/* Accepts with the uv loop running, within @ms. Returns the fd. */
+static int accept_running(struct fx *fx, int fd, unsigned ms)
+{
+    uint64_t end;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+
+    uv_update_time(&fx->loop);
+    end = uv_now(&fx->loop) + ms;
+    while (poll(&p, 1, 0) == 0) {
+        assert_true(uv_now(&fx->loop) < end);
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    }
+    fd = accept(fd, NULL, NULL);
+    assert_true(fd >= 0);
+    return fd;
+}
+
+static bool readable_soon(void *arg)
+{
+    struct pollfd p = {.fd = *(int *)arg, .events = POLLIN};
+
+    return poll(&p, 1, 10000) == 1;
+}
+
+/* Reads the first request frame from socket @fd (the loop is not run: the
+ * client's bytes were handed to the socket already). */
+static Ringmq__RpcRequest *read_request(int fd)
+{
+    return (Ringmq__RpcRequest *)frame_read(
+        fd, &ringmq__rpc_request__descriptor, readable_soon, &fd);
+}
+
+/*
+ * A call that timed out while the connect was pending was reported failed:
+ * when the connection comes up, its request must not go out, or the node
+ * would execute what its caller was told had failed. The next call's
+ * request is the first thing the node reads.
+ */
+static void test_timed_out_call_not_sent_after_connect(void **state)
+{
+    struct fx *fx = *state;
+    struct full_listener l;
+    struct rpc_client_config cc = {0};
+    struct rpc_client *c;
+    struct result r1 = {0}, r2 = {0};
+    Ringmq__RpcRequest req;
+    Ringmq__RpcRequest *got;
+    Ringmq__CacheOp op;
+    char addr[64];
+    char err[256];
+    uint64_t id2;
+    bool closed = false;
+    int conn;
+
+    full_listener_open(&l);
+    rpc_client_close(fx->client, on_closed_flag, &closed);
+    run_until(fx, &closed, 2000);
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", l.port);
+    cc.address = addr;
+    cc.connect_timeout_ms = 30000;
+    /* the fixture's client, so that teardown closes it */
+    fx->client = c = rpc_client_new(&fx->loop, &cc, err, sizeof(err));
+    assert_non_null(c);
+    init_cache_req(&req, &op, 1, "first", 5);
+    assert_int_equal(rpc_client_call(c, &req, 100, on_result, &r1, NULL), 0);
+    run_until(fx, &r1.done, 5000);
+    assert_int_equal(r1.status, UV_ETIMEDOUT);
+    init_cache_req(&req, &op, 2, "second", 6);
+    assert_int_equal(rpc_client_call(c, &req, 30000, on_result, &r2, &id2),
+                     0);
+    /* make room: the client's retransmitted SYN gets through */
+    close(accept(l.fd, NULL, NULL));
+    close(l.filler);
+    conn = accept_running(fx, l.fd, 20000);
+    got = read_request(conn);
+    assert_int_equal(got->id, id2);
+    assert_int_equal(got->cache->delta, 2);
+    /* with the time it had left when it went out */
+    assert_true(got->budget_ms > 0 && got->budget_ms <= 30000);
+    ringmq__rpc_request__free_unpacked(got, NULL);
+    assert_false(r2.done);
+    closed = false;
+    fx->client = NULL;
+    rpc_client_close(c, on_closed_flag, &closed);
+    run_until(fx, &closed, 2000);
+    assert_int_equal(r2.status, UV_ECANCELED);
+    assert_int_equal(r1.calls, 1);
+    close(conn);
+    close(l.fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -803,6 +931,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_status_body_and_empty_request,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_timed_out_call_not_sent_after_connect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pipelined_burst_sync_replies,
                                         setup, teardown),
     };

@@ -1,0 +1,306 @@
+/*
+ * node_rpc in front of a real single-member cache group: a request whose
+ * deadline (RpcRequest.budget_ms) passed before the node started it is
+ * answered UNAVAILABLE and never proposed, also when the time ran out
+ * while it waited unread in the node's socket (the node paused or busy,
+ * here: its loop blocked in a callback). The test speaks the wire protocol
+ * through a plain blocking socket, so that it controls when bytes are sent.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/buf.h"
+#include "node/cache_svc.h"
+#include "node/config.h"
+#include "node/node_rpc.h"
+#include "proto/rpc_frame.h"
+#include "tests/unit/lib/frame_read.h"
+#include "tests/unit/lib/svc_env.h"
+
+#define WAIT_MS 10000
+#define PAUSE_MS 300 /* the node's loop is blocked this long */
+#define SHORT_BUDGET_MS 50
+
+struct fx {
+    struct svc_env env;
+    struct node_config cfg;
+    struct cache_svc *svc;
+    struct node_rpc *rpc;
+    int fd; /* the test's connection to the node's RPC port */
+    unsigned closing;
+};
+
+static bool svc_leads(void *arg)
+{
+    return cache_svc_is_leader(arg);
+}
+
+/* A new shard's leader seeds its settings through the log: done, nothing
+ * but the test's requests is proposed any more. */
+static bool svc_configured(void *arg)
+{
+    struct cache_svc_status st;
+
+    cache_svc_status(arg, &st, false);
+    return st.sm.configured;
+}
+
+static bool fd_readable(void *arg)
+{
+    struct pollfd p = {.fd = *(int *)arg, .events = POLLIN};
+
+    return poll(&p, 1, 0) == 1;
+}
+
+static void closed_cb(void *data)
+{
+    ((struct fx *)data)->closing--;
+}
+
+static bool all_closed(void *arg)
+{
+    return ((struct fx *)arg)->closing == 0;
+}
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    struct rgroup_config g;
+    struct cache_sm_config smc = {0};
+    struct sockaddr_in a;
+    char err[256];
+
+    assert_int_equal(svc_env_init(&f->env), 0);
+    smc.mem_limit = 8 << 20;
+    smc.item_size_max = 1 << 20;
+    svc_env_group(&f->env, &g, "s0", 0);
+    f->svc = cache_svc_new(&f->env.loop, &g, &smc, false, err, sizeof(err));
+    assert_non_null(f->svc);
+    assert_true(svc_env_run_until(&f->env, svc_leads, f->svc, WAIT_MS));
+    assert_true(svc_env_run_until(&f->env, svc_configured, f->svc, WAIT_MS));
+
+    node_config_defaults(&f->cfg);
+    f->cfg.id = 1;
+    snprintf(f->cfg.rpc, sizeof(f->cfg.rpc), "127.0.0.1:%u",
+             f->env.port0 + 1);
+    snprintf(f->cfg.groups[0].name, sizeof(f->cfg.groups[0].name), "s0");
+    f->cfg.n_groups = 1;
+    f->rpc = node_rpc_new(&f->env.loop, &f->cfg, &f->svc, 1, err,
+                          sizeof(err));
+    if (f->rpc == NULL) {
+        print_error("node_rpc_new: %s\n", err);
+    }
+    assert_non_null(f->rpc);
+
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons((uint16_t)(f->env.port0 + 1));
+    f->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(f->fd >= 0);
+    assert_int_equal(connect(f->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+
+    close(f->fd);
+    f->closing = 2;
+    node_rpc_close(f->rpc, closed_cb, f);
+    cache_svc_close(f->svc, closed_cb, f);
+    assert_true(svc_env_run_until(&f->env, all_closed, f, WAIT_MS));
+    assert_int_equal(svc_env_close(&f->env), 0);
+    free(f);
+    return 0;
+}
+
+static void encode_op(struct buf *out, enum cache_op_type type,
+                      const char *key, uint32_t budget_ms)
+{
+    Ringmq__RpcRequest req = RINGMQ__RPC_REQUEST__INIT;
+    Ringmq__CacheOp op = RINGMQ__CACHE_OP__INIT;
+
+    op.type = type;
+    op.key.data = (uint8_t *)key;
+    op.key.len = strlen(key);
+    op.value.data = (uint8_t *)"v";
+    op.value.len = type == CACHE_OP_SET ? 1 : 0;
+    req.id = 7;
+    req.group = "s0";
+    req.budget_ms = budget_ms;
+    req.body_case = RINGMQ__RPC_REQUEST__BODY_CACHE;
+    req.cache = &op;
+    buf_init(out);
+    assert_int_equal(rpc_frame_encode_request(out, &req, 0, 0), 0);
+}
+
+static void send_op(struct fx *f, enum cache_op_type type, const char *key,
+                    uint32_t budget_ms)
+{
+    struct buf out;
+
+    encode_op(&out, type, key, budget_ms);
+    assert_int_equal(write(f->fd, out.data, out.len), (ssize_t)out.len);
+    buf_free(&out);
+}
+
+static bool node_runs_until_readable(void *arg)
+{
+    struct fx *f = arg;
+
+    return svc_env_run_until(&f->env, fd_readable, &f->fd, WAIT_MS);
+}
+
+/* Runs the node until its reply is in, and reads it. */
+static Ringmq__RpcResponse *recv_reply(struct fx *f)
+{
+    Ringmq__RpcResponse *resp = (Ringmq__RpcResponse *)frame_read(
+        f->fd, &ringmq__rpc_response__descriptor, node_runs_until_readable, f);
+
+    assert_int_equal(resp->id, 7);
+    return resp;
+}
+
+/* Sends and answers the status of the op's cache result (OUTCOME_OK
+ * expected). */
+static enum cache_status call_ok(struct fx *f, enum cache_op_type type,
+                                 const char *key, uint32_t budget_ms)
+{
+    Ringmq__RpcResponse *resp;
+    enum cache_status st;
+
+    send_op(f, type, key, budget_ms);
+    resp = recv_reply(f);
+    assert_int_equal(rpc_outcome(resp->code), OUTCOME_OK);
+    assert_int_equal(resp->body_case, RINGMQ__RPC_RESPONSE__BODY_CACHE);
+    st = (enum cache_status)resp->cache->status;
+    ringmq__rpc_response__free_unpacked(resp, NULL);
+    return st;
+}
+
+static uint64_t cmds_proposed(struct fx *f)
+{
+    struct cache_svc_status st;
+
+    cache_svc_status(f->svc, &st, false);
+    return st.raft.cmds_proposed;
+}
+
+struct pause {
+    struct fx *f;
+    const char *key;
+    uv_timer_t timer;
+};
+
+/* The request goes out, then the node's loop stands still (as a paused or
+ * busy node's does) for longer than the request's budget. */
+static void send_then_pause(uv_timer_t *t)
+{
+    struct pause *p = t->data;
+
+    send_op(p->f, CACHE_OP_SET, p->key, SHORT_BUDGET_MS);
+    usleep(PAUSE_MS * 1000);
+}
+
+static void pause_with(struct fx *f, const char *key)
+{
+    struct pause p = {.f = f, .key = key};
+
+    uv_timer_init(&f->env.loop, &p.timer);
+    p.timer.data = &p;
+    uv_timer_start(&p.timer, send_then_pause, 0, 0);
+    /* the callback has run once the reply is readable; closed below */
+    assert_true(svc_env_run_until(&f->env, fd_readable, &f->fd, WAIT_MS));
+    uv_close((uv_handle_t *)&p.timer, NULL);
+    svc_env_run_for(&f->env, 1);
+}
+
+static void expect_expired(struct fx *f)
+{
+    Ringmq__RpcResponse *resp = recv_reply(f);
+
+    assert_int_equal(rpc_outcome(resp->code), OUTCOME_UNAVAILABLE);
+    assert_non_null(strstr(resp->error, "deadline"));
+    ringmq__rpc_response__free_unpacked(resp, NULL);
+}
+
+/* Requests without a budget (older senders) and within it run; one whose
+ * budget ran out while it waited unread is not proposed. */
+static void expired_request_is_not_proposed(void **state)
+{
+    struct fx *f = *state;
+    uint64_t before;
+
+    assert_int_equal(call_ok(f, CACHE_OP_SET, "a", 0), CACHE_STORED);
+    assert_int_equal(call_ok(f, CACHE_OP_SET, "b", 10000), CACHE_STORED);
+    before = cmds_proposed(f);
+    pause_with(f, "c");
+    expect_expired(f);
+    assert_int_equal(cmds_proposed(f), before);
+    assert_int_equal(call_ok(f, CACHE_OP_GET, "c", 0), CACHE_NOT_FOUND);
+    assert_int_equal(call_ok(f, CACHE_OP_GET, "b", 10000), CACHE_HIT);
+}
+
+/* The same for the first request of a connection the node had not even
+ * accepted before the pause: it may have waited in the listen queue. */
+static void expired_first_request_is_not_proposed(void **state)
+{
+    struct fx *f = *state;
+    uint64_t before = cmds_proposed(f);
+
+    pause_with(f, "d");
+    expect_expired(f);
+    assert_int_equal(cmds_proposed(f), before);
+    assert_int_equal(call_ok(f, CACHE_OP_GET, "d", 0), CACHE_NOT_FOUND);
+}
+
+/* A request whose first bytes came long before its last: its budget
+ * counts from the first. */
+static void budget_counts_from_the_first_bytes(void **state)
+{
+    struct fx *f = *state;
+    uint64_t before = cmds_proposed(f);
+    struct buf out;
+    size_t half;
+
+    encode_op(&out, CACHE_OP_SET, "e", SHORT_BUDGET_MS);
+    half = out.len / 2;
+    assert_int_equal(write(f->fd, out.data, half), (ssize_t)half);
+    svc_env_run_for(&f->env, PAUSE_MS); /* the node reads the first half */
+    assert_int_equal(write(f->fd, (char *)out.data + half, out.len - half),
+                     (ssize_t)(out.len - half));
+    buf_free(&out);
+    expect_expired(f);
+    assert_int_equal(cmds_proposed(f), before);
+    assert_int_equal(call_ok(f, CACHE_OP_GET, "e", 0), CACHE_NOT_FOUND);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(expired_request_is_not_proposed,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(expired_first_request_is_not_proposed,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(budget_counts_from_the_first_bytes,
+                                        setup, teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
