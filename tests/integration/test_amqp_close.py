@@ -1,0 +1,94 @@
+#!/usr/bin/python3
+"""Closing an AMQP connection never resets it, on raw sockets against the
+standalone node (the routers run the same edge code).
+
+A client may still be sending when the close handshake ends (amqp091-go's
+TestConcurrentClose: heartbeats and channel frames of other goroutines
+racing Close()). The server must then read and drop that input and close
+only after the client's EOF (RabbitMQ leaves closing to the client): a
+socket closed with unread input makes the kernel send RST, and the client
+gets "connection reset by peer" instead of a clean end.
+
+Each case sends, in one write, its close frame followed by more than the
+server reads at once (so some of it is surely unread when the server is
+done), then wants the close-ok or connection.close and a clean EOF. Runs
+ROUNDS times: before the fix every round was reset.
+
+`--rabbitmq` runs the same cases against a private RabbitMQ
+(rabbitmq_ref.py).
+"""
+import struct
+import sys
+
+import amqp_raw as R
+import ringmq_test as rt
+
+RABBITMQ = "--rabbitmq" in sys.argv
+ROUNDS = 20
+TAIL = R.frame(R.FRAME_HEARTBEAT, 0, b"") * 12000  # 96 KB
+CHANNEL_TAIL = R.method_frame(1, 60, 10, struct.pack("!IHB", 0, 1, 0)) * 4000  # basic.qos
+
+target = {"port": None}
+
+
+def client_close_round(port, tail):
+    c = R.RawConn(port).handshake().open_channel(1)
+    try:
+        c.send(R.method_frame(0, 10, 50, struct.pack("!H", 200) + R.shortstr("bye") +
+                              struct.pack("!HH", 0, 0)) + tail)
+        c.expect_method(0, 10, 51)  # close-ok
+        c.expect_clean_eof(10)
+    finally:
+        c.close()
+
+
+def server_close_round(port, tail):
+    c = R.RawConn(port).handshake().open_channel(1)
+    try:
+        c.send_method(1, 90, 10)  # tx.select: 540, a connection error here
+        while True:
+            ch, cls, meth, _ = c.read_method(5)
+            if (ch, cls, meth) == (0, 10, 50):
+                break
+        c.send(R.method_frame(0, 10, 51) + tail)  # close-ok and more
+        c.expect_clean_eof(10)
+    finally:
+        c.close()
+
+
+def test_setup():
+    if RABBITMQ:
+        import rabbitmq_ref
+        target["port"] = rabbitmq_ref.RabbitMQ().start().port
+        return
+    d = rt.tmpdir("ringmq-amqpclose-")
+    amqp_port = rt.free_port()
+    n = rt.standalone(d + "/data", amqp_port=amqp_port,
+                      extra=["--raft", "127.0.0.1:%d" % rt.free_raft_port()])
+    try:
+        n.start()
+        rt.wait_port(amqp_port, timeout=20, proc=n.proc)
+    except Exception as e:
+        raise AssertionError("ringmq-node: %r\n%s" % (e, n.log()[-2000:])) from None
+    rt.check(R.serves(amqp_port), "the node does not serve AMQP")
+    target["port"] = amqp_port
+
+
+def gated(f, tail, name):
+    def t():
+        if target["port"] is None:
+            raise AssertionError("skipped: no server (see test_setup)")
+        for i in range(ROUNDS):
+            try:
+                f(target["port"], tail)
+            except AssertionError as e:
+                raise AssertionError("round %d: %s" % (i, e)) from None
+    t.__name__ = name
+    return t
+
+
+if __name__ == "__main__":
+    rt.run_tests([test_setup,
+                  gated(client_close_round, TAIL, "test_client_close_then_heartbeats"),
+                  gated(client_close_round, CHANNEL_TAIL, "test_client_close_then_channel_frames"),
+                  gated(server_close_round, TAIL, "test_server_close_then_heartbeats")])
