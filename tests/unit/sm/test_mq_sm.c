@@ -2813,6 +2813,38 @@ static void test_snapshot_crafted(void **state)
     }
     free(out);
     mq_sm_free(src);
+
+    /* Version 3 (before dispatch): a consumer's credit and turn are not
+     * there and restore as 0, as a CONSUME that announced none. */
+    src = sm_make();
+    declare(src, "q");
+    consume_credit(src, "q", 1, 7, 64, 0);
+    assert_int_equal(mq_sm_snapshot(src, malloc, &out, &len), 0);
+    {
+        /* header, queue "/" "q" with its move fields, consumer count,
+         * then the consumer up to co_seq */
+        size_t at = 44 + 62 + 2 + 41 + 8 + 49;
+        size_t old_len = len - 16;
+        unsigned char *old = malloc(old_len);
+        struct mq_sm *want = sm_make();
+
+        assert_non_null(old);
+        memcpy(old, out, at);
+        memcpy(old + at, (unsigned char *)out + at + 16, len - at - 16);
+        old[4] = 3;
+        reseal(old, old_len);
+        mq_sm_free(dst);
+        dst = sm_make();
+        assert_int_equal(mq_sm_restore(dst, old, old_len), 0);
+        declare(want, "q");
+        consume(want, "q", 1, 7);
+        assert_true(mq_sm_digest(dst) == mq_sm_digest(want));
+        assert_true(mq_sm_digest(dst) != mq_sm_digest(src));
+        mq_sm_free(want);
+        free(old);
+    }
+    free(out);
+    mq_sm_free(src);
     mq_sm_free(dst);
 }
 
