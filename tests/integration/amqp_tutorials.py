@@ -292,7 +292,7 @@ def round_robin_rounds(host, port, rounds=20):
     with Env(host, port) as env:
         pch = env.channel()
         workers = []
-        for w in range(2):
+        for _ in range(2):
             c = env.connect()
             workers.append((c, c.channel()))
         conns = [c for c, _ in workers]
@@ -1217,8 +1217,7 @@ TUTORIALS = [t1_hello_world, t2_work_queues_round_robin, t2_work_queues_redelive
              t3_durability, t4_fair_dispatch, t5_publish_subscribe, t6_routing,
              t7_topics]
 EXTRAS = [round_robin_rounds, server_properties, publisher_confirms, basic_get,
-          nack_and_reject,
-          purge_and_delete, declare_errors, message_ttl, max_length,
+          nack_and_reject, purge_and_delete, declare_errors, message_ttl, max_length,
           max_length_reject_publish, dead_letters,
           queue_expires, exchange_to_exchange, consumer_cancel_notify]
 ALL = TUTORIALS + EXTRAS
