@@ -9,8 +9,15 @@
  * (amqp_channel.c). A wrong protocol header gets our header and a close, as
  * the spec says (the login itself is amqp_auth.c's). A connection exception
  * sends connection.close and waits a short while for close-ok, ignoring
- * everything else; a client's connection.close gets close-ok and the socket
- * closes once it is written.
+ * everything else; a client's connection.close gets close-ok.
+ *
+ * Closing, as RabbitMQ: once the last frame (close-ok, or our close after
+ * the client's close-ok) is written, the connection is gone for the broker
+ * and we shut down our sending side, but the socket is closed only after
+ * the client's EOF (or DRAIN_MS), reading and dropping whatever it still
+ * sends meanwhile. Closing a socket with unread input, or one the client
+ * still writes to, makes the kernel answer with RST, which can reach the
+ * client before it read the close-ok ("connection reset by peer").
  *
  * When the connection goes, however it goes, its channels are freed and one
  * RETURN scope CONNECTION per shard gives back every unacked delivery,
@@ -47,6 +54,7 @@
 
 #define READ_CHUNK 65536
 #define CLOSE_OK_WAIT_MS 2000
+#define DRAIN_MS 2000 /* the client's EOF after the last frame, at most */
 #define HANDSHAKE_TIMEOUT_MS 10000 /* RabbitMQ's default */
 
 enum conn_state {
@@ -56,7 +64,8 @@ enum conn_state {
     CONN_OPEN,
     CONN_RUNNING,
     CONN_CLOSE_SENT, /* our connection.close sent: wait for close-ok */
-    CONN_FINISHING   /* write what is buffered, then close the socket */
+    CONN_FINISHING,  /* write what is buffered, then drain */
+    CONN_DRAINING    /* written and shut down: drop input until EOF */
 };
 
 struct amqp_conn {
@@ -66,6 +75,7 @@ struct amqp_conn {
     uv_tcp_t tcp;
     uv_timer_t timer; /* heartbeats, close-ok wait */
     uv_write_t wreq;
+    uv_shutdown_t sreq;
     uint64_t next_chan_uid;
     enum conn_state state;
     struct amqp_frame_decoder dec;
@@ -90,7 +100,8 @@ struct amqp_conn {
     bool writing;
     bool reading;
     bool eof;
-    bool dead;
+    bool dead;    /* released: channels freed, deliveries returned */
+    bool closing; /* handles closing, out of the server's registry */
     bool in_read;
     bool waiting_ready; /* protocol header held until the broker is ready */
     bool acks_pending;  /* a channel batched acks during this read */
@@ -160,7 +171,8 @@ static void on_ref_zero(struct edge_ref *r)
     }
 }
 
-static void conn_teardown(struct amqp_conn *c)
+/* The broker's side of the end: channels, deliveries, consumers. */
+static void conn_release(struct amqp_conn *c)
 {
     struct amqp_conn_env *env = c->env;
     bool opened = c->state >= CONN_RUNNING || c->chans != NULL;
@@ -184,9 +196,47 @@ static void conn_teardown(struct amqp_conn *c)
 
         edge_return_everywhere(env->calls, MQ_SM_SCOPE_CONNECTION, &who);
     }
-    env->gone(c, env->data);
+}
+
+static void conn_teardown(struct amqp_conn *c)
+{
+    conn_release(c);
+    if (c->closing) {
+        return;
+    }
+    c->closing = true;
+    c->env->gone(c, c->env->data);
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)req;
+    (void)status; /* the drain ends on EOF or its timer either way */
+}
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    conn_teardown(t->data);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *out);
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b);
+
+/* The last frame is written: see the top of this file. */
+static void conn_drain(struct amqp_conn *c)
+{
+    conn_release(c);
+    c->state = CONN_DRAINING;
+    uv_timer_start(&c->timer, on_drain_timeout, DRAIN_MS, 0);
+    if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) != 0 ||
+        (!c->reading &&
+         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)) {
+        conn_teardown(c);
+        return;
+    }
+    c->reading = true;
 }
 
 void amqp_conn_abort(struct amqp_conn *c)
@@ -241,7 +291,7 @@ static void on_write(uv_write_t *w, int status)
         return;
     }
     if (c->state == CONN_FINISHING && c->out.len == 0) {
-        conn_teardown(c);
+        conn_drain(c);
         return;
     }
     conn_write(c);
@@ -729,6 +779,12 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
     struct amqp_conn *c = stream->data;
 
     (void)b;
+    if (c->state == CONN_DRAINING && !c->closing) {
+        if (nread < 0) {
+            conn_teardown(c); /* the client's EOF: nothing left unread */
+        }
+        return; /* dropped: c->in.len stays */
+    }
     if (nread == 0 || c->dead) {
         return;
     }
@@ -750,7 +806,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
     }
     if (!c->dead) {
         if (c->state == CONN_FINISHING && !c->writing && c->out.len == 0) {
-            conn_teardown(c);
+            conn_drain(c);
         } else {
             conn_update_reading(c);
         }

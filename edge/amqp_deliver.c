@@ -137,36 +137,48 @@ static void on_checkout_done(struct edge_call *ec)
     chan_wake(ch);
 }
 
+/* How many messages @cs can take now (its CHECKOUT's max_messages), and
+ * in @limit the window that bounds it. */
+static int64_t cons_credit(const struct amqp_channel *ch,
+                           const struct consumer *cs, int64_t *limit)
+{
+    int64_t credit = EDGE_CHECKOUT_MAX;
+
+    *limit = EDGE_CHECKOUT_MAX;
+    if (cs->no_ack) {
+        return credit;
+    }
+    if (ch->prefetch > 0 &&
+        (int64_t)ch->prefetch - (int64_t)cs->unacked < credit) {
+        credit = (int64_t)ch->prefetch - (int64_t)cs->unacked;
+        *limit = ch->prefetch;
+    }
+    if (ch->global_prefetch > 0 &&
+        (int64_t)ch->global_prefetch - (int64_t)ch->unacked < credit) {
+        credit = (int64_t)ch->global_prefetch - (int64_t)ch->unacked;
+        *limit = ch->global_prefetch;
+    }
+    return credit;
+}
+
 void chan_cons_arm(struct amqp_channel *ch, struct consumer *cs)
 {
     struct edge_call *ec;
-    int64_t credit = EDGE_CHECKOUT_MAX;
+    int64_t limit;
+    int64_t credit;
 
     if (cs->polling || ch->closing || !ch->flow_active ||
         chan_conn_dead(ch) || ch->conn->calls->closing ||
         chan_out(ch)->len > EDGE_OUT_HIGH) {
         return;
     }
-    if (!cs->no_ack) {
-        int64_t limit = EDGE_CHECKOUT_MAX;
-
-        if (ch->prefetch > 0 &&
-            (int64_t)ch->prefetch - (int64_t)cs->unacked < credit) {
-            credit = (int64_t)ch->prefetch - (int64_t)cs->unacked;
-            limit = ch->prefetch;
-        }
-        if (ch->global_prefetch > 0 &&
-            (int64_t)ch->global_prefetch - (int64_t)ch->unacked < credit) {
-            credit = (int64_t)ch->global_prefetch - (int64_t)ch->unacked;
-            limit = ch->global_prefetch;
-        }
-        /* Every CHECKOUT is a Raft commit: ask again once a good part of
-         * the window is free (the consumer still holds the rest to work
-         * on), not for each ack, so one commit carries many deliveries.
-         * With nothing unacked, at once. */
-        if (credit > 0 && credit < limit / 4 && cs->unacked > 0) {
-            return;
-        }
+    credit = cons_credit(ch, cs, &limit);
+    /* Every CHECKOUT is a Raft commit: ask again once a good part of the
+     * window is free (the consumer still holds the rest to work on), not
+     * for each ack, so one commit carries many deliveries. With nothing
+     * unacked, at once. */
+    if (!cs->no_ack && credit > 0 && credit < limit / 4 && cs->unacked > 0) {
+        return;
     }
     if (credit <= 0) {
         return;
@@ -261,6 +273,8 @@ void chan_start_consume(struct chan_op *op, const struct amqp_basic_consume *c)
     struct amqp_channel *ch = op->ch;
     struct consumer *cs;
     struct edge_call *ec;
+    int64_t limit;
+    int64_t credit;
 
     if (!chan_op_queue_name(op, c->queue)) {
         return;
@@ -291,6 +305,11 @@ void chan_start_consume(struct chan_op *op, const struct amqp_basic_consume *c)
     ec->bc.mq.type = MQ_SM_CONSUME;
     ec->bc.mq.who.consumer = cs->id;
     ec->bc.mq.exclusive = c->exclusive;
+    /* Its first CHECKOUT's credit: from now on the queue's other
+     * consumers' CHECKOUTs deal it its turn (mq_sm.h, dispatch). */
+    credit = cons_credit(ch, cs, &limit);
+    ec->bc.mq.max_messages = credit > 0 ? (uint32_t)credit : 0;
+    ec->bc.mq.prefetch = cs->no_ack ? 0 : ch->prefetch;
     edge_call_submit(ec);
 }
 

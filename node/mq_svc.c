@@ -5,7 +5,7 @@
  *      |                                                   |
  *      | no                        applied ENQUEUE/SETTLE/RETURN/... marks
  *      v                           the waitq dirty; prepare/check wakes
- *   encode MqCommand -> rgroup_submit <---- fair share of the ready ones
+ *   encode MqCommand -> rgroup_submit <---- waiters with something to take
  *   -> raft commit -> fsm_apply (every replica) -> mq_sm_apply
  *        (leader: into call->result via mine->data)
  *   -> cmd_done: empty long-poll result with time left? park again
@@ -252,10 +252,12 @@ static void mark_queue(struct mq_svc *svc, const char *vhost, size_t vlen,
 
 /* Runs inside raft, on every replica: only flags, no submit. Which applied
  * commands can make messages available to a parked CHECKOUT: an ENQUEUE
- * that stored one (its queue); SETTLE/RETURN/DROP/LEADER_CHANGED/BOOT
- * that acted on messages (they name tags, not queues: requeued messages or
- * freed prefetch may be on any queue, so every waitq is looked at); a queue
- * deleted (its waiters must learn it: 404). */
+ * that stored one (its queue); a CHECKOUT that set messages aside for
+ * other consumers (its queue); SETTLE/RETURN/DROP/LEADER_CHANGED/BOOT
+ * that acted on messages and a CANCEL (they name tags or consumers, not
+ * queues: requeued messages or freed prefetch may be on any queue, so
+ * every waitq is looked at); a queue deleted (its waiters must learn it:
+ * 404). */
 static void note_applied(struct mq_svc *svc, const struct mq_sm_cmd *c,
                          const struct mq_sm_result *res)
 {
@@ -264,6 +266,13 @@ static void note_applied(struct mq_svc *svc, const struct mq_sm_cmd *c,
     switch (c->type) {
         case MQ_SM_ENQUEUE:
             if (res->status == MQ_SM_OK && res->count > 0) {
+                svc->wakes++;
+                mark_queue(svc, c->vhost, c->vhost_len, c->queue,
+                           c->queue_len);
+            }
+            break;
+        case MQ_SM_CHECKOUT:
+            if (res->status == MQ_SM_OK && res->set_aside > 0) {
                 svc->wakes++;
                 mark_queue(svc, c->vhost, c->vhost_len, c->queue,
                            c->queue_len);
@@ -279,6 +288,7 @@ static void note_applied(struct mq_svc *svc, const struct mq_sm_cmd *c,
                            c->queue_len);
             }
             break;
+        case MQ_SM_CANCEL:
         case MQ_SM_SETTLE:
         case MQ_SM_RETURN:
         case MQ_SM_DROP:
@@ -398,19 +408,14 @@ static int submit_pending(struct mq_svc *svc, struct pending *p,
 
 static void propose(struct mq_svc *svc, struct mq_svc_call *call)
 {
-    struct mq_sm_cmd c = call->cmd;
     struct pending *p;
     int rv;
 
-    if (call->cap > 0 && call->cap < c.max_messages) {
-        c.max_messages = call->cap;
-    }
-    call->cap = 0;
     p = xcalloc(1, sizeof(*p));
     p->kind = PENDING_CALL;
     p->call = call;
     mq_sm_result_init(&call->result);
-    rv = submit_pending(svc, p, &c);
+    rv = submit_pending(svc, p, &call->cmd);
     if (rv != 0) {
         free(p);
         complete(call, svc_outcome(rv, svc->sh.closing));
@@ -580,23 +585,20 @@ static void finish_waiters(struct mq_svc *svc, bool only_expired,
     }
 }
 
-/* A long-polling consumer's share of @qs->ready: ceil(ready / sharers),
- * where sharers counts the queue's registered consumers, not only the
- * parked ones: a consumer whose CHECKOUT is in flight or whose edge is
- * about to poll again is owed its turn too (else the first one woken after
- * a burst of publishes takes the whole burst). */
-static uint64_t fair_share(const struct mq_sm_queue_stats *qs, uint64_t parked)
+/* A CHECKOUT has something to take: messages set aside for its consumer
+ * (mq_sm.h, CHECKOUT), or ready ones, and its queue is not in a move. */
+static bool has_work(struct mq_svc *svc, const struct mq_svc_call *call,
+                     const struct mq_sm_queue_stats *qs)
 {
-    uint64_t sharers = qs->consumers > parked ? qs->consumers : parked;
-
-    if (sharers == 0) {
-        sharers = 1;
-    }
-    return (qs->ready + sharers - 1) / sharers;
+    return qs->move == MQ_SM_MOVE_NONE &&
+           (qs->ready > 0 ||
+            mq_sm_consumer_pending(svc->sm, call->cmd.who.consumer) > 0);
 }
 
-/* Wake dirty waitqs: each gets min(waiters, ready) proposals, each capped
- * at its fair share (fair_share); a gone queue wakes everyone (the state
+/* Wake dirty waitqs: every waiter with messages set aside for it, and,
+ * while messages are ready, as many more in arrival order (the first one
+ * applied deals them over the queue's consumers, mq_sm.h; the others then
+ * find their share set aside). A gone queue wakes everyone (the state
  * machine answers 404). */
 static void wake(struct mq_svc *svc)
 {
@@ -612,8 +614,8 @@ static void wake(struct mq_svc *svc)
 
         for (w = svc->wq[i]; w != NULL; w = w->next) {
             struct mq_sm_queue_stats qs;
-            uint64_t k;
-            uint64_t cap;
+            struct mq_svc_call *c;
+            uint64_t ready;
 
             if (!(w->dirty || all) || w->n == 0) {
                 continue;
@@ -627,16 +629,22 @@ static void wake(struct mq_svc *svc)
                 }
                 continue;
             }
-            if (qs.ready == 0 || qs.move != MQ_SM_MOVE_NONE) {
+            if (qs.move != MQ_SM_MOVE_NONE) {
                 continue;
             }
-            k = qs.ready < w->n ? qs.ready : w->n;
-            cap = fair_share(&qs, w->n);
-            while (k-- > 0) {
-                struct mq_svc_call *c = w->head;
+            ready = qs.ready;
+            c = w->head;
+            while (c != NULL) {
+                struct mq_svc_call *next = c->wnext;
 
-                c->cap = cap > UINT32_MAX ? UINT32_MAX : (uint32_t)cap;
-                detach(svc, c, &l);
+                if (mq_sm_consumer_pending(svc->sm, c->cmd.who.consumer) >
+                    0) {
+                    detach(svc, c, &l);
+                } else if (ready > 0) {
+                    ready--;
+                    detach(svc, c, &l);
+                }
+                c = next;
             }
         }
     }
@@ -787,7 +795,6 @@ void mq_svc_submit(struct mq_svc *svc, struct mq_svc_call *call)
     call->wq = NULL;
     call->wnext = NULL;
     call->wprev = NULL;
-    call->cap = 0;
     call->seen_wakes = 0;
     mq_sm_result_init(&call->result);
     if (svc->sh.closing) {
@@ -815,15 +822,10 @@ void mq_svc_submit(struct mq_svc *svc, struct mq_svc_call *call)
          * answers 404 (or MOVED). */
         if (c->max_messages > 0 &&
             mq_sm_queue_stats(svc->sm, c->vhost, c->vhost_len, c->queue,
-                              c->queue_len, &qs) == 0) {
-            uint64_t cap;
-
-            if (qs.ready == 0 || qs.move != MQ_SM_MOVE_NONE) {
-                park(svc, call);
-                return;
-            }
-            cap = fair_share(&qs, 0);
-            call->cap = cap > UINT32_MAX ? UINT32_MAX : (uint32_t)cap;
+                              c->queue_len, &qs) == 0 &&
+            !has_work(svc, call, &qs)) {
+            park(svc, call);
+            return;
         }
     }
     propose(svc, call);

@@ -16,14 +16,15 @@
  *     broker start). Client commands submitted afterwards are ordered
  *     behind it.
  *   - Long-poll CHECKOUT: a CHECKOUT with wait_ms > 0 finding no ready
- *     message (local state), or its queue in a move (mq_sm.h), is parked,
- *     not proposed, and re-proposed when an applied command may have made
- *     messages available on its queue (or for it: a settle that frees
- *     prefetch; the end of a move), or completed OK with no deliveries
- *     when wait_ms pass. Long-polling consumers share a queue's ready
- *     messages: a long-poll CHECKOUT (woken or answered at once) takes at
- *     most ceil(ready / max(parked waiters, registered consumers));
- *     waiters are served in arrival order and go to the back when they
+ *     message and none set aside for its consumer (local state), or its
+ *     queue in a move (mq_sm.h), is parked, not proposed, and re-proposed
+ *     when an applied command may have made messages available on its
+ *     queue (or for it: another consumer's CHECKOUT that set messages
+ *     aside; a settle that frees prefetch; a cancel; the end of a move),
+ *     or completed OK with no deliveries when wait_ms pass. How a queue's
+ *     messages are shared is the state machine's (mq_sm.h, CHECKOUT:
+ *     round robin over the registered consumers, in the log); woken
+ *     waiters are proposed in arrival order and go to the back when they
  *     park again.
  *   - Router lease: routers are remembered by who.router of each command
  *     submitted here; one not seen for MQ_SVC_LEASE_MS gets a RETURN scope
@@ -87,7 +88,6 @@ struct mq_svc_call {
     struct mq_svc *svc;
     uint64_t deadline;    /* uv_now() when a long poll gives up */
     uint64_t seen_wakes;  /* svc->wakes when the CHECKOUT was applied */
-    uint32_t cap;         /* fair share when woken; 0 = max_messages */
     struct mq_svc_call *wnext; /* waiter list of its queue */
     struct mq_svc_call *wprev;
     struct mq_svc_waitq *wq;   /* non-NULL while parked */

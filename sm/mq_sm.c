@@ -53,7 +53,7 @@
 #define DIGEST_SEED 0x6d712d6469676573ULL /* "mq-diges" */
 #define SNAP_SEED 0x6d712d736e617073ULL   /* "mq-snaps" */
 #define SNAP_MAGIC 0x51514d52U            /* "RMQQ" little-endian */
-#define SNAP_VERSION 3U
+#define SNAP_VERSION 4U
 #define EXPORT_SEED 0x6d712d6d6f766573ULL /* "mq-moves" */
 #define EXPORT_MAGIC 0x58514d52U          /* "RMQX" little-endian */
 #define EXPORT_VERSION 1U
@@ -286,9 +286,23 @@ struct mq_consumer {
      * last leader change): a CHECKOUT with this seq is a retry whose reply
      * the edge lost, an older one a late copy. */
     uint64_t co_seq;
+    /* Dispatch (dispatch()): the credit its edge last announced, by
+     * CONSUME or CHECKOUT (max_messages, prefetch; credit 0: unknown, no
+     * message is set aside for it), and the tag of the last message
+     * dispatched to it (round robin: least recently served first). */
+    uint32_t credit;
+    uint32_t prefetch;
+    uint64_t served_tag;
+    uint64_t pending; /* unacked ones set aside (CO_PENDING); derived */
+    struct mq_consumer *cand_next; /* dispatch()'s scratch list */
     bool registered;
     bool exclusive;
 };
+
+/* The co_seq of a message set aside for its consumer by another
+ * consumer's CHECKOUT: checked out, but not yet handed to the edge. Edge
+ * seqs count up from 1 and never get here. */
+#define CO_PENDING UINT64_MAX
 
 struct mq_client {
     struct hnode hn; /* client table, by mix64(id) */
@@ -677,29 +691,53 @@ static struct mq_msg *sort_by_id(struct mq_msg *head)
     return out.next;
 }
 
-/* Take every message of consumer @c with tag <= @max_tag (0 = all) or, if
- * @only is set, just that one, out of its unacked list. Returns them as a
- * singly linked list in tag order, tags dropped from the table. */
+/* Which of a consumer's checked-out messages take_unacked() takes. */
+enum pick {
+    PICK_ALL,       /* the owner went, or everything goes back */
+    PICK_DELIVERED, /* by tag: the edge never saw the ones set aside */
+    PICK_PENDING    /* the ones set aside: their consumer cancelled */
+};
+
+static bool picked(const struct mq_msg *m, enum pick pick)
+{
+    return pick == PICK_ALL ||
+           (pick == PICK_PENDING) == (m->co_seq == CO_PENDING);
+}
+
+/* Take every message of consumer @c with tag <= @max_tag (0 = all) that
+ * @pick selects or, if @only is set, just that one, out of its unacked
+ * list. Returns them as a singly linked list in tag order, tags dropped
+ * from the table. */
 static struct mq_msg *take_unacked(struct mq_sm *sm, struct mq_consumer *c,
                                    uint64_t max_tag, struct mq_msg *only,
-                                   uint64_t *count)
+                                   enum pick pick, uint64_t *count)
 {
     struct mq_msg *out = NULL;
     struct mq_msg **tail = &out;
+    struct mq_msg *next = c->unacked.head;
 
-    while (c->unacked.head != NULL) {
-        struct mq_msg *m = only != NULL ? only : c->unacked.head;
+    while (next != NULL) {
+        struct mq_msg *m = only != NULL ? only : next;
 
         if (only == NULL && max_tag != 0 && m->tag > max_tag) {
             break;
+        }
+        next = m->next;
+        if (!picked(m, pick)) {
+            if (only != NULL) {
+                break;
+            }
+            continue;
+        }
+        if (m->co_seq == CO_PENDING) {
+            c->pending--;
         }
         mlist_remove(&c->unacked, m);
         c->q->unacked--;
         ht_remove(&sm->tags, &m->hn);
         m->tag = 0;
-        /* only a checked-out message has a CHECKOUT; a ready one keeping
-         * it would differ (in the digest) from its snapshot copy */
-        m->co_seq = 0;
+        /* co_seq stays until requeue() reads it (set aside or delivered)
+         * and clears it there */
         m->c = NULL;
         m->next = NULL;
         *tail = m;
@@ -713,7 +751,8 @@ static struct mq_msg *take_unacked(struct mq_sm *sm, struct mq_consumer *c,
 }
 
 /* Put returned messages back in the ready list at their id positions,
- * marked redelivered. @list is a singly linked list in any order. */
+ * marked redelivered unless they were only set aside (never delivered).
+ * @list is a singly linked list in any order. */
 static void requeue(struct mq_queue *q, struct mq_msg *list)
 {
     struct mq_msg *at = q->ready.head;
@@ -726,7 +765,10 @@ static void requeue(struct mq_queue *q, struct mq_msg *list)
         while (at != NULL && at->id < m->id) {
             at = at->next;
         }
-        m->redelivered = true;
+        if (m->co_seq != CO_PENDING) {
+            m->redelivered = true;
+        }
+        m->co_seq = 0; /* as a ready message restores from a snapshot */
         m->prev = NULL;
         m->next = NULL;
         mlist_insert_before(&q->ready, at, m);
@@ -1413,6 +1455,8 @@ static void apply_consume(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     c->channel = cmd->who.channel;
     c->registered = true;
     c->exclusive = cmd->exclusive;
+    c->credit = cmd->max_messages;
+    c->prefetch = cmd->prefetch;
     q->consumers++;
     q->had_consumer = true;
     q->excl_consumer = cmd->exclusive;
@@ -1424,14 +1468,97 @@ static void apply_cancel(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                          struct mq_sm_result *res)
 {
     struct mq_consumer *c = consumer_find(sm, cmd->who.consumer);
+    uint64_t n = 0;
 
     if (c == NULL || !c->registered) {
         return; /* idempotent */
     }
     consumer_unregister(c);
+    /* Its edge asks no more: what was set aside for it is ready again. */
+    requeue(c->q, take_unacked(sm, c, 0, NULL, PICK_PENDING, &n));
     res->count = 1;
     consumer_gc(sm, c);
     auto_delete_sweep(sm, res);
+}
+
+/* Check ready message @m out to consumer @c with @co_seq. */
+static void checkout_msg(struct mq_sm *sm, struct mq_consumer *c,
+                         struct mq_msg *m, uint64_t co_seq)
+{
+    mlist_remove(&c->q->ready, m);
+    m->c = c;
+    m->tag = sm->next_tag++;
+    m->co_seq = co_seq;
+    m->hn.hash = mix64(m->tag);
+    ht_insert(&sm->tags, &m->hn);
+    mlist_append(&c->unacked, m);
+    c->q->unacked++;
+    c->served_tag = m->tag;
+}
+
+/* Checked-out message @m goes to the edge in @res. */
+static void deliver_msg(struct mq_msg *m, uint64_t co_seq,
+                        struct mq_sm_result *res)
+{
+    m->co_seq = co_seq;
+    m->delivery_count++;
+    res->count++;
+    add_delivery(res, m);
+}
+
+static bool self_can_take(const struct mq_consumer *c,
+                          const struct mq_sm_cmd *cmd,
+                          const struct mq_sm_result *res)
+{
+    return res->count < cmd->max_messages &&
+           (cmd->prefetch == 0 || c->unacked.n < cmd->prefetch);
+}
+
+static bool other_can_take(const struct mq_consumer *o)
+{
+    return o->pending < o->credit &&
+           (o->prefetch == 0 || o->unacked.n < o->prefetch);
+}
+
+/* Deal @q's ready messages one by one, in queue order, over its
+ * registered consumers that can take one more, least recently served
+ * first (round robin, as RabbitMQ): registered consumer @c's go into @res,
+ * the others' are set aside for their own next CHECKOUT. Ends when @c can
+ * take no more: the rest waits for the next CHECKOUT of the queue. Only
+ * the log decides (credits, served tags), so every replica deals alike.
+ * Cost: one pass over the shard's consumers when the queue has several. */
+static void dispatch(struct mq_sm *sm, struct mq_queue *q,
+                     struct mq_consumer *c, const struct mq_sm_cmd *cmd,
+                     struct mq_sm_result *res)
+{
+    struct mq_consumer *others = NULL;
+    struct mq_consumer *o;
+
+    if (q->consumers > 1) {
+        for (o = sm->c_first; o != NULL; o = o->next) {
+            if (o != c && o->q == q && o->registered && o->credit > 0) {
+                o->cand_next = others;
+                others = o;
+            }
+        }
+    }
+    while (q->ready.head != NULL && self_can_take(c, cmd, res)) {
+        struct mq_msg *m = q->ready.head;
+        struct mq_consumer *to = c;
+
+        for (o = others; o != NULL; o = o->cand_next) {
+            if (o->served_tag < to->served_tag && other_can_take(o)) {
+                to = o;
+            }
+        }
+        checkout_msg(sm, to, m, to == c ? cmd->seq : CO_PENDING);
+        if (to == c) {
+            deliver_msg(m, cmd->seq, res);
+        } else {
+            to->pending++;
+            res->set_aside++;
+        }
+    }
 }
 
 static void apply_checkout(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
@@ -1439,6 +1566,7 @@ static void apply_checkout(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
 {
     struct mq_queue *q = queue_lookup(sm, cmd, res);
     struct mq_consumer *c;
+    struct mq_msg *m;
 
     if (q == NULL) {
         return;
@@ -1465,8 +1593,6 @@ static void apply_checkout(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     }
     q->last_used_ms = sm->clock_ms;
     if (cmd->seq != 0 && cmd->seq <= c->co_seq) {
-        struct mq_msg *m;
-
         /* Seen before: hand out again what it delivered and is still
          * unacked, never more, so no delivery exists that the edge cannot
          * know of (it would hold the consumer's credit, unseen). */
@@ -1480,21 +1606,26 @@ static void apply_checkout(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         return;
     }
     (void)expire_head(sm, q, res);
-    while (res->count < cmd->max_messages && q->ready.head != NULL &&
-           (cmd->prefetch == 0 || c->unacked.n < cmd->prefetch)) {
-        struct mq_msg *m = q->ready.head;
-
-        mlist_remove(&q->ready, m);
-        m->c = c;
-        m->tag = sm->next_tag++;
-        m->co_seq = cmd->seq;
-        m->delivery_count++;
-        m->hn.hash = mix64(m->tag);
-        ht_insert(&sm->tags, &m->hn);
-        mlist_append(&c->unacked, m);
-        q->unacked++;
-        res->count++;
-        add_delivery(res, m);
+    /* First what other CHECKOUTs set aside for it, oldest first. */
+    for (m = c->unacked.head; m != NULL && c->pending > 0 &&
+                              res->count < cmd->max_messages;
+         m = m->next) {
+        if (m->co_seq == CO_PENDING) {
+            c->pending--;
+            deliver_msg(m, cmd->seq, res);
+        }
+    }
+    if (c->registered) {
+        c->credit = cmd->max_messages;
+        c->prefetch = cmd->prefetch;
+        dispatch(sm, q, c, cmd, res);
+    } else {
+        /* basic.get: the head of the queue */
+        while (q->ready.head != NULL && self_can_take(c, cmd, res)) {
+            m = q->ready.head;
+            checkout_msg(sm, c, m, cmd->seq);
+            deliver_msg(m, cmd->seq, res);
+        }
     }
     if (cmd->seq != 0 && res->count > 0) {
         c->co_seq = cmd->seq;
@@ -1555,7 +1686,7 @@ static void settle_one(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         return;
     }
     c = m->c;
-    list = take_unacked(sm, c, 0, m, &res->count);
+    list = take_unacked(sm, c, 0, m, PICK_DELIVERED, &res->count);
     finish_taken(sm, c->q, list, kind, res);
     consumer_gc(sm, c);
 }
@@ -1583,7 +1714,8 @@ static void settle_by_tag(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         struct mq_consumer *next = c->next;
 
         if (match_channel(c, &cmd->who)) {
-            list = take_unacked(sm, c, cmd->tag, NULL, &res->count);
+            list = take_unacked(sm, c, cmd->tag, NULL, PICK_DELIVERED,
+                                &res->count);
             finish_taken(sm, c->q, list, kind, res);
             consumer_gc(sm, c);
         }
@@ -1601,7 +1733,8 @@ static void return_gone(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         struct mq_consumer *next = c->next;
 
         if (match_scope(c, cmd->scope, &cmd->who)) {
-            struct mq_msg *list = take_unacked(sm, c, 0, NULL, &res->count);
+            struct mq_msg *list =
+                take_unacked(sm, c, 0, NULL, PICK_ALL, &res->count);
 
             requeue(c->q, list);
             consumer_unregister(c);
@@ -1633,7 +1766,8 @@ static void apply_leader_changed(struct mq_sm *sm, struct mq_sm_result *res)
 
     while (c != NULL) {
         struct mq_consumer *next = c->next;
-        struct mq_msg *list = take_unacked(sm, c, 0, NULL, &res->count);
+        struct mq_msg *list =
+            take_unacked(sm, c, 0, NULL, PICK_ALL, &res->count);
 
         requeue(c->q, list);
         /* Whatever earlier CHECKOUTs delivered is back in the queue: a
@@ -1656,7 +1790,8 @@ static void apply_boot(struct mq_sm *sm, struct mq_sm_result *res)
 
     while (c != NULL) {
         struct mq_consumer *next = c->next;
-        struct mq_msg *list = take_unacked(sm, c, 0, NULL, &res->count);
+        struct mq_msg *list =
+            take_unacked(sm, c, 0, NULL, PICK_ALL, &res->count);
 
         requeue(c->q, list);
         consumer_unregister(c);
@@ -1961,6 +2096,13 @@ int mq_sm_queue_stats(const struct mq_sm *sm, const char *vhost,
     return 0;
 }
 
+uint64_t mq_sm_consumer_pending(const struct mq_sm *sm, uint64_t consumer)
+{
+    const struct mq_consumer *c = consumer_find(sm, consumer);
+
+    return c != NULL ? c->pending : 0;
+}
+
 void mq_sm_stats(const struct mq_sm *sm, struct mq_sm_stats *out)
 {
     const struct mq_queue *q;
@@ -2042,6 +2184,8 @@ static uint64_t consumer_digest(const struct mq_consumer *c)
     h = mix64(h ^ c->channel);
     h = mix64(h ^ ((uint64_t)c->registered | (uint64_t)c->exclusive << 1));
     h = mix64(h ^ c->co_seq);
+    h = mix64(h ^ c->served_tag);
+    h = mix64(h ^ ((uint64_t)c->credit << 32 | c->prefetch));
     for (m = c->unacked.head; m != NULL; m = m->next) {
         h = mix64(h ^ msg_digest(m)) + 0x9e3779b97f4a7c15ULL;
     }
@@ -2109,7 +2253,7 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
 /*
  * Snapshot format, all integers little-endian:
  *
- *   u32 magic "RMQQ" | u32 version (3) | u64 clock_ms | u64 next_msg_id
+ *   u32 magic "RMQQ" | u32 version (4) | u64 clock_ms | u64 next_msg_id
  *   u64 next_tag | u32 dedup_words | u64 queue count
  *   queues, in creation order:
  *     QDEF with the ready count
@@ -2119,9 +2263,12 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
  *   u64 consumer count
  *   consumers, in creation order:
  *     u64 id | u64 router | u64 conn | u64 channel | u64 queue index
- *     u8 flags (registered, exclusive) | u64 co_seq | u64 unacked count
+ *     u8 flags (registered, exclusive) | u64 co_seq
+ *     (version 4) u64 served_tag | u32 credit | u32 prefetch
+ *     u64 unacked count
  *     unacked messages: u64 tag, u64 co_seq, then MSG; tag ascending
  *   (version 1, still read: no co_seq fields; they restore as 0)
+ *   (versions 1 to 3: no dispatch fields; they restore as 0)
  *   u64 client count
  *   clients, least recently used first: CLIENT
  *   (version 3) u64 create_floor | u64 move_seq | u64 tombstone count
@@ -2147,6 +2294,7 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
 #define SNAP_QUEUE_MOVE (8 + 1 + 8 * 4) /* version 3 */
 #define SNAP_MSG_FIXED (8 + 8 + 4 + 1 + 4)
 #define SNAP_CONSUMER_FIXED (8 * 5 + 1 + 8) /* version 1; 2 adds 8 */
+#define SNAP_CONSUMER_DISPATCH (8 + 4 + 4)   /* version 4 */
 #define SNAP_TAIL_FIXED (8 * 3)             /* version 3 */
 #define SNAP_TOMB_FIXED (1 + 1 + 8)
 #define SNAP_TRAILER_LEN 8
@@ -2239,7 +2387,7 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
         len += q->ready.n * SNAP_MSG_FIXED + q->ready.bytes;
     }
     for (c = sm->c_first; c != NULL; c = c->next) {
-        len += SNAP_CONSUMER_FIXED + 8;
+        len += SNAP_CONSUMER_FIXED + 8 + SNAP_CONSUMER_DISPATCH;
         len += c->unacked.n * (16 + SNAP_MSG_FIXED) + c->unacked.bytes;
     }
     len += sm->clients.count * (16 + sm->dedup_words * (size_t)8);
@@ -2286,6 +2434,9 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
         *p++ = (unsigned char)((c->registered ? 1 : 0) |
                                (c->exclusive ? 2 : 0));
         p = le_put_u64(p, c->co_seq);
+        p = le_put_u64(p, c->served_tag);
+        p = le_put_u32(p, c->credit);
+        p = le_put_u32(p, c->prefetch);
         p = le_put_u64(p, c->unacked.n);
         for (m = c->unacked.head; m != NULL; m = m->next) {
             p = le_put_u64(p, m->tag);
@@ -2475,7 +2626,11 @@ static bool restore_consumer(struct mq_sm *tmp, struct le_reader *r,
     if (!le_get_u64(r, &c->id) || !le_get_u64(r, &c->router) ||
         !le_get_u64(r, &c->conn) || !le_get_u64(r, &c->channel) ||
         !le_get_u64(r, &qi) || !le_get_u8(r, &flags) ||
-        (version >= 2 && !le_get_u64(r, &c->co_seq)) || !le_get_u64(r, &n) ||
+        (version >= 2 && !le_get_u64(r, &c->co_seq)) ||
+        (version >= 4 &&
+         (!le_get_u64(r, &c->served_tag) || !le_get_u32(r, &c->credit) ||
+          !le_get_u32(r, &c->prefetch))) ||
+        !le_get_u64(r, &n) ||
         qi >= nqueues || (flags & ~3) != 0 || n > r->left / per_msg ||
         consumer_find(tmp, c->id) != NULL) {
         free(c);
@@ -2514,6 +2669,9 @@ static bool restore_consumer(struct mq_sm *tmp, struct le_reader *r,
         m->c = c;
         m->tag = tag;
         m->co_seq = co_seq;
+        if (co_seq == CO_PENDING) {
+            c->pending++;
+        }
         m->hn.hash = mix64(tag);
         ht_insert(&tmp->tags, &m->hn);
         mlist_append(&c->unacked, m);
@@ -2812,7 +2970,7 @@ static bool freeze(struct mq_sm *sm, struct mq_queue *q)
         struct mq_consumer *next = c->next;
 
         if (c->q == q) {
-            *tail = take_unacked(sm, c, 0, NULL, &count);
+            *tail = take_unacked(sm, c, 0, NULL, PICK_ALL, &count);
             while (*tail != NULL) {
                 tail = &(*tail)->next;
             }

@@ -224,12 +224,29 @@ struct mq_sm_queue_args {
  *   PURGE     vhost, queue, who.{router,conn}
  *   ENQUEUE   vhost, queue, client_id + seq (seq 0 = no dedup), has_ttl +
  *             ttl_ms (the message's expiration property), body
- *   CONSUME   vhost, queue, who, exclusive
- *   CANCEL    who.consumer
+ *   CONSUME   vhost, queue, who, exclusive; max_messages and prefetch:
+ *             what its first CHECKOUT will carry (0: unknown until then)
+ *   CANCEL    who.consumer; what was set aside for it is ready again
  *   CHECKOUT  vhost, queue, who, max_messages, prefetch (0 = unlimited),
  *             seq: the consumer's CHECKOUT number (0 = none). A seq not
  *             above the consumer's last one that delivered is a retry: it
- *             gets that CHECKOUT's deliveries still unacked, never new ones
+ *             gets that CHECKOUT's deliveries still unacked, never new ones.
+ *             Dispatch, for a registered consumer, as RabbitMQ's round
+ *             robin: it first gets what was set aside for it, then the
+ *             ready messages are dealt one by one, in queue order, over
+ *             the queue's registered consumers that can take one more,
+ *             least recently served first; the others' share is set aside
+ *             for them (checked out to them, counted unacked, not yet
+ *             delivered) until their own next CHECKOUT. Another consumer
+ *             can take one more while what is set aside for it is below
+ *             its last announced max_messages (CONSUME's, then its last
+ *             CHECKOUT's) and, with a prefetch, its unacked are below it.
+ *             Dealing ends when this consumer can take no more. Messages
+ *             set aside go back to ready, not redelivered, when their
+ *             consumer cancels or goes (RETURN, leader change, move); by-tag
+ *             SETTLE/RETURN/DROP never touch them (the edge has not seen
+ *             their tags). An unregistered consumer (basic.get) takes from
+ *             the head
  *   SETTLE    who, tag + multiple, or tags      (scope is always TAG)
  *   RETURN    who, scope, tag + multiple, or tags (scope TAG)
  *   DROP      who, tag + multiple, or tags      (scope is always TAG)
@@ -420,6 +437,8 @@ struct mq_sm_result {
     /* CHECKOUT: ready messages left in the queue (basic.get-ok's
      * message-count). */
     uint64_t message_count;
+    /* CHECKOUT: messages set aside for the queue's other consumers. */
+    uint64_t set_aside;
 
     struct mq_sm_delivery *deliveries; /* CHECKOUT, in delivery order */
     size_t n_deliveries;
@@ -507,7 +526,12 @@ enum mq_sm_status mq_sm_export(const struct mq_sm *sm, const char *vhost,
                                void **out, size_t *out_len,
                                uint64_t *next_cursor, bool *last);
 
-/* Counters of one queue. Returns 0, or -1 if it does not exist. */
+/* Messages set aside for @consumer by other consumers' CHECKOUTs, which
+ * its next CHECKOUT gets (0: none, or no such consumer). */
+uint64_t mq_sm_consumer_pending(const struct mq_sm *sm, uint64_t consumer);
+
+/* Counters of one queue (unacked includes what is set aside). Returns 0,
+ * or -1 if it does not exist. */
 int mq_sm_queue_stats(const struct mq_sm *sm, const char *vhost,
                       size_t vhost_len, const char *queue, size_t queue_len,
                       struct mq_sm_queue_stats *out);

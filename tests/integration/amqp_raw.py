@@ -188,6 +188,18 @@ class RawConn:
             if not chunk:
                 return
 
+    def expect_clean_eof(self, timeout=5.0):
+        """Nothing but EOF follows: a reset (RST) fails, unlike expect_eof."""
+        if self.buf:
+            raise AssertionError("bytes after the last frame: %r" % self.buf[:64])
+        self.sock.settimeout(timeout)
+        try:
+            chunk = self.sock.recv(65536)
+        except ConnectionResetError as e:
+            raise AssertionError("the server reset the connection: %r" % e) from None
+        if chunk:
+            raise AssertionError("bytes instead of EOF: %r" % chunk[:64])
+
 
 def parse_close(args):
     code = struct.unpack("!H", args[:2])[0]

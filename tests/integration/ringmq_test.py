@@ -201,6 +201,22 @@ def standalone(data_dir, port=None, extra=(), amqp_port=None, env=None):
     return n
 
 
+def standalone_amqp(prefix):
+    """A started standalone node in a fresh temp dir with AMQP (and its own
+    raft port) on free ports; returns the AMQP port. Raises with the
+    node's log when it does not come up."""
+    d = tmpdir(prefix)
+    amqp_port = free_port()
+    n = standalone(d + "/data", amqp_port=amqp_port,
+                   extra=["--raft", "127.0.0.1:%d" % free_raft_port()])
+    try:
+        n.start()
+        wait_port(amqp_port, timeout=20, proc=n.proc)
+    except Exception as e:
+        raise AssertionError("ringmq-node: %r\n%s" % (e, n.log()[-2000:])) from None
+    return amqp_port
+
+
 def wait_until(pred, timeout=20.0, what="condition", interval=0.05):
     """Poll pred until it returns something other than None or False (0 is a
     valid answer, e.g. the index of the first node)."""

@@ -48,15 +48,7 @@ def test_setup():
         import rabbitmq_ref
         target["port"] = rabbitmq_ref.RabbitMQ().start().port
         return
-    d = rt.tmpdir("ringmq-amqptools-")
-    amqp_port = rt.free_port()
-    n = rt.standalone(d + "/data", amqp_port=amqp_port,
-                      extra=["--raft", "127.0.0.1:%d" % rt.free_raft_port()])
-    try:
-        n.start()
-        rt.wait_port(amqp_port, timeout=20, proc=n.proc)
-    except Exception as e:
-        raise AssertionError("ringmq-node: %r\n%s" % (e, n.log()[-2000:])) from None
+    amqp_port = rt.standalone_amqp("ringmq-amqptools-")
     target["port"] = amqp_port
 
 

@@ -891,6 +891,71 @@ static void test_tx_not_implemented(void **state)
     cl_close(&c);
 }
 
+/* Frames the client still sends after its connection.close, or after its
+ * close-ok to ours, more than the server reads at once (64 KiB): closing
+ * with them unread made the kernel reset the connection. */
+#define AFTER_CLOSE_HEARTBEATS 12000 /* 96 KB */
+
+static void cl_send_with_tail(struct client *c, uint32_t id)
+{
+    struct timeval tv = {.tv_sec = 5};
+    struct amqp_method m;
+    struct buf b;
+    int i;
+
+    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    buf_init(&b);
+    amqp_method_init(&m, id);
+    if (id == AMQP_CONNECTION_CLOSE) {
+        m.connection_close.reply_code = 200;
+        m.connection_close.reply_text = amqp_cstr("bye");
+    }
+    assert_int_equal(amqp_method_encode(&b, 0, &m, 0), 0);
+    for (i = 0; i < AFTER_CLOSE_HEARTBEATS; i++) {
+        amqp_frame_encode_heartbeat(&b);
+    }
+    cl_send_buf(c, &b);
+}
+
+/* Nothing but EOF follows: no byte, and no reset (recv fails then). */
+static void cl_expect_clean_eof(struct client *c)
+{
+    char got[16];
+
+    assert_int_equal(c->in_off, c->in_len);
+    assert_int_equal(cl_read_raw(c, got, sizeof(got)), 0);
+}
+
+/* The client closes and keeps talking: close-ok, then a clean EOF (the
+ * server shut down its side), never a reset. */
+static void test_client_close_drains(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+
+    cl_handshake(&c, fx->port);
+    cl_send_with_tail(&c, AMQP_CONNECTION_CLOSE);
+    cl_expect_free(&c, AMQP_CONNECTION_CLOSE_OK);
+    cl_expect_clean_eof(&c);
+    cl_close(&c);
+}
+
+/* Our connection.close, the client's close-ok and more frames: the same. */
+static void test_server_close_drains(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    struct amqp_method m;
+
+    cl_handshake(&c, fx->port);
+    cl_simple(&c, 1, AMQP_TX_SELECT);
+    cl_expect(&c, AMQP_CONNECTION_CLOSE, &m);
+    amqp_method_free(&m);
+    cl_send_with_tail(&c, AMQP_CONNECTION_CLOSE_OK);
+    cl_expect_clean_eof(&c);
+    cl_close(&c);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -912,6 +977,10 @@ int main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_publish_held_while_unroutable,
                                         setup_route_wait, teardown),
+        cmocka_unit_test_setup_teardown(test_client_close_drains, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_server_close_drains, setup,
+                                        teardown),
     };
 
     if (argc == 3 && strcmp(argv[1], "--serve") == 0) {

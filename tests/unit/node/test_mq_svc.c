@@ -1,7 +1,7 @@
 /*
  * Unit tests of node/mq_svc over a real single-member rgroup on 127.0.0.1:
  * results from the leader's apply, NOT_LEADER before leadership, the era
- * command, long-poll CHECKOUT (wake on enqueue, timeout, fair share,
+ * command, long-poll CHECKOUT (wake on enqueue, timeout, round robin,
  * prefetch, queue deleted), the router lease, BOOT across a restart, and
  * close with parked calls.
  */
@@ -257,39 +257,101 @@ static void test_long_poll_wake_and_timeout(void **state)
     assert_int_equal(st.poll_timeouts, 1);
 }
 
-static void test_fair_share(void **state)
+struct rr_consumer {
+    struct op poll;
+    uint64_t seq;
+    char got[8]; /* bodies received, in order */
+    size_t n;
+};
+
+static void rr_poll(struct fx *f, struct rr_consumer *c, uint64_t id)
 {
+    checkout_init(&c->poll, "q", id, 100, 5000);
+    c->poll.call.cmd.seq = ++c->seq;
+    mq_svc_submit(f->svc, &c->poll.call);
+}
+
+static bool any_done(void *arg)
+{
+    struct rr_consumer *c = arg;
+    int i;
+
+    for (i = 0; i < 3; i++) {
+        if (c[i].poll.done > 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Three registered consumers long-polling one queue, six messages
+ * published in one go (committed in one entry or several): RabbitMQ's
+ * round robin, message by message: 2/2/2, the consumer of message i is
+ * that of message i + 3. */
+static void test_round_robin(void **state)
+{
+    /* static: a failed check leaves polls parked until teardown */
+    static struct rr_consumer c[3];
+    static struct op e[6];
     struct fx *f = *state;
-    struct op w[3];
-    struct op e;
-    unsigned i;
+    char owner[6];
     size_t total = 0;
+    unsigned i;
+    size_t k;
 
     start(f, NULL);
     declare(f, "q", true);
+    memset(c, 0, sizeof(c));
     for (i = 0; i < 3; i++) {
-        checkout_init(&w[i], "q", 10 + i, 100, 5000);
-        mq_svc_submit(f->svc, &w[i].call);
+        struct op o;
+
+        op_init(&o, MQ_SM_CONSUME, "q");
+        o.call.cmd.who.consumer = 10 + i;
+        o.call.cmd.max_messages = 100;
+        assert_int_equal(run(f, &o), OUTCOME_OK);
+        assert_int_equal(o.call.result.status, MQ_SM_OK);
+        mq_sm_result_clear(&o.call.result);
+        rr_poll(f, &c[i], 10 + i);
     }
-    /* six messages in one go (one batch or several: shares stay fair) */
+    svc_env_run_for(&f->env, 50);
     for (i = 0; i < 6; i++) {
-        op_init(&e, MQ_SM_ENQUEUE, "q");
-        e.call.cmd.body = "m";
-        e.call.cmd.body_len = 1;
-        assert_int_equal(run(f, &e), OUTCOME_OK);
-        mq_sm_result_clear(&e.call.result);
+        op_init(&e[i], MQ_SM_ENQUEUE, "q");
+        e[i].call.cmd.body = &"012345"[i];
+        e[i].call.cmd.body_len = 1;
+        mq_svc_submit(f->svc, &e[i].call);
+    }
+    while (total < 6) {
+        assert_true(svc_env_run_until(&f->env, any_done, c, WAIT_MS));
+        for (i = 0; i < 3; i++) {
+            struct mq_sm_result *r = &c[i].poll.call.result;
+
+            if (c[i].poll.done == 0) {
+                continue;
+            }
+            assert_int_equal(c[i].poll.call.status, OUTCOME_OK);
+            for (k = 0; k < r->n_deliveries; k++) {
+                assert_true(c[i].n < sizeof(c[i].got));
+                c[i].got[c[i].n++] = *(const char *)r->deliveries[k].body;
+                total++;
+            }
+            mq_sm_result_clear(r);
+            rr_poll(f, &c[i], 10 + i);
+        }
+    }
+    for (i = 0; i < 6; i++) {
+        assert_int_equal(e[i].done, 1);
+        mq_sm_result_clear(&e[i].call.result);
     }
     for (i = 0; i < 3; i++) {
-        assert_true(svc_env_run_until(&f->env, op_done, &w[i], WAIT_MS));
-        assert_int_equal(w[i].call.status, OUTCOME_OK);
-        /* nobody takes everything */
-        assert_true(w[i].call.result.n_deliveries >= 1);
-        assert_true(w[i].call.result.n_deliveries <= 2);
-        total += w[i].call.result.n_deliveries;
-        mq_sm_result_clear(&w[i].call.result);
+        assert_int_equal(c[i].n, 2);
+        for (k = 0; k < c[i].n; k++) {
+            owner[c[i].got[k] - '0'] = (char)i;
+        }
     }
-    assert_int_equal(total, 3);
-    assert_int_equal(qstats(f, "q").ready, 3);
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(owner[i], owner[i + 3]);
+    }
+    assert_int_equal(qstats(f, "q").ready, 0);
 }
 
 static void test_prefetch_and_settle(void **state)
@@ -542,7 +604,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_long_poll_wake_and_timeout,
                                         setup, teardown),
-        cmocka_unit_test_setup_teardown(test_fair_share, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_round_robin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prefetch_and_settle, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_delete_wakes_404, setup,

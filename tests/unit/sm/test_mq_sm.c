@@ -1102,6 +1102,149 @@ static void test_purge(void **state)
     mq_sm_free(sm);
 }
 
+/* ------------------------------------------------------------ dispatch */
+
+static void consume_credit(struct mq_sm *sm, const char *q, uint64_t channel,
+                           uint64_t consumer, uint32_t credit,
+                           uint32_t prefetch)
+{
+    struct mq_sm_cmd c;
+
+    cmd_init(&c, MQ_SM_CONSUME, q);
+    c.who = who_of(channel, consumer);
+    c.max_messages = credit;
+    c.prefetch = prefetch;
+    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+}
+
+/* Checkout of @consumer (on channel @consumer) expecting exactly @want
+ * bodies, in order, none redelivered; returns how many it set aside. */
+static uint64_t expect_bodies(struct mq_sm *sm, uint64_t consumer,
+                              uint32_t prefetch, const char *const *want,
+                              size_t n)
+{
+    struct mq_sm_result res;
+    uint64_t set_aside;
+    size_t i;
+
+    assert_int_equal(checkout(sm, T0, "q", consumer, consumer, 64, prefetch,
+                              &res),
+                     n);
+    for (i = 0; i < n; i++) {
+        assert_body(&res.deliveries[i], want[i]);
+        assert_false(res.deliveries[i].redelivered);
+        assert_int_equal(res.deliveries[i].delivery_count, 1);
+    }
+    set_aside = res.set_aside;
+    mq_sm_result_clear(&res);
+    return set_aside;
+}
+
+/* RabbitMQ's round robin (tutorial 2): with two consumers on a queue, ten
+ * messages alternate 5/5 whichever consumer's CHECKOUT comes first; the
+ * turn carries over to the next batch; a consumer's prefetch is honoured
+ * for what is set aside for it. */
+static void test_round_robin_dispatch(void **state)
+{
+    static const char *const all[] = {"0", "1", "2", "3", "4",
+                                      "5", "6", "7", "8", "9"};
+    static const char *const even[] = {"0", "2", "4", "6", "8"};
+    static const char *const odd[] = {"1", "3", "5", "7", "9"};
+    static const char *const then_2[] = {"b"};
+    static const char *const then_1[] = {"a", "c"};
+    struct mq_sm *sm = sm_make();
+    int i;
+
+    (void)state;
+    declare(sm, "q");
+    consume_credit(sm, "q", 1, 1, 64, 0);
+    consume_credit(sm, "q", 2, 2, 64, 0);
+    for (i = 0; i < 10; i++) {
+        enqueue(sm, T0, "q", all[i]);
+    }
+    /* the first CHECKOUT deals all ten: its own five, five set aside */
+    assert_int_equal(expect_bodies(sm, 1, 0, even, 5), 5);
+    assert_int_equal(mq_sm_consumer_pending(sm, 2), 5);
+    assert_int_equal(qstats(sm, "q").ready, 0);
+    assert_int_equal(qstats(sm, "q").unacked, 10);
+    assert_int_equal(expect_bodies(sm, 2, 0, odd, 5), 0);
+    assert_int_equal(mq_sm_consumer_pending(sm, 2), 0);
+    /* consumer 1 was served last-but-one: the next message is its turn,
+     * even when consumer 2 asks */
+    enqueue(sm, T0, "q", "a");
+    enqueue(sm, T0, "q", "b");
+    enqueue(sm, T0, "q", "c");
+    assert_int_equal(expect_bodies(sm, 2, 0, then_2, 1), 2);
+    assert_int_equal(expect_bodies(sm, 1, 0, then_1, 2), 0);
+
+    /* prefetch 2 for consumer 2: two set aside for it, the rest is 1's */
+    mq_sm_free(sm);
+    sm = sm_make();
+    declare(sm, "q");
+    consume_credit(sm, "q", 1, 1, 64, 0);
+    consume_credit(sm, "q", 2, 2, 2, 2);
+    for (i = 0; i < 10; i++) {
+        enqueue(sm, T0, "q", all[i]);
+    }
+    {
+        static const char *const mine[] = {"0", "2", "4", "5", "6",
+                                           "7", "8", "9"};
+        static const char *const its[] = {"1", "3"};
+
+        assert_int_equal(expect_bodies(sm, 1, 0, mine, 8), 2);
+        assert_int_equal(expect_bodies(sm, 2, 2, its, 2), 0);
+    }
+    mq_sm_free(sm);
+}
+
+/* What is set aside was never delivered: when its consumer cancels, goes,
+ * or the leader changes, it is ready again at its place, not redelivered,
+ * and by-tag settles never touch it. */
+static void test_set_aside_returns(void **state)
+{
+    static const char *const abcd[] = {"a", "b", "c", "d"};
+    /* consumer 1 got a and c: those come back redelivered */
+    static const bool redel[] = {true, false, true, false};
+    struct mq_sm_result res;
+    struct mq_sm_cmd c;
+    int round;
+    int i;
+
+    (void)state;
+    for (round = 0; round < 3; round++) {
+        struct mq_sm *sm = sm_make();
+
+        declare(sm, "q");
+        consume_credit(sm, "q", 1, 1, 64, 0);
+        consume_credit(sm, "q", 2, 2, 64, 0);
+        for (i = 0; i < 4; i++) {
+            enqueue(sm, T0, "q", abcd[i]);
+        }
+        assert_int_equal(checkout(sm, T0, "q", 1, 1, 64, 0, &res), 2);
+        assert_int_equal(res.set_aside, 2);
+        mq_sm_result_clear(&res);
+        /* consumer 2's channel acks "every tag": only what it got */
+        assert_int_equal(by_tag(sm, MQ_SM_SETTLE, 2, 0, true, NULL), 0);
+        assert_int_equal(mq_sm_consumer_pending(sm, 2), 2);
+        if (round == 0) {
+            cmd_init(&c, MQ_SM_CANCEL, NULL);
+            c.who = who_of(2, 2);
+        } else if (round == 1) {
+            cmd_init(&c, MQ_SM_RETURN, NULL);
+            c.scope = MQ_SM_SCOPE_CHANNEL;
+            c.who = who_of(2, 2);
+        } else {
+            cmd_init(&c, MQ_SM_LEADER_CHANGED, NULL);
+        }
+        assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+        assert_int_equal(mq_sm_consumer_pending(sm, 2), 0);
+        by_tag(sm, MQ_SM_RETURN, 1, 0, true, NULL);
+        assert_int_equal(qstats(sm, "q").unacked, 0);
+        expect_order(sm, "q", 61, abcd, redel, 4);
+        mq_sm_free(sm);
+    }
+}
+
 /* ------------------------------------------------ placement and queue moves */
 
 static struct mq_sm_stats sm_stats(struct mq_sm *sm)
@@ -2041,6 +2184,8 @@ static void random_cmd(uint64_t *rng, struct mq_sm_cmd *c, uint64_t *now,
     } else if (kind < 48) {
         c->type = MQ_SM_CONSUME;
         c->exclusive = (r >> 40) % 7 == 0;
+        c->max_messages = (uint32_t)((r >> 44) % 5);
+        c->prefetch = (uint32_t)((r >> 48) % 4);
     } else if (kind < 50) {
         c->type = MQ_SM_CANCEL;
     } else if (kind < 65) {
@@ -2091,6 +2236,7 @@ static void random_cmd(uint64_t *rng, struct mq_sm_cmd *c, uint64_t *now,
 static struct {
     uint64_t ok;
     uint64_t deliveries;
+    uint64_t set_aside;
     uint64_t dead;
     uint64_t deleted;
     uint64_t duplicates;
@@ -2133,12 +2279,14 @@ static void feed_end(struct mq_sm **sms, size_t nsms, uint64_t seed, int n,
             assert_int_equal(res.status, first.status);
             assert_int_equal(res.count, first.count);
             assert_int_equal(res.n_deliveries, first.n_deliveries);
+            assert_int_equal(res.set_aside, first.set_aside);
             assert_int_equal(res.n_dead, first.n_dead);
             assert_int_equal(res.n_deleted, first.n_deleted);
             mq_sm_result_clear(&res);
         }
         fed.ok += first.status == MQ_SM_OK;
         fed.deliveries += first.n_deliveries;
+        fed.set_aside += first.set_aside;
         fed.dead += first.n_dead;
         fed.deleted += first.n_deleted;
         fed.duplicates += first.status == MQ_SM_DUPLICATE;
@@ -2173,11 +2321,13 @@ static void test_determinism(void **state)
         mq_sm_free(sms[0]);
         mq_sm_free(sms[1]);
     }
-    print_message("random streams: ok %llu deliveries %llu dead %llu "
+    print_message("random streams: ok %llu deliveries %llu set aside %llu "
+                  "dead %llu "
                   "deleted %llu duplicates %llu moving %llu moved %llu "
                   "stale %llu\n",
                   (unsigned long long)fed.ok,
                   (unsigned long long)fed.deliveries,
+                  (unsigned long long)fed.set_aside,
                   (unsigned long long)fed.dead,
                   (unsigned long long)fed.deleted,
                   (unsigned long long)fed.duplicates,
@@ -2202,6 +2352,93 @@ static void test_determinism(void **state)
     assert_true(mq_sm_digest(sms[0]) != mq_sm_digest(sms[1]));
     mq_sm_free(sms[0]);
     mq_sm_free(sms[1]);
+}
+
+/* Dispatch over several consumers of one queue, at random: replicas deal
+ * alike, and so does one restored from a snapshot taken midway (the
+ * consumers' credits and turns are state). */
+static void dispatch_cmd(uint64_t *rng, struct mq_sm_cmd *c, char *body)
+{
+    uint64_t r = rng_next(rng);
+    uint64_t kind = (r >> 8) % 100;
+    uint64_t consumer = (r >> 16) % 4 + 1;
+
+    cmd_init(c, MQ_SM_ENQUEUE, "q");
+    c->who = who_of(consumer, consumer);
+    if (kind < 40) {
+        snprintf(body, 64, "%d", (int)(r >> 40));
+        c->body = body;
+        c->body_len = strlen(body);
+    } else if (kind < 75) {
+        c->type = MQ_SM_CHECKOUT;
+        c->max_messages = (uint32_t)((r >> 24) % 6);
+        c->prefetch = (uint32_t)((r >> 32) % 5);
+        c->seq = (r >> 36) % 50;
+    } else if (kind < 88) {
+        c->type = MQ_SM_SETTLE;
+        c->tag = (r >> 24) % 64;
+        c->multiple = (r >> 32) % 2 == 0;
+    } else if (kind < 92) {
+        c->type = MQ_SM_RETURN;
+        c->scope = (r >> 24) % 4 == 0 ? MQ_SM_SCOPE_CHANNEL : MQ_SM_SCOPE_TAG;
+        c->multiple = true;
+    } else if (kind < 93) {
+        c->type = MQ_SM_CANCEL;
+    } else {
+        c->type = MQ_SM_CONSUME;
+        c->max_messages = (uint32_t)((r >> 24) % 6);
+        c->prefetch = (uint32_t)((r >> 32) % 3);
+    }
+}
+
+static void test_dispatch_determinism(void **state)
+{
+    struct mq_sm *sms[3];
+    uint64_t rng = 42;
+    uint64_t set_aside = 0;
+    char body[64];
+    void *buf;
+    size_t len;
+    int i;
+    int k;
+
+    (void)state;
+    for (k = 0; k < 2; k++) {
+        sms[k] = sm_make();
+        declare(sms[k], "q");
+    }
+    sms[2] = NULL;
+    for (i = 0; i < 20000; i++) {
+        struct mq_sm_cmd c;
+        struct mq_sm_result res[3];
+
+        if (i == 10000) {
+            assert_int_equal(mq_sm_snapshot(sms[0], malloc, &buf, &len), 0);
+            sms[2] = sm_make();
+            assert_int_equal(mq_sm_restore(sms[2], buf, len), 0);
+            free(buf);
+        }
+        dispatch_cmd(&rng, &c, body);
+        for (k = 0; k < 3 && sms[k] != NULL; k++) {
+            mq_sm_apply(sms[k], T0 + (uint64_t)i, &c, &res[k]);
+            if (k > 0) {
+                assert_int_equal(res[k].status, res[0].status);
+                assert_int_equal(res[k].n_deliveries, res[0].n_deliveries);
+                assert_int_equal(res[k].set_aside, res[0].set_aside);
+                mq_sm_result_clear(&res[k]);
+            }
+        }
+        set_aside += res[0].set_aside;
+        mq_sm_result_clear(&res[0]);
+    }
+    print_message("dispatch stream: %llu set aside\n",
+                  (unsigned long long)set_aside);
+    assert_true(set_aside > 200); /* the stream dealt (fixed seed) */
+    assert_true(mq_sm_digest(sms[0]) == mq_sm_digest(sms[1]));
+    assert_true(mq_sm_digest(sms[0]) == mq_sm_digest(sms[2]));
+    for (k = 0; k < 3; k++) {
+        mq_sm_free(sms[k]);
+    }
 }
 
 static void test_digest_order(void **state)
@@ -2524,10 +2761,10 @@ static void test_snapshot_crafted(void **state)
     assert_int_equal(mq_sm_restore(dst, buf, len), -1);
     buf[36] = 1;
     /* a version from the future */
-    buf[4] = 4;
+    buf[4] = 5;
     reseal(buf, len);
     assert_int_equal(mq_sm_restore(dst, buf, len), -1);
-    buf[4] = 3;
+    buf[4] = 4;
     reseal(buf, len);
     assert_true(mq_sm_digest(dst) == before);
     assert_int_equal(mq_sm_restore(dst, buf, len), 0);
@@ -2570,6 +2807,38 @@ static void test_snapshot_crafted(void **state)
         old[4] = 2;
         reseal(old, old_len);
         assert_int_equal(mq_sm_restore(dst, old, old_len), -1);
+        free(old);
+    }
+    free(out);
+    mq_sm_free(src);
+
+    /* Version 3 (before dispatch): a consumer's credit and turn are not
+     * there and restore as 0, as a CONSUME that announced none. */
+    src = sm_make();
+    declare(src, "q");
+    consume_credit(src, "q", 1, 7, 64, 0);
+    assert_int_equal(mq_sm_snapshot(src, malloc, &out, &len), 0);
+    {
+        /* header, queue "/" "q" with its move fields, consumer count,
+         * then the consumer up to co_seq */
+        size_t at = 44 + 62 + 2 + 41 + 8 + 49;
+        size_t old_len = len - 16;
+        unsigned char *old = malloc(old_len);
+        struct mq_sm *want = sm_make();
+
+        assert_non_null(old);
+        memcpy(old, out, at);
+        memcpy(old + at, (unsigned char *)out + at + 16, len - at - 16);
+        old[4] = 3;
+        reseal(old, old_len);
+        mq_sm_free(dst);
+        dst = sm_make();
+        assert_int_equal(mq_sm_restore(dst, old, old_len), 0);
+        declare(want, "q");
+        consume(want, "q", 1, 7);
+        assert_true(mq_sm_digest(dst) == mq_sm_digest(want));
+        assert_true(mq_sm_digest(dst) != mq_sm_digest(src));
+        mq_sm_free(want);
         free(old);
     }
     free(out);
@@ -2687,6 +2956,9 @@ int main(void)
         cmocka_unit_test(test_snapshot_roundtrip),
         cmocka_unit_test(test_snapshot_corrupt),
         cmocka_unit_test(test_snapshot_crafted),
+        cmocka_unit_test(test_round_robin_dispatch),
+        cmocka_unit_test(test_set_aside_returns),
+        cmocka_unit_test(test_dispatch_determinism),
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_place_gen),
         cmocka_unit_test(test_move_full),
