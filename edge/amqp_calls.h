@@ -77,6 +77,10 @@ struct edge_call {
     uint64_t retry_at_ms;
     uint64_t submitted_ms;  /* last submit */
     struct edge_call *retry_next;
+    /* ENQUEUE: the channel's previous and next unsettled ENQUEUE into the
+     * same queue (amqp_publish.c keeps them in order) */
+    struct edge_call *order_prev;
+    struct edge_call *order_next;
     unsigned index;         /* caller's: which channel, etc. */
     char queue[256];        /* owned copy of the queue name */
     size_t queue_len;

@@ -117,6 +117,15 @@ struct chan_op {
     size_t queue_len;
 };
 
+/* A queue the channel published into, and its last unsettled ENQUEUE
+ * (amqp_publish.c). */
+#define CHAN_ORDER_SLOTS 8
+
+struct chan_order {
+    uint64_t queue_hash;
+    struct edge_call *last; /* NULL: the slot is free */
+};
+
 struct amqp_channel {
     struct chan_conn *conn;
     /* Start what may start, send what finished (amqp_channel.c's pump):
@@ -157,6 +166,8 @@ struct amqp_channel {
     size_t ack_n;
     size_t ack_cap;
     struct chan_op *ack_op;
+    struct chan_order order[CHAN_ORDER_SLOTS];
+    unsigned order_victim; /* the slot a new queue takes when all are used */
 };
 
 #endif

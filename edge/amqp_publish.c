@@ -6,6 +6,7 @@
  */
 #include "edge/amqp_publish.h"
 
+#include <assert.h>
 #include <stdlib.h>
 
 #include "common/clock.h"
@@ -15,6 +16,95 @@
 #include "edge/amqp_kv.h"
 #include "edge/amqp_op.h"
 #include "proto/amqp_msg.h"
+
+/* ------------------------------------------------------------- ordering */
+
+/*
+ * A channel's publishes into one queue are applied in order, also across a
+ * failover: an ENQUEUE whose outcome is unknown is sent again 100 ms later,
+ * while a later one may have reached the new leader at once. So each
+ * ENQUEUE names the channel's previous ENQUEUE into the same queue that is
+ * not settled yet (prev_seq); the state machine refuses it OUT_OF_ORDER
+ * until that one is applied, and it is sent again. The chain of unsettled
+ * ENQUEUEs per queue is kept for the last CHAN_ORDER_SLOTS queues of the
+ * channel; a queue pushed out of the table starts a new chain (its next
+ * publish waits for nothing).
+ */
+
+static uint64_t queue_hash(const char *name, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        h = (h ^ (uint8_t)name[i]) * 1099511628211ULL;
+    }
+    return h;
+}
+
+static struct chan_order *order_slot(struct amqp_channel *ch, uint64_t h)
+{
+    unsigned i;
+
+    for (i = 0; i < CHAN_ORDER_SLOTS; i++) {
+        if (ch->order[i].last != NULL && ch->order[i].queue_hash == h) {
+            return &ch->order[i];
+        }
+    }
+    return NULL;
+}
+
+/* @ec becomes the last ENQUEUE of its queue on @ch, after the previous
+ * unsettled one if any. */
+static void order_link(struct amqp_channel *ch, struct edge_call *ec)
+{
+    uint64_t h = queue_hash(ec->queue, ec->queue_len);
+    struct chan_order *slot = order_slot(ch, h);
+    unsigned i;
+
+    if (slot != NULL) {
+        struct edge_call *prev = slot->last;
+
+        assert(prev->order_next == NULL);
+        prev->order_next = ec;
+        ec->order_prev = prev;
+        ec->bc.mq.prev_seq = prev->bc.mq.seq;
+    } else {
+        for (i = 0; i < CHAN_ORDER_SLOTS && ch->order[i].last != NULL; i++) {
+        }
+        if (i == CHAN_ORDER_SLOTS) {
+            i = ch->order_victim++ % CHAN_ORDER_SLOTS;
+        }
+        slot = &ch->order[i];
+        slot->queue_hash = h;
+    }
+    slot->last = ec;
+}
+
+/* @ec settled (applied, refused or given up): the next one follows @ec's
+ * previous instead (if @ec was applied, so was that one). @ch: @ec's
+ * channel, NULL once gone. */
+static void order_unlink(struct amqp_channel *ch, struct edge_call *ec)
+{
+    struct edge_call *prev = ec->order_prev, *next = ec->order_next;
+
+    if (next != NULL) {
+        next->order_prev = prev;
+        next->bc.mq.prev_seq = prev != NULL ? prev->bc.mq.seq : 0;
+    }
+    if (prev != NULL) {
+        prev->order_next = next;
+    }
+    if (next == NULL && ch != NULL) {
+        struct chan_order *slot =
+            order_slot(ch, queue_hash(ec->queue, ec->queue_len));
+
+        if (slot != NULL && slot->last == ec) {
+            slot->last = prev;
+        }
+    }
+    ec->order_prev = ec->order_next = NULL;
+}
 
 /* -------------------------------------------------------------- publish */
 
@@ -66,6 +156,18 @@ static void on_enqueue_done(struct edge_call *ec)
     if (ec->op->ch != NULL && edge_call_retry_unavailable(ec)) {
         return;
     }
+    /* Its previous one is not applied yet: again once it may be; with
+     * nothing to wait for once that one settled. */
+    if (ec->op->ch != NULL && ec->bc.status == OUTCOME_OK &&
+        r->status == MQ_SM_OUT_OF_ORDER && !ec->calls->closing &&
+        clock_mono_ms() < ec->deadline_ms) {
+        if (ec->order_prev == NULL) {
+            ec->bc.mq.prev_seq = 0;
+        }
+        edge_call_retry(ec);
+        return;
+    }
+    order_unlink(ec->op->ch, ec);
     if (cc) {
         cc->ops->enqueues(cc, -1);
     }
@@ -218,6 +320,7 @@ void chan_start_publish(struct chan_op *op)
         ec->bc.mq.body = op->blob.data;
         ec->bc.mq.body_len = op->blob.len;
         ec->deadline_ms = clock_mono_ms() + EDGE_ENQUEUE_RETRY_MS;
+        order_link(ch, ec);
         ch->conn->ops->enqueues(ch->conn, +1);
         edge_call_submit(ec);
     }

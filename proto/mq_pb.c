@@ -53,6 +53,7 @@ static const char *const known_texts[] = {
     "PRECONDITION_FAILED - inequivalent arg 'x-dead-letter-exchange'",
     "PRECONDITION_FAILED - inequivalent arg 'x-dead-letter-routing-key'",
     "queue full (reject-publish)",
+    "an earlier publish is not applied yet",
     "PRECONDITION_FAILED - invalid arg 'x-expires'",
     "PRECONDITION_FAILED - queue in use",
     "PRECONDITION_FAILED - queue not empty",
@@ -182,6 +183,7 @@ int mq_pb_cmd_to_pb(const struct mq_sm_cmd *c, uint32_t wait_ms,
     pb->if_empty = c->if_empty;
     pb->client_id = c->client_id;
     pb->seq = c->seq;
+    pb->prev_seq = c->prev_seq;
     pb->has_ttl = c->has_ttl;
     pb->ttl_ms = c->ttl_ms;
     bytes_set(&pb->body, c->body, c->body_len);
@@ -256,6 +258,7 @@ int mq_pb_cmd_from_pb(const Ringmq__MqCommand *pb, struct mq_sm_cmd *c,
     c->if_empty = pb->if_empty;
     c->client_id = pb->client_id;
     c->seq = pb->seq;
+    c->prev_seq = pb->prev_seq;
     c->has_ttl = pb->has_ttl;
     c->ttl_ms = pb->ttl_ms;
     c->body = pb->body.len > 0 ? (const void *)pb->body.data : NULL;

@@ -1353,6 +1353,12 @@ static void apply_enqueue(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
             res->status = stale ? MQ_SM_STALE : MQ_SM_DUPLICATE;
             return;
         }
+        if (cmd->prev_seq != 0 && cmd->prev_seq < cmd->seq &&
+            !client_seen(sm, cl, cmd->prev_seq, &stale)) {
+            set_error(res, MQ_SM_OUT_OF_ORDER,
+                      "an earlier publish is not applied yet");
+            return;
+        }
     }
     q = queue_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue,
                    cmd->queue_len);

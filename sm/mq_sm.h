@@ -223,7 +223,14 @@ struct mq_sm_queue_args {
  *   DELETE    vhost, queue, who.{router,conn}, if_unused, if_empty
  *   PURGE     vhost, queue, who.{router,conn}
  *   ENQUEUE   vhost, queue, client_id + seq (seq 0 = no dedup), has_ttl +
- *             ttl_ms (the message's expiration property), body
+ *             ttl_ms (the message's expiration property), body, prev_seq:
+ *             the seq of the same client's previous ENQUEUE to this queue
+ *             if the edge has not seen it settle (0 = none). While that
+ *             one is not applied here (a seq below the client's window
+ *             counts as applied) the ENQUEUE answers OUT_OF_ORDER and
+ *             changes nothing: a publish whose outcome was unknown and
+ *             is retried is not overtaken by a later one of the channel,
+ *             which a new leader got first.
  *   CONSUME   vhost, queue, who, exclusive; max_messages and prefetch:
  *             what its first CHECKOUT will carry (0: unknown until then)
  *   CANCEL    who.consumer; what was set aside for it is ready again
@@ -309,6 +316,7 @@ struct mq_sm_cmd {
 
     uint64_t client_id;
     uint64_t seq;
+    uint64_t prev_seq; /* ENQUEUE: the seq it must follow (0 = none) */
     bool has_ttl;
     uint64_t ttl_ms;
     /* Opaque to the state machine: whatever the edge needs to deliver or
@@ -353,6 +361,8 @@ enum mq_sm_status {
     MQ_SM_MOVED,       /* the queue moved away: re-read the directory */
     MQ_SM_PLACE_STALE, /* DECLARE create with place_gen below the floor:
                           get a fresh gen from the directory */
+    MQ_SM_OUT_OF_ORDER, /* ENQUEUE whose prev_seq is not applied yet:
+                           nothing changed; the edge sends it again */
     MQ_SM_STATUS__COUNT
 };
 

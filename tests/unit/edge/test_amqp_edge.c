@@ -879,6 +879,62 @@ static void test_publish_held_while_unroutable(void **state)
     cl_close(&c);
 }
 
+/* basic.get of @q with no-ack: the body of the message, which must be
+ * @body. */
+static void cl_get_expect(struct client *c, const char *q, const char *body)
+{
+    struct amqp_method m;
+
+    amqp_method_init(&m, AMQP_BASIC_GET);
+    m.basic_get.queue = amqp_cstr(q);
+    m.basic_get.no_ack = true;
+    cl_method(c, 1, &m);
+    cl_expect(c, AMQP_BASIC_GET_OK, &m);
+    amqp_method_free(&m);
+    assert_true(cl_frame(c));
+    assert_int_equal(c->type, AMQP_FRAME_HEADER);
+    assert_true(cl_frame(c));
+    assert_int_equal(c->type, AMQP_FRAME_BODY);
+    if (c->size != strlen(body) || memcmp(c->payload, body, c->size) != 0) {
+        fail_msg("got '%.*s', expected '%s'", (int)c->size,
+                 (const char *)c->payload, body);
+    }
+}
+
+/* A publish whose outcome is unknown (a leader lost with it in flight) is
+ * sent again 100 ms later; the channel's next publish into the same queue,
+ * sent at once, must not land before it: RabbitMQ keeps a channel's
+ * publishes in order. Before, "second" was stored first. */
+static void test_publish_order_across_a_lost_enqueue(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    struct amqp_method m;
+
+    cl_handshake(&c, fx->port);
+    cl_declare(&c, "o1");
+    cl_declare(&c, "o2");
+    cl_simple(&c, 1, AMQP_CONFIRM_SELECT);
+    cl_expect_free(&c, AMQP_CONFIRM_SELECT_OK);
+    fake_broker_lose_enqueues(fx->fb, 1);
+    cl_publish(&c, "", "o1", "first", false);
+    cl_publish(&c, "", "o1", "second", false);
+    cl_publish(&c, "", "o2", "other", false); /* another queue: no wait */
+    cl_expect(&c, AMQP_BASIC_ACK, &m);
+    assert_int_equal(m.basic_ack.delivery_tag, 1);
+    amqp_method_free(&m);
+    cl_expect(&c, AMQP_BASIC_ACK, &m);
+    assert_int_equal(m.basic_ack.delivery_tag, 2);
+    amqp_method_free(&m);
+    cl_expect(&c, AMQP_BASIC_ACK, &m);
+    assert_int_equal(m.basic_ack.delivery_tag, 3);
+    amqp_method_free(&m);
+    cl_get_expect(&c, "o1", "first");
+    cl_get_expect(&c, "o1", "second");
+    cl_get_expect(&c, "o2", "other");
+    cl_close(&c);
+}
+
 /* tx is refused clearly (540), not half done. */
 static void test_tx_not_implemented(void **state)
 {
@@ -977,6 +1033,8 @@ int main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_publish_held_while_unroutable,
                                         setup_route_wait, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_publish_order_across_a_lost_enqueue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_close_drains, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_server_close_drains, setup,

@@ -26,6 +26,7 @@ struct fake_broker {
     bool blocked;
     bool block_on_enqueue;
     bool unroutable;
+    unsigned lose_enqueues; /* the next ones answer UNAVAILABLE, unapplied */
     bool closing;
 };
 
@@ -83,6 +84,16 @@ static void fb_submit(void *self, struct amqp_broker_call *c)
         c->status = OUTCOME_UNAVAILABLE;
         c->cb(c);
         return;
+    }
+    if (c->kind == AMQP_BROKER_MQ && c->mq.type == MQ_SM_ENQUEUE) {
+        unsigned n = __atomic_load_n(&fb->lose_enqueues, __ATOMIC_SEQ_CST);
+
+        if (n > 0) {
+            __atomic_store_n(&fb->lose_enqueues, n - 1, __ATOMIC_SEQ_CST);
+            c->status = OUTCOME_UNAVAILABLE;
+            c->cb(c);
+            return;
+        }
     }
     if (c->kind == AMQP_BROKER_MQ && c->mq.type == MQ_SM_CHECKOUT &&
         c->wait_ms > 0) {
@@ -189,6 +200,11 @@ static bool fb_routable(void *self)
 {
     return !__atomic_load_n(&((struct fake_broker *)self)->unroutable,
                             __ATOMIC_SEQ_CST);
+}
+
+void fake_broker_lose_enqueues(struct fake_broker *fb, unsigned n)
+{
+    __atomic_store_n(&fb->lose_enqueues, n, __ATOMIC_SEQ_CST);
 }
 
 void fake_broker_set_routable(struct fake_broker *fb, bool on)

@@ -30,6 +30,9 @@ void fake_broker_set_blocked(struct fake_broker *fb, bool on);
  * as a router hears a shard's watermark in the answer to a publish: the
  * state changes with an answer, not by itself (any thread). */
 void fake_broker_block_on_enqueue(struct fake_broker *fb, bool on);
+/* The next @n ENQUEUEs answer UNAVAILABLE without being applied, as a
+ * leader lost with them in flight (any thread). */
+void fake_broker_lose_enqueues(struct fake_broker *fb, unsigned n);
 /* routable() answers @on (any thread; true at start). */
 void fake_broker_set_routable(struct fake_broker *fb, bool on);
 struct mq_sm *fake_broker_mq(struct fake_broker *fb, unsigned shard);
