@@ -47,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "common/container_of.h"
 #include "common/le.h"
 
@@ -124,10 +125,7 @@ static int ht_init(struct htable *t, size_t hint)
     while (n < hint && n < ((size_t)1 << 40)) {
         n <<= 1;
     }
-    t->b = calloc(n, sizeof(*t->b));
-    if (t->b == NULL) {
-        return -1;
-    }
+    t->b = xcalloc(n, sizeof(*t->b));
     t->mask = n - 1;
     t->count = 0;
     return 0;
@@ -142,12 +140,9 @@ static void ht_close(struct htable *t)
 static void ht_grow(struct htable *t)
 {
     size_t n = (t->mask + 1) * 2;
-    struct hnode **nb = calloc(n, sizeof(*nb));
+    struct hnode **nb = xcalloc(n, sizeof(*nb));
     size_t i;
 
-    if (nb == NULL) {
-        return; /* chains get longer; lookups stay correct */
-    }
     for (i = 0; i <= t->mask; i++) {
         struct hnode *e = t->b[i];
 
@@ -472,21 +467,13 @@ static void set_error(struct mq_sm_result *res, enum mq_sm_status st,
     res->reply_text = text;
 }
 
-/* Grow a result array to hold one more element. false on ENOMEM. */
-static bool grow(void **arr, size_t n, size_t size)
+/* Grow a result array to hold one more element. */
+static void grow(void **arr, size_t n, size_t size)
 {
-    void *p;
-
     /* capacity is implicit: powers of two from 4 */
-    if (n >= 4 && (n & (n - 1)) != 0) {
-        return true;
+    if (n < 4 || (n & (n - 1)) == 0) {
+        *arr = xrealloc(*arr, (n < 4 ? 4 : n * 2) * size);
     }
-    p = realloc(*arr, (n < 4 ? 4 : n * 2) * size);
-    if (p == NULL) {
-        return false;
-    }
-    *arr = p;
-    return true;
 }
 
 static void add_dead_letter(struct mq_sm_result *res, const struct mq_queue *q,
@@ -498,13 +485,8 @@ static void add_dead_letter(struct mq_sm_result *res, const struct mq_queue *q,
                  q->dlrk_len + m->len;
     char *p;
 
-    if (!grow((void **)&res->dead, res->n_dead, sizeof(*res->dead))) {
-        goto err;
-    }
-    p = malloc(len > 0 ? len : 1);
-    if (p == NULL) {
-        goto err;
-    }
+    grow((void **)&res->dead, res->n_dead, sizeof(*res->dead));
+    p = xmalloc(len > 0 ? len : 1);
     d = &res->dead[res->n_dead++];
     d->reason = reason;
     d->msg_id = m->id;
@@ -522,10 +504,6 @@ static void add_dead_letter(struct mq_sm_result *res, const struct mq_queue *q,
     d->dlrk_len = q->dlrk_len;
     d->body = d->dlrk + q->dlrk_len;
     d->body_len = m->len;
-    return;
-
-err:
-    res->incomplete = true;
 }
 
 static void add_deleted(struct mq_sm_result *res, const struct mq_queue *q,
@@ -535,14 +513,8 @@ static void add_deleted(struct mq_sm_result *res, const struct mq_queue *q,
     size_t len = (size_t)q->vhost_len + q->name_len;
     char *p;
 
-    if (!grow((void **)&res->deleted, res->n_deleted,
-              sizeof(*res->deleted))) {
-        goto err;
-    }
-    p = malloc(len > 0 ? len : 1);
-    if (p == NULL) {
-        goto err;
-    }
+    grow((void **)&res->deleted, res->n_deleted, sizeof(*res->deleted));
+    p = xmalloc(len > 0 ? len : 1);
     memcpy(p, q->data, len);
     d = &res->deleted[res->n_deleted++];
     d->reason = reason;
@@ -551,10 +523,6 @@ static void add_deleted(struct mq_sm_result *res, const struct mq_queue *q,
     d->vhost_len = q->vhost_len;
     d->queue = p + q->vhost_len;
     d->queue_len = q->name_len;
-    return;
-
-err:
-    res->incomplete = true;
 }
 
 static void add_delivery(struct mq_sm_result *res, const struct mq_msg *m)
@@ -562,15 +530,10 @@ static void add_delivery(struct mq_sm_result *res, const struct mq_msg *m)
     struct mq_sm_delivery *d;
     void *body = NULL;
 
-    if (!grow((void **)&res->deliveries, res->n_deliveries,
-              sizeof(*res->deliveries))) {
-        goto err;
-    }
+    grow((void **)&res->deliveries, res->n_deliveries,
+         sizeof(*res->deliveries));
     if (m->len > 0) {
-        body = malloc(m->len);
-        if (body == NULL) {
-            goto err;
-        }
+        body = xmalloc(m->len);
         memcpy(body, m->data, m->len);
     }
     d = &res->deliveries[res->n_deliveries++];
@@ -580,21 +543,14 @@ static void add_delivery(struct mq_sm_result *res, const struct mq_msg *m)
     d->redelivered = m->redelivered;
     d->body = body;
     d->body_len = m->len;
-    return;
-
-err:
-    res->incomplete = true;
 }
 
 /* --------------------------------------------------------------- messages */
 
 static struct mq_msg *msg_new(const void *body, size_t len)
 {
-    struct mq_msg *m = malloc(sizeof(*m) + len);
+    struct mq_msg *m = xmalloc(sizeof(*m) + len);
 
-    if (m == NULL) {
-        return NULL;
-    }
     memset(m, 0, sizeof(*m));
     m->len = (uint32_t)len;
     if (len > 0) {
@@ -873,11 +829,8 @@ static struct mq_tomb *tomb_find(const struct mq_sm *sm, const char *vhost,
 static struct mq_tomb *tomb_new(const char *vhost, size_t vlen,
                                 const char *name, size_t nlen, uint64_t gen)
 {
-    struct mq_tomb *t = calloc(1, sizeof(*t) + vlen + nlen);
+    struct mq_tomb *t = xcalloc(1, sizeof(*t) + vlen + nlen);
 
-    if (t == NULL) {
-        return NULL;
-    }
     t->gen = gen;
     t->vhost_len = (uint8_t)vlen;
     t->name_len = (uint8_t)nlen;
@@ -1156,11 +1109,7 @@ static void apply_declare(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
 
     len = cmd->vhost_len + cmd->queue_len + (a->has_dlx ? a->dlx_len : 0) +
           (a->has_dlrk ? a->dlrk_len : 0);
-    q = calloc(1, sizeof(*q) + len);
-    if (q == NULL) {
-        set_error(res, MQ_SM_NO_MEMORY, "no memory");
-        return;
-    }
+    q = xcalloc(1, sizeof(*q) + len);
     q->durable = cmd->durable;
     q->exclusive = cmd->exclusive;
     q->auto_delete = cmd->auto_delete;
@@ -1298,17 +1247,14 @@ static void client_advance(const struct mq_sm *sm, struct mq_client *cl,
     cl->max_seq = seq;
 }
 
-/* Record (client, seq) as applied. false on ENOMEM for a new client. */
-static bool client_record(struct mq_sm *sm, struct mq_client *cl,
+/* Record (client, seq) as applied. */
+static void client_record(struct mq_sm *sm, struct mq_client *cl,
                           uint64_t client_id, uint64_t seq)
 {
     uint64_t d;
 
     if (cl == NULL) {
-        cl = calloc(1, sizeof(*cl) + sm->dedup_words * sizeof(uint64_t));
-        if (cl == NULL) {
-            return false;
-        }
+        cl = xcalloc(1, sizeof(*cl) + sm->dedup_words * sizeof(uint64_t));
         cl->id = client_id;
         cl->max_seq = seq;
         cl->hn.hash = mix64(client_id);
@@ -1330,7 +1276,6 @@ static bool client_record(struct mq_sm *sm, struct mq_client *cl,
     }
     d = cl->max_seq - seq;
     cl->bits[d / 64] |= (uint64_t)1 << (d % 64);
-    return true;
 }
 
 static void apply_enqueue(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
@@ -1368,7 +1313,7 @@ static void apply_enqueue(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     if (q == NULL) {
         set_error(res, MQ_SM_NOT_FOUND, "NOT_FOUND - no queue");
         if (cmd->seq != 0) {
-            (void)client_record(sm, cl, cmd->client_id, cmd->seq);
+            client_record(sm, cl, cmd->client_id, cmd->seq);
         }
         return;
     }
@@ -1381,14 +1326,8 @@ static void apply_enqueue(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         }
     }
     m = msg_new(cmd->body, cmd->body_len);
-    if (m == NULL) {
-        set_error(res, MQ_SM_NO_MEMORY, "no memory");
-        return;
-    }
-    if (cmd->seq != 0 && !client_record(sm, cl, cmd->client_id, cmd->seq)) {
-        free(m);
-        set_error(res, MQ_SM_NO_MEMORY, "no memory");
-        return;
+    if (cmd->seq != 0) {
+        client_record(sm, cl, cmd->client_id, cmd->seq);
     }
     if (q->has_ttl) {
         ttl = q->ttl_ms;
@@ -1445,11 +1384,7 @@ static void apply_consume(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         return;
     }
     if (c == NULL) {
-        c = calloc(1, sizeof(*c));
-        if (c == NULL) {
-            set_error(res, MQ_SM_NO_MEMORY, "no memory");
-            return;
-        }
+        c = xcalloc(1, sizeof(*c));
         c->id = cmd->who.consumer;
         c->q = q;
         c->hn.hash = mix64(c->id);
@@ -1583,11 +1518,7 @@ static void apply_checkout(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         return;
     }
     if (c == NULL) {
-        c = calloc(1, sizeof(*c));
-        if (c == NULL) {
-            set_error(res, MQ_SM_NO_MEMORY, "no memory");
-            return;
-        }
+        c = xcalloc(1, sizeof(*c));
         c->id = cmd->who.consumer;
         c->q = q;
         c->router = cmd->who.router;
@@ -1934,10 +1865,7 @@ struct mq_sm *mq_sm_new(const struct mq_sm_config *cfg)
     struct mq_sm *sm;
     uint32_t window = MQ_SM_DEDUP_WINDOW_DEFAULT;
 
-    sm = calloc(1, sizeof(*sm));
-    if (sm == NULL) {
-        goto err;
-    }
+    sm = xcalloc(1, sizeof(*sm));
     if (cfg != NULL && cfg->dedup_window != 0) {
         window = cfg->dedup_window;
     }
@@ -1956,7 +1884,6 @@ struct mq_sm *mq_sm_new(const struct mq_sm_config *cfg)
 
 err_after_alloc:
     free(sm);
-err:
     return NULL;
 }
 
@@ -2492,9 +2419,6 @@ static struct mq_msg *msg_from_rec(const struct msg_rec *rec)
 {
     struct mq_msg *m = msg_new(rec->body, rec->len);
 
-    if (m == NULL) {
-        return NULL;
-    }
     m->id = rec->id;
     m->exp_ms = rec->exp_ms;
     m->delivery_count = rec->count;
@@ -2535,10 +2459,7 @@ static int get_qdef(struct le_reader *r, struct mq_queue **out,
         return GET_BAD;
     }
     nlen = (size_t)lens[0] + lens[1] + lens[2] + lens[3];
-    q = calloc(1, sizeof(*q) + nlen);
-    if (q == NULL) {
-        return GET_NO_MEMORY;
-    }
+    q = xcalloc(1, sizeof(*q) + nlen);
     q->vhost_len = lens[0];
     q->name_len = lens[1];
     q->dlx_len = lens[2];
@@ -2625,10 +2546,7 @@ static bool restore_consumer(struct mq_sm *tmp, struct le_reader *r,
     uint64_t last_tag = 0;
     uint8_t flags;
 
-    c = calloc(1, sizeof(*c));
-    if (c == NULL) {
-        return false;
-    }
+    c = xcalloc(1, sizeof(*c));
     if (!le_get_u64(r, &c->id) || !le_get_u64(r, &c->router) ||
         !le_get_u64(r, &c->conn) || !le_get_u64(r, &c->channel) ||
         !le_get_u64(r, &qi) || !le_get_u8(r, &flags) ||
@@ -2693,10 +2611,7 @@ static bool restore_client(struct mq_sm *tmp, struct le_reader *r)
     struct mq_client *cl;
     uint32_t i;
 
-    cl = calloc(1, sizeof(*cl) + tmp->dedup_words * sizeof(uint64_t));
-    if (cl == NULL) {
-        return false;
-    }
+    cl = xcalloc(1, sizeof(*cl) + tmp->dedup_words * sizeof(uint64_t));
     if (!le_get_u64(r, &cl->id) || !le_get_u64(r, &cl->max_seq) ||
         client_find(tmp, cl->id) != NULL) {
         free(cl);
@@ -2846,10 +2761,7 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
         nqueues > r.left / SNAP_QUEUE_FIXED) {
         goto err_after_state;
     }
-    index = calloc(nqueues > 0 ? nqueues : 1, sizeof(*index));
-    if (index == NULL) {
-        goto err_after_state;
-    }
+    index = xcalloc(nqueues > 0 ? nqueues : 1, sizeof(*index));
     for (i = 0; i < nqueues; i++) {
         if (!restore_queue(&tmp, &r, index, i, version)) {
             goto err_after_index;
@@ -2931,7 +2843,7 @@ static struct mq_msg **frozen_alloc(uint64_t n)
     if (n >= SIZE_MAX / sizeof(struct mq_msg *)) {
         return NULL;
     }
-    return malloc((size_t)(n > 0 ? n : 1) * sizeof(struct mq_msg *));
+    return xmalloc((size_t)(n > 0 ? n : 1) * sizeof(struct mq_msg *));
 }
 
 static void frozen_fill(struct mq_queue *q)
@@ -3364,10 +3276,7 @@ static enum mq_sm_status consumers_check(const struct mq_sm *sm,
     if (ch->n_consumers == 0) {
         return MQ_SM_OK;
     }
-    ids = malloc((size_t)ch->n_consumers * sizeof(*ids));
-    if (ids == NULL) {
-        return MQ_SM_NO_MEMORY;
-    }
+    ids = xmalloc((size_t)ch->n_consumers * sizeof(*ids));
     for (i = 0; i < ch->n_consumers; i++) {
         le_get_u64(&r, &ids[i]);
         skip_bytes(&r, EXPORT_CONSUMER - 8);
@@ -3406,13 +3315,9 @@ static struct mq_consumer *consumers_alloc(const struct chunk *ch,
     uint64_t i;
 
     for (i = 0; i < ch->n_consumers; i++) {
-        struct mq_consumer *c = calloc(1, sizeof(*c));
+        struct mq_consumer *c = xcalloc(1, sizeof(*c));
         uint8_t flags = 0;
 
-        if (c == NULL) {
-            FREE_CHAIN(struct mq_consumer, head);
-            return NULL;
-        }
         le_get_u64(&r, &c->id);
         le_get_u64(&r, &c->router);
         le_get_u64(&r, &c->conn);
@@ -3445,12 +3350,8 @@ static bool clients_alloc(const struct mq_sm *sm, const struct chunk *ch,
         skip_bytes(&r, 8 + (size_t)ch->words * 8);
         if (client_find(sm, id) == NULL) {
             struct mq_client *cl =
-                calloc(1, sizeof(*cl) + sm->dedup_words * sizeof(uint64_t));
+                xcalloc(1, sizeof(*cl) + sm->dedup_words * sizeof(uint64_t));
 
-            if (cl == NULL) {
-                FREE_CHAIN(struct mq_client, *fresh);
-                return false;
-            }
             cl->next = *fresh;
             *fresh = cl;
         }
@@ -3793,10 +3694,6 @@ static void apply_move_done(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         return;
     }
     t = tomb_new(q_vhost(q), q->vhost_len, q_name(q), q->name_len, q->gen);
-    if (t == NULL) {
-        set_error(res, MQ_SM_NO_MEMORY, "no memory");
-        return;
-    }
     res->count = q->ready.n;
     res->moved = true;
     res->gen = q->gen;

@@ -351,7 +351,8 @@ enum mq_sm_status {
     MQ_SM_PRECONDITION_FAILED, /* 406 */
     MQ_SM_ACCESS_REFUSED,      /* 403: exclusive consumer conflict */
     MQ_SM_BAD_REQUEST,         /* malformed command: an edge bug; no change */
-    MQ_SM_NO_MEMORY,           /* host malloc failed; see mq_sm_apply() */
+    MQ_SM_NO_MEMORY,           /* a move's buffer could not be had
+                                  (mq_sm_export's @alloc) */
     MQ_SM_REJECTED,            /* ENQUEUE to a full x-overflow reject-publish
                                   queue: not stored (the edge nacks) */
     /* Placement answers, for the router to retry or re-resolve; nothing
@@ -456,8 +457,9 @@ struct mq_sm_result {
     size_t n_dead;
     struct mq_sm_deleted *deleted; /* every queue removed by this command */
     size_t n_deleted;
-    /* A host malloc failed while copying into this result; the state
-     * changed as if it had not (see mq_sm_apply()). */
+    /* Never set since apply aborts when it cannot allocate (see
+     * mq_sm_apply()); kept on the wire for older peers, and the edge
+     * still returns deliveries it could not see when a peer sets it. */
     bool incomplete;
     /* MOVE_*: the queue has moved away from this shard (tombstone). */
     bool moved;
@@ -500,12 +502,10 @@ void mq_sm_result_clear(struct mq_sm_result *res);
 /*
  * Apply one committed command at leader time @now_ms. @res is initialized
  * here (the caller clears it after use). The state change is a pure
- * function of (state, now_ms, cmd) with one exception: if the host cannot
- * allocate a new message or queue, the command answers MQ_SM_NO_MEMORY and
- * changes nothing (as cache_sm). Copies into the result (bodies of
- * deliveries and dead letters) never decide the state: when they fail the
- * state changes anyway and res->incomplete is set; the edge must then
- * RETURN the consumer's deliveries (scope CONSUMER) it could not see.
+ * function of (state, now_ms, cmd). When the host cannot allocate, apply
+ * aborts the process (as raft and dqlite do, and cache_sm): a replica that
+ * alone refused a command the others applied would diverge silently; a
+ * restarted node applies its log again.
  */
 void mq_sm_apply(struct mq_sm *sm, uint64_t now_ms,
                  const struct mq_sm_cmd *cmd, struct mq_sm_result *res);
