@@ -3,10 +3,11 @@
  * commands go to several replicas and to a small reference model written
  * here from the contract (mq_sm.h, the decisions at the top of mq_sm.c,
  * RabbitMQ's behaviour). After every step each replica's answer (status,
- * counts, deliveries with tags, ids, redelivery marks and bodies, dead
- * letters, removed queues) must be the model's, every queue's counters and
- * the shard's counters must be the model's, and the digests of all
- * replicas must be equal.
+ * counts, messages set aside, deliveries with tags, ids, delivery counts,
+ * redelivery marks and bodies, dead letters, removed queues) must be the
+ * model's, every queue's counters, the shard's counters and what is set
+ * aside for each consumer id (mq_sm_consumer_pending) must be the model's,
+ * and the digests of all replicas must be equal.
  *
  * Replicas: three alike, and one that is, at random points, replaced by a
  * fresh machine started with another dedup window (mq_sm_config: the
@@ -19,19 +20,30 @@
  * (if-unused, if-empty), PURGE, ENQUEUE (dedup window and STALE, duplicate
  * seqs, forgotten clients, x-message-ttl and per-message TTL, x-max-length
  * drop-head and reject-publish, dead-letter exchange), CONSUME (exclusive
- * consumers, ids in use), CANCEL, CHECKOUT (push with prefetch, basic.get,
- * retried CHECKOUT seqs), SETTLE/RETURN/DROP by tag, by tag list and
- * multiple (tag 0 too), RETURN of a gone consumer, channel, connection and
+ * consumers, ids in use, the credit it announces), CANCEL, CHECKOUT
+ * (round-robin dispatch over a queue's registered consumers: credit and
+ * prefetch from CONSUME and from each new CHECKOUT, least recently served
+ * first, the others' share set aside and handed over at their next
+ * CHECKOUT; basic.get from the head; retried CHECKOUT seqs), SETTLE/
+ * RETURN/DROP by tag, by tag list and multiple (tag 0 too; set-aside
+ * messages untouched), RETURN of a gone consumer, channel, connection and
  * router (exclusive queues go), auto-delete, x-expires, EXPIRE,
- * LEADER_CHANGED, BOOT. Two vhosts with the same queue names. Left out:
- * the MOVE_* commands and mq_sm_export (queue moves; test_mq_sm.c covers
- * them), malformed commands (bad names, oversized bodies), host malloc
- * failure.
+ * LEADER_CHANGED, BOOT; set-aside messages back to ready unmarked on
+ * CANCEL, RETURN of their consumer, LEADER_CHANGED and BOOT. Two vhosts
+ * with the same queue names. Left out: the MOVE_* commands and
+ * mq_sm_export (queue moves, which also return set-aside messages;
+ * test_mq_sm.c covers them), snapshots of older versions (consumers
+ * without credit), malformed commands (bad names, oversized bodies), host
+ * malloc failure.
  *
  * The model is plain arrays: one slot per queue name, one per consumer id,
  * and a flat list of live messages; a queue's ready list is "its messages
  * not checked out, by id", a consumer's unacked list "its messages, by
- * tag"; creation order is a sequence number per queue and per consumer.
+ * tag", what is set aside for it "its messages marked set aside"; creation
+ * order is a sequence number per queue and per consumer, and a consumer's
+ * turn the tag of the last message checked out to it. The contract does
+ * not order consumers never served (turn 0) among themselves: the model
+ * follows mq_sm there (next_turn()).
  *
  * At the end: focused regression tests of what the model found.
  *
@@ -164,12 +176,16 @@ struct m_consumer {
     int q;
     uint64_t co_seq;
     uint64_t created;
+    /* what its edge last announced (CONSUME, then each new CHECKOUT) */
+    uint32_t credit, prefetch;
+    uint64_t served; /* tag of the last message checked out to it, 0: none */
 };
 
 struct m_msg {
     uint64_t id;
     int q;
     int cons; /* consumer slot holding it, -1: ready */
+    bool set_aside; /* held for cons by another's CHECKOUT, not delivered */
     uint64_t exp_ms;
     bool redelivered;
     uint32_t dcount;
@@ -222,6 +238,7 @@ struct m_answer {
     uint64_t count;
     uint32_t consumer_count;
     uint64_t message_count;
+    uint64_t set_aside;
     uint64_t gen;
     struct m_msg deliveries[8];
     size_t n_deliveries;
@@ -288,14 +305,34 @@ static uint64_t unacked_of(const struct model *m, int c)
     return n;
 }
 
-/* The index of consumer @c's unacked message with the smallest tag above
- * @after, or -1. */
-static long unacked_next(const struct model *m, int c, uint64_t after)
+/* Which of a consumer's checked-out messages a walk looks at. */
+enum held { HELD_ANY, HELD_DELIVERED, HELD_SET_ASIDE };
+
+static bool held_is(const struct m_msg *msg, enum held which)
+{
+    return which == HELD_ANY || msg->set_aside == (which == HELD_SET_ASIDE);
+}
+
+static uint64_t set_aside_of(const struct model *m, int c)
+{
+    uint64_t n = 0;
+
+    for (size_t i = 0; i < m->n_msgs; i++) {
+        n += m->msgs[i].cons == c && m->msgs[i].set_aside;
+    }
+    return n;
+}
+
+/* The index of consumer @c's checked-out message of kind @which with the
+ * smallest tag above @after, or -1. */
+static long unacked_next(const struct model *m, int c, uint64_t after,
+                         enum held which)
 {
     long best = -1;
 
     for (size_t i = 0; i < m->n_msgs; i++) {
         if (m->msgs[i].cons == c && m->msgs[i].tag > after &&
+            held_is(&m->msgs[i], which) &&
             (best < 0 || m->msgs[i].tag < m->msgs[best].tag)) {
             best = (long)i;
         }
@@ -649,20 +686,43 @@ static void m_consume(struct model *m, const struct mq_sm_cmd *cmd, int q,
     }
     mc->registered = true;
     mc->exclusive = cmd->exclusive;
+    mc->credit = cmd->max_messages;
+    mc->prefetch = cmd->prefetch;
     m->q[q].had_consumer = true;
     m->q[q].last_used = m->clock_ms;
     a->consumer_count = consumers_of(m, q);
+}
+
+/* Checked-out message @i goes back to the ready list (at its id's place,
+ * as the ready list is "by id"), redelivered unless it was only set aside:
+ * no edge has seen it. */
+static void back_to_ready(struct model *m, size_t i)
+{
+    struct m_msg *msg = &m->msgs[i];
+
+    if (!msg->set_aside) {
+        msg->redelivered = true;
+    }
+    msg->set_aside = false;
+    msg->cons = -1;
+    msg->tag = 0;
+    msg->co_seq = 0;
 }
 
 static void m_cancel(struct model *m, const struct mq_sm_cmd *cmd,
                      struct m_answer *a)
 {
     int c = cid_slot(cmd->who.consumer);
+    long i;
 
     if (!m->c[c].exists || !m->c[c].registered) {
         return;
     }
     m->c[c].registered = false;
+    /* its edge asks no more: nobody would deliver what waits for it */
+    while ((i = unacked_next(m, c, 0, HELD_SET_ASIDE)) >= 0) {
+        back_to_ready(m, (size_t)i);
+    }
     a->count = 1;
     gc_consumer(m, c);
     auto_delete_sweep(m, a);
@@ -676,11 +736,65 @@ static void deliver(struct model *m, size_t i, struct m_answer *a)
     a->count++;
 }
 
+/* Message @i, checked out to the consumer of this CHECKOUT (@seq), goes
+ * to its edge in the answer. */
+static void hand_over(struct model *m, size_t i, uint64_t seq,
+                      struct m_answer *a)
+{
+    m->msgs[i].set_aside = false;
+    m->msgs[i].co_seq = seq;
+    m->msgs[i].dcount++;
+    deliver(m, i, a);
+}
+
+static void check_out(struct model *m, size_t i, int c)
+{
+    m->msgs[i].cons = c;
+    m->msgs[i].tag = m->next_tag++;
+    m->c[c].served = m->msgs[i].tag;
+}
+
+/* Consumer @o, not the one checking out, can take one more message: less
+ * is set aside for it than the credit it announced and, with a prefetch,
+ * it holds fewer unacked than that. */
+static bool other_can_take(const struct model *m, int o)
+{
+    return set_aside_of(m, o) < m->c[o].credit &&
+           (m->c[o].prefetch == 0 || unacked_of(m, o) < m->c[o].prefetch);
+}
+
+/* Whose turn queue @q's next ready message is while its registered
+ * consumer @c checks out: of @c and the queue's other registered consumers
+ * that can take one more, the least recently served. Only consumers never
+ * served (0) tie; the contract leaves the order open, mq_sm serves @c
+ * first, then the most recently created. */
+static int next_turn(const struct model *m, int q, int c)
+{
+    int turn = c;
+
+    for (int o = 0; o < N_CIDS; o++) {
+        const struct m_consumer *oc = &m->c[o];
+        const struct m_consumer *tc = &m->c[turn];
+
+        if (o == c || !oc->exists || !oc->registered || oc->q != q ||
+            !other_can_take(m, o)) {
+            continue;
+        }
+        if (oc->served < tc->served ||
+            (oc->served == tc->served && turn != c &&
+             oc->created > tc->created)) {
+            turn = o;
+        }
+    }
+    return turn;
+}
+
 static void m_checkout(struct model *m, const struct mq_sm_cmd *cmd, int q,
                        struct m_answer *a)
 {
     int c = cid_slot(cmd->who.consumer);
     struct m_consumer *mc = &m->c[c];
+    long i;
 
     if (!lookup(m, q, &cmd->who, a)) {
         return;
@@ -698,10 +812,9 @@ static void m_checkout(struct model *m, const struct mq_sm_cmd *cmd, int q,
     m->q[q].last_used = m->clock_ms;
     if (cmd->seq != 0 && cmd->seq <= mc->co_seq) {
         /* a retry: what that CHECKOUT delivered and is still unacked */
-        long i;
         uint64_t after = 0;
 
-        while ((i = unacked_next(m, c, after)) >= 0) {
+        while ((i = unacked_next(m, c, after, HELD_DELIVERED)) >= 0) {
             after = m->msgs[i].tag;
             if (m->msgs[i].co_seq == cmd->seq) {
                 deliver(m, (size_t)i, a);
@@ -711,15 +824,29 @@ static void m_checkout(struct model *m, const struct mq_sm_cmd *cmd, int q,
         return;
     }
     expire_head(m, q, a);
-    while (a->count < cmd->max_messages && ready_head(m, q) >= 0 &&
+    /* first what other consumers' CHECKOUTs set aside for it, oldest
+     * first */
+    while (a->count < cmd->max_messages &&
+           (i = unacked_next(m, c, 0, HELD_SET_ASIDE)) >= 0) {
+        hand_over(m, (size_t)i, cmd->seq, a);
+    }
+    if (mc->registered) {
+        mc->credit = cmd->max_messages;
+        mc->prefetch = cmd->prefetch;
+    }
+    /* then the ready ones, one by one: dealt in turn, or all its own for
+     * basic.get */
+    while (a->count < cmd->max_messages && (i = ready_head(m, q)) >= 0 &&
            (cmd->prefetch == 0 || unacked_of(m, c) < cmd->prefetch)) {
-        struct m_msg *msg = &m->msgs[ready_head(m, q)];
+        int to = mc->registered ? next_turn(m, q, c) : c;
 
-        msg->cons = c;
-        msg->tag = m->next_tag++;
-        msg->co_seq = cmd->seq;
-        msg->dcount++;
-        deliver(m, (size_t)(msg - m->msgs), a);
+        check_out(m, (size_t)i, to);
+        if (to == c) {
+            hand_over(m, (size_t)i, cmd->seq, a);
+        } else {
+            m->msgs[i].set_aside = true;
+            a->set_aside++;
+        }
     }
     if (cmd->seq != 0 && a->count > 0) {
         mc->co_seq = cmd->seq;
@@ -734,9 +861,7 @@ static void finish(struct model *m, size_t i, enum kind k, struct m_answer *a)
 {
     a->count++;
     if (k == REQUEUE) {
-        m->msgs[i].cons = -1;
-        m->msgs[i].tag = 0;
-        m->msgs[i].redelivered = true;
+        back_to_ready(m, i);
     } else if (k == DROP) {
         dead_letter(m, i, MQ_SM_DL_REJECTED, a);
     } else {
@@ -760,8 +885,10 @@ static void settle_one(struct model *m, int ch, uint64_t tag, enum kind k,
     long i = tag_index(m, tag);
     int c;
 
-    if (i < 0 || cid_channel(m->msgs[i].cons) != ch) {
-        return; /* settled already, or another channel's: a no-op */
+    /* settled already, another channel's, or set aside (the edge never
+     * saw its tag): a no-op */
+    if (i < 0 || cid_channel(m->msgs[i].cons) != ch || m->msgs[i].set_aside) {
+        return;
     }
     c = m->msgs[i].cons;
     finish(m, (size_t)i, k, a);
@@ -793,7 +920,7 @@ static void m_settle(struct model *m, const struct mq_sm_cmd *cmd,
         if (cid_channel(c) != ch) {
             continue;
         }
-        while ((i = unacked_next(m, c, 0)) >= 0 &&
+        while ((i = unacked_next(m, c, 0, HELD_DELIVERED)) >= 0 &&
                (cmd->tag == 0 || m->msgs[i].tag <= cmd->tag)) {
             finish(m, (size_t)i, k, a);
         }
@@ -824,7 +951,7 @@ static void return_all_of(struct model *m, int c, struct m_answer *a)
 {
     long i;
 
-    while ((i = unacked_next(m, c, 0)) >= 0) {
+    while ((i = unacked_next(m, c, 0, HELD_ANY)) >= 0) {
         finish(m, (size_t)i, REQUEUE, a);
     }
 }
@@ -949,6 +1076,20 @@ static int some_channel(struct gen *g, const struct model *m)
     return (int)model_below(&g->rng, N_CHANNELS);
 }
 
+/* A random registered consumer's slot, or -1 (none, or a few draws
+ * missed them). */
+static int some_registered(struct gen *g, const struct model *m)
+{
+    for (int tries = 0; tries < 8; tries++) {
+        int c = (int)model_below(&g->rng, N_CIDS);
+
+        if (m->c[c].exists && m->c[c].registered) {
+            return c;
+        }
+    }
+    return -1;
+}
+
 static void gen_step(struct gen *g, const struct model *m, struct step *s)
 {
     static const struct {
@@ -976,7 +1117,7 @@ static void gen_step(struct gen *g, const struct model *m, struct step *s)
     };
     struct mq_sm_cmd *cmd = &s->cmd;
     size_t i;
-    int c;
+    int c, other;
 
     memset(s, 0, sizeof(*s));
     i = MODEL_PICK(&g->rng, mix);
@@ -1053,21 +1194,36 @@ static void gen_step(struct gen *g, const struct model *m, struct step *s)
         case MQ_SM_CONSUME:
         case MQ_SM_CANCEL:
         case MQ_SM_CHECKOUT:
-            /* push consumers mostly, basic.get ids sometimes */
+            /* push consumers mostly, basic.get ids sometimes; registered
+             * ones often for CHECKOUT, as dealing is what they do */
             c = model_percent(&g->rng, cmd->type == MQ_SM_CHECKOUT ? 25 : 5)
                     ? N_PUSH + (int)model_below(&g->rng, N_CHANNELS)
                     : (int)model_below(&g->rng, N_PUSH);
-            /* a consumer's queue, mostly, once it has one */
+            if (cmd->type == MQ_SM_CHECKOUT && model_percent(&g->rng, 50) &&
+                (other = some_registered(g, m)) >= 0) {
+                c = other;
+            }
+            /* a consumer's queue, mostly, once it has one; a new one
+             * often joins another's, so that queues have several to deal
+             * to */
             if (m->c[c].exists && model_percent(&g->rng, 85)) {
                 s->q = m->c[c].q;
-                cmd->vhost = q_vhost(s->q);
-                cmd->vhost_len = strlen(cmd->vhost);
-                cmd->queue = q_name(s->q);
-                cmd->queue_len = strlen(cmd->queue);
+            } else if (!m->c[c].exists && cmd->type == MQ_SM_CONSUME &&
+                       model_percent(&g->rng, 50) &&
+                       (other = some_registered(g, m)) >= 0) {
+                s->q = m->c[other].q;
             }
+            cmd->vhost = q_vhost(s->q);
+            cmd->vhost_len = strlen(cmd->vhost);
+            cmd->queue = q_name(s->q);
+            cmd->queue_len = strlen(cmd->queue);
             cmd->who = channel_who(cid_channel(c));
             cmd->who.consumer = cid_of(c);
             cmd->exclusive = model_percent(&g->rng, 10);
+            if (cmd->type == MQ_SM_CONSUME) { /* its credit, 0: unknown */
+                cmd->max_messages = (uint32_t)model_below(&g->rng, 5);
+                cmd->prefetch = (uint32_t)model_below(&g->rng, 4);
+            }
             if (cmd->type == MQ_SM_CHECKOUT) {
                 uint64_t r = model_below(&g->rng, 100);
 
@@ -1215,13 +1371,15 @@ static void check_answer(const struct m_answer *a,
     MODEL_CHECK(&where,
                 r->count == a->count && r->msg_id == a->msg_id &&
                     r->consumer_count == a->consumer_count &&
-                    r->message_count == a->message_count && r->gen == a->gen,
+                    r->message_count == a->message_count &&
+                    r->set_aside == a->set_aside && r->gen == a->gen,
                 "replica %d: count %" PRIu64 " msg_id %" PRIu64
-                " consumers %u message_count %" PRIu64 " gen %" PRIu64
-                ", model %" PRIu64 " %" PRIu64 " %u %" PRIu64 " %" PRIu64,
+                " consumers %u message_count %" PRIu64 " set_aside %" PRIu64
+                " gen %" PRIu64 ", model %" PRIu64 " %" PRIu64 " %u %" PRIu64
+                " %" PRIu64 " %" PRIu64,
                 replica, r->count, r->msg_id, r->consumer_count,
-                r->message_count, r->gen, a->count, a->msg_id,
-                a->consumer_count, a->message_count, a->gen);
+                r->message_count, r->set_aside, r->gen, a->count, a->msg_id,
+                a->consumer_count, a->message_count, a->set_aside, a->gen);
     MODEL_CHECK(&where, r->n_deliveries == a->n_deliveries,
                 "replica %d: %zu deliveries, model %zu", replica,
                 r->n_deliveries, a->n_deliveries);
@@ -1334,6 +1492,15 @@ static void check_state(struct mq_sm *const *r, const struct model *m)
                             i, q_vhost(q), q_name(q), qs.ready, qs.unacked,
                             qs.consumers, qs.gen);
             }
+        }
+        for (int c = 0; c < N_CIDS; c++) {
+            uint64_t want = m->c[c].exists ? set_aside_of(m, c) : 0;
+            uint64_t got = mq_sm_consumer_pending(r[i], cid_of(c));
+
+            MODEL_CHECK(&where, got == want,
+                        "replica %d: consumer %" PRIu64 ": %" PRIu64
+                        " set aside, model %" PRIu64,
+                        i, cid_of(c), got, want);
         }
         MODEL_CHECK(&where, mq_sm_digest(r[i]) == d0,
                     "replica %d: digest differs from replica 0", i);
