@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "common/clock.h"
+#include "common/fnv.h"
 #include "edge/amqp_after.h"
 #include "edge/amqp_config.h"
 #include "edge/amqp_edge.h"
@@ -31,17 +32,6 @@
  * publish waits for nothing).
  */
 
-static uint64_t queue_hash(const char *name, size_t len)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    size_t i;
-
-    for (i = 0; i < len; i++) {
-        h = (h ^ (uint8_t)name[i]) * 1099511628211ULL;
-    }
-    return h;
-}
-
 static struct chan_order *order_slot(struct amqp_channel *ch, uint64_t h)
 {
     unsigned i;
@@ -58,7 +48,7 @@ static struct chan_order *order_slot(struct amqp_channel *ch, uint64_t h)
  * unsettled one if any. */
 static void order_link(struct amqp_channel *ch, struct edge_call *ec)
 {
-    uint64_t h = queue_hash(ec->queue, ec->queue_len);
+    uint64_t h = fnv1a64(ec->queue, ec->queue_len);
     struct chan_order *slot = order_slot(ch, h);
     unsigned i;
 
@@ -97,7 +87,7 @@ static void order_unlink(struct amqp_channel *ch, struct edge_call *ec)
     }
     if (next == NULL && ch != NULL) {
         struct chan_order *slot =
-            order_slot(ch, queue_hash(ec->queue, ec->queue_len));
+            order_slot(ch, fnv1a64(ec->queue, ec->queue_len));
 
         if (slot != NULL && slot->last == ec) {
             slot->last = prev;
