@@ -64,6 +64,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/invariant.h"
 #include "common/le.h"
 #include "common/ring.h"
 #include "sm/cache_move.h"
@@ -1059,10 +1060,8 @@ void cache_sm_free(struct cache_sm *sm)
     free(sm);
 }
 
-void cache_sm_apply(struct cache_sm *sm,
-                    uint64_t now_ms,
-                    const struct cache_op *op,
-                    struct cache_result *res)
+static void apply_one(struct cache_sm *sm, uint64_t now_ms,
+                      const struct cache_op *op, struct cache_result *res)
 {
     uint64_t hash;
     bool tracked;
@@ -1154,6 +1153,40 @@ void cache_sm_apply(struct cache_sm *sm,
             res->status = CACHE_BAD_REQUEST;
             break;
     }
+}
+
+void cache_sm_apply(struct cache_sm *sm,
+                    uint64_t now_ms,
+                    const struct cache_op *op,
+                    struct cache_result *res)
+{
+    apply_one(sm, now_ms, op, res);
+    INVARIANT(sm->bytes <= sm->mem_limit);
+    INVARIANT(sm->table.count == 0 || sm->oldest != NULL);
+    if (RINGMQ_DEEP_CHECKS) {
+        cache_sm_check(sm);
+    }
+}
+
+void cache_sm_check(const struct cache_sm *sm)
+{
+    const struct cache_item *it, *prev = NULL;
+    uint64_t n = 0, bytes = 0;
+
+    for (it = sm->oldest; it != NULL; prev = it, it = it->newer) {
+        INVARIANT(it->older == prev);
+        INVARIANT(it->key_len > 0);
+        INVARIANT(it->cas != 0 && it->cas < sm->next_cas);
+        INVARIANT(cache__table_find(&sm->table, it->hash, cache__item_key(it),
+                                    it->key_len) == it);
+        n++;
+        bytes += item_charge(it->key_len, it->value_len);
+    }
+    INVARIANT(prev == sm->newest);
+    INVARIANT(n == sm->table.count);
+    INVARIANT(bytes == sm->bytes);
+    INVARIANT(sm->bytes <= sm->mem_limit);
+    INVARIANT(sm->item_size_max > 0 && sm->mem_limit > 0);
 }
 
 void cache_sm_get(const struct cache_sm *sm,

@@ -49,6 +49,7 @@
 
 #include "common/buf.h"
 #include "common/container_of.h"
+#include "common/invariant.h"
 #include "common/le.h"
 
 #define DIGEST_SEED 0x6d712d6469676573ULL /* "mq-diges" */
@@ -1908,8 +1909,8 @@ static void apply_move_done(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
 static void apply_move_abort(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                              struct mq_sm_result *res);
 
-void mq_sm_apply(struct mq_sm *sm, uint64_t now_ms,
-                 const struct mq_sm_cmd *cmd, struct mq_sm_result *res)
+static void apply_one(struct mq_sm *sm, uint64_t now_ms,
+                      const struct mq_sm_cmd *cmd, struct mq_sm_result *res)
 {
     mq_sm_result_init(res);
     sm->applied++;
@@ -2005,6 +2006,79 @@ void mq_sm_apply(struct mq_sm *sm, uint64_t now_ms,
             set_error(res, MQ_SM_BAD_REQUEST, "bad command");
             break;
     }
+}
+
+void mq_sm_apply(struct mq_sm *sm, uint64_t now_ms,
+                 const struct mq_sm_cmd *cmd, struct mq_sm_result *res)
+{
+    apply_one(sm, now_ms, cmd, res);
+    INVARIANT(sm->tags.count <= sm->next_tag);
+    if (RINGMQ_DEEP_CHECKS) {
+        mq_sm_check(sm);
+    }
+}
+
+/* A message list's links, count and bytes; @f(m) for each. */
+static void check_mlist(const struct mlist *l, void (*f)(const struct mq_msg *m,
+                                                        const void *owner),
+                        const void *owner)
+{
+    const struct mq_msg *m, *prev = NULL;
+    uint64_t n = 0, bytes = 0;
+
+    for (m = l->head; m != NULL; prev = m, m = m->next) {
+        INVARIANT(m->prev == prev);
+        f(m, owner);
+        n++;
+        bytes += m->len;
+    }
+    INVARIANT(prev == l->tail);
+    INVARIANT(n == l->n && bytes == l->bytes);
+}
+
+static void check_ready(const struct mq_msg *m, const void *owner)
+{
+    INVARIANT(m->q == owner && m->c == NULL && m->tag == 0);
+    INVARIANT(m->co_seq == 0);
+    INVARIANT(m->prev == NULL || m->prev->id < m->id); /* id order */
+}
+
+static void check_unacked(const struct mq_msg *m, const void *owner)
+{
+    const struct mq_consumer *c = owner;
+
+    INVARIANT(m->c == c && m->q == c->q && m->tag != 0);
+    INVARIANT(m->prev == NULL || m->prev->tag < m->tag); /* tag order */
+}
+
+void mq_sm_check(const struct mq_sm *sm)
+{
+    const struct mq_queue *q;
+    const struct mq_consumer *c;
+    uint64_t nq = 0, nc = 0, unacked_q = 0, unacked_c = 0;
+
+    for (q = sm->q_first; q != NULL; q = q->next) {
+        check_mlist(&q->ready, check_ready, q);
+        unacked_q += q->unacked;
+        nq++;
+    }
+    INVARIANT(nq == sm->queues.count);
+    for (c = sm->c_first; c != NULL; c = c->next) {
+        const struct mq_msg *m;
+        uint64_t pending = 0;
+
+        check_mlist(&c->unacked, check_unacked, c);
+        for (m = c->unacked.head; m != NULL; m = m->next) {
+            pending += m->co_seq == CO_PENDING;
+        }
+        INVARIANT(pending == c->pending);
+        INVARIANT(c->q != NULL || c->unacked.n == 0);
+        unacked_c += c->unacked.n;
+        nc++;
+    }
+    INVARIANT(nc == sm->consumers.count);
+    INVARIANT(unacked_q == unacked_c && unacked_c == sm->tags.count);
+    INVARIANT(sm->clients.count <= sm->dedup_clients);
 }
 
 /* ------------------------------------------------------------------ stats */

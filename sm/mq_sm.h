@@ -510,6 +510,13 @@ void mq_sm_result_clear(struct mq_sm_result *res);
 void mq_sm_apply(struct mq_sm *sm, uint64_t now_ms,
                  const struct mq_sm_cmd *cmd, struct mq_sm_result *res);
 
+/* Walk the whole state and abort on a broken invariant (common/invariant.h):
+ * lists, counts and bytes agree, ready messages in id order and checked
+ * out nowhere, every consumer's unacked in tag order and in the tag table,
+ * set-aside counts derived right. O(messages): apply runs it after every
+ * command only in the sanitizer build. */
+void mq_sm_check(const struct mq_sm *sm);
+
 /*
  * The export read of a queue move, at the source's leader: one chunk of
  * frozen queue @queue into one buffer from @alloc (raft_malloc or malloc).

@@ -3,6 +3,7 @@
  * Behaviour marked "memcached 1.6.18" was checked against the real server.
  */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -2246,6 +2247,9 @@ static void test_apply_aborts_when_malloc_fails(void **state)
         unsigned long pages = 0;
         FILE *f = fopen("/proc/self/statm", "r");
 
+        /* cmocka's handlers would go on running the suite in the child */
+        signal(SIGABRT, SIG_DFL);
+        signal(SIGSEGV, SIG_DFL);
         if (value == NULL || f == NULL || fscanf(f, "%lu", &pages) != 1) {
             _exit(2);
         }
@@ -2270,11 +2274,51 @@ static void test_apply_aborts_when_malloc_fails(void **state)
     assert_true(WIFSIGNALED(st) || WEXITSTATUS(st) != 0);
 }
 
+/* cache_sm_check walks the state and aborts on a broken invariant: here
+ * an item whose cas is not below next_cas (a later store could reuse it).
+ * The sanitizer build runs the check after every command. */
+static void test_check_catches_a_broken_invariant(void **state)
+{
+    struct cache_sm *sm = sm_make(1 << 20, 1 << 10);
+    struct cache_move_item im;
+    pid_t pid;
+    int st;
+
+    (void)state;
+    assert_int_equal(set(sm, T0, "k", "v"), CACHE_STORED);
+    cache_sm_check(sm); /* holds */
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit no_core = {0, 0};
+        struct cache_item *it;
+
+        /* cmocka's handlers would go on running the suite in the child */
+        signal(SIGABRT, SIG_DFL);
+        signal(SIGSEGV, SIG_DFL);
+        setrlimit(RLIMIT_CORE, &no_core);
+        if (!cache_sm_export_item(sm, "k", 1, &im)) {
+            _exit(2);
+        }
+        /* the value follows the key in the item's data */
+        it = (struct cache_item *)(uintptr_t)(im.value - im.key_len -
+                                              offsetof(struct cache_item,
+                                                       data));
+        it->cas = UINT64_MAX;
+        cache_sm_check(sm);
+        _exit(42); /* not caught */
+    }
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+    cache_sm_free(sm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_set_get),
         cmocka_unit_test(test_apply_aborts_when_malloc_fails),
+        cmocka_unit_test(test_check_catches_a_broken_invariant),
         cmocka_unit_test(test_add),
         cmocka_unit_test(test_replace),
         cmocka_unit_test(test_append_prepend_keep_flags_and_exptime),
