@@ -808,12 +808,10 @@ class Lab:
                 h.router.resume()
             if not h.router.alive():
                 h.router.start()
-        sa = self.standalone
-        if sa is not None:
-            if sa.paused:
-                sa.resume()
-            if not sa.alive():
-                sa.start()
+        # no fault kills the standalone node: dead, it is reported
+        # (standalone_dead), not started again
+        if self.standalone is not None and self.standalone.paused:
+            self.standalone.resume()
 
     def describe(self):
         return {"hosts": [{"name": h.name, "ip": h.ip} for h in self.hosts],

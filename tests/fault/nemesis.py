@@ -557,7 +557,7 @@ class Nemesis(threading.Thread):
                  queue=None, queue_fault=None, first=(), router_hosts=None,
                  log=print):
         """@first: fault kinds injected first, in this order, instead of
-        the drawn ones (the draws are made all the same); @router_hosts:
+        the drawn ones (each kind is still drawn, and dropped); @router_hosts:
         the hosts whose routers have clients (pause-router picks one)."""
         super().__init__(name="nemesis", daemon=True)
         self.reshard = None
