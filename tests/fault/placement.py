@@ -204,8 +204,8 @@ def _replica_round(lab, shards, first_seen):
     evictions."""
     status = {}
     for group, rpc in _replicas(shards):
-        st = status.setdefault(rpc, group_status(lab.ctl_bin, rpc, 2000))
-        if group not in st:
+        # once per node, again if it did not name this group
+        if group not in status.get(rpc, {}):
             status[rpc] = group_status(lab.ctl_bin, rpc, 2000)
     items, digests, evictions, bad = {}, {}, 0, []
     for group, rpc in _replicas(shards):
