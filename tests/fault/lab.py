@@ -757,7 +757,7 @@ class Lab:
         @set_flags ({flag: value}: each replaces that flag's earlier value
         in its arguments), and wait until each of its groups has applied
         at least what it had committed when it stopped. Returns (seconds
-        down until it answered again, seconds until caught up or None)."""
+        from its start until it answered, until it caught up or None)."""
         p = h.node
         rpc = self.rpc_addr(h, p)
         before = {g: int(st.get("commit_index", 0)) for g, st in
@@ -808,8 +808,8 @@ class Lab:
                 h.router.resume()
             if not h.router.alive():
                 h.router.start()
-        # no fault kills the standalone node: dead, it is reported
-        # (standalone_dead), not started again
+        # no fault kills the standalone node: dead, it is reported (run),
+        # not started again
         if self.standalone is not None and self.standalone.paused:
             self.standalone.resume()
 

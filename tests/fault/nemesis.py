@@ -82,8 +82,10 @@ FAULTS = ("partition-one", "partition-halves", "partition-bridge",
           "clock-jump", "pause-long", "pause-router", "pause-standalone",
           "restart-memory", "reshard")
 ALL_FAULTS = FAULTS + ("member",)
-# faults that always aim at the leader of the workload's group
+# faults that always aim at the leader of the workload's group, waiting
+# up to LEADER_WAIT_S for one (then a random node, as the others do)
 LEADER_ONLY = ("clock-jump", "pause-long")
+LEADER_WAIT_S = 10.0
 QUIET_S = (2.0, 5.0)
 HOLD_S = (3.0, 10.0)
 LONG_PAUSE_S = 20.0
@@ -595,19 +597,25 @@ class Nemesis(threading.Thread):
             return self.reshard.queue_at + ".mq"
         return self.group
 
-    def _pick_target(self, leader_variant):
+    def _pick_target(self, leader_variant, wait_s=0):
         """(host, how) — the group's leader when asked for and known."""
-        h, how, _ = self._pick_target_proc(leader_variant)
+        h, how, _ = self._pick_target_proc(leader_variant, wait_s)
         return h, how
 
-    def _pick_target_proc(self, leader_variant):
+    def _pick_target_proc(self, leader_variant, wait_s=0):
         """(host, how, node process) — the group's leader's when asked for
-        and known (the spare shard's node for a group of s2), else a
-        random host's s1 node."""
+        and known within @wait_s (an election may be under way; the
+        spare shard's node for a group of s2), else a random host's s1
+        node."""
         if leader_variant:
-            h, p = self.lab.leader_proc(self._target_group())
-            if h is not None:
-                return h, "leader", p
+            deadline = time.monotonic() + wait_s
+            while True:
+                h, p = self.lab.leader_proc(self._target_group())
+                if h is not None:
+                    return h, "leader", p
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.5)
         h = self.rng.choice(self.lab.hosts)
         return h, "random", h.node
 
@@ -689,7 +697,8 @@ class Nemesis(threading.Thread):
             return {"order": order, "memory_mb": mb, "restarts": []}, \
                 lambda: None
         if kind in ("kill", "pause", "pause-long"):
-            h, how, p = self._pick_target_proc(leader_variant)
+            h, how, p = self._pick_target_proc(
+                leader_variant, LEADER_WAIT_S if kind in LEADER_ONLY else 0)
             lab = self.lab
 
             def repair():
@@ -752,7 +761,7 @@ class Nemesis(threading.Thread):
         node processes read the same clock file), once the node shows it;
         the repair sets it back and waits until the node shows that."""
         lab = self.lab
-        h, how = self._pick_target(True)
+        h, how = self._pick_target(True, LEADER_WAIT_S)
         offset = self.rng.choice([-1, 1]) * CLOCK_JUMP_S
         lab.set_clock(h, offset)
         desc = {"node": h.name, "offset_s": offset, "target": how,

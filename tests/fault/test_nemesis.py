@@ -2,7 +2,7 @@
 """The nemesis's schedule on a stand-in lab (no namespaces, no root): the
 faults a run names with --first-faults come first, in order; the long
 pauses hold LONG_PAUSE_S and hit the leader, a router its clients use,
-the standalone node; clock-jump moves the leader's clock an hour and back;
+the standalone node; the leader-only faults wait for an election; clock-jump moves the leader's clock an hour and back;
 restart-memory restarts every s1 node once with a memory limit that is
 not the shard's, and stops between nodes when the run ends.
 
@@ -65,8 +65,12 @@ class FakeLab:
                                    os.path.join(tmp, "standalone.log")) \
             if standalone else None
         self.on_restart = None
+        self.no_leader_for = 0     # leader_proc answers none this often
 
     def leader_proc(self, group):
+        if self.no_leader_for > 0:   # an election under way
+            self.no_leader_for -= 1
+            return None, None
         return self.hosts[1], self.hosts[1].node
 
     def procs(self, h):
@@ -185,6 +189,16 @@ class LongPauses(Base):
     def test_pause_standalone_stops_the_standalone_node(self):
         self.assertEqual(self.one("pause-standalone"),
                          [("pause", "standalone"), ("resume", "standalone")])
+
+
+class LeaderOnly(Base):
+    def test_waits_for_a_leader_being_elected(self):
+        for kind in nemesis.LEADER_ONLY:
+            self.setUp()
+            self.lab.no_leader_for = 2
+            self.run_schedule(1, faults=[kind])
+            self.assertEqual(self.rec.ops[0][1]["target"], "leader")
+            self.assertEqual(self.rec.ops[0][1]["node"], "n2")
 
 
 class ClockJump(Base):
