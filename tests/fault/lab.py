@@ -756,12 +756,15 @@ class Lab:
         """Stop node @h's s1 node process (SIGTERM), start it again with
         @set_flags ({flag: value}: each replaces that flag's earlier value
         in its arguments), and wait until each of its groups has applied
-        at least what it had committed when it stopped. Returns (seconds
-        from its start until it answered, until it caught up or None)."""
+        at least what it had committed when it stopped (a node that did
+        not answer then, killed by another fault or slow, at least until
+        it answers for s1). Returns (seconds from its start until it
+        answered, until it caught up or None, whether it was running)."""
         p = h.node
         rpc = self.rpc_addr(h, p)
+        was_running = p.alive()
         before = {g: int(st.get("commit_index", 0)) for g, st in
-                  group_status(self.ctl_bin, rpc).items()}
+                  group_status(self.ctl_bin, rpc).items()} or {"s1": 0}
         p.stop(timeout=10)
         p.args = replace_flags(p.args, set_flags)
         t0 = time.monotonic()
@@ -773,9 +776,10 @@ class Lab:
                 answered = round(time.monotonic() - t0, 1)
             if st and all(g in st and int(st[g].get("last_applied", 0)) >= c
                           for g, c in before.items()):
-                return answered, round(time.monotonic() - t0, 1)
+                return answered, round(time.monotonic() - t0, 1), \
+                    was_running
             time.sleep(0.2)
-        return answered, None
+        return answered, None, was_running
 
     # ------------------------------------------------------- membership
 

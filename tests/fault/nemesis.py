@@ -787,14 +787,30 @@ class Nemesis(threading.Thread):
                 log_start = os.path.getsize(h.node.log_path)
             except OSError:
                 log_start = 0
-            answered, caught_up = self.lab.restart_node(h, {"-m": mb})
-            with open(h.node.log_path, "rb") as f:
-                f.seek(log_start)
-                told = LOG_FLAGS_DIFFER in f.read().decode(errors="replace")
+            answered, caught_up, was_running = self.lab.restart_node(
+                h, {"-m": mb})
             r = {"node": name, "memory_mb": mb, "answered_s": answered,
-                 "caught_up_s": caught_up, "logged_flags_differ": told}
+                 "caught_up_s": caught_up,
+                 "logged_flags_differ": self._logged_since(
+                     h.node.log_path, log_start, LOG_FLAGS_DIFFER)}
+            if not was_running:
+                r["was_down"] = True   # killed by another fault meanwhile
             desc["restarts"].append(r)
             self.log("nemesis: restart-memory: %s" % r)
+
+    @staticmethod
+    def _logged_since(path, offset, text, timeout=10):
+        """Whether @text is in the log at @path past @offset, waiting up to
+        @timeout for it (a group may apply its settings after it answers)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                if text in f.read().decode(errors="replace"):
+                    return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
 
     def _inject_reshard(self):
         """A fault in the middle of a move: waits (up to 8 s) for the

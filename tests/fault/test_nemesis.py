@@ -66,6 +66,7 @@ class FakeLab:
             if standalone else None
         self.on_restart = None
         self.no_leader_for = 0     # leader_proc answers none this often
+        self.warn_late_s = 0       # the flag warning comes this much later
 
     def leader_proc(self, group):
         if self.no_leader_for > 0:   # an election under way
@@ -84,12 +85,19 @@ class FakeLab:
 
     def restart_node(self, h, set_flags, timeout=30):
         self.calls.append(("restart", h.name, dict(set_flags)))
-        with open(h.node.log_path, "a") as f:
-            f.write("warn: s1: this node's memory limit %d %s\n"
-                    % (set_flags["-m"], nemesis.LOG_FLAGS_DIFFER))
+
+        def warn():
+            with open(h.node.log_path, "a") as f:
+                f.write("warn: s1: this node's memory limit %d %s\n"
+                        % (set_flags["-m"], nemesis.LOG_FLAGS_DIFFER))
+        if self.warn_late_s:
+            # the node answers before it applied its settings
+            threading.Timer(self.warn_late_s, warn).start()
+        else:
+            warn()
         if self.on_restart is not None:
             self.on_restart()
-        return 0.2, 1.0
+        return 0.2, 1.0, True
 
     def __getattr__(self, name):
         # the network faults: recorded, nothing done
@@ -236,6 +244,13 @@ class RestartMemory(Base):
         self.assertTrue(all(r["logged_flags_differ"]
                             for r in stop[1]["restarts"]))
         self.assertNotIn("cut_short", stop[1])
+
+    def test_a_warning_logged_after_the_node_answers_counts(self):
+        self.lab.warn_late_s = 0.3
+        self.run_schedule(1, faults=["restart-memory"])
+        stop = self.rec.ops[-1][1]
+        self.assertTrue(all(r["logged_flags_differ"]
+                            for r in stop["restarts"]), stop)
 
     def test_the_end_of_the_run_stops_it_between_nodes(self):
         n = None
