@@ -36,7 +36,9 @@ append "@leader" to those that hit the leader):
                       -m (memory limit, MB) drawn from RESTART_MEMORY_MB,
                       none the shard's (the default 64): the node logs
                       that its flag is not the shard's and keeps the
-                      limit in the log. The next node only once this one
+                      limit in the log (its s1 replica's status must show
+                      the leader's limit, or the run is invalid: the
+                      nemesis's problems). The next node only once this one
                       has applied what it had committed (up to 30 s);
                       the run checks afterwards that every group's
                       replicas agree (index and digest)
@@ -573,6 +575,7 @@ class Nemesis(threading.Thread):
         self.counts = {}
         self.error = None
         self.removed = set()  # hosts member-removed and not yet back
+        self.problems = []    # wrong answers seen by a fault (restart-memory)
         unknown = set(self.faults) - set(ALL_FAULTS)
         if unknown:
             raise ValueError("unknown faults: %s" % ", ".join(sorted(unknown)))
@@ -787,16 +790,39 @@ class Nemesis(threading.Thread):
                 log_start = os.path.getsize(h.node.log_path)
             except OSError:
                 log_start = 0
+            before = self._shard_limit()
             answered, caught_up, was_running = self.lab.restart_node(
                 h, {"-m": mb})
             r = {"node": name, "memory_mb": mb, "answered_s": answered,
                  "caught_up_s": caught_up,
                  "logged_flags_differ": self._logged_since(
-                     h.node.log_path, log_start, LOG_FLAGS_DIFFER)}
+                     h.node.log_path, log_start, LOG_FLAGS_DIFFER),
+                 "limit_bytes": self._node_limit(h),
+                 "shard_limit_bytes": before}
             if not was_running:
                 r["was_down"] = True   # killed by another fault meanwhile
             desc["restarts"].append(r)
             self.log("nemesis: restart-memory: %s" % r)
+            if None not in (before, r["limit_bytes"]) and \
+                    r["limit_bytes"] != before:
+                self.problems.append(
+                    "%s restarted with -m %d: its s1 replica's limit is %d "
+                    "bytes, the shard's %d" % (name, mb, r["limit_bytes"],
+                                               before))
+                self.log("nemesis: PROBLEM: %s" % self.problems[-1])
+
+    def _node_limit(self, h):
+        """The memory limit node @h's s1 replica applies (status
+        limit_maxbytes: the cache state machine's), or None."""
+        st = self.lab.group_status(h).get("s1")
+        return int(st["limit_maxbytes"]) if st and \
+            "limit_maxbytes" in st else None
+
+    def _shard_limit(self):
+        """s1's memory limit as its leader applies it, or None."""
+        h, p = self.lab.leader_proc("s1")
+        return self._node_limit(h) if h is not None and p is h.node \
+            else None
 
     @staticmethod
     def _logged_since(path, offset, text, timeout=10):

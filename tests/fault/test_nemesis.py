@@ -67,6 +67,11 @@ class FakeLab:
         self.on_restart = None
         self.no_leader_for = 0     # leader_proc answers none this often
         self.warn_late_s = 0       # the flag warning comes this much later
+        self.limits = {}           # node name: its s1 limit, if not 64 MB
+
+    def group_status(self, h):
+        limit = self.limits.get(h.name, 64 << 20)
+        return {"s1": {"limit_maxbytes": str(limit)}}
 
     def leader_proc(self, group):
         if self.no_leader_for > 0:   # an election under way
@@ -230,7 +235,7 @@ class ClockJump(Base):
 
 class RestartMemory(Base):
     def test_each_s1_node_once_with_a_limit_not_the_shards(self):
-        self.run_schedule(1, faults=["restart-memory"])
+        n = self.run_schedule(1, faults=["restart-memory"])
         restarts = [c for c in self.lab.calls if c[0] == "restart"]
         self.assertEqual(sorted(c[1] for c in restarts),
                          ["n1", "n2", "n3", "n4", "n5"])
@@ -244,6 +249,18 @@ class RestartMemory(Base):
         self.assertTrue(all(r["logged_flags_differ"]
                             for r in stop[1]["restarts"]))
         self.assertNotIn("cut_short", stop[1])
+        self.assertTrue(all(r["limit_bytes"] == 64 << 20
+                            for r in stop[1]["restarts"]))
+        self.assertEqual(n.problems, [])
+
+    def test_a_node_that_applies_its_own_flag_is_a_problem(self):
+        self.lab.limits["n4"] = 1 << 20
+        n = self.run_schedule(1, faults=["restart-memory"])
+        self.assertEqual(len(n.problems), 1, n.problems)
+        self.assertIn("n4 restarted with -m", n.problems[0])
+        r = [r for r in self.rec.ops[-1][1]["restarts"] if r["node"] == "n4"]
+        self.assertEqual((r[0]["limit_bytes"], r[0]["shard_limit_bytes"]),
+                         (1 << 20, 64 << 20))
 
     def test_a_warning_logged_after_the_node_answers_counts(self):
         self.lab.warn_late_s = 0.3
