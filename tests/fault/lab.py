@@ -725,14 +725,16 @@ class Lab:
             f.write("%+ds\n" % offset_s)
         os.replace(tmp, h.clock_file)
 
-    def node_clock_offset(self, h):
-        """How far node @h's wall clock is from ours, in whole seconds, from
-        the Date header of its /healthz answer (libfaketime fakes time()
-        too), or None when it does not answer."""
+    def node_clock_offset(self, h, proc=None):
+        """How far the wall clock of host @h's node @proc (default its s1
+        node) is from ours, in whole seconds, from the Date header of its
+        /healthz answer (libfaketime fakes time() too), or None when it
+        does not answer."""
+        port = SPARE_HTTP_PORT if proc is not None and proc is h.node2 \
+            else NODE_HTTP_PORT
         try:
             with urllib.request.urlopen("http://%s:%d/healthz"
-                                        % (h.ip, NODE_HTTP_PORT),
-                                        timeout=2) as r:
+                                        % (h.ip, port), timeout=2) as r:
                 date = r.headers.get("Date")
         except Exception:  # noqa: BLE001 - any failure: no answer
             return None
@@ -740,13 +742,14 @@ class Lab:
             return None
         return round(parsedate_to_datetime(date).timestamp() - time.time())
 
-    def wait_clock(self, h, offset_s, timeout=15):
-        """Seconds until node @h's wall clock shows @offset_s (within 3 s:
-        libfaketime rereads its file only every second or two), or None
-        when it did not within @timeout."""
+    def wait_clock(self, h, offset_s, proc=None, timeout=15):
+        """Seconds until host @h's node @proc (default its s1 node) shows
+        @offset_s on its wall clock (within 3 s: libfaketime rereads its
+        file only every second or two, and at once on the first clock call
+        after that), or None when it did not within @timeout."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
-            got = self.node_clock_offset(h)
+            got = self.node_clock_offset(h, proc)
             if got is not None and abs(got - offset_s) < 3:
                 return round(time.monotonic() - t0, 1)
             time.sleep(0.2)

@@ -764,15 +764,16 @@ class Nemesis(threading.Thread):
         node processes read the same clock file), once the node shows it;
         the repair sets it back and waits until the node shows that."""
         lab = self.lab
-        h, how = self._pick_target(True, LEADER_WAIT_S)
+        h, how, p = self._pick_target_proc(True, LEADER_WAIT_S)
         offset = self.rng.choice([-1, 1]) * CLOCK_JUMP_S
         lab.set_clock(h, offset)
-        desc = {"node": h.name, "offset_s": offset, "target": how,
-                "seen_after_s": lab.wait_clock(h, offset)}
+        desc = {"node": h.name + ("" if p is h.node else "-s2"),
+                "offset_s": offset, "target": how,
+                "seen_after_s": lab.wait_clock(h, offset, p)}
 
         def repair():
             lab.set_clock(h, 0)
-            desc["back_after_s"] = lab.wait_clock(h, 0)
+            desc["back_after_s"] = lab.wait_clock(h, 0, p)
         return desc, repair
 
     def _rolling_restart(self, desc):

@@ -85,7 +85,8 @@ class FakeLab:
     def set_clock(self, h, offset_s):
         self.calls.append(("set_clock", h.name, offset_s))
 
-    def wait_clock(self, h, offset_s, timeout=15):
+    def wait_clock(self, h, offset_s, proc=None, timeout=15):
+        self.calls.append(("wait_clock", proc.name, offset_s))
         return 0.5
 
     def restart_node(self, h, set_flags, timeout=30):
@@ -221,10 +222,13 @@ class ClockJump(Base):
             self.setUp()
             self.run_schedule(1, seed=seed, faults=["clock-jump"])
             calls = self.lab.calls
-            self.assertEqual(len(calls), 2)
-            (f0, n0, off), (f1, n1, back) = calls
+            self.assertEqual(len(calls), 4)
+            (f0, n0, off), (w0, p0, o0), (f1, n1, back), (w1, p1, o1) = calls
             self.assertEqual((f0, n0, f1, n1, back),
                              ("set_clock", "n2", "set_clock", "n2", 0))
+            # the leader's own process is asked for its clock
+            self.assertEqual((w0, p0, o0, w1, p1, o1),
+                             ("wait_clock", "n2", off, "wait_clock", "n2", 0))
             self.assertEqual(abs(off), nemesis.CLOCK_JUMP_S)
             offsets.add(off)
             value = self.rec.ops[-1][1]
