@@ -17,7 +17,12 @@ nemeses act inside the host namespaces:
     tests/fault/nfq_delay, which releases them N ms later (no netem here);
   - clock skew: every node runs under libfaketime with a timestamp file that
     is rewritten to move only that process's wall clock;
-  - kill -9 / restart and SIGSTOP / SIGCONT of a node process.
+  - kill -9 / restart and SIGSTOP / SIGCONT of a node or router process;
+  - a restart of a node with other flags (restart_node).
+
+With standalone=True the lab also runs one standalone node (`ringmq-node
+--standalone`, a single-member group of its own, no cluster, no router) in
+the first host's namespace, serving memcached on STANDALONE_MC_PORT.
 
 Ownership: a Lab owns its namespaces, bridge, processes and work directory
 files; down() releases everything and is safe to call twice, after a
@@ -30,12 +35,14 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
+from email.utils import parsedate_to_datetime
 
 N_HOSTS = 5
 RAFT_PORT = 7210
@@ -49,6 +56,7 @@ SPARE_RAFT_PORT = 7220
 SPARE_RPC_PORT = 7102
 SPARE_HTTP_PORT = 9202
 MEMCACHED_PORT = 11211
+STANDALONE_MC_PORT = 11311
 AMQP_PORT = 5672
 ROUTER_HTTP_PORT = 9101
 NODE_HTTP_PORT = 9201
@@ -207,6 +215,18 @@ def group_status(ctl_bin, rpc_addr, timeout_ms=700):
     return out
 
 
+def replace_flags(args, set_flags):
+    """@args with each flag of @set_flags ({flag: value}) given that value:
+    its earlier occurrences (flag and value) dropped, the new one last."""
+    args = list(args)
+    for flag, value in set_flags.items():
+        while flag in args:
+            k = args.index(flag)
+            del args[k:k + 2]
+        args += [flag, str(value)]
+    return args
+
+
 def faketime_lib():
     for p in FAKETIME_LIBS:
         if os.path.exists(p):
@@ -332,6 +352,7 @@ class Lab:
         self.node_env = {}               # per host name: the nodes' env
         self.spare_gen = 0               # generations of the spare shard
         self.spare_up = False            # its nodes are meant to run
+        self.standalone = None           # Proc of the standalone node
 
     def procs(self, h):
         """The node processes on host @h: its s1 node, the spare's if any."""
@@ -434,7 +455,7 @@ class Lab:
                                    users] + self.router_flags,
                             os.path.join(self.dir, "logs", "r%d.log" % h.i))
 
-    def up(self, timeout=60):
+    def up(self, timeout=60, standalone=False):
         for b in (self.node_bin, self.router_bin, self.ctl_bin):
             if not os.access(b, os.X_OK):
                 raise LabError("%s missing: run scripts/build" % b)
@@ -446,7 +467,36 @@ class Lab:
             h.node.start()
         for h in self.hosts:
             h.router.start()
+        if standalone:
+            self._start_standalone(timeout)
         self.wait_healthy(timeout)
+
+    def _start_standalone(self, timeout):
+        """The standalone node on the first host; returns once it answers
+        memcached."""
+        h = self.hosts[0]
+        self.standalone = Proc(
+            h.ns, [self.node_bin, "--standalone", "--data-dir",
+                   os.path.join(self.dir, "data", "standalone"),
+                   "--memcached", "%s:%d" % (h.ip, STANDALONE_MC_PORT),
+                   "--amqp", "off"] + self.node_flags,
+            os.path.join(self.dir, "logs", "standalone.log"))
+        self.standalone.start()
+        deadline = time.monotonic() + timeout
+        while not self._mc_answers(h.ip, STANDALONE_MC_PORT):
+            if time.monotonic() > deadline or not self.standalone.alive():
+                raise LabError("standalone node not up (%s)"
+                               % self.standalone.log_path)
+            time.sleep(0.2)
+
+    @staticmethod
+    def _mc_answers(ip, port):
+        try:
+            with socket.create_connection((ip, port), timeout=1) as s:
+                s.sendall(b"version\r\n")
+                return s.recv(100).startswith(b"VERSION")
+        except OSError:
+            return False
 
     def down(self):
         for h in self.hosts:
@@ -459,6 +509,11 @@ class Lab:
                         p.stop(timeout=5)
                     except OSError:
                         pass
+        if self.standalone is not None:
+            try:
+                self.standalone.stop(timeout=5)
+            except OSError:
+                pass
         for ns in self._made_ns:
             sh(["ip", "netns", "del", ns], check=False)
             unclaim(ns)
@@ -670,6 +725,65 @@ class Lab:
             f.write("%+ds\n" % offset_s)
         os.replace(tmp, h.clock_file)
 
+    def node_clock_offset(self, h, proc=None):
+        """How far the wall clock of host @h's node @proc (default its s1
+        node) is from ours, in whole seconds, from the Date header of its
+        /healthz answer (libfaketime fakes time() too), or None when it
+        does not answer."""
+        port = SPARE_HTTP_PORT if proc is not None and proc is h.node2 \
+            else NODE_HTTP_PORT
+        try:
+            with urllib.request.urlopen("http://%s:%d/healthz"
+                                        % (h.ip, port), timeout=2) as r:
+                date = r.headers.get("Date")
+        except Exception:  # noqa: BLE001 - any failure: no answer
+            return None
+        if not date:
+            return None
+        return round(parsedate_to_datetime(date).timestamp() - time.time())
+
+    def wait_clock(self, h, offset_s, proc=None, timeout=15):
+        """Seconds until host @h's node @proc (default its s1 node) shows
+        @offset_s on its wall clock (within 3 s: libfaketime rereads its
+        file only every second or two, and at once on the first clock call
+        after that), or None when it did not within @timeout."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            got = self.node_clock_offset(h, proc)
+            if got is not None and abs(got - offset_s) < 3:
+                return round(time.monotonic() - t0, 1)
+            time.sleep(0.2)
+        return None
+
+    def restart_node(self, h, set_flags, timeout=30):
+        """Stop node @h's s1 node process (SIGTERM), start it again with
+        @set_flags ({flag: value}: each replaces that flag's earlier value
+        in its arguments), and wait until each of its groups has applied
+        at least what it had committed when it stopped (a node that did
+        not answer then, killed by another fault or slow, at least until
+        it answers for s1). Returns (seconds from its start until it
+        answered, until it caught up or None, whether it was running)."""
+        p = h.node
+        rpc = self.rpc_addr(h, p)
+        was_running = p.alive()
+        before = {g: int(st.get("commit_index", 0)) for g, st in
+                  group_status(self.ctl_bin, rpc).items()} or {"s1": 0}
+        p.stop(timeout=10)
+        p.args = replace_flags(p.args, set_flags)
+        t0 = time.monotonic()
+        p.start()
+        answered = None
+        while time.monotonic() - t0 < timeout:
+            st = group_status(self.ctl_bin, rpc)
+            if st and answered is None:
+                answered = round(time.monotonic() - t0, 1)
+            if st and all(g in st and int(st[g].get("last_applied", 0)) >= c
+                          for g, c in before.items()):
+                return answered, round(time.monotonic() - t0, 1), \
+                    was_running
+            time.sleep(0.2)
+        return answered, None, was_running
+
     # ------------------------------------------------------- membership
 
     def member(self, op, h, seconds=20):
@@ -684,7 +798,7 @@ class Lab:
         return r.returncode == 0
 
     def heal_all(self):
-        """Undo every fault: network, clocks, pauses, dead nodes."""
+        """Undo every fault: network, clocks, pauses, dead processes."""
         for h in self.hosts:
             self.stop_delay(h)
             h.loss_pct = 0
@@ -697,8 +811,14 @@ class Lab:
                     p.resume()
                 if not p.alive():
                     p.start()
+            if h.router.paused:
+                h.router.resume()
             if not h.router.alive():
                 h.router.start()
+        # no fault kills the standalone node: dead, it is reported (run),
+        # not started again
+        if self.standalone is not None and self.standalone.paused:
+            self.standalone.resume()
 
     def describe(self):
         return {"hosts": [{"name": h.name, "ip": h.ip} for h in self.hosts],

@@ -22,6 +22,26 @@ append "@leader" to those that hit the leader):
   delay               50-300 ms (jitter 0-50) on every packet between nodes,
                       on one node's or on every node's input (nfq_delay)
   clock               one node's wall clock moved by -60..+60 s
+  clock-jump          the leader's wall clock jumps an hour, +3600 s or
+                      -3600 s (drawn), held, then set back: a jump each
+                      way. The fault holds from when the node's wall clock
+                      (its HTTP Date header) shows the jump; the repair
+                      waits until it shows it no more
+  pause-long          SIGSTOP of the leader for LONG_PAUSE_S (20 s)
+  pause-router        SIGSTOP of a router its clients use, LONG_PAUSE_S
+  pause-standalone    SIGSTOP of the standalone node (lab.py; the register
+                      workload's standalone clients), LONG_PAUSE_S
+  restart-memory      a rolling restart of shard s1: each node in turn
+                      (order drawn) stopped (SIGTERM) and started with a
+                      -m (memory limit, MB) drawn from RESTART_MEMORY_MB,
+                      none the shard's (the default 64): the node logs
+                      that its flag is not the shard's and keeps the
+                      limit in the log (its s1 replica's status must show
+                      the leader's limit, or the run is invalid: the
+                      nemesis's problems). The next node only once this one
+                      has applied what it had committed (up to 30 s);
+                      the run checks afterwards that every group's
+                      replicas agree (index and digest)
   reshard             (with a background driver, ReshardDriver, running the
                       coordinator: shard add s2 / weight s2 2 / weight s2 1
                       / shard remove s2, over and over, so arcs move
@@ -61,10 +81,22 @@ from lab import MEMCACHED_PORT, SPARE_SHARD
 
 FAULTS = ("partition-one", "partition-halves", "partition-bridge",
           "partition-ring", "kill", "pause", "loss", "delay", "clock",
-          "reshard")
+          "clock-jump", "pause-long", "pause-router", "pause-standalone",
+          "restart-memory", "reshard")
 ALL_FAULTS = FAULTS + ("member",)
+# faults that always aim at the leader of the workload's group, waiting
+# up to LEADER_WAIT_S for one (then a random node, as the others do)
+LEADER_ONLY = ("clock-jump", "pause-long")
+LEADER_WAIT_S = 10.0
 QUIET_S = (2.0, 5.0)
 HOLD_S = (3.0, 10.0)
+LONG_PAUSE_S = 20.0
+CLOCK_JUMP_S = 3600
+# -m of the restarted nodes: all unlike the shard's limit (the nodes'
+# default, 64 MB, seeded into s1's log by its first leader); 1 MB is less
+# than the filler keys take, so a node that used its flag would evict
+RESTART_MEMORY_MB = (1, 16, 256)
+LOG_FLAGS_DIFFER = "are not the shard's"
 
 # The reshard driver's cycle: (verb, args, the arcs' direction): arcs go
 # s1 -> s2 (add, heavier s2), then back (lighter s2, remove).
@@ -526,20 +558,34 @@ class ReshardDriver(threading.Thread):
 
 class Nemesis(threading.Thread):
     def __init__(self, lab, recorder, seed, group, faults=FAULTS,
-                 queue=None, queue_fault=None, log=print):
+                 queue=None, queue_fault=None, first=(), router_hosts=None,
+                 log=print):
+        """@first: fault kinds injected first, in this order, instead of
+        the drawn ones (each kind is still drawn, and dropped); @router_hosts:
+        the hosts whose routers have clients (pause-router picks one)."""
         super().__init__(name="nemesis", daemon=True)
         self.reshard = None
         self.lab, self.rec, self.group = lab, recorder, group
         self.rng = random.Random(seed)
         self.faults = list(faults)
+        self.first = list(first)
+        self.router_hosts = list(router_hosts or lab.hosts)
         self.log = log
         self.stop_event = threading.Event()
         self.counts = {}
         self.error = None
         self.removed = set()  # hosts member-removed and not yet back
+        self.problems = []    # wrong answers seen by a fault (restart-memory)
         unknown = set(self.faults) - set(ALL_FAULTS)
         if unknown:
             raise ValueError("unknown faults: %s" % ", ".join(sorted(unknown)))
+        if set(self.first) - set(self.faults):
+            raise ValueError("first faults not among the faults: %s" %
+                             ", ".join(sorted(set(self.first) -
+                                              set(self.faults))))
+        if "pause-standalone" in self.faults and lab.standalone is None:
+            raise ValueError("pause-standalone: the lab has no standalone "
+                             "node")
         if "reshard" in self.faults:
             self.reshard = ReshardDriver(lab, recorder, seed, queue=queue,
                                          queue_fault=queue_fault, log=log)
@@ -554,19 +600,25 @@ class Nemesis(threading.Thread):
             return self.reshard.queue_at + ".mq"
         return self.group
 
-    def _pick_target(self, leader_variant):
+    def _pick_target(self, leader_variant, wait_s=0):
         """(host, how) — the group's leader when asked for and known."""
-        h, how, _ = self._pick_target_proc(leader_variant)
+        h, how, _ = self._pick_target_proc(leader_variant, wait_s)
         return h, how
 
-    def _pick_target_proc(self, leader_variant):
+    def _pick_target_proc(self, leader_variant, wait_s=0):
         """(host, how, node process) — the group's leader's when asked for
-        and known (the spare shard's node for a group of s2), else a
-        random host's s1 node."""
+        and known within @wait_s (an election may be under way; the
+        spare shard's node for a group of s2), else a random host's s1
+        node."""
         if leader_variant:
-            h, p = self.lab.leader_proc(self._target_group())
-            if h is not None:
-                return h, "leader", p
+            deadline = time.monotonic() + wait_s
+            while True:
+                h, p = self.lab.leader_proc(self._target_group())
+                if h is not None:
+                    return h, "leader", p
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.5)
         h = self.rng.choice(self.lab.hosts)
         return h, "random", h.node
 
@@ -629,8 +681,27 @@ class Nemesis(threading.Thread):
                     for k in range(n)}
             lab.partition(comp)
             return {"ring": order}, lab.heal_partition
-        if kind in ("kill", "pause"):
-            h, how, p = self._pick_target_proc(leader_variant)
+        if kind == "clock-jump":
+            return self._inject_clock_jump()
+        if kind == "pause-router":
+            h = rng.choice(self.router_hosts)
+            h.router.pause()
+            return {"router": "r%d" % h.i, "target": "router"}, \
+                h.router.resume
+        if kind == "pause-standalone":
+            lab.standalone.pause()
+            return {"node": "standalone", "target": "standalone"}, \
+                lab.standalone.resume
+        if kind == "restart-memory":
+            # only the draws: run() does the restart (the fault's span)
+            order = [h.name for h in lab.hosts]
+            rng.shuffle(order)
+            mb = [rng.choice(RESTART_MEMORY_MB) for _ in order]
+            return {"order": order, "memory_mb": mb, "restarts": []}, \
+                lambda: None
+        if kind in ("kill", "pause", "pause-long"):
+            h, how, p = self._pick_target_proc(
+                leader_variant, LEADER_WAIT_S if kind in LEADER_ONLY else 0)
             lab = self.lab
 
             def repair():
@@ -687,6 +758,86 @@ class Nemesis(threading.Thread):
                     self.removed.discard(h)
             return {"node": h.name, "removed": done, "target": how}, repair
         raise ValueError(kind)
+
+    def _inject_clock_jump(self):
+        """The leader's host's wall clock an hour ahead or back (both its
+        node processes read the same clock file), once the node shows it;
+        the repair sets it back and waits until the node shows that."""
+        lab = self.lab
+        h, how, p = self._pick_target_proc(True, LEADER_WAIT_S)
+        offset = self.rng.choice([-1, 1]) * CLOCK_JUMP_S
+        lab.set_clock(h, offset)
+        desc = {"node": h.name + ("" if p is h.node else "-s2"),
+                "offset_s": offset, "target": how,
+                "seen_after_s": lab.wait_clock(h, offset, p)}
+
+        def repair():
+            lab.set_clock(h, 0)
+            desc["back_after_s"] = lab.wait_clock(h, 0, p)
+        return desc, repair
+
+    def _rolling_restart(self, desc):
+        """Restart s1's nodes one by one with the drawn -m flags (@desc
+        from _inject); stops early when the run ends. Each restart is
+        noted in @desc: the node, its flag, how long it took to answer and
+        to catch up, whether it logged that its flag is not the shard's."""
+        by_name = {h.name: h for h in self.lab.hosts}
+        for name, mb in zip(desc["order"], desc["memory_mb"]):
+            if self.stop_event.is_set():
+                desc["cut_short"] = True
+                break
+            h = by_name[name]
+            try:
+                log_start = os.path.getsize(h.node.log_path)
+            except OSError:
+                log_start = 0
+            before = self._shard_limit()
+            answered, caught_up, was_running = self.lab.restart_node(
+                h, {"-m": mb})
+            r = {"node": name, "memory_mb": mb, "answered_s": answered,
+                 "caught_up_s": caught_up,
+                 "logged_flags_differ": self._logged_since(
+                     h.node.log_path, log_start, LOG_FLAGS_DIFFER),
+                 "limit_bytes": self._node_limit(h),
+                 "shard_limit_bytes": before}
+            if not was_running:
+                r["was_down"] = True   # killed by another fault meanwhile
+            desc["restarts"].append(r)
+            self.log("nemesis: restart-memory: %s" % r)
+            if None not in (before, r["limit_bytes"]) and \
+                    r["limit_bytes"] != before:
+                self.problems.append(
+                    "%s restarted with -m %d: its s1 replica's limit is %d "
+                    "bytes, the shard's %d" % (name, mb, r["limit_bytes"],
+                                               before))
+                self.log("nemesis: PROBLEM: %s" % self.problems[-1])
+
+    def _node_limit(self, h):
+        """The memory limit node @h's s1 replica applies (status
+        limit_maxbytes: the cache state machine's), or None."""
+        st = self.lab.group_status(h).get("s1")
+        return int(st["limit_maxbytes"]) if st and \
+            "limit_maxbytes" in st else None
+
+    def _shard_limit(self):
+        """s1's memory limit as its leader applies it, or None."""
+        h, p = self.lab.leader_proc("s1")
+        return self._node_limit(h) if h is not None and p is h.node \
+            else None
+
+    @staticmethod
+    def _logged_since(path, offset, text, timeout=10):
+        """Whether @text is in the log at @path past @offset, waiting up to
+        @timeout for it (a group may apply its settings after it answers)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                if text in f.read().decode(errors="replace"):
+                    return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
 
     def _inject_reshard(self):
         """A fault in the middle of a move: waits (up to 8 s) for the
@@ -756,8 +907,13 @@ class Nemesis(threading.Thread):
                                      len(self.faults) > 1 else [])
             while not self._sleep(self.rng.uniform(*QUIET_S)):
                 kind = self.rng.choice(choices)
-                leader_variant = self.rng.random() < 0.5
+                if self.first:
+                    kind = self.first.pop(0)
+                leader_variant = self.rng.random() < 0.5 or \
+                    kind in LEADER_ONLY
                 hold = self.rng.uniform(*HOLD_S)
+                if kind.startswith("pause-"):
+                    hold = LONG_PAUSE_S
                 desc, repair = self._inject(kind, leader_variant)
                 # "@leader" only when the fault did hit the leader (it may
                 # be unknown, and a ring or an all-node fault has no target)
@@ -768,8 +924,13 @@ class Nemesis(threading.Thread):
                                              desc["move"] else " (idle)")
                 self.counts[name] = self.counts.get(name, 0) + 1
                 self.rec.nemesis("start-" + kind, desc)
-                self.log("nemesis: %s %s for %.1fs" % (name, desc, hold))
-                self._sleep(hold)
+                if kind == "restart-memory":
+                    self.log("nemesis: %s %s" % (name, desc))
+                    self._rolling_restart(desc)
+                else:
+                    self.log("nemesis: %s %s for %.1fs" % (name, desc,
+                                                           hold))
+                    self._sleep(hold)
                 repair()
                 self.rec.nemesis("stop-" + kind, desc)
         except Exception as e:  # noqa: BLE001 - reported by the runner

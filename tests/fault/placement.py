@@ -11,7 +11,8 @@ placement    every key known to the run (filler and register keys that
              gives its shard (`ringmqctl status --format kv`); nothing is
              left behind on an old owner.
 digests      the replicas of every group (cache, queue, meta) agree: equal
-             digests at equal applied indexes.
+             digests at equal applied indexes (check_replicas(): this and
+             evictions alone, for runs without the reshard nemesis).
 evictions    0 on every cache replica (an eviction would make a lost key
              look legitimate).
 moved keys   which register keys' owners changed while they were in use:
@@ -194,6 +195,93 @@ def _replica_states(group, shards, status):
     return out
 
 
+def _replica_round(lab, shards, first_seen):
+    """One look at every replica of every group of @shards: (status by
+    rpc, {group: {rpc: (applied index, digest)}}, {cache group: {rpc:
+    items}}, evictions, [problems]): a replica that does not answer,
+    replicas of a group at different indexes (their raft state noted in
+    @first_seen the first time) or at one index with different digests,
+    evictions."""
+    status = {}
+    for group, rpc in _replicas(shards):
+        # once per node, again if it did not name this group
+        if group not in status.get(rpc, {}):
+            status[rpc] = group_status(lab.ctl_bin, rpc, 2000)
+    items, digests, evictions, bad = {}, {}, 0, []
+    for group, rpc in _replicas(shards):
+        g = status[rpc].get(group)
+        if g is None:
+            bad.append("%s at %s: no answer" % (group, rpc))
+            continue
+        digests.setdefault(group, {})[rpc] = (int(g["last_applied"]),
+                                              g["digest"])
+        if not group.endswith(".mq") and group != "meta":
+            items.setdefault(group, {})[rpc] = int(g["items"])
+            evictions += int(g.get("evictions", 0))
+    for group, reps in digests.items():
+        if len({a for a, _ in reps.values()}) != 1:
+            bad.append("%s: replicas at different indexes %s"
+                       % (group, sorted(reps.values())))
+            lagging = _replica_states(group, shards, status)
+            for rpc, line in lagging.items():
+                first_seen.setdefault((group, rpc), line)
+        elif len({d for _, d in reps.values()}) != 1:
+            bad.append("%s: digests differ at index %d: %s" % (
+                group, next(iter(reps.values()))[0], reps))
+    if evictions:
+        bad.append("%d evictions" % evictions)
+    return status, digests, items, evictions, bad
+
+
+def _lagging_report(shards, status, first_seen, bad, log):
+    """The raft state of every replica of a group whose replicas
+    disagree, at the first look that saw it and at the last (was
+    anything moving?)."""
+    out = {}
+    for group in sorted({g for g, _ in first_seen}):
+        if not any(p.startswith(group + ":") for p in bad):
+            continue
+        last = _replica_states(group, shards, status)
+        out[group] = {
+            rpc: {"first": first_seen.get((group, rpc)),
+                  "last": last.get(rpc)}
+            for rpc in sorted(set(last) | {r for g, r in first_seen
+                                           if g == group})}
+        for rpc, st in sorted(out[group].items()):
+            log("placement: %s at %s: first %s; last %s"
+                % (group, rpc, st["first"], st["last"]))
+    return out
+
+
+def check_replicas(lab, timeout=60, log=print):
+    """The digest and eviction part of check() alone (runs without the
+    reshard nemesis, which have no filler keys to place): every group's
+    replicas at one applied index with one digest, no eviction, asked
+    again each second for up to @timeout (replicas catch up after the
+    heal). {"valid": bool, "digests", "evictions", "problems",
+    "replicas"}."""
+    deadline = time.monotonic() + timeout
+    first_seen = {}
+    while True:
+        shards = live_map(lab)
+        status, digests, _, evictions, bad = _replica_round(lab, shards,
+                                                            first_seen)
+        if not bad or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    res = {"valid": not bad, "evictions": evictions, "problems": bad,
+           "digests": {g: sorted(set(d for _, d in r.values()))
+                       for g, r in digests.items()},
+           "indexes": {g: sorted(set(a for a, _ in r.values()))
+                       for g, r in digests.items()}}
+    res["replicas"] = _lagging_report(shards, status, first_seen, bad, log)
+    log("replicas: %s; evictions %d; %s" % (
+        " ".join("%s@%s" % (g, ",".join(map(str, res["indexes"][g])))
+                 for g in sorted(res["indexes"])), evictions,
+        "agree" if not bad else "DISAGREE: %s" % bad[:5]))
+    return res
+
+
 def check(lab, register_keys, timeout=60, log=print):
     """The placement checks after the heal; {"valid": bool, ...}."""
     res = {"valid": False}
@@ -218,37 +306,13 @@ def check(lab, register_keys, timeout=60, log=print):
         want = {s[0]: 0 for s in shards}
         for k in present:
             want[own[k]] += 1
-        status = {}
-        for group, rpc in _replicas(shards):
-            st = status.setdefault(rpc, group_status(lab.ctl_bin, rpc, 2000))
-            if group not in st:
-                status[rpc] = group_status(lab.ctl_bin, rpc, 2000)
-        items, digests, evictions, bad = {}, {}, 0, []
-        for group, rpc in _replicas(shards):
-            g = status[rpc].get(group)
-            if g is None:
-                bad.append("%s at %s: no answer" % (group, rpc))
-                continue
-            digests.setdefault(group, {})[rpc] = (int(g["last_applied"]),
-                                                  g["digest"])
-            if not group.endswith(".mq") and group != "meta":
-                items.setdefault(group, {})[rpc] = int(g["items"])
-                evictions += int(g.get("evictions", 0))
-                if int(g["items"]) != want[group]:
-                    bad.append("%s at %s: %s items, the ring gives it %d"
-                               % (group, rpc, g["items"], want[group]))
-        for group, reps in digests.items():
-            if len({a for a, _ in reps.values()}) != 1:
-                bad.append("%s: replicas at different indexes %s"
-                           % (group, sorted(reps.values())))
-                lagging = _replica_states(group, shards, status)
-                for rpc, line in lagging.items():
-                    first_seen.setdefault((group, rpc), line)
-            elif len({d for _, d in reps.values()}) != 1:
-                bad.append("%s: digests differ at index %d: %s" % (
-                    group, next(iter(reps.values()))[0], reps))
-        if evictions:
-            bad.append("%d evictions" % evictions)
+        status, digests, items, evictions, bad = _replica_round(
+            lab, shards, first_seen)
+        for group, reps in items.items():
+            for rpc, n in reps.items():
+                if n != want[group]:
+                    bad.append("%s at %s: %d items, the ring gives it %d"
+                               % (group, rpc, n, want[group]))
         if not bad or time.monotonic() > deadline:
             break
         time.sleep(1.0)
@@ -259,21 +323,7 @@ def check(lab, register_keys, timeout=60, log=print):
                             for g, r in digests.items()},
                 "problems": bad})
     res["valid"] = not bad and not wrong
-    # the raft state of every replica of a group whose replicas disagree,
-    # at the first check that saw it and at the last (was anything moving?)
-    res["replicas"] = {}
-    for group in sorted({g for g, _ in first_seen}):
-        if not any(p.startswith(group + ":") for p in bad):
-            continue
-        last = _replica_states(group, shards, status)
-        res["replicas"][group] = {
-            rpc: {"first": first_seen.get((group, rpc)),
-                  "last": last.get(rpc)}
-            for rpc in sorted(set(last) | {r for g, r in first_seen
-                                           if g == group})}
-        for rpc, st in sorted(res["replicas"][group].items()):
-            log("placement: %s at %s: first %s; last %s"
-                % (group, rpc, st["first"], st["last"]))
+    res["replicas"] = _lagging_report(shards, status, first_seen, bad, log)
     log("placement: map %s; keys %d (filler %d, wrong %d); owned %s; "
         "replicas %s; evictions %d; %s" % (
             " ".join("%s:%d" % (s[0], s[1]) for s in shards), len(present),

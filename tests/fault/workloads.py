@@ -10,6 +10,11 @@ register  memcached protocol over plain sockets: read (get), write (set) and
           cas [old new] (gets, then cas with the unique when the value is
           old) on a few integer registers. Keys rotate every KEY_WINDOW_S so
           that each key's history stays small enough to check exhaustively.
+standalone  (beside register, with the pause-standalone fault) the same
+          register clients against one standalone node (lab.py) instead of
+          the routers, on keys of their own (STANDALONE_PREFIX): a single
+          node paused for 20 s must make its clients time out cleanly and
+          lose no acknowledged write.
 queue     AMQP with pika: publishers with confirms (persistent messages to a
           durable queue), consumers with manual acks and prefetch; after the
           faults heal, drain() takes everything left as one "drain" op.
@@ -37,6 +42,13 @@ KEY_WINDOW_S = 10.0
 KEYS_PER_WINDOW = 3
 MC_TIMEOUT_S = 8.0      # above the router's 5 s request budget
 QUEUE = "jepsen.queue"
+KEY_PREFIX = "r"
+STANDALONE_PREFIX = "sa"
+# the standalone clients' process numbers start here, apart from the
+# cluster clients' (index + k * clients: ~10 unknown outcomes per run get
+# nowhere near), below lincheck's limit (1024); a process number means
+# something only within one key's history anyway
+STANDALONE_PROCESS_BASE = 500
 
 
 class ClientBase(threading.Thread):
@@ -115,18 +127,26 @@ class McConn:
 
 
 class RegisterClient(ClientBase):
-    def __init__(self, *a, t0, **kw):
+    """@port, @prefix: where it connects (a router by default) and how its
+    keys start; @process_base: its first process number is
+    process_base + index."""
+
+    def __init__(self, *a, t0, port=MEMCACHED_PORT, prefix=KEY_PREFIX,
+                 process_base=0, **kw):
         super().__init__(*a, **kw)
         self.t0 = t0
+        self.port, self.prefix = port, prefix
+        self.process += process_base
         self.conn = None
 
     def _key(self):
         window = int((time.monotonic() - self.t0) / KEY_WINDOW_S)
-        return "r%d-%d" % (window, self.rng.randrange(KEYS_PER_WINDOW))
+        return "%s%d-%d" % (self.prefix, window,
+                            self.rng.randrange(KEYS_PER_WINDOW))
 
     def _connect(self):
         if self.conn is None:
-            self.conn = McConn(self.ip, MEMCACHED_PORT, MC_TIMEOUT_S)
+            self.conn = McConn(self.ip, self.port, MC_TIMEOUT_S)
         return self.conn
 
     def _drop(self):
