@@ -152,7 +152,7 @@ def owners(lab, keys, ring, members=None, tag="ring"):
         lines += ["  - name: %s" % name, "    weight: %d" % weight,
                   "    members:"]
         ms = (members or {}).get(name) or [
-            (100 * (k + 1) + h.i, "%s:%d" % (h.ip, 7300 + k),
+            (100 * (k + 1) + h.i, "%s:%d" % (h.ip, 7300 + 10 * k),
              "%s:%d" % (h.ip, 7400 + k)) for h in lab.hosts]
         lines += ["      - {id: %d, raft: %s, rpc: %s}" % m for m in ms]
     with open(path, "w") as f:
