@@ -1168,6 +1168,8 @@ void rgroup_status(const struct rgroup *g, struct rgroup_status *out)
     out->snapshots_restored = g->fsm.snapshots_restored;
     out->batches_proposed = g->batches_proposed;
     out->cmds_proposed = g->cmds_proposed;
+    out->queued_cmds = g->q_len;
+    out->queued_bytes = g->q_bytes;
     out->leader_changes = g->leader_changes;
 }
 

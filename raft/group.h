@@ -115,6 +115,8 @@ struct rgroup_status {
     uint64_t snapshots_restored;
     uint64_t batches_proposed; /* entries this replica proposed */
     uint64_t cmds_proposed;    /* commands in them (group commit ratio) */
+    uint64_t queued_cmds;      /* submitted, waiting to be proposed */
+    uint64_t queued_bytes;     /* their payload bytes (admission bound) */
     uint64_t leader_changes;   /* times the known leader changed
                                   (a new (leader id, term) pair seen) */
     uint64_t last_stored; /* highest entry raft counts as persisted here: a
