@@ -23,7 +23,6 @@ import socket
 import time
 
 from pymemcache.client.base import Client
-from pymemcache.exceptions import MemcacheServerError
 
 import ringmq_test as rt
 
@@ -32,7 +31,7 @@ REQUEST_TIMEOUT_MS = 2000
 os.environ["RINGMQ_NODE_FLAGS"] = "--election-ms %d" % ELECTION_MS
 os.environ["RINGMQ_ROUTER_FLAGS"] = "--request-timeout %d" % REQUEST_TIMEOUT_MS
 
-from test_cluster_routers import LocalCluster, http_get, owners  # noqa: E402
+from test_cluster_routers import LocalCluster, owners, set_ok  # noqa: E402
 
 TRICKLE = 48     # sets, each on its own: more than 16 entries
 TRICKLE_GAP = 0.025
@@ -48,13 +47,6 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError("no VmRSS for %d" % pid)
-
-
-def set_ok(c, key, value):
-    try:
-        return c.set(key, value, noreply=False)
-    except MemcacheServerError:
-        return False
 
 
 def s2_keys(lc, n):
@@ -118,9 +110,7 @@ def flood(port, keys):
 
 def test_busy_leader_refuses_with_out_of_memory():
     lc = LocalCluster().up()
-    for node in range(1, 7):
-        rt.wait_until(lambda: http_get(9200 + node + lc.off, "/readyz")[0]
-                      == 200, 30, "node %d /readyz" % node)
+    lc.wait_nodes_ready()
     keys = s2_keys(lc, TRICKLE + CONNS * PER_CONN)
     first, keys = keys[:TRICKLE], keys[TRICKLE:]
     c = Client(("127.0.0.1", lc.mc_port(1)), timeout=10)

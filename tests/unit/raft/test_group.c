@@ -536,6 +536,26 @@ static void test_batch_limits(void **state)
     free(ops);
 }
 
+/* The configuration of a single-member group (node 0) at port slot
+ * @slot, for the caller to adjust before start_ready(). */
+static void one_member(struct env *e, unsigned slot, struct rgroup_config *cfg)
+{
+    e->port0 = port_base(slot);
+    e->n_nodes = 1;
+    snprintf(e->n[0].dir, sizeof e->n[0].dir, "%s/node1", e->root);
+    config(e, cfg, 0, 1);
+}
+
+/* Start node 0 with @cfg, with an empty test state machine (the log
+ * brings back what a previous run applied), and wait until it leads. */
+static void start_ready(struct env *e, struct rgroup_config *cfg)
+{
+    free(e->n[0].sm.vals);
+    memset(&e->n[0].sm, 0, sizeof e->n[0].sm);
+    start_node(e, 0, cfg);
+    assert_true(run_until(e, is_ready, &e->n[0], WAIT_MS));
+}
+
 static bool proposed_some(struct env *e, void *arg)
 {
     struct rgroup_status st;
@@ -570,13 +590,9 @@ static void test_queued_deadline(void **state)
     uint64_t deadline;
     size_t i;
 
-    e->port0 = port_base(12);
-    e->n_nodes = 1;
-    snprintf(e->n[0].dir, sizeof e->n[0].dir, "%s/node1", e->root);
-    config(e, &cfg, 0, 1);
+    one_member(e, 12, &cfg);
     cfg.max_inflight = 1;
-    start_node(e, 0, &cfg);
-    assert_true(run_until(e, is_ready, &e->n[0], WAIT_MS));
+    start_ready(e, &cfg);
 
     /* ops[0] takes the only slot, and its apply outlasts the deadline of
      * ops[1] and ops[2], so they are still queued when it passes (or, if
@@ -627,13 +643,9 @@ static void test_queue_bound(void **state)
     struct op *ops;
     size_t i;
 
-    e->port0 = port_base(13);
-    e->n_nodes = 1;
-    snprintf(e->n[0].dir, sizeof e->n[0].dir, "%s/node1", e->root);
-    config(e, &cfg, 0, 1);
+    one_member(e, 13, &cfg);
     cfg.max_queued_cmds = 3;
-    start_node(e, 0, &cfg);
-    assert_true(run_until(e, is_ready, &e->n[0], WAIT_MS));
+    start_ready(e, &cfg);
 
     /* the loop does not run between submits: all of them stay queued */
     ops = ops_new(5, 1, &c);
@@ -657,10 +669,7 @@ static void test_queue_bound(void **state)
     /* the byte bound: two 4-byte commands fit in 10 bytes, a third not */
     cfg.max_queued_cmds = 0;
     cfg.max_queued_bytes = 10;
-    free(e->n[0].sm.vals);
-    memset(&e->n[0].sm, 0, sizeof e->n[0].sm);
-    start_node(e, 0, &cfg);
-    assert_true(run_until(e, is_ready, &e->n[0], WAIT_MS));
+    start_ready(e, &cfg);
     free(ops);
     c = (struct ctx){.want = 2};
     ops = ops_new(3, 5, &c);
