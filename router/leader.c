@@ -360,8 +360,8 @@ static void end(struct leader_req *q,
 }
 
 /* The leader is busy (@resp): nothing was proposed, so every request may
- * be sent again, after a backoff that doubles while the answer stays
- * BUSY. No point waiting past the deadline: the caller gets the answer. */
+ * be sent again, after a backoff that doubles with each BUSY answer it
+ * got. No point waiting past the deadline: the caller gets the answer. */
 static void retry_busy(struct leader_req *q, const Ringmq__RpcResponse *resp)
 {
     struct leader_engine *e = q->group->e;
