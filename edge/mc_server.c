@@ -432,9 +432,16 @@ static const char *call_line(const struct cache_call *call)
     if (s != CACHE_STATUS__COUNT) {
         return status_line(s);
     }
-    return call->outcome == OUTCOME_NOT_LEADER
-               ? "SERVER_ERROR not leader"
-               : "SERVER_ERROR temporarily unavailable";
+    switch (call->outcome) {
+    case OUTCOME_NOT_LEADER:
+        return "SERVER_ERROR not leader";
+    case OUTCOME_BUSY:
+        /* the shard's leader refused it to bound its memory (admission
+         * control): memcached's answer when it has none to spare */
+        return "SERVER_ERROR out of memory";
+    default:
+        return "SERVER_ERROR temporarily unavailable";
+    }
 }
 
 static void count_result(struct mc_stats *st, const struct mc_req *r)

@@ -218,8 +218,10 @@ static void write_done(struct rgroup_cmd *cmd, int status)
     call->cb(call);
 }
 
-/* Through the log; the proposer's apply fills call->result. */
-static void propose(struct cache_svc *svc, struct cache_call *call)
+/* Through the log; the proposer's apply fills call->result. Still queued
+ * at @deadline_ms (0 = never), it is dropped unproposed: EXPIRED. */
+static void propose(struct cache_svc *svc, struct cache_call *call,
+                    uint64_t deadline_ms)
 {
     struct pending_write *w;
     Ringmq__CacheOp pb;
@@ -233,6 +235,7 @@ static void propose(struct cache_svc *svc, struct cache_call *call)
     w->cmd.payload = w->payload;
     w->cmd.cb = write_done;
     w->cmd.data = w;
+    w->cmd.deadline_ms = deadline_ms;
     rv = rgroup_submit(svc->group, &w->cmd);
     if (rv != 0) {
         free(w->payload);
@@ -273,7 +276,7 @@ static void maybe_seed_ring(struct cache_svc *svc)
     call->cb = seed_done;
     call->data = svc;
     svc->ring_seeding = true;
-    propose(svc, call);
+    propose(svc, call, 0);
 }
 
 void cache_svc_set_ring_seed(struct cache_svc *svc,
@@ -304,7 +307,7 @@ static void maybe_seed(struct cache_svc *svc)
     call->cb = seed_done;
     call->data = svc;
     svc->seeding = true;
-    propose(svc, call);
+    propose(svc, call, 0);
 }
 
 /* Say once that this node's flags are not its shard's settings: the log's
@@ -344,6 +347,12 @@ static void on_tick(uv_timer_t *t)
 }
 
 void cache_svc_submit(struct cache_svc *svc, struct cache_call *call)
+{
+    cache_svc_submit_until(svc, call, 0);
+}
+
+void cache_svc_submit_until(struct cache_svc *svc, struct cache_call *call,
+                            uint64_t deadline_ms)
 {
     const struct cache_op *op = &call->op;
     const char *owner = NULL;
@@ -392,7 +401,7 @@ void cache_svc_submit(struct cache_svc *svc, struct cache_call *call)
     }
     maybe_seed(svc);
     maybe_seed_ring(svc);
-    propose(svc, call);
+    propose(svc, call, deadline_ms);
 }
 
 void cache_svc_status(struct cache_svc *svc, struct cache_svc_status *out,

@@ -15,8 +15,11 @@
  * OK (call->result is the cache's answer; an op larger than an entry is
  * answered CACHE_TOO_LARGE, as memcached answers an item over its limit),
  * NOT_LEADER (nothing was done: ask the leader), CLOSING (nothing was
- * done), UNAVAILABLE (leadership lost after proposing: the write may or may
- * not be applied).
+ * done), BUSY (nothing was done: the group has too many writes waiting to
+ * be proposed, raft/group.h admission control), EXPIRED (nothing was done:
+ * the deadline of cache_svc_submit_until passed while the write waited to
+ * be proposed), UNAVAILABLE (leadership lost after proposing: the write
+ * may or may not be applied).
  */
 #ifndef RINGMQ_CACHE_SVC_H
 #define RINGMQ_CACHE_SVC_H
@@ -57,6 +60,11 @@ void cache_svc_set_ring_seed(struct cache_svc *svc,
                              const struct cluster_map *map);
 
 void cache_svc_submit(struct cache_svc *svc, struct cache_call *call);
+/* The same, for a call whose sender gives up at @deadline_ms
+ * (clock_mono_ms(); 0 = never): a write still waiting to be proposed then
+ * is dropped, never proposed, and completes EXPIRED. */
+void cache_svc_submit_until(struct cache_svc *svc, struct cache_call *call,
+                            uint64_t deadline_ms);
 
 /* "STAT name value\r\n" lines for the memcached stats command. */
 void cache_svc_stats(struct cache_svc *svc, struct buf *out);

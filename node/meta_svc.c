@@ -391,6 +391,12 @@ static enum outcome admit(const struct meta_svc *svc)
 
 void meta_svc_submit(struct meta_svc *svc, struct meta_svc_call *call)
 {
+    meta_svc_submit_until(svc, call, 0);
+}
+
+void meta_svc_submit_until(struct meta_svc *svc, struct meta_svc_call *call,
+                           uint64_t deadline_ms)
+{
     struct mq_pb_meta_buf b;
     struct pending *p;
     enum outcome st = admit(svc);
@@ -416,6 +422,7 @@ void meta_svc_submit(struct meta_svc *svc, struct meta_svc_call *call)
     }
     p = xcalloc(1, sizeof(*p));
     p->call = call;
+    p->rcmd.deadline_ms = deadline_ms;
     propose(svc, p, &b.pb);
     mq_pb_meta_buf_clear(&b);
 }

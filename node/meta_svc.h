@@ -12,7 +12,9 @@
  * meta_svc_submit completes @call exactly once through call->cb, possibly
  * before returning, on the loop thread. Status as mq_svc: OK (applied,
  * call->result valid; its reply_text is static), NOT_LEADER (never
- * proposed), UNAVAILABLE (proposed, outcome unknown), TOO_LARGE, CLOSING.
+ * proposed), UNAVAILABLE (proposed, outcome unknown), TOO_LARGE, CLOSING,
+ * BUSY (the group's queue is full: never proposed), EXPIRED
+ * (meta_svc_submit_until's deadline passed in the queue: never proposed).
  *
  * The local state machine (meta_svc_sm) is this replica's view: on the
  * leader, once a command completed OK, the view includes it. Watches are
@@ -91,6 +93,11 @@ struct meta_svc *meta_svc_new(uv_loop_t *loop,
                               char *errmsg, size_t errlen);
 
 void meta_svc_submit(struct meta_svc *svc, struct meta_svc_call *call);
+/* The same, for a call whose sender gives up at @deadline_ms
+ * (clock_mono_ms(); 0 = never): still waiting to be proposed then, it is
+ * dropped, never proposed, and completes EXPIRED. */
+void meta_svc_submit_until(struct meta_svc *svc, struct meta_svc_call *call,
+                           uint64_t deadline_ms);
 void meta_svc_map_submit(struct meta_svc *svc, struct meta_svc_map_call *call);
 
 /* The map this replica proposes while it leads and the map is empty;

@@ -109,10 +109,24 @@ static void reply_not_leader(struct node_rpc *r, struct rpc_server_req *req,
     rpc_server_reply(req, &resp);
 }
 
+/* Why a request was not started, or its command never proposed, because
+ * its deadline passed: the one UNAVAILABLE answer that says "not
+ * executed". */
+static void reply_expired(struct rpc_server_req *req, const char *when)
+{
+    char why[128];
+
+    snprintf(why, sizeof(why), "deadline passed %s: not executed", when);
+    reply_code(req, OUTCOME_UNAVAILABLE, why);
+}
+
 /* A service's failed outcome as routers are told it. A command too large
  * for an entry is the request's fault (BAD_REQUEST: never retried); a
  * closing node is to a router what a group without a leader is
- * (UNAVAILABLE: try again, elsewhere). */
+ * (UNAVAILABLE: try again, elsewhere); a full queue is BUSY (never
+ * proposed: the router tries again after a pause); a command whose
+ * deadline passed in the queue gets the answer of a request that expired
+ * before it started. */
 static void reply_failure(struct node_rpc *r, struct rpc_server_req *req,
                           enum outcome o, const char *group, uint64_t leader)
 {
@@ -122,6 +136,14 @@ static void reply_failure(struct node_rpc *r, struct rpc_server_req *req,
         break;
     case OUTCOME_TOO_LARGE:
         reply_code(req, OUTCOME_BAD_REQUEST, "command too large");
+        break;
+    case OUTCOME_BUSY:
+        reply_code(req, OUTCOME_BUSY,
+                   "busy: too many commands waiting to be proposed; not "
+                   "executed");
+        break;
+    case OUTCOME_EXPIRED:
+        reply_expired(req, "while the command waited to be proposed");
         break;
     default:
         reply_code(req, OUTCOME_UNAVAILABLE,
@@ -175,7 +197,8 @@ static void handle_cache(struct node_rpc *r, struct rpc_server_req *req,
     c->call.cb = cache_call_done;
     c->call.data = c;
     /* op key/value point into msg, which lives until the reply. */
-    cache_svc_submit(r->groups[g], &c->call);
+    cache_svc_submit_until(r->groups[g], &c->call,
+                           rpc_server_req_deadline(req));
 }
 
 /* The progress texts of the status reply being built: the reply is packed
@@ -599,7 +622,7 @@ static void handle_meta(struct node_rpc *r, struct rpc_server_req *req,
     c->req = req;
     c->call.cb = meta_call_done;
     c->call.data = c;
-    meta_svc_submit(r->meta, &c->call);
+    meta_svc_submit_until(r->meta, &c->call, rpc_server_req_deadline(req));
 }
 
 struct rpc_meta_watch {
@@ -983,9 +1006,7 @@ static void on_request(void *data, struct rpc_server_req *req,
     if (deadline != 0 && clock_mono_ms() >= deadline) {
         log_debug("rpc: request %" PRIu64 " expired before it started",
                   msg->id);
-        reply_code(req, OUTCOME_UNAVAILABLE,
-                   "deadline passed before the request started: not "
-                   "executed");
+        reply_expired(req, "before the request started");
         return;
     }
     switch (msg->body_case) {

@@ -104,6 +104,10 @@ enum outcome svc_outcome(int rgroup_status, bool closing)
             return OUTCOME_CLOSING;
         case RGROUP_ETOOBIG:
             return OUTCOME_TOO_LARGE;
+        case RGROUP_EFULL:
+            return OUTCOME_BUSY;
+        case RGROUP_EEXPIRED:
+            return OUTCOME_EXPIRED;
         default:
             return OUTCOME_UNAVAILABLE;
     }

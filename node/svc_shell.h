@@ -48,7 +48,8 @@ int svc_shell_start(struct svc_shell *sh, uv_loop_t *loop,
 
 /* The outcome of a command that rgroup_submit refused or that completed
  * with @rgroup_status (an RGROUP_* code other than 0): a refusal while the
- * service closes is CLOSING, whatever raft said. */
+ * service closes is CLOSING, whatever raft said; a full queue is BUSY, a
+ * deadline passed in the queue EXPIRED (neither proposed). */
 enum outcome svc_outcome(int rgroup_status, bool closing);
 
 /* Set closing, close the handles and the group; when all are closed call

@@ -23,7 +23,10 @@ _Static_assert((int)RINGMQ__RPC_CODE__RPC_TOO_LARGE == OUTCOME_TOO_LARGE,
                "RpcCode");
 _Static_assert((int)RINGMQ__RPC_CODE__RPC_CLOSING == OUTCOME_CLOSING,
                "RpcCode");
-_Static_assert(OUTCOME__COUNT == 8, "a new outcome needs its RpcCode");
+_Static_assert((int)RINGMQ__RPC_CODE__RPC_BUSY == OUTCOME_BUSY, "RpcCode");
+_Static_assert((int)RINGMQ__RPC_CODE__RPC_EXPIRED == OUTCOME_EXPIRED,
+               "RpcCode");
+_Static_assert(OUTCOME__COUNT == 10, "a new outcome needs its RpcCode");
 
 /* A partial-frame buffer larger than this is released after its frame
  * instead of being kept for the next one. */

@@ -6,6 +6,8 @@
  *   rgroup_submit ──> queue (FIFO, cmd->next) ──flush──> batch ──raft_apply──>
  *                     (+ uv_idle while flushable)        (one RaftBatch entry,
  *                                                         in-flight list)
+ *        | bound reached: RGROUP_EFULL        | deadline passed:
+ *        v (max_queued_cmds/bytes)            v done list, RGROUP_EEXPIRED
  *   raft applies the entry on every replica ──> rfsm_apply
  * ──claim(proposer,seq)──> rgroup_fsm.apply(cmd_i, mine_i) for each command,
  * batch marked applied raft_apply cb ──> batch moved to the done list (status 0
@@ -104,11 +106,15 @@ struct rgroup {
 
     size_t max_entry_bytes;
     unsigned max_inflight;
+    unsigned max_queued_cmds;
+    size_t max_queued_bytes;
     uint64_t proposer; /* random per process lifetime */
     uint64_t seq;      /* last batch sequence number used */
 
     struct rgroup_cmd *q_head, *q_tail; /* submitted, not yet proposed */
     size_t q_len;
+    size_t q_bytes;    /* payload bytes queued (admission bound) */
+    size_t q_deadlines; /* queued commands that have a deadline */
     struct rgroup_batch *fl_head, *fl_tail; /* raft_apply in flight */
     unsigned n_inflight;
     struct rgroup_batch *done_head, *done_tail; /* callbacks to deliver */
@@ -201,6 +207,8 @@ static void fail_queue(struct rgroup *g, int status)
     g->q_head = NULL;
     g->q_tail = NULL;
     g->q_len = 0;
+    g->q_bytes = 0;
+    g->q_deadlines = 0;
     push_done(g, b, status);
 }
 
@@ -302,9 +310,67 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
     push_done(g, b, b->applied ? RGROUP_OK : RGROUP_EUNKNOWN);
 }
 
+/* A command leaves the queue (proposed or dropped). */
+static void dequeued(struct rgroup *g, const struct rgroup_cmd *c)
+{
+    g->q_len--;
+    g->q_bytes -= c->len;
+    if (c->deadline_ms != 0) {
+        g->q_deadlines--;
+    }
+}
+
+/* Drop the queued commands whose deadline has passed: their senders gave
+ * up, and a command proposed after its sender was told it failed could
+ * apply behind the sender's back (docs/consistency.md, "Timed-out
+ * requests"). They complete RGROUP_EEXPIRED, together, in queue order. */
+static void drop_expired(struct rgroup *g)
+{
+    struct rgroup_cmd **link = &g->q_head;
+    struct rgroup_cmd *prev = NULL;
+    struct rgroup_cmd *c;
+    struct rgroup_batch *b = NULL;
+    struct rgroup_cmd **b_tail = NULL;
+    uint64_t now;
+
+    if (g->q_deadlines == 0) {
+        return;
+    }
+    now = clock_mono_ms();
+    while ((c = *link) != NULL) {
+        if (c->deadline_ms == 0 || c->deadline_ms > now) {
+            prev = c;
+            link = &c->next;
+            continue;
+        }
+        *link = c->next;
+        if (g->q_tail == c) {
+            g->q_tail = prev;
+        }
+        dequeued(g, c);
+        c->next = NULL;
+        if (b == NULL) {
+            b = xcalloc(1, sizeof *b);
+            b->g = g;
+            b_tail = &b->head;
+        }
+        *b_tail = c;
+        b_tail = &c->next;
+        b->n++;
+    }
+    if (b != NULL) {
+        log_debug("raft group %s: %zu queued command(s) expired unproposed",
+                  g->name, b->n);
+        push_done(g, b, RGROUP_EEXPIRED);
+    }
+}
+
 /* Propose queued commands, one batch per raft_apply, while slots are free. */
 static void flush(struct rgroup *g)
 {
+    if (flushable(g)) {
+        drop_expired(g);
+    }
     while (flushable(g)) {
         struct rgroup_batch *b = xcalloc(1, sizeof *b);
         struct rgroup_cmd *last;
@@ -317,17 +383,18 @@ static void flush(struct rgroup *g)
         b->head = g->q_head;
         b->n = 1;
         last = g->q_head;
+        dequeued(g, last);
         while (last->next != NULL &&
                size + rfsm_cmd_size(last->next->len) <= g->max_entry_bytes) {
             size += rfsm_cmd_size(last->next->len);
             last = last->next;
+            dequeued(g, last);
             b->n++;
         }
         g->q_head = last->next;
         if (g->q_head == NULL) {
             g->q_tail = NULL;
         }
-        g->q_len -= b->n;
         last->next = NULL;
         b->seq = ++g->seq;
 
@@ -840,6 +907,11 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
         cfg->max_entry_bytes ? cfg->max_entry_bytes : DEFAULT_MAX_ENTRY_BYTES;
     g->max_inflight =
         cfg->max_inflight ? cfg->max_inflight : DEFAULT_MAX_INFLIGHT;
+    g->max_queued_cmds = cfg->max_queued_cmds ? cfg->max_queued_cmds
+                                              : RGROUP_MAX_QUEUED_CMDS_DEFAULT;
+    g->max_queued_bytes = cfg->max_queued_bytes
+                              ? cfg->max_queued_bytes
+                              : RGROUP_MAX_QUEUED_BYTES_DEFAULT;
     g->proposer = random_id_nonzero();
     rmember_init(&g->member, &g->raft, g->name, g->id, member_wake, g);
 
@@ -983,6 +1055,13 @@ int rgroup_submit(struct rgroup *g, struct rgroup_cmd *cmd)
     if (!g->ready || raft_state(&g->raft) != RAFT_LEADER) {
         return RGROUP_ENOTLEADER;
     }
+    /* Admission control: entries that do not commit (a slow disk,
+     * followers that do not answer) must not grow the queue without
+     * bound. An empty queue takes any command that fits an entry. */
+    if (g->q_len >= g->max_queued_cmds ||
+        (g->q_len > 0 && g->q_bytes + cmd->len > g->max_queued_bytes)) {
+        return RGROUP_EFULL;
+    }
     cmd->next = NULL;
     if (g->q_tail != NULL) {
         g->q_tail->next = cmd;
@@ -991,6 +1070,10 @@ int rgroup_submit(struct rgroup *g, struct rgroup_cmd *cmd)
     }
     g->q_tail = cmd;
     g->q_len++;
+    g->q_bytes += cmd->len;
+    if (cmd->deadline_ms != 0) {
+        g->q_deadlines++;
+    }
     update_idle(g);
     return RGROUP_OK;
 }
@@ -1085,6 +1168,8 @@ void rgroup_status(const struct rgroup *g, struct rgroup_status *out)
     out->snapshots_restored = g->fsm.snapshots_restored;
     out->batches_proposed = g->batches_proposed;
     out->cmds_proposed = g->cmds_proposed;
+    out->queued_cmds = g->q_len;
+    out->queued_bytes = g->q_bytes;
     out->leader_changes = g->leader_changes;
 }
 

@@ -42,7 +42,11 @@
  *                      a request id and apply should be idempotent;
  *   RGROUP_ECLOSING    queued when rgroup_close() was called;
  *   RGROUP_EIO         raft refused the batch (raft_apply error other than
- *                      not-leader) or out of memory: never proposed.
+ *                      not-leader) or out of memory: never proposed;
+ *   RGROUP_EEXPIRED    its deadline (cmd->deadline_ms) passed while it was
+ *                      queued: dropped before batching, never proposed.
+ *                      Its callback may come before those of earlier
+ *                      commands still in flight.
  *
  * Process requirement: raft's TCP transport writes to peers that may have
  * gone away; the process must ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)).
@@ -75,6 +79,12 @@ struct rgroup_config {
     unsigned snapshot_trailing;  /* entries; 0 = 2048 */
     size_t max_entry_bytes;      /* batch size cap; 0 = 4 MiB */
     unsigned max_inflight;       /* raft_apply calls in flight; 0 = 16 */
+    /* Admission bound on the commands queued behind those in flight (not
+     * yet proposed): rgroup_submit refuses with RGROUP_EFULL beyond
+     * either. 0 = RGROUP_MAX_QUEUED_CMDS_DEFAULT /
+     * RGROUP_MAX_QUEUED_BYTES_DEFAULT. */
+    unsigned max_queued_cmds;
+    size_t max_queued_bytes;
     /* A pristine data directory is not bootstrapped with @members: the
      * replica waits, with no configuration, until a leader adds it
      * (rgroup_add_voter there). For members added to a running group: a
@@ -82,6 +92,12 @@ struct rgroup_config {
      * group's. Ignored when the directory has state. */
     bool join;
 };
+
+/* A leader whose entries do not commit (a slow disk, followers that do
+ * not answer) keeps at most this much waiting to be proposed, besides
+ * max_inflight entries of at most max_entry_bytes in flight. */
+#define RGROUP_MAX_QUEUED_CMDS_DEFAULT 4096u
+#define RGROUP_MAX_QUEUED_BYTES_DEFAULT ((size_t)64 << 20)
 
 #define RGROUP_PROGRESS_LEN 256
 
@@ -99,6 +115,8 @@ struct rgroup_status {
     uint64_t snapshots_restored;
     uint64_t batches_proposed; /* entries this replica proposed */
     uint64_t cmds_proposed;    /* commands in them (group commit ratio) */
+    uint64_t queued_cmds;      /* submitted, waiting to be proposed */
+    uint64_t queued_bytes;     /* their payload bytes (admission bound) */
     uint64_t leader_changes;   /* times the known leader changed
                                   (a new (leader id, term) pair seen) */
     uint64_t last_stored; /* highest entry raft counts as persisted here: a
@@ -124,8 +142,9 @@ struct rgroup *rgroup_new(uv_loop_t *loop, const struct rgroup_config *cfg,
                           size_t errlen);
 
 /* Queue @cmd for the next batch. 0, or RGROUP_ENOTLEADER / ECLOSING /
- * ETOOBIG without calling cb. Commands submitted on one replica are applied
- * in submission order. */
+ * ETOOBIG / EFULL (max_queued_cmds or max_queued_bytes reached: admission
+ * control, the caller answers "busy") without calling cb. Commands
+ * submitted on one replica are applied in submission order. */
 int rgroup_submit(struct rgroup *g, struct rgroup_cmd *cmd);
 
 /* The group's clock: what a batch proposed now would be stamped with

@@ -31,9 +31,14 @@ enum {
     RGROUP_EBUSY = -7,      /* another membership change is in progress */
     RGROUP_ECATCHUP = -8,   /* the new member did not catch up in time
                                (down, unreachable or too far behind) */
-    RGROUP_ESELF = -9       /* the leader was asked to remove itself: it
+    RGROUP_ESELF = -9,      /* the leader was asked to remove itself: it
                                hands leadership to another voter; ask the
                                next leader */
+    RGROUP_EFULL = -10,     /* the queue of commands waiting to be proposed
+                               is at its bound: nothing proposed, ask again
+                               later */
+    RGROUP_EEXPIRED = -11   /* the command's deadline passed while it was
+                               queued: nothing proposed */
 };
 
 #define RGROUP_MAX_MEMBERS 9
@@ -50,6 +55,10 @@ struct rgroup_cmd {
     size_t len;
     rgroup_cmd_cb cb;    /* status 0: applied (fsm saw it with mine = this) */
     void *data;          /* caller's */
+    /* clock_mono_ms() after which proposing it is pointless (its sender
+     * has given up): still queued then, it completes RGROUP_EEXPIRED
+     * instead. 0 = none. */
+    uint64_t deadline_ms;
     /* private */
     struct rgroup_cmd *next;
 };

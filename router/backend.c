@@ -267,7 +267,9 @@ static void resume_parked(struct leader_req *lq)
  * the request deadline; one whose outcome is unknown (timeout, connection
  * lost after sending, RPC_UNAVAILABLE) only for GET, which is idempotent:
  * every other op completes with OUTCOME_UNAVAILABLE (memcached clients see
- * SERVER_ERROR). Not retried at all: WRONG_EPOCH (our map is stale:
+ * SERVER_ERROR). A BUSY shard (admission control) is retried by the engine
+ * with an exponential backoff; one still BUSY when the deadline comes
+ * completes OUTCOME_BUSY. Not retried at all: WRONG_EPOCH (our map is stale:
  * retrying cannot help; UNAVAILABLE plus a warning) and BAD_REQUEST.
  */
 static void answered(struct breq *r, const Ringmq__RpcResponse *resp)
@@ -299,6 +301,10 @@ static void answered(struct breq *r, const Ringmq__RpcResponse *resp)
             return;
         case OUTCOME_BAD_REQUEST:
             fail(r, OUTCOME_BAD_REQUEST);
+            return;
+        case OUTCOME_BUSY:
+            /* the engine's retries with backoff ran out of time */
+            fail(r, OUTCOME_BUSY);
             return;
         case OUTCOME_WRONG_EPOCH:
             now = uv_now(r->b->loop);

@@ -29,7 +29,8 @@
  *
  * What may be retried without applying a write twice: a request the node
  * certainly did not execute is retried for every op until the request
- * deadline (a refused connection: on the next member at once); a request
+ * deadline (a refused connection: on the next member at once; RPC_BUSY:
+ * after a backoff that doubles); a request
  * whose outcome is unknown (timeout, connection lost after sending,
  * RPC_UNAVAILABLE) is retried only for GET, and completes with
  * OUTCOME_UNAVAILABLE for writes.
@@ -37,7 +38,9 @@
  * Errors: backend_new() returns NULL with a reason in @errmsg. An op that
  * gets no answer from the cache completes with call->outcome (sm/outcome.h)
  * other than OK, never an error code: UNAVAILABLE (deadline, outcome
- * unknown, stale epoch), CLOSING (submitted after backend_close), BAD_REQUEST
+ * unknown, stale epoch), BUSY (the shard's leader refused it with RPC_BUSY,
+ * admission control, until the deadline was too close for another retry:
+ * never executed), CLOSING (submitted after backend_close), BAD_REQUEST
  * (the node refused the request), TOO_LARGE (it does not fit in an RPC
  * frame).
  *

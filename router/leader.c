@@ -17,6 +17,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/random_id.h"
 #include "proto/rpc_frame.h"
 
 #define RETRY_BACKOFF_MS_DEFAULT 30
@@ -358,6 +359,33 @@ static void end(struct leader_req *q,
     q->group->e->cfg.ops->done(q, how, err, resp);
 }
 
+/* The leader is busy (@resp): nothing was proposed, so every request may
+ * be sent again, after a backoff that doubles with each BUSY answer it
+ * got. No point waiting past the deadline: the caller gets the answer. */
+static void retry_busy(struct leader_req *q, const Ringmq__RpcResponse *resp)
+{
+    struct leader_engine *e = q->group->e;
+    uint64_t delay = e->cfg.retry_backoff_ms;
+    uint64_t jitter;
+    unsigned i;
+
+    for (i = 0; i < q->busy && delay < LEADER_BUSY_BACKOFF_MAX_MS; i++) {
+        delay *= 2;
+    }
+    if (delay > LEADER_BUSY_BACKOFF_MAX_MS) {
+        delay = LEADER_BUSY_BACKOFF_MAX_MS;
+    }
+    random_bytes(&jitter, sizeof(jitter));
+    delay = delay - delay / 2 + jitter % (delay / 2 + 1);
+    q->busy++;
+    if (uv_now(e->loop) + delay >= q->deadline) {
+        end(q, LEADER_ANSWERED, 0, resp);
+        return;
+    }
+    q->group->counters.retries++;
+    wait_for(q, delay);
+}
+
 /* The outcome of @q's attempt is unknown (@err or @resp says why). */
 static void maybe_applied(struct leader_req *q,
                           int err,
@@ -433,6 +461,12 @@ static void on_reply(void *data, int status, const Ringmq__RpcResponse *resp)
             return;
         case OUTCOME_UNAVAILABLE:
             maybe_applied(q, 0, resp);
+            return;
+        case OUTCOME_BUSY:
+            if (same) {
+                member_node(g, asked)->not_leader_until = 0; /* it leads */
+            }
+            retry_busy(q, resp);
             return;
         default:
             if (same && rpc_outcome(resp->code) == OUTCOME_OK) {

@@ -53,6 +53,16 @@
  *                        was written: at once or after the backoff
  *                        (leader_config.unsent_retry_at_once)
  *
+ *   busy (nothing was proposed: the leader's group has too much waiting to
+ *   be proposed, raft/group.h admission control) -> retried, every
+ *   request, after an exponential backoff (leader_config.retry_backoff_ms,
+ *   doubled at each BUSY answer up to LEADER_BUSY_BACKOFF_MAX_MS,
+ *   each wait drawn between its half and its whole so that the requests
+ *   refused together do not come back together); when the next retry
+ *   would be due at or after the deadline the request ends at once,
+ *   LEADER_ANSWERED with that answer, for the caller to report "busy":
+ *     RPC_BUSY
+ *
  *   maybe applied (the outcome is unknown) -> retried after the backoff only
  *   for requests started with may_retry_maybe_applied (idempotent ones: a
  *   cache GET), otherwise the request ends LEADER_MAYBE_APPLIED:
@@ -119,6 +129,8 @@
 /* How long a node found dead is skipped and its name in hints ignored.
  * Nodes restart in a second or two; an election takes about as long. */
 #define LEADER_NODE_DOWN_MS 1000
+/* The longest wait between two attempts of a request answered BUSY. */
+#define LEADER_BUSY_BACKOFF_MAX_MS 1000
 /* Group names: a shard name plus a suffix such as ".mq". */
 #define LEADER_GROUP_NAME_MAX (CLUSTER_NAME_MAX + 8)
 
@@ -174,6 +186,7 @@ struct leader_req {
     unsigned gen; /* the group's membership generation at the attempt */
     bool may_retry_maybe_applied;
     unsigned hops; /* retries at once in a row */
+    unsigned busy; /* BUSY answers so far (each doubles the backoff) */
     uint64_t deadline;
     uint64_t due; /* uv_now() of the retry, while waiting */
     void (*resume)(struct leader_req *q); /* instead of the attempt */

@@ -77,6 +77,7 @@ struct conn {
     uint64_t partial_since; /* ... whose first bytes date from this */
     unsigned refs;
     unsigned inflight; /* unanswered requests */
+    size_t inflight_bytes; /* their frames' (decompressed) sizes */
     size_t unsent;     /* bytes in out + in writes in flight */
     struct rpc_frame_decoder dec;
     struct buf out; /* encoded replies not yet handed to uv_write */
@@ -88,6 +89,7 @@ struct rpc_server_req {
     Ringmq__RpcRequest *msg;
     uint64_t id;
     uint64_t deadline; /* clock_mono_ms(), 0: none */
+    size_t bytes;      /* counted in conn->inflight_bytes */
 };
 
 struct wreq {
@@ -142,6 +144,7 @@ static void conn_update_reading(struct conn *c)
         return;
     }
     want = c->inflight < c->s->cfg.max_inflight &&
+           c->inflight_bytes < c->s->cfg.max_inflight_bytes &&
            c->unsent < c->s->cfg.max_unsent;
     if (want && !c->reading) {
         rv = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
@@ -294,6 +297,7 @@ void rpc_server_reply(struct rpc_server_req *req,
         }
     }
     c->inflight--;
+    c->inflight_bytes -= req->bytes;
     conn_update_reading(c);
     ringmq__rpc_request__free_unpacked(req->msg, NULL);
     free(req);
@@ -381,6 +385,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
         req->conn = c;
         req->msg = msg;
         req->id = msg->id;
+        req->bytes = frame.len;
         req->deadline =
             msg->budget_ms == 0
                 ? 0
@@ -388,6 +393,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
         c->partial = false;
         c->refs++;
         c->inflight++;
+        c->inflight_bytes += req->bytes;
         c->s->cb(c->s->data, req, msg);
     }
     conn_update_reading(c);
@@ -563,10 +569,13 @@ struct rpc_server *rpc_server_new(uv_loop_t *loop,
         s->cfg.max_connections = 1024;
     }
     if (s->cfg.max_inflight == 0) {
-        s->cfg.max_inflight = 65536;
+        s->cfg.max_inflight = RPC_SERVER_MAX_INFLIGHT_DEFAULT;
+    }
+    if (s->cfg.max_inflight_bytes == 0) {
+        s->cfg.max_inflight_bytes = RPC_SERVER_MAX_INFLIGHT_BYTES_DEFAULT;
     }
     if (s->cfg.max_unsent == 0) {
-        s->cfg.max_unsent = (size_t)64 << 20;
+        s->cfg.max_unsent = RPC_SERVER_MAX_UNSENT_DEFAULT;
     }
     s->port = bound_port(fd);
     uv_tcp_init(loop, &s->listener);

@@ -19,7 +19,12 @@
  * undecodable protobuf) close that connection only, with a logged reason.
  *
  * Backpressure: a connection stops reading while it has too many requests
- * unanswered or too many reply bytes unsent, and resumes below the limits.
+ * unanswered, too many request bytes unanswered or too many reply bytes
+ * unsent, and resumes below the limits. What a connection holds is thus
+ * bounded by about max_inflight_bytes + max_unsent, plus what one read
+ * brings beyond them (a read buffer's frames, and one frame of up to
+ * max_frame being received); requests are admitted whole, so a single one
+ * larger than a limit still passes, alone.
  *
  * Everything runs on the loop thread.
  */
@@ -53,9 +58,19 @@ struct rpc_server_config {
     size_t max_frame;         /* 0 = RPC_FRAME_MAX_DEFAULT */
     size_t compress_min;      /* 0 = RPC_FRAME_COMPRESS_MIN_DEFAULT */
     unsigned max_connections; /* 0 = 1024; extra connections are closed */
-    unsigned max_inflight;    /* per connection, 0 = 65536 */
-    size_t max_unsent;        /* reply bytes queued per conn, 0 = 64 MiB */
+    /* Per connection; 0 = the defaults below. */
+    unsigned max_inflight;     /* unanswered requests */
+    size_t max_inflight_bytes; /* their (decompressed) frame bytes */
+    size_t max_unsent;         /* reply bytes queued */
 };
+
+/* A router sends all its requests to a node over one connection: the
+ * count leaves room for its pipelined clients and its long polls (one per
+ * waiting AMQP consumer); the byte bounds are what keeps a node's memory
+ * bounded when its groups stop taking writes (docs/configuration.md). */
+#define RPC_SERVER_MAX_INFLIGHT_DEFAULT 16384u
+#define RPC_SERVER_MAX_INFLIGHT_BYTES_DEFAULT ((size_t)32 << 20)
+#define RPC_SERVER_MAX_UNSENT_DEFAULT ((size_t)16 << 20)
 
 /*
  * Binds and listens. @loop is borrowed until the close callback; @cfg is

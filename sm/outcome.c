@@ -12,6 +12,8 @@ const char *outcome_name(enum outcome o)
         [OUTCOME_WRONG_EPOCH] = "wrong epoch",
         [OUTCOME_TOO_LARGE] = "too large",
         [OUTCOME_CLOSING] = "closing",
+        [OUTCOME_BUSY] = "busy",
+        [OUTCOME_EXPIRED] = "expired",
     };
 
     if ((unsigned)o >= OUTCOME__COUNT) {

@@ -8,7 +8,8 @@
  *
  * Only OUTCOME_OK says the command was applied. OUTCOME_UNAVAILABLE is the
  * one outcome after which the command may have been applied (proposed, then
- * leadership was lost); every other one means nothing was proposed.
+ * leadership was lost); every other one means nothing was proposed, so a
+ * BUSY command may be sent again (after a pause) as it is.
  */
 #ifndef RINGMQ_OUTCOME_H
 #define RINGMQ_OUTCOME_H
@@ -23,6 +24,11 @@ enum outcome {
     OUTCOME_WRONG_EPOCH = 5, /* the key is not this shard's at that epoch */
     OUTCOME_TOO_LARGE = 6,   /* larger than the group's entry limit */
     OUTCOME_CLOSING = 7,     /* the service is shutting down */
+    OUTCOME_BUSY = 8,        /* admission control: the group has too much
+                                waiting to be proposed (raft/group.h,
+                                RGROUP_EFULL); try again later */
+    OUTCOME_EXPIRED = 9,     /* the request's deadline passed while its
+                                command waited to be proposed */
     OUTCOME__COUNT
 };
 

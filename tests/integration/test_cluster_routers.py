@@ -20,6 +20,7 @@ import time
 
 import memcache
 from pymemcache.client.base import Client
+from pymemcache.exceptions import MemcacheServerError
 
 import ringmq_test as rt
 
@@ -117,6 +118,13 @@ class LocalCluster:
             elif len(f) >= 5:
                 rows.append((f[0], int(f[2]), f[4], 0, 0, ""))
         return rows
+
+    def wait_nodes_ready(self):
+        """Every node's /readyz says it serves (its groups have leaders)."""
+        for node in range(1, 7):
+            rt.wait_until(lambda: http_get(9200 + node + self.off,
+                                           "/readyz")[0] == 200,
+                          30, "node %d /readyz" % node)
 
     def leader_of(self, shard):
         for s, node, state, _, _, _ in self.replicas():
@@ -282,6 +290,14 @@ def test_kill_shard_leader_and_router():
     c.close()
     rt.check(not lost, "%d acknowledged writes lost, e.g. %r" % (len(lost), lost[:5]))
     lc.down()
+
+
+def set_ok(c, key, value):
+    """A pymemcache set that says False for a SERVER_ERROR."""
+    try:
+        return c.set(key, value, noreply=False)
+    except MemcacheServerError:
+        return False
 
 
 def http_get(port, path):

@@ -26,21 +26,12 @@ REQUEST_TIMEOUT_MS = 1000
 os.environ["RINGMQ_NODE_FLAGS"] = "--election-ms %d" % ELECTION_MS
 os.environ["RINGMQ_ROUTER_FLAGS"] = "--request-timeout %d" % REQUEST_TIMEOUT_MS
 
-from test_cluster_routers import LocalCluster, http_get, owners  # noqa: E402
-
-
-def set_ok(c, key, value):
-    try:
-        return c.set(key, value, noreply=False)
-    except MemcacheServerError:
-        return False
+from test_cluster_routers import LocalCluster, owners, set_ok  # noqa: E402
 
 
 def test_write_reported_failed_is_not_applied_after_a_pause():
     lc = LocalCluster().up()
-    for node in range(1, 7):
-        rt.wait_until(lambda: http_get(9200 + node + lc.off, "/readyz")[0]
-                      == 200, 30, "node %d /readyz" % node)
+    lc.wait_nodes_ready()
     keys = [k for k in ("k%d" % i for i in range(200))
             if owners(lc, [k])[k] == "s2"][:2]
     key, other = keys

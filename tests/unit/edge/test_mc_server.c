@@ -153,6 +153,10 @@ static void fake_apply(struct fake *f, struct cache_call *call)
         call->outcome = OUTCOME_CLOSING;
         return;
     }
+    if (key_is(op, "busy")) {
+        call->outcome = OUTCOME_BUSY;
+        return;
+    }
     /* refusals of the op by a router's backend, not by the cache */
     if (key_is(op, "refused")) {
         call->outcome = OUTCOME_BAD_REQUEST;
@@ -731,6 +735,10 @@ static void run_basic_script(int port)
     cl_sends(fd, "get unavail\r\nget a notleader\r\n");
     cl_expect(fd, "SERVER_ERROR temporarily unavailable\r\n"
                   "SERVER_ERROR not leader\r\n");
+    /* a shard refusing writes to bound its memory (admission control) */
+    cl_sends(fd, "set busy 0 0 1\r\nx\r\nget busy\r\n");
+    cl_expect(fd, "SERVER_ERROR out of memory\r\n"
+                  "SERVER_ERROR out of memory\r\n");
     cl_sends(fd, "set nomem 0 0 1\r\nx\r\nset toolarge 0 0 1\r\nx\r\n");
     cl_expect(fd, "SERVER_ERROR out of memory storing object\r\n"
                   "SERVER_ERROR object too large for cache\r\n");

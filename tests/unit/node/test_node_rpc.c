@@ -75,7 +75,14 @@ static bool all_closed(void *arg)
     return ((struct fx *)arg)->closing == 0;
 }
 
-static int setup(void **state)
+/* The group's own limits for a test (raft/group.h; 0 = defaults). */
+struct limits {
+    unsigned max_inflight;
+    size_t max_entry_bytes;
+    unsigned max_queued_cmds;
+};
+
+static int setup_with(void **state, const struct limits *lim)
 {
     struct fx *f = calloc(1, sizeof(*f));
     struct rgroup_config g;
@@ -87,6 +94,9 @@ static int setup(void **state)
     smc.mem_limit = 8 << 20;
     smc.item_size_max = 1 << 20;
     svc_env_group(&f->env, &g, "s0", 0);
+    g.max_inflight = lim->max_inflight;
+    g.max_entry_bytes = lim->max_entry_bytes;
+    g.max_queued_cmds = lim->max_queued_cmds;
     f->svc = cache_svc_new(&f->env.loop, &g, &smc, false, err, sizeof(err));
     assert_non_null(f->svc);
     assert_true(svc_env_run_until(&f->env, svc_leads, f->svc, WAIT_MS));
@@ -116,6 +126,32 @@ static int setup(void **state)
     return 0;
 }
 
+static int setup(void **state)
+{
+    static const struct limits defaults;
+
+    return setup_with(state, &defaults);
+}
+
+/* One batch in flight at a time, and room for one write of VALUE_LEN
+ * bytes per entry, not two: a second write waits in the group's queue. */
+#define VALUE_LEN 600
+static int setup_one_slot(void **state)
+{
+    static const struct limits one = {.max_inflight = 1,
+                                      .max_entry_bytes = 1024};
+
+    return setup_with(state, &one);
+}
+
+/* Room for one command waiting to be proposed. */
+static int setup_one_queued(void **state)
+{
+    static const struct limits one = {.max_queued_cmds = 1};
+
+    return setup_with(state, &one);
+}
+
 static int teardown(void **state)
 {
     struct fx *f = *state;
@@ -130,24 +166,34 @@ static int teardown(void **state)
     return 0;
 }
 
-static void encode_op(struct buf *out, enum cache_op_type type,
-                      const char *key, uint32_t budget_ms)
+/* Appends the request to @out (initialised by the caller). */
+static void encode_op_id(struct buf *out, uint64_t id, enum cache_op_type type,
+                         const char *key, size_t value_len, uint32_t budget_ms)
 {
+    static uint8_t value[VALUE_LEN];
     Ringmq__RpcRequest req = RINGMQ__RPC_REQUEST__INIT;
     Ringmq__CacheOp op = RINGMQ__CACHE_OP__INIT;
 
+    assert_true(value_len <= sizeof(value));
+    memset(value, 'v', sizeof(value));
     op.type = type;
     op.key.data = (uint8_t *)key;
     op.key.len = strlen(key);
-    op.value.data = (uint8_t *)"v";
-    op.value.len = type == CACHE_OP_SET ? 1 : 0;
-    req.id = 7;
+    op.value.data = value;
+    op.value.len = type == CACHE_OP_SET ? value_len : 0;
+    req.id = id;
     req.group = "s0";
     req.budget_ms = budget_ms;
     req.body_case = RINGMQ__RPC_REQUEST__BODY_CACHE;
     req.cache = &op;
-    buf_init(out);
     assert_int_equal(rpc_frame_encode_request(out, &req, 0, 0), 0);
+}
+
+static void encode_op(struct buf *out, enum cache_op_type type,
+                      const char *key, uint32_t budget_ms)
+{
+    buf_init(out);
+    encode_op_id(out, 7, type, key, 1, budget_ms);
 }
 
 static void send_op(struct fx *f, enum cache_op_type type, const char *key,
@@ -291,6 +337,138 @@ static void budget_counts_from_the_first_bytes(void **state)
     assert_int_equal(call_ok(f, CACHE_OP_GET, "e", 0), CACHE_NOT_FOUND);
 }
 
+/* Reads @n replies, in whatever order and writes they come, into
+ * @resp[id - 1] (ids 1..@n). */
+static void recv_replies(struct fx *f, Ringmq__RpcResponse **resp, unsigned n)
+{
+    struct rpc_frame_decoder dec;
+    unsigned got = 0;
+
+    memset(resp, 0, n * sizeof(*resp));
+    rpc_frame_decoder_init(&dec, 0);
+    while (got < n) {
+        char b[4096];
+        size_t off = 0;
+        ssize_t len;
+
+        assert_true(node_runs_until_readable(f));
+        len = read(f->fd, b, sizeof(b));
+        assert_true(len > 0);
+        while (off < (size_t)len) {
+            struct rpc_frame frame;
+            Ringmq__RpcResponse *r;
+            size_t used;
+            int rv = rpc_frame_decoder_feed(&dec, b + off, (size_t)len - off,
+                                            &used, &frame);
+
+            assert_true(rv >= 0);
+            off += used;
+            if (rv == 0) {
+                break;
+            }
+            r = ringmq__rpc_response__unpack(NULL, frame.len, frame.payload);
+            assert_non_null(r);
+            assert_true(r->id >= 1 && r->id <= n && resp[r->id - 1] == NULL);
+            resp[r->id - 1] = r;
+            got++;
+        }
+    }
+    rpc_frame_decoder_close(&dec);
+}
+
+static void free_replies(Ringmq__RpcResponse **resp, unsigned n)
+{
+    unsigned i;
+
+    for (i = 0; i < n; i++) {
+        ringmq__rpc_response__free_unpacked(resp[i], NULL);
+    }
+}
+
+/* Two writes in one TCP write: the node reads (and dispatches) both in
+ * one read on loopback, before the group proposes anything. */
+static void send_two_writes(struct fx *f, uint32_t second_budget_ms)
+{
+    struct buf out;
+
+    buf_init(&out);
+    encode_op_id(&out, 1, CACHE_OP_SET, "x", VALUE_LEN, 0);
+    encode_op_id(&out, 2, CACHE_OP_SET, "y", VALUE_LEN, second_budget_ms);
+    assert_int_equal(write(f->fd, out.data, out.len), (ssize_t)out.len);
+    buf_free(&out);
+}
+
+struct stall {
+    struct fx *f;
+    uv_prepare_t prepare;
+    bool done;
+};
+
+/* Once a command waits in the group's queue (the other one in flight),
+ * the node's loop stands still (a slow disk's write would hold the slot
+ * as long) past that command's deadline. */
+static void stall_while_queued(uv_prepare_t *h)
+{
+    struct stall *s = h->data;
+    struct cache_svc_status st;
+
+    cache_svc_status(s->f->svc, &st, false);
+    if (!s->done && st.raft.queued_cmds > 0) {
+        s->done = true;
+        usleep(PAUSE_MS * 1000);
+    }
+}
+
+/* A write queued behind a batch in flight whose deadline passes before
+ * it is proposed is dropped: answered UNAVAILABLE "not executed", never
+ * applied; the write in flight is applied. */
+static void queued_write_expires_unproposed(void **state)
+{
+    struct fx *f = *state;
+    struct stall s = {.f = f};
+    Ringmq__RpcResponse *resp[2];
+    uint64_t before = cmds_proposed(f);
+
+    uv_prepare_init(&f->env.loop, &s.prepare);
+    s.prepare.data = &s;
+    uv_prepare_start(&s.prepare, stall_while_queued);
+    send_two_writes(f, PAUSE_MS / 2);
+    recv_replies(f, resp, 2);
+    uv_close((uv_handle_t *)&s.prepare, NULL);
+    svc_env_run_for(&f->env, 1); /* closed before @s goes */
+    assert_true(s.done);
+    assert_int_equal(rpc_outcome(resp[0]->code), OUTCOME_OK);
+    assert_int_equal(resp[0]->cache->status, CACHE_STORED);
+    assert_int_equal(rpc_outcome(resp[1]->code), OUTCOME_UNAVAILABLE);
+    assert_non_null(strstr(resp[1]->error, "waited to be proposed"));
+    assert_non_null(strstr(resp[1]->error, "not executed"));
+    free_replies(resp, 2);
+    assert_int_equal(cmds_proposed(f), before + 1);
+    assert_int_equal(call_ok(f, CACHE_OP_GET, "y", 0), CACHE_NOT_FOUND);
+    assert_int_equal(call_ok(f, CACHE_OP_GET, "x", 0), CACHE_HIT);
+}
+
+/* A write beyond the group's queue bound is answered BUSY at once and
+ * never applied; the one queued is. */
+static void write_beyond_queue_bound_is_busy(void **state)
+{
+    struct fx *f = *state;
+    Ringmq__RpcResponse *resp[2];
+    uint64_t before = cmds_proposed(f);
+
+    send_two_writes(f, 0);
+    recv_replies(f, resp, 2);
+    assert_int_equal(rpc_outcome(resp[0]->code), OUTCOME_OK);
+    assert_int_equal(resp[0]->cache->status, CACHE_STORED);
+    assert_int_equal(rpc_outcome(resp[1]->code), OUTCOME_BUSY);
+    assert_non_null(strstr(resp[1]->error, "not executed"));
+    free_replies(resp, 2);
+    assert_int_equal(cmds_proposed(f), before + 1);
+    assert_int_equal(call_ok(f, CACHE_OP_GET, "y", 0), CACHE_NOT_FOUND);
+    /* the queue drained: taken again */
+    assert_int_equal(call_ok(f, CACHE_OP_SET, "y", 0), CACHE_STORED);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -300,6 +478,10 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(budget_counts_from_the_first_bytes,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(queued_write_expires_unproposed,
+                                        setup_one_slot, teardown),
+        cmocka_unit_test_setup_teardown(write_beyond_queue_bound_is_busy,
+                                        setup_one_queued, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 #include <uv.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "raft/fsm.h"
 #include "raft/group.h"
@@ -51,6 +52,10 @@ struct ctx {
     bool order_broken;
 };
 
+/* A slow state machine, for the next command applied here: its apply
+ * returns only once clock_mono_ms() has passed this (0 = not slow). */
+static uint64_t slow_apply_until;
+
 /* Commands proposed here carry their struct op: record where they landed. */
 static void group_on_mine(struct tsm *t, struct rgroup_cmd *mine, uint32_t v)
 {
@@ -58,6 +63,10 @@ static void group_on_mine(struct tsm *t, struct rgroup_cmd *mine, uint32_t v)
 
     assert_int_equal(o->val, v);
     o->applied_pos = t->n;
+    while (slow_apply_until != 0 && clock_mono_ms() <= slow_apply_until) {
+        usleep(1000);
+    }
+    slow_apply_until = 0;
 }
 
 static void op_cb(struct rgroup_cmd *cmd, int status)
@@ -525,6 +534,155 @@ static void test_batch_limits(void **state)
     assert_true(run_until(e, node_closed, &e->n[0], WAIT_MS));
     assert_int_equal(ops[0].calls, 0);
     free(ops);
+}
+
+/* The configuration of a single-member group (node 0) at port slot
+ * @slot, for the caller to adjust before start_ready(). */
+static void one_member(struct env *e, unsigned slot, struct rgroup_config *cfg)
+{
+    e->port0 = port_base(slot);
+    e->n_nodes = 1;
+    snprintf(e->n[0].dir, sizeof e->n[0].dir, "%s/node1", e->root);
+    config(e, cfg, 0, 1);
+}
+
+/* Start node 0 with @cfg, with an empty test state machine (the log
+ * brings back what a previous run applied), and wait until it leads. */
+static void start_ready(struct env *e, struct rgroup_config *cfg)
+{
+    free(e->n[0].sm.vals);
+    memset(&e->n[0].sm, 0, sizeof e->n[0].sm);
+    start_node(e, 0, cfg);
+    assert_true(run_until(e, is_ready, &e->n[0], WAIT_MS));
+}
+
+static bool proposed_some(struct env *e, void *arg)
+{
+    struct rgroup_status st;
+
+    (void)e;
+    rgroup_status(arg, &st);
+    return st.batches_proposed > 0;
+}
+
+static bool vals_contain(const struct tsm *t, uint32_t v)
+{
+    size_t i;
+
+    for (i = 0; i < t->n; i++) {
+        if (t->vals[i] == v) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Commands queued behind a batch in flight whose deadline passes before a
+ * slot frees are dropped, never proposed (RGROUP_EEXPIRED); the ones
+ * without a deadline, or with a later one, are proposed as usual. */
+static void test_queued_deadline(void **state)
+{
+    struct env *e = *state;
+    struct rgroup_config cfg;
+    struct rgroup_status st;
+    struct ctx c = {.want = 5};
+    struct op *ops;
+    uint64_t deadline;
+    size_t i;
+
+    one_member(e, 12, &cfg);
+    cfg.max_inflight = 1;
+    start_ready(e, &cfg);
+
+    /* ops[0] takes the only slot, and its apply outlasts the deadline of
+     * ops[1] and ops[2], so they are still queued when it passes (or, if
+     * ops[0] completed before they were submitted, already expired when
+     * they reach the head of the queue) */
+    ops = ops_new(5, 1, &c);
+    deadline = clock_mono_ms() + 100;
+    slow_apply_until = deadline;
+    assert_int_equal(rgroup_submit(e->n[0].g, &ops[0].cmd), 0);
+    assert_true(run_until(e, proposed_some, e->n[0].g, WAIT_MS));
+    ops[1].cmd.deadline_ms = deadline;
+    ops[2].cmd.deadline_ms = deadline - 50;
+    ops[4].cmd.deadline_ms = deadline + 60000;
+    for (i = 1; i < 5; i++) {
+        assert_int_equal(rgroup_submit(e->n[0].g, &ops[i].cmd), 0);
+    }
+    assert_true(run_until(e, ctx_done, &c, WAIT_MS));
+    for (i = 0; i < 5; i++) {
+        assert_int_equal(ops[i].calls, 1);
+    }
+    assert_true(clock_mono_ms() > deadline);
+    assert_int_equal(ops[0].status, 0);
+    assert_int_equal(ops[1].status, RGROUP_EEXPIRED);
+    assert_int_equal(ops[2].status, RGROUP_EEXPIRED);
+    assert_int_equal(ops[3].status, 0);
+    assert_int_equal(ops[4].status, 0);
+    assert_int_equal(e->n[0].sm.n, 3);
+    assert_false(vals_contain(&e->n[0].sm, 2));
+    assert_false(vals_contain(&e->n[0].sm, 3));
+    assert_int_equal(ops[1].applied_pos, 0);
+    assert_int_equal(ops[2].applied_pos, 0);
+    rgroup_status(e->n[0].g, &st);
+    assert_int_equal(st.cmds_proposed, 3);
+    assert_false(c.order_broken);
+    free(ops);
+    close_node(e, 0);
+}
+
+/* Admission control: beyond max_queued_cmds or max_queued_bytes waiting
+ * to be proposed, rgroup_submit refuses (RGROUP_EFULL, no callback) and
+ * nothing of the refused command is applied; once the queue drains,
+ * commands are taken again. */
+static void test_queue_bound(void **state)
+{
+    struct env *e = *state;
+    struct rgroup_config cfg;
+    struct ctx c = {.want = 3};
+    struct op *ops;
+    size_t i;
+
+    one_member(e, 13, &cfg);
+    cfg.max_queued_cmds = 3;
+    start_ready(e, &cfg);
+
+    /* the loop does not run between submits: all of them stay queued */
+    ops = ops_new(5, 1, &c);
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(rgroup_submit(e->n[0].g, &ops[i].cmd), 0);
+    }
+    assert_int_equal(rgroup_submit(e->n[0].g, &ops[3].cmd), RGROUP_EFULL);
+    assert_true(run_until(e, ctx_done, &c, WAIT_MS));
+    run_until(e, false_pred, NULL, 50);
+    assert_int_equal(ops[3].calls, 0);
+    assert_counts_up(&e->n[0].sm, 3);
+    /* drained: taken again */
+    c.want = 4;
+    assert_int_equal(rgroup_submit(e->n[0].g, &ops[4].cmd), 0);
+    assert_true(run_until(e, ctx_done, &c, WAIT_MS));
+    assert_int_equal(ops[4].status, 0);
+    assert_int_equal(e->n[0].sm.n, 4);
+    assert_false(vals_contain(&e->n[0].sm, 4));
+    close_node(e, 0);
+
+    /* the byte bound: two 4-byte commands fit in 10 bytes, a third not */
+    cfg.max_queued_cmds = 0;
+    cfg.max_queued_bytes = 10;
+    start_ready(e, &cfg);
+    free(ops);
+    c = (struct ctx){.want = 2};
+    ops = ops_new(3, 5, &c);
+    assert_int_equal(rgroup_submit(e->n[0].g, &ops[0].cmd), 0);
+    assert_int_equal(rgroup_submit(e->n[0].g, &ops[1].cmd), 0);
+    assert_int_equal(rgroup_submit(e->n[0].g, &ops[2].cmd), RGROUP_EFULL);
+    assert_true(run_until(e, ctx_done, &c, WAIT_MS));
+    run_until(e, false_pred, NULL, 50);
+    assert_int_equal(ops[2].calls, 0);
+    assert_int_equal(e->n[0].sm.n, 6);
+    assert_false(vals_contain(&e->n[0].sm, 7));
+    free(ops);
+    close_node(e, 0);
 }
 
 /* Close with commands in flight and queued: each cb exactly once. */
@@ -1026,6 +1184,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batch_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_fails_pending, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_queued_deadline, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_queue_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_three_members, setup, teardown),
         cmocka_unit_test_setup_teardown(test_members_by_host_name, setup,
                                         teardown),

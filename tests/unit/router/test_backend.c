@@ -102,6 +102,7 @@ struct fx {
     bool unavail_writes;    /* leader: RPC_UNAVAILABLE for writes */
     unsigned unavail_reads; /* leader: RPC_UNAVAILABLE for so many reads */
     bool bad_request;       /* leader: RPC_BAD_REQUEST */
+    unsigned busy_left;     /* leader: RPC_BUSY for so many requests */
     bool wrong_epoch;       /* everyone: RPC_WRONG_EPOCH */
     /* leader of shard s: every key is refused WRONG_OWNER naming
      * moved_to[s] (NULL = off) */
@@ -128,6 +129,8 @@ struct fx {
     unsigned n_items[MAX_SHARDS];
     unsigned status_polls;
     unsigned digests_asked; /* status polls that asked for digests */
+    uint64_t busy_at[64];   /* clock_mono_ms() of the first BUSY answers */
+    unsigned n_busy;
 };
 
 static struct fx *F;
@@ -224,6 +227,15 @@ static void answer(struct fake *f,
     }
     if (F->bad_request) {
         reply_code(req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST);
+        return;
+    }
+    if (F->busy_left > 0) {
+        F->busy_left--;
+        if (F->n_busy < sizeof(F->busy_at) / sizeof(F->busy_at[0])) {
+            F->busy_at[F->n_busy] = clock_mono_ms();
+        }
+        F->n_busy++;
+        reply_code(req, RINGMQ__RPC_CODE__RPC_BUSY);
         return;
     }
     if (F->moving_left[s] > 0) {
@@ -1086,6 +1098,66 @@ static void test_deadline(void **state)
     assert_true(total_cache_reqs() >= 3);
     assert_int_equal(do_op_outcome(CACHE_OP_GET, key, NULL, &t),
                      OUTCOME_UNAVAILABLE);
+}
+
+/* RPC_BUSY (admission control: nothing proposed) is retried for every op,
+ * a write included, after a backoff that doubles; the op succeeds once
+ * the leader takes it, stored once. */
+static void test_busy_retried_with_backoff(void **state)
+{
+    struct backend_shard_info si;
+    struct tcall t;
+    char key[32];
+    unsigned i;
+
+    (void)state;
+    start_backend(0);
+    key_of_shard(0, key, sizeof(key));
+    F->busy_left = 4;
+    assert_int_equal(do_op(CACHE_OP_SET, key, "v1", &t), CACHE_STORED);
+    assert_int_equal(F->n_busy, 4);
+    assert_int_equal(F->fakes[0].per_shard[0], 1);
+    assert_int_equal(F->n_items[0], 1);
+    /* each wait is between half and all of 30, 60, 120 ms; the loop's
+     * cached clock may lag the test's by a few ms */
+    for (i = 0; i + 1 < F->n_busy; i++) {
+        uint64_t gap = F->busy_at[i + 1] - F->busy_at[i];
+
+        print_message("BUSY %u -> %u: %llu ms\n", i, i + 1,
+                      (unsigned long long)gap);
+        assert_true(gap + 5 >= (30u << i) / 2);
+    }
+    backend_shard_info(F->b, 0, &si);
+    assert_int_equal(si.retries, 4);
+    assert_int_equal(si.errors, 0);
+
+    F->busy_left = 2;
+    assert_int_equal(do_op(CACHE_OP_GET, key, NULL, &t), CACHE_HIT);
+    cache_result_clear(&t.call.result);
+    assert_int_equal(F->n_busy, 6);
+}
+
+/* A leader that stays busy: the op ends BUSY (never executed) by its
+ * deadline, not after it, having been retried meanwhile. */
+static void test_busy_until_deadline(void **state)
+{
+    struct tcall t;
+    char key[32];
+    uint64_t t0, took;
+
+    (void)state;
+    start_backend(400);
+    key_of_shard(1, key, sizeof(key));
+    F->busy_left = UINT32_MAX;
+    t0 = clock_mono_ms();
+    assert_int_equal(do_op_outcome(CACHE_OP_SET, key, "v", &t), OUTCOME_BUSY);
+    took = t.done_ms - t0;
+    print_message("BUSY until %llu ms, %u attempts\n",
+                  (unsigned long long)took, F->n_busy);
+    assert_true(took < 400 + 50);
+    /* waits of at least 15, 30, 60 ms then one of 120..240 ms may not fit */
+    assert_true(F->n_busy >= 3);
+    assert_int_equal(F->n_items[1], 0);
 }
 
 static void test_wrong_epoch_and_bad_request(void **state)
@@ -1985,6 +2057,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_retried_after_connection_lost,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_busy_retried_with_backoff, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_busy_until_deadline, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_wrong_owner_followed, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_wrong_owner_unknown_waits_for_map,

@@ -132,6 +132,19 @@ static void release_held(struct fx *fx)
     fx->n_held = 0;
 }
 
+static struct rpc_server *start_server_cfg(struct fx *fx,
+                                           struct rpc_server_config *sc)
+{
+    struct rpc_server *s;
+    char err[256];
+
+    s = rpc_server_new(&fx->loop, sc, on_request, fx, err, sizeof(err));
+    if (s == NULL) {
+        fail_msg("rpc_server_new: %s", err);
+    }
+    return s;
+}
+
 static struct rpc_server *start_server(struct fx *fx, int port)
 {
     struct rpc_server_config sc = {0};
@@ -789,6 +802,59 @@ static void test_pipelined_burst_sync_replies(void **state)
     free(res);
 }
 
+/* A connection whose unanswered requests hold max_inflight_bytes is not
+ * read any further (the rest waits in the socket) until replies free
+ * room: what a slow group keeps a node holding is bounded in bytes. */
+static void test_inflight_bytes_bound(void **state)
+{
+    struct fx *fx = *state;
+    enum { N = 8, LEN = 64 << 10 };
+    struct rpc_server_config sc = {0};
+    static struct result res[N]; /* outlives a failed test's calls */
+    uint8_t *value = malloc(LEN);
+    Ringmq__RpcRequest req;
+    Ringmq__CacheOp op;
+    uint32_t x = 7;
+    bool closed = false;
+    int i;
+
+    for (i = 0; i < LEN; i++) {
+        x = x * 1103515245u + 12345u;
+        value[i] = (uint8_t)(x >> 16); /* incompressible: one frame a read */
+    }
+    rpc_client_close(fx->client, on_closed_flag, &closed);
+    run_until(fx, &closed, 2000);
+    sc.host = "127.0.0.1";
+    sc.max_inflight_bytes = 100 << 10;
+    rpc_server_close(fx->server, NULL, NULL);
+    fx->server = start_server_cfg(fx, &sc);
+    fx->client = make_client(fx, "127.0.0.1", rpc_server_port(fx->server));
+
+    fx->mode = MODE_HOLD;
+    memset(res, 0, sizeof(res));
+    completed = 0;
+    for (i = 0; i < N; i++) {
+        init_cache_req(&req, &op, (uint64_t)i, value, LEN);
+        assert_int_equal(
+            rpc_client_call(fx->client, &req, 0, on_result, &res[i], NULL), 0);
+    }
+    run_for(fx, 200);
+    /* the second frame took the connection past 100 KiB: not read on */
+    assert_int_equal(fx->requests, 2);
+    assert_int_equal(fx->n_held, 2);
+    fx->mode = MODE_NOW;
+    release_held(fx);
+    while (completed < N) {
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    }
+    for (i = 0; i < N; i++) {
+        assert_int_equal(res[i].status, 0);
+        assert_int_equal(res[i].number, (uint64_t)i);
+    }
+    assert_int_equal(fx->requests, N);
+    free(value);
+}
+
 /* ---- a call that timed out before its connection came up --------------- */
 
 /* A listening socket whose accept queue is full: a connect to it stays
@@ -933,6 +999,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_timed_out_call_not_sent_after_connect, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inflight_bytes_bound, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_pipelined_burst_sync_replies,
                                         setup, teardown),
     };
