@@ -20,6 +20,7 @@
 
 #include "common/buf.h"
 #include "common/fnv.h"
+#include "common/invariant.h"
 #include "common/le.h"
 
 struct mstr {
@@ -926,8 +927,8 @@ static bool names_a_queue(enum meta_sm_cmd_type t)
            t == META_SM_QUEUE_MOVE_ABORT || t == META_SM_QUEUE_FORGET;
 }
 
-void meta_sm_apply(struct meta_sm *sm, const struct meta_sm_cmd *cmd,
-                   struct meta_sm_result *res)
+static void apply_one(struct meta_sm *sm, const struct meta_sm_cmd *cmd,
+                      struct meta_sm_result *res)
 {
     memset(res, 0, sizeof(*res));
     res->reply_text = "";
@@ -978,6 +979,41 @@ void meta_sm_apply(struct meta_sm *sm, const struct meta_sm_cmd *cmd,
         }
     }
     res->version = sm->version;
+}
+
+void meta_sm_apply(struct meta_sm *sm, const struct meta_sm_cmd *cmd,
+                   struct meta_sm_result *res)
+{
+    uint64_t version = sm->version;
+
+    apply_one(sm, cmd, res);
+    INVARIANT(sm->version >= version && sm->version - version <= 1);
+    if (RINGMQ_DEEP_CHECKS) {
+        meta_sm_check(sm);
+    }
+}
+
+void meta_sm_check(const struct meta_sm *sm)
+{
+    const struct mdir *d = &sm->dir;
+    const struct mplace *e, *prev = NULL;
+    size_t n = 0;
+
+    INVARIANT(sm->n_ex <= sm->cap_ex && sm->n_bind <= sm->cap_bind);
+    for (e = d->head; e != NULL; prev = e, e = e->next) {
+        const struct mplace *h;
+
+        INVARIANT(e->prev == prev);
+        INVARIANT(e->gen > 0 && e->gen < d->next_gen);
+        INVARIANT((e->target != NULL) == (e->move_gen != 0));
+        INVARIANT(e->move_gen == 0 ||
+                  (e->move_gen > e->gen && e->move_gen < d->next_gen));
+        for (h = *dir_bucket(d, e->hash); h != NULL && h != e; h = h->hnext) {
+        }
+        INVARIANT(h == e); /* in its hash chain */
+        n++;
+    }
+    INVARIANT(prev == d->tail && n == d->n);
 }
 
 /* ---- routing ---------------------------------------------------------- */

@@ -209,6 +209,12 @@ void meta_sm_free(struct meta_sm *sm);
 void meta_sm_apply(struct meta_sm *sm, const struct meta_sm_cmd *cmd,
                    struct meta_sm_result *res);
 
+/* Walk the state and abort on a broken invariant (common/invariant.h): the
+ * queue directory's list and hash chains hold the same entries, gens are
+ * below next_gen and a move's above its entry's. O(entries): apply runs it
+ * after every command only in the sanitizer build. */
+void meta_sm_check(const struct meta_sm *sm);
+
 uint64_t meta_sm_version(const struct meta_sm *sm);
 
 /* Exchange lookup for the edge (exists? type? internal?). Returns 0 and fills
