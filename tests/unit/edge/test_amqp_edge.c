@@ -267,6 +267,32 @@ static void cl_expect_free(struct client *c, uint32_t id)
 }
 
 /* Nothing arrives for @ms. */
+/* basic.ack (or nack) of @tag, not multiple. */
+static void cl_expect_confirm(struct client *c, uint32_t id, uint64_t tag)
+{
+    struct amqp_method m;
+
+    cl_expect(c, id, &m);
+    if (id == AMQP_BASIC_ACK) {
+        assert_int_equal(m.basic_ack.delivery_tag, tag);
+        assert_false(m.basic_ack.multiple);
+    } else {
+        assert_int_equal(m.basic_nack.delivery_tag, tag);
+        assert_false(m.basic_nack.multiple);
+    }
+    amqp_method_free(&m);
+}
+
+static void cl_expect_ack(struct client *c, uint64_t tag)
+{
+    cl_expect_confirm(c, AMQP_BASIC_ACK, tag);
+}
+
+static void cl_expect_nack(struct client *c, uint64_t tag)
+{
+    cl_expect_confirm(c, AMQP_BASIC_NACK, tag);
+}
+
 static void cl_quiet(struct client *c, int ms)
 {
     struct pollfd p = {.fd = c->fd, .events = POLLIN};
@@ -443,9 +469,7 @@ static void test_publish_get_ack(void **state)
         big[sizeof(big) - 1] = '\0';
         cl_publish(&c, "", "q1", big, false);
     }
-    cl_expect(&c, AMQP_BASIC_ACK, &m);
-    assert_int_equal(m.basic_ack.delivery_tag, 1);
-    amqp_method_free(&m);
+    cl_expect_ack(&c, 1);
     /* mandatory and unroutable: basic.return, then the confirm */
     cl_publish(&c, "", "nowhere", "lost", true);
     cl_expect(&c, AMQP_BASIC_RETURN, &m);
@@ -456,9 +480,7 @@ static void test_publish_get_ack(void **state)
     assert_true(cl_frame(&c));
     assert_int_equal(c.type, AMQP_FRAME_BODY);
     assert_memory_equal(c.payload, "lost", 4);
-    cl_expect(&c, AMQP_BASIC_ACK, &m);
-    assert_int_equal(m.basic_ack.delivery_tag, 2);
-    amqp_method_free(&m);
+    cl_expect_ack(&c, 2);
 
     amqp_method_init(&m, AMQP_BASIC_GET);
     m.basic_get.queue = amqp_cstr("q1");
@@ -755,9 +777,7 @@ static void test_retry_while_unavailable(void **state)
     cl_publish(&c, "", "r1", "later", false);
     usleep(300 * 1000);
     fake_broker_set_unavailable(fx->fb, false);
-    cl_expect(&c, AMQP_BASIC_ACK, &m);
-    assert_int_equal(m.basic_ack.delivery_tag, 1);
-    amqp_method_free(&m);
+    cl_expect_ack(&c, 1);
     cl_expect(&k, AMQP_BASIC_DELIVER, &m);
     amqp_method_free(&m);
     assert_true(cl_frame(&k));
@@ -790,9 +810,7 @@ static void test_blocked_publishers(void **state)
     usleep(200 * 1000);
     fake_broker_set_blocked(fx->fb, false);
     cl_expect_free(&c, AMQP_CONNECTION_UNBLOCKED);
-    cl_expect(&c, AMQP_BASIC_ACK, &m);
-    assert_int_equal(m.basic_ack.delivery_tag, 2);
-    amqp_method_free(&m);
+    cl_expect_ack(&c, 2);
     cl_close(&c);
 }
 
@@ -820,9 +838,7 @@ static void test_blocked_by_an_answer(void **state)
     cl_expect(&c, AMQP_CONNECTION_BLOCKED, &m);
     assert_true(m.connection_blocked.reason.len > 0);
     amqp_method_free(&m);
-    cl_expect(&c, AMQP_BASIC_ACK, &m);
-    assert_int_equal(m.basic_ack.delivery_tag, 1);
-    amqp_method_free(&m);
+    cl_expect_ack(&c, 1);
     cl_publish(&c, "", "b2", "second", false);
     cl_quiet(&c, 300);
     /* another connection's call brings an answer that says "not blocked" */
@@ -831,9 +847,7 @@ static void test_blocked_by_an_answer(void **state)
     cl_handshake(&k, fx->port);
     cl_declare(&k, "b3");
     cl_expect_free(&c, AMQP_CONNECTION_UNBLOCKED);
-    cl_expect(&c, AMQP_BASIC_ACK, &m);
-    assert_int_equal(m.basic_ack.delivery_tag, 2);
-    amqp_method_free(&m);
+    cl_expect_ack(&c, 2);
     cl_close(&k);
     cl_close(&c);
 }
@@ -847,7 +861,6 @@ static void test_publish_held_while_unroutable(void **state)
 {
     struct fixture *fx = *state;
     struct client c;
-    struct amqp_method m;
 
     cl_handshake(&c, fx->port);
     cl_declare(&c, "r1");
@@ -858,24 +871,16 @@ static void test_publish_held_while_unroutable(void **state)
     cl_publish(&c, "", "r1", "two", false);
     cl_quiet(&c, 250);
     fake_broker_set_routable(fx->fb, true);
-    cl_expect(&c, AMQP_BASIC_ACK, &m);
-    assert_int_equal(m.basic_ack.delivery_tag, 1);
-    amqp_method_free(&m);
-    cl_expect(&c, AMQP_BASIC_ACK, &m);
-    assert_int_equal(m.basic_ack.delivery_tag, 2);
-    amqp_method_free(&m);
+    cl_expect_ack(&c, 1);
+    cl_expect_ack(&c, 2);
 
     fake_broker_set_routable(fx->fb, false);
     cl_publish(&c, "", "r1", "three", false);
     cl_quiet(&c, 250);
-    cl_expect(&c, AMQP_BASIC_NACK, &m); /* within the route wait + a tick */
-    assert_int_equal(m.basic_nack.delivery_tag, 3);
-    amqp_method_free(&m);
+    cl_expect_nack(&c, 3); /* within the route wait + a tick */
     fake_broker_set_routable(fx->fb, true);
     cl_publish(&c, "", "r1", "four", false);
-    cl_expect(&c, AMQP_BASIC_ACK, &m);
-    assert_int_equal(m.basic_ack.delivery_tag, 4);
-    amqp_method_free(&m);
+    cl_expect_ack(&c, 4);
     cl_close(&c);
 }
 
@@ -909,7 +914,6 @@ static void test_publish_order_across_a_lost_enqueue(void **state)
 {
     struct fixture *fx = *state;
     struct client c;
-    struct amqp_method m;
 
     cl_handshake(&c, fx->port);
     cl_declare(&c, "o1");
@@ -920,15 +924,9 @@ static void test_publish_order_across_a_lost_enqueue(void **state)
     cl_publish(&c, "", "o1", "first", false);
     cl_publish(&c, "", "o1", "second", false);
     cl_publish(&c, "", "o2", "other", false); /* another queue: no wait */
-    cl_expect(&c, AMQP_BASIC_ACK, &m);
-    assert_int_equal(m.basic_ack.delivery_tag, 1);
-    amqp_method_free(&m);
-    cl_expect(&c, AMQP_BASIC_ACK, &m);
-    assert_int_equal(m.basic_ack.delivery_tag, 2);
-    amqp_method_free(&m);
-    cl_expect(&c, AMQP_BASIC_ACK, &m);
-    assert_int_equal(m.basic_ack.delivery_tag, 3);
-    amqp_method_free(&m);
+    cl_expect_ack(&c, 1);
+    cl_expect_ack(&c, 2);
+    cl_expect_ack(&c, 3);
     cl_get_expect(&c, "o1", "first");
     cl_get_expect(&c, "o1", "second");
     cl_get_expect(&c, "o2", "other");

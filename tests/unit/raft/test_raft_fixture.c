@@ -18,6 +18,7 @@
 
 #include "common/lz.h"
 #include "raft/fsm.h"
+#include "tests/unit/lib/rfix.h"
 #include "tests/unit/lib/tsm.h"
 #include "raft_entry.pb-c.h"
 
@@ -52,7 +53,7 @@ struct fx {
     struct rgroup_cmd cmds[POOL];
     uint32_t payloads[POOL];
     size_t used;
-    unsigned cb_ok, cb_fail;
+    struct rfix_counts cb;
 };
 
 /* claim hook: waiters registered by propose() on this server */
@@ -82,10 +83,9 @@ static struct rgroup_cmd *srv_claim(void *data,
 static int setup(void **state)
 {
     struct fx *x = calloc(1, sizeof *x);
-    struct raft_configuration conf;
+    struct raft_fsm *fsms[N];
     unsigned i;
 
-    assert_int_equal(raft_fixture_initialize(&x->f), 0);
     for (i = 0; i < N; i++) {
         struct srv *s = &x->s[i];
 
@@ -94,12 +94,9 @@ static int setup(void **state)
         s->a.claim = srv_claim;
         s->a.claim_data = s;
         s->proposer = 1000 + i;
-        assert_int_equal(raft_fixture_grow(&x->f, &s->a.raft_fsm), 0);
+        fsms[i] = &s->a.raft_fsm;
     }
-    assert_int_equal(raft_fixture_configuration(&x->f, N, &conf), 0);
-    assert_int_equal(raft_fixture_bootstrap(&x->f, &conf), 0);
-    raft_configuration_close(&conf);
-    assert_int_equal(raft_fixture_start(&x->f), 0);
+    rfix_start(&x->f, fsms, N);
     *state = x;
     return 0;
 }
@@ -117,24 +114,6 @@ static int teardown(void **state)
     return 0;
 }
 
-struct req {
-    struct raft_apply apply;
-    struct fx *x;
-};
-
-static void apply_done(struct raft_apply *r, int status, void *result)
-{
-    struct req *q = (struct req *)r;
-
-    assert_null(result);
-    if (status == 0) {
-        q->x->cb_ok++;
-    } else {
-        q->x->cb_fail++;
-    }
-    free(q);
-}
-
 /* Propose one batch of @n values on server @i; returns its raft index. */
 static raft_index propose(struct fx *x,
                           unsigned i,
@@ -145,7 +124,6 @@ static raft_index propose(struct fx *x,
     struct srv *s = &x->s[i];
     struct rgroup_cmd *head = &x->cmds[x->used];
     struct raft_buffer buf;
-    struct req *q = calloc(1, sizeof *q);
     size_t k;
 
     assert_true(x->used + n <= POOL);
@@ -163,11 +141,7 @@ static raft_index propose(struct fx *x,
     s->pend[s->n_pend++] = (struct pending){x->seq, head, n};
     assert_int_equal(rfsm_encode(time_ms, s->proposer, x->seq, head, n, &buf),
                      0);
-    q->x = x;
-    assert_int_equal(
-        raft_apply(raft_fixture_get(&x->f, i), &q->apply, &buf, 1, apply_done),
-        0);
-    return q->apply.index;
+    return rfix_apply(raft_fixture_get(&x->f, i), &buf, &x->cb);
 }
 
 /* batches of @per values counting up from *next */
@@ -216,7 +190,7 @@ static void test_elect_and_apply_batches(void **state)
     l = raft_fixture_leader_index(&x->f);
     last = propose_many(x, l, 10, 5, &next);
     assert_true(raft_fixture_step_until_applied(&x->f, N, last, 10000));
-    assert_int_equal(x->cb_ok, 10);
+    assert_int_equal(x->cb.ok, 10);
     for (i = 0; i < N; i++) {
         struct srv *s = &x->s[i];
 
@@ -309,7 +283,6 @@ static void test_corrupt_entry_skipped(void **state)
     struct fx *x = *state;
     static const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0x07};
     struct raft_buffer buf;
-    struct req *q = calloc(1, sizeof *q);
     uint32_t next = 1;
     raft_index last;
     unsigned l;
@@ -321,10 +294,7 @@ static void test_corrupt_entry_skipped(void **state)
     buf.len = sizeof junk;
     buf.base = raft_malloc(buf.len);
     memcpy(buf.base, junk, sizeof junk);
-    q->x = x;
-    assert_int_equal(
-        raft_apply(raft_fixture_get(&x->f, l), &q->apply, &buf, 1, apply_done),
-        0);
+    rfix_apply(raft_fixture_get(&x->f, l), &buf, &x->cb);
     last = propose_many(x, l, 2, 2, &next);
     assert_true(raft_fixture_step_until_applied(&x->f, N, last, 10000));
     for (i = 0; i < N; i++) {
@@ -332,7 +302,7 @@ static void test_corrupt_entry_skipped(void **state)
         assert_int_equal(x->s[i].a.entries_applied, 4);
         assert_sm_counts_up(&x->s[i].sm, 8);
     }
-    assert_int_equal(x->cb_ok, 5); /* the junk entry is "applied" as a no-op */
+    assert_int_equal(x->cb.ok, 5); /* the junk entry is "applied" as a no-op */
 }
 
 /* Adapter without raft: snapshot -> compressed raft buffer -> restore. */

@@ -23,6 +23,7 @@
 #include <raft/fixture.h>
 
 #include "raft/fsm.h"
+#include "tests/unit/lib/rfix.h"
 #include "sm/mq_sm.h"
 
 #define N 3
@@ -46,7 +47,7 @@ struct fx {
     struct raft_fixture f;
     struct srv s[N];
     uint64_t seq;
-    unsigned ok, failed;
+    struct rfix_counts outcomes;
 };
 
 static void srv_apply(void *data, uint64_t time_ms, const void *cmd,
@@ -93,10 +94,9 @@ static int srv_restore(void *data, const void *buf, size_t len)
 static int setup(void **state)
 {
     struct fx *x = calloc(1, sizeof(*x));
-    struct raft_configuration conf;
+    struct raft_fsm *fsms[N];
     unsigned i;
 
-    assert_int_equal(raft_fixture_initialize(&x->f), 0);
     for (i = 0; i < N; i++) {
         struct srv *s = &x->s[i];
         struct rgroup_fsm ops = {s, srv_apply, srv_snapshot, srv_restore};
@@ -117,12 +117,9 @@ static int setup(void **state)
         assert_int_equal(res.status, MQ_SM_OK);
         mq_sm_result_clear(&res);
         rfsm_init(&s->a, &ops);
-        assert_int_equal(raft_fixture_grow(&x->f, &s->a.raft_fsm), 0);
+        fsms[i] = &s->a.raft_fsm;
     }
-    assert_int_equal(raft_fixture_configuration(&x->f, N, &conf), 0);
-    assert_int_equal(raft_fixture_bootstrap(&x->f, &conf), 0);
-    raft_configuration_close(&conf);
-    assert_int_equal(raft_fixture_start(&x->f), 0);
+    rfix_start(&x->f, fsms, N);
     *state = x;
     return 0;
 }
@@ -140,24 +137,6 @@ static int teardown(void **state)
     return 0;
 }
 
-struct req {
-    struct raft_apply apply;
-    struct fx *x;
-};
-
-static void apply_done(struct raft_apply *r, int status, void *result)
-{
-    struct req *q = (struct req *)r;
-
-    (void)result;
-    if (status == 0) {
-        q->x->ok++;
-    } else {
-        q->x->failed++;
-    }
-    free(q);
-}
-
 /* Propose the publish (@client, @seq, @body) at server @i; its index. */
 static raft_index publish(struct fx *x, unsigned i, uint64_t client,
                           uint64_t seq, const char *body)
@@ -165,7 +144,6 @@ static raft_index publish(struct fx *x, unsigned i, uint64_t client,
     struct pub p = {client, seq, {0}};
     struct rgroup_cmd c = {0};
     struct raft_buffer buf;
-    struct req *q = calloc(1, sizeof(*q));
 
     snprintf(p.body, sizeof(p.body), "%s", body);
     c.payload = &p;
@@ -173,11 +151,7 @@ static raft_index publish(struct fx *x, unsigned i, uint64_t client,
     x->seq++;
     assert_int_equal(rfsm_encode(T0 + x->seq, 1000 + i, x->seq, &c, 1, &buf),
                      0);
-    q->x = x;
-    assert_int_equal(
-        raft_apply(raft_fixture_get(&x->f, i), &q->apply, &buf, 1, apply_done),
-        0);
-    return q->apply.index;
+    return rfix_apply(raft_fixture_get(&x->f, i), &buf, &x->outcomes);
 }
 
 static uint64_t ready(const struct srv *s)
@@ -210,7 +184,7 @@ static void test_unknown_then_committed_by_the_next_leader(void **state)
     /* appended everywhere, committed nowhere: the leader is lost and its
      * client learns nothing */
     assert_true(raft_fixture_get(&x->f, l)->commit_index < idx);
-    assert_int_equal(x->ok, 0);
+    assert_int_equal(x->outcomes.ok, 0);
     raft_fixture_kill(&x->f, l);
     assert_true(raft_fixture_step_until_has_no_leader(&x->f, 5000));
     assert_true(raft_fixture_step_until_has_leader(&x->f, 20000));
