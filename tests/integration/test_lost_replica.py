@@ -24,16 +24,6 @@ from test_membership import HOST, Shard, members, wait_digests_equal
 KEYS = 300
 
 
-def start(s, i, cmap, extra=(), wait=True):
-    args = ["--cluster", cmap, "--id", str(i),
-            "--data-dir", os.path.join(s.dir, "n%d" % i),
-            "--election-ms", "1000", "--heartbeat-ms", "100"] + list(extra)
-    n = rt.Node(args, os.path.join(s.dir, "n%d.log" % i),
-                ready_port=s.rpc[i - 1])
-    s.nodes[i] = n.start(wait=wait)
-    return n
-
-
 def test_lost_replica():
     s = Shard(n=3)
     map3 = s.write_map("map3.yaml", [1, 2, 3])
@@ -53,7 +43,7 @@ def test_lost_replica():
     lost = [i for i in (1, 2, 3) if i != s.leader("s1")][0]
     rt.check(s.nodes[lost].stop() == 0, "node %d stopped" % lost)
     shutil.rmtree(os.path.join(s.dir, "n%d" % lost, "s1"))
-    n = start(s, lost, map3, wait=False)
+    n = s.start_node(lost, map3, wait=False)
     rc = n.proc.wait(timeout=60)
     log = n.log()
     rt.check(rc == 1, "node %d exits with status 1, got %s" % (lost, rc))
@@ -68,7 +58,7 @@ def test_lost_replica():
     out = s.ctl(map3, "member", "remove", "s1", str(lost))
     rt.check("s1: member %d removed" % lost in out.stdout, out.stdout)
     rejoin = s.write_map("rejoin.yaml", [1, 2, 3], join=[lost])
-    start(s, lost, rejoin, extra=["--rejoin"])
+    s.start_node(lost, rejoin, extra=["--rejoin"])
     log = s.nodes[lost].log()
     rt.check("raft group s1: data lost, rejoining as member %d" % lost in log,
              "node %d rejoins s1 empty: %s" % (lost, log[-800:]))
@@ -85,7 +75,7 @@ def test_lost_replica():
 
     # 3. a plain restart restarts from the new data
     rt.check(s.nodes[lost].stop() == 0, "node %d stopped again" % lost)
-    start(s, lost, rejoin)
+    s.start_node(lost, rejoin)
     rt.check(mc.set("after", b"1"), "a write after the restart")
     wait_digests_equal(s, [1, 2, 3])
     rt.check(s.nodes[lost].alive(), "node %d runs" % lost)

@@ -4,7 +4,6 @@
  * Ports come from the pid so parallel runs do not collide. Every wait is
  * bounded by a uv timer; short raft timeouts (300/30 ms) keep it fast.
  */
-#include <ftw.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -24,6 +23,7 @@
 #include "raft/fsm.h"
 #include "raft/group.h"
 #include "tests/unit/lib/port_block.h"
+#include "tests/unit/lib/rm_tree.h"
 #include "tests/unit/lib/tsm.h"
 
 #define MAXN 5
@@ -135,17 +135,6 @@ static unsigned port_base(unsigned slot)
     return block + slot * 3u;
 }
 
-static int rm_cb(const char *path,
-                 const struct stat *sb,
-                 int flag,
-                 struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     struct env *e = calloc(1, sizeof *e);
@@ -164,7 +153,7 @@ static int teardown(void **state)
 
     /* every group closed: no handle may be left */
     assert_int_equal(uv_loop_close(&e->loop), 0);
-    nftw(e->root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    rm_tree(e->root);
     for (i = 0; i < MAXN; i++) {
         free(e->n[i].sm.vals);
     }
@@ -1217,11 +1206,6 @@ static void start_marked_refused(struct env *e, unsigned i, uint64_t id,
     print_message("    refused: %s\n", err);
 }
 
-static void wipe_dir(const char *dir)
-{
-    assert_int_equal(nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS), 0);
-}
-
 /* A voter of a running group whose data directory is emptied must not
  * bootstrap again (it would have term 0 and no vote): it refuses to start,
  * naming the way out. Removed from the group, then started with rejoin, it
@@ -1259,7 +1243,7 @@ static void test_lost_replica(void **state)
     /* a follower loses its group directory */
     f = ((unsigned)l + 1) % 3;
     close_node(e, f);
-    wipe_dir(e->n[f].dir);
+    assert_int_equal(rm_tree(e->n[f].dir), 0);
     err[0] = '\0';
     start_marked_refused(e, f, f + 1, err, sizeof err);
     assert_non_null(strstr(err, "group test"));

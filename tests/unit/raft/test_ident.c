@@ -3,7 +3,6 @@
  * directory: a node directory holding the markers and one group directory.
  * test_group.c has the same cases with real raft groups.
  */
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,21 +16,13 @@
 #include <cmocka.h>
 
 #include "raft/ident.h"
+#include "tests/unit/lib/rm_tree.h"
 
 struct env {
     char node[64];   /* the node's data directory: markers */
     char group[128]; /* the group's data directory */
     char err[512];
 };
-
-static int rm_cb(const char *path, const struct stat *sb, int flag,
-                 struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
 
 static int setup(void **state)
 {
@@ -49,7 +40,7 @@ static int teardown(void **state)
 {
     struct env *e = *state;
 
-    nftw(e->node, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    rm_tree(e->node);
     free(e);
     return 0;
 }
@@ -98,7 +89,7 @@ static void raft_data(struct env *e)
 /* Empty the group's directory, as a lost disk or an operator would. */
 static void wipe_group(struct env *e)
 {
-    nftw(e->group, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    assert_int_equal(rm_tree(e->group), 0);
     assert_int_equal(mkdir(e->group, 0755), 0);
 }
 
