@@ -29,9 +29,10 @@ static int ident_parse(const char *text, struct rident *out)
     char header[64];
     int used = 0;
 
+    _Static_assert(RIDENT_GROUP_MAX == 96, "the %95s below");
     memset(out, 0, sizeof(*out));
-    /* %63s: RIDENT_GROUP_MAX - 1; group names have no spaces */
-    if (sscanf(text, "%63[^\n]\ngroup %63s\nid %" SCNu64
+    /* group names have no spaces */
+    if (sscanf(text, "%63[^\n]\ngroup %95s\nid %" SCNu64
                      "\nincarnation %" SCNx64 "\n%n",
                header, out->group, &out->id, &out->incarnation,
                &used) != 4 ||

@@ -29,7 +29,8 @@
 
 #define RIDENT_FILE "IDENTITY"
 #define RIDENT_MARKER_SUFFIX ".member"
-#define RIDENT_GROUP_MAX 64
+/* a shard's name (up to 63 bytes) with ".mq" fits */
+#define RIDENT_GROUP_MAX 96
 
 struct rident {
     char group[RIDENT_GROUP_MAX];

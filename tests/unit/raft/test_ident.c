@@ -233,6 +233,22 @@ static void test_mismatch_refused(void **state)
     assert_non_null(strstr(e->err, "damaged"));
 }
 
+/* The longest group name: a 63-byte shard name's queue group. */
+static void test_long_name(void **state)
+{
+    struct env *e = *state;
+    struct rident found;
+    char name[72];
+
+    memset(name, 'a', 63);
+    memcpy(name + 63, ".mq", 4);
+    assert_int_equal(check(e, name, 2, false, &found), RIDENT_NEW);
+    raft_data(e);
+    record(e, &found);
+    assert_int_equal(check(e, name, 2, false, &found), RIDENT_KNOWN);
+    assert_string_equal(found.group, name);
+}
+
 /* An interrupted first write leaves only a temporary file: still new. */
 static void test_interrupted_write(void **state)
 {
@@ -253,6 +269,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_adopt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mismatch_refused, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_long_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interrupted_write, setup,
                                         teardown),
     };
