@@ -72,6 +72,10 @@ void node_config_usage(FILE *f)
         "  --read-mode MODE       get/gets: leader (from the leader's state,\n"
         "                         default) or linearizable (through the\n"
         "                         log); docs/consistency.md\n"
+        "  --rejoin               a group whose data was lost, this node\n"
+        "                         having been removed from it (ringmqctl\n"
+        "                         member remove), starts empty and waits to\n"
+        "                         be added back; docs/raft.md\n"
         "  --election-ms MS       Raft election timeout (default 1000)\n"
         "  --heartbeat-ms MS      Raft heartbeat (default 100)\n"
         "  --snapshot-threshold N entries between snapshots (default 8192)\n"
@@ -501,6 +505,7 @@ enum {
     OPT_AMQP_MEMORY,
     OPT_AMQP_DISK,
     OPT_READ_MODE,
+    OPT_REJOIN,
     OPT_VERSION
 };
 
@@ -530,6 +535,7 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
         {"amqp-memory-limit", required_argument, NULL, OPT_AMQP_MEMORY},
         {"amqp-disk-free-limit", required_argument, NULL, OPT_AMQP_DISK},
         {"read-mode", required_argument, NULL, OPT_READ_MODE},
+        {"rejoin", no_argument, NULL, OPT_REJOIN},
         {"verbose", no_argument, NULL, 'v'},
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, 'h'},
@@ -561,6 +567,9 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
         switch (o) {
         case OPT_STANDALONE:
             c->standalone = true;
+            break;
+        case OPT_REJOIN:
+            c->rejoin = true;
             break;
         case OPT_CONFIG:
             if (node_config_load(c, optarg, err, errlen) != 0) {
@@ -747,6 +756,9 @@ void node_config_group(const struct node_config *c, unsigned g,
      * with the members that were not added later: the group's first
      * configuration, the same on every one of them. */
     out->join = gc->join;
+    /* the node's directory outlives a group's (raft/ident.h) */
+    out->marker_dir = c->data_dir;
+    out->rejoin = c->rejoin;
     for (i = 0; i < gc->n_members; i++) {
         struct rgroup_member *m = &out->members[out->n_members];
 

@@ -55,6 +55,9 @@ struct node_config {
     /* read_mode: false "leader" (served from the leader's state), true
      * "linearizable" (through the log); docs/consistency.md. */
     bool linearizable_reads;
+    /* --rejoin (rgroup_config.rejoin): an operator's one-off word, so a
+     * flag and no configuration key. */
+    bool rejoin;
     unsigned election_ms;
     unsigned heartbeat_ms;
     unsigned snapshot_threshold;

@@ -58,6 +58,7 @@
 #include "common/mkdir_p.h"
 #include "common/random_id.h"
 #include "raft/fsm.h"
+#include "raft/ident.h"
 #include "raft/member.h"
 #include "raft/transport.h"
 
@@ -792,6 +793,10 @@ static int check_config(const struct rgroup_config *cfg,
         snprintf(errmsg, errlen, "replica id must be > 0");
         return -1;
     }
+    if (cfg->marker_dir != NULL && (cfg->name == NULL || cfg->name[0] == '\0')) {
+        snprintf(errmsg, errlen, "an identity marker needs a group name");
+        return -1;
+    }
     if (cfg->n_members == 0 || cfg->n_members > RGROUP_MAX_MEMBERS) {
         snprintf(errmsg, errlen, "need 1..%d members, got %u",
                  RGROUP_MAX_MEMBERS, cfg->n_members);
@@ -864,6 +869,31 @@ static int prepare_dir(const char *dir, char *errmsg, size_t errlen)
     return 0;
 }
 
+/* Once the data directory is what it will be (bootstrapped, or raft's
+ * metadata written for a joining replica), record whose it is, before
+ * raft starts: from then on its loss is noticed. */
+static int record_identity(const struct rgroup *g,
+                           const struct rgroup_config *cfg,
+                           int verdict,
+                           const struct rident *ident,
+                           char *errmsg,
+                           size_t errlen)
+{
+    if (cfg->marker_dir == NULL || verdict == RIDENT_KNOWN) {
+        return 0;
+    }
+    if (verdict == RIDENT_REJOIN) {
+        log_warn("raft group %s: data lost, rejoining as member %" PRIu64
+                 " with an empty log (--rejoin): it must have been removed "
+                 "from the group; waiting to be added back",
+                 g->name, g->id);
+    } else if (verdict == RIDENT_ADOPT) {
+        log_info("raft group %s: recording the identity of the data in '%s'",
+                 g->name, g->dir);
+    }
+    return rident_record(cfg->marker_dir, g->dir, ident, errmsg, errlen);
+}
+
 /* Release a group whose raft_init succeeded but that failed later: raft must
  * be closed asynchronously; finish() frees it without a user callback. */
 static void abandon(struct rgroup *g)
@@ -880,7 +910,10 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
 {
     struct raft_configuration conf;
     struct rgroup *g;
+    struct rident ident;
     const char *self_addr;
+    int verdict = RIDENT_KNOWN;
+    bool join;
     unsigned i;
     int rv;
 
@@ -897,6 +930,14 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
     if (prepare_dir(cfg->dir, errmsg, errlen) != 0) {
         return NULL;
     }
+    if (cfg->marker_dir != NULL) {
+        verdict = rident_check(cfg->marker_dir, cfg->dir, cfg->name, cfg->id,
+                               cfg->rejoin, &ident, errmsg, errlen);
+        if (verdict < 0) {
+            return NULL;
+        }
+    }
+    join = cfg->join || verdict == RIDENT_REJOIN;
 
     g = xcalloc(1, sizeof *g);
     g->loop = loop;
@@ -949,14 +990,14 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
     }
 
     raft_configuration_init(&conf);
-    for (i = 0; i < cfg->n_members && !cfg->join; i++) {
+    for (i = 0; i < cfg->n_members && !join; i++) {
         rv = raft_configuration_add(&conf, cfg->members[i].id,
                                     cfg->members[i].raft_address, RAFT_VOTER);
         if (rv != 0) {
             break;
         }
     }
-    if (rv == 0 && !cfg->join) {
+    if (rv == 0 && !join) {
         rv = raft_bootstrap(&g->raft, &conf);
     }
     raft_configuration_close(&conf);
@@ -970,9 +1011,13 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
                  rv);
         abandon(g);
         return NULL;
-    } else if (!cfg->join) {
+    } else if (!join) {
         log_info("raft group %s: bootstrapped '%s' with %u members", g->name,
                  g->dir, cfg->n_members);
+    }
+    if (record_identity(g, cfg, verdict, &ident, errmsg, errlen) != 0) {
+        abandon(g);
+        return NULL;
     }
 
     raft_set_election_timeout(

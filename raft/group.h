@@ -6,7 +6,8 @@
  * can replace 0.15 behind this interface). It gives:
  *   - bootstrap of a pristine data directory with the configured members
  *     (or, to join a running group, no bootstrap: wait to be added),
- *     restart from an existing one, a clear error for an unusable one;
+ *     restart from an existing one, a clear error for an unusable one or
+ *     for a replica that lost its data (the identity marker, raft/ident.h);
  *   - membership changes, one at a time, at the leader (raft/member.c);
  *   - group commit: commands submitted while earlier entries are in flight are
  *     packed into one Raft entry (a batch stamped with the leader's clock,
@@ -91,6 +92,18 @@ struct rgroup_config {
      * bootstrap would give it another first configuration than the
      * group's. Ignored when the directory has state. */
     bool join;
+    /* Where this replica's identity marker lives (raft/ident.h), outside
+     * @dir: the node's data directory. With it, a replica that belonged
+     * to the group and finds @dir empty (its data lost) refuses to start
+     * instead of bootstrapping again, and data of another group, member
+     * or incarnation is refused. @name is then required. NULL: no
+     * identity is kept. */
+    const char *marker_dir;
+    /* The operator's word that this replica, having lost its data, was
+     * removed from the group: an empty @dir that the marker says belonged
+     * starts as a joining replica (as @join) under a new incarnation.
+     * No effect when @dir has this replica's data. */
+    bool rejoin;
 };
 
 /* A leader whose entries do not commit (a slow disk, followers that do

@@ -61,13 +61,14 @@ class Shard:
             f.write("\n".join(lines) + "\n")
         return path
 
-    def start_node(self, i, cmap):
+    def start_node(self, i, cmap, extra=(), wait=True):
         args = ["--cluster", cmap, "--id", str(i),
                 "--data-dir", os.path.join(self.dir, "n%d" % i),
-                "--election-ms", "1000", "--heartbeat-ms", "100"]
+                "--election-ms", "1000", "--heartbeat-ms", "100"] + list(extra)
         n = rt.Node(args, os.path.join(self.dir, "n%d.log" % i),
                     ready_port=self.rpc[i - 1])
-        self.nodes[i] = n.start()
+        self.nodes[i] = n.start(wait=wait)
+        return n
 
     def start_router(self, cmap):
         if self.router is not None and self.router.poll() is None:

@@ -1,7 +1,7 @@
 /*
  * Unit tests of node/config: the amqp key and --amqp flag (address, "off",
- * ""), the read mode (flag and file key), and the groups of a map with
- * members that join.
+ * ""), the read mode (flag and file key), the groups of a map with
+ * members that join, and --rejoin.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -184,6 +184,36 @@ static void test_join_members(void **state)
     unlink(map);
 }
 
+/* Every group keeps its identity marker in the node's data directory;
+ * --rejoin reaches every group. */
+static void test_rejoin_flag(void **state)
+{
+    struct node_config c;
+    struct rgroup_config rc;
+    char dir[PATH_MAX + 80];
+    char err[256];
+    char *args[] = {"ringmq-node", "--group", "s1", "--member",
+                    "1@127.0.0.1:7210", "--data-dir", "/tmp/ringmq-test-rj",
+                    "--rejoin"};
+
+    (void)state;
+    node_config_defaults(&c);
+    assert_false(c.rejoin);
+    assert_int_equal(node_config_parse_args(&c, 7, args, err, sizeof(err)), 0);
+    assert_int_equal(node_config_finish(&c, err, sizeof(err)), 0);
+    node_config_group(&c, 0, &rc, dir, sizeof(dir));
+    assert_string_equal(rc.marker_dir, "/tmp/ringmq-test-rj");
+    assert_string_equal(rc.dir, "/tmp/ringmq-test-rj/s1");
+    assert_false(rc.rejoin);
+
+    node_config_defaults(&c);
+    assert_int_equal(node_config_parse_args(&c, 8, args, err, sizeof(err)), 0);
+    assert_int_equal(node_config_finish(&c, err, sizeof(err)), 0);
+    assert_true(c.rejoin);
+    node_config_group(&c, 0, &rc, dir, sizeof(dir));
+    assert_true(rc.rejoin);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -191,6 +221,7 @@ int main(void)
         cmocka_unit_test(test_read_mode),
         cmocka_unit_test(test_read_mode_file),
         cmocka_unit_test(test_join_members),
+        cmocka_unit_test(test_rejoin_flag),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -4,7 +4,6 @@
  * Ports come from the pid so parallel runs do not collide. Every wait is
  * bounded by a uv timer; short raft timeouts (300/30 ms) keep it fast.
  */
-#include <ftw.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -24,6 +23,7 @@
 #include "raft/fsm.h"
 #include "raft/group.h"
 #include "tests/unit/lib/port_block.h"
+#include "tests/unit/lib/rm_tree.h"
 #include "tests/unit/lib/tsm.h"
 
 #define MAXN 5
@@ -135,17 +135,6 @@ static unsigned port_base(unsigned slot)
     return block + slot * 3u;
 }
 
-static int rm_cb(const char *path,
-                 const struct stat *sb,
-                 int flag,
-                 struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     struct env *e = calloc(1, sizeof *e);
@@ -164,7 +153,7 @@ static int teardown(void **state)
 
     /* every group closed: no handle may be left */
     assert_int_equal(uv_loop_close(&e->loop), 0);
-    nftw(e->root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    rm_tree(e->root);
     for (i = 0; i < MAXN; i++) {
         free(e->n[i].sm.vals);
     }
@@ -1177,6 +1166,118 @@ static void test_membership_unreachable(void **state)
     assert_int_equal(c.status, RGROUP_EUNKNOWN);
 }
 
+/* ---- replica identity (raft/ident.h) ------------------------------------ */
+
+/* Node i's data directory, which keeps its markers; its group lives in
+ * "<node dir>/test". */
+static void node_dir(struct env *e, unsigned i, char *out, size_t len)
+{
+    snprintf(out, len, "%s/node%u", e->root, i + 1);
+}
+
+static void start_marked(struct env *e, unsigned i, bool rejoin)
+{
+    struct rgroup_config cfg;
+    char markers[96];
+
+    node_dir(e, i, markers, sizeof markers);
+    snprintf(e->n[i].dir, sizeof e->n[i].dir, "%s/test", markers);
+    config(e, &cfg, i, 3);
+    cfg.marker_dir = markers;
+    cfg.rejoin = rejoin;
+    start_node(e, i, &cfg);
+}
+
+/* rgroup_new of node i as configured (marker kept, no rejoin) fails; its
+ * message into @err. */
+static void start_marked_refused(struct env *e, unsigned i, uint64_t id,
+                                 char *err, size_t errlen)
+{
+    struct rgroup_config cfg;
+    struct rgroup_fsm fsm = tsm_ops;
+    char markers[128];
+
+    node_dir(e, i, markers, sizeof markers);
+    config(e, &cfg, i, 3);
+    cfg.id = id;
+    cfg.marker_dir = markers;
+    fsm.data = &e->n[i].sm;
+    assert_null(rgroup_new(&e->loop, &cfg, &fsm, err, errlen));
+    print_message("    refused: %s\n", err);
+}
+
+/* A voter of a running group whose data directory is emptied must not
+ * bootstrap again (it would have term 0 and no vote): it refuses to start,
+ * naming the way out. Removed from the group, then started with rejoin, it
+ * starts empty and unconfigured, is added back and catches up; then it
+ * restarts normally. A marker of another member id is refused. */
+static void test_lost_replica(void **state)
+{
+    struct env *e = *state;
+    struct rgroup_member_info m[RGROUP_MAX_MEMBERS];
+    char markers[128];
+    char path[256];
+    char err[512];
+    struct sm_want w;
+    unsigned f;
+    unsigned i;
+    int l;
+
+    e->port0 = port_base(12);
+    e->n_nodes = 3;
+    for (i = 0; i < 3; i++) {
+        start_marked(e, i, false);
+    }
+    assert_true(run_until(e, some_ready, NULL, WAIT_MS));
+    l = ready_leader(e);
+    assert_true(l >= 0);
+    submit_and_wait(e, e->n[l].g, 20, 1);
+    w = (struct sm_want){7, 20};
+    assert_true(run_until(e, sm_has, &w, WAIT_MS));
+    for (i = 0; i < 3; i++) {
+        node_dir(e, i, markers, sizeof markers);
+        snprintf(path, sizeof path, "%s/test.member", markers);
+        assert_int_equal(access(path, F_OK), 0);
+    }
+
+    /* a follower loses its group directory */
+    f = ((unsigned)l + 1) % 3;
+    close_node(e, f);
+    assert_int_equal(rm_tree(e->n[f].dir), 0);
+    err[0] = '\0';
+    start_marked_refused(e, f, f + 1, err, sizeof err);
+    assert_non_null(strstr(err, "group test"));
+    assert_non_null(strstr(err, "ringmqctl member remove"));
+    assert_non_null(strstr(err, "--rejoin"));
+    /* refused before raft touched it: still empty, still refused */
+    start_marked_refused(e, f, f + 1, err, sizeof err);
+
+    /* another member id on this node's markers */
+    start_marked_refused(e, f, ((f + 1) % 3) + 1, err, sizeof err);
+    assert_non_null(strstr(err, "says this node is member"));
+
+    /* the documented way back: remove, start with rejoin, add */
+    remove_and_wait(e, (unsigned)l, f + 1);
+    free(e->n[f].sm.vals);
+    memset(&e->n[f].sm, 0, sizeof e->n[f].sm);
+    start_marked(e, f, true);
+    assert_int_equal(rgroup_members(e->n[f].g, m, RGROUP_MAX_MEMBERS), 0);
+    add_voter_and_wait(e, (unsigned)l, f + 1);
+    submit_and_wait(e, e->n[l].g, 10, 21);
+    w = (struct sm_want){7, 30};
+    assert_true(run_until(e, sm_has, &w, WAIT_MS));
+    assert_counts_up(&e->n[f].sm, 30);
+
+    /* its new data is known: a plain restart is a restart */
+    close_node(e, f);
+    free(e->n[f].sm.vals);
+    memset(&e->n[f].sm, 0, sizeof e->n[f].sm);
+    start_marked(e, f, false);
+    assert_true(run_until(e, sm_has, &w, WAIT_MS));
+    assert_counts_up(&e->n[f].sm, 30);
+    close_all(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1193,6 +1294,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_quorum_loss, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_membership, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_replica, setup, teardown),
         cmocka_unit_test_setup_teardown(test_membership_unreachable, setup,
                                         teardown),
     };
