@@ -843,6 +843,10 @@ static void handle_map_watch(struct node_rpc *r, struct rpc_server_req *req,
         reply_code(req, OUTCOME_NO_GROUP, "no such group here");
         return;
     }
+    if (msg->map_watch->at_leader && !meta_svc_is_leader(r->meta)) {
+        reply_not_leader(r, req, "meta", meta_svc_leader_id(r->meta));
+        return;
+    }
     c = xcalloc(1, sizeof(*c));
     c->rpc = r;
     c->req = req;

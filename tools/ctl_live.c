@@ -37,6 +37,8 @@ int ctl_live_fetch(struct ctl *ctl, const struct cluster_map *seed,
     req.group = MAP_SM_META;
     req.body_case = RINGMQ__RPC_REQUEST__BODY_MAP_WATCH;
     req.map_watch = &w; /* known 0, wait 0: the whole map, now */
+    /* a follower may not have applied a change already acknowledged */
+    w.at_leader = true;
     if (ctl_call_leader(ctl, &meta, &req, deadline(ctl), &resp) != 0) {
         return EXIT_ERROR;
     }
