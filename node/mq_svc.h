@@ -14,7 +14,11 @@
  *     deliveries cannot be settled through us: return them all), or BOOT
  *     instead the first time when mq_svc_config.boot is set (standalone
  *     broker start). Client commands submitted afterwards are ordered
- *     behind it.
+ *     behind it. One era command per term: leading again in the same term
+ *     (raft said not-leader for a moment) keeps the era; one that failed
+ *     unapplied (the group dropped or refused it) is submitted again
+ *     while this replica leads in its term, and mq_svc_ready() stays
+ *     false until one is applied.
  *   - Long-poll CHECKOUT: a CHECKOUT with wait_ms > 0 finding no ready
  *     message and none set aside for its consumer (local state), or its
  *     queue in a move (mq_sm.h), is parked, not proposed, and re-proposed
@@ -108,6 +112,15 @@ struct mq_svc_config {
     void (*on_internal)(void *data, const struct mq_sm_cmd *cmd,
                         const struct mq_sm_result *res);
     void *on_internal_data;
+    /* Tests only (zero in production). test_expire_eras: the first N era
+     * commands are submitted with a deadline already passed, so the group
+     * drops them unproposed (RGROUP_EEXPIRED), as it fails one it cannot
+     * propose. test_leads: consulted after rgroup_is_leader(); false
+     * makes the service see no leadership, as when raft reports
+     * not-leader for a moment within a term. */
+    unsigned test_expire_eras;
+    bool (*test_leads)(void *data);
+    void *test_data;
 };
 
 struct mq_svc_status {
