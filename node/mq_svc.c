@@ -424,6 +424,7 @@ static void propose(struct mq_svc *svc, struct mq_svc_call *call)
     p->kind = PENDING_CALL;
     p->call = call;
     mq_sm_result_init(&call->result);
+    p->rcmd.deadline_ms = call->until_ms;
     rv = submit_pending(svc, p, &call->cmd);
     if (rv != 0) {
         free(p);
@@ -827,10 +828,17 @@ err:
 
 void mq_svc_submit(struct mq_svc *svc, struct mq_svc_call *call)
 {
+    mq_svc_submit_until(svc, call, 0);
+}
+
+void mq_svc_submit_until(struct mq_svc *svc, struct mq_svc_call *call,
+                         uint64_t deadline_ms)
+{
     const struct mq_sm_cmd *c = &call->cmd;
     struct mq_sm_queue_stats qs;
 
     call->svc = svc;
+    call->until_ms = deadline_ms;
     call->wq = NULL;
     call->wnext = NULL;
     call->wprev = NULL;
