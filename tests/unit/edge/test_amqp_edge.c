@@ -27,6 +27,7 @@
 #include <uv.h>
 
 #include "common/buf.h"
+#include "common/clock.h"
 #include "tests/unit/lib/fake_broker.h"
 #include "proto/amqp_frame.h"
 #include "proto/amqp_method.h"
@@ -935,6 +936,58 @@ static void test_publish_order_across_a_lost_enqueue(void **state)
     cl_close(&c);
 }
 
+/* A shard whose group is full answers BUSY: never proposed, so the edge
+ * sends the ENQUEUE again, after waits that double (at least 50 + 100 +
+ * 200 ms for three BUSY answers), and confirms it once it is taken,
+ * stored once; a consumer's CHECKOUT answered BUSY is asked again too.
+ * Before, a BUSY publish was nacked, and a consumer whose CHECKOUTs came
+ * back BUSY polled again only when its connection next wrote something
+ * (here: never). */
+static void test_busy_retried(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    struct client k;
+    struct amqp_method m;
+    uint64_t t0;
+
+    cl_handshake(&c, fx->port);
+    cl_declare(&c, "b1");
+    cl_simple(&c, 1, AMQP_CONFIRM_SELECT);
+    cl_expect_free(&c, AMQP_CONFIRM_SELECT_OK);
+    fake_broker_busy(fx->fb, MQ_SM_ENQUEUE, 3);
+    t0 = clock_mono_ms();
+    cl_publish(&c, "", "b1", "busy", false);
+    cl_expect(&c, AMQP_BASIC_ACK, &m);
+    assert_int_equal(m.basic_ack.delivery_tag, 1);
+    amqp_method_free(&m);
+    assert_true(clock_mono_ms() - t0 >= 350);
+    cl_get_expect(&c, "b1", "busy");
+    amqp_method_init(&m, AMQP_BASIC_GET);
+    m.basic_get.queue = amqp_cstr("b1");
+    m.basic_get.no_ack = true;
+    cl_method(&c, 1, &m);
+    cl_expect_free(&c, AMQP_BASIC_GET_EMPTY);
+
+    cl_handshake(&k, fx->port);
+    fake_broker_busy(fx->fb, MQ_SM_CHECKOUT, 5);
+    amqp_method_init(&m, AMQP_BASIC_CONSUME);
+    m.basic_consume.queue = amqp_cstr("b1");
+    m.basic_consume.no_ack = true;
+    cl_method(&k, 1, &m);
+    cl_expect_free(&k, AMQP_BASIC_CONSUME_OK);
+    cl_publish(&c, "", "b1", "later", false);
+    cl_expect(&c, AMQP_BASIC_ACK, &m);
+    amqp_method_free(&m);
+    cl_expect(&k, AMQP_BASIC_DELIVER, &m);
+    amqp_method_free(&m);
+    assert_true(cl_frame(&k));
+    assert_true(cl_frame(&k));
+    assert_memory_equal(k.payload, "later", 5);
+    cl_close(&k);
+    cl_close(&c);
+}
+
 /* tx is refused clearly (540), not half done. */
 static void test_tx_not_implemented(void **state)
 {
@@ -1023,6 +1076,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_consume_prefetch, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_acks_batched, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_busy_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_while_unavailable, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_blocked_publishers, setup,
