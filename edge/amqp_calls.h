@@ -1,8 +1,9 @@
 /*
  * amqp_calls: the AMQP edge's broker calls (struct edge_call) and what lets
  * them outlive whatever asked for them: submission, retries after
- * UNAVAILABLE or BUSY (the retry list and its timer), the count of calls in flight
- * that the server's close waits for, and the ids the edge hands out.
+ * UNAVAILABLE or BUSY (the retry list and its timer), the count of calls
+ * in flight that the server's close waits for, and the ids the edge hands
+ * out.
  *
  * Below the server, connections and channels, this calls nothing of
  * theirs: a call completes into its done function, what it keeps alive is
