@@ -2050,7 +2050,7 @@ static void test_amqp_busy_reaches_edge(void **state)
     struct tmq t;
 
     (void)state;
-    start_amqp(&F->map, 300);
+    start_amqp(&F->map, 1000);
     F->busy_left = 2;
     assert_int_equal(mq_named(MQ_SM_ENQUEUE, "q", false, &t), OUTCOME_OK);
     assert_int_equal(F->n_busy, 2);
