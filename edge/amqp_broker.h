@@ -17,12 +17,16 @@
  * returns, always on the loop thread. MQ calls to one shard that were
  * applied complete in the order the shard applied them (the edge relies on
  * it to settle "every delivery up to tag N" safely). Status, of the
- * shared vocabulary (sm/outcome.h); a broker answers only these three:
+ * shared vocabulary (sm/outcome.h); a broker answers only these four:
  *   OUTCOME_OK           the command was applied; the result is valid;
  *   OUTCOME_UNAVAILABLE  not applied, or the outcome is unknown (leader
  *                        lost, deadline): the edge may retry the same
  *                        command (ENQUEUE is deduplicated by client_id +
  *                        seq) or give up (nack, channel error);
+ *   OUTCOME_BUSY         not applied, never proposed: the shard's group
+ *                        has too much waiting (admission control); the
+ *                        edge may send the same command again after a
+ *                        pause (a broker may report it as UNAVAILABLE);
  *   OUTCOME_CLOSING      the broker is shutting down.
  *
  * Ownership: the pointers inside call->mq / call->meta (names, body, args)

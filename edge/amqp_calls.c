@@ -12,6 +12,7 @@
 
 #include "common/clock.h"
 #include "common/container_of.h"
+#include "common/random_id.h"
 #include "edge/amqp_edge.h"
 
 void edge_ref_get(struct edge_ref *r)
@@ -26,13 +27,50 @@ void edge_ref_put(struct edge_ref *r)
     }
 }
 
+/* The longest wait before sending again a call answered BUSY. */
+#define EDGE_BUSY_BACKOFF_MAX_MS 1600
+
+/* The wait after the @busy-th BUSY answer (0 = the first): the retry tick
+ * doubled each time, drawn between its half and its whole so that the
+ * calls refused together do not come back together. */
+static uint64_t busy_backoff(unsigned busy)
+{
+    uint64_t delay = EDGE_RETRY_TICK_MS;
+    uint64_t jitter;
+    unsigned i;
+
+    for (i = 0; i < busy && delay < EDGE_BUSY_BACKOFF_MAX_MS; i++) {
+        delay *= 2;
+    }
+    if (delay > EDGE_BUSY_BACKOFF_MAX_MS) {
+        delay = EDGE_BUSY_BACKOFF_MAX_MS;
+    }
+    random_bytes(&jitter, sizeof(jitter));
+    return delay - delay / 2 + jitter % (delay / 2 + 1);
+}
+
 bool edge_call_retry_unavailable(struct edge_call *ec)
 {
-    if (ec->bc.status != OUTCOME_UNAVAILABLE ||
-        clock_mono_ms() >= ec->deadline_ms || ec->calls->closing) {
+    uint64_t now = clock_mono_ms();
+    uint64_t delay = EDGE_RETRY_TICK_MS;
+
+    if (now >= ec->deadline_ms || ec->calls->closing) {
         return false;
     }
-    edge_call_retry(ec);
+    switch (ec->bc.status) {
+        case OUTCOME_UNAVAILABLE:
+            break;
+        case OUTCOME_BUSY:
+            /* never proposed: no point waiting past the deadline */
+            delay = busy_backoff(ec->busy++);
+            if (now + delay >= ec->deadline_ms) {
+                return false;
+            }
+            break;
+        default:
+            return false;
+    }
+    edge_call_retry_after(ec, delay);
     return true;
 }
 
@@ -159,9 +197,14 @@ void edge_call_submit(struct edge_call *ec)
 
 void edge_call_retry(struct edge_call *ec)
 {
+    edge_call_retry_after(ec, EDGE_RETRY_TICK_MS);
+}
+
+void edge_call_retry_after(struct edge_call *ec, uint64_t delay_ms)
+{
     struct edge_calls *k = ec->calls;
 
-    ec->retry_at_ms = clock_mono_ms() + EDGE_RETRY_TICK_MS;
+    ec->retry_at_ms = clock_mono_ms() + delay_ms;
     ec->retry_next = k->retry_list;
     k->retry_list = ec;
     /* Counted as in flight while parked, so close waits for it. */

@@ -1,8 +1,9 @@
 /*
  * amqp_calls: the AMQP edge's broker calls (struct edge_call) and what lets
  * them outlive whatever asked for them: submission, retries after
- * UNAVAILABLE (the retry list and its timer), the count of calls in flight
- * that the server's close waits for, and the ids the edge hands out.
+ * UNAVAILABLE or BUSY (the retry list and its timer), the count of calls
+ * in flight that the server's close waits for, and the ids the edge hands
+ * out.
  *
  * Below the server, connections and channels, this calls nothing of
  * theirs: a call completes into its done function, what it keeps alive is
@@ -73,7 +74,9 @@ struct edge_call {
     uint64_t chan_uid;      /* channel the call belongs to, or 0 */
     uint64_t consumer;      /* CHECKOUT: consumer id */
     void (*done)(struct edge_call *ec);
-    uint64_t deadline_ms;   /* retries after UNAVAILABLE stop here; 0 none */
+    uint64_t deadline_ms;   /* retries after UNAVAILABLE or BUSY stop
+                               here; 0 none */
+    unsigned busy;          /* BUSY answers so far (each doubles the wait) */
     uint64_t retry_at_ms;
     uint64_t submitted_ms;  /* last submit */
     struct edge_call *retry_next;
@@ -106,9 +109,13 @@ struct edge_call *edge_call_new(struct edge_calls *k, struct edge_ref *ref,
 void edge_call_submit(struct edge_call *ec);
 /* From done: submit the same call again after EDGE_RETRY_TICK_MS. */
 void edge_call_retry(struct edge_call *ec);
+/* The same after @delay_ms (resolution EDGE_RETRY_TICK_MS). */
+void edge_call_retry_after(struct edge_call *ec, uint64_t delay_ms);
 /* From done: if @ec came back UNAVAILABLE before its deadline_ms and the
  * edge is not closing, retry it (the command must be safe to apply twice)
- * and return true: done must then return. */
+ * and return true: done must then return. The same for BUSY (never
+ * proposed), after a wait that doubles with each BUSY answer of the call,
+ * unless that wait would end at or past deadline_ms. */
 bool edge_call_retry_unavailable(struct edge_call *ec);
 void edge_call_set_queue(struct edge_call *ec, const void *name, size_t len);
 

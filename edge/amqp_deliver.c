@@ -42,8 +42,11 @@ static void on_checkout_done(struct edge_call *ec)
     }
     cs->polling = false;
     if (ec->bc.status != OUTCOME_OK) {
-        if (ec->bc.status == OUTCOME_UNAVAILABLE && !ec->calls->closing) {
-            /* Leader change or lost answer: ask again shortly. */
+        if ((ec->bc.status == OUTCOME_UNAVAILABLE ||
+             ec->bc.status == OUTCOME_BUSY) &&
+            !ec->calls->closing) {
+            /* Leader change, lost answer, or a busy shard: ask again
+             * shortly. */
             cs->polling = true;
             edge_call_retry(ec);
         }

@@ -63,6 +63,13 @@ enum pending_kind {
     PENDING_LEASE     /* RETURN scope ROUTER of an expired lease */
 };
 
+enum era_state {
+    ERA_NONE = 0, /* no era command submitted in era_term */
+    ERA_PENDING,  /* submitted, not completed yet */
+    ERA_APPLIED,
+    ERA_FAILED    /* completed unapplied: submit it again */
+};
+
 /* A command on its way through Raft. */
 struct pending {
     struct rgroup_cmd rcmd;
@@ -81,10 +88,12 @@ struct mq_svc {
     struct mq_sm *sm;
     struct mq_svc_config cfg;
 
-    /* era: the term whose era command we submitted */
+    /* era: the term of the last era command submitted, and what became
+     * of it. One era command per term: proposed again only when it
+     * failed (never applied), whatever leadership did in between. */
     bool leading;
     uint64_t era_term;
-    uint64_t era_applied_term; /* term whose era command was applied */
+    enum era_state era;
     bool booted;
 
     struct mq_svc_waitq *wq[WQ_BUCKETS];
@@ -415,6 +424,7 @@ static void propose(struct mq_svc *svc, struct mq_svc_call *call)
     p->kind = PENDING_CALL;
     p->call = call;
     mq_sm_result_init(&call->result);
+    p->rcmd.deadline_ms = call->until_ms;
     rv = submit_pending(svc, p, &call->cmd);
     if (rv != 0) {
         free(p);
@@ -432,6 +442,10 @@ static bool propose_internal(struct mq_svc *svc, enum pending_kind kind,
     p->term = term;
     p->cmd = *c;
     mq_sm_result_init(&p->res);
+    if (kind == PENDING_ERA && svc->cfg.test_expire_eras > 0) {
+        svc->cfg.test_expire_eras--;
+        p->rcmd.deadline_ms = 1; /* passed: the group drops it */
+    }
     if (submit_pending(svc, p, c) != 0) {
         free(p);
         return false;
@@ -460,10 +474,12 @@ static void cmd_done(struct rgroup_cmd *rcmd, int status)
 
     free(p->payload);
     if (p->kind != PENDING_CALL) {
+        if (p->kind == PENDING_ERA && p->term == svc->era_term) {
+            svc->era = status == 0 ? ERA_APPLIED : ERA_FAILED;
+        }
         if (status == 0) {
             if (p->kind == PENDING_ERA) {
                 svc->stat_eras++;
-                svc->era_applied_term = p->term;
                 if (p->cmd.type == MQ_SM_BOOT) {
                     svc->booted = true;
                 }
@@ -512,18 +528,39 @@ static void leases_clear(struct mq_svc *svc)
     }
 }
 
-/* Detect a new era and submit its command first; keep svc->leading. */
+static bool group_leads(struct mq_svc *svc)
+{
+    return rgroup_is_leader(svc->sh.group) &&
+           (svc->cfg.test_leads == NULL ||
+            svc->cfg.test_leads(svc->cfg.test_data));
+}
+
+/* Detect a new era and submit its command first; keep svc->leading.
+ * Leading again in the term of an era command pending or applied (raft
+ * said not-leader for a moment, a hand-off that did not happen) is the
+ * same era: a second LEADER_CHANGED would return every delivery made
+ * since. One that failed is submitted again, before any client command. */
 static void leader_check(struct mq_svc *svc)
 {
     struct rgroup_status st;
     struct mq_sm_cmd c;
+    bool resumed;
 
-    if (svc->sh.closing || !rgroup_is_leader(svc->sh.group)) {
+    if (svc->sh.closing || !group_leads(svc)) {
         svc->leading = false;
         return;
     }
     rgroup_status(svc->sh.group, &st);
-    if (svc->leading && svc->era_term == st.term) {
+    resumed = svc->era_term == st.term &&
+              (svc->era == ERA_PENDING || svc->era == ERA_APPLIED);
+    if (resumed) {
+        if (!svc->leading) {
+            log_info("%s: leading again in term %" PRIu64, svc->name,
+                     st.term);
+            svc->leading = true;
+            leases_clear(svc);
+            svc->lease_checked_ms = uv_now(svc->sh.loop);
+        }
         return;
     }
     memset(&c, 0, sizeof(c));
@@ -535,10 +572,13 @@ static void leader_check(struct mq_svc *svc)
         svc->leading = false;
         return;
     }
-    log_info("%s: leading in term %" PRIu64 " (%s)", svc->name, st.term,
-             c.type == MQ_SM_BOOT ? "boot" : "leader changed");
+    log_info("%s: leading in term %" PRIu64 " (%s%s)", svc->name, st.term,
+             c.type == MQ_SM_BOOT ? "boot" : "leader changed",
+             svc->era_term == st.term ? ", again: the first one failed"
+                                      : "");
     svc->leading = true;
     svc->era_term = st.term;
+    svc->era = ERA_PENDING;
     leases_clear(svc);
     svc->lease_checked_ms = uv_now(svc->sh.loop);
 }
@@ -788,10 +828,17 @@ err:
 
 void mq_svc_submit(struct mq_svc *svc, struct mq_svc_call *call)
 {
+    mq_svc_submit_until(svc, call, 0);
+}
+
+void mq_svc_submit_until(struct mq_svc *svc, struct mq_svc_call *call,
+                         uint64_t deadline_ms)
+{
     const struct mq_sm_cmd *c = &call->cmd;
     struct mq_sm_queue_stats qs;
 
     call->svc = svc;
+    call->until_ms = deadline_ms;
     call->wq = NULL;
     call->wnext = NULL;
     call->wprev = NULL;
@@ -886,7 +933,7 @@ bool mq_svc_is_leader(struct mq_svc *svc)
 bool mq_svc_ready(struct mq_svc *svc)
 {
     leader_check(svc);
-    return svc->leading && svc->era_applied_term == svc->era_term;
+    return svc->leading && svc->era == ERA_APPLIED;
 }
 
 bool mq_svc_booted(const struct mq_svc *svc)

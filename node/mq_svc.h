@@ -14,7 +14,11 @@
  *     deliveries cannot be settled through us: return them all), or BOOT
  *     instead the first time when mq_svc_config.boot is set (standalone
  *     broker start). Client commands submitted afterwards are ordered
- *     behind it.
+ *     behind it. One era command per term: leading again in the same term
+ *     (raft said not-leader for a moment) keeps the era; one that failed
+ *     unapplied (the group dropped or refused it) is submitted again
+ *     while this replica leads in its term, and mq_svc_ready() stays
+ *     false until one is applied.
  *   - Long-poll CHECKOUT: a CHECKOUT with wait_ms > 0 finding no ready
  *     message and none set aside for its consumer (local state), or its
  *     queue in a move (mq_sm.h), is parked, not proposed, and re-proposed
@@ -41,6 +45,10 @@
  *   OUTCOME_UNAVAILABLE  proposed, then leadership was lost, or raft
  *                        refused it: the command may or may not be applied;
  *   OUTCOME_TOO_LARGE    the command exceeds the group's entry limit;
+ *   OUTCOME_BUSY         nothing was proposed: the group's queue is full
+ *                        (raft/group.h, admission control);
+ *   OUTCOME_EXPIRED      nothing was proposed: mq_svc_submit_until's
+ *                        deadline passed while the command was queued;
  *   OUTCOME_CLOSING      mq_svc_close() was called.
  * On any status but OK call->result is empty (nothing to clear, but
  * clearing is harmless). Applied calls complete in the order this replica
@@ -87,6 +95,7 @@ struct mq_svc_call {
     /* private */
     struct mq_svc *svc;
     uint64_t deadline;    /* uv_now() when a long poll gives up */
+    uint64_t until_ms;    /* mq_svc_submit_until's deadline, 0 = none */
     uint64_t seen_wakes;  /* svc->wakes when the CHECKOUT was applied */
     struct mq_svc_call *wnext; /* waiter list of its queue */
     struct mq_svc_call *wprev;
@@ -108,6 +117,15 @@ struct mq_svc_config {
     void (*on_internal)(void *data, const struct mq_sm_cmd *cmd,
                         const struct mq_sm_result *res);
     void *on_internal_data;
+    /* Tests only (zero in production). test_expire_eras: the first N era
+     * commands are submitted with a deadline already passed, so the group
+     * drops them unproposed (RGROUP_EEXPIRED), as it fails one it cannot
+     * propose. test_leads: consulted after rgroup_is_leader(); false
+     * makes the service see no leadership, as when raft reports
+     * not-leader for a moment within a term. */
+    unsigned test_expire_eras;
+    bool (*test_leads)(void *data);
+    void *test_data;
 };
 
 struct mq_svc_status {
@@ -129,6 +147,13 @@ struct mq_svc *mq_svc_new(uv_loop_t *loop, const struct rgroup_config *group,
                           size_t errlen);
 
 void mq_svc_submit(struct mq_svc *svc, struct mq_svc_call *call);
+/* The same, for a call whose sender gives up at @deadline_ms
+ * (clock_mono_ms(); 0 = never): a command still waiting in the group's
+ * queue then is dropped, never proposed, and completes OUTCOME_EXPIRED. A
+ * parked long-poll CHECKOUT is not proposed and keeps its wait_ms; each
+ * proposal made for it when woken carries @deadline_ms. */
+void mq_svc_submit_until(struct mq_svc *svc, struct mq_svc_call *call,
+                         uint64_t deadline_ms);
 
 /* @with_digest: also compute the state digest (walks everything). */
 void mq_svc_status(struct mq_svc *svc, struct mq_svc_status *out,

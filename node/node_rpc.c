@@ -451,7 +451,7 @@ static void handle_mq(struct node_rpc *r, struct rpc_server_req *req,
     c->svc = r->mq[i];
     c->call.cb = mq_call_done;
     c->call.data = c;
-    mq_svc_submit(c->svc, &c->call);
+    mq_svc_submit_until(c->svc, &c->call, rpc_server_req_deadline(req));
 }
 
 /* A chunk of a frozen queue's export, read at this leader (no log). */

@@ -396,6 +396,8 @@ static void placed(struct rreq *q, const Ringmq__RpcResponse *resp)
  * What leader.h leaves to us. Only calls the node certainly did not execute
  * are retried (by the engine); an unknown outcome completes UNAVAILABLE and
  * the edge decides (ENQUEUE carries its dedup id, so the edge retries it).
+ * A leader still busy at the deadline completes BUSY: never proposed, so
+ * the edge may send the call again as it is.
  */
 static void answered(struct rreq *q, const Ringmq__RpcResponse *resp)
 {
@@ -428,6 +430,9 @@ static void answered(struct rreq *q, const Ringmq__RpcResponse *resp)
                 return;
             }
             finish(q, OUTCOME_OK);
+            return;
+        case OUTCOME_BUSY:
+            finish(q, OUTCOME_BUSY);
             return;
         case OUTCOME_WRONG_EPOCH:
             log_warn("router: amqp: group %s refused epoch %" PRIu64

@@ -15,7 +15,9 @@
  * node certainly did not execute are retried here, until the request
  * deadline; an unknown outcome (timeout, connection lost after sending,
  * RPC_UNAVAILABLE) completes with OUTCOME_UNAVAILABLE and the edge
- * decides (ENQUEUE carries its dedup id, so the edge retries it).
+ * decides (ENQUEUE carries its dedup id, so the edge retries it). A leader
+ * still busy (RPC_BUSY: nothing proposed, router/leader backs off) when
+ * the deadline comes completes OUTCOME_BUSY: certainly not executed.
  *
  * The map changes while the broker serves (amqp_remote_map_update): the
  * broker contract's shard index is a ring index of the current map (shard

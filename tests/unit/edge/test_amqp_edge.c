@@ -27,6 +27,7 @@
 #include <uv.h>
 
 #include "common/buf.h"
+#include "common/clock.h"
 #include "tests/unit/lib/fake_broker.h"
 #include "proto/amqp_frame.h"
 #include "proto/amqp_method.h"
@@ -753,6 +754,31 @@ static void test_acks_batched(void **state)
     cl_close(&c);
 }
 
+/* basic.consume of @q with no-ack on channel 1, answered. */
+static void cl_consume_no_ack(struct client *c, const char *q)
+{
+    struct amqp_method m;
+
+    amqp_method_init(&m, AMQP_BASIC_CONSUME);
+    m.basic_consume.queue = amqp_cstr(q);
+    m.basic_consume.no_ack = true;
+    cl_method(c, 1, &m);
+    cl_expect_free(c, AMQP_BASIC_CONSUME_OK);
+}
+
+/* A basic.deliver of a message whose body is @body. */
+static void cl_expect_delivery(struct client *c, const char *body)
+{
+    struct amqp_method m;
+
+    cl_expect(c, AMQP_BASIC_DELIVER, &m);
+    amqp_method_free(&m);
+    assert_true(cl_frame(c));
+    assert_true(cl_frame(c));
+    assert_int_equal(c->size, strlen(body));
+    assert_memory_equal(c->payload, body, strlen(body));
+}
+
 /* A broker that is unavailable for a while (a leader election): the edge
  * retries the enqueue with the same dedup id and confirms once it lands;
  * a waiting consumer gets the message after its retried CHECKOUT. */
@@ -761,28 +787,19 @@ static void test_retry_while_unavailable(void **state)
     struct fixture *fx = *state;
     struct client c;
     struct client k;
-    struct amqp_method m;
 
     cl_handshake(&c, fx->port);
     cl_declare(&c, "r1");
     cl_simple(&c, 1, AMQP_CONFIRM_SELECT);
     cl_expect_free(&c, AMQP_CONFIRM_SELECT_OK);
     cl_handshake(&k, fx->port);
-    amqp_method_init(&m, AMQP_BASIC_CONSUME);
-    m.basic_consume.queue = amqp_cstr("r1");
-    m.basic_consume.no_ack = true;
-    cl_method(&k, 1, &m);
-    cl_expect_free(&k, AMQP_BASIC_CONSUME_OK);
+    cl_consume_no_ack(&k, "r1");
     fake_broker_set_unavailable(fx->fb, true);
     cl_publish(&c, "", "r1", "later", false);
     usleep(300 * 1000);
     fake_broker_set_unavailable(fx->fb, false);
     cl_expect_ack(&c, 1);
-    cl_expect(&k, AMQP_BASIC_DELIVER, &m);
-    amqp_method_free(&m);
-    assert_true(cl_frame(&k));
-    assert_true(cl_frame(&k));
-    assert_memory_equal(k.payload, "later", 5);
+    cl_expect_delivery(&k, "later");
     cl_close(&k);
     cl_close(&c);
 }
@@ -933,6 +950,43 @@ static void test_publish_order_across_a_lost_enqueue(void **state)
     cl_close(&c);
 }
 
+/* A shard whose group is full answers BUSY: never proposed, so the edge
+ * sends the ENQUEUE again, after waits that double (at least 50 + 100 +
+ * 200 ms for three BUSY answers), and confirms it once it is taken,
+ * stored once; a consumer's CHECKOUT answered BUSY is asked again too.
+ * Before, a BUSY publish was nacked, and a consumer whose CHECKOUTs came
+ * back BUSY polled again only when its connection next wrote something
+ * (here: never). */
+static void test_busy_retried(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    struct client k;
+    struct amqp_method m;
+    uint64_t t0;
+
+    cl_handshake(&c, fx->port);
+    cl_declare(&c, "b1");
+    cl_simple(&c, 1, AMQP_CONFIRM_SELECT);
+    cl_expect_free(&c, AMQP_CONFIRM_SELECT_OK);
+    fake_broker_busy(fx->fb, MQ_SM_ENQUEUE, 3);
+    t0 = clock_mono_ms();
+    cl_publish(&c, "", "b1", "busy", false);
+    cl_expect_ack(&c, 1);
+    assert_true(clock_mono_ms() - t0 >= 350);
+    cl_get_expect(&c, "b1", "busy");
+    /* stored once: the consumer's first delivery is the next message */
+    cl_handshake(&k, fx->port);
+    fake_broker_busy(fx->fb, MQ_SM_CHECKOUT, 5);
+    cl_consume_no_ack(&k, "b1");
+    cl_publish(&c, "", "b1", "later", false);
+    cl_expect(&c, AMQP_BASIC_ACK, &m);
+    amqp_method_free(&m);
+    cl_expect_delivery(&k, "later");
+    cl_close(&k);
+    cl_close(&c);
+}
+
 /* tx is refused clearly (540), not half done. */
 static void test_tx_not_implemented(void **state)
 {
@@ -1021,6 +1075,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_consume_prefetch, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_acks_batched, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_busy_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_while_unavailable, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_blocked_publishers, setup,

@@ -3,6 +3,7 @@
  */
 #include "tests/unit/lib/fake_broker.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +28,7 @@ struct fake_broker {
     bool block_on_enqueue;
     bool unroutable;
     unsigned lose_enqueues; /* the next ones answer UNAVAILABLE, unapplied */
+    unsigned busy[MQ_SM_CMD__COUNT]; /* the next ones answer BUSY, unapplied */
     bool closing;
 };
 
@@ -84,6 +86,17 @@ static void fb_submit(void *self, struct amqp_broker_call *c)
         c->status = OUTCOME_UNAVAILABLE;
         c->cb(c);
         return;
+    }
+    if (c->kind == AMQP_BROKER_MQ && (unsigned)c->mq.type < MQ_SM_CMD__COUNT) {
+        unsigned *busy = &fb->busy[c->mq.type];
+        unsigned n = __atomic_load_n(busy, __ATOMIC_SEQ_CST);
+
+        if (n > 0) {
+            __atomic_store_n(busy, n - 1, __ATOMIC_SEQ_CST);
+            c->status = OUTCOME_BUSY;
+            c->cb(c);
+            return;
+        }
     }
     if (c->kind == AMQP_BROKER_MQ && c->mq.type == MQ_SM_ENQUEUE) {
         unsigned n = __atomic_load_n(&fb->lose_enqueues, __ATOMIC_SEQ_CST);
@@ -205,6 +218,13 @@ static bool fb_routable(void *self)
 void fake_broker_lose_enqueues(struct fake_broker *fb, unsigned n)
 {
     __atomic_store_n(&fb->lose_enqueues, n, __ATOMIC_SEQ_CST);
+}
+
+void fake_broker_busy(struct fake_broker *fb, enum mq_sm_cmd_type type,
+                      unsigned n)
+{
+    assert((unsigned)type < MQ_SM_CMD__COUNT);
+    __atomic_store_n(&fb->busy[type], n, __ATOMIC_SEQ_CST);
 }
 
 void fake_broker_set_routable(struct fake_broker *fb, bool on)

@@ -33,6 +33,10 @@ void fake_broker_block_on_enqueue(struct fake_broker *fb, bool on);
 /* The next @n ENQUEUEs answer UNAVAILABLE without being applied, as a
  * leader lost with them in flight (any thread). */
 void fake_broker_lose_enqueues(struct fake_broker *fb, unsigned n);
+/* The next @n queue commands of @type answer BUSY without being applied,
+ * as a shard whose group is full (any thread). */
+void fake_broker_busy(struct fake_broker *fb, enum mq_sm_cmd_type type,
+                      unsigned n);
 /* routable() answers @on (any thread; true at start). */
 void fake_broker_set_routable(struct fake_broker *fb, bool on);
 struct mq_sm *fake_broker_mq(struct fake_broker *fb, unsigned shard);

@@ -2,8 +2,9 @@
  * Unit tests of node/mq_svc over a real single-member rgroup on 127.0.0.1:
  * results from the leader's apply, NOT_LEADER before leadership, the era
  * command, long-poll CHECKOUT (wake on enqueue, timeout, round robin,
- * prefetch, queue deleted), the router lease, BOOT across a restart, and
- * close with parked calls.
+ * prefetch, queue deleted), the router lease, BOOT across a restart, one
+ * era command per term (a failed one retried, none again after a
+ * not-leader moment), and close with parked calls.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -526,6 +527,86 @@ static void test_boot_restart(void **state)
     assert_int_equal(qstats(f, "durable").unacked, 0);
 }
 
+/* Era commands the group drops unproposed (config.test_expire_eras: what
+ * a raft refusal or a moment without leadership does to them) are
+ * submitted again in the same term: the shard becomes ready, and exactly
+ * one era is applied. */
+static void test_failed_era_is_retried(void **state)
+{
+    struct fx *f = *state;
+    struct mq_svc_config cfg = {.test_expire_eras = 2};
+    struct mq_svc_status st;
+    uint64_t term;
+
+    start(f, &cfg);
+    mq_svc_status(f->svc, &st, false);
+    term = st.raft.term;
+    assert_true(svc_env_run_until(&f->env, svc_ready, f->svc, WAIT_MS));
+    declare(f, "q", true);
+    enqueue(f, "q", "a");
+    mq_svc_status(f->svc, &st, false);
+    assert_int_equal(st.raft.term, term);
+    assert_int_equal(st.eras, 1);
+    assert_int_equal(qstats(f, "q").ready, 1);
+}
+
+struct flip {
+    bool hidden;
+};
+
+static bool flip_leads(void *data)
+{
+    return !((struct flip *)data)->hidden;
+}
+
+static bool svc_not_leading(void *arg)
+{
+    return !mq_svc_is_leader(arg);
+}
+
+/* Raft reporting not-leader for a moment within a term (a hand-off that
+ * did not happen): leading again in that term is the same era, so the
+ * delivery made before is not returned by a second LEADER_CHANGED. */
+static void test_leadership_flip_keeps_era(void **state)
+{
+    struct fx *f = *state;
+    struct flip flip = {0};
+    struct mq_svc_config cfg = {.test_leads = flip_leads,
+                                .test_data = &flip};
+    struct mq_svc_status st;
+    struct op o;
+    uint64_t term;
+
+    start(f, &cfg);
+    assert_true(svc_env_run_until(&f->env, svc_ready, f->svc, WAIT_MS));
+    mq_svc_status(f->svc, &st, false);
+    term = st.raft.term;
+    declare(f, "q", true);
+    enqueue(f, "q", "a");
+    checkout_init(&o, "q", 7, 1, 0);
+    assert_int_equal(run(f, &o), OUTCOME_OK);
+    assert_int_equal(o.call.result.n_deliveries, 1);
+    mq_sm_result_clear(&o.call.result);
+
+    flip.hidden = true;
+    assert_true(svc_env_run_until(&f->env, svc_not_leading, f->svc,
+                                  WAIT_MS));
+    op_init(&o, MQ_SM_DECLARE, "r");
+    mq_svc_submit(f->svc, &o.call);
+    assert_int_equal(o.done, 1);
+    assert_int_equal(o.call.status, OUTCOME_NOT_LEADER);
+    flip.hidden = false;
+    assert_true(svc_env_run_until(&f->env, svc_ready, f->svc, WAIT_MS));
+    /* applied behind a second era command, had one been submitted */
+    declare(f, "r", true);
+
+    mq_svc_status(f->svc, &st, false);
+    assert_int_equal(st.raft.term, term);
+    assert_int_equal(st.eras, 1);
+    assert_int_equal(qstats(f, "q").unacked, 1);
+    assert_int_equal(qstats(f, "q").ready, 0);
+}
+
 static void test_close_with_waiters(void **state)
 {
     struct fx *f = *state;
@@ -611,6 +692,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_router_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_boot_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_era_is_retried, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_leadership_flip_keeps_era,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_with_waiters, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_close, setup,

@@ -5,6 +5,7 @@
  * while it waited unread in the node's socket (the node paused or busy,
  * here: its loop blocked in a callback). The test speaks the wire protocol
  * through a plain blocking socket, so that it controls when bytes are sent.
+ * A queue group beside it shows queue commands carry their deadline too.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,8 +25,10 @@
 
 #include "common/buf.h"
 #include "node/cache_svc.h"
+#include "node/mq_svc.h"
 #include "node/config.h"
 #include "node/node_rpc.h"
+#include "proto/mq_pb.h"
 #include "proto/rpc_frame.h"
 #include "tests/unit/lib/frame_read.h"
 #include "tests/unit/lib/svc_env.h"
@@ -38,6 +41,7 @@ struct fx {
     struct svc_env env;
     struct node_config cfg;
     struct cache_svc *svc;
+    struct mq_svc *mq; /* "s0.mq", for the queue tests */
     struct node_rpc *rpc;
     int fd; /* the test's connection to the node's RPC port */
     unsigned closing;
@@ -56,6 +60,11 @@ static bool svc_configured(void *arg)
 
     cache_svc_status(arg, &st, false);
     return st.sm.configured;
+}
+
+static bool mq_ready(void *arg)
+{
+    return mq_svc_ready(arg);
 }
 
 static bool fd_readable(void *arg)
@@ -80,6 +89,7 @@ struct limits {
     unsigned max_inflight;
     size_t max_entry_bytes;
     unsigned max_queued_cmds;
+    bool queues; /* a queue group "s0.mq" too, with the same limits */
 };
 
 static int setup_with(void **state, const struct limits *lim)
@@ -101,6 +111,15 @@ static int setup_with(void **state, const struct limits *lim)
     assert_non_null(f->svc);
     assert_true(svc_env_run_until(&f->env, svc_leads, f->svc, WAIT_MS));
     assert_true(svc_env_run_until(&f->env, svc_configured, f->svc, WAIT_MS));
+    if (lim->queues) {
+        svc_env_group(&f->env, &g, "s0.mq", 2);
+        g.max_inflight = lim->max_inflight;
+        g.max_entry_bytes = lim->max_entry_bytes;
+        g.max_queued_cmds = lim->max_queued_cmds;
+        f->mq = mq_svc_new(&f->env.loop, &g, NULL, err, sizeof(err));
+        assert_non_null(f->mq);
+        assert_true(svc_env_run_until(&f->env, mq_ready, f->mq, WAIT_MS));
+    }
 
     node_config_defaults(&f->cfg);
     f->cfg.id = 1;
@@ -114,6 +133,9 @@ static int setup_with(void **state, const struct limits *lim)
         print_error("node_rpc_new: %s\n", err);
     }
     assert_non_null(f->rpc);
+    if (f->mq != NULL) {
+        node_rpc_set_amqp(f->rpc, &f->mq, 1, NULL);
+    }
 
     memset(&a, 0, sizeof(a));
     a.sin_family = AF_INET;
@@ -144,6 +166,15 @@ static int setup_one_slot(void **state)
     return setup_with(state, &one);
 }
 
+/* The same for a queue group beside the cache group. */
+static int setup_queue_one_slot(void **state)
+{
+    static const struct limits one = {
+        .max_inflight = 1, .max_entry_bytes = 1024, .queues = true};
+
+    return setup_with(state, &one);
+}
+
 /* Room for one command waiting to be proposed. */
 static int setup_one_queued(void **state)
 {
@@ -157,9 +188,12 @@ static int teardown(void **state)
     struct fx *f = *state;
 
     close(f->fd);
-    f->closing = 2;
+    f->closing = f->mq != NULL ? 3 : 2;
     node_rpc_close(f->rpc, closed_cb, f);
     cache_svc_close(f->svc, closed_cb, f);
+    if (f->mq != NULL) {
+        mq_svc_close(f->mq, closed_cb, f);
+    }
     assert_true(svc_env_run_until(&f->env, all_closed, f, WAIT_MS));
     assert_int_equal(svc_env_close(&f->env), 0);
     free(f);
@@ -187,6 +221,40 @@ static void encode_op_id(struct buf *out, uint64_t id, enum cache_op_type type,
     req.body_case = RINGMQ__RPC_REQUEST__BODY_CACHE;
     req.cache = &op;
     assert_int_equal(rpc_frame_encode_request(out, &req, 0, 0), 0);
+}
+
+/* A queue command on queue "q" of "s0.mq", appended to @out. */
+static void encode_mq_id(struct buf *out, uint64_t id,
+                         enum mq_sm_cmd_type type, size_t body_len,
+                         uint32_t budget_ms)
+{
+    static char body[VALUE_LEN];
+    Ringmq__RpcRequest req = RINGMQ__RPC_REQUEST__INIT;
+    struct mq_pb_cmd_buf b;
+    struct mq_sm_cmd c;
+
+    assert_true(body_len <= sizeof(body));
+    memset(body, 'm', sizeof(body));
+    memset(&c, 0, sizeof(c));
+    c.type = type;
+    c.vhost = "/";
+    c.vhost_len = 1;
+    c.queue = "q";
+    c.queue_len = 1;
+    c.body = body;
+    c.body_len = body_len;
+    c.durable = true;
+    c.who.router = 1;
+    c.who.conn = 2;
+    c.who.channel = 3;
+    assert_int_equal(mq_pb_cmd_to_pb(&c, 0, &b), 0);
+    req.id = id;
+    req.group = "s0.mq";
+    req.budget_ms = budget_ms;
+    req.body_case = RINGMQ__RPC_REQUEST__BODY_MQ;
+    req.mq = &b.pb;
+    assert_int_equal(rpc_frame_encode_request(out, &req, 0, 0), 0);
+    mq_pb_cmd_buf_clear(&b);
 }
 
 static void encode_op(struct buf *out, enum cache_op_type type,
@@ -413,6 +481,12 @@ static void stall_while_queued(uv_prepare_t *h)
     struct cache_svc_status st;
 
     cache_svc_status(s->f->svc, &st, false);
+    if (s->f->mq != NULL) {
+        struct mq_svc_status mst;
+
+        mq_svc_status(s->f->mq, &mst, false);
+        st.raft.queued_cmds += mst.raft.queued_cmds;
+    }
     if (!s->done && st.raft.queued_cmds > 0) {
         s->done = true;
         usleep(PAUSE_MS * 1000);
@@ -448,6 +522,59 @@ static void queued_write_expires_unproposed(void **state)
     assert_int_equal(call_ok(f, CACHE_OP_GET, "x", 0), CACHE_HIT);
 }
 
+static uint64_t mq_cmds_proposed(struct fx *f)
+{
+    struct mq_svc_status st;
+
+    mq_svc_status(f->mq, &st, false);
+    return st.raft.cmds_proposed;
+}
+
+/* The same for queue commands: an ENQUEUE queued behind one in flight
+ * whose deadline passes before it is proposed is never applied. */
+static void queued_enqueue_expires_unproposed(void **state)
+{
+    struct fx *f = *state;
+    struct stall s = {.f = f};
+    Ringmq__RpcResponse *resp[2];
+    struct mq_sm_queue_stats qs;
+    uint64_t before;
+    struct buf out;
+
+    buf_init(&out);
+    encode_mq_id(&out, 7, MQ_SM_DECLARE, 0, 0);
+    assert_int_equal(write(f->fd, out.data, out.len), (ssize_t)out.len);
+    buf_free(&out);
+    resp[0] = recv_reply(f);
+    assert_int_equal(rpc_outcome(resp[0]->code), OUTCOME_OK);
+    assert_int_equal(resp[0]->mq->status, MQ_SM_OK);
+    ringmq__rpc_response__free_unpacked(resp[0], NULL);
+    before = mq_cmds_proposed(f);
+
+    uv_prepare_init(&f->env.loop, &s.prepare);
+    s.prepare.data = &s;
+    uv_prepare_start(&s.prepare, stall_while_queued);
+    buf_init(&out);
+    encode_mq_id(&out, 1, MQ_SM_ENQUEUE, VALUE_LEN, 0);
+    encode_mq_id(&out, 2, MQ_SM_ENQUEUE, VALUE_LEN, PAUSE_MS / 2);
+    assert_int_equal(write(f->fd, out.data, out.len), (ssize_t)out.len);
+    buf_free(&out);
+    recv_replies(f, resp, 2);
+    uv_close((uv_handle_t *)&s.prepare, NULL);
+    svc_env_run_for(&f->env, 1); /* closed before @s goes */
+    assert_true(s.done);
+    assert_int_equal(rpc_outcome(resp[0]->code), OUTCOME_OK);
+    assert_int_equal(resp[0]->mq->status, MQ_SM_OK);
+    assert_int_equal(rpc_outcome(resp[1]->code), OUTCOME_UNAVAILABLE);
+    assert_non_null(strstr(resp[1]->error, "waited to be proposed"));
+    free_replies(resp, 2);
+    assert_int_equal(mq_cmds_proposed(f), before + 1);
+    assert_int_equal(mq_sm_queue_stats(mq_svc_sm(f->mq), "/", 1, "q", 1,
+                                       &qs),
+                     0);
+    assert_int_equal(qs.ready, 1);
+}
+
 /* A write beyond the group's queue bound is answered BUSY at once and
  * never applied; the one queued is. */
 static void write_beyond_queue_bound_is_busy(void **state)
@@ -478,6 +605,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(budget_counts_from_the_first_bytes,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(queued_enqueue_expires_unproposed,
+                                        setup_queue_one_slot, teardown),
         cmocka_unit_test_setup_teardown(queued_write_expires_unproposed,
                                         setup_one_slot, teardown),
         cmocka_unit_test_setup_teardown(write_beyond_queue_bound_is_busy,

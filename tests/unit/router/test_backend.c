@@ -334,6 +334,12 @@ static void answer_mq(struct fake *f,
         reply_not_leader(req, (unsigned)s);
         return;
     }
+    if (F->busy_left > 0) {
+        F->busy_left--;
+        F->n_busy++;
+        reply_code(req, RINGMQ__RPC_CODE__RPC_BUSY);
+        return;
+    }
     if (msg->mq->queue.len > 0 && F->mq_moving_left > 0) {
         F->mq_moving_left--;
         res.status = MQ_SM_MOVING;
@@ -2036,6 +2042,26 @@ static void test_amqp_moving_waited_out(void **state)
     assert_true(clock_mono_ms() - t0 < 1500);
 }
 
+/* RPC_BUSY on a queue command is retried by the router until its
+ * deadline, as for cache ops; still busy then, the call completes BUSY
+ * (never executed, the edge may send it again), not UNAVAILABLE. */
+static void test_amqp_busy_reaches_edge(void **state)
+{
+    struct tmq t;
+
+    (void)state;
+    start_amqp(&F->map, 1000);
+    F->busy_left = 2;
+    assert_int_equal(mq_named(MQ_SM_ENQUEUE, "q", false, &t), OUTCOME_OK);
+    assert_int_equal(F->n_busy, 2);
+    assert_int_equal(sum_mq(0, true) + sum_mq(1, true), 1);
+
+    F->busy_left = UINT32_MAX;
+    assert_int_equal(mq_named(MQ_SM_ENQUEUE, "q", false, &t), OUTCOME_BUSY);
+    assert_true(F->n_busy > 3);
+    assert_int_equal(sum_mq(0, true) + sum_mq(1, true), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2096,6 +2122,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_amqp_unknown_shard_waits_for_map,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_amqp_map_update_shards, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_amqp_busy_reaches_edge, setup,
                                         teardown),
     };
 
