@@ -1155,14 +1155,16 @@ static bool has_request_id(const struct cache_op *op)
 
 /* What is recorded of @res: deterministic on every replica (a GAT's copy
  * of the value may fail for want of memory on one replica alone, so a GAT
- * records only whether it hit). */
+ * records only its status, a failed copy as the HIT it was). */
 static void answer_of(const struct cache_op *op, const struct cache_result *res,
                       struct dedup_answer *a)
 {
     memset(a, 0, sizeof(*a));
     a->code = (uint32_t)res->status;
     if (op->type == CACHE_OP_GAT) {
-        a->code = res->status == CACHE_NOT_FOUND ? CACHE_NOT_FOUND : CACHE_HIT;
+        if (res->status == CACHE_NO_MEMORY) {
+            a->code = CACHE_HIT;
+        }
         return;
     }
     a->number = res->number;

@@ -28,8 +28,8 @@
  *     seq). A repeat answers the first result again (status, incr/decr's
  *     number, the cas taken) and changes nothing, even if the key has since
  *     moved away. A repeated GAT answers the item as it is now (a read at
- *     the repeat's place in the log) without touching it again, or
- *     NOT_FOUND if the first missed. The answers of the last dedup_window
+ *     the repeat's place in the log) without touching it again if the
+ *     first hit, else the first answer again. The answers of the last dedup_window
  *     seqs of the last dedup_clients clients are kept (sm/dedup.h); a
  *     repeat older than its client's window answers CACHE_STALE_RETRY and is
  *     not applied. Refusals that apply nothing (WRONG_OWNER, MOVING) are not
