@@ -27,14 +27,14 @@
  *     CONFIG, RING and MOVE ignore ids) is applied once per (client_id,
  *     seq). A repeat answers the first result again (status, incr/decr's
  *     number, the cas taken) and changes nothing, even if the key has since
- *     moved away. A repeated GAT answers the item as it is now (a read at
- *     the repeat's place in the log) without touching it again if the
- *     first hit, else the first answer again. The answers of the last dedup_window
- *     seqs of the last dedup_clients clients are kept (sm/dedup.h); a
- *     repeat older than its client's window answers CACHE_STALE_RETRY and is
- *     not applied. Refusals that apply nothing (WRONG_OWNER, MOVING) are not
- *     recorded: the request may be sent again to the owner. The table is
- *     state: in snapshots and the digest.
+ *     moved away. A repeated GAT that first hit answers the item as it
+ *     is now (a read at the repeat's place in the log) without touching it
+ *     again; any other repeated GAT answers its first answer. The answers
+ *     of the last dedup_window seqs of the last dedup_clients clients are
+ *     kept (sm/dedup.h); a repeat older than its client's window answers
+ *     CACHE_STALE_RETRY and is not applied. Refusals that apply nothing
+ *     (WRONG_OWNER, MOVING) are not recorded: the request may be sent
+ *     again to the owner. The table is state: in snapshots and the digest.
  *
  * Errors are results (struct cache_result), never return codes, except for
  * restore of a corrupt snapshot.
