@@ -181,6 +181,14 @@ static void set_then_get(struct fx *f, bool linearizable)
 
 /* A write sent again with its request id (a router's retry) gets the
  * first answer; once applied, the leader answers it without the log. */
+static void prepare_incr_with_id(struct call *c)
+{
+    prepare(c, CACHE_OP_INCR, "n", NULL);
+    c->c.op.delta = 5;
+    c->c.op.client_id = 77;
+    c->c.op.seq = 1;
+}
+
 static void repeated_write_answered_once(void **state)
 {
     struct fx *f = *state;
@@ -190,18 +198,12 @@ static void repeated_write_answered_once(void **state)
     start(f, false);
     prepare(&c, CACHE_OP_SET, "n", "10");
     assert_int_equal(run(f, &c), CACHE_STORED);
-    prepare(&c, CACHE_OP_INCR, "n", NULL);
-    c.c.op.delta = 5;
-    c.c.op.client_id = 77;
-    c.c.op.seq = 1;
+    prepare_incr_with_id(&c);
     assert_int_equal(run(f, &c), CACHE_NUMBER);
     assert_int_equal(c.c.result.number, 15);
     before = cmds_proposed(f);
 
-    prepare(&c, CACHE_OP_INCR, "n", NULL);
-    c.c.op.delta = 5;
-    c.c.op.client_id = 77;
-    c.c.op.seq = 1;
+    prepare_incr_with_id(&c);
     assert_int_equal(run(f, &c), CACHE_NUMBER);
     assert_int_equal(c.c.result.number, 15);
     assert_int_equal(cmds_proposed(f), before);

@@ -37,9 +37,9 @@ static struct cache_sm *sm_make(uint64_t mem_limit, uint32_t item_size_max)
     return sm;
 }
 
-/* Apply one op; returns its status and, if @out, keeps the result there
- * (caller clears it). */
-static enum cache_status op_full(struct cache_sm *sm,
+/* Apply one op with the request id (@client, @seq: 0 for none); returns
+ * its status and, if @out, keeps the result there (caller clears it). */
+static enum cache_status op_ided(struct cache_sm *sm,
                                  uint64_t now,
                                  enum cache_op_type type,
                                  const char *key,
@@ -48,6 +48,8 @@ static enum cache_status op_full(struct cache_sm *sm,
                                  int64_t exptime,
                                  uint64_t cas,
                                  uint64_t delta,
+                                 uint64_t client,
+                                 uint64_t seq,
                                  struct cache_result *out)
 {
     struct cache_op op;
@@ -64,6 +66,8 @@ static enum cache_status op_full(struct cache_sm *sm,
     op.exptime = exptime;
     op.cas = cas;
     op.delta = delta;
+    op.client_id = client;
+    op.seq = seq;
     cache_sm_apply(sm, now, &op, &res);
     st = res.status;
     if (out != NULL) {
@@ -72,6 +76,22 @@ static enum cache_status op_full(struct cache_sm *sm,
         cache_result_clear(&res);
     }
     return st;
+}
+
+/* ... without a request id */
+static enum cache_status op_full(struct cache_sm *sm,
+                                 uint64_t now,
+                                 enum cache_op_type type,
+                                 const char *key,
+                                 const char *value,
+                                 uint32_t flags,
+                                 int64_t exptime,
+                                 uint64_t cas,
+                                 uint64_t delta,
+                                 struct cache_result *out)
+{
+    return op_ided(sm, now, type, key, value, flags, exptime, cas, delta, 0,
+                   0, out);
 }
 
 static enum cache_status store(struct cache_sm *sm,
@@ -2316,34 +2336,13 @@ static void test_check_catches_a_broken_invariant(void **state)
 
 /* ---------------------------------------------------------- request ids */
 
-/* Apply @type with the request id (@client, @seq); the result is kept in
- * @out when given (caller clears it). */
+/* @type at T0 with the request id (@client, @seq), as op_ided. */
 static enum cache_status id_op(struct cache_sm *sm, enum cache_op_type type,
                                const char *key, const char *value,
                                uint64_t d, uint64_t client, uint64_t seq,
                                struct cache_result *out)
 {
-    struct cache_op op;
-    struct cache_result res;
-    enum cache_status st;
-
-    memset(&op, 0, sizeof(op));
-    op.type = type;
-    op.key = key;
-    op.key_len = key != NULL ? strlen(key) : 0;
-    op.value = value;
-    op.value_len = value != NULL ? strlen(value) : 0;
-    op.delta = d;
-    op.client_id = client;
-    op.seq = seq;
-    cache_sm_apply(sm, T0, &op, &res);
-    st = res.status;
-    if (out != NULL) {
-        *out = res;
-    } else {
-        cache_result_clear(&res);
-    }
-    return st;
+    return op_ided(sm, T0, type, key, value, 0, 0, 0, d, client, seq, out);
 }
 
 static struct cache_sm *sm_ids(uint32_t window, uint32_t clients)

@@ -121,73 +121,67 @@ static void test_encoding(void **state)
     dedup_close(&e);
 }
 
+/* Pieces of an encoding (dedup.c has the layout). */
+static unsigned char *put_header(unsigned char *p, uint32_t window,
+                                 uint32_t max_clients, uint32_t n)
+{
+    p = le_put_u32(p, window);
+    p = le_put_u32(p, max_clients);
+    return le_put_u32(p, n);
+}
+
+static unsigned char *put_client(unsigned char *p, uint64_t id,
+                                 uint64_t max_seq, uint32_t n_answers)
+{
+    p = le_put_u64(p, id);
+    p = le_put_u64(p, max_seq);
+    return le_put_u32(p, n_answers);
+}
+
+static unsigned char *put_answer(unsigned char *p, uint64_t seq)
+{
+    p = le_put_u64(p, seq);
+    p = le_put_u32(p, 0);
+    p = le_put_u64(p, 0);
+    return le_put_u64(p, 0);
+}
+
+static int decode(unsigned char *buf, unsigned char *end, struct dedup *e)
+{
+    return dedup_decode(buf, (size_t)(end - buf), e);
+}
+
 /* Encodings no table can have: refused. */
 static void test_decode_refuses(void **state)
 {
     struct dedup e;
-    unsigned char buf[256], *p;
+    unsigned char buf[256], *p, *seq_at;
 
     (void)state;
     dedup_init(&e, 4, 4);
-    /* window 0 */
-    p = le_put_u32(buf, 0);
-    p = le_put_u32(p, 4);
-    p = le_put_u32(p, 0);
-    assert_int_equal(dedup_decode(buf, (size_t)(p - buf), &e), -1);
-    /* more clients than the limit */
-    p = le_put_u32(buf, 4);
-    p = le_put_u32(p, 1);
-    p = le_put_u32(p, 2);
-    p = le_put_u64(p, 1);
-    p = le_put_u64(p, 1);
-    p = le_put_u32(p, 0);
-    p = le_put_u64(p, 2);
-    p = le_put_u64(p, 1);
-    p = le_put_u32(p, 0);
-    assert_int_equal(dedup_decode(buf, (size_t)(p - buf), &e), -1);
-    /* the same client twice */
-    p = le_put_u32(buf, 4);
-    p = le_put_u32(p, 4);
-    p = le_put_u32(p, 2);
-    p = le_put_u64(p, 1);
-    p = le_put_u64(p, 1);
-    p = le_put_u32(p, 0);
-    p = le_put_u64(p, 1);
-    p = le_put_u64(p, 1);
-    p = le_put_u32(p, 0);
-    assert_int_equal(dedup_decode(buf, (size_t)(p - buf), &e), -1);
+    p = put_header(buf, 0, 4, 0); /* window 0 */
+    assert_int_equal(decode(buf, p, &e), -1);
+    p = put_header(buf, 4, 1, 2); /* more clients than the limit */
+    p = put_client(p, 1, 1, 0);
+    p = put_client(p, 2, 1, 0);
+    assert_int_equal(decode(buf, p, &e), -1);
+    p = put_header(buf, 4, 4, 2); /* the same client twice */
+    p = put_client(p, 1, 1, 0);
+    p = put_client(p, 1, 1, 0);
+    assert_int_equal(decode(buf, p, &e), -1);
     /* an answer outside the window (max 10, window 4: seq 6) */
-    p = le_put_u32(buf, 4);
-    p = le_put_u32(p, 4);
-    p = le_put_u32(p, 1);
-    p = le_put_u64(p, 1);
-    p = le_put_u64(p, 10);
-    p = le_put_u32(p, 1);
-    p = le_put_u64(p, 6);
-    p = le_put_u32(p, 0);
-    p = le_put_u64(p, 0);
-    p = le_put_u64(p, 0);
-    assert_int_equal(dedup_decode(buf, (size_t)(p - buf), &e), -1);
-    /* the same, seq 7: accepted */
-    le_put_u64(buf + 12 + 20, 7);
-    assert_int_equal(dedup_decode(buf, (size_t)(p - buf), &e), 0);
+    p = put_header(buf, 4, 4, 1);
+    seq_at = put_client(p, 1, 10, 1);
+    p = put_answer(seq_at, 6);
+    assert_int_equal(decode(buf, p, &e), -1);
+    put_answer(seq_at, 7); /* the same, seq 7: accepted */
+    assert_int_equal(decode(buf, p, &e), 0);
     assert_int_equal(check(&e, 1, 7, NULL), DEDUP_DUPLICATE);
-    /* answers out of order */
-    p = le_put_u32(buf, 4);
-    p = le_put_u32(p, 4);
-    p = le_put_u32(p, 1);
-    p = le_put_u64(p, 1);
-    p = le_put_u64(p, 10);
-    p = le_put_u32(p, 2);
-    p = le_put_u64(p, 9);
-    p = le_put_u32(p, 0);
-    p = le_put_u64(p, 0);
-    p = le_put_u64(p, 0);
-    p = le_put_u64(p, 8);
-    p = le_put_u32(p, 0);
-    p = le_put_u64(p, 0);
-    p = le_put_u64(p, 0);
-    assert_int_equal(dedup_decode(buf, (size_t)(p - buf), &e), -1);
+    p = put_header(buf, 4, 4, 1); /* answers out of order */
+    p = put_client(p, 1, 10, 2);
+    p = put_answer(p, 9);
+    p = put_answer(p, 8);
+    assert_int_equal(decode(buf, p, &e), -1);
     dedup_close(&e);
 }
 
