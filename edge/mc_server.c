@@ -402,6 +402,9 @@ static const char *status_line(enum cache_status st)
     case CACHE_MOVING:
         /* the router's retries at the owner ran out of time */
         return "SERVER_ERROR temporarily unavailable";
+    case CACHE_STALE_RETRY:
+        /* a router's retry came too late for the shard to remember */
+        return "SERVER_ERROR retry too late, outcome unknown";
     default:
         return "SERVER_ERROR unexpected backend result";
     }

@@ -370,6 +370,14 @@ void cache_svc_submit_until(struct cache_svc *svc, struct cache_call *call,
         fail(call, RGROUP_ENOTLEADER);
         return;
     }
+    /* A repeat of a write already applied (a router's retry) answers here,
+     * without the log, and before its key could be refused as moved away
+     * since: what this replica applied is committed. */
+    if (cache_sm_answered(svc->sm, op, &call->result)) {
+        call->outcome = OUTCOME_OK;
+        call->cb(call);
+        return;
+    }
     if (cache_op_has_key(op->type)) {
         bool tracked;
         enum cache_status st =

@@ -20,6 +20,8 @@ void cache_op_to_pb(const struct cache_op *op, Ringmq__CacheOp *pb)
     pb->mem_limit = op->config.mem_limit;
     pb->item_size_max = op->config.item_size_max;
     pb->seed = op->config.seed;
+    pb->client_id = op->client_id;
+    pb->seq = op->seq;
 }
 
 int cache_op_from_pb(const Ringmq__CacheOp *pb, struct cache_op *op)
@@ -40,6 +42,8 @@ int cache_op_from_pb(const Ringmq__CacheOp *pb, struct cache_op *op)
     op->config.mem_limit = pb->mem_limit;
     op->config.item_size_max = pb->item_size_max;
     op->config.seed = pb->seed;
+    op->client_id = pb->client_id;
+    op->seq = pb->seq;
     return 0;
 }
 

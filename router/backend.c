@@ -4,8 +4,10 @@
  * What is the cache's own here: the ring, turning a cache op into an
  * RpcRequest and its answer into a cache result, FLUSH_ALL's fan-out, the
  * status poll and the counters. Leader tracking, retries, backoff and
- * deadlines are router/leader's: a breq is a leader_req (GETs may be
- * retried when their outcome is unknown, writes may not) plus the call.
+ * deadlines are router/leader's: a breq is a leader_req plus the call.
+ * Every op may be retried when its outcome is unknown: GETs are
+ * idempotent, and each write carries a request id the shard applies once
+ * (sm/cache_sm.h), so a retry gets the first attempt's answer.
  *
  * A newer map replaces the ring and the list of current shards (cur[i] is
  * the bshard of the map's shard i, which is ring node i). A bshard, once
@@ -23,6 +25,7 @@
 #include "common/clock.h"
 #include "common/container_of.h"
 #include "common/log.h"
+#include "common/random_id.h"
 #include "common/ring.h"
 #include "proto/cache_pb.h"
 #include "proto/rpc_frame.h"
@@ -69,6 +72,13 @@ struct bshard {
     uint64_t epoch_warned_at;
     uint64_t owner_refusals;  /* WRONG_OWNER answers from this shard */
     uint64_t moving_refusals; /* MOVING answers from this shard */
+
+    /* Request ids of the writes sent to this shard: a random client id of
+     * this router for this shard, and the writes numbered from 1. Per
+     * shard, so that the shard's window of remembered seqs counts only
+     * writes it applies. */
+    uint64_t client_id;
+    uint64_t last_seq;
 };
 
 /* One cache op on one shard. */
@@ -78,6 +88,11 @@ struct breq {
     struct cache_call *call;
     struct bshard *shard;
     uint64_t start_ns; /* clock_mono_ns() at submit, for latency */
+    /* a write's request id, the same in every attempt (seq 0: a read);
+     * kept when WRONG_OWNER sends it to another shard, where the client
+     * id is still unique */
+    uint64_t client_id;
+    uint64_t seq;
     unsigned owner_hops; /* WRONG_OWNER answers followed */
     /* where to ask when a wait ends ("": where our ring says): the owner
      * a WRONG_OWNER named, which our map may not have yet */
@@ -262,12 +277,13 @@ static void resume_parked(struct leader_req *lq)
 }
 
 /*
- * What leader.h leaves to us. Retries (leader.h has the full table): a
- * request the node certainly did not execute is retried for every op until
- * the request deadline; one whose outcome is unknown (timeout, connection
- * lost after sending, RPC_UNAVAILABLE) only for GET, which is idempotent:
- * every other op completes with OUTCOME_UNAVAILABLE (memcached clients see
- * SERVER_ERROR). A BUSY shard (admission control) is retried by the engine
+ * What leader.h leaves to us. Retries (leader.h has the full table): every
+ * op is retried until the request deadline, whether the node certainly did
+ * not execute it or its outcome is unknown (timeout, connection lost after
+ * sending, RPC_UNAVAILABLE): a GET is idempotent, and a write is sent again
+ * with its request id, which the shard applies once, answering a repeat
+ * with the first result (or CACHE_STALE_RETRY when the repeat is too late
+ * to be remembered). A BUSY shard (admission control) is retried by the engine
  * with an exponential backoff; one still BUSY when the deadline comes
  * completes OUTCOME_BUSY. Not retried at all: WRONG_EPOCH (our map is stale:
  * retrying cannot help; UNAVAILABLE plus a warning) and BAD_REQUEST.
@@ -341,7 +357,8 @@ static void on_done(struct leader_req *lq,
                   r->shard->name, cache_op_name(r->call->op.type),
                   r->lq.attempts);
     }
-    /* Maybe applied (a write), closing, deadline: SERVER_ERROR. */
+    /* Closing, deadline (the last attempt's outcome maybe unknown):
+     * SERVER_ERROR. */
     fail(r, end == LEADER_NOT_SENT && err == UV_E2BIG ? OUTCOME_TOO_LARGE
                                                       : OUTCOME_UNAVAILABLE);
 }
@@ -352,14 +369,14 @@ static int send_op(struct leader_req *lq, unsigned timeout_ms)
     Ringmq__RpcRequest req = RINGMQ__RPC_REQUEST__INIT;
     Ringmq__CacheOp pb;
 
-    /* A read that times out is retried elsewhere while budget remains; a
-     * write gets the whole remaining budget, since a timed-out write is
-     * not retried anyway. */
-    if (r->call->op.type == CACHE_OP_GET &&
-        timeout_ms > r->b->cfg.attempt_timeout_ms) {
+    /* An op that times out is retried elsewhere while budget remains (a
+     * write with its request id). */
+    if (timeout_ms > r->b->cfg.attempt_timeout_ms) {
         timeout_ms = r->b->cfg.attempt_timeout_ms;
     }
     cache_op_to_pb(&r->call->op, &pb);
+    pb.client_id = r->client_id;
+    pb.seq = r->seq;
     req.body_case = RINGMQ__RPC_REQUEST__BODY_CACHE;
     req.cache = &pb;
     return leader_req_call(lq, &req, timeout_ms);
@@ -382,18 +399,20 @@ static void submit_shard(struct backend *b,
     r->call = call;
     r->start_ns = clock_mono_ns();
     r->shard = s;
+    if (cache_op_is_write(call->op.type)) {
+        r->client_id = s->client_id;
+        r->seq = ++s->last_seq;
+    }
     if (!b->confirmed) {
         /* a key goes where the confirmed map's ring says (owner ""); a
          * flush_all's part to its shard */
         snprintf(r->owner, sizeof(r->owner), "%s",
                  cache_op_has_key(call->op.type) ? "" : s->name);
         leader_req_start_later(s->g, &r->lq, b->cfg.request_timeout_ms,
-                               call->op.type == CACHE_OP_GET,
-                               OWNER_BACKOFF_MS, resume_parked);
+                               true, OWNER_BACKOFF_MS, resume_parked);
         return;
     }
-    leader_req_start(s->g, &r->lq, b->cfg.request_timeout_ms,
-                     call->op.type == CACHE_OP_GET);
+    leader_req_start(s->g, &r->lq, b->cfg.request_timeout_ms, true);
 }
 
 void backend_map_confirmed(struct backend *b)
@@ -591,6 +610,7 @@ static struct bshard *shard_new(struct backend *b,
     s->b = b;
     snprintf(s->name, sizeof(s->name), "%s", cs->name);
     s->weight = cs->weight;
+    s->client_id = random_id_nonzero();
     s->g = leader_group_add(b->engine, s->name, cs->members, cs->n_members,
                             errmsg, errlen);
     if (s->g == NULL) {

@@ -27,18 +27,23 @@
  * the map owns no keys any more, but what the backend keeps for it lives
  * until close, so requests in flight to it complete normally.
  *
- * What may be retried without applying a write twice: a request the node
- * certainly did not execute is retried for every op until the request
- * deadline (a refused connection: on the next member at once; RPC_BUSY:
- * after a backoff that doubles); a request
- * whose outcome is unknown (timeout, connection lost after sending,
- * RPC_UNAVAILABLE) is retried only for GET, and completes with
- * OUTCOME_UNAVAILABLE for writes.
+ * Retries never apply a write twice: each write carries a request id
+ * (client id, seq), a random client id per shard for the router's life
+ * and the shard's writes numbered from 1, and the shard applies an id once,
+ * answering a repeat with the first result (sm/cache_sm.h). So every op is
+ * retried until the request deadline: a request the node certainly did not
+ * execute (a refused connection: on the next member at once; RPC_BUSY:
+ * after a backoff that doubles), and one whose outcome is unknown (an
+ * attempt timed out, the connection was lost after sending,
+ * RPC_UNAVAILABLE: leadership lost) after the backoff, at the leader then
+ * known. A write whose retry comes after more newer writes of this router
+ * to the shard than it remembers is answered CACHE_STALE_RETRY (not
+ * applied again; the first attempt's outcome is unknown).
  *
  * Errors: backend_new() returns NULL with a reason in @errmsg. An op that
  * gets no answer from the cache completes with call->outcome (sm/outcome.h)
- * other than OK, never an error code: UNAVAILABLE (deadline, outcome
- * unknown, stale epoch), BUSY (the shard's leader refused it with RPC_BUSY,
+ * other than OK, never an error code: UNAVAILABLE (deadline, stale
+ * epoch), BUSY (the shard's leader refused it with RPC_BUSY,
  * admission control, until the deadline was too close for another retry:
  * never executed), CLOSING (submitted after backend_close), BAD_REQUEST
  * (the node refused the request), TOO_LARGE (it does not fit in an RPC
@@ -70,9 +75,8 @@ struct backend_config {
     /* Whole budget of one cache op, retries included; past it the op
      * completes with OUTCOME_UNAVAILABLE. */
     unsigned request_timeout_ms;
-    /* Longest single RPC attempt of a read (a GET that times out is retried
-     * elsewhere while budget remains). Writes get the whole remaining
-     * budget, since a timed-out write is not retried anyway. */
+    /* Longest single RPC attempt (an op that times out is retried
+     * elsewhere while budget remains; a write with its request id). */
     unsigned attempt_timeout_ms;
     /* Wait before retrying when no leader is known or the shard answered
      * "unavailable". */

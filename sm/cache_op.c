@@ -58,7 +58,7 @@ const char *cache_status_name(enum cache_status status)
         "STORED",    "NOT_STORED", "EXISTS",      "NOT_FOUND",
         "DELETED",   "TOUCHED",    "HIT",         "NUMBER",
         "OK",        "TOO_LARGE",  "NO_MEMORY",   "NON_NUMERIC",
-        "BAD_REQUEST", "WRONG_OWNER", "MOVING",
+        "BAD_REQUEST", "WRONG_OWNER", "MOVING",      "STALE_RETRY",
     };
     return (unsigned)status < CACHE_STATUS__COUNT ? names[status] : "?";
 }

@@ -81,6 +81,12 @@ struct cache_op {
     uint64_t cas;
     uint64_t delta;
     struct cache_op_config config; /* CACHE_OP_CONFIG */
+    /* Request id of a write that may be sent again when its outcome is
+     * unknown (router/backend): the state machine applies a (client_id,
+     * seq) once and answers a repeat with the first result (cache_sm.h).
+     * seq 0: no id, applied every time. */
+    uint64_t client_id;
+    uint64_t seq;
 };
 
 enum cache_status {
@@ -99,6 +105,9 @@ enum cache_status {
     CACHE_BAD_REQUEST, /* invalid key or arguments (CLIENT_ERROR) */
     CACHE_WRONG_OWNER, /* another shard owns the key: value is its name */
     CACHE_MOVING,      /* the key's arc is moving: not now, ask again soon */
+    CACHE_STALE_RETRY, /* a repeat of a request too old to be answered:
+                        * not applied now; whether the first was applied
+                        * is forgotten (cache_sm.h) */
     CACHE_STATUS__COUNT
 };
 

@@ -70,6 +70,7 @@
 #include "sm/cache_move.h"
 #include "sm/cache_moves.h"
 #include "sm/cache_table.h"
+#include "sm/dedup.h"
 #include "sm/shard_ring.h"
 
 #define CACHE_MEM_LIMIT_DEFAULT (64ULL * 1024 * 1024)
@@ -80,7 +81,7 @@
 #define DIGEST_SEED 0x6469676573742d31ULL /* "digest-1" */
 #define SNAP_SEED 0x736e617073686f74ULL   /* "snapshot" */
 #define SNAP_MAGIC 0x43514d52U            /* "RMQC" little-endian */
-#define SNAP_VERSION 4U
+#define SNAP_VERSION 5U
 /* magic, version, clock_ms, next_cas, flush_ms, item count */
 #define SNAP_HEADER_V1_LEN (4 + 4 + 8 + 8 + 8 + 8)
 /* + mem_limit, item_size_max, configured */
@@ -98,6 +99,8 @@ struct cache_sm {
     struct shard_ring ring;
     /* The moves of keys this shard takes part in (CACHE_OP_MOVE). */
     struct cache_moves moves;
+    /* The answers of writes with request ids; part of the state. */
+    struct dedup dedup;
 
     struct cache_table table;
     struct cache_item *oldest; /* write order: eviction starts here */
@@ -1040,6 +1043,13 @@ struct cache_sm *cache_sm_new(const struct cache_sm_config *cfg)
     sm->next_cas = 1;
     shard_ring_init(&sm->ring);
     cache_moves_init(&sm->moves);
+    dedup_init(&sm->dedup,
+               cfg != NULL && cfg->dedup_window != 0
+                   ? cfg->dedup_window
+                   : CACHE_DEDUP_WINDOW_DEFAULT,
+               cfg != NULL && cfg->dedup_clients != 0
+                   ? cfg->dedup_clients
+                   : CACHE_DEDUP_CLIENTS_DEFAULT);
     return sm;
 
 err_after_alloc:
@@ -1057,36 +1067,16 @@ void cache_sm_free(struct cache_sm *sm)
     cache__table_close(&sm->table);
     shard_ring_clear(&sm->ring);
     cache_moves_clear(&sm->moves);
+    dedup_close(&sm->dedup);
     free(sm);
 }
 
-static void apply_one(struct cache_sm *sm, uint64_t now_ms,
-                      const struct cache_op *op, struct cache_result *res)
+static void apply_op(struct cache_sm *sm, const struct cache_op *op,
+                     struct cache_result *res)
 {
     uint64_t hash;
     bool tracked;
 
-    cache_result_init(res);
-    sm->applied++;
-    if (now_ms > sm->clock_ms) {
-        sm->clock_ms = now_ms;
-    }
-    if (sm->flush_ms != 0 && sm->clock_ms >= sm->flush_ms) {
-        clear_items(sm);
-        cache_moves_flushed(&sm->moves);
-        sm->flush_ms = 0;
-    }
-    /* Keep a resize moving even when writes are mostly updates. */
-    cache__table_step(&sm->table, 1);
-    if (sm->moves.n > 0) {
-        cache_moves_expire(&sm->moves, sm->clock_ms);
-    }
-
-    if (op == NULL || (unsigned)op->type >= CACHE_OP__COUNT ||
-        op->type == CACHE_OP_GET) {
-        res->status = CACHE_BAD_REQUEST;
-        return;
-    }
     if (op->type == CACHE_OP_FLUSH_ALL) {
         apply_flush(sm, op, res);
         return;
@@ -1155,6 +1145,119 @@ static void apply_one(struct cache_sm *sm, uint64_t now_ms,
     }
 }
 
+/* The ops a request id applies to: the memcached ones (the node's own
+ * CONFIG, RING and MOVE steps are idempotent by design). */
+static bool has_request_id(const struct cache_op *op)
+{
+    return op->seq != 0 && (cache_op_has_key(op->type) ||
+                            op->type == CACHE_OP_FLUSH_ALL);
+}
+
+/* What is recorded of @res: deterministic on every replica (a GAT's copy
+ * of the value may fail for want of memory on one replica alone, so a GAT
+ * records only its status, a failed copy as the HIT it was). */
+static void answer_of(const struct cache_op *op, const struct cache_result *res,
+                      struct dedup_answer *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->code = (uint32_t)res->status;
+    if (op->type == CACHE_OP_GAT) {
+        if (res->status == CACHE_NO_MEMORY) {
+            a->code = CACHE_HIT;
+        }
+        return;
+    }
+    a->number = res->number;
+    a->cas = res->cas;
+}
+
+/* A repeated GAT reads the item as it is now; any other repeat answers
+ * what was recorded. */
+static void answer_again(const struct cache_sm *sm, const struct cache_op *op,
+                         const struct dedup_answer *a,
+                         struct cache_result *res)
+{
+    if (op->type == CACHE_OP_GAT && a->code == CACHE_HIT) {
+        cache_sm_get(sm, sm->clock_ms, op->key, op->key_len, res);
+        return;
+    }
+    res->status = (enum cache_status)a->code;
+    res->number = a->number;
+    res->cas = a->cas;
+}
+
+bool cache_sm_answered(const struct cache_sm *sm, const struct cache_op *op,
+                       struct cache_result *res)
+{
+    struct dedup_answer a;
+
+    if ((unsigned)op->type >= CACHE_OP__COUNT || !has_request_id(op) ||
+        op->type == CACHE_OP_GAT) {
+        return false;
+    }
+    switch (dedup_check(&sm->dedup, op->client_id, op->seq, &a)) {
+    case DEDUP_NEW:
+        return false;
+    case DEDUP_STALE:
+        cache_result_init(res);
+        res->status = CACHE_STALE_RETRY;
+        return true;
+    case DEDUP_DUPLICATE:
+        cache_result_init(res);
+        answer_again(sm, op, &a, res);
+        return true;
+    }
+    return false;
+}
+
+static void apply_one(struct cache_sm *sm, uint64_t now_ms,
+                      const struct cache_op *op, struct cache_result *res)
+{
+    struct dedup_answer a;
+
+    cache_result_init(res);
+    sm->applied++;
+    if (now_ms > sm->clock_ms) {
+        sm->clock_ms = now_ms;
+    }
+    if (sm->flush_ms != 0 && sm->clock_ms >= sm->flush_ms) {
+        clear_items(sm);
+        cache_moves_flushed(&sm->moves);
+        sm->flush_ms = 0;
+    }
+    /* Keep a resize moving even when writes are mostly updates. */
+    cache__table_step(&sm->table, 1);
+    if (sm->moves.n > 0) {
+        cache_moves_expire(&sm->moves, sm->clock_ms);
+    }
+
+    if (op == NULL || (unsigned)op->type >= CACHE_OP__COUNT ||
+        op->type == CACHE_OP_GET) {
+        res->status = CACHE_BAD_REQUEST;
+        return;
+    }
+    if (!has_request_id(op)) {
+        apply_op(sm, op, res);
+        return;
+    }
+    /* before ownership: a repeat answers even after its key moved away */
+    switch (dedup_check(&sm->dedup, op->client_id, op->seq, &a)) {
+    case DEDUP_STALE:
+        res->status = CACHE_STALE_RETRY;
+        return;
+    case DEDUP_DUPLICATE:
+        answer_again(sm, op, &a, res);
+        return;
+    case DEDUP_NEW:
+        break;
+    }
+    apply_op(sm, op, res);
+    if (res->status != CACHE_WRONG_OWNER && res->status != CACHE_MOVING) {
+        answer_of(op, res, &a);
+        dedup_record(&sm->dedup, op->client_id, op->seq, &a);
+    }
+}
+
 void cache_sm_apply(struct cache_sm *sm,
                     uint64_t now_ms,
                     const struct cache_op *op,
@@ -1187,6 +1290,7 @@ void cache_sm_check(const struct cache_sm *sm)
     INVARIANT(bytes == sm->bytes);
     INVARIANT(sm->bytes <= sm->mem_limit);
     INVARIANT(sm->item_size_max > 0 && sm->mem_limit > 0);
+    dedup_check_invariants(&sm->dedup);
 }
 
 void cache_sm_get(const struct cache_sm *sm,
@@ -1274,6 +1378,9 @@ uint64_t cache_sm_digest(const struct cache_sm *sm)
         d = cache__mix64(d ^ cache__hash(b.data, b.len, DIGEST_SEED));
         buf_free(&b);
     }
+    if (sm->dedup.n_clients > 0) {
+        d = cache__mix64(d ^ dedup_digest(&sm->dedup));
+    }
     return d;
 }
 
@@ -1301,6 +1408,7 @@ void cache_sm_stats(const struct cache_sm *sm, struct cache_sm_stats *out)
     out->next_cas = sm->next_cas;
     out->applied = sm->applied;
     out->clock_ms = sm->clock_ms;
+    out->dedup_clients = sm->dedup.n_clients;
 }
 
 /*
@@ -1311,6 +1419,7 @@ void cache_sm_stats(const struct cache_sm *sm, struct cache_sm_stats *out)
  *   u64 mem_limit | u32 item_size_max | u8 configured      (version 2)
  *   u32 ring_len | ring spec (sm/shard_ring encoding)       (version 3)
  *   u32 moves_len | moves (sm/cache_moves encoding)          (version 4)
+ *   u32 dedup_len | request ids (sm/dedup encoding)          (version 5)
  *   count x { u8 key_len | u32 flags | u32 value_len | u64 exp_ms | u64 cas
  *             | key bytes | value bytes }      oldest-written first
  *   u64 checksum: cache__hash(all bytes before it, SNAP_SEED)
@@ -1331,11 +1440,15 @@ int cache_sm_snapshot(const struct cache_sm *sm,
     size_t ring_len;
     void *ring = shard_ring_encode(&sm->ring, &ring_len);
     struct buf moves;
+    struct buf ids;
     size_t len;
 
     buf_init(&moves);
     cache_moves_encode(&sm->moves, &moves);
-    len = SNAP_HEADER_LEN + 4 + ring_len + 4 + moves.len + SNAP_TRAILER_LEN;
+    buf_init(&ids);
+    dedup_encode(&sm->dedup, &ids);
+    len = SNAP_HEADER_LEN + 4 + ring_len + 4 + moves.len + 4 + ids.len +
+          SNAP_TRAILER_LEN;
 
     for (it = sm->oldest; it != NULL; it = it->newer) {
         len += SNAP_ITEM_FIXED + it->key_len + it->value_len;
@@ -1344,6 +1457,7 @@ int cache_sm_snapshot(const struct cache_sm *sm,
     if (buf == NULL) {
         free(ring);
         buf_free(&moves);
+        buf_free(&ids);
         return -1;
     }
     p = le_put_u32(buf, SNAP_MAGIC);
@@ -1365,6 +1479,10 @@ int cache_sm_snapshot(const struct cache_sm *sm,
     memcpy(p, moves.data, moves.len);
     p += moves.len;
     buf_free(&moves);
+    p = le_put_u32(p, (uint32_t)ids.len);
+    memcpy(p, ids.data, ids.len);
+    p += ids.len;
+    buf_free(&ids);
     for (it = sm->oldest; it != NULL; it = it->newer) {
         *p++ = it->key_len;
         p = le_put_u32(p, it->flags);
@@ -1438,6 +1556,8 @@ int cache_sm_restore(struct cache_sm *sm, const void *buf, size_t len)
     memset(&tmp, 0, sizeof(tmp));
     shard_ring_init(&tmp.ring);
     cache_moves_init(&tmp.moves);
+    /* before version 5: no ids, this replica's limits */
+    dedup_init(&tmp.dedup, sm->dedup.window, sm->dedup.max_clients);
     if (buf == NULL || len < SNAP_HEADER_V1_LEN + SNAP_TRAILER_LEN) {
         goto err;
     }
@@ -1495,6 +1615,15 @@ int cache_sm_restore(struct cache_sm *sm, const void *buf, size_t len)
             goto err;
         }
     }
+    if (version >= 5) {
+        const unsigned char *ids;
+        uint32_t ids_len;
+
+        if (!le_get_u32(&r, &ids_len) || !le_get_bytes(&r, &ids, ids_len) ||
+            dedup_decode(ids, ids_len, &tmp.dedup) != 0) {
+            goto err;
+        }
+    }
     if (count > r.left / SNAP_ITEM_FIXED) {
         goto err;
     }
@@ -1514,6 +1643,7 @@ int cache_sm_restore(struct cache_sm *sm, const void *buf, size_t len)
     cache__table_close(&sm->table);
     shard_ring_clear(&sm->ring);
     cache_moves_clear(&sm->moves);
+    dedup_close(&sm->dedup);
     *sm = tmp;
     return 0;
 
@@ -1523,5 +1653,6 @@ err_after_table:
 err:
     shard_ring_clear(&tmp.ring);
     cache_moves_clear(&tmp.moves);
+    dedup_close(&tmp.dedup);
     return -1;
 }

@@ -23,6 +23,18 @@
  *     or a read for a key the shard does not own gets CACHE_WRONG_OWNER
  *     with the owner's name in the result's value, and changes nothing.
  *     Without a ring spec (a standalone node) every key is owned.
+ *   - Request ids: a write with op->seq != 0 (a memcached op or flush_all;
+ *     CONFIG, RING and MOVE ignore ids) is applied once per (client_id,
+ *     seq). A repeat answers the first result again (status, incr/decr's
+ *     number, the cas taken) and changes nothing, even if the key has since
+ *     moved away. A repeated GAT that first hit answers the item as it
+ *     is now (a read at the repeat's place in the log) without touching it
+ *     again; any other repeated GAT answers its first answer. The answers
+ *     of the last dedup_window seqs of the last dedup_clients clients are
+ *     kept (sm/dedup.h); a repeat older than its client's window answers
+ *     CACHE_STALE_RETRY and is not applied. Refusals that apply nothing
+ *     (WRONG_OWNER, MOVING) are not recorded: the request may be sent
+ *     again to the owner. The table is state: in snapshots and the digest.
  *
  * Errors are results (struct cache_result), never return codes, except for
  * restore of a corrupt snapshot.
@@ -45,7 +57,14 @@ struct cache_sm;
 struct cache_sm_config {
     uint64_t mem_limit;     /* bytes; 0 = default 64 MiB (memcached -m 64) */
     uint32_t item_size_max; /* bytes; 0 = CACHE_ITEM_SIZE_MAX_DEFAULT */
+    /* request ids (sm/dedup.h): 0 = the defaults below; a snapshot's
+     * own limits replace these on restore */
+    uint32_t dedup_window;
+    uint32_t dedup_clients;
 };
+
+#define CACHE_DEDUP_WINDOW_DEFAULT 1024
+#define CACHE_DEDUP_CLIENTS_DEFAULT 1024
 
 struct cache_sm_stats {
     uint64_t curr_items;
@@ -59,6 +78,7 @@ struct cache_sm_stats {
     uint64_t next_cas;
     uint64_t applied;      /* writes applied */
     uint64_t clock_ms;     /* max leader stamp applied so far (never goes back) */
+    uint64_t dedup_clients; /* clients with request ids remembered */
 };
 
 /* Returns NULL only if allocation fails. @cfg is copied; NULL gives the
@@ -78,8 +98,17 @@ void cache_sm_apply(struct cache_sm *sm, uint64_t now_ms,
 void cache_sm_get(const struct cache_sm *sm, uint64_t now_ms,
                   const char *key, size_t key_len, struct cache_result *res);
 
+/* A repeat of an applied request, answered from the table without the log
+ * (the node answers it before refusing the key as not its own): true with
+ * @res filled (the first result, or CACHE_STALE_RETRY) when @op carries an
+ * id (client_id, seq) already applied or too old; false for any other op
+ * (@res untouched). A repeated GAT is never answered here (it reads). */
+bool cache_sm_answered(const struct cache_sm *sm, const struct cache_op *op,
+                       struct cache_result *res);
+
 /* A 64-bit digest of the whole logical state (items with their data, flags,
- * exptime and cas; the cas counter; the flush_all deadline). Equal states give
+ * exptime and cas; the cas counter; the flush_all deadline; the request id
+ * table). Equal states give
  * equal digests, independent of hash-table layout. */
 uint64_t cache_sm_digest(const struct cache_sm *sm);
 

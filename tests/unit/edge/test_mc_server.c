@@ -174,6 +174,10 @@ static void fake_apply(struct fake *f, struct cache_call *call)
         res->status = CACHE_TOO_LARGE;
         return;
     }
+    if (key_is(op, "stale") && op->type == CACHE_OP_INCR) {
+        res->status = CACHE_STALE_RETRY; /* a router's retry came too late */
+        return;
+    }
     switch (op->type) {
     case CACHE_OP_GET:
     case CACHE_OP_GAT:
@@ -742,6 +746,8 @@ static void run_basic_script(int port)
     cl_sends(fd, "set nomem 0 0 1\r\nx\r\nset toolarge 0 0 1\r\nx\r\n");
     cl_expect(fd, "SERVER_ERROR out of memory storing object\r\n"
                   "SERVER_ERROR object too large for cache\r\n");
+    cl_sends(fd, "incr stale 1\r\n");
+    cl_expect(fd, "SERVER_ERROR retry too late, outcome unknown\r\n");
     /* Outcomes without the cache's answer (sm/outcome.h): a refused or
      * oversized op gets memcached's line for such an op. */
     cl_sends(fd, "get closing\r\nset refused 0 0 1\r\nx\r\n"

@@ -179,6 +179,41 @@ static void set_then_get(struct fx *f, bool linearizable)
     assert_int_equal(batches_proposed(f) - batches, linearizable ? 2 : 0);
 }
 
+/* A write sent again with its request id (a router's retry) gets the
+ * first answer; once applied, the leader answers it without the log. */
+static void prepare_incr_with_id(struct call *c)
+{
+    prepare(c, CACHE_OP_INCR, "n", NULL);
+    c->c.op.delta = 5;
+    c->c.op.client_id = 77;
+    c->c.op.seq = 1;
+}
+
+static void repeated_write_answered_once(void **state)
+{
+    struct fx *f = *state;
+    struct call c;
+    uint64_t before;
+
+    start(f, false);
+    prepare(&c, CACHE_OP_SET, "n", "10");
+    assert_int_equal(run(f, &c), CACHE_STORED);
+    prepare_incr_with_id(&c);
+    assert_int_equal(run(f, &c), CACHE_NUMBER);
+    assert_int_equal(c.c.result.number, 15);
+    before = cmds_proposed(f);
+
+    prepare_incr_with_id(&c);
+    assert_int_equal(run(f, &c), CACHE_NUMBER);
+    assert_int_equal(c.c.result.number, 15);
+    assert_int_equal(cmds_proposed(f), before);
+
+    prepare(&c, CACHE_OP_GET, "n", NULL);
+    assert_int_equal(run(f, &c), CACHE_HIT);
+    assert_memory_equal(c.c.result.value, "15", 2);
+    cache_result_clear(&c.c.result);
+}
+
 static void leader_reads_skip_the_log(void **state)
 {
     set_then_get(*state, false);
@@ -591,6 +626,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(replicas_with_other_flags_stay_alike,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(leader_reads_skip_the_log, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(repeated_write_answered_once, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(linearizable_reads_go_through_the_log,
                                         setup, teardown),

@@ -8,6 +8,10 @@
  * Knobs in struct fx decide who leads each shard, whether followers name
  * the leader, and which replies are forced (UNAVAILABLE, BAD_REQUEST, ...);
  * a fake can also hold requests unanswered until the test releases them.
+ * Writes carry request ids (client id, seq): the leader applies an id once
+ * per shard, answering a repeat with the first result as cache_sm does,
+ * and can be told to apply a write and then answer UNAVAILABLE or nothing
+ * (the outcomes a router cannot tell from "not applied").
  *
  * The fakes also answer the queue commands of the router's AMQP side
  * (router/amqp_remote) on the groups "<shard>.mq", with the same leaders,
@@ -50,6 +54,7 @@
 #define EPOCH 7
 #define HOLD_OFF (-1)
 #define HOLD_ALL MAX_SHARDS /* else: the index of the one shard held */
+#define MAX_IDS 16384
 
 struct item {
     char *key;
@@ -73,6 +78,14 @@ struct fake {
     unsigned mq_per_shard[MAX_SHARDS]; /* answered OK, by shard */
     unsigned meta_reqs; /* requests to the group "meta" */
     unsigned places;    /* PLACE commands answered */
+};
+
+/* A write's request id as a shard applied it, with its answer. */
+struct applied_id {
+    unsigned shard;
+    uint64_t client;
+    uint64_t seq;
+    uint32_t status;
 };
 
 struct held {
@@ -100,6 +113,10 @@ struct fx {
     bool hints;             /* followers name the leader (and status) */
     int hold;               /* keep cache requests unanswered: HOLD_* */
     bool unavail_writes;    /* leader: RPC_UNAVAILABLE for writes */
+    /* leader: apply so many writes, then answer RPC_UNAVAILABLE (the
+     * leadership was lost after the commit) / nothing at all */
+    unsigned apply_then_unavail;
+    unsigned apply_then_mute;
     unsigned unavail_reads; /* leader: RPC_UNAVAILABLE for so many reads */
     bool bad_request;       /* leader: RPC_BAD_REQUEST */
     unsigned busy_left;     /* leader: RPC_BUSY for so many requests */
@@ -125,6 +142,13 @@ struct fx {
     unsigned misrouted; /* key sent to a shard the ring does not give it */
     struct held held[MAX_HELD];
     unsigned n_held;
+    struct rpc_server_req *muted[MAX_HELD]; /* applied, never answered */
+    unsigned n_muted;
+    struct applied_id ids[MAX_IDS];
+    unsigned n_ids;
+    unsigned repeats;      /* writes answered from ids[] */
+    uint64_t last_client;  /* of the last cache write received */
+    uint64_t last_seq;
     struct item items[MAX_SHARDS][MAX_ITEMS];
     unsigned n_items[MAX_SHARDS];
     unsigned status_polls;
@@ -171,6 +195,20 @@ static void clear_items(unsigned s)
         free(F->items[s][i].val);
     }
     F->n_items[s] = 0;
+}
+
+static struct applied_id *find_id(unsigned s, const Ringmq__CacheOp *op)
+{
+    unsigned i;
+
+    for (i = 0; i < F->n_ids; i++) {
+        struct applied_id *a = &F->ids[i];
+        if (a->shard == s && a->client == op->client_id &&
+            a->seq == op->seq) {
+            return a;
+        }
+    }
+    return NULL;
 }
 
 static void reply_code(struct rpc_server_req *req, Ringmq__RpcCode code)
@@ -267,6 +305,16 @@ static void answer(struct fake *f,
         reply_code(req, RINGMQ__RPC_CODE__RPC_UNAVAILABLE);
         return;
     }
+    if (write && find_id((unsigned)s, op) != NULL) {
+        /* a repeat: the first answer, nothing applied */
+        F->repeats++;
+        res.status = find_id((unsigned)s, op)->status;
+        resp.code = rpc_code(OUTCOME_OK);
+        resp.body_case = RINGMQ__RPC_RESPONSE__BODY_CACHE;
+        resp.cache = &res;
+        rpc_server_reply(req, &resp);
+        return;
+    }
     f->per_shard[s]++;
     switch (op->type) {
         case CACHE_OP_GET:
@@ -285,6 +333,10 @@ static void answer(struct fake *f,
             break;
         default:
             it = find_item((unsigned)s, op->key.data, op->key.len);
+            if (it != NULL && op->type == CACHE_OP_ADD) {
+                res.status = CACHE_NOT_STORED;
+                break;
+            }
             if (it == NULL) {
                 assert_true(F->n_items[s] < MAX_ITEMS);
                 it = &F->items[s][F->n_items[s]++];
@@ -300,6 +352,25 @@ static void answer(struct fake *f,
             it->vlen = op->value.len;
             res.status = CACHE_STORED;
             break;
+    }
+    if (write) {
+        assert_true(F->n_ids < MAX_IDS);
+        F->ids[F->n_ids].shard = (unsigned)s;
+        F->ids[F->n_ids].client = op->client_id;
+        F->ids[F->n_ids].seq = op->seq;
+        F->ids[F->n_ids].status = res.status;
+        F->n_ids++;
+    }
+    if (write && F->apply_then_unavail > 0) {
+        F->apply_then_unavail--;
+        reply_code(req, RINGMQ__RPC_CODE__RPC_UNAVAILABLE);
+        return;
+    }
+    if (write && F->apply_then_mute > 0) {
+        F->apply_then_mute--;
+        assert_true(F->n_muted < MAX_HELD);
+        F->muted[F->n_muted++] = req;
+        return;
     }
     resp.code = rpc_code(OUTCOME_OK);
     resp.body_case = RINGMQ__RPC_RESPONSE__BODY_CACHE;
@@ -457,8 +528,13 @@ static void on_request(void *data,
     f->cache_reqs++;
     if (op->type == CACHE_OP_GET) {
         f->reads++;
+        assert_true(op->seq == 0);
     } else {
         f->writes++;
+        /* every write has a request id */
+        assert_true(op->client_id != 0 && op->seq != 0);
+        F->last_client = op->client_id;
+        F->last_seq = op->seq;
     }
     assert_true(msg->epoch == F->epoch || msg->epoch == F->epoch_prev);
     F->last_epoch = msg->epoch;
@@ -488,6 +564,10 @@ static void release_held(void)
         answer(F->held[i].f, F->held[i].req, F->held[i].msg);
     }
     F->n_held = 0;
+    for (i = 0; i < F->n_muted; i++) {
+        reply_code(F->muted[i], RINGMQ__RPC_CODE__RPC_UNAVAILABLE);
+    }
+    F->n_muted = 0;
 }
 
 static void close_fake(struct fake *f)
@@ -610,6 +690,21 @@ static void start_backend_map(const struct cluster_map *map,
 static void start_backend(unsigned request_timeout_ms)
 {
     start_backend_map(&F->map, request_timeout_ms);
+}
+
+/* ... whose attempts time out after @attempt_ms. */
+static void start_backend_attempts(unsigned request_timeout_ms,
+                                   unsigned attempt_ms)
+{
+    struct backend_config bc = {0};
+    char err[256];
+
+    route_with(&F->map);
+    bc.map = &F->map;
+    bc.request_timeout_ms = request_timeout_ms;
+    bc.attempt_timeout_ms = attempt_ms;
+    F->b = backend_new(&F->loop, &bc, err, sizeof(err));
+    assert_non_null(F->b);
 }
 
 static void on_backend_closed(void *data)
@@ -982,45 +1077,92 @@ static void test_stepped_down_leader_hint_ignored(void **state)
     uv_close((uv_handle_t *)&elect, NULL);
 }
 
-/* RPC_UNAVAILABLE (outcome unknown): a write is not retried, a read is. */
-static void test_unavailable_write_not_retried_read_retried(void **state)
+/* The leader applies a write and then loses its leadership (answers
+ * UNAVAILABLE): the router sends it again with the same request id and the
+ * client gets the first result (an ADD applied twice would say NOT_STORED).
+ * Reads are retried as before. */
+static void test_unavailable_write_retried_with_its_id(void **state)
 {
     struct backend_shard_info si;
     struct tcall t;
     char key[32];
+    uint64_t client, seq;
 
     (void)state;
     start_backend(0);
     key_of_shard(1, key, sizeof(key));
-    assert_int_equal(do_op(CACHE_OP_SET, key, "v1", &t), CACHE_STORED);
-
-    F->unavail_writes = true;
-    assert_int_equal(do_op_outcome(CACHE_OP_SET, key, "v2", &t),
-                     OUTCOME_UNAVAILABLE);
-    assert_int_equal(F->fakes[0].writes, 2); /* exactly one attempt */
-    assert_int_equal(total_cache_reqs(), 2);
+    F->apply_then_unavail = 1;
+    assert_int_equal(do_op(CACHE_OP_ADD, key, "v1", &t), CACHE_STORED);
+    assert_int_equal(F->repeats, 1);
+    assert_int_equal(F->fakes[0].writes, 2); /* the first and its retry */
+    assert_int_equal(F->fakes[0].per_shard[1], 1); /* applied once */
     backend_shard_info(F->b, 1, &si);
-    assert_int_equal(si.retries, 0);
-    assert_int_equal(si.errors, 1);
+    assert_int_equal(si.retries, 1);
+    assert_int_equal(si.errors, 0);
+    client = F->last_client;
+    seq = F->last_seq;
 
-    F->unavail_writes = false;
+    /* the next write has the next seq of the same client */
+    assert_int_equal(do_op(CACHE_OP_ADD, key, "v2", &t), CACHE_NOT_STORED);
+    assert_int_equal(F->last_client, client);
+    assert_int_equal(F->last_seq, seq + 1);
+
     F->unavail_reads = 2;
     assert_int_equal(do_op(CACHE_OP_GET, key, NULL, &t), CACHE_HIT);
     assert_int_equal(t.call.result.value_len, 2);
     assert_memory_equal(t.call.result.value, "v1", 2);
     cache_result_clear(&t.call.result);
     assert_int_equal(F->fakes[0].reads, 3);
-    backend_shard_info(F->b, 1, &si);
-    assert_int_equal(si.retries, 2);
 }
 
-/* Connection lost with the request sent: the write completes UNAVAILABLE
- * after one attempt (it may or may not have been applied: here it is,
- * when the test releases it), and the next ops find the new leader. */
-static void test_write_not_retried_after_connection_lost(void **state)
+/* A shard that answers a write only UNAVAILABLE (applying nothing): it is
+ * retried until the request deadline, then UNAVAILABLE. */
+static void test_unavailable_write_until_deadline(void **state)
+{
+    struct backend_shard_info si;
+    struct tcall t;
+    char key[32];
+
+    (void)state;
+    start_backend(400);
+    key_of_shard(1, key, sizeof(key));
+    F->unavail_writes = true;
+    assert_int_equal(do_op_outcome(CACHE_OP_SET, key, "v2", &t),
+                     OUTCOME_UNAVAILABLE);
+    assert_true(F->fakes[0].writes >= 2);
+    assert_int_equal(F->n_ids, 0);
+    backend_shard_info(F->b, 1, &si);
+    assert_int_equal(si.errors, 1);
+}
+
+/* The first attempt times out at a leader that applied it: the retry with
+ * the same request id is answered with the first result. */
+static void test_write_timed_out_retried_first_result(void **state)
 {
     struct tcall t;
     char key[32];
+
+    (void)state;
+    start_backend_attempts(5000, 200);
+    key_of_shard(0, key, sizeof(key));
+    F->apply_then_mute = 1;
+    assert_int_equal(do_op(CACHE_OP_ADD, key, "v1", &t), CACHE_STORED);
+    assert_int_equal(F->n_muted, 1);
+    assert_int_equal(F->repeats, 1);
+    assert_int_equal(F->fakes[0].per_shard[0], 1);
+    assert_int_equal(F->fakes[0].writes, 2);
+    assert_int_equal(do_op(CACHE_OP_GET, key, NULL, &t), CACHE_HIT);
+    assert_memory_equal(t.call.result.value, "v1", 2);
+    cache_result_clear(&t.call.result);
+}
+
+/* Connection lost with the request sent: the write is retried at the new
+ * leader with the same request id (here the old leader never applied it). */
+static void test_write_retried_after_connection_lost(void **state)
+{
+    struct tcall t;
+    char key[32];
+    uint64_t held_seq;
 
     (void)state;
     start_backend(0);
@@ -1034,18 +1176,21 @@ static void test_write_not_retried_after_connection_lost(void **state)
     while (F->n_held < 1) {
         uv_run(&F->loop, UV_RUN_ONCE);
     }
+    held_seq = F->last_seq;
     /* the leader dies with the write in flight; fake 1 takes over */
     F->hold = HOLD_OFF;
     F->leader[0] = F->leader[1] = 1;
     close_fake(&F->fakes[0]);
     run_until_completed(1, 5000);
     assert_int_equal(t.ncb, 1);
-    assert_int_equal(t.call.outcome, OUTCOME_UNAVAILABLE);
-    assert_int_equal(total_cache_reqs(), 2);
-    release_held(); /* applied after all, reply dropped */
+    assert_int_equal(t.call.outcome, OUTCOME_OK);
+    assert_int_equal(t.call.result.status, CACHE_STORED);
+    assert_int_equal(F->fakes[1].writes, 1);
+    assert_int_equal(F->last_seq, held_seq);
+    release_held(); /* fake 0 no longer leads: not applied */
 
     assert_int_equal(do_op(CACHE_OP_SET, key, "v3", &t), CACHE_STORED);
-    assert_int_equal(F->fakes[1].writes, 1);
+    assert_int_equal(F->fakes[1].writes, 2);
     assert_int_equal(do_op(CACHE_OP_GET, key, NULL, &t), CACHE_HIT);
     assert_memory_equal(t.call.result.value, "v3", 2);
     cache_result_clear(&t.call.result);
@@ -2077,9 +2222,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stepped_down_leader_hint_ignored,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
-            test_unavailable_write_not_retried_read_retried, setup, teardown),
+            test_unavailable_write_retried_with_its_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unavailable_write_until_deadline,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(
-            test_write_not_retried_after_connection_lost, setup, teardown),
+            test_write_timed_out_retried_first_result, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_write_retried_after_connection_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_retried_after_connection_lost,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),

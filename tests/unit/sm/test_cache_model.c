@@ -19,7 +19,11 @@
  * absolute, negative and past, with the leader's clock going back at
  * times; eviction oldest-written first under a small memory limit; items
  * and appends larger than the item size; reads at times before and after
- * the apply clock. Left out: RING (key ownership) and MOVE/EXPORT (moves of
+ * the apply clock; request ids: most writes carry one (three clients),
+ * and now and then a write of the last HIST ones is sent again, which must
+ * answer what the first answered (a GAT that hit: the item as it is now)
+ * and change nothing, or STALE_RETRY once its client's window (small here)
+ * has moved past it. Left out: RING (key ownership) and MOVE/EXPORT (moves of
  * keys), which test_cache_sm.c covers by hand; host malloc failure.
  *
  * The model is plain arrays: one slot per key, write order as a sequence
@@ -48,6 +52,9 @@
 #define ITEM_OVERHEAD 48    /* cache_sm.c's fixed per-item charge */
 #define N_REPLICAS 4
 #define RESTORED (N_REPLICAS - 1)
+#define ID_CLIENTS 3
+#define ID_WINDOW 16 /* every replica's dedup window, and the model's */
+#define HIST 64      /* the last writes with ids, for repeats */
 
 /* ------------------------------------------------------------------ model */
 
@@ -70,6 +77,7 @@ struct model {
     uint64_t mem_limit;
     uint32_t item_size_max;
     bool configured;
+    uint64_t max_seq[ID_CLIENTS + 1]; /* the highest seq applied, by client */
 };
 
 /* What an op should answer. */
@@ -394,18 +402,27 @@ static void m_clear(struct model *m)
 }
 
 /* @k: the key's index, -1 for an invalid key or a keyless op. */
-static void m_apply(struct model *m, uint64_t now, const struct cache_op *op,
-                    int k, struct m_answer *a, struct m_item *gat_copy)
+/* What every apply does first: the clock, a flush that came due. */
+static void m_advance(struct model *m, uint64_t now)
 {
-    uint64_t deadline;
-
-    memset(a, 0, sizeof(*a));
     if (now > m->clock_ms) {
         m->clock_ms = now;
     }
     if (m->flush_ms != 0 && m->clock_ms >= m->flush_ms) {
         m_clear(m);
         m->flush_ms = 0;
+    }
+}
+
+static void m_apply(struct model *m, uint64_t now, const struct cache_op *op,
+                    int k, struct m_answer *a, struct m_item *gat_copy)
+{
+    uint64_t deadline;
+
+    memset(a, 0, sizeof(*a));
+    m_advance(m, now);
+    if (op->seq > m->max_seq[op->client_id]) {
+        m->max_seq[op->client_id] = op->seq;
     }
     switch (op->type) {
         case CACHE_OP_FLUSH_ALL:
@@ -484,6 +501,42 @@ static const struct m_item *m_get(const struct model *m, int k, uint64_t t)
         return NULL;
     }
     return it->used && !dead_at(it, t) ? it : NULL;
+}
+
+/* A write with a request id as it was first applied. */
+struct hist {
+    struct cache_op op; /* value points at the copy below */
+    char value[VALUE_MAX];
+    int k;
+    struct m_answer a; /* its answer (value not kept) */
+};
+
+/* @h sent again: the first answer, nothing changed (but the clock). */
+static void m_repeat(struct model *m, uint64_t now, const struct hist *h,
+                     struct m_answer *a)
+{
+    const struct m_item *it;
+
+    memset(a, 0, sizeof(*a));
+    m_advance(m, now);
+    if (m->max_seq[h->op.client_id] - h->op.seq >= ID_WINDOW) {
+        a->status = CACHE_STALE_RETRY;
+        return;
+    }
+    if (h->op.type != CACHE_OP_GAT || h->a.status != CACHE_HIT) {
+        *a = h->a;
+        return;
+    }
+    it = m_get(m, h->k, m->clock_ms);
+    if (it == NULL) {
+        a->status = CACHE_NOT_FOUND;
+        return;
+    }
+    a->status = CACHE_HIT;
+    a->cas = it->cas;
+    a->value = it->value;
+    a->value_len = it->value_len;
+    a->flags = it->flags;
 }
 
 /* ------------------------------------------------------------- generator */
@@ -751,8 +804,9 @@ static void check_snapshots_equal(struct cache_sm *const *r)
 static void replace_by_restore(struct cache_sm **r, int from,
                                struct model_rng *rng)
 {
+    /* the dedup limits come from the snapshot (a default window here) */
     struct cache_sm_config cfg = {limits[model_below(rng, 4)] / 2,
-                                  item_sizes[model_below(rng, 5)] / 2};
+                                  item_sizes[model_below(rng, 5)] / 2, 0, 0};
     struct cache_sm *fresh = cache_sm_new(&cfg);
     void *snap;
     size_t len;
@@ -771,7 +825,13 @@ static void replace_by_restore(struct cache_sm **r, int from,
 static void run_seed(uint64_t seed, unsigned long steps)
 {
     static const struct cache_sm_config local[N_REPLICAS] = {
-        {0, 0}, {900, 100}, {1 << 20, 4096}, {0, 0}};
+        {0, 0, ID_WINDOW, 0},
+        {900, 100, ID_WINDOW, 0},
+        {1 << 20, 4096, ID_WINDOW, 0},
+        {0, 0, ID_WINDOW, 0}};
+    static struct hist hist[HIST];
+    unsigned long n_hist = 0;
+    uint64_t next_seq[ID_CLIENTS + 1] = {0};
     struct cache_sm *r[N_REPLICAS];
     struct model m;
     struct gen g;
@@ -805,7 +865,35 @@ static void run_seed(uint64_t seed, unsigned long steps)
             (where.step > 0 && model_below(&g.rng, 1000) < 3)) {
             replace_by_restore(r, (int)model_below(&g.rng, RESTORED), &g.rng);
         }
-        m_apply(&m, now, &op, k, &want, &gat_copy);
+        if (where.step > 0 && n_hist > 0 && model_percent(&g.rng, 5)) {
+            const struct hist *h =
+                &hist[model_below(&g.rng, n_hist < HIST ? n_hist : HIST)];
+
+            op = h->op;
+            m_repeat(&m, now, h, &want);
+        } else {
+            bool with_id = where.step > 0 && op.type != CACHE_OP_CONFIG &&
+                           model_percent(&g.rng, 70);
+
+            if (with_id) {
+                op.client_id = 1 + model_below(&g.rng, ID_CLIENTS);
+                op.seq = ++next_seq[op.client_id];
+            }
+            m_apply(&m, now, &op, k, &want, &gat_copy);
+            if (with_id) {
+                struct hist *h = &hist[n_hist++ % HIST];
+
+                h->op = op;
+                if (op.value_len > 0) {
+                    memcpy(h->value, op.value, op.value_len);
+                }
+                h->op.value = h->value;
+                h->k = k;
+                h->a = want;
+                h->a.value = NULL;
+                h->a.value_len = 0;
+            }
+        }
         for (int i = 0; i < N_REPLICAS; i++) {
             struct cache_result got;
 

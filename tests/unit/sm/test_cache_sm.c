@@ -37,9 +37,9 @@ static struct cache_sm *sm_make(uint64_t mem_limit, uint32_t item_size_max)
     return sm;
 }
 
-/* Apply one op; returns its status and, if @out, keeps the result there
- * (caller clears it). */
-static enum cache_status op_full(struct cache_sm *sm,
+/* Apply one op with the request id (@client, @seq: 0 for none); returns
+ * its status and, if @out, keeps the result there (caller clears it). */
+static enum cache_status op_ided(struct cache_sm *sm,
                                  uint64_t now,
                                  enum cache_op_type type,
                                  const char *key,
@@ -48,6 +48,8 @@ static enum cache_status op_full(struct cache_sm *sm,
                                  int64_t exptime,
                                  uint64_t cas,
                                  uint64_t delta,
+                                 uint64_t client,
+                                 uint64_t seq,
                                  struct cache_result *out)
 {
     struct cache_op op;
@@ -64,6 +66,8 @@ static enum cache_status op_full(struct cache_sm *sm,
     op.exptime = exptime;
     op.cas = cas;
     op.delta = delta;
+    op.client_id = client;
+    op.seq = seq;
     cache_sm_apply(sm, now, &op, &res);
     st = res.status;
     if (out != NULL) {
@@ -72,6 +76,22 @@ static enum cache_status op_full(struct cache_sm *sm,
         cache_result_clear(&res);
     }
     return st;
+}
+
+/* ... without a request id */
+static enum cache_status op_full(struct cache_sm *sm,
+                                 uint64_t now,
+                                 enum cache_op_type type,
+                                 const char *key,
+                                 const char *value,
+                                 uint32_t flags,
+                                 int64_t exptime,
+                                 uint64_t cas,
+                                 uint64_t delta,
+                                 struct cache_result *out)
+{
+    return op_ided(sm, now, type, key, value, flags, exptime, cas, delta, 0,
+                   0, out);
 }
 
 static enum cache_status store(struct cache_sm *sm,
@@ -1194,8 +1214,9 @@ static void test_snapshot_empty(void **state)
     (void)state;
     snapshot_of(sm, &buf, &len);
     /* v2 header (53: + the settings), v3's ring length (no ring: 0), v4's
-     * moves (length, magic, count 0), checksum */
-    assert_int_equal(len, 77);
+     * moves (length, magic, count 0), v5's request ids (length, window,
+     * client limit, count 0), checksum */
+    assert_int_equal(len, 93);
     assert_int_equal(set(other, T0, "k", "v"), CACHE_STORED);
     assert_int_equal(cache_sm_restore(other, buf, len), 0);
     assert_int_equal(cache_sm_digest(other), cache_sm_digest(sm));
@@ -2313,6 +2334,232 @@ static void test_check_catches_a_broken_invariant(void **state)
     cache_sm_free(sm);
 }
 
+/* ---------------------------------------------------------- request ids */
+
+/* @type at T0 with the request id (@client, @seq), as op_ided. */
+static enum cache_status id_op(struct cache_sm *sm, enum cache_op_type type,
+                               const char *key, const char *value,
+                               uint64_t d, uint64_t client, uint64_t seq,
+                               struct cache_result *out)
+{
+    return op_ided(sm, T0, type, key, value, 0, 0, 0, d, client, seq, out);
+}
+
+static struct cache_sm *sm_ids(uint32_t window, uint32_t clients)
+{
+    struct cache_sm_config cfg = {0, 0, window, clients};
+    struct cache_sm *sm = cache_sm_new(&cfg);
+
+    assert_non_null(sm);
+    return sm;
+}
+
+/* A repeat answers what the first answered and changes nothing, whatever
+ * happened to the key in between. */
+static void test_ids_repeat_answers_first(void **state)
+{
+    struct cache_sm *sm = sm_ids(0, 0);
+    struct cache_result first, again;
+    uint64_t d;
+
+    (void)state;
+    assert_int_equal(id_op(sm, CACHE_OP_SET, "k", "10", 0, 7, 1, &first),
+                     CACHE_STORED);
+    assert_int_equal(set(sm, T0, "k", "20"), CACHE_STORED); /* another's */
+    d = cache_sm_digest(sm);
+    assert_int_equal(id_op(sm, CACHE_OP_SET, "k", "10", 0, 7, 1, &again),
+                     CACHE_STORED);
+    assert_int_equal(again.cas, first.cas);
+    want_value(sm, T0, "k", "20", 0);
+    assert_int_equal(cache_sm_digest(sm), d);
+
+    /* incr: the first number again, not a second increment */
+    assert_int_equal(id_op(sm, CACHE_OP_INCR, "k", NULL, 5, 7, 2, &first),
+                     CACHE_NUMBER);
+    assert_int_equal(first.number, 25);
+    d = cache_sm_digest(sm);
+    assert_int_equal(id_op(sm, CACHE_OP_INCR, "k", NULL, 5, 7, 2, &again),
+                     CACHE_NUMBER);
+    assert_int_equal(again.number, 25);
+    assert_int_equal(again.cas, first.cas);
+    want_value(sm, T0, "k", "25", 0);
+    assert_int_equal(cache_sm_digest(sm), d);
+
+    /* append: once */
+    assert_int_equal(id_op(sm, CACHE_OP_APPEND, "k", "x", 0, 7, 3, NULL),
+                     CACHE_STORED);
+    assert_int_equal(id_op(sm, CACHE_OP_APPEND, "k", "x", 0, 7, 3, NULL),
+                     CACHE_STORED);
+    want_value(sm, T0, "k", "25x", 0);
+
+    /* add: NOT_STORED stays the answer after the key is gone */
+    assert_int_equal(id_op(sm, CACHE_OP_ADD, "k", "y", 0, 7, 4, NULL),
+                     CACHE_NOT_STORED);
+    assert_int_equal(simple(sm, T0, CACHE_OP_DELETE, "k", 0), CACHE_DELETED);
+    assert_int_equal(id_op(sm, CACHE_OP_ADD, "k", "y", 0, 7, 4, NULL),
+                     CACHE_NOT_STORED);
+    want_miss(sm, T0, "k");
+
+    /* the same seq of another client is another request */
+    assert_int_equal(id_op(sm, CACHE_OP_ADD, "k", "z", 0, 8, 4, NULL),
+                     CACHE_STORED);
+    want_value(sm, T0, "k", "z", 0);
+
+    /* the node's answer without the log */
+    {
+        struct cache_op op;
+
+        memset(&op, 0, sizeof(op));
+        op.type = CACHE_OP_INCR;
+        op.key = "k";
+        op.key_len = 1;
+        op.delta = 5;
+        op.client_id = 7;
+        op.seq = 2;
+        cache_result_clear(&again);
+        assert_true(cache_sm_answered(sm, &op, &again));
+        assert_int_equal(again.status, CACHE_NUMBER);
+        assert_int_equal(again.number, 25);
+        op.seq = 5;
+        assert_false(cache_sm_answered(sm, &op, &again));
+        op.seq = 0;
+        assert_false(cache_sm_answered(sm, &op, &again));
+    }
+    cache_result_clear(&first);
+    cache_result_clear(&again);
+    cache_sm_free(sm);
+}
+
+/* A repeated GAT touches once and reads the item as it is now. */
+static void test_ids_gat_repeat_reads(void **state)
+{
+    struct cache_sm *sm = sm_ids(0, 0);
+    struct cache_result res;
+
+    (void)state;
+    assert_int_equal(id_op(sm, CACHE_OP_GAT, "g", NULL, 0, 3, 1, NULL),
+                     CACHE_NOT_FOUND);
+    assert_int_equal(set(sm, T0, "g", "v1"), CACHE_STORED);
+    assert_int_equal(id_op(sm, CACHE_OP_GAT, "g", NULL, 0, 3, 1, NULL),
+                     CACHE_NOT_FOUND); /* the first missed */
+    assert_int_equal(id_op(sm, CACHE_OP_GAT, "g", NULL, 0, 3, 2, &res),
+                     CACHE_HIT);
+    cache_result_clear(&res);
+    assert_int_equal(set(sm, T0, "g", "v2"), CACHE_STORED);
+    assert_int_equal(id_op(sm, CACHE_OP_GAT, "g", NULL, 0, 3, 2, &res),
+                     CACHE_HIT);
+    assert_int_equal(res.value_len, 2);
+    assert_memory_equal(res.value, "v2", 2);
+    cache_result_clear(&res);
+    cache_sm_free(sm);
+}
+
+/* Per client the last @window seqs; older repeats are refused, never
+ * applied. The least recently recorded client goes past the limit. */
+static void test_ids_window_and_clients(void **state)
+{
+    struct cache_sm *sm = sm_ids(4, 2);
+    uint64_t seq, d;
+
+    (void)state;
+    assert_int_equal(set(sm, T0, "n", "0"), CACHE_STORED);
+    for (seq = 1; seq <= 6; seq++) {
+        assert_int_equal(id_op(sm, CACHE_OP_INCR, "n", NULL, 1, 1, seq, NULL),
+                         CACHE_NUMBER);
+    }
+    d = cache_sm_digest(sm);
+    assert_int_equal(id_op(sm, CACHE_OP_INCR, "n", NULL, 1, 1, 2, NULL),
+                     CACHE_STALE_RETRY);
+    assert_int_equal(id_op(sm, CACHE_OP_INCR, "n", NULL, 1, 1, 3, NULL),
+                     CACHE_NUMBER);
+    assert_int_equal(cache_sm_digest(sm), d);
+    want_value(sm, T0, "n", "6", 0);
+    /* a gap inside the window was never applied: it applies now */
+    assert_int_equal(id_op(sm, CACHE_OP_INCR, "n", NULL, 1, 1, 9, NULL),
+                     CACHE_NUMBER);
+    assert_int_equal(id_op(sm, CACHE_OP_INCR, "n", NULL, 1, 1, 8, NULL),
+                     CACHE_NUMBER);
+    want_value(sm, T0, "n", "8", 0);
+    assert_int_equal(id_op(sm, CACHE_OP_INCR, "n", NULL, 1, 1, 5, NULL),
+                     CACHE_STALE_RETRY);
+
+    /* clients 2 and 3 push client 1 (least recent) out */
+    assert_int_equal(id_op(sm, CACHE_OP_SET, "a", "x", 0, 2, 1, NULL),
+                     CACHE_STORED);
+    assert_int_equal(stats_of(sm).dedup_clients, 2);
+    assert_int_equal(id_op(sm, CACHE_OP_SET, "b", "x", 0, 3, 1, NULL),
+                     CACHE_STORED);
+    assert_int_equal(stats_of(sm).dedup_clients, 2);
+    assert_int_equal(id_op(sm, CACHE_OP_INCR, "n", NULL, 1, 1, 9, NULL),
+                     CACHE_NUMBER); /* forgotten: applied again */
+    want_value(sm, T0, "n", "9", 0);
+    assert_int_equal(id_op(sm, CACHE_OP_SET, "a", "y", 0, 2, 1, NULL),
+                     CACHE_STORED); /* client 2 became least recent */
+    want_value(sm, T0, "a", "y", 0);
+    cache_sm_free(sm);
+}
+
+/* The table is state: a restored replica answers repeats alike, and the
+ * digest tells two states apart by it alone. */
+static void test_ids_in_snapshot_and_digest(void **state)
+{
+    struct cache_sm *sm = sm_ids(8, 4);
+    struct cache_sm *other = sm_ids(0, 0);
+    struct cache_sm *plain = sm_ids(8, 4);
+    struct cache_result res;
+    void *buf;
+    size_t len;
+
+    (void)state;
+    assert_int_equal(set(sm, T0, "n", "5"), CACHE_STORED);
+    assert_int_equal(set(plain, T0, "n", "5"), CACHE_STORED);
+    assert_int_equal(id_op(sm, CACHE_OP_INCR, "n", NULL, 2, 9, 3, NULL),
+                     CACHE_NUMBER);
+    assert_int_equal(delta(plain, T0, CACHE_OP_INCR, "n", 2, CACHE_NUMBER), 7);
+    assert_int_equal(id_op(sm, CACHE_OP_DELETE, "x", NULL, 0, 10, 1, NULL),
+                     CACHE_NOT_FOUND);
+    assert_int_equal(simple(plain, T0, CACHE_OP_DELETE, "x", 0),
+                     CACHE_NOT_FOUND);
+    /* same items, cas and clock: only the table differs */
+    assert_int_not_equal(cache_sm_digest(sm), cache_sm_digest(plain));
+
+    snapshot_of(sm, &buf, &len);
+    assert_int_equal(cache_sm_restore(other, buf, len), 0);
+    assert_int_equal(cache_sm_digest(other), cache_sm_digest(sm));
+    assert_int_equal(stats_of(other).dedup_clients, 2);
+    assert_int_equal(id_op(other, CACHE_OP_INCR, "n", NULL, 2, 9, 3, &res),
+                     CACHE_NUMBER);
+    assert_int_equal(res.number, 7);
+    cache_result_clear(&res);
+    want_value(other, T0, "n", "7", 0);
+    /* the snapshot's window (8), not the replica's default */
+    assert_int_equal(id_op(other, CACHE_OP_INCR, "n", NULL, 2, 9, 12, NULL),
+                     CACHE_NUMBER);
+    assert_int_equal(id_op(other, CACHE_OP_INCR, "n", NULL, 2, 9, 4, NULL),
+                     CACHE_STALE_RETRY);
+    /* a corrupt table is refused, the state kept */
+    {
+        unsigned char *p = buf;
+        size_t i;
+        uint64_t before = cache_sm_digest(plain);
+
+        for (i = 0; i + 8 < len; i++) {
+            unsigned char save = p[i];
+
+            p[i] ^= 0x40;
+            if (cache_sm_restore(plain, buf, len) == 0) {
+                fail_msg("a changed byte %zu was accepted", i);
+            }
+            p[i] = save;
+        }
+        assert_int_equal(cache_sm_digest(plain), before);
+    }
+    free(buf);
+    cache_sm_free(sm);
+    cache_sm_free(other);
+    cache_sm_free(plain);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2365,6 +2612,10 @@ int main(void)
         cmocka_unit_test(test_restore_corrupt),
         cmocka_unit_test(test_restore_crafted),
         cmocka_unit_test(test_many_keys),
+        cmocka_unit_test(test_ids_repeat_answers_first),
+        cmocka_unit_test(test_ids_gat_repeat_reads),
+        cmocka_unit_test(test_ids_window_and_clients),
+        cmocka_unit_test(test_ids_in_snapshot_and_digest),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
