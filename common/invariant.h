@@ -20,6 +20,15 @@
 #define RINGMQ_DEEP_CHECKS 0
 #endif
 
+/* Whether a deep check of a state of about @size elements is due at
+ * command @n: every command while the state is small, then every
+ * (size / 256)th, so walking it costs about 256 element visits per command
+ * (a test that fills a cache with 100,000 keys must not turn quadratic). */
+static inline int deep_check_due(unsigned long long n, unsigned long long size)
+{
+    return RINGMQ_DEEP_CHECKS && n % (size / 256 + 1) == 0;
+}
+
 #define INVARIANT(cond)                                                    \
     ((cond) ? (void)0 : invariant_failed(#cond, __FILE__, __LINE__))
 

@@ -378,7 +378,7 @@ static void retry_busy(struct leader_req *q, const Ringmq__RpcResponse *resp)
     random_bytes(&jitter, sizeof(jitter));
     delay = delay - delay / 2 + jitter % (delay / 2 + 1);
     q->busy++;
-    if (uv_now(e->loop) + delay >= q->deadline) {
+    if (uv_now(e->loop) + delay + LEADER_BUSY_ANSWER_MIN_MS >= q->deadline) {
         end(q, LEADER_ANSWERED, 0, resp);
         return;
     }

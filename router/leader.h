@@ -131,6 +131,10 @@
 #define LEADER_NODE_DOWN_MS 1000
 /* The longest wait between two attempts of a request answered BUSY. */
 #define LEADER_BUSY_BACKOFF_MAX_MS 1000
+/* A BUSY request is tried again only if this much of its deadline is left
+ * after the backoff: an attempt with less would time out unanswered and
+ * end "unavailable", although nothing ran (the BUSY answer is definite). */
+#define LEADER_BUSY_ANSWER_MIN_MS 100
 /* Group names: a shard name plus a suffix such as ".mq". */
 #define LEADER_GROUP_NAME_MAX (CLUSTER_NAME_MAX + 8)
 

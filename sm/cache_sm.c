@@ -1266,7 +1266,7 @@ void cache_sm_apply(struct cache_sm *sm,
     apply_one(sm, now_ms, op, res);
     INVARIANT(sm->bytes <= sm->mem_limit);
     INVARIANT(sm->table.count == 0 || sm->oldest != NULL);
-    if (RINGMQ_DEEP_CHECKS) {
+    if (deep_check_due(sm->applied, sm->table.count)) {
         cache_sm_check(sm);
     }
 }

@@ -116,7 +116,8 @@ void cache_sm_stats(const struct cache_sm *sm, struct cache_sm_stats *out);
 /* Walk the whole state and abort on a broken invariant (common/invariant.h):
  * the write-order list and the table hold the same items, the charged
  * bytes add up and fit the limit, every cas is below next_cas. O(items):
- * apply runs it after every command only in the sanitizer build. */
+ * apply runs it only in the sanitizer build (common/invariant.h
+ * deep_check_due: every command while small, amortized beyond). */
 void cache_sm_check(const struct cache_sm *sm);
 /* A CONFIG was applied (the shard's settings came from its log). */
 bool cache_sm_configured(const struct cache_sm *sm);

@@ -988,7 +988,8 @@ void meta_sm_apply(struct meta_sm *sm, const struct meta_sm_cmd *cmd,
 
     apply_one(sm, cmd, res);
     INVARIANT(sm->version >= version && sm->version - version <= 1);
-    if (RINGMQ_DEEP_CHECKS) {
+    if (deep_check_due(sm->version,
+                       sm->dir.n + sm->n_ex + sm->n_bind)) {
         meta_sm_check(sm);
     }
 }

@@ -212,7 +212,7 @@ void meta_sm_apply(struct meta_sm *sm, const struct meta_sm_cmd *cmd,
 /* Walk the state and abort on a broken invariant (common/invariant.h): the
  * queue directory's list and hash chains hold the same entries, gens are
  * below next_gen and a move's above its entry's. O(entries): apply runs it
- * after every command only in the sanitizer build. */
+ * only in the sanitizer build (common/invariant.h deep_check_due). */
 void meta_sm_check(const struct meta_sm *sm);
 
 uint64_t meta_sm_version(const struct meta_sm *sm);

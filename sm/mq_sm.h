@@ -513,8 +513,8 @@ void mq_sm_apply(struct mq_sm *sm, uint64_t now_ms,
 /* Walk the whole state and abort on a broken invariant (common/invariant.h):
  * lists, counts and bytes agree, ready messages in id order and checked
  * out nowhere, every consumer's unacked in tag order and in the tag table,
- * set-aside counts derived right. O(messages): apply runs it after every
- * command only in the sanitizer build. */
+ * set-aside counts derived right. O(messages): apply runs it only in the
+ * sanitizer build (common/invariant.h deep_check_due). */
 void mq_sm_check(const struct mq_sm *sm);
 
 /*
