@@ -33,6 +33,8 @@ static const char usage[] =
     "                         (default: guest/guest from loopback only)\n"
     "  --request-timeout MS   budget of one cache op, retries included;\n"
     "                         past it clients get SERVER_ERROR (default 5000)\n"
+    "  --attempt-timeout MS   longest single try of a cache op before it is\n"
+    "                         tried again (default 1000)\n"
     "  --log-level LEVEL      debug, info, warn or error (default info)\n"
     "  -v, --verbose          same as --log-level debug\n"
     "  --version              print the version and exit\n"
@@ -73,6 +75,7 @@ enum {
     OPT_HTTP,
     OPT_AMQP_USERS,
     OPT_TIMEOUT,
+    OPT_ATTEMPT_TIMEOUT,
     OPT_LOG_LEVEL,
     OPT_VERSION,
 };
@@ -87,6 +90,7 @@ int main(int argc, char **argv)
         {"http", required_argument, NULL, OPT_HTTP},
         {"amqp-users", required_argument, NULL, OPT_AMQP_USERS},
         {"request-timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"attempt-timeout", required_argument, NULL, OPT_ATTEMPT_TIMEOUT},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"verbose", no_argument, NULL, 'v'},
         {"version", no_argument, NULL, OPT_VERSION},
@@ -102,6 +106,7 @@ int main(int argc, char **argv)
     static struct amqp_server_config users; /* only its users are used */
     enum log_level level = LOG_INFO;
     unsigned long timeout_ms = BACKEND_REQUEST_TIMEOUT_MS_DEFAULT;
+    unsigned long attempt_ms = BACKEND_ATTEMPT_TIMEOUT_MS_DEFAULT;
     static struct cluster_map map; /* large: keep it off the stack */
     const struct cluster_router *entry;
     struct router_config rc = {0};
@@ -137,6 +142,16 @@ int main(int argc, char **argv)
                     timeout_ms > 3600000) {
                     return fail_usage(
                         "--request-timeout '%s': expected 1.."
+                        "3600000 ms",
+                        optarg);
+                }
+                break;
+            case OPT_ATTEMPT_TIMEOUT:
+                attempt_ms = strtoul(optarg, &end, 10);
+                if (*end != '\0' || end == optarg || attempt_ms == 0 ||
+                    attempt_ms > 3600000) {
+                    return fail_usage(
+                        "--attempt-timeout '%s': expected 1.."
                         "3600000 ms",
                         optarg);
                 }
@@ -200,6 +215,7 @@ int main(int argc, char **argv)
         rc.amqp = "";
     }
     rc.request_timeout_ms = (unsigned)timeout_ms;
+    rc.attempt_timeout_ms = (unsigned)attempt_ms;
     if (users_path != NULL) {
         if (amqp_users_load(users_path, &users, err, sizeof(err)) != 0) {
             fprintf(stderr, "ringmq-router: --amqp-users %s\n", err);

@@ -226,6 +226,7 @@ struct router *router_new(uv_loop_t *loop,
     snprintf(r->name, sizeof(r->name), "%s", cfg->name ? cfg->name : "");
     bc.map = cfg->map;
     bc.request_timeout_ms = cfg->request_timeout_ms;
+    bc.attempt_timeout_ms = cfg->attempt_timeout_ms;
     bc.wait_for_map = true; /* until map_follow brings meta's */
     r->backend = backend_new(loop, &bc, sub, sizeof(sub));
     if (r->backend == NULL) {

@@ -34,6 +34,7 @@ struct router_config {
     const char *amqp;
     const char *http;
     unsigned request_timeout_ms; /* 0 = BACKEND_REQUEST_TIMEOUT_MS_DEFAULT */
+    unsigned attempt_timeout_ms; /* 0 = BACKEND_ATTEMPT_TIMEOUT_MS_DEFAULT */
     /* AMQP accounts (edge/amqp_users); 0 users = guest, loopback only.
      * Copied. */
     const struct amqp_user *amqp_users;

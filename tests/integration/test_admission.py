@@ -15,6 +15,14 @@ s2's keys, far more than the group's queue bound (4096 commands). Every set is a
 router's request timeout and some slack; the ones the leader refused come
 back `SERVER_ERROR out of memory` after the router's retries with backoff.
 After SIGCONT, the keys refused that way are absent.
+
+Each attempt of a write may take the request's whole budget here
+(--attempt-timeout = --request-timeout): a write refused BUSY then stays
+refused through the router's retries and its client gets the definite
+answer. With shorter attempts (the default, 1 s), a write whose attempt
+waited in the queue until it timed out is retried with its request id, and
+its outcome is unknown even if the later attempts were refused: its client
+gets "temporarily unavailable" (docs/consistency.md, "Admission control").
 """
 import os
 import selectors
@@ -29,7 +37,8 @@ import ringmq_test as rt
 ELECTION_MS = 10000
 REQUEST_TIMEOUT_MS = 2000
 os.environ["RINGMQ_NODE_FLAGS"] = "--election-ms %d" % ELECTION_MS
-os.environ["RINGMQ_ROUTER_FLAGS"] = "--request-timeout %d" % REQUEST_TIMEOUT_MS
+os.environ["RINGMQ_ROUTER_FLAGS"] = ("--request-timeout %d --attempt-timeout %d"
+                                     % (REQUEST_TIMEOUT_MS, REQUEST_TIMEOUT_MS))
 
 from test_cluster_routers import LocalCluster, owners, set_ok  # noqa: E402
 
