@@ -1,22 +1,13 @@
 /* svc_env: see svc_env.h. */
 #include "tests/unit/lib/svc_env.h"
 #include "tests/unit/lib/port_block.h"
+#include "tests/unit/lib/rm_tree.h"
 
-#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static int rm_cb(const char *path, const struct stat *sb, int flag,
-                 struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
 
 int svc_env_init(struct svc_env *e)
 {
@@ -39,7 +30,7 @@ int svc_env_close(struct svc_env *e)
 {
     int rv = uv_loop_close(&e->loop);
 
-    nftw(e->root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    rm_tree(e->root);
     return rv;
 }
 

@@ -129,7 +129,7 @@ static unsigned port_base(unsigned slot)
     static unsigned block;
 
     if (block == 0) {
-        block = port_block(10000u, 350u, 64u);
+        block = port_block(10000u, 156u, 64u);
         assert_true(block != 0);
     }
     return block + slot * 3u;
