@@ -137,16 +137,17 @@ void amqp_local_on_internal(void *data, const struct mq_sm_cmd *cmd,
 
 /* ------------------------------------------------------------ broker */
 
-/* The broker contract knows applied, closing, and "not applied or
- * unknown" (amqp_broker.h): a standalone node's groups never have another
- * leader to redirect to. */
+/* The broker contract knows applied, closing, busy (never proposed,
+ * retried with a growing backoff) and "not applied or unknown"
+ * (amqp_broker.h): a standalone node's groups never have another leader
+ * to redirect to. */
 static enum outcome map_outcome(enum outcome c)
 {
     switch (c) {
         case OUTCOME_OK:
-            return OUTCOME_OK;
         case OUTCOME_CLOSING:
-            return OUTCOME_CLOSING;
+        case OUTCOME_BUSY:
+            return c;
         default:
             return OUTCOME_UNAVAILABLE;
     }

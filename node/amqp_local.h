@@ -11,9 +11,9 @@
  *     amqp_local_broker(local, &broker); amqp_server_new(..., &broker, ...)
  *
  * Submit: calls complete exactly once through call->cb (possibly before
- * submit returns). The services' NOT_LEADER / UNAVAILABLE / TOO_LARGE all
- * become OUTCOME_UNAVAILABLE (standalone has no other leader to try),
- * closing becomes OUTCOME_CLOSING. Until every shard has applied its
+ * submit returns). The services' NOT_LEADER / UNAVAILABLE / TOO_LARGE /
+ * EXPIRED all become OUTCOME_UNAVAILABLE (standalone has no other leader
+ * to try); BUSY (a full group, never proposed) and CLOSING stay. Until every shard has applied its
  * BOOT (mq_svc_config.boot), MQ calls are UNAVAILABLE: nothing from before
  * the restart cleanup is ever applied after it.
  *

@@ -49,13 +49,15 @@ static bool ready(void *arg)
     return amqp_local_ready(arg);
 }
 
-static void start(struct fx *f)
+/* @max_queued: the queue group's admission bound (0 = default). */
+static void start_bounded(struct fx *f, unsigned max_queued)
 {
     struct rgroup_config g;
     struct mq_svc_config mc = {.boot = true};
     char err[256];
 
     svc_env_group(&f->env, &g, "s0.mq", 4);
+    g.max_queued_cmds = max_queued;
     f->mq = mq_svc_new(&f->env.loop, &g, &mc, err, sizeof(err));
     assert_non_null(f->mq);
     svc_env_group(&f->env, &g, "meta", 5);
@@ -64,6 +66,11 @@ static void start(struct fx *f)
     f->local = amqp_local_new();
     assert_int_equal(amqp_local_attach(f->local, &f->mq, 1, f->meta), 0);
     amqp_local_broker(f->local, &f->broker);
+}
+
+static void start(struct fx *f)
+{
+    start_bounded(f, 0);
 }
 
 static void closed_cb(void *data)
@@ -245,6 +252,39 @@ static void test_local_broker(void **state)
     mq_sm_result_clear(&o.call.mq_result);
 }
 
+/* A full queue group is BUSY (never proposed), which the edge retries
+ * with a growing backoff; UNAVAILABLE would be retried every 100 ms. */
+static void test_busy_stays_busy(void **state)
+{
+    struct fx *f = *state;
+    struct op o[8];
+    unsigned busy = 0;
+    unsigned i;
+
+    start_bounded(f, 1);
+    assert_true(svc_env_run_until(&f->env, ready, f->local, WAIT_MS));
+    mq_init(&o[0], MQ_SM_DECLARE, "q");
+    run_ok(f, &o[0]);
+    /* submitted without running the loop: one in flight, one queued, the
+     * rest refused at once */
+    for (i = 0; i < 8; i++) {
+        mq_init(&o[i], MQ_SM_ENQUEUE, "q");
+        o[i].call.mq.body = "x";
+        o[i].call.mq.body_len = 1;
+        f->broker.ops->submit(f->broker.self, &o[i].call);
+    }
+    for (i = 0; i < 8; i++) {
+        assert_true(svc_env_run_until(&f->env, op_done, &o[i], WAIT_MS));
+        if (o[i].call.status == OUTCOME_BUSY) {
+            busy++;
+        } else {
+            assert_int_equal(o[i].call.status, OUTCOME_OK);
+            mq_sm_result_clear(&o[i].call.mq_result);
+        }
+    }
+    assert_true(busy > 0);
+}
+
 static void test_closing_status(void **state)
 {
     struct fx *f = *state;
@@ -271,6 +311,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_local_broker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_busy_stays_busy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_closing_status, setup, teardown),
     };
 
