@@ -93,8 +93,10 @@ static void on_republish_done(struct edge_call *ec)
 {
     struct dl_job *job = edge_dead_letter_data(ec);
 
-    /* the same (client, seq) whatever happened before: stored once */
-    if (edge_call_retry_unavailable(ec)) {
+    /* The same (client, seq) whatever happened before: stored once. One
+     * without dedup (not kept, or past the target's window) is not sent
+     * again: it could be stored twice. */
+    if (ec->bc.mq.seq != 0 && edge_call_retry_unavailable(ec)) {
         return;
     }
     /* Below the target's dedup window for this client: whether an earlier
