@@ -593,7 +593,6 @@ static void msg_discard(struct mq_sm *sm, struct mq_queue *q,
             .body_len = m->len,
         };
         struct mq_outbox_entry *e = mq_outbox_entry_new(&src);
-
         bool kept = mq_outbox_add(&sm->outbox, e, sm->clock_ms);
 
         add_dead_letter(res, e);

@@ -21,7 +21,7 @@ import pika
 
 import amqp_tutorials as at
 import ringmq_test as rt
-from test_amqp_cluster import C, HOST, conn
+from test_amqp_cluster import C, HOST, conn, gated
 
 N = 30
 S2 = ("n4", "n5", "n6")
@@ -145,15 +145,6 @@ def test_expired_while_target_down():
         ch.queue_delete(q)
     ch.exchange_delete(ex)
     c.close()
-
-
-def gated(t, state):
-    def g():
-        if not state.get("up"):
-            raise AssertionError("skipped: the cluster never served AMQP")
-        t()
-    g.__name__ = t.__name__
-    return g
 
 
 if __name__ == "__main__":

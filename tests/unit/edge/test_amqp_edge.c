@@ -901,9 +901,9 @@ static void test_publish_held_while_unroutable(void **state)
     cl_close(&c);
 }
 
-/* basic.get of @q with no-ack: the body of the message, which must be
- * @body. */
-static void cl_get_expect(struct client *c, const char *q, const char *body)
+/* basic.get of @q (no-ack): true with the body in c->payload, false if
+ * the queue is empty. */
+static bool cl_get_maybe(struct client *c, const char *q)
 {
     struct amqp_method m;
 
@@ -911,16 +911,37 @@ static void cl_get_expect(struct client *c, const char *q, const char *body)
     m.basic_get.queue = amqp_cstr(q);
     m.basic_get.no_ack = true;
     cl_method(c, 1, &m);
-    cl_expect(c, AMQP_BASIC_GET_OK, &m);
+    assert_true(cl_frame(c));
+    assert_int_equal(c->type, AMQP_FRAME_METHOD);
+    assert_int_equal(amqp_method_decode(c->payload, c->size, &m), 0);
+    if (m.id == AMQP_BASIC_GET_EMPTY) {
+        amqp_method_free(&m);
+        return false;
+    }
+    assert_int_equal(m.id, AMQP_BASIC_GET_OK);
     amqp_method_free(&m);
     assert_true(cl_frame(c));
     assert_int_equal(c->type, AMQP_FRAME_HEADER);
     assert_true(cl_frame(c));
     assert_int_equal(c->type, AMQP_FRAME_BODY);
+    return true;
+}
+
+/* The body frame just read is @body. */
+static void cl_expect_body(struct client *c, const char *body)
+{
     if (c->size != strlen(body) || memcmp(c->payload, body, c->size) != 0) {
         fail_msg("got '%.*s', expected '%s'", (int)c->size,
                  (const char *)c->payload, body);
     }
+}
+
+/* basic.get of @q with no-ack: the body of the message, which must be
+ * @body. */
+static void cl_get_expect(struct client *c, const char *q, const char *body)
+{
+    assert_true(cl_get_maybe(c, q));
+    cl_expect_body(c, body);
 }
 
 /* A publish whose outcome is unknown (a leader lost with it in flight) is
@@ -1014,32 +1035,6 @@ static struct amqp_table *dlx_to(const char *to)
     return t;
 }
 
-/* basic.get of @q (no-ack): true with the body in c->payload, false if
- * the queue is empty. */
-static bool cl_get_maybe(struct client *c, const char *q)
-{
-    struct amqp_method m;
-
-    amqp_method_init(&m, AMQP_BASIC_GET);
-    m.basic_get.queue = amqp_cstr(q);
-    m.basic_get.no_ack = true;
-    cl_method(c, 1, &m);
-    assert_true(cl_frame(c));
-    assert_int_equal(c->type, AMQP_FRAME_METHOD);
-    assert_int_equal(amqp_method_decode(c->payload, c->size, &m), 0);
-    if (m.id == AMQP_BASIC_GET_EMPTY) {
-        amqp_method_free(&m);
-        return false;
-    }
-    assert_int_equal(m.id, AMQP_BASIC_GET_OK);
-    amqp_method_free(&m);
-    assert_true(cl_frame(c));
-    assert_int_equal(c->type, AMQP_FRAME_HEADER);
-    assert_true(cl_frame(c));
-    assert_int_equal(c->type, AMQP_FRAME_BODY);
-    return true;
-}
-
 /* Publish @body to @q with confirms on, take it with basic.get and reject
  * it without requeue. */
 static void cl_publish_reject(struct client *c, const char *q,
@@ -1090,10 +1085,7 @@ static void cl_get_eventually(struct fixture *fx, struct client *c,
         }
         wait_expires(fx, 2);
     }
-    if (c->size != strlen(body) || memcmp(c->payload, body, c->size) != 0) {
-        fail_msg("got '%.*s', expected '%s'", (int)c->size,
-                 (const char *)c->payload, body);
-    }
+    cl_expect_body(c, body);
 }
 
 /* The reply of a reject is lost after the shard applied it (a leader lost
