@@ -102,7 +102,7 @@ static void on_settle_done(struct edge_call *ec)
         return; /* settles are idempotent */
     }
     if (ec->bc.status == OUTCOME_OK) {
-        edge_after_result(ec->calls, &ec->bc.mq_result);
+        edge_after_result(ec->calls, ec->bc.shard, &ec->bc.mq_result);
     }
     op = chan_op_of_call(ec);
     if (op && op->pending == 0) {

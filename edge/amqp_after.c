@@ -4,6 +4,9 @@
  */
 #include "edge/amqp_after.h"
 
+#include <stdlib.h>
+
+#include "common/buf.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "edge/amqp_dead_letter.h"
@@ -33,17 +36,126 @@ static void queue_gone(struct edge_calls *k, const char *name, size_t len,
     edge_call_submit(ec);
 }
 
-static void on_republish_done(struct edge_call *ec)
+/* One dead letter's republish: its ENQUEUEs, then the DL_SETTLE of its
+ * outbox entry at the shard that keeps it. */
+struct dl_job {
+    struct edge_calls *k;
+    unsigned shard;
+    uint64_t outbox_id; /* 0: not kept, nothing to settle */
+    /* ENQUEUEs submitted minus completed; below 0 while submitting, as a
+     * broker may complete a call inside its submit */
+    int pending;
+    bool submitting;
+    bool failed; /* one not confirmed: left to a later hand-out */
+};
+
+static void on_dl_settle_done(struct edge_call *ec)
 {
-    if (ec->bc.status != OUTCOME_OK) {
-        log_warn("amqp: dead letter to '%.*s' lost: broker unavailable",
-                 (int)ec->queue_len, ec->queue);
-        return;
-    }
-    edge_after_result(ec->calls, &ec->bc.mq_result);
+    /* Settles are idempotent. One lost for good costs a second republish
+     * after the claim window, DUPLICATE at the targets within their dedup
+     * windows. */
+    (void)edge_call_retry_unavailable(ec);
 }
 
-void edge_after_result(struct edge_calls *k, const struct mq_sm_result *r)
+static void dl_settle(struct edge_calls *k, unsigned shard, uint64_t id)
+{
+    struct edge_call *ec = edge_call_new(k, NULL, on_dl_settle_done);
+
+    buf_append(&ec->owned, &id, sizeof(id));
+    ec->bc.kind = AMQP_BROKER_MQ;
+    ec->bc.shard = shard;
+    ec->bc.mq.type = MQ_SM_DL_SETTLE;
+    ec->bc.mq.tags = (const uint64_t *)(const void *)ec->owned.data;
+    ec->bc.mq.n_tags = 1;
+    ec->deadline_ms = clock_mono_ms() + EDGE_ENQUEUE_RETRY_MS;
+    edge_call_submit(ec);
+}
+
+static void dl_job_end(struct dl_job *job)
+{
+    if (!job->failed && job->outbox_id != 0 && !job->k->closing) {
+        dl_settle(job->k, job->shard, job->outbox_id);
+    }
+    free(job);
+}
+
+/* Confirmed: stored, stored before (DUPLICATE), or the queue is gone
+ * (RabbitMQ drops a dead letter whose queue went: it is not routed). */
+static bool republish_confirmed(const struct edge_call *ec)
+{
+    enum mq_sm_status st = ec->bc.mq_result.status;
+
+    return ec->bc.status == OUTCOME_OK &&
+           (st == MQ_SM_OK || st == MQ_SM_DUPLICATE || st == MQ_SM_NOT_FOUND);
+}
+
+static void on_republish_done(struct edge_call *ec)
+{
+    struct dl_job *job = edge_dead_letter_data(ec);
+
+    /* The same (client, seq) whatever happened before: stored once. One
+     * without dedup (not kept, or past the target's window) is not sent
+     * again: it could be stored twice. */
+    if (ec->bc.mq.seq != 0 && edge_call_retry_unavailable(ec)) {
+        return;
+    }
+    /* Below the target's dedup window for this client: whether an earlier
+     * republish is there cannot be known, so a copy without dedup (at
+     * least once). */
+    if (ec->bc.status == OUTCOME_OK &&
+        ec->bc.mq_result.status == MQ_SM_STALE && ec->bc.mq.seq != 0 &&
+        !ec->calls->closing) {
+        mq_sm_result_clear(&ec->bc.mq_result);
+        ec->bc.mq.seq = 0;
+        edge_call_retry(ec);
+        return;
+    }
+    if (!republish_confirmed(ec)) {
+        log_warn("amqp: dead letter to '%.*s' not republished%s",
+                 (int)ec->queue_len, ec->queue,
+                 job->outbox_id != 0 ? ": its shard hands it out again"
+                                     : " (not kept: lost)");
+        job->failed = true;
+    }
+    if (ec->bc.status == OUTCOME_OK) {
+        edge_after_result(ec->calls, ec->bc.shard, &ec->bc.mq_result);
+    }
+    job->pending--;
+    if (!job->submitting && job->pending == 0) {
+        dl_job_end(job);
+    }
+}
+
+/* Republish dead letter @d of @shard's result; settle it once confirmed. */
+static void dead_letter(struct edge_calls *k, unsigned shard,
+                        const struct mq_sm_dead_letter *d)
+{
+    const struct amqp_broker *b = &k->broker;
+    struct dl_job *job = xcalloc(1, sizeof(*job));
+    int sent;
+
+    job->k = k;
+    job->shard = shard;
+    job->outbox_id = d->outbox_id;
+    job->submitting = true;
+    sent = edge_dead_letter(k, d, on_republish_done, job);
+    job->submitting = false;
+    if (sent < 0 || (sent == 0 && b->ops->routable != NULL &&
+                     !b->ops->routable(b->self))) {
+        /* No view to route on, or one that may be stale: "routes
+         * nowhere" is not known. */
+        job->failed = true;
+    }
+    if (sent > 0) {
+        job->pending += sent;
+    }
+    if (job->pending == 0) {
+        dl_job_end(job);
+    }
+}
+
+void edge_after_result(struct edge_calls *k, unsigned shard,
+                       const struct mq_sm_result *r)
 {
     size_t i;
 
@@ -51,7 +163,7 @@ void edge_after_result(struct edge_calls *k, const struct mq_sm_result *r)
         return;
     }
     for (i = 0; i < r->n_dead; i++) {
-        edge_dead_letter(k, &r->dead[i], on_republish_done);
+        dead_letter(k, shard, &r->dead[i]);
     }
     for (i = 0; i < r->n_deleted; i++) {
         if (r->deleted[i].reason == MQ_SM_DEL_MOVED) {
@@ -68,7 +180,7 @@ static void on_return_done(struct edge_call *ec)
         return; /* returns are idempotent */
     }
     if (ec->bc.status == OUTCOME_OK) {
-        edge_after_result(ec->calls, &ec->bc.mq_result);
+        edge_after_result(ec->calls, ec->bc.shard, &ec->bc.mq_result);
     }
 }
 

@@ -10,9 +10,15 @@
 
 #include "edge/amqp_calls.h"
 
-/* Republish the dead letters of @r, drop the bindings of the queues it
- * deleted. Nothing once the edge is closing. */
-void edge_after_result(struct edge_calls *k, const struct mq_sm_result *r);
+/* Republish the dead letters of @r, the result of a command applied at
+ * @shard, settling each kept one there (DL_SETTLE) once every ENQUEUE of
+ * it is confirmed (OK, DUPLICATE, or NOT_FOUND: the queue went) or it
+ * routes nowhere on a routable view (RabbitMQ drops those); one not
+ * confirmed stays in the shard's outbox, which hands it out again
+ * (mq_sm.h "Dead letters"). Drop the bindings of the queues @r deleted.
+ * Nothing once the edge is closing (the outbox keeps the dead letters). */
+void edge_after_result(struct edge_calls *k, unsigned shard,
+                       const struct mq_sm_result *r);
 /* RETURN with @scope (CHANNEL/CONNECTION) of @who to every shard, and drop
  * the bindings of queues the return deleted. */
 void edge_return_everywhere(struct edge_calls *k, enum mq_sm_scope scope,

@@ -9,6 +9,9 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/fnv.h"
+#include "common/le.h"
+#include "edge/amqp_edge.h"
 #include "proto/amqp_method.h"
 #include "proto/amqp_msg.h"
 
@@ -114,8 +117,33 @@ static int dead_letter_header(const struct mq_sm_dead_letter *d,
     return rv;
 }
 
-void edge_dead_letter(struct edge_calls *k, const struct mq_sm_dead_letter *d,
-                      void (*done)(struct edge_call *ec))
+uint64_t edge_dead_letter_client(const struct mq_sm_dead_letter *d)
+{
+    /* "dlx" | u8 vhost_len | vhost | u8 queue_len | queue | gen, le */
+    unsigned char key[3 + 1 + MQ_SM_NAME_MAX + 1 + MQ_SM_NAME_MAX + 8];
+    unsigned char *p = key;
+    uint64_t h;
+
+    memcpy(p, "dlx", 3);
+    p += 3;
+    *p++ = (unsigned char)d->vhost_len;
+    memcpy(p, d->vhost, d->vhost_len);
+    p += d->vhost_len;
+    *p++ = (unsigned char)d->queue_len;
+    memcpy(p, d->queue, d->queue_len);
+    p += d->queue_len;
+    p = le_put_u64(p, d->gen);
+    h = fnv1a64(key, (size_t)(p - key));
+    return h != 0 ? h : 1;
+}
+
+void *edge_dead_letter_data(const struct edge_call *ec)
+{
+    return ec->extra != NULL ? *(void **)ec->extra : NULL;
+}
+
+int edge_dead_letter(struct edge_calls *k, const struct mq_sm_dead_letter *d,
+                     void (*done)(struct edge_call *ec), void *data)
 {
     struct amqp_msg_view v;
     struct buf header;
@@ -123,10 +151,14 @@ void edge_dead_letter(struct edge_calls *k, const struct mq_sm_dead_letter *d,
     struct meta_sm_route_result route;
     struct amqp_bytes rk;
     const struct meta_sm *view = k->broker.ops->meta_view(k->broker.self);
+    int sent = 0;
     size_t i;
 
+    if (view == NULL) {
+        return -1;
+    }
     if (amqp_msg_decode(d->body, d->body_len, &v) != 0) {
-        return;
+        return 0;
     }
     rk = v.routing_key;
     if (d->has_dlrk) {
@@ -145,14 +177,14 @@ void edge_dead_letter(struct edge_calls *k, const struct mq_sm_dead_letter *d,
                         v.body) != 0) {
         goto out;
     }
-    if (view == NULL) {
-        goto out;
-    }
     meta_sm_route(view, d->vhost, d->vhost_len, d->dlx, d->dlx_len,
                   (const char *)rk.data, rk.len, NULL, 0, &route);
     for (i = 0; i < route.n_queues; i++) {
         struct edge_call *ec = edge_call_new(k, NULL, done);
+        void **holder = xmalloc(sizeof(*holder));
 
+        *holder = data;
+        ec->extra = holder;
         edge_call_set_queue(ec, route.queues[i].name, route.queues[i].len);
         buf_append(&ec->owned, blob.data, blob.len);
         ec->bc.kind = AMQP_BROKER_MQ;
@@ -160,10 +192,17 @@ void edge_dead_letter(struct edge_calls *k, const struct mq_sm_dead_letter *d,
         ec->bc.mq.type = MQ_SM_ENQUEUE;
         ec->bc.mq.body = ec->owned.data;
         ec->bc.mq.body_len = ec->owned.len;
+        if (d->outbox_id != 0) {
+            ec->bc.mq.client_id = edge_dead_letter_client(d);
+            ec->bc.mq.seq = d->outbox_id;
+        }
+        ec->deadline_ms = clock_mono_ms() + EDGE_ENQUEUE_RETRY_MS;
+        sent++;
         edge_call_submit(ec);
     }
 out:
     meta_sm_route_result_clear(&route);
     buf_free(&header);
     buf_free(&blob);
+    return sent;
 }

@@ -260,7 +260,7 @@ static void on_queue_simple_done(struct edge_call *ec)
 
     if (op == NULL) {
         if (ec->bc.status == OUTCOME_OK) {
-            edge_after_result(ec->calls, r);
+            edge_after_result(ec->calls, ec->bc.shard, r);
         }
         return;
     }
@@ -270,7 +270,7 @@ static void on_queue_simple_done(struct edge_call *ec)
         chan_wake(op->ch);
         return;
     }
-    edge_after_result(ec->calls, r);
+    edge_after_result(ec->calls, ec->bc.shard, r);
     if (r->status != MQ_SM_OK &&
         !(r->status == MQ_SM_NOT_FOUND && op->method == AMQP_QUEUE_DELETE)) {
         /* RabbitMQ answers delete-ok for a queue that does not exist. */

@@ -321,7 +321,7 @@ static void on_cancel_done(struct edge_call *ec)
     struct chan_op *op = chan_op_of_call(ec);
 
     if (ec->bc.status == OUTCOME_OK) {
-        edge_after_result(ec->calls, &ec->bc.mq_result);
+        edge_after_result(ec->calls, ec->bc.shard, &ec->bc.mq_result);
     }
     if (op == NULL) {
         return;

@@ -168,7 +168,7 @@ static void on_enqueue_done(struct edge_call *ec)
     if (ec->bc.status != OUTCOME_OK) {
         op->failed++;
     } else {
-        edge_after_result(ec->calls, r);
+        edge_after_result(ec->calls, ec->bc.shard, r);
         switch (r->status) {
         case MQ_SM_OK:
         case MQ_SM_DUPLICATE:

@@ -155,7 +155,7 @@ static void on_conn_closed(void *data)
 static void on_expire_done(struct edge_call *ec)
 {
     if (ec->bc.status == OUTCOME_OK) {
-        edge_after_result(ec->calls, &ec->bc.mq_result);
+        edge_after_result(ec->calls, ec->bc.shard, &ec->bc.mq_result);
     }
 }
 

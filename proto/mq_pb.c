@@ -327,6 +327,8 @@ int mq_pb_result_to_pb(const struct mq_sm_result *r,
             ringmq__mq_dead_letter__init(p);
             p->reason = (uint32_t)d->reason;
             p->msg_id = d->msg_id;
+            p->outbox_id = d->outbox_id;
+            p->gen = d->gen;
             p->has_dlrk = d->has_dlrk;
             bytes_set(&p->vhost, d->vhost, d->vhost_len);
             bytes_set(&p->queue, d->queue, d->queue_len);
@@ -476,6 +478,8 @@ int mq_pb_result_from_pb(const Ringmq__MqResult *pb, struct mq_sm_result *r)
             blk = dup_concat(parts, 5);
             d->reason = (enum mq_sm_dl_reason)p->reason;
             d->msg_id = p->msg_id;
+            d->outbox_id = p->outbox_id;
+            d->gen = p->gen;
             d->has_dlrk = p->has_dlrk;
             d->vhost = blk;
             d->vhost_len = p->vhost.len;

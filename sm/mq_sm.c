@@ -51,11 +51,12 @@
 #include "common/container_of.h"
 #include "common/invariant.h"
 #include "common/le.h"
+#include "sm/mq_outbox.h"
 
 #define DIGEST_SEED 0x6d712d6469676573ULL /* "mq-diges" */
 #define SNAP_SEED 0x6d712d736e617073ULL   /* "mq-snaps" */
 #define SNAP_MAGIC 0x51514d52U            /* "RMQQ" little-endian */
-#define SNAP_VERSION 4U
+#define SNAP_VERSION 5U
 #define EXPORT_SEED 0x6d712d6d6f766573ULL /* "mq-moves" */
 #define EXPORT_MAGIC 0x58514d52U          /* "RMQX" little-endian */
 #define EXPORT_VERSION 1U
@@ -332,6 +333,7 @@ struct mq_sm {
     uint64_t next_tag;
     uint64_t create_floor; /* DECLARE may create with place_gen >= this */
     uint64_t move_seq;     /* freezes so far: names the next one */
+    struct mq_outbox outbox; /* dead letters not yet settled */
     uint64_t applied;
 };
 
@@ -477,34 +479,35 @@ static void grow(void **arr, size_t n, size_t size)
     }
 }
 
-static void add_dead_letter(struct mq_sm_result *res, const struct mq_queue *q,
-                            const struct mq_msg *m,
-                            enum mq_sm_dl_reason reason)
+/* A copy of outbox entry @e (kept or not: id 0) into @res. */
+static void add_dead_letter(struct mq_sm_result *res,
+                            const struct mq_outbox_entry *e)
 {
     struct mq_sm_dead_letter *d;
-    size_t len = (size_t)q->vhost_len + q->name_len + q->dlx_len +
-                 q->dlrk_len + m->len;
+    size_t names = mq_outbox_names_len(e);
+    size_t len = names + e->body_len;
     char *p;
 
     grow((void **)&res->dead, res->n_dead, sizeof(*res->dead));
     p = xmalloc(len > 0 ? len : 1);
     d = &res->dead[res->n_dead++];
-    d->reason = reason;
-    d->msg_id = m->id;
-    d->has_dlrk = q->has_dlrk;
+    d->reason = (enum mq_sm_dl_reason)e->reason;
+    d->msg_id = e->msg_id;
+    d->outbox_id = e->id;
+    d->gen = e->gen;
+    d->has_dlrk = e->has_dlrk;
     /* vhost first: result_clear frees the block through it */
-    memcpy(p, q->data, len - m->len);
-    memcpy(p + len - m->len, m->data, m->len);
+    memcpy(p, e->data, len);
     d->vhost = p;
-    d->vhost_len = q->vhost_len;
-    d->queue = p + q->vhost_len;
-    d->queue_len = q->name_len;
-    d->dlx = d->queue + q->name_len;
-    d->dlx_len = q->dlx_len;
-    d->dlrk = d->dlx + q->dlx_len;
-    d->dlrk_len = q->dlrk_len;
-    d->body = d->dlrk + q->dlrk_len;
-    d->body_len = m->len;
+    d->vhost_len = e->vhost_len;
+    d->queue = p + e->vhost_len;
+    d->queue_len = e->queue_len;
+    d->dlx = d->queue + e->queue_len;
+    d->dlx_len = e->dlx_len;
+    d->dlrk = d->dlx + e->dlx_len;
+    d->dlrk_len = e->dlrk_len;
+    d->body = d->dlrk + e->dlrk_len;
+    d->body_len = e->body_len;
 }
 
 static void add_deleted(struct mq_sm_result *res, const struct mq_queue *q,
@@ -576,7 +579,26 @@ static void msg_discard(struct mq_sm *sm, struct mq_queue *q,
                         struct mq_sm_result *res)
 {
     if (q->has_dlx) {
-        add_dead_letter(res, q, m, reason);
+        struct mq_outbox_src src = {
+            .reason = (uint8_t)reason,
+            .has_dlrk = q->has_dlrk,
+            .msg_id = m->id,
+            .gen = q->gen,
+            .names = q->data, /* vhost, name, dlx, dlrk */
+            .vhost_len = q->vhost_len,
+            .queue_len = q->name_len,
+            .dlx_len = q->dlx_len,
+            .dlrk_len = q->dlrk_len,
+            .body = m->data,
+            .body_len = m->len,
+        };
+        struct mq_outbox_entry *e = mq_outbox_entry_new(&src);
+        bool kept = mq_outbox_add(&sm->outbox, e, sm->clock_ms);
+
+        add_dead_letter(res, e);
+        if (!kept) {
+            free(e);
+        }
     }
     msg_free(sm, m);
 }
@@ -1751,6 +1773,11 @@ static void apply_boot(struct mq_sm *sm, struct mq_sm_result *res)
     }
 }
 
+static void hand_out(void *arg, const struct mq_outbox_entry *e)
+{
+    add_dead_letter(arg, e);
+}
+
 static void apply_expire(struct mq_sm *sm, struct mq_sm_result *res)
 {
     struct mq_queue *q = sm->q_first;
@@ -1769,6 +1796,22 @@ static void apply_expire(struct mq_sm *sm, struct mq_sm_result *res)
         }
         q = next;
     }
+    /* Dead letters whose republish was not settled within the claim
+     * window (a lost reply, an edge gone, a failed ENQUEUE): this edge
+     * republishes them now. Those made just above are claimed now. */
+    mq_outbox_claim_due(&sm->outbox, sm->clock_ms, MQ_SM_DL_CLAIM_MS,
+                        MQ_SM_DL_HAND_MAX, MQ_SM_DL_HAND_BYTES, hand_out,
+                        res);
+}
+
+static void apply_dl_settle(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
+                            struct mq_sm_result *res)
+{
+    if (cmd->n_tags > MQ_SM_MAX_TAGS || (cmd->n_tags > 0 && !cmd->tags)) {
+        set_error(res, MQ_SM_BAD_REQUEST, "bad outbox ids");
+        return;
+    }
+    res->count = mq_outbox_settle(&sm->outbox, cmd->tags, cmd->n_tags);
 }
 
 /* ------------------------------------------------------------- lifecycle */
@@ -1792,6 +1835,7 @@ static int state_init(struct mq_sm *sm)
     }
     sm->next_msg_id = 1;
     sm->next_tag = 1;
+    mq_outbox_init(&sm->outbox);
     return 0;
 
 err_after_clients:
@@ -1859,6 +1903,7 @@ static void state_free(struct mq_sm *sm)
     ht_close(&sm->tags);
     ht_close(&sm->clients);
     ht_close(&sm->tombs);
+    mq_outbox_free(&sm->outbox);
 }
 
 struct mq_sm *mq_sm_new(const struct mq_sm_config *cfg)
@@ -2002,6 +2047,9 @@ static void apply_one(struct mq_sm *sm, uint64_t now_ms,
         case MQ_SM_MOVE_ABORT:
             apply_move_abort(sm, cmd, res);
             break;
+        case MQ_SM_DL_SETTLE:
+            apply_dl_settle(sm, cmd, res);
+            break;
         default:
             set_error(res, MQ_SM_BAD_REQUEST, "bad command");
             break;
@@ -2080,6 +2128,7 @@ void mq_sm_check(const struct mq_sm *sm)
     INVARIANT(nc == sm->consumers.count);
     INVARIANT(unacked_q == unacked_c && unacked_c == sm->tags.count);
     INVARIANT(sm->clients.count <= sm->dedup_clients);
+    mq_outbox_check(&sm->outbox);
 }
 
 /* ------------------------------------------------------------------ stats */
@@ -2128,6 +2177,10 @@ void mq_sm_stats(const struct mq_sm *sm, struct mq_sm_stats *out)
     out->clock_ms = sm->clock_ms;
     out->create_floor = sm->create_floor;
     out->tombstones = sm->tombs.count;
+    out->dead_kept = mq_outbox_count(&sm->outbox);
+    out->dead_kept_bytes = sm->outbox.bytes;
+    out->dead_dropped = sm->outbox.dropped;
+    out->next_dead_id = sm->outbox.next_id;
     out->applied = sm->applied;
 }
 
@@ -2207,6 +2260,26 @@ static uint64_t client_digest(const struct mq_sm *sm,
                       mix64(cl->id) ^ cl->max_seq);
 }
 
+/* In id order, claims included: they decide what EXPIRE hands out. */
+static uint64_t outbox_digest(const struct mq_outbox *o)
+{
+    const struct mq_outbox_entry *e;
+    size_t pos = 0;
+    uint64_t h = mix64(o->next_id ^ mix64(o->dropped));
+
+    while ((e = mq_outbox_next(o, &pos)) != NULL) {
+        uint64_t x = mix64(e->id) ^ mix64(e->claim_ms + 1) ^
+                     mix64(e->msg_id + 2) ^ mix64(e->gen + 3) ^
+                     ((uint64_t)e->reason << 8 | e->has_dlrk);
+
+        x = hash_bytes(e->data, mq_outbox_names_len(e) + e->body_len, x);
+        x ^= (uint64_t)e->vhost_len | (uint64_t)e->queue_len << 8 |
+             (uint64_t)e->dlx_len << 16 | (uint64_t)e->dlrk_len << 24;
+        h = mix64(h ^ x) + 0x9e3779b97f4a7c15ULL;
+    }
+    return h;
+}
+
 uint64_t mq_sm_digest(const struct mq_sm *sm)
 {
     const struct mq_queue *q;
@@ -2253,6 +2326,7 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
     d = mix64(d ^ sm->move_seq);
     d = mix64(d ^ ts);
     d = mix64(d ^ sm->tombs.count);
+    d = mix64(d ^ outbox_digest(&sm->outbox));
     return d;
 }
 
@@ -2261,7 +2335,7 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
 /*
  * Snapshot format, all integers little-endian:
  *
- *   u32 magic "RMQQ" | u32 version (4) | u64 clock_ms | u64 next_msg_id
+ *   u32 magic "RMQQ" | u32 version (5) | u64 clock_ms | u64 next_msg_id
  *   u64 next_tag | u32 dedup_words | u64 queue count
  *   queues, in creation order:
  *     QDEF with the ready count
@@ -2282,6 +2356,8 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
  *   (version 3) u64 create_floor | u64 move_seq | u64 tombstone count
  *     tombstones, oldest first: u8 vhost_len | u8 name_len | u64 gen
  *     | vhost, name bytes
+ *   (version 5) the dead-letter outbox (mq_outbox.c: counter, dropped
+ *     count, entries in id order); older versions restore it empty
  *   u64 checksum: hash_bytes(all bytes before it, SNAP_SEED)
  *
  *   QDEF = u8 vhost_len | u8 name_len | u8 dlx_len | u8 dlrk_len
@@ -2402,6 +2478,7 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
     for (t = sm->t_first; t != NULL; t = t->next) {
         len += SNAP_TOMB_FIXED + (size_t)t->vhost_len + t->name_len;
     }
+    len += mq_outbox_snap_len(&sm->outbox);
 
     buf = alloc(len);
     if (buf == NULL) {
@@ -2466,6 +2543,7 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
         memcpy(p, t->data, (size_t)t->vhost_len + t->name_len);
         p += (size_t)t->vhost_len + t->name_len;
     }
+    p = mq_outbox_snap_put(&sm->outbox, p);
     p = le_put_u64(p, hash_bytes(buf, (size_t)(p - buf), SNAP_SEED));
     *out = buf;
     *out_len = len;
@@ -2859,6 +2937,9 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
         }
     }
     if (version >= 3 && !restore_tail(&tmp, &r)) {
+        goto err_after_index;
+    }
+    if (version >= 5 && !mq_outbox_snap_get(&tmp.outbox, &r)) {
         goto err_after_index;
     }
     if (r.left != 0 || !restore_moves(&tmp)) {

@@ -126,6 +126,15 @@
 /* Tombstones of queues moved away, kept per shard (oldest dropped). Each
  * costs about 64 bytes plus its names. */
 #define MQ_SM_TOMBSTONES_MAX 16384
+/* Dead letters (see "Dead letters" below): an outbox entry handed to an
+ * edge is handed out again by an EXPIRE this long after, unless settled.
+ * Longer than the edge's retries of one ENQUEUE (EDGE_ENQUEUE_RETRY_MS),
+ * so that a republish still under way is not doubled. */
+#define MQ_SM_DL_CLAIM_MS 20000
+/* Entries one EXPIRE hands out again, and their body bytes (at least one
+ * entry): an answer stays small, the next tick takes the rest. */
+#define MQ_SM_DL_HAND_MAX 256
+#define MQ_SM_DL_HAND_BYTES (8u * 1024 * 1024)
 
 struct mq_sm;
 
@@ -164,6 +173,9 @@ enum mq_sm_cmd_type {
     MQ_SM_MOVE_IN_END, /* at the target: the queue is normal */
     MQ_SM_MOVE_DONE,   /* at the source: delete, leave a tombstone */
     MQ_SM_MOVE_ABORT,  /* at either: undo */
+    /* The edge republished these outbox entries (tags: their outbox ids):
+     * forget them. See "Dead letters" below. */
+    MQ_SM_DL_SETTLE,
     MQ_SM_CMD__COUNT
 };
 
@@ -258,6 +270,7 @@ struct mq_sm_queue_args {
  *   RETURN    who, scope, tag + multiple, or tags (scope TAG)
  *   DROP      who, tag + multiple, or tags      (scope is always TAG)
  *   EXPIRE, LEADER_CHANGED, BOOT: nothing
+ *   DL_SETTLE tags (outbox ids; unknown ones ignored); count = removed
  *   MOVE_OUT, MOVE_IN_END, MOVE_DONE: vhost, queue
  *   MOVE_ABORT vhost, queue, place_gen (at the target: the move's gen; 0:
  *             only a moving-in queue is dropped, nothing else answered)
@@ -394,11 +407,38 @@ enum mq_sm_dl_reason {
     MQ_SM_DL_MAXLEN        /* "maxlen" */
 };
 
+/*
+ * Dead letters, at least once. A message that leaves a queue with a
+ * dead-letter exchange (DROP, TTL by EXPIRE/CHECKOUT/ENQUEUE, max-length
+ * by ENQUEUE) is kept in the shard's outbox (sm/mq_outbox.h), part of the
+ * replicated state, under an outbox id from a per-shard counter, and is
+ * returned in the result of the command that removed it (the fast path),
+ * claimed at the command's time. The edge that gets it republishes it
+ * and, once every ENQUEUE of it is confirmed, sends DL_SETTLE with its id
+ * to this shard. An entry not settled MQ_SM_DL_CLAIM_MS after its claim
+ * (the reply was lost, the edge died, an ENQUEUE failed) is returned by
+ * the next EXPIRE (any edge's), claimed again, in id order, at most
+ * MQ_SM_DL_HAND_MAX per EXPIRE. So every dead letter is republished until
+ * one edge confirms it: at least once. A dead letter that does not fit
+ * the outbox (mq_outbox.h bounds) comes with outbox_id 0 and is not kept:
+ * at most once, counted in struct mq_sm_stats dead_dropped.
+ * The outbox belongs to the shard, not to a queue: deleting, expiring or
+ * moving the source queue leaves its entries where they are (a move does
+ * not export them; the source shard keeps handing them out).
+ */
+
 /* A message that left a queue with a dead-letter exchange. All strings are
  * owned by the result (one allocation) and not NUL-terminated. */
 struct mq_sm_dead_letter {
     enum mq_sm_dl_reason reason;
     uint64_t msg_id;
+    /* Its outbox id: settle it with DL_SETTLE at this shard (0: not kept,
+     * nothing to settle). Ids name one shard's entries: with the source
+     * queue's gen (placement gen when it was dead-lettered, see the top of
+     * this file) they name one dead letter cluster-wide, which the edge
+     * uses as a publisher dedup id. */
+    uint64_t outbox_id;
+    uint64_t gen;
     bool has_dlrk;
     const char *vhost;
     size_t vhost_len;
@@ -442,7 +482,7 @@ struct mq_sm_result {
      * delete-ok, purge-ok); CHECKOUT: delivered; SETTLE/RETURN/DROP:
      * messages acted on; ENQUEUE: 1 if stored (0 if max-length dropped it
      * at once); EXPIRE: messages expired; LEADER_CHANGED/BOOT: messages
-     * returned. */
+     * returned; DL_SETTLE: entries removed. */
     uint64_t count;
     uint32_t consumer_count; /* DECLARE */
     /* CHECKOUT: ready messages left in the queue (basic.get-ok's
@@ -453,7 +493,9 @@ struct mq_sm_result {
 
     struct mq_sm_delivery *deliveries; /* CHECKOUT, in delivery order */
     size_t n_deliveries;
-    struct mq_sm_dead_letter *dead; /* any command that removes messages */
+    /* Any command that removes messages; EXPIRE also outbox entries
+     * handed out again. */
+    struct mq_sm_dead_letter *dead;
     size_t n_dead;
     struct mq_sm_deleted *deleted; /* every queue removed by this command */
     size_t n_deleted;
@@ -488,6 +530,10 @@ struct mq_sm_stats {
     uint64_t clock_ms;
     uint64_t create_floor;
     uint64_t tombstones;
+    uint64_t dead_kept;       /* outbox entries not settled */
+    uint64_t dead_kept_bytes; /* their names and bodies */
+    uint64_t dead_dropped;    /* dead letters the full outbox did not keep */
+    uint64_t next_dead_id;
     uint64_t applied; /* not replicated: reset by restore */
 };
 
@@ -557,7 +603,8 @@ void mq_sm_stats(const struct mq_sm *sm, struct mq_sm_stats *out);
 /* A 64-bit digest of the whole replicated state: independent of the order
  * of queues, consumers and clients, dependent on the order of messages
  * within each queue and each consumer's unacked list; it covers placement
- * gens, the create floor, move states and tombstones (in their order). */
+ * gens, the create floor, move states, tombstones (in their order) and the
+ * dead-letter outbox (in id order, with claims). */
 uint64_t mq_sm_digest(const struct mq_sm *sm);
 
 /* Serialize the whole state into one buffer from @alloc (raft_malloc or

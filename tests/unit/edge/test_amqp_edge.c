@@ -901,9 +901,9 @@ static void test_publish_held_while_unroutable(void **state)
     cl_close(&c);
 }
 
-/* basic.get of @q with no-ack: the body of the message, which must be
- * @body. */
-static void cl_get_expect(struct client *c, const char *q, const char *body)
+/* basic.get of @q (no-ack): true with the body in c->payload, false if
+ * the queue is empty. */
+static bool cl_get_maybe(struct client *c, const char *q)
 {
     struct amqp_method m;
 
@@ -911,16 +911,37 @@ static void cl_get_expect(struct client *c, const char *q, const char *body)
     m.basic_get.queue = amqp_cstr(q);
     m.basic_get.no_ack = true;
     cl_method(c, 1, &m);
-    cl_expect(c, AMQP_BASIC_GET_OK, &m);
+    assert_true(cl_frame(c));
+    assert_int_equal(c->type, AMQP_FRAME_METHOD);
+    assert_int_equal(amqp_method_decode(c->payload, c->size, &m), 0);
+    if (m.id == AMQP_BASIC_GET_EMPTY) {
+        amqp_method_free(&m);
+        return false;
+    }
+    assert_int_equal(m.id, AMQP_BASIC_GET_OK);
     amqp_method_free(&m);
     assert_true(cl_frame(c));
     assert_int_equal(c->type, AMQP_FRAME_HEADER);
     assert_true(cl_frame(c));
     assert_int_equal(c->type, AMQP_FRAME_BODY);
+    return true;
+}
+
+/* The body frame just read is @body. */
+static void cl_expect_body(struct client *c, const char *body)
+{
     if (c->size != strlen(body) || memcmp(c->payload, body, c->size) != 0) {
         fail_msg("got '%.*s', expected '%s'", (int)c->size,
                  (const char *)c->payload, body);
     }
+}
+
+/* basic.get of @q with no-ack: the body of the message, which must be
+ * @body. */
+static void cl_get_expect(struct client *c, const char *q, const char *body)
+{
+    assert_true(cl_get_maybe(c, q));
+    cl_expect_body(c, body);
 }
 
 /* A publish whose outcome is unknown (a leader lost with it in flight) is
@@ -984,6 +1005,154 @@ static void test_busy_retried(void **state)
     amqp_method_free(&m);
     cl_expect_delivery(&k, "later");
     cl_close(&k);
+    cl_close(&c);
+}
+
+/* ---- dead letters, at least once ----------------------------------------- */
+
+/* queue.declare of @q with @args (freed here). */
+static void cl_declare_args(struct client *c, const char *q,
+                            struct amqp_table *args)
+{
+    struct amqp_method m;
+
+    amqp_method_init(&m, AMQP_QUEUE_DECLARE);
+    m.queue_declare.queue = amqp_cstr(q);
+    m.queue_declare.arguments = args;
+    cl_method(c, 1, &m);
+    amqp_table_free(args);
+    cl_expect(c, AMQP_QUEUE_DECLARE_OK, &m);
+    amqp_method_free(&m);
+}
+
+/* Dead-lettering to the default exchange, so into queue @to. */
+static struct amqp_table *dlx_to(const char *to)
+{
+    struct amqp_table *t = amqp_table_new();
+
+    amqp_table_add_longstr(t, "x-dead-letter-exchange", "");
+    amqp_table_add_longstr(t, "x-dead-letter-routing-key", to);
+    return t;
+}
+
+/* Publish @body to @q with confirms on, take it with basic.get and reject
+ * it without requeue. */
+static void cl_publish_reject(struct client *c, const char *q,
+                              const char *body, uint64_t confirm_tag)
+{
+    struct amqp_method m;
+    uint64_t tag;
+
+    cl_publish(c, "", q, body, false);
+    cl_expect_ack(c, confirm_tag);
+    amqp_method_init(&m, AMQP_BASIC_GET);
+    m.basic_get.queue = amqp_cstr(q);
+    cl_method(c, 1, &m);
+    cl_expect(c, AMQP_BASIC_GET_OK, &m);
+    tag = m.basic_get_ok.delivery_tag;
+    amqp_method_free(&m);
+    assert_true(cl_frame(c));
+    assert_true(cl_frame(c));
+    amqp_method_init(&m, AMQP_BASIC_REJECT);
+    m.basic_reject.delivery_tag = tag;
+    m.basic_reject.requeue = false;
+    cl_method(c, 1, &m);
+}
+
+/* Wait until @n more EXPIREs were applied (both shards tick): what each
+ * one handed out was republished before the next one applied, since the
+ * fake broker applies at submit. */
+static void wait_expires(struct fixture *fx, unsigned n)
+{
+    unsigned start = fake_broker_applied(fx->fb, MQ_SM_EXPIRE);
+    uint64_t until = clock_mono_ms() + 10000;
+
+    while (fake_broker_applied(fx->fb, MQ_SM_EXPIRE) < start + n) {
+        assert_true(clock_mono_ms() < until);
+        usleep(5000);
+    }
+}
+
+/* Poll @q until a message arrives (at most 10 s); it must be @body. */
+static void cl_get_eventually(struct fixture *fx, struct client *c,
+                              const char *q, const char *body)
+{
+    uint64_t until = clock_mono_ms() + 10000;
+
+    while (!cl_get_maybe(c, q)) {
+        if (clock_mono_ms() >= until) {
+            fail_msg("no message in '%s'", q);
+        }
+        wait_expires(fx, 2);
+    }
+    cl_expect_body(c, body);
+}
+
+/* The reply of a reject is lost after the shard applied it (a leader lost
+ * with it): the edge's retried DROP finds nothing, the dead letter was
+ * only in the lost reply. Its shard's outbox hands it out again once the
+ * claim window passed; once republished it is settled, and not handed out
+ * a second time. Before, it was lost: "dead" stayed empty. */
+static void test_dead_letter_reply_lost(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+
+    cl_handshake(&c, fx->port);
+    cl_declare(&c, "dead");
+    cl_declare_args(&c, "src", dlx_to("dead"));
+    cl_simple(&c, 1, AMQP_CONFIRM_SELECT);
+    cl_expect_free(&c, AMQP_CONFIRM_SELECT_OK);
+    fake_broker_lose_replies(fx->fb, MQ_SM_DROP, 1);
+    cl_publish_reject(&c, "src", "m1", 1);
+    wait_expires(fx, 4);
+    assert_false(cl_get_maybe(&c, "dead")); /* not within the claim */
+    fake_broker_advance_clock(fx->fb, MQ_SM_DL_CLAIM_MS);
+    cl_get_eventually(fx, &c, "dead", "m1");
+    /* settled: a later claim window hands out nothing */
+    fake_broker_advance_clock(fx->fb, 2 * MQ_SM_DL_CLAIM_MS);
+    wait_expires(fx, 4);
+    assert_false(cl_get_maybe(&c, "dead"));
+    cl_close(&c);
+}
+
+/* The republish itself is refused (the target is full, reject-publish):
+ * not settled, so handed out again after the claim window, when there is
+ * room. That republish's reply is lost after it was applied: sent again
+ * with the same dedup id, it is DUPLICATE, so the target has one copy.
+ * Before, the refused dead letter was lost. */
+static void test_dead_letter_republish_refused(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    struct amqp_table *full = amqp_table_new();
+
+    amqp_table_add_i32(full, "x-max-length", 0);
+    amqp_table_add_longstr(full, "x-overflow", "reject-publish");
+    cl_handshake(&c, fx->port);
+    cl_declare_args(&c, "dead2", full);
+    cl_declare_args(&c, "src2", dlx_to("dead2"));
+    cl_simple(&c, 1, AMQP_CONFIRM_SELECT);
+    cl_expect_free(&c, AMQP_CONFIRM_SELECT_OK);
+    cl_publish_reject(&c, "src2", "m2", 1);
+    wait_expires(fx, 4);
+    /* room in dead2: the same name without the limit */
+    {
+        struct amqp_method m;
+
+        amqp_method_init(&m, AMQP_QUEUE_DELETE);
+        m.queue_delete.queue = amqp_cstr("dead2");
+        cl_method(&c, 1, &m);
+        cl_expect_free(&c, AMQP_QUEUE_DELETE_OK);
+    }
+    cl_declare(&c, "dead2");
+    assert_false(cl_get_maybe(&c, "dead2"));
+    fake_broker_lose_replies(fx->fb, MQ_SM_ENQUEUE, 1);
+    fake_broker_advance_clock(fx->fb, MQ_SM_DL_CLAIM_MS);
+    cl_get_eventually(fx, &c, "dead2", "m2");
+    fake_broker_advance_clock(fx->fb, 2 * MQ_SM_DL_CLAIM_MS);
+    wait_expires(fx, 4);
+    assert_false(cl_get_maybe(&c, "dead2")); /* one copy, then settled */
     cl_close(&c);
 }
 
@@ -1088,6 +1257,10 @@ int main(int argc, char **argv)
                                         setup_route_wait, teardown),
         cmocka_unit_test_setup_teardown(
             test_publish_order_across_a_lost_enqueue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dead_letter_reply_lost, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_dead_letter_republish_refused,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_close_drains, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_server_close_drains, setup,

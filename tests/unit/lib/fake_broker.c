@@ -29,6 +29,9 @@ struct fake_broker {
     bool unroutable;
     unsigned lose_enqueues; /* the next ones answer UNAVAILABLE, unapplied */
     unsigned busy[MQ_SM_CMD__COUNT]; /* the next ones answer BUSY, unapplied */
+    unsigned lose_replies[MQ_SM_CMD__COUNT]; /* applied, answer UNAVAILABLE */
+    unsigned applied[MQ_SM_CMD__COUNT];
+    uint64_t clock_ahead_ms;
     bool closing;
 };
 
@@ -63,7 +66,21 @@ static void apply_now(struct fake_broker *fb, struct amqp_broker_call *c)
     if (c->kind == AMQP_BROKER_META) {
         meta_sm_apply(fb->meta, &c->meta, &c->meta_result);
     } else {
-        mq_sm_apply(fb->mq[c->shard], clock_wall_ms(), &c->mq, &c->mq_result);
+        mq_sm_apply(fb->mq[c->shard],
+                    clock_wall_ms() + __atomic_load_n(&fb->clock_ahead_ms,
+                                                      __ATOMIC_SEQ_CST),
+                    &c->mq, &c->mq_result);
+        if ((unsigned)c->mq.type < MQ_SM_CMD__COUNT) {
+            unsigned *lose = &fb->lose_replies[c->mq.type];
+            unsigned n = __atomic_load_n(lose, __ATOMIC_SEQ_CST);
+
+            __atomic_add_fetch(&fb->applied[c->mq.type], 1, __ATOMIC_SEQ_CST);
+            if (n > 0) {
+                __atomic_store_n(lose, n - 1, __ATOMIC_SEQ_CST);
+                mq_sm_result_clear(&c->mq_result);
+                c->status = OUTCOME_UNAVAILABLE;
+            }
+        }
         if (c->mq.type == MQ_SM_ENQUEUE &&
             __atomic_load_n(&fb->block_on_enqueue, __ATOMIC_SEQ_CST)) {
             __atomic_store_n(&fb->blocked, true, __ATOMIC_SEQ_CST);
@@ -225,6 +242,24 @@ void fake_broker_busy(struct fake_broker *fb, enum mq_sm_cmd_type type,
 {
     assert((unsigned)type < MQ_SM_CMD__COUNT);
     __atomic_store_n(&fb->busy[type], n, __ATOMIC_SEQ_CST);
+}
+
+void fake_broker_lose_replies(struct fake_broker *fb,
+                              enum mq_sm_cmd_type type, unsigned n)
+{
+    assert((unsigned)type < MQ_SM_CMD__COUNT);
+    __atomic_store_n(&fb->lose_replies[type], n, __ATOMIC_SEQ_CST);
+}
+
+unsigned fake_broker_applied(struct fake_broker *fb, enum mq_sm_cmd_type type)
+{
+    assert((unsigned)type < MQ_SM_CMD__COUNT);
+    return __atomic_load_n(&fb->applied[type], __ATOMIC_SEQ_CST);
+}
+
+void fake_broker_advance_clock(struct fake_broker *fb, uint64_t ms)
+{
+    __atomic_add_fetch(&fb->clock_ahead_ms, ms, __ATOMIC_SEQ_CST);
 }
 
 void fake_broker_set_routable(struct fake_broker *fb, bool on)

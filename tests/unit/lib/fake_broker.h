@@ -12,6 +12,7 @@
 #define RINGMQ_TEST_FAKE_BROKER_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <uv.h>
 
@@ -37,6 +38,16 @@ void fake_broker_lose_enqueues(struct fake_broker *fb, unsigned n);
  * as a shard whose group is full (any thread). */
 void fake_broker_busy(struct fake_broker *fb, enum mq_sm_cmd_type type,
                       unsigned n);
+/* The next @n queue commands of @type are applied but answer UNAVAILABLE,
+ * as a leader lost after it committed them: the reply is lost (any
+ * thread). */
+void fake_broker_lose_replies(struct fake_broker *fb,
+                              enum mq_sm_cmd_type type, unsigned n);
+/* Queue commands of @type applied so far, on any shard (any thread). */
+unsigned fake_broker_applied(struct fake_broker *fb, enum mq_sm_cmd_type type);
+/* The time the state machines apply at jumps @ms ahead of the wall clock,
+ * for what they decide by time (TTLs, claim windows; any thread). */
+void fake_broker_advance_clock(struct fake_broker *fb, uint64_t ms);
 /* routable() answers @on (any thread; true at start). */
 void fake_broker_set_routable(struct fake_broker *fb, bool on);
 struct mq_sm *fake_broker_mq(struct fake_broker *fb, unsigned shard);

@@ -292,6 +292,8 @@ static void result_check_roundtrip(const struct mq_sm_result *r)
 
         assert_int_equal(x->reason, y->reason);
         assert_int_equal(x->msg_id, y->msg_id);
+        assert_int_equal(x->outbox_id, y->outbox_id);
+        assert_int_equal(x->gen, y->gen);
         assert_int_equal(x->has_dlrk, y->has_dlrk);
         assert_mem(x->vhost, x->vhost_len, y->vhost, y->vhost_len);
         assert_mem(x->queue, x->queue_len, y->queue, y->queue_len);
@@ -356,6 +358,7 @@ static void test_result_roundtrip(void **state)
     c.multiple = true;
     sm_run(sm, &c, &res);
     assert_int_equal(res.n_dead, 2);
+    assert_int_equal(res.dead[1].outbox_id, 2); /* kept: a non-zero id */
     result_check_roundtrip(&res);
     mq_sm_result_clear(&res);
 

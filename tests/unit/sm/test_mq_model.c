@@ -28,7 +28,9 @@
  * RETURN/DROP by tag, by tag list and multiple (tag 0 too; set-aside
  * messages untouched), RETURN of a gone consumer, channel, connection and
  * router (exclusive queues go), auto-delete, x-expires, EXPIRE,
- * LEADER_CHANGED, BOOT; set-aside messages back to ready unmarked on
+ * LEADER_CHANGED, BOOT; the dead-letter outbox (every dead letter kept
+ * with an outbox id, EXPIRE handing out again those claimed at least
+ * MQ_SM_DL_CLAIM_MS ago, DL_SETTLE of kept, settled and unknown ids); set-aside messages back to ready unmarked on
  * CANCEL, RETURN of their consumer, LEADER_CHANGED and BOOT. Two vhosts
  * with the same queue names. Left out: the MOVE_* commands and
  * mq_sm_export (queue moves, which also return set-aside messages;
@@ -214,12 +216,18 @@ struct model {
     uint64_t create_floor;
     uint64_t order; /* creation stamps */
     uint64_t lru;
+    struct m_dead *outbox; /* id ascending */
+    size_t n_outbox, cap_outbox;
+    uint64_t next_dl_id;
 };
 
-/* What a command should answer. */
+/* What a command should answer; also an outbox entry. */
 struct m_dead {
     enum mq_sm_dl_reason reason;
     uint64_t msg_id;
+    uint64_t outbox_id;
+    uint64_t gen;
+    uint64_t claim_ms;
     int q;
     bool has_dlrk;
     char body[BODY_MAX];
@@ -242,7 +250,7 @@ struct m_answer {
     uint64_t gen;
     struct m_msg deliveries[8];
     size_t n_deliveries;
-    struct m_dead dead[64];
+    struct m_dead dead[64 + MQ_SM_DL_HAND_MAX];
     size_t n_dead;
     struct m_deleted deleted[N_QUEUES];
     size_t n_deleted;
@@ -250,6 +258,7 @@ struct m_answer {
 
 static void m_free(struct model *m)
 {
+    free(m->outbox);
     free(m->msgs);
     for (int i = 0; i < N_CLIENTS; i++) {
         free(m->cl[i].seen);
@@ -417,12 +426,56 @@ static void dead_letter(struct model *m, size_t i, enum mq_sm_dl_reason why,
         assert_true(a->n_dead <= sizeof(a->dead) / sizeof(a->dead[0]));
         d->reason = why;
         d->msg_id = msg->id;
+        d->outbox_id = m->next_dl_id++;
+        d->gen = m->q[msg->q].gen;
+        d->claim_ms = m->clock_ms;
         d->q = msg->q;
         d->has_dlrk = profiles[m->q[msg->q].profile].has_dlrk;
         memcpy(d->body, msg->body, msg->body_len);
         d->body_len = msg->body_len;
+        if (m->n_outbox == m->cap_outbox) {
+            m->cap_outbox = m->cap_outbox ? 2 * m->cap_outbox : 64;
+            m->outbox = realloc(m->outbox,
+                                m->cap_outbox * sizeof(*m->outbox));
+            assert_non_null(m->outbox);
+        }
+        m->outbox[m->n_outbox++] = *d;
     }
     msg_remove(m, i);
+}
+
+/* EXPIRE: entries claimed MQ_SM_DL_CLAIM_MS ago or more, in id order. */
+static void hand_out_again(struct model *m, struct m_answer *a)
+{
+    size_t handed = 0;
+
+    for (size_t i = 0; i < m->n_outbox && handed < MQ_SM_DL_HAND_MAX; i++) {
+        struct m_dead *e = &m->outbox[i];
+
+        if (m->clock_ms < MQ_SM_DL_CLAIM_MS ||
+            e->claim_ms > m->clock_ms - MQ_SM_DL_CLAIM_MS) {
+            continue;
+        }
+        e->claim_ms = m->clock_ms;
+        a->dead[a->n_dead++] = *e;
+        handed++;
+    }
+}
+
+static void m_dl_settle(struct model *m, const struct mq_sm_cmd *cmd,
+                        struct m_answer *a)
+{
+    for (size_t t = 0; t < cmd->n_tags; t++) {
+        for (size_t i = 0; i < m->n_outbox; i++) {
+            if (m->outbox[i].outbox_id == cmd->tags[t]) {
+                memmove(&m->outbox[i], &m->outbox[i + 1],
+                        (m->n_outbox - i - 1) * sizeof(*m->outbox));
+                m->n_outbox--;
+                a->count++;
+                break;
+            }
+        }
+    }
 }
 
 /* TTL is enforced at the head of the ready list only. */
@@ -1000,6 +1053,7 @@ static void m_expire(struct model *m, struct m_answer *a)
             destroy_queue(m, q, MQ_SM_DEL_EXPIRES, a);
         }
     }
+    hand_out_again(m, a);
 }
 
 static void m_leader_changed(struct model *m, bool boot, struct m_answer *a)
@@ -1114,6 +1168,7 @@ static void gen_step(struct gen *g, const struct model *m, struct step *s)
         {MQ_SM_EXPIRE, 40, 0},
         {MQ_SM_LEADER_CHANGED, 8, 0},
         {MQ_SM_BOOT, 3, 0},
+        {MQ_SM_DL_SETTLE, 30, 0},
     };
     struct mq_sm_cmd *cmd = &s->cmd;
     size_t i;
@@ -1262,6 +1317,18 @@ static void gen_step(struct gen *g, const struct model *m, struct step *s)
                                : some_tag(g, m);
             }
             break;
+        case MQ_SM_DL_SETTLE:
+            /* kept ids mostly; settled, unknown and repeated ones too */
+            cmd->n_tags = 1 + (size_t)model_below(&g->rng, 4);
+            for (size_t t = 0; t < cmd->n_tags; t++) {
+                g->tags[t] =
+                    m->n_outbox > 0 && model_percent(&g->rng, 80)
+                        ? m->outbox[model_below(&g->rng, m->n_outbox)]
+                              .outbox_id
+                        : model_below(&g->rng, m->next_dl_id + 2);
+            }
+            cmd->tags = g->tags;
+            break;
         default:
             break;
     }
@@ -1340,6 +1407,9 @@ static void m_apply(struct model *m, uint64_t now, const struct step *s,
         case MQ_SM_BOOT:
             m_leader_changed(m, true, a);
             break;
+        case MQ_SM_DL_SETTLE:
+            m_dl_settle(m, cmd, a);
+            break;
         default:
             fail();
     }
@@ -1407,15 +1477,16 @@ static void check_answer(const struct m_answer *a,
 
         MODEL_CHECK(&where,
                     d->reason == w->reason && d->msg_id == w->msg_id &&
+                        d->outbox_id == w->outbox_id && d->gen == w->gen &&
                         names_are(w->q, d->vhost, d->vhost_len, d->queue,
                                   d->queue_len) &&
                         body_is(d->body, d->body_len, w->body, w->body_len) &&
                         d->dlx_len == 3 && memcmp(d->dlx, "dlx", 3) == 0 &&
                         d->has_dlrk == w->has_dlrk,
                     "replica %d: dead letter %zu: reason %d id %" PRIu64
-                    ", model %d %" PRIu64,
-                    replica, i, (int)d->reason, d->msg_id, (int)w->reason,
-                    w->msg_id);
+                    " outbox id %" PRIu64 ", model %d %" PRIu64 " %" PRIu64,
+                    replica, i, (int)d->reason, d->msg_id, d->outbox_id,
+                    (int)w->reason, w->msg_id, w->outbox_id);
     }
     MODEL_CHECK(&where, r->n_deleted == a->n_deleted,
                 "replica %d: %zu queues removed, model %zu", replica,
@@ -1470,7 +1541,10 @@ static void check_state(struct mq_sm *const *r, const struct model *m)
                         st.next_tag == m->next_tag &&
                         st.clock_ms == m->clock_ms &&
                         st.create_floor == m->create_floor &&
-                        st.tombstones == 0,
+                        st.tombstones == 0 &&
+                        st.dead_kept == m->n_outbox &&
+                        st.next_dead_id == m->next_dl_id &&
+                        st.dead_dropped == 0,
                     "replica %d: counters differ from the model", i);
         for (int q = 0; q < N_QUEUES; q++) {
             struct mq_sm_queue_stats qs;
@@ -1541,6 +1615,7 @@ static void run_seed(uint64_t seed, unsigned long steps)
 
     assert_non_null(want);
     memset(&m, 0, sizeof(m));
+    m.next_dl_id = 1;
     memset(&g, 0, sizeof(g));
     g.rng.s = seed;
     where.seed = seed;

@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "sm/mq_outbox.h"
 #include "sm/mq_sm.h"
 
 #define T0 1700000000000ULL
@@ -2808,10 +2809,10 @@ static void test_snapshot_crafted(void **state)
     assert_int_equal(mq_sm_restore(dst, buf, len), -1);
     buf[36] = 1;
     /* a version from the future */
-    buf[4] = 5;
+    buf[4] = 6;
     reseal(buf, len);
     assert_int_equal(mq_sm_restore(dst, buf, len), -1);
-    buf[4] = 4;
+    buf[4] = 5;
     reseal(buf, len);
     assert_true(mq_sm_digest(dst) == before);
     assert_int_equal(mq_sm_restore(dst, buf, len), 0);
@@ -2821,8 +2822,9 @@ static void test_snapshot_crafted(void **state)
     /* Versions 2 (before placement gens and moves) and 1 (before CHECKOUT
      * seqs) are still read. Without consumers, gens, moves or tombstones
      * they are version 3 without its per-queue move fields (after the
-     * queue's names) and without its tail (before the checksum); 1 and 2
-     * then differ in the version only. */
+     * queue's names) and without its tail (before the checksum; version
+     * 5's empty outbox, 24 bytes, after it); 1 and 2 then differ in the
+     * version only. */
     mq_sm_free(src);
     src = sm_make();
     declare(src, "q");
@@ -2830,13 +2832,13 @@ static void test_snapshot_crafted(void **state)
     assert_int_equal(mq_sm_snapshot(src, malloc, &out, &len), 0);
     {
         size_t qend = 44 + 62 + 2; /* header, QDEF of "/" "q" */
-        size_t old_len = len - 41 - 24;
+        size_t old_len = len - 41 - 24 - 24;
         unsigned char *old = malloc(old_len);
 
         assert_non_null(old);
         memcpy(old, out, qend);
         memcpy(old + qend, (unsigned char *)out + qend + 41,
-               len - qend - 41 - 24 - 8);
+               len - qend - 41 - 24 - 24 - 8);
         for (i = 2; i >= 1; i--) {
             mq_sm_free(dst);
             dst = sm_make();
@@ -2869,13 +2871,14 @@ static void test_snapshot_crafted(void **state)
         /* header, queue "/" "q" with its move fields, consumer count,
          * then the consumer up to co_seq */
         size_t at = 44 + 62 + 2 + 41 + 8 + 49;
-        size_t old_len = len - 16;
+        size_t old_len = len - 16 - 24; /* nor version 5's outbox */
         unsigned char *old = malloc(old_len);
         struct mq_sm *want = sm_make();
 
         assert_non_null(old);
         memcpy(old, out, at);
-        memcpy(old + at, (unsigned char *)out + at + 16, len - at - 16);
+        memcpy(old + at, (unsigned char *)out + at + 16,
+               len - at - 16 - 24 - 8);
         old[4] = 3;
         reseal(old, old_len);
         mq_sm_free(dst);
@@ -2891,6 +2894,171 @@ static void test_snapshot_crafted(void **state)
     free(out);
     mq_sm_free(src);
     mq_sm_free(dst);
+}
+
+/* ---------------------------------------------------- dead-letter outbox */
+
+static void declare_dlx(struct mq_sm *sm, const char *q, bool maxlen0)
+{
+    struct mq_sm_cmd c;
+
+    cmd_init(&c, MQ_SM_DECLARE, q);
+    c.args.has_dlx = true;
+    c.args.dlx = "dlx";
+    c.args.dlx_len = 3;
+    c.args.has_max_length = maxlen0; /* every ENQUEUE dead-letters */
+    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+}
+
+/* EXPIRE at @now; the outbox ids it hands out go to @ids (up to @max). */
+static size_t expire_ids(struct mq_sm *sm, uint64_t now, uint64_t *ids,
+                         size_t max)
+{
+    struct mq_sm_cmd c;
+    struct mq_sm_result res;
+    size_t n;
+
+    cmd_init(&c, MQ_SM_EXPIRE, NULL);
+    assert_int_equal(run(sm, now, &c, &res), MQ_SM_OK);
+    n = res.n_dead;
+    for (size_t i = 0; i < n && i < max; i++) {
+        ids[i] = res.dead[i].outbox_id;
+    }
+    mq_sm_result_clear(&res);
+    return n;
+}
+
+static uint64_t dl_settle(struct mq_sm *sm, uint64_t now, const uint64_t *ids,
+                          size_t n)
+{
+    struct mq_sm_cmd c;
+    struct mq_sm_result res;
+    uint64_t count;
+
+    cmd_init(&c, MQ_SM_DL_SETTLE, NULL);
+    c.tags = ids;
+    c.n_tags = n;
+    assert_int_equal(run(sm, now, &c, &res), MQ_SM_OK);
+    count = res.count;
+    mq_sm_result_clear(&res);
+    return count;
+}
+
+/* A dead letter stays in the outbox until DL_SETTLE names it; an EXPIRE
+ * hands it out again once its claim is MQ_SM_DL_CLAIM_MS old, and again
+ * each claim window after; snapshots, restore and the deletion of its
+ * queue keep it. */
+static void test_dead_letter_outbox(void **state)
+{
+    const uint64_t w = MQ_SM_DL_CLAIM_MS;
+    struct mq_sm *sm = sm_make();
+    struct mq_sm *copy = sm_make();
+    struct mq_sm_result res;
+    struct mq_sm_cmd c;
+    uint64_t ids[4];
+    void *snap;
+    size_t len;
+
+    (void)state;
+    declare_dlx(sm, "dlq", false);
+    enqueue(sm, T0, "dlq", "a");
+    enqueue(sm, T0, "dlq", "b");
+    assert_int_equal(checkout(sm, T0, "dlq", 1, 7, 2, 0, &res), 2);
+    mq_sm_result_clear(&res);
+    assert_int_equal(by_tag(sm, MQ_SM_DROP, 1, 0, true, &res), 2);
+    assert_int_equal(res.n_dead, 2);
+    assert_int_equal(res.dead[0].outbox_id, 1);
+    assert_int_equal(res.dead[1].outbox_id, 2);
+    mq_sm_result_clear(&res);
+    assert_int_equal(sm_stats(sm).dead_kept, 2);
+    assert_int_equal(sm_stats(sm).dead_kept_bytes, 2 * (1 + 3 + 3 + 1));
+
+    /* within the claim window: nobody else gets them */
+    assert_int_equal(expire_ids(sm, T0 + w - 1, ids, 4), 0);
+    ids[0] = 1;
+    assert_int_equal(dl_settle(sm, T0 + w - 1, ids, 1), 1);
+    assert_int_equal(dl_settle(sm, T0 + w - 1, ids, 1), 0); /* repeated */
+    /* #2 was never settled (its reply lost): handed out again, once */
+    assert_int_equal(expire_ids(sm, T0 + w, ids, 4), 1);
+    assert_int_equal(ids[0], 2);
+    assert_int_equal(expire_ids(sm, T0 + w, ids, 4), 0);
+    assert_int_equal(expire_ids(sm, T0 + 2 * w - 1, ids, 4), 0);
+
+    /* a restored replica has it, with its claim */
+    assert_int_equal(mq_sm_snapshot(sm, malloc, &snap, &len), 0);
+    assert_int_equal(mq_sm_restore(copy, snap, len), 0);
+    free(snap);
+    assert_true(mq_sm_digest(copy) == mq_sm_digest(sm));
+    assert_int_equal(sm_stats(copy).dead_kept, 1);
+
+    /* the source queue's deletion leaves it: the shard's, not the queue's */
+    cmd_init(&c, MQ_SM_DELETE, "dlq");
+    assert_int_equal(run1(copy, T0 + w, &c), MQ_SM_OK);
+    cmd_init(&c, MQ_SM_EXPIRE, NULL);
+    assert_int_equal(run(copy, T0 + 2 * w, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.n_dead, 1);
+    assert_int_equal(res.dead[0].outbox_id, 2);
+    assert_int_equal(res.dead[0].reason, MQ_SM_DL_REJECTED);
+    assert_memory_equal(res.dead[0].queue, "dlq", 3);
+    assert_int_equal(res.dead[0].body_len, 1);
+    assert_memory_equal(res.dead[0].body, "b", 1);
+    mq_sm_result_clear(&res);
+
+    ids[0] = 2;
+    assert_int_equal(dl_settle(copy, T0 + 2 * w, ids, 1), 1);
+    assert_int_equal(sm_stats(copy).dead_kept, 0);
+    assert_int_equal(sm_stats(copy).dead_kept_bytes, 0);
+    assert_int_equal(expire_ids(copy, T0 + 5 * w, ids, 4), 0);
+    mq_sm_free(copy);
+    mq_sm_free(sm);
+}
+
+/* One EXPIRE hands out at most MQ_SM_DL_HAND_MAX entries, the next the
+ * rest; a full outbox keeps no more (outbox id 0, counted dropped). */
+static void test_dead_letter_outbox_bounds(void **state)
+{
+    const uint64_t w = MQ_SM_DL_CLAIM_MS;
+    struct mq_sm *sm = sm_make();
+    struct mq_sm_cmd c;
+    struct mq_sm_result res;
+    uint64_t ids[MQ_SM_DL_HAND_MAX];
+    uint64_t i;
+
+    (void)state;
+    declare_dlx(sm, "full", true);
+    cmd_init(&c, MQ_SM_ENQUEUE, "full");
+    c.body = "m";
+    c.body_len = 1;
+    for (i = 1; i <= MQ_OUTBOX_MAX + 1; i++) {
+        assert_int_equal(run(sm, T0, &c, &res), MQ_SM_OK);
+        assert_int_equal(res.n_dead, 1);
+        assert_int_equal(res.dead[0].reason, MQ_SM_DL_MAXLEN);
+        assert_int_equal(res.dead[0].outbox_id, i <= MQ_OUTBOX_MAX ? i : 0);
+        mq_sm_result_clear(&res);
+    }
+    assert_int_equal(sm_stats(sm).dead_kept, MQ_OUTBOX_MAX);
+    assert_int_equal(sm_stats(sm).dead_dropped, 1);
+
+    /* settle all but the first 300, then they come back 256 + 44 */
+    for (i = 301; i <= MQ_OUTBOX_MAX; i += MQ_SM_DL_HAND_MAX) {
+        size_t n = 0;
+
+        while (n < MQ_SM_DL_HAND_MAX && i + n <= MQ_OUTBOX_MAX) {
+            ids[n] = i + n;
+            n++;
+        }
+        assert_int_equal(dl_settle(sm, T0, ids, n), n);
+    }
+    assert_int_equal(sm_stats(sm).dead_kept, 300);
+    assert_int_equal(expire_ids(sm, T0 + w, ids, MQ_SM_DL_HAND_MAX),
+                     MQ_SM_DL_HAND_MAX);
+    assert_int_equal(ids[0], 1);
+    assert_int_equal(ids[MQ_SM_DL_HAND_MAX - 1], MQ_SM_DL_HAND_MAX);
+    assert_int_equal(expire_ids(sm, T0 + w, ids, MQ_SM_DL_HAND_MAX), 44);
+    assert_int_equal(ids[0], MQ_SM_DL_HAND_MAX + 1);
+    assert_int_equal(expire_ids(sm, T0 + w, ids, MQ_SM_DL_HAND_MAX), 0);
+    mq_sm_check(sm);
+    mq_sm_free(sm);
 }
 
 /* Every byte of real chunks changed, with a valid checksum: MOVE_IN either
@@ -3004,6 +3172,8 @@ int main(void)
         cmocka_unit_test(test_snapshot_roundtrip),
         cmocka_unit_test(test_snapshot_corrupt),
         cmocka_unit_test(test_snapshot_crafted),
+        cmocka_unit_test(test_dead_letter_outbox),
+        cmocka_unit_test(test_dead_letter_outbox_bounds),
         cmocka_unit_test(test_round_robin_dispatch),
         cmocka_unit_test(test_set_aside_returns),
         cmocka_unit_test(test_dispatch_determinism),

@@ -1,0 +1,310 @@
+/*
+ * mq_outbox: dead letters kept until settled; contract in mq_outbox.h.
+ */
+#include "sm/mq_outbox.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/invariant.h"
+
+/* u64 id | u64 claim_ms | u64 msg_id | u64 gen | u8 reason | u8 has_dlrk
+ * | u8 vhost_len | u8 queue_len | u8 dlx_len | u8 dlrk_len | u32 body_len
+ * | names, body */
+#define SNAP_ENTRY_FIXED (8 * 4 + 6 + 4)
+/* u64 next_id | u64 dropped | u64 count */
+#define SNAP_FIXED (8 * 3)
+#define REASONS 3 /* enum mq_sm_dl_reason */
+
+static size_t entry_data_len(const struct mq_outbox_entry *e)
+{
+    return mq_outbox_names_len(e) + e->body_len;
+}
+
+void mq_outbox_init(struct mq_outbox *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->next_id = 1;
+}
+
+void mq_outbox_free(struct mq_outbox *o)
+{
+    size_t i;
+
+    for (i = 0; i < o->n; i++) {
+        free(o->v[i]);
+    }
+    free(o->v);
+    free(o->ids);
+    mq_outbox_init(o);
+}
+
+struct mq_outbox_entry *mq_outbox_entry_new(const struct mq_outbox_src *src)
+{
+    size_t names = (size_t)src->vhost_len + src->queue_len + src->dlx_len +
+                   src->dlrk_len;
+    struct mq_outbox_entry *e = xmalloc(sizeof(*e) + names + src->body_len);
+
+    memset(e, 0, sizeof(*e));
+    e->msg_id = src->msg_id;
+    e->gen = src->gen;
+    e->reason = src->reason;
+    e->has_dlrk = src->has_dlrk;
+    e->vhost_len = src->vhost_len;
+    e->queue_len = src->queue_len;
+    e->dlx_len = src->dlx_len;
+    e->dlrk_len = src->dlrk_len;
+    e->body_len = src->body_len;
+    memcpy(e->data, src->names, names);
+    if (src->body_len > 0) {
+        memcpy(e->data + names, src->body, src->body_len);
+    }
+    return e;
+}
+
+/* Drop the holes; ids keep their order. */
+static void compact(struct mq_outbox *o)
+{
+    size_t i;
+    size_t j = 0;
+
+    for (i = 0; i < o->n; i++) {
+        if (o->v[i] != NULL) {
+            o->v[j] = o->v[i];
+            o->ids[j] = o->ids[i];
+            j++;
+        }
+    }
+    o->n = j;
+    o->holes = 0;
+}
+
+static void append(struct mq_outbox *o, struct mq_outbox_entry *e)
+{
+    if (o->n == o->cap && o->holes > 0) {
+        compact(o);
+    }
+    if (o->n == o->cap) {
+        o->cap = o->cap < 16 ? 16 : o->cap * 2;
+        o->v = xrealloc(o->v, o->cap * sizeof(*o->v));
+        o->ids = xrealloc(o->ids, o->cap * sizeof(*o->ids));
+    }
+    o->v[o->n] = e;
+    o->ids[o->n] = e->id;
+    o->n++;
+    o->bytes += entry_data_len(e);
+}
+
+bool mq_outbox_add(struct mq_outbox *o, struct mq_outbox_entry *e,
+                   uint64_t now_ms)
+{
+    if (mq_outbox_count(o) >= MQ_OUTBOX_MAX ||
+        o->bytes + entry_data_len(e) > MQ_OUTBOX_BYTES_MAX) {
+        o->dropped++;
+        e->id = 0;
+        return false;
+    }
+    e->id = o->next_id++;
+    e->claim_ms = now_ms;
+    append(o, e);
+    return true;
+}
+
+/* The slot of @id, or o->n. */
+static size_t slot_of(const struct mq_outbox *o, uint64_t id)
+{
+    size_t lo = 0;
+    size_t hi = o->n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (o->ids[mid] < id) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo < o->n && o->ids[lo] == id ? lo : o->n;
+}
+
+size_t mq_outbox_settle(struct mq_outbox *o, const uint64_t *ids, size_t n)
+{
+    size_t removed = 0;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        size_t s = slot_of(o, ids[i]);
+
+        if (s == o->n || o->v[s] == NULL) {
+            continue;
+        }
+        o->bytes -= entry_data_len(o->v[s]);
+        free(o->v[s]);
+        o->v[s] = NULL;
+        o->holes++;
+        removed++;
+    }
+    if (o->holes > 64 && o->holes * 2 > o->n) {
+        compact(o);
+    }
+    return removed;
+}
+
+size_t mq_outbox_claim_due(struct mq_outbox *o, uint64_t now_ms,
+                           uint64_t claim_ms, size_t max, uint64_t max_bytes,
+                           void (*fn)(void *arg,
+                                      const struct mq_outbox_entry *e),
+                           void *arg)
+{
+    uint64_t bytes = 0;
+    size_t handed = 0;
+    size_t i;
+
+    if (now_ms < claim_ms) {
+        return 0; /* nothing can have been claimed that long ago */
+    }
+    for (i = 0; i < o->n && handed < max; i++) {
+        struct mq_outbox_entry *e = o->v[i];
+
+        if (e == NULL || e->claim_ms > now_ms - claim_ms) {
+            continue;
+        }
+        if (handed > 0 && bytes + e->body_len > max_bytes) {
+            break;
+        }
+        bytes += e->body_len;
+        e->claim_ms = now_ms;
+        fn(arg, e);
+        handed++;
+    }
+    return handed;
+}
+
+const struct mq_outbox_entry *mq_outbox_next(const struct mq_outbox *o,
+                                             size_t *pos)
+{
+    while (*pos < o->n) {
+        const struct mq_outbox_entry *e = o->v[(*pos)++];
+
+        if (e != NULL) {
+            return e;
+        }
+    }
+    return NULL;
+}
+
+size_t mq_outbox_snap_len(const struct mq_outbox *o)
+{
+    return SNAP_FIXED + mq_outbox_count(o) * (size_t)SNAP_ENTRY_FIXED +
+           (size_t)o->bytes;
+}
+
+unsigned char *mq_outbox_snap_put(const struct mq_outbox *o, unsigned char *p)
+{
+    const struct mq_outbox_entry *e;
+    size_t pos = 0;
+
+    p = le_put_u64(p, o->next_id);
+    p = le_put_u64(p, o->dropped);
+    p = le_put_u64(p, mq_outbox_count(o));
+    while ((e = mq_outbox_next(o, &pos)) != NULL) {
+        p = le_put_u64(p, e->id);
+        p = le_put_u64(p, e->claim_ms);
+        p = le_put_u64(p, e->msg_id);
+        p = le_put_u64(p, e->gen);
+        *p++ = e->reason;
+        *p++ = e->has_dlrk ? 1 : 0;
+        *p++ = e->vhost_len;
+        *p++ = e->queue_len;
+        *p++ = e->dlx_len;
+        *p++ = e->dlrk_len;
+        p = le_put_u32(p, e->body_len);
+        memcpy(p, e->data, entry_data_len(e));
+        p += entry_data_len(e);
+    }
+    return p;
+}
+
+static struct mq_outbox_entry *get_entry(struct le_reader *r)
+{
+    struct mq_outbox_src src;
+    struct mq_outbox_entry *e;
+    const unsigned char *data;
+    uint64_t id, claim_ms;
+    uint8_t has_dlrk;
+
+    memset(&src, 0, sizeof(src));
+    if (!le_get_u64(r, &id) || !le_get_u64(r, &claim_ms) ||
+        !le_get_u64(r, &src.msg_id) || !le_get_u64(r, &src.gen) ||
+        !le_get_u8(r, &src.reason) || !le_get_u8(r, &has_dlrk) ||
+        !le_get_u8(r, &src.vhost_len) || !le_get_u8(r, &src.queue_len) ||
+        !le_get_u8(r, &src.dlx_len) || !le_get_u8(r, &src.dlrk_len) ||
+        !le_get_u32(r, &src.body_len) || src.reason >= REASONS ||
+        has_dlrk > 1 || src.queue_len == 0 ||
+        !le_get_bytes(r, &data,
+                      (size_t)src.vhost_len + src.queue_len + src.dlx_len +
+                          src.dlrk_len + src.body_len)) {
+        return NULL;
+    }
+    src.has_dlrk = has_dlrk;
+    src.names = (const char *)data;
+    src.body = data + (size_t)src.vhost_len + src.queue_len + src.dlx_len +
+               src.dlrk_len;
+    e = mq_outbox_entry_new(&src);
+    e->id = id;
+    e->claim_ms = claim_ms;
+    return e;
+}
+
+bool mq_outbox_snap_get(struct mq_outbox *o, struct le_reader *r)
+{
+    uint64_t n;
+    uint64_t i;
+
+    if (!le_get_u64(r, &o->next_id) || !le_get_u64(r, &o->dropped) ||
+        !le_get_u64(r, &n) || o->next_id == 0 || n > MQ_OUTBOX_MAX ||
+        n > r->left / SNAP_ENTRY_FIXED) {
+        return false;
+    }
+    for (i = 0; i < n; i++) {
+        struct mq_outbox_entry *e = get_entry(r);
+
+        if (e == NULL) {
+            return false;
+        }
+        /* ids ascending, all handed out by the counter */
+        if (e->id == 0 || e->id >= o->next_id ||
+            (o->n > 0 && e->id <= o->ids[o->n - 1]) ||
+            o->bytes + entry_data_len(e) > MQ_OUTBOX_BYTES_MAX) {
+            free(e);
+            return false;
+        }
+        append(o, e);
+    }
+    return true;
+}
+
+void mq_outbox_check(const struct mq_outbox *o)
+{
+    uint64_t bytes = 0;
+    size_t holes = 0;
+    size_t i;
+
+    INVARIANT(o->n <= o->cap && o->next_id > 0);
+    for (i = 0; i < o->n; i++) {
+        INVARIANT(o->ids[i] > 0 && o->ids[i] < o->next_id);
+        INVARIANT(i == 0 || o->ids[i - 1] < o->ids[i]);
+        if (o->v[i] == NULL) {
+            holes++;
+            continue;
+        }
+        INVARIANT(o->v[i]->id == o->ids[i]);
+        INVARIANT(o->v[i]->reason < REASONS && o->v[i]->queue_len > 0);
+        bytes += entry_data_len(o->v[i]);
+    }
+    INVARIANT(holes == o->holes && bytes == o->bytes);
+    INVARIANT(mq_outbox_count(o) <= MQ_OUTBOX_MAX &&
+              o->bytes <= MQ_OUTBOX_BYTES_MAX);
+}

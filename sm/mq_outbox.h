@@ -1,0 +1,126 @@
+/*
+ * mq_outbox: the dead letters of one queue shard that the edge has not yet
+ * confirmed republished (the at-least-once dead-lettering of mq_sm.h).
+ *
+ * Part of mq_sm's replicated state, so pure and deterministic: entries are
+ * named by ids from a per-shard counter (1, 2, ...) and kept in id order;
+ * each remembers when (replicated clock) it was last handed to an edge,
+ * its claim. mq_sm adds an entry where a message with a dead-letter
+ * exchange leaves its queue, hands out entries whose claim is old on
+ * EXPIRE, and removes them on DL_SETTLE.
+ *
+ * Bounded: at most MQ_OUTBOX_MAX entries and MQ_OUTBOX_BYTES_MAX bytes of
+ * names and bodies. A dead letter that does not fit is not kept (counted
+ * in dropped): it is republished once from the result of the command that
+ * made it, at most once, as before the outbox.
+ *
+ * Settled entries leave holes in the id-ordered array, compacted once
+ * they are half of it, so a settle is O(log n) amortized.
+ */
+#ifndef RINGMQ_MQ_OUTBOX_H
+#define RINGMQ_MQ_OUTBOX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/le.h"
+
+#define MQ_OUTBOX_MAX 65536
+#define MQ_OUTBOX_BYTES_MAX (256u * 1024 * 1024)
+
+struct mq_outbox_entry {
+    uint64_t id;
+    uint64_t claim_ms; /* last handed out (replicated clock) */
+    uint64_t msg_id;
+    uint64_t gen;      /* the source queue's placement gen */
+    uint8_t reason;    /* enum mq_sm_dl_reason */
+    bool has_dlrk;
+    uint8_t vhost_len;
+    uint8_t queue_len;
+    uint8_t dlx_len;
+    uint8_t dlrk_len;
+    uint32_t body_len;
+    char data[]; /* vhost, queue, dlx, dlrk, body */
+};
+
+struct mq_outbox {
+    struct mq_outbox_entry **v; /* id ascending; NULL: settled (a hole) */
+    uint64_t *ids;              /* v[i]'s id, also for holes */
+    size_t n;                   /* slots used, holes included */
+    size_t cap;
+    size_t holes;
+    uint64_t bytes;   /* data bytes of the entries kept */
+    uint64_t next_id; /* the id of the next entry kept */
+    uint64_t dropped; /* dead letters not kept: the outbox was full */
+};
+
+/* Names and body of a new entry, borrowed. */
+struct mq_outbox_src {
+    uint8_t reason;
+    bool has_dlrk;
+    uint64_t msg_id;
+    uint64_t gen;
+    const char *names; /* vhost, queue, dlx, dlrk back to back */
+    uint8_t vhost_len;
+    uint8_t queue_len;
+    uint8_t dlx_len;
+    uint8_t dlrk_len;
+    const void *body;
+    uint32_t body_len;
+};
+
+void mq_outbox_init(struct mq_outbox *o);
+void mq_outbox_free(struct mq_outbox *o);
+
+static inline size_t mq_outbox_names_len(const struct mq_outbox_entry *e)
+{
+    return (size_t)e->vhost_len + e->queue_len + e->dlx_len + e->dlrk_len;
+}
+
+/* A new entry (id 0: not kept) from @src; the caller owns it until
+ * mq_outbox_add() keeps it. */
+struct mq_outbox_entry *mq_outbox_entry_new(const struct mq_outbox_src *src);
+
+/* Keep @e with the next id, claimed at @now_ms: true. False when it does
+ * not fit (counted in dropped; @e stays the caller's, id 0). */
+bool mq_outbox_add(struct mq_outbox *o, struct mq_outbox_entry *e,
+                   uint64_t now_ms);
+
+/* Remove the entries with these ids; unknown or settled ids are ignored
+ * (a settle may be repeated). Returns how many were removed. */
+size_t mq_outbox_settle(struct mq_outbox *o, const uint64_t *ids, size_t n);
+
+/* Hand out entries claimed at or before @now_ms - @claim_ms, in id
+ * order: each is claimed at @now_ms and given to @fn, until @max entries
+ * or @max_bytes of bodies (at least one entry) are handed. Returns how
+ * many. */
+size_t mq_outbox_claim_due(struct mq_outbox *o, uint64_t now_ms,
+                           uint64_t claim_ms, size_t max, uint64_t max_bytes,
+                           void (*fn)(void *arg,
+                                      const struct mq_outbox_entry *e),
+                           void *arg);
+
+/* Entries kept. */
+static inline size_t mq_outbox_count(const struct mq_outbox *o)
+{
+    return o->n - o->holes;
+}
+
+/* The kept entry after slot *@pos (start with 0), in id order, or NULL;
+ * advances *@pos. */
+const struct mq_outbox_entry *mq_outbox_next(const struct mq_outbox *o,
+                                             size_t *pos);
+
+/* Snapshot part: bytes it takes, writing them, reading them into an empty
+ * outbox (false: corrupt; @o then holds what was read, for the caller to
+ * free). */
+size_t mq_outbox_snap_len(const struct mq_outbox *o);
+unsigned char *mq_outbox_snap_put(const struct mq_outbox *o, unsigned char *p);
+bool mq_outbox_snap_get(struct mq_outbox *o, struct le_reader *r);
+
+/* Abort on a broken invariant (ids ascending and below next_id, counts and
+ * bytes agree, within the bounds). */
+void mq_outbox_check(const struct mq_outbox *o);
+
+#endif
