@@ -987,6 +987,49 @@ static void test_busy_retried(void **state)
     cl_close(&c);
 }
 
+/* A consumer cancelled while its CHECKOUT's answer is lost (a leader lost
+ * with it, the CHECKOUT applied): what that CHECKOUT took sits with the
+ * channel, and no client will ever see it. A new leader no longer returns
+ * every delivery, so the edge asks again with the same seq for nothing new,
+ * learns what it delivered and gives that back: another consumer gets the
+ * message, redelivered. Before, it stayed out until the channel closed. */
+static void test_cancelled_consumer_lost_checkout(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    struct client k;
+    struct client w;
+    struct amqp_method m;
+
+    cl_handshake(&c, fx->port);
+    cl_declare(&c, "lc");
+    cl_handshake(&k, fx->port);
+    amqp_method_init(&m, AMQP_BASIC_CONSUME);
+    m.basic_consume.queue = amqp_cstr("lc");
+    m.basic_consume.consumer_tag = amqp_cstr("gone");
+    cl_method(&k, 1, &m);
+    cl_expect_free(&k, AMQP_BASIC_CONSUME_OK);
+    /* its CHECKOUT now waits in the broker; its answer will be lost */
+    fake_broker_lose_answers(fx->fb, MQ_SM_CHECKOUT, 1);
+    amqp_method_init(&m, AMQP_BASIC_CANCEL);
+    m.basic_cancel.consumer_tag = amqp_cstr("gone");
+    cl_method(&k, 1, &m);
+    cl_expect_free(&k, AMQP_BASIC_CANCEL_OK);
+    cl_publish(&c, "", "lc", "orphan", false);
+
+    cl_handshake(&w, fx->port);
+    cl_consume_no_ack(&w, "lc");
+    cl_expect(&w, AMQP_BASIC_DELIVER, &m);
+    assert_true(m.basic_deliver.redelivered);
+    amqp_method_free(&m);
+    assert_true(cl_frame(&w));
+    assert_true(cl_frame(&w));
+    assert_memory_equal(w.payload, "orphan", 6);
+    cl_close(&w);
+    cl_close(&k);
+    cl_close(&c);
+}
+
 /* tx is refused clearly (540), not half done. */
 static void test_tx_not_implemented(void **state)
 {
@@ -1076,6 +1119,8 @@ int main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_acks_batched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_retried, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancelled_consumer_lost_checkout,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_while_unavailable, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_blocked_publishers, setup,

@@ -29,6 +29,8 @@ struct fake_broker {
     bool unroutable;
     unsigned lose_enqueues; /* the next ones answer UNAVAILABLE, unapplied */
     unsigned busy[MQ_SM_CMD__COUNT]; /* the next ones answer BUSY, unapplied */
+    /* the next ones are applied, answered UNAVAILABLE */
+    unsigned lose_answers[MQ_SM_CMD__COUNT];
     bool closing;
 };
 
@@ -63,7 +65,18 @@ static void apply_now(struct fake_broker *fb, struct amqp_broker_call *c)
     if (c->kind == AMQP_BROKER_META) {
         meta_sm_apply(fb->meta, &c->meta, &c->meta_result);
     } else {
+        unsigned *lose = (unsigned)c->mq.type < MQ_SM_CMD__COUNT
+                             ? &fb->lose_answers[c->mq.type]
+                             : NULL;
+        unsigned n;
+
         mq_sm_apply(fb->mq[c->shard], clock_wall_ms(), &c->mq, &c->mq_result);
+        n = lose != NULL ? __atomic_load_n(lose, __ATOMIC_SEQ_CST) : 0;
+        if (n > 0) {
+            __atomic_store_n(lose, n - 1, __ATOMIC_SEQ_CST);
+            mq_sm_result_clear(&c->mq_result);
+            c->status = OUTCOME_UNAVAILABLE;
+        }
         if (c->mq.type == MQ_SM_ENQUEUE &&
             __atomic_load_n(&fb->block_on_enqueue, __ATOMIC_SEQ_CST)) {
             __atomic_store_n(&fb->blocked, true, __ATOMIC_SEQ_CST);
@@ -225,6 +238,13 @@ void fake_broker_busy(struct fake_broker *fb, enum mq_sm_cmd_type type,
 {
     assert((unsigned)type < MQ_SM_CMD__COUNT);
     __atomic_store_n(&fb->busy[type], n, __ATOMIC_SEQ_CST);
+}
+
+void fake_broker_lose_answers(struct fake_broker *fb,
+                              enum mq_sm_cmd_type type, unsigned n)
+{
+    assert((unsigned)type < MQ_SM_CMD__COUNT);
+    __atomic_store_n(&fb->lose_answers[type], n, __ATOMIC_SEQ_CST);
 }
 
 void fake_broker_set_routable(struct fake_broker *fb, bool on)

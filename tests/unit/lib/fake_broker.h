@@ -37,6 +37,10 @@ void fake_broker_lose_enqueues(struct fake_broker *fb, unsigned n);
  * as a shard whose group is full (any thread). */
 void fake_broker_busy(struct fake_broker *fb, enum mq_sm_cmd_type type,
                       unsigned n);
+/* The next @n queue commands of @type are applied, and answered
+ * UNAVAILABLE: the answer was lost with a leader (any thread). */
+void fake_broker_lose_answers(struct fake_broker *fb,
+                              enum mq_sm_cmd_type type, unsigned n);
 /* routable() answers @on (any thread; true at start). */
 void fake_broker_set_routable(struct fake_broker *fb, bool on);
 struct mq_sm *fake_broker_mq(struct fake_broker *fb, unsigned shard);
