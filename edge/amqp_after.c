@@ -4,10 +4,8 @@
  */
 #include "edge/amqp_after.h"
 
-#include "common/clock.h"
 #include "common/log.h"
 #include "edge/amqp_dead_letter.h"
-#include "edge/amqp_edge.h"
 
 static void on_queue_gone_done(struct edge_call *ec)
 {
@@ -62,10 +60,19 @@ void edge_after_result(struct edge_calls *k, const struct mq_sm_result *r)
     }
 }
 
+/* Returns of what went (a channel, a connection, deliveries nobody took):
+ * nobody waits for them, and nothing else gives those messages back while
+ * this router lives (its EXPIRE ticks keep its lease at every shard, and a
+ * new shard leader keeps deliveries: sm/mq_sm.h, ERA). So they are sent
+ * again, idempotent as they are, until applied however long the shard is
+ * out; only the edge closing or the shard leaving the map ends them. */
 static void on_return_done(struct edge_call *ec)
 {
-    if (edge_call_retry_unavailable(ec)) {
-        return; /* returns are idempotent */
+    const struct amqp_broker *b = &ec->calls->broker;
+
+    if (ec->bc.shard < b->ops->shard_count(b->self) &&
+        edge_call_retry_unavailable(ec)) {
+        return;
     }
     if (ec->bc.status == OUTCOME_OK) {
         edge_after_result(ec->calls, &ec->bc.mq_result);
@@ -86,8 +93,7 @@ void edge_return_everywhere(struct edge_calls *k, enum mq_sm_scope scope,
         ec->bc.mq.type = MQ_SM_RETURN;
         ec->bc.mq.scope = scope;
         ec->bc.mq.who = *who;
-        /* If this is lost, the shard's lease on this edge returns them. */
-        ec->deadline_ms = clock_mono_ms() + EDGE_ENQUEUE_RETRY_MS;
+        ec->deadline_ms = UINT64_MAX; /* see on_return_done() */
         edge_call_submit(ec);
     }
 }
@@ -107,7 +113,7 @@ void edge_return_deliveries(struct edge_calls *k, unsigned shard,
         ec->bc.mq.scope = MQ_SM_SCOPE_TAG;
         ec->bc.mq.who = *who;
         ec->bc.mq.tag = r->deliveries[i].tag;
-        ec->deadline_ms = clock_mono_ms() + EDGE_ENQUEUE_RETRY_MS;
+        ec->deadline_ms = UINT64_MAX; /* see on_return_done() */
         edge_call_submit(ec);
     }
 }

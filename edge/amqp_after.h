@@ -14,7 +14,10 @@
  * deleted. Nothing once the edge is closing. */
 void edge_after_result(struct edge_calls *k, const struct mq_sm_result *r);
 /* RETURN with @scope (CHANNEL/CONNECTION) of @who to every shard, and drop
- * the bindings of queues the return deleted. */
+ * the bindings of queues the return deleted. These RETURNs, and those of
+ * edge_return_deliveries(), are sent again until applied, however long a
+ * shard is out (nothing else gives the messages back while this router
+ * lives); only the edge closing, or the shard leaving the map, ends them. */
 void edge_return_everywhere(struct edge_calls *k, enum mq_sm_scope scope,
                             const struct mq_sm_who *who);
 /* RETURN (scope TAG) every delivery of CHECKOUT result @r on @shard to

@@ -28,6 +28,7 @@
 
 #include "common/buf.h"
 #include "common/clock.h"
+#include "edge/amqp_edge.h"
 #include "tests/unit/lib/fake_broker.h"
 #include "proto/amqp_frame.h"
 #include "proto/amqp_method.h"
@@ -1030,6 +1031,45 @@ static void test_cancelled_consumer_lost_checkout(void **state)
     cl_close(&c);
 }
 
+/* A connection holding an unacked delivery goes while its shard is out for
+ * longer than a publish is retried: its RETURN is still applied once the
+ * shard is back, and the message reaches another consumer. A new leader
+ * no longer returns every delivery, and this router's lease never runs out
+ * while it lives, so before the message stayed out for good. */
+static void test_return_outlasts_outage(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    struct client k;
+    struct amqp_method m;
+
+    cl_handshake(&c, fx->port);
+    cl_declare(&c, "ro");
+    cl_publish(&c, "", "ro", "held", false);
+    cl_handshake(&k, fx->port);
+    amqp_method_init(&m, AMQP_BASIC_CONSUME);
+    m.basic_consume.queue = amqp_cstr("ro");
+    cl_method(&k, 1, &m);
+    cl_expect_free(&k, AMQP_BASIC_CONSUME_OK);
+    cl_expect_delivery(&k, "held"); /* never acked */
+    fake_broker_set_unavailable(fx->fb, true);
+    cl_close(&k);
+    /* an outage longer than any retry window of the edge's calls */
+    usleep((EDGE_ENQUEUE_RETRY_MS + 1000) * 1000);
+    fake_broker_set_unavailable(fx->fb, false);
+
+    cl_handshake(&k, fx->port);
+    cl_consume_no_ack(&k, "ro");
+    cl_expect(&k, AMQP_BASIC_DELIVER, &m);
+    assert_true(m.basic_deliver.redelivered);
+    amqp_method_free(&m);
+    assert_true(cl_frame(&k));
+    assert_true(cl_frame(&k));
+    assert_memory_equal(k.payload, "held", 4);
+    cl_close(&k);
+    cl_close(&c);
+}
+
 /* tx is refused clearly (540), not half done. */
 static void test_tx_not_implemented(void **state)
 {
@@ -1121,6 +1161,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_busy_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancelled_consumer_lost_checkout,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_return_outlasts_outage, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_retry_while_unavailable, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_blocked_publishers, setup,
