@@ -767,6 +767,15 @@ static void cl_consume_no_ack(struct client *c, const char *q)
     cl_expect_free(c, AMQP_BASIC_CONSUME_OK);
 }
 
+/* The header and body frames of a delivery; the body must be @body. */
+static void cl_expect_body(struct client *c, const char *body)
+{
+    assert_true(cl_frame(c));
+    assert_true(cl_frame(c));
+    assert_int_equal(c->size, strlen(body));
+    assert_memory_equal(c->payload, body, strlen(body));
+}
+
 /* A basic.deliver of a message whose body is @body. */
 static void cl_expect_delivery(struct client *c, const char *body)
 {
@@ -774,10 +783,18 @@ static void cl_expect_delivery(struct client *c, const char *body)
 
     cl_expect(c, AMQP_BASIC_DELIVER, &m);
     amqp_method_free(&m);
-    assert_true(cl_frame(c));
-    assert_true(cl_frame(c));
-    assert_int_equal(c->size, strlen(body));
-    assert_memory_equal(c->payload, body, strlen(body));
+    cl_expect_body(c, body);
+}
+
+/* The same, for a message that was returned (redelivered=true). */
+static void cl_expect_redelivery(struct client *c, const char *body)
+{
+    struct amqp_method m;
+
+    cl_expect(c, AMQP_BASIC_DELIVER, &m);
+    assert_true(m.basic_deliver.redelivered);
+    amqp_method_free(&m);
+    cl_expect_body(c, body);
 }
 
 /* A broker that is unavailable for a while (a leader election): the edge
@@ -1020,12 +1037,7 @@ static void test_cancelled_consumer_lost_checkout(void **state)
 
     cl_handshake(&w, fx->port);
     cl_consume_no_ack(&w, "lc");
-    cl_expect(&w, AMQP_BASIC_DELIVER, &m);
-    assert_true(m.basic_deliver.redelivered);
-    amqp_method_free(&m);
-    assert_true(cl_frame(&w));
-    assert_true(cl_frame(&w));
-    assert_memory_equal(w.payload, "orphan", 6);
+    cl_expect_redelivery(&w, "orphan");
     cl_close(&w);
     cl_close(&k);
     cl_close(&c);
@@ -1060,12 +1072,7 @@ static void test_return_outlasts_outage(void **state)
 
     cl_handshake(&k, fx->port);
     cl_consume_no_ack(&k, "ro");
-    cl_expect(&k, AMQP_BASIC_DELIVER, &m);
-    assert_true(m.basic_deliver.redelivered);
-    amqp_method_free(&m);
-    assert_true(cl_frame(&k));
-    assert_true(cl_frame(&k));
-    assert_memory_equal(k.payload, "held", 4);
+    cl_expect_redelivery(&k, "held");
     cl_close(&k);
     cl_close(&c);
 }

@@ -174,6 +174,18 @@ static void checkout_init(struct op *o, const char *q, uint64_t consumer,
     o->call.wait_ms = wait_ms;
 }
 
+/* Run CHECKOUT @o, which must deliver exactly one message: its tag. */
+static uint64_t checkout_one(struct fx *f, struct op *o)
+{
+    uint64_t tag;
+
+    assert_int_equal(run(f, o), OUTCOME_OK);
+    assert_int_equal(o->call.result.n_deliveries, 1);
+    tag = o->call.result.deliveries[0].tag;
+    mq_sm_result_clear(&o->call.result);
+    return tag;
+}
+
 /* ------------------------------------------------------------------ tests */
 
 static void test_not_leader_then_basic(void **state)
@@ -370,10 +382,7 @@ static void test_prefetch_and_settle(void **state)
     enqueue(f, "q", "b");
     checkout_init(&c, "q", 7, 1, 0);
     c.call.cmd.prefetch = 1;
-    assert_int_equal(run(f, &c), OUTCOME_OK);
-    assert_int_equal(c.call.result.n_deliveries, 1);
-    tag = c.call.result.deliveries[0].tag;
-    mq_sm_result_clear(&c.call.result);
+    tag = checkout_one(f, &c);
 
     /* ready > 0 but prefetch is full: proposed, empty, parked again */
     checkout_init(&w, "q", 7, 1, 5000);
@@ -447,9 +456,7 @@ static void test_router_lease(void **state)
     enqueue(f, "q", "a");
     checkout_init(&c, "q", 7, 1, 0);
     c.call.cmd.who.router = 5;
-    assert_int_equal(run(f, &c), OUTCOME_OK);
-    assert_int_equal(c.call.result.n_deliveries, 1);
-    mq_sm_result_clear(&c.call.result);
+    (void)checkout_one(f, &c);
 
     /* router 1 keeps its lease with EXPIRE ticks; router 5 is silent */
     for (i = 0; i < 6; i++) {
@@ -513,15 +520,10 @@ static void test_era_keeps_deliveries_leases_seeded(void **state)
     enqueue(f, "q", "b");
     checkout_init(&a, "q", 7, 1, 0);
     a.call.cmd.seq = 1;
-    assert_int_equal(run(f, &a), OUTCOME_OK);
-    assert_int_equal(a.call.result.n_deliveries, 1);
-    tag = a.call.result.deliveries[0].tag;
-    mq_sm_result_clear(&a.call.result);
+    tag = checkout_one(f, &a);
     checkout_init(&b, "q", 8, 1, 0);
     b.call.cmd.who.router = 5;
-    assert_int_equal(run(f, &b), OUTCOME_OK);
-    assert_int_equal(b.call.result.n_deliveries, 1);
-    mq_sm_result_clear(&b.call.result);
+    (void)checkout_one(f, &b);
     stop(f);
 
     start(f, &cfg);
@@ -664,9 +666,7 @@ static void test_leadership_flip_keeps_era(void **state)
     declare(f, "q", true);
     enqueue(f, "q", "a");
     checkout_init(&o, "q", 7, 1, 0);
-    assert_int_equal(run(f, &o), OUTCOME_OK);
-    assert_int_equal(o.call.result.n_deliveries, 1);
-    mq_sm_result_clear(&o.call.result);
+    (void)checkout_one(f, &o);
 
     flip.hidden = true;
     assert_true(svc_env_run_until(&f->env, svc_not_leading, f->svc,
@@ -705,9 +705,7 @@ static void test_leadership_flip_seeds_leases(void **state)
     enqueue(f, "q", "a");
     checkout_init(&o, "q", 8, 1, 0);
     o.call.cmd.who.router = 5;
-    assert_int_equal(run(f, &o), OUTCOME_OK);
-    assert_int_equal(o.call.result.n_deliveries, 1);
-    mq_sm_result_clear(&o.call.result);
+    (void)checkout_one(f, &o);
 
     flip.hidden = true;
     assert_true(svc_env_run_until(&f->env, svc_not_leading, f->svc,

@@ -1299,6 +1299,7 @@ static void test_set_aside_returns(void **state)
  * (the edge's answer may have been lost with the old leader). */
 static void test_era_keeps_deliveries(void **state)
 {
+    static const char *const abcd[] = {"a", "b", "c", "d"};
     static const char *const rest[] = {"e"};
     static const bool fresh[] = {false};
     struct mq_sm *sm = sm_make();
@@ -1315,7 +1316,7 @@ static void test_era_keeps_deliveries(void **state)
     consume_credit(sm, "q", 1, 1, 2, 0);
     consume_credit(sm, "q", 2, 2, 64, 0);
     for (i = 0; i < 4; i++) {
-        enqueue(sm, T0, "q", (const char *[]){"a", "b", "c", "d"}[i]);
+        enqueue(sm, T0, "q", abcd[i]);
     }
     cmd_init(&co, MQ_SM_CHECKOUT, "q");
     co.who = who_of(1, 1);
