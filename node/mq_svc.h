@@ -15,11 +15,11 @@
  *     consumers' routers usually outlive a leader), or BOOT instead the
  *     first time when mq_svc_config.boot is set (standalone broker start:
  *     every connection died with the process). Client commands submitted
- *     afterwards are ordered behind it. One era command per term: leading again in the same term
- *     (raft said not-leader for a moment) keeps the era; one that failed
- *     unapplied (the group dropped or refused it) is submitted again
- *     while this replica leads in its term, and mq_svc_ready() stays
- *     false until one is applied.
+ *     afterwards are ordered behind it. One era command per term: leading
+ *     again in the same term (raft said not-leader for a moment) keeps the
+ *     era; one that failed unapplied (the group dropped or refused it) is
+ *     submitted again while this replica leads in its term, and
+ *     mq_svc_ready() stays false until one is applied.
  *   - Long-poll CHECKOUT: a CHECKOUT with wait_ms > 0 finding no ready
  *     message and none set aside for its consumer (local state), or its
  *     queue in a move (mq_sm.h), is parked, not proposed, and re-proposed

@@ -175,7 +175,8 @@ enum mq_sm_cmd_type {
      * gone give theirs back, by RETURN (the edge's for channels and
      * connections, the leader's router lease for routers: see
      * mq_sm_for_each_router()). A replica that does not know this type
-     * skips the entry, which is the same no-op. */
+     * skips the entry, which is the same no-op (only its clock_ms waits
+     * for the next entry's stamp). */
     MQ_SM_ERA,
     MQ_SM_CMD__COUNT
 };
