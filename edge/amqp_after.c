@@ -4,6 +4,8 @@
  */
 #include "edge/amqp_after.h"
 
+#include <string.h>
+
 #include "common/log.h"
 #include "edge/amqp_dead_letter.h"
 
@@ -60,7 +62,8 @@ void edge_after_result(struct edge_calls *k, const struct mq_sm_result *r)
     }
 }
 
-/* Returns of what went (a channel, a connection, deliveries nobody took):
+/* Returns of what went (a channel, a connection, deliveries nobody took),
+ * and settles whose operation stopped waiting (edge_settle_detached()):
  * nobody waits for them, and nothing else gives those messages back while
  * this router lives (its EXPIRE ticks keep its lease at every shard, and a
  * new shard leader keeps deliveries: sm/mq_sm.h, ERA). So they are sent
@@ -96,6 +99,25 @@ void edge_return_everywhere(struct edge_calls *k, enum mq_sm_scope scope,
         ec->deadline_ms = UINT64_MAX; /* see on_return_done() */
         edge_call_submit(ec);
     }
+}
+
+void edge_settle_detached(struct edge_calls *k,
+                          const struct amqp_broker_call *bc)
+{
+    struct edge_call *ec = edge_call_new(k, NULL, on_return_done);
+
+    ec->bc.kind = AMQP_BROKER_MQ;
+    ec->bc.shard = bc->shard;
+    ec->bc.mq = bc->mq;
+    if (bc->mq.n_tags > 0) {
+        size_t size = bc->mq.n_tags * sizeof(*bc->mq.tags);
+
+        ec->extra = xmalloc(size); /* freed with the call */
+        memcpy(ec->extra, bc->mq.tags, size);
+        ec->bc.mq.tags = ec->extra;
+    }
+    ec->deadline_ms = UINT64_MAX; /* see on_return_done() */
+    edge_call_submit(ec);
 }
 
 void edge_return_deliveries(struct edge_calls *k, unsigned shard,

@@ -20,6 +20,13 @@ void edge_after_result(struct edge_calls *k, const struct mq_sm_result *r);
  * lives); only the edge closing, or the shard leaving the map, ends them. */
 void edge_return_everywhere(struct edge_calls *k, enum mq_sm_scope scope,
                             const struct mq_sm_who *who);
+/* Send the by-tag SETTLE, RETURN or DROP @bc again, as a call of its own,
+ * until applied as the RETURNs above: for one whose operation stopped
+ * waiting (after its retries' deadline) with its outcome unknown. An ack
+ * left unapplied would keep its message out, and counted against its
+ * consumer's prefetch, for as long as the channel lives. */
+void edge_settle_detached(struct edge_calls *k,
+                          const struct amqp_broker_call *bc);
 /* RETURN (scope TAG) every delivery of CHECKOUT result @r on @shard to
  * @who: deliveries that reached no consumer (it or its channel went). */
 void edge_return_deliveries(struct edge_calls *k, unsigned shard,

@@ -1043,37 +1043,60 @@ static void test_cancelled_consumer_lost_checkout(void **state)
     cl_close(&c);
 }
 
-/* A connection holding an unacked delivery goes while its shard is out for
- * longer than a publish is retried: its RETURN is still applied once the
- * shard is back, and the message reaches another consumer. A new leader
- * no longer returns every delivery, and this router's lease never runs out
- * while it lives, so before the message stayed out for good. */
-static void test_return_outlasts_outage(void **state)
+/* A shard out for longer than the edge's calls are retried: an ack sent
+ * during the outage, and the RETURN of a connection that closed holding an
+ * unacked delivery, are still applied once it is back. The acking
+ * consumer (prefetch 1) gets the next message; another consumer gets the
+ * held one, redelivered. A new leader no longer returns every delivery,
+ * and this router's lease never runs out while it lives: before, the acked
+ * message kept its consumer's prefetch full and the held one stayed out,
+ * for good. */
+static void test_outage_outlasted(void **state)
 {
     struct fixture *fx = *state;
     struct client c;
+    struct client a;
     struct client k;
     struct amqp_method m;
 
     cl_handshake(&c, fx->port);
     cl_declare(&c, "ro");
+    cl_declare(&c, "ra");
     cl_publish(&c, "", "ro", "held", false);
+    cl_publish(&c, "", "ra", "first", false);
     cl_handshake(&k, fx->port);
     amqp_method_init(&m, AMQP_BASIC_CONSUME);
     m.basic_consume.queue = amqp_cstr("ro");
     cl_method(&k, 1, &m);
     cl_expect_free(&k, AMQP_BASIC_CONSUME_OK);
     cl_expect_delivery(&k, "held"); /* never acked */
+    cl_handshake(&a, fx->port);
+    amqp_method_init(&m, AMQP_BASIC_QOS);
+    m.basic_qos.prefetch_count = 1;
+    cl_method(&a, 1, &m);
+    cl_expect_free(&a, AMQP_BASIC_QOS_OK);
+    amqp_method_init(&m, AMQP_BASIC_CONSUME);
+    m.basic_consume.queue = amqp_cstr("ra");
+    cl_method(&a, 1, &m);
+    cl_expect_free(&a, AMQP_BASIC_CONSUME_OK);
+    cl_expect_delivery(&a, "first");
+
     fake_broker_set_unavailable(fx->fb, true);
+    amqp_method_init(&m, AMQP_BASIC_ACK);
+    m.basic_ack.delivery_tag = 1;
+    cl_method(&a, 1, &m);
     cl_close(&k);
     /* an outage longer than any retry window of the edge's calls */
     usleep((EDGE_ENQUEUE_RETRY_MS + 1000) * 1000);
     fake_broker_set_unavailable(fx->fb, false);
 
+    cl_publish(&c, "", "ra", "second", false);
+    cl_expect_delivery(&a, "second");
     cl_handshake(&k, fx->port);
     cl_consume_no_ack(&k, "ro");
     cl_expect_redelivery(&k, "held");
     cl_close(&k);
+    cl_close(&a);
     cl_close(&c);
 }
 
@@ -1168,7 +1191,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_busy_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancelled_consumer_lost_checkout,
                                         setup, teardown),
-        cmocka_unit_test_setup_teardown(test_return_outlasts_outage, setup,
+        cmocka_unit_test_setup_teardown(test_outage_outlasted, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_retry_while_unavailable, setup,
                                         teardown),
