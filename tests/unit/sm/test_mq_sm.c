@@ -353,8 +353,9 @@ static size_t checkout_seq(struct mq_sm *sm, uint64_t seq, uint32_t max,
 /* A CHECKOUT carries the consumer's seq; a retry (same seq) whose reply the
  * edge lost gets the same deliveries again instead of new ones, and so does
  * a late copy of an older one, never new ones: no delivery exists that the
- * edge cannot know of. An empty one may be proposed again (the long poll) and a
- * leader change makes every seq new again. */
+ * edge cannot know of. An empty one may be proposed again (the long poll) and
+ * an old log's LEADER_CHANGED makes every seq new again (ERA does not:
+ * test_era_keeps_deliveries). */
 static void test_checkout_retry_replays(void **state)
 {
     struct mq_sm *sm = sm_make();
