@@ -103,6 +103,11 @@ static void on_settle_done(struct edge_call *ec)
     }
     if (ec->bc.status == OUTCOME_OK) {
         edge_after_result(ec->calls, ec->bc.shard, &ec->bc.mq_result);
+    } else if ((ec->bc.status == OUTCOME_UNAVAILABLE ||
+                ec->bc.status == OUTCOME_BUSY) &&
+               !ec->calls->closing) {
+        /* the op stops waiting; the settle goes on without it */
+        edge_settle_detached(ec->calls, &ec->bc);
     }
     op = chan_op_of_call(ec);
     if (op && op->pending == 0) {

@@ -5,6 +5,7 @@
 #include "edge/amqp_after.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/buf.h"
 #include "common/clock.h"
@@ -174,10 +175,20 @@ void edge_after_result(struct edge_calls *k, unsigned shard,
     }
 }
 
+/* Returns of what went (a channel, a connection, deliveries nobody took),
+ * and settles whose operation stopped waiting (edge_settle_detached()):
+ * nobody waits for them, and nothing else gives those messages back while
+ * this router lives (its EXPIRE ticks keep its lease at every shard, and a
+ * new shard leader keeps deliveries: sm/mq_sm.h, ERA). So they are sent
+ * again, idempotent as they are, until applied however long the shard is
+ * out; only the edge closing or the shard leaving the map ends them. */
 static void on_return_done(struct edge_call *ec)
 {
-    if (edge_call_retry_unavailable(ec)) {
-        return; /* returns are idempotent */
+    const struct amqp_broker *b = &ec->calls->broker;
+
+    if (ec->bc.shard < b->ops->shard_count(b->self) &&
+        edge_call_retry_unavailable(ec)) {
+        return;
     }
     if (ec->bc.status == OUTCOME_OK) {
         edge_after_result(ec->calls, ec->bc.shard, &ec->bc.mq_result);
@@ -198,10 +209,28 @@ void edge_return_everywhere(struct edge_calls *k, enum mq_sm_scope scope,
         ec->bc.mq.type = MQ_SM_RETURN;
         ec->bc.mq.scope = scope;
         ec->bc.mq.who = *who;
-        /* If this is lost, the shard's lease on this edge returns them. */
-        ec->deadline_ms = clock_mono_ms() + EDGE_ENQUEUE_RETRY_MS;
+        ec->deadline_ms = UINT64_MAX; /* see on_return_done() */
         edge_call_submit(ec);
     }
+}
+
+void edge_settle_detached(struct edge_calls *k,
+                          const struct amqp_broker_call *bc)
+{
+    struct edge_call *ec = edge_call_new(k, NULL, on_return_done);
+
+    ec->bc.kind = AMQP_BROKER_MQ;
+    ec->bc.shard = bc->shard;
+    ec->bc.mq = bc->mq;
+    if (bc->mq.n_tags > 0) {
+        size_t size = bc->mq.n_tags * sizeof(*bc->mq.tags);
+
+        ec->extra = xmalloc(size); /* freed with the call */
+        memcpy(ec->extra, bc->mq.tags, size);
+        ec->bc.mq.tags = ec->extra;
+    }
+    ec->deadline_ms = UINT64_MAX; /* see on_return_done() */
+    edge_call_submit(ec);
 }
 
 void edge_return_deliveries(struct edge_calls *k, unsigned shard,
@@ -219,7 +248,7 @@ void edge_return_deliveries(struct edge_calls *k, unsigned shard,
         ec->bc.mq.scope = MQ_SM_SCOPE_TAG;
         ec->bc.mq.who = *who;
         ec->bc.mq.tag = r->deliveries[i].tag;
-        ec->deadline_ms = clock_mono_ms() + EDGE_ENQUEUE_RETRY_MS;
+        ec->deadline_ms = UINT64_MAX; /* see on_return_done() */
         edge_call_submit(ec);
     }
 }

@@ -24,6 +24,26 @@
 
 /* ------------------------------------------------------------- deliveries */
 
+/* The CHECKOUT of a consumer that went (cancel, channel closed) came back
+ * with its outcome unknown. If it was applied, what it delivered is checked
+ * out to the channel and no client will see it: a new leader keeps
+ * deliveries (sm/mq_sm.h, ERA). Ask again with the same seq for nothing
+ * new (no credit, no wait): a retry is answered with what that CHECKOUT
+ * delivered and is still out, which on_checkout_done() gives back; one
+ * that was never applied takes nothing. */
+static void recover_orphan_checkout(struct edge_call *ec)
+{
+    if (ec->bc.status != OUTCOME_UNAVAILABLE || ec->bc.mq.seq == 0) {
+        return;
+    }
+    if (ec->bc.mq.max_messages > 0) {
+        ec->bc.mq.max_messages = 0;
+        ec->bc.wait_ms = 0;
+        ec->deadline_ms = clock_mono_ms() + EDGE_ENQUEUE_RETRY_MS;
+    }
+    (void)edge_call_retry_unavailable(ec);
+}
+
 /* The consumer's CHECKOUT came back: deliver, or give back what nobody can
  * take any more. */
 static void on_checkout_done(struct edge_call *ec)
@@ -37,6 +57,8 @@ static void on_checkout_done(struct edge_call *ec)
     if (cs == NULL) {
         if (ec->bc.status == OUTCOME_OK && r->n_deliveries > 0) {
             edge_return_deliveries(ec->calls, ec->bc.shard, &ec->bc.mq.who, r);
+        } else {
+            recover_orphan_checkout(ec);
         }
         return;
     }

@@ -50,7 +50,8 @@ struct mq_svc_waitq {
     char name[]; /* vhost then queue */
 };
 
-/* When a router was last seen here (leader-local, reset every era). */
+/* When a router was last seen here (leader-local, restarted every era
+ * from the routers the state names: leases_restart()). */
 struct lease {
     struct lease *next;
     uint64_t router;
@@ -59,7 +60,7 @@ struct lease {
 
 enum pending_kind {
     PENDING_CALL = 0, /* a client's call */
-    PENDING_ERA,      /* LEADER_CHANGED or BOOT */
+    PENDING_ERA,      /* ERA or BOOT */
     PENDING_LEASE     /* RETURN scope ROUTER of an expired lease */
 };
 
@@ -372,6 +373,71 @@ static int fsm_restore(void *data, const void *buf, size_t len)
     return mq_sm_restore(svc->sm, buf, len);
 }
 
+/* ------------------------------------------------------------ leases */
+
+static void leases_clear(struct mq_svc *svc)
+{
+    while (svc->leases != NULL) {
+        struct lease *l = svc->leases;
+
+        svc->leases = l->next;
+        free(l);
+    }
+}
+
+static struct lease *lease_find(struct mq_svc *svc, uint64_t router)
+{
+    struct lease *l;
+
+    for (l = svc->leases; l != NULL; l = l->next) {
+        if (l->router == router) {
+            return l;
+        }
+    }
+    return NULL;
+}
+
+static void lease_seen(struct mq_svc *svc, uint64_t router)
+{
+    struct lease *l = lease_find(svc, router);
+
+    if (l != NULL) {
+        l->seen_ms = uv_now(svc->sh.loop);
+        return;
+    }
+    l = xcalloc(1, sizeof(*l));
+    l->router = router;
+    l->seen_ms = uv_now(svc->sh.loop);
+    l->next = svc->leases;
+    svc->leases = l;
+}
+
+static void lease_seed_one(void *data, uint64_t router)
+{
+    struct mq_svc *svc = data;
+
+    if (lease_find(svc, router) == NULL) {
+        lease_seen(svc, router);
+    }
+}
+
+/* A lease, starting now, for every router the state names that has none
+ * yet: one that went away with the previous leader sends nothing here,
+ * and only its lease running out gives its deliveries back (the era
+ * command keeps them, mq_sm.h MQ_SM_ERA). */
+static void leases_seed(struct mq_svc *svc)
+{
+    mq_sm_for_each_router(svc->sm, lease_seed_one, svc);
+}
+
+/* Leading again: whoever this replica saw before may have gone since. */
+static void leases_restart(struct mq_svc *svc)
+{
+    leases_clear(svc);
+    leases_seed(svc);
+    svc->lease_checked_ms = uv_now(svc->sh.loop);
+}
+
 /* --------------------------------------------------------- proposing */
 
 static void complete(struct mq_svc_call *call, enum outcome st)
@@ -476,6 +542,10 @@ static void cmd_done(struct rgroup_cmd *rcmd, int status)
     if (p->kind != PENDING_CALL) {
         if (p->kind == PENDING_ERA && p->term == svc->era_term) {
             svc->era = status == 0 ? ERA_APPLIED : ERA_FAILED;
+            if (status == 0 && svc->leading) {
+                /* everything of earlier terms is applied now */
+                leases_seed(svc);
+            }
         }
         if (status == 0) {
             if (p->kind == PENDING_ERA) {
@@ -518,16 +588,6 @@ static void cmd_done(struct rgroup_cmd *rcmd, int status)
 
 /* ------------------------------------------------------- leadership */
 
-static void leases_clear(struct mq_svc *svc)
-{
-    while (svc->leases != NULL) {
-        struct lease *l = svc->leases;
-
-        svc->leases = l->next;
-        free(l);
-    }
-}
-
 static bool group_leads(struct mq_svc *svc)
 {
     return rgroup_is_leader(svc->sh.group) &&
@@ -538,8 +598,9 @@ static bool group_leads(struct mq_svc *svc)
 /* Detect a new era and submit its command first; keep svc->leading.
  * Leading again in the term of an era command pending or applied (raft
  * said not-leader for a moment, a hand-off that did not happen) is the
- * same era: a second LEADER_CHANGED would return every delivery made
- * since. One that failed is submitted again, before any client command. */
+ * same era (a second BOOT would return every delivery made since). One
+ * that failed is submitted again, before any client command. Either way
+ * the router leases start again from the state (leases_restart). */
 static void leader_check(struct mq_svc *svc)
 {
     struct rgroup_status st;
@@ -558,14 +619,12 @@ static void leader_check(struct mq_svc *svc)
             log_info("%s: leading again in term %" PRIu64, svc->name,
                      st.term);
             svc->leading = true;
-            leases_clear(svc);
-            svc->lease_checked_ms = uv_now(svc->sh.loop);
+            leases_restart(svc);
         }
         return;
     }
     memset(&c, 0, sizeof(c));
-    c.type = svc->cfg.boot && !svc->booted ? MQ_SM_BOOT
-                                           : MQ_SM_LEADER_CHANGED;
+    c.type = svc->cfg.boot && !svc->booted ? MQ_SM_BOOT : MQ_SM_ERA;
     c.vhost = "";
     c.queue = "";
     if (!propose_internal(svc, PENDING_ERA, &c, st.term)) {
@@ -573,14 +632,13 @@ static void leader_check(struct mq_svc *svc)
         return;
     }
     log_info("%s: leading in term %" PRIu64 " (%s%s)", svc->name, st.term,
-             c.type == MQ_SM_BOOT ? "boot" : "leader changed",
+             c.type == MQ_SM_BOOT ? "boot" : "era",
              svc->era_term == st.term ? ", again: the first one failed"
                                       : "");
     svc->leading = true;
     svc->era_term = st.term;
     svc->era = ERA_PENDING;
-    leases_clear(svc);
-    svc->lease_checked_ms = uv_now(svc->sh.loop);
+    leases_restart(svc); /* again once the era command is applied */
 }
 
 /* Complete every waiter whose predicate holds, after detaching them all. */
@@ -720,24 +778,7 @@ static void shell_process(void *owner)
     process(owner);
 }
 
-/* ------------------------------------------------------------ leases */
-
-static void lease_seen(struct mq_svc *svc, uint64_t router)
-{
-    struct lease *l;
-
-    for (l = svc->leases; l != NULL; l = l->next) {
-        if (l->router == router) {
-            l->seen_ms = uv_now(svc->sh.loop);
-            return;
-        }
-    }
-    l = xcalloc(1, sizeof(*l));
-    l->router = router;
-    l->seen_ms = uv_now(svc->sh.loop);
-    l->next = svc->leases;
-    svc->leases = l;
-}
+/* ----------------------------------------------------- lease expiry */
 
 static void lease_check(struct mq_svc *svc)
 {

@@ -10,15 +10,16 @@
  *
  * What the service adds on the leader:
  *   - Era start: every time this replica becomes the ready leader (a new
- *     term), it first submits LEADER_CHANGED (the previous leader's
- *     deliveries cannot be settled through us: return them all), or BOOT
- *     instead the first time when mq_svc_config.boot is set (standalone
- *     broker start). Client commands submitted afterwards are ordered
- *     behind it. One era command per term: leading again in the same term
- *     (raft said not-leader for a moment) keeps the era; one that failed
- *     unapplied (the group dropped or refused it) is submitted again
- *     while this replica leads in its term, and mq_svc_ready() stays
- *     false until one is applied.
+ *     term), it first submits ERA (sm/mq_sm.h: a marker; deliveries stay
+ *     with their consumers, since the checkouts are replicated and the
+ *     consumers' routers usually outlive a leader), or BOOT instead the
+ *     first time when mq_svc_config.boot is set (standalone broker start:
+ *     every connection died with the process). Client commands submitted
+ *     afterwards are ordered behind it. One era command per term: leading
+ *     again in the same term (raft said not-leader for a moment) keeps the
+ *     era; one that failed unapplied (the group dropped or refused it) is
+ *     submitted again while this replica leads in its term, and
+ *     mq_svc_ready() stays false until one is applied.
  *   - Long-poll CHECKOUT: a CHECKOUT with wait_ms > 0 finding no ready
  *     message and none set aside for its consumer (local state), or its
  *     queue in a move (mq_sm.h), is parked, not proposed, and re-proposed
@@ -33,7 +34,14 @@
  *   - Router lease: routers are remembered by who.router of each command
  *     submitted here; one not seen for MQ_SVC_LEASE_MS gets a RETURN scope
  *     ROUTER (its deliveries back, its consumers and exclusive queues gone).
- *     The edge's per-second EXPIRE keeps a live router seen.
+ *     The edge's per-second EXPIRE keeps a live router seen. Leases are
+ *     the leader's own: whenever this replica starts leading (a new era,
+ *     or again within its term), every router the state names
+ *     (mq_sm_for_each_router) gets a lease starting then, once more when
+ *     the era command is applied (the state then holds every earlier
+ *     term). So a router that died with the previous leader, which will
+ *     never send here, still loses its deliveries one lease after the
+ *     failover, and a live one keeps them.
  *
  * Completion: mq_svc_submit() completes @call exactly once through
  * call->cb, possibly before returning, always on the loop thread. Status
@@ -104,14 +112,14 @@ struct mq_svc_call {
 
 struct mq_svc_config {
     struct mq_sm_config sm;
-    /* Submit BOOT instead of LEADER_CHANGED the first time this replica
+    /* Submit BOOT instead of ERA the first time this replica
      * leads (once per process): only for a broker whose every connection
      * died with this process, i.e. the standalone node. */
     bool boot;
     /* Router lease; 0 = MQ_SVC_LEASE_MS. */
     uint32_t lease_ms;
     /* Optional: the result of each command the service submits itself
-     * (LEADER_CHANGED, BOOT, lease RETURN), when applied; borrowed for the
+     * (ERA, BOOT, lease RETURN), when applied; borrowed for the
      * call. The owner uses it for what the edge would do with a result:
      * deleted queues lose their bindings (meta QUEUE_GONE). */
     void (*on_internal)(void *data, const struct mq_sm_cmd *cmd,
@@ -135,7 +143,7 @@ struct mq_svc_status {
     uint64_t waiters;      /* parked CHECKOUTs */
     uint64_t wakeups;      /* waiters re-proposed */
     uint64_t poll_timeouts;
-    uint64_t eras;         /* LEADER_CHANGED/BOOT applied as leader */
+    uint64_t eras;         /* ERA/BOOT applied as leader */
     uint64_t lease_returns;
     bool booted;           /* BOOT applied (config.boot) */
 };
@@ -181,8 +189,8 @@ enum outcome mq_svc_export(struct mq_svc *svc, const char *vhost,
 bool mq_svc_is_leader(struct mq_svc *svc);
 /* The queue group (membership, member list). Valid until mq_svc_close(). */
 struct rgroup *mq_svc_group(struct mq_svc *svc);
-/* Leader, and the era command of this leadership (LEADER_CHANGED or
- * BOOT) has been applied: O(1), for the edge's hot path. */
+/* Leader, and the era command of this leadership (ERA or BOOT) has been
+ * applied: O(1), for the edge's hot path. */
 bool mq_svc_ready(struct mq_svc *svc);
 /* config.boot and BOOT has been applied here (as leader). */
 bool mq_svc_booted(const struct mq_svc *svc);

@@ -279,9 +279,9 @@ struct mq_consumer {
     uint64_t router;
     uint64_t conn;
     uint64_t channel;
-    /* The last CHECKOUT seq that delivered something (0: none since the
-     * last leader change): a CHECKOUT with this seq is a retry whose reply
-     * the edge lost, an older one a late copy. */
+    /* The last CHECKOUT seq that delivered something (0: none, or none
+     * since a LEADER_CHANGED): a CHECKOUT with this seq is a retry whose
+     * reply the edge lost, an older one a late copy. */
     uint64_t co_seq;
     /* Dispatch (dispatch()): the credit its edge last announced, by
      * CONSUME or CHECKOUT (max_messages, prefetch; credit 0: unknown, no
@@ -1720,6 +1720,7 @@ static void return_gone(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     auto_delete_sweep(sm, res);
 }
 
+/* The old era command (mq_sm.h): kept for the logs that hold it. */
 static void apply_leader_changed(struct mq_sm *sm, struct mq_sm_result *res)
 {
     struct mq_consumer *c = sm->c_first;
@@ -2032,6 +2033,8 @@ static void apply_one(struct mq_sm *sm, uint64_t now_ms,
         case MQ_SM_BOOT:
             apply_boot(sm, res);
             break;
+        case MQ_SM_ERA:
+            break; /* a marker: deliveries stay where they are (mq_sm.h) */
         case MQ_SM_MOVE_OUT:
             apply_move_out(sm, cmd, res);
             break;
@@ -2151,6 +2154,46 @@ int mq_sm_queue_stats(const struct mq_sm *sm, const char *vhost,
     out->gen = q->gen;
     out->move = (enum mq_sm_move_state)q->move;
     return 0;
+}
+
+static int cmp_router(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a;
+    uint64_t y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+void mq_sm_for_each_router(const struct mq_sm *sm,
+                           void (*fn)(void *data, uint64_t router),
+                           void *data)
+{
+    const struct mq_consumer *c;
+    const struct mq_queue *q;
+    uint64_t *ids;
+    size_t n = 0;
+    size_t i;
+
+    /* consumer records and exclusive queues (at most one router each),
+     * sorted so that each router is reported once */
+    ids = xmalloc((sm->consumers.count + sm->queues.count + 1) *
+                  sizeof(*ids));
+    for (c = sm->c_first; c != NULL; c = c->next) {
+        ids[n++] = c->router;
+    }
+    for (q = sm->q_first; q != NULL; q = q->next) {
+        if (q->exclusive) {
+            ids[n++] = q->owner_router;
+        }
+    }
+    INVARIANT(n <= sm->consumers.count + sm->queues.count);
+    qsort(ids, n, sizeof(*ids), cmp_router);
+    for (i = 0; i < n; i++) {
+        if (i == 0 || ids[i] != ids[i - 1]) {
+            fn(data, ids[i]);
+        }
+    }
+    free(ids);
 }
 
 uint64_t mq_sm_consumer_pending(const struct mq_sm *sm, uint64_t consumer)

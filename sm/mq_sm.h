@@ -160,7 +160,11 @@ enum mq_sm_cmd_type {
     MQ_SM_RETURN,      /* requeue: nack/reject requeue=1, recover, gone */
     MQ_SM_DROP,        /* reject/nack requeue=0: dead-letter or discard */
     MQ_SM_EXPIRE,      /* periodic tick: TTLs and x-expires of all queues */
-    MQ_SM_LEADER_CHANGED, /* return every checked-out message */
+    /* Written by leaders before MQ_SM_ERA existed: return every
+     * checked-out message (redelivered) and make every CHECKOUT seq new.
+     * Still applied as it always was, so an old log replays alike on
+     * every replica; no leader writes it any more. */
+    MQ_SM_LEADER_CHANGED,
     /* The whole broker restarted (standalone node start): every consumer
      * is gone, so unregister them all and return every checked-out message
      * (redelivered); delete every non-durable queue (RabbitMQ: they do not
@@ -176,6 +180,16 @@ enum mq_sm_cmd_type {
     /* The edge republished these outbox entries (tags: their outbox ids):
      * forget them. See "Dead letters" below. */
     MQ_SM_DL_SETTLE,
+    /* A new leader's era begins. Changes nothing: checkouts are
+     * replicated state, so every delivery stays with its consumer (and
+     * what is set aside stays set aside), and a CHECKOUT retried with the
+     * same seq still gets its deliveries. Only owners that are really
+     * gone give theirs back, by RETURN (the edge's for channels and
+     * connections, the leader's router lease for routers: see
+     * mq_sm_for_each_router()). A replica that does not know this type
+     * skips the entry, which is the same no-op (only its clock_ms waits
+     * for the next entry's stamp). */
+    MQ_SM_ERA,
     MQ_SM_CMD__COUNT
 };
 
@@ -262,14 +276,14 @@ struct mq_sm_queue_args {
  *             CHECKOUT's) and, with a prefetch, its unacked are below it.
  *             Dealing ends when this consumer can take no more. Messages
  *             set aside go back to ready, not redelivered, when their
- *             consumer cancels or goes (RETURN, leader change, move); by-tag
+ *             consumer cancels or goes (RETURN, BOOT, move); by-tag
  *             SETTLE/RETURN/DROP never touch them (the edge has not seen
  *             their tags). An unregistered consumer (basic.get) takes from
  *             the head
  *   SETTLE    who, tag + multiple, or tags      (scope is always TAG)
  *   RETURN    who, scope, tag + multiple, or tags (scope TAG)
  *   DROP      who, tag + multiple, or tags      (scope is always TAG)
- *   EXPIRE, LEADER_CHANGED, BOOT: nothing
+ *   EXPIRE, LEADER_CHANGED, BOOT, ERA: nothing
  *   DL_SETTLE tags (outbox ids; unknown ones ignored); count = removed
  *   MOVE_OUT, MOVE_IN_END, MOVE_DONE: vhost, queue
  *   MOVE_ABORT vhost, queue, place_gen (at the target: the move's gen; 0:
@@ -588,6 +602,14 @@ enum mq_sm_status mq_sm_export(const struct mq_sm *sm, const char *vhost,
                                size_t max_bytes, void *(*alloc)(size_t),
                                void **out, size_t *out_len,
                                uint64_t *next_cursor, bool *last);
+
+/* Call @fn once for each router that owns something here: a consumer
+ * record (registered, or holding checked-out or set-aside messages) or an
+ * exclusive queue; what a RETURN scope ROUTER of it would act on. In no
+ * particular order. Pure: reads @sm only; @fn must not change it. */
+void mq_sm_for_each_router(const struct mq_sm *sm,
+                           void (*fn)(void *data, uint64_t router),
+                           void *data);
 
 /* Messages set aside for @consumer by other consumers' CHECKOUTs, which
  * its next CHECKOUT gets (0: none, or no such consumer). */

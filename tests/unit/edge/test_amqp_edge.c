@@ -28,6 +28,7 @@
 
 #include "common/buf.h"
 #include "common/clock.h"
+#include "edge/amqp_edge.h"
 #include "tests/unit/lib/fake_broker.h"
 #include "proto/amqp_frame.h"
 #include "proto/amqp_method.h"
@@ -766,6 +767,23 @@ static void cl_consume_no_ack(struct client *c, const char *q)
     cl_expect_free(c, AMQP_BASIC_CONSUME_OK);
 }
 
+/* The body frame just read is @body. */
+static void cl_expect_body(struct client *c, const char *body)
+{
+    if (c->size != strlen(body) || memcmp(c->payload, body, c->size) != 0) {
+        fail_msg("got '%.*s', expected '%s'", (int)c->size,
+                 (const char *)c->payload, body);
+    }
+}
+
+/* The header and body frames of a delivery; the body must be @body. */
+static void cl_expect_content(struct client *c, const char *body)
+{
+    assert_true(cl_frame(c));
+    assert_true(cl_frame(c));
+    cl_expect_body(c, body);
+}
+
 /* A basic.deliver of a message whose body is @body. */
 static void cl_expect_delivery(struct client *c, const char *body)
 {
@@ -773,10 +791,18 @@ static void cl_expect_delivery(struct client *c, const char *body)
 
     cl_expect(c, AMQP_BASIC_DELIVER, &m);
     amqp_method_free(&m);
-    assert_true(cl_frame(c));
-    assert_true(cl_frame(c));
-    assert_int_equal(c->size, strlen(body));
-    assert_memory_equal(c->payload, body, strlen(body));
+    cl_expect_content(c, body);
+}
+
+/* The same, for a message that was returned (redelivered=true). */
+static void cl_expect_redelivery(struct client *c, const char *body)
+{
+    struct amqp_method m;
+
+    cl_expect(c, AMQP_BASIC_DELIVER, &m);
+    assert_true(m.basic_deliver.redelivered);
+    amqp_method_free(&m);
+    cl_expect_content(c, body);
 }
 
 /* A broker that is unavailable for a while (a leader election): the edge
@@ -925,15 +951,6 @@ static bool cl_get_maybe(struct client *c, const char *q)
     assert_true(cl_frame(c));
     assert_int_equal(c->type, AMQP_FRAME_BODY);
     return true;
-}
-
-/* The body frame just read is @body. */
-static void cl_expect_body(struct client *c, const char *body)
-{
-    if (c->size != strlen(body) || memcmp(c->payload, body, c->size) != 0) {
-        fail_msg("got '%.*s', expected '%s'", (int)c->size,
-                 (const char *)c->payload, body);
-    }
 }
 
 /* basic.get of @q with no-ack: the body of the message, which must be
@@ -1156,6 +1173,101 @@ static void test_dead_letter_republish_refused(void **state)
     cl_close(&c);
 }
 
+/* A consumer cancelled while its CHECKOUT's answer is lost (a leader lost
+ * with it, the CHECKOUT applied): what that CHECKOUT took sits with the
+ * channel, and no client will ever see it. A new leader no longer returns
+ * every delivery, so the edge asks again with the same seq for nothing new,
+ * learns what it delivered and gives that back: another consumer gets the
+ * message, redelivered. Before, it stayed out until the channel closed. */
+static void test_cancelled_consumer_lost_checkout(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    struct client k;
+    struct client w;
+    struct amqp_method m;
+
+    cl_handshake(&c, fx->port);
+    cl_declare(&c, "lc");
+    cl_handshake(&k, fx->port);
+    amqp_method_init(&m, AMQP_BASIC_CONSUME);
+    m.basic_consume.queue = amqp_cstr("lc");
+    m.basic_consume.consumer_tag = amqp_cstr("gone");
+    cl_method(&k, 1, &m);
+    cl_expect_free(&k, AMQP_BASIC_CONSUME_OK);
+    /* its CHECKOUT now waits in the broker; its answer will be lost */
+    fake_broker_lose_replies(fx->fb, MQ_SM_CHECKOUT, 1);
+    amqp_method_init(&m, AMQP_BASIC_CANCEL);
+    m.basic_cancel.consumer_tag = amqp_cstr("gone");
+    cl_method(&k, 1, &m);
+    cl_expect_free(&k, AMQP_BASIC_CANCEL_OK);
+    cl_publish(&c, "", "lc", "orphan", false);
+
+    cl_handshake(&w, fx->port);
+    cl_consume_no_ack(&w, "lc");
+    cl_expect_redelivery(&w, "orphan");
+    cl_close(&w);
+    cl_close(&k);
+    cl_close(&c);
+}
+
+/* A shard out for longer than the edge's calls are retried: an ack sent
+ * during the outage, and the RETURN of a connection that closed holding an
+ * unacked delivery, are still applied once it is back. The acking
+ * consumer (prefetch 1) gets the next message; another consumer gets the
+ * held one, redelivered. A new leader no longer returns every delivery,
+ * and this router's lease never runs out while it lives: before, the acked
+ * message kept its consumer's prefetch full and the held one stayed out,
+ * for good. */
+static void test_outage_outlasted(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+    struct client a;
+    struct client k;
+    struct amqp_method m;
+
+    cl_handshake(&c, fx->port);
+    cl_declare(&c, "ro");
+    cl_declare(&c, "ra");
+    cl_publish(&c, "", "ro", "held", false);
+    cl_publish(&c, "", "ra", "first", false);
+    cl_handshake(&k, fx->port);
+    amqp_method_init(&m, AMQP_BASIC_CONSUME);
+    m.basic_consume.queue = amqp_cstr("ro");
+    cl_method(&k, 1, &m);
+    cl_expect_free(&k, AMQP_BASIC_CONSUME_OK);
+    cl_expect_delivery(&k, "held"); /* never acked */
+    cl_handshake(&a, fx->port);
+    amqp_method_init(&m, AMQP_BASIC_QOS);
+    m.basic_qos.prefetch_count = 1;
+    cl_method(&a, 1, &m);
+    cl_expect_free(&a, AMQP_BASIC_QOS_OK);
+    amqp_method_init(&m, AMQP_BASIC_CONSUME);
+    m.basic_consume.queue = amqp_cstr("ra");
+    cl_method(&a, 1, &m);
+    cl_expect_free(&a, AMQP_BASIC_CONSUME_OK);
+    cl_expect_delivery(&a, "first");
+
+    fake_broker_set_unavailable(fx->fb, true);
+    amqp_method_init(&m, AMQP_BASIC_ACK);
+    m.basic_ack.delivery_tag = 1;
+    cl_method(&a, 1, &m);
+    cl_close(&k);
+    /* an outage longer than any retry window of the edge's calls */
+    usleep((EDGE_ENQUEUE_RETRY_MS + 1000) * 1000);
+    fake_broker_set_unavailable(fx->fb, false);
+
+    cl_publish(&c, "", "ra", "second", false);
+    cl_expect_delivery(&a, "second");
+    cl_handshake(&k, fx->port);
+    cl_consume_no_ack(&k, "ro");
+    cl_expect_redelivery(&k, "held");
+    cl_close(&k);
+    cl_close(&a);
+    cl_close(&c);
+}
+
 /* tx is refused clearly (540), not half done. */
 static void test_tx_not_implemented(void **state)
 {
@@ -1245,6 +1357,10 @@ int main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_acks_batched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_retried, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancelled_consumer_lost_checkout,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outage_outlasted, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_retry_while_unavailable, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_blocked_publishers, setup,

@@ -2,8 +2,9 @@
  * Unit tests of node/mq_svc over a real single-member rgroup on 127.0.0.1:
  * results from the leader's apply, NOT_LEADER before leadership, the era
  * command, long-poll CHECKOUT (wake on enqueue, timeout, round robin,
- * prefetch, queue deleted), the router lease, BOOT across a restart, one
- * era command per term (a failed one retried, none again after a
+ * prefetch, queue deleted), the router lease (seeded from the state when
+ * leading starts), deliveries kept across an era, BOOT across a restart,
+ * one era command per term (a failed one retried, none again after a
  * not-leader moment), and close with parked calls.
  */
 #include <setjmp.h>
@@ -171,6 +172,18 @@ static void checkout_init(struct op *o, const char *q, uint64_t consumer,
     o->call.cmd.who.consumer = consumer;
     o->call.cmd.max_messages = max;
     o->call.wait_ms = wait_ms;
+}
+
+/* Run CHECKOUT @o, which must deliver exactly one message: its tag. */
+static uint64_t checkout_one(struct fx *f, struct op *o)
+{
+    uint64_t tag;
+
+    assert_int_equal(run(f, o), OUTCOME_OK);
+    assert_int_equal(o->call.result.n_deliveries, 1);
+    tag = o->call.result.deliveries[0].tag;
+    mq_sm_result_clear(&o->call.result);
+    return tag;
 }
 
 /* ------------------------------------------------------------------ tests */
@@ -369,10 +382,7 @@ static void test_prefetch_and_settle(void **state)
     enqueue(f, "q", "b");
     checkout_init(&c, "q", 7, 1, 0);
     c.call.cmd.prefetch = 1;
-    assert_int_equal(run(f, &c), OUTCOME_OK);
-    assert_int_equal(c.call.result.n_deliveries, 1);
-    tag = c.call.result.deliveries[0].tag;
-    mq_sm_result_clear(&c.call.result);
+    tag = checkout_one(f, &c);
 
     /* ready > 0 but prefetch is full: proposed, empty, parked again */
     checkout_init(&w, "q", 7, 1, 5000);
@@ -446,9 +456,7 @@ static void test_router_lease(void **state)
     enqueue(f, "q", "a");
     checkout_init(&c, "q", 7, 1, 0);
     c.call.cmd.who.router = 5;
-    assert_int_equal(run(f, &c), OUTCOME_OK);
-    assert_int_equal(c.call.result.n_deliveries, 1);
-    mq_sm_result_clear(&c.call.result);
+    (void)checkout_one(f, &c);
 
     /* router 1 keeps its lease with EXPIRE ticks; router 5 is silent */
     for (i = 0; i < 6; i++) {
@@ -468,6 +476,80 @@ static void test_router_lease(void **state)
         mq_svc_status(f->svc, &st, false);
         assert_int_equal(st.lease_returns, 1);
     }
+}
+
+/* Send EXPIRE as router 1 every 100 ms (a live router's edge tick) until
+ * the lease of some other router ran out; false if none did in WAIT_MS. */
+static bool tick_until_lease_return(struct fx *f)
+{
+    struct lease_fx l = {f, 1};
+    struct op x;
+    unsigned i;
+
+    for (i = 0; i < WAIT_MS / 100; i++) {
+        op_init(&x, MQ_SM_EXPIRE, NULL);
+        assert_int_equal(run(f, &x), OUTCOME_OK);
+        mq_sm_result_clear(&x.call.result);
+        if (lease_returned(&l)) {
+            return true;
+        }
+        svc_env_run_for(&f->env, 100);
+    }
+    return false;
+}
+
+/* A new leader (here the same replica restarted: a new term) keeps the
+ * deliveries of routers that are alive: a CHECKOUT retried with its seq
+ * gets them again and their tags settle. A router that held deliveries
+ * and never shows up again (it died with the old leader) has no lease of
+ * its own making here: the era seeds one from the state, and its
+ * deliveries come back once it runs out. */
+static void test_era_keeps_deliveries_leases_seeded(void **state)
+{
+    struct fx *f = *state;
+    struct mq_svc_config cfg = {.lease_ms = 1000};
+    struct mq_svc_status st;
+    struct op a;
+    struct op b;
+    uint64_t tag;
+
+    start(f, &cfg);
+    assert_true(svc_env_run_until(&f->env, svc_ready, f->svc, WAIT_MS));
+    declare(f, "q", true); /* router 1 */
+    enqueue(f, "q", "a");
+    enqueue(f, "q", "b");
+    checkout_init(&a, "q", 7, 1, 0);
+    a.call.cmd.seq = 1;
+    tag = checkout_one(f, &a);
+    checkout_init(&b, "q", 8, 1, 0);
+    b.call.cmd.who.router = 5;
+    (void)checkout_one(f, &b);
+    stop(f);
+
+    start(f, &cfg);
+    assert_true(svc_env_run_until(&f->env, svc_ready, f->svc, WAIT_MS));
+    assert_int_equal(qstats(f, "q").unacked, 2);
+    assert_int_equal(qstats(f, "q").ready, 0);
+    /* router 1's edge retries the CHECKOUT whose answer it lost */
+    a.done = 0;
+    assert_int_equal(run(f, &a), OUTCOME_OK);
+    assert_int_equal(a.call.result.n_deliveries, 1);
+    assert_int_equal(a.call.result.deliveries[0].tag, tag);
+    assert_false(a.call.result.deliveries[0].redelivered);
+    mq_sm_result_clear(&a.call.result);
+
+    assert_true(tick_until_lease_return(f));
+    svc_env_run_for(&f->env, 100);
+    mq_svc_status(f->svc, &st, false);
+    assert_int_equal(st.lease_returns, 1);
+    assert_int_equal(qstats(f, "q").unacked, 1); /* router 1's */
+    assert_int_equal(qstats(f, "q").ready, 1);   /* router 5's, back */
+    op_init(&a, MQ_SM_SETTLE, NULL);
+    a.call.cmd.tag = tag;
+    assert_int_equal(run(f, &a), OUTCOME_OK);
+    assert_int_equal(a.call.result.count, 1);
+    mq_sm_result_clear(&a.call.result);
+    assert_int_equal(qstats(f, "q").unacked, 0);
 }
 
 struct boot_seen {
@@ -565,8 +647,8 @@ static bool svc_not_leading(void *arg)
 }
 
 /* Raft reporting not-leader for a moment within a term (a hand-off that
- * did not happen): leading again in that term is the same era, so the
- * delivery made before is not returned by a second LEADER_CHANGED. */
+ * did not happen): leading again in that term is the same era: no second
+ * era command. */
 static void test_leadership_flip_keeps_era(void **state)
 {
     struct fx *f = *state;
@@ -584,9 +666,7 @@ static void test_leadership_flip_keeps_era(void **state)
     declare(f, "q", true);
     enqueue(f, "q", "a");
     checkout_init(&o, "q", 7, 1, 0);
-    assert_int_equal(run(f, &o), OUTCOME_OK);
-    assert_int_equal(o.call.result.n_deliveries, 1);
-    mq_sm_result_clear(&o.call.result);
+    (void)checkout_one(f, &o);
 
     flip.hidden = true;
     assert_true(svc_env_run_until(&f->env, svc_not_leading, f->svc,
@@ -605,6 +685,37 @@ static void test_leadership_flip_keeps_era(void **state)
     assert_int_equal(st.eras, 1);
     assert_int_equal(qstats(f, "q").unacked, 1);
     assert_int_equal(qstats(f, "q").ready, 0);
+}
+
+/* Leading again within the term starts the leases again too (whoever was
+ * seen before the not-leader moment may have gone during it): a router
+ * that held a delivery and went silent still loses it one lease later. */
+static void test_leadership_flip_seeds_leases(void **state)
+{
+    struct fx *f = *state;
+    struct flip flip = {0};
+    struct mq_svc_config cfg = {.lease_ms = 1000,
+                                .test_leads = flip_leads,
+                                .test_data = &flip};
+    struct op o;
+
+    start(f, &cfg);
+    assert_true(svc_env_run_until(&f->env, svc_ready, f->svc, WAIT_MS));
+    declare(f, "q", true);
+    enqueue(f, "q", "a");
+    checkout_init(&o, "q", 8, 1, 0);
+    o.call.cmd.who.router = 5;
+    (void)checkout_one(f, &o);
+
+    flip.hidden = true;
+    assert_true(svc_env_run_until(&f->env, svc_not_leading, f->svc,
+                                  WAIT_MS));
+    flip.hidden = false;
+    assert_true(svc_env_run_until(&f->env, svc_ready, f->svc, WAIT_MS));
+    assert_true(tick_until_lease_return(f));
+    svc_env_run_for(&f->env, 100);
+    assert_int_equal(qstats(f, "q").unacked, 0);
+    assert_int_equal(qstats(f, "q").ready, 1);
 }
 
 static void test_close_with_waiters(void **state)
@@ -691,9 +802,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delete_wakes_404, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_router_lease, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_era_keeps_deliveries_leases_seeded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_boot_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_era_is_retried, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_leadership_flip_seeds_leases,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_leadership_flip_keeps_era,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_with_waiters, setup,

@@ -6,8 +6,9 @@
  * counts, messages set aside, deliveries with tags, ids, delivery counts,
  * redelivery marks and bodies, dead letters, removed queues) must be the
  * model's, every queue's counters, the shard's counters and what is set
- * aside for each consumer id (mq_sm_consumer_pending) must be the model's,
- * and the digests of all replicas must be equal.
+ * aside for each consumer id (mq_sm_consumer_pending) and the routers that
+ * own something (mq_sm_for_each_router) must be the model's, and the
+ * digests of all replicas must be equal.
  *
  * Replicas: three alike, and one that is, at random points, replaced by a
  * fresh machine started with another dedup window (mq_sm_config: the
@@ -28,10 +29,12 @@
  * RETURN/DROP by tag, by tag list and multiple (tag 0 too; set-aside
  * messages untouched), RETURN of a gone consumer, channel, connection and
  * router (exclusive queues go), auto-delete, x-expires, EXPIRE,
- * LEADER_CHANGED, BOOT; the dead-letter outbox (every dead letter kept
- * with an outbox id, EXPIRE handing out again those claimed at least
- * MQ_SM_DL_CLAIM_MS ago, DL_SETTLE of kept, settled and unknown ids); set-aside messages back to ready unmarked on
- * CANCEL, RETURN of their consumer, LEADER_CHANGED and BOOT. Two vhosts
+ * LEADER_CHANGED, BOOT, ERA (nothing changes: deliveries, set-aside
+ * messages and CHECKOUT seqs stay); the dead-letter outbox (every dead
+ * letter kept with an outbox id, EXPIRE handing out again those claimed
+ * at least MQ_SM_DL_CLAIM_MS ago, DL_SETTLE of kept, settled and unknown
+ * ids); set-aside messages back to ready unmarked on CANCEL, RETURN of
+ * their consumer, LEADER_CHANGED and BOOT. Two vhosts
  * with the same queue names. Left out: the MOVE_* commands and
  * mq_sm_export (queue moves, which also return set-aside messages;
  * test_mq_sm.c covers them), snapshots of older versions (consumers
@@ -1166,7 +1169,8 @@ static void gen_step(struct gen *g, const struct model *m, struct step *s)
         {MQ_SM_RETURN, 4, MQ_SM_SCOPE_CONNECTION},
         {MQ_SM_RETURN, 2, MQ_SM_SCOPE_ROUTER},
         {MQ_SM_EXPIRE, 40, 0},
-        {MQ_SM_LEADER_CHANGED, 8, 0},
+        {MQ_SM_LEADER_CHANGED, 3, 0},
+        {MQ_SM_ERA, 8, 0},
         {MQ_SM_BOOT, 3, 0},
         {MQ_SM_DL_SETTLE, 30, 0},
     };
@@ -1410,6 +1414,8 @@ static void m_apply(struct model *m, uint64_t now, const struct step *s,
         case MQ_SM_DL_SETTLE:
             m_dl_settle(m, cmd, a);
             break;
+        case MQ_SM_ERA:
+            break; /* a new leader changes nothing */
         default:
             fail();
     }
@@ -1506,6 +1512,34 @@ static void check_answer(const struct m_answer *a,
     }
 }
 
+static void note_router(void *data, uint64_t router)
+{
+    uint64_t *bits = data;
+
+    MODEL_CHECK(&where, router >= 1 && router <= 2 &&
+                            (*bits & (1u << router)) == 0,
+                "router %" PRIu64 " named twice or unknown", router);
+    *bits |= 1u << router;
+}
+
+/* The routers that own a consumer record or an exclusive queue, as bits. */
+static uint64_t model_routers(const struct model *m)
+{
+    uint64_t bits = 0;
+
+    for (int c = 0; c < N_CIDS; c++) {
+        if (m->c[c].exists) {
+            bits |= 1u << channel_who(cid_channel(c)).router;
+        }
+    }
+    for (int q = 0; q < N_QUEUES; q++) {
+        if (m->q[q].exists && m->q[q].exclusive) {
+            bits |= 1u << m->q[q].owner_router;
+        }
+    }
+    return bits;
+}
+
 static void check_state(struct mq_sm *const *r, const struct model *m)
 {
     uint64_t d0 = mq_sm_digest(r[0]);
@@ -1575,6 +1609,14 @@ static void check_state(struct mq_sm *const *r, const struct model *m)
                         "replica %d: consumer %" PRIu64 ": %" PRIu64
                         " set aside, model %" PRIu64,
                         i, cid_of(c), got, want);
+        }
+        {
+            uint64_t routers = 0;
+
+            mq_sm_for_each_router(r[i], note_router, &routers);
+            MODEL_CHECK(&where, routers == model_routers(m),
+                        "replica %d: routers 0x%" PRIx64 ", model 0x%" PRIx64,
+                        i, routers, model_routers(m));
         }
         MODEL_CHECK(&where, mq_sm_digest(r[i]) == d0,
                     "replica %d: digest differs from replica 0", i);

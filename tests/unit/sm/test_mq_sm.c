@@ -354,8 +354,9 @@ static size_t checkout_seq(struct mq_sm *sm, uint64_t seq, uint32_t max,
 /* A CHECKOUT carries the consumer's seq; a retry (same seq) whose reply the
  * edge lost gets the same deliveries again instead of new ones, and so does
  * a late copy of an older one, never new ones: no delivery exists that the
- * edge cannot know of. An empty one may be proposed again (the long poll) and a
- * leader change makes every seq new again. */
+ * edge cannot know of. An empty one may be proposed again (the long poll) and
+ * an old log's LEADER_CHANGED makes every seq new again (ERA does not:
+ * test_era_keeps_deliveries). */
 static void test_checkout_retry_replays(void **state)
 {
     struct mq_sm *sm = sm_make();
@@ -1291,6 +1292,155 @@ static void test_set_aside_returns(void **state)
         expect_order(sm, "q", 61, abcd, redel, 4);
         mq_sm_free(sm);
     }
+}
+
+/* ERA (a new leader's era) changes nothing at all: what was delivered
+ * stays with its consumer and settles by its tag, what was set aside
+ * stays set aside for its consumer, a basic.get delivery stays with its
+ * channel, and a CHECKOUT retried with its seq gets its deliveries again
+ * (the edge's answer may have been lost with the old leader). */
+static void test_era_keeps_deliveries(void **state)
+{
+    static const char *const abcd[] = {"a", "b", "c", "d"};
+    static const char *const rest[] = {"e"};
+    static const bool fresh[] = {false};
+    struct mq_sm *sm = sm_make();
+    struct mq_sm_result res;
+    struct mq_sm_cmd co;
+    struct mq_sm_cmd c;
+    uint64_t got[2];
+    uint64_t get_tag;
+    uint64_t digest;
+    int i;
+
+    (void)state;
+    declare(sm, "q");
+    consume_credit(sm, "q", 1, 1, 2, 0);
+    consume_credit(sm, "q", 2, 2, 64, 0);
+    for (i = 0; i < 4; i++) {
+        enqueue(sm, T0, "q", abcd[i]);
+    }
+    cmd_init(&co, MQ_SM_CHECKOUT, "q");
+    co.who = who_of(1, 1);
+    co.max_messages = 2;
+    co.seq = 1;
+    assert_int_equal(run(sm, T0, &co, &res), MQ_SM_OK);
+    assert_int_equal(res.n_deliveries, 2);
+    assert_int_equal(res.set_aside, 1);
+    got[0] = res.deliveries[0].tag;
+    got[1] = res.deliveries[1].tag;
+    mq_sm_result_clear(&res);
+    assert_int_equal(checkout(sm, T0, "q", 3, 70, 1, 0, &res), 1); /* get */
+    get_tag = res.deliveries[0].tag;
+    mq_sm_result_clear(&res);
+    enqueue(sm, T0, "q", "e");
+    digest = mq_sm_digest(sm);
+
+    cmd_init(&c, MQ_SM_ERA, NULL);
+    assert_int_equal(run(sm, T0, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.count, 0);
+    mq_sm_result_clear(&res);
+    assert_int_equal(mq_sm_digest(sm), digest);
+    assert_int_equal(qstats(sm, "q").unacked, 4);
+    assert_int_equal(qstats(sm, "q").ready, 1);
+    assert_int_equal(qstats(sm, "q").consumers, 2);
+    assert_int_equal(mq_sm_consumer_pending(sm, 2), 1);
+
+    /* the retry of CHECKOUT 1: the same two deliveries, nothing new */
+    assert_int_equal(run(sm, T0, &co, &res), MQ_SM_OK);
+    assert_int_equal(res.n_deliveries, 2);
+    assert_int_equal(res.deliveries[0].tag, got[0]);
+    assert_int_equal(res.deliveries[1].tag, got[1]);
+    assert_false(res.deliveries[0].redelivered);
+    mq_sm_result_clear(&res);
+    /* the old tags settle at the new leader */
+    assert_int_equal(by_tag(sm, MQ_SM_SETTLE, 1, got[0], false, NULL), 1);
+    assert_int_equal(by_tag(sm, MQ_SM_SETTLE, 1, got[1], false, NULL), 1);
+    assert_int_equal(by_tag(sm, MQ_SM_SETTLE, 3, get_tag, false, NULL), 1);
+    /* consumer 2 still gets its share first, a first delivery */
+    assert_int_equal(checkout(sm, T0, "q", 2, 2, 1, 0, &res), 1);
+    assert_false(res.deliveries[0].redelivered);
+    assert_int_equal(res.deliveries[0].delivery_count, 1);
+    mq_sm_result_clear(&res);
+    by_tag(sm, MQ_SM_SETTLE, 2, 0, true, NULL);
+    assert_int_equal(qstats(sm, "q").unacked, 0);
+    expect_order(sm, "q", 61, rest, fresh, 1);
+    mq_sm_free(sm);
+}
+
+struct routers_seen {
+    uint64_t ids[8];
+    size_t n;
+};
+
+static void router_seen(void *data, uint64_t router)
+{
+    struct routers_seen *r = data;
+
+    assert_true(r->n < 8);
+    r->ids[r->n++] = router;
+}
+
+static bool router_named(const struct routers_seen *r, uint64_t router)
+{
+    size_t i;
+    size_t n = 0;
+
+    for (i = 0; i < r->n; i++) {
+        n += r->ids[i] == router;
+    }
+    assert_true(n <= 1); /* once each */
+    return n == 1;
+}
+
+/* mq_sm_for_each_router names each router that owns something a RETURN
+ * scope ROUTER would act on, once: registered consumers, consumer records
+ * holding deliveries (basic.get) and exclusive queues; not a router whose
+ * consumer cancelled holding nothing, nor one returned. */
+static void test_for_each_router(void **state)
+{
+    struct mq_sm *sm = sm_make();
+    struct routers_seen seen = {{0}, 0};
+    struct mq_sm_result res;
+    struct mq_sm_cmd c;
+
+    (void)state;
+    declare(sm, "q");
+    enqueue(sm, T0, "q", "a");
+    consume(sm, "q", 1, 7);  /* router 1 */
+    consume(sm, "q", 2, 8);  /* router 1 again */
+    cmd_init(&c, MQ_SM_CHECKOUT, "q"); /* router 3: basic.get */
+    c.who = (struct mq_sm_who){3, 30, 1, 300};
+    c.max_messages = 1;
+    assert_int_equal(run(sm, T0, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.n_deliveries, 1);
+    mq_sm_result_clear(&res);
+    cmd_init(&c, MQ_SM_DECLARE, "excl"); /* router 4 */
+    c.who = (struct mq_sm_who){4, 40, 1, 0};
+    c.exclusive = true;
+    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    cmd_init(&c, MQ_SM_CONSUME, "q"); /* router 5 comes and goes */
+    c.who = (struct mq_sm_who){5, 50, 1, 500};
+    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    cmd_init(&c, MQ_SM_CANCEL, NULL);
+    c.who.consumer = 500;
+    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+
+    mq_sm_for_each_router(sm, router_seen, &seen);
+    assert_int_equal(seen.n, 3);
+    assert_true(router_named(&seen, 1));
+    assert_true(router_named(&seen, 3));
+    assert_true(router_named(&seen, 4));
+
+    cmd_init(&c, MQ_SM_RETURN, NULL);
+    c.scope = MQ_SM_SCOPE_ROUTER;
+    c.who.router = 3;
+    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    seen.n = 0;
+    mq_sm_for_each_router(sm, router_seen, &seen);
+    assert_int_equal(seen.n, 2);
+    assert_false(router_named(&seen, 3));
+    mq_sm_free(sm);
 }
 
 /* ------------------------------------------------ placement and queue moves */
@@ -2258,8 +2408,10 @@ static void random_cmd(uint64_t *rng, struct mq_sm_cmd *c, uint64_t *now,
         c->multiple = (r >> 48) % 2 == 0;
     } else if (kind < 94) {
         c->type = MQ_SM_EXPIRE;
-    } else if (kind < 96) {
+    } else if (kind < 95) {
         c->type = MQ_SM_LEADER_CHANGED;
+    } else if (kind < 96) {
+        c->type = MQ_SM_ERA;
     } else if (kind < 98) {
         c->type = MQ_SM_PURGE;
     } else {
@@ -3176,6 +3328,8 @@ int main(void)
         cmocka_unit_test(test_dead_letter_outbox_bounds),
         cmocka_unit_test(test_round_robin_dispatch),
         cmocka_unit_test(test_set_aside_returns),
+        cmocka_unit_test(test_era_keeps_deliveries),
+        cmocka_unit_test(test_for_each_router),
         cmocka_unit_test(test_dispatch_determinism),
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_place_gen),
