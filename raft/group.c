@@ -54,6 +54,7 @@
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/container_of.h"
+#include "common/invariant.h"
 #include "common/log.h"
 #include "common/mkdir_p.h"
 #include "common/random_id.h"
@@ -120,6 +121,13 @@ struct rgroup {
     unsigned n_inflight;
     struct rgroup_batch *done_head, *done_tail; /* callbacks to deliver */
 
+    /* for the invariants (rgroup_check) */
+    uint64_t submitted;   /* commands taken by rgroup_submit */
+    uint64_t ok_no;       /* submit_no of the last command called back 0 */
+    uint64_t claimed_seq; /* seq of our last batch the fsm applied */
+    uint64_t last_stamp;  /* stamp of our last batch */
+    uint64_t turns;       /* process() runs: paces the deep check */
+
     bool leading;        /* raft_state was LEADER at the last poll */
     bool ready;          /* leading and the epoch's barrier completed */
     bool barrier_needed; /* leading, barrier not issued yet */
@@ -157,6 +165,7 @@ static void update_idle(struct rgroup *g);
 
 static void push_done(struct rgroup *g, struct rgroup_batch *b, int status)
 {
+    INVARIANT(b->head != NULL && b->n > 0);
     b->status = status;
     b->prev = NULL;
     b->next = NULL;
@@ -188,6 +197,11 @@ static void deliver(struct rgroup *g)
             struct rgroup_cmd *next = c->next;
 
             c->next = NULL;
+            if (status == RGROUP_OK) {
+                /* group.h: applied in submission order */
+                INVARIANT(c->submit_no > g->ok_no);
+                g->ok_no = c->submit_no;
+            }
             c->cb(c, status);
             c = next;
         }
@@ -215,6 +229,8 @@ static void fail_queue(struct rgroup *g, int status)
 
 static void inflight_link(struct rgroup *g, struct rgroup_batch *b)
 {
+    INVARIANT(g->n_inflight < g->max_inflight);
+    INVARIANT(g->fl_tail == NULL || g->fl_tail->seq < b->seq);
     b->next = NULL;
     b->prev = g->fl_tail;
     if (g->fl_tail != NULL) {
@@ -228,6 +244,7 @@ static void inflight_link(struct rgroup *g, struct rgroup_batch *b)
 
 static void inflight_unlink(struct rgroup *g, struct rgroup_batch *b)
 {
+    INVARIANT(g->n_inflight > 0);
     if (b->prev != NULL) {
         b->prev->next = b->next;
     } else {
@@ -241,6 +258,79 @@ static void inflight_unlink(struct rgroup *g, struct rgroup_batch *b)
     b->prev = NULL;
     b->next = NULL;
     g->n_inflight--;
+}
+
+/* The counters agree with the lists' ends and stay within the admission
+ * bounds: O(1), checked after every submit and every turn. */
+static void check_counters(const struct rgroup *g)
+{
+    INVARIANT((g->q_head == NULL) == (g->q_tail == NULL));
+    INVARIANT((g->q_head == NULL) == (g->q_len == 0));
+    INVARIANT(g->q_tail == NULL || g->q_tail->next == NULL);
+    INVARIANT(g->q_len > 0 || (g->q_bytes == 0 && g->q_deadlines == 0));
+    INVARIANT(g->q_deadlines <= g->q_len);
+    /* rgroup_submit: an empty queue takes one command of any size */
+    INVARIANT(g->q_len <= g->max_queued_cmds);
+    INVARIANT(g->q_len <= 1 || g->q_bytes <= g->max_queued_bytes);
+    INVARIANT(g->n_inflight <= g->max_inflight);
+    INVARIANT((g->fl_head == NULL) == (g->n_inflight == 0));
+    INVARIANT((g->fl_head == NULL) == (g->fl_tail == NULL));
+    INVARIANT((g->done_head == NULL) == (g->done_tail == NULL));
+    INVARIANT(g->ok_no <= g->submitted && g->claimed_seq <= g->seq);
+}
+
+/* Walk @n commands from @c (no more: a cycle stops the walk); submit
+ * numbers rise along the list, each above @after. Returns the last. */
+static const struct rgroup_cmd *check_cmds(const struct rgroup_cmd *c,
+                                           size_t n, uint64_t *after)
+{
+    const struct rgroup_cmd *last = NULL;
+
+    for (; n > 0; n--) {
+        INVARIANT(c != NULL && c->cb != NULL);
+        INVARIANT(c->submit_no > *after);
+        *after = c->submit_no;
+        last = c;
+        c = c->next;
+    }
+    INVARIANT(c == NULL);
+    return last;
+}
+
+void rgroup_check(const struct rgroup *g)
+{
+    const struct rgroup_cmd *c, *last = NULL;
+    const struct rgroup_batch *b, *prev = NULL;
+    uint64_t no = 0;
+    size_t n = 0, bytes = 0, deadlines = 0;
+    unsigned inflight = 0;
+
+    check_counters(g);
+    /* in flight: proposed in order, each before anything still queued */
+    for (b = g->fl_head; b != NULL; prev = b, b = b->next) {
+        INVARIANT(++inflight <= g->n_inflight);
+        INVARIANT(b->prev == prev && b->g == g);
+        INVARIANT(prev == NULL || prev->seq < b->seq);
+        INVARIANT(b->seq > 0 && b->seq <= g->seq);
+        check_cmds(b->head, b->n, &no);
+    }
+    INVARIANT(prev == g->fl_tail && inflight == g->n_inflight);
+    for (c = g->q_head; c != NULL; last = c, c = c->next) {
+        INVARIANT(++n <= g->q_len);
+        INVARIANT(c->submit_no > no);
+        no = c->submit_no;
+        bytes += c->len;
+        deadlines += c->deadline_ms != 0;
+    }
+    INVARIANT(last == g->q_tail && n == g->q_len);
+    INVARIANT(bytes == g->q_bytes && deadlines == g->q_deadlines);
+    INVARIANT(no <= g->submitted);
+    for (b = g->done_head, prev = NULL; b != NULL; prev = b, b = b->next) {
+        uint64_t done_no = 0;
+
+        check_cmds(b->head, b->n, &done_no);
+    }
+    INVARIANT(prev == g->done_tail);
 }
 
 static bool flushable(const struct rgroup *g)
@@ -279,16 +369,15 @@ static struct rgroup_cmd *claim_cb(void *data,
     if (proposer != g->proposer) {
         return NULL;
     }
+    /* our batches reach the log in the order we numbered them, and an
+     * entry is applied once */
+    INVARIANT(seq > g->claimed_seq && seq <= g->seq);
+    g->claimed_seq = seq;
     for (b = g->fl_head; b != NULL; b = b->next) {
         if (b->seq != seq) {
             continue;
         }
-        if (b->applied || b->n != n_cmds) {
-            log_error("raft group %s: batch %" PRIu64 " applied twice or "
-                      "with %zu commands instead of %zu",
-                      g->name, seq, n_cmds, b->n);
-            return NULL;
-        }
+        INVARIANT(!b->applied && b->n == n_cmds);
         b->applied = true;
         return b->head;
     }
@@ -314,6 +403,8 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
 /* A command leaves the queue (proposed or dropped). */
 static void dequeued(struct rgroup *g, const struct rgroup_cmd *c)
 {
+    INVARIANT(g->q_len > 0 && g->q_bytes >= c->len);
+    INVARIANT(c->deadline_ms == 0 || g->q_deadlines > 0);
     g->q_len--;
     g->q_bytes -= c->len;
     if (c->deadline_ms != 0) {
@@ -377,6 +468,7 @@ static void flush(struct rgroup *g)
         struct rgroup_cmd *last;
         struct raft_buffer buf;
         size_t size = RFSM_BATCH_OVERHEAD + rfsm_cmd_size(g->q_head->len);
+        uint64_t stamp;
         int rv;
 
         /* rgroup_submit guarantees the first command fits alone */
@@ -399,12 +491,18 @@ static void flush(struct rgroup *g)
         last->next = NULL;
         b->seq = ++g->seq;
 
-        if (rfsm_encode(rgroup_clock_ms(g), g->proposer, b->seq, b->head, b->n,
-                        &buf) != 0) {
+        /* the replicated clock never goes back: not behind our own last
+         * batch nor behind any batch applied here */
+        stamp = rgroup_clock_ms(g);
+        INVARIANT(stamp >= g->last_stamp && stamp >= g->fsm.newest_stamp);
+        g->last_stamp = stamp;
+        if (rfsm_encode(stamp, g->proposer, b->seq, b->head, b->n, &buf) !=
+            0) {
             log_error("raft group %s: out of memory encoding a batch", g->name);
             push_done(g, b, RGROUP_EIO);
             continue;
         }
+        INVARIANT(buf.len <= size && size <= g->max_entry_bytes);
         /* linked first so the claim hook would find it even if raft applied
          * it synchronously */
         inflight_link(g, b);
@@ -542,6 +640,10 @@ static void process(struct rgroup *g)
         deliver(g);
     }
     update_idle(g);
+    check_counters(g);
+    if (deep_check_due(++g->turns, g->q_len + g->n_inflight)) {
+        rgroup_check(g);
+    }
 }
 
 static void prepare_cb(uv_prepare_t *h)
@@ -975,6 +1077,7 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
     g->fsm.claim = claim_cb;
     g->fsm.claim_data = g;
     g->fsm.stamp = &g->stamp;
+    g->fsm.raft = &g->raft;
 
     /* io->init: checks the directory, probes O_DIRECT/KAIO, loads metadata */
     g->io_close = g->io.close;
@@ -1119,6 +1222,8 @@ int rgroup_submit(struct rgroup *g, struct rgroup_cmd *cmd)
     if (cmd->deadline_ms != 0) {
         g->q_deadlines++;
     }
+    cmd->submit_no = ++g->submitted;
+    check_counters(g);
     update_idle(g);
     return RGROUP_OK;
 }

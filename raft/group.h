@@ -167,6 +167,15 @@ int rgroup_submit(struct rgroup *g, struct rgroup_cmd *cmd);
  * those agree with apply. */
 uint64_t rgroup_clock_ms(struct rgroup *g);
 
+/* Walk the queue, the batches in flight and the callbacks waiting, and abort
+ * on a broken invariant (common/invariant.h): the counters and the admission
+ * bounds agree with the lists, batches are in flight in proposal order,
+ * every command once, in submission order. O(commands waiting): the group
+ * runs it itself only in the sanitizer build (deep_check_due); cheap checks
+ * (the counters, the order of callbacks and of applied batches, the
+ * replicated clock, the entry size) run in every build. */
+void rgroup_check(const struct rgroup *g);
+
 /* Leader, and every entry of earlier terms applied (post-election barrier). */
 bool rgroup_is_leader(const struct rgroup *g);
 /* Known leader's id, 0 if none. */

@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -674,6 +676,81 @@ static void test_queue_bound(void **state)
     close_node(e, 0);
 }
 
+/* In a child (cmocka's handlers would go on running the suite there, and a
+ * core is not wanted): run @breaks, which must abort on a broken invariant. */
+static void assert_aborts(void (*breaks)(struct env *, struct op *),
+                          struct env *e, struct op *ops)
+{
+    pid_t pid;
+    int st;
+
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit no_core = {0, 0};
+
+        signal(SIGABRT, SIG_DFL);
+        signal(SIGSEGV, SIG_DFL);
+        setrlimit(RLIMIT_CORE, &no_core);
+        breaks(e, ops);
+        _exit(42); /* not caught */
+    }
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+}
+
+/* The caller's command list is the group's queue: a queued command whose
+ * link is cut leaves fewer commands than counted. */
+static void cut_queue(struct env *e, struct op *ops)
+{
+    ops[1].cmd.next = NULL;
+    rgroup_check(e->n[0].g);
+}
+
+/* A queued command whose length changed (its caller broke the contract)
+ * no longer adds up with the queued bytes: the next flush trips the
+ * counter check that every build makes. */
+static void grow_queued(struct env *e, struct op *ops)
+{
+    ops[0].cmd.len = 1u << 20;
+    uv_run(&e->loop, UV_RUN_NOWAIT);
+}
+
+/* The group's invariants hold in use and catch a broken queue: the walk
+ * (rgroup_check, run by the sanitizer build every few turns) and the
+ * counters (every build, every turn). */
+static void test_invariants(void **state)
+{
+    struct env *e = *state;
+    struct rgroup_config cfg;
+    struct ctx c = {.want = 3};
+    struct op *ops;
+    size_t i;
+
+    one_member(e, 14, &cfg);
+    start_ready(e, &cfg);
+    rgroup_check(e->n[0].g);
+
+    /* the loop does not run between submits: all three stay queued */
+    ops = ops_new(3, 1, &c);
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(rgroup_submit(e->n[0].g, &ops[i].cmd), 0);
+    }
+    rgroup_check(e->n[0].g); /* holds */
+    assert_aborts(cut_queue, e, ops);
+    assert_aborts(grow_queued, e, ops);
+
+    /* untouched here: the commands go through */
+    assert_true(run_until(e, ctx_done, &c, WAIT_MS));
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(ops[i].status, 0);
+    }
+    assert_false(c.order_broken);
+    rgroup_check(e->n[0].g);
+    free(ops);
+    close_node(e, 0);
+}
+
 /* Close with commands in flight and queued: each cb exactly once. */
 static void test_close_fails_pending(void **state)
 {
@@ -1288,6 +1365,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queued_deadline, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_queue_bound, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_invariants, setup, teardown),
         cmocka_unit_test_setup_teardown(test_three_members, setup, teardown),
         cmocka_unit_test_setup_teardown(test_members_by_host_name, setup,
                                         teardown),
