@@ -6,8 +6,9 @@
  *   rgroup_submit ──> queue (FIFO, cmd->next) ──flush──> batch ──raft_apply──>
  *                     (+ uv_idle while flushable)        (one RaftBatch entry,
  *                                                         in-flight list)
- *        | bound reached: RGROUP_EFULL        | deadline passed:
- *        v (max_queued_cmds/bytes)            v done list, RGROUP_EEXPIRED
+ *        | bound reached: RGROUP_EFULL        | deadline passed (expiry
+ *        v (max_queued_cmds/bytes)            v timer, or at a flush):
+ *                                               done list, RGROUP_EEXPIRED
  *   raft applies the entry on every replica ──> rfsm_apply
  * ──claim(proposer,seq)──> rgroup_fsm.apply(cmd_i, mine_i) for each command,
  * batch marked applied raft_apply cb ──> batch moved to the done list (status 0
@@ -117,6 +118,14 @@ struct rgroup {
     size_t q_len;
     size_t q_bytes;    /* payload bytes queued (admission bound) */
     size_t q_deadlines; /* queued commands that have a deadline */
+    /* Expires queued commands at their deadline, not only when a batch
+     * slot frees (entries that do not commit free none): their senders
+     * learn "not executed" while they still wait for an answer. Armed
+     * for expiry_at (clock_mono_ms), 0 = not armed; an earlier deadline
+     * than the one it is armed for re-arms it, a command leaving the
+     * queue does not (the timer then finds nothing yet and re-arms). */
+    uv_timer_t expiry;
+    uint64_t expiry_at;
     struct rgroup_batch *fl_head, *fl_tail; /* raft_apply in flight */
     unsigned n_inflight;
     struct rgroup_batch *done_head, *done_tail; /* callbacks to deliver */
@@ -160,6 +169,7 @@ struct rgroup {
 /* Lists and completion                                                     */
 
 static void idle_cb(uv_idle_t *h);
+static void expiry_cb(uv_timer_t *t);
 static void lose_leadership(struct rgroup *g);
 static void update_idle(struct rgroup *g);
 
@@ -412,6 +422,21 @@ static void dequeued(struct rgroup *g, const struct rgroup_cmd *c)
     }
 }
 
+/* Have the expiry timer fire by @deadline (clock_mono_ms). */
+static void arm_expiry(struct rgroup *g, uint64_t deadline)
+{
+    uint64_t now;
+
+    if (!g->handles_init || g->closing ||
+        (g->expiry_at != 0 && g->expiry_at <= deadline)) {
+        return;
+    }
+    now = clock_mono_ms();
+    g->expiry_at = deadline;
+    uv_timer_start(&g->expiry, expiry_cb, deadline > now ? deadline - now : 0,
+                   0);
+}
+
 /* Drop the queued commands whose deadline has passed: their senders gave
  * up, and a command proposed after its sender was told it failed could
  * apply behind the sender's back (docs/consistency.md, "Timed-out
@@ -423,6 +448,7 @@ static void drop_expired(struct rgroup *g)
     struct rgroup_cmd *c;
     struct rgroup_batch *b = NULL;
     struct rgroup_cmd **b_tail = NULL;
+    uint64_t next = 0; /* the earliest deadline still queued */
     uint64_t now;
 
     if (g->q_deadlines == 0) {
@@ -431,6 +457,9 @@ static void drop_expired(struct rgroup *g)
     now = clock_mono_ms();
     while ((c = *link) != NULL) {
         if (c->deadline_ms == 0 || c->deadline_ms > now) {
+            if (c->deadline_ms != 0 && (next == 0 || c->deadline_ms < next)) {
+                next = c->deadline_ms;
+            }
             prev = c;
             link = &c->next;
             continue;
@@ -454,6 +483,11 @@ static void drop_expired(struct rgroup *g)
         log_debug("raft group %s: %zu queued command(s) expired unproposed",
                   g->name, b->n);
         push_done(g, b, RGROUP_EEXPIRED);
+    }
+    INVARIANT((next != 0) == (g->q_deadlines > 0));
+    if (next != 0 && next != g->expiry_at) {
+        g->expiry_at = 0;
+        arm_expiry(g, next);
     }
 }
 
@@ -661,6 +695,18 @@ static void idle_cb(uv_idle_t *h)
     (void)h; /* only keeps uv_run from blocking; check_cb does the work */
 }
 
+/* Not inside raft code: the expired commands' callbacks run from the
+ * check handle, in this turn (push_done starts the idle handle). */
+static void expiry_cb(uv_timer_t *t)
+{
+    struct rgroup *g = t->data;
+
+    g->expiry_at = 0;
+    if (!g->closing) {
+        drop_expired(g);
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* Close                                                                    */
 
@@ -740,7 +786,8 @@ static void on_raft_closed(struct raft *r)
         finish(g);
         return;
     }
-    g->handles_open = 3;
+    g->handles_open = 4;
+    uv_close((uv_handle_t *)&g->expiry, handle_close_cb);
     uv_close((uv_handle_t *)&g->prepare, handle_close_cb);
     uv_close((uv_handle_t *)&g->check, handle_close_cb);
     uv_close((uv_handle_t *)&g->idle, handle_close_cb);
@@ -760,6 +807,7 @@ void rgroup_close(struct rgroup *g, rgroup_close_cb cb, void *data)
     g->close_data = data;
     if (g->handles_init) {
         uv_idle_stop(&g->idle);
+        uv_timer_stop(&g->expiry);
     }
     fail_queue(g, RGROUP_ECLOSING);
     /* fails in-flight applies (-> EUNKNOWN unless applied) synchronously */
@@ -1157,6 +1205,8 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
     uv_prepare_init(loop, &g->prepare);
     uv_check_init(loop, &g->check);
     uv_idle_init(loop, &g->idle);
+    uv_timer_init(loop, &g->expiry);
+    g->expiry.data = g;
     g->prepare.data = g;
     g->check.data = g;
     g->idle.data = g;
@@ -1223,6 +1273,9 @@ int rgroup_submit(struct rgroup *g, struct rgroup_cmd *cmd)
         g->q_deadlines++;
     }
     cmd->submit_no = ++g->submitted;
+    if (cmd->deadline_ms != 0) {
+        arm_expiry(g, cmd->deadline_ms);
+    }
     check_counters(g);
     update_idle(g);
     return RGROUP_OK;

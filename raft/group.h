@@ -45,9 +45,12 @@
  *   RGROUP_EIO         raft refused the batch (raft_apply error other than
  *                      not-leader) or out of memory: never proposed;
  *   RGROUP_EEXPIRED    its deadline (cmd->deadline_ms) passed while it was
- *                      queued: dropped before batching, never proposed.
- *                      Its callback may come before those of earlier
- *                      commands still in flight.
+ *                      queued: dropped before batching, never proposed,
+ *                      at its deadline (a timer: also while entries that
+ *                      do not commit keep every batch slot), so that its
+ *                      sender can still be told. Its callback may come
+ *                      before those of earlier commands still in flight
+ *                      or queued.
  *
  * Process requirement: raft's TCP transport writes to peers that may have
  * gone away; the process must ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)).
