@@ -359,9 +359,10 @@ static void end(struct leader_req *q,
     q->group->e->cfg.ops->done(q, how, err, resp);
 }
 
-/* The leader is busy (@resp): nothing was proposed, so every request may
- * be sent again, after a backoff that doubles with each BUSY answer it
- * got. No point waiting past the deadline: the caller gets the answer. */
+/* The leader is busy (@resp: BUSY, or EXPIRED after waiting in its queue):
+ * nothing was proposed, so every request may be sent again, after a
+ * backoff that doubles with each such answer it got. No point waiting past
+ * the deadline: the caller gets the answer. */
 static void retry_busy(struct leader_req *q, const Ringmq__RpcResponse *resp)
 {
     struct leader_engine *e = q->group->e;
@@ -463,6 +464,7 @@ static void on_reply(void *data, int status, const Ringmq__RpcResponse *resp)
             maybe_applied(q, 0, resp);
             return;
         case OUTCOME_BUSY:
+        case OUTCOME_EXPIRED: /* held in its queue past the budget */
             if (same) {
                 member_node(g, asked)->not_leader_until = 0; /* it leads */
             }

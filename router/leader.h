@@ -62,6 +62,11 @@
  *   would be due at or after the deadline the request ends at once,
  *   LEADER_ANSWERED with that answer, for the caller to report "busy":
  *     RPC_BUSY
+ *     RPC_EXPIRED        the request's budget (RpcRequest.budget_ms) ran
+ *                        out before the node executed it: it waited in the
+ *                        leader's queue (or unread) that long. Definite,
+ *                        and it comes before the attempt times out when
+ *                        the client's budget_margin_ms leaves room
  *
  *   maybe applied (the outcome is unknown) -> retried after the backoff only
  *   for requests started with may_retry_maybe_applied (idempotent ones: a

@@ -409,10 +409,12 @@ static void frame_request(struct rpc_client *c,
     Ringmq__RpcRequest budget = RINGMQ__RPC_REQUEST__INIT;
     uint8_t field[BUDGET_FIELD_MAX];
     uint64_t left = call->deadline - now;
+    uint64_t margin = c->cfg.budget_margin_ms;
     size_t n;
     int rv;
 
     assert(call->deadline > now);
+    left -= margin < left / 2 ? margin : left / 2;
     budget.budget_ms = left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
     assert(ringmq__rpc_request__get_packed_size(&budget) <= sizeof(field));
     n = ringmq__rpc_request__pack(&budget, field);

@@ -120,6 +120,9 @@ struct fx {
     unsigned unavail_reads; /* leader: RPC_UNAVAILABLE for so many reads */
     bool bad_request;       /* leader: RPC_BAD_REQUEST */
     unsigned busy_left;     /* leader: RPC_BUSY for so many requests */
+    /* leader: hold so many cache requests, as a queue that does not
+     * drain, and answer each RPC_EXPIRED when its budget runs out */
+    unsigned expire_left;
     bool wrong_epoch;       /* everyone: RPC_WRONG_EPOCH */
     /* leader of shard s: every key is refused WRONG_OWNER naming
      * moved_to[s] (NULL = off) */
@@ -155,6 +158,9 @@ struct fx {
     unsigned digests_asked; /* status polls that asked for digests */
     uint64_t busy_at[64];   /* clock_mono_ms() of the first BUSY answers */
     unsigned n_busy;
+    struct rpc_server_req *expiring[MAX_HELD]; /* held by expire_left */
+    unsigned n_expiring;
+    unsigned n_expired; /* answered RPC_EXPIRED */
 };
 
 static struct fx *F;
@@ -274,6 +280,13 @@ static void answer(struct fake *f,
         }
         F->n_busy++;
         reply_code(req, RINGMQ__RPC_CODE__RPC_BUSY);
+        return;
+    }
+    if (F->expire_left > 0) {
+        F->expire_left--;
+        assert_true(F->n_expiring < MAX_HELD);
+        assert_true(rpc_server_req_deadline(req) != 0);
+        F->expiring[F->n_expiring++] = req;
         return;
     }
     if (F->moving_left[s] > 0) {
@@ -568,6 +581,10 @@ static void release_held(void)
         reply_code(F->muted[i], RINGMQ__RPC_CODE__RPC_UNAVAILABLE);
     }
     F->n_muted = 0;
+    for (i = 0; i < F->n_expiring; i++) {
+        reply_code(F->expiring[i], RINGMQ__RPC_CODE__RPC_EXPIRED);
+    }
+    F->n_expiring = 0;
 }
 
 static void close_fake(struct fake *f)
@@ -580,9 +597,25 @@ static void close_fake(struct fake *f)
 
 /* ---- fixture ---------------------------------------------------------- */
 
+/* Answer the held requests whose budget ran out RPC_EXPIRED, as a node
+ * whose group expires queued commands at their deadline. */
 static void on_tick(uv_timer_t *t)
 {
+    uint64_t now = clock_mono_ms();
+    unsigned i = 0;
+
     (void)t;
+    while (i < F->n_expiring) {
+        struct rpc_server_req *req = F->expiring[i];
+
+        if (rpc_server_req_deadline(req) > now) {
+            i++;
+            continue;
+        }
+        F->expiring[i] = F->expiring[--F->n_expiring];
+        F->n_expired++;
+        reply_code(req, RINGMQ__RPC_CODE__RPC_EXPIRED);
+    }
 }
 
 /* Append shard @name of @weight to @map, members 1..3 = the three fakes. */
@@ -1286,6 +1319,56 @@ static void test_busy_retried_with_backoff(void **state)
     assert_int_equal(do_op(CACHE_OP_GET, key, NULL, &t), CACHE_HIT);
     cache_result_clear(&t.call.result);
     assert_int_equal(F->n_busy, 6);
+}
+
+/* Cache requests the fakes other than the leader (fake 0) received. */
+static unsigned asked_elsewhere(void)
+{
+    return F->fakes[1].cache_reqs + F->fakes[2].cache_reqs;
+}
+
+/* A write the leader held in its queue until the budget it was told ran
+ * out is answered EXPIRED ("not executed") before the router's attempt
+ * times out, so the router stays with the leader and retries it as BUSY,
+ * and the write is stored once. */
+static void test_expired_retried_as_busy(void **state)
+{
+    struct tcall t;
+    char key[32];
+
+    (void)state;
+    start_backend_attempts(5000, 400);
+    key_of_shard(0, key, sizeof(key));
+    F->expire_left = 2;
+    assert_int_equal(do_op(CACHE_OP_SET, key, "v1", &t), CACHE_STORED);
+    assert_int_equal(F->n_expired, 2);
+    assert_int_equal(asked_elsewhere(), 0); /* no attempt timed out */
+    assert_int_equal(F->fakes[0].per_shard[0], 1);
+    assert_int_equal(F->n_items[0], 1);
+}
+
+/* A leader that holds every write past its budget: the op ends BUSY
+ * ("out of memory": never executed) by its deadline, and no attempt timed
+ * out (which would leave its outcome unknown). */
+static void test_expired_until_deadline(void **state)
+{
+    struct tcall t;
+    char key[32];
+    uint64_t t0, took;
+
+    (void)state;
+    start_backend_attempts(1000, 400);
+    key_of_shard(1, key, sizeof(key));
+    F->expire_left = UINT32_MAX;
+    t0 = clock_mono_ms();
+    assert_int_equal(do_op_outcome(CACHE_OP_SET, key, "v", &t), OUTCOME_BUSY);
+    took = t.done_ms - t0;
+    print_message("EXPIRED until %llu ms, %u answers\n",
+                  (unsigned long long)took, F->n_expired);
+    assert_true(took < 1000 + 50);
+    assert_true(F->n_expired >= 2);
+    assert_int_equal(asked_elsewhere(), 0);
+    assert_int_equal(F->n_items[1], 0);
 }
 
 /* A leader that stays busy: the op ends BUSY (never executed) by its
@@ -2233,6 +2316,10 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_retried_with_backoff, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_expired_retried_as_busy, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_expired_until_deadline, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_busy_until_deadline, setup,
                                         teardown),

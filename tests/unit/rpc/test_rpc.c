@@ -976,6 +976,71 @@ static void test_timed_out_call_not_sent_after_connect(void **state)
     close(l.fd);
 }
 
+/* Runs the loop until @fd is readable (the client wrote), within 10 s. */
+static void run_until_readable(struct fx *fx, int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    unsigned waited = 0;
+
+    while (poll(&p, 1, 0) == 0) {
+        assert_true(waited < 10000);
+        run_for(fx, 10);
+        waited += 10;
+    }
+}
+
+/* With budget_margin_ms, a request tells the node less time than its call
+ * has left, so that the node's "expired, not executed" answer comes while
+ * the call still waits; never more than half of it. */
+static void test_budget_margin(void **state)
+{
+    struct fx *fx = *state;
+    struct full_listener l;
+    struct rpc_client_config cc = {0};
+    struct rpc_client *c;
+    struct result r1 = {0}, r2 = {0};
+    Ringmq__RpcRequest req;
+    Ringmq__RpcRequest *got;
+    Ringmq__CacheOp op;
+    char addr[64];
+    char err[256];
+    bool closed = false;
+    int conn;
+
+    full_listener_open(&l);
+    close(accept(l.fd, NULL, NULL)); /* room for the client */
+    close(l.filler);
+    rpc_client_close(fx->client, on_closed_flag, &closed);
+    run_until(fx, &closed, 2000);
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", l.port);
+    cc.address = addr;
+    cc.budget_margin_ms = 300;
+    fx->client = c = rpc_client_new(&fx->loop, &cc, err, sizeof(err));
+    assert_non_null(c);
+    /* one request at a time: read_request takes the first frame only */
+    init_cache_req(&req, &op, 1, "long", 4);
+    assert_int_equal(rpc_client_call(c, &req, 20000, on_result, &r1, NULL), 0);
+    conn = accept_running(fx, l.fd, 10000);
+    run_until_readable(fx, conn);
+    got = read_request(conn);
+    assert_int_equal(got->cache->delta, 1);
+    assert_true(got->budget_ms > 0 && got->budget_ms <= 20000 - 300);
+    ringmq__rpc_request__free_unpacked(got, NULL);
+    init_cache_req(&req, &op, 2, "short", 5);
+    assert_int_equal(rpc_client_call(c, &req, 400, on_result, &r2, NULL), 0);
+    run_until_readable(fx, conn);
+    got = read_request(conn);
+    assert_int_equal(got->cache->delta, 2);
+    assert_true(got->budget_ms > 0 && got->budget_ms <= 200);
+    ringmq__rpc_request__free_unpacked(got, NULL);
+    closed = false;
+    fx->client = NULL;
+    rpc_client_close(c, on_closed_flag, &closed);
+    run_until(fx, &closed, 2000);
+    close(conn);
+    close(l.fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -991,6 +1056,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reply_after_client_gone, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_budget_margin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_calls_from_callbacks, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_hostname_and_bad_address, setup,
