@@ -1347,51 +1347,49 @@ static void test_expired_retried_as_busy(void **state)
     assert_int_equal(F->n_items[0], 1);
 }
 
-/* A leader that holds every write past its budget: the op ends BUSY
- * ("out of memory": never executed) by its deadline, and no attempt timed
- * out (which would leave its outcome unknown). */
-static void test_expired_until_deadline(void **state)
+/* A write on a leader that answers every attempt with @*refused_left
+ * set (BUSY, or EXPIRED after its budget) ends BUSY ("out of memory":
+ * never executed) by its deadline of @deadline_ms, not after it, retried
+ * at least @min_answers times at the leader and never elsewhere (an
+ * attempt that timed out would have left its outcome unknown). */
+static void busy_until_deadline(unsigned *refused_left,
+                                const unsigned *answers,
+                                unsigned min_answers,
+                                unsigned deadline_ms)
 {
     struct tcall t;
     char key[32];
     uint64_t t0, took;
 
-    (void)state;
-    start_backend_attempts(1000, 400);
     key_of_shard(1, key, sizeof(key));
-    F->expire_left = UINT32_MAX;
+    *refused_left = UINT32_MAX;
     t0 = clock_mono_ms();
     assert_int_equal(do_op_outcome(CACHE_OP_SET, key, "v", &t), OUTCOME_BUSY);
     took = t.done_ms - t0;
-    print_message("EXPIRED until %llu ms, %u answers\n",
-                  (unsigned long long)took, F->n_expired);
-    assert_true(took < 1000 + 50);
-    assert_true(F->n_expired >= 2);
+    print_message("refused until %llu ms, %u answers\n",
+                  (unsigned long long)took, *answers);
+    assert_true(took < deadline_ms + 50);
+    assert_true(*answers >= min_answers);
     assert_int_equal(asked_elsewhere(), 0);
     assert_int_equal(F->n_items[1], 0);
 }
 
-/* A leader that stays busy: the op ends BUSY (never executed) by its
- * deadline, not after it, having been retried meanwhile. */
+/* A leader that holds every write past its budget: attempts of 400 ms
+ * are answered EXPIRED at 300 ms, so a second one fits a 1 s deadline. */
+static void test_expired_until_deadline(void **state)
+{
+    (void)state;
+    start_backend_attempts(1000, 400);
+    busy_until_deadline(&F->expire_left, &F->n_expired, 2, 1000);
+}
+
+/* A leader that stays busy: waits of at least 15, 30, 60 ms then one of
+ * 120..240 ms may not fit a 400 ms deadline. */
 static void test_busy_until_deadline(void **state)
 {
-    struct tcall t;
-    char key[32];
-    uint64_t t0, took;
-
     (void)state;
     start_backend(400);
-    key_of_shard(1, key, sizeof(key));
-    F->busy_left = UINT32_MAX;
-    t0 = clock_mono_ms();
-    assert_int_equal(do_op_outcome(CACHE_OP_SET, key, "v", &t), OUTCOME_BUSY);
-    took = t.done_ms - t0;
-    print_message("BUSY until %llu ms, %u attempts\n",
-                  (unsigned long long)took, F->n_busy);
-    assert_true(took < 400 + 50);
-    /* waits of at least 15, 30, 60 ms then one of 120..240 ms may not fit */
-    assert_true(F->n_busy >= 3);
-    assert_int_equal(F->n_items[1], 0);
+    busy_until_deadline(&F->busy_left, &F->n_busy, 3, 400);
 }
 
 static void test_wrong_epoch_and_bad_request(void **state)

@@ -917,6 +917,34 @@ static Ringmq__RpcRequest *read_request(int fd)
         fd, &ringmq__rpc_request__descriptor, readable_soon, &fd);
 }
 
+/* Replace the fixture's client (teardown closes it) by one to 127.0.0.1:
+ * @port configured as @cc (its address set here). */
+static struct rpc_client *client_to(struct fx *fx, int port,
+                                    struct rpc_client_config *cc)
+{
+    char addr[64];
+    char err[256];
+    bool closed = false;
+
+    rpc_client_close(fx->client, on_closed_flag, &closed);
+    run_until(fx, &closed, 2000);
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    cc->address = addr;
+    fx->client = rpc_client_new(&fx->loop, cc, err, sizeof(err));
+    assert_non_null(fx->client);
+    return fx->client;
+}
+
+/* Close @c, the fixture's client, now: its calls complete. */
+static void close_client(struct fx *fx, struct rpc_client *c)
+{
+    bool closed = false;
+
+    fx->client = NULL;
+    rpc_client_close(c, on_closed_flag, &closed);
+    run_until(fx, &closed, 2000);
+}
+
 /*
  * A call that timed out while the connect was pending was reported failed:
  * when the connection comes up, its request must not go out, or the node
@@ -933,21 +961,12 @@ static void test_timed_out_call_not_sent_after_connect(void **state)
     Ringmq__RpcRequest req;
     Ringmq__RpcRequest *got;
     Ringmq__CacheOp op;
-    char addr[64];
-    char err[256];
     uint64_t id2;
-    bool closed = false;
     int conn;
 
     full_listener_open(&l);
-    rpc_client_close(fx->client, on_closed_flag, &closed);
-    run_until(fx, &closed, 2000);
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", l.port);
-    cc.address = addr;
     cc.connect_timeout_ms = 30000;
-    /* the fixture's client, so that teardown closes it */
-    fx->client = c = rpc_client_new(&fx->loop, &cc, err, sizeof(err));
-    assert_non_null(c);
+    c = client_to(fx, l.port, &cc);
     init_cache_req(&req, &op, 1, "first", 5);
     assert_int_equal(rpc_client_call(c, &req, 100, on_result, &r1, NULL), 0);
     run_until(fx, &r1.done, 5000);
@@ -966,10 +985,7 @@ static void test_timed_out_call_not_sent_after_connect(void **state)
     assert_true(got->budget_ms > 0 && got->budget_ms <= 30000);
     ringmq__rpc_request__free_unpacked(got, NULL);
     assert_false(r2.done);
-    closed = false;
-    fx->client = NULL;
-    rpc_client_close(c, on_closed_flag, &closed);
-    run_until(fx, &closed, 2000);
+    close_client(fx, c);
     assert_int_equal(r2.status, UV_ECANCELED);
     assert_int_equal(r1.calls, 1);
     close(conn);
@@ -1002,21 +1018,13 @@ static void test_budget_margin(void **state)
     Ringmq__RpcRequest req;
     Ringmq__RpcRequest *got;
     Ringmq__CacheOp op;
-    char addr[64];
-    char err[256];
-    bool closed = false;
     int conn;
 
     full_listener_open(&l);
     close(accept(l.fd, NULL, NULL)); /* room for the client */
     close(l.filler);
-    rpc_client_close(fx->client, on_closed_flag, &closed);
-    run_until(fx, &closed, 2000);
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", l.port);
-    cc.address = addr;
     cc.budget_margin_ms = 300;
-    fx->client = c = rpc_client_new(&fx->loop, &cc, err, sizeof(err));
-    assert_non_null(c);
+    c = client_to(fx, l.port, &cc);
     /* one request at a time: read_request takes the first frame only */
     init_cache_req(&req, &op, 1, "long", 4);
     assert_int_equal(rpc_client_call(c, &req, 20000, on_result, &r1, NULL), 0);
@@ -1033,10 +1041,7 @@ static void test_budget_margin(void **state)
     assert_int_equal(got->cache->delta, 2);
     assert_true(got->budget_ms > 0 && got->budget_ms <= 200);
     ringmq__rpc_request__free_unpacked(got, NULL);
-    closed = false;
-    fx->client = NULL;
-    rpc_client_close(c, on_closed_flag, &closed);
-    run_until(fx, &closed, 2000);
+    close_client(fx, c);
     close(conn);
     close(l.fd);
 }
