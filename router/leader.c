@@ -464,10 +464,14 @@ static void on_reply(void *data, int status, const Ringmq__RpcResponse *resp)
             maybe_applied(q, 0, resp);
             return;
         case OUTCOME_BUSY:
-        case OUTCOME_EXPIRED: /* held in its queue past the budget */
             if (same) {
                 member_node(g, asked)->not_leader_until = 0; /* it leads */
             }
+            retry_busy(q, resp);
+            return;
+        case OUTCOME_EXPIRED:
+            /* held in its queue past the budget (or unread: then it may
+             * not even lead), never executed */
             retry_busy(q, resp);
             return;
         default:
