@@ -801,8 +801,15 @@ struct backend *backend_new(uv_loop_t *loop,
     /* A node holds a write in its queue for the budget it is told, then
      * answers EXPIRED ("not executed"): that answer must come back before
      * the attempt times out, or the write's outcome is unknown and its
-     * client cannot be told "out of memory" (docs/consistency.md). */
-    lc.client.budget_margin_ms = b->cfg.attempt_timeout_ms / 4;
+     * client cannot be told "out of memory" (docs/consistency.md). Half:
+     * a leader expiring its whole queue at once answers thousands of
+     * requests in one burst, and the last of them must still be in time
+     * (a quarter was too little under ASan). */
+    lc.client.budget_margin_ms = b->cfg.attempt_timeout_ms / 2;
+    /* and the last attempt of a refused write has half an attempt at
+     * least: a leader expiring its queue in bursts, under load, answers
+     * late, and a last attempt that times out ends "unavailable" */
+    lc.busy_answer_min_ms = b->cfg.attempt_timeout_ms / 2;
     b->engine = leader_engine_new(loop, &lc);
     /* The first map, whatever its epoch (0 included). */
     if (apply_map(b, cfg->map, errmsg, errlen) != 0) {

@@ -79,9 +79,9 @@ struct backend_config {
     unsigned request_timeout_ms;
     /* Longest single RPC attempt (an op that times out is retried
      * elsewhere while budget remains; a write with its request id). The
-     * node is told a quarter less (rpc_client budget_margin_ms): an op
-     * its leader holds queued that long is answered EXPIRED, "not
-     * executed", while the attempt still waits, and retried as BUSY. */
+     * node is told half of it (rpc_client budget_margin_ms): an op its
+     * leader holds queued that long is answered EXPIRED, "not executed",
+     * while the attempt still waits, and retried as BUSY. */
     unsigned attempt_timeout_ms;
     /* Wait before retrying when no leader is known or the shard answered
      * "unavailable". */

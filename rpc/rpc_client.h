@@ -10,7 +10,9 @@
  * - Many calls in flight: the client assigns request ids and matches replies
  *   in any order. Requests produced in the same loop turn are coalesced into
  *   one write.
- * - Per-call timeouts, checked by one timer armed at the earliest deadline.
+ * - Per-call timeouts, checked by one timer armed at the earliest deadline,
+ *   after the loop turn's reads: a reply that arrived while the loop was
+ *   held up past the deadline still completes its call.
  *   Each request carries the time its call has left when it is handed to
  *   the socket (RpcRequest.budget_ms), less budget_margin_ms: the node
  *   does not start a request whose time is up. A call that completes before its request was handed

@@ -17,8 +17,8 @@ back `SERVER_ERROR out of memory` after the router's retries with backoff.
 After SIGCONT, the keys refused that way are absent.
 
 The router's attempts keep their default (1 s): a write the leader holds
-in its queue until the budget the router gave it (three quarters of the
-attempt) runs out is answered "expired, not executed" before the attempt
+in its queue until the budget the router gave it (half of the attempt)
+runs out is answered "expired, not executed" before the attempt
 times out, so the router retries it as a refusal and its client can still
 get the definite answer (docs/consistency.md, "Admission control").
 """

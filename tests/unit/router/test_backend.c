@@ -123,6 +123,8 @@ struct fx {
     /* leader: hold so many cache requests, as a queue that does not
      * drain, and answer each RPC_EXPIRED when its budget runs out */
     unsigned expire_left;
+    /* leader: leave so many cache requests unanswered (held) */
+    unsigned hold_left;
     bool wrong_epoch;       /* everyone: RPC_WRONG_EPOCH */
     /* leader of shard s: every key is refused WRONG_OWNER naming
      * moved_to[s] (NULL = off) */
@@ -271,6 +273,15 @@ static void answer(struct fake *f,
     }
     if (F->bad_request) {
         reply_code(req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST);
+        return;
+    }
+    if (F->hold_left > 0) {
+        F->hold_left--;
+        assert_true(F->n_held < MAX_HELD);
+        F->held[F->n_held].f = f;
+        F->held[F->n_held].req = req;
+        F->held[F->n_held].msg = msg;
+        F->n_held++;
         return;
     }
     if (F->busy_left > 0) {
@@ -1347,6 +1358,56 @@ static void test_expired_retried_as_busy(void **state)
     assert_int_equal(F->n_items[0], 1);
 }
 
+/* An attempt that times out at a leader that answered other requests
+ * since it was sent does not move the router off it: the leader is alive,
+ * it only held that request (in a long queue, say). The write's retry
+ * goes to it again, with its request id, and is stored. */
+static void test_timeout_keeps_a_live_leader(void **state)
+{
+    struct tcall a, b;
+    char key[32];
+
+    (void)state;
+    start_backend_attempts(5000, 300);
+    key_of_shard(0, key, sizeof(key));
+    F->hold_left = 1;
+    completed = 0;
+    prep(&a, CACHE_OP_SET, key, "v1");
+    backend_submit(F->b, &a.call);
+    while (F->n_held < 1) {
+        uv_run(&F->loop, UV_RUN_ONCE);
+    }
+    /* answered while the first attempt waits: the leader is alive */
+    assert_int_equal(do_op(CACHE_OP_GET, key, NULL, &b), CACHE_NOT_FOUND);
+    completed = 0;
+    run_until_completed(1, 5000);
+    assert_int_equal(a.call.outcome, OUTCOME_OK);
+    assert_int_equal(a.call.result.status, CACHE_STORED);
+    assert_int_equal(asked_elsewhere(), 0);
+    assert_int_equal(F->n_items[0], 1);
+}
+
+/* A write whose first attempt timed out (its outcome unknown: the leader
+ * may have proposed it) and whose later attempts were refused BUSY until
+ * the deadline ends UNAVAILABLE, not BUSY: "out of memory" would tell its
+ * client it never ran. */
+static void test_busy_after_unknown_is_unavailable(void **state)
+{
+    struct tcall t;
+    char key[32];
+
+    (void)state;
+    start_backend_attempts(1500, 300);
+    key_of_shard(0, key, sizeof(key));
+    F->hold_left = 1;
+    F->busy_left = UINT32_MAX;
+    assert_int_equal(do_op_outcome(CACHE_OP_SET, key, "v", &t),
+                     OUTCOME_UNAVAILABLE);
+    assert_int_equal(F->n_held, 1);
+    assert_true(F->n_busy >= 1);
+    assert_int_equal(F->n_items[0], 0);
+}
+
 /* A write on a leader that answers every attempt with @*refused_left
  * set (BUSY, or EXPIRED after its budget) ends BUSY ("out of memory":
  * never executed) by its deadline of @deadline_ms, not after it, retried
@@ -1375,7 +1436,8 @@ static void busy_until_deadline(unsigned *refused_left,
 }
 
 /* A leader that holds every write past its budget: attempts of 400 ms
- * are answered EXPIRED at 300 ms, so a second one fits a 1 s deadline. */
+ * are answered EXPIRED at 200 ms (half), so more than one fits a 1 s
+ * deadline. */
 static void test_expired_until_deadline(void **state)
 {
     (void)state;
@@ -1384,11 +1446,12 @@ static void test_expired_until_deadline(void **state)
 }
 
 /* A leader that stays busy: waits of at least 15, 30, 60 ms then one of
- * 120..240 ms may not fit a 400 ms deadline. */
+ * 120..240 ms may not fit a 400 ms deadline (attempts of 200 ms: the
+ * last one needs 100 ms left). */
 static void test_busy_until_deadline(void **state)
 {
     (void)state;
-    start_backend(400);
+    start_backend_attempts(400, 200);
     busy_until_deadline(&F->busy_left, &F->n_busy, 3, 400);
 }
 
@@ -2315,6 +2378,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_retried_with_backoff, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_timeout_keeps_a_live_leader,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_busy_after_unknown_is_unavailable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired_retried_as_busy, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_expired_until_deadline, setup,

@@ -1046,6 +1046,51 @@ static void test_budget_margin(void **state)
     close(l.fd);
 }
 
+/* A reply that arrived while the loop was held up past its call's deadline
+ * (a burst of work, the process descheduled) completes the call: the
+ * timeout is judged once the loop has read what the socket holds. */
+static void test_reply_beats_late_timer(void **state)
+{
+    struct fx *fx = *state;
+    struct full_listener l;
+    struct rpc_client_config cc = {0};
+    struct rpc_client *c;
+    struct result r = {0};
+    Ringmq__RpcRequest req;
+    Ringmq__RpcRequest *got;
+    Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
+    Ringmq__CacheResult cache = RINGMQ__CACHE_RESULT__INIT;
+    Ringmq__CacheOp op;
+    struct buf out;
+    int conn;
+
+    full_listener_open(&l);
+    close(accept(l.fd, NULL, NULL)); /* room for the client */
+    close(l.filler);
+    c = client_to(fx, l.port, &cc);
+    init_cache_req(&req, &op, 1, "k", 1);
+    assert_int_equal(rpc_client_call(c, &req, 300, on_result, &r, NULL), 0);
+    conn = accept_running(fx, l.fd, 10000);
+    run_until_readable(fx, conn);
+    got = read_request(conn);
+    resp.id = got->id;
+    resp.code = RINGMQ__RPC_CODE__RPC_OK;
+    resp.body_case = RINGMQ__RPC_RESPONSE__BODY_CACHE;
+    resp.cache = &cache;
+    ringmq__rpc_request__free_unpacked(got, NULL);
+    buf_init(&out);
+    assert_int_equal(rpc_frame_encode_response(&out, &resp, 0, 0), 0);
+    assert_int_equal(write(conn, out.data, out.len), (ssize_t)out.len);
+    buf_free(&out);
+    usleep(400 * 1000); /* the loop is held up past the deadline */
+    run_until(fx, &r.done, 2000);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.calls, 1);
+    close_client(fx, c);
+    close(conn);
+    close(l.fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1062,6 +1107,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_budget_margin, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reply_beats_late_timer, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_calls_from_callbacks, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_hostname_and_bad_address, setup,
