@@ -247,6 +247,17 @@ static void reply_not_leader(struct rpc_server_req *req, unsigned s)
     rpc_server_reply(req, &resp);
 }
 
+/* Keep @req unanswered until release_held(). */
+static void hold(struct fake *f, struct rpc_server_req *req,
+                 const Ringmq__RpcRequest *msg)
+{
+    assert_true(F->n_held < MAX_HELD);
+    F->held[F->n_held].f = f;
+    F->held[F->n_held].req = req;
+    F->held[F->n_held].msg = msg;
+    F->n_held++;
+}
+
 /* Answer a cache request as fake @f would now. */
 static void answer(struct fake *f,
                    struct rpc_server_req *req,
@@ -277,11 +288,7 @@ static void answer(struct fake *f,
     }
     if (F->hold_left > 0) {
         F->hold_left--;
-        assert_true(F->n_held < MAX_HELD);
-        F->held[F->n_held].f = f;
-        F->held[F->n_held].req = req;
-        F->held[F->n_held].msg = msg;
-        F->n_held++;
+        hold(f, req, msg);
         return;
     }
     if (F->busy_left > 0) {
@@ -570,11 +577,7 @@ static void on_request(void *data,
     }
     if (F->hold == HOLD_ALL ||
         (F->hold >= 0 && F->hold == shard_index(msg->group))) {
-        assert_true(F->n_held < MAX_HELD);
-        F->held[F->n_held].f = f;
-        F->held[F->n_held].req = req;
-        F->held[F->n_held].msg = msg;
-        F->n_held++;
+        hold(f, req, msg);
         return;
     }
     answer(f, req, msg);
