@@ -110,14 +110,16 @@ static void reply_not_leader(struct node_rpc *r, struct rpc_server_req *req,
 }
 
 /* Why a request was not started, or its command never proposed, because
- * its deadline passed: the one UNAVAILABLE answer that says "not
- * executed". */
+ * its deadline passed: EXPIRED, "not executed" for certain, so that a
+ * sender that gave a budget shorter than its own timeout hears it while it
+ * still waits, knows nothing ran and may send it again (a router retries
+ * it as BUSY: docs/consistency.md, "Admission control"). */
 static void reply_expired(struct rpc_server_req *req, const char *when)
 {
     char why[128];
 
     snprintf(why, sizeof(why), "deadline passed %s: not executed", when);
-    reply_code(req, OUTCOME_UNAVAILABLE, why);
+    reply_code(req, OUTCOME_EXPIRED, why);
 }
 
 /* A service's failed outcome as routers are told it. A command too large
@@ -125,8 +127,8 @@ static void reply_expired(struct rpc_server_req *req, const char *when)
  * closing node is to a router what a group without a leader is
  * (UNAVAILABLE: try again, elsewhere); a full queue is BUSY (never
  * proposed: the router tries again after a pause); a command whose
- * deadline passed in the queue gets the answer of a request that expired
- * before it started. */
+ * deadline passed in the queue (the group expires it then, raft/group.h)
+ * gets the answer of a request that expired before it started. */
 static void reply_failure(struct node_rpc *r, struct rpc_server_req *req,
                           enum outcome o, const char *group, uint64_t leader)
 {

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/invariant.h"
 #include "common/log.h"
 #include "common/lz.h"
 #include "raft_entry.pb-c.h"
@@ -21,8 +22,17 @@ static int rfsm_apply(struct raft_fsm *fsm,
     struct rfsm *a = fsm->data;
     Ringmq__RaftBatch *b;
     struct rgroup_cmd *mine = NULL;
+    bool claimed;
     size_t i;
 
+    INVARIANT(a != NULL && &a->raft_fsm == fsm && buf != NULL);
+    if (a->raft != NULL) {
+        /* raft applies each entry once, in log order (0.15 raises
+         * last_applied after each) */
+        INVARIANT(!a->applied_any || a->raft->last_applied > a->applied_index);
+        a->applied_any = true;
+        a->applied_index = a->raft->last_applied;
+    }
     *result = NULL; /* followers drop it: never allocate */
     b = ringmq__raft_batch__unpack(NULL, buf->len, buf->base);
     if (b == NULL) {
@@ -37,14 +47,22 @@ static int rfsm_apply(struct raft_fsm *fsm,
     if (a->stamp != NULL) {
         clock_stamp_seen(a->stamp, b->time_ms, clock_mono_ms());
     }
+    if (b->time_ms > a->newest_stamp) {
+        a->newest_stamp = b->time_ms;
+    }
+    claimed = mine != NULL;
     for (i = 0; i < b->n_cmds; i++) {
-        struct rgroup_cmd *next = mine != NULL ? mine->next : NULL;
+        struct rgroup_cmd *next;
         const void *data = b->cmds[i].len > 0 ? (const void *)b->cmds[i].data
                                               : (const void *)"";
 
+        /* the claimed commands are this batch's, one for one */
+        INVARIANT(!claimed || (mine != NULL && mine->len == b->cmds[i].len));
+        next = mine != NULL ? mine->next : NULL;
         a->user.apply(a->user.data, b->time_ms, data, b->cmds[i].len, mine);
         mine = next;
     }
+    INVARIANT(mine == NULL);
     a->entries_applied++;
     a->cmds_applied += b->n_cmds;
     ringmq__raft_batch__free_unpacked(b, NULL);
@@ -62,6 +80,7 @@ static int rfsm_snapshot(struct raft_fsm *fsm,
     size_t out_len;
     struct raft_buffer *arr;
 
+    INVARIANT(a != NULL && bufs != NULL && n_bufs != NULL);
     if (a->user.snapshot(a->user.data, &raw, &raw_len) != 0) {
         a->snapshot_failures++;
         log_warn("raft fsm: state machine snapshot failed; retrying later");
@@ -98,6 +117,7 @@ static int rfsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     size_t raw_len;
     int rv;
 
+    INVARIANT(a != NULL && buf != NULL && (buf->base != NULL || buf->len == 0));
     if (lz_decompress(buf->base, buf->len, a->max_snapshot_raw, NULL, &raw,
                       &raw_len) != 0) {
         a->snapshot_failures++;
@@ -119,6 +139,8 @@ static int rfsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
 
 void rfsm_init(struct rfsm *a, const struct rgroup_fsm *fsm)
 {
+    INVARIANT(fsm->apply != NULL && fsm->snapshot != NULL &&
+              fsm->restore != NULL);
     memset(a, 0, sizeof *a);
     a->user = *fsm;
     a->max_snapshot_raw = RFSM_DEFAULT_MAX_SNAPSHOT;
@@ -179,6 +201,7 @@ int rfsm_encode(uint64_t time_ms,
         memset(p + 2, 0, pad - 2);
         out->len += pad;
     }
+    INVARIANT(out->len % 8 == 0); /* raft 0.15's libuv log */
     free(cmds);
     return 0;
 }

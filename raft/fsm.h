@@ -27,6 +27,7 @@
 #ifndef RINGMQ_RAFT_FSM_H
 #define RINGMQ_RAFT_FSM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,6 +69,10 @@ struct rfsm {
     /* optional: told of every batch's stamp as it is applied, so that a
      * new leader's stamps continue from the old leader's */
     struct clock_stamp *stamp;
+    /* optional: the raft instance applying, whose applied index apply
+     * checks rises with every entry (common/invariant.h) */
+    const struct raft *raft;
+    uint64_t newest_stamp; /* the largest batch stamp applied */
     /* counters, read freely */
     uint64_t entries_applied; /* batch entries decoded and applied */
     uint64_t cmds_applied;
@@ -75,6 +80,9 @@ struct rfsm {
     uint64_t snapshots_taken; /* snapshot() calls that produced a buffer */
     uint64_t snapshots_restored;
     uint64_t snapshot_failures; /* snapshot()/restore() errors */
+    /* private */
+    bool applied_any;
+    uint64_t applied_index; /* raft's last_applied at the last apply */
 };
 
 /* Fill @a for @fsm (copied). claim = NULL, counters 0. */

@@ -6,8 +6,9 @@
  *   rgroup_submit ──> queue (FIFO, cmd->next) ──flush──> batch ──raft_apply──>
  *                     (+ uv_idle while flushable)        (one RaftBatch entry,
  *                                                         in-flight list)
- *        | bound reached: RGROUP_EFULL        | deadline passed:
- *        v (max_queued_cmds/bytes)            v done list, RGROUP_EEXPIRED
+ *        | bound reached: RGROUP_EFULL        | deadline passed (expiry
+ *        v (max_queued_cmds/bytes)            v timer, or at a flush):
+ *                                               done list, RGROUP_EEXPIRED
  *   raft applies the entry on every replica ──> rfsm_apply
  * ──claim(proposer,seq)──> rgroup_fsm.apply(cmd_i, mine_i) for each command,
  * batch marked applied raft_apply cb ──> batch moved to the done list (status 0
@@ -54,6 +55,7 @@
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/container_of.h"
+#include "common/invariant.h"
 #include "common/log.h"
 #include "common/mkdir_p.h"
 #include "common/random_id.h"
@@ -116,9 +118,24 @@ struct rgroup {
     size_t q_len;
     size_t q_bytes;    /* payload bytes queued (admission bound) */
     size_t q_deadlines; /* queued commands that have a deadline */
+    /* Expires queued commands at their deadline, not only when a batch
+     * slot frees (entries that do not commit free none): their senders
+     * learn "not executed" while they still wait for an answer. Armed
+     * for expiry_at (clock_mono_ms), 0 = not armed; an earlier deadline
+     * than the one it is armed for re-arms it, a command leaving the
+     * queue does not (the timer then finds nothing yet and re-arms). */
+    uv_timer_t expiry;
+    uint64_t expiry_at;
     struct rgroup_batch *fl_head, *fl_tail; /* raft_apply in flight */
     unsigned n_inflight;
     struct rgroup_batch *done_head, *done_tail; /* callbacks to deliver */
+
+    /* for the invariants (rgroup_check) */
+    uint64_t submitted;   /* commands taken by rgroup_submit */
+    uint64_t ok_no;       /* submit_no of the last command called back 0 */
+    uint64_t claimed_seq; /* seq of our last batch the fsm applied */
+    uint64_t last_stamp;  /* stamp of our last batch */
+    uint64_t turns;       /* process() runs: paces the deep check */
 
     bool leading;        /* raft_state was LEADER at the last poll */
     bool ready;          /* leading and the epoch's barrier completed */
@@ -152,11 +169,13 @@ struct rgroup {
 /* Lists and completion                                                     */
 
 static void idle_cb(uv_idle_t *h);
+static void expiry_cb(uv_timer_t *t);
 static void lose_leadership(struct rgroup *g);
 static void update_idle(struct rgroup *g);
 
 static void push_done(struct rgroup *g, struct rgroup_batch *b, int status)
 {
+    INVARIANT(b->head != NULL && b->n > 0);
     b->status = status;
     b->prev = NULL;
     b->next = NULL;
@@ -188,6 +207,11 @@ static void deliver(struct rgroup *g)
             struct rgroup_cmd *next = c->next;
 
             c->next = NULL;
+            if (status == RGROUP_OK) {
+                /* group.h: applied in submission order */
+                INVARIANT(c->submit_no > g->ok_no);
+                g->ok_no = c->submit_no;
+            }
             c->cb(c, status);
             c = next;
         }
@@ -215,6 +239,8 @@ static void fail_queue(struct rgroup *g, int status)
 
 static void inflight_link(struct rgroup *g, struct rgroup_batch *b)
 {
+    INVARIANT(g->n_inflight < g->max_inflight);
+    INVARIANT(g->fl_tail == NULL || g->fl_tail->seq < b->seq);
     b->next = NULL;
     b->prev = g->fl_tail;
     if (g->fl_tail != NULL) {
@@ -228,6 +254,7 @@ static void inflight_link(struct rgroup *g, struct rgroup_batch *b)
 
 static void inflight_unlink(struct rgroup *g, struct rgroup_batch *b)
 {
+    INVARIANT(g->n_inflight > 0);
     if (b->prev != NULL) {
         b->prev->next = b->next;
     } else {
@@ -241,6 +268,79 @@ static void inflight_unlink(struct rgroup *g, struct rgroup_batch *b)
     b->prev = NULL;
     b->next = NULL;
     g->n_inflight--;
+}
+
+/* The counters agree with the lists' ends and stay within the admission
+ * bounds: O(1), checked after every submit and every turn. */
+static void check_counters(const struct rgroup *g)
+{
+    INVARIANT((g->q_head == NULL) == (g->q_tail == NULL));
+    INVARIANT((g->q_head == NULL) == (g->q_len == 0));
+    INVARIANT(g->q_tail == NULL || g->q_tail->next == NULL);
+    INVARIANT(g->q_len > 0 || (g->q_bytes == 0 && g->q_deadlines == 0));
+    INVARIANT(g->q_deadlines <= g->q_len);
+    /* rgroup_submit: an empty queue takes one command of any size */
+    INVARIANT(g->q_len <= g->max_queued_cmds);
+    INVARIANT(g->q_len <= 1 || g->q_bytes <= g->max_queued_bytes);
+    INVARIANT(g->n_inflight <= g->max_inflight);
+    INVARIANT((g->fl_head == NULL) == (g->n_inflight == 0));
+    INVARIANT((g->fl_head == NULL) == (g->fl_tail == NULL));
+    INVARIANT((g->done_head == NULL) == (g->done_tail == NULL));
+    INVARIANT(g->ok_no <= g->submitted && g->claimed_seq <= g->seq);
+}
+
+/* Walk @n commands from @c (no more: a cycle stops the walk); submit
+ * numbers rise along the list, each above @after. Returns the last. */
+static const struct rgroup_cmd *check_cmds(const struct rgroup_cmd *c,
+                                           size_t n, uint64_t *after)
+{
+    const struct rgroup_cmd *last = NULL;
+
+    for (; n > 0; n--) {
+        INVARIANT(c != NULL && c->cb != NULL);
+        INVARIANT(c->submit_no > *after);
+        *after = c->submit_no;
+        last = c;
+        c = c->next;
+    }
+    INVARIANT(c == NULL);
+    return last;
+}
+
+void rgroup_check(const struct rgroup *g)
+{
+    const struct rgroup_cmd *c, *last = NULL;
+    const struct rgroup_batch *b, *prev = NULL;
+    uint64_t no = 0;
+    size_t n = 0, bytes = 0, deadlines = 0;
+    unsigned inflight = 0;
+
+    check_counters(g);
+    /* in flight: proposed in order, each before anything still queued */
+    for (b = g->fl_head; b != NULL; prev = b, b = b->next) {
+        INVARIANT(++inflight <= g->n_inflight);
+        INVARIANT(b->prev == prev && b->g == g);
+        INVARIANT(prev == NULL || prev->seq < b->seq);
+        INVARIANT(b->seq > 0 && b->seq <= g->seq);
+        check_cmds(b->head, b->n, &no);
+    }
+    INVARIANT(prev == g->fl_tail && inflight == g->n_inflight);
+    for (c = g->q_head; c != NULL; last = c, c = c->next) {
+        INVARIANT(++n <= g->q_len);
+        INVARIANT(c->submit_no > no);
+        no = c->submit_no;
+        bytes += c->len;
+        deadlines += c->deadline_ms != 0;
+    }
+    INVARIANT(last == g->q_tail && n == g->q_len);
+    INVARIANT(bytes == g->q_bytes && deadlines == g->q_deadlines);
+    INVARIANT(no <= g->submitted);
+    for (b = g->done_head, prev = NULL; b != NULL; prev = b, b = b->next) {
+        uint64_t done_no = 0;
+
+        check_cmds(b->head, b->n, &done_no);
+    }
+    INVARIANT(prev == g->done_tail);
 }
 
 static bool flushable(const struct rgroup *g)
@@ -279,16 +379,15 @@ static struct rgroup_cmd *claim_cb(void *data,
     if (proposer != g->proposer) {
         return NULL;
     }
+    /* our batches reach the log in the order we numbered them, and an
+     * entry is applied once */
+    INVARIANT(seq > g->claimed_seq && seq <= g->seq);
+    g->claimed_seq = seq;
     for (b = g->fl_head; b != NULL; b = b->next) {
         if (b->seq != seq) {
             continue;
         }
-        if (b->applied || b->n != n_cmds) {
-            log_error("raft group %s: batch %" PRIu64 " applied twice or "
-                      "with %zu commands instead of %zu",
-                      g->name, seq, n_cmds, b->n);
-            return NULL;
-        }
+        INVARIANT(!b->applied && b->n == n_cmds);
         b->applied = true;
         return b->head;
     }
@@ -314,11 +413,28 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
 /* A command leaves the queue (proposed or dropped). */
 static void dequeued(struct rgroup *g, const struct rgroup_cmd *c)
 {
+    INVARIANT(g->q_len > 0 && g->q_bytes >= c->len);
+    INVARIANT(c->deadline_ms == 0 || g->q_deadlines > 0);
     g->q_len--;
     g->q_bytes -= c->len;
     if (c->deadline_ms != 0) {
         g->q_deadlines--;
     }
+}
+
+/* Have the expiry timer fire by @deadline (clock_mono_ms). */
+static void arm_expiry(struct rgroup *g, uint64_t deadline)
+{
+    uint64_t now;
+
+    if (!g->handles_init || g->closing ||
+        (g->expiry_at != 0 && g->expiry_at <= deadline)) {
+        return;
+    }
+    now = clock_mono_ms();
+    g->expiry_at = deadline;
+    uv_timer_start(&g->expiry, expiry_cb, deadline > now ? deadline - now : 0,
+                   0);
 }
 
 /* Drop the queued commands whose deadline has passed: their senders gave
@@ -332,6 +448,7 @@ static void drop_expired(struct rgroup *g)
     struct rgroup_cmd *c;
     struct rgroup_batch *b = NULL;
     struct rgroup_cmd **b_tail = NULL;
+    uint64_t next = 0; /* the earliest deadline still queued */
     uint64_t now;
 
     if (g->q_deadlines == 0) {
@@ -340,6 +457,9 @@ static void drop_expired(struct rgroup *g)
     now = clock_mono_ms();
     while ((c = *link) != NULL) {
         if (c->deadline_ms == 0 || c->deadline_ms > now) {
+            if (c->deadline_ms != 0 && (next == 0 || c->deadline_ms < next)) {
+                next = c->deadline_ms;
+            }
             prev = c;
             link = &c->next;
             continue;
@@ -364,6 +484,11 @@ static void drop_expired(struct rgroup *g)
                   g->name, b->n);
         push_done(g, b, RGROUP_EEXPIRED);
     }
+    INVARIANT((next != 0) == (g->q_deadlines > 0));
+    if (next != 0 && next != g->expiry_at) {
+        g->expiry_at = 0;
+        arm_expiry(g, next);
+    }
 }
 
 /* Propose queued commands, one batch per raft_apply, while slots are free. */
@@ -377,6 +502,7 @@ static void flush(struct rgroup *g)
         struct rgroup_cmd *last;
         struct raft_buffer buf;
         size_t size = RFSM_BATCH_OVERHEAD + rfsm_cmd_size(g->q_head->len);
+        uint64_t stamp;
         int rv;
 
         /* rgroup_submit guarantees the first command fits alone */
@@ -399,12 +525,18 @@ static void flush(struct rgroup *g)
         last->next = NULL;
         b->seq = ++g->seq;
 
-        if (rfsm_encode(rgroup_clock_ms(g), g->proposer, b->seq, b->head, b->n,
-                        &buf) != 0) {
+        /* the replicated clock never goes back: not behind our own last
+         * batch nor behind any batch applied here */
+        stamp = rgroup_clock_ms(g);
+        INVARIANT(stamp >= g->last_stamp && stamp >= g->fsm.newest_stamp);
+        g->last_stamp = stamp;
+        if (rfsm_encode(stamp, g->proposer, b->seq, b->head, b->n, &buf) !=
+            0) {
             log_error("raft group %s: out of memory encoding a batch", g->name);
             push_done(g, b, RGROUP_EIO);
             continue;
         }
+        INVARIANT(buf.len <= size && size <= g->max_entry_bytes);
         /* linked first so the claim hook would find it even if raft applied
          * it synchronously */
         inflight_link(g, b);
@@ -542,6 +674,10 @@ static void process(struct rgroup *g)
         deliver(g);
     }
     update_idle(g);
+    check_counters(g);
+    if (deep_check_due(++g->turns, g->q_len + g->n_inflight)) {
+        rgroup_check(g);
+    }
 }
 
 static void prepare_cb(uv_prepare_t *h)
@@ -557,6 +693,18 @@ static void check_cb(uv_check_t *h)
 static void idle_cb(uv_idle_t *h)
 {
     (void)h; /* only keeps uv_run from blocking; check_cb does the work */
+}
+
+/* Not inside raft code: the expired commands' callbacks run from the
+ * check handle, in this turn (push_done starts the idle handle). */
+static void expiry_cb(uv_timer_t *t)
+{
+    struct rgroup *g = t->data;
+
+    g->expiry_at = 0;
+    if (!g->closing) {
+        drop_expired(g);
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -638,7 +786,8 @@ static void on_raft_closed(struct raft *r)
         finish(g);
         return;
     }
-    g->handles_open = 3;
+    g->handles_open = 4;
+    uv_close((uv_handle_t *)&g->expiry, handle_close_cb);
     uv_close((uv_handle_t *)&g->prepare, handle_close_cb);
     uv_close((uv_handle_t *)&g->check, handle_close_cb);
     uv_close((uv_handle_t *)&g->idle, handle_close_cb);
@@ -658,6 +807,7 @@ void rgroup_close(struct rgroup *g, rgroup_close_cb cb, void *data)
     g->close_data = data;
     if (g->handles_init) {
         uv_idle_stop(&g->idle);
+        uv_timer_stop(&g->expiry);
     }
     fail_queue(g, RGROUP_ECLOSING);
     /* fails in-flight applies (-> EUNKNOWN unless applied) synchronously */
@@ -975,6 +1125,7 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
     g->fsm.claim = claim_cb;
     g->fsm.claim_data = g;
     g->fsm.stamp = &g->stamp;
+    g->fsm.raft = &g->raft;
 
     /* io->init: checks the directory, probes O_DIRECT/KAIO, loads metadata */
     g->io_close = g->io.close;
@@ -1054,6 +1205,8 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
     uv_prepare_init(loop, &g->prepare);
     uv_check_init(loop, &g->check);
     uv_idle_init(loop, &g->idle);
+    uv_timer_init(loop, &g->expiry);
+    g->expiry.data = g;
     g->prepare.data = g;
     g->check.data = g;
     g->idle.data = g;
@@ -1119,6 +1272,11 @@ int rgroup_submit(struct rgroup *g, struct rgroup_cmd *cmd)
     if (cmd->deadline_ms != 0) {
         g->q_deadlines++;
     }
+    cmd->submit_no = ++g->submitted;
+    if (cmd->deadline_ms != 0) {
+        arm_expiry(g, cmd->deadline_ms);
+    }
+    check_counters(g);
     update_idle(g);
     return RGROUP_OK;
 }

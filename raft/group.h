@@ -45,9 +45,12 @@
  *   RGROUP_EIO         raft refused the batch (raft_apply error other than
  *                      not-leader) or out of memory: never proposed;
  *   RGROUP_EEXPIRED    its deadline (cmd->deadline_ms) passed while it was
- *                      queued: dropped before batching, never proposed.
- *                      Its callback may come before those of earlier
- *                      commands still in flight.
+ *                      queued: dropped before batching, never proposed,
+ *                      at its deadline (a timer: also while entries that
+ *                      do not commit keep every batch slot), so that its
+ *                      sender can still be told. Its callback may come
+ *                      before those of earlier commands still in flight
+ *                      or queued.
  *
  * Process requirement: raft's TCP transport writes to peers that may have
  * gone away; the process must ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)).
@@ -166,6 +169,15 @@ int rgroup_submit(struct rgroup *g, struct rgroup_cmd *cmd);
  * decides before the log (admission, reads of expiring items), so that
  * those agree with apply. */
 uint64_t rgroup_clock_ms(struct rgroup *g);
+
+/* Walk the queue, the batches in flight and the callbacks waiting, and abort
+ * on a broken invariant (common/invariant.h): the counters and the admission
+ * bounds agree with the lists, batches are in flight in proposal order,
+ * every command once, in submission order. O(commands waiting): the group
+ * runs it itself only in the sanitizer build (deep_check_due); cheap checks
+ * (the counters, the order of callbacks and of applied batches, the
+ * replicated clock, the entry size) run in every build. */
+void rgroup_check(const struct rgroup *g);
 
 /* Leader, and every entry of earlier terms applied (post-election barrier). */
 bool rgroup_is_leader(const struct rgroup *g);

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/invariant.h"
 #include "common/log.h"
 #include "raft/transport.h"
 
@@ -97,6 +98,9 @@ static void change_cb(struct raft_change *req, int status)
 {
     struct rmember_op *op = req->data;
 
+    /* one change at a time, and raft finishes each step once */
+    INVARIANT(op->m->op == op || op->m->op == NULL);
+    INVARIANT(!op->m->ready);
     op->raft_status = status;
     op->m->ready = true;
     op->m->wake(op->m->wake_data);
@@ -124,6 +128,7 @@ static void complete(struct rmember *m, int status)
 {
     struct rmember_op *op = m->op;
 
+    INVARIANT(op != NULL);
     m->op = NULL;
     m->ready = false;
     if (status == RGROUP_OK && op->step == STEP_NONE) {
@@ -148,6 +153,7 @@ void rmember_process(struct rmember *m)
     struct rmember_op *op = m->op;
     int rv;
 
+    INVARIANT(op != NULL || !m->ready);
     if (op == NULL || !m->ready) {
         return;
     }
@@ -226,6 +232,7 @@ static int begin(struct rmember *m, struct rmember_op *op)
         free(op);
         return status_of(rv);
     }
+    INVARIANT(m->op == NULL); /* check_start */
     m->op = op;
     if (op->step == STEP_NONE) {
         op->raft_status = 0;

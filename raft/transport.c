@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "common/invariant.h"
 #include "common/log.h"
 #include "common/tcp_dead_peer.h"
 
@@ -129,6 +130,7 @@ static void unlink_lookup(struct lookup *l)
     struct lookup **p = &l->rt->lookups;
 
     while (*p != l) {
+        INVARIANT(*p != NULL); /* every lookup in flight is listed */
         p = &(*p)->next;
     }
     *p = l->next;
@@ -248,6 +250,7 @@ static void t_close(struct raft_uv_transport *t, raft_uv_transport_close_cb cb)
     struct rtransport *rt = of(t);
     struct lookup *l;
 
+    INVARIANT(!rt->closing); /* raft closes its transport once */
     rt->closing = true;
     rt->close_cb = cb;
     /* A lookup already running in the threadpool cannot be cancelled: its
@@ -302,6 +305,8 @@ void rtransport_release(struct raft_uv_transport *t)
 {
     struct rtransport *rt = of(t);
 
+    /* released after the close finished, or before any connect */
+    INVARIANT(rt->lookups == NULL);
     raft_uv_tcp_close(&rt->inner);
     free(rt);
 }

@@ -61,6 +61,7 @@ struct rgroup_cmd {
     uint64_t deadline_ms;
     /* private */
     struct rgroup_cmd *next;
+    uint64_t submit_no; /* the group's count of submits when it was taken */
 };
 
 /* The state machine behind the group. apply runs on every replica, in log

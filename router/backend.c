@@ -284,7 +284,8 @@ static void resume_parked(struct leader_req *lq)
  * with its request id, which the shard applies once, answering a repeat
  * with the first result (or CACHE_STALE_RETRY when the repeat is too late
  * to be remembered). A BUSY shard (admission control) is retried by the engine
- * with an exponential backoff; one still BUSY when the deadline comes
+ * with an exponential backoff, and so is an op the leader held queued past
+ * its budget (RPC_EXPIRED); one still refused when the deadline comes
  * completes OUTCOME_BUSY. Not retried at all: WRONG_EPOCH (our map is stale:
  * retrying cannot help; UNAVAILABLE plus a warning) and BAD_REQUEST.
  */
@@ -319,7 +320,10 @@ static void answered(struct breq *r, const Ringmq__RpcResponse *resp)
             fail(r, OUTCOME_BAD_REQUEST);
             return;
         case OUTCOME_BUSY:
-            /* the engine's retries with backoff ran out of time */
+        case OUTCOME_EXPIRED:
+            /* the engine's retries with backoff ran out of time, the last
+             * one refused or held in the leader's queue past its budget:
+             * never executed, as BUSY */
             fail(r, OUTCOME_BUSY);
             return;
         case OUTCOME_WRONG_EPOCH:
@@ -794,6 +798,18 @@ struct backend *backend_new(uv_loop_t *loop,
     lc.client.backoff_min_ms = 50;
     lc.client.backoff_max_ms = 500;
     lc.client.connect_timeout_ms = 1000;
+    /* A node holds a write in its queue for the budget it is told, then
+     * answers EXPIRED ("not executed"): that answer must come back before
+     * the attempt times out, or the write's outcome is unknown and its
+     * client cannot be told "out of memory" (docs/consistency.md). Half:
+     * a leader expiring its whole queue at once answers thousands of
+     * requests in one burst, and the last of them must still be in time
+     * (a quarter was too little under ASan). */
+    lc.client.budget_margin_ms = b->cfg.attempt_timeout_ms / 2;
+    /* and the last attempt of a refused write has half an attempt at
+     * least: a leader expiring its queue in bursts, under load, answers
+     * late, and a last attempt that times out ends "unavailable" */
+    lc.busy_answer_min_ms = b->cfg.attempt_timeout_ms / 2;
     b->engine = leader_engine_new(loop, &lc);
     /* The first map, whatever its epoch (0 included). */
     if (apply_map(b, cfg->map, errmsg, errlen) != 0) {

@@ -32,8 +32,9 @@
  * and the shard's writes numbered from 1, and the shard applies an id once,
  * answering a repeat with the first result (sm/cache_sm.h). So every op is
  * retried until the request deadline: a request the node certainly did not
- * execute (a refused connection: on the next member at once; RPC_BUSY:
- * after a backoff that doubles), and one whose outcome is unknown (an
+ * execute (a refused connection: on the next member at once; RPC_BUSY
+ * and RPC_EXPIRED: after a backoff that doubles), and one whose outcome is
+ * unknown (an
  * attempt timed out, the connection was lost after sending,
  * RPC_UNAVAILABLE: leadership lost) after the backoff, at the leader then
  * known. A write whose retry comes after more newer writes of this router
@@ -44,7 +45,8 @@
  * gets no answer from the cache completes with call->outcome (sm/outcome.h)
  * other than OK, never an error code: UNAVAILABLE (deadline, stale
  * epoch), BUSY (the shard's leader refused it with RPC_BUSY,
- * admission control, until the deadline was too close for another retry:
+ * admission control, or held it queued past each attempt's budget,
+ * RPC_EXPIRED, until the deadline was too close for another retry:
  * never executed), CLOSING (submitted after backend_close), BAD_REQUEST
  * (the node refused the request), TOO_LARGE (it does not fit in an RPC
  * frame).
@@ -76,7 +78,10 @@ struct backend_config {
      * completes with OUTCOME_UNAVAILABLE. */
     unsigned request_timeout_ms;
     /* Longest single RPC attempt (an op that times out is retried
-     * elsewhere while budget remains; a write with its request id). */
+     * elsewhere while budget remains; a write with its request id). The
+     * node is told half of it (rpc_client budget_margin_ms): an op its
+     * leader holds queued that long is answered EXPIRED, "not executed",
+     * while the attempt still waits, and retried as BUSY. */
     unsigned attempt_timeout_ms;
     /* Wait before retrying when no leader is known or the shard answered
      * "unavailable". */

@@ -32,6 +32,7 @@ struct leader_node {
     /* It answered NOT_LEADER: not the leader, whatever hints say, until
      * then (uv_now() ms) or until it answers a request OK (leader.h). */
     uint64_t not_leader_until;
+    uint64_t answered_at; /* uv_now() ms of its last answer, 0 = none */
 };
 
 struct leader_group {
@@ -208,6 +209,7 @@ void leader_group_answered(struct leader_group *g, unsigned m)
 {
     if (member_ok(g, m)) {
         member_node(g, m)->down_until = 0;
+        member_node(g, m)->answered_at = uv_now(g->e->loop);
     }
 }
 
@@ -359,9 +361,10 @@ static void end(struct leader_req *q,
     q->group->e->cfg.ops->done(q, how, err, resp);
 }
 
-/* The leader is busy (@resp): nothing was proposed, so every request may
- * be sent again, after a backoff that doubles with each BUSY answer it
- * got. No point waiting past the deadline: the caller gets the answer. */
+/* The leader is busy (@resp: BUSY, or EXPIRED after waiting in its queue):
+ * nothing was proposed, so every request may be sent again, after a
+ * backoff that doubles with each such answer it got. No point waiting past
+ * the deadline: the caller gets the answer. */
 static void retry_busy(struct leader_req *q, const Ringmq__RpcResponse *resp)
 {
     struct leader_engine *e = q->group->e;
@@ -378,8 +381,10 @@ static void retry_busy(struct leader_req *q, const Ringmq__RpcResponse *resp)
     random_bytes(&jitter, sizeof(jitter));
     delay = delay - delay / 2 + jitter % (delay / 2 + 1);
     q->busy++;
-    if (uv_now(e->loop) + delay + LEADER_BUSY_ANSWER_MIN_MS >= q->deadline) {
-        end(q, LEADER_ANSWERED, 0, resp);
+    if (uv_now(e->loop) + delay + e->cfg.busy_answer_min_ms >= q->deadline) {
+        /* this attempt executed nothing, an earlier one may have */
+        end(q, q->maybe_applied ? LEADER_MAYBE_APPLIED : LEADER_ANSWERED, 0,
+            resp);
         return;
     }
     q->group->counters.retries++;
@@ -392,6 +397,7 @@ static void maybe_applied(struct leader_req *q,
                           const Ringmq__RpcResponse *resp)
 {
     if (q->may_retry_maybe_applied) {
+        q->maybe_applied = true;
         retry_wait(q);
     } else {
         end(q, LEADER_MAYBE_APPLIED, err, resp);
@@ -417,7 +423,14 @@ static void on_reply(void *data, int status, const Ringmq__RpcResponse *resp)
     if (status < 0) {
         if (same) {
             leader_group_failed(g, asked, status);
-            leave(g, asked);
+            /* A member that answered other requests since this one was
+             * sent is alive: a leader holding this one in a long queue,
+             * say. Leaving it would send every request of the group to a
+             * follower (a stopped one, maybe) until they time out too. */
+            if (status != UV_ETIMEDOUT ||
+                member_node(g, asked)->answered_at < q->sent_at) {
+                leave(g, asked);
+            }
         }
         if (never_sent(status)) {
             if (e->cfg.unsent_retry_at_once) {
@@ -468,6 +481,11 @@ static void on_reply(void *data, int status, const Ringmq__RpcResponse *resp)
             }
             retry_busy(q, resp);
             return;
+        case OUTCOME_EXPIRED:
+            /* held in its queue past the budget (or unread: then it may
+             * not even lead), never executed */
+            retry_busy(q, resp);
+            return;
         default:
             if (same && rpc_outcome(resp->code) == OUTCOME_OK) {
                 member_node(g, asked)->not_leader_until = 0; /* it leads */
@@ -494,6 +512,7 @@ static void attempt(struct leader_req *q)
     }
     left = q->deadline - now;
     q->member = q->group->guess;
+    q->sent_at = now;
     q->gen = q->group->gen;
     rv = e->cfg.ops->send(q, left > UINT32_MAX ? UINT32_MAX : (unsigned)left);
     if (rv == UV_ECANCELED) {
@@ -567,6 +586,9 @@ struct leader_engine *leader_engine_new(uv_loop_t *loop,
     e->loop = loop;
     e->cfg = *cfg;
     e->cfg.client.address = NULL;
+    if (e->cfg.busy_answer_min_ms == 0) {
+        e->cfg.busy_answer_min_ms = LEADER_BUSY_ANSWER_MIN_MS;
+    }
     if (e->cfg.retry_backoff_ms == 0) {
         e->cfg.retry_backoff_ms = RETRY_BACKOFF_MS_DEFAULT;
     }

@@ -33,7 +33,10 @@
  *     change").
  *   - NOT_LEADER without a (usable) hint, NO_GROUP, a failed connection:
  *     the guess leaves the member that failed (if it was the guess) for the
- *     next member not known dead (any, if all are).
+ *     next member not known dead (any, if all are). So does a timed-out
+ *     attempt, unless the member answered anything after the attempt was
+ *     sent: it is alive (a leader that held this request in a long queue,
+ *     say), and the next member may be a follower that cannot answer.
  *   - A node is "known dead" for LEADER_NODE_DOWN_MS after a connection
  *     to it was refused (or its name did not resolve) or was reset under a
  *     call, and no longer once it answers anything.
@@ -60,8 +63,15 @@
  *   each wait drawn between its half and its whole so that the requests
  *   refused together do not come back together); when the next retry
  *   would be due at or after the deadline the request ends at once,
- *   LEADER_ANSWERED with that answer, for the caller to report "busy":
+ *   LEADER_ANSWERED with that answer, for the caller to report "busy"
+ *   (LEADER_MAYBE_APPLIED instead when an earlier attempt's outcome was
+ *   unknown: "busy" would say it never ran):
  *     RPC_BUSY
+ *     RPC_EXPIRED        the request's budget (RpcRequest.budget_ms) ran
+ *                        out before the node executed it: it waited in the
+ *                        leader's queue (or unread) that long. Definite,
+ *                        and it comes before the attempt times out when
+ *                        the client's budget_margin_ms leaves room
  *
  *   maybe applied (the outcome is unknown) -> retried after the backoff only
  *   for requests started with may_retry_maybe_applied (idempotent ones: a
@@ -171,6 +181,11 @@ struct leader_config {
     const struct leader_ops *ops; /* every request's; borrowed */
     uint64_t epoch;               /* sent with every request */
     unsigned retry_backoff_ms;    /* 0 = 30 */
+    /* A BUSY or EXPIRED request is tried again only if this much of its
+     * deadline is left after the backoff; 0 = LEADER_BUSY_ANSWER_MIN_MS.
+     * A caller whose nodes take a share of each attempt before they
+     * answer EXPIRED (rpc_client budget_margin_ms) leaves them room. */
+    unsigned busy_answer_min_ms;
     /* After a connection that failed before sending: true = the next
      * member at once (cache ops), false = after the backoff (AMQP). */
     bool unsent_retry_at_once;
@@ -189,9 +204,11 @@ struct leader_req {
     /* the engine's */
     unsigned gen; /* the group's membership generation at the attempt */
     bool may_retry_maybe_applied;
+    bool maybe_applied; /* an attempt's outcome was unknown */
     unsigned hops; /* retries at once in a row */
     unsigned busy; /* BUSY answers so far (each doubles the backoff) */
     uint64_t deadline;
+    uint64_t sent_at; /* uv_now() of the last attempt */
     uint64_t due; /* uv_now() of the retry, while waiting */
     void (*resume)(struct leader_req *q); /* instead of the attempt */
     struct leader_req *prev, *next;

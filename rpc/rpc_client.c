@@ -23,7 +23,7 @@
  * that nothing completes a call synchronously inside rpc_client_call().
  *
  * Lifetimes: a struct cconn lives until its tcp handle's close callback; the
- * client is freed when its three handles, every closing cconn and every
+ * client is freed when its four handles, every closing cconn and every
  * pending getaddrinfo request are done (c->handles counts them).
  */
 #include "rpc/rpc_client.h"
@@ -90,6 +90,7 @@ struct rpc_client {
     struct gai *gai;       /* current name lookup, or NULL */
     uv_timer_t conn_timer; /* connect timeout / backoff */
     uv_timer_t call_timer; /* earliest call deadline */
+    uv_check_t expire;     /* fails the calls past it, after the reads */
     uv_idle_t pump;
     uint64_t call_timer_due; /* 0: not armed */
     unsigned backoff_ms;
@@ -200,6 +201,8 @@ static struct call *call_take(struct rpc_client *c, uint64_t id)
 }
 
 static void on_call_timer(uv_timer_t *t);
+static void on_expire(uv_check_t *h);
+static void on_pump(uv_idle_t *idle);
 
 static void arm_call_timer(struct rpc_client *c)
 {
@@ -282,16 +285,31 @@ static void fail_all(struct rpc_client *c, int status)
     }
 }
 
+/* A call's deadline passed: fail it once this loop turn has read what the
+ * sockets hold. libuv runs timers before it polls, so after the loop was
+ * held up (a burst of work, a descheduled process) a reply that came in
+ * the meantime would otherwise lose to the timeout it beat (and the node's
+ * definite answer become an unknown outcome). The pump keeps this turn's
+ * poll from blocking; the check handle runs after it. */
 static void on_call_timer(uv_timer_t *t)
 {
     struct rpc_client *c = t->data;
+
+    c->call_timer_due = 0;
+    uv_idle_start(&c->pump, on_pump);
+    uv_check_start(&c->expire, on_expire);
+}
+
+static void on_expire(uv_check_t *h)
+{
+    struct rpc_client *c = h->data;
     uint64_t now = uv_now(c->loop);
     struct call *expired = NULL;
     struct call **tailp = &expired;
     struct call *call;
     struct call *next;
 
-    c->call_timer_due = 0;
+    uv_check_stop(h);
     while (c->head && c->head->deadline <= now) {
         call = call_take(c, c->head->id);
         call->next = NULL;
@@ -409,10 +427,12 @@ static void frame_request(struct rpc_client *c,
     Ringmq__RpcRequest budget = RINGMQ__RPC_REQUEST__INIT;
     uint8_t field[BUDGET_FIELD_MAX];
     uint64_t left = call->deadline - now;
+    uint64_t margin = c->cfg.budget_margin_ms;
     size_t n;
     int rv;
 
     assert(call->deadline > now);
+    left -= margin < left / 2 ? margin : left / 2;
     budget.budget_ms = left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
     assert(ringmq__rpc_request__get_packed_size(&budget) <= sizeof(field));
     n = ringmq__rpc_request__pack(&budget, field);
@@ -726,11 +746,13 @@ struct rpc_client *rpc_client_new(uv_loop_t *loop,
     c->table = xcalloc(c->table_size, sizeof(*c->table));
     uv_timer_init(loop, &c->conn_timer);
     uv_timer_init(loop, &c->call_timer);
+    uv_check_init(loop, &c->expire);
     uv_idle_init(loop, &c->pump);
     c->conn_timer.data = c;
     c->call_timer.data = c;
+    c->expire.data = c;
     c->pump.data = c;
-    c->handles = 3;
+    c->handles = 4;
     return c;
 
 err:
@@ -856,5 +878,6 @@ void rpc_client_close(struct rpc_client *c, void (*cb)(void *data), void *data)
     conn_fail(c, UV_ECANCELED, false);
     uv_close((uv_handle_t *)&c->conn_timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->call_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->expire, on_handle_closed);
     uv_close((uv_handle_t *)&c->pump, on_handle_closed);
 }

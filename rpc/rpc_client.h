@@ -10,10 +10,12 @@
  * - Many calls in flight: the client assigns request ids and matches replies
  *   in any order. Requests produced in the same loop turn are coalesced into
  *   one write.
- * - Per-call timeouts, checked by one timer armed at the earliest deadline.
+ * - Per-call timeouts, checked by one timer armed at the earliest deadline,
+ *   after the loop turn's reads: a reply that arrived while the loop was
+ *   held up past the deadline still completes its call.
  *   Each request carries the time its call has left when it is handed to
- *   the socket (RpcRequest.budget_ms): the node does not start a request
- *   whose time is up. A call that completes before its request was handed
+ *   the socket (RpcRequest.budget_ms), less budget_margin_ms: the node
+ *   does not start a request whose time is up. A call that completes before its request was handed
  *   to the socket (timed out while connecting, say) takes the request with
  *   it: it is never sent.
  *
@@ -62,6 +64,11 @@ struct rpc_client_config {
     unsigned backoff_max_ms;     /* 0 = 2000 */
     size_t max_frame;            /* 0 = RPC_FRAME_MAX_DEFAULT */
     size_t compress_min;         /* 0 = RPC_FRAME_COMPRESS_MIN_DEFAULT */
+    /* A request carries this much less than the time its call has left
+     * (never more than half of it), so that a node's answer that its
+     * budget ran out unexecuted (RPC_EXPIRED) arrives while the call
+     * still waits, rather than racing its timeout. 0 = none. */
+    unsigned budget_margin_ms;
 };
 
 /*

@@ -161,6 +161,7 @@ int ctl_call_leader(struct ctl *ctl,
                          (*resp)->error ? (*resp)->error : "not leader");
                 break;
             case OUTCOME_UNAVAILABLE:
+            case OUTCOME_EXPIRED: /* not executed: ask again */
             case OUTCOME_NO_GROUP:
                 snprintf(last_error, sizeof(last_error), "%s",
                          (*resp)->error ? (*resp)->error : "");

@@ -157,7 +157,8 @@ static void on_job_done(void *data, int status, const Ringmq__RpcResponse *r)
     int t;
 
     free(jc);
-    if (status < 0 || rpc_outcome(r->code) == OUTCOME_UNAVAILABLE) {
+    if (status < 0 || rpc_outcome(r->code) == OUTCOME_UNAVAILABLE ||
+        rpc_outcome(r->code) == OUTCOME_EXPIRED) {
         if (e->o->verbose) {
             fprintf(stderr, "ringmqctl: %s: %s: %s\n", j->key, e->addrs[target],
                     status < 0 ? uv_strerror(status) : r->error);

@@ -149,6 +149,7 @@ static bool final_answer(const Ringmq__RpcResponse *r)
     switch (rpc_outcome(r->code)) {
     case OUTCOME_NOT_LEADER:
     case OUTCOME_UNAVAILABLE:
+    case OUTCOME_EXPIRED:
     case OUTCOME_NO_GROUP:
         return false;
     default:

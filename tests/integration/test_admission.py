@@ -16,13 +16,11 @@ router's request timeout and some slack; the ones the leader refused come
 back `SERVER_ERROR out of memory` after the router's retries with backoff.
 After SIGCONT, the keys refused that way are absent.
 
-Each attempt of a write may take the request's whole budget here
-(--attempt-timeout = --request-timeout): a write refused BUSY then stays
-refused through the router's retries and its client gets the definite
-answer. With shorter attempts (the default, 1 s), a write whose attempt
-waited in the queue until it timed out is retried with its request id, and
-its outcome is unknown even if the later attempts were refused: its client
-gets "temporarily unavailable" (docs/consistency.md, "Admission control").
+The router's attempts keep their default (1 s): a write the leader holds
+in its queue until the budget the router gave it (half of the attempt)
+runs out is answered "expired, not executed" before the attempt
+times out, so the router retries it as a refusal and its client can still
+get the definite answer (docs/consistency.md, "Admission control").
 """
 import os
 import selectors
@@ -42,8 +40,7 @@ os.environ["RINGMQ_NODE_FLAGS"] = "--election-ms %d" % ELECTION_MS
 # bound below measures what the node holds. Ignored by a normal build.
 os.environ["ASAN_OPTIONS"] = ":".join(
     o for o in (os.environ.get("ASAN_OPTIONS"), "quarantine_size_mb=4") if o)
-os.environ["RINGMQ_ROUTER_FLAGS"] = ("--request-timeout %d --attempt-timeout %d"
-                                     % (REQUEST_TIMEOUT_MS, REQUEST_TIMEOUT_MS))
+os.environ["RINGMQ_ROUTER_FLAGS"] = "--request-timeout %d" % REQUEST_TIMEOUT_MS
 
 from test_cluster_routers import LocalCluster, owners, set_ok  # noqa: E402
 
@@ -155,8 +152,14 @@ def test_busy_leader_refuses_with_out_of_memory():
     rt.check(counts.get(b"STORED", 0) == 0,
              "nothing commits while the followers are stopped")
     refused = [k for k, line in replies.items() if line == OOM]
-    rt.check(len(refused) > 0,
-             "the leader refused what it could not hold: %r" % counts)
+    # Nearly all: a set the leader held queued is answered "expired" before
+    # the router's attempt times out, so the router knows it never ran
+    # (without that answer: 0 to 57 of 9,600, the rest "temporarily
+    # unavailable"); only a set taken into an entry in flight, or an
+    # answer later than the attempt, leaves its outcome unknown.
+    rt.check(len(refused) >= len(keys) * 95 // 100,
+             "the leader refused what it could not hold, and the router "
+             "knew it: %r" % counts)
     # A sanity bound only: the flood is small (about 10 MB, so that the
     # test stays light); what bounds memory at any size is the refusal
     # checked above (the queue holds at most 4096 commands, 64 MiB).

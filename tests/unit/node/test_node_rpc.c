@@ -1,7 +1,7 @@
 /*
  * node_rpc in front of a real single-member cache group: a request whose
  * deadline (RpcRequest.budget_ms) passed before the node started it is
- * answered UNAVAILABLE and never proposed, also when the time ran out
+ * answered EXPIRED ("not executed", for certain) and never proposed, also when the time ran out
  * while it waited unread in the node's socket (the node paused or busy,
  * here: its loop blocked in a callback). The test speaks the wire protocol
  * through a plain blocking socket, so that it controls when bytes are sent.
@@ -349,7 +349,7 @@ static void expect_expired(struct fx *f)
 {
     Ringmq__RpcResponse *resp = recv_reply(f);
 
-    assert_int_equal(rpc_outcome(resp->code), OUTCOME_UNAVAILABLE);
+    assert_int_equal(rpc_outcome(resp->code), OUTCOME_EXPIRED);
     assert_non_null(strstr(resp->error, "deadline"));
     ringmq__rpc_response__free_unpacked(resp, NULL);
 }
@@ -494,7 +494,7 @@ static void stall_while_queued(uv_prepare_t *h)
 }
 
 /* A write queued behind a batch in flight whose deadline passes before
- * it is proposed is dropped: answered UNAVAILABLE "not executed", never
+ * it is proposed is dropped: answered EXPIRED "not executed", never
  * applied; the write in flight is applied. */
 static void queued_write_expires_unproposed(void **state)
 {
@@ -513,7 +513,7 @@ static void queued_write_expires_unproposed(void **state)
     assert_true(s.done);
     assert_int_equal(rpc_outcome(resp[0]->code), OUTCOME_OK);
     assert_int_equal(resp[0]->cache->status, CACHE_STORED);
-    assert_int_equal(rpc_outcome(resp[1]->code), OUTCOME_UNAVAILABLE);
+    assert_int_equal(rpc_outcome(resp[1]->code), OUTCOME_EXPIRED);
     assert_non_null(strstr(resp[1]->error, "waited to be proposed"));
     assert_non_null(strstr(resp[1]->error, "not executed"));
     free_replies(resp, 2);
@@ -565,7 +565,7 @@ static void queued_enqueue_expires_unproposed(void **state)
     assert_true(s.done);
     assert_int_equal(rpc_outcome(resp[0]->code), OUTCOME_OK);
     assert_int_equal(resp[0]->mq->status, MQ_SM_OK);
-    assert_int_equal(rpc_outcome(resp[1]->code), OUTCOME_UNAVAILABLE);
+    assert_int_equal(rpc_outcome(resp[1]->code), OUTCOME_EXPIRED);
     assert_non_null(strstr(resp[1]->error, "waited to be proposed"));
     free_replies(resp, 2);
     assert_int_equal(mq_cmds_proposed(f), before + 1);

@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -620,6 +622,67 @@ static void test_queued_deadline(void **state)
     close_node(e, 0);
 }
 
+static bool op_called(struct env *e, void *arg)
+{
+    (void)e;
+    return ((struct op *)arg)->calls > 0;
+}
+
+/* A leader whose entries do not commit (its followers gone) frees no batch
+ * slot: a queued command still expires at its deadline, answered
+ * RGROUP_EEXPIRED while the leader still leads and the commands around it
+ * still wait, so that its sender learns "not executed" while it waits. */
+static void test_queued_deadline_stuck(void **state)
+{
+    struct env *e = *state;
+    struct rgroup_config cfg;
+    struct ctx c = {.want = 3};
+    struct op *ops;
+    uint64_t deadline;
+    unsigned i;
+    int l;
+
+    /* a long election timeout: the leader stays in office for seconds
+     * after its followers stop answering */
+    e->port0 = port_base(15);
+    e->n_nodes = 3;
+    for (i = 0; i < 3; i++) {
+        snprintf(e->n[i].dir, sizeof e->n[i].dir, "%s/node%u", e->root, i + 1);
+        config(e, &cfg, i, 3);
+        cfg.election_ms = 3000;
+        cfg.heartbeat_ms = 100;
+        cfg.max_inflight = 1;
+        start_node(e, i, &cfg);
+    }
+    assert_true(run_until(e, some_ready, NULL, 4 * WAIT_MS));
+    l = ready_leader(e);
+    submit_and_wait(e, e->n[l].g, 1, 1);
+    for (i = 0; i < 3; i++) {
+        if (i != (unsigned)l) {
+            close_node(e, i);
+        }
+    }
+    ops = ops_new(3, 2, &c);
+    assert_int_equal(rgroup_submit(e->n[l].g, &ops[0].cmd), 0);
+    uv_run(&e->loop, UV_RUN_NOWAIT); /* flushed: the only slot is taken */
+    deadline = clock_mono_ms() + 100;
+    ops[1].cmd.deadline_ms = deadline;
+    assert_int_equal(rgroup_submit(e->n[l].g, &ops[1].cmd), 0);
+    assert_int_equal(rgroup_submit(e->n[l].g, &ops[2].cmd), 0);
+    assert_true(run_until(e, op_called, &ops[1], WAIT_MS));
+    assert_int_equal(ops[1].status, RGROUP_EEXPIRED);
+    assert_true(clock_mono_ms() >= deadline);
+    assert_int_equal(ops[0].calls, 0);
+    assert_int_equal(ops[2].calls, 0);
+    assert_true(rgroup_is_leader(e->n[l].g));
+    close_node(e, (unsigned)l);
+    assert_int_equal(c.done, 3);
+    assert_int_equal(ops[0].status, RGROUP_EUNKNOWN);
+    assert_int_equal(ops[2].status, RGROUP_ECLOSING);
+    assert_int_equal(e->n[l].sm.n, 1);
+    free(ops);
+}
+
 /* Admission control: beyond max_queued_cmds or max_queued_bytes waiting
  * to be proposed, rgroup_submit refuses (RGROUP_EFULL, no callback) and
  * nothing of the refused command is applied; once the queue drains,
@@ -670,6 +733,81 @@ static void test_queue_bound(void **state)
     assert_int_equal(ops[2].calls, 0);
     assert_int_equal(e->n[0].sm.n, 6);
     assert_false(vals_contain(&e->n[0].sm, 7));
+    free(ops);
+    close_node(e, 0);
+}
+
+/* In a child (cmocka's handlers would go on running the suite there, and a
+ * core is not wanted): run @breaks, which must abort on a broken invariant. */
+static void assert_aborts(void (*breaks)(struct env *, struct op *),
+                          struct env *e, struct op *ops)
+{
+    pid_t pid;
+    int st;
+
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit no_core = {0, 0};
+
+        signal(SIGABRT, SIG_DFL);
+        signal(SIGSEGV, SIG_DFL);
+        setrlimit(RLIMIT_CORE, &no_core);
+        breaks(e, ops);
+        _exit(42); /* not caught */
+    }
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+}
+
+/* The caller's command list is the group's queue: a queued command whose
+ * link is cut leaves fewer commands than counted. */
+static void cut_queue(struct env *e, struct op *ops)
+{
+    ops[1].cmd.next = NULL;
+    rgroup_check(e->n[0].g);
+}
+
+/* A queued command whose length changed (its caller broke the contract)
+ * no longer adds up with the queued bytes: the next flush trips the
+ * counter check that every build makes. */
+static void grow_queued(struct env *e, struct op *ops)
+{
+    ops[0].cmd.len = 1u << 20;
+    uv_run(&e->loop, UV_RUN_NOWAIT);
+}
+
+/* The group's invariants hold in use and catch a broken queue: the walk
+ * (rgroup_check, run by the sanitizer build every few turns) and the
+ * counters (every build, every turn). */
+static void test_invariants(void **state)
+{
+    struct env *e = *state;
+    struct rgroup_config cfg;
+    struct ctx c = {.want = 3};
+    struct op *ops;
+    size_t i;
+
+    one_member(e, 14, &cfg);
+    start_ready(e, &cfg);
+    rgroup_check(e->n[0].g);
+
+    /* the loop does not run between submits: all three stay queued */
+    ops = ops_new(3, 1, &c);
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(rgroup_submit(e->n[0].g, &ops[i].cmd), 0);
+    }
+    rgroup_check(e->n[0].g); /* holds */
+    assert_aborts(cut_queue, e, ops);
+    assert_aborts(grow_queued, e, ops);
+
+    /* untouched here: the commands go through */
+    assert_true(run_until(e, ctx_done, &c, WAIT_MS));
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(ops[i].status, 0);
+    }
+    assert_false(c.order_broken);
+    rgroup_check(e->n[0].g);
     free(ops);
     close_node(e, 0);
 }
@@ -1288,6 +1426,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queued_deadline, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_queue_bound, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_invariants, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queued_deadline_stuck, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_three_members, setup, teardown),
         cmocka_unit_test_setup_teardown(test_members_by_host_name, setup,
                                         teardown),

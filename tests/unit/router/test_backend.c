@@ -120,6 +120,11 @@ struct fx {
     unsigned unavail_reads; /* leader: RPC_UNAVAILABLE for so many reads */
     bool bad_request;       /* leader: RPC_BAD_REQUEST */
     unsigned busy_left;     /* leader: RPC_BUSY for so many requests */
+    /* leader: hold so many cache requests, as a queue that does not
+     * drain, and answer each RPC_EXPIRED when its budget runs out */
+    unsigned expire_left;
+    /* leader: leave so many cache requests unanswered (held) */
+    unsigned hold_left;
     bool wrong_epoch;       /* everyone: RPC_WRONG_EPOCH */
     /* leader of shard s: every key is refused WRONG_OWNER naming
      * moved_to[s] (NULL = off) */
@@ -155,6 +160,9 @@ struct fx {
     unsigned digests_asked; /* status polls that asked for digests */
     uint64_t busy_at[64];   /* clock_mono_ms() of the first BUSY answers */
     unsigned n_busy;
+    struct rpc_server_req *expiring[MAX_HELD]; /* held by expire_left */
+    unsigned n_expiring;
+    unsigned n_expired; /* answered RPC_EXPIRED */
 };
 
 static struct fx *F;
@@ -239,6 +247,17 @@ static void reply_not_leader(struct rpc_server_req *req, unsigned s)
     rpc_server_reply(req, &resp);
 }
 
+/* Keep @req unanswered until release_held(). */
+static void hold(struct fake *f, struct rpc_server_req *req,
+                 const Ringmq__RpcRequest *msg)
+{
+    assert_true(F->n_held < MAX_HELD);
+    F->held[F->n_held].f = f;
+    F->held[F->n_held].req = req;
+    F->held[F->n_held].msg = msg;
+    F->n_held++;
+}
+
 /* Answer a cache request as fake @f would now. */
 static void answer(struct fake *f,
                    struct rpc_server_req *req,
@@ -267,6 +286,11 @@ static void answer(struct fake *f,
         reply_code(req, RINGMQ__RPC_CODE__RPC_BAD_REQUEST);
         return;
     }
+    if (F->hold_left > 0) {
+        F->hold_left--;
+        hold(f, req, msg);
+        return;
+    }
     if (F->busy_left > 0) {
         F->busy_left--;
         if (F->n_busy < sizeof(F->busy_at) / sizeof(F->busy_at[0])) {
@@ -274,6 +298,13 @@ static void answer(struct fake *f,
         }
         F->n_busy++;
         reply_code(req, RINGMQ__RPC_CODE__RPC_BUSY);
+        return;
+    }
+    if (F->expire_left > 0) {
+        F->expire_left--;
+        assert_true(F->n_expiring < MAX_HELD);
+        assert_true(rpc_server_req_deadline(req) != 0);
+        F->expiring[F->n_expiring++] = req;
         return;
     }
     if (F->moving_left[s] > 0) {
@@ -546,11 +577,7 @@ static void on_request(void *data,
     }
     if (F->hold == HOLD_ALL ||
         (F->hold >= 0 && F->hold == shard_index(msg->group))) {
-        assert_true(F->n_held < MAX_HELD);
-        F->held[F->n_held].f = f;
-        F->held[F->n_held].req = req;
-        F->held[F->n_held].msg = msg;
-        F->n_held++;
+        hold(f, req, msg);
         return;
     }
     answer(f, req, msg);
@@ -568,6 +595,10 @@ static void release_held(void)
         reply_code(F->muted[i], RINGMQ__RPC_CODE__RPC_UNAVAILABLE);
     }
     F->n_muted = 0;
+    for (i = 0; i < F->n_expiring; i++) {
+        reply_code(F->expiring[i], RINGMQ__RPC_CODE__RPC_EXPIRED);
+    }
+    F->n_expiring = 0;
 }
 
 static void close_fake(struct fake *f)
@@ -580,9 +611,25 @@ static void close_fake(struct fake *f)
 
 /* ---- fixture ---------------------------------------------------------- */
 
+/* Answer the held requests whose budget ran out RPC_EXPIRED, as a node
+ * whose group expires queued commands at their deadline. */
 static void on_tick(uv_timer_t *t)
 {
+    uint64_t now = clock_mono_ms();
+    unsigned i = 0;
+
     (void)t;
+    while (i < F->n_expiring) {
+        struct rpc_server_req *req = F->expiring[i];
+
+        if (rpc_server_req_deadline(req) > now) {
+            i++;
+            continue;
+        }
+        F->expiring[i] = F->expiring[--F->n_expiring];
+        F->n_expired++;
+        reply_code(req, RINGMQ__RPC_CODE__RPC_EXPIRED);
+    }
 }
 
 /* Append shard @name of @weight to @map, members 1..3 = the three fakes. */
@@ -1288,27 +1335,127 @@ static void test_busy_retried_with_backoff(void **state)
     assert_int_equal(F->n_busy, 6);
 }
 
-/* A leader that stays busy: the op ends BUSY (never executed) by its
- * deadline, not after it, having been retried meanwhile. */
-static void test_busy_until_deadline(void **state)
+/* Cache requests the fakes other than the leader (fake 0) received. */
+static unsigned asked_elsewhere(void)
+{
+    return F->fakes[1].cache_reqs + F->fakes[2].cache_reqs;
+}
+
+/* A write the leader held in its queue until the budget it was told ran
+ * out is answered EXPIRED ("not executed") before the router's attempt
+ * times out, so the router stays with the leader and retries it as BUSY,
+ * and the write is stored once. */
+static void test_expired_retried_as_busy(void **state)
+{
+    struct tcall t;
+    char key[32];
+
+    (void)state;
+    start_backend_attempts(5000, 400);
+    key_of_shard(0, key, sizeof(key));
+    F->expire_left = 2;
+    assert_int_equal(do_op(CACHE_OP_SET, key, "v1", &t), CACHE_STORED);
+    assert_int_equal(F->n_expired, 2);
+    assert_int_equal(asked_elsewhere(), 0); /* no attempt timed out */
+    assert_int_equal(F->fakes[0].per_shard[0], 1);
+    assert_int_equal(F->n_items[0], 1);
+}
+
+/* An attempt that times out at a leader that answered other requests
+ * since it was sent does not move the router off it: the leader is alive,
+ * it only held that request (in a long queue, say). The write's retry
+ * goes to it again, with its request id, and is stored. */
+static void test_timeout_keeps_a_live_leader(void **state)
+{
+    struct tcall a, b;
+    char key[32];
+
+    (void)state;
+    start_backend_attempts(5000, 300);
+    key_of_shard(0, key, sizeof(key));
+    F->hold_left = 1;
+    completed = 0;
+    prep(&a, CACHE_OP_SET, key, "v1");
+    backend_submit(F->b, &a.call);
+    while (F->n_held < 1) {
+        uv_run(&F->loop, UV_RUN_ONCE);
+    }
+    /* answered while the first attempt waits: the leader is alive */
+    assert_int_equal(do_op(CACHE_OP_GET, key, NULL, &b), CACHE_NOT_FOUND);
+    completed = 0;
+    run_until_completed(1, 5000);
+    assert_int_equal(a.call.outcome, OUTCOME_OK);
+    assert_int_equal(a.call.result.status, CACHE_STORED);
+    assert_int_equal(asked_elsewhere(), 0);
+    assert_int_equal(F->n_items[0], 1);
+}
+
+/* A write whose first attempt timed out (its outcome unknown: the leader
+ * may have proposed it) and whose later attempts were refused BUSY until
+ * the deadline ends UNAVAILABLE, not BUSY: "out of memory" would tell its
+ * client it never ran. */
+static void test_busy_after_unknown_is_unavailable(void **state)
+{
+    struct tcall t;
+    char key[32];
+
+    (void)state;
+    start_backend_attempts(1500, 300);
+    key_of_shard(0, key, sizeof(key));
+    F->hold_left = 1;
+    F->busy_left = UINT32_MAX;
+    assert_int_equal(do_op_outcome(CACHE_OP_SET, key, "v", &t),
+                     OUTCOME_UNAVAILABLE);
+    assert_int_equal(F->n_held, 1);
+    assert_true(F->n_busy >= 1);
+    assert_int_equal(F->n_items[0], 0);
+}
+
+/* A write on a leader that answers every attempt with @*refused_left
+ * set (BUSY, or EXPIRED after its budget) ends BUSY ("out of memory":
+ * never executed) by its deadline of @deadline_ms, not after it, retried
+ * at least @min_answers times at the leader and never elsewhere (an
+ * attempt that timed out would have left its outcome unknown). */
+static void busy_until_deadline(unsigned *refused_left,
+                                const unsigned *answers,
+                                unsigned min_answers,
+                                unsigned deadline_ms)
 {
     struct tcall t;
     char key[32];
     uint64_t t0, took;
 
-    (void)state;
-    start_backend(400);
     key_of_shard(1, key, sizeof(key));
-    F->busy_left = UINT32_MAX;
+    *refused_left = UINT32_MAX;
     t0 = clock_mono_ms();
     assert_int_equal(do_op_outcome(CACHE_OP_SET, key, "v", &t), OUTCOME_BUSY);
     took = t.done_ms - t0;
-    print_message("BUSY until %llu ms, %u attempts\n",
-                  (unsigned long long)took, F->n_busy);
-    assert_true(took < 400 + 50);
-    /* waits of at least 15, 30, 60 ms then one of 120..240 ms may not fit */
-    assert_true(F->n_busy >= 3);
+    print_message("refused until %llu ms, %u answers\n",
+                  (unsigned long long)took, *answers);
+    assert_true(took < deadline_ms + 50);
+    assert_true(*answers >= min_answers);
+    assert_int_equal(asked_elsewhere(), 0);
     assert_int_equal(F->n_items[1], 0);
+}
+
+/* A leader that holds every write past its budget: attempts of 400 ms
+ * are answered EXPIRED at 200 ms (half), so more than one fits a 1 s
+ * deadline. */
+static void test_expired_until_deadline(void **state)
+{
+    (void)state;
+    start_backend_attempts(1000, 400);
+    busy_until_deadline(&F->expire_left, &F->n_expired, 2, 1000);
+}
+
+/* A leader that stays busy: waits of at least 15, 30, 60 ms then one of
+ * 120..240 ms may not fit a 400 ms deadline (attempts of 200 ms: the
+ * last one needs 100 ms left). */
+static void test_busy_until_deadline(void **state)
+{
+    (void)state;
+    start_backend_attempts(400, 200);
+    busy_until_deadline(&F->busy_left, &F->n_busy, 3, 400);
 }
 
 static void test_wrong_epoch_and_bad_request(void **state)
@@ -2233,6 +2380,14 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_retried_with_backoff, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_timeout_keeps_a_live_leader,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_busy_after_unknown_is_unavailable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expired_retried_as_busy, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_expired_until_deadline, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_busy_until_deadline, setup,
                                         teardown),

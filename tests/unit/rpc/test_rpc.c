@@ -917,6 +917,34 @@ static Ringmq__RpcRequest *read_request(int fd)
         fd, &ringmq__rpc_request__descriptor, readable_soon, &fd);
 }
 
+/* Replace the fixture's client (teardown closes it) by one to 127.0.0.1:
+ * @port configured as @cc (its address set here). */
+static struct rpc_client *client_to(struct fx *fx, int port,
+                                    struct rpc_client_config *cc)
+{
+    char addr[64];
+    char err[256];
+    bool closed = false;
+
+    rpc_client_close(fx->client, on_closed_flag, &closed);
+    run_until(fx, &closed, 2000);
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    cc->address = addr;
+    fx->client = rpc_client_new(&fx->loop, cc, err, sizeof(err));
+    assert_non_null(fx->client);
+    return fx->client;
+}
+
+/* Close @c, the fixture's client, now: its calls complete. */
+static void close_client(struct fx *fx, struct rpc_client *c)
+{
+    bool closed = false;
+
+    fx->client = NULL;
+    rpc_client_close(c, on_closed_flag, &closed);
+    run_until(fx, &closed, 2000);
+}
+
 /*
  * A call that timed out while the connect was pending was reported failed:
  * when the connection comes up, its request must not go out, or the node
@@ -933,21 +961,12 @@ static void test_timed_out_call_not_sent_after_connect(void **state)
     Ringmq__RpcRequest req;
     Ringmq__RpcRequest *got;
     Ringmq__CacheOp op;
-    char addr[64];
-    char err[256];
     uint64_t id2;
-    bool closed = false;
     int conn;
 
     full_listener_open(&l);
-    rpc_client_close(fx->client, on_closed_flag, &closed);
-    run_until(fx, &closed, 2000);
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", l.port);
-    cc.address = addr;
     cc.connect_timeout_ms = 30000;
-    /* the fixture's client, so that teardown closes it */
-    fx->client = c = rpc_client_new(&fx->loop, &cc, err, sizeof(err));
-    assert_non_null(c);
+    c = client_to(fx, l.port, &cc);
     init_cache_req(&req, &op, 1, "first", 5);
     assert_int_equal(rpc_client_call(c, &req, 100, on_result, &r1, NULL), 0);
     run_until(fx, &r1.done, 5000);
@@ -966,12 +985,108 @@ static void test_timed_out_call_not_sent_after_connect(void **state)
     assert_true(got->budget_ms > 0 && got->budget_ms <= 30000);
     ringmq__rpc_request__free_unpacked(got, NULL);
     assert_false(r2.done);
-    closed = false;
-    fx->client = NULL;
-    rpc_client_close(c, on_closed_flag, &closed);
-    run_until(fx, &closed, 2000);
+    close_client(fx, c);
     assert_int_equal(r2.status, UV_ECANCELED);
     assert_int_equal(r1.calls, 1);
+    close(conn);
+    close(l.fd);
+}
+
+/* Runs the loop until @fd is readable (the client wrote), within 10 s. */
+static void run_until_readable(struct fx *fx, int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    unsigned waited = 0;
+
+    while (poll(&p, 1, 0) == 0) {
+        assert_true(waited < 10000);
+        run_for(fx, 10);
+        waited += 10;
+    }
+}
+
+/* With budget_margin_ms, a request tells the node less time than its call
+ * has left, so that the node's "expired, not executed" answer comes while
+ * the call still waits; never more than half of it. */
+static void test_budget_margin(void **state)
+{
+    struct fx *fx = *state;
+    struct full_listener l;
+    struct rpc_client_config cc = {0};
+    struct rpc_client *c;
+    struct result r1 = {0}, r2 = {0};
+    Ringmq__RpcRequest req;
+    Ringmq__RpcRequest *got;
+    Ringmq__CacheOp op;
+    int conn;
+
+    full_listener_open(&l);
+    close(accept(l.fd, NULL, NULL)); /* room for the client */
+    close(l.filler);
+    cc.budget_margin_ms = 300;
+    c = client_to(fx, l.port, &cc);
+    /* one request at a time: read_request takes the first frame only */
+    init_cache_req(&req, &op, 1, "long", 4);
+    assert_int_equal(rpc_client_call(c, &req, 20000, on_result, &r1, NULL), 0);
+    conn = accept_running(fx, l.fd, 10000);
+    run_until_readable(fx, conn);
+    got = read_request(conn);
+    assert_int_equal(got->cache->delta, 1);
+    assert_true(got->budget_ms > 0 && got->budget_ms <= 20000 - 300);
+    ringmq__rpc_request__free_unpacked(got, NULL);
+    init_cache_req(&req, &op, 2, "short", 5);
+    assert_int_equal(rpc_client_call(c, &req, 400, on_result, &r2, NULL), 0);
+    run_until_readable(fx, conn);
+    got = read_request(conn);
+    assert_int_equal(got->cache->delta, 2);
+    assert_true(got->budget_ms > 0 && got->budget_ms <= 200);
+    ringmq__rpc_request__free_unpacked(got, NULL);
+    close_client(fx, c);
+    close(conn);
+    close(l.fd);
+}
+
+/* A reply that arrived while the loop was held up past its call's deadline
+ * (a burst of work, the process descheduled) completes the call: the
+ * timeout is judged once the loop has read what the socket holds. */
+static void test_reply_beats_late_timer(void **state)
+{
+    struct fx *fx = *state;
+    struct full_listener l;
+    struct rpc_client_config cc = {0};
+    struct rpc_client *c;
+    struct result r = {0};
+    Ringmq__RpcRequest req;
+    Ringmq__RpcRequest *got;
+    Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
+    Ringmq__CacheResult cache = RINGMQ__CACHE_RESULT__INIT;
+    Ringmq__CacheOp op;
+    struct buf out;
+    int conn;
+
+    full_listener_open(&l);
+    close(accept(l.fd, NULL, NULL)); /* room for the client */
+    close(l.filler);
+    c = client_to(fx, l.port, &cc);
+    init_cache_req(&req, &op, 1, "k", 1);
+    assert_int_equal(rpc_client_call(c, &req, 300, on_result, &r, NULL), 0);
+    conn = accept_running(fx, l.fd, 10000);
+    run_until_readable(fx, conn);
+    got = read_request(conn);
+    resp.id = got->id;
+    resp.code = RINGMQ__RPC_CODE__RPC_OK;
+    resp.body_case = RINGMQ__RPC_RESPONSE__BODY_CACHE;
+    resp.cache = &cache;
+    ringmq__rpc_request__free_unpacked(got, NULL);
+    buf_init(&out);
+    assert_int_equal(rpc_frame_encode_response(&out, &resp, 0, 0), 0);
+    assert_int_equal(write(conn, out.data, out.len), (ssize_t)out.len);
+    buf_free(&out);
+    usleep(400 * 1000); /* the loop is held up past the deadline */
+    run_until(fx, &r.done, 2000);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.calls, 1);
+    close_client(fx, c);
     close(conn);
     close(l.fd);
 }
@@ -991,6 +1106,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reply_after_client_gone, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_budget_margin, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reply_beats_late_timer, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_calls_from_callbacks, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_hostname_and_bad_address, setup,
