@@ -10,6 +10,8 @@ and its dead-letter queue on s2:
 2. messages expired by x-message-ttl while s2 is paused longer than an
    edge retries a republish (10 s): each one arrives once s2 is back.
 
+Both happen during one outage of s2.
+
 Before the outbox, a dead letter lived only in the answer of the command
 that made it: both lost every message.
 """
@@ -78,19 +80,36 @@ def expect_all_dead_lettered(r, dlq, bodies, timeout):
         len(bodies), time.time() - t0, len(got) - len(bodies)))
 
 
-def test_reject_then_router_dies():
-    src, dlq, ex = at.uniq("dl_src"), at.uniq("dl_q"), at.uniq("dl_x")
-    bodies = [b"rejected %d" % i for i in range(N)]
+def cleanup(r, pairs):
+    c = conn(r)
+    ch = c.channel()
+    for src, dlq, ex in pairs:
+        rt.check(ready(ch, src) == 0, "%s holds messages again" % src)
+        for q in (src, dlq):
+            ch.queue_delete(q)
+        ch.exchange_delete(ex)
+    c.close()
+
+
+def test_rejected_and_expired_during_an_outage():
+    """Both cases share one outage of s2 (the suite's time): the rejects'
+    router dies with their republishes, and r2, the router left, gives up
+    on the expired messages' republishes after its retries."""
+    rej = (at.uniq("dl_src"), at.uniq("dl_q"), at.uniq("dl_x"))
+    ttl = (at.uniq("dl_ttl"), at.uniq("dl_ttlq"), at.uniq("dl_ttlx"))
+    rejected = [b"rejected %d" % i for i in range(N)]
+    expired = [b"expired %d" % i for i in range(N)]
     c1 = conn("r1")
     ch1 = c1.channel()
-    declare_pair(ch1, src, dlq, ex, {})
+    declare_pair(ch1, rej[0], rej[1], rej[2], {})
+    declare_pair(ch1, ttl[0], ttl[1], ttl[2], {"x-message-ttl": 500})
     ch1.confirm_delivery()
-    for b in bodies:
-        ch1.basic_publish("", src, b, properties=pika.BasicProperties(delivery_mode=2))
+    for b in rejected:
+        ch1.basic_publish("", rej[0], b, properties=pika.BasicProperties(delivery_mode=2))
     tags = []
     for _ in range(N):
-        m, _, _ = ch1.basic_get(src, auto_ack=False)
-        rt.check(m is not None, "%s has fewer than %d messages" % (src, N))
+        m, _, _ = ch1.basic_get(rej[0], auto_ack=False)
+        rt.check(m is not None, "%s has fewer than %d messages" % (rej[0], N))
         tags.append(m.delivery_tag)
     pause(S2, True)
     try:
@@ -98,53 +117,31 @@ def test_reject_then_router_dies():
             ch1.basic_reject(t, requeue=False)
         # The channel's operations complete in order: the rejects were
         # applied at s1 when this answers.
-        rt.check(ready(ch1, src) == 0, "%s not empty after the rejects" % src)
+        rt.check(ready(ch1, rej[0]) == 0, "%s not empty after the rejects" % rej[0])
+        for b in expired:
+            ch1.basic_publish("", ttl[0], b, properties=pika.BasicProperties(delivery_mode=2))
+        t_killed = time.time()
         C.lc.kill9("r1")  # its republishes to the paused s2 die with it
-        # Longer than any request's deadline: what r1 had sent to s2 before
-        # it died is refused unexecuted when s2 reads it.
-        time.sleep(12)
+        c2 = conn("r2")
+        ch2 = c2.channel()
+        rt.wait_until(lambda: ready(ch2, ttl[0]) == 0, 30,
+                      "the messages of %s expired" % ttl[0])
+        t_expired = time.time()
+        # Longer than any request's deadline (what r1 had sent to s2 before
+        # it died is refused unexecuted when s2 reads it) and than an
+        # edge's retries of one republish (10 s) after the expiry.
+        while time.time() - t_killed < 12 or time.time() - t_expired < 11:
+            c2.process_data_events(time_limit=0.5)
+        c2.close()
     finally:
         pause(S2, False)
     try:
-        expect_all_dead_lettered("r2", dlq, bodies, 120)
-        c2 = conn("r2")
-        ch2 = c2.channel()
-        rt.check(ready(ch2, src) == 0, "%s holds messages again" % src)
-        for q in (src, dlq):
-            ch2.queue_delete(q)
-        ch2.exchange_delete(ex)
-        c2.close()
+        expect_all_dead_lettered("r2", rej[1], rejected, 120)
+        expect_all_dead_lettered("r2", ttl[1], expired, 120)
+        cleanup("r2", (rej, ttl))
     finally:
         C.start_router("r1")
         at.wait_amqp_ready(HOST, C.port("r1"), timeout=30)
-
-
-def test_expired_while_target_down():
-    src, dlq, ex = at.uniq("dl_ttl"), at.uniq("dl_ttlq"), at.uniq("dl_ttlx")
-    bodies = [b"expired %d" % i for i in range(N)]
-    c = conn("r1")
-    ch = c.channel()
-    declare_pair(ch, src, dlq, ex, {"x-message-ttl": 500})
-    ch.confirm_delivery()
-    pause(S2, True)
-    try:
-        for b in bodies:
-            ch.basic_publish("", src, b, properties=pika.BasicProperties(delivery_mode=2))
-        rt.wait_until(lambda: ready(ch, src) == 0, 30, "the messages of %s expired" % src)
-        t_expired = time.time()
-        # The outage outlasts an edge's retries of one republish (10 s).
-        while time.time() - t_expired < 12:
-            c.process_data_events(time_limit=0.5)
-        c.close()
-    finally:
-        pause(S2, False)
-    expect_all_dead_lettered("r1", dlq, bodies, 120)
-    c = conn("r1")
-    ch = c.channel()
-    for q in (src, dlq):
-        ch.queue_delete(q)
-    ch.exchange_delete(ex)
-    c.close()
 
 
 if __name__ == "__main__":
@@ -154,5 +151,4 @@ if __name__ == "__main__":
         C.setup()
         state["up"] = True
 
-    rt.run_tests([setup] + [gated(t, state) for t in (test_reject_then_router_dies,
-                                                     test_expired_while_target_down)])
+    rt.run_tests([setup, gated(test_rejected_and_expired_during_an_outage, state)])
