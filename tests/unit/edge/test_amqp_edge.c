@@ -81,10 +81,13 @@ static void on_server_closed(void *data)
     uv_close((uv_handle_t *)&fx->stop, NULL);
 }
 
+/* The broker goes first: a CHECKOUT it holds would keep the closing edge
+ * waiting until the long poll ends (10 s). */
 static void on_stop(uv_async_t *as)
 {
     struct fixture *fx = as->data;
 
+    fake_broker_close(fx->fb);
     amqp_server_close(fx->srv, on_server_closed, fx);
 }
 

@@ -322,7 +322,7 @@ static void on_closed(uv_handle_t *h)
     free(fb);
 }
 
-void fake_broker_free(struct fake_broker *fb)
+void fake_broker_close(struct fake_broker *fb)
 {
     unsigned i;
 
@@ -330,5 +330,10 @@ void fake_broker_free(struct fake_broker *fb)
     for (i = 0; i < fb->shards; i++) {
         retry_held(fb, i, true);
     }
+}
+
+void fake_broker_free(struct fake_broker *fb)
+{
+    fake_broker_close(fb);
     uv_close((uv_handle_t *)&fb->timer, on_closed);
 }

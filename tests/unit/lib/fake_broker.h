@@ -51,8 +51,11 @@ void fake_broker_advance_clock(struct fake_broker *fb, uint64_t ms);
 /* routable() answers @on (any thread; true at start). */
 void fake_broker_set_routable(struct fake_broker *fb, bool on);
 struct mq_sm *fake_broker_mq(struct fake_broker *fb, unsigned shard);
-/* Complete held calls (CLOSING) and free, once the loop ran their timers'
- * close callbacks. */
+/* Complete held calls, and every later one, with CLOSING: a broker going
+ * away before its edge has closed (loop thread). */
+void fake_broker_close(struct fake_broker *fb);
+/* fake_broker_close() and free, once the loop ran their timers' close
+ * callbacks. */
 void fake_broker_free(struct fake_broker *fb);
 
 #endif
