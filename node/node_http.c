@@ -185,6 +185,12 @@ static void on_metrics(void *data, const char *path, const char *query,
     FAMILY("ringmq_group_commands_proposed_total", "counter",
            "Commands in those entries (group commit packs many).",
            raft.cmds_proposed);
+    FAMILY("ringmq_group_queued_commands", "gauge",
+           "Commands waiting to be proposed (admission bound: busy beyond).",
+           raft.queued_cmds);
+    FAMILY("ringmq_group_queued_bytes", "gauge",
+           "Payload bytes of the commands waiting to be proposed.",
+           raft.queued_bytes);
     FAMILY("ringmq_cache_items", "gauge", "Items in the cache.",
            sm.curr_items);
     FAMILY("ringmq_cache_bytes", "gauge", "Charged bytes of the cache's items.",

@@ -347,6 +347,9 @@ def test_epoch_checks_health_and_stats():
                  "node %d /healthz?live: %d %s" % (node, status, body))
     status, body = http_get(9201 + lc.off, "/metrics")
     rt.check('ringmq_cache_items{group="s1"}' in body, "node /metrics")
+    rt.check('ringmq_group_queued_commands{group="s1"} 0' in body and
+             'ringmq_group_queued_bytes{group="s1"} 0' in body,
+             "node /metrics shows the group's queue (admission control)")
     # router stats aggregate the shards
     st = rt.stats(lc.mc_port(2))
     for f in ("curr_items", "evictions", "limit_maxbytes", "shard:s1:curr_items",
