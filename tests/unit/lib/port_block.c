@@ -89,10 +89,7 @@ unsigned port_block(unsigned first, unsigned blocks, unsigned size)
             return held[k];
         }
     }
-    if (n_held == HELD_MAX) {
-        return 0;
-    }
-    for (k = 0; k < blocks; k++) {
+    for (k = 0; k < blocks && n_held < HELD_MAX; k++) {
         unsigned base = first + ((start + k) % blocks) * size;
 
         if (block_held(base) || !block_claim(base, size)) {
