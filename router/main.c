@@ -5,6 +5,7 @@
  * map or a router name the map does not list.
  */
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,19 @@ static void stop(void *data)
     router_close(m.router, router_stopped, NULL);
 }
 
+/* A duration flag: 1 ms to an hour. */
+static bool parse_ms(const char *arg, unsigned long *out)
+{
+    char *end;
+    unsigned long v = strtoul(arg, &end, 10);
+
+    if (*end != '\0' || end == arg || v == 0 || v > 3600000) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
 static int fail_usage(const char *fmt, const char *arg)
 {
     fprintf(stderr, "ringmq-router: ");
@@ -111,7 +125,6 @@ int main(int argc, char **argv)
     const struct cluster_router *entry;
     struct router_config rc = {0};
     char err[512] = "";
-    char *end;
     int c;
     int rv;
 
@@ -137,22 +150,16 @@ int main(int argc, char **argv)
                 users_path = optarg;
                 break;
             case OPT_TIMEOUT:
-                timeout_ms = strtoul(optarg, &end, 10);
-                if (*end != '\0' || end == optarg || timeout_ms == 0 ||
-                    timeout_ms > 3600000) {
+                if (!parse_ms(optarg, &timeout_ms)) {
                     return fail_usage(
-                        "--request-timeout '%s': expected 1.."
-                        "3600000 ms",
+                        "--request-timeout '%s': expected 1..3600000 ms",
                         optarg);
                 }
                 break;
             case OPT_ATTEMPT_TIMEOUT:
-                attempt_ms = strtoul(optarg, &end, 10);
-                if (*end != '\0' || end == optarg || attempt_ms == 0 ||
-                    attempt_ms > 3600000) {
+                if (!parse_ms(optarg, &attempt_ms)) {
                     return fail_usage(
-                        "--attempt-timeout '%s': expected 1.."
-                        "3600000 ms",
+                        "--attempt-timeout '%s': expected 1..3600000 ms",
                         optarg);
                 }
                 break;
