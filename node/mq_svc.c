@@ -397,19 +397,25 @@ static struct lease *lease_find(struct mq_svc *svc, uint64_t router)
     return NULL;
 }
 
+static void lease_add(struct mq_svc *svc, uint64_t router)
+{
+    struct lease *l = xcalloc(1, sizeof(*l));
+
+    l->router = router;
+    l->seen_ms = uv_now(svc->sh.loop);
+    l->next = svc->leases;
+    svc->leases = l;
+}
+
 static void lease_seen(struct mq_svc *svc, uint64_t router)
 {
     struct lease *l = lease_find(svc, router);
 
     if (l != NULL) {
         l->seen_ms = uv_now(svc->sh.loop);
-        return;
+    } else {
+        lease_add(svc, router);
     }
-    l = xcalloc(1, sizeof(*l));
-    l->router = router;
-    l->seen_ms = uv_now(svc->sh.loop);
-    l->next = svc->leases;
-    svc->leases = l;
 }
 
 static void lease_seed_one(void *data, uint64_t router)
@@ -417,7 +423,7 @@ static void lease_seed_one(void *data, uint64_t router)
     struct mq_svc *svc = data;
 
     if (lease_find(svc, router) == NULL) {
-        lease_seen(svc, router);
+        lease_add(svc, router);
     }
 }
 
