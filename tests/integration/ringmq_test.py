@@ -5,6 +5,7 @@ dirs and ports, drive them with real clients, and always clean up: every
 process started here is killed at exit, even when a test fails.
 """
 import atexit
+import fcntl
 import os
 import random
 import shutil
@@ -52,6 +53,28 @@ def tmpdir(prefix="ringmq-it-"):
 
 
 _given_ports = set()
+_port_locks = []
+
+
+def claim_ports(ports):
+    """Claim @ports for this process's life with one lock file each
+    (/tmp/ringmq-test-port-P, the kernel drops the locks when it exits):
+    tests run in parallel, and a port free a moment ago may be another
+    test's by the time a node binds it. False, holding none of them, when
+    another live process holds one."""
+    fds = []
+    for p in ports:
+        fd = os.open("/tmp/ringmq-test-port-%d" % p, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            for f in fds:
+                os.close(f)
+            return False
+        fds.append(fd)
+    _port_locks.extend(fds)
+    return True
 
 
 def free_port():
@@ -62,11 +85,8 @@ def free_port():
         port = random.randrange(20000, 32000)
         if port in _given_ports:
             continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+        if not port_free(port) or not claim_ports([port]):
+            continue
         _given_ports.add(port)
         return port
 

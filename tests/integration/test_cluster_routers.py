@@ -53,7 +53,8 @@ class LocalCluster:
                      [7200 + 10 * i + k for i in range(1, 7)
                       for k in range(3)] +
                      [11211, 11212, 5672, 5673, 9101, 9102]]
-            if all(rt.port_free(p) for p in ports):
+            # claimed first: free now is not free when the nodes bind
+            if rt.claim_ports(ports) and all(rt.port_free(p) for p in ports):
                 break
         self.env = dict(os.environ, RINGMQ_PORT_OFFSET=str(self.off),
                         RINGMQ_BUILD_DIR=rt.BUILD)
