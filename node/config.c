@@ -81,6 +81,8 @@ void node_config_usage(FILE *f)
         "  --snapshot-threshold N entries between snapshots (default 8192)\n"
         "  --snapshot-trailing N  entries kept after a snapshot (default "
         "2048)\n"
+        "  --snapshot-mode MODE   fork (serialize in a child process, the\n"
+        "                         default) or inline (on the event loop)\n"
         "  --log-level LEVEL      debug, info, warn or error (default info)\n"
         "  -v, --verbose          same as --log-level debug\n"
         "  --version              print the version and exit\n"
@@ -288,6 +290,16 @@ static int set_option(struct node_config *c, const char *key, const char *v,
             goto bad;
         }
         c->item_size_max = (uint32_t)n;
+    } else if (strcmp(key, "snapshot_mode") == 0) {
+        if (strcmp(v, "inline") == 0) {
+            c->inline_snapshots = true;
+        } else if (strcmp(v, "fork") == 0) {
+            c->inline_snapshots = false;
+        } else {
+            snprintf(err, errlen,
+                     "snapshot_mode '%s': expected fork or inline", v);
+            return -1;
+        }
     } else if (strcmp(key, "read_mode") == 0) {
         if (strcmp(v, "linearizable") == 0) {
             c->linearizable_reads = true;
@@ -504,6 +516,7 @@ enum {
     OPT_AMQP,
     OPT_AMQP_MEMORY,
     OPT_AMQP_DISK,
+    OPT_SNAP_MODE,
     OPT_READ_MODE,
     OPT_REJOIN,
     OPT_VERSION
@@ -534,6 +547,7 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
         {"amqp", required_argument, NULL, OPT_AMQP},
         {"amqp-memory-limit", required_argument, NULL, OPT_AMQP_MEMORY},
         {"amqp-disk-free-limit", required_argument, NULL, OPT_AMQP_DISK},
+        {"snapshot-mode", required_argument, NULL, OPT_SNAP_MODE},
         {"read-mode", required_argument, NULL, OPT_READ_MODE},
         {"rejoin", no_argument, NULL, OPT_REJOIN},
         {"verbose", no_argument, NULL, 'v'},
@@ -557,6 +571,7 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
         [OPT_AMQP - OPT_STANDALONE] = "amqp",
         [OPT_AMQP_MEMORY - OPT_STANDALONE] = "amqp_memory_limit",
         [OPT_AMQP_DISK - OPT_STANDALONE] = "amqp_disk_free_limit",
+        [OPT_SNAP_MODE - OPT_STANDALONE] = "snapshot_mode",
         [OPT_READ_MODE - OPT_STANDALONE] = "read_mode",
     };
     int o;
@@ -774,6 +789,7 @@ void node_config_group(const struct node_config *c, unsigned g,
     out->heartbeat_ms = c->heartbeat_ms;
     out->snapshot_threshold = c->snapshot_threshold;
     out->snapshot_trailing = c->snapshot_trailing;
+    out->inline_snapshots = c->inline_snapshots;
 }
 
 _Static_assert(NODE_ADDR_MAX <= RGROUP_ADDR_MAX,

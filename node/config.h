@@ -62,6 +62,9 @@ struct node_config {
     unsigned heartbeat_ms;
     unsigned snapshot_threshold;
     unsigned snapshot_trailing;
+    /* snapshot_mode: false "fork" (a child serializes), true "inline" (the
+     * loop does); raft/fsm.h. */
+    bool inline_snapshots;
     enum log_level log_level;
     struct node_group_config groups[NODE_MAX_GROUPS];
     unsigned n_groups;

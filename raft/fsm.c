@@ -1,6 +1,8 @@
 /* rfsm: see fsm.h. Below raft/group: includes raft/types.h, never group.h. */
 #include "raft/fsm.h"
 
+#include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,32 +71,72 @@ static int rfsm_apply(struct raft_fsm *fsm,
     return 0;
 }
 
+/* The state, serialized and compressed into a buffer from @alloc. */
+static int snapshot_bytes(struct rfsm *a, void *(*alloc)(size_t), void **out,
+                          size_t *out_len, size_t *raw_len_out)
+{
+    void *raw = NULL;
+    size_t raw_len = 0;
+    int rv;
+
+    if (a->user.snapshot(a->user.data, &raw, &raw_len) != 0) {
+        return -1;
+    }
+    rv = lz_compress(raw != NULL ? raw : "", raw_len, alloc, out, out_len);
+    free(raw);
+    *raw_len_out = raw_len;
+    return rv;
+}
+
+/* In the child (common/forkdump): no logging, nothing shared. */
+static int produce_in_child(void *data, void **buf, size_t *len)
+{
+    size_t raw_len;
+
+    return snapshot_bytes(data, malloc, buf, len, &raw_len);
+}
+
+/* Children serializing at once in this process: each holds a copy-on-write
+ * image and a worker thread, so one at a time. Loop thread only. */
+static unsigned dumps_running;
+
 static int rfsm_snapshot(struct raft_fsm *fsm,
                          struct raft_buffer *bufs[],
                          unsigned *n_bufs)
 {
     struct rfsm *a = fsm->data;
-    void *raw = NULL;
     size_t raw_len = 0;
     void *out;
     size_t out_len;
     struct raft_buffer *arr;
+    uint64_t t0 = clock_mono_ms();
 
-    INVARIANT(a != NULL && bufs != NULL && n_bufs != NULL);
-    if (a->user.snapshot(a->user.data, &raw, &raw_len) != 0) {
-        a->snapshot_failures++;
-        log_warn("raft fsm: state machine snapshot failed; retrying later");
-        return RAFT_BUSY;
+    INVARIANT(a != NULL && bufs != NULL && n_bufs != NULL && !a->dumping);
+    if (a->fork_snapshots) {
+        if (dumps_running > 0) {
+            return RAFT_BUSY;
+        }
+        if (forkdump_start(&a->dump, produce_in_child, a) == 0) {
+            a->dump_started_ms = clock_mono_ms();
+            a->dump_fork_ms = a->dump_started_ms - t0;
+            dumps_running++;
+            a->dumping = true;
+            a->dump_ok = false;
+            *bufs = NULL; /* filled by snapshot_async */
+            *n_bufs = 0;
+            return 0;
+        }
+        log_warn("raft fsm: fork for a snapshot failed (%s); taking it on "
+                 "the loop",
+                 strerror(errno));
     }
-    if (lz_compress(raw != NULL ? raw : "", raw_len, rfsm_raft_alloc, &out,
-                    &out_len) != 0) {
-        free(raw);
+    if (snapshot_bytes(a, rfsm_raft_alloc, &out, &out_len, &raw_len) != 0) {
         a->snapshot_failures++;
-        log_warn("raft fsm: snapshot of %zu bytes: compression failed",
+        log_warn("raft fsm: snapshot failed (state %zu bytes); retrying "
+                 "later",
                  raw_len);
         return RAFT_BUSY;
     }
-    free(raw);
     arr = raft_malloc(sizeof *arr);
     if (arr == NULL) {
         raft_free(out);
@@ -108,6 +150,88 @@ static int rfsm_snapshot(struct raft_fsm *fsm,
     a->snapshots_taken++;
     log_debug("raft fsm: snapshot %zu -> %zu bytes", raw_len, out_len);
     return 0;
+}
+
+/* raft's threadpool: wait for the child's bytes. */
+static int rfsm_snapshot_async(struct raft_fsm *fsm,
+                               struct raft_buffer *bufs[],
+                               unsigned *n_bufs)
+{
+    struct rfsm *a = fsm->data;
+    struct raft_buffer *arr;
+    void *out;
+    size_t out_len;
+
+    if (!a->dumping) {
+        return 0; /* taken inline: bufs are filled */
+    }
+    arr = raft_malloc(sizeof *arr);
+    if (arr == NULL) {
+        return RAFT_NOMEM; /* finalize stops the child */
+    }
+    if (forkdump_collect(&a->dump, a->max_snapshot_raw + LZ_HEADER_SIZE,
+                         rfsm_raft_alloc, &out, &out_len) != 0) {
+        raft_free(arr);
+        return RAFT_IOERR;
+    }
+    arr[0].base = out;
+    arr[0].len = out_len;
+    *bufs = arr;
+    *n_bufs = 1;
+    a->dump_len = out_len;
+    a->dump_ok = true;
+    return 0;
+}
+
+/* Loop thread, once the snapshot is stored (or failed): ours to free. */
+static int rfsm_snapshot_finalize(struct raft_fsm *fsm,
+                                  struct raft_buffer *bufs[],
+                                  unsigned *n_bufs)
+{
+    struct rfsm *a = fsm->data;
+    unsigned i;
+
+    if (*bufs != NULL) {
+        for (i = 0; i < *n_bufs; i++) {
+            raft_free((*bufs)[i].base);
+        }
+        raft_free(*bufs);
+    }
+    *bufs = NULL;
+    *n_bufs = 0;
+    if (a->dumping) {
+        forkdump_finish(&a->dump);
+        INVARIANT(dumps_running > 0);
+        dumps_running--;
+        a->dumping = false;
+        if (a->dump_ok) {
+            a->snapshots_taken++;
+            a->snapshots_forked++;
+            log_info("raft fsm: snapshot of %zu bytes: fork %" PRIu64
+                     " ms, stored %" PRIu64 " ms later",
+                     a->dump_len, a->dump_fork_ms,
+                     clock_mono_ms() - a->dump_started_ms);
+        } else if (!a->dump.aborted) {
+            a->snapshot_failures++;
+            log_warn("raft fsm: snapshot child failed; retrying later");
+        }
+    }
+    return 0;
+}
+
+void rfsm_fork_snapshots(struct rfsm *a)
+{
+    a->fork_snapshots = true;
+    a->raft_fsm.version = 3;
+    a->raft_fsm.snapshot_finalize = rfsm_snapshot_finalize;
+    a->raft_fsm.snapshot_async = rfsm_snapshot_async;
+}
+
+void rfsm_abort_snapshot(struct rfsm *a)
+{
+    if (a->dumping) {
+        forkdump_abort(&a->dump);
+    }
 }
 
 static int rfsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)

@@ -15,14 +15,26 @@
  *   - snapshot (raft_fsm version 1): rgroup_fsm.snapshot, then lz_compress
  *     into a raft_malloc'd buffer that raft frees. Failures return RAFT_BUSY,
  *     which raft ignores and retries at the next apply;
+ *   - snapshot in a child (rfsm_fork_snapshots, raft_fsm version 3): the
+ *     loop thread only forks (common/forkdump); the child runs
+ *     rgroup_fsm.snapshot and lz_compress on its copy-on-write image of the
+ *     state at raft's snapshot index, raft's threadpool reads the result
+ *     (snapshot_async), and snapshot_finalize frees it on the loop. So a
+ *     snapshot costs the loop a fork (page tables: ~1 ms per GiB here), not
+ *     a pass over the state. One child per process at a time (others get
+ *     RAFT_BUSY and raft retries them at a later apply); if fork fails the
+ *     snapshot is taken inline as in version 1. rgroup_fsm.snapshot then
+ *     runs in the child: it must not log or change anything the parent
+ *     relies on (its changes are lost with the child);
  *   - restore: lz_decompress, rgroup_fsm.restore, and on success
  *     raft_free(buf->base) as raft 0.15 requires (on failure raft keeps it).
  *
  * The adapter knows nothing about libuv or rgroup internals, so tests can run
- * it under raft_fixture: hand &a->raft_fsm to raft_init/raft_fixture_grow.
+ * it under raft_fixture (version 1, inline snapshots): hand &a->raft_fsm to raft_init/raft_fixture_grow.
  * Direction: raft/group uses this module; it uses raft/types.h only (never
  * group.h), and reaches the group's waiting commands through @claim.
- * Everything runs on the raft loop thread.
+ * Everything runs on the raft loop thread, except snapshot_async (raft's
+ * threadpool: it touches only the forkdump and dump_ok).
  */
 #ifndef RINGMQ_RAFT_FSM_H
 #define RINGMQ_RAFT_FSM_H
@@ -32,6 +44,7 @@
 #include <stdint.h>
 
 #include "common/clock.h"
+#include "common/forkdump.h"
 
 #include <raft.h>
 
@@ -80,13 +93,28 @@ struct rfsm {
     uint64_t snapshots_taken; /* snapshot() calls that produced a buffer */
     uint64_t snapshots_restored;
     uint64_t snapshot_failures; /* snapshot()/restore() errors */
+    uint64_t snapshots_forked;  /* of snapshots_taken, made by a child */
     /* private */
+    bool fork_snapshots;
+    bool dumping;          /* a child is serializing (forked) */
+    bool dump_ok;          /* set by snapshot_async, read in finalize */
+    size_t dump_len;       /* likewise: the compressed snapshot's size */
+    uint64_t dump_started_ms, dump_fork_ms;
+    struct forkdump dump;
     bool applied_any;
     uint64_t applied_index; /* raft's last_applied at the last apply */
 };
 
 /* Fill @a for @fsm (copied). claim = NULL, counters 0. */
 void rfsm_init(struct rfsm *a, const struct rgroup_fsm *fsm);
+
+/* Take snapshots in a child process from now on (raft_fsm version 3).
+ * Before raft_init; the io must have async_work and version >= 2. */
+void rfsm_fork_snapshots(struct rfsm *a);
+
+/* Shutting down: a child still serializing is killed, so raft's close
+ * (which waits for its async work) does not wait for it. */
+void rfsm_abort_snapshot(struct rfsm *a);
 
 /* Encoded-size bound of a command of @len bytes inside a batch. */
 static inline size_t rfsm_cmd_size(size_t len)

@@ -811,6 +811,7 @@ void rgroup_close(struct rgroup *g, rgroup_close_cb cb, void *data)
     }
     fail_queue(g, RGROUP_ECLOSING);
     /* fails in-flight applies (-> EUNKNOWN unless applied) synchronously */
+    rfsm_abort_snapshot(&g->fsm);
     raft_close(&g->raft, on_raft_closed);
 }
 
@@ -1049,6 +1050,7 @@ static int record_identity(const struct rgroup *g,
 static void abandon(struct rgroup *g)
 {
     g->closing = true;
+    rfsm_abort_snapshot(&g->fsm);
     raft_close(&g->raft, on_raft_closed);
 }
 
@@ -1126,6 +1128,15 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
     g->fsm.claim_data = g;
     g->fsm.stamp = &g->stamp;
     g->fsm.raft = &g->raft;
+    if (!cfg->inline_snapshots) {
+        /* raft 0.15's raft_uv_init says version 1 although its io has
+         * async_work, and raft_init refuses an async fsm on a version 1 io
+         * (fixed upstream in 0.17.1) */
+        if (g->io.version < 2) {
+            g->io.version = 2;
+        }
+        rfsm_fork_snapshots(&g->fsm);
+    }
 
     /* io->init: checks the directory, probes O_DIRECT/KAIO, loads metadata */
     g->io_close = g->io.close;

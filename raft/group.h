@@ -81,6 +81,9 @@ struct rgroup_config {
     unsigned heartbeat_ms; /* 0 = 100 */
     unsigned snapshot_threshold; /* entries; 0 = 1024 */
     unsigned snapshot_trailing;  /* entries; 0 = 2048 */
+    /* Serialize snapshots on the loop thread instead of in a forked child
+     * (raft/fsm.h): the loop stalls for as long as the state takes. */
+    bool inline_snapshots;
     size_t max_entry_bytes;      /* batch size cap; 0 = 4 MiB */
     unsigned max_inflight;       /* raft_apply calls in flight; 0 = 16 */
     /* Admission bound on the commands queued behind those in flight (not

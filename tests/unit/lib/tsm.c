@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -52,6 +53,9 @@ int tsm_snapshot(void *data, void **buf, size_t *len)
 
     if (t->fail_snapshot) {
         return -1;
+    }
+    if (t->snapshot_sleep_ms > 0) {
+        usleep(t->snapshot_sleep_ms * 1000u);
     }
     *len = 16 + t->n * sizeof(uint32_t);
     p = malloc(*len);

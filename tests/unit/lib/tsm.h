@@ -24,6 +24,7 @@ struct tsm {
     unsigned mine_seen;
     unsigned restores;
     bool fail_snapshot;   /* snapshot returns -1 */
+    unsigned snapshot_sleep_ms; /* snapshot sleeps first: a large state */
     bool want_wall_clock; /* apply asserts time_ms is a wall-clock stamp */
     void (*on_mine)(struct tsm *t, struct rgroup_cmd *mine, uint32_t v);
 };

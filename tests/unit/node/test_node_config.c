@@ -214,6 +214,38 @@ static void test_rejoin_flag(void **state)
     assert_true(rc.rejoin);
 }
 
+/* Snapshots are forked by default; --snapshot-mode inline reaches every
+ * group, and anything else is refused. */
+static void test_snapshot_mode(void **state)
+{
+    struct node_config c;
+    struct rgroup_config rc;
+    char dir[PATH_MAX + 80];
+    char err[256];
+    char *args[] = {"ringmq-node", "--group", "s1", "--member",
+                    "1@127.0.0.1:7210", "--data-dir", "/tmp/ringmq-test-sm",
+                    "--snapshot-mode", "inline"};
+    char *bad[] = {"ringmq-node", "--snapshot-mode", "thread"};
+
+    (void)state;
+    node_config_defaults(&c);
+    assert_int_equal(node_config_parse_args(&c, 7, args, err, sizeof(err)), 0);
+    assert_int_equal(node_config_finish(&c, err, sizeof(err)), 0);
+    node_config_group(&c, 0, &rc, dir, sizeof(dir));
+    assert_false(rc.inline_snapshots);
+
+    node_config_defaults(&c);
+    assert_int_equal(node_config_parse_args(&c, 9, args, err, sizeof(err)), 0);
+    assert_int_equal(node_config_finish(&c, err, sizeof(err)), 0);
+    node_config_group(&c, 0, &rc, dir, sizeof(dir));
+    assert_true(rc.inline_snapshots);
+
+    node_config_defaults(&c);
+    assert_int_equal(node_config_parse_args(&c, 3, bad, err, sizeof(err)),
+                     -1);
+    assert_non_null(strstr(err, "snapshot_mode 'thread'"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -222,6 +254,7 @@ int main(void)
         cmocka_unit_test(test_read_mode_file),
         cmocka_unit_test(test_join_members),
         cmocka_unit_test(test_rejoin_flag),
+        cmocka_unit_test(test_snapshot_mode),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
