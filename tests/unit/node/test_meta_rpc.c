@@ -14,10 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -29,6 +25,8 @@
 #include "proto/mq_pb.h"
 #include "proto/rpc_frame.h"
 #include "sm/meta_changes.h"
+#include "tests/unit/lib/frame_read.h"
+#include "tests/unit/lib/meta_cmd.h"
 #include "tests/unit/lib/svc_env.h"
 
 #define WAIT_MS 10000
@@ -53,13 +51,6 @@ static bool leads(void *arg)
     return meta_svc_is_leader(arg);
 }
 
-static bool fd_readable(void *arg)
-{
-    struct pollfd p = {.fd = *(int *)arg, .events = POLLIN};
-
-    return poll(&p, 1, 0) == 1;
-}
-
 static void closed_cb(void *data)
 {
     ((struct fx *)data)->closing--;
@@ -74,7 +65,6 @@ static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
     struct rgroup_config g;
-    struct sockaddr_in a;
     char err[256];
 
     assert_int_equal(svc_env_init(&f->env), 0);
@@ -92,13 +82,7 @@ static int setup(void **state)
     }
     assert_non_null(f->rpc);
     node_rpc_set_amqp(f->rpc, NULL, 0, f->meta);
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons((uint16_t)(f->env.port0 + 1));
-    f->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(f->fd >= 0);
-    assert_int_equal(connect(f->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    f->fd = frame_connect(f->env.port0 + 1);
     f->next_id = 1;
     rpc_frame_decoder_init(&f->dec, 0);
     *state = f;
@@ -164,7 +148,7 @@ static bool node_runs_until_readable(void *arg)
 {
     struct fx *f = arg;
 
-    return svc_env_run_until(&f->env, fd_readable, &f->fd, WAIT_MS);
+    return svc_env_run_until(&f->env, frame_fd_readable, &f->fd, WAIT_MS);
 }
 
 /* The next answer, its size added to *@bytes. */
@@ -206,25 +190,6 @@ static void take(struct meta_sm *view, const Ringmq__MetaSnapshot *s)
                           s->changes.len > 0 ? s->changes.data : NULL,
                           s->changes.len),
         0);
-}
-
-static struct meta_sm_cmd cmd_of(enum meta_sm_cmd_type t, const char *dest,
-                                 const char *key)
-{
-    struct meta_sm_cmd c = {0};
-
-    c.type = t;
-    c.vhost = "/";
-    c.vhost_len = 1;
-    c.exchange = "logs";
-    c.exchange_len = 4;
-    c.exchange_type = META_SM_DIRECT;
-    c.durable = true;
-    c.dest = dest;
-    c.dest_len = dest ? strlen(dest) : 0;
-    c.routing_key = key;
-    c.routing_key_len = key ? strlen(key) : 0;
-    return c;
 }
 
 /*
@@ -294,13 +259,13 @@ static void test_declaring_n_bindings_costs_o_n_bytes(void **state)
     take(view, resp->meta_snapshot);
     ringmq__rpc_response__free_unpacked(resp, NULL);
     send_watch(f, meta_sm_version(view), META_VIEW_HEARTBEAT_MS);
-    c = cmd_of(META_SM_EXCHANGE_DECLARE, NULL, NULL);
+    c = meta_cmd(META_SM_EXCHANGE_DECLARE, "logs", NULL, NULL);
     command(f, view, &c, &bytes);
     bytes = 0;
     for (i = 0; i < N; i++) {
         snprintf(q, sizeof(q), "queue-%05d", i);
         snprintf(key, sizeof(key), "key-%05d", i);
-        c = cmd_of(META_SM_BIND, q, key);
+        c = meta_cmd(META_SM_BIND, "logs", q, key);
         command(f, view, &c, &bytes);
     }
     assert_int_equal(meta_sm_version(view),

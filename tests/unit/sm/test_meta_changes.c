@@ -18,6 +18,7 @@
 
 #include "sm/meta_changes.h"
 #include "sm/meta_sm.h"
+#include "tests/unit/lib/meta_cmd.h"
 
 /* A replica: its state and the changes its apply recorded (as
  * node/meta_svc does). */
@@ -94,25 +95,6 @@ static void assert_same(const struct view *v, const struct replica *leader)
     assert_true(meta_sm_digest(v->sm) == meta_sm_digest(leader->sm));
 }
 
-static struct meta_sm_cmd cmd_of(enum meta_sm_cmd_type t, const char *ex,
-                                 const char *dest, const char *key)
-{
-    struct meta_sm_cmd c = {0};
-
-    c.type = t;
-    c.vhost = "/";
-    c.vhost_len = 1;
-    c.exchange = ex;
-    c.exchange_len = ex ? strlen(ex) : 0;
-    c.exchange_type = META_SM_DIRECT;
-    c.durable = true;
-    c.dest = dest;
-    c.dest_len = dest ? strlen(dest) : 0;
-    c.routing_key = key;
-    c.routing_key_len = key ? strlen(key) : 0;
-    return c;
-}
-
 /*
  * Declaring n bindings, each answered twice (the bind's reply to the
  * router that sent it, whose view is one version behind, and its watch,
@@ -131,7 +113,7 @@ static void test_declaring_n_bindings_costs_o_n_bytes(void **state)
 
     (void)state;
     replica_init(&leader, META_CHANGES_KEEP, META_CHANGES_KEEP_BYTES);
-    c = cmd_of(META_SM_EXCHANGE_DECLARE, "logs", NULL, NULL);
+    c = meta_cmd(META_SM_EXCHANGE_DECLARE, "logs", NULL, NULL);
     assert_true(replica_apply(&leader, &c).changed);
     sync_from(&v, &leader, 0); /* the router's first answer: whole */
     assert_int_equal(v.wholes, 1);
@@ -141,7 +123,7 @@ static void test_declaring_n_bindings_costs_o_n_bytes(void **state)
 
         snprintf(q, sizeof(q), "queue-%05zu", i);
         snprintf(key, sizeof(key), "key-%05zu", i);
-        c = cmd_of(META_SM_BIND, "logs", q, key);
+        c = meta_cmd(META_SM_BIND, "logs", q, key);
         assert_true(replica_apply(&leader, &c).changed);
         sync_from(&v, &leader, before); /* the parked watch */
         sync_from(&v, &leader, before); /* the reply: sent before */
@@ -180,7 +162,7 @@ static void test_falls_back_to_the_whole_state(void **state)
 
     (void)state;
     replica_init(&leader, 4, 1 << 20);
-    c = cmd_of(META_SM_EXCHANGE_DECLARE, "x", NULL, NULL);
+    c = meta_cmd(META_SM_EXCHANGE_DECLARE, "x", NULL, NULL);
     replica_apply(&leader, &c);
     sync_view(&v, &leader);
     assert_int_equal(v.wholes, 1);
@@ -193,7 +175,7 @@ static void test_falls_back_to_the_whole_state(void **state)
     assert_null(ch);
     for (i = 0; i < 4; i++) {
         snprintf(q, sizeof(q), "q%d", i);
-        c = cmd_of(META_SM_BIND, "x", q, "k");
+        c = meta_cmd(META_SM_BIND, "x", q, "k");
         replica_apply(&leader, &c);
     }
     sync_view(&v, &leader); /* 4 behind, 4 held: changes */
@@ -201,7 +183,7 @@ static void test_falls_back_to_the_whole_state(void **state)
     assert_same(&v, &leader);
     for (i = 0; i < 5; i++) {
         snprintf(q, sizeof(q), "r%d", i);
-        c = cmd_of(META_SM_BIND, "x", q, "k");
+        c = meta_cmd(META_SM_BIND, "x", q, "k");
         replica_apply(&leader, &c);
     }
     assert_int_equal(meta_changes_count(leader.ch), 4);
@@ -210,7 +192,7 @@ static void test_falls_back_to_the_whole_state(void **state)
     assert_same(&v, &leader);
     /* a restored replica records nothing before its restore */
     meta_changes_reset(leader.ch);
-    c = cmd_of(META_SM_UNBIND, "x", "q0", "k");
+    c = meta_cmd(META_SM_UNBIND, "x", "q0", "k");
     replica_apply(&leader, &c);
     assert_int_equal(meta_changes_count(leader.ch), 1);
     sync_from(&v, &leader, meta_sm_version(leader.sm) - 2);
@@ -230,11 +212,11 @@ static void test_byte_bound(void **state)
 
     (void)state;
     replica_init(&r, 100, 300);
-    c = cmd_of(META_SM_EXCHANGE_DECLARE, "x", NULL, NULL);
+    c = meta_cmd(META_SM_EXCHANGE_DECLARE, "x", NULL, NULL);
     replica_apply(&r, &c);
     for (i = 0; i < 20; i++) {
         snprintf(q, sizeof(q), "q%d", i);
-        c = cmd_of(META_SM_BIND, "x", q, "k");
+        c = meta_cmd(META_SM_BIND, "x", q, "k");
         replica_apply(&r, &c);
         assert_true(meta_changes_count(r.ch) >= 1);
         assert_true(meta_changes_bytes(r.ch) <= 300);
@@ -254,11 +236,11 @@ static void test_refuses_what_does_not_fit(void **state)
 
     (void)state;
     replica_init(&leader, 16, 1 << 20);
-    c = cmd_of(META_SM_EXCHANGE_DECLARE, "x", NULL, NULL);
+    c = meta_cmd(META_SM_EXCHANGE_DECLARE, "x", NULL, NULL);
     replica_apply(&leader, &c);
-    c = cmd_of(META_SM_BIND, "x", "q", "k");
+    c = meta_cmd(META_SM_BIND, "x", "q", "k");
     replica_apply(&leader, &c);
-    c = cmd_of(META_SM_BIND, "x", "q", "k2");
+    c = meta_cmd(META_SM_BIND, "x", "q", "k2");
     replica_apply(&leader, &c);
     /* the changes after version 2 do not continue a copy at 0 */
     assert_int_equal(meta_changes_answer(leader.ch, leader.sm, 2, malloc,
@@ -273,7 +255,7 @@ static void test_refuses_what_does_not_fit(void **state)
     assert_int_equal(meta_changes_answer(leader.ch, leader.sm, 1, malloc,
                                          &st, &st_len, &ch, &ch_len),
                      0);
-    c = cmd_of(META_SM_EXCHANGE_DECLARE, "x", NULL, NULL);
+    c = meta_cmd(META_SM_EXCHANGE_DECLARE, "x", NULL, NULL);
     for (cut = 0; cut < ch_len; cut++) {
         struct meta_sm *fresh = meta_sm_new();
         struct meta_sm_result res;
