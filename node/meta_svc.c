@@ -21,6 +21,7 @@
 #include "node/svc_shell.h"
 #include "proto/map_pb.h"
 #include "proto/mq_pb.h"
+#include "sm/meta_changes.h"
 #include "sm/meta_rules.h"
 
 #define TICK_MS 50
@@ -34,6 +35,7 @@ struct meta_svc {
     char name[64];
     struct svc_shell sh; /* group, loop, closing */
     struct meta_sm *sm;
+    struct meta_changes *changes; /* what sm's recent versions changed */
     struct map_sm *map;
     struct cluster_map bootstrap; /* epoch 0: none */
     bool init_inflight;
@@ -115,10 +117,11 @@ static void fsm_apply(void *data, uint64_t time_ms, const void *cmd,
         if (meta_rules_directory_ok(svc->sm, svc->map, &c, res)) {
             meta_sm_apply(svc->sm, &c, res);
         }
-        mq_pb_meta_cmd_release(&c);
         if (res->changed) {
+            meta_changes_add(svc->changes, &c, res->version);
             svc->changed = true;
         }
+        mq_pb_meta_cmd_release(&c);
     }
     if (pb != NULL) {
         ringmq__meta_command__free_unpacked(pb, NULL);
@@ -169,6 +172,7 @@ static int fsm_restore(void *data, const void *buf, size_t len)
         /* before the map was replicated: exchanges only */
         rv = meta_sm_restore(svc->sm, buf, len);
         if (rv == 0) {
+            meta_changes_reset(svc->changes);
             empty = map_sm_new();
             map_sm_free(svc->map);
             svc->map = empty;
@@ -192,6 +196,7 @@ static int fsm_restore(void *data, const void *buf, size_t len)
     }
     map_sm_free(svc->map);
     svc->map = empty;
+    meta_changes_reset(svc->changes);
     svc->changed = true;
     return 0;
 }
@@ -512,6 +517,8 @@ struct meta_svc *meta_svc_new(uv_loop_t *loop,
                  svc->name);
         goto err;
     }
+    svc->changes =
+        meta_changes_new(META_CHANGES_KEEP, META_CHANGES_KEEP_BYTES);
     if (svc_shell_start(&svc->sh, loop, group, &fsm, svc, shell_process,
                         tick, TICK_MS, errmsg, errlen) != 0) {
         goto err_after_sm;
@@ -519,6 +526,7 @@ struct meta_svc *meta_svc_new(uv_loop_t *loop,
     return svc;
 
 err_after_sm:
+    meta_changes_free(svc->changes);
     meta_sm_free(svc->sm);
 err:
     map_sm_free(svc->map);
@@ -529,6 +537,11 @@ err:
 const struct meta_sm *meta_svc_sm(const struct meta_svc *svc)
 {
     return svc->sm;
+}
+
+const struct meta_changes *meta_svc_changes(const struct meta_svc *svc)
+{
+    return svc->changes;
 }
 
 const struct map_sm *meta_svc_map(const struct meta_svc *svc)
@@ -570,6 +583,7 @@ static void destroy(void *owner)
 {
     struct meta_svc *svc = owner;
 
+    meta_changes_free(svc->changes);
     meta_sm_free(svc->sm);
     map_sm_free(svc->map);
     cluster_map_clear(&svc->bootstrap);

@@ -36,6 +36,7 @@
 #include "raft/group.h"
 #include "sm/cluster_map.h"
 #include "sm/map_sm.h"
+#include "sm/meta_changes.h"
 #include "sm/meta_sm.h"
 #include "sm/outcome.h"
 
@@ -108,6 +109,11 @@ void meta_svc_watch(struct meta_svc *svc, struct meta_svc_watch *w);
 
 /* The local state machine: read-only, valid until meta_svc_close(). */
 const struct meta_sm *meta_svc_sm(const struct meta_svc *svc);
+/* The recent changes of meta_svc_sm (sm/meta_changes.h), recorded by
+ * this replica's apply and emptied by a snapshot it restores: what a
+ * watcher behind by a few versions is sent instead of the whole state.
+ * Read-only, valid until meta_svc_close(). */
+const struct meta_changes *meta_svc_changes(const struct meta_svc *svc);
 /* This replica's cluster map state, read-only, valid until close. */
 const struct map_sm *meta_svc_map(const struct meta_svc *svc);
 void meta_svc_status(struct meta_svc *svc, struct meta_svc_status *out);

@@ -499,21 +499,34 @@ static void handle_mq_export(struct node_rpc *r, struct rpc_server_req *req,
     free(out.chunk);
 }
 
-/* The meta state as a MetaSnapshot (state malloc'ed: free it). */
-static int meta_snapshot_pb(struct node_rpc *r, Ringmq__MetaSnapshot *snap)
+/* What a view at version @known lacks, as a MetaSnapshot: the changes
+ * since, or the whole state, or neither (sm/meta_changes.h); free it with
+ * meta_snapshot_pb_free. */
+static int meta_snapshot_pb(struct node_rpc *r, uint64_t known,
+                            Ringmq__MetaSnapshot *snap)
 {
     const struct meta_sm *sm = meta_svc_sm(r->meta);
-    void *state;
-    size_t len;
+    void *state, *changes;
+    size_t state_len, changes_len;
 
     ringmq__meta_snapshot__init(snap);
-    if (meta_sm_snapshot(sm, malloc, &state, &len) != 0) {
+    if (meta_changes_answer(meta_svc_changes(r->meta), sm, known, malloc,
+                            &state, &state_len, &changes,
+                            &changes_len) != 0) {
         return -1;
     }
     snap->version = meta_sm_version(sm);
     snap->state.data = state;
-    snap->state.len = len;
+    snap->state.len = state_len;
+    snap->changes.data = changes;
+    snap->changes.len = changes_len;
     return 0;
+}
+
+static void meta_snapshot_pb_free(Ringmq__MetaSnapshot *snap)
+{
+    free(snap->state.data);
+    free(snap->changes.data);
 }
 
 /* The leader's term, for the fan-out (a new one forgets the routers). */
@@ -530,6 +543,7 @@ struct rpc_meta_call {
     struct node_rpc *rpc;
     struct rpc_server_req *req;
     struct meta_fanout_wait wait;
+    uint64_t view_version; /* the sender's view */
 };
 
 static void meta_reply_ok(struct rpc_meta_call *c)
@@ -540,8 +554,9 @@ static void meta_reply_ok(struct rpc_meta_call *c)
 
     mq_pb_meta_result_to_pb(&c->call.result, &res);
     /* The router's view follows at once, without waiting for a watch
-     * round trip. */
-    if (meta_snapshot_pb(c->rpc, &snap) == 0) {
+     * round trip (its watch may have lapsed): what its view lacks, most
+     * often nothing, since the fan-out waited for its watch. */
+    if (meta_snapshot_pb(c->rpc, c->view_version, &snap) == 0) {
         res.snapshot = &snap;
     }
     resp.code = rpc_code(OUTCOME_OK);
@@ -549,7 +564,7 @@ static void meta_reply_ok(struct rpc_meta_call *c)
     resp.meta = &res;
     rpc_server_reply(c->req, &resp);
     if (res.snapshot) {
-        free(snap.state.data);
+        meta_snapshot_pb_free(&snap);
     }
 }
 
@@ -622,6 +637,7 @@ static void handle_meta(struct node_rpc *r, struct rpc_server_req *req,
     }
     c->rpc = r;
     c->req = req;
+    c->view_version = msg->meta->view_version;
     c->call.cb = meta_call_done;
     c->call.data = c;
     meta_svc_submit_until(r->meta, &c->call, rpc_server_req_deadline(req));
@@ -671,23 +687,18 @@ static void meta_watch_done(struct meta_svc_watch *w)
         free(c);
         return;
     }
-    ringmq__meta_snapshot__init(&snap);
+    /* An unchanged state is not sent again: the version says so. */
     if (w->status != OUTCOME_OK ||
-        ((w->version > w->known_version || w->known_version == 0) &&
-         meta_snapshot_pb(r, &snap) != 0)) {
+        meta_snapshot_pb(r, w->known_version, &snap) != 0) {
         reply_code(c->req, OUTCOME_UNAVAILABLE, "closing");
         free(c);
         return;
-    }
-    /* An unchanged state is not sent again: the version says so. */
-    if (snap.state.data == NULL) {
-        snap.version = meta_sm_version(meta_svc_sm(r->meta));
     }
     resp.code = rpc_code(OUTCOME_OK);
     resp.body_case = RINGMQ__RPC_RESPONSE__BODY_META_SNAPSHOT;
     resp.meta_snapshot = &snap;
     rpc_server_reply(c->req, &resp);
-    free(snap.state.data);
+    meta_snapshot_pb_free(&snap);
     fanout_term(r);
     meta_fanout_answered(r->fanout, c->router_id, c->arrived_ms);
     free(c);

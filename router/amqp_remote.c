@@ -39,6 +39,7 @@
 #include "proto/mq_pb.h"
 #include "proto/rpc_frame.h"
 #include "router/leader.h"
+#include "sm/meta_changes.h"
 #include "rpc/rpc_client.h"
 
 /* A queue in a move, or whose shard is not in our map yet: asked again
@@ -140,20 +141,50 @@ static void finish(struct rreq *q, enum outcome st)
 
 /* ---- the meta view ----------------------------------------------------- */
 
-static void view_update(struct amqp_remote *r, const void *state, size_t len,
-                        uint64_t version)
+/* The version the meta group is asked to answer from: 0 (the whole
+ * state) until the view holds one. */
+static uint64_t view_version(const struct amqp_remote *r)
 {
-    if (r->view_loaded && version <= meta_sm_version(r->view)) {
-        return;
+    return r->view_loaded ? meta_sm_version(r->view) : 0;
+}
+
+/* An answer of the meta group (the whole state, or the changes since the
+ * view's version, or nothing new) into the view (sm/meta_changes.h). */
+static void view_update(struct amqp_remote *r,
+                        const Ringmq__MetaSnapshot *snap)
+{
+    const void *state = snap->state.len > 0 ? snap->state.data : NULL;
+    const void *changes = snap->changes.len > 0 ? snap->changes.data : NULL;
+    int rv;
+
+    if (!r->view_loaded) {
+        if (state == NULL) {
+            return; /* changes to a view we do not hold */
+        }
+        /* loaded whole, whatever the version of what it held */
+        rv = meta_sm_restore(r->view, state, snap->state.len);
+    } else {
+        rv = meta_changes_take(r->view, snap->version, state,
+                               snap->state.len, changes, snap->changes.len);
     }
-    if (meta_sm_restore(r->view, state, len) != 0) {
-        log_warn("router: amqp: meta snapshot v%" PRIu64
-                 " (%zu bytes) does not restore; keeping v%" PRIu64,
-                 version, len, meta_sm_version(r->view));
+    if (rv != 0) {
+        if (!r->view_loaded || state != NULL) {
+            log_warn("router: amqp: meta snapshot v%" PRIu64
+                     " (%zu bytes) does not restore; keeping v%" PRIu64,
+                     snap->version, snap->state.len,
+                     meta_sm_version(r->view));
+            return;
+        }
+        /* Part of them may be in: only a whole state is sure again. */
+        log_warn("router: amqp: meta changes to v%" PRIu64
+                 " do not continue the view (v%" PRIu64 "): reloading it",
+                 snap->version, meta_sm_version(r->view));
+        r->view_loaded = false;
         return;
     }
     if (!r->view_loaded) {
-        log_info("router: amqp: meta view loaded (v%" PRIu64 ")", version);
+        log_info("router: amqp: meta view loaded (v%" PRIu64 ")",
+                 snap->version);
     }
     r->view_loaded = true;
 }
@@ -169,9 +200,7 @@ static int meta_answer(struct amqp_remote *r, const Ringmq__RpcResponse *resp,
         return -1;
     }
     if (resp->meta->snapshot != NULL) {
-        view_update(r, resp->meta->snapshot->state.data,
-                    resp->meta->snapshot->state.len,
-                    resp->meta->snapshot->version);
+        view_update(r, resp->meta->snapshot);
     }
     return 0;
 }
@@ -332,7 +361,11 @@ static int place_build(struct rreq *q, struct mq_pb_meta_buf *metab)
     c.shard = q->proposed;
     c.shard_len = strlen(q->proposed);
     c.gen = q->replace_gen;
-    return mq_pb_meta_cmd_to_pb(&c, metab) != 0 ? UV_EINVAL : 0;
+    if (mq_pb_meta_cmd_to_pb(&c, metab) != 0) {
+        return UV_EINVAL;
+    }
+    metab->pb.view_version = view_version(r);
+    return 0;
 }
 
 /* ---- one call ----------------------------------------------------------- */
@@ -496,6 +529,7 @@ static int send_call(struct leader_req *lq, unsigned timeout_ms)
         if (mq_pb_meta_cmd_to_pb(&call->meta, &metab) != 0) {
             return UV_EINVAL;
         }
+        metab.pb.view_version = view_version(q->r);
         req.body_case = RINGMQ__RPC_REQUEST__BODY_META;
         req.meta = &metab.pb;
     }
@@ -656,9 +690,7 @@ static void on_watch(void *data, int status, const Ringmq__RpcResponse *resp)
          * A newer view is still a newer view. */
         if (status == 0 && rpc_outcome(resp->code) == OUTCOME_OK &&
             resp->body_case == RINGMQ__RPC_RESPONSE__BODY_META_SNAPSHOT) {
-            view_update(r, resp->meta_snapshot->state.data,
-                        resp->meta_snapshot->state.len,
-                        resp->meta_snapshot->version);
+            view_update(r, resp->meta_snapshot);
         }
         return;
     }
@@ -674,9 +706,7 @@ static void on_watch(void *data, int status, const Ringmq__RpcResponse *resp)
         case OUTCOME_OK:
             if (resp->body_case ==
                 RINGMQ__RPC_RESPONSE__BODY_META_SNAPSHOT) {
-                view_update(r, resp->meta_snapshot->state.data,
-                            resp->meta_snapshot->state.len,
-                            resp->meta_snapshot->version);
+                view_update(r, resp->meta_snapshot);
                 /* the leader's whole state as of this send or later */
                 if (r->view_loaded &&
                     meta_sm_version(r->view) >= resp->meta_snapshot->version &&
@@ -714,7 +744,7 @@ static void watch_send(struct amqp_remote *r)
     if (r->closing || r->watch_inflight) {
         return;
     }
-    w.known_version = r->view_loaded ? meta_sm_version(r->view) : 0;
+    w.known_version = view_version(r);
     w.wait_ms = r->view_loaded ? META_VIEW_HEARTBEAT_MS : 0;
     w.router_id = r->cfg.router_id;
     req.epoch = r->map.epoch;

@@ -4,8 +4,9 @@
  *
  * Pure: no loop, no clock, no sockets, no AMQP codec. The meta group applies
  * it through Raft; every edge (router, standalone node) keeps a read-only
- * copy restored from meta_sm_snapshot() bytes and routes publishes with
- * meta_sm_route() on that copy. Queues are NOT declared here: a queue lives
+ * copy restored from meta_sm_snapshot() bytes, kept current by applying
+ * the commands that changed the original (sm/meta_changes.h), and routes
+ * publishes with meta_sm_route() on that copy. Queues are NOT declared here: a queue lives
  * in its data shard (mq_sm); a binding names its destination queue and the
  * edge checks the queue exists before it binds.
  *

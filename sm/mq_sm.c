@@ -41,6 +41,14 @@
  *     A freeze is named by a per-shard counter (move_seq); the target keeps
  *     the name and its gen with the imported queue, after MOVE_IN_END too,
  *     so a rerun of any MOVE_IN of that move is recognised as one.
+ *   - Derived indexes, so that CANCEL, a queue's deletion and a multiple
+ *     settle cost what they touch: each queue's consumer records, each
+ *     channel's (struct mq_chan), both in creation order, and the list of
+ *     auto-delete queues left without consumers (idle_note: every queue
+ *     that qualifies is on it; the sweep deletes those not in a move in
+ *     creation order, by a rank each queue gets when linked, as the old
+ *     sweep over every queue did). Not in snapshots nor the digest:
+ *     restore rebuilds them.
  */
 #include "sm/mq_sm.h"
 
@@ -250,6 +258,15 @@ struct mq_queue {
     uint64_t in_pos;
     uint64_t in_total;
     struct mq_msg **frozen; /* FROZEN: the ready list as an array */
+    /* Derived indexes (not in snapshots; restore rebuilds them): its
+     * consumer records in creation order, its rank in creation order,
+     * and its place in the list an auto-delete sweep looks at. */
+    struct mq_consumer *cq_first;
+    struct mq_consumer *cq_last;
+    uint64_t seq;
+    struct mq_queue *idle_prev;
+    struct mq_queue *idle_next;
+    bool idle_listed;
     uint8_t move;           /* enum mq_sm_move_state */
     uint8_t vhost_len;
     uint8_t name_len;
@@ -292,8 +309,26 @@ struct mq_consumer {
     uint64_t served_tag;
     uint64_t pending; /* unacked ones set aside (CO_PENDING); derived */
     struct mq_consumer *cand_next; /* dispatch()'s scratch list */
+    /* Derived indexes: its queue's records and its channel's, each in
+     * creation order. */
+    struct mq_consumer *q_prev;
+    struct mq_consumer *q_next;
+    struct mq_chan *chan;
+    struct mq_consumer *ch_prev;
+    struct mq_consumer *ch_next;
     bool registered;
     bool exclusive;
+};
+
+/* The consumer records of one channel (router, conn, channel): derived,
+ * exists while the channel has one. */
+struct mq_chan {
+    struct hnode hn; /* channel table, by chan_hash() */
+    uint64_t router;
+    uint64_t conn;
+    uint64_t channel;
+    struct mq_consumer *first;
+    struct mq_consumer *last;
 };
 
 /* The co_seq of a message set aside for its consumer by another
@@ -327,6 +362,14 @@ struct mq_sm {
     struct htable tombs;
     struct mq_tomb *t_first;
     struct mq_tomb *t_last;
+    /* Derived: the channels' records; the queues that were auto-delete,
+     * had a consumer and were left with none when listed (a sweep drops
+     * the ones that no longer are); queues created so far, to rank them. */
+    struct htable chans;
+    struct mq_queue *idle_first;
+    struct mq_queue *idle_last;
+    uint64_t q_seq;
+    uint64_t visits; /* mq_sm_visits() */
 
     uint64_t clock_ms;
     uint64_t next_msg_id;
@@ -340,33 +383,36 @@ struct mq_sm {
 /* Doubly linked lists with first/last pointers, one set of helpers per
  * element type would repeat the same code; the macros keep it in one
  * place. */
-#define DL_APPEND(first, last, e) \
-    do {                          \
-        (e)->next = NULL;         \
-        (e)->prev = (last);       \
-        if ((last) != NULL) {     \
-            (last)->next = (e);   \
-        } else {                  \
-            (first) = (e);        \
-        }                         \
-        (last) = (e);             \
+#define DL_APPEND_VIA(first, last, e, prev, next) \
+    do {                                          \
+        (e)->next = NULL;                         \
+        (e)->prev = (last);                       \
+        if ((last) != NULL) {                     \
+            (last)->next = (e);                   \
+        } else {                                  \
+            (first) = (e);                        \
+        }                                         \
+        (last) = (e);                             \
     } while (0)
 
-#define DL_REMOVE(first, last, e)          \
-    do {                                   \
-        if ((e)->prev != NULL) {           \
-            (e)->prev->next = (e)->next;   \
-        } else {                           \
-            (first) = (e)->next;           \
-        }                                  \
-        if ((e)->next != NULL) {           \
-            (e)->next->prev = (e)->prev;   \
-        } else {                           \
-            (last) = (e)->prev;            \
-        }                                  \
-        (e)->prev = NULL;                  \
-        (e)->next = NULL;                  \
+#define DL_REMOVE_VIA(first, last, e, prev, next) \
+    do {                                          \
+        if ((e)->prev != NULL) {                  \
+            (e)->prev->next = (e)->next;          \
+        } else {                                  \
+            (first) = (e)->next;                  \
+        }                                         \
+        if ((e)->next != NULL) {                  \
+            (e)->next->prev = (e)->prev;          \
+        } else {                                  \
+            (last) = (e)->prev;                   \
+        }                                         \
+        (e)->prev = NULL;                         \
+        (e)->next = NULL;                         \
     } while (0)
+
+#define DL_APPEND(first, last, e) DL_APPEND_VIA(first, last, e, prev, next)
+#define DL_REMOVE(first, last, e) DL_REMOVE_VIA(first, last, e, prev, next)
 
 static void mlist_append(struct mlist *l, struct mq_msg *m)
 {
@@ -771,11 +817,62 @@ static struct mq_consumer *consumer_find(const struct mq_sm *sm, uint64_t id)
     return NULL;
 }
 
+static uint64_t chan_hash(uint64_t router, uint64_t conn, uint64_t channel)
+{
+    return mix64(router ^ mix64(conn ^ mix64(channel)));
+}
+
+static struct mq_chan *chan_find(const struct mq_sm *sm, uint64_t router,
+                                 uint64_t conn, uint64_t channel)
+{
+    uint64_t h = chan_hash(router, conn, channel);
+    struct hnode *e;
+
+    for (e = ht_chain(&sm->chans, h); e != NULL; e = e->next) {
+        struct mq_chan *ch = container_of(e, struct mq_chan, hn);
+
+        if (ch->router == router && ch->conn == conn &&
+            ch->channel == channel) {
+            return ch;
+        }
+    }
+    return NULL;
+}
+
+/* Record @c (its id, queue and channel set) in the machine and its
+ * indexes, last in creation order. */
+static void consumer_link(struct mq_sm *sm, struct mq_consumer *c)
+{
+    struct mq_chan *ch = chan_find(sm, c->router, c->conn, c->channel);
+
+    if (ch == NULL) {
+        ch = xcalloc(1, sizeof(*ch));
+        ch->router = c->router;
+        ch->conn = c->conn;
+        ch->channel = c->channel;
+        ch->hn.hash = chan_hash(c->router, c->conn, c->channel);
+        ht_insert(&sm->chans, &ch->hn);
+    }
+    ht_insert(&sm->consumers, &c->hn);
+    DL_APPEND(sm->c_first, sm->c_last, c);
+    DL_APPEND_VIA(c->q->cq_first, c->q->cq_last, c, q_prev, q_next);
+    c->chan = ch;
+    DL_APPEND_VIA(ch->first, ch->last, c, ch_prev, ch_next);
+}
+
 static void consumer_unlink_free(struct mq_sm *sm, struct mq_consumer *c)
 {
+    struct mq_chan *ch = c->chan;
+
     mlist_free_all(sm, &c->unacked);
     ht_remove(&sm->consumers, &c->hn);
     DL_REMOVE(sm->c_first, sm->c_last, c);
+    DL_REMOVE_VIA(c->q->cq_first, c->q->cq_last, c, q_prev, q_next);
+    DL_REMOVE_VIA(ch->first, ch->last, c, ch_prev, ch_next);
+    if (ch->first == NULL) {
+        ht_remove(&sm->chans, &ch->hn);
+        free(ch);
+    }
     free(c);
 }
 
@@ -788,7 +885,32 @@ static void consumer_gc(struct mq_sm *sm, struct mq_consumer *c)
     }
 }
 
-static void consumer_unregister(struct mq_consumer *c)
+static bool idle_auto_delete(const struct mq_queue *q)
+{
+    return q->auto_delete && q->had_consumer && q->consumers == 0;
+}
+
+/* List @q for the next auto-delete sweep if it qualifies: every queue
+ * that qualifies is listed, so a sweep looks at these only. */
+static void idle_note(struct mq_sm *sm, struct mq_queue *q)
+{
+    if (!q->idle_listed && idle_auto_delete(q)) {
+        DL_APPEND_VIA(sm->idle_first, sm->idle_last, q, idle_prev,
+                      idle_next);
+        q->idle_listed = true;
+    }
+}
+
+static void idle_unlist(struct mq_sm *sm, struct mq_queue *q)
+{
+    if (q->idle_listed) {
+        DL_REMOVE_VIA(sm->idle_first, sm->idle_last, q, idle_prev,
+                      idle_next);
+        q->idle_listed = false;
+    }
+}
+
+static void consumer_unregister(struct mq_sm *sm, struct mq_consumer *c)
 {
     if (c->registered) {
         c->registered = false;
@@ -797,6 +919,7 @@ static void consumer_unregister(struct mq_consumer *c)
             c->q->excl_consumer = false;
             c->exclusive = false;
         }
+        idle_note(sm, c->q);
     }
 }
 
@@ -909,6 +1032,14 @@ static struct mq_queue *queue_find(const struct mq_sm *sm, const char *vhost,
     return NULL;
 }
 
+/* Link new queue @q in the machine, last in creation order. */
+static void queue_link(struct mq_sm *sm, struct mq_queue *q)
+{
+    ht_insert(&sm->queues, &q->hn);
+    DL_APPEND(sm->q_first, sm->q_last, q);
+    q->seq = sm->q_seq++;
+}
+
 /* Remove a queue with its ready and unacked messages and every consumer
  * record on it. Nothing is dead-lettered (RabbitMQ does not either). Its
  * gen can no longer create it here (mq_sm.h, create_floor), unless it was
@@ -917,7 +1048,7 @@ static void queue_destroy(struct mq_sm *sm, struct mq_queue *q,
                           enum mq_sm_deleted_reason reason,
                           struct mq_sm_result *res)
 {
-    struct mq_consumer *c = sm->c_first;
+    struct mq_consumer *c = q->cq_first;
 
     add_deleted(res, q, reason);
     if (q->move != MQ_SM_MOVE_IMPORT && q->gen >= sm->create_floor) {
@@ -925,35 +1056,58 @@ static void queue_destroy(struct mq_sm *sm, struct mq_queue *q,
     }
     free(q->frozen);
     while (c != NULL) {
-        struct mq_consumer *next = c->next;
+        struct mq_consumer *next = c->q_next;
 
-        if (c->q == q) {
-            consumer_unlink_free(sm, c);
-        }
+        sm->visits++;
+        consumer_unlink_free(sm, c);
         c = next;
     }
+    idle_unlist(sm, q);
     mlist_free_all(sm, &q->ready);
     ht_remove(&sm->queues, &q->hn);
     DL_REMOVE(sm->q_first, sm->q_last, q);
     free(q);
 }
 
-/* After consumers went: auto-delete queues left without any. Only queues
- * whose count just fell can qualify, since every command that lowers it
- * ends here. */
+static int by_creation(const void *a, const void *b)
+{
+    const struct mq_queue *x = *(struct mq_queue *const *)a;
+    const struct mq_queue *y = *(struct mq_queue *const *)b;
+
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* After consumers went: auto-delete queues left without any, in creation
+ * order, except those in a move (they stay listed for a later sweep).
+ * Every queue that qualifies is on the idle list (idle_note). */
 static void auto_delete_sweep(struct mq_sm *sm, struct mq_sm_result *res)
 {
-    struct mq_queue *q = sm->q_first;
+    struct mq_queue *q = sm->idle_first;
+    struct mq_queue **due = NULL;
+    size_t n = 0, cap = 0, i;
 
     while (q != NULL) {
-        struct mq_queue *next = q->next;
+        struct mq_queue *next = q->idle_next;
 
-        if (q->auto_delete && q->had_consumer && q->consumers == 0 &&
-            q->move == MQ_SM_MOVE_NONE) {
-            queue_destroy(sm, q, MQ_SM_DEL_AUTO_DELETE, res);
+        sm->visits++;
+        if (!idle_auto_delete(q)) {
+            idle_unlist(sm, q);
+        } else if (q->move == MQ_SM_MOVE_NONE) {
+            if (n == cap) {
+                cap = cap ? 2 * cap : 4;
+                due = xrealloc(due, cap * sizeof(*due));
+            }
+            due[n++] = q;
         }
         q = next;
     }
+    if (n > 1) {
+        qsort(due, n, sizeof(*due), by_creation);
+    }
+    for (i = 0; i < n; i++) {
+        queue_destroy(sm, due[i], MQ_SM_DEL_AUTO_DELETE, res);
+    }
+    free(due);
 }
 
 /* 405 when @q is exclusive to another connection. */
@@ -1166,8 +1320,7 @@ static void apply_declare(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     q->gen = cmd->place_gen;
     q->hn.hash = hash_name(cmd->vhost, cmd->vhost_len, cmd->queue,
                            cmd->queue_len);
-    ht_insert(&sm->queues, &q->hn);
-    DL_APPEND(sm->q_first, sm->q_last, q);
+    queue_link(sm, q);
     if (t != NULL) {
         tomb_remove(sm, t);
     }
@@ -1410,13 +1563,12 @@ static void apply_consume(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         c = xcalloc(1, sizeof(*c));
         c->id = cmd->who.consumer;
         c->q = q;
+        c->router = cmd->who.router;
+        c->conn = cmd->who.conn;
+        c->channel = cmd->who.channel;
         c->hn.hash = mix64(c->id);
-        ht_insert(&sm->consumers, &c->hn);
-        DL_APPEND(sm->c_first, sm->c_last, c);
+        consumer_link(sm, c);
     }
-    c->router = cmd->who.router;
-    c->conn = cmd->who.conn;
-    c->channel = cmd->who.channel;
     c->registered = true;
     c->exclusive = cmd->exclusive;
     c->credit = cmd->max_messages;
@@ -1437,7 +1589,7 @@ static void apply_cancel(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     if (c == NULL || !c->registered) {
         return; /* idempotent */
     }
-    consumer_unregister(c);
+    consumer_unregister(sm, c);
     /* Its edge asks no more: what was set aside for it is ready again. */
     requeue(c->q, take_unacked(sm, c, 0, NULL, PICK_PENDING, &n));
     res->count = 1;
@@ -1548,8 +1700,7 @@ static void apply_checkout(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         c->conn = cmd->who.conn;
         c->channel = cmd->who.channel;
         c->hn.hash = mix64(c->id);
-        ht_insert(&sm->consumers, &c->hn);
-        DL_APPEND(sm->c_first, sm->c_last, c);
+        consumer_link(sm, c);
     }
     q->last_used_ms = sm->clock_ms;
     if (cmd->seq != 0 && cmd->seq <= c->co_seq) {
@@ -1654,6 +1805,7 @@ static void settle_one(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
 static void settle_by_tag(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                           enum settle_kind kind, struct mq_sm_result *res)
 {
+    struct mq_chan *ch;
     struct mq_consumer *c;
     struct mq_msg *list;
 
@@ -1669,16 +1821,19 @@ static void settle_by_tag(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         settle_one(sm, cmd, cmd->tag, kind, res);
         return;
     }
-    c = sm->c_first;
+    /* the channel's records, in creation order */
+    ch = chan_find(sm, cmd->who.router, cmd->who.conn, cmd->who.channel);
+    c = ch != NULL ? ch->first : NULL;
     while (c != NULL) {
-        struct mq_consumer *next = c->next;
+        /* the gc below frees the channel with its last record: next is
+         * NULL then */
+        struct mq_consumer *next = c->ch_next;
 
-        if (match_channel(c, &cmd->who)) {
-            list = take_unacked(sm, c, cmd->tag, NULL, PICK_DELIVERED,
-                                &res->count);
-            finish_taken(sm, c->q, list, kind, res);
-            consumer_gc(sm, c);
-        }
+        sm->visits++;
+        list = take_unacked(sm, c, cmd->tag, NULL, PICK_DELIVERED,
+                            &res->count);
+        finish_taken(sm, c->q, list, kind, res);
+        consumer_gc(sm, c);
         c = next;
     }
 }
@@ -1697,7 +1852,7 @@ static void return_gone(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                 take_unacked(sm, c, 0, NULL, PICK_ALL, &res->count);
 
             requeue(c->q, list);
-            consumer_unregister(c);
+            consumer_unregister(sm, c);
             consumer_gc(sm, c);
         }
         c = next;
@@ -1755,7 +1910,7 @@ static void apply_boot(struct mq_sm *sm, struct mq_sm_result *res)
             take_unacked(sm, c, 0, NULL, PICK_ALL, &res->count);
 
         requeue(c->q, list);
-        consumer_unregister(c);
+        consumer_unregister(sm, c);
         consumer_gc(sm, c);
         c = next;
     }
@@ -1834,11 +1989,16 @@ static int state_init(struct mq_sm *sm)
     if (ht_init(&sm->tombs, 0) != 0) {
         goto err_after_clients;
     }
+    if (ht_init(&sm->chans, 0) != 0) {
+        goto err_after_tombs;
+    }
     sm->next_msg_id = 1;
     sm->next_tag = 1;
     mq_outbox_init(&sm->outbox);
     return 0;
 
+err_after_tombs:
+    ht_close(&sm->tombs);
 err_after_clients:
     ht_close(&sm->clients);
 err_after_tags:
@@ -1849,6 +2009,23 @@ err_after_queues:
     ht_close(&sm->queues);
 err:
     return -1;
+}
+
+/* The channel records: they are in no list but their table's. */
+static void chans_free(struct mq_sm *sm)
+{
+    size_t i;
+
+    for (i = 0; sm->chans.b != NULL && i <= sm->chans.mask; i++) {
+        struct hnode *e = sm->chans.b[i];
+
+        while (e != NULL) {
+            struct hnode *next = e->next;
+
+            free(container_of(e, struct mq_chan, hn));
+            e = next;
+        }
+    }
 }
 
 /* Free everything the state owns (not @sm itself). */
@@ -1899,11 +2076,13 @@ static void state_free(struct mq_sm *sm)
         free(t);
         t = next;
     }
+    chans_free(sm);
     ht_close(&sm->queues);
     ht_close(&sm->consumers);
     ht_close(&sm->tags);
     ht_close(&sm->clients);
     ht_close(&sm->tombs);
+    ht_close(&sm->chans);
     mq_outbox_free(&sm->outbox);
 }
 
@@ -2103,6 +2282,47 @@ static void check_unacked(const struct mq_msg *m, const void *owner)
     INVARIANT(m->prev == NULL || m->prev->tag < m->tag); /* tag order */
 }
 
+/* The derived indexes: each consumer record is on its queue's list and
+ * its channel's, in creation order; every queue an auto-delete sweep
+ * must find is on the idle list. */
+static void check_indexes(const struct mq_sm *sm)
+{
+    const struct mq_queue *q;
+    const struct mq_consumer *c;
+    uint64_t on_queues = 0, on_chans = 0, listed = 0;
+
+    for (q = sm->q_first; q != NULL; q = q->next) {
+        INVARIANT(q->next == NULL || q->seq < q->next->seq);
+        INVARIANT(q->idle_listed || !idle_auto_delete(q));
+        listed += q->idle_listed;
+        for (c = q->cq_first; c != NULL; c = c->q_next) {
+            INVARIANT(c->q == q);
+            on_queues++;
+        }
+    }
+    for (q = sm->idle_first; q != NULL; q = q->idle_next) {
+        listed--;
+    }
+    INVARIANT(listed == 0);
+    for (c = sm->c_first; c != NULL; c = c->next) {
+        const struct mq_chan *ch = c->chan;
+
+        INVARIANT(ch != NULL && ch->router == c->router &&
+                  ch->conn == c->conn && ch->channel == c->channel);
+        INVARIANT(chan_find(sm, c->router, c->conn, c->channel) == ch);
+        if (ch->first == c) {
+            const struct mq_consumer *o;
+
+            for (o = c; o != NULL; o = o->ch_next) {
+                INVARIANT(o->chan == ch);
+                on_chans++;
+            }
+        }
+    }
+    INVARIANT(on_queues == sm->consumers.count);
+    INVARIANT(on_chans == sm->consumers.count);
+}
+
 void mq_sm_check(const struct mq_sm *sm)
 {
     const struct mq_queue *q;
@@ -2129,6 +2349,7 @@ void mq_sm_check(const struct mq_sm *sm)
         nc++;
     }
     INVARIANT(nc == sm->consumers.count);
+    check_indexes(sm);
     INVARIANT(unacked_q == unacked_c && unacked_c == sm->tags.count);
     INVARIANT(sm->clients.count <= sm->dedup_clients);
     mq_outbox_check(&sm->outbox);
@@ -2194,6 +2415,11 @@ void mq_sm_for_each_router(const struct mq_sm *sm,
         }
     }
     free(ids);
+}
+
+uint64_t mq_sm_visits(const struct mq_sm *sm)
+{
+    return sm->visits;
 }
 
 uint64_t mq_sm_consumer_pending(const struct mq_sm *sm, uint64_t consumer)
@@ -2707,8 +2933,7 @@ static bool restore_queue(struct mq_sm *tmp, struct le_reader *r,
         goto err;
     }
     /* Linked before its messages so a later failure frees them with it. */
-    ht_insert(&tmp->queues, &q->hn);
-    DL_APPEND(tmp->q_first, tmp->q_last, q);
+    queue_link(tmp, q);
     index[i] = q;
     for (k = 0; k < nready; k++) {
         struct mq_msg *m = restore_msg(tmp, r);
@@ -2764,8 +2989,7 @@ static bool restore_consumer(struct mq_sm *tmp, struct le_reader *r,
         return false;
     }
     c->hn.hash = mix64(c->id);
-    ht_insert(&tmp->consumers, &c->hn);
-    DL_APPEND(tmp->c_first, tmp->c_last, c);
+    consumer_link(tmp, c);
     if (c->registered) {
         c->q->consumers++;
         c->q->excl_consumer |= c->exclusive;
@@ -2918,6 +3142,7 @@ static bool restore_tail(struct mq_sm *tmp, struct le_reader *r)
 int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
 {
     struct mq_sm tmp;
+    struct mq_queue *q;
     struct mq_queue **index = NULL;
     struct le_reader r;
     uint32_t magic;
@@ -2989,6 +3214,9 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
         goto err_after_index;
     }
     free(index);
+    for (q = tmp.q_first; q != NULL; q = q->next) {
+        idle_note(&tmp, q);
+    }
 
     tmp.applied = 0;
     state_free(sm);
@@ -3686,18 +3914,17 @@ static void import_def(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     q->move = MQ_SM_MOVE_IMPORT;
     q->in_epoch = ch->epoch;
     q->in_total = ch->total;
-    ht_insert(&sm->queues, &q->hn);
-    DL_APPEND(sm->q_first, sm->q_last, q);
+    queue_link(sm, q);
     while (cons != NULL) {
         struct mq_consumer *c = cons;
 
         cons = c->next;
-        ht_insert(&sm->consumers, &c->hn);
-        DL_APPEND(sm->c_first, sm->c_last, c);
+        consumer_link(sm, c);
         q->consumers++;
         q->had_consumer = true;
         q->excl_consumer |= c->exclusive;
     }
+    idle_note(sm, q);
     clients_merge(sm, ch, fresh);
     t = tomb_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue, cmd->queue_len);
     if (t != NULL) {

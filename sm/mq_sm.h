@@ -577,6 +577,13 @@ void mq_sm_apply(struct mq_sm *sm, uint64_t now_ms,
  * sanitizer build (common/invariant.h deep_check_due). */
 void mq_sm_check(const struct mq_sm *sm);
 
+/* Records (consumer records, queues) the walks of CANCEL's auto-delete
+ * sweep, of a queue's deletion and of a multiple settle have visited
+ * since the machine was made or restored: each walks what it touches (the queue's
+ * records, the channel's, the queues left idle), never the whole shard.
+ * Not replicated: for tests that prove the cost. */
+uint64_t mq_sm_visits(const struct mq_sm *sm);
+
 /*
  * The export read of a queue move, at the source's leader: one chunk of
  * frozen queue @queue into one buffer from @alloc (raft_malloc or malloc).

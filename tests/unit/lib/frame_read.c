@@ -5,7 +5,13 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 
 #include <cmocka.h>
 
@@ -34,4 +40,26 @@ ProtobufCMessage *frame_read(int fd, const ProtobufCMessageDescriptor *desc,
     assert_non_null(msg);
     rpc_frame_decoder_close(&dec);
     return msg;
+}
+
+int frame_connect(unsigned port)
+{
+    struct sockaddr_in a;
+    int fd;
+
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons((uint16_t)port);
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    return fd;
+}
+
+bool frame_fd_readable(void *fd)
+{
+    struct pollfd p = {.fd = *(int *)fd, .events = POLLIN};
+
+    return poll(&p, 1, 0) == 1;
 }

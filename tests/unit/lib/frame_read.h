@@ -17,4 +17,12 @@
 ProtobufCMessage *frame_read(int fd, const ProtobufCMessageDescriptor *desc,
                              bool (*wait)(void *arg), void *arg);
 
+/* A blocking TCP connection to 127.0.0.1:@port (the test fails if there
+ * is none). */
+int frame_connect(unsigned port);
+
+/* Whether socket *(int *)@fd has something to read now: a predicate for
+ * svc_env_run_until. */
+bool frame_fd_readable(void *fd);
+
 #endif

@@ -393,11 +393,16 @@ static void test_map(void **state)
     meta_svc_status(f->svc, &st);
     assert_true(st.raft.snapshots_taken > 0);
     assert_int_equal(st.map_epoch, 13);
+    /* the apply recorded the exchange's change (map commands are not
+     * meta changes) */
+    assert_int_equal(meta_changes_count(meta_svc_changes(f->svc)), 1);
     stop(f);
     start(f, true);
     meta_svc_status(f->svc, &st);
     assert_int_equal(st.map_epoch, 13);
     assert_int_equal(st.version, 1); /* the exchange came back too */
+    /* from the snapshot: no change to tell a watcher at version 0 */
+    assert_int_equal(meta_changes_count(meta_svc_changes(f->svc)), 0);
     assert_int_equal(cluster_map_shard(map_sm_map(meta_svc_map(f->svc)), "s1")
                          ->n_members,
                      9);

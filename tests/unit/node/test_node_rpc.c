@@ -15,10 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -67,13 +63,6 @@ static bool mq_ready(void *arg)
     return mq_svc_ready(arg);
 }
 
-static bool fd_readable(void *arg)
-{
-    struct pollfd p = {.fd = *(int *)arg, .events = POLLIN};
-
-    return poll(&p, 1, 0) == 1;
-}
-
 static void closed_cb(void *data)
 {
     ((struct fx *)data)->closing--;
@@ -97,7 +86,6 @@ static int setup_with(void **state, const struct limits *lim)
     struct fx *f = calloc(1, sizeof(*f));
     struct rgroup_config g;
     struct cache_sm_config smc = {0};
-    struct sockaddr_in a;
     char err[256];
 
     assert_int_equal(svc_env_init(&f->env), 0);
@@ -137,13 +125,7 @@ static int setup_with(void **state, const struct limits *lim)
         node_rpc_set_amqp(f->rpc, &f->mq, 1, NULL);
     }
 
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons((uint16_t)(f->env.port0 + 1));
-    f->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(f->fd >= 0);
-    assert_int_equal(connect(f->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    f->fd = frame_connect(f->env.port0 + 1);
     *state = f;
     return 0;
 }
@@ -278,7 +260,7 @@ static bool node_runs_until_readable(void *arg)
 {
     struct fx *f = arg;
 
-    return svc_env_run_until(&f->env, fd_readable, &f->fd, WAIT_MS);
+    return svc_env_run_until(&f->env, frame_fd_readable, &f->fd, WAIT_MS);
 }
 
 /* Runs the node until its reply is in, and reads it. */
@@ -340,7 +322,8 @@ static void pause_with(struct fx *f, const char *key)
     p.timer.data = &p;
     uv_timer_start(&p.timer, send_then_pause, 0, 0);
     /* the callback has run once the reply is readable; closed below */
-    assert_true(svc_env_run_until(&f->env, fd_readable, &f->fd, WAIT_MS));
+    assert_true(
+        svc_env_run_until(&f->env, frame_fd_readable, &f->fd, WAIT_MS));
     uv_close((uv_handle_t *)&p.timer, NULL);
     svc_env_run_for(&f->env, 1);
 }

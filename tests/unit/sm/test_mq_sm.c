@@ -3293,6 +3293,127 @@ static void test_bad_requests(void **state)
     mq_sm_free(sm);
 }
 
+/* Cancel, queue deletion and multiple settle walk what they touch, not the
+ * shard: with N queues each holding a consumer on its own channel, each
+ * visits a few records (mq_sm_visits), where sweeping every queue or
+ * consumer record visits N. The indexes survive a snapshot round trip. */
+static void test_cost_proportional_to_what_is_touched(void **state)
+{
+    enum { N = 1000 };
+    struct mq_sm *sm = sm_make();
+    struct mq_sm *copy = sm_make();
+    struct mq_sm_result res;
+    struct mq_sm_cmd c;
+    char name[32];
+    uint64_t v;
+    void *snap;
+    size_t len;
+    int i;
+
+    (void)state;
+    for (i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "q%04d", i);
+        cmd_init(&c, MQ_SM_DECLARE, name);
+        c.auto_delete = i % 2 == 0;
+        assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+        enqueue(sm, T0, name, "a");
+        enqueue(sm, T0, name, "b");
+        consume(sm, name, (uint64_t)i + 1, (uint64_t)i + 1000);
+        assert_int_equal(checkout(sm, T0, name, (uint64_t)i + 1,
+                                  (uint64_t)i + 1000, 10, 0, &res),
+                         2);
+        mq_sm_result_clear(&res);
+    }
+    /* a snapshot's copy goes on with its own indexes */
+    assert_int_equal(mq_sm_snapshot(sm, malloc, &snap, &len), 0);
+    assert_int_equal(mq_sm_restore(copy, snap, len), 0);
+    free(snap);
+    mq_sm_check(copy);
+    for (i = 0; i < 2; i++) {
+        struct mq_sm *s = i == 0 ? sm : copy;
+
+        /* multiple ack of one channel's deliveries */
+        v = mq_sm_visits(s);
+        assert_int_equal(by_tag(s, MQ_SM_SETTLE, 21, 0, true, NULL), 2);
+        assert_true(mq_sm_visits(s) - v <= 2);
+        assert_int_equal(qstats(s, "q0020").unacked, 0);
+
+        /* cancel of an auto-delete queue's last consumer: the queue goes
+         * with its record (returned messages go back first) */
+        v = mq_sm_visits(s);
+        cmd_init(&c, MQ_SM_CANCEL, NULL);
+        c.who = who_of(501, 1500);
+        assert_int_equal(run(s, T0, &c, &res), MQ_SM_OK);
+        assert_int_equal(res.n_deleted, 1);
+        assert_int_equal(res.deleted[0].reason, MQ_SM_DEL_AUTO_DELETE);
+        mq_sm_result_clear(&res);
+        assert_false(queue_exists(s, "q0500"));
+        assert_true(mq_sm_visits(s) - v <= 4);
+
+        /* cancel elsewhere: nothing to sweep */
+        v = mq_sm_visits(s);
+        c.who = who_of(502, 1501);
+        assert_int_equal(run1(s, T0, &c), MQ_SM_OK);
+        assert_true(queue_exists(s, "q0501"));
+        assert_true(mq_sm_visits(s) - v <= 2);
+
+        /* queue.delete of a queue with a consumer record */
+        v = mq_sm_visits(s);
+        cmd_init(&c, MQ_SM_DELETE, "q0010");
+        assert_int_equal(run1(s, T0, &c), MQ_SM_OK);
+        assert_false(queue_exists(s, "q0010"));
+        assert_true(mq_sm_visits(s) - v <= 2);
+        /* its consumer's deliveries went with it: acks are no-ops */
+        assert_int_equal(by_tag(s, MQ_SM_SETTLE, 11, 0, true, NULL), 0);
+        mq_sm_check(s);
+    }
+    assert_true(mq_sm_digest(sm) == mq_sm_digest(copy));
+    mq_sm_free(sm);
+    mq_sm_free(copy);
+}
+
+/* One command leaving several auto-delete queues without consumers
+ * deletes them in creation order, whatever order their consumers came
+ * in; one in a move stays for a later sweep. */
+static void test_auto_delete_order(void **state)
+{
+    struct mq_sm *sm = sm_make();
+    struct mq_sm_result res;
+    struct mq_sm_cmd c;
+    static const char *const names[] = {"a1", "a2", "a3", "a4"};
+    int i;
+
+    (void)state;
+    for (i = 0; i < 4; i++) {
+        cmd_init(&c, MQ_SM_DECLARE, names[i]);
+        c.auto_delete = true;
+        assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    }
+    consume(sm, "a4", 1, 4);
+    consume(sm, "a3", 1, 3);
+    consume(sm, "a1", 1, 1);
+    consume(sm, "a2", 1, 2);
+    assert_int_equal(move_cmd(sm, MQ_SM_MOVE_OUT, "a2", NULL), MQ_SM_OK);
+    cmd_init(&c, MQ_SM_RETURN, NULL);
+    c.who = who_of(1, 0);
+    c.scope = MQ_SM_SCOPE_CONNECTION;
+    assert_int_equal(run(sm, T0, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.n_deleted, 3);
+    assert_memory_equal(res.deleted[0].queue, "a1", 2);
+    assert_memory_equal(res.deleted[1].queue, "a3", 2);
+    assert_memory_equal(res.deleted[2].queue, "a4", 2);
+    mq_sm_result_clear(&res);
+    mq_sm_check(sm);
+    /* the frozen one: the abort's sweep finds it */
+    assert_true(queue_exists(sm, "a2"));
+    assert_int_equal(move_cmd(sm, MQ_SM_MOVE_ABORT, "a2", &res), MQ_SM_OK);
+    assert_int_equal(res.n_deleted, 1);
+    assert_memory_equal(res.deleted[0].queue, "a2", 2);
+    mq_sm_result_clear(&res);
+    mq_sm_check(sm);
+    mq_sm_free(sm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -3306,6 +3427,8 @@ int main(void)
         cmocka_unit_test(test_consumer_gone_returns),
         cmocka_unit_test(test_connection_gone_deletes_exclusive),
         cmocka_unit_test(test_auto_delete_last_consumer),
+        cmocka_unit_test(test_cost_proportional_to_what_is_touched),
+        cmocka_unit_test(test_auto_delete_order),
         cmocka_unit_test(test_exclusive_consumer),
         cmocka_unit_test(test_leader_change_returns_all),
         cmocka_unit_test(test_boot),
