@@ -346,6 +346,14 @@ static void map_add_member(struct fx *f, struct mop *o, uint64_t id)
 /* The leader proposes the bootstrap map once; map commands apply; a map
  * watch wakes on the map's epoch, not the exchanges' version; a snapshot
  * carries both, and a restart restores both. */
+static bool snapshot_taken(void *arg)
+{
+    struct meta_svc_status st;
+
+    meta_svc_status(arg, &st);
+    return st.raft.snapshots_taken > 0;
+}
+
 static void test_map(void **state)
 {
     struct fx *f = *state;
@@ -390,8 +398,9 @@ static void test_map(void **state)
     }
     map_add_member(f, &m, 9); /* again: nothing changes */
     assert_false(m.call.result.changed);
+    /* a child serializes the snapshot: it counts once stored */
+    assert_true(svc_env_run_until(&f->env, snapshot_taken, f->svc, WAIT_MS));
     meta_svc_status(f->svc, &st);
-    assert_true(st.raft.snapshots_taken > 0);
     assert_int_equal(st.map_epoch, 13);
     /* the apply recorded the exchange's change (map commands are not
      * meta changes) */
