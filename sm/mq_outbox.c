@@ -182,6 +182,23 @@ size_t mq_outbox_claim_due(struct mq_outbox *o, uint64_t now_ms,
     return handed;
 }
 
+uint64_t mq_outbox_next_due(const struct mq_outbox *o, uint64_t claim_ms)
+{
+    uint64_t oldest = UINT64_MAX;
+    size_t i;
+
+    /* Claims are not in id order: claim_due renews a prefix of the due. */
+    for (i = 0; i < o->n; i++) {
+        if (o->v[i] != NULL && o->v[i]->claim_ms < oldest) {
+            oldest = o->v[i]->claim_ms;
+        }
+    }
+    if (oldest == UINT64_MAX || oldest > UINT64_MAX - claim_ms) {
+        return UINT64_MAX;
+    }
+    return oldest + claim_ms;
+}
+
 const struct mq_outbox_entry *mq_outbox_next(const struct mq_outbox *o,
                                              size_t *pos)
 {

@@ -101,6 +101,11 @@ size_t mq_outbox_claim_due(struct mq_outbox *o, uint64_t now_ms,
                                       const struct mq_outbox_entry *e),
                            void *arg);
 
+/* The earliest time at which mq_outbox_claim_due() with @claim_ms would
+ * hand out an entry (its claim + @claim_ms), UINT64_MAX if none is kept.
+ * O(entries). */
+uint64_t mq_outbox_next_due(const struct mq_outbox *o, uint64_t claim_ms);
+
 /* Entries kept. */
 static inline size_t mq_outbox_count(const struct mq_outbox *o)
 {

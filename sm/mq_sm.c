@@ -335,6 +335,10 @@ struct mq_sm {
     uint64_t move_seq;     /* freezes so far: names the next one */
     struct mq_outbox outbox; /* dead letters not yet settled */
     uint64_t applied;
+    /* mq_sm_next_due()'s answer while due_valid: derived, not replicated
+     * (any apply or restore clears due_valid). */
+    uint64_t due_ms;
+    bool due_valid;
 };
 
 /* Doubly linked lists with first/last pointers, one set of helpers per
@@ -1805,6 +1809,39 @@ static void apply_expire(struct mq_sm *sm, struct mq_sm_result *res)
                         res);
 }
 
+/* When an EXPIRE would first act on @q: the mirror of apply_expire()'s
+ * tests, as a time. */
+static uint64_t queue_due(const struct mq_queue *q)
+{
+    uint64_t due = NEVER;
+
+    if (q->move != MQ_SM_MOVE_NONE) {
+        return NEVER;
+    }
+    if (q->ready.head != NULL) {
+        due = q->ready.head->exp_ms;
+    }
+    if (q->has_expires && q->consumers == 0) {
+        uint64_t idle = sat_add(q->last_used_ms, q->expires_ms);
+
+        due = idle < due ? idle : due;
+    }
+    return due;
+}
+
+static uint64_t next_due(const struct mq_sm *sm)
+{
+    uint64_t due = mq_outbox_next_due(&sm->outbox, MQ_SM_DL_CLAIM_MS);
+    const struct mq_queue *q;
+
+    for (q = sm->q_first; q != NULL; q = q->next) {
+        uint64_t d = queue_due(q);
+
+        due = d < due ? d : due;
+    }
+    return due;
+}
+
 static void apply_dl_settle(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                             struct mq_sm_result *res)
 {
@@ -2062,6 +2099,7 @@ static void apply_one(struct mq_sm *sm, uint64_t now_ms,
 void mq_sm_apply(struct mq_sm *sm, uint64_t now_ms,
                  const struct mq_sm_cmd *cmd, struct mq_sm_result *res)
 {
+    sm->due_valid = false;
     apply_one(sm, now_ms, cmd, res);
     INVARIANT(sm->tags.count <= sm->next_tag);
     /* messages ever made: a bound on those still here */
@@ -2913,6 +2951,15 @@ static bool restore_tail(struct mq_sm *tmp, struct le_reader *r)
         }
     }
     return true;
+}
+
+uint64_t mq_sm_next_due(struct mq_sm *sm)
+{
+    if (!sm->due_valid) {
+        sm->due_ms = next_due(sm);
+        sm->due_valid = true;
+    }
+    return sm->due_ms;
 }
 
 int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)

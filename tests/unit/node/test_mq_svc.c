@@ -469,13 +469,67 @@ static void test_router_lease(void **state)
     svc_env_run_for(&f->env, 100);
     assert_int_equal(qstats(f, "q").unacked, 0);
     assert_int_equal(qstats(f, "q").ready, 1);
-    /* router 1 was seen all along: only router 5 was returned */
+    /* router 1 was seen all along: only router 5 was returned; its
+     * ticks renewed its lease without a log entry (nothing was due) */
     {
         struct mq_svc_status st;
 
         mq_svc_status(f->svc, &st, false);
         assert_int_equal(st.lease_returns, 1);
+        assert_true(st.expires_answered >= 6);
     }
+}
+
+/* An EXPIRE (an edge's tick) is proposed only when something is due
+ * (mq_sm_next_due): otherwise it is answered at once and nothing is
+ * written to the log, so an idle shard writes nothing. */
+static void test_expire_proposed_only_when_due(void **state)
+{
+    struct fx *f = *state;
+    struct mq_svc_status st;
+    struct op o;
+    uint64_t applied;
+    unsigned i;
+
+    start(f, NULL);
+    assert_true(svc_env_run_until(&f->env, svc_ready, f->svc, WAIT_MS));
+    declare(f, "q", true);
+    op_init(&o, MQ_SM_ENQUEUE, "q");
+    o.call.cmd.body = "m";
+    o.call.cmd.body_len = 1;
+    o.call.cmd.has_ttl = true;
+    o.call.cmd.ttl_ms = 300;
+    assert_int_equal(run(f, &o), OUTCOME_OK);
+    mq_sm_result_clear(&o.call.result);
+    mq_svc_status(f->svc, &st, false);
+    applied = st.sm.applied;
+
+    for (i = 0; i < 3; i++) {
+        op_init(&o, MQ_SM_EXPIRE, NULL);
+        assert_int_equal(run(f, &o), OUTCOME_OK);
+        assert_int_equal(o.call.result.status, MQ_SM_OK);
+        assert_int_equal(o.call.result.count, 0);
+        mq_sm_result_clear(&o.call.result);
+    }
+    mq_svc_status(f->svc, &st, false);
+    assert_int_equal(st.sm.applied, applied);
+    assert_int_equal(st.expires_answered, 3);
+
+    /* the message's TTL runs out: the next EXPIRE goes through the log */
+    svc_env_run_for(&f->env, 400);
+    op_init(&o, MQ_SM_EXPIRE, NULL);
+    assert_int_equal(run(f, &o), OUTCOME_OK);
+    assert_int_equal(o.call.result.count, 1);
+    mq_sm_result_clear(&o.call.result);
+    mq_svc_status(f->svc, &st, false);
+    assert_int_equal(st.sm.applied, applied + 1);
+    assert_int_equal(qstats(f, "q").ready, 0);
+    /* and then nothing is due again */
+    op_init(&o, MQ_SM_EXPIRE, NULL);
+    assert_int_equal(run(f, &o), OUTCOME_OK);
+    mq_svc_status(f->svc, &st, false);
+    assert_int_equal(st.sm.applied, applied + 1);
+    assert_int_equal(st.expires_answered, 4);
 }
 
 /* Send EXPIRE as router 1 every 100 ms (a live router's edge tick) until
@@ -802,6 +856,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delete_wakes_404, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_router_lease, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expire_proposed_only_when_due,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_era_keeps_deliveries_leases_seeded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_boot_restart, setup, teardown),
