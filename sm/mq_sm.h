@@ -619,8 +619,10 @@ void mq_sm_for_each_router(const struct mq_sm *sm,
  * returned message that had expired waits at the head for an EXPIRE).
  * An EXPIRE applied before it acts on nothing, so a leader may answer one
  * without proposing it (node/mq_svc.c). A function of the replicated
- * state; the answer is kept until the next apply or restore, so asking
- * again in between is O(1), else O(queues + outbox entries). */
+ * state, read from an index of the queues by due time and the outbox's
+ * claim order (derived, rebuilt by restore): O(1) amortized. Not const:
+ * it may correct the index's keys (what apply_expire() reads too), never
+ * the replicated state. EXPIRE itself visits only the queues due. */
 uint64_t mq_sm_next_due(struct mq_sm *sm);
 
 /* Messages set aside for @consumer by other consumers' CHECKOUTs, which
