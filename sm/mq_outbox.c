@@ -249,7 +249,8 @@ size_t mq_outbox_claim_due(struct mq_outbox *o, uint64_t now_ms,
     if (now_ms < claim_ms) {
         return 0; /* nothing can have been claimed that long ago */
     }
-    if (o->claim_first == NULL || o->claim_first->claim_ms > now_ms - claim_ms) {
+    if (o->claim_first == NULL ||
+        o->claim_first->claim_ms > now_ms - claim_ms) {
         return 0; /* not even the oldest claim */
     }
     for (i = 0; i < o->n && handed < max; i++) {

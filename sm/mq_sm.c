@@ -778,7 +778,8 @@ static uint64_t queue_due(const struct mq_queue *q)
 
 static bool due_before(const struct mq_queue *a, const struct mq_queue *b)
 {
-    return a->due_ms < b->due_ms || (a->due_ms == b->due_ms && a->seq < b->seq);
+    return a->due_ms < b->due_ms ||
+           (a->due_ms == b->due_ms && a->seq < b->seq);
 }
 
 static void due_place(struct mq_sm *sm, struct mq_queue *q, size_t i)
@@ -815,11 +816,12 @@ static void due_sift(struct mq_sm *sm, size_t i)
 
 static void due_remove(struct mq_sm *sm, struct mq_queue *q)
 {
-    size_t i = q->due_pos - 1;
+    size_t i;
 
     if (q->due_pos == 0) {
         return;
     }
+    i = q->due_pos - 1;
     q->due_pos = 0;
     q->due_ms = NEVER;
     if (i != --sm->due.n) {

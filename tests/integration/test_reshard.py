@@ -112,7 +112,8 @@ class Cluster:
         for name, pid in pids.items():
             try:
                 with open("/proc/%d/io" % pid) as f:
-                    io = dict(line.split(": ") for line in f.read().splitlines())
+                    io = dict(line.split(": ")
+                              for line in f.read().splitlines())
             except (FileNotFoundError, ProcessLookupError):
                 continue  # stopped (s3's nodes)
             res[name] = int(io["write_bytes"])
@@ -737,11 +738,13 @@ def check_idle_writes_nothing(cl, clients_left):
     start = cl.write_bytes()
     time.sleep(IDLE_WINDOW)
     end = cl.write_bytes()
-    wrote = {n: end[n] - start[n] for n in end if n in start and end[n] != start[n]}
+    wrote = {n: end[n] - start[n] for n in end
+             if n in start and end[n] != start[n]}
     print("  idle from %ds after the clients left, for %ds: %s" %
           (IDLE_AFTER, IDLE_WINDOW, "nothing written" if not wrote else
            " ".join("%s=%d" % kv for kv in sorted(wrote.items()))))
-    rt.check(not wrote, "an idle cluster writes nothing to disk: %r bytes" % wrote)
+    rt.check(not wrote, "an idle cluster writes nothing to disk: %r bytes" %
+             wrote)
 
 
 def test_refusals():

@@ -1608,7 +1608,11 @@ static void check_state(struct mq_sm *const *r, const struct model *m)
                         st.next_dead_id == m->next_dl_id &&
                         st.dead_dropped == 0,
                     "replica %d: counters differ from the model", i);
-        MODEL_CHECK(&where, mq_sm_next_due(r[i]) == m_next_due(m),
+        /* asked on some replicas only, as a leader is and its followers
+         * are not: the asking corrects index keys, which must not change
+         * what any replica applies (the answers and digests agree) */
+        MODEL_CHECK(&where,
+                    i % 2 == 1 || mq_sm_next_due(r[i]) == m_next_due(m),
                     "replica %d: next due %" PRIu64 ", model %" PRIu64, i,
                     mq_sm_next_due(r[i]), m_next_due(m));
         for (int q = 0; q < N_QUEUES; q++) {
