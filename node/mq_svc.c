@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/invariant.h"
 #include "common/log.h"
 #include "mq.pb-c.h"
 #include "node/svc_shell.h"
@@ -114,6 +115,9 @@ struct mq_svc {
     uint64_t stat_eras;
     uint64_t stat_lease_returns;
     uint64_t stat_expires_answered;
+    /* EXPIREs proposed and not completed: another router's tick meanwhile
+     * is answered without a second entry (that one applies what is due). */
+    unsigned expires_in_flight;
 };
 
 /* ------------------------------------------------------------ waitqs */
@@ -489,12 +493,15 @@ static int submit_pending(struct mq_svc *svc, struct pending *p,
 }
 
 /* Whether an EXPIRE proposed now would act on anything (mq_sm.h
- * mq_sm_next_due, against the stamp its entry would get). Until the era
- * command is applied this leader's state may lack entries of earlier
- * terms: then it is proposed anyway. */
+ * mq_sm_next_due, against the stamp its entry would get) that one already
+ * on its way will not. Until the era command is applied this leader's
+ * state may lack entries of earlier terms: then it is proposed anyway. */
 static bool expire_due(struct mq_svc *svc)
 {
-    return svc->era != ERA_APPLIED ||
+    if (svc->era != ERA_APPLIED) {
+        return true;
+    }
+    return svc->expires_in_flight == 0 &&
            mq_sm_next_due(svc->sm) <= rgroup_clock_ms(svc->sh.group);
 }
 
@@ -512,6 +519,10 @@ static void propose(struct mq_svc *svc, struct mq_svc_call *call)
     if (rv != 0) {
         free(p);
         complete(call, svc_outcome(rv, svc->sh.closing));
+        return;
+    }
+    if (call->cmd.type == MQ_SM_EXPIRE) {
+        svc->expires_in_flight++; /* until cmd_done */
     }
 }
 
@@ -587,6 +598,10 @@ static void cmd_done(struct rgroup_cmd *rcmd, int status)
         return;
     }
     free(p);
+    if (call->cmd.type == MQ_SM_EXPIRE) {
+        INVARIANT(svc->expires_in_flight > 0);
+        svc->expires_in_flight--;
+    }
     if (status != 0) {
         complete(call, svc_outcome(status, svc->sh.closing));
         return;

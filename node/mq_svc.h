@@ -45,12 +45,14 @@
  *   - EXPIRE: proposed only when it would act on something, i.e. when
  *     mq_sm_next_due() (a message TTL, an x-expires, an outbox entry to
  *     hand out again) is at or before the stamp its entry would get
- *     (rgroup_clock_ms), or before this leader's era command is applied.
- *     Otherwise it is answered OK at once with an empty result: an
- *     edge's tick then only renews its router's lease, and an idle shard
- *     writes nothing to its log. Apply never depends on this choice: an
- *     EXPIRE that is not due changes nothing but the replicated clock,
- *     which the next entry's stamp moves anyway.
+ *     (rgroup_clock_ms) and no EXPIRE proposed here is still on its
+ *     way (another router's tick: that one applies what is due), or
+ *     before this leader's era command is applied. Otherwise it is
+ *     answered OK at once with an empty result: an edge's tick then only
+ *     renews its router's lease, and an idle shard writes nothing to its
+ *     log. Apply never depends on this choice: an EXPIRE that is not due
+ *     changes nothing but the replicated clock, which the next entry's
+ *     stamp moves anyway.
  *
  * Completion: mq_svc_submit() completes @call exactly once through
  * call->cb, possibly before returning, always on the loop thread. Status

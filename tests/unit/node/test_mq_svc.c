@@ -524,12 +524,43 @@ static void test_expire_proposed_only_when_due(void **state)
     mq_svc_status(f->svc, &st, false);
     assert_int_equal(st.sm.applied, applied + 1);
     assert_int_equal(qstats(f, "q").ready, 0);
+    /* due again: of two routers' ticks at once, only one is written (it
+     * applies what is due; the other only renews its router's lease) */
+    op_init(&o, MQ_SM_ENQUEUE, "q");
+    o.call.cmd.body = "n";
+    o.call.cmd.body_len = 1;
+    o.call.cmd.has_ttl = true;
+    o.call.cmd.ttl_ms = 1;
+    assert_int_equal(run(f, &o), OUTCOME_OK);
+    mq_sm_result_clear(&o.call.result);
+    svc_env_run_for(&f->env, 50);
+    {
+        struct op two[2];
+
+        for (i = 0; i < 2; i++) {
+            op_init(&two[i], MQ_SM_EXPIRE, NULL);
+            two[i].call.cmd.who.router = 1 + i;
+            mq_svc_submit(f->svc, &two[i].call);
+        }
+        for (i = 0; i < 2; i++) {
+            assert_true(svc_env_run_until(&f->env, op_done, &two[i], WAIT_MS));
+            assert_int_equal(two[i].call.status, OUTCOME_OK);
+        }
+        assert_int_equal(two[0].call.result.count, 1);
+        assert_int_equal(two[1].call.result.count, 0);
+        mq_sm_result_clear(&two[0].call.result);
+        mq_sm_result_clear(&two[1].call.result);
+    }
+    mq_svc_status(f->svc, &st, false);
+    assert_int_equal(st.sm.applied, applied + 3);
+    assert_int_equal(qstats(f, "q").ready, 0);
+    applied = st.sm.applied;
     /* and then nothing is due again */
     op_init(&o, MQ_SM_EXPIRE, NULL);
     assert_int_equal(run(f, &o), OUTCOME_OK);
     mq_svc_status(f->svc, &st, false);
-    assert_int_equal(st.sm.applied, applied + 1);
-    assert_int_equal(st.expires_answered, 4);
+    assert_int_equal(st.sm.applied, applied);
+    assert_int_equal(st.expires_answered, 5);
 }
 
 /* Send EXPIRE as router 1 every 100 ms (a live router's edge tick) until
