@@ -842,6 +842,20 @@ static void test_dedup_enqueue(void **state)
     mq_sm_free(sm);
 }
 
+/* A queue with x-message-ttl @ttl_ms and the default exchange as its
+ * dead-letter exchange. */
+static void declare_ttl_dlx(struct mq_sm *sm, const char *q, uint64_t ttl_ms)
+{
+    struct mq_sm_cmd c;
+
+    cmd_init(&c, MQ_SM_DECLARE, q);
+    c.args.has_message_ttl = true;
+    c.args.message_ttl_ms = ttl_ms;
+    c.args.has_dlx = true;
+    c.args.dlx = "";
+    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+}
+
 static void test_message_ttl(void **state)
 {
     struct mq_sm *sm = sm_make();
@@ -849,12 +863,7 @@ static void test_message_ttl(void **state)
     struct mq_sm_result res;
 
     (void)state;
-    cmd_init(&c, MQ_SM_DECLARE, "ttl");
-    c.args.has_message_ttl = true;
-    c.args.message_ttl_ms = 1000;
-    c.args.has_dlx = true;
-    c.args.dlx = "";
-    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    declare_ttl_dlx(sm, "ttl", 1000);
     enqueue(sm, T0, "ttl", "a");
     enqueue(sm, T0 + 500, "ttl", "b");
     /* per-message TTL shorter than the queue's, behind b: head-only */
@@ -3313,12 +3322,7 @@ static void test_next_due_ttl_and_outbox(void **state)
     enqueue(sm, T0, "plain", "m");
     assert_true(mq_sm_next_due(sm) == UINT64_MAX); /* nothing can expire */
 
-    cmd_init(&c, MQ_SM_DECLARE, "ttl");
-    c.args.has_message_ttl = true;
-    c.args.message_ttl_ms = 1000;
-    c.args.has_dlx = true;
-    c.args.dlx = "";
-    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    declare_ttl_dlx(sm, "ttl", 1000);
     enqueue(sm, T0 + 100, "ttl", "a");
     enqueue(sm, T0 + 200, "ttl", "b");
     assert_int_equal(mq_sm_next_due(sm), T0 + 1100); /* the head's */
