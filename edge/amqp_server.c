@@ -2,13 +2,16 @@
  * amqp_server: the AMQP edge's listener, its registry of connections and
  * the tick; contract in amqp_server.h.
  *
- * The tick sends EXPIRE to every shard: it applies TTLs and x-expires, and
- * because it carries this edge's router id it renews the edge's lease on
- * its deliveries (a shard leader returns the deliveries of an edge it has
- * not heard from). A publish blocked by a watermark is the connection's
- * business; the server notices the change, on every broker answer (a
- * router hears a shard's watermark in its answers) and on the tick (a
- * broker's "blocked" may lapse with time).
+ * The tick sends EXPIRE to every shard: it applies TTLs and x-expires and
+ * hands out dead letters again, and because it carries this edge's router
+ * id it renews the edge's lease on its deliveries (a shard leader returns
+ * the deliveries of an edge it has not heard from). A leader puts it in
+ * its log only when one of those is due (node/mq_svc.h); otherwise it
+ * only renews the lease, so an idle cluster writes nothing. A publish
+ * blocked by a watermark is the connection's business; the server notices
+ * the change, on every broker answer (a router hears a shard's watermark
+ * in its answers) and on the tick (a broker's "blocked" may lapse with
+ * time).
  *
  * The edge's files call one way, down (a file never calls one above it;
  * what must come back up goes through function pointers):

@@ -42,12 +42,25 @@
  *     term). So a router that died with the previous leader, which will
  *     never send here, still loses its deliveries one lease after the
  *     failover, and a live one keeps them.
+ *   - EXPIRE: proposed only when it would act on something, i.e. when
+ *     mq_sm_next_due() (a message TTL, an x-expires, an outbox entry to
+ *     hand out again) is at or before the stamp its entry would get
+ *     (rgroup_clock_ms) and no EXPIRE proposed here is still on its
+ *     way (another router's tick: that one applies what is due), or
+ *     before this leader's era command is applied. Otherwise it is
+ *     answered OK at once with an empty result: an edge's tick then only
+ *     renews its router's lease, and an idle shard writes nothing to its
+ *     log. Apply never depends on this choice: an EXPIRE that is not due
+ *     changes nothing but the replicated clock, which the next entry's
+ *     stamp moves anyway.
  *
  * Completion: mq_svc_submit() completes @call exactly once through
  * call->cb, possibly before returning, always on the loop thread. Status
  * (sm/outcome.h):
  *   OUTCOME_OK           applied; call->result is the state machine's
  *                        result, owned by the call (mq_sm_result_clear);
+ *                        or an EXPIRE not due, answered unproposed with
+ *                        an empty result;
  *   OUTCOME_NOT_LEADER   nothing was proposed: this replica is not the
  *                        ready leader (ask mq_svc_leader_id(), redirect);
  *   OUTCOME_UNAVAILABLE  proposed, then leadership was lost, or raft
@@ -145,6 +158,7 @@ struct mq_svc_status {
     uint64_t poll_timeouts;
     uint64_t eras;         /* ERA/BOOT applied as leader */
     uint64_t lease_returns;
+    uint64_t expires_answered; /* EXPIREs answered unproposed: none due */
     bool booted;           /* BOOT applied (config.boot) */
 };
 

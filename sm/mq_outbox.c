@@ -63,6 +63,88 @@ struct mq_outbox_entry *mq_outbox_entry_new(const struct mq_outbox_src *src)
     return e;
 }
 
+/* ------------------------------------------------------------ claim order */
+
+static void claim_unlink(struct mq_outbox *o, struct mq_outbox_entry *e)
+{
+    if (e->claim_prev != NULL) {
+        e->claim_prev->claim_next = e->claim_next;
+    } else {
+        o->claim_first = e->claim_next;
+    }
+    if (e->claim_next != NULL) {
+        e->claim_next->claim_prev = e->claim_prev;
+    } else {
+        o->claim_last = e->claim_prev;
+    }
+    e->claim_prev = e->claim_next = NULL;
+}
+
+/* Link @e after every claim not later than its own: at the end, but for
+ * a claim time earlier than the last (not made by mq_sm, whose clock does
+ * not go back). */
+static void claim_link(struct mq_outbox *o, struct mq_outbox_entry *e)
+{
+    struct mq_outbox_entry *after = o->claim_last;
+
+    while (after != NULL && after->claim_ms > e->claim_ms) {
+        after = after->claim_prev;
+    }
+    e->claim_prev = after;
+    e->claim_next = after != NULL ? after->claim_next : o->claim_first;
+    if (e->claim_next != NULL) {
+        e->claim_next->claim_prev = e;
+    } else {
+        o->claim_last = e;
+    }
+    if (after != NULL) {
+        after->claim_next = e;
+    } else {
+        o->claim_first = e;
+    }
+}
+
+static int by_claim(const void *a, const void *b)
+{
+    const struct mq_outbox_entry *x = *(struct mq_outbox_entry *const *)a;
+    const struct mq_outbox_entry *y = *(struct mq_outbox_entry *const *)b;
+
+    if (x->claim_ms != y->claim_ms) {
+        return x->claim_ms < y->claim_ms ? -1 : 1;
+    }
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* The claim order of entries read in id order, whose claims may be in any
+ * order: sorted once, not linked one by one. */
+static void claim_rebuild(struct mq_outbox *o)
+{
+    struct mq_outbox_entry **by = xmalloc((o->n > 0 ? o->n : 1) * sizeof(*by));
+    size_t n = 0;
+    size_t i;
+
+    for (i = 0; i < o->n; i++) {
+        if (o->v[i] != NULL) {
+            by[n++] = o->v[i];
+        }
+    }
+    qsort(by, n, sizeof(*by), by_claim);
+    o->claim_first = o->claim_last = NULL;
+    for (i = 0; i < n; i++) {
+        by[i]->claim_prev = o->claim_last;
+        by[i]->claim_next = NULL;
+        if (o->claim_last != NULL) {
+            o->claim_last->claim_next = by[i];
+        } else {
+            o->claim_first = by[i];
+        }
+        o->claim_last = by[i];
+    }
+    free(by);
+}
+
+/* ------------------------------------------------------------------ slots */
+
 /* Drop the holes; ids keep their order. */
 static void compact(struct mq_outbox *o)
 {
@@ -108,6 +190,7 @@ bool mq_outbox_add(struct mq_outbox *o, struct mq_outbox_entry *e,
     e->id = o->next_id++;
     e->claim_ms = now_ms;
     append(o, e);
+    claim_link(o, e);
     return true;
 }
 
@@ -141,6 +224,7 @@ size_t mq_outbox_settle(struct mq_outbox *o, const uint64_t *ids, size_t n)
             continue;
         }
         o->bytes -= entry_data_len(o->v[s]);
+        claim_unlink(o, o->v[s]);
         free(o->v[s]);
         o->v[s] = NULL;
         o->holes++;
@@ -165,6 +249,10 @@ size_t mq_outbox_claim_due(struct mq_outbox *o, uint64_t now_ms,
     if (now_ms < claim_ms) {
         return 0; /* nothing can have been claimed that long ago */
     }
+    if (o->claim_first == NULL ||
+        o->claim_first->claim_ms > now_ms - claim_ms) {
+        return 0; /* not even the oldest claim */
+    }
     for (i = 0; i < o->n && handed < max; i++) {
         struct mq_outbox_entry *e = o->v[i];
 
@@ -175,11 +263,23 @@ size_t mq_outbox_claim_due(struct mq_outbox *o, uint64_t now_ms,
             break;
         }
         bytes += e->body_len;
+        claim_unlink(o, e);
         e->claim_ms = now_ms;
+        claim_link(o, e);
         fn(arg, e);
         handed++;
     }
     return handed;
+}
+
+uint64_t mq_outbox_next_due(const struct mq_outbox *o, uint64_t claim_ms)
+{
+    const struct mq_outbox_entry *e = o->claim_first;
+
+    if (e == NULL || e->claim_ms > UINT64_MAX - claim_ms) {
+        return UINT64_MAX;
+    }
+    return e->claim_ms + claim_ms;
 }
 
 const struct mq_outbox_entry *mq_outbox_next(const struct mq_outbox *o,
@@ -283,7 +383,25 @@ bool mq_outbox_snap_get(struct mq_outbox *o, struct le_reader *r)
         }
         append(o, e);
     }
+    claim_rebuild(o);
     return true;
+}
+
+/* Every entry once in claim order, claims not decreasing. */
+static void check_claims(const struct mq_outbox *o)
+{
+    const struct mq_outbox_entry *e;
+    const struct mq_outbox_entry *prev = NULL;
+    size_t n = 0;
+
+    for (e = o->claim_first; e != NULL; e = e->claim_next) {
+        INVARIANT(e->claim_prev == prev);
+        INVARIANT(prev == NULL || prev->claim_ms <= e->claim_ms);
+        INVARIANT(n < mq_outbox_count(o));
+        prev = e;
+        n++;
+    }
+    INVARIANT(o->claim_last == prev && n == mq_outbox_count(o));
 }
 
 void mq_outbox_check(const struct mq_outbox *o)
@@ -305,6 +423,7 @@ void mq_outbox_check(const struct mq_outbox *o)
         bytes += entry_data_len(o->v[i]);
     }
     INVARIANT(holes == o->holes && bytes == o->bytes);
+    check_claims(o);
     INVARIANT(mq_outbox_count(o) <= MQ_OUTBOX_MAX &&
               o->bytes <= MQ_OUTBOX_BYTES_MAX);
 }

@@ -15,7 +15,9 @@
  * made it, at most once, as before the outbox.
  *
  * Settled entries leave holes in the id-ordered array, compacted once
- * they are half of it, so a settle is O(log n) amortized.
+ * they are half of it, so a settle is O(log n) amortized. The entries are
+ * also linked in claim order (derived, rebuilt by a restore), so the next
+ * time one is due, and an EXPIRE with none due, are O(1).
  */
 #ifndef RINGMQ_MQ_OUTBOX_H
 #define RINGMQ_MQ_OUTBOX_H
@@ -41,6 +43,9 @@ struct mq_outbox_entry {
     uint8_t dlx_len;
     uint8_t dlrk_len;
     uint32_t body_len;
+    /* Claim order, oldest first (equal claims: as claimed or restored). */
+    struct mq_outbox_entry *claim_prev;
+    struct mq_outbox_entry *claim_next;
     char data[]; /* vhost, queue, dlx, dlrk, body */
 };
 
@@ -53,6 +58,8 @@ struct mq_outbox {
     uint64_t bytes;   /* data bytes of the entries kept */
     uint64_t next_id; /* the id of the next entry kept */
     uint64_t dropped; /* dead letters not kept: the outbox was full */
+    struct mq_outbox_entry *claim_first; /* the oldest claim */
+    struct mq_outbox_entry *claim_last;
 };
 
 /* Names and body of a new entry, borrowed. */
@@ -83,7 +90,9 @@ static inline size_t mq_outbox_names_len(const struct mq_outbox_entry *e)
 struct mq_outbox_entry *mq_outbox_entry_new(const struct mq_outbox_src *src);
 
 /* Keep @e with the next id, claimed at @now_ms: true. False when it does
- * not fit (counted in dropped; @e stays the caller's, id 0). */
+ * not fit (counted in dropped; @e stays the caller's, id 0). @now_ms is
+ * not before any claim made so far (the replicated clock), which keeps
+ * this O(1). */
 bool mq_outbox_add(struct mq_outbox *o, struct mq_outbox_entry *e,
                    uint64_t now_ms);
 
@@ -100,6 +109,11 @@ size_t mq_outbox_claim_due(struct mq_outbox *o, uint64_t now_ms,
                            void (*fn)(void *arg,
                                       const struct mq_outbox_entry *e),
                            void *arg);
+
+/* The earliest time at which mq_outbox_claim_due() with @claim_ms would
+ * hand out an entry (its claim + @claim_ms), UINT64_MAX if none is kept.
+ * O(1). */
+uint64_t mq_outbox_next_due(const struct mq_outbox *o, uint64_t claim_ms);
 
 /* Entries kept. */
 static inline size_t mq_outbox_count(const struct mq_outbox *o)

@@ -267,6 +267,12 @@ struct mq_queue {
     struct mq_queue *idle_prev;
     struct mq_queue *idle_next;
     bool idle_listed;
+    /* The due index (derived, not replicated): its machine, for hooks
+     * given only the queue; its key in sm->due (see queue_due()); its
+     * place there (1 + index, 0: not in it). Keyed with seq. */
+    struct mq_sm *sm;
+    uint64_t due_ms;
+    size_t due_pos;
     uint8_t move;           /* enum mq_sm_move_state */
     uint8_t vhost_len;
     uint8_t name_len;
@@ -378,6 +384,14 @@ struct mq_sm {
     uint64_t move_seq;     /* freezes so far: names the next one */
     struct mq_outbox outbox; /* dead letters not yet settled */
     uint64_t applied;
+    /* Queues that an EXPIRE will act on at some time (queue_due() not
+     * NEVER), a min-heap by (due_ms, seq): derived, not replicated; see
+     * "Due index" below. */
+    struct {
+        struct mq_queue **v;
+        size_t n;
+        size_t cap;
+    } due;
 };
 
 /* Doubly linked lists with first/last pointers, one set of helpers per
@@ -775,6 +789,142 @@ static struct mq_msg *take_unacked(struct mq_sm *sm, struct mq_consumer *c,
     return out;
 }
 
+/* -------------------------------------------------------------- due index
+ *
+ * When an EXPIRE first acts on a queue is queue_due(); sm->due holds every
+ * queue for which that is a time, keyed by it, so mq_sm_next_due() is the
+ * heap's top and apply_expire() visits only the queues due. A key is
+ * never later than its queue's due time: everything that can bring a due
+ * time forward re-keys the queue (a message back at the head: requeue();
+ * the last consumer gone: consumer_unregister(); any command naming the
+ * queue, which covers creation, enqueue, checkout, purge and the end of a
+ * move: mq_sm_apply()). What only puts it off (a use, BOOT) leaves an
+ * early key, corrected when it reaches the top. */
+
+/* When an EXPIRE would first act on @q: apply_expire()'s tests as a time. */
+static uint64_t queue_due(const struct mq_queue *q)
+{
+    uint64_t due = NEVER;
+
+    if (q->move != MQ_SM_MOVE_NONE) {
+        return NEVER; /* frozen or being imported: time stands still */
+    }
+    if (q->ready.head != NULL) {
+        due = q->ready.head->exp_ms;
+    }
+    if (q->has_expires && q->consumers == 0) {
+        uint64_t idle = sat_add(q->last_used_ms, q->expires_ms);
+
+        due = idle < due ? idle : due;
+    }
+    return due;
+}
+
+static bool due_before(const struct mq_queue *a, const struct mq_queue *b)
+{
+    return a->due_ms < b->due_ms ||
+           (a->due_ms == b->due_ms && a->seq < b->seq);
+}
+
+static void due_place(struct mq_sm *sm, struct mq_queue *q, size_t i)
+{
+    sm->due.v[i] = q;
+    q->due_pos = i + 1;
+}
+
+static void due_sift(struct mq_sm *sm, size_t i)
+{
+    struct mq_queue *q = sm->due.v[i];
+
+    while (i > 0 && due_before(q, sm->due.v[(i - 1) / 2])) {
+        due_place(sm, sm->due.v[(i - 1) / 2], i);
+        i = (i - 1) / 2;
+    }
+    for (;;) {
+        size_t c = 2 * i + 1;
+
+        if (c >= sm->due.n) {
+            break;
+        }
+        if (c + 1 < sm->due.n && due_before(sm->due.v[c + 1], sm->due.v[c])) {
+            c++;
+        }
+        if (!due_before(sm->due.v[c], q)) {
+            break;
+        }
+        due_place(sm, sm->due.v[c], i);
+        i = c;
+    }
+    due_place(sm, q, i);
+}
+
+static void due_remove(struct mq_sm *sm, struct mq_queue *q)
+{
+    size_t i;
+
+    if (q->due_pos == 0) {
+        return;
+    }
+    i = q->due_pos - 1;
+    q->due_pos = 0;
+    q->due_ms = NEVER;
+    if (i != --sm->due.n) {
+        due_place(sm, sm->due.v[sm->due.n], i);
+        due_sift(sm, i);
+    }
+}
+
+/* Key @q by its due time now (in, moved or out). */
+static void due_update(struct mq_queue *q)
+{
+    struct mq_sm *sm = q->sm;
+    uint64_t due = queue_due(q);
+
+    if (sm == NULL) {
+        return; /* created by the command being applied: due_named() */
+    }
+    if (due == NEVER) {
+        due_remove(sm, q);
+        return;
+    }
+    q->due_ms = due;
+    if (q->due_pos == 0) {
+        if (sm->due.n == sm->due.cap) {
+            sm->due.cap = sm->due.cap > 0 ? 2 * sm->due.cap : 16;
+            sm->due.v = xrealloc(sm->due.v, sm->due.cap * sizeof(*sm->due.v));
+        }
+        due_place(sm, q, sm->due.n++);
+    }
+    due_sift(sm, q->due_pos - 1);
+}
+
+/* A queue new to the index: created (by the command mq_sm_apply() looks
+ * at after) or restored (its seq is queue_link's). */
+static void due_track(struct mq_sm *sm, struct mq_queue *q)
+{
+    q->sm = sm;
+    q->due_ms = NEVER;
+    q->due_pos = 0;
+    due_update(q);
+}
+
+/* The heap's top with its key made exact, or NULL. */
+static struct mq_queue *due_top(struct mq_sm *sm)
+{
+    while (sm->due.n > 0 && sm->due.v[0]->due_ms != queue_due(sm->due.v[0])) {
+        due_update(sm->due.v[0]);
+    }
+    return sm->due.n > 0 ? sm->due.v[0] : NULL;
+}
+
+static int by_seq(const void *a, const void *b)
+{
+    const struct mq_queue *x = *(struct mq_queue *const *)a;
+    const struct mq_queue *y = *(struct mq_queue *const *)b;
+
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
 /* Put returned messages back in the ready list at their id positions,
  * marked redelivered unless they were only set aside (never delivered).
  * @list is a singly linked list in any order. */
@@ -798,6 +948,7 @@ static void requeue(struct mq_queue *q, struct mq_msg *list)
         m->next = NULL;
         mlist_insert_before(&q->ready, at, m);
     }
+    due_update(q); /* a message of an earlier deadline may lead now */
 }
 
 /* -------------------------------------------------------------- consumers */
@@ -915,6 +1066,7 @@ static void consumer_unregister(struct mq_sm *sm, struct mq_consumer *c)
     if (c->registered) {
         c->registered = false;
         c->q->consumers--;
+        due_update(c->q); /* x-expires counts once the last one left */
         if (c->exclusive) {
             c->q->excl_consumer = false;
             c->exclusive = false;
@@ -1064,6 +1216,7 @@ static void queue_destroy(struct mq_sm *sm, struct mq_queue *q,
     }
     idle_unlist(sm, q);
     mlist_free_all(sm, &q->ready);
+    due_remove(sm, q);
     ht_remove(&sm->queues, &q->hn);
     DL_REMOVE(sm->q_first, sm->q_last, q);
     free(q);
@@ -1934,24 +2087,37 @@ static void hand_out(void *arg, const struct mq_outbox_entry *e)
     add_dead_letter(arg, e);
 }
 
+/* The queues due (due index), in creation order as a walk of every queue
+ * would meet them: what one does (dead letters, outbox ids) depends on
+ * the order. Queues not due would do nothing. */
 static void apply_expire(struct mq_sm *sm, struct mq_sm_result *res)
 {
-    struct mq_queue *q = sm->q_first;
+    struct mq_queue **due = NULL;
+    struct mq_queue *q;
+    size_t n = 0, cap = 0, i;
 
-    while (q != NULL) {
-        struct mq_queue *next = q->next;
-
-        if (q->move != MQ_SM_MOVE_NONE) {
-            q = next; /* frozen or being imported: time stands still */
-            continue;
+    while ((q = due_top(sm)) != NULL && q->due_ms <= sm->clock_ms) {
+        if (n == cap) {
+            cap = cap > 0 ? 2 * cap : 16;
+            due = xrealloc(due, cap * sizeof(*due));
         }
+        due[n++] = q;
+        due_remove(sm, q);
+    }
+    if (n > 1) {
+        qsort(due, n, sizeof(*due), by_seq);
+    }
+    for (i = 0; i < n; i++) {
+        q = due[i];
         res->count += expire_head(sm, q, res);
         if (q->has_expires && q->consumers == 0 &&
             sm->clock_ms >= sat_add(q->last_used_ms, q->expires_ms)) {
             queue_destroy(sm, q, MQ_SM_DEL_EXPIRES, res);
+        } else {
+            due_update(q);
         }
-        q = next;
     }
+    free(due);
     /* Dead letters whose republish was not settled within the claim
      * window (a lost reply, an edge gone, a failed ENQUEUE): this edge
      * republishes them now. Those made just above are claimed now. */
@@ -2084,6 +2250,7 @@ static void state_free(struct mq_sm *sm)
     ht_close(&sm->tombs);
     ht_close(&sm->chans);
     mq_outbox_free(&sm->outbox);
+    free(sm->due.v);
 }
 
 struct mq_sm *mq_sm_new(const struct mq_sm_config *cfg)
@@ -2238,10 +2405,31 @@ static void apply_one(struct mq_sm *sm, uint64_t now_ms,
     }
 }
 
+/* Re-key (or start keeping) the queue @cmd names: whatever it did to it
+ * may have brought its due time forward. */
+static void due_named(struct mq_sm *sm, const struct mq_sm_cmd *cmd)
+{
+    struct mq_queue *q;
+
+    if (cmd == NULL || cmd->queue_len == 0 || !names_valid(cmd)) {
+        return;
+    }
+    q = queue_find(sm, cmd->vhost, cmd->vhost_len, cmd->queue, cmd->queue_len);
+    if (q == NULL) {
+        return;
+    }
+    if (q->sm == NULL) {
+        due_track(sm, q);
+    } else {
+        due_update(q);
+    }
+}
+
 void mq_sm_apply(struct mq_sm *sm, uint64_t now_ms,
                  const struct mq_sm_cmd *cmd, struct mq_sm_result *res)
 {
     apply_one(sm, now_ms, cmd, res);
+    due_named(sm, cmd);
     INVARIANT(sm->tags.count <= sm->next_tag);
     /* messages ever made: a bound on those still here */
     if (deep_check_due(sm->applied, sm->next_msg_id + sm->queues.count)) {
@@ -2323,6 +2511,29 @@ static void check_indexes(const struct mq_sm *sm)
     INVARIANT(on_chans == sm->consumers.count);
 }
 
+/* The due index holds every queue with a due time, never keyed later than
+ * it, in heap order. */
+static void check_due(const struct mq_sm *sm)
+{
+    const struct mq_queue *q;
+    size_t i, n = 0;
+
+    for (q = sm->q_first; q != NULL; q = q->next) {
+        uint64_t due = queue_due(q);
+
+        INVARIANT(q->sm == sm);
+        INVARIANT(q->prev == NULL || q->prev->seq < q->seq);
+        INVARIANT(q->due_ms <= due);
+        INVARIANT((q->due_pos != 0) == (q->due_ms != NEVER));
+        INVARIANT(q->due_pos == 0 || sm->due.v[q->due_pos - 1] == q);
+        n += q->due_pos != 0;
+    }
+    INVARIANT(n == sm->due.n);
+    for (i = 1; i < sm->due.n; i++) {
+        INVARIANT(!due_before(sm->due.v[i], sm->due.v[(i - 1) / 2]));
+    }
+}
+
 void mq_sm_check(const struct mq_sm *sm)
 {
     const struct mq_queue *q;
@@ -2352,6 +2563,7 @@ void mq_sm_check(const struct mq_sm *sm)
     check_indexes(sm);
     INVARIANT(unacked_q == unacked_c && unacked_c == sm->tags.count);
     INVARIANT(sm->clients.count <= sm->dedup_clients);
+    check_due(sm);
     mq_outbox_check(&sm->outbox);
 }
 
@@ -3139,11 +3351,19 @@ static bool restore_tail(struct mq_sm *tmp, struct le_reader *r)
     return true;
 }
 
+uint64_t mq_sm_next_due(struct mq_sm *sm)
+{
+    const struct mq_queue *q = due_top(sm);
+    uint64_t due = mq_outbox_next_due(&sm->outbox, MQ_SM_DL_CLAIM_MS);
+
+    return q != NULL && q->due_ms < due ? q->due_ms : due;
+}
+
 int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
 {
     struct mq_sm tmp;
-    struct mq_queue *q;
     struct mq_queue **index = NULL;
+    struct mq_queue *q;
     struct le_reader r;
     uint32_t magic;
     uint32_t version;
@@ -3221,6 +3441,9 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
     tmp.applied = 0;
     state_free(sm);
     *sm = tmp;
+    for (q = sm->q_first; q != NULL; q = q->next) {
+        due_track(sm, q);
+    }
     return 0;
 
 err_after_index:

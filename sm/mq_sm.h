@@ -618,6 +618,20 @@ void mq_sm_for_each_router(const struct mq_sm *sm,
                            void (*fn)(void *data, uint64_t router),
                            void *data);
 
+/* The earliest replicated clock (clock_ms) at which an EXPIRE would change
+ * more than clock_ms: expire a ready message at a queue's head, delete a
+ * queue by x-expires, or hand out an outbox entry again
+ * (MQ_SM_DL_CLAIM_MS after its claim); UINT64_MAX if nothing will be due
+ * unless other commands change the state. It may lie in the past (a
+ * returned message that had expired waits at the head for an EXPIRE).
+ * An EXPIRE applied before it acts on nothing, so a leader may answer one
+ * without proposing it (node/mq_svc.c). A function of the replicated
+ * state, read from an index of the queues by due time and the outbox's
+ * claim order (derived, rebuilt by restore): O(1) amortized. Not const:
+ * it may correct the index's keys (what apply_expire() reads too), never
+ * the replicated state. EXPIRE itself visits only the queues due. */
+uint64_t mq_sm_next_due(struct mq_sm *sm);
+
 /* Messages set aside for @consumer by other consumers' CHECKOUTs, which
  * its next CHECKOUT gets (0: none, or no such consumer). */
 uint64_t mq_sm_consumer_pending(const struct mq_sm *sm, uint64_t consumer);

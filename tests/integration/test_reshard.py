@@ -35,6 +35,13 @@ messages (status items of "<shard>.mq", on every replica) of exactly one
 shard, the queue ring's. While s3 is in the map its queue group holds no
 ready message. A queue placed elsewhere during the moves would likely show
 in the load as well (messages missing their consumers, or gone with s3).
+
+Once both loads stopped and the queues are deleted, the cluster is idle
+(issue 16's done-when): from 10 s after the last client left, no process of
+it (six nodes, two routers) writes a byte to disk over IDLE_WINDOW seconds
+(write_bytes of /proc/PID/io). Every queue group's leader used to write an
+entry a second for each router's AMQP tick (EXPIRE), even with nothing to
+expire.
 """
 import os
 import random
@@ -92,6 +99,25 @@ class Cluster:
             raise AssertionError("local-cluster %s: %s %s" %
                                  (args, out.stdout, out.stderr))
         return out.stdout, time.time() - t0
+
+    def write_bytes(self):
+        """{name: write_bytes of /proc/PID/io} of every process of the
+        cluster still running (a restarted one is listed again, later)."""
+        pids = {}
+        with open(os.path.join(self.dir, "pids")) as f:
+            for line in f:
+                name, pid = line.split()
+                pids[name] = int(pid)
+        res = {}
+        for name, pid in pids.items():
+            try:
+                with open("/proc/%d/io" % pid) as f:
+                    io = dict(line.split(": ")
+                              for line in f.read().splitlines())
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # stopped (s3's nodes)
+            res[name] = int(io["write_bytes"])
+        return res
 
     def up(self):
         self.script("up", self.dir)
@@ -693,7 +719,32 @@ def test_add_reweight_remove_under_load():
     print("  every replica holds exactly the ring's keys: %r" %
           {s: want for s, (want, _) in counts.items()})
     rt.check(time.time() - t_start < 180, "within 3 minutes")
+    check_idle_writes_nothing(cl, time.time())
     cl.down()
+
+
+IDLE_AFTER = 10  # seconds after the last client left (issue 16)
+IDLE_WINDOW = 3
+
+
+def check_idle_writes_nothing(cl, clients_left):
+    before = cl.write_bytes()
+    nodes = [n for n in before if n.startswith("n")]
+    # the loads' log entries were counted: the filesystem accounts writes
+    # (on tmpfs nothing would be, and this check could not fail)
+    rt.check(len(nodes) == 6 and all(before[n] > 0 for n in nodes),
+             "every node's write_bytes counts its log: %r" % before)
+    time.sleep(max(0.0, clients_left + IDLE_AFTER - time.time()))
+    start = cl.write_bytes()
+    time.sleep(IDLE_WINDOW)
+    end = cl.write_bytes()
+    wrote = {n: end[n] - start[n] for n in end
+             if n in start and end[n] != start[n]}
+    print("  idle from %ds after the clients left, for %ds: %s" %
+          (IDLE_AFTER, IDLE_WINDOW, "nothing written" if not wrote else
+           " ".join("%s=%d" % kv for kv in sorted(wrote.items()))))
+    rt.check(not wrote, "an idle cluster writes nothing to disk: %r bytes" %
+             wrote)
 
 
 def test_refusals():

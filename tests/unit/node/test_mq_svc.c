@@ -469,13 +469,107 @@ static void test_router_lease(void **state)
     svc_env_run_for(&f->env, 100);
     assert_int_equal(qstats(f, "q").unacked, 0);
     assert_int_equal(qstats(f, "q").ready, 1);
-    /* router 1 was seen all along: only router 5 was returned */
+    /* router 1 was seen all along: only router 5 was returned; its
+     * ticks renewed its lease without a log entry (nothing was due) */
     {
         struct mq_svc_status st;
 
         mq_svc_status(f->svc, &st, false);
         assert_int_equal(st.lease_returns, 1);
+        assert_true(st.expires_answered >= 6);
     }
+}
+
+static void enqueue_ttl(struct fx *f, const char *q, const char *body,
+                        uint64_t ttl_ms)
+{
+    struct op o;
+
+    op_init(&o, MQ_SM_ENQUEUE, q);
+    o.call.cmd.body = body;
+    o.call.cmd.body_len = strlen(body);
+    o.call.cmd.has_ttl = true;
+    o.call.cmd.ttl_ms = ttl_ms;
+    assert_int_equal(run(f, &o), OUTCOME_OK);
+    assert_int_equal(o.call.result.status, MQ_SM_OK);
+    mq_sm_result_clear(&o.call.result);
+}
+
+static uint64_t applied_count(struct fx *f)
+{
+    struct mq_svc_status st;
+
+    mq_svc_status(f->svc, &st, false);
+    return st.sm.applied;
+}
+
+/* An EXPIRE (an edge's tick) is proposed only when something is due
+ * (mq_sm_next_due): otherwise it is answered at once and nothing is
+ * written to the log, so an idle shard writes nothing. */
+static void test_expire_proposed_only_when_due(void **state)
+{
+    struct fx *f = *state;
+    struct mq_svc_status st;
+    struct op two[2];
+    struct op o;
+    uint64_t applied;
+    unsigned i;
+
+    start(f, NULL);
+    assert_true(svc_env_run_until(&f->env, svc_ready, f->svc, WAIT_MS));
+    declare(f, "later", true);
+    declare(f, "soon", true);
+    enqueue_ttl(f, "later", "m", 600000); /* due in 10 minutes */
+    applied = applied_count(f);
+    for (i = 0; i < 3; i++) {
+        op_init(&o, MQ_SM_EXPIRE, NULL);
+        assert_int_equal(run(f, &o), OUTCOME_OK);
+        assert_int_equal(o.call.result.status, MQ_SM_OK);
+        assert_int_equal(o.call.result.count, 0);
+        mq_sm_result_clear(&o.call.result);
+    }
+    mq_svc_status(f->svc, &st, false);
+    assert_int_equal(st.sm.applied, applied);
+    assert_int_equal(st.expires_answered, 3);
+
+    /* a TTL runs out: the next EXPIRE goes through the log */
+    enqueue_ttl(f, "soon", "a", 1);
+    svc_env_run_for(&f->env, 50);
+    applied = applied_count(f);
+    op_init(&o, MQ_SM_EXPIRE, NULL);
+    assert_int_equal(run(f, &o), OUTCOME_OK);
+    assert_int_equal(o.call.result.count, 1);
+    mq_sm_result_clear(&o.call.result);
+    assert_int_equal(applied_count(f), applied + 1);
+    assert_int_equal(qstats(f, "soon").ready, 0);
+
+    /* of two routers' ticks at once, only one is written (it applies
+     * what is due; the other only renews its router's lease) */
+    enqueue_ttl(f, "soon", "b", 1);
+    svc_env_run_for(&f->env, 50);
+    applied = applied_count(f);
+    for (i = 0; i < 2; i++) {
+        op_init(&two[i], MQ_SM_EXPIRE, NULL);
+        two[i].call.cmd.who.router = 1 + i;
+        mq_svc_submit(f->svc, &two[i].call);
+    }
+    for (i = 0; i < 2; i++) {
+        assert_true(svc_env_run_until(&f->env, op_done, &two[i], WAIT_MS));
+        assert_int_equal(two[i].call.status, OUTCOME_OK);
+    }
+    assert_int_equal(two[0].call.result.count, 1);
+    assert_int_equal(two[1].call.result.count, 0);
+    mq_sm_result_clear(&two[0].call.result);
+    mq_sm_result_clear(&two[1].call.result);
+    assert_int_equal(applied_count(f), applied + 1);
+
+    /* nothing due again (the other message is minutes away) */
+    op_init(&o, MQ_SM_EXPIRE, NULL);
+    assert_int_equal(run(f, &o), OUTCOME_OK);
+    mq_svc_status(f->svc, &st, false);
+    assert_int_equal(st.sm.applied, applied + 1);
+    assert_int_equal(st.expires_answered, 5);
+    assert_int_equal(qstats(f, "later").ready, 1);
 }
 
 /* Send EXPIRE as router 1 every 100 ms (a live router's edge tick) until
@@ -802,6 +896,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delete_wakes_404, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_router_lease, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expire_proposed_only_when_due,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_era_keeps_deliveries_leases_seeded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_boot_restart, setup, teardown),

@@ -1540,6 +1540,34 @@ static uint64_t model_routers(const struct model *m)
     return bits;
 }
 
+/* mq_sm_next_due() by the model: the first time m_expire() would act. */
+static uint64_t m_next_due(const struct model *m)
+{
+    uint64_t due = NEVER;
+
+    for (int q = 0; q < N_QUEUES; q++) {
+        const struct profile *pr = &profiles[m->q[q].profile];
+        long h = ready_head(m, q);
+
+        if (!m->q[q].exists) {
+            continue;
+        }
+        if (h >= 0 && m->msgs[h].exp_ms < due) {
+            due = m->msgs[h].exp_ms;
+        }
+        if (pr->has_expires && consumers_of(m, q) == 0 &&
+            m->q[q].last_used + pr->expires_ms < due) {
+            due = m->q[q].last_used + pr->expires_ms;
+        }
+    }
+    for (size_t i = 0; i < m->n_outbox; i++) {
+        if (m->outbox[i].claim_ms + MQ_SM_DL_CLAIM_MS < due) {
+            due = m->outbox[i].claim_ms + MQ_SM_DL_CLAIM_MS;
+        }
+    }
+    return due;
+}
+
 static void check_state(struct mq_sm *const *r, const struct model *m)
 {
     uint64_t d0 = mq_sm_digest(r[0]);
@@ -1580,6 +1608,13 @@ static void check_state(struct mq_sm *const *r, const struct model *m)
                         st.next_dead_id == m->next_dl_id &&
                         st.dead_dropped == 0,
                     "replica %d: counters differ from the model", i);
+        /* asked on some replicas only, as a leader is and its followers
+         * are not: the asking corrects index keys, which must not change
+         * what any replica applies (the answers and digests agree) */
+        MODEL_CHECK(&where,
+                    i % 2 == 1 || mq_sm_next_due(r[i]) == m_next_due(m),
+                    "replica %d: next due %" PRIu64 ", model %" PRIu64, i,
+                    mq_sm_next_due(r[i]), m_next_due(m));
         for (int q = 0; q < N_QUEUES; q++) {
             struct mq_sm_queue_stats qs;
             int rc = mq_sm_queue_stats(r[i], q_vhost(q), strlen(q_vhost(q)),
@@ -1654,6 +1689,7 @@ static void run_seed(uint64_t seed, unsigned long steps)
     struct m_answer *want = calloc(1, sizeof(*want));
     unsigned long restore_at;
     uint64_t now = T0;
+    uint64_t due;
 
     assert_non_null(want);
     memset(&m, 0, sizeof(m));
@@ -1691,7 +1727,18 @@ static void run_seed(uint64_t seed, unsigned long steps)
         if (where.step == restore_at || model_below(&g.rng, 1000) < 3) {
             replace_by_restore(r, (int)model_below(&g.rng, RESTORED), &g.rng);
         }
+        due = m_next_due(&m);
         m_apply(&m, now, &s, want);
+        /* a leader leaves out the EXPIREs before the due time: those
+         * must act on nothing, and one at or after it on something */
+        MODEL_CHECK(&where,
+                    s.cmd.type != MQ_SM_EXPIRE ||
+                        (want->count + want->n_dead + want->n_deleted > 0) ==
+                            (due <= m.clock_ms),
+                    "EXPIRE at %" PRIu64 " with next due %" PRIu64
+                    ": acted %d",
+                    m.clock_ms, due,
+                    want->count + want->n_dead + want->n_deleted > 0);
         for (int i = 0; i < N_REPLICAS; i++) {
             struct mq_sm_result got;
 

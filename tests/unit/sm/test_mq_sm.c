@@ -842,6 +842,20 @@ static void test_dedup_enqueue(void **state)
     mq_sm_free(sm);
 }
 
+/* A queue with x-message-ttl @ttl_ms and the default exchange as its
+ * dead-letter exchange. */
+static void declare_ttl_dlx(struct mq_sm *sm, const char *q, uint64_t ttl_ms)
+{
+    struct mq_sm_cmd c;
+
+    cmd_init(&c, MQ_SM_DECLARE, q);
+    c.args.has_message_ttl = true;
+    c.args.message_ttl_ms = ttl_ms;
+    c.args.has_dlx = true;
+    c.args.dlx = "";
+    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+}
+
 static void test_message_ttl(void **state)
 {
     struct mq_sm *sm = sm_make();
@@ -849,12 +863,7 @@ static void test_message_ttl(void **state)
     struct mq_sm_result res;
 
     (void)state;
-    cmd_init(&c, MQ_SM_DECLARE, "ttl");
-    c.args.has_message_ttl = true;
-    c.args.message_ttl_ms = 1000;
-    c.args.has_dlx = true;
-    c.args.dlx = "";
-    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    declare_ttl_dlx(sm, "ttl", 1000);
     enqueue(sm, T0, "ttl", "a");
     enqueue(sm, T0 + 500, "ttl", "b");
     /* per-message TTL shorter than the queue's, behind b: head-only */
@@ -3414,6 +3423,113 @@ static void test_auto_delete_order(void **state)
     mq_sm_free(sm);
 }
 
+/* mq_sm_next_due: the first time an EXPIRE acts on something, so a leader
+ * can leave out every EXPIRE before it (node/mq_svc.c). */
+static void test_next_due_ttl_and_outbox(void **state)
+{
+    struct mq_sm *sm = sm_make();
+    struct mq_sm *copy = sm_make();
+    struct mq_sm_cmd c;
+    struct mq_sm_cmd tick;
+    struct mq_sm_result res;
+    uint64_t first;
+    void *snap;
+    size_t len;
+
+    (void)state;
+    cmd_init(&tick, MQ_SM_EXPIRE, NULL);
+    assert_true(mq_sm_next_due(sm) == UINT64_MAX);
+    declare(sm, "plain");
+    enqueue(sm, T0, "plain", "m");
+    assert_true(mq_sm_next_due(sm) == UINT64_MAX); /* nothing can expire */
+
+    declare_ttl_dlx(sm, "ttl", 1000);
+    enqueue(sm, T0 + 100, "ttl", "a");
+    enqueue(sm, T0 + 200, "ttl", "b");
+    assert_int_equal(mq_sm_next_due(sm), T0 + 1100); /* the head's */
+    assert_int_equal(mq_sm_next_due(sm), T0 + 1100);
+    /* a restored replica computes the same */
+    assert_int_equal(mq_sm_snapshot(sm, malloc, &snap, &len), 0);
+    assert_int_equal(mq_sm_restore(copy, snap, len), 0);
+    free(snap);
+    assert_int_equal(mq_sm_next_due(copy), T0 + 1100);
+
+    /* before it, an EXPIRE acts on nothing */
+    assert_int_equal(run(sm, T0 + 1099, &tick, &res), MQ_SM_OK);
+    assert_int_equal(res.count + res.n_dead + res.n_deleted, 0);
+    mq_sm_result_clear(&res);
+    assert_int_equal(mq_sm_next_due(sm), T0 + 1100);
+    /* at it, a goes to the outbox (claimed now) and b is next */
+    assert_int_equal(run(sm, T0 + 1100, &tick, &res), MQ_SM_OK);
+    assert_int_equal(res.count, 1);
+    assert_int_equal(res.n_dead, 1);
+    first = res.dead[0].outbox_id;
+    mq_sm_result_clear(&res);
+    assert_int_equal(mq_sm_next_due(sm), T0 + 1200);
+    assert_int_equal(run(sm, T0 + 1200, &tick, &res), MQ_SM_OK);
+    assert_int_equal(res.count, 1);
+    mq_sm_result_clear(&res);
+    /* only the outbox is left: its oldest claim, MQ_SM_DL_CLAIM_MS on */
+    assert_int_equal(mq_sm_next_due(sm), T0 + 1100 + MQ_SM_DL_CLAIM_MS);
+    cmd_init(&c, MQ_SM_DL_SETTLE, NULL);
+    c.tags = &first;
+    c.n_tags = 1;
+    assert_int_equal(run1(sm, T0 + 1300, &c), MQ_SM_OK);
+    assert_int_equal(mq_sm_next_due(sm), T0 + 1200 + MQ_SM_DL_CLAIM_MS);
+    assert_int_equal(run(sm, T0 + 1199 + MQ_SM_DL_CLAIM_MS, &tick, &res),
+                     MQ_SM_OK);
+    assert_int_equal(res.n_dead, 0);
+    mq_sm_result_clear(&res);
+    /* handed out again, claimed again */
+    assert_int_equal(run(sm, T0 + 1200 + MQ_SM_DL_CLAIM_MS, &tick, &res),
+                     MQ_SM_OK);
+    assert_int_equal(res.n_dead, 1);
+    mq_sm_result_clear(&res);
+    assert_int_equal(mq_sm_next_due(sm), T0 + 1200 + 2 * MQ_SM_DL_CLAIM_MS);
+    mq_sm_free(copy);
+    mq_sm_free(sm);
+}
+
+static void test_next_due_expires_and_moves(void **state)
+{
+    struct mq_sm *sm = sm_make();
+    struct mq_sm_cmd c;
+    struct mq_sm_result res;
+
+    (void)state;
+    cmd_init(&c, MQ_SM_DECLARE, "tmp");
+    c.args.has_expires = true;
+    c.args.expires_ms = 5000;
+    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    assert_int_equal(mq_sm_next_due(sm), T0 + 5000);
+    /* use restarts it; a registered consumer holds it */
+    assert_int_equal(run1(sm, T0 + 1000, &c), MQ_SM_OK);
+    assert_int_equal(mq_sm_next_due(sm), T0 + 6000);
+    consume(sm, "tmp", 1, 7);
+    assert_true(mq_sm_next_due(sm) == UINT64_MAX);
+    cmd_init(&c, MQ_SM_CANCEL, NULL);
+    c.who = who_of(1, 7);
+    assert_int_equal(run1(sm, T0 + 2000, &c), MQ_SM_OK);
+    assert_int_equal(mq_sm_next_due(sm), T0 + 6000);
+
+    /* a queue in a move stands still: nothing due until it serves again */
+    assert_int_equal(move_cmd(sm, MQ_SM_MOVE_OUT, "tmp", NULL), MQ_SM_OK);
+    assert_true(mq_sm_next_due(sm) == UINT64_MAX);
+    cmd_init(&c, MQ_SM_EXPIRE, NULL);
+    assert_int_equal(run(sm, T0 + 100000, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.n_deleted, 0);
+    mq_sm_result_clear(&res);
+    /* unfrozen at T0 + 100000 (the clock): the freeze was not idleness */
+    assert_int_equal(move_cmd(sm, MQ_SM_MOVE_ABORT, "tmp", NULL), MQ_SM_OK);
+    assert_int_equal(mq_sm_next_due(sm), T0 + 105000);
+    assert_int_equal(run(sm, T0 + 105000, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.n_deleted, 1);
+    mq_sm_result_clear(&res);
+    assert_true(mq_sm_next_due(sm) == UINT64_MAX);
+    mq_sm_free(sm);
+}
+
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -3436,6 +3552,8 @@ int main(void)
         cmocka_unit_test(test_enqueue_prev_seq_order),
         cmocka_unit_test(test_message_ttl),
         cmocka_unit_test(test_queue_expires),
+        cmocka_unit_test(test_next_due_ttl_and_outbox),
+        cmocka_unit_test(test_next_due_expires_and_moves),
         cmocka_unit_test(test_max_length_drop_head),
         cmocka_unit_test(test_max_length_reject_publish),
         cmocka_unit_test(test_redeclare_mismatch),
