@@ -7,6 +7,15 @@
  * handed to the kernel to the moment its reply has been read, and goes into
  * a log-linear histogram (bench/hist.h) per operation and thread.
  *
+ * With --rate R the run is open-loop instead: every connection has a
+ * schedule (R requests/s spread evenly over all connections) and a
+ * request's latency counts from its scheduled time, not from when it could
+ * be sent. A server that stalls therefore shows the stall in every request
+ * scheduled during it (a closed loop would record one slow request per
+ * connection and simply send fewer: "coordinated omission"). --pipeline
+ * still caps what is outstanding; requests due beyond it wait, late, and
+ * are reported as the backlog left at the end.
+ *
  * Threads (--threads) each run their own uv loop over their share of the
  * connections and meet only at a barrier between warmup and the measured
  * run; their counters and histograms are merged after they have joined.
@@ -43,6 +52,7 @@
 
 #include "bench/hist.h"
 #include "bench/mcreply.h"
+#include "bench/pace.h"
 
 #define MAX_SERVERS 64
 #define MAX_PIPELINE 512    /* 2 iovecs per set: stays under IOV_MAX (1024) */
@@ -81,6 +91,7 @@ struct opts {
     double warmup_seconds;
     double connect_timeout;
     uint64_t seed;
+    double rate; /* requests/s in all, 0 = closed loop */
     unsigned threads;
     int spread;
     int json;
@@ -132,6 +143,7 @@ struct conn {
     struct mcreply_parser parser;
     uint64_t warm_next;
     uint64_t warm_stride;
+    uint64_t next_due; /* --rate: uv_hrtime() of its next request */
 };
 
 struct worker {
@@ -140,6 +152,8 @@ struct worker {
     uv_loop_t loop;
     uv_thread_t thread;
     uv_timer_t phase_timer;
+    uv_timer_t pace_timer; /* --rate: sends what has come due */
+    uint64_t interval_ns;  /* --rate: between one connection's requests */
     uv_signal_t sig_int, sig_term; /* end the run early */
     int stop_asked;
     uv_barrier_t *barrier;
@@ -152,6 +166,7 @@ struct worker {
     uint64_t quota; /* requests to issue in RUN, 0 = unbounded */
     uint64_t issued;
     uint64_t completed;
+    uint64_t backlog; /* --rate: due at the end, never sent */
     uint64_t t_start;
     uint64_t t_end;
     int warm_incomplete;
@@ -508,19 +523,26 @@ static void conn_fill(struct conn *c)
     uint64_t t;
     uint8_t op;
     uint32_t key;
+    int paced;
     int rv;
 
     if (c->state != CONN_READY || c->writing) {
         return;
     }
     t = uv_hrtime();
-    while (c->count < p && next_request(c, &op, &key)) {
+    paced = w->phase == PH_RUN && w->interval_ns != 0;
+    while (c->count < p && (!paced || c->next_due <= t) &&
+           next_request(c, &op, &key)) {
         struct slot *s = &c->slots[(c->head + c->count) % p];
 
         c->count++;
         s->op = op;
         s->key = key;
         s->t_send = t;
+        if (paced) {
+            s->t_send = pace_latency_start(c->next_due, t);
+            c->next_due += w->interval_ns;
+        }
         if (op == OP_GET) {
             memcpy(s->hdr, "get key:", 8);
             put_key_digits(s->hdr + 8, key);
@@ -618,6 +640,28 @@ static void on_phase_timer(uv_timer_t *t)
     uv_stop(&w->loop);
 }
 
+static void on_pace_timer(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    unsigned i;
+
+    for (i = 0; i < w->n_conns; i++) {
+        conn_fill(&w->conns[i]);
+    }
+}
+
+/* Requests scheduled before now that were never sent. */
+static uint64_t paced_backlog(const struct worker *w, uint64_t now)
+{
+    uint64_t n = 0;
+    unsigned i;
+
+    for (i = 0; i < w->n_conns && w->interval_ns != 0; i++) {
+        n += pace_backlog(w->conns[i].next_due, w->interval_ns, now);
+    }
+    return n;
+}
+
 /* SIGINT/SIGTERM: this phase ends now, and the ones after it at once. */
 static void on_stop_signal(uv_signal_t *s, int signum)
 {
@@ -678,6 +722,15 @@ static void worker_main(void *arg)
     w->t_start = uv_hrtime();
     if (!w->stop_asked) {
         run_phase(w, PH_RUN, o->seconds);
+        for (i = 0; i < w->n_conns && w->interval_ns != 0; i++) {
+            /* spread the connections' schedules over one interval */
+            w->conns[i].next_due =
+                w->t_start + w->interval_ns * i / w->n_conns;
+        }
+        if (w->interval_ns != 0) {
+            uv_timer_start(&w->pace_timer, on_pace_timer,
+                           PACE_TICK_NS / 1000000, PACE_TICK_NS / 1000000);
+        }
         for (i = 0; i < w->n_conns; i++) {
             conn_fill(&w->conns[i]);
         }
@@ -686,6 +739,7 @@ static void worker_main(void *arg)
     if (w->t_end == 0) {
         w->t_end = uv_hrtime();
     }
+    w->backlog = paced_backlog(w, w->t_end);
     u1 = thread_cpu(&s1);
     w->cpu_user = u1 - u0;
     w->cpu_sys = s1 - s0;
@@ -693,6 +747,8 @@ static void worker_main(void *arg)
     w->phase = PH_DONE;
     uv_timer_stop(&w->phase_timer);
     uv_close((uv_handle_t *)&w->phase_timer, on_handle_closed);
+    uv_timer_stop(&w->pace_timer);
+    uv_close((uv_handle_t *)&w->pace_timer, on_handle_closed);
     uv_close((uv_handle_t *)&w->sig_int, on_handle_closed);
     uv_close((uv_handle_t *)&w->sig_term, on_handle_closed);
     for (i = 0; i < w->n_conns; i++) {
@@ -757,6 +813,14 @@ static int worker_init(struct worker *w,
     }
     uv_timer_init(&w->loop, &w->phase_timer);
     w->phase_timer.data = w;
+    uv_timer_init(&w->loop, &w->pace_timer);
+    w->pace_timer.data = w;
+    if (o->rate > 0) {
+        w->interval_ns = (uint64_t)((double)total * 1e9 / o->rate);
+        if (w->interval_ns == 0) {
+            w->interval_ns = 1;
+        }
+    }
     /* started here, before any thread runs: a signal never finds a
      * worker without its watcher (and so never kills the process) */
     uv_signal_init(&w->loop, &w->sig_int);
@@ -821,6 +885,9 @@ static void worker_free(struct worker *w)
     }
     if (!uv_is_closing((uv_handle_t *)&w->phase_timer)) {
         uv_close((uv_handle_t *)&w->phase_timer, on_handle_closed);
+    }
+    if (!uv_is_closing((uv_handle_t *)&w->pace_timer)) {
+        uv_close((uv_handle_t *)&w->pace_timer, on_handle_closed);
     }
     if (!uv_is_closing((uv_handle_t *)&w->sig_int)) {
         uv_close((uv_handle_t *)&w->sig_int, on_handle_closed);
@@ -909,6 +976,7 @@ static void report(const struct opts *o, struct worker *ws)
     uint64_t ops;
     int warm_incomplete = 0;
     uint64_t setup_errors = 0;
+    uint64_t backlog = 0;
     unsigned i;
 
     if (all == NULL || get == NULL || set == NULL) {
@@ -931,6 +999,7 @@ static void report(const struct opts *o, struct worker *ws)
         cpu_s += ws[i].cpu_sys;
         warm_incomplete |= ws[i].warm_incomplete;
         setup_errors += ws[i].setup_errors;
+        backlog += ws[i].backlog;
     }
     *all = *get;
     hist_add(all, set);
@@ -967,6 +1036,8 @@ static void report(const struct opts *o, struct worker *ws)
                counts_errors(&c), c.server_errors, c.client_errors, c.errors,
                c.protocol, c.key_mismatch, c.conn_closed, c.connect_failed,
                c.lost, c.not_stored);
+        printf("  \"rate\": %.0f, \"backlog\": %" PRIu64 ",\n", o->rate,
+               backlog);
         printf("  \"cpu_user_s\": %.2f, \"cpu_sys_s\": %.2f,\n", cpu_u, cpu_s);
         printf("  \"latency_us\": {\n");
         print_lat_json("all", all, 0);
@@ -991,6 +1062,11 @@ static void report(const struct opts *o, struct worker *ws)
                setup_errors);
     }
     printf("elapsed    %.2f s\n", elapsed);
+    if (o->rate > 0) {
+        printf("rate       %.0f/s scheduled (open loop); backlog %" PRIu64
+               " due but never sent\n",
+               o->rate, backlog);
+    }
     printf("ops/s      %.0f  (%" PRIu64 " ops: %" PRIu64 " gets, %" PRIu64
            " sets)\n",
            ops_s, ops, c.gets, c.sets);
@@ -1023,7 +1099,7 @@ static void usage(FILE *f)
     fprintf(
         f,
         "usage: mcload [options]\n"
-        "Closed-loop memcached text-protocol load: single-key get and set\n"
+        "Closed-loop (or --rate) memcached text-protocol load: single-key get and set\n"
         "(noreply off), keys \"key:%%08u\" uniform over --keys.\n"
         "  -s, --server HOST:PORT  target; repeat or comma-separate for\n"
         "                          several (default 127.0.0.1:11211)\n"
@@ -1045,6 +1121,8 @@ static void usage(FILE *f)
         "      --connect-timeout S (default 5)\n"
         "  -T, --threads N         threads, one uv loop each (default 1)\n"
         "      --seed N            random seed (default 1)\n"
+        "  -R, --rate N            open loop: N requests/s in all, latency\n"
+        "                          from each request's scheduled time\n"
         "  -j, --json              JSON report on stdout\n"
         "  -h, --help\n"
         "Exit status: 0 after a run with at least one reply, 1 if nothing\n"
@@ -1152,6 +1230,7 @@ static int parse_opts(struct opts *o, int argc, char **argv)
         {"connect-timeout", required_argument, NULL, 'C'},
         {"threads", required_argument, NULL, 'T'},
         {"seed", required_argument, NULL, 'e'},
+        {"rate", required_argument, NULL, 'R'},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -1175,7 +1254,7 @@ static int parse_opts(struct opts *o, int argc, char **argv)
     o->threads = 1;
     o->spread = SPREAD_MOD;
 
-    while ((ch = getopt_long(argc, argv, "s:c:p:d:r:k:t:n:wT:jh", longopts,
+    while ((ch = getopt_long(argc, argv, "s:c:p:d:r:k:t:n:wT:R:jh", longopts,
                              NULL)) != -1) {
         switch (ch) {
             case 's':
@@ -1266,6 +1345,12 @@ static int parse_opts(struct opts *o, int argc, char **argv)
                 if (parse_uint(optarg, 0, UINT64_MAX, &o->seed) != 0) {
                     goto bad;
                 }
+                break;
+            case 'R':
+                if (parse_uint(optarg, 1, 100000000, &v) != 0) {
+                    goto bad;
+                }
+                o->rate = (double)v;
                 break;
             case 'j':
                 o->json = 1;

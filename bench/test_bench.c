@@ -14,6 +14,7 @@
 
 #include "bench/hist.h"
 #include "bench/mcreply.h"
+#include "bench/pace.h"
 
 struct seen {
     unsigned n;
@@ -239,6 +240,23 @@ static void test_hist_percentiles_merge(void **state)
     free(b);
 }
 
+/* --rate: a request sent at the first tick after it was due counts from
+ * then; one the pipeline held back counts from one tick after it was due,
+ * so a 50 ms stall shows as ~49 ms, not as the moment it finally went. */
+static void test_pace(void **state)
+{
+    const uint64_t ms = 1000000;
+
+    (void)state;
+    assert_int_equal(pace_latency_start(10 * ms, 10 * ms + ms / 2),
+                     10 * ms + ms / 2);
+    assert_int_equal(pace_latency_start(10 * ms, 11 * ms), 11 * ms);
+    assert_int_equal(pace_latency_start(10 * ms, 60 * ms), 11 * ms);
+    /* due at 10, 12, 14, 16 ms (interval 2 ms), none sent by 16.5 ms */
+    assert_int_equal(pace_backlog(10 * ms, 2 * ms, 16 * ms + ms / 2), 4);
+    assert_int_equal(pace_backlog(17 * ms, 2 * ms, 16 * ms), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -248,6 +266,7 @@ int main(void)
         cmocka_unit_test(test_protocol_errors),
         cmocka_unit_test(test_hist_exact_and_relative),
         cmocka_unit_test(test_hist_percentiles_merge),
+        cmocka_unit_test(test_pace),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
