@@ -1,9 +1,10 @@
 /*
- * amqpacct: amqpload's body header, seen-set and confirm window (see
- * amqpacct.h).
+ * amqpacct: amqpload's body header, seen-set, confirm window and --rate
+ * pace (see amqpacct.h).
  */
 #include "bench/amqpacct.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -299,4 +300,36 @@ int64_t amqpacct_window_resolve(struct amqpacct_window *w,
         w->base++;
     }
     return n;
+}
+
+/* --------------------------------- pacing -------------------------------- */
+
+void amqpacct_pace_init(struct amqpacct_pace *p,
+                        double rate,
+                        unsigned n,
+                        unsigned i,
+                        uint64_t start_ns,
+                        uint64_t slack_ns)
+{
+    assert(rate > 0 && n > 0 && i < n);
+    p->interval_ns = (uint64_t)(1e9 * (double)n / rate);
+    if (p->interval_ns == 0) {
+        p->interval_ns = 1;
+    }
+    p->slack_ns = slack_ns;
+    p->next_ns = start_ns + p->interval_ns / n * i;
+}
+
+uint64_t amqpacct_pace_wait(const struct amqpacct_pace *p, uint64_t now_ns)
+{
+    return now_ns >= p->next_ns ? 0 : p->next_ns - now_ns;
+}
+
+void amqpacct_pace_take(struct amqpacct_pace *p, uint64_t now_ns)
+{
+    assert(now_ns >= p->next_ns);
+    p->next_ns += p->interval_ns;
+    if (p->next_ns + p->slack_ns < now_ns) {
+        p->next_ns = now_ns - p->slack_ns; /* older slots are dropped */
+    }
 }

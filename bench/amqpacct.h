@@ -8,7 +8,8 @@
  *     duplicates and missing messages;
  *   - a confirm window: the outstanding delivery tags of one publisher
  *     channel with their send times, resolved by basic.ack / basic.nack
- *     (multiple or not), for confirm latency and the --confirm-window limit.
+ *     (multiple or not), for confirm latency and the --confirm-window limit;
+ *   - a pace: when a publisher may send its next message under --rate.
  *
  * Plain memory, no locks: each thread owns its own sets and windows, and
  * they are merged after the threads have joined.
@@ -125,5 +126,38 @@ int64_t amqpacct_window_resolve(struct amqpacct_window *w,
                                 int acked,
                                 amqpacct_window_cb cb,
                                 void *arg);
+
+/* --------------------------------- pacing -------------------------------- */
+
+/* --rate: one publisher's share of the total rate, as a schedule of send
+ * times one interval apart. A publisher a little late (a timer wake-up, a
+ * busy CPU, a confirm read first) keeps to the schedule and catches up, so
+ * the rate does not drift down with the jitter; one late by more than its
+ * slack (a full confirm window, a slow broker) drops the slots beyond it
+ * instead of sending them in a burst: the load offered never runs ahead of
+ * the rate by more than one message plus the slack's worth. The publishers'
+ * schedules are staggered by interval / n so their sends interleave evenly
+ * instead of coinciding. */
+struct amqpacct_pace {
+    uint64_t interval_ns; /* between two sends of this publisher */
+    uint64_t slack_ns;    /* how far behind its schedule it may fall */
+    uint64_t next_ns;     /* earliest time of its next send */
+};
+
+/* Publisher @i (0..@n-1) of @n sharing @rate msgs/s (> 0) in all, starting at
+ * @start_ns, with @slack_ns of catch-up. */
+void amqpacct_pace_init(struct amqpacct_pace *p,
+                        double rate,
+                        unsigned n,
+                        unsigned i,
+                        uint64_t start_ns,
+                        uint64_t slack_ns);
+
+/* Nanoseconds until the next send may go, at @now_ns (0: it may go now). */
+uint64_t amqpacct_pace_wait(const struct amqpacct_pace *p, uint64_t now_ns);
+
+/* A send at @now_ns, when amqpacct_pace_wait() said 0: books the next
+ * slot. */
+void amqpacct_pace_take(struct amqpacct_pace *p, uint64_t now_ns);
 
 #endif

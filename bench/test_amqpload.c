@@ -2,7 +2,8 @@
  * test_amqpload: amqpload's bookkeeping without a broker: the body header
  * round trip, the seen-set's duplicate and missing counts across merged
  * per-consumer sets, and the confirm window under single, multiple,
- * out-of-order, repeated and bogus acks and nacks.
+ * out-of-order, repeated and bogus acks and nacks, and the --rate pace
+ * (schedule, stagger, jitter, no catch-up burst).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -238,6 +239,100 @@ static void test_window_full(void **state)
     amqpacct_window_free(&w);
 }
 
+/* --------------------------------- pacing -------------------------------- */
+
+#define MS UINT64_C(1000000)
+#define T0 (UINT64_C(1000) * 1000 * MS) /* an arbitrary monotonic start */
+
+static void test_pace_schedule(void **state)
+{
+    struct amqpacct_pace p;
+
+    (void)state;
+    amqpacct_pace_init(&p, 1000, 1, 0, T0, 0); /* one publisher, 1 ms apart */
+    assert_true(amqpacct_pace_wait(&p, T0) == 0);
+    amqpacct_pace_take(&p, T0);
+    assert_true(amqpacct_pace_wait(&p, T0) == MS);
+    assert_true(amqpacct_pace_wait(&p, T0 + MS / 4) == 3 * MS / 4);
+    assert_true(amqpacct_pace_wait(&p, T0 + MS) == 0);
+    /* 0.2 ms late: the slot after stays at 2 ms, not 2.2 ms. */
+    amqpacct_pace_take(&p, T0 + MS + MS / 5);
+    assert_true(amqpacct_pace_wait(&p, T0 + MS + MS / 5) == 4 * MS / 5);
+}
+
+static void test_pace_stagger(void **state)
+{
+    struct amqpacct_pace a, b;
+
+    (void)state;
+    /* 2,000 msg/s over 2 publishers: 1 ms each, sends 0.5 ms apart. */
+    amqpacct_pace_init(&a, 2000, 2, 0, T0, 0);
+    amqpacct_pace_init(&b, 2000, 2, 1, T0, 0);
+    assert_true(a.interval_ns == MS && b.interval_ns == MS);
+    assert_true(amqpacct_pace_wait(&a, T0) == 0);
+    assert_true(amqpacct_pace_wait(&b, T0) == MS / 2);
+}
+
+/* Simulate a publisher with @slack_ns that sends as soon as it may, waking
+ * up @late_ns after the due time whenever it had to wait, for @span_ns with
+ * a stall of @stall_ns at half time; return the number of sends. */
+static uint64_t pace_simulate(double rate,
+                              uint64_t slack_ns,
+                              uint64_t late_ns,
+                              uint64_t span_ns,
+                              uint64_t stall_ns)
+{
+    struct amqpacct_pace p;
+    uint64_t now = T0;
+    uint64_t sends = 0;
+    int stalled = 0;
+
+    amqpacct_pace_init(&p, rate, 1, 0, T0, slack_ns);
+    while (now < T0 + span_ns) {
+        uint64_t wait = amqpacct_pace_wait(&p, now);
+
+        now += wait ? wait + late_ns : 0;
+        if (!stalled && now >= T0 + span_ns / 2) {
+            now += stall_ns;
+            stalled = 1;
+        }
+        if (now >= T0 + span_ns) {
+            break;
+        }
+        amqpacct_pace_take(&p, now);
+        sends++;
+    }
+    return sends;
+}
+
+static void test_pace_rate_holds_under_jitter(void **state)
+{
+    (void)state;
+    /* Woken 0.3 ms late every time at 1 ms intervals: still 1,000 in 1 s,
+     * with or without slack. */
+    assert_true(pace_simulate(1000, 0, 3 * MS / 10, 1000 * MS, 0) == 1000);
+    assert_true(pace_simulate(1000, 10 * MS, 3 * MS / 10, 1000 * MS, 0) ==
+                1000);
+    /* Woken 2.5 ms late at 1 ms intervals: the slack makes up for it;
+     * without, it falls to 2 sends per 3.5 ms. */
+    assert_true(pace_simulate(1000, 10 * MS, 5 * MS / 2, 1000 * MS, 0) >=
+                997);
+    assert_true(pace_simulate(1000, 0, 5 * MS / 2, 1000 * MS, 0) <= 600);
+}
+
+static void test_pace_no_burst_after_stall(void **state)
+{
+    uint64_t sends;
+
+    (void)state;
+    /* A 100 ms stall loses its 100 slots but the slack's: 900 to 911 sends
+     * in 1 s, never the 1,000 a full catch-up burst would make. */
+    sends = pace_simulate(1000, 0, 0, 1000 * MS, 100 * MS);
+    assert_true(sends >= 900 && sends <= 901);
+    sends = pace_simulate(1000, 10 * MS, 0, 1000 * MS, 100 * MS);
+    assert_true(sends >= 900 && sends <= 911);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -249,6 +344,10 @@ int main(void)
         cmocka_unit_test(test_window_single_and_multiple),
         cmocka_unit_test(test_window_tag0_multiple_is_all),
         cmocka_unit_test(test_window_full),
+        cmocka_unit_test(test_pace_schedule),
+        cmocka_unit_test(test_pace_stagger),
+        cmocka_unit_test(test_pace_rate_holds_under_jitter),
+        cmocka_unit_test(test_pace_no_burst_after_stall),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
