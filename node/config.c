@@ -26,6 +26,7 @@ void node_config_defaults(struct node_config *c)
     c->heartbeat_ms = 100;
     c->snapshot_threshold = 8192;
     c->snapshot_trailing = 2048;
+    c->log_memory_mb = 256;
     c->log_level = LOG_INFO;
 }
 
@@ -81,6 +82,8 @@ void node_config_usage(FILE *f)
         "  --snapshot-threshold N entries between snapshots (default 8192)\n"
         "  --snapshot-trailing N  entries kept after a snapshot (default "
         "2048)\n"
+        "  --log-memory-mb MB     Raft log kept in memory per group, about\n"
+        "                         (snapshots come sooner; default 256)\n"
         "  --snapshot-mode MODE   fork (serialize in a child process, the\n"
         "                         default) or inline (on the event loop)\n"
         "  --log-level LEVEL      debug, info, warn or error (default info)\n"
@@ -290,6 +293,11 @@ static int set_option(struct node_config *c, const char *key, const char *v,
             goto bad;
         }
         c->item_size_max = (uint32_t)n;
+    } else if (strcmp(key, "log_memory_mb") == 0) {
+        if (parse_uint(v, &c->log_memory_mb) != 0 || c->log_memory_mb < 1 ||
+            c->log_memory_mb > 1024 * 1024) {
+            goto bad;
+        }
     } else if (strcmp(key, "snapshot_mode") == 0) {
         if (strcmp(v, "inline") == 0) {
             c->inline_snapshots = true;
@@ -517,6 +525,7 @@ enum {
     OPT_AMQP_MEMORY,
     OPT_AMQP_DISK,
     OPT_SNAP_MODE,
+    OPT_LOG_MEMORY,
     OPT_READ_MODE,
     OPT_REJOIN,
     OPT_VERSION
@@ -548,6 +557,7 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
         {"amqp-memory-limit", required_argument, NULL, OPT_AMQP_MEMORY},
         {"amqp-disk-free-limit", required_argument, NULL, OPT_AMQP_DISK},
         {"snapshot-mode", required_argument, NULL, OPT_SNAP_MODE},
+        {"log-memory-mb", required_argument, NULL, OPT_LOG_MEMORY},
         {"read-mode", required_argument, NULL, OPT_READ_MODE},
         {"rejoin", no_argument, NULL, OPT_REJOIN},
         {"verbose", no_argument, NULL, 'v'},
@@ -572,6 +582,7 @@ int node_config_parse_args(struct node_config *c, int argc, char **argv,
         [OPT_AMQP_MEMORY - OPT_STANDALONE] = "amqp_memory_limit",
         [OPT_AMQP_DISK - OPT_STANDALONE] = "amqp_disk_free_limit",
         [OPT_SNAP_MODE - OPT_STANDALONE] = "snapshot_mode",
+        [OPT_LOG_MEMORY - OPT_STANDALONE] = "log_memory_mb",
         [OPT_READ_MODE - OPT_STANDALONE] = "read_mode",
     };
     int o;
@@ -790,6 +801,7 @@ void node_config_group(const struct node_config *c, unsigned g,
     out->snapshot_threshold = c->snapshot_threshold;
     out->snapshot_trailing = c->snapshot_trailing;
     out->inline_snapshots = c->inline_snapshots;
+    out->log_memory_bytes = (size_t)c->log_memory_mb << 20;
 }
 
 _Static_assert(NODE_ADDR_MAX <= RGROUP_ADDR_MAX,

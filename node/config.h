@@ -65,6 +65,7 @@ struct node_config {
     /* snapshot_mode: false "fork" (a child serializes), true "inline" (the
      * loop does); raft/fsm.h. */
     bool inline_snapshots;
+    unsigned log_memory_mb; /* rgroup_config.log_memory_bytes, in MiB */
     enum log_level log_level;
     struct node_group_config groups[NODE_MAX_GROUPS];
     unsigned n_groups;

@@ -177,6 +177,10 @@ static void on_metrics(void *data, const char *path, const char *query,
            "Index of the newest snapshot.", raft.snapshot_index);
     FAMILY("ringmq_group_snapshots_taken_total", "counter",
            "Snapshots taken by this replica.", raft.snapshots_taken);
+    FAMILY("ringmq_group_log_memory_bytes", "gauge",
+           "Bytes of Raft log entries held in memory.", raft.log_bytes);
+    FAMILY("ringmq_group_log_memory_entries", "gauge",
+           "Raft log entries held in memory.", raft.log_entries);
     FAMILY("ringmq_group_leader_changes_total", "counter",
            "Leader changes seen by this replica.", raft.leader_changes);
     FAMILY("ringmq_group_entries_proposed_total", "counter",

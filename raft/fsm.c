@@ -66,6 +66,7 @@ static int rfsm_apply(struct raft_fsm *fsm,
     }
     INVARIANT(mine == NULL);
     a->entries_applied++;
+    a->entry_bytes_applied += buf->len;
     a->cmds_applied += b->n_cmds;
     ringmq__raft_batch__free_unpacked(b, NULL);
     return 0;

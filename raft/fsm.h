@@ -88,6 +88,7 @@ struct rfsm {
     uint64_t newest_stamp; /* the largest batch stamp applied */
     /* counters, read freely */
     uint64_t entries_applied; /* batch entries decoded and applied */
+    uint64_t entry_bytes_applied; /* their encoded sizes, summed */
     uint64_t cmds_applied;
     uint64_t corrupt_entries; /* undecodable entries skipped */
     uint64_t snapshots_taken; /* snapshot() calls that produced a buffer */

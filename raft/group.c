@@ -145,6 +145,11 @@ struct rgroup {
     uint64_t known_leader, known_leader_term;
 
     uint64_t batches_proposed, cmds_proposed, leader_changes;
+    /* log_memory_bytes: the counts in effect, their caps, and the fsm's
+     * counters at the last look */
+    size_t log_memory_bytes;
+    unsigned threshold, trailing, max_threshold, max_trailing;
+    uint64_t bound_entries, bound_bytes;
 
     struct rmember member; /* membership changes (raft/member.c) */
 
@@ -661,6 +666,49 @@ static void poll_state(struct rgroup *g)
     }
 }
 
+/* Entries between two looks at the entry size (log_memory_bytes). */
+#define LOG_BOUND_EVERY 64u
+
+static unsigned clamp_entries(uint64_t n, unsigned lo, unsigned hi)
+{
+    if (n > hi) {
+        return hi;
+    }
+    return n < lo ? (lo < hi ? lo : hi) : (unsigned)n;
+}
+
+/* Keep raft's in-memory log near log_memory_bytes: snapshot and truncate
+ * by entry counts that fit it at the size of the entries applied lately. */
+static void bound_log_memory(struct rgroup *g)
+{
+    uint64_t entries = g->fsm.entries_applied - g->bound_entries;
+    uint64_t avg;
+    unsigned threshold, trailing;
+
+    if (entries < LOG_BOUND_EVERY || g->log_memory_bytes == SIZE_MAX) {
+        return;
+    }
+    avg = (g->fsm.entry_bytes_applied - g->bound_bytes) / entries;
+    g->bound_entries = g->fsm.entries_applied;
+    g->bound_bytes = g->fsm.entry_bytes_applied;
+    if (avg == 0) {
+        avg = 1;
+    }
+    threshold = clamp_entries(g->log_memory_bytes / 4 * 3 / avg,
+                              RGROUP_MIN_THRESHOLD, g->max_threshold);
+    trailing = clamp_entries(g->log_memory_bytes / 4 / avg,
+                             RGROUP_MIN_TRAILING, g->max_trailing);
+    if (threshold != g->threshold || trailing != g->trailing) {
+        log_debug("raft group %s: entries of ~%" PRIu64 " bytes: snapshot "
+                  "every %u entries, %u kept after",
+                  g->name, avg, threshold, trailing);
+        g->threshold = threshold;
+        g->trailing = trailing;
+        raft_set_snapshot_threshold(&g->raft, threshold);
+        raft_set_snapshot_trailing(&g->raft, trailing);
+    }
+}
+
 /* Runs on every loop turn, from our prepare and check handles. */
 static void process(struct rgroup *g)
 {
@@ -674,6 +722,9 @@ static void process(struct rgroup *g)
         deliver(g);
     }
     update_idle(g);
+    if (!g->closing) {
+        bound_log_memory(g);
+    }
     check_counters(g);
     if (deep_check_due(++g->turns, g->q_len + g->n_inflight)) {
         rgroup_check(g);
@@ -1186,12 +1237,16 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
         &g->raft, cfg->election_ms ? cfg->election_ms : DEFAULT_ELECTION_MS);
     raft_set_heartbeat_timeout(
         &g->raft, cfg->heartbeat_ms ? cfg->heartbeat_ms : DEFAULT_HEARTBEAT_MS);
-    raft_set_snapshot_threshold(&g->raft, cfg->snapshot_threshold
-                                              ? cfg->snapshot_threshold
-                                              : DEFAULT_SNAPSHOT_THRESHOLD);
-    raft_set_snapshot_trailing(&g->raft, cfg->snapshot_trailing
-                                             ? cfg->snapshot_trailing
-                                             : DEFAULT_SNAPSHOT_TRAILING);
+    g->max_threshold = cfg->snapshot_threshold ? cfg->snapshot_threshold
+                                               : DEFAULT_SNAPSHOT_THRESHOLD;
+    g->max_trailing = cfg->snapshot_trailing ? cfg->snapshot_trailing
+                                             : DEFAULT_SNAPSHOT_TRAILING;
+    g->threshold = g->max_threshold;
+    g->trailing = g->max_trailing;
+    g->log_memory_bytes = cfg->log_memory_bytes ? cfg->log_memory_bytes
+                                                : RGROUP_LOG_MEMORY_DEFAULT;
+    raft_set_snapshot_threshold(&g->raft, g->threshold);
+    raft_set_snapshot_trailing(&g->raft, g->trailing);
     raft_set_pre_vote(&g->raft, true);
 
     /* loads the snapshot (fsm restore) and the log, starts ticking and
@@ -1371,7 +1426,15 @@ void rgroup_status(const struct rgroup *g, struct rgroup_status *out)
     out->commit_index = r->commit_index;
     out->last_applied = r->last_applied;
     out->last_stored = r->last_stored;
+    out->snapshot_threshold = g->threshold;
+    out->snapshot_trailing = g->trailing;
     if (!g->raft_closed) {
+        size_t i;
+
+        for (i = r->log.front; i != r->log.back; i = (i + 1) % r->log.size) {
+            out->log_entries++;
+            out->log_bytes += r->log.entries[i].buf.len;
+        }
         out->last_index = raft_last_index(r);
         out->snapshot_index = r->log.snapshot.last_index;
     }

@@ -81,6 +81,15 @@ struct rgroup_config {
     unsigned heartbeat_ms; /* 0 = 100 */
     unsigned snapshot_threshold; /* entries; 0 = 1024 */
     unsigned snapshot_trailing;  /* entries; 0 = 2048 */
+    /* Bytes of log raft keeps in memory, roughly: raft 0.15 keeps every
+     * entry since the last snapshot plus `trailing` before it, so with
+     * large entries (big values, big batches) the counts above would hold
+     * GBs. The group lowers its threshold and trailing (never below
+     * RGROUP_MIN_THRESHOLD / _TRAILING entries, never above the counts
+     * above) so that they hold about this many bytes at the entry size it
+     * sees: 3/4 for the threshold, 1/4 for the trailing part. 0 = 256 MiB;
+     * SIZE_MAX = counts only. */
+    size_t log_memory_bytes;
     /* Serialize snapshots on the loop thread instead of in a forked child
      * (raft/fsm.h): the loop stalls for as long as the state takes. */
     bool inline_snapshots;
@@ -120,6 +129,10 @@ struct rgroup_config {
 
 #define RGROUP_PROGRESS_LEN 256
 
+#define RGROUP_LOG_MEMORY_DEFAULT ((size_t)256 << 20)
+#define RGROUP_MIN_THRESHOLD 32u
+#define RGROUP_MIN_TRAILING 16u
+
 struct rgroup_status {
     const char *state; /* "leader", "follower", "candidate", "unavailable" */
     bool ready;        /* rgroup_is_leader() */
@@ -138,6 +151,10 @@ struct rgroup_status {
     uint64_t queued_bytes;     /* their payload bytes (admission bound) */
     uint64_t leader_changes;   /* times the known leader changed
                                   (a new (leader id, term) pair seen) */
+    uint64_t log_entries; /* entries raft holds in memory, and their bytes */
+    uint64_t log_bytes;
+    unsigned snapshot_threshold; /* in effect now (log_memory_bytes) */
+    unsigned snapshot_trailing;
     uint64_t last_stored; /* highest entry raft counts as persisted here: a
                              follower's commit index never passes it, and
                              it is what it reports to the leader */

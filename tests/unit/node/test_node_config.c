@@ -246,6 +246,36 @@ static void test_snapshot_mode(void **state)
     assert_non_null(strstr(err, "snapshot_mode 'thread'"));
 }
 
+/* The log kept in memory: 256 MiB per group unless told. */
+static void test_log_memory(void **state)
+{
+    struct node_config c;
+    struct rgroup_config rc;
+    char dir[PATH_MAX + 80];
+    char err[256];
+    char *args[] = {"ringmq-node", "--group", "s1", "--member",
+                    "1@127.0.0.1:7210", "--data-dir", "/tmp/ringmq-test-lm",
+                    "--log-memory-mb", "64"};
+    char *bad[] = {"ringmq-node", "--log-memory-mb", "0"};
+
+    (void)state;
+    node_config_defaults(&c);
+    assert_int_equal(node_config_parse_args(&c, 7, args, err, sizeof(err)), 0);
+    assert_int_equal(node_config_finish(&c, err, sizeof(err)), 0);
+    node_config_group(&c, 0, &rc, dir, sizeof(dir));
+    assert_int_equal(rc.log_memory_bytes, (size_t)256 << 20);
+
+    node_config_defaults(&c);
+    assert_int_equal(node_config_parse_args(&c, 9, args, err, sizeof(err)), 0);
+    assert_int_equal(node_config_finish(&c, err, sizeof(err)), 0);
+    node_config_group(&c, 0, &rc, dir, sizeof(dir));
+    assert_int_equal(rc.log_memory_bytes, (size_t)64 << 20);
+
+    node_config_defaults(&c);
+    assert_int_equal(node_config_parse_args(&c, 3, bad, err, sizeof(err)),
+                     -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -255,6 +285,7 @@ int main(void)
         cmocka_unit_test(test_join_members),
         cmocka_unit_test(test_rejoin_flag),
         cmocka_unit_test(test_snapshot_mode),
+        cmocka_unit_test(test_log_memory),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

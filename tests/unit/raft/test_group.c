@@ -587,6 +587,68 @@ static void test_snapshot_off_loop(void **state)
     assert_true(forked < 300);
 }
 
+/* Fill a one-member group with 150000 commands (~2.3 MB of log) and
+ * return the bytes of log raft then holds in memory. */
+static uint64_t log_bytes_after_fill(struct env *e, size_t log_memory,
+                                     struct rgroup_status *st)
+{
+    struct rgroup_config cfg;
+    unsigned round;
+
+    free(e->n[0].sm.vals);
+    memset(&e->n[0].sm, 0, sizeof e->n[0].sm);
+    config(e, &cfg, 0, 1);
+    cfg.max_entry_bytes = 4096;
+    cfg.log_memory_bytes = log_memory;
+    start_node(e, 0, &cfg);
+    assert_true(run_until(e, is_ready, &e->n[0], WAIT_MS));
+    for (round = 0; round < 40; round++) { /* within the queue bound */
+        submit_and_wait(e, e->n[0].g, 3750, (uint32_t)(1 + round * 3750));
+    }
+    assert_counts_up(&e->n[0].sm, 150000);
+    if (log_memory != SIZE_MAX) {
+        /* snapshots are taken by a child and stored a moment later */
+        assert_true(run_until(e, snapshot_written, e->n[0].g, WAIT_MS));
+        (void)run_until(e, false_pred, NULL, 300);
+    }
+    rgroup_status(e->n[0].g, st);
+    close_node(e, 0);
+    return st->log_bytes;
+}
+
+/* Raft keeps every entry since its last snapshot and `trailing` before it
+ * in memory; with big entries the default counts (1024 + 2048) hold GBs.
+ * The group bounds them by bytes at the entry size it sees. */
+static void test_log_memory_bound(void **state)
+{
+    struct env *e = *state;
+    struct rgroup_status st;
+    const size_t budget = 192 * 1024;
+    uint64_t bounded, counted;
+
+    e->port0 = port_base(0);
+    e->n_nodes = 1;
+    snprintf(e->n[0].dir, sizeof e->n[0].dir, "%s/bounded", e->root);
+    bounded = log_bytes_after_fill(e, budget, &st);
+    print_message("    bounded: %llu entries, %llu bytes in memory; snapshot "
+                  "every %u, %u kept\n",
+                  (unsigned long long)st.log_entries,
+                  (unsigned long long)bounded, st.snapshot_threshold,
+                  st.snapshot_trailing);
+    assert_true(st.snapshot_threshold < 1024 && st.snapshot_trailing < 2048);
+    assert_true(st.snapshot_threshold >= RGROUP_MIN_THRESHOLD &&
+                st.snapshot_trailing >= RGROUP_MIN_TRAILING);
+    assert_true(bounded <= 2 * budget);
+
+    snprintf(e->n[0].dir, sizeof e->n[0].dir, "%s/counted", e->root);
+    counted = log_bytes_after_fill(e, SIZE_MAX, &st);
+    print_message("    counts only: %llu entries, %llu bytes in memory\n",
+                  (unsigned long long)st.log_entries,
+                  (unsigned long long)counted);
+    assert_int_equal(st.snapshot_threshold, 1024);
+    assert_true(counted > 3 * budget);
+}
+
 /* Entry size cap and in-flight cap split the queue into many batches. */
 static void test_batch_limits(void **state)
 {
@@ -1532,6 +1594,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_single_member, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_off_loop, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_log_memory_bound, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_batch_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_fails_pending, setup,
