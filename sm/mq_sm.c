@@ -41,14 +41,20 @@
  *     A freeze is named by a per-shard counter (move_seq); the target keeps
  *     the name and its gen with the imported queue, after MOVE_IN_END too,
  *     so a rerun of any MOVE_IN of that move is recognised as one.
- *   - Derived indexes, so that CANCEL, a queue's deletion and a multiple
- *     settle cost what they touch: each queue's consumer records, each
- *     channel's (struct mq_chan), both in creation order, and the list of
- *     auto-delete queues left without consumers (idle_note: every queue
- *     that qualifies is on it; the sweep deletes those not in a move in
- *     creation order, by a rank each queue gets when linked, as the old
- *     sweep over every queue did). Not in snapshots nor the digest:
- *     restore rebuilds them.
+ *   - Derived indexes, so that commands cost what they touch: each
+ *     queue's consumer records (dispatch, deletion, freeze, export), each
+ *     channel's, connection's and router's records and each connection's
+ *     and router's exclusive queues (struct mq_owner: multiple settle,
+ *     RETURN of an owner gone, mq_sm_for_each_router), all in creation
+ *     order, so every walk meets records and queues in the order a walk
+ *     over the whole shard did and old logs replay to the same state; and
+ *     the list of auto-delete queues left without consumers (idle_note:
+ *     every queue that qualifies is on it; the sweep deletes those not in
+ *     a move in creation order, by a rank each queue gets when linked, as
+ *     the old sweep over every queue did). Not in snapshots nor the
+ *     digest: restore rebuilds them; mq_sm_check checks them against the
+ *     whole state. BOOT and LEADER_CHANGED act on every record and queue,
+ *     and walk them all.
  */
 #include "sm/mq_sm.h"
 
@@ -200,6 +206,12 @@ static struct hnode *ht_chain(const struct htable *t, uint64_t hash)
 
 struct mq_queue;
 struct mq_consumer;
+struct mq_owner;
+
+/* Who owns consumer records and exclusive queues, from the narrowest:
+ * what a RETURN of a channel, connection or router that went away acts
+ * on (mq_sm.h scopes). */
+enum own_level { OWN_CHANNEL = 0, OWN_CONN, OWN_ROUTER, OWN__COUNT };
 
 struct mq_msg {
     struct hnode hn;     /* tag table, while checked out */
@@ -267,6 +279,13 @@ struct mq_queue {
     struct mq_queue *idle_prev;
     struct mq_queue *idle_next;
     bool idle_listed;
+    /* exclusive: its place among its connection's and its router's
+     * exclusive queues (xown[OWN_CONN - 1], xown[OWN_ROUTER - 1]) */
+    struct {
+        struct mq_owner *o;
+        struct mq_queue *prev;
+        struct mq_queue *next;
+    } xown[2];
     uint8_t move;           /* enum mq_sm_move_state */
     uint8_t vhost_len;
     uint8_t name_len;
@@ -309,26 +328,37 @@ struct mq_consumer {
     uint64_t served_tag;
     uint64_t pending; /* unacked ones set aside (CO_PENDING); derived */
     struct mq_consumer *cand_next; /* dispatch()'s scratch list */
-    /* Derived indexes: its queue's records and its channel's, each in
-     * creation order. */
+    /* Derived indexes: its rank in creation order, its queue's records
+     * and its channel's, connection's and router's, each in creation
+     * order. */
+    uint64_t seq;
     struct mq_consumer *q_prev;
     struct mq_consumer *q_next;
-    struct mq_chan *chan;
-    struct mq_consumer *ch_prev;
-    struct mq_consumer *ch_next;
+    struct {
+        struct mq_owner *o;
+        struct mq_consumer *prev;
+        struct mq_consumer *next;
+    } own[OWN__COUNT];
     bool registered;
     bool exclusive;
 };
 
-/* The consumer records of one channel (router, conn, channel): derived,
- * exists while the channel has one. */
-struct mq_chan {
-    struct hnode hn; /* channel table, by chan_hash() */
+/* The consumer records of one channel (router, conn, channel), connection
+ * (router, conn, 0) or router (router, 0, 0), and the exclusive queues of
+ * a connection or router, each in creation order: derived, exists while
+ * it has one. Routers are also listed (mq_sm_for_each_router). */
+struct mq_owner {
+    struct hnode hn; /* owner table, by owner_hash() */
+    struct mq_owner *prev; /* routers */
+    struct mq_owner *next;
     uint64_t router;
     uint64_t conn;
     uint64_t channel;
     struct mq_consumer *first;
     struct mq_consumer *last;
+    struct mq_queue *xq_first;
+    struct mq_queue *xq_last;
+    uint8_t level; /* enum own_level */
 };
 
 /* The co_seq of a message set aside for its consumer by another
@@ -362,14 +392,20 @@ struct mq_sm {
     struct htable tombs;
     struct mq_tomb *t_first;
     struct mq_tomb *t_last;
-    /* Derived: the channels' records; the queues that were auto-delete,
-     * had a consumer and were left with none when listed (a sweep drops
-     * the ones that no longer are); queues created so far, to rank them. */
-    struct htable chans;
+    /* Derived: the owners' records and exclusive queues, the routers
+     * among them; the queues that were auto-delete, had a consumer and
+     * were left with none when listed (a sweep drops the ones that no
+     * longer are); queues and records created so far, to rank them. */
+    struct htable owners;
+    struct mq_owner *rt_first;
+    struct mq_owner *rt_last;
     struct mq_queue *idle_first;
     struct mq_queue *idle_last;
     uint64_t q_seq;
-    uint64_t visits; /* mq_sm_visits() */
+    uint64_t c_seq;
+    /* mq_sm_visits(): not state, and behind a pointer so that the walks
+     * of const readers count too */
+    uint64_t *visits;
 
     uint64_t clock_ms;
     uint64_t next_msg_id;
@@ -413,6 +449,11 @@ struct mq_sm {
 
 #define DL_APPEND(first, last, e) DL_APPEND_VIA(first, last, e, prev, next)
 #define DL_REMOVE(first, last, e) DL_REMOVE_VIA(first, last, e, prev, next)
+
+static void visit(const struct mq_sm *sm)
+{
+    (*sm->visits)++;
+}
 
 static void mlist_append(struct mlist *l, struct mq_msg *m)
 {
@@ -817,61 +858,112 @@ static struct mq_consumer *consumer_find(const struct mq_sm *sm, uint64_t id)
     return NULL;
 }
 
-static uint64_t chan_hash(uint64_t router, uint64_t conn, uint64_t channel)
+static uint64_t owner_hash(enum own_level level, uint64_t router,
+                           uint64_t conn, uint64_t channel)
 {
-    return mix64(router ^ mix64(conn ^ mix64(channel)));
+    return mix64((uint64_t)level ^ mix64(router ^ mix64(conn ^
+                                                       mix64(channel))));
 }
 
-static struct mq_chan *chan_find(const struct mq_sm *sm, uint64_t router,
-                                 uint64_t conn, uint64_t channel)
+/* The owner at @level of what (router, conn, channel) names: the ids
+ * above the level count, the others are 0. */
+static void owner_key(enum own_level level, uint64_t *conn,
+                      uint64_t *channel)
 {
-    uint64_t h = chan_hash(router, conn, channel);
+    if (level != OWN_CHANNEL) {
+        *channel = 0;
+    }
+    if (level == OWN_ROUTER) {
+        *conn = 0;
+    }
+}
+
+static struct mq_owner *owner_find(const struct mq_sm *sm,
+                                   enum own_level level, uint64_t router,
+                                   uint64_t conn, uint64_t channel)
+{
+    uint64_t h;
     struct hnode *e;
 
-    for (e = ht_chain(&sm->chans, h); e != NULL; e = e->next) {
-        struct mq_chan *ch = container_of(e, struct mq_chan, hn);
+    owner_key(level, &conn, &channel);
+    h = owner_hash(level, router, conn, channel);
+    for (e = ht_chain(&sm->owners, h); e != NULL; e = e->next) {
+        struct mq_owner *o = container_of(e, struct mq_owner, hn);
 
-        if (ch->router == router && ch->conn == conn &&
-            ch->channel == channel) {
-            return ch;
+        if (o->level == level && o->router == router && o->conn == conn &&
+            o->channel == channel) {
+            return o;
         }
     }
     return NULL;
+}
+
+static struct mq_owner *owner_get(struct mq_sm *sm, enum own_level level,
+                                  uint64_t router, uint64_t conn,
+                                  uint64_t channel)
+{
+    struct mq_owner *o = owner_find(sm, level, router, conn, channel);
+
+    if (o == NULL) {
+        owner_key(level, &conn, &channel);
+        o = xcalloc(1, sizeof(*o));
+        o->level = (uint8_t)level;
+        o->router = router;
+        o->conn = conn;
+        o->channel = channel;
+        o->hn.hash = owner_hash(level, router, conn, channel);
+        ht_insert(&sm->owners, &o->hn);
+        if (level == OWN_ROUTER) {
+            DL_APPEND(sm->rt_first, sm->rt_last, o);
+        }
+    }
+    return o;
+}
+
+/* An owner lives while it owns something. */
+static void owner_put(struct mq_sm *sm, struct mq_owner *o)
+{
+    if (o->first == NULL && o->xq_first == NULL) {
+        if (o->level == OWN_ROUTER) {
+            DL_REMOVE(sm->rt_first, sm->rt_last, o);
+        }
+        ht_remove(&sm->owners, &o->hn);
+        free(o);
+    }
 }
 
 /* Record @c (its id, queue and channel set) in the machine and its
  * indexes, last in creation order. */
 static void consumer_link(struct mq_sm *sm, struct mq_consumer *c)
 {
-    struct mq_chan *ch = chan_find(sm, c->router, c->conn, c->channel);
+    int l;
 
-    if (ch == NULL) {
-        ch = xcalloc(1, sizeof(*ch));
-        ch->router = c->router;
-        ch->conn = c->conn;
-        ch->channel = c->channel;
-        ch->hn.hash = chan_hash(c->router, c->conn, c->channel);
-        ht_insert(&sm->chans, &ch->hn);
-    }
     ht_insert(&sm->consumers, &c->hn);
+    c->seq = sm->c_seq++;
     DL_APPEND(sm->c_first, sm->c_last, c);
     DL_APPEND_VIA(c->q->cq_first, c->q->cq_last, c, q_prev, q_next);
-    c->chan = ch;
-    DL_APPEND_VIA(ch->first, ch->last, c, ch_prev, ch_next);
+    for (l = 0; l < OWN__COUNT; l++) {
+        struct mq_owner *o =
+            owner_get(sm, (enum own_level)l, c->router, c->conn, c->channel);
+
+        c->own[l].o = o;
+        DL_APPEND_VIA(o->first, o->last, c, own[l].prev, own[l].next);
+    }
 }
 
 static void consumer_unlink_free(struct mq_sm *sm, struct mq_consumer *c)
 {
-    struct mq_chan *ch = c->chan;
+    int l;
 
     mlist_free_all(sm, &c->unacked);
     ht_remove(&sm->consumers, &c->hn);
     DL_REMOVE(sm->c_first, sm->c_last, c);
     DL_REMOVE_VIA(c->q->cq_first, c->q->cq_last, c, q_prev, q_next);
-    DL_REMOVE_VIA(ch->first, ch->last, c, ch_prev, ch_next);
-    if (ch->first == NULL) {
-        ht_remove(&sm->chans, &ch->hn);
-        free(ch);
+    for (l = 0; l < OWN__COUNT; l++) {
+        struct mq_owner *o = c->own[l].o;
+
+        DL_REMOVE_VIA(o->first, o->last, c, own[l].prev, own[l].next);
+        owner_put(sm, o);
     }
     free(c);
 }
@@ -928,23 +1020,6 @@ static bool match_channel(const struct mq_consumer *c,
 {
     return c->router == w->router && c->conn == w->conn &&
            c->channel == w->channel;
-}
-
-static bool match_scope(const struct mq_consumer *c, enum mq_sm_scope scope,
-                        const struct mq_sm_who *w)
-{
-    switch (scope) {
-        case MQ_SM_SCOPE_CONSUMER:
-            return c->id == w->consumer;
-        case MQ_SM_SCOPE_CHANNEL:
-            return match_channel(c, w);
-        case MQ_SM_SCOPE_CONNECTION:
-            return c->router == w->router && c->conn == w->conn;
-        case MQ_SM_SCOPE_ROUTER:
-            return c->router == w->router;
-        default:
-            return false;
-    }
 }
 
 /* ------------------------------------------------------------- tombstones */
@@ -1035,9 +1110,32 @@ static struct mq_queue *queue_find(const struct mq_sm *sm, const char *vhost,
 /* Link new queue @q in the machine, last in creation order. */
 static void queue_link(struct mq_sm *sm, struct mq_queue *q)
 {
+    int l;
+
     ht_insert(&sm->queues, &q->hn);
     DL_APPEND(sm->q_first, sm->q_last, q);
     q->seq = sm->q_seq++;
+    for (l = OWN_CONN; q->exclusive && l <= OWN_ROUTER; l++) {
+        struct mq_owner *o = owner_get(sm, (enum own_level)l,
+                                       q->owner_router, q->owner_conn, 0);
+
+        q->xown[l - 1].o = o;
+        DL_APPEND_VIA(o->xq_first, o->xq_last, q, xown[l - 1].prev,
+                      xown[l - 1].next);
+    }
+}
+
+static void queue_unlink_owners(struct mq_sm *sm, struct mq_queue *q)
+{
+    int l;
+
+    for (l = OWN_CONN; q->exclusive && l <= OWN_ROUTER; l++) {
+        struct mq_owner *o = q->xown[l - 1].o;
+
+        DL_REMOVE_VIA(o->xq_first, o->xq_last, q, xown[l - 1].prev,
+                      xown[l - 1].next);
+        owner_put(sm, o);
+    }
 }
 
 /* Remove a queue with its ready and unacked messages and every consumer
@@ -1058,11 +1156,12 @@ static void queue_destroy(struct mq_sm *sm, struct mq_queue *q,
     while (c != NULL) {
         struct mq_consumer *next = c->q_next;
 
-        sm->visits++;
+        visit(sm);
         consumer_unlink_free(sm, c);
         c = next;
     }
     idle_unlist(sm, q);
+    queue_unlink_owners(sm, q);
     mlist_free_all(sm, &q->ready);
     ht_remove(&sm->queues, &q->hn);
     DL_REMOVE(sm->q_first, sm->q_last, q);
@@ -1089,7 +1188,7 @@ static void auto_delete_sweep(struct mq_sm *sm, struct mq_sm_result *res)
     while (q != NULL) {
         struct mq_queue *next = q->idle_next;
 
-        sm->visits++;
+        visit(sm);
         if (!idle_auto_delete(q)) {
             idle_unlist(sm, q);
         } else if (q->move == MQ_SM_MOVE_NONE) {
@@ -1642,7 +1741,7 @@ static bool other_can_take(const struct mq_consumer *o)
  * the others' are set aside for their own next CHECKOUT. Ends when @c can
  * take no more: the rest waits for the next CHECKOUT of the queue. Only
  * the log decides (credits, served tags), so every replica deals alike.
- * Cost: one pass over the shard's consumers when the queue has several. */
+ * Cost: one pass over the queue's consumer records when it has several. */
 static void dispatch(struct mq_sm *sm, struct mq_queue *q,
                      struct mq_consumer *c, const struct mq_sm_cmd *cmd,
                      struct mq_sm_result *res)
@@ -1651,8 +1750,12 @@ static void dispatch(struct mq_sm *sm, struct mq_queue *q,
     struct mq_consumer *o;
 
     if (q->consumers > 1) {
-        for (o = sm->c_first; o != NULL; o = o->next) {
-            if (o != c && o->q == q && o->registered && o->credit > 0) {
+        /* in creation order, each pushed: the list ends up newest first,
+         * which decides ties among never served consumers (old logs
+         * replay to the same deals) */
+        for (o = q->cq_first; o != NULL; o = o->q_next) {
+            visit(sm);
+            if (o != c && o->registered && o->credit > 0) {
                 o->cand_next = others;
                 others = o;
             }
@@ -1805,7 +1908,7 @@ static void settle_one(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
 static void settle_by_tag(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                           enum settle_kind kind, struct mq_sm_result *res)
 {
-    struct mq_chan *ch;
+    struct mq_owner *ch;
     struct mq_consumer *c;
     struct mq_msg *list;
 
@@ -1822,14 +1925,15 @@ static void settle_by_tag(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         return;
     }
     /* the channel's records, in creation order */
-    ch = chan_find(sm, cmd->who.router, cmd->who.conn, cmd->who.channel);
+    ch = owner_find(sm, OWN_CHANNEL, cmd->who.router, cmd->who.conn,
+                    cmd->who.channel);
     c = ch != NULL ? ch->first : NULL;
     while (c != NULL) {
         /* the gc below frees the channel with its last record: next is
          * NULL then */
-        struct mq_consumer *next = c->ch_next;
+        struct mq_consumer *next = c->own[OWN_CHANNEL].next;
 
-        sm->visits++;
+        visit(sm);
         list = take_unacked(sm, c, cmd->tag, NULL, PICK_DELIVERED,
                             &res->count);
         finish_taken(sm, c->q, list, kind, res);
@@ -1838,39 +1942,67 @@ static void settle_by_tag(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     }
 }
 
+/* Consumer record @c's owner went: its deliveries go back, it is
+ * unregistered. */
+static void return_record(struct mq_sm *sm, struct mq_consumer *c,
+                          struct mq_sm_result *res)
+{
+    visit(sm);
+    requeue(c->q, take_unacked(sm, c, 0, NULL, PICK_ALL, &res->count));
+    consumer_unregister(sm, c);
+    consumer_gc(sm, c);
+}
+
+static enum own_level scope_level(enum mq_sm_scope scope)
+{
+    return scope == MQ_SM_SCOPE_CHANNEL      ? OWN_CHANNEL
+           : scope == MQ_SM_SCOPE_CONNECTION ? OWN_CONN
+                                             : OWN_ROUTER;
+}
+
+/* The owner's records in creation order, then (a connection or router)
+ * its exclusive queues in creation order, as a walk over the whole shard
+ * meets them. */
 static void return_gone(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                         struct mq_sm_result *res)
 {
-    struct mq_consumer *c = sm->c_first;
+    const struct mq_sm_who *w = &cmd->who;
+    enum own_level level = scope_level(cmd->scope);
+    struct mq_owner *o;
+    struct mq_consumer *c;
     struct mq_queue *q;
 
-    while (c != NULL) {
-        struct mq_consumer *next = c->next;
-
-        if (match_scope(c, cmd->scope, &cmd->who)) {
-            struct mq_msg *list =
-                take_unacked(sm, c, 0, NULL, PICK_ALL, &res->count);
-
-            requeue(c->q, list);
-            consumer_unregister(sm, c);
-            consumer_gc(sm, c);
+    if (cmd->scope == MQ_SM_SCOPE_CONSUMER) {
+        c = consumer_find(sm, w->consumer);
+        if (c != NULL) {
+            return_record(sm, c, res);
         }
+        auto_delete_sweep(sm, res);
+        return;
+    }
+    o = owner_find(sm, level, w->router, w->conn, w->channel);
+    c = o != NULL ? o->first : NULL;
+    while (c != NULL) {
+        /* the owner goes with its last record if it owns no queue: next
+         * is NULL then */
+        struct mq_consumer *next = c->own[level].next;
+
+        return_record(sm, c, res);
         c = next;
     }
-    if (cmd->scope == MQ_SM_SCOPE_CONNECTION ||
-        cmd->scope == MQ_SM_SCOPE_ROUTER) {
-        q = sm->q_first;
-        while (q != NULL) {
-            struct mq_queue *next = q->next;
+    /* looked up again: it may have gone with its records */
+    o = level != OWN_CHANNEL
+            ? owner_find(sm, level, w->router, w->conn, w->channel)
+            : NULL;
+    q = o != NULL ? o->xq_first : NULL;
+    while (q != NULL) {
+        struct mq_queue *next = q->xown[level - 1].next;
 
-            if (q->exclusive && q->move == MQ_SM_MOVE_NONE &&
-                q->owner_router == cmd->who.router &&
-                (cmd->scope == MQ_SM_SCOPE_ROUTER ||
-                 q->owner_conn == cmd->who.conn)) {
-                queue_destroy(sm, q, MQ_SM_DEL_EXCLUSIVE, res);
-            }
-            q = next;
+        visit(sm);
+        if (q->move == MQ_SM_MOVE_NONE) {
+            queue_destroy(sm, q, MQ_SM_DEL_EXCLUSIVE, res);
         }
+        q = next;
     }
     auto_delete_sweep(sm, res);
 }
@@ -1989,9 +2121,10 @@ static int state_init(struct mq_sm *sm)
     if (ht_init(&sm->tombs, 0) != 0) {
         goto err_after_clients;
     }
-    if (ht_init(&sm->chans, 0) != 0) {
+    if (ht_init(&sm->owners, 0) != 0) {
         goto err_after_tombs;
     }
+    sm->visits = xcalloc(1, sizeof(*sm->visits));
     sm->next_msg_id = 1;
     sm->next_tag = 1;
     mq_outbox_init(&sm->outbox);
@@ -2011,18 +2144,18 @@ err:
     return -1;
 }
 
-/* The channel records: they are in no list but their table's. */
-static void chans_free(struct mq_sm *sm)
+/* The owner records: most are in no list but their table's. */
+static void owners_free(struct mq_sm *sm)
 {
     size_t i;
 
-    for (i = 0; sm->chans.b != NULL && i <= sm->chans.mask; i++) {
-        struct hnode *e = sm->chans.b[i];
+    for (i = 0; sm->owners.b != NULL && i <= sm->owners.mask; i++) {
+        struct hnode *e = sm->owners.b[i];
 
         while (e != NULL) {
             struct hnode *next = e->next;
 
-            free(container_of(e, struct mq_chan, hn));
+            free(container_of(e, struct mq_owner, hn));
             e = next;
         }
     }
@@ -2076,14 +2209,15 @@ static void state_free(struct mq_sm *sm)
         free(t);
         t = next;
     }
-    chans_free(sm);
+    owners_free(sm);
     ht_close(&sm->queues);
     ht_close(&sm->consumers);
     ht_close(&sm->tags);
     ht_close(&sm->clients);
     ht_close(&sm->tombs);
-    ht_close(&sm->chans);
+    ht_close(&sm->owners);
     mq_outbox_free(&sm->outbox);
+    free(sm->visits);
 }
 
 struct mq_sm *mq_sm_new(const struct mq_sm_config *cfg)
@@ -2282,22 +2416,68 @@ static void check_unacked(const struct mq_msg *m, const void *owner)
     INVARIANT(m->prev == NULL || m->prev->tag < m->tag); /* tag order */
 }
 
-/* The derived indexes: each consumer record is on its queue's list and
- * its channel's, in creation order; every queue an auto-delete sweep
- * must find is on the idle list. */
+/* One owner's lists: each member points back to it, in creation order;
+ * adds their lengths to @records and @xqueues. */
+static void check_owner(const struct mq_owner *o, uint64_t *records,
+                        uint64_t *xqueues)
+{
+    const struct mq_consumer *c;
+    const struct mq_queue *q;
+    int l = o->level;
+
+    INVARIANT(o->first != NULL || o->xq_first != NULL);
+    INVARIANT(l != OWN_CHANNEL || o->xq_first == NULL);
+    INVARIANT(l == OWN_CHANNEL || o->channel == 0);
+    INVARIANT(l != OWN_ROUTER || o->conn == 0);
+    for (c = o->first; c != NULL; c = c->own[l].next) {
+        INVARIANT(c->own[l].o == o && c->router == o->router);
+        INVARIANT(l == OWN_ROUTER || c->conn == o->conn);
+        INVARIANT(l != OWN_CHANNEL || c->channel == o->channel);
+        INVARIANT(c->own[l].next == NULL || c->seq < c->own[l].next->seq);
+        INVARIANT(c->own[l].next != NULL || o->last == c);
+        (*records)++;
+    }
+    for (q = l != OWN_CHANNEL ? o->xq_first : NULL; q != NULL;
+         q = q->xown[l - 1].next) {
+        INVARIANT(q->exclusive && q->xown[l - 1].o == o &&
+                  q->owner_router == o->router);
+        INVARIANT(l == OWN_ROUTER || q->owner_conn == o->conn);
+        INVARIANT(q->xown[l - 1].next == NULL ||
+                  q->seq < q->xown[l - 1].next->seq);
+        (*xqueues)++;
+    }
+}
+
+/* The derived indexes agree with a walk over the whole state: each
+ * consumer record is on its queue's list and on its channel's,
+ * connection's and router's, each exclusive queue on its connection's
+ * and router's, every list in creation order; the routers listed are the
+ * router owners; every queue an auto-delete sweep must find is on the
+ * idle list. */
 static void check_indexes(const struct mq_sm *sm)
 {
     const struct mq_queue *q;
     const struct mq_consumer *c;
-    uint64_t on_queues = 0, on_chans = 0, listed = 0;
+    const struct mq_owner *o;
+    uint64_t on_queues = 0, records = 0, xqueues = 0, exclusive = 0;
+    uint64_t listed = 0, routers = 0;
+    size_t i;
+    int l;
 
     for (q = sm->q_first; q != NULL; q = q->next) {
         INVARIANT(q->next == NULL || q->seq < q->next->seq);
         INVARIANT(q->idle_listed || !idle_auto_delete(q));
         listed += q->idle_listed;
+        exclusive += q->exclusive;
         for (c = q->cq_first; c != NULL; c = c->q_next) {
             INVARIANT(c->q == q);
+            INVARIANT(c->q_next == NULL || c->seq < c->q_next->seq);
             on_queues++;
+        }
+        for (l = OWN_CONN; q->exclusive && l <= OWN_ROUTER; l++) {
+            INVARIANT(q->xown[l - 1].o == owner_find(sm, (enum own_level)l,
+                                                     q->owner_router,
+                                                     q->owner_conn, 0));
         }
     }
     for (q = sm->idle_first; q != NULL; q = q->idle_next) {
@@ -2305,22 +2485,30 @@ static void check_indexes(const struct mq_sm *sm)
     }
     INVARIANT(listed == 0);
     for (c = sm->c_first; c != NULL; c = c->next) {
-        const struct mq_chan *ch = c->chan;
-
-        INVARIANT(ch != NULL && ch->router == c->router &&
-                  ch->conn == c->conn && ch->channel == c->channel);
-        INVARIANT(chan_find(sm, c->router, c->conn, c->channel) == ch);
-        if (ch->first == c) {
-            const struct mq_consumer *o;
-
-            for (o = c; o != NULL; o = o->ch_next) {
-                INVARIANT(o->chan == ch);
-                on_chans++;
-            }
+        INVARIANT(c->next == NULL || c->seq < c->next->seq);
+        for (l = 0; l < OWN__COUNT; l++) {
+            INVARIANT(c->own[l].o == owner_find(sm, (enum own_level)l,
+                                                c->router, c->conn,
+                                                c->channel));
         }
     }
+    for (i = 0; sm->owners.b != NULL && i <= sm->owners.mask; i++) {
+        const struct hnode *e;
+
+        for (e = sm->owners.b[i]; e != NULL; e = e->next) {
+            o = container_of(e, const struct mq_owner, hn);
+            check_owner(o, &records, &xqueues);
+            routers += o->level == OWN_ROUTER;
+        }
+    }
+    for (o = sm->rt_first; o != NULL; o = o->next) {
+        INVARIANT(o->level == OWN_ROUTER);
+        routers--;
+    }
+    INVARIANT(routers == 0);
     INVARIANT(on_queues == sm->consumers.count);
-    INVARIANT(on_chans == sm->consumers.count);
+    INVARIANT(records == OWN__COUNT * sm->consumers.count);
+    INVARIANT(xqueues == 2 * exclusive);
 }
 
 void mq_sm_check(const struct mq_sm *sm)
@@ -2389,37 +2577,32 @@ void mq_sm_for_each_router(const struct mq_sm *sm,
                            void (*fn)(void *data, uint64_t router),
                            void *data)
 {
-    const struct mq_consumer *c;
-    const struct mq_queue *q;
+    const struct mq_owner *o;
     uint64_t *ids;
     size_t n = 0;
     size_t i;
 
-    /* consumer records and exclusive queues (at most one router each),
-     * sorted so that each router is reported once */
-    ids = xmalloc((sm->consumers.count + sm->queues.count + 1) *
-                  sizeof(*ids));
-    for (c = sm->c_first; c != NULL; c = c->next) {
-        ids[n++] = c->router;
+    /* each router that owns something is listed once; sorted, as the
+     * callers have always had them */
+    for (o = sm->rt_first; o != NULL; o = o->next) {
+        visit(sm);
+        n++;
     }
-    for (q = sm->q_first; q != NULL; q = q->next) {
-        if (q->exclusive) {
-            ids[n++] = q->owner_router;
-        }
+    ids = xmalloc((n + 1) * sizeof(*ids));
+    n = 0;
+    for (o = sm->rt_first; o != NULL; o = o->next) {
+        ids[n++] = o->router;
     }
-    INVARIANT(n <= sm->consumers.count + sm->queues.count);
     qsort(ids, n, sizeof(*ids), cmp_router);
     for (i = 0; i < n; i++) {
-        if (i == 0 || ids[i] != ids[i - 1]) {
-            fn(data, ids[i]);
-        }
+        fn(data, ids[i]);
     }
     free(ids);
 }
 
 uint64_t mq_sm_visits(const struct mq_sm *sm)
 {
-    return sm->visits;
+    return *sm->visits;
 }
 
 uint64_t mq_sm_consumer_pending(const struct mq_sm *sm, uint64_t consumer)
@@ -2722,6 +2905,26 @@ static unsigned char *put_client(unsigned char *p, const struct mq_sm *sm,
     return p;
 }
 
+/* The position of @q in creation order, from @seqs: every queue's rank,
+ * in that order (ascending). */
+static uint64_t queue_index(const uint64_t *seqs, size_t n,
+                            const struct mq_queue *q)
+{
+    size_t lo = 0, hi = n;
+
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (seqs[mid] <= q->seq) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    INVARIANT(lo < n && seqs[lo] == q->seq);
+    return lo;
+}
+
 int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
                    void **out, size_t *out_len)
 {
@@ -2733,7 +2936,8 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
     unsigned char *buf;
     unsigned char *p;
     size_t len = SNAP_HEADER_LEN + 8 + 8 + SNAP_TAIL_FIXED + SNAP_TRAILER_LEN;
-    uint64_t idx;
+    uint64_t *seqs;
+    size_t nq = 0;
 
     for (q = sm->q_first; q != NULL; q = q->next) {
         len += SNAP_QUEUE_FIXED + q_names_len(q) + SNAP_QUEUE_MOVE;
@@ -2752,6 +2956,12 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
     buf = alloc(len);
     if (buf == NULL) {
         return -1;
+    }
+    /* a consumer names its queue by position: ranks, to find it in
+     * O(log queues) */
+    seqs = xmalloc((sm->queues.count + 1) * sizeof(*seqs));
+    for (q = sm->q_first; q != NULL; q = q->next) {
+        seqs[nq++] = q->seq;
     }
     p = le_put_u32(buf, SNAP_MAGIC);
     p = le_put_u32(p, SNAP_VERSION);
@@ -2774,17 +2984,11 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
     }
     p = le_put_u64(p, sm->consumers.count);
     for (c = sm->c_first; c != NULL; c = c->next) {
-        /* queue index in creation order: O(queues) per consumer, fine for
-         * the few consumers a shard has */
-        idx = 0;
-        for (q = sm->q_first; q != c->q; q = q->next) {
-            idx++;
-        }
         p = le_put_u64(p, c->id);
         p = le_put_u64(p, c->router);
         p = le_put_u64(p, c->conn);
         p = le_put_u64(p, c->channel);
-        p = le_put_u64(p, idx);
+        p = le_put_u64(p, queue_index(seqs, nq, c->q));
         *p++ = (unsigned char)((c->registered ? 1 : 0) |
                                (c->exclusive ? 2 : 0));
         p = le_put_u64(p, c->co_seq);
@@ -2798,6 +3002,7 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
             p = put_msg(p, m);
         }
     }
+    free(seqs);
     p = le_put_u64(p, sm->clients.count);
     for (cl = sm->cl_first; cl != NULL; cl = cl->next) {
         p = put_client(p, sm, cl);
@@ -3301,7 +3506,7 @@ static bool freeze_array(struct mq_queue *q)
  * as an array. false on ENOMEM: nothing changed. */
 static bool freeze(struct mq_sm *sm, struct mq_queue *q)
 {
-    struct mq_consumer *c = sm->c_first;
+    struct mq_consumer *c = q->cq_first;
     struct mq_msg *back = NULL;
     struct mq_msg **tail = &back;
     uint64_t count = 0;
@@ -3312,16 +3517,15 @@ static bool freeze(struct mq_sm *sm, struct mq_queue *q)
         return false;
     }
     while (c != NULL) {
-        struct mq_consumer *next = c->next;
+        struct mq_consumer *next = c->q_next;
 
-        if (c->q == q) {
-            *tail = take_unacked(sm, c, 0, NULL, PICK_ALL, &count);
-            while (*tail != NULL) {
-                tail = &(*tail)->next;
-            }
-            c->co_seq = 0;
-            consumer_gc(sm, c);
+        visit(sm);
+        *tail = take_unacked(sm, c, 0, NULL, PICK_ALL, &count);
+        while (*tail != NULL) {
+            tail = &(*tail)->next;
         }
+        c->co_seq = 0;
+        consumer_gc(sm, c);
         c = next;
     }
     requeue(q, back);
@@ -3359,12 +3563,6 @@ static unsigned char *put_export_header(unsigned char *p,
     return le_put_u64(p, cursor);
 }
 
-static bool exported_consumer(const struct mq_consumer *c,
-                              const struct mq_queue *q)
-{
-    return c->q == q && c->registered;
-}
-
 static enum mq_sm_status export_def(const struct mq_sm *sm,
                                     const struct mq_queue *q,
                                     void *(*alloc)(size_t), void **out,
@@ -3377,8 +3575,9 @@ static enum mq_sm_status export_def(const struct mq_sm *sm,
     uint64_t nc = 0;
     size_t len;
 
-    for (c = sm->c_first; c != NULL; c = c->next) {
-        nc += exported_consumer(c, q);
+    for (c = q->cq_first; c != NULL; c = c->q_next) {
+        visit(sm);
+        nc += c->registered;
     }
     len = EXPORT_HEADER_FIXED + (size_t)q->vhost_len + q->name_len +
           SNAP_QUEUE_FIXED + q_names_len(q) + 8 + nc * EXPORT_CONSUMER + 4 +
@@ -3391,8 +3590,8 @@ static enum mq_sm_status export_def(const struct mq_sm *sm,
     p = put_export_header(buf, q, CHUNK_DEF, 0);
     p = put_qdef(p, q, q->ready.n);
     p = le_put_u64(p, nc);
-    for (c = sm->c_first; c != NULL; c = c->next) {
-        if (!exported_consumer(c, q)) {
+    for (c = q->cq_first; c != NULL; c = c->q_next) {
+        if (!c->registered) {
             continue;
         }
         p = le_put_u64(p, c->id);

@@ -577,11 +577,13 @@ void mq_sm_apply(struct mq_sm *sm, uint64_t now_ms,
  * sanitizer build (common/invariant.h deep_check_due). */
 void mq_sm_check(const struct mq_sm *sm);
 
-/* Records (consumer records, queues) the walks of CANCEL's auto-delete
- * sweep, of a queue's deletion and of a multiple settle have visited
- * since the machine was made or restored: each walks what it touches (the queue's
- * records, the channel's, the queues left idle), never the whole shard.
- * Not replicated: for tests that prove the cost. */
+/* Records (consumer records, queues, routers) visited since the machine
+ * was made or restored by the walks of CANCEL's auto-delete sweep, of a
+ * queue's deletion, of a multiple settle, of dispatch over a queue's
+ * consumers, of a RETURN of a consumer, channel, connection or router,
+ * of a freeze, of an export's definition and of mq_sm_for_each_router:
+ * each walks what it touches, never the whole shard. Not replicated: for
+ * tests that prove the cost. */
 uint64_t mq_sm_visits(const struct mq_sm *sm);
 
 /*
