@@ -65,6 +65,7 @@
 #include "common/container_of.h"
 #include "common/invariant.h"
 #include "common/le.h"
+#include "sm/htable.h"
 #include "sm/mq_outbox.h"
 
 #define DIGEST_SEED 0x6d712d6469676573ULL /* "mq-diges" */
@@ -117,89 +118,6 @@ static uint64_t hash_name(const char *vhost, size_t vlen, const char *name,
                           size_t nlen)
 {
     return hash_bytes(name, nlen, hash_bytes(vhost, vlen, DIGEST_SEED));
-}
-
-/* ---------------------------------------------------- intrusive hash table */
-
-struct hnode {
-    struct hnode *next;
-    uint64_t hash;
-};
-
-/* Chained, power-of-two buckets, doubled when count exceeds them. Layout
- * never changes behaviour: callers compare keys on every chain entry. */
-struct htable {
-    struct hnode **b;
-    size_t mask;
-    size_t count;
-};
-
-static int ht_init(struct htable *t, size_t hint)
-{
-    size_t n = 16;
-
-    while (n < hint && n < ((size_t)1 << 40)) {
-        n <<= 1;
-    }
-    t->b = xcalloc(n, sizeof(*t->b));
-    t->mask = n - 1;
-    t->count = 0;
-    return 0;
-}
-
-static void ht_close(struct htable *t)
-{
-    free(t->b);
-    t->b = NULL;
-}
-
-static void ht_grow(struct htable *t)
-{
-    size_t n = (t->mask + 1) * 2;
-    struct hnode **nb = xcalloc(n, sizeof(*nb));
-    size_t i;
-
-    for (i = 0; i <= t->mask; i++) {
-        struct hnode *e = t->b[i];
-
-        while (e != NULL) {
-            struct hnode *next = e->next;
-
-            e->next = nb[e->hash & (n - 1)];
-            nb[e->hash & (n - 1)] = e;
-            e = next;
-        }
-    }
-    free(t->b);
-    t->b = nb;
-    t->mask = n - 1;
-}
-
-static void ht_insert(struct htable *t, struct hnode *e)
-{
-    if (t->count >= t->mask + 1) {
-        ht_grow(t);
-    }
-    e->next = t->b[e->hash & t->mask];
-    t->b[e->hash & t->mask] = e;
-    t->count++;
-}
-
-static void ht_remove(struct htable *t, struct hnode *e)
-{
-    struct hnode **pp = &t->b[e->hash & t->mask];
-
-    while (*pp != e) {
-        pp = &(*pp)->next;
-    }
-    *pp = e->next;
-    e->next = NULL;
-    t->count--;
-}
-
-static struct hnode *ht_chain(const struct htable *t, uint64_t hash)
-{
-    return t->b[hash & t->mask];
 }
 
 /* ------------------------------------------------------------------ state */
