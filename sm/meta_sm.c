@@ -1568,19 +1568,57 @@ static bool binding_routes(const struct mbind *b,
     }
 }
 
-static void add_queue(struct meta_sm_route_result *out, const char *name,
-                      size_t len)
+/* The queues a route found so far, each once: a set of their indexes in
+ * the result, by name hash (open addressing, at most half full), so a
+ * publish reaching k queues costs O(k), not O(k^2). */
+struct route_acc {
+    const struct meta_sm *sm;
+    struct meta_sm_route_result *out;
+    size_t cap;     /* of out->queues */
+    uint32_t *slot; /* index + 1, 0 = free */
+    size_t mask;
+};
+
+static void acc_grow(struct route_acc *a)
 {
+    size_t n = a->mask ? 2 * (a->mask + 1) : 16;
     size_t i;
 
-    for (i = 0; i < out->n_queues; i++) {
-        if (out->queues[i].len == len &&
-            memcmp(out->queues[i].name, name, len) == 0) {
+    free(a->slot);
+    a->slot = xcalloc(n, sizeof(*a->slot));
+    a->mask = n - 1;
+    for (i = 0; i < a->out->n_queues; i++) {
+        size_t at = fnv1a64(a->out->queues[i].name, a->out->queues[i].len);
+
+        while (a->slot[at & a->mask] != 0) {
+            at++;
+        }
+        a->slot[at & a->mask] = (uint32_t)(i + 1);
+    }
+}
+
+static void add_queue(struct route_acc *a, const char *name, size_t len)
+{
+    struct meta_sm_route_result *out = a->out;
+    size_t at = fnv1a64(name, len);
+    uint32_t k;
+
+    if (2 * (out->n_queues + 1) > a->mask + 1) {
+        acc_grow(a);
+    }
+    while ((k = a->slot[at & a->mask]) != 0) {
+        visit(a->sm);
+        if (out->queues[k - 1].len == len &&
+            memcmp(out->queues[k - 1].name, name, len) == 0) {
             return;
         }
+        at++;
     }
-    out->queues = xrealloc(out->queues,
-                           (out->n_queues + 1) * sizeof(*out->queues));
+    if (out->n_queues == a->cap) {
+        a->cap = a->cap ? 2 * a->cap : 4;
+        out->queues = xrealloc(out->queues, a->cap * sizeof(*out->queues));
+    }
+    a->slot[at & a->mask] = (uint32_t)(out->n_queues + 1);
     out->queues[out->n_queues].name = mstr_dup(name, len).p;
     out->queues[out->n_queues].len = len;
     out->n_queues++;
@@ -1609,6 +1647,7 @@ int meta_sm_route(const struct meta_sm *sm, const char *vhost,
                   struct meta_sm_route_result *out)
 {
     /* exchanges to visit (a worklist of names), each once */
+    struct route_acc acc = {sm, out, 0, NULL, 0};
     struct mstr *todo;
     size_t n_todo = 1;
     size_t cap = 8;
@@ -1616,7 +1655,8 @@ int meta_sm_route(const struct meta_sm *sm, const char *vhost,
 
     meta_sm_route_result_init(out);
     if (exchange_len == 0) {
-        add_queue(out, routing_key, routing_key_len);
+        add_queue(&acc, routing_key, routing_key_len);
+        free(acc.slot);
         return 0;
     }
     if (meta_sm_exchange_info(sm, vhost, vhost_len, exchange, exchange_len,
@@ -1647,7 +1687,7 @@ int meta_sm_route(const struct meta_sm *sm, const char *vhost,
                 continue;
             }
             if (!b->dest_is_exchange) {
-                add_queue(out, b->dest.p, b->dest.len);
+                add_queue(&acc, b->dest.p, b->dest.len);
                 continue;
             }
             for (k = 0; k < n_todo; k++) {
@@ -1665,6 +1705,7 @@ int meta_sm_route(const struct meta_sm *sm, const char *vhost,
         }
     }
     free(todo);
+    free(acc.slot);
     return 0;
 }
 
