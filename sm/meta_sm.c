@@ -31,6 +31,7 @@
 #include "common/fnv.h"
 #include "common/invariant.h"
 #include "common/le.h"
+#include "sm/dlist.h"
 #include "sm/htable.h"
 
 struct mstr {
@@ -126,35 +127,6 @@ struct meta_sm {
      * readers (routing) count too */
     uint64_t *visits;
 };
-
-/* Doubly linked lists with first/last pointers (as in sm/mq_sm.c). */
-#define DL_APPEND_VIA(first, last, e, prev, next) \
-    do {                                          \
-        (e)->next = NULL;                         \
-        (e)->prev = (last);                       \
-        if ((last) != NULL) {                     \
-            (last)->next = (e);                   \
-        } else {                                  \
-            (first) = (e);                        \
-        }                                         \
-        (last) = (e);                             \
-    } while (0)
-
-#define DL_REMOVE_VIA(first, last, e, prev, next) \
-    do {                                          \
-        if ((e)->prev != NULL) {                  \
-            (e)->prev->next = (e)->next;          \
-        } else {                                  \
-            (first) = (e)->next;                  \
-        }                                         \
-        if ((e)->next != NULL) {                  \
-            (e)->next->prev = (e)->prev;          \
-        } else {                                  \
-            (last) = (e)->prev;                   \
-        }                                         \
-        (e)->prev = NULL;                         \
-        (e)->next = NULL;                         \
-    } while (0)
 
 static const char *const type_names[META_SM_EXCHANGE_TYPE__COUNT] = {
     "direct", "fanout", "topic", "headers"};

@@ -65,6 +65,7 @@
 #include "common/container_of.h"
 #include "common/invariant.h"
 #include "common/le.h"
+#include "sm/dlist.h"
 #include "sm/htable.h"
 #include "sm/mq_outbox.h"
 
@@ -333,40 +334,6 @@ struct mq_sm {
     struct mq_outbox outbox; /* dead letters not yet settled */
     uint64_t applied;
 };
-
-/* Doubly linked lists with first/last pointers, one set of helpers per
- * element type would repeat the same code; the macros keep it in one
- * place. */
-#define DL_APPEND_VIA(first, last, e, prev, next) \
-    do {                                          \
-        (e)->next = NULL;                         \
-        (e)->prev = (last);                       \
-        if ((last) != NULL) {                     \
-            (last)->next = (e);                   \
-        } else {                                  \
-            (first) = (e);                        \
-        }                                         \
-        (last) = (e);                             \
-    } while (0)
-
-#define DL_REMOVE_VIA(first, last, e, prev, next) \
-    do {                                          \
-        if ((e)->prev != NULL) {                  \
-            (e)->prev->next = (e)->next;          \
-        } else {                                  \
-            (first) = (e)->next;                  \
-        }                                         \
-        if ((e)->next != NULL) {                  \
-            (e)->next->prev = (e)->prev;          \
-        } else {                                  \
-            (last) = (e)->prev;                   \
-        }                                         \
-        (e)->prev = NULL;                         \
-        (e)->next = NULL;                         \
-    } while (0)
-
-#define DL_APPEND(first, last, e) DL_APPEND_VIA(first, last, e, prev, next)
-#define DL_REMOVE(first, last, e) DL_REMOVE_VIA(first, last, e, prev, next)
 
 static void visit(const struct mq_sm *sm)
 {

@@ -18,27 +18,35 @@
 #define REPLAY_DIGEST 0xd7702ac512b07755ULL
 #define REPLAY_ROUTES 0xa50b3a39b3589b49ULL
 
+static void cmd_fill(struct meta_sm_cmd *c, enum meta_sm_cmd_type t,
+                     const char *ex, const char *type, const char *dest,
+                     const char *key)
+{
+    memset(c, 0, sizeof(*c));
+    c->type = t;
+    c->vhost = "/";
+    c->vhost_len = 1;
+    c->exchange = ex;
+    c->exchange_len = ex ? strlen(ex) : 0;
+    c->exchange_type =
+        type ? (enum meta_sm_exchange_type)meta_sm_exchange_type_parse(
+                   type, strlen(type))
+             : META_SM_DIRECT;
+    c->durable = true;
+    c->dest = dest;
+    c->dest_len = dest ? strlen(dest) : 0;
+    c->routing_key = key;
+    c->routing_key_len = key ? strlen(key) : 0;
+}
+
 static struct meta_sm_result run(struct meta_sm *sm, enum meta_sm_cmd_type t,
                                  const char *ex, const char *type,
                                  const char *dest, const char *key)
 {
-    struct meta_sm_cmd c = {0};
+    struct meta_sm_cmd c;
     struct meta_sm_result res;
 
-    c.type = t;
-    c.vhost = "/";
-    c.vhost_len = 1;
-    c.exchange = ex;
-    c.exchange_len = ex ? strlen(ex) : 0;
-    c.exchange_type =
-        type ? (enum meta_sm_exchange_type)meta_sm_exchange_type_parse(
-                   type, strlen(type))
-             : META_SM_DIRECT;
-    c.durable = true;
-    c.dest = dest;
-    c.dest_len = dest ? strlen(dest) : 0;
-    c.routing_key = key;
-    c.routing_key_len = key ? strlen(key) : 0;
+    cmd_fill(&c, t, ex, type, dest, key);
     meta_sm_apply(sm, &c, &res);
     return res;
 }
@@ -46,6 +54,18 @@ static struct meta_sm_result run(struct meta_sm *sm, enum meta_sm_cmd_type t,
 static uint16_t declare(struct meta_sm *sm, const char *ex, const char *type)
 {
     return run(sm, META_SM_EXCHANGE_DECLARE, ex, type, NULL, NULL).reply_code;
+}
+
+/* A fanout exchange deleted after its last binding from it goes. */
+static void declare_auto_delete(struct meta_sm *sm, const char *ex)
+{
+    struct meta_sm_cmd c;
+    struct meta_sm_result res;
+
+    cmd_fill(&c, META_SM_EXCHANGE_DECLARE, ex, "fanout", NULL, NULL);
+    c.auto_delete = true;
+    meta_sm_apply(sm, &c, &res);
+    assert_int_equal(res.reply_code, 0);
 }
 
 static uint16_t bindq(struct meta_sm *sm, const char *ex, const char *q,
@@ -349,19 +369,9 @@ static void test_exchange_to_exchange_cycle(void **state)
 static void test_auto_delete_and_queue_gone(void **state)
 {
     struct meta_sm *sm = meta_sm_new();
-    struct meta_sm_cmd c = {0};
-    struct meta_sm_result res;
     (void)state;
 
-    c.type = META_SM_EXCHANGE_DECLARE;
-    c.vhost = "/";
-    c.vhost_len = 1;
-    c.exchange = "ad";
-    c.exchange_len = 2;
-    c.exchange_type = META_SM_FANOUT;
-    c.auto_delete = true;
-    meta_sm_apply(sm, &c, &res);
-    assert_int_equal(res.reply_code, 0);
+    declare_auto_delete(sm, "ad");
     declare(sm, "keep", "fanout");
     /* never bound: stays */
     assert_int_equal(run(sm, META_SM_QUEUE_GONE, NULL, NULL, "x", NULL)
@@ -556,27 +566,6 @@ static void test_replay_unchanged(void **state)
     meta_sm_free(sm);
 }
 
-static struct meta_sm_result bind_args(struct meta_sm *sm,
-                                       enum meta_sm_cmd_type t,
-                                       const char *ex, const char *dest,
-                                       const char *key)
-{
-    struct meta_sm_cmd c = {0};
-    struct meta_sm_result res;
-
-    c.type = t;
-    c.vhost = "/";
-    c.vhost_len = 1;
-    c.exchange = ex;
-    c.exchange_len = strlen(ex);
-    c.dest = dest;
-    c.dest_len = strlen(dest);
-    c.routing_key = key;
-    c.routing_key_len = strlen(key);
-    meta_sm_apply(sm, &c, &res);
-    return res;
-}
-
 /* Each bind, unbind, QUEUE_GONE, auto-delete, exchange deletion and route
  * walks what it touches (meta_sm_visits): with N bindings from one
  * exchange, declaring them costs O(N) visits in all, where scanning every
@@ -587,7 +576,6 @@ static void test_cost_proportional_to_what_is_touched(void **state)
     enum { N = 2000 };
     struct meta_sm *sm = meta_sm_new();
     struct meta_sm *copy = meta_sm_new();
-    struct meta_sm_cmd c = {0};
     struct meta_sm_result res;
     struct meta_sm_route_result rr;
     char q[32];
@@ -604,7 +592,7 @@ static void test_cost_proportional_to_what_is_touched(void **state)
     for (i = 0; i < N; i++) {
         snprintf(q, sizeof(q), "q%d", i);
         snprintf(key, sizeof(key), "k.%d", i);
-        res = bind_args(sm, META_SM_BIND, "big", q, key);
+        res = run(sm, META_SM_BIND, "big", NULL, q, key);
         assert_int_equal(res.reply_code, 0);
         assert_true(res.changed);
     }
@@ -636,15 +624,7 @@ static void test_cost_proportional_to_what_is_touched(void **state)
                      0);
     bindq(sm, "small", "s1", "a");
     bindq(sm, "small", "s2", "a");
-    c.type = META_SM_EXCHANGE_DECLARE;
-    c.vhost = "/";
-    c.vhost_len = 1;
-    c.exchange = "ad";
-    c.exchange_len = 2;
-    c.exchange_type = META_SM_FANOUT;
-    c.auto_delete = true;
-    meta_sm_apply(sm, &c, &res);
-    assert_int_equal(res.reply_code, 0);
+    declare_auto_delete(sm, "ad");
     bindq(sm, "ad", "qa", "");
     assert_int_equal(meta_sm_snapshot(sm, malloc, &snap, &len), 0);
     assert_int_equal(meta_sm_restore(copy, snap, len), 0);
@@ -655,12 +635,12 @@ static void test_cost_proportional_to_what_is_touched(void **state)
 
         /* a repeated bind finds its twin */
         v = meta_sm_visits(s);
-        res = bind_args(s, META_SM_BIND, "big", "q1990", "k.1990");
+        res = run(s, META_SM_BIND, "big", NULL, "q1990", "k.1990");
         assert_false(res.changed);
         assert_true(meta_sm_visits(s) - v <= 2);
 
         v = meta_sm_visits(s);
-        res = bind_args(s, META_SM_UNBIND, "big", "q8", "k.8");
+        res = run(s, META_SM_UNBIND, "big", NULL, "q8", "k.8");
         assert_true(res.changed);
         assert_true(meta_sm_visits(s) - v <= 3);
 
@@ -676,7 +656,7 @@ static void test_cost_proportional_to_what_is_touched(void **state)
 
         /* the auto-delete exchange's last binding goes: it goes too */
         v = meta_sm_visits(s);
-        res = bind_args(s, META_SM_UNBIND, "ad", "qa", "");
+        res = run(s, META_SM_UNBIND, "ad", NULL, "qa", "");
         assert_true(res.changed);
         assert_string_equal(route(s, "ad", ""), "!");
         assert_true(meta_sm_visits(s) - v <= 4);

@@ -3449,16 +3449,21 @@ static void note_router_id(void *data, uint64_t router)
     *seen |= router;
 }
 
+static struct mq_sm_who who_at(uint64_t router, uint64_t conn,
+                               uint64_t channel, uint64_t consumer)
+{
+    struct mq_sm_who w = {router, conn, channel, consumer};
+
+    return w;
+}
+
 static void consume_as(struct mq_sm *sm, const char *q, uint64_t router,
                        uint64_t conn, uint64_t channel, uint64_t consumer)
 {
     struct mq_sm_cmd c;
 
     cmd_init(&c, MQ_SM_CONSUME, q);
-    c.who.router = router;
-    c.who.conn = conn;
-    c.who.channel = channel;
-    c.who.consumer = consumer;
+    c.who = who_at(router, conn, channel, consumer);
     c.max_messages = 1;
     assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
 }
@@ -3473,10 +3478,7 @@ static size_t return_owner(struct mq_sm *sm, enum mq_sm_scope scope,
     size_t n;
 
     cmd_init(&c, MQ_SM_RETURN, NULL);
-    c.who.router = 1;
-    c.who.conn = 1;
-    c.who.channel = channel;
-    c.who.consumer = consumer;
+    c.who = who_at(1, 1, channel, consumer);
     c.scope = scope;
     assert_int_equal(run(sm, T0, &c, &res), MQ_SM_OK);
     n = res.n_deleted;
@@ -3513,10 +3515,7 @@ static void test_owner_cost(void **state)
         enqueue(sm, T0, name, "a");
         consume_as(sm, name, 2, (uint64_t)i + 1, 1, (uint64_t)i + 1000);
         cmd_init(&c, MQ_SM_CHECKOUT, name);
-        c.who.router = 2;
-        c.who.conn = (uint64_t)i + 1;
-        c.who.channel = 1;
-        c.who.consumer = (uint64_t)i + 1000;
+        c.who = who_at(2, (uint64_t)i + 1, 1, (uint64_t)i + 1000);
         c.max_messages = 1;
         assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
     }
@@ -3528,8 +3527,7 @@ static void test_owner_cost(void **state)
     }
     cmd_init(&c, MQ_SM_DECLARE, "x");
     c.exclusive = true;
-    c.who.router = 1;
-    c.who.conn = 1;
+    c.who = who_at(1, 1, 0, 0);
     assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
     consume_as(sm, "x", 1, 1, 5, 5);
     for (i = 0; i < 8; i++) {
@@ -3545,10 +3543,7 @@ static void test_owner_cost(void **state)
         /* dealt over the queue's four: one each, the others' set aside */
         v = mq_sm_visits(s);
         cmd_init(&c, MQ_SM_CHECKOUT, "shared");
-        c.who.router = 1;
-        c.who.conn = 1;
-        c.who.channel = 1;
-        c.who.consumer = 1;
+        c.who = who_at(1, 1, 1, 1);
         c.max_messages = 2;
         assert_int_equal(run(s, T0, &c, &res), MQ_SM_OK);
         assert_int_equal(res.n_deliveries, 2);
