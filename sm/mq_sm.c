@@ -53,8 +53,9 @@
  *     a move in creation order, by a rank each queue gets when linked, as
  *     the old sweep over every queue did). Not in snapshots nor the
  *     digest: restore rebuilds them; mq_sm_check checks them against the
- *     whole state. BOOT and LEADER_CHANGED act on every record and queue,
- *     and walk them all.
+ *     whole state. What one command gives back is requeued once per
+ *     queue (struct returns). BOOT and LEADER_CHANGED act on every record
+ *     and queue, and walk them all.
  */
 #include "sm/mq_sm.h"
 
@@ -189,6 +190,10 @@ struct mq_queue {
     uint64_t in_pos;
     uint64_t in_total;
     struct mq_msg **frozen; /* FROZEN: the ready list as an array */
+    /* scratch of one command (struct returns): what it gives back here,
+     * and the next queue it gives back to; NULL between commands */
+    struct mq_msg *back;
+    struct mq_queue *back_next;
     /* Derived indexes (not in snapshots; restore rebuilds them): its
      * consumer records in creation order, its rank in creation order,
      * and its place in the list an auto-delete sweep looks at. */
@@ -703,8 +708,9 @@ static struct mq_msg *take_unacked(struct mq_sm *sm, struct mq_consumer *c,
 
 /* Put returned messages back in the ready list at their id positions,
  * marked redelivered unless they were only set aside (never delivered).
- * @list is a singly linked list in any order. */
-static void requeue(struct mq_queue *q, struct mq_msg *list)
+ * @list is a singly linked list in any order. One pass over the ready
+ * list, up to the last position taken. */
+static void requeue(struct mq_sm *sm, struct mq_queue *q, struct mq_msg *list)
 {
     struct mq_msg *at = q->ready.head;
 
@@ -714,6 +720,7 @@ static void requeue(struct mq_queue *q, struct mq_msg *list)
 
         list = list->next;
         while (at != NULL && at->id < m->id) {
+            visit(sm);
             at = at->next;
         }
         if (m->co_seq != CO_PENDING) {
@@ -723,6 +730,46 @@ static void requeue(struct mq_queue *q, struct mq_msg *list)
         m->prev = NULL;
         m->next = NULL;
         mlist_insert_before(&q->ready, at, m);
+    }
+}
+
+/* What one command gives back to the queues, gathered per queue so that
+ * each takes it in one requeue() (one pass over its ready list), not one
+ * per consumer record or tag: the ready lists end the same, sorted by
+ * id. */
+struct returns {
+    struct mq_queue *touched; /* chained by back_next */
+};
+
+static void returns_add(struct returns *r, struct mq_queue *q,
+                        struct mq_msg *list)
+{
+    struct mq_msg *tail = list;
+
+    if (list == NULL) {
+        return;
+    }
+    while (tail->next != NULL) {
+        tail = tail->next;
+    }
+    if (q->back == NULL) {
+        q->back_next = r->touched;
+        r->touched = q;
+    }
+    tail->next = q->back;
+    q->back = list;
+}
+
+/* Before anything reads a ready list or deletes a queue. */
+static void returns_flush(struct mq_sm *sm, struct returns *r)
+{
+    while (r->touched != NULL) {
+        struct mq_queue *q = r->touched;
+
+        r->touched = q->back_next;
+        q->back_next = NULL;
+        requeue(sm, q, q->back);
+        q->back = NULL;
     }
 }
 
@@ -1575,7 +1622,7 @@ static void apply_cancel(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     }
     consumer_unregister(sm, c);
     /* Its edge asks no more: what was set aside for it is ready again. */
-    requeue(c->q, take_unacked(sm, c, 0, NULL, PICK_PENDING, &n));
+    requeue(sm, c->q, take_unacked(sm, c, 0, NULL, PICK_PENDING, &n));
     res->count = 1;
     consumer_gc(sm, c);
     auto_delete_sweep(sm, res);
@@ -1739,10 +1786,10 @@ enum settle_kind { SETTLE_ACK, SETTLE_REQUEUE, SETTLE_DROP };
 
 static void finish_taken(struct mq_sm *sm, struct mq_queue *q,
                          struct mq_msg *list, enum settle_kind kind,
-                         struct mq_sm_result *res)
+                         struct returns *back, struct mq_sm_result *res)
 {
     if (kind == SETTLE_REQUEUE) {
-        requeue(q, list);
+        returns_add(back, q, list);
         return;
     }
     while (list != NULL) {
@@ -1775,7 +1822,7 @@ static struct mq_msg *tag_find(const struct mq_sm *sm, uint64_t tag)
  * channel, is ignored (already settled, or returned by a leader change). */
 static void settle_one(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                        uint64_t tag, enum settle_kind kind,
-                       struct mq_sm_result *res)
+                       struct returns *back, struct mq_sm_result *res)
 {
     struct mq_msg *m = tag != 0 ? tag_find(sm, tag) : NULL;
     struct mq_consumer *c;
@@ -1786,13 +1833,14 @@ static void settle_one(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     }
     c = m->c;
     list = take_unacked(sm, c, 0, m, PICK_DELIVERED, &res->count);
-    finish_taken(sm, c->q, list, kind, res);
+    finish_taken(sm, c->q, list, kind, back, res);
     consumer_gc(sm, c);
 }
 
 static void settle_by_tag(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                           enum settle_kind kind, struct mq_sm_result *res)
 {
+    struct returns back = {NULL};
     struct mq_owner *ch;
     struct mq_consumer *c;
     struct mq_msg *list;
@@ -1801,12 +1849,14 @@ static void settle_by_tag(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         size_t i;
 
         for (i = 0; i < cmd->n_tags; i++) {
-            settle_one(sm, cmd, cmd->tags[i], kind, res);
+            settle_one(sm, cmd, cmd->tags[i], kind, &back, res);
         }
+        returns_flush(sm, &back);
         return;
     }
     if (!cmd->multiple) {
-        settle_one(sm, cmd, cmd->tag, kind, res);
+        settle_one(sm, cmd, cmd->tag, kind, &back, res);
+        returns_flush(sm, &back);
         return;
     }
     /* the channel's records, in creation order */
@@ -1821,19 +1871,21 @@ static void settle_by_tag(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         visit(sm);
         list = take_unacked(sm, c, cmd->tag, NULL, PICK_DELIVERED,
                             &res->count);
-        finish_taken(sm, c->q, list, kind, res);
+        finish_taken(sm, c->q, list, kind, &back, res);
         consumer_gc(sm, c);
         c = next;
     }
+    returns_flush(sm, &back);
 }
 
-/* Consumer record @c's owner went: its deliveries go back, it is
- * unregistered. */
+/* Consumer record @c's owner went: its deliveries go back (into @back),
+ * it is unregistered. */
 static void return_record(struct mq_sm *sm, struct mq_consumer *c,
-                          struct mq_sm_result *res)
+                          struct returns *back, struct mq_sm_result *res)
 {
     visit(sm);
-    requeue(c->q, take_unacked(sm, c, 0, NULL, PICK_ALL, &res->count));
+    returns_add(back, c->q,
+                take_unacked(sm, c, 0, NULL, PICK_ALL, &res->count));
     consumer_unregister(sm, c);
     consumer_gc(sm, c);
 }
@@ -1853,6 +1905,7 @@ static void return_gone(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
 {
     const struct mq_sm_who *w = &cmd->who;
     enum own_level level = scope_level(cmd->scope);
+    struct returns back = {NULL};
     struct mq_owner *o;
     struct mq_consumer *c;
     struct mq_queue *q;
@@ -1860,8 +1913,9 @@ static void return_gone(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     if (cmd->scope == MQ_SM_SCOPE_CONSUMER) {
         c = consumer_find(sm, w->consumer);
         if (c != NULL) {
-            return_record(sm, c, res);
+            return_record(sm, c, &back, res);
         }
+        returns_flush(sm, &back);
         auto_delete_sweep(sm, res);
         return;
     }
@@ -1872,9 +1926,10 @@ static void return_gone(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
          * is NULL then */
         struct mq_consumer *next = c->own[level].next;
 
-        return_record(sm, c, res);
+        return_record(sm, c, &back, res);
         c = next;
     }
+    returns_flush(sm, &back);
     /* looked up again: it may have gone with its records */
     o = level != OWN_CHANNEL
             ? owner_find(sm, level, w->router, w->conn, w->channel)
@@ -1896,19 +1951,20 @@ static void return_gone(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
 static void apply_leader_changed(struct mq_sm *sm, struct mq_sm_result *res)
 {
     struct mq_consumer *c = sm->c_first;
+    struct returns back = {NULL};
 
     while (c != NULL) {
         struct mq_consumer *next = c->next;
-        struct mq_msg *list =
-            take_unacked(sm, c, 0, NULL, PICK_ALL, &res->count);
 
-        requeue(c->q, list);
+        returns_add(&back, c->q,
+                    take_unacked(sm, c, 0, NULL, PICK_ALL, &res->count));
         /* Whatever earlier CHECKOUTs delivered is back in the queue: a
          * retry of one is a new CHECKOUT now. */
         c->co_seq = 0;
         consumer_gc(sm, c);
         c = next;
     }
+    returns_flush(sm, &back);
 }
 
 /* Broker restart: the same recovery as RabbitMQ's. Consumers and their
@@ -1919,18 +1975,19 @@ static void apply_leader_changed(struct mq_sm *sm, struct mq_sm_result *res)
 static void apply_boot(struct mq_sm *sm, struct mq_sm_result *res)
 {
     struct mq_consumer *c = sm->c_first;
+    struct returns back = {NULL};
     struct mq_queue *q;
 
     while (c != NULL) {
         struct mq_consumer *next = c->next;
-        struct mq_msg *list =
-            take_unacked(sm, c, 0, NULL, PICK_ALL, &res->count);
 
-        requeue(c->q, list);
+        returns_add(&back, c->q,
+                    take_unacked(sm, c, 0, NULL, PICK_ALL, &res->count));
         consumer_unregister(sm, c);
         consumer_gc(sm, c);
         c = next;
     }
+    returns_flush(sm, &back);
     q = sm->q_first;
     while (q != NULL) {
         struct mq_queue *next = q->next;
@@ -2352,6 +2409,7 @@ static void check_indexes(const struct mq_sm *sm)
     for (q = sm->q_first; q != NULL; q = q->next) {
         INVARIANT(q->next == NULL || q->seq < q->next->seq);
         INVARIANT(q->idle_listed || !idle_auto_delete(q));
+        INVARIANT(q->back == NULL && q->back_next == NULL);
         listed += q->idle_listed;
         exclusive += q->exclusive;
         for (c = q->cq_first; c != NULL; c = c->q_next) {
@@ -3413,7 +3471,7 @@ static bool freeze(struct mq_sm *sm, struct mq_queue *q)
         consumer_gc(sm, c);
         c = next;
     }
-    requeue(q, back);
+    requeue(sm, q, back);
     frozen_fill(q);
     q->move = MQ_SM_MOVE_FROZEN;
     q->out_epoch = ++sm->move_seq;

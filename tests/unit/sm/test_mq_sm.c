@@ -3599,6 +3599,81 @@ static void test_owner_cost(void **state)
     mq_sm_free(copy);
 }
 
+/* Giving back many deliveries to one queue takes one pass over its ready
+ * list, not one per consumer record or per tag: C basic.get records of
+ * router 1 hold 2 messages each, and the router's RETURN visits O(C)
+ * (records and ready messages passed), where requeueing each record's in
+ * turn passes those given back before it, O(C^2); the same for one
+ * record's N deliveries returned by a tag list. The queue ends in id
+ * order, redelivered. */
+static void test_return_cost(void **state)
+{
+    enum { C = 500, N = 1000 };
+    struct mq_sm *sm = sm_make();
+    struct mq_sm_result res;
+    struct mq_sm_cmd c;
+    uint64_t *tags = calloc(N, sizeof(*tags));
+    uint64_t v;
+    int i;
+
+    (void)state;
+    assert_non_null(tags);
+    declare(sm, "q");
+    for (i = 0; i < 2 * C + 10; i++) {
+        enqueue(sm, T0, "q", "m");
+    }
+    for (i = 0; i < C; i++) {
+        cmd_init(&c, MQ_SM_CHECKOUT, "q");
+        c.who = who_at(1, (uint64_t)i + 1, 1, (uint64_t)i + 1);
+        c.max_messages = 2;
+        assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    }
+    assert_int_equal(qstats(sm, "q").unacked, 2 * C);
+    v = mq_sm_visits(sm);
+    cmd_init(&c, MQ_SM_RETURN, NULL);
+    c.who = who_at(1, 0, 0, 0);
+    c.scope = MQ_SM_SCOPE_ROUTER;
+    assert_int_equal(run(sm, T0, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.count, 2 * C);
+    mq_sm_result_clear(&res);
+    assert_true(mq_sm_visits(sm) - v <= 3 * C + 10);
+    assert_int_equal(qstats(sm, "q").ready, 2 * C + 10);
+
+    /* one record's N deliveries, returned by a tag list */
+    for (i = 0; i < N - 2 * C - 10; i++) {
+        enqueue(sm, T0, "q", "m");
+    }
+    cmd_init(&c, MQ_SM_CHECKOUT, "q");
+    c.who = who_at(1, 1, 1, 9999);
+    c.max_messages = N;
+    assert_int_equal(run(sm, T0, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.n_deliveries, N);
+    for (i = 0; i < N; i++) {
+        tags[i] = res.deliveries[i].tag;
+    }
+    mq_sm_result_clear(&res);
+    v = mq_sm_visits(sm);
+    cmd_init(&c, MQ_SM_RETURN, NULL);
+    c.who = who_at(1, 1, 1, 0);
+    c.tags = tags;
+    c.n_tags = N;
+    assert_int_equal(run(sm, T0, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.count, N);
+    mq_sm_result_clear(&res);
+    assert_true(mq_sm_visits(sm) - v <= 2 * N);
+    /* all back, in id order, each redelivered */
+    assert_int_equal(checkout(sm, T0, "q", 7, 7777, N, 0, &res), N);
+    for (i = 0; i < N; i++) {
+        assert_true(res.deliveries[i].redelivered);
+        assert_true(i == 0 ||
+                    res.deliveries[i].msg_id > res.deliveries[i - 1].msg_id);
+    }
+    mq_sm_result_clear(&res);
+    mq_sm_check(sm);
+    free(tags);
+    mq_sm_free(sm);
+}
+
 /* One command leaving several auto-delete queues without consumers
  * deletes them in creation order, whatever order their consumers came
  * in; one in a move stays for a later sweep. */
@@ -3656,6 +3731,7 @@ int main(void)
         cmocka_unit_test(test_auto_delete_last_consumer),
         cmocka_unit_test(test_cost_proportional_to_what_is_touched),
         cmocka_unit_test(test_owner_cost),
+        cmocka_unit_test(test_return_cost),
         cmocka_unit_test(test_auto_delete_order),
         cmocka_unit_test(test_exclusive_consumer),
         cmocka_unit_test(test_leader_change_returns_all),
