@@ -216,8 +216,9 @@ void meta_sm_apply(struct meta_sm *sm, const struct meta_sm_cmd *cmd,
                    struct meta_sm_result *res);
 
 /* Walk the state and abort on a broken invariant (common/invariant.h): the
- * queue directory's list and hash chains hold the same entries, gens are
- * below next_gen and a move's above its entry's. O(entries): apply runs it
+ * indexes of exchanges and bindings agree with a walk over all of them,
+ * the queue directory's list and hash chains hold the same entries, gens
+ * are below next_gen and a move's above its entry's. O(entries): apply runs it
  * only in the sanitizer build (common/invariant.h deep_check_due). */
 void meta_sm_check(const struct meta_sm *sm);
 
