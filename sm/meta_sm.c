@@ -1,11 +1,19 @@
 /*
  * meta_sm: see meta_sm.h.
  *
- * Exchanges and bindings are kept in two arrays in creation order: the meta
- * state is small (what applications declare, not what they publish) and is
- * scanned linearly; an index per exchange is the first thing to add if a
- * deployment declares thousands. Creation order is the same on every
- * replica, so snapshots are byte-identical and the digest hashes them.
+ * Exchanges and bindings are each kept in a list in creation order, which
+ * is the same on every replica, so snapshots are byte-identical and the
+ * digest hashes them. Derived indexes (rebuilt by restore, never in a
+ * snapshot) make each command cost what it touches: exchanges by name,
+ * bindings by their identity (bind and unbind find a duplicate or their
+ * binding at once), and groups of bindings, each in creation order: from
+ * one exchange (routing, auto-delete, exchange deletion), to one queue
+ * (QUEUE_GONE) and to one exchange (its deletion). An auto-delete
+ * exchange left without bindings from it is put on a candidate list when
+ * its last one goes (or by restore), and a sweep looks at those only: the
+ * exchanges an old sweep over all of them deleted (deleting one only
+ * removes bindings, so it can only make more qualify: the set is the same
+ * in any order).
  *
  * The queue directory is a chained hash table for lookups plus a doubly
  * linked list in creation order: the list, not the table, decides the
@@ -19,9 +27,12 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/container_of.h"
 #include "common/fnv.h"
 #include "common/invariant.h"
 #include "common/le.h"
+#include "sm/dlist.h"
+#include "sm/htable.h"
 
 struct mstr {
     char *p;
@@ -35,6 +46,10 @@ struct mkvs {
 };
 
 struct mexch {
+    struct hnode hn;           /* exchange table, by exch_hash() */
+    struct mexch *prev, *next; /* creation order */
+    struct mexch *cand_prev, *cand_next; /* auto-delete candidates */
+    bool cand;
     struct mstr vhost;
     struct mstr name;
     enum meta_sm_exchange_type type;
@@ -45,7 +60,29 @@ struct mexch {
     struct mkvs args;
 };
 
+/* What a group of bindings has in common, with the vhost: its source
+ * exchange, or its destination queue or exchange. */
+enum group_kind { GROUP_FROM = 0, GROUP_TO_QUEUE, GROUP_TO_EXCHANGE };
+
+/* The bindings of one group, in creation order: exists while it has
+ * one. */
+struct mgroup {
+    struct hnode hn; /* group table, by group_hash() */
+    uint8_t kind;    /* enum group_kind */
+    struct mstr vhost;
+    struct mstr name;
+    struct mbind *first, *last;
+    size_t n;
+};
+
 struct mbind {
+    struct hnode hn;           /* binding table, by bind_hash(): identity */
+    struct mbind *prev, *next; /* creation order */
+    uint64_t seq;              /* rank in creation order */
+    struct mgroup *from;       /* the bindings from its source */
+    struct mbind *from_prev, *from_next;
+    struct mgroup *to;         /* the bindings to its destination */
+    struct mbind *to_prev, *to_next;
     struct mstr vhost;
     struct mstr source;
     struct mstr dest;
@@ -78,11 +115,17 @@ struct mdir {
 
 struct meta_sm {
     uint64_t version;
-    struct mexch *ex;
-    size_t n_ex, cap_ex;
-    struct mbind *bind;
-    size_t n_bind, cap_bind;
+    struct htable exchanges;
+    struct mexch *ex_first, *ex_last;
+    struct mexch *cand_first, *cand_last;
+    struct htable bindings;
+    struct mbind *b_first, *b_last;
+    uint64_t b_seq; /* bindings created so far, to rank them */
+    struct htable groups;
     struct mdir dir;
+    /* meta_sm_visits(): not state, and behind a pointer so that const
+     * readers (routing) count too */
+    uint64_t *visits;
 };
 
 static const char *const type_names[META_SM_EXCHANGE_TYPE__COUNT] = {
@@ -182,6 +225,7 @@ static void exch_free(struct mexch *e)
     free(e->vhost.p);
     free(e->name.p);
     kvs_free(&e->args);
+    free(e);
 }
 
 static void bind_free(struct mbind *b)
@@ -191,6 +235,7 @@ static void bind_free(struct mbind *b)
     free(b->dest.p);
     free(b->key.p);
     kvs_free(&b->args);
+    free(b);
 }
 
 static int predeclared_index(const char *name, size_t len)
@@ -206,18 +251,198 @@ static int predeclared_index(const char *name, size_t len)
     return -1;
 }
 
+static void visit(const struct meta_sm *sm)
+{
+    (*sm->visits)++;
+}
+
+/* Any good spread will do (table layouts are never serialized); each
+ * string hashed alone so ("ab", "c") and ("a", "bc") differ. */
+static uint64_t hash_more(uint64_t h, const void *p, size_t len)
+{
+    uint64_t x = fnv1a64(p, len);
+
+    h ^= x + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+    return h ^ (h >> 29);
+}
+
+static uint64_t exch_hash(const char *vhost, size_t vlen, const char *name,
+                          size_t nlen)
+{
+    return hash_more(hash_more(1, vhost, vlen), name, nlen);
+}
+
 static struct mexch *find_exchange(const struct meta_sm *sm, const char *vhost,
                                    size_t vlen, const char *name, size_t nlen)
 {
-    size_t i;
+    uint64_t h = exch_hash(vhost, vlen, name, nlen);
+    struct hnode *n;
 
-    for (i = 0; i < sm->n_ex; i++) {
-        if (mstr_eq(&sm->ex[i].vhost, vhost, vlen) &&
-            mstr_eq(&sm->ex[i].name, name, nlen)) {
-            return &sm->ex[i];
+    for (n = ht_chain(&sm->exchanges, h); n != NULL; n = n->next) {
+        struct mexch *e = container_of(n, struct mexch, hn);
+
+        if (n->hash == h && mstr_eq(&e->vhost, vhost, vlen) &&
+            mstr_eq(&e->name, name, nlen)) {
+            return e;
         }
     }
     return NULL;
+}
+
+static void exch_link(struct meta_sm *sm, struct mexch *e)
+{
+    e->hn.hash = exch_hash(e->vhost.p, e->vhost.len, e->name.p, e->name.len);
+    ht_insert(&sm->exchanges, &e->hn);
+    DL_APPEND_VIA(sm->ex_first, sm->ex_last, e, prev, next);
+}
+
+static uint64_t group_hash(enum group_kind kind, const char *vhost,
+                           size_t vlen, const char *name, size_t nlen)
+{
+    return hash_more(hash_more(16 + (uint64_t)kind, vhost, vlen), name,
+                     nlen);
+}
+
+static struct mgroup *group_find(const struct meta_sm *sm,
+                                 enum group_kind kind, const char *vhost,
+                                 size_t vlen, const char *name, size_t nlen)
+{
+    uint64_t h = group_hash(kind, vhost, vlen, name, nlen);
+    struct hnode *n;
+
+    for (n = ht_chain(&sm->groups, h); n != NULL; n = n->next) {
+        struct mgroup *g = container_of(n, struct mgroup, hn);
+
+        if (n->hash == h && g->kind == kind && mstr_eq(&g->vhost, vhost, vlen) &&
+            mstr_eq(&g->name, name, nlen)) {
+            return g;
+        }
+    }
+    return NULL;
+}
+
+static struct mgroup *group_get(struct meta_sm *sm, enum group_kind kind,
+                                const struct mstr *vhost,
+                                const struct mstr *name)
+{
+    struct mgroup *g =
+        group_find(sm, kind, vhost->p, vhost->len, name->p, name->len);
+
+    if (g == NULL) {
+        g = xcalloc(1, sizeof(*g));
+        g->kind = (uint8_t)kind;
+        g->vhost = mstr_dup(vhost->p, vhost->len);
+        g->name = mstr_dup(name->p, name->len);
+        g->hn.hash = group_hash(kind, vhost->p, vhost->len, name->p,
+                                name->len);
+        ht_insert(&sm->groups, &g->hn);
+    }
+    return g;
+}
+
+static void group_put(struct meta_sm *sm, struct mgroup *g)
+{
+    if (g->n == 0) {
+        ht_remove(&sm->groups, &g->hn);
+        free(g->vhost.p);
+        free(g->name.p);
+        free(g);
+    }
+}
+
+static uint64_t bind_hash(const char *vhost, size_t vlen, const char *source,
+                          size_t slen, const char *dest, size_t dlen,
+                          bool dest_is_exchange, const char *key, size_t klen,
+                          const struct meta_sm_kv *args, size_t n_args)
+{
+    uint64_t h = hash_more(hash_more(2, vhost, vlen), source, slen);
+    size_t i;
+
+    h = hash_more(h ^ (dest_is_exchange ? 1 : 0), dest, dlen);
+    h = hash_more(h, key, klen);
+    for (i = 0; i < n_args; i++) {
+        h = hash_more(h, args[i].key, args[i].key_len);
+        h = hash_more(h, args[i].value, args[i].value_len);
+    }
+    return h;
+}
+
+/* The binding with @c's identity (vhost, source, destination, key,
+ * arguments), or NULL. */
+static struct mbind *find_binding(const struct meta_sm *sm,
+                                  const struct meta_sm_cmd *c, uint64_t h);
+
+/* Bindings a command builds are hashed from the command; a restored one
+ * from its own fields, the same way. */
+static uint64_t bind_hash_of(const struct mbind *b)
+{
+    struct meta_sm_kv *args =
+        b->args.n ? xcalloc(b->args.n, sizeof(*args)) : NULL;
+    uint64_t h;
+    size_t i;
+
+    for (i = 0; i < b->args.n; i++) {
+        args[i].key = b->args.keys[i].p;
+        args[i].key_len = b->args.keys[i].len;
+        args[i].value = b->args.values[i].p;
+        args[i].value_len = b->args.values[i].len;
+    }
+    h = bind_hash(b->vhost.p, b->vhost.len, b->source.p, b->source.len,
+                  b->dest.p, b->dest.len, b->dest_is_exchange, b->key.p,
+                  b->key.len, args, b->args.n);
+    free(args);
+    return h;
+}
+
+/* Last in creation order, in its groups; hn.hash set by the caller. */
+static void bind_link(struct meta_sm *sm, struct mbind *b)
+{
+    struct mgroup *g;
+
+    ht_insert(&sm->bindings, &b->hn);
+    b->seq = sm->b_seq++;
+    DL_APPEND_VIA(sm->b_first, sm->b_last, b, prev, next);
+    g = group_get(sm, GROUP_FROM, &b->vhost, &b->source);
+    b->from = g;
+    DL_APPEND_VIA(g->first, g->last, b, from_prev, from_next);
+    g->n++;
+    g = group_get(sm, b->dest_is_exchange ? GROUP_TO_EXCHANGE
+                                          : GROUP_TO_QUEUE,
+                  &b->vhost, &b->dest);
+    b->to = g;
+    DL_APPEND_VIA(g->first, g->last, b, to_prev, to_next);
+    g->n++;
+}
+
+static bool bindings_from(const struct meta_sm *sm, const struct mstr *vh,
+                          const struct mstr *name)
+{
+    return group_find(sm, GROUP_FROM, vh->p, vh->len, name->p, name->len) !=
+           NULL;
+}
+
+static bool auto_delete_due(const struct meta_sm *sm, const struct mexch *e)
+{
+    return e->auto_delete && e->had_binding &&
+           !bindings_from(sm, &e->vhost, &e->name);
+}
+
+static void cand_add(struct meta_sm *sm, struct mexch *e)
+{
+    if (!e->cand) {
+        DL_APPEND_VIA(sm->cand_first, sm->cand_last, e, cand_prev,
+                      cand_next);
+        e->cand = true;
+    }
+}
+
+static void cand_remove(struct meta_sm *sm, struct mexch *e)
+{
+    if (e->cand) {
+        DL_REMOVE_VIA(sm->cand_first, sm->cand_last, e, cand_prev,
+                      cand_next);
+        e->cand = false;
+    }
 }
 
 /* ---- the queue directory ---------------------------------------------- */
@@ -455,30 +680,62 @@ int meta_sm_queue_each(const struct meta_sm *sm,
 
 /* ---- lifecycle -------------------------------------------------------- */
 
+static void state_init(struct meta_sm *sm)
+{
+    memset(sm, 0, sizeof(*sm));
+    ht_init(&sm->exchanges, 0);
+    ht_init(&sm->bindings, 0);
+    ht_init(&sm->groups, 0);
+    sm->dir.next_gen = 1;
+    sm->visits = xcalloc(1, sizeof(*sm->visits));
+}
+
 struct meta_sm *meta_sm_new(void)
 {
-    struct meta_sm *sm = xcalloc(1, sizeof(struct meta_sm));
+    struct meta_sm *sm = xmalloc(sizeof(struct meta_sm));
 
-    sm->dir.next_gen = 1;
+    state_init(sm);
     return sm;
 }
 
-static void clear_all(struct meta_sm *sm)
+/* Free everything @sm owns (not @sm). */
+static void state_free(struct meta_sm *sm)
 {
+    struct mexch *e = sm->ex_first;
+    struct mbind *b = sm->b_first;
     size_t i;
 
-    for (i = 0; i < sm->n_ex; i++) {
-        exch_free(&sm->ex[i]);
+    while (e != NULL) {
+        struct mexch *next = e->next;
+
+        exch_free(e);
+        e = next;
     }
-    for (i = 0; i < sm->n_bind; i++) {
-        bind_free(&sm->bind[i]);
+    while (b != NULL) {
+        struct mbind *next = b->next;
+
+        bind_free(b);
+        b = next;
     }
-    free(sm->ex);
-    free(sm->bind);
-    sm->ex = NULL;
-    sm->bind = NULL;
-    sm->n_ex = sm->cap_ex = sm->n_bind = sm->cap_bind = 0;
+    /* groups are in no list but their table's */
+    for (i = 0; sm->groups.b != NULL && i <= sm->groups.mask; i++) {
+        struct hnode *n = sm->groups.b[i];
+
+        while (n != NULL) {
+            struct hnode *next = n->next;
+            struct mgroup *g = container_of(n, struct mgroup, hn);
+
+            free(g->vhost.p);
+            free(g->name.p);
+            free(g);
+            n = next;
+        }
+    }
+    ht_close(&sm->exchanges);
+    ht_close(&sm->bindings);
+    ht_close(&sm->groups);
     dir_clear(&sm->dir);
+    free(sm->visits);
 }
 
 void meta_sm_free(struct meta_sm *sm)
@@ -486,8 +743,13 @@ void meta_sm_free(struct meta_sm *sm)
     if (sm == NULL) {
         return;
     }
-    clear_all(sm);
+    state_free(sm);
     free(sm);
+}
+
+uint64_t meta_sm_visits(const struct meta_sm *sm)
+{
+    return *sm->visits;
 }
 
 uint64_t meta_sm_version(const struct meta_sm *sm)
@@ -535,8 +797,8 @@ int meta_sm_exchange_info(const struct meta_sm *sm, const char *vhost,
 void meta_sm_counts(const struct meta_sm *sm, uint64_t *exchanges,
                     uint64_t *bindings)
 {
-    *exchanges = sm->n_ex;
-    *bindings = sm->n_bind;
+    *exchanges = sm->exchanges.count;
+    *bindings = sm->bindings.count;
 }
 
 /* ---- commands --------------------------------------------------------- */
@@ -564,44 +826,73 @@ static bool bind_matches_cmd(const struct mbind *b,
            kvs_eq(&b->args, c->args, c->n_args);
 }
 
-static void remove_binding(struct meta_sm *sm, size_t i)
+static uint64_t bind_hash_cmd(const struct meta_sm_cmd *c)
 {
-    bind_free(&sm->bind[i]);
-    memmove(&sm->bind[i], &sm->bind[i + 1],
-            (sm->n_bind - i - 1) * sizeof(*sm->bind));
-    sm->n_bind--;
+    return bind_hash(c->vhost, c->vhost_len, c->exchange, c->exchange_len,
+                     c->dest, c->dest_len, c->dest_is_exchange,
+                     c->routing_key, c->routing_key_len, c->args, c->n_args);
 }
 
-static bool has_bindings_from(const struct meta_sm *sm, const struct mstr *vh,
-                              const struct mstr *name)
+static struct mbind *find_binding(const struct meta_sm *sm,
+                                  const struct meta_sm_cmd *c, uint64_t h)
 {
-    size_t i;
+    struct hnode *n;
 
-    for (i = 0; i < sm->n_bind; i++) {
-        if (mstr_eq(&sm->bind[i].vhost, vh->p, vh->len) &&
-            mstr_eq(&sm->bind[i].source, name->p, name->len)) {
-            return true;
+    for (n = ht_chain(&sm->bindings, h); n != NULL; n = n->next) {
+        struct mbind *b = container_of(n, struct mbind, hn);
+
+        if (n->hash != h) {
+            continue; /* the table's load, not what the command touches */
+        }
+        visit(sm);
+        if (bind_matches_cmd(b, c)) {
+            return b;
         }
     }
-    return false;
+    return NULL;
 }
 
-static void remove_exchange(struct meta_sm *sm, struct mexch *e);
-
-/* Auto-delete exchanges whose last binding as source went away. */
-static void auto_delete_sweep(struct meta_sm *sm)
+/* Its source exchange, if auto-delete and left without bindings from
+ * it, becomes a candidate for the next sweep. */
+static void remove_binding(struct meta_sm *sm, struct mbind *b)
 {
-    size_t i = 0;
+    struct mgroup *from = b->from;
+    struct mgroup *to = b->to;
 
-    while (i < sm->n_ex) {
-        struct mexch *e = &sm->ex[i];
-        if (e->auto_delete && e->had_binding &&
-            !has_bindings_from(sm, &e->vhost, &e->name)) {
-            remove_exchange(sm, e);
-            i = 0; /* bindings to it went too: look again */
-        } else {
-            i++;
+    visit(sm);
+    ht_remove(&sm->bindings, &b->hn);
+    DL_REMOVE_VIA(sm->b_first, sm->b_last, b, prev, next);
+    DL_REMOVE_VIA(from->first, from->last, b, from_prev, from_next);
+    from->n--;
+    DL_REMOVE_VIA(to->first, to->last, b, to_prev, to_next);
+    to->n--;
+    if (from->n == 0) {
+        struct mexch *src = find_exchange(sm, b->vhost.p, b->vhost.len,
+                                          b->source.p, b->source.len);
+
+        if (src != NULL && src->auto_delete && src->had_binding) {
+            cand_add(sm, src);
         }
+    }
+    group_put(sm, from);
+    group_put(sm, to); /* another group: the kinds differ */
+    bind_free(b);
+}
+
+/* Every binding of a group, which goes with its last one. */
+static void remove_group(struct meta_sm *sm, enum group_kind kind,
+                         const struct mstr *vhost, const struct mstr *name)
+{
+    struct mgroup *g =
+        group_find(sm, kind, vhost->p, vhost->len, name->p, name->len);
+    struct mbind *b = g != NULL ? g->first : NULL;
+
+    while (b != NULL) {
+        /* NULL after the last: the group is gone then */
+        struct mbind *next = kind == GROUP_FROM ? b->from_next : b->to_next;
+
+        remove_binding(sm, b);
+        b = next;
     }
 }
 
@@ -609,23 +900,27 @@ static void auto_delete_sweep(struct meta_sm *sm)
  * delete: drops every binding from or to it. */
 static void remove_exchange(struct meta_sm *sm, struct mexch *e)
 {
-    size_t i = 0;
-    size_t at = (size_t)(e - sm->ex);
+    remove_group(sm, GROUP_FROM, &e->vhost, &e->name);
+    remove_group(sm, GROUP_TO_EXCHANGE, &e->vhost, &e->name);
+    cand_remove(sm, e);
+    ht_remove(&sm->exchanges, &e->hn);
+    DL_REMOVE_VIA(sm->ex_first, sm->ex_last, e, prev, next);
+    exch_free(e);
+}
 
-    while (i < sm->n_bind) {
-        struct mbind *b = &sm->bind[i];
-        if (mstr_eq(&b->vhost, e->vhost.p, e->vhost.len) &&
-            (mstr_eq(&b->source, e->name.p, e->name.len) ||
-             (b->dest_is_exchange &&
-              mstr_eq(&b->dest, e->name.p, e->name.len)))) {
-            remove_binding(sm, i);
-        } else {
-            i++;
+/* Auto-delete exchanges whose last binding as source went away: the
+ * candidates, which removing one may add to. */
+static void auto_delete_sweep(struct meta_sm *sm)
+{
+    struct mexch *e;
+
+    while ((e = sm->cand_first) != NULL) {
+        visit(sm);
+        cand_remove(sm, e);
+        if (auto_delete_due(sm, e)) {
+            remove_exchange(sm, e);
         }
     }
-    exch_free(e);
-    memmove(&sm->ex[at], &sm->ex[at + 1], (sm->n_ex - at - 1) * sizeof(*e));
-    sm->n_ex--;
 }
 
 static void exchange_declare(struct meta_sm *sm, const struct meta_sm_cmd *c,
@@ -676,12 +971,7 @@ static void exchange_declare(struct meta_sm *sm, const struct meta_sm_cmd *c,
         reply(res, 503, "COMMAND_INVALID - unknown exchange type");
         return;
     }
-    if (sm->n_ex == sm->cap_ex) {
-        sm->cap_ex = sm->cap_ex ? 2 * sm->cap_ex : 8;
-        sm->ex = xrealloc(sm->ex, sm->cap_ex * sizeof(*sm->ex));
-    }
-    e = &sm->ex[sm->n_ex++];
-    memset(e, 0, sizeof(*e));
+    e = xcalloc(1, sizeof(*e));
     e->vhost = mstr_dup(c->vhost, c->vhost_len);
     e->name = mstr_dup(c->exchange, c->exchange_len);
     e->type = c->exchange_type;
@@ -689,6 +979,7 @@ static void exchange_declare(struct meta_sm *sm, const struct meta_sm_cmd *c,
     e->auto_delete = c->auto_delete;
     e->internal = c->internal;
     kvs_set(&e->args, c->args, c->n_args);
+    exch_link(sm, e);
     changed(sm, res);
 }
 
@@ -708,7 +999,7 @@ static void exchange_delete(struct meta_sm *sm, const struct meta_sm_cmd *c,
     if (e == NULL) {
         return; /* RabbitMQ 3.x: deleting a missing exchange is ok */
     }
-    if (c->if_unused && has_bindings_from(sm, &e->vhost, &e->name)) {
+    if (c->if_unused && bindings_from(sm, &e->vhost, &e->name)) {
         reply(res, 406, "PRECONDITION_FAILED - exchange in use");
         return;
     }
@@ -722,7 +1013,7 @@ static void bind(struct meta_sm *sm, const struct meta_sm_cmd *c,
 {
     struct mbind *b;
     struct mexch *src;
-    size_t i;
+    uint64_t h;
 
     if (c->exchange_len == 0 ||
         (c->dest_is_exchange && c->dest_len == 0)) {
@@ -739,35 +1030,31 @@ static void bind(struct meta_sm *sm, const struct meta_sm_cmd *c,
         reply(res, 404, "NOT_FOUND - no exchange");
         return;
     }
-    for (i = 0; i < sm->n_bind; i++) {
-        if (bind_matches_cmd(&sm->bind[i], c)) {
-            return;
-        }
-    }
-    if (sm->n_bind == sm->cap_bind) {
-        sm->cap_bind = sm->cap_bind ? 2 * sm->cap_bind : 16;
-        sm->bind = xrealloc(sm->bind, sm->cap_bind * sizeof(*sm->bind));
+    h = bind_hash_cmd(c);
+    if (find_binding(sm, c, h) != NULL) {
+        return;
     }
     src = find_exchange(sm, c->vhost, c->vhost_len, c->exchange,
                         c->exchange_len);
     if (src != NULL) {
         src->had_binding = true;
     }
-    b = &sm->bind[sm->n_bind++];
-    memset(b, 0, sizeof(*b));
+    b = xcalloc(1, sizeof(*b));
     b->vhost = mstr_dup(c->vhost, c->vhost_len);
     b->source = mstr_dup(c->exchange, c->exchange_len);
     b->dest = mstr_dup(c->dest, c->dest_len);
     b->dest_is_exchange = c->dest_is_exchange;
     b->key = mstr_dup(c->routing_key, c->routing_key_len);
     kvs_set(&b->args, c->args, c->n_args);
+    b->hn.hash = h;
+    bind_link(sm, b);
     changed(sm, res);
 }
 
 static void unbind(struct meta_sm *sm, const struct meta_sm_cmd *c,
                    struct meta_sm_result *res)
 {
-    size_t i;
+    struct mbind *b;
 
     if (c->exchange_len == 0) {
         reply(res, 403,
@@ -775,13 +1062,11 @@ static void unbind(struct meta_sm *sm, const struct meta_sm_cmd *c,
               "exchange");
         return;
     }
-    for (i = 0; i < sm->n_bind; i++) {
-        if (bind_matches_cmd(&sm->bind[i], c)) {
-            remove_binding(sm, i);
-            auto_delete_sweep(sm);
-            changed(sm, res);
-            return;
-        }
+    b = find_binding(sm, c, bind_hash_cmd(c));
+    if (b != NULL) {
+        remove_binding(sm, b);
+        auto_delete_sweep(sm);
+        changed(sm, res);
     }
 }
 
@@ -790,7 +1075,8 @@ static void queue_gone(struct meta_sm *sm, const struct meta_sm_cmd *c,
 {
     struct mplace *e =
         dir_find(&sm->dir, c->vhost, c->vhost_len, c->dest, c->dest_len);
-    size_t i = 0;
+    struct mstr vhost = {(char *)(uintptr_t)c->vhost, c->vhost_len};
+    struct mstr queue = {(char *)(uintptr_t)c->dest, c->dest_len};
     bool any = false;
 
     if (c->gen != 0 && e != NULL && e->gen != c->gen) {
@@ -800,15 +1086,10 @@ static void queue_gone(struct meta_sm *sm, const struct meta_sm_cmd *c,
         dir_remove(&sm->dir, e);
         any = true;
     }
-    while (i < sm->n_bind) {
-        struct mbind *b = &sm->bind[i];
-        if (!b->dest_is_exchange && mstr_eq(&b->vhost, c->vhost, c->vhost_len) &&
-            mstr_eq(&b->dest, c->dest, c->dest_len)) {
-            remove_binding(sm, i);
-            any = true;
-        } else {
-            i++;
-        }
+    if (group_find(sm, GROUP_TO_QUEUE, c->vhost, c->vhost_len, c->dest,
+                   c->dest_len) != NULL) {
+        remove_group(sm, GROUP_TO_QUEUE, &vhost, &queue);
+        any = true;
     }
     if (any) {
         auto_delete_sweep(sm);
@@ -989,9 +1270,120 @@ void meta_sm_apply(struct meta_sm *sm, const struct meta_sm_cmd *cmd,
     apply_one(sm, cmd, res);
     INVARIANT(sm->version >= version && sm->version - version <= 1);
     if (deep_check_due(sm->version,
-                       sm->dir.n + sm->n_ex + sm->n_bind)) {
+                       sm->dir.n + sm->exchanges.count +
+                           sm->bindings.count)) {
         meta_sm_check(sm);
     }
+}
+
+static bool mstr_same(const struct mstr *a, const struct mstr *b)
+{
+    return mstr_eq(a, b->p, b->len);
+}
+
+static bool bind_same(const struct mbind *a, const struct mbind *b)
+{
+    size_t i;
+
+    if (!mstr_same(&a->vhost, &b->vhost) ||
+        !mstr_same(&a->source, &b->source) ||
+        !mstr_same(&a->dest, &b->dest) ||
+        a->dest_is_exchange != b->dest_is_exchange ||
+        !mstr_same(&a->key, &b->key) || a->args.n != b->args.n) {
+        return false;
+    }
+    for (i = 0; i < a->args.n; i++) {
+        if (!mstr_same(&a->args.keys[i], &b->args.keys[i]) ||
+            !mstr_same(&a->args.values[i], &b->args.values[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* One group: its bindings point back to it, in creation order, and are
+ * what it names; adds its length to @n. */
+static void check_group(const struct mgroup *g, size_t *n)
+{
+    const struct mbind *b;
+    size_t k = 0;
+
+    INVARIANT(g->first != NULL && g->n > 0);
+    for (b = g->first; b != NULL;
+         b = g->kind == GROUP_FROM ? b->from_next : b->to_next) {
+        const struct mbind *next =
+            g->kind == GROUP_FROM ? b->from_next : b->to_next;
+
+        INVARIANT((g->kind == GROUP_FROM ? b->from : b->to) == g);
+        INVARIANT(mstr_eq(&b->vhost, g->vhost.p, g->vhost.len));
+        INVARIANT(g->kind == GROUP_FROM
+                      ? mstr_eq(&b->source, g->name.p, g->name.len)
+                      : mstr_eq(&b->dest, g->name.p, g->name.len) &&
+                            b->dest_is_exchange ==
+                                (g->kind == GROUP_TO_EXCHANGE));
+        INVARIANT(next == NULL || b->seq < next->seq);
+        INVARIANT(next != NULL || g->last == b);
+        k++;
+    }
+    INVARIANT(k == g->n);
+    *n += k;
+}
+
+/* The derived indexes agree with a walk over every exchange and binding:
+ * each is found by its name or identity, each binding is in its two
+ * groups, every group in creation order, and every auto-delete exchange
+ * left without bindings from it is a sweep's candidate. */
+static void check_indexes(const struct meta_sm *sm)
+{
+    const struct mexch *e;
+    const struct mbind *b;
+    size_t n = 0, grouped = 0, cands = 0;
+    size_t i;
+
+    for (e = sm->ex_first; e != NULL; e = e->next) {
+        INVARIANT(find_exchange(sm, e->vhost.p, e->vhost.len, e->name.p,
+                                e->name.len) == e);
+        INVARIANT(e->cand || !auto_delete_due(sm, e));
+        cands += e->cand;
+        n++;
+    }
+    INVARIANT(n == sm->exchanges.count);
+    for (e = sm->cand_first; e != NULL; e = e->cand_next) {
+        INVARIANT(e->cand);
+        cands--;
+    }
+    INVARIANT(cands == 0);
+    n = 0;
+    for (b = sm->b_first; b != NULL; b = b->next) {
+        const struct hnode *h;
+
+        INVARIANT(b->next == NULL || b->seq < b->next->seq);
+        INVARIANT(b->hn.hash == bind_hash_of(b));
+        /* in its chain, after no other with its identity */
+        for (h = ht_chain(&sm->bindings, b->hn.hash); h != &b->hn;
+             h = h->next) {
+            INVARIANT(h != NULL);
+            INVARIANT(!bind_same(container_of(h, const struct mbind, hn), b));
+        }
+        INVARIANT(b->from == group_find(sm, GROUP_FROM, b->vhost.p,
+                                        b->vhost.len, b->source.p,
+                                        b->source.len));
+        INVARIANT(b->to == group_find(sm,
+                                      b->dest_is_exchange ? GROUP_TO_EXCHANGE
+                                                          : GROUP_TO_QUEUE,
+                                      b->vhost.p, b->vhost.len, b->dest.p,
+                                      b->dest.len));
+        n++;
+    }
+    INVARIANT(n == sm->bindings.count);
+    for (i = 0; i <= sm->groups.mask; i++) {
+        const struct hnode *h;
+
+        for (h = sm->groups.b[i]; h != NULL; h = h->next) {
+            check_group(container_of(h, const struct mgroup, hn), &grouped);
+        }
+    }
+    INVARIANT(grouped == 2 * sm->bindings.count);
 }
 
 void meta_sm_check(const struct meta_sm *sm)
@@ -1000,7 +1392,7 @@ void meta_sm_check(const struct meta_sm *sm)
     const struct mplace *e, *prev = NULL;
     size_t n = 0;
 
-    INVARIANT(sm->n_ex <= sm->cap_ex && sm->n_bind <= sm->cap_bind);
+    check_indexes(sm);
     for (e = d->head; e != NULL; prev = e, e = e->next) {
         const struct mplace *h;
 
@@ -1148,19 +1540,57 @@ static bool binding_routes(const struct mbind *b,
     }
 }
 
-static void add_queue(struct meta_sm_route_result *out, const char *name,
-                      size_t len)
+/* The queues a route found so far, each once: a set of their indexes in
+ * the result, by name hash (open addressing, at most half full), so a
+ * publish reaching k queues costs O(k), not O(k^2). */
+struct route_acc {
+    const struct meta_sm *sm;
+    struct meta_sm_route_result *out;
+    size_t cap;     /* of out->queues */
+    uint32_t *slot; /* index + 1, 0 = free */
+    size_t mask;
+};
+
+static void acc_grow(struct route_acc *a)
 {
+    size_t n = a->mask ? 2 * (a->mask + 1) : 16;
     size_t i;
 
-    for (i = 0; i < out->n_queues; i++) {
-        if (out->queues[i].len == len &&
-            memcmp(out->queues[i].name, name, len) == 0) {
+    free(a->slot);
+    a->slot = xcalloc(n, sizeof(*a->slot));
+    a->mask = n - 1;
+    for (i = 0; i < a->out->n_queues; i++) {
+        size_t at = fnv1a64(a->out->queues[i].name, a->out->queues[i].len);
+
+        while (a->slot[at & a->mask] != 0) {
+            at++;
+        }
+        a->slot[at & a->mask] = (uint32_t)(i + 1);
+    }
+}
+
+static void add_queue(struct route_acc *a, const char *name, size_t len)
+{
+    struct meta_sm_route_result *out = a->out;
+    size_t at = fnv1a64(name, len);
+    uint32_t k;
+
+    if (2 * (out->n_queues + 1) > a->mask + 1) {
+        acc_grow(a);
+    }
+    while ((k = a->slot[at & a->mask]) != 0) {
+        visit(a->sm);
+        if (out->queues[k - 1].len == len &&
+            memcmp(out->queues[k - 1].name, name, len) == 0) {
             return;
         }
+        at++;
     }
-    out->queues = xrealloc(out->queues,
-                           (out->n_queues + 1) * sizeof(*out->queues));
+    if (out->n_queues == a->cap) {
+        a->cap = a->cap ? 2 * a->cap : 4;
+        out->queues = xrealloc(out->queues, a->cap * sizeof(*out->queues));
+    }
+    a->slot[at & a->mask] = (uint32_t)(out->n_queues + 1);
     out->queues[out->n_queues].name = mstr_dup(name, len).p;
     out->queues[out->n_queues].len = len;
     out->n_queues++;
@@ -1189,14 +1619,16 @@ int meta_sm_route(const struct meta_sm *sm, const char *vhost,
                   struct meta_sm_route_result *out)
 {
     /* exchanges to visit (a worklist of names), each once */
+    struct route_acc acc = {sm, out, 0, NULL, 0};
     struct mstr *todo;
     size_t n_todo = 1;
+    size_t cap = 8;
     size_t at;
-    size_t i;
 
     meta_sm_route_result_init(out);
     if (exchange_len == 0) {
-        add_queue(out, routing_key, routing_key_len);
+        add_queue(&acc, routing_key, routing_key_len);
+        free(acc.slot);
         return 0;
     }
     if (meta_sm_exchange_info(sm, vhost, vhost_len, exchange, exchange_len,
@@ -1204,28 +1636,30 @@ int meta_sm_route(const struct meta_sm *sm, const char *vhost,
         out->exchange_missing = true;
         return 0;
     }
-    todo = xcalloc(sm->n_ex + N_PREDECLARED + 1, sizeof(*todo));
+    todo = xmalloc(cap * sizeof(*todo));
     todo[0].p = (char *)exchange;
     todo[0].len = exchange_len;
     for (at = 0; at < n_todo; at++) {
         enum meta_sm_exchange_type type;
+        const struct mgroup *g;
+        const struct mbind *b;
 
         if (meta_sm_exchange_info(sm, vhost, vhost_len, todo[at].p,
                                   todo[at].len, &type, NULL, NULL) != 0) {
             continue;
         }
-        for (i = 0; i < sm->n_bind; i++) {
-            const struct mbind *b = &sm->bind[i];
+        g = group_find(sm, GROUP_FROM, vhost, vhost_len, todo[at].p,
+                       todo[at].len);
+        for (b = g != NULL ? g->first : NULL; b != NULL; b = b->from_next) {
             size_t k;
 
-            if (!mstr_eq(&b->vhost, vhost, vhost_len) ||
-                !mstr_eq(&b->source, todo[at].p, todo[at].len) ||
-                !binding_routes(b, type, routing_key, routing_key_len,
+            visit(sm);
+            if (!binding_routes(b, type, routing_key, routing_key_len,
                                 headers, n_headers)) {
                 continue;
             }
             if (!b->dest_is_exchange) {
-                add_queue(out, b->dest.p, b->dest.len);
+                add_queue(&acc, b->dest.p, b->dest.len);
                 continue;
             }
             for (k = 0; k < n_todo; k++) {
@@ -1234,11 +1668,16 @@ int meta_sm_route(const struct meta_sm *sm, const char *vhost,
                 }
             }
             if (k == n_todo) {
+                if (n_todo == cap) {
+                    cap *= 2;
+                    todo = xrealloc(todo, cap * sizeof(*todo));
+                }
                 todo[n_todo++] = b->dest;
             }
         }
     }
     free(todo);
+    free(acc.slot);
     return 0;
 }
 
@@ -1329,14 +1768,13 @@ int meta_sm_snapshot(const struct meta_sm *sm, void *(*alloc)(size_t),
     size_t len = 4 + 4 + 8 + 4 + 4;
     unsigned char *buf;
     unsigned char *p;
-    size_t i;
+    const struct mexch *e;
+    const struct mbind *b;
 
-    for (i = 0; i < sm->n_ex; i++) {
-        const struct mexch *e = &sm->ex[i];
+    for (e = sm->ex_first; e != NULL; e = e->next) {
         len += 8 + e->vhost.len + e->name.len + 2 + kvs_size(&e->args);
     }
-    for (i = 0; i < sm->n_bind; i++) {
-        const struct mbind *b = &sm->bind[i];
+    for (b = sm->b_first; b != NULL; b = b->next) {
         len += 16 + b->vhost.len + b->source.len + b->dest.len + b->key.len +
                1 + kvs_size(&b->args);
     }
@@ -1348,9 +1786,8 @@ int meta_sm_snapshot(const struct meta_sm *sm, void *(*alloc)(size_t),
     p = le_put_u32(buf, SNAP_MAGIC);
     p = le_put_u32(p, SNAP_VERSION);
     p = le_put_u64(p, sm->version);
-    p = le_put_u32(p, (uint32_t)sm->n_ex);
-    for (i = 0; i < sm->n_ex; i++) {
-        const struct mexch *e = &sm->ex[i];
+    p = le_put_u32(p, (uint32_t)sm->exchanges.count);
+    for (e = sm->ex_first; e != NULL; e = e->next) {
         p = put_str(p, &e->vhost);
         p = put_str(p, &e->name);
         *p++ = (unsigned char)e->type;
@@ -1359,9 +1796,8 @@ int meta_sm_snapshot(const struct meta_sm *sm, void *(*alloc)(size_t),
                                (e->had_binding ? 8 : 0));
         p = put_kvs(p, &e->args);
     }
-    p = le_put_u32(p, (uint32_t)sm->n_bind);
-    for (i = 0; i < sm->n_bind; i++) {
-        const struct mbind *b = &sm->bind[i];
+    p = le_put_u32(p, (uint32_t)sm->bindings.count);
+    for (b = sm->b_first; b != NULL; b = b->next) {
         p = put_str(p, &b->vhost);
         p = put_str(p, &b->source);
         p = put_str(p, &b->dest);
@@ -1484,72 +1920,107 @@ static bool get_dir(struct le_reader *r, struct mdir *d)
     return true;
 }
 
+/* One exchange, appended; false if bad or a name seen twice. */
+static bool get_exchange(struct le_reader *r, struct meta_sm *sm)
+{
+    struct mexch *e = xcalloc(1, sizeof(*e));
+    uint8_t type;
+    uint8_t flags;
+
+    if (!get_str(r, &e->vhost, META_SM_NAME_MAX) ||
+        !get_str(r, &e->name, META_SM_NAME_MAX) || !le_get_u8(r, &type) ||
+        type >= META_SM_EXCHANGE_TYPE__COUNT || !le_get_u8(r, &flags) ||
+        flags > 15 || !get_kvs(r, &e->args) ||
+        find_exchange(sm, e->vhost.p, e->vhost.len, e->name.p,
+                      e->name.len) != NULL) {
+        exch_free(e);
+        return false;
+    }
+    e->type = type;
+    e->durable = flags & 1;
+    e->auto_delete = flags & 2;
+    e->internal = flags & 4;
+    e->had_binding = flags & 8;
+    exch_link(sm, e);
+    return true;
+}
+
+/* One binding, appended; false if bad or its identity seen twice. */
+static bool get_binding(struct le_reader *r, struct meta_sm *sm)
+{
+    struct mbind *b = xcalloc(1, sizeof(*b));
+    const struct hnode *h;
+    uint8_t is_ex;
+
+    if (!get_str(r, &b->vhost, META_SM_NAME_MAX) ||
+        !get_str(r, &b->source, META_SM_NAME_MAX) ||
+        !get_str(r, &b->dest, META_SM_NAME_MAX) ||
+        !get_str(r, &b->key, META_SM_NAME_MAX) || !le_get_u8(r, &is_ex) ||
+        is_ex > 1 || !get_kvs(r, &b->args)) {
+        goto err;
+    }
+    b->dest_is_exchange = is_ex;
+    b->hn.hash = bind_hash_of(b);
+    for (h = ht_chain(&sm->bindings, b->hn.hash); h != NULL; h = h->next) {
+        if (bind_same(container_of(h, const struct mbind, hn), b)) {
+            goto err;
+        }
+    }
+    bind_link(sm, b);
+    return true;
+
+err:
+    bind_free(b);
+    return false;
+}
+
 int meta_sm_restore(struct meta_sm *sm, const void *buf, size_t len)
 {
     struct le_reader r = {buf, len};
-    struct meta_sm tmp = {0};
+    struct meta_sm tmp;
+    struct mexch *e;
     uint32_t magic;
     uint32_t ver;
     uint32_t n;
     uint32_t i;
 
-    tmp.dir.next_gen = 1; /* what format 1 implies */
+    state_init(&tmp); /* next gen 1: what format 1 implies */
     if (!le_get_u32(&r, &magic) || magic != SNAP_MAGIC ||
         !le_get_u32(&r, &ver) ||
         (ver != SNAP_VERSION && ver != SNAP_VERSION_NO_DIR) ||
         !le_get_u64(&r, &tmp.version) || !le_get_u32(&r, &n) ||
         n > r.left / 10) {
-        return -1;
+        goto err;
     }
-    tmp.ex = n ? xcalloc(n, sizeof(*tmp.ex)) : NULL;
-    tmp.cap_ex = n;
     for (i = 0; i < n; i++) {
-        struct mexch *e = &tmp.ex[i];
-        uint8_t type;
-        uint8_t flags;
-
-        tmp.n_ex = i + 1;
-        if (!get_str(&r, &e->vhost, META_SM_NAME_MAX) ||
-            !get_str(&r, &e->name, META_SM_NAME_MAX) ||
-            !le_get_u8(&r, &type) || type >= META_SM_EXCHANGE_TYPE__COUNT ||
-            !le_get_u8(&r, &flags) || flags > 15 ||
-            !get_kvs(&r, &e->args)) {
+        if (!get_exchange(&r, &tmp)) {
             goto err;
         }
-        e->type = type;
-        e->durable = flags & 1;
-        e->auto_delete = flags & 2;
-        e->internal = flags & 4;
-        e->had_binding = flags & 8;
     }
     if (!le_get_u32(&r, &n) || n > r.left / 17) {
         goto err;
     }
-    tmp.bind = n ? xcalloc(n, sizeof(*tmp.bind)) : NULL;
-    tmp.cap_bind = n;
     for (i = 0; i < n; i++) {
-        struct mbind *b = &tmp.bind[i];
-        uint8_t is_ex;
-
-        tmp.n_bind = i + 1;
-        if (!get_str(&r, &b->vhost, META_SM_NAME_MAX) ||
-            !get_str(&r, &b->source, META_SM_NAME_MAX) ||
-            !get_str(&r, &b->dest, META_SM_NAME_MAX) ||
-            !get_str(&r, &b->key, META_SM_NAME_MAX) ||
-            !le_get_u8(&r, &is_ex) || is_ex > 1 || !get_kvs(&r, &b->args)) {
+        if (!get_binding(&r, &tmp)) {
             goto err;
         }
-        b->dest_is_exchange = is_ex;
     }
     if ((ver == SNAP_VERSION && !get_dir(&r, &tmp.dir)) || r.left != 0) {
         goto err;
     }
-    clear_all(sm);
+    /* the next sweep looks at these, as a sweep over every exchange would
+     * (commands never leave one: only a crafted snapshot could) */
+    for (e = tmp.ex_first; e != NULL; e = e->next) {
+        if (auto_delete_due(&tmp, e)) {
+            cand_add(&tmp, e);
+        }
+    }
+    state_free(sm);
     *sm = tmp;
     return 0;
 
 err:
-    clear_all(&tmp);
+    state_free(&tmp);
     return -1;
 }
 

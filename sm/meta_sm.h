@@ -51,11 +51,16 @@
  * or moving does not reorder them), which snapshots, the digest and
  * meta_sm_queue_each follow.
  *
- * Scale: exchanges and bindings are arrays scanned linearly (the meta state
- * is what applications declare, normally tens to hundreds of entries). The
- * directory has one entry per queue (100k+): a hash table, O(1) commands and
- * lookups, about 150 bytes per entry plus the names; snapshots and the
- * digest are O(entries).
+ * Scale: each command costs what it touches, not the whole state:
+ * exchanges are found by name and bindings by their identity in hash
+ * tables, and the bindings from an exchange, to a queue and to an
+ * exchange are indexed, so a bind, an unbind or a QUEUE_GONE costs O(1)
+ * plus the bindings it removes, an exchange's deletion (or auto-delete)
+ * the bindings from and to it, and routing a publish the bindings of the
+ * exchanges it visits (each a few hundred bytes plus its names). The
+ * directory has one entry per queue (100k+): a hash table, O(1) commands
+ * and lookups, about 150 bytes per entry plus the names. Snapshots and
+ * the digest are O(state).
  *
  * Ownership: pointers in a struct meta_sm_cmd are borrowed for the call.
  * Route results are owned by the struct meta_sm_route_result (clear it).
@@ -211,12 +216,20 @@ void meta_sm_apply(struct meta_sm *sm, const struct meta_sm_cmd *cmd,
                    struct meta_sm_result *res);
 
 /* Walk the state and abort on a broken invariant (common/invariant.h): the
- * queue directory's list and hash chains hold the same entries, gens are
- * below next_gen and a move's above its entry's. O(entries): apply runs it
+ * indexes of exchanges and bindings agree with a walk over all of them,
+ * the queue directory's list and hash chains hold the same entries, gens
+ * are below next_gen and a move's above its entry's. O(entries): apply runs it
  * only in the sanitizer build (common/invariant.h deep_check_due). */
 void meta_sm_check(const struct meta_sm *sm);
 
 uint64_t meta_sm_version(const struct meta_sm *sm);
+
+/* Entries (bindings, exchanges) visited since the machine was made or
+ * restored by the walks of commands (lookups by identity, the bindings a
+ * command removes, an auto-delete sweep's candidates) and of routing:
+ * each walks what it touches, never every binding. Not replicated: for
+ * tests that prove the cost. */
+uint64_t meta_sm_visits(const struct meta_sm *sm);
 
 /* Exchange lookup for the edge (exists? type? internal?). Returns 0 and fills
  * what is non-NULL, or -1 if the exchange does not exist. The default

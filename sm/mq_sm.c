@@ -41,14 +41,21 @@
  *     A freeze is named by a per-shard counter (move_seq); the target keeps
  *     the name and its gen with the imported queue, after MOVE_IN_END too,
  *     so a rerun of any MOVE_IN of that move is recognised as one.
- *   - Derived indexes, so that CANCEL, a queue's deletion and a multiple
- *     settle cost what they touch: each queue's consumer records, each
- *     channel's (struct mq_chan), both in creation order, and the list of
- *     auto-delete queues left without consumers (idle_note: every queue
- *     that qualifies is on it; the sweep deletes those not in a move in
- *     creation order, by a rank each queue gets when linked, as the old
- *     sweep over every queue did). Not in snapshots nor the digest:
- *     restore rebuilds them.
+ *   - Derived indexes, so that commands cost what they touch: each
+ *     queue's consumer records (dispatch, deletion, freeze, export), each
+ *     channel's, connection's and router's records and each connection's
+ *     and router's exclusive queues (struct mq_owner: multiple settle,
+ *     RETURN of an owner gone, mq_sm_for_each_router), all in creation
+ *     order, so every walk meets records and queues in the order a walk
+ *     over the whole shard did and old logs replay to the same state; and
+ *     the list of auto-delete queues left without consumers (idle_note:
+ *     every queue that qualifies is on it; the sweep deletes those not in
+ *     a move in creation order, by a rank each queue gets when linked, as
+ *     the old sweep over every queue did). Not in snapshots nor the
+ *     digest: restore rebuilds them; mq_sm_check checks them against the
+ *     whole state. What one command gives back is requeued once per
+ *     queue (struct returns). BOOT and LEADER_CHANGED act on every record
+ *     and queue, and walk them all.
  */
 #include "sm/mq_sm.h"
 
@@ -59,6 +66,8 @@
 #include "common/container_of.h"
 #include "common/invariant.h"
 #include "common/le.h"
+#include "sm/dlist.h"
+#include "sm/htable.h"
 #include "sm/mq_outbox.h"
 
 #define DIGEST_SEED 0x6d712d6469676573ULL /* "mq-diges" */
@@ -113,93 +122,16 @@ static uint64_t hash_name(const char *vhost, size_t vlen, const char *name,
     return hash_bytes(name, nlen, hash_bytes(vhost, vlen, DIGEST_SEED));
 }
 
-/* ---------------------------------------------------- intrusive hash table */
-
-struct hnode {
-    struct hnode *next;
-    uint64_t hash;
-};
-
-/* Chained, power-of-two buckets, doubled when count exceeds them. Layout
- * never changes behaviour: callers compare keys on every chain entry. */
-struct htable {
-    struct hnode **b;
-    size_t mask;
-    size_t count;
-};
-
-static int ht_init(struct htable *t, size_t hint)
-{
-    size_t n = 16;
-
-    while (n < hint && n < ((size_t)1 << 40)) {
-        n <<= 1;
-    }
-    t->b = xcalloc(n, sizeof(*t->b));
-    t->mask = n - 1;
-    t->count = 0;
-    return 0;
-}
-
-static void ht_close(struct htable *t)
-{
-    free(t->b);
-    t->b = NULL;
-}
-
-static void ht_grow(struct htable *t)
-{
-    size_t n = (t->mask + 1) * 2;
-    struct hnode **nb = xcalloc(n, sizeof(*nb));
-    size_t i;
-
-    for (i = 0; i <= t->mask; i++) {
-        struct hnode *e = t->b[i];
-
-        while (e != NULL) {
-            struct hnode *next = e->next;
-
-            e->next = nb[e->hash & (n - 1)];
-            nb[e->hash & (n - 1)] = e;
-            e = next;
-        }
-    }
-    free(t->b);
-    t->b = nb;
-    t->mask = n - 1;
-}
-
-static void ht_insert(struct htable *t, struct hnode *e)
-{
-    if (t->count >= t->mask + 1) {
-        ht_grow(t);
-    }
-    e->next = t->b[e->hash & t->mask];
-    t->b[e->hash & t->mask] = e;
-    t->count++;
-}
-
-static void ht_remove(struct htable *t, struct hnode *e)
-{
-    struct hnode **pp = &t->b[e->hash & t->mask];
-
-    while (*pp != e) {
-        pp = &(*pp)->next;
-    }
-    *pp = e->next;
-    e->next = NULL;
-    t->count--;
-}
-
-static struct hnode *ht_chain(const struct htable *t, uint64_t hash)
-{
-    return t->b[hash & t->mask];
-}
-
 /* ------------------------------------------------------------------ state */
 
 struct mq_queue;
 struct mq_consumer;
+struct mq_owner;
+
+/* Who owns consumer records and exclusive queues, from the narrowest:
+ * what a RETURN of a channel, connection or router that went away acts
+ * on (mq_sm.h scopes). */
+enum own_level { OWN_CHANNEL = 0, OWN_CONN, OWN_ROUTER, OWN__COUNT };
 
 struct mq_msg {
     struct hnode hn;     /* tag table, while checked out */
@@ -258,6 +190,10 @@ struct mq_queue {
     uint64_t in_pos;
     uint64_t in_total;
     struct mq_msg **frozen; /* FROZEN: the ready list as an array */
+    /* scratch of one command (struct returns): what it gives back here,
+     * and the next queue it gives back to; NULL between commands */
+    struct mq_msg *back;
+    struct mq_queue *back_next;
     /* Derived indexes (not in snapshots; restore rebuilds them): its
      * consumer records in creation order, its rank in creation order,
      * and its place in the list an auto-delete sweep looks at. */
@@ -273,6 +209,13 @@ struct mq_queue {
     struct mq_sm *sm;
     uint64_t due_ms;
     size_t due_pos;
+    /* exclusive: its place among its connection's and its router's
+     * exclusive queues (xown[OWN_CONN - 1], xown[OWN_ROUTER - 1]) */
+    struct {
+        struct mq_owner *o;
+        struct mq_queue *prev;
+        struct mq_queue *next;
+    } xown[2];
     uint8_t move;           /* enum mq_sm_move_state */
     uint8_t vhost_len;
     uint8_t name_len;
@@ -315,26 +258,37 @@ struct mq_consumer {
     uint64_t served_tag;
     uint64_t pending; /* unacked ones set aside (CO_PENDING); derived */
     struct mq_consumer *cand_next; /* dispatch()'s scratch list */
-    /* Derived indexes: its queue's records and its channel's, each in
-     * creation order. */
+    /* Derived indexes: its rank in creation order, its queue's records
+     * and its channel's, connection's and router's, each in creation
+     * order. */
+    uint64_t seq;
     struct mq_consumer *q_prev;
     struct mq_consumer *q_next;
-    struct mq_chan *chan;
-    struct mq_consumer *ch_prev;
-    struct mq_consumer *ch_next;
+    struct {
+        struct mq_owner *o;
+        struct mq_consumer *prev;
+        struct mq_consumer *next;
+    } own[OWN__COUNT];
     bool registered;
     bool exclusive;
 };
 
-/* The consumer records of one channel (router, conn, channel): derived,
- * exists while the channel has one. */
-struct mq_chan {
-    struct hnode hn; /* channel table, by chan_hash() */
+/* The consumer records of one channel (router, conn, channel), connection
+ * (router, conn, 0) or router (router, 0, 0), and the exclusive queues of
+ * a connection or router, each in creation order: derived, exists while
+ * it has one. Routers are also listed (mq_sm_for_each_router). */
+struct mq_owner {
+    struct hnode hn; /* owner table, by owner_hash() */
+    struct mq_owner *prev; /* routers */
+    struct mq_owner *next;
     uint64_t router;
     uint64_t conn;
     uint64_t channel;
     struct mq_consumer *first;
     struct mq_consumer *last;
+    struct mq_queue *xq_first;
+    struct mq_queue *xq_last;
+    uint8_t level; /* enum own_level */
 };
 
 /* The co_seq of a message set aside for its consumer by another
@@ -368,14 +322,20 @@ struct mq_sm {
     struct htable tombs;
     struct mq_tomb *t_first;
     struct mq_tomb *t_last;
-    /* Derived: the channels' records; the queues that were auto-delete,
-     * had a consumer and were left with none when listed (a sweep drops
-     * the ones that no longer are); queues created so far, to rank them. */
-    struct htable chans;
+    /* Derived: the owners' records and exclusive queues, the routers
+     * among them; the queues that were auto-delete, had a consumer and
+     * were left with none when listed (a sweep drops the ones that no
+     * longer are); queues and records created so far, to rank them. */
+    struct htable owners;
+    struct mq_owner *rt_first;
+    struct mq_owner *rt_last;
     struct mq_queue *idle_first;
     struct mq_queue *idle_last;
     uint64_t q_seq;
-    uint64_t visits; /* mq_sm_visits() */
+    uint64_t c_seq;
+    /* mq_sm_visits(): not state, and behind a pointer so that the walks
+     * of const readers count too */
+    uint64_t *visits;
 
     uint64_t clock_ms;
     uint64_t next_msg_id;
@@ -394,39 +354,10 @@ struct mq_sm {
     } due;
 };
 
-/* Doubly linked lists with first/last pointers, one set of helpers per
- * element type would repeat the same code; the macros keep it in one
- * place. */
-#define DL_APPEND_VIA(first, last, e, prev, next) \
-    do {                                          \
-        (e)->next = NULL;                         \
-        (e)->prev = (last);                       \
-        if ((last) != NULL) {                     \
-            (last)->next = (e);                   \
-        } else {                                  \
-            (first) = (e);                        \
-        }                                         \
-        (last) = (e);                             \
-    } while (0)
-
-#define DL_REMOVE_VIA(first, last, e, prev, next) \
-    do {                                          \
-        if ((e)->prev != NULL) {                  \
-            (e)->prev->next = (e)->next;          \
-        } else {                                  \
-            (first) = (e)->next;                  \
-        }                                         \
-        if ((e)->next != NULL) {                  \
-            (e)->next->prev = (e)->prev;          \
-        } else {                                  \
-            (last) = (e)->prev;                   \
-        }                                         \
-        (e)->prev = NULL;                         \
-        (e)->next = NULL;                         \
-    } while (0)
-
-#define DL_APPEND(first, last, e) DL_APPEND_VIA(first, last, e, prev, next)
-#define DL_REMOVE(first, last, e) DL_REMOVE_VIA(first, last, e, prev, next)
+static void visit(const struct mq_sm *sm)
+{
+    (*sm->visits)++;
+}
 
 static void mlist_append(struct mlist *l, struct mq_msg *m)
 {
@@ -927,8 +858,9 @@ static int by_seq(const void *a, const void *b)
 
 /* Put returned messages back in the ready list at their id positions,
  * marked redelivered unless they were only set aside (never delivered).
- * @list is a singly linked list in any order. */
-static void requeue(struct mq_queue *q, struct mq_msg *list)
+ * @list is a singly linked list in any order. One pass over the ready
+ * list, up to the last position taken. */
+static void requeue(struct mq_sm *sm, struct mq_queue *q, struct mq_msg *list)
 {
     struct mq_msg *at = q->ready.head;
 
@@ -938,6 +870,7 @@ static void requeue(struct mq_queue *q, struct mq_msg *list)
 
         list = list->next;
         while (at != NULL && at->id < m->id) {
+            visit(sm);
             at = at->next;
         }
         if (m->co_seq != CO_PENDING) {
@@ -949,6 +882,46 @@ static void requeue(struct mq_queue *q, struct mq_msg *list)
         mlist_insert_before(&q->ready, at, m);
     }
     due_update(q); /* a message of an earlier deadline may lead now */
+}
+
+/* What one command gives back to the queues, gathered per queue so that
+ * each takes it in one requeue() (one pass over its ready list), not one
+ * per consumer record or tag: the ready lists end the same, sorted by
+ * id. */
+struct returns {
+    struct mq_queue *touched; /* chained by back_next */
+};
+
+static void returns_add(struct returns *r, struct mq_queue *q,
+                        struct mq_msg *list)
+{
+    struct mq_msg *tail = list;
+
+    if (list == NULL) {
+        return;
+    }
+    while (tail->next != NULL) {
+        tail = tail->next;
+    }
+    if (q->back == NULL) {
+        q->back_next = r->touched;
+        r->touched = q;
+    }
+    tail->next = q->back;
+    q->back = list;
+}
+
+/* Before anything reads a ready list or deletes a queue. */
+static void returns_flush(struct mq_sm *sm, struct returns *r)
+{
+    while (r->touched != NULL) {
+        struct mq_queue *q = r->touched;
+
+        r->touched = q->back_next;
+        q->back_next = NULL;
+        requeue(sm, q, q->back);
+        q->back = NULL;
+    }
 }
 
 /* -------------------------------------------------------------- consumers */
@@ -968,61 +941,112 @@ static struct mq_consumer *consumer_find(const struct mq_sm *sm, uint64_t id)
     return NULL;
 }
 
-static uint64_t chan_hash(uint64_t router, uint64_t conn, uint64_t channel)
+static uint64_t owner_hash(enum own_level level, uint64_t router,
+                           uint64_t conn, uint64_t channel)
 {
-    return mix64(router ^ mix64(conn ^ mix64(channel)));
+    return mix64((uint64_t)level ^ mix64(router ^ mix64(conn ^
+                                                       mix64(channel))));
 }
 
-static struct mq_chan *chan_find(const struct mq_sm *sm, uint64_t router,
-                                 uint64_t conn, uint64_t channel)
+/* The owner at @level of what (router, conn, channel) names: the ids
+ * above the level count, the others are 0. */
+static void owner_key(enum own_level level, uint64_t *conn,
+                      uint64_t *channel)
 {
-    uint64_t h = chan_hash(router, conn, channel);
+    if (level != OWN_CHANNEL) {
+        *channel = 0;
+    }
+    if (level == OWN_ROUTER) {
+        *conn = 0;
+    }
+}
+
+static struct mq_owner *owner_find(const struct mq_sm *sm,
+                                   enum own_level level, uint64_t router,
+                                   uint64_t conn, uint64_t channel)
+{
+    uint64_t h;
     struct hnode *e;
 
-    for (e = ht_chain(&sm->chans, h); e != NULL; e = e->next) {
-        struct mq_chan *ch = container_of(e, struct mq_chan, hn);
+    owner_key(level, &conn, &channel);
+    h = owner_hash(level, router, conn, channel);
+    for (e = ht_chain(&sm->owners, h); e != NULL; e = e->next) {
+        struct mq_owner *o = container_of(e, struct mq_owner, hn);
 
-        if (ch->router == router && ch->conn == conn &&
-            ch->channel == channel) {
-            return ch;
+        if (o->level == level && o->router == router && o->conn == conn &&
+            o->channel == channel) {
+            return o;
         }
     }
     return NULL;
+}
+
+static struct mq_owner *owner_get(struct mq_sm *sm, enum own_level level,
+                                  uint64_t router, uint64_t conn,
+                                  uint64_t channel)
+{
+    struct mq_owner *o = owner_find(sm, level, router, conn, channel);
+
+    if (o == NULL) {
+        owner_key(level, &conn, &channel);
+        o = xcalloc(1, sizeof(*o));
+        o->level = (uint8_t)level;
+        o->router = router;
+        o->conn = conn;
+        o->channel = channel;
+        o->hn.hash = owner_hash(level, router, conn, channel);
+        ht_insert(&sm->owners, &o->hn);
+        if (level == OWN_ROUTER) {
+            DL_APPEND(sm->rt_first, sm->rt_last, o);
+        }
+    }
+    return o;
+}
+
+/* An owner lives while it owns something. */
+static void owner_put(struct mq_sm *sm, struct mq_owner *o)
+{
+    if (o->first == NULL && o->xq_first == NULL) {
+        if (o->level == OWN_ROUTER) {
+            DL_REMOVE(sm->rt_first, sm->rt_last, o);
+        }
+        ht_remove(&sm->owners, &o->hn);
+        free(o);
+    }
 }
 
 /* Record @c (its id, queue and channel set) in the machine and its
  * indexes, last in creation order. */
 static void consumer_link(struct mq_sm *sm, struct mq_consumer *c)
 {
-    struct mq_chan *ch = chan_find(sm, c->router, c->conn, c->channel);
+    int l;
 
-    if (ch == NULL) {
-        ch = xcalloc(1, sizeof(*ch));
-        ch->router = c->router;
-        ch->conn = c->conn;
-        ch->channel = c->channel;
-        ch->hn.hash = chan_hash(c->router, c->conn, c->channel);
-        ht_insert(&sm->chans, &ch->hn);
-    }
     ht_insert(&sm->consumers, &c->hn);
+    c->seq = sm->c_seq++;
     DL_APPEND(sm->c_first, sm->c_last, c);
     DL_APPEND_VIA(c->q->cq_first, c->q->cq_last, c, q_prev, q_next);
-    c->chan = ch;
-    DL_APPEND_VIA(ch->first, ch->last, c, ch_prev, ch_next);
+    for (l = 0; l < OWN__COUNT; l++) {
+        struct mq_owner *o =
+            owner_get(sm, (enum own_level)l, c->router, c->conn, c->channel);
+
+        c->own[l].o = o;
+        DL_APPEND_VIA(o->first, o->last, c, own[l].prev, own[l].next);
+    }
 }
 
 static void consumer_unlink_free(struct mq_sm *sm, struct mq_consumer *c)
 {
-    struct mq_chan *ch = c->chan;
+    int l;
 
     mlist_free_all(sm, &c->unacked);
     ht_remove(&sm->consumers, &c->hn);
     DL_REMOVE(sm->c_first, sm->c_last, c);
     DL_REMOVE_VIA(c->q->cq_first, c->q->cq_last, c, q_prev, q_next);
-    DL_REMOVE_VIA(ch->first, ch->last, c, ch_prev, ch_next);
-    if (ch->first == NULL) {
-        ht_remove(&sm->chans, &ch->hn);
-        free(ch);
+    for (l = 0; l < OWN__COUNT; l++) {
+        struct mq_owner *o = c->own[l].o;
+
+        DL_REMOVE_VIA(o->first, o->last, c, own[l].prev, own[l].next);
+        owner_put(sm, o);
     }
     free(c);
 }
@@ -1080,23 +1104,6 @@ static bool match_channel(const struct mq_consumer *c,
 {
     return c->router == w->router && c->conn == w->conn &&
            c->channel == w->channel;
-}
-
-static bool match_scope(const struct mq_consumer *c, enum mq_sm_scope scope,
-                        const struct mq_sm_who *w)
-{
-    switch (scope) {
-        case MQ_SM_SCOPE_CONSUMER:
-            return c->id == w->consumer;
-        case MQ_SM_SCOPE_CHANNEL:
-            return match_channel(c, w);
-        case MQ_SM_SCOPE_CONNECTION:
-            return c->router == w->router && c->conn == w->conn;
-        case MQ_SM_SCOPE_ROUTER:
-            return c->router == w->router;
-        default:
-            return false;
-    }
 }
 
 /* ------------------------------------------------------------- tombstones */
@@ -1187,9 +1194,32 @@ static struct mq_queue *queue_find(const struct mq_sm *sm, const char *vhost,
 /* Link new queue @q in the machine, last in creation order. */
 static void queue_link(struct mq_sm *sm, struct mq_queue *q)
 {
+    int l;
+
     ht_insert(&sm->queues, &q->hn);
     DL_APPEND(sm->q_first, sm->q_last, q);
     q->seq = sm->q_seq++;
+    for (l = OWN_CONN; q->exclusive && l <= OWN_ROUTER; l++) {
+        struct mq_owner *o = owner_get(sm, (enum own_level)l,
+                                       q->owner_router, q->owner_conn, 0);
+
+        q->xown[l - 1].o = o;
+        DL_APPEND_VIA(o->xq_first, o->xq_last, q, xown[l - 1].prev,
+                      xown[l - 1].next);
+    }
+}
+
+static void queue_unlink_owners(struct mq_sm *sm, struct mq_queue *q)
+{
+    int l;
+
+    for (l = OWN_CONN; q->exclusive && l <= OWN_ROUTER; l++) {
+        struct mq_owner *o = q->xown[l - 1].o;
+
+        DL_REMOVE_VIA(o->xq_first, o->xq_last, q, xown[l - 1].prev,
+                      xown[l - 1].next);
+        owner_put(sm, o);
+    }
 }
 
 /* Remove a queue with its ready and unacked messages and every consumer
@@ -1210,11 +1240,12 @@ static void queue_destroy(struct mq_sm *sm, struct mq_queue *q,
     while (c != NULL) {
         struct mq_consumer *next = c->q_next;
 
-        sm->visits++;
+        visit(sm);
         consumer_unlink_free(sm, c);
         c = next;
     }
     idle_unlist(sm, q);
+    queue_unlink_owners(sm, q);
     mlist_free_all(sm, &q->ready);
     due_remove(sm, q);
     ht_remove(&sm->queues, &q->hn);
@@ -1242,7 +1273,7 @@ static void auto_delete_sweep(struct mq_sm *sm, struct mq_sm_result *res)
     while (q != NULL) {
         struct mq_queue *next = q->idle_next;
 
-        sm->visits++;
+        visit(sm);
         if (!idle_auto_delete(q)) {
             idle_unlist(sm, q);
         } else if (q->move == MQ_SM_MOVE_NONE) {
@@ -1744,7 +1775,7 @@ static void apply_cancel(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     }
     consumer_unregister(sm, c);
     /* Its edge asks no more: what was set aside for it is ready again. */
-    requeue(c->q, take_unacked(sm, c, 0, NULL, PICK_PENDING, &n));
+    requeue(sm, c->q, take_unacked(sm, c, 0, NULL, PICK_PENDING, &n));
     res->count = 1;
     consumer_gc(sm, c);
     auto_delete_sweep(sm, res);
@@ -1795,7 +1826,7 @@ static bool other_can_take(const struct mq_consumer *o)
  * the others' are set aside for their own next CHECKOUT. Ends when @c can
  * take no more: the rest waits for the next CHECKOUT of the queue. Only
  * the log decides (credits, served tags), so every replica deals alike.
- * Cost: one pass over the shard's consumers when the queue has several. */
+ * Cost: one pass over the queue's consumer records when it has several. */
 static void dispatch(struct mq_sm *sm, struct mq_queue *q,
                      struct mq_consumer *c, const struct mq_sm_cmd *cmd,
                      struct mq_sm_result *res)
@@ -1804,8 +1835,12 @@ static void dispatch(struct mq_sm *sm, struct mq_queue *q,
     struct mq_consumer *o;
 
     if (q->consumers > 1) {
-        for (o = sm->c_first; o != NULL; o = o->next) {
-            if (o != c && o->q == q && o->registered && o->credit > 0) {
+        /* in creation order, each pushed: the list ends up newest first,
+         * which decides ties among never served consumers (old logs
+         * replay to the same deals) */
+        for (o = q->cq_first; o != NULL; o = o->q_next) {
+            visit(sm);
+            if (o != c && o->registered && o->credit > 0) {
                 o->cand_next = others;
                 others = o;
             }
@@ -1904,10 +1939,10 @@ enum settle_kind { SETTLE_ACK, SETTLE_REQUEUE, SETTLE_DROP };
 
 static void finish_taken(struct mq_sm *sm, struct mq_queue *q,
                          struct mq_msg *list, enum settle_kind kind,
-                         struct mq_sm_result *res)
+                         struct returns *back, struct mq_sm_result *res)
 {
     if (kind == SETTLE_REQUEUE) {
-        requeue(q, list);
+        returns_add(back, q, list);
         return;
     }
     while (list != NULL) {
@@ -1940,7 +1975,7 @@ static struct mq_msg *tag_find(const struct mq_sm *sm, uint64_t tag)
  * channel, is ignored (already settled, or returned by a leader change). */
 static void settle_one(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                        uint64_t tag, enum settle_kind kind,
-                       struct mq_sm_result *res)
+                       struct returns *back, struct mq_sm_result *res)
 {
     struct mq_msg *m = tag != 0 ? tag_find(sm, tag) : NULL;
     struct mq_consumer *c;
@@ -1951,14 +1986,15 @@ static void settle_one(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     }
     c = m->c;
     list = take_unacked(sm, c, 0, m, PICK_DELIVERED, &res->count);
-    finish_taken(sm, c->q, list, kind, res);
+    finish_taken(sm, c->q, list, kind, back, res);
     consumer_gc(sm, c);
 }
 
 static void settle_by_tag(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                           enum settle_kind kind, struct mq_sm_result *res)
 {
-    struct mq_chan *ch;
+    struct returns back = {NULL};
+    struct mq_owner *ch;
     struct mq_consumer *c;
     struct mq_msg *list;
 
@@ -1966,64 +2002,100 @@ static void settle_by_tag(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         size_t i;
 
         for (i = 0; i < cmd->n_tags; i++) {
-            settle_one(sm, cmd, cmd->tags[i], kind, res);
+            settle_one(sm, cmd, cmd->tags[i], kind, &back, res);
         }
+        returns_flush(sm, &back);
         return;
     }
     if (!cmd->multiple) {
-        settle_one(sm, cmd, cmd->tag, kind, res);
+        settle_one(sm, cmd, cmd->tag, kind, &back, res);
+        returns_flush(sm, &back);
         return;
     }
     /* the channel's records, in creation order */
-    ch = chan_find(sm, cmd->who.router, cmd->who.conn, cmd->who.channel);
+    ch = owner_find(sm, OWN_CHANNEL, cmd->who.router, cmd->who.conn,
+                    cmd->who.channel);
     c = ch != NULL ? ch->first : NULL;
     while (c != NULL) {
         /* the gc below frees the channel with its last record: next is
          * NULL then */
-        struct mq_consumer *next = c->ch_next;
+        struct mq_consumer *next = c->own[OWN_CHANNEL].next;
 
-        sm->visits++;
+        visit(sm);
         list = take_unacked(sm, c, cmd->tag, NULL, PICK_DELIVERED,
                             &res->count);
-        finish_taken(sm, c->q, list, kind, res);
+        finish_taken(sm, c->q, list, kind, &back, res);
         consumer_gc(sm, c);
         c = next;
     }
+    returns_flush(sm, &back);
 }
 
+/* Consumer record @c's owner went: its deliveries go back (into @back),
+ * it is unregistered. */
+static void return_record(struct mq_sm *sm, struct mq_consumer *c,
+                          struct returns *back, struct mq_sm_result *res)
+{
+    visit(sm);
+    returns_add(back, c->q,
+                take_unacked(sm, c, 0, NULL, PICK_ALL, &res->count));
+    consumer_unregister(sm, c);
+    consumer_gc(sm, c);
+}
+
+static enum own_level scope_level(enum mq_sm_scope scope)
+{
+    return scope == MQ_SM_SCOPE_CHANNEL      ? OWN_CHANNEL
+           : scope == MQ_SM_SCOPE_CONNECTION ? OWN_CONN
+                                             : OWN_ROUTER;
+}
+
+/* The owner's records in creation order, then (a connection or router)
+ * its exclusive queues in creation order, as a walk over the whole shard
+ * meets them. */
 static void return_gone(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                         struct mq_sm_result *res)
 {
-    struct mq_consumer *c = sm->c_first;
+    const struct mq_sm_who *w = &cmd->who;
+    enum own_level level = scope_level(cmd->scope);
+    struct returns back = {NULL};
+    struct mq_owner *o;
+    struct mq_consumer *c;
     struct mq_queue *q;
 
-    while (c != NULL) {
-        struct mq_consumer *next = c->next;
-
-        if (match_scope(c, cmd->scope, &cmd->who)) {
-            struct mq_msg *list =
-                take_unacked(sm, c, 0, NULL, PICK_ALL, &res->count);
-
-            requeue(c->q, list);
-            consumer_unregister(sm, c);
-            consumer_gc(sm, c);
+    if (cmd->scope == MQ_SM_SCOPE_CONSUMER) {
+        c = consumer_find(sm, w->consumer);
+        if (c != NULL) {
+            return_record(sm, c, &back, res);
         }
+        returns_flush(sm, &back);
+        auto_delete_sweep(sm, res);
+        return;
+    }
+    o = owner_find(sm, level, w->router, w->conn, w->channel);
+    c = o != NULL ? o->first : NULL;
+    while (c != NULL) {
+        /* the owner goes with its last record if it owns no queue: next
+         * is NULL then */
+        struct mq_consumer *next = c->own[level].next;
+
+        return_record(sm, c, &back, res);
         c = next;
     }
-    if (cmd->scope == MQ_SM_SCOPE_CONNECTION ||
-        cmd->scope == MQ_SM_SCOPE_ROUTER) {
-        q = sm->q_first;
-        while (q != NULL) {
-            struct mq_queue *next = q->next;
+    returns_flush(sm, &back);
+    /* looked up again: it may have gone with its records */
+    o = level != OWN_CHANNEL
+            ? owner_find(sm, level, w->router, w->conn, w->channel)
+            : NULL;
+    q = o != NULL ? o->xq_first : NULL;
+    while (q != NULL) {
+        struct mq_queue *next = q->xown[level - 1].next;
 
-            if (q->exclusive && q->move == MQ_SM_MOVE_NONE &&
-                q->owner_router == cmd->who.router &&
-                (cmd->scope == MQ_SM_SCOPE_ROUTER ||
-                 q->owner_conn == cmd->who.conn)) {
-                queue_destroy(sm, q, MQ_SM_DEL_EXCLUSIVE, res);
-            }
-            q = next;
+        visit(sm);
+        if (q->move == MQ_SM_MOVE_NONE) {
+            queue_destroy(sm, q, MQ_SM_DEL_EXCLUSIVE, res);
         }
+        q = next;
     }
     auto_delete_sweep(sm, res);
 }
@@ -2032,19 +2104,20 @@ static void return_gone(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
 static void apply_leader_changed(struct mq_sm *sm, struct mq_sm_result *res)
 {
     struct mq_consumer *c = sm->c_first;
+    struct returns back = {NULL};
 
     while (c != NULL) {
         struct mq_consumer *next = c->next;
-        struct mq_msg *list =
-            take_unacked(sm, c, 0, NULL, PICK_ALL, &res->count);
 
-        requeue(c->q, list);
+        returns_add(&back, c->q,
+                    take_unacked(sm, c, 0, NULL, PICK_ALL, &res->count));
         /* Whatever earlier CHECKOUTs delivered is back in the queue: a
          * retry of one is a new CHECKOUT now. */
         c->co_seq = 0;
         consumer_gc(sm, c);
         c = next;
     }
+    returns_flush(sm, &back);
 }
 
 /* Broker restart: the same recovery as RabbitMQ's. Consumers and their
@@ -2055,18 +2128,19 @@ static void apply_leader_changed(struct mq_sm *sm, struct mq_sm_result *res)
 static void apply_boot(struct mq_sm *sm, struct mq_sm_result *res)
 {
     struct mq_consumer *c = sm->c_first;
+    struct returns back = {NULL};
     struct mq_queue *q;
 
     while (c != NULL) {
         struct mq_consumer *next = c->next;
-        struct mq_msg *list =
-            take_unacked(sm, c, 0, NULL, PICK_ALL, &res->count);
 
-        requeue(c->q, list);
+        returns_add(&back, c->q,
+                    take_unacked(sm, c, 0, NULL, PICK_ALL, &res->count));
         consumer_unregister(sm, c);
         consumer_gc(sm, c);
         c = next;
     }
+    returns_flush(sm, &back);
     q = sm->q_first;
     while (q != NULL) {
         struct mq_queue *next = q->next;
@@ -2155,9 +2229,10 @@ static int state_init(struct mq_sm *sm)
     if (ht_init(&sm->tombs, 0) != 0) {
         goto err_after_clients;
     }
-    if (ht_init(&sm->chans, 0) != 0) {
+    if (ht_init(&sm->owners, 0) != 0) {
         goto err_after_tombs;
     }
+    sm->visits = xcalloc(1, sizeof(*sm->visits));
     sm->next_msg_id = 1;
     sm->next_tag = 1;
     mq_outbox_init(&sm->outbox);
@@ -2177,18 +2252,18 @@ err:
     return -1;
 }
 
-/* The channel records: they are in no list but their table's. */
-static void chans_free(struct mq_sm *sm)
+/* The owner records: most are in no list but their table's. */
+static void owners_free(struct mq_sm *sm)
 {
     size_t i;
 
-    for (i = 0; sm->chans.b != NULL && i <= sm->chans.mask; i++) {
-        struct hnode *e = sm->chans.b[i];
+    for (i = 0; sm->owners.b != NULL && i <= sm->owners.mask; i++) {
+        struct hnode *e = sm->owners.b[i];
 
         while (e != NULL) {
             struct hnode *next = e->next;
 
-            free(container_of(e, struct mq_chan, hn));
+            free(container_of(e, struct mq_owner, hn));
             e = next;
         }
     }
@@ -2242,15 +2317,16 @@ static void state_free(struct mq_sm *sm)
         free(t);
         t = next;
     }
-    chans_free(sm);
+    owners_free(sm);
     ht_close(&sm->queues);
     ht_close(&sm->consumers);
     ht_close(&sm->tags);
     ht_close(&sm->clients);
     ht_close(&sm->tombs);
-    ht_close(&sm->chans);
+    ht_close(&sm->owners);
     mq_outbox_free(&sm->outbox);
     free(sm->due.v);
+    free(sm->visits);
 }
 
 struct mq_sm *mq_sm_new(const struct mq_sm_config *cfg)
@@ -2470,22 +2546,69 @@ static void check_unacked(const struct mq_msg *m, const void *owner)
     INVARIANT(m->prev == NULL || m->prev->tag < m->tag); /* tag order */
 }
 
-/* The derived indexes: each consumer record is on its queue's list and
- * its channel's, in creation order; every queue an auto-delete sweep
- * must find is on the idle list. */
+/* One owner's lists: each member points back to it, in creation order;
+ * adds their lengths to @records and @xqueues. */
+static void check_owner(const struct mq_owner *o, uint64_t *records,
+                        uint64_t *xqueues)
+{
+    const struct mq_consumer *c;
+    const struct mq_queue *q;
+    int l = o->level;
+
+    INVARIANT(o->first != NULL || o->xq_first != NULL);
+    INVARIANT(l != OWN_CHANNEL || o->xq_first == NULL);
+    INVARIANT(l == OWN_CHANNEL || o->channel == 0);
+    INVARIANT(l != OWN_ROUTER || o->conn == 0);
+    for (c = o->first; c != NULL; c = c->own[l].next) {
+        INVARIANT(c->own[l].o == o && c->router == o->router);
+        INVARIANT(l == OWN_ROUTER || c->conn == o->conn);
+        INVARIANT(l != OWN_CHANNEL || c->channel == o->channel);
+        INVARIANT(c->own[l].next == NULL || c->seq < c->own[l].next->seq);
+        INVARIANT(c->own[l].next != NULL || o->last == c);
+        (*records)++;
+    }
+    for (q = l != OWN_CHANNEL ? o->xq_first : NULL; q != NULL;
+         q = q->xown[l - 1].next) {
+        INVARIANT(q->exclusive && q->xown[l - 1].o == o &&
+                  q->owner_router == o->router);
+        INVARIANT(l == OWN_ROUTER || q->owner_conn == o->conn);
+        INVARIANT(q->xown[l - 1].next == NULL ||
+                  q->seq < q->xown[l - 1].next->seq);
+        (*xqueues)++;
+    }
+}
+
+/* The derived indexes agree with a walk over the whole state: each
+ * consumer record is on its queue's list and on its channel's,
+ * connection's and router's, each exclusive queue on its connection's
+ * and router's, every list in creation order; the routers listed are the
+ * router owners; every queue an auto-delete sweep must find is on the
+ * idle list. */
 static void check_indexes(const struct mq_sm *sm)
 {
     const struct mq_queue *q;
     const struct mq_consumer *c;
-    uint64_t on_queues = 0, on_chans = 0, listed = 0;
+    const struct mq_owner *o;
+    uint64_t on_queues = 0, records = 0, xqueues = 0, exclusive = 0;
+    uint64_t listed = 0, routers = 0;
+    size_t i;
+    int l;
 
     for (q = sm->q_first; q != NULL; q = q->next) {
         INVARIANT(q->next == NULL || q->seq < q->next->seq);
         INVARIANT(q->idle_listed || !idle_auto_delete(q));
+        INVARIANT(q->back == NULL && q->back_next == NULL);
         listed += q->idle_listed;
+        exclusive += q->exclusive;
         for (c = q->cq_first; c != NULL; c = c->q_next) {
             INVARIANT(c->q == q);
+            INVARIANT(c->q_next == NULL || c->seq < c->q_next->seq);
             on_queues++;
+        }
+        for (l = OWN_CONN; q->exclusive && l <= OWN_ROUTER; l++) {
+            INVARIANT(q->xown[l - 1].o == owner_find(sm, (enum own_level)l,
+                                                     q->owner_router,
+                                                     q->owner_conn, 0));
         }
     }
     for (q = sm->idle_first; q != NULL; q = q->idle_next) {
@@ -2493,22 +2616,30 @@ static void check_indexes(const struct mq_sm *sm)
     }
     INVARIANT(listed == 0);
     for (c = sm->c_first; c != NULL; c = c->next) {
-        const struct mq_chan *ch = c->chan;
-
-        INVARIANT(ch != NULL && ch->router == c->router &&
-                  ch->conn == c->conn && ch->channel == c->channel);
-        INVARIANT(chan_find(sm, c->router, c->conn, c->channel) == ch);
-        if (ch->first == c) {
-            const struct mq_consumer *o;
-
-            for (o = c; o != NULL; o = o->ch_next) {
-                INVARIANT(o->chan == ch);
-                on_chans++;
-            }
+        INVARIANT(c->next == NULL || c->seq < c->next->seq);
+        for (l = 0; l < OWN__COUNT; l++) {
+            INVARIANT(c->own[l].o == owner_find(sm, (enum own_level)l,
+                                                c->router, c->conn,
+                                                c->channel));
         }
     }
+    for (i = 0; sm->owners.b != NULL && i <= sm->owners.mask; i++) {
+        const struct hnode *e;
+
+        for (e = sm->owners.b[i]; e != NULL; e = e->next) {
+            o = container_of(e, const struct mq_owner, hn);
+            check_owner(o, &records, &xqueues);
+            routers += o->level == OWN_ROUTER;
+        }
+    }
+    for (o = sm->rt_first; o != NULL; o = o->next) {
+        INVARIANT(o->level == OWN_ROUTER);
+        routers--;
+    }
+    INVARIANT(routers == 0);
     INVARIANT(on_queues == sm->consumers.count);
-    INVARIANT(on_chans == sm->consumers.count);
+    INVARIANT(records == OWN__COUNT * sm->consumers.count);
+    INVARIANT(xqueues == 2 * exclusive);
 }
 
 /* The due index holds every queue with a due time, never keyed later than
@@ -2601,37 +2732,32 @@ void mq_sm_for_each_router(const struct mq_sm *sm,
                            void (*fn)(void *data, uint64_t router),
                            void *data)
 {
-    const struct mq_consumer *c;
-    const struct mq_queue *q;
+    const struct mq_owner *o;
     uint64_t *ids;
     size_t n = 0;
     size_t i;
 
-    /* consumer records and exclusive queues (at most one router each),
-     * sorted so that each router is reported once */
-    ids = xmalloc((sm->consumers.count + sm->queues.count + 1) *
-                  sizeof(*ids));
-    for (c = sm->c_first; c != NULL; c = c->next) {
-        ids[n++] = c->router;
+    /* each router that owns something is listed once; sorted, as the
+     * callers have always had them */
+    for (o = sm->rt_first; o != NULL; o = o->next) {
+        visit(sm);
+        n++;
     }
-    for (q = sm->q_first; q != NULL; q = q->next) {
-        if (q->exclusive) {
-            ids[n++] = q->owner_router;
-        }
+    ids = xmalloc((n + 1) * sizeof(*ids));
+    n = 0;
+    for (o = sm->rt_first; o != NULL; o = o->next) {
+        ids[n++] = o->router;
     }
-    INVARIANT(n <= sm->consumers.count + sm->queues.count);
     qsort(ids, n, sizeof(*ids), cmp_router);
     for (i = 0; i < n; i++) {
-        if (i == 0 || ids[i] != ids[i - 1]) {
-            fn(data, ids[i]);
-        }
+        fn(data, ids[i]);
     }
     free(ids);
 }
 
 uint64_t mq_sm_visits(const struct mq_sm *sm)
 {
-    return sm->visits;
+    return *sm->visits;
 }
 
 uint64_t mq_sm_consumer_pending(const struct mq_sm *sm, uint64_t consumer)
@@ -2934,6 +3060,26 @@ static unsigned char *put_client(unsigned char *p, const struct mq_sm *sm,
     return p;
 }
 
+/* The position of @q in creation order, from @seqs: every queue's rank,
+ * in that order (ascending). */
+static uint64_t queue_index(const uint64_t *seqs, size_t n,
+                            const struct mq_queue *q)
+{
+    size_t lo = 0, hi = n;
+
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (seqs[mid] <= q->seq) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    INVARIANT(lo < n && seqs[lo] == q->seq);
+    return lo;
+}
+
 int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
                    void **out, size_t *out_len)
 {
@@ -2945,7 +3091,8 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
     unsigned char *buf;
     unsigned char *p;
     size_t len = SNAP_HEADER_LEN + 8 + 8 + SNAP_TAIL_FIXED + SNAP_TRAILER_LEN;
-    uint64_t idx;
+    uint64_t *seqs;
+    size_t nq = 0;
 
     for (q = sm->q_first; q != NULL; q = q->next) {
         len += SNAP_QUEUE_FIXED + q_names_len(q) + SNAP_QUEUE_MOVE;
@@ -2964,6 +3111,12 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
     buf = alloc(len);
     if (buf == NULL) {
         return -1;
+    }
+    /* a consumer names its queue by position: ranks, to find it in
+     * O(log queues) */
+    seqs = xmalloc((sm->queues.count + 1) * sizeof(*seqs));
+    for (q = sm->q_first; q != NULL; q = q->next) {
+        seqs[nq++] = q->seq;
     }
     p = le_put_u32(buf, SNAP_MAGIC);
     p = le_put_u32(p, SNAP_VERSION);
@@ -2986,17 +3139,11 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
     }
     p = le_put_u64(p, sm->consumers.count);
     for (c = sm->c_first; c != NULL; c = c->next) {
-        /* queue index in creation order: O(queues) per consumer, fine for
-         * the few consumers a shard has */
-        idx = 0;
-        for (q = sm->q_first; q != c->q; q = q->next) {
-            idx++;
-        }
         p = le_put_u64(p, c->id);
         p = le_put_u64(p, c->router);
         p = le_put_u64(p, c->conn);
         p = le_put_u64(p, c->channel);
-        p = le_put_u64(p, idx);
+        p = le_put_u64(p, queue_index(seqs, nq, c->q));
         *p++ = (unsigned char)((c->registered ? 1 : 0) |
                                (c->exclusive ? 2 : 0));
         p = le_put_u64(p, c->co_seq);
@@ -3010,6 +3157,7 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
             p = put_msg(p, m);
         }
     }
+    free(seqs);
     p = le_put_u64(p, sm->clients.count);
     for (cl = sm->cl_first; cl != NULL; cl = cl->next) {
         p = put_client(p, sm, cl);
@@ -3524,7 +3672,7 @@ static bool freeze_array(struct mq_queue *q)
  * as an array. false on ENOMEM: nothing changed. */
 static bool freeze(struct mq_sm *sm, struct mq_queue *q)
 {
-    struct mq_consumer *c = sm->c_first;
+    struct mq_consumer *c = q->cq_first;
     struct mq_msg *back = NULL;
     struct mq_msg **tail = &back;
     uint64_t count = 0;
@@ -3535,19 +3683,18 @@ static bool freeze(struct mq_sm *sm, struct mq_queue *q)
         return false;
     }
     while (c != NULL) {
-        struct mq_consumer *next = c->next;
+        struct mq_consumer *next = c->q_next;
 
-        if (c->q == q) {
-            *tail = take_unacked(sm, c, 0, NULL, PICK_ALL, &count);
-            while (*tail != NULL) {
-                tail = &(*tail)->next;
-            }
-            c->co_seq = 0;
-            consumer_gc(sm, c);
+        visit(sm);
+        *tail = take_unacked(sm, c, 0, NULL, PICK_ALL, &count);
+        while (*tail != NULL) {
+            tail = &(*tail)->next;
         }
+        c->co_seq = 0;
+        consumer_gc(sm, c);
         c = next;
     }
-    requeue(q, back);
+    requeue(sm, q, back);
     frozen_fill(q);
     q->move = MQ_SM_MOVE_FROZEN;
     q->out_epoch = ++sm->move_seq;
@@ -3582,12 +3729,6 @@ static unsigned char *put_export_header(unsigned char *p,
     return le_put_u64(p, cursor);
 }
 
-static bool exported_consumer(const struct mq_consumer *c,
-                              const struct mq_queue *q)
-{
-    return c->q == q && c->registered;
-}
-
 static enum mq_sm_status export_def(const struct mq_sm *sm,
                                     const struct mq_queue *q,
                                     void *(*alloc)(size_t), void **out,
@@ -3600,8 +3741,9 @@ static enum mq_sm_status export_def(const struct mq_sm *sm,
     uint64_t nc = 0;
     size_t len;
 
-    for (c = sm->c_first; c != NULL; c = c->next) {
-        nc += exported_consumer(c, q);
+    for (c = q->cq_first; c != NULL; c = c->q_next) {
+        visit(sm);
+        nc += c->registered;
     }
     len = EXPORT_HEADER_FIXED + (size_t)q->vhost_len + q->name_len +
           SNAP_QUEUE_FIXED + q_names_len(q) + 8 + nc * EXPORT_CONSUMER + 4 +
@@ -3614,8 +3756,8 @@ static enum mq_sm_status export_def(const struct mq_sm *sm,
     p = put_export_header(buf, q, CHUNK_DEF, 0);
     p = put_qdef(p, q, q->ready.n);
     p = le_put_u64(p, nc);
-    for (c = sm->c_first; c != NULL; c = c->next) {
-        if (!exported_consumer(c, q)) {
+    for (c = q->cq_first; c != NULL; c = c->q_next) {
+        if (!c->registered) {
             continue;
         }
         p = le_put_u64(p, c->id);

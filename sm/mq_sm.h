@@ -573,15 +573,20 @@ void mq_sm_apply(struct mq_sm *sm, uint64_t now_ms,
 /* Walk the whole state and abort on a broken invariant (common/invariant.h):
  * lists, counts and bytes agree, ready messages in id order and checked
  * out nowhere, every consumer's unacked in tag order and in the tag table,
- * set-aside counts derived right. O(messages): apply runs it only in the
+ * set-aside counts derived right, the derived indexes (per queue,
+ * channel, connection, router) agree with a walk over everything.
+ * O(messages): apply runs it only in the
  * sanitizer build (common/invariant.h deep_check_due). */
 void mq_sm_check(const struct mq_sm *sm);
 
-/* Records (consumer records, queues) the walks of CANCEL's auto-delete
- * sweep, of a queue's deletion and of a multiple settle have visited
- * since the machine was made or restored: each walks what it touches (the queue's
- * records, the channel's, the queues left idle), never the whole shard.
- * Not replicated: for tests that prove the cost. */
+/* Records (consumer records, queues, routers) visited since the machine
+ * was made or restored by the walks of CANCEL's auto-delete sweep, of a
+ * queue's deletion, of a multiple settle, of dispatch over a queue's
+ * consumers, of a RETURN of a consumer, channel, connection or router,
+ * of a freeze, of an export's definition and of mq_sm_for_each_router,
+ * and the ready messages a requeue passes to put given-back ones in
+ * place: each walks what it touches, never the whole shard. Not
+ * replicated: for tests that prove the cost. */
 uint64_t mq_sm_visits(const struct mq_sm *sm);
 
 /*

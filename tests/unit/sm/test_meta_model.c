@@ -1006,6 +1006,10 @@ static void check_state(struct meta_sm *const *r, const struct model *m,
         for (int k = 0; k < 3; k++) {
             check_route(r[i], m, rng, i);
         }
+        /* every step: the indexes (by name, identity, source and
+         * destination, auto-delete candidates) agree with a walk over
+         * every exchange and binding */
+        meta_sm_check(r[i]);
         assert_int_equal(meta_sm_snapshot(r[i], malloc, &s, &n), 0);
         MODEL_CHECK(&where, n == n0 && memcmp(s, s0, n) == 0,
                     "replica %d: snapshot bytes differ from replica 0", i);

@@ -14,27 +14,39 @@
 
 #include "sm/meta_sm.h"
 
+/* test_replay_unchanged: computed on commit 427a018 */
+#define REPLAY_DIGEST 0xd7702ac512b07755ULL
+#define REPLAY_ROUTES 0xa50b3a39b3589b49ULL
+
+static void cmd_fill(struct meta_sm_cmd *c, enum meta_sm_cmd_type t,
+                     const char *ex, const char *type, const char *dest,
+                     const char *key)
+{
+    memset(c, 0, sizeof(*c));
+    c->type = t;
+    c->vhost = "/";
+    c->vhost_len = 1;
+    c->exchange = ex;
+    c->exchange_len = ex ? strlen(ex) : 0;
+    c->exchange_type =
+        type ? (enum meta_sm_exchange_type)meta_sm_exchange_type_parse(
+                   type, strlen(type))
+             : META_SM_DIRECT;
+    c->durable = true;
+    c->dest = dest;
+    c->dest_len = dest ? strlen(dest) : 0;
+    c->routing_key = key;
+    c->routing_key_len = key ? strlen(key) : 0;
+}
+
 static struct meta_sm_result run(struct meta_sm *sm, enum meta_sm_cmd_type t,
                                  const char *ex, const char *type,
                                  const char *dest, const char *key)
 {
-    struct meta_sm_cmd c = {0};
+    struct meta_sm_cmd c;
     struct meta_sm_result res;
 
-    c.type = t;
-    c.vhost = "/";
-    c.vhost_len = 1;
-    c.exchange = ex;
-    c.exchange_len = ex ? strlen(ex) : 0;
-    c.exchange_type =
-        type ? (enum meta_sm_exchange_type)meta_sm_exchange_type_parse(
-                   type, strlen(type))
-             : META_SM_DIRECT;
-    c.durable = true;
-    c.dest = dest;
-    c.dest_len = dest ? strlen(dest) : 0;
-    c.routing_key = key;
-    c.routing_key_len = key ? strlen(key) : 0;
+    cmd_fill(&c, t, ex, type, dest, key);
     meta_sm_apply(sm, &c, &res);
     return res;
 }
@@ -42,6 +54,18 @@ static struct meta_sm_result run(struct meta_sm *sm, enum meta_sm_cmd_type t,
 static uint16_t declare(struct meta_sm *sm, const char *ex, const char *type)
 {
     return run(sm, META_SM_EXCHANGE_DECLARE, ex, type, NULL, NULL).reply_code;
+}
+
+/* A fanout exchange deleted after its last binding from it goes. */
+static void declare_auto_delete(struct meta_sm *sm, const char *ex)
+{
+    struct meta_sm_cmd c;
+    struct meta_sm_result res;
+
+    cmd_fill(&c, META_SM_EXCHANGE_DECLARE, ex, "fanout", NULL, NULL);
+    c.auto_delete = true;
+    meta_sm_apply(sm, &c, &res);
+    assert_int_equal(res.reply_code, 0);
 }
 
 static uint16_t bindq(struct meta_sm *sm, const char *ex, const char *q,
@@ -345,19 +369,9 @@ static void test_exchange_to_exchange_cycle(void **state)
 static void test_auto_delete_and_queue_gone(void **state)
 {
     struct meta_sm *sm = meta_sm_new();
-    struct meta_sm_cmd c = {0};
-    struct meta_sm_result res;
     (void)state;
 
-    c.type = META_SM_EXCHANGE_DECLARE;
-    c.vhost = "/";
-    c.vhost_len = 1;
-    c.exchange = "ad";
-    c.exchange_len = 2;
-    c.exchange_type = META_SM_FANOUT;
-    c.auto_delete = true;
-    meta_sm_apply(sm, &c, &res);
-    assert_int_equal(res.reply_code, 0);
+    declare_auto_delete(sm, "ad");
     declare(sm, "keep", "fanout");
     /* never bound: stays */
     assert_int_equal(run(sm, META_SM_QUEUE_GONE, NULL, NULL, "x", NULL)
@@ -443,6 +457,224 @@ static void test_determinism(void **state)
     assert_int_not_equal(meta_sm_digest(a), meta_sm_digest(b));
     meta_sm_free(a);
     meta_sm_free(b);
+}
+
+/* A command of the exchange/binding kinds, at random over few names so
+ * that they meet: declares (some auto-delete, some e2e destinations),
+ * binds and unbinds to queues and exchanges with keys and arguments,
+ * deletes, QUEUE_GONE. */
+static void random_meta_cmd(uint64_t *rng, struct meta_sm_cmd *c, char *buf)
+{
+    static const char *const keys[] = {"", "a", "a.b", "a.*", "#", "b.#"};
+    static struct meta_sm_kv args[2] = {
+        {"x-match", 7, "S\0\0\0\3any", 8},
+        {"h", 1, "V", 1},
+    };
+    uint64_t r;
+    int kind;
+
+    *rng = *rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    r = *rng >> 11;
+    kind = (int)(r % 100);
+    memset(c, 0, sizeof(*c));
+    c->vhost = r % 7 == 0 ? "v2" : "/";
+    c->vhost_len = strlen(c->vhost);
+    snprintf(buf, 16, "e%d", (int)((r >> 8) % 6));
+    c->exchange = buf;
+    c->exchange_len = strlen(buf);
+    snprintf(buf + 16, 16, "%c%d", (r >> 12) % 3 == 0 ? 'e' : 'q',
+             (int)((r >> 14) % 8));
+    c->dest = buf + 16;
+    c->dest_len = strlen(buf + 16);
+    c->dest_is_exchange = buf[16] == 'e';
+    c->routing_key = keys[(r >> 18) % 6];
+    c->routing_key_len = strlen(c->routing_key);
+    c->n_args = (r >> 21) % 5 == 0 ? 2 : 0;
+    c->args = c->n_args ? args : NULL;
+    c->durable = true;
+    if (kind < 15) {
+        c->type = META_SM_EXCHANGE_DECLARE;
+        /* a name keeps its type: few inequivalent redeclares */
+        c->exchange_type = (enum meta_sm_exchange_type)((r >> 8) % 4);
+        c->auto_delete = (r >> 26) % 2 == 0;
+    } else if (kind < 60) {
+        c->type = META_SM_BIND;
+    } else if (kind < 85) {
+        c->type = META_SM_UNBIND;
+    } else if (kind < 92) {
+        c->type = META_SM_QUEUE_GONE;
+    } else {
+        c->type = META_SM_EXCHANGE_DELETE;
+        c->if_unused = (r >> 26) % 2 == 0;
+    }
+}
+
+/* Old logs replay to the same state: the final snapshot digest of a fixed
+ * stream and the routes (queues, in their order) of fixed publishes after
+ * every 50 commands, as the machine computed them before bindings were
+ * indexed (commit 427a018). */
+static void test_replay_unchanged(void **state)
+{
+    static const char *const keys[] = {"", "a", "a.b", "b.c"};
+    struct meta_sm *sm = meta_sm_new();
+    struct meta_sm_kv hdr = {"h", 1, "Sx", 2};
+    uint64_t rng = 5;
+    uint64_t routes = 0xcbf29ce484222325ULL;
+    uint64_t reached = 0;
+    char buf[32];
+    int i;
+    int k;
+
+    (void)state;
+    for (i = 0; i < 20000; i++) {
+        struct meta_sm_cmd c;
+        struct meta_sm_result res;
+
+        random_meta_cmd(&rng, &c, buf);
+        meta_sm_apply(sm, &c, &res);
+        routes = (routes ^ res.reply_code ^ (res.changed ? 0x100 : 0)) *
+                 0x100000001b3ULL;
+        if (i % 50 != 0) {
+            continue;
+        }
+        for (k = 0; k < 6 * 4; k++) {
+            struct meta_sm_route_result rr;
+            size_t q;
+
+            snprintf(buf, sizeof(buf), "e%d", k / 4);
+            meta_sm_route(sm, "/", 1, buf, strlen(buf), keys[k % 4],
+                          strlen(keys[k % 4]), &hdr, 1, &rr);
+            for (q = 0; q < rr.n_queues; q++) {
+                size_t j;
+
+                for (j = 0; j < rr.queues[q].len; j++) {
+                    routes = (routes ^ (unsigned char)rr.queues[q].name[j]) *
+                             0x100000001b3ULL;
+                }
+                routes = (routes ^ ',') * 0x100000001b3ULL;
+            }
+            reached += rr.n_queues;
+            meta_sm_route_result_clear(&rr);
+        }
+    }
+    print_message("digest 0x%016llxULL routes 0x%016llxULL reached %llu\n",
+                  (unsigned long long)meta_sm_digest(sm),
+                  (unsigned long long)routes, (unsigned long long)reached);
+    assert_true(reached > 1000); /* the stream did route */
+    assert_true(meta_sm_digest(sm) == REPLAY_DIGEST);
+    assert_true(routes == REPLAY_ROUTES);
+    meta_sm_free(sm);
+}
+
+/* Each bind, unbind, QUEUE_GONE, auto-delete, exchange deletion and route
+ * walks what it touches (meta_sm_visits): with N bindings from one
+ * exchange, declaring them costs O(N) visits in all, where scanning every
+ * binding per command costs O(N^2); on the machine and its snapshot's
+ * copy. */
+static void test_cost_proportional_to_what_is_touched(void **state)
+{
+    enum { N = 2000 };
+    struct meta_sm *sm = meta_sm_new();
+    struct meta_sm *copy = meta_sm_new();
+    struct meta_sm_result res;
+    struct meta_sm_route_result rr;
+    char q[32];
+    char key[32];
+    uint64_t v;
+    void *snap;
+    size_t len;
+    int i;
+
+    (void)state;
+    assert_int_equal(declare(sm, "big", "topic"), 0);
+    assert_int_equal(declare(sm, "small", "direct"), 0);
+    v = meta_sm_visits(sm);
+    for (i = 0; i < N; i++) {
+        snprintf(q, sizeof(q), "q%d", i);
+        snprintf(key, sizeof(key), "k.%d", i);
+        res = run(sm, META_SM_BIND, "big", NULL, q, key);
+        assert_int_equal(res.reply_code, 0);
+        assert_true(res.changed);
+    }
+    assert_true(meta_sm_visits(sm) - v <= 2 * N);
+    /* a publish reaching N queues (one bound twice): each found once, at
+     * O(1) each, where checking each against those found costs O(N^2) */
+    bindq(sm, "big", "q5", "#");
+    assert_int_equal(meta_sm_route(sm, "/", 1, "big", 3, "k.5", 3, NULL, 0,
+                                   &rr),
+                     0);
+    assert_int_equal(rr.n_queues, 1);
+    meta_sm_route_result_clear(&rr);
+    assert_int_equal(declare(sm, "fan", "fanout"), 0);
+    for (i = 0; i < N; i++) {
+        snprintf(q, sizeof(q), "q%d", i);
+        bindq(sm, "fan", q, i == 0 ? "again" : "");
+    }
+    bindq(sm, "fan", "q0", "");
+    v = meta_sm_visits(sm);
+    assert_int_equal(meta_sm_route(sm, "/", 1, "fan", 3, "", 0, NULL, 0, &rr),
+                     0);
+    assert_int_equal(rr.n_queues, N);
+    assert_memory_equal(rr.queues[0].name, "q0", 2);
+    assert_memory_equal(rr.queues[N - 1].name, "q1999", 5);
+    meta_sm_route_result_clear(&rr);
+    assert_true(meta_sm_visits(sm) - v <= 3 * N);
+    assert_int_equal(run(sm, META_SM_EXCHANGE_DELETE, "fan", NULL, NULL, NULL)
+                         .reply_code,
+                     0);
+    bindq(sm, "small", "s1", "a");
+    bindq(sm, "small", "s2", "a");
+    declare_auto_delete(sm, "ad");
+    bindq(sm, "ad", "qa", "");
+    assert_int_equal(meta_sm_snapshot(sm, malloc, &snap, &len), 0);
+    assert_int_equal(meta_sm_restore(copy, snap, len), 0);
+    free(snap);
+    for (i = 0; i < 2; i++) {
+        struct meta_sm *s = i == 0 ? sm : copy;
+        uint64_t ex, binds;
+
+        /* a repeated bind finds its twin */
+        v = meta_sm_visits(s);
+        res = run(s, META_SM_BIND, "big", NULL, "q1990", "k.1990");
+        assert_false(res.changed);
+        assert_true(meta_sm_visits(s) - v <= 2);
+
+        v = meta_sm_visits(s);
+        res = run(s, META_SM_UNBIND, "big", NULL, "q8", "k.8");
+        assert_true(res.changed);
+        assert_true(meta_sm_visits(s) - v <= 3);
+
+        v = meta_sm_visits(s);
+        assert_true(run(s, META_SM_QUEUE_GONE, NULL, NULL, "q9", NULL)
+                        .changed);
+        assert_true(meta_sm_visits(s) - v <= 2);
+
+        /* routed over the small exchange's two bindings only */
+        v = meta_sm_visits(s);
+        assert_string_equal(route(s, "small", "a"), "s1,s2");
+        assert_true(meta_sm_visits(s) - v <= 2);
+
+        /* the auto-delete exchange's last binding goes: it goes too */
+        v = meta_sm_visits(s);
+        res = run(s, META_SM_UNBIND, "ad", NULL, "qa", "");
+        assert_true(res.changed);
+        assert_string_equal(route(s, "ad", ""), "!");
+        assert_true(meta_sm_visits(s) - v <= 4);
+
+        v = meta_sm_visits(s);
+        assert_int_equal(run(s, META_SM_EXCHANGE_DELETE, "small", NULL,
+                             NULL, NULL)
+                             .reply_code,
+                         0);
+        assert_true(meta_sm_visits(s) - v <= 3);
+        meta_sm_counts(s, &ex, &binds);
+        assert_int_equal(ex, 1);
+        assert_int_equal(binds, N - 1); /* 2 gone, q5 bound twice */
+        meta_sm_check(s);
+    }
+    assert_int_equal(meta_sm_digest(copy), meta_sm_digest(sm));
+    meta_sm_free(sm);
+    meta_sm_free(copy);
 }
 
 /* ---- the queue directory ---------------------------------------------- */
@@ -1369,6 +1601,8 @@ int main(void)
         cmocka_unit_test(test_headers),
         cmocka_unit_test(test_exchange_to_exchange_cycle),
         cmocka_unit_test(test_auto_delete_and_queue_gone),
+        cmocka_unit_test(test_replay_unchanged),
+        cmocka_unit_test(test_cost_proportional_to_what_is_touched),
         cmocka_unit_test(test_snapshot_round_trip),
         cmocka_unit_test(test_restore_rejects_corruption),
         cmocka_unit_test(test_determinism),

@@ -1587,6 +1587,11 @@ static void check_state(struct mq_sm *const *r, const struct model *m)
     for (int i = 0; i < N_REPLICAS; i++) {
         struct mq_sm_stats st;
 
+        /* every step, not only when apply's own deep check is due: the
+         * derived indexes (per queue, channel, connection, router) must
+         * agree with a walk over the whole state */
+        mq_sm_check(r[i]);
+
         mq_sm_stats(r[i], &st);
         MODEL_CHECK(&where,
                     st.queues == queues && st.ready == ready &&

@@ -2650,6 +2650,75 @@ static void test_dispatch_determinism(void **state)
     }
 }
 
+/* Old logs replay to the same state: the final digests of fixed streams
+ * (random commands of every kind, and dealing over several consumers of
+ * one queue) as the machine computed them before its walks were indexed
+ * (commit 427a018). A change of any choice (whom dispatch deals to, which
+ * records a RETURN takes, what is deleted) changes them. */
+static void test_replay_unchanged(void **state)
+{
+    static const uint64_t want[4] = {
+        0x43a0894d841055d6ULL, 0x82d20e428ac2fcb0ULL, 0xafafa6649175f3a9ULL,
+        0x0053804327d17d65ULL};
+    uint64_t got[4];
+    struct mq_sm *sm;
+    uint64_t now;
+    uint64_t rng;
+    uint64_t owners = 99;
+    uint64_t exclusive_gone = 0;
+    struct mq_sm_result res;
+    char body[64];
+    size_t j;
+    int i;
+    int k;
+
+    (void)state;
+    for (k = 0; k < 3; k++) {
+        sm = sm_make();
+        now = T0;
+        rng = (uint64_t)k + 21;
+        for (i = 0; i < 5000; i++) {
+            struct mq_sm_cmd c;
+            uint64_t r = rng_next(&owners);
+
+            random_cmd(&rng, &c, &now, body);
+            if (k == 2) {
+                /* two routers of two connections each, exclusive
+                 * queues: what RETURNs of connections and routers take */
+                c.who.router = 1 + r % 2;
+                c.who.conn = 10 + (r >> 2) % 2;
+                c.exclusive |= c.type == MQ_SM_DECLARE && (r >> 4) % 3 == 0;
+            }
+            run(sm, now, &c, &res);
+            for (j = 0; j < res.n_deleted; j++) {
+                exclusive_gone += res.deleted[j].reason == MQ_SM_DEL_EXCLUSIVE;
+            }
+            mq_sm_result_clear(&res);
+        }
+        got[k] = mq_sm_digest(sm);
+        mq_sm_free(sm);
+    }
+    sm = sm_make();
+    declare(sm, "q");
+    rng = 7;
+    for (i = 0; i < 5000; i++) {
+        struct mq_sm_cmd c;
+
+        dispatch_cmd(&rng, &c, body);
+        run1(sm, T0 + (uint64_t)i, &c);
+    }
+    got[3] = mq_sm_digest(sm);
+    mq_sm_free(sm);
+    assert_true(exclusive_gone > 5); /* owners' RETURNs did take some */
+    for (i = 0; i < 4; i++) {
+        print_message("stream %d: digest 0x%016llxULL\n", i,
+                      (unsigned long long)got[i]);
+    }
+    for (i = 0; i < 4; i++) {
+        assert_true(got[i] == want[i]);
+    }
+}
+
 static void test_digest_order(void **state)
 {
     struct mq_sm *a = sm_make();
@@ -3381,6 +3450,239 @@ static void test_cost_proportional_to_what_is_touched(void **state)
     mq_sm_free(copy);
 }
 
+static void note_router_id(void *data, uint64_t router)
+{
+    uint64_t *seen = data;
+
+    assert_true(router == 1 || router == 2);
+    *seen |= router;
+}
+
+static struct mq_sm_who who_at(uint64_t router, uint64_t conn,
+                               uint64_t channel, uint64_t consumer)
+{
+    struct mq_sm_who w = {router, conn, channel, consumer};
+
+    return w;
+}
+
+static void consume_as(struct mq_sm *sm, const char *q, uint64_t router,
+                       uint64_t conn, uint64_t channel, uint64_t consumer)
+{
+    struct mq_sm_cmd c;
+
+    cmd_init(&c, MQ_SM_CONSUME, q);
+    c.who = who_at(router, conn, channel, consumer);
+    c.max_messages = 1;
+    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+}
+
+/* RETURN of router 1's @scope (conn 1, channel @channel, consumer
+ * @consumer); returns the queues it deleted. */
+static size_t return_owner(struct mq_sm *sm, enum mq_sm_scope scope,
+                           uint64_t channel, uint64_t consumer)
+{
+    struct mq_sm_cmd c;
+    struct mq_sm_result res;
+    size_t n;
+
+    cmd_init(&c, MQ_SM_RETURN, NULL);
+    c.who = who_at(1, 1, channel, consumer);
+    c.scope = scope;
+    assert_int_equal(run(sm, T0, &c, &res), MQ_SM_OK);
+    n = res.n_deleted;
+    mq_sm_result_clear(&res);
+    return n;
+}
+
+/* Dispatch over a queue's consumers, the RETURNs of a gone consumer,
+ * channel, connection and router, mq_sm_for_each_router, a freeze and an
+ * export walk what they touch: with N queues each holding a consumer
+ * record of router 2 (each on its own connection), each visits a few
+ * records (mq_sm_visits), where a walk over every record or queue visits
+ * N. On the machine and on its snapshot's copy. */
+static void test_owner_cost(void **state)
+{
+    enum { N = 1000 };
+    struct mq_sm *sm = sm_make();
+    struct mq_sm *copy = sm_make();
+    struct mq_sm_result res;
+    struct mq_sm_cmd c;
+    char name[32];
+    uint64_t v;
+    uint64_t seen;
+    uint64_t next;
+    void *snap;
+    size_t len;
+    bool last;
+    int i;
+
+    (void)state;
+    for (i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "q%04d", i);
+        declare(sm, name);
+        enqueue(sm, T0, name, "a");
+        consume_as(sm, name, 2, (uint64_t)i + 1, 1, (uint64_t)i + 1000);
+        cmd_init(&c, MQ_SM_CHECKOUT, name);
+        c.who = who_at(2, (uint64_t)i + 1, 1, (uint64_t)i + 1000);
+        c.max_messages = 1;
+        assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    }
+    /* router 1, connection 1: four consumers of one queue on channels
+     * 1..4, an exclusive queue with a consumer on channel 5 */
+    declare(sm, "shared");
+    for (i = 1; i <= 4; i++) {
+        consume_as(sm, "shared", 1, 1, (uint64_t)i, (uint64_t)i);
+    }
+    cmd_init(&c, MQ_SM_DECLARE, "x");
+    c.exclusive = true;
+    c.who = who_at(1, 1, 0, 0);
+    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    consume_as(sm, "x", 1, 1, 5, 5);
+    for (i = 0; i < 8; i++) {
+        enqueue(sm, T0, "shared", "s");
+    }
+    assert_int_equal(mq_sm_snapshot(sm, malloc, &snap, &len), 0);
+    assert_int_equal(mq_sm_restore(copy, snap, len), 0);
+    free(snap);
+    mq_sm_check(copy);
+    for (i = 0; i < 2; i++) {
+        struct mq_sm *s = i == 0 ? sm : copy;
+
+        /* dealt over the queue's four: one each, the others' set aside */
+        v = mq_sm_visits(s);
+        cmd_init(&c, MQ_SM_CHECKOUT, "shared");
+        c.who = who_at(1, 1, 1, 1);
+        c.max_messages = 2;
+        assert_int_equal(run(s, T0, &c, &res), MQ_SM_OK);
+        assert_int_equal(res.n_deliveries, 2);
+        assert_int_equal(res.set_aside, 3);
+        mq_sm_result_clear(&res);
+        assert_true(mq_sm_visits(s) - v <= 4);
+
+        v = mq_sm_visits(s);
+        assert_int_equal(return_owner(s, MQ_SM_SCOPE_CONSUMER, 4, 4), 0);
+        assert_int_equal(qstats(s, "shared").consumers, 3);
+        assert_true(mq_sm_visits(s) - v <= 2);
+
+        v = mq_sm_visits(s);
+        assert_int_equal(return_owner(s, MQ_SM_SCOPE_CHANNEL, 3, 0), 0);
+        assert_int_equal(qstats(s, "shared").consumers, 2);
+        assert_true(mq_sm_visits(s) - v <= 2);
+
+        v = mq_sm_visits(s);
+        seen = 0;
+        mq_sm_for_each_router(s, note_router_id, &seen);
+        assert_int_equal(seen, 3);
+        assert_true(mq_sm_visits(s) - v <= 2);
+
+        /* the connection's records and its exclusive queue */
+        v = mq_sm_visits(s);
+        assert_int_equal(return_owner(s, MQ_SM_SCOPE_CONNECTION, 0, 0), 1);
+        assert_false(queue_exists(s, "x"));
+        assert_int_equal(qstats(s, "shared").consumers, 0);
+        assert_int_equal(qstats(s, "shared").ready, 8);
+        assert_true(mq_sm_visits(s) - v <= 6);
+
+        v = mq_sm_visits(s);
+        consume_as(s, "shared", 1, 2, 1, 7);
+        assert_int_equal(return_owner(s, MQ_SM_SCOPE_ROUTER, 0, 0), 0);
+        assert_int_equal(qstats(s, "shared").consumers, 0);
+        assert_true(mq_sm_visits(s) - v <= 2);
+
+        /* a freeze and the export of its definition: its own record */
+        v = mq_sm_visits(s);
+        assert_int_equal(move_cmd(s, MQ_SM_MOVE_OUT, "q0007", NULL),
+                         MQ_SM_OK);
+        assert_int_equal(qstats(s, "q0007").ready, 1);
+        assert_int_equal(mq_sm_export(s, VH, strlen(VH), "q0007", 5, 0,
+                                      1 << 16, malloc, &snap, &len, &next,
+                                      &last),
+                         MQ_SM_OK);
+        free(snap);
+        assert_true(mq_sm_visits(s) - v <= 2);
+        mq_sm_check(s);
+    }
+    assert_true(mq_sm_digest(sm) == mq_sm_digest(copy));
+    mq_sm_free(sm);
+    mq_sm_free(copy);
+}
+
+/* Giving back many deliveries to one queue takes one pass over its ready
+ * list, not one per consumer record or per tag: C basic.get records of
+ * router 1 hold 2 messages each, and the router's RETURN visits O(C)
+ * (records and ready messages passed), where requeueing each record's in
+ * turn passes those given back before it, O(C^2); the same for one
+ * record's N deliveries returned by a tag list. The queue ends in id
+ * order, redelivered. */
+static void test_return_cost(void **state)
+{
+    enum { C = 500, N = 1000 };
+    struct mq_sm *sm = sm_make();
+    struct mq_sm_result res;
+    struct mq_sm_cmd c;
+    uint64_t *tags = calloc(N, sizeof(*tags));
+    uint64_t v;
+    int i;
+
+    (void)state;
+    assert_non_null(tags);
+    declare(sm, "q");
+    for (i = 0; i < 2 * C + 10; i++) {
+        enqueue(sm, T0, "q", "m");
+    }
+    for (i = 0; i < C; i++) {
+        cmd_init(&c, MQ_SM_CHECKOUT, "q");
+        c.who = who_at(1, (uint64_t)i + 1, 1, (uint64_t)i + 1);
+        c.max_messages = 2;
+        assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    }
+    assert_int_equal(qstats(sm, "q").unacked, 2 * C);
+    v = mq_sm_visits(sm);
+    cmd_init(&c, MQ_SM_RETURN, NULL);
+    c.who = who_at(1, 0, 0, 0);
+    c.scope = MQ_SM_SCOPE_ROUTER;
+    assert_int_equal(run(sm, T0, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.count, 2 * C);
+    mq_sm_result_clear(&res);
+    assert_true(mq_sm_visits(sm) - v <= 3 * C + 10);
+    assert_int_equal(qstats(sm, "q").ready, 2 * C + 10);
+
+    /* one record's N deliveries, returned by a tag list */
+    for (i = 0; i < N - 2 * C - 10; i++) {
+        enqueue(sm, T0, "q", "m");
+    }
+    cmd_init(&c, MQ_SM_CHECKOUT, "q");
+    c.who = who_at(1, 1, 1, 9999);
+    c.max_messages = N;
+    assert_int_equal(run(sm, T0, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.n_deliveries, N);
+    for (i = 0; i < N; i++) {
+        tags[i] = res.deliveries[i].tag;
+    }
+    mq_sm_result_clear(&res);
+    v = mq_sm_visits(sm);
+    cmd_init(&c, MQ_SM_RETURN, NULL);
+    c.who = who_at(1, 1, 1, 0);
+    c.tags = tags;
+    c.n_tags = N;
+    assert_int_equal(run(sm, T0, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.count, N);
+    mq_sm_result_clear(&res);
+    assert_true(mq_sm_visits(sm) - v <= 2 * N);
+    /* all back, in id order, each redelivered */
+    assert_int_equal(checkout(sm, T0, "q", 7, 7777, N, 0, &res), N);
+    for (i = 0; i < N; i++) {
+        assert_true(res.deliveries[i].redelivered);
+        assert_true(i == 0 ||
+                    res.deliveries[i].msg_id > res.deliveries[i - 1].msg_id);
+    }
+    mq_sm_result_clear(&res);
+    mq_sm_check(sm);
+    free(tags);
+    mq_sm_free(sm);
+}
+
 /* One command leaving several auto-delete queues without consumers
  * deletes them in creation order, whatever order their consumers came
  * in; one in a move stays for a later sweep. */
@@ -3544,6 +3846,8 @@ int main(void)
         cmocka_unit_test(test_connection_gone_deletes_exclusive),
         cmocka_unit_test(test_auto_delete_last_consumer),
         cmocka_unit_test(test_cost_proportional_to_what_is_touched),
+        cmocka_unit_test(test_owner_cost),
+        cmocka_unit_test(test_return_cost),
         cmocka_unit_test(test_auto_delete_order),
         cmocka_unit_test(test_exclusive_consumer),
         cmocka_unit_test(test_leader_change_returns_all),
@@ -3572,6 +3876,7 @@ int main(void)
         cmocka_unit_test(test_era_keeps_deliveries),
         cmocka_unit_test(test_for_each_router),
         cmocka_unit_test(test_dispatch_determinism),
+        cmocka_unit_test(test_replay_unchanged),
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_place_gen),
         cmocka_unit_test(test_move_full),
