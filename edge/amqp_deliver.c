@@ -341,9 +341,13 @@ void chan_cons_arm(struct amqp_channel *ch, struct consumer *cs)
 {
     uint64_t id = cs->id;
 
-    while (cs != NULL && !ch->closing && ch->flow_active &&
-           !chan_conn_dead(ch) && !ch->conn->calls->closing &&
-           chan_out(ch)->len <= EDGE_OUT_HIGH) {
+    /* Acks of the read going on are not sent yet (amqp_ack.c batches
+     * them): a CHECKOUT now would reach the shard before them, whose
+     * prefetch check would still count them unacked and give less. The
+     * channel arms its consumers again once they are sent. */
+    while (cs != NULL && ch->ack_op == NULL && !ch->closing &&
+           ch->flow_active && !chan_conn_dead(ch) &&
+           !ch->conn->calls->closing && chan_out(ch)->len <= EDGE_OUT_HIGH) {
         int64_t window;
         int64_t room;
 

@@ -13,7 +13,9 @@
 
 /* Keep CHECKOUTs on their way for @cs while it has credit: up to 4,
  * each asked once a quarter of its window is free, while its queue has
- * messages for it; one long poll, alone, once it ran dry. */
+ * messages for it; one long poll, alone, once it ran dry. Not while acks
+ * of the channel wait to be sent: they go first (the channel's pump arms
+ * again after sending them). */
 void chan_cons_arm(struct amqp_channel *ch, struct consumer *cs);
 /* Free @cs (unlinked from @ch): deliveries the edge holds for it go back
  * to its queue; its CHECKOUTs still on their way find no consumer when

@@ -1402,6 +1402,37 @@ static void test_cancel_with_fetches_in_flight(void **state)
     cl_close(&p);
 }
 
+/* Acks read together go to the shard together, at the end of the read;
+ * the CHECKOUT their credit allows goes after them. Before, it went at
+ * the first ack that freed a quarter of the window, ahead of the acks:
+ * the shard's prefetch check still counted them unacked and gave nothing,
+ * the consumer ran "dry" and got the next messages only from a long poll
+ * retried 100 ms later (4 CHECKOUTs where 1 does). */
+static void test_checkout_after_acks(void **state)
+{
+    struct fixture *fx = *state;
+    struct client p;
+    struct client c;
+    unsigned applied;
+    int i;
+
+    cl_handshake(&p, fx->port);
+    cl_fill_numbered(&p, "aa", 20);
+    cl_handshake(&c, fx->port);
+    cl_consume_prefetch(&c, "aa", 10);
+    for (i = 0; i < 10; i++) {
+        cl_expect_numbered(&c, (uint64_t)i + 1, i);
+    }
+    applied = fake_broker_applied(fx->fb, MQ_SM_CHECKOUT);
+    cl_ack_range(&c, 1, 10);
+    for (i = 10; i < 20; i++) {
+        cl_expect_numbered(&c, (uint64_t)i + 1, i);
+    }
+    assert_int_equal(fake_broker_applied(fx->fb, MQ_SM_CHECKOUT), applied + 1);
+    cl_close(&c);
+    cl_close(&p);
+}
+
 /* A shard out for longer than the edge's calls are retried: an ack sent
  * during the outage, and the RETURN of a connection that closed holding an
  * unacked delivery, are still applied once it is back. The acking
@@ -1552,6 +1583,8 @@ int main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_cancel_with_fetches_in_flight,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkout_after_acks, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_cancelled_consumer_lost_checkout,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_outage_outlasted, setup,
