@@ -237,8 +237,14 @@ static void on_checkout_done(struct edge_call *ec)
     if (f->waiting && r->n_deliveries == 0 &&
         clock_mono_ms() - ec->submitted_ms < EDGE_CHECKOUT_WAIT_MS / 2) {
         /* Empty and early: the broker did not hold it (nothing it could
-         * give this consumer now). Ask again a little later, never in a
-         * loop that spins on the broker. */
+         * give this consumer now, or a retry with nothing left). Ask
+         * again a little later, never in a loop that spins on the broker,
+         * with a new seq: one whose answer is known is not held
+         * (node/mq_svc.c), and this one holds nothing. A long poll is
+         * its consumer's only CHECKOUT: the order stays. */
+        assert(cs->fetches == f && f->next == NULL);
+        f->seq = ++cs->co_seq;
+        ec->bc.mq.seq = f->seq;
         edge_call_retry(ec);
         chan_wake(ch);
         return;
