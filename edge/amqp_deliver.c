@@ -138,8 +138,9 @@ static void fetch_unlink(struct consumer *cs, struct cons_fetch *f)
 /* Deliver the answered fetches at the head of @cs's, oldest first: a
  * later CHECKOUT's answer that came back first (an earlier one was lost
  * and is being retried) waits for the earlier one's, so the consumer sees
- * the queue's order. Then ask for more. */
-static void cons_drain(struct amqp_channel *ch, struct consumer *cs)
+ * the queue's order. Then ask for more if @ask. */
+static void cons_drain(struct amqp_channel *ch, struct consumer *cs,
+                       bool ask)
 {
     uint64_t id = cs->id;
     struct cons_fetch *f;
@@ -154,7 +155,7 @@ static void cons_drain(struct amqp_channel *ch, struct consumer *cs)
         cs = chan_cons_by_id(ch, id);
     }
     chan_flush(ch);
-    if (cs != NULL) {
+    if (cs != NULL && ask) {
         chan_cons_arm(ch, cs);
     }
     chan_wake(ch);
@@ -225,9 +226,14 @@ static void on_checkout_done(struct edge_call *ec)
             edge_call_retry(ec);
             return;
         }
+        /* The broker or the edge is closing: ask no more (a CHECKOUT
+         * would come back CLOSING at once, again and again); deliver what
+         * waited for this one. */
         fetch_unlink(cs, f);
         free(f);
-        cons_drain(ch, cs);
+        if (cs->fetches != NULL && cs->fetches->answered) {
+            cons_drain(ch, cs, false);
+        }
         return;
     }
     if (r->status != MQ_SM_OK) {
@@ -255,7 +261,7 @@ static void on_checkout_done(struct edge_call *ec)
     f->answered = true;
     f->shard = ec->bc.shard;
     f->who = ec->bc.mq.who;
-    cons_drain(ch, cs);
+    cons_drain(ch, cs, true);
 }
 
 /* CHECKOUTs a consumer keeps on their way while its queue has messages
@@ -356,6 +362,7 @@ void chan_cons_arm(struct amqp_channel *ch, struct consumer *cs)
            !ch->conn->calls->closing && chan_out(ch)->len <= EDGE_OUT_HIGH) {
         int64_t window;
         int64_t room;
+        unsigned before;
 
         /* A dry consumer waits for its answers, then long-polls alone. */
         if (cs->n_fetches >= FETCHES_MAX ||
@@ -372,11 +379,16 @@ void chan_cons_arm(struct amqp_channel *ch, struct consumer *cs)
                           (cs->unacked > 0 || cs->asked > 0))) {
             return;
         }
+        before = cs->n_fetches;
         fetch_submit(ch, cs,
                      (uint32_t)(room < EDGE_CHECKOUT_MAX ? room
                                                          : EDGE_CHECKOUT_MAX));
-        /* its answer may have come already */
         cs = chan_cons_by_id(ch, id);
+        if (cs == NULL || cs->n_fetches <= before) {
+            /* Answered already: delivered, and asked again from there,
+             * or failed for good (closing), and asks no more. */
+            return;
+        }
     }
 }
 
@@ -542,8 +554,8 @@ void chan_start_cancel(struct chan_op *op, const struct amqp_basic_cancel *c)
     ec->bc.shard = cs->shard;
     ec->bc.mq.type = MQ_SM_CANCEL;
     ec->bc.mq.who.consumer = cs->id;
-    edge_call_submit(ec);
     chan_cons_free(ch, cs);
+    edge_call_submit(ec);
 }
 
 static void on_get_done(struct edge_call *ec)

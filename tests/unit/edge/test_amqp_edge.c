@@ -70,6 +70,7 @@ struct fixture {
     struct amqp_server *srv;
     int port;
     int closed;
+    int open_fd; /* a client left connected through teardown, or 0 */
 };
 
 static void on_server_closed(void *data)
@@ -158,6 +159,9 @@ static int teardown(void **state)
     assert_true(fx->closed);
     /* Every handle (listener, timers, connections) was closed. */
     assert_int_equal(uv_loop_close(&fx->loop), 0);
+    if (fx->open_fd > 0) {
+        close(fx->open_fd);
+    }
     free(fx);
     return 0;
 }
@@ -1402,6 +1406,86 @@ static void test_cancel_with_fetches_in_flight(void **state)
     cl_close(&p);
 }
 
+/* Something to read within @ms. */
+static bool cl_readable(struct client *c, int ms)
+{
+    struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+
+    return c->in_off < c->in_len || poll(&pfd, 1, ms) > 0;
+}
+
+/* One consumer, random prefetch, random acks (single ones read together,
+ * or multiple), CHECKOUTs slow for a while and answers lost, by a fixed
+ * seed: whatever the interleaving, it gets every message once, in queue
+ * order, never redelivered, with tags 1, 2, 3... */
+static void test_fetches_random(void **state)
+{
+    struct fixture *fx = *state;
+    struct client p;
+    struct client c;
+    const int n = 300;
+    uint64_t rnd = 0x9e3779b97f4a7c15ULL;
+    uint64_t until = clock_mono_ms() + 30000;
+    bool slow = false;
+    int got = 0;
+    int acked = 0;
+    int lost_at = -1;
+
+#define NEXT_RND() (rnd ^= rnd << 13, rnd ^= rnd >> 7, rnd ^= rnd << 17, rnd)
+    cl_handshake(&p, fx->port);
+    cl_fill_numbered(&p, "rnd", n);
+    cl_handshake(&c, fx->port);
+    cl_consume_prefetch(&c, "rnd", (uint16_t)(4 + NEXT_RND() % 60));
+    while (acked < n) {
+        if (clock_mono_ms() >= until) {
+            fail_msg("stuck: %d delivered, %d acked", got, acked);
+        }
+        if (cl_readable(&c, 10)) {
+            assert_true(got < n);
+            cl_expect_numbered(&c, (uint64_t)got + 1, got);
+            got++;
+            continue;
+        }
+        switch (NEXT_RND() % 4) {
+        case 0:
+            slow = !slow;
+            fake_broker_slow(fx->fb, MQ_SM_CHECKOUT, slow);
+            break;
+        case 1:
+            /* not again before a delivery: every retry lost stalls */
+            if (got > lost_at) {
+                fake_broker_lose_replies(fx->fb, MQ_SM_CHECKOUT, 1);
+                lost_at = got;
+            }
+            break;
+        default:
+            if (got > acked) {
+                int k = 1 + (int)(NEXT_RND() % (uint64_t)(got - acked));
+
+                if (NEXT_RND() % 2 == 0) {
+                    cl_ack_range(&c, (uint64_t)acked + 1,
+                                 (uint64_t)acked + (uint64_t)k);
+                } else {
+                    struct amqp_method m;
+
+                    amqp_method_init(&m, AMQP_BASIC_ACK);
+                    m.basic_ack.delivery_tag = (uint64_t)acked + (uint64_t)k;
+                    m.basic_ack.multiple = true;
+                    cl_method(&c, 1, &m);
+                }
+                acked += k;
+            }
+            break;
+        }
+    }
+#undef NEXT_RND
+    fake_broker_slow(fx->fb, MQ_SM_CHECKOUT, false);
+    assert_int_equal(got, n);
+    assert_int_equal(cl_queue_count(&p, "rnd"), 0);
+    cl_close(&c);
+    cl_close(&p);
+}
+
 /* Acks read together go to the shard together, at the end of the read;
  * the CHECKOUT their credit allows goes after them. Before, it went at
  * the first ack that freed a quarter of the window, ahead of the acks:
@@ -1431,6 +1515,23 @@ static void test_checkout_after_acks(void **state)
     assert_int_equal(fake_broker_applied(fx->fb, MQ_SM_CHECKOUT), applied + 1);
     cl_close(&c);
     cl_close(&p);
+}
+
+/* The broker closes (the fixture closes it first) under a connected
+ * consumer whose long poll it holds: the CHECKOUT answers CLOSING, and so
+ * would every new one, at once. The consumer asks no more. Before, it
+ * asked again from the answer, recursing until the stack ran out. */
+static void test_broker_closing_under_a_consumer(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+
+    cl_handshake(&c, fx->port);
+    cl_declare(&c, "bcl");
+    cl_consume_prefetch(&c, "bcl", 10);
+    /* its long poll was sent with consume-ok: held, the queue empty */
+    fx->open_fd = c.fd;
+    amqp_frame_decoder_close(&c.dec);
 }
 
 /* A shard out for longer than the edge's calls are retried: an ack sent
@@ -1585,6 +1686,10 @@ int main(int argc, char **argv)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkout_after_acks, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_fetches_random, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_broker_closing_under_a_consumer,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancelled_consumer_lost_checkout,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_outage_outlasted, setup,

@@ -184,7 +184,13 @@ static void fb_run(struct fake_broker *fb, struct amqp_broker_call *c)
         c->wait_ms > 0) {
         struct mq_sm_queue_stats qs;
 
-        if (mq_sm_queue_stats(fb->mq[c->shard], c->mq.vhost, c->mq.vhost_len,
+        /* a retry's answer is known: never held (node/mq_svc.c) */
+        bool retry = c->mq.seq != 0 &&
+                     c->mq.seq <= mq_sm_consumer_seq(fb->mq[c->shard],
+                                                     c->mq.who.consumer);
+
+        if (!retry &&
+            mq_sm_queue_stats(fb->mq[c->shard], c->mq.vhost, c->mq.vhost_len,
                               c->mq.queue, c->mq.queue_len, &qs) == 0 &&
             qs.ready == 0) {
             struct held *h = calloc(1, sizeof(*h));
