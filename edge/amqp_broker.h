@@ -63,7 +63,8 @@ struct amqp_broker_call {
      * broker holds the call until one is (then checks it out) or until
      * wait_ms pass (then completes OK with no deliveries). 0 = answer now.
      * This is how pushed deliveries reach a consumer: the edge keeps one
-     * waiting CHECKOUT per consumer with credit. */
+     * waiting CHECKOUT per consumer with credit whose queue ran dry, and
+     * while the queue has messages for it, up to 4 that do not wait. */
     uint32_t wait_ms;
     struct meta_sm_cmd meta; /* META */
     /* out */

@@ -21,6 +21,7 @@
 #include "common/buf.h"
 #include "edge/amqp_calls.h"
 #include "proto/amqp_frame.h"
+#include "sm/mq_sm.h"
 
 struct amqp_server_stats;
 struct chan_conn;
@@ -73,6 +74,18 @@ struct delivery {
     bool done; /* settled, returned or dropped */
 };
 
+/* One CHECKOUT of a consumer on its way (amqp_deliver.c). */
+struct cons_fetch {
+    struct cons_fetch *next; /* seq ascending */
+    uint64_t seq;
+    uint32_t asked;   /* its max_messages */
+    bool waiting;     /* a long poll (wait_ms > 0) */
+    bool answered;    /* held in res until every earlier one is answered */
+    unsigned shard;   /* answered: the shard that delivered */
+    struct mq_sm_who who;
+    struct mq_sm_result res;
+};
+
 struct consumer {
     struct consumer *next;
     char tag[256];
@@ -82,8 +95,15 @@ struct consumer {
     unsigned shard;
     uint64_t id;
     bool no_ack;
-    bool polling; /* a CHECKOUT is in the broker */
     uint32_t unacked;
+    /* Its CHECKOUTs on their way, oldest first: answers are delivered in
+     * this order, whatever order they come back in. */
+    struct cons_fetch *fetches;
+    unsigned n_fetches;
+    uint32_t asked; /* what they may still bring */
+    /* The last answer brought less than it asked: the queue has nothing
+     * more for it now, and its next CHECKOUT is a long poll, alone. */
+    bool dry;
     /* seq of the last CHECKOUT: a retry keeps it, so a shard that applied
      * one whose reply was lost hands the same deliveries out again */
     uint64_t co_seq;

@@ -215,7 +215,7 @@ static void start_op(struct chan_op *op)
         while ((cs = ch->consumers) != NULL) {
             ch->consumers = cs->next;
             ch->conn->stats->consumers--;
-            free(cs);
+            chan_cons_free(ch, cs);
         }
         edge_return_everywhere(ch->conn->calls, MQ_SM_SCOPE_CHANNEL, &who);
         chan_op_reply_simple(op, AMQP_CHANNEL_CLOSE_OK);
@@ -258,7 +258,7 @@ static void ch_release(struct amqp_channel *ch)
     while ((cs = ch->consumers) != NULL) {
         ch->consumers = cs->next;
         ch->conn->stats->consumers--;
-        free(cs);
+        chan_cons_free(ch, cs);
     }
     buf_free(&ch->pub_header);
     buf_free(&ch->pub_body);
@@ -303,7 +303,7 @@ static void ch_raise(struct amqp_channel *ch, struct chan_op *op)
     while ((cs = ch->consumers) != NULL) {
         ch->consumers = cs->next;
         ch->conn->stats->consumers--;
-        free(cs);
+        chan_cons_free(ch, cs);
     }
     ch->dl_head = ch->dl_len = 0;
     ch->unacked = 0;

@@ -547,6 +547,16 @@ static bool propose_internal(struct mq_svc *svc, enum pending_kind kind,
     return true;
 }
 
+/* A CHECKOUT with the seq of one of its consumer's that delivered (or
+ * older): a retry, whose answer is known now (mq_sm.h, CHECKOUT). Parked,
+ * it would hold what that one delivered until a wakeup or its deadline,
+ * and with nothing left be parked again after every wakeup. */
+static bool is_retry(struct mq_svc *svc, const struct mq_sm_cmd *c)
+{
+    return c->seq != 0 &&
+           c->seq <= mq_sm_consumer_seq(svc->sm, c->who.consumer);
+}
+
 static bool should_repark(struct mq_svc *svc, const struct mq_svc_call *call)
 {
     const struct mq_sm_result *r = &call->result;
@@ -557,7 +567,8 @@ static bool should_repark(struct mq_svc *svc, const struct mq_svc_call *call)
            call->cmd.type == MQ_SM_CHECKOUT && call->wait_ms > 0 &&
            r->status == MQ_SM_OK && r->n_deliveries == 0 && r->n_dead == 0 &&
            r->n_deleted == 0 && !r->incomplete &&
-           uv_now(svc->sh.loop) < call->deadline;
+           uv_now(svc->sh.loop) < call->deadline &&
+           !is_retry(svc, &call->cmd);
 }
 
 static void cmd_done(struct rgroup_cmd *rcmd, int status)
@@ -946,8 +957,8 @@ void mq_svc_submit_until(struct mq_svc *svc, struct mq_svc_call *call,
         call->deadline = uv_now(svc->sh.loop) + call->wait_ms;
         /* Nothing ready, or the queue in a move (mq_sm.h): park without
          * proposing; a missing queue is proposed so the state machine
-         * answers 404 (or MOVED). */
-        if (c->max_messages > 0 &&
+         * answers 404 (or MOVED), and a retry for its known answer. */
+        if (c->max_messages > 0 && !is_retry(svc, c) &&
             mq_sm_queue_stats(svc->sm, c->vhost, c->vhost_len, c->queue,
                               c->queue_len, &qs) == 0 &&
             !has_work(svc, call, &qs)) {

@@ -2767,6 +2767,13 @@ uint64_t mq_sm_consumer_pending(const struct mq_sm *sm, uint64_t consumer)
     return c != NULL ? c->pending : 0;
 }
 
+uint64_t mq_sm_consumer_seq(const struct mq_sm *sm, uint64_t consumer)
+{
+    const struct mq_consumer *c = consumer_find(sm, consumer);
+
+    return c != NULL ? c->co_seq : 0;
+}
+
 void mq_sm_stats(const struct mq_sm *sm, struct mq_sm_stats *out)
 {
     const struct mq_queue *q;

@@ -641,6 +641,11 @@ uint64_t mq_sm_next_due(struct mq_sm *sm);
  * its next CHECKOUT gets (0: none, or no such consumer). */
 uint64_t mq_sm_consumer_pending(const struct mq_sm *sm, uint64_t consumer);
 
+/* The seq of @consumer's last CHECKOUT that delivered (0: none, or no
+ * such consumer): a CHECKOUT of it with a seq not above is a retry, whose
+ * answer the state holds already (CHECKOUT above). */
+uint64_t mq_sm_consumer_seq(const struct mq_sm *sm, uint64_t consumer);
+
 /* Counters of one queue (unacked includes what is set aside). Returns 0,
  * or -1 if it does not exist. */
 int mq_sm_queue_stats(const struct mq_sm *sm, const char *vhost,

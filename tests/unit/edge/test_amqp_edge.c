@@ -70,6 +70,7 @@ struct fixture {
     struct amqp_server *srv;
     int port;
     int closed;
+    int open_fd; /* a client left connected through teardown, or 0 */
 };
 
 static void on_server_closed(void *data)
@@ -158,6 +159,9 @@ static int teardown(void **state)
     assert_true(fx->closed);
     /* Every handle (listener, timers, connections) was closed. */
     assert_int_equal(uv_loop_close(&fx->loop), 0);
+    if (fx->open_fd > 0) {
+        close(fx->open_fd);
+    }
     free(fx);
     return 0;
 }
@@ -1214,6 +1218,322 @@ static void test_cancelled_consumer_lost_checkout(void **state)
     cl_close(&c);
 }
 
+/* Wait (at most 10 s) until @n CHECKOUTs wait in the slow broker. */
+static void wait_slowed(struct fixture *fx, unsigned n)
+{
+    uint64_t until = clock_mono_ms() + 10000;
+
+    while (fake_broker_slowed(fx->fb, MQ_SM_CHECKOUT) != n) {
+        if (clock_mono_ms() >= until) {
+            fail_msg("%u CHECKOUTs in flight, want %u",
+                     fake_broker_slowed(fx->fb, MQ_SM_CHECKOUT), n);
+        }
+        usleep(2000);
+    }
+}
+
+/* Ready messages of @q, by a passive declare on channel 1. */
+static uint32_t cl_queue_count(struct client *c, const char *q)
+{
+    struct amqp_method m;
+    uint32_t n;
+
+    amqp_method_init(&m, AMQP_QUEUE_DECLARE);
+    m.queue_declare.queue = amqp_cstr(q);
+    m.queue_declare.passive = true;
+    cl_method(c, 1, &m);
+    cl_expect(c, AMQP_QUEUE_DECLARE_OK, &m);
+    n = m.queue_declare_ok.message_count;
+    amqp_method_free(&m);
+    return n;
+}
+
+/* Poll until @q holds @n ready messages (at most 10 s). */
+static void cl_queue_count_eventually(struct client *c, const char *q,
+                                      uint32_t n)
+{
+    uint64_t until = clock_mono_ms() + 10000;
+    uint32_t got;
+
+    while ((got = cl_queue_count(c, q)) != n) {
+        if (clock_mono_ms() >= until) {
+            fail_msg("'%s' holds %u messages, want %u", q, got, n);
+        }
+        usleep(10000);
+    }
+}
+
+/* Declare @q and publish "m<i>" into it for i in [0, @n), stored. */
+static void cl_fill_numbered(struct client *p, const char *q, int n)
+{
+    char body[32];
+    int i;
+
+    cl_declare(p, q);
+    for (i = 0; i < n; i++) {
+        snprintf(body, sizeof(body), "m%d", i);
+        cl_publish(p, "", q, body, false);
+    }
+    /* ordered after the publishes on the same channel */
+    assert_int_equal(cl_queue_count(p, q), (uint32_t)n);
+}
+
+/* basic.qos @prefetch, then basic.consume @q as "ct", on channel 1. */
+static void cl_consume_prefetch(struct client *c, const char *q,
+                                uint16_t prefetch)
+{
+    struct amqp_method m;
+
+    amqp_method_init(&m, AMQP_BASIC_QOS);
+    m.basic_qos.prefetch_count = prefetch;
+    cl_method(c, 1, &m);
+    cl_expect_free(c, AMQP_BASIC_QOS_OK);
+    amqp_method_init(&m, AMQP_BASIC_CONSUME);
+    m.basic_consume.queue = amqp_cstr(q);
+    m.basic_consume.consumer_tag = amqp_cstr("ct");
+    cl_method(c, 1, &m);
+    cl_expect_free(c, AMQP_BASIC_CONSUME_OK);
+}
+
+/* basic.deliver of "m<i>" with delivery tag @tag, not redelivered. */
+static void cl_expect_numbered(struct client *c, uint64_t tag, int i)
+{
+    struct amqp_method m;
+    char body[32];
+
+    cl_expect(c, AMQP_BASIC_DELIVER, &m);
+    assert_int_equal(m.basic_deliver.delivery_tag, tag);
+    assert_false(m.basic_deliver.redelivered);
+    amqp_method_free(&m);
+    snprintf(body, sizeof(body), "m%d", i);
+    cl_expect_content(c, body);
+}
+
+/* basic.ack of every tag in [@from, @to], one at a time, in one write. */
+static void cl_ack_range(struct client *c, uint64_t from, uint64_t to)
+{
+    struct amqp_method m;
+    struct buf b;
+    uint64_t t;
+
+    buf_init(&b);
+    for (t = from; t <= to; t++) {
+        amqp_method_init(&m, AMQP_BASIC_ACK);
+        m.basic_ack.delivery_tag = t;
+        assert_int_equal(amqp_method_encode(&b, 1, &m, 0), 0);
+    }
+    cl_send_buf(c, &b);
+}
+
+/* 80 ready, prefetch 40: "ct" gets m0..m39 (tags 1..40). Then, CHECKOUTs
+ * slow (each a Raft commit), it acks 10, 10 and 10: each frees a quarter
+ * of its window, and it asks again at once, not after the previous
+ * answer: 3 CHECKOUTs on their way. Before, it had one at a time. */
+static void consume_with_three_fetches(struct fixture *fx, struct client *p,
+                                       struct client *c, const char *q)
+{
+    int i;
+
+    cl_handshake(p, fx->port);
+    cl_fill_numbered(p, q, 80);
+    cl_handshake(c, fx->port);
+    cl_consume_prefetch(c, q, 40);
+    for (i = 0; i < 40; i++) {
+        cl_expect_numbered(c, (uint64_t)i + 1, i);
+    }
+    fake_broker_slow(fx->fb, MQ_SM_CHECKOUT, true);
+    for (i = 0; i < 3; i++) {
+        cl_ack_range(c, 10 * (uint64_t)i + 1, 10 * (uint64_t)i + 10);
+        wait_slowed(fx, (unsigned)i + 1);
+    }
+}
+
+/* Several CHECKOUTs on their way: the consumer gets the queue's messages
+ * in queue order with ascending tags, even when the first one's answer is
+ * lost and comes (by its retry) after the other two. */
+static void test_fetches_pipelined(void **state)
+{
+    struct fixture *fx = *state;
+    struct client p;
+    struct client c;
+    int i;
+
+    consume_with_three_fetches(fx, &p, &c, "pl");
+    fake_broker_lose_replies(fx->fb, MQ_SM_CHECKOUT, 1);
+    fake_broker_slow(fx->fb, MQ_SM_CHECKOUT, false);
+    for (i = 40; i < 70; i++) {
+        cl_expect_numbered(&c, (uint64_t)i + 1, i);
+    }
+    /* its window is full again: 10 left in the queue */
+    assert_int_equal(cl_queue_count(&c, "pl"), 10);
+    cl_close(&c);
+    cl_close(&p);
+}
+
+/* basic.cancel while a consumer has CHECKOUTs on their way: the first's
+ * answer lost (its retry still waiting), the two later ones answered and
+ * held for it. Every message they took goes back to the queue: the held
+ * ones at the cancel, the retried one's when it comes back to no
+ * consumer. Only the 10 delivered and unacked stay with the channel. */
+static void test_cancel_with_fetches_in_flight(void **state)
+{
+    struct fixture *fx = *state;
+    unsigned applied;
+    struct client p;
+    struct client c;
+    struct amqp_method m;
+    uint64_t until = clock_mono_ms() + 10000;
+
+    consume_with_three_fetches(fx, &p, &c, "cf");
+    applied = fake_broker_applied(fx->fb, MQ_SM_CHECKOUT);
+    fake_broker_lose_replies(fx->fb, MQ_SM_CHECKOUT, 1);
+    fake_broker_release(fx->fb, MQ_SM_CHECKOUT);
+    /* the three applied, and the lost one's retry waits again */
+    while (fake_broker_applied(fx->fb, MQ_SM_CHECKOUT) != applied + 3 ||
+           fake_broker_slowed(fx->fb, MQ_SM_CHECKOUT) != 1) {
+        assert_true(clock_mono_ms() < until);
+        usleep(2000);
+    }
+    amqp_method_init(&m, AMQP_BASIC_CANCEL);
+    m.basic_cancel.consumer_tag = amqp_cstr("ct");
+    cl_method(&c, 1, &m);
+    cl_expect_free(&c, AMQP_BASIC_CANCEL_OK);
+    cl_queue_count_eventually(&p, "cf", 30);
+    fake_broker_slow(fx->fb, MQ_SM_CHECKOUT, false);
+    cl_queue_count_eventually(&p, "cf", 40);
+    cl_close(&c); /* its 10 unacked go back */
+    cl_queue_count_eventually(&p, "cf", 50);
+    cl_close(&p);
+}
+
+/* Something to read within @ms. */
+static bool cl_readable(struct client *c, int ms)
+{
+    struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+
+    return c->in_off < c->in_len || poll(&pfd, 1, ms) > 0;
+}
+
+/* One consumer, random prefetch, random acks (single ones read together,
+ * or multiple), CHECKOUTs slow for a while and answers lost, by a fixed
+ * seed: whatever the interleaving, it gets every message once, in queue
+ * order, never redelivered, with tags 1, 2, 3... */
+static void test_fetches_random(void **state)
+{
+    struct fixture *fx = *state;
+    struct client p;
+    struct client c;
+    const int n = 300;
+    uint64_t rnd = 0x9e3779b97f4a7c15ULL;
+    uint64_t until = clock_mono_ms() + 30000;
+    bool slow = false;
+    int got = 0;
+    int acked = 0;
+    int lost_at = -1;
+
+#define NEXT_RND() (rnd ^= rnd << 13, rnd ^= rnd >> 7, rnd ^= rnd << 17, rnd)
+    cl_handshake(&p, fx->port);
+    cl_fill_numbered(&p, "rnd", n);
+    cl_handshake(&c, fx->port);
+    cl_consume_prefetch(&c, "rnd", (uint16_t)(4 + NEXT_RND() % 60));
+    while (acked < n) {
+        if (clock_mono_ms() >= until) {
+            fail_msg("stuck: %d delivered, %d acked", got, acked);
+        }
+        if (cl_readable(&c, 10)) {
+            assert_true(got < n);
+            cl_expect_numbered(&c, (uint64_t)got + 1, got);
+            got++;
+            continue;
+        }
+        switch (NEXT_RND() % 4) {
+        case 0:
+            slow = !slow;
+            fake_broker_slow(fx->fb, MQ_SM_CHECKOUT, slow);
+            break;
+        case 1:
+            /* not again before a delivery: every retry lost stalls */
+            if (got > lost_at) {
+                fake_broker_lose_replies(fx->fb, MQ_SM_CHECKOUT, 1);
+                lost_at = got;
+            }
+            break;
+        default:
+            if (got > acked) {
+                int k = 1 + (int)(NEXT_RND() % (uint64_t)(got - acked));
+
+                if (NEXT_RND() % 2 == 0) {
+                    cl_ack_range(&c, (uint64_t)acked + 1,
+                                 (uint64_t)acked + (uint64_t)k);
+                } else {
+                    struct amqp_method m;
+
+                    amqp_method_init(&m, AMQP_BASIC_ACK);
+                    m.basic_ack.delivery_tag = (uint64_t)acked + (uint64_t)k;
+                    m.basic_ack.multiple = true;
+                    cl_method(&c, 1, &m);
+                }
+                acked += k;
+            }
+            break;
+        }
+    }
+#undef NEXT_RND
+    fake_broker_slow(fx->fb, MQ_SM_CHECKOUT, false);
+    assert_int_equal(got, n);
+    assert_int_equal(cl_queue_count(&p, "rnd"), 0);
+    cl_close(&c);
+    cl_close(&p);
+}
+
+/* Acks read together go to the shard together, at the end of the read;
+ * the CHECKOUT their credit allows goes after them. Before, it went at
+ * the first ack that freed a quarter of the window, ahead of the acks:
+ * the shard's prefetch check still counted them unacked and gave nothing,
+ * the consumer ran "dry" and got the next messages only from a long poll
+ * retried 100 ms later (4 CHECKOUTs where 1 does). */
+static void test_checkout_after_acks(void **state)
+{
+    struct fixture *fx = *state;
+    struct client p;
+    struct client c;
+    unsigned applied;
+    int i;
+
+    cl_handshake(&p, fx->port);
+    cl_fill_numbered(&p, "aa", 20);
+    cl_handshake(&c, fx->port);
+    cl_consume_prefetch(&c, "aa", 10);
+    for (i = 0; i < 10; i++) {
+        cl_expect_numbered(&c, (uint64_t)i + 1, i);
+    }
+    applied = fake_broker_applied(fx->fb, MQ_SM_CHECKOUT);
+    cl_ack_range(&c, 1, 10);
+    for (i = 10; i < 20; i++) {
+        cl_expect_numbered(&c, (uint64_t)i + 1, i);
+    }
+    assert_int_equal(fake_broker_applied(fx->fb, MQ_SM_CHECKOUT), applied + 1);
+    cl_close(&c);
+    cl_close(&p);
+}
+
+/* The broker closes (the fixture closes it first) under a connected
+ * consumer whose long poll it holds: the CHECKOUT answers CLOSING, and so
+ * would every new one, at once. The consumer asks no more. Before, it
+ * asked again from the answer, recursing until the stack ran out. */
+static void test_broker_closing_under_a_consumer(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c;
+
+    cl_handshake(&c, fx->port);
+    cl_declare(&c, "bcl");
+    cl_consume_prefetch(&c, "bcl", 10);
+    /* its long poll was sent with consume-ok: held, the queue empty */
+    fx->open_fd = c.fd;
+    amqp_frame_decoder_close(&c.dec);
+}
+
 /* A shard out for longer than the edge's calls are retried: an ack sent
  * during the outage, and the RETURN of a connection that closed holding an
  * unacked delivery, are still applied once it is back. The acking
@@ -1360,6 +1680,16 @@ int main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_acks_batched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_retried, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fetches_pipelined, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_with_fetches_in_flight,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkout_after_acks, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_fetches_random, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_broker_closing_under_a_consumer,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancelled_consumer_lost_checkout,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_outage_outlasted, setup,

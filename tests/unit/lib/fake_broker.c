@@ -32,6 +32,12 @@ struct fake_broker {
     unsigned lose_replies[MQ_SM_CMD__COUNT]; /* applied, answer UNAVAILABLE */
     unsigned applied[MQ_SM_CMD__COUNT];
     uint64_t clock_ahead_ms;
+    /* Calls of a slow type wait here, in arrival order, until it is fast
+     * again (fake_broker_slow()). */
+    bool slow[MQ_SM_CMD__COUNT];
+    unsigned n_slowed[MQ_SM_CMD__COUNT];
+    unsigned release[MQ_SM_CMD__COUNT]; /* slowed ones to submit anyway */
+    struct held *slowed;
     bool closing;
 };
 
@@ -89,11 +95,60 @@ static void apply_now(struct fake_broker *fb, struct amqp_broker_call *c)
 }
 
 static void retry_held(struct fake_broker *fb, unsigned shard, bool all);
+static void fb_run(struct fake_broker *fb, struct amqp_broker_call *c);
 
 static void fb_submit(void *self, struct amqp_broker_call *c)
 {
     struct fake_broker *fb = self;
 
+    if (!fb->closing && c->kind == AMQP_BROKER_MQ &&
+        (unsigned)c->mq.type < MQ_SM_CMD__COUNT &&
+        __atomic_load_n(&fb->slow[c->mq.type], __ATOMIC_SEQ_CST)) {
+        struct held *h = xcalloc(1, sizeof(*h));
+        struct held **pp = &fb->slowed;
+
+        h->call = c;
+        while (*pp) {
+            pp = &(*pp)->next;
+        }
+        *pp = h;
+        __atomic_add_fetch(&fb->n_slowed[c->mq.type], 1, __ATOMIC_SEQ_CST);
+        return;
+    }
+    fb_run(fb, c);
+}
+
+/* Submit the slowed calls whose type is fast again, in arrival order (all
+ * of them when closing). */
+static void run_slowed(struct fake_broker *fb)
+{
+    struct held **pp = &fb->slowed;
+
+    while (*pp) {
+        struct held *h = *pp;
+        struct amqp_broker_call *c = h->call;
+
+        if (!fb->closing &&
+            __atomic_load_n(&fb->slow[c->mq.type], __ATOMIC_SEQ_CST)) {
+            unsigned *rel = &fb->release[c->mq.type];
+            unsigned n = __atomic_load_n(rel, __ATOMIC_SEQ_CST);
+
+            if (n == 0) {
+                pp = &h->next;
+                continue;
+            }
+            __atomic_store_n(rel, n - 1, __ATOMIC_SEQ_CST);
+        }
+        *pp = h->next;
+        free(h);
+        __atomic_sub_fetch(&fb->n_slowed[c->mq.type], 1, __ATOMIC_SEQ_CST);
+        fb_run(fb, c);
+        pp = &fb->slowed; /* the callback may have changed the list */
+    }
+}
+
+static void fb_run(struct fake_broker *fb, struct amqp_broker_call *c)
+{
     if (fb->closing) {
         c->status = OUTCOME_CLOSING;
         c->cb(c);
@@ -129,7 +184,13 @@ static void fb_submit(void *self, struct amqp_broker_call *c)
         c->wait_ms > 0) {
         struct mq_sm_queue_stats qs;
 
-        if (mq_sm_queue_stats(fb->mq[c->shard], c->mq.vhost, c->mq.vhost_len,
+        /* a retry's answer is known: never held (node/mq_svc.c) */
+        bool retry = c->mq.seq != 0 &&
+                     c->mq.seq <= mq_sm_consumer_seq(fb->mq[c->shard],
+                                                     c->mq.who.consumer);
+
+        if (!retry &&
+            mq_sm_queue_stats(fb->mq[c->shard], c->mq.vhost, c->mq.vhost_len,
                               c->mq.queue, c->mq.queue_len, &qs) == 0 &&
             qs.ready == 0) {
             struct held *h = calloc(1, sizeof(*h));
@@ -205,6 +266,7 @@ static void on_timer(uv_timer_t *t)
     struct fake_broker *fb = t->data;
     unsigned i;
 
+    run_slowed(fb);
     for (i = 0; i < fb->shards; i++) {
         retry_held(fb, i, false);
     }
@@ -249,6 +311,27 @@ void fake_broker_lose_replies(struct fake_broker *fb,
 {
     assert((unsigned)type < MQ_SM_CMD__COUNT);
     __atomic_store_n(&fb->lose_replies[type], n, __ATOMIC_SEQ_CST);
+}
+
+void fake_broker_slow(struct fake_broker *fb, enum mq_sm_cmd_type type,
+                      bool on)
+{
+    assert((unsigned)type < MQ_SM_CMD__COUNT);
+    __atomic_store_n(&fb->slow[type], on, __ATOMIC_SEQ_CST);
+}
+
+void fake_broker_release(struct fake_broker *fb, enum mq_sm_cmd_type type)
+{
+    assert((unsigned)type < MQ_SM_CMD__COUNT);
+    __atomic_store_n(&fb->release[type],
+                     __atomic_load_n(&fb->n_slowed[type], __ATOMIC_SEQ_CST),
+                     __ATOMIC_SEQ_CST);
+}
+
+unsigned fake_broker_slowed(struct fake_broker *fb, enum mq_sm_cmd_type type)
+{
+    assert((unsigned)type < MQ_SM_CMD__COUNT);
+    return __atomic_load_n(&fb->n_slowed[type], __ATOMIC_SEQ_CST);
 }
 
 unsigned fake_broker_applied(struct fake_broker *fb, enum mq_sm_cmd_type type)
@@ -327,6 +410,7 @@ void fake_broker_close(struct fake_broker *fb)
     unsigned i;
 
     fb->closing = true;
+    run_slowed(fb);
     for (i = 0; i < fb->shards; i++) {
         retry_held(fb, i, true);
     }

@@ -43,6 +43,16 @@ void fake_broker_busy(struct fake_broker *fb, enum mq_sm_cmd_type type,
  * thread). */
 void fake_broker_lose_replies(struct fake_broker *fb,
                               enum mq_sm_cmd_type type, unsigned n);
+/* While @on, queue commands of @type wait unapplied, in arrival order (a
+ * slow commit); once off, the broker's 20 ms timer submits them, in that
+ * order (any thread). */
+void fake_broker_slow(struct fake_broker *fb, enum mq_sm_cmd_type type,
+                      bool on);
+/* The commands of slow @type waiting now go on (on the next timer tick,
+ * in arrival order); later ones still wait (any thread). */
+void fake_broker_release(struct fake_broker *fb, enum mq_sm_cmd_type type);
+/* Queue commands of @type waiting because @type is slow (any thread). */
+unsigned fake_broker_slowed(struct fake_broker *fb, enum mq_sm_cmd_type type);
 /* Queue commands of @type applied so far, on any shard (any thread). */
 unsigned fake_broker_applied(struct fake_broker *fb, enum mq_sm_cmd_type type);
 /* The time the state machines apply at jumps @ms ahead of the wall clock,

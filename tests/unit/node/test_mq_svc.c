@@ -402,6 +402,69 @@ static void test_prefetch_and_settle(void **state)
     mq_sm_result_clear(&w.call.result);
 }
 
+/* A long poll sent again with the seq of one that delivered (its answer
+ * lost with a leader) is a retry: its answer is what that one delivered
+ * and is still unacked, or that nothing is, known at once. It is never
+ * parked: before, with the queue empty, it waited for a new message or its
+ * whole wait, the consumer's messages held unseen meanwhile, and a retry
+ * with nothing left was parked again after every wakeup. */
+static void test_long_poll_retry_not_parked(void **state)
+{
+    struct fx *f = *state;
+    struct mq_svc_status st;
+    struct op o;
+    uint64_t tag;
+
+    start(f, NULL);
+    declare(f, "q", true);
+    op_init(&o, MQ_SM_CONSUME, "q");
+    o.call.cmd.who.consumer = 7;
+    o.call.cmd.max_messages = 10;
+    assert_int_equal(run(f, &o), OUTCOME_OK);
+    assert_int_equal(o.call.result.status, MQ_SM_OK);
+    mq_sm_result_clear(&o.call.result);
+    enqueue(f, "q", "a");
+    checkout_init(&o, "q", 7, 10, 5000);
+    o.call.cmd.seq = 1;
+    tag = checkout_one(f, &o);
+
+    /* the same again, the queue empty now: its delivery, at once */
+    checkout_init(&o, "q", 7, 10, 5000);
+    o.call.cmd.seq = 1;
+    mq_svc_submit(f->svc, &o.call);
+    assert_true(svc_env_run_until(&f->env, op_done, &o, 2000));
+    assert_int_equal(o.call.status, OUTCOME_OK);
+    assert_int_equal(o.call.result.n_deliveries, 1);
+    assert_int_equal(o.call.result.deliveries[0].tag, tag);
+    mq_sm_result_clear(&o.call.result);
+
+    /* acked: the same again has nothing, and says so at once */
+    op_init(&o, MQ_SM_SETTLE, NULL);
+    o.call.cmd.tag = tag;
+    assert_int_equal(run(f, &o), OUTCOME_OK);
+    assert_int_equal(o.call.result.count, 1);
+    mq_sm_result_clear(&o.call.result);
+    checkout_init(&o, "q", 7, 10, 5000);
+    o.call.cmd.seq = 1;
+    mq_svc_submit(f->svc, &o.call);
+    assert_true(svc_env_run_until(&f->env, op_done, &o, 2000));
+    assert_int_equal(o.call.status, OUTCOME_OK);
+    assert_int_equal(o.call.result.n_deliveries, 0);
+    mq_svc_status(f->svc, &st, false);
+    assert_int_equal(st.waiters, 0);
+
+    /* a new seq waits for a message, as ever */
+    checkout_init(&o, "q", 7, 10, 5000);
+    o.call.cmd.seq = 2;
+    mq_svc_submit(f->svc, &o.call);
+    svc_env_run_for(&f->env, 100);
+    assert_int_equal(o.done, 0);
+    enqueue(f, "q", "b");
+    assert_true(svc_env_run_until(&f->env, op_done, &o, WAIT_MS));
+    assert_int_equal(o.call.result.n_deliveries, 1);
+    mq_sm_result_clear(&o.call.result);
+}
+
 static void test_delete_wakes_404(void **state)
 {
     struct fx *f = *state;
@@ -891,6 +954,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_long_poll_wake_and_timeout,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_round_robin, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_poll_retry_not_parked, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_prefetch_and_settle, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_delete_wakes_404, setup,
