@@ -464,6 +464,12 @@ const char *cache_svc_name(const struct cache_svc *svc)
     return svc->name;
 }
 
+void cache_svc_log_memory(const struct cache_svc *svc, uint64_t *entries,
+                          uint64_t *bytes)
+{
+    rgroup_log_memory(svc->group, entries, bytes);
+}
+
 uint64_t cache_svc_leader_id(const struct cache_svc *svc)
 {
     return rgroup_leader_id(svc->group);

@@ -75,6 +75,10 @@ void cache_svc_status(struct cache_svc *svc, struct cache_svc_status *out,
                       bool with_digest);
 const char *cache_svc_name(const struct cache_svc *svc);
 uint64_t cache_svc_leader_id(const struct cache_svc *svc);
+/* Raft log entries held in memory and their bytes (rgroup_log_memory:
+ * O(entries), for /metrics). */
+void cache_svc_log_memory(const struct cache_svc *svc, uint64_t *entries,
+                          uint64_t *bytes);
 /* This replica is the leader and serves reads and writes. */
 bool cache_svc_is_leader(const struct cache_svc *svc);
 /* The service's Raft group, for membership changes and the member list

@@ -145,6 +145,7 @@ static void on_metrics(void *data, const char *path, const char *query,
 {
     struct node_http *h = data;
     struct cache_svc_status st[NODE_MAX_GROUPS];
+    uint64_t log_entries[NODE_MAX_GROUPS], log_bytes[NODE_MAX_GROUPS];
     struct http_admin_metrics m;
     unsigned g;
 
@@ -152,6 +153,7 @@ static void on_metrics(void *data, const char *path, const char *query,
     (void)query;
     for (g = 0; g < h->n_groups; g++) {
         cache_svc_status(h->groups[g], &st[g], false);
+        cache_svc_log_memory(h->groups[g], &log_entries[g], &log_bytes[g]);
     }
     http_admin_metrics_init(&m, &resp->body);
     /* Prometheus wants each family's samples together: families outside,
@@ -161,6 +163,11 @@ static void on_metrics(void *data, const char *path, const char *query,
         const char *labels[] = {"group", h->cfg->groups[g].name, NULL};     \
         http_admin_metric(&m, fam, kind, text, labels,                      \
                           (double)st[g].field);                             \
+    }
+#define FAMILY_OF(fam, kind, text, values)                                  \
+    for (g = 0; g < h->n_groups; g++) {                                     \
+        const char *labels[] = {"group", h->cfg->groups[g].name, NULL};     \
+        http_admin_metric(&m, fam, kind, text, labels, (double)values[g]);  \
     }
     FAMILY("ringmq_group_leader", "gauge",
            "1 when this replica is the group's ready leader.", raft.ready);
@@ -177,10 +184,10 @@ static void on_metrics(void *data, const char *path, const char *query,
            "Index of the newest snapshot.", raft.snapshot_index);
     FAMILY("ringmq_group_snapshots_taken_total", "counter",
            "Snapshots taken by this replica.", raft.snapshots_taken);
-    FAMILY("ringmq_group_log_memory_bytes", "gauge",
-           "Bytes of Raft log entries held in memory.", raft.log_bytes);
-    FAMILY("ringmq_group_log_memory_entries", "gauge",
-           "Raft log entries held in memory.", raft.log_entries);
+    FAMILY_OF("ringmq_group_log_memory_bytes", "gauge",
+              "Bytes of Raft log entries held in memory.", log_bytes);
+    FAMILY_OF("ringmq_group_log_memory_entries", "gauge",
+              "Raft log entries held in memory.", log_entries);
     FAMILY("ringmq_group_leader_changes_total", "counter",
            "Leader changes seen by this replica.", raft.leader_changes);
     FAMILY("ringmq_group_entries_proposed_total", "counter",
@@ -204,6 +211,7 @@ static void on_metrics(void *data, const char *path, const char *query,
     FAMILY("ringmq_cache_evictions_total", "counter",
            "Items evicted by the memory limit.", sm.evictions);
 #undef FAMILY
+#undef FAMILY_OF
     http_admin_metrics_free(&m);
     resp->content_type = HTTP_ADMIN_METRICS_CONTENT_TYPE;
 }

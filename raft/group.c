@@ -1399,6 +1399,23 @@ static void progress_text(const struct raft *r, char *buf, size_t len)
     }
 }
 
+void rgroup_log_memory(const struct rgroup *g, uint64_t *entries,
+                       uint64_t *bytes)
+{
+    const struct raft_log *log = &g->raft.log;
+    size_t i;
+
+    *entries = 0;
+    *bytes = 0;
+    if (g->raft_closed) {
+        return;
+    }
+    for (i = log->front; i != log->back; i = (i + 1) % log->size) {
+        (*entries)++;
+        *bytes += log->entries[i].buf.len;
+    }
+}
+
 void rgroup_status(const struct rgroup *g, struct rgroup_status *out)
 {
     struct raft *r = (struct raft *)&g->raft;
@@ -1429,12 +1446,6 @@ void rgroup_status(const struct rgroup *g, struct rgroup_status *out)
     out->snapshot_threshold = g->threshold;
     out->snapshot_trailing = g->trailing;
     if (!g->raft_closed) {
-        size_t i;
-
-        for (i = r->log.front; i != r->log.back; i = (i + 1) % r->log.size) {
-            out->log_entries++;
-            out->log_bytes += r->log.entries[i].buf.len;
-        }
         out->last_index = raft_last_index(r);
         out->snapshot_index = r->log.snapshot.last_index;
     }

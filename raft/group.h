@@ -151,8 +151,6 @@ struct rgroup_status {
     uint64_t queued_bytes;     /* their payload bytes (admission bound) */
     uint64_t leader_changes;   /* times the known leader changed
                                   (a new (leader id, term) pair seen) */
-    uint64_t log_entries; /* entries raft holds in memory, and their bytes */
-    uint64_t log_bytes;
     unsigned snapshot_threshold; /* in effect now (log_memory_bytes) */
     unsigned snapshot_trailing;
     uint64_t last_stored; /* highest entry raft counts as persisted here: a
@@ -203,7 +201,12 @@ void rgroup_check(const struct rgroup *g);
 bool rgroup_is_leader(const struct rgroup *g);
 /* Known leader's id, 0 if none. */
 uint64_t rgroup_leader_id(const struct rgroup *g);
+/* O(1): services call it on hot paths. */
 void rgroup_status(const struct rgroup *g, struct rgroup_status *out);
+/* The entries raft holds in memory and their bytes: O(entries held), for
+ * /metrics and tests, not for every command. */
+void rgroup_log_memory(const struct rgroup *g, uint64_t *entries,
+                       uint64_t *bytes);
 
 /* ---- Membership (carried out by raft/member.c) ---------------------------
  * Changes are proposed by the ready leader, one at a time per group. A

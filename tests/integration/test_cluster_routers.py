@@ -13,6 +13,7 @@
 """
 import os
 import random
+import re
 import signal
 import subprocess
 import threading
@@ -351,6 +352,10 @@ def test_epoch_checks_health_and_stats():
     rt.check('ringmq_group_queued_commands{group="s1"} 0' in body and
              'ringmq_group_queued_bytes{group="s1"} 0' in body,
              "node /metrics shows the group's queue (admission control)")
+    held = re.search(r'ringmq_group_log_memory_bytes\{group="s1"\} (\d+)', body)
+    rt.check(held is not None and int(held.group(1)) > 0 and
+             'ringmq_group_log_memory_entries{group="s1"}' in body,
+             "node /metrics shows the Raft log held in memory")
     # router stats aggregate the shards
     st = rt.stats(lc.mc_port(2))
     for f in ("curr_items", "evictions", "limit_maxbytes", "shard:s1:curr_items",

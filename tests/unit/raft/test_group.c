@@ -590,9 +590,11 @@ static void test_snapshot_off_loop(void **state)
 /* Fill a one-member group with 150000 commands (~2.3 MB of log) and
  * return the bytes of log raft then holds in memory. */
 static uint64_t log_bytes_after_fill(struct env *e, size_t log_memory,
-                                     struct rgroup_status *st)
+                                     struct rgroup_status *st,
+                                     uint64_t *entries_out)
 {
     struct rgroup_config cfg;
+    uint64_t entries, bytes;
     unsigned round;
 
     free(e->n[0].sm.vals);
@@ -612,8 +614,10 @@ static uint64_t log_bytes_after_fill(struct env *e, size_t log_memory,
         (void)run_until(e, false_pred, NULL, 300);
     }
     rgroup_status(e->n[0].g, st);
+    rgroup_log_memory(e->n[0].g, &entries, &bytes);
     close_node(e, 0);
-    return st->log_bytes;
+    *entries_out = entries;
+    return bytes;
 }
 
 /* Raft keeps every entry since its last snapshot and `trailing` before it
@@ -624,15 +628,15 @@ static void test_log_memory_bound(void **state)
     struct env *e = *state;
     struct rgroup_status st;
     const size_t budget = 192 * 1024;
-    uint64_t bounded, counted;
+    uint64_t bounded, counted, entries;
 
     e->port0 = port_base(0);
     e->n_nodes = 1;
     snprintf(e->n[0].dir, sizeof e->n[0].dir, "%s/bounded", e->root);
-    bounded = log_bytes_after_fill(e, budget, &st);
+    bounded = log_bytes_after_fill(e, budget, &st, &entries);
     print_message("    bounded: %llu entries, %llu bytes in memory; snapshot "
                   "every %u, %u kept\n",
-                  (unsigned long long)st.log_entries,
+                  (unsigned long long)entries,
                   (unsigned long long)bounded, st.snapshot_threshold,
                   st.snapshot_trailing);
     assert_true(st.snapshot_threshold < 1024 && st.snapshot_trailing < 2048);
@@ -641,9 +645,9 @@ static void test_log_memory_bound(void **state)
     assert_true(bounded <= 2 * budget);
 
     snprintf(e->n[0].dir, sizeof e->n[0].dir, "%s/counted", e->root);
-    counted = log_bytes_after_fill(e, SIZE_MAX, &st);
+    counted = log_bytes_after_fill(e, SIZE_MAX, &st, &entries);
     print_message("    counts only: %llu entries, %llu bytes in memory\n",
-                  (unsigned long long)st.log_entries,
+                  (unsigned long long)entries,
                   (unsigned long long)counted);
     assert_int_equal(st.snapshot_threshold, 1024);
     assert_true(counted > 3 * budget);
