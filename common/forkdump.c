@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -68,6 +69,9 @@ static _Noreturn void child_main(int fd, pid_t parent,
     if (getppid() != parent) {
         _exit(3);
     }
+    /* the parent serves clients meanwhile: on a busy machine a snapshot
+     * may take longer, the parent's loop must not wait for a CPU */
+    (void)setpriority(PRIO_PROCESS, 0, FORKDUMP_NICE);
     if (produce(data, &buf, &len) != 0) {
         _exit(1);
     }

@@ -9,6 +9,9 @@
  * parent reads them with forkdump_collect, which blocks and belongs on a
  * worker thread (libuv's threadpool), never on the loop.
  *
+ * The child runs at nice FORKDUMP_NICE: it takes the CPU the parent leaves
+ * (a busy machine makes the snapshot slower, not the parent's requests).
+ *
  * Wire (private to this module): header {magic, length}, the bytes, trailer
  * {magic}. A child that dies or fails sends no trailer, so a short or
  * garbled stream is an error, never a truncated state taken for whole.
@@ -36,6 +39,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+
+#define FORKDUMP_NICE 19
 
 /* In the child: serialize into a malloc'd buffer (ownership passes to the
  * child's caller, which exits without freeing). 0 on success. */

@@ -1,12 +1,15 @@
 /* test_forkdump: a forked child serializes the state as it was at the fork,
  * while the parent goes on changing it; failures and aborts are errors,
  * never a short state taken for whole. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -16,6 +19,7 @@
 
 struct state {
     char text[64];
+    int report_nice; /* produce the child's nice value as text */
     unsigned sleep_ms;
     int fail;
     size_t big; /* > 0: produce this many bytes of a pattern */
@@ -31,6 +35,11 @@ static int produce(void *data, void **buf, size_t *len)
     }
     if (s->fail) {
         return -1;
+    }
+    if (s->report_nice) {
+        errno = 0;
+        snprintf(s->text, sizeof s->text, "%d",
+                 getpriority(PRIO_PROCESS, 0));
     }
     if (s->big > 0) {
         unsigned char *p = malloc(s->big);
@@ -61,6 +70,25 @@ static void test_state_at_fork(void **state)
     forkdump_finish(&d);
     assert_int_equal(len, 6);
     assert_memory_equal(out, "before", 6);
+    free(out);
+}
+
+/* The child yields the CPU to its parent. */
+static void test_child_is_niced(void **state)
+{
+    struct state s = {.report_nice = 1};
+    struct forkdump d;
+    void *out = NULL;
+    size_t len = 0;
+    char want[16];
+
+    (void)state;
+    assert_int_equal(forkdump_start(&d, produce, &s), 0);
+    assert_int_equal(forkdump_collect(&d, 1024, NULL, &out, &len), 0);
+    forkdump_finish(&d);
+    snprintf(want, sizeof want, "%d", FORKDUMP_NICE);
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(out, want, len);
     free(out);
 }
 
@@ -132,6 +160,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_state_at_fork),
+        cmocka_unit_test(test_child_is_niced),
         cmocka_unit_test(test_large),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_abort),
