@@ -20,40 +20,36 @@
 /* Fewer wake-ups of the reader than the default 64 KiB pipe. */
 #define PIPE_BYTES (1 << 20)
 
-static int write_all(int fd, const void *buf, size_t len)
+/* All @len bytes through @fd, whatever the pipe takes at a time: read
+ * into @in, or write @out. -1 on error or end of file. */
+static int move_all(int fd, void *in, const void *out, size_t len)
 {
-    const char *p = buf;
+    size_t done = 0;
 
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
+    while (done < len) {
+        ssize_t n = in != NULL ? read(fd, (char *)in + done, len - done)
+                               : write(fd, (const char *)out + done,
+                                       len - done);
         if (n < 0 && errno == EINTR) {
             continue;
         }
         if (n <= 0) {
             return -1;
         }
-        p += n;
-        len -= (size_t)n;
+        done += (size_t)n;
     }
     return 0;
 }
 
+static int write_all(int fd, const void *buf, size_t len)
+{
+    return move_all(fd, NULL, buf, len);
+}
+
 static int read_all(int fd, void *buf, size_t len)
 {
-    char *p = buf;
-
-    while (len > 0) {
-        ssize_t n = read(fd, p, len);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
+    INVARIANT(buf != NULL); /* NULL would mean "write" to move_all */
+    return move_all(fd, buf, NULL, len);
 }
 
 static _Noreturn void child_main(int fd, pid_t parent,
