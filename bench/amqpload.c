@@ -27,6 +27,11 @@
  *            of it, then wait for the last confirms
  *   DRAIN    consumers stop once every published message was consumed,
  *            or --drain-timeout after the last publisher has finished
+ *
+ * With --backlog the consumers connect only after every publisher has
+ * finished (its last confirm in): the queue fills first, then drains, and
+ * the consume rate is measured from the consumers' start (a backlog's
+ * drain rate).
  *   REPORT
  *
  * Every phase is bounded: a thread still blocked (a publish the broker does
@@ -99,6 +104,7 @@ struct opts {
     double drain_timeout;
     double connect_timeout;
     int no_purge;
+    int backlog; /* consumers start after publishing ended */
     int json;
     int probe;
     const char *vhost;
@@ -115,6 +121,7 @@ struct run {
     atomic_uint consumers_ready; /* consuming, or failed */
     atomic_uint publishers_ready;
     uint64_t t0;                   /* set before go */
+    uint64_t t_drain0; /* when the consumers were started */
     uint64_t publish_deadline;     /* set before go */
     atomic_int publishing_done;    /* every publisher has published */
     atomic_int consumers_done;     /* every consumer has joined */
@@ -1005,6 +1012,11 @@ static void usage(FILE *f)
         "      --connect-timeout S  connect + login, per connection (5)\n"
         "      --no-purge           keep the queue as it is (default: delete "
         "and redeclare)\n"
+        "      --backlog            start the consumers only once publishing "
+        "ended:\n"
+        "                           fill the queue, then drain it (consume "
+        "rate\n"
+        "                           from the consumers' start)\n"
         "      --vhost V --user U --password P   (/ guest guest)\n"
         "      --probe              only connect, log in and open a channel "
         "on\n"
@@ -1089,6 +1101,7 @@ enum {
     OPT_DRAIN,
     OPT_CONNECT_TIMEOUT,
     OPT_NO_PURGE,
+    OPT_BACKLOG,
     OPT_VHOST,
     OPT_USER,
     OPT_PASSWORD,
@@ -1116,6 +1129,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"drain-timeout", required_argument, NULL, OPT_DRAIN},
         {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
         {"no-purge", no_argument, NULL, OPT_NO_PURGE},
+        {"backlog", no_argument, NULL, OPT_BACKLOG},
         {"vhost", required_argument, NULL, OPT_VHOST},
         {"user", required_argument, NULL, OPT_USER},
         {"password", required_argument, NULL, OPT_PASSWORD},
@@ -1229,6 +1243,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                 break;
             case OPT_NO_PURGE:
                 o->no_purge = 1;
+                break;
+            case OPT_BACKLOG:
+                o->backlog = 1;
                 break;
             case OPT_VHOST:
                 o->vhost = optarg;
@@ -1346,6 +1363,27 @@ static void wait_ready(struct run *r,
     }
 }
 
+/* Start the consumers and wait until they consume (or failed). */
+static int start_consumers(struct run *r, struct worker *cons)
+{
+    const struct opts *o = r->o;
+    unsigned i;
+
+    for (i = 0; i < o->consumers; i++) {
+        if (init_worker(&cons[i], r, i,
+                        &o->servers[(o->publishers + i) % o->n_servers]) != 0 ||
+            pthread_create(&cons[i].thread, NULL, consumer_main, &cons[i])) {
+            fprintf(stderr, "amqpload: cannot start consumer %u\n", i);
+            return -1;
+        }
+    }
+    wait_ready(r, &r->consumers_ready, o->consumers, o->connect_timeout);
+    if (o->backlog) {
+        r->t_drain0 = now_ns();
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct opts o;
@@ -1391,15 +1429,9 @@ int main(int argc, char **argv)
         return 1;
     }
     getrusage(RUSAGE_SELF, &ru0);
-    for (i = 0; i < o.consumers; i++) {
-        if (init_worker(&cons[i], &r, i,
-                        &o.servers[(o.publishers + i) % o.n_servers]) != 0 ||
-            pthread_create(&cons[i].thread, NULL, consumer_main, &cons[i])) {
-            fprintf(stderr, "amqpload: cannot start consumer %u\n", i);
-            return 1;
-        }
+    if (!o.backlog && start_consumers(&r, cons) != 0) {
+        return 1;
     }
-    wait_ready(&r, &r.consumers_ready, o.consumers, o.connect_timeout);
     for (i = 0; i < o.publishers; i++) {
         if (init_worker(&pubs[i], &r, i, &o.servers[i % o.n_servers]) != 0) {
             fprintf(stderr, "amqpload: out of memory\n");
@@ -1414,6 +1446,9 @@ int main(int argc, char **argv)
     }
     wait_ready(&r, &r.publishers_ready, o.publishers, o.connect_timeout);
     r.t0 = now_ns();
+    if (!o.backlog) {
+        r.t_drain0 = r.t0;
+    }
     r.publish_deadline = r.t0 + (uint64_t)(o.seconds * 1e9);
     atomic_store(&r.go, 1);
 
@@ -1428,6 +1463,14 @@ int main(int argc, char **argv)
     atomic_store(&r.drain_deadline,
                  now_ns() + (uint64_t)(o.drain_timeout * 1e9));
     atomic_store(&r.publishing_done, 1);
+    if (o.backlog) {
+        if (start_consumers(&r, cons) != 0) {
+            return 1;
+        }
+        /* the drain's timeout counts from the consumers' start */
+        atomic_store(&r.drain_deadline,
+                     now_ns() + (uint64_t)(o.drain_timeout * 1e9));
+    }
     deadline = atomic_load(&r.drain_deadline);
     for (i = 0; i < o.consumers; i++) {
         join_bounded(&r, &cons[i], &cons[i].finished, deadline, 1);
@@ -1481,7 +1524,9 @@ int main(int argc, char **argv)
     t.missing = amqpacct_seen_diff(&expected, &got);
     t.unexpected = amqpacct_seen_diff(&got, &expected);
     t.pub_s = t_pub_end > r.t0 ? (double)(t_pub_end - r.t0) / 1e9 : 0;
-    t.con_s = t_con_end > r.t0 ? (double)(t_con_end - r.t0) / 1e9 : 0;
+    t.con_s = t_con_end > r.t_drain0
+                  ? (double)(t_con_end - r.t_drain0) / 1e9
+                  : 0;
 
     report(&o, &t, pubs, cons,
            (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) +
