@@ -357,6 +357,13 @@ static int range_cmp(const void *a, const void *b)
     return 0;
 }
 
+static void ranges_sort(struct range *v, size_t n)
+{
+    if (n > 1) {
+        qsort(v, n, sizeof(*v), range_cmp);
+    }
+}
+
 static uint64_t range_end(const struct range *r)
 {
     return (uint64_t)r->off + r->len;
@@ -414,8 +421,7 @@ static unsigned missing_subtract(struct mq_store *st, uint32_t seg,
             r->len = (uint32_t)(off - r->off);
             ranges_push(&st->missing, &st->n_missing, &st->cap_missing,
                         after);
-            qsort(st->missing, st->n_missing, sizeof(*st->missing),
-                  range_cmp);
+            ranges_sort(st->missing, st->n_missing);
             return completed;
         }
         if (r->off < off) {
@@ -550,7 +556,7 @@ static int missing_load(struct mq_store *st)
             ranges_push(&st->missing, &st->n_missing, &st->cap_missing, m);
         }
     }
-    qsort(st->missing, st->n_missing, sizeof(*st->missing), range_cmp);
+    ranges_sort(st->missing, st->n_missing);
     free(buf);
     close(fd);
     return 0;
@@ -943,7 +949,7 @@ static void restore_missing(struct mq_store *st, struct range **out,
             ranges_push(out, n_out, cap_out, m);
         }
     }
-    qsort(*out, *n_out, sizeof(**out), range_cmp);
+    ranges_sort(*out, *n_out);
 }
 
 int mq_store_end_restore(struct mq_store *st)
@@ -957,7 +963,7 @@ int mq_store_end_restore(struct mq_store *st)
         return -1;
     }
     st->restoring = false;
-    qsort(st->expected, st->n_expected, sizeof(*st->expected), range_cmp);
+    ranges_sort(st->expected, st->n_expected);
     for (i = 1; i < st->n_expected; i++) {
         if (st->expected[i].seg == st->expected[i - 1].seg) {
             log_error("mq_store %s: segment %" PRIu32 " named twice",
@@ -1009,6 +1015,18 @@ int mq_store_next_missing(const struct mq_store *st, uint32_t *seg,
     *seg = st->missing[0].seg;
     *off = st->missing[0].off;
     *len = st->missing[0].len;
+    return 0;
+}
+
+int mq_store_missing_at(const struct mq_store *st, uint32_t seg, uint32_t off,
+                        uint32_t *len)
+{
+    const struct range *m = missing_from(st, seg, off);
+
+    if (m == NULL || m->off > off) {
+        return -1;
+    }
+    *len = (uint32_t)(range_end(m) - off);
     return 0;
 }
 

@@ -121,6 +121,10 @@ int mq_store_end_restore(struct mq_store *st);
  * (0 = found, -1 = none). */
 int mq_store_next_missing(const struct mq_store *st, uint32_t *seg,
                           uint32_t *off, uint32_t *len);
+/* Is the byte at (@seg, @off) missing? 0 with *@len = the bytes missing
+ * from there to the end of its range, or -1. */
+int mq_store_missing_at(const struct mq_store *st, uint32_t seg, uint32_t off,
+                        uint32_t *len);
 /* Serve a peer's fetch: up to @max bytes of segment @seg from @off as
  * stored (records as they are), stopping before a range missing here and
  * at the end of the file. 0 with *@got >= 1, or -1 if this replica does

@@ -547,6 +547,11 @@ static void test_read_raw_and_write_in_missing(void **state)
     assert_int_equal(mq_store_next_missing(st, &seg, &off, &len), 0);
     assert_int_equal(off, 0);
     assert_int_equal(len, 3 * rec);
+    assert_int_equal(mq_store_missing_at(st, 1, rec, &len), 0);
+    assert_int_equal(len, 2 * rec);
+    assert_int_equal(mq_store_missing_at(st, 1, 3 * rec, &len), -1);
+    assert_int_equal(mq_store_missing_at(st, 1, 4 * rec, &len), 0);
+    assert_int_equal(len, used[0] - 4 * rec);
     /* the end of the file ends what is served */
     write_records(st, 4, 2, 100);
     assert_int_equal(mq_store_read_raw(st, 4, rec, buf, 4096, &got), 0);
