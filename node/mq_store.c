@@ -228,6 +228,44 @@ static struct seg_file *seg_insert(struct mq_store *st, uint32_t seg, int fd,
     return &st->segs[i];
 }
 
+/* Create DIR/bodies when the first file goes in, not at open: a group
+ * directory a replica lost must look empty to raft/ident.c until the
+ * group has started. */
+static int dir_ensure(struct mq_store *st)
+{
+    char err[256];
+    char *slash;
+    int parent;
+
+    if (st->dirfd >= 0) {
+        return 0;
+    }
+    if (mkdir_p(st->dir, err, sizeof(err)) != 0) {
+        log_error("mq_store: %s", err);
+        return -1;
+    }
+    st->dirfd = open(st->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (st->dirfd < 0) {
+        goto err;
+    }
+    /* the new directory's entry in the group directory, durably */
+    slash = strrchr(st->dir, '/');
+    *slash = '\0';
+    parent = open(st->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    *slash = '/';
+    if (parent < 0 || fsync(parent) != 0) {
+        if (parent >= 0) {
+            close(parent);
+        }
+        goto err;
+    }
+    close(parent);
+    return 0;
+err:
+    log_error("mq_store %s: %s", st->dir, strerror(errno));
+    return -1;
+}
+
 /* The file of @seg, created if @create. NULL if absent (or on error,
  * logged). */
 static struct seg_file *seg_get(struct mq_store *st, uint32_t seg,
@@ -239,6 +277,9 @@ static struct seg_file *seg_get(struct mq_store *st, uint32_t seg,
 
     if (sf != NULL || !create) {
         return sf;
+    }
+    if (dir_ensure(st) != 0) {
+        return NULL;
     }
     seg_name(name, seg);
     fd = openat(st->dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -457,7 +498,7 @@ static void missing_drop_seg(struct mq_store *st, uint32_t seg)
 
 static int fsync_dir(struct mq_store *st)
 {
-    if (fsync(st->dirfd) != 0) {
+    if (st->dirfd >= 0 && fsync(st->dirfd) != 0) {
         log_error("mq_store %s: fsync: %s", st->dir, strerror(errno));
         return -1;
     }
@@ -474,12 +515,18 @@ static int missing_save(struct mq_store *st)
     size_t i;
 
     if (st->n_missing == 0) {
+        if (st->dirfd < 0) {
+            return 0; /* no directory, no record */
+        }
         if (unlinkat(st->dirfd, MISSING_FILE, 0) != 0 && errno != ENOENT) {
             log_error("mq_store %s: unlink %s: %s", st->dir, MISSING_FILE,
                       strerror(errno));
             return -1;
         }
         return fsync_dir(st);
+    }
+    if (dir_ensure(st) != 0) {
+        return -1;
     }
     buf = xmalloc(len);
     memcpy(buf, MISSING_MAGIC, MISSING_MAGIC_LEN);
@@ -615,15 +662,15 @@ struct mq_store *mq_store_open(const char *group_dir, char *err,
     st->dirfd = -1;
     st->dir = xmalloc(n);
     snprintf(st->dir, n, "%s/bodies", group_dir);
-    if (mkdir_p(st->dir, err, errlen) != 0) {
-        goto err;
-    }
+    st->tail = xmalloc(MQ_STORE_TAIL_BYTES);
     st->dirfd = open(st->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (st->dirfd < 0 && errno == ENOENT) {
+        return st; /* nothing stored yet: dir_ensure creates it */
+    }
     if (st->dirfd < 0 || load_segments(st) != 0 || missing_load(st) != 0) {
         snprintf(err, errlen, "%s: %s", st->dir, strerror(errno));
         goto err;
     }
-    st->tail = xmalloc(MQ_STORE_TAIL_BYTES);
     return st;
 err:
     mq_store_close(st);
@@ -809,7 +856,7 @@ int mq_store_sync(struct mq_store *st)
         }
     }
     if (st->dir_dirty) {
-        if (fsync(st->dirfd) != 0) {
+        if (st->dirfd >= 0 && fsync(st->dirfd) != 0) {
             return -1;
         }
         st->dir_dirty = false;

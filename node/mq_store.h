@@ -65,8 +65,11 @@
 
 struct mq_store;
 
-/* Open (create) GROUP_DIR/bodies, its segment files and its record of
- * missing ranges. Returns NULL and fills @err on failure. */
+/* Open GROUP_DIR/bodies, its segment files and its record of missing
+ * ranges. The directory (and GROUP_DIR) is created when the first file
+ * goes in, not here: a group directory must stay empty until the Raft
+ * group has checked it (raft/ident.c: an empty one is a lost replica).
+ * Returns NULL and fills @err on failure. */
 struct mq_store *mq_store_open(const char *group_dir, char *err,
                                size_t errlen);
 /* Writes what is gathered (not synced) and closes. NULL is fine. */

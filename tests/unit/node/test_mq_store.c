@@ -592,6 +592,44 @@ static void test_check_records(void **state)
     mq_store_close(st);
 }
 
+static void test_directory_made_by_the_first_file(void **state)
+{
+    struct fx *f = *state;
+    struct mq_store *st = open_store(f->dir_a);
+    uint32_t segs[1] = {1};
+    uint32_t used[1] = {0};
+    unsigned char got[100];
+
+    /* a group directory stays empty until something is stored: raft
+     * takes an empty one for a replica that lost its data */
+    assert_false(file_exists(f->dir_a));
+    restore(st, 0, segs, used, 1);
+    assert_int_equal(mq_store_sync(st), 0);
+    mq_store_reclaim(st, 100);
+    assert_int_equal(mq_store_read(st, 1, 0, 100, got), -1);
+    assert_false(file_exists(f->dir_a));
+    write_records(st, 1, 2, 100);
+    assert_int_equal(mq_store_sync(st), 0);
+    assert_int_equal(file_size(f->dir_a, 1), 2 * MQ_STORE_REC_BYTES(100));
+    mq_store_close(st);
+    /* an installed snapshot's record of what is missing makes it too */
+    st = open_store(f->dir_b);
+    used[0] = 1000;
+    restore(st, 1, segs, used, 1);
+    assert_true(file_exists(f->dir_b));
+    mq_store_close(st);
+    st = open_store(f->dir_b);
+    restore(st, 0, segs, used, 1);
+    assert_int_equal(mq_store_read(st, 1, 0, 100, got), -1);
+    {
+        struct mq_store_stats stats;
+
+        mq_store_stats(st, &stats);
+        assert_int_equal(stats.missing_bytes, 1000);
+    }
+    mq_store_close(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -613,6 +651,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_raw_and_write_in_missing,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_records, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_directory_made_by_the_first_file,
+                                        setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
