@@ -20,24 +20,17 @@
 #include "common/le.h"
 #include "common/log.h"
 #include "common/mkdir_p.h"
+#include "node/mq_ranges.h"
 
 #define SEG_NAME_LEN 16
 #define MISSING_FILE "missing"
 #define MISSING_TMP "missing.tmp"
-#define MISSING_MAGIC "RMQMISS1"
-#define MISSING_MAGIC_LEN 8
 
 struct seg_file {
     uint32_t seg;
     int fd;
     uint64_t size; /* bytes in the file (what was written to it) */
     bool dirty;    /* written since the last sync */
-};
-
-struct range {
-    uint32_t seg;
-    uint32_t off;
-    uint32_t len;
 };
 
 struct freed_seg {
@@ -60,8 +53,7 @@ struct mq_store {
     uint64_t tail_off;
     size_t tail_len;
 
-    struct range *missing; /* sorted by (seg, off), disjoint, non-empty */
-    size_t n_missing, cap_missing;
+    struct mq_ranges missing;
     /* The record on disk could not be read: at the next restore, every
      * named range is missing. */
     bool missing_unknown;
@@ -71,7 +63,7 @@ struct mq_store {
 
     bool restoring;
     bool restore_installed;
-    struct range *expected; /* (seg, 0, used) */
+    struct mq_range *expected; /* (seg, 0, used), used may be 0 */
     size_t n_expected, cap_expected;
 
     uint64_t reclaimed;
@@ -373,128 +365,7 @@ static bool tail_overlaps(const struct mq_store *st, uint32_t seg,
            off < st->tail_off + st->tail_len && st->tail_off < off + len;
 }
 
-/* ---- missing ranges --------------------------------------------------- */
-
-static void ranges_push(struct range **v, size_t *n, size_t *cap,
-                        struct range r)
-{
-    if (*n == *cap) {
-        *cap = *cap ? 2 * *cap : 8;
-        *v = xrealloc(*v, *cap * sizeof(**v));
-    }
-    (*v)[(*n)++] = r;
-}
-
-static int range_cmp(const void *a, const void *b)
-{
-    const struct range *x = a, *y = b;
-
-    if (x->seg != y->seg) {
-        return x->seg < y->seg ? -1 : 1;
-    }
-    if (x->off != y->off) {
-        return x->off < y->off ? -1 : 1;
-    }
-    return 0;
-}
-
-static void ranges_sort(struct range *v, size_t n)
-{
-    if (n > 1) {
-        qsort(v, n, sizeof(*v), range_cmp);
-    }
-}
-
-static uint64_t range_end(const struct range *r)
-{
-    return (uint64_t)r->off + r->len;
-}
-
-/* The first missing range of @seg that ends after @off, or NULL. */
-static const struct range *missing_from(const struct mq_store *st,
-                                        uint32_t seg, uint64_t off)
-{
-    size_t i;
-
-    /* a handful of ranges (one per segment to fetch): a scan is enough */
-    for (i = 0; i < st->n_missing; i++) {
-        const struct range *r = &st->missing[i];
-
-        if (r->seg == seg && range_end(r) > off) {
-            return r;
-        }
-        if (r->seg > seg) {
-            break;
-        }
-    }
-    return NULL;
-}
-
-static bool missing_overlaps(const struct mq_store *st, uint32_t seg,
-                             uint64_t off, uint64_t len)
-{
-    const struct range *r = missing_from(st, seg, off);
-
-    return r != NULL && r->off < off + len;
-}
-
-/* Take [off, off + len) of @seg out of the missing ranges. Returns how
- * many ranges ended completely. */
-static unsigned missing_subtract(struct mq_store *st, uint32_t seg,
-                                 uint64_t off, uint64_t len)
-{
-    uint64_t end = off + len;
-    unsigned completed = 0;
-    size_t i = 0;
-
-    while (i < st->n_missing) {
-        struct range *r = &st->missing[i];
-        uint64_t r_end = range_end(r);
-
-        if (r->seg != seg || r_end <= off || r->off >= end) {
-            i++;
-            continue;
-        }
-        if (r->off < off && r_end > end) {
-            /* split: the part after @end goes in its own range */
-            struct range after = {seg, (uint32_t)end, (uint32_t)(r_end - end)};
-
-            r->len = (uint32_t)(off - r->off);
-            ranges_push(&st->missing, &st->n_missing, &st->cap_missing,
-                        after);
-            ranges_sort(st->missing, st->n_missing);
-            return completed;
-        }
-        if (r->off < off) {
-            r->len = (uint32_t)(off - r->off);
-            i++;
-        } else if (r_end > end) {
-            r->len = (uint32_t)(r_end - end);
-            r->off = (uint32_t)end;
-            i++;
-        } else {
-            memmove(r, r + 1, (st->n_missing - i - 1) * sizeof(*r));
-            st->n_missing--;
-            completed++;
-        }
-    }
-    return completed;
-}
-
-static void missing_drop_seg(struct mq_store *st, uint32_t seg)
-{
-    size_t i = 0;
-
-    while (i < st->n_missing) {
-        if (st->missing[i].seg == seg) {
-            memmove(&st->missing[i], &st->missing[i + 1],
-                    (st->n_missing - i - 1) * sizeof(*st->missing));
-            st->n_missing--;
-        } else {
-            i++;
-        }
-    }
-}
+/* ---- the record of missing ranges ------------------------------------ */
 
 static int fsync_dir(struct mq_store *st)
 {
@@ -509,12 +380,11 @@ static int fsync_dir(struct mq_store *st)
  * durably: a restart must never trust a range this replica lacks. */
 static int missing_save(struct mq_store *st)
 {
-    size_t len = MISSING_MAGIC_LEN + 4 + 12 * st->n_missing + 4;
-    unsigned char *buf, *p;
+    unsigned char *buf = NULL;
+    size_t len;
     int fd = -1;
-    size_t i;
 
-    if (st->n_missing == 0) {
+    if (st->missing.n == 0) {
         if (st->dirfd < 0) {
             return 0; /* no directory, no record */
         }
@@ -528,15 +398,7 @@ static int missing_save(struct mq_store *st)
     if (dir_ensure(st) != 0) {
         return -1;
     }
-    buf = xmalloc(len);
-    memcpy(buf, MISSING_MAGIC, MISSING_MAGIC_LEN);
-    p = le_put_u32(buf + MISSING_MAGIC_LEN, (uint32_t)st->n_missing);
-    for (i = 0; i < st->n_missing; i++) {
-        p = le_put_u32(p, st->missing[i].seg);
-        p = le_put_u32(p, st->missing[i].off);
-        p = le_put_u32(p, st->missing[i].len);
-    }
-    le_put_u32(p, (uint32_t)crc32(0L, buf, (uInt)(len - 4)));
+    mq_ranges_encode(&st->missing, &buf, &len);
     fd = openat(st->dirfd, MISSING_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
                 0644);
     if (fd < 0 || pwrite_all(fd, buf, len, 0) != 0 || fsync(fd) != 0) {
@@ -564,9 +426,7 @@ err:
 static int missing_load(struct mq_store *st)
 {
     unsigned char *buf = NULL;
-    struct le_reader r;
     struct stat sb;
-    uint32_t count, i;
     int fd = openat(st->dirfd, MISSING_FILE, O_RDONLY | O_CLOEXEC);
 
     if (fd < 0) {
@@ -576,34 +436,15 @@ static int missing_load(struct mq_store *st)
         close(fd);
         return -1;
     }
-    if (sb.st_size < MISSING_MAGIC_LEN + 8 || sb.st_size > (64 << 20)) {
+    /* a record of a few ranges; anything huge is not one */
+    if (sb.st_size > (64 << 20)) {
         goto bad;
     }
-    buf = xmalloc((size_t)sb.st_size);
+    buf = xmalloc((size_t)sb.st_size + 1);
     if (pread_full(fd, buf, (size_t)sb.st_size, 0) != sb.st_size ||
-        memcmp(buf, MISSING_MAGIC, MISSING_MAGIC_LEN) != 0 ||
-        get_u32(buf + sb.st_size - 4) !=
-            (uint32_t)crc32(0L, buf, (uInt)(sb.st_size - 4))) {
+        mq_ranges_decode(&st->missing, buf, (size_t)sb.st_size) != 0) {
         goto bad;
     }
-    r.p = buf + MISSING_MAGIC_LEN;
-    r.left = (size_t)sb.st_size - MISSING_MAGIC_LEN - 4;
-    if (!le_get_u32(&r, &count) || r.left != (size_t)count * 12) {
-        goto bad;
-    }
-    for (i = 0; i < count; i++) {
-        struct range m;
-
-        /* the count was checked against the size: these cannot fail */
-        if (!le_get_u32(&r, &m.seg) || !le_get_u32(&r, &m.off) ||
-            !le_get_u32(&r, &m.len)) {
-            goto bad;
-        }
-        if (m.len > 0) {
-            ranges_push(&st->missing, &st->n_missing, &st->cap_missing, m);
-        }
-    }
-    ranges_sort(st->missing, st->n_missing);
     free(buf);
     close(fd);
     return 0;
@@ -695,7 +536,7 @@ void mq_store_close(struct mq_store *st)
     }
     free(st->segs);
     free(st->tail);
-    free(st->missing);
+    mq_ranges_clear(&st->missing);
     free(st->freed);
     free(st->expected);
     free(st->dir);
@@ -755,8 +596,8 @@ int mq_store_write(struct mq_store *st, uint32_t seg, uint32_t off,
     if (sf == NULL) {
         return -1;
     }
-    if (st->n_missing > 0) {
-        missing_subtract(st, seg, off, rec);
+    if (st->missing.n > 0) {
+        mq_ranges_subtract(&st->missing, seg, off, rec);
     }
     /* Appends to the gathered tail, or starts a new one there. */
     if (!(st->tail_len > 0 && st->tail_seg == seg &&
@@ -796,7 +637,7 @@ int mq_store_read(struct mq_store *st, uint32_t seg, uint32_t off,
     struct iovec iov[2] = {{hdr, sizeof(hdr)}, {out, len}};
     ssize_t n;
 
-    if (missing_overlaps(st, seg, off, need)) {
+    if (mq_ranges_overlap(&st->missing, seg, off, need)) {
         return -1;
     }
     if (tail_overlaps(st, seg, off, need)) {
@@ -887,7 +728,7 @@ static void seg_remove(struct mq_store *st, uint32_t seg)
     if (st->tail_len > 0 && st->tail_seg == seg) {
         st->tail_len = 0; /* nobody will read it */
     }
-    missing_drop_seg(st, seg);
+    mq_ranges_drop_seg(&st->missing, seg);
     if (!found) {
         return;
     }
@@ -936,25 +777,34 @@ int mq_store_begin_restore(struct mq_store *st, int installed)
 
 int mq_store_expect(struct mq_store *st, uint32_t seg, uint32_t used)
 {
-    struct range r = {seg, 0, used};
-
     if (!st->restoring) {
         return -1;
     }
-    ranges_push(&st->expected, &st->n_expected, &st->cap_expected, r);
+    if (st->n_expected == st->cap_expected) {
+        st->cap_expected = st->cap_expected ? 2 * st->cap_expected : 8;
+        st->expected = xrealloc(st->expected,
+                                st->cap_expected * sizeof(*st->expected));
+    }
+    st->expected[st->n_expected++] = (struct mq_range){seg, 0, used};
     return 0;
 }
 
-static const struct range *expected_find(const struct mq_store *st,
-                                         uint32_t seg)
+static int expected_cmp(const void *a, const void *b)
 {
-    struct range key = {seg, 0, 0};
+    const struct mq_range *x = a, *y = b;
+
+    return x->seg < y->seg ? -1 : x->seg > y->seg;
+}
+
+static const struct mq_range *expected_find(const struct mq_store *st,
+                                            uint32_t seg)
+{
     size_t lo = 0, hi = st->n_expected;
 
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
 
-        if (st->expected[mid].seg < key.seg) {
+        if (st->expected[mid].seg < seg) {
             lo = mid + 1;
         } else {
             hi = mid;
@@ -966,43 +816,35 @@ static const struct range *expected_find(const struct mq_store *st,
 }
 
 /* The ranges missing once the restore is done, from the ranges named. */
-static void restore_missing(struct mq_store *st, struct range **out,
-                            size_t *n_out, size_t *cap_out)
+static void restore_missing(struct mq_store *st, struct mq_ranges *out)
 {
     bool distrust = st->restore_installed || st->missing_unknown;
     size_t i, j;
 
     for (i = 0; i < st->n_expected; i++) {
-        const struct range *e = &st->expected[i];
+        const struct mq_range *e = &st->expected[i];
         struct seg_file *sf = seg_lookup(st, e->seg);
 
-        if (e->len == 0) {
-            continue;
-        }
         if (distrust || sf == NULL || sf->size < e->len) {
-            ranges_push(out, n_out, cap_out, *e);
+            mq_ranges_add(out, e->seg, 0, e->len);
             continue;
         }
         /* what was missing before stays missing, within what is used */
-        for (j = 0; j < st->n_missing; j++) {
-            struct range m = st->missing[j];
+        for (j = 0; j < st->missing.n; j++) {
+            const struct mq_range *m = &st->missing.v[j];
 
-            if (m.seg != e->seg || m.off >= e->len) {
-                continue;
+            if (m->seg == e->seg && m->off < e->len) {
+                mq_ranges_add(out, m->seg, m->off,
+                              m->len < e->len - m->off ? m->len
+                                                       : e->len - m->off);
             }
-            if (range_end(&m) > e->len) {
-                m.len = e->len - m.off;
-            }
-            ranges_push(out, n_out, cap_out, m);
         }
     }
-    ranges_sort(*out, *n_out);
 }
 
 int mq_store_end_restore(struct mq_store *st)
 {
-    struct range *missing = NULL;
-    size_t n_missing = 0, cap_missing = 0;
+    struct mq_ranges missing = {0};
     uint32_t highest;
     size_t i;
 
@@ -1010,7 +852,10 @@ int mq_store_end_restore(struct mq_store *st)
         return -1;
     }
     st->restoring = false;
-    ranges_sort(st->expected, st->n_expected);
+    if (st->n_expected > 1) {
+        qsort(st->expected, st->n_expected, sizeof(*st->expected),
+              expected_cmp);
+    }
     for (i = 1; i < st->n_expected; i++) {
         if (st->expected[i].seg == st->expected[i - 1].seg) {
             log_error("mq_store %s: segment %" PRIu32 " named twice",
@@ -1018,11 +863,9 @@ int mq_store_end_restore(struct mq_store *st)
             return -1;
         }
     }
-    restore_missing(st, &missing, &n_missing, &cap_missing);
-    free(st->missing);
+    restore_missing(st, &missing);
+    mq_ranges_clear(&st->missing);
     st->missing = missing;
-    st->n_missing = n_missing;
-    st->cap_missing = cap_missing;
     st->missing_unknown = false;
 
     /* Segments below the highest named that the state does not name were
@@ -1056,31 +899,31 @@ int mq_store_end_restore(struct mq_store *st)
 int mq_store_next_missing(const struct mq_store *st, uint32_t *seg,
                           uint32_t *off, uint32_t *len)
 {
-    if (st->n_missing == 0) {
+    if (st->missing.n == 0) {
         return -1;
     }
-    *seg = st->missing[0].seg;
-    *off = st->missing[0].off;
-    *len = st->missing[0].len;
+    *seg = st->missing.v[0].seg;
+    *off = st->missing.v[0].off;
+    *len = st->missing.v[0].len;
     return 0;
 }
 
 int mq_store_missing_at(const struct mq_store *st, uint32_t seg, uint32_t off,
                         uint32_t *len)
 {
-    const struct range *m = missing_from(st, seg, off);
+    const struct mq_range *m = mq_ranges_from(&st->missing, seg, off);
 
     if (m == NULL || m->off > off) {
         return -1;
     }
-    *len = (uint32_t)(range_end(m) - off);
+    *len = m->off + m->len - off;
     return 0;
 }
 
 int mq_store_read_raw(struct mq_store *st, uint32_t seg, uint32_t off,
                       void *out, uint32_t max, uint32_t *got)
 {
-    const struct range *m = missing_from(st, seg, off);
+    const struct mq_range *m = mq_ranges_from(&st->missing, seg, off);
     struct seg_file *sf;
     uint64_t end = (uint64_t)off + max;
     ssize_t n;
@@ -1149,7 +992,7 @@ int mq_store_fill(struct mq_store *st, uint32_t seg, uint32_t off,
     if (created && fsync_dir(st) != 0) {
         return -1;
     }
-    if (missing_subtract(st, seg, off, len) > 0) {
+    if (mq_ranges_subtract(&st->missing, seg, off, len) > 0) {
         return missing_save(st);
     }
     return 0;
@@ -1166,9 +1009,7 @@ void mq_store_stats(const struct mq_store *st, struct mq_store_stats *out)
     for (i = 0; i < st->n_segs; i++) {
         out->bytes += st->segs[i].size;
     }
-    for (i = 0; i < st->n_missing; i++) {
-        out->missing_bytes += st->missing[i].len;
-    }
+    out->missing_bytes = mq_ranges_bytes(&st->missing);
     out->reclaimed = st->reclaimed;
     out->read_errors = st->read_errors;
 }
