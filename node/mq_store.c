@@ -799,20 +799,13 @@ static int expected_cmp(const void *a, const void *b)
 static const struct mq_range *expected_find(const struct mq_store *st,
                                             uint32_t seg)
 {
-    size_t lo = 0, hi = st->n_expected;
+    struct mq_range key = {seg, 0, 0};
 
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-
-        if (st->expected[mid].seg < seg) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
+    if (st->n_expected == 0) {
+        return NULL;
     }
-    return lo < st->n_expected && st->expected[lo].seg == seg
-               ? &st->expected[lo]
-               : NULL;
+    return bsearch(&key, st->expected, st->n_expected, sizeof(key),
+                   expected_cmp);
 }
 
 /* The ranges missing once the restore is done, from the ranges named. */

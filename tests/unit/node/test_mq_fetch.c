@@ -14,15 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cmocka.h>
 
 #include "node/config.h"
 #include "node/mq_fetch.h"
 #include "node/mq_store.h"
 #include "node/node_rpc.h"
+#include "tests/unit/lib/store_fixture.h"
 #include "tests/unit/lib/svc_env.h"
 
 #define WAIT_MS 20000
@@ -68,27 +66,6 @@ static void on_done(void *data)
     ((struct fx *)data)->done_calls++;
 }
 
-static struct mq_store *open_store(const char *dir)
-{
-    char err[256];
-    struct mq_store *st = mq_store_open(dir, err, sizeof(err));
-
-    if (st == NULL) {
-        fail_msg("open %s: %s", dir, err);
-    }
-    return st;
-}
-
-static void body_of(uint32_t seg, uint32_t i, unsigned char *out,
-                    uint32_t len)
-{
-    uint32_t k;
-
-    for (k = 0; k < len; k++) {
-        out[k] = (unsigned char)(seg * 31 + i * 7 + k);
-    }
-}
-
 /* What the group wrote: segment 1, 300 bodies of 1000 bytes; segment 2,
  * one body larger than a chunk between two small ones. */
 static void write_group(struct mq_store *st, uint32_t used[2])
@@ -97,7 +74,7 @@ static void write_group(struct mq_store *st, uint32_t used[2])
     uint32_t off = 0, i;
 
     for (i = 0; i < 300; i++) {
-        body_of(1, i, body, 1000);
+        store_fixture_body(1, i, body, 1000);
         assert_int_equal(mq_store_write(st, 1, off, body, 1000), 0);
         off += (uint32_t)MQ_STORE_REC_BYTES(1000);
     }
@@ -106,7 +83,7 @@ static void write_group(struct mq_store *st, uint32_t used[2])
     for (i = 0; i < 3; i++) {
         uint32_t len = i == 1 ? BIG_LEN : 100;
 
-        body_of(2, i, body, len);
+        store_fixture_body(2, i, body, len);
         assert_int_equal(mq_store_write(st, 2, off, body, len), 0);
         off += (uint32_t)MQ_STORE_REC_BYTES(len);
     }
@@ -119,7 +96,7 @@ static void assert_group(struct mq_store *st)
     uint32_t off = 0, i;
 
     for (i = 0; i < 300; i++) {
-        body_of(1, i, want, 1000);
+        store_fixture_body(1, i, want, 1000);
         assert_int_equal(mq_store_read(st, 1, off, 1000, got), 0);
         assert_memory_equal(got, want, 1000);
         off += (uint32_t)MQ_STORE_REC_BYTES(1000);
@@ -128,7 +105,7 @@ static void assert_group(struct mq_store *st)
     for (i = 0; i < 3; i++) {
         uint32_t len = i == 1 ? BIG_LEN : 100;
 
-        body_of(2, i, want, len);
+        store_fixture_body(2, i, want, len);
         assert_int_equal(mq_store_read(st, 2, off, len, got), 0);
         assert_memory_equal(got, want, len);
         off += (uint32_t)MQ_STORE_REC_BYTES(len);
@@ -146,7 +123,7 @@ static int setup(void **state)
         struct peer *p = &f->peers[i];
 
         snprintf(p->dir, sizeof(p->dir), "%s/peer%u", f->env.root, i);
-        p->st = open_store(p->dir);
+        p->st = store_fixture_open(p->dir);
         node_config_defaults(&p->cfg);
         p->cfg.id = i + 2;
         snprintf(f->addrs[i], sizeof(f->addrs[i]), "127.0.0.1:%u",
@@ -160,7 +137,7 @@ static int setup(void **state)
         node_rpc_set_mq_store(p->rpc, GROUP, p->st);
     }
     snprintf(dir, sizeof(dir), "%s/self", f->env.root);
-    f->st = open_store(dir);
+    f->st = store_fixture_open(dir);
     *state = f;
     return 0;
 }
@@ -271,21 +248,6 @@ static void test_fills_from_the_peer_that_has_it(void **state)
     assert_int_equal(ss.missing_bytes, 0);
 }
 
-static void corrupt(const char *group_dir, uint32_t seg, off_t off)
-{
-    char path[192];
-    unsigned char b;
-    int fd;
-
-    snprintf(path, sizeof(path), "%s/bodies/%016x", group_dir, seg);
-    fd = open(path, O_RDWR);
-    assert_true(fd >= 0);
-    assert_int_equal(pread(fd, &b, 1, off), 1);
-    b ^= 0x40;
-    assert_int_equal(pwrite(fd, &b, 1, off), 1);
-    close(fd);
-}
-
 static void test_skips_bytes_that_do_not_check(void **state)
 {
     struct fx *f = *state;
@@ -296,7 +258,7 @@ static void test_skips_bytes_that_do_not_check(void **state)
     write_group(f->peers[0].st, f->used);
     write_group(f->peers[2].st, f->used);
     assert_int_equal(mq_store_sync(f->peers[0].st), 0);
-    corrupt(f->peers[0].dir, 1, MQ_STORE_REC_HDR + 10);
+    store_fixture_flip(f->peers[0].dir, 1, MQ_STORE_REC_HDR + 10);
     install(f);
     f->order[0] = f->addrs[0];
     f->order[1] = f->addrs[2];

@@ -25,6 +25,7 @@
 
 #include "node/mq_store.h"
 #include "tests/unit/lib/rm_tree.h"
+#include "tests/unit/lib/store_fixture.h"
 
 struct fx {
     char root[64];
@@ -53,41 +54,12 @@ static int teardown(void **state)
     return 0;
 }
 
-static struct mq_store *open_store(const char *dir)
-{
-    char err[256];
-    struct mq_store *st = mq_store_open(dir, err, sizeof(err));
-
-    if (st == NULL) {
-        fail_msg("open %s: %s", dir, err);
-    }
-    return st;
-}
-
-/* A body that says where it belongs. */
-static uint32_t body_of(uint32_t seg, uint32_t i, unsigned char *out,
-                        uint32_t len)
-{
-    uint32_t k;
-
-    for (k = 0; k < len; k++) {
-        out[k] = (unsigned char)(seg * 31 + i * 7 + k);
-    }
-    return len;
-}
-
-static void seg_path(const char *group_dir, uint32_t seg, char *out,
-                     size_t len)
-{
-    snprintf(out, len, "%s/bodies/%016x", group_dir, seg);
-}
-
 static long long file_size(const char *group_dir, uint32_t seg)
 {
     char path[160];
     struct stat sb;
 
-    seg_path(group_dir, seg, path, sizeof(path));
+    store_fixture_seg_path(group_dir, seg, path, sizeof(path));
     if (stat(path, &sb) != 0) {
         return -1;
     }
@@ -110,7 +82,7 @@ static uint32_t write_records(struct mq_store *st, uint32_t seg, uint32_t n,
 
     assert_true(len <= sizeof(body));
     for (i = 0; i < n; i++) {
-        body_of(seg, i, body, len);
+        store_fixture_body(seg, i, body, len);
         assert_int_equal(mq_store_write(st, seg, off, body, len), 0);
         off += (uint32_t)MQ_STORE_REC_BYTES(len);
     }
@@ -124,7 +96,7 @@ static void assert_records(struct mq_store *st, uint32_t seg, uint32_t n,
     uint32_t off = 0, i;
 
     for (i = 0; i < n; i++) {
-        body_of(seg, i, want, len);
+        store_fixture_body(seg, i, want, len);
         assert_int_equal(mq_store_read(st, seg, off, len, got), 0);
         assert_memory_equal(got, want, len);
         off += (uint32_t)MQ_STORE_REC_BYTES(len);
@@ -134,7 +106,7 @@ static void assert_records(struct mq_store *st, uint32_t seg, uint32_t n,
 static void test_round_trip(void **state)
 {
     struct fx *f = *state;
-    struct mq_store *st = open_store(f->dir_a);
+    struct mq_store *st = store_fixture_open(f->dir_a);
     struct mq_store_stats stats;
     unsigned char big[600 << 10];
     unsigned char got[600 << 10];
@@ -162,7 +134,7 @@ static void test_round_trip(void **state)
     assert_int_equal(mq_store_read(st, 4, 0, 0, got), 0);
     mq_store_close(st);
 
-    st = open_store(f->dir_a);
+    st = store_fixture_open(f->dir_a);
     mq_store_stats(st, &stats);
     assert_int_equal(stats.segments, 4);
     assert_int_equal(stats.bytes, end1 + 3 * MQ_STORE_REC_BYTES(17) +
@@ -182,7 +154,7 @@ static void read_file(const char *group_dir, uint32_t seg, void *out,
     char path[160];
     int fd;
 
-    seg_path(group_dir, seg, path, sizeof(path));
+    store_fixture_seg_path(group_dir, seg, path, sizeof(path));
     fd = open(path, O_RDONLY);
     assert_true(fd >= 0);
     assert_int_equal(pread(fd, out, len, 0), (ssize_t)len);
@@ -192,7 +164,7 @@ static void read_file(const char *group_dir, uint32_t seg, void *out,
 static void test_replay_rewrites_same_bytes(void **state)
 {
     struct fx *f = *state;
-    struct mq_store *st = open_store(f->dir_a);
+    struct mq_store *st = store_fixture_open(f->dir_a);
     static unsigned char before[64 << 10], after[64 << 10];
     uint32_t end;
 
@@ -212,30 +184,17 @@ static void test_replay_rewrites_same_bytes(void **state)
     {
         unsigned char body[100];
 
-        body_of(8, 0, body, 100);
+        store_fixture_body(8, 0, body, 100);
         assert_int_equal(mq_store_write(st, 8, 0, body, 100), 0);
     }
     assert_records(st, 8, 10, 100);
     mq_store_close(st);
 }
 
-static void patch_file(const char *group_dir, uint32_t seg, off_t off,
-                       unsigned char byte)
-{
-    char path[160];
-    int fd;
-
-    seg_path(group_dir, seg, path, sizeof(path));
-    fd = open(path, O_WRONLY);
-    assert_true(fd >= 0);
-    assert_int_equal(pwrite(fd, &byte, 1, off), 1);
-    close(fd);
-}
-
 static void test_corrupt_truncated_hole(void **state)
 {
     struct fx *f = *state;
-    struct mq_store *st = open_store(f->dir_a);
+    struct mq_store *st = store_fixture_open(f->dir_a);
     struct mq_store_stats stats;
     unsigned char body[1000], got[1000];
     char path[160];
@@ -244,12 +203,12 @@ static void test_corrupt_truncated_hole(void **state)
     write_records(st, 1, 3, 1000);
     assert_int_equal(mq_store_sync(st), 0);
     /* a flipped body byte of the second record */
-    patch_file(f->dir_a, 1, rec + MQ_STORE_REC_HDR + 500, 0xff);
-    body_of(1, 0, body, 1000);
+    store_fixture_flip(f->dir_a, 1, rec + MQ_STORE_REC_HDR + 500);
+    store_fixture_body(1, 0, body, 1000);
     assert_int_equal(mq_store_read(st, 1, 0, 1000, got), 0);
     assert_int_equal(mq_store_read(st, 1, rec, 1000, got), -1);
     /* a file cut in the third record */
-    seg_path(f->dir_a, 1, path, sizeof(path));
+    store_fixture_seg_path(f->dir_a, 1, path, sizeof(path));
     assert_int_equal(truncate(path, 2 * rec + 100), 0);
     assert_int_equal(mq_store_read(st, 1, 2 * rec, 1000, got), -1);
     /* a hole: a record written at 4096 of a segment, nothing before */
@@ -270,7 +229,7 @@ static void test_corrupt_truncated_hole(void **state)
 static void test_sync(void **state)
 {
     struct fx *f = *state;
-    struct mq_store *st = open_store(f->dir_a);
+    struct mq_store *st = store_fixture_open(f->dir_a);
     unsigned char disk[2 * 1008];
     unsigned char body[1000];
     uint32_t end;
@@ -291,7 +250,7 @@ static void test_sync(void **state)
     assert_int_equal(WEXITSTATUS(wstatus), 0);
     assert_int_equal(file_size(f->dir_a, 1), end);
     read_file(f->dir_a, 1, disk, end);
-    body_of(1, 1, body, 1000);
+    store_fixture_body(1, 1, body, 1000);
     assert_memory_equal(disk + 1008 + MQ_STORE_REC_HDR, body, 1000);
     /* the parent goes on where it was */
     assert_records(st, 1, 2, 1000);
@@ -304,7 +263,7 @@ static void test_sync(void **state)
 static void test_reclaim_order(void **state)
 {
     struct fx *f = *state;
-    struct mq_store *st = open_store(f->dir_a);
+    struct mq_store *st = store_fixture_open(f->dir_a);
     struct mq_store_stats stats;
     unsigned char got[100];
 
@@ -363,8 +322,8 @@ static void fill_from(struct mq_store *dst, struct mq_store *src,
 static void test_installed_restore_missing_until_filled(void **state)
 {
     struct fx *f = *state;
-    struct mq_store *peer = open_store(f->dir_b);
-    struct mq_store *st = open_store(f->dir_a);
+    struct mq_store *peer = store_fixture_open(f->dir_b);
+    struct mq_store *st = store_fixture_open(f->dir_a);
     struct mq_store_stats stats;
     uint32_t segs[2] = {1, 2};
     uint32_t used[2];
@@ -399,7 +358,7 @@ static void test_installed_restore_missing_until_filled(void **state)
     mq_store_close(st);
     snprintf(missing, sizeof(missing), "%s/bodies/missing", f->dir_a);
     assert_true(file_exists(missing));
-    st = open_store(f->dir_a);
+    st = store_fixture_open(f->dir_a);
     restore(st, 0, segs, used, 2);
     assert_int_equal(mq_store_read(st, 1, 0, 1000, got), -1);
     mq_store_stats(st, &stats);
@@ -415,7 +374,7 @@ static void test_installed_restore_missing_until_filled(void **state)
 
     /* and after a restart from a local snapshot, present */
     mq_store_close(st);
-    st = open_store(f->dir_a);
+    st = store_fixture_open(f->dir_a);
     restore(st, 0, segs, used, 2);
     assert_int_equal(mq_store_next_missing(st, &seg, &off, &len), -1);
     assert_records(st, 1, 40, 1000);
@@ -427,8 +386,8 @@ static void test_installed_restore_missing_until_filled(void **state)
 static void test_missing_record_partial_and_corrupt(void **state)
 {
     struct fx *f = *state;
-    struct mq_store *peer = open_store(f->dir_b);
-    struct mq_store *st = open_store(f->dir_a);
+    struct mq_store *peer = store_fixture_open(f->dir_b);
+    struct mq_store *st = store_fixture_open(f->dir_a);
     uint32_t segs[2] = {1, 2};
     uint32_t used[2];
     unsigned char buf[16384];
@@ -445,7 +404,7 @@ static void test_missing_record_partial_and_corrupt(void **state)
     assert_int_equal(mq_store_read_raw(peer, 2, 0, buf, 2016, &got), 0);
     assert_int_equal(mq_store_fill(st, 2, 0, buf, got), 0);
     mq_store_close(st);
-    st = open_store(f->dir_a);
+    st = store_fixture_open(f->dir_a);
     restore(st, 0, segs, used, 2);
     assert_int_equal(mq_store_next_missing(st, &seg, &off, &len), 0);
     assert_int_equal(seg, 2);
@@ -462,7 +421,7 @@ static void test_missing_record_partial_and_corrupt(void **state)
     assert_true(fd >= 0);
     assert_int_equal(pwrite(fd, "X", 1, 9), 1);
     close(fd);
-    st = open_store(f->dir_a);
+    st = store_fixture_open(f->dir_a);
     restore(st, 0, segs, used, 2);
     assert_int_equal(mq_store_next_missing(st, &seg, &off, &len), 0);
     assert_int_equal(seg, 1);
@@ -474,7 +433,7 @@ static void test_missing_record_partial_and_corrupt(void **state)
 static void test_restore_unlinks_unnamed(void **state)
 {
     struct fx *f = *state;
-    struct mq_store *st = open_store(f->dir_a);
+    struct mq_store *st = store_fixture_open(f->dir_a);
     uint32_t segs[2] = {2, 5};
     uint32_t used[2];
     unsigned char got[100];
@@ -487,7 +446,7 @@ static void test_restore_unlinks_unnamed(void **state)
     mq_store_freed(st, 2, 50);
     mq_store_close(st);
 
-    st = open_store(f->dir_a);
+    st = store_fixture_open(f->dir_a);
     restore(st, 0, segs, used, 2);
     assert_int_equal(file_size(f->dir_a, 1), -1);
     assert_int_equal(file_size(f->dir_a, 3), -1);
@@ -504,7 +463,7 @@ static void test_restore_unlinks_unnamed(void **state)
 static void test_local_restore_short_file(void **state)
 {
     struct fx *f = *state;
-    struct mq_store *st = open_store(f->dir_a);
+    struct mq_store *st = store_fixture_open(f->dir_a);
     uint32_t segs[1] = {1};
     uint32_t used[1];
     uint32_t seg, off, len;
@@ -512,9 +471,9 @@ static void test_local_restore_short_file(void **state)
 
     used[0] = write_records(st, 1, 10, 100);
     mq_store_close(st);
-    seg_path(f->dir_a, 1, path, sizeof(path));
+    store_fixture_seg_path(f->dir_a, 1, path, sizeof(path));
     assert_int_equal(truncate(path, used[0] - 50), 0);
-    st = open_store(f->dir_a);
+    st = store_fixture_open(f->dir_a);
     restore(st, 0, segs, used, 1);
     /* where records start is unknown past the cut: the whole segment */
     assert_int_equal(mq_store_next_missing(st, &seg, &off, &len), 0);
@@ -527,7 +486,7 @@ static void test_local_restore_short_file(void **state)
 static void test_read_raw_and_write_in_missing(void **state)
 {
     struct fx *f = *state;
-    struct mq_store *st = open_store(f->dir_a);
+    struct mq_store *st = store_fixture_open(f->dir_a);
     uint32_t segs[1] = {1};
     uint32_t used[1];
     uint32_t rec = (uint32_t)MQ_STORE_REC_BYTES(100);
@@ -537,7 +496,7 @@ static void test_read_raw_and_write_in_missing(void **state)
     used[0] = write_records(st, 1, 10, 100);
     restore(st, 1, segs, used, 1);
     /* apply writes record 3 again (a replayed entry): present there */
-    body_of(1, 3, body, 100);
+    store_fixture_body(1, 3, body, 100);
     assert_int_equal(mq_store_write(st, 1, 3 * rec, body, 100), 0);
     assert_int_equal(mq_store_read(st, 1, 3 * rec, 100, buf), 0);
     assert_int_equal(mq_store_read(st, 1, 2 * rec, 100, buf), -1);
@@ -563,7 +522,7 @@ static void test_read_raw_and_write_in_missing(void **state)
 static void test_check_records(void **state)
 {
     struct fx *f = *state;
-    struct mq_store *st = open_store(f->dir_a);
+    struct mq_store *st = store_fixture_open(f->dir_a);
     uint32_t rec = (uint32_t)MQ_STORE_REC_BYTES(100);
     unsigned char buf[4096];
     uint32_t got, whole;
@@ -595,7 +554,7 @@ static void test_check_records(void **state)
 static void test_directory_made_by_the_first_file(void **state)
 {
     struct fx *f = *state;
-    struct mq_store *st = open_store(f->dir_a);
+    struct mq_store *st = store_fixture_open(f->dir_a);
     uint32_t segs[1] = {1};
     uint32_t used[1] = {0};
     unsigned char got[100];
@@ -613,12 +572,12 @@ static void test_directory_made_by_the_first_file(void **state)
     assert_int_equal(file_size(f->dir_a, 1), 2 * MQ_STORE_REC_BYTES(100));
     mq_store_close(st);
     /* an installed snapshot's record of what is missing makes it too */
-    st = open_store(f->dir_b);
+    st = store_fixture_open(f->dir_b);
     used[0] = 1000;
     restore(st, 1, segs, used, 1);
     assert_true(file_exists(f->dir_b));
     mq_store_close(st);
-    st = open_store(f->dir_b);
+    st = store_fixture_open(f->dir_b);
     restore(st, 0, segs, used, 1);
     assert_int_equal(mq_store_read(st, 1, 0, 100, got), -1);
     {
