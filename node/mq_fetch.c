@@ -58,7 +58,7 @@ struct mq_fetch {
 
 static void step(struct mq_fetch *f);
 
-/* ---- peers -------------------------------------------------------------- */
+/* ---- peers ------------------------------------------------------------- */
 
 unsigned mq_fetch_config_peers(const struct node_config *cfg, unsigned g,
                                uint64_t self, uint64_t leader,
@@ -137,7 +137,7 @@ static struct rpc_client *client_for(struct mq_fetch *f, const char *addr)
     return fc->c;
 }
 
-/* ---- the fetch ------------------------------------------------------------ */
+/* ---- the fetch --------------------------------------------------------- */
 
 static void timer_cb(uv_timer_t *t)
 {
@@ -408,7 +408,7 @@ void mq_fetch_close(struct mq_fetch *f, void (*cb)(void *data), void *data)
     close_one(f);
 }
 
-/* ---- the serving side ----------------------------------------------------- */
+/* ---- the serving side -------------------------------------------------- */
 
 void mq_fetch_answer(struct mq_store *st, const Ringmq__MqSegmentRead *rq,
                      Ringmq__MqSegmentData *out)

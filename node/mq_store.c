@@ -399,8 +399,8 @@ static int missing_save(struct mq_store *st)
         return -1;
     }
     mq_ranges_encode(&st->missing, &buf, &len);
-    fd = openat(st->dirfd, MISSING_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                0644);
+    fd = openat(st->dirfd, MISSING_TMP,
+                O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0 || pwrite_all(fd, buf, len, 0) != 0 || fsync(fd) != 0) {
         goto err;
     }
@@ -546,8 +546,9 @@ void mq_store_close(struct mq_store *st)
 /* ---- write / read ------------------------------------------------------ */
 
 /* Write the record directly (larger than the tail). */
-static int write_direct(struct seg_file *sf, uint64_t off, const unsigned char *hdr,
-                        const void *body, uint32_t len)
+static int write_direct(struct seg_file *sf, uint64_t off,
+                        const unsigned char *hdr, const void *body,
+                        uint32_t len)
 {
     static const unsigned char zeros[MQ_STORE_REC_ALIGN];
     uint64_t rec = MQ_STORE_REC_BYTES(len);
