@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -29,8 +30,15 @@
 struct seg_file {
     uint32_t seg;
     int fd;
-    uint64_t size; /* bytes in the file (what was written to it) */
-    bool dirty;    /* written since the last sync */
+    uint64_t size;      /* bytes in the file (what was written to it) */
+    bool dirty;         /* written since the last sync */
+    uint64_t dirty_gen; /* st->gen of the last write */
+};
+
+/* Shared with forked children: the generation up to which a child's sync
+ * made everything durable, so the parent need not sync it again. */
+struct sync_share {
+    uint64_t synced_gen; /* __atomic */
 };
 
 struct freed_seg {
@@ -42,6 +50,14 @@ struct mq_store {
     char *dir;
     int dirfd;
     bool dir_dirty; /* a segment file created since the last sync */
+    uint64_t dir_gen;
+
+    /* Every write takes the next generation; a sync covers those up to
+     * the one it started at. */
+    uint64_t gen;
+    struct sync_share *share; /* NULL if it could not be mapped */
+    uint64_t absorbed;        /* share->synced_gen last applied */
+    uint64_t fdatasyncs;
 
     struct seg_file *segs; /* sorted by seg */
     size_t n_segs, cap_segs;
@@ -281,6 +297,7 @@ static struct seg_file *seg_get(struct mq_store *st, uint32_t seg,
         return NULL;
     }
     st->dir_dirty = true;
+    st->dir_gen = ++st->gen;
     return seg_insert(st, seg, fd, 0);
 }
 
@@ -328,9 +345,15 @@ static ssize_t pread_full(int fd, void *buf, size_t len, uint64_t off)
     return (ssize_t)got;
 }
 
-static void seg_wrote(struct seg_file *sf, uint64_t end)
+static void seg_dirty(struct mq_store *st, struct seg_file *sf)
 {
     sf->dirty = true;
+    sf->dirty_gen = ++st->gen;
+}
+
+static void seg_wrote(struct mq_store *st, struct seg_file *sf, uint64_t end)
+{
+    seg_dirty(st, sf);
     if (end > sf->size) {
         sf->size = end;
     }
@@ -352,7 +375,7 @@ static int tail_flush(struct mq_store *st)
     if (pwrite_all(sf->fd, st->tail, st->tail_len, st->tail_off) != 0) {
         return -1;
     }
-    seg_wrote(sf, st->tail_off + st->tail_len);
+    seg_wrote(st, sf, st->tail_off + st->tail_len);
     st->tail_off += st->tail_len;
     st->tail_len = 0;
     return 0;
@@ -504,6 +527,11 @@ struct mq_store *mq_store_open(const char *group_dir, char *err,
     st->dir = xmalloc(n);
     snprintf(st->dir, n, "%s/bodies", group_dir);
     st->tail = xmalloc(MQ_STORE_TAIL_BYTES);
+    st->share = mmap(NULL, sizeof(*st->share), PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (st->share == MAP_FAILED) {
+        st->share = NULL; /* a child's sync is then repeated by the parent */
+    }
     st->dirfd = open(st->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (st->dirfd < 0 && errno == ENOENT) {
         return st; /* nothing stored yet: dir_ensure creates it */
@@ -534,6 +562,9 @@ void mq_store_close(struct mq_store *st)
     if (st->dirfd >= 0) {
         close(st->dirfd);
     }
+    if (st->share != NULL) {
+        munmap(st->share, sizeof(*st->share));
+    }
     free(st->segs);
     free(st->tail);
     mq_ranges_clear(&st->missing);
@@ -546,9 +577,9 @@ void mq_store_close(struct mq_store *st)
 /* ---- write / read ------------------------------------------------------ */
 
 /* Write the record directly (larger than the tail). */
-static int write_direct(struct seg_file *sf, uint64_t off,
-                        const unsigned char *hdr, const void *body,
-                        uint32_t len)
+static int write_direct(struct mq_store *st, struct seg_file *sf,
+                        uint64_t off, const unsigned char *hdr,
+                        const void *body, uint32_t len)
 {
     static const unsigned char zeros[MQ_STORE_REC_ALIGN];
     uint64_t rec = MQ_STORE_REC_BYTES(len);
@@ -579,7 +610,7 @@ static int write_direct(struct seg_file *sf, uint64_t off,
             iov[i].iov_len -= (size_t)n;
         }
     }
-    seg_wrote(sf, off + rec);
+    seg_wrote(st, sf, off + rec);
     return 0;
 }
 
@@ -608,7 +639,7 @@ int mq_store_write(struct mq_store *st, uint32_t seg, uint32_t off,
             goto err;
         }
         if (rec > MQ_STORE_TAIL_BYTES) {
-            if (write_direct(sf, off, hdr, body, len) != 0) {
+            if (write_direct(st, sf, off, hdr, body, len) != 0) {
                 goto err;
             }
             return 0;
@@ -621,6 +652,8 @@ int mq_store_write(struct mq_store *st, uint32_t seg, uint32_t off,
     memcpy(p + MQ_STORE_REC_HDR, body, len);
     memset(p + MQ_STORE_REC_HDR + len, 0, rec - MQ_STORE_REC_HDR - len);
     st->tail_len += rec;
+    /* a sync from now on must write and sync it */
+    seg_dirty(st, sf);
     return 0;
 err:
     log_error("mq_store %s: write of segment %" PRIu32 " at %" PRIu32
@@ -679,11 +712,38 @@ check:
 
 /* ---- sync ------------------------------------------------------------- */
 
+/* Forget the dirt a forked child's sync covered (its generation). */
+static void absorb_child_sync(struct mq_store *st)
+{
+    uint64_t g;
+    size_t i;
+
+    if (st->share == NULL) {
+        return;
+    }
+    g = __atomic_load_n(&st->share->synced_gen, __ATOMIC_ACQUIRE);
+    if (g <= st->absorbed) {
+        return;
+    }
+    st->absorbed = g;
+    for (i = 0; i < st->n_segs; i++) {
+        if (st->segs[i].dirty && st->segs[i].dirty_gen <= g) {
+            st->segs[i].dirty = false;
+        }
+    }
+    if (st->dir_dirty && st->dir_gen <= g) {
+        st->dir_dirty = false;
+    }
+}
+
 int mq_store_sync(struct mq_store *st)
 {
+    /* what this sync covers: every write so far, gathered ones included */
+    uint64_t covers = st->gen;
     size_t i;
 
     /* No logging or allocation: this may run in a forked child. */
+    absorb_child_sync(st);
     if (tail_flush(st) != 0) {
         return -1;
     }
@@ -695,6 +755,7 @@ int mq_store_sync(struct mq_store *st)
                 return -1;
             }
             sf->dirty = false;
+            st->fdatasyncs++;
         }
     }
     if (st->dir_dirty) {
@@ -702,6 +763,12 @@ int mq_store_sync(struct mq_store *st)
             return -1;
         }
         st->dir_dirty = false;
+    }
+    /* A parent learns it here (a child's flags die with it). Generations
+     * after the fork are the parent's own and were never the child's. */
+    if (st->share != NULL &&
+        __atomic_load_n(&st->share->synced_gen, __ATOMIC_RELAXED) < covers) {
+        __atomic_store_n(&st->share->synced_gen, covers, __ATOMIC_RELEASE);
     }
     return 0;
 }
@@ -750,6 +817,8 @@ void mq_store_reclaim(struct mq_store *st, uint64_t snapshot_index)
 {
     size_t i = 0;
 
+    /* a snapshot was stored: its sync, if a child ran it, is done */
+    absorb_child_sync(st);
     while (i < st->n_freed) {
         if (st->freed[i].index <= snapshot_index) {
             seg_remove(st, st->freed[i].seg);
@@ -982,7 +1051,7 @@ int mq_store_fill(struct mq_store *st, uint32_t seg, uint32_t off,
         iov.iov_base = (unsigned char *)bytes + done;
         iov.iov_len = len - done;
     }
-    seg_wrote(sf, (uint64_t)off + len);
+    seg_wrote(st, sf, (uint64_t)off + len);
     if (created && fsync_dir(st) != 0) {
         return -1;
     }
@@ -1005,5 +1074,6 @@ void mq_store_stats(const struct mq_store *st, struct mq_store_stats *out)
     }
     out->missing_bytes = mq_ranges_bytes(&st->missing);
     out->reclaimed = st->reclaimed;
+    out->fdatasyncs = st->fdatasyncs;
     out->read_errors = st->read_errors;
 }

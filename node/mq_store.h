@@ -92,8 +92,11 @@ int mq_store_read(struct mq_store *st, uint32_t seg, uint32_t off,
 /* Make every write so far durable: the gathered tail written, every
  * segment written since the last sync fdatasync'd, the directory fsync'd
  * if a segment file was created. 0 or -1 (errno set). Safe in a forked
- * child (see above); there it does not clear the parent's record of what
- * is dirty, so the parent's next sync does the same again (harmless). */
+ * child (see above): it tells the parent, through a page they share, up
+ * to which write it made everything durable, and the parent's next
+ * mq_store_reclaim or sync stops counting those segments as written
+ * since (so a sync does not fdatasync every segment the process wrote
+ * since its own last one: each costs a disk cache flush). */
 int mq_store_sync(struct mq_store *st);
 
 /* @seg was freed by the entry at raft index @index. */
@@ -153,6 +156,7 @@ struct mq_store_stats {
     uint64_t missing_bytes; /* to fetch */
     uint64_t reclaimed;     /* segments unlinked */
     uint64_t read_errors;   /* reads that failed their check */
+    uint64_t fdatasyncs;    /* of segments, by syncs in this process */
 };
 void mq_store_stats(const struct mq_store *st, struct mq_store_stats *out);
 

@@ -260,6 +260,63 @@ static void test_sync(void **state)
     mq_store_close(st);
 }
 
+static uint64_t fdatasyncs(struct mq_store *st)
+{
+    struct mq_store_stats stats;
+
+    mq_store_stats(st, &stats);
+    return stats.fdatasyncs;
+}
+
+/* A child's sync spares the parent's next one what it covered, and only
+ * that: what the parent writes after the fork stays to be synced. */
+static void test_child_sync_spares_the_parent(void **state)
+{
+    struct fx *f = *state;
+    struct mq_store *st = store_fixture_open(f->dir_a);
+    int go[2], wstatus;
+    uint64_t before;
+    pid_t pid;
+
+    write_records(st, 1, 50, 1000);
+    write_records(st, 2, 50, 1000); /* seg 1 to its file, seg 2 gathered */
+    write_records(st, 3, 1, 100);   /* seg 2 to its file, seg 3 gathered */
+    assert_int_equal(pipe(go), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char c;
+
+        close(go[1]);
+        /* the parent writes first: the child's copy is from the fork */
+        if (read(go[0], &c, 1) != 1) {
+            _exit(2);
+        }
+        _exit(mq_store_sync(st) == 0 ? 0 : 1);
+    }
+    close(go[0]);
+    write_records(st, 4, 1, 100); /* seg 3 to its file, seg 4 gathered */
+    assert_int_equal(write(go[1], "g", 1), 1);
+    close(go[1]);
+    assert_int_equal(waitpid(pid, &wstatus, 0), pid);
+    assert_true(WIFEXITED(wstatus));
+    assert_int_equal(WEXITSTATUS(wstatus), 0);
+    /* the snapshot is stored: the parent hears of the child's sync */
+    mq_store_reclaim(st, 0);
+    before = fdatasyncs(st);
+    assert_int_equal(mq_store_sync(st), 0);
+    /* segs 1 and 2 were the child's; 3 was written again since (its
+     * gathered bytes, by the parent) and 4 is new: 2, not 4 */
+    assert_int_equal(fdatasyncs(st) - before, 2);
+    /* nothing written since: nothing to sync */
+    before = fdatasyncs(st);
+    assert_int_equal(mq_store_sync(st), 0);
+    assert_int_equal(fdatasyncs(st), before);
+    assert_records(st, 1, 50, 1000);
+    assert_records(st, 2, 50, 1000);
+    mq_store_close(st);
+}
+
 static void test_reclaim_order(void **state)
 {
     struct fx *f = *state;
@@ -598,6 +655,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_truncated_hole, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_child_sync_spares_the_parent,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_reclaim_order, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_installed_restore_missing_until_filled, setup, teardown),
