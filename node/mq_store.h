@@ -45,7 +45,8 @@
  * would diverge): the caller aborts.
  * Threads: everything on the loop thread, except mq_store_sync(), which may
  * run in a forked snapshot child (it only writes, fdatasyncs and fsyncs
- * descriptors it inherited: no allocation, no logging).
+ * descriptors it inherited, and stores one word in a page it shares with
+ * the parent: no allocation, no logging).
  */
 #ifndef RINGMQ_MQ_STORE_H
 #define RINGMQ_MQ_STORE_H
