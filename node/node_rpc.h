@@ -7,8 +7,8 @@
  * a follower answers RPC_NOT_LEADER with the leader's id and RPC address as
  * a hint (a meta watch is served by any replica: versions only grow; so is
  * a segment read, from the group's body store: bytes are the same on every
- * replica that has them). Status
- * requests describe every group (state, indexes, digest) for ringmqctl.
+ * replica that has them). Status requests describe every group (state,
+ * indexes, digest) for ringmqctl.
  * A request whose deadline (RpcRequest.budget_ms, rpc_server_req_deadline)
  * has passed when it is dispatched is answered RPC_UNAVAILABLE and not
  * started: its sender has reported it failed, or is about to.
