@@ -608,6 +608,84 @@ static void test_check_records(void **state)
     mq_store_close(st);
 }
 
+/* Many writes as a state machine places them (a cursor that rolls to the
+ * next segment), replays of earlier ones, reads of any of them, syncs and
+ * reopens, in a fixed pseudo-random order: every read returns its body. */
+#define RND_SEG_BYTES (64u << 10)
+#define RND_RECORDS 3000
+
+struct rnd_rec {
+    uint32_t seg, off, len;
+};
+
+static uint32_t rnd_next(uint64_t *x)
+{
+    *x = *x * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (uint32_t)(*x >> 33);
+}
+
+static void rnd_read(struct mq_store *st, const struct rnd_rec *r,
+                     uint32_t i)
+{
+    static unsigned char want[RND_SEG_BYTES], got[RND_SEG_BYTES];
+
+    store_fixture_body(r->seg, i, want, r->len);
+    assert_int_equal(mq_store_read(st, r->seg, r->off, r->len, got), 0);
+    assert_memory_equal(got, want, r->len);
+}
+
+static void test_random_ops(void **state)
+{
+    struct fx *f = *state;
+    struct mq_store *st = store_fixture_open(f->dir_a);
+    static struct rnd_rec recs[RND_RECORDS];
+    static unsigned char body[RND_SEG_BYTES];
+    uint32_t cur_seg = 1, cur_off = 0, n = 0, i;
+    uint64_t x = 42;
+
+    while (n < RND_RECORDS) {
+        uint32_t op = rnd_next(&x) % 100;
+
+        if (op < 70) {
+            /* mostly small bodies, now and then one near a segment */
+            uint32_t len = rnd_next(&x) % 10 == 0
+                               ? rnd_next(&x) % (RND_SEG_BYTES - 16)
+                               : rnd_next(&x) % 3000;
+            uint64_t rec = MQ_STORE_REC_BYTES(len);
+
+            if (cur_off > 0 && cur_off + rec > RND_SEG_BYTES) {
+                cur_seg++;
+                cur_off = 0;
+            }
+            recs[n] = (struct rnd_rec){cur_seg, cur_off, len};
+            store_fixture_body(cur_seg, n, body, len);
+            assert_int_equal(mq_store_write(st, cur_seg, cur_off, body, len),
+                             0);
+            cur_off += (uint32_t)rec;
+            n++;
+        } else if (op < 80 && n > 0) {
+            /* a replay of a recent record */
+            i = n - 1 - rnd_next(&x) % (n < 20 ? n : 20);
+            store_fixture_body(recs[i].seg, i, body, recs[i].len);
+            assert_int_equal(mq_store_write(st, recs[i].seg, recs[i].off,
+                                            body, recs[i].len),
+                             0);
+        } else if (op < 97 && n > 0) {
+            i = rnd_next(&x) % n;
+            rnd_read(st, &recs[i], i);
+        } else if (op < 99) {
+            assert_int_equal(mq_store_sync(st), 0);
+        } else {
+            mq_store_close(st);
+            st = store_fixture_open(f->dir_a);
+        }
+    }
+    for (i = 0; i < n; i++) {
+        rnd_read(st, &recs[i], i);
+    }
+    mq_store_close(st);
+}
+
 static void test_directory_made_by_the_first_file(void **state)
 {
     struct fx *f = *state;
@@ -671,6 +749,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_check_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_directory_made_by_the_first_file,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_random_ops, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
