@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include <cmocka.h>
 
 #include "node/config.h"
@@ -322,6 +324,38 @@ static void test_close_at_once(void **state)
     start(f, 0); /* a call in flight: teardown closes it */
 }
 
+static bool done(void *arg)
+{
+    return ((struct fx *)arg)->done_calls > 0;
+}
+
+/* The segment is freed and reclaimed while its chunk is on the way: the
+ * answer is dropped, no file comes back. */
+static void test_range_gone_meanwhile(void **state)
+{
+    struct fx *f = *state;
+    struct mq_fetch_stats s;
+    struct mq_store_stats ss;
+    char self[128], path[192];
+
+    write_group(f->peers[1].st, f->used);
+    install(f);
+    f->order[0] = f->addrs[1];
+    f->n_order = 1;
+    start(f, 0); /* asks for segment 1 at once */
+    mq_store_freed(f->st, 1, 7);
+    mq_store_freed(f->st, 2, 7);
+    mq_store_reclaim(f->st, 7);
+    assert_true(svc_env_run_until(&f->env, done, f, WAIT_MS));
+    mq_fetch_stats(f->fetch, &s);
+    assert_int_equal(s.bytes, 0);
+    mq_store_stats(f->st, &ss);
+    assert_int_equal(ss.segments, 0);
+    snprintf(self, sizeof(self), "%s/self", f->env.root);
+    store_fixture_seg_path(self, 1, path, sizeof(path));
+    assert_int_equal(access(path, F_OK), -1);
+}
+
 static void test_config_peers(void **state)
 {
     struct node_config cfg;
@@ -367,6 +401,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_kick_after_a_new_restore, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_close_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_range_gone_meanwhile, setup,
+                                        teardown),
         cmocka_unit_test(test_config_peers),
     };
 
