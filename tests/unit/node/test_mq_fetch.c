@@ -25,7 +25,7 @@
 #include "tests/unit/lib/store_fixture.h"
 #include "tests/unit/lib/svc_env.h"
 
-#define WAIT_MS 20000
+#define WAIT_MS 60000
 #define GROUP "s0.mq"
 #define N_PEERS 3
 #define BIG_LEN (200u << 10)
@@ -194,7 +194,8 @@ static void start(struct fx *f, uint32_t chunk)
     cfg.peers = peers_fn;
     cfg.peers_data = f;
     cfg.chunk_bytes = chunk;
-    cfg.call_timeout_ms = 5000;
+    /* no call times out under load: the counts below are exact */
+    cfg.call_timeout_ms = WAIT_MS / 2;
     cfg.retry_min_ms = 10;
     cfg.retry_max_ms = 50;
     cfg.on_done = on_done;
