@@ -586,7 +586,7 @@ static void body_place(struct mq_sm *sm, const void *body, uint32_t len,
         w->seg = *seg;
         w->off = *off;
         w->len = len;
-        w->body = body;
+        w->body = body != NULL ? body : ""; /* never NULL (mq_sm.h) */
     }
 }
 

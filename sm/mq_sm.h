@@ -185,7 +185,8 @@
 
 /* A body the caller must store at (seg, off): len bytes at body (borrowed:
  * from the command, or from the snapshot buffer given to
- * mq_sm_restore()). */
+ * mq_sm_restore()); never NULL, also for len 0 (a checksum routine may
+ * treat a NULL buffer apart: zlib's crc32 does). */
 struct mq_sm_write {
     uint32_t seg;
     uint32_t off;
@@ -586,9 +587,10 @@ struct mq_sm_result {
     size_t n_dead;
     struct mq_sm_deleted *deleted; /* every queue removed by this command */
     size_t n_deleted;
-    /* Never set since apply aborts when it cannot allocate (see
-     * mq_sm_apply()); kept on the wire for older peers, and the edge
-     * still returns deliveries it could not see when a peer sets it. */
+    /* Never set by mq_sm_apply() (it aborts when it cannot allocate).
+     * The caller that fills bodies sets it when it left out a delivery
+     * whose body its store could not give (node/mq_svc): the edge then
+     * returns the deliveries it did not see. */
     bool incomplete;
     /* MOVE_*: the queue has moved away from this shard (tombstone). */
     bool moved;

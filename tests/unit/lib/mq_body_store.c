@@ -98,7 +98,7 @@ static void store(struct mbs *s, const struct mq_sm_write *w)
 
     assert_true(w->seg > 0);
     assert_false(b->freed); /* never named again once freed */
-    assert_true(w->len == 0 || w->body != NULL);
+    assert_non_null(w->body); /* also for an empty one (mq_sm.h) */
     end = (end + MQ_SM_REC_ALIGN - 1) / MQ_SM_REC_ALIGN * MQ_SM_REC_ALIGN;
     if (end > b->len) {
         b->buf = realloc(b->buf, end);

@@ -2045,6 +2045,62 @@ static void test_move_full(void **state)
 }
 
 /* Aborts at both ends, and what a move refuses. */
+static int allocs;
+
+static void *counting_alloc(size_t n)
+{
+    allocs++;
+    return malloc(n);
+}
+
+static int read_fails(void *arg, uint32_t seg, uint32_t off, uint32_t len,
+                      void *out)
+{
+    (void)arg;
+    (void)seg;
+    (void)off;
+    (void)len;
+    (void)out;
+    return -1;
+}
+
+/* An export chunk whose bodies the store cannot give answers UNAVAILABLE
+ * and allocates nothing; the definition chunk reads no body; once the
+ * bodies can be read the same cursor answers them. */
+static void test_export_body_unreadable(void **state)
+{
+    struct mq_sm *s = sm_make();
+    void *buf = NULL;
+    size_t len = 0;
+    uint64_t next = 0;
+    bool last = false;
+
+    (void)state;
+    declare(s, "mq");
+    enqueue(s, T0, "mq", "m1");
+    assert_int_equal(move_cmd(s, MQ_SM_MOVE_OUT, "mq", NULL), MQ_SM_OK);
+    allocs = 0;
+    assert_int_equal(mq_sm_export(s, VH, 1, "mq", 2, 1, 1 << 16,
+                                  counting_alloc, read_fails, NULL, &buf,
+                                  &len, &next, &last),
+                     MQ_SM_UNAVAILABLE);
+    assert_int_equal(allocs, 0);
+    assert_null(buf);
+    assert_int_equal(mq_sm_export(s, VH, 1, "mq", 2, 0, 1 << 16,
+                                  counting_alloc, read_fails, NULL, &buf,
+                                  &len, &next, &last),
+                     MQ_SM_OK);
+    free(buf);
+    assert_int_equal(mq_sm_export(s, VH, 1, "mq", 2, 1, 1 << 16,
+                                  counting_alloc, mbs_read, mbs_of(s), &buf,
+                                  &len, &next, &last),
+                     MQ_SM_OK);
+    assert_true(last && next == 2);
+    assert_true(len > 2 && memmem(buf, len, "m1", 2) != NULL);
+    free(buf);
+    sm_free(s);
+}
+
 static void test_move_abort(void **state)
 {
     struct mq_sm *s = sm_make();
@@ -4342,6 +4398,7 @@ int main(void)
         cmocka_unit_test(test_replay_unchanged),
         cmocka_unit_test(test_restore_old_format_bodies),
         cmocka_unit_test(test_body_places),
+        cmocka_unit_test(test_export_body_unreadable),
         cmocka_unit_test(test_memory_per_message),
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_place_gen),
