@@ -8,7 +8,6 @@
 
 #include "common/buf.h"
 #include "common/invariant.h"
-#include "sm/mq_sm.h"
 
 #define SNAP_FIXED (4 + 4 + 8 + 8)
 #define SNAP_ENTRY (4 + 4 + 8)
@@ -16,7 +15,7 @@
 void mq_segs_init(struct mq_segs *s, uint32_t seg_bytes)
 {
     memset(s, 0, sizeof(*s));
-    s->seg_bytes = seg_bytes != 0 ? seg_bytes : MQ_SM_SEG_BYTES;
+    s->seg_bytes = seg_bytes != 0 ? seg_bytes : MQ_SEGS_SEG_BYTES;
     s->cur_seg = 1;
 }
 
@@ -31,9 +30,9 @@ void mq_segs_free(struct mq_segs *s)
 
 uint64_t mq_segs_rec_len(uint32_t len)
 {
-    uint64_t rec = (uint64_t)MQ_SM_REC_HDR + len;
+    uint64_t rec = (uint64_t)MQ_SEGS_REC_HDR + len;
 
-    return (rec + MQ_SM_REC_ALIGN - 1) / MQ_SM_REC_ALIGN * MQ_SM_REC_ALIGN;
+    return (rec + MQ_SEGS_REC_ALIGN - 1) / MQ_SEGS_REC_ALIGN * MQ_SEGS_REC_ALIGN;
 }
 
 size_t mq_segs_index(const struct mq_segs *s, uint32_t seg)
@@ -188,8 +187,8 @@ bool mq_segs_snap_get(struct mq_segs *s, struct le_reader *r)
 
     if (!le_get_u32(r, &s->seg_bytes) || !le_get_u32(r, &s->cur_seg) ||
         !le_get_u64(r, &s->cur_off) || !le_get_u64(r, &n) ||
-        s->seg_bytes == 0 || s->seg_bytes % MQ_SM_REC_ALIGN != 0 ||
-        s->seg_bytes > MQ_SM_SEG_BYTES || s->cur_seg == 0 ||
+        s->seg_bytes == 0 || s->seg_bytes % MQ_SEGS_REC_ALIGN != 0 ||
+        s->seg_bytes > MQ_SEGS_SEG_BYTES || s->cur_seg == 0 ||
         n > r->left / SNAP_ENTRY) {
         return false;
     }

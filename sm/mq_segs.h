@@ -22,6 +22,13 @@
 
 #include "common/le.h"
 
+/* The record sizes of mq_sm.h (MQ_SM_REC_HDR, MQ_SM_REC_ALIGN,
+ * MQ_SM_SEG_BYTES; mq_sm.c asserts they agree): this module sits below
+ * mq_sm and does not include it. */
+#define MQ_SEGS_REC_HDR 8u
+#define MQ_SEGS_REC_ALIGN 8u
+#define MQ_SEGS_SEG_BYTES (64u * 1024 * 1024)
+
 struct mq_seg {
     uint32_t seg;
     uint32_t refs; /* messages and outbox entries naming it */
@@ -29,7 +36,7 @@ struct mq_seg {
 };
 
 struct mq_segs {
-    uint32_t seg_bytes; /* segment size: MQ_SM_SEG_BYTES but in tests */
+    uint32_t seg_bytes; /* segment size: MQ_SEGS_SEG_BYTES but in tests */
     uint32_t cur_seg;   /* >= 1 */
     uint64_t cur_off;
     struct mq_seg *v; /* ascending */
@@ -41,7 +48,7 @@ struct mq_segs {
     size_t cap_freed;
 };
 
-/* @seg_bytes: a multiple of MQ_SM_REC_ALIGN, 0 = MQ_SM_SEG_BYTES. */
+/* @seg_bytes: a multiple of MQ_SEGS_REC_ALIGN, 0 = MQ_SEGS_SEG_BYTES. */
 void mq_segs_init(struct mq_segs *s, uint32_t seg_bytes);
 void mq_segs_free(struct mq_segs *s);
 

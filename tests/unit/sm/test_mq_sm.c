@@ -3515,6 +3515,17 @@ static void test_snapshot_crafted(void **state)
     reseal(buf, len);
     assert_int_equal(restore(dst, NULL, buf, len), -1);
     buf[4] = 6;
+    /* the body table (last before the checksum: one segment, its u32
+     * refs then u64 used): refs that the messages do not add up to, a
+     * record past what was reserved */
+    buf[len - 20] ^= 1;
+    reseal(buf, len);
+    assert_int_equal(restore(dst, NULL, buf, len), -1);
+    buf[len - 20] ^= 1;
+    buf[len - 16] -= 8;
+    reseal(buf, len);
+    assert_int_equal(restore(dst, NULL, buf, len), -1);
+    buf[len - 16] += 8;
     reseal(buf, len);
     assert_true(mq_sm_digest(dst) == before);
     assert_int_equal(restore(dst, src, buf, len), 0);
