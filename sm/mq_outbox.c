@@ -11,8 +11,10 @@
 
 /* u64 id | u64 claim_ms | u64 msg_id | u64 gen | u8 reason | u8 has_dlrk
  * | u8 vhost_len | u8 queue_len | u8 dlx_len | u8 dlrk_len | u32 body_len
- * | names, body */
+ * | u32 seg | u32 off | names
+ * (before refs: no seg and off, the body after the names) */
 #define SNAP_ENTRY_FIXED (8 * 4 + 6 + 4)
+#define SNAP_ENTRY_REF 8
 /* u64 next_id | u64 dropped | u64 count */
 #define SNAP_FIXED (8 * 3)
 #define REASONS 3 /* enum mq_sm_dl_reason */
@@ -44,7 +46,7 @@ struct mq_outbox_entry *mq_outbox_entry_new(const struct mq_outbox_src *src)
 {
     size_t names = (size_t)src->vhost_len + src->queue_len + src->dlx_len +
                    src->dlrk_len;
-    struct mq_outbox_entry *e = xmalloc(sizeof(*e) + names + src->body_len);
+    struct mq_outbox_entry *e = xmalloc(sizeof(*e) + names);
 
     memset(e, 0, sizeof(*e));
     e->msg_id = src->msg_id;
@@ -56,10 +58,9 @@ struct mq_outbox_entry *mq_outbox_entry_new(const struct mq_outbox_src *src)
     e->dlx_len = src->dlx_len;
     e->dlrk_len = src->dlrk_len;
     e->body_len = src->body_len;
+    e->seg = src->seg;
+    e->off = src->off;
     memcpy(e->data, src->names, names);
-    if (src->body_len > 0) {
-        memcpy(e->data + names, src->body, src->body_len);
-    }
     return e;
 }
 
@@ -212,7 +213,10 @@ static size_t slot_of(const struct mq_outbox *o, uint64_t id)
     return lo < o->n && o->ids[lo] == id ? lo : o->n;
 }
 
-size_t mq_outbox_settle(struct mq_outbox *o, const uint64_t *ids, size_t n)
+size_t mq_outbox_settle(struct mq_outbox *o, const uint64_t *ids, size_t n,
+                        void (*gone)(void *arg,
+                                     const struct mq_outbox_entry *e),
+                        void *arg)
 {
     size_t removed = 0;
     size_t i;
@@ -225,6 +229,9 @@ size_t mq_outbox_settle(struct mq_outbox *o, const uint64_t *ids, size_t n)
         }
         o->bytes -= entry_data_len(o->v[s]);
         claim_unlink(o, o->v[s]);
+        if (gone != NULL) {
+            gone(arg, o->v[s]);
+        }
         free(o->v[s]);
         o->v[s] = NULL;
         o->holes++;
@@ -297,8 +304,14 @@ const struct mq_outbox_entry *mq_outbox_next(const struct mq_outbox *o,
 
 size_t mq_outbox_snap_len(const struct mq_outbox *o)
 {
-    return SNAP_FIXED + mq_outbox_count(o) * (size_t)SNAP_ENTRY_FIXED +
-           (size_t)o->bytes;
+    const struct mq_outbox_entry *e;
+    size_t pos = 0;
+    size_t len = SNAP_FIXED;
+
+    while ((e = mq_outbox_next(o, &pos)) != NULL) {
+        len += SNAP_ENTRY_FIXED + SNAP_ENTRY_REF + mq_outbox_names_len(e);
+    }
+    return len;
 }
 
 unsigned char *mq_outbox_snap_put(const struct mq_outbox *o, unsigned char *p)
@@ -321,13 +334,19 @@ unsigned char *mq_outbox_snap_put(const struct mq_outbox *o, unsigned char *p)
         *p++ = e->dlx_len;
         *p++ = e->dlrk_len;
         p = le_put_u32(p, e->body_len);
-        memcpy(p, e->data, entry_data_len(e));
-        p += entry_data_len(e);
+        p = le_put_u32(p, e->seg);
+        p = le_put_u32(p, e->off);
+        memcpy(p, e->data, mq_outbox_names_len(e));
+        p += mq_outbox_names_len(e);
     }
     return p;
 }
 
-static struct mq_outbox_entry *get_entry(struct le_reader *r)
+static struct mq_outbox_entry *get_entry(
+    struct le_reader *r,
+    void (*place)(void *arg, const void *body, uint32_t len, uint32_t *seg,
+                  uint32_t *off),
+    void *arg)
 {
     struct mq_outbox_src src;
     struct mq_outbox_entry *e;
@@ -343,22 +362,33 @@ static struct mq_outbox_entry *get_entry(struct le_reader *r)
         !le_get_u8(r, &src.dlx_len) || !le_get_u8(r, &src.dlrk_len) ||
         !le_get_u32(r, &src.body_len) || src.reason >= REASONS ||
         has_dlrk > 1 || src.queue_len == 0 ||
+        (place == NULL &&
+         (!le_get_u32(r, &src.seg) || !le_get_u32(r, &src.off))) ||
         !le_get_bytes(r, &data,
                       (size_t)src.vhost_len + src.queue_len + src.dlx_len +
-                          src.dlrk_len + src.body_len)) {
+                          src.dlrk_len +
+                          (place != NULL ? src.body_len : 0))) {
         return NULL;
     }
     src.has_dlrk = has_dlrk;
     src.names = (const char *)data;
-    src.body = data + (size_t)src.vhost_len + src.queue_len + src.dlx_len +
-               src.dlrk_len;
+    if (place != NULL) {
+        place(arg,
+              data + (size_t)src.vhost_len + src.queue_len + src.dlx_len +
+                  src.dlrk_len,
+              src.body_len, &src.seg, &src.off);
+    }
     e = mq_outbox_entry_new(&src);
     e->id = id;
     e->claim_ms = claim_ms;
     return e;
 }
 
-bool mq_outbox_snap_get(struct mq_outbox *o, struct le_reader *r)
+bool mq_outbox_snap_get(struct mq_outbox *o, struct le_reader *r,
+                        void (*place)(void *arg, const void *body,
+                                      uint32_t len, uint32_t *seg,
+                                      uint32_t *off),
+                        void *arg)
 {
     uint64_t n;
     uint64_t i;
@@ -369,7 +399,7 @@ bool mq_outbox_snap_get(struct mq_outbox *o, struct le_reader *r)
         return false;
     }
     for (i = 0; i < n; i++) {
-        struct mq_outbox_entry *e = get_entry(r);
+        struct mq_outbox_entry *e = get_entry(r, place, arg);
 
         if (e == NULL) {
             return false;

@@ -9,8 +9,13 @@
  * exchange leaves its queue, hands out entries whose claim is old on
  * EXPIRE, and removes them on DL_SETTLE.
  *
+ * Bodies are not held here: an entry keeps the ref (seg, off, body_len)
+ * of its message's body in the body store (mq_sm.h, "Message bodies"),
+ * and mq_sm counts it as a ref of that segment.
+ *
  * Bounded: at most MQ_OUTBOX_MAX entries and MQ_OUTBOX_BYTES_MAX bytes of
- * names and bodies. A dead letter that does not fit is not kept (counted
+ * names and bodies (body bytes still count, though stored elsewhere: the
+ * bound decides which dead letters are kept, and so is replicated). A dead letter that does not fit is not kept (counted
  * in dropped): it is republished once from the result of the command that
  * made it, at most once, as before the outbox.
  *
@@ -43,10 +48,12 @@ struct mq_outbox_entry {
     uint8_t dlx_len;
     uint8_t dlrk_len;
     uint32_t body_len;
+    uint32_t seg; /* the body's ref */
+    uint32_t off;
     /* Claim order, oldest first (equal claims: as claimed or restored). */
     struct mq_outbox_entry *claim_prev;
     struct mq_outbox_entry *claim_next;
-    char data[]; /* vhost, queue, dlx, dlrk, body */
+    char data[]; /* vhost, queue, dlx, dlrk */
 };
 
 struct mq_outbox {
@@ -62,7 +69,7 @@ struct mq_outbox {
     struct mq_outbox_entry *claim_last;
 };
 
-/* Names and body of a new entry, borrowed. */
+/* Names (borrowed) and body ref of a new entry. */
 struct mq_outbox_src {
     uint8_t reason;
     bool has_dlrk;
@@ -73,7 +80,8 @@ struct mq_outbox_src {
     uint8_t queue_len;
     uint8_t dlx_len;
     uint8_t dlrk_len;
-    const void *body;
+    uint32_t seg;
+    uint32_t off;
     uint32_t body_len;
 };
 
@@ -97,8 +105,12 @@ bool mq_outbox_add(struct mq_outbox *o, struct mq_outbox_entry *e,
                    uint64_t now_ms);
 
 /* Remove the entries with these ids; unknown or settled ids are ignored
- * (a settle may be repeated). Returns how many were removed. */
-size_t mq_outbox_settle(struct mq_outbox *o, const uint64_t *ids, size_t n);
+ * (a settle may be repeated). Each removed entry is shown to @gone (may
+ * be NULL) before it is freed. Returns how many were removed. */
+size_t mq_outbox_settle(struct mq_outbox *o, const uint64_t *ids, size_t n,
+                        void (*gone)(void *arg,
+                                     const struct mq_outbox_entry *e),
+                        void *arg);
 
 /* Hand out entries claimed at or before @now_ms - @claim_ms, in id
  * order: each is claimed at @now_ms and given to @fn, until @max entries
@@ -128,10 +140,16 @@ const struct mq_outbox_entry *mq_outbox_next(const struct mq_outbox *o,
 
 /* Snapshot part: bytes it takes, writing them, reading them into an empty
  * outbox (false: corrupt; @o then holds what was read, for the caller to
- * free). */
+ * free). Entries are written with their refs. @place is NULL for that
+ * format; the format before refs (bodies inline, mq_sm snapshot version
+ * 5) is read with a @place that gives each body, in id order, its ref. */
 size_t mq_outbox_snap_len(const struct mq_outbox *o);
 unsigned char *mq_outbox_snap_put(const struct mq_outbox *o, unsigned char *p);
-bool mq_outbox_snap_get(struct mq_outbox *o, struct le_reader *r);
+bool mq_outbox_snap_get(struct mq_outbox *o, struct le_reader *r,
+                        void (*place)(void *arg, const void *body,
+                                      uint32_t len, uint32_t *seg,
+                                      uint32_t *off),
+                        void *arg);
 
 /* Abort on a broken invariant (ids ascending and below next_id, counts and
  * bytes agree, within the bounds). */

@@ -106,10 +106,51 @@
  * RETURN reaches T (the edge sends channel/connection RETURNs to every
  * shard): as for a lost CANCEL.
  *
+ * Message bodies. The state holds no body bytes: each message (and each
+ * dead letter kept in the outbox) names its body by a ref (seg, off, len)
+ * in a body store the caller keeps (node/mq_store on a replica, a few
+ * arrays in the tests). Where a body goes is decided here, from the
+ * replicated state, so it is a pure function of the log and every
+ * replica's store holds the same bytes at the same place:
+ *
+ *   - the state has a cursor (cur_seg >= 1, cur_off) and a table of the
+ *     segments in use: for each, refs (messages and outbox entries naming
+ *     it) and used (bytes reserved in it);
+ *   - a body of len L takes a record of MQ_SM_REC_HDR + L bytes rounded up
+ *     to MQ_SM_REC_ALIGN at (cur_seg, cur_off); if cur_off > 0 and the
+ *     record does not fit in MQ_SM_SEG_BYTES the cursor first moves to
+ *     (cur_seg + 1, 0) (a record larger than a segment gets a segment of
+ *     its own). So an off is always below MQ_SM_SEG_BYTES (struct
+ *     mq_sm_config seg_bytes, if set, instead);
+ *   - record layout, written by the store (mq_sm only reserves the room):
+ *     u32 body length (LE) | u32 crc32 (zlib, LE) of the length's 4 bytes
+ *     and the body | the body | zero padding to the next multiple of
+ *     MQ_SM_REC_ALIGN;
+ *   - a segment is freed when its last ref goes and the cursor is not in
+ *     it, or when the cursor leaves it with no ref: the result names it
+ *     (struct mq_sm_result freed) and it is never named again.
+ *
+ * Memory: a message costs its struct, 64 bytes on LP64 (80 with glibc's
+ * malloc header and rounding), plus 48 (+16) while checked out; a body
+ * none. The segment table is a few entries (64 MiB each).
+ *
+ * Results carry refs: `writes` (ENQUEUE, MOVE_IN) name the bodies the
+ * caller must store, in the order given, before it reads anything of that
+ * result; deliveries and dead letters name the bodies the caller reads
+ * to fill their body fields (NULL until then). A dead letter's segment
+ * may be freed by the same command (a dead letter the outbox did not
+ * keep): the store must keep a freed segment readable until the caller
+ * is done with the result (node/mq_store unlinks it only after a
+ * snapshot past it).
+ *
  * Ownership: every pointer in a struct mq_sm_cmd is borrowed for the call
- * (bytes are copied into the state). Everything a result points to is owned
- * by the result and released by mq_sm_result_clear(), except reply_text,
- * which is a static string.
+ * (bytes are copied into the state; an ENQUEUE's or MOVE_IN's body is
+ * pointed to by the result's writes, valid as long as the command's
+ * buffer). Everything a result points to is owned by the result and
+ * released by mq_sm_result_clear(), except reply_text, which is a static
+ * string, and the writes' bodies (the command's). Bodies the caller puts
+ * in deliveries and dead letters must come from malloc: the result frees
+ * them.
  */
 #ifndef RINGMQ_MQ_SM_H
 #define RINGMQ_MQ_SM_H
@@ -136,6 +177,23 @@
 #define MQ_SM_DL_HAND_MAX 256
 #define MQ_SM_DL_HAND_BYTES (8u * 1024 * 1024)
 
+/* Body records (see "Message bodies" above): header, alignment, and the
+ * size of a segment. */
+#define MQ_SM_REC_HDR 8
+#define MQ_SM_REC_ALIGN 8
+#define MQ_SM_SEG_BYTES (64u * 1024 * 1024)
+
+/* A body the caller must store at (seg, off): len bytes at body (borrowed:
+ * from the command, or from the snapshot buffer given to
+ * mq_sm_restore()); never NULL, also for len 0 (a checksum routine may
+ * treat a NULL buffer apart: zlib's crc32 does). */
+struct mq_sm_write {
+    uint32_t seg;
+    uint32_t off;
+    uint32_t len;
+    const void *body;
+};
+
 struct mq_sm;
 
 struct mq_sm_config {
@@ -146,6 +204,12 @@ struct mq_sm_config {
     /* Clients remembered; beyond it the least recently used is forgotten.
      * 0 = MQ_SM_DEDUP_CLIENTS_DEFAULT. */
     uint32_t dedup_clients;
+    /* Body segment size, a multiple of MQ_SM_REC_ALIGN; 0 =
+     * MQ_SM_SEG_BYTES. Decides where bodies go, so it is replicated
+     * state: snapshots carry it and restore takes it from them, like the
+     * dedup window. Only tests set it (small segments, to see them come
+     * and go). */
+    uint32_t seg_bytes;
 };
 
 enum mq_sm_cmd_type {
@@ -391,6 +455,9 @@ enum mq_sm_status {
                           get a fresh gen from the directory */
     MQ_SM_OUT_OF_ORDER, /* ENQUEUE whose prev_seq is not applied yet:
                            nothing changed; the edge sends it again */
+    /* mq_sm_export() only: a body could not be read (the store of this
+     * replica lacks it for now); nothing allocated, ask again later. */
+    MQ_SM_UNAVAILABLE,
     MQ_SM_STATUS__COUNT
 };
 
@@ -411,7 +478,11 @@ struct mq_sm_delivery {
     uint64_t msg_id;
     uint32_t delivery_count; /* 1 on first delivery */
     bool redelivered;        /* returned at least once */
-    void *body;              /* copy owned by the result; NULL if len 0 */
+    uint32_t seg;            /* the body's ref, with body_len */
+    uint32_t off;
+    /* NULL from mq_sm_apply(); the caller fills it (malloc, owned by the
+     * result from then on) from the body store. */
+    void *body;
     size_t body_len;
 };
 
@@ -462,6 +533,9 @@ struct mq_sm_dead_letter {
     size_t dlx_len;
     const char *dlrk;
     size_t dlrk_len;
+    uint32_t seg; /* the body's ref, with body_len */
+    uint32_t off;
+    /* NULL from mq_sm_apply(); filled as a delivery's body is. */
     const void *body;
     size_t body_len;
 };
@@ -513,12 +587,20 @@ struct mq_sm_result {
     size_t n_dead;
     struct mq_sm_deleted *deleted; /* every queue removed by this command */
     size_t n_deleted;
-    /* Never set since apply aborts when it cannot allocate (see
-     * mq_sm_apply()); kept on the wire for older peers, and the edge
-     * still returns deliveries it could not see when a peer sets it. */
+    /* Never set by mq_sm_apply() (it aborts when it cannot allocate).
+     * The caller that fills bodies sets it when it left out a delivery
+     * whose body its store could not give (node/mq_svc): the edge then
+     * returns the deliveries it did not see. */
     bool incomplete;
     /* MOVE_*: the queue has moved away from this shard (tombstone). */
     bool moved;
+    /* Bodies to store (ENQUEUE, MOVE_IN), in reservation order. */
+    struct mq_sm_write *writes;
+    size_t n_writes;
+    /* Segments freed by this command (see "Message bodies" above),
+     * ascending. */
+    uint32_t *freed;
+    size_t n_freed;
     /* DECLARE (OK): the queue's placement gen; MOVE_OUT, MOVE_DONE: see
      * struct mq_sm_cmd. */
     uint64_t gen;
@@ -574,7 +656,10 @@ void mq_sm_apply(struct mq_sm *sm, uint64_t now_ms,
  * lists, counts and bytes agree, ready messages in id order and checked
  * out nowhere, every consumer's unacked in tag order and in the tag table,
  * set-aside counts derived right, the derived indexes (per queue,
- * channel, connection, router) agree with a walk over everything.
+ * channel, connection, router) agree with a walk over everything, every
+ * body ref names a segment of the table inside what was reserved there
+ * and each segment's refs are exactly the messages and outbox entries
+ * naming it.
  * O(messages): apply runs it only in the
  * sanitizer build (common/invariant.h deep_check_due). */
 void mq_sm_check(const struct mq_sm *sm);
@@ -602,16 +687,23 @@ uint64_t mq_sm_visits(const struct mq_sm *sm);
  * position, so a coordinator that restarts from cursor 0, even with
  * another @max_bytes, neither loses nor doubles a message.
  * The bytes are mq_sm's own (versioned, checksummed) and go to the
- * target's MOVE_IN as they are. Pure: reads @sm only.
+ * target's MOVE_IN as they are; they carry the bodies, which @read gets
+ * from the body store: it copies the @len bytes of the body at (@seg,
+ * @off) to @out and returns 0, or -1 if it cannot (missing or corrupt).
+ * Pure: reads @sm only.
  * Returns MQ_SM_OK, or: NOT_FOUND (no queue), MOVED (already moved:
  * tombstone), PRECONDITION_FAILED (not frozen), BAD_REQUEST (bad names,
- * cursor beyond the end), NO_MEMORY (@alloc failed). Nothing is allocated
- * unless OK.
+ * cursor beyond the end), NO_MEMORY (@alloc failed), UNAVAILABLE (@read
+ * failed for a body of the chunk: the coordinator asks again later, as for
+ * any failed read). Nothing is allocated unless OK.
  */
+typedef int (*mq_sm_read_fn)(void *arg, uint32_t seg, uint32_t off,
+                             uint32_t len, void *out);
 enum mq_sm_status mq_sm_export(const struct mq_sm *sm, const char *vhost,
                                size_t vhost_len, const char *queue,
                                size_t queue_len, uint64_t cursor,
                                size_t max_bytes, void *(*alloc)(size_t),
+                               mq_sm_read_fn read, void *read_arg,
                                void **out, size_t *out_len,
                                uint64_t *next_cursor, bool *last);
 
@@ -656,8 +748,10 @@ void mq_sm_stats(const struct mq_sm *sm, struct mq_sm_stats *out);
 /* A 64-bit digest of the whole replicated state: independent of the order
  * of queues, consumers and clients, dependent on the order of messages
  * within each queue and each consumer's unacked list; it covers placement
- * gens, the create floor, move states, tombstones (in their order) and the
- * dead-letter outbox (in id order, with claims). */
+ * gens, the create floor, move states, tombstones (in their order), the
+ * dead-letter outbox (in id order, with claims) and the body refs, the
+ * cursor and the segment table (not the body bytes: they are the
+ * store's). */
 uint64_t mq_sm_digest(const struct mq_sm *sm);
 
 /* Serialize the whole state into one buffer from @alloc (raft_malloc or
@@ -667,7 +761,26 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
 
 /* Replace the whole state with a snapshot. @buf is borrowed. On error
  * (-1: truncated, corrupt, inconsistent or out of memory) the previous state
- * is kept. The dedup window size is taken from the snapshot. */
-int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len);
+ * is kept and @sink was not called. The dedup window size is taken from
+ * the snapshot.
+ * A snapshot of the format before body refs (version 5 and older) holds
+ * the bodies: restore gives them refs from a cursor at (1, 0), in the
+ * order the snapshot lists them (queues' ready messages, consumers'
+ * unacked, outbox entries), and, once the whole snapshot is read, hands
+ * each to @sink (bodies point into @buf) for the caller to store before
+ * it reads any. @sink may be NULL for a caller that keeps no bodies.
+ * A snapshot with refs never calls it. Returns 0 or -1. */
+typedef void (*mq_sm_sink_fn)(void *arg, const struct mq_sm_write *w);
+int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len,
+                  mq_sm_sink_fn sink, void *sink_arg);
+
+/* Call @fn for each segment the state names (the table of "Message
+ * bodies" above: every segment with refs, and the cursor's, even with
+ * nothing reserved in it yet), ascending, with the bytes reserved in it:
+ * what the body store must hold after a restore. */
+void mq_sm_for_each_segment(const struct mq_sm *sm,
+                            void (*fn)(void *arg, uint32_t seg,
+                                       uint64_t used),
+                            void *arg);
 
 #endif
