@@ -261,6 +261,10 @@ static unsigned status_amqp(struct node_rpc *r, Ringmq__GroupStatus *gs,
         gs[n].leader_rpc = (char *)(rpc ? rpc : "");
         gs[n].digest = st.digest;
         gs[n].items = st.sm.ready;
+        gs[n].body_segments = st.store.segments;
+        gs[n].body_bytes = st.store.bytes;
+        gs[n].body_missing_bytes = st.store.missing_bytes;
+        gs[n].body_misses = st.body_misses;
         gsp[n] = &gs[n];
     }
     if (r->meta != NULL && n < room) {

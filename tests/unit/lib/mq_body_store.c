@@ -17,6 +17,7 @@
 struct seg_bytes {
     unsigned char *buf;
     size_t len;
+    size_t cap; /* grown by doubling: a test writes many small records */
     bool freed;
 };
 
@@ -56,6 +57,7 @@ struct mbs *mbs_clone(const struct mbs *s)
         c->segs[i] = s->segs[i];
         if (s->segs[i].len > 0) {
             c->segs[i].buf = malloc(s->segs[i].len);
+            c->segs[i].cap = s->segs[i].len;
             assert_non_null(c->segs[i].buf);
             memcpy(c->segs[i].buf, s->segs[i].buf, s->segs[i].len);
         }
@@ -100,9 +102,17 @@ static void store(struct mbs *s, const struct mq_sm_write *w)
     assert_false(b->freed); /* never named again once freed */
     assert_non_null(w->body); /* also for an empty one (mq_sm.h) */
     end = (end + MQ_SM_REC_ALIGN - 1) / MQ_SM_REC_ALIGN * MQ_SM_REC_ALIGN;
-    if (end > b->len) {
-        b->buf = realloc(b->buf, end);
+    if (end > b->cap) {
+        size_t cap = b->cap > 0 ? b->cap : 4096;
+
+        while (cap < end) {
+            cap *= 2;
+        }
+        b->buf = realloc(b->buf, cap);
         assert_non_null(b->buf);
+        b->cap = cap;
+    }
+    if (end > b->len) {
         memset(b->buf + b->len, 0, end - b->len);
         b->len = end;
     }
@@ -189,6 +199,7 @@ void mbs_result(struct mbs *s, struct mq_sm_result *res)
         free(b->buf);
         b->buf = NULL;
         b->len = 0;
+        b->cap = 0;
         b->freed = true;
     }
 }
