@@ -3,8 +3,11 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "common/buf.h"
 #include "common/invariant.h"
@@ -101,6 +104,206 @@ static int produce_in_child(void *data, void **buf, size_t *len)
  * image and a worker thread, so one at a time. Loop thread only. */
 static unsigned dumps_running;
 
+/* Snapshots being written in slices in this process: each holds a worker
+ * thread of libuv's pool (4 by default, which raft's disk work shares)
+ * while it waits for the loop, so one at a time. Loop thread only. */
+static unsigned slicings_running;
+
+/* A snapshot written in slices (fsm.h). */
+struct rfsm_slices {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;    /* under lock: all bytes written; the worker's from now */
+    bool aborted; /* under lock: the worker gives up */
+    void *snap;   /* the fsm's, until ended; loop only */
+    unsigned char *raw;
+    size_t len;
+    size_t off; /* bytes written; loop only */
+    bool ok;    /* set by the worker: compressed */
+    size_t out_len;
+    uint64_t started_ns;
+    uint64_t slices;
+    uint64_t max_ns;
+};
+
+static int slices_start(struct rfsm *a)
+{
+    struct rfsm_slices *s;
+    size_t len = 0;
+    void *snap = a->user.snapshot_begin(a->user.data, &len);
+    unsigned char *raw;
+
+    if (snap == NULL) {
+        return -1;
+    }
+    /* untouched until written: mmap'd pages cost nothing on the loop yet */
+    raw = malloc(len > 0 ? len : 1);
+    if (raw == NULL) {
+        a->user.snapshot_end(snap);
+        return -1;
+    }
+    s = xcalloc(1, sizeof *s);
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    s->snap = snap;
+    s->raw = raw;
+    s->len = len;
+    s->started_ns = clock_mono_ns();
+    a->slices = s;
+    slicings_running++;
+    return 0;
+}
+
+/* End the fsm's snapshot, whole or not, and tell the worker. */
+static void slices_stop(struct rfsm *a, struct rfsm_slices *s, bool done)
+{
+    if (s->snap != NULL) {
+        a->user.snapshot_end(s->snap);
+        s->snap = NULL;
+    }
+    pthread_mutex_lock(&s->lock);
+    if (done) {
+        s->done = true;
+    } else {
+        s->aborted = true;
+    }
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+bool rfsm_snapshot_slicing(const struct rfsm *a)
+{
+    return a->slices != NULL && a->slices->snap != NULL;
+}
+
+void rfsm_snapshot_slice(struct rfsm *a)
+{
+    struct rfsm_slices *s = a->slices;
+    uint64_t t0, took;
+
+    if (s == NULL || s->snap == NULL) {
+        return;
+    }
+    t0 = clock_mono_ns();
+    while (s->off < s->len) {
+        size_t room = s->len - s->off;
+        size_t n;
+
+        if (room > RFSM_SLICE_CHUNK) {
+            room = RFSM_SLICE_CHUNK;
+        }
+        n = a->user.snapshot_step(s->snap, s->raw + s->off, room);
+        INVARIANT(n > 0 && n <= room); /* begin said how many bytes */
+        s->off += n;
+        if (clock_mono_ns() - t0 >= RFSM_SLICE_NS) {
+            break;
+        }
+    }
+    took = clock_mono_ns() - t0;
+    s->slices++;
+    if (took > s->max_ns) {
+        s->max_ns = took;
+    }
+    if (took > a->slice_max_ns) {
+        a->slice_max_ns = took;
+    }
+    if (s->off == s->len) {
+        slices_stop(a, s, true);
+    }
+}
+
+/* Fault the pages in ahead of the loop's slices, so that it pays for
+ * none of them: MADV_POPULATE_WRITE changes no byte, so it may overlap
+ * the loop's writes. A kernel without it (before 5.14) leaves the faults
+ * to the loop. */
+static void slices_populate(struct rfsm_slices *s)
+{
+#ifdef MADV_POPULATE_WRITE
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)s->raw + (uintptr_t)page - 1) &
+                   ~((uintptr_t)page - 1);
+    uintptr_t hi = ((uintptr_t)s->raw + s->len) & ~((uintptr_t)page - 1);
+
+    if (page > 0 && hi > lo) {
+        (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
+    }
+#else
+    (void)s;
+#endif
+}
+
+/* raft's threadpool: wait for the loop's last slice, then seal and
+ * compress. */
+static int slices_collect(struct rfsm *a, struct rfsm_slices *s,
+                          struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    struct raft_buffer *arr;
+    void *out;
+    size_t out_len;
+    bool aborted;
+
+    slices_populate(s);
+    pthread_mutex_lock(&s->lock);
+    while (!s->done && !s->aborted) {
+        pthread_cond_wait(&s->cond, &s->lock);
+    }
+    aborted = s->aborted;
+    pthread_mutex_unlock(&s->lock);
+    if (aborted) {
+        return RAFT_CANCELED;
+    }
+    if (a->user.snapshot_seal != NULL) {
+        a->user.snapshot_seal(s->raw, s->len);
+    }
+    arr = raft_malloc(sizeof *arr);
+    if (arr == NULL) {
+        return RAFT_NOMEM;
+    }
+    if (lz_compress(s->raw, s->len, rfsm_raft_alloc, &out, &out_len) != 0) {
+        raft_free(arr);
+        return RAFT_NOMEM;
+    }
+    /* here, not on the loop: unmapping a large buffer takes a while */
+    free(s->raw);
+    s->raw = NULL;
+    arr[0].base = out;
+    arr[0].len = out_len;
+    *bufs = arr;
+    *n_bufs = 1;
+    s->out_len = out_len;
+    s->ok = true;
+    return 0;
+}
+
+/* Loop thread, after raft is done with the snapshot (or gave up). */
+static void slices_finish(struct rfsm *a)
+{
+    struct rfsm_slices *s = a->slices;
+
+    if (s->snap != NULL) {
+        slices_stop(a, s, false); /* never got whole */
+    }
+    free(s->raw);
+    if (s->ok) {
+        a->snapshots_taken++;
+        a->snapshots_sliced++;
+        log_info("raft fsm: snapshot of %zu bytes (%zu compressed) in %" PRIu64
+                 " slices, the longest %" PRIu64 " us, stored %" PRIu64
+                 " ms after it began",
+                 s->len, s->out_len, s->slices, s->max_ns / 1000,
+                 (clock_mono_ns() - s->started_ns) / 1000000);
+    } else if (!s->aborted) {
+        a->snapshot_failures++;
+        log_warn("raft fsm: snapshot in slices failed; retrying later");
+    }
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+    a->slices = NULL;
+    INVARIANT(slicings_running > 0);
+    slicings_running--;
+}
+
 static int rfsm_snapshot(struct raft_fsm *fsm,
                          struct raft_buffer *bufs[],
                          unsigned *n_bufs)
@@ -112,7 +315,21 @@ static int rfsm_snapshot(struct raft_fsm *fsm,
     struct raft_buffer *arr;
     uint64_t t0 = clock_mono_ms();
 
-    INVARIANT(a != NULL && bufs != NULL && n_bufs != NULL && !a->dumping);
+    INVARIANT(a != NULL && bufs != NULL && n_bufs != NULL && !a->dumping &&
+              a->slices == NULL);
+    if (a->slice_snapshots) {
+        if (slicings_running > 0) {
+            return RAFT_BUSY;
+        }
+        if (slices_start(a) != 0) {
+            a->snapshot_failures++;
+            log_warn("raft fsm: cannot begin a snapshot; retrying later");
+            return RAFT_BUSY;
+        }
+        *bufs = NULL; /* filled by snapshot_async */
+        *n_bufs = 0;
+        return 0;
+    }
     if (a->fork_snapshots) {
         if (dumps_running > 0) {
             return RAFT_BUSY;
@@ -153,7 +370,7 @@ static int rfsm_snapshot(struct raft_fsm *fsm,
     return 0;
 }
 
-/* raft's threadpool: wait for the child's bytes. */
+/* raft's threadpool: wait for the child's bytes, or the loop's slices. */
 static int rfsm_snapshot_async(struct raft_fsm *fsm,
                                struct raft_buffer *bufs[],
                                unsigned *n_bufs)
@@ -163,6 +380,9 @@ static int rfsm_snapshot_async(struct raft_fsm *fsm,
     void *out;
     size_t out_len;
 
+    if (a->slices != NULL) {
+        return slices_collect(a, a->slices, bufs, n_bufs);
+    }
     if (!a->dumping) {
         return 0; /* taken inline: bufs are filled */
     }
@@ -200,6 +420,9 @@ static int rfsm_snapshot_finalize(struct raft_fsm *fsm,
     }
     *bufs = NULL;
     *n_bufs = 0;
+    if (a->slices != NULL) {
+        slices_finish(a);
+    }
     if (a->dumping) {
         forkdump_finish(&a->dump);
         INVARIANT(dumps_running > 0);
@@ -228,8 +451,22 @@ void rfsm_fork_snapshots(struct rfsm *a)
     a->raft_fsm.snapshot_async = rfsm_snapshot_async;
 }
 
+void rfsm_slice_snapshots(struct rfsm *a)
+{
+    if (a->user.snapshot_begin == NULL) {
+        return;
+    }
+    a->slice_snapshots = true;
+    a->raft_fsm.version = 3;
+    a->raft_fsm.snapshot_finalize = rfsm_snapshot_finalize;
+    a->raft_fsm.snapshot_async = rfsm_snapshot_async;
+}
+
 void rfsm_abort_snapshot(struct rfsm *a)
 {
+    if (a->slices != NULL && a->slices->snap != NULL) {
+        slices_stop(a, a->slices, false);
+    }
     if (a->dumping) {
         forkdump_abort(&a->dump);
     }
@@ -266,6 +503,9 @@ void rfsm_init(struct rfsm *a, const struct rgroup_fsm *fsm)
 {
     INVARIANT(fsm->apply != NULL && fsm->snapshot != NULL &&
               fsm->restore != NULL);
+    INVARIANT((fsm->snapshot_begin == NULL) ==
+                  (fsm->snapshot_step == NULL) &&
+              (fsm->snapshot_begin == NULL) == (fsm->snapshot_end == NULL));
     memset(a, 0, sizeof *a);
     a->user = *fsm;
     a->max_snapshot_raw = RFSM_DEFAULT_MAX_SNAPSHOT;
