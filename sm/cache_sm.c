@@ -1327,6 +1327,9 @@ void cache_sm_check(const struct cache_sm *sm)
 
     for (it = sm->oldest; it != NULL; prev = it, it = it->newer) {
         INVARIANT(it->older == prev);
+        /* a snapshot in progress relies on it (sm/cache_snap.h) */
+        INVARIANT(prev == NULL || it->order > prev->order);
+        INVARIANT(it->order <= sm->next_order);
         INVARIANT(it->key_len > 0);
         INVARIANT(it->cas != 0 && it->cas < sm->next_cas);
         INVARIANT(cache__table_find(&sm->table, it->hash, cache__item_key(it),
