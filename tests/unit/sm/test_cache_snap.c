@@ -206,6 +206,20 @@ static void test_random_interleaved(void **state)
     }
 }
 
+/* Write the rest of @s (from @off) in steps of @room, end and seal it:
+ * the bytes must be @want's. */
+static void finish_equal(struct cache_sm_snap *s, unsigned char *buf,
+                         size_t off, size_t len, size_t room,
+                         const void *want)
+{
+    while (off < len) {
+        off += cache_sm_snapshot_step(s, buf + off, room);
+    }
+    cache_sm_snapshot_end(s);
+    cache_sm_snapshot_seal(buf, len);
+    assert_memory_equal(buf, want, len);
+}
+
 /* A write that expires, evicts or changes in place an item the snapshot
  * has not reached: the snapshot still holds it as it was. */
 static void set(struct cache_sm *sm, uint64_t now, const char *key,
@@ -273,12 +287,7 @@ static void test_changes_before_the_cursor_are_kept(void **state)
     cache_sm_apply(sm, T0 + 2000, &flush, &res);
     cache_result_clear(&res);
     set(sm, T0 + 2000, "after", "not in it", 0);
-    while (off < len) {
-        off += cache_sm_snapshot_step(s, buf + off, 3);
-    }
-    cache_sm_snapshot_end(s);
-    cache_sm_snapshot_seal(buf, len);
-    assert_memory_equal(buf, want, len);
+    finish_equal(s, buf, off, len, 3, want);
     free(buf);
     free(want);
     cache_sm_free(sm);
@@ -312,12 +321,7 @@ static void test_restore_during_snapshot(void **state)
     for (i = 0; i < 100; i++) {
         apply_next(&g, &sm, 1);
     }
-    while (off < len) {
-        off += cache_sm_snapshot_step(s, buf + off, 100);
-    }
-    cache_sm_snapshot_end(s);
-    cache_sm_snapshot_seal(buf, len);
-    assert_memory_equal(buf, want, len);
+    finish_equal(s, buf, off, len, 100, want);
     cache_sm_check(sm);
     free(buf);
     free(want);
@@ -386,12 +390,7 @@ static void test_empty(void **state)
     assert_int_equal(len, want_len);
     buf = malloc(len);
     set(sm, T0, "new", "after begin", 0);
-    while (off < len) {
-        off += cache_sm_snapshot_step(s, buf + off, 1);
-    }
-    cache_sm_snapshot_end(s);
-    cache_sm_snapshot_seal(buf, len);
-    assert_memory_equal(buf, want, len);
+    finish_equal(s, buf, off, len, 1, want);
     free(buf);
     free(want);
     cache_sm_free(sm);
