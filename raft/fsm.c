@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -109,6 +111,11 @@ static unsigned dumps_running;
  * while it waits for the loop, so one at a time. Loop thread only. */
 static unsigned slicings_running;
 
+/* The raw bytes are mapped and unmapped, faulted in and sealed, in pieces
+ * of this size: each piece holds the process's memory map lock (which a
+ * malloc on the loop may need) only briefly. */
+#define SLICES_MAP_PIECE ((size_t)4 << 20)
+
 /* A snapshot written in slices (fsm.h). */
 struct rfsm_slices {
     pthread_mutex_t lock;
@@ -126,6 +133,30 @@ struct rfsm_slices {
     uint64_t max_ns;
 };
 
+static unsigned char *slices_map(size_t len)
+{
+    void *p = mmap(NULL, len > 0 ? len : 1, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* Piece by piece: unmapping a GiB in one call holds the memory map lock
+ * for as long as it takes to free every page. */
+static void slices_unmap(unsigned char *raw, size_t len)
+{
+    size_t off;
+
+    if (len == 0) {
+        len = 1;
+    }
+    for (off = 0; off < len; off += SLICES_MAP_PIECE) {
+        size_t n = len - off < SLICES_MAP_PIECE ? len - off : SLICES_MAP_PIECE;
+
+        (void)munmap(raw + off, n);
+    }
+}
+
 static int slices_start(struct rfsm *a)
 {
     struct rfsm_slices *s;
@@ -136,8 +167,8 @@ static int slices_start(struct rfsm *a)
     if (snap == NULL) {
         return -1;
     }
-    /* untouched until written: mmap'd pages cost nothing on the loop yet */
-    raw = malloc(len > 0 ? len : 1);
+    /* untouched until written: the pages cost nothing on the loop yet */
+    raw = slices_map(len);
     if (raw == NULL) {
         a->user.snapshot_end(snap);
         return -1;
@@ -219,17 +250,52 @@ void rfsm_snapshot_slice(struct rfsm *a)
 static void slices_populate(struct rfsm_slices *s)
 {
 #ifdef MADV_POPULATE_WRITE
-    long page = sysconf(_SC_PAGESIZE);
-    uintptr_t lo = ((uintptr_t)s->raw + (uintptr_t)page - 1) &
-                   ~((uintptr_t)page - 1);
-    uintptr_t hi = ((uintptr_t)s->raw + s->len) & ~((uintptr_t)page - 1);
+    size_t off;
 
-    if (page > 0 && hi > lo) {
-        (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
+    /* mmap'd: page-aligned, and so is every piece */
+    for (off = 0; off < s->len; off += SLICES_MAP_PIECE) {
+        size_t n = s->len - off < SLICES_MAP_PIECE ? s->len - off
+                                                   : SLICES_MAP_PIECE;
+        bool stop;
+
+        if (madvise(s->raw + off, n, MADV_POPULATE_WRITE) != 0) {
+            return;
+        }
+        pthread_mutex_lock(&s->lock);
+        stop = s->done || s->aborted; /* the loop got there first */
+        pthread_mutex_unlock(&s->lock);
+        if (stop) {
+            return;
+        }
     }
 #else
     (void)s;
 #endif
+}
+
+/* Sealing and compressing: a second of CPU per GiB, taken at the nice of
+ * forkdump's child so that the loop (on a 2-core machine, the other core
+ * may be all there is) keeps its share. */
+struct slices_seal {
+    struct rfsm *a;
+    struct rfsm_slices *s;
+    void *out;
+    size_t out_len;
+    int rv;
+};
+
+static void *slices_seal_run(void *arg)
+{
+    struct slices_seal *j = arg;
+
+    /* Linux: a thread's own nice (the process's other threads keep theirs) */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), FORKDUMP_NICE);
+    if (j->a->user.snapshot_seal != NULL) {
+        j->a->user.snapshot_seal(j->s->raw, j->s->len);
+    }
+    j->rv = lz_compress(j->s->raw, j->s->len, rfsm_raft_alloc, &j->out,
+                        &j->out_len);
+    return NULL;
 }
 
 /* raft's threadpool: wait for the loop's last slice, then seal and
@@ -237,9 +303,9 @@ static void slices_populate(struct rfsm_slices *s)
 static int slices_collect(struct rfsm *a, struct rfsm_slices *s,
                           struct raft_buffer *bufs[], unsigned *n_bufs)
 {
+    struct slices_seal job = {.a = a, .s = s};
     struct raft_buffer *arr;
-    void *out;
-    size_t out_len;
+    pthread_t t;
     bool aborted;
 
     slices_populate(s);
@@ -252,25 +318,27 @@ static int slices_collect(struct rfsm *a, struct rfsm_slices *s,
     if (aborted) {
         return RAFT_CANCELED;
     }
-    if (a->user.snapshot_seal != NULL) {
-        a->user.snapshot_seal(s->raw, s->len);
+    if (pthread_create(&t, NULL, slices_seal_run, &job) == 0) {
+        pthread_join(t, NULL);
+    } else {
+        slices_seal_run(&job); /* no thread: at this one's nice, then */
+    }
+    if (job.rv != 0) {
+        return RAFT_NOMEM;
     }
     arr = raft_malloc(sizeof *arr);
     if (arr == NULL) {
-        return RAFT_NOMEM;
-    }
-    if (lz_compress(s->raw, s->len, rfsm_raft_alloc, &out, &out_len) != 0) {
-        raft_free(arr);
+        raft_free(job.out);
         return RAFT_NOMEM;
     }
     /* here, not on the loop: unmapping a large buffer takes a while */
-    free(s->raw);
+    slices_unmap(s->raw, s->len);
     s->raw = NULL;
-    arr[0].base = out;
-    arr[0].len = out_len;
+    arr[0].base = job.out;
+    arr[0].len = job.out_len;
     *bufs = arr;
     *n_bufs = 1;
-    s->out_len = out_len;
+    s->out_len = job.out_len;
     s->ok = true;
     return 0;
 }
@@ -283,7 +351,9 @@ static void slices_finish(struct rfsm *a)
     if (s->snap != NULL) {
         slices_stop(a, s, false); /* never got whole */
     }
-    free(s->raw);
+    if (s->raw != NULL) {
+        slices_unmap(s->raw, s->len);
+    }
     if (s->ok) {
         a->snapshots_taken++;
         a->snapshots_sliced++;

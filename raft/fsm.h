@@ -32,8 +32,9 @@
  *     and allocates its bytes; the loop then writes them one slice per
  *     turn (rfsm_snapshot_slice: at most RFSM_SLICE_NS, however large the
  *     state) while entries keep being applied. snapshot_async, on raft's
- *     threadpool, waits for the last slice, seals and compresses the
- *     bytes and frees the raw copy; finalize ends the fsm's snapshot if
+ *     threadpool, waits for the last slice (faulting the raw copy's
+ *     pages in meanwhile), seals and compresses the bytes in a thread at
+ *     FORKDUMP_NICE and unmaps the raw copy; finalize ends the fsm's snapshot if
  *     it was not whole (a failure, or rfsm_abort_snapshot on close, which
  *     also wakes the waiting thread). The loop never waits for the
  *     thread. One per process at a time, as for children: each holds a
