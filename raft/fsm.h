@@ -117,6 +117,7 @@ struct rfsm {
     uint64_t snapshots_forked;  /* of snapshots_taken, made by a child */
     uint64_t snapshots_sliced;  /* of snapshots_taken, made in slices */
     uint64_t slice_max_ns;      /* the longest slice on the loop so far */
+    uint64_t slice_cpu_max_ns;  /* the most CPU a slice took so far */
     /* private */
     bool fork_snapshots;
     bool slice_snapshots;

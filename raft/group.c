@@ -1469,6 +1469,7 @@ void rgroup_status(const struct rgroup *g, struct rgroup_status *out)
     out->snapshots_restored = g->fsm.snapshots_restored;
     out->snapshots_sliced = g->fsm.snapshots_sliced;
     out->snapshot_slice_max_us = g->fsm.slice_max_ns / 1000;
+    out->snapshot_slice_cpu_max_us = g->fsm.slice_cpu_max_ns / 1000;
     out->batches_proposed = g->batches_proposed;
     out->cmds_proposed = g->cmds_proposed;
     out->queued_cmds = g->q_len;

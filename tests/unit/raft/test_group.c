@@ -641,8 +641,9 @@ static uint64_t snapshot_stall(struct env *e, enum snap_mode mode)
         assert_true(st.snapshots_sliced >= 1);
         print_message("    sliced: longest slice %llu us\n",
                       (unsigned long long)st.snapshot_slice_max_us);
-        /* a step sleeps 2 ms; the slice stops after it */
-        assert_true(st.snapshot_slice_max_us < 100000);
+        /* a step sleeps 2 ms; the slice stops after it (the bound is the
+         * stall's: a busy machine may preempt the loop mid-slice) */
+        assert_true(st.snapshot_slice_max_us < 300000);
         /* sealing and compressing take the CPU the loop leaves */
         assert_int_equal(sealed_at_nice, FORKDUMP_NICE);
     } else {
