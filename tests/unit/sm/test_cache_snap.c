@@ -17,7 +17,9 @@
 
 #include <cmocka.h>
 
+#include "sm/cache_move.h"
 #include "sm/cache_sm.h"
+#include "sm/shard_ring.h"
 
 #define T0 1700000000000ULL
 #define KEYS 160
@@ -375,6 +377,58 @@ static void test_end_unfinished(void **state)
     cache_sm_free(sm);
 }
 
+static void move_step(struct cache_sm *sm, enum cache_move_kind kind,
+                      struct arc *arc)
+{
+    struct cache_move_cmd c = {.kind = kind, .move_id = 7, .arcs = arc,
+                               .n_arcs = arc != NULL ? 1 : 0};
+    struct cache_op op = {.type = CACHE_OP_MOVE};
+    struct cache_result res;
+    void *buf;
+
+    snprintf(c.peer, sizeof(c.peer), "other");
+    buf = cache_move_cmd_encode(&c, &op.value_len);
+    op.value = buf;
+    cache_sm_apply(sm, T0 + 5000, &op, &res);
+    assert_int_equal(res.status, CACHE_OK);
+    cache_result_clear(&res);
+    free(buf);
+}
+
+/* A move's drops (a target's BEGIN drops what it holds of the arcs, an
+ * ABORT drops what it imported) during a snapshot: it still holds them. */
+static void test_move_drops_during_snapshot(void **state)
+{
+    struct gen g = {.s = 17, .now = T0};
+    struct cache_sm *sm = new_sm();
+    struct arc half = {.lo = 0, .hi = UINT32_MAX / 2};
+    struct cache_sm_snap *s;
+    struct cache_sm_stats before, after;
+    void *want;
+    size_t want_len, len, off;
+    unsigned char *buf;
+    unsigned i;
+
+    (void)state;
+    for (i = 0; i < 400; i++) {
+        apply_next(&g, &sm, 1);
+    }
+    cache_sm_stats(sm, &before);
+    inline_snapshot(sm, &want, &want_len);
+    s = cache_sm_snapshot_begin(sm, &len);
+    buf = malloc(len);
+    off = cache_sm_snapshot_step(s, buf, 200);
+    move_step(sm, CACHE_MOVE_IN_BEGIN, &half);
+    move_step(sm, CACHE_MOVE_ABORT, NULL);
+    cache_sm_stats(sm, &after);
+    assert_true(after.curr_items < before.curr_items); /* it dropped some */
+    finish_equal(s, buf, off, len, 500, want);
+    cache_sm_check(sm);
+    free(buf);
+    free(want);
+    cache_sm_free(sm);
+}
+
 /* An empty machine: the header and the trailer only. */
 static void test_empty(void **state)
 {
@@ -403,6 +457,7 @@ int main(void)
         cmocka_unit_test(test_changes_before_the_cursor_are_kept),
         cmocka_unit_test(test_restore_during_snapshot),
         cmocka_unit_test(test_end_unfinished),
+        cmocka_unit_test(test_move_drops_during_snapshot),
         cmocka_unit_test(test_empty),
     };
 
