@@ -208,6 +208,35 @@ static void test_random_interleaved(void **state)
     }
 }
 
+static void apply_many(struct gen *g, struct cache_sm *sm, unsigned n)
+{
+    unsigned i;
+
+    for (i = 0; i < n; i++) {
+        apply_next(g, &sm, 1);
+    }
+}
+
+/* Begin a snapshot of @sm and write its first @first bytes into *@buf
+ * (malloc'd, the snapshot's size *@len); *@want: the inline snapshot of
+ * the same state, to compare with. */
+static struct cache_sm_snap *begin_with_want(struct cache_sm *sm,
+                                             void **want, size_t *len,
+                                             unsigned char **buf,
+                                             size_t first)
+{
+    struct cache_sm_snap *s;
+    size_t want_len;
+
+    inline_snapshot(sm, want, &want_len);
+    s = cache_sm_snapshot_begin(sm, len);
+    assert_non_null(s);
+    assert_int_equal(*len, want_len);
+    *buf = malloc(*len);
+    assert_int_equal(cache_sm_snapshot_step(s, *buf, first), first);
+    return s;
+}
+
 /* Write the rest of @s (from @off) in steps of @room, end and seal it:
  * the bytes must be @want's. */
 static void finish_equal(struct cache_sm_snap *s, unsigned char *buf,
@@ -304,26 +333,18 @@ static void test_restore_during_snapshot(void **state)
     struct cache_sm *other = new_sm();
     struct cache_sm_snap *s;
     void *want, *other_bytes;
-    size_t want_len, other_len, len, off;
+    size_t other_len, len;
     unsigned char *buf;
-    unsigned i;
 
     (void)state;
-    for (i = 0; i < 400; i++) {
-        apply_next(&g, &sm, 1);
-        apply_next(&g, &other, 1);
-    }
+    apply_many(&g, sm, 400);
+    apply_many(&g, other, 400);
     inline_snapshot(other, &other_bytes, &other_len);
-    inline_snapshot(sm, &want, &want_len);
-    s = cache_sm_snapshot_begin(sm, &len);
-    buf = malloc(len);
-    off = cache_sm_snapshot_step(s, buf, len / 3);
+    s = begin_with_want(sm, &want, &len, &buf, 300);
     assert_int_equal(cache_sm_restore(sm, other_bytes, other_len), 0);
     assert_int_equal(cache_sm_digest(sm), cache_sm_digest(other));
-    for (i = 0; i < 100; i++) {
-        apply_next(&g, &sm, 1);
-    }
-    finish_equal(s, buf, off, len, 100, want);
+    apply_many(&g, sm, 100);
+    finish_equal(s, buf, 300, len, 100, want);
     cache_sm_check(sm);
     free(buf);
     free(want);
@@ -341,37 +362,21 @@ static void test_end_unfinished(void **state)
     struct cache_sm *sm = new_sm();
     struct cache_sm_snap *s;
     void *want;
-    size_t want_len, len, off;
+    size_t len;
     unsigned char *buf;
-    unsigned i;
 
     (void)state;
-    for (i = 0; i < 400; i++) {
-        apply_next(&g, &sm, 1);
-    }
-    s = cache_sm_snapshot_begin(sm, &len);
-    buf = malloc(len);
-    off = cache_sm_snapshot_step(s, buf, 50);
-    assert_int_equal(off, 50);
-    for (i = 0; i < 400; i++) { /* evicts and replaces what it needs */
-        apply_next(&g, &sm, 1);
-    }
+    apply_many(&g, sm, 400);
+    s = begin_with_want(sm, &want, &len, &buf, 50);
+    apply_many(&g, sm, 400); /* evicts and replaces what it needs */
     cache_sm_snapshot_end(s);
     free(buf);
-    for (i = 0; i < 100; i++) {
-        apply_next(&g, &sm, 1);
-    }
+    free(want);
+    apply_many(&g, sm, 100);
     cache_sm_check(sm);
 
-    inline_snapshot(sm, &want, &want_len);
-    s = cache_sm_snapshot_begin(sm, &len);
-    assert_non_null(s);
-    buf = malloc(len);
-    off = cache_sm_snapshot_step(s, buf, len);
-    assert_int_equal(off, len);
-    cache_sm_snapshot_end(s);
-    cache_sm_snapshot_seal(buf, len);
-    assert_memory_equal(buf, want, len);
+    s = begin_with_want(sm, &want, &len, &buf, 0);
+    finish_equal(s, buf, 0, len, len, want);
     free(buf);
     free(want);
     cache_sm_free(sm);
@@ -405,24 +410,18 @@ static void test_move_drops_during_snapshot(void **state)
     struct cache_sm_snap *s;
     struct cache_sm_stats before, after;
     void *want;
-    size_t want_len, len, off;
+    size_t len;
     unsigned char *buf;
-    unsigned i;
 
     (void)state;
-    for (i = 0; i < 400; i++) {
-        apply_next(&g, &sm, 1);
-    }
+    apply_many(&g, sm, 400);
     cache_sm_stats(sm, &before);
-    inline_snapshot(sm, &want, &want_len);
-    s = cache_sm_snapshot_begin(sm, &len);
-    buf = malloc(len);
-    off = cache_sm_snapshot_step(s, buf, 200);
+    s = begin_with_want(sm, &want, &len, &buf, 200);
     move_step(sm, CACHE_MOVE_IN_BEGIN, &half);
     move_step(sm, CACHE_MOVE_ABORT, NULL);
     cache_sm_stats(sm, &after);
     assert_true(after.curr_items < before.curr_items); /* it dropped some */
-    finish_equal(s, buf, off, len, 500, want);
+    finish_equal(s, buf, 200, len, 500, want);
     cache_sm_check(sm);
     free(buf);
     free(want);
