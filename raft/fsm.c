@@ -112,9 +112,9 @@ static unsigned dumps_running;
  * while it waits for the loop, so one at a time. Loop thread only. */
 static unsigned slicings_running;
 
-/* The raw bytes are mapped and unmapped, faulted in and sealed, in pieces
- * of this size: each piece holds the process's memory map lock (which a
- * malloc on the loop may need) only briefly. */
+/* The raw bytes are faulted in and unmapped in pieces of this size: each
+ * piece holds the process's memory map lock (which a malloc on the loop
+ * may need) only briefly. */
 #define SLICES_MAP_PIECE ((size_t)4 << 20)
 
 /* A snapshot written in slices (fsm.h). */
@@ -302,17 +302,20 @@ struct slices_seal {
     int rv;
 };
 
-static void *slices_seal_run(void *arg)
+static void slices_seal(struct slices_seal *j)
 {
-    struct slices_seal *j = arg;
-
-    /* Linux: a thread's own nice (the process's other threads keep theirs) */
-    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), FORKDUMP_NICE);
     if (j->a->user.snapshot_seal != NULL) {
         j->a->user.snapshot_seal(j->s->raw, j->s->len);
     }
     j->rv = lz_compress(j->s->raw, j->s->len, rfsm_raft_alloc, &j->out,
                         &j->out_len);
+}
+
+static void *slices_seal_thread(void *arg)
+{
+    /* Linux: a thread's own nice (the process's other threads keep theirs) */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), FORKDUMP_NICE);
+    slices_seal(arg);
     return NULL;
 }
 
@@ -336,10 +339,10 @@ static int slices_collect(struct rfsm *a, struct rfsm_slices *s,
     if (aborted) {
         return RAFT_CANCELED;
     }
-    if (pthread_create(&t, NULL, slices_seal_run, &job) == 0) {
+    if (pthread_create(&t, NULL, slices_seal_thread, &job) == 0) {
         pthread_join(t, NULL);
     } else {
-        slices_seal_run(&job); /* no thread: at this one's nice, then */
+        slices_seal(&job); /* no thread: at the pool thread's nice, then */
     }
     if (job.rv != 0) {
         return RAFT_NOMEM;
