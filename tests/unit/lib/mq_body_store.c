@@ -142,11 +142,6 @@ int mbs_read(void *arg, uint32_t seg, uint32_t off, uint32_t len, void *out)
     return 0;
 }
 
-void mbs_sink(void *arg, const struct mq_sm_write *w)
-{
-    store(arg, w);
-}
-
 static void *read_body(struct mbs *s, uint32_t seg, uint32_t off,
                        size_t len)
 {
@@ -171,13 +166,21 @@ void mbs_result(struct mbs *s, struct mq_sm_result *res)
     for (i = 0; i < res->n_deliveries; i++) {
         struct mq_sm_delivery *d = &res->deliveries[i];
 
+        /* seg 0: inline, filled by the machine (NULL only if empty) */
+        if (d->seg == 0) {
+            assert_true(d->off == 0 && (d->body != NULL) == (d->body_len > 0));
+            continue;
+        }
         assert_null(d->body);
         d->body = read_body(s, d->seg, d->off, d->body_len);
     }
     for (i = 0; i < res->n_dead; i++) {
         struct mq_sm_dead_letter *d = &res->dead[i];
 
-        if (d->body == NULL) { /* a result filled once already is kept */
+        if (d->seg == 0) {
+            assert_true(d->off == 0 && (d->body != NULL) == (d->body_len > 0));
+        } else if (d->body == NULL) { /* a result filled once already is
+                                         kept */
             d->body = read_body(s, d->seg, d->off, d->body_len);
         }
     }
