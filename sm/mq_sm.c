@@ -74,7 +74,7 @@
 #define DIGEST_SEED 0x6d712d6469676573ULL /* "mq-diges" */
 #define SNAP_SEED 0x6d712d736e617073ULL   /* "mq-snaps" */
 #define SNAP_MAGIC 0x51514d52U            /* "RMQQ" little-endian */
-#define SNAP_VERSION 6U
+#define SNAP_VERSION 7U
 #define EXPORT_SEED 0x6d712d6d6f766573ULL /* "mq-moves" */
 #define EXPORT_MAGIC 0x58514d52U          /* "RMQX" little-endian */
 #define EXPORT_VERSION 1U
@@ -3305,9 +3305,11 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
 /*
  * Snapshot format, all integers little-endian:
  *
- *   u32 magic "RMQQ" | u32 version (6) | u64 clock_ms | u64 next_msg_id
+ *   u32 magic "RMQQ" | u32 version (7) | u64 clock_ms | u64 next_msg_id
  *   u64 next_tag | u32 dedup_words
- *   (version 6) u8 bodies: 1 external (refs), 0 inline
+ *   (version 7) u8 bodies: 1 external (refs), 0 inline; version 6 has
+ *     no such byte and bodies external (the machine that wrote it kept
+ *     no body inline)
  *   u64 queue count
  *   queues, in creation order:
  *     QDEF with the ready count
@@ -3340,7 +3342,7 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
  *          | u64 message count | vhost, name, dlx, dlrk bytes
  *   MSG = u64 id | u64 exp_ms | u32 delivery_count | u8 redelivered
  *         | u32 len | u32 seg | u32 off     (the body's ref)
- *   bodies inline (versions 1 to 5, and 6 with bodies 0): MSG = ...
+ *   bodies inline (versions 1 to 5, and 7 with bodies 0): MSG = ...
  *         | u32 len | body bytes, as in an export chunk, and outbox
  *         entries with their bodies: they restore inline
  *   CLIENT = u64 id | u64 max_seq | dedup_words x u64
@@ -3482,7 +3484,7 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
     unsigned char *buf;
     unsigned char *p;
     size_t len = SNAP_HEADER_LEN + 1 + 8 + 8 + SNAP_TAIL_FIXED +
-                 SNAP_TRAILER_LEN;
+                 SNAP_TRAILER_LEN; /* 1: the bodies flag */
     uint64_t *seqs;
     size_t nq = 0;
 
@@ -3976,7 +3978,9 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
     le_get_u64(&r, &tmp.next_msg_id);
     le_get_u64(&r, &tmp.next_tag);
     le_get_u32(&r, &tmp.dedup_words);
-    if (version >= 6 && !le_get_u8(&r, &bodies)) {
+    if (version == 6) {
+        bodies = 1;
+    } else if (version >= 7 && !le_get_u8(&r, &bodies)) {
         goto err_after_state;
     }
     le_get_u64(&r, &nqueues);

@@ -813,7 +813,9 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
  * A snapshot of the format before body refs (version 5 and older) holds
  * the bodies: the state restored keeps them inline, as one taken with
  * bodies inline does (see "Switching to external bodies"); nothing is
- * placed, nothing is for the store. Returns 0 or -1. */
+ * placed, nothing is for the store. Version 6 (refs, written before the
+ * switch was state) restores with bodies external; version 7 says which.
+ * Returns 0 or -1. */
 int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len);
 
 /* Call @fn for each segment the state names (the table of "Message

@@ -3543,10 +3543,10 @@ static void test_snapshot_crafted(void **state)
     assert_int_equal(restore(dst, NULL, buf, len), -1);
     buf[37] = 1;
     /* a version from the future */
-    buf[4] = 7;
+    buf[4] = 8;
     reseal(buf, len);
     assert_int_equal(restore(dst, NULL, buf, len), -1);
-    buf[4] = 6;
+    buf[4] = 7;
     /* the body table (last before the checksum: one segment, its u32
      * refs then u64 used): refs that the messages do not add up to, a
      * record past what was reserved */
@@ -3566,7 +3566,7 @@ static void test_snapshot_crafted(void **state)
 
     /* Versions 2 (before placement gens and moves) and 1 (before CHECKOUT
      * seqs) are still read. Without consumers, gens, moves or tombstones
-     * they are version 6 with bodies inline without the bodies flag
+     * they are version 7 with bodies inline without the bodies flag
      * (after the header), without the per-queue move fields (after the
      * queue's names) and without the tail (before the checksum: version
      * 3's, version 5's empty outbox, version 6's empty body table, 24
@@ -4396,7 +4396,7 @@ static void test_memory_per_message(void **state)
 /* ------------------------------------------ switching to external bodies */
 
 /* A version 5 snapshot of @sm, whose bodies are inline, as the machine
- * before body refs would write it: a version 6 snapshot with bodies
+ * before body refs would write it: a version 7 snapshot with bodies
  * inline is version 5 with the bodies flag after the header and an empty
  * body table before the checksum (test_snapshot_inline_is_v5). */
 static unsigned char *snap_v5_of(const struct mq_sm *sm, size_t *len)
@@ -4410,7 +4410,7 @@ static unsigned char *snap_v5_of(const struct mq_sm *sm, size_t *len)
     assert_int_equal(mq_sm_snapshot(sm, malloc, &buf, &n), 0);
     out = buf;
     assert_true(n > flag_at + 1 + table + 8);
-    assert_int_equal(out[4], 6);
+    assert_int_equal(out[4], 7);
     assert_int_equal(out[flag_at], 0); /* inline */
     /* the cursor at (1, 0), no segment */
     for (i = n - 8 - table + 4; i < n - 8; i++) {
@@ -4426,7 +4426,7 @@ static unsigned char *snap_v5_of(const struct mq_sm *sm, size_t *len)
 
 /* A machine with bodies inline snapshots what the machine before refs
  * did (snap_v5 came from it), but for the flag and the empty table; a
- * version 6 snapshot with bodies inline restores with bodies inline, and
+ * version 7 snapshot with bodies inline restores with bodies inline, and
  * from then on the two switch alike. */
 static void test_snapshot_inline_is_v5(void **state)
 {
@@ -4458,28 +4458,46 @@ static void test_snapshot_inline_is_v5(void **state)
     assert_memory_equal(s1, s2, l1);
     free(s1);
     free(s2);
-    /* a v6 snapshot that says inline but names a segment is refused */
+    /* the flag (after the header): a state that says inline but placed
+     * something is refused; version 6 (no flag) restores external */
     {
+        const size_t flag = 4 + 4 + 8 + 8 + 8 + 4;
         struct mq_sm *ext = sm_make();
         unsigned char *p;
 
         assert_int_equal(mq_sm_snapshot(ext, malloc, &s1, &l1), 0);
         p = s1;
-        p[4 + 4 + 8 + 8 + 8 + 4] = 0; /* no message: only the flag */
+        p[flag] = 0; /* nothing placed yet: a new state's */
         reseal(p, l1);
-        assert_int_equal(mq_sm_restore(copy, p, l1), 0); /* (1, 0) */
+        assert_int_equal(mq_sm_restore(copy, p, l1), 0);
         assert_false(sm_stats(copy).bodies_external);
         free(s1);
         declare(ext, "q");
         enqueue(ext, T0, "q", "x");
         assert_int_equal(mq_sm_snapshot(ext, malloc, &s1, &l1), 0);
         p = s1;
-        p[4 + 4 + 8 + 8 + 8 + 4] = 0;
+        memmove(p + flag, p + flag + 1, l1 - flag - 1);
+        p[4] = 6;
+        reseal(p, l1 - 1);
+        assert_int_equal(restore(copy, ext, p, l1 - 1), 0);
+        assert_true(sm_stats(copy).bodies_external);
+        assert_true(mq_sm_digest(copy) == mq_sm_digest(ext));
+        expect_order(copy, "q", 9, (const char *const[]){"x"},
+                     (const bool[]){false}, 1);
+        free(s1);
+        cmd_init(&c, MQ_SM_PURGE, "q"); /* no message; seg 1 in use */
+        assert_int_equal(run1(ext, T0, &c), MQ_SM_OK);
+        assert_int_equal(mq_sm_snapshot(ext, malloc, &s1, &l1), 0);
+        p = s1;
+        p[flag] = 0;
         reseal(p, l1);
         assert_int_equal(mq_sm_restore(copy, p, l1), -1);
-        p[4 + 4 + 8 + 8 + 8 + 4] = 2; /* neither */
+        p[flag] = 2; /* neither */
         reseal(p, l1);
         assert_int_equal(mq_sm_restore(copy, p, l1), -1);
+        p[flag] = 1;
+        reseal(p, l1);
+        assert_int_equal(restore(copy, ext, p, l1), 0);
         free(s1);
         sm_free(ext);
         sm_free(copy);
