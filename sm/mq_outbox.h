@@ -162,7 +162,7 @@ void mq_outbox_externalize(struct mq_outbox *o,
 /* Snapshot part: bytes it takes, writing them, reading them into an empty
  * outbox (false: corrupt; @o then holds what was read, for the caller to
  * free). @inline_bodies: the entries carry their bodies (mq_sm snapshot
- * versions 5 and 6 with bodies inline), else their refs; every entry of
+ * version 5, and 7 with bodies inline), else their refs; every entry of
  * @o must be of that form. */
 size_t mq_outbox_snap_len(const struct mq_outbox *o, bool inline_bodies);
 unsigned char *mq_outbox_snap_put(const struct mq_outbox *o, unsigned char *p,

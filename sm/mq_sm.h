@@ -169,11 +169,11 @@
  * Results carry refs: `writes` (ENQUEUE, MOVE_IN, the switch below) name
  * the bodies the caller must store, in the order given, before it reads
  * anything of that result; deliveries and dead letters name the bodies
- * the caller reads to fill their body fields (NULL until then). A dead letter's segment
- * may be freed by the same command (a dead letter the outbox did not
- * keep): the store must keep a freed segment readable until the caller
- * is done with the result (node/mq_store unlinks it only after a
- * snapshot past it).
+ * the caller reads to fill their body fields (NULL until then; with
+ * bodies inline they come filled). A dead letter's segment may be freed
+ * by the same command (a dead letter the outbox did not keep): the store
+ * must keep a freed segment readable until the caller is done with the
+ * result (node/mq_store unlinks it only after a snapshot past it).
  *
  * Ownership: every pointer in a struct mq_sm_cmd is borrowed for the call
  * (bytes are copied into the state; an ENQUEUE's or MOVE_IN's body is

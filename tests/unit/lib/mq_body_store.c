@@ -156,6 +156,13 @@ static void *read_body(struct mbs *s, uint32_t seg, uint32_t off,
     return body;
 }
 
+/* A body the machine kept inline comes copied: NULL only if empty. */
+static void assert_inline(uint32_t off, const void *body, size_t len)
+{
+    assert_int_equal(off, 0);
+    assert_true((body != NULL) == (len > 0));
+}
+
 void mbs_result(struct mbs *s, struct mq_sm_result *res)
 {
     size_t i;
@@ -166,9 +173,8 @@ void mbs_result(struct mbs *s, struct mq_sm_result *res)
     for (i = 0; i < res->n_deliveries; i++) {
         struct mq_sm_delivery *d = &res->deliveries[i];
 
-        /* seg 0: inline, filled by the machine (NULL only if empty) */
-        if (d->seg == 0) {
-            assert_true(d->off == 0 && (d->body != NULL) == (d->body_len > 0));
+        if (d->seg == 0) { /* inline: filled by the machine */
+            assert_inline(d->off, d->body, d->body_len);
             continue;
         }
         assert_null(d->body);
@@ -178,9 +184,8 @@ void mbs_result(struct mbs *s, struct mq_sm_result *res)
         struct mq_sm_dead_letter *d = &res->dead[i];
 
         if (d->seg == 0) {
-            assert_true(d->off == 0 && (d->body != NULL) == (d->body_len > 0));
-        } else if (d->body == NULL) { /* a result filled once already is
-                                         kept */
+            assert_inline(d->off, d->body, d->body_len);
+        } else if (d->body == NULL) { /* one filled already is kept */
             d->body = read_body(s, d->seg, d->off, d->body_len);
         }
     }
