@@ -735,7 +735,8 @@ uint64_t mq_sm_visits(const struct mq_sm *sm);
  * The bytes are mq_sm's own (versioned, checksummed) and go to the
  * target's MOVE_IN as they are; they carry the bodies, which @read gets
  * from the body store: it copies the @len bytes of the body at (@seg,
- * @off) to @out and returns 0, or -1 if it cannot (missing or corrupt).
+ * @off) to @out and returns 0, or -1 if it cannot (missing or corrupt);
+ * bodies still inline are copied from the state instead.
  * Pure: reads @sm only.
  * Returns MQ_SM_OK, or: NOT_FOUND (no queue), MOVED (already moved:
  * tombstone), PRECONDITION_FAILED (not frozen), BAD_REQUEST (bad names,
