@@ -384,10 +384,12 @@ static void *body_read(struct mq_svc *svc, uint32_t seg, uint32_t off,
     return body;
 }
 
-/* Fill the bodies of a result handed to a caller. A delivery whose body
- * cannot be read (a range this replica still lacks after an installed
- * snapshot) is left out and the result marked incomplete: the edge gives
- * back what it did not see (mq_sm.h). A dead letter is left out too: a
+/* Fill the bodies of a result handed to a caller; those with seg 0 come
+ * filled (the state keeps bodies inline until it switches: mq_sm.h,
+ * "Switching to external bodies"). A delivery whose body cannot be read
+ * (a range this replica still lacks after an installed snapshot) is left
+ * out and the result marked incomplete: the edge gives back what it did
+ * not see (mq_sm.h). A dead letter is left out too: a
  * kept one is handed out again by a later EXPIRE (mq_sm.h, "Dead
  * letters"), one the outbox did not keep is lost, as when it is full. */
 static void bodies_fill(struct mq_svc *svc, struct mq_sm_result *res)
@@ -398,7 +400,10 @@ static void bodies_fill(struct mq_svc *svc, struct mq_sm_result *res)
     for (i = 0; i < res->n_deliveries; i++) {
         struct mq_sm_delivery d = res->deliveries[i];
 
-        d.body = body_read(svc, d.seg, d.off, d.body_len, &ok);
+        ok = true;
+        if (d.seg != 0) {
+            d.body = body_read(svc, d.seg, d.off, d.body_len, &ok);
+        }
         if (!ok) {
             res->incomplete = true;
             res->count--;
@@ -411,7 +416,10 @@ static void bodies_fill(struct mq_svc *svc, struct mq_sm_result *res)
     for (i = 0; i < res->n_dead; i++) {
         struct mq_sm_dead_letter d = res->dead[i];
 
-        d.body = body_read(svc, d.seg, d.off, d.body_len, &ok);
+        ok = true;
+        if (d.seg != 0) {
+            d.body = body_read(svc, d.seg, d.off, d.body_len, &ok);
+        }
         if (!ok) {
             free((void *)d.vhost);
             continue;
@@ -422,7 +430,9 @@ static void bodies_fill(struct mq_svc *svc, struct mq_sm_result *res)
 }
 
 /* What the store must do for @res, before the command's buffer (which the
- * writes point into) is freed; @handed: @res goes to a caller. */
+ * writes point into) is freed; @handed: @res goes to a caller. The
+ * writes go once stored (a switch to external bodies names every body of
+ * the state, which its result holds). */
 static void bodies_apply(struct mq_svc *svc, struct mq_sm_result *res,
                          bool handed)
 {
@@ -437,9 +447,7 @@ static void bodies_apply(struct mq_svc *svc, struct mq_sm_result *res,
             store_failed(svc, "write");
         }
     }
-    free(res->writes); /* they point into the command */
-    res->writes = NULL;
-    res->n_writes = 0;
+    mq_sm_result_drop_writes(res);
     if (handed) {
         bodies_fill(svc, res);
     }
@@ -461,23 +469,6 @@ static void bodies_reclaim(struct mq_svc *svc)
         mq_store_reclaim(svc->store, st.snapshot_index);
         svc->reclaimed_at = st.snapshot_index;
     }
-}
-
-struct restore_sink {
-    struct mq_svc *svc;
-    size_t bodies;
-};
-
-/* A snapshot of the format with bodies inline brings them. */
-static void restore_body(void *arg, const struct mq_sm_write *w)
-{
-    struct restore_sink *sink = arg;
-
-    if (mq_store_write(sink->svc->store, w->seg, w->off, w->body, w->len) !=
-        0) {
-        store_failed(sink->svc, "write");
-    }
-    sink->bodies++;
 }
 
 static void restore_expect(void *arg, uint32_t seg, uint64_t used)
@@ -550,18 +541,17 @@ static int fsm_snapshot(void *data, void **buf, size_t *len)
 
 /* The store learns what the restored state names. A snapshot installed
  * from the leader names bodies this replica may never have written: they
- * are missing until fetched (docs/bodies.md), unless the snapshot brought
- * them (the format with bodies inline). */
+ * are missing until fetched (docs/bodies.md). One whose state keeps
+ * bodies inline names none. */
 static int fsm_restore(void *data, const void *buf, size_t len)
 {
     struct mq_svc *svc = data;
-    struct restore_sink sink = {svc, 0};
     bool installed;
 
-    if (mq_sm_restore(svc->sm, buf, len, restore_body, &sink) != 0) {
+    if (mq_sm_restore(svc->sm, buf, len) != 0) {
         return -1;
     }
-    installed = svc->started && sink.bodies == 0;
+    installed = svc->started;
     if (mq_store_begin_restore(svc->store, installed) != 0) {
         store_failed(svc, "restore");
     }

@@ -74,7 +74,7 @@
 #define DIGEST_SEED 0x6d712d6469676573ULL /* "mq-diges" */
 #define SNAP_SEED 0x6d712d736e617073ULL   /* "mq-snaps" */
 #define SNAP_MAGIC 0x51514d52U            /* "RMQQ" little-endian */
-#define SNAP_VERSION 6U
+#define SNAP_VERSION 7U
 #define EXPORT_SEED 0x6d712d6d6f766573ULL /* "mq-moves" */
 #define EXPORT_MAGIC 0x58514d52U          /* "RMQX" little-endian */
 #define EXPORT_VERSION 1U
@@ -148,7 +148,10 @@ struct mq_co {
 };
 
 /* One message: 64 bytes on LP64 (asserted below), the body not
- * included (mq_sm.h, "Message bodies"). */
+ * included (mq_sm.h, "Message bodies"), unless the state keeps bodies
+ * inline (mq_sm.h, "Switching to external bodies"): then seg is 0 (no
+ * segment has that number) and the body follows the struct, in data, as
+ * before bodies left the state. */
 struct mq_msg {
     struct mq_msg *prev; /* ready list or consumer's unacked list */
     struct mq_msg *next;
@@ -161,6 +164,7 @@ struct mq_msg {
     uint32_t seg;             /* the body's ref, with len and off */
     uint32_t off : 31;        /* below a segment's size (<= 2^26) */
     uint32_t redelivered : 1; /* returned at least once */
+    unsigned char data[];     /* seg 0: the body */
 };
 
 _Static_assert(sizeof(void *) != 8 || sizeof(struct mq_msg) == 64,
@@ -376,6 +380,9 @@ struct mq_sm {
     uint64_t move_seq;     /* freezes so far: names the next one */
     struct mq_outbox outbox; /* dead letters not yet settled */
     struct mq_segs segs;     /* where bodies go */
+    /* Bodies in the body store (refs), or inline: replicated, see mq_sm.h
+     * "Switching to external bodies". */
+    bool bodies_external;
     uint64_t applied;
     /* Queues that an EXPIRE will act on at some time (queue_due() not
      * NEVER), a min-heap by (due_ms, seq): derived, not replicated; see
@@ -459,6 +466,18 @@ void mq_sm_result_init(struct mq_sm_result *res)
     res->reply_text = "";
 }
 
+void mq_sm_result_drop_writes(struct mq_sm_result *res)
+{
+    size_t i;
+
+    for (i = 0; i < res->n_writes; i++) {
+        free(res->writes[i].own);
+    }
+    free(res->writes);
+    res->writes = NULL;
+    res->n_writes = 0;
+}
+
 void mq_sm_result_clear(struct mq_sm_result *res)
 {
     size_t i;
@@ -472,7 +491,7 @@ void mq_sm_result_clear(struct mq_sm_result *res)
         free((void *)res->dead[i].body);
     }
     free(res->dead);
-    free(res->writes);
+    mq_sm_result_drop_writes(res);
     free(res->freed);
     for (i = 0; i < res->n_deleted; i++) {
         free((void *)res->deleted[i].vhost);
@@ -506,6 +525,20 @@ static void grow(void **arr, size_t n, size_t size)
     }
 }
 
+/* A copy of an inline body for a result (NULL if empty, as the caller
+ * that fills bodies leaves an empty one). */
+static void *body_copy(const void *body, uint32_t len)
+{
+    void *copy;
+
+    if (len == 0) {
+        return NULL;
+    }
+    copy = xmalloc(len);
+    memcpy(copy, body, len);
+    return copy;
+}
+
 /* A copy of outbox entry @e (kept or not: id 0) into @res. */
 static void add_dead_letter(struct mq_sm_result *res,
                             const struct mq_outbox_entry *e)
@@ -534,7 +567,7 @@ static void add_dead_letter(struct mq_sm_result *res,
     d->dlrk_len = e->dlrk_len;
     d->seg = e->seg;
     d->off = e->off;
-    d->body = NULL;
+    d->body = e->seg == 0 ? body_copy(mq_outbox_body(e), e->body_len) : NULL;
     d->body_len = e->body_len;
 }
 
@@ -570,41 +603,53 @@ static void add_delivery(struct mq_sm_result *res, const struct mq_msg *m)
     d->redelivered = m->redelivered;
     d->seg = m->seg;
     d->off = m->off;
-    d->body = NULL;
+    d->body = m->seg == 0 ? body_copy(m->data, m->len) : NULL;
     d->body_len = m->len;
 }
 
 /* --------------------------------------------------------------- messages */
 
-/* A body of @len bytes gets its record; @res (if any) is told to store
- * @body there. */
+/* A body of @len bytes gets its record; @res is told to store @body
+ * there, and to free @own with the write (NULL: @body is the command's). */
 static void body_place(struct mq_sm *sm, const void *body, uint32_t len,
-                       uint32_t *seg, uint32_t *off, struct mq_sm_result *res)
+                       void *own, uint32_t *seg, uint32_t *off,
+                       struct mq_sm_result *res)
 {
-    mq_segs_place(&sm->segs, len, seg, off);
-    if (res != NULL) {
-        struct mq_sm_write *w;
+    struct mq_sm_write *w;
 
-        grow((void **)&res->writes, res->n_writes, sizeof(*res->writes));
-        w = &res->writes[res->n_writes++];
-        w->seg = *seg;
-        w->off = *off;
-        w->len = len;
-        w->body = body != NULL ? body : ""; /* never NULL (mq_sm.h) */
-    }
+    INVARIANT(sm->bodies_external);
+    mq_segs_place(&sm->segs, len, seg, off);
+    grow((void **)&res->writes, res->n_writes, sizeof(*res->writes));
+    w = &res->writes[res->n_writes++];
+    w->seg = *seg;
+    w->off = *off;
+    w->len = len;
+    w->body = body != NULL ? body : ""; /* never NULL (mq_sm.h) */
+    w->own = own;
 }
 
-/* A message (in no list) whose body of @len bytes at @body gets a record
- * now, to be stored by whoever gets @res. */
+/* A message (in no list) with the body of @len bytes at @body: inline,
+ * or, with bodies external, with a record now, to be stored by whoever
+ * gets @res. */
 static struct mq_msg *msg_new(struct mq_sm *sm, const void *body,
                               uint32_t len, struct mq_sm_result *res)
 {
-    struct mq_msg *m = xmalloc(sizeof(*m));
+    struct mq_msg *m;
     uint32_t seg, off;
 
+    if (!sm->bodies_external) {
+        m = xmalloc(sizeof(*m) + len);
+        memset(m, 0, sizeof(*m));
+        m->len = len;
+        if (len > 0) {
+            memcpy(m->data, body, len);
+        }
+        return m;
+    }
+    m = xmalloc(sizeof(*m));
     memset(m, 0, sizeof(*m));
     m->len = len;
-    body_place(sm, body, len, &seg, &off, res);
+    body_place(sm, body, len, NULL, &seg, &off, res);
     m->seg = seg;
     m->off = off;
     return m;
@@ -620,7 +665,9 @@ static void msg_free(struct mq_sm *sm, struct mq_msg *m)
         }
         free(m->co);
     }
-    mq_segs_unref(&sm->segs, m->seg);
+    if (m->seg != 0) {
+        mq_segs_unref(&sm->segs, m->seg);
+    }
     free(m);
 }
 
@@ -643,16 +690,17 @@ static void msg_discard(struct mq_sm *sm, struct mq_queue *q,
             .dlrk_len = q->dlrk_len,
             .seg = m->seg,
             .off = m->off,
+            .body = m->data, /* seg 0: inline */
             .body_len = m->len,
         };
         struct mq_outbox_entry *e = mq_outbox_entry_new(&src);
         bool kept = mq_outbox_add(&sm->outbox, e, sm->clock_ms);
 
         add_dead_letter(res, e);
-        if (kept) {
-            mq_segs_ref(&sm->segs, m->seg); /* the entry's, before m's goes */
-        } else {
+        if (!kept) {
             free(e);
+        } else if (m->seg != 0) {
+            mq_segs_ref(&sm->segs, m->seg); /* the entry's, before m's goes */
         }
     }
     msg_free(sm, m);
@@ -2272,7 +2320,9 @@ static void entry_gone(void *arg, const struct mq_outbox_entry *e)
 {
     struct mq_sm *sm = arg;
 
-    mq_segs_unref(&sm->segs, e->seg);
+    if (e->seg != 0) {
+        mq_segs_unref(&sm->segs, e->seg);
+    }
 }
 
 static void apply_dl_settle(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
@@ -2460,6 +2510,89 @@ static void apply_move_done(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                             struct mq_sm_result *res);
 static void apply_move_abort(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                              struct mq_sm_result *res);
+static void frozen_fill(struct mq_queue *q);
+
+/* ------------------------------------------------------- external bodies */
+
+/* Inline @m of list @l gets its body's record: a copy of @m that names
+ * it by ref takes its place (list, checkout), and @m goes to @res, whose
+ * write points into it. Returns the copy. */
+static struct mq_msg *msg_externalize(struct mq_sm *sm, struct mlist *l,
+                                      struct mq_msg *m,
+                                      struct mq_sm_result *res)
+{
+    struct mq_msg *x = xmalloc(sizeof(*x));
+    uint32_t seg, off;
+
+    *x = *m; /* the struct, not the body after it */
+    body_place(sm, m->data, m->len, m, &seg, &off, res);
+    x->seg = seg;
+    x->off = off;
+    if (x->prev != NULL) {
+        x->prev->next = x;
+    } else {
+        l->head = x;
+    }
+    if (x->next != NULL) {
+        x->next->prev = x;
+    } else {
+        l->tail = x;
+    }
+    if (x->co != NULL) {
+        x->co->m = x;
+    }
+    return x;
+}
+
+static void mlist_externalize(struct mq_sm *sm, struct mlist *l,
+                              struct mq_sm_result *res)
+{
+    struct mq_msg *m;
+
+    for (m = l->head; m != NULL; m = m->next) {
+        m = msg_externalize(sm, l, m, res);
+    }
+}
+
+struct externalize {
+    struct mq_sm *sm;
+    struct mq_sm_result *res;
+};
+
+static void entry_externalize(void *arg, struct mq_outbox_entry *old,
+                              uint32_t *seg, uint32_t *off)
+{
+    struct externalize *x = arg;
+
+    body_place(x->sm, mq_outbox_body(old), old->body_len, old, seg, off,
+               x->res);
+}
+
+/* The switch to external bodies (mq_sm.h): every inline body gets its
+ * record, in an order that is a function of the state: the ready
+ * messages of each queue (queues in creation order, each in queue
+ * order), then each consumer record's checked-out ones (records in
+ * creation order, each in tag order), then the outbox entries (id
+ * order). */
+static void bodies_externalize(struct mq_sm *sm, struct mq_sm_result *res)
+{
+    struct externalize x = {sm, res};
+    struct mq_queue *q;
+    struct mq_consumer *c;
+
+    INVARIANT(!sm->bodies_external && sm->segs.n == 0);
+    sm->bodies_external = true;
+    for (q = sm->q_first; q != NULL; q = q->next) {
+        mlist_externalize(sm, &q->ready, res);
+        if (q->frozen != NULL) {
+            frozen_fill(q); /* the copies */
+        }
+    }
+    for (c = sm->c_first; c != NULL; c = c->next) {
+        mlist_externalize(sm, &c->unacked, res);
+    }
+    mq_outbox_externalize(&sm->outbox, entry_externalize, &x);
+}
 
 static void apply_one(struct mq_sm *sm, uint64_t now_ms,
                       const struct mq_sm_cmd *cmd, struct mq_sm_result *res)
@@ -2538,9 +2671,16 @@ static void apply_one(struct mq_sm *sm, uint64_t now_ms,
             break;
         case MQ_SM_BOOT:
             apply_boot(sm, res);
+            if (!sm->bodies_external) {
+                bodies_externalize(sm, res); /* what BOOT left */
+            }
             break;
         case MQ_SM_ERA:
-            break; /* a marker: deliveries stay where they are (mq_sm.h) */
+            /* a marker: deliveries stay where they are (mq_sm.h) */
+            if (!sm->bodies_external) {
+                bodies_externalize(sm, res);
+            }
+            break;
         case MQ_SM_MOVE_OUT:
             apply_move_out(sm, cmd, res);
             break;
@@ -2755,9 +2895,13 @@ static void check_due(const struct mq_sm *sm)
 static bool count_ref(const struct mq_sm *sm, uint32_t *refs, uint32_t seg,
                       uint32_t off, uint32_t len)
 {
-    size_t i = mq_segs_index(&sm->segs, seg);
+    size_t i;
 
-    if (i == SIZE_MAX || off >= sm->segs.seg_bytes ||
+    if (!sm->bodies_external) {
+        return seg == 0 && off == 0; /* inline */
+    }
+    i = mq_segs_index(&sm->segs, seg);
+    if (seg == 0 || i == SIZE_MAX || off >= sm->segs.seg_bytes ||
         off + mq_segs_rec_len(len) > sm->segs.v[i].used ||
         refs[i] == UINT32_MAX) {
         return false;
@@ -2779,9 +2923,11 @@ static bool mlist_refs(const struct mq_sm *sm, uint32_t *refs,
     return true;
 }
 
-/* Every ref names a segment of the table, inside what it reserved, and
- * each segment's refs are those naming it. @refs: room for one count per
- * segment, zeroed. */
+/* With bodies external, every body is named by a ref, every ref names a
+ * segment of the table, inside what it reserved, and each segment's refs
+ * are those naming it; with bodies inline, every body is inline and
+ * nothing was ever placed. @refs: room for one count per segment,
+ * zeroed. */
 static bool refs_agree(const struct mq_sm *sm, uint32_t *refs)
 {
     const struct mq_outbox_entry *e;
@@ -2790,6 +2936,10 @@ static bool refs_agree(const struct mq_sm *sm, uint32_t *refs)
     size_t pos = 0;
     size_t i;
 
+    if (!sm->bodies_external &&
+        (sm->segs.n != 0 || sm->segs.cur_seg != 1 || sm->segs.cur_off != 0)) {
+        return false;
+    }
     for (q = sm->q_first; q != NULL; q = q->next) {
         if (!mlist_refs(sm, refs, &q->ready)) {
             return false;
@@ -2969,16 +3119,24 @@ void mq_sm_stats(const struct mq_sm *sm, struct mq_sm_stats *out)
     out->dead_kept_bytes = sm->outbox.bytes;
     out->dead_dropped = sm->outbox.dropped;
     out->next_dead_id = sm->outbox.next_id;
+    out->bodies_external = sm->bodies_external;
     out->applied = sm->applied;
 }
 
 /* ----------------------------------------------------------------- digest */
 
+/* An inline body is hashed as the machine before refs did, so an old
+ * log replayed from the start digests as it did then. */
 static uint64_t msg_digest(const struct mq_msg *m)
 {
-    uint64_t h = mix64(m->id ^ mix64((uint64_t)m->seg << 32 | m->off));
+    uint64_t h;
 
-    h = mix64(h ^ m->len);
+    if (m->seg == 0) {
+        h = hash_bytes(m->data, m->len, m->id);
+    } else {
+        h = mix64(m->id ^ mix64((uint64_t)m->seg << 32 | m->off));
+        h = mix64(h ^ m->len);
+    }
     h = mix64(h ^ msg_tag(m));
     h = mix64(h ^ msg_co_seq(m));
     h = mix64(h ^ m->exp_ms);
@@ -3061,8 +3219,12 @@ static uint64_t outbox_digest(const struct mq_outbox *o)
                      mix64(e->msg_id + 2) ^ mix64(e->gen + 3) ^
                      ((uint64_t)e->reason << 8 | e->has_dlrk);
 
-        x = hash_bytes(e->data, mq_outbox_names_len(e), x);
-        x = mix64(x ^ ((uint64_t)e->seg << 32 | e->off)) ^ e->body_len;
+        if (e->seg == 0) { /* inline: as before refs (msg_digest()) */
+            x = hash_bytes(e->data, mq_outbox_names_len(e) + e->body_len, x);
+        } else {
+            x = hash_bytes(e->data, mq_outbox_names_len(e), x);
+            x = mix64(x ^ ((uint64_t)e->seg << 32 | e->off)) ^ e->body_len;
+        }
         x ^= (uint64_t)e->vhost_len | (uint64_t)e->queue_len << 8 |
              (uint64_t)e->dlx_len << 16 | (uint64_t)e->dlrk_len << 24;
         h = mix64(h ^ x) + 0x9e3779b97f4a7c15ULL;
@@ -3130,7 +3292,11 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
     d = mix64(d ^ ts);
     d = mix64(d ^ sm->tombs.count);
     d = mix64(d ^ outbox_digest(&sm->outbox));
-    d = mix64(d ^ segs_digest(&sm->segs));
+    /* The flag: with bodies inline the digest is the one of the machine
+     * before refs, with them external it covers the cursor and table. */
+    if (sm->bodies_external) {
+        d = mix64(d ^ segs_digest(&sm->segs));
+    }
     return d;
 }
 
@@ -3139,8 +3305,12 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
 /*
  * Snapshot format, all integers little-endian:
  *
- *   u32 magic "RMQQ" | u32 version (5) | u64 clock_ms | u64 next_msg_id
- *   u64 next_tag | u32 dedup_words | u64 queue count
+ *   u32 magic "RMQQ" | u32 version (7) | u64 clock_ms | u64 next_msg_id
+ *   u64 next_tag | u32 dedup_words
+ *   (version 7) u8 bodies: 1 external (refs), 0 inline; version 6 has
+ *     no such byte and bodies external (the machine that wrote it kept
+ *     no body inline)
+ *   u64 queue count
  *   queues, in creation order:
  *     QDEF with the ready count
  *     (version 3) u64 gen | u8 move | u64 out_epoch | u64 in_epoch
@@ -3162,7 +3332,8 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
  *     | vhost, name bytes
  *   (version 5) the dead-letter outbox (mq_outbox.c: counter, dropped
  *     count, entries in id order); older versions restore it empty
- *   (version 6) the body cursor and segment table (mq_segs.h)
+ *   (version 6) the body cursor and segment table (mq_segs.h): with
+ *     bodies inline, the cursor at (1, 0) and no segment
  *   u64 checksum: hash_bytes(all bytes before it, SNAP_SEED)
  *
  *   QDEF = u8 vhost_len | u8 name_len | u8 dlx_len | u8 dlrk_len
@@ -3171,9 +3342,9 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
  *          | u64 message count | vhost, name, dlx, dlrk bytes
  *   MSG = u64 id | u64 exp_ms | u32 delivery_count | u8 redelivered
  *         | u32 len | u32 seg | u32 off     (the body's ref)
- *   versions 1 to 5: MSG = ... | u32 len | body bytes, as in an export
- *         chunk, and outbox entries with their bodies: restore gives them
- *         refs (mq_sm_restore())
+ *   bodies inline (versions 1 to 5, and 7 with bodies 0): MSG = ...
+ *         | u32 len | body bytes, as in an export chunk, and outbox
+ *         entries with their bodies: they restore inline
  *   CLIENT = u64 id | u64 max_seq | dedup_words x u64
  *
  * Versions 1 and 2 (still read) have no version-3 parts: gens and the
@@ -3251,8 +3422,22 @@ static unsigned char *put_msg_fixed(unsigned char *p, const struct mq_msg *m)
 static unsigned char *put_msg(unsigned char *p, const struct mq_msg *m)
 {
     p = put_msg_fixed(p, m);
+    if (m->seg == 0) {
+        memcpy(p, m->data, m->len);
+        return p + m->len;
+    }
     p = le_put_u32(p, m->seg);
     return le_put_u32(p, m->off);
+}
+
+/* The MSG records of @l, each after @per_msg bytes of its own. */
+static size_t msgs_snap_len(const struct mq_sm *sm, const struct mlist *l,
+                            size_t per_msg)
+{
+    if (sm->bodies_external) {
+        return l->n * (per_msg + SNAP_MSG_FIXED + SNAP_MSG_REF);
+    }
+    return l->n * (per_msg + SNAP_MSG_FIXED) + l->bytes;
 }
 
 static unsigned char *put_client(unsigned char *p, const struct mq_sm *sm,
@@ -3298,23 +3483,24 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
     const struct mq_msg *m;
     unsigned char *buf;
     unsigned char *p;
-    size_t len = SNAP_HEADER_LEN + 8 + 8 + SNAP_TAIL_FIXED + SNAP_TRAILER_LEN;
+    size_t len = SNAP_HEADER_LEN + 1 + 8 + 8 + SNAP_TAIL_FIXED +
+                 SNAP_TRAILER_LEN; /* 1: the bodies flag */
     uint64_t *seqs;
     size_t nq = 0;
 
     for (q = sm->q_first; q != NULL; q = q->next) {
         len += SNAP_QUEUE_FIXED + q_names_len(q) + SNAP_QUEUE_MOVE;
-        len += q->ready.n * (SNAP_MSG_FIXED + SNAP_MSG_REF);
+        len += msgs_snap_len(sm, &q->ready, 0);
     }
     for (c = sm->c_first; c != NULL; c = c->next) {
         len += SNAP_CONSUMER_FIXED + 8 + SNAP_CONSUMER_DISPATCH;
-        len += c->unacked.n * (16 + SNAP_MSG_FIXED + SNAP_MSG_REF);
+        len += msgs_snap_len(sm, &c->unacked, 16);
     }
     len += sm->clients.count * (16 + sm->dedup_words * (size_t)8);
     for (t = sm->t_first; t != NULL; t = t->next) {
         len += SNAP_TOMB_FIXED + (size_t)t->vhost_len + t->name_len;
     }
-    len += mq_outbox_snap_len(&sm->outbox);
+    len += mq_outbox_snap_len(&sm->outbox, !sm->bodies_external);
     len += mq_segs_snap_len(&sm->segs);
 
     buf = alloc(len);
@@ -3333,6 +3519,7 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
     p = le_put_u64(p, sm->next_msg_id);
     p = le_put_u64(p, sm->next_tag);
     p = le_put_u32(p, sm->dedup_words);
+    *p++ = sm->bodies_external ? 1 : 0;
     p = le_put_u64(p, sm->queues.count);
     for (q = sm->q_first; q != NULL; q = q->next) {
         p = put_qdef(p, q, q->ready.n);
@@ -3381,9 +3568,10 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
         memcpy(p, t->data, (size_t)t->vhost_len + t->name_len);
         p += (size_t)t->vhost_len + t->name_len;
     }
-    p = mq_outbox_snap_put(&sm->outbox, p);
+    p = mq_outbox_snap_put(&sm->outbox, p, !sm->bodies_external);
     p = mq_segs_snap_put(&sm->segs, p);
     p = le_put_u64(p, hash_bytes(buf, (size_t)(p - buf), SNAP_SEED));
+    INVARIANT((size_t)(p - buf) == len);
     *out = buf;
     *out_len = len;
     return 0;
@@ -3407,8 +3595,8 @@ static bool get_msg_rec(struct le_reader *r, struct msg_rec *m)
            m->id != 0 && m->redelivered <= 1;
 }
 
-/* A message of @rec whose body gets a record now (to be stored by
- * whoever gets @res). */
+/* A message of @rec: its body inline, or with a record now (to be
+ * stored by whoever gets @res). */
 static struct mq_msg *msg_from_rec(struct mq_sm *sm, const struct msg_rec *rec,
                                    struct mq_sm_result *res)
 {
@@ -3433,21 +3621,19 @@ static bool get_msg_ref(struct le_reader *r, struct msg_rec *m, uint32_t *seg,
            *seg != 0 && *off < MQ_SM_SEG_BYTES;
 }
 
-/* One MSG record; ids must be < next_msg_id and delivery counts sane.
- * With @old (versions 1 to 5) the body comes inline and gets a record,
- * noted in @old for the caller's sink. */
-static struct mq_msg *restore_msg(struct mq_sm *tmp, struct le_reader *r,
-                                  struct mq_sm_result *old)
+/* One MSG record, of the form @tmp's bodies take; ids must be <
+ * next_msg_id and delivery counts sane. */
+static struct mq_msg *restore_msg(struct mq_sm *tmp, struct le_reader *r)
 {
     struct msg_rec rec;
     struct mq_msg *m;
     uint32_t seg, off;
 
-    if (old != NULL) {
+    if (!tmp->bodies_external) {
         if (!get_msg_rec(r, &rec) || rec.id >= tmp->next_msg_id) {
             return NULL;
         }
-        return msg_from_rec(tmp, &rec, old);
+        return msg_from_rec(tmp, &rec, NULL);
     }
     if (!get_msg_ref(r, &rec, &seg, &off) || rec.id >= tmp->next_msg_id) {
         return NULL;
@@ -3515,7 +3701,7 @@ static int get_qdef(struct le_reader *r, struct mq_queue **out,
 
 static bool restore_queue(struct mq_sm *tmp, struct le_reader *r,
                           struct mq_queue **index, uint64_t i,
-                          uint32_t version, struct mq_sm_result *old)
+                          uint32_t version)
 {
     struct mq_queue *q;
     uint64_t nready;
@@ -3540,7 +3726,7 @@ static bool restore_queue(struct mq_sm *tmp, struct le_reader *r,
     queue_link(tmp, q);
     index[i] = q;
     for (k = 0; k < nready; k++) {
-        struct mq_msg *m = restore_msg(tmp, r, old);
+        struct mq_msg *m = restore_msg(tmp, r);
 
         if (m == NULL) {
             return false;
@@ -3561,7 +3747,7 @@ err:
 
 static bool restore_consumer(struct mq_sm *tmp, struct le_reader *r,
                              struct mq_queue **index, uint64_t nqueues,
-                             uint32_t version, struct mq_sm_result *old)
+                             uint32_t version)
 {
     size_t per_msg = (version >= 2 ? 16 : 8) + SNAP_MSG_FIXED;
     struct mq_consumer *c;
@@ -3609,7 +3795,7 @@ static bool restore_consumer(struct mq_sm *tmp, struct le_reader *r,
             return false;
         }
         last_tag = tag;
-        m = restore_msg(tmp, r, old);
+        m = restore_msg(tmp, r);
         if (m == NULL) {
             return false;
         }
@@ -3753,27 +3939,8 @@ uint64_t mq_sm_next_due(struct mq_sm *sm)
     return q != NULL && q->due_ms < due ? q->due_ms : due;
 }
 
-/* Restoring a snapshot of versions 1 to 5: the state being made and the
- * records its bodies got, for the sink once all is read. */
-struct old_snap {
-    struct mq_sm *tmp;
-    struct mq_sm_result writes;
-};
-
-/* An outbox body of an old snapshot gets its record (mq_outbox.h). */
-static void place_old_entry(void *arg, const void *body, uint32_t len,
-                            uint32_t *seg, uint32_t *off)
+int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
 {
-    struct old_snap *old = arg;
-
-    body_place(old->tmp, body, len, seg, off, &old->writes);
-}
-
-int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len,
-                  mq_sm_sink_fn sink, void *sink_arg)
-{
-    struct old_snap old;
-    struct mq_sm_result *old_writes = NULL;
     uint32_t *refs = NULL;
     struct mq_sm tmp;
     struct mq_queue **index = NULL;
@@ -3785,6 +3952,7 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len,
     uint64_t nqueues;
     uint64_t n;
     uint64_t i;
+    uint8_t bodies = 0; /* versions 1 to 5: inline */
 
     if (buf == NULL || len < SNAP_HEADER_LEN + 16 + SNAP_TRAILER_LEN) {
         goto err;
@@ -3798,7 +3966,7 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len,
 
     memset(&tmp, 0, sizeof(tmp));
     tmp.dedup_clients = sm->dedup_clients;
-    tmp.segs.seg_bytes = sm->segs.seg_bytes; /* an old snapshot's places */
+    tmp.segs.seg_bytes = sm->segs.seg_bytes; /* before version 6 */
     if (state_init(&tmp) != 0) {
         goto err;
     }
@@ -3810,21 +3978,22 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len,
     le_get_u64(&r, &tmp.next_msg_id);
     le_get_u64(&r, &tmp.next_tag);
     le_get_u32(&r, &tmp.dedup_words);
+    if (version == 6) {
+        bodies = 1;
+    } else if (version >= 7 && !le_get_u8(&r, &bodies)) {
+        goto err_after_state;
+    }
     le_get_u64(&r, &nqueues);
     if (magic != SNAP_MAGIC || version < 1 || version > SNAP_VERSION ||
         tmp.next_msg_id == 0 || tmp.next_tag == 0 || tmp.dedup_words == 0 ||
-        tmp.dedup_words > (1U << 24) / 64 ||
+        tmp.dedup_words > (1U << 24) / 64 || bodies > 1 ||
         nqueues > r.left / SNAP_QUEUE_FIXED) {
         goto err_after_state;
     }
-    mq_sm_result_init(&old.writes);
-    old.tmp = &tmp;
-    if (version < 6) {
-        old_writes = &old.writes;
-    }
+    tmp.bodies_external = bodies == 1;
     index = xcalloc(nqueues > 0 ? nqueues : 1, sizeof(*index));
     for (i = 0; i < nqueues; i++) {
-        if (!restore_queue(&tmp, &r, index, i, version, old_writes)) {
+        if (!restore_queue(&tmp, &r, index, i, version)) {
             goto err_after_index;
         }
     }
@@ -3832,8 +4001,7 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len,
         goto err_after_index;
     }
     for (i = 0; i < n; i++) {
-        if (!restore_consumer(&tmp, &r, index, nqueues, version,
-                              old_writes)) {
+        if (!restore_consumer(&tmp, &r, index, nqueues, version)) {
             goto err_after_index;
         }
     }
@@ -3849,8 +4017,7 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len,
         goto err_after_index;
     }
     if (version >= 5 &&
-        !mq_outbox_snap_get(&tmp.outbox, &r,
-                            version < 6 ? place_old_entry : NULL, &old)) {
+        !mq_outbox_snap_get(&tmp.outbox, &r, !tmp.bodies_external)) {
         goto err_after_index;
     }
     if (version >= 6 && !mq_segs_snap_get(&tmp.segs, &r)) {
@@ -3862,10 +4029,6 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len,
     }
     free(refs);
     free(index);
-    for (i = 0; sink != NULL && i < old.writes.n_writes; i++) {
-        sink(sink_arg, &old.writes.writes[i]);
-    }
-    mq_sm_result_clear(&old.writes);
     for (q = tmp.q_first; q != NULL; q = q->next) {
         idle_note(&tmp, q);
     }
@@ -3881,7 +4044,6 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len,
 err_after_index:
     free(refs);
     free(index);
-    mq_sm_result_clear(&old.writes);
 err_after_state:
     state_free(&tmp);
 err:
@@ -4101,7 +4263,9 @@ static enum mq_sm_status export_msgs(const struct mq_queue *q, uint64_t first,
         const struct mq_msg *m = q->frozen[first + i];
 
         p = put_msg_fixed(p, m);
-        if (read(read_arg, m->seg, m->off, m->len, p) != 0) {
+        if (m->seg == 0) {
+            memcpy(p, m->data, m->len);
+        } else if (read(read_arg, m->seg, m->off, m->len, p) != 0) {
             free(scratch);
             return MQ_SM_UNAVAILABLE;
         }

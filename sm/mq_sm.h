@@ -106,7 +106,8 @@
  * RETURN reaches T (the edge sends channel/connection RETURNs to every
  * shard): as for a lost CANCEL.
  *
- * Message bodies. The state holds no body bytes: each message (and each
+ * Message bodies. The state holds no body bytes (once it switched to
+ * external bodies, below): each message (and each
  * dead letter kept in the outbox) names its body by a ref (seg, off, len)
  * in a body store the caller keeps (node/mq_store on a replica, a few
  * arrays in the tests). Where a body goes is decided here, from the
@@ -132,25 +133,56 @@
  *
  * Memory: a message costs its struct, 64 bytes on LP64 (80 with glibc's
  * malloc header and rounding), plus 48 (+16) while checked out; a body
- * none. The segment table is a few entries (64 MiB each).
+ * none (while bodies are inline, below: the body's bytes after the
+ * struct, one allocation). The segment table is a few entries (64 MiB
+ * each).
  *
- * Results carry refs: `writes` (ENQUEUE, MOVE_IN) name the bodies the
- * caller must store, in the order given, before it reads anything of that
- * result; deliveries and dead letters name the bodies the caller reads
- * to fill their body fields (NULL until then). A dead letter's segment
- * may be freed by the same command (a dead letter the outbox did not
- * keep): the store must keep a freed segment readable until the caller
- * is done with the result (node/mq_store unlinks it only after a
- * snapshot past it).
+ * Switching to external bodies. The machine before refs kept bodies in
+ * the state, and its logs and snapshots hold them. So that every replica
+ * of a group switches at the same log index, whatever snapshot it
+ * restored, the switch is replicated state (a flag, in snapshots and
+ * the digest):
+ *
+ *   - a new state, and one restored from a snapshot of version 5 or
+ *     older, keeps bodies inline: ENQUEUE and MOVE_IN copy the body into
+ *     the state and name no write, deliveries and dead letters come with
+ *     their body already filled (a copy, NULL if empty) and seg 0 (no
+ *     segment has that number: nothing to read), an export copies it, and
+ *     the cursor stays at (1, 0) with no segment;
+ *   - the first ERA or BOOT applied with bodies inline switches (after
+ *     what BOOT does itself): every body left gets a record, in this
+ *     order, a function of the state: each queue's ready messages (queues
+ *     in creation order, each in queue order), each consumer record's
+ *     checked-out messages (records in creation order, each in tag
+ *     order), then the outbox entries (id order). The result names each
+ *     as a write whose body the result owns (struct mq_sm_write own), and
+ *     from then on the state keeps refs only. A leader writes ERA at the
+ *     start of every term and BOOT on a standalone start, before any
+ *     client command, so a group switches at its first leader change
+ *     after the upgrade, and a group that never ran the old machine at
+ *     its first leader's first command, with nothing to move;
+ *   - the switch never goes back. A replica still running the machine
+ *     before refs applies the same ERA as a no-op and keeps its bodies
+ *     inline: its digest differs from the others' from then on, which is
+ *     why the nodes of a group are upgraded together (docs/amqp.md).
+ *
+ * Results carry refs: `writes` (ENQUEUE, MOVE_IN, the switch below) name
+ * the bodies the caller must store, in the order given, before it reads
+ * anything of that result; deliveries and dead letters name the bodies
+ * the caller reads to fill their body fields (NULL until then; with
+ * bodies inline they come filled). A dead letter's segment may be freed
+ * by the same command (a dead letter the outbox did not keep): the store
+ * must keep a freed segment readable until the caller is done with the
+ * result (node/mq_store unlinks it only after a snapshot past it).
  *
  * Ownership: every pointer in a struct mq_sm_cmd is borrowed for the call
  * (bytes are copied into the state; an ENQUEUE's or MOVE_IN's body is
  * pointed to by the result's writes, valid as long as the command's
  * buffer). Everything a result points to is owned by the result and
  * released by mq_sm_result_clear(), except reply_text, which is a static
- * string, and the writes' bodies (the command's). Bodies the caller puts
- * in deliveries and dead letters must come from malloc: the result frees
- * them.
+ * string, and the writes' bodies that are the command's (own NULL).
+ * Bodies the caller puts in deliveries and dead letters must come from
+ * malloc: the result frees them.
  */
 #ifndef RINGMQ_MQ_SM_H
 #define RINGMQ_MQ_SM_H
@@ -183,15 +215,18 @@
 #define MQ_SM_REC_ALIGN 8
 #define MQ_SM_SEG_BYTES (64u * 1024 * 1024)
 
-/* A body the caller must store at (seg, off): len bytes at body (borrowed:
- * from the command, or from the snapshot buffer given to
- * mq_sm_restore()); never NULL, also for len 0 (a checksum routine may
- * treat a NULL buffer apart: zlib's crc32 does). */
+/* A body the caller must store at (seg, off): len bytes at body (from
+ * the command, or, for the switch to external bodies, inside own); never
+ * NULL, also for len 0 (a checksum routine may treat a NULL buffer
+ * apart: zlib's crc32 does). */
 struct mq_sm_write {
     uint32_t seg;
     uint32_t off;
     uint32_t len;
     const void *body;
+    /* NULL: body is borrowed from the command. Else the block body lies
+     * in, owned by the result (mq_sm_result_drop_writes()). */
+    void *own;
 };
 
 struct mq_sm;
@@ -233,7 +268,9 @@ enum mq_sm_cmd_type {
      * is gone, so unregister them all and return every checked-out message
      * (redelivered); delete every non-durable queue (RabbitMQ: they do not
      * survive a broker restart) and every exclusive queue (its connection
-     * is gone). Surviving auto-delete queues forget they had a consumer. */
+     * is gone). Surviving auto-delete queues forget they had a consumer.
+     * Then bodies still inline switch (see "Switching to external
+     * bodies"). */
     MQ_SM_BOOT,
     /* Moving one queue between shards: see the top of this file. */
     MQ_SM_MOVE_OUT,    /* at the source: freeze */
@@ -244,7 +281,8 @@ enum mq_sm_cmd_type {
     /* The edge republished these outbox entries (tags: their outbox ids):
      * forget them. See "Dead letters" below. */
     MQ_SM_DL_SETTLE,
-    /* A new leader's era begins. Changes nothing: checkouts are
+    /* A new leader's era begins. Changes nothing (but bodies still
+     * inline: see "Switching to external bodies"): checkouts are
      * replicated state, so every delivery stays with its consumer (and
      * what is set aside stays set aside), and a CHECKOUT retried with the
      * same seq still gets its deliveries. Only owners that are really
@@ -252,7 +290,7 @@ enum mq_sm_cmd_type {
      * connections, the leader's router lease for routers: see
      * mq_sm_for_each_router()). A replica that does not know this type
      * skips the entry, which is the same no-op (only its clock_ms waits
-     * for the next entry's stamp). */
+     * for the next entry's stamp), but for the switch. */
     MQ_SM_ERA,
     MQ_SM_CMD__COUNT
 };
@@ -480,8 +518,10 @@ struct mq_sm_delivery {
     bool redelivered;        /* returned at least once */
     uint32_t seg;            /* the body's ref, with body_len */
     uint32_t off;
-    /* NULL from mq_sm_apply(); the caller fills it (malloc, owned by the
-     * result from then on) from the body store. */
+    /* seg > 0: NULL from mq_sm_apply(); the caller fills it (malloc,
+     * owned by the result from then on) from the body store. seg 0: the
+     * body was inline (see "Switching to external bodies"), its copy is
+     * here already (NULL if empty). */
     void *body;
     size_t body_len;
 };
@@ -535,7 +575,7 @@ struct mq_sm_dead_letter {
     size_t dlrk_len;
     uint32_t seg; /* the body's ref, with body_len */
     uint32_t off;
-    /* NULL from mq_sm_apply(); filled as a delivery's body is. */
+    /* As a delivery's: filled by the caller, or already (seg 0). */
     const void *body;
     size_t body_len;
 };
@@ -594,7 +634,8 @@ struct mq_sm_result {
     bool incomplete;
     /* MOVE_*: the queue has moved away from this shard (tombstone). */
     bool moved;
-    /* Bodies to store (ENQUEUE, MOVE_IN), in reservation order. */
+    /* Bodies to store (ENQUEUE, MOVE_IN, and the ERA or BOOT that
+     * switches to external bodies), in reservation order. */
     struct mq_sm_write *writes;
     size_t n_writes;
     /* Segments freed by this command (see "Message bodies" above),
@@ -630,6 +671,7 @@ struct mq_sm_stats {
     uint64_t dead_kept_bytes; /* their names and bodies */
     uint64_t dead_dropped;    /* dead letters the full outbox did not keep */
     uint64_t next_dead_id;
+    bool bodies_external; /* see "Switching to external bodies" */
     uint64_t applied; /* not replicated: reset by restore */
 };
 
@@ -640,6 +682,10 @@ void mq_sm_free(struct mq_sm *sm);
 void mq_sm_result_init(struct mq_sm_result *res);
 /* Free what @res owns and re-init it. */
 void mq_sm_result_clear(struct mq_sm_result *res);
+/* Free @res's writes and the bodies it owns for them (n_writes 0): for a
+ * caller that stored them and keeps the result for its other parts (a
+ * switch to external bodies writes every body of the state at once). */
+void mq_sm_result_drop_writes(struct mq_sm_result *res);
 
 /*
  * Apply one committed command at leader time @now_ms. @res is initialized
@@ -659,7 +705,7 @@ void mq_sm_apply(struct mq_sm *sm, uint64_t now_ms,
  * channel, connection, router) agree with a walk over everything, every
  * body ref names a segment of the table inside what was reserved there
  * and each segment's refs are exactly the messages and outbox entries
- * naming it.
+ * naming it (with bodies inline: every body is, and nothing is placed).
  * O(messages): apply runs it only in the
  * sanitizer build (common/invariant.h deep_check_due). */
 void mq_sm_check(const struct mq_sm *sm);
@@ -689,7 +735,8 @@ uint64_t mq_sm_visits(const struct mq_sm *sm);
  * The bytes are mq_sm's own (versioned, checksummed) and go to the
  * target's MOVE_IN as they are; they carry the bodies, which @read gets
  * from the body store: it copies the @len bytes of the body at (@seg,
- * @off) to @out and returns 0, or -1 if it cannot (missing or corrupt).
+ * @off) to @out and returns 0, or -1 if it cannot (missing or corrupt);
+ * bodies still inline are copied from the state instead.
  * Pure: reads @sm only.
  * Returns MQ_SM_OK, or: NOT_FOUND (no queue), MOVED (already moved:
  * tombstone), PRECONDITION_FAILED (not frozen), BAD_REQUEST (bad names,
@@ -761,23 +808,22 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
 
 /* Replace the whole state with a snapshot. @buf is borrowed. On error
  * (-1: truncated, corrupt, inconsistent or out of memory) the previous state
- * is kept and @sink was not called. The dedup window size is taken from
- * the snapshot.
+ * is kept. The dedup window size is taken from the snapshot, and so is
+ * the segment size but from a snapshot older than version 6, which takes
+ * it from @sm's config.
  * A snapshot of the format before body refs (version 5 and older) holds
- * the bodies: restore gives them refs from a cursor at (1, 0), in the
- * order the snapshot lists them (queues' ready messages, consumers'
- * unacked, outbox entries), and, once the whole snapshot is read, hands
- * each to @sink (bodies point into @buf) for the caller to store before
- * it reads any. @sink may be NULL for a caller that keeps no bodies.
- * A snapshot with refs never calls it. Returns 0 or -1. */
-typedef void (*mq_sm_sink_fn)(void *arg, const struct mq_sm_write *w);
-int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len,
-                  mq_sm_sink_fn sink, void *sink_arg);
+ * the bodies: the state restored keeps them inline, as one taken with
+ * bodies inline does (see "Switching to external bodies"); nothing is
+ * placed, nothing is for the store. Version 6 (refs, written before the
+ * switch was state) restores with bodies external; version 7 says which.
+ * Returns 0 or -1. */
+int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len);
 
 /* Call @fn for each segment the state names (the table of "Message
  * bodies" above: every segment with refs, and the cursor's, even with
  * nothing reserved in it yet), ascending, with the bytes reserved in it:
- * what the body store must hold after a restore. */
+ * what the body store must hold after a restore. With bodies inline,
+ * segment 1 with 0 bytes. */
 void mq_sm_for_each_segment(const struct mq_sm *sm,
                             void (*fn)(void *arg, uint32_t seg,
                                        uint64_t used),

@@ -170,6 +170,14 @@ static void init(void)
     log_init("fuzz", LOG_ERROR);
     uv_loop_init(&loop);
     broker.mq = mq_sm_new(NULL);
+    {
+        struct mq_sm_cmd era = {.type = MQ_SM_ERA};
+        struct mq_sm_result res;
+
+        /* a node's first leader: bodies external from here on */
+        mq_sm_apply(broker.mq, 0, &era, &res);
+        mq_sm_result_clear(&res);
+    }
     broker.meta = meta_sm_new();
     memset(&cfg, 0, sizeof(cfg));
     cfg.host = "127.0.0.1";

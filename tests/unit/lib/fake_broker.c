@@ -370,8 +370,14 @@ struct fake_broker *fake_broker_new(uv_loop_t *loop, unsigned shards)
     fb->loop = loop;
     fb->shards = shards ? shards : 1;
     for (i = 0; i < fb->shards; i++) {
+        struct mq_sm_cmd era = {.type = MQ_SM_ERA};
+        struct mq_sm_result res;
+
         fb->mq[i] = mq_sm_new(NULL);
         mbs_fresh(fb->mq[i]);
+        /* a node's first leader: bodies external from here on */
+        mq_sm_apply(fb->mq[i], 0, &era, &res);
+        mq_sm_result_clear(&res);
     }
     fb->meta = meta_sm_new();
     uv_timer_init(loop, &fb->timer);

@@ -25,13 +25,12 @@ struct mbs *mbs_clone(const struct mbs *s);
 void mbs_free(struct mbs *s);
 
 /* After mq_sm_apply(): store @res's writes, fill the bodies of its
- * deliveries and dead letters (each read must succeed), then drop the
- * segments it freed. */
+ * deliveries and dead letters (each read must succeed; those with seg 0
+ * came filled: bodies inline), then drop the segments it freed. */
 void mbs_result(struct mbs *s, struct mq_sm_result *res);
 
-/* mq_sm_read_fn (export) and mq_sm_sink_fn (restore) on a store. */
+/* mq_sm_read_fn (export) on a store. */
 int mbs_read(void *s, uint32_t seg, uint32_t off, uint32_t len, void *out);
-void mbs_sink(void *s, const struct mq_sm_write *w);
 
 /* Segments holding bytes (written and not freed). */
 size_t mbs_segments(const struct mbs *s);

@@ -88,7 +88,7 @@ static int srv_restore(void *data, const void *buf, size_t len)
 {
     struct srv *s = data;
 
-    return mq_sm_restore(s->sm, buf, len, NULL, NULL);
+    return mq_sm_restore(s->sm, buf, len);
 }
 
 static int setup(void **state)

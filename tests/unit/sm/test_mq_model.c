@@ -16,7 +16,11 @@
  * published), a freed segment's bytes go at once (so a ref into one fails
  * its read), every replica must ask for the same writes, name the same
  * refs and free the same segments, and the segment table's refs must
- * agree with a walk (mq_sm_check, every few steps).
+ * agree with a walk (mq_sm_check, every few steps). Replicas start with
+ * bodies inline, as every new state does, and switch to external bodies
+ * at the stream's first ERA or BOOT (mq_sm.h, "Switching to external
+ * bodies"): until then no write is asked for, every body comes in the
+ * results; the switch's writes must be alike too.
  *
  * Replicas: three alike, and one that is, at random points, replaced by a
  * fresh machine started with another dedup window and the default
@@ -1717,14 +1721,10 @@ static void replace_by_restore(struct mq_sm **r, int from,
 
     assert_non_null(fresh);
     assert_int_equal(mq_sm_snapshot(r[from], malloc, &snap, &len), 0);
-    /* a snapshot with refs gives the sink nothing: the bodies are the
-     * source's (InstallSnapshot fetches them) */
-    MODEL_CHECK(&where,
-                mq_sm_restore(fresh, snap, len, mbs_sink, mbs_fresh(fresh)) ==
-                    0,
+    /* the bodies are the source's (InstallSnapshot fetches them), or
+     * inline in the snapshot until the replicas switch */
+    MODEL_CHECK(&where, mq_sm_restore(fresh, snap, len) == 0,
                 "restore of replica %d's snapshot failed", from);
-    MODEL_CHECK(&where, mbs_segments(mbs_of(fresh)) == 0,
-                "restore of a snapshot with refs wrote bodies");
     mbs_set(fresh, mbs_clone(mbs_of(r[from])));
     free(snap);
     MODEL_CHECK(&where, mq_sm_digest(fresh) == mq_sm_digest(r[from]),
@@ -1745,6 +1745,7 @@ static void run_seed(uint64_t seed, unsigned long steps)
     struct step s;
     struct m_answer *want = calloc(1, sizeof(*want));
     unsigned long restore_at;
+    bool switched = false; /* an ERA or BOOT was applied */
     size_t freed = 0;
     uint64_t now = T0;
     uint64_t due;
@@ -1809,11 +1810,16 @@ static void run_seed(uint64_t seed, unsigned long steps)
             }
             freed += i == 0 ? got[0].n_freed : 0;
         }
+        switched |= s.cmd.type == MQ_SM_ERA || s.cmd.type == MQ_SM_BOOT;
         for (int i = 0; i < N_REPLICAS; i++) {
             mq_sm_result_clear(&got[i]);
             if (where.step % 64 == 0) {
                 mq_sm_check(r[i]);
             }
+            mq_sm_stats(r[i], &st);
+            MODEL_CHECK(&where, st.bodies_external == switched,
+                        "replica %d: bodies external %d, switched %d", i,
+                        st.bodies_external, switched);
         }
         check_state(r, &m);
     }
@@ -1888,7 +1894,7 @@ static void test_returned_message_digest_after_restore(void **state)
     apply_ok(sm, &cmd);
 
     assert_int_equal(mq_sm_snapshot(sm, malloc, &snap, &len), 0);
-    assert_int_equal(mq_sm_restore(copy, snap, len, NULL, NULL), 0);
+    assert_int_equal(mq_sm_restore(copy, snap, len), 0);
     free(snap);
     assert_true(mq_sm_digest(copy) == mq_sm_digest(sm));
     mq_sm_free(sm);

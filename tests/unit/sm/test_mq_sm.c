@@ -32,7 +32,23 @@
 
 /* ------------------------------------------------------------------ helpers */
 
+static void era(struct mq_sm *sm, uint64_t now);
+
+/* A machine as a node has it once its first leader's ERA is applied:
+ * bodies external (mq_sm.h, "Switching to external bodies"). */
 static struct mq_sm *sm_make(void)
+{
+    struct mq_sm *sm = mq_sm_new(NULL);
+
+    assert_non_null(sm);
+    mbs_fresh(sm);
+    era(sm, 0);
+    return sm;
+}
+
+/* A new machine, bodies inline: as a replica that replays an old log
+ * from its start. */
+static struct mq_sm *sm_make_inline(void)
 {
     struct mq_sm *sm = mq_sm_new(NULL);
 
@@ -48,24 +64,17 @@ static void sm_free(struct mq_sm *sm)
     mq_sm_free(sm);
 }
 
-/* Restore @dst from @buf, a snapshot of @src (NULL: made up, or of the
- * format with bodies inline): @dst's bodies are then @src's, or those the
- * snapshot gave the sink. */
+/* Restore @dst from @buf, a snapshot of @src (NULL: made up, or with
+ * bodies inline): @dst's bodies are then @src's, or none. */
 static int restore(struct mq_sm *dst, const struct mq_sm *src,
                    const void *buf, size_t len)
 {
-    struct mbs *got = mbs_new();
-    int rc = mq_sm_restore(dst, buf, len, mbs_sink, got);
+    int rc = mq_sm_restore(dst, buf, len);
 
     if (rc != 0) {
-        mbs_free(got);
         return rc;
     }
-    if (src != NULL) {
-        mbs_free(got);
-        got = mbs_clone(mbs_of(src));
-    }
-    mbs_set(dst, got);
+    mbs_set(dst, src != NULL ? mbs_clone(mbs_of(src)) : mbs_new());
     return 0;
 }
 
@@ -100,6 +109,14 @@ static enum mq_sm_status run1(struct mq_sm *sm, uint64_t now,
 
     mq_sm_result_clear(&res);
     return st;
+}
+
+static void era(struct mq_sm *sm, uint64_t now)
+{
+    struct mq_sm_cmd c;
+
+    cmd_init(&c, MQ_SM_ERA, NULL);
+    assert_int_equal(run1(sm, now, &c), MQ_SM_OK);
 }
 
 static void declare(struct mq_sm *sm, const char *q)
@@ -2844,14 +2861,12 @@ static uint64_t fold_answer(uint64_t h, const struct mq_sm_result *res)
  * The digests were re-recorded when bodies left the state for refs (the
  * digest covers refs, not bytes); the answers of the same streams, bodies
  * included (fold_answer), were recorded by the machine before that change
- * and are what it answers since. */
-static void test_replay_unchanged(void **state)
+ * and are what it answers since, also when the streams start on a new
+ * machine, bodies inline, which switches at the stream's first ERA. */
+/* The answers of the streams of test_replay_unchanged, folded, and
+ * each stream's final digest in @got; on new machines if @inl. */
+static uint64_t replay_streams(bool inl, uint64_t got[4])
 {
-    static const uint64_t want[4] = {
-        0x4704a5f3460e9bc7ULL, 0xd76358254660df27ULL, 0x8114133aaad4d12cULL,
-        0x02636f35c9741d4eULL};
-    static const uint64_t want_answers = 0xfbbe3ff0720ec999ULL;
-    uint64_t got[4];
     uint64_t answers = 1469598103934665603ULL;
     struct mq_sm *sm;
     uint64_t now;
@@ -2864,9 +2879,8 @@ static void test_replay_unchanged(void **state)
     int i;
     int k;
 
-    (void)state;
     for (k = 0; k < 3; k++) {
-        sm = sm_make();
+        sm = inl ? sm_make_inline() : sm_make();
         now = T0;
         rng = (uint64_t)k + 21;
         for (i = 0; i < 5000; i++) {
@@ -2888,10 +2902,11 @@ static void test_replay_unchanged(void **state)
             }
             mq_sm_result_clear(&res);
         }
+        assert_true(sm_stats(sm).bodies_external); /* an ERA came */
         got[k] = mq_sm_digest(sm);
         sm_free(sm);
     }
-    sm = sm_make();
+    sm = inl ? sm_make_inline() : sm_make();
     declare(sm, "q");
     rng = 7;
     for (i = 0; i < 5000; i++) {
@@ -2910,10 +2925,27 @@ static void test_replay_unchanged(void **state)
                       (unsigned long long)got[i]);
     }
     print_message("answers 0x%016llxULL\n", (unsigned long long)answers);
-    assert_true(answers == want_answers);
+    return answers;
+}
+
+static void test_replay_unchanged(void **state)
+{
+    static const uint64_t want[4] = {
+        0x4704a5f3460e9bc7ULL, 0xd76358254660df27ULL, 0x8114133aaad4d12cULL,
+        0x02636f35c9741d4eULL};
+    static const uint64_t want_answers = 0xfbbe3ff0720ec999ULL;
+    uint64_t got[4];
+    int i;
+
+    (void)state;
+    assert_true(replay_streams(false, got) == want_answers);
     for (i = 0; i < 4; i++) {
         assert_true(got[i] == want[i]);
     }
+    assert_true(replay_streams(true, got) == want_answers);
+    /* the dispatch stream has no ERA: bodies inline all along, and the
+     * digest the machine before refs recorded for it */
+    assert_true(got[3] == 0x0053804327d17d65ULL);
 }
 
 /* A version 5 snapshot (bodies inline), as the machine before body refs
@@ -3505,16 +3537,16 @@ static void test_snapshot_crafted(void **state)
     reseal(buf, len);
     assert_int_equal(restore(dst, NULL, buf, len), -1);
     buf[24] = 2;
-    /* queue count (offset 36) larger than present */
-    buf[36] = 2;
+    /* queue count (offset 37, after the bodies flag) larger than present */
+    buf[37] = 2;
     reseal(buf, len);
     assert_int_equal(restore(dst, NULL, buf, len), -1);
-    buf[36] = 1;
+    buf[37] = 1;
     /* a version from the future */
-    buf[4] = 7;
+    buf[4] = 8;
     reseal(buf, len);
     assert_int_equal(restore(dst, NULL, buf, len), -1);
-    buf[4] = 6;
+    buf[4] = 7;
     /* the body table (last before the checksum: one segment, its u32
      * refs then u64 used): refs that the messages do not add up to, a
      * record past what was reserved */
@@ -3534,31 +3566,29 @@ static void test_snapshot_crafted(void **state)
 
     /* Versions 2 (before placement gens and moves) and 1 (before CHECKOUT
      * seqs) are still read. Without consumers, gens, moves or tombstones
-     * they are version 3 without its per-queue move fields (after the
-     * queue's names) and without its tail (before the checksum; version
-     * 5's empty outbox, 24 bytes, and version 6's body table after it),
-     * the message's body inline where version 6 has its ref; 1 and 2
-     * then differ in the version only. Restore gives the body the place
-     * the enqueue gave it. */
+     * they are version 7 with bodies inline without the bodies flag
+     * (after the header), without the per-queue move fields (after the
+     * queue's names) and without the tail (before the checksum: version
+     * 3's, version 5's empty outbox, version 6's empty body table, 24
+     * bytes each); 1 and 2 then differ in the version only. The body
+     * stays inline, as the enqueue that made it kept it. */
     sm_free(src);
-    src = sm_make();
+    src = sm_make_inline();
     declare(src, "q");
     enqueue(src, T0, "q", "a");
     assert_int_equal(mq_sm_snapshot(src, malloc, &out, &len), 0);
     {
-        size_t qend = 44 + 62 + 2; /* header, QDEF of "/" "q" */
-        size_t msg = qend + 41;    /* MSG up to its len */
-        size_t segs = 24 + 16;     /* size, cursor, one segment */
-        size_t old_len = len - 41 - 8 + 1 - 24 - 24 - segs;
+        size_t flag = 36;
+        size_t qend = flag + 1 + 8 + 62 + 2; /* queue count, QDEF "/" "q" */
+        size_t old_len = len - 1 - 41 - 24 - 24 - 24;
         unsigned char *old = malloc(old_len);
 
         assert_non_null(old);
-        memcpy(old, out, qend);
-        memcpy(old + qend, (unsigned char *)out + msg, 25);
-        old[qend + 25] = 'a';
-        /* consumer and client counts */
-        memcpy(old + qend + 26, (unsigned char *)out + msg + 25 + 8, 16);
-        assert_int_equal(qend + 26 + 16 + 8, old_len);
+        memcpy(old, out, flag);
+        memcpy(old + flag, (unsigned char *)out + flag + 1, qend - flag - 1);
+        /* MSG with its body, consumer and client counts */
+        memcpy(old + qend - 1, (unsigned char *)out + qend + 41, 26 + 16);
+        assert_int_equal(qend - 1 + 26 + 16 + 8, old_len);
         for (i = 2; i >= 1; i--) {
             sm_free(dst);
             dst = sm_make();
@@ -3570,7 +3600,7 @@ static void test_snapshot_crafted(void **state)
             assert_int_equal(qstats(dst, "q").ready, 1);
             assert_int_equal(qstats(dst, "q").gen, 0);
             assert_int_equal(sm_stats(dst).create_floor, 0);
-            assert_int_equal(mbs_segments(mbs_of(dst)), 1);
+            assert_false(sm_stats(dst).bodies_external);
         }
         /* version 3 parts in a version 2 snapshot are garbage */
         memcpy(old, out, old_len - 8);
@@ -3584,22 +3614,23 @@ static void test_snapshot_crafted(void **state)
 
     /* Version 3 (before dispatch): a consumer's credit and turn are not
      * there and restore as 0, as a CONSUME that announced none. */
-    src = sm_make();
+    src = sm_make_inline();
     declare(src, "q");
     consume_credit(src, "q", 1, 7, 64, 0);
     assert_int_equal(mq_sm_snapshot(src, malloc, &out, &len), 0);
     {
-        /* header, queue "/" "q" with its move fields, consumer count,
-         * then the consumer up to co_seq */
-        size_t at = 44 + 62 + 2 + 41 + 8 + 49;
-        /* nor version 5's outbox, nor 6's body table (no segment) */
-        size_t old_len = len - 16 - 24 - 24;
+        /* header, bodies flag, queue "/" "q" with its move fields,
+         * consumer count, then the consumer up to co_seq */
+        size_t at = 36 + 1 + 8 + 62 + 2 + 41 + 8 + 49;
+        /* nor the flag, nor version 5's outbox, nor 6's body table */
+        size_t old_len = len - 1 - 16 - 24 - 24;
         unsigned char *old = malloc(old_len);
-        struct mq_sm *want = sm_make();
+        struct mq_sm *want = sm_make_inline();
 
         assert_non_null(old);
-        memcpy(old, out, at);
-        memcpy(old + at, (unsigned char *)out + at + 16,
+        memcpy(old, out, 36);
+        memcpy(old + 36, (unsigned char *)out + 37, at - 37);
+        memcpy(old + at - 1, (unsigned char *)out + at + 16,
                len - at - 16 - 24 - 24 - 8);
         old[4] = 3;
         reseal(old, old_len);
@@ -4368,6 +4399,407 @@ static void test_memory_per_message(void **state)
     sm_free(sm);
 }
 
+/* ------------------------------------------ switching to external bodies */
+
+/* A version 5 snapshot of @sm, whose bodies are inline, as the machine
+ * before body refs would write it: a version 7 snapshot with bodies
+ * inline is version 5 with the bodies flag after the header and an empty
+ * body table before the checksum (test_snapshot_inline_is_v5). */
+static unsigned char *snap_v5_of(const struct mq_sm *sm, size_t *len)
+{
+    const size_t flag_at = 4 + 4 + 8 + 8 + 8 + 4;
+    const size_t table = 4 + 4 + 8 + 8; /* size, cursor, count */
+    unsigned char *out;
+    void *buf;
+    size_t n, i;
+
+    assert_int_equal(mq_sm_snapshot(sm, malloc, &buf, &n), 0);
+    out = buf;
+    assert_true(n > flag_at + 1 + table + 8);
+    assert_int_equal(out[4], 7);
+    assert_int_equal(out[flag_at], 0); /* inline */
+    /* the cursor at (1, 0), no segment */
+    for (i = n - 8 - table + 4; i < n - 8; i++) {
+        assert_int_equal(out[i], i == n - 8 - table + 4 ? 1 : 0);
+    }
+    memmove(out + flag_at, out + flag_at + 1, n - 8 - table - flag_at - 1);
+    n -= 1 + table;
+    out[4] = 5;
+    reseal(out, n);
+    *len = n;
+    return out;
+}
+
+/* A machine with bodies inline snapshots what the machine before refs
+ * did (snap_v5 came from it), but for the flag and the empty table; a
+ * version 7 snapshot with bodies inline restores with bodies inline, and
+ * from then on the two switch alike. */
+static void test_snapshot_inline_is_v5(void **state)
+{
+    struct mq_sm *sm = sm_make_inline();
+    struct mq_sm *copy = sm_make();
+    struct mq_sm_result a, b;
+    struct mq_sm_cmd c;
+    unsigned char *v5;
+    void *s1, *s2;
+    size_t len, l1, l2, i;
+
+    (void)state;
+    assert_false(sm_stats(sm).bodies_external);
+    old_format_script(sm);
+    mq_sm_check(sm);
+    v5 = snap_v5_of(sm, &len);
+    assert_int_equal(len, sizeof(snap_v5));
+    assert_memory_equal(v5, snap_v5, len);
+    free(v5);
+
+    assert_true(sm_stats(copy).bodies_external);
+    assert_int_equal(mq_sm_snapshot(sm, malloc, &s1, &l1), 0);
+    assert_int_equal(restore(copy, NULL, s1, l1), 0);
+    mq_sm_check(copy);
+    assert_false(sm_stats(copy).bodies_external);
+    assert_true(mq_sm_digest(copy) == mq_sm_digest(sm));
+    assert_int_equal(mq_sm_snapshot(copy, malloc, &s2, &l2), 0);
+    assert_int_equal(l1, l2);
+    assert_memory_equal(s1, s2, l1);
+    free(s1);
+    free(s2);
+    /* the flag (after the header): a state that says inline but placed
+     * something is refused; version 6 (no flag) restores external */
+    {
+        const size_t flag = 4 + 4 + 8 + 8 + 8 + 4;
+        struct mq_sm *ext = sm_make();
+        unsigned char *p;
+
+        assert_int_equal(mq_sm_snapshot(ext, malloc, &s1, &l1), 0);
+        p = s1;
+        p[flag] = 0; /* nothing placed yet: a new state's */
+        reseal(p, l1);
+        assert_int_equal(mq_sm_restore(copy, p, l1), 0);
+        assert_false(sm_stats(copy).bodies_external);
+        free(s1);
+        declare(ext, "q");
+        enqueue(ext, T0, "q", "x");
+        assert_int_equal(mq_sm_snapshot(ext, malloc, &s1, &l1), 0);
+        p = s1;
+        memmove(p + flag, p + flag + 1, l1 - flag - 1);
+        p[4] = 6;
+        reseal(p, l1 - 1);
+        assert_int_equal(restore(copy, ext, p, l1 - 1), 0);
+        assert_true(sm_stats(copy).bodies_external);
+        assert_true(mq_sm_digest(copy) == mq_sm_digest(ext));
+        expect_order(copy, "q", 9, (const char *const[]){"x"},
+                     (const bool[]){false}, 1);
+        free(s1);
+        cmd_init(&c, MQ_SM_PURGE, "q"); /* no message; seg 1 in use */
+        assert_int_equal(run1(ext, T0, &c), MQ_SM_OK);
+        assert_int_equal(mq_sm_snapshot(ext, malloc, &s1, &l1), 0);
+        p = s1;
+        p[flag] = 0;
+        reseal(p, l1);
+        assert_int_equal(mq_sm_restore(copy, p, l1), -1);
+        p[flag] = 2; /* neither */
+        reseal(p, l1);
+        assert_int_equal(mq_sm_restore(copy, p, l1), -1);
+        p[flag] = 1;
+        reseal(p, l1);
+        assert_int_equal(restore(copy, ext, p, l1), 0);
+        free(s1);
+        sm_free(ext);
+        sm_free(copy);
+        copy = sm_make();
+        assert_int_equal(mq_sm_snapshot(sm, malloc, &s1, &l1), 0);
+        assert_int_equal(restore(copy, NULL, s1, l1), 0);
+        free(s1);
+    }
+
+    /* the ERA switches both alike; a second one changes nothing */
+    cmd_init(&c, MQ_SM_ERA, NULL);
+    for (i = 0; i < 2; i++) {
+        assert_int_equal(run(sm, T0, &c, &a), MQ_SM_OK);
+        assert_int_equal(run(copy, T0, &c, &b), MQ_SM_OK);
+        assert_int_equal(a.n_writes, i == 0 ? 6 : 0); /* 3+2 and 1 dead */
+        assert_same_bodies(&a, &b);
+        mq_sm_result_clear(&a);
+        mq_sm_result_clear(&b);
+        assert_true(sm_stats(sm).bodies_external);
+        assert_true(mq_sm_digest(copy) == mq_sm_digest(sm));
+        mq_sm_check(sm);
+    }
+    sm_free(sm);
+    sm_free(copy);
+}
+
+/* The write's bytes are @body. */
+static void assert_write(const struct mq_sm_write *w, uint32_t off,
+                         const char *body)
+{
+    assert_int_equal(w->seg, 1);
+    assert_int_equal(w->off, off);
+    assert_int_equal(w->len, strlen(body));
+    assert_memory_equal(w->body, body, w->len);
+    assert_non_null(w->own); /* the result's: the state let go of it */
+}
+
+/* The switch places every body the state holds, in the order mq_sm.h
+ * gives: ready messages by queue (a frozen one too), checked-out ones by
+ * consumer, then the outbox; deliveries, dead letters and exports read
+ * them from the store from then on. Before it, no write is asked for and
+ * deliveries come filled. */
+static void test_switch_order(void **state)
+{
+    static const char *const order[] = {"a4", "b2", "c1", "c2",
+                                        "a1", "a3", "b1", "a2"};
+    struct mq_sm *sm = sm_make_inline();
+    struct mq_sm *t = sm_make();
+    struct mq_sm_result res;
+    struct mq_sm_cmd c;
+    struct chunks ch;
+    char body[3];
+    size_t i;
+
+    (void)state;
+    declare_dlx(sm, "qa", false);
+    declare(sm, "qb");
+    declare(sm, "qc");
+    for (i = 1; i <= 4; i++) {
+        snprintf(body, sizeof(body), "a%zu", i);
+        cmd_init(&c, MQ_SM_ENQUEUE, "qa");
+        c.body = body;
+        c.body_len = 2;
+        assert_int_equal(run(sm, T0, &c, &res), MQ_SM_OK);
+        assert_int_equal(res.n_writes, 0); /* inline */
+        mq_sm_result_clear(&res);
+    }
+    enqueue(sm, T0, "qb", "b1");
+    enqueue(sm, T0, "qb", "b2");
+    enqueue(sm, T0, "qc", "c1");
+    enqueue(sm, T0, "qc", "c2");
+    assert_int_equal(checkout(sm, T0, "qa", 1, 7, 3, 0, &res), 3);
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(res.deliveries[i].seg, 0);
+        /* a1, a2, a3: order[4], [7], [5] */
+        assert_body(&res.deliveries[i], order[i == 1 ? 7 : 4 + i / 2]);
+    }
+    mq_sm_result_clear(&res);
+    assert_int_equal(checkout(sm, T0, "qb", 2, 8, 1, 0, &res), 1);
+    mq_sm_result_clear(&res);
+    /* a2 (tag 2) to the outbox: its dead letter comes filled */
+    assert_int_equal(by_tag(sm, MQ_SM_DROP, 1, 2, false, &res), 1);
+    assert_int_equal(res.n_dead, 1);
+    assert_true(res.dead[0].seg == 0 && res.dead[0].body_len == 2);
+    assert_memory_equal(res.dead[0].body, "a2", 2);
+    mq_sm_result_clear(&res);
+    assert_int_equal(move_cmd(sm, MQ_SM_MOVE_OUT, "qc", NULL), MQ_SM_OK);
+    mq_sm_check(sm);
+
+    cmd_init(&c, MQ_SM_ERA, NULL);
+    assert_int_equal(run(sm, T0, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.n_writes, 8);
+    for (i = 0; i < 8; i++) {
+        assert_write(&res.writes[i], (uint32_t)(16 * i), order[i]);
+    }
+    /* the caller may let go of the writes early */
+    mq_sm_result_drop_writes(&res);
+    assert_int_equal(res.n_writes, 0);
+    mq_sm_result_clear(&res);
+    mq_sm_check(sm);
+    assert_true(sm_stats(sm).bodies_external);
+
+    /* what was checked out comes back and is delivered from the store */
+    cmd_init(&c, MQ_SM_RETURN, NULL);
+    c.who = who_of(1, 7);
+    c.scope = MQ_SM_SCOPE_CHANNEL;
+    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    assert_int_equal(checkout(sm, T0, "qa", 3, 9, 10, 0, &res), 3);
+    assert_body(&res.deliveries[0], "a1");
+    assert_body(&res.deliveries[1], "a3");
+    assert_body(&res.deliveries[2], "a4");
+    assert_true(res.deliveries[0].seg == 1 && res.deliveries[0].off == 64);
+    mq_sm_result_clear(&res);
+    /* the outbox entry, handed out again */
+    cmd_init(&c, MQ_SM_EXPIRE, NULL);
+    assert_int_equal(run(sm, T0 + MQ_SM_DL_CLAIM_MS, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.n_dead, 1);
+    assert_true(res.dead[0].seg == 1 && res.dead[0].off == 112);
+    assert_memory_equal(res.dead[0].body, "a2", 2);
+    mq_sm_result_clear(&res);
+    /* the frozen queue exports its bodies from the store */
+    export_all(sm, "qc", 0, 1 << 20, &ch);
+    for (i = 0; i < ch.n; i++) {
+        assert_int_equal(move_in(t, "qc", ch.buf[i], ch.len[i], 5, NULL),
+                         MQ_SM_OK);
+    }
+    chunks_free(&ch);
+    assert_int_equal(move_cmd(t, MQ_SM_MOVE_IN_END, "qc", NULL), MQ_SM_OK);
+    expect_order(t, "qc", 11, (const char *const[]){"c1", "c2"},
+                 (const bool[]){false, false}, 2);
+    mq_sm_check(sm);
+    sm_free(sm);
+    sm_free(t);
+}
+
+/* BOOT switches what it leaves: the queues it deletes take their bodies
+ * with them, the deliveries it gives back are placed where they stand in
+ * their queue. */
+static void test_switch_at_boot(void **state)
+{
+    struct mq_sm *sm = sm_make_inline();
+    struct mq_sm_result res;
+    struct mq_sm_cmd c;
+
+    (void)state;
+    declare(sm, "keep");
+    cmd_init(&c, MQ_SM_DECLARE, "gone");
+    c.durable = false;
+    assert_int_equal(run1(sm, T0, &c), MQ_SM_OK);
+    enqueue(sm, T0, "gone", "g1");
+    enqueue(sm, T0, "keep", "k1");
+    enqueue(sm, T0, "keep", "k2");
+    consume(sm, "keep", 1, 7);
+    assert_int_equal(checkout(sm, T0, "keep", 1, 7, 1, 0, &res), 1);
+    mq_sm_result_clear(&res);
+    cmd_init(&c, MQ_SM_BOOT, NULL);
+    assert_int_equal(run(sm, T0, &c, &res), MQ_SM_OK);
+    assert_int_equal(res.n_deleted, 1);
+    assert_int_equal(res.n_writes, 2);
+    assert_write(&res.writes[0], 0, "k1");
+    assert_write(&res.writes[1], 16, "k2");
+    mq_sm_result_clear(&res);
+    mq_sm_check(sm);
+    assert_int_equal(checkout(sm, T0, "keep", 2, 8, 5, 0, &res), 2);
+    assert_body(&res.deliveries[0], "k1");
+    assert_true(res.deliveries[0].redelivered);
+    assert_body(&res.deliveries[1], "k2");
+    mq_sm_result_clear(&res);
+    sm_free(sm);
+}
+
+/* The body enqueued as each message id, to check what is delivered. */
+struct published {
+    char body[4096][64];
+};
+
+static void note_published(struct published *p, const struct mq_sm_cmd *c,
+                           const struct mq_sm_result *res)
+{
+    if (c->type == MQ_SM_ENQUEUE && res->status == MQ_SM_OK &&
+        res->msg_id > 0) {
+        assert_true(res->msg_id < 4096 && c->body_len < 64);
+        memcpy(p->body[res->msg_id], c->body, c->body_len);
+        p->body[res->msg_id][c->body_len] = '\0';
+    }
+}
+
+static void check_published(const struct published *p,
+                            const struct mq_sm_result *res)
+{
+    size_t i;
+
+    for (i = 0; i < res->n_deliveries; i++) {
+        assert_body(&res->deliveries[i], p->body[res->deliveries[i].msg_id]);
+    }
+    for (i = 0; i < res->n_dead; i++) {
+        const struct mq_sm_dead_letter *d = &res->dead[i];
+
+        assert_int_equal(d->body_len, strlen(p->body[d->msg_id]));
+        assert_memory_equal(d->body, p->body[d->msg_id], d->body_len);
+    }
+}
+
+/* Same writes, bytes included. */
+static void assert_same_writes(const struct mq_sm_result *a,
+                               const struct mq_sm_result *b)
+{
+    size_t i;
+
+    assert_same_bodies(a, b);
+    for (i = 0; i < a->n_writes; i++) {
+        assert_memory_equal(a->writes[i].body, b->writes[i].body,
+                            a->writes[i].len);
+    }
+}
+
+/* The switch happens at one log index on every replica, whatever old
+ * snapshot each restored: two replicas restore version 5 snapshots taken
+ * at different points of one stream (as two replicas of an upgraded
+ * group restore their own), a third replays the stream from its start;
+ * from the later restore on they answer alike, digest alike, and at the
+ * ERA and after it ask for the same writes, byte for byte. Deliveries and
+ * dead letters carry the published bodies before and after. */
+static void test_switch_at_one_point(void **state)
+{
+    enum { SNAP_A = 700, SNAP_B = 1500, SWITCH = 2000, END = 3500 };
+    struct published *pub = calloc(1, sizeof(*pub));
+    struct mq_sm *r[3] = {sm_make_inline(), NULL, NULL}; /* replay, A, B */
+    uint64_t rng = 77, now = T0;
+    uint64_t writes = 0, switched = 0, delivered = 0;
+    char body[64];
+    int i;
+    size_t k;
+
+    (void)state;
+    assert_non_null(pub);
+    for (i = 1; i <= END; i++) {
+        struct mq_sm_result res[3];
+        struct mq_sm_cmd c;
+
+        if (i == SNAP_A || i == SNAP_B) {
+            struct mq_sm **to = &r[i == SNAP_A ? 1 : 2];
+            unsigned char *v5;
+            size_t len;
+
+            v5 = snap_v5_of(r[0], &len);
+            *to = sm_make(); /* external, until it restores the old one */
+            assert_int_equal(restore(*to, NULL, v5, len), 0);
+            assert_false(sm_stats(*to).bodies_external);
+            free(v5);
+        }
+        random_cmd(&rng, &c, &now, body);
+        if (i < SWITCH && (c.type == MQ_SM_ERA || c.type == MQ_SM_BOOT)) {
+            c.type = MQ_SM_EXPIRE; /* the upgraded leader's ERA comes at
+                                      SWITCH */
+        }
+        if (i == SWITCH) {
+            cmd_init(&c, MQ_SM_ERA, NULL);
+        }
+        for (k = 0; k < 3; k++) {
+            if (r[k] == NULL) {
+                continue;
+            }
+            run(r[k], now, &c, &res[k]);
+            check_published(pub, &res[k]);
+            if (k > 0) {
+                assert_same_writes(&res[0], &res[k]);
+                assert_int_equal(res[0].status, res[k].status);
+                assert_int_equal(res[0].count, res[k].count);
+                assert_true(mq_sm_digest(r[0]) == mq_sm_digest(r[k]));
+            }
+        }
+        note_published(pub, &c, &res[0]);
+        assert_int_equal(sm_stats(r[0]).bodies_external, i >= SWITCH);
+        assert_true(i >= SWITCH || res[0].n_writes == 0);
+        writes += res[0].n_writes;
+        switched += i == SWITCH ? res[0].n_writes : 0;
+        delivered += res[0].n_deliveries;
+        for (k = 0; k < 3; k++) {
+            if (r[k] != NULL) {
+                mq_sm_result_clear(&res[k]);
+            }
+        }
+    }
+    print_message("switch: %llu bodies placed at the ERA, %llu writes, "
+                  "%llu delivered\n",
+                  (unsigned long long)switched, (unsigned long long)writes,
+                  (unsigned long long)delivered);
+    assert_true(switched > 20 && writes > switched && delivered > 100);
+    for (k = 0; k < 3; k++) {
+        mq_sm_check(r[k]);
+        sm_free(r[k]);
+    }
+    free(pub);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -4414,6 +4846,10 @@ int main(void)
         cmocka_unit_test(test_dispatch_determinism),
         cmocka_unit_test(test_replay_unchanged),
         cmocka_unit_test(test_restore_old_format_bodies),
+        cmocka_unit_test(test_snapshot_inline_is_v5),
+        cmocka_unit_test(test_switch_order),
+        cmocka_unit_test(test_switch_at_boot),
+        cmocka_unit_test(test_switch_at_one_point),
         cmocka_unit_test(test_body_places),
         cmocka_unit_test(test_export_body_unreadable),
         cmocka_unit_test(test_memory_per_message),
