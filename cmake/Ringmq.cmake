@@ -2,7 +2,7 @@
 # the .c files of the current directory (main.c excluded).
 #
 # USES names the ringmq layers (folders) this one may use and SYSTEM the
-# outside libraries it may use: uv raft protobuf-c lz4 yaml md http-parser,
+# outside libraries it may use: uv raft protobuf-c lz4 yaml md zlib http-parser,
 # and sockets (the BSD socket API of libc, nothing to link). The library
 # links exactly those; scripts/check-layers reads the same lines and fails
 # when a source file includes a header of anything not listed, so the
@@ -28,6 +28,8 @@ function(ringmq_library name)
       list(APPEND links PkgConfig::YAML)
     elseif(dep STREQUAL "md")
       list(APPEND links PkgConfig::MD)
+    elseif(dep STREQUAL "zlib")
+      list(APPEND links PkgConfig::ZLIB)
     elseif(dep STREQUAL "http-parser")
       list(APPEND links HttpParser::HttpParser)
     elseif(NOT dep STREQUAL "sockets")

@@ -125,6 +125,23 @@ static int fsm_snapshot(void *data, void **buf, size_t *len)
     return cache_sm_snapshot(svc->sm, malloc, buf, len);
 }
 
+/* An incremental snapshot (cache_sm.h), written in slices by raft/fsm. */
+static void *fsm_snapshot_begin(void *data, size_t *len)
+{
+    struct cache_svc *svc = data;
+    return cache_sm_snapshot_begin(svc->sm, len);
+}
+
+static size_t fsm_snapshot_step(void *snap, void *out, size_t room)
+{
+    return cache_sm_snapshot_step(snap, out, room);
+}
+
+static void fsm_snapshot_end(void *snap)
+{
+    cache_sm_snapshot_end(snap);
+}
+
 static int fsm_restore(void *data, const void *buf, size_t len)
 {
     struct cache_svc *svc = data;
@@ -151,6 +168,10 @@ struct cache_svc *cache_svc_new(uv_loop_t *loop,
         .apply = fsm_apply,
         .snapshot = fsm_snapshot,
         .restore = fsm_restore,
+        .snapshot_begin = fsm_snapshot_begin,
+        .snapshot_step = fsm_snapshot_step,
+        .snapshot_seal = cache_sm_snapshot_seal,
+        .snapshot_end = fsm_snapshot_end,
     };
 
     snprintf(svc->name, sizeof(svc->name), "%s", group->name);

@@ -26,6 +26,7 @@ void node_config_defaults(struct node_config *c)
     c->heartbeat_ms = 100;
     c->snapshot_threshold = 8192;
     c->snapshot_trailing = 2048;
+    c->incremental_snapshots = true;
     c->log_memory_mb = 256;
     c->log_level = LOG_INFO;
 }
@@ -84,8 +85,11 @@ void node_config_usage(FILE *f)
         "2048)\n"
         "  --log-memory-mb MB     Raft log kept in memory per group, about\n"
         "                         (snapshots come sooner; default 256)\n"
-        "  --snapshot-mode MODE   fork (serialize in a child process, the\n"
-        "                         default) or inline (on the event loop)\n"
+        "  --snapshot-mode MODE   incremental (the default: cache shards\n"
+        "                         write snapshots on the event loop in\n"
+        "                         slices, other groups fork), fork\n"
+        "                         (serialize in a child process) or inline\n"
+        "                         (on the event loop, in one go)\n"
         "  --log-level LEVEL      debug, info, warn or error (default info)\n"
         "  -v, --verbose          same as --log-level debug\n"
         "  --version              print the version and exit\n"
@@ -301,11 +305,18 @@ static int set_option(struct node_config *c, const char *key, const char *v,
     } else if (strcmp(key, "snapshot_mode") == 0) {
         if (strcmp(v, "inline") == 0) {
             c->inline_snapshots = true;
+            c->incremental_snapshots = false;
         } else if (strcmp(v, "fork") == 0) {
             c->inline_snapshots = false;
+            c->incremental_snapshots = false;
+        } else if (strcmp(v, "incremental") == 0) {
+            c->inline_snapshots = false;
+            c->incremental_snapshots = true;
         } else {
             snprintf(err, errlen,
-                     "snapshot_mode '%s': expected fork or inline", v);
+                     "snapshot_mode '%s': expected incremental, fork or "
+                     "inline",
+                     v);
             return -1;
         }
     } else if (strcmp(key, "read_mode") == 0) {
@@ -801,6 +812,7 @@ void node_config_group(const struct node_config *c, unsigned g,
     out->snapshot_threshold = c->snapshot_threshold;
     out->snapshot_trailing = c->snapshot_trailing;
     out->inline_snapshots = c->inline_snapshots;
+    out->incremental_snapshots = c->incremental_snapshots;
     out->log_memory_bytes = (size_t)c->log_memory_mb << 20;
 }
 

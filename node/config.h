@@ -62,9 +62,12 @@ struct node_config {
     unsigned heartbeat_ms;
     unsigned snapshot_threshold;
     unsigned snapshot_trailing;
-    /* snapshot_mode: false "fork" (a child serializes), true "inline" (the
-     * loop does); raft/fsm.h. */
+    /* snapshot_mode (raft/fsm.h): "incremental" (the default: the loop
+     * writes a cache group's snapshots in slices, rgroup_config's
+     * incremental_snapshots; other groups fork), "fork" (a child
+     * serializes) or "inline" (the loop does, in one go). */
     bool inline_snapshots;
+    bool incremental_snapshots;
     unsigned log_memory_mb; /* rgroup_config.log_memory_bytes, in MiB */
     enum log_level log_level;
     struct node_group_config groups[NODE_MAX_GROUPS];

@@ -8,6 +8,9 @@
  *   encode MqCommand -> rgroup_submit <---- waiters with something to take
  *   -> raft commit -> fsm_apply (every replica) -> mq_sm_apply
  *        (leader: into call->result via mine->data)
+ *        -> the result's body writes and frees into the body store
+ *           (every replica), its bodies read from it (a result handed
+ *           to a caller)
  *   -> cmd_done: empty long-poll result with time left? park again
  *                else call->cb
  *
@@ -31,6 +34,7 @@
 #include "common/invariant.h"
 #include "common/log.h"
 #include "mq.pb-c.h"
+#include "node/mq_store.h"
 #include "node/svc_shell.h"
 #include "proto/mq_pb.h"
 
@@ -89,6 +93,14 @@ struct mq_svc {
     struct svc_shell sh; /* group, loop, closing */
     struct mq_sm *sm;
     struct mq_svc_config cfg;
+    /* The messages' bodies (node/mq_store.h): written at apply on every
+     * replica, read for the results handed to callers. */
+    struct mq_store *store;
+    /* The group has started: a restore from now on is a snapshot
+     * installed from the leader, not this replica's own at start. */
+    bool started;
+    uint64_t reclaimed_at; /* snapshot index last reclaimed up to */
+    uint64_t stat_body_misses;
 
     /* era: the term of the last era command submitted, and what became
      * of it. One era command per term: proposed again only when it
@@ -327,6 +339,156 @@ static void note_applied(struct mq_svc *svc, const struct mq_sm_cmd *c,
     }
 }
 
+/* ------------------------------------------------------------ bodies */
+
+/* A replica that did not store what the others did would diverge, as one
+ * that could not allocate: stop (a restart replays the log). */
+static void store_failed(struct mq_svc *svc, const char *what)
+{
+    log_error("%s: body store %s failed: stopping", svc->name, what);
+    abort();
+}
+
+/* The raft index of the entry being applied. raft 0.15 raises
+ * last_applied after the apply returns; were it raised before, this names
+ * the next entry, which only delays a reclaim. */
+static uint64_t applying_index(struct mq_svc *svc)
+{
+    struct rgroup_status st;
+
+    if (svc->sh.group == NULL) {
+        return UINT64_MAX; /* not started: never reclaimed by this entry */
+    }
+    rgroup_status(svc->sh.group, &st);
+    return st.last_applied + 1;
+}
+
+/* Read @len bytes at (@seg, @off) into a new buffer: NULL when the store
+ * cannot give them (@len 0: nothing to read, NULL too). */
+static void *body_read(struct mq_svc *svc, uint32_t seg, uint32_t off,
+                       size_t len, bool *ok)
+{
+    void *body;
+
+    *ok = true;
+    if (len == 0) {
+        return NULL;
+    }
+    body = xmalloc(len);
+    if (mq_store_read(svc->store, seg, off, (uint32_t)len, body) != 0) {
+        free(body);
+        svc->stat_body_misses++;
+        *ok = false;
+        return NULL;
+    }
+    return body;
+}
+
+/* Fill the bodies of a result handed to a caller; those with seg 0 come
+ * filled (the state keeps bodies inline until it switches: mq_sm.h,
+ * "Switching to external bodies"). A delivery whose body cannot be read
+ * (a range this replica still lacks after an installed snapshot) is left
+ * out and the result marked incomplete: the edge gives back what it did
+ * not see (mq_sm.h). A dead letter is left out too: a
+ * kept one is handed out again by a later EXPIRE (mq_sm.h, "Dead
+ * letters"), one the outbox did not keep is lost, as when it is full. */
+static void bodies_fill(struct mq_svc *svc, struct mq_sm_result *res)
+{
+    size_t i, kept = 0;
+    bool ok;
+
+    for (i = 0; i < res->n_deliveries; i++) {
+        struct mq_sm_delivery d = res->deliveries[i];
+
+        ok = true;
+        if (d.seg != 0) {
+            d.body = body_read(svc, d.seg, d.off, d.body_len, &ok);
+        }
+        if (!ok) {
+            res->incomplete = true;
+            res->count--;
+            continue;
+        }
+        res->deliveries[kept++] = d;
+    }
+    res->n_deliveries = kept;
+    kept = 0;
+    for (i = 0; i < res->n_dead; i++) {
+        struct mq_sm_dead_letter d = res->dead[i];
+
+        ok = true;
+        if (d.seg != 0) {
+            d.body = body_read(svc, d.seg, d.off, d.body_len, &ok);
+        }
+        if (!ok) {
+            free((void *)d.vhost);
+            continue;
+        }
+        res->dead[kept++] = d;
+    }
+    res->n_dead = kept;
+}
+
+/* What the store must do for @res, before the command's buffer (which the
+ * writes point into) is freed; @handed: @res goes to a caller. The
+ * writes go once stored (a switch to external bodies names every body of
+ * the state, which its result holds). */
+static void bodies_apply(struct mq_svc *svc, struct mq_sm_result *res,
+                         bool handed)
+{
+    uint64_t index;
+    size_t i;
+
+    for (i = 0; i < res->n_writes; i++) {
+        const struct mq_sm_write *w = &res->writes[i];
+
+        if (mq_store_write(svc->store, w->seg, w->off, w->body, w->len) !=
+            0) {
+            store_failed(svc, "write");
+        }
+    }
+    mq_sm_result_drop_writes(res);
+    if (handed) {
+        bodies_fill(svc, res);
+    }
+    if (res->n_freed > 0) {
+        index = applying_index(svc);
+        for (i = 0; i < res->n_freed; i++) {
+            mq_store_freed(svc->store, res->freed[i], index);
+        }
+    }
+}
+
+/* Freed segments go once a snapshot past their freeing is stored. */
+static void bodies_reclaim(struct mq_svc *svc)
+{
+    struct rgroup_status st;
+
+    rgroup_status(svc->sh.group, &st);
+    if (st.snapshot_index > svc->reclaimed_at) {
+        mq_store_reclaim(svc->store, st.snapshot_index);
+        svc->reclaimed_at = st.snapshot_index;
+    }
+}
+
+static void restore_expect(void *arg, uint32_t seg, uint64_t used)
+{
+    struct mq_svc *svc = arg;
+
+    if (used > UINT32_MAX || mq_store_expect(svc->store, seg,
+                                             (uint32_t)used) != 0) {
+        store_failed(svc, "restore");
+    }
+}
+
+static int store_read(void *arg, uint32_t seg, uint32_t off, uint32_t len,
+                      void *out)
+{
+    return mq_store_read(arg, seg, off, len, out);
+}
+
+/* --------------------------------------------------------------- apply */
+
 static void fsm_apply(void *data, uint64_t time_ms, const void *cmd,
                       size_t len, struct rgroup_cmd *mine)
 {
@@ -351,6 +513,7 @@ static void fsm_apply(void *data, uint64_t time_ms, const void *cmd,
         res->reply_text = "bad command";
     } else {
         mq_sm_apply(svc->sm, time_ms, &c, res);
+        bodies_apply(svc, res, res != &scratch);
         note_applied(svc, &c, res);
         if (p != NULL && p->call != NULL) {
             p->call->seen_wakes = svc->wakes;
@@ -364,18 +527,42 @@ static void fsm_apply(void *data, uint64_t time_ms, const void *cmd,
     }
 }
 
+/* In the forked child (raft/fsm.h): no logging. The bodies the snapshot
+ * names are made durable before it is stored. */
 static int fsm_snapshot(void *data, void **buf, size_t *len)
 {
     struct mq_svc *svc = data;
 
+    if (mq_store_sync(svc->store) != 0) {
+        return -1; /* raft tries again later */
+    }
     return mq_sm_snapshot(svc->sm, malloc, buf, len);
 }
 
+/* The store learns what the restored state names. A snapshot installed
+ * from the leader names bodies this replica may never have written: they
+ * are missing until fetched (docs/bodies.md). One whose state keeps
+ * bodies inline names none. */
 static int fsm_restore(void *data, const void *buf, size_t len)
 {
     struct mq_svc *svc = data;
+    bool installed;
 
-    return mq_sm_restore(svc->sm, buf, len);
+    if (mq_sm_restore(svc->sm, buf, len) != 0) {
+        return -1;
+    }
+    installed = svc->started;
+    if (mq_store_begin_restore(svc->store, installed) != 0) {
+        store_failed(svc, "restore");
+    }
+    mq_sm_for_each_segment(svc->sm, restore_expect, svc);
+    if (mq_store_end_restore(svc->store) != 0) {
+        store_failed(svc, "restore");
+    }
+    if (installed && svc->cfg.on_bodies_missing != NULL) {
+        svc->cfg.on_bodies_missing(svc->cfg.on_bodies_missing_data);
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------ leases */
@@ -861,6 +1048,9 @@ static void tick(void *owner)
 
     leader_check(svc);
     finish_waiters(svc, true, OUTCOME_OK);
+    if (!svc->sh.closing) {
+        bodies_reclaim(svc); /* every replica */
+    }
     if (svc->sh.closing || !svc->leading) {
         return;
     }
@@ -897,12 +1087,20 @@ struct mq_svc *mq_svc_new(uv_loop_t *loop, const struct rgroup_config *group,
                  svc->name);
         goto err;
     }
-    if (svc_shell_start(&svc->sh, loop, group, &fsm, svc, shell_process,
-                        tick, TICK_MS, errmsg, errlen) != 0) {
+    /* before the group: its start restores the local snapshot */
+    svc->store = mq_store_open(group->dir, errmsg, errlen);
+    if (svc->store == NULL) {
         goto err_after_sm;
     }
+    if (svc_shell_start(&svc->sh, loop, group, &fsm, svc, shell_process,
+                        tick, TICK_MS, errmsg, errlen) != 0) {
+        goto err_after_store;
+    }
+    svc->started = true;
     return svc;
 
+err_after_store:
+    mq_store_close(svc->store);
 err_after_sm:
     mq_sm_free(svc->sm);
 err:
@@ -983,22 +1181,35 @@ void mq_svc_status(struct mq_svc *svc, struct mq_svc_status *out,
     out->lease_returns = svc->stat_lease_returns;
     out->expires_answered = svc->stat_expires_answered;
     out->booted = svc->booted;
+    mq_store_stats(svc->store, &out->store);
+    out->body_misses = svc->stat_body_misses;
 }
 
 enum outcome mq_svc_export(struct mq_svc *svc, const char *vhost,
                            const char *queue, uint64_t cursor,
                            uint32_t max_bytes, struct mq_svc_export *out)
 {
+    enum mq_sm_status st;
+
     memset(out, 0, sizeof(*out));
     if (!mq_svc_is_leader(svc)) {
         return OUTCOME_NOT_LEADER;
     }
-    if (mq_sm_export(svc->sm, vhost, strlen(vhost), queue, strlen(queue),
-                     cursor, max_bytes, malloc, &out->chunk, &out->len,
-                     &out->next_cursor, &out->last) != 0) {
+    st = mq_sm_export(svc->sm, vhost, strlen(vhost), queue, strlen(queue),
+                      cursor, max_bytes, malloc, store_read, svc->store,
+                      &out->chunk, &out->len, &out->next_cursor, &out->last);
+    if (st == MQ_SM_UNAVAILABLE) {
+        return OUTCOME_UNAVAILABLE; /* a body not fetched yet: ask again */
+    }
+    if (st != MQ_SM_OK) {
         out->chunk = NULL;
     }
     return OUTCOME_OK;
+}
+
+struct mq_store *mq_svc_store(struct mq_svc *svc)
+{
+    return svc->store;
 }
 
 const char *mq_svc_name(const struct mq_svc *svc)
@@ -1054,6 +1265,7 @@ static void destroy(void *owner)
     leases_clear(svc);
     waitq_gc(svc);
     mq_sm_free(svc->sm);
+    mq_store_close(svc->store);
     free(svc);
 }
 

@@ -54,6 +54,26 @@
  *     changes nothing but the replicated clock, which the next entry's
  *     stamp moves anyway.
  *
+ * Message bodies live in the group's body store (node/mq_store.h,
+ * DIR/bodies beside the Raft data, docs/bodies.md), not in the state:
+ *   - every replica stores the bodies a command's result asks for
+ *     (ENQUEUE, MOVE_IN: mq_sm.h "Message bodies") when it applies it; a
+ *     store that cannot write stops the process (the others stored them);
+ *   - the result handed to a caller (this replica proposed it) gets its
+ *     deliveries' and dead letters' bodies read from the store. One that
+ *     cannot be read (a range still missing after an installed snapshot)
+ *     is left out and the result marked incomplete: the edge gives back
+ *     the deliveries it did not see (mq_sm.h);
+ *   - a segment the state freed is unlinked once a snapshot at or after
+ *     the entry that freed it is stored (checked every tick); a snapshot
+ *     first makes the bodies durable (mq_store_sync, in the forked child);
+ *   - a restore tells the store what the state names; one installed from
+ *     the leader (not this replica's own snapshot at start) leaves those
+ *     ranges missing until the owner's fetcher fills them
+ *     (on_bodies_missing, node/mq_fetch.h);
+ *   - a move's export reads bodies from the store: one missing answers
+ *     OUTCOME_UNAVAILABLE (ask again).
+ *
  * Completion: mq_svc_submit() completes @call exactly once through
  * call->cb, possibly before returning, always on the loop thread. Status
  * (sm/outcome.h):
@@ -96,6 +116,7 @@
 
 #include <uv.h>
 
+#include "node/mq_store.h"
 #include "sm/mq_sm.h"
 #include "raft/group.h"
 #include "sm/outcome.h"
@@ -138,6 +159,11 @@ struct mq_svc_config {
     void (*on_internal)(void *data, const struct mq_sm_cmd *cmd,
                         const struct mq_sm_result *res);
     void *on_internal_data;
+    /* Optional: a snapshot installed from the leader left body ranges
+     * missing in the store (mq_svc_store): the owner's fetcher
+     * (node/mq_fetch) is to get them. */
+    void (*on_bodies_missing)(void *data);
+    void *on_bodies_missing_data;
     /* Tests only (zero in production). test_expire_eras: the first N era
      * commands are submitted with a deadline already passed, so the group
      * drops them unproposed (RGROUP_EEXPIRED), as it fails one it cannot
@@ -160,6 +186,9 @@ struct mq_svc_status {
     uint64_t lease_returns;
     uint64_t expires_answered; /* EXPIREs answered unproposed: none due */
     bool booted;           /* BOOT applied (config.boot) */
+    struct mq_store_stats store;
+    uint64_t body_misses; /* bodies a result could not be given (missing
+                             or not checking): left out */
 };
 
 /* @group and @cfg are copied (@cfg NULL = defaults). Returns NULL with
@@ -181,6 +210,9 @@ void mq_svc_submit_until(struct mq_svc *svc, struct mq_svc_call *call,
 void mq_svc_status(struct mq_svc *svc, struct mq_svc_status *out,
                    bool with_digest);
 const char *mq_svc_name(const struct mq_svc *svc);
+/* The group's body store, for the owner's fetcher and node RPC's segment
+ * reads (node/mq_fetch.h); valid until the service is closed. */
+struct mq_store *mq_svc_store(struct mq_svc *svc);
 uint64_t mq_svc_leader_id(const struct mq_svc *svc);
 /* A chunk of a queue's export for a move (sm/mq_sm.h, mq_sm_export). */
 struct mq_svc_export {
@@ -194,7 +226,8 @@ struct mq_svc_export {
 /* Read the chunk of (@vhost, @queue)'s export at @cursor, about
  * @max_bytes, from this replica's state: OUTCOME_OK with @out, or
  * OUTCOME_NOT_LEADER (only the ready leader answers: it has applied every
- * entry of earlier terms, so a freeze committed before is seen). */
+ * entry of earlier terms, so a freeze committed before is seen), or
+ * OUTCOME_UNAVAILABLE (a body of the chunk is missing here for now). */
 enum outcome mq_svc_export(struct mq_svc *svc, const char *vhost,
                            const char *queue, uint64_t cursor,
                            uint32_t max_bytes, struct mq_svc_export *out);

@@ -39,6 +39,7 @@
 #include "node/amqp_local.h"
 #include "node/cache_svc.h"
 #include "node/meta_svc.h"
+#include "node/mq_fetch.h"
 #include "node/mq_svc.h"
 #include "node/node_http.h"
 #include "node/node_rpc.h"
@@ -57,6 +58,13 @@ struct node {
     struct node_http *http;
     struct mq_svc *mq[NODE_MAX_GROUPS]; /* "<group>.mq", by group index */
     unsigned n_mq;
+    /* fetchers of the bodies a queue group's store lacks (not standalone:
+     * no peers), and what their peer lists and kicks need */
+    struct mq_fetch *fetch[NODE_MAX_GROUPS];
+    struct mq_fetch_ctx {
+        struct node *n;
+        unsigned g;
+    } fetch_ctx[NODE_MAX_GROUPS];
     struct meta_svc *meta;    /* NULL if this node is not a meta member */
     struct amqp_local *local; /* standalone AMQP broker */
     struct amqp_server *amqp; /* standalone AMQP edge */
@@ -216,6 +224,26 @@ static int meta_group_index(const struct node *n)
     return -1;
 }
 
+static unsigned fetch_peers(void *data, const char **out, unsigned max)
+{
+    struct mq_fetch_ctx *fc = data;
+    struct node *n = fc->n;
+
+    return mq_fetch_config_peers(&n->cfg, fc->g, n->cfg.id,
+                                 mq_svc_leader_id(n->mq[fc->g]), out, max);
+}
+
+/* A restore left bodies missing (mq_svc_config.on_bodies_missing): at
+ * start, before the fetcher exists, it finds them itself. */
+static void fetch_kick(void *data)
+{
+    struct mq_fetch_ctx *fc = data;
+
+    if (fc->n->fetch[fc->g] != NULL) {
+        mq_fetch_kick(fc->n->fetch[fc->g]);
+    }
+}
+
 static int start_amqp_groups(struct node *n, char *err, size_t errlen)
 {
     struct mq_svc_config mc = {0};
@@ -234,11 +262,28 @@ static int start_amqp_groups(struct node *n, char *err, size_t errlen)
                               errlen) != 0) {
             return -1;
         }
+        n->fetch_ctx[g].n = n;
+        n->fetch_ctx[g].g = g;
+        mc.on_bodies_missing = fetch_kick;
+        mc.on_bodies_missing_data = &n->fetch_ctx[g];
         n->mq[g] = mq_svc_new(n->loop, &rc, &mc, err, errlen);
         if (n->mq[g] == NULL) {
             return -1;
         }
         n->n_mq++;
+        if (!n->cfg.standalone) {
+            struct mq_fetch_config fc = {
+                .group = name,
+                .peers = fetch_peers,
+                .peers_data = &n->fetch_ctx[g],
+            };
+
+            n->fetch[g] = mq_fetch_start(n->loop, mq_svc_store(n->mq[g]),
+                                         &fc, err, errlen);
+            if (n->fetch[g] == NULL) {
+                return -1;
+            }
+        }
     }
     mg = meta_group_index(n);
     if (mg < 0) {
@@ -338,6 +383,12 @@ static void groups_close(struct node *n)
         n->local = NULL;
     }
     for (g = 0; g < n->n_mq; g++) {
+        /* before its service: the store goes with the service */
+        if (n->fetch[g] != NULL) {
+            n->closing++;
+            mq_fetch_close(n->fetch[g], part_closed, n);
+            n->fetch[g] = NULL;
+        }
         n->closing++;
         mq_svc_close(n->mq[g], part_closed, n);
     }
@@ -546,6 +597,10 @@ struct node *node_new(uv_loop_t *loop, const struct node_config *cfg,
         }
         /* routers reach the queue and meta groups through RPC */
         node_rpc_set_amqp(n->rpc, n->mq, n->n_mq, n->meta);
+        for (g = 0; g < n->n_mq; g++) {
+            node_rpc_set_mq_store(n->rpc, mq_svc_name(n->mq[g]),
+                                  mq_svc_store(n->mq[g]));
+        }
         node_rpc_set_watermark(n->rpc, &n->watermark);
     }
     if (cfg->http[0] != '\0') {

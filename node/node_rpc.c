@@ -1,6 +1,7 @@
 /* node_rpc: see node_rpc.h. */
 #include "node/node_rpc.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "node/meta_fanout.h"
+#include "node/mq_fetch.h"
 #include "rpc/rpc_server.h"
 #include "proto/cache_pb.h"
 #include "proto/map_pb.h"
@@ -33,6 +35,11 @@ struct node_rpc {
     struct rpc_meta_watch *watches; /* held in meta, this service's */
     struct rpc_map_watch *map_watches; /* likewise */
     struct watermark *watermark;
+    struct rpc_mq_store {
+        char group[CLUSTER_NAME_MAX + 8];
+        struct mq_store *st;
+    } stores[NODE_MAX_GROUPS];
+    unsigned n_stores;
 };
 
 /* A cache op received over RPC, on its way through a group. */
@@ -254,6 +261,10 @@ static unsigned status_amqp(struct node_rpc *r, Ringmq__GroupStatus *gs,
         gs[n].leader_rpc = (char *)(rpc ? rpc : "");
         gs[n].digest = st.digest;
         gs[n].items = st.sm.ready;
+        gs[n].body_segments = st.store.segments;
+        gs[n].body_bytes = st.store.bytes;
+        gs[n].body_missing_bytes = st.store.missing_bytes;
+        gs[n].body_misses = st.body_misses;
         gsp[n] = &gs[n];
     }
     if (r->meta != NULL && n < room) {
@@ -497,6 +508,59 @@ static void handle_mq_export(struct node_rpc *r, struct rpc_server_req *req,
     resp.mq_export = &reply;
     rpc_server_reply(req, &resp);
     free(out.chunk);
+}
+
+static struct rpc_mq_store *store_slot(struct node_rpc *r, const char *group)
+{
+    unsigned i;
+
+    for (i = 0; i < r->n_stores && group != NULL; i++) {
+        if (strcmp(r->stores[i].group, group) == 0) {
+            return &r->stores[i];
+        }
+    }
+    return NULL;
+}
+
+void node_rpc_set_mq_store(struct node_rpc *r, const char *group,
+                           struct mq_store *st)
+{
+    struct rpc_mq_store *slot = store_slot(r, group);
+
+    if (st == NULL) {
+        if (slot != NULL) {
+            *slot = r->stores[--r->n_stores];
+        }
+        return;
+    }
+    if (slot == NULL) {
+        assert(r->n_stores < NODE_MAX_GROUPS);
+        slot = &r->stores[r->n_stores++];
+        snprintf(slot->group, sizeof(slot->group), "%s", group);
+    }
+    slot->st = st;
+}
+
+/* Bytes of a segment file for a replica that lacks them: no log, any
+ * replica. */
+static void handle_mq_segment_read(struct node_rpc *r,
+                                   struct rpc_server_req *req,
+                                   const Ringmq__RpcRequest *msg)
+{
+    struct rpc_mq_store *slot = store_slot(r, msg->group);
+    Ringmq__RpcResponse resp = RINGMQ__RPC_RESPONSE__INIT;
+    Ringmq__MqSegmentData data;
+
+    if (slot == NULL) {
+        reply_code(req, OUTCOME_NO_GROUP, "no body store for this group here");
+        return;
+    }
+    mq_fetch_answer(slot->st, msg->mq_segment_read, &data);
+    resp.code = rpc_code(OUTCOME_OK);
+    resp.body_case = RINGMQ__RPC_RESPONSE__BODY_MQ_SEGMENT;
+    resp.mq_segment = &data;
+    rpc_server_reply(req, &resp);
+    mq_fetch_answer_free(&data);
 }
 
 /* What a view at version @known lacks, as a MetaSnapshot: the changes
@@ -1038,6 +1102,9 @@ static void on_request(void *data, struct rpc_server_req *req,
         break;
     case RINGMQ__RPC_REQUEST__BODY_MQ_EXPORT:
         handle_mq_export(r, req, msg);
+        break;
+    case RINGMQ__RPC_REQUEST__BODY_MQ_SEGMENT_READ:
+        handle_mq_segment_read(r, req, msg);
         break;
     case RINGMQ__RPC_REQUEST__BODY_META:
         handle_meta(r, req, msg);

@@ -467,15 +467,14 @@ int mq_pb_result_from_pb(const Ringmq__MqResult *pb, struct mq_sm_result *r)
         for (i = 0; i < pb->n_dead; i++) {
             const Ringmq__MqDeadLetter *p = pb->dead[i];
             struct mq_sm_dead_letter *d = &r->dead[i];
-            ProtobufCBinaryData parts[5];
+            ProtobufCBinaryData parts[4];
             char *blk;
 
             parts[0] = p->vhost;
             parts[1] = p->queue;
             parts[2] = p->dlx;
             parts[3] = p->dlrk;
-            parts[4] = p->body;
-            blk = dup_concat(parts, 5);
+            blk = dup_concat(parts, 4);
             d->reason = (enum mq_sm_dl_reason)p->reason;
             d->msg_id = p->msg_id;
             d->outbox_id = p->outbox_id;
@@ -489,7 +488,9 @@ int mq_pb_result_from_pb(const Ringmq__MqResult *pb, struct mq_sm_result *r)
             d->dlx_len = p->dlx.len;
             d->dlrk = d->dlx + d->dlx_len;
             d->dlrk_len = p->dlrk.len;
-            d->body = d->dlrk + d->dlrk_len;
+            /* its own block, as mq_sm_result_clear() frees it */
+            d->body = p->body.len > 0 ? xmemdup(p->body.data, p->body.len)
+                                      : NULL;
             d->body_len = p->body.len;
             r->n_dead = i + 1;
         }

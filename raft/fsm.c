@@ -3,8 +3,14 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "common/buf.h"
 #include "common/invariant.h"
@@ -101,6 +107,294 @@ static int produce_in_child(void *data, void **buf, size_t *len)
  * image and a worker thread, so one at a time. Loop thread only. */
 static unsigned dumps_running;
 
+/* Snapshots being written in slices in this process: each holds a worker
+ * thread of libuv's pool (4 by default, which raft's disk work shares)
+ * while it waits for the loop, so one at a time. Loop thread only. */
+static unsigned slicings_running;
+
+/* The raw bytes are faulted in and unmapped in pieces of this size: each
+ * piece holds the process's memory map lock (which a malloc on the loop
+ * may need) only briefly. */
+#define SLICES_MAP_PIECE ((size_t)4 << 20)
+
+/* A snapshot written in slices (fsm.h). */
+struct rfsm_slices {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;    /* under lock: all bytes written; the worker's from now */
+    bool aborted; /* under lock: the worker gives up */
+    void *snap;   /* the fsm's, until ended; loop only */
+    unsigned char *raw;
+    size_t len;
+    size_t off; /* bytes written; loop only */
+    bool ok;    /* set by the worker: compressed */
+    size_t out_len;
+    uint64_t started_ns;
+    uint64_t slices;
+    uint64_t max_ns;
+};
+
+static unsigned char *slices_map(size_t len)
+{
+    void *p = mmap(NULL, len > 0 ? len : 1, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* Piece by piece: unmapping a GiB in one call holds the memory map lock
+ * for as long as it takes to free every page. */
+static void slices_unmap(unsigned char *raw, size_t len)
+{
+    size_t off;
+
+    if (len == 0) {
+        len = 1;
+    }
+    for (off = 0; off < len; off += SLICES_MAP_PIECE) {
+        size_t n = len - off < SLICES_MAP_PIECE ? len - off : SLICES_MAP_PIECE;
+
+        (void)munmap(raw + off, n);
+    }
+}
+
+static int slices_start(struct rfsm *a)
+{
+    struct rfsm_slices *s;
+    size_t len = 0;
+    void *snap = a->user.snapshot_begin(a->user.data, &len);
+    unsigned char *raw;
+
+    if (snap == NULL) {
+        return -1;
+    }
+    /* untouched until written: the pages cost nothing on the loop yet */
+    raw = slices_map(len);
+    if (raw == NULL) {
+        a->user.snapshot_end(snap);
+        return -1;
+    }
+    s = xcalloc(1, sizeof *s);
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    s->snap = snap;
+    s->raw = raw;
+    s->len = len;
+    s->started_ns = clock_mono_ns();
+    a->slices = s;
+    slicings_running++;
+    return 0;
+}
+
+/* End the fsm's snapshot, whole or not, and tell the worker. */
+static void slices_stop(struct rfsm *a, struct rfsm_slices *s, bool done)
+{
+    if (s->snap != NULL) {
+        a->user.snapshot_end(s->snap);
+        s->snap = NULL;
+    }
+    pthread_mutex_lock(&s->lock);
+    if (done) {
+        s->done = true;
+    } else {
+        s->aborted = true;
+    }
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* This thread's CPU time: a slice's cost without the time the scheduler
+ * gave the CPU to others meanwhile. */
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) {
+        return 0;
+    }
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+bool rfsm_snapshot_slicing(const struct rfsm *a)
+{
+    return a->slices != NULL && a->slices->snap != NULL;
+}
+
+void rfsm_snapshot_slice(struct rfsm *a)
+{
+    struct rfsm_slices *s = a->slices;
+    uint64_t t0, took, cpu0, cpu;
+
+    if (s == NULL || s->snap == NULL) {
+        return;
+    }
+    cpu0 = thread_cpu_ns();
+    t0 = clock_mono_ns();
+    while (s->off < s->len) {
+        size_t room = s->len - s->off;
+        size_t n;
+
+        if (room > RFSM_SLICE_CHUNK) {
+            room = RFSM_SLICE_CHUNK;
+        }
+        n = a->user.snapshot_step(s->snap, s->raw + s->off, room);
+        INVARIANT(n > 0 && n <= room); /* begin said how many bytes */
+        s->off += n;
+        if (clock_mono_ns() - t0 >= RFSM_SLICE_NS) {
+            break;
+        }
+    }
+    took = clock_mono_ns() - t0;
+    cpu = thread_cpu_ns() - cpu0;
+    if (cpu > a->slice_cpu_max_ns) {
+        a->slice_cpu_max_ns = cpu;
+    }
+    s->slices++;
+    if (took > s->max_ns) {
+        s->max_ns = took;
+    }
+    if (took > a->slice_max_ns) {
+        a->slice_max_ns = took;
+    }
+    if (s->off == s->len) {
+        slices_stop(a, s, true);
+    }
+}
+
+/* Fault the pages in ahead of the loop's slices, so that it pays for
+ * none of them: MADV_POPULATE_WRITE changes no byte, so it may overlap
+ * the loop's writes. A kernel without it (before 5.14) leaves the faults
+ * to the loop. */
+static void slices_populate(struct rfsm_slices *s)
+{
+#ifdef MADV_POPULATE_WRITE
+    size_t off;
+
+    /* mmap'd: page-aligned, and so is every piece */
+    for (off = 0; off < s->len; off += SLICES_MAP_PIECE) {
+        size_t n = s->len - off < SLICES_MAP_PIECE ? s->len - off
+                                                   : SLICES_MAP_PIECE;
+        bool stop;
+
+        if (madvise(s->raw + off, n, MADV_POPULATE_WRITE) != 0) {
+            return;
+        }
+        pthread_mutex_lock(&s->lock);
+        stop = s->done || s->aborted; /* the loop got there first */
+        pthread_mutex_unlock(&s->lock);
+        if (stop) {
+            return;
+        }
+    }
+#else
+    (void)s;
+#endif
+}
+
+/* Sealing and compressing: a second of CPU per GiB, taken at the nice of
+ * forkdump's child so that the loop (on a 2-core machine, the other core
+ * may be all there is) keeps its share. */
+struct slices_seal {
+    struct rfsm *a;
+    struct rfsm_slices *s;
+    void *out;
+    size_t out_len;
+    int rv;
+};
+
+static void slices_seal(struct slices_seal *j)
+{
+    if (j->a->user.snapshot_seal != NULL) {
+        j->a->user.snapshot_seal(j->s->raw, j->s->len);
+    }
+    j->rv = lz_compress(j->s->raw, j->s->len, rfsm_raft_alloc, &j->out,
+                        &j->out_len);
+}
+
+static void *slices_seal_thread(void *arg)
+{
+    /* Linux: a thread's own nice (the process's other threads keep theirs) */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), FORKDUMP_NICE);
+    slices_seal(arg);
+    return NULL;
+}
+
+/* raft's threadpool: wait for the loop's last slice, then seal and
+ * compress. */
+static int slices_collect(struct rfsm *a, struct rfsm_slices *s,
+                          struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    struct slices_seal job = {.a = a, .s = s};
+    struct raft_buffer *arr;
+    pthread_t t;
+    bool aborted;
+
+    slices_populate(s);
+    pthread_mutex_lock(&s->lock);
+    while (!s->done && !s->aborted) {
+        pthread_cond_wait(&s->cond, &s->lock);
+    }
+    aborted = s->aborted;
+    pthread_mutex_unlock(&s->lock);
+    if (aborted) {
+        return RAFT_CANCELED;
+    }
+    if (pthread_create(&t, NULL, slices_seal_thread, &job) == 0) {
+        pthread_join(t, NULL);
+    } else {
+        slices_seal(&job); /* no thread: at the pool thread's nice, then */
+    }
+    if (job.rv != 0) {
+        return RAFT_NOMEM;
+    }
+    arr = raft_malloc(sizeof *arr);
+    if (arr == NULL) {
+        raft_free(job.out);
+        return RAFT_NOMEM;
+    }
+    /* here, not on the loop: unmapping a large buffer takes a while */
+    slices_unmap(s->raw, s->len);
+    s->raw = NULL;
+    arr[0].base = job.out;
+    arr[0].len = job.out_len;
+    *bufs = arr;
+    *n_bufs = 1;
+    s->out_len = job.out_len;
+    s->ok = true;
+    return 0;
+}
+
+/* Loop thread, after raft is done with the snapshot (or gave up). */
+static void slices_finish(struct rfsm *a)
+{
+    struct rfsm_slices *s = a->slices;
+
+    if (s->snap != NULL) {
+        slices_stop(a, s, false); /* never got whole */
+    }
+    if (s->raw != NULL) {
+        slices_unmap(s->raw, s->len);
+    }
+    if (s->ok) {
+        a->snapshots_taken++;
+        a->snapshots_sliced++;
+        log_info("raft fsm: snapshot of %zu bytes (%zu compressed) in %" PRIu64
+                 " slices, the longest %" PRIu64 " us, stored %" PRIu64
+                 " ms after it began",
+                 s->len, s->out_len, s->slices, s->max_ns / 1000,
+                 (clock_mono_ns() - s->started_ns) / 1000000);
+    } else if (!s->aborted) {
+        a->snapshot_failures++;
+        log_warn("raft fsm: snapshot in slices failed; retrying later");
+    }
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+    a->slices = NULL;
+    INVARIANT(slicings_running > 0);
+    slicings_running--;
+}
+
 static int rfsm_snapshot(struct raft_fsm *fsm,
                          struct raft_buffer *bufs[],
                          unsigned *n_bufs)
@@ -112,7 +406,21 @@ static int rfsm_snapshot(struct raft_fsm *fsm,
     struct raft_buffer *arr;
     uint64_t t0 = clock_mono_ms();
 
-    INVARIANT(a != NULL && bufs != NULL && n_bufs != NULL && !a->dumping);
+    INVARIANT(a != NULL && bufs != NULL && n_bufs != NULL && !a->dumping &&
+              a->slices == NULL);
+    if (a->slice_snapshots) {
+        if (slicings_running > 0) {
+            return RAFT_BUSY;
+        }
+        if (slices_start(a) != 0) {
+            a->snapshot_failures++;
+            log_warn("raft fsm: cannot begin a snapshot; retrying later");
+            return RAFT_BUSY;
+        }
+        *bufs = NULL; /* filled by snapshot_async */
+        *n_bufs = 0;
+        return 0;
+    }
     if (a->fork_snapshots) {
         if (dumps_running > 0) {
             return RAFT_BUSY;
@@ -153,7 +461,7 @@ static int rfsm_snapshot(struct raft_fsm *fsm,
     return 0;
 }
 
-/* raft's threadpool: wait for the child's bytes. */
+/* raft's threadpool: wait for the child's bytes, or the loop's slices. */
 static int rfsm_snapshot_async(struct raft_fsm *fsm,
                                struct raft_buffer *bufs[],
                                unsigned *n_bufs)
@@ -163,6 +471,9 @@ static int rfsm_snapshot_async(struct raft_fsm *fsm,
     void *out;
     size_t out_len;
 
+    if (a->slices != NULL) {
+        return slices_collect(a, a->slices, bufs, n_bufs);
+    }
     if (!a->dumping) {
         return 0; /* taken inline: bufs are filled */
     }
@@ -200,6 +511,9 @@ static int rfsm_snapshot_finalize(struct raft_fsm *fsm,
     }
     *bufs = NULL;
     *n_bufs = 0;
+    if (a->slices != NULL) {
+        slices_finish(a);
+    }
     if (a->dumping) {
         forkdump_finish(&a->dump);
         INVARIANT(dumps_running > 0);
@@ -228,8 +542,22 @@ void rfsm_fork_snapshots(struct rfsm *a)
     a->raft_fsm.snapshot_async = rfsm_snapshot_async;
 }
 
+void rfsm_slice_snapshots(struct rfsm *a)
+{
+    if (a->user.snapshot_begin == NULL) {
+        return;
+    }
+    a->slice_snapshots = true;
+    a->raft_fsm.version = 3;
+    a->raft_fsm.snapshot_finalize = rfsm_snapshot_finalize;
+    a->raft_fsm.snapshot_async = rfsm_snapshot_async;
+}
+
 void rfsm_abort_snapshot(struct rfsm *a)
 {
+    if (a->slices != NULL && a->slices->snap != NULL) {
+        slices_stop(a, a->slices, false);
+    }
     if (a->dumping) {
         forkdump_abort(&a->dump);
     }
@@ -266,6 +594,9 @@ void rfsm_init(struct rfsm *a, const struct rgroup_fsm *fsm)
 {
     INVARIANT(fsm->apply != NULL && fsm->snapshot != NULL &&
               fsm->restore != NULL);
+    INVARIANT((fsm->snapshot_begin == NULL) ==
+                  (fsm->snapshot_step == NULL) &&
+              (fsm->snapshot_begin == NULL) == (fsm->snapshot_end == NULL));
     memset(a, 0, sizeof *a);
     a->user = *fsm;
     a->max_snapshot_raw = RFSM_DEFAULT_MAX_SNAPSHOT;

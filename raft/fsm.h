@@ -26,6 +26,19 @@
  *     snapshot is taken inline as in version 1. rgroup_fsm.snapshot then
  *     runs in the child: it must not log or change anything the parent
  *     relies on (its changes are lost with the child);
+ *   - snapshot in slices (rfsm_slice_snapshots, raft_fsm version 3), for
+ *     an fsm with snapshot_begin/step/end (raft/types.h): snapshot() on
+ *     the loop only begins it (the fsm fixes the state at raft's index)
+ *     and allocates its bytes; the loop then writes them one slice per
+ *     turn (rfsm_snapshot_slice: at most RFSM_SLICE_NS, however large the
+ *     state) while entries keep being applied. snapshot_async, on raft's
+ *     threadpool, waits for the last slice (faulting the raw copy's
+ *     pages in meanwhile), seals and compresses the bytes in a thread at
+ *     FORKDUMP_NICE and unmaps the raw copy; finalize ends the fsm's snapshot if
+ *     it was not whole (a failure, or rfsm_abort_snapshot on close, which
+ *     also wakes the waiting thread). The loop never waits for the
+ *     thread. One per process at a time, as for children: each holds a
+ *     threadpool thread while it waits;
  *   - restore: lz_decompress, rgroup_fsm.restore, and on success
  *     raft_free(buf->base) as raft 0.15 requires (on failure raft keeps it).
  *
@@ -34,7 +47,8 @@
  * Direction: raft/group uses this module; it uses raft/types.h only (never
  * group.h), and reaches the group's waiting commands through @claim.
  * Everything runs on the raft loop thread, except snapshot_async (raft's
- * threadpool: it touches only the forkdump and dump_ok).
+ * threadpool: it touches only the forkdump and dump_ok, or the struct
+ * rfsm_slices under its lock and, once the slices are done, their bytes).
  */
 #ifndef RINGMQ_RAFT_FSM_H
 #define RINGMQ_RAFT_FSM_H
@@ -59,6 +73,12 @@
 /* Field number used only for padding; never give it a meaning in
  * raft_entry.proto (it should be declared `reserved 15;` there). */
 #define RFSM_PAD_FIELD 15u
+
+/* A slice of an incremental snapshot on the loop: it stops at the first
+ * look at the clock past RFSM_SLICE_NS; it looks after every
+ * RFSM_SLICE_CHUNK bytes. */
+#define RFSM_SLICE_NS 500000u
+#define RFSM_SLICE_CHUNK ((size_t)32 << 10)
 
 /* Default cap on a decompressed snapshot (lz also caps at LZ4's ~2 GiB). */
 #define RFSM_DEFAULT_MAX_SNAPSHOT ((size_t)1 << 31)
@@ -95,8 +115,13 @@ struct rfsm {
     uint64_t snapshots_restored;
     uint64_t snapshot_failures; /* snapshot()/restore() errors */
     uint64_t snapshots_forked;  /* of snapshots_taken, made by a child */
+    uint64_t snapshots_sliced;  /* of snapshots_taken, made in slices */
+    uint64_t slice_max_ns;      /* the longest slice on the loop so far */
+    uint64_t slice_cpu_max_ns;  /* the most CPU a slice took so far */
     /* private */
     bool fork_snapshots;
+    bool slice_snapshots;
+    struct rfsm_slices *slices; /* the snapshot being written in slices */
     bool dumping;          /* a child is serializing (forked) */
     bool dump_ok;          /* set by snapshot_async, read in finalize */
     size_t dump_len;       /* likewise: the compressed snapshot's size */
@@ -113,8 +138,20 @@ void rfsm_init(struct rfsm *a, const struct rgroup_fsm *fsm);
  * Before raft_init; the io must have async_work and version >= 2. */
 void rfsm_fork_snapshots(struct rfsm *a);
 
-/* Shutting down: a child still serializing is killed, so raft's close
- * (which waits for its async work) does not wait for it. */
+/* Take snapshots in slices on the loop from now on (raft_fsm version 3),
+ * if the fsm has snapshot_begin/step/end (else nothing changes). Before
+ * raft_init; the io as for rfsm_fork_snapshots. The loop must then call
+ * rfsm_snapshot_slice once a turn, and not block in poll while
+ * rfsm_snapshot_slicing. */
+void rfsm_slice_snapshots(struct rfsm *a);
+/* A snapshot has bytes left to write on the loop. */
+bool rfsm_snapshot_slicing(const struct rfsm *a);
+/* Write the next slice of the snapshot in progress, if any. */
+void rfsm_snapshot_slice(struct rfsm *a);
+
+/* Shutting down: a child still serializing is killed, a snapshot being
+ * sliced is ended, so raft's close (which waits for its async work) does
+ * not wait for either. */
 void rfsm_abort_snapshot(struct rfsm *a);
 
 /* Encoded-size bound of a command of @len bytes inside a batch. */

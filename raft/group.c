@@ -362,7 +362,7 @@ static void update_idle(struct rgroup *g)
         return;
     }
     if (flushable(g) || g->done_head != NULL ||
-        rmember_pending(&g->member)) {
+        rmember_pending(&g->member) || rfsm_snapshot_slicing(&g->fsm)) {
         uv_idle_start(&g->idle, idle_cb);
     } else {
         uv_idle_stop(&g->idle);
@@ -738,7 +738,13 @@ static void prepare_cb(uv_prepare_t *h)
 
 static void check_cb(uv_check_t *h)
 {
-    process(h->data);
+    struct rgroup *g = h->data;
+
+    /* once a turn (not in prepare too): a slice is the loop's time */
+    if (!g->closing) {
+        rfsm_snapshot_slice(&g->fsm);
+    }
+    process(g);
 }
 
 static void idle_cb(uv_idle_t *h)
@@ -979,7 +985,9 @@ static int check_config(const struct rgroup_config *cfg,
 
     *self_addr = NULL;
     if (fsm == NULL || fsm->apply == NULL || fsm->snapshot == NULL ||
-        fsm->restore == NULL) {
+        fsm->restore == NULL ||
+        (fsm->snapshot_begin != NULL &&
+         (fsm->snapshot_step == NULL || fsm->snapshot_end == NULL))) {
         snprintf(errmsg, errlen, "state machine callbacks missing");
         return -1;
     }
@@ -1179,14 +1187,19 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
     g->fsm.claim_data = g;
     g->fsm.stamp = &g->stamp;
     g->fsm.raft = &g->raft;
-    if (!cfg->inline_snapshots) {
+    if (!cfg->inline_snapshots ||
+        (cfg->incremental_snapshots && fsm->snapshot_begin != NULL)) {
         /* raft 0.15's raft_uv_init says version 1 although its io has
          * async_work, and raft_init refuses an async fsm on a version 1 io
          * (fixed upstream in 0.17.1) */
         if (g->io.version < 2) {
             g->io.version = 2;
         }
-        rfsm_fork_snapshots(&g->fsm);
+        if (cfg->incremental_snapshots && fsm->snapshot_begin != NULL) {
+            rfsm_slice_snapshots(&g->fsm);
+        } else {
+            rfsm_fork_snapshots(&g->fsm);
+        }
     }
 
     /* io->init: checks the directory, probes O_DIRECT/KAIO, loads metadata */
@@ -1454,6 +1467,9 @@ void rgroup_status(const struct rgroup *g, struct rgroup_status *out)
     }
     out->snapshots_taken = g->fsm.snapshots_taken;
     out->snapshots_restored = g->fsm.snapshots_restored;
+    out->snapshots_sliced = g->fsm.snapshots_sliced;
+    out->snapshot_slice_max_us = g->fsm.slice_max_ns / 1000;
+    out->snapshot_slice_cpu_max_us = g->fsm.slice_cpu_max_ns / 1000;
     out->batches_proposed = g->batches_proposed;
     out->cmds_proposed = g->cmds_proposed;
     out->queued_cmds = g->q_len;

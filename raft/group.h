@@ -93,6 +93,11 @@ struct rgroup_config {
     /* Serialize snapshots on the loop thread instead of in a forked child
      * (raft/fsm.h): the loop stalls for as long as the state takes. */
     bool inline_snapshots;
+    /* Write snapshots on the loop a slice at a time while entries keep
+     * being applied, if the fsm can (snapshot_begin, raft/types.h): no
+     * fork, no stall. Overrides inline_snapshots for such an fsm; any
+     * other snapshots as inline_snapshots says. */
+    bool incremental_snapshots;
     size_t max_entry_bytes;      /* batch size cap; 0 = 4 MiB */
     unsigned max_inflight;       /* raft_apply calls in flight; 0 = 16 */
     /* Admission bound on the commands queued behind those in flight (not
@@ -145,6 +150,10 @@ struct rgroup_status {
     uint64_t snapshot_index; /* index of the last snapshot taken/installed */
     uint64_t snapshots_taken;
     uint64_t snapshots_restored;
+    uint64_t snapshots_sliced; /* of snapshots_taken, written in slices */
+    uint64_t snapshot_slice_max_us; /* their longest slice on the loop */
+    uint64_t snapshot_slice_cpu_max_us; /* the most CPU one took (the
+                                           same without preemption) */
     uint64_t batches_proposed; /* entries this replica proposed */
     uint64_t cmds_proposed;    /* commands in them (group commit ratio) */
     uint64_t queued_cmds;      /* submitted, waiting to be proposed */

@@ -79,6 +79,19 @@ struct rgroup_fsm {
     int (*snapshot)(void *data, void **buf, size_t *len);
     /* Replace the whole state; @buf borrowed. 0 or -1 (corrupt). */
     int (*restore)(void *data, const void *buf, size_t len);
+    /* Optional (begin, step and end all, or none): a snapshot written on
+     * the loop a slice at a time while apply goes on (raft/fsm.h,
+     * rgroup_config.incremental_snapshots). begin fixes the state to
+     * snapshot, the state as it is now, and gives the size of its bytes
+     * (NULL: not now); step writes the next bytes, at most @room (> 0),
+     * and returns how many (> 0 until all are written), and whatever
+     * apply does meanwhile must not change them; seal (optional) runs on
+     * a worker thread on the whole bytes before they are compressed and
+     * touches nothing else; end frees the snapshot, whole or not. */
+    void *(*snapshot_begin)(void *data, size_t *len);
+    size_t (*snapshot_step)(void *snap, void *out, size_t room);
+    void (*snapshot_seal)(void *buf, size_t len);
+    void (*snapshot_end)(void *snap);
 };
 
 /* Outcome of a membership change (group.h: rgroup_add_voter). */

@@ -69,6 +69,7 @@
 #include "common/ring.h"
 #include "sm/cache_move.h"
 #include "sm/cache_moves.h"
+#include "sm/cache_snap.h"
 #include "sm/cache_table.h"
 #include "sm/dedup.h"
 #include "sm/shard_ring.h"
@@ -86,9 +87,21 @@
 #define SNAP_HEADER_V1_LEN (4 + 4 + 8 + 8 + 8 + 8)
 /* + mem_limit, item_size_max, configured */
 #define SNAP_HEADER_LEN (SNAP_HEADER_V1_LEN + 8 + 4 + 1)
-/* key_len, flags, value_len, exp_ms, cas */
-#define SNAP_ITEM_FIXED (1 + 4 + 4 + 8 + 8)
+#define SNAP_ITEM_FIXED CACHE_SNAP_ITEM_FIXED
 #define SNAP_TRAILER_LEN 8
+_Static_assert(ITEM_OVERHEAD >= SNAP_ITEM_FIXED,
+               "a snapshot's size follows from the charged bytes");
+
+/* An incremental snapshot (cache_sm.h): the bytes before the items are
+ * made at begin, the items come from cache_snap, the trailer is sealed. */
+struct cache_sm_snap {
+    struct cache_sm *sm;
+    unsigned char *head; /* header, ring, moves, request ids */
+    size_t head_len;
+    struct cache__snap items;
+    size_t len;     /* all the bytes, trailer included */
+    size_t written;
+};
 
 struct cache_sm {
     /* The shard's settings (CACHE_OP_CONFIG); part of the state. */
@@ -106,6 +119,8 @@ struct cache_sm {
     struct cache_item *oldest; /* write order: eviction starts here */
     struct cache_item *newest;
     uint64_t bytes; /* sum of item charges */
+    uint64_t next_order; /* cache_item.order of the last append */
+    struct cache_sm_snap *snap; /* the snapshot in progress, or NULL */
 
     uint64_t clock_ms; /* max now_ms applied */
     uint64_t next_cas;
@@ -129,6 +144,7 @@ static bool item_expired(const struct cache_item *it, uint64_t now_ms)
 
 static void list_append(struct cache_sm *sm, struct cache_item *it)
 {
+    it->order = ++sm->next_order;
     it->newer = NULL;
     it->older = sm->newest;
     if (sm->newest != NULL) {
@@ -155,6 +171,27 @@ static void list_remove(struct cache_sm *sm, struct cache_item *it)
     it->newer = NULL;
 }
 
+/* @it is about to change in place (or move): a snapshot in progress that
+ * has not written it yet keeps it as it is. */
+static void before_change(struct cache_sm *sm, struct cache_item *it)
+{
+    if (sm->snap != NULL && cache__snap_pending(&sm->snap->items, it)) {
+        cache__snap_save_copy(&sm->snap->items, it);
+    }
+}
+
+/* @it leaves the state: true if a snapshot in progress that has not
+ * written it yet took it (else the caller frees it). Before unlinking it
+ * from the write order: the snapshot's cursor may stand on it. */
+static bool snapshot_keeps(struct cache_sm *sm, struct cache_item *it)
+{
+    if (sm->snap == NULL || !cache__snap_pending(&sm->snap->items, it)) {
+        return false;
+    }
+    cache__snap_save(&sm->snap->items, it);
+    return true;
+}
+
 static void move_newest(struct cache_sm *sm, struct cache_item *it)
 {
     if (sm->newest != it) {
@@ -172,6 +209,8 @@ static void link_item(struct cache_sm *sm, struct cache_item *it)
 
 static void drop_item(struct cache_sm *sm, struct cache_item *it)
 {
+    bool kept;
+
     /* an item gone at the source of a move (evicted, expired, deleted)
      * must go at the target too: it joins the move's dirty set */
     if (cache_moves_tracking(&sm->moves)) {
@@ -179,10 +218,14 @@ static void drop_item(struct cache_sm *sm, struct cache_item *it)
                           ring_hash(cache__item_key(it), it->key_len),
                           cache__item_key(it), it->key_len);
     }
-    cache__table_remove(&sm->table, it);
-    list_remove(sm, it);
+
     sm->bytes -= item_charge(it->key_len, it->value_len);
-    free(it);
+    cache__table_remove(&sm->table, it);
+    kept = snapshot_keeps(sm, it);
+    list_remove(sm, it);
+    if (!kept) {
+        free(it);
+    }
 }
 
 /* Free every item; keeps the bucket arrays (memcached never shrinks its
@@ -194,7 +237,10 @@ static void clear_items(struct cache_sm *sm)
 
     while (it != NULL) {
         struct cache_item *next = it->newer;
-        free(it);
+
+        if (!snapshot_keeps(sm, it)) {
+            free(it);
+        }
         it = next;
     }
     sm->oldest = NULL;
@@ -507,6 +553,7 @@ static void apply_delta(struct cache_sm *sm,
         /* memcached 1.6 rewrites in place and pads with spaces */
         char *dst = cache__item_value(old);
 
+        before_change(sm, old);
         memcpy(dst, buf, n);
         memset(dst + n, ' ', old->value_len - n);
         old->cas = sm->next_cas++;
@@ -557,6 +604,7 @@ static void apply_touch(struct cache_sm *sm,
         res->status = CACHE_TOUCHED;
     }
     if (exptime_to_ms(sm->clock_ms, op->exptime, &exp_ms)) {
+        before_change(sm, it);
         it->exp_ms = exp_ms;
         move_newest(sm, it);
     } else {
@@ -1063,6 +1111,7 @@ void cache_sm_free(struct cache_sm *sm)
     if (sm == NULL) {
         return;
     }
+    INVARIANT(sm->snap == NULL); /* its owner ends it first */
     clear_items(sm);
     cache__table_close(&sm->table);
     shard_ring_clear(&sm->ring);
@@ -1278,6 +1327,9 @@ void cache_sm_check(const struct cache_sm *sm)
 
     for (it = sm->oldest; it != NULL; prev = it, it = it->newer) {
         INVARIANT(it->older == prev);
+        /* a snapshot in progress relies on it (sm/cache_snap.h) */
+        INVARIANT(prev == NULL || it->order > prev->order);
+        INVARIANT(it->order <= sm->next_order);
         INVARIANT(it->key_len > 0);
         INVARIANT(it->cas != 0 && it->cas < sm->next_cas);
         INVARIANT(cache__table_find(&sm->table, it->hash, cache__item_key(it),
@@ -1425,17 +1477,14 @@ void cache_sm_stats(const struct cache_sm *sm, struct cache_sm_stats *out)
  *   u64 checksum: cache__hash(all bytes before it, SNAP_SEED)
  *
  * Items go oldest first so restore rebuilds the same write order, hence the
- * same future evictions.
+ * same future evictions. The inline and the incremental snapshot are the
+ * same bytes (cache_sm_snapshot is one taken whole).
  */
 
-
-int cache_sm_snapshot(const struct cache_sm *sm,
-                      void *(*alloc)(size_t),
-                      void **out,
-                      size_t *out_len)
+/* The bytes before the items, as the state is now (xmalloc'd). */
+static unsigned char *snap_head(const struct cache_sm *sm, size_t *len_out)
 {
-    const struct cache_item *it;
-    unsigned char *buf;
+    unsigned char *head;
     unsigned char *p;
     size_t ring_len;
     void *ring = shard_ring_encode(&sm->ring, &ring_len);
@@ -1447,20 +1496,9 @@ int cache_sm_snapshot(const struct cache_sm *sm,
     cache_moves_encode(&sm->moves, &moves);
     buf_init(&ids);
     dedup_encode(&sm->dedup, &ids);
-    len = SNAP_HEADER_LEN + 4 + ring_len + 4 + moves.len + 4 + ids.len +
-          SNAP_TRAILER_LEN;
-
-    for (it = sm->oldest; it != NULL; it = it->newer) {
-        len += SNAP_ITEM_FIXED + it->key_len + it->value_len;
-    }
-    buf = alloc(len);
-    if (buf == NULL) {
-        free(ring);
-        buf_free(&moves);
-        buf_free(&ids);
-        return -1;
-    }
-    p = le_put_u32(buf, SNAP_MAGIC);
+    len = SNAP_HEADER_LEN + 4 + ring_len + 4 + moves.len + 4 + ids.len;
+    head = xmalloc(len);
+    p = le_put_u32(head, SNAP_MAGIC);
     p = le_put_u32(p, SNAP_VERSION);
     p = le_put_u64(p, sm->clock_ms);
     p = le_put_u64(p, sm->next_cas);
@@ -1476,32 +1514,128 @@ int cache_sm_snapshot(const struct cache_sm *sm,
     }
     free(ring);
     p = le_put_u32(p, (uint32_t)moves.len);
-    memcpy(p, moves.data, moves.len);
-    p += moves.len;
+    if (moves.len > 0) {
+        memcpy(p, moves.data, moves.len);
+        p += moves.len;
+    }
     buf_free(&moves);
     p = le_put_u32(p, (uint32_t)ids.len);
-    memcpy(p, ids.data, ids.len);
-    p += ids.len;
-    buf_free(&ids);
-    for (it = sm->oldest; it != NULL; it = it->newer) {
-        *p++ = it->key_len;
-        p = le_put_u32(p, it->flags);
-        p = le_put_u32(p, it->value_len);
-        p = le_put_u64(p, it->exp_ms);
-        p = le_put_u64(p, it->cas);
-        memcpy(p, it->data, (size_t)it->key_len + it->value_len);
-        p += (size_t)it->key_len + it->value_len;
+    if (ids.len > 0) {
+        memcpy(p, ids.data, ids.len);
+        p += ids.len;
     }
-    p = le_put_u64(p, cache__hash(buf, (size_t)(p - buf), SNAP_SEED));
+    buf_free(&ids);
+    INVARIANT((size_t)(p - head) == len);
+    *len_out = len;
+    return head;
+}
+
+/* A snapshot of the state as it is now, not yet known to @sm. */
+static struct cache_sm_snap *snap_new(const struct cache_sm *sm)
+{
+    struct cache_sm_snap *s = xcalloc(1, sizeof(*s));
+
+    s->head = snap_head(sm, &s->head_len);
+    cache__snap_init(&s->items, sm->oldest, sm->newest, sm->table.count);
+    /* a record is an item's charge less what the charge adds to it */
+    s->len = s->head_len +
+             (size_t)(sm->bytes - sm->table.count *
+                                      (uint64_t)(ITEM_OVERHEAD -
+                                                 SNAP_ITEM_FIXED)) +
+             SNAP_TRAILER_LEN;
+    return s;
+}
+
+static void snap_free(struct cache_sm_snap *s)
+{
+    cache__snap_close(&s->items);
+    free(s->head);
+    free(s);
+}
+
+struct cache_sm_snap *cache_sm_snapshot_begin(struct cache_sm *sm,
+                                              size_t *len)
+{
+    struct cache_sm_snap *s;
+
+    if (sm->snap != NULL) {
+        return NULL;
+    }
+    s = snap_new(sm);
+    s->sm = sm;
+    sm->snap = s; /* apply now saves what it has not written */
+    *len = s->len;
+    return s;
+}
+
+size_t cache_sm_snapshot_step(struct cache_sm_snap *s, void *out,
+                              size_t room)
+{
+    unsigned char *p = out;
+    size_t n = 0;
+    size_t k;
+
+    if (room > s->len - s->written) {
+        room = s->len - s->written;
+    }
+    if (s->written < s->head_len) {
+        k = s->head_len - s->written < room ? s->head_len - s->written : room;
+        memcpy(p, s->head + s->written, k);
+        n += k;
+    }
+    n += cache__snap_step(&s->items, p + n, room - n);
+    if (s->items.items_left == 0 && n < room) {
+        /* the trailer: zero until sealed */
+        k = room - n;
+        INVARIANT(k <= SNAP_TRAILER_LEN);
+        memset(p + n, 0, k);
+        n += k;
+    }
+    s->written += n;
+    INVARIANT(s->written <= s->len);
+    return n;
+}
+
+void cache_sm_snapshot_seal(void *buf, size_t len)
+{
+    unsigned char *p = buf;
+
+    INVARIANT(len >= SNAP_TRAILER_LEN);
+    le_put_u64(p + len - SNAP_TRAILER_LEN,
+               cache__hash(p, len - SNAP_TRAILER_LEN, SNAP_SEED));
+}
+
+void cache_sm_snapshot_end(struct cache_sm_snap *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    INVARIANT(s->sm->snap == s);
+    s->sm->snap = NULL;
+    snap_free(s);
+}
+
+int cache_sm_snapshot(const struct cache_sm *sm, void *(*alloc)(size_t),
+                      void **out, size_t *out_len)
+{
+    /* taken whole: nothing changes meanwhile, so @sm need not know it */
+    struct cache_sm_snap *s = snap_new(sm);
+    size_t len = s->len;
+    unsigned char *buf = alloc(len);
+    size_t n;
+
+    if (buf == NULL) {
+        snap_free(s);
+        return -1;
+    }
+    n = cache_sm_snapshot_step(s, buf, len);
+    INVARIANT(n == len); /* the size said is the size written */
+    snap_free(s);
+    cache_sm_snapshot_seal(buf, len);
     *out = buf;
     *out_len = len;
     return 0;
 }
-
-
-
-
-
 
 /* Parse one item record into a new item linked into @tmp. */
 static bool restore_item(struct cache_sm *tmp, struct le_reader *r)
@@ -1554,6 +1688,9 @@ int cache_sm_restore(struct cache_sm *sm, const void *buf, size_t len)
 
     /* the error path clears what tmp holds: start it empty */
     memset(&tmp, 0, sizeof(tmp));
+    /* the write order goes on: a snapshot in progress must never take
+     * the restored items for ones it has not written */
+    tmp.next_order = sm->next_order;
     shard_ring_init(&tmp.ring);
     cache_moves_init(&tmp.moves);
     /* before version 5: no ids, this replica's limits */
@@ -1639,11 +1776,12 @@ int cache_sm_restore(struct cache_sm *sm, const void *buf, size_t len)
         goto err_after_table;
     }
 
-    clear_items(sm);
+    clear_items(sm); /* hands a snapshot in progress what it still needs */
     cache__table_close(&sm->table);
     shard_ring_clear(&sm->ring);
     cache_moves_clear(&sm->moves);
     dedup_close(&sm->dedup);
+    tmp.snap = sm->snap;
     *sm = tmp;
     return 0;
 

@@ -159,9 +159,37 @@ bool cache_sm_export_item(const struct cache_sm *sm, const char *key,
 
 /* Serialize the whole state into one buffer from @alloc (the caller passes
  * raft_malloc or malloc). Uncompressed: the raft/ layer compresses. Returns 0,
- * or -1 if @alloc failed. */
+ * or -1 if @alloc failed. O(state). */
 int cache_sm_snapshot(const struct cache_sm *sm, void *(*alloc)(size_t),
                       void **out, size_t *out_len);
+
+/*
+ * The same bytes, written a slice at a time while writes keep being
+ * applied: an incremental snapshot (sm/cache_snap.h). begin fixes the
+ * state the snapshot holds, the state as it is then, and says the size
+ * of its bytes (*@len); every step writes the next bytes (at most @room)
+ * and returns how many, until all @len are written. Apply meanwhile keeps
+ * for the snapshot the items it changes or removes before the snapshot
+ * wrote them (removed ones are handed over, changed ones copied), so the
+ * bytes are the state at begin whatever is applied, restored and flushed
+ * meanwhile. The last 8 bytes (a checksum) stay zero until
+ * cache_sm_snapshot_seal, which reads only the bytes given and may run on
+ * any thread. end frees the snapshot, finished or not; it must come
+ * before cache_sm_free.
+ *
+ * Costs: begin O(ring + moves + request ids), never O(items); a step
+ * O(@room + saved items written * log saved); apply O(log saved) more per
+ * item it changes that the snapshot still needs, plus a copy for a change
+ * in place (incr, touch). One snapshot per machine at a time: begin
+ * returns NULL while one is in progress.
+ */
+struct cache_sm_snap;
+struct cache_sm_snap *cache_sm_snapshot_begin(struct cache_sm *sm,
+                                              size_t *len);
+size_t cache_sm_snapshot_step(struct cache_sm_snap *s, void *out,
+                              size_t room);
+void cache_sm_snapshot_seal(void *buf, size_t len);
+void cache_sm_snapshot_end(struct cache_sm_snap *s);
 
 /* Replace the whole state with a snapshot. @buf is borrowed. On error
  * (-1: truncated or corrupt) the previous state is kept. */

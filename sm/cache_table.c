@@ -25,8 +25,9 @@ struct cache_item *cache__item_new(const char *key,
 {
     struct cache_item *it;
 
-    it = xmalloc(sizeof(*it) + key_len + value_len);
-    memset(it, 0, sizeof(*it));
+    /* the data starts inside the header's tail padding */
+    it = xmalloc(offsetof(struct cache_item, data) + key_len + value_len);
+    memset(it, 0, offsetof(struct cache_item, data));
     it->hash = hash;
     it->key_len = (uint8_t)key_len;
     it->value_len = (uint32_t)value_len;

@@ -25,6 +25,10 @@ struct cache_item {
     struct cache_item *older;  /* write order list, toward the oldest */
     struct cache_item *newer;  /* write order list, toward the newest */
     uint64_t hash;             /* cache__hash_key() of the key */
+    /* Where the item stands in the write order: every append to the
+     * newest end takes a larger one (sm/cache_snap.h merges by it). Local
+     * to this replica: never in the digest or a snapshot. */
+    uint64_t order;
     uint64_t exp_ms;           /* absolute expiry in ms; 0 = never */
     uint64_t cas;
     uint32_t flags;
@@ -32,6 +36,12 @@ struct cache_item {
     uint8_t key_len; /* 1..CACHE_KEY_MAX (250) */
     char data[];     /* key_len key bytes, then value_len bytes */
 };
+
+/* The bytes of @it's allocation (what a copy of it takes). */
+static inline size_t cache__item_size(const struct cache_item *it)
+{
+    return offsetof(struct cache_item, data) + it->key_len + it->value_len;
+}
 
 static inline const char *cache__item_key(const struct cache_item *it)
 {
@@ -49,7 +59,7 @@ static inline const char *cache__item_cvalue(const struct cache_item *it)
 }
 
 /* One allocation holding header, key and room for @value_len bytes (left
- * uninitialized). Links are NULL, exp_ms/cas/flags 0. @key is copied.
+ * uninitialized). Links are NULL, order/exp_ms/cas/flags 0. @key is copied.
  * Never NULL: out of memory aborts (apply must not depend on malloc). */
 struct cache_item *cache__item_new(const char *key,
                                    size_t key_len,

@@ -11,8 +11,10 @@
 
 /* u64 id | u64 claim_ms | u64 msg_id | u64 gen | u8 reason | u8 has_dlrk
  * | u8 vhost_len | u8 queue_len | u8 dlx_len | u8 dlrk_len | u32 body_len
- * | names, body */
+ * | u32 seg | u32 off | names
+ * (bodies inline: no seg and off, the body after the names) */
 #define SNAP_ENTRY_FIXED (8 * 4 + 6 + 4)
+#define SNAP_ENTRY_REF 8
 /* u64 next_id | u64 dropped | u64 count */
 #define SNAP_FIXED (8 * 3)
 #define REASONS 3 /* enum mq_sm_dl_reason */
@@ -44,7 +46,8 @@ struct mq_outbox_entry *mq_outbox_entry_new(const struct mq_outbox_src *src)
 {
     size_t names = (size_t)src->vhost_len + src->queue_len + src->dlx_len +
                    src->dlrk_len;
-    struct mq_outbox_entry *e = xmalloc(sizeof(*e) + names + src->body_len);
+    size_t body = src->seg == 0 ? src->body_len : 0;
+    struct mq_outbox_entry *e = xmalloc(sizeof(*e) + names + body);
 
     memset(e, 0, sizeof(*e));
     e->msg_id = src->msg_id;
@@ -56,9 +59,11 @@ struct mq_outbox_entry *mq_outbox_entry_new(const struct mq_outbox_src *src)
     e->dlx_len = src->dlx_len;
     e->dlrk_len = src->dlrk_len;
     e->body_len = src->body_len;
+    e->seg = src->seg;
+    e->off = src->off;
     memcpy(e->data, src->names, names);
-    if (src->body_len > 0) {
-        memcpy(e->data + names, src->body, src->body_len);
+    if (body > 0) {
+        memcpy(e->data + names, src->body, body);
     }
     return e;
 }
@@ -212,7 +217,10 @@ static size_t slot_of(const struct mq_outbox *o, uint64_t id)
     return lo < o->n && o->ids[lo] == id ? lo : o->n;
 }
 
-size_t mq_outbox_settle(struct mq_outbox *o, const uint64_t *ids, size_t n)
+size_t mq_outbox_settle(struct mq_outbox *o, const uint64_t *ids, size_t n,
+                        void (*gone)(void *arg,
+                                     const struct mq_outbox_entry *e),
+                        void *arg)
 {
     size_t removed = 0;
     size_t i;
@@ -225,6 +233,9 @@ size_t mq_outbox_settle(struct mq_outbox *o, const uint64_t *ids, size_t n)
         }
         o->bytes -= entry_data_len(o->v[s]);
         claim_unlink(o, o->v[s]);
+        if (gone != NULL) {
+            gone(arg, o->v[s]);
+        }
         free(o->v[s]);
         o->v[s] = NULL;
         o->holes++;
@@ -295,16 +306,70 @@ const struct mq_outbox_entry *mq_outbox_next(const struct mq_outbox *o,
     return NULL;
 }
 
-size_t mq_outbox_snap_len(const struct mq_outbox *o)
+/* @old's place in the claim order and its slot go to @e. */
+static void replace(struct mq_outbox *o, size_t slot,
+                    struct mq_outbox_entry *old, struct mq_outbox_entry *e)
 {
-    return SNAP_FIXED + mq_outbox_count(o) * (size_t)SNAP_ENTRY_FIXED +
-           (size_t)o->bytes;
+    e->claim_prev = old->claim_prev;
+    e->claim_next = old->claim_next;
+    if (e->claim_prev != NULL) {
+        e->claim_prev->claim_next = e;
+    } else {
+        o->claim_first = e;
+    }
+    if (e->claim_next != NULL) {
+        e->claim_next->claim_prev = e;
+    } else {
+        o->claim_last = e;
+    }
+    o->v[slot] = e;
 }
 
-unsigned char *mq_outbox_snap_put(const struct mq_outbox *o, unsigned char *p)
+void mq_outbox_externalize(struct mq_outbox *o,
+                           void (*place)(void *arg,
+                                         struct mq_outbox_entry *old,
+                                         uint32_t *seg, uint32_t *off),
+                           void *arg)
+{
+    size_t i;
+
+    for (i = 0; i < o->n; i++) {
+        struct mq_outbox_entry *old = o->v[i];
+        struct mq_outbox_entry *e;
+        size_t names;
+
+        if (old == NULL) {
+            continue;
+        }
+        INVARIANT(old->seg == 0);
+        names = mq_outbox_names_len(old);
+        e = xmalloc(sizeof(*e) + names);
+        memcpy(e, old, sizeof(*e) + names);
+        place(arg, old, &e->seg, &e->off);
+        INVARIANT(e->seg != 0);
+        replace(o, i, old, e);
+    }
+}
+
+size_t mq_outbox_snap_len(const struct mq_outbox *o, bool inline_bodies)
 {
     const struct mq_outbox_entry *e;
     size_t pos = 0;
+    size_t len = SNAP_FIXED;
+
+    while ((e = mq_outbox_next(o, &pos)) != NULL) {
+        len += SNAP_ENTRY_FIXED + mq_outbox_names_len(e) +
+               (inline_bodies ? e->body_len : SNAP_ENTRY_REF);
+    }
+    return len;
+}
+
+unsigned char *mq_outbox_snap_put(const struct mq_outbox *o, unsigned char *p,
+                                  bool inline_bodies)
+{
+    const struct mq_outbox_entry *e;
+    size_t pos = 0;
+    size_t n;
 
     p = le_put_u64(p, o->next_id);
     p = le_put_u64(p, o->dropped);
@@ -321,13 +386,20 @@ unsigned char *mq_outbox_snap_put(const struct mq_outbox *o, unsigned char *p)
         *p++ = e->dlx_len;
         *p++ = e->dlrk_len;
         p = le_put_u32(p, e->body_len);
-        memcpy(p, e->data, entry_data_len(e));
-        p += entry_data_len(e);
+        INVARIANT((e->seg == 0) == inline_bodies);
+        if (!inline_bodies) {
+            p = le_put_u32(p, e->seg);
+            p = le_put_u32(p, e->off);
+        }
+        n = mq_outbox_names_len(e) + (inline_bodies ? e->body_len : 0);
+        memcpy(p, e->data, n);
+        p += n;
     }
     return p;
 }
 
-static struct mq_outbox_entry *get_entry(struct le_reader *r)
+static struct mq_outbox_entry *get_entry(struct le_reader *r,
+                                         bool inline_bodies)
 {
     struct mq_outbox_src src;
     struct mq_outbox_entry *e;
@@ -343,9 +415,13 @@ static struct mq_outbox_entry *get_entry(struct le_reader *r)
         !le_get_u8(r, &src.dlx_len) || !le_get_u8(r, &src.dlrk_len) ||
         !le_get_u32(r, &src.body_len) || src.reason >= REASONS ||
         has_dlrk > 1 || src.queue_len == 0 ||
+        (!inline_bodies &&
+         (!le_get_u32(r, &src.seg) || !le_get_u32(r, &src.off) ||
+          src.seg == 0)) ||
         !le_get_bytes(r, &data,
                       (size_t)src.vhost_len + src.queue_len + src.dlx_len +
-                          src.dlrk_len + src.body_len)) {
+                          src.dlrk_len +
+                          (inline_bodies ? src.body_len : 0))) {
         return NULL;
     }
     src.has_dlrk = has_dlrk;
@@ -358,7 +434,8 @@ static struct mq_outbox_entry *get_entry(struct le_reader *r)
     return e;
 }
 
-bool mq_outbox_snap_get(struct mq_outbox *o, struct le_reader *r)
+bool mq_outbox_snap_get(struct mq_outbox *o, struct le_reader *r,
+                        bool inline_bodies)
 {
     uint64_t n;
     uint64_t i;
@@ -369,7 +446,7 @@ bool mq_outbox_snap_get(struct mq_outbox *o, struct le_reader *r)
         return false;
     }
     for (i = 0; i < n; i++) {
-        struct mq_outbox_entry *e = get_entry(r);
+        struct mq_outbox_entry *e = get_entry(r, inline_bodies);
 
         if (e == NULL) {
             return false;

@@ -69,11 +69,12 @@
 #include "sm/dlist.h"
 #include "sm/htable.h"
 #include "sm/mq_outbox.h"
+#include "sm/mq_segs.h"
 
 #define DIGEST_SEED 0x6d712d6469676573ULL /* "mq-diges" */
 #define SNAP_SEED 0x6d712d736e617073ULL   /* "mq-snaps" */
 #define SNAP_MAGIC 0x51514d52U            /* "RMQQ" little-endian */
-#define SNAP_VERSION 5U
+#define SNAP_VERSION 7U
 #define EXPORT_SEED 0x6d712d6d6f766573ULL /* "mq-moves" */
 #define EXPORT_MAGIC 0x58514d52U          /* "RMQX" little-endian */
 #define EXPORT_VERSION 1U
@@ -133,21 +134,56 @@ struct mq_owner;
  * on (mq_sm.h scopes). */
 enum own_level { OWN_CHANNEL = 0, OWN_CONN, OWN_ROUTER, OWN__COUNT };
 
+struct mq_msg;
+
+/* What only a checked-out message needs, allocated at checkout and freed
+ * when it is ready again or gone, so that a backlog of ready messages
+ * costs struct mq_msg alone. */
+struct mq_co {
+    struct hnode hn; /* tag table */
+    struct mq_msg *m;
+    struct mq_consumer *c; /* NULL once taken back (take_unacked) */
+    uint64_t tag;          /* 0 once taken back */
+    uint64_t co_seq;       /* the CHECKOUT seq that did it */
+};
+
+/* One message: 64 bytes on LP64 (asserted below), the body not
+ * included (mq_sm.h, "Message bodies"), unless the state keeps bodies
+ * inline (mq_sm.h, "Switching to external bodies"): then seg is 0 (no
+ * segment has that number) and the body follows the struct, in data, as
+ * before bodies left the state. */
 struct mq_msg {
-    struct hnode hn;     /* tag table, while checked out */
     struct mq_msg *prev; /* ready list or consumer's unacked list */
     struct mq_msg *next;
     struct mq_queue *q;
-    struct mq_consumer *c; /* NULL while ready */
+    struct mq_co *co; /* checked out; NULL while ready */
     uint64_t id;
-    uint64_t tag;    /* 0 while ready */
-    uint64_t co_seq; /* while checked out: the CHECKOUT seq that did it */
     uint64_t exp_ms; /* NEVER = no TTL */
     uint32_t delivery_count;
-    bool redelivered;
     uint32_t len;
-    unsigned char data[];
+    uint32_t seg;             /* the body's ref, with len and off */
+    uint32_t off : 31;        /* below a segment's size (<= 2^26) */
+    uint32_t redelivered : 1; /* returned at least once */
+    unsigned char data[];     /* seg 0: the body */
 };
+
+_Static_assert(sizeof(void *) != 8 || sizeof(struct mq_msg) == 64,
+               "struct mq_msg grew");
+_Static_assert(MQ_SM_SEG_BYTES < (1u << 31), "off has 31 bits");
+_Static_assert(MQ_SM_REC_HDR == MQ_SEGS_REC_HDR &&
+                   MQ_SM_REC_ALIGN == MQ_SEGS_REC_ALIGN &&
+                   MQ_SM_SEG_BYTES == MQ_SEGS_SEG_BYTES,
+               "mq_segs reserves what mq_sm.h says");
+
+static uint64_t msg_tag(const struct mq_msg *m)
+{
+    return m->co != NULL ? m->co->tag : 0;
+}
+
+static uint64_t msg_co_seq(const struct mq_msg *m)
+{
+    return m->co != NULL ? m->co->co_seq : 0;
+}
 
 struct mlist {
     struct mq_msg *head;
@@ -343,6 +379,10 @@ struct mq_sm {
     uint64_t create_floor; /* DECLARE may create with place_gen >= this */
     uint64_t move_seq;     /* freezes so far: names the next one */
     struct mq_outbox outbox; /* dead letters not yet settled */
+    struct mq_segs segs;     /* where bodies go */
+    /* Bodies in the body store (refs), or inline: replicated, see mq_sm.h
+     * "Switching to external bodies". */
+    bool bodies_external;
     uint64_t applied;
     /* Queues that an EXPIRE will act on at some time (queue_due() not
      * NEVER), a min-heap by (due_ms, seq): derived, not replicated; see
@@ -426,6 +466,18 @@ void mq_sm_result_init(struct mq_sm_result *res)
     res->reply_text = "";
 }
 
+void mq_sm_result_drop_writes(struct mq_sm_result *res)
+{
+    size_t i;
+
+    for (i = 0; i < res->n_writes; i++) {
+        free(res->writes[i].own);
+    }
+    free(res->writes);
+    res->writes = NULL;
+    res->n_writes = 0;
+}
+
 void mq_sm_result_clear(struct mq_sm_result *res)
 {
     size_t i;
@@ -436,8 +488,11 @@ void mq_sm_result_clear(struct mq_sm_result *res)
     free(res->deliveries);
     for (i = 0; i < res->n_dead; i++) {
         free((void *)res->dead[i].vhost);
+        free((void *)res->dead[i].body);
     }
     free(res->dead);
+    mq_sm_result_drop_writes(res);
+    free(res->freed);
     for (i = 0; i < res->n_deleted; i++) {
         free((void *)res->deleted[i].vhost);
     }
@@ -470,13 +525,26 @@ static void grow(void **arr, size_t n, size_t size)
     }
 }
 
+/* A copy of an inline body for a result (NULL if empty, as the caller
+ * that fills bodies leaves an empty one). */
+static void *body_copy(const void *body, uint32_t len)
+{
+    void *copy;
+
+    if (len == 0) {
+        return NULL;
+    }
+    copy = xmalloc(len);
+    memcpy(copy, body, len);
+    return copy;
+}
+
 /* A copy of outbox entry @e (kept or not: id 0) into @res. */
 static void add_dead_letter(struct mq_sm_result *res,
                             const struct mq_outbox_entry *e)
 {
     struct mq_sm_dead_letter *d;
-    size_t names = mq_outbox_names_len(e);
-    size_t len = names + e->body_len;
+    size_t len = mq_outbox_names_len(e);
     char *p;
 
     grow((void **)&res->dead, res->n_dead, sizeof(*res->dead));
@@ -497,7 +565,9 @@ static void add_dead_letter(struct mq_sm_result *res,
     d->dlx_len = e->dlx_len;
     d->dlrk = d->dlx + e->dlx_len;
     d->dlrk_len = e->dlrk_len;
-    d->body = d->dlrk + e->dlrk_len;
+    d->seg = e->seg;
+    d->off = e->off;
+    d->body = e->seg == 0 ? body_copy(mq_outbox_body(e), e->body_len) : NULL;
     d->body_len = e->body_len;
 }
 
@@ -523,42 +593,80 @@ static void add_deleted(struct mq_sm_result *res, const struct mq_queue *q,
 static void add_delivery(struct mq_sm_result *res, const struct mq_msg *m)
 {
     struct mq_sm_delivery *d;
-    void *body = NULL;
 
     grow((void **)&res->deliveries, res->n_deliveries,
          sizeof(*res->deliveries));
-    if (m->len > 0) {
-        body = xmalloc(m->len);
-        memcpy(body, m->data, m->len);
-    }
     d = &res->deliveries[res->n_deliveries++];
-    d->tag = m->tag;
+    d->tag = msg_tag(m);
     d->msg_id = m->id;
     d->delivery_count = m->delivery_count;
     d->redelivered = m->redelivered;
-    d->body = body;
+    d->seg = m->seg;
+    d->off = m->off;
+    d->body = m->seg == 0 ? body_copy(m->data, m->len) : NULL;
     d->body_len = m->len;
 }
 
 /* --------------------------------------------------------------- messages */
 
-static struct mq_msg *msg_new(const void *body, size_t len)
+/* A body of @len bytes gets its record; @res is told to store @body
+ * there, and to free @own with the write (NULL: @body is the command's). */
+static void body_place(struct mq_sm *sm, const void *body, uint32_t len,
+                       void *own, uint32_t *seg, uint32_t *off,
+                       struct mq_sm_result *res)
 {
-    struct mq_msg *m = xmalloc(sizeof(*m) + len);
+    struct mq_sm_write *w;
 
-    memset(m, 0, sizeof(*m));
-    m->len = (uint32_t)len;
-    if (len > 0) {
-        memcpy(m->data, body, len);
+    INVARIANT(sm->bodies_external);
+    mq_segs_place(&sm->segs, len, seg, off);
+    grow((void **)&res->writes, res->n_writes, sizeof(*res->writes));
+    w = &res->writes[res->n_writes++];
+    w->seg = *seg;
+    w->off = *off;
+    w->len = len;
+    w->body = body != NULL ? body : ""; /* never NULL (mq_sm.h) */
+    w->own = own;
+}
+
+/* A message (in no list) with the body of @len bytes at @body: inline,
+ * or, with bodies external, with a record now, to be stored by whoever
+ * gets @res. */
+static struct mq_msg *msg_new(struct mq_sm *sm, const void *body,
+                              uint32_t len, struct mq_sm_result *res)
+{
+    struct mq_msg *m;
+    uint32_t seg, off;
+
+    if (!sm->bodies_external) {
+        m = xmalloc(sizeof(*m) + len);
+        memset(m, 0, sizeof(*m));
+        m->len = len;
+        if (len > 0) {
+            memcpy(m->data, body, len);
+        }
+        return m;
     }
+    m = xmalloc(sizeof(*m));
+    memset(m, 0, sizeof(*m));
+    m->len = len;
+    body_place(sm, body, len, NULL, &seg, &off, res);
+    m->seg = seg;
+    m->off = off;
     return m;
 }
 
-/* Free a message that is in no list; drops its tag entry if checked out. */
+/* Free a message that is in no list; drops its tag entry if checked out
+ * and its ref of its segment. */
 static void msg_free(struct mq_sm *sm, struct mq_msg *m)
 {
-    if (m->tag != 0) {
-        ht_remove(&sm->tags, &m->hn);
+    if (m->co != NULL) {
+        if (m->co->tag != 0) {
+            ht_remove(&sm->tags, &m->co->hn);
+        }
+        free(m->co);
+    }
+    if (m->seg != 0) {
+        mq_segs_unref(&sm->segs, m->seg);
     }
     free(m);
 }
@@ -580,7 +688,9 @@ static void msg_discard(struct mq_sm *sm, struct mq_queue *q,
             .queue_len = q->name_len,
             .dlx_len = q->dlx_len,
             .dlrk_len = q->dlrk_len,
-            .body = m->data,
+            .seg = m->seg,
+            .off = m->off,
+            .body = m->data, /* seg 0: inline */
             .body_len = m->len,
         };
         struct mq_outbox_entry *e = mq_outbox_entry_new(&src);
@@ -589,6 +699,8 @@ static void msg_discard(struct mq_sm *sm, struct mq_queue *q,
         add_dead_letter(res, e);
         if (!kept) {
             free(e);
+        } else if (m->seg != 0) {
+            mq_segs_ref(&sm->segs, m->seg); /* the entry's, before m's goes */
         }
     }
     msg_free(sm, m);
@@ -671,7 +783,7 @@ enum pick {
 static bool picked(const struct mq_msg *m, enum pick pick)
 {
     return pick == PICK_ALL ||
-           (pick == PICK_PENDING) == (m->co_seq == CO_PENDING);
+           (pick == PICK_PENDING) == (msg_co_seq(m) == CO_PENDING);
 }
 
 /* Take every message of consumer @c with tag <= @max_tag (0 = all) that
@@ -689,7 +801,7 @@ static struct mq_msg *take_unacked(struct mq_sm *sm, struct mq_consumer *c,
     while (next != NULL) {
         struct mq_msg *m = only != NULL ? only : next;
 
-        if (only == NULL && max_tag != 0 && m->tag > max_tag) {
+        if (only == NULL && max_tag != 0 && msg_tag(m) > max_tag) {
             break;
         }
         next = m->next;
@@ -699,16 +811,16 @@ static struct mq_msg *take_unacked(struct mq_sm *sm, struct mq_consumer *c,
             }
             continue;
         }
-        if (m->co_seq == CO_PENDING) {
+        if (m->co->co_seq == CO_PENDING) {
             c->pending--;
         }
         mlist_remove(&c->unacked, m);
         c->q->unacked--;
-        ht_remove(&sm->tags, &m->hn);
-        m->tag = 0;
-        /* co_seq stays until requeue() reads it (set aside or delivered)
-         * and clears it there */
-        m->c = NULL;
+        ht_remove(&sm->tags, &m->co->hn);
+        m->co->tag = 0;
+        /* co (its co_seq) stays until requeue() reads it (set aside or
+         * delivered) and frees it there */
+        m->co->c = NULL;
         m->next = NULL;
         *tail = m;
         tail = &m->next;
@@ -873,10 +985,11 @@ static void requeue(struct mq_sm *sm, struct mq_queue *q, struct mq_msg *list)
             visit(sm);
             at = at->next;
         }
-        if (m->co_seq != CO_PENDING) {
+        if (msg_co_seq(m) != CO_PENDING) {
             m->redelivered = true;
         }
-        m->co_seq = 0; /* as a ready message restores from a snapshot */
+        free(m->co); /* as a ready message restores from a snapshot */
+        m->co = NULL;
         m->prev = NULL;
         m->next = NULL;
         mlist_insert_before(&q->ready, at, m);
@@ -1685,7 +1798,7 @@ static void apply_enqueue(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
             return;
         }
     }
-    m = msg_new(cmd->body, cmd->body_len);
+    m = msg_new(sm, cmd->body, (uint32_t)cmd->body_len, res);
     if (cmd->seq != 0) {
         client_record(sm, cl, cmd->client_id, cmd->seq);
     }
@@ -1786,21 +1899,24 @@ static void checkout_msg(struct mq_sm *sm, struct mq_consumer *c,
                          struct mq_msg *m, uint64_t co_seq)
 {
     mlist_remove(&c->q->ready, m);
-    m->c = c;
-    m->tag = sm->next_tag++;
-    m->co_seq = co_seq;
-    m->hn.hash = mix64(m->tag);
-    ht_insert(&sm->tags, &m->hn);
+    INVARIANT(m->co == NULL);
+    m->co = xmalloc(sizeof(*m->co));
+    m->co->m = m;
+    m->co->c = c;
+    m->co->tag = sm->next_tag++;
+    m->co->co_seq = co_seq;
+    m->co->hn.hash = mix64(m->co->tag);
+    ht_insert(&sm->tags, &m->co->hn);
     mlist_append(&c->unacked, m);
     c->q->unacked++;
-    c->served_tag = m->tag;
+    c->served_tag = m->co->tag;
 }
 
 /* Checked-out message @m goes to the edge in @res. */
 static void deliver_msg(struct mq_msg *m, uint64_t co_seq,
                         struct mq_sm_result *res)
 {
-    m->co_seq = co_seq;
+    m->co->co_seq = co_seq;
     m->delivery_count++;
     res->count++;
     add_delivery(res, m);
@@ -1896,7 +2012,7 @@ static void apply_checkout(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
          * unacked, never more, so no delivery exists that the edge cannot
          * know of (it would hold the consumer's credit, unseen). */
         for (m = c->unacked.head; m != NULL; m = m->next) {
-            if (m->co_seq == cmd->seq) {
+            if (m->co->co_seq == cmd->seq) {
                 res->count++;
                 add_delivery(res, m);
             }
@@ -1909,7 +2025,7 @@ static void apply_checkout(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     for (m = c->unacked.head; m != NULL && c->pending > 0 &&
                               res->count < cmd->max_messages;
          m = m->next) {
-        if (m->co_seq == CO_PENDING) {
+        if (m->co->co_seq == CO_PENDING) {
             c->pending--;
             deliver_msg(m, cmd->seq, res);
         }
@@ -1962,10 +2078,10 @@ static struct mq_msg *tag_find(const struct mq_sm *sm, uint64_t tag)
     struct hnode *e;
 
     for (e = ht_chain(&sm->tags, mix64(tag)); e != NULL; e = e->next) {
-        struct mq_msg *m = container_of(e, struct mq_msg, hn);
+        struct mq_co *co = container_of(e, struct mq_co, hn);
 
-        if (m->tag == tag) {
-            return m;
+        if (co->tag == tag) {
+            return co->m;
         }
     }
     return NULL;
@@ -1981,10 +2097,10 @@ static void settle_one(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
     struct mq_consumer *c;
     struct mq_msg *list;
 
-    if (m == NULL || !match_channel(m->c, &cmd->who)) {
+    if (m == NULL || !match_channel(m->co->c, &cmd->who)) {
         return;
     }
-    c = m->c;
+    c = m->co->c;
     list = take_unacked(sm, c, 0, m, PICK_DELIVERED, &res->count);
     finish_taken(sm, c->q, list, kind, back, res);
     consumer_gc(sm, c);
@@ -2200,6 +2316,15 @@ static void apply_expire(struct mq_sm *sm, struct mq_sm_result *res)
                         res);
 }
 
+static void entry_gone(void *arg, const struct mq_outbox_entry *e)
+{
+    struct mq_sm *sm = arg;
+
+    if (e->seg != 0) {
+        mq_segs_unref(&sm->segs, e->seg);
+    }
+}
+
 static void apply_dl_settle(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                             struct mq_sm_result *res)
 {
@@ -2207,7 +2332,8 @@ static void apply_dl_settle(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         set_error(res, MQ_SM_BAD_REQUEST, "bad outbox ids");
         return;
     }
-    res->count = mq_outbox_settle(&sm->outbox, cmd->tags, cmd->n_tags);
+    res->count = mq_outbox_settle(&sm->outbox, cmd->tags, cmd->n_tags,
+                                  entry_gone, sm);
 }
 
 /* ------------------------------------------------------------- lifecycle */
@@ -2236,6 +2362,7 @@ static int state_init(struct mq_sm *sm)
     sm->next_msg_id = 1;
     sm->next_tag = 1;
     mq_outbox_init(&sm->outbox);
+    mq_segs_init(&sm->segs, sm->segs.seg_bytes);
     return 0;
 
 err_after_tombs:
@@ -2285,6 +2412,7 @@ static void state_free(struct mq_sm *sm)
         while (m != NULL) {
             struct mq_msg *mn = m->next;
 
+            free(m->co);
             free(m);
             m = mn;
         }
@@ -2325,6 +2453,7 @@ static void state_free(struct mq_sm *sm)
     ht_close(&sm->tombs);
     ht_close(&sm->owners);
     mq_outbox_free(&sm->outbox);
+    mq_segs_free(&sm->segs);
     free(sm->due.v);
     free(sm->visits);
 }
@@ -2345,6 +2474,11 @@ struct mq_sm *mq_sm_new(const struct mq_sm_config *cfg)
     sm->dedup_clients = MQ_SM_DEDUP_CLIENTS_DEFAULT;
     if (cfg != NULL && cfg->dedup_clients != 0) {
         sm->dedup_clients = cfg->dedup_clients;
+    }
+    if (cfg != NULL && cfg->seg_bytes != 0) {
+        INVARIANT(cfg->seg_bytes % MQ_SM_REC_ALIGN == 0 &&
+                  cfg->seg_bytes <= MQ_SM_SEG_BYTES);
+        sm->segs.seg_bytes = cfg->seg_bytes;
     }
     if (state_init(sm) != 0) {
         goto err_after_alloc;
@@ -2376,6 +2510,89 @@ static void apply_move_done(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                             struct mq_sm_result *res);
 static void apply_move_abort(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
                              struct mq_sm_result *res);
+static void frozen_fill(struct mq_queue *q);
+
+/* ------------------------------------------------------- external bodies */
+
+/* Inline @m of list @l gets its body's record: a copy of @m that names
+ * it by ref takes its place (list, checkout), and @m goes to @res, whose
+ * write points into it. Returns the copy. */
+static struct mq_msg *msg_externalize(struct mq_sm *sm, struct mlist *l,
+                                      struct mq_msg *m,
+                                      struct mq_sm_result *res)
+{
+    struct mq_msg *x = xmalloc(sizeof(*x));
+    uint32_t seg, off;
+
+    *x = *m; /* the struct, not the body after it */
+    body_place(sm, m->data, m->len, m, &seg, &off, res);
+    x->seg = seg;
+    x->off = off;
+    if (x->prev != NULL) {
+        x->prev->next = x;
+    } else {
+        l->head = x;
+    }
+    if (x->next != NULL) {
+        x->next->prev = x;
+    } else {
+        l->tail = x;
+    }
+    if (x->co != NULL) {
+        x->co->m = x;
+    }
+    return x;
+}
+
+static void mlist_externalize(struct mq_sm *sm, struct mlist *l,
+                              struct mq_sm_result *res)
+{
+    struct mq_msg *m;
+
+    for (m = l->head; m != NULL; m = m->next) {
+        m = msg_externalize(sm, l, m, res);
+    }
+}
+
+struct externalize {
+    struct mq_sm *sm;
+    struct mq_sm_result *res;
+};
+
+static void entry_externalize(void *arg, struct mq_outbox_entry *old,
+                              uint32_t *seg, uint32_t *off)
+{
+    struct externalize *x = arg;
+
+    body_place(x->sm, mq_outbox_body(old), old->body_len, old, seg, off,
+               x->res);
+}
+
+/* The switch to external bodies (mq_sm.h): every inline body gets its
+ * record, in an order that is a function of the state: the ready
+ * messages of each queue (queues in creation order, each in queue
+ * order), then each consumer record's checked-out ones (records in
+ * creation order, each in tag order), then the outbox entries (id
+ * order). */
+static void bodies_externalize(struct mq_sm *sm, struct mq_sm_result *res)
+{
+    struct externalize x = {sm, res};
+    struct mq_queue *q;
+    struct mq_consumer *c;
+
+    INVARIANT(!sm->bodies_external && sm->segs.n == 0);
+    sm->bodies_external = true;
+    for (q = sm->q_first; q != NULL; q = q->next) {
+        mlist_externalize(sm, &q->ready, res);
+        if (q->frozen != NULL) {
+            frozen_fill(q); /* the copies */
+        }
+    }
+    for (c = sm->c_first; c != NULL; c = c->next) {
+        mlist_externalize(sm, &c->unacked, res);
+    }
+    mq_outbox_externalize(&sm->outbox, entry_externalize, &x);
+}
 
 static void apply_one(struct mq_sm *sm, uint64_t now_ms,
                       const struct mq_sm_cmd *cmd, struct mq_sm_result *res)
@@ -2454,9 +2671,16 @@ static void apply_one(struct mq_sm *sm, uint64_t now_ms,
             break;
         case MQ_SM_BOOT:
             apply_boot(sm, res);
+            if (!sm->bodies_external) {
+                bodies_externalize(sm, res); /* what BOOT left */
+            }
             break;
         case MQ_SM_ERA:
-            break; /* a marker: deliveries stay where they are (mq_sm.h) */
+            /* a marker: deliveries stay where they are (mq_sm.h) */
+            if (!sm->bodies_external) {
+                bodies_externalize(sm, res);
+            }
+            break;
         case MQ_SM_MOVE_OUT:
             apply_move_out(sm, cmd, res);
             break;
@@ -2506,6 +2730,7 @@ void mq_sm_apply(struct mq_sm *sm, uint64_t now_ms,
 {
     apply_one(sm, now_ms, cmd, res);
     due_named(sm, cmd);
+    res->freed = mq_segs_take_freed(&sm->segs, &res->n_freed);
     INVARIANT(sm->tags.count <= sm->next_tag);
     /* messages ever made: a bound on those still here */
     if (deep_check_due(sm->applied, sm->next_msg_id + sm->queues.count)) {
@@ -2533,8 +2758,7 @@ static void check_mlist(const struct mlist *l, void (*f)(const struct mq_msg *m,
 
 static void check_ready(const struct mq_msg *m, const void *owner)
 {
-    INVARIANT(m->q == owner && m->c == NULL && m->tag == 0);
-    INVARIANT(m->co_seq == 0);
+    INVARIANT(m->q == owner && m->co == NULL);
     INVARIANT(m->prev == NULL || m->prev->id < m->id); /* id order */
 }
 
@@ -2542,8 +2766,9 @@ static void check_unacked(const struct mq_msg *m, const void *owner)
 {
     const struct mq_consumer *c = owner;
 
-    INVARIANT(m->c == c && m->q == c->q && m->tag != 0);
-    INVARIANT(m->prev == NULL || m->prev->tag < m->tag); /* tag order */
+    INVARIANT(m->co != NULL && m->co->m == m);
+    INVARIANT(m->co->c == c && m->q == c->q && m->co->tag != 0);
+    INVARIANT(m->prev == NULL || msg_tag(m->prev) < m->co->tag); /* order */
 }
 
 /* One owner's lists: each member points back to it, in creation order;
@@ -2665,6 +2890,88 @@ static void check_due(const struct mq_sm *sm)
     }
 }
 
+/* Count @seg's ref in @refs (parallel to the segment table): false
+ * unless it is listed and the record inside what was reserved there. */
+static bool count_ref(const struct mq_sm *sm, uint32_t *refs, uint32_t seg,
+                      uint32_t off, uint32_t len)
+{
+    size_t i;
+
+    if (!sm->bodies_external) {
+        return seg == 0 && off == 0; /* inline */
+    }
+    i = mq_segs_index(&sm->segs, seg);
+    if (seg == 0 || i == SIZE_MAX || off >= sm->segs.seg_bytes ||
+        off + mq_segs_rec_len(len) > sm->segs.v[i].used ||
+        refs[i] == UINT32_MAX) {
+        return false;
+    }
+    refs[i]++;
+    return true;
+}
+
+static bool mlist_refs(const struct mq_sm *sm, uint32_t *refs,
+                       const struct mlist *l)
+{
+    const struct mq_msg *m;
+
+    for (m = l->head; m != NULL; m = m->next) {
+        if (!count_ref(sm, refs, m->seg, m->off, m->len)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* With bodies external, every body is named by a ref, every ref names a
+ * segment of the table, inside what it reserved, and each segment's refs
+ * are those naming it; with bodies inline, every body is inline and
+ * nothing was ever placed. @refs: room for one count per segment,
+ * zeroed. */
+static bool refs_agree(const struct mq_sm *sm, uint32_t *refs)
+{
+    const struct mq_outbox_entry *e;
+    const struct mq_queue *q;
+    const struct mq_consumer *c;
+    size_t pos = 0;
+    size_t i;
+
+    if (!sm->bodies_external &&
+        (sm->segs.n != 0 || sm->segs.cur_seg != 1 || sm->segs.cur_off != 0)) {
+        return false;
+    }
+    for (q = sm->q_first; q != NULL; q = q->next) {
+        if (!mlist_refs(sm, refs, &q->ready)) {
+            return false;
+        }
+    }
+    for (c = sm->c_first; c != NULL; c = c->next) {
+        if (!mlist_refs(sm, refs, &c->unacked)) {
+            return false;
+        }
+    }
+    while ((e = mq_outbox_next(&sm->outbox, &pos)) != NULL) {
+        if (!count_ref(sm, refs, e->seg, e->off, e->body_len)) {
+            return false;
+        }
+    }
+    for (i = 0; i < sm->segs.n; i++) {
+        if (refs[i] != sm->segs.v[i].refs) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void check_segs(const struct mq_sm *sm)
+{
+    uint32_t *refs = xcalloc(sm->segs.n + 1, sizeof(*refs));
+
+    INVARIANT(refs_agree(sm, refs));
+    mq_segs_check(&sm->segs, refs);
+    free(refs);
+}
+
 void mq_sm_check(const struct mq_sm *sm)
 {
     const struct mq_queue *q;
@@ -2683,7 +2990,7 @@ void mq_sm_check(const struct mq_sm *sm)
 
         check_mlist(&c->unacked, check_unacked, c);
         for (m = c->unacked.head; m != NULL; m = m->next) {
-            pending += m->co_seq == CO_PENDING;
+            pending += m->co->co_seq == CO_PENDING;
         }
         INVARIANT(pending == c->pending);
         INVARIANT(c->q != NULL || c->unacked.n == 0);
@@ -2696,6 +3003,23 @@ void mq_sm_check(const struct mq_sm *sm)
     INVARIANT(sm->clients.count <= sm->dedup_clients);
     check_due(sm);
     mq_outbox_check(&sm->outbox);
+    check_segs(sm);
+}
+
+void mq_sm_for_each_segment(const struct mq_sm *sm,
+                            void (*fn)(void *arg, uint32_t seg,
+                                       uint64_t used),
+                            void *arg)
+{
+    size_t i;
+
+    for (i = 0; i < sm->segs.n; i++) {
+        fn(arg, sm->segs.v[i].seg, sm->segs.v[i].used);
+    }
+    /* listed once something is reserved there */
+    if (sm->segs.cur_off == 0) {
+        fn(arg, sm->segs.cur_seg, 0);
+    }
 }
 
 /* ------------------------------------------------------------------ stats */
@@ -2795,17 +3119,26 @@ void mq_sm_stats(const struct mq_sm *sm, struct mq_sm_stats *out)
     out->dead_kept_bytes = sm->outbox.bytes;
     out->dead_dropped = sm->outbox.dropped;
     out->next_dead_id = sm->outbox.next_id;
+    out->bodies_external = sm->bodies_external;
     out->applied = sm->applied;
 }
 
 /* ----------------------------------------------------------------- digest */
 
+/* An inline body is hashed as the machine before refs did, so an old
+ * log replayed from the start digests as it did then. */
 static uint64_t msg_digest(const struct mq_msg *m)
 {
-    uint64_t h = hash_bytes(m->data, m->len, m->id);
+    uint64_t h;
 
-    h = mix64(h ^ m->tag);
-    h = mix64(h ^ m->co_seq);
+    if (m->seg == 0) {
+        h = hash_bytes(m->data, m->len, m->id);
+    } else {
+        h = mix64(m->id ^ mix64((uint64_t)m->seg << 32 | m->off));
+        h = mix64(h ^ m->len);
+    }
+    h = mix64(h ^ msg_tag(m));
+    h = mix64(h ^ msg_co_seq(m));
     h = mix64(h ^ m->exp_ms);
     h = mix64(h ^ (((uint64_t)m->delivery_count << 1) | m->redelivered));
     return h;
@@ -2886,10 +3219,28 @@ static uint64_t outbox_digest(const struct mq_outbox *o)
                      mix64(e->msg_id + 2) ^ mix64(e->gen + 3) ^
                      ((uint64_t)e->reason << 8 | e->has_dlrk);
 
-        x = hash_bytes(e->data, mq_outbox_names_len(e) + e->body_len, x);
+        if (e->seg == 0) { /* inline: as before refs (msg_digest()) */
+            x = hash_bytes(e->data, mq_outbox_names_len(e) + e->body_len, x);
+        } else {
+            x = hash_bytes(e->data, mq_outbox_names_len(e), x);
+            x = mix64(x ^ ((uint64_t)e->seg << 32 | e->off)) ^ e->body_len;
+        }
         x ^= (uint64_t)e->vhost_len | (uint64_t)e->queue_len << 8 |
              (uint64_t)e->dlx_len << 16 | (uint64_t)e->dlrk_len << 24;
         h = mix64(h ^ x) + 0x9e3779b97f4a7c15ULL;
+    }
+    return h;
+}
+
+/* The cursor and the table in order. */
+static uint64_t segs_digest(const struct mq_segs *s)
+{
+    uint64_t h = mix64(s->cur_seg ^ mix64(s->cur_off));
+    size_t i;
+
+    for (i = 0; i < s->n; i++) {
+        h = mix64(h ^ ((uint64_t)s->v[i].seg << 32 | s->v[i].refs));
+        h = mix64(h ^ s->v[i].used) + 0x9e3779b97f4a7c15ULL;
     }
     return h;
 }
@@ -2941,6 +3292,11 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
     d = mix64(d ^ ts);
     d = mix64(d ^ sm->tombs.count);
     d = mix64(d ^ outbox_digest(&sm->outbox));
+    /* The flag: with bodies inline the digest is the one of the machine
+     * before refs, with them external it covers the cursor and table. */
+    if (sm->bodies_external) {
+        d = mix64(d ^ segs_digest(&sm->segs));
+    }
     return d;
 }
 
@@ -2949,8 +3305,12 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
 /*
  * Snapshot format, all integers little-endian:
  *
- *   u32 magic "RMQQ" | u32 version (5) | u64 clock_ms | u64 next_msg_id
- *   u64 next_tag | u32 dedup_words | u64 queue count
+ *   u32 magic "RMQQ" | u32 version (7) | u64 clock_ms | u64 next_msg_id
+ *   u64 next_tag | u32 dedup_words
+ *   (version 7) u8 bodies: 1 external (refs), 0 inline; version 6 has
+ *     no such byte and bodies external (the machine that wrote it kept
+ *     no body inline)
+ *   u64 queue count
  *   queues, in creation order:
  *     QDEF with the ready count
  *     (version 3) u64 gen | u8 move | u64 out_epoch | u64 in_epoch
@@ -2972,6 +3332,8 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
  *     | vhost, name bytes
  *   (version 5) the dead-letter outbox (mq_outbox.c: counter, dropped
  *     count, entries in id order); older versions restore it empty
+ *   (version 6) the body cursor and segment table (mq_segs.h): with
+ *     bodies inline, the cursor at (1, 0) and no segment
  *   u64 checksum: hash_bytes(all bytes before it, SNAP_SEED)
  *
  *   QDEF = u8 vhost_len | u8 name_len | u8 dlx_len | u8 dlrk_len
@@ -2979,7 +3341,10 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
  *          | u64 expires_ms | u64 max_len | u64 last_used_ms
  *          | u64 message count | vhost, name, dlx, dlrk bytes
  *   MSG = u64 id | u64 exp_ms | u32 delivery_count | u8 redelivered
- *         | u32 len | body bytes
+ *         | u32 len | u32 seg | u32 off     (the body's ref)
+ *   bodies inline (versions 1 to 5, and 7 with bodies 0): MSG = ...
+ *         | u32 len | body bytes, as in an export chunk, and outbox
+ *         entries with their bodies: they restore inline
  *   CLIENT = u64 id | u64 max_seq | dedup_words x u64
  *
  * Versions 1 and 2 (still read) have no version-3 parts: gens and the
@@ -2991,6 +3356,7 @@ uint64_t mq_sm_digest(const struct mq_sm *sm)
 #define SNAP_QUEUE_FIXED (4 + 2 + 8 * 7)
 #define SNAP_QUEUE_MOVE (8 + 1 + 8 * 4) /* version 3 */
 #define SNAP_MSG_FIXED (8 + 8 + 4 + 1 + 4)
+#define SNAP_MSG_REF (4 + 4) /* version 6 */
 #define SNAP_CONSUMER_FIXED (8 * 5 + 1 + 8) /* version 1; 2 adds 8 */
 #define SNAP_CONSUMER_DISPATCH (8 + 4 + 4)   /* version 4 */
 #define SNAP_TAIL_FIXED (8 * 3)             /* version 3 */
@@ -3043,15 +3409,35 @@ static unsigned char *put_qdef(unsigned char *p, const struct mq_queue *q,
     return p + q_names_len(q);
 }
 
-static unsigned char *put_msg(unsigned char *p, const struct mq_msg *m)
+/* MSG up to its len: the body or its ref follows. */
+static unsigned char *put_msg_fixed(unsigned char *p, const struct mq_msg *m)
 {
     p = le_put_u64(p, m->id);
     p = le_put_u64(p, m->exp_ms);
     p = le_put_u32(p, m->delivery_count);
     *p++ = m->redelivered ? 1 : 0;
-    p = le_put_u32(p, m->len);
-    memcpy(p, m->data, m->len);
-    return p + m->len;
+    return le_put_u32(p, m->len);
+}
+
+static unsigned char *put_msg(unsigned char *p, const struct mq_msg *m)
+{
+    p = put_msg_fixed(p, m);
+    if (m->seg == 0) {
+        memcpy(p, m->data, m->len);
+        return p + m->len;
+    }
+    p = le_put_u32(p, m->seg);
+    return le_put_u32(p, m->off);
+}
+
+/* The MSG records of @l, each after @per_msg bytes of its own. */
+static size_t msgs_snap_len(const struct mq_sm *sm, const struct mlist *l,
+                            size_t per_msg)
+{
+    if (sm->bodies_external) {
+        return l->n * (per_msg + SNAP_MSG_FIXED + SNAP_MSG_REF);
+    }
+    return l->n * (per_msg + SNAP_MSG_FIXED) + l->bytes;
 }
 
 static unsigned char *put_client(unsigned char *p, const struct mq_sm *sm,
@@ -3097,23 +3483,25 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
     const struct mq_msg *m;
     unsigned char *buf;
     unsigned char *p;
-    size_t len = SNAP_HEADER_LEN + 8 + 8 + SNAP_TAIL_FIXED + SNAP_TRAILER_LEN;
+    size_t len = SNAP_HEADER_LEN + 1 + 8 + 8 + SNAP_TAIL_FIXED +
+                 SNAP_TRAILER_LEN; /* 1: the bodies flag */
     uint64_t *seqs;
     size_t nq = 0;
 
     for (q = sm->q_first; q != NULL; q = q->next) {
         len += SNAP_QUEUE_FIXED + q_names_len(q) + SNAP_QUEUE_MOVE;
-        len += q->ready.n * SNAP_MSG_FIXED + q->ready.bytes;
+        len += msgs_snap_len(sm, &q->ready, 0);
     }
     for (c = sm->c_first; c != NULL; c = c->next) {
         len += SNAP_CONSUMER_FIXED + 8 + SNAP_CONSUMER_DISPATCH;
-        len += c->unacked.n * (16 + SNAP_MSG_FIXED) + c->unacked.bytes;
+        len += msgs_snap_len(sm, &c->unacked, 16);
     }
     len += sm->clients.count * (16 + sm->dedup_words * (size_t)8);
     for (t = sm->t_first; t != NULL; t = t->next) {
         len += SNAP_TOMB_FIXED + (size_t)t->vhost_len + t->name_len;
     }
-    len += mq_outbox_snap_len(&sm->outbox);
+    len += mq_outbox_snap_len(&sm->outbox, !sm->bodies_external);
+    len += mq_segs_snap_len(&sm->segs);
 
     buf = alloc(len);
     if (buf == NULL) {
@@ -3131,6 +3519,7 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
     p = le_put_u64(p, sm->next_msg_id);
     p = le_put_u64(p, sm->next_tag);
     p = le_put_u32(p, sm->dedup_words);
+    *p++ = sm->bodies_external ? 1 : 0;
     p = le_put_u64(p, sm->queues.count);
     for (q = sm->q_first; q != NULL; q = q->next) {
         p = put_qdef(p, q, q->ready.n);
@@ -3159,8 +3548,8 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
         p = le_put_u32(p, c->prefetch);
         p = le_put_u64(p, c->unacked.n);
         for (m = c->unacked.head; m != NULL; m = m->next) {
-            p = le_put_u64(p, m->tag);
-            p = le_put_u64(p, m->co_seq);
+            p = le_put_u64(p, m->co->tag);
+            p = le_put_u64(p, m->co->co_seq);
             p = put_msg(p, m);
         }
     }
@@ -3179,8 +3568,10 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
         memcpy(p, t->data, (size_t)t->vhost_len + t->name_len);
         p += (size_t)t->vhost_len + t->name_len;
     }
-    p = mq_outbox_snap_put(&sm->outbox, p);
+    p = mq_outbox_snap_put(&sm->outbox, p, !sm->bodies_external);
+    p = mq_segs_snap_put(&sm->segs, p);
     p = le_put_u64(p, hash_bytes(buf, (size_t)(p - buf), SNAP_SEED));
+    INVARIANT((size_t)(p - buf) == len);
     *out = buf;
     *out_len = len;
     return 0;
@@ -3204,9 +3595,12 @@ static bool get_msg_rec(struct le_reader *r, struct msg_rec *m)
            m->id != 0 && m->redelivered <= 1;
 }
 
-static struct mq_msg *msg_from_rec(const struct msg_rec *rec)
+/* A message of @rec: its body inline, or with a record now (to be
+ * stored by whoever gets @res). */
+static struct mq_msg *msg_from_rec(struct mq_sm *sm, const struct msg_rec *rec,
+                                   struct mq_sm_result *res)
 {
-    struct mq_msg *m = msg_new(rec->body, rec->len);
+    struct mq_msg *m = msg_new(sm, rec->body, rec->len, res);
 
     m->id = rec->id;
     m->exp_ms = rec->exp_ms;
@@ -3215,15 +3609,44 @@ static struct mq_msg *msg_from_rec(const struct msg_rec *rec)
     return m;
 }
 
-/* One MSG record; ids must be < next_msg_id and delivery counts sane. */
-static struct mq_msg *restore_msg(const struct mq_sm *tmp, struct le_reader *r)
+/* Version 6's MSG: the body's ref. */
+static bool get_msg_ref(struct le_reader *r, struct msg_rec *m, uint32_t *seg,
+                        uint32_t *off)
+{
+    m->body = NULL;
+    return le_get_u64(r, &m->id) && le_get_u64(r, &m->exp_ms) &&
+           le_get_u32(r, &m->count) && le_get_u8(r, &m->redelivered) &&
+           le_get_u32(r, &m->len) && le_get_u32(r, seg) &&
+           le_get_u32(r, off) && m->id != 0 && m->redelivered <= 1 &&
+           *seg != 0 && *off < MQ_SM_SEG_BYTES;
+}
+
+/* One MSG record, of the form @tmp's bodies take; ids must be <
+ * next_msg_id and delivery counts sane. */
+static struct mq_msg *restore_msg(struct mq_sm *tmp, struct le_reader *r)
 {
     struct msg_rec rec;
+    struct mq_msg *m;
+    uint32_t seg, off;
 
-    if (!get_msg_rec(r, &rec) || rec.id >= tmp->next_msg_id) {
+    if (!tmp->bodies_external) {
+        if (!get_msg_rec(r, &rec) || rec.id >= tmp->next_msg_id) {
+            return NULL;
+        }
+        return msg_from_rec(tmp, &rec, NULL);
+    }
+    if (!get_msg_ref(r, &rec, &seg, &off) || rec.id >= tmp->next_msg_id) {
         return NULL;
     }
-    return msg_from_rec(&rec);
+    m = xcalloc(1, sizeof(*m));
+    m->id = rec.id;
+    m->exp_ms = rec.exp_ms;
+    m->delivery_count = rec.count;
+    m->redelivered = rec.redelivered;
+    m->len = rec.len;
+    m->seg = seg;
+    m->off = off;
+    return m;
 }
 
 enum { GET_OK = 0, GET_BAD = -1, GET_NO_MEMORY = -2 };
@@ -3377,14 +3800,16 @@ static bool restore_consumer(struct mq_sm *tmp, struct le_reader *r,
             return false;
         }
         m->q = c->q;
-        m->c = c;
-        m->tag = tag;
-        m->co_seq = co_seq;
+        m->co = xmalloc(sizeof(*m->co));
+        m->co->m = m;
+        m->co->c = c;
+        m->co->tag = tag;
+        m->co->co_seq = co_seq;
         if (co_seq == CO_PENDING) {
             c->pending++;
         }
-        m->hn.hash = mix64(tag);
-        ht_insert(&tmp->tags, &m->hn);
+        m->co->hn.hash = mix64(tag);
+        ht_insert(&tmp->tags, &m->co->hn);
         mlist_append(&c->unacked, m);
         c->q->unacked++;
     }
@@ -3516,6 +3941,7 @@ uint64_t mq_sm_next_due(struct mq_sm *sm)
 
 int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
 {
+    uint32_t *refs = NULL;
     struct mq_sm tmp;
     struct mq_queue **index = NULL;
     struct mq_queue *q;
@@ -3526,6 +3952,7 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
     uint64_t nqueues;
     uint64_t n;
     uint64_t i;
+    uint8_t bodies = 0; /* versions 1 to 5: inline */
 
     if (buf == NULL || len < SNAP_HEADER_LEN + 16 + SNAP_TRAILER_LEN) {
         goto err;
@@ -3539,6 +3966,7 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
 
     memset(&tmp, 0, sizeof(tmp));
     tmp.dedup_clients = sm->dedup_clients;
+    tmp.segs.seg_bytes = sm->segs.seg_bytes; /* before version 6 */
     if (state_init(&tmp) != 0) {
         goto err;
     }
@@ -3550,13 +3978,19 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
     le_get_u64(&r, &tmp.next_msg_id);
     le_get_u64(&r, &tmp.next_tag);
     le_get_u32(&r, &tmp.dedup_words);
+    if (version == 6) {
+        bodies = 1;
+    } else if (version >= 7 && !le_get_u8(&r, &bodies)) {
+        goto err_after_state;
+    }
     le_get_u64(&r, &nqueues);
     if (magic != SNAP_MAGIC || version < 1 || version > SNAP_VERSION ||
         tmp.next_msg_id == 0 || tmp.next_tag == 0 || tmp.dedup_words == 0 ||
-        tmp.dedup_words > (1U << 24) / 64 ||
+        tmp.dedup_words > (1U << 24) / 64 || bodies > 1 ||
         nqueues > r.left / SNAP_QUEUE_FIXED) {
         goto err_after_state;
     }
+    tmp.bodies_external = bodies == 1;
     index = xcalloc(nqueues > 0 ? nqueues : 1, sizeof(*index));
     for (i = 0; i < nqueues; i++) {
         if (!restore_queue(&tmp, &r, index, i, version)) {
@@ -3582,12 +4016,18 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
     if (version >= 3 && !restore_tail(&tmp, &r)) {
         goto err_after_index;
     }
-    if (version >= 5 && !mq_outbox_snap_get(&tmp.outbox, &r)) {
+    if (version >= 5 &&
+        !mq_outbox_snap_get(&tmp.outbox, &r, !tmp.bodies_external)) {
         goto err_after_index;
     }
-    if (r.left != 0 || !restore_moves(&tmp)) {
+    if (version >= 6 && !mq_segs_snap_get(&tmp.segs, &r)) {
         goto err_after_index;
     }
+    refs = xcalloc(tmp.segs.n + 1, sizeof(*refs));
+    if (r.left != 0 || !restore_moves(&tmp) || !refs_agree(&tmp, refs)) {
+        goto err_after_index;
+    }
+    free(refs);
     free(index);
     for (q = tmp.q_first; q != NULL; q = q->next) {
         idle_note(&tmp, q);
@@ -3602,6 +4042,7 @@ int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len)
     return 0;
 
 err_after_index:
+    free(refs);
     free(index);
 err_after_state:
     state_free(&tmp);
@@ -3786,12 +4227,17 @@ static enum mq_sm_status export_def(const struct mq_sm *sm,
 }
 
 /* Messages from position @first: at least one (if any is left), else as
- * many as fit in @max_bytes of records. */
+ * many as fit in @max_bytes of records. The chunk is made in a scratch
+ * buffer first: a body that cannot be read leaves nothing of @alloc's to
+ * free. */
 static enum mq_sm_status export_msgs(const struct mq_queue *q, uint64_t first,
                                      size_t max_bytes,
-                                     void *(*alloc)(size_t), void **out,
-                                     size_t *out_len, uint64_t *n_out)
+                                     void *(*alloc)(size_t),
+                                     mq_sm_read_fn read, void *read_arg,
+                                     void **out, size_t *out_len,
+                                     uint64_t *n_out)
 {
+    unsigned char *scratch;
     unsigned char *buf;
     unsigned char *p;
     size_t bytes = 0;
@@ -3810,16 +4256,29 @@ static enum mq_sm_status export_msgs(const struct mq_queue *q, uint64_t first,
     }
     len = EXPORT_HEADER_FIXED + (size_t)q->vhost_len + q->name_len + 8 +
           bytes + EXPORT_TRAILER_LEN;
-    buf = alloc(len);
-    if (buf == NULL) {
-        return MQ_SM_NO_MEMORY;
-    }
-    p = put_export_header(buf, q, CHUNK_MSGS, first + 1);
+    scratch = xmalloc(len);
+    p = put_export_header(scratch, q, CHUNK_MSGS, first + 1);
     p = le_put_u64(p, n);
     for (i = 0; i < n; i++) {
-        p = put_msg(p, q->frozen[first + i]);
+        const struct mq_msg *m = q->frozen[first + i];
+
+        p = put_msg_fixed(p, m);
+        if (m->seg == 0) {
+            memcpy(p, m->data, m->len);
+        } else if (read(read_arg, m->seg, m->off, m->len, p) != 0) {
+            free(scratch);
+            return MQ_SM_UNAVAILABLE;
+        }
+        p += m->len;
     }
-    p = le_put_u64(p, hash_bytes(buf, (size_t)(p - buf), EXPORT_SEED));
+    p = le_put_u64(p, hash_bytes(scratch, (size_t)(p - scratch), EXPORT_SEED));
+    buf = alloc(len);
+    if (buf == NULL) {
+        free(scratch);
+        return MQ_SM_NO_MEMORY;
+    }
+    memcpy(buf, scratch, len);
+    free(scratch);
     *out = buf;
     *out_len = len;
     *n_out = n;
@@ -3830,6 +4289,7 @@ enum mq_sm_status mq_sm_export(const struct mq_sm *sm, const char *vhost,
                                size_t vhost_len, const char *queue,
                                size_t queue_len, uint64_t cursor,
                                size_t max_bytes, void *(*alloc)(size_t),
+                               mq_sm_read_fn read, void *read_arg,
                                void **out, size_t *out_len,
                                uint64_t *next_cursor, bool *last)
 {
@@ -3860,7 +4320,8 @@ enum mq_sm_status mq_sm_export(const struct mq_sm *sm, const char *vhost,
     if (cursor - 1 > q->ready.n) {
         return MQ_SM_BAD_REQUEST;
     }
-    st = export_msgs(q, cursor - 1, max_bytes, alloc, out, out_len, &n);
+    st = export_msgs(q, cursor - 1, max_bytes, alloc, read, read_arg, out,
+                     out_len, &n);
     if (st == MQ_SM_OK) {
         *next_cursor = cursor + n;
         *last = cursor - 1 + n == q->ready.n;
@@ -4345,7 +4806,7 @@ static void import_msgs(struct mq_sm *sm, const struct mq_sm_cmd *cmd,
         if (first + i < q->in_pos) {
             continue;
         }
-        *tail = msg_from_rec(&rec);
+        *tail = msg_from_rec(sm, &rec, res);
         if (*tail == NULL) {
             FREE_CHAIN(struct mq_msg, head);
             set_error(res, MQ_SM_NO_MEMORY, "no memory");

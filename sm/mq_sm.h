@@ -106,10 +106,83 @@
  * RETURN reaches T (the edge sends channel/connection RETURNs to every
  * shard): as for a lost CANCEL.
  *
+ * Message bodies. The state holds no body bytes (once it switched to
+ * external bodies, below): each message (and each
+ * dead letter kept in the outbox) names its body by a ref (seg, off, len)
+ * in a body store the caller keeps (node/mq_store on a replica, a few
+ * arrays in the tests). Where a body goes is decided here, from the
+ * replicated state, so it is a pure function of the log and every
+ * replica's store holds the same bytes at the same place:
+ *
+ *   - the state has a cursor (cur_seg >= 1, cur_off) and a table of the
+ *     segments in use: for each, refs (messages and outbox entries naming
+ *     it) and used (bytes reserved in it);
+ *   - a body of len L takes a record of MQ_SM_REC_HDR + L bytes rounded up
+ *     to MQ_SM_REC_ALIGN at (cur_seg, cur_off); if cur_off > 0 and the
+ *     record does not fit in MQ_SM_SEG_BYTES the cursor first moves to
+ *     (cur_seg + 1, 0) (a record larger than a segment gets a segment of
+ *     its own). So an off is always below MQ_SM_SEG_BYTES (struct
+ *     mq_sm_config seg_bytes, if set, instead);
+ *   - record layout, written by the store (mq_sm only reserves the room):
+ *     u32 body length (LE) | u32 crc32 (zlib, LE) of the length's 4 bytes
+ *     and the body | the body | zero padding to the next multiple of
+ *     MQ_SM_REC_ALIGN;
+ *   - a segment is freed when its last ref goes and the cursor is not in
+ *     it, or when the cursor leaves it with no ref: the result names it
+ *     (struct mq_sm_result freed) and it is never named again.
+ *
+ * Memory: a message costs its struct, 64 bytes on LP64 (80 with glibc's
+ * malloc header and rounding), plus 48 (+16) while checked out; a body
+ * none (while bodies are inline, below: the body's bytes after the
+ * struct, one allocation). The segment table is a few entries (64 MiB
+ * each).
+ *
+ * Switching to external bodies. The machine before refs kept bodies in
+ * the state, and its logs and snapshots hold them. So that every replica
+ * of a group switches at the same log index, whatever snapshot it
+ * restored, the switch is replicated state (a flag, in snapshots and
+ * the digest):
+ *
+ *   - a new state, and one restored from a snapshot of version 5 or
+ *     older, keeps bodies inline: ENQUEUE and MOVE_IN copy the body into
+ *     the state and name no write, deliveries and dead letters come with
+ *     their body already filled (a copy, NULL if empty) and seg 0 (no
+ *     segment has that number: nothing to read), an export copies it, and
+ *     the cursor stays at (1, 0) with no segment;
+ *   - the first ERA or BOOT applied with bodies inline switches (after
+ *     what BOOT does itself): every body left gets a record, in this
+ *     order, a function of the state: each queue's ready messages (queues
+ *     in creation order, each in queue order), each consumer record's
+ *     checked-out messages (records in creation order, each in tag
+ *     order), then the outbox entries (id order). The result names each
+ *     as a write whose body the result owns (struct mq_sm_write own), and
+ *     from then on the state keeps refs only. A leader writes ERA at the
+ *     start of every term and BOOT on a standalone start, before any
+ *     client command, so a group switches at its first leader change
+ *     after the upgrade, and a group that never ran the old machine at
+ *     its first leader's first command, with nothing to move;
+ *   - the switch never goes back. A replica still running the machine
+ *     before refs applies the same ERA as a no-op and keeps its bodies
+ *     inline: its digest differs from the others' from then on, which is
+ *     why the nodes of a group are upgraded together (docs/amqp.md).
+ *
+ * Results carry refs: `writes` (ENQUEUE, MOVE_IN, the switch below) name
+ * the bodies the caller must store, in the order given, before it reads
+ * anything of that result; deliveries and dead letters name the bodies
+ * the caller reads to fill their body fields (NULL until then; with
+ * bodies inline they come filled). A dead letter's segment may be freed
+ * by the same command (a dead letter the outbox did not keep): the store
+ * must keep a freed segment readable until the caller is done with the
+ * result (node/mq_store unlinks it only after a snapshot past it).
+ *
  * Ownership: every pointer in a struct mq_sm_cmd is borrowed for the call
- * (bytes are copied into the state). Everything a result points to is owned
- * by the result and released by mq_sm_result_clear(), except reply_text,
- * which is a static string.
+ * (bytes are copied into the state; an ENQUEUE's or MOVE_IN's body is
+ * pointed to by the result's writes, valid as long as the command's
+ * buffer). Everything a result points to is owned by the result and
+ * released by mq_sm_result_clear(), except reply_text, which is a static
+ * string, and the writes' bodies that are the command's (own NULL).
+ * Bodies the caller puts in deliveries and dead letters must come from
+ * malloc: the result frees them.
  */
 #ifndef RINGMQ_MQ_SM_H
 #define RINGMQ_MQ_SM_H
@@ -136,6 +209,26 @@
 #define MQ_SM_DL_HAND_MAX 256
 #define MQ_SM_DL_HAND_BYTES (8u * 1024 * 1024)
 
+/* Body records (see "Message bodies" above): header, alignment, and the
+ * size of a segment. */
+#define MQ_SM_REC_HDR 8
+#define MQ_SM_REC_ALIGN 8
+#define MQ_SM_SEG_BYTES (64u * 1024 * 1024)
+
+/* A body the caller must store at (seg, off): len bytes at body (from
+ * the command, or, for the switch to external bodies, inside own); never
+ * NULL, also for len 0 (a checksum routine may treat a NULL buffer
+ * apart: zlib's crc32 does). */
+struct mq_sm_write {
+    uint32_t seg;
+    uint32_t off;
+    uint32_t len;
+    const void *body;
+    /* NULL: body is borrowed from the command. Else the block body lies
+     * in, owned by the result (mq_sm_result_drop_writes()). */
+    void *own;
+};
+
 struct mq_sm;
 
 struct mq_sm_config {
@@ -146,6 +239,12 @@ struct mq_sm_config {
     /* Clients remembered; beyond it the least recently used is forgotten.
      * 0 = MQ_SM_DEDUP_CLIENTS_DEFAULT. */
     uint32_t dedup_clients;
+    /* Body segment size, a multiple of MQ_SM_REC_ALIGN; 0 =
+     * MQ_SM_SEG_BYTES. Decides where bodies go, so it is replicated
+     * state: snapshots carry it and restore takes it from them, like the
+     * dedup window. Only tests set it (small segments, to see them come
+     * and go). */
+    uint32_t seg_bytes;
 };
 
 enum mq_sm_cmd_type {
@@ -169,7 +268,9 @@ enum mq_sm_cmd_type {
      * is gone, so unregister them all and return every checked-out message
      * (redelivered); delete every non-durable queue (RabbitMQ: they do not
      * survive a broker restart) and every exclusive queue (its connection
-     * is gone). Surviving auto-delete queues forget they had a consumer. */
+     * is gone). Surviving auto-delete queues forget they had a consumer.
+     * Then bodies still inline switch (see "Switching to external
+     * bodies"). */
     MQ_SM_BOOT,
     /* Moving one queue between shards: see the top of this file. */
     MQ_SM_MOVE_OUT,    /* at the source: freeze */
@@ -180,7 +281,8 @@ enum mq_sm_cmd_type {
     /* The edge republished these outbox entries (tags: their outbox ids):
      * forget them. See "Dead letters" below. */
     MQ_SM_DL_SETTLE,
-    /* A new leader's era begins. Changes nothing: checkouts are
+    /* A new leader's era begins. Changes nothing (but bodies still
+     * inline: see "Switching to external bodies"): checkouts are
      * replicated state, so every delivery stays with its consumer (and
      * what is set aside stays set aside), and a CHECKOUT retried with the
      * same seq still gets its deliveries. Only owners that are really
@@ -188,7 +290,7 @@ enum mq_sm_cmd_type {
      * connections, the leader's router lease for routers: see
      * mq_sm_for_each_router()). A replica that does not know this type
      * skips the entry, which is the same no-op (only its clock_ms waits
-     * for the next entry's stamp). */
+     * for the next entry's stamp), but for the switch. */
     MQ_SM_ERA,
     MQ_SM_CMD__COUNT
 };
@@ -391,6 +493,9 @@ enum mq_sm_status {
                           get a fresh gen from the directory */
     MQ_SM_OUT_OF_ORDER, /* ENQUEUE whose prev_seq is not applied yet:
                            nothing changed; the edge sends it again */
+    /* mq_sm_export() only: a body could not be read (the store of this
+     * replica lacks it for now); nothing allocated, ask again later. */
+    MQ_SM_UNAVAILABLE,
     MQ_SM_STATUS__COUNT
 };
 
@@ -411,7 +516,13 @@ struct mq_sm_delivery {
     uint64_t msg_id;
     uint32_t delivery_count; /* 1 on first delivery */
     bool redelivered;        /* returned at least once */
-    void *body;              /* copy owned by the result; NULL if len 0 */
+    uint32_t seg;            /* the body's ref, with body_len */
+    uint32_t off;
+    /* seg > 0: NULL from mq_sm_apply(); the caller fills it (malloc,
+     * owned by the result from then on) from the body store. seg 0: the
+     * body was inline (see "Switching to external bodies"), its copy is
+     * here already (NULL if empty). */
+    void *body;
     size_t body_len;
 };
 
@@ -462,6 +573,9 @@ struct mq_sm_dead_letter {
     size_t dlx_len;
     const char *dlrk;
     size_t dlrk_len;
+    uint32_t seg; /* the body's ref, with body_len */
+    uint32_t off;
+    /* As a delivery's: filled by the caller, or already (seg 0). */
     const void *body;
     size_t body_len;
 };
@@ -513,12 +627,21 @@ struct mq_sm_result {
     size_t n_dead;
     struct mq_sm_deleted *deleted; /* every queue removed by this command */
     size_t n_deleted;
-    /* Never set since apply aborts when it cannot allocate (see
-     * mq_sm_apply()); kept on the wire for older peers, and the edge
-     * still returns deliveries it could not see when a peer sets it. */
+    /* Never set by mq_sm_apply() (it aborts when it cannot allocate).
+     * The caller that fills bodies sets it when it left out a delivery
+     * whose body its store could not give (node/mq_svc): the edge then
+     * returns the deliveries it did not see. */
     bool incomplete;
     /* MOVE_*: the queue has moved away from this shard (tombstone). */
     bool moved;
+    /* Bodies to store (ENQUEUE, MOVE_IN, and the ERA or BOOT that
+     * switches to external bodies), in reservation order. */
+    struct mq_sm_write *writes;
+    size_t n_writes;
+    /* Segments freed by this command (see "Message bodies" above),
+     * ascending. */
+    uint32_t *freed;
+    size_t n_freed;
     /* DECLARE (OK): the queue's placement gen; MOVE_OUT, MOVE_DONE: see
      * struct mq_sm_cmd. */
     uint64_t gen;
@@ -548,6 +671,7 @@ struct mq_sm_stats {
     uint64_t dead_kept_bytes; /* their names and bodies */
     uint64_t dead_dropped;    /* dead letters the full outbox did not keep */
     uint64_t next_dead_id;
+    bool bodies_external; /* see "Switching to external bodies" */
     uint64_t applied; /* not replicated: reset by restore */
 };
 
@@ -558,6 +682,10 @@ void mq_sm_free(struct mq_sm *sm);
 void mq_sm_result_init(struct mq_sm_result *res);
 /* Free what @res owns and re-init it. */
 void mq_sm_result_clear(struct mq_sm_result *res);
+/* Free @res's writes and the bodies it owns for them (n_writes 0): for a
+ * caller that stored them and keeps the result for its other parts (a
+ * switch to external bodies writes every body of the state at once). */
+void mq_sm_result_drop_writes(struct mq_sm_result *res);
 
 /*
  * Apply one committed command at leader time @now_ms. @res is initialized
@@ -574,7 +702,10 @@ void mq_sm_apply(struct mq_sm *sm, uint64_t now_ms,
  * lists, counts and bytes agree, ready messages in id order and checked
  * out nowhere, every consumer's unacked in tag order and in the tag table,
  * set-aside counts derived right, the derived indexes (per queue,
- * channel, connection, router) agree with a walk over everything.
+ * channel, connection, router) agree with a walk over everything, every
+ * body ref names a segment of the table inside what was reserved there
+ * and each segment's refs are exactly the messages and outbox entries
+ * naming it (with bodies inline: every body is, and nothing is placed).
  * O(messages): apply runs it only in the
  * sanitizer build (common/invariant.h deep_check_due). */
 void mq_sm_check(const struct mq_sm *sm);
@@ -602,16 +733,24 @@ uint64_t mq_sm_visits(const struct mq_sm *sm);
  * position, so a coordinator that restarts from cursor 0, even with
  * another @max_bytes, neither loses nor doubles a message.
  * The bytes are mq_sm's own (versioned, checksummed) and go to the
- * target's MOVE_IN as they are. Pure: reads @sm only.
+ * target's MOVE_IN as they are; they carry the bodies, which @read gets
+ * from the body store: it copies the @len bytes of the body at (@seg,
+ * @off) to @out and returns 0, or -1 if it cannot (missing or corrupt);
+ * bodies still inline are copied from the state instead.
+ * Pure: reads @sm only.
  * Returns MQ_SM_OK, or: NOT_FOUND (no queue), MOVED (already moved:
  * tombstone), PRECONDITION_FAILED (not frozen), BAD_REQUEST (bad names,
- * cursor beyond the end), NO_MEMORY (@alloc failed). Nothing is allocated
- * unless OK.
+ * cursor beyond the end), NO_MEMORY (@alloc failed), UNAVAILABLE (@read
+ * failed for a body of the chunk: the coordinator asks again later, as for
+ * any failed read). Nothing is allocated unless OK.
  */
+typedef int (*mq_sm_read_fn)(void *arg, uint32_t seg, uint32_t off,
+                             uint32_t len, void *out);
 enum mq_sm_status mq_sm_export(const struct mq_sm *sm, const char *vhost,
                                size_t vhost_len, const char *queue,
                                size_t queue_len, uint64_t cursor,
                                size_t max_bytes, void *(*alloc)(size_t),
+                               mq_sm_read_fn read, void *read_arg,
                                void **out, size_t *out_len,
                                uint64_t *next_cursor, bool *last);
 
@@ -656,8 +795,10 @@ void mq_sm_stats(const struct mq_sm *sm, struct mq_sm_stats *out);
 /* A 64-bit digest of the whole replicated state: independent of the order
  * of queues, consumers and clients, dependent on the order of messages
  * within each queue and each consumer's unacked list; it covers placement
- * gens, the create floor, move states, tombstones (in their order) and the
- * dead-letter outbox (in id order, with claims). */
+ * gens, the create floor, move states, tombstones (in their order), the
+ * dead-letter outbox (in id order, with claims) and the body refs, the
+ * cursor and the segment table (not the body bytes: they are the
+ * store's). */
 uint64_t mq_sm_digest(const struct mq_sm *sm);
 
 /* Serialize the whole state into one buffer from @alloc (raft_malloc or
@@ -667,7 +808,25 @@ int mq_sm_snapshot(const struct mq_sm *sm, void *(*alloc)(size_t),
 
 /* Replace the whole state with a snapshot. @buf is borrowed. On error
  * (-1: truncated, corrupt, inconsistent or out of memory) the previous state
- * is kept. The dedup window size is taken from the snapshot. */
+ * is kept. The dedup window size is taken from the snapshot, and so is
+ * the segment size but from a snapshot older than version 6, which takes
+ * it from @sm's config.
+ * A snapshot of the format before body refs (version 5 and older) holds
+ * the bodies: the state restored keeps them inline, as one taken with
+ * bodies inline does (see "Switching to external bodies"); nothing is
+ * placed, nothing is for the store. Version 6 (refs, written before the
+ * switch was state) restores with bodies external; version 7 says which.
+ * Returns 0 or -1. */
 int mq_sm_restore(struct mq_sm *sm, const void *buf, size_t len);
+
+/* Call @fn for each segment the state names (the table of "Message
+ * bodies" above: every segment with refs, and the cursor's, even with
+ * nothing reserved in it yet), ascending, with the bytes reserved in it:
+ * what the body store must hold after a restore. With bodies inline,
+ * segment 1 with 0 bytes. */
+void mq_sm_for_each_segment(const struct mq_sm *sm,
+                            void (*fn)(void *arg, uint32_t seg,
+                                       uint64_t used),
+                            void *arg);
 
 #endif

@@ -67,7 +67,10 @@ int cmd_status(struct ctl *ctl, bool digest_only)
                    " snapshots_taken=%" PRIu64 " snapshots_restored=%" PRIu64
                    " batches_proposed=%" PRIu64 " cmds_proposed=%" PRIu64
                    " evictions=%" PRIu64 " limit_maxbytes=%" PRIu64
-                   " last_stored=%" PRIu64 " progress=%s\n",
+                   " last_stored=%" PRIu64 " progress=%s"
+                   " body_segments=%" PRIu64 " body_bytes=%" PRIu64
+                   " body_missing_bytes=%" PRIu64 " body_misses=%" PRIu64
+                   "\n",
                    st->node_id, g->name, g->id, state,
                    g->ready ? "true" : "false", g->leader_id, lrpc, g->term,
                    g->commit_index, g->last_applied, g->last_index,
@@ -75,7 +78,8 @@ int cmd_status(struct ctl *ctl, bool digest_only)
                    g->snapshots_taken, g->snapshots_restored,
                    g->batches_proposed, g->cmds_proposed, g->evictions,
                    g->limit_maxbytes, g->last_stored,
-                   g->progress[0] ? g->progress : "-");
+                   g->progress[0] ? g->progress : "-", g->body_segments,
+                   g->body_bytes, g->body_missing_bytes, g->body_misses);
         } else {
             printf("%-10s %4" PRIu64 " %-9s %-5s %6" PRIu64 " %-21s %6" PRIu64
                    " %10" PRIu64 " %10" PRIu64 " %10" PRIu64 " %10" PRIu64

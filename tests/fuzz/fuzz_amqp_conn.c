@@ -29,10 +29,81 @@
 #include "proto/amqp_method.h"
 #include "edge/amqp_server.h"
 
+/* A segment of message bodies (sm/mq_sm.h, "Message bodies"): the bytes
+ * mq_sm placed there, as a node's body store holds them (headers left
+ * out). */
+struct fuzz_seg {
+    unsigned char *buf;
+    size_t len;
+};
+
 struct fuzz_broker {
     struct mq_sm *mq;
     struct meta_sm *meta;
+    struct fuzz_seg *segs; /* by segment number */
+    size_t n_segs;
 };
+
+static void body_store(struct fuzz_broker *fb, const struct mq_sm_write *w)
+{
+    size_t end = (size_t)w->off + w->len;
+    struct fuzz_seg *sg;
+
+    if (w->seg >= fb->n_segs) {
+        fb->segs = xrealloc(fb->segs, ((size_t)w->seg + 1) * sizeof(*sg));
+        memset(fb->segs + fb->n_segs, 0,
+               ((size_t)w->seg + 1 - fb->n_segs) * sizeof(*sg));
+        fb->n_segs = (size_t)w->seg + 1;
+    }
+    sg = &fb->segs[w->seg];
+    if (end > sg->len) {
+        sg->buf = xrealloc(sg->buf, end);
+        sg->len = end;
+    }
+    memcpy(sg->buf + w->off, w->body, w->len);
+}
+
+/* mq_sm names only bodies it asked to store, in segments not freed. */
+static void *body_copy(struct fuzz_broker *fb, uint32_t seg, uint32_t off,
+                       size_t len)
+{
+    void *body;
+
+    if (len == 0) {
+        return NULL;
+    }
+    if (seg >= fb->n_segs || (size_t)off + len > fb->segs[seg].len) {
+        abort(); /* a finding: a ref to nothing */
+    }
+    body = xmalloc(len);
+    memcpy(body, fb->segs[seg].buf + off, len);
+    return body;
+}
+
+/* What a node does with a result: store its bodies, fill those it names,
+ * drop the segments it freed. */
+static void bodies(struct fuzz_broker *fb, struct mq_sm_result *r)
+{
+    size_t i;
+
+    for (i = 0; i < r->n_writes; i++) {
+        body_store(fb, &r->writes[i]);
+    }
+    for (i = 0; i < r->n_deliveries; i++) {
+        r->deliveries[i].body = body_copy(fb, r->deliveries[i].seg,
+                                          r->deliveries[i].off,
+                                          r->deliveries[i].body_len);
+    }
+    for (i = 0; i < r->n_dead; i++) {
+        r->dead[i].body = body_copy(fb, r->dead[i].seg, r->dead[i].off,
+                                    r->dead[i].body_len);
+    }
+    for (i = 0; i < r->n_freed; i++) {
+        free(fb->segs[r->freed[i]].buf);
+        fb->segs[r->freed[i]].buf = NULL;
+        fb->segs[r->freed[i]].len = 0;
+    }
+}
 
 static unsigned fb_shard_count(void *self)
 {
@@ -60,6 +131,7 @@ static void fb_submit(void *self, struct amqp_broker_call *c)
         meta_sm_apply(fb->meta, &c->meta, &c->meta_result);
     } else {
         mq_sm_apply(fb->mq, clock_wall_ms(), &c->mq, &c->mq_result);
+        bodies(fb, &c->mq_result);
     }
     c->cb(c);
 }
@@ -98,6 +170,14 @@ static void init(void)
     log_init("fuzz", LOG_ERROR);
     uv_loop_init(&loop);
     broker.mq = mq_sm_new(NULL);
+    {
+        struct mq_sm_cmd era = {.type = MQ_SM_ERA};
+        struct mq_sm_result res;
+
+        /* a node's first leader: bodies external from here on */
+        mq_sm_apply(broker.mq, 0, &era, &res);
+        mq_sm_result_clear(&res);
+    }
     broker.meta = meta_sm_new();
     memset(&cfg, 0, sizeof(cfg));
     cfg.host = "127.0.0.1";

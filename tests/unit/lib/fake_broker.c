@@ -2,6 +2,7 @@
  * fake_broker: see fake_broker.h.
  */
 #include "tests/unit/lib/fake_broker.h"
+#include "tests/unit/lib/mq_body_store.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -76,6 +77,8 @@ static void apply_now(struct fake_broker *fb, struct amqp_broker_call *c)
                     clock_wall_ms() + __atomic_load_n(&fb->clock_ahead_ms,
                                                       __ATOMIC_SEQ_CST),
                     &c->mq, &c->mq_result);
+        /* bodies from the shard's store, as a node fills them */
+        mbs_result(mbs_of(fb->mq[c->shard]), &c->mq_result);
         if ((unsigned)c->mq.type < MQ_SM_CMD__COUNT) {
             unsigned *lose = &fb->lose_replies[c->mq.type];
             unsigned n = __atomic_load_n(lose, __ATOMIC_SEQ_CST);
@@ -367,7 +370,14 @@ struct fake_broker *fake_broker_new(uv_loop_t *loop, unsigned shards)
     fb->loop = loop;
     fb->shards = shards ? shards : 1;
     for (i = 0; i < fb->shards; i++) {
+        struct mq_sm_cmd era = {.type = MQ_SM_ERA};
+        struct mq_sm_result res;
+
         fb->mq[i] = mq_sm_new(NULL);
+        mbs_fresh(fb->mq[i]);
+        /* a node's first leader: bodies external from here on */
+        mq_sm_apply(fb->mq[i], 0, &era, &res);
+        mq_sm_result_clear(&res);
     }
     fb->meta = meta_sm_new();
     uv_timer_init(loop, &fb->timer);
@@ -399,6 +409,7 @@ static void on_closed(uv_handle_t *h)
     unsigned i;
 
     for (i = 0; i < fb->shards; i++) {
+        mbs_forget(fb->mq[i]);
         mq_sm_free(fb->mq[i]);
     }
     meta_sm_free(fb->meta);

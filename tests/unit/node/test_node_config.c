@@ -214,7 +214,8 @@ static void test_rejoin_flag(void **state)
     assert_true(rc.rejoin);
 }
 
-/* Snapshots are forked by default; --snapshot-mode inline reaches every
+/* Snapshots are incremental by default (forked for groups whose state
+ * machine cannot); --snapshot-mode fork or inline reaches every
  * group, and anything else is refused. */
 static void test_snapshot_mode(void **state)
 {
@@ -225,6 +226,9 @@ static void test_snapshot_mode(void **state)
     char *args[] = {"ringmq-node", "--group", "s1", "--member",
                     "1@127.0.0.1:7210", "--data-dir", "/tmp/ringmq-test-sm",
                     "--snapshot-mode", "inline"};
+    char *fork_args[] = {"ringmq-node", "--group", "s1", "--member",
+                         "1@127.0.0.1:7210", "--data-dir",
+                         "/tmp/ringmq-test-sm", "--snapshot-mode", "fork"};
     char *bad[] = {"ringmq-node", "--snapshot-mode", "thread"};
 
     (void)state;
@@ -233,12 +237,22 @@ static void test_snapshot_mode(void **state)
     assert_int_equal(node_config_finish(&c, err, sizeof(err)), 0);
     node_config_group(&c, 0, &rc, dir, sizeof(dir));
     assert_false(rc.inline_snapshots);
+    assert_true(rc.incremental_snapshots);
 
     node_config_defaults(&c);
     assert_int_equal(node_config_parse_args(&c, 9, args, err, sizeof(err)), 0);
     assert_int_equal(node_config_finish(&c, err, sizeof(err)), 0);
     node_config_group(&c, 0, &rc, dir, sizeof(dir));
     assert_true(rc.inline_snapshots);
+    assert_false(rc.incremental_snapshots);
+
+    node_config_defaults(&c);
+    assert_int_equal(
+        node_config_parse_args(&c, 9, fork_args, err, sizeof(err)), 0);
+    assert_int_equal(node_config_finish(&c, err, sizeof(err)), 0);
+    node_config_group(&c, 0, &rc, dir, sizeof(dir));
+    assert_false(rc.inline_snapshots);
+    assert_false(rc.incremental_snapshots);
 
     node_config_defaults(&c);
     assert_int_equal(node_config_parse_args(&c, 3, bad, err, sizeof(err)),

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "proto/mq_pb.h"
+#include "tests/unit/lib/mq_body_store.h"
 
 #define T0 1700000000000ULL
 
@@ -233,6 +234,8 @@ static void sm_run(struct mq_sm *sm, struct mq_sm_cmd *c,
                    struct mq_sm_result *res)
 {
     mq_sm_apply(sm, T0, c, res);
+    /* bodies from where the machine put them, as a node fills them */
+    mbs_result(mbs_of(sm), res);
     assert_int_equal(res->status, MQ_SM_OK);
 }
 
@@ -318,6 +321,7 @@ static void result_check_roundtrip(const struct mq_sm_result *r)
 static void test_result_roundtrip(void **state)
 {
     struct mq_sm *sm = mq_sm_new(NULL);
+    struct mbs *bodies = mbs_fresh(sm);
     struct mq_sm_cmd c;
     struct mq_sm_result res;
 
@@ -370,6 +374,7 @@ static void test_result_roundtrip(void **state)
 
     cmd_q(&c, MQ_SM_PURGE, "missing");
     mq_sm_apply(sm, T0, &c, &res);
+    mbs_result(bodies, &res);
     assert_int_equal(res.status, MQ_SM_NOT_FOUND);
     result_check_roundtrip(&res);
     mq_sm_result_clear(&res);
@@ -388,6 +393,7 @@ static void test_result_roundtrip(void **state)
     mq_sm_result_clear(&res);
     cmd_q(&c, MQ_SM_PURGE, "m");
     mq_sm_apply(sm, T0, &c, &res);
+    mbs_result(bodies, &res);
     assert_int_equal(res.status, MQ_SM_MOVING);
     result_check_roundtrip(&res);
     mq_sm_result_clear(&res);
@@ -400,15 +406,18 @@ static void test_result_roundtrip(void **state)
     mq_sm_result_clear(&res);
     cmd_q(&c, MQ_SM_PURGE, "m");
     mq_sm_apply(sm, T0, &c, &res);
+    mbs_result(bodies, &res);
     assert_int_equal(res.status, MQ_SM_MOVED);
     result_check_roundtrip(&res);
     mq_sm_result_clear(&res);
     cmd_q(&c, MQ_SM_DECLARE, "n");
     c.place_gen = 5; /* below the floor of 78 */
     mq_sm_apply(sm, T0, &c, &res);
+    mbs_result(bodies, &res);
     assert_int_equal(res.status, MQ_SM_PLACE_STALE);
     result_check_roundtrip(&res);
     mq_sm_result_clear(&res);
+    mbs_forget(sm);
     mq_sm_free(sm);
 }
 

@@ -10,10 +10,23 @@
  * own something (mq_sm_for_each_router) must be the model's, and the
  * digests of all replicas must be equal.
  *
+ * Bodies: each replica has its own body store (tests/unit/lib
+ * mq_body_store), fed from its results' writes; every body delivered or
+ * dead-lettered is read from it (the model checks it is the one
+ * published), a freed segment's bytes go at once (so a ref into one fails
+ * its read), every replica must ask for the same writes, name the same
+ * refs and free the same segments, and the segment table's refs must
+ * agree with a walk (mq_sm_check, every few steps). Replicas start with
+ * bodies inline, as every new state does, and switch to external bodies
+ * at the stream's first ERA or BOOT (mq_sm.h, "Switching to external
+ * bodies"): until then no write is asked for, every body comes in the
+ * results; the switch's writes must be alike too.
+ *
  * Replicas: three alike, and one that is, at random points, replaced by a
- * fresh machine started with another dedup window (mq_sm_config: the
- * snapshot's window wins) restored from a snapshot of another replica,
- * which then continues with the rest of the stream. The dedup client limit
+ * fresh machine started with another dedup window and the default
+ * segment size (mq_sm_config: the snapshot's window and size win),
+ * restored from a snapshot of another replica, which then continues with
+ * the rest of the stream. The dedup client limit
  * is a local setting that no snapshot carries, so all replicas share it.
  *
  * Covered: DECLARE (create, redeclare equal and not, passive, exclusive to
@@ -66,6 +79,7 @@
 
 #include "model_run.h"
 #include "sm/mq_sm.h"
+#include "tests/unit/lib/mq_body_store.h"
 
 #define T0 1700000000000ULL
 #define N_QUEUES 6   /* 3 names in each of 2 vhosts */
@@ -78,6 +92,10 @@
 #define DEDUP_CLIENTS 4
 #define N_PROFILES 6
 #define NEVER UINT64_MAX
+/* Body segments of a few records (bodies are up to BODY_MAX bytes; a
+ * record of one is 8 + BODY_MAX rounded up), so that segments fill, are
+ * freed and are left empty by the cursor all the time. */
+#define SEG_BYTES 96
 #define N_REPLICAS 4
 #define RESTORED (N_REPLICAS - 1)
 #define BODY_MAX 24
@@ -1663,29 +1681,63 @@ static void check_state(struct mq_sm *const *r, const struct model *m)
     }
 }
 
+/* Replica @i's result names the bodies where replica 0's does. */
+static void check_same_places(const struct mq_sm_result *a,
+                              const struct mq_sm_result *b, int i)
+{
+    bool same = a->n_writes == b->n_writes && a->n_freed == b->n_freed &&
+                a->n_deliveries == b->n_deliveries && a->n_dead == b->n_dead;
+
+    for (size_t k = 0; same && k < a->n_writes; k++) {
+        same = a->writes[k].seg == b->writes[k].seg &&
+               a->writes[k].off == b->writes[k].off &&
+               a->writes[k].len == b->writes[k].len;
+    }
+    for (size_t k = 0; same && k < a->n_freed; k++) {
+        same = a->freed[k] == b->freed[k];
+    }
+    for (size_t k = 0; same && k < a->n_deliveries; k++) {
+        same = a->deliveries[k].seg == b->deliveries[k].seg &&
+               a->deliveries[k].off == b->deliveries[k].off;
+    }
+    for (size_t k = 0; same && k < a->n_dead; k++) {
+        same = a->dead[k].seg == b->dead[k].seg &&
+               a->dead[k].off == b->dead[k].off;
+    }
+    MODEL_CHECK(&where, same,
+                "replica %d: writes, frees or refs differ from replica 0's",
+                i);
+}
+
 static void replace_by_restore(struct mq_sm **r, int from,
                                struct model_rng *rng)
 {
     static const uint32_t windows[] = {0, 128, 1000};
-    struct mq_sm_config cfg = {windows[model_below(rng, 3)], DEDUP_CLIENTS};
+    struct mq_sm_config cfg = {windows[model_below(rng, 3)], DEDUP_CLIENTS,
+                               0};
     struct mq_sm *fresh = mq_sm_new(&cfg);
     void *snap;
     size_t len;
 
     assert_non_null(fresh);
     assert_int_equal(mq_sm_snapshot(r[from], malloc, &snap, &len), 0);
+    /* the bodies are the source's (InstallSnapshot fetches them), or
+     * inline in the snapshot until the replicas switch */
     MODEL_CHECK(&where, mq_sm_restore(fresh, snap, len) == 0,
                 "restore of replica %d's snapshot failed", from);
+    mbs_set(fresh, mbs_clone(mbs_of(r[from])));
     free(snap);
     MODEL_CHECK(&where, mq_sm_digest(fresh) == mq_sm_digest(r[from]),
                 "replica %d restored: digest differs from its source", from);
+    mbs_forget(r[RESTORED]);
     mq_sm_free(r[RESTORED]);
     r[RESTORED] = fresh;
 }
 
 static void run_seed(uint64_t seed, unsigned long steps)
 {
-    const struct mq_sm_config local = {DEDUP_WINDOW, DEDUP_CLIENTS};
+    const struct mq_sm_config local = {DEDUP_WINDOW, DEDUP_CLIENTS,
+                                       SEG_BYTES};
     struct mq_sm *r[N_REPLICAS];
     struct mq_sm_stats st;
     struct model m;
@@ -1693,6 +1745,8 @@ static void run_seed(uint64_t seed, unsigned long steps)
     struct step s;
     struct m_answer *want = calloc(1, sizeof(*want));
     unsigned long restore_at;
+    bool switched = false; /* an ERA or BOOT was applied */
+    size_t freed = 0;
     uint64_t now = T0;
     uint64_t due;
 
@@ -1705,6 +1759,7 @@ static void run_seed(uint64_t seed, unsigned long steps)
     for (int i = 0; i < N_REPLICAS; i++) {
         r[i] = mq_sm_new(&local);
         assert_non_null(r[i]);
+        mbs_fresh(r[i]);
     }
     /* where the counters start is the machine's business */
     mq_sm_stats(r[0], &st);
@@ -1744,16 +1799,35 @@ static void run_seed(uint64_t seed, unsigned long steps)
                     ": acted %d",
                     m.clock_ms, due,
                     want->count + want->n_dead + want->n_deleted > 0);
-        for (int i = 0; i < N_REPLICAS; i++) {
-            struct mq_sm_result got;
+        struct mq_sm_result got[N_REPLICAS];
 
-            mq_sm_apply(r[i], now, &s.cmd, &got);
-            check_answer(want, &got, i);
-            mq_sm_result_clear(&got);
+        for (int i = 0; i < N_REPLICAS; i++) {
+            mq_sm_apply(r[i], now, &s.cmd, &got[i]);
+            mbs_result(mbs_of(r[i]), &got[i]);
+            check_answer(want, &got[i], i);
+            if (i > 0) {
+                check_same_places(&got[i], &got[0], i);
+            }
+            freed += i == 0 ? got[0].n_freed : 0;
+        }
+        switched |= s.cmd.type == MQ_SM_ERA || s.cmd.type == MQ_SM_BOOT;
+        for (int i = 0; i < N_REPLICAS; i++) {
+            mq_sm_result_clear(&got[i]);
+            if (where.step % 64 == 0) {
+                mq_sm_check(r[i]);
+            }
+            mq_sm_stats(r[i], &st);
+            MODEL_CHECK(&where, st.bodies_external == switched,
+                        "replica %d: bodies external %d, switched %d", i,
+                        st.bodies_external, switched);
         }
         check_state(r, &m);
     }
+    /* the small segments did come and go */
+    MODEL_CHECK(&where, steps < 1000 || freed > 10, "%zu segments freed",
+                freed);
     for (int i = 0; i < N_REPLICAS; i++) {
+        mbs_forget(r[i]);
         mq_sm_free(r[i]);
     }
     m_free(&m);
