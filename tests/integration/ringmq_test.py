@@ -259,6 +259,15 @@ def wait_ready(port, timeout=20.0):
     wait_until(ok, timeout, "the node to accept writes")
 
 
+def rss_kib(pid):
+    """Resident memory of process @pid (VmRSS), KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for %d" % pid)
+
+
 def check(cond, msg):
     if not cond:
         raise AssertionError(msg)

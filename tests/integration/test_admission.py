@@ -52,14 +52,6 @@ VALUE = b"x" * 1024
 OOM = b"SERVER_ERROR out of memory"
 
 
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS for %d" % pid)
-
-
 def s2_keys(lc, n):
     keys = []
     i = 0
@@ -129,7 +121,7 @@ def test_busy_leader_refuses_with_out_of_memory():
     leader = rt.wait_until(lambda: lc.leader_of("s2"), 20, "s2's leader")
     pids = lc.pids()
     followers = [pids["n%d" % n] for n in (4, 5, 6) if n != leader]
-    rss_before = rss_kib(pids["n%d" % leader])
+    rss_before = rt.rss_kib(pids["n%d" % leader])
     for pid in followers:
         os.kill(pid, signal.SIGSTOP)
     try:
@@ -138,7 +130,7 @@ def test_busy_leader_refuses_with_out_of_memory():
         replies = flood(lc.mc_port(1), keys)
         slow.close()
         took = time.time() - t0
-        rss_after = rss_kib(pids["n%d" % leader])
+        rss_after = rt.rss_kib(pids["n%d" % leader])
         still_leader = lc.leader_of("s2") == leader
     finally:
         for pid in followers:

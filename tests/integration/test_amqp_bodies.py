@@ -56,14 +56,6 @@ def body_of(i):
     return head + (seed * (BODY // len(seed) + 1))[:BODY - len(head)]
 
 
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS for %d" % pid)
-
-
 def group_kv(rpc, group):
     out = subprocess.run([rt.CTL, "--node", rpc, "--group", group, "status",
                           "--format", "kv"], capture_output=True, text=True,
@@ -107,7 +99,7 @@ def test_backlog_on_disk_install_and_fetch():
 
     # 1. the backlog, with the returning replica away
     lpid = lc.pids()["n%d" % leader]
-    rss = [rss_kib(lpid)]
+    rss = [rt.rss_kib(lpid)]
     c = pika.BlockingConnection(at.params(HOST, p1))
     ch = c.channel()
     ch.confirm_delivery()
@@ -115,7 +107,7 @@ def test_backlog_on_disk_install_and_fetch():
         for i in half:
             ch.basic_publish("", q, body_of(i), mandatory=True,
                              properties=pika.BasicProperties(delivery_mode=2))
-        rss.append(rss_kib(lpid))
+        rss.append(rt.rss_kib(lpid))
     c.close()
     print("  %d messages of %d KiB confirmed; leader RSS %d -> %d -> %d KiB"
           % (COUNT, BODY // 1024, rss[0], rss[1], rss[2]))
