@@ -53,7 +53,7 @@ def tmpdir(prefix="ringmq-it-"):
 
 
 _given_ports = set()
-_port_locks = []
+_port_locks = {}  # port -> the descriptor holding its lock
 
 
 def claim_ports(ports):
@@ -73,8 +73,16 @@ def claim_ports(ports):
                 os.close(f)
             return False
         fds.append(fd)
-    _port_locks.extend(fds)
+    _port_locks.update(zip(ports, fds))
     return True
+
+
+def release_ports(ports):
+    """Give back ports claimed by claim_ports."""
+    for p in ports:
+        fd = _port_locks.pop(p, None)
+        if fd is not None:
+            os.close(fd)
 
 
 def free_port():
@@ -89,6 +97,27 @@ def free_port():
             continue
         _given_ports.add(port)
         return port
+
+
+def claim_offset(ports, fixed=None):
+    """A port offset N at which every port of @ports + N is free and
+    claimed (claim_ports) for this process, for scripts/local-cluster's
+    RINGMQ_PORT_OFFSET. Offsets put every port in 20000..32000, the
+    integration tests' range (the unit tests' port blocks lie below, the
+    kernel's ephemeral ports above). @fixed: N, N + 100, ... (10 tries)."""
+    lo = 20000 - min(ports)
+    hi = 32000 - max(ports)
+    assert lo < hi, "ports span more than the range"
+    for tries in range(10 if fixed is not None else 1000):
+        off = fixed + 100 * tries if fixed is not None else \
+            random.randrange(lo, hi, 10)
+        shifted = [p + off for p in ports]
+        # claimed first: free now is not free when the nodes bind
+        if claim_ports(shifted):
+            if all(port_free(p) for p in shifted):
+                return off
+            release_ports(shifted)
+    raise AssertionError("no free port offset for %d ports" % len(ports))
 
 
 def free_raft_port():

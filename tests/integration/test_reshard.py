@@ -74,19 +74,13 @@ class Cluster:
         # RINGMQ_PORT_OFFSET=N: N, N+100, ... (a cluster just stopped
         # leaves its ports in TIME_WAIT); else a random free offset
         fixed = os.environ.get("RINGMQ_PORT_OFFSET")
-        tries = 0
-        while True:  # every port of nodes 1-9 and both routers free
-            self.off = (int(fixed) + 100 * tries if fixed else
-                        random.randrange(1000, 14000, 10))
-            tries += 1
-            ports = ([7100 + i for i in range(1, 10)] +
-                     [7200 + 10 * i + k for i in range(1, 10) for k in range(3)] +
-                     [9200 + i for i in range(1, 10)] +
-                     [11211, 11212, 5672, 5673, 9101, 9102])
-            if all(rt.port_free(p + self.off) for p in ports):
-                break
-            if fixed and tries == 10:
-                raise AssertionError("RINGMQ_PORT_OFFSET=%s: ports in use" % fixed)
+        # every port of nodes 1-9 and both routers free, and claimed
+        self.off = rt.claim_offset(
+            [7100 + i for i in range(1, 10)] +
+            [7200 + 10 * i + k for i in range(1, 10) for k in range(3)] +
+            [9200 + i for i in range(1, 10)] +
+            [11211, 11212, 5672, 5673, 9101, 9102],
+            int(fixed) if fixed else None)
         self.env = dict(os.environ, RINGMQ_PORT_OFFSET=str(self.off),
                         RINGMQ_BUILD_DIR=rt.BUILD)
         self.map = os.path.join(self.dir, "cluster.yaml")
