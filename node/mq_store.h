@@ -13,9 +13,9 @@
  * Record at (seg, off): u32 body length (LE), u32 crc32 (zlib, LE) of the
  * length's 4 bytes followed by the body, the body, zero padding up to the
  * next multiple of MQ_STORE_REC_ALIGN, where the next record starts
- * (mq_sm reserves the same sizes: MQ_SM_REC_HDR / MQ_SM_REC_ALIGN must
- * equal MQ_STORE_REC_HDR / MQ_STORE_REC_ALIGN). The crc covers the length
- * so that a hole (zeros) never checks, not even as an empty body.
+ * (the sizes are sm/mq_segs.h's, which the state reserves by). The crc
+ * covers the length so that a hole (zeros) never checks, not even as an
+ * empty body.
  *
  * Writes of the segment being appended to are gathered in memory (one
  * write system call per MQ_STORE_TAIL_BYTES, not per message) and reach
@@ -54,8 +54,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MQ_STORE_REC_HDR 8u
-#define MQ_STORE_REC_ALIGN 8u
+#include "sm/mq_segs.h"
+
+#define MQ_STORE_REC_HDR MQ_SEGS_REC_HDR
+#define MQ_STORE_REC_ALIGN MQ_SEGS_REC_ALIGN
 /* What a body of @len takes in a segment, header and padding included. */
 #define MQ_STORE_REC_BYTES(len)                                              \
     ((((uint64_t)(len) + MQ_STORE_REC_HDR + MQ_STORE_REC_ALIGN - 1) /       \

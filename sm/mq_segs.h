@@ -22,9 +22,10 @@
 
 #include "common/le.h"
 
-/* The record sizes of mq_sm.h (MQ_SM_REC_HDR, MQ_SM_REC_ALIGN,
- * MQ_SM_SEG_BYTES; mq_sm.c asserts they agree): this module sits below
- * mq_sm and does not include it. */
+/* Body records, defined here only: what the state reserves for a body
+ * (a header, the body, padding to the alignment, within a segment) is
+ * what node/mq_store writes there. mq_sm.h and mq_store.h name them
+ * MQ_SM_* and MQ_STORE_*. */
 #define MQ_SEGS_REC_HDR 8u
 #define MQ_SEGS_REC_ALIGN 8u
 #define MQ_SEGS_SEG_BYTES (64u * 1024 * 1024)

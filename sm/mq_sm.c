@@ -170,10 +170,6 @@ struct mq_msg {
 _Static_assert(sizeof(void *) != 8 || sizeof(struct mq_msg) == 64,
                "struct mq_msg grew");
 _Static_assert(MQ_SM_SEG_BYTES < (1u << 31), "off has 31 bits");
-_Static_assert(MQ_SM_REC_HDR == MQ_SEGS_REC_HDR &&
-                   MQ_SM_REC_ALIGN == MQ_SEGS_REC_ALIGN &&
-                   MQ_SM_SEG_BYTES == MQ_SEGS_SEG_BYTES,
-               "mq_segs reserves what mq_sm.h says");
 
 static uint64_t msg_tag(const struct mq_msg *m)
 {

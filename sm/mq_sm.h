@@ -191,6 +191,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sm/mq_segs.h"
+
 /* AMQP shortstr: queue, vhost and exchange names are at most 255 bytes. */
 #define MQ_SM_NAME_MAX 255
 #define MQ_SM_DEDUP_WINDOW_DEFAULT 1024
@@ -211,9 +213,9 @@
 
 /* Body records (see "Message bodies" above): header, alignment, and the
  * size of a segment. */
-#define MQ_SM_REC_HDR 8
-#define MQ_SM_REC_ALIGN 8
-#define MQ_SM_SEG_BYTES (64u * 1024 * 1024)
+#define MQ_SM_REC_HDR MQ_SEGS_REC_HDR
+#define MQ_SM_REC_ALIGN MQ_SEGS_REC_ALIGN
+#define MQ_SM_SEG_BYTES MQ_SEGS_SEG_BYTES
 
 /* A body the caller must store at (seg, off): len bytes at body (from
  * the command, or, for the switch to external bodies, inside own); never
