@@ -1,13 +1,18 @@
 /*
  * fuzz_rpc_frame: libFuzzer target for the RPC frame decoder and the
  * protobuf unpack behind it (what a node or router does with bytes from the
- * network).
+ * network), and for what a queue replica reads of its peers' and its own
+ * body bytes (node/mq_store.h, node/mq_ranges.h).
  *
  * Input: byte 0 picks the feed chunk size (so frames straddle feeds in many
  * ways), the rest is the byte stream. Every complete frame is unpacked as a
  * request and as a response; decoded requests are re-encoded (with a low
  * compression threshold) and decoded again, which must succeed and keep the
- * known fields.
+ * known fields. The bytes of a segment (an MqSegmentData response's, and
+ * the stream itself) go through mq_store_check_records, as they are and
+ * with every record's crc made right (so the walk past a first record is
+ * reached); the stream with its last 4 bytes made the right crc goes
+ * through mq_ranges_decode (the bodies/missing file).
  * Seeds: tests/fuzz/corpus_rpc_frame/.
  */
 #include <stddef.h>
@@ -15,7 +20,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <zlib.h>
+
 #include "common/buf.h"
+#include "common/le.h"
+#include "node/mq_ranges.h"
+#include "node/mq_store.h"
 #include "proto/rpc_frame.h"
 
 /* Small enough to keep iterations fast, large enough for lz4 frames. */
@@ -112,6 +122,105 @@ out:
     buf_free(&b);
 }
 
+static uint32_t get_u32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+/* The contract of mq_store_check_records on @p (@len). */
+static void check_records(const unsigned char *p, uint32_t len,
+                          uint32_t want_whole)
+{
+    uint32_t whole = 7;
+    uint64_t need = 7;
+    int rv = mq_store_check_records(p, len, &whole, &need);
+
+    if (rv == 0) {
+        if (whole == 0 || whole > len || whole % MQ_STORE_REC_ALIGN != 0 ||
+            (want_whole != UINT32_MAX && whole != want_whole)) {
+            abort();
+        }
+    } else if (rv == 1) {
+        if (whole != 0 || need <= len || need < MQ_STORE_REC_HDR ||
+            (want_whole != UINT32_MAX && want_whole != 0)) {
+            abort();
+        }
+    } else if (rv != -1 || whole != 0 || want_whole != UINT32_MAX) {
+        abort(); /* records with right crcs always check */
+    }
+}
+
+/* Segment bytes as received, then with every record's crc (zlib crc32 of
+ * the 4 length bytes and the body) made right: then exactly the whole
+ * records are whole. */
+static void fuzz_segment_bytes(const unsigned char *p, size_t size)
+{
+    uint32_t len = size > UINT32_MAX ? UINT32_MAX : (uint32_t)size;
+    unsigned char *fixed;
+    uint64_t at = 0;
+
+    check_records(p, len, UINT32_MAX);
+    fixed = malloc(len > 0 ? len : 1);
+    if (fixed == NULL) {
+        return;
+    }
+    memcpy(fixed, p, len);
+    while (at + MQ_STORE_REC_HDR <= len) {
+        uint32_t body_len = get_u32(fixed + at);
+        uint64_t rec = MQ_STORE_REC_BYTES(body_len);
+        uLong crc;
+
+        if (at + rec > len) {
+            break;
+        }
+        crc = crc32(0L, fixed + at, 4);
+        crc = crc32(crc, fixed + at + MQ_STORE_REC_HDR, body_len);
+        le_put_u32(fixed + at + 4, (uint32_t)crc);
+        at += rec;
+    }
+    check_records(fixed, len, (uint32_t)at);
+    free(fixed);
+}
+
+/* The bodies/missing form with a right crc: what decodes encodes back to
+ * the same ranges. */
+static void fuzz_missing_form(const unsigned char *p, size_t size)
+{
+    struct mq_ranges r = {0}, again = {0};
+    unsigned char *form, *enc = NULL, *enc2 = NULL;
+    size_t enc_len = 0, enc2_len = 0;
+
+    if (size < 4 || size > 64 * 1024) {
+        return;
+    }
+    form = malloc(size);
+    if (form == NULL) {
+        return;
+    }
+    memcpy(form, p, size);
+    le_put_u32(form + size - 4, (uint32_t)crc32(0L, form, (uInt)(size - 4)));
+    if (mq_ranges_decode(&r, form, size) == 0) {
+        mq_ranges_encode(&r, &enc, &enc_len);
+        if (mq_ranges_decode(&again, enc, enc_len) != 0 ||
+            again.n != r.n ||
+            mq_ranges_bytes(&again) != mq_ranges_bytes(&r)) {
+            abort();
+        }
+        mq_ranges_encode(&again, &enc2, &enc2_len);
+        if (enc2_len != enc_len || memcmp(enc, enc2, enc_len) != 0) {
+            abort();
+        }
+    } else if (r.n != 0) {
+        abort(); /* refused: left empty */
+    }
+    free(enc);
+    free(enc2);
+    mq_ranges_clear(&r);
+    mq_ranges_clear(&again);
+    free(form);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct rpc_frame_decoder d;
@@ -129,6 +238,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     chunk = (size_t)data[0] + 1;
     data++;
     size--;
+    fuzz_segment_bytes(data, size);
+    fuzz_missing_form(data, size);
     rpc_frame_decoder_init(&d, FUZZ_MAX_FRAME);
     for (off = 0; off < size && rv >= 0;) {
         size_t n = size - off < chunk ? size - off : chunk;
@@ -154,6 +265,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 ringmq__rpc_request__free_unpacked(req, NULL);
             }
             if (rpc_frame_unpack_response(&f, &resp) == 0) {
+                if (resp->body_case == RINGMQ__RPC_RESPONSE__BODY_MQ_SEGMENT &&
+                    resp->mq_segment->data.len > 0) {
+                    fuzz_segment_bytes(resp->mq_segment->data.data,
+                                       resp->mq_segment->data.len);
+                }
                 ringmq__rpc_response__free_unpacked(resp, NULL);
             }
         }
