@@ -21,6 +21,8 @@ static struct {
     struct node *node;
 } m;
 
+#define NODE_THREADPOOL_SIZE "16"
+
 static void node_stopped(void *data)
 {
     (void)data;
@@ -75,6 +77,11 @@ int main(int argc, char **argv)
     }
     log_init("ringmq-node", m.cfg.log_level);
 
+    /* Before libuv's threadpool starts (its size is read once): every
+     * group's Raft appends run there (raft/kaio.h), beside snapshot work
+     * that holds a thread while it waits; libuv's default is 4. An
+     * operator's own setting wins. */
+    setenv("UV_THREADPOOL_SIZE", NODE_THREADPOOL_SIZE, 0);
     uv_loop_init(&m.loop);
     m.node = node_new(&m.loop, &m.cfg, err, sizeof(err));
     if (m.node == NULL) {

@@ -61,6 +61,7 @@
 #include "common/random_id.h"
 #include "raft/fsm.h"
 #include "raft/ident.h"
+#include "raft/kaio.h"
 #include "raft/member.h"
 #include "raft/transport.h"
 
@@ -1205,7 +1206,10 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
     /* io->init: checks the directory, probes O_DIRECT/KAIO, loads metadata */
     g->io_close = g->io.close;
     g->io.close = io_close_wrap;
+    /* its probe of the directory must reach the kernel as it is */
+    kaio_probe_begin();
     rv = raft_init(&g->raft, &g->io, &g->fsm.raft_fsm, cfg->id, self_addr);
+    kaio_probe_end();
     if (rv != 0) {
         snprintf(errmsg, errlen, "data directory '%s': raft_init: %s (%d)",
                  g->dir,
