@@ -12,6 +12,28 @@ static const char lz_magic[4] = {'R', 'L', 'Z', '4'};
 /* LZ4F_MAGICNUMBER, as it lies in memory (little-endian) */
 static const unsigned char frame_magic[4] = {0x04, 0x22, 0x4d, 0x18};
 
+/* What lz_frame_begin writes first: a skippable frame of the LZ4 frame
+ * format (magic 0x184D2A50 + n, n 0..15, then a 4-byte little-endian
+ * size and that many bytes, which readers skip) holding "RMQZ". Why: raft
+ * 0.15 decompresses a snapshot file that starts with the frame magic when
+ * it loads it, trusting the header's content size, and a leader would
+ * then send the raw state to followers. The lz4 tool reads it as is. */
+#define SKIP_MAGIC_LOW 0x184d2a50u
+#define SKIP_HEADER 8
+static const unsigned char skip_tag[SKIP_HEADER + 4] = {
+    0x52, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 'R', 'M', 'Q', 'Z'};
+
+static uint32_t le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static bool is_skippable(const void *in, size_t len)
+{
+    return len >= SKIP_HEADER && (le32(in) & ~0xfu) == SKIP_MAGIC_LOW;
+}
+
 /* The frames we write. 1 MiB blocks: a snapshot's 4 MiB chunks go
  * through the library without a copy into its own buffer, and a block
  * does not cost the ratio much against a single one. */
@@ -32,8 +54,9 @@ bool lz_is_compressed(const void *in, size_t len)
 
 bool lz_is_frame(const void *in, size_t len)
 {
-    return len >= sizeof frame_magic &&
-           memcmp(in, frame_magic, sizeof frame_magic) == 0;
+    return is_skippable(in, len) ||
+           (len >= sizeof frame_magic &&
+            memcmp(in, frame_magic, sizeof frame_magic) == 0);
 }
 
 int lz_compress(const void *in, size_t len, void *(*alloc)(size_t),
@@ -117,6 +140,19 @@ static int frame_decompress(const void *in, size_t len, size_t max_raw,
     size_t in_off, out_off;
     size_t r;
 
+    if (is_skippable(src, len)) {
+        size_t skip = le32(src + 4);
+
+        if (skip > len - SKIP_HEADER) {
+            return -1;
+        }
+        src += SKIP_HEADER + skip;
+        len -= SKIP_HEADER + skip;
+    }
+    if (len < sizeof frame_magic ||
+        memcmp(src, frame_magic, sizeof frame_magic) != 0) {
+        return -1; /* one frame of data, after one skippable at most */
+    }
     if (LZ4F_isError(LZ4F_createDecompressionContext(&dctx, LZ4F_VERSION))) {
         return -1;
     }
@@ -227,14 +263,16 @@ int lz_frame_begin(struct lz_frame *f, uint64_t total,
     f->release = release;
     f->total = total;
     frame_prefs(&prefs, total);
-    if (frame_reserve(f, LZ4F_HEADER_SIZE_MAX) != 0) {
+    if (frame_reserve(f, sizeof skip_tag + LZ4F_HEADER_SIZE_MAX) != 0) {
         goto err;
     }
-    r = LZ4F_compressBegin(cctx, f->out, f->cap, &prefs);
+    memcpy(f->out, skip_tag, sizeof skip_tag);
+    r = LZ4F_compressBegin(cctx, f->out + sizeof skip_tag,
+                           f->cap - sizeof skip_tag, &prefs);
     if (LZ4F_isError(r)) {
         goto err;
     }
-    f->len = r;
+    f->len = sizeof skip_tag + r;
     return 0;
 
 err:

@@ -7,9 +7,13 @@
  *     (~2 GiB);
  *   - an LZ4 frame (lz_frame_*, lz4frame.h): written a piece at a time, so
  *     that a large input never has to be in memory at once. Independent
- *     blocks, the content size in the header and the content checksum on.
+ *     blocks, the content size in the header and the content checksum on,
+ *     after a small skippable frame (also of the LZ4 frame format: the
+ *     lz4 tool reads the whole) so that raft 0.15, which decompresses
+ *     snapshot files that start with the frame magic as it loads them,
+ *     leaves ours alone (lz.c says why that matters).
  *
- * lz_decompress reads either. Ownership: outputs come from the given
+ * lz_decompress reads either, and a frame with no skippable one before it. Ownership: outputs come from the given
  * allocator (NULL = malloc) and belong to the caller. The allocator must be
  * malloc-compatible (free() releases its blocks): raft_malloc with raft's
  * default heap is. Errors: -1 (allocation failure, corrupt or truncated
@@ -26,16 +30,17 @@
 
 int lz_compress(const void *in, size_t len, void *(*alloc)(size_t),
                 void **out, size_t *out_len);
-/* Either format, told apart by its magic. A frame is refused unless its
- * header gives its content size (so an empty frame, whose size reads as
- * unknown, is refused too), that size is at most @max_raw, and exactly
- * that many bytes decode, the checksums hold and no byte follows it. */
+/* Either format, told apart by its magic. A frame (after one skippable
+ * frame at most) is refused unless its header gives its content size (so
+ * an empty frame, whose size reads as unknown, is refused too), that size
+ * is at most @max_raw, and exactly that many bytes decode, the checksums
+ * hold and no byte follows it. */
 int lz_decompress(const void *in, size_t len, size_t max_raw,
                   void *(*alloc)(size_t), void **out, size_t *out_len);
 /* true if @in starts with the "RLZ4" magic (not a frame: rpc_frame
  * payloads are RLZ4 only). */
 bool lz_is_compressed(const void *in, size_t len);
-/* true if @in starts with the LZ4 frame magic. */
+/* true if @in starts with the LZ4 frame magic or a skippable frame's. */
 bool lz_is_frame(const void *in, size_t len);
 
 /*

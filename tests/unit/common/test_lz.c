@@ -388,6 +388,46 @@ static void test_frame_unknown_size(void **state)
     free(out);
 }
 
+/* Our frames start with a skippable frame, not with the frame magic that
+ * raft 0.15's snapshot loader decompresses on its own; a bare frame (the
+ * skippable one cut off) reads the same, and a skippable frame whose size
+ * runs past the end, or with no frame after it, is refused. */
+static void test_frame_skippable_first(void **state)
+{
+    static const unsigned char lz4f_magic[4] = {0x04, 0x22, 0x4d, 0x18};
+    char in[3000];
+    void *z = NULL;
+    void *out = NULL;
+    size_t zlen = 0;
+    size_t outlen = 0;
+    uint8_t *h;
+
+    (void)state;
+    memset(in, 'k', sizeof in);
+    frame_of(in, sizeof in, 1000, plain_realloc, free, &z, &zlen);
+    h = z;
+    assert_true(memcmp(h, lz4f_magic, 4) != 0);
+    assert_int_equal(h[0] & 0xf0, 0x50); /* 0x184D2A5x */
+    assert_int_equal(h[1], 0x2a);
+    assert_memory_equal(h + 12, lz4f_magic, 4);
+    /* bare */
+    assert_true(lz_is_frame(h + 12, zlen - 12));
+    assert_int_equal(
+        lz_decompress(h + 12, zlen - 12, sizeof in, NULL, &out, &outlen), 0);
+    assert_int_equal(outlen, sizeof in);
+    assert_memory_equal(out, in, sizeof in);
+    free(out);
+    /* a skippable size past the end; one skipping over the frame */
+    h[4] = 0xff;
+    assert_int_equal(lz_decompress(h, zlen, sizeof in, NULL, &out, &outlen),
+                     -1);
+    h[4] = (uint8_t)(zlen - 8);
+    h[5] = (uint8_t)((zlen - 8) >> 8);
+    assert_int_equal(lz_decompress(h, zlen, sizeof in, NULL, &out, &outlen),
+                     -1);
+    free(z);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -404,6 +444,7 @@ int main(void)
         cmocka_unit_test(test_frame_max_raw),
         cmocka_unit_test(test_frame_corrupt),
         cmocka_unit_test(test_frame_unknown_size),
+        cmocka_unit_test(test_frame_skippable_first),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
