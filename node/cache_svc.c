@@ -142,6 +142,39 @@ static void fsm_snapshot_end(void *snap)
     cache_sm_snapshot_end(snap);
 }
 
+/* The seal as the chunks go past (raft/types.h): raft keeps the state in
+ * its opaque words, cache_sm in its own struct. */
+_Static_assert(sizeof(struct cache_sm_seal) <=
+                   sizeof(((struct rgroup_seal *)0)->word),
+               "the seal's state fits raft's words");
+_Static_assert(CACHE_SM_SEAL_LEN == RGROUP_SEAL_LEN, "the trailer");
+
+static void fsm_seal_begin(struct rgroup_seal *st, size_t len)
+{
+    struct cache_sm_seal cs;
+
+    cache_sm_seal_begin(&cs, len);
+    memcpy(st->word, &cs, sizeof cs);
+}
+
+static void fsm_seal_update(struct rgroup_seal *st, const void *bytes,
+                            size_t n)
+{
+    struct cache_sm_seal cs;
+
+    memcpy(&cs, st->word, sizeof cs);
+    cache_sm_seal_update(&cs, bytes, n);
+    memcpy(st->word, &cs, sizeof cs);
+}
+
+static void fsm_seal_end(struct rgroup_seal *st, void *trailer)
+{
+    struct cache_sm_seal cs;
+
+    memcpy(&cs, st->word, sizeof cs);
+    cache_sm_seal_end(&cs, trailer);
+}
+
 static int fsm_restore(void *data, const void *buf, size_t len)
 {
     struct cache_svc *svc = data;
@@ -170,8 +203,10 @@ struct cache_svc *cache_svc_new(uv_loop_t *loop,
         .restore = fsm_restore,
         .snapshot_begin = fsm_snapshot_begin,
         .snapshot_step = fsm_snapshot_step,
-        .snapshot_seal = cache_sm_snapshot_seal,
         .snapshot_end = fsm_snapshot_end,
+        .seal_begin = fsm_seal_begin,
+        .seal_update = fsm_seal_update,
+        .seal_end = fsm_seal_end,
     };
 
     snprintf(svc->name, sizeof(svc->name), "%s", group->name);

@@ -6,7 +6,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -109,98 +108,226 @@ static unsigned dumps_running;
 
 /* Snapshots being written in slices in this process: each holds a worker
  * thread of libuv's pool (4 by default, which raft's disk work shares)
- * while it waits for the loop, so one at a time. Loop thread only. */
+ * while it waits for the loop, and the chunk pool, so one at a time. Loop
+ * thread only. */
 static unsigned slicings_running;
 
-/* The raw bytes are faulted in and unmapped in pieces of this size: each
- * piece holds the process's memory map lock (which a malloc on the loop
- * may need) only briefly. */
-#define SLICES_MAP_PIECE ((size_t)4 << 20)
+/*
+ * The chunk pool: allocated at the first snapshot in slices and kept, so
+ * that a snapshot writes into pages that are already there (first touches
+ * of fresh pages cost far more than the copy on a virtual machine) and
+ * its memory is the pool plus the compressed output, however large the
+ * state. Loop thread only (rfsm_snapshot_chunks, slices_start); a
+ * snapshot's worker reaches the buffers through its chunks.
+ */
+static unsigned char *pool_buf[RFSM_MAX_CHUNKS];
+static size_t pool_chunk_bytes = RFSM_CHUNK_BYTES;
+static unsigned pool_chunks = RFSM_CHUNKS;
 
-/* A snapshot written in slices (fsm.h). */
-struct rfsm_slices {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool done;    /* under lock: all bytes written; the worker's from now */
-    bool aborted; /* under lock: the worker gives up */
-    void *snap;   /* the fsm's, until ended; loop only */
-    unsigned char *raw;
-    size_t len;
-    size_t off; /* bytes written; loop only */
-    bool ok;    /* set by the worker: compressed */
-    size_t out_len;
-    uint64_t started_ns;
-    uint64_t slices;
-    uint64_t max_ns;
+/* A chunk of a snapshot in slices: the loop fills it, the worker seals
+ * and compresses it and gives it back. */
+struct rfsm_chunk {
+    unsigned char *buf; /* a pool buffer */
+    size_t off;         /* where its bytes are in the snapshot */
+    size_t len;         /* bytes written so far */
+    size_t want;        /* bytes it takes (chunk_want) */
+    struct rfsm_chunk *next;
 };
 
-static unsigned char *slices_map(size_t len)
-{
-    void *p = mmap(NULL, len > 0 ? len : 1, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+/*
+ * A snapshot written in slices (fsm.h):
+ *
+ *   loop: take a free chunk ──step──> full ──> full queue ──> worker:
+ *         (none free: wait,                    seal, compress into the
+ *          woken by a->wake)    <── free list <── frame, give it back
+ *
+ * The loop fills one chunk at a time (cur) and queues it in order; the
+ * worker (slices_compress, at FORKDUMP_NICE) takes them in order, so the
+ * frame and the seal see the bytes in order.
+ */
+struct rfsm_slices {
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* the worker waits on it: a full chunk, abort */
+    /* under lock */
+    struct rfsm_chunk *free;
+    struct rfsm_chunk *full_head, *full_tail;
+    bool loop_waits; /* the loop found no free chunk: wake it for one */
+    bool aborted;    /* the worker gives up */
+    /* loop only */
+    void *snap; /* the fsm's, until ended */
+    struct rfsm_chunk *cur;
+    size_t off;   /* bytes written */
+    bool waiting; /* since the loop last found no free chunk */
+    uint64_t slices;
+    uint64_t max_ns;
+    uint64_t waits;
+    uint64_t started_ns;
+    /* fixed at start */
+    size_t len;
+    unsigned n_chunks;
+    struct rfsm_chunk chunks[RFSM_MAX_CHUNKS];
+    /* the worker's until snapshot_async returns, then finalize's */
+    bool ok; /* compressed */
+    size_t out_len;
+};
 
-    return p == MAP_FAILED ? NULL : p;
+void rfsm_snapshot_chunks(size_t bytes, unsigned n)
+{
+    unsigned i;
+
+    INVARIANT(slicings_running == 0 && bytes % 8 == 0 &&
+              bytes >= 2 * RGROUP_SEAL_LEN && n >= 1 &&
+              n <= RFSM_MAX_CHUNKS);
+    for (i = 0; i < RFSM_MAX_CHUNKS; i++) {
+        free(pool_buf[i]);
+        pool_buf[i] = NULL;
+    }
+    pool_chunk_bytes = bytes;
+    pool_chunks = n;
 }
 
-/* Piece by piece: unmapping a GiB in one call holds the memory map lock
- * for as long as it takes to free every page. */
-static void slices_unmap(unsigned char *raw, size_t len)
+static int pool_fill(void)
 {
-    size_t off;
+    unsigned i;
 
-    if (len == 0) {
-        len = 1;
+    for (i = 0; i < pool_chunks; i++) {
+        if (pool_buf[i] == NULL &&
+            (pool_buf[i] = malloc(pool_chunk_bytes)) == NULL) {
+            return -1; /* those allocated stay, for the next try */
+        }
     }
-    for (off = 0; off < len; off += SLICES_MAP_PIECE) {
-        size_t n = len - off < SLICES_MAP_PIECE ? len - off : SLICES_MAP_PIECE;
-
-        (void)munmap(raw + off, n);
-    }
+    return 0;
 }
 
+/* The bytes a chunk at @left bytes from the end takes: a whole buffer, so
+ * that every chunk but the last ends at a multiple of 8 (the seal reads
+ * whole words), but 8 fewer when that would leave fewer than the trailer
+ * for the last chunk: the trailer is then in the last chunk alone, where
+ * the worker patches it before compressing. */
+static size_t chunk_want(size_t left)
+{
+    size_t n = left < pool_chunk_bytes ? left : pool_chunk_bytes;
+
+    if (left - n > 0 && left - n < RGROUP_SEAL_LEN) {
+        n -= RGROUP_SEAL_LEN;
+    }
+    return n;
+}
+
+/* 0, -1 (not now), or 1: nothing to write in slices (an empty snapshot
+ * makes no frame): take it inline. */
 static int slices_start(struct rfsm *a)
 {
     struct rfsm_slices *s;
     size_t len = 0;
-    void *snap = a->user.snapshot_begin(a->user.data, &len);
-    unsigned char *raw;
+    void *snap;
+    unsigned i;
 
+    if (pool_fill() != 0) {
+        return -1;
+    }
+    snap = a->user.snapshot_begin(a->user.data, &len);
     if (snap == NULL) {
         return -1;
     }
-    /* untouched until written: the pages cost nothing on the loop yet */
-    raw = slices_map(len);
-    if (raw == NULL) {
+    if (len == 0 || (a->user.seal_begin != NULL && len < RGROUP_SEAL_LEN)) {
         a->user.snapshot_end(snap);
-        return -1;
+        return 1;
     }
     s = xcalloc(1, sizeof *s);
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     s->snap = snap;
-    s->raw = raw;
     s->len = len;
+    s->n_chunks = pool_chunks;
+    for (i = 0; i < s->n_chunks; i++) {
+        s->chunks[i].buf = pool_buf[i];
+        s->chunks[i].next = s->free;
+        s->free = &s->chunks[i];
+    }
     s->started_ns = clock_mono_ns();
     a->slices = s;
     slicings_running++;
     return 0;
 }
 
-/* End the fsm's snapshot, whole or not, and tell the worker. */
-static void slices_stop(struct rfsm *a, struct rfsm_slices *s, bool done)
+/* End the fsm's snapshot, if not yet: it has all its bytes, or never will. */
+static void slices_end(struct rfsm *a, struct rfsm_slices *s)
 {
     if (s->snap != NULL) {
         a->user.snapshot_end(s->snap);
         s->snap = NULL;
     }
+}
+
+/* The worker gives up at its next look (the loop's bytes are ended). */
+static void slices_abort(struct rfsm *a, struct rfsm_slices *s)
+{
+    slices_end(a, s);
     pthread_mutex_lock(&s->lock);
-    if (done) {
-        s->done = true;
-    } else {
-        s->aborted = true;
-    }
+    s->aborted = true;
     pthread_cond_signal(&s->cond);
     pthread_mutex_unlock(&s->lock);
+}
+
+/* A free chunk for the next bytes, or NULL: the worker then wakes the
+ * loop when it frees one. */
+static struct rfsm_chunk *chunk_take(struct rfsm *a, struct rfsm_slices *s)
+{
+    struct rfsm_chunk *c;
+
+    pthread_mutex_lock(&s->lock);
+    c = s->free;
+    if (c != NULL) {
+        s->free = c->next;
+    } else {
+        s->loop_waits = true;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (c == NULL) {
+        if (!s->waiting) {
+            s->waiting = true;
+            s->waits++;
+            a->slice_waits++;
+        }
+        return NULL;
+    }
+    s->waiting = false;
+    c->off = s->off;
+    c->len = 0;
+    c->want = chunk_want(s->len - s->off);
+    c->next = NULL;
+    return c;
+}
+
+static void chunk_queue(struct rfsm_slices *s, struct rfsm_chunk *c)
+{
+    pthread_mutex_lock(&s->lock);
+    if (s->full_tail != NULL) {
+        s->full_tail->next = c;
+    } else {
+        s->full_head = c;
+    }
+    s->full_tail = c;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* The worker: @c is done with. */
+static void chunk_give_back(struct rfsm *a, struct rfsm_slices *s,
+                            struct rfsm_chunk *c)
+{
+    bool wake;
+
+    pthread_mutex_lock(&s->lock);
+    c->next = s->free;
+    s->free = c;
+    wake = s->loop_waits;
+    s->loop_waits = false;
+    pthread_mutex_unlock(&s->lock);
+    if (wake && a->wake != NULL) {
+        a->wake(a->wake_data);
+    }
 }
 
 /* This thread's CPU time: a slice's cost without the time the scheduler
@@ -217,32 +344,62 @@ static uint64_t thread_cpu_ns(void)
 
 bool rfsm_snapshot_slicing(const struct rfsm *a)
 {
-    return a->slices != NULL && a->slices->snap != NULL;
+    struct rfsm_slices *s = a->slices;
+    bool chunk_free;
+
+    if (s == NULL || s->snap == NULL) {
+        return false;
+    }
+    if (s->cur != NULL || a->wake == NULL) {
+        return true; /* without a wake hook, the loop polls for a chunk */
+    }
+    pthread_mutex_lock(&s->lock);
+    chunk_free = s->free != NULL;
+    pthread_mutex_unlock(&s->lock);
+    return chunk_free;
 }
 
 void rfsm_snapshot_slice(struct rfsm *a)
 {
     struct rfsm_slices *s = a->slices;
     uint64_t t0, took, cpu0, cpu;
+    size_t wrote = 0;
 
     if (s == NULL || s->snap == NULL) {
         return;
     }
     cpu0 = thread_cpu_ns();
     t0 = clock_mono_ns();
-    while (s->off < s->len) {
-        size_t room = s->len - s->off;
-        size_t n;
+    for (;;) {
+        struct rfsm_chunk *c = s->cur;
+        size_t room, n;
 
-        if (room > RFSM_SLICE_CHUNK) {
-            room = RFSM_SLICE_CHUNK;
+        if (c == NULL && (c = s->cur = chunk_take(a, s)) == NULL) {
+            break; /* the worker wakes the loop when one is free */
         }
-        n = a->user.snapshot_step(s->snap, s->raw + s->off, room);
+        room = c->want - c->len;
+        if (room > RFSM_SLICE_STEP) {
+            room = RFSM_SLICE_STEP;
+        }
+        n = a->user.snapshot_step(s->snap, c->buf + c->len, room);
         INVARIANT(n > 0 && n <= room); /* begin said how many bytes */
+        c->len += n;
         s->off += n;
+        wrote += n;
+        if (c->len == c->want) {
+            s->cur = NULL;
+            chunk_queue(s, c);
+            if (s->off == s->len) {
+                slices_end(a, s); /* all written: the worker's now */
+                break;
+            }
+        }
         if (clock_mono_ns() - t0 >= RFSM_SLICE_NS) {
             break;
         }
+    }
+    if (wrote == 0) {
+        return; /* waited: not a slice */
     }
     took = clock_mono_ns() - t0;
     cpu = thread_cpu_ns() - cpu0;
@@ -256,105 +413,135 @@ void rfsm_snapshot_slice(struct rfsm *a)
     if (took > a->slice_max_ns) {
         a->slice_max_ns = took;
     }
-    if (s->off == s->len) {
-        slices_stop(a, s, true);
-    }
-}
-
-/* Fault the pages in ahead of the loop's slices, so that it pays for
- * none of them: MADV_POPULATE_WRITE changes no byte, so it may overlap
- * the loop's writes. A kernel without it (before 5.14) leaves the faults
- * to the loop. */
-static void slices_populate(struct rfsm_slices *s)
-{
-#ifdef MADV_POPULATE_WRITE
-    size_t off;
-
-    /* mmap'd: page-aligned, and so is every piece */
-    for (off = 0; off < s->len; off += SLICES_MAP_PIECE) {
-        size_t n = s->len - off < SLICES_MAP_PIECE ? s->len - off
-                                                   : SLICES_MAP_PIECE;
-        bool stop;
-
-        if (madvise(s->raw + off, n, MADV_POPULATE_WRITE) != 0) {
-            return;
-        }
-        pthread_mutex_lock(&s->lock);
-        stop = s->done || s->aborted; /* the loop got there first */
-        pthread_mutex_unlock(&s->lock);
-        if (stop) {
-            return;
-        }
-    }
-#else
-    (void)s;
-#endif
 }
 
 /* Sealing and compressing: a second of CPU per GiB, taken at the nice of
  * forkdump's child so that the loop (on a 2-core machine, the other core
  * may be all there is) keeps its share. */
-struct slices_seal {
+struct slices_job {
     struct rfsm *a;
     struct rfsm_slices *s;
     void *out;
     size_t out_len;
-    int rv;
+    int rv; /* 0 or a RAFT_* code */
 };
 
-static void slices_seal(struct slices_seal *j)
+/* The seal over @c's bytes, in order; the trailer is in the last chunk
+ * alone (chunk_want), and is written there before it is compressed. */
+static void seal_chunk(const struct rfsm *a, struct rfsm_slices *s,
+                       struct rgroup_seal *st, struct rfsm_chunk *c)
 {
-    if (j->a->user.snapshot_seal != NULL) {
-        j->a->user.snapshot_seal(j->s->raw, j->s->len);
+    size_t body = s->len - RGROUP_SEAL_LEN;
+
+    if (a->user.seal_begin == NULL) {
+        return;
     }
-    j->rv = lz_compress(j->s->raw, j->s->len, rfsm_raft_alloc, &j->out,
-                        &j->out_len);
+    if (c->off < body) {
+        size_t n = body - c->off < c->len ? body - c->off : c->len;
+
+        a->user.seal_update(st, c->buf, n);
+    }
+    if (c->off + c->len == s->len) {
+        INVARIANT(c->off <= body);
+        a->user.seal_end(st, c->buf + (body - c->off));
+    } else {
+        INVARIANT(c->off + c->len <= body && c->len % 8 == 0);
+    }
 }
 
-static void *slices_seal_thread(void *arg)
+/* The next full chunk, in order, or NULL when aborted. */
+static struct rfsm_chunk *chunk_next(struct rfsm_slices *s)
+{
+    struct rfsm_chunk *c = NULL;
+
+    pthread_mutex_lock(&s->lock);
+    while (s->full_head == NULL && !s->aborted) {
+        pthread_cond_wait(&s->cond, &s->lock);
+    }
+    if (!s->aborted) {
+        c = s->full_head;
+        s->full_head = c->next;
+        if (s->full_head == NULL) {
+            s->full_tail = NULL;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return c;
+}
+
+static void slices_compress(struct slices_job *j)
+{
+    struct rfsm *a = j->a;
+    struct rfsm_slices *s = j->s;
+    struct rgroup_seal st;
+    struct lz_frame f;
+    size_t done = 0;
+
+    if (lz_frame_begin(&f, s->len, raft_realloc, raft_free) != 0) {
+        j->rv = RAFT_NOMEM;
+        return;
+    }
+    memset(&st, 0, sizeof st);
+    if (a->user.seal_begin != NULL) {
+        a->user.seal_begin(&st, s->len);
+    }
+    while (done < s->len) {
+        struct rfsm_chunk *c = chunk_next(s);
+        int rv;
+
+        if (c == NULL) {
+            j->rv = RAFT_CANCELED;
+            goto err;
+        }
+        INVARIANT(c->off == done && c->len == c->want && c->len > 0);
+        seal_chunk(a, s, &st, c);
+        rv = lz_frame_update(&f, c->buf, c->len);
+        done += c->len;
+        chunk_give_back(a, s, c);
+        if (rv != 0) {
+            j->rv = RAFT_NOMEM;
+            goto err;
+        }
+    }
+    if (lz_frame_end(&f, &j->out, &j->out_len) != 0) {
+        j->rv = RAFT_NOMEM;
+    }
+    return;
+
+err:
+    lz_frame_abort(&f);
+}
+
+static void *slices_compress_thread(void *arg)
 {
     /* Linux: a thread's own nice (the process's other threads keep theirs) */
     (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), FORKDUMP_NICE);
-    slices_seal(arg);
+    slices_compress(arg);
     return NULL;
 }
 
-/* raft's threadpool: wait for the loop's last slice, then seal and
- * compress. */
+/* raft's threadpool: compress the chunks as the loop fills them, in a
+ * thread of lower priority; this one only waits for it. */
 static int slices_collect(struct rfsm *a, struct rfsm_slices *s,
                           struct raft_buffer *bufs[], unsigned *n_bufs)
 {
-    struct slices_seal job = {.a = a, .s = s};
+    struct slices_job job = {.a = a, .s = s};
     struct raft_buffer *arr;
     pthread_t t;
-    bool aborted;
 
-    slices_populate(s);
-    pthread_mutex_lock(&s->lock);
-    while (!s->done && !s->aborted) {
-        pthread_cond_wait(&s->cond, &s->lock);
-    }
-    aborted = s->aborted;
-    pthread_mutex_unlock(&s->lock);
-    if (aborted) {
-        return RAFT_CANCELED;
-    }
-    if (pthread_create(&t, NULL, slices_seal_thread, &job) == 0) {
+    if (pthread_create(&t, NULL, slices_compress_thread, &job) == 0) {
         pthread_join(t, NULL);
     } else {
-        slices_seal(&job); /* no thread: at the pool thread's nice, then */
+        slices_compress(&job); /* no thread: at the pool thread's nice */
     }
     if (job.rv != 0) {
-        return RAFT_NOMEM;
+        return job.rv;
     }
     arr = raft_malloc(sizeof *arr);
     if (arr == NULL) {
         raft_free(job.out);
         return RAFT_NOMEM;
     }
-    /* here, not on the loop: unmapping a large buffer takes a while */
-    slices_unmap(s->raw, s->len);
-    s->raw = NULL;
     arr[0].base = job.out;
     arr[0].len = job.out_len;
     *bufs = arr;
@@ -364,24 +551,22 @@ static int slices_collect(struct rfsm *a, struct rfsm_slices *s,
     return 0;
 }
 
-/* Loop thread, after raft is done with the snapshot (or gave up). */
+/* Loop thread, after raft is done with the snapshot (or gave up): the
+ * worker has returned, the chunks are the pool's again. */
 static void slices_finish(struct rfsm *a)
 {
     struct rfsm_slices *s = a->slices;
 
-    if (s->snap != NULL) {
-        slices_stop(a, s, false); /* never got whole */
-    }
-    if (s->raw != NULL) {
-        slices_unmap(s->raw, s->len);
-    }
+    slices_end(a, s); /* never got whole */
     if (s->ok) {
         a->snapshots_taken++;
         a->snapshots_sliced++;
         log_info("raft fsm: snapshot of %zu bytes (%zu compressed) in %" PRIu64
-                 " slices, the longest %" PRIu64 " us, stored %" PRIu64
-                 " ms after it began",
-                 s->len, s->out_len, s->slices, s->max_ns / 1000,
+                 " slices through %u chunks of %zu bytes (the loop waited "
+                 "for one %" PRIu64 " times), the longest slice %" PRIu64
+                 " us, stored %" PRIu64 " ms after it began",
+                 s->len, s->out_len, s->slices, s->n_chunks,
+                 pool_chunk_bytes, s->waits, s->max_ns / 1000,
                  (clock_mono_ns() - s->started_ns) / 1000000);
     } else if (!s->aborted) {
         a->snapshot_failures++;
@@ -409,17 +594,23 @@ static int rfsm_snapshot(struct raft_fsm *fsm,
     INVARIANT(a != NULL && bufs != NULL && n_bufs != NULL && !a->dumping &&
               a->slices == NULL);
     if (a->slice_snapshots) {
+        int rv;
+
         if (slicings_running > 0) {
             return RAFT_BUSY;
         }
-        if (slices_start(a) != 0) {
+        rv = slices_start(a);
+        if (rv < 0) {
             a->snapshot_failures++;
             log_warn("raft fsm: cannot begin a snapshot; retrying later");
             return RAFT_BUSY;
         }
-        *bufs = NULL; /* filled by snapshot_async */
-        *n_bufs = 0;
-        return 0;
+        if (rv == 0) {
+            *bufs = NULL; /* filled by snapshot_async */
+            *n_bufs = 0;
+            return 0;
+        }
+        /* nothing to slice: inline, below */
     }
     if (a->fork_snapshots) {
         if (dumps_running > 0) {
@@ -555,8 +746,8 @@ void rfsm_slice_snapshots(struct rfsm *a)
 
 void rfsm_abort_snapshot(struct rfsm *a)
 {
-    if (a->slices != NULL && a->slices->snap != NULL) {
-        slices_stop(a, a->slices, false);
+    if (a->slices != NULL) {
+        slices_abort(a, a->slices);
     }
     if (a->dumping) {
         forkdump_abort(&a->dump);
@@ -597,6 +788,9 @@ void rfsm_init(struct rfsm *a, const struct rgroup_fsm *fsm)
     INVARIANT((fsm->snapshot_begin == NULL) ==
                   (fsm->snapshot_step == NULL) &&
               (fsm->snapshot_begin == NULL) == (fsm->snapshot_end == NULL));
+    INVARIANT((fsm->seal_begin == NULL) == (fsm->seal_update == NULL) &&
+              (fsm->seal_begin == NULL) == (fsm->seal_end == NULL) &&
+              (fsm->seal_begin == NULL || fsm->snapshot_begin != NULL));
     memset(a, 0, sizeof *a);
     a->user = *fsm;
     a->max_snapshot_raw = RFSM_DEFAULT_MAX_SNAPSHOT;

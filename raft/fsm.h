@@ -28,18 +28,27 @@
  *     relies on (its changes are lost with the child);
  *   - snapshot in slices (rfsm_slice_snapshots, raft_fsm version 3), for
  *     an fsm with snapshot_begin/step/end (raft/types.h): snapshot() on
- *     the loop only begins it (the fsm fixes the state at raft's index)
- *     and allocates its bytes; the loop then writes them one slice per
- *     turn (rfsm_snapshot_slice: at most RFSM_SLICE_NS, however large the
- *     state) while entries keep being applied. snapshot_async, on raft's
- *     threadpool, waits for the last slice (faulting the raw copy's
- *     pages in meanwhile), seals and compresses the bytes in a thread at
- *     FORKDUMP_NICE and unmaps the raw copy; finalize ends the fsm's snapshot if
- *     it was not whole (a failure, or rfsm_abort_snapshot on close, which
- *     also wakes the waiting thread). The loop never waits for the
- *     thread. One per process at a time, as for children: each holds a
- *     threadpool thread while it waits;
- *   - restore: lz_decompress, rgroup_fsm.restore, and on success
+ *     the loop only begins it (the fsm fixes the state at raft's index);
+ *     the loop then writes its bytes one slice per turn
+ *     (rfsm_snapshot_slice: at most RFSM_SLICE_NS, however large the
+ *     state) while entries keep being applied, into a pool of
+ *     RFSM_CHUNKS reused chunks of RFSM_CHUNK_BYTES, never into one
+ *     buffer of the whole. A full chunk (or the last) goes to the worker:
+ *     snapshot_async, on raft's threadpool, runs a thread at FORKDUMP_NICE
+ *     that takes the chunks in order, streams the fsm's seal over them
+ *     (seal_begin/update/end: the trailer is patched into the last chunk),
+ *     compresses each into one LZ4 frame (common/lz: lz_frame_*, the
+ *     output grown with raft_realloc) and gives it back to the pool. When
+ *     no chunk is free the slice writes nothing and the loop may block in
+ *     poll (rfsm_snapshot_slicing is false) until the worker frees one and
+ *     calls the @wake hook. Memory: the pool and the compressed output,
+ *     never O(state). finalize ends the fsm's snapshot if it was not whole
+ *     (a failure, or rfsm_abort_snapshot on close, which also stops the
+ *     worker at its next chunk). The loop never waits for the worker. One
+ *     per process at a time, as for children: each holds a threadpool
+ *     thread and the pool;
+ *   - restore: lz_decompress (an RLZ4 block or an LZ4 frame, as written
+ *     by the paths above), rgroup_fsm.restore, and on success
  *     raft_free(buf->base) as raft 0.15 requires (on failure raft keeps it).
  *
  * The adapter knows nothing about libuv or rgroup internals, so tests can run
@@ -47,8 +56,9 @@
  * Direction: raft/group uses this module; it uses raft/types.h only (never
  * group.h), and reaches the group's waiting commands through @claim.
  * Everything runs on the raft loop thread, except snapshot_async (raft's
- * threadpool: it touches only the forkdump and dump_ok, or the struct
- * rfsm_slices under its lock and, once the slices are done, their bytes).
+ * threadpool, and the thread it starts: it touches only the forkdump and
+ * dump_ok, or the struct rfsm_slices under its lock, the chunks the loop
+ * queued to it, the fsm's seal, and calls @wake).
  */
 #ifndef RINGMQ_RAFT_FSM_H
 #define RINGMQ_RAFT_FSM_H
@@ -76,9 +86,16 @@
 
 /* A slice of an incremental snapshot on the loop: it stops at the first
  * look at the clock past RFSM_SLICE_NS; it looks after every
- * RFSM_SLICE_CHUNK bytes. */
+ * RFSM_SLICE_STEP bytes. */
 #define RFSM_SLICE_NS 500000u
-#define RFSM_SLICE_CHUNK ((size_t)32 << 10)
+#define RFSM_SLICE_STEP ((size_t)32 << 10)
+
+/* The chunk pool a snapshot in slices goes through (rfsm_snapshot_chunks
+ * changes it): allocated at the first such snapshot in the process and
+ * kept. 4 MiB: a few of the worker's lz4 blocks, and few hand-overs. */
+#define RFSM_CHUNK_BYTES ((size_t)4 << 20)
+#define RFSM_CHUNKS 4u
+#define RFSM_MAX_CHUNKS 16u
 
 /* Default cap on a decompressed snapshot (lz also caps at LZ4's ~2 GiB). */
 #define RFSM_DEFAULT_MAX_SNAPSHOT ((size_t)1 << 31)
@@ -93,11 +110,21 @@ typedef struct rgroup_cmd *(*rfsm_claim_cb)(void *data,
                                             uint64_t seq,
                                             size_t n_cmds);
 
+/* Wake the loop: called from the snapshot worker's thread when it frees a
+ * chunk the loop is waiting for (uv_async_send, for instance). Must be
+ * safe to call from any thread until raft's close has completed. */
+typedef void (*rfsm_wake_cb)(void *data);
+
 struct rfsm {
     struct raft_fsm raft_fsm; /* give &raft_fsm to raft; data = this */
     struct rgroup_fsm user;   /* copied; user.data borrowed */
     rfsm_claim_cb claim;      /* optional, NULL = no local waiters */
     void *claim_data;
+    /* optional (slices): wakes a loop that waits for a free chunk; NULL =
+     * the loop must keep turning meanwhile (rfsm_snapshot_slicing stays
+     * true). Set before the first snapshot. */
+    rfsm_wake_cb wake;
+    void *wake_data;
     size_t max_snapshot_raw; /* restore refuses larger snapshots */
     /* optional: told of every batch's stamp as it is applied, so that a
      * new leader's stamps continue from the old leader's */
@@ -118,6 +145,8 @@ struct rfsm {
     uint64_t snapshots_sliced;  /* of snapshots_taken, made in slices */
     uint64_t slice_max_ns;      /* the longest slice on the loop so far */
     uint64_t slice_cpu_max_ns;  /* the most CPU a slice took so far */
+    uint64_t slice_waits; /* times the loop found no free chunk (and
+                             waited for the worker to free one) */
     /* private */
     bool fork_snapshots;
     bool slice_snapshots;
@@ -142,16 +171,25 @@ void rfsm_fork_snapshots(struct rfsm *a);
  * if the fsm has snapshot_begin/step/end (else nothing changes). Before
  * raft_init; the io as for rfsm_fork_snapshots. The loop must then call
  * rfsm_snapshot_slice once a turn, and not block in poll while
- * rfsm_snapshot_slicing. */
+ * rfsm_snapshot_slicing; with a @wake hook, it may block while the
+ * snapshot waits for a free chunk, and is woken when one is. */
 void rfsm_slice_snapshots(struct rfsm *a);
-/* A snapshot has bytes left to write on the loop. */
+/* A snapshot has bytes left to write on the loop, and a chunk to write
+ * them into (or no @wake hook to say when there is one). */
 bool rfsm_snapshot_slicing(const struct rfsm *a);
-/* Write the next slice of the snapshot in progress, if any. */
+/* Write the next slice of the snapshot in progress, if any (nothing while
+ * no chunk is free). */
 void rfsm_snapshot_slice(struct rfsm *a);
 
+/* The chunk pool's shape for the snapshots in slices from now on (tests:
+ * a state larger than the pool without a large state): @n chunks (1 to
+ * RFSM_MAX_CHUNKS) of @bytes (a multiple of 8, at least 16). Frees the
+ * pool; only while no snapshot in slices runs in the process. */
+void rfsm_snapshot_chunks(size_t bytes, unsigned n);
+
 /* Shutting down: a child still serializing is killed, a snapshot being
- * sliced is ended, so raft's close (which waits for its async work) does
- * not wait for either. */
+ * sliced is ended and its worker stops at its next chunk, so raft's close
+ * (which waits for its async work) does not wait for either. */
 void rfsm_abort_snapshot(struct rfsm *a);
 
 /* Encoded-size bound of a command of @len bytes inside a batch. */

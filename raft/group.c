@@ -105,6 +105,8 @@ struct rgroup {
     uv_prepare_t prepare;
     uv_check_t check;
     uv_idle_t idle;
+    /* the snapshot worker frees a chunk the loop waits for (rfsm wake) */
+    uv_async_t snap_wake;
     bool handles_init;
     unsigned handles_open;
 
@@ -356,7 +358,9 @@ static bool flushable(const struct rgroup *g)
 }
 
 /* Keep the loop from blocking while there is work: commands to flush or
- * deliver, or a membership step to continue. */
+ * deliver, a membership step to continue, or a snapshot slice with a chunk
+ * to write (one waiting for a chunk lets it block: snap_wake ends the
+ * poll). */
 static void update_idle(struct rgroup *g)
 {
     if (!g->handles_init || g->closing) {
@@ -753,6 +757,20 @@ static void idle_cb(uv_idle_t *h)
     (void)h; /* only keeps uv_run from blocking; check_cb does the work */
 }
 
+static void snap_wake_cb(uv_async_t *h)
+{
+    (void)h; /* only ends the poll; check_cb writes the next slice */
+}
+
+/* rfsm's wake hook, on the snapshot worker's thread: the handle lives
+ * until raft has closed, which waits for the worker. */
+static void snap_wake(void *data)
+{
+    struct rgroup *g = data;
+
+    uv_async_send(&g->snap_wake);
+}
+
 /* Not inside raft code: the expired commands' callbacks run from the
  * check handle, in this turn (push_done starts the idle handle). */
 static void expiry_cb(uv_timer_t *t)
@@ -844,11 +862,12 @@ static void on_raft_closed(struct raft *r)
         finish(g);
         return;
     }
-    g->handles_open = 4;
+    g->handles_open = 5;
     uv_close((uv_handle_t *)&g->expiry, handle_close_cb);
     uv_close((uv_handle_t *)&g->prepare, handle_close_cb);
     uv_close((uv_handle_t *)&g->check, handle_close_cb);
     uv_close((uv_handle_t *)&g->idle, handle_close_cb);
+    uv_close((uv_handle_t *)&g->snap_wake, handle_close_cb);
 }
 
 void rgroup_close(struct rgroup *g, rgroup_close_cb cb, void *data)
@@ -987,8 +1006,11 @@ static int check_config(const struct rgroup_config *cfg,
     *self_addr = NULL;
     if (fsm == NULL || fsm->apply == NULL || fsm->snapshot == NULL ||
         fsm->restore == NULL ||
-        (fsm->snapshot_begin != NULL &&
-         (fsm->snapshot_step == NULL || fsm->snapshot_end == NULL))) {
+        (fsm->snapshot_begin == NULL) != (fsm->snapshot_step == NULL) ||
+        (fsm->snapshot_begin == NULL) != (fsm->snapshot_end == NULL) ||
+        (fsm->seal_begin == NULL) != (fsm->seal_update == NULL) ||
+        (fsm->seal_begin == NULL) != (fsm->seal_end == NULL) ||
+        (fsm->seal_begin != NULL && fsm->snapshot_begin == NULL)) {
         snprintf(errmsg, errlen, "state machine callbacks missing");
         return -1;
     }
@@ -1289,11 +1311,16 @@ struct rgroup *rgroup_new(uv_loop_t *loop,
     uv_check_init(loop, &g->check);
     uv_idle_init(loop, &g->idle);
     uv_timer_init(loop, &g->expiry);
+    uv_async_init(loop, &g->snap_wake, snap_wake_cb);
     g->expiry.data = g;
     g->prepare.data = g;
     g->check.data = g;
     g->idle.data = g;
+    g->snap_wake.data = g;
     g->handles_init = true;
+    /* before the first snapshot: raft takes none before the loop runs */
+    g->fsm.wake = snap_wake;
+    g->fsm.wake_data = g;
     uv_prepare_start(&g->prepare, prepare_cb);
     uv_check_start(&g->check, check_cb);
     log_info("raft group %s: replica %" PRIu64 " started on %s (term %" PRIu64
@@ -1474,6 +1501,7 @@ void rgroup_status(const struct rgroup *g, struct rgroup_status *out)
     out->snapshots_sliced = g->fsm.snapshots_sliced;
     out->snapshot_slice_max_us = g->fsm.slice_max_ns / 1000;
     out->snapshot_slice_cpu_max_us = g->fsm.slice_cpu_max_ns / 1000;
+    out->snapshot_chunk_waits = g->fsm.slice_waits;
     out->batches_proposed = g->batches_proposed;
     out->cmds_proposed = g->cmds_proposed;
     out->queued_cmds = g->q_len;

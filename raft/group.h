@@ -154,6 +154,8 @@ struct rgroup_status {
     uint64_t snapshot_slice_max_us; /* their longest slice on the loop */
     uint64_t snapshot_slice_cpu_max_us; /* the most CPU one took (the
                                            same without preemption) */
+    uint64_t snapshot_chunk_waits; /* times their loop found no free
+                                      chunk and waited for the worker */
     uint64_t batches_proposed; /* entries this replica proposed */
     uint64_t cmds_proposed;    /* commands in them (group commit ratio) */
     uint64_t queued_cmds;      /* submitted, waiting to be proposed */

@@ -64,6 +64,13 @@ struct rgroup_cmd {
     uint64_t submit_no; /* the group's count of submits when it was taken */
 };
 
+/* A snapshot's trailer (rgroup_fsm.seal_begin): its length, and the
+ * running state of its computation, the fsm's to fill. */
+#define RGROUP_SEAL_LEN 8
+struct rgroup_seal {
+    uint64_t word[4];
+};
+
 /* The state machine behind the group. apply runs on every replica, in log
  * order, once per command of each committed batch. */
 struct rgroup_fsm {
@@ -85,13 +92,25 @@ struct rgroup_fsm {
      * snapshot, the state as it is now, and gives the size of its bytes
      * (NULL: not now); step writes the next bytes, at most @room (> 0),
      * and returns how many (> 0 until all are written), and whatever
-     * apply does meanwhile must not change them; seal (optional) runs on
-     * a worker thread on the whole bytes before they are compressed and
-     * touches nothing else; end frees the snapshot, whole or not. */
+     * apply does meanwhile must not change them; end frees the snapshot,
+     * whole or not. The bytes never exist whole in memory: they go
+     * through a few reused chunks to a worker thread that compresses
+     * them as they come. */
     void *(*snapshot_begin)(void *data, size_t *len);
     size_t (*snapshot_step)(void *snap, void *out, size_t room);
-    void (*snapshot_seal)(void *buf, size_t len);
     void (*snapshot_end)(void *snap);
+    /* Optional with the above (all three or none): a trailer, the last
+     * RGROUP_SEAL_LEN bytes of the snapshot, computed over the bytes
+     * before it as they go past on the worker thread (step writes
+     * anything there; the seal overwrites it): seal_begin(st, len) with
+     * the snapshot's whole length (>= RGROUP_SEAL_LEN), seal_update on
+     * the bytes before the trailer in order, in pieces whose sizes are
+     * multiples of 8 but for the last, then seal_end writes the trailer at
+     * @trailer. @st is the fsm's running state (raft only keeps it); they
+     * touch nothing else. */
+    void (*seal_begin)(struct rgroup_seal *st, size_t len);
+    void (*seal_update)(struct rgroup_seal *st, const void *bytes, size_t n);
+    void (*seal_end)(struct rgroup_seal *st, void *trailer);
 };
 
 /* Outcome of a membership change (group.h: rgroup_add_voter). */

@@ -1596,13 +1596,40 @@ size_t cache_sm_snapshot_step(struct cache_sm_snap *s, void *out,
     return n;
 }
 
+_Static_assert(CACHE_SM_SEAL_LEN == SNAP_TRAILER_LEN, "the trailer");
+
+void cache_sm_seal_begin(struct cache_sm_seal *st, size_t len)
+{
+    INVARIANT(len >= SNAP_TRAILER_LEN);
+    st->len = len - SNAP_TRAILER_LEN;
+    st->fed = 0;
+    st->h = cache__hash_begin((size_t)st->len, SNAP_SEED);
+}
+
+void cache_sm_seal_update(struct cache_sm_seal *st, const void *bytes,
+                          size_t n)
+{
+    /* the hash reads 8-byte words: only the last piece may end mid-word */
+    INVARIANT(n <= st->len - st->fed &&
+              (n % 8 == 0 || st->fed + n == st->len));
+    st->h = cache__hash_update(st->h, bytes, n);
+    st->fed += n;
+}
+
+void cache_sm_seal_end(struct cache_sm_seal *st, void *trailer)
+{
+    INVARIANT(st->fed == st->len);
+    le_put_u64(trailer, cache__hash_end(st->h, (size_t)st->len));
+}
+
 void cache_sm_snapshot_seal(void *buf, size_t len)
 {
     unsigned char *p = buf;
+    struct cache_sm_seal st;
 
-    INVARIANT(len >= SNAP_TRAILER_LEN);
-    le_put_u64(p + len - SNAP_TRAILER_LEN,
-               cache__hash(p, len - SNAP_TRAILER_LEN, SNAP_SEED));
+    cache_sm_seal_begin(&st, len);
+    cache_sm_seal_update(&st, p, len - SNAP_TRAILER_LEN);
+    cache_sm_seal_end(&st, p + len - SNAP_TRAILER_LEN);
 }
 
 void cache_sm_snapshot_end(struct cache_sm_snap *s)

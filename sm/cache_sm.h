@@ -172,10 +172,11 @@ int cache_sm_snapshot(const struct cache_sm *sm, void *(*alloc)(size_t),
  * for the snapshot the items it changes or removes before the snapshot
  * wrote them (removed ones are handed over, changed ones copied), so the
  * bytes are the state at begin whatever is applied, restored and flushed
- * meanwhile. The last 8 bytes (a checksum) stay zero until
- * cache_sm_snapshot_seal, which reads only the bytes given and may run on
- * any thread. end frees the snapshot, finished or not; it must come
- * before cache_sm_free.
+ * meanwhile. The last CACHE_SM_SEAL_LEN bytes (a checksum of all before
+ * them) stay zero until sealed: by cache_sm_snapshot_seal on the whole
+ * bytes, or by the cache_sm_seal stream as they go past in pieces. Either
+ * reads only the bytes given and may run on any thread. end frees the
+ * snapshot, finished or not; it must come before cache_sm_free.
  *
  * Costs: begin O(ring + moves + request ids), never O(items); a step
  * O(@room + saved items written * log saved); apply O(log saved) more per
@@ -190,6 +191,27 @@ size_t cache_sm_snapshot_step(struct cache_sm_snap *s, void *out,
                               size_t room);
 void cache_sm_snapshot_seal(void *buf, size_t len);
 void cache_sm_snapshot_end(struct cache_sm_snap *s);
+
+/*
+ * The seal of a snapshot of @len bytes computed as its bytes stream past
+ * (raft/fsm writes a snapshot through a few reused chunks and never holds
+ * it whole): begin(st, len), then update(st, bytes, n) over the first
+ * len - CACHE_SM_SEAL_LEN bytes in order, in pieces that are multiples of
+ * 8 bytes long but for the last, then end(st, trailer) writes the
+ * CACHE_SM_SEAL_LEN bytes of the trailer at @trailer. The trailer is the
+ * one cache_sm_snapshot_seal writes. @st is the caller's (a plain struct
+ * of numbers, copyable); nothing else is touched.
+ */
+#define CACHE_SM_SEAL_LEN 8
+struct cache_sm_seal {
+    uint64_t h;   /* the hash so far */
+    uint64_t len; /* bytes it covers */
+    uint64_t fed; /* bytes given so far */
+};
+void cache_sm_seal_begin(struct cache_sm_seal *st, size_t len);
+void cache_sm_seal_update(struct cache_sm_seal *st, const void *bytes,
+                          size_t n);
+void cache_sm_seal_end(struct cache_sm_seal *st, void *trailer);
 
 /* Replace the whole state with a snapshot. @buf is borrowed. On error
  * (-1: truncated or corrupt) the previous state is kept. */

@@ -73,19 +73,34 @@ static uint64_t hash_word(uint64_t h, uint64_t k)
     return h * 5 + 0x52dce729;
 }
 
-uint64_t cache__hash(const void *data, size_t len, uint64_t seed)
+uint64_t cache__hash_begin(size_t len, uint64_t seed)
+{
+    return seed ^ ((uint64_t)len * HASH_C2);
+}
+
+uint64_t cache__hash_update(uint64_t h, const void *data, size_t n)
 {
     const unsigned char *p = data;
-    uint64_t h = seed ^ ((uint64_t)len * HASH_C2);
     size_t i;
 
-    for (i = 0; i + 8 <= len; i += 8) {
+    for (i = 0; i + 8 <= n; i += 8) {
         h = hash_word(h, load_le64(p + i, 8));
     }
-    if (i < len) {
-        h = hash_word(h, load_le64(p + i, len - i));
+    if (i < n) {
+        h = hash_word(h, load_le64(p + i, n - i));
     }
+    return h;
+}
+
+uint64_t cache__hash_end(uint64_t h, size_t len)
+{
     return cache__mix64(h ^ (uint64_t)len);
+}
+
+uint64_t cache__hash(const void *data, size_t len, uint64_t seed)
+{
+    return cache__hash_end(
+        cache__hash_update(cache__hash_begin(len, seed), data, len), len);
 }
 
 uint64_t cache__hash_key(const char *key, size_t key_len)

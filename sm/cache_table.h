@@ -103,6 +103,13 @@ void cache__table_step(struct cache_table *t, size_t n);
  * feeds the digest and the snapshot checksum, which replicas compare.
  */
 uint64_t cache__hash(const void *data, size_t len, uint64_t seed);
+/* The same hash of @len bytes given in pieces: h = begin(len, seed), then
+ * h = update(h, piece, n) for each piece in order, every piece but the
+ * last a multiple of 8 bytes long (the hash reads 8-byte words), then
+ * end(h, len). */
+uint64_t cache__hash_begin(size_t len, uint64_t seed);
+uint64_t cache__hash_update(uint64_t h, const void *data, size_t n);
+uint64_t cache__hash_end(uint64_t h, size_t len);
 /* The murmur3 64-bit finalizer: a bijective mix of one word. */
 uint64_t cache__mix64(uint64_t x);
 uint64_t cache__hash_key(const char *key, size_t key_len);

@@ -167,16 +167,53 @@ static void tsm_snap_end(void *snap)
     free(snap);
 }
 
-/* The nice a snapshot's bytes were sealed at (-100: not yet, -200: could
- * not tell). On raft's worker thread: no cmocka asserts there. */
+/* The seal of the test state machine, streamed over the chunks on the
+ * worker (raft/types.h): it checks the pieces it is given (in order, whole
+ * words but for the last, exactly the bytes before the trailer) and notes
+ * the nice it ran at (-100: not yet, -200: could not tell). The tsm's
+ * bytes have no trailer of their own: seal_end leaves the last 8 as step
+ * wrote them. On raft's worker thread: no cmocka asserts there, the test
+ * reads what it noted. */
 static int sealed_at_nice = -100;
+static unsigned seal_sleep_us;  /* each update sleeps this long first */
+static unsigned seal_bad;       /* pieces against the contract */
+static uint64_t seal_len_seen;  /* the last sealed snapshot's length */
 
-static void tsm_snap_seal(void *buf, size_t len)
+static void tsm_seal_begin(struct rgroup_seal *st, size_t len)
+{
+    if (len < RGROUP_SEAL_LEN) {
+        seal_bad++;
+    }
+    st->word[0] = len - RGROUP_SEAL_LEN; /* bytes to see */
+    st->word[1] = 0;                     /* bytes seen */
+    st->word[2] = 0;                     /* a piece ended mid-word */
+}
+
+static void tsm_seal_update(struct rgroup_seal *st, const void *bytes,
+                            size_t n)
+{
+    (void)bytes;
+    if (seal_sleep_us > 0) {
+        usleep(seal_sleep_us);
+    }
+    if (st->word[2] != 0 || n == 0 || n > st->word[0] - st->word[1]) {
+        seal_bad++;
+    }
+    if (n % 8 != 0) {
+        st->word[2] = 1; /* only the last piece may */
+    }
+    st->word[1] += n;
+}
+
+static void tsm_seal_end(struct rgroup_seal *st, void *trailer)
 {
     int nice;
 
-    (void)buf;
-    (void)len;
+    (void)trailer;
+    if (st->word[1] != st->word[0]) {
+        seal_bad++;
+    }
+    seal_len_seen = st->word[0] + RGROUP_SEAL_LEN;
     errno = 0;
     nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
     sealed_at_nice = errno == 0 ? nice : -200;
@@ -301,8 +338,10 @@ static void start_node(struct env *e, unsigned i, struct rgroup_config *cfg)
     /* used only with cfg->incremental_snapshots */
     fsm.snapshot_begin = tsm_snap_begin;
     fsm.snapshot_step = tsm_snap_step;
-    fsm.snapshot_seal = tsm_snap_seal;
     fsm.snapshot_end = tsm_snap_end;
+    fsm.seal_begin = tsm_seal_begin;
+    fsm.seal_update = tsm_seal_update;
+    fsm.seal_end = tsm_seal_end;
     e->n[i].sm.want_wall_clock = true;
     e->n[i].sm.on_mine = group_on_mine;
     e->n[i].closed = false;
@@ -662,6 +701,7 @@ static uint64_t snapshot_stall(struct env *e, enum snap_mode mode)
         assert_true(st.snapshot_slice_max_us < 300000);
         /* sealing and compressing take the CPU the loop leaves */
         assert_int_equal(sealed_at_nice, FORKDUMP_NICE);
+        assert_int_equal(seal_bad, 0);
     } else {
         assert_int_equal(st.snapshots_sliced, 0);
     }
@@ -753,6 +793,141 @@ static void test_close_mid_slices(void **state)
     start_node(e, 0, &cfg);
     assert_true(run_until(e, is_ready, &e->n[0], WAIT_MS));
     assert_counts_up(&e->n[0].sm, 40);
+    close_node(e, 0);
+}
+
+static bool sliced_once(struct env *e, void *arg)
+{
+    struct rgroup_status st;
+
+    (void)e;
+    rgroup_status(arg, &st);
+    return st.snapshots_sliced >= 1;
+}
+
+static bool chunk_waited(struct env *e, void *arg)
+{
+    struct rgroup_status st;
+
+    (void)e;
+    rgroup_status(arg, &st);
+    return st.snapshot_chunk_waits > 0;
+}
+
+static uint64_t thread_cpu_us(void)
+{
+    struct timespec ts;
+
+    assert_int_equal(clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts), 0);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* A group with a state of 1000 commands and more (~4 KiB), a snapshot
+ * due at the 32nd entry (the 40 single-command entries after the first
+ * big one take it there) and a pool of two 16-byte chunks: the snapshot
+ * goes through them some 260 times. */
+static void start_chunked(struct env *e, struct rgroup_config *cfg)
+{
+    uint32_t i;
+
+    e->port0 = port_base(0);
+    e->n_nodes = 1;
+    snprintf(e->n[0].dir, sizeof e->n[0].dir, "%s/n0", e->root);
+    config(e, cfg, 0, 1);
+    cfg->snapshot_threshold = 32;
+    cfg->snapshot_trailing = 4;
+    cfg->incremental_snapshots = true;
+    rfsm_snapshot_chunks(16, 2);
+    seal_bad = 0;
+    seal_len_seen = 0;
+    steps_taken = 0;
+    start_node(e, 0, cfg);
+    assert_true(run_until(e, is_ready, &e->n[0], WAIT_MS));
+    submit_and_wait(e, e->n[0].g, 1000, 1);
+    for (i = 0; i < 40; i++) { /* an entry each */
+        submit_and_wait(e, e->n[0].g, 1, 1001 + i);
+    }
+}
+
+/* A snapshot in slices larger than the whole chunk pool: the chunks are
+ * reused, the loop waits for the worker to give one back (blocked in
+ * poll, woken by the worker: it spends a fraction of the time on the
+ * CPU, where spinning would spend all of it), the seal sees every byte
+ * but the trailer in whole words, and the group reopened from the
+ * snapshot holds exactly what was applied. */
+static void test_slices_reuse_chunks(void **state)
+{
+    struct env *e = *state;
+    struct rgroup_config cfg;
+    struct rgroup_status st;
+    uint64_t cpu0, t0, cpu_us, wall_us;
+
+    seal_sleep_us = 1000; /* a worker slower than the loop */
+    start_chunked(e, &cfg);
+    cpu0 = thread_cpu_us();
+    t0 = clock_mono_ms();
+    assert_true(run_until(e, sliced_once, e->n[0].g, WAIT_MS));
+    cpu_us = thread_cpu_us() - cpu0;
+    wall_us = (clock_mono_ms() - t0) * 1000;
+    seal_sleep_us = 0;
+    rgroup_status(e->n[0].g, &st);
+    print_message("    %llu bytes through 2 x 16: the loop waited %llu "
+                  "times, %llu us of CPU in %llu us\n",
+                  (unsigned long long)seal_len_seen,
+                  (unsigned long long)st.snapshot_chunk_waits,
+                  (unsigned long long)cpu_us, (unsigned long long)wall_us);
+    assert_int_equal(seal_bad, 0);
+    assert_true(seal_len_seen > 4000);
+    /* 1029 commands at the snapshot's index: 4132 bytes, 4 past the last
+     * whole chunk, so the chunk before the last one had to end 8 bytes
+     * short for the trailer to lie in the last chunk alone */
+    assert_true(seal_len_seen % 16 > 0 && seal_len_seen % 16 < 8);
+    assert_true(st.snapshot_chunk_waits >= 10);
+    assert_true(wall_us >= 100000); /* ~260 chunks, 1 ms each */
+    assert_true(cpu_us * 2 < wall_us);
+    assert_int_equal(sealed_at_nice, FORKDUMP_NICE);
+    close_node(e, 0);
+    rfsm_snapshot_chunks(RFSM_CHUNK_BYTES, RFSM_CHUNKS);
+
+    free(e->n[0].sm.vals);
+    memset(&e->n[0].sm, 0, sizeof e->n[0].sm);
+    start_node(e, 0, &cfg);
+    rgroup_status(e->n[0].g, &st);
+    assert_true(st.snapshots_restored >= 1);
+    assert_true(e->n[0].sm.restores >= 1);
+    assert_true(run_until(e, is_ready, &e->n[0], WAIT_MS));
+    assert_counts_up(&e->n[0].sm, 1040);
+    close_node(e, 0);
+}
+
+/* Closed while the loop waits for the worker to give a chunk back: the
+ * abort ends the snapshot, the worker stops at its next chunk (no hang,
+ * no leak under the sanitizer), and the group reopens with everything
+ * applied. */
+static void test_close_waiting_for_chunk(void **state)
+{
+    struct env *e = *state;
+    struct rgroup_config cfg;
+    struct rgroup_status st;
+    uint64_t t0;
+
+    seal_sleep_us = 20000; /* far slower than the loop */
+    start_chunked(e, &cfg);
+    assert_true(run_until(e, chunk_waited, e->n[0].g, WAIT_MS));
+    rgroup_status(e->n[0].g, &st);
+    assert_int_equal(st.snapshots_sliced, 0);
+    t0 = clock_mono_ms();
+    close_node(e, 0);
+    /* the worker finishes the chunk in hand, not the snapshot's 260 */
+    assert_true(clock_mono_ms() - t0 < 2000);
+    seal_sleep_us = 0;
+    rfsm_snapshot_chunks(RFSM_CHUNK_BYTES, RFSM_CHUNKS);
+
+    free(e->n[0].sm.vals);
+    memset(&e->n[0].sm, 0, sizeof e->n[0].sm);
+    start_node(e, 0, &cfg);
+    assert_true(run_until(e, is_ready, &e->n[0], WAIT_MS));
+    assert_counts_up(&e->n[0].sm, 1040);
     close_node(e, 0);
 }
 
@@ -1774,6 +1949,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_single_member, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_mid_slices, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_slices_reuse_chunks, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_close_waiting_for_chunk, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_off_loop, setup,
                                         teardown),
