@@ -9,9 +9,10 @@
  *
  *   length   bytes that follow the length field (flags + payload), >= 1 and
  *            <= the decoder's max_frame.
- *   flags    bit 0 (RPC_FRAME_FLAG_LZ4): payload is common/lz output (lz4
- *            block with the "RLZ4" header) of the packed message. Other bits
- *            must be zero.
+ *   flags    bit 0 (RPC_FRAME_FLAG_LZ4): payload is common/lz output of
+ *            the packed message: what the encoder writes (an lz4 block with
+ *            the "RLZ4" header) or an LZ4 frame, both of which the decoder
+ *            reads (lz_decompress). Other bits must be zero.
  *   payload  a packed Ringmq__RpcRequest (client -> node) or
  *            Ringmq__RpcResponse (node -> client).
  *
