@@ -230,7 +230,8 @@ static uint8_t *random_bytes(size_t len, uint64_t x)
 }
 
 /* Any cut of the input into pieces gives a frame that reads back: one
- * byte at a time, pieces across the library's 1 MiB blocks, one piece. */
+ * byte at a time, pieces across the library's 64 KiB blocks (and not a
+ * multiple of them), one piece. */
 static void test_frame_round_trip(void **state)
 {
     size_t len = (3u << 20) + 5;
@@ -247,6 +248,7 @@ static void test_frame_round_trip(void **state)
     frame_round_trip(rnd, 70000, 1);
     frame_round_trip(rnd, len, 4u << 20);
     frame_round_trip(rnd, len, (1u << 20) + 8);
+    frame_round_trip(rnd, len, (64u << 10) - 8);
     frame_round_trip(txt, len, 64);
     frame_round_trip(txt, len, 4u << 20);
     free(txt);
