@@ -355,6 +355,12 @@ bool rfsm_snapshot_slicing(const struct rfsm *a)
     }
     pthread_mutex_lock(&s->lock);
     chunk_free = s->free != NULL;
+    if (!chunk_free) {
+        /* the loop may block in poll now, also when its last slice ended
+         * on a full chunk without asking for the next one: the worker
+         * must wake it when it frees one */
+        s->loop_waits = true;
+    }
     pthread_mutex_unlock(&s->lock);
     return chunk_free;
 }
