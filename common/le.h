@@ -18,6 +18,13 @@ struct le_reader {
     size_t left;
 };
 
+/* The u32 at @p, which the caller knows has 4 bytes. */
+static inline uint32_t le_load_u32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
 static inline unsigned char *le_put_u16(unsigned char *p, uint16_t v)
 {
     p[0] = (unsigned char)v;

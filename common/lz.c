@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/le.h"
+
 static const char lz_magic[4] = {'R', 'L', 'Z', '4'};
 
 /* LZ4F_MAGICNUMBER, as it lies in memory (little-endian) */
@@ -23,15 +25,9 @@ static const unsigned char frame_magic[4] = {0x04, 0x22, 0x4d, 0x18};
 static const unsigned char skip_tag[SKIP_HEADER + 4] = {
     0x52, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 'R', 'M', 'Q', 'Z'};
 
-static uint32_t le32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
-}
-
 static bool is_skippable(const void *in, size_t len)
 {
-    return len >= SKIP_HEADER && (le32(in) & ~0xfu) == SKIP_MAGIC_LOW;
+    return len >= SKIP_HEADER && (le_load_u32(in) & ~0xfu) == SKIP_MAGIC_LOW;
 }
 
 /* The frames we write. 64 KiB independent blocks: LZ4 matches reach back
@@ -144,7 +140,7 @@ static int frame_decompress(const void *in, size_t len, size_t max_raw,
     size_t r;
 
     if (is_skippable(src, len)) {
-        size_t skip = le32(src + 4);
+        size_t skip = le_load_u32(src + 4);
 
         if (skip > len - SKIP_HEADER) {
             return -1;

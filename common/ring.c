@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/le.h"
+
 /* Each md5 digest yields 4 points, hence 160 points = 40 digests. */
 #define POINTS_PER_DIGEST 4
 
@@ -46,12 +48,6 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-static uint32_t le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
-}
-
 uint32_t ring_hash(const void *key, size_t len)
 {
     uint8_t digest[MD5_DIGEST_LENGTH];
@@ -63,7 +59,7 @@ uint32_t ring_hash(const void *key, size_t len)
         MD5Update(&ctx, key, len);
     }
     MD5Final(digest, &ctx);
-    return le32(digest);
+    return le_load_u32(digest);
 }
 
 /*
@@ -104,7 +100,7 @@ static void add_digest_points(struct ring_point *out,
     MD5Update(&ctx, (const uint8_t *)suffix, (size_t)len);
     MD5Final(digest, &ctx);
     for (k = 0; k < POINTS_PER_DIGEST; k++) {
-        out[k].hash = le32(digest + 4 * k);
+        out[k].hash = le_load_u32(digest + 4 * k);
         out[k].node = node;
     }
 }

@@ -100,12 +100,6 @@ static uint32_t record_crc(uint32_t len, const void *body)
     return (uint32_t)crc;
 }
 
-static uint32_t get_u32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
-}
-
 static void record_header(unsigned char hdr[MQ_STORE_REC_HDR], const void *body,
                           uint32_t len)
 {
@@ -116,7 +110,7 @@ static void record_header(unsigned char hdr[MQ_STORE_REC_HDR], const void *body,
 static bool record_checks(const unsigned char hdr[MQ_STORE_REC_HDR],
                           const void *body, uint32_t len)
 {
-    return get_u32(hdr) == len && get_u32(hdr + 4) == record_crc(len, body);
+    return le_load_u32(hdr) == len && le_load_u32(hdr + 4) == record_crc(len, body);
 }
 
 int mq_store_check_records(const void *bytes, uint32_t len, uint32_t *whole,
@@ -128,7 +122,7 @@ int mq_store_check_records(const void *bytes, uint32_t len, uint32_t *whole,
     *whole = 0;
     *need = 0;
     while (at + MQ_STORE_REC_HDR <= len) {
-        uint32_t body_len = get_u32(p + at);
+        uint32_t body_len = le_load_u32(p + at);
         uint64_t rec = MQ_STORE_REC_BYTES(body_len);
 
         if (at + rec > len) {

@@ -122,12 +122,6 @@ out:
     buf_free(&b);
 }
 
-static uint32_t get_u32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
-}
-
 /* The contract of mq_store_check_records on @p (@len). */
 static void check_records(const unsigned char *p, uint32_t len,
                           uint32_t want_whole)
@@ -167,7 +161,7 @@ static void fuzz_segment_bytes(const unsigned char *p, size_t size)
     }
     memcpy(fixed, p, len);
     while (at + MQ_STORE_REC_HDR <= len) {
-        uint32_t body_len = get_u32(fixed + at);
+        uint32_t body_len = le_load_u32(fixed + at);
         uint64_t rec = MQ_STORE_REC_BYTES(body_len);
         uLong crc;
 
