@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -143,7 +142,7 @@ struct rfsm_chunk {
  *          woken by a->wake)    <── free list <── frame, give it back
  *
  * The loop fills one chunk at a time (cur) and queues it in order; the
- * worker (slices_compress, SCHED_IDLE) takes them in order, so the
+ * worker (slices_compress, at FORKDUMP_NICE) takes them in order, so the
  * frame and the seal see the bytes in order.
  */
 struct rfsm_slices {
@@ -521,19 +520,8 @@ err:
 
 static void *slices_compress_thread(void *arg)
 {
-    struct sched_param idle = {.sched_priority = 0};
-
-    /* Linux: a thread's own nice and policy (the process's other threads
-     * keep theirs). Nice 19 alone still cost the GET clients' tail: the
-     * scheduler lets a running thread finish its slice before a waking one
-     * of any weight takes the CPU, and with two CPUs shared by the loop,
-     * the clients and this thread that was several ms at p99.9
-     * (BENCHMARKS.md). A SCHED_IDLE thread gives way to any other at once.
-     * It cannot starve a snapshot for long: when no chunk is free the loop
-     * sleeps, and what it leaves is this thread's. Nice stays as the
-     * fallback if the policy is refused. */
+    /* Linux: a thread's own nice (the process's other threads keep theirs) */
     (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), FORKDUMP_NICE);
-    (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle);
     slices_compress(arg);
     return NULL;
 }

@@ -34,7 +34,7 @@
  *     state) while entries keep being applied, into a pool of
  *     RFSM_CHUNKS reused chunks of RFSM_CHUNK_BYTES, never into one
  *     buffer of the whole. A full chunk (or the last) goes to the worker:
- *     snapshot_async, on raft's threadpool, runs a SCHED_IDLE thread
+ *     snapshot_async, on raft's threadpool, runs a thread at FORKDUMP_NICE
  *     that takes the chunks in order, streams the fsm's seal over them
  *     (seal_begin/update/end: the trailer is patched into the last chunk),
  *     compresses each into one LZ4 frame (common/lz: lz_frame_*, the

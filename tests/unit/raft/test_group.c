@@ -5,7 +5,6 @@
  * bounded by a uv timer; short raft timeouts (300/30 ms) keep it fast.
  */
 #include <errno.h>
-#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -176,7 +175,6 @@ static void tsm_snap_end(void *snap)
  * wrote them. On raft's worker thread: no cmocka asserts there, the test
  * reads what it noted. */
 static int sealed_at_nice = -100;
-static int sealed_policy = -100;
 static unsigned seal_sleep_us;  /* each update sleeps this long first */
 static unsigned seal_bad;       /* pieces against the contract */
 static uint64_t seal_len_seen;  /* the last sealed snapshot's length */
@@ -219,7 +217,6 @@ static void tsm_seal_end(struct rgroup_seal *st, void *trailer)
     errno = 0;
     nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
     sealed_at_nice = errno == 0 ? nice : -200;
-    sealed_policy = sched_getscheduler(0); /* Linux: this thread's */
 }
 
 /* ---- environment ------------------------------------------------------- */
@@ -665,7 +662,6 @@ static uint64_t snapshot_stall(struct env *e, enum snap_mode mode)
 
     free(e->n[0].sm.vals);
     memset(&e->n[0].sm, 0, sizeof e->n[0].sm);
-    sealed_at_nice = sealed_policy = -100;
     config(e, &cfg, 0, 1);
     /* one or two snapshots while the probe's 100 commands go in */
     cfg.snapshot_threshold = 48;
@@ -705,7 +701,6 @@ static uint64_t snapshot_stall(struct env *e, enum snap_mode mode)
         assert_true(st.snapshot_slice_max_us < 300000);
         /* sealing and compressing take the CPU the loop leaves */
         assert_int_equal(sealed_at_nice, FORKDUMP_NICE);
-        assert_int_equal(sealed_policy, SCHED_IDLE);
         assert_int_equal(seal_bad, 0);
     } else {
         assert_int_equal(st.snapshots_sliced, 0);
@@ -868,7 +863,6 @@ static void test_slices_reuse_chunks(void **state)
     uint64_t cpu0, t0, cpu_us, wall_us;
 
     seal_sleep_us = 1000; /* a worker slower than the loop */
-    sealed_at_nice = sealed_policy = -100;
     start_chunked(e, &cfg);
     cpu0 = thread_cpu_us();
     t0 = clock_mono_ms();
@@ -892,7 +886,6 @@ static void test_slices_reuse_chunks(void **state)
     assert_true(wall_us >= 100000); /* ~260 chunks, 1 ms each */
     assert_true(cpu_us * 2 < wall_us);
     assert_int_equal(sealed_at_nice, FORKDUMP_NICE);
-    assert_int_equal(sealed_policy, SCHED_IDLE);
     close_node(e, 0);
     rfsm_snapshot_chunks(RFSM_CHUNK_BYTES, RFSM_CHUNKS);
 
