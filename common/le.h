@@ -5,6 +5,8 @@
  * Writers append at @p and return the next position (the caller sized the
  * buffer). Readers never read past @left: they return false and leave the
  * reader unchanged when the input is too short (snapshots are untrusted).
+ * le_load_u32 is the bare load under le_get_u32, for callers that checked
+ * the length themselves (record headers, magic numbers).
  */
 #ifndef RINGMQ_LE_H
 #define RINGMQ_LE_H
@@ -89,15 +91,11 @@ static inline bool le_get_u16(struct le_reader *r, uint16_t *v)
 static inline bool le_get_u32(struct le_reader *r, uint32_t *v)
 {
     const unsigned char *p;
-    int i;
 
     if (!le_get_bytes(r, &p, 4)) {
         return false;
     }
-    *v = 0;
-    for (i = 0; i < 4; i++) {
-        *v |= (uint32_t)p[i] << (8 * i);
-    }
+    *v = le_load_u32(p);
     return true;
 }
 

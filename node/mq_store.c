@@ -110,7 +110,8 @@ static void record_header(unsigned char hdr[MQ_STORE_REC_HDR], const void *body,
 static bool record_checks(const unsigned char hdr[MQ_STORE_REC_HDR],
                           const void *body, uint32_t len)
 {
-    return le_load_u32(hdr) == len && le_load_u32(hdr + 4) == record_crc(len, body);
+    return le_load_u32(hdr) == len &&
+           le_load_u32(hdr + 4) == record_crc(len, body);
 }
 
 int mq_store_check_records(const void *bytes, uint32_t len, uint32_t *whole,
