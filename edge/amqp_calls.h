@@ -51,6 +51,11 @@ struct edge_calls {
     uv_timer_t retry;
     unsigned n;        /* calls in flight, parked ones included */
     bool closing;      /* no more retries: the edge is closing */
+    /* A publish was held for a routable view (amqp_publish.h) since the
+     * owner last woke its channels: it wakes them again once the view is
+     * routable, also if it never saw it unroutable (a lease may lapse and
+     * come back between two of its looks). */
+    bool publishes_held;
     bool timer_closed;
     /* A call finished or the timer closed: edge_calls_idle() may hold. */
     void (*idle)(void *data);

@@ -214,9 +214,13 @@ static bool routable(const struct edge_calls *k)
 
 bool chan_publish_may_start(const struct chan_op *op)
 {
-    const struct edge_calls *k = op->ch->conn->calls;
+    struct edge_calls *k = op->ch->conn->calls;
 
-    return routable(k) || clock_mono_ms() - op->arrived_ms >= k->route_wait_ms;
+    if (routable(k) || clock_mono_ms() - op->arrived_ms >= k->route_wait_ms) {
+        return true;
+    }
+    k->publishes_held = true;
+    return false;
 }
 
 void chan_start_publish(struct chan_op *op)

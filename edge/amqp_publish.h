@@ -12,7 +12,8 @@
 /* Whether the publish @op may start now: the broker's view is routable
  * (amqp_broker.h), or it has waited EDGE_ROUTE_WAIT_MS (it starts to be
  * nacked). A publish that may not start holds the channel's later
- * publishes and barriers behind it. */
+ * publishes and barriers behind it, and is noted in its edge's calls
+ * (publishes_held) for the owner to wake. */
 bool chan_publish_may_start(const struct chan_op *op);
 
 /* The publish op's content is complete (op->blob): route, enqueue,

@@ -190,14 +190,17 @@ static void check_blocked(struct amqp_server *s)
  * said so. */
 /* Held publishes (amqp_broker.h routable()) go on once the view is
  * routable again, and on every tick while it is not (those held too long
- * are nacked). */
+ * are nacked). "Again" is not only a change this function saw: the lease
+ * may lapse and come back between two of its looks while a publish came
+ * and was held (publishes_held). */
 static void check_routable(struct amqp_server *s, bool tick)
 {
     const struct amqp_broker *b = &s->calls.broker;
     bool routable = b->ops->routable == NULL || b->ops->routable(b->self);
     struct amqp_conn *c, *next;
 
-    if (routable == s->routable && (routable || !tick)) {
+    if (routable == s->routable &&
+        (routable ? !s->calls.publishes_held : !tick)) {
         return;
     }
     if (routable != s->routable) {
@@ -206,6 +209,7 @@ static void check_routable(struct amqp_server *s, bool tick)
                                         "view may be stale");
     }
     s->routable = routable;
+    s->calls.publishes_held = false; /* those still held say so again */
     for (c = s->conns; c; c = next) {
         next = amqp_conn_link(c)->next;
         amqp_conn_pump_channels(c);

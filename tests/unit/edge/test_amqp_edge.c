@@ -934,6 +934,33 @@ static void test_publish_held_while_unroutable(void **state)
     cl_close(&c);
 }
 
+/* The view's lease may lapse and come back between two looks of the edge
+ * (its tick, a call's answer): a publish that came meanwhile is held while
+ * the edge still takes the view for routable. It goes on at the edge's
+ * next look, here the answer to another connection's declare (the tick
+ * never comes). Before, nothing woke it: the fault test's pika publishers
+ * waited for their confirms to the end of the run after a short partition
+ * of their routers from the meta leader. */
+static void test_publish_held_between_looks(void **state)
+{
+    struct fixture *fx = *state;
+    struct client c, k;
+
+    cl_handshake(&c, fx->port);
+    cl_declare(&c, "r2");
+    cl_simple(&c, 1, AMQP_CONFIRM_SELECT);
+    cl_expect_free(&c, AMQP_CONFIRM_SELECT_OK);
+    fake_broker_set_routable(fx->fb, false);
+    cl_publish(&c, "", "r2", "one", false);
+    cl_quiet(&c, 100);
+    fake_broker_set_routable(fx->fb, true);
+    cl_handshake(&k, fx->port);
+    cl_declare(&k, "r3");
+    cl_expect_ack(&c, 1);
+    cl_close(&k);
+    cl_close(&c);
+}
+
 /* basic.get of @q (no-ack): true with the body in c->payload, false if
  * the queue is empty. */
 static bool cl_get_maybe(struct client *c, const char *q)
@@ -1704,6 +1731,8 @@ int main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_publish_held_while_unroutable,
                                         setup_route_wait, teardown),
+        cmocka_unit_test_setup_teardown(test_publish_held_between_looks,
+                                        setup_no_tick, teardown),
         cmocka_unit_test_setup_teardown(
             test_publish_order_across_a_lost_enqueue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_letter_reply_lost, setup,
