@@ -19,6 +19,7 @@
 #include "node/cache_export.h"
 #include "node/svc_shell.h"
 #include "proto/cache_pb.h"
+#include "proto/pb_arena.h"
 #include "sm/shard_ring.h"
 
 /* How often a leader looks whether its shard still needs its seed. */
@@ -37,6 +38,7 @@ struct cache_svc {
     struct cache_export *export; /* a move coordinator's reads */
     bool told_flags_differ;      /* logged that the log's settings win */
     uv_timer_t tick;             /* runs while the shard is unconfigured */
+    struct pb_arena op_arena;    /* what apply unpacks a command into */
     bool tick_started;
     unsigned closes_left;
     void (*close_cb)(void *data);
@@ -88,7 +90,8 @@ static void fsm_apply(void *data, uint64_t time_ms, const void *cmd, size_t len,
         struct pending_write *w = mine->data;
         res = &w->call->result;
     }
-    pb = ringmq__cache_op__unpack(NULL, len, cmd);
+    pb = ringmq__cache_op__unpack(pb_arena_allocator(&svc->op_arena), len,
+                                  cmd);
     if (pb == NULL || cache_op_from_pb(pb, &op) != 0) {
         /* Only our own leader writes entries, so this is a bug or a newer
          * peer: answer the proposer, keep every replica alike. */
@@ -113,9 +116,7 @@ static void fsm_apply(void *data, uint64_t time_ms, const void *cmd, size_t len,
             check_flags(svc);
         }
     }
-    if (pb != NULL) {
-        ringmq__cache_op__free_unpacked(pb, NULL);
-    }
+    pb_arena_reset(&svc->op_arena); /* pb, and op's borrowed bytes */
     cache_result_clear(&scratch);
 }
 
@@ -211,6 +212,7 @@ struct cache_svc *cache_svc_new(uv_loop_t *loop,
 
     snprintf(svc->name, sizeof(svc->name), "%s", group->name);
     svc->linearizable_reads = linearizable_reads;
+    pb_arena_init(&svc->op_arena);
     svc->seed.mem_limit = seed->mem_limit;
     svc->seed.item_size_max = seed->item_size_max;
     /* Every replica starts alike (the defaults); the log sets the rest. */
@@ -234,6 +236,7 @@ err_after_sm:
     cache_sm_free(svc->sm);
 err:
     cache_export_free(svc->export);
+    pb_arena_close(&svc->op_arena);
     free(svc);
     return NULL;
 }
@@ -551,6 +554,7 @@ static void one_closed(struct cache_svc *svc)
     }
     cache_sm_free(svc->sm);
     cache_export_free(svc->export);
+    pb_arena_close(&svc->op_arena);
     free(svc->ring_seed);
     free(svc);
     if (cb != NULL) {

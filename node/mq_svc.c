@@ -37,6 +37,7 @@
 #include "node/mq_store.h"
 #include "node/svc_shell.h"
 #include "proto/mq_pb.h"
+#include "proto/pb_arena.h"
 
 #define TICK_MS 50
 #define LEASE_CHECK_MS 1000
@@ -96,6 +97,7 @@ struct mq_svc {
     /* The messages' bodies (node/mq_store.h): written at apply on every
      * replica, read for the results handed to callers. */
     struct mq_store *store;
+    struct pb_arena cmd_arena; /* what apply unpacks a command into */
     /* The group has started: a restore from now on is a snapshot
      * installed from the leader, not this replica's own at start. */
     bool started;
@@ -502,7 +504,8 @@ static void fsm_apply(void *data, uint64_t time_ms, const void *cmd,
     if (p != NULL) {
         res = p->call != NULL ? &p->call->result : &p->res;
     }
-    pb = ringmq__mq_command__unpack(NULL, len, cmd);
+    pb = ringmq__mq_command__unpack(pb_arena_allocator(&svc->cmd_arena), len,
+                                    cmd);
     if (pb == NULL || mq_pb_cmd_from_pb(pb, &c, NULL) != 0) {
         /* Only our own leaders write entries: a bug or a newer peer.
          * Answer the proposer, keep every replica alike. */
@@ -519,9 +522,7 @@ static void fsm_apply(void *data, uint64_t time_ms, const void *cmd,
             p->call->seen_wakes = svc->wakes;
         }
     }
-    if (pb != NULL) {
-        ringmq__mq_command__free_unpacked(pb, NULL);
-    }
+    pb_arena_reset(&svc->cmd_arena); /* pb, and c's borrowed bytes */
     if (res == &scratch) {
         mq_sm_result_clear(&scratch);
     }
@@ -1081,6 +1082,7 @@ struct mq_svc *mq_svc_new(uv_loop_t *loop, const struct rgroup_config *group,
     if (cfg != NULL) {
         svc->cfg = *cfg;
     }
+    pb_arena_init(&svc->cmd_arena);
     svc->sm = mq_sm_new(&svc->cfg.sm);
     if (svc->sm == NULL) {
         snprintf(errmsg, errlen, "%s: cannot allocate the queue state",
@@ -1104,6 +1106,7 @@ err_after_store:
 err_after_sm:
     mq_sm_free(svc->sm);
 err:
+    pb_arena_close(&svc->cmd_arena);
     free(svc);
     return NULL;
 }
@@ -1266,6 +1269,7 @@ static void destroy(void *owner)
     waitq_gc(svc);
     mq_sm_free(svc->sm);
     mq_store_close(svc->store);
+    pb_arena_close(&svc->cmd_arena);
     free(svc);
 }
 

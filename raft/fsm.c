@@ -41,8 +41,11 @@ static int rfsm_apply(struct raft_fsm *fsm,
         a->applied_index = a->raft->last_applied;
     }
     *result = NULL; /* followers drop it: never allocate */
-    b = ringmq__raft_batch__unpack(NULL, buf->len, buf->base);
+    /* Into the arena: no malloc per command, nor per copy of its bytes */
+    b = ringmq__raft_batch__unpack(pb_arena_allocator(&a->batch_arena),
+                                   buf->len, buf->base);
     if (b == NULL) {
+        pb_arena_reset(&a->batch_arena);
         a->corrupt_entries++;
         log_error("raft fsm: corrupt batch entry (%zu bytes) skipped",
                   buf->len);
@@ -73,7 +76,7 @@ static int rfsm_apply(struct raft_fsm *fsm,
     a->entries_applied++;
     a->entry_bytes_applied += buf->len;
     a->cmds_applied += b->n_cmds;
-    ringmq__raft_batch__free_unpacked(b, NULL);
+    pb_arena_reset(&a->batch_arena); /* b, and the commands' bytes */
     return 0;
 }
 
@@ -805,6 +808,12 @@ void rfsm_init(struct rfsm *a, const struct rgroup_fsm *fsm)
     a->raft_fsm.apply = rfsm_apply;
     a->raft_fsm.snapshot = rfsm_snapshot;
     a->raft_fsm.restore = rfsm_restore;
+    pb_arena_init(&a->batch_arena);
+}
+
+void rfsm_close(struct rfsm *a)
+{
+    pb_arena_close(&a->batch_arena);
 }
 
 int rfsm_encode(uint64_t time_ms,

@@ -69,6 +69,7 @@
 
 #include "common/clock.h"
 #include "common/forkdump.h"
+#include "proto/pb_arena.h"
 
 #include <raft.h>
 
@@ -117,6 +118,7 @@ typedef void (*rfsm_wake_cb)(void *data);
 
 struct rfsm {
     struct raft_fsm raft_fsm; /* give &raft_fsm to raft; data = this */
+    struct pb_arena batch_arena; /* what apply unpacks a batch into */
     struct rgroup_fsm user;   /* copied; user.data borrowed */
     rfsm_claim_cb claim;      /* optional, NULL = no local waiters */
     void *claim_data;
@@ -160,8 +162,12 @@ struct rfsm {
     uint64_t applied_index; /* raft's last_applied at the last apply */
 };
 
-/* Fill @a for @fsm (copied). claim = NULL, counters 0. */
+/* Fill @a for @fsm (copied). claim = NULL, counters 0. Allocates
+ * nothing; once @a has applied entries, rfsm_close() frees what apply
+ * keeps for the next batch. */
 void rfsm_init(struct rfsm *a, const struct rgroup_fsm *fsm);
+/* Free what @a holds (not the user's state): after raft is closed. */
+void rfsm_close(struct rfsm *a);
 
 /* Take snapshots in a child process from now on (raft_fsm version 3).
  * Before raft_init; the io must have async_work and version >= 2. */

@@ -813,6 +813,7 @@ static void free_closed_cb(uv_handle_t *h)
 
     raft_uv_close(&g->io);
     rtransport_release(&g->transport);
+    rfsm_close(&g->fsm);
     free(g->dir);
     free(g);
     if (cb != NULL) {

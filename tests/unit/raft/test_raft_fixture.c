@@ -108,6 +108,7 @@ static int teardown(void **state)
 
     raft_fixture_close(&x->f); /* the fsms must outlive this */
     for (i = 0; i < N; i++) {
+        rfsm_close(&x->s[i].a);
         free(x->s[i].sm.vals);
     }
     free(x);
@@ -369,6 +370,8 @@ static void test_snapshot_round_trip(void **state)
     ta.fail_snapshot = true;
     assert_int_equal(a.raft_fsm.snapshot(&a.raft_fsm, &bufs, &n), RAFT_BUSY);
     assert_int_equal(a.snapshot_failures, 1);
+    rfsm_close(&a);
+    rfsm_close(&b);
     free(ta.vals);
     free(tb.vals);
 }
@@ -468,6 +471,7 @@ static void test_encode_apply(void **state)
     assert_int_equal(a.corrupt_entries, 1);
     assert_int_equal(t.n, 6);
     raft_free(buf.base);
+    rfsm_close(&a);
     free(t.vals);
 }
 

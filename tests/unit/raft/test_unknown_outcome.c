@@ -131,6 +131,7 @@ static int teardown(void **state)
 
     raft_fixture_close(&x->f); /* the fsms must outlive this */
     for (i = 0; i < N; i++) {
+        rfsm_close(&x->s[i].a);
         mq_sm_free(x->s[i].sm);
     }
     free(x);
