@@ -303,8 +303,9 @@ int rpc_frame_unpack_request(const struct rpc_frame *frame,
 }
 
 int rpc_frame_unpack_response(const struct rpc_frame *frame,
+                              ProtobufCAllocator *alloc,
                               Ringmq__RpcResponse **out)
 {
-    *out = ringmq__rpc_response__unpack(NULL, frame->len, frame->payload);
+    *out = ringmq__rpc_response__unpack(alloc, frame->len, frame->payload);
     return *out ? 0 : RPC_FRAME_EPROTO;
 }

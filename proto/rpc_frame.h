@@ -141,11 +141,14 @@ int rpc_frame_decoder_feed(struct rpc_frame_decoder *d,
  * Unpack a decoded frame's payload. On success *out is a new message owned by
  * the caller, to be released with ringmq__rpc_request__free_unpacked(*out,
  * NULL) (resp.: ringmq__rpc_response__free_unpacked); it does not reference
- * the frame. Returns 0 or RPC_FRAME_EPROTO.
+ * the frame. A response may be unpacked through @alloc instead (an arena,
+ * proto/pb_arena.h: released with it; NULL = malloc). Returns 0 or
+ * RPC_FRAME_EPROTO.
  */
 int rpc_frame_unpack_request(const struct rpc_frame *frame,
                              Ringmq__RpcRequest **out);
 int rpc_frame_unpack_response(const struct rpc_frame *frame,
+                              ProtobufCAllocator *alloc,
                               Ringmq__RpcResponse **out);
 
 /* RpcCode is sm/outcome.h on the wire (same numbers, asserted in

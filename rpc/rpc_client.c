@@ -38,6 +38,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/tcp_dead_peer.h"
+#include "proto/pb_arena.h"
 #include "proto/rpc_frame.h"
 
 #define READ_BUF_SIZE (64 * 1024)
@@ -105,6 +106,9 @@ struct rpc_client {
     void (*close_cb)(void *data);
     void *close_data;
     char rbuf[READ_BUF_SIZE];
+    /* Responses handed to callbacks (borrowed until they return) are
+     * unpacked here: no malloc per field, nor per copy of a value. */
+    struct pb_arena resp_arena;
 };
 
 static void start_connect(struct rpc_client *c);
@@ -245,19 +249,16 @@ static void list_insert(struct rpc_client *c, struct call *call)
     }
 }
 
+/* @resp: the sync caller's to own (call->steal), else borrowed for the
+ * callback and released by our caller after. */
 static void call_complete(struct call *call,
                           int status,
                           Ringmq__RpcResponse *resp)
 {
     if (call->steal) {
         *call->steal = resp; /* ownership to the sync caller */
-        call->cb(call->data, status, resp);
-    } else {
-        call->cb(call->data, status, resp);
-        if (resp) {
-            ringmq__rpc_response__free_unpacked(resp, NULL);
-        }
     }
+    call->cb(call->data, status, resp);
     free(call);
 }
 
@@ -334,6 +335,7 @@ static void client_handle_done(struct rpc_client *c)
         return;
     }
     free(c->table);
+    pb_arena_close(&c->resp_arena);
     free(c);
     if (cb) {
         cb(data);
@@ -535,20 +537,30 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
             break;
         }
         if (rv == 1) {
-            rv = rpc_frame_unpack_response(&frame, &resp);
+            rv = rpc_frame_unpack_response(
+                &frame, pb_arena_allocator(&c->resp_arena), &resp);
         }
         if (rv < 0) {
+            pb_arena_reset(&c->resp_arena);
             log_warn("rpc: %s: closing connection: %s", c->address,
                      rpc_frame_strerror(rv));
             conn_fail(c, UV_EPROTO, false);
             return;
         }
         call = call_take(c, resp->id);
-        if (call == NULL) { /* timed out meanwhile */
-            ringmq__rpc_response__free_unpacked(resp, NULL);
+        if (call != NULL && call->steal != NULL) {
+            /* a sync caller keeps its response: one of its own */
+            pb_arena_reset(&c->resp_arena);
+            if (rpc_frame_unpack_response(&frame, NULL, &resp) != 0) {
+                resp = NULL; /* cannot be: it unpacked just now */
+            }
+            call_complete(call, resp != NULL ? 0 : UV_ENOMEM, resp);
             continue;
         }
-        call_complete(call, 0, resp);
+        if (call != NULL) {
+            call_complete(call, 0, resp);
+        } /* else timed out meanwhile */
+        pb_arena_reset(&c->resp_arena);
     }
 }
 
@@ -742,6 +754,7 @@ struct rpc_client *rpc_client_new(uv_loop_t *loop,
              strchr(c->host, ':') ? "[%s]:%s" : "%s:%s", c->host, c->port);
     c->state = CS_IDLE;
     c->next_id = 1;
+    pb_arena_init(&c->resp_arena);
     c->table_size = TABLE_MIN;
     c->table = xcalloc(c->table_size, sizeof(*c->table));
     uv_timer_init(loop, &c->conn_timer);

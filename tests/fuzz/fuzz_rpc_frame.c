@@ -26,6 +26,7 @@
 #include "common/le.h"
 #include "node/mq_ranges.h"
 #include "node/mq_store.h"
+#include "proto/pb_arena.h"
 #include "proto/rpc_frame.h"
 
 /* Small enough to keep iterations fast, large enough for lz4 frames. */
@@ -220,7 +221,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct rpc_frame_decoder d;
     struct rpc_frame f;
     Ringmq__RpcRequest *req;
-    Ringmq__RpcResponse *resp;
+    Ringmq__RpcResponse *resp, *in_arena;
+    struct pb_arena arena;
     size_t chunk;
     size_t off;
     size_t used;
@@ -258,14 +260,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 roundtrip(req);
                 ringmq__rpc_request__free_unpacked(req, NULL);
             }
-            if (rpc_frame_unpack_response(&f, &resp) == 0) {
+            /* through an arena (how rpc_client unpacks) as with malloc:
+             * the same verdict and the same message */
+            pb_arena_init(&arena);
+            in_arena = NULL;
+            (void)rpc_frame_unpack_response(&f, pb_arena_allocator(&arena),
+                                            &in_arena);
+            if (rpc_frame_unpack_response(&f, NULL, &resp) == 0) {
+                if (in_arena == NULL ||
+                    ringmq__rpc_response__get_packed_size(in_arena) !=
+                        ringmq__rpc_response__get_packed_size(resp)) {
+                    abort();
+                }
                 if (resp->body_case == RINGMQ__RPC_RESPONSE__BODY_MQ_SEGMENT &&
                     resp->mq_segment->data.len > 0) {
                     fuzz_segment_bytes(resp->mq_segment->data.data,
                                        resp->mq_segment->data.len);
                 }
                 ringmq__rpc_response__free_unpacked(resp, NULL);
+            } else if (in_arena != NULL) {
+                abort();
             }
+            pb_arena_close(&arena);
         }
         off += n;
     }

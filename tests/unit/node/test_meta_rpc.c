@@ -173,7 +173,7 @@ static Ringmq__RpcResponse *recv_answer(struct fx *f, size_t *bytes)
         f->in_off += used;
     }
     assert_int_equal(rv, 1);
-    assert_int_equal(rpc_frame_unpack_response(&frame, &resp), 0);
+    assert_int_equal(rpc_frame_unpack_response(&frame, NULL, &resp), 0);
     assert_int_equal(rpc_outcome(resp->code), OUTCOME_OK);
     *bytes += ringmq__rpc_response__get_packed_size(resp);
     return resp;

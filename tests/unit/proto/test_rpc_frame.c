@@ -238,7 +238,7 @@ static void test_many_frames_one_feed(void **state)
         rv = rpc_frame_decoder_feed(&d, b.data + off, b.len - off, &used, &f);
         assert_int_equal(rv, 1);
         off += used;
-        assert_int_equal(rpc_frame_unpack_response(&f, &out), 0);
+        assert_int_equal(rpc_frame_unpack_response(&f, NULL, &out), 0);
         assert_int_equal(out->id, next);
         next++;
         ringmq__rpc_response__free_unpacked(out, NULL);
@@ -394,7 +394,7 @@ static void test_bad_protobuf(void **state)
         rpc_frame_decoder_feed(&d, frame, sizeof(frame), &used, &f), 1);
     assert_int_equal(rpc_frame_unpack_request(&f, &req), RPC_FRAME_EPROTO);
     assert_null(req);
-    assert_int_equal(rpc_frame_unpack_response(&f, &resp), RPC_FRAME_EPROTO);
+    assert_int_equal(rpc_frame_unpack_response(&f, NULL, &resp), RPC_FRAME_EPROTO);
     assert_int_equal(
         rpc_frame_decoder_feed(&d, frame2, sizeof(frame2), &used, &f), 1);
     assert_int_equal(rpc_frame_unpack_request(&f, &req), RPC_FRAME_EPROTO);
