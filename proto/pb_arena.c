@@ -28,6 +28,9 @@ static void *arena_alloc(void *data, size_t n)
     struct pb_arena *a = data;
     struct pb_arena_spill *s;
 
+    if (n > SIZE_MAX / 2) {
+        return NULL; /* unpack fails, as with malloc */
+    }
     n = round_up(n > 0 ? n : 1); /* a pointer unpack can tell from NULL */
     if (n <= a->size - a->used) {
         void *p = a->block + a->used;

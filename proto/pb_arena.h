@@ -18,7 +18,8 @@
  * to hold them all next time (bounded by PB_ARENA_KEEP_MAX, so one huge
  * message does not pin its size for good).
  *
- * Errors: allocation failure aborts (xmalloc), as everywhere in ringmq.
+ * Errors: allocation failure aborts (xmalloc), as everywhere in ringmq;
+ * a size no allocator could give (over SIZE_MAX / 2) gets NULL.
  * Threads: an arena belongs to one thread at a time.
  */
 #ifndef RINGMQ_PB_ARENA_H
@@ -29,9 +30,9 @@
 #include <protobuf-c/protobuf-c.h>
 
 /* The largest block an arena keeps between resets: a batch of a few
- * hundred small commands, or of a hundred 1 KiB messages, fits; a node
- * keeps one or two arenas per group that applies (so hundreds of busy
- * groups hold a few tens of MB at most). */
+ * hundred small commands, or of a hundred 1 KiB messages, fits. A node
+ * keeps two arenas per group that applies and one per RPC client, so
+ * hundreds of busy groups hold a few tens of MB at most. */
 #define PB_ARENA_KEEP_MAX (128u * 1024)
 
 struct pb_arena_spill;

@@ -552,7 +552,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
             /* a sync caller keeps its response: one of its own */
             pb_arena_reset(&c->resp_arena);
             if (rpc_frame_unpack_response(&frame, NULL, &resp) != 0) {
-                resp = NULL; /* cannot be: it unpacked just now */
+                resp = NULL; /* malloc failed: it unpacked just now */
             }
             call_complete(call, resp != NULL ? 0 : UV_ENOMEM, resp);
             continue;
