@@ -662,6 +662,7 @@ static uint64_t snapshot_stall(struct env *e, enum snap_mode mode)
 
     free(e->n[0].sm.vals);
     memset(&e->n[0].sm, 0, sizeof e->n[0].sm);
+    sealed_at_nice = -100; /* seen by this scenario's seal, not a former */
     config(e, &cfg, 0, 1);
     /* one or two snapshots while the probe's 100 commands go in */
     cfg.snapshot_threshold = 48;
@@ -863,6 +864,7 @@ static void test_slices_reuse_chunks(void **state)
     uint64_t cpu0, t0, cpu_us, wall_us;
 
     seal_sleep_us = 1000; /* a worker slower than the loop */
+    sealed_at_nice = -100;
     start_chunked(e, &cfg);
     cpu0 = thread_cpu_us();
     t0 = clock_mono_ms();
